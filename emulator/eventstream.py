@@ -1,0 +1,737 @@
+"""Sans-IO codec for the AWS event-stream framing (``application/vnd.amazon.eventstream``).
+
+A message on the wire::
+
+    total_length    u32 BE   whole message, prelude and trailing CRC included
+    headers_length  u32 BE   length of the headers block
+    prelude_crc     u32 BE   CRC32 of the 8 bytes above
+    headers         headers_length bytes, each: name_len u8, name utf-8, type u8, value
+    payload         total_length - headers_length - 16 bytes
+    message_crc     u32 BE   CRC32 of every byte before it
+
+Header value types: 0 bool true and 1 bool false (no value bytes), 2 byte (i8),
+3 short (i16), 4 integer (i32), 5 long (i64), 6 byte array (u16 length + bytes),
+7 string (u16 length + utf-8), 8 timestamp (i64 milliseconds since the epoch),
+9 uuid (16 bytes).  In Python: ``bool``, :class:`Int8`, :class:`Int16`, ``int``,
+:class:`Int64`, ``bytes``, ``str``, ``datetime`` and ``UUID``.
+
+:class:`EventStreamDecoder` is a push decoder in the style of h11 and botocore's
+``EventStreamBuffer``: feed it bytes with :meth:`~EventStreamDecoder.receive_data`,
+get back every complete :class:`Message`; :func:`encode_message` is the inverse.
+:func:`open_envelope` unwraps the signed envelope the AWS SDK puts around every
+input event.  Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+from uuid import UUID
+
+from awscrt.checksums import crc32
+
+from .errors import (
+    FrameTooLargeError,
+    FramingError,
+    InvalidHeaderError,
+    InvalidLengthError,
+    MessageCRCError,
+    PreludeCRCError,
+    TruncatedMessageError,
+)
+
+__all__ = [
+    "PRELUDE_LENGTH",
+    "MESSAGE_CRC_LENGTH",
+    "MIN_MESSAGE_LENGTH",
+    "MAX_PAYLOAD_LENGTH",
+    "MAX_HEADERS_LENGTH",
+    "MAX_HEADER_NAME_LENGTH",
+    "MAX_HEADER_VALUE_LENGTH",
+    "Int8",
+    "Int16",
+    "Int64",
+    "HeaderValue",
+    "Message",
+    "encode_message",
+    "EventStreamDecoder",
+    "Envelope",
+    "open_envelope",
+]
+
+#: total_length, headers_length and prelude_crc, three u32 fields.
+PRELUDE_LENGTH = 12
+#: The trailing CRC32 of everything before it.
+MESSAGE_CRC_LENGTH = 4
+#: A message with no headers and an empty payload is prelude plus trailing CRC.
+MIN_MESSAGE_LENGTH = PRELUDE_LENGTH + MESSAGE_CRC_LENGTH
+#: Event-stream service limit on one message's payload (Connect Health user guide).
+MAX_PAYLOAD_LENGTH = 24 * 1024 * 1024
+#: Event-stream service limit on one message's headers block (Connect Health user guide).
+MAX_HEADERS_LENGTH = 128 * 1024
+#: A header name's length is a u8.
+MAX_HEADER_NAME_LENGTH = 255
+#: Byte-array and string header values carry a u16 length.
+MAX_HEADER_VALUE_LENGTH = 65535
+
+
+class Int8(int):
+    """An ``int`` sent as header type 2 (byte, -128..127); decode returns it for type 2."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Int8({int(self)})"
+
+
+class Int16(int):
+    """An ``int`` sent as header type 3 (short, i16); decode returns it for type 3."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Int16({int(self)})"
+
+
+class Int64(int):
+    """An ``int`` sent as header type 5 (long, i64); decode returns it for type 5."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Int64({int(self)})"
+
+
+type HeaderValue = bool | Int8 | Int16 | int | Int64 | bytes | str | datetime | UUID
+"""A header value; its Python type picks the wire type (plain ``int`` is i32)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """One event-stream message: headers (in wire order) and payload bytes.
+
+    Values are only checked when encoded, by :func:`encode_message`. A
+    ``bytearray`` or ``memoryview`` payload is stored as ``bytes``; any other
+    non-bytes payload raises :class:`TypeError`.
+    """
+
+    headers: Mapping[str, HeaderValue] = field(default_factory=dict)
+    payload: bytes = b""
+
+    def __post_init__(self) -> None:
+        if type(self.payload) is not bytes:
+            if not isinstance(self.payload, bytes | bytearray | memoryview):
+                raise TypeError(f"Message.payload must be bytes, got {type(self.payload).__name__}")
+            object.__setattr__(self, "payload", bytes(self.payload))
+
+    def encode(self) -> bytes:
+        """Return the wire bytes of this message; see :func:`encode_message`."""
+        return encode_message(self)
+
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_PRELUDE = struct.Struct(">III")
+_LENGTHS = struct.Struct(">II")
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+_TYPE_NAMES = (
+    "bool true",
+    "bool false",
+    "byte",
+    "short",
+    "integer",
+    "long",
+    "byte array",
+    "string",
+    "timestamp",
+    "uuid",
+)
+# Bytes of value after the type byte, for the fixed-size types (6 and 7 are u16-prefixed).
+_FIXED_SIZE = (0, 0, 1, 2, 4, 8, -1, -1, 8, 16)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _encode_name(name: object) -> bytes:
+    if not isinstance(name, str):
+        raise InvalidHeaderError(f"header name {name!r} is a {type(name).__name__}, not a str")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidHeaderError(f"header name {name!r} is not encodable as utf-8: {exc}") from None
+    if not raw:
+        raise InvalidHeaderError("header name is empty")
+    if len(raw) > MAX_HEADER_NAME_LENGTH:
+        raise InvalidHeaderError(
+            f"header name {name[:40]!r}... is {len(raw)} bytes of utf-8, "
+            f"over the {MAX_HEADER_NAME_LENGTH}-byte limit of its u8 length"
+        )
+    return bytes((len(raw),)) + raw
+
+
+# The names every SDK message carries, with their length byte, so encode skips the checks.
+_COMMON_NAMES = (
+    ":message-type",
+    ":event-type",
+    ":exception-type",
+    ":error-code",
+    ":error-message",
+    ":content-type",
+    ":date",
+    ":chunk-signature",
+)
+_NAME_BYTES = {name: _encode_name(name) for name in _COMMON_NAMES}
+
+_INT_RANGES: dict[type, tuple[str, int, struct.Struct, int, int]] = {
+    Int8: ("Int8", 2, _I8, -(2**7), 2**7 - 1),
+    Int16: ("Int16", 3, _I16, -(2**15), 2**15 - 1),
+    int: ("int (i32)", 4, _I32, -(2**31), 2**31 - 1),
+    Int64: ("Int64", 5, _I64, -(2**63), 2**63 - 1),
+}
+
+
+def _encode_value(name: str, value: object) -> bytes:
+    """Return type byte + value bytes for one header; raise InvalidHeaderError."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidHeaderError(
+                f"header {name!r}: string value is not encodable as utf-8: {exc}"
+            ) from None
+        if len(raw) > MAX_HEADER_VALUE_LENGTH:
+            raise InvalidHeaderError(
+                f"header {name!r}: string value is {len(raw)} bytes of utf-8, "
+                f"over the {MAX_HEADER_VALUE_LENGTH}-byte limit of its u16 length"
+            )
+        return b"\x07" + _U16.pack(len(raw)) + raw
+    if isinstance(value, bool):
+        return b"\x00" if value else b"\x01"
+    if isinstance(value, int):
+        kind = next(k for k in (Int8, Int16, Int64, int) if isinstance(value, k))
+        label, type_code, packer, low, high = _INT_RANGES[kind]
+        if not low <= value <= high:
+            raise InvalidHeaderError(
+                f"header {name!r}: {label} value {int(value)} is outside {low}..{high}"
+            )
+        return bytes((type_code,)) + packer.pack(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        if len(raw) > MAX_HEADER_VALUE_LENGTH:
+            raise InvalidHeaderError(
+                f"header {name!r}: byte array value is {len(raw)} bytes, "
+                f"over the {MAX_HEADER_VALUE_LENGTH}-byte limit of its u16 length"
+            )
+        return b"\x06" + _U16.pack(len(raw)) + raw
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            # A naive datetime would silently mean the host's local time.
+            raise InvalidHeaderError(
+                f"header {name!r}: timestamp {value.isoformat()} is naive; "
+                "give it a timezone (e.g. datetime.UTC)"
+            )
+        # Exact integer arithmetic: value.timestamp() * 1000 loses milliseconds to floats.
+        millis = (value - _EPOCH) // _ONE_MS
+        return b"\x08" + _I64.pack(millis)
+    if isinstance(value, UUID):
+        return b"\x09" + value.bytes
+    raise InvalidHeaderError(
+        f"header {name!r}: a {type(value).__name__} value has no event-stream header type "
+        "(use bool, Int8, Int16, int, Int64, bytes, str, datetime or UUID)"
+    )
+
+
+def _encode_headers(headers: Mapping[str, HeaderValue]) -> bytes:
+    parts: list[bytes] = []
+    for name, value in headers.items():
+        name_bytes = _NAME_BYTES.get(name) if type(name) is str else None
+        parts.append(name_bytes if name_bytes is not None else _encode_name(name))
+        parts.append(_encode_value(name, value))
+    return b"".join(parts)
+
+
+def encode_message(message: Message) -> bytes:
+    """Return the wire bytes of ``message``: prelude, headers in mapping order, payload, CRC.
+
+    Raises :class:`InvalidHeaderError` for a header name or value that has no
+    encoding (unsupported type, integer out of its type's range, naive datetime,
+    name over 255 or value over 65535 bytes, empty name) and
+    :class:`FrameTooLargeError` when the headers block exceeds
+    :data:`MAX_HEADERS_LENGTH` or the payload :data:`MAX_PAYLOAD_LENGTH`.
+    """
+    headers_block = _encode_headers(message.headers)
+    payload = message.payload
+    headers_length = len(headers_block)
+    if headers_length > MAX_HEADERS_LENGTH:
+        raise FrameTooLargeError(
+            f"headers block is {headers_length} bytes, over the {MAX_HEADERS_LENGTH}-byte limit"
+        )
+    if len(payload) > MAX_PAYLOAD_LENGTH:
+        raise FrameTooLargeError(
+            f"payload is {len(payload)} bytes, over the {MAX_PAYLOAD_LENGTH}-byte limit"
+        )
+    lengths = _LENGTHS.pack(MIN_MESSAGE_LENGTH + headers_length + len(payload), headers_length)
+    prelude_crc = crc32(lengths)
+    prelude_crc_bytes = _U32.pack(prelude_crc)
+    # The message CRC continues from the prelude CRC, which already covers the lengths.
+    message_crc = crc32(payload, crc32(headers_block, crc32(prelude_crc_bytes, prelude_crc)))
+    return b"".join((lengths, prelude_crc_bytes, headers_block, payload, _U32.pack(message_crc)))
+
+
+# --------------------------------------------------------------------------- decode
+
+# Interned names: decoded names share these str objects (and their cached hashes).
+_NAME_CACHE: dict[bytes, str] = {name.encode(): name for name in _COMMON_NAMES}
+_NAME_CACHE_LIMIT = 256
+# Whole headers blocks made only of bool/int/string headers (``:message-type: event``,
+# ``:event-type: audioEvent``...) repeat verbatim in every event, so their decoded
+# form is kept; blocks holding timestamps, byte arrays or UUIDs (the envelope's
+# ``:date`` and ``:chunk-signature``) differ every time and are not.
+_BLOCK_CACHE: dict[bytes, dict[str, HeaderValue]] = {}
+_BLOCK_CACHE_LIMIT = 128
+_BLOCK_CACHE_MAX_BYTES = 512
+
+# The SDK's envelope headers, always this layout: ``:date`` (type 8, i64 milliseconds)
+# then ``:chunk-signature`` (type 6, u16 length 32, the 32-byte SHA-256 HMAC). One
+# struct reads the lot, the fixed parts included, so a match costs a single unpack.
+_ENVELOPE_DATE = b"\x05:date\x08"
+_ENVELOPE_SIGNATURE = b"\x10:chunk-signature\x06\x00\x20"
+_ENVELOPE_HEADERS = struct.Struct(f">{len(_ENVELOPE_DATE)}sq{len(_ENVELOPE_SIGNATURE)}s32s")
+
+
+def _describe(name: str, offset: int) -> str:
+    return f"header {name!r} at offset {offset}"
+
+
+def _decode_headers(block: bytes) -> dict[str, HeaderValue]:
+    """Decode a whole headers block; raise InvalidHeaderError naming the bad header."""
+    cached = _BLOCK_CACHE.get(block)
+    if cached is not None:
+        return cached.copy()
+    end = len(block)
+    headers: dict[str, HeaderValue] = {}
+    cacheable = end <= _BLOCK_CACHE_MAX_BYTES
+    pos = 0
+    while pos < end:
+        start = pos
+        name_length = block[pos]
+        pos += 1
+        if pos + name_length + 1 > end:
+            raise InvalidHeaderError(
+                f"header at offset {start} is truncated: its {name_length}-byte name and "
+                f"type byte need {name_length + 2} bytes but the {end}-byte headers block "
+                f"has {end - start} left"
+            )
+        if name_length == 0:
+            raise InvalidHeaderError(f"header at offset {start} has an empty name")
+        raw_name = block[pos : pos + name_length]
+        name = _NAME_CACHE.get(raw_name)
+        if name is None:
+            try:
+                name = raw_name.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidHeaderError(
+                    f"header at offset {start}: name {raw_name!r} is not valid utf-8: {exc}"
+                ) from None
+            if len(_NAME_CACHE) < _NAME_CACHE_LIMIT:
+                _NAME_CACHE[raw_name] = name
+        pos += name_length
+        type_code = block[pos]
+        pos += 1
+        if type_code == 7 or type_code == 6:
+            if pos + 2 > end:
+                raise InvalidHeaderError(
+                    f"{_describe(name, start)} is truncated: its {_TYPE_NAMES[type_code]} "
+                    f"length needs 2 bytes but the {end}-byte headers block has {end - pos} left"
+                )
+            (size,) = _U16.unpack_from(block, pos)
+            pos += 2
+            if pos + size > end:
+                raise InvalidHeaderError(
+                    f"{_describe(name, start)} is truncated: its {_TYPE_NAMES[type_code]} "
+                    f"value needs {size} bytes but the {end}-byte headers block has "
+                    f"{end - pos} left"
+                )
+            raw = block[pos : pos + size]
+            pos += size
+            if type_code == 7:
+                try:
+                    value: HeaderValue = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidHeaderError(
+                        f"{_describe(name, start)}: string value is not valid utf-8: {exc}"
+                    ) from None
+            else:
+                value = raw
+                cacheable = False
+        elif type_code > 9:
+            raise InvalidHeaderError(
+                f"{_describe(name, start)} has unknown value type {type_code} (valid types are 0-9)"
+            )
+        else:
+            size = _FIXED_SIZE[type_code]
+            if pos + size > end:
+                raise InvalidHeaderError(
+                    f"{_describe(name, start)} is truncated: its {_TYPE_NAMES[type_code]} "
+                    f"value needs {size} bytes but the {end}-byte headers block has "
+                    f"{end - pos} left"
+                )
+            if type_code == 8:
+                (millis,) = _I64.unpack_from(block, pos)
+                try:
+                    # timedelta * int is exact, unlike datetime.fromtimestamp(millis / 1000).
+                    value = _EPOCH + _ONE_MS * millis
+                except OverflowError:
+                    raise InvalidHeaderError(
+                        f"{_describe(name, start)}: timestamp {millis} ms since the epoch "
+                        "is outside the years 1-9999 that datetime can represent"
+                    ) from None
+                cacheable = False
+            elif type_code == 4:
+                (value,) = _I32.unpack_from(block, pos)
+            elif type_code == 0:
+                value = True
+            elif type_code == 1:
+                value = False
+            elif type_code == 9:
+                value = UUID(bytes=block[pos : pos + 16])
+                cacheable = False
+            elif type_code == 2:
+                value = Int8(_I8.unpack_from(block, pos)[0])
+            elif type_code == 3:
+                value = Int16(_I16.unpack_from(block, pos)[0])
+            else:
+                value = Int64(_I64.unpack_from(block, pos)[0])
+            pos += size
+        if name in headers:
+            raise InvalidHeaderError(f"{_describe(name, start)} repeats an earlier header name")
+        headers[name] = value
+    if cacheable:
+        if len(_BLOCK_CACHE) >= _BLOCK_CACHE_LIMIT:
+            _BLOCK_CACHE.clear()
+        _BLOCK_CACHE[block] = headers.copy()
+    return headers
+
+
+type _Prelude = tuple[int, int, int]
+"""``(total_length, headers_length, prelude_crc)`` of a prelude that passed the checks."""
+
+
+def _read_prelude(
+    view: memoryview, pos: int, max_payload_length: int, max_headers_length: int, /
+) -> _Prelude:
+    """Return the checked prelude at ``pos``; raise the error that describes a bad one.
+
+    Everything here is decided from the 12 prelude bytes alone, so a message over
+    the limits is refused before any of its body is buffered.
+    """
+    prelude: _Prelude = _PRELUDE.unpack_from(view, pos)
+    total_length, headers_length, prelude_crc = prelude
+    room = total_length - MIN_MESSAGE_LENGTH  # bytes left for headers and payload
+    if (
+        headers_length > room
+        or headers_length > max_headers_length
+        or room - headers_length > max_payload_length
+        or crc32(view[pos : pos + 8]) != prelude_crc
+    ):
+        _raise_prelude_error(view, pos, max_payload_length, max_headers_length)
+    return prelude
+
+
+def _raise_prelude_error(
+    view: memoryview, pos: int, max_payload_length: int, max_headers_length: int, /
+) -> NoReturn:
+    """Raise the precise error for a prelude that :func:`_read_prelude` rejected."""
+    total_length, headers_length, prelude_crc = _PRELUDE.unpack_from(view, pos)
+    computed = crc32(view[pos : pos + 8])
+    # The CRC first: when it is wrong the length fields are noise.
+    if computed != prelude_crc:
+        raise PreludeCRCError(
+            f"prelude CRC32 mismatch: computed 0x{computed:08x}, frame says 0x{prelude_crc:08x}"
+        )
+    if total_length < MIN_MESSAGE_LENGTH:
+        raise InvalidLengthError(
+            f"message total length {total_length} is below the {MIN_MESSAGE_LENGTH}-byte minimum"
+        )
+    room = total_length - MIN_MESSAGE_LENGTH
+    if headers_length > room:
+        raise InvalidLengthError(
+            f"headers length {headers_length} does not fit in message total length "
+            f"{total_length} (at most {room} bytes besides the {MIN_MESSAGE_LENGTH} bytes "
+            "of prelude and CRC)"
+        )
+    if headers_length > max_headers_length:
+        raise FrameTooLargeError(
+            f"headers length {headers_length} exceeds the {max_headers_length}-byte limit"
+        )
+    raise FrameTooLargeError(
+        f"payload length {room - headers_length} (total {total_length} - headers "
+        f"{headers_length} - {MIN_MESSAGE_LENGTH}) exceeds the {max_payload_length}-byte limit"
+    )
+
+
+# Decoded headers and payload are valid by construction, so decode fills the slots
+# directly instead of going through the frozen __init__ (object.__setattr__ per
+# field) and __post_init__: a sizeable share of the cost of a small message.
+_new_object = object.__new__
+_set_headers = vars(Message)["headers"].__set__
+_set_payload = vars(Message)["payload"].__set__
+
+
+def _decode_body(view: memoryview, pos: int, prelude: _Prelude) -> Message:
+    """Decode the complete message at ``pos``, whose prelude was checked already."""
+    total_length, headers_length, prelude_crc = prelude
+    crc_at = pos + total_length - MESSAGE_CRC_LENGTH
+    (message_crc,) = _U32.unpack_from(view, crc_at)
+    # Continue from the verified prelude CRC rather than re-hash the first 8 bytes.
+    computed = crc32(view[pos + 8 : crc_at], prelude_crc)
+    if computed != message_crc:
+        raise MessageCRCError(
+            f"message CRC32 mismatch: computed 0x{computed:08x}, frame says 0x{message_crc:08x}"
+        )
+    headers_at = pos + PRELUDE_LENGTH
+    payload_at = headers_at + headers_length
+    headers: dict[str, HeaderValue] | None = None
+    if headers_length == _ENVELOPE_HEADERS.size:
+        date_name, millis, signature_name, signature = _ENVELOPE_HEADERS.unpack_from(
+            view, headers_at
+        )
+        if date_name == _ENVELOPE_DATE and signature_name == _ENVELOPE_SIGNATURE:
+            try:
+                # timedelta * int is exact, unlike datetime.fromtimestamp(millis / 1000).
+                headers = {":date": _EPOCH + _ONE_MS * millis, ":chunk-signature": signature}
+            except OverflowError:
+                pass  # _decode_headers reports it
+    if headers is None:
+        headers = _decode_headers(view[headers_at:payload_at].tobytes()) if headers_length else {}
+    message = _new_object(Message)
+    _set_headers(message, headers)
+    _set_payload(message, view[payload_at:crc_at].tobytes())
+    return message
+
+
+class EventStreamDecoder:
+    """Push decoder: bytes in, complete :class:`Message` objects out.
+
+    At most one incomplete message is buffered, and its size was checked against
+    the limits from its prelude before any of its body was kept. After any
+    :class:`~emulator.errors.FramingError` the decoder is unusable: every later
+    call raises an error of the same class.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_prelude",
+        "_consumed",
+        "_error",
+        "_max_payload_length",
+        "_max_headers_length",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_payload_length: int = MAX_PAYLOAD_LENGTH,
+        max_headers_length: int = MAX_HEADERS_LENGTH,
+    ) -> None:
+        self._max_payload_length = max_payload_length
+        self._max_headers_length = max_headers_length
+        self._buffer = bytearray()
+        # The checked prelude of the incomplete message at the start of the buffer.
+        self._prelude: _Prelude | None = None
+        # Stream offset of the buffer's first byte, for error messages.
+        self._consumed = 0
+        self._error: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Number of bytes held that do not yet make a complete message."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Add ``data``; return every message completed by it (possibly none), in order.
+
+        Bytes past the last complete message stay buffered. Raises
+        :class:`PreludeCRCError`, :class:`MessageCRCError`,
+        :class:`InvalidLengthError`, :class:`FrameTooLargeError` or
+        :class:`InvalidHeaderError` for the first malformed message (its stream
+        offset in the error message), and again on every later call.
+        """
+        if self._error is not None:
+            self._raise_again(self._error)
+        buffer = self._buffer
+        prelude = self._prelude
+        if prelude is not None and len(buffer) + len(data) < prelude[0]:
+            buffer += data  # still inside the body of a message already checked
+            return []
+        if buffer:
+            buffer += data
+            source: bytes | bytearray | memoryview = buffer
+        else:
+            # Nothing held: parse the caller's bytes in place and copy only the leftover.
+            source = data
+        messages: list[Message] = []
+        pos = 0
+        try:
+            with memoryview(source) as view:
+                size = len(view)
+                while True:
+                    if prelude is None:
+                        if size - pos < PRELUDE_LENGTH:
+                            break
+                        prelude = _read_prelude(
+                            view, pos, self._max_payload_length, self._max_headers_length
+                        )
+                    if size - pos < prelude[0]:
+                        break
+                    messages.append(_decode_body(view, pos, prelude))
+                    pos += prelude[0]
+                    prelude = None
+                if source is not buffer and pos < size:
+                    buffer += view[pos:]
+        except FramingError as exc:
+            self._error = type(exc)(f"{exc} (message at stream offset {self._consumed + pos})")
+            raise self._error from None
+        self._prelude = prelude
+        if source is buffer:
+            # bytearray drops a prefix by moving its start, without copying the rest.
+            del buffer[:pos]
+        self._consumed += pos
+        return messages
+
+    def end_of_data(self) -> None:
+        """Declare the input finished; return ``None`` if it ended between messages.
+
+        Raises :class:`TruncatedMessageError` if part of a message is buffered, or
+        the earlier error again if the decoder already failed.
+        """
+        if self._error is not None:
+            self._raise_again(self._error)
+        held = len(self._buffer)
+        if not held:
+            return
+        if self._prelude is not None:
+            detail = f"{held} of its {self._prelude[0]} bytes"
+        else:
+            detail = f"{held} bytes of its {PRELUDE_LENGTH}-byte prelude"
+        self._error = TruncatedMessageError(
+            f"truncated message: input ended after {detail} "
+            f"(message at stream offset {self._consumed})"
+        )
+        raise self._error
+
+    @staticmethod
+    def _raise_again(error: FramingError) -> NoReturn:
+        # A fresh exception each time, so tracebacks do not pile up on the stored one.
+        raise type(error)(f"decoder failed earlier: {error}")
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Envelope:
+    """An input event as the SDK sends it, wrapped or bare.
+
+    ``signature`` is the raw ``:chunk-signature`` (``None`` for a bare event),
+    ``date`` the ``:date`` header, ``raw_inner`` the exact inner message bytes
+    that were signed (empty for a bare event and the end-of-stream envelope), and
+    ``inner`` the decoded inner message, ``None`` for the end-of-stream envelope.
+    """
+
+    inner: Message | None
+    signature: bytes | None
+    date: datetime | None
+    raw_inner: bytes
+
+    @property
+    def ends_stream(self) -> bool:
+        """True for the signed envelope with an empty payload that closes the input."""
+        return self.inner is None
+
+
+_set_inner = vars(Envelope)["inner"].__set__
+_set_signature = vars(Envelope)["signature"].__set__
+_set_date = vars(Envelope)["date"].__set__
+_set_raw_inner = vars(Envelope)["raw_inner"].__set__
+
+
+def _envelope(
+    inner: Message | None, signature: bytes | None, date: datetime | None, raw_inner: bytes, /
+) -> Envelope:
+    # As for messages: the fields are known good, so skip the frozen __init__.
+    envelope = _new_object(Envelope)
+    _set_inner(envelope, inner)
+    _set_signature(envelope, signature)
+    _set_date(envelope, date)
+    _set_raw_inner(envelope, raw_inner)
+    return envelope
+
+
+def _decode_single(data: bytes) -> Message:
+    """Decode ``data`` as exactly one complete message, under the default limits."""
+    size = len(data)
+    if size < PRELUDE_LENGTH:
+        raise TruncatedMessageError(
+            f"truncated message: {size} bytes, fewer than the {PRELUDE_LENGTH}-byte prelude"
+        )
+    with memoryview(data) as view:
+        prelude = _read_prelude(view, 0, MAX_PAYLOAD_LENGTH, MAX_HEADERS_LENGTH)
+        total_length = prelude[0]
+        if size < total_length:
+            raise TruncatedMessageError(f"truncated message: {size} of its {total_length} bytes")
+        if size > total_length:
+            raise InvalidLengthError(
+                f"has {size - total_length} trailing bytes after a message of "
+                f"total length {total_length}"
+            )
+        return _decode_body(view, 0, prelude)
+
+
+def open_envelope(message: Message) -> Envelope:
+    """Return the :class:`Envelope` view of a received input message.
+
+    A message with a ``:chunk-signature`` header is a signed envelope: an empty
+    payload gives ``inner=None`` (end of stream), otherwise the payload must be
+    exactly one complete message. A message without it is a bare event, returned
+    as ``Envelope(inner=message, signature=None, date=None, raw_inner=b"")``.
+
+    Raises :class:`InvalidHeaderError` if ``:chunk-signature`` is not a byte
+    array or ``:date`` is present but not a timestamp, and the codec's errors
+    for a bad payload (:class:`TruncatedMessageError`, :class:`InvalidLengthError`
+    for trailing bytes, CRC, length and header errors), their message starting
+    with ``envelope payload``.
+    """
+    headers = message.headers
+    signature = headers.get(":chunk-signature")
+    if signature is None:
+        return _envelope(message, None, None, b"")
+    if type(signature) is not bytes:
+        raise InvalidHeaderError(
+            "envelope header ':chunk-signature' must be a byte array (type 6), "
+            f"got {type(signature).__name__}"
+        )
+    date = headers.get(":date")
+    if date is not None and not isinstance(date, datetime):
+        raise InvalidHeaderError(
+            f"envelope header ':date' must be a timestamp (type 8), got {type(date).__name__}"
+        )
+    raw_inner = message.payload
+    if not raw_inner:
+        return _envelope(None, signature, date, b"")
+    try:
+        inner = _decode_single(raw_inner)
+    except FramingError as exc:
+        raise type(exc)(f"envelope payload: {exc}") from None
+    return _envelope(inner, signature, date, raw_inner)
