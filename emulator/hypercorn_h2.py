@@ -1,0 +1,194 @@
+"""HTTP/2 for full-duplex streams that end early: a fix to hypercorn 0.18.
+
+Our streaming API answers while the client is still sending: a 400 before the
+body is read, or an in-stream exception and then the end of the response. Stock
+hypercorn 0.18 (``hypercorn/protocol/h2.py``) mishandles that in three ways,
+each of which :class:`DuplexH2Protocol` fixes:
+
+1. **DATA after the response** (upstream issue pgjones/hypercorn#329). Once
+   the app completes its response, ``H2Protocol._close_stream`` forgets the
+   stream, and the next DATA frame for it raises ``KeyError`` in
+   ``_handle_events``, which kills the whole connection with every other
+   stream on it (the AWS SDK multiplexes all sessions of an app on one
+   connection). Such data is now acknowledged, so the *connection* flow
+   window keeps refilling (without that every other stream stalls once 64 KiB
+   have been dropped), and then discarded.
+2. **A client that keeps sending.** After a complete response while the
+   client's side is still open, the server sends RST_STREAM with NO_ERROR,
+   as RFC 9113 §8.1 allows: "a server MAY request that the client abort
+   transmission of a request without error by sending a RST_STREAM with an
+   error code of NO_ERROR after sending a complete response". Clients must
+   not discard the response for it (awscrt reports such a stream as
+   successful). Frames the client had in flight are then handled by h2
+   itself, which counts them against the connection window, acknowledges
+   them and drops them. (h2 also answers each with RST_STREAM STREAM_CLOSED,
+   which RFC 9113 §5.4.2 discourages, "an endpoint SHOULD NOT send more than
+   one RST_STREAM frame for any stream", but which costs only a few frames.)
+   An END_STREAM or a RST_STREAM from the client after that raises nothing.
+3. **An unfinished response.** An app that returns or raises after
+   ``http.response.start`` without the final ``more_body: False`` body left
+   the stream open for ever: the client hung. The stream is now reset with
+   :attr:`DuplexH2Protocol.unfinished_response_error` (INTERNAL_ERROR) once
+   the body bytes the app did send have been written, so an app simulates a
+   mid-stream disconnect just by returning early.
+
+A fourth fault sits under the first: hypercorn feeds request bodies to the app
+through a bounded queue (``config.max_app_queue_size``, 10) and reads the
+socket only when the queue has room. An app that answers without reading the
+body can leave the queue full with the connection's reader waiting on it; the
+``http.disconnect`` that hypercorn queues when the stream closes then waits
+for ever too, and every stream on the connection stalls. A closing HTTP
+stream's unread request messages are therefore dropped first, which the ASGI
+spec allows ("http.disconnect: sent to the application if receive is called
+after a response has been sent"). That leaves room for the disconnect and the
+reader's one pending message if the queue holds at least two (asyncio only;
+under trio the queue is a memory channel and is left alone).
+
+WebSocket streams (extended CONNECT) keep stock behaviour for 2 and the queue:
+hypercorn ends their side before the WebSocket closing handshake completes,
+and their unread messages are the client's last words.
+
+Call :func:`install` before serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h2.events
+import h2.exceptions
+import hypercorn.protocol
+from h2.errors import ErrorCodes
+from h2.stream import StreamState
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.protocol.ws_stream import WSStream
+
+__all__ = ["DuplexH2Protocol", "install"]
+
+# States in which the app has started a response it never completed.
+_UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})
+
+
+class DuplexH2Protocol(H2Protocol):
+    """hypercorn's ``H2Protocol`` for streams whose response ends before the request.
+
+    Constructed by hypercorn exactly as ``H2Protocol`` is; see the module
+    docstring for the behaviour it changes. An ASGI app triggers a stream reset
+    by returning (or raising) after ``http.response.start`` and before the body
+    message with ``more_body: False``; a complete response to a request the
+    client is still sending is followed by RST_STREAM NO_ERROR.
+    """
+
+    #: RST_STREAM code for a response the app left unfinished. INTERNAL_ERROR,
+    #: not CANCEL: RFC 9113 §7 gives CANCEL to an endpoint that no longer needs
+    #: the stream, INTERNAL_ERROR to one that failed; here the server failed to
+    #: finish a response the client still wants. nginx does the same
+    #: (``ngx_http_v2_close_stream``: INTERNAL_ERROR if the response is not
+    #: finished, NO_ERROR if only the request is).
+    unfinished_response_error: ErrorCodes = ErrorCodes.INTERNAL_ERROR
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Streams to reset once their send buffer has drained.
+        self._unfinished: set[int] = set()
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        # Events go to the base class one at a time because the app can close
+        # a stream while an earlier event of the same batch awaits: whether the
+        # stream is still known must be decided just before each DATA event.
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                # The response is complete or abandoned: nobody reads this, but
+                # it consumed connection window that must be handed back.
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+            else:
+                await super()._handle_events([event])
+        await self._flush()
+
+    async def _close_stream(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if isinstance(stream, HTTPStream):
+            _drop_unread_messages(stream)
+        await super()._close_stream(stream_id)
+        if (
+            isinstance(stream, HTTPStream)
+            and stream.state in _UNFINISHED
+            and not self.closed
+            and stream_id in self.stream_buffers
+            and self._stream_state(stream_id) not in (None, StreamState.CLOSED)
+        ):
+            # The app has gone without ending its response. The reset is left
+            # to the send task, which owns the buffer, so that the body bytes
+            # already accepted from the app are written first.
+            self._unfinished.add(stream_id)
+            self.priority.unblock(stream_id)
+            await self.has_data.set()
+
+    async def _send_data(self, stream_id: int) -> None:
+        buffer = self.stream_buffers.get(stream_id)
+        if stream_id in self._unfinished and buffer is not None and not buffer.buffer:
+            # Everything the app sent is on the wire: forget the stream as the
+            # base class does after END_STREAM, then reset it instead.
+            self._unfinished.discard(stream_id)
+            del self.stream_buffers[stream_id]
+            self.priority.remove_stream(stream_id)
+            await buffer.close()
+            await self._reset(stream_id, self.unfinished_response_error)
+            return
+        await super()._send_data(stream_id)
+        if stream_id in self.stream_buffers:
+            return
+        # The base class drops the buffer once it has sent END_STREAM (or when
+        # the stream or connection failed, leaving the stream closed).
+        self._unfinished.discard(stream_id)
+        if (
+            not self.closed
+            and self._stream_state(stream_id) is StreamState.HALF_CLOSED_LOCAL
+            and not isinstance(self.streams.get(stream_id), WSStream)
+        ):
+            await self._reset(stream_id, ErrorCodes.NO_ERROR)
+
+    async def _reset(self, stream_id: int, error_code: ErrorCodes) -> None:
+        try:
+            self.connection.reset_stream(stream_id, error_code)
+        except h2.exceptions.ProtocolError:
+            return  # The client closed the stream or the connection first.
+        await self._flush()
+
+    def _stream_state(self, stream_id: int) -> StreamState | None:
+        # None once h2 has forgotten the stream, which it does only when closed.
+        stream = self.connection.streams.get(stream_id)
+        return None if stream is None else stream.state_machine.state
+
+
+def _drop_unread_messages(stream: HTTPStream) -> None:
+    """Empty the app queue of ``stream`` so that no put on it waits any longer.
+
+    ``app_put`` is the bound ``put`` of the ``asyncio.Queue`` that hypercorn's
+    asyncio task group creates for the app; anything else is left alone.
+    """
+    queue = getattr(getattr(stream, "app_put", None), "__self__", None)
+    if isinstance(queue, asyncio.Queue):
+        while not queue.empty():
+            queue.get_nowait()
+
+
+def install() -> None:
+    """Make hypercorn serve every HTTP/2 connection with :class:`DuplexH2Protocol`.
+
+    Idempotent; returns ``None`` and raises nothing. ``ProtocolWrapper`` in
+    ``hypercorn/protocol/__init__.py`` builds ``H2Protocol`` in three places (TLS
+    with ALPN ``h2``, cleartext prior knowledge, cleartext ``Upgrade: h2c``),
+    each looking the name up in its own module's globals at call time, and both
+    the asyncio and trio TCP servers go through ``ProtocolWrapper``; rebinding
+    that one name therefore covers every HTTP/2 connection, whereas rebinding
+    ``hypercorn.protocol.h2.H2Protocol`` would change nothing, because
+    ``ProtocolWrapper``'s module imported the class by name. HTTP/3 is
+    untouched.
+    """
+    # setattr: type checkers refuse assignments to a class name.
+    setattr(hypercorn.protocol, "H2Protocol", DuplexH2Protocol)  # noqa: B010
