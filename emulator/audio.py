@@ -1,0 +1,468 @@
+"""The audio clock: how many seconds of audio a session has received.
+
+Sans-IO and push style: the session hands every audio chunk to a clock's
+:meth:`~PcmClock.add` and reads :attr:`~PcmClock.seconds`; scenario segments and
+faults are placed on this clock.
+
+* ``pcm`` is 16-bit signed little-endian, so a second is
+  ``2 bytes x channels x sample rate`` bytes; only whole sample frames count.
+* ``flac`` carries no fixed byte rate, so :class:`FlacClock` parses the stream
+  incrementally (RFC 9639): the ``fLaC`` marker, the metadata blocks, then frame
+  headers. A frame's samples count once the frame is complete, that is when the
+  next frame header has arrived, or at :meth:`FlacClock.finish` for the last one.
+  STREAMINFO's total sample count is not used: live encoders write 0 there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from emulator.errors import ValidationException
+
+__all__ = ["MAX_AUDIO_CHUNK_BYTES", "PcmClock", "FlacClock", "make_clock"]
+
+#: The service accepts at most 32,000 bytes of audio in one audio event (WIRE.md);
+#: the session rejects a larger chunk before it reaches a clock.
+MAX_AUDIO_CHUNK_BYTES: Final = 32_000
+
+_PCM_SAMPLE_BYTES: Final = 2  # 16-bit signed little-endian
+
+_FLAC_MARKER: Final = b"fLaC"
+_METADATA_HEADER_BYTES: Final = 4
+_STREAMINFO: Final = 0
+_STREAMINFO_BYTES: Final = 34
+_INVALID_BLOCK_TYPE: Final = 127
+# Longest frame header (RFC 9639 9.1): 4 fixed bytes, a 7-byte coded sample
+# number, 2 bytes each of block size and sample rate, 1 byte of CRC-8. The
+# frame scanner never holds more than this, whatever the frame sizes.
+_MAX_FRAME_HEADER_BYTES: Final = 16
+
+# Frame header sample rate codes 1-11 (RFC 9639 9.1.2); 0 means "see STREAMINFO".
+_SAMPLE_RATES: Final = {
+    1: 88_200,
+    2: 176_400,
+    3: 192_000,
+    4: 8_000,
+    5: 16_000,
+    6: 22_050,
+    7: 24_000,
+    8: 32_000,
+    9: 44_100,
+    10: 48_000,
+    11: 96_000,
+}
+# Frame header sample size codes (RFC 9639 9.1.4); 0 means "see STREAMINFO", 3 is reserved.
+_SAMPLE_SIZES: Final = {1: 8, 2: 12, 4: 16, 5: 20, 6: 24, 7: 32}
+
+
+def _crc8_table() -> tuple[int, ...]:
+    # CRC-8 of the frame header: polynomial x^8 + x^2 + x + 1, initial value 0.
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC8: Final = _crc8_table()
+
+
+def _crc8(data: bytes | bytearray) -> int:
+    crc = 0
+    for byte in data:
+        crc = _CRC8[crc ^ byte]
+    return crc
+
+
+class PcmClock:
+    """The clock of a 16-bit little-endian PCM stream of ``channels`` channels.
+
+    Raises :class:`ValueError` for a non-positive rate or a channel count other
+    than 1 or 2.
+    """
+
+    def __init__(self, *, sample_rate: int, channels: int) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {channels}")
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self._frame_bytes = _PCM_SAMPLE_BYTES * channels
+        self._bytes = 0
+        self._finished = False
+
+    @property
+    def bytes_received(self) -> int:
+        """Audio bytes added so far."""
+        return self._bytes
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio received; a trailing partial sample frame waits for its rest."""
+        return (self._bytes // self._frame_bytes) / self.sample_rate
+
+    def add(self, chunk: bytes) -> float:
+        """Account for ``chunk`` and return the new :attr:`seconds`.
+
+        Raises :class:`RuntimeError` after :meth:`finish`.
+        """
+        if self._finished:
+            raise RuntimeError("audio clock already finished")
+        self._bytes += len(chunk)
+        return self.seconds
+
+    def finish(self) -> float:
+        """End the stream and return the total :attr:`seconds`. Calling it again is harmless."""
+        self._finished = True
+        return self.seconds
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _FrameHeader:
+    length: int
+    block_size: int
+    variable: bool
+    number: int  # frame number (fixed block size) or first sample number (variable)
+
+
+class _Stage(StrEnum):
+    MARKER = "marker"
+    BLOCK_HEADER = "metadata block header"
+    STREAMINFO = "STREAMINFO"
+    SKIP = "metadata block"
+    FRAMES = "frames"
+
+
+_NEED_MORE: Final = object()
+
+
+class FlacClock:
+    """The clock of a FLAC stream declared at ``sample_rate`` Hz.
+
+    :meth:`add` raises :class:`~emulator.errors.ValidationException` when the
+    bytes are not FLAC (no ``fLaC`` marker), when the metadata is malformed,
+    when STREAMINFO's sample rate differs from ``sample_rate``, or when the
+    bytes after the metadata are not a frame header.
+    """
+
+    def __init__(self, *, sample_rate: int) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self._buf = bytearray()
+        self._bytes = 0
+        self._stage = _Stage.MARKER
+        self._skip = 0
+        self._last_block = False
+        self._metadata_blocks = 0
+        self._finished = False
+        # From STREAMINFO.
+        self._stream_rate: int | None = None
+        self._channels: int | None = None
+        self._bits_per_sample: int | None = None
+        # Frame accounting.
+        self._variable: bool | None = None
+        self._frames = 0  # frame headers accepted
+        self._samples = 0  # samples of completed frames
+        self._pending: int | None = None  # block size of the frame still arriving
+
+    @property
+    def bytes_received(self) -> int:
+        """FLAC bytes added so far."""
+        return self._bytes
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio in the complete frames received so far."""
+        return self._samples / self.sample_rate
+
+    @property
+    def channels(self) -> int | None:
+        """STREAMINFO's channel count, or ``None`` before STREAMINFO has arrived."""
+        return self._channels
+
+    @property
+    def stream_sample_rate(self) -> int | None:
+        """STREAMINFO's sample rate in Hz, or ``None`` before STREAMINFO has arrived."""
+        return self._stream_rate
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held back while waiting for the rest of a header (never a whole frame)."""
+        return len(self._buf)
+
+    def add(self, chunk: bytes) -> float:
+        """Parse ``chunk``, split anywhere in the stream, and return the new :attr:`seconds`.
+
+        Raises :class:`~emulator.errors.ValidationException` as described on the
+        class, and :class:`RuntimeError` after :meth:`finish`.
+        """
+        if self._finished:
+            raise RuntimeError("audio clock already finished")
+        self._bytes += len(chunk)
+        self._buf += chunk
+        self._process()
+        return self.seconds
+
+    def finish(self) -> float:
+        """End the stream, count the last frame, and return the total :attr:`seconds`.
+
+        Raises :class:`~emulator.errors.ValidationException` when some bytes
+        arrived but the stream ended before its metadata was complete.
+        Calling it again returns the same total.
+        """
+        if self._finished:
+            return self.seconds
+        self._finished = True
+        if self._stage != _Stage.FRAMES and self._bytes:
+            raise ValidationException(
+                f"FLAC stream ended inside its {self._stage} after {self._bytes} bytes;"
+                " no audio frames arrived"
+            )
+        if self._pending is not None:
+            self._samples += self._pending
+            self._pending = None
+        self._buf.clear()
+        return self.seconds
+
+    # -- parsing ------------------------------------------------------------
+
+    def _process(self) -> None:
+        while True:
+            stage = self._stage
+            if stage == _Stage.MARKER:
+                if not self._marker():
+                    return
+            elif stage == _Stage.BLOCK_HEADER:
+                if not self._block_header():
+                    return
+            elif stage == _Stage.STREAMINFO:
+                if not self._streaminfo():
+                    return
+            elif stage == _Stage.SKIP:
+                if not self._skip_block():
+                    return
+            else:
+                self._scan_frames()
+                return
+
+    def _marker(self) -> bool:
+        head = bytes(self._buf[: len(_FLAC_MARKER)])
+        # Reject on the first wrong byte: a client sending PCM or WAV as flac
+        # hears about it with its first event.
+        if not _FLAC_MARKER.startswith(head):
+            raise ValidationException(
+                "media encoding is flac but the audio is not a FLAC stream: it must start"
+                f" with the 'fLaC' marker, got {head!r}"
+            )
+        if len(head) < len(_FLAC_MARKER):
+            return False
+        del self._buf[: len(_FLAC_MARKER)]
+        self._stage = _Stage.BLOCK_HEADER
+        return True
+
+    def _block_header(self) -> bool:
+        if len(self._buf) < _METADATA_HEADER_BYTES:
+            return False
+        head = self._buf[:_METADATA_HEADER_BYTES]
+        del self._buf[:_METADATA_HEADER_BYTES]
+        self._last_block = bool(head[0] & 0x80)
+        block_type = head[0] & 0x7F
+        length = int.from_bytes(head[1:4], "big")
+        first = self._metadata_blocks == 0
+        self._metadata_blocks += 1
+        if block_type == _INVALID_BLOCK_TYPE:
+            raise ValidationException("FLAC stream has an invalid metadata block type 127")
+        if first != (block_type == _STREAMINFO):
+            raise ValidationException(
+                "FLAC stream must have exactly one STREAMINFO metadata block, first;"
+                f" metadata block {self._metadata_blocks} has type {block_type}"
+            )
+        if first:
+            if length != _STREAMINFO_BYTES:
+                raise ValidationException(
+                    f"FLAC STREAMINFO block must be {_STREAMINFO_BYTES} bytes, not {length}"
+                )
+            self._stage = _Stage.STREAMINFO
+        else:
+            # Other blocks (VORBIS_COMMENT, PADDING, PICTURE...) are skipped by
+            # length as they stream past, never buffered.
+            self._skip = length
+            self._stage = _Stage.SKIP
+        return True
+
+    def _streaminfo(self) -> bool:
+        if len(self._buf) < _STREAMINFO_BYTES:
+            return False
+        info = self._buf[:_STREAMINFO_BYTES]
+        del self._buf[:_STREAMINFO_BYTES]
+        # Bytes 10-12: sample rate (20 bits), channels - 1 (3), bits per sample - 1 (5).
+        packed = int.from_bytes(info[10:13], "big")
+        rate = packed >> 4
+        channels = ((packed >> 1) & 0x7) + 1
+        bits = (((packed & 0x1) << 4) | (info[13] >> 4)) + 1
+        if rate == 0:
+            raise ValidationException("FLAC STREAMINFO sample rate is 0 Hz")
+        if rate != self.sample_rate:
+            raise ValidationException(
+                f"FLAC STREAMINFO sample rate {rate} Hz does not match the declared"
+                f" media sample rate {self.sample_rate} Hz (x-amzn-medscribe-sample-rate)"
+            )
+        self._stream_rate = rate
+        self._channels = channels
+        self._bits_per_sample = bits
+        self._after_block()
+        return True
+
+    def _skip_block(self) -> bool:
+        step = min(self._skip, len(self._buf))
+        del self._buf[:step]
+        self._skip -= step
+        if self._skip:
+            return False
+        self._after_block()
+        return True
+
+    def _after_block(self) -> None:
+        self._stage = _Stage.FRAMES if self._last_block else _Stage.BLOCK_HEADER
+
+    def _scan_frames(self) -> None:
+        buf = self._buf
+        if self._frames == 0:
+            # The first frame starts right after the metadata (RFC 9639 section 6).
+            header = self._frame_header(0)
+            if header is _NEED_MORE:
+                return
+            if header is None:
+                raise ValidationException(
+                    "FLAC stream: the bytes after the metadata blocks are not a frame header"
+                    f" for frame 0, got {bytes(buf[:4]).hex()}"
+                )
+            assert isinstance(header, _FrameHeader)
+            self._accept(header)
+            pos = header.length
+        else:
+            pos = 0
+        keep = len(buf)
+        while (start := buf.find(0xFF, pos)) >= 0:
+            header = self._frame_header(start)
+            if header is _NEED_MORE:
+                keep = start
+                break
+            if header is None:
+                pos = start + 1
+                continue
+            assert isinstance(header, _FrameHeader)
+            self._accept(header)
+            pos = start + header.length
+        # A frame counts by its header's block size, not by its bytes, so
+        # everything before a possible partial header is dropped.
+        del buf[:keep]
+
+    def _accept(self, header: _FrameHeader) -> None:
+        if self._pending is not None:
+            self._samples += self._pending
+        self._pending = header.block_size
+        self._variable = header.variable
+        self._frames += 1
+
+    def _frame_header(self, start: int) -> _FrameHeader | None | object:
+        """Decode the frame header at ``start``.
+
+        Returns it when its fields agree with STREAMINFO, its CRC-8 matches and its
+        number follows the previous frame's; ``None`` when it is not one (a false
+        sync inside frame data); ``_NEED_MORE`` when more bytes are needed to tell.
+        """
+        buf = self._buf
+        end = len(buf)
+        if start + 4 > end:
+            return _NEED_MORE if self._plausible_prefix(start) else None
+        b1, b2, b3 = buf[start + 1], buf[start + 2], buf[start + 3]
+        # 14-bit sync 0b11111111111110, a reserved 0 bit, the blocking strategy bit.
+        if buf[start] != 0xFF or b1 & 0xFE != 0xF8:
+            return None
+        variable = bool(b1 & 0x01)
+        if self._variable is not None and variable != self._variable:
+            return None
+        size_code, rate_code = b2 >> 4, b2 & 0x0F
+        if size_code == 0 or rate_code == 15:
+            return None
+        if rate_code in _SAMPLE_RATES and _SAMPLE_RATES[rate_code] != self._stream_rate:
+            return None
+        channel_code, bits_code = b3 >> 4, (b3 >> 1) & 0x07
+        if channel_code > 10 or b3 & 0x01:
+            return None
+        if (channel_code + 1 if channel_code < 8 else 2) != self._channels:
+            return None
+        if bits_code == 3 or (bits_code and _SAMPLE_SIZES[bits_code] != self._bits_per_sample):
+            return None
+        # UTF-8-style coded number: frame number (31 bits) or sample number (36 bits).
+        pos = start + 4
+        if pos >= end:
+            return _NEED_MORE
+        lead = buf[pos]
+        if lead < 0x80:
+            width, number = 1, lead
+        else:
+            width = 8 - (~lead & 0xFF).bit_length()  # count of leading 1 bits
+            if width < 2 or width > (7 if variable else 6):
+                return None
+            number = lead & (0x7F >> width)
+        for i in range(1, width):
+            if pos + i >= end:
+                return _NEED_MORE
+            byte = buf[pos + i]
+            if byte & 0xC0 != 0x80:
+                return None
+            number = (number << 6) | (byte & 0x3F)
+        expected = self._frames if not variable else self._samples + (self._pending or 0)
+        if number != expected:
+            return None
+        pos += width
+        size_ext = {6: 1, 7: 2}.get(size_code, 0)
+        rate_ext = {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+        length = pos + size_ext + rate_ext + 1 - start
+        if start + length > end:
+            return _NEED_MORE
+        if _crc8(buf[start : start + length - 1]) != buf[start + length - 1]:
+            return None
+        if size_ext:
+            block_size = int.from_bytes(buf[pos : pos + size_ext], "big") + 1
+        elif size_code == 1:
+            block_size = 192
+        elif size_code <= 5:
+            block_size = 576 << (size_code - 2)
+        else:
+            block_size = 256 << (size_code - 8)
+        if rate_ext:
+            value = int.from_bytes(buf[pos + size_ext : pos + size_ext + rate_ext], "big")
+            rate = {12: value * 1000, 13: value, 14: value * 10}[rate_code]
+            if rate != self._stream_rate:
+                return None
+        return _FrameHeader(length=length, block_size=block_size, variable=variable, number=number)
+
+    def _plausible_prefix(self, start: int) -> bool:
+        # Fewer than 4 bytes: wait only if what is there could begin a header.
+        head = self._buf[start : start + 2]
+        return head[:1] in (b"", b"\xff") and (len(head) < 2 or head[1] & 0xFE == 0xF8)
+
+
+def make_clock(*, encoding: str, sample_rate: int, channels: int) -> PcmClock | FlacClock:
+    """Return the clock for a session's media encoding (``pcm`` or ``flac``).
+
+    ``channels`` is the PCM channel count (2 with channelDefinitions, else 1); a
+    FLAC stream states its own. Raises
+    :class:`~emulator.errors.ValidationException` for any other encoding.
+    """
+    if encoding == "pcm":
+        return PcmClock(sample_rate=sample_rate, channels=channels)
+    if encoding == "flac":
+        return FlacClock(sample_rate=sample_rate)
+    raise ValidationException(
+        f"unsupported media encoding {encoding!r}; valid values are pcm and flac"
+    )
