@@ -1,0 +1,656 @@
+"""Request validation for StartMedicalScribeListeningSession, as the service model constrains it.
+
+Pure: no I/O. The constraints (lengths, patterns, enums, ranges, required members,
+unions, sensitive shapes) are copied from the service model
+``connecthealth-2025-01-29``; the model JSON is not shipped or loaded.
+
+Every check reports *all* violations of one request or event in one
+:class:`~emulator.errors.ValidationException`, in the AWS style::
+
+    2 validation errors detected: Value 'abc' at 'x-amzn-medscribe-session-id' (sessionId)
+    failed to satisfy constraint: Member must have length greater than or equal to 36; Value ...
+
+Wire locations: a header or path parameter is named by its wire name, followed by the
+model member in parentheses when the two differ; a JSON member by its dotted path from
+the input-stream member, list elements as ``N.member`` counted from 1 (as AWS reports
+them), e.g. ``configurationEvent.channelDefinitions.2.member.participantRole``.
+Values of shapes the model marks ``sensitive`` are never echoed (``Value '***'``), nor
+are objects and lists, which may hold sensitive members.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .errors import ValidationException
+
+__all__ = [
+    "HEADER_NAMES",
+    "PATH_PARAMETER_NAMES",
+    "StreamRequest",
+    "ChannelDefinition",
+    "Configuration",
+    "validate_stream_headers",
+    "validate_ids",
+    "parse_configuration_event",
+    "parse_audio_event",
+    "parse_session_control_event",
+]
+
+#: Model member name -> request/response header (StartMedicalScribeListeningSessionInput).
+HEADER_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "sessionId": "x-amzn-medscribe-session-id",
+        "domainId": "x-amzn-medscribe-domain-id",
+        "subscriptionId": "x-amzn-medscribe-subscription-id",
+        "languageCode": "x-amzn-medscribe-language-code",
+        "mediaSampleRateHertz": "x-amzn-medscribe-sample-rate",
+        "mediaEncoding": "x-amzn-medscribe-media-encoding",
+    }
+)
+
+#: Model member name -> URI label of GetMedicalScribeListeningSession, for :func:`validate_ids`.
+PATH_PARAMETER_NAMES: Mapping[str, str] = MappingProxyType(
+    {"sessionId": "sessionId", "domainId": "domainId", "subscriptionId": "subscriptionId"}
+)
+
+
+# --- Shapes -----------------------------------------------------------------------------
+# Smithy patterns are unanchored text; the service applies them to the whole value
+# (Java's Matcher.matches), so every regex below is used with re.fullmatch. Where Python
+# reads a construct differently from java.util.regex the Python text is a translation:
+#   "."  Java's dot excludes every line terminator, Python's only "\n" -> _DOT.
+#   "\d" Java: ASCII digits; Python str patterns: any Unicode Nd -> [0-9].
+_DOT = r"[^\n\r\x85\u2028\u2029]"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _String:
+    min_len: int | None = None  # in characters (code points), as Smithy's @length counts
+    max_len: int | None = None
+    pattern: str | None = None  # the model's text, quoted in messages
+    regex: re.Pattern[str] | None = None  # its faithful Python translation
+    enum: tuple[str, ...] | None = None
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Integer:
+    min: int
+    max: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Boolean:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Blob:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _List:
+    member: _Shape
+    min_len: int
+    max_len: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Structure:
+    members: Mapping[str, _Shape]
+    required: tuple[str, ...] = ()
+    union: bool = False
+
+
+_Shape = _String | _Integer | _Boolean | _Blob | _List | _Structure
+
+
+def _pattern(model: str, python: str | None = None, **kw: Any) -> _String:
+    return _String(pattern=model, regex=re.compile(python or model), **kw)
+
+
+_UUID = r"[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}"
+_SESSION_ID = _pattern(f".*{_UUID}.*", f"{_DOT}*{_UUID}{_DOT}*", min_len=36, max_len=36)
+_DOMAIN_ID = _pattern("(hai-|dom-)[a-z0-9]+", min_len=20, max_len=25)
+_SUBSCRIPTION_ID = _pattern("sub-[a-zA-Z0-9]{21}", min_len=25, max_len=25)
+_LANGUAGE_CODE = _String(enum=("en-US", "multi"))
+_MEDIA_ENCODING = _String(enum=("pcm", "flac"))
+_SAMPLE_RATE = _Integer(min=8000, max=48000)
+
+_S3_URI = _pattern(
+    r"s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?",
+    rf"s3://[a-z0-9][\.\-a-z0-9]{{1,61}}[a-z0-9](/{_DOT}*)?",
+    min_len=0,
+    max_len=1024,
+)
+# SensitiveMarkdownString. Python's re has no \p{..}; the translation rests on this:
+# in a str pattern Python's \w is exactly the code points of Unicode general categories
+# L* and N* plus "_" (checked over all of Unicode in tests/test_validation.py), and the
+# model's class lists "_" anyway, so "\p{L}\p{N}...\_..." is "\w...". \s is Java's
+# (non-UNICODE_CHARACTER_CLASS) whitespace, [ \t\n\x0B\f\r], spelled out because Python's
+# str \s also takes Unicode spaces such as U+00A0.
+_MARKDOWN = _pattern(
+    r"""[\p{L}\p{N}\s\*_\-#\[\]\(\)\.,:;!?'"`<>~/|+=&%@\\{}^]+""",
+    r"""[\w \t\n\x0b\f\r*\-#\[\]().,:;!?'"`<>~/|+=&%@\\{}^]+""",
+    sensitive=True,
+)
+_SECTION_HEADER = _pattern("[a-zA-Z0-9_]+", sensitive=True)
+_ISO_DATE = _pattern(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])",
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+    sensitive=True,
+)
+_ENCOUNTER_REASON = _pattern("[a-zA-Z0-9 .,-]+", min_len=0, max_len=256, sensitive=True)
+_BOOLEAN = _Boolean()
+_TEMPLATES = ("HISTORY_AND_PHYSICAL", "GIRPP", "DAP", "SIRP", "BIRP", "BEHAVIORAL_SOAP")
+_ROLES = ("PATIENT", "CLINICIAN")
+
+_CHANNEL_DEFINITIONS = _List(
+    member=_Structure(
+        members={"channelId": _Integer(min=0, max=1), "participantRole": _String(enum=_ROLES)},
+        required=("channelId", "participantRole"),
+    ),
+    min_len=2,
+    max_len=2,
+)
+_ENCOUNTER_CONTEXT = _Structure(
+    members={
+        "unstructuredContext": _MARKDOWN,
+        "medicalCodingContext": _Structure(
+            members={
+                "afterHours": _BOOLEAN,
+                "dateOfBirth": _ISO_DATE,
+                "encounterDate": _ISO_DATE,
+                "encounterReason": _ENCOUNTER_REASON,
+                "encounterType": _String(enum=("TELEHEALTH", "IN_PERSON")),
+                "sex": _String(enum=("MALE", "FEMALE", "NON_BINARY", "UNKNOWN"), sensitive=True),
+                "status": _String(enum=("NEW", "ESTABLISHED"), sensitive=True),
+            }
+        ),
+    }
+)
+_NOTE_TEMPLATE_SETTINGS = _Structure(
+    members={
+        "managedTemplate": _Structure(
+            members={"templateType": _String(enum=(*_TEMPLATES, "PHYSICAL_SOAP"))},
+            required=("templateType",),
+        ),
+        "customTemplate": _Structure(
+            members={
+                "templateType": _String(enum=_TEMPLATES),
+                "templateInstructions": _List(
+                    member=_Structure(
+                        members={"sectionHeader": _SECTION_HEADER, "sectionInstruction": _MARKDOWN},
+                        required=("sectionHeader", "sectionInstruction"),
+                    ),
+                    min_len=1,
+                    max_len=20,
+                ),
+            },
+            required=("templateType", "templateInstructions"),
+        ),
+    },
+    union=True,
+)
+_CONFIGURATION = _Structure(
+    members={
+        "channelDefinitions": _CHANNEL_DEFINITIONS,
+        "encounterContext": _ENCOUNTER_CONTEXT,
+        "postStreamActionSettings": _Structure(
+            members={
+                "outputS3Uri": _S3_URI,
+                "clinicalNoteGenerationSettings": _Structure(
+                    members={"noteTemplateSettings": _NOTE_TEMPLATE_SETTINGS},
+                    required=("noteTemplateSettings",),
+                ),
+                "medicalCodeGenerationSettings": _Structure(
+                    members={"enabled": _BOOLEAN}, required=("enabled",)
+                ),
+            },
+            required=("outputS3Uri", "clinicalNoteGenerationSettings"),
+        ),
+    },
+    required=("postStreamActionSettings",),
+)
+_AUDIO_EVENT = _Structure(members={"audioChunk": _Blob()}, required=("audioChunk",))
+_END_OF_SESSION = _String(enum=("END_OF_SESSION",))
+_SESSION_CONTROL_EVENT = _Structure(members={"type": _END_OF_SESSION})
+
+_HEADER_SHAPES: Mapping[str, _String | _Integer] = {
+    "sessionId": _SESSION_ID,
+    "domainId": _DOMAIN_ID,
+    "subscriptionId": _SUBSCRIPTION_ID,
+    "languageCode": _LANGUAGE_CODE,
+    "mediaSampleRateHertz": _SAMPLE_RATE,
+    "mediaEncoding": _MEDIA_ENCODING,
+}
+
+
+# --- Violations -------------------------------------------------------------------------
+# Longer strings are echoed cut short: a payload may be up to 24 MiB, a message should not.
+_ECHO_LIMIT = 2048
+_UNKNOWN = object()  # a value never echoed (unknown members, audio, whole payloads)
+
+
+def _value_text(value: object, *, sensitive: bool = False) -> str:
+    if value is None:
+        return "Value null"
+    if sensitive:
+        return "Value '***'"
+    if isinstance(value, bool):
+        return f"Value '{str(value).lower()}'"
+    if isinstance(value, str) and len(value) > _ECHO_LIMIT:
+        return f"Value '{value[:_ECHO_LIMIT]}...' ({len(value)} characters)"
+    if isinstance(value, str | int | float):
+        return f"Value '{value}'"
+    return "Value"  # objects and lists may hold sensitive members
+
+
+def _violation(value: object, where: str, rule: str, *, sensitive: bool = False) -> str:
+    return (
+        f"{_value_text(value, sensitive=sensitive)} at {where} failed to satisfy constraint: {rule}"
+    )
+
+
+def _where(location: str, member: str | None = None) -> str:
+    return f"'{location}'" if member in (None, location) else f"'{location}' ({member})"
+
+
+def _error(violations: list[str]) -> ValidationException:
+    n = len(violations)
+    noun = "error" if n == 1 else "errors"
+    return ValidationException(f"{n} validation {noun} detected: " + "; ".join(violations))
+
+
+def _raise_if(violations: list[str]) -> None:
+    if violations:
+        raise _error(violations)
+
+
+def _check_string(value: object, shape: _String, where: str, out: list[str]) -> None:
+    def say(rule: str) -> None:
+        out.append(_violation(value, where, rule, sensitive=shape.sensitive))
+
+    if not isinstance(value, str):
+        # For an enum the allowed values say more than the type does.
+        enum = shape.enum
+        say(
+            f"Member must satisfy enum value set: [{', '.join(enum)}]"
+            if enum
+            else "Member must be a string"
+        )
+        return
+    if shape.min_len is not None and len(value) < shape.min_len:
+        say(f"Member must have length greater than or equal to {shape.min_len}")
+    if shape.max_len is not None and len(value) > shape.max_len:
+        say(f"Member must have length less than or equal to {shape.max_len}")
+    if shape.regex is not None and not shape.regex.fullmatch(value):
+        say(f"Member must satisfy regular expression pattern: {shape.pattern}")
+    if shape.enum is not None and value not in shape.enum:
+        say(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+
+
+def _check_integer(value: object, shape: _Integer, where: str, out: list[str]) -> None:
+    # bool is an int in Python but a JSON boolean on the wire: not an integer.
+    if not isinstance(value, int) or isinstance(value, bool):
+        out.append(_violation(value, where, "Member must be an integer"))
+    elif value < shape.min:
+        out.append(
+            _violation(value, where, f"Member must have value greater than or equal to {shape.min}")
+        )
+    elif value > shape.max:
+        out.append(
+            _violation(value, where, f"Member must have value less than or equal to {shape.max}")
+        )
+
+
+def _decode_blob(value: object) -> bytes | None:
+    """Return the bytes of a JSON blob (standard, padded base64), or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
+        return None
+
+
+def _check(value: object, shape: _Shape, path: str, out: list[str]) -> None:
+    """Append to ``out`` every violation of ``shape`` by the non-null JSON ``value`` at ``path``."""
+    where = _where(path)
+    match shape:
+        case _String():
+            _check_string(value, shape, where, out)
+        case _Integer():
+            _check_integer(value, shape, where, out)
+        case _Boolean():
+            if not isinstance(value, bool):
+                out.append(_violation(value, where, "Member must be a boolean"))
+        case _Blob():
+            if _decode_blob(value) is None:  # audio is not echoed back
+                out.append(_violation(_UNKNOWN, where, "Member must be a base64-encoded string"))
+        case _List():
+            _check_list(value, shape, path, out)
+        case _Structure():
+            _check_structure(value, shape, path, out)
+
+
+def _check_list(value: object, shape: _List, path: str, out: list[str]) -> None:
+    where = _where(path)
+    if not isinstance(value, list):  # what came instead may hold sensitive text: not echoed
+        out.append(_violation(_UNKNOWN, where, "Member must be a list"))
+        return
+    if len(value) < shape.min_len:
+        out.append(
+            _violation(
+                value, where, f"Member must have length greater than or equal to {shape.min_len}"
+            )
+        )
+    if len(value) > shape.max_len:
+        out.append(
+            _violation(
+                value, where, f"Member must have length less than or equal to {shape.max_len}"
+            )
+        )
+    for index, item in enumerate(value, start=1):
+        item_path = f"{path}.{index}.member"
+        if item is None:  # Smithy lists are dense unless @sparse; none here is
+            out.append(_violation(None, _where(item_path), "Member must not be null"))
+        else:
+            _check(item, shape.member, item_path, out)
+
+
+def _check_structure(value: object, shape: _Structure, path: str, out: list[str]) -> None:
+    if not isinstance(value, dict):  # what came instead may hold sensitive text: not echoed
+        out.append(_violation(_UNKNOWN, _where(path), "Member must be an object"))
+        return
+    # Unknown members are rejected. Whether the real service's JSON parser ignores or
+    # rejects them is not documented; rejecting catches client typos, which is what an
+    # emulator is for.
+    known = ", ".join(shape.members)
+    for name in value:
+        if name not in shape.members:
+            rule = f"Member must be one of the modeled members [{known}]"
+            out.append(_violation(_UNKNOWN, _where(f"{path}.{name}"), rule))
+    # JSON null is an absent member, as in every AWS JSON protocol.
+    for name in shape.required:
+        if value.get(name) is None:
+            out.append(_violation(None, _where(f"{path}.{name}"), "Member must not be null"))
+    present = [name for name in shape.members if value.get(name) is not None]
+    if shape.union and len(present) != 1:
+        found = f"{len(present)}" + (f" ({', '.join(present)})" if present else "")
+        rule = f"Member must have exactly one of [{known}] set, found {found}"
+        out.append(_violation(value, _where(path), rule))
+    for name in present:
+        _check(value[name], shape.members[name], f"{path}.{name}", out)
+
+
+def _check_channel_pairing(value: object, out: list[str]) -> None:
+    """The service's rule for two-channel audio: ids 0 and 1, roles PATIENT and CLINICIAN.
+
+    Checked only once both definitions are otherwise valid, so one mistake is one message.
+    """
+    if not (
+        isinstance(value, list) and len(value) == 2 and all(isinstance(d, dict) for d in value)
+    ):
+        return
+    ids = [d.get("channelId") for d in value]
+    roles = [d.get("participantRole") for d in value]
+    where = _where("configurationEvent.channelDefinitions")
+    if all(type(i) is int and 0 <= i <= 1 for i in ids) and ids[0] == ids[1]:
+        out.append(
+            _violation(value, where, "Member must define channelId 0 and channelId 1 once each")
+        )
+    if all(r in _ROLES for r in roles) and roles[0] == roles[1]:
+        out.append(_violation(value, where, "Member must assign PATIENT and CLINICIAN once each"))
+
+
+def _load_json_object(payload: bytes, event: str) -> dict[str, Any]:
+    """Return the JSON object in ``payload``; raise ValidationException if it is not one."""
+
+    def reject_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        document = json.loads(payload.decode("utf-8"), parse_constant=reject_constant)
+    except UnicodeDecodeError as error:
+        rule = f"Payload must be UTF-8 JSON (invalid byte at offset {error.start})"
+    except json.JSONDecodeError as error:
+        rule = f"Payload must be valid JSON ({error.msg}: line {error.lineno} column {error.colno})"
+    except (ValueError, RecursionError) as error:  # NaN/Infinity; nesting too deep
+        rule = f"Payload must be valid JSON ({error})"
+    else:
+        if isinstance(document, dict):
+            return document
+        rule = "Payload must be a JSON object"
+    raise _error([_violation(_UNKNOWN, _where(event), rule)])
+
+
+# --- The request headers ----------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamRequest:
+    """The six headers of a StartMedicalScribeListeningSession request, validated.
+
+    Raises :class:`ValidationException` when built from values the model forbids.
+    """
+
+    session_id: str
+    domain_id: str
+    subscription_id: str
+    language_code: str
+    sample_rate: int
+    media_encoding: str
+
+    def __post_init__(self) -> None:
+        out: list[str] = []
+        _check_members(self._members(), HEADER_NAMES, out)
+        _raise_if(out)
+
+    def _members(self) -> dict[str, object]:
+        return {
+            "sessionId": self.session_id,
+            "domainId": self.domain_id,
+            "subscriptionId": self.subscription_id,
+            "languageCode": self.language_code,
+            "mediaSampleRateHertz": self.sample_rate,
+            "mediaEncoding": self.media_encoding,
+        }
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        """Return the six headers the response echoes: lowercase names, canonical values."""
+        return [
+            (HEADER_NAMES[member].encode("ascii"), str(value).encode("latin-1"))
+            for member, value in self._members().items()
+        ]
+
+
+# An integer header, as Java's Integer.parseInt reads one (ASCII digits only here).
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _check_members(
+    values: Mapping[str, object],
+    locations: Mapping[str, str],
+    out: list[str],
+    *,
+    header_text: bool = False,
+) -> None:
+    """Append the violations of header/path members; ``header_text``: integers still text."""
+    for member, value in values.items():
+        where = _where(locations.get(member, member), member)
+        shape = _HEADER_SHAPES[member]
+        if value is None:
+            out.append(_violation(None, where, "Member must not be null"))
+        elif isinstance(shape, _String):
+            _check_string(value, shape, where, out)
+        elif header_text and isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+            _check_integer(int(value), shape, where, out)
+        else:
+            _check_integer(value, shape, where, out)
+
+
+def validate_ids(
+    *,
+    session_id: str | None,
+    domain_id: str | None,
+    subscription_id: str | None,
+    locations: Mapping[str, str] = HEADER_NAMES,
+) -> None:
+    """Check the three identifiers against SessionId, DomainId and SubscriptionId.
+
+    ``locations`` maps model member names to the wire names used in messages (headers by
+    default; :data:`PATH_PARAMETER_NAMES` for GetMedicalScribeListeningSession). ``None``
+    means the value is missing. Returns nothing; raises :class:`ValidationException`
+    listing every violation.
+    """
+    out: list[str] = []
+    values = {"sessionId": session_id, "domainId": domain_id, "subscriptionId": subscription_id}
+    _check_members(values, locations, out)
+    _raise_if(out)
+
+
+def validate_stream_headers(
+    headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]] | Mapping[str, str],
+) -> StreamRequest:
+    """Return the :class:`StreamRequest` the six ``x-amzn-medscribe-*`` headers describe.
+
+    ``headers`` is an ASGI raw header list (bytes pairs), any iterable of str pairs, or a
+    mapping; names are matched case-insensitively, other headers are ignored, and a header
+    sent twice is read as its values joined by ", " (RFC 9110 section 5.3). Raises
+    :class:`ValidationException` listing every missing or invalid header.
+    """
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    received: dict[str, str] = {}
+    for raw_name, raw_value in pairs:
+        # ASGI carries header bytes undecoded; latin-1 maps each byte to one character.
+        name = (raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name).lower()
+        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
+        value = value.strip(" \t")  # optional whitespace is not part of a field value
+        received[name] = f"{received[name]}, {value}" if name in received else value
+
+    out: list[str] = []
+    values = {member: received.get(header) for member, header in HEADER_NAMES.items()}
+    _check_members(values, HEADER_NAMES, out, header_text=True)
+    _raise_if(out)
+    return StreamRequest(
+        session_id=received[HEADER_NAMES["sessionId"]],
+        domain_id=received[HEADER_NAMES["domainId"]],
+        subscription_id=received[HEADER_NAMES["subscriptionId"]],
+        language_code=received[HEADER_NAMES["languageCode"]],
+        sample_rate=int(received[HEADER_NAMES["mediaSampleRateHertz"]]),
+        media_encoding=received[HEADER_NAMES["mediaEncoding"]],
+    )
+
+
+# --- Input events -----------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChannelDefinition:
+    """Which participant speaks on one audio channel (0 or 1)."""
+
+    channel_id: int
+    participant_role: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Configuration:
+    """A validated MedicalScribeConfigurationEvent.
+
+    ``raw`` is the event's JSON object; the other fields are views of it. Mappings are
+    read-only by contract (plain dicts, so they serialise back to JSON unchanged).
+    """
+
+    channel_definitions: tuple[ChannelDefinition, ...] | None
+    encounter_context: Mapping[str, Any] | None
+    post_stream_action_settings: Mapping[str, Any]
+    template_type: str
+    template_kind: Literal["managedTemplate", "customTemplate"]
+    medical_code_generation: bool | None
+    raw: Mapping[str, Any]
+
+    @property
+    def channels(self) -> int:
+        """Return the audio channel count: 2 with channel definitions, else 1."""
+        return 2 if self.channel_definitions else 1
+
+    def role_of(self, channel_id: int) -> str | None:
+        """Return the participant role of ``channel_id``, or None if it has none."""
+        for definition in self.channel_definitions or ():
+            if definition.channel_id == channel_id:
+                return definition.participant_role
+        return None
+
+
+def parse_configuration_event(payload: bytes) -> Configuration:
+    """Return the :class:`Configuration` in a ``configurationEvent`` JSON payload.
+
+    Raises :class:`ValidationException` if the payload is not a UTF-8 JSON object, or
+    listing every violation of the model and of the two-channel rule.
+    """
+    document = _load_json_object(payload, "configurationEvent")
+    out: list[str] = []
+    _check_structure(document, _CONFIGURATION, "configurationEvent", out)
+    _check_channel_pairing(document.get("channelDefinitions"), out)
+    _raise_if(out)
+
+    settings = document["postStreamActionSettings"]
+    templates = settings["clinicalNoteGenerationSettings"]["noteTemplateSettings"]
+    kind: Literal["managedTemplate", "customTemplate"] = (
+        "managedTemplate" if templates.get("managedTemplate") is not None else "customTemplate"
+    )
+    definitions = document.get("channelDefinitions")
+    coding = settings.get("medicalCodeGenerationSettings")
+    return Configuration(
+        channel_definitions=None
+        if definitions is None
+        else tuple(
+            ChannelDefinition(channel_id=d["channelId"], participant_role=d["participantRole"])
+            for d in definitions
+        ),
+        encounter_context=document.get("encounterContext"),
+        post_stream_action_settings=settings,
+        template_type=templates[kind]["templateType"],
+        template_kind=kind,
+        medical_code_generation=None if coding is None else coding["enabled"],
+        raw=document,
+    )
+
+
+def parse_audio_event(payload: bytes) -> bytes:
+    """Return the audio bytes of an ``audioEvent`` JSON payload (``{"audioChunk": base64}``).
+
+    Raises :class:`ValidationException` if the payload is not a JSON object, lacks
+    ``audioChunk``, has other members, or the chunk is not standard padded base64.
+    """
+    document = _load_json_object(payload, "audioEvent")
+    out: list[str] = []
+    _check_structure(document, _AUDIO_EVENT, "audioEvent", out)
+    _raise_if(out)
+    chunk = _decode_blob(document["audioChunk"])
+    assert chunk is not None  # checked above
+    return chunk
+
+
+def parse_session_control_event(payload: bytes) -> str:
+    """Return the ``type`` of a ``sessionControlEvent`` JSON payload: ``"END_OF_SESSION"``.
+
+    Raises :class:`ValidationException`, listing the allowed values, for any other type.
+    """
+    document = _load_json_object(payload, "sessionControlEvent")
+    out: list[str] = []
+    _check_structure(document, _SESSION_CONTROL_EVENT, "sessionControlEvent", out)
+    # The model leaves `type` optional, but an event without one asks for nothing the
+    # emulator could do, so a missing type is reported like a wrong one.
+    if document.get("type") is None:
+        rule = f"Member must satisfy enum value set: [{', '.join(_END_OF_SESSION.enum or ())}]"
+        out.append(_violation(None, _where("sessionControlEvent.type"), rule))
+    _raise_if(out)
+    event_type: str = document["type"]
+    return event_type

@@ -1,0 +1,1033 @@
+"""Request validation exactly as the service model constrains StartMedicalScribeListeningSession.
+
+Each bad case asserts the whole violation text: the echoed value (or its absence), the wire
+location and the rule, in the AWS form
+``Value '<v>' at '<location>' failed to satisfy constraint: <rule>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import sys
+import unicodedata
+from dataclasses import FrozenInstanceError
+from typing import Any, NamedTuple
+
+import pytest
+
+from emulator.errors import ValidationException
+from emulator.validation import (
+    HEADER_NAMES,
+    PATH_PARAMETER_NAMES,
+    ChannelDefinition,
+    Configuration,
+    StreamRequest,
+    parse_audio_event,
+    parse_configuration_event,
+    parse_session_control_event,
+    validate_ids,
+    validate_stream_headers,
+)
+
+SESSION_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+DOMAIN_ID = "dom-0123456789abcdefghi"  # 23 characters
+SUBSCRIPTION_ID = "sub-A1b2C3d4E5f6G7h8I9j0K"  # 25 characters
+VALID_MEMBERS = {
+    "sessionId": SESSION_ID,
+    "domainId": DOMAIN_ID,
+    "subscriptionId": SUBSCRIPTION_ID,
+    "languageCode": "en-US",
+    "mediaSampleRateHertz": "16000",
+    "mediaEncoding": "pcm",
+}
+SESSION_ID_PATTERN = (
+    ".*[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}.*"
+)
+S3_PATTERN = r"s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?"
+MARKDOWN_PATTERN = r"""[\p{L}\p{N}\s\*_\-#\[\]\(\)\.,:;!?'"`<>~/|+=&%@\\{}^]+"""
+ISO_DATE_PATTERN = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+MANAGED_TEMPLATES = (
+    "HISTORY_AND_PHYSICAL",
+    "GIRPP",
+    "DAP",
+    "SIRP",
+    "BIRP",
+    "BEHAVIORAL_SOAP",
+    "PHYSICAL_SOAP",
+)
+
+
+def raw_headers(**members: str | None) -> list[tuple[bytes, bytes]]:
+    """ASGI raw headers of a valid request, with ``members`` replaced (None: left out)."""
+    values = {**VALID_MEMBERS, **members}
+    headers = [(b"content-type", b"application/vnd.amazon.eventstream")]
+    for member, header in HEADER_NAMES.items():
+        value = values[member]
+        if value is not None:
+            headers.append((header.encode(), value.encode("utf-8")))
+    return headers
+
+
+def violation(shown: str | None, location: str, rule: str, *, member: str | None = None) -> str:
+    """One AWS-style violation; ``shown`` is the echoed value text, None for no value.
+
+    ``member``: the model member, named after a header location.
+    """
+    value = "Value" if shown is None else f"Value {shown}"
+    where = f"'{location}'" if member is None else f"'{location}' ({member})"
+    return f"{value} at {where} failed to satisfy constraint: {rule}"
+
+
+def header_violation(shown: str, member: str, rule: str) -> str:
+    return violation(shown, HEADER_NAMES[member], rule, member=member)
+
+
+def error_message(call: Any, *args: Any, **kwargs: Any) -> str:
+    with pytest.raises(ValidationException) as caught:
+        call(*args, **kwargs)
+    assert caught.value.status == 400
+    return caught.value.message
+
+
+# --- Headers ----------------------------------------------------------------------------
+class HeaderCase(NamedTuple):
+    member: str
+    value: str | None  # None: the header is not sent
+    rule: str
+
+
+NULL = "Member must not be null"
+HEADER_CASES = {
+    "session-id-missing": HeaderCase("sessionId", None, NULL),
+    "session-id-too-short": HeaderCase(
+        "sessionId", SESSION_ID[:-1], "Member must have length greater than or equal to 36"
+    ),
+    "session-id-too-long": HeaderCase(
+        "sessionId", SESSION_ID + "0", "Member must have length less than or equal to 36"
+    ),
+    "session-id-pattern": HeaderCase(
+        "sessionId",
+        "z" * 36,
+        f"Member must satisfy regular expression pattern: {SESSION_ID_PATTERN}",
+    ),
+    "domain-id-missing": HeaderCase("domainId", None, NULL),
+    "domain-id-too-short": HeaderCase(
+        "domainId", "dom-abc", "Member must have length greater than or equal to 20"
+    ),
+    "domain-id-too-long": HeaderCase(
+        "domainId", "dom-" + "a" * 22, "Member must have length less than or equal to 25"
+    ),
+    "domain-id-pattern-prefix": HeaderCase(
+        "domainId",
+        "xyz-" + "a" * 17,
+        "Member must satisfy regular expression pattern: (hai-|dom-)[a-z0-9]+",
+    ),
+    "domain-id-pattern-uppercase": HeaderCase(
+        "domainId",
+        "hai-ABCDEFGHIJKLMNOPQ",
+        "Member must satisfy regular expression pattern: (hai-|dom-)[a-z0-9]+",
+    ),
+    "subscription-id-missing": HeaderCase("subscriptionId", None, NULL),
+    "subscription-id-too-short": HeaderCase(
+        "subscriptionId",
+        SUBSCRIPTION_ID[:-1],
+        "Member must have length greater than or equal to 25",
+    ),
+    "subscription-id-too-long": HeaderCase(
+        "subscriptionId", SUBSCRIPTION_ID + "x", "Member must have length less than or equal to 25"
+    ),
+    "subscription-id-pattern": HeaderCase(
+        "subscriptionId",
+        "sub_" + SUBSCRIPTION_ID[4:],
+        "Member must satisfy regular expression pattern: sub-[a-zA-Z0-9]{21}",
+    ),
+    "language-code-missing": HeaderCase("languageCode", None, NULL),
+    "language-code-enum": HeaderCase(
+        "languageCode", "en-GB", "Member must satisfy enum value set: [en-US, multi]"
+    ),
+    "language-code-enum-is-case-sensitive": HeaderCase(
+        "languageCode", "EN-US", "Member must satisfy enum value set: [en-US, multi]"
+    ),
+    "sample-rate-missing": HeaderCase("mediaSampleRateHertz", None, NULL),
+    "sample-rate-below-range": HeaderCase(
+        "mediaSampleRateHertz", "7999", "Member must have value greater than or equal to 8000"
+    ),
+    "sample-rate-above-range": HeaderCase(
+        "mediaSampleRateHertz", "48001", "Member must have value less than or equal to 48000"
+    ),
+    "sample-rate-non-integer": HeaderCase(
+        "mediaSampleRateHertz", "16k", "Member must be an integer"
+    ),
+    "sample-rate-decimal": HeaderCase(
+        "mediaSampleRateHertz", "16000.0", "Member must be an integer"
+    ),
+    "sample-rate-non-ascii-digits": HeaderCase(
+        "mediaSampleRateHertz", "١٦٠٠٠", "Member must be an integer"
+    ),
+    "sample-rate-empty": HeaderCase("mediaSampleRateHertz", "", "Member must be an integer"),
+    "media-encoding-missing": HeaderCase("mediaEncoding", None, NULL),
+    "media-encoding-enum": HeaderCase(
+        "mediaEncoding", "wav", "Member must satisfy enum value set: [pcm, flac]"
+    ),
+    "media-encoding-enum-is-case-sensitive": HeaderCase(
+        "mediaEncoding", "PCM", "Member must satisfy enum value set: [pcm, flac]"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HEADER_CASES.values(), ids=HEADER_CASES.keys())
+def test_header_violation_names_header_member_and_rule(case: HeaderCase) -> None:
+    headers = raw_headers(**{case.member: case.value})
+    message = error_message(validate_stream_headers, headers)
+    # Header values reach us as latin-1 text, the way ASGI hands them over.
+    shown = "null" if case.value is None else f"'{case.value.encode().decode('latin-1')}'"
+    assert header_violation(shown, case.member, case.rule) in message
+
+
+def test_missing_header_message_is_exactly_the_aws_form() -> None:
+    message = error_message(validate_stream_headers, raw_headers(sessionId="abc"))
+    assert message == (
+        "2 validation errors detected: "
+        "Value 'abc' at 'x-amzn-medscribe-session-id' (sessionId) failed to satisfy "
+        "constraint: Member must have length greater than or equal to 36; "
+        "Value 'abc' at 'x-amzn-medscribe-session-id' (sessionId) failed to satisfy "
+        f"constraint: Member must satisfy regular expression pattern: {SESSION_ID_PATTERN}"
+    )
+
+
+def test_all_header_violations_are_reported_together_in_member_order() -> None:
+    headers = raw_headers(domainId=None, mediaSampleRateHertz="fast", mediaEncoding="mp3")
+    message = error_message(validate_stream_headers, headers)
+    assert message.startswith("3 validation errors detected: ")
+    assert message.split(": ", 1)[1].split("; ") == [
+        header_violation("null", "domainId", NULL),
+        header_violation(
+            "'fast'",
+            "mediaSampleRateHertz",
+            "Member must be an integer",
+        ),
+        header_violation(
+            "'mp3'",
+            "mediaEncoding",
+            "Member must satisfy enum value set: [pcm, flac]",
+        ),
+    ]
+
+
+def test_valid_headers_give_a_stream_request_with_an_integer_sample_rate() -> None:
+    assert validate_stream_headers(raw_headers()) == StreamRequest(
+        session_id=SESSION_ID,
+        domain_id=DOMAIN_ID,
+        subscription_id=SUBSCRIPTION_ID,
+        language_code="en-US",
+        sample_rate=16000,
+        media_encoding="pcm",
+    )
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"sessionId": SESSION_ID.upper()},
+        {"domainId": "hai-" + "0" * 16},  # 20: shortest
+        {"domainId": "dom-" + "z9" * 10 + "a"},  # 25: longest
+        {"languageCode": "multi"},
+        {"mediaSampleRateHertz": "8000"},
+        {"mediaSampleRateHertz": "48000"},
+        {"mediaEncoding": "flac"},
+    ],
+    ids=["uppercase-uuid", "domain-20", "domain-25", "multi", "rate-8000", "rate-48000", "flac"],
+)
+def test_boundary_and_enum_values_are_accepted(members: dict[str, str]) -> None:
+    request = validate_stream_headers(raw_headers(**members))
+    assert isinstance(request, StreamRequest)
+
+
+def test_session_id_pattern_allows_text_around_the_uuid_but_length_stays_36() -> None:
+    """The pattern is .*UUID.*; text around the UUID breaks only the fixed length."""
+    for session_id in ("x" + SESSION_ID, SESSION_ID + "-tail", "session:" + SESSION_ID):
+        message = error_message(validate_stream_headers, raw_headers(sessionId=session_id))
+        assert message == "1 validation error detected: " + header_violation(
+            f"'{session_id}'",
+            "sessionId",
+            "Member must have length less than or equal to 36",
+        )
+
+
+def test_header_names_are_case_insensitive() -> None:
+    mixed = [(name.upper(), value) for name, value in raw_headers()]
+    assert validate_stream_headers(mixed) == validate_stream_headers(raw_headers())
+
+
+def test_headers_may_be_a_mapping_or_str_pairs() -> None:
+    text = {name.decode().title(): value.decode() for name, value in raw_headers()}
+    assert validate_stream_headers(text) == validate_stream_headers(raw_headers())
+    assert validate_stream_headers(list(text.items())) == validate_stream_headers(raw_headers())
+
+
+def test_a_header_sent_twice_is_read_as_its_joined_values() -> None:
+    headers = [*raw_headers(), (b"x-amzn-medscribe-media-encoding", b"flac")]
+    message = error_message(validate_stream_headers, headers)
+    assert (
+        header_violation(
+            "'pcm, flac'",
+            "mediaEncoding",
+            "Member must satisfy enum value set: [pcm, flac]",
+        )
+        in message
+    )
+
+
+def test_response_headers_echo_the_six_headers_with_canonical_values() -> None:
+    request = validate_stream_headers(raw_headers(mediaSampleRateHertz=" +016000 "))
+    assert request.response_headers() == [
+        (b"x-amzn-medscribe-session-id", SESSION_ID.encode()),
+        (b"x-amzn-medscribe-domain-id", DOMAIN_ID.encode()),
+        (b"x-amzn-medscribe-subscription-id", SUBSCRIPTION_ID.encode()),
+        (b"x-amzn-medscribe-language-code", b"en-US"),
+        (b"x-amzn-medscribe-sample-rate", b"16000"),
+        (b"x-amzn-medscribe-media-encoding", b"pcm"),
+    ]
+
+
+def test_header_names_map_model_members_to_lowercase_headers() -> None:
+    assert dict(HEADER_NAMES) == {
+        "sessionId": "x-amzn-medscribe-session-id",
+        "domainId": "x-amzn-medscribe-domain-id",
+        "subscriptionId": "x-amzn-medscribe-subscription-id",
+        "languageCode": "x-amzn-medscribe-language-code",
+        "mediaSampleRateHertz": "x-amzn-medscribe-sample-rate",
+        "mediaEncoding": "x-amzn-medscribe-media-encoding",
+    }
+
+
+def test_stream_request_cannot_be_built_from_invalid_values() -> None:
+    fields = dict(
+        session_id=SESSION_ID,
+        domain_id=DOMAIN_ID,
+        subscription_id=SUBSCRIPTION_ID,
+        language_code="en-US",
+        media_encoding="pcm",
+    )
+    message = error_message(StreamRequest, sample_rate=True, **fields)
+    assert (
+        header_violation(
+            "'true'",
+            "mediaSampleRateHertz",
+            "Member must be an integer",
+        )
+        in message
+    )
+    request = StreamRequest(sample_rate=44100, **fields)
+    with pytest.raises(FrozenInstanceError):
+        request.sample_rate = 8000  # type: ignore[misc]
+
+
+def test_validate_ids_names_path_parameters_without_a_member_suffix() -> None:
+    message = error_message(
+        validate_ids,
+        session_id="abc",
+        domain_id=None,
+        subscription_id=SUBSCRIPTION_ID,
+        locations=PATH_PARAMETER_NAMES,
+    )
+    assert message == (
+        "3 validation errors detected: "
+        + violation("'abc'", "sessionId", "Member must have length greater than or equal to 36")
+        + "; "
+        + violation(
+            "'abc'",
+            "sessionId",
+            f"Member must satisfy regular expression pattern: {SESSION_ID_PATTERN}",
+        )
+        + "; "
+        + violation("null", "domainId", NULL)
+    )
+
+
+def test_validate_ids_names_headers_by_default_and_accepts_valid_ids() -> None:
+    message = error_message(
+        validate_ids, session_id=SESSION_ID, domain_id=DOMAIN_ID, subscription_id="sub-"
+    )
+    assert (
+        header_violation(
+            "'sub-'",
+            "subscriptionId",
+            "Member must have length greater than or equal to 25",
+        )
+        in message
+    )
+    # Valid identifiers raise nothing.
+    validate_ids(session_id=SESSION_ID, domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID)
+
+
+# --- Configuration event ----------------------------------------------------------------
+WIRE_CONFIGURATION: dict[str, Any] = {
+    "postStreamActionSettings": {
+        "outputS3Uri": "s3://bucket/prefix",
+        "clinicalNoteGenerationSettings": {
+            "noteTemplateSettings": {"managedTemplate": {"templateType": "HISTORY_AND_PHYSICAL"}}
+        },
+    },
+    "channelDefinitions": [
+        {"channelId": 0, "participantRole": "CLINICIAN"},
+        {"channelId": 1, "participantRole": "PATIENT"},
+    ],
+}
+CUSTOM_TEMPLATE: dict[str, Any] = {
+    "templateType": "SIRP",
+    "templateInstructions": [
+        {"sectionHeader": "Subjective_1", "sectionInstruction": "Summarise the *complaint*."}
+    ],
+}
+FULL_CONFIGURATION: dict[str, Any] = {
+    **copy.deepcopy(WIRE_CONFIGURATION),
+    "encounterContext": {
+        "unstructuredContext": "# Ärztin: Schmerz seit ٣ Tagen; 血圧 120/80 ~ ok!\n- [x] `done`",
+        "medicalCodingContext": {
+            "afterHours": False,
+            "dateOfBirth": "1990-02-28",
+            "encounterDate": "2025-12-31",
+            "encounterReason": "Chest pain, follow-up.",
+            "encounterType": "TELEHEALTH",
+            "sex": "NON_BINARY",
+            "status": "ESTABLISHED",
+        },
+    },
+}
+FULL_CONFIGURATION["postStreamActionSettings"]["medicalCodeGenerationSettings"] = {"enabled": True}
+
+DELETE = object()
+C = "configurationEvent."
+NOTES = "postStreamActionSettings.clinicalNoteGenerationSettings.noteTemplateSettings"
+CODING = "encounterContext.medicalCodingContext"
+
+
+def configuration_with(changes: dict[str, Any]) -> dict[str, Any]:
+    """FULL_CONFIGURATION with dotted ``path: value`` changes (list items by index)."""
+    document = copy.deepcopy(FULL_CONFIGURATION)
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node: Any = document
+        for parent in parents:
+            node = node[int(parent)] if isinstance(node, list) else node[parent]
+        key: Any = int(leaf) if isinstance(node, list) else leaf
+        if value is DELETE:
+            del node[key]
+        else:
+            node[key] = copy.deepcopy(value)
+    return document
+
+
+def encode(document: object) -> bytes:
+    return json.dumps(document, ensure_ascii=False).encode()
+
+
+class ConfigCase(NamedTuple):
+    changes: dict[str, Any]
+    location: str  # after "configurationEvent."
+    rule: str
+    shown: str | None  # the echoed value text; None: no value shown
+
+
+def custom(**instructions: Any) -> dict[str, Any]:
+    return {"customTemplate": {**CUSTOM_TEMPLATE, **instructions}}
+
+
+def instruction(header: str = "Plan", text: str = "List next steps.") -> dict[str, str]:
+    return {"sectionHeader": header, "sectionInstruction": text}
+
+
+INSTRUCTIONS = f"{NOTES}.customTemplate.templateInstructions"
+S3 = "postStreamActionSettings.outputS3Uri"
+CHANNELS = "channelDefinitions"
+LONG_S3_URI = "s3://bucket/" + "k" * 1013  # 1025 characters, matches the pattern
+CONFIG_CASES = {
+    "post-stream-action-settings-missing": ConfigCase(
+        {"postStreamActionSettings": DELETE}, "postStreamActionSettings", NULL, "null"
+    ),
+    "post-stream-action-settings-null": ConfigCase(
+        {"postStreamActionSettings": None}, "postStreamActionSettings", NULL, "null"
+    ),
+    "post-stream-action-settings-wrong-type": ConfigCase(
+        {"postStreamActionSettings": "s3://bucket"},
+        "postStreamActionSettings",
+        "Member must be an object",
+        None,
+    ),
+    "output-s3-uri-missing": ConfigCase({S3: DELETE}, S3, NULL, "null"),
+    "output-s3-uri-pattern-scheme": ConfigCase(
+        {S3: "https://bucket/prefix"},
+        S3,
+        f"Member must satisfy regular expression pattern: {S3_PATTERN}",
+        "'https://bucket/prefix'",
+    ),
+    "output-s3-uri-pattern-uppercase-bucket": ConfigCase(
+        {S3: "s3://Bucket/prefix"},
+        S3,
+        f"Member must satisfy regular expression pattern: {S3_PATTERN}",
+        "'s3://Bucket/prefix'",
+    ),
+    "output-s3-uri-pattern-two-letter-bucket": ConfigCase(
+        {S3: "s3://ab"},
+        S3,
+        f"Member must satisfy regular expression pattern: {S3_PATTERN}",
+        "'s3://ab'",
+    ),
+    "output-s3-uri-pattern-line-break-in-key": ConfigCase(
+        {S3: "s3://bucket/a\nb"},
+        S3,
+        f"Member must satisfy regular expression pattern: {S3_PATTERN}",
+        "'s3://bucket/a\nb'",
+    ),
+    "output-s3-uri-too-long": ConfigCase(
+        {S3: LONG_S3_URI},
+        S3,
+        "Member must have length less than or equal to 1024",
+        f"'{LONG_S3_URI}'",
+    ),
+    "output-s3-uri-wrong-type": ConfigCase({S3: 42}, S3, "Member must be a string", "'42'"),
+    "clinical-note-generation-settings-missing": ConfigCase(
+        {"postStreamActionSettings.clinicalNoteGenerationSettings": DELETE},
+        "postStreamActionSettings.clinicalNoteGenerationSettings",
+        NULL,
+        "null",
+    ),
+    "note-template-settings-missing": ConfigCase({NOTES: DELETE}, NOTES, NULL, "null"),
+    "note-template-settings-union-with-zero-members": ConfigCase(
+        {NOTES: {}},
+        NOTES,
+        "Member must have exactly one of [managedTemplate, customTemplate] set, found 0",
+        None,
+    ),
+    "note-template-settings-union-with-null-members": ConfigCase(
+        {NOTES: {"managedTemplate": None, "customTemplate": None}},
+        NOTES,
+        "Member must have exactly one of [managedTemplate, customTemplate] set, found 0",
+        None,
+    ),
+    "note-template-settings-union-with-two-members": ConfigCase(
+        {NOTES: {"managedTemplate": {"templateType": "DAP"}, **custom()}},
+        NOTES,
+        "Member must have exactly one of [managedTemplate, customTemplate] set, "
+        "found 2 (managedTemplate, customTemplate)",
+        None,
+    ),
+    "managed-template-type-missing": ConfigCase(
+        {f"{NOTES}.managedTemplate.templateType": DELETE},
+        f"{NOTES}.managedTemplate.templateType",
+        NULL,
+        "null",
+    ),
+    "managed-template-type-enum": ConfigCase(
+        {f"{NOTES}.managedTemplate.templateType": "SOAP"},
+        f"{NOTES}.managedTemplate.templateType",
+        f"Member must satisfy enum value set: [{', '.join(MANAGED_TEMPLATES)}]",
+        "'SOAP'",
+    ),
+    "custom-template-type-enum-lacks-physical-soap": ConfigCase(
+        {NOTES: custom(templateType="PHYSICAL_SOAP")},
+        f"{NOTES}.customTemplate.templateType",
+        f"Member must satisfy enum value set: [{', '.join(MANAGED_TEMPLATES[:-1])}]",
+        "'PHYSICAL_SOAP'",
+    ),
+    "custom-template-instructions-missing": ConfigCase(
+        {NOTES: {"customTemplate": {"templateType": "DAP"}}}, INSTRUCTIONS, NULL, "null"
+    ),
+    "custom-template-instructions-0-items": ConfigCase(
+        {NOTES: custom(templateInstructions=[])},
+        INSTRUCTIONS,
+        "Member must have length greater than or equal to 1",
+        None,
+    ),
+    "custom-template-instructions-21-items": ConfigCase(
+        {NOTES: custom(templateInstructions=[instruction()] * 21)},
+        INSTRUCTIONS,
+        "Member must have length less than or equal to 20",
+        None,
+    ),
+    "custom-template-instruction-null-item": ConfigCase(
+        {NOTES: custom(templateInstructions=[None])}, f"{INSTRUCTIONS}.1.member", NULL, "null"
+    ),
+    "section-header-missing": ConfigCase(
+        {NOTES: custom(templateInstructions=[{"sectionInstruction": "x"}])},
+        f"{INSTRUCTIONS}.1.member.sectionHeader",
+        NULL,
+        "null",
+    ),
+    "section-header-pattern": ConfigCase(
+        {NOTES: custom(templateInstructions=[instruction(), instruction(header="Plan B")])},
+        f"{INSTRUCTIONS}.2.member.sectionHeader",
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9_]+",
+        "'***'",
+    ),
+    "section-instruction-pattern": ConfigCase(
+        {NOTES: custom(templateInstructions=[instruction(text="Bill in $")])},
+        f"{INSTRUCTIONS}.1.member.sectionInstruction",
+        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}",
+        "'***'",
+    ),
+    "medical-code-generation-enabled-missing": ConfigCase(
+        {"postStreamActionSettings.medicalCodeGenerationSettings": {}},
+        "postStreamActionSettings.medicalCodeGenerationSettings.enabled",
+        NULL,
+        "null",
+    ),
+    "medical-code-generation-enabled-wrong-type": ConfigCase(
+        {"postStreamActionSettings.medicalCodeGenerationSettings.enabled": "yes"},
+        "postStreamActionSettings.medicalCodeGenerationSettings.enabled",
+        "Member must be a boolean",
+        "'yes'",
+    ),
+    "channel-definitions-1-item": ConfigCase(
+        {f"{CHANNELS}.1": DELETE},
+        CHANNELS,
+        "Member must have length greater than or equal to 2",
+        None,
+    ),
+    "channel-definitions-3-items": ConfigCase(
+        {CHANNELS: [*WIRE_CONFIGURATION[CHANNELS], {"channelId": 1, "participantRole": "PATIENT"}]},
+        CHANNELS,
+        "Member must have length less than or equal to 2",
+        None,
+    ),
+    "channel-definitions-duplicate-ids": ConfigCase(
+        {f"{CHANNELS}.1.channelId": 0},
+        CHANNELS,
+        "Member must define channelId 0 and channelId 1 once each",
+        None,
+    ),
+    "channel-definitions-same-role-twice": ConfigCase(
+        {f"{CHANNELS}.0.participantRole": "PATIENT"},
+        CHANNELS,
+        "Member must assign PATIENT and CLINICIAN once each",
+        None,
+    ),
+    "channel-definitions-wrong-type": ConfigCase(
+        {CHANNELS: {"channelId": 0}}, CHANNELS, "Member must be a list", None
+    ),
+    "channel-id-missing": ConfigCase(
+        {f"{CHANNELS}.0.channelId": DELETE}, f"{CHANNELS}.1.member.channelId", NULL, "null"
+    ),
+    "channel-id-above-range": ConfigCase(
+        {f"{CHANNELS}.1.channelId": 2},
+        f"{CHANNELS}.2.member.channelId",
+        "Member must have value less than or equal to 1",
+        "'2'",
+    ),
+    "channel-id-below-range": ConfigCase(
+        {f"{CHANNELS}.0.channelId": -1},
+        f"{CHANNELS}.1.member.channelId",
+        "Member must have value greater than or equal to 0",
+        "'-1'",
+    ),
+    "channel-id-bool-is-not-an-integer": ConfigCase(
+        {f"{CHANNELS}.1.channelId": True},
+        f"{CHANNELS}.2.member.channelId",
+        "Member must be an integer",
+        "'true'",
+    ),
+    "channel-id-string-is-not-an-integer": ConfigCase(
+        {f"{CHANNELS}.0.channelId": "0"},
+        f"{CHANNELS}.1.member.channelId",
+        "Member must be an integer",
+        "'0'",
+    ),
+    "channel-id-float-is-not-an-integer": ConfigCase(
+        {f"{CHANNELS}.1.channelId": 1.0},
+        f"{CHANNELS}.2.member.channelId",
+        "Member must be an integer",
+        "'1.0'",
+    ),
+    "participant-role-missing": ConfigCase(
+        {f"{CHANNELS}.1.participantRole": DELETE},
+        f"{CHANNELS}.2.member.participantRole",
+        NULL,
+        "null",
+    ),
+    "participant-role-enum": ConfigCase(
+        {f"{CHANNELS}.1.participantRole": "DOCTOR"},
+        f"{CHANNELS}.2.member.participantRole",
+        "Member must satisfy enum value set: [PATIENT, CLINICIAN]",
+        "'DOCTOR'",
+    ),
+    "encounter-context-wrong-type": ConfigCase(
+        {"encounterContext": "notes"}, "encounterContext", "Member must be an object", None
+    ),
+    "unstructured-context-pattern": ConfigCase(
+        {"encounterContext.unstructuredContext": "owes $500"},
+        "encounterContext.unstructuredContext",
+        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}",
+        "'***'",
+    ),
+    "unstructured-context-empty": ConfigCase(
+        {"encounterContext.unstructuredContext": ""},
+        "encounterContext.unstructuredContext",
+        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}",
+        "'***'",
+    ),
+    "unstructured-context-wrong-type": ConfigCase(
+        {"encounterContext.unstructuredContext": ["a"]},
+        "encounterContext.unstructuredContext",
+        "Member must be a string",
+        "'***'",
+    ),
+    "date-of-birth-pattern": ConfigCase(
+        {f"{CODING}.dateOfBirth": "1990-13-01"},
+        f"{CODING}.dateOfBirth",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
+    "date-of-birth-non-ascii-digits": ConfigCase(
+        {f"{CODING}.dateOfBirth": "١٩٩٠-01-01"},
+        f"{CODING}.dateOfBirth",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
+    "encounter-date-pattern": ConfigCase(
+        {f"{CODING}.encounterDate": "2025/01/01"},
+        f"{CODING}.encounterDate",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
+    "encounter-reason-too-long": ConfigCase(
+        {f"{CODING}.encounterReason": "a" * 257},
+        f"{CODING}.encounterReason",
+        "Member must have length less than or equal to 256",
+        "'***'",
+    ),
+    "encounter-reason-pattern": ConfigCase(
+        {f"{CODING}.encounterReason": "pain; fever"},
+        f"{CODING}.encounterReason",
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9 .,-]+",
+        "'***'",
+    ),
+    "encounter-type-enum": ConfigCase(
+        {f"{CODING}.encounterType": "PHONE"},
+        f"{CODING}.encounterType",
+        "Member must satisfy enum value set: [TELEHEALTH, IN_PERSON]",
+        "'PHONE'",
+    ),
+    "sex-enum": ConfigCase(
+        {f"{CODING}.sex": "M"},
+        f"{CODING}.sex",
+        "Member must satisfy enum value set: [MALE, FEMALE, NON_BINARY, UNKNOWN]",
+        "'***'",
+    ),
+    "status-enum": ConfigCase(
+        {f"{CODING}.status": "OLD"},
+        f"{CODING}.status",
+        "Member must satisfy enum value set: [NEW, ESTABLISHED]",
+        "'***'",
+    ),
+    "after-hours-wrong-type": ConfigCase(
+        {f"{CODING}.afterHours": 0}, f"{CODING}.afterHours", "Member must be a boolean", "'0'"
+    ),
+    "unknown-top-level-member": ConfigCase(
+        {"languageCode": "en-US"},
+        "languageCode",
+        "Member must be one of the modeled members "
+        "[channelDefinitions, encounterContext, postStreamActionSettings]",
+        None,
+    ),
+    "unknown-union-member": ConfigCase(
+        {f"{NOTES}.freeformTemplate": {"text": "x"}},
+        f"{NOTES}.freeformTemplate",
+        "Member must be one of the modeled members [managedTemplate, customTemplate]",
+        None,
+    ),
+    "unknown-member-in-channel-definition": ConfigCase(
+        {f"{CHANNELS}.0.label": "ch_0"},
+        f"{CHANNELS}.1.member.label",
+        "Member must be one of the modeled members [channelId, participantRole]",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES.values(), ids=CONFIG_CASES.keys())
+def test_configuration_violation_names_json_path_and_rule(case: ConfigCase) -> None:
+    message = error_message(parse_configuration_event, encode(configuration_with(case.changes)))
+    assert message == "1 validation error detected: " + violation(
+        case.shown, C + case.location, case.rule
+    )
+
+
+SECRET = "SECRET-PHI"
+SENSITIVE_CASES = {
+    "unstructured-context": {"encounterContext.unstructuredContext": f"{SECRET} owes $5"},
+    "section-header": {NOTES: custom(templateInstructions=[instruction(header=f"{SECRET} x")])},
+    "section-instruction": {NOTES: custom(templateInstructions=[instruction(text=f"{SECRET} $")])},
+    "date-of-birth": {f"{CODING}.dateOfBirth": SECRET},
+    "encounter-date": {f"{CODING}.encounterDate": SECRET},
+    "encounter-reason": {f"{CODING}.encounterReason": f"{SECRET};"},
+    "sex": {f"{CODING}.sex": SECRET},
+    "status": {f"{CODING}.status": SECRET},
+    "sensitive-member-of-wrong-type": {f"{CODING}.sex": {"value": SECRET}},
+    "object-of-wrong-type": {"encounterContext": SECRET},
+    "unknown-member-value": {f"{CODING}.notes": SECRET},
+}
+
+
+@pytest.mark.parametrize("changes", SENSITIVE_CASES.values(), ids=SENSITIVE_CASES.keys())
+def test_sensitive_values_are_never_echoed(changes: dict[str, Any]) -> None:
+    message = error_message(parse_configuration_event, encode(configuration_with(changes)))
+    assert message.startswith("1 validation error detected: ")
+    assert SECRET not in message
+
+
+def test_all_configuration_violations_are_reported_together() -> None:
+    document = configuration_with(
+        {S3: "s3://B", "encounterContext.extra": 1, f"{CHANNELS}.1.channelId": 5, NOTES: {}}
+    )
+    message = error_message(parse_configuration_event, encode(document))
+    assert message.startswith("4 validation errors detected: ")
+    for location in (
+        "channelDefinitions.2.member.channelId",
+        "encounterContext.extra",
+        "postStreamActionSettings.outputS3Uri",
+        NOTES,
+    ):
+        assert f"at '{C}{location}'" in message
+
+
+@pytest.mark.parametrize(
+    ("payload", "rule"),
+    [
+        (b"{", "Payload must be valid JSON (Expecting property name enclosed in double quotes"),
+        (b"", "Payload must be valid JSON (Expecting value: line 1 column 1)"),
+        (b'{"channelId": NaN}', "Payload must be valid JSON (NaN is not a JSON number)"),
+        (b"\xff{}", "Payload must be UTF-8 JSON (invalid byte at offset 0)"),
+        (b"[]", "Payload must be a JSON object"),
+        (b'"postStreamActionSettings"', "Payload must be a JSON object"),
+        (b"null", "Payload must be a JSON object"),
+    ],
+    ids=["truncated", "empty", "nan", "not-utf-8", "array", "string", "null"],
+)
+def test_configuration_payload_must_be_a_json_object(payload: bytes, rule: str) -> None:
+    message = error_message(parse_configuration_event, payload)
+    assert message.startswith(
+        "1 validation error detected: Value at 'configurationEvent' failed to satisfy "
+        f"constraint: {rule}"
+    )
+
+
+def test_wire_example_configuration_is_valid() -> None:
+    configuration = parse_configuration_event(encode(WIRE_CONFIGURATION))
+    assert configuration == Configuration(
+        channel_definitions=(
+            ChannelDefinition(channel_id=0, participant_role="CLINICIAN"),
+            ChannelDefinition(channel_id=1, participant_role="PATIENT"),
+        ),
+        encounter_context=None,
+        post_stream_action_settings=WIRE_CONFIGURATION["postStreamActionSettings"],
+        template_type="HISTORY_AND_PHYSICAL",
+        template_kind="managedTemplate",
+        medical_code_generation=None,
+        raw=WIRE_CONFIGURATION,
+    )
+    assert configuration.channels == 2
+    assert configuration.role_of(0) == "CLINICIAN"
+    assert configuration.role_of(1) == "PATIENT"
+    assert configuration.role_of(2) is None
+
+
+def test_configuration_without_channel_definitions_has_one_channel_and_no_roles() -> None:
+    document = configuration_with({CHANNELS: DELETE, "encounterContext": DELETE})
+    configuration = parse_configuration_event(encode(document))
+    assert configuration.channel_definitions is None
+    assert configuration.channels == 1
+    assert configuration.role_of(0) is None
+
+
+def test_full_configuration_with_a_20_section_custom_template_is_valid() -> None:
+    sections = [instruction(header=f"Section_{n}") for n in range(20)]
+    document = configuration_with(
+        {
+            NOTES: custom(templateInstructions=sections),
+            f"{CHANNELS}.0.participantRole": "PATIENT",
+            f"{CHANNELS}.1.participantRole": "CLINICIAN",
+            "postStreamActionSettings.medicalCodeGenerationSettings.enabled": False,
+        }
+    )
+    configuration = parse_configuration_event(encode(document))
+    assert configuration.template_kind == "customTemplate"
+    assert configuration.template_type == "SIRP"
+    assert configuration.medical_code_generation is False
+    assert configuration.encounter_context == FULL_CONFIGURATION["encounterContext"]
+    assert configuration.role_of(0) == "PATIENT"
+    assert configuration.raw == document
+
+
+@pytest.mark.parametrize("template", MANAGED_TEMPLATES)
+def test_every_managed_template_type_is_accepted(template: str) -> None:
+    document = configuration_with({f"{NOTES}.managedTemplate.templateType": template})
+    assert parse_configuration_event(encode(document)).template_type == template
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://bucket",
+        "s3://abc",
+        "s3://" + "a" * 63,
+        "s3://my.bucket-1/a/b c/ü?x=1",
+        "s3://bucket/" + "k" * 1012,  # 1024 characters: the longest
+    ],
+    ids=["no-key", "3-letter-bucket", "63-letter-bucket", "any-key", "1024-characters"],
+)
+def test_s3_uris_matching_the_pattern_are_accepted(uri: str) -> None:
+    document = configuration_with({S3: uri})
+    assert (
+        parse_configuration_event(encode(document)).post_stream_action_settings["outputS3Uri"]
+        == uri
+    )
+
+
+def test_null_optional_members_count_as_absent() -> None:
+    document = configuration_with(
+        {CHANNELS: None, "encounterContext.unstructuredContext": None, f"{CODING}.sex": None}
+    )
+    configuration = parse_configuration_event(encode(document))
+    assert configuration.channels == 1
+    assert configuration.channel_definitions is None
+
+
+# The model's SensitiveMarkdownString uses \p{L}\p{N}; these check its translation.
+MARKDOWN_ACCEPTED = {
+    "latin-uppercase-Lu": "Ä",
+    "greek-lowercase-Ll": "ω",
+    "titlecase-Lt": "ǅ",
+    "modifier-letter-Lm": "ʰ",
+    "cjk-Lo": "血",
+    "arabic-indic-digit-Nd": "٣",
+    "roman-numeral-Nl": "Ⅻ",
+    "superscript-two-No": "²",
+    "listed-punctuation": "*_-#[]().,:;!?'\"`<>~/|+=&%@\\{}^",
+    "java-whitespace": " \t\n\x0b\f\r",
+}
+MARKDOWN_REJECTED = {
+    "dollar-Sc": "$",
+    "degree-So": "°",
+    "emoji-So": "🙂",
+    "em-dash-Pd": "—",
+    "no-break-space-Zs": "\u00a0",
+    "combining-accent-Mn": "e\u0301",
+    "nul-Cc": "\x00",
+}
+
+
+@pytest.mark.parametrize("text", MARKDOWN_ACCEPTED.values(), ids=MARKDOWN_ACCEPTED.keys())
+def test_markdown_pattern_accepts_unicode_letters_numbers_and_listed_characters(
+    text: str,
+) -> None:
+    document = configuration_with({"encounterContext.unstructuredContext": text})
+    assert parse_configuration_event(encode(document)).encounter_context == {
+        **FULL_CONFIGURATION["encounterContext"],
+        "unstructuredContext": text,
+    }
+
+
+@pytest.mark.parametrize("text", MARKDOWN_REJECTED.values(), ids=MARKDOWN_REJECTED.keys())
+def test_markdown_pattern_rejects_characters_outside_its_class(text: str) -> None:
+    document = configuration_with({"encounterContext.unstructuredContext": f"ok {text} ok"})
+    message = error_message(parse_configuration_event, encode(document))
+    assert "at 'configurationEvent.encounterContext.unstructuredContext'" in message
+
+
+def test_python_word_class_is_exactly_unicode_letters_numbers_and_underscore() -> None:
+    """The \\p{L}\\p{N} translation rests on this property of Python's str \\w."""
+    word = re.compile(r"\w")
+    mismatches = [
+        hex(code)
+        for code in range(sys.maxunicode + 1)
+        if bool(word.match(chr(code)))
+        != (unicodedata.category(chr(code))[0] in "LN" or chr(code) == "_")
+    ]
+    assert mismatches == []
+
+
+# --- Audio and session-control events ---------------------------------------------------
+def test_audio_event_returns_the_decoded_chunk() -> None:
+    audio = bytes(range(256)) * 4
+    payload = encode({"audioChunk": base64.b64encode(audio).decode()})
+    assert parse_audio_event(payload) == audio
+
+
+def test_empty_audio_chunk_is_a_valid_blob() -> None:
+    assert parse_audio_event(b'{"audioChunk": ""}') == b""
+
+
+BLOB = "Member must be a base64-encoded string"
+AUDIO_CASES = {
+    "missing": ({}, "audioEvent.audioChunk", NULL, "null"),
+    "null": ({"audioChunk": None}, "audioEvent.audioChunk", NULL, "null"),
+    "not-base64": ({"audioChunk": "not base64!"}, "audioEvent.audioChunk", BLOB, None),
+    "unpadded": ({"audioChunk": "AAE"}, "audioEvent.audioChunk", BLOB, None),
+    "non-ascii": ({"audioChunk": "ÄÄÄÄ"}, "audioEvent.audioChunk", BLOB, None),
+    "wrong-type": ({"audioChunk": [0, 1]}, "audioEvent.audioChunk", BLOB, None),
+    "unknown-member": (
+        {"audioChunk": "AAE=", "sampleRate": 16000},
+        "audioEvent.sampleRate",
+        "Member must be one of the modeled members [audioChunk]",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "location", "rule", "shown"), AUDIO_CASES.values(), ids=AUDIO_CASES.keys()
+)
+def test_audio_event_violation_names_location_and_rule(
+    document: dict[str, Any], location: str, rule: str, shown: str | None
+) -> None:
+    message = error_message(parse_audio_event, encode(document))
+    assert message == "1 validation error detected: " + violation(shown, location, rule)
+
+
+def test_audio_event_payload_must_be_a_json_object() -> None:
+    message = error_message(parse_audio_event, b"\x00\x01")
+    assert message.startswith(
+        "1 validation error detected: Value at 'audioEvent' failed to satisfy constraint: "
+        "Payload must be valid JSON"
+    )
+
+
+def test_session_control_event_returns_end_of_session() -> None:
+    assert parse_session_control_event(b'{"type": "END_OF_SESSION"}') == "END_OF_SESSION"
+
+
+ENUM = "Member must satisfy enum value set: [END_OF_SESSION]"
+CONTROL_CASES = {
+    "other-type": ({"type": "PAUSE"}, "sessionControlEvent.type", ENUM, "'PAUSE'"),
+    "lowercase": ({"type": "end_of_session"}, "sessionControlEvent.type", ENUM, "'end_of_session'"),
+    "missing-type": ({}, "sessionControlEvent.type", ENUM, "null"),
+    "wrong-type": ({"type": 1}, "sessionControlEvent.type", ENUM, "'1'"),
+    "unknown-member": (
+        {"type": "END_OF_SESSION", "reason": "done"},
+        "sessionControlEvent.reason",
+        "Member must be one of the modeled members [type]",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "location", "rule", "shown"), CONTROL_CASES.values(), ids=CONTROL_CASES.keys()
+)
+def test_session_control_violation_lists_allowed_values(
+    document: dict[str, Any], location: str, rule: str, shown: str | None
+) -> None:
+    message = error_message(parse_session_control_event, encode(document))
+    assert message == "1 validation error detected: " + violation(shown, location, rule)
+
+
+def test_session_control_payload_must_be_a_json_object() -> None:
+    message = error_message(parse_session_control_event, b'"END_OF_SESSION"')
+    assert message == (
+        "1 validation error detected: Value at 'sessionControlEvent' failed to satisfy "
+        "constraint: Payload must be a JSON object"
+    )
