@@ -2,25 +2,85 @@
 
 A scenario is pure data (moto's fixtures): a list of transcript segments placed
 on the audio clock and a list of faults placed on the same clock. The session
-state machine (:mod:`emulator.session`) replays it; this module only describes
-and validates it.
+state machine (:mod:`emulator.session`) replays it; this module only describes,
+loads and validates it.
+
+The file and inline form::
+
+    description: "optional free text"
+    segments:
+      - {channel: 0, begin: 0.0, end: 2.5, content: "Hello.", partials: 1}
+    faults:
+      - {at: 10.0, exception: internalFailureException, message: "..."}
+      - {at: 20.0, disconnect: true}
+
+Validation reports every problem of every file at once, each as
+``file:line: field: message`` (:class:`Problem`), inside one
+:class:`ScenarioError`.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Protocol
 
-__all__ = ["Segment", "Fault", "Scenario", "FAULT_EXCEPTIONS"]
+import yaml
+
+from emulator.errors import ConfigError
+
+__all__ = [
+    "Segment",
+    "Fault",
+    "Scenario",
+    "ScenarioLike",
+    "FAULT_EXCEPTIONS",
+    "MAX_PARTIALS",
+    "SCENARIO_SUFFIXES",
+    "Problem",
+    "ScenarioError",
+    "Checker",
+    "FieldPath",
+    "describe",
+    "read_document",
+    "validate_scenario",
+    "parse_scenario",
+    "load_scenario_file",
+    "load_scenario_dir",
+]
 
 #: In-stream exceptions a fault may raise: the output-stream union members.
 FAULT_EXCEPTIONS = ("validationException", "internalFailureException")
+
+#: Each partial is one more event on the wire; a client needs a few to exercise
+#: its partial-result handling, and dozens per utterance only flood the stream.
+MAX_PARTIALS = 50
+
+#: File suffixes :func:`load_scenario_dir` reads, in the order it prefers them.
+SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
+
+_SCENARIO_KEYS = ("description", "segments", "faults")
+_SEGMENT_KEYS = ("channel", "begin", "end", "content", "partials")
+_FAULT_KEYS = ("at", "exception", "disconnect", "message")
+
+# Shape names users are likely to write instead of the stream member names.
+_FAULT_HINTS = {
+    "validationexception": "validationException",
+    "internalserverexception": "internalFailureException",
+    "internalfailureexception": "internalFailureException",
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Segment:
     """One utterance: ``content`` spoken on ``channel`` from ``begin`` to ``end`` seconds.
 
-    ``partials`` partial results precede the final one.
+    ``partials`` partial results precede the final one. Raises :class:`ValueError`
+    when built with impossible values (the loaders report those as problems first).
     """
 
     channel: int = 0
@@ -29,19 +89,559 @@ class Segment:
     content: str
     partials: int = 1
 
+    def __post_init__(self) -> None:
+        if self.channel not in (0, 1):
+            raise ValueError(f"channel must be 0 or 1, got {self.channel!r}")
+        if not 0 <= self.begin < self.end:
+            raise ValueError(f"need 0 <= begin < end, got {self.begin!r}..{self.end!r}")
+        if not self.content.strip():
+            raise ValueError("content must not be empty")
+        if not 0 <= self.partials <= MAX_PARTIALS:
+            raise ValueError(f"partials must be 0..{MAX_PARTIALS}, got {self.partials!r}")
+
+    def to_json(self) -> dict[str, object]:
+        """Return the segment in its file form."""
+        return {
+            "channel": self.channel,
+            "begin": self.begin,
+            "end": self.end,
+            "content": self.content,
+            "partials": self.partials,
+        }
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Fault:
-    """At audio time ``at``: raise ``exception`` in-stream, or reset the stream."""
+    """At audio time ``at``: raise ``exception`` in-stream, or reset the stream.
+
+    Raises :class:`ValueError` unless exactly one of ``exception`` and
+    ``disconnect`` is set and ``exception`` is one of :data:`FAULT_EXCEPTIONS`.
+    """
 
     at: float
     exception: str | None = None
     message: str = ""
     disconnect: bool = False
 
+    def __post_init__(self) -> None:
+        if self.at < 0:
+            raise ValueError(f"at must be >= 0, got {self.at!r}")
+        if (self.exception is None) == (not self.disconnect):
+            raise ValueError("a fault needs exactly one of exception or disconnect")
+        if self.exception is not None and self.exception not in FAULT_EXCEPTIONS:
+            raise ValueError(f"exception must be one of {FAULT_EXCEPTIONS}")
+
+    def to_json(self) -> dict[str, object]:
+        """Return the fault in its file form."""
+        if self.disconnect:
+            return {"at": self.at, "disconnect": True}
+        return {"at": self.at, "exception": self.exception, "message": self.message}
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Scenario:
+    """A named, finite script. ``segments`` is kept sorted by ``begin`` and ``faults`` by ``at``.
+
+    Equal begins keep their given order (the sort is stable).
+    """
+
     name: str
     segments: tuple[Segment, ...] = ()
     faults: tuple[Fault, ...] = field(default=())
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # The session replays segments in begin order; sorting here keeps that true
+        # for scenarios built in code as well as loaded ones.
+        object.__setattr__(self, "segments", tuple(sorted(self.segments, key=_begin)))
+        object.__setattr__(self, "faults", tuple(sorted(self.faults, key=_at)))
+
+    def iter_segments(self) -> Iterator[Segment]:
+        """Return an iterator over the segments in begin order (as synthetic scenarios do)."""
+        return iter(self.segments)
+
+    def to_json(self) -> dict[str, object]:
+        """Return the scenario in its file/inline form (without the name)."""
+        out: dict[str, object] = {}
+        if self.description:
+            out["description"] = self.description
+        out["segments"] = [s.to_json() for s in self.segments]
+        out["faults"] = [f.to_json() for f in self.faults]
+        return out
+
+
+def _begin(segment: Segment) -> float:
+    return segment.begin
+
+
+def _at(fault: Fault) -> float:
+    return fault.at
+
+
+class ScenarioLike(Protocol):
+    """What the session needs of a scenario: :class:`Scenario` and synthetic ones alike."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def faults(self) -> tuple[Fault, ...]: ...
+
+    def iter_segments(self) -> Iterator[Segment]: ...
+
+
+# --------------------------------------------------------------------------- problems
+
+#: A location inside a document: keys and list indexes from the root.
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Problem:
+    """One thing wrong with a scenario or rule: where (file, line, field) and what."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class ScenarioError(ConfigError):
+    """One or more scenario (or rule) problems; ``problems`` lists them all.
+
+    The message is the problems, one per line, in the order found.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def render_path(path: FieldPath) -> str:
+    """Return ``("segments", 2, "end")`` as ``segments[2].end``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def describe(value: object) -> str:
+    """Return a short, user-facing description of a parsed value, for 'got ...'."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__} ({value!r})"
+
+
+class Checker:
+    """Collects :class:`Problem` s for one source, resolving lines from a line map."""
+
+    def __init__(self, source: str, lines: Mapping[FieldPath, int] | None = None) -> None:
+        self.source = source
+        self.lines: Mapping[FieldPath, int] = lines or {}
+        self.problems: list[Problem] = []
+
+    def line(self, path: FieldPath) -> int | None:
+        """Return the line of ``path``, or of its nearest ancestor that has one."""
+        while True:
+            if path in self.lines:
+                return self.lines[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def add(self, path: FieldPath, message: str) -> None:
+        self.problems.append(
+            Problem(
+                file=self.source, line=self.line(path), field=render_path(path), message=message
+            )
+        )
+
+    def mapping(
+        self, value: object, path: FieldPath, *, allowed: Sequence[str], what: str
+    ) -> dict[str, object] | None:
+        """Return ``value`` if it is a mapping with only ``allowed`` keys, reporting otherwise."""
+        if not isinstance(value, dict):
+            self.add(path, f"{what} must be a mapping, got {describe(value)}")
+            return None
+        for key in value:
+            if key not in allowed:
+                near = get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                self.add(
+                    (*path, str(key)),
+                    f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}",
+                )
+        return value
+
+    def number(self, value: object, path: FieldPath) -> float | None:
+        """Return ``value`` as a finite float, or ``None`` after reporting why not."""
+        # YAML's true/false are Python bools, which are ints: refuse them explicitly.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(path, f"must be a number, got {describe(value)}")
+            return None
+        if not math.isfinite(value):
+            self.add(path, f"must be a finite number, got {value!r}")
+            return None
+        return float(value)
+
+    def integer(self, value: object, path: FieldPath) -> int | None:
+        """Return ``value`` if it is an integer (not a bool), or ``None`` after reporting."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(path, f"must be an integer, got {describe(value)}")
+            return None
+        return value
+
+    def string(self, value: object, path: FieldPath, *, non_empty: bool = False) -> str | None:
+        """Return ``value`` if it is a string (non-blank if asked), or ``None`` after reporting."""
+        if not isinstance(value, str):
+            self.add(path, f"must be a string, got {describe(value)}")
+            return None
+        if non_empty and not value.strip():
+            self.add(path, "must not be empty")
+            return None
+        return value
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _walk(
+    node: yaml.Node,
+    path: FieldPath,
+    lines: dict[FieldPath, int],
+    dupes: list[tuple[int, FieldPath, str]],
+    stack: set[int],
+) -> None:
+    """Record the 1-based line of every key and item under ``node``, and duplicate keys."""
+    if id(node) in stack:  # a recursive alias: its lines are already recorded
+        return
+    stack.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dupes.append((line, (*path, key), f"duplicate key (first at line {seen[key]})"))
+            else:
+                seen[key] = line
+                lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, dupes, stack)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _walk(item, (*path, index), lines, dupes, stack)
+    stack.discard(id(node))
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, yaml.SafeLoader]:
+    loader = yaml.SafeLoader(text)
+    return loader.get_single_node(), loader
+
+
+def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
+    """Read a YAML or JSON file; return ``(ok, data)`` and fill ``checker.lines``.
+
+    Unreadable or unparsable files add a problem (with the parser's line) and
+    return ``(False, None)``. Files ending ``.json`` are parsed as JSON; lines
+    then come from YAML's composer when it can read the text, else are absent.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        checker.add((), f"cannot read file: {exc}")
+        return False, None
+    lines: dict[FieldPath, int] = {}
+    dupes: list[tuple[int, FieldPath, str]] = []
+    data: object = None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            checker.problems.append(
+                Problem(
+                    file=checker.source,
+                    line=exc.lineno,
+                    field="",
+                    message=f"invalid JSON: {exc.msg}",
+                )
+            )
+            return False, None
+        try:
+            node, loader = _compose(text)
+            loader.dispose()
+        except yaml.YAMLError:
+            node = None  # valid JSON that YAML 1.1 cannot read: report without lines
+        if node is not None:
+            lines[()] = node.start_mark.line + 1
+            _walk(node, (), lines, dupes, set())
+    else:
+        try:
+            node, loader = _compose(text)
+            try:
+                if node is not None:
+                    # Walk before constructing: the constructor flattens merge keys in place.
+                    lines[()] = node.start_mark.line + 1
+                    _walk(node, (), lines, dupes, set())
+                    data = loader.construct_document(node)
+            finally:
+                loader.dispose()
+        except (yaml.YAMLError, ValueError) as exc:
+            # ValueError: an explicit tag the value cannot satisfy, such as !!int "x".
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            reason = getattr(exc, "problem", None) or str(exc)
+            checker.problems.append(
+                Problem(
+                    file=checker.source,
+                    line=None if mark is None else mark.line + 1,
+                    field="",
+                    message=f"invalid YAML: {reason}",
+                )
+            )
+            return False, None
+    checker.lines = lines
+    for line, where, message in dupes:
+        checker.problems.append(
+            Problem(file=checker.source, line=line, field=render_path(where), message=message)
+        )
+    return True, data
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_scenario(
+    data: object, *, name: str, checker: Checker, path: FieldPath = ()
+) -> Scenario | None:
+    """Check ``data`` (the parsed file or inline form) and build a :class:`Scenario`.
+
+    Every problem found is added to ``checker``, with fields relative to ``path``.
+    Returns the scenario, or ``None`` when any problem was found in it.
+    """
+    before = len(checker.problems)
+    top = checker.mapping(data, path, allowed=_SCENARIO_KEYS, what="a scenario")
+    if top is None:
+        return None
+    description = ""
+    if "description" in top:
+        description = checker.string(top["description"], (*path, "description")) or ""
+
+    segments: list[Segment] = []
+    raw_segments = top.get("segments", [])
+    if not isinstance(raw_segments, list):
+        checker.add((*path, "segments"), f"must be a list, got {describe(raw_segments)}")
+    else:
+        for index, raw in enumerate(raw_segments):
+            segment = _segment(raw, (*path, "segments", index), checker)
+            if segment is not None:
+                segments.append(segment)
+
+    faults: list[Fault] = []
+    raw_faults = top.get("faults", [])
+    if not isinstance(raw_faults, list):
+        checker.add((*path, "faults"), f"must be a list, got {describe(raw_faults)}")
+    else:
+        for index, raw in enumerate(raw_faults):
+            fault = _fault(raw, (*path, "faults", index), checker)
+            if fault is not None:
+                faults.append(fault)
+
+    if len(checker.problems) > before:
+        return None
+    return Scenario(
+        name=name, segments=tuple(segments), faults=tuple(faults), description=description
+    )
+
+
+def _required(item: Mapping[str, object], key: str, path: FieldPath, checker: Checker) -> bool:
+    if key in item:
+        return True
+    checker.add(path, f"missing required key {key!r}")
+    return False
+
+
+def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
+    item = checker.mapping(raw, path, allowed=_SEGMENT_KEYS, what="a segment")
+    if item is None:
+        return None
+    before = len(checker.problems)
+    channel = 0
+    if "channel" in item:
+        value = checker.integer(item["channel"], (*path, "channel"))
+        if value is not None and value not in (0, 1):
+            checker.add((*path, "channel"), f"must be 0 or 1, got {value}")
+        channel = value if value in (0, 1) else 0
+    begin = end = None
+    if _required(item, "begin", path, checker):
+        begin = checker.number(item["begin"], (*path, "begin"))
+        if begin is not None and begin < 0:
+            checker.add((*path, "begin"), f"must be >= 0, got {begin}")
+            begin = None
+    if _required(item, "end", path, checker):
+        end = checker.number(item["end"], (*path, "end"))
+        if end is not None and begin is not None and end <= begin:
+            checker.add((*path, "end"), f"must be greater than begin ({begin}), got {end}")
+    content = None
+    if _required(item, "content", path, checker):
+        content = checker.string(item["content"], (*path, "content"), non_empty=True)
+    partials = 1
+    if "partials" in item:
+        value = checker.integer(item["partials"], (*path, "partials"))
+        if value is not None and value < 0:
+            checker.add((*path, "partials"), f"must be >= 0, got {value}")
+        elif value is not None and value > MAX_PARTIALS:
+            checker.add(
+                (*path, "partials"),
+                f"must be at most {MAX_PARTIALS} (each partial is one more event; more only "
+                f"floods the client), got {value}",
+            )
+        elif value is not None:
+            partials = value
+    if len(checker.problems) > before or begin is None or end is None or content is None:
+        return None
+    return Segment(channel=channel, begin=begin, end=end, content=content, partials=partials)
+
+
+def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
+    item = checker.mapping(raw, path, allowed=_FAULT_KEYS, what="a fault")
+    if item is None:
+        return None
+    before = len(checker.problems)
+    at = None
+    if _required(item, "at", path, checker):
+        at = checker.number(item["at"], (*path, "at"))
+        if at is not None and at < 0:
+            checker.add((*path, "at"), f"must be >= 0, got {at}")
+    has_exception = "exception" in item
+    disconnect = False
+    if "disconnect" in item:
+        value = item["disconnect"]
+        if value is not True:
+            checker.add(
+                (*path, "disconnect"),
+                f"must be true (omit it for an exception fault), got {describe(value)}",
+            )
+        disconnect = value is True
+    exception = None
+    if has_exception and "disconnect" in item:
+        checker.add(path, "a fault needs exactly one of 'exception' or 'disconnect', got both")
+    elif not has_exception and "disconnect" not in item:
+        checker.add(path, "a fault needs exactly one of 'exception' or 'disconnect', got neither")
+    elif has_exception:
+        exception = checker.string(item["exception"], (*path, "exception"))
+        if exception is not None and exception not in FAULT_EXCEPTIONS:
+            near = _FAULT_HINTS.get(exception.lower())
+            hint = f" (did you mean {near!r}?)" if near else ""
+            checker.add(
+                (*path, "exception"),
+                f"must be one of {', '.join(FAULT_EXCEPTIONS)}{hint}, got {exception!r}",
+            )
+    message = ""
+    if "message" in item:
+        message = checker.string(item["message"], (*path, "message")) or ""
+    if len(checker.problems) > before or at is None:
+        return None
+    if exception is not None and not message:
+        # An empty message gives the client's exception nothing to show.
+        message = f"Emulated {exception} at {at:g} s of audio"
+    return Fault(at=at, exception=exception, message=message, disconnect=disconnect)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_scenario(data: object, *, name: str, source: str = "<inline>") -> Scenario:
+    """Validate an already-parsed scenario (e.g. inline JSON) and return it as ``name``.
+
+    Raises :class:`ScenarioError` (a :class:`ConfigError`) listing every problem.
+    """
+    checker = Checker(source)
+    scenario = validate_scenario(data, name=name, checker=checker)
+    if scenario is None:
+        raise ScenarioError(checker.problems)
+    return scenario
+
+
+def _load(path: Path, checker: Checker) -> Scenario | None:
+    before = len(checker.problems)
+    ok, data = read_document(path, checker)
+    if not ok:
+        return None
+    if data is None:
+        checker.add((), "the file is empty; a scenario needs at least 'segments' or 'faults'")
+        return None
+    # Duplicate keys found while reading are problems too, so count from before it.
+    scenario = validate_scenario(data, name=path.stem, checker=checker)
+    return scenario if len(checker.problems) == before else None
+
+
+def load_scenario_file(path: str | Path) -> Scenario:
+    """Load one scenario file (YAML, or JSON by ``.json`` suffix), named after its stem.
+
+    Raises :class:`ScenarioError` listing every problem with file, line and field.
+    """
+    path = Path(path)
+    checker = Checker(str(path))
+    scenario = _load(path, checker)
+    if scenario is None:
+        raise ScenarioError(checker.problems)
+    return scenario
+
+
+def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
+    """Load every ``*.yaml``/``*.yml``/``*.json`` in ``<directory>/scenarios/``, by name.
+
+    Returns ``{}`` when there is no ``scenarios`` folder. Problems of all files
+    (including two files with the same stem) are collected and raised together
+    as one :class:`ScenarioError`.
+    """
+    folder = Path(directory) / "scenarios"
+    if not folder.is_dir():
+        return {}
+    scenarios: dict[str, Scenario] = {}
+    origin: dict[str, Path] = {}
+    problems: list[Problem] = []
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in SCENARIO_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+    for path in files:
+        checker = Checker(str(path))
+        if path.stem in origin:
+            checker.add(
+                (),
+                f"duplicate scenario name {path.stem!r}: also defined by {origin[path.stem]}",
+            )
+            problems.extend(checker.problems)
+            continue
+        origin[path.stem] = path
+        scenario = _load(path, checker)
+        problems.extend(checker.problems)
+        if scenario is not None:
+            scenarios[scenario.name] = scenario
+    if problems:
+        raise ScenarioError(problems)
+    return scenarios

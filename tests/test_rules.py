@@ -1,0 +1,377 @@
+"""Rules: their validation, the rules file, and how the rule book matches sessions."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emulator.errors import SERVICE_ERRORS, ConfigError
+from emulator.rules import INLINE_SCENARIO, Rule, RuleBook, RuleError, load_rules_file, parse_rule
+from emulator.scenario import Scenario, Segment
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+VISIT = Scenario(name="visit", segments=(Segment(begin=0, end=1, content="Hello."),))
+QUIET = Scenario(name="quiet")
+KNOWN = {"visit": VISIT, "quiet": QUIET}
+
+
+def _rule(**match: str) -> Rule:
+    return Rule(id="", match=match, scenario=VISIT)
+
+
+def _match(book: RuleBook, session: str = "s1", domain: str = "d1", sub: str = "u1"):
+    return book.match(session_id=session, domain_id=domain, subscription_id=sub)
+
+
+# id -> (rule, expected field, fragment of the message)
+INVALID = {
+    "not-a-mapping": (["scenario"], "", "a rule must be a mapping, got a list"),
+    "unknown-key": (
+        {"scenario": "visit", "count": 2},
+        "count",
+        "unknown key 'count'; allowed: match, scenario, error, times",
+    ),
+    "match-not-mapping": ({"match": "s1", "scenario": "visit"}, "match", "must be a mapping"),
+    "unknown-match-key": (
+        {"match": {"session_id": "s1"}, "scenario": "visit"},
+        "match.session_id",
+        "unknown key 'session_id' (did you mean 'sessionId'?); "
+        "allowed: sessionId, domainId, subscriptionId",
+    ),
+    "match-value-not-string": (
+        {"match": {"sessionId": 5}, "scenario": "visit"},
+        "match.sessionId",
+        "must be a string, got a number (5)",
+    ),
+    "match-value-empty": (
+        {"match": {"domainId": ""}, "scenario": "visit"},
+        "match.domainId",
+        "must not be empty",
+    ),
+    "both-scenario-and-error": (
+        {"scenario": "visit", "error": {"type": "ThrottlingException"}},
+        "",
+        "exactly one of 'scenario' or 'error', got both",
+    ),
+    "neither-scenario-nor-error": (
+        {"match": {}},
+        "",
+        "exactly one of 'scenario' or 'error', got neither",
+    ),
+    "unknown-scenario-name": (
+        {"scenario": "visits"},
+        "scenario",
+        "unknown scenario 'visits' (did you mean 'visit'?); known scenarios: quiet, visit",
+    ),
+    "scenario-wrong-type": (
+        {"scenario": 3},
+        "scenario",
+        "must be a scenario name or an inline scenario, got a number (3)",
+    ),
+    "inline-scenario-invalid": (
+        {"scenario": {"segments": [{"begin": 2, "end": 1, "content": "x"}]}},
+        "scenario.segments[0].end",
+        "must be greater than begin (2.0), got 1.0",
+    ),
+    "error-type-unknown": (
+        {"error": {"type": "throttlingException"}},
+        "error.type",
+        "(did you mean 'ThrottlingException'?), got 'throttlingException'",
+    ),
+    "error-type-missing": (
+        {"error": {"message": "slow down"}},
+        "error",
+        "missing required key 'type' (one of ValidationException, AccessDeniedException",
+    ),
+    "error-unknown-key": (
+        {"error": {"type": "ThrottlingException", "status": 429}},
+        "error.status",
+        "unknown key 'status'; allowed: type, message",
+    ),
+    "error-message-not-string": (
+        {"error": {"type": "ThrottlingException", "message": ["x"]}},
+        "error.message",
+        "must be a string, got a list",
+    ),
+    "times-zero": ({"scenario": "visit", "times": 0}, "times", "must be >= 1"),
+    "times-bool": (
+        {"scenario": "visit", "times": True},
+        "times",
+        "must be an integer, got a boolean (true)",
+    ),
+    "times-float": ({"scenario": "visit", "times": 1.5}, "times", "must be an integer"),
+}
+
+
+@pytest.mark.parametrize(("data", "field", "fragment"), INVALID.values(), ids=INVALID)
+def test_invalid_rule_names_field_and_problem(data, field, fragment):
+    """Each rule validation rule reports a ConfigError naming the source and field."""
+    with pytest.raises(RuleError) as info:
+        parse_rule(data, scenarios=KNOWN, rule_id="rule-1")
+    assert isinstance(info.value, ConfigError)
+    found = [p for p in info.value.problems if p.field == field and fragment in p.message]
+    assert found, [str(p) for p in info.value.problems]
+    assert found[0].file == "<request>"
+
+
+def test_unknown_scenario_with_none_loaded_says_so():
+    """Naming a scenario when none are loaded says that none are."""
+    with pytest.raises(RuleError, match="no scenarios are loaded"):
+        parse_rule({"scenario": "visit"}, scenarios={}, rule_id="r")
+
+
+def test_rule_error_lists_every_problem():
+    """All problems of one rule are reported together."""
+    with pytest.raises(RuleError) as info:
+        parse_rule(
+            {"match": {"sessionID": "x"}, "scenario": "nope", "times": 0},
+            scenarios=KNOWN,
+            rule_id="r",
+        )
+    assert [p.field for p in info.value.problems] == ["match.sessionID", "scenario", "times"]
+    assert len(str(info.value).splitlines()) == 3
+
+
+@pytest.mark.parametrize("code", sorted(SERVICE_ERRORS))
+def test_error_rule_accepts_each_modeled_error(code):
+    """Every one of the six modeled errors is a valid error rule type."""
+    rule = parse_rule({"error": {"type": code, "message": "m"}}, scenarios=KNOWN, rule_id="r")
+    assert rule.error == (code, "m")
+
+
+def test_error_rule_without_message_gets_a_default():
+    """An error rule without a message gets one naming the error."""
+    rule = parse_rule({"error": {"type": "ThrottlingException"}}, scenarios=KNOWN, rule_id="r")
+    assert rule.error[0] == "ThrottlingException" and "ThrottlingException" in rule.error[1]
+
+
+def test_rule_json_form_names_or_inlines_the_scenario():
+    """to_json gives id, match, scenario (name or inline), error, times and remaining."""
+    named = parse_rule(
+        {"match": {"sessionId": "s1"}, "scenario": "visit", "times": 2},
+        scenarios=KNOWN,
+        rule_id="rule-7",
+    )
+    assert named.to_json() == {
+        "id": "rule-7",
+        "match": {"sessionId": "s1"},
+        "scenario": "visit",
+        "error": None,
+        "times": 2,
+        "remaining": 2,
+    }
+    inline = {"segments": [{"channel": 1, "begin": 0, "end": 1, "content": "Hi.", "partials": 2}]}
+    rule = parse_rule({"scenario": inline}, scenarios=KNOWN, rule_id="rule-8")
+    assert rule.scenario.name == INLINE_SCENARIO
+    assert rule.to_json()["scenario"] == {
+        "segments": [{"channel": 1, "begin": 0.0, "end": 1.0, "content": "Hi.", "partials": 2}],
+        "faults": [],
+    }
+    error = parse_rule(
+        {"error": {"type": "AccessDeniedException", "message": "no"}},
+        scenarios=KNOWN,
+        rule_id="rule-9",
+    )
+    assert error.to_json()["error"] == {"type": "AccessDeniedException", "message": "no"}
+    assert error.to_json()["scenario"] is None and error.to_json()["remaining"] is None
+
+
+# --------------------------------------------------------------------------- rules file
+
+
+def _write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def test_rules_file_may_be_a_list_or_a_rules_mapping(tmp_path):
+    """A rules file is a top-level list, or a mapping with a `rules` list."""
+    body = """
+        - {match: {sessionId: s1}, scenario: visit}
+        - {error: {type: ThrottlingException}, times: 1}
+        """
+    as_list = load_rules_file(_write(tmp_path, body, "a.yaml"), scenarios=KNOWN)
+    as_map = load_rules_file(
+        _write(tmp_path, "rules:\n" + textwrap.indent(textwrap.dedent(body), "  "), "b.yaml"),
+        scenarios=KNOWN,
+    )
+    assert [r.to_json() for r in as_list] == [r.to_json() for r in as_map]
+    assert [r.scenario for r in as_list] == [VISIT, None]
+
+
+def test_rules_file_problems_carry_file_line_and_field(tmp_path):
+    """Every problem in a rules file is reported with its file, line and field."""
+    path = _write(
+        tmp_path,
+        """
+        rules:
+          - match: {sessionId: s1}
+            scenario: visit
+          - match:
+              domainID: d1
+            scenario: missing
+          - scenario:
+              segments:
+                - {begin: 0, end: 1, content: ok}
+                - {begin: 1, end: 2, content: ok, partials: 99}
+        """,
+    )
+    with pytest.raises(RuleError) as info:
+        load_rules_file(path, scenarios=KNOWN)
+    got = [(p.file, p.line, p.field) for p in info.value.problems]
+    assert got == [
+        (str(path), 5, "rules[1].match.domainID"),
+        (str(path), 6, "rules[1].scenario"),
+        (str(path), 10, "rules[2].scenario.segments[1].partials"),
+    ]
+
+
+def test_rules_file_top_level_must_be_rules(tmp_path):
+    """A rules file that is neither a list nor `{rules: [...]}` is a problem."""
+    with pytest.raises(RuleError, match="must be a list of rules, got a string"):
+        load_rules_file(_write(tmp_path, "just text\n"), scenarios=KNOWN)
+    with pytest.raises(RuleError, match="unknown key 'rule'"):
+        load_rules_file(_write(tmp_path, "rule: []\n"), scenarios=KNOWN)
+
+
+def test_rules_file_with_everything_commented_out_is_empty(tmp_path):
+    """An empty or fully commented-out rules file gives no rules."""
+    assert load_rules_file(_write(tmp_path, "# - match: {}\n"), scenarios=KNOWN) == []
+
+
+def test_shipped_rules_file_changes_nothing_by_default():
+    """fixtures/rules.yaml, loaded at start-up by default, holds no active rule."""
+    assert load_rules_file(FIXTURES / "rules.yaml", scenarios=KNOWN) == []
+
+
+def test_shipped_rules_file_examples_are_valid_once_uncommented(tmp_path):
+    """The commented examples in fixtures/rules.yaml are valid rules."""
+    text = (FIXTURES / "rules.yaml").read_text()
+    examples = text.split("# Examples (uncomment to use):", 1)[1]
+    lines = [re.sub(r"^# ?", "", line) for line in examples.splitlines() if line.startswith("#")]
+    rules = load_rules_file(
+        _write(tmp_path, "\n".join(lines)),
+        scenarios=KNOWN
+        | {
+            "primary-care-visit": VISIT,
+        },
+    )
+    assert len(rules) == 3
+    assert yaml.safe_load("\n".join(lines))[0]["scenario"] == "primary-care-visit"
+
+
+# --------------------------------------------------------------------------- rule book
+
+
+def test_missing_match_key_matches_anything():
+    """A rule without a key matches any value of it; an empty match matches every session."""
+    book = RuleBook()
+    everything = book.add(_rule())
+    assert _match(book, "any", "thing", "at-all") is everything
+    assert _match(book, None, None, None) is everything
+
+
+def test_every_present_match_key_must_equal():
+    """All keys a rule names must equal the request's values."""
+    book = RuleBook()
+    rule = book.add(_rule(sessionId="s1", domainId="d1"))
+    assert _match(book, "s1", "d1", "anything") is rule
+    assert _match(book, "s1", "d2") is None
+    assert _match(book, "s2", "d1") is None
+
+
+def test_newest_matching_rule_wins():
+    """When several rules match, the most recently added one is used."""
+    book = RuleBook()
+    book.add(_rule())
+    newer = book.add(_rule(domainId="d1"))
+    assert _match(book, domain="d1") is newer
+    newest = book.add(_rule())
+    assert _match(book, domain="d1") is newest
+
+
+def test_rule_with_times_stops_matching_after_n_uses():
+    """A rule with `times: N` matches N sessions, then older rules match again."""
+    book = RuleBook()
+    fallback = book.add(_rule())
+    limited = book.add(Rule(id="", error=("ThrottlingException", "slow"), times=2))
+    assert _match(book) is limited
+    assert limited.remaining == 1
+    assert _match(book) is limited
+    assert limited.remaining == 0
+    assert _match(book) is fallback
+    assert limited in book.list() and limited.to_json()["remaining"] == 0
+
+
+def test_no_match_consumes_nothing():
+    """A session that matches no rule gets None and uses nothing up."""
+    book = RuleBook()
+    rule = book.add(Rule(id="", match={"sessionId": "s9"}, scenario=VISIT, times=1))
+    assert _match(book, "s1") is None
+    assert rule.uses == 0
+
+
+def test_rule_ids_are_assigned_from_a_counter_and_never_reused():
+    """Rules without ids get rule-1, rule-2, ...; deleted ids are not handed out again."""
+    book = RuleBook()
+    first, second = book.add(_rule()), book.add(_rule())
+    assert (first.id, second.id) == ("rule-1", "rule-2")
+    book.delete("rule-2")
+    book.clear()
+    assert book.add(_rule()).id == "rule-3"
+
+
+def test_duplicate_rule_id_is_refused():
+    """Adding a rule whose id is already present raises ValueError."""
+    book = RuleBook()
+    book.add(Rule(id="mine", scenario=VISIT))
+    with pytest.raises(ValueError):
+        book.add(Rule(id="mine", scenario=QUIET))
+
+
+def test_delete_removes_one_rule_and_reports_whether_it_existed():
+    """delete(id) removes that rule only and returns True; an unknown id returns False."""
+    book = RuleBook()
+    keep, drop = book.add(_rule()), book.add(_rule(sessionId="s1"))
+    assert book.delete(drop.id) is True
+    assert book.delete(drop.id) is False
+    assert book.list() == [keep]
+    assert _match(book, "s1") is keep
+
+
+def test_clear_removes_every_rule():
+    """clear() leaves no rule to match."""
+    book = RuleBook([_rule(), _rule(sessionId="s1")])
+    assert len(book) == 2
+    book.clear()
+    assert book.list() == [] and _match(book) is None
+
+
+def test_rules_from_a_file_later_ones_win(tmp_path):
+    """Rules loaded from a file keep file order, so a later rule wins over an earlier one."""
+    path = _write(
+        tmp_path,
+        """
+        - {scenario: visit}
+        - {scenario: quiet}
+        """,
+    )
+    book = RuleBook(load_rules_file(path, scenarios=KNOWN))
+    assert [r.id for r in book.list()] == ["rule-1", "rule-2"]
+    assert _match(book).scenario is QUIET
+
+
+def test_rule_built_in_code_needs_exactly_one_outcome():
+    """Rule refuses both or neither of scenario and error, and times below 1."""
+    with pytest.raises(ValueError):
+        Rule(id="r")
+    with pytest.raises(ValueError):
+        Rule(id="r", scenario=VISIT, error=("ThrottlingException", "m"))
+    with pytest.raises(ValueError):
+        Rule(id="r", scenario=VISIT, times=0)

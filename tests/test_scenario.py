@@ -1,0 +1,599 @@
+"""Scenario files: the schema, its validation messages, and the shipped fixtures."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from emulator.errors import ConfigError
+from emulator.scenario import (
+    MAX_PARTIALS,
+    Fault,
+    Scenario,
+    ScenarioError,
+    Segment,
+    load_scenario_dir,
+    load_scenario_file,
+    parse_scenario,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def _problems(path: Path) -> list:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_file(path)
+    return info.value.problems
+
+
+# id -> (file text, expected field, expected line, fragment of the message)
+INVALID = {
+    "unknown-top-level-key": (
+        """
+        segmentz: []
+        """,
+        "segmentz",
+        1,
+        "unknown key 'segmentz' (did you mean 'segments'?); allowed: description, segments, faults",
+    ),
+    "unknown-segment-key": (
+        """
+        segments:
+          - begin: 0
+            end: 1
+            content: hi
+            speaker: 1
+        """,
+        "segments[0].speaker",
+        5,
+        "unknown key 'speaker'; allowed: channel, begin, end, content, partials",
+    ),
+    "channel-is-bool": (
+        """
+        segments:
+          - {channel: true, begin: 0, end: 1, content: hi}
+        """,
+        "segments[0].channel",
+        2,
+        "must be an integer, got a boolean (true)",
+    ),
+    "channel-out-of-range": (
+        """
+        segments:
+          - {channel: 2, begin: 0, end: 1, content: hi}
+        """,
+        "segments[0].channel",
+        2,
+        "must be 0 or 1, got 2",
+    ),
+    "begin-is-string": (
+        """
+        segments:
+          - begin: "zero"
+            end: 1
+            content: hi
+        """,
+        "segments[0].begin",
+        2,
+        "must be a number, got a string ('zero')",
+    ),
+    "begin-is-bool": (
+        """
+        segments:
+          - {begin: false, end: 1, content: hi}
+        """,
+        "segments[0].begin",
+        2,
+        "must be a number, got a boolean (false)",
+    ),
+    "begin-is-nan": (
+        """
+        segments:
+          - {begin: .nan, end: 1, content: hi}
+        """,
+        "segments[0].begin",
+        2,
+        "must be a finite number",
+    ),
+    "begin-negative": (
+        """
+        segments:
+          - {begin: -1, end: 1, content: hi}
+        """,
+        "segments[0].begin",
+        2,
+        "must be >= 0, got -1.0",
+    ),
+    "end-not-after-begin": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: a}
+          - {begin: 1, end: 2, content: b}
+          - begin: 3.0
+            end: 2.5
+            content: c
+        """,
+        "segments[2].end",
+        5,
+        "must be greater than begin (3.0), got 2.5",
+    ),
+    "end-equal-to-begin": (
+        """
+        segments:
+          - {begin: 2, end: 2, content: a}
+        """,
+        "segments[0].end",
+        2,
+        "must be greater than begin (2.0), got 2.0",
+    ),
+    "end-missing": (
+        """
+        segments:
+          - {begin: 0, content: hi}
+        """,
+        "segments[0]",
+        2,
+        "missing required key 'end'",
+    ),
+    "content-missing": (
+        """
+        segments:
+          - {begin: 0, end: 1}
+        """,
+        "segments[0]",
+        2,
+        "missing required key 'content'",
+    ),
+    "content-blank": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: "   "}
+        """,
+        "segments[0].content",
+        2,
+        "must not be empty",
+    ),
+    "content-not-string": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: 42}
+        """,
+        "segments[0].content",
+        2,
+        "must be a string, got a number (42)",
+    ),
+    "partials-negative": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: hi, partials: -1}
+        """,
+        "segments[0].partials",
+        2,
+        "must be >= 0, got -1",
+    ),
+    "partials-over-cap": (
+        f"""
+        segments:
+          - {{begin: 0, end: 1, content: hi, partials: {MAX_PARTIALS + 1}}}
+        """,
+        "segments[0].partials",
+        2,
+        f"must be at most {MAX_PARTIALS} (each partial is one more event",
+    ),
+    "partials-not-integer": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: hi, partials: 1.5}
+        """,
+        "segments[0].partials",
+        2,
+        "must be an integer, got a number (1.5)",
+    ),
+    "segments-not-list": (
+        """
+        segments: {begin: 0}
+        """,
+        "segments",
+        1,
+        "must be a list, got a mapping",
+    ),
+    "segment-not-mapping": (
+        """
+        segments:
+          - hello
+        """,
+        "segments[0]",
+        2,
+        "a segment must be a mapping, got a string ('hello')",
+    ),
+    "description-not-string": (
+        """
+        description: [a]
+        """,
+        "description",
+        1,
+        "must be a string, got a list",
+    ),
+    "fault-at-negative": (
+        """
+        faults:
+          - {at: -0.5, disconnect: true}
+        """,
+        "faults[0].at",
+        2,
+        "must be >= 0, got -0.5",
+    ),
+    "fault-at-missing": (
+        """
+        faults:
+          - {disconnect: true}
+        """,
+        "faults[0]",
+        2,
+        "missing required key 'at'",
+    ),
+    "fault-with-both": (
+        """
+        faults:
+          - {at: 1, exception: validationException, disconnect: true}
+        """,
+        "faults[0]",
+        2,
+        "exactly one of 'exception' or 'disconnect', got both",
+    ),
+    "fault-with-neither": (
+        """
+        faults:
+          - {at: 1, message: boom}
+        """,
+        "faults[0]",
+        2,
+        "exactly one of 'exception' or 'disconnect', got neither",
+    ),
+    "fault-unknown-exception": (
+        """
+        faults:
+          - {at: 1, exception: InternalServerException}
+        """,
+        "faults[0].exception",
+        2,
+        "must be one of validationException, internalFailureException "
+        "(did you mean 'internalFailureException'?), got 'InternalServerException'",
+    ),
+    "fault-disconnect-false": (
+        """
+        faults:
+          - {at: 1, disconnect: false}
+        """,
+        "faults[0].disconnect",
+        2,
+        "must be true (omit it for an exception fault), got a boolean (false)",
+    ),
+    "fault-message-not-string": (
+        """
+        faults:
+          - {at: 1, exception: validationException, message: 7}
+        """,
+        "faults[0].message",
+        2,
+        "must be a string, got a number (7)",
+    ),
+    "fault-unknown-key": (
+        """
+        faults:
+          - {at: 1, disconnect: true, after: 2}
+        """,
+        "faults[0].after",
+        2,
+        "unknown key 'after'; allowed: at, exception, disconnect, message",
+    ),
+    "top-level-not-mapping": (
+        """
+        - segments
+        """,
+        "",
+        1,
+        "a scenario must be a mapping, got a list",
+    ),
+    "duplicate-key": (
+        """
+        segments: []
+        faults: []
+        segments: []
+        """,
+        "segments",
+        3,
+        "duplicate key (first at line 1)",
+    ),
+    "yaml-syntax-error": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: "unterminated}
+        """,
+        "",
+        3,
+        "invalid YAML",
+    ),
+    "empty-file": (
+        """
+        # nothing here
+        """,
+        "",
+        None,
+        "the file is empty",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "field", "line", "fragment"), INVALID.values(), ids=INVALID)
+def test_invalid_scenario_names_file_line_and_field(tmp_path, text, field, line, fragment):
+    """Each validation rule reports its problem with the file, line and field."""
+    path = _write(tmp_path, text)
+    problems = _problems(path)
+    found = [p for p in problems if p.field == field and fragment in p.message]
+    assert found, [str(p) for p in problems]
+    assert found[0].file == str(path)
+    assert found[0].line == line
+
+
+def test_problem_renders_as_file_line_field_message(tmp_path):
+    """A problem reads `file:line: field: message`, as in the issue's example."""
+    path = _write(
+        tmp_path,
+        """
+        segments:
+          - {begin: 0, end: 1, content: a}
+          - {begin: 3.0, end: 2.5, content: b}
+        """,
+    )
+    (problem,) = _problems(path)
+    assert str(problem) == f"{path}:3: segments[1].end: must be greater than begin (3.0), got 2.5"
+
+
+def test_every_problem_of_a_file_is_reported_one_per_line(tmp_path):
+    """All problems of a file are collected, and the error message lists one per line."""
+    path = _write(
+        tmp_path,
+        """
+        extra: 1
+        segments:
+          - {channel: 5, begin: 0, end: 1, content: a}
+          - {begin: 2, end: 1, content: ""}
+        faults:
+          - {at: 1}
+        """,
+    )
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_file(path)
+    fields = [p.field for p in info.value.problems]
+    assert fields == [
+        "extra",
+        "segments[0].channel",
+        "segments[1].end",
+        "segments[1].content",
+        "faults[0]",
+    ]
+    assert str(info.value).splitlines() == [str(p) for p in info.value.problems]
+    assert isinstance(info.value, ConfigError)
+
+
+def test_segments_are_sorted_by_begin_after_loading(tmp_path):
+    """Segments given out of order come back sorted by begin, ties in file order."""
+    path = _write(
+        tmp_path,
+        """
+        segments:
+          - {begin: 5, end: 6, content: c}
+          - {begin: 0, end: 1, content: a}
+          - {begin: 2, end: 3, content: b1}
+          - {begin: 2, end: 4, content: b2, channel: 1}
+        """,
+    )
+    scenario = load_scenario_file(path)
+    assert [s.content for s in scenario.segments] == ["a", "b1", "b2", "c"]
+    assert isinstance(scenario.segments, tuple)
+    assert list(scenario.iter_segments()) == list(scenario.segments)
+
+
+def test_loaded_scenario_is_named_after_file_stem_with_defaults(tmp_path):
+    """A file's scenario is named after its stem; channel 0 and one partial by default."""
+    path = _write(
+        tmp_path,
+        """
+        description: demo
+        segments:
+          - {begin: 0, end: 1.5, content: hi}
+        """,
+        name="my-scenario.yml",
+    )
+    scenario = load_scenario_file(path)
+    assert scenario == Scenario(
+        name="my-scenario",
+        description="demo",
+        segments=(Segment(channel=0, begin=0.0, end=1.5, content="hi", partials=1),),
+    )
+
+
+def test_exception_fault_without_message_gets_a_default_message():
+    """An exception fault without a message gets one naming the exception and time."""
+    scenario = parse_scenario({"faults": [{"at": 2, "exception": "validationException"}]}, name="n")
+    assert scenario.faults == (
+        Fault(at=2.0, exception="validationException", message=scenario.faults[0].message),
+    )
+    assert "validationException" in scenario.faults[0].message
+
+
+def test_inline_scenario_problems_raise_config_error_without_lines():
+    """An invalid inline scenario raises a ConfigError naming `<inline>` and the field."""
+    with pytest.raises(ConfigError) as info:
+        parse_scenario({"segments": [{"begin": 1, "end": 0, "content": "x"}]}, name="inline")
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line, problem.field) == ("<inline>", None, "segments[0].end")
+    assert str(problem) == "<inline>: segments[0].end: must be greater than begin (1.0), got 0.0"
+
+
+def test_scenario_json_form_round_trips():
+    """`Scenario.to_json()` parses back to an equal scenario."""
+    scenario = load_scenario_file(FIXTURES / "scenarios" / "internal-failure-midstream.yaml")
+    again = parse_scenario(scenario.to_json(), name=scenario.name)
+    assert again == scenario
+
+
+def test_json_scenario_file_loads_and_reports_lines(tmp_path):
+    """JSON scenario files load, and their problems carry lines too."""
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"segments": [{"begin": 0, "end": 1, "content": "hi"}]}))
+    assert load_scenario_file(good).segments[0].content == "hi"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "segments": [\n    {"begin": 0, "end": 1, "content": ""}\n  ]\n}\n')
+    (problem,) = _problems(bad)
+    assert (problem.line, problem.field) == (3, "segments[0].content")
+
+
+def test_invalid_json_reports_the_parser_line(tmp_path):
+    """A JSON syntax error is reported with the line the parser gives."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "segments": [,]\n}\n')
+    (problem,) = _problems(bad)
+    assert problem.line == 2
+    assert problem.message.startswith("invalid JSON")
+
+
+def test_scenario_dir_collects_problems_of_all_files(tmp_path):
+    """Loading a directory reports the problems of every file in one error."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    _write(folder, "segments: [{begin: 0, end: 1, content: ok}]\n", "good.yaml")
+    _write(folder, "segments: [{begin: 1, end: 0, content: a}]\n", "bad1.yaml")
+    _write(folder, "faults: [{at: -1, disconnect: true}]\n", "bad2.yml")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_dir(tmp_path)
+    assert {(Path(p.file).name, p.field) for p in info.value.problems} == {
+        ("bad1.yaml", "segments[0].end"),
+        ("bad2.yml", "faults[0].at"),
+    }
+
+
+def test_scenario_dir_rejects_the_same_name_in_two_formats(tmp_path):
+    """Two files with the same stem (x.yaml and x.json) are a problem."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    _write(folder, '{"segments": []}\n', "x.json")
+    _write(folder, "segments: []\n", "x.yaml")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_dir(tmp_path)
+    (problem,) = info.value.problems
+    assert "duplicate scenario name 'x'" in problem.message
+
+
+def test_scenario_dir_reads_only_scenario_files(tmp_path):
+    """Other files are ignored; a missing scenarios folder gives no scenarios."""
+    assert load_scenario_dir(tmp_path) == {}
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    _write(folder, "not a scenario", "README.md")
+    _write(folder, "segments: []\n", "quiet.yaml")
+    assert list(load_scenario_dir(tmp_path)) == ["quiet"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"channel": 2, "begin": 0, "end": 1, "content": "x"},
+        {"begin": 1, "end": 1, "content": "x"},
+        {"begin": 0, "end": 1, "content": " "},
+        {"begin": 0, "end": 1, "content": "x", "partials": -1},
+    ],
+    ids=["channel", "end-before-begin", "blank-content", "negative-partials"],
+)
+def test_segment_built_in_code_rejects_impossible_values(kwargs):
+    """Segment refuses values no loader would accept."""
+    with pytest.raises(ValueError):
+        Segment(**kwargs)
+
+
+def test_fault_built_in_code_needs_exactly_one_action():
+    """Fault refuses both or neither of exception and disconnect."""
+    with pytest.raises(ValueError):
+        Fault(at=1, exception="validationException", disconnect=True)
+    with pytest.raises(ValueError):
+        Fault(at=1)
+
+
+def test_scenario_built_in_code_sorts_segments_and_faults():
+    """A Scenario built in code keeps segments by begin and faults by at."""
+    scenario = Scenario(
+        name="n",
+        segments=(Segment(begin=3, end=4, content="b"), Segment(begin=1, end=2, content="a")),
+        faults=(Fault(at=5, disconnect=True), Fault(at=1, exception="validationException")),
+    )
+    assert [s.content for s in scenario.segments] == ["a", "b"]
+    assert [f.at for f in scenario.faults] == [1, 5]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, Scenario]:
+    return load_scenario_dir(FIXTURES)
+
+
+def test_every_shipped_fixture_loads_with_a_description(shipped):
+    """Every file in fixtures/scenarios loads and describes itself."""
+    files = {p.stem for p in (FIXTURES / "scenarios").iterdir() if p.suffix in (".yaml", ".json")}
+    assert set(shipped) == files
+    assert {
+        "primary-care-visit",
+        "telehealth-two-channel",
+        "internal-failure-midstream",
+        "disconnect-midstream",
+    } <= files
+    assert all(s.description for s in shipped.values())
+
+
+def test_primary_care_fixture_is_one_channel_of_60_to_90_seconds(shipped):
+    """primary-care-visit: single channel, 60-90 s, several segments with partials."""
+    scenario = shipped["primary-care-visit"]
+    assert {s.channel for s in scenario.segments} == {0}
+    assert 60 <= scenario.segments[-1].end <= 90
+    assert sum(s.partials >= 2 for s in scenario.segments) >= 3
+    assert scenario.faults == ()
+
+
+def test_telehealth_fixture_uses_both_channels_with_overlap(shipped):
+    """telehealth-two-channel: both channels, and speech overlapping across them."""
+    segments = shipped["telehealth-two-channel"].segments
+    assert {s.channel for s in segments} == {0, 1}
+    overlaps = [
+        (a, b)
+        for a in segments
+        for b in segments
+        if a.channel != b.channel and a.begin < b.begin < a.end
+    ]
+    assert overlaps
+
+
+def test_internal_failure_fixture_fails_at_about_ten_seconds(shipped):
+    """internal-failure-midstream: segments before an internalFailureException near 10 s."""
+    scenario = shipped["internal-failure-midstream"]
+    (fault,) = scenario.faults
+    assert fault.exception == "internalFailureException" and 8 <= fault.at <= 12
+    assert sum(s.end <= fault.at for s in scenario.segments) >= 2
+
+
+def test_disconnect_fixture_resets_midstream(shipped):
+    """disconnect-midstream: segments, then a disconnect fault."""
+    scenario = shipped["disconnect-midstream"]
+    (fault,) = scenario.faults
+    assert fault.disconnect and fault.exception is None
+    assert any(s.end <= fault.at for s in scenario.segments)
