@@ -1,0 +1,203 @@
+"""Point the real AWS clients at a local emulator that uses a private CA.
+
+The streaming operation needs smithy-python's CRT transport, which only speaks
+HTTP/2 over ``https://`` and whose TLS context uses the system trust store.
+These helpers build one that trusts the emulator's ``ca.pem`` instead, plus a
+config with dummy static credentials so nothing reads real AWS credentials::
+
+    from emulator.sdk import make_client
+    async with await make_client(endpoint_url="https://localhost:8443", ca_file=ca) as client:
+        output = await client.start_medical_scribe_listening_session(...)
+
+Requires the optional dependency ``aws-sdk-connecthealth`` (and ``boto3`` for
+:func:`boto3_client`).
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+try:
+    from aws_sdk_connecthealth.client import AsyncConnectHealthClient
+    from aws_sdk_connecthealth.config import AsyncConnectHealthConfig
+    from awscrt import io as crt_io
+    from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "emulator.sdk needs the AWS SDK for Python's Connect Health client: "
+        "pip install aws-sdk-connecthealth"
+    ) from exc
+
+if TYPE_CHECKING:
+    from smithy_http.aio.crt import _AWSCRTEventLoop
+
+__all__ = [
+    "DUMMY_ACCESS_KEY_ID",
+    "DUMMY_SECRET_ACCESS_KEY",
+    "LocalCATransport",
+    "crt_transport",
+    "make_config",
+    "make_client",
+    "boto3_client",
+]
+
+#: Dummy credentials: the emulator checks signatures are well formed, not who signed.
+DUMMY_ACCESS_KEY_ID = "AKIDEXAMPLE"
+DUMMY_SECRET_ACCESS_KEY = "emulator-secret"
+
+
+class LocalCATransport(AWSCRTHTTPClient):
+    """The SDK's CRT transport with a TLS context that trusts ``ca_file``.
+
+    With ``ca_file`` the system trust store is replaced, not extended, so this
+    transport reaches the emulator only. Without it, it behaves like its base.
+    """
+
+    def __init__(
+        self,
+        *,
+        ca_file: str | Path | None = None,
+        eventloop: _AWSCRTEventLoop | None = None,
+        client_config: AWSCRTHTTPClientConfig | None = None,
+    ) -> None:
+        super().__init__(eventloop=eventloop, client_config=client_config)
+        self._ca_file = None if ca_file is None else Path(ca_file)
+        if self._ca_file is not None:
+            # The base builds its context from TlsContextOptions() (system store)
+            # and offers no hook, so rebuild it from options that trust the CA.
+            options = crt_io.TlsContextOptions()
+            options.override_default_trust_store_from_path(ca_filepath=str(self._ca_file))
+            self._tls_ctx = crt_io.ClientTlsContext(options)
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA certificate file this transport trusts, or None for the system store."""
+        return self._ca_file
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # The base's __deepcopy__ returns a plain AWSCRTHTTPClient, which would
+        # silently drop the local CA if the SDK ever copied its transport.
+        return type(self)(
+            ca_file=self._ca_file,
+            eventloop=self._eventloop,
+            client_config=deepcopy(self._config, memo),
+        )
+
+
+def crt_transport(*, ca_file: str | Path | None = None) -> LocalCATransport:
+    """Return a CRT HTTP transport (HTTP/2 by ALPN) that trusts ``ca_file``.
+
+    ::
+
+        transport = crt_transport(ca_file="state/ca.pem")
+        config = await AsyncConnectHealthConfig.resolve(endpoint_uri=url, transport=transport)
+
+    ``ca_file=None`` keeps the system trust store. Raises :class:`FileNotFoundError`
+    when ``ca_file`` does not exist and ``awscrt.exceptions.AwsCrtError`` when it
+    holds no usable PEM certificate.
+    """
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise FileNotFoundError(f"CA certificate file not found: {ca_file}")
+    return LocalCATransport(ca_file=ca_file)
+
+
+async def make_config(
+    *,
+    endpoint_url: str,
+    ca_file: str | Path | None = None,
+    region: str = "us-east-1",
+    access_key_id: str = DUMMY_ACCESS_KEY_ID,
+    secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
+    **overrides: Any,
+) -> AsyncConnectHealthConfig:
+    """Return a resolved SDK config aimed at ``endpoint_url`` with static credentials.
+
+    ::
+
+        config = await make_config(endpoint_url="https://localhost:8443", ca_file=ca)
+        client = AsyncConnectHealthClient(config=config)
+
+    The transport is :func:`crt_transport` unless ``overrides`` has ``transport``;
+    other ``overrides`` go to ``AsyncConnectHealthConfig.resolve`` unchanged and
+    win over the defaults here. Explicit credentials mean no AWS credentials are
+    looked up. Raises what :func:`crt_transport` and ``resolve`` raise (e.g.
+    ``ConfigValidationError`` for an unknown field).
+    """
+    settings: dict[str, Any] = {
+        "endpoint_uri": endpoint_url,
+        "region": region,
+        "aws_access_key_id": access_key_id,
+        "aws_secret_access_key": secret_access_key,
+        **overrides,
+    }
+    if "transport" not in settings:
+        settings["transport"] = crt_transport(ca_file=ca_file)
+    return await AsyncConnectHealthConfig.resolve(**settings)
+
+
+async def make_client(
+    *,
+    endpoint_url: str,
+    ca_file: str | Path | None = None,
+    region: str = "us-east-1",
+    access_key_id: str = DUMMY_ACCESS_KEY_ID,
+    secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
+    **overrides: Any,
+) -> AsyncConnectHealthClient:
+    """Return an SDK client built from :func:`make_config` with the same arguments.
+
+    ::
+
+        async with await make_client(endpoint_url=url, ca_file=ca) as client:
+            session = await client.get_medical_scribe_listening_session(...)
+
+    Closing the client closes its transport. Raises what :func:`make_config` raises.
+    """
+    config = await make_config(
+        endpoint_url=endpoint_url,
+        ca_file=ca_file,
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        **overrides,
+    )
+    return AsyncConnectHealthClient(config=config)
+
+
+def boto3_client(
+    *,
+    endpoint_url: str,
+    ca_file: str | Path | None = None,
+    region: str = "us-east-1",
+) -> Any:
+    """Return a boto3 ``connecthealth`` client for the control-plane operations.
+
+    ::
+
+        client = boto3_client(endpoint_url="https://localhost:8443", ca_file=ca)
+        client.get_medical_scribe_listening_session(domainId=..., ...)
+
+    Host prefixes are off: the model's ``streaming.`` prefix would otherwise send
+    calls to ``streaming.<host>``. Dummy credentials, ``verify=ca_file`` (None
+    means the default bundle). Raises :class:`ImportError` without boto3.
+    """
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("boto3_client needs boto3: pip install boto3") from exc
+
+    # A private session, so the caller's default session and profile stay untouched.
+    session = boto3.session.Session(
+        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+        region_name=region,
+    )
+    return session.client(
+        "connecthealth",
+        endpoint_url=endpoint_url,
+        verify=str(ca_file) if ca_file is not None else None,
+        config=Config(inject_host_prefix=False),
+    )
