@@ -14,17 +14,15 @@ each of which :class:`DuplexH2Protocol` fixes:
    window keeps refilling (without that every other stream stalls once 64 KiB
    have been dropped), and then discarded.
 2. **A client that keeps sending.** After a complete response while the
-   client's side is still open, the server sends RST_STREAM with NO_ERROR,
-   as RFC 9113 §8.1 allows: "a server MAY request that the client abort
-   transmission of a request without error by sending a RST_STREAM with an
-   error code of NO_ERROR after sending a complete response". Clients must
-   not discard the response for it (awscrt reports such a stream as
-   successful). Frames the client had in flight are then handled by h2
-   itself, which counts them against the connection window, acknowledges
-   them and drops them. (h2 also answers each with RST_STREAM STREAM_CLOSED,
-   which RFC 9113 §5.4.2 discourages, "an endpoint SHOULD NOT send more than
-   one RST_STREAM frame for any stream", but which costs only a few frames.)
-   An END_STREAM or a RST_STREAM from the client after that raises nothing.
+   client's side is still open, the rest of the request is drained: read,
+   acknowledged and dropped, until the client ends its side. RFC 9113 §8.1
+   would also allow RST_STREAM NO_ERROR here, but the AWS SDK's CRT client
+   then fails every later write on that stream with
+   AWS_ERROR_HTTP_STREAM_HAS_COMPLETED and its event publisher never returns
+   from ``send``/``close``: a user's app would hang after any in-stream
+   error. A client that drains more than :attr:`DuplexH2Protocol.max_drain_bytes`
+   into a finished stream is reset with NO_ERROR after all, so a runaway
+   sender still cannot hold a stream open for ever.
 3. **An unfinished response.** An app that returns or raises after
    ``http.response.start`` without the final ``more_body: False`` body left
    the stream open for ever: the client hung. The stream is now reset with
@@ -44,7 +42,7 @@ after a response has been sent"). That leaves room for the disconnect and the
 reader's one pending message if the queue holds at least two (asyncio only;
 under trio the queue is a memory channel and is left alone).
 
-WebSocket streams (extended CONNECT) keep stock behaviour for 2 and the queue:
+WebSocket streams (extended CONNECT) keep stock behaviour for the queue:
 hypercorn ends their side before the WebSocket closing handshake completes,
 and their unread messages are the client's last words.
 
@@ -63,7 +61,6 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
-from hypercorn.protocol.ws_stream import WSStream
 
 __all__ = ["DuplexH2Protocol", "install"]
 
@@ -77,9 +74,14 @@ class DuplexH2Protocol(H2Protocol):
     Constructed by hypercorn exactly as ``H2Protocol`` is; see the module
     docstring for the behaviour it changes. An ASGI app triggers a stream reset
     by returning (or raising) after ``http.response.start`` and before the body
-    message with ``more_body: False``; a complete response to a request the
-    client is still sending is followed by RST_STREAM NO_ERROR.
+    message with ``more_body: False``; the rest of a request whose response is
+    complete is drained until the client ends it.
     """
+
+    #: Request bytes drained into a stream whose response is complete before the
+    #: stream is reset with NO_ERROR: about 17 minutes of 16 kHz mono pcm, far more
+    #: than a client that noticed the end of the response still sends.
+    max_drain_bytes: int = 32 * 1024 * 1024
 
     #: RST_STREAM code for a response the app left unfinished. INTERNAL_ERROR,
     #: not CANCEL: RFC 9113 §7 gives CANCEL to an endpoint that no longer needs
@@ -93,6 +95,8 @@ class DuplexH2Protocol(H2Protocol):
         super().__init__(*args, **kwargs)
         # Streams to reset once their send buffer has drained.
         self._unfinished: set[int] = set()
+        # Bytes drained so far per stream whose response is complete.
+        self._drained: dict[int, int] = {}
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         # Events go to the base class one at a time because the app can close
@@ -105,7 +109,14 @@ class DuplexH2Protocol(H2Protocol):
                 self.connection.acknowledge_received_data(
                     event.flow_controlled_length, event.stream_id
                 )
+                drained = self._drained.get(event.stream_id, 0) + event.flow_controlled_length
+                self._drained[event.stream_id] = drained
+                if drained > self.max_drain_bytes:
+                    self._drained.pop(event.stream_id, None)
+                    await self._reset(event.stream_id, ErrorCodes.NO_ERROR)
             else:
+                if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    self._drained.pop(event.stream_id, None)
                 await super()._handle_events([event])
         await self._flush()
 
@@ -143,14 +154,9 @@ class DuplexH2Protocol(H2Protocol):
         if stream_id in self.stream_buffers:
             return
         # The base class drops the buffer once it has sent END_STREAM (or when
-        # the stream or connection failed, leaving the stream closed).
+        # the stream or connection failed, leaving the stream closed). A request
+        # still open from the client's side is drained by _handle_events.
         self._unfinished.discard(stream_id)
-        if (
-            not self.closed
-            and self._stream_state(stream_id) is StreamState.HALF_CLOSED_LOCAL
-            and not isinstance(self.streams.get(stream_id), WSStream)
-        ):
-            await self._reset(stream_id, ErrorCodes.NO_ERROR)
 
     async def _reset(self, stream_id: int, error_code: ErrorCodes) -> None:
         try:

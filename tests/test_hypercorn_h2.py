@@ -403,8 +403,9 @@ def assert_connection_alive(server: Server, client: Client) -> None:
 # --- the tests -----------------------------------------------------------------
 
 
-def test_early_400_keeps_connection_and_resets_request_with_no_error(duplex: None) -> None:
-    """A 400 sent before the body is read: the other stream and the connection live on."""
+def test_early_400_keeps_connection_and_drains_the_request(duplex: None) -> None:
+    """A 400 sent before the body is read: the rest of the body is drained without a reset
+    (the CRT client hangs on a reset stream), and the other stream and the connection live on."""
     with running_server(App()) as server, connected(server.port) as client:
         rejected, echoed, sent = early_rejection(client)
         assert_connection_alive(server, client)
@@ -413,12 +414,27 @@ def test_early_400_keeps_connection_and_resets_request_with_no_error(duplex: Non
         assert client.streams[echoed].seen == ["response", "end"]
         assert client.streams[rejected].status == 400
         assert bytes(client.streams[rejected].body) == REJECTION
-        # RFC 9113 §8.1: RST_STREAM NO_ERROR only after the complete response.
+        assert client.streams[rejected].seen == ["response", "end"]
+        assert client.streams[rejected].reset_code is None
+
+
+def test_a_request_drained_past_the_limit_is_reset_with_no_error(
+    duplex: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that keeps sending into a finished stream is stopped with RST_STREAM NO_ERROR
+    (RFC 9113 8.1) once it passes max_drain_bytes; the other stream is unaffected."""
+    monkeypatch.setattr(DuplexH2Protocol, "max_drain_bytes", 64 * KIB)
+    with running_server(App()) as server, connected(server.port) as client:
+        rejected, echoed, sent = early_rejection(client)
+        assert_connection_alive(server, client)
+
+        assert client.streams[echoed].body == sent
+        assert client.streams[echoed].seen == ["response", "end"]
         assert client.streams[rejected].seen == ["response", "end", "reset"]
         assert client.streams[rejected].reset_code == ErrorCodes.NO_ERROR
 
 
-def test_response_ended_after_partial_read_resets_request_with_no_error(duplex: None) -> None:
+def test_response_ended_after_partial_read_drains_the_request(duplex: None) -> None:
     """A complete response after part of the body: later DATA and a client RST are harmless."""
     with running_server(App()) as server, connected(server.port) as client:
         partial = client.open("/read-some")
@@ -433,8 +449,7 @@ def test_response_ended_after_partial_read_resets_request_with_no_error(duplex: 
         assert client.streams[echoed].seen == ["response", "end"]
         assert client.streams[partial].status == 200
         assert bytes(client.streams[partial].body) == b"enough"
-        assert client.streams[partial].seen == ["response", "end", "reset"]
-        assert client.streams[partial].reset_code == ErrorCodes.NO_ERROR
+        assert client.streams[partial].seen == ["response", "end"]
 
 
 @pytest.mark.parametrize("route", ["/abandon", "/abandon-raising"], ids=["returns", "raises"])
@@ -507,11 +522,14 @@ def test_body_the_app_never_read_does_not_block_the_connection(duplex: None) -> 
         echoed = client.open("/echo")
 
         assert echo_round(client, echoed, b"still here")
-        client.pump_until(lambda: "reset" in client.streams[rejected].seen, "reset of stream A")
+        client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400 on stream A")
+        # End A's request with a raw frame, as it was opened (outside the client's books).
+        end = DataFrame(rejected)
+        end.flags.add("END_STREAM")
+        client.sock.sendall(end.serialize())
         assert_connection_alive(server, client)
 
-        assert client.streams[rejected].seen == ["response", "end", "reset"]
-        assert client.streams[rejected].reset_code == ErrorCodes.NO_ERROR
+        assert client.streams[rejected].seen == ["response", "end"]
 
 
 def test_h2c_upgrade_connections_get_the_fix(duplex: None) -> None:

@@ -1,0 +1,120 @@
+"""The admin API under ``/_emulator/``: health, rules, reset and session look-up.
+
+Thin Starlette handlers over :class:`emulator.backend.Backend`. Every error is
+JSON ``{"message": ...}`` naming the problem, with a fitting status.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import __version__
+from .backend import SYNTHETIC, Backend
+from .errors import ConfigError
+
+__all__ = ["admin_routes"]
+
+#: Largest admin request body accepted; an inline scenario fits well within it.
+MAX_ADMIN_BODY = 4 * 1024 * 1024
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_ADMIN_BODY:
+        raise ConfigError(f"request body is {len(body)} bytes; the limit is {MAX_ADMIN_BODY}")
+    if not body.strip():
+        raise ConfigError("request body is empty: expected a JSON object")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"request body is not valid JSON: {error}") from None
+
+
+def admin_routes(
+    backend: Backend, *, ca_file: Path | None, endpoints: dict[str, str]
+) -> list[Route]:
+    """Return the admin routes bound to ``backend``."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ready",
+                "version": __version__,
+                "endpoints": endpoints,
+                "sessions": {"active": backend.active, "total": backend.total},
+                "rules": len(backend.rules.list()),
+                "defaultScenario": backend.default_scenario,
+                "scenarios": [SYNTHETIC, *sorted(backend.scenarios)],
+            }
+        )
+
+    async def ca_pem(request: Request) -> Response:
+        if ca_file is None or not ca_file.exists():
+            return _error(404, "this emulator was started with a user-supplied certificate: no CA")
+        return Response(ca_file.read_bytes(), media_type="application/x-pem-file")
+
+    async def list_rules(request: Request) -> Response:
+        return JSONResponse({"rules": [rule.to_json() for rule in backend.rules.list()]})
+
+    async def add_rule(request: Request) -> Response:
+        try:
+            rule = backend.add_rule(await _json_body(request))
+        except ConfigError as error:
+            return _error(400, f"invalid rule: {error}")
+        return JSONResponse(rule.to_json(), status_code=201)
+
+    async def delete_rules(request: Request) -> Response:
+        count = len(backend.rules.list())
+        backend.rules.clear()
+        return JSONResponse({"deleted": count})
+
+    async def delete_rule(request: Request) -> Response:
+        rule_id = request.path_params["rule_id"]
+        if not backend.rules.delete(rule_id):
+            return _error(404, f"no rule with id {rule_id!r}")
+        return JSONResponse({"deleted": 1})
+
+    async def reset(request: Request) -> Response:
+        backend.reset()
+        return JSONResponse({"status": "reset"})
+
+    async def list_sessions(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "sessions": [record.summary() for record in backend.sessions.values()],
+                "rejected": list(backend.rejections),
+            }
+        )
+
+    async def get_session(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        record = backend.sessions.get(session_id)
+        if record is None:
+            return _error(404, f"no session with id {session_id!r}")
+        return JSONResponse(record.details())
+
+    async def list_scenarios(request: Request) -> Response:
+        return JSONResponse({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
+
+    return [
+        Route("/_emulator/health", health, methods=["GET"]),
+        Route("/_emulator/ca.pem", ca_pem, methods=["GET"]),
+        Route("/_emulator/rules", list_rules, methods=["GET"]),
+        Route("/_emulator/rules", add_rule, methods=["POST"]),
+        Route("/_emulator/rules", delete_rules, methods=["DELETE"]),
+        Route("/_emulator/rules/{rule_id}", delete_rule, methods=["DELETE"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/sessions", list_sessions, methods=["GET"]),
+        Route("/_emulator/sessions/{session_id}", get_session, methods=["GET"]),
+        Route("/_emulator/scenarios", list_scenarios, methods=["GET"]),
+    ]

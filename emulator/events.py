@@ -1,0 +1,108 @@
+"""What a session says back: the output events, as small frozen dataclasses.
+
+The session state machine (:mod:`emulator.session`) emits these through its one
+injected ``send``; the ASGI adapter (:mod:`emulator.stream`) turns them into
+event-stream bytes with :func:`encode_output`, the single place where output
+events become wire messages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .eventstream import Message, encode_message
+from .scenario import FAULT_EXCEPTIONS
+
+__all__ = [
+    "TranscriptResult",
+    "StreamException",
+    "StreamReset",
+    "OutputEvent",
+    "encode_output",
+    "exception_message",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TranscriptResult:
+    """One ``transcriptEvent``: a partial or final result for a segment."""
+
+    segment_id: str
+    begin: float
+    end: float
+    is_partial: bool
+    content: str
+    channel_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.end < self.begin:
+            raise ValueError(f"segment {self.segment_id}: end {self.end} before begin {self.begin}")
+
+    def to_json(self) -> dict[str, object]:
+        segment: dict[str, object] = {
+            "segmentId": self.segment_id,
+            "audioBeginOffset": self.begin,
+            "audioEndOffset": self.end,
+            "isPartial": self.is_partial,
+        }
+        # The service omits channelId when no channelDefinitions were given.
+        if self.channel_id is not None:
+            segment["channelId"] = self.channel_id
+        segment["content"] = self.content
+        return {"transcriptSegment": segment}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamException:
+    """An in-stream exception (``validationException`` or ``internalFailureException``).
+
+    The response ends right after it.
+    """
+
+    member: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.member not in FAULT_EXCEPTIONS:
+            raise ValueError(f"{self.member!r} is not an output-stream exception member")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamReset:
+    """Abandon the HTTP/2 stream without ending it (a scripted disconnect)."""
+
+    reason: str = "scripted disconnect"
+
+
+OutputEvent = TranscriptResult | StreamException | StreamReset
+
+_TRANSCRIPT_HEADERS = {
+    ":message-type": "event",
+    ":event-type": "transcriptEvent",
+    ":content-type": "application/json",
+}
+
+
+def exception_message(member: str, message: str) -> bytes:
+    """Return the wire bytes of an in-stream exception ``member`` carrying ``message``."""
+    headers = {
+        ":message-type": "exception",
+        ":exception-type": member,
+        ":content-type": "application/json",
+    }
+    return encode_message(
+        Message(headers=headers, payload=json.dumps({"message": message}).encode())
+    )
+
+
+def encode_output(event: TranscriptResult | StreamException) -> bytes:
+    """Return the event-stream bytes of one output event.
+
+    Event names are the output union's camelCase member names: the SDK treats
+    ``TranscriptEvent`` (capitalised) as an unknown event.
+    """
+    if isinstance(event, TranscriptResult):
+        payload = json.dumps(event.to_json(), separators=(",", ":")).encode()
+        return encode_message(Message(headers=_TRANSCRIPT_HEADERS, payload=payload))
+    return exception_message(event.member, event.message)

@@ -1,0 +1,191 @@
+"""Start-up: settings, fixtures, TLS material, sockets and hypercorn.
+
+The only layer besides :mod:`emulator.stream` that does I/O. Listening sockets
+are bound here (so port 0 works and the real ports are known before serving)
+and handed to hypercorn as ``fd://`` binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+
+from . import hypercorn_h2
+from .app import create_app
+from .backend import Backend
+from .scenario import load_scenario_dir
+from .tls import ensure_certificates
+
+__all__ = ["Settings", "RunningServer", "run", "serve", "packaged_fixtures", "build_backend"]
+
+log = logging.getLogger("medscribe")
+
+#: Streams one client connection may run at once. The real SDK multiplexes all of
+#: an application's sessions on one HTTP/2 connection, and CI jobs run hundreds.
+MAX_CONCURRENT_STREAMS = 1000
+
+#: Seconds in-flight requests get after SIGTERM/SIGINT before they are cut:
+#: the emulator promises to be gone within 2 s.
+GRACEFUL_TIMEOUT = 1.0
+
+
+def packaged_fixtures() -> Path:
+    """The fixtures directory shipped with the package (or the source tree's)."""
+    source_tree = Path(__file__).resolve().parent.parent / "fixtures"
+    if (source_tree / "scenarios").is_dir():
+        return source_tree
+    return Path(str(resources.files("emulator") / "fixtures"))
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """Everything the command line (or ``MEDSCRIBE_*`` variables) can set."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    h2c_port: int = 8080
+    state_dir: Path = Path(".medscribe")
+    fixtures: Path | None = None
+    scenario: str = "synthetic"
+    seed: int = 0
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    tls_hostnames: list[str] = field(default_factory=list)
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunningServer:
+    """What a started emulator tells its caller."""
+
+    endpoint_url: str
+    h2c_url: str
+    ca_file: Path | None
+    port: int
+    h2c_port: int
+    app: object
+
+
+def build_backend(settings: Settings) -> Backend:
+    """Load fixtures and build the backend; raises ConfigError on invalid fixtures."""
+    fixtures = settings.fixtures or packaged_fixtures()
+    scenarios = load_scenario_dir(fixtures)
+    return Backend(
+        scenarios=scenarios,
+        default_scenario=settings.scenario,
+        seed=settings.seed,
+        rules_file=fixtures / "rules.yaml",
+    )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(1024)
+    return sock
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+async def serve(
+    settings: Settings,
+    *,
+    shutdown: asyncio.Event,
+    ready: Callable[[RunningServer], None] | None = None,
+) -> None:
+    """Run the emulator until ``shutdown`` is set.
+
+    ``ready`` is called once the sockets listen. Raises ConfigError for invalid
+    fixtures and OSError when a port cannot be bound, before serving anything.
+    """
+    hypercorn_h2.install()
+    backend = build_backend(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ca_file: Path | None = None
+    if settings.certfile and settings.keyfile:
+        certfile, keyfile = settings.certfile, settings.keyfile
+    else:
+        files = ensure_certificates(settings.state_dir, hostnames=settings.tls_hostnames)
+        certfile, keyfile, ca_file = files.cert, files.key, files.ca_cert
+
+    tls_sock = _listen(settings.host, settings.port)
+    h2c_sock = _listen(settings.host, settings.h2c_port)
+    port, h2c_port = tls_sock.getsockname()[1], h2c_sock.getsockname()[1]
+    running = RunningServer(
+        endpoint_url=_url("https", settings.host, port),
+        h2c_url=_url("http", settings.host, h2c_port),
+        ca_file=ca_file,
+        port=port,
+        h2c_port=h2c_port,
+        app=None,
+    )
+    app = create_app(
+        backend,
+        ca_file=ca_file,
+        endpoints={"https": running.endpoint_url, "h2c": running.h2c_url},
+    )
+    running = RunningServer(**{**running.__dict__, "app": app})
+
+    config = Config()
+    config.certfile = str(certfile)
+    config.keyfile = str(keyfile)
+    config.alpn_protocols = ["h2", "http/1.1"]
+    # hypercorn takes ownership of the descriptors: detach so ours don't close them.
+    config.bind = [f"fd://{tls_sock.detach()}"]
+    config.insecure_bind = [f"fd://{h2c_sock.detach()}"]
+    config.h2_max_concurrent_streams = MAX_CONCURRENT_STREAMS
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+
+    if ready is not None:
+        ready(running)
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
+
+
+def run(settings: Settings) -> int:
+    """Run in the foreground until SIGTERM/SIGINT; return the process exit code."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    def announce(running: RunningServer) -> None:
+        print("medscribe-emulator ready", flush=True)
+        print(f"  endpoint (TLS, h2 + http/1.1): {running.endpoint_url}", flush=True)
+        print(f"  endpoint (cleartext, h2c + http/1.1): {running.h2c_url}", flush=True)
+        if running.ca_file is not None:
+            print(f"  CA certificate: {running.ca_file}", flush=True)
+
+    async def main() -> None:
+        shutdown = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shutdown.set)
+        await serve(settings, shutdown=shutdown, ready=announce)
+
+    asyncio.run(main())
+    return 0

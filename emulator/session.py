@@ -1,0 +1,348 @@
+"""One listening session: the input-event state machine, the audio clock and the replay.
+
+Sans-IO: the session is fed decoded inner event-stream messages with
+:meth:`ScribeSession.receive_event` and speaks only through the injected
+``send`` callable (output events from :mod:`emulator.events`). It never touches
+sockets, ASGI or asyncio.
+
+Rules it keeps (from the service model and the user guide):
+
+* the first event is a ``configurationEvent``, and only the first;
+* audio is ``audioEvent`` (base64 JSON) or ``binaryAudioEvent`` (raw payload),
+  at most 32,000 bytes of audio each;
+* ``sessionControlEvent`` ``END_OF_SESSION`` ends the session: nothing may follow;
+* transcript results are released by the audio clock, never ahead of it.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .audio import MAX_AUDIO_CHUNK_BYTES, make_clock
+from .errors import ValidationException
+from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
+from .eventstream import Message
+from .scenario import Fault, Segment
+from .validation import (
+    Configuration,
+    StreamRequest,
+    parse_audio_event,
+    parse_configuration_event,
+    parse_session_control_event,
+)
+
+__all__ = ["SessionState", "ScribeSession", "ScenarioSource", "INPUT_EVENT_TYPES", "TRANSITIONS"]
+
+
+class SessionState(enum.Enum):
+    AWAITING_CONFIGURATION = "AWAITING_CONFIGURATION"
+    STREAMING = "STREAMING"
+    #: END_OF_SESSION received: finals sent, nothing more may arrive.
+    COMPLETED = "COMPLETED"
+    #: An in-stream exception (bad input or a scripted fault) ended the stream.
+    FAILED = "FAILED"
+    #: Input closed without END_OF_SESSION, or a scripted disconnect.
+    PAUSED = "PAUSED"
+
+
+#: The input stream's union members (MedicalScribeInputStream in the model).
+INPUT_EVENT_TYPES = frozenset(
+    {"configurationEvent", "audioEvent", "binaryAudioEvent", "sessionControlEvent"}
+)
+
+S = SessionState
+#: (state, input event type) -> next state. A pair missing here is a protocol
+#: error, explained by :data:`_REFUSALS`.
+TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
+    (S.AWAITING_CONFIGURATION, "configurationEvent"): S.STREAMING,
+    (S.STREAMING, "audioEvent"): S.STREAMING,
+    (S.STREAMING, "binaryAudioEvent"): S.STREAMING,
+    (S.STREAMING, "sessionControlEvent"): S.COMPLETED,
+}
+
+_REFUSALS: dict[SessionState, str] = {
+    S.AWAITING_CONFIGURATION: (
+        "{event} received before configurationEvent: the first event of a stream "
+        "must be a configurationEvent"
+    ),
+    S.STREAMING: "{event} received after the configurationEvent: only one is allowed per stream",
+    S.COMPLETED: "{event} received after END_OF_SESSION: the session has ended",
+    S.FAILED: "{event} received after the stream failed",
+    S.PAUSED: "{event} received after the input stream was closed",
+}
+
+#: Events that carry audio: the JSON one is base64, the binary one raw.
+_AUDIO_EVENTS = frozenset({"audioEvent", "binaryAudioEvent"})
+
+
+class ScenarioSource(Protocol):
+    """What the session replays: segments in begin order, and faults."""
+
+    name: str
+    faults: tuple[Fault, ...]
+
+    def iter_segments(self) -> Iterator[Segment]: ...
+
+
+@dataclass(slots=True)
+class _Active:
+    """A segment whose begin the clock has passed, and how far it was released."""
+
+    segment: Segment
+    segment_id: str
+    released: int = 0  # partials sent so far
+
+
+@dataclass(slots=True)
+class SessionStats:
+    events_received: dict[str, int] = field(default_factory=dict)
+    audio_bytes: int = 0
+    results_sent: int = 0
+    partials_sent: int = 0
+    finals_sent: int = 0
+
+
+class ScribeSession:
+    """The state machine of one StartMedicalScribeListeningSession stream.
+
+    ``scenario_for`` is called once, with the validated configuration, to pick
+    what is replayed. ``send`` receives every output event in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        request: StreamRequest,
+        scenario_for: Callable[[Configuration], ScenarioSource],
+        send: Callable[[OutputEvent], None],
+    ) -> None:
+        self.request = request
+        self.state = SessionState.AWAITING_CONFIGURATION
+        self.configuration: Configuration | None = None
+        self.scenario: ScenarioSource | None = None
+        self.stats = SessionStats()
+        self._scenario_for = scenario_for
+        self._send = send
+        self._clock: _Clock | None = None
+        self._segments: Iterator[Segment] = iter(())
+        self._next_segment: Segment | None = None
+        self._active: list[_Active] = []
+        self._faults: list[Fault] = []
+        self._segment_ids = _segment_ids(request.session_id)
+
+    # -- public ------------------------------------------------------------
+
+    @property
+    def audio_seconds(self) -> float:
+        return self._clock.seconds if self._clock is not None else 0.0
+
+    @property
+    def finished(self) -> bool:
+        """True once no more input is accepted (completed, failed or paused)."""
+        return self.state in (S.COMPLETED, S.FAILED, S.PAUSED)
+
+    def receive_event(self, message: Message) -> None:
+        """Apply one inner input event.
+
+        Raises :class:`ValidationException` when the event is not acceptable now;
+        the caller reports it in-stream and calls :meth:`fail`.
+        """
+        event_type = _event_type(message)
+        self.stats.events_received[event_type] = self.stats.events_received.get(event_type, 0) + 1
+        next_state = TRANSITIONS.get((self.state, event_type))
+        if next_state is None:
+            raise ValidationException(_REFUSALS[self.state].format(event=event_type))
+        if event_type == "configurationEvent":
+            configuration = parse_configuration_event(message.payload)
+            self.state = next_state
+            self._configure(configuration)
+        elif event_type in _AUDIO_EVENTS:
+            if event_type == "audioEvent":
+                chunk = parse_audio_event(message.payload)
+            else:
+                chunk = bytes(message.payload)
+            self._receive_audio(chunk, event_type)
+        else:
+            parse_session_control_event(message.payload)
+            self._end_of_session()
+
+    def input_closed(self) -> None:
+        """The client closed its side without END_OF_SESSION: the session pauses."""
+        if not self.finished:
+            self.state = S.PAUSED
+
+    def fail(self, member: str, message: str) -> None:
+        """End the stream with an in-stream exception."""
+        if self.state is S.FAILED:
+            return
+        self.state = S.FAILED
+        self._send(StreamException(member=member, message=message))
+
+    # -- internals ----------------------------------------------------------
+
+    def _configure(self, configuration: Configuration) -> None:
+        self.configuration = configuration
+        self._clock = make_clock(
+            encoding=self.request.media_encoding,
+            sample_rate=self.request.sample_rate,
+            channels=configuration.channels,
+        )
+        self.scenario = self._scenario_for(configuration)
+        self._segments = self.scenario.iter_segments()
+        self._next_segment = next(self._segments, None)
+        self._faults = sorted(self.scenario.faults, key=lambda f: f.at)
+        # A fault at 0 fires before any audio: the clock "reaches" 0 at once.
+        self._advance(0.0)
+
+    def _receive_audio(self, chunk: bytes, event_type: str) -> None:
+        if len(chunk) > MAX_AUDIO_CHUNK_BYTES:
+            raise ValidationException(
+                f"{event_type} carries {len(chunk)} bytes of audio: an audio event may "
+                f"carry at most {MAX_AUDIO_CHUNK_BYTES} bytes"
+            )
+        assert self._clock is not None
+        self.stats.audio_bytes += len(chunk)
+        self._advance(self._clock.add(chunk))
+
+    def _end_of_session(self) -> None:
+        assert self._clock is not None
+        now = self._clock.finish()
+        self._advance(now)
+        if self.state is not S.STREAMING:  # a fault fired on the last audio
+            return
+        self.state = S.COMPLETED
+        # Segments already under way get their final now, clamped to the audio
+        # received: no offset ever lies beyond the audio.
+        for active in self._active:
+            segment = active.segment
+            self._emit_result(
+                active, content=segment.content, partial=False, end=min(segment.end, now)
+            )
+        self._active.clear()
+
+    def _advance(self, now: float) -> None:
+        """Release everything the clock has reached, in time order."""
+        while self._next_segment is not None and self._next_segment.begin <= now:
+            self._active.append(
+                _Active(segment=self._next_segment, segment_id=next(self._segment_ids))
+            )
+            self._next_segment = next(self._segments, None)
+        due: list[tuple[float, int, int, _Active | Fault]] = []
+        order = itertools.count()
+        for active in self._active:
+            seg = active.segment
+            for k in range(active.released + 1, seg.partials + 1):
+                at = _partial_time(seg, k)
+                if at > now:
+                    break
+                due.append((at, 0, next(order), active))
+            if seg.end <= now:
+                due.append((seg.end, 1, next(order), active))
+        for fault in self._faults:
+            if fault.at > now:
+                break
+            due.append((fault.at, 2, next(order), fault))
+        heapq.heapify(due)
+        while due:
+            at, kind, _, item = heapq.heappop(due)
+            if isinstance(item, Fault):
+                self._fire(item)
+                return
+            if kind == 0:
+                item.released += 1
+                content = _prefix(item.segment.content, item.released, item.segment.partials)
+                # A partial covers the audio heard so far: its end is its release
+                # time, never beyond the audio received.
+                self._emit_result(item, content=content, partial=True, end=at)
+            else:
+                self._emit_result(
+                    item, content=item.segment.content, partial=False, end=item.segment.end
+                )
+                self._active.remove(item)
+
+    def _fire(self, fault: Fault) -> None:
+        self._faults.remove(fault)
+        if fault.disconnect:
+            self.state = S.PAUSED
+            self._send(StreamReset(reason=f"scripted disconnect at {fault.at} s"))
+            return
+        assert fault.exception is not None
+        self.fail(fault.exception, fault.message or f"scripted {fault.exception} at {fault.at} s")
+
+    def _emit_result(self, active: _Active, *, content: str, partial: bool, end: float) -> None:
+        seg = active.segment
+        channel = None
+        if self.configuration is not None and self.configuration.channel_definitions:
+            channel = f"ch_{seg.channel}"
+        self._send(
+            TranscriptResult(
+                segment_id=active.segment_id,
+                begin=seg.begin,
+                end=end,
+                is_partial=partial,
+                content=content,
+                channel_id=channel,
+            )
+        )
+        self.stats.results_sent += 1
+        if partial:
+            self.stats.partials_sent += 1
+        else:
+            self.stats.finals_sent += 1
+
+
+class _Clock(Protocol):
+    seconds: float
+
+    def add(self, chunk: bytes) -> float: ...
+
+    def finish(self) -> float: ...
+
+
+def _event_type(message: Message) -> str:
+    headers = message.headers
+    message_type = headers.get(":message-type")
+    if message_type != "event":
+        raise ValidationException(
+            f"input message has :message-type {message_type!r}: input events must have "
+            ":message-type 'event'"
+        )
+    event_type = headers.get(":event-type")
+    if not isinstance(event_type, str) or event_type not in INPUT_EVENT_TYPES:
+        raise ValidationException(
+            f"unknown input event type {event_type!r}: expected one of "
+            + ", ".join(sorted(INPUT_EVENT_TYPES))
+        )
+    return event_type
+
+
+def _partial_time(segment: Segment, k: int) -> float:
+    """When the k-th of N partials is due: begin + k/(N+1) of the segment."""
+    return segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1)
+
+
+def _prefix(content: str, k: int, n: int) -> str:
+    """The k-th of n partial texts: the first k/(n+1) share of the words.
+
+    Always a non-empty proper prefix of ``content``, so a partial never equals
+    its final.
+    """
+    words = content.split()
+    if len(words) > 1:
+        count = min(max(1, len(words) * k // (n + 1)), len(words) - 1)
+        return " ".join(words[:count])
+    # One word: cut inside the word instead.
+    cut = min(max(1, len(content) * k // (n + 1)), max(1, len(content) - 1))
+    return content[:cut]
+
+
+def _segment_ids(session_id: str) -> Iterator[str]:
+    """Repeatable segment ids: the same session replays with the same ids."""
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"medscribe-emulator:{session_id}")
+    return (str(uuid.uuid5(namespace, str(n))) for n in itertools.count())

@@ -1,0 +1,385 @@
+"""StartMedicalScribeListeningSession driven end to end by the real AWS SDK over TLS + h2."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aws_sdk_connecthealth import models as m
+
+from .support import (
+    DOMAIN_ID,
+    SUBSCRIPTION_ID,
+    admin,
+    audio_event,
+    configuration_event,
+    end_of_session_event,
+    new_session_id,
+    pcm_tone,
+    run_session,
+    stream_input,
+)
+
+SCRIPT = {
+    "segments": [
+        {
+            "channel": 0,
+            "begin": 0.5,
+            "end": 2.0,
+            "content": "Good morning, what brings you in today?",
+            "partials": 2,
+        },
+        {
+            "channel": 1,
+            "begin": 2.2,
+            "end": 4.0,
+            "content": "I have had a cough for two weeks.",
+            "partials": 1,
+        },
+        {"channel": 0, "begin": 4.5, "end": 6.0, "content": "Any fever or chills?", "partials": 3},
+        {
+            "channel": 1,
+            "begin": 9.0,
+            "end": 11.0,
+            "content": "Never reached by the audio.",
+            "partials": 1,
+        },
+    ]
+}
+
+
+def add_rule(emulator, rule: dict) -> dict:
+    status, body = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    return body
+
+
+def scripted(emulator, session_id: str, scenario: dict = SCRIPT) -> None:
+    add_rule(emulator, {"match": {"sessionId": session_id}, "scenario": scenario})
+
+
+async def test_scripted_transcript_arrives_with_partials_then_finals(client, emulator):
+    """Each segment's partials are proper prefixes of its final and share its segmentId."""
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    result = await run_session(client, session_id, audio=pcm_tone(7.0))
+    assert result.error is None, result.error
+    finals = result.finals
+    assert [s.content for s in finals] == [seg["content"] for seg in SCRIPT["segments"][:3]]
+    assert [(s.audio_begin_offset, s.audio_end_offset) for s in finals] == [
+        (0.5, 2.0),
+        (2.2, 4.0),
+        (4.5, 6.0),
+    ]
+    for final, seg in zip(finals, SCRIPT["segments"], strict=False):
+        partials = [p for p in result.partials if p.segment_id == final.segment_id]
+        assert len(partials) == seg["partials"]
+        for partial in partials:
+            assert seg["content"].startswith(partial.content)
+            assert partial.content != seg["content"]
+        # partials come before their final in the stream
+        order = [s for s in result.segments if s.segment_id == final.segment_id]
+        assert order[-1] is final and all(p.is_partial for p in order[:-1])
+    assert all(s.channel_id is None for s in result.segments)
+
+
+async def test_response_headers_echo_the_request_and_carry_a_request_id(client, emulator):
+    session_id = new_session_id()
+    result = await run_session(client, session_id, audio=pcm_tone(0.5), sample_rate=16000)
+    assert result.error is None
+    out = result.output
+    assert (out.session_id, out.domain_id, out.subscription_id) == (
+        session_id,
+        DOMAIN_ID,
+        SUBSCRIPTION_ID,
+    )
+    assert (out.language_code, out.media_sample_rate_hertz, out.media_encoding) == (
+        "en-US",
+        16000,
+        "pcm",
+    )
+    assert out.request_id and len(out.request_id) <= 256
+
+
+async def test_two_channel_sessions_label_segments_ch_0_and_ch_1(client, emulator):
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    # Two channels of 16-bit audio: 4 bytes per sample frame.
+    result = await run_session(
+        client, session_id, audio=pcm_tone(7.0, channels=2), chunk_bytes=6400, two_channels=True
+    )
+    assert result.error is None
+    assert [s.channel_id for s in result.finals] == ["ch_0", "ch_1", "ch_0"]
+
+
+async def test_end_of_session_finalises_open_segments_clamped_to_the_audio(client, emulator):
+    """A segment under way at END_OF_SESSION gets its full text, ending where the audio ends."""
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    result = await run_session(client, session_id, audio=pcm_tone(3.0))
+    assert result.error is None
+    finals = result.finals
+    assert [s.content for s in finals] == [seg["content"] for seg in SCRIPT["segments"][:2]]
+    assert finals[-1].audio_begin_offset == 2.2
+    assert finals[-1].audio_end_offset == pytest.approx(3.0)
+    assert max(s.audio_end_offset for s in result.segments) <= 3.0 + 1e-9
+
+
+async def test_binary_audio_events_drive_the_clock_like_json_audio_events(client, emulator):
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    result = await run_session(client, session_id, audio=pcm_tone(7.0), binary=True)
+    assert result.error is None
+    assert len(result.finals) == 3
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200
+    assert details["eventsReceived"]["binaryAudioEvent"] == -(-len(pcm_tone(7.0)) // 3200)
+    assert "audioEvent" not in details["eventsReceived"]
+    assert details["audioSeconds"] == pytest.approx(7.0)
+    assert details["status"] == "COMPLETED"
+
+
+async def test_transcripts_flow_while_audio_is_still_being_sent(client, emulator):
+    """Full duplex: the first final arrives before the client has finished its input."""
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    stream = await client.start_medical_scribe_listening_session(input=stream_input(session_id))
+    await stream.input_stream.send(configuration_event())
+    audio = pcm_tone(2.5)
+    for i in range(0, len(audio), 3200):
+        await stream.input_stream.send(audio_event(audio[i : i + 3200]))
+    _, output = await asyncio.wait_for(stream.await_output(), 10)
+    received = []
+
+    async def first_final():
+        async for event in output:
+            segment = event.value.transcript_segment
+            received.append(segment)
+            if not segment.is_partial:
+                return segment
+
+    final = await asyncio.wait_for(first_final(), 10)
+    assert final.content == SCRIPT["segments"][0]["content"]
+    # Only now does the client end its input.
+    await stream.input_stream.send(end_of_session_event())
+    await stream.input_stream.close()
+    async for event in output:
+        received.append(event.value.transcript_segment)
+    await stream.close()
+    assert [s.content for s in received if not s.is_partial][-1] == SCRIPT["segments"][1]["content"]
+
+
+async def test_synthetic_visit_is_the_default_and_repeats_for_the_same_session_id(client, emulator):
+    session_id = new_session_id()
+    first = await run_session(client, session_id, audio=pcm_tone(20.0), chunk_bytes=32000)
+    second = await run_session(client, session_id, audio=pcm_tone(20.0), chunk_bytes=32000)
+    assert first.error is None and second.error is None
+    assert len(first.finals) >= 3
+    assert [s.content for s in first.finals] == [s.content for s in second.finals]
+    assert all(s.audio_end_offset <= 20.0 + 1e-9 for s in first.segments)
+    other = await run_session(client, new_session_id(), audio=pcm_tone(20.0), chunk_bytes=32000)
+    assert [s.content for s in other.finals] != [s.content for s in first.finals]
+
+
+async def test_synthetic_two_channel_visit_alternates_channels(client, emulator):
+    result = await run_session(
+        client,
+        new_session_id(),
+        audio=pcm_tone(30.0, channels=2),
+        chunk_bytes=32000,
+        two_channels=True,
+    )
+    assert result.error is None
+    assert {s.channel_id for s in result.finals} == {"ch_0", "ch_1"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("session_id", "not-a-session", "x-amzn-medscribe-session-id"),
+        ("domain_id", "bad", "x-amzn-medscribe-domain-id"),
+        ("subscription_id", "sub-short", "x-amzn-medscribe-subscription-id"),
+        ("language_code", "fr-FR", "x-amzn-medscribe-language-code"),
+        ("sample_rate", 4000, "x-amzn-medscribe-sample-rate"),
+        ("encoding", "ogg-opus", "x-amzn-medscribe-media-encoding"),
+    ],
+)
+async def test_invalid_headers_raise_the_modeled_validation_exception(
+    client, emulator, field, value, fragment
+):
+    kwargs = {field: value}
+    session_id = value if field == "session_id" else new_session_id()
+    if field == "session_id":
+        kwargs = {}
+    result = await run_session(client, session_id, audio=pcm_tone(0.2), **kwargs)
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert fragment in str(result.error.message)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "sdk_class"),
+    [
+        ("ValidationException", m.ValidationException),
+        ("AccessDeniedException", m.AccessDeniedException),
+        ("ServiceQuotaExceededException", m.ServiceQuotaExceededException),
+        ("ResourceNotFoundException", m.ResourceNotFoundException),
+        ("ThrottlingException", m.ThrottlingException),
+        ("InternalServerException", m.InternalServerException),
+    ],
+)
+async def test_injected_errors_reach_the_sdk_as_their_modeled_class(
+    client, emulator, error_type, sdk_class
+):
+    session_id = new_session_id()
+    add_rule(
+        emulator,
+        {
+            "match": {"sessionId": session_id},
+            "error": {"type": error_type, "message": f"injected {error_type}"},
+        },
+    )
+    result = await run_session(client, session_id, audio=pcm_tone(0.5))
+    assert isinstance(result.error, sdk_class), repr(result.error)
+    assert result.error.message == f"injected {error_type}"
+    assert result.events == []
+
+
+async def test_rule_with_times_stops_matching_after_its_uses(client, emulator):
+    session_id = new_session_id()
+    add_rule(
+        emulator,
+        {
+            "match": {"sessionId": session_id},
+            "error": {"type": "ThrottlingException", "message": "slow down"},
+            "times": 1,
+        },
+    )
+    first = await run_session(client, session_id, audio=pcm_tone(0.2))
+    second = await run_session(client, session_id, audio=pcm_tone(0.2))
+    assert isinstance(first.error, m.ThrottlingException)
+    assert second.error is None
+
+
+async def test_scripted_internal_failure_fires_at_its_audio_time(client, emulator):
+    session_id = new_session_id()
+    scripted(
+        emulator,
+        session_id,
+        {
+            "segments": SCRIPT["segments"][:2],
+            "faults": [
+                {"at": 3.0, "exception": "internalFailureException", "message": "scripted outage"}
+            ],
+        },
+    )
+    result = await run_session(client, session_id, audio=pcm_tone(6.0))
+    assert isinstance(result.error, m.InternalServerException), repr(result.error)
+    assert result.error.message == "scripted outage"
+    assert [s.content for s in result.finals] == [SCRIPT["segments"][0]["content"]]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "FAILED"
+    assert details["errors"] == [{"type": "internalFailureException", "message": "scripted outage"}]
+
+
+async def test_scripted_validation_exception_reaches_the_sdk(client, emulator):
+    session_id = new_session_id()
+    scripted(
+        emulator,
+        session_id,
+        {
+            "faults": [
+                {"at": 1.0, "exception": "validationException", "message": "scripted rejection"}
+            ]
+        },
+    )
+    result = await run_session(client, session_id, audio=pcm_tone(2.0))
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert result.error.message == "scripted rejection"
+
+
+async def test_scripted_disconnect_resets_the_stream_after_earlier_results(client, emulator):
+    """A disconnect fault resets the HTTP/2 stream: the SDK's output ends early with no
+    modeled exception and no further results, and its input side can no longer send."""
+    session_id = new_session_id()
+    scripted(
+        emulator,
+        session_id,
+        {"segments": SCRIPT["segments"][:2], "faults": [{"at": 3.0, "disconnect": True}]},
+    )
+    result = await run_session(client, session_id, audio=pcm_tone(6.0), timeout=20)
+    assert result.error is None
+    assert [s.content for s in result.finals] == [SCRIPT["segments"][0]["content"]]
+    assert result.input_failed
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+    assert details["audioSeconds"] == pytest.approx(3.0, abs=0.1)
+
+
+async def test_invalid_configuration_is_an_in_stream_validation_exception(client, emulator):
+    bad = m.MedicalScribeInputStreamConfigurationEvent(
+        value=m.MedicalScribeConfigurationEvent(
+            post_stream_action_settings=m.MedicalScribePostStreamActionSettings(
+                output_s3_uri="https://not-s3/bucket",
+                clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
+                    note_template_settings=m.NoteTemplateSettingsManagedTemplate(
+                        value=m.ManagedTemplate(template_type="SOAP")
+                    )
+                ),
+            ),
+            channel_definitions=[
+                m.MedicalScribeChannelDefinition(channel_id=0, participant_role="CLINICIAN"),
+                m.MedicalScribeChannelDefinition(channel_id=0, participant_role="CLINICIAN"),
+            ],
+        )
+    )
+    result = await run_session(client, new_session_id(), events=[bad, audio_event(b"\0" * 3200)])
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    message = result.error.message
+    assert "outputS3Uri" in message and "templateType" in message and "channel" in message
+
+
+async def test_audio_before_configuration_is_refused_in_stream(client, emulator):
+    result = await run_session(client, new_session_id(), events=[audio_event(b"\0" * 3200)])
+    assert isinstance(result.error, m.ValidationException)
+    assert "before configurationEvent" in result.error.message
+
+
+async def test_audio_event_over_32000_bytes_is_refused_in_stream(client, emulator):
+    events = [configuration_event(), audio_event(b"\0" * 32_002)]
+    result = await run_session(client, new_session_id(), events=events)
+    assert isinstance(result.error, m.ValidationException)
+    assert "32002 bytes" in result.error.message and "32000" in result.error.message
+
+
+async def test_many_sessions_share_one_connection_and_failures_stay_isolated(client, emulator):
+    """One SDK client multiplexes every session on one HTTP/2 connection: an early error,
+    an in-stream fault and a disconnect on some must not disturb the others."""
+    good = [new_session_id() for _ in range(12)]
+    for session_id in good:
+        scripted(emulator, session_id)
+    rejected, faulted, dropped = new_session_id(), new_session_id(), new_session_id()
+    add_rule(
+        emulator,
+        {
+            "match": {"sessionId": rejected},
+            "error": {"type": "ThrottlingException", "message": "no"},
+        },
+    )
+    scripted(
+        emulator,
+        faulted,
+        {"faults": [{"at": 0.5, "exception": "internalFailureException", "message": "boom"}]},
+    )
+    scripted(emulator, dropped, {"faults": [{"at": 0.5, "disconnect": True}]})
+    audio = pcm_tone(7.0)
+    results = await asyncio.gather(
+        *(run_session(client, sid, audio=audio) for sid in [rejected, faulted, dropped, *good])
+    )
+    assert isinstance(results[0].error, m.ThrottlingException)
+    assert isinstance(results[1].error, m.InternalServerException)
+    assert results[2].error is None and results[2].input_failed and results[2].events == []
+    for result in results[3:]:
+        assert result.error is None, repr(result.error)
+        assert [s.content for s in result.finals] == [
+            seg["content"] for seg in SCRIPT["segments"][:3]
+        ]

@@ -1,0 +1,306 @@
+"""The streaming route at the HTTP/2 frame level: a bare h2 client over h2c.
+
+These cases are what the SDK cannot produce: unsigned frames, broken frames,
+events out of order, and several of them on one connection.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import struct
+
+import pytest
+
+from emulator.eventstream import EventStreamDecoder, Message, encode_message
+
+from .support import DOMAIN_ID, S3_URI, SUBSCRIPTION_ID, H2Client, admin, new_session_id, pcm_tone
+
+CONFIG = {
+    "postStreamActionSettings": {
+        "outputS3Uri": S3_URI,
+        "clinicalNoteGenerationSettings": {
+            "noteTemplateSettings": {"managedTemplate": {"templateType": "HISTORY_AND_PHYSICAL"}}
+        },
+    }
+}
+
+
+def headers(session_id: str, **overrides: str) -> dict[str, str]:
+    base = {
+        "x-amzn-medscribe-session-id": session_id,
+        "x-amzn-medscribe-domain-id": DOMAIN_ID,
+        "x-amzn-medscribe-subscription-id": SUBSCRIPTION_ID,
+        "x-amzn-medscribe-language-code": "en-US",
+        "x-amzn-medscribe-sample-rate": "16000",
+        "x-amzn-medscribe-media-encoding": "pcm",
+        "content-type": "application/vnd.amazon.eventstream",
+    }
+    base.update(overrides)
+    return base
+
+
+def event(event_type: str, payload: bytes, content_type: str = "application/json") -> bytes:
+    return encode_message(
+        Message(
+            headers={
+                ":message-type": "event",
+                ":event-type": event_type,
+                ":content-type": content_type,
+            },
+            payload=payload,
+        )
+    )
+
+
+def signed(inner: bytes) -> bytes:
+    """The SDK's envelope: :date and :chunk-signature around the inner message."""
+    return encode_message(
+        Message(
+            headers={
+                ":date": datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.UTC),
+                ":chunk-signature": os.urandom(32),
+            },
+            payload=inner,
+        )
+    )
+
+
+def config_event(config: dict = CONFIG) -> bytes:
+    return event("configurationEvent", json.dumps(config).encode())
+
+
+def audio(chunk: bytes) -> bytes:
+    import base64
+
+    return event(
+        "audioEvent", json.dumps({"audioChunk": base64.b64encode(chunk).decode()}).encode()
+    )
+
+
+END = event("sessionControlEvent", b'{"type": "END_OF_SESSION"}')
+
+
+def decode(data: bytes) -> list[Message]:
+    decoder = EventStreamDecoder()
+    messages = decoder.receive_data(bytes(data))
+    decoder.end_of_data()
+    return messages
+
+
+@pytest.fixture
+def h2(emulator):
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    yield client
+    client.close()
+
+
+SCRIPT = {"segments": [{"begin": 0.2, "end": 1.0, "content": "hello there doctor", "partials": 1}]}
+
+
+def script(emulator, session_id: str) -> None:
+    status, body = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": SCRIPT},
+    )
+    assert status == 201, body
+
+
+def test_response_starts_before_the_request_body_ends(h2, emulator):
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id))
+    h2.send(stream, config_event())
+    response = h2.wait(stream, for_headers=True)
+    got = response["headers"]
+    assert got[":status"] == "200"
+    assert got["content-type"] == "application/vnd.amazon.eventstream"
+    assert got["x-amzn-medscribe-session-id"] == session_id
+    assert got["x-amzn-medscribe-sample-rate"] == "16000"
+    assert got["x-amzn-request-id"]
+    assert not response["ended"]
+    h2.send(stream, END, end_stream=True)
+    assert h2.wait(stream)["ended"]
+
+
+@pytest.mark.parametrize("wrap", [lambda b: b, signed], ids=["bare", "signed"])
+def test_bare_and_signed_events_produce_camelcase_transcript_events(h2, emulator, wrap):
+    session_id = new_session_id()
+    script(emulator, session_id)
+    stream = h2.request(headers(session_id))
+    body = wrap(config_event()) + wrap(audio(pcm_tone(1.2)[:32000])) + wrap(END)
+    if wrap is signed:
+        body += encode_message(
+            Message(
+                headers={
+                    ":date": datetime.datetime.now(datetime.UTC),
+                    ":chunk-signature": os.urandom(32),
+                }
+            )
+        )
+    h2.send(stream, body, end_stream=True)
+    response = h2.wait(stream)
+    assert response["ended"] and response["reset"] is None
+    messages = decode(response["data"])
+    assert {m.headers[":event-type"] for m in messages} == {"transcriptEvent"}
+    assert all(m.headers[":message-type"] == "event" for m in messages)
+    payloads = [json.loads(m.payload) for m in messages]
+    assert payloads[-1] == {
+        "transcriptSegment": {
+            "segmentId": payloads[0]["transcriptSegment"]["segmentId"],
+            "audioBeginOffset": 0.2,
+            "audioEndOffset": 1.0,
+            "isPartial": False,
+            "content": "hello there doctor",
+        }
+    }
+    assert payloads[0]["transcriptSegment"]["isPartial"] is True
+
+
+def _crc_flip(frame: bytes, index: int) -> bytes:
+    data = bytearray(frame)
+    data[index] ^= 0xFF
+    return bytes(data)
+
+
+def _too_large() -> bytes:
+    # A prelude announcing a 25 MiB message: over the 24 MiB payload limit.
+    import awscrt.checksums
+
+    prelude = struct.pack(">II", 25 * 1024 * 1024, 0)
+    return prelude + struct.pack(">I", awscrt.checksums.crc32(prelude)) + b"\0" * 64
+
+
+MALFORMED = {
+    "bad-message-crc": (lambda: config_event()[:-1] + bytes([config_event()[-1] ^ 1]), "CRC"),
+    "bad-prelude-crc": (lambda: _crc_flip(config_event(), 8), "prelude"),
+    "truncated-frame": (lambda: config_event()[:20], "truncat"),
+    "unknown-event-type": (lambda: event("videoEvent", b"{}"), "videoEvent"),
+    "bad-json": (lambda: event("configurationEvent", b"{not json"), "JSON"),
+    "audio-before-configuration": (lambda: audio(b"\0" * 320), "before configurationEvent"),
+    "second-configuration": (lambda: config_event() + config_event(), "only one"),
+    "event-after-end-of-session": (
+        lambda: config_event() + END + audio(b"\0" * 320),
+        "after END_OF_SESSION",
+    ),
+    "frame-too-large": (_too_large, "limit"),
+    "exception-message-type": (
+        lambda: encode_message(
+            Message(headers={":message-type": "exception", ":exception-type": "x"})
+        ),
+        ":message-type",
+    ),
+    "envelope-with-garbage-payload": (
+        lambda: encode_message(
+            Message(
+                headers={
+                    ":date": datetime.datetime.now(datetime.UTC),
+                    ":chunk-signature": b"s" * 32,
+                },
+                payload=b"garbage bytes here",
+            )
+        ),
+        "envelope",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_input_gets_a_specific_validation_exception_and_others_carry_on(
+    h2, emulator, case
+):
+    make, fragment = case
+    healthy_id = new_session_id()
+    script(emulator, healthy_id)
+    healthy = h2.request(headers(healthy_id))
+    h2.send(healthy, config_event())
+    broken = h2.request(headers(new_session_id()))
+    h2.send(broken, make(), end_stream=True)
+    response = h2.wait(broken)
+    assert response["ended"], response
+    messages = decode(response["data"])
+    exception = messages[-1]
+    assert exception.headers[":message-type"] == "exception"
+    assert exception.headers[":exception-type"] == "validationException"
+    message = json.loads(exception.payload)["message"]
+    assert fragment.lower() in message.lower(), message
+    # The healthy stream on the same connection is untouched.
+    h2.send(healthy, audio(pcm_tone(1.2)[:32000]) + END, end_stream=True)
+    done = h2.wait(healthy)
+    assert done["ended"] and done["reset"] is None
+    finals = [json.loads(m.payload)["transcriptSegment"] for m in decode(done["data"])]
+    assert finals[-1]["content"] == "hello there doctor" and not finals[-1]["isPartial"]
+    assert not h2.goaway
+
+
+def test_rejected_request_while_client_still_sends_leaves_the_connection_up(h2, emulator):
+    """A 400 sent before the body ends must not drop the connection (hypercorn #329)."""
+    healthy_id = new_session_id()
+    script(emulator, healthy_id)
+    healthy = h2.request(headers(healthy_id))
+    h2.send(healthy, config_event())
+    bad = h2.request(headers("not-a-session-id"))
+    response = h2.wait(bad)
+    assert response["headers"][":status"] == "400"
+    assert response["headers"]["x-amzn-errortype"] == "ValidationException"
+    assert "x-amzn-medscribe-session-id" in json.loads(response["data"])["message"]
+    # Keep sending on the rejected stream: 200 KiB that nobody reads.
+    h2.send(bad, b"\0" * 200_000, end_stream=True)
+    h2.send(healthy, audio(pcm_tone(1.2)[:32000]) + END, end_stream=True)
+    done = h2.wait(healthy)
+    assert done["ended"]
+    assert (
+        json.loads(decode(done["data"])[-1].payload)["transcriptSegment"]["content"]
+        == "hello there doctor"
+    )
+    assert not h2.closed and not h2.goaway
+
+
+def test_input_closed_without_end_of_session_pauses_the_session(h2, emulator):
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id))
+    h2.send(stream, config_event() + audio(b"\0" * 3200), end_stream=True)
+    assert h2.wait(stream)["ended"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+    assert details["audioSeconds"] == pytest.approx(0.1)
+
+
+def test_flac_sample_rate_contradicting_the_header_is_a_validation_exception(h2, emulator):
+    soundfile = pytest.importorskip("soundfile")
+    import io
+
+    import numpy
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, numpy.zeros(8000, dtype="int16"), 8000, format="FLAC", subtype="PCM_16")
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id, **{"x-amzn-medscribe-media-encoding": "flac"}))
+    h2.send(stream, config_event() + audio(buffer.getvalue()[:30000]), end_stream=True)
+    messages = decode(h2.wait(stream)["data"])
+    assert messages[-1].headers[":exception-type"] == "validationException"
+    message = json.loads(messages[-1].payload)["message"]
+    assert "8000" in message and "16000" in message
+
+
+def test_flac_duration_comes_from_the_stream(h2, emulator):
+    soundfile = pytest.importorskip("soundfile")
+    import io
+
+    import numpy
+
+    buffer = io.BytesIO()
+    soundfile.write(
+        buffer, numpy.zeros(16000 * 3, dtype="int16"), 16000, format="FLAC", subtype="PCM_16"
+    )
+    data = buffer.getvalue()
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id, **{"x-amzn-medscribe-media-encoding": "flac"}))
+    body = config_event() + b"".join(audio(data[i : i + 1000]) for i in range(0, len(data), 1000))
+    h2.send(stream, body + END, end_stream=True)
+    assert h2.wait(stream)["ended"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+    assert details["audioSeconds"] == pytest.approx(3.0)
