@@ -39,6 +39,32 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false, 1/0, yes/no)")
+
+
 def _env(name: str) -> str:
     return ENV_PREFIX + name.upper().replace("-", "_")
 
@@ -127,6 +153,35 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         metavar="LEVEL",
     )
+    _option(
+        parser,
+        "--retention",
+        f"session records kept, oldest dropped first (default {d.retention})",
+        type=_positive,
+        metavar="N",
+    )
+    _option(
+        parser,
+        "--strict-resources",
+        "refuse streams and look-ups on unknown or deactivated domains/subscriptions "
+        "(default off)",
+        action="store_const",
+        const=True,
+        default=None,
+    )
+    _option(
+        parser,
+        "--post-stream-delay",
+        f"seconds post-stream actions stay IN_PROGRESS (default {d.post_stream_delay})",
+        type=_float,
+        metavar="SECONDS",
+    )
+    _option(
+        parser,
+        "--s3-endpoint-url",
+        "write post-stream artifacts to this S3-compatible server instead of <state-dir>/s3",
+        metavar="URL",
+    )
 
 
 def parse_settings(
@@ -156,6 +211,8 @@ def parse_settings(
             try:
                 if action.dest == "tls_hostname":
                     value = [part.strip() for part in raw.split(",") if part.strip()]
+                elif action.const is True:
+                    value = _bool(raw)
                 else:
                     value = action.type(raw) if action.type else raw  # type: ignore[operator]
             except (argparse.ArgumentTypeError, ValueError) as error:

@@ -62,6 +62,14 @@ class Settings:
     keyfile: Path | None = None
     tls_hostnames: list[str] = field(default_factory=list)
     log_level: str = "info"
+    #: Session records kept (in memory and in the state database), oldest dropped first.
+    retention: int = 1000
+    #: Refuse streams and look-ups on domains/subscriptions that were never created.
+    strict_resources: bool = False
+    #: Seconds the post-stream actions stay IN_PROGRESS before they complete.
+    post_stream_delay: float = 2.0
+    #: Write post-stream artifacts to this S3-compatible endpoint instead of the state dir.
+    s3_endpoint_url: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
