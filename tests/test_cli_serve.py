@@ -1,0 +1,206 @@
+"""`medscribe-emulator serve`: options, environment variables, start-up and shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.cli import parse_settings
+
+from .support import fixtures_path
+
+
+def test_defaults_match_the_documented_contract():
+    command, _, settings = parse_settings([], environ={})
+    assert command == "serve"
+    assert (settings.host, settings.port, settings.h2c_port) == ("127.0.0.1", 8443, 8080)
+    assert settings.state_dir == Path(".medscribe")
+    assert settings.scenario == "synthetic" and settings.seed == 0
+    assert settings.fixtures is None  # the packaged fixtures
+
+
+def test_every_flag_has_an_environment_variable_and_flags_win():
+    environ = {
+        "MEDSCRIBE_HOST": "0.0.0.0",
+        "MEDSCRIBE_PORT": "9443",
+        "MEDSCRIBE_H2C_PORT": "9080",
+        "MEDSCRIBE_STATE_DIR": "/tmp/state",
+        "MEDSCRIBE_SCENARIO": "primary-care-visit",
+        "MEDSCRIBE_SEED": "42",
+        "MEDSCRIBE_TLS_HOSTNAME": "medscribe, emulator.internal",
+        "MEDSCRIBE_STRICT_RESOURCES": "true",
+    }
+    _, _, settings = parse_settings(["--port", "10443", "--seed", "1"], environ=environ)
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 10443  # flag wins
+    assert settings.h2c_port == 9080
+    assert settings.state_dir == Path("/tmp/state")
+    assert settings.scenario == "primary-care-visit"
+    assert settings.seed == 1  # flag wins
+    assert settings.tls_hostnames == ["medscribe", "emulator.internal"]
+    assert settings.strict_resources is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--port", "99999"], {}, "port 99999 is outside 0-65535"),
+        (["--seed", "x"], {}, "'x' is not an integer"),
+        ([], {"MEDSCRIBE_PORT": "https"}, "MEDSCRIBE_PORT: 'https' is not a port number"),
+        ([], {"MEDSCRIBE_STRICT_RESOURCES": "maybe"}, "is not a boolean"),
+        (["--certfile", "cert.pem"], {}, "--certfile and --keyfile go together"),
+    ],
+    ids=["port-range", "seed-type", "env-port", "env-bool", "cert-without-key"],
+)
+def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(argv, environ=environ)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _command() -> list[str]:
+    script = shutil.which("medscribe-emulator", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "emulator"]
+
+
+def _start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            *_command(),
+            "--port",
+            "0",
+            "--h2c-port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@contextlib.contextmanager
+def _stopped(process: subprocess.Popen) -> Iterator[None]:
+    """Kill ``process`` on the way out if a test left it running."""
+    try:
+        yield
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _read_ready(process: subprocess.Popen) -> dict[str, str]:
+    lines: dict[str, str] = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "endpoint (TLS" in line:
+            lines["https"] = line.split()[-1]
+        elif "endpoint (cleartext" in line:
+            lines["h2c"] = line.split()[-1]
+        elif "CA certificate" in line:
+            lines["ca"] = line.split()[-1]
+            return lines
+    raise AssertionError("the emulator exited before it was ready: " + process.stderr.read())
+
+
+def test_process_prints_endpoints_and_ca_serves_health_and_stops_on_sigterm(tmp_path):
+    with _start(tmp_path) as process, _stopped(process):
+        ready = _read_ready(process)
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", ready["https"])
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", ready["h2c"])
+        assert Path(ready["ca"]) == tmp_path / "state" / "ca.pem"
+        with urllib.request.urlopen(ready["h2c"] + "/_emulator/health", timeout=5) as response:
+            assert response.status == 200
+            assert b'"ready"' in response.read()
+        with urllib.request.urlopen(ready["h2c"] + "/_emulator/ca.pem", timeout=5) as response:
+            assert response.read() == Path(ready["ca"]).read_bytes()
+        process.send_signal(signal.SIGTERM)
+        # The contract is "within 2 s"; the generous bound only keeps a broken
+        # shutdown from hanging the suite.
+        assert process.wait(timeout=10) == 0
+
+
+def test_sigint_stops_the_process_cleanly(tmp_path):
+    with _start(tmp_path) as process, _stopped(process):
+        _read_ready(process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        assert "Traceback" not in process.stderr.read()
+
+
+def test_invalid_scenario_file_refuses_to_start_naming_file_and_field(tmp_path):
+    fixtures = tmp_path / "fixtures"
+    shutil.copytree(fixtures_path(), fixtures)
+    (fixtures / "scenarios" / "broken.yaml").write_text(
+        "segments:\n  - begin: 3\n    end: 1\n    content: backwards\n"
+    )
+    with _start(tmp_path, "--fixtures", str(fixtures)) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "broken.yaml:3" in err and "segments[0].end" in err
+    assert "ready" not in out
+
+
+def test_unknown_default_scenario_refuses_to_start(tmp_path):
+    with _start(tmp_path, "--scenario", "no-such-visit") as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "no-such-visit" in err and "primary-care-visit" in err
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with subprocess.Popen(
+            [*_command(), "--port", str(port), "--h2c-port", "0", "--state-dir", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+def test_each_session_logs_one_start_and_one_end_line(tmp_path):
+    import asyncio
+    import uuid
+
+    from .support import run_session
+
+    with _start(tmp_path) as process, _stopped(process):
+        ready = _read_ready(process)
+
+        async def one() -> None:
+            from emulator.sdk import make_client
+
+            client = await make_client(endpoint_url=ready["https"], ca_file=ready["ca"])
+            result = await run_session(client, str(uuid.uuid4()), audio=b"\0" * 32000)
+            assert result.error is None
+
+        asyncio.run(one())
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        err = process.stderr.read()
+    assert len(re.findall(r"session \S+ started", err)) == 1
+    assert len(re.findall(r"session \S+ ended: COMPLETED", err)) == 1
