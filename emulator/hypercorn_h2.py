@@ -62,6 +62,8 @@ from h2.stream import StreamState
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 
+from . import hypercorn_tcp
+
 __all__ = ["DuplexH2Protocol", "install"]
 
 # States in which the app has started a response it never completed.
@@ -198,3 +200,5 @@ def install() -> None:
     """
     # setattr: type checkers refuse assignments to a class name.
     setattr(hypercorn.protocol, "H2Protocol", DuplexH2Protocol)  # noqa: B010
+    # The TLS teardown fix rides along: every server that needs one needs both.
+    hypercorn_tcp.install()

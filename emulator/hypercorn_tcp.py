@@ -1,0 +1,57 @@
+"""Quiet, correct connection teardown for hypercorn 0.18's asyncio TCP server over TLS.
+
+When a TLS client closes its connection while data is still in flight (the CRT
+client does so whenever an application closes its SDK client), two errors escape
+``hypercorn.asyncio.tcp_server.TCPServer`` and asyncio logs them as
+"Unhandled exception in client_connected_cb" tracebacks, in every user's CI log:
+
+* ``_close`` awaits ``writer.wait_closed()``, which raises
+  ``ssl.SSLError(APPLICATION_DATA_AFTER_CLOSE_NOTIFY)`` when the peer sent data
+  after its close_notify; hypercorn only expects the plain connection errors.
+* ``protocol_send`` writes to a transport whose SSL protocol is already gone,
+  and asyncio (3.12) raises ``AttributeError`` from ``_SSLProtocolTransport.write``
+  instead of a ``ConnectionError``.
+
+Both mean "the peer has gone", which is exactly what hypercorn's own handlers
+treat as a normal close. :class:`QuietTCPServer` handles them the same way.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import hypercorn.asyncio.run
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.events import Closed, Event, RawData
+
+__all__ = ["QuietTCPServer", "install"]
+
+
+class QuietTCPServer(TCPServer):
+    """hypercorn's ``TCPServer`` that treats a TLS peer's abrupt close as a close."""
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData) and self.writer.transport.is_closing():
+            # Writing to a closing TLS transport raises AttributeError in asyncio.
+            await self.protocol.handle(Closed())
+            return
+        try:
+            await super().protocol_send(event)
+        except AttributeError:
+            await self.protocol.handle(Closed())
+
+    async def _close(self) -> None:
+        try:
+            await super()._close()
+        except ssl.SSLError:
+            # The peer sent data after its close_notify: it is gone all the same.
+            await self.idle_task.stop()
+
+
+def install() -> None:
+    """Make hypercorn's asyncio server use :class:`QuietTCPServer`; idempotent.
+
+    ``hypercorn.asyncio.run`` imported ``TCPServer`` by name and builds one per
+    connection from that module's globals, so rebinding the name there is enough.
+    """
+    setattr(hypercorn.asyncio.run, "TCPServer", QuietTCPServer)  # noqa: B010
