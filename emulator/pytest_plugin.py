@@ -1,0 +1,212 @@
+"""pytest plugin: a real medscribe emulator for an application's tests.
+
+Registered through the ``pytest11`` entry point, so installing the package is
+all a project does. A test asks for the ``medscribe_emulator`` fixture::
+
+    async def test_transcript(medscribe_emulator):
+        medscribe_emulator.use_scenario("primary-care-visit")
+        async with await medscribe_emulator.client() as client:
+            ...  # the application's own streaming code, with this client
+
+    @pytest.mark.medscribe_scenario({"segments": [...]}, session_id=SESSION)
+    async def test_scripted(medscribe_emulator): ...
+
+One emulator serves the whole test session (real hypercorn on free ports of
+127.0.0.1, TLS with a CA in a temporary directory); every test starts with no
+API-added rules and no sessions. With ``--medscribe-url`` (or ``MEDSCRIBE_URL``,
+or the ``medscribe_url`` ini option) the fixtures use an emulator already
+running there instead, and reset it before each test too.
+
+Fixtures: ``medscribe_emulator`` (per test, reset, the marker applied),
+``medscribe_emulator_server`` (the same handle for the whole session, never
+reset) and ``medscribe_settings`` (the :class:`~emulator.server.Settings` of the
+emulator started here; override it in a ``conftest.py`` to change any of them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .server import Settings
+    from .testing import MedscribeEmulator
+
+# The server stack (hypercorn, starlette, cryptography) is imported by the
+# fixtures, not here: this module is loaded into every pytest run of a project
+# that depends on the package, most of which never start an emulator.
+
+__all__ = [
+    "MARKER",
+    "URL_VARIABLE",
+    "emulator_url",
+    "medscribe_settings",
+    "medscribe_emulator_server",
+    "medscribe_emulator",
+]
+
+#: The marker that applies a scenario to one test.
+MARKER = "medscribe_scenario"
+
+#: The environment variable naming an already running emulator.
+URL_VARIABLE = "MEDSCRIBE_URL"
+
+_MARKER_DOC = (
+    f"{MARKER}(scenario, session_id=None): replay `scenario` (a scenario name or an "
+    "inline scenario dict) in this test's sessions, or only in session `session_id`; "
+    "uses the medscribe_emulator fixture"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("medscribe-emulator", "medscribe emulator")
+    group.addoption(
+        "--medscribe-url",
+        dest="medscribe_url",
+        metavar="URL",
+        help=f"use the emulator already running at URL (http:// or https://) instead of "
+        f"starting one [{URL_VARIABLE}]",
+    )
+    group.addoption(
+        "--medscribe-seed",
+        dest="medscribe_seed",
+        type=int,
+        metavar="N",
+        help="seed of the started emulator's random choices (default 0)",
+    )
+    group.addoption(
+        "--medscribe-fixtures",
+        dest="medscribe_fixtures",
+        metavar="DIR",
+        help="fixtures directory (scenarios/, rules.yaml) of the started emulator "
+        "(default: the packaged fixtures)",
+    )
+    parser.addini("medscribe_url", "URL of an already running medscribe emulator", default="")
+    parser.addini("medscribe_seed", "seed of the started medscribe emulator", default="")
+    parser.addini(
+        "medscribe_fixtures",
+        "fixtures directory of the started medscribe emulator, relative to the ini file",
+        default="",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_DOC)
+
+
+def emulator_url(config: pytest.Config) -> str | None:
+    """The URL of an already running emulator to use, or None to start one.
+
+    ``--medscribe-url`` wins over ``MEDSCRIBE_URL``, which wins over the
+    ``medscribe_url`` ini option.
+    """
+    value = (
+        config.getoption("medscribe_url")
+        or os.environ.get(URL_VARIABLE)
+        or config.getini("medscribe_url")
+    )
+    return str(value).strip() or None
+
+
+def _ini_path(config: pytest.Config, value: str) -> Path:
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    return base / value
+
+
+@pytest.fixture(scope="session")
+def medscribe_settings(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """Settings of the emulator started for this test session (not used with a URL).
+
+    Free ports on 127.0.0.1 and a temporary state directory; ``--medscribe-seed``
+    and ``--medscribe-fixtures`` (or their ini options) apply. Override this
+    fixture to change anything else.
+    """
+    from .server import Settings
+
+    seed = pytestconfig.getoption("medscribe_seed")
+    if seed is None:
+        raw = str(pytestconfig.getini("medscribe_seed")).strip()
+        try:
+            seed = int(raw) if raw else 0
+        except ValueError:
+            raise pytest.UsageError(f"medscribe_seed must be an integer, got {raw!r}") from None
+    fixtures: Path | None = None
+    if pytestconfig.getoption("medscribe_fixtures"):
+        fixtures = Path(pytestconfig.getoption("medscribe_fixtures")).resolve()
+    elif str(pytestconfig.getini("medscribe_fixtures")).strip():
+        fixtures = _ini_path(pytestconfig, str(pytestconfig.getini("medscribe_fixtures")).strip())
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path_factory.mktemp("medscribe-state"),
+        fixtures=fixtures,
+        seed=seed,
+    )
+
+
+@pytest.fixture(scope="session")
+def medscribe_emulator_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MedscribeEmulator]:
+    """The emulator of this test session, started once (or the one at --medscribe-url).
+
+    Never reset by itself: use ``medscribe_emulator`` in tests. Stopped at the
+    end of the session; setting up fails if it cannot start or be reached.
+    """
+    from .testing import EmulatorThread, MedscribeEmulator
+
+    url = emulator_url(request.config)
+    if url is not None:
+        yield MedscribeEmulator.connect(url, ca_dir=tmp_path_factory.mktemp("medscribe-ca"))
+        return
+    settings: Settings = request.getfixturevalue("medscribe_settings")
+    with EmulatorThread(settings) as running:
+        yield MedscribeEmulator.from_running(running)
+
+
+def _marker_scenario(marker: pytest.Mark) -> tuple[str | Mapping[str, Any], str | None]:
+    """(scenario, session_id) of one marker; fails the test's set-up when malformed."""
+    kwargs = dict(marker.kwargs)
+    args = list(marker.args)
+    if "scenario" in kwargs:
+        args.insert(0, kwargs.pop("scenario"))
+    session_id = kwargs.pop("session_id", None)
+    if len(args) != 1 or kwargs or not isinstance(args[0], str | Mapping):
+        pytest.fail(
+            f"@pytest.mark.{MARKER} takes one scenario (a name or a dict) and an optional "
+            f"session_id=, got args={marker.args!r} kwargs={marker.kwargs!r}",
+            pytrace=False,
+        )
+    return args[0], session_id
+
+
+@pytest.fixture
+def medscribe_emulator(
+    medscribe_emulator_server: MedscribeEmulator, request: pytest.FixtureRequest
+) -> MedscribeEmulator:
+    """The session's emulator with no API-added rules and no sessions, and this test's
+    ``@pytest.mark.medscribe_scenario`` applied.
+
+    Returns a :class:`~emulator.testing.MedscribeEmulator`.
+    """
+    medscribe_emulator_server.reset()
+    # The newest matching rule wins: add the farthest marker (module, class)
+    # first so the one on the test itself takes precedence.
+    for marker in reversed(list(request.node.iter_markers(MARKER))):
+        scenario, session_id = _marker_scenario(marker)
+        medscribe_emulator_server.use_scenario(scenario, session_id)
+    return medscribe_emulator_server
+
+
+@pytest.fixture(autouse=True)
+def _medscribe_scenario_marker(request: pytest.FixtureRequest) -> None:
+    """Give a test with the marker the emulator even if it does not ask for it."""
+    if request.node.get_closest_marker(MARKER) is not None:
+        request.getfixturevalue("medscribe_emulator")

@@ -1,0 +1,418 @@
+"""The pytest plugin as a user's project runs it, and the test helpers it is built on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.errors import ConfigError
+from emulator.server import Settings
+from emulator.testing import EmulatorThread, MedscribeAdminError, MedscribeEmulator
+
+from .support import new_session_id, pcm_tone, run_session
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The entry point the package declares (pyproject ``[project.entry-points.pytest11]``).
+#: Its name is the module's: ``-p emulator.pytest_plugin`` then finds the plugin
+#: already registered instead of registering the same module a second time.
+ENTRY_POINT = "emulator.pytest_plugin = emulator.pytest_plugin"
+
+#: The user's side: the minimal SDK streaming code an application would have.
+USER_HELPERS = '''
+import asyncio
+import uuid
+
+from aws_sdk_connecthealth import models as m
+
+DOMAIN_ID = "dom-abcdefghij0123456789"
+SUBSCRIPTION_ID = "sub-ABCDEFGHIJ0123456789x"
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def configuration():
+    return m.MedicalScribeInputStreamConfigurationEvent(
+        value=m.MedicalScribeConfigurationEvent(
+            post_stream_action_settings=m.MedicalScribePostStreamActionSettings(
+                output_s3_uri="s3://bucket/output",
+                clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
+                    note_template_settings=m.NoteTemplateSettingsManagedTemplate(
+                        value=m.ManagedTemplate(template_type="HISTORY_AND_PHYSICAL")
+                    )
+                ),
+            )
+        )
+    )
+
+
+async def stream(client, session_id, seconds=1.0):
+    """Stream `seconds` of silence; return (final transcripts, error or None)."""
+    audio = bytes(2 * int(16000 * seconds))
+    finals, error = [], None
+
+    async def send(input_stream):
+        await input_stream.send(configuration())
+        for i in range(0, len(audio), 3200):
+            await input_stream.send(
+                m.MedicalScribeInputStreamAudioEvent(
+                    value=m.MedicalScribeAudioEvent(audio_chunk=audio[i : i + 3200])
+                )
+            )
+        await input_stream.send(
+            m.MedicalScribeInputStreamSessionControlEvent(
+                value=m.MedicalScribeSessionControlEvent(type="END_OF_SESSION")
+            )
+        )
+        await input_stream.close()
+
+    sender = None
+    try:
+        session = await client.start_medical_scribe_listening_session(
+            input=m.StartMedicalScribeListeningSessionInput(
+                session_id=session_id,
+                domain_id=DOMAIN_ID,
+                subscription_id=SUBSCRIPTION_ID,
+                language_code="en-US",
+                media_sample_rate_hertz=16000,
+                media_encoding="pcm",
+            )
+        )
+        sender = asyncio.create_task(send(session.input_stream))
+        _, output = await session.await_output()
+        async for event in output:
+            segment = event.value.transcript_segment
+            if not segment.is_partial:
+                finals.append(segment.content)
+    except Exception as exc:
+        error = exc
+    if sender is not None:
+        # After a refused stream the SDK's input side may never finish.
+        done, _ = await asyncio.wait({sender}, timeout=5)
+        if not done:
+            sender.cancel()
+    return finals, error
+'''
+
+USER_INI = """
+[pytest]
+addopts = --strict-markers -p no:cacheprovider
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+filterwarnings = error
+medscribe_fixtures = emulator-fixtures
+"""
+
+#: A scenario of the user's own, in the fixtures directory the ini file names.
+USER_SCENARIO = """
+segments:
+  - {channel: 0, begin: 0.1, end: 0.5, content: "Hello from the project's scenario."}
+"""
+
+#: In-process runs see the plugin module this process already imported, which
+#: pytest warns it cannot assertion-rewrite: those warnings are not errors there.
+INPROCESS_INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+"""
+
+#: A user's test module exercising the fixture, the marker, reset and the SDK client.
+USER_TESTS = """
+import sys
+import threading
+
+import pytest
+from aws_sdk_connecthealth import models as m
+
+import emulator.pytest_plugin
+from emulator.testing import MedscribeAdminError
+from helpers import new_id, stream
+
+SCRIPT = {"segments": [
+    {"channel": 0, "begin": 0.1, "end": 0.6, "content": "Hello from the plugin.", "partials": 1},
+]}
+MARKED = "aaaaaaaa-0000-4000-8000-000000000001"
+
+
+def test_plugin_is_registered_once_through_its_entry_point(pytestconfig):
+    manager = pytestconfig.pluginmanager
+    plugin = emulator.pytest_plugin
+    names = [name for name, p in manager.list_name_plugin() if p is plugin]
+    assert names == ["emulator.pytest_plugin"]
+    assert [p for p, _ in manager.list_plugin_distinfo() if p is plugin] == [plugin]
+
+
+def test_no_emulator_is_started_or_imported_before_a_test_asks_for_one():
+    assert "medscribe-emulator" not in [t.name for t in threading.enumerate()]
+    assert "emulator.server" not in sys.modules
+
+
+def test_settings_use_free_local_ports_and_the_seed_option(medscribe_settings):
+    assert (medscribe_settings.host, medscribe_settings.port) == ("127.0.0.1", 0)
+    assert medscribe_settings.h2c_port == 0 and medscribe_settings.seed == 3
+
+
+async def test_client_streams_a_scripted_session(medscribe_emulator):
+    session_id = new_id()
+    assert medscribe_emulator.endpoint_url.startswith("https://127.0.0.1:")
+    assert medscribe_emulator.h2c_url.startswith("http://127.0.0.1:")
+    with medscribe_emulator.use_scenario(SCRIPT, session_id=session_id) as rule:
+        async with await medscribe_emulator.client() as client:
+            finals, error = await stream(client, session_id)
+    assert error is None
+    assert finals == ["Hello from the plugin."]
+    assert rule.id not in [r["id"] for r in medscribe_emulator.rules()]
+    assert [s["sessionId"] for s in medscribe_emulator.sessions()] == [session_id]
+    details = medscribe_emulator.session(session_id)
+    assert details["status"] == "COMPLETED" and details["finalsSent"] == 1
+
+
+@pytest.mark.medscribe_scenario(
+    {"segments": [{"channel": 0, "begin": 0.1, "end": 0.5, "content": "Marked."}]},
+    session_id=MARKED,
+)
+async def test_marker_applies_its_scenario(medscribe_emulator):
+    async with await medscribe_emulator.client() as client:
+        finals, error = await stream(client, MARKED)
+        other, _ = await stream(client, new_id(), seconds=0.5)
+    assert error is None and finals == ["Marked."]
+    assert other != ["Marked."]
+
+
+@pytest.mark.medscribe_scenario("greeting")
+def test_marker_alone_brings_the_emulator_with_the_projects_scenarios(request):
+    emulator = request.getfixturevalue("medscribe_emulator")
+    assert [r["scenario"] for r in emulator.rules()] == ["greeting"]
+
+
+def test_rule_added_by_a_test(medscribe_emulator):
+    assert medscribe_emulator.sessions() == []
+    medscribe_emulator.add_rule(match={"sessionId": "x"}, error="ThrottlingException")
+    assert len(medscribe_emulator.rules()) == 1
+
+
+def test_is_gone_in_the_next_test(medscribe_emulator):
+    assert medscribe_emulator.rules() == []
+
+
+async def test_injected_throttling_is_raised_by_the_sdk(medscribe_emulator):
+    session_id = new_id()
+    medscribe_emulator.add_rule(
+        match={"sessionId": session_id},
+        error={"type": "ThrottlingException", "message": "slow down"},
+    )
+    async with await medscribe_emulator.client() as client:
+        finals, error = await stream(client, session_id)
+    assert isinstance(error, m.ThrottlingException) and error.message == "slow down"
+    assert finals == []
+
+
+def test_invalid_rule_raises_the_emulators_message(medscribe_emulator):
+    with pytest.raises(MedscribeAdminError, match=r"^400 invalid rule: .*no-such-scenario"):
+        medscribe_emulator.use_scenario("no-such-scenario")
+
+
+@pytest.mark.medscribe_scenario()
+def test_marker_without_a_scenario(medscribe_emulator):
+    pass
+"""
+
+#: A user's test module run against an emulator that was already running.
+REMOTE_TESTS = """
+import os
+import sys
+import threading
+
+from helpers import stream
+
+
+async def test_uses_the_running_emulator(medscribe_emulator):
+    assert "medscribe-emulator" not in [t.name for t in threading.enumerate()]
+    assert "emulator.server" not in sys.modules
+    assert medscribe_emulator.endpoint_url == os.environ["EXPECTED_ENDPOINT"]
+    assert medscribe_emulator.ca_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    session_id = os.environ["EXPECTED_SESSION"]
+    async with await medscribe_emulator.client() as client:
+        finals, error = await stream(client, session_id, seconds=0.5)
+    assert error is None
+    assert [s["sessionId"] for s in medscribe_emulator.sessions()] == [session_id]
+"""
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MedscribeEmulator]:
+    """A second emulator, started with EmulatorThread, playing an already running one."""
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path_factory.mktemp("remote")
+    )
+    with EmulatorThread(settings) as server:
+        yield MedscribeEmulator.from_running(server)
+
+
+@pytest.fixture
+def remote(running: MedscribeEmulator) -> MedscribeEmulator:
+    running.reset()
+    return running
+
+
+def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tests: str) -> None:
+    """Lay out a user's project and make the package importable in its pytest runs."""
+    pytester.makeini(USER_INI)
+    pytester.makepyfile(helpers=USER_HELPERS, test_user=tests)
+    scenarios = pytester.mkdir("emulator-fixtures") / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "greeting.yaml").write_text(USER_SCENARIO)
+    path = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in path if p))
+    monkeypatch.delenv("MEDSCRIBE_URL", raising=False)
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+def install_entry_point(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declare the plugin's pytest11 entry point in a distribution on PYTHONPATH."""
+    site = pytester.mkdir("site")
+    dist = site / "medscribe_emulator_entry-0.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: medscribe-emulator-entry\nVersion: 0.0.0\n"
+    )
+    (dist / "entry_points.txt").write_text(f"[pytest11]\n{ENTRY_POINT}\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ["PYTHONPATH"]]))
+
+
+def test_user_project_gets_fixture_marker_reset_and_sdk_client(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded by entry point and by -p at once, the plugin serves a user's test module."""
+    user_project(pytester, monkeypatch, USER_TESTS)
+    install_entry_point(pytester, monkeypatch)
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", "--medscribe-seed=3", "-v", timeout=110
+    )
+    result.assert_outcomes(passed=10, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_marker_without_a_scenario*",
+            "*@pytest.mark.medscribe_scenario takes one scenario*",
+        ]
+    )
+
+
+def test_medscribe_url_points_the_fixture_at_a_running_emulator(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, remote: MedscribeEmulator
+) -> None:
+    """--medscribe-url wins over MEDSCRIBE_URL, and no emulator is started."""
+    user_project(pytester, monkeypatch, REMOTE_TESTS)
+    session_id = new_session_id()
+    remote.add_rule(match={"sessionId": "left-by-another-run"}, error="ThrottlingException")
+    monkeypatch.setenv("MEDSCRIBE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("EXPECTED_ENDPOINT", remote.endpoint_url)
+    monkeypatch.setenv("EXPECTED_SESSION", session_id)
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", f"--medscribe-url={remote.endpoint_url}", timeout=110
+    )
+    result.assert_outcomes(passed=1)
+    assert remote.rules() == []  # the fixture reset the running emulator first
+    assert remote.session(session_id)["status"] == "COMPLETED"
+
+
+def test_medscribe_url_variable_is_read_when_no_option_is_given(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emulator.pytest_plugin import emulator_url
+
+    pytester.makeini(INPROCESS_INI)
+    monkeypatch.setenv("MEDSCRIBE_URL", "http://emulator:8080")
+    config = pytester.parseconfigure("-p", "emulator.pytest_plugin")
+    assert emulator_url(config) == "http://emulator:8080"
+
+
+def test_help_lists_the_plugin_options(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INPROCESS_INI)
+    result = pytester.runpytest_inprocess("-p", "emulator.pytest_plugin", "--help")
+    result.stdout.fnmatch_lines(["*--medscribe-url=URL*", "*--medscribe-seed=N*"])
+
+
+# -- emulator.testing on its own ------------------------------------------------
+
+
+def test_emulator_thread_stops_its_thread(tmp_path: Path) -> None:
+    thread = EmulatorThread(Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path))
+    with thread as running:
+        assert MedscribeEmulator.from_running(running).health()["status"] == "ready"
+        assert thread.alive
+    assert not thread.alive
+
+
+def test_emulator_thread_raises_the_start_up_error(tmp_path: Path) -> None:
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, scenario="no-such-scenario"
+    )
+    with pytest.raises(ConfigError, match="no-such-scenario"):
+        EmulatorThread(settings).start()
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_connect_finds_both_endpoints_and_downloads_the_ca(
+    remote: MedscribeEmulator, tmp_path: Path, scheme: str
+) -> None:
+    url = remote.endpoint_url if scheme == "https" else remote.h2c_url
+    handle = MedscribeEmulator.connect(url, ca_dir=tmp_path)
+    assert (handle.endpoint_url, handle.h2c_url) == (remote.endpoint_url, remote.h2c_url)
+    assert handle.admin_url == url
+    assert handle.ca_file == tmp_path / "ca.pem"
+    assert handle.ca_file.read_bytes() == Path(remote.ca_file).read_bytes()
+    assert handle.health()["status"] == "ready"
+
+
+def test_connect_to_nothing_raises_a_clear_error() -> None:
+    with pytest.raises(MedscribeAdminError, match="cannot reach the medscribe emulator"):
+        MedscribeEmulator.connect("http://127.0.0.1:9")
+
+
+def test_use_scenario_as_context_manager_removes_its_rule(remote: MedscribeEmulator) -> None:
+    with remote.use_scenario("primary-care-visit", session_id="s-1") as rule:
+        assert remote.rules() == [rule.data]
+        assert rule.data["match"] == {"sessionId": "s-1"}
+    assert remote.rules() == []
+    rule.remove()  # already gone: not an error
+
+
+def test_add_rule_takes_a_whole_rule_or_keywords_not_both(remote: MedscribeEmulator) -> None:
+    rule = remote.add_rule({"match": {}, "error": {"type": "ThrottlingException"}, "times": 2})
+    assert (rule.data["times"], rule.data["error"]["type"]) == (2, "ThrottlingException")
+    with pytest.raises(TypeError):
+        remote.add_rule({"match": {}}, times=1)
+
+
+def test_unknown_session_raises_404(remote: MedscribeEmulator) -> None:
+    with pytest.raises(MedscribeAdminError) as info:
+        remote.session("no-such-session")
+    assert info.value.status == 404
+    assert "no-such-session" in info.value.message
+
+
+async def test_events_return_the_session_journal_in_order(remote: MedscribeEmulator) -> None:
+    session_id = new_session_id()
+    remote.use_scenario(
+        {"segments": [{"channel": 0, "begin": 0.1, "end": 0.2, "content": "Hi."}]}, session_id
+    )
+    async with await remote.client() as client:
+        result = await run_session(client, session_id, audio=pcm_tone(0.3))
+    assert result.error is None
+    events = remote.events(session_id)
+    inputs = [e["type"] for e in events if e["direction"] == "in"]
+    assert inputs == ["configurationEvent", *["audioEvent"] * 3, "sessionControlEvent"]
+    finals = [
+        e["transcriptSegment"]["content"]
+        for e in events
+        if e["direction"] == "out" and not e["transcriptSegment"]["isPartial"]
+    ]
+    assert finals == ["Hi."]
