@@ -3,6 +3,11 @@
 ``medscribe-emulator [serve] [options]`` runs the emulator. Every option can also
 be set by an environment variable ``MEDSCRIBE_<OPTION>`` (``--h2c-port`` ->
 ``MEDSCRIBE_H2C_PORT``); an option given on the command line wins.
+
+``medscribe-emulator stream AUDIO [options]`` streams an audio file through the
+real SDK (:mod:`emulator.streamer`); ``medscribe-emulator check DIR`` validates
+a fixtures directory (:mod:`emulator.checker`). A bad option is one line on
+stderr and exit status 2, for every command.
 """
 
 from __future__ import annotations
@@ -10,14 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from . import __version__
+from . import __version__, checker, streamer
 from .errors import ConfigError
 from .server import Settings, run
 
-__all__ = ["main", "build_parser", "parse_settings"]
+__all__ = ["main", "build_parser", "parse_settings", "stream_options"]
 
 ENV_PREFIX = "MEDSCRIBE_"
 
@@ -65,24 +72,231 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false, 1/0, yes/no)")
 
 
+def _sample_rate(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sample rate in Hz")
+    return value
+
+
+def _channels(text: str) -> int | tuple[str, str]:
+    """``1``, ``2`` or two roles such as ``CLINICIAN,PATIENT`` (one per channel)."""
+    if text.strip() in ("1", "2"):
+        return int(text)
+    roles = tuple(part.strip().upper() for part in text.split(","))
+    if len(roles) != 2 or any(role not in streamer.ROLES for role in roles):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 1, 2 or two roles out of {', '.join(streamer.ROLES)} "
+            "(e.g. CLINICIAN,PATIENT)"
+        )
+    return roles[0], roles[1]
+
+
 def _env(name: str) -> str:
     return ENV_PREFIX + name.upper().replace("-", "_")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``prog: error: message``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_STREAM_EPILOG = """\
+The file is WAV (16-bit PCM) or FLAC, told apart by its content; any other
+file is raw 16-bit little-endian PCM and needs --sample-rate (and --channels 2
+for two channels). A 2-channel file declares its channels as CLINICIAN,PATIENT
+unless --channels names them.
+
+On a terminal, partial results update one line in place under the final lines
+and a progress indicator shows the seconds of audio sent; otherwise only final
+lines are printed, as [mm:ss.t-mm:ss.t] ch_N ROLE: text. A summary goes to
+stderr at the end.
+
+Credentials: against an AWS endpoint (*.amazonaws.com, *.api.aws) the SDK's
+usual credential chain is used and the system trust store unless --ca is given;
+against anything else (the emulator) dummy credentials.
+
+exit status: 0 the session completed; 1 the service returned an error
+(printed as "error: <Type>: <message>"), the stream was reset, or the endpoint
+could not be reached; 2 a bad option or audio file.
+
+examples:
+  medscribe-emulator stream visit.wav
+  medscribe-emulator stream call.wav --channels PATIENT,CLINICIAN --realtime
+  medscribe-emulator stream audio.raw --sample-rate 16000 --json > events.jsonl
+"""
+
+_CHECK_EPILOG = """\
+A fixtures directory holds scenarios/*.yaml (or .yml, .json), rules.yaml and
+resources.yaml, each optional. Prints "OK: N scenarios, M rules" (and the
+domains and subscriptions resources.yaml seeds), or one line per problem as
+file:line: field: message.
+
+exit status: 0 all files are valid; 1 problems were found; 2 DIR is not a
+fixtures directory or a bad option.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medscribe-emulator",
         description=(
             "Local emulator of Amazon Connect Health's medical scribe streaming API "
             "(StartMedicalScribeListeningSession). Every option can also be set by the "
             "environment variable shown in brackets; the command line wins."
         ),
+        epilog="Run 'medscribe-emulator COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = sub.add_parser("serve", help="run the emulator (the default command)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the emulator (the default command)",
+        description=(
+            "Run the emulator: TLS (h2 and http/1.1) and cleartext ports, the admin API "
+            "under /_emulator/. Every option can also be set by the environment variable "
+            "shown in brackets; the command line wins."
+        ),
+    )
     _add_serve_options(serve)
+    stream = sub.add_parser(
+        "stream",
+        help="stream an audio file through the real SDK and print the transcript",
+        description=(
+            "Stream a WAV, FLAC or raw PCM file as one StartMedicalScribeListeningSession\n"
+            "through the real AWS SDK (aws-sdk-connecthealth), to the emulator or the\n"
+            "real service, printing results as they arrive."
+        ),
+        epilog=_STREAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_stream_options(stream)
+    check = sub.add_parser(
+        "check",
+        help="validate scenario, rule and resource files",
+        description=(
+            "Validate a fixtures directory with the loaders the emulator uses at start-up,\n"
+            "reporting every problem with file, line and field."
+        ),
+        epilog=_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "fixtures_dir",
+        type=Path,
+        metavar="FIXTURES_DIR",
+        help="directory holding scenarios/, rules.yaml and resources.yaml",
+    )
     return parser
+
+
+def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "audio", type=Path, metavar="AUDIO", help="WAV, FLAC or raw 16-bit PCM file to stream"
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help=f"service endpoint, https:// (default {streamer.DEFAULT_ENDPOINT}) "
+        "[MEDSCRIBE_ENDPOINT]",
+    )
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificate to trust instead of the system store (default: "
+        "<state-dir>/ca.pem, i.e. .medscribe/ca.pem or $MEDSCRIBE_STATE_DIR/ca.pem, when it "
+        "exists and the endpoint is not AWS) [MEDSCRIBE_CA_FILE]",
+    )
+    parser.add_argument(
+        "--session-id", metavar="UUID", help="session id (default: a new random UUID)"
+    )
+    parser.add_argument(
+        "--domain-id",
+        metavar="ID",
+        default=streamer.DEFAULT_DOMAIN_ID,
+        help=f"domain id (default {streamer.DEFAULT_DOMAIN_ID})",
+    )
+    parser.add_argument(
+        "--subscription-id",
+        metavar="ID",
+        default=streamer.DEFAULT_SUBSCRIPTION_ID,
+        help=f"subscription id (default {streamer.DEFAULT_SUBSCRIPTION_ID})",
+    )
+    parser.add_argument(
+        "--region",
+        metavar="REGION",
+        help="AWS region used for signing (default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)",
+    )
+    parser.add_argument(
+        "--language-code",
+        choices=["en-US", "multi"],
+        default="en-US",
+        metavar="CODE",
+        help="language of the audio: en-US or multi (default en-US)",
+    )
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=False,
+        help="send audio at real-time speed, as a live microphone would",
+    )
+    pace.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_false",
+        help="send audio as fast as the service takes it (the default)",
+    )
+    parser.add_argument(
+        "--chunk-ms",
+        type=_positive,
+        default=100,
+        metavar="MS",
+        help="milliseconds of audio per audio event, at most 32,000 bytes (default 100)",
+    )
+    parser.add_argument(
+        "--binary",
+        action="store_true",
+        help="send binaryAudioEvent (raw bytes) instead of audioEvent (base64 JSON)",
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=_sample_rate,
+        metavar="HZ",
+        help="sample rate of a raw PCM file (WAV and FLAC carry their own)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=_channels,
+        metavar="ROLES",
+        help="channel roles of a 2-channel file as ROLE,ROLE (CLINICIAN or PATIENT; sets "
+        "channelDefinitions; default CLINICIAN,PATIENT), or the channel count 1 or 2 "
+        "of a raw PCM file (default 1)",
+    )
+    parser.add_argument(
+        "--template",
+        choices=streamer.TEMPLATES,
+        default=streamer.DEFAULT_TEMPLATE,
+        metavar="NAME",
+        help=f"managed clinical note template: {', '.join(streamer.TEMPLATES)} "
+        f"(default {streamer.DEFAULT_TEMPLATE})",
+    )
+    parser.add_argument(
+        "--output-s3-uri",
+        metavar="URI",
+        default=streamer.DEFAULT_OUTPUT_S3_URI,
+        help=f"where post-stream artifacts go (default {streamer.DEFAULT_OUTPUT_S3_URI})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print each event as a JSON line on stdout (session, events, error, summary), "
+        "for scripts",
+    )
 
 
 def _option(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: object) -> None:
@@ -163,8 +377,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--strict-resources",
-        "refuse streams and look-ups on unknown or deactivated domains/subscriptions "
-        "(default off)",
+        "refuse streams and look-ups on unknown or deactivated domains/subscriptions (default off)",
         action="store_const",
         const=True,
         default=None,
@@ -184,6 +397,10 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+
+
 def parse_settings(
     argv: Sequence[str], environ: dict[str, str] | None = None
 ) -> tuple[str, argparse.Namespace, Settings]:
@@ -196,9 +413,15 @@ def parse_settings(
     argv = list(argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
     command = args.command or "serve"
-    serve_parser = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    if extras:
+        # Reported by the command's own parser, so the hint names its --help.
+        _subparser(parser, command).error(f"unrecognized arguments: {' '.join(extras)}")
+    if command != "serve":
+        # The MEDSCRIBE_* serve variables configure the server, not the other commands.
+        return command, args, Settings()
+    serve_parser = _subparser(parser, "serve")
     settings = Settings()
     for action in serve_parser._actions:
         if not action.option_strings or action.dest == "help":
@@ -228,8 +451,55 @@ def parse_settings(
     return command, args, settings
 
 
+def stream_options(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> streamer.StreamOptions:
+    """Return the :class:`~emulator.streamer.StreamOptions` of parsed ``stream`` arguments.
+
+    Unset options fall back to ``MEDSCRIBE_ENDPOINT``, ``MEDSCRIBE_CA_FILE`` (then
+    the state directory's ``ca.pem``), ``AWS_REGION``/``AWS_DEFAULT_REGION`` and the
+    defaults in :mod:`emulator.streamer`.
+    """
+    env = dict(os.environ if environ is None else environ)
+    endpoint = args.endpoint or env.get("MEDSCRIBE_ENDPOINT") or streamer.DEFAULT_ENDPOINT
+    ca_file = args.ca if args.ca is not None else streamer.default_ca_file(endpoint, env)
+    region = args.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    roles = args.channels if isinstance(args.channels, tuple) else None
+    return streamer.StreamOptions(
+        endpoint_url=endpoint,
+        ca_file=ca_file,
+        session_id=args.session_id or str(uuid.uuid4()),
+        domain_id=args.domain_id,
+        subscription_id=args.subscription_id,
+        region=region,
+        language_code=args.language_code,
+        realtime=args.realtime,
+        chunk_ms=args.chunk_ms,
+        binary=args.binary,
+        roles=roles,
+        template=args.template,
+        output_s3_uri=args.output_s3_uri,
+    )
+
+
+def _stream(args: argparse.Namespace) -> int:
+    channels = args.channels
+    count = len(channels) if isinstance(channels, tuple) else channels
+    return streamer.run(
+        args.audio,
+        stream_options(args),
+        sample_rate=args.sample_rate,
+        channels=count,
+        json_lines=args.json,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    command, _args, settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    command, args, settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    if command == "stream":
+        return _stream(args)
+    if command == "check":
+        return checker.run(args.fixtures_dir)
     try:
         return run(settings)
     except ConfigError as error:

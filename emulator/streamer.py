@@ -1,0 +1,855 @@
+"""The ``stream`` command's client: send an audio file through the real SDK, show results.
+
+Three parts, each usable alone:
+
+* :func:`read_audio` reads a WAV (16-bit PCM, with the stdlib ``wave``), a FLAC
+  file (sent as-is; rate and channels from STREAMINFO) or raw 16-bit PCM, and
+  :meth:`AudioFile.chunks` cuts it into audio events of ``chunk_ms``.
+* :class:`TextRenderer` and :class:`JsonRenderer` show what comes back.
+* :func:`stream_audio` drives one StartMedicalScribeListeningSession with
+  ``aws-sdk-connecthealth`` (imported only when streaming) and :func:`run`
+  wraps it for the command line, returning the exit code.
+
+Nothing here is specific to the emulator: against the real service the same
+code runs with the caller's AWS credentials (see :func:`is_aws_endpoint`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import struct
+import sys
+import time
+import uuid
+import wave
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+from urllib.parse import urlsplit
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_DOMAIN_ID",
+    "DEFAULT_SUBSCRIPTION_ID",
+    "DEFAULT_OUTPUT_S3_URI",
+    "DEFAULT_TEMPLATE",
+    "TEMPLATES",
+    "ROLES",
+    "DEFAULT_ROLES",
+    "EXIT_OK",
+    "EXIT_SERVICE_ERROR",
+    "EXIT_USAGE",
+    "UsageError",
+    "AudioFile",
+    "Chunk",
+    "StreamOptions",
+    "StreamSummary",
+    "StreamReset",
+    "LiveLine",
+    "resolve_roles",
+    "Renderer",
+    "TextRenderer",
+    "JsonRenderer",
+    "read_audio",
+    "default_ca_file",
+    "is_aws_endpoint",
+    "format_final",
+    "segment_json",
+    "stream_audio",
+    "run",
+]
+
+DEFAULT_ENDPOINT = "https://localhost:8443"
+#: Well-formed dummies: the model wants (hai-|dom-)[a-z0-9]+ of 20-25 characters and
+#: sub-[a-zA-Z0-9]{21}; the emulator accepts any well-formed id unless told otherwise.
+DEFAULT_DOMAIN_ID = "dom-medscribeemulator"
+DEFAULT_SUBSCRIPTION_ID = "sub-MedscribeEmulator0001"
+DEFAULT_OUTPUT_S3_URI = "s3://medscribe-emulator/output"
+DEFAULT_TEMPLATE = "HISTORY_AND_PHYSICAL"
+#: The model's managed note templates.
+TEMPLATES = (
+    "HISTORY_AND_PHYSICAL",
+    "GIRPP",
+    "DAP",
+    "SIRP",
+    "BIRP",
+    "BEHAVIORAL_SOAP",
+    "PHYSICAL_SOAP",
+)
+#: The model's participant roles for channelDefinitions.
+ROLES = ("CLINICIAN", "PATIENT")
+#: Roles given to a 2-channel file when ``--channels`` is not.
+DEFAULT_ROLES = ("CLINICIAN", "PATIENT")
+
+EXIT_OK = 0
+EXIT_SERVICE_ERROR = 1
+EXIT_USAGE = 2
+
+#: The service takes at most 32,000 bytes of audio per audio event (service guide).
+MAX_CHUNK_BYTES = 32_000
+#: After the output stream ends, how long the input side may take to finish. The SDK's
+#: input publisher never returns once its stream was reset, so it cannot be awaited
+#: without a bound.
+INPUT_GRACE_SECONDS = 2.0
+#: Redraw the live line at most this often: at --fast speed chunks go out by the thousand.
+REDRAW_SECONDS = 0.1
+
+_PCM_WIDTH = 2  # the service's pcm is 16-bit signed little-endian
+_FLAC_MARKER = b"fLaC"
+_AWS_SUFFIXES = (".amazonaws.com", ".api.aws", ".amazonaws.com.cn")
+
+
+class UsageError(Exception):
+    """A bad file or option combination; the command exits with :data:`EXIT_USAGE`."""
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Chunk:
+    """One audio event's bytes and the audio time (seconds) reached once it is sent."""
+
+    data: bytes
+    end_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AudioFile:
+    """Audio ready to stream: ``data`` is what goes on the wire, as ``encoding``."""
+
+    path: Path
+    kind: str  # "wav", "flac" or "raw"
+    encoding: str  # the media encoding header: "pcm" or "flac"
+    sample_rate: int
+    channels: int
+    seconds: float
+    data: bytes
+
+    def chunks(self, chunk_ms: int) -> list[Chunk]:
+        """Return the audio cut into events of about ``chunk_ms`` milliseconds each.
+
+        PCM chunks hold whole sample frames. FLAC is cut by bytes in proportion to
+        its duration (its frames need not line up with events: the service parses
+        the stream). Raises :class:`UsageError` when ``chunk_ms`` would make PCM
+        events larger than the service's 32,000-byte limit.
+        """
+        if chunk_ms < 1:
+            raise UsageError(f"--chunk-ms must be at least 1, got {chunk_ms}")
+        if self.encoding == "pcm":
+            frame = _PCM_WIDTH * self.channels
+            size = max(1, round(self.sample_rate * chunk_ms / 1000)) * frame
+            if size > MAX_CHUNK_BYTES:
+                longest = MAX_CHUNK_BYTES // frame * 1000 // self.sample_rate
+                raise UsageError(
+                    f"--chunk-ms {chunk_ms} makes {size}-byte audio events at "
+                    f"{self.sample_rate} Hz x {self.channels} channel(s); the service takes "
+                    f"at most {MAX_CHUNK_BYTES} bytes per event (use --chunk-ms {longest} or less)"
+                )
+            per_second = self.sample_rate * frame
+        else:
+            per_second = len(self.data) / self.seconds if self.seconds > 0 else MAX_CHUNK_BYTES
+            size = min(MAX_CHUNK_BYTES, max(1, math.ceil(per_second * chunk_ms / 1000)))
+        out = []
+        for start in range(0, len(self.data), size):
+            end = min(start + size, len(self.data))
+            seconds = self.seconds if end == len(self.data) else end / per_second
+            out.append(Chunk(data=self.data[start:end], end_seconds=min(seconds, self.seconds)))
+        return out
+
+
+def read_audio(
+    path: str | Path, *, sample_rate: int | None = None, channels: int | None = None
+) -> AudioFile:
+    """Read ``path`` as WAV or FLAC (told apart by content), or as raw 16-bit PCM.
+
+    ``sample_rate`` is required for raw PCM (``channels`` defaults to 1 there);
+    both, when given for WAV or FLAC, must agree with the file. Returns the
+    :class:`AudioFile`. Raises :class:`UsageError` for a missing or unreadable file,
+    a WAV that is not 16-bit PCM, a broken FLAC header, or more than 2 channels.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not an audio file") from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read: {error.strerror}") from None
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        audio = _read_wav(path)
+    elif data[:4] == _FLAC_MARKER:
+        audio = _read_flac(path, data)
+    elif sample_rate is None:
+        raise UsageError(
+            f"{path}: not a WAV or FLAC file; for raw 16-bit little-endian PCM give --sample-rate"
+        )
+    else:
+        count = channels or 1
+        frame = _PCM_WIDTH * count
+        if len(data) % frame:
+            raise UsageError(
+                f"{path}: {len(data)} bytes is not a whole number of {count}-channel "
+                "16-bit sample frames"
+            )
+        audio = AudioFile(
+            path=path,
+            kind="raw",
+            encoding="pcm",
+            sample_rate=sample_rate,
+            channels=count,
+            seconds=len(data) / (frame * sample_rate),
+            data=data,
+        )
+    if audio.kind != "raw" and sample_rate is not None and sample_rate != audio.sample_rate:
+        raise UsageError(
+            f"--sample-rate {sample_rate} disagrees with {path} ({audio.sample_rate} Hz); "
+            "--sample-rate is for raw PCM only"
+        )
+    if audio.kind != "raw" and channels is not None and channels != audio.channels:
+        raise UsageError(f"--channels says {channels} channel(s) but {path} has {audio.channels}")
+    if audio.channels > 2:
+        raise UsageError(f"{path}: {audio.channels} channels; the service takes 1 or 2")
+    if not audio.data or audio.seconds <= 0:
+        raise UsageError(f"{path}: holds no audio")
+    return audio
+
+
+def _read_wav(path: Path) -> AudioFile:
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, channels = wav.getsampwidth(), wav.getnchannels()
+            rate, frames = wav.getframerate(), wav.getnframes()
+            if width != _PCM_WIDTH:
+                raise UsageError(
+                    f"{path}: {8 * width}-bit samples; the service takes 16-bit PCM "
+                    "(convert with e.g. sox IN.wav -b 16 OUT.wav)"
+                )
+            data = wav.readframes(frames)
+    except wave.Error as error:
+        raise UsageError(f"{path}: unsupported WAV ({error}); 16-bit PCM WAV is needed") from None
+    except EOFError:
+        raise UsageError(f"{path}: truncated WAV header") from None
+    return AudioFile(
+        path=path,
+        kind="wav",
+        encoding="pcm",
+        sample_rate=rate,
+        channels=channels,
+        seconds=len(data) / (_PCM_WIDTH * channels * rate),
+        data=data,
+    )
+
+
+def _read_flac(path: Path, data: bytes) -> AudioFile:
+    # RFC 9639: "fLaC", then a 4-byte metadata block header (type 0 = STREAMINFO,
+    # 34 bytes), then STREAMINFO: 10 bytes of block/frame sizes, then 64 bits of
+    # sample rate (20), channels - 1 (3), bits per sample - 1 (5), total samples (36).
+    if len(data) < 42 or data[4] & 0x7F != 0 or int.from_bytes(data[5:8]) != 34:
+        raise UsageError(f"{path}: FLAC file without a STREAMINFO block first")
+    (packed,) = struct.unpack(">Q", data[18:26])
+    rate = packed >> 44
+    channels = ((packed >> 41) & 0x7) + 1
+    total = packed & ((1 << 36) - 1)
+    if rate == 0:
+        raise UsageError(f"{path}: FLAC STREAMINFO gives a sample rate of 0 Hz")
+    if total == 0:
+        raise UsageError(
+            f"{path}: FLAC STREAMINFO has no total sample count; re-encode the file "
+            "(e.g. flac -f IN.wav) so its length is known"
+        )
+    return AudioFile(
+        path=path,
+        kind="flac",
+        encoding="flac",
+        sample_rate=rate,
+        channels=channels,
+        seconds=total / rate,
+        data=data,
+    )
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamOptions:
+    """Everything :func:`stream_audio` needs besides the audio; see ``stream --help``."""
+
+    endpoint_url: str = DEFAULT_ENDPOINT
+    ca_file: Path | None = None
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    domain_id: str = DEFAULT_DOMAIN_ID
+    subscription_id: str = DEFAULT_SUBSCRIPTION_ID
+    region: str = "us-east-1"
+    language_code: str = "en-US"
+    realtime: bool = False
+    chunk_ms: int = 100
+    binary: bool = False
+    roles: tuple[str, str] | None = None
+    template: str = DEFAULT_TEMPLATE
+    output_s3_uri: str = DEFAULT_OUTPUT_S3_URI
+
+
+def is_aws_endpoint(endpoint_url: str) -> bool:
+    """Return whether ``endpoint_url`` is an AWS host (the real service).
+
+    There the caller's AWS credentials are used; anywhere else, the emulator's
+    dummy credentials.
+    """
+    host = (urlsplit(endpoint_url).hostname or "").lower()
+    return host.endswith(_AWS_SUFFIXES)
+
+
+def default_ca_file(endpoint_url: str, environ: dict[str, str] | None = None) -> Path | None:
+    """Return the CA file to trust when ``--ca`` is not given, or None for the system store.
+
+    ``MEDSCRIBE_CA_FILE`` if set; else, unless the endpoint is AWS itself, the
+    emulator's ``<state dir>/ca.pem`` (``MEDSCRIBE_STATE_DIR``, default
+    ``.medscribe``) when that file exists.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("MEDSCRIBE_CA_FILE"):
+        return Path(env["MEDSCRIBE_CA_FILE"])
+    if is_aws_endpoint(endpoint_url):
+        return None
+    candidate = Path(env.get("MEDSCRIBE_STATE_DIR") or ".medscribe") / "ca.pem"
+    return candidate if candidate.is_file() else None
+
+
+# --------------------------------------------------------------------------- output
+
+
+@dataclass(kw_only=True, slots=True)
+class StreamSummary:
+    """What one stream did; ``error`` is ``(type name, message)`` when it failed."""
+
+    session_id: str
+    request_id: str | None = None
+    finals: int = 0
+    partials: int = 0
+    audio_seconds: float = 0.0
+    total_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    error: tuple[str, str] | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "sessionId": self.session_id,
+            "requestId": self.request_id,
+            "segments": self.finals,
+            "partials": self.partials,
+            "audioSeconds": round(self.audio_seconds, 3),
+            "wallSeconds": round(self.wall_seconds, 3),
+            "error": None if self.error is None else self.error[0],
+        }
+
+
+class Renderer(Protocol):
+    """Where :func:`stream_audio` reports; every method returns None."""
+
+    def started(self, output: Any) -> None: ...
+    def segment(self, segment: Any) -> None: ...
+    def unknown(self, tag: str) -> None: ...
+    def progress(self, sent: float, total: float) -> None: ...
+    def finished(self, summary: StreamSummary) -> None: ...
+
+
+def _clock(seconds: float | None) -> str:
+    tenths = round((seconds or 0.0) * 10)
+    minutes, rest = divmod(tenths, 600)
+    return f"{minutes:02d}:{rest // 10:02d}.{rest % 10}"
+
+
+def _speaker(segment: Any, roles: Sequence[str] | None) -> str:
+    channel = segment.channel_id
+    if not channel:
+        return ""
+    role = ""
+    if roles and channel.startswith("ch_") and channel[3:].isdigit():
+        index = int(channel[3:])
+        role = roles[index] if index < len(roles) else ""
+    return f"{channel} {role}".strip()
+
+
+def format_final(segment: Any, roles: Sequence[str] | None = None) -> str:
+    """Return ``[mm:ss.t-mm:ss.t] ch_N ROLE: text`` (channel and role when known)."""
+    speaker = _speaker(segment, roles)
+    span = f"[{_clock(segment.audio_begin_offset)}-{_clock(segment.audio_end_offset)}]"
+    return f"{span} {speaker}: {segment.content}" if speaker else f"{span} {segment.content}"
+
+
+def segment_json(segment: Any) -> dict[str, object]:
+    """Return a transcript segment as the service's wire JSON (absent members left out)."""
+    members = {
+        "segmentId": segment.segment_id,
+        "audioBeginOffset": segment.audio_begin_offset,
+        "audioEndOffset": segment.audio_end_offset,
+        "isPartial": segment.is_partial,
+        "channelId": segment.channel_id,
+        "content": segment.content,
+    }
+    return {
+        "transcriptEvent": {
+            "transcriptSegment": {k: v for k, v in members.items() if v is not None}
+        }
+    }
+
+
+def _summary_line(summary: StreamSummary) -> str:
+    return (
+        f"done: {summary.finals} segments ({summary.partials} partials), "
+        f"{summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s, "
+        f"session {summary.session_id}"
+    )
+
+
+class LiveLine:
+    """One line redrawn in place on a terminal (``\\r``, clear to end of line, text).
+
+    ``stream=None`` draws nothing. Lines are cut to the terminal width, because a
+    wrapped line can no longer be redrawn in place; redraws are throttled to one
+    per :data:`REDRAW_SECONDS` unless forced.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self._shown = False
+        self._drawn_at = -math.inf
+
+    def show(self, prefix: str, text: str = "", *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.stream is None or (not force and now - self._drawn_at < REDRAW_SECONDS):
+            return
+        self._drawn_at = now
+        width = max(shutil.get_terminal_size().columns - 1, 20)
+        room = width - len(prefix) - 1
+        if len(text) > room:  # keep the newest words of a long partial
+            text = "..." + text[-max(room - 3, 0) :]
+        line = f"{prefix} {text}".strip()[:width]
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+        self._shown = bool(line)
+
+    def clear(self) -> None:
+        if self.stream is not None and self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+
+def _progress_text(sent: float, total: float) -> str:
+    return f"[{sent:5.1f}/{total:.1f} s]"
+
+
+class TextRenderer:
+    """Final lines on ``out``; on a terminal, a live line of progress and partials.
+
+    With ``out`` a terminal, the live line (progress, then the newest partial) is
+    redrawn in place on ``out`` and finals print above it. Otherwise ``out`` gets
+    only final lines, and the progress alone is drawn on ``err`` if that is a
+    terminal. The summary goes to ``err``.
+    """
+
+    def __init__(self, *, out: TextIO, err: TextIO, roles: Sequence[str] | None = None) -> None:
+        self.out, self.err, self.roles = out, err, roles
+        self.partials_shown = out.isatty()
+        self.live = LiveLine(out if out.isatty() else err if err.isatty() else None)
+        self._partials: dict[str, str] = {}  # segment id -> rendered partial, newest last
+        self._progress = ""
+
+    def started(self, output: Any) -> None:
+        pass
+
+    def segment(self, segment: Any) -> None:
+        key = segment.segment_id or ""
+        self._partials.pop(key, None)
+        if segment.is_partial:
+            if self.partials_shown:
+                self._partials[key] = format_final(segment, self.roles)
+                self._redraw(force=True)
+            return
+        self.live.clear()
+        print(format_final(segment, self.roles), file=self.out, flush=True)
+        self._redraw(force=True)
+
+    def unknown(self, tag: str) -> None:
+        pass
+
+    def progress(self, sent: float, total: float) -> None:
+        self._progress = _progress_text(sent, total)
+        self._redraw(force=sent >= total)
+
+    def finished(self, summary: StreamSummary) -> None:
+        self.live.clear()
+        if summary.error is None:
+            print(_summary_line(summary), file=self.err, flush=True)
+
+    def _redraw(self, *, force: bool) -> None:
+        newest = next(reversed(self._partials.values()), "")
+        self.live.show(self._progress, newest, force=force)
+
+
+class JsonRenderer:
+    """One JSON object per line on ``out``: ``session``, each event, then ``summary``.
+
+    Events keep the service's wire form (``{"transcriptEvent": {...}}``); a failure
+    adds ``{"error": {"type", "message"}}`` before the summary. Progress is drawn
+    on ``err`` when that is a terminal.
+    """
+
+    def __init__(self, *, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.live = LiveLine(err if err.isatty() else None)
+
+    def _emit(self, obj: dict[str, object]) -> None:
+        self.live.clear()
+        self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def started(self, output: Any) -> None:
+        self._emit(
+            {
+                "session": {
+                    "sessionId": output.session_id,
+                    "domainId": output.domain_id,
+                    "subscriptionId": output.subscription_id,
+                    "requestId": output.request_id,
+                    "languageCode": output.language_code,
+                    "mediaSampleRateHertz": output.media_sample_rate_hertz,
+                    "mediaEncoding": output.media_encoding,
+                }
+            }
+        )
+
+    def segment(self, segment: Any) -> None:
+        self._emit(segment_json(segment))
+
+    def unknown(self, tag: str) -> None:
+        self._emit({"unknownEvent": {"tag": tag}})
+
+    def progress(self, sent: float, total: float) -> None:
+        self.live.show(_progress_text(sent, total), force=sent >= total)
+
+    def finished(self, summary: StreamSummary) -> None:
+        if summary.error is not None:
+            self._emit({"error": {"type": summary.error[0], "message": summary.error[1]}})
+        self._emit({"summary": summary.to_json()})
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class StreamReset(Exception):
+    """The output ended cleanly but the input could not finish: the stream was reset."""
+
+
+def resolve_roles(audio: AudioFile, roles: tuple[str, str] | None) -> tuple[str, str] | None:
+    """Return the channel roles to declare: ``roles``, or the default for 2 channels.
+
+    Raises :class:`UsageError` when roles are given for a 1-channel file.
+    """
+    if audio.channels == 1:
+        if roles is not None:
+            raise UsageError(f"--channels needs a 2-channel file; {audio.path} has 1 channel")
+        return None
+    return roles or DEFAULT_ROLES
+
+
+def _request(
+    audio: AudioFile, options: StreamOptions, roles: tuple[str, str] | None
+) -> tuple[Any, Any, Callable[[bytes], Any], Any]:
+    """Return the SDK input, configuration event, audio event maker and END_OF_SESSION."""
+    from aws_sdk_connecthealth import models as m
+
+    config: dict[str, Any] = {}
+    if roles is not None:
+        config["channel_definitions"] = [
+            m.MedicalScribeChannelDefinition(channel_id=index, participant_role=role)
+            for index, role in enumerate(roles)
+        ]
+    configuration = m.MedicalScribeInputStreamConfigurationEvent(
+        value=m.MedicalScribeConfigurationEvent(
+            post_stream_action_settings=m.MedicalScribePostStreamActionSettings(
+                output_s3_uri=options.output_s3_uri,
+                clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
+                    note_template_settings=m.NoteTemplateSettingsManagedTemplate(
+                        value=m.ManagedTemplate(template_type=options.template)
+                    )
+                ),
+            ),
+            **config,
+        )
+    )
+
+    def audio_event(chunk: bytes) -> Any:
+        if options.binary:
+            return m.MedicalScribeInputStreamBinaryAudioEvent(
+                value=m.MedicalScribeBinaryAudioEvent(audio_chunk=chunk)
+            )
+        return m.MedicalScribeInputStreamAudioEvent(
+            value=m.MedicalScribeAudioEvent(audio_chunk=chunk)
+        )
+
+    end = m.MedicalScribeInputStreamSessionControlEvent(
+        value=m.MedicalScribeSessionControlEvent(type="END_OF_SESSION")
+    )
+    request = m.StartMedicalScribeListeningSessionInput(
+        session_id=options.session_id,
+        domain_id=options.domain_id,
+        subscription_id=options.subscription_id,
+        language_code=options.language_code,
+        media_sample_rate_hertz=audio.sample_rate,
+        media_encoding=audio.encoding,
+    )
+    return request, configuration, audio_event, end
+
+
+async def _client(options: StreamOptions) -> Any:
+    from awscrt.exceptions import AwsCrtError
+
+    from .sdk import crt_transport, make_client
+
+    try:
+        transport = crt_transport(ca_file=options.ca_file)
+    except FileNotFoundError as error:
+        raise UsageError(f"--ca: {error}") from None
+    except (AwsCrtError, RuntimeError) as error:
+        # awscrt reports a file without a PEM certificate as a bare RuntimeError.
+        raise UsageError(
+            f"--ca {options.ca_file}: not a usable PEM CA certificate ({error})"
+        ) from None
+    if not is_aws_endpoint(options.endpoint_url):
+        return await make_client(
+            endpoint_url=options.endpoint_url,
+            ca_file=options.ca_file,
+            region=options.region,
+            transport=transport,
+        )
+    # The real service: the caller's own credentials, from the SDK's usual chain.
+    from aws_sdk_connecthealth.client import AsyncConnectHealthClient
+    from aws_sdk_connecthealth.config import AsyncConnectHealthConfig
+
+    config = await AsyncConnectHealthConfig.resolve(
+        endpoint_uri=options.endpoint_url, region=options.region, transport=transport
+    )
+    return AsyncConnectHealthClient(config=config)
+
+
+def _failure(error: BaseException, options: StreamOptions) -> tuple[str, str]:
+    """Return ``(type, message)`` for a failed stream, naming the endpoint for I/O failures."""
+    from awscrt.exceptions import AwsCrtError
+    from smithy_core.exceptions import CallError
+
+    if isinstance(error, CallError):  # modeled service errors, and unmodeled HTTP failures
+        return type(error).__name__, str(getattr(error, "message", None) or error)
+    if isinstance(error, StreamReset):
+        return "StreamReset", str(error)
+    # The SDK wraps transport failures (refused, TLS, DNS) in a bare SmithyError.
+    cause = error if isinstance(error, AwsCrtError) else error.__cause__
+    if isinstance(cause, AwsCrtError):
+        hint = ""
+        if "TLS" in cause.name or "PKI" in cause.name:
+            hint = " (is the endpoint https:// and --ca the certificate that signs it?)"
+        detail = f"{cause.name}: {cause.message}{hint}"
+    else:
+        detail = str(error) or type(error).__name__
+    return "ConnectionError", f"cannot reach {options.endpoint_url}: {detail}"
+
+
+async def stream_audio(
+    audio: AudioFile, options: StreamOptions, *, renderer: Renderer
+) -> StreamSummary:
+    """Stream ``audio`` as one session and report to ``renderer``; return the summary.
+
+    Failures are not raised but set ``summary.error`` to ``(type, message)``: a
+    modeled service error (shape name, before or during the stream), a stream
+    that ended before all audio was sent (``StreamReset``), or an endpoint that
+    cannot be reached (``ConnectionError``). Raises :class:`UsageError` for a bad
+    chunk size, channel roles or CA file.
+    """
+    from awscrt.exceptions import AwsCrtError
+    from smithy_core.exceptions import SmithyError
+
+    roles = resolve_roles(audio, options.roles)
+    chunks = audio.chunks(options.chunk_ms)
+    request, configuration, audio_event, end = _request(audio, options, roles)
+    summary = StreamSummary(session_id=options.session_id, total_seconds=audio.seconds)
+    started = time.monotonic()
+
+    async def send_all(stream: Any) -> None:
+        await stream.input_stream.send(configuration)
+        renderer.progress(0.0, audio.seconds)
+        origin = time.monotonic()  # the audio clock starts with the first audio event
+        for chunk in chunks:
+            if options.realtime:
+                # A live microphone delivers each chunk once it has been recorded.
+                delay = origin + chunk.end_seconds - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await stream.input_stream.send(audio_event(chunk.data))
+            summary.audio_seconds = chunk.end_seconds
+            renderer.progress(chunk.end_seconds, audio.seconds)
+        await stream.input_stream.send(end)
+        await stream.input_stream.close()
+
+    async def receive_all(stream: Any) -> None:
+        output, events = await stream.await_output()
+        summary.request_id = output.request_id
+        renderer.started(output)
+        async for event in events:
+            # Unknown events have a tag and no value; transcript events carry a segment.
+            segment = getattr(getattr(event, "value", None), "transcript_segment", None)
+            if segment is not None:
+                if segment.is_partial:
+                    summary.partials += 1
+                else:
+                    summary.finals += 1
+                renderer.segment(segment)
+            elif hasattr(event, "tag"):
+                renderer.unknown(event.tag)
+
+    asyncio.get_running_loop().set_exception_handler(_quiet_crt_body_writer)
+    client = await _client(options)
+    try:
+        async with client:
+            stream = await client.start_medical_scribe_listening_session(input=request)
+            sender = asyncio.create_task(send_all(stream))
+            receiver = asyncio.create_task(receive_all(stream))
+            try:
+                await _settle(sender, receiver)
+            finally:
+                for task in (sender, receiver):
+                    task.cancel()
+                await asyncio.gather(sender, receiver, return_exceptions=True)
+    except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
+        summary.error = _failure(error, options)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
+        summary.error = ("Interrupted", "interrupted before the session ended")
+        summary.wall_seconds = time.monotonic() - started
+        renderer.finished(summary)
+        raise
+    summary.wall_seconds = time.monotonic() - started
+    renderer.finished(summary)
+    return summary
+
+
+def _quiet_crt_body_writer(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop the one known-harmless report, pass every other to the default handler.
+
+    After the service ends a stream early (an in-stream error, a reset), awscrt's
+    own request-body task fails with AWS_ERROR_HTTP_STREAM_HAS_COMPLETED and
+    nobody retrieves it; the failure has already been reported to the user.
+    """
+    if "HTTP_STREAM_HAS_COMPLETED" in str(context.get("exception", "")):
+        return
+    loop.default_exception_handler(context)
+
+
+def _quiet_crt_cancel(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """Return an unraisable-exception hook that drops awscrt's report of a cancelled read.
+
+    On Ctrl-C the pending read of the output is cancelled; awscrt's I/O thread then
+    resolves that future anyway and Python reports the InvalidStateError it raises.
+    """
+
+    def quiet(unraisable: Any) -> object:
+        from concurrent.futures import InvalidStateError
+
+        if isinstance(unraisable.exc_value, InvalidStateError):
+            return None
+        return hook(unraisable)
+
+    return quiet
+
+
+async def _settle(sender: asyncio.Task[None], receiver: asyncio.Task[None]) -> None:
+    """Wait for the receiver to finish and the sender to finish or become hopeless.
+
+    Returns when the session completed. Raises the receiver's exception (the
+    service's error) if it failed, else the sender's, and :class:`StreamReset`
+    when the output ended cleanly but the input could not finish within
+    :data:`INPUT_GRACE_SECONDS` (the SDK's input publisher hangs on a reset stream).
+    A failed sender first gives the receiver that long to deliver the service's
+    own, more telling, error.
+    """
+    done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    if sender in done and sender.exception() is not None:
+        await asyncio.wait({receiver}, timeout=INPUT_GRACE_SECONDS)
+        if receiver.done() and receiver.exception() is not None:
+            raise receiver.exception()  # type: ignore[misc]
+        raise sender.exception()  # type: ignore[misc]
+    if receiver not in done:
+        await asyncio.wait({receiver})
+    if receiver.exception() is not None:
+        raise receiver.exception()  # type: ignore[misc]
+    finished, _ = await asyncio.wait({sender}, timeout=INPUT_GRACE_SECONDS)
+    if not finished:
+        raise StreamReset("the service ended the stream before all audio was sent")
+    if sender.exception() is not None:
+        raise sender.exception()  # type: ignore[misc]
+
+
+def run(
+    path: str | Path,
+    options: StreamOptions,
+    *,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    json_lines: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Stream the file at ``path`` and print the results; return the exit code.
+
+    :data:`EXIT_OK` when the session completed; :data:`EXIT_SERVICE_ERROR` after a
+    service error, a stream reset or an unreachable endpoint; :data:`EXIT_USAGE`
+    for a bad file or option (130 on Ctrl-C). Every failure is one
+    ``error: ...`` line on ``err``; nothing is raised for them.
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+
+    def fail(code: int, message: str) -> int:
+        print(f"error: {message}", file=err, flush=True)
+        return code
+
+    try:
+        audio = read_audio(path, sample_rate=sample_rate, channels=channels)
+        roles = resolve_roles(audio, options.roles)
+        audio.chunks(options.chunk_ms)  # refuse an oversized chunk before connecting
+        if options.ca_file is not None and not options.ca_file.is_file():
+            raise UsageError(f"--ca {options.ca_file}: no such file")
+    except UsageError as error:
+        return fail(EXIT_USAGE, str(error))
+    try:
+        import aws_sdk_connecthealth  # noqa: F401
+    except ImportError:
+        return fail(
+            EXIT_USAGE, "the stream command needs the AWS SDK: pip install aws-sdk-connecthealth"
+        )
+
+    renderer: Renderer
+    if json_lines:
+        renderer = JsonRenderer(out=out, err=err)
+    else:
+        renderer = TextRenderer(out=out, err=err, roles=roles)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_crt_cancel(previous_hook)
+    try:
+        summary = asyncio.run(stream_audio(audio, options, renderer=renderer))
+    except KeyboardInterrupt:
+        return fail(130, "interrupted")
+    except UsageError as error:
+        return fail(EXIT_USAGE, str(error))
+    finally:
+        sys.unraisablehook = previous_hook
+    if summary.error is not None:
+        return fail(EXIT_SERVICE_ERROR, f"{summary.error[0]}: {summary.error[1]}")
+    return EXIT_OK

@@ -1,0 +1,91 @@
+"""Stream a 16-bit PCM WAV file to the medscribe emulator and print the final transcript.
+
+    MEDSCRIBE_ENDPOINT=https://localhost:8443 MEDSCRIBE_CA_FILE=.medscribe/ca.pem \
+        python examples/stream_wav.py speech.wav
+"""
+
+import asyncio
+import os
+import sys
+import uuid
+import wave
+
+from aws_sdk_connecthealth import models as m
+
+from emulator.sdk import make_client
+
+# The endpoint override: production code would leave it out and use real credentials.
+ENDPOINT = os.environ.get("MEDSCRIBE_ENDPOINT", "https://localhost:8443")
+CA_FILE = os.environ.get("MEDSCRIBE_CA_FILE")  # the emulator's CA; unset: system trust store
+
+
+def quiet_crt(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    # After the service ends a stream early, awscrt's own body-writer task fails
+    # with AWS_ERROR_HTTP_STREAM_HAS_COMPLETED and nobody retrieves it: skip that.
+    if "HTTP_STREAM_HAS_COMPLETED" not in str(context.get("exception")):
+        loop.default_exception_handler(context)
+
+
+async def main(path: str) -> None:
+    asyncio.get_running_loop().set_exception_handler(quiet_crt)
+    with wave.open(path, "rb") as wav:  # mono, 16-bit PCM (two channels need channelDefinitions)
+        rate, audio = wav.getframerate(), wav.readframes(-1)
+    settings = m.MedicalScribePostStreamActionSettings(
+        output_s3_uri="s3://my-bucket/scribe",
+        clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
+            note_template_settings=m.NoteTemplateSettingsManagedTemplate(
+                value=m.ManagedTemplate(template_type="HISTORY_AND_PHYSICAL")
+            )
+        ),
+    )
+    async with await make_client(endpoint_url=ENDPOINT, ca_file=CA_FILE) as client:
+        stream = await client.start_medical_scribe_listening_session(
+            input=m.StartMedicalScribeListeningSessionInput(
+                session_id=str(uuid.uuid4()),
+                domain_id="dom-exampledomain0001",
+                subscription_id="sub-ExampleSubscription01",
+                language_code="en-US",
+                media_sample_rate_hertz=rate,
+                media_encoding="pcm",
+            )
+        )
+
+        async def send() -> None:
+            await stream.input_stream.send(
+                m.MedicalScribeInputStreamConfigurationEvent(
+                    value=m.MedicalScribeConfigurationEvent(post_stream_action_settings=settings)
+                )
+            )
+            step = rate * 2 // 10  # 100 ms of 16-bit mono audio per event
+            for i in range(0, len(audio), step):
+                await stream.input_stream.send(
+                    m.MedicalScribeInputStreamAudioEvent(
+                        value=m.MedicalScribeAudioEvent(audio_chunk=audio[i : i + step])
+                    )
+                )
+            await stream.input_stream.send(
+                m.MedicalScribeInputStreamSessionControlEvent(
+                    value=m.MedicalScribeSessionControlEvent(type="END_OF_SESSION")
+                )
+            )
+            await stream.input_stream.close()
+
+        sender = asyncio.create_task(send())
+        _, events = await stream.await_output()
+        async for event in events:
+            segment = getattr(getattr(event, "value", None), "transcript_segment", None)
+            if segment is not None and not segment.is_partial:
+                print(f"[{segment.audio_begin_offset:6.1f}s] {segment.content}", flush=True)
+        try:  # after a reset stream the SDK's input side never returns: bound the wait
+            await asyncio.wait_for(sender, timeout=5)
+        except TimeoutError:
+            sys.exit("error: the stream was reset before all audio was sent")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: stream_wav.py FILE.wav")
+    try:
+        asyncio.run(main(sys.argv[1]))
+    except Exception as error:  # modeled errors carry .message; others their str()
+        sys.exit(f"error: {type(error).__name__}: {getattr(error, 'message', error)}")

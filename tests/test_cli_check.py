@@ -1,0 +1,171 @@
+"""``medscribe-emulator check FIXTURES_DIR``: run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.cli import build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+OK_LINE = re.compile(r"^OK: (\d+) scenarios, (\d+) rules(, (\d+) domains, (\d+) subscriptions)?$")
+
+
+def check(directory: Path | str, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", "check", str(directory), *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    """A fixtures directory with problems in every kind of file."""
+    write(
+        tmp_path / "scenarios" / "bad.yaml",
+        "segments:\n"
+        '  - {channel: 0, begin: 2.0, end: 1.0, content: "Backwards."}\n'
+        '  - {channel: 3, begin: 0.0, end: 1.0, content: "Bad channel."}\n'
+        "faults:\n"
+        "  - {at: 1.0, exception: Nope}\n",
+    )
+    write(
+        tmp_path / "scenarios" / "good.yaml", 'segments:\n  - {begin: 0, end: 1, content: "Hi."}\n'
+    )
+    write(tmp_path / "scenarios" / "syntax.yaml", "segments: [\n")
+    write(
+        tmp_path / "rules.yaml",
+        "- match: {sessionId: abc}\n"
+        "  scenario: missing-one\n"
+        "- match: {domainId: x}\n"
+        "  error: {type: Throttling}\n"
+        "- scenario: bad\n",
+    )
+    write(tmp_path / "resources.yaml", "domains:\n  - domainId: nope\n    name: clinic\n")
+    return tmp_path
+
+
+def test_the_shipped_fixtures_check_ok_with_their_counts():
+    result = check(REPO / "fixtures")
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = OK_LINE.match(result.stdout.strip())
+    assert match is not None, result.stdout
+    scenarios = [
+        p for p in (REPO / "fixtures" / "scenarios").iterdir() if p.suffix in (".yaml", ".json")
+    ]
+    assert int(match.group(1)) == len(scenarios)
+
+
+def test_every_problem_is_one_line_with_file_line_and_field(broken):
+    result = check(broken)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    bad, rules, resources = (
+        broken / "scenarios" / "bad.yaml",
+        broken / "rules.yaml",
+        broken / "resources.yaml",
+    )
+    expected_prefixes = [
+        f"{bad}:2: segments[0].end: ",
+        f"{bad}:3: segments[1].channel: ",
+        f"{bad}:5: faults[0].exception: ",
+        f"{broken / 'scenarios' / 'syntax.yaml'}:2: ",
+        f"{rules}:2: [0].scenario: unknown scenario 'missing-one'",
+        f"{rules}:4: [1].error.type: ",
+        f"{resources}:2: domains[0].domainId: ",
+    ]
+    for prefix in expected_prefixes:
+        assert any(line.startswith(prefix) for line in lines), (prefix, lines)
+    assert all(re.match(r"^\S+:\d+: \S", line) for line in lines), lines
+    assert result.stderr.strip() == f"{len(lines)} problems found"
+
+
+def test_a_rule_naming_a_broken_scenario_is_not_reported_as_well(broken):
+    """The broken scenario is reported once, in its own file; the rule naming it is fine."""
+    result = check(broken)
+    assert not any(
+        line.startswith(f"{broken / 'rules.yaml'}:5:") for line in result.stdout.splitlines()
+    )
+
+
+def test_resources_are_counted_when_the_file_seeds_some(tmp_path):
+    write(
+        tmp_path / "resources.yaml",
+        "domains:\n"
+        "  - domainId: dom-0123456789abcdefghij\n"
+        "    name: demo-clinic\n"
+        "    subscriptions:\n"
+        "      - subscriptionId: sub-0123456789abcdefghijk\n"
+        "      - {subscriptionId: sub-INACTIVE0123456789abc, status: INACTIVE}\n",
+    )
+    result = check(tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip() == "OK: 0 scenarios, 0 rules, 1 domains, 2 subscriptions"
+
+
+def test_a_directory_with_only_an_empty_rules_file_is_ok(tmp_path):
+    write(tmp_path / "rules.yaml", "# nothing yet\n")
+    result = check(tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "OK: 0 scenarios, 0 rules"
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p / "missing", "no such directory"),
+        (lambda p: p, "not a fixtures directory"),
+    ],
+    ids=["missing-directory", "no-fixture-files"],
+)
+def test_a_directory_that_is_not_a_fixtures_directory_exits_2_with_one_line(
+    tmp_path, make, fragment
+):
+    result = check(make(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def test_a_bad_flag_exits_2_with_one_line(tmp_path):
+    result = check(tmp_path, "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "medscribe-emulator check: error: unrecognized arguments: --bogus "
+        "(see medscribe-emulator check --help)"
+    ]
+
+
+def test_check_help_mentions_every_option_and_the_exit_codes():
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
+    result = subprocess.run(
+        [sys.executable, "-m", "emulator", "check", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in result.stdout
+    assert "FIXTURES_DIR" in result.stdout and "exit status" in result.stdout
+    assert "file:line: field: message" in result.stdout

@@ -1,0 +1,558 @@
+"""``medscribe-emulator stream``: run as a real subprocess against a real emulator."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator import streamer
+from emulator.cli import build_parser
+from emulator.server import RunningServer, Settings
+
+from .support import admin, new_session_id, pcm_tone, running_emulator
+
+REPO = Path(__file__).resolve().parent.parent
+
+SCRIPT = {
+    "segments": [
+        {
+            "channel": 0,
+            "begin": 0.5,
+            "end": 2.0,
+            "content": "Good morning, what brings you in today?",
+            "partials": 2,
+        },
+        {
+            "channel": 1,
+            "begin": 2.2,
+            "end": 4.0,
+            "content": "I have had a cough for two weeks.",
+            "partials": 1,
+        },
+        {"channel": 0, "begin": 9.0, "end": 11.0, "content": "Never reached.", "partials": 1},
+    ]
+}
+FINAL_LINES = [
+    "[00:00.5-00:02.0] Good morning, what brings you in today?",
+    "[00:02.2-00:04.0] I have had a cough for two weeks.",
+]
+SUMMARY = re.compile(
+    r"^done: (\d+) segments \((\d+) partials\), ([\d.]+) s of audio in [\d.]+ s, session (\S+)$"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    state = tmp_path_factory.mktemp("stream-cli-state")
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=state, seed=11)
+    with running_emulator(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """WAV files shared by the tests: a tone's content does not matter to the emulator."""
+    folder = tmp_path_factory.mktemp("audio")
+    write_wav(folder / "mono5.wav", 5.0)
+    write_wav(folder / "stereo5.wav", 5.0, channels=2)
+    write_wav(folder / "half.wav", 0.5)
+    (folder / "notes.txt").write_text("not audio\n")
+    with wave.open(str(folder / "eight.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)
+        wav.setframerate(8000)
+        wav.writeframes(bytes(8000))
+    return folder
+
+
+def write_wav(path: Path, seconds: float, *, channels: int = 1, rate: int = 16000) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm_tone(seconds, sample_rate=rate, channels=channels))
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def command(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def stream(
+    server: RunningServer, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return command(
+        "stream",
+        "--endpoint",
+        server.endpoint_url,
+        "--ca",
+        str(server.ca_file),
+        *args,
+        env=env,
+    )
+
+
+def scripted(server: RunningServer, scenario: dict = SCRIPT) -> str:
+    session_id = new_session_id()
+    rule = {"match": {"sessionId": session_id}, "scenario": scenario}
+    status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    return session_id
+
+
+def failing(server: RunningServer, error_type: str, message: str) -> str:
+    session_id = new_session_id()
+    rule = {"match": {"sessionId": session_id}, "error": {"type": error_type, "message": message}}
+    status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    return session_id
+
+
+def session_details(server: RunningServer, session_id: str) -> dict:
+    status, details = admin(server.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200, details
+    return details
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_final_lines_print_as_time_span_and_text_then_a_summary(server, audio_dir):
+    """Not on a terminal: only final lines on stdout, no partials, no in-place redraws."""
+    session_id = scripted(server)
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == FINAL_LINES
+    assert "\r" not in result.stdout
+    summary = SUMMARY.match(result.stderr.strip().splitlines()[-1])
+    assert summary is not None, result.stderr
+    assert summary.groups() == ("2", "3", "5.0", session_id)
+    assert session_details(server, session_id)["status"] == "COMPLETED"
+
+
+def test_json_prints_session_every_event_and_summary_as_json_lines(server, audio_dir):
+    session_id = scripted(server)
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id, "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["session"]["sessionId"] == session_id
+    assert lines[0]["session"]["mediaEncoding"] == "pcm"
+    assert lines[0]["session"]["requestId"]
+    segments = [line["transcriptEvent"]["transcriptSegment"] for line in lines[1:-1]]
+    finals = [s for s in segments if not s["isPartial"]]
+    partials = [s for s in segments if s["isPartial"]]
+    assert [s["content"] for s in finals] == [seg["content"] for seg in SCRIPT["segments"][:2]]
+    assert len(partials) == 3
+    assert all(any(f["content"].startswith(p["content"]) for f in finals) for p in partials)
+    assert lines[-1]["summary"] == {
+        "sessionId": session_id,
+        "requestId": lines[0]["session"]["requestId"],
+        "segments": 2,
+        "partials": 3,
+        "audioSeconds": 5.0,
+        "wallSeconds": lines[-1]["summary"]["wallSeconds"],
+        "error": None,
+    }
+
+
+def test_two_channel_wav_declares_the_given_roles_and_labels_lines_with_them(server, audio_dir):
+    session_id = scripted(server)
+    result = stream(
+        server,
+        str(audio_dir / "stereo5.wav"),
+        "--session-id",
+        session_id,
+        "--channels",
+        "PATIENT,CLINICIAN",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[00:00.5-00:02.0] ch_0 PATIENT: Good morning, what brings you in today?",
+        "[00:02.2-00:04.0] ch_1 CLINICIAN: I have had a cough for two weeks.",
+    ]
+    details = session_details(server, session_id)
+    assert details["configuration"]["channelDefinitions"] == [
+        {"channelId": 0, "participantRole": "PATIENT"},
+        {"channelId": 1, "participantRole": "CLINICIAN"},
+    ]
+    assert details["audioSeconds"] == pytest.approx(5.0)
+
+
+def test_two_channel_wav_without_roles_declares_clinician_then_patient(server, audio_dir):
+    session_id = scripted(server)
+    result = stream(server, str(audio_dir / "stereo5.wav"), "--session-id", session_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("[00:00.5-00:02.0] ch_0 CLINICIAN: ")
+    roles = session_details(server, session_id)["configuration"]["channelDefinitions"]
+    assert [r["participantRole"] for r in roles] == ["CLINICIAN", "PATIENT"]
+
+
+def test_flac_is_sent_as_is_with_the_sample_rate_from_streaminfo(server, tmp_path):
+    import numpy as np
+    import soundfile
+
+    path = tmp_path / "tone.flac"
+    samples = np.frombuffer(pcm_tone(5.0, sample_rate=22050), dtype="<i2")
+    soundfile.write(path, samples, 22050, format="FLAC", subtype="PCM_16")
+    session_id = scripted(server)
+    result = stream(server, str(path), "--session-id", session_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == FINAL_LINES
+    details = session_details(server, session_id)
+    assert details["headers"]["mediaEncoding"] == "flac"
+    assert details["headers"]["mediaSampleRateHertz"] == 22050
+    assert details["audioBytes"] == path.stat().st_size
+    assert details["audioSeconds"] == pytest.approx(5.0)
+
+
+def test_realtime_paces_a_short_file_and_completes(server, audio_dir):
+    session_id = scripted(server)
+    result = stream(server, str(audio_dir / "half.wav"), "--session-id", session_id, "--realtime")
+    assert result.returncode == 0, result.stderr
+    summary = SUMMARY.match(result.stderr.strip().splitlines()[-1])
+    assert summary is not None and summary.group(3) == "0.5"
+    assert session_details(server, session_id)["audioSeconds"] == pytest.approx(0.5)
+
+
+def test_binary_sends_binary_audio_events_of_chunk_ms_each(server, audio_dir):
+    session_id = scripted(server)
+    result = stream(
+        server,
+        str(audio_dir / "mono5.wav"),
+        "--session-id",
+        session_id,
+        "--binary",
+        "--chunk-ms",
+        "250",
+    )
+    assert result.returncode == 0, result.stderr
+    received = session_details(server, session_id)["eventsReceived"]
+    assert received["binaryAudioEvent"] == 20  # 5 s in 250 ms events
+    assert "audioEvent" not in received
+
+
+def test_raw_pcm_streams_with_the_given_sample_rate_and_channels(server, tmp_path):
+    path = tmp_path / "audio.raw"
+    path.write_bytes(pcm_tone(5.0, sample_rate=8000, channels=2))
+    session_id = scripted(server)
+    result = stream(
+        server, str(path), "--session-id", session_id, "--sample-rate", "8000", "--channels", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    details = session_details(server, session_id)
+    assert details["headers"]["mediaSampleRateHertz"] == 8000
+    assert details["audioSeconds"] == pytest.approx(5.0)
+
+
+def test_endpoint_and_ca_default_to_the_environment(server, audio_dir):
+    env = clean_env(MEDSCRIBE_ENDPOINT=server.endpoint_url, MEDSCRIBE_CA_FILE=str(server.ca_file))
+    result = command("stream", str(audio_dir / "half.wav"), env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_state_directory_ca_is_trusted_without_ca(server, audio_dir):
+    assert server.ca_file is not None
+    env = clean_env(
+        MEDSCRIBE_ENDPOINT=server.endpoint_url, MEDSCRIBE_STATE_DIR=str(server.ca_file.parent)
+    )
+    result = command("stream", str(audio_dir / "half.wav"), env=env)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_service_error_before_the_stream_exits_1_with_type_and_message(server, audio_dir):
+    session_id = failing(server, "ValidationException", "injected by the test")
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: ValidationException: injected by the test"
+    ]
+
+
+def test_json_reports_a_service_error_then_the_summary(server, audio_dir):
+    session_id = failing(server, "ThrottlingException", "slow down")
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id, "--json")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-2] == {"error": {"type": "ThrottlingException", "message": "slow down"}}
+    assert lines[-1]["summary"]["error"] == "ThrottlingException"
+    assert result.stderr.strip() == "error: ThrottlingException: slow down"
+
+
+def test_in_stream_fault_exits_1_after_the_finals_before_it(server, audio_dir):
+    scenario = {
+        "segments": SCRIPT["segments"][:1],
+        "faults": [{"at": 3.0, "exception": "internalFailureException", "message": "outage"}],
+    }
+    session_id = scripted(server, scenario)
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == FINAL_LINES[:1]
+    assert result.stderr.strip().splitlines()[-1] == "error: InternalServerException: outage"
+
+
+def test_stream_reset_by_the_service_exits_1_and_does_not_hang(server, audio_dir):
+    session_id = scripted(server, {"faults": [{"at": 1.0, "disconnect": True}]})
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: StreamReset: ")
+    assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr
+
+
+def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, audio_dir):
+    """SIGINT mid-stream: the JSON output still ends with an error and the summary."""
+    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), "--realtime", "--json"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", *args],
+        cwd=REPO,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())  # the session has started
+        assert "session" in first
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-2]["error"]["type"] == "Interrupted"
+    assert lines[-1]["summary"]["error"] == "Interrupted"
+    assert err.strip() == "error: interrupted"
+
+
+def test_unreachable_endpoint_exits_1_naming_it(audio_dir):
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", f"https://127.0.0.1:{port}"
+    )
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert line.startswith(f"error: ConnectionError: cannot reach https://127.0.0.1:{port}: ")
+    assert "\n" not in line
+
+
+def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_dir, tmp_path):
+    """No --ca, no MEDSCRIBE_CA_FILE and no .medscribe/ca.pem in the working directory."""
+    result = command(
+        "stream",
+        str(audio_dir / "half.wav"),
+        "--endpoint",
+        server.endpoint_url,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ConnectionError: ")
+    assert "TLS" in result.stderr
+
+
+USAGE_ERRORS = {
+    "missing-file": (["{dir}/missing.wav"], "no such file"),
+    "unknown-flag": (["{dir}/half.wav", "--bogus"], "unrecognized arguments: --bogus"),
+    "bad-roles": (["{dir}/half.wav", "--channels", "DOCTOR,PATIENT"], "--channels"),
+    "roles-on-mono": (["{dir}/half.wav", "--channels", "CLINICIAN,PATIENT"], "has 1"),
+    "realtime-and-fast": (["{dir}/half.wav", "--realtime", "--fast"], "not allowed with"),
+    "bad-template": (["{dir}/half.wav", "--template", "SOAP"], "--template"),
+    "zero-chunk": (["{dir}/half.wav", "--chunk-ms", "0"], "--chunk-ms"),
+    "oversized-chunk": (["{dir}/half.wav", "--chunk-ms", "1500"], "32000 bytes"),
+    "raw-without-rate": (["{dir}/notes.txt"], "--sample-rate"),
+    "rate-disagrees": (["{dir}/half.wav", "--sample-rate", "8000"], "16000 Hz"),
+    "eight-bit-wav": (["{dir}/eight.wav"], "8-bit samples"),
+    "missing-ca": (["{dir}/half.wav", "--ca", "{dir}/nope.pem"], "no such file"),
+    "missing-audio-argument": ([], "AUDIO"),
+}
+
+
+@pytest.mark.parametrize(("args", "fragment"), list(USAGE_ERRORS.values()), ids=list(USAGE_ERRORS))
+def test_usage_and_file_errors_exit_2_with_one_line(audio_dir, args, fragment):
+    result = command(
+        "stream",
+        *[a.format(dir=audio_dir) for a in args],
+        "--endpoint",
+        "https://127.0.0.1:9",
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "error: " in lines[0] and fragment in lines[0]
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run with stdout and stderr on a pseudo-terminal; return (exit code, all output)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not data:
+                break
+            output += data
+    finally:
+        os.close(master)
+    return proc.wait(timeout=10), output.decode()
+
+
+def test_on_a_terminal_partials_are_redrawn_in_place_under_the_final_lines(server, audio_dir):
+    session_id = scripted(server)
+    code, output = run_in_terminal(
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "stream",
+            str(audio_dir / "mono5.wav"),
+            "--endpoint",
+            server.endpoint_url,
+            "--ca",
+            str(server.ca_file),
+            "--session-id",
+            session_id,
+        ],
+        clean_env(COLUMNS="200"),
+    )
+    assert code == 0, output
+    draws = output.split("\r\x1b[K")
+    first = SCRIPT["segments"][0]["content"]
+    # A live line shows a partial: a proper prefix of the first utterance, in place.
+    assert any("[00:00.5-" in d and first not in d and "Good" in d for d in draws), output
+    # The progress indicator counts seconds sent out of the total.
+    assert any(re.search(r"\[\s*5\.0/5\.0 s\]", d) for d in draws), output
+    # Finals end up on lines of their own, and the summary last.
+    lines = [line.split("\x1b[K")[-1] for line in output.split("\r\n")]
+    assert FINAL_LINES[0] in lines and FINAL_LINES[1] in lines
+    assert SUMMARY.match([line for line in lines if line][-1])
+
+
+# --------------------------------------------------------------------------- help and units
+
+
+def _options(command_name: str) -> list[str]:
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command_name]  # type: ignore[union-attr]
+    return [flag for action in sub._actions for flag in action.option_strings]
+
+
+@pytest.mark.parametrize("command_name", ["stream", "serve"])
+def test_help_of_each_command_mentions_every_option(command_name):
+    result = command(command_name, "--help")
+    assert result.returncode == 0
+    for flag in _options(command_name):
+        assert flag in result.stdout, flag
+    if command_name == "stream":
+        assert "AUDIO" in result.stdout and "exit status" in result.stdout
+
+
+def test_default_ids_satisfy_the_model_patterns():
+    assert re.fullmatch(r"(hai-|dom-)[a-z0-9]+", streamer.DEFAULT_DOMAIN_ID)
+    assert 20 <= len(streamer.DEFAULT_DOMAIN_ID) <= 25
+    assert re.fullmatch(r"sub-[a-zA-Z0-9]{21}", streamer.DEFAULT_SUBSCRIPTION_ID)
+
+
+def test_time_spans_round_to_tenths_carrying_into_minutes():
+    class Segment:
+        audio_begin_offset = 59.96
+        audio_end_offset = 61.04
+        channel_id = "ch_1"
+        content = "Hello."
+
+    assert streamer.format_final(Segment(), ["CLINICIAN", "PATIENT"]) == (
+        "[01:00.0-01:01.0] ch_1 PATIENT: Hello."
+    )
+
+
+def test_aws_endpoints_get_the_system_trust_store_not_the_emulator_ca(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    aws, local = "https://health-agent.us-east-1.amazonaws.com", "https://localhost:8443"
+    assert streamer.is_aws_endpoint(aws) and not streamer.is_aws_endpoint(local)
+    assert streamer.default_ca_file(local, {}) is None  # no .medscribe/ca.pem here
+    (tmp_path / ".medscribe").mkdir()
+    (tmp_path / ".medscribe" / "ca.pem").write_text("a CA")
+    assert streamer.default_ca_file(local, {}) == Path(".medscribe/ca.pem")
+    assert streamer.default_ca_file(aws, {}) is None
+    assert streamer.default_ca_file(aws, {"MEDSCRIBE_CA_FILE": "my.pem"}) == Path("my.pem")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Segment:
+    def __init__(self, content: str, *, partial: bool) -> None:
+        self.segment_id = "seg-1"
+        self.audio_begin_offset = 0.5
+        self.audio_end_offset = 2.0
+        self.is_partial = partial
+        self.channel_id = None
+        self.content = content
+
+
+def test_with_stdout_redirected_only_the_progress_is_drawn_on_a_terminal_stderr():
+    out, err = io.StringIO(), _Terminal()
+    renderer = streamer.TextRenderer(out=out, err=err)
+    renderer.progress(1.0, 2.0)
+    renderer.segment(_Segment("Good", partial=True))
+    renderer.segment(_Segment("Good morning.", partial=False))
+    renderer.progress(2.0, 2.0)
+    renderer.finished(streamer.StreamSummary(session_id="s", finals=1, audio_seconds=2.0))
+    assert out.getvalue() == "[00:00.5-00:02.0] Good morning.\n"
+    drawn = err.getvalue()
+    assert "\r\x1b[K[  2.0/2.0 s]" in drawn and "Good" not in drawn.split("done:")[0]
+    assert drawn.endswith(
+        "\r\x1b[Kdone: 1 segments (0 partials), 2.0 s of audio in 0.0 s, session s\n"
+    )
