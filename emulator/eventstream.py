@@ -535,6 +535,7 @@ class EventStreamDecoder:
         "_prelude",
         "_consumed",
         "_error",
+        "_pending",
         "_max_payload_length",
         "_max_headers_length",
     )
@@ -553,11 +554,24 @@ class EventStreamDecoder:
         # Stream offset of the buffer's first byte, for error messages.
         self._consumed = 0
         self._error: FramingError | None = None
+        # An error met after good messages in the same call: those are returned
+        # first (nothing the client got through is lost), the error on the next call.
+        self._pending: FramingError | None = None
 
     @property
     def buffered(self) -> int:
         """Number of bytes held that do not yet make a complete message."""
         return len(self._buffer)
+
+    @property
+    def error_pending(self) -> bool:
+        """True when the last call returned messages and deferred an error to the next."""
+        return self._pending is not None
+
+    def _raise_pending(self) -> NoReturn:
+        assert self._pending is not None
+        self._error, self._pending = self._pending, None
+        raise self._error
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Add ``data``; return every message completed by it (possibly none), in order.
@@ -566,8 +580,12 @@ class EventStreamDecoder:
         :class:`PreludeCRCError`, :class:`MessageCRCError`,
         :class:`InvalidLengthError`, :class:`FrameTooLargeError` or
         :class:`InvalidHeaderError` for the first malformed message (its stream
-        offset in the error message), and again on every later call.
+        offset in the error message), and again on every later call. When good
+        messages precede the malformed one in ``data``, they are returned and
+        the error is raised by the next call (see :attr:`error_pending`).
         """
+        if self._pending is not None:
+            self._raise_pending()
         if self._error is not None:
             self._raise_again(self._error)
         buffer = self._buffer
@@ -601,7 +619,13 @@ class EventStreamDecoder:
                 if source is not buffer and pos < size:
                     buffer += view[pos:]
         except FramingError as exc:
-            self._error = type(exc)(f"{exc} (message at stream offset {self._consumed + pos})")
+            error = type(exc)(f"{exc} (message at stream offset {self._consumed + pos})")
+            self._buffer.clear()
+            self._prelude = None
+            if messages:
+                self._pending = error
+                return messages
+            self._error = error
             raise self._error from None
         self._prelude = prelude
         if source is buffer:
@@ -616,6 +640,8 @@ class EventStreamDecoder:
         Raises :class:`TruncatedMessageError` if part of a message is buffered, or
         the earlier error again if the decoder already failed.
         """
+        if self._pending is not None:
+            self._raise_pending()
         if self._error is not None:
             self._raise_again(self._error)
         held = len(self._buffer)

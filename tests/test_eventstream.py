@@ -346,8 +346,30 @@ def test_a_failed_decoder_keeps_failing_with_the_same_error_class() -> None:
 
 def test_errors_name_the_stream_offset_of_the_bad_message() -> None:
     decoder = EventStreamDecoder()
+    decoder.receive_data(EMPTY + ALL_TYPES)
     with pytest.raises(PreludeCRCError, match=r"\(message at stream offset 116\)"):
-        decoder.receive_data(EMPTY + ALL_TYPES + flip_last_bit(EMPTY, 11))
+        decoder.receive_data(flip_last_bit(EMPTY, 11))
+
+
+def test_good_messages_before_a_bad_one_are_returned_and_the_error_comes_next() -> None:
+    """Nothing the client got through is lost: the messages decoded before a malformed
+    one in the same chunk are returned; the error is raised by the next call."""
+    decoder = EventStreamDecoder()
+    messages = decoder.receive_data(EMPTY + ALL_TYPES + flip_last_bit(EMPTY, 11))
+    assert len(messages) == 2
+    assert decoder.error_pending
+    with pytest.raises(PreludeCRCError, match=r"\(message at stream offset 116\)"):
+        decoder.receive_data(b"")
+    assert not decoder.error_pending
+    with pytest.raises(PreludeCRCError, match="decoder failed earlier"):
+        decoder.end_of_data()
+
+
+def test_a_pending_error_is_raised_by_end_of_data() -> None:
+    decoder = EventStreamDecoder()
+    assert len(decoder.receive_data(EMPTY + flip_last_bit(EMPTY, 15))) == 1
+    with pytest.raises(MessageCRCError, match="message CRC32 mismatch"):
+        decoder.end_of_data()
 
 
 # --------------------------------------------------------------------------- failure cases
