@@ -1,0 +1,404 @@
+"""The control-plane operations of domains, subscriptions and tags, as Starlette routes.
+
+Thin handlers over :class:`emulator.resources.ResourceRegistry`. Each follows the model's
+rest-json binding (method, URI, status code, where each member travels), checks the
+request as the model constrains it and reports every violation in one
+``ValidationException`` in the AWS style used by :mod:`emulator.validation`::
+
+    1 validation error detected: Value 'x' at 'domainId' failed to satisfy constraint:
+    Member must have length greater than or equal to 20
+
+Members are named by their wire names (path label, query parameter or JSON member);
+JSON members of a structure as ``webAppSetupConfiguration.ehrRole``, list elements as
+``tagKeys.N.member``. Unknown JSON members are refused, like the stream's; JSON ``null``
+is an absent member; unknown query parameters are ignored (proxies add some). A
+:class:`~emulator.errors.ServiceError` becomes its status, ``x-amzn-errortype: <shape>``
+and ``{"message": ...}`` here and nowhere else in the control plane.
+
+None of these twelve operations has a host prefix in the model (the scribe-stream
+operations have ``streaming.``, the job operations ``runtime.``), so boto3 and the SDK
+send them to the endpoint as is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, NoReturn
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import InternalServerException, ServiceError, ValidationException
+from .resources import (
+    ARN_FORM,
+    ARN_PATTERN,
+    DEFAULT_MAX_RESULTS,
+    DOMAIN_ID,
+    DOMAIN_NAME,
+    DOMAIN_STATUS,
+    KMS_KEY_ARN,
+    MAX_RESULTS,
+    SUBSCRIPTION_ID,
+    TAG_KEY,
+    TAG_KEYS_MAX,
+    TAG_VALUE,
+    WEB_APP_SETUP_MEMBERS,
+    ResourceRegistry,
+    TextShape,
+)
+
+__all__ = ["MAX_REQUEST_BODY", "control_routes"]
+
+log = logging.getLogger("medscribe.control")
+
+#: Largest request body read: the biggest valid one (CreateDomain with many tags) is
+#: far smaller, and anything larger is refused before it is parsed.
+MAX_REQUEST_BODY = 1024 * 1024
+
+# Longer values are echoed cut short, so a message stays readable.
+_ECHO_LIMIT = 2048
+# An integer query parameter, as the service's parser reads one (ASCII digits only).
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+# A value never echoed: unknown members and whole bodies.
+_UNSHOWN = object()
+
+
+# --- Violations ---------------------------------------------------------------------------
+class _Violations:
+    """Collects every violation of one request, reported in one ValidationException."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, value: object, where: str, rule: str) -> None:
+        self.items.append(f"{_echo(value)} at '{where}' failed to satisfy constraint: {rule}")
+
+    def text(self, value: object, where: str, shape: TextShape, *, required: bool) -> None:
+        if value is None:
+            if required:
+                self.add(None, where, "Member must not be null")
+            return
+        for rule in shape.rules(value):
+            self.add(value, where, rule)
+
+    def raise_if(self) -> None:
+        if self.items:
+            n = len(self.items)
+            raise ValidationException(
+                f"{n} validation {'error' if n == 1 else 'errors'} detected: "
+                + "; ".join(self.items)
+            )
+
+
+def _echo(value: object) -> str:
+    if value is None:
+        return "Value null"
+    if isinstance(value, bool):
+        return f"Value '{str(value).lower()}'"
+    if isinstance(value, str) and len(value) > _ECHO_LIMIT:
+        return f"Value '{value[:_ECHO_LIMIT]}...' ({len(value)} characters)"
+    if isinstance(value, str | int | float):
+        return f"Value '{value}'"
+    return "Value"  # objects and lists are not echoed whole
+
+
+def _check_tags(tags: object, out: _Violations, *, required: bool) -> None:
+    """TagMap: keys 1..128 characters, values 0..256."""
+    if tags is None:
+        if required:
+            out.add(None, "tags", "Member must not be null")
+        return
+    if not isinstance(tags, dict):
+        out.add(tags, "tags", "Member must be a map of strings to strings")
+        return
+    for key, value in tags.items():
+        for rule in TAG_KEY.rules(key):
+            out.add(key, "tags", f"Map keys must satisfy constraint: [{rule}]")
+        out.text(value, f"tags.{key}", TAG_VALUE, required=True)
+
+
+def _check_web_app(value: object, out: _Violations) -> None:
+    """CreateWebAppConfiguration: optional, but with all three members when given."""
+    where = "webAppSetupConfiguration"
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        out.add(value, where, "Member must be an object")
+        return
+    _check_members(value, WEB_APP_SETUP_MEMBERS, out, prefix=f"{where}.")
+    for name, shape in WEB_APP_SETUP_MEMBERS.items():
+        out.text(value.get(name), f"{where}.{name}", shape, required=True)
+
+
+def _check_members(
+    value: dict[str, Any], known: Collection[str], out: _Violations, *, prefix: str = ""
+) -> None:
+    # Whether the service ignores unknown members is not documented; refusing them
+    # catches client typos, which is what an emulator is for (as the stream does).
+    for name in value:
+        if name not in known:
+            rule = f"Member must be one of the modeled members [{', '.join(known)}]"
+            out.add(_UNSHOWN, f"{prefix}{name}", rule)
+
+
+def _check_arn(value: str, out: _Violations) -> None:
+    # The model types resourceArn as a plain String; naming the expected form is the
+    # useful answer to a malformed one (a well-formed unknown ARN is not found instead).
+    if ARN_PATTERN.fullmatch(value) is None:
+        out.add(value, "resourceArn", f"Member must be an ARN of the form {ARN_FORM}")
+
+
+def _query_int(request: Request, name: str, out: _Violations) -> int | None:
+    """Return the integer query parameter ``name`` (MAX_RESULTS range), or None if absent."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    if not _INTEGER_TEXT.fullmatch(text):
+        out.add(text, name, "Member must be an integer")
+        return None
+    value, (low, high) = int(text), MAX_RESULTS
+    if value < low:
+        out.add(value, name, f"Member must have value greater than or equal to {low}")
+    elif value > high:
+        out.add(value, name, f"Member must have value less than or equal to {high}")
+    else:
+        return value
+    return None
+
+
+async def _json_body(
+    request: Request, members: Collection[str], out: _Violations
+) -> dict[str, Any]:
+    """Return the request's JSON object (``{}`` for no body), noting unknown members in ``out``.
+
+    JSON ``null`` members are dropped: in AWS JSON protocols null is an absent member.
+    Raises ValidationException at once for a body that is too large or not a JSON object.
+    """
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_REQUEST_BODY:
+            _fail("body", f"Request body must be at most {MAX_REQUEST_BODY} bytes")
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deep
+        _fail("body", f"Request body must be valid JSON ({error})")
+    if not isinstance(document, dict):
+        _fail("body", "Request body must be a JSON object")
+    _check_members(document, members, out)
+    return {k: v for k, v in document.items() if v is not None}
+
+
+def _fail(where: str, rule: str) -> NoReturn:
+    raise ValidationException(
+        f"1 validation error detected: {_echo(_UNSHOWN)} at '{where}' "
+        f"failed to satisfy constraint: {rule}"
+    )
+
+
+# --- Responses ----------------------------------------------------------------------------
+def _headers(**extra: str) -> dict[str, str]:
+    return {"x-amzn-requestid": str(uuid.uuid4()), **extra}
+
+
+def _ok(document: dict[str, Any], *, status: int = 200) -> Response:
+    return JSONResponse(document, status_code=status, headers=_headers())
+
+
+def _no_content() -> Response:
+    return Response(status_code=204, headers=_headers())
+
+
+def _error(error: ServiceError) -> Response:
+    return JSONResponse(
+        {"message": error.message},
+        status_code=error.status,
+        headers=_headers(**{"x-amzn-errortype": error.code}),
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _operation(handler: Handler) -> Handler:
+    """Wrap a handler so that every error it raises is answered as a modeled error."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ServiceError as error:
+            return _error(error)
+        except Exception:
+            # A bug here must still reach the client as a modeled error, not a bare 500.
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _error(InternalServerException("Internal error in the emulator"))
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+# --- Routes -------------------------------------------------------------------------------
+def control_routes(registry: ResourceRegistry) -> list[Route]:
+    """Return the routes of the twelve domain, subscription and tag operations.
+
+    Paths are the model's: ``/domain``, ``/domain/{domainId}``,
+    ``/domains/{domainId}/subscriptions[/{subscriptionId}[/activate|/deactivate]]`` and
+    ``/tags/{resourceArn}`` (the ARN percent-encoded, slashes included). None overlaps
+    ``/medical-scribe-stream/...`` or ``/_emulator/...``.
+    """
+
+    def ids(request: Request, *, subscription: bool = False) -> tuple[str, str]:
+        out = _Violations()
+        domain_id = request.path_params["domainId"]
+        subscription_id = request.path_params.get("subscriptionId", "")
+        out.text(domain_id, "domainId", DOMAIN_ID, required=True)
+        if subscription:
+            out.text(subscription_id, "subscriptionId", SUBSCRIPTION_ID, required=True)
+        out.raise_if()
+        return domain_id, subscription_id
+
+    async def empty_body(request: Request) -> None:
+        out = _Violations()
+        await _json_body(request, (), out)
+        out.raise_if()
+
+    async def create_domain(request: Request) -> Response:
+        out = _Violations()
+        body = await _json_body(
+            request, ("name", "kmsKeyArn", "tags", "webAppSetupConfiguration"), out
+        )
+        out.text(body.get("name"), "name", DOMAIN_NAME, required=True)
+        out.text(body.get("kmsKeyArn"), "kmsKeyArn", KMS_KEY_ARN, required=False)
+        _check_web_app(body.get("webAppSetupConfiguration"), out)
+        _check_tags(body.get("tags"), out, required=False)
+        out.raise_if()
+        domain = registry.create_domain(
+            name=body["name"],
+            kms_key_arn=body.get("kmsKeyArn"),
+            web_app_setup=body.get("webAppSetupConfiguration"),
+            tags=body.get("tags"),
+        )
+        return _ok(domain.to_json(with_tags=False), status=201)
+
+    async def get_domain(request: Request) -> Response:
+        domain_id, _ = ids(request)
+        return _ok(registry.get_domain(domain_id).to_json(with_tags=True))
+
+    async def list_domains(request: Request) -> Response:
+        out = _Violations()
+        status = request.query_params.get("status")
+        out.text(status, "status", DOMAIN_STATUS, required=False)
+        max_results = _query_int(request, "maxResults", out)
+        out.raise_if()
+        page = registry.list_domains(
+            status=status,
+            max_results=max_results or DEFAULT_MAX_RESULTS,
+            next_token=request.query_params.get("nextToken"),
+        )
+        document: dict[str, Any] = {"domains": [domain.summary() for domain in page.items]}
+        if page.next_token is not None:
+            document["nextToken"] = page.next_token
+        return _ok(document)
+
+    async def delete_domain(request: Request) -> Response:
+        domain_id, _ = ids(request)
+        domain = registry.delete_domain(domain_id)
+        return _ok({"domainId": domain.domain_id, "arn": domain.arn, "status": domain.status})
+
+    async def create_subscription(request: Request) -> Response:
+        domain_id, _ = ids(request)
+        await empty_body(request)
+        return _ok(registry.create_subscription(domain_id).to_json(), status=201)
+
+    async def get_subscription(request: Request) -> Response:
+        domain_id, subscription_id = ids(request, subscription=True)
+        subscription = registry.get_subscription(domain_id, subscription_id)
+        return _ok({"subscription": subscription.to_json()})
+
+    async def list_subscriptions(request: Request) -> Response:
+        out = _Violations()
+        domain_id = request.path_params["domainId"]
+        out.text(domain_id, "domainId", DOMAIN_ID, required=True)
+        max_results = _query_int(request, "maxResults", out)
+        out.raise_if()
+        page = registry.list_subscriptions(
+            domain_id,
+            max_results=max_results or DEFAULT_MAX_RESULTS,
+            next_token=request.query_params.get("nextToken"),
+        )
+        document: dict[str, Any] = {"subscriptions": [s.to_json() for s in page.items]}
+        if page.next_token is not None:
+            document["nextToken"] = page.next_token
+        return _ok(document)
+
+    async def activate_subscription(request: Request) -> Response:
+        domain_id, subscription_id = ids(request, subscription=True)
+        await empty_body(request)
+        subscription = registry.activate_subscription(domain_id, subscription_id)
+        return _ok({"subscription": subscription.to_json()})
+
+    async def deactivate_subscription(request: Request) -> Response:
+        domain_id, subscription_id = ids(request, subscription=True)
+        await empty_body(request)
+        subscription = registry.deactivate_subscription(domain_id, subscription_id)
+        return _ok({"subscription": subscription.to_json()})
+
+    async def tag_resource(request: Request) -> Response:
+        out = _Violations()
+        resource_arn = request.path_params["resourceArn"]
+        _check_arn(resource_arn, out)
+        body = await _json_body(request, ("tags",), out)
+        _check_tags(body.get("tags"), out, required=True)
+        out.raise_if()
+        registry.tag_resource(resource_arn, body["tags"])
+        return _no_content()
+
+    async def untag_resource(request: Request) -> Response:
+        out = _Violations()
+        resource_arn = request.path_params["resourceArn"]
+        _check_arn(resource_arn, out)
+        tag_keys = request.query_params.getlist("tagKeys")
+        if not tag_keys:
+            out.add(None, "tagKeys", "Member must not be null")
+        elif len(tag_keys) > TAG_KEYS_MAX:
+            rule = f"Member must have length less than or equal to {TAG_KEYS_MAX}"
+            out.add(tag_keys, "tagKeys", rule)
+        for index, key in enumerate(tag_keys, start=1):
+            out.text(key, f"tagKeys.{index}.member", TAG_KEY, required=True)
+        out.raise_if()
+        registry.untag_resource(resource_arn, tag_keys)
+        return _no_content()
+
+    async def list_tags_for_resource(request: Request) -> Response:
+        out = _Violations()
+        resource_arn = request.path_params["resourceArn"]
+        _check_arn(resource_arn, out)
+        out.raise_if()
+        return _ok({"tags": registry.list_tags_for_resource(resource_arn)})
+
+    subscription = "/domains/{domainId}/subscriptions/{subscriptionId}"
+    # The ARN label is not greedy in the model, so clients percent-encode its "/"; the
+    # server decodes the path before routing, hence the path converter.
+    tags = "/tags/{resourceArn:path}"
+    table: list[tuple[str, str, Handler]] = [
+        ("/domain", "POST", create_domain),
+        ("/domain", "GET", list_domains),
+        ("/domain/{domainId}", "GET", get_domain),
+        ("/domain/{domainId}", "DELETE", delete_domain),
+        ("/domains/{domainId}/subscriptions", "POST", create_subscription),
+        ("/domains/{domainId}/subscriptions", "GET", list_subscriptions),
+        (subscription, "GET", get_subscription),
+        (f"{subscription}/activate", "POST", activate_subscription),
+        (f"{subscription}/deactivate", "POST", deactivate_subscription),
+        (tags, "POST", tag_resource),
+        (tags, "DELETE", untag_resource),
+        (tags, "GET", list_tags_for_resource),
+    ]
+    return [Route(path, _operation(handler), methods=[method]) for path, method, handler in table]
