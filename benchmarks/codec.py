@@ -1,0 +1,122 @@
+"""Codec: decode throughput of the emulator's frame decoder vs ``smithy_aws_event_stream``.
+
+Both decoders get the same bytes in the same process: signed input events as
+the SDK sends them (an envelope with ``:date`` and ``:chunk-signature`` around
+an inner message). "Decoding" means what the server needs: the envelope's
+CRCs checked and headers read, then the inner message decoded (its CRCs and
+headers too).
+
+* emulator: :class:`emulator.eventstream.EventStreamDecoder` fed the whole
+  buffer, then :func:`~emulator.eventstream.open_envelope` on each message;
+  also fed in 16 KiB pieces (HTTP/2 DATA frame size), the way the server sees it;
+* smithy: ``Event.decode`` (the AWS SDK's decoder) over a ``BytesIO`` of the
+  buffer, then ``Event.decode`` of each envelope payload.
+
+Throughput is bytes of wire input per second (MB = 10^6 bytes), best of
+``repeats`` timed loops of at least ``min_seconds`` each.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+
+from .wire import audio_frames, configuration_frame, end_of_session_frame
+
+__all__ = ["measure_codec"]
+
+
+def _emulator_whole(data: bytes) -> int:
+    from emulator.eventstream import EventStreamDecoder, open_envelope
+
+    count = 0
+    for message in EventStreamDecoder().receive_data(data):
+        envelope = open_envelope(message)
+        count += envelope.inner is not None
+    return count
+
+
+def _emulator_pieces(data: bytes, piece: int = 16384) -> int:
+    from emulator.eventstream import EventStreamDecoder, open_envelope
+
+    decoder = EventStreamDecoder()
+    view = memoryview(data)
+    count = 0
+    for offset in range(0, len(view), piece):
+        for message in decoder.receive_data(view[offset : offset + piece]):
+            envelope = open_envelope(message)
+            count += envelope.inner is not None
+    decoder.end_of_data()
+    return count
+
+
+def _smithy(data: bytes) -> int:
+    from smithy_aws_event_stream.events import Event
+
+    source = io.BytesIO(data)
+    count = 0
+    while (event := Event.decode(source)) is not None:
+        payload = event.message.payload
+        if payload:
+            inner = Event.decode(io.BytesIO(payload))
+            count += inner is not None
+    return count
+
+
+def _best_seconds(
+    decoders: dict[str, Callable[[bytes], int]], data: bytes, *, min_seconds: float, repeats: int
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Best seconds per decode of ``data`` for each decoder, and its message count.
+
+    The decoders take turns within each repeat, so a burst of load from other
+    processes hits all of them alike rather than one.
+    """
+    counts = {name: decode(data) for name, decode in decoders.items()}  # warm-up
+    best = dict.fromkeys(decoders, float("inf"))
+    for _ in range(repeats):
+        for name, decode in decoders.items():
+            loops = 0
+            started = time.perf_counter()
+            while True:
+                decode(data)
+                loops += 1
+                elapsed = time.perf_counter() - started
+                if elapsed >= min_seconds:
+                    break
+            best[name] = min(best[name], elapsed / loops)
+    return best, counts
+
+
+def measure_codec(*, min_seconds: float = 0.3, repeats: int = 3) -> dict[str, object]:
+    """Decode two workloads with both decoders; return MB/s, messages/s and the ratios.
+
+    Workloads: ``audio`` (200 signed 100 ms audioEvents of 16 kHz pcm, ~4.4 KB
+    each) and ``small`` (signed configuration and END_OF_SESSION events, a
+    few hundred bytes each, where per-message overhead dominates).
+    """
+    audio = b"".join(audio_frames(200))
+    small = b"".join(
+        configuration_frame(counter=i) if i % 2 else end_of_session_frame(counter=i)
+        for i in range(400)
+    )
+    decoders = {"emulator": _emulator_whole, "pieces": _emulator_pieces, "smithy": _smithy}
+    out: dict[str, object] = {}
+    for name, data in (("audio", audio), ("small", small)):
+        best, counts = _best_seconds(decoders, data, min_seconds=min_seconds, repeats=repeats)
+        if len(set(counts.values())) != 1:
+            raise RuntimeError(f"decoders disagree on the message count: {counts}")
+        count = counts["emulator"]
+        mb = {key: len(data) / seconds / 1e6 for key, seconds in best.items()}
+        out[name] = {
+            "bytes": len(data),
+            "messages": count,
+            "emulator_mb_s": round(mb["emulator"], 1),
+            "emulator_16k_pieces_mb_s": round(mb["pieces"], 1),
+            "smithy_mb_s": round(mb["smithy"], 1),
+            "emulator_msgs_s": round(count / best["emulator"]),
+            "smithy_msgs_s": round(count / best["smithy"]),
+            "ratio": round(mb["emulator"] / mb["smithy"], 2),
+            "ratio_16k_pieces": round(mb["pieces"] / mb["smithy"], 2),
+        }
+    return out

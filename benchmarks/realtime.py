@@ -1,0 +1,322 @@
+"""Real-time capacity: N sessions streaming audio at the speed it is recorded.
+
+One process, one event loop. Session ``i`` starts at ``t0 + i/N * stagger``
+(starts spread over ``stagger`` seconds, as independent clients would be),
+sends its configuration, then one signed 100 ms audio event every 100 ms on
+its own schedule, then END_OF_SESSION and the final empty envelope. Against
+the scripted scenario of :func:`benchmarks.servers.write_realtime_fixtures`
+every 10th frame completes a segment (the baseline answers every 10th frame
+too), and the load generator measures:
+
+* **latency**: from the moment the audio event completing segment ``k`` was
+  framed (handed to the socket) to the moment segment ``k``'s final result
+  arrived;
+* **lag**: how late each audio event was framed relative to its real-time
+  schedule (scheduler delay plus any wait for HTTP/2 flow-control credit);
+* **finals**: every session must receive one final per completed segment and
+  end with HTTP 200 and no in-stream exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from .h2conn import ClientConnection, client_ssl_context, connect
+from .servers import CpuMeter, ServerProcess
+from .stats import ClientMeter, MachineMeter, percentile
+from .wire import (
+    CHUNK_SECONDS,
+    FrameSplitter,
+    audio_frames,
+    configuration_frame,
+    end_of_session_frame,
+    end_of_stream_frame,
+    is_exception,
+    is_final,
+    new_session_id,
+    request_headers,
+)
+
+__all__ = ["RealtimeResult", "run_realtime", "LATENCY_TARGET_S", "LAG_TARGET_S"]
+
+#: The issue's pass mark: p99 latency under 100 ms...
+LATENCY_TARGET_S = 0.100
+#: ...and no sender more than 1 s behind real time.
+LAG_TARGET_S = 1.0
+#: Frames per segment: a segment ends with every 10th frame (see the module docstring).
+_FRAMES_PER_SEGMENT = 10
+
+
+@dataclass(kw_only=True)
+class RealtimeResult:
+    """One real-time run at one N against one server."""
+
+    server: str
+    sessions: int
+    connections: int
+    audio_seconds: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    finals_expected: int
+    finals_received: int
+    sessions_failed: int
+    server_cpu: float
+    #: Server CPU milliseconds per second of one streaming session: the cost
+    #: that does not depend on what else the machine is doing.
+    server_cpu_ms_per_session_s: float
+    client_cpu: float
+    other_cpu: float
+    peak_rss_mib: float
+    first_error: str | None
+    passed: bool
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class _Session:
+    """Callbacks and measurements of one real-time session."""
+
+    __slots__ = (
+        "completing_sent",
+        "finals",
+        "latencies",
+        "status",
+        "error",
+        "ended",
+        "splitter",
+        "done",
+    )
+
+    def __init__(self, latencies: list[float], done: asyncio.Future[None]) -> None:
+        self.completing_sent: list[float] = []
+        self.finals = 0
+        self.latencies = latencies
+        self.status = 0
+        self.error: str | None = None
+        self.ended = False
+        self.splitter = FrameSplitter()
+        self.done = done
+
+    def on_response(self, status: int) -> None:
+        self.status = status
+        if status != 200:
+            self.error = f"HTTP {status}"
+
+    def on_data(self, data: bytes) -> None:
+        now = time.monotonic()
+        for message in self.splitter.feed(data):
+            if is_final(message):
+                k = self.finals
+                self.finals += 1
+                if k < len(self.completing_sent):
+                    self.latencies.append(now - self.completing_sent[k])
+            elif is_exception(message) and self.error is None:
+                self.error = "in-stream exception: " + bytes(message[-200:]).decode(
+                    errors="replace"
+                )
+
+    def on_end(self) -> None:
+        self.ended = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_reset(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def completing_chunk_sent(self, at: float) -> None:
+        self.completing_sent.append(at)
+
+
+def _record_lag(lags: list[float], scheduled: float, at: float) -> None:
+    lags.append(at - scheduled)
+
+
+async def run_realtime(
+    server: ServerProcess | Sequence[ServerProcess],
+    *,
+    sessions: int,
+    audio_seconds: int,
+    connections: int,
+    transport: str = "h2c",
+    stagger: float = 1.0,
+    grace: float = 10.0,
+) -> RealtimeResult:
+    """Run ``sessions`` real-time sessions of ``audio_seconds`` each; return the measurements.
+
+    ``audio_seconds`` must be a whole number (one segment per second). The run
+    ends at most ``grace`` seconds after the last scheduled send. Given several
+    server processes, connections go to them in turn and their CPU and RSS add up
+    (what a multi-process emulator would use).
+    """
+    group = [server] if isinstance(server, ServerProcess) else list(server)
+    kind = group[0].kind if len(group) == 1 else f"{group[0].kind} x{len(group)}"
+    chunks = int(round(audio_seconds / CHUNK_SECONDS))
+    config = configuration_frame(counter=0)
+    audio = audio_frames(chunks, first_counter=1)
+    tail = end_of_session_frame(counter=chunks + 1) + end_of_stream_frame(counter=chunks + 2)
+    scheme = "https" if transport == "tls" else "http"
+    conns: list[ClientConnection] = []
+    for n in range(max(connections, len(group))):
+        target = group[n % len(group)]
+        tls = client_ssl_context(target.ca_file) if transport == "tls" else None
+        port = target.tls_port if transport == "tls" else target.h2c_port
+        conns.append(await connect("127.0.0.1", port, tls=tls))
+    connections = len(conns)
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    lags: list[float] = []
+    state = [_Session(latencies, loop.create_future()) for _ in range(sessions)]
+    stream_ids = [0] * sessions
+    t0 = time.monotonic() + 0.2
+    starts = [t0 + stagger * i / sessions for i in range(sessions)]
+    # (due time, session index, step): step 0 opens the stream and sends the
+    # configuration, step j in 1..chunks sends audio chunk j (and, for the last,
+    # END_OF_SESSION, the final envelope and END_STREAM).
+    heap: list[tuple[float, int, int]] = [(starts[i], i, 0) for i in range(sessions)]
+    heapq.heapify(heap)
+    last_send = t0 + stagger + audio_seconds
+    deadline = last_send + grace
+
+    # CPU is measured while every session streams: after the last start, before
+    # the first end.
+    server_meters = [CpuMeter(member.pid) for member in group]
+    client_meter = ClientMeter()
+    machine = MachineMeter()
+    meters = (*server_meters, client_meter, machine)
+    rss_peak = 0
+    window_begin = t0 + stagger + 0.5
+    window_end = t0 + audio_seconds
+    metering = "before"
+    first_error: str | None = None
+
+    async def sample_rss() -> None:
+        nonlocal rss_peak
+        from .servers import rss_bytes
+
+        while True:
+            try:
+                rss_peak = max(rss_peak, sum(rss_bytes(member.pid) for member in group))
+            except (OSError, RuntimeError):
+                return
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample_rss())
+    try:
+        while heap:
+            now = time.monotonic()
+            if now > deadline:
+                break
+            if metering == "before" and now >= window_begin:
+                for meter in meters:
+                    meter.start()
+                metering = "on"
+            elif metering == "on" and now >= window_end:
+                for meter in meters:
+                    meter.stop()
+                metering = "done"
+            due = heap[0][0]
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            while heap and heap[0][0] <= now:
+                scheduled, i, step = heapq.heappop(heap)
+                conn = conns[i % connections]
+                session = state[i]
+                if step == 0:
+                    headers = request_headers(
+                        new_session_id(), scheme=scheme, authority=conn.authority
+                    )
+                    try:
+                        stream_ids[i] = conn.start(headers, session)
+                    except Exception as error:  # refused stream: counted as failed
+                        session.on_reset(f"could not open a stream: {error}")
+                        continue
+                    conn.send(stream_ids[i], config)
+                else:
+                    stream_id = stream_ids[i]
+                    conn.send(
+                        stream_id, audio[step - 1], on_sent=partial(_record_lag, lags, scheduled)
+                    )
+                    if step % _FRAMES_PER_SEGMENT == _FRAMES_PER_SEGMENT - 1:
+                        # An empty write after the audio event: its callback runs
+                        # when that event has been framed, like the lag's.
+                        conn.send(stream_id, b"", on_sent=session.completing_chunk_sent)
+                    if step == chunks:
+                        conn.send(stream_id, tail, end_stream=True)
+                if step < chunks:
+                    heapq.heappush(heap, (starts[i] + (step + 1) * CHUNK_SECONDS, i, step + 1))
+            for conn in conns:
+                conn.flush()
+        pending = [s.done for s in state if not s.done.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
+    finally:
+        sampler.cancel()
+        if metering == "on":
+            for meter in meters:
+                meter.stop()
+        for conn in conns:
+            conn.close()
+
+    finals_expected = sessions * audio_seconds
+    finals_received = sum(min(s.finals, audio_seconds) for s in state)
+    failed = 0
+    for s in state:
+        bad = s.error is not None or not s.ended or s.finals < audio_seconds
+        failed += bad
+        if bad and first_error is None:
+            first_error = s.error or (
+                f"{s.finals} of {audio_seconds} finals" + ("" if s.ended else ", unfinished")
+            )
+    lat_sorted = sorted(latencies)
+    lag_sorted = sorted(lags) or [0.0]
+    p99 = percentile(lat_sorted, 99) if lat_sorted else None
+    lag_max = lag_sorted[-1]
+    passed = (
+        failed == 0
+        and p99 is not None
+        and p99 < LATENCY_TARGET_S
+        and lag_max < LAG_TARGET_S
+        and finals_received == finals_expected
+    )
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 1)
+
+    server_cpu = sum(meter.share for meter in server_meters)
+    client_cpu = client_meter.share
+    return RealtimeResult(
+        server=kind,
+        sessions=sessions,
+        connections=connections,
+        audio_seconds=audio_seconds,
+        latency_p50_ms=ms(percentile(lat_sorted, 50)) if lat_sorted else None,
+        latency_p99_ms=ms(p99),
+        latency_max_ms=ms(lat_sorted[-1]) if lat_sorted else None,
+        lag_p50_ms=ms(percentile(lag_sorted, 50)) or 0.0,
+        lag_p99_ms=ms(percentile(lag_sorted, 99)) or 0.0,
+        lag_max_ms=ms(lag_max) or 0.0,
+        finals_expected=finals_expected,
+        finals_received=finals_received,
+        sessions_failed=failed,
+        server_cpu=round(server_cpu, 3),
+        server_cpu_ms_per_session_s=round(server_cpu / sessions * 1000, 3),
+        client_cpu=round(client_cpu, 3),
+        other_cpu=round(max(0.0, machine.busy - server_cpu - client_cpu), 3),
+        peak_rss_mib=round(rss_peak / 2**20, 1),
+        first_error=first_error,
+        passed=passed,
+    )

@@ -1,0 +1,323 @@
+"""Plain-text tables of the results, and the issue's targets checked against them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["table", "render", "check_targets"]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A left-aligned text table (``None`` shows as ``-``)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append("  ".join(t.ljust(w) for t, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def _bulk(results: dict[str, Any]) -> str:
+    bulk = results["bulk"]
+    rows = []
+    for transport, pair in bulk["best"].items():
+        for kind in ("baseline", "emulator"):
+            r = pair.get(kind)
+            if r is None:
+                continue
+            ratio = bulk["ratio"].get(transport) if kind == "emulator" else None
+            cpu_ratio = bulk.get("cpu_ratio", {}).get(transport) if kind == "emulator" else None
+            rows.append(
+                [
+                    transport,
+                    kind,
+                    r["sessions_per_s"],
+                    r["audio_s_per_s"],
+                    ratio,
+                    r.get("server_cpu_ms_per_session"),
+                    cpu_ratio,
+                    r["events_per_session"],
+                    r["server_cpu"],
+                    r["client_cpu"],
+                    r.get("other_cpu"),
+                    r["failed"],
+                ]
+            )
+    head = (
+        f"Bulk ingest: {bulk['audio_seconds']:g} s sessions, {bulk['connections']} connections x "
+        f"{bulk['streams']} streams, best of {bulk['rounds']} round(s) of {bulk['seconds']:g} s"
+    )
+    text = (
+        head
+        + "\n"
+        + table(
+            [
+                "transport",
+                "server",
+                "sessions/s",
+                "audio s/s",
+                "emu/base",
+                "CPU ms/session",
+                "per-CPU emu/base",
+                "events/session",
+                "server CPU",
+                "client CPU",
+                "other CPU",
+                "failed",
+            ],
+            rows,
+        )
+    )
+    if bulk.get("h2load"):
+        text += f"\nh2load cross-check (baseline, h2c): {bulk['h2load']}"
+    return text
+
+
+def _realtime(results: dict[str, Any]) -> str:
+    rt = results["realtime"]
+    rows = []
+    for r in rt["runs"]:
+        rows.append(
+            [
+                r["sessions"],
+                r["server"],
+                r["latency_p50_ms"],
+                r["latency_p99_ms"],
+                r["latency_max_ms"],
+                r["lag_p99_ms"],
+                r["lag_max_ms"],
+                f"{r['finals_received']}/{r['finals_expected']}",
+                r["server_cpu"],
+                r["client_cpu"],
+                r["other_cpu"],
+                r["peak_rss_mib"],
+                r["passed"],
+            ]
+        )
+    head = (
+        f"Real-time capacity: 100 ms chunks, a segment every 1 s, {rt['audio_seconds']} s per "
+        f"session, {rt['connections']} connections ({rt['transport']})"
+    )
+    largest = ", ".join(f"{k} {v if v else 'none'}" for k, v in rt["largest_passing"].items())
+    return (
+        head
+        + "\n"
+        + table(
+            [
+                "N",
+                "server",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "lag p99 ms",
+                "lag max ms",
+                "finals",
+                "server CPU",
+                "client CPU",
+                "other CPU",
+                "RSS MiB",
+                "pass",
+            ],
+            rows,
+        )
+        + f"\nLargest N with p99 < 100 ms, lag < 1 s, every final: {largest}"
+    )
+
+
+def _startup(results: dict[str, Any]) -> str:
+    s = results["startup"]
+    p = s.get("process", {})
+    f = s.get("fixture", {})
+    rows = [
+        ["python -m emulator -> healthy, cold (CA generated)", p.get("cold_ms")],
+        ["python -m emulator -> healthy, warm (median)", p.get("warm_median_ms")],
+        [
+            "python -m emulator -> healthy, warm (min..max)",
+            f"{p.get('warm_min_ms')}..{p.get('warm_max_ms')}",
+        ],
+        ["python -c pass (interpreter floor)", p.get("python_floor_ms")],
+        [f"pytest fixture {f.get('fixture')} set-up (median)", f.get("setup_median_ms")],
+        ["whole one-test pytest run (median)", f.get("pytest_wall_median_ms")],
+    ]
+    return "Start-up\n" + table(["what", "ms"], rows)
+
+
+def _memory(results: dict[str, Any]) -> str:
+    rows = [
+        [
+            m["server"],
+            m["sessions"],
+            m["idle_kib_per_session"],
+            m["active_kib_per_session"],
+            m["rss_before_idle_mib"],
+            m["rss_idle_mib"],
+            m["rss_active_peak_mib"],
+        ]
+        for m in results["memory"]
+    ]
+    return "Memory (RSS delta over N sessions)\n" + table(
+        [
+            "server",
+            "N",
+            "idle KiB/session",
+            "active KiB/session",
+            "RSS 0 MiB",
+            "RSS idle MiB",
+            "RSS active MiB",
+        ],
+        rows,
+    )
+
+
+def _codec(results: dict[str, Any]) -> str:
+    rows = []
+    for name, c in results["codec"].items():
+        rows.append(
+            [
+                name,
+                c["messages"],
+                c["emulator_mb_s"],
+                c["emulator_16k_pieces_mb_s"],
+                c["smithy_mb_s"],
+                c["emulator_msgs_s"],
+                c["smithy_msgs_s"],
+                c["ratio"],
+                c["ratio_16k_pieces"],
+            ]
+        )
+    return "Codec: decode of signed input events (envelope + inner message)\n" + table(
+        [
+            "frames",
+            "messages",
+            "emulator MB/s",
+            "emulator 16K MB/s",
+            "smithy MB/s",
+            "emulator msg/s",
+            "smithy msg/s",
+            "ratio",
+            "ratio 16K",
+        ],
+        rows,
+    )
+
+
+def _app(results: dict[str, Any]) -> str:
+    rows = [
+        [
+            a["server"],
+            a["sessions"],
+            a["cpu_ms_per_session"],
+            a["us_per_input_event"],
+            a["sessions_per_cpu_s"],
+        ]
+        for a in results["app"]
+    ]
+    return (
+        "App layer alone (ASGI app driven in-process, no HTTP/2): CPU per 10 s session\n"
+        + table(
+            ["app", "sessions", "CPU ms/session", "us/input event", "sessions per CPU-second"], rows
+        )
+    )
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, object]]:
+    """The issue's targets, each with the measured value and whether it is met."""
+    out: list[dict[str, object]] = []
+
+    def add(name: str, value: object, met: bool | None, goal: str) -> None:
+        out.append({"target": name, "goal": goal, "measured": value, "met": met})
+
+    if "bulk" in results:
+        for transport, ratio in results["bulk"]["ratio"].items():
+            add(
+                f"bulk ingest ratio, {transport}",
+                ratio,
+                None if ratio is None else ratio >= 0.7,
+                ">= 0.7 (0.85 stretch)",
+            )
+        for transport, ratio in results["bulk"].get("cpu_ratio", {}).items():
+            add(
+                f"bulk ingest per server CPU-second, {transport}",
+                ratio,
+                None if ratio is None else ratio >= 0.7,
+                ">= 0.7 (same, load-independent)",
+            )
+    if "realtime" in results:
+        largest = results["realtime"]["largest_passing"].get("emulator")
+        add(
+            "real-time sessions, one emulator process",
+            largest,
+            bool(largest and largest >= 2000),
+            ">= 2000",
+        )
+    if "startup" in results and "process" in results["startup"]:
+        warm = results["startup"]["process"].get("warm_median_ms")
+        add("start-up to healthy (warm)", warm, None if warm is None else warm < 1000, "< 1000 ms")
+        cold = results["startup"]["process"].get("cold_ms")
+        add("start-up to healthy (cold)", cold, None if cold is None else cold < 1000, "< 1000 ms")
+    if "memory" in results:
+        for m in results["memory"]:
+            if m["server"] == "emulator":
+                idle = m["idle_kib_per_session"]
+                add("memory per idle session", idle, idle < 50, "< 50 KiB")
+    if "codec" in results:
+        audio = results["codec"].get("audio", {})
+        ratio = audio.get("ratio")
+        add(
+            "codec vs smithy_aws_event_stream (audio events)",
+            ratio,
+            None if ratio is None else ratio >= 3,
+            ">= 3x",
+        )
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    """Every section present in ``results`` as text, then the targets."""
+    parts = []
+    meta = results.get("meta", {})
+    if meta:
+        parts.append(
+            f"Machine: {meta.get('cpus')} CPUs, Python {meta.get('python')}, "
+            f"load average before {meta.get('load_before')}, after {meta.get('load_after')}"
+        )
+    for key, fn in (
+        ("bulk", _bulk),
+        ("realtime", _realtime),
+        ("startup", _startup),
+        ("memory", _memory),
+        ("codec", _codec),
+        ("app", _app),
+    ):
+        if key in results:
+            parts.append(fn(results))
+    for key, error in results.get("errors", {}).items():
+        parts.append(f"{key}: FAILED: {error}")
+    targets = results.get("targets") or []
+    if targets:
+        rows = [
+            [
+                t["target"],
+                t["goal"],
+                t["measured"],
+                "met" if t["met"] else ("-" if t["met"] is None else "MISSED"),
+            ]
+            for t in targets
+        ]
+        parts.append("Targets\n" + table(["target", "goal", "measured", "status"], rows))
+    return "\n\n".join(parts)

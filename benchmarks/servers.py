@@ -1,0 +1,278 @@
+"""Server processes under test: the emulator and the bare baseline, and their CPU and memory.
+
+Both run as child processes started the way a user starts the emulator
+(``python -m emulator ...``; the baseline with the same options through
+:mod:`benchmarks.baseline`) and announce their endpoints on stdout. CPU time
+and RSS are read from ``/proc/<pid>`` (Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REPO_ROOT",
+    "set_emulator_root",
+    "server_env",
+    "ServerProcess",
+    "start_server",
+    "running_server",
+    "cpu_seconds",
+    "rss_bytes",
+    "CpuMeter",
+    "write_realtime_fixtures",
+    "REALTIME_SCENARIO",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where the emulator under test is imported from: the repository, or a copy
+#: given with ``--emulator-root`` (to compare a patched copy, say).
+emulator_root = REPO_ROOT
+
+
+def set_emulator_root(root: Path) -> None:
+    """Run servers (and in-process codec code) from the emulator package under ``root``."""
+    global emulator_root
+    emulator_root = root.resolve()
+    if str(emulator_root) not in sys.path:
+        sys.path.insert(0, str(emulator_root))
+
+
+def server_env() -> dict[str, str]:
+    """The environment of child processes: the emulator root first, then this repository."""
+    env = dict(os.environ)
+    roots = [str(emulator_root), str(REPO_ROOT), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, roots)))
+    return env
+
+
+#: Name of the scripted real-time scenario written by :func:`write_realtime_fixtures`.
+REALTIME_SCENARIO = "bench-realtime"
+
+_TLS_LINE = re.compile(r"endpoint \(TLS[^)]*\):\s*(https://\S+)")
+_H2C_LINE = re.compile(r"endpoint \(cleartext[^)]*\):\s*(http://\S+)")
+_CA_LINE = re.compile(r"CA certificate:\s*(\S.*)$")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(kw_only=True)
+class ServerProcess:
+    """A started server: its process, endpoints and CA."""
+
+    kind: str
+    process: subprocess.Popen[bytes]
+    tls_port: int
+    h2c_port: int
+    ca_file: Path | None
+    state_dir: Path
+    started_at: float
+    ready_at: float
+    stderr: Any = None
+
+    def stderr_text(self, limit: int = 4000) -> str:
+        """The last ``limit`` characters the server wrote to stderr."""
+        if self.stderr is None:
+            return ""
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")[-limit:]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+
+def _command(kind: str) -> list[str]:
+    if kind == "emulator":
+        return [sys.executable, "-m", "emulator"]
+    if kind == "baseline":
+        return [sys.executable, "-m", "benchmarks.baseline"]
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))
+
+
+def start_server(
+    kind: str,
+    *,
+    state_dir: Path,
+    fixtures: Path | None = None,
+    scenario: str | None = None,
+    extra_args: Sequence[str] = (),
+    timeout: float = 30.0,
+) -> ServerProcess:
+    """Start ``kind`` ("emulator" or "baseline") on free ports and wait for its endpoints.
+
+    Raises :class:`RuntimeError` (with the server's stderr) if it exits or stays
+    silent for ``timeout`` seconds.
+    """
+    args = [*_command(kind), "--host", "127.0.0.1", "--port", "0", "--h2c-port", "0"]
+    args += ["--state-dir", str(state_dir), "--log-level", "warning"]
+    if fixtures is not None:
+        args += ["--fixtures", str(fixtures)]
+    if scenario is not None:
+        args += ["--scenario", scenario]
+    args += list(extra_args)
+    stderr = tempfile.TemporaryFile()
+    started = time.monotonic()
+    # cwd = the emulator root: ``python -m emulator`` imports from the cwd first.
+    process = subprocess.Popen(
+        args,
+        cwd=emulator_root,
+        env=server_env(),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    tls = h2c = None
+    ca: Path | None = None
+    buffered = b""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = started + timeout
+    try:
+        while not (tls and h2c and ca):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or process.poll() is not None:
+                break
+            if not selector.select(min(remaining, 0.5)):
+                continue
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffered += chunk
+            *lines, buffered = buffered.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if m := _TLS_LINE.search(line):
+                    tls = m.group(1)
+                elif m := _H2C_LINE.search(line):
+                    h2c = m.group(1)
+                elif m := _CA_LINE.search(line):
+                    ca = Path(m.group(1).strip())
+    finally:
+        selector.close()
+    if not (tls and h2c):
+        with contextlib.suppress(Exception):
+            process.kill()
+            process.wait(5)
+        stderr.seek(0)
+        detail = stderr.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{kind} did not announce its endpoints within {timeout} s:\n{detail}")
+    # Drain stdout from here on so the server never blocks on a full pipe.
+    process.stdout.close()
+    return ServerProcess(
+        kind=kind,
+        process=process,
+        tls_port=_port_of(tls),
+        h2c_port=_port_of(h2c),
+        ca_file=ca,
+        state_dir=state_dir,
+        started_at=started,
+        ready_at=time.monotonic(),
+        stderr=stderr,
+    )
+
+
+@contextlib.contextmanager
+def running_server(
+    kind: str,
+    *,
+    fixtures: Path | None = None,
+    scenario: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[ServerProcess]:
+    """Start ``kind`` in a fresh state directory; stop it afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
+        server = start_server(
+            kind, state_dir=Path(tmp), fixtures=fixtures, scenario=scenario, extra_args=extra_args
+        )
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    # After the ")" closing comm: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes."""
+    with open(f"/proc/{pid}/status", "rb") as handle:
+        for line in handle:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class CpuMeter:
+    """CPU share of a process between :meth:`start` and :meth:`stop` (1.0 = one core)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = 0.0
+        self._wall = 0.0
+        self.share = 0.0
+
+    def start(self) -> None:
+        self._cpu = cpu_seconds(self.pid)
+        self._wall = time.monotonic()
+
+    def stop(self) -> float:
+        wall = time.monotonic() - self._wall
+        self.share = (cpu_seconds(self.pid) - self._cpu) / wall if wall > 0 else 0.0
+        return self.share
+
+
+def write_realtime_fixtures(directory: Path, *, seconds: int) -> Path:
+    """Write a fixtures dir whose scenario has a segment ending every second.
+
+    Segment ``k`` runs from ``k + 0.1`` to ``k + 0.9`` s with no partials, so its
+    end coincides with the end of the 9th 100 ms chunk of second ``k``: the
+    client's 10th, 20th, 30th... frame (the configuration is the first), which is
+    exactly where the baseline answers too. Returns ``directory``.
+    """
+    scenarios = directory / "scenarios"
+    scenarios.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "description: benchmark scenario, one segment ending every second",
+        "segments:",
+    ]
+    for k in range(seconds):
+        lines.append(
+            f"  - {{channel: 0, begin: {k}.1, end: {k}.9, partials: 0, "
+            f'content: "Segment {k}: the patient reports a mild cough for about ten days."}}'
+        )
+    (scenarios / f"{REALTIME_SCENARIO}.yaml").write_text("\n".join(lines) + "\n")
+    return directory
