@@ -630,6 +630,14 @@ def parse_audio_event(payload: bytes) -> bytes:
     ``audioChunk``, has other members, or the chunk is not standard padded base64.
     """
     document = _load_json_object(payload, "audioEvent")
+    # The per-frame hot path: a well-formed event is decoded once here; the
+    # generic structure check (which decodes the blob too) only explains failures.
+    if len(document) == 1:
+        value = document.get("audioChunk")
+        if isinstance(value, str):
+            decoded = _decode_blob(value)
+            if decoded is not None:
+                return decoded
     out: list[str] = []
     _check_structure(document, _AUDIO_EVENT, "audioEvent", out)
     _raise_if(out)

@@ -175,6 +175,9 @@ def running_server(app: App) -> Iterator[Server]:
 def duplex(monkeypatch: pytest.MonkeyPatch) -> None:
     """install() for one test; the first setattr only records what to restore."""
     monkeypatch.setattr(hypercorn.protocol, "H2Protocol", hypercorn.protocol.H2Protocol)
+    # The default 64 KiB connection window, so the floods below get through only
+    # if dropped DATA is handed back (the emulator widens the window in production).
+    monkeypatch.setattr(DuplexH2Protocol, "connection_window", 0)
     install()
 
 
