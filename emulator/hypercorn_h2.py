@@ -114,8 +114,9 @@ class DuplexH2Protocol(H2Protocol):
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
     ) -> None:
         await super().initiate(headers, settings)
-        self.connection.increment_flow_control_window(self.connection_window)
-        await self._flush()
+        if self.connection_window > 0:
+            self.connection.increment_flow_control_window(self.connection_window)
+            await self._flush()
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         # Events go to the base class one at a time because the app can close
