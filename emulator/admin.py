@@ -1,27 +1,35 @@
-"""The admin API under ``/_emulator/``: health, rules, reset and session look-up.
+"""The admin API under ``/_emulator/``: health, rules, reset, sessions and their journals.
 
 Thin Starlette handlers over :class:`emulator.backend.Backend`. Every error is
-JSON ``{"message": ...}`` naming the problem, with a fitting status.
+JSON ``{"message": ...}`` naming the problem, with a fitting status. A session
+is named by its id; ``?domainId=`` and ``?subscriptionId=`` pick one when
+several domains or subscriptions used the same id (else the newest wins).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import __version__
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
+from .journal import wav_header
+from .record import SessionRecord
 
 __all__ = ["admin_routes"]
 
 #: Largest admin request body accepted; an inline scenario fits well within it.
 MAX_ADMIN_BODY = 4 * 1024 * 1024
+
+#: Bytes read from an audio file at a time when serving it.
+_AUDIO_READ = 256 * 1024
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -85,7 +93,10 @@ def admin_routes(
         return JSONResponse({"deleted": 1})
 
     async def reset(request: Request) -> Response:
-        backend.reset()
+        try:
+            backend.reset()
+        except ConfigError as error:
+            return _error(400, f"cannot reset: {error}")
         return JSONResponse({"status": "reset"})
 
     async def list_sessions(request: Request) -> Response:
@@ -96,12 +107,43 @@ def admin_routes(
             }
         )
 
-    async def get_session(request: Request) -> Response:
+    def find(request: Request) -> SessionRecord | Response:
         session_id = request.path_params["session_id"]
-        record = backend.sessions.get(session_id)
+        record = backend.find(
+            session_id,
+            domain_id=request.query_params.get("domainId"),
+            subscription_id=request.query_params.get("subscriptionId"),
+        )
         if record is None:
             return _error(404, f"no session with id {session_id!r}")
+        return record
+
+    async def get_session(request: Request) -> Response:
+        record = find(request)
+        if isinstance(record, Response):
+            return record
         return JSONResponse(record.details())
+
+    async def session_events(request: Request) -> Response:
+        record = find(request)
+        if isinstance(record, Response):
+            return record
+        assert record.journal is not None
+        key = record.key
+        return JSONResponse(
+            {
+                "sessionId": key.session_id,
+                "domainId": key.domain_id,
+                "subscriptionId": key.subscription_id,
+                "events": record.journal.entries(),
+            }
+        )
+
+    async def session_audio(request: Request) -> Response:
+        record = find(request)
+        if isinstance(record, Response):
+            return record
+        return _audio_response(record)
 
     async def list_scenarios(request: Request) -> Response:
         return JSONResponse({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
@@ -116,5 +158,52 @@ def admin_routes(
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/sessions", list_sessions, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}", get_session, methods=["GET"]),
+        Route("/_emulator/sessions/{session_id}/events", session_events, methods=["GET"]),
+        Route("/_emulator/sessions/{session_id}/audio.wav", session_audio, methods=["GET"]),
         Route("/_emulator/scenarios", list_scenarios, methods=["GET"]),
     ]
+
+
+def _audio_response(record: SessionRecord) -> Response:
+    """The session's audio: PCM as one WAV (every stream, in order); FLAC as received.
+
+    A resumed FLAC session's streams are each a FLAC stream; they follow one another.
+    """
+    assert record.journal is not None
+    files = record.journal.audio_files()
+    sizes = [path.stat().st_size for path in files]
+    if record.media_encoding == "flac":
+        if not files:
+            return _error(404, f"session {record.key.session_id} has received no audio")
+        return StreamingResponse(
+            _read(files, sizes),
+            media_type="audio/flac",
+            headers={"content-length": str(sum(sizes))},
+        )
+    channels = 2 if (record.configuration or {}).get("channelDefinitions") else 1
+    # Whole sample frames only: a WAV's data is a whole number of blocks.
+    total = sum(sizes) - sum(sizes) % (2 * channels)
+    header = wav_header(sample_rate=record.sample_rate, channels=channels, data_bytes=total)
+
+    def body() -> Iterator[bytes]:
+        yield header
+        yield from _read(files, sizes, limit=total)
+
+    return StreamingResponse(
+        body(), media_type="audio/wav", headers={"content-length": str(len(header) + total)}
+    )
+
+
+def _read(files: list[Path], sizes: list[int], *, limit: int | None = None) -> Iterator[bytes]:
+    """Yield the files' first ``sizes`` bytes in turn, at most ``limit`` bytes in all."""
+    left = sum(sizes) if limit is None else limit
+    for path, size in zip(files, sizes, strict=True):
+        with open(path, "rb") as file:
+            todo = min(size, left)
+            while todo > 0:
+                chunk = file.read(min(_AUDIO_READ, todo))
+                if not chunk:
+                    break
+                todo -= len(chunk)
+                left -= len(chunk)
+                yield chunk

@@ -1,4 +1,8 @@
-"""The ASGI application: the streaming route in raw ASGI, everything else through Starlette."""
+"""The ASGI application: the two scribe-stream routes in raw ASGI, the rest through Starlette.
+
+Starlette serves the admin API (``/_emulator/``) and, when the backend has a
+resource registry, the control plane of domains, subscriptions and tags.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from starlette.responses import JSONResponse
 
 from .admin import admin_routes
 from .backend import Backend
+from .control import control_routes
+from .details import SessionDetailsEndpoint, match_session_path
+from .sigv4 import CredentialStore
 from .stream import Receive, Scope, Send, StreamEndpoint
 
 __all__ = ["create_app", "STREAM_PATH"]
@@ -31,17 +38,33 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    backend: Backend, *, ca_file: Path | None = None, endpoints: dict[str, str] | None = None
+    backend: Backend,
+    *,
+    ca_file: Path | None = None,
+    endpoints: dict[str, str] | None = None,
+    credentials: CredentialStore | None = None,
 ) -> Any:
-    """Return the emulator's ASGI app bound to ``backend``."""
+    """Return the emulator's ASGI app bound to ``backend``.
+
+    With ``credentials``, stream requests and their events must be SigV4-signed
+    by one of them.
+    """
     routes = admin_routes(backend, ca_file=ca_file, endpoints=endpoints or {})
+    if backend.resources is not None:
+        routes += control_routes(backend.resources)
     admin = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    stream = StreamEndpoint(backend)
+    stream = StreamEndpoint(backend, credentials=credentials)
+    details = SessionDetailsEndpoint(backend)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == STREAM_PATH:
-            await stream(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path == STREAM_PATH:
+                await stream(scope, receive, send)
+                return
+            if method == "GET" and (ids := match_session_path(scope)) is not None:
+                await details(scope, receive, send, ids=ids)
+                return
         await admin(scope, receive, send)
 
     app.backend = backend  # type: ignore[attr-defined]

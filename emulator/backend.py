@@ -1,143 +1,113 @@
-"""The emulator's state: rules, scenarios and the record of every session (moto's backend).
+"""The emulator's state: rules, scenarios and listening sessions (moto's backend).
 
-Route handlers stay thin and call into :class:`Backend`; the backend holds no
-I/O of its own beyond the optional rules file it reloads on reset.
+Route handlers stay thin and call into :class:`Backend`. Sessions are
+:class:`~emulator.record.SessionRecord` s kept in memory (at most ``retention``)
+and in the state database (:mod:`emulator.store`), written on lifecycle
+transitions and at stream end; each has a journal (:mod:`emulator.journal`).
+After END_OF_SESSION the post-stream artifacts are written by a task, from a
+worker thread, ``post_stream_delay`` seconds later.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import sqlite3
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ServiceError
-from .events import OutputEvent, StreamException, TranscriptResult
+from .artifacts import ARTIFACT_NAMES, Buckets, artifact_locations, make_buckets, s3_uri
+from .errors import ConfigError, InternalServerException, ServiceError, ValidationException
+from .events import OutputEvent
+from .journal import Journal
+from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
+from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
+from .record import SessionKey, SessionRecord
 from .rules import Rule, RuleBook, load_rules_file, parse_rule
-from .scenario import Scenario
+from .scenario import Scenario, parse_scenario
 from .session import ScenarioSource, ScribeSession
-from .synthetic import synthetic_scenario
+from .store import DATABASE_NAME, SessionStore
+from .synthetic import SyntheticScenario, synthetic_scenario
 from .validation import Configuration, StreamRequest
 
-__all__ = ["Backend", "SessionRecord", "SYNTHETIC"]
+__all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETENTION"]
 
 log = logging.getLogger("medscribe.sessions")
 
 #: The scenario name that means "generate a visit with Faker".
 SYNTHETIC = "synthetic"
 
-#: How many session records are kept before the oldest finished ones go.
-MAX_SESSION_RECORDS = 10_000
+#: Sessions kept when no retention is given.
+DEFAULT_RETENTION = 1000
 
-
-def _now() -> float:
-    return time.time()
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
-
-
-@dataclass(slots=True)
-class SessionRecord:
-    """What the admin API reports about one stream of a session."""
-
-    request: StreamRequest
-    request_id: str
-    rule_id: str | None
-    started_at: float = field(default_factory=_now)
-    ended_at: float | None = None
-    session: ScribeSession | None = None
-    events_sent: dict[str, int] = field(default_factory=dict)
-    errors: list[dict[str, str]] = field(default_factory=list)
-
-    def attach(self, session: ScribeSession) -> None:
-        self.session = session
-
-    def output_sent(self, event: OutputEvent) -> None:
-        if isinstance(event, TranscriptResult):
-            key = "transcriptEvent"
-        else:
-            assert isinstance(event, StreamException)
-            key = event.member
-            self.errors.append({"type": event.member, "message": event.message})
-        self.events_sent[key] = self.events_sent.get(key, 0) + 1
-
-    @property
-    def status(self) -> str:
-        if self.session is None:
-            return "IN_PROGRESS"
-        state = self.session.state.value
-        if state in ("AWAITING_CONFIGURATION", "STREAMING"):
-            return "IN_PROGRESS"
-        return state
-
-    def summary(self) -> dict[str, Any]:
-        session = self.session
-        return {
-            "sessionId": self.request.session_id,
-            "domainId": self.request.domain_id,
-            "subscriptionId": self.request.subscription_id,
-            "requestId": self.request_id,
-            "status": self.status,
-            "scenario": session.scenario.name if session and session.scenario else None,
-            "ruleId": self.rule_id,
-            "startedAt": _iso(self.started_at),
-            "endedAt": _iso(self.ended_at),
-            "audioSeconds": round(session.audio_seconds, 6) if session else 0.0,
-        }
-
-    def details(self) -> dict[str, Any]:
-        session = self.session
-        configuration = session.configuration if session else None
-        stats = session.stats if session else None
-        return {
-            **self.summary(),
-            "headers": {
-                "languageCode": self.request.language_code,
-                "mediaSampleRateHertz": self.request.sample_rate,
-                "mediaEncoding": self.request.media_encoding,
-            },
-            "configuration": dict(configuration.raw) if configuration else None,
-            "eventsReceived": dict(stats.events_received) if stats else {},
-            "audioBytes": stats.audio_bytes if stats else 0,
-            "eventsSent": dict(self.events_sent),
-            "partialsSent": stats.partials_sent if stats else 0,
-            "finalsSent": stats.finals_sent if stats else 0,
-            "errors": list(self.errors),
-        }
+#: ArtifactDetails.failureReason is at most 2048 characters (ErrorMessage).
+_MAX_REASON = 2048
 
 
 class Backend:
-    """Rules, scenarios and session records of one emulator process."""
+    """Rules, scenarios and listening sessions of one emulator process.
+
+    ``state_dir`` holds the database, the journals and the on-disk S3 stand-in
+    (unless ``s3_endpoint_url`` names a real S3-compatible endpoint).
+    ``resources`` (a :class:`~emulator.resources.ResourceRegistry`) is consulted
+    only with ``strict_resources``. ``clock`` gives epoch seconds. Raises
+    :class:`ConfigError` for an unknown default scenario or unusable state.
+    """
 
     def __init__(
         self,
         *,
         scenarios: Mapping[str, Scenario],
+        state_dir: Path,
         default_scenario: str = SYNTHETIC,
         seed: int = 0,
         rules_file: Path | None = None,
+        retention: int = DEFAULT_RETENTION,
+        post_stream_delay: float = 2.0,
+        s3_endpoint_url: str | None = None,
+        limits: SessionLimits | None = None,
+        resources: Any = None,
+        strict_resources: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if default_scenario != SYNTHETIC and default_scenario not in scenarios:
             raise ConfigError(
                 f"--scenario {default_scenario!r} is not a known scenario; known: "
                 + ", ".join([SYNTHETIC, *sorted(scenarios)])
             )
+        if retention < 1:
+            raise ConfigError(f"--retention must keep at least 1 session, got {retention}")
         self.scenarios = dict(scenarios)
         self.default_scenario = default_scenario
         self.seed = seed
         self.rules = RuleBook()
         self.rules_file = rules_file
-        self.sessions: dict[str, SessionRecord] = {}
+        self.retention = retention
+        self.post_stream_delay = post_stream_delay
+        self.limits = limits or SessionLimits()
+        self.resources = resources
+        self.strict_resources = strict_resources
+        self.clock = clock
         self.rejections: list[dict[str, Any]] = []
         self.active = 0
         self.total = 0
+        self.state_dir = state_dir
+        self.journal_root = state_dir / "sessions"
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.store = SessionStore(state_dir / DATABASE_NAME)
+        except (OSError, sqlite3.Error) as error:
+            raise ConfigError(f"cannot open the session database in {state_dir}: {error}") from None
+        self.buckets: Buckets = make_buckets(state_dir=state_dir, s3_endpoint_url=s3_endpoint_url)
+        self.sessions: dict[SessionKey, SessionRecord] = {}
+        self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
+        self._closed = False
+        self._seq = self.store.max_seq()
         self._load_rules_file()
+        self._load_sessions()
 
     # -- rules ---------------------------------------------------------------
 
@@ -151,6 +121,7 @@ class Backend:
         return self.rules.add(parse_rule(data, scenarios=self.scenarios))
 
     def match_rule(self, request: StreamRequest) -> Rule | None:
+        """Return the newest rule matching ``request`` (counting the use), or None."""
         return self.rules.match(
             session_id=request.session_id,
             domain_id=request.domain_id,
@@ -158,16 +129,56 @@ class Backend:
         )
 
     def reset(self) -> None:
-        """Forget sessions and API-added rules; rules from the rules file come back."""
+        """Forget sessions (but the live ones), rejections and API-added rules.
+
+        Rules from the rules file come back; resources go back to their seed.
+        """
         self.rules.clear()
-        self.sessions.clear()
+        self._drop([r for r in self.sessions.values() if r.live is None])
         self.rejections.clear()
         self._load_rules_file()
+        if self.resources is not None:
+            self.resources.reset()
+
+    def check_resources(self, *, domain_id: str, subscription_id: str) -> None:
+        """With ``strict_resources``, check the domain and subscription exist and are active.
+
+        Raises :class:`~emulator.errors.ResourceNotFoundException` or
+        :class:`ValidationException` (see ``ResourceRegistry.check_stream``).
+        """
+        if self.strict_resources and self.resources is not None:
+            self.resources.check_stream(domain_id=domain_id, subscription_id=subscription_id)
 
     # -- scenarios -------------------------------------------------------------
 
     def scenario_for(
-        self, request: StreamRequest, configuration: Configuration, *, rule: Rule | None
+        self, record: SessionRecord, configuration: Configuration, *, rule: Rule | None
+    ) -> ScenarioSource:
+        """Return what ``record``'s stream replays, remembering the choice for resumption.
+
+        A session keeps the scenario of its first configured stream. Raises
+        :class:`ValidationException` when a resumed stream's channel definitions
+        differ from the session's, and :class:`InternalServerException` when a
+        stored scenario cannot be rebuilt.
+        """
+        if record.scenario is not None:
+            before = _channels(record.configuration)
+            now = _channels(configuration.raw)
+            if before != now:
+                raise ValidationException(
+                    f"configurationEvent.channelDefinitions is {_describe_channels(now)}: a "
+                    f"resumed stream must use the session's, {_describe_channels(before)}"
+                )
+            scenario = self._rebuild(record.scenario)
+        else:
+            scenario = self._choose(record.key.session_id, configuration, rule=rule)
+            record.scenario = _scenario_spec(scenario)
+        record.configuration = dict(configuration.raw)
+        self._save(record)
+        return scenario
+
+    def _choose(
+        self, session_id: str, configuration: Configuration, *, rule: Rule | None
     ) -> ScenarioSource:
         if rule is not None and rule.scenario is not None:
             return rule.scenario
@@ -176,26 +187,103 @@ class Backend:
         roles = None
         if configuration.channel_definitions:
             roles = {d.channel_id: d.participant_role for d in configuration.channel_definitions}
-        return synthetic_scenario(
-            seed=self.seed, session_id=request.session_id, channel_roles=roles
-        )
+        return synthetic_scenario(seed=self.seed, session_id=session_id, channel_roles=roles)
 
-    # -- sessions ----------------------------------------------------------------
+    @staticmethod
+    def _rebuild(spec: Mapping[str, Any]) -> ScenarioSource:
+        try:
+            if spec["kind"] == "synthetic":
+                return synthetic_scenario(
+                    seed=int(spec["seed"]),
+                    session_id=spec["sessionId"],
+                    channel_roles={int(ch): role for ch, role in spec["channelRoles"]},
+                )
+            return parse_scenario(spec["script"], name=spec["name"])
+        except (KeyError, TypeError, ValueError, ConfigError) as error:
+            raise InternalServerException(
+                f"the session's stored scenario cannot be rebuilt: {error}"
+            ) from None
 
-    def open_session(
+    # -- streams -----------------------------------------------------------------
+
+    def open_stream(
         self, request: StreamRequest, *, request_id: str, rule: Rule | None
     ) -> SessionRecord:
-        record = SessionRecord(
-            request=request, request_id=request_id, rule_id=rule.id if rule else None
+        """Start a stream on the session ``request`` names: a new one, or a paused one.
+
+        Returns the session's record, now IN_PROGRESS. Raises
+        :class:`ValidationException` naming the rule when the session is live,
+        COMPLETED or FAILED, past its resume window or audio limit, or when the
+        stream's media headers differ from the session's.
+        """
+        key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
+        record = self.sessions.get(key)
+        now = self.clock()
+        if record is None:
+            record = SessionRecord(
+                key=key,
+                seq=self._next_seq(),
+                language_code=request.language_code,
+                sample_rate=request.sample_rate,
+                media_encoding=request.media_encoding,
+                created_at=now,
+                status=transition(None, "open", session_id=request.session_id),
+            )
+            record.journal = self._journal(record)
+            self.sessions[key] = record
+        else:
+            try:
+                status = transition(record.status, "open", session_id=request.session_id)
+                check_resume(
+                    session_id=request.session_id,
+                    created_at=record.created_at,
+                    audio_seconds=record.progress.audio_seconds,
+                    now=now,
+                    limits=self.limits,
+                )
+                _check_media(record, request)
+            except ValidationException as error:
+                assert record.journal is not None
+                record.journal.record(
+                    {
+                        "direction": "stream",
+                        "type": "streamRefused",
+                        "requestId": request_id,
+                        "message": error.message,
+                    }
+                )
+                raise
+            record.status = status
+        record.ended_at = None
+        record.streams += 1
+        record.request_id = request_id
+        if rule is not None:
+            record.rule_id = rule.id
+        assert record.journal is not None
+        record.journal.start_stream(record.streams)
+        record.journal.record(
+            {
+                "direction": "stream",
+                "type": "streamStarted",
+                "stream": record.streams,
+                "requestId": request_id,
+                "resumed": record.streams > 1,
+                "audioClock": record.progress.audio_seconds,
+                "headers": {
+                    "languageCode": request.language_code,
+                    "mediaSampleRateHertz": request.sample_rate,
+                    "mediaEncoding": request.media_encoding,
+                },
+            }
         )
-        self.sessions.pop(request.session_id, None)
-        self.sessions[request.session_id] = record
-        self._trim()
         self.active += 1
         self.total += 1
+        self._save(record)
+        self._trim()
         log.info(
-            "session %s started (domain %s, %s %d Hz, scenario rule %s)",
+            "session %s started (stream %d, domain %s, %s %d Hz, rule %s)",
             request.session_id,
+            record.streams,
             request.domain_id,
             request.media_encoding,
             request.sample_rate,
@@ -203,18 +291,67 @@ class Backend:
         )
         return record
 
-    def close_session(self, record: SessionRecord) -> None:
-        record.ended_at = _now()
+    def new_session(
+        self,
+        record: SessionRecord,
+        request: StreamRequest,
+        *,
+        rule: Rule | None,
+        send: Callable[[OutputEvent], None],
+    ) -> ScribeSession:
+        """Return the state machine of ``record``'s new stream, resuming its progress."""
+        journal = record.journal
+        assert journal is not None
+        session = ScribeSession(
+            request=request,
+            scenario_for=lambda configuration: self.scenario_for(record, configuration, rule=rule),
+            send=send,
+            resume=record.progress if record.streams > 1 else None,
+            on_audio=journal.audio,
+            max_audio_seconds=self.limits.max_audio_seconds,
+            stats=record.stats,
+        )
+        record.live = session
+        return session
+
+    def close_stream(self, record: SessionRecord) -> None:
+        """End ``record``'s live stream: settle its status, save it, start post-stream actions."""
+        session = record.live
+        record.live = None
         self.active -= 1
-        session = record.session
+        if session is None:
+            return
+        record.status = transition(
+            StreamStatus.IN_PROGRESS,
+            stream_outcome(session.state),
+            session_id=record.key.session_id,
+        )
+        record.progress = session.progress()
+        record.ended_at = self.clock()
+        journal = record.journal
+        assert journal is not None
+        journal.record(
+            {
+                "direction": "stream",
+                "type": "streamEnded",
+                "stream": record.streams,
+                "status": record.status.value,
+                "audioClock": record.progress.audio_seconds,
+            }
+        )
+        journal.flush()
+        if record.status is StreamStatus.COMPLETED and record.configuration is not None:
+            self._start_post_stream(record)
+        self._save(record)
         log.info(
-            "session %s ended: %s after %.2f s of audio, %d results sent%s",
-            record.request.session_id,
-            record.status,
-            session.audio_seconds if session else 0.0,
-            sum(record.events_sent.values()),
-            f" ({record.errors[-1]['type']}: {record.errors[-1]['message']})"
-            if record.errors
+            "session %s ended: %s (stream %d) at %.2f s of audio, %d results sent%s",
+            record.key.session_id,
+            record.status.value,
+            record.streams,
+            record.progress.audio_seconds,
+            record.stats.results_sent,
+            f" ({record.errors[-1]['type']})"
+            if record.status is StreamStatus.FAILED and record.errors
             else "",
         )
 
@@ -228,13 +365,290 @@ class Backend:
             {"requestId": request_id, "error": error.code, "message": error.message, **ids}
         )
         del self.rejections[:-1000]
-        log.info("request %s rejected: %s: %s", request_id, error.code, error.message)
+        log.info("request %s rejected: %s", request_id, error.code)
+
+    # -- look-ups ----------------------------------------------------------------
+
+    def get(self, key: SessionKey) -> SessionRecord | None:
+        """Return the session with these ids, or None."""
+        return self.sessions.get(key)
+
+    def find(
+        self,
+        session_id: str,
+        *,
+        domain_id: str | None = None,
+        subscription_id: str | None = None,
+    ) -> SessionRecord | None:
+        """Return the newest session with ``session_id`` (and the given ids), or None."""
+        for record in reversed(self.sessions.values()):
+            key = record.key
+            if (
+                key.session_id == session_id
+                and domain_id in (None, key.domain_id)
+                and subscription_id in (None, key.subscription_id)
+            ):
+                return record
+        return None
+
+    # -- life of the process -----------------------------------------------------
+
+    def start(self) -> None:
+        """Resume post-stream actions a previous run left IN_PROGRESS (call in the loop)."""
+        for record in self.sessions.values():
+            if _post_stream_pending(record):
+                self._schedule_post_stream(record)
+
+    def close(self) -> None:
+        """Stop post-stream tasks, flush journals and close the database."""
+        if self._closed:
+            return
+        for task in list(self._post_tasks.values()):
+            task.cancel()
+        for record in self.sessions.values():
+            if record.journal is not None:
+                record.journal.flush()
+        self._closed = True
+        self.store.close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _journal(self, record: SessionRecord) -> Journal:
+        key = record.key
+        directory = self.journal_root / key.domain_id / key.subscription_id / key.session_id
+        return Journal(directory, audio_suffix=record.media_encoding)
+
+    def _save(self, record: SessionRecord) -> None:
+        if self._closed or self.sessions.get(record.key) is not record:
+            return
+        key = record.key
+        self.store.save(
+            domain_id=key.domain_id,
+            subscription_id=key.subscription_id,
+            session_id=key.session_id,
+            seq=record.seq,
+            status=record.status.value,
+            created_at=record.created_at,
+            data=record.to_data(),
+        )
+
+    def _load_sessions(self) -> None:
+        for row in self.store.load():
+            key = SessionKey(row.domain_id, row.subscription_id, row.session_id)
+            try:
+                record = SessionRecord.from_data(
+                    key, seq=row.seq, status=row.status, created_at=row.created_at, data=row.data
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("session %s: stored record unreadable (%s); dropped", key[2], error)
+                continue
+            record.journal = self._journal(record)
+            self.sessions[key] = record
+            if record.status is StreamStatus.IN_PROGRESS:
+                # The emulator stopped while a stream ran: the connection is gone.
+                record.status = StreamStatus.PAUSED
+                record.ended_at = record.ended_at or self.clock()
+                self._save(record)
+        self._trim()
 
     def _trim(self) -> None:
-        if len(self.sessions) <= MAX_SESSION_RECORDS:
+        excess = len(self.sessions) - self.retention
+        if excess <= 0:
             return
-        for key in list(self.sessions):
-            if len(self.sessions) <= MAX_SESSION_RECORDS:
+        victims = []
+        for record in self.sessions.values():  # oldest first
+            if len(victims) >= excess:
                 break
-            if self.sessions[key].ended_at is not None:
-                del self.sessions[key]
+            if record.live is None:
+                victims.append(record)
+        self._drop(victims)
+
+    def _drop(self, records: list[SessionRecord]) -> None:
+        for record in records:
+            self.sessions.pop(record.key, None)
+            task = self._post_tasks.pop(record.key, None)
+            if task is not None:
+                task.cancel()
+            if record.journal is not None:
+                record.journal.remove()
+        if records and not self._closed:
+            self.store.delete(r.key for r in records)
+
+    # -- post-stream actions --------------------------------------------------------
+
+    def _start_post_stream(self, record: SessionRecord) -> None:
+        assert record.configuration is not None
+        settings = record.configuration["postStreamActionSettings"]
+        locations = artifact_locations(settings["outputS3Uri"], **record.key._asdict())
+        results: dict[str, Any] = {
+            name: {"status": "IN_PROGRESS", "outputLocation": s3_uri(locations[name])}
+            for name in ARTIFACT_NAMES
+        }
+        record.post_stream = {"startedAt": self.clock(), "results": results}
+        coding = settings.get("medicalCodeGenerationSettings") or {}
+        if coding.get("enabled"):
+            record.post_stream["medicalCodes"] = {
+                "status": "SKIPPED",
+                "failureReason": "the emulator does not generate medical codes",
+            }
+        self._schedule_post_stream(record)
+
+    def _schedule_post_stream(self, record: SessionRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct caller): start() picks it up later
+            return
+        assert record.post_stream is not None
+        elapsed = self.clock() - record.post_stream["startedAt"]
+        delay = min(max(self.post_stream_delay - elapsed, 0.0), self.post_stream_delay)
+        key = record.key
+        task = loop.create_task(self._finish_post_stream(key, delay))
+        self._post_tasks[key] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._post_tasks.get(key) is done:
+                del self._post_tasks[key]
+
+        task.add_done_callback(forget)
+
+    async def _finish_post_stream(self, key: SessionKey, delay: float) -> None:
+        await asyncio.sleep(delay)
+        record = self.sessions.get(key)
+        if record is None or record.post_stream is None or record.configuration is None:
+            return
+        assert record.journal is not None
+        record.journal.flush()
+        job = _ArtifactJob(record, buckets=self.buckets)
+        try:
+            results = await asyncio.to_thread(job.run)
+        except Exception:  # a bug of ours: say so in every artifact
+            log.exception("session %s: post-stream actions failed", key.session_id)
+            reason = "the emulator hit an internal error generating this artifact; see its log"
+            results = {
+                name: {"status": "FAILED", "failureReason": reason} for name in ARTIFACT_NAMES
+            }
+        if self.sessions.get(key) is not record:
+            return  # dropped meanwhile
+        record.post_stream["results"] = results
+        self._save(record)
+        log.info(
+            "session %s post-stream actions: %s",
+            key.session_id,
+            ", ".join(f"{name} {r['status']}" for name, r in results.items()),
+        )
+
+
+class _ArtifactJob:
+    """Everything the worker thread needs, copied so the record may change meanwhile."""
+
+    def __init__(self, record: SessionRecord, *, buckets: Buckets) -> None:
+        assert record.configuration is not None and record.journal is not None
+        self.key = record.key
+        self.language_code = record.language_code
+        self.configuration = record.configuration
+        self.scenario = record.scenario
+        self.journal = record.journal
+        self.buckets = buckets
+
+    def run(self) -> dict[str, dict[str, str]]:
+        """Build and write the three artifacts; return their ArtifactDetails."""
+        key = self.key
+        script = None
+        if self.scenario is not None and self.scenario.get("kind") == "script":
+            built = Backend._rebuild(self.scenario)
+            script = getattr(built, "post_stream", None)
+        roles = {
+            f"ch_{d['channelId']}": d["participantRole"]
+            for d in self.configuration.get("channelDefinitions") or ()
+        }
+        lines = final_lines(self.journal.iter_entries(), roles=roles)
+        builders: dict[str, Callable[[], dict[str, Any]]] = {
+            "transcriptResult": lambda: transcript_document(
+                ids={
+                    "SessionId": key.session_id,
+                    "DomainId": key.domain_id,
+                    "SubscriptionId": key.subscription_id,
+                },
+                language_code=self.language_code,
+                lines=lines,
+            ),
+            "noteResult": lambda: clinical_document(
+                configuration=self.configuration,
+                lines=lines,
+                script=script,
+                session_id=key.session_id,
+            ),
+            "afterVisitSummaryResult": lambda: after_visit_summary_document(
+                lines=lines, script=script, session_id=key.session_id
+            ),
+        }
+        locations = artifact_locations(
+            self.configuration["postStreamActionSettings"]["outputS3Uri"], **key._asdict()
+        )
+        results: dict[str, dict[str, str]] = {}
+        for name in ARTIFACT_NAMES:
+            reason = script.failure_of(name) if script is not None else None
+            if reason is not None:
+                results[name] = {"status": "FAILED", "failureReason": reason}
+                continue
+            location = locations[name]
+            try:
+                body = json.dumps(builders[name](), indent=2, ensure_ascii=False).encode()
+                self.buckets.put(location[0], location[1], body)
+            except Exception as error:  # the bucket's failure is the artifact's
+                message = f"could not write {s3_uri(location)}: {error}"
+                results[name] = {"status": "FAILED", "failureReason": message[:_MAX_REASON]}
+                continue
+            results[name] = {"status": "COMPLETED", "outputLocation": s3_uri(location)}
+        return results
+
+
+def _scenario_spec(scenario: ScenarioSource) -> dict[str, Any]:
+    """How to rebuild ``scenario`` after a restart (see :meth:`Backend._rebuild`)."""
+    if isinstance(scenario, SyntheticScenario):
+        return {
+            "kind": "synthetic",
+            "name": scenario.name,
+            "seed": scenario.seed,
+            "sessionId": scenario.session_id,
+            "channelRoles": [list(pair) for pair in scenario.channel_roles],
+        }
+    assert isinstance(scenario, Scenario)
+    return {"kind": "script", "name": scenario.name, "script": scenario.to_json()}
+
+
+def _post_stream_pending(record: SessionRecord) -> bool:
+    results = (record.post_stream or {}).get("results") or {}
+    return any(r.get("status") == "IN_PROGRESS" for r in results.values())
+
+
+def _channels(configuration: Mapping[str, Any] | None) -> list[tuple[int, str]] | None:
+    definitions = (configuration or {}).get("channelDefinitions")
+    if not definitions:
+        return None
+    return sorted((d["channelId"], d["participantRole"]) for d in definitions)
+
+
+def _describe_channels(channels: list[tuple[int, str]] | None) -> str:
+    if channels is None:
+        return "absent (one channel)"
+    return ", ".join(f"channel {ch} {role}" for ch, role in channels)
+
+
+def _check_media(record: SessionRecord, request: StreamRequest) -> None:
+    """A resumed stream keeps the session's language and audio format."""
+    pairs = (
+        ("x-amzn-medscribe-language-code", request.language_code, record.language_code),
+        ("x-amzn-medscribe-sample-rate", request.sample_rate, record.sample_rate),
+        ("x-amzn-medscribe-media-encoding", request.media_encoding, record.media_encoding),
+    )
+    for header, given, kept in pairs:
+        if given != kept:
+            raise ValidationException(
+                f"{header} is {given} but session {record.key.session_id} was started with "
+                f"{kept}: a resumed stream must use the session's language and audio format"
+            )

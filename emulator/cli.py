@@ -395,6 +395,26 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "write post-stream artifacts to this S3-compatible server instead of <state-dir>/s3",
         metavar="URL",
     )
+    _option(
+        parser,
+        "--verify-signatures",
+        "verify the SigV4 signature of each stream request and the chunk signature of "
+        "every event (default off: any credentials are accepted)",
+        action="store_const",
+        const=True,
+        default=None,
+    )
+    _option(
+        parser, "--access-key-id", "access key id accepted with --verify-signatures", metavar="KEY"
+    )
+    _option(parser, "--secret-access-key", "its secret access key", metavar="SECRET")
+    _option(
+        parser,
+        "--credentials-file",
+        "AWS-style credentials file with more key pairs to accept",
+        type=Path,
+        metavar="FILE",
+    )
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
@@ -503,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(settings)
     except ConfigError as error:
-        print(f"medscribe-emulator: invalid fixtures:\n{error}", file=sys.stderr)
+        print(f"medscribe-emulator: invalid configuration:\n{error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"medscribe-emulator: {error}", file=sys.stderr)

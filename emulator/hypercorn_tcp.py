@@ -13,18 +13,25 @@ client does so whenever an application closes its SDK client), two errors escape
   instead of a ``ConnectionError``.
 
 Both mean "the peer has gone", which is exactly what hypercorn's own handlers
-treat as a normal close. :class:`QuietTCPServer` handles them the same way.
+treat as a normal close. :class:`QuietTCPServer` handles them the same way, and
+bounds the wait for a TLS peer's close_notify (see :data:`CLOSE_TIMEOUT`), which
+otherwise holds shutdown for up to 30 s per idle pooled client connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import hypercorn.asyncio.run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.events import Closed, Event, RawData
 
-__all__ = ["QuietTCPServer", "install"]
+__all__ = ["QuietTCPServer", "install", "CLOSE_TIMEOUT"]
+
+#: Seconds a closing connection waits for the peer's TLS close_notify: plenty on
+#: a local network, and short enough for the 2 s shutdown promise.
+CLOSE_TIMEOUT = 0.5
 
 
 class QuietTCPServer(TCPServer):
@@ -42,9 +49,22 @@ class QuietTCPServer(TCPServer):
 
     async def _close(self) -> None:
         try:
-            await super()._close()
-        except ssl.SSLError:
-            # The peer sent data after its close_notify: it is gone all the same.
+            self.writer.write_eof()
+        except (NotImplementedError, OSError, RuntimeError):
+            pass  # TLS transports cannot half-close
+        self.writer.close()
+        try:
+            # A TLS close waits for the peer's close_notify, up to asyncio's 30 s
+            # SSL shutdown timeout; an idle pooled client (boto3, the CRT) never
+            # reads it, and server shutdown would wait with it. A peer that has
+            # not answered by then is treated as gone.
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)
+        except (TimeoutError, ssl.SSLError, OSError, RuntimeError):
+            # Includes APPLICATION_DATA_AFTER_CLOSE_NOTIFY: the peer is gone all the same.
+            self.writer.transport.abort()
+        except asyncio.CancelledError:
+            self.writer.transport.abort()
+        finally:
             await self.idle_task.stop()
 
 

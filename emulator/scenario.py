@@ -13,6 +13,9 @@ The file and inline form::
     faults:
       - {at: 10.0, exception: internalFailureException, message: "..."}
       - {at: 20.0, disconnect: true}
+    note: {...}                 # optional: the post-stream artifacts' content,
+    afterVisitSummary: [...]    # see emulator.notescript
+    artifacts: {...}
 
 Validation reports every problem of every file at once, each as
 ``file:line: field: message`` (:class:`Problem`), inside one
@@ -32,6 +35,7 @@ from typing import Protocol
 import yaml
 
 from emulator.errors import ConfigError
+from emulator.notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
 
 __all__ = [
     "Segment",
@@ -63,7 +67,7 @@ MAX_PARTIALS = 50
 #: File suffixes :func:`load_scenario_dir` reads, in the order it prefers them.
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 
-_SCENARIO_KEYS = ("description", "segments", "faults")
+_SCENARIO_KEYS = ("description", "segments", "faults", *POST_STREAM_KEYS)
 _SEGMENT_KEYS = ("channel", "begin", "end", "content", "partials")
 _FAULT_KEYS = ("at", "exception", "disconnect", "message")
 
@@ -142,13 +146,15 @@ class Fault:
 class Scenario:
     """A named, finite script. ``segments`` is kept sorted by ``begin`` and ``faults`` by ``at``.
 
-    Equal begins keep their given order (the sort is stable).
+    Equal begins keep their given order (the sort is stable). ``post_stream``
+    scripts the post-stream artifacts (None: derive them from the transcript).
     """
 
     name: str
     segments: tuple[Segment, ...] = ()
     faults: tuple[Fault, ...] = field(default=())
     description: str = ""
+    post_stream: PostStreamScript | None = None
 
     def __post_init__(self) -> None:
         # The session replays segments in begin order; sorting here keeps that true
@@ -167,6 +173,8 @@ class Scenario:
             out["description"] = self.description
         out["segments"] = [s.to_json() for s in self.segments]
         out["faults"] = [f.to_json() for f in self.faults]
+        if self.post_stream is not None:
+            out.update(self.post_stream.to_json())
         return out
 
 
@@ -468,10 +476,16 @@ def validate_scenario(
             if fault is not None:
                 faults.append(fault)
 
+    post_stream = validate_post_stream(top, path, checker, segment_count=len(segments))
+
     if len(checker.problems) > before:
         return None
     return Scenario(
-        name=name, segments=tuple(segments), faults=tuple(faults), description=description
+        name=name,
+        segments=tuple(segments),
+        faults=tuple(faults),
+        description=description,
+        post_stream=post_stream,
     )
 
 

@@ -23,7 +23,11 @@ from hypercorn.config import Config
 from . import hypercorn_h2
 from .app import create_app
 from .backend import Backend
+from .errors import ConfigError
+from .resources import ResourceRegistry
 from .scenario import load_scenario_dir
+from .sigv4 import Credentials, CredentialStore
+from .store import DATABASE_NAME
 from .tls import ensure_certificates
 
 __all__ = ["Settings", "RunningServer", "run", "serve", "packaged_fixtures", "build_backend"]
@@ -70,6 +74,44 @@ class Settings:
     post_stream_delay: float = 2.0
     #: Write post-stream artifacts to this S3-compatible endpoint instead of the state dir.
     s3_endpoint_url: str | None = None
+    #: Verify SigV4 signatures of stream requests and of every event.
+    verify_signatures: bool = False
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    #: An AWS-style credentials file with more key pairs to accept.
+    credentials_file: Path | None = None
+
+
+def credential_store(settings: Settings) -> CredentialStore | None:
+    """The key pairs to verify against, or ``None`` when verification is off.
+
+    Raises ConfigError when verification is on without any key pair, or the
+    credentials file is invalid.
+    """
+    if not settings.verify_signatures:
+        return None
+    store = CredentialStore()
+    if settings.access_key_id or settings.secret_access_key:
+        if not (settings.access_key_id and settings.secret_access_key):
+            raise ConfigError("--access-key-id and --secret-access-key go together")
+        store = CredentialStore(
+            [
+                Credentials(
+                    access_key_id=settings.access_key_id,
+                    secret_access_key=settings.secret_access_key,
+                )
+            ]
+        )
+    if settings.credentials_file is not None:
+        try:
+            store = store.merged(CredentialStore.from_file(settings.credentials_file))
+        except ValueError as error:
+            raise ConfigError(f"{settings.credentials_file}: {error}") from None
+    if not store:
+        raise ConfigError(
+            "--verify-signatures needs --access-key-id/--secret-access-key or --credentials-file"
+        )
+    return store
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,15 +127,34 @@ class RunningServer:
 
 
 def build_backend(settings: Settings) -> Backend:
-    """Load fixtures and build the backend; raises ConfigError on invalid fixtures."""
+    """Load fixtures, open the state dir and build the backend.
+
+    The state database ``<state-dir>/medscribe.sqlite3`` holds the sessions and
+    the resource registry (seeded from ``<fixtures>/resources.yaml``). Raises
+    ConfigError on invalid fixtures or an unusable state dir. The caller owns
+    the result: :meth:`Backend.close` it, and its ``resources``.
+    """
     fixtures = settings.fixtures or packaged_fixtures()
     scenarios = load_scenario_dir(fixtures)
-    return Backend(
-        scenarios=scenarios,
-        default_scenario=settings.scenario,
-        seed=settings.seed,
-        rules_file=fixtures / "rules.yaml",
-    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    registry = ResourceRegistry(db_path=settings.state_dir / DATABASE_NAME)
+    try:
+        registry.load_seed(fixtures / "resources.yaml")
+        return Backend(
+            scenarios=scenarios,
+            state_dir=settings.state_dir,
+            default_scenario=settings.scenario,
+            seed=settings.seed,
+            rules_file=fixtures / "rules.yaml",
+            retention=settings.retention,
+            post_stream_delay=settings.post_stream_delay,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            resources=registry,
+            strict_resources=settings.strict_resources,
+        )
+    except BaseException:
+        registry.close()
+        raise
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -129,8 +190,23 @@ async def serve(
     fixtures and OSError when a port cannot be bound, before serving anything.
     """
     hypercorn_h2.install()
+    credentials = credential_store(settings)
     backend = build_backend(settings)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await _serve(settings, backend, credentials, shutdown=shutdown, ready=ready)
+    finally:
+        backend.close()
+        backend.resources.close()
+
+
+async def _serve(
+    settings: Settings,
+    backend: Backend,
+    credentials: CredentialStore | None,
+    *,
+    shutdown: asyncio.Event,
+    ready: Callable[[RunningServer], None] | None,
+) -> None:
     ca_file: Path | None = None
     if settings.certfile and settings.keyfile:
         certfile, keyfile = settings.certfile, settings.keyfile
@@ -153,6 +229,7 @@ async def serve(
         backend,
         ca_file=ca_file,
         endpoints={"https": running.endpoint_url, "h2c": running.h2c_url},
+        credentials=credentials,
     )
     running = RunningServer(**{**running.__dict__, "app": app})
 
@@ -165,9 +242,14 @@ async def serve(
     config.insecure_bind = [f"fd://{h2c_sock.detach()}"]
     config.h2_max_concurrent_streams = MAX_CONCURRENT_STREAMS
     config.graceful_timeout = GRACEFUL_TIMEOUT
+    # hypercorn counts every HTTP/2 stream as a keep-alive request and sends
+    # GOAWAY after 1000: the SDK multiplexes all of an application's sessions on
+    # one connection, so a CI job would see its connection retired mid-run.
+    config.keep_alive_max_requests = 2**31
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 
+    backend.start()
     if ready is not None:
         ready(running)
     await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")

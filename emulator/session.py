@@ -11,7 +11,13 @@ Rules it keeps (from the service model and the user guide):
 * audio is ``audioEvent`` (base64 JSON) or ``binaryAudioEvent`` (raw payload),
   at most 32,000 bytes of audio each;
 * ``sessionControlEvent`` ``END_OF_SESSION`` ends the session: nothing may follow;
-* transcript results are released by the audio clock, never ahead of it.
+* transcript results are released by the audio clock, never ahead of it;
+* a session carries at most :data:`MAX_SESSION_AUDIO_SECONDS` of audio in all.
+
+A stream that continues a paused session is built with the paused one's
+:class:`SessionProgress`: its clock starts where the other stopped, segments
+already finished are not replayed, segments under way go on from their last
+partial, and faults that fired do not fire again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
 from .eventstream import Message
 from .scenario import Fault, Segment
+from .synthetic import MAX_AUDIO_SECONDS
 from .validation import (
     Configuration,
     StreamRequest,
@@ -37,7 +44,21 @@ from .validation import (
     parse_session_control_event,
 )
 
-__all__ = ["SessionState", "ScribeSession", "ScenarioSource", "INPUT_EVENT_TYPES", "TRANSITIONS"]
+__all__ = [
+    "SessionState",
+    "ScribeSession",
+    "ScenarioSource",
+    "SessionProgress",
+    "SessionStats",
+    "INPUT_EVENT_TYPES",
+    "TRANSITIONS",
+    "MAX_SESSION_AUDIO_SECONDS",
+    "segment_id",
+    "describe_duration",
+]
+
+#: The service's limit on one listening session's audio, over all its streams.
+MAX_SESSION_AUDIO_SECONDS = MAX_AUDIO_SECONDS
 
 
 class SessionState(enum.Enum):
@@ -95,12 +116,15 @@ class _Active:
     """A segment whose begin the clock has passed, and how far it was released."""
 
     segment: Segment
+    index: int  # its place in the scenario, which also names it (see segment_id)
     segment_id: str
     released: int = 0  # partials sent so far
 
 
 @dataclass(slots=True)
 class SessionStats:
+    """What one stream received and sent."""
+
     events_received: dict[str, int] = field(default_factory=dict)
     audio_bytes: int = 0
     results_sent: int = 0
@@ -108,11 +132,63 @@ class SessionStats:
     finals_sent: int = 0
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionProgress:
+    """How far a session got: what a stream resuming it continues from.
+
+    ``audio_seconds`` is the session's audio clock; ``next_segment`` the index
+    (in the scenario's begin order) of the first segment not yet begun;
+    ``active`` the segments begun but not finalised, as ``(index, partials
+    released)``; ``fired_faults`` the indexes (in ``at`` order) of faults that
+    fired. Raises :class:`ValueError` for impossible values.
+    """
+
+    audio_seconds: float = 0.0
+    next_segment: int = 0
+    active: tuple[tuple[int, int], ...] = ()
+    fired_faults: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.audio_seconds < 0 or self.next_segment < 0:
+            raise ValueError("audio_seconds and next_segment must be >= 0")
+        bad = [pair for pair in self.active if not 0 <= pair[0] < self.next_segment or pair[1] < 0]
+        if bad:
+            raise ValueError(f"active segments {self.active} must lie before {self.next_segment}")
+
+    def to_json(self) -> dict[str, object]:
+        """Return the progress as a JSON-ready mapping (the form :meth:`from_json` reads)."""
+        return {
+            "audioSeconds": self.audio_seconds,
+            "nextSegment": self.next_segment,
+            "active": [list(pair) for pair in self.active],
+            "firedFaults": list(self.fired_faults),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> SessionProgress:
+        """Return the progress :meth:`to_json` wrote; raises :class:`ValueError` otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"session progress must be a JSON object, got {type(data).__name__}")
+        try:
+            return cls(
+                audio_seconds=float(data["audioSeconds"]),
+                next_segment=int(data["nextSegment"]),
+                active=tuple((int(i), int(r)) for i, r in data["active"]),
+                fired_faults=tuple(int(i) for i in data["firedFaults"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"invalid session progress: {error!r}") from None
+
+
 class ScribeSession:
     """The state machine of one StartMedicalScribeListeningSession stream.
 
     ``scenario_for`` is called once, with the validated configuration, to pick
-    what is replayed. ``send`` receives every output event in order.
+    what is replayed (it may raise :class:`ValidationException` to refuse the
+    configuration). ``send`` receives every output event in order; ``on_audio``,
+    when given, every audio chunk accepted, before the clock reads it.
+    ``resume`` continues a paused session from its :class:`SessionProgress`;
+    ``stats``, when given, is counted on (a session's totals over its streams).
     """
 
     def __init__(
@@ -121,26 +197,48 @@ class ScribeSession:
         request: StreamRequest,
         scenario_for: Callable[[Configuration], ScenarioSource],
         send: Callable[[OutputEvent], None],
+        resume: SessionProgress | None = None,
+        on_audio: Callable[[bytes], None] | None = None,
+        max_audio_seconds: float = MAX_SESSION_AUDIO_SECONDS,
+        stats: SessionStats | None = None,
     ) -> None:
         self.request = request
         self.state = SessionState.AWAITING_CONFIGURATION
         self.configuration: Configuration | None = None
         self.scenario: ScenarioSource | None = None
-        self.stats = SessionStats()
+        self.stats = stats if stats is not None else SessionStats()
+        self.resumed = resume is not None
+        self._resume = resume or SessionProgress()
+        self._base = self._resume.audio_seconds
         self._scenario_for = scenario_for
         self._send = send
+        self._on_audio = on_audio
+        self._max_audio = max_audio_seconds
         self._clock: _Clock | None = None
         self._segments: Iterator[Segment] = iter(())
         self._next_segment: Segment | None = None
+        self._next_index = self._resume.next_segment
         self._active: list[_Active] = []
-        self._faults: list[Fault] = []
-        self._segment_ids = _segment_ids(request.session_id)
+        self._faults: list[tuple[int, Fault]] = []
+        self._fired: set[int] = set(self._resume.fired_faults)
 
     # -- public ------------------------------------------------------------
 
     @property
     def audio_seconds(self) -> float:
-        return self._clock.seconds if self._clock is not None else 0.0
+        """Seconds of audio of the whole session: earlier streams' and this one's."""
+        return self._base + self._clock.seconds if self._clock is not None else self._base
+
+    def progress(self) -> SessionProgress:
+        """Return how far the session got, for a later stream to resume from."""
+        if self._clock is None:  # never configured: nothing moved
+            return self._resume
+        return SessionProgress(
+            audio_seconds=self.audio_seconds,
+            next_segment=self._next_index,
+            active=tuple((active.index, active.released) for active in self._active),
+            fired_faults=tuple(sorted(self._fired)),
+        )
 
     @property
     def finished(self) -> bool:
@@ -173,9 +271,19 @@ class ScribeSession:
             self._end_of_session()
 
     def input_closed(self) -> None:
-        """The client closed its side without END_OF_SESSION: the session pauses."""
-        if not self.finished:
-            self.state = S.PAUSED
+        """The client closed its side without END_OF_SESSION: the session pauses.
+
+        The clock is finished so a FLAC stream's last frame counts: a resumed
+        stream starts its audio after it.
+        """
+        if self.finished:
+            return
+        self.state = S.PAUSED
+        if self._clock is not None:
+            try:
+                self._clock.finish()
+            except ValidationException:
+                pass  # a FLAC stream cut inside its metadata: no frames to count
 
     def fail(self, member: str, message: str) -> None:
         """End the stream with an in-stream exception."""
@@ -195,10 +303,26 @@ class ScribeSession:
         )
         self.scenario = self._scenario_for(configuration)
         self._segments = self.scenario.iter_segments()
+        # Skip what earlier streams of the session replayed, keeping those under way.
+        under_way = dict(self._resume.active)
+        for index in range(self._resume.next_segment):
+            segment = next(self._segments, None)
+            if segment is None:
+                break
+            if index in under_way:
+                self._active.append(
+                    _Active(
+                        segment=segment,
+                        index=index,
+                        segment_id=segment_id(self.request.session_id, index),
+                        released=under_way[index],
+                    )
+                )
         self._next_segment = next(self._segments, None)
-        self._faults = sorted(self.scenario.faults, key=lambda f: f.at)
-        # A fault at 0 fires before any audio: the clock "reaches" 0 at once.
-        self._advance(0.0)
+        faults = sorted(self.scenario.faults, key=lambda f: f.at)
+        self._faults = [(i, fault) for i, fault in enumerate(faults) if i not in self._fired]
+        # A fault at 0 fires before any audio: the clock "reaches" its start at once.
+        self._advance(self._base)
 
     def _receive_audio(self, chunk: bytes, event_type: str) -> None:
         if len(chunk) > MAX_AUDIO_CHUNK_BYTES:
@@ -207,12 +331,20 @@ class ScribeSession:
                 f"carry at most {MAX_AUDIO_CHUNK_BYTES} bytes"
             )
         assert self._clock is not None
+        if self._on_audio is not None:
+            self._on_audio(chunk)
         self.stats.audio_bytes += len(chunk)
-        self._advance(self._clock.add(chunk))
+        now = self._base + self._clock.add(chunk)
+        if now > self._max_audio:
+            raise ValidationException(
+                f"the session now has {now:.3f} s of audio: a listening session may carry "
+                f"at most {describe_duration(self._max_audio)} of audio over all its streams"
+            )
+        self._advance(now)
 
     def _end_of_session(self) -> None:
         assert self._clock is not None
-        now = self._clock.finish()
+        now = self._base + self._clock.finish()
         self._advance(now)
         if self.state is not S.STREAMING:  # a fault fired on the last audio
             return
@@ -229,11 +361,17 @@ class ScribeSession:
     def _advance(self, now: float) -> None:
         """Release everything the clock has reached, in time order."""
         while self._next_segment is not None and self._next_segment.begin <= now:
+            index = self._next_index
             self._active.append(
-                _Active(segment=self._next_segment, segment_id=next(self._segment_ids))
+                _Active(
+                    segment=self._next_segment,
+                    index=index,
+                    segment_id=segment_id(self.request.session_id, index),
+                )
             )
+            self._next_index += 1
             self._next_segment = next(self._segments, None)
-        due: list[tuple[float, int, int, _Active | Fault]] = []
+        due: list[tuple[float, int, int, _Active | int]] = []
         order = itertools.count()
         for active in self._active:
             seg = active.segment
@@ -244,14 +382,14 @@ class ScribeSession:
                 due.append((at, 0, next(order), active))
             if seg.end <= now:
                 due.append((seg.end, 1, next(order), active))
-        for fault in self._faults:
+        for fault_index, fault in self._faults:
             if fault.at > now:
                 break
-            due.append((fault.at, 2, next(order), fault))
+            due.append((fault.at, 2, next(order), fault_index))
         heapq.heapify(due)
         while due:
             at, kind, _, item = heapq.heappop(due)
-            if isinstance(item, Fault):
+            if isinstance(item, int):
                 self._fire(item)
                 return
             if kind == 0:
@@ -266,8 +404,10 @@ class ScribeSession:
                 )
                 self._active.remove(item)
 
-    def _fire(self, fault: Fault) -> None:
-        self._faults.remove(fault)
+    def _fire(self, fault_index: int) -> None:
+        fault = next(f for i, f in self._faults if i == fault_index)
+        self._faults = [(i, f) for i, f in self._faults if i != fault_index]
+        self._fired.add(fault_index)
         if fault.disconnect:
             self.state = S.PAUSED
             self._send(StreamReset(reason=f"scripted disconnect at {fault.at} s"))
@@ -342,7 +482,19 @@ def _prefix(content: str, k: int, n: int) -> str:
     return content[:cut]
 
 
-def _segment_ids(session_id: str) -> Iterator[str]:
-    """Repeatable segment ids: the same session replays with the same ids."""
+def segment_id(session_id: str, index: int) -> str:
+    """Return the id of the scenario's ``index``-th segment in session ``session_id``.
+
+    Repeatable: a session replays with the same ids, and a resumed stream goes on
+    with the ids of the segments it continues.
+    """
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"medscribe-emulator:{session_id}")
-    return (str(uuid.uuid5(namespace, str(n))) for n in itertools.count())
+    return str(uuid.uuid5(namespace, str(index)))
+
+
+def describe_duration(seconds: float) -> str:
+    """Return ``7200`` as ``"7200 s (2 hours)"``: a limit named as the service states it."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return f"{seconds:g} s ({hours} hour{'s' if hours != 1 else ''})"
+    return f"{seconds:g} s"

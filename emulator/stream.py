@@ -16,12 +16,15 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import FramingError, ServiceError, service_error
-from .events import OutputEvent, StreamReset, encode_output
-from .eventstream import EventStreamDecoder, open_envelope
+from .events import OutputEvent, StreamException, StreamReset, TranscriptResult, encode_output
+from .eventstream import EventStreamDecoder, Message, open_envelope
+from .journal import Journal
 from .session import ScribeSession, SessionState
+from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
 
 __all__ = ["StreamEndpoint", "error_response"]
@@ -61,19 +64,37 @@ class StreamEndpoint:
     """ASGI app for one route: StartMedicalScribeListeningSession.
 
     ``backend`` is the :class:`emulator.backend.Backend` holding rules,
-    scenarios and session records.
+    scenarios and sessions. Every input and output event goes to the session's
+    journal as it passes.
     """
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, *, credentials: CredentialStore | None = None) -> None:
         self.backend = backend
+        #: With credentials, every request and event signature is verified.
+        self.credentials = credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
+        signature: RequestSignature | None = None
         try:
+            if self.credentials is not None:
+                # Before the headers: a 401 wins over a 400, as on the service.
+                signature = verify_request(
+                    method=scope["method"],
+                    path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+                    query=scope["query_string"].decode("latin-1"),
+                    headers=scope["headers"],
+                    store=self.credentials,
+                    now=datetime.now(UTC),
+                )
             request = validate_stream_headers(scope["headers"])
+            self.backend.check_resources(
+                domain_id=request.domain_id, subscription_id=request.subscription_id
+            )
             rule = self.backend.match_rule(request)
             if rule is not None and rule.error is not None:
                 raise service_error(*rule.error)
+            record = self.backend.open_stream(request, request_id=request_id, rule=rule)
         except ServiceError as error:
             self.backend.record_rejection(scope["headers"], error, request_id=request_id)
             await error_response(send, error, request_id=request_id)
@@ -81,38 +102,40 @@ class StreamEndpoint:
 
         out: list[bytes] = []
         resets: list[StreamReset] = []
-        record = self.backend.open_session(request, request_id=request_id, rule=rule)
+        journal: Journal = record.journal
 
         def emit(event: OutputEvent) -> None:
             if isinstance(event, StreamReset):
                 resets.append(event)
+                journal.record(
+                    {
+                        "direction": "out",
+                        "type": "streamReset",
+                        "reason": event.reason,
+                        "audioClock": record.audio_seconds,
+                    }
+                )
                 return
             out.append(encode_output(event))
             record.output_sent(event)
+            journal.record(_output_entry(event, record.audio_seconds))
 
-        session = ScribeSession(
-            request=request,
-            scenario_for=lambda configuration: self.backend.scenario_for(
-                request, configuration, rule=rule
-            ),
-            send=emit,
-        )
-        record.attach(session)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    *request.response_headers(),
-                    (b"x-amzn-request-id", request_id.encode()),
-                    (b"content-type", _EVENTSTREAM),
-                ],
-            }
-        )
+        session = self.backend.new_session(record, request, rule=rule, send=emit)
         try:
-            await self._pump(receive, send, session, out, resets)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        *request.response_headers(),
+                        (b"x-amzn-request-id", request_id.encode()),
+                        (b"content-type", _EVENTSTREAM),
+                    ],
+                }
+            )
+            await self._pump(receive, send, session, journal, out, resets, signature)
         finally:
-            self.backend.close_session(record)
+            self.backend.close_stream(record)
         if resets:
             # Returning with the body unfinished makes the server reset the
             # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.
@@ -124,20 +147,32 @@ class StreamEndpoint:
         receive: Receive,
         send: Send,
         session: ScribeSession,
+        journal: Journal,
         out: list[bytes],
         resets: list[StreamReset],
+        signature: RequestSignature | None,
     ) -> None:
         decoder = EventStreamDecoder()
+        chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
         while not session.finished:
             message = await receive()
             if message["type"] == "http.disconnect":
+                journal.record(
+                    {
+                        "direction": "stream",
+                        "type": "disconnect",
+                        "audioClock": session.audio_seconds,
+                    }
+                )
                 session.input_closed()
                 return
             more_body = message.get("more_body", False)
             try:
                 for frame in decoder.receive_data(message.get("body", b"")):
                     envelope = open_envelope(frame)
+                    if chunks is not None:
+                        chunks.verify(envelope)
                     if envelope.inner is None:
                         signed_end = True
                         continue
@@ -147,11 +182,26 @@ class StreamEndpoint:
                             "an event arrived after the final empty signed frame that ends "
                             "the input stream",
                         )
+                    journal.record(_input_entry(envelope.inner, session.audio_seconds))
                     session.receive_event(envelope.inner)
                     if session.state in (SessionState.FAILED, SessionState.PAUSED):
                         break
+                if decoder.error_pending and not session.finished:
+                    # The good events ahead of a malformed frame were applied;
+                    # now the frame's own error.
+                    decoder.receive_data(b"")
                 if not more_body:
                     decoder.end_of_data()
+                    if chunks is not None and not session.finished:
+                        chunks.end_of_stream()
+                    if not session.finished:
+                        journal.record(
+                            {
+                                "direction": "stream",
+                                "type": "inputClosed",
+                                "audioClock": session.audio_seconds,
+                            }
+                        )
                     session.input_closed()
             except FramingError as error:
                 session.fail("validationException", f"malformed event-stream message: {error}")
@@ -168,3 +218,36 @@ class StreamEndpoint:
                 out.clear()
             if resets or not more_body:
                 return
+
+
+def _input_entry(message: Message, clock: float) -> dict[str, Any]:
+    """The journal entry of one inner input event, arrived at audio time ``clock``.
+
+    A configuration event is kept as received (the user's own data, for the
+    journal only: it is never logged).
+    """
+    event_type = message.headers.get(":event-type")
+    entry: dict[str, Any] = {
+        "direction": "in",
+        "type": event_type if isinstance(event_type, str) else repr(event_type),
+        "size": len(message.payload),
+        "audioClock": clock,
+    }
+    if event_type in ("configurationEvent", "sessionControlEvent"):
+        try:
+            entry["payload"] = json.loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            entry["payloadError"] = "not JSON"
+    return entry
+
+
+def _output_entry(event: TranscriptResult | StreamException, clock: float) -> dict[str, Any]:
+    """The journal entry of one output event, sent at audio time ``clock``."""
+    if isinstance(event, TranscriptResult):
+        return {
+            "direction": "out",
+            "type": "transcriptEvent",
+            **event.to_json(),
+            "audioClock": clock,
+        }
+    return {"direction": "out", "type": event.member, "message": event.message, "audioClock": clock}

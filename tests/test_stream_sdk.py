@@ -170,8 +170,11 @@ async def test_transcripts_flow_while_audio_is_still_being_sent(client, emulator
 
 
 async def test_synthetic_visit_is_the_default_and_repeats_for_the_same_session_id(client, emulator):
+    """Same (seed, sessionId), same visit. A COMPLETED session cannot stream again, so
+    the emulator forgets it (reset) before the second run."""
     session_id = new_session_id()
     first = await run_session(client, session_id, audio=pcm_tone(20.0), chunk_bytes=32000)
+    assert admin(emulator.h2c_url, "POST", "/_emulator/reset")[0] == 200
     second = await run_session(client, session_id, audio=pcm_tone(20.0), chunk_bytes=32000)
     assert first.error is None and second.error is None
     assert len(first.finals) >= 3

@@ -1,0 +1,134 @@
+"""Where post-stream artifacts go: their S3 locations, and the buckets that take them.
+
+Artifacts live under ``{outputS3Uri}/health-agent-listening-session/{domainId}/
+{subscriptionId}/{sessionId}/post-stream-action/`` (the Connect Health user
+guide). Two buckets can take them:
+
+* :class:`DiskBuckets`, the default: an S3 stand-in on disk,
+  ``<state-dir>/s3/<bucket>/<key>``, so nothing else needs to run;
+* :class:`S3Buckets`: a real S3 client (boto3) on an S3-compatible endpoint
+  (moto server, MinIO, LocalStack), with the usual AWS credential variables.
+
+Both are blocking; the backend calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from .notescript import ARTIFACT_NAMES
+
+__all__ = [
+    "ARTIFACT_FILES",
+    "ARTIFACT_NAMES",
+    "ArtifactLocation",
+    "Buckets",
+    "DiskBuckets",
+    "S3Buckets",
+    "artifact_locations",
+    "make_buckets",
+]
+
+#: Each artifact's key below the session's post-stream-action prefix.
+ARTIFACT_FILES = {
+    "transcriptResult": "transcript.json",
+    "noteResult": "clinical-notes/clinicalDoc.json",
+    "afterVisitSummaryResult": "clinical-notes/afterVisitSummary.json",
+}
+
+ArtifactLocation = tuple[str, str]  # (bucket, key)
+
+
+def artifact_locations(
+    output_s3_uri: str, *, domain_id: str, subscription_id: str, session_id: str
+) -> dict[str, ArtifactLocation]:
+    """Return each artifact's ``(bucket, key)`` for a session writing to ``output_s3_uri``.
+
+    ``output_s3_uri`` is a validated S3Uri (``s3://bucket[/prefix]``); a trailing
+    slash is not doubled.
+    """
+    rest = output_s3_uri.removeprefix("s3://")
+    bucket, _, prefix = rest.partition("/")
+    parts = [p for p in prefix.split("/") if p]
+    parts += [
+        "health-agent-listening-session",
+        domain_id,
+        subscription_id,
+        session_id,
+        "post-stream-action",
+    ]
+    base = "/".join(parts)
+    return {name: (bucket, f"{base}/{ARTIFACT_FILES[name]}") for name in ARTIFACT_NAMES}
+
+
+def s3_uri(location: ArtifactLocation) -> str:
+    """Return ``s3://bucket/key``."""
+    return f"s3://{location[0]}/{location[1]}"
+
+
+class Buckets(Protocol):
+    """Something that stores an object; ``put`` raises on failure with a readable message."""
+
+    def put(self, bucket: str, key: str, body: bytes) -> None: ...
+
+
+class DiskBuckets:
+    """An S3 stand-in on disk: object ``s3://b/k`` is the file ``<root>/b/k``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, bucket: str, key: str) -> Path:
+        """Return the file of ``bucket``/``key``.
+
+        Raises :class:`ValueError` when a key part is ``.`` or ``..`` (S3 keys may
+        hold them; a file path must not climb out of the bucket).
+        """
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in (bucket, *parts)):
+            raise ValueError(f"key {key!r} has '.' or '..' parts the disk stand-in cannot store")
+        return self.root.joinpath(bucket, *parts)
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        """Write the object atomically (a reader never sees half a file); raises OSError."""
+        path = self.path_of(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+        partial.write_bytes(body)
+        partial.replace(path)
+
+
+class S3Buckets:
+    """A real S3 client on ``endpoint_url`` (path-style, so any host name works).
+
+    Credentials and region come from the standard AWS variables and files; the
+    region defaults to us-east-1. Raises :class:`ImportError` without boto3.
+    """
+
+    def __init__(self, endpoint_url: str) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.endpoint_url = endpoint_url
+        session = boto3.session.Session()
+        self._client: Any = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=session.region_name or "us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        """PUT the object; raises botocore's errors (e.g. NoSuchBucket)."""
+        self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+
+
+def make_buckets(*, state_dir: Path, s3_endpoint_url: str | None) -> Buckets:
+    """Return :class:`S3Buckets` for ``s3_endpoint_url``, else :class:`DiskBuckets` under the
+    state dir."""
+    if s3_endpoint_url:
+        return S3Buckets(s3_endpoint_url)
+    return DiskBuckets(state_dir / "s3")

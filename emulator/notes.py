@@ -1,0 +1,261 @@
+"""The post-stream documents: transcript, clinical note and after-visit summary.
+
+Sans-IO and deterministic: built from the session's final transcript segments,
+its configuration (template type, custom sections, channel roles) and the
+scenario's :class:`~emulator.notescript.PostStreamScript` when it scripts them.
+Shapes follow HealthScribe's output files (``Conversation``,
+``ClinicalDocumentation``), with every summary linked to the transcript
+segments it rests on by ``EvidenceLinks``.
+
+A derived note files each utterance under the template section whose cue words
+it shares most; an utterance sharing none follows the one before it (an answer
+stays with its question).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .notescript import PostStreamScript, Summary
+from .session import segment_id
+
+__all__ = [
+    "TranscriptLine",
+    "TEMPLATE_SECTIONS",
+    "final_lines",
+    "note_sections",
+    "transcript_document",
+    "clinical_document",
+    "after_visit_summary_document",
+]
+
+#: Sections of each managed template, in document order.
+TEMPLATE_SECTIONS: Mapping[str, tuple[str, ...]] = {
+    "HISTORY_AND_PHYSICAL": (
+        "CHIEF_COMPLAINT",
+        "HISTORY_OF_PRESENT_ILLNESS",
+        "REVIEW_OF_SYSTEMS",
+        "PAST_MEDICAL_HISTORY",
+        "PAST_FAMILY_HISTORY",
+        "PAST_SOCIAL_HISTORY",
+        "PHYSICAL_EXAMINATION",
+        "DIAGNOSTIC_TESTING",
+        "ASSESSMENT",
+        "PLAN",
+    ),
+    "PHYSICAL_SOAP": ("SUBJECTIVE", "OBJECTIVE", "ASSESSMENT", "PLAN"),
+    "BEHAVIORAL_SOAP": ("SUBJECTIVE", "OBJECTIVE", "ASSESSMENT", "PLAN"),
+    "DAP": ("DATA", "ASSESSMENT", "PLAN"),
+    "GIRPP": ("GOALS", "INTERVENTION", "RESPONSE", "PROGRESS", "PLAN"),
+    "BIRP": ("BEHAVIOR", "INTERVENTION", "RESPONSE", "PLAN"),
+    "SIRP": ("SITUATION", "INTERVENTION", "RESPONSE", "PLAN"),
+}
+
+_HISTORY = "days week weeks months started since began worse worsening getting pain hurts ache"
+_SYMPTOMS = "fever chills nausea cough dizzy headache breath vomiting rash tired fatigue sleep"
+_EXAM = "exam examine listen lungs heart blood pressure temperature pulse looks feel swelling"
+_PLAN = (
+    "prescribe prescription follow schedule order refer referral recommend come back take "
+    "labs test tests start continue appointment rest fluids call plan next"
+)
+_CUES: Mapping[str, str] = {
+    "CHIEF_COMPLAINT": "brings bring complaint problem issue came visit",
+    "HISTORY_OF_PRESENT_ILLNESS": _HISTORY,
+    "REVIEW_OF_SYSTEMS": _SYMPTOMS,
+    "PAST_MEDICAL_HISTORY": "history medication medications allergies allergic surgery diabetes",
+    "PAST_FAMILY_HISTORY": "family mother father sister brother parents genetic",
+    "PAST_SOCIAL_HISTORY": "smoke smoking alcohol drink drinking exercise job work diet",
+    "PHYSICAL_EXAMINATION": _EXAM,
+    "DIAGNOSTIC_TESTING": "results xray scan labs bloodwork ekg imaging",
+    "ASSESSMENT": "think likely diagnosis probably seems consistent viral infection",
+    "PLAN": _PLAN,
+    "SUBJECTIVE": f"brings {_HISTORY} {_SYMPTOMS} feel feeling",
+    "OBJECTIVE": _EXAM,
+    "DATA": f"brings {_HISTORY} {_SYMPTOMS} {_EXAM}",
+    "GOALS": "goal goals want hope hoping trying like",
+    "INTERVENTION": "try practice technique exercise discussed suggest work together",
+    "RESPONSE": "helps helped helpful okay agree understand works",
+    "PROGRESS": "better improved improving progress last since",
+    "BEHAVIOR": "mood anxious anxiety stress sad angry behavior sleep feel feeling",
+    "SITUATION": "situation happened home family work since started",
+}
+_STOPWORDS = frozenset(
+    "a an and are as at be but by do does for from had has have i if in is it its me my "
+    "no not of on or so that the this to was we were what when with you your".split()
+)
+_WORD = re.compile(r"[a-z0-9']+")
+_ROLE_TEXT = {"PATIENT": "Patient reported", "CLINICIAN": "Clinician stated"}
+#: At most this many segments back a summary whose evidence is inferred.
+_MAX_INFERRED_LINKS = 3
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TranscriptLine:
+    """One final transcript segment, with the role of the participant on its channel."""
+
+    segment_id: str
+    begin: float
+    end: float
+    content: str
+    channel_id: str | None = None
+    role: str | None = None
+
+
+def final_lines(
+    entries: Iterable[Mapping[str, Any]], *, roles: Mapping[str, str] | None = None
+) -> list[TranscriptLine]:
+    """Return the final segments among journal ``entries``, in the order they were sent.
+
+    ``roles`` maps a channel label (``ch_0``) to its participant role.
+    """
+    lines = []
+    for entry in entries:
+        if entry.get("direction") != "out" or entry.get("type") != "transcriptEvent":
+            continue
+        segment = entry.get("transcriptSegment") or {}
+        if segment.get("isPartial", True):
+            continue
+        channel = segment.get("channelId")
+        lines.append(
+            TranscriptLine(
+                segment_id=segment["segmentId"],
+                begin=segment["audioBeginOffset"],
+                end=segment["audioEndOffset"],
+                content=segment["content"],
+                channel_id=channel,
+                role=(roles or {}).get(channel) if channel else None,
+            )
+        )
+    return lines
+
+
+def note_sections(configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(section header, cue words)`` of the configuration's note template."""
+    templates = configuration["postStreamActionSettings"]["clinicalNoteGenerationSettings"][
+        "noteTemplateSettings"
+    ]
+    custom = templates.get("customTemplate")
+    if custom is not None:
+        return [
+            (
+                item["sectionHeader"],
+                f"{item['sectionHeader'].replace('_', ' ')} {item['sectionInstruction']}",
+            )
+            for item in custom["templateInstructions"]
+        ]
+    names = TEMPLATE_SECTIONS[templates["managedTemplate"]["templateType"]]
+    return [(name, _CUES.get(name, name.replace("_", " "))) for name in names]
+
+
+def transcript_document(
+    *, ids: Mapping[str, str], language_code: str, lines: Sequence[TranscriptLine]
+) -> dict[str, Any]:
+    """Return transcript.json: the final segments with offsets, channel and role.
+
+    ``ids`` holds ``SessionId``, ``DomainId`` and ``SubscriptionId``.
+    """
+    segments = []
+    for line in lines:
+        segment: dict[str, Any] = {
+            "SegmentId": line.segment_id,
+            "BeginAudioTime": line.begin,
+            "EndAudioTime": line.end,
+            "Content": line.content,
+        }
+        if line.channel_id is not None:
+            segment["ChannelId"] = line.channel_id
+        if line.role is not None:
+            segment["ParticipantDetails"] = {"ParticipantRole": line.role}
+        segments.append(segment)
+    return {"Conversation": {**ids, "LanguageCode": language_code, "TranscriptSegments": segments}}
+
+
+def clinical_document(
+    *,
+    configuration: Mapping[str, Any],
+    lines: Sequence[TranscriptLine],
+    script: PostStreamScript | None,
+    session_id: str,
+) -> dict[str, Any]:
+    """Return clinicalDoc.json: the note's sections, each summary with its evidence."""
+    templates = configuration["postStreamActionSettings"]["clinicalNoteGenerationSettings"][
+        "noteTemplateSettings"
+    ]
+    kind = "customTemplate" if templates.get("customTemplate") is not None else "managedTemplate"
+    if script is not None and script.note is not None:
+        sections = [
+            (header, [_scripted(s, lines, session_id) for s in summaries])
+            for header, summaries in script.note
+        ]
+    else:
+        sections = _derive(note_sections(configuration), lines)
+    return {
+        "ClinicalDocumentation": {
+            "TemplateType": templates[kind]["templateType"],
+            "Sections": [{"SectionName": name, "Summary": items} for name, items in sections],
+        }
+    }
+
+
+def after_visit_summary_document(
+    *, lines: Sequence[TranscriptLine], script: PostStreamScript | None, session_id: str
+) -> dict[str, Any]:
+    """Return afterVisitSummary.json: what the patient takes home, with its evidence."""
+    if script is not None and script.after_visit_summary is not None:
+        items = [_scripted(s, lines, session_id) for s in script.after_visit_summary]
+    else:
+        plan = _words(_PLAN)
+        chosen = [line for line in lines if line.role != "PATIENT" and _words(line.content) & plan]
+        items = [
+            {
+                "SummarizedSegment": f"Your clinician advised: {line.content}",
+                "EvidenceLinks": [{"SegmentId": line.segment_id}],
+            }
+            for line in chosen
+        ]
+    return {"AfterVisitSummary": {"Summary": items}}
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def _derive(
+    sections: Sequence[tuple[str, str]], lines: Sequence[TranscriptLine]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    cues = [(name, _words(words)) for name, words in sections]
+    filed: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sections}
+    previous: str | None = None
+    for line in lines:
+        words = _words(line.content)
+        # Most shared cue words wins; the earlier section breaks ties.
+        score, _, name = max((len(words & cue), -i, name) for i, (name, cue) in enumerate(cues))
+        section = name if score > 0 else previous
+        if section is None:
+            continue
+        previous = section
+        lead = _ROLE_TEXT.get(line.role or "")
+        text = f"{lead}: {line.content}" if lead else line.content
+        filed[section].append(
+            {"SummarizedSegment": text, "EvidenceLinks": [{"SegmentId": line.segment_id}]}
+        )
+    return [(name, filed[name]) for name, _ in sections]
+
+
+def _scripted(summary: Summary, lines: Sequence[TranscriptLine], session_id: str) -> dict[str, Any]:
+    """Link a scripted summary to the transcribed segments it names, or shares words with."""
+    if summary.segments is not None:
+        transcribed = {line.segment_id for line in lines}
+        wanted = [segment_id(session_id, index) for index in summary.segments]
+        links = [sid for sid in wanted if sid in transcribed]
+    else:
+        words = _words(summary.text)
+        scored = [(len(words & _words(line.content)), n) for n, line in enumerate(lines)]
+        best = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))
+        links = [
+            lines[n].segment_id for _, n in sorted(best[:_MAX_INFERRED_LINKS], key=lambda s: s[1])
+        ]
+    return {"SummarizedSegment": summary.text, "EvidenceLinks": [{"SegmentId": s} for s in links]}

@@ -1,0 +1,186 @@
+"""What the emulator remembers of one listening session, over all its streams.
+
+A :class:`SessionRecord` is keyed by (domainId, subscriptionId, sessionId). It
+holds what the Get operation and the admin API report, and what a resumed
+stream continues from; it serialises to the JSON document the store keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .events import OutputEvent, StreamException, TranscriptResult
+from .journal import Journal, iso_time
+from .lifecycle import StreamStatus
+from .session import ScribeSession, SessionProgress, SessionStats
+
+__all__ = ["SessionKey", "SessionRecord"]
+
+
+class SessionKey(NamedTuple):
+    """The identity of a listening session."""
+
+    domain_id: str
+    subscription_id: str
+    session_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class SessionRecord:
+    """One listening session. ``live`` is the stream feeding it now, if any.
+
+    ``configuration`` is the latest configurationEvent as received (the user's
+    data: never logged). ``scenario`` says how to rebuild what is replayed
+    (see :meth:`emulator.backend.Backend.scenario_for`). ``post_stream`` is
+    ``{"startedAt": epoch, "results": {artifact: ArtifactDetails JSON}}``.
+    """
+
+    key: SessionKey
+    seq: int
+    language_code: str
+    sample_rate: int
+    media_encoding: str
+    created_at: float
+    status: StreamStatus = StreamStatus.IN_PROGRESS
+    ended_at: float | None = None
+    configuration: dict[str, Any] | None = None
+    scenario: dict[str, Any] | None = None
+    progress: SessionProgress = field(default_factory=SessionProgress)
+    streams: int = 0
+    request_id: str = ""
+    rule_id: str | None = None
+    stats: SessionStats = field(default_factory=SessionStats)
+    events_sent: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    post_stream: dict[str, Any] | None = None
+    live: ScribeSession | None = None
+    journal: Journal | None = None
+
+    # -- running -------------------------------------------------------------
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio received over all streams, the live one included."""
+        return self.live.audio_seconds if self.live is not None else self.progress.audio_seconds
+
+    def output_sent(self, event: OutputEvent) -> None:
+        """Count one output event the live stream sent."""
+        if isinstance(event, TranscriptResult):
+            key = "transcriptEvent"
+        else:
+            assert isinstance(event, StreamException)
+            key = event.member
+            self.errors.append({"type": event.member, "message": event.message})
+            del self.errors[:-100]
+        self.events_sent[key] = self.events_sent.get(key, 0) + 1
+
+    # -- admin views -----------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Return the admin API's one-line view of the session."""
+        scenario = self.scenario or {}
+        return {
+            "sessionId": self.key.session_id,
+            "domainId": self.key.domain_id,
+            "subscriptionId": self.key.subscription_id,
+            "requestId": self.request_id,
+            "status": self.status.value,
+            "scenario": scenario.get("name"),
+            "ruleId": self.rule_id,
+            "streams": self.streams,
+            "startedAt": iso_time(self.created_at),
+            "endedAt": None if self.ended_at is None else iso_time(self.ended_at),
+            "audioSeconds": round(self.audio_seconds, 6),
+        }
+
+    def details(self) -> dict[str, Any]:
+        """Return the admin API's full view: headers, configuration, counts and errors."""
+        stats = self.stats
+        return {
+            **self.summary(),
+            "headers": {
+                "languageCode": self.language_code,
+                "mediaSampleRateHertz": self.sample_rate,
+                "mediaEncoding": self.media_encoding,
+            },
+            "configuration": self.configuration,
+            "eventsReceived": dict(stats.events_received),
+            "audioBytes": stats.audio_bytes,
+            "eventsSent": dict(self.events_sent),
+            "partialsSent": stats.partials_sent,
+            "finalsSent": stats.finals_sent,
+            "errors": list(self.errors),
+            "postStreamActionResult": (self.post_stream or {}).get("results"),
+        }
+
+    # -- storage ---------------------------------------------------------------
+
+    def to_data(self) -> dict[str, Any]:
+        """Return everything but the key, seq, status and creation time, as JSON."""
+        stats = self.stats
+        return {
+            "languageCode": self.language_code,
+            "mediaSampleRateHertz": self.sample_rate,
+            "mediaEncoding": self.media_encoding,
+            "endedAt": self.ended_at,
+            "configuration": self.configuration,
+            "scenario": self.scenario,
+            "progress": self.progress.to_json(),
+            "streams": self.streams,
+            "requestId": self.request_id,
+            "ruleId": self.rule_id,
+            "stats": {
+                "eventsReceived": stats.events_received,
+                "audioBytes": stats.audio_bytes,
+                "resultsSent": stats.results_sent,
+                "partialsSent": stats.partials_sent,
+                "finalsSent": stats.finals_sent,
+            },
+            "eventsSent": self.events_sent,
+            "errors": self.errors,
+            "postStream": self.post_stream,
+        }
+
+    @classmethod
+    def from_data(
+        cls,
+        key: SessionKey,
+        *,
+        seq: int,
+        status: str,
+        created_at: float,
+        data: dict[str, Any],
+    ) -> SessionRecord:
+        """Return the record :meth:`to_data` stored.
+
+        Raises :class:`ValueError`, :class:`KeyError` or :class:`TypeError` for a
+        document it did not write.
+        """
+        stats = data.get("stats") or {}
+        return cls(
+            key=key,
+            seq=seq,
+            language_code=data["languageCode"],
+            sample_rate=int(data["mediaSampleRateHertz"]),
+            media_encoding=data["mediaEncoding"],
+            created_at=float(created_at),
+            status=StreamStatus(status),
+            ended_at=data.get("endedAt"),
+            configuration=data.get("configuration"),
+            scenario=data.get("scenario"),
+            progress=SessionProgress.from_json(data["progress"]),
+            streams=int(data.get("streams", 0)),
+            request_id=data.get("requestId", ""),
+            rule_id=data.get("ruleId"),
+            stats=SessionStats(
+                events_received=dict(stats.get("eventsReceived", {})),
+                audio_bytes=int(stats.get("audioBytes", 0)),
+                results_sent=int(stats.get("resultsSent", 0)),
+                partials_sent=int(stats.get("partialsSent", 0)),
+                finals_sent=int(stats.get("finalsSent", 0)),
+            ),
+            events_sent=dict(data.get("eventsSent", {})),
+            errors=list(data.get("errors", [])),
+            post_stream=data.get("postStream"),
+        )

@@ -1,0 +1,144 @@
+"""Sessions on disk: one SQLite table in ``<state-dir>/medscribe.sqlite3``.
+
+The file may hold other components' tables (the resource registry's); this
+module touches only :data:`TABLE`. Rows are written on state transitions and at
+stream end, never per audio frame: a row is the session's identity, order and
+status in columns, and the rest as one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SessionStore", "StoredSession", "DATABASE_NAME", "TABLE"]
+
+#: The state database's file name inside the state directory.
+DATABASE_NAME = "medscribe.sqlite3"
+
+#: This module's table.
+TABLE = "scribe_sessions"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    domain_id       TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    session_id      TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    data            TEXT NOT NULL,
+    PRIMARY KEY (domain_id, subscription_id, session_id)
+)
+"""
+
+#: How long a write waits for another connection's lock (another component,
+#: or a second emulator on the same state dir) before failing.
+BUSY_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoredSession:
+    """One row: ids, creation order, status, creation time and the JSON document."""
+
+    domain_id: str
+    subscription_id: str
+    session_id: str
+    seq: int
+    status: str
+    created_at: float
+    data: dict[str, Any]
+
+
+class SessionStore:
+    """The session table of the state database at ``path`` (created if missing).
+
+    Raises :class:`sqlite3.Error` when the file is not a usable database.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        # One connection, used from the event loop's thread; autocommit, so each
+        # statement is its own short transaction.
+        self._db = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+        )
+        if str(path) != ":memory:":
+            # WAL: readers (a second connection, a user's sqlite3 shell) never block
+            # writes; NORMAL sync is durable across a crash of the emulator itself.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def load(self) -> list[StoredSession]:
+        """Return every stored session, oldest first (a row with unreadable JSON is skipped)."""
+        rows = self._db.execute(
+            f"SELECT domain_id, subscription_id, session_id, seq, status, created_at, data "
+            f"FROM {TABLE} ORDER BY seq"
+        ).fetchall()
+        return list(_decode(rows))
+
+    def save(
+        self,
+        *,
+        domain_id: str,
+        subscription_id: str,
+        session_id: str,
+        seq: int,
+        status: str,
+        created_at: float,
+        data: dict[str, Any],
+    ) -> None:
+        """Insert or replace one session's row."""
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {TABLE} "
+            "(domain_id, subscription_id, session_id, seq, status, created_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                domain_id,
+                subscription_id,
+                session_id,
+                seq,
+                status,
+                created_at,
+                json.dumps(data, separators=(",", ":")),
+            ),
+        )
+
+    def delete(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        """Delete the rows of ``keys`` ((domainId, subscriptionId, sessionId) each)."""
+        self._db.executemany(
+            f"DELETE FROM {TABLE} WHERE domain_id = ? AND subscription_id = ? AND session_id = ?",
+            list(keys),
+        )
+
+    def max_seq(self) -> int:
+        """Return the largest ``seq`` stored, or 0."""
+        (value,) = self._db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {TABLE}").fetchone()
+        return int(value)
+
+    def close(self) -> None:
+        """Close the connection; the store is unusable afterwards."""
+        self._db.close()
+
+
+def _decode(rows: Iterable[tuple[Any, ...]]) -> Iterator[StoredSession]:
+    for domain_id, subscription_id, session_id, seq, status, created_at, data in rows:
+        try:
+            document = json.loads(data)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        if isinstance(document, dict):
+            yield StoredSession(
+                domain_id=domain_id,
+                subscription_id=subscription_id,
+                session_id=session_id,
+                seq=seq,
+                status=status,
+                created_at=created_at,
+                data=document,
+            )

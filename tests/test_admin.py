@@ -1,0 +1,103 @@
+"""The admin API's view of sessions: listing, details over several streams, ids, reset."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .support import (
+    DOMAIN_ID,
+    admin,
+    configuration_event,
+    end_of_session_event,
+    new_session_id,
+    pcm_tone,
+    run_session,
+    stream_input,
+)
+
+OTHER_DOMAIN = "dom-zzzzzzzzzz0123456789"
+
+
+def get(emulator, path: str) -> dict:
+    status, body = admin(emulator.h2c_url, "GET", path)
+    assert status == 200, body
+    return body
+
+
+async def test_sessions_are_listed_oldest_first_with_their_status_and_streams(client, emulator):
+    first, second = new_session_id(), new_session_id()
+    await run_session(client, first, audio=pcm_tone(0.2), end_of_session=False)
+    await run_session(client, second, audio=pcm_tone(0.2))
+    await run_session(client, first, audio=pcm_tone(0.2))
+    listed = get(emulator, "/_emulator/sessions")["sessions"]
+    assert [(s["sessionId"], s["status"], s["streams"]) for s in listed] == [
+        (first, "COMPLETED", 2),
+        (second, "COMPLETED", 1),
+    ]
+    assert listed[0]["scenario"] == "synthetic"
+
+
+async def test_details_add_up_every_stream_of_a_session(client, emulator):
+    session_id = new_session_id()
+    await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
+    await run_session(client, session_id, audio=pcm_tone(0.7), binary=True)
+    details = get(emulator, f"/_emulator/sessions/{session_id}")
+    assert details["audioSeconds"] == pytest.approx(1.2)
+    assert details["eventsReceived"] == {
+        "configurationEvent": 2,
+        "audioEvent": 5,  # 3200-byte chunks
+        "binaryAudioEvent": 7,
+        "sessionControlEvent": 1,
+    }
+    assert details["audioBytes"] == len(pcm_tone(0.5)) + len(pcm_tone(0.7))
+    assert details["postStreamActionResult"]["noteResult"]["status"] in (
+        "IN_PROGRESS",
+        "COMPLETED",
+    )
+
+
+async def test_the_same_session_id_in_two_domains_is_two_sessions(client, emulator):
+    session_id = new_session_id()
+    await run_session(client, session_id, audio=pcm_tone(0.2))
+    await run_session(client, session_id, audio=pcm_tone(0.2), domain_id=OTHER_DOMAIN)
+    newest = get(emulator, f"/_emulator/sessions/{session_id}")
+    assert newest["domainId"] == OTHER_DOMAIN  # without a filter the newest wins
+    older = get(emulator, f"/_emulator/sessions/{session_id}?domainId={DOMAIN_ID}")
+    assert older["domainId"] == DOMAIN_ID
+    events = get(emulator, f"/_emulator/sessions/{session_id}/events?domainId={DOMAIN_ID}")
+    assert events["domainId"] == DOMAIN_ID and events["events"]
+    status, _ = admin(
+        emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}?subscriptionId=sub-nope"
+    )
+    assert status == 404
+
+
+async def test_reset_forgets_finished_sessions_and_their_journals_but_not_a_live_one(
+    client, emulator
+):
+    done = new_session_id()
+    await run_session(client, done, audio=pcm_tone(0.2))
+    live = new_session_id()
+    stream = await client.start_medical_scribe_listening_session(input=stream_input(live))
+    await stream.input_stream.send(configuration_event())
+    await asyncio.wait_for(stream.await_output(), 10)
+    assert admin(emulator.h2c_url, "POST", "/_emulator/reset")[0] == 200
+    listed = get(emulator, "/_emulator/sessions")["sessions"]
+    assert [s["sessionId"] for s in listed] == [live]
+    assert admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{done}/events")[0] == 404
+    await stream.input_stream.send(end_of_session_event())
+    await stream.input_stream.close()
+    _, output = await stream.await_output()
+    _ = [event async for event in output]
+    assert get(emulator, f"/_emulator/sessions/{live}")["status"] == "COMPLETED"
+    # A forgotten session id may stream again.
+    assert (await run_session(client, done, audio=pcm_tone(0.2))).error is None
+
+
+async def test_health_counts_live_and_total_streams(client, emulator):
+    before = get(emulator, "/_emulator/health")["sessions"]
+    await run_session(client, new_session_id(), audio=pcm_tone(0.2))
+    after = get(emulator, "/_emulator/health")["sessions"]
+    assert after == {"active": 0, "total": before["total"] + 1}

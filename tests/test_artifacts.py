@@ -1,0 +1,483 @@
+"""Post-stream artifacts: IN_PROGRESS, then COMPLETED with the documents in S3.
+
+End to end through the real SDK and boto3, with the on-disk S3 stand-in and with
+a real S3-compatible server (moto) started by the test; the documents' shapes
+are checked sans-IO for every note template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_sdk_connecthealth import models as m
+
+from emulator.artifacts import DiskBuckets, artifact_locations
+from emulator.notes import (
+    TEMPLATE_SECTIONS,
+    TranscriptLine,
+    after_visit_summary_document,
+    clinical_document,
+    transcript_document,
+)
+from emulator.notescript import PostStreamScript, Summary
+from emulator.sdk import boto3_client, make_client
+from emulator.server import RunningServer, Settings
+from emulator.session import segment_id
+
+from .support import (
+    DOMAIN_ID,
+    S3_URI,
+    SUBSCRIPTION_ID,
+    admin,
+    audio_event,
+    configuration_event,
+    end_of_session_event,
+    new_session_id,
+    pcm_tone,
+    run_session,
+    running_emulator,
+)
+
+SCRIPT = {
+    "segments": [
+        {"channel": 0, "begin": 0.2, "end": 1.0, "content": "What brings you in today?"},
+        {"channel": 1, "begin": 1.2, "end": 2.4, "content": "A cough for two weeks, and a fever."},
+        {"channel": 0, "begin": 2.6, "end": 3.6, "content": "I will prescribe rest and fluids."},
+    ]
+}
+NOTE_SCRIPT = {
+    **SCRIPT,
+    "note": {
+        "CHIEF_COMPLAINT": ["Cough for two weeks."],
+        "PLAN": [{"text": "Rest and fluids.", "segments": [2]}],
+    },
+    "afterVisitSummary": ["Rest and drink fluids."],
+    "artifacts": {
+        "afterVisitSummaryResult": {"status": "FAILED", "failureReason": "Scripted failure"}
+    },
+}
+PREFIX = "output/health-agent-listening-session/{d}/{s}/{sid}/post-stream-action/"
+
+
+def _settings(state: Path, **overrides: Any) -> Settings:
+    return Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=state, **overrides)
+
+
+@pytest.fixture(scope="module")
+def slow_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Post-stream actions take 3 s: long enough to see IN_PROGRESS first."""
+    state = tmp_path_factory.mktemp("artifacts")
+    with running_emulator(_settings(state, post_stream_delay=3.0)) as running:
+        yield running
+
+
+def script(running: RunningServer, session_id: str, scenario: dict) -> None:
+    body = {"match": {"sessionId": session_id}, "scenario": scenario}
+    status, answer = admin(running.h2c_url, "POST", "/_emulator/rules", body)
+    assert status == 201, answer
+
+
+def stream_two_channels(running: RunningServer, session_id: str, template: str = "PHYSICAL_SOAP"):
+    async def body():
+        client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+        try:
+            audio = pcm_tone(4.0, channels=2)
+            events = [configuration_event(two_channels=True, template=template)]
+            events += [audio_event(audio[i : i + 6400]) for i in range(0, len(audio), 6400)]
+            events.append(end_of_session_event())
+            result = await run_session(client, session_id, events=events)
+            assert result.error is None, result.error
+            return result
+        finally:
+            await client._config.transport.close()
+
+    return asyncio.run(body())
+
+
+def details(running: RunningServer, session_id: str) -> dict:
+    boto = boto3_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+    return boto.get_medical_scribe_listening_session(
+        sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
+    )["medicalScribeListeningSessionDetails"]
+
+
+def settled(running: RunningServer, session_id: str, *, within: float = 30.0) -> dict:
+    """Poll Get until no artifact is IN_PROGRESS; return the artifacts' details."""
+    deadline = time.monotonic() + within
+    while True:
+        result = details(running, session_id)["postStreamActionResult"]
+        artifacts = result["clinicalNoteGenerationResult"]
+        if all(a["status"] != "IN_PROGRESS" for a in artifacts.values()):
+            return artifacts
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"artifacts still IN_PROGRESS after {within} s: {artifacts}")
+        time.sleep(0.1)
+
+
+def on_disk(running: RunningServer, state: Path, session_id: str, name: str) -> Path:
+    prefix = PREFIX.format(d=DOMAIN_ID, s=SUBSCRIPTION_ID, sid=session_id)
+    return state / "s3" / "emulator-bucket" / prefix / name
+
+
+def state_of(running: RunningServer) -> Path:
+    assert running.ca_file is not None
+    return running.ca_file.parent  # the emulator's CA lives in its state dir
+
+
+# --- End to end, on-disk S3 stand-in -------------------------------------------------------
+def test_artifacts_are_in_progress_then_completed_with_their_documents(slow_emulator):
+    session_id = new_session_id()
+    script(slow_emulator, session_id, SCRIPT)
+    result = stream_two_channels(slow_emulator, session_id)
+    first = details(slow_emulator, session_id)["postStreamActionResult"]
+    pending = first["clinicalNoteGenerationResult"]
+    assert {a["status"] for a in pending.values()} == {"IN_PROGRESS"}
+    artifacts = settled(slow_emulator, session_id)
+    base = f"{S3_URI}/health-agent-listening-session/{DOMAIN_ID}/{SUBSCRIPTION_ID}/{session_id}"
+    assert artifacts == {
+        "transcriptResult": {
+            "status": "COMPLETED",
+            "outputLocation": f"{base}/post-stream-action/transcript.json",
+        },
+        "noteResult": {
+            "status": "COMPLETED",
+            "outputLocation": f"{base}/post-stream-action/clinical-notes/clinicalDoc.json",
+        },
+        "afterVisitSummaryResult": {
+            "status": "COMPLETED",
+            "outputLocation": f"{base}/post-stream-action/clinical-notes/afterVisitSummary.json",
+        },
+    }
+    assert pending == artifacts | {k: {**v, "status": "IN_PROGRESS"} for k, v in artifacts.items()}
+    state = state_of(slow_emulator)
+    transcript = json.loads(
+        on_disk(slow_emulator, state, session_id, "transcript.json").read_text()
+    )
+    segments = transcript["Conversation"]["TranscriptSegments"]
+    assert [
+        (s["SegmentId"], s["BeginAudioTime"], s["EndAudioTime"], s["Content"], s["ChannelId"])
+        for s in segments
+    ] == [
+        (f.segment_id, f.audio_begin_offset, f.audio_end_offset, f.content, f.channel_id)
+        for f in result.finals
+    ]
+    assert [s["ParticipantDetails"]["ParticipantRole"] for s in segments] == [
+        "CLINICIAN",
+        "PATIENT",
+        "CLINICIAN",
+    ]
+    note = json.loads(
+        on_disk(slow_emulator, state, session_id, "clinical-notes/clinicalDoc.json").read_text()
+    )["ClinicalDocumentation"]
+    assert [s["SectionName"] for s in note["Sections"]] == list(TEMPLATE_SECTIONS["PHYSICAL_SOAP"])
+    linked = {
+        link["SegmentId"]
+        for section in note["Sections"]
+        for summary in section["Summary"]
+        for link in summary["EvidenceLinks"]
+    }
+    assert linked and linked <= {s["SegmentId"] for s in segments}
+    summary = json.loads(
+        on_disk(
+            slow_emulator, state, session_id, "clinical-notes/afterVisitSummary.json"
+        ).read_text()
+    )["AfterVisitSummary"]["Summary"]
+    assert [s["EvidenceLinks"] for s in summary] == [[{"SegmentId": segments[2]["SegmentId"]}]]
+
+
+def test_scripted_note_summary_and_failed_artifact_come_from_the_scenario(slow_emulator):
+    session_id = new_session_id()
+    script(slow_emulator, session_id, NOTE_SCRIPT)
+    stream_two_channels(slow_emulator, session_id, template="HISTORY_AND_PHYSICAL")
+    artifacts = settled(slow_emulator, session_id)
+    assert artifacts["afterVisitSummaryResult"] == {
+        "status": "FAILED",
+        "failureReason": "Scripted failure",
+    }
+    assert artifacts["noteResult"]["status"] == "COMPLETED"
+    state = state_of(slow_emulator)
+    assert not on_disk(
+        slow_emulator, state, session_id, "clinical-notes/afterVisitSummary.json"
+    ).exists()
+    sections = json.loads(
+        on_disk(slow_emulator, state, session_id, "clinical-notes/clinicalDoc.json").read_text()
+    )["ClinicalDocumentation"]["Sections"]
+    ids = [segment_id(session_id, n) for n in range(3)]
+    assert sections == [
+        {
+            "SectionName": "CHIEF_COMPLAINT",
+            "Summary": [
+                {
+                    "SummarizedSegment": "Cough for two weeks.",
+                    "EvidenceLinks": [{"SegmentId": ids[1]}],  # the words it shares
+                }
+            ],
+        },
+        {
+            "SectionName": "PLAN",
+            "Summary": [
+                {"SummarizedSegment": "Rest and fluids.", "EvidenceLinks": [{"SegmentId": ids[2]}]}
+            ],
+        },
+    ]
+
+
+def test_sdk_sees_the_artifacts_complete(slow_emulator):
+    """The real SDK's Get reads the same artifact results."""
+    session_id = new_session_id()
+    script(slow_emulator, session_id, SCRIPT)
+    stream_two_channels(slow_emulator, session_id)
+    settled(slow_emulator, session_id)
+
+    async def get():
+        client = await make_client(
+            endpoint_url=slow_emulator.endpoint_url, ca_file=slow_emulator.ca_file
+        )
+        try:
+            return await client.get_medical_scribe_listening_session(
+                input=m.GetMedicalScribeListeningSessionInput(
+                    session_id=session_id, domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID
+                )
+            )
+        finally:
+            await client._config.transport.close()
+
+    result = asyncio.run(get()).medical_scribe_listening_session_details.post_stream_action_result
+    notes = result.clinical_note_generation_result
+    assert notes.note_result.status == "COMPLETED"
+    assert notes.transcript_result.output_location.endswith("/post-stream-action/transcript.json")
+
+
+def test_post_stream_actions_interrupted_by_a_restart_complete_after_it(tmp_path):
+    session_id = new_session_id()
+    with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as first:
+        script(first, session_id, SCRIPT)
+        stream_two_channels(first, session_id)
+        assert details(first, session_id)["streamStatus"] == "COMPLETED"
+    with running_emulator(_settings(tmp_path, post_stream_delay=0.5)) as second:
+        artifacts = settled(second, session_id)
+        assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
+        assert on_disk(second, tmp_path, session_id, "transcript.json").is_file()
+
+
+# --- A real S3-compatible server -------------------------------------------------------------
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    """A moto server on 127.0.0.1 (a free port) and a boto3 S3 client for it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        yield url, boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    finally:
+        server.stop()
+
+
+def test_artifacts_go_to_a_real_s3_compatible_server(tmp_path, moto_s3):
+    """With --s3-endpoint-url the documents are PUT with a real S3 client; a bucket that
+    does not exist fails each artifact with the server's reason."""
+    url, s3 = moto_s3
+    s3.create_bucket(Bucket="emulator-bucket")
+    present, missing = new_session_id(), new_session_id()
+    with running_emulator(_settings(tmp_path, post_stream_delay=0.2, s3_endpoint_url=url)) as run:
+        script(run, present, SCRIPT)
+        stream_two_channels(run, present)
+        assert {a["status"] for a in settled(run, present).values()} == {"COMPLETED"}
+        stream_to_missing_bucket(run, missing)
+        failed = settled(run, missing)
+    prefix = PREFIX.format(d=DOMAIN_ID, s=SUBSCRIPTION_ID, sid=present)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="emulator-bucket")["Contents"])
+    assert keys == [
+        prefix + "clinical-notes/afterVisitSummary.json",
+        prefix + "clinical-notes/clinicalDoc.json",
+        prefix + "transcript.json",
+    ]
+    body = s3.get_object(Bucket="emulator-bucket", Key=prefix + "transcript.json")["Body"]
+    segments = json.loads(body.read())["Conversation"]["TranscriptSegments"]
+    assert [s["Content"] for s in segments] == [seg["content"] for seg in SCRIPT["segments"]]
+    assert not (tmp_path / "s3").exists()  # nothing went to the disk stand-in
+    for artifact in failed.values():
+        assert artifact["status"] == "FAILED"
+        assert "NoSuchBucket" in artifact["failureReason"]
+        assert "s3://no-such-bucket/out/" in artifact["failureReason"]
+
+
+def stream_to_missing_bucket(running: RunningServer, session_id: str) -> None:
+    """Stream a session whose outputS3Uri names a bucket nobody created."""
+    from aws_sdk_connecthealth import models as sdk
+
+    async def body():
+        client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+        try:
+            config = sdk.MedicalScribeInputStreamConfigurationEvent(
+                value=sdk.MedicalScribeConfigurationEvent(
+                    post_stream_action_settings=sdk.MedicalScribePostStreamActionSettings(
+                        output_s3_uri="s3://no-such-bucket/out",
+                        clinical_note_generation_settings=sdk.ClinicalNoteGenerationSettings(
+                            note_template_settings=sdk.NoteTemplateSettingsManagedTemplate(
+                                value=sdk.ManagedTemplate(template_type="DAP")
+                            )
+                        ),
+                    )
+                )
+            )
+            events = [config, audio_event(pcm_tone(1.0)), end_of_session_event()]
+            result = await run_session(client, session_id, events=events)
+            assert result.error is None, result.error
+        finally:
+            await client._config.transport.close()
+
+    asyncio.run(body())
+
+
+# --- Sans-IO: locations and documents --------------------------------------------------------
+def test_artifact_locations_follow_the_documented_layout():
+    ids = {"domain_id": DOMAIN_ID, "subscription_id": SUBSCRIPTION_ID, "session_id": "s-1"}
+    base = f"health-agent-listening-session/{DOMAIN_ID}/{SUBSCRIPTION_ID}/s-1/post-stream-action"
+    for uri, prefix in (("s3://b", ""), ("s3://b/", ""), ("s3://b/x/y/", "x/y/")):
+        assert artifact_locations(uri, **ids) == {
+            "transcriptResult": ("b", f"{prefix}{base}/transcript.json"),
+            "noteResult": ("b", f"{prefix}{base}/clinical-notes/clinicalDoc.json"),
+            "afterVisitSummaryResult": (
+                "b",
+                f"{prefix}{base}/clinical-notes/afterVisitSummary.json",
+            ),
+        }
+
+
+def test_disk_stand_in_refuses_keys_that_climb_out_of_the_bucket(tmp_path):
+    buckets = DiskBuckets(tmp_path)
+    buckets.put("b", "a/b.json", b"{}")
+    assert (tmp_path / "b" / "a" / "b.json").read_bytes() == b"{}"
+    with pytest.raises(ValueError, match=r"'\.' or '\.\.'"):
+        buckets.put("b", "../../escape.json", b"{}")
+
+
+LINES = [
+    TranscriptLine(
+        segment_id="s0",
+        begin=0.0,
+        end=1.0,
+        content="What brings you in today?",
+        channel_id="ch_0",
+        role="CLINICIAN",
+    ),
+    TranscriptLine(
+        segment_id="s1",
+        begin=1.0,
+        end=2.0,
+        content="A cough and fever for a week.",
+        channel_id="ch_1",
+        role="PATIENT",
+    ),
+    TranscriptLine(
+        segment_id="s2",
+        begin=2.0,
+        end=3.0,
+        content="Let's try a breathing exercise and follow up next week.",
+        channel_id="ch_0",
+        role="CLINICIAN",
+    ),
+]
+
+
+def _configuration(template: dict) -> dict:
+    return {
+        "postStreamActionSettings": {
+            "outputS3Uri": S3_URI,
+            "clinicalNoteGenerationSettings": {"noteTemplateSettings": template},
+        }
+    }
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATE_SECTIONS))
+def test_derived_note_has_the_template_sections_with_evidence(template):
+    document = clinical_document(
+        configuration=_configuration({"managedTemplate": {"templateType": template}}),
+        lines=LINES,
+        script=None,
+        session_id="s",
+    )["ClinicalDocumentation"]
+    assert document["TemplateType"] == template
+    assert [s["SectionName"] for s in document["Sections"]] == list(TEMPLATE_SECTIONS[template])
+    summaries = [summary for s in document["Sections"] for summary in s["Summary"]]
+    assert summaries, "the conversation lands in some section"
+    for summary in summaries:
+        assert [link["SegmentId"] for link in summary["EvidenceLinks"]] != []
+        assert {link["SegmentId"] for link in summary["EvidenceLinks"]} <= {"s0", "s1", "s2"}
+
+
+def test_custom_template_note_uses_its_own_section_headers():
+    custom = {
+        "customTemplate": {
+            "templateType": "BIRP",
+            "templateInstructions": [
+                {"sectionHeader": "PRESENTING_SYMPTOMS", "sectionInstruction": "cough fever"},
+                {"sectionHeader": "NEXT_STEPS", "sectionInstruction": "follow up exercise"},
+            ],
+        }
+    }
+    document = clinical_document(
+        configuration=_configuration(custom), lines=LINES, script=None, session_id="s"
+    )["ClinicalDocumentation"]
+    assert document["TemplateType"] == "BIRP"
+    sections = {s["SectionName"]: s["Summary"] for s in document["Sections"]}
+    assert list(sections) == ["PRESENTING_SYMPTOMS", "NEXT_STEPS"]
+    assert [
+        link["SegmentId"] for s in sections["PRESENTING_SYMPTOMS"] for link in s["EvidenceLinks"]
+    ] == ["s1"]
+    assert [link["SegmentId"] for s in sections["NEXT_STEPS"] for link in s["EvidenceLinks"]] == [
+        "s2"
+    ]
+
+
+def test_scripted_summaries_link_only_to_segments_that_were_transcribed():
+    script = PostStreamScript(
+        note=(("PLAN", (Summary(text="Follow up.", segments=(0, 7)),)),),
+        after_visit_summary=(Summary(text="Breathing exercise daily."),),
+    )
+    ids = [segment_id("s", n) for n in range(2)]
+    lines = [TranscriptLine(segment_id=ids[0], begin=0, end=1, content="Follow up soon.")]
+    note = clinical_document(
+        configuration=_configuration({"managedTemplate": {"templateType": "DAP"}}),
+        lines=lines,
+        script=script,
+        session_id="s",
+    )
+    assert note["ClinicalDocumentation"]["Sections"][0]["Summary"][0]["EvidenceLinks"] == [
+        {"SegmentId": ids[0]}
+    ]
+    visit = after_visit_summary_document(lines=LINES, script=script, session_id="s")
+    assert visit["AfterVisitSummary"]["Summary"] == [
+        {"SummarizedSegment": "Breathing exercise daily.", "EvidenceLinks": [{"SegmentId": "s2"}]}
+    ]
+
+
+def test_transcript_document_omits_channel_and_role_without_channel_definitions():
+    line = TranscriptLine(segment_id="x", begin=0.5, end=1.5, content="Hello.")
+    segment = transcript_document(ids={"SessionId": "s"}, language_code="en-US", lines=[line])[
+        "Conversation"
+    ]["TranscriptSegments"][0]
+    assert segment == {
+        "SegmentId": "x",
+        "BeginAudioTime": 0.5,
+        "EndAudioTime": 1.5,
+        "Content": "Hello.",
+    }

@@ -1,0 +1,486 @@
+"""Session lifecycle and resumption: statuses, continuing a paused session, and the refusals.
+
+The state machine is checked sans-IO first (a stream split in two replays exactly
+like one), then end to end through the real SDK and boto3, including a resume
+across a restart of the emulator and the retention of old sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from aws_sdk_connecthealth import models as m
+from botocore.exceptions import ClientError
+
+from emulator.errors import ValidationException
+from emulator.events import StreamException, StreamReset, TranscriptResult
+from emulator.eventstream import Message
+from emulator.lifecycle import (
+    LIFECYCLE,
+    SessionLimits,
+    StreamStatus,
+    check_resume,
+    stream_outcome,
+    transition,
+)
+from emulator.scenario import Fault, Scenario, Segment
+from emulator.sdk import boto3_client
+from emulator.server import Settings
+from emulator.session import ScribeSession, SessionProgress, SessionState
+from emulator.validation import StreamRequest
+
+from .support import (
+    DOMAIN_ID,
+    S3_URI,
+    SUBSCRIPTION_ID,
+    admin,
+    audio_event,
+    configuration_event,
+    end_of_session_event,
+    new_session_id,
+    pcm_tone,
+    run_session,
+    running_emulator,
+    stream_input,
+)
+
+SCRIPT = {
+    "segments": [
+        {"begin": 0.5, "end": 2.0, "content": "Good morning, what brings you in?", "partials": 2},
+        {"begin": 2.2, "end": 4.0, "content": "I have had a cough for two weeks.", "partials": 3},
+        {"begin": 4.5, "end": 6.0, "content": "Any fever or chills?", "partials": 1},
+    ]
+}
+CONTENTS = [segment["content"] for segment in SCRIPT["segments"]]
+
+
+def scripted(emulator, session_id: str, scenario: dict = SCRIPT) -> None:
+    body = {"match": {"sessionId": session_id}, "scenario": scenario}
+    status, answer = admin(emulator.h2c_url, "POST", "/_emulator/rules", body)
+    assert status == 201, answer
+
+
+async def details(client, session_id: str) -> m.MedicalScribeListeningSessionDetails:
+    output = await client.get_medical_scribe_listening_session(
+        input=m.GetMedicalScribeListeningSessionInput(
+            session_id=session_id, domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID
+        )
+    )
+    return output.medical_scribe_listening_session_details
+
+
+# --- The state machine, sans-IO ------------------------------------------------------------
+REQUEST = StreamRequest(
+    session_id="11111111-2222-3333-4444-555555555555",
+    domain_id=DOMAIN_ID,
+    subscription_id=SUBSCRIPTION_ID,
+    language_code="en-US",
+    sample_rate=16000,
+    media_encoding="pcm",
+)
+CONFIGURATION = {
+    "postStreamActionSettings": {
+        "outputS3Uri": S3_URI,
+        "clinicalNoteGenerationSettings": {
+            "noteTemplateSettings": {"managedTemplate": {"templateType": "DAP"}}
+        },
+    }
+}
+
+
+def _event(event_type: str, payload: bytes) -> Message:
+    return Message(headers={":message-type": "event", ":event-type": event_type}, payload=payload)
+
+
+def _run(
+    scenario: Scenario,
+    seconds: float,
+    *,
+    resume: SessionProgress | None = None,
+    end: bool = False,
+    max_audio_seconds: float = 7200.0,
+) -> tuple[ScribeSession, list]:
+    """Feed one stream: configuration, ``seconds`` of audio in 0.1 s chunks, maybe the end."""
+    sent: list = []
+    session = ScribeSession(
+        request=REQUEST,
+        scenario_for=lambda configuration: scenario,
+        send=sent.append,
+        resume=resume,
+        max_audio_seconds=max_audio_seconds,
+    )
+    session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+    audio = pcm_tone(seconds)
+    for i in range(0, len(audio), 3200):
+        if session.finished:
+            break
+        session.receive_event(_event("binaryAudioEvent", audio[i : i + 3200]))
+    if end and not session.finished:
+        session.receive_event(_event("sessionControlEvent", b'{"type": "END_OF_SESSION"}'))
+    elif not session.finished:
+        session.input_closed()
+    return session, sent
+
+
+SCENARIO = Scenario(
+    name="three",
+    segments=tuple(Segment(**segment) for segment in SCRIPT["segments"]),
+)
+
+
+@pytest.mark.parametrize("split", [0.0, 1.0, 2.3, 3.0, 4.2, 5.6, 7.0])
+def test_a_stream_split_by_a_pause_replays_exactly_like_one_stream(split):
+    """Resumed from its progress, the clock, partials, finals and segment ids carry on:
+    the results of two streams equal those of one with the same audio."""
+    _, whole = _run(SCENARIO, 7.0, end=True)
+    first, before = _run(SCENARIO, split)
+    assert first.state is SessionState.PAUSED
+    progress = first.progress()
+    assert progress.audio_seconds == pytest.approx(split)
+    second, after = _run(SCENARIO, 7.0 - split, resume=progress, end=True)
+    assert second.state is SessionState.COMPLETED
+    assert before + after == whole
+    finals = [e for e in before + after if not e.is_partial]
+    assert [e.content for e in finals] == CONTENTS
+    assert len({e.segment_id for e in finals}) == 3
+
+
+def test_progress_survives_its_json_form():
+    progress = SessionProgress(
+        audio_seconds=3.25, next_segment=2, active=((1, 2),), fired_faults=(0,)
+    )
+    assert SessionProgress.from_json(json.loads(json.dumps(progress.to_json()))) == progress
+    with pytest.raises(ValueError):
+        SessionProgress(next_segment=1, active=((1, 0),))
+
+
+def test_a_fault_that_fired_does_not_fire_again_after_resume():
+    scenario = Scenario(
+        name="drop",
+        segments=SCENARIO.segments,
+        faults=(Fault(at=1.0, disconnect=True), Fault(at=5.0, exception="validationException")),
+    )
+    first, sent = _run(scenario, 3.0)
+    assert first.state is SessionState.PAUSED
+    assert isinstance(sent[-1], StreamReset)
+    assert first.audio_seconds == pytest.approx(1.0)  # no audio is read after the reset
+    second, after = _run(scenario, 5.0, resume=first.progress())
+    assert second.state is SessionState.FAILED  # the fault at 5.0 s fires, the one at 1.0 s not
+    assert not any(isinstance(e, StreamReset) for e in after)
+    assert isinstance(after[-1], StreamException)
+
+
+def test_audio_beyond_the_session_limit_is_an_in_stream_validation_exception():
+    first, _ = _run(SCENARIO, 1.5, max_audio_seconds=2.0)
+    with pytest.raises(ValidationException, match="at most 2 s of audio over all its streams"):
+        _run(SCENARIO, 1.0, resume=first.progress(), max_audio_seconds=2.0)
+
+
+def test_results_never_lie_beyond_the_audio_received_after_resume():
+    first, _ = _run(SCENARIO, 2.5)
+    _, after = _run(SCENARIO, 0.5, resume=first.progress(), end=True)
+    assert all(isinstance(e, TranscriptResult) and e.end <= 3.0 + 1e-9 for e in after)
+    assert [e.content for e in after if not e.is_partial] == [CONTENTS[1]]
+
+
+def test_lifecycle_table_opens_new_and_paused_sessions_only():
+    assert transition(None, "open", session_id="s") is StreamStatus.IN_PROGRESS
+    assert transition(StreamStatus.PAUSED, "open", session_id="s") is StreamStatus.IN_PROGRESS
+    refused = {
+        StreamStatus.IN_PROGRESS: "already has a stream in progress",
+        StreamStatus.COMPLETED: "is COMPLETED",
+        StreamStatus.FAILED: "is FAILED",
+    }
+    for status, message in refused.items():
+        assert (status, "open") not in LIFECYCLE
+        with pytest.raises(ValidationException, match=message):
+            transition(status, "open", session_id="s")
+
+
+def test_a_stream_ending_any_other_way_than_end_or_failure_pauses():
+    assert stream_outcome(SessionState.COMPLETED) == "complete"
+    assert stream_outcome(SessionState.FAILED) == "fail"
+    for state in (SessionState.PAUSED, SessionState.STREAMING, SessionState.AWAITING_CONFIGURATION):
+        assert stream_outcome(state) == "pause"
+
+
+def test_resume_limits_name_the_rule_they_enforce():
+    limits = SessionLimits()
+    check_resume(session_id="s", created_at=0, audio_seconds=7199, now=5 * 3600, limits=limits)
+    with pytest.raises(ValidationException, match="within 5 hours of its creation"):
+        check_resume(session_id="s", created_at=0, audio_seconds=0, now=5 * 3600 + 1, limits=limits)
+    with pytest.raises(ValidationException, match=r"at most 7200 s \(2 hours\) of audio"):
+        check_resume(session_id="s", created_at=0, audio_seconds=7200, now=1, limits=limits)
+
+
+# --- Through the real SDK ---------------------------------------------------------------
+async def test_statuses_follow_the_stream_paused_then_completed(client, emulator):
+    """IN_PROGRESS while streaming, PAUSED when the input ends without END_OF_SESSION,
+    COMPLETED after it; streamCreationTime is kept across the streams."""
+    session_id = new_session_id()
+    stream = await client.start_medical_scribe_listening_session(input=stream_input(session_id))
+    await stream.input_stream.send(configuration_event())
+    await asyncio.wait_for(stream.await_output(), 10)
+    live = await details(client, session_id)
+    assert live.stream_status == "IN_PROGRESS" and live.stream_end_time is None
+    await stream.input_stream.close()
+    _, output = await stream.await_output()
+    assert [e async for e in output] == []
+    paused = await details(client, session_id)
+    assert paused.stream_status == "PAUSED" and paused.stream_end_time is not None
+    result = await run_session(client, session_id, audio=pcm_tone(0.5))
+    assert result.error is None
+    done = await details(client, session_id)
+    assert done.stream_status == "COMPLETED"
+    assert done.stream_creation_time == live.stream_creation_time
+
+
+async def test_resumed_stream_continues_the_clock_and_the_scripted_transcript(client, emulator):
+    """Offsets keep growing past the first stream's audio, no segment is sent twice, and a
+    segment under way at the pause goes on with its remaining partials and its final."""
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    first = await run_session(client, session_id, audio=pcm_tone(3.0), end_of_session=False)
+    assert first.error is None
+    assert [s.content for s in first.finals] == CONTENTS[:1]
+    under_way = [s for s in first.partials if s.content in CONTENTS[1]]
+    assert len(under_way) == 1  # one of its three partials is due by 3.0 s
+    second = await run_session(client, session_id, audio=pcm_tone(4.0))
+    assert second.error is None
+    assert [s.content for s in second.finals] == CONTENTS[1:]
+    continued = [s for s in second.segments if s.segment_id == under_way[0].segment_id]
+    assert [s.is_partial for s in continued] == [True, True, False]
+    assert continued[-1].audio_begin_offset == 2.2 and continued[-1].audio_end_offset == 4.0
+    assert all(s.audio_end_offset > 3.0 for s in second.segments)
+    assert second.finals[-1].audio_end_offset == 6.0
+    finals = first.finals + second.finals
+    assert len({s.segment_id for s in finals}) == 3
+
+
+async def test_scripted_disconnect_pauses_and_a_resume_continues_after_it(client, emulator):
+    """A disconnect fault pauses the session. The CRT connection that saw the reset can
+    stay wedged by the SDK's abandoned input writer, so the resume uses a new client."""
+    from emulator.sdk import make_client
+
+    session_id = new_session_id()
+    scripted(emulator, session_id, {**SCRIPT, "faults": [{"at": 3.0, "disconnect": True}]})
+    first = await run_session(client, session_id, audio=pcm_tone(6.0), timeout=20)
+    assert first.error is None and first.input_failed
+    fresh = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+    try:
+        assert (await details(fresh, session_id)).stream_status == "PAUSED"
+        second = await run_session(fresh, session_id, audio=pcm_tone(4.0))
+    finally:
+        await fresh._config.transport.close()
+    assert second.error is None and not second.input_failed
+    assert [s.content for s in first.finals + second.finals] == CONTENTS
+
+
+async def test_in_stream_exception_fails_the_session_for_good(client, emulator):
+    session_id = new_session_id()
+    faults = [{"at": 1.0, "exception": "internalFailureException", "message": "boom"}]
+    scripted(emulator, session_id, {**SCRIPT, "faults": faults})
+    first = await run_session(client, session_id, audio=pcm_tone(2.0))
+    assert isinstance(first.error, m.InternalServerException)
+    assert (await details(client, session_id)).stream_status == "FAILED"
+    again = await run_session(client, session_id, audio=pcm_tone(1.0))
+    assert isinstance(again.error, m.ValidationException)
+    assert "is FAILED" in again.error.message and again.events == []
+
+
+async def test_a_completed_session_cannot_stream_again(client, emulator):
+    session_id = new_session_id()
+    assert (await run_session(client, session_id, audio=pcm_tone(0.5))).error is None
+    again = await run_session(client, session_id, audio=pcm_tone(0.5))
+    assert isinstance(again.error, m.ValidationException), repr(again.error)
+    assert "is COMPLETED" in again.error.message and "END_OF_SESSION" in again.error.message
+
+
+async def test_a_second_concurrent_stream_on_a_live_session_is_refused(client, emulator):
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    stream = await client.start_medical_scribe_listening_session(input=stream_input(session_id))
+    await stream.input_stream.send(configuration_event())
+    await asyncio.wait_for(stream.await_output(), 10)
+    rival = await run_session(client, session_id, audio=pcm_tone(0.5))
+    assert isinstance(rival.error, m.ValidationException), repr(rival.error)
+    assert "already has a stream in progress" in rival.error.message
+    # The first stream is untouched by the refusal.
+    audio = pcm_tone(2.5)
+    for i in range(0, len(audio), 3200):
+        await stream.input_stream.send(audio_event(audio[i : i + 3200]))
+    await stream.input_stream.send(end_of_session_event())
+    await stream.input_stream.close()
+    _, output = await stream.await_output()
+    finals = [e.value.transcript_segment async for e in output]
+    assert [s.content for s in finals if not s.is_partial] == CONTENTS[:2]
+
+
+async def test_a_resumed_stream_must_again_begin_with_a_configuration_event(client, emulator):
+    session_id = new_session_id()
+    first = await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
+    assert first.error is None
+    again = await run_session(
+        client, session_id, events=[audio_event(pcm_tone(0.2)), end_of_session_event()]
+    )
+    assert isinstance(again.error, m.ValidationException)
+    assert "must be a configurationEvent" in again.error.message
+
+
+async def test_a_resumed_stream_keeps_the_session_audio_format(client, emulator):
+    session_id = new_session_id()
+    await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
+    again = await run_session(
+        client, session_id, audio=pcm_tone(0.5, sample_rate=8000), sample_rate=8000
+    )
+    assert isinstance(again.error, m.ValidationException)
+    assert "x-amzn-medscribe-sample-rate is 8000" in again.error.message
+    assert (await details(client, session_id)).stream_status == "PAUSED"  # refusal changes nothing
+
+
+async def test_a_resumed_stream_keeps_the_session_channel_definitions(client, emulator):
+    session_id = new_session_id()
+    await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
+    again = await run_session(
+        client, session_id, audio=pcm_tone(0.5, channels=2), two_channels=True
+    )
+    assert isinstance(again.error, m.ValidationException)
+    assert "channelDefinitions" in again.error.message
+
+
+async def test_resuming_more_than_5_hours_after_creation_is_refused(client, emulator):
+    session_id = new_session_id()
+    await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
+    backend = emulator.app.backend
+    backend.clock = lambda: time.time() + 5 * 3600 + 60
+    try:
+        again = await run_session(client, session_id, audio=pcm_tone(0.5))
+    finally:
+        backend.clock = time.time
+    assert isinstance(again.error, m.ValidationException)
+    assert "resumed only within 5 hours of its creation" in again.error.message
+
+
+async def test_total_audio_limit_is_enforced_in_stream_and_before_a_resume(client, emulator):
+    """The 2-hour limit, scaled down to 1 s so a test can reach it."""
+    backend = emulator.app.backend
+    backend.limits = SessionLimits(max_audio_seconds=1.0)
+    try:
+        crossing = new_session_id()
+        await run_session(client, crossing, audio=pcm_tone(0.7), end_of_session=False)
+        over = await run_session(client, crossing, audio=pcm_tone(0.7))
+        full = new_session_id()
+        await run_session(client, full, audio=pcm_tone(1.0), end_of_session=False)
+        refused = await run_session(client, full, audio=pcm_tone(0.1))
+    finally:
+        backend.limits = SessionLimits()
+    assert isinstance(over.error, m.ValidationException) and over.output is not None  # in-stream
+    assert "at most 1 s of audio over all its streams" in over.error.message
+    assert (await details(client, crossing)).stream_status == "FAILED"
+    assert isinstance(refused.error, m.ValidationException) and refused.output is None
+    assert "already has 1.000 s of audio" in refused.error.message
+
+
+async def test_boto3_sees_each_status_of_the_lifecycle(client, emulator):
+    boto = boto3_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+
+    def status(session_id: str) -> str:
+        answer = boto.get_medical_scribe_listening_session(
+            sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
+        )
+        return answer["medicalScribeListeningSessionDetails"]["streamStatus"]
+
+    paused, failed, completed = new_session_id(), new_session_id(), new_session_id()
+    await run_session(client, paused, audio=pcm_tone(0.3), end_of_session=False)
+    await run_session(client, failed, events=[audio_event(pcm_tone(0.1))])
+    await run_session(client, completed, audio=pcm_tone(0.3))
+    assert [status(s) for s in (paused, failed, completed)] == ["PAUSED", "FAILED", "COMPLETED"]
+    with pytest.raises(ClientError) as info:
+        status(new_session_id())
+    assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+# --- Across restarts, and retention --------------------------------------------------------
+def _settings(state: Path, **overrides) -> Settings:
+    return Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=state, **overrides)
+
+
+async def _with_client(running, body):
+    from emulator.sdk import make_client
+
+    client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+    try:
+        return await body(client)
+    finally:
+        await client._config.transport.close()
+
+
+def test_a_paused_session_resumes_after_an_emulator_restart(tmp_path):
+    """Sessions live in <state-dir>/medscribe.sqlite3: the second emulator continues the
+    scripted transcript where the first one's stream stopped, though the rule is gone."""
+    session_id = new_session_id()
+    with running_emulator(_settings(tmp_path)) as first:
+        scripted(first, session_id)
+        before = asyncio.run(
+            _with_client(
+                first,
+                lambda c: run_session(c, session_id, audio=pcm_tone(3.0), end_of_session=False),
+            )
+        )
+        created = asyncio.run(_with_client(first, lambda c: details(c, session_id)))
+    assert (tmp_path / "medscribe.sqlite3").is_file()
+    with running_emulator(_settings(tmp_path)) as second:
+        assert admin(second.h2c_url, "GET", "/_emulator/rules")[1]["rules"] == []
+
+        async def resume(client):
+            paused = await details(client, session_id)
+            result = await run_session(client, session_id, audio=pcm_tone(4.0))
+            return paused, result, await details(client, session_id)
+
+        paused, after, done = asyncio.run(_with_client(second, resume))
+    assert before.error is None and after.error is None
+    assert paused.stream_status == "PAUSED"
+    assert [s.content for s in before.finals + after.finals] == CONTENTS
+    assert all(s.audio_end_offset > 3.0 for s in after.segments)
+    assert done.stream_status == "COMPLETED"
+    assert done.stream_creation_time == created.stream_creation_time
+
+
+def _kept(running) -> list[str]:
+    status, body = admin(running.h2c_url, "GET", "/_emulator/sessions")
+    assert status == 200
+    return [session["sessionId"] for session in body["sessions"]]
+
+
+def test_retention_keeps_the_newest_sessions_and_drops_the_oldest_with_their_journal(tmp_path):
+    ids = [new_session_id() for _ in range(3)]
+    with running_emulator(_settings(tmp_path, retention=2)) as running:
+
+        async def three(client):
+            for session_id in ids:
+                assert (await run_session(client, session_id, audio=pcm_tone(0.2))).error is None
+
+        asyncio.run(_with_client(running, three))
+        boto = boto3_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+        with pytest.raises(ClientError) as info:
+            boto.get_medical_scribe_listening_session(
+                sessionId=ids[0], domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
+            )
+        assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+        kept = [
+            s["sessionId"]
+            for s in admin(running.h2c_url, "GET", "/_emulator/sessions")[1]["sessions"]
+        ]
+        assert kept == ids[1:]
+    journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
+    assert sorted(p.name for p in journals.iterdir()) == sorted(ids[1:])
+    with running_emulator(_settings(tmp_path, retention=1)) as running:
+        kept = [
+            s["sessionId"]
+            for s in admin(running.h2c_url, "GET", "/_emulator/sessions")[1]["sessions"]
+        ]
+        assert kept == ids[2:]
