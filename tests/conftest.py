@@ -39,3 +39,12 @@ async def client(emulator: RunningServer) -> AsyncIterator[Any]:
         yield sdk_client
     finally:
         await sdk_client._config.transport.close()  # type: ignore[attr-defined]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-sessions",
+        type=int,
+        default=100,
+        help="sessions per round in the soak test (default 100; CI uses the default)",
+    )

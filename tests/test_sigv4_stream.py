@@ -1,0 +1,119 @@
+"""--verify-signatures: the real SDK's signatures are checked, bad ones refused."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aws_sdk_connecthealth import models as m
+
+from emulator.eventstream import Message, encode_message
+from emulator.server import RunningServer, Settings
+
+from .support import H2Client, admin, new_session_id, pcm_tone, run_session, running_emulator
+from .test_stream_wire import END, audio, config_event, headers
+
+KEY, SECRET = "AKIDVERIFIED00000000", "right-secret"
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    settings = Settings(
+        port=0,
+        h2c_port=0,
+        state_dir=Path(tmp_path_factory.mktemp("sigv4-state")),
+        verify_signatures=True,
+        access_key_id=KEY,
+        secret_access_key=SECRET,
+    )
+    with running_emulator(settings) as running:
+        yield running
+
+
+async def sdk_session(strict: RunningServer, secret: str, **kwargs):
+    from emulator.sdk import make_client
+
+    client = await make_client(
+        endpoint_url=strict.endpoint_url,
+        ca_file=strict.ca_file,
+        access_key_id=KEY,
+        secret_access_key=secret,
+    )
+    try:
+        return await run_session(client, new_session_id(), audio=pcm_tone(2.0), **kwargs)
+    finally:
+        await client._config.transport.close()
+
+
+async def test_correctly_signed_sdk_sessions_pass_header_and_chunk_verification(strict):
+    result = await sdk_session(strict, SECRET)
+    assert result.error is None, repr(result.error)
+    status, details = admin(
+        strict.h2c_url, "GET", f"/_emulator/sessions/{result.output.session_id}"
+    )
+    assert details["status"] == "COMPLETED"
+
+
+async def test_wrong_secret_is_access_denied_without_revealing_secrets(strict):
+    result = await sdk_session(strict, "wrong-secret")
+    assert isinstance(result.error, m.AccessDeniedException), repr(result.error)
+    assert "signature" in result.error.message.lower()
+    assert SECRET not in result.error.message and "wrong-secret" not in result.error.message
+
+
+def test_unsigned_request_is_401_access_denied_naming_the_missing_header(strict):
+    client = H2Client("127.0.0.1", strict.h2c_port)
+    try:
+        stream = client.request(headers(new_session_id()))
+        client.send(stream, config_event(), end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["headers"][":status"] == "401"
+    assert response["headers"]["x-amzn-errortype"] == "AccessDeniedException"
+    assert "authorization" in json.loads(response["data"])["message"].lower()
+
+
+def test_tampered_event_is_an_in_stream_validation_exception(strict):
+    """A request signed correctly whose events carry bad chunk signatures."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    session_id = new_session_id()
+    wanted = headers(session_id)
+    wanted["x-amz-content-sha256"] = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
+    url = f"http://127.0.0.1:{strict.h2c_port}/medical-scribe-stream/"
+    request = AWSRequest(method="POST", url=url, headers={**wanted, "host": "localhost"})
+    SigV4Auth(Credentials(KEY, SECRET), "health-agent", "us-east-1").add_auth(request)
+    signed_headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "host"}
+    now = datetime.datetime.now(datetime.UTC)
+    bogus = hashlib.sha256(b"not the chain").digest()
+    envelope = encode_message(
+        Message(headers={":date": now, ":chunk-signature": bogus}, payload=config_event())
+    )
+    client = H2Client("127.0.0.1", strict.h2c_port)
+    try:
+        stream = client.request(signed_headers)
+        client.send(stream, envelope + audio(pcm_tone(0.1)) + END, end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["headers"][":status"] == "200"
+    from emulator.eventstream import EventStreamDecoder
+
+    (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
+    assert exception.headers[":exception-type"] == "validationException"
+    assert "chunk signature" in json.loads(exception.payload)["message"]
+
+
+def test_verification_without_credentials_refuses_to_start(tmp_path):
+    from emulator.errors import ConfigError
+    from emulator.server import credential_store
+
+    with pytest.raises(ConfigError, match="--verify-signatures needs"):
+        credential_store(Settings(verify_signatures=True, state_dir=tmp_path))
