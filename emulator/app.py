@@ -37,12 +37,40 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=exc.status_code, headers=exc.headers)
 
 
+#: Admin paths open without the token: the container healthcheck and the CA
+#: certificate, which is public by nature.
+_OPEN_PATHS = frozenset({"/_emulator/health", "/_emulator/ca.pem"})
+
+
+def _needs_token(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    return scope["type"] == "http" and path.startswith("/_emulator/") and path not in _OPEN_PATHS
+
+
+def _has_token(scope: Scope, expected: bytes) -> bool:
+    import hmac
+
+    given = dict(scope["headers"]).get(b"authorization", b"")
+    return hmac.compare_digest(given, expected)
+
+
+async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(
+        {"message": "the admin API needs 'Authorization: Bearer <token>' (--admin-token)"},
+        status_code=401,
+        headers={"www-authenticate": "Bearer"},
+    )
+    await response(scope, receive, send)
+
+
 def create_app(
     backend: Backend,
     *,
     ca_file: Path | None = None,
     endpoints: dict[str, str] | None = None,
     credentials: CredentialStore | None = None,
+    idle_timeout: float = 0.0,
+    admin_token: str | None = None,
 ) -> Any:
     """Return the emulator's ASGI app bound to ``backend``.
 
@@ -53,7 +81,8 @@ def create_app(
     if backend.resources is not None:
         routes += control_routes(backend.resources)
     admin = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    stream = StreamEndpoint(backend, credentials=credentials)
+    stream = StreamEndpoint(backend, credentials=credentials, idle_timeout=idle_timeout)
+    expected = None if admin_token is None else f"Bearer {admin_token}".encode()
     details = SessionDetailsEndpoint(backend)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,6 +94,9 @@ def create_app(
             if method == "GET" and (ids := match_session_path(scope)) is not None:
                 await details(scope, receive, send, ids=ids)
                 return
+        if expected is not None and _needs_token(scope) and not _has_token(scope, expected):
+            await _unauthorized(scope, receive, send)
+            return
         await admin(scope, receive, send)
 
     app.backend = backend  # type: ignore[attr-defined]

@@ -415,6 +415,21 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
     )
+    _option(
+        parser,
+        "--idle-timeout",
+        f"seconds without input before a stream ends with a validationException, 0 for "
+        f"never (default {d.idle_timeout:g})",
+        type=_float,
+        metavar="SECONDS",
+    )
+    _option(
+        parser,
+        "--admin-token",
+        "require 'Authorization: Bearer TOKEN' on the admin API (health and ca.pem stay "
+        "open), for emulators on shared networks",
+        metavar="TOKEN",
+    )
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -80,6 +80,10 @@ class Settings:
     secret_access_key: str | None = None
     #: An AWS-style credentials file with more key pairs to accept.
     credentials_file: Path | None = None
+    #: Seconds without input after which a stream ends with a validationException (0: never).
+    idle_timeout: float = 15.0
+    #: Bearer token the admin API requires (health and ca.pem stay open).
+    admin_token: str | None = None
 
 
 def credential_store(settings: Settings) -> CredentialStore | None:
@@ -230,6 +234,8 @@ async def _serve(
         ca_file=ca_file,
         endpoints={"https": running.endpoint_url, "h2c": running.h2c_url},
         credentials=credentials,
+        idle_timeout=settings.idle_timeout,
+        admin_token=settings.admin_token,
     )
     running = RunningServer(**{**running.__dict__, "app": app})
 

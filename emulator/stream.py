@@ -12,6 +12,7 @@ message after.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -68,8 +69,16 @@ class StreamEndpoint:
     journal as it passes.
     """
 
-    def __init__(self, backend: Any, *, credentials: CredentialStore | None = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        credentials: CredentialStore | None = None,
+        idle_timeout: float = 0.0,
+    ) -> None:
         self.backend = backend
+        #: Seconds a stream may go without input before it is ended (0: never).
+        self.idle_timeout = idle_timeout
         #: With credentials, every request and event signature is verified.
         self.credentials = credentials
 
@@ -156,7 +165,23 @@ class StreamEndpoint:
         chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
         while not session.finished:
-            message = await receive()
+            try:
+                if self.idle_timeout > 0:
+                    message = await asyncio.wait_for(receive(), self.idle_timeout)
+                else:
+                    message = await receive()
+            except TimeoutError:
+                session.fail(
+                    "validationException",
+                    f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
+                    "audio (the emulator's --idle-timeout)",
+                )
+                if out:
+                    await send(
+                        {"type": "http.response.body", "body": b"".join(out), "more_body": True}
+                    )
+                    out.clear()
+                return
             if message["type"] == "http.disconnect":
                 journal.record(
                     {

@@ -1,0 +1,72 @@
+"""Always-on limits and admin protection: the idle timeout and --admin-token."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.eventstream import EventStreamDecoder
+from emulator.server import RunningServer, Settings
+
+from .support import H2Client, admin, new_session_id, running_emulator
+from .test_stream_wire import config_event, headers
+
+TOKEN = "let-me-in"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    settings = Settings(
+        port=0,
+        h2c_port=0,
+        state_dir=Path(tmp_path_factory.mktemp("limits-state")),
+        idle_timeout=0.5,
+        admin_token=TOKEN,
+    )
+    with running_emulator(settings) as running:
+        yield running
+
+
+def authorized(running: RunningServer, path: str) -> tuple[int, object]:
+    request = urllib.request.Request(running.h2c_url + path)
+    request.add_header("authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exception(guarded):
+    session_id = new_session_id()
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, config_event())  # then silence, input left open
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"]
+    (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
+    assert exception.headers[":exception-type"] == "validationException"
+    assert "no input for 0.5 s" in json.loads(exception.payload)["message"]
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "FAILED"
+
+
+@pytest.mark.parametrize(
+    "path", ["/_emulator/rules", "/_emulator/sessions"], ids=["rules", "sessions"]
+)
+def test_admin_api_needs_the_bearer_token(guarded, path):
+    status, body = admin(guarded.h2c_url, "GET", path)
+    assert status == 401
+    assert "--admin-token" in body["message"]
+    assert authorized(guarded, path)[0] == 200
+
+
+def test_health_and_ca_stay_open_without_the_token(guarded):
+    status, body = admin(guarded.h2c_url, "GET", "/_emulator/health")
+    assert status == 200 and body["status"] == "ready"
+    status, pem = admin(guarded.h2c_url, "GET", "/_emulator/ca.pem")
+    assert status == 200 and pem.startswith(b"-----BEGIN CERTIFICATE-----")
