@@ -18,6 +18,7 @@ from .admin import admin_routes
 from .backend import Backend
 from .control import control_routes
 from .details import SessionDetailsEndpoint, match_session_path
+from .quotas import Quotas
 from .sigv4 import CredentialStore
 from .stream import Receive, Scope, Send, StreamEndpoint
 
@@ -71,6 +72,7 @@ def create_app(
     credentials: CredentialStore | None = None,
     idle_timeout: float = 0.0,
     admin_token: str | None = None,
+    quotas: Quotas | None = None,
 ) -> Any:
     """Return the emulator's ASGI app bound to ``backend``.
 
@@ -81,9 +83,11 @@ def create_app(
     if backend.resources is not None:
         routes += control_routes(backend.resources)
     admin = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    stream = StreamEndpoint(backend, credentials=credentials, idle_timeout=idle_timeout)
+    stream = StreamEndpoint(
+        backend, credentials=credentials, idle_timeout=idle_timeout, quotas=quotas
+    )
     expected = None if admin_token is None else f"Bearer {admin_token}".encode()
-    details = SessionDetailsEndpoint(backend)
+    details = SessionDetailsEndpoint(backend, quotas=quotas)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -430,6 +430,47 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "open), for emulators on shared networks",
         metavar="TOKEN",
     )
+    _option(
+        parser,
+        "--quotas",
+        "apply the service's per-access-key quotas: concurrent sessions (402) and "
+        "request rates (429) (default off)",
+        action="store_const",
+        const=True,
+        default=None,
+    )
+    _option(
+        parser,
+        "--quota-concurrent-sessions",
+        f"concurrent streaming sessions per access key with --quotas "
+        f"(default {d.quota_concurrent_sessions})",
+        type=_positive,
+        metavar="N",
+    )
+    _option(
+        parser,
+        "--quota-start-tps",
+        f"StartMedicalScribeListeningSession requests per second per key with --quotas "
+        f"(default {d.quota_start_tps:g})",
+        type=_float,
+        metavar="TPS",
+    )
+    _option(
+        parser,
+        "--quota-get-tps",
+        f"GetMedicalScribeListeningSession requests per second per key with --quotas "
+        f"(default {d.quota_get_tps:g})",
+        type=_float,
+        metavar="TPS",
+    )
+    _option(
+        parser,
+        "--max-streams",
+        f"streams the whole server runs at once; more get ServiceQuotaExceededException "
+        f"(default {d.max_streams})",
+        type=_positive,
+        metavar="N",
+    )
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .errors import ResourceNotFoundException, ServiceError
+from .quotas import Quotas, access_key_of
 from .record import SessionKey, SessionRecord
 from .stream import Receive, Scope, Send, error_response
 from .validation import PATH_PARAMETER_NAMES, validate_ids
@@ -108,8 +109,9 @@ class SessionDetailsEndpoint:
     """ASGI app for GET on :data:`GET_SESSION_PATH`, over ``backend`` (an
     :class:`emulator.backend.Backend`)."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, *, quotas: Quotas | None = None) -> None:
         self.backend = backend
+        self.quotas = quotas
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, *, ids: tuple[str, str, str]
@@ -118,6 +120,8 @@ class SessionDetailsEndpoint:
         request_id = str(uuid.uuid4())
         domain_id, subscription_id, session_id = ids
         try:
+            if self.quotas is not None:
+                self.quotas.check_get(access_key_of(scope["headers"]))
             validate_ids(
                 session_id=session_id or None,
                 domain_id=domain_id or None,

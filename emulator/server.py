@@ -24,6 +24,7 @@ from . import hypercorn_h2
 from .app import create_app
 from .backend import Backend
 from .errors import ConfigError
+from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
 from .scenario import load_scenario_dir
 from .sigv4 import Credentials, CredentialStore
@@ -84,6 +85,13 @@ class Settings:
     idle_timeout: float = 15.0
     #: Bearer token the admin API requires (health and ca.pem stay open).
     admin_token: str | None = None
+    #: The service's per-access-key quotas: concurrent sessions and request rates.
+    quotas: bool = False
+    quota_concurrent_sessions: int = 10
+    quota_start_tps: float = 2.0
+    quota_get_tps: float = 10.0
+    #: Streams the whole server runs at once.
+    max_streams: int = 5000
 
 
 def credential_store(settings: Settings) -> CredentialStore | None:
@@ -236,6 +244,15 @@ async def _serve(
         credentials=credentials,
         idle_timeout=settings.idle_timeout,
         admin_token=settings.admin_token,
+        quotas=Quotas(
+            QuotaSettings(
+                per_key=settings.quotas,
+                concurrent_sessions=settings.quota_concurrent_sessions,
+                start_tps=settings.quota_start_tps,
+                get_tps=settings.quota_get_tps,
+                max_streams=settings.max_streams,
+            )
+        ),
     )
     running = RunningServer(**{**running.__dict__, "app": app})
 

@@ -24,6 +24,7 @@ from .errors import FramingError, ServiceError, service_error
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult, encode_output
 from .eventstream import EventStreamDecoder, Message, open_envelope
 from .journal import Journal
+from .quotas import Quotas, access_key_of
 from .session import ScribeSession, SessionState
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
@@ -75,8 +76,10 @@ class StreamEndpoint:
         *,
         credentials: CredentialStore | None = None,
         idle_timeout: float = 0.0,
+        quotas: Quotas | None = None,
     ) -> None:
         self.backend = backend
+        self.quotas = quotas
         #: Seconds a stream may go without input before it is ended (0: never).
         self.idle_timeout = idle_timeout
         #: With credentials, every request and event signature is verified.
@@ -85,6 +88,7 @@ class StreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
         signature: RequestSignature | None = None
+        quota_key: str | None = None
         try:
             if self.credentials is not None:
                 # Before the headers: a 401 wins over a 400, as on the service.
@@ -103,7 +107,15 @@ class StreamEndpoint:
             rule = self.backend.match_rule(request)
             if rule is not None and rule.error is not None:
                 raise service_error(*rule.error)
-            record = self.backend.open_stream(request, request_id=request_id, rule=rule)
+            if self.quotas is not None:
+                quota_key = access_key_of(scope["headers"])
+                self.quotas.open_stream(quota_key)
+            try:
+                record = self.backend.open_stream(request, request_id=request_id, rule=rule)
+            except BaseException:
+                if quota_key is not None:
+                    self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
+                raise
         except ServiceError as error:
             self.backend.record_rejection(scope["headers"], error, request_id=request_id)
             await error_response(send, error, request_id=request_id)
@@ -145,6 +157,8 @@ class StreamEndpoint:
             await self._pump(receive, send, session, journal, out, resets, signature)
         finally:
             self.backend.close_stream(record)
+            if quota_key is not None:
+                self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
         if resets:
             # Returning with the body unfinished makes the server reset the
             # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.

@@ -1,0 +1,119 @@
+"""Quotas: the service's per-key limits (with ``--quotas``) and the server-wide stream cap.
+
+Sans-IO: callers pass the access key id (from the request's SigV4 credential
+scope, verified or not) and a clock. The numbers default to the service's:
+10 concurrent streaming sessions per account, StartMedicalScribeListeningSession
+at 2 requests per second and GetMedicalScribeListeningSession at 10.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .errors import ServiceQuotaExceededException, ThrottlingException
+
+__all__ = ["QuotaSettings", "Quotas", "access_key_of", "ANONYMOUS"]
+
+#: The key unsigned requests count against.
+ANONYMOUS = "anonymous"
+
+_CREDENTIAL = re.compile(rb"Credential=([^/,\s]+)/")
+
+
+def access_key_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The access key id named in the Authorization header, or :data:`ANONYMOUS`."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            match = _CREDENTIAL.search(value)
+            if match:
+                return match.group(1).decode("latin-1")
+    return ANONYMOUS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuotaSettings:
+    """``per_key`` turns the service quotas on; ``max_streams`` always applies."""
+
+    per_key: bool = False
+    concurrent_sessions: int = 10
+    start_tps: float = 2.0
+    get_tps: float = 10.0
+    #: Streams the whole server runs at once: beyond it memory and latency suffer
+    #: for everyone, so the next client is told, not slowed down.
+    max_streams: int = 5000
+
+
+@dataclass(slots=True)
+class _Window:
+    """Request times of the last second, for a requests-per-second limit."""
+
+    times: deque[float] = field(default_factory=deque)
+
+    def admit(self, now: float, rate: float) -> bool:
+        while self.times and now - self.times[0] >= 1.0:
+            self.times.popleft()
+        if len(self.times) >= rate:
+            return False
+        self.times.append(now)
+        return True
+
+
+class Quotas:
+    """Admits or refuses streams and look-ups; raises the modeled errors."""
+
+    def __init__(self, settings: QuotaSettings, *, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self._streams: dict[str, int] = {}
+        self._total = 0
+        self._starts: dict[str, _Window] = {}
+        self._gets: dict[str, _Window] = {}
+
+    def open_stream(self, key: str) -> None:
+        """Count a new stream for ``key``; call :meth:`close_stream` when it ends.
+
+        Raises ThrottlingException (429) over the start rate and
+        ServiceQuotaExceededException (402) over the concurrent-session quota or
+        the server-wide cap.
+        """
+        s = self.settings
+        if self._total >= s.max_streams:
+            raise ServiceQuotaExceededException(
+                f"the emulator is running {self._total} streams, its limit "
+                f"(--max-streams {s.max_streams})"
+            )
+        if s.per_key:
+            window = self._starts.setdefault(key, _Window())
+            if not window.admit(self._clock(), s.start_tps):
+                raise ThrottlingException(
+                    f"Rate exceeded: StartMedicalScribeListeningSession allows {s.start_tps:g} "
+                    f"requests per second for access key {key}"
+                )
+            if self._streams.get(key, 0) >= s.concurrent_sessions:
+                raise ServiceQuotaExceededException(
+                    f"access key {key} already has {s.concurrent_sessions} concurrent streaming "
+                    "sessions, the quota"
+                )
+        self._streams[key] = self._streams.get(key, 0) + 1
+        self._total += 1
+
+    def close_stream(self, key: str) -> None:
+        left = self._streams.get(key, 0) - 1
+        if left > 0:
+            self._streams[key] = left
+        else:
+            self._streams.pop(key, None)
+        self._total = max(0, self._total - 1)
+
+    def check_get(self, key: str) -> None:
+        """Raises ThrottlingException over the GetMedicalScribeListeningSession rate."""
+        s = self.settings
+        if s.per_key and not self._gets.setdefault(key, _Window()).admit(self._clock(), s.get_tps):
+            raise ThrottlingException(
+                f"Rate exceeded: GetMedicalScribeListeningSession allows {s.get_tps:g} "
+                f"requests per second for access key {key}"
+            )

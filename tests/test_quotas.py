@@ -1,0 +1,121 @@
+"""--quotas: the service's per-key limits, and the always-on server-wide stream cap."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aws_sdk_connecthealth import models as m
+
+from emulator.errors import ServiceQuotaExceededException, ThrottlingException
+from emulator.quotas import ANONYMOUS, Quotas, QuotaSettings, access_key_of
+from emulator.server import RunningServer, Settings
+
+from .support import DOMAIN_ID, SUBSCRIPTION_ID, H2Client, new_session_id, running_emulator
+from .test_stream_wire import END, config_event, headers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_start_rate_is_per_key_per_second():
+    clock = Clock()
+    quotas = Quotas(QuotaSettings(per_key=True, start_tps=2, concurrent_sessions=99), clock=clock)
+    quotas.open_stream("A")
+    quotas.open_stream("A")
+    with pytest.raises(ThrottlingException, match="2 requests per second for access key A"):
+        quotas.open_stream("A")
+    quotas.open_stream("B")  # another key has its own budget
+    clock.now += 1.0
+    quotas.open_stream("A")
+
+
+def test_concurrent_sessions_are_counted_until_closed():
+    quotas = Quotas(QuotaSettings(per_key=True, start_tps=99, concurrent_sessions=2))
+    quotas.open_stream("A")
+    quotas.open_stream("A")
+    with pytest.raises(ServiceQuotaExceededException, match="2 concurrent"):
+        quotas.open_stream("A")
+    quotas.close_stream("A")
+    quotas.open_stream("A")
+
+
+def test_the_server_wide_cap_applies_without_quotas():
+    quotas = Quotas(QuotaSettings(per_key=False, max_streams=2))
+    quotas.open_stream("A")
+    quotas.open_stream("B")
+    with pytest.raises(ServiceQuotaExceededException, match="--max-streams 2"):
+        quotas.open_stream("C")
+
+
+def test_access_key_comes_from_the_credential_scope():
+    auth = b"AWS4-HMAC-SHA256 Credential=AKIDX/20261121/us-east-1/health-agent/aws4_request, "
+    assert (
+        access_key_of([(b"authorization", auth + b"SignedHeaders=host, Signature=00")]) == "AKIDX"
+    )
+    assert access_key_of([]) == ANONYMOUS
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    settings = Settings(
+        port=0,
+        h2c_port=0,
+        state_dir=Path(tmp_path_factory.mktemp("quota-state")),
+        quotas=True,
+        quota_concurrent_sessions=2,
+        quota_start_tps=100,
+        quota_get_tps=1,
+    )
+    with running_emulator(settings) as running:
+        yield running
+
+
+def test_third_concurrent_session_of_a_key_gets_402(limited):
+    client = H2Client("127.0.0.1", limited.h2c_port)
+    try:
+        live = [client.request(headers(new_session_id())) for _ in range(2)]
+        for stream in live:
+            client.send(stream, config_event())
+            client.wait(stream, for_headers=True)
+        third = client.request(headers(new_session_id()))
+        response = client.wait(third)
+        assert response["headers"][":status"] == "402"
+        assert response["headers"]["x-amzn-errortype"] == "ServiceQuotaExceededException"
+        assert "concurrent" in json.loads(response["data"])["message"]
+        client.send(live[0], END, end_stream=True)
+        client.wait(live[0])
+        fourth = client.request(headers(new_session_id()))
+        assert client.wait(fourth, for_headers=True)["headers"][":status"] == "200"
+    finally:
+        client.close()
+
+
+async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited):
+    from smithy_core.retries import RetryStrategyOptions
+
+    from emulator.sdk import make_client
+
+    # One attempt: the SDK would otherwise retry the throttled call until it passes.
+    client = await make_client(
+        endpoint_url=limited.endpoint_url,
+        ca_file=limited.ca_file,
+        retry_strategy=RetryStrategyOptions(max_attempts=1),
+    )
+    request = m.GetMedicalScribeListeningSessionInput(
+        domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID, session_id=new_session_id()
+    )
+    try:
+        with pytest.raises(m.ResourceNotFoundException):
+            await client.get_medical_scribe_listening_session(input=request)
+        with pytest.raises(m.ThrottlingException):
+            await client.get_medical_scribe_listening_session(input=request)
+    finally:
+        await client._config.transport.close()
