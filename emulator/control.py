@@ -51,6 +51,7 @@ from .resources import (
     ResourceRegistry,
     TextShape,
 )
+from .validation import describe_value
 
 __all__ = ["MAX_REQUEST_BODY", "control_routes"]
 
@@ -61,7 +62,6 @@ log = logging.getLogger("medscribe.control")
 MAX_REQUEST_BODY = 1024 * 1024
 
 # Longer values are echoed cut short, so a message stays readable.
-_ECHO_LIMIT = 2048
 # An integer query parameter, as the service's parser reads one (ASCII digits only).
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 # A value never echoed: unknown members and whole bodies.
@@ -76,7 +76,9 @@ class _Violations:
         self.items: list[str] = []
 
     def add(self, value: object, where: str, rule: str) -> None:
-        self.items.append(f"{_echo(value)} at '{where}' failed to satisfy constraint: {rule}")
+        self.items.append(
+            f"{describe_value(value)} at '{where}' failed to satisfy constraint: {rule}"
+        )
 
     def text(self, value: object, where: str, shape: TextShape, *, required: bool) -> None:
         if value is None:
@@ -93,18 +95,6 @@ class _Violations:
                 f"{n} validation {'error' if n == 1 else 'errors'} detected: "
                 + "; ".join(self.items)
             )
-
-
-def _echo(value: object) -> str:
-    if value is None:
-        return "Value null"
-    if isinstance(value, bool):
-        return f"Value '{str(value).lower()}'"
-    if isinstance(value, str) and len(value) > _ECHO_LIMIT:
-        return f"Value '{value[:_ECHO_LIMIT]}...' ({len(value)} characters)"
-    if isinstance(value, str | int | float):
-        return f"Value '{value}'"
-    return "Value"  # objects and lists are not echoed whole
 
 
 def _check_tags(tags: object, out: _Violations, *, required: bool) -> None:
@@ -198,7 +188,7 @@ async def _json_body(
 
 def _fail(where: str, rule: str) -> NoReturn:
     raise ValidationException(
-        f"1 validation error detected: {_echo(_UNSHOWN)} at '{where}' "
+        f"1 validation error detected: {describe_value(_UNSHOWN)} at '{where}' "
         f"failed to satisfy constraint: {rule}"
     )
 

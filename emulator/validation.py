@@ -42,6 +42,7 @@ __all__ = [
     "parse_configuration_event",
     "parse_audio_event",
     "parse_session_control_event",
+    "describe_value",
 ]
 
 #: Model member name -> request/response header (StartMedicalScribeListeningSessionInput).
@@ -253,6 +254,10 @@ def _value_text(value: object, *, sensitive: bool = False) -> str:
     if isinstance(value, str | int | float):
         return f"Value '{value}'"
     return "Value"  # objects and lists may hold sensitive members
+
+
+#: Public name for other modules that report values in the same AWS style.
+describe_value = _value_text
 
 
 def _violation(value: object, where: str, rule: str, *, sensitive: bool = False) -> str:
