@@ -83,7 +83,7 @@ class Backend:
         self.scenarios = dict(scenarios)
         self.default_scenario = default_scenario
         self.seed = seed
-        self.rules = RuleBook()
+        self.rules = RuleBook(seed=seed)
         self.rules_file = rules_file
         self.retention = retention
         self.post_stream_delay = post_stream_delay

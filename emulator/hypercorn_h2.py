@@ -61,12 +61,14 @@ import hyperframe.frame
 import priority
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hyperframe.frame import GoAwayFrame
 
 from . import hypercorn_tcp
 
-__all__ = ["DuplexH2Protocol", "install"]
+__all__ = ["DuplexH2Protocol", "ConnectionControl", "CONNECTION_EXTENSION", "install"]
 
 # States in which the app has started a response it never completed.
 _UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})
@@ -140,6 +142,16 @@ class DuplexH2Protocol(H2Protocol):
                 await super()._handle_events([event])
         await self._flush()
 
+    async def _create_stream(self, request: h2.events.RequestReceived) -> None:
+        await super()._create_stream(request)
+        stream = self.streams.get(request.stream_id)
+        scope = getattr(stream, "scope", None)
+        if scope is not None:
+            # Connection-level controls for the app's chaos rules (GOAWAY, TCP
+            # close), which ASGI itself cannot express. The app reads the
+            # extension only when it fires, long after this runs.
+            scope["extensions"][CONNECTION_EXTENSION] = ConnectionControl(self)
+
     async def _close_stream(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
         if isinstance(stream, HTTPStream):
@@ -189,6 +201,34 @@ class DuplexH2Protocol(H2Protocol):
         # None once h2 has forgotten the stream, which it does only when closed.
         stream = self.connection.streams.get(stream_id)
         return None if stream is None else stream.state_machine.state
+
+
+#: The scope extension that carries a :class:`ConnectionControl`.
+CONNECTION_EXTENSION = "medscribe.connection"
+
+
+class ConnectionControl:
+    """What an app may do to its whole HTTP/2 connection."""
+
+    def __init__(self, protocol: DuplexH2Protocol) -> None:
+        self._protocol = protocol
+
+    async def goaway(self) -> None:
+        """Send GOAWAY (NO_ERROR): streams under way finish, the client opens no new ones.
+
+        The frame is written directly: h2's ``close_connection`` would also move
+        its own state machine to CLOSED and refuse the rest of the streams' data,
+        which is not what a graceful GOAWAY means (RFC 9113 §6.8).
+        """
+        protocol = self._protocol
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = protocol.connection.highest_inbound_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        await protocol.send(RawData(data=frame.serialize()))
+
+    async def close(self) -> None:
+        """Close the TCP connection at once, every stream on it with it."""
+        await self._protocol.send(Closed())
 
 
 class _RoundRobin:

@@ -5,7 +5,13 @@ A rule is data, from the rules file at start-up or from the admin API::
     {"match": {"sessionId"?, "domainId"?, "subscriptionId"?},
      "scenario": "NAME" | {inline scenario},      # exactly one of scenario / error
      "error": {"type": "ThrottlingException", "message": "..."},
+     "chaos": {...},                              # optional, see Chaos
+     "probability": P,                            # optional, 0 < P <= 1
      "times": N}                                  # optional, N >= 1
+
+A rule with ``chaos`` may leave out both scenario and error (the session then
+gets the default scenario, with the chaos). ``probability`` is drawn from the
+seeded RNG of the RuleBook, so a run with the same seed repeats exactly.
 
 A missing match key matches anything. :meth:`RuleBook.match` tries the newest
 rule first and consumes one use of the rule it returns; a rule with ``times``
@@ -15,6 +21,7 @@ stops matching after that many uses (it stays listed, with ``remaining: 0``).
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +43,7 @@ __all__ = [
     "MATCH_KEYS",
     "INLINE_SCENARIO",
     "Rule",
+    "Chaos",
     "RuleError",
     "RuleBook",
     "parse_rule",
@@ -48,13 +56,50 @@ MATCH_KEYS = ("sessionId", "domainId", "subscriptionId")
 #: The name given to a scenario written inline in a rule.
 INLINE_SCENARIO = "inline"
 
-_RULE_KEYS = ("match", "scenario", "error", "times")
+_RULE_KEYS = ("match", "scenario", "error", "chaos", "probability", "times")
+_CHAOS_KEYS = ("delay", "slow", "disconnect", "goaway", "malformed")
+_DISCONNECT_MODES = ("reset", "close")
 _ERROR_KEYS = ("type", "message")
 _FILE_KEYS = ("rules",)
 
 
 class RuleError(ScenarioError):
     """One or more rule problems; ``problems`` lists them all (file, line, field, message)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Chaos:
+    """Network trouble a rule adds to a session.
+
+    ``delay`` (+ up to ``jitter``) seconds before the response and between output
+    writes; ``slow``: seconds between output events, sent one at a time; at audio
+    time ``disconnect_at`` the stream is reset (``reset``) or the whole connection
+    closed (``close``); at ``goaway_at`` the connection gets a GOAWAY (streams under
+    way finish, no new ones); at ``malformed_at`` a corrupt frame is sent and the
+    response ends.
+    """
+
+    delay: float = 0.0
+    jitter: float = 0.0
+    slow: float = 0.0
+    disconnect_at: float | None = None
+    disconnect_mode: str = "reset"
+    goaway_at: float | None = None
+    malformed_at: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.delay or self.jitter:
+            out["delay"] = {"seconds": self.delay, "jitter": self.jitter}
+        if self.slow:
+            out["slow"] = self.slow
+        if self.disconnect_at is not None:
+            out["disconnect"] = {"at": self.disconnect_at, "mode": self.disconnect_mode}
+        if self.goaway_at is not None:
+            out["goaway"] = {"at": self.goaway_at}
+        if self.malformed_at is not None:
+            out["malformed"] = {"at": self.malformed_at}
+        return out
 
 
 @dataclass(kw_only=True, slots=True)
@@ -73,10 +118,14 @@ class Rule:
     times: int | None = None
     uses: int = 0
     inline: bool = False
+    chaos: Chaos | None = None
+    probability: float | None = None
 
     def __post_init__(self) -> None:
-        if (self.scenario is None) == (self.error is None):
-            raise ValueError("a rule needs exactly one of scenario or error")
+        if self.scenario is not None and self.error is not None:
+            raise ValueError("a rule has at most one of scenario or error")
+        if self.scenario is None and self.error is None and self.chaos is None:
+            raise ValueError("a rule needs a scenario, an error or chaos")
         if self.error is not None and self.error[0] not in SERVICE_ERRORS:
             raise ValueError(f"unknown error type {self.error[0]!r}")
         if self.times is not None and self.times < 1:
@@ -108,6 +157,8 @@ class Rule:
             "match": dict(self.match),
             "scenario": scenario,
             "error": error,
+            "chaos": None if self.chaos is None else self.chaos.to_json(),
+            "probability": self.probability,
             "times": self.times,
             "remaining": self.remaining,
         }
@@ -139,13 +190,23 @@ def _validate_rule(
     scenario: Scenario | None = None
     inline = False
     error: tuple[str, str] | None = None
-    if ("scenario" in item) == ("error" in item):
-        got = "both" if "scenario" in item else "neither"
-        checker.add(path, f"a rule needs exactly one of 'scenario' or 'error', got {got}")
+    if "scenario" in item and "error" in item:
+        checker.add(path, "a rule needs exactly one of 'scenario' or 'error', got both")
+    elif "scenario" not in item and "error" not in item and "chaos" not in item:
+        checker.add(
+            path, "a rule needs exactly one of 'scenario' or 'error' (or 'chaos'), got neither"
+        )
     elif "scenario" in item:
         scenario, inline = _scenario(item["scenario"], (*path, "scenario"), scenarios, checker)
-    else:
+    elif "error" in item:
         error = _error(item["error"], (*path, "error"), checker)
+
+    chaos = _chaos(item["chaos"], (*path, "chaos"), checker) if "chaos" in item else None
+    probability = None
+    if "probability" in item:
+        probability = checker.number(item["probability"], (*path, "probability"))
+        if probability is not None and not 0 < probability <= 1:
+            checker.add((*path, "probability"), f"must be in (0, 1], got {probability}")
 
     times = None
     if "times" in item:
@@ -155,7 +216,90 @@ def _validate_rule(
 
     if len(checker.problems) > before:
         return None
-    return Rule(id=rule_id, match=match, scenario=scenario, error=error, times=times, inline=inline)
+    return Rule(
+        id=rule_id,
+        match=match,
+        scenario=scenario,
+        error=error,
+        times=times,
+        inline=inline,
+        chaos=chaos,
+        probability=probability,
+    )
+
+
+def _seconds(value: object, path: FieldPath, checker: Checker) -> float | None:
+    seconds = checker.number(value, path)
+    if seconds is not None and seconds < 0:
+        checker.add(path, f"must be >= 0 seconds, got {seconds}")
+        return None
+    return seconds
+
+
+def _at(value: object, path: FieldPath, checker: Checker, what: str) -> float | None:
+    item = checker.mapping(
+        value, path, allowed=("at", "mode") if what == "disconnect" else ("at",), what=what
+    )
+    if item is None:
+        return None
+    if "at" not in item:
+        checker.add(path, "missing required key 'at' (seconds of audio)")
+        return None
+    return _seconds(item["at"], (*path, "at"), checker)
+
+
+def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
+    item = checker.mapping(value, path, allowed=_CHAOS_KEYS, what="chaos")
+    if item is None:
+        return None
+    before = len(checker.problems)
+    delay = jitter = slow = 0.0
+    if "delay" in item:
+        raw = item["delay"]
+        if isinstance(raw, dict):
+            spec = checker.mapping(
+                raw, (*path, "delay"), allowed=("seconds", "jitter"), what="delay"
+            )
+            if spec is not None:
+                delay = (
+                    _seconds(spec.get("seconds", 0), (*path, "delay", "seconds"), checker) or 0.0
+                )
+                jitter = _seconds(spec.get("jitter", 0), (*path, "delay", "jitter"), checker) or 0.0
+        else:
+            delay = _seconds(raw, (*path, "delay"), checker) or 0.0
+    if "slow" in item:
+        slow = _seconds(item["slow"], (*path, "slow"), checker) or 0.0
+    disconnect_at = goaway_at = malformed_at = None
+    mode = "reset"
+    if "disconnect" in item:
+        disconnect_at = _at(item["disconnect"], (*path, "disconnect"), checker, "disconnect")
+        raw_mode = (
+            item["disconnect"].get("mode", "reset")
+            if isinstance(item["disconnect"], dict)
+            else "reset"
+        )
+        if raw_mode not in _DISCONNECT_MODES:
+            checker.add(
+                (*path, "disconnect", "mode"),
+                f"must be one of {', '.join(_DISCONNECT_MODES)}, got {raw_mode!r}",
+            )
+        else:
+            mode = raw_mode
+    if "goaway" in item:
+        goaway_at = _at(item["goaway"], (*path, "goaway"), checker, "goaway")
+    if "malformed" in item:
+        malformed_at = _at(item["malformed"], (*path, "malformed"), checker, "malformed")
+    if len(checker.problems) > before:
+        return None
+    return Chaos(
+        delay=delay,
+        jitter=jitter,
+        slow=slow,
+        disconnect_at=disconnect_at,
+        disconnect_mode=mode,
+        goaway_at=goaway_at,
+        malformed_at=malformed_at,
+    )
 
 
 def _scenario(
@@ -253,8 +397,10 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
 class RuleBook:
     """The live rules, newest last; safe to use from several threads."""
 
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule] = (), *, seed: int = 0) -> None:
         self._rules: list[Rule] = []
+        # Draws for rules with a probability: seeded, so a run repeats exactly.
+        self._random = random.Random(seed)
         self._counter = 0
         self._lock = threading.Lock()
         for rule in rules:
@@ -318,6 +464,8 @@ class RuleBook:
                 if rule.matches(
                     session_id=session_id, domain_id=domain_id, subscription_id=subscription_id
                 ):
+                    if rule.probability is not None and self._random.random() >= rule.probability:
+                        continue
                     rule.uses += 1
                     return rule
             return None

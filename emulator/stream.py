@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .chaos import ChaosRunner, malformed_frame
 from .errors import FramingError, ServiceError, service_error
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult, encode_output
 from .eventstream import EventStreamDecoder, Message, open_envelope
@@ -142,7 +143,14 @@ class StreamEndpoint:
             journal.record(_output_entry(event, record.audio_seconds))
 
         session = self.backend.new_session(record, request, rule=rule, send=emit)
+        chaos = ChaosRunner(
+            rule.chaos if rule is not None else None,
+            seed=self.backend.seed,
+            session_id=request.session_id,
+            scope=scope,
+        )
         try:
+            await chaos.before_response()
             await send(
                 {
                     "type": "http.response.start",
@@ -154,7 +162,7 @@ class StreamEndpoint:
                     ],
                 }
             )
-            await self._pump(receive, send, session, journal, out, resets, signature)
+            await self._pump(receive, send, session, journal, out, resets, signature, chaos)
         finally:
             self.backend.close_stream(record)
             if quota_key is not None:
@@ -174,6 +182,7 @@ class StreamEndpoint:
         out: list[bytes],
         resets: list[StreamReset],
         signature: RequestSignature | None,
+        chaos: ChaosRunner,
     ) -> None:
         decoder = EventStreamDecoder()
         chunks = None if signature is None else ChunkVerifier(request=signature)
@@ -190,11 +199,7 @@ class StreamEndpoint:
                     f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
                     "audio (the emulator's --idle-timeout)",
                 )
-                if out:
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(out), "more_body": True}
-                    )
-                    out.clear()
+                await chaos.write(send, out)
                 return
             if message["type"] == "http.disconnect":
                 journal.record(
@@ -252,10 +257,33 @@ class StreamEndpoint:
                     "internalFailureException",
                     "the emulator hit an internal error processing this event; see its log",
                 )
-            if out:
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
-                out.clear()
-            if resets or not more_body:
+            await chaos.write(send, out)
+            if resets:
+                return
+            while (kind := chaos.due(session.audio_seconds)) is not None:
+                journal.record(
+                    {
+                        "direction": "out",
+                        "type": "chaos",
+                        "kind": kind,
+                        "audioClock": session.audio_seconds,
+                    }
+                )
+                if kind == "goaway":
+                    await chaos.goaway()
+                    continue
+                session.input_closed()
+                if kind == "malformed":
+                    await send(
+                        {"type": "http.response.body", "body": malformed_frame(), "more_body": True}
+                    )
+                    return  # the response then ends cleanly after the corrupt frame
+                if kind == "disconnect-close":
+                    await chaos.close_connection()
+                # Either way the response is left unfinished: a reset stream.
+                resets.append(StreamReset(reason=f"chaos {kind}"))
+                return
+            if not more_body:
                 return
 
 

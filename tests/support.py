@@ -294,6 +294,7 @@ class H2Client:
         self.responses[stream_id] = {
             "headers": None,
             "data": bytearray(),
+            "frames": 0,
             "ended": False,
             "reset": None,
         }
@@ -329,6 +330,7 @@ class H2Client:
 
     def receive_once(self) -> None:
         import h2.events
+        import h2.exceptions
 
         data = self.sock.recv(65536)
         if not data:
@@ -341,7 +343,13 @@ class H2Client:
                 }
             elif isinstance(event, h2.events.DataReceived):
                 self.responses[event.stream_id]["data"] += event.data
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self.responses[event.stream_id]["frames"] += 1
+                try:
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                except h2.exceptions.ProtocolError:
+                    pass  # the connection is going away: no window to hand back
             elif isinstance(event, h2.events.StreamEnded):
                 self.responses[event.stream_id]["ended"] = True
             elif isinstance(event, h2.events.StreamReset):

@@ -34,7 +34,7 @@ INVALID = {
     "unknown-key": (
         {"scenario": "visit", "count": 2},
         "count",
-        "unknown key 'count'; allowed: match, scenario, error, times",
+        "unknown key 'count'; allowed: match, scenario, error, chaos, probability, times",
     ),
     "match-not-mapping": ({"match": "s1", "scenario": "visit"}, "match", "must be a mapping"),
     "unknown-match-key": (
@@ -61,7 +61,7 @@ INVALID = {
     "neither-scenario-nor-error": (
         {"match": {}},
         "",
-        "exactly one of 'scenario' or 'error', got neither",
+        "exactly one of 'scenario' or 'error' (or 'chaos'), got neither",
     ),
     "unknown-scenario-name": (
         {"scenario": "visits"},
@@ -162,6 +162,8 @@ def test_rule_json_form_names_or_inlines_the_scenario():
         "match": {"sessionId": "s1"},
         "scenario": "visit",
         "error": None,
+        "chaos": None,
+        "probability": None,
         "times": 2,
         "remaining": 2,
     }
@@ -375,3 +377,72 @@ def test_rule_built_in_code_needs_exactly_one_outcome():
         Rule(id="r", scenario=VISIT, error=("ThrottlingException", "m"))
     with pytest.raises(ValueError):
         Rule(id="r", scenario=VISIT, times=0)
+
+
+CHAOS_PROBLEMS = {
+    "negative-delay": ({"chaos": {"delay": -1}}, "chaos.delay", "must be >= 0 seconds"),
+    "bad-mode": (
+        {"chaos": {"disconnect": {"at": 1, "mode": "explode"}}},
+        "chaos.disconnect.mode",
+        "must be one of reset, close",
+    ),
+    "missing-at": ({"chaos": {"goaway": {}}}, "chaos.goaway", "missing required key 'at'"),
+    "unknown-kind": ({"chaos": {"flood": 1}}, "chaos.flood", "unknown key"),
+    "probability-range": (
+        {"chaos": {"slow": 0.1}, "probability": 1.5},
+        "probability",
+        "must be in (0, 1]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CHAOS_PROBLEMS.values(), ids=CHAOS_PROBLEMS.keys())
+def test_invalid_chaos_names_field_and_problem(case):
+    data, field, message = case
+    with pytest.raises(RuleError) as info:
+        parse_rule(data, scenarios=KNOWN, rule_id="rule-1")
+    (problem,) = info.value.problems
+    assert problem.field == field and message in problem.message
+
+
+def test_chaos_rule_round_trips_to_json_without_scenario_or_error():
+    rule = parse_rule(
+        {
+            "chaos": {
+                "delay": {"seconds": 0.2, "jitter": 0.1},
+                "slow": 0.05,
+                "disconnect": {"at": 3, "mode": "close"},
+                "goaway": {"at": 2},
+                "malformed": {"at": 1},
+            },
+            "probability": 0.5,
+        },
+        scenarios=KNOWN,
+        rule_id="rule-1",
+    )
+    assert rule.scenario is None and rule.error is None
+    assert rule.to_json()["chaos"] == {
+        "delay": {"seconds": 0.2, "jitter": 0.1},
+        "slow": 0.05,
+        "disconnect": {"at": 3.0, "mode": "close"},
+        "goaway": {"at": 2.0},
+        "malformed": {"at": 1.0},
+    }
+    assert rule.to_json()["probability"] == 0.5
+
+
+def test_probability_draws_repeat_for_the_same_seed_and_skip_without_consuming():
+    def draws(seed: int) -> list[bool]:
+        book = RuleBook(seed=seed)
+        book.add(
+            parse_rule({"chaos": {"slow": 0.1}, "probability": 0.5, "times": 100}, scenarios=KNOWN)
+        )
+        return [
+            book.match(session_id="s", domain_id="d", subscription_id="x") is not None
+            for _ in range(40)
+        ]
+
+    first = draws(3)
+    assert first == draws(3)
+    assert 5 < sum(first) < 35  # some hit, some miss
+    assert first != draws(4)

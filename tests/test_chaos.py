@@ -1,0 +1,142 @@
+"""Chaos rules: delay, slow output, disconnect (reset or TCP close), GOAWAY, malformed frames."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from emulator.errors import MessageCRCError
+from emulator.eventstream import EventStreamDecoder
+
+from .support import H2Client, admin, new_session_id, pcm_tone, run_session
+from .test_stream_wire import END, audio, config_event, headers
+
+SCRIPT = {
+    "segments": [
+        {"begin": 0.2, "end": 0.8, "content": "first words here", "partials": 1},
+        {"begin": 1.0, "end": 1.6, "content": "second words here", "partials": 1},
+        {"begin": 2.2, "end": 2.8, "content": "third words here", "partials": 1},
+    ]
+}
+
+
+def chaos_rule(emulator, session_id: str, chaos: dict) -> None:
+    status, body = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": SCRIPT, "chaos": chaos},
+    )
+    assert status == 201, body
+
+
+def body(seconds: float) -> bytes:
+    tone = pcm_tone(seconds)
+    return config_event() + b"".join(audio(tone[i : i + 3200]) for i in range(0, len(tone), 3200))
+
+
+def test_slow_output_sends_each_event_on_its_own(emulator):
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"slow": 0.05})
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, body(3.0) + END, end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    events = EventStreamDecoder().receive_data(bytes(response["data"]))
+    assert len(events) == 6  # three partials, three finals
+    assert response["frames"] >= len(events)
+
+
+def test_delay_holds_the_response_start(emulator):
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"delay": {"seconds": 0.3, "jitter": 0.1}})
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        started = time.monotonic()
+        stream = client.request(headers(session_id))
+        client.wait(stream, for_headers=True)
+        # A lower bound only: the configured delay has passed before the 200.
+        assert time.monotonic() - started >= 0.3
+        client.send(stream, END, end_stream=True)
+    finally:
+        client.close()
+
+
+async def test_disconnect_reset_at_an_audio_time_reaches_the_sdk_as_a_stream_end(client, emulator):
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"disconnect": {"at": 1.2, "mode": "reset"}})
+    result = await run_session(client, session_id, audio=pcm_tone(3.0), timeout=20)
+    assert result.error is None and result.input_failed
+    assert [s.content for s in result.finals] == ["first words here"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+
+
+def test_disconnect_close_drops_the_connection_but_not_the_server(emulator):
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"disconnect": {"at": 1.2, "mode": "close"}})
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        with pytest.raises(ConnectionError):
+            client.send(stream, body(3.0))
+            client.wait(stream)
+    finally:
+        client.close()
+    other = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = other.request(headers(new_session_id()))
+        other.send(stream, body(0.5) + END, end_stream=True)
+        assert other.wait(stream)["ended"]
+    finally:
+        other.close()
+
+
+async def test_goaway_lets_the_stream_finish_and_the_sdk_reconnects(client, emulator):
+    """A graceful GOAWAY mid-stream: the session under way completes with every final.
+    The SDK (0.12) still picks the retired connection for its next request, which fails
+    with AWS_ERROR_HTTP_GOAWAY_RECEIVED; a retry goes over a new connection."""
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"goaway": {"at": 1.0}})
+    result = await run_session(client, session_id, audio=pcm_tone(3.0))
+    assert result.error is None, repr(result.error)
+    assert [s.content for s in result.finals] == [seg["content"] for seg in SCRIPT["segments"]]
+    status, events = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    assert any(e.get("kind") == "goaway" for e in events["events"])
+    refused = await run_session(client, new_session_id(), audio=pcm_tone(0.5))
+    assert "GOAWAY" in str(refused.error)
+    retried = await run_session(client, new_session_id(), audio=pcm_tone(0.5))
+    assert retried.error is None and retried.output is not None
+
+
+def test_malformed_frame_is_sent_and_the_response_ends(emulator):
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"malformed": {"at": 1.0}})
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, body(3.0) + END, end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"]
+    decoder = EventStreamDecoder()
+    good = decoder.receive_data(bytes(response["data"]))
+    assert [json.loads(m.payload)["transcriptSegment"]["content"] for m in good][-1] == (
+        "first words here"
+    )
+    with pytest.raises(MessageCRCError):
+        decoder.end_of_data()
+
+
+async def test_malformed_frame_reaches_the_sdk_as_a_decoding_error(client, emulator):
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"malformed": {"at": 1.0}})
+    result = await run_session(client, session_id, audio=pcm_tone(3.0))
+    assert result.error is not None
+    assert [s.content for s in result.finals] == ["first words here"]
