@@ -382,3 +382,52 @@ class H2Client:
         except Exception:
             pass
         self.sock.close()
+
+
+@contextlib.contextmanager
+def serving_tls(app: Any, tls: Any, **options: Any) -> Iterator[int]:
+    """Serve a bare ASGI ``app`` with hypercorn over TLS (h2 + http/1.1) in a thread.
+
+    ``tls`` is an ``emulator.tls.TLSFiles``; ``options`` set extra hypercorn
+    config attributes. Yields the port; on exit the server must stop cleanly.
+    """
+    import os
+    import socket
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = Config()
+    # Hand hypercorn a duplicate of an already-listening socket: no port race.
+    config.bind = [f"fd://{os.dup(listener.fileno())}"]
+    config.certfile = str(tls.cert)
+    config.keyfile = str(tls.key)
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = None
+    config.graceful_timeout = 1
+    for name, value in options.items():
+        setattr(config, name, value)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
+        except BaseException as exc:  # surfaced on exit
+            failures.append(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="hypercorn-test", daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        listener.close()
+    assert not thread.is_alive(), "hypercorn did not stop"
+    assert not failures, failures

@@ -20,8 +20,9 @@ from emulator.eventstream import (
 
 names = st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255)
 timestamps = st.integers(min_value=-(2**40), max_value=2**40).map(
-    lambda ms: datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    + datetime.timedelta(milliseconds=ms)
+    lambda ms: (
+        datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(milliseconds=ms)
+    )
 )
 values = st.one_of(
     st.booleans(),

@@ -7,15 +7,11 @@ ALPN): boto3 reaches it over HTTP/1.1, the real SDK over HTTP/2.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import os
 import random
 import re
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,8 +21,6 @@ from typing import Any
 import pytest
 from aws_sdk_connecthealth import models as sdk
 from botocore.exceptions import ClientError
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from smithy_core.exceptions import CallError
 from starlette.applications import Starlette
 from starlette.routing import Match
@@ -42,6 +36,8 @@ from emulator.resources import (
 )
 from emulator.sdk import boto3_client, make_client
 from emulator.tls import ensure_certificates
+
+from .support import serving_tls
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -102,52 +98,22 @@ def control_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
     clock = StepClock()
     registry = ResourceRegistry(db_path=None, rng=random.Random(3), clock=clock)
     starlette = Starlette(routes=control_routes(registry))
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = ControlServer(
-        registry=registry, clock=clock, port=listener.getsockname()[1], ca_file=tls.ca_cert
-    )
+    server: ControlServer | None = None
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and server is not None:
             server.http_versions.append(scope["http_version"])
         await starlette(scope, receive, send)
 
-    config = HypercornConfig()
-    # Hand hypercorn a duplicate of an already-listening socket: no port race.
-    config.bind = [f"fd://{os.dup(listener.fileno())}"]
-    config.certfile = str(tls.cert)
-    config.keyfile = str(tls.key)
-    config.alpn_protocols = ["h2", "http/1.1"]
-    config.accesslog = None
-    config.graceful_timeout = 1
     # Idle connections are closed by their clients at the end, never by the server: a
-    # server-side close of boto3's idle pooled socket waits (up to asyncio's 30 s SSL
-    # shutdown timeout) for a close_notify nobody reads, and shutdown waits with it.
-    config.keep_alive_timeout = 600
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
-        except BaseException as exc:  # surfaced by the fixture's teardown
-            failures.append(exc)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name="hypercorn-control", daemon=True)
-    thread.start()
+    # server-side close of boto3's idle pooled socket waits for a close_notify nobody
+    # reads, and shutdown waits with it.
     try:
-        yield server
+        with serving_tls(app, tls, keep_alive_timeout=600) as port:
+            server = ControlServer(registry=registry, clock=clock, port=port, ca_file=tls.ca_cert)
+            yield server
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        listener.close()
         registry.close()
-    assert not thread.is_alive(), "hypercorn did not stop"
-    assert not failures, failures
 
 
 @pytest.fixture

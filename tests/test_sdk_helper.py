@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import socket
-import threading
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -18,8 +14,6 @@ from aws_sdk_connecthealth.client import AsyncConnectHealthClient
 from aws_sdk_connecthealth.config import AsyncConnectHealthConfig
 from aws_sdk_connecthealth.models import GetMedicalScribeListeningSessionInput
 from awscrt.exceptions import AwsCrtError
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from smithy_core import URI
 from smithy_http import Fields
 from smithy_http.aio import HTTPRequest
@@ -34,6 +28,8 @@ from emulator.sdk import (
     make_config,
 )
 from emulator.tls import TLSFiles, ensure_certificates
+
+from .support import serving_tls
 
 DOMAIN_ID = "dom-0123456789abcdefghij"
 SUBSCRIPTION_ID = "sub-0123456789abcdefghijk"
@@ -118,40 +114,8 @@ def tls_files(tmp_path: Path) -> TLSFiles:
 def server(tls_files: TLSFiles) -> Iterator[RunningServer]:
     """Hypercorn over TLS (h2 + http/1.1 by ALPN) on a free 127.0.0.1 port, in a thread."""
     app = RecordingApp()
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = HypercornConfig()
-    # Hand hypercorn a duplicate of an already-listening socket: no port race.
-    config.bind = [f"fd://{os.dup(listener.fileno())}"]
-    config.certfile = str(tls_files.cert)
-    config.keyfile = str(tls_files.key)
-    config.alpn_protocols = ["h2", "http/1.1"]
-    config.accesslog = None
-    config.graceful_timeout = 1
-
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
-        except BaseException as exc:  # surfaced by the fixture's teardown
-            failures.append(exc)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name="hypercorn-test", daemon=True)
-    thread.start()
-    try:
+    with serving_tls(app, tls_files) as port:
         yield RunningServer(app=app, port=port)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        listener.close()
-    assert not thread.is_alive(), "hypercorn did not stop"
-    assert not failures, failures
 
 
 def _get(url_port: int, path: str = "/ping") -> HTTPRequest:
