@@ -119,6 +119,11 @@ def inner_event(event_type: str, payload: bytes, content_type: str = "applicatio
     )
 
 
+def _json(document: object) -> bytes:
+    """``document`` as the SDK's JSON codec writes it: compact, no spaces."""
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 def configuration_frame(*, counter: int = 0) -> bytes:
     """The signed ``configurationEvent`` of a one-channel session."""
     config = {
@@ -131,7 +136,7 @@ def configuration_frame(*, counter: int = 0) -> bytes:
             },
         }
     }
-    return signed(inner_event("configurationEvent", json.dumps(config).encode()), counter=counter)
+    return signed(inner_event("configurationEvent", _json(config)), counter=counter)
 
 
 def _pcm(seconds: float, *, offset: int = 0) -> bytes:
@@ -145,7 +150,7 @@ def _pcm(seconds: float, *, offset: int = 0) -> bytes:
 
 def audio_frame(chunk: bytes, *, counter: int) -> bytes:
     """A signed ``audioEvent`` (base64 JSON) carrying ``chunk``."""
-    payload = json.dumps({"audioChunk": base64.b64encode(chunk).decode()}).encode()
+    payload = _json({"audioChunk": base64.b64encode(chunk).decode()})
     return signed(inner_event("audioEvent", payload), counter=counter)
 
 
