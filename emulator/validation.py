@@ -40,6 +40,7 @@ __all__ = [
     "validate_stream_headers",
     "validate_ids",
     "parse_configuration_event",
+    "audio_event_base64",
     "parse_audio_event",
     "parse_session_control_event",
     "describe_value",
@@ -628,15 +629,65 @@ def parse_configuration_event(payload: bytes) -> Configuration:
     )
 
 
+_AUDIO_PREFIX = b'{"audioChunk":"'
+_AUDIO_SUFFIX = b'"}'
+_AUDIO_START = len(_AUDIO_PREFIX)
+_AUDIO_STOP = len(_AUDIO_SUFFIX)
+
+
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def audio_event_base64(payload: bytes) -> tuple[bytes, int] | None:
+    """Return ``(base64 text, decoded size)`` of an ``audioEvent`` in the SDK's layout.
+
+    The per-frame path, for callers that need only the audio's size now: it
+    checks the chunk exactly as :func:`parse_audio_event` does (standard padded
+    base64, what ``binascii.a2b_base64(strict_mode=True)`` accepts) without
+    decoding it. Returns ``None`` for any other payload, valid or not: call
+    :func:`parse_audio_event` for its audio or its error.
+    """
+    if not (
+        len(payload) >= _AUDIO_START + _AUDIO_STOP
+        and payload.startswith(_AUDIO_PREFIX)
+        and payload.endswith(_AUDIO_SUFFIX)
+    ):
+        return None
+    text = payload[_AUDIO_START:-_AUDIO_STOP]
+    if len(text) % 4:
+        return None
+    data = text.rstrip(b"=")
+    padding = len(text) - len(data)
+    # Only alphabet characters before at most two trailing "=": deleting the
+    # alphabet leaves nothing (a "=" inside, a quote or a backslash would stay).
+    if padding > 2 or data.translate(None, _BASE64_ALPHABET):
+        return None
+    return text, len(text) // 4 * 3 - padding
+
+
 def parse_audio_event(payload: bytes) -> bytes:
     """Return the audio bytes of an ``audioEvent`` JSON payload (``{"audioChunk": base64}``).
 
     Raises :class:`ValidationException` if the payload is not a JSON object, lacks
     ``audioChunk``, has other members, or the chunk is not standard padded base64.
     """
+    # The per-frame hot path: the exact bytes the SDK's JSON codec writes,
+    # ``{"audioChunk":"<base64>"}``, are decoded without a JSON parse. A strict
+    # decode accepts only base64 characters, so a chunk that decodes holds no
+    # quote or backslash and the JSON parse would have given the same string;
+    # strict mode accepts exactly what ``b64decode(validate=True)`` does.
+    if (
+        len(payload) >= _AUDIO_START + _AUDIO_STOP
+        and payload.startswith(_AUDIO_PREFIX)
+        and payload.endswith(_AUDIO_SUFFIX)
+    ):
+        try:
+            return binascii.a2b_base64(payload[_AUDIO_START:-_AUDIO_STOP], strict_mode=True)
+        except binascii.Error:
+            pass  # the generic path below explains what is wrong
     document = _load_json_object(payload, "audioEvent")
-    # The per-frame hot path: a well-formed event is decoded once here; the
-    # generic structure check (which decodes the blob too) only explains failures.
+    # A well-formed event in another layout is decoded once here; the generic
+    # structure check (which decodes the blob too) only explains failures.
     if len(document) == 1:
         value = document.get("audioChunk")
         if isinstance(value, str):

@@ -17,6 +17,8 @@ from dataclasses import FrozenInstanceError
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from emulator.errors import ValidationException
 from emulator.validation import (
@@ -25,6 +27,7 @@ from emulator.validation import (
     ChannelDefinition,
     Configuration,
     StreamRequest,
+    audio_event_base64,
     parse_audio_event,
     parse_configuration_event,
     parse_session_control_event,
@@ -959,6 +962,76 @@ def test_audio_event_returns_the_decoded_chunk() -> None:
 
 def test_empty_audio_chunk_is_a_valid_blob() -> None:
     assert parse_audio_event(b'{"audioChunk": ""}') == b""
+
+
+def _outcome(payload: bytes) -> object:
+    """What parse_audio_event makes of ``payload``: the chunk, or the error message."""
+    try:
+        return parse_audio_event(payload)
+    except ValidationException as error:
+        return error.message
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "",
+        "AAE=",
+        "AAEC",
+        "AQ==",
+        "not base64!",
+        "AAE",
+        "A===",
+        "AA=A",
+        "=AAA",
+        "AA==AA==",
+        "AAEC\\n",
+        'AA\\"E',
+        "ÄÄÄÄ",
+        "AAE=\\u0041",
+    ],
+)
+def test_compact_audio_event_is_read_like_any_other_layout(chunk: str) -> None:
+    # The SDK writes {"audioChunk":"..."} without spaces, which takes the fast
+    # path; the answer must be the generic JSON path's, value or error.
+    compact = ('{"audioChunk":"' + chunk + '"}').encode()
+    spaced = ('{ "audioChunk" : "' + chunk + '" }').encode()
+    assert _outcome(compact) == _outcome(spaced)
+
+
+@given(st.text(alphabet='AQw+/="\\ Ä\n', max_size=12))
+def test_undecoded_audio_check_accepts_exactly_what_decoding_accepts(chunk: str) -> None:
+    # audio_event_base64 (the per-frame path, no decode) and parse_audio_event
+    # (decodes) must agree on every SDK-layout payload: same verdict, same size.
+    payload = ('{"audioChunk":"' + chunk + '"}').encode()
+    lazy = audio_event_base64(payload)
+    try:
+        audio = parse_audio_event(payload)
+    except ValidationException:
+        assert lazy is None
+        return
+    assert lazy is not None
+    text, size = lazy
+    assert size == len(audio)
+    assert base64.b64decode(text, validate=True) == audio
+
+
+def test_undecoded_audio_check_leaves_other_layouts_to_the_parser() -> None:
+    assert audio_event_base64(b'{"audioChunk": "AAE="}') is None
+    assert audio_event_base64(b'{"audioChunk":"}') is None
+    assert audio_event_base64(b'{"audioChunk":"AAE="}') == (b"AAE=", 2)
+
+
+def test_compact_audio_event_from_the_sdk_codec_decodes() -> None:
+    audio = bytes(range(256)) * 12
+    payload = b'{"audioChunk":"' + base64.b64encode(audio) + b'"}'
+    assert parse_audio_event(payload) == audio
+
+
+def test_truncated_compact_audio_event_is_not_json() -> None:
+    # Prefix and suffix overlap: the string never closes.
+    message = error_message(parse_audio_event, b'{"audioChunk":"}')
+    assert "Payload must be valid JSON" in message
 
 
 BLOB = "Member must be a base64-encoded string"
