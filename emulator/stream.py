@@ -39,6 +39,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _EVENTSTREAM = b"application/vnd.amazon.eventstream"
+_AUDIO_EVENTS = frozenset({"audioEvent", "binaryAudioEvent"})
 
 
 async def error_response(send: Send, error: ServiceError, *, request_id: str) -> None:
@@ -187,104 +188,176 @@ class StreamEndpoint:
         decoder = EventStreamDecoder()
         chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
-        while not session.finished:
-            try:
-                if self.idle_timeout > 0:
-                    message = await asyncio.wait_for(receive(), self.idle_timeout)
-                else:
-                    message = await receive()
-            except TimeoutError:
-                session.fail(
-                    "validationException",
-                    f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
-                    "audio (the emulator's --idle-timeout)",
-                )
+        idle = _IdleWatch(self.idle_timeout)
+        try:
+            while not session.finished:
+                try:
+                    message = await idle.receive(receive)
+                except TimeoutError:
+                    session.fail(
+                        "validationException",
+                        f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
+                        "audio (the emulator's --idle-timeout)",
+                    )
+                    await chaos.write(send, out)
+                    return
+                if message["type"] == "http.disconnect":
+                    journal.record(
+                        {
+                            "direction": "stream",
+                            "type": "disconnect",
+                            "audioClock": session.audio_seconds,
+                        }
+                    )
+                    session.input_closed()
+                    return
+                more_body = message.get("more_body", False)
+                try:
+                    for frame in decoder.receive_data(message.get("body", b"")):
+                        envelope = open_envelope(frame)
+                        if chunks is not None:
+                            chunks.verify(envelope)
+                        if envelope.inner is None:
+                            signed_end = True
+                            continue
+                        if signed_end:
+                            raise service_error(
+                                "ValidationException",
+                                "an event arrived after the final empty signed frame that ends "
+                                "the input stream",
+                            )
+                        inner = envelope.inner
+                        event_type = inner.headers.get(":event-type")
+                        if event_type in _AUDIO_EVENTS:
+                            journal.record_audio_input(
+                                event_type, len(inner.payload), session.audio_seconds
+                            )
+                        else:
+                            journal.record(_input_entry(inner, session.audio_seconds))
+                        session.receive_event(inner)
+                        if session.state in (SessionState.FAILED, SessionState.PAUSED):
+                            break
+                    if decoder.error_pending and not session.finished:
+                        # The good events ahead of a malformed frame were applied;
+                        # now the frame's own error.
+                        decoder.receive_data(b"")
+                    if not more_body:
+                        decoder.end_of_data()
+                        if chunks is not None and not session.finished:
+                            chunks.end_of_stream()
+                        if not session.finished:
+                            journal.record(
+                                {
+                                    "direction": "stream",
+                                    "type": "inputClosed",
+                                    "audioClock": session.audio_seconds,
+                                }
+                            )
+                        session.input_closed()
+                except FramingError as error:
+                    session.fail("validationException", f"malformed event-stream message: {error}")
+                except ServiceError as error:
+                    session.fail(error.stream_member or "validationException", error.message)
+                except Exception:  # a bug of ours must not take other sessions down
+                    log.exception("session %s: internal error", session.request.session_id)
+                    session.fail(
+                        "internalFailureException",
+                        "the emulator hit an internal error processing this event; see its log",
+                    )
                 await chaos.write(send, out)
-                return
-            if message["type"] == "http.disconnect":
-                journal.record(
-                    {
-                        "direction": "stream",
-                        "type": "disconnect",
-                        "audioClock": session.audio_seconds,
-                    }
-                )
-                session.input_closed()
-                return
-            more_body = message.get("more_body", False)
-            try:
-                for frame in decoder.receive_data(message.get("body", b"")):
-                    envelope = open_envelope(frame)
-                    if chunks is not None:
-                        chunks.verify(envelope)
-                    if envelope.inner is None:
-                        signed_end = True
+                if resets:
+                    return
+                while (kind := chaos.due(session.audio_seconds)) is not None:
+                    journal.record(
+                        {
+                            "direction": "out",
+                            "type": "chaos",
+                            "kind": kind,
+                            "audioClock": session.audio_seconds,
+                        }
+                    )
+                    if kind == "goaway":
+                        await chaos.goaway()
                         continue
-                    if signed_end:
-                        raise service_error(
-                            "ValidationException",
-                            "an event arrived after the final empty signed frame that ends "
-                            "the input stream",
-                        )
-                    journal.record(_input_entry(envelope.inner, session.audio_seconds))
-                    session.receive_event(envelope.inner)
-                    if session.state in (SessionState.FAILED, SessionState.PAUSED):
-                        break
-                if decoder.error_pending and not session.finished:
-                    # The good events ahead of a malformed frame were applied;
-                    # now the frame's own error.
-                    decoder.receive_data(b"")
-                if not more_body:
-                    decoder.end_of_data()
-                    if chunks is not None and not session.finished:
-                        chunks.end_of_stream()
-                    if not session.finished:
-                        journal.record(
+                    session.input_closed()
+                    if kind == "malformed":
+                        await send(
                             {
-                                "direction": "stream",
-                                "type": "inputClosed",
-                                "audioClock": session.audio_seconds,
+                                "type": "http.response.body",
+                                "body": malformed_frame(),
+                                "more_body": True,
                             }
                         )
-                    session.input_closed()
-            except FramingError as error:
-                session.fail("validationException", f"malformed event-stream message: {error}")
-            except ServiceError as error:
-                session.fail(error.stream_member or "validationException", error.message)
-            except Exception:  # a bug of ours must not take other sessions down
-                log.exception("session %s: internal error", session.request.session_id)
-                session.fail(
-                    "internalFailureException",
-                    "the emulator hit an internal error processing this event; see its log",
-                )
-            await chaos.write(send, out)
-            if resets:
-                return
-            while (kind := chaos.due(session.audio_seconds)) is not None:
-                journal.record(
-                    {
-                        "direction": "out",
-                        "type": "chaos",
-                        "kind": kind,
-                        "audioClock": session.audio_seconds,
-                    }
-                )
-                if kind == "goaway":
-                    await chaos.goaway()
-                    continue
-                session.input_closed()
-                if kind == "malformed":
-                    await send(
-                        {"type": "http.response.body", "body": malformed_frame(), "more_body": True}
-                    )
-                    return  # the response then ends cleanly after the corrupt frame
-                if kind == "disconnect-close":
-                    await chaos.close_connection()
-                # Either way the response is left unfinished: a reset stream.
-                resets.append(StreamReset(reason=f"chaos {kind}"))
-                return
-            if not more_body:
-                return
+                        return  # the response then ends cleanly after the corrupt frame
+                    if kind == "disconnect-close":
+                        await chaos.close_connection()
+                    # Either way the response is left unfinished: a reset stream.
+                    resets.append(StreamReset(reason=f"chaos {kind}"))
+                    return
+                if not more_body:
+                    return
+
+        finally:
+            idle.stop()
+
+
+class _IdleWatch:
+    """``receive()`` with the stream's idle timeout, on one timer per stream.
+
+    ``asyncio.wait_for`` per message arms and cancels a timer for every DATA
+    frame (a tenth of a second of audio); this keeps one timer that re-arms
+    itself at most once per ``timeout``. Waiting longer than ``timeout`` inside
+    one :meth:`receive` raises :class:`TimeoutError`, as ``wait_for`` did: time
+    spent elsewhere (sending, while the client does not read) does not count.
+    ``timeout`` <= 0 means no limit.
+    """
+
+    __slots__ = ("timeout", "_loop", "_task", "_since", "_handle", "_fired")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None
+        self._since: float | None = None  # when the receive under way began
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+
+    async def receive(self, receive: Receive) -> MutableMapping[str, Any]:
+        if self.timeout <= 0:
+            return await receive()
+        self._since = self._loop.time()
+        if self._handle is None:
+            self._task = asyncio.current_task()
+            self._handle = self._loop.call_at(self._since + self.timeout, self._check)
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if not self._fired:
+                raise
+            self._fired = False
+            assert self._task is not None
+            self._task.uncancel()
+            raise TimeoutError from None
+        finally:
+            self._since = None
+
+    def _check(self) -> None:
+        self._handle = None
+        since = self._since
+        if since is None:  # not receiving: the next receive re-arms
+            return
+        deadline = since + self.timeout
+        if self._loop.time() >= deadline:
+            self._fired = True
+            assert self._task is not None
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(deadline, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _input_entry(message: Message, clock: float) -> dict[str, Any]:
