@@ -20,16 +20,13 @@ from starlette.routing import Route
 from . import __version__
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
-from .journal import wav_header
+from .journal import AudioPart, wav_header
 from .record import SessionRecord
 
 __all__ = ["admin_routes"]
 
 #: Largest admin request body accepted; an inline scenario fits well within it.
 MAX_ADMIN_BODY = 4 * 1024 * 1024
-
-#: Bytes read from an audio file at a time when serving it.
-_AUDIO_READ = 256 * 1024
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -170,40 +167,37 @@ def _audio_response(record: SessionRecord) -> Response:
     A resumed FLAC session's streams are each a FLAC stream; they follow one another.
     """
     assert record.journal is not None
-    files = record.journal.audio_files()
-    sizes = [path.stat().st_size for path in files]
+    parts = record.journal.audio_parts()
+    size = sum(part.size() for part in parts)
     if record.media_encoding == "flac":
-        if not files:
+        if not parts:
             return _error(404, f"session {record.key.session_id} has received no audio")
         return StreamingResponse(
-            _read(files, sizes),
+            _read(parts, limit=size),
             media_type="audio/flac",
-            headers={"content-length": str(sum(sizes))},
+            headers={"content-length": str(size)},
         )
     channels = 2 if (record.configuration or {}).get("channelDefinitions") else 1
     # Whole sample frames only: a WAV's data is a whole number of blocks.
-    total = sum(sizes) - sum(sizes) % (2 * channels)
+    total = size - size % (2 * channels)
     header = wav_header(sample_rate=record.sample_rate, channels=channels, data_bytes=total)
 
     def body() -> Iterator[bytes]:
         yield header
-        yield from _read(files, sizes, limit=total)
+        yield from _read(parts, limit=total)
 
     return StreamingResponse(
         body(), media_type="audio/wav", headers={"content-length": str(len(header) + total)}
     )
 
 
-def _read(files: list[Path], sizes: list[int], *, limit: int | None = None) -> Iterator[bytes]:
-    """Yield the files' first ``sizes`` bytes in turn, at most ``limit`` bytes in all."""
-    left = sum(sizes) if limit is None else limit
-    for path, size in zip(files, sizes, strict=True):
-        with open(path, "rb") as file:
-            todo = min(size, left)
-            while todo > 0:
-                chunk = file.read(min(_AUDIO_READ, todo))
-                if not chunk:
-                    break
-                todo -= len(chunk)
-                left -= len(chunk)
-                yield chunk
+def _read(parts: list[AudioPart], *, limit: int) -> Iterator[bytes]:
+    """Yield the parts' audio in turn (base64 parts decoded), ``limit`` bytes in all."""
+    left = limit
+    for part in parts:
+        for chunk in part.read():
+            if left <= 0:
+                return
+            piece = chunk[:left]
+            left -= len(piece)
+            yield piece

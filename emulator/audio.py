@@ -111,9 +111,13 @@ class PcmClock:
 
         Raises :class:`RuntimeError` after :meth:`finish`.
         """
+        return self.add_count(len(chunk))
+
+    def add_count(self, count: int) -> float:
+        """:meth:`add` for ``count`` bytes of audio the caller need not hand over."""
         if self._finished:
             raise RuntimeError("audio clock already finished")
-        self._bytes += len(chunk)
+        self._bytes += count
         return self.seconds
 
     def finish(self) -> float:

@@ -408,6 +408,7 @@ class Backend:
         for record in self.sessions.values():
             if record.journal is not None:
                 record.journal.flush()
+        Journal.wait_written()
         self._closed = True
         self.store.close()
 
@@ -565,6 +566,7 @@ class _ArtifactJob:
             f"ch_{d['channelId']}": d["participantRole"]
             for d in self.configuration.get("channelDefinitions") or ()
         }
+        self.journal.wait_written()  # the loop flushed it before handing it over
         lines = final_lines(self.journal.iter_entries(), roles=roles)
         builders: dict[str, Callable[[], dict[str, Any]]] = {
             "transcriptResult": lambda: transcript_document(

@@ -25,12 +25,13 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import math
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .audio import MAX_AUDIO_CHUNK_BYTES, make_clock
+from .audio import MAX_AUDIO_CHUNK_BYTES, PcmClock, make_clock
 from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
 from .eventstream import Message
@@ -39,6 +40,7 @@ from .synthetic import MAX_AUDIO_SECONDS
 from .validation import (
     Configuration,
     StreamRequest,
+    audio_event_base64,
     parse_audio_event,
     parse_configuration_event,
     parse_session_control_event,
@@ -186,7 +188,9 @@ class ScribeSession:
     ``scenario_for`` is called once, with the validated configuration, to pick
     what is replayed (it may raise :class:`ValidationException` to refuse the
     configuration). ``send`` receives every output event in order; ``on_audio``,
-    when given, every audio chunk accepted, before the clock reads it.
+    when given, every audio chunk accepted, before the clock reads it, as
+    ``on_audio(data, base64)``: the audio bytes, or (``base64`` true) the
+    validated base64 text of an ``audioEvent``'s chunk, left undecoded.
     ``resume`` continues a paused session from its :class:`SessionProgress`;
     ``stats``, when given, is counted on (a session's totals over its streams).
     """
@@ -198,7 +202,7 @@ class ScribeSession:
         scenario_for: Callable[[Configuration], ScenarioSource],
         send: Callable[[OutputEvent], None],
         resume: SessionProgress | None = None,
-        on_audio: Callable[[bytes], None] | None = None,
+        on_audio: Callable[[bytes, bool], None] | None = None,
         max_audio_seconds: float = MAX_SESSION_AUDIO_SECONDS,
         stats: SessionStats | None = None,
     ) -> None:
@@ -215,11 +219,14 @@ class ScribeSession:
         self._on_audio = on_audio
         self._max_audio = max_audio_seconds
         self._clock: _Clock | None = None
+        self._counts_bytes = False  # the clock is a PcmClock: base64 audio needs no decode
         self._segments: Iterator[Segment] = iter(())
         self._next_segment: Segment | None = None
         self._next_index = self._resume.next_segment
         self._active: list[_Active] = []
         self._faults: list[tuple[int, Fault]] = []
+        # Audio time before which _advance has nothing to release (see _next_release).
+        self._wake_at = -math.inf
         self._fired: set[int] = set(self._resume.fired_faults)
 
     # -- public ------------------------------------------------------------
@@ -261,11 +268,17 @@ class ScribeSession:
             self.state = next_state
             self._configure(configuration)
         elif event_type in _AUDIO_EVENTS:
-            if event_type == "audioEvent":
-                chunk = parse_audio_event(message.payload)
+            if event_type == "binaryAudioEvent":
+                self._receive_audio(bytes(message.payload), event_type)
+                return
+            # A PCM clock counts bytes, so JSON audio in the SDK's layout is
+            # checked and journaled as base64, never decoded (the costliest step
+            # of an audio event); FLAC's clock reads frame headers from the bytes.
+            lazy = audio_event_base64(message.payload) if self._counts_bytes else None
+            if lazy is None:
+                self._receive_audio(parse_audio_event(message.payload), event_type)
             else:
-                chunk = bytes(message.payload)
-            self._receive_audio(chunk, event_type)
+                self._receive_audio(lazy[0], event_type, size=lazy[1])
         else:
             parse_session_control_event(message.payload)
             self._end_of_session()
@@ -301,6 +314,7 @@ class ScribeSession:
             sample_rate=self.request.sample_rate,
             channels=configuration.channels,
         )
+        self._counts_bytes = isinstance(self._clock, PcmClock)
         self.scenario = self._scenario_for(configuration)
         self._segments = self.scenario.iter_segments()
         # Skip what earlier streams of the session replayed, keeping those under way.
@@ -324,17 +338,25 @@ class ScribeSession:
         # A fault at 0 fires before any audio: the clock "reaches" its start at once.
         self._advance(self._base)
 
-    def _receive_audio(self, chunk: bytes, event_type: str) -> None:
-        if len(chunk) > MAX_AUDIO_CHUNK_BYTES:
+    def _receive_audio(self, chunk: bytes, event_type: str, *, size: int | None = None) -> None:
+        """Take one audio event's audio: ``chunk`` is the audio, or with ``size``
+        its validated base64 text (for a PCM clock only).
+        """
+        count = len(chunk) if size is None else size
+        if count > MAX_AUDIO_CHUNK_BYTES:
             raise ValidationException(
-                f"{event_type} carries {len(chunk)} bytes of audio: an audio event may "
+                f"{event_type} carries {count} bytes of audio: an audio event may "
                 f"carry at most {MAX_AUDIO_CHUNK_BYTES} bytes"
             )
         assert self._clock is not None
         if self._on_audio is not None:
-            self._on_audio(chunk)
-        self.stats.audio_bytes += len(chunk)
-        now = self._base + self._clock.add(chunk)
+            self._on_audio(chunk, size is not None)
+        self.stats.audio_bytes += count
+        if size is None:
+            now = self._base + self._clock.add(chunk)
+        else:
+            assert isinstance(self._clock, PcmClock)
+            now = self._base + self._clock.add_count(size)
         if now > self._max_audio:
             raise ValidationException(
                 f"the session now has {now:.3f} s of audio: a listening session may carry "
@@ -360,6 +382,8 @@ class ScribeSession:
 
     def _advance(self, now: float) -> None:
         """Release everything the clock has reached, in time order."""
+        if now < self._wake_at:
+            return  # most audio events: nothing falls due before the next release
         while self._next_segment is not None and self._next_segment.begin <= now:
             index = self._next_index
             self._active.append(
@@ -391,6 +415,7 @@ class ScribeSession:
             at, kind, _, item = heapq.heappop(due)
             if isinstance(item, int):
                 self._fire(item)
+                self._wake_at = -math.inf
                 return
             if kind == 0:
                 item.released += 1
@@ -403,6 +428,20 @@ class ScribeSession:
                     item, content=item.segment.content, partial=False, end=item.segment.end
                 )
                 self._active.remove(item)
+        self._wake_at = self._next_release()
+
+    def _next_release(self) -> float:
+        """The earliest audio time at which :meth:`_advance` has anything to do."""
+        wake = math.inf if self._next_segment is None else self._next_segment.begin
+        for active in self._active:
+            seg = active.segment
+            if active.released < seg.partials:
+                wake = min(wake, _partial_time(seg, active.released + 1))
+            else:
+                wake = min(wake, seg.end)
+        if self._faults:
+            wake = min(wake, self._faults[0][1].at)  # sorted by time
+        return wake
 
     def _fire(self, fault_index: int) -> None:
         fault = next(f for i, f in self._faults if i == fault_index)

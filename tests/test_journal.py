@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import io
 import logging
@@ -183,10 +184,62 @@ def test_journal_writes_in_batches_and_holds_at_most_one_batch(tmp_path):
         journal_files.audio(chunk)
         journal_files.record({"direction": "in", "type": "binaryAudioEvent", "n": n})
         assert journal_files._buffered < FLUSH_BYTES  # never more than one batch in memory
-    written = (tmp_path / "j" / "audio-1.pcm").stat().st_size
+    journal_files.wait_written()
+    written = (tmp_path / "j" / "audio-1-1.pcm").stat().st_size
     assert 0 < written < 200 * 1000  # earlier batches are on disk, the last one is not yet
     assert [e["n"] for e in journal_files.entries()] == list(range(200))
-    assert journal_files.audio_files()[0].read_bytes() == chunk * 200
+    assert read_audio(journal_files) == chunk * 200
+
+
+def read_audio(journal_files: Journal) -> bytes:
+    parts = journal_files.audio_parts()
+    data = b"".join(b"".join(part.read()) for part in parts)
+    assert len(data) == sum(part.size() for part in parts)
+    return data
+
+
+def test_json_audio_is_kept_as_base64_and_read_back_decoded(tmp_path):
+    journal_files = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal_files.start_stream(1)
+    chunks = [bytes([n]) * (3200 + n) for n in range(40)]  # every padding length
+    for chunk in chunks:
+        journal_files.audio(base64.b64encode(chunk), base64=True)
+    assert read_audio(journal_files) == b"".join(chunks)
+    (part,) = journal_files.audio_parts()
+    assert part.path.name == "audio-1-1.pcm.b64" and part.base64
+    assert part.path.read_bytes().splitlines()[0] == base64.b64encode(chunks[0])
+
+
+def test_a_stream_switching_audio_kinds_keeps_its_order_in_parts(tmp_path):
+    journal_files = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal_files.start_stream(1)
+    journal_files.audio(b"\x01\x02", base64=False)
+    journal_files.audio(base64.b64encode(b"\x03\x04"), base64=True)
+    journal_files.audio(b"\x05\x06", base64=False)
+    journal_files.start_stream(2)  # a resumed stream
+    journal_files.audio(base64.b64encode(b"\x07\x08"), base64=True)
+    names = [part.path.name for part in journal_files.audio_parts()]
+    assert names == ["audio-1-1.pcm", "audio-1-2.pcm.b64", "audio-1-3.pcm", "audio-2-1.pcm.b64"]
+    assert read_audio(journal_files) == bytes(range(1, 9))
+
+
+def test_audio_written_by_earlier_versions_still_reads(tmp_path):
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "audio-1.pcm").write_bytes(b"old")
+    journal_files = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal_files.start_stream(2)
+    journal_files.audio(base64.b64encode(b"new"), base64=True)
+    assert read_audio(journal_files) == b"oldnew"
+
+
+def test_an_audio_part_is_a_snapshot_of_a_growing_file(tmp_path):
+    journal_files = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal_files.start_stream(1)
+    journal_files.audio(base64.b64encode(b"first"), base64=True)
+    (part,) = journal_files.audio_parts()
+    with open(part.path, "ab") as file:
+        file.write(base64.b64encode(b"later") + b"\n" + b"QUJD")  # and a line still being written
+    assert b"".join(part.read()) == b"first" and part.size() == 5
 
 
 def test_wav_header_describes_16_bit_pcm():
@@ -195,3 +248,49 @@ def test_wav_header_describes_16_bit_pcm():
     with wave.open(io.BytesIO(header + data)) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (22050, 2, 2)
         assert wav.getnframes() == len(data) // 4
+
+
+@pytest.mark.parametrize("clock", [0.0, 0.1, 3.2, 1e-05, 7199.999937, 12345678.5])
+@pytest.mark.parametrize("event_type", ["audioEvent", "binaryAudioEvent"])
+def test_audio_entries_are_the_lines_record_writes(tmp_path, monkeypatch, event_type, clock):
+    # record_audio_input is the per-frame shortcut of record(): same bytes on disk.
+    monkeypatch.setattr("emulator.journal.time.time", lambda: 1763769600.25)
+    fast = Journal(tmp_path / "fast", audio_suffix="pcm")
+    slow = Journal(tmp_path / "slow", audio_suffix="pcm")
+    fast.record_audio_input(event_type, 4268, clock)
+    slow.record({"direction": "in", "type": event_type, "size": 4268, "audioClock": clock})
+    fast.sync()
+    slow.sync()
+    line = (tmp_path / "fast" / "events.jsonl").read_bytes()
+    assert line == (tmp_path / "slow" / "events.jsonl").read_bytes()
+    assert fast.entries()[0]["audioClock"] == clock
+
+
+def test_writes_happen_in_order_around_a_removal(tmp_path):
+    # One writer thread: a removal waits for the writes before it, and a
+    # journal written again afterwards starts from nothing.
+    journal_files = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal_files.start_stream(1)
+    journal_files.record({"direction": "in", "type": "first"})
+    journal_files.flush()
+    journal_files.remove()
+    journal_files.start_stream(1)
+    journal_files.record({"direction": "in", "type": "second"})
+    assert [e["type"] for e in journal_files.entries()] == ["second"]
+
+
+def test_an_unwritable_journal_is_logged_once_and_the_rest_keeps_working(tmp_path, caplog):
+    (tmp_path / "file").write_text("not a directory")
+    broken = Journal(tmp_path / "file" / "j", audio_suffix="pcm")
+    fine = Journal(tmp_path / "ok", audio_suffix="pcm")
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        for n in range(3):
+            broken.record({"direction": "in", "type": "lost", "n": n})
+            broken.flush()
+            fine.record({"direction": "in", "type": "kept", "n": n})
+            fine.flush()
+        fine.sync()
+    warnings = [r for r in caplog.records if "cannot write the journal" in r.getMessage()]
+    assert len(warnings) == 1 and "file" in warnings[0].getMessage()
+    assert [e["n"] for e in fine.entries()] == [0, 1, 2]
+    assert broken.entries() == []
