@@ -29,7 +29,7 @@ from .record import SessionKey, SessionRecord
 from .rules import Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, parse_scenario
 from .session import ScenarioSource, ScribeSession
-from .store import DATABASE_NAME, SessionStore
+from .store import DATABASE_NAME, SessionStore, StoredSession
 from .synthetic import SyntheticScenario, synthetic_scenario
 from .validation import Configuration, StreamRequest
 
@@ -42,6 +42,9 @@ SYNTHETIC = "synthetic"
 
 #: Sessions kept when no retention is given.
 DEFAULT_RETENTION = 1000
+
+#: Seconds a changed session's row waits to be written with the others changed meanwhile.
+SAVE_DELAY = 0.05
 
 #: ArtifactDetails.failureReason is at most 2048 characters (ErrorMessage).
 _MAX_REASON = 2048
@@ -104,6 +107,9 @@ class Backend:
         self.buckets: Buckets = make_buckets(state_dir=state_dir, s3_endpoint_url=s3_endpoint_url)
         self.sessions: dict[SessionKey, SessionRecord] = {}
         self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
+        # Records whose rows wait for the next flush_saves (see _save).
+        self._dirty: dict[SessionKey, SessionRecord] = {}
+        self._save_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._seq = self.store.max_seq()
         self._load_rules_file()
@@ -409,6 +415,7 @@ class Backend:
             if record.journal is not None:
                 record.journal.flush()
         Journal.wait_written()
+        self.flush_saves()
         self._closed = True
         self.store.close()
 
@@ -424,17 +431,44 @@ class Backend:
         return Journal(directory, audio_suffix=record.media_encoding)
 
     def _save(self, record: SessionRecord) -> None:
+        """Write ``record``'s row within :data:`SAVE_DELAY` (at once outside a loop).
+
+        The rows changed meanwhile (a stream's start and end, every other
+        session's) share one transaction: a commit per change was the costliest
+        part of starting and ending a stream.
+        """
         if self._closed or self.sessions.get(record.key) is not record:
             return
-        key = record.key
-        self.store.save(
-            domain_id=key.domain_id,
-            subscription_id=key.subscription_id,
-            session_id=key.session_id,
-            seq=record.seq,
-            status=record.status.value,
-            created_at=record.created_at,
-            data=record.to_data(),
+        self._dirty[record.key] = record
+        if self._save_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_saves()
+            return
+        self._save_handle = loop.call_later(SAVE_DELAY, self.flush_saves)
+
+    def flush_saves(self) -> None:
+        """Write every row changed since the last write, in one transaction."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        dirty, self._dirty = self._dirty, {}
+        if self._closed:
+            return
+        self.store.save_many(
+            StoredSession(
+                domain_id=key.domain_id,
+                subscription_id=key.subscription_id,
+                session_id=key.session_id,
+                seq=record.seq,
+                status=record.status.value,
+                created_at=record.created_at,
+                data=record.to_data(),
+            )
+            for key, record in dirty.items()
+            if self.sessions.get(key) is record
         )
 
     def _load_sessions(self) -> None:
@@ -471,6 +505,7 @@ class Backend:
     def _drop(self, records: list[SessionRecord]) -> None:
         for record in records:
             self.sessions.pop(record.key, None)
+            self._dirty.pop(record.key, None)
             task = self._post_tasks.pop(record.key, None)
             if task is not None:
                 task.cancel()

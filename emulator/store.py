@@ -109,6 +109,31 @@ class SessionStore:
             ),
         )
 
+    def save_many(self, rows: Iterable[StoredSession]) -> None:
+        """Insert or replace several sessions' rows in one transaction."""
+        values = [
+            (
+                row.domain_id,
+                row.subscription_id,
+                row.session_id,
+                row.seq,
+                row.status,
+                row.created_at,
+                json.dumps(row.data, separators=(",", ":")),
+            )
+            for row in rows
+        ]
+        if not values:
+            return
+        with self._db:  # one transaction: one WAL write for the lot
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO {TABLE} "
+                "(domain_id, subscription_id, session_id, seq, status, created_at, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
     def delete(self, keys: Iterable[tuple[str, str, str]]) -> None:
         """Delete the rows of ``keys`` ((domainId, subscriptionId, sessionId) each)."""
         self._db.executemany(

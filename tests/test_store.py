@@ -1,0 +1,84 @@
+"""The session table, and how the backend batches its writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from emulator.backend import SAVE_DELAY, Backend
+from emulator.store import DATABASE_NAME, SessionStore, StoredSession
+from emulator.validation import validate_stream_headers
+
+from .support import new_session_id
+from .test_stream_wire import headers
+
+
+def _row(session_id: str, status: str = "IN_PROGRESS") -> StoredSession:
+    return StoredSession(
+        domain_id="d",
+        subscription_id="s",
+        session_id=session_id,
+        seq=1,
+        status=status,
+        created_at=1.5,
+        data={"n": 1},
+    )
+
+
+def test_save_many_writes_every_row_and_replaces_existing_ones(tmp_path):
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_row("a"), _row("b")])
+    store.save_many([_row("a", status="COMPLETED")])
+    store.save_many([])
+    rows = {row.session_id: row.status for row in store.load()}
+    store.close()
+    assert rows == {"a": "COMPLETED", "b": "IN_PROGRESS"}
+
+
+def _stored(tmp_path) -> dict[str, str]:
+    # What another reader of the file sees (WAL: readers never block the writer).
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        return dict(db.execute("SELECT session_id, status FROM scribe_sessions").fetchall())
+    finally:
+        db.close()
+
+
+def _request(session_id: str):
+    return validate_stream_headers(
+        [(name.encode(), value.encode()) for name, value in headers(session_id).items()]
+    )
+
+
+async def test_changes_within_the_save_delay_are_written_together(tmp_path):
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    try:
+        first, second = new_session_id(), new_session_id()
+        backend.open_stream(_request(first), request_id="r1", rule=None)
+        backend.open_stream(_request(second), request_id="r2", rule=None)
+        assert _stored(tmp_path) == {}  # not yet: one transaction for both, shortly
+        await asyncio.sleep(SAVE_DELAY * 4)
+        assert _stored(tmp_path) == {first: "IN_PROGRESS", second: "IN_PROGRESS"}
+    finally:
+        backend.close()
+
+
+async def test_closing_the_backend_writes_what_is_pending(tmp_path):
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    session_id = new_session_id()
+    backend.open_stream(_request(session_id), request_id="r1", rule=None)
+    backend.close()
+    assert _stored(tmp_path) == {session_id: "IN_PROGRESS"}
+
+
+async def test_a_session_dropped_before_its_write_is_not_written(tmp_path):
+    backend = Backend(scenarios={}, state_dir=tmp_path, retention=1)
+    try:
+        old, new = new_session_id(), new_session_id()
+        record = backend.open_stream(_request(old), request_id="r1", rule=None)
+        backend.close_stream(record)
+        backend.open_stream(_request(new), request_id="r2", rule=None)  # retention drops old
+        backend.flush_saves()
+        assert _stored(tmp_path) == {new: "IN_PROGRESS"}
+    finally:
+        backend.close()
