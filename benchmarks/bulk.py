@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .h2conn import ClientConnection, client_ssl_context, connect
@@ -80,7 +81,7 @@ class _Session:
 
 
 async def run_bulk(
-    server: ServerProcess,
+    server: ServerProcess | Sequence[ServerProcess],
     *,
     transport: str,
     duration: float,
@@ -91,13 +92,17 @@ async def run_bulk(
 ) -> BulkResult:
     """Post sessions for ``warmup + duration`` seconds; return the rates over ``duration``.
 
-    ``transport`` is ``"h2c"`` or ``"tls"``. Raises ConnectionError if the
-    server cannot be reached at all.
+    ``transport`` is ``"h2c"`` or ``"tls"``. Given several server processes,
+    connections go to them in turn and their CPU adds up (what a multi-process
+    emulator would reach). Raises ConnectionError if a server cannot be reached.
     """
+    group = [server] if isinstance(server, ServerProcess) else list(server)
+    kind = group[0].kind if len(group) == 1 else f"{group[0].kind} x{len(group)}"
+    connections = max(connections, len(group))
     body = session_body(audio_seconds)
-    tls = client_ssl_context(server.ca_file) if transport == "tls" else None
-    port = server.tls_port if transport == "tls" else server.h2c_port
-    scheme = "https" if tls is not None else "http"
+    tls = [client_ssl_context(member.ca_file) if transport == "tls" else None for member in group]
+    ports = [member.tls_port if transport == "tls" else member.h2c_port for member in group]
+    scheme = "https" if transport == "tls" else "http"
     pool: list[ClientConnection | None] = [None] * connections
     locks = [asyncio.Lock() for _ in range(connections)]
     opened = 0
@@ -106,7 +111,7 @@ async def run_bulk(
     start = time.monotonic()
     measure_from = start + warmup
     stop_at = measure_from + duration
-    meter = CpuMeter(server.pid)
+    meters = [CpuMeter(member.pid) for member in group]
     client = ClientMeter()
     machine = MachineMeter()
 
@@ -117,7 +122,8 @@ async def run_bulk(
             if conn is None or not conn.usable:
                 if conn is not None and conn.active == 0:
                     conn.close()
-                conn = await connect("127.0.0.1", port, tls=tls)
+                target = slot % len(group)
+                conn = await connect("127.0.0.1", ports[target], tls=tls[target])
                 pool[slot] = conn
                 opened += 1
             return conn
@@ -144,7 +150,7 @@ async def run_bulk(
             if conn.active == 0 and not conn.usable:
                 conn.close()
 
-    cpu_task = asyncio.create_task(_meter_window((meter, client, machine), measure_from, stop_at))
+    cpu_task = asyncio.create_task(_meter_window((*meters, client, machine), measure_from, stop_at))
     workers = [asyncio.create_task(worker(i % connections)) for i in range(connections * streams)]
     await asyncio.gather(*workers)
     await cpu_task
@@ -156,8 +162,9 @@ async def run_bulk(
     ok = [c for c in counted if c[1]]
     window = duration
     rate = len(ok) / window if window > 0 else 0.0
+    server_cpu = sum(meter.share for meter in meters)
     return BulkResult(
-        server=server.kind,
+        server=kind,
         transport=transport,
         sessions=len(ok),
         failed=sum(1 for c in completions if not c[1]),
@@ -165,10 +172,10 @@ async def run_bulk(
         sessions_per_s=round(rate, 2),
         audio_s_per_s=round(rate * body.audio_seconds, 1),
         events_per_session=round(sum(c[2] for c in ok) / len(ok), 2) if ok else 0.0,
-        server_cpu=round(meter.share, 3),
-        server_cpu_ms_per_session=round(meter.share * window / len(ok) * 1000, 2) if ok else None,
+        server_cpu=round(server_cpu, 3),
+        server_cpu_ms_per_session=round(server_cpu * window / len(ok) * 1000, 2) if ok else None,
         client_cpu=round(client.share, 3),
-        other_cpu=round(max(0.0, machine.busy - meter.share - client.share), 3),
+        other_cpu=round(max(0.0, machine.busy - server_cpu - client.share), 3),
         connections_opened=opened,
     )
 

@@ -36,12 +36,13 @@ def _bulk(results: dict[str, Any]) -> str:
     bulk = results["bulk"]
     rows = []
     for transport, pair in bulk["best"].items():
-        for kind in ("baseline", "emulator"):
-            r = pair.get(kind)
-            if r is None:
-                continue
-            ratio = bulk["ratio"].get(transport) if kind == "emulator" else None
-            cpu_ratio = bulk.get("cpu_ratio", {}).get(transport) if kind == "emulator" else None
+        for kind, r in pair.items():
+            ratio = cpu_ratio = None
+            if kind == "emulator":
+                ratio = bulk["ratio"].get(transport)
+                cpu_ratio = bulk.get("cpu_ratio", {}).get(transport)
+            elif kind != "baseline":  # several emulator processes
+                ratio = bulk.get("ratio_processes", {}).get(transport)
             rows.append(
                 [
                     transport,

@@ -49,6 +49,7 @@ class Plan:
     bulk_connections: int = 4
     bulk_streams: int = 16
     bulk_audio_seconds: float = 10.0
+    bulk_processes: int = 1
     rt_sessions: tuple[int, ...] = (500, 1000, 2000, 3000)
     rt_seconds: int = 10
     rt_connections: int = 4
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bulk-streams", type=int, metavar="N", help="sessions in flight per connection"
     )
+    parser.add_argument(
+        "--bulk-processes",
+        type=int,
+        metavar="K",
+        help="also run bulk against K emulator processes, connections split (K > 1)",
+    )
     parser.add_argument("--rt-sessions", type=_ints, metavar="LIST", help="real-time N values")
     parser.add_argument(
         "--rt-seconds", type=int, metavar="S", help="audio seconds per real-time session"
@@ -182,6 +189,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         "bulk_seconds": args.bulk_seconds,
         "bulk_connections": args.bulk_connections,
         "bulk_streams": args.bulk_streams,
+        "bulk_processes": args.bulk_processes,
         "rt_sessions": args.rt_sessions,
         "rt_seconds": args.rt_seconds,
         "rt_connections": args.rt_connections,
@@ -216,17 +224,32 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
 
     runs: list[dict[str, Any]] = []
     profiles: dict[str, Any] = {}
-    with servers.running_server("baseline") as base, servers.running_server("emulator") as emu:
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(servers.running_server("baseline"))
+        emu = stack.enter_context(servers.running_server("emulator"))
+        targets: list[servers.ServerProcess | list[servers.ServerProcess]] = [base, emu]
+        if plan.bulk_processes > 1:
+            targets.append(
+                [
+                    stack.enter_context(servers.running_server("emulator"))
+                    for _ in range(plan.bulk_processes)
+                ]
+            )
         for round_no in range(plan.bulk_rounds):
             for transport in plan.transports:
                 # Alternate the servers inside each round, so that load from
                 # other processes on a shared machine hits both alike.
-                for server in (base, emu):
-                    name = f"bulk-{server.kind}-{transport}"
+                for server in targets:
+                    label = (
+                        server.kind
+                        if isinstance(server, servers.ServerProcess)
+                        else f"emulator-x{len(server)}"
+                    )
+                    name = f"bulk-{label}-{transport}"
                     profiler = None
                     if server is emu and round_no == 0:
                         profiler = _profiler(
-                            plan, server.pid, name, plan.bulk_seconds + plan.bulk_warmup
+                            plan, emu.pid, name, plan.bulk_seconds + plan.bulk_warmup
                         )
                     result = asyncio.run(
                         run_bulk(
@@ -244,7 +267,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                     row = {"round": round_no + 1, **result.to_json()}
                     runs.append(row)
                     _progress(
-                        f"bulk {transport} {server.kind}: {result.sessions_per_s} sessions/s "
+                        f"bulk {transport} {result.server}: {result.sessions_per_s} sessions/s "
                         f"(server CPU {result.server_cpu}, other {result.other_cpu})"
                     )
         h2load = h2load_crosscheck(
@@ -253,11 +276,15 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
     best: dict[str, dict[str, Any]] = {}
     ratio: dict[str, float | None] = {}
     cpu_ratio: dict[str, float | None] = {}
+    # K emulator processes against the one baseline process (--bulk-processes).
+    ratio_processes: dict[str, float] = {}
     for transport in plan.transports:
         best[transport] = {}
         costs: dict[str, float | None] = {}
-        for kind in ("baseline", "emulator"):
+        for kind in ("baseline", "emulator", f"emulator x{plan.bulk_processes}"):
             mine = [r for r in runs if r["transport"] == transport and r["server"] == kind]
+            if not mine:
+                continue
             best[transport][kind] = max(mine, key=lambda r: r["sessions_per_s"])
             known = sorted(
                 r["server_cpu_ms_per_session"] for r in mine if r["server_cpu_ms_per_session"]
@@ -267,6 +294,9 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
         ratio[transport] = (
             round(e["sessions_per_s"] / b["sessions_per_s"], 3) if b["sessions_per_s"] else None
         )
+        several = best[transport].get(f"emulator x{plan.bulk_processes}")
+        if several is not None and b["sessions_per_s"]:
+            ratio_processes[transport] = round(several["sessions_per_s"] / b["sessions_per_s"], 3)
         # Throughput per server CPU-second, emulator over baseline: what the
         # ratio would be with a core to spare for each, whatever else ran.
         if costs["baseline"] and costs["emulator"]:
@@ -282,6 +312,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
         "best": best,
         "ratio": ratio,
         "cpu_ratio": cpu_ratio,
+        "ratio_processes": ratio_processes,
         "runs": runs,
         "h2load": h2load,
     }
