@@ -642,10 +642,11 @@ def audio_event_base64(payload: bytes) -> tuple[bytes, int] | None:
     """Return ``(base64 text, decoded size)`` of an ``audioEvent`` in the SDK's layout.
 
     The per-frame path, for callers that need only the audio's size now: it
-    checks the chunk exactly as :func:`parse_audio_event` does (standard padded
-    base64, what ``binascii.a2b_base64(strict_mode=True)`` accepts) without
-    decoding it. Returns ``None`` for any other payload, valid or not: call
-    :func:`parse_audio_event` for its audio or its error.
+    checks the chunk without decoding it, accepting a subset of what
+    :func:`parse_audio_event` accepts: base64 whose length is a multiple of four
+    with at most two trailing ``=``, which is what every encoder writes. Returns
+    ``None`` for any other payload, valid or not (``"AAAA="`` decodes, with a
+    stray ``=``): call :func:`parse_audio_event` for its audio or its error.
     """
     if not (
         len(payload) >= _AUDIO_START + _AUDIO_STOP

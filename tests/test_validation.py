@@ -1000,9 +1000,11 @@ def test_compact_audio_event_is_read_like_any_other_layout(chunk: str) -> None:
 
 
 @given(st.text(alphabet='AQw+/="\\ Ä\n', max_size=12))
-def test_undecoded_audio_check_accepts_exactly_what_decoding_accepts(chunk: str) -> None:
-    # audio_event_base64 (the per-frame path, no decode) and parse_audio_event
-    # (decodes) must agree on every SDK-layout payload: same verdict, same size.
+def test_undecoded_audio_check_agrees_with_decoding(chunk: str) -> None:
+    # audio_event_base64 (the per-frame path, no decode) never accepts what
+    # parse_audio_event (decodes) refuses, and what it accepts has the size and
+    # bytes the decoder gives. It may leave an odd but valid chunk ("AAAA=") to
+    # the decoder; canonical base64, what every encoder writes, it always takes.
     payload = ('{"audioChunk":"' + chunk + '"}').encode()
     lazy = audio_event_base64(payload)
     try:
@@ -1010,10 +1012,12 @@ def test_undecoded_audio_check_accepts_exactly_what_decoding_accepts(chunk: str)
     except ValidationException:
         assert lazy is None
         return
-    assert lazy is not None
-    text, size = lazy
-    assert size == len(audio)
-    assert base64.b64decode(text, validate=True) == audio
+    if base64.b64encode(audio).decode() == chunk:
+        assert lazy is not None
+    if lazy is not None:
+        text, size = lazy
+        assert size == len(audio)
+        assert base64.b64decode(text, validate=True) == audio
 
 
 def test_undecoded_audio_check_leaves_other_layouts_to_the_parser() -> None:
