@@ -67,6 +67,23 @@ class QuietTCPServer(TCPServer):
         finally:
             await self.idle_task.stop()
 
+    async def _initiate_server_close(self) -> None:
+        # The idle timer and server shutdown close a connection here: a TLS
+        # transport then waits for the peer's close_notify (asyncio's 30 s SSL
+        # shutdown timeout) before the reader sees EOF, and an idle pooled
+        # client never sends it, holding shutdown for as long. Bounded as in
+        # _close: a peer silent after CLOSE_TIMEOUT is treated as gone.
+        await super()._initiate_server_close()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, _abort, self.writer.transport)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    """Drop ``transport`` if it is still open (a no-op once it has closed)."""
+    try:
+        transport.abort()  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError, OSError):
+        pass
+
 
 def install() -> None:
     """Make hypercorn's asyncio server use :class:`QuietTCPServer`; idempotent.

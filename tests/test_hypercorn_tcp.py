@@ -33,3 +33,39 @@ async def test_closing_sdk_clients_leaves_no_unhandled_connection_errors(emulato
     await asyncio.sleep(1.0)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+def test_shutdown_does_not_wait_for_an_idle_tls_client_to_answer_close_notify(tmp_path):
+    # A pooled keep-alive client (boto3, the CRT) sits idle and reads nothing:
+    # the server's close_notify goes unanswered, and asyncio would hold the
+    # connection, and shutdown with it, for its 30 s SSL shutdown timeout.
+    import socket
+    import ssl
+    import time
+
+    from emulator import hypercorn_h2
+    from emulator.tls import ensure_certificates
+
+    from .support import serving_tls
+
+    hypercorn_h2.install()
+    tls = ensure_certificates(tmp_path)
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    context = ssl.create_default_context(cafile=str(tls.ca_cert))
+    context.set_alpn_protocols(["http/1.1"])
+    with serving_tls(app, tls, keep_alive_timeout=600) as port:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        client = context.wrap_socket(raw, server_hostname="localhost")
+        client.sendall(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        stopping = time.monotonic()  # the client now idles, as a pool does
+    try:
+        assert time.monotonic() - stopping < 5
+    finally:
+        client.close()
