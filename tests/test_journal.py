@@ -294,3 +294,23 @@ def test_an_unwritable_journal_is_logged_once_and_the_rest_keeps_working(tmp_pat
     assert len(warnings) == 1 and "file" in warnings[0].getMessage()
     assert [e["n"] for e in fine.entries()] == [0, 1, 2]
     assert broken.entries() == []
+
+
+def test_the_writer_makes_submitters_wait_for_room_not_for_the_whole_queue():
+    import threading
+
+    from emulator.journal import _Writer
+
+    writer = _Writer()
+    writer.max_pending = 10
+    gate = threading.Event()
+    writer.submit(lambda: gate.wait(10), 8)  # the thread is busy with this one
+    writer.submit(lambda: None, 8)  # 8 pending, under the bound: accepted at once
+    late = threading.Thread(target=writer.submit, args=(lambda: None, 1))
+    late.start()
+    late.join(0.2)
+    assert late.is_alive()  # 16 pending, over the bound: waits
+    gate.set()
+    late.join(5)
+    assert not late.is_alive()
+    writer.wait()
