@@ -249,7 +249,7 @@ class Journal:
                     continue
 
     def audio_parts(self) -> list[AudioPart]:
-        """Flush, then return the audio written so far, every part of every stream in order.
+        """Sync, then return the audio written so far, every part of every stream in order.
 
         Each part is a snapshot: audio appended later is not part of it, so a
         live session's audio can be read while it grows.

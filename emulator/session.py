@@ -53,6 +53,7 @@ __all__ = [
     "SessionProgress",
     "SessionStats",
     "INPUT_EVENT_TYPES",
+    "AUDIO_EVENTS",
     "TRANSITIONS",
     "MAX_SESSION_AUDIO_SECONDS",
     "segment_id",
@@ -101,7 +102,7 @@ _REFUSALS: dict[SessionState, str] = {
 }
 
 #: Events that carry audio: the JSON one is base64, the binary one raw.
-_AUDIO_EVENTS = frozenset({"audioEvent", "binaryAudioEvent"})
+AUDIO_EVENTS = frozenset({"audioEvent", "binaryAudioEvent"})
 
 
 class ScenarioSource(Protocol):
@@ -267,7 +268,7 @@ class ScribeSession:
             configuration = parse_configuration_event(message.payload)
             self.state = next_state
             self._configure(configuration)
-        elif event_type in _AUDIO_EVENTS:
+        elif event_type in AUDIO_EVENTS:
             if event_type == "binaryAudioEvent":
                 self._receive_audio(bytes(message.payload), event_type)
                 return

@@ -26,7 +26,7 @@ from .events import OutputEvent, StreamException, StreamReset, TranscriptResult,
 from .eventstream import EventStreamDecoder, Message, open_envelope
 from .journal import Journal
 from .quotas import Quotas, access_key_of
-from .session import ScribeSession, SessionState
+from .session import AUDIO_EVENTS, ScribeSession, SessionState
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
 
@@ -39,7 +39,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _EVENTSTREAM = b"application/vnd.amazon.eventstream"
-_AUDIO_EVENTS = frozenset({"audioEvent", "binaryAudioEvent"})
 
 
 async def error_response(send: Send, error: ServiceError, *, request_id: str) -> None:
@@ -228,7 +227,7 @@ class StreamEndpoint:
                             )
                         inner = envelope.inner
                         event_type = inner.headers.get(":event-type")
-                        if event_type in _AUDIO_EVENTS:
+                        if event_type in AUDIO_EVENTS:
                             journal.record_audio_input(
                                 event_type, len(inner.payload), session.audio_seconds
                             )

@@ -635,6 +635,18 @@ _AUDIO_START = len(_AUDIO_PREFIX)
 _AUDIO_STOP = len(_AUDIO_SUFFIX)
 
 
+def _sdk_audio_chunk(payload: bytes) -> bytes | None:
+    """The text between the quotes of ``{"audioChunk":"..."}``, the SDK's exact
+    layout, or None for any other payload. The text is not checked yet."""
+    if (
+        len(payload) >= _AUDIO_START + _AUDIO_STOP
+        and payload.startswith(_AUDIO_PREFIX)
+        and payload.endswith(_AUDIO_SUFFIX)
+    ):
+        return payload[_AUDIO_START:-_AUDIO_STOP]
+    return None
+
+
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -648,14 +660,8 @@ def audio_event_base64(payload: bytes) -> tuple[bytes, int] | None:
     ``None`` for any other payload, valid or not (``"AAAA="`` decodes, with a
     stray ``=``): call :func:`parse_audio_event` for its audio or its error.
     """
-    if not (
-        len(payload) >= _AUDIO_START + _AUDIO_STOP
-        and payload.startswith(_AUDIO_PREFIX)
-        and payload.endswith(_AUDIO_SUFFIX)
-    ):
-        return None
-    text = payload[_AUDIO_START:-_AUDIO_STOP]
-    if len(text) % 4:
+    text = _sdk_audio_chunk(payload)
+    if text is None or len(text) % 4:
         return None
     data = text.rstrip(b"=")
     padding = len(text) - len(data)
@@ -677,13 +683,10 @@ def parse_audio_event(payload: bytes) -> bytes:
     # decode accepts only base64 characters, so a chunk that decodes holds no
     # quote or backslash and the JSON parse would have given the same string;
     # strict mode accepts exactly what ``b64decode(validate=True)`` does.
-    if (
-        len(payload) >= _AUDIO_START + _AUDIO_STOP
-        and payload.startswith(_AUDIO_PREFIX)
-        and payload.endswith(_AUDIO_SUFFIX)
-    ):
+    text = _sdk_audio_chunk(payload)
+    if text is not None:
         try:
-            return binascii.a2b_base64(payload[_AUDIO_START:-_AUDIO_STOP], strict_mode=True)
+            return binascii.a2b_base64(text, strict_mode=True)
         except binascii.Error:
             pass  # the generic path below explains what is wrong
     document = _load_json_object(payload, "audioEvent")
