@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 from uuid import UUID
 
-from awscrt.checksums import crc32
+from awscrt.checksums import combine_crc32, crc32
 
 from .errors import (
     FrameTooLargeError,
@@ -60,6 +60,7 @@ __all__ = [
     "EventStreamDecoder",
     "Envelope",
     "open_envelope",
+    "sdk_audio_payload",
 ]
 
 #: total_length, headers_length and prelude_crc, three u32 fields.
@@ -634,6 +635,12 @@ class EventStreamDecoder:
         self._consumed += pos
         return messages
 
+    def count_decoded(self, size: int) -> None:
+        """Count ``size`` bytes of whole messages the caller decoded itself (e.g. with
+        :func:`sdk_audio_payload`) while nothing was buffered, so that the stream
+        offsets in later error messages stay true."""
+        self._consumed += size
+
     def end_of_data(self) -> None:
         """Declare the input finished; return ``None`` if it ended between messages.
 
@@ -761,3 +768,80 @@ def open_envelope(message: Message) -> Envelope:
     except FramingError as exc:
         raise type(exc)(f"envelope payload: {exc}") from None
     return _envelope(inner, signature, date, raw_inner)
+
+
+# --------------------------------------------------------------------------- shortcut
+
+_AUDIO_EVENT_TYPE = "audioEvent"
+_EVENT_MESSAGE_TYPE = "event"
+
+
+def sdk_audio_payload(data: bytes) -> bytes | None:
+    """The payload of the ``audioEvent`` that ``data`` holds, when ``data`` is exactly
+    one envelope in the SDK's layout around one ``audioEvent``; else ``None``.
+
+    The SDK writes each audio event in a DATA frame of its own, so a receiver
+    sees this one frame far more often than anything else. For it, this stands
+    in for :class:`EventStreamDecoder` (default limits, nothing buffered) plus
+    :func:`open_envelope`, without building the messages: it returns a payload
+    only where they would give exactly one signed envelope, both CRCs right,
+    whose inner message has ``:message-type`` ``event`` and ``:event-type``
+    ``audioEvent``, and that message's payload. For anything else, valid or
+    not, it returns ``None``: the general path then gives the event or the error.
+    """
+    size = len(data)
+    if size < 2 * MIN_MESSAGE_LENGTH + _ENVELOPE_HEADERS.size:
+        return None
+    total_length, headers_length, prelude_crc = _PRELUDE.unpack_from(data, 0)
+    if total_length != size or headers_length != _ENVELOPE_HEADERS.size:
+        return None
+    inner_length = size - MIN_MESSAGE_LENGTH - headers_length
+    if inner_length > MAX_PAYLOAD_LENGTH:
+        return None
+    view = memoryview(data)
+    if crc32(view[:8]) != prelude_crc:
+        return None
+    date_name, millis, signature_name, _ = _ENVELOPE_HEADERS.unpack_from(data, PRELUDE_LENGTH)
+    if date_name != _ENVELOPE_DATE or signature_name != _ENVELOPE_SIGNATURE:
+        return None
+    try:
+        _EPOCH + _ONE_MS * millis  # what the decoder does with it, which may overflow
+    except OverflowError:
+        return None
+    # The inner message fills the envelope's payload. Its bytes are hashed once:
+    # the envelope's CRC is combined from the CRC of its own first bytes and the
+    # inner message's, which is the inner message CRC continued over its last 4.
+    start = PRELUDE_LENGTH + headers_length
+    crc_at = size - MESSAGE_CRC_LENGTH
+    inner_crc_at = crc_at - MESSAGE_CRC_LENGTH
+    outer_head_crc = crc32(view[8:start], prelude_crc)
+    total_length, headers_length, prelude_crc = _PRELUDE.unpack_from(data, start)
+    room = total_length - MIN_MESSAGE_LENGTH
+    if (
+        total_length != inner_length
+        or headers_length > room
+        or headers_length > MAX_HEADERS_LENGTH
+        or crc32(view[start : start + 8]) != prelude_crc
+    ):
+        return None
+    inner_crc = crc32(view[start + 8 : inner_crc_at], prelude_crc)
+    if (
+        inner_crc != _U32.unpack_from(data, inner_crc_at)[0]
+        or combine_crc32(outer_head_crc, crc32(view[inner_crc_at:crc_at], inner_crc), inner_length)
+        != _U32.unpack_from(data, crc_at)[0]
+    ):
+        return None
+    payload_at = start + PRELUDE_LENGTH + headers_length
+    block = data[start + PRELUDE_LENGTH : payload_at]
+    headers = _BLOCK_CACHE.get(block)
+    if headers is None:
+        try:
+            headers = _decode_headers(block)
+        except FramingError:
+            return None
+    if (
+        headers.get(":event-type") != _AUDIO_EVENT_TYPE
+        or headers.get(":message-type") != _EVENT_MESSAGE_TYPE
+    ):
+        return None
+    return data[payload_at:inner_crc_at]

@@ -272,17 +272,22 @@ class ScribeSession:
             if event_type == "binaryAudioEvent":
                 self._receive_audio(bytes(message.payload), event_type)
                 return
-            # A PCM clock counts bytes, so JSON audio in the SDK's layout is
-            # checked and journaled as base64, never decoded (the costliest step
-            # of an audio event); FLAC's clock reads frame headers from the bytes.
-            lazy = audio_event_base64(message.payload) if self._counts_bytes else None
-            if lazy is None:
-                self._receive_audio(parse_audio_event(message.payload), event_type)
-            else:
-                self._receive_audio(lazy[0], event_type, size=lazy[1])
+            self._receive_json_audio(message.payload)
         else:
             parse_session_control_event(message.payload)
             self._end_of_session()
+
+    def receive_audio_event(self, payload: bytes) -> None:
+        """:meth:`receive_event` for an ``audioEvent`` with this payload.
+
+        For a caller that has read the event type already, e.g. with
+        :func:`emulator.eventstream.sdk_audio_payload`; same effects, same errors.
+        """
+        counts = self.stats.events_received
+        counts["audioEvent"] = counts.get("audioEvent", 0) + 1
+        if (self.state, "audioEvent") not in TRANSITIONS:
+            raise ValidationException(_REFUSALS[self.state].format(event="audioEvent"))
+        self._receive_json_audio(payload)
 
     def input_closed(self) -> None:
         """The client closed its side without END_OF_SESSION: the session pauses.
@@ -338,6 +343,16 @@ class ScribeSession:
         self._faults = [(i, fault) for i, fault in enumerate(faults) if i not in self._fired]
         # A fault at 0 fires before any audio: the clock "reaches" its start at once.
         self._advance(self._base)
+
+    def _receive_json_audio(self, payload: bytes) -> None:
+        # A PCM clock counts bytes, so JSON audio in the SDK's layout is checked
+        # and journaled as base64, never decoded (the costliest step of an audio
+        # event); FLAC's clock reads frame headers from the bytes.
+        lazy = audio_event_base64(payload) if self._counts_bytes else None
+        if lazy is None:
+            self._receive_audio(parse_audio_event(payload), "audioEvent")
+        else:
+            self._receive_audio(lazy[0], "audioEvent", size=lazy[1])
 
     def _receive_audio(self, chunk: bytes, event_type: str, *, size: int | None = None) -> None:
         """Take one audio event's audio: ``chunk`` is the audio, or with ``size``

@@ -23,7 +23,7 @@ from typing import Any
 from .chaos import ChaosRunner, malformed_frame
 from .errors import FramingError, ServiceError, service_error
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult, encode_output
-from .eventstream import EventStreamDecoder, Message, open_envelope
+from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_payload
 from .journal import Journal
 from .quotas import Quotas, access_key_of
 from .session import AUDIO_EVENTS, ScribeSession, SessionState
@@ -211,31 +211,48 @@ class StreamEndpoint:
                     session.input_closed()
                     return
                 more_body = message.get("more_body", False)
+                body = message.get("body", b"")
                 try:
-                    for frame in decoder.receive_data(message.get("body", b"")):
-                        envelope = open_envelope(frame)
-                        if chunks is not None:
-                            chunks.verify(envelope)
-                        if envelope.inner is None:
-                            signed_end = True
-                            continue
-                        if signed_end:
-                            raise service_error(
-                                "ValidationException",
-                                "an event arrived after the final empty signed frame that ends "
-                                "the input stream",
-                            )
-                        inner = envelope.inner
-                        event_type = inner.headers.get(":event-type")
-                        if event_type in AUDIO_EVENTS:
-                            journal.record_audio_input(
-                                event_type, len(inner.payload), session.audio_seconds
-                            )
-                        else:
-                            journal.record(_input_entry(inner, session.audio_seconds))
-                        session.receive_event(inner)
-                        if session.state in (SessionState.FAILED, SessionState.PAUSED):
-                            break
+                    # The SDK's audio event, one per DATA frame, read in one step.
+                    payload = (
+                        sdk_audio_payload(body)
+                        if type(body) is bytes
+                        and chunks is None
+                        and not signed_end
+                        and not decoder.buffered
+                        else None
+                    )
+                    if payload is not None:
+                        decoder.count_decoded(len(body))
+                        journal.record_audio_input(
+                            "audioEvent", len(payload), session.audio_seconds
+                        )
+                        session.receive_audio_event(payload)
+                    else:
+                        for frame in decoder.receive_data(body):
+                            envelope = open_envelope(frame)
+                            if chunks is not None:
+                                chunks.verify(envelope)
+                            if envelope.inner is None:
+                                signed_end = True
+                                continue
+                            if signed_end:
+                                raise service_error(
+                                    "ValidationException",
+                                    "an event arrived after the final empty signed frame that ends "
+                                    "the input stream",
+                                )
+                            inner = envelope.inner
+                            event_type = inner.headers.get(":event-type")
+                            if event_type in AUDIO_EVENTS:
+                                journal.record_audio_input(
+                                    event_type, len(inner.payload), session.audio_seconds
+                                )
+                            else:
+                                journal.record(_input_entry(inner, session.audio_seconds))
+                            session.receive_event(inner)
+                            if session.state in (SessionState.FAILED, SessionState.PAUSED):
+                                break
                     if decoder.error_pending and not session.finished:
                         # The good events ahead of a malformed frame were applied;
                         # now the frame's own error.

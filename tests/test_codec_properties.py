@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import struct
 import uuid
+import zlib
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emulator.errors import FramingError
@@ -16,6 +18,8 @@ from emulator.eventstream import (
     Int64,
     Message,
     encode_message,
+    open_envelope,
+    sdk_audio_payload,
 )
 
 names = st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255)
@@ -93,3 +97,179 @@ def test_any_corrupted_byte_is_caught(message, position, bit):
     except FramingError:
         return
     raise AssertionError(f"corruption went unnoticed: {decoded!r}")
+
+
+# --- sdk_audio_payload: the SDK's audio frame in one step --------------------------
+
+SDK_AUDIO_HEADERS = {
+    ":message-type": "event",
+    ":event-type": "audioEvent",
+    ":content-type": "application/json",
+}
+
+
+SDK_HEADERS_LENGTH = struct.unpack_from(
+    ">I", encode_message(Message(headers=SDK_AUDIO_HEADERS, payload=b"")), 4
+)[0]
+
+
+def _general_audio_payload(data: bytes) -> bytes | None:
+    """What the general path makes of ``data`` as one DATA frame: the audioEvent's
+    payload, or None for anything else (another event, an error, an incomplete frame)."""
+    decoder = EventStreamDecoder()
+    try:
+        received = decoder.receive_data(data)
+        if len(received) != 1 or decoder.buffered or decoder.error_pending:
+            return None
+        envelope = open_envelope(received[0])
+    except FramingError:
+        return None
+    inner = envelope.inner
+    if envelope.signature is None or inner is None:
+        return None
+    if inner.headers.get(":message-type") != "event":
+        return None
+    return inner.payload if inner.headers.get(":event-type") == "audioEvent" else None
+
+
+inner_headers = st.one_of(
+    st.just(SDK_AUDIO_HEADERS),
+    st.builds(
+        lambda event_type, message_type, extra: {
+            ":message-type": message_type,
+            ":event-type": event_type,
+            **extra,
+        },
+        st.sampled_from(["audioEvent", "binaryAudioEvent", "configurationEvent", "x"]),
+        st.sampled_from(["event", "exception", ""]),
+        st.dictionaries(names, values, max_size=2),
+    ),
+    st.dictionaries(names, values, max_size=3),
+)
+
+
+def _envelope(
+    inner: bytes,
+    millis: int,
+    signature: bytes,
+    *,
+    date_name: bytes = b":date",
+    date_type: int = 8,
+    signature_name: bytes = b":chunk-signature",
+) -> bytes:
+    """A signed envelope around ``inner``, encoded here, independently of the codec
+    (zlib's CRC32), so that any header bytes and any ``:date`` value can be written."""
+    block = b"".join(
+        (
+            bytes([len(date_name)]),
+            date_name,
+            bytes([date_type]),
+            struct.pack(">q", millis),
+            bytes([len(signature_name)]),
+            signature_name,
+            b"\x06",
+            struct.pack(">H", len(signature)),
+            signature,
+        )
+    )
+    lengths = struct.pack(">II", 16 + len(block) + len(inner), len(block))
+    body = lengths + struct.pack(">I", zlib.crc32(lengths)) + block + inner
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def _damaged(data: bytes, damage: object) -> bytes:
+    frame = bytearray(data)
+    if isinstance(damage, tuple):  # xor one byte
+        frame[damage[0] % len(frame)] ^= damage[1]
+    elif isinstance(damage, int):  # cut short
+        del frame[len(frame) - 1 - damage % len(frame) :]
+    elif isinstance(damage, bytes):  # bytes after it
+        frame += damage
+    return bytes(frame)
+
+
+damages = st.one_of(
+    st.none(),
+    st.tuples(st.integers(0, 10**6), st.integers(1, 255)),
+    st.integers(0, 10**6),
+    st.binary(min_size=1, max_size=20),
+)
+envelope_millis = st.one_of(
+    st.just(1_795_000_000_000),
+    st.integers(-(2**40), 2**40),
+    st.integers(-(2**63), 2**63 - 1),
+)
+
+
+@given(
+    inner_headers,
+    st.binary(max_size=600),
+    damages,
+    envelope_millis,
+    st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)),
+    st.sampled_from(
+        [
+            (b":date", 8, b":chunk-signature"),
+            (b":date", 4, b":chunk-signature"),
+            (b":datf", 8, b":chunk-signature"),
+            (b":date", 8, b":chunk-signaturf"),
+        ]
+    ),
+    damages,
+)
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+# Each check of sdk_audio_payload, on an otherwise perfect SDK frame:
+@example(  # :chunk-signature renamed: a bare event to the general path
+    SDK_AUDIO_HEADERS, b"{}", None, 1, bytes(32), (b":date", 8, b":chunk-signaturf"), None
+)
+@example(  # :date renamed
+    SDK_AUDIO_HEADERS, b"{}", None, 1, bytes(32), (b":datf", 8, b":chunk-signature"), None
+)
+@example(  # :date an int64, not a timestamp
+    SDK_AUDIO_HEADERS, b"{}", None, 1, bytes(32), (b":date", 4, b":chunk-signature"), None
+)
+@example(  # a :date past year 9999
+    SDK_AUDIO_HEADERS, b"{}", None, 2**62, bytes(32), (b":date", 8, b":chunk-signature"), None
+)
+@example(  # the inner headers length grown by 3 (prelude CRC now wrong): the first
+    # payload bytes would decode as one more header, x = true
+    SDK_AUDIO_HEADERS,
+    b"\x01x\x00rest",
+    (7, SDK_HEADERS_LENGTH ^ (SDK_HEADERS_LENGTH + 3)),
+    1,
+    bytes(32),
+    (b":date", 8, b":chunk-signature"),
+    None,
+)
+def test_sdk_audio_payload_agrees_with_the_general_path(
+    headers, payload, inner_damage, millis, signature, names_and_type, damage
+):
+    """sdk_audio_payload gives a payload only where the decoder and open_envelope give
+    an audioEvent with that payload; never something the general path would refuse.
+    Damage inside the inner message is done before it is wrapped, so only the inner
+    message's own checks can catch it."""
+    date_name, date_type, signature_name = names_and_type
+    inner = _damaged(encode_message(Message(headers=headers, payload=payload)), inner_damage)
+    data = _damaged(
+        _envelope(
+            inner,
+            millis,
+            signature,
+            date_name=date_name,
+            date_type=date_type,
+            signature_name=signature_name,
+        ),
+        damage,
+    )
+    expected = _general_audio_payload(data)
+    got = sdk_audio_payload(data)
+    assert got is None or got == expected
+    if (
+        damage is None
+        and inner_damage is None
+        and headers == SDK_AUDIO_HEADERS
+        and len(signature) == 32
+        and names_and_type == (b":date", 8, b":chunk-signature")
+        and abs(millis) < 2**40
+    ):
+        assert got == payload  # the SDK's own frames take the shortcut

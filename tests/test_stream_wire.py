@@ -258,6 +258,40 @@ def test_rejected_request_while_client_still_sends_leaves_the_connection_up(h2, 
     assert not h2.closed and not h2.goaway
 
 
+def _exception_message(response: dict) -> str:
+    (*_, exception) = decode(response["data"])
+    assert exception.headers[":exception-type"] == "validationException"
+    return json.loads(exception.payload)["message"]
+
+
+def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(h2, emulator):
+    """Signed audio events, each in its own DATA frame as the SDK sends them, are
+    read in one step; a broken frame after them is still reported at its true
+    stream offset, and the audio before it counted."""
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id))
+    config = signed(config_event())
+    chunk = signed(audio(b"\0" * 3200))
+    h2.send(stream, config)
+    h2.send(stream, chunk)
+    h2.send(stream, chunk)
+    broken = bytearray(chunk)
+    broken[-1] ^= 0xFF  # the envelope's message CRC
+    h2.send(stream, bytes(broken), end_stream=True)
+    message = _exception_message(h2.wait(stream))
+    assert "message CRC32 mismatch" in message
+    assert f"stream offset {len(config) + 2 * len(chunk)}" in message
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["audioSeconds"] == pytest.approx(0.2)
+
+
+def test_sdk_audio_frame_before_the_configuration_is_refused(h2, emulator):
+    stream = h2.request(headers(new_session_id()))
+    h2.send(stream, signed(audio(b"\0" * 3200)), end_stream=True)
+    message = _exception_message(h2.wait(stream))
+    assert "audioEvent received before configurationEvent" in message
+
+
 def test_input_closed_without_end_of_session_pauses_the_session(h2, emulator):
     session_id = new_session_id()
     stream = h2.request(headers(session_id))
