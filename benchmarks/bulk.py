@@ -20,7 +20,11 @@ from .servers import CpuMeter, ServerProcess
 from .stats import ClientMeter, MachineMeter
 from .wire import FrameSplitter, is_exception, new_session_id, request_headers, session_body
 
-__all__ = ["BulkResult", "run_bulk"]
+__all__ = ["BulkResult", "FRAMINGS", "run_bulk"]
+
+
+#: How a session's body is cut into DATA frames (see :func:`run_bulk`).
+FRAMINGS = ("sdk", "packed")
 
 
 @dataclass(kw_only=True)
@@ -89,13 +93,18 @@ async def run_bulk(
     connections: int = 4,
     streams: int = 16,
     audio_seconds: float = 10.0,
+    framing: str = "sdk",
 ) -> BulkResult:
     """Post sessions for ``warmup + duration`` seconds; return the rates over ``duration``.
 
-    ``transport`` is ``"h2c"`` or ``"tls"``. Given several server processes,
+    ``transport`` is ``"h2c"`` or ``"tls"``. ``framing`` ``"sdk"`` writes each
+    event in a DATA frame of its own, as the SDK does; ``"packed"`` writes the
+    body in frames as large as the server allows, as h2load does. Given several server processes,
     connections go to them in turn and their CPU adds up (what a multi-process
     emulator would reach). Raises ConnectionError if a server cannot be reached.
     """
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing {framing!r}: expected one of {', '.join(FRAMINGS)}")
     group = [server] if isinstance(server, ServerProcess) else list(server)
     kind = group[0].kind if len(group) == 1 else f"{group[0].kind} x{len(group)}"
     connections = max(connections, len(group))
@@ -140,7 +149,12 @@ async def run_bulk(
                 session.on_reset(f"could not open a stream: {error}")
                 await asyncio.sleep(0.01)
                 continue
-            conn.send(stream_id, body.data, end_stream=True)
+            if framing == "sdk":
+                for message in body.messages[:-1]:
+                    conn.send(stream_id, message)
+                conn.send(stream_id, body.messages[-1], end_stream=True)
+            else:
+                conn.send(stream_id, body.data, end_stream=True)
             conn.flush()
             try:
                 await asyncio.wait_for(done, 60)

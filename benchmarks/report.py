@@ -61,7 +61,12 @@ def _bulk(results: dict[str, Any]) -> str:
             )
     head = (
         f"Bulk ingest: {bulk['audio_seconds']:g} s sessions, {bulk['connections']} connections x "
-        f"{bulk['streams']} streams, best of {bulk['rounds']} round(s) of {bulk['seconds']:g} s"
+        f"{bulk['streams']} streams, best of {bulk['rounds']} round(s) of {bulk['seconds']:g} s, "
+        + (
+            "one DATA frame per event (as the SDK)"
+            if bulk.get("framing", "sdk") == "sdk"
+            else "body packed into the largest DATA frames"
+        )
     )
     text = (
         head

@@ -50,6 +50,7 @@ class Plan:
     bulk_streams: int = 16
     bulk_audio_seconds: float = 10.0
     bulk_processes: int = 1
+    bulk_framing: str = "sdk"
     rt_sessions: tuple[int, ...] = (500, 1000, 2000, 3000)
     rt_seconds: int = 10
     rt_connections: int = 4
@@ -152,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bulk-streams", type=int, metavar="N", help="sessions in flight per connection"
     )
     parser.add_argument(
+        "--bulk-framing",
+        choices=("sdk", "packed"),
+        help="bulk: one DATA frame per event as the SDK writes them (default), or the "
+        "body packed into the largest frames as h2load sends it",
+    )
+    parser.add_argument(
         "--bulk-processes",
         type=int,
         metavar="K",
@@ -190,6 +197,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         "bulk_connections": args.bulk_connections,
         "bulk_streams": args.bulk_streams,
         "bulk_processes": args.bulk_processes,
+        "bulk_framing": args.bulk_framing,
         "rt_sessions": args.rt_sessions,
         "rt_seconds": args.rt_seconds,
         "rt_connections": args.rt_connections,
@@ -260,6 +268,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                             connections=plan.bulk_connections,
                             streams=plan.bulk_streams,
                             audio_seconds=plan.bulk_audio_seconds,
+                            framing=plan.bulk_framing,
                         )
                     )
                     if profiler is not None:
@@ -307,6 +316,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
         "audio_seconds": plan.bulk_audio_seconds,
         "connections": plan.bulk_connections,
         "streams": plan.bulk_streams,
+        "framing": plan.bulk_framing,
         "rounds": plan.bulk_rounds,
         "seconds": plan.bulk_seconds,
         "best": best,

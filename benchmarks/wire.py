@@ -174,9 +174,14 @@ def end_of_stream_frame(*, counter: int) -> bytes:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SessionBody:
-    """A whole session's request body and what it holds."""
+    """A whole session's request body and what it holds.
+
+    ``messages`` are its signed messages one by one: the SDK writes each in a
+    DATA frame of its own; ``data`` is all of them back to back.
+    """
 
     data: bytes
+    messages: tuple[bytes, ...]
     frames: int
     audio_seconds: float
 
@@ -187,7 +192,12 @@ def session_body(audio_seconds: float = 10.0) -> SessionBody:
     frames = [configuration_frame(counter=0), *audio_frames(chunks, first_counter=1)]
     frames.append(end_of_session_frame(counter=chunks + 1))
     frames.append(end_of_stream_frame(counter=chunks + 2))
-    return SessionBody(data=b"".join(frames), frames=len(frames), audio_seconds=audio_seconds)
+    return SessionBody(
+        data=b"".join(frames),
+        messages=tuple(frames),
+        frames=len(frames),
+        audio_seconds=audio_seconds,
+    )
 
 
 _FINAL = b'"isPartial":false'
