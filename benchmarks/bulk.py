@@ -150,9 +150,7 @@ async def run_bulk(
                 await asyncio.sleep(0.01)
                 continue
             if framing == "sdk":
-                for message in body.messages[:-1]:
-                    conn.send(stream_id, message)
-                conn.send(stream_id, body.messages[-1], end_stream=True)
+                conn.send_messages(stream_id, body.messages)
             else:
                 conn.send(stream_id, body.data, end_stream=True)
             conn.flush()
