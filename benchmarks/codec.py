@@ -8,7 +8,9 @@ headers too).
 
 * emulator: :class:`emulator.eventstream.EventStreamDecoder` fed the whole
   buffer, then :func:`~emulator.eventstream.open_envelope` on each message;
-  also fed in 16 KiB pieces (HTTP/2 DATA frame size), the way the server sees it;
+  also fed in 16 KiB pieces (HTTP/2 DATA frame size); and, for audio events,
+  :func:`~emulator.eventstream.sdk_audio_payload` on each frame alone, which
+  is how the server reads the SDK's audio events (one per DATA frame);
 * smithy: ``Event.decode`` (the AWS SDK's decoder) over a ``BytesIO`` of the
   buffer, then ``Event.decode`` of each envelope payload.
 
@@ -49,6 +51,18 @@ def _emulator_pieces(data: bytes, piece: int = 16384) -> int:
             count += envelope.inner is not None
     decoder.end_of_data()
     return count
+
+
+def _emulator_sdk_frames(frames: list[bytes]) -> Callable[[bytes], int]:
+    """The server's read of the SDK's audio frames, one per DATA frame:
+    :func:`~emulator.eventstream.sdk_audio_payload` on each (same checks, no
+    message objects). The joined buffer it is handed is ignored."""
+    from emulator.eventstream import sdk_audio_payload
+
+    def decode(_: bytes) -> int:
+        return sum(sdk_audio_payload(frame) is not None for frame in frames)
+
+    return decode
 
 
 def _smithy(data: bytes) -> int:
@@ -95,7 +109,8 @@ def measure_codec(*, min_seconds: float = 0.3, repeats: int = 3) -> dict[str, ob
     each) and ``small`` (signed configuration and END_OF_SESSION events, a
     few hundred bytes each, where per-message overhead dominates).
     """
-    audio = b"".join(audio_frames(200))
+    frames = audio_frames(200)
+    audio = b"".join(frames)
     small = b"".join(
         configuration_frame(counter=i) if i % 2 else end_of_session_frame(counter=i)
         for i in range(400)
@@ -103,7 +118,10 @@ def measure_codec(*, min_seconds: float = 0.3, repeats: int = 3) -> dict[str, ob
     decoders = {"emulator": _emulator_whole, "pieces": _emulator_pieces, "smithy": _smithy}
     out: dict[str, object] = {}
     for name, data in (("audio", audio), ("small", small)):
-        best, counts = _best_seconds(decoders, data, min_seconds=min_seconds, repeats=repeats)
+        chosen = dict(decoders)
+        if name == "audio":
+            chosen["sdk_frames"] = _emulator_sdk_frames(frames)
+        best, counts = _best_seconds(chosen, data, min_seconds=min_seconds, repeats=repeats)
         if len(set(counts.values())) != 1:
             raise RuntimeError(f"decoders disagree on the message count: {counts}")
         count = counts["emulator"]
@@ -119,4 +137,7 @@ def measure_codec(*, min_seconds: float = 0.3, repeats: int = 3) -> dict[str, ob
             "ratio": round(mb["emulator"] / mb["smithy"], 2),
             "ratio_16k_pieces": round(mb["pieces"] / mb["smithy"], 2),
         }
+        if "sdk_frames" in mb:
+            out[name]["emulator_sdk_frames_mb_s"] = round(mb["sdk_frames"], 1)  # type: ignore[index]
+            out[name]["ratio_sdk_frames"] = round(mb["sdk_frames"] / mb["smithy"], 2)  # type: ignore[index]
     return out

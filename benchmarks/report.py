@@ -204,6 +204,8 @@ def _codec(results: dict[str, Any]) -> str:
                 c["smithy_msgs_s"],
                 c["ratio"],
                 c["ratio_16k_pieces"],
+                c.get("emulator_sdk_frames_mb_s", "-"),
+                c.get("ratio_sdk_frames", "-"),
             ]
         )
     return "Codec: decode of signed input events (envelope + inner message)\n" + table(
@@ -217,6 +219,8 @@ def _codec(results: dict[str, Any]) -> str:
             "smithy msg/s",
             "ratio",
             "ratio 16K",
+            "emulator one-step MB/s",
+            "ratio one-step",
         ],
         rows,
     )
@@ -290,6 +294,14 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, object]]:
             None if ratio is None else ratio >= 3,
             ">= 3x",
         )
+        one_step = audio.get("ratio_sdk_frames")
+        if one_step is not None:
+            add(
+                "same, SDK audio frames read in one step",
+                one_step,
+                one_step >= 3,
+                ">= 3x",
+            )
     return out
 
 
