@@ -14,6 +14,7 @@ Both are blocking; the backend calls them from a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -75,6 +76,16 @@ class Buckets(Protocol):
     def put(self, bucket: str, key: str, body: bytes) -> None: ...
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+def _parts(bucket: str, key: str) -> list[str]:
+    parts = [p for p in key.split("/") if p]
+    if any(p in (".", "..") for p in (bucket, *parts)):
+        raise ValueError(f"key {key!r} has '.' or '..' parts the disk stand-in cannot store")
+    return [bucket, *parts]
+
+
 class DiskBuckets:
     """An S3 stand-in on disk: object ``s3://b/k`` is the file ``<root>/b/k``."""
 
@@ -87,18 +98,34 @@ class DiskBuckets:
         Raises :class:`ValueError` when a key part is ``.`` or ``..`` (S3 keys may
         hold them; a file path must not climb out of the bucket).
         """
-        parts = [p for p in key.split("/") if p]
-        if any(p in (".", "..") for p in (bucket, *parts)):
-            raise ValueError(f"key {key!r} has '.' or '..' parts the disk stand-in cannot store")
-        return self.root.joinpath(bucket, *parts)
+        return self.root.joinpath(*_parts(bucket, key))
 
     def put(self, bucket: str, key: str, body: bytes) -> None:
-        """Write the object atomically (a reader never sees half a file); raises OSError."""
-        path = self.path_of(bucket, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-        partial.write_bytes(body)
-        partial.replace(path)
+        """Write the object atomically (a reader never sees half a file); raises OSError.
+
+        Plain ``os`` calls, the directory made only when the first open finds
+        it missing: a post-stream job writes three objects per session.
+        """
+        path = os.path.join(self.root, *_parts(bucket, key))
+        directory, name = os.path.split(path)
+        partial = os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
+        try:
+            fd = os.open(partial, _CREATE, 0o644)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(partial, _CREATE, 0o644)
+        try:
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(partial, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
 
 
 class S3Buckets:

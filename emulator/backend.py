@@ -602,7 +602,7 @@ class _ArtifactJob:
             for d in self.configuration.get("channelDefinitions") or ()
         }
         self.journal.wait_written()  # the loop flushed it before handing it over
-        lines = final_lines(self.journal.iter_entries(), roles=roles)
+        lines = final_lines(self.journal.iter_entries(entry_type="transcriptEvent"), roles=roles)
         builders: dict[str, Callable[[], dict[str, Any]]] = {
             "transcriptResult": lambda: transcript_document(
                 ids={

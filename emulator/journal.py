@@ -231,22 +231,32 @@ class Journal:
         self.sync()
         return list(self.iter_entries())
 
-    def iter_entries(self) -> Iterator[dict[str, Any]]:
+    def iter_entries(self, *, entry_type: str | None = None) -> Iterator[dict[str, Any]]:
         """Yield the entries written to disk, oldest first, reading the file lazily.
 
-        Does not flush, so a worker thread may read while the loop owns the
-        buffers: flush in the loop, then :meth:`wait_written` in the thread.
+        With ``entry_type``, only the entries of that ``type`` (``transcriptEvent``...):
+        other lines are skipped unparsed, which matters in a journal that is
+        mostly audio-event lines. Does not flush, so a worker thread may read
+        while the loop owns the buffers: flush in the loop, then
+        :meth:`wait_written` in the thread.
         """
+        # Entries are compact JSON (see _ENCODE), so an entry of this type holds
+        # this exact text; a line without it cannot be one.
+        marker = None if entry_type is None else _ENCODE({"type": entry_type})[1:-1]
         try:
             file = open(self.directory / _EVENTS, encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):  # nothing was ever written
             return
         with file:
             for line in file:
+                if marker is not None and marker not in line:
+                    continue
                 try:
-                    yield json.loads(line)
+                    entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if entry_type is None or entry.get("type") == entry_type:
+                    yield entry
 
     def audio_parts(self) -> list[AudioPart]:
         """Sync, then return the audio written so far, every part of every stream in order.

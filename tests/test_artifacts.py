@@ -481,3 +481,18 @@ def test_transcript_document_omits_channel_and_role_without_channel_definitions(
         "EndAudioTime": 1.5,
         "Content": "Hello.",
     }
+
+
+def test_disk_stand_in_writes_whole_objects_and_leaves_no_partial_files(tmp_path):
+    buckets = DiskBuckets(tmp_path)
+    buckets.put("b", "deep/er/x.json", b"one")
+    buckets.put("b", "deep/er/x.json", b"two")  # overwritten, the directory reused
+    buckets.put("b", "deep/er/y.json", b"three")
+    folder = tmp_path / "b" / "deep" / "er"
+    assert sorted(p.name for p in folder.iterdir()) == ["x.json", "y.json"]
+    assert (folder / "x.json").read_bytes() == b"two"
+    # A key naming a directory cannot be written: the error says so, nothing is left.
+    (folder / "taken.json").mkdir()
+    with pytest.raises(OSError):
+        buckets.put("b", "deep/er/taken.json", b"{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["taken.json", "x.json", "y.json"]

@@ -314,3 +314,20 @@ def test_the_writer_makes_submitters_wait_for_room_not_for_the_whole_queue():
     late.join(5)
     assert not late.is_alive()
     writer.wait()
+
+
+def test_entries_of_one_type_skip_the_rest_unparsed_and_miss_none(tmp_path):
+    """iter_entries(entry_type=...) is iter_entries() filtered on ``type``, even when
+    another entry carries the same text inside its payload."""
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.record(
+        {"direction": "in", "type": "configurationEvent", "payload": {"type": "transcriptEvent"}}
+    )
+    journal.record_audio_input("audioEvent", 4285, 0.0)
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 1})
+    journal.record({"direction": "out", "type": "transcriptEvent:not", "n": 2})
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 3})
+    journal.sync()
+    wanted = list(journal.iter_entries(entry_type="transcriptEvent"))
+    assert wanted == [e for e in journal.iter_entries() if e["type"] == "transcriptEvent"]
+    assert [e["n"] for e in wanted] == [1, 3]
