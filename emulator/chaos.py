@@ -59,6 +59,9 @@ class ChaosRunner:
                 if at is not None:
                     self._pending.append((at, kind))
             self._pending.sort()
+        #: Whether a disconnect, GOAWAY or malformed frame still waits for the clock
+        #: (see :meth:`due`): a cheap test for the per-event path.
+        self.pending = bool(self._pending)
 
     def _delay(self) -> float:
         chaos = self.chaos
@@ -94,7 +97,9 @@ class ChaosRunner:
         """The next trouble the audio clock has reached, once: ``disconnect-reset``,
         ``disconnect-close``, ``goaway`` or ``malformed``."""
         if self._pending and self._pending[0][0] <= audio_seconds:
-            return self._pending.pop(0)[1]
+            kind = self._pending.pop(0)[1]
+            self.pending = bool(self._pending)
+            return kind
         return None
 
     async def goaway(self) -> bool:

@@ -280,10 +280,11 @@ class StreamEndpoint:
                         "internalFailureException",
                         "the emulator hit an internal error processing this event; see its log",
                     )
-                await chaos.write(send, out)
+                if out:
+                    await chaos.write(send, out)
                 if resets:
                     return
-                while (kind := chaos.due(session.audio_seconds)) is not None:
+                while chaos.pending and (kind := chaos.due(session.audio_seconds)) is not None:
                     journal.record(
                         {
                             "direction": "out",
