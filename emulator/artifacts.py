@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from .files import write_all
 from .notescript import ARTIFACT_NAMES
 
 __all__ = [
@@ -116,9 +117,7 @@ class DiskBuckets:
             fd = os.open(partial, _CREATE, 0o644)
         try:
             try:
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, body)
             finally:
                 os.close(fd)
             os.replace(partial, path)

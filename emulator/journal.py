@@ -50,6 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .files import write_all
+
 __all__ = ["AudioPart", "Journal", "FLUSH_BYTES", "wav_header", "iso_time"]
 
 log = logging.getLogger("medscribe.journal")
@@ -80,9 +82,7 @@ def _append(path: str, data: bytes) -> None:
     """
     fd = os.open(path, _APPEND, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     finally:
         os.close(fd)
 

@@ -192,71 +192,43 @@ def _client_bytes(plan: list[tuple[str, int, int, bool]], initial_window: int) -
 MIB16 = 16 * 1024 * 1024
 
 
+def guard(
+    plan: list[tuple[str, int, int, bool]],
+    *,
+    cuts: list[int] | None = None,
+    initial_window: int = 65_535,
+    connection_window: int = 0,
+    ack: bool = False,
+) -> Any:
+    """One explicit example for the property test below."""
+    return example(
+        plan=plan,
+        cuts=cuts or [],
+        initial_window=initial_window,
+        connection_window=connection_window,
+        ack=ack,
+    )
+
+
+# Each guard of receive_frames on its own, whatever the random search finds.
+OPEN = ("open", 0, 0, False)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-# Each guard of receive_frames on its own, whatever the random search finds:
-@example(  # past the connection window, inside the stream's
-    plan=[("open", 0, 0, False), ("raw-over-window", 0, 20_000, True)],
-    cuts=[],
-    initial_window=MIB16,
-    connection_window=0,
-    ack=False,
-)
-@example(  # past the stream window, inside the connection's
-    plan=[("open", 0, 0, False), ("raw-over-window", 0, 20_000, True)],
-    cuts=[],
-    initial_window=65_535,
-    connection_window=MIB16,
-    ack=False,
-)
-@example(  # DATA on a stream never opened, then on one the client ended
-    plan=[("open", 0, 0, False), ("raw-data", 3, 10, False)],
-    cuts=[],
-    initial_window=65_535,
-    connection_window=0,
-    ack=True,
-)
-@example(
-    plan=[("open", 0, 0, False), ("end", 0, 0, False), ("raw-data", 0, 10, True)],
-    cuts=[],
-    initial_window=65_535,
-    connection_window=0,
-    ack=True,
-)
-@example(  # DATA after the client's GOAWAY
-    plan=[("open", 0, 0, False), ("goaway", 0, 10, True)],
-    cuts=[],
-    initial_window=65_535,
-    connection_window=0,
-    ack=False,
-)
-@example(  # over the frame size limit
-    plan=[("open", 0, 0, False), ("raw-oversize", 0, 5, True)],
-    cuts=[],
-    initial_window=MIB16,
-    connection_window=MIB16,
-    ack=False,
-)
-@example(  # inside a header block, and after one cut inside its first frame
-    plan=[("open", 0, 0, False), ("raw-open-block", 0, 10, True)],
-    cuts=[],
-    initial_window=65_535,
-    connection_window=0,
-    ack=False,
-)
-@example(
-    plan=[("open", 0, 0, False), ("big-headers", 0, 0, False), ("data", 0, 100, False)],
-    cuts=[5_000],
-    initial_window=65_535,
-    connection_window=0,
-    ack=False,
-)
-@example(  # more than the content-length says
-    plan=[("open-length", 0, 10, False), ("data", 0, 100, False)],
-    cuts=[],
-    initial_window=65_535,
-    connection_window=0,
-    ack=False,
-)
+# Past the connection window but inside the stream's, and the other way round.
+@guard([OPEN, ("raw-over-window", 0, 20_000, True)], initial_window=MIB16)
+@guard([OPEN, ("raw-over-window", 0, 20_000, True)], connection_window=MIB16)
+# DATA on a stream never opened, and on one the client ended.
+@guard([OPEN, ("raw-data", 3, 10, False)], ack=True)
+@guard([OPEN, ("end", 0, 0, False), ("raw-data", 0, 10, True)], ack=True)
+# DATA after the client's GOAWAY; over the frame size limit.
+@guard([OPEN, ("goaway", 0, 10, True)])
+@guard([OPEN, ("raw-oversize", 0, 5, True)], initial_window=MIB16, connection_window=MIB16)
+# Inside a header block, and after a cut inside a header block's first frame.
+@guard([OPEN, ("raw-open-block", 0, 10, True)])
+@guard([OPEN, ("big-headers", 0, 0, False), ("data", 0, 100, False)], cuts=[5_000])
+# More than the content-length says.
+@guard([("open-length", 0, 10, False), ("data", 0, 100, False)])
 @given(
     plan=actions,
     cuts=st.lists(st.integers(1, 50_000), max_size=12),
