@@ -111,10 +111,10 @@ class DiskBuckets:
         directory, name = os.path.split(path)
         partial = os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
-            fd = os.open(partial, _CREATE, 0o644)
+            fd = os.open(partial, _CREATE, 0o666)  # less the umask, as open() does
         except FileNotFoundError:
             os.makedirs(directory, exist_ok=True)
-            fd = os.open(partial, _CREATE, 0o644)
+            fd = os.open(partial, _CREATE, 0o666)
         try:
             try:
                 write_all(fd, body)

@@ -368,7 +368,8 @@ def _drop_unread_messages(stream: HTTPStream) -> None:
 # -- DATA frames without h2's per-frame machinery --------------------------------------
 
 _FRAME_HEADER = 9
-_DATA = 0  # frame type
+_DATA = 0  # frame types
+_SETTINGS = 4
 _STREAM_ID_MASK = 0x7FFF_FFFF
 # Connection states in which h2 takes DATA without a transition.
 _CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
@@ -382,12 +383,13 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
     for a bad frame. A DATA frame is taken here, without h2's frame objects,
     state machines and trace logging, when h2 would do no more than count it:
     no flags (no END_STREAM, no padding), within the frame size limit, on a
-    stream h2 has OPEN with no content-length to check,
+    stream h2 has OPEN, its headers received, with no content-length to check,
     inside both receive windows, on an open connection. Here that means
     decrementing the two windows and the stream's received length, which is
     all h2 changes for such a frame, and making its ``DataReceived`` event.
     Every other frame goes to h2's own ``receive_data``, and so does all of
-    ``data`` while h2 is reading the connection preface or a header block;
+    ``data`` while h2 is reading the connection preface or a header block,
+    and the rest of ``data`` from a SETTINGS frame on;
     frames are handed over whole, so h2 holds a partial frame only at the end
     of a read, and the next read completes it through h2 first.
     """
@@ -402,14 +404,20 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
     pos = 0
     held = len(incoming._data)
     if held:
-        # h2 holds the start of a frame from the last read: complete it there.
+        # h2 holds the start of a frame from the last read: complete it there,
+        # unless it is SETTINGS (see below) or more than a frame is held (only
+        # after an error) or this read does not complete it.
         head = bytes(incoming._data[:_FRAME_HEADER]) + data[: max(_FRAME_HEADER - held, 0)]
-        if len(head) < _FRAME_HEADER:
+        if len(head) < _FRAME_HEADER or head[3] == _SETTINGS:
             return connection.receive_data(data)
         pos = _FRAME_HEADER + int.from_bytes(head[:3]) - held
-        if pos > end:
+        if not 0 < pos <= end:
             return connection.receive_data(data)
-        events.extend(connection.receive_data(view[:pos]))
+        try:
+            events.extend(connection.receive_data(view[:pos]))
+        except h2.exceptions.ProtocolError:
+            incoming._data += view[pos:]  # as if h2 had been given the whole read
+            raise
     streams = connection.streams
     window = connection._inbound_flow_control_window_manager  # type: ignore[attr-defined]
     slow = -1  # start of a run of frames for h2, or -1
@@ -418,11 +426,22 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
         frame_end = pos + _FRAME_HEADER + length
         if frame_end > end:
             break
-        if data[pos + 3] == _DATA and data[pos + 4] == 0:
+        kind = data[pos + 3]
+        if kind == _SETTINGS:
+            # h2 takes its frame size limit once per receive_data call, and a
+            # SETTINGS ACK may change it: from here on, h2 reads the lot in one call.
+            events.extend(connection.receive_data(view[slow if slow >= 0 else pos :]))
+            return events
+        if kind == _DATA and data[pos + 4] == 0:
             if slow >= 0:
                 # h2 first takes the frames before this one: they may change
                 # anything checked below (a reset, new settings, GOAWAY).
-                events.extend(connection.receive_data(view[slow:pos]))
+                try:
+                    events.extend(connection.receive_data(view[slow:pos]))
+                except h2.exceptions.ProtocolError:
+                    # As if h2 had been given the whole read: it keeps the rest.
+                    incoming._data += view[pos:]
+                    raise
                 slow = -1
             if incoming._headers_buffer:  # DATA inside a header block: h2 refuses it
                 events.extend(connection.receive_data(view[pos:]))
@@ -434,6 +453,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
                 and length <= connection.max_inbound_frame_size
                 and connection.state_machine.state in _CONNECTION_OPEN
                 and stream.state_machine.state is StreamState.OPEN
+                and stream.state_machine.headers_received
                 and stream._expected_content_length is None
                 and window.current_window_size >= length
                 and stream._inbound_window_manager.current_window_size >= length
@@ -486,6 +506,7 @@ def _h2_internals_present() -> bool:
             and stream._expected_content_length is None
             and isinstance(stream._actual_content_length, int)
             and stream.state_machine.state is StreamState.OPEN
+            and stream.state_machine.headers_received is True
             and server.state_machine.state in _CONNECTION_OPEN
         )
     except Exception:  # anything unexpected: h2 does all the parsing

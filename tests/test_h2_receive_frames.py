@@ -19,6 +19,7 @@ import h2.config
 import h2.events
 import h2.exceptions
 import h2.settings
+import pytest
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, HeadersFrame
@@ -28,12 +29,19 @@ from hypothesis import strategies as st
 from emulator import hypercorn_h2
 from emulator.hypercorn_h2 import receive_frames
 
+#: A SETTINGS frame with the ACK flag.
+SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
 #: The stream ids a test may use (odd: client-initiated).
 STREAM_IDS = (1, 3, 5, 7)
 
 
-def _server(initial_window: int, connection_window: int) -> H2Connection:
-    """A server connection configured as hypercorn and DuplexH2Protocol do."""
+def _server(
+    initial_window: int, connection_window: int, bigger_frames: bool = False
+) -> H2Connection:
+    """A server connection configured as hypercorn and DuplexH2Protocol do; with
+    ``bigger_frames`` it also asks for 32 KiB frames, in force once the client has
+    acknowledged both its SETTINGS frames."""
     server = H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
     server.local_settings = h2.settings.Settings(
         client=False,
@@ -46,6 +54,8 @@ def _server(initial_window: int, connection_window: int) -> H2Connection:
     server.initiate_connection()
     if connection_window:
         server.increment_flow_control_window(connection_window)
+    if bigger_frames:
+        server.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 32_768})
     return server
 
 
@@ -66,6 +76,8 @@ def _state(server: H2Connection) -> Any:
         server.state_machine.state,
         windows._inbound_flow_control_window_manager.current_window_size,
         bytes(windows.incoming_buffer._data),
+        len(windows.incoming_buffer._headers_buffer),
+        server.max_inbound_frame_size,
         sorted(
             (
                 stream_id,
@@ -98,6 +110,7 @@ KINDS = (
     + ["data"] * 12
     + ["padded", "open-length", "open-length", "end", "ping", "reset", "big-headers"]
     + ["raw-data", "raw-over-window", "raw-oversize", "raw-end", "raw-open-block", "goaway"]
+    + ["settings-ack"]
 )
 actions = st.lists(
     st.tuples(
@@ -176,6 +189,9 @@ def _client_bytes(plan: list[tuple[str, int, int, bool]], initial_window: int) -
                 block.data = b"\x82"  # :method GET, from the static table
                 out.append(block.serialize())
                 out.append(_raw_data(opened[0] if opened else 1, size % 100))
+            elif kind == "settings-ack":  # of the server's SETTINGS, raw
+                out.append(client.data_to_send())
+                out.append(SETTINGS_ACK)
             elif kind == "goaway":
                 client.close_connection()
                 out.append(client.data_to_send())
@@ -199,6 +215,7 @@ def guard(
     initial_window: int = 65_535,
     connection_window: int = 0,
     ack: bool = False,
+    bigger_frames: bool = False,
 ) -> Any:
     """One explicit example for the property test below."""
     return example(
@@ -207,6 +224,7 @@ def guard(
         initial_window=initial_window,
         connection_window=connection_window,
         ack=ack,
+        bigger_frames=bigger_frames,
     )
 
 
@@ -229,12 +247,26 @@ OPEN = ("open", 0, 0, False)
 @guard([OPEN, ("big-headers", 0, 0, False), ("data", 0, 100, False)], cuts=[5_000])
 # More than the content-length says.
 @guard([("open-length", 0, 10, False), ("data", 0, 100, False)])
+# A SETTINGS ACK raising the frame size limit, then a frame over the old limit in
+# the same read: h2 still applies the limit it read when the read began.
+@guard(
+    [
+        OPEN,
+        ("settings-ack", 0, 0, False),
+        ("settings-ack", 0, 0, False),
+        ("raw-oversize", 0, 5, True),
+    ],
+    bigger_frames=True,
+)
+# An error with more frames behind it in the same read: h2 keeps them.
+@guard([OPEN, ("ping", 0, 1, False), ("raw-data", 3, 10, False), ("data", 0, 100, False)])
 @given(
     plan=actions,
     cuts=st.lists(st.integers(1, 50_000), max_size=12),
     initial_window=st.sampled_from([65_535, 16 * 1024 * 1024]),
     connection_window=st.sampled_from([0, 16 * 1024 * 1024]),
     ack=st.booleans(),
+    bigger_frames=st.booleans(),
 )
 def test_receive_frames_is_h2_receive_data(
     plan: list[tuple[str, int, int, bool]],
@@ -242,10 +274,11 @@ def test_receive_frames_is_h2_receive_data(
     initial_window: int,
     connection_window: int,
     ack: bool,
+    bigger_frames: bool,
 ) -> None:
     data = _client_bytes(plan, initial_window)
-    fast = _connected(_server(initial_window, connection_window))
-    stock = _connected(_server(initial_window, connection_window))
+    fast = _connected(_server(initial_window, connection_window, bigger_frames))
+    stock = _connected(_server(initial_window, connection_window, bigger_frames))
     assert fast.data_to_send() == stock.data_to_send()
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     for start, stop in zip(points, points[1:], strict=False):
@@ -262,6 +295,7 @@ def test_receive_frames_is_h2_receive_data(
             assert type(got) is type(expected)
             assert str(got) == str(expected)
             assert fast.data_to_send() == stock.data_to_send()
+            assert _state(fast) == _state(stock)
             return
         assert not isinstance(got, Exception), got
         assert _events(got) == _events(expected)
@@ -310,3 +344,24 @@ def test_the_installed_h2_gets_the_fast_path() -> None:
     """If an h2 upgrade moves the internals receive_frames uses, the server still
     works (h2 parses everything) but loses the speed: this says so."""
     assert hypercorn_h2._FAST_DATA
+
+
+def test_data_before_the_response_headers_is_h2s_error_on_a_client_connection() -> None:
+    """A stream that is OPEN but has not received its headers (the client side of a
+    request) takes no DATA: receive_frames leaves that refusal to h2."""
+
+    def client_with_request() -> H2Connection:
+        client = H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(
+            1, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "a")]
+        )
+        client.receive_data(_server(65_535, 0).data_to_send())  # the server's preface
+        return client
+
+    frame = _raw_data(1, 10)
+    with pytest.raises(h2.exceptions.ProtocolError) as stock:
+        client_with_request().receive_data(frame)
+    with pytest.raises(h2.exceptions.ProtocolError) as fast:
+        receive_frames(client_with_request(), frame)
+    assert str(fast.value) == str(stock.value)

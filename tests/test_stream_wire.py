@@ -13,6 +13,7 @@ import struct
 
 import pytest
 
+from emulator import stream as stream_module
 from emulator.eventstream import EventStreamDecoder, Message, encode_message
 
 from .support import DOMAIN_ID, S3_URI, SUBSCRIPTION_ID, H2Client, admin, new_session_id, pcm_tone
@@ -264,10 +265,21 @@ def _exception_message(response: dict) -> str:
     return json.loads(exception.payload)["message"]
 
 
-def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(h2, emulator):
+def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(
+    h2, emulator, monkeypatch
+):
     """Signed audio events, each in its own DATA frame as the SDK sends them, are
     read in one step; a broken frame after them is still reported at its true
     stream offset, and the audio before it counted."""
+    shortcut = []
+    original = stream_module.sdk_audio_payload
+
+    def spy(body: bytes) -> bytes | None:
+        payload = original(body)
+        shortcut.append(payload is not None)
+        return payload
+
+    monkeypatch.setattr(stream_module, "sdk_audio_payload", spy)
     session_id = new_session_id()
     stream = h2.request(headers(session_id))
     config = signed(config_event())
@@ -281,6 +293,7 @@ def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(h2, em
     message = _exception_message(h2.wait(stream))
     assert "message CRC32 mismatch" in message
     assert f"stream offset {len(config) + 2 * len(chunk)}" in message
+    assert shortcut.count(True) == 2  # both good audio frames took the shortcut
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["audioSeconds"] == pytest.approx(0.2)
 
