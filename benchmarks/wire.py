@@ -182,7 +182,6 @@ class SessionBody:
 
     data: bytes
     messages: tuple[bytes, ...]
-    frames: int
     audio_seconds: float
 
 
@@ -195,7 +194,6 @@ def session_body(audio_seconds: float = 10.0) -> SessionBody:
     return SessionBody(
         data=b"".join(frames),
         messages=tuple(frames),
-        frames=len(frames),
         audio_seconds=audio_seconds,
     )
 

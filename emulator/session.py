@@ -260,10 +260,7 @@ class ScribeSession:
         the caller reports it in-stream and calls :meth:`fail`.
         """
         event_type = _event_type(message)
-        self.stats.events_received[event_type] = self.stats.events_received.get(event_type, 0) + 1
-        next_state = TRANSITIONS.get((self.state, event_type))
-        if next_state is None:
-            raise ValidationException(_REFUSALS[self.state].format(event=event_type))
+        next_state = self._accept(event_type)
         if event_type == "configurationEvent":
             configuration = parse_configuration_event(message.payload)
             self.state = next_state
@@ -283,10 +280,7 @@ class ScribeSession:
         For a caller that has read the event type already, e.g. with
         :func:`emulator.eventstream.sdk_audio_payload`; same effects, same errors.
         """
-        counts = self.stats.events_received
-        counts["audioEvent"] = counts.get("audioEvent", 0) + 1
-        if (self.state, "audioEvent") not in TRANSITIONS:
-            raise ValidationException(_REFUSALS[self.state].format(event="audioEvent"))
+        self._accept("audioEvent")
         self._receive_json_audio(payload)
 
     def input_closed(self) -> None:
@@ -312,6 +306,15 @@ class ScribeSession:
         self._send(StreamException(member=member, message=message))
 
     # -- internals ----------------------------------------------------------
+
+    def _accept(self, event_type: str) -> SessionState:
+        """Count an input event; return the state it leads to, or raise the refusal."""
+        counts = self.stats.events_received
+        counts[event_type] = counts.get(event_type, 0) + 1
+        next_state = TRANSITIONS.get((self.state, event_type))
+        if next_state is None:
+            raise ValidationException(_REFUSALS[self.state].format(event=event_type))
+        return next_state
 
     def _configure(self, configuration: Configuration) -> None:
         self.configuration = configuration

@@ -82,33 +82,6 @@ class SessionStore:
         ).fetchall()
         return list(_decode(rows))
 
-    def save(
-        self,
-        *,
-        domain_id: str,
-        subscription_id: str,
-        session_id: str,
-        seq: int,
-        status: str,
-        created_at: float,
-        data: dict[str, Any],
-    ) -> None:
-        """Insert or replace one session's row."""
-        self._db.execute(
-            f"INSERT OR REPLACE INTO {TABLE} "
-            "(domain_id, subscription_id, session_id, seq, status, created_at, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                domain_id,
-                subscription_id,
-                session_id,
-                seq,
-                status,
-                created_at,
-                json.dumps(data, separators=(",", ":")),
-            ),
-        )
-
     def save_many(self, rows: Iterable[StoredSession]) -> None:
         """Insert or replace several sessions' rows in one transaction."""
         values = [

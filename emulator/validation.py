@@ -678,7 +678,8 @@ def parse_audio_event(payload: bytes) -> bytes:
     Raises :class:`ValidationException` if the payload is not a JSON object, lacks
     ``audioChunk``, has other members, or the chunk is not standard padded base64.
     """
-    # The per-frame hot path: the exact bytes the SDK's JSON codec writes,
+    # The per-frame path of FLAC audio (PCM takes audio_event_base64 first) and of
+    # base64 that path declines: the exact bytes the SDK's JSON codec writes,
     # ``{"audioChunk":"<base64>"}``, are decoded without a JSON parse. A strict
     # decode accepts only base64 characters, so a chunk that decodes holds no
     # quote or backslash and the JSON parse would have given the same string;
