@@ -9,7 +9,7 @@ headers too).
 * emulator: :class:`emulator.eventstream.EventStreamDecoder` fed the whole
   buffer, then :func:`~emulator.eventstream.open_envelope` on each message;
   also fed in 16 KiB pieces (HTTP/2 DATA frame size); and, for audio events,
-  :func:`~emulator.eventstream.sdk_audio_payload` on each frame alone, which
+  :func:`~emulator.eventstream.sdk_audio_event` on each frame alone, which
   is how the server reads the SDK's audio events (one per DATA frame);
 * smithy: ``Event.decode`` (the AWS SDK's decoder) over a ``BytesIO`` of the
   buffer, then ``Event.decode`` of each envelope payload.
@@ -55,12 +55,12 @@ def _emulator_pieces(data: bytes, piece: int = 16384) -> int:
 
 def _emulator_sdk_frames(frames: list[bytes]) -> Callable[[bytes], int]:
     """The server's read of the SDK's audio frames, one per DATA frame:
-    :func:`~emulator.eventstream.sdk_audio_payload` on each (same checks, no
+    :func:`~emulator.eventstream.sdk_audio_event` on each (same checks, no
     message objects). The joined buffer it is handed is ignored."""
-    from emulator.eventstream import sdk_audio_payload
+    from emulator.eventstream import sdk_audio_event
 
     def decode(_: bytes) -> int:
-        return sum(sdk_audio_payload(frame) is not None for frame in frames)
+        return sum(sdk_audio_event(frame) is not None for frame in frames)
 
     return decode
 

@@ -60,7 +60,7 @@ __all__ = [
     "EventStreamDecoder",
     "Envelope",
     "open_envelope",
-    "sdk_audio_payload",
+    "sdk_audio_event",
 ]
 
 #: total_length, headers_length and prelude_crc, three u32 fields.
@@ -121,6 +121,10 @@ class Message:
 
     headers: Mapping[str, HeaderValue] = field(default_factory=dict)
     payload: bytes = b""
+    # Set by the decoder for a signed envelope: the CRC32 of ``payload`` less its
+    # last 4 bytes, i.e. the message CRC the inner message must carry, which
+    # open_envelope then need not hash again. Not part of the message's value.
+    _payload_crc: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if type(self.payload) is not bytes:
@@ -488,37 +492,65 @@ def _raise_prelude_error(
 _new_object = object.__new__
 _set_headers = vars(Message)["headers"].__set__
 _set_payload = vars(Message)["payload"].__set__
+_set_payload_crc = vars(Message)["_payload_crc"].__set__
 
 
-def _decode_body(view: memoryview, pos: int, prelude: _Prelude) -> Message:
-    """Decode the complete message at ``pos``, whose prelude was checked already."""
+def _decode_body(
+    view: memoryview, pos: int, prelude: _Prelude, known_crc: int | None = None
+) -> Message:
+    """Decode the complete message at ``pos``, whose prelude was checked already.
+
+    ``known_crc``, when given, is the CRC32 of the message less its last 4
+    bytes, already computed by whoever decoded the envelope around it.
+    """
     total_length, headers_length, prelude_crc = prelude
     crc_at = pos + total_length - MESSAGE_CRC_LENGTH
     (message_crc,) = _U32.unpack_from(view, crc_at)
-    # Continue from the verified prelude CRC rather than re-hash the first 8 bytes.
-    computed = crc32(view[pos + 8 : crc_at], prelude_crc)
+    headers_at = pos + PRELUDE_LENGTH
+    payload_at = headers_at + headers_length
+    envelope_headers = None
+    payload_crc = None
+    if headers_length == _ENVELOPE_HEADERS.size:
+        envelope_headers = _ENVELOPE_HEADERS.unpack_from(view, headers_at)
+        if envelope_headers[0] != _ENVELOPE_DATE or envelope_headers[2] != _ENVELOPE_SIGNATURE:
+            envelope_headers = None
+    if known_crc is not None:
+        computed = known_crc
+    elif envelope_headers is not None and crc_at - payload_at >= MIN_MESSAGE_LENGTH:
+        # A signed envelope: its payload is the inner message, which open_envelope
+        # checks too. Hash those bytes once: the inner message's CRC (over all but
+        # its last 4 bytes), continued over the last 4, combined with the CRC of
+        # the envelope's own first bytes gives the envelope's CRC.
+        inner_crc_at = crc_at - MESSAGE_CRC_LENGTH
+        payload_crc = crc32(view[payload_at:inner_crc_at])
+        computed = combine_crc32(
+            crc32(view[pos + 8 : payload_at], prelude_crc),
+            crc32(view[inner_crc_at:crc_at], payload_crc),
+            crc_at - payload_at,
+        )
+    else:
+        # Continue from the verified prelude CRC rather than re-hash the first 8 bytes.
+        computed = crc32(view[pos + 8 : crc_at], prelude_crc)
     if computed != message_crc:
         raise MessageCRCError(
             f"message CRC32 mismatch: computed 0x{computed:08x}, frame says 0x{message_crc:08x}"
         )
-    headers_at = pos + PRELUDE_LENGTH
-    payload_at = headers_at + headers_length
     headers: dict[str, HeaderValue] | None = None
-    if headers_length == _ENVELOPE_HEADERS.size:
-        date_name, millis, signature_name, signature = _ENVELOPE_HEADERS.unpack_from(
-            view, headers_at
-        )
-        if date_name == _ENVELOPE_DATE and signature_name == _ENVELOPE_SIGNATURE:
-            try:
-                # timedelta * int is exact, unlike datetime.fromtimestamp(millis / 1000).
-                headers = {":date": _EPOCH + _ONE_MS * millis, ":chunk-signature": signature}
-            except OverflowError:
-                pass  # _decode_headers reports it
+    if envelope_headers is not None:
+        try:
+            # timedelta * int is exact, unlike datetime.fromtimestamp(millis / 1000).
+            headers = {
+                ":date": _EPOCH + _ONE_MS * envelope_headers[1],
+                ":chunk-signature": envelope_headers[3],
+            }
+        except OverflowError:
+            pass  # _decode_headers reports it
     if headers is None:
         headers = _decode_headers(view[headers_at:payload_at].tobytes()) if headers_length else {}
     message = _new_object(Message)
     _set_headers(message, headers)
     _set_payload(message, view[payload_at:crc_at].tobytes())
+    _set_payload_crc(message, payload_crc)
     return message
 
 
@@ -637,7 +669,7 @@ class EventStreamDecoder:
 
     def count_decoded(self, size: int) -> None:
         """Count ``size`` bytes of whole messages the caller decoded itself (e.g. with
-        :func:`sdk_audio_payload`) while nothing was buffered, so that the stream
+        :func:`sdk_audio_event`) while nothing was buffered, so that the stream
         offsets in later error messages stay true."""
         self._consumed += size
 
@@ -712,8 +744,9 @@ def _envelope(
     return envelope
 
 
-def _decode_single(data: bytes) -> Message:
-    """Decode ``data`` as exactly one complete message, under the default limits."""
+def _decode_single(data: bytes, known_crc: int | None = None) -> Message:
+    """Decode ``data`` as exactly one complete message, under the default limits;
+    ``known_crc`` as for :func:`_decode_body`."""
     size = len(data)
     if size < PRELUDE_LENGTH:
         raise TruncatedMessageError(
@@ -729,7 +762,7 @@ def _decode_single(data: bytes) -> Message:
                 f"has {size - total_length} trailing bytes after a message of "
                 f"total length {total_length}"
             )
-        return _decode_body(view, 0, prelude)
+        return _decode_body(view, 0, prelude, known_crc)
 
 
 def open_envelope(message: Message) -> Envelope:
@@ -764,7 +797,7 @@ def open_envelope(message: Message) -> Envelope:
     if not raw_inner:
         return _envelope(None, signature, date, b"")
     try:
-        inner = _decode_single(raw_inner)
+        inner = _decode_single(raw_inner, message._payload_crc)
     except FramingError as exc:
         raise type(exc)(f"envelope payload: {exc}") from None
     return _envelope(inner, signature, date, raw_inner)
@@ -772,22 +805,26 @@ def open_envelope(message: Message) -> Envelope:
 
 # --------------------------------------------------------------------------- shortcut
 
-_AUDIO_EVENT_TYPE = "audioEvent"
+# The SDK's two audio events, each mapped to itself: the name returned is this
+# module's string, whatever string object the headers held.
+_AUDIO_EVENT_TYPES = {"audioEvent": "audioEvent", "binaryAudioEvent": "binaryAudioEvent"}
 _EVENT_MESSAGE_TYPE = "event"
 
 
-def sdk_audio_payload(data: bytes) -> bytes | None:
-    """The payload of the ``audioEvent`` that ``data`` holds, when ``data`` is exactly
-    one envelope in the SDK's layout around one ``audioEvent``; else ``None``.
+def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
+    """``(event type, payload)`` of the audio event that ``data`` holds, when ``data``
+    is exactly one envelope in the SDK's layout around one ``audioEvent`` or
+    ``binaryAudioEvent``; else ``None``.
 
     The SDK writes each audio event in a DATA frame of its own, so a receiver
     sees this one frame far more often than anything else. For it, this stands
     in for :class:`EventStreamDecoder` (default limits, nothing buffered) plus
-    :func:`open_envelope`, without building the messages: it returns a payload
+    :func:`open_envelope`, without building the messages: it returns an event
     only where they would give exactly one signed envelope, both CRCs right,
-    whose inner message has ``:message-type`` ``event`` and ``:event-type``
-    ``audioEvent``, and that message's payload. For anything else, valid or
-    not, it returns ``None``: the general path then gives the event or the error.
+    whose inner message has ``:message-type`` ``event`` and an audio
+    ``:event-type``, with that type and that message's payload. For anything
+    else, valid or not, it returns ``None``: the general path then gives the
+    event or the error.
     """
     size = len(data)
     if size < 2 * MIN_MESSAGE_LENGTH + _ENVELOPE_HEADERS.size:
@@ -839,9 +876,11 @@ def sdk_audio_payload(data: bytes) -> bytes | None:
             headers = _decode_headers(block)
         except FramingError:
             return None
+    event_type = headers.get(":event-type")
     if (
-        headers.get(":event-type") != _AUDIO_EVENT_TYPE
+        type(event_type) is not str
+        or (event_type := _AUDIO_EVENT_TYPES.get(event_type)) is None
         or headers.get(":message-type") != _EVENT_MESSAGE_TYPE
     ):
         return None
-    return data[payload_at:inner_crc_at]
+    return event_type, data[payload_at:inner_crc_at]

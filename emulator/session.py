@@ -266,22 +266,20 @@ class ScribeSession:
             self.state = next_state
             self._configure(configuration)
         elif event_type in AUDIO_EVENTS:
-            if event_type == "binaryAudioEvent":
-                self._receive_audio(bytes(message.payload), event_type)
-                return
-            self._receive_json_audio(message.payload)
+            self._receive_audio_payload(event_type, message.payload)
         else:
             parse_session_control_event(message.payload)
             self._end_of_session()
 
-    def receive_audio_event(self, payload: bytes) -> None:
-        """:meth:`receive_event` for an ``audioEvent`` with this payload.
+    def receive_audio_event(self, event_type: str, payload: bytes) -> None:
+        """:meth:`receive_event` for an ``audioEvent`` or ``binaryAudioEvent`` with
+        this payload.
 
         For a caller that has read the event type already, e.g. with
-        :func:`emulator.eventstream.sdk_audio_payload`; same effects, same errors.
+        :func:`emulator.eventstream.sdk_audio_event`; same effects, same errors.
         """
-        self._accept("audioEvent")
-        self._receive_json_audio(payload)
+        self._accept(event_type)
+        self._receive_audio_payload(event_type, payload)
 
     def input_closed(self) -> None:
         """The client closed its side without END_OF_SESSION: the session pauses.
@@ -346,6 +344,12 @@ class ScribeSession:
         self._faults = [(i, fault) for i, fault in enumerate(faults) if i not in self._fired]
         # A fault at 0 fires before any audio: the clock "reaches" its start at once.
         self._advance(self._base)
+
+    def _receive_audio_payload(self, event_type: str, payload: bytes) -> None:
+        if event_type == "binaryAudioEvent":
+            self._receive_audio(payload, event_type)
+        else:
+            self._receive_json_audio(payload)
 
     def _receive_json_audio(self, payload: bytes) -> None:
         # A PCM clock counts bytes, so JSON audio in the SDK's layout is checked

@@ -23,7 +23,7 @@ from typing import Any
 from .chaos import ChaosRunner, malformed_frame
 from .errors import FramingError, ServiceError, service_error
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult, encode_output
-from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_payload
+from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_event
 from .journal import Journal
 from .quotas import Quotas, access_key_of
 from .session import AUDIO_EVENTS, ScribeSession, SessionState
@@ -214,20 +214,18 @@ class StreamEndpoint:
                 body = message.get("body", b"")
                 try:
                     # The SDK's audio event, one per DATA frame, read in one step.
-                    payload = (
-                        sdk_audio_payload(body)
+                    audio = (
+                        sdk_audio_event(body)
                         if type(body) is bytes
                         and chunks is None
                         and not signed_end
                         and not decoder.buffered
                         else None
                     )
-                    if payload is not None:
+                    if audio is not None:
                         decoder.count_decoded(len(body))
-                        journal.record_audio_input(
-                            "audioEvent", len(payload), session.audio_seconds
-                        )
-                        session.receive_audio_event(payload)
+                        journal.record_audio_input(audio[0], len(audio[1]), session.audio_seconds)
+                        session.receive_audio_event(*audio)
                     else:
                         for frame in decoder.receive_data(body):
                             envelope = open_envelope(frame)

@@ -19,7 +19,7 @@ from emulator.eventstream import (
     Message,
     encode_message,
     open_envelope,
-    sdk_audio_payload,
+    sdk_audio_event,
 )
 
 names = st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255)
@@ -99,7 +99,7 @@ def test_any_corrupted_byte_is_caught(message, position, bit):
     raise AssertionError(f"corruption went unnoticed: {decoded!r}")
 
 
-# --- sdk_audio_payload: the SDK's audio frame in one step --------------------------
+# --- sdk_audio_event: the SDK's audio frame in one step --------------------------
 
 SDK_AUDIO_HEADERS = {
     ":message-type": "event",
@@ -113,9 +113,10 @@ SDK_HEADERS_LENGTH = struct.unpack_from(
 )[0]
 
 
-def _general_audio_payload(data: bytes) -> bytes | None:
-    """What the general path makes of ``data`` as one DATA frame: the audioEvent's
-    payload, or None for anything else (another event, an error, an incomplete frame)."""
+def _general_audio_event(data: bytes) -> tuple[str, bytes] | None:
+    """What the general path makes of ``data`` as one DATA frame: an audio event's
+    type and payload, or None for anything else (another event, an error, an
+    incomplete frame)."""
     decoder = EventStreamDecoder()
     try:
         received = decoder.receive_data(data)
@@ -129,11 +130,20 @@ def _general_audio_payload(data: bytes) -> bytes | None:
         return None
     if inner.headers.get(":message-type") != "event":
         return None
-    return inner.payload if inner.headers.get(":event-type") == "audioEvent" else None
+    event_type = inner.headers.get(":event-type")
+    if event_type in ("audioEvent", "binaryAudioEvent"):
+        return event_type, inner.payload
+    return None
 
+
+SDK_BINARY_AUDIO_HEADERS = {
+    ":message-type": "event",
+    ":event-type": "binaryAudioEvent",
+    ":content-type": "application/octet-stream",
+}
 
 inner_headers = st.one_of(
-    st.just(SDK_AUDIO_HEADERS),
+    st.sampled_from([SDK_AUDIO_HEADERS, SDK_BINARY_AUDIO_HEADERS]),
     st.builds(
         lambda event_type, message_type, extra: {
             ":message-type": message_type,
@@ -218,7 +228,7 @@ envelope_millis = st.one_of(
     damages,
 )
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
-# Each check of sdk_audio_payload, on an otherwise perfect SDK frame:
+# Each check of sdk_audio_event, on an otherwise perfect SDK frame:
 @example(  # :chunk-signature renamed: a bare event to the general path
     SDK_AUDIO_HEADERS, b"{}", None, 1, bytes(32), (b":date", 8, b":chunk-signaturf"), None
 )
@@ -241,11 +251,11 @@ envelope_millis = st.one_of(
     (b":date", 8, b":chunk-signature"),
     None,
 )
-def test_sdk_audio_payload_agrees_with_the_general_path(
+def test_sdk_audio_event_agrees_with_the_general_path(
     headers, payload, inner_damage, millis, signature, names_and_type, damage
 ):
-    """sdk_audio_payload gives a payload only where the decoder and open_envelope give
-    an audioEvent with that payload; never something the general path would refuse.
+    """sdk_audio_event gives an event only where the decoder and open_envelope give
+    that audio event with that payload; never something the general path would refuse.
     Damage inside the inner message is done before it is wrapped, so only the inner
     message's own checks can catch it."""
     date_name, date_type, signature_name = names_and_type
@@ -261,15 +271,51 @@ def test_sdk_audio_payload_agrees_with_the_general_path(
         ),
         damage,
     )
-    expected = _general_audio_payload(data)
-    got = sdk_audio_payload(data)
+    expected = _general_audio_event(data)
+    got = sdk_audio_event(data)
     assert got is None or got == expected
     if (
         damage is None
         and inner_damage is None
-        and headers == SDK_AUDIO_HEADERS
+        and headers in (SDK_AUDIO_HEADERS, SDK_BINARY_AUDIO_HEADERS)
         and len(signature) == 32
         and names_and_type == (b":date", 8, b":chunk-signature")
         and abs(millis) < 2**40
     ):
-        assert got == payload  # the SDK's own frames take the shortcut
+        assert got == (headers[":event-type"], payload)  # the SDK's frames take the shortcut
+
+
+def _opened(message: Message) -> object:
+    """open_envelope's result, or its error as (class, text)."""
+    try:
+        return open_envelope(message)
+    except FramingError as error:
+        return type(error), str(error)
+
+
+@given(
+    inner_headers,
+    st.binary(max_size=600),
+    damages,
+    st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)),
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@example(  # the inner message's own CRC wrong, the envelope's right
+    SDK_AUDIO_HEADERS, b"{}", (-1, 1), bytes(32)
+)
+@example(  # the inner prelude CRC wrong
+    SDK_AUDIO_HEADERS, b"{}", (9, 1), bytes(32)
+)
+def test_an_envelope_decoded_from_the_wire_opens_as_one_built_by_hand(
+    headers, payload, inner_damage, signature
+):
+    """The decoder hashes a signed envelope's inner message once and hands its CRC to
+    open_envelope: the outcome, event or error word for word, is what the same
+    envelope built by hand (no such hint) gives, and the hint is no part of the
+    message's value."""
+    inner = _damaged(encode_message(Message(headers=headers, payload=payload)), inner_damage)
+    [decoded] = EventStreamDecoder().receive_data(_envelope(inner, 1_795_000_000_000, signature))
+    by_hand = Message(headers=decoded.headers, payload=decoded.payload)
+    assert decoded == by_hand
+    assert repr(decoded) == repr(by_hand)
+    assert _opened(decoded) == _opened(by_hand)

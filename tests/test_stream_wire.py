@@ -7,9 +7,11 @@ events out of order, and several of them on one connection.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import struct
+import wave
 
 import pytest
 
@@ -265,25 +267,33 @@ def _exception_message(response: dict) -> str:
     return json.loads(exception.payload)["message"]
 
 
+def binary_audio(chunk: bytes) -> bytes:
+    return event("binaryAudioEvent", chunk, "application/octet-stream")
+
+
+@pytest.mark.parametrize(
+    ("encode", "event_type"), [(audio, "audioEvent"), (binary_audio, "binaryAudioEvent")]
+)
 def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(
-    h2, emulator, monkeypatch
+    h2, emulator, monkeypatch, encode, event_type
 ):
     """Signed audio events, each in its own DATA frame as the SDK sends them, are
     read in one step; a broken frame after them is still reported at its true
-    stream offset, and the audio before it counted."""
+    stream offset, and the audio before it counted and journaled as its own type."""
     shortcut = []
-    original = stream_module.sdk_audio_payload
+    original = stream_module.sdk_audio_event
 
-    def spy(body: bytes) -> bytes | None:
-        payload = original(body)
-        shortcut.append(payload is not None)
-        return payload
+    def spy(body: bytes) -> tuple[str, bytes] | None:
+        audio_event = original(body)
+        shortcut.append(audio_event is not None)
+        return audio_event
 
-    monkeypatch.setattr(stream_module, "sdk_audio_payload", spy)
+    monkeypatch.setattr(stream_module, "sdk_audio_event", spy)
     session_id = new_session_id()
     stream = h2.request(headers(session_id))
     config = signed(config_event())
-    chunk = signed(audio(b"\0" * 3200))
+    tone = pcm_tone(0.1)
+    chunk = signed(encode(tone))
     h2.send(stream, config)
     h2.send(stream, chunk)
     h2.send(stream, chunk)
@@ -296,6 +306,13 @@ def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(
     assert shortcut.count(True) == 2  # both good audio frames took the shortcut
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["audioSeconds"] == pytest.approx(0.2)
+    status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    received = [(e["type"], e.get("size")) for e in journal["events"] if e["direction"] == "in"]
+    [inner] = decode(encode(tone))
+    assert received[1:] == [(event_type, len(inner.payload))] * 2
+    status, body = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/audio.wav")
+    with wave.open(io.BytesIO(body)) as wav:
+        assert wav.readframes(wav.getnframes()) == tone * 2
 
 
 def test_sdk_audio_frame_before_the_configuration_is_refused(h2, emulator):
@@ -317,7 +334,6 @@ def test_input_closed_without_end_of_session_pauses_the_session(h2, emulator):
 
 def test_flac_sample_rate_contradicting_the_header_is_a_validation_exception(h2, emulator):
     soundfile = pytest.importorskip("soundfile")
-    import io
 
     import numpy
 
@@ -334,7 +350,6 @@ def test_flac_sample_rate_contradicting_the_header_is_a_validation_exception(h2,
 
 def test_flac_duration_comes_from_the_stream(h2, emulator):
     soundfile = pytest.importorskip("soundfile")
-    import io
 
     import numpy
 

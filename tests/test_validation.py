@@ -17,7 +17,7 @@ from dataclasses import FrozenInstanceError
 from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from emulator.errors import ValidationException
@@ -1000,6 +1000,11 @@ def test_compact_audio_event_is_read_like_any_other_layout(chunk: str) -> None:
 
 
 @given(st.text(alphabet='AQw+/="\\ Ä\n', max_size=12))
+@example("AAAAAA==")  # the padding the check allows: two "=", one, none
+@example("AAAAAAA=")
+@example("AA=A")  # a "=" inside
+@example("A===")  # three "=" at the end
+@example("====")
 def test_undecoded_audio_check_agrees_with_decoding(chunk: str) -> None:
     # audio_event_base64 (the per-frame path, no decode) never accepts what
     # parse_audio_event (decodes) refuses, and what it accepts has the size and
