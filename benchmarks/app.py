@@ -98,9 +98,11 @@ async def _emulator_app_running(
     await serve(settings, shutdown=stop, ready=lambda running: ready.set_result(running.app))
 
 
-async def _measure(kind: str, sessions: int, audio_seconds: float) -> dict[str, object]:
+async def _measure(
+    kind: str, sessions: int, audio_seconds: float, binary: bool = False
+) -> dict[str, object]:
     chunks = int(round(audio_seconds * 10))
-    frames = [configuration_frame(counter=0), *audio_frames(chunks)]
+    frames = [configuration_frame(counter=0), *audio_frames(chunks, binary=binary)]
     frames += [end_of_session_frame(counter=chunks + 1), end_of_stream_frame(counter=chunks + 2)]
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
         stop = asyncio.Event()
@@ -127,6 +129,7 @@ async def _measure(kind: str, sessions: int, audio_seconds: float) -> dict[str, 
     per_session = cpu / sessions
     return {
         "server": kind,
+        "audio_events": "binary" if binary else "json",
         "sessions": sessions,
         "cpu_ms_per_session": round(per_session * 1000, 3),
         "us_per_input_event": round(per_session / len(frames) * 1e6, 1),
@@ -136,9 +139,11 @@ async def _measure(kind: str, sessions: int, audio_seconds: float) -> dict[str, 
 
 
 def measure_app_cost(
-    *, sessions: int = 100, audio_seconds: float = 10.0
+    *, sessions: int = 100, audio_seconds: float = 10.0, binary: bool = False
 ) -> list[dict[str, object]]:
-    """CPU cost per session of the baseline and the emulator app, without HTTP/2."""
+    """CPU cost per session of the baseline and the emulator app, without HTTP/2;
+    ``binary`` sends the audio as binaryAudioEvents."""
     return [
-        asyncio.run(_measure(kind, sessions, audio_seconds)) for kind in ("baseline", "emulator")
+        asyncio.run(_measure(kind, sessions, audio_seconds, binary))
+        for kind in ("baseline", "emulator")
     ]

@@ -94,12 +94,14 @@ async def run_bulk(
     streams: int = 16,
     audio_seconds: float = 10.0,
     framing: str = "sdk",
+    binary: bool = False,
 ) -> BulkResult:
     """Post sessions for ``warmup + duration`` seconds; return the rates over ``duration``.
 
     ``transport`` is ``"h2c"`` or ``"tls"``. ``framing`` ``"sdk"`` writes each
     event in a DATA frame of its own, as the SDK does; ``"packed"`` writes the
-    body in frames as large as the server allows, as h2load does. Given several server processes,
+    body in frames as large as the server allows, as h2load does. ``binary``
+    sends the audio as binaryAudioEvents. Given several server processes,
     connections go to them in turn and their CPU adds up (what a multi-process
     emulator would reach). Raises ConnectionError if a server cannot be reached.
     """
@@ -108,7 +110,7 @@ async def run_bulk(
     group = [server] if isinstance(server, ServerProcess) else list(server)
     kind = group[0].kind if len(group) == 1 else f"{group[0].kind} x{len(group)}"
     connections = max(connections, len(group))
-    body = session_body(audio_seconds)
+    body = session_body(audio_seconds, binary=binary)
     tls = [client_ssl_context(member.ca_file) if transport == "tls" else None for member in group]
     ports = [member.tls_port if transport == "tls" else member.h2c_port for member in group]
     scheme = "https" if transport == "tls" else "http"

@@ -153,19 +153,21 @@ async def run_realtime(
     transport: str = "h2c",
     stagger: float = 1.0,
     grace: float = 10.0,
+    binary: bool = False,
 ) -> RealtimeResult:
     """Run ``sessions`` real-time sessions of ``audio_seconds`` each; return the measurements.
 
     ``audio_seconds`` must be a whole number (one segment per second). The run
     ends at most ``grace`` seconds after the last scheduled send. Given several
     server processes, connections go to them in turn and their CPU and RSS add up
-    (what a multi-process emulator would use).
+    (what a multi-process emulator would use). ``binary`` sends the audio as
+    binaryAudioEvents.
     """
     group = [server] if isinstance(server, ServerProcess) else list(server)
     kind = group[0].kind if len(group) == 1 else f"{group[0].kind} x{len(group)}"
     chunks = int(round(audio_seconds / CHUNK_SECONDS))
     config = configuration_frame(counter=0)
-    audio = audio_frames(chunks, first_counter=1)
+    audio = audio_frames(chunks, first_counter=1, binary=binary)
     tail = end_of_session_frame(counter=chunks + 1) + end_of_stream_frame(counter=chunks + 2)
     scheme = "https" if transport == "tls" else "http"
     conns: list[ClientConnection] = []

@@ -51,6 +51,9 @@ class Plan:
     bulk_audio_seconds: float = 10.0
     bulk_processes: int = 1
     bulk_framing: str = "sdk"
+    #: Audio as audioEvent (``json``, base64) or binaryAudioEvent (``binary``):
+    #: bulk, real-time and app sections.
+    audio_events: str = "json"
     rt_sessions: tuple[int, ...] = (500, 1000, 2000, 3000)
     rt_seconds: int = 10
     rt_connections: int = 4
@@ -159,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         "body packed into the largest frames as h2load sends it",
     )
     parser.add_argument(
+        "--audio-events",
+        choices=("json", "binary"),
+        help="bulk, realtime, app: send audio as audioEvent, base64 in JSON (default), "
+        "or as binaryAudioEvent, the raw bytes",
+    )
+    parser.add_argument(
         "--bulk-processes",
         type=int,
         metavar="K",
@@ -198,6 +207,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         "bulk_streams": args.bulk_streams,
         "bulk_processes": args.bulk_processes,
         "bulk_framing": args.bulk_framing,
+        "audio_events": args.audio_events,
         "rt_sessions": args.rt_sessions,
         "rt_seconds": args.rt_seconds,
         "rt_connections": args.rt_connections,
@@ -269,6 +279,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                             streams=plan.bulk_streams,
                             audio_seconds=plan.bulk_audio_seconds,
                             framing=plan.bulk_framing,
+                            binary=plan.audio_events == "binary",
                         )
                     )
                     if profiler is not None:
@@ -317,6 +328,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
         "connections": plan.bulk_connections,
         "streams": plan.bulk_streams,
         "framing": plan.bulk_framing,
+        "audio_events": plan.audio_events,
         "rounds": plan.bulk_rounds,
         "seconds": plan.bulk_seconds,
         "best": best,
@@ -367,6 +379,7 @@ def run_realtime_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                             connections=max(connections, processes),
                             transport=plan.rt_transport,
                             grace=plan.rt_grace,
+                            binary=plan.audio_events == "binary",
                         )
                     )
                     if profiler is not None:
@@ -388,6 +401,7 @@ def run_realtime_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
         "audio_seconds": plan.rt_seconds,
         "connections": plan.rt_connections,
         "transport": plan.rt_transport,
+        "audio_events": plan.audio_events,
         "runs": runs,
         "largest_passing": largest,
     }
@@ -439,7 +453,7 @@ def run_codec_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
 def run_app_section(plan: Plan, results: dict[str, Any]) -> list[dict[str, Any]]:
     from benchmarks.app import measure_app_cost
 
-    out = measure_app_cost(sessions=plan.app_sessions)
+    out = measure_app_cost(sessions=plan.app_sessions, binary=plan.audio_events == "binary")
     for row in out:
         _progress(f"app {row['server']}: {row['cpu_ms_per_session']} ms CPU per session")
     return out

@@ -148,16 +148,20 @@ def _pcm(seconds: float, *, offset: int = 0) -> bytes:
     return struct.pack(f"<{frames}h", *samples)
 
 
-def audio_frame(chunk: bytes, *, counter: int) -> bytes:
-    """A signed ``audioEvent`` (base64 JSON) carrying ``chunk``."""
-    payload = _json({"audioChunk": base64.b64encode(chunk).decode()})
-    return signed(inner_event("audioEvent", payload), counter=counter)
+def audio_frame(chunk: bytes, *, counter: int, binary: bool = False) -> bytes:
+    """A signed ``audioEvent`` (base64 JSON) carrying ``chunk``, or with ``binary``
+    a signed ``binaryAudioEvent`` (the raw bytes)."""
+    if binary:
+        inner = inner_event("binaryAudioEvent", chunk, "application/octet-stream")
+    else:
+        inner = inner_event("audioEvent", _json({"audioChunk": base64.b64encode(chunk).decode()}))
+    return signed(inner, counter=counter)
 
 
-def audio_frames(count: int, *, first_counter: int = 1) -> list[bytes]:
+def audio_frames(count: int, *, first_counter: int = 1, binary: bool = False) -> list[bytes]:
     """``count`` signed 100 ms audio events, each with its own signature."""
     chunk = _pcm(CHUNK_SECONDS)
-    return [audio_frame(chunk, counter=first_counter + i) for i in range(count)]
+    return [audio_frame(chunk, counter=first_counter + i, binary=binary) for i in range(count)]
 
 
 def end_of_session_frame(*, counter: int) -> bytes:
@@ -185,10 +189,14 @@ class SessionBody:
     audio_seconds: float
 
 
-def session_body(audio_seconds: float = 10.0) -> SessionBody:
-    """Configuration, ``audio_seconds`` of pcm as 100 ms audio events, END_OF_SESSION, end."""
+def session_body(audio_seconds: float = 10.0, *, binary: bool = False) -> SessionBody:
+    """Configuration, ``audio_seconds`` of pcm as 100 ms audio events (``binary``:
+    binaryAudioEvents), END_OF_SESSION, end."""
     chunks = int(round(audio_seconds / CHUNK_SECONDS))
-    frames = [configuration_frame(counter=0), *audio_frames(chunks, first_counter=1)]
+    frames = [
+        configuration_frame(counter=0),
+        *audio_frames(chunks, first_counter=1, binary=binary),
+    ]
     frames.append(end_of_session_frame(counter=chunks + 1))
     frames.append(end_of_stream_frame(counter=chunks + 2))
     return SessionBody(

@@ -25,13 +25,13 @@ input event.  Nothing here does I/O.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 from uuid import UUID
 
-from awscrt.checksums import combine_crc32, crc32
+from awscrt import checksums as _checksums
 
 from .errors import (
     FrameTooLargeError,
@@ -42,6 +42,38 @@ from .errors import (
     PreludeCRCError,
     TruncatedMessageError,
 )
+
+
+def _native_crc_functions() -> tuple[Callable[..., int], Callable[..., int]]:
+    """awscrt's CRC32 and CRC32-combine, as the C functions behind
+    ``awscrt.checksums.crc32`` and ``combine_crc32`` when they answer exactly as
+    those do, else the public wrappers.
+
+    The wrappers only add a Python call around the C function, and a signed
+    audio frame takes six CRC calls. The check runs once, at import: if an
+    awscrt release renames or changes the C functions, the public ones are used.
+    """
+    try:
+        from _awscrt import checksums_crc32, checksums_crc32_combine
+
+        sample = b"123456789"
+        if (
+            checksums_crc32(sample, 0) == _checksums.crc32(sample) == 0xCBF43926
+            and checksums_crc32(sample[4:], checksums_crc32(sample[:4], 0)) == 0xCBF43926
+            and checksums_crc32_combine(
+                _checksums.crc32(sample[:4]), _checksums.crc32(sample[4:]), 5
+            )
+            == 0xCBF43926
+        ):
+            return checksums_crc32, checksums_crc32_combine
+    except Exception:  # noqa: BLE001 - any surprise means: use the public API
+        pass
+    return _checksums.crc32, _checksums.combine_crc32
+
+
+# Always called with the previous CRC given, which both forms accept.
+crc32, combine_crc32 = _native_crc_functions()
+
 
 __all__ = [
     "PRELUDE_LENGTH",
@@ -287,7 +319,7 @@ def encode_message(message: Message) -> bytes:
             f"payload is {len(payload)} bytes, over the {MAX_PAYLOAD_LENGTH}-byte limit"
         )
     lengths = _LENGTHS.pack(MIN_MESSAGE_LENGTH + headers_length + len(payload), headers_length)
-    prelude_crc = crc32(lengths)
+    prelude_crc = crc32(lengths, 0)
     prelude_crc_bytes = _U32.pack(prelude_crc)
     # The message CRC continues from the prelude CRC, which already covers the lengths.
     message_crc = crc32(payload, crc32(headers_block, crc32(prelude_crc_bytes, prelude_crc)))
@@ -448,7 +480,7 @@ def _read_prelude(
         headers_length > room
         or headers_length > max_headers_length
         or room - headers_length > max_payload_length
-        or crc32(view[pos : pos + 8]) != prelude_crc
+        or crc32(view[pos : pos + 8], 0) != prelude_crc
     ):
         _raise_prelude_error(view, pos, max_payload_length, max_headers_length)
     return prelude
@@ -459,7 +491,7 @@ def _raise_prelude_error(
 ) -> NoReturn:
     """Raise the precise error for a prelude that :func:`_read_prelude` rejected."""
     total_length, headers_length, prelude_crc = _PRELUDE.unpack_from(view, pos)
-    computed = crc32(view[pos : pos + 8])
+    computed = crc32(view[pos : pos + 8], 0)
     # The CRC first: when it is wrong the length fields are noise.
     if computed != prelude_crc:
         raise PreludeCRCError(
@@ -496,9 +528,17 @@ _set_payload_crc = vars(Message)["_payload_crc"].__set__
 
 
 def _decode_body(
-    view: memoryview, pos: int, prelude: _Prelude, known_crc: int | None = None
+    view: memoryview,
+    pos: int,
+    prelude: _Prelude,
+    known_crc: int | None = None,
+    data: bytes | None = None,
 ) -> Message:
     """Decode the complete message at ``pos``, whose prelude was checked already.
+
+    ``data``, when given, is the ``bytes`` object ``view`` is a view of: its
+    slices are the payload and headers block at once, a copy without the
+    intermediate memoryview.
 
     ``known_crc``, when given, is the CRC32 of the message less its last 4
     bytes, already computed by whoever decoded the envelope around it.
@@ -522,7 +562,7 @@ def _decode_body(
         # its last 4 bytes), continued over the last 4, combined with the CRC of
         # the envelope's own first bytes gives the envelope's CRC.
         inner_crc_at = crc_at - MESSAGE_CRC_LENGTH
-        payload_crc = crc32(view[payload_at:inner_crc_at])
+        payload_crc = crc32(view[payload_at:inner_crc_at], 0)
         computed = combine_crc32(
             crc32(view[pos + 8 : payload_at], prelude_crc),
             crc32(view[inner_crc_at:crc_at], payload_crc),
@@ -546,10 +586,18 @@ def _decode_body(
         except OverflowError:
             pass  # _decode_headers reports it
     if headers is None:
-        headers = _decode_headers(view[headers_at:payload_at].tobytes()) if headers_length else {}
+        if not headers_length:
+            headers = {}
+        elif data is not None:
+            headers = _decode_headers(data[headers_at:payload_at])
+        else:
+            headers = _decode_headers(view[headers_at:payload_at].tobytes())
     message = _new_object(Message)
     _set_headers(message, headers)
-    _set_payload(message, view[payload_at:crc_at].tobytes())
+    _set_payload(
+        message,
+        data[payload_at:crc_at] if data is not None else view[payload_at:crc_at].tobytes(),
+    )
     _set_payload_crc(message, payload_crc)
     return message
 
@@ -634,6 +682,7 @@ class EventStreamDecoder:
             source = data
         messages: list[Message] = []
         pos = 0
+        whole = source if type(source) is bytes else None
         try:
             with memoryview(source) as view:
                 size = len(view)
@@ -646,7 +695,7 @@ class EventStreamDecoder:
                         )
                     if size - pos < prelude[0]:
                         break
-                    messages.append(_decode_body(view, pos, prelude))
+                    messages.append(_decode_body(view, pos, prelude, None, whole))
                     pos += prelude[0]
                     prelude = None
                 if source is not buffer and pos < size:
@@ -762,7 +811,7 @@ def _decode_single(data: bytes, known_crc: int | None = None) -> Message:
                 f"has {size - total_length} trailing bytes after a message of "
                 f"total length {total_length}"
             )
-        return _decode_body(view, 0, prelude, known_crc)
+        return _decode_body(view, 0, prelude, known_crc, data if type(data) is bytes else None)
 
 
 def open_envelope(message: Message) -> Envelope:
@@ -836,7 +885,7 @@ def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
     if inner_length > MAX_PAYLOAD_LENGTH:
         return None
     view = memoryview(data)
-    if crc32(view[:8]) != prelude_crc:
+    if crc32(view[:8], 0) != prelude_crc:
         return None
     date_name, millis, signature_name, _ = _ENVELOPE_HEADERS.unpack_from(data, PRELUDE_LENGTH)
     if date_name != _ENVELOPE_DATE or signature_name != _ENVELOPE_SIGNATURE:
@@ -858,7 +907,7 @@ def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
         total_length != inner_length
         or headers_length > room
         or headers_length > MAX_HEADERS_LENGTH
-        or crc32(view[start : start + 8]) != prelude_crc
+        or crc32(view[start : start + 8], 0) != prelude_crc
     ):
         return None
     inner_crc = crc32(view[start + 8 : inner_crc_at], prelude_crc)

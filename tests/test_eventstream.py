@@ -773,3 +773,36 @@ def test_our_messages_decode_with_botocore() -> None:
     assert decoded.headers["ts"] == 1738152000123
     assert decoded.headers["id"] == SAMPLE_UUID.bytes
     assert decoded.payload == b"hi"
+
+
+# --------------------------------------------------------------------------- CRC functions
+
+
+def test_the_codec_calls_awscrt_crc_functions_directly_when_they_check_out() -> None:
+    import awscrt.checksums
+
+    from emulator import eventstream
+
+    assert eventstream.crc32 is not awscrt.checksums.crc32  # the C function, no wrapper
+    data = bytes(range(256)) * 9
+    assert eventstream.crc32(data, 0) == awscrt.checksums.crc32(data)
+    assert eventstream.crc32(data[100:], eventstream.crc32(data[:100], 0)) == crc32(data)
+    assert eventstream.combine_crc32(crc32(data[:100]), crc32(data[100:]), len(data) - 100) == (
+        crc32(data)
+    )
+
+
+def test_the_codec_falls_back_to_awscrt_public_crc_functions(monkeypatch) -> None:
+    """If awscrt's C functions moved or changed, the public wrappers are used."""
+    import _awscrt
+    import awscrt.checksums
+
+    from emulator import eventstream
+
+    monkeypatch.setattr(_awscrt, "checksums_crc32", lambda data, previous: 0)
+    assert eventstream._native_crc_functions() == (
+        awscrt.checksums.crc32,
+        awscrt.checksums.combine_crc32,
+    )
+    monkeypatch.delattr(_awscrt, "checksums_crc32")
+    assert eventstream._native_crc_functions()[0] is awscrt.checksums.crc32
