@@ -860,6 +860,41 @@ _AUDIO_EVENT_TYPES = {"audioEvent": "audioEvent", "binaryAudioEvent": "binaryAud
 _EVENT_MESSAGE_TYPE = "event"
 
 
+# What sdk_audio_event reads in one unpack: the envelope's prelude, its two
+# headers' fixed parts (the signature's 32 bytes skipped) and the inner prelude.
+_SDK_HEAD = struct.Struct(f">III{len(_ENVELOPE_DATE)}sq{len(_ENVELOPE_SIGNATURE)}s32xIII")
+_SDK_INNER_AT = PRELUDE_LENGTH + _ENVELOPE_HEADERS.size
+_TWO_U32 = struct.Struct(">II")
+# The :date values (milliseconds since the epoch) a datetime can hold: what
+# _EPOCH + _ONE_MS * millis gives without OverflowError.
+_MIN_MILLIS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_MS
+_MAX_MILLIS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MS
+# Inner headers blocks seen to be an audio event, and which: the SDK writes the
+# same block for every audio event.
+_AUDIO_BLOCKS: dict[bytes, str] = {}
+_AUDIO_BLOCKS_LIMIT = 32
+
+
+def _audio_block_type(block: bytes) -> str | None:
+    """The audio event type an inner headers ``block`` declares (``:message-type``
+    ``event``), or None; audio blocks are remembered in ``_AUDIO_BLOCKS``."""
+    try:
+        headers = _decode_headers(block)
+    except FramingError:
+        return None
+    event_type = headers.get(":event-type")
+    if (
+        type(event_type) is not str
+        or (event_type := _AUDIO_EVENT_TYPES.get(event_type)) is None
+        or headers.get(":message-type") != _EVENT_MESSAGE_TYPE
+    ):
+        return None
+    if len(_AUDIO_BLOCKS) >= _AUDIO_BLOCKS_LIMIT:
+        _AUDIO_BLOCKS.clear()
+    _AUDIO_BLOCKS[block] = event_type
+    return event_type
+
+
 def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
     """``(event type, payload)`` of the audio event that ``data`` holds, when ``data``
     is exactly one envelope in the SDK's layout around one ``audioEvent`` or
@@ -878,58 +913,63 @@ def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
     size = len(data)
     if size < 2 * MIN_MESSAGE_LENGTH + _ENVELOPE_HEADERS.size:
         return None
-    total_length, headers_length, prelude_crc = _PRELUDE.unpack_from(data, 0)
-    if total_length != size or headers_length != _ENVELOPE_HEADERS.size:
-        return None
-    inner_length = size - MIN_MESSAGE_LENGTH - headers_length
-    if inner_length > MAX_PAYLOAD_LENGTH:
-        return None
-    view = memoryview(data)
-    if crc32(view[:8], 0) != prelude_crc:
-        return None
-    date_name, millis, signature_name, _ = _ENVELOPE_HEADERS.unpack_from(data, PRELUDE_LENGTH)
-    if date_name != _ENVELOPE_DATE or signature_name != _ENVELOPE_SIGNATURE:
-        return None
-    try:
-        _EPOCH + _ONE_MS * millis  # what the decoder does with it, which may overflow
-    except OverflowError:
+    (
+        total_length,
+        headers_length,
+        prelude_crc,
+        date_name,
+        millis,
+        signature_name,
+        inner_total_length,
+        inner_headers_length,
+        inner_prelude_crc,
+    ) = _SDK_HEAD.unpack_from(data, 0)
+    if (
+        total_length != size
+        or headers_length != _ENVELOPE_HEADERS.size
+        or date_name != _ENVELOPE_DATE
+        or signature_name != _ENVELOPE_SIGNATURE
+        # A :date the decoder could not turn into a datetime (it reports that).
+        or not _MIN_MILLIS <= millis <= _MAX_MILLIS
+    ):
         return None
     # The inner message fills the envelope's payload. Its bytes are hashed once:
     # the envelope's CRC is combined from the CRC of its own first bytes and the
     # inner message's, which is the inner message CRC continued over its last 4.
-    start = PRELUDE_LENGTH + headers_length
+    inner_length = size - _SDK_INNER_AT - MESSAGE_CRC_LENGTH
+    room = inner_total_length - MIN_MESSAGE_LENGTH
+    if (
+        inner_total_length != inner_length
+        or inner_length > MAX_PAYLOAD_LENGTH
+        or inner_headers_length > room
+        or inner_headers_length > MAX_HEADERS_LENGTH
+    ):
+        return None
     crc_at = size - MESSAGE_CRC_LENGTH
     inner_crc_at = crc_at - MESSAGE_CRC_LENGTH
-    outer_head_crc = crc32(view[8:start], prelude_crc)
-    total_length, headers_length, prelude_crc = _PRELUDE.unpack_from(data, start)
-    room = total_length - MIN_MESSAGE_LENGTH
+    view = memoryview(data)
     if (
-        total_length != inner_length
-        or headers_length > room
-        or headers_length > MAX_HEADERS_LENGTH
-        or crc32(view[start : start + 8], 0) != prelude_crc
+        crc32(view[:8], 0) != prelude_crc
+        or crc32(view[_SDK_INNER_AT : _SDK_INNER_AT + 8], 0) != inner_prelude_crc
     ):
         return None
-    inner_crc = crc32(view[start + 8 : inner_crc_at], prelude_crc)
+    inner_crc = crc32(view[_SDK_INNER_AT + 8 : inner_crc_at], inner_prelude_crc)
+    inner_field, outer_field = _TWO_U32.unpack_from(data, inner_crc_at)
     if (
-        inner_crc != _U32.unpack_from(data, inner_crc_at)[0]
-        or combine_crc32(outer_head_crc, crc32(view[inner_crc_at:crc_at], inner_crc), inner_length)
-        != _U32.unpack_from(data, crc_at)[0]
+        inner_crc != inner_field
+        or combine_crc32(
+            crc32(view[8:_SDK_INNER_AT], prelude_crc),
+            crc32(view[inner_crc_at:crc_at], inner_crc),
+            inner_length,
+        )
+        != outer_field
     ):
         return None
-    payload_at = start + PRELUDE_LENGTH + headers_length
-    block = data[start + PRELUDE_LENGTH : payload_at]
-    headers = _BLOCK_CACHE.get(block)
-    if headers is None:
-        try:
-            headers = _decode_headers(block)
-        except FramingError:
+    payload_at = _SDK_INNER_AT + PRELUDE_LENGTH + inner_headers_length
+    block = data[_SDK_INNER_AT + PRELUDE_LENGTH : payload_at]
+    event_type = _AUDIO_BLOCKS.get(block)
+    if event_type is None:
+        event_type = _audio_block_type(block)
+        if event_type is None:
             return None
-    event_type = headers.get(":event-type")
-    if (
-        type(event_type) is not str
-        or (event_type := _AUDIO_EVENT_TYPES.get(event_type)) is None
-        or headers.get(":message-type") != _EVENT_MESSAGE_TYPE
-    ):
-        return None
     return event_type, data[payload_at:inner_crc_at]
