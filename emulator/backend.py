@@ -285,7 +285,7 @@ class Backend:
         self.active += 1
         self.total += 1
         self._save(record)
-        self._trim()
+        self._trim(opening=record)
         log.info(
             "session %s started (stream %d, domain %s, %s %d Hz, rule %s)",
             request.session_id,
@@ -490,15 +490,22 @@ class Backend:
                 self._save(record)
         self._trim()
 
-    def _trim(self) -> None:
-        excess = len(self.sessions) - self.retention
+    def _trim(self, opening: SessionRecord | None = None) -> None:
+        """Drop the oldest sessions over :attr:`retention` that have no live stream.
+
+        Neither a live session nor ``opening``, the one whose stream is starting,
+        is dropped. Streams open (``active``) bound what can go, so with every
+        session busy (more live streams than the retention) this returns at once
+        instead of walking them all on each new stream.
+        """
+        excess = min(len(self.sessions) - self.retention, len(self.sessions) - self.active)
         if excess <= 0:
             return
         victims = []
         for record in self.sessions.values():  # oldest first
             if len(victims) >= excess:
                 break
-            if record.live is None:
+            if record.live is None and record is not opening:
                 victims.append(record)
         self._drop(victims)
 

@@ -82,3 +82,47 @@ async def test_a_session_dropped_before_its_write_is_not_written(tmp_path):
         assert _stored(tmp_path) == {new: "IN_PROGRESS"}
     finally:
         backend.close()
+
+
+def _ids(backend: Backend) -> list[str]:
+    return [key.session_id for key in backend.sessions]
+
+
+def _start(backend: Backend, session_id: str, request_id: str):
+    """Open a stream and give it its live session, as the stream endpoint does."""
+    request = _request(session_id)
+    record = backend.open_stream(request, request_id=request_id, rule=None)
+    backend.new_session(record, request, rule=None, send=lambda event: None)
+    return record
+
+
+def test_a_resumed_session_over_the_retention_is_not_dropped_by_its_own_stream(tmp_path):
+    """Two sessions, both ended, over a retention of one: resuming the older one
+    drops the other, never the session whose stream is opening."""
+    backend = Backend(scenarios={}, state_dir=tmp_path, retention=1)
+    try:
+        older, newer = new_session_id(), new_session_id()
+        first = _start(backend, older, "r1")
+        second = _start(backend, newer, "r2")
+        assert _ids(backend) == [older, newer]  # both streaming: nothing to drop
+        backend.close_stream(first)
+        backend.close_stream(second)
+        resumed = _start(backend, older, "r3")
+        assert _ids(backend) == [older]
+        assert backend.sessions[resumed.key] is resumed
+    finally:
+        backend.close()
+
+
+def test_sessions_streaming_over_the_retention_are_kept_until_their_streams_end(tmp_path):
+    backend = Backend(scenarios={}, state_dir=tmp_path, retention=2)
+    try:
+        ids = [new_session_id() for _ in range(6)]
+        records = [_start(backend, session_id, f"r{n}") for n, session_id in enumerate(ids[:5])]
+        assert _ids(backend) == ids[:5]
+        for record in records:
+            backend.close_stream(record)
+        _start(backend, ids[5], "r5")
+        assert _ids(backend) == ids[4:]  # the oldest ended ones went
+    finally:
+        backend.close()
