@@ -95,6 +95,8 @@ class Backend:
         self.strict_resources = strict_resources
         self.clock = clock
         self.rejections: list[dict[str, Any]] = []
+        # Scripted scenarios' specs and their JSON text, by scenario (see _spec_text).
+        self._specs: dict[int, tuple[Scenario, dict[str, Any], str]] = {}
         self.active = 0
         self.total = 0
         self.state_dir = state_dir
@@ -178,7 +180,8 @@ class Backend:
             scenario = self._rebuild(record.scenario)
         else:
             scenario = self._choose(record.key.session_id, configuration, rule=rule)
-            record.scenario = _scenario_spec(scenario)
+            record.scenario_text = self._spec_text(scenario)
+            record.scenario = record.scenario_text[0]
         record.configuration = dict(configuration.raw)
         self._save(record)
         return scenario
@@ -194,6 +197,24 @@ class Backend:
         if configuration.channel_definitions:
             roles = {d.channel_id: d.participant_role for d in configuration.channel_definitions}
         return synthetic_scenario(seed=self.seed, session_id=session_id, channel_roles=roles)
+
+    def _spec_text(self, scenario: ScenarioSource) -> tuple[dict[str, Any], str]:
+        """``(spec, its JSON text)`` of ``scenario`` (see :func:`_scenario_spec`).
+
+        A scripted scenario's spec holds its whole script, written with every
+        save of every session replaying it: spec and text are made once per
+        scenario and shared (read-only) by its sessions.
+        """
+        if not isinstance(scenario, Scenario):
+            spec = _scenario_spec(scenario)
+            return spec, _SPEC_JSON(spec)
+        cached = self._specs.get(id(scenario))
+        if cached is None or cached[0] is not scenario:
+            if len(self._specs) >= _SPEC_CACHE_LIMIT:
+                self._specs.clear()
+            spec = _scenario_spec(scenario)
+            cached = self._specs[id(scenario)] = (scenario, spec, _SPEC_JSON(spec))
+        return cached[1], cached[2]
 
     @staticmethod
     def _rebuild(spec: Mapping[str, Any]) -> ScenarioSource:
@@ -465,7 +486,7 @@ class Backend:
                 seq=record.seq,
                 status=record.status.value,
                 created_at=record.created_at,
-                data=record.to_data(),
+                data=record.to_data_json(),
             )
             for key, record in dirty.items()
             if self.sessions.get(key) is record
@@ -649,6 +670,10 @@ class _ArtifactJob:
                 continue
             results[name] = {"status": "COMPLETED", "outputLocation": s3_uri(location)}
         return results
+
+
+_SPEC_JSON = json.JSONEncoder(separators=(",", ":")).encode
+_SPEC_CACHE_LIMIT = 256
 
 
 def _scenario_spec(scenario: ScenarioSource) -> dict[str, Any]:

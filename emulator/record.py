@@ -7,6 +7,7 @@ stream continues from; it serialises to the JSON document the store keeps.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -16,6 +17,9 @@ from .lifecycle import StreamStatus
 from .session import ScribeSession, SessionProgress, SessionStats
 
 __all__ = ["SessionKey", "SessionRecord"]
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class SessionKey(NamedTuple):
@@ -56,6 +60,9 @@ class SessionRecord:
     post_stream: dict[str, Any] | None = None
     live: ScribeSession | None = None
     journal: Journal | None = None
+    #: ``(scenario, its JSON text)`` when the text is known: a scripted
+    #: scenario's is encoded once for all its sessions (see :meth:`to_data_json`).
+    scenario_text: tuple[dict[str, Any], str] | None = None
 
     # -- running -------------------------------------------------------------
 
@@ -141,6 +148,20 @@ class SessionRecord:
             "errors": self.errors,
             "postStream": self.post_stream,
         }
+
+    def to_data_json(self) -> str:
+        """:meth:`to_data` as compact JSON text.
+
+        A scripted scenario's whole script is in :attr:`scenario`, written with
+        every save; its text, when :attr:`scenario_text` holds it for this very
+        scenario, is spliced in rather than encoded again.
+        """
+        data = self.to_data()
+        known = self.scenario_text
+        if known is None or known[0] is not self.scenario:
+            return _dumps(data)
+        del data["scenario"]
+        return f'{_dumps(data)[:-1]},"scenario":{known[1]}}}'
 
     @classmethod
     def from_data(

@@ -51,7 +51,8 @@ class StoredSession:
     seq: int
     status: str
     created_at: float
-    data: dict[str, Any]
+    #: The JSON document, or its text when the caller encoded it already.
+    data: dict[str, Any] | str
 
 
 class SessionStore:
@@ -92,7 +93,9 @@ class SessionStore:
                 row.seq,
                 row.status,
                 row.created_at,
-                json.dumps(row.data, separators=(",", ":")),
+                row.data
+                if isinstance(row.data, str)
+                else json.dumps(row.data, separators=(",", ":")),
             )
             for row in rows
         ]

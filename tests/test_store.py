@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
 from emulator.backend import SAVE_DELAY, Backend
+from emulator.scenario import parse_scenario
 from emulator.store import DATABASE_NAME, SessionStore, StoredSession
-from emulator.validation import validate_stream_headers
+from emulator.validation import parse_configuration_event, validate_stream_headers
 
 from .support import new_session_id
-from .test_stream_wire import headers
+from .test_stream_wire import CONFIG, headers
 
 
 def _row(session_id: str, status: str = "IN_PROGRESS") -> StoredSession:
@@ -124,5 +126,57 @@ def test_sessions_streaming_over_the_retention_are_kept_until_their_streams_end(
             backend.close_stream(record)
         _start(backend, ids[5], "r5")
         assert _ids(backend) == ids[4:]  # the oldest ended ones went
+    finally:
+        backend.close()
+
+
+SCRIPT = {"segments": [{"begin": 0.1, "end": 0.9, "content": "Good morning.", "partials": 1}]}
+
+
+def _stored_data(tmp_path) -> dict[str, dict]:
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        rows = db.execute("SELECT session_id, data FROM scribe_sessions").fetchall()
+    finally:
+        db.close()
+    return {session_id: json.loads(data) for session_id, data in rows}
+
+
+def test_sessions_of_one_scripted_scenario_store_its_script_from_one_encoding(tmp_path):
+    """The script is written with every session's row (a restart rebuilds it from
+    there); its text is made once and spliced in, and each row still reads back
+    as exactly the record's document."""
+    scenario = parse_scenario(SCRIPT, name="greeting")
+    backend = Backend(
+        scenarios={"greeting": scenario}, state_dir=tmp_path, default_scenario="greeting"
+    )
+    try:
+        records = []
+        for n in range(2):
+            record = _start(backend, new_session_id(), f"r{n}")
+            configuration = parse_configuration_event(json.dumps(CONFIG).encode())
+            assert backend.scenario_for(record, configuration, rule=None) is scenario
+            records.append(record)
+        first, second = (r.scenario_text for r in records)
+        assert first is not None and second is not None
+        assert first[1] is second[1]  # encoded once
+        backend.flush_saves()
+        stored = _stored_data(tmp_path)
+        for record in records:
+            assert stored[record.key.session_id] == record.to_data()
+            assert stored[record.key.session_id]["scenario"]["script"]["segments"][0][
+                "content"
+            ] == ("Good morning.")
+    finally:
+        backend.close()
+
+
+def test_a_scenario_text_for_another_scenario_is_not_spliced_in(tmp_path):
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    try:
+        record = _start(backend, new_session_id(), "r1")
+        record.scenario = {"kind": "script", "name": "now"}
+        record.scenario_text = ({"kind": "script", "name": "before"}, '{"name":"before"}')
+        assert json.loads(record.to_data_json()) == record.to_data()
     finally:
         backend.close()
