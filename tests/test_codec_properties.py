@@ -211,6 +211,13 @@ envelope_millis = st.one_of(
 )
 
 
+def _perfect_frame_at(millis: int):
+    """An example: the SDK's own audio frame, its :date ``millis``."""
+    return example(
+        SDK_AUDIO_HEADERS, b"{}", None, millis, bytes(32), (b":date", 8, b":chunk-signature"), None
+    )
+
+
 @given(
     inner_headers,
     st.binary(max_size=600),
@@ -242,42 +249,10 @@ envelope_millis = st.one_of(
     SDK_AUDIO_HEADERS, b"{}", None, 2**62, bytes(32), (b":date", 8, b":chunk-signature"), None
 )
 # the first and last millisecond a datetime holds, and one past each
-@example(
-    SDK_AUDIO_HEADERS,
-    b"{}",
-    None,
-    253402300799999,
-    bytes(32),
-    (b":date", 8, b":chunk-signature"),
-    None,
-)
-@example(
-    SDK_AUDIO_HEADERS,
-    b"{}",
-    None,
-    253402300800000,
-    bytes(32),
-    (b":date", 8, b":chunk-signature"),
-    None,
-)
-@example(
-    SDK_AUDIO_HEADERS,
-    b"{}",
-    None,
-    -62135596800000,
-    bytes(32),
-    (b":date", 8, b":chunk-signature"),
-    None,
-)
-@example(
-    SDK_AUDIO_HEADERS,
-    b"{}",
-    None,
-    -62135596800001,
-    bytes(32),
-    (b":date", 8, b":chunk-signature"),
-    None,
-)
+@_perfect_frame_at(253402300799999)
+@_perfect_frame_at(253402300800000)
+@_perfect_frame_at(-62135596800000)
+@_perfect_frame_at(-62135596800001)
 @example(  # the inner headers length grown by 3 (prelude CRC now wrong): the first
     # payload bytes would decode as one more header, x = true
     SDK_AUDIO_HEADERS,
