@@ -450,6 +450,46 @@ def test_a_paused_session_resumes_after_an_emulator_restart(tmp_path):
     assert done.stream_creation_time == created.stream_creation_time
 
 
+async def _open_and_configure(client, session_id: str):
+    """Open a stream through the SDK, send the configuration, await the response."""
+    stream = await client.start_medical_scribe_listening_session(input=stream_input(session_id))
+    await stream.input_stream.send(configuration_event())
+    _, output = await stream.await_output()
+    return stream, output
+
+
+async def _close_input(stream, output) -> None:
+    await stream.input_stream.close()
+    async for _ in output:
+        pass
+
+
+def test_resuming_a_session_over_the_retention_keeps_it_and_drops_the_other(tmp_path):
+    """Two sessions streaming at once are both kept over a retention of one; both
+    pause. Resuming the older then drops the newer, never the session whose stream
+    is opening: it completes and GetSession still finds it."""
+    older, newer = new_session_id(), new_session_id()
+    with running_emulator(_settings(tmp_path, retention=1)) as running:
+
+        async def body(client):
+            first = await _open_and_configure(client, older)
+            second = await _open_and_configure(client, newer)
+            assert _kept(running) == [older, newer]  # both live: nothing to drop
+            await _close_input(*first)
+            await _close_input(*second)
+            assert [(await details(client, s)).stream_status for s in (older, newer)] == [
+                "PAUSED",
+                "PAUSED",
+            ]
+            resumed = await run_session(client, older, audio=pcm_tone(0.3))
+            return resumed, await details(client, older)
+
+        resumed, done = asyncio.run(_with_client(running, body))
+        assert resumed.error is None
+        assert done.stream_status == "COMPLETED"
+        assert _kept(running) == [older]
+
+
 def _kept(running) -> list[str]:
     status, body = admin(running.h2c_url, "GET", "/_emulator/sessions")
     assert status == 200
