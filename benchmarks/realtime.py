@@ -63,6 +63,14 @@ class RealtimeResult:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     latency_max_ms: float | None
+    #: The ramp (``stagger``): session starts spread over this many seconds.
+    ramp_s: float
+    #: p99 of the finals whose completing audio event was sent while every
+    #: session was mid-stream (from one segment after the last start to the
+    #: first session's end): the steady state, without the ramp's burst of
+    #: session opens. ``None`` when the sessions are too short to have one.
+    steady_p99_ms: float | None
+    steady_finals: int
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
@@ -97,7 +105,7 @@ class _Session:
         "done",
     )
 
-    def __init__(self, latencies: list[float], done: asyncio.Future[None]) -> None:
+    def __init__(self, latencies: list[tuple[float, float]], done: asyncio.Future[None]) -> None:
         self.completing_sent: list[float] = []
         self.finals = 0
         self.latencies = latencies
@@ -119,7 +127,8 @@ class _Session:
                 k = self.finals
                 self.finals += 1
                 if k < len(self.completing_sent):
-                    self.latencies.append(now - self.completing_sent[k])
+                    sent = self.completing_sent[k]
+                    self.latencies.append((sent, now - sent))
             elif is_exception(message) and self.error is None:
                 self.error = "in-stream exception: " + bytes(message[-200:]).decode(
                     errors="replace"
@@ -157,7 +166,8 @@ async def run_realtime(
 ) -> RealtimeResult:
     """Run ``sessions`` real-time sessions of ``audio_seconds`` each; return the measurements.
 
-    ``audio_seconds`` must be a whole number (one segment per second). The run
+    ``audio_seconds`` must be a whole number (one segment per second); session
+    starts are spread over ``stagger`` seconds (the ramp). The run
     ends at most ``grace`` seconds after the last scheduled send. Given several
     server processes, connections go to them in turn and their CPU and RSS add up
     (what a multi-process emulator would use). ``binary`` sends the audio as
@@ -178,7 +188,8 @@ async def run_realtime(
         conns.append(await connect("127.0.0.1", port, tls=tls))
     connections = len(conns)
     loop = asyncio.get_running_loop()
-    latencies: list[float] = []
+    # (when the completing audio event was framed, latency of its final)
+    latencies: list[tuple[float, float]] = []
     lags: list[float] = []
     state = [_Session(latencies, loop.create_future()) for _ in range(sessions)]
     stream_ids = [0] * sessions
@@ -283,7 +294,12 @@ async def run_realtime(
             first_error = s.error or (
                 f"{s.finals} of {audio_seconds} finals" + ("" if s.ended else ", unfinished")
             )
-    lat_sorted = sorted(latencies)
+    lat_sorted = sorted(latency for _, latency in latencies)
+    # Every session is mid-stream from one segment after the last start until
+    # the first session's last audio event.
+    steady_begin = t0 + stagger + _FRAMES_PER_SEGMENT * CHUNK_SECONDS
+    steady_end = t0 + audio_seconds
+    steady = sorted(latency for sent, latency in latencies if steady_begin <= sent <= steady_end)
     lag_sorted = sorted(lags) or [0.0]
     p99 = percentile(lat_sorted, 99) if lat_sorted else None
     lag_max = lag_sorted[-1]
@@ -308,6 +324,9 @@ async def run_realtime(
         latency_p50_ms=ms(percentile(lat_sorted, 50)) if lat_sorted else None,
         latency_p99_ms=ms(p99),
         latency_max_ms=ms(lat_sorted[-1]) if lat_sorted else None,
+        ramp_s=stagger,
+        steady_p99_ms=ms(percentile(steady, 99)) if steady else None,
+        steady_finals=len(steady),
         lag_p50_ms=ms(percentile(lag_sorted, 50)) or 0.0,
         lag_p99_ms=ms(percentile(lag_sorted, 99)) or 0.0,
         lag_max_ms=ms(lag_max) or 0.0,

@@ -106,6 +106,7 @@ def _realtime(results: dict[str, Any]) -> str:
                 r["latency_p50_ms"],
                 r["latency_p99_ms"],
                 r["latency_max_ms"],
+                r.get("steady_p99_ms"),
                 r["lag_p99_ms"],
                 r["lag_max_ms"],
                 f"{r['finals_received']}/{r['finals_expected']}",
@@ -118,7 +119,8 @@ def _realtime(results: dict[str, Any]) -> str:
         )
     head = (
         f"Real-time capacity: 100 ms chunks, a segment every 1 s, {rt['audio_seconds']} s per "
-        f"session, {rt['connections']} connections ({rt['transport']})" + _audio_note(rt)
+        f"session, starts over {rt.get('ramp_s', 1.0):g} s, {rt['connections']} connections "
+        f"({rt['transport']})" + _audio_note(rt)
     )
     largest = ", ".join(f"{k} {v if v else 'none'}" for k, v in rt["largest_passing"].items())
     return (
@@ -131,6 +133,7 @@ def _realtime(results: dict[str, Any]) -> str:
                 "p50 ms",
                 "p99 ms",
                 "max ms",
+                "steady p99",
                 "lag p99 ms",
                 "lag max ms",
                 "finals",
@@ -143,6 +146,7 @@ def _realtime(results: dict[str, Any]) -> str:
             rows,
         )
         + f"\nLargest N with p99 < 100 ms, lag < 1 s, every final: {largest}"
+        + "\nsteady p99: finals sent while every session was mid-stream (after the ramp)"
     )
 
 
@@ -333,7 +337,8 @@ def render(results: dict[str, Any]) -> str:
     if meta:
         parts.append(
             f"Machine: {meta.get('cpus')} CPUs, Python {meta.get('python')}, "
-            f"load average before {meta.get('load_before')}, after {meta.get('load_after')}"
+            f"load average before {meta.get('load_before')}, after {meta.get('load_after')}, "
+            f"state directories on {meta.get('state_file_system') or 'an unknown file system'}"
         )
     for key, fn in (
         ("bulk", _bulk),

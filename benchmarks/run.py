@@ -56,6 +56,8 @@ class Plan:
     audio_events: str = "json"
     rt_sessions: tuple[int, ...] = (500, 1000, 2000, 3000)
     rt_seconds: int = 10
+    #: Session starts spread over this many seconds.
+    rt_ramp: float = 1.0
     rt_connections: int = 4
     rt_transport: str = "h2c"
     rt_grace: float = 10.0
@@ -177,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rt-seconds", type=int, metavar="S", help="audio seconds per real-time session"
     )
+    parser.add_argument(
+        "--rt-ramp",
+        type=float,
+        metavar="S",
+        help="seconds over which the real-time sessions start (default 1)",
+    )
     parser.add_argument("--rt-connections", type=int, metavar="N")
     parser.add_argument("--rt-transport", choices=("h2c", "tls"))
     parser.add_argument(
@@ -186,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run each N against K emulator processes sharing the sessions (K > 1)",
     )
     parser.add_argument("--memory-sessions", type=int, metavar="N")
+    parser.add_argument(
+        "--state-root",
+        type=Path,
+        metavar="DIR",
+        help="where the servers' state directories go, kept until the suite ends "
+        "(default: the system's temporary directory; /dev/shm takes the disk out)",
+    )
     return parser
 
 
@@ -210,6 +225,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         "audio_events": args.audio_events,
         "rt_sessions": args.rt_sessions,
         "rt_seconds": args.rt_seconds,
+        "rt_ramp": args.rt_ramp,
         "rt_connections": args.rt_connections,
         "rt_transport": args.rt_transport,
         "rt_processes": args.rt_processes,
@@ -220,6 +236,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
             setattr(plan, name, value)
     if plan.rt_seconds < 3:
         raise SystemExit("python -m benchmarks: error: --rt-seconds must be at least 3")
+    if not 0 < plan.rt_ramp <= plan.rt_seconds - 2:
+        # CPU is metered while every session streams: after the ramp, before the ends.
+        raise SystemExit(
+            "python -m benchmarks: error: --rt-ramp must be above 0 and at most "
+            f"--rt-seconds - 2 ({plan.rt_seconds - 2})"
+        )
     return plan
 
 
@@ -379,6 +401,7 @@ def run_realtime_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                             connections=max(connections, processes),
                             transport=plan.rt_transport,
                             grace=plan.rt_grace,
+                            stagger=plan.rt_ramp,
                             binary=plan.audio_events == "binary",
                         )
                     )
@@ -386,7 +409,8 @@ def run_realtime_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                         profiles[name] = profiler.wait()
                     runs.append(result.to_json())
                     _progress(
-                        f"realtime N={sessions} {result.server}: p99 {result.latency_p99_ms} ms, "
+                        f"realtime N={sessions} {result.server}: p99 {result.latency_p99_ms} ms "
+                        f"(steady {result.steady_p99_ms} ms), "
                         f"lag max {result.lag_max_ms} ms, finals {result.finals_received}/"
                         f"{result.finals_expected}, server CPU {result.server_cpu}, "
                         f"other {result.other_cpu}"
@@ -399,6 +423,7 @@ def run_realtime_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
     }
     out: dict[str, Any] = {
         "audio_seconds": plan.rt_seconds,
+        "ramp_s": plan.rt_ramp,
         "connections": plan.rt_connections,
         "transport": plan.rt_transport,
         "audio_events": plan.audio_events,
@@ -499,6 +524,28 @@ def _meta(plan: Plan, sections: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def _run_sections(plan: Plan, sections: Sequence[str], state_root: Path) -> dict[str, Any]:
+    """Run ``sections`` in order, the servers' state directories under ``state_root``."""
+    results: dict[str, Any] = {"meta": _meta(plan, sections)}
+    results["meta"]["state_file_system"] = servers.file_system_of(state_root)
+    started = time.monotonic()
+    for section in sections:
+        _progress(f"{section}...")
+        section_started = time.monotonic()
+        try:
+            results[section] = _RUNNERS[section](plan, results)
+        except Exception as error:  # one broken section must not lose the others
+            traceback.print_exc()
+            results.setdefault("errors", {})[section] = f"{type(error).__name__}: {error}"
+        elapsed = round(time.monotonic() - section_started, 1)
+        results["meta"].setdefault("section_seconds", {})[section] = elapsed
+        _progress(f"{section} done in {elapsed} s")
+    results["meta"]["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    _progress("removing the servers' state directories...")
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return the exit status."""
     args = build_parser().parse_args(argv)
@@ -522,21 +569,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     sections = [s for s in SECTIONS if s in args.only]
-    results: dict[str, Any] = {"meta": _meta(plan, sections)}
-    started = time.monotonic()
-    for section in sections:
-        _progress(f"{section}...")
-        section_started = time.monotonic()
-        try:
-            results[section] = _RUNNERS[section](plan, results)
-        except Exception as error:  # one broken section must not lose the others
-            traceback.print_exc()
-            results.setdefault("errors", {})[section] = f"{type(error).__name__}: {error}"
-        elapsed = round(time.monotonic() - section_started, 1)
-        results["meta"].setdefault("section_seconds", {})[section] = elapsed
-        _progress(f"{section} done in {elapsed} s")
-    results["meta"]["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    if args.state_root is not None and not args.state_root.is_dir():
+        print(f"python -m benchmarks: error: no directory {args.state_root}", file=sys.stderr)
+        return 2
+    with servers.held_state_dirs(args.state_root) as state_root:
+        results = _run_sections(plan, sections, state_root)
     results["targets"] = check_targets(results)
     print(render(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ __all__ = [
     "ServerProcess",
     "start_server",
     "running_server",
+    "held_state_dirs",
+    "file_system_of",
     "cpu_seconds",
     "rss_bytes",
     "CpuMeter",
@@ -200,6 +202,54 @@ def start_server(
     )
 
 
+#: Where :func:`running_server` makes state directories while
+#: :func:`held_state_dirs` is active; ``None``: each its own, removed at once.
+_held_parent: Path | None = None
+
+
+@contextlib.contextmanager
+def held_state_dirs(root: Path | None = None) -> Iterator[Path]:
+    """Keep every server's state directory until the block ends, then remove them all.
+
+    Made under ``root`` (default: the system's temporary directory). Removing a
+    run's directory as soon as it ends taxes the next run on some file systems:
+    ext4 without a journal (this machine's root file system) skips, one by one,
+    every inode freed in the last 30 s when it allocates a new one (its
+    ``recently_deleted`` check), so the thousands of files one emulator run
+    leaves made the next run's session directories several times dearer to
+    create (0.06 ms -> 1.4 ms of kernel time a session, measured). That is one
+    run's clean-up billed to another, not the emulator's cost; deletions the
+    emulator makes itself (``--retention``) still count.
+    """
+    global _held_parent
+    previous = _held_parent
+    with tempfile.TemporaryDirectory(prefix="bench-state-", dir=root) as parent:
+        _held_parent = Path(parent)
+        try:
+            yield _held_parent
+        finally:
+            _held_parent = previous
+
+
+def file_system_of(path: Path) -> str | None:
+    """The type of the file system ``path`` is on (from ``/proc/mounts``), if known."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            entries = [line.split() for line in mounts]
+    except OSError:
+        return None
+    resolved = str(path.resolve())
+    best: tuple[int, str] | None = None
+    for fields in entries:
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), fields[2])
+    return best[1] if best else None
+
+
 @contextlib.contextmanager
 def running_server(
     kind: str,
@@ -208,8 +258,16 @@ def running_server(
     scenario: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """Start ``kind`` in a fresh state directory; stop it afterwards."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
+    """Start ``kind`` in a fresh state directory; stop it afterwards.
+
+    The directory is removed with the server, or with :func:`held_state_dirs`'s
+    block when one is active.
+    """
+    with contextlib.ExitStack() as stack:
+        if _held_parent is not None:
+            tmp = tempfile.mkdtemp(prefix=f"bench-{kind}-", dir=_held_parent)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{kind}-"))
         server = start_server(
             kind, state_dir=Path(tmp), fixtures=fixtures, scenario=scenario, extra_args=extra_args
         )
