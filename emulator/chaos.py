@@ -48,7 +48,11 @@ class ChaosRunner:
     ) -> None:
         self.chaos = chaos
         self._scope = scope
-        self._random = random.Random(f"{seed}:{session_id}")
+        # Seeded only for a rule with jitter: seeding from a string hashes it,
+        # which a burst of streams opening at once paid for nothing.
+        self._random = (
+            random.Random(f"{seed}:{session_id}") if chaos is not None and chaos.jitter else None
+        )
         self._pending: list[tuple[float, str]] = []
         if chaos is not None:
             for at, kind in (
@@ -67,6 +71,8 @@ class ChaosRunner:
         chaos = self.chaos
         if chaos is None or not (chaos.delay or chaos.jitter):
             return 0.0
+        if self._random is None:  # no jitter
+            return chaos.delay
         return chaos.delay + self._random.uniform(0, chaos.jitter)
 
     async def before_response(self) -> None:

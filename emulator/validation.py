@@ -282,6 +282,21 @@ def _raise_if(violations: list[str]) -> None:
         raise _error(violations)
 
 
+def _string_ok(value: object, shape: _String) -> bool:
+    """Whether ``value`` satisfies ``shape``.
+
+    The common case, tested before anything is spent on the wording of a
+    violation (:func:`_check_string` explains a failure).
+    """
+    return (
+        isinstance(value, str)
+        and (shape.min_len is None or len(value) >= shape.min_len)
+        and (shape.max_len is None or len(value) <= shape.max_len)
+        and (shape.regex is None or shape.regex.fullmatch(value) is not None)
+        and (shape.enum is None or value in shape.enum)
+    )
+
+
 def _check_string(value: object, shape: _String, where: str, out: list[str]) -> None:
     def say(rule: str) -> None:
         out.append(_violation(value, where, rule, sensitive=shape.sensitive))
@@ -331,18 +346,20 @@ def _decode_blob(value: object) -> bytes | None:
 
 def _check(value: object, shape: _Shape, path: str, out: list[str]) -> None:
     """Append to ``out`` every violation of ``shape`` by the non-null JSON ``value`` at ``path``."""
-    where = _where(path)
     match shape:
         case _String():
-            _check_string(value, shape, where, out)
+            if not _string_ok(value, shape):
+                _check_string(value, shape, _where(path), out)
         case _Integer():
-            _check_integer(value, shape, where, out)
+            _check_integer(value, shape, _where(path), out)
         case _Boolean():
             if not isinstance(value, bool):
-                out.append(_violation(value, where, "Member must be a boolean"))
+                out.append(_violation(value, _where(path), "Member must be a boolean"))
         case _Blob():
             if _decode_blob(value) is None:  # audio is not echoed back
-                out.append(_violation(_UNKNOWN, where, "Member must be a base64-encoded string"))
+                out.append(
+                    _violation(_UNKNOWN, _where(path), "Member must be a base64-encoded string")
+                )
         case _List():
             _check_list(value, shape, path, out)
         case _Structure():
@@ -381,10 +398,9 @@ def _check_structure(value: object, shape: _Structure, path: str, out: list[str]
     # Unknown members are rejected. Whether the real service's JSON parser ignores or
     # rejects them is not documented; rejecting catches client typos, which is what an
     # emulator is for.
-    known = ", ".join(shape.members)
     for name in value:
         if name not in shape.members:
-            rule = f"Member must be one of the modeled members [{known}]"
+            rule = f"Member must be one of the modeled members [{', '.join(shape.members)}]"
             out.append(_violation(_UNKNOWN, _where(f"{path}.{name}"), rule))
     # JSON null is an absent member, as in every AWS JSON protocol.
     for name in shape.required:
@@ -393,6 +409,7 @@ def _check_structure(value: object, shape: _Structure, path: str, out: list[str]
     present = [name for name in shape.members if value.get(name) is not None]
     if shape.union and len(present) != 1:
         found = f"{len(present)}" + (f" ({', '.join(present)})" if present else "")
+        known = ", ".join(shape.members)
         rule = f"Member must have exactly one of [{known}] set, found {found}"
         out.append(_violation(value, _where(path), rule))
     for name in present:
@@ -491,8 +508,10 @@ def _check_members(
 ) -> None:
     """Append the violations of header/path members; ``header_text``: integers still text."""
     for member, value in values.items():
-        where = _where(locations.get(member, member), member)
         shape = _HEADER_SHAPES[member]
+        if isinstance(shape, _String) and _string_ok(value, shape):
+            continue  # the common case: nothing to word
+        where = _where(locations.get(member, member), member)
         if value is None:
             out.append(_violation(None, where, "Member must not be null"))
         elif isinstance(shape, _String):
