@@ -86,7 +86,7 @@ class ServerProcess:
 
     def stderr_text(self, limit: int = 4000) -> str:
         """The last ``limit`` characters the server wrote to stderr."""
-        if self.stderr is None:
+        if self.stderr is None or self.stderr.closed:  # closed by stop()
             return ""
         self.stderr.seek(0)
         return self.stderr.read().decode(errors="replace")[-limit:]
@@ -96,15 +96,20 @@ class ServerProcess:
         return self.process.pid
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; then close its pipe and log."""
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout)
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            if self.stderr is not None:
+                self.stderr.close()
 
 
 def _command(kind: str) -> list[str]:

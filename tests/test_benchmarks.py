@@ -1,0 +1,125 @@
+"""The benchmark suite (``python -m benchmarks``) still runs and reports every section.
+
+The numbers themselves are the benchmark's business, not the tests': nothing
+here looks at a speed. What is checked is what a reader of the report relies
+on: each section ran against both servers, every real-time final arrived, the
+JSON holds what the text table shows, and the servers' state directories are
+gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import servers
+from benchmarks.run import build_parser, build_plan
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path) -> None:
+    state_root = tmp_path / "state"
+    state_root.mkdir()
+    out = tmp_path / "results.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--only",
+        "bulk,realtime,startup,codec,app",
+        "--transports",
+        "h2c",
+        "--bulk-seconds",
+        "0.5",
+        "--rt-sessions",
+        "20",
+        "--state-root",
+        str(state_root),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    results = json.loads(out.read_text())
+    assert "errors" not in results
+    assert results["meta"]["state_file_system"] == servers.file_system_of(state_root)
+    assert list(state_root.iterdir()) == []  # every server's state directory removed
+
+    bulk = {run["server"]: run for run in results["bulk"]["runs"]}
+    assert set(bulk) == {"baseline", "emulator"}
+    for run in bulk.values():
+        assert run["sessions"] > 0 and run["sessions_per_s"] > 0
+        assert run["failed"] == 0
+
+    realtime = {run["server"]: run for run in results["realtime"]["runs"]}
+    assert set(realtime) == {"baseline", "emulator"}
+    for run in realtime.values():
+        assert run["sessions"] == 20 and run["ramp_s"] == 1.0
+        assert run["finals_received"] == run["finals_expected"] == 20 * 3
+        assert run["sessions_failed"] == 0 and run["first_error"] is None
+        # 3 s sessions starting over 1 s: every session is mid-stream when the
+        # last one's first segment ends (t = 2 s), and until the first ends (3 s).
+        assert 0 < run["steady_finals"] <= 20 * 3
+        assert run["steady_p99_ms"] is not None
+
+    assert {row["target"] for row in results["targets"]} >= {
+        "bulk ingest ratio, h2c",
+        "real-time sessions, one emulator process",
+        "codec vs smithy_aws_event_stream (audio events)",
+    }
+    text = done.stdout
+    assert "steady p99" in text and "starts over 1 s" in text
+    assert f"state directories on {results['meta']['state_file_system']}" in text
+
+
+def test_held_state_dirs_keep_each_server_directory_until_the_block_ends(
+    tmp_path: Path,
+) -> None:
+    with servers.held_state_dirs(tmp_path) as parent:
+        assert parent.parent == tmp_path
+        with servers.running_server("baseline") as server:
+            state_dir = server.state_dir
+            assert state_dir.parent == parent
+        assert state_dir.is_dir()  # the server stopped; its directory stays
+    assert not parent.exists()
+    with servers.running_server("baseline") as server:
+        state_dir = server.state_dir
+        assert state_dir.parent != parent
+    assert not state_dir.exists()  # outside the block: removed with the server
+
+
+def test_file_system_of_reads_the_longest_mount_point() -> None:
+    assert servers.file_system_of(Path("/proc/self")) == "proc"
+    assert servers.file_system_of(Path("/")) is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rt-ramp", "9"], "--rt-ramp must be above 0 and at most --rt-seconds - 2 (8)"),
+        (["--rt-ramp", "0"], "--rt-ramp must be above 0"),
+        (["--rt-seconds", "4", "--rt-ramp", "3"], "at most --rt-seconds - 2 (2)"),
+    ],
+)
+def test_a_ramp_that_leaves_no_steady_state_is_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args(argv)
+    with pytest.raises(SystemExit) as raised:
+        build_plan(args)
+    assert message in str(raised.value)
+
+
+def test_the_ramp_reaches_the_real_time_runs() -> None:
+    plan = build_plan(build_parser().parse_args(["--rt-ramp", "4"]))
+    assert plan.rt_ramp == 4.0
+    assert build_plan(build_parser().parse_args([])).rt_ramp == 1.0
