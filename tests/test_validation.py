@@ -1113,3 +1113,40 @@ def test_session_control_payload_must_be_a_json_object() -> None:
         "1 validation error detected: Value at 'sessionControlEvent' failed to satisfy "
         "constraint: Payload must be a JSON object"
     )
+
+
+# --- The quick test for valid strings ----------------------------------------------------
+def _string_shapes() -> list[Any]:
+    from emulator import validation
+
+    return [
+        value
+        for name, value in sorted(vars(validation).items())
+        if isinstance(value, validation._String)
+    ]
+
+
+@pytest.mark.parametrize("shape", _string_shapes(), ids=lambda shape: shape.pattern or "enum")
+@given(
+    value=st.one_of(
+        st.text(max_size=40),
+        st.from_regex(r"(hai-|dom-)[a-z0-9]{1,30}", fullmatch=True),
+        st.from_regex(r"sub-[a-zA-Z0-9]{21}", fullmatch=True),
+        st.uuids().map(str),
+        st.sampled_from(["en-US", "pcm", "flac", "PATIENT", "CLINICIAN", "END_OF_SESSION"]),
+        st.integers(),
+        st.none(),
+    )
+)
+@example(value=SESSION_ID)
+@example(value=f"x\n{SESSION_ID}")
+def test_a_string_passes_the_quick_test_exactly_when_it_has_no_violation(
+    shape: Any, value: object
+) -> None:
+    # Valid strings skip the wording of violations: the quick test must accept
+    # exactly what the full check finds nothing wrong with.
+    from emulator.validation import _check_string, _string_ok
+
+    violations: list[str] = []
+    _check_string(value, shape, "'where'", violations)
+    assert _string_ok(value, shape) is (not violations)
