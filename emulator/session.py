@@ -23,6 +23,7 @@ partial, and faults that fired do not fire again.
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import itertools
 import math
@@ -550,8 +551,14 @@ def segment_id(session_id: str, index: int) -> str:
     Repeatable: a session replays with the same ids, and a resumed stream goes on
     with the ids of the segments it continues.
     """
-    namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"medscribe-emulator:{session_id}")
-    return str(uuid.uuid5(namespace, str(index)))
+    return str(uuid.uuid5(_segment_namespace(session_id), str(index)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _segment_namespace(session_id: str) -> uuid.UUID:
+    # Hashed once per session rather than once per result: a live session's
+    # results all come from the same few thousand sessions.
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"medscribe-emulator:{session_id}")
 
 
 def describe_duration(seconds: float) -> str:
