@@ -616,3 +616,32 @@ def test_stock_hypercorn_closes_connection_on_data_after_response(stock: None) -
         assert "end" not in client.streams[echoed].seen
     assert "KeyError" in server.crashes
     gc.collect()  # While the filter above applies.
+
+
+def _raw_response_to_rejection(client: Client) -> bytes:
+    """Everything the server sent until the 400 on ``/reject`` ended."""
+    raw = bytearray()
+    receive = client.h2.receive_data
+
+    def recording(data: bytes) -> list[h2.events.Event]:
+        raw.extend(data)
+        return receive(data)
+
+    client.h2.receive_data = recording  # type: ignore[method-assign]
+    rejected = client.open("/reject")
+    client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+    assert client.streams[rejected].status == 400
+    return bytes(raw)
+
+
+def test_response_headers_are_sent_without_huffman_coding(duplex: None) -> None:
+    """Header strings go out as they are (valid HPACK, and no Huffman coding in Python
+    per response); the client decodes them as before."""
+    with running_server(App()) as server, connected(server.port) as client:
+        assert b"ValidationException" in _raw_response_to_rejection(client)
+
+
+def test_stock_hypercorn_huffman_codes_response_headers(stock: None) -> None:
+    """What the test above rules out: h2's default encoder hides the literal."""
+    with running_server(App()) as server, connected(server.port) as client:
+        assert b"ValidationException" not in _raw_response_to_rejection(client)
