@@ -1,21 +1,33 @@
-"""The server's HPACK decoder reads every header block exactly as hpack's own does.
+"""The server reads request headers exactly as h2 and hpack do, only faster.
 
 ``emulator.hypercorn_h2`` decodes request headers with ``_QuickDecoder``, which
 reads one-byte indexed fields inline and hands everything else to hpack. Fed
 the same blocks (from hpack's encoder, with and without Huffman coding, never
 indexed fields and table size updates, or plain garbage), both must return
 the same headers or raise the same error, and end with the same dynamic table.
+
+It also replaces h2's per-byte check of header names and values for illegal
+characters; the replacement must pass and reject exactly what h2's does, with
+h2's words, at the same header.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import h2.exceptions
+import h2.utilities
 import hpack
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emulator.hypercorn_h2 import DuplexH2Protocol, _QuickDecoder
+from emulator.hypercorn_h2 import (
+    _STOCK_REJECT_ILLEGAL_CHARACTERS,
+    DuplexH2Protocol,
+    _QuickDecoder,
+    _reject_illegal_characters,
+)
 
 _NAMES = [b":method", b":path", b":authority", b"content-type", b"authorization", b"x-amzn-a"]
 _VALUES = [b"", b"POST", b"/medical-scribe-stream/", b"x" * 40, b"\xff\x00 bytes", b"v" * 300]
@@ -148,3 +160,67 @@ def test_each_server_connection_decodes_with_it_under_h2s_limits() -> None:
     assert decoder.max_allowed_table_size == stock.max_allowed_table_size
     literal = protocol.connection.encoder.encode([(b"x-amzn-a", b"ValidationException")])
     assert b"ValidationException" in literal
+
+
+# --- h2's check of header characters -------------------------------------------------
+_header_bytes = st.one_of(
+    st.sampled_from([b"", b"a", b":path", b"x-amzn-a", b"content-type", b"Upper", b"a:b"]),
+    st.binary(max_size=12),
+    st.text(alphabet="ab:- \t\r\n\x00\x7fAZ\xe9", max_size=8).map(
+        lambda text: text.encode("utf-8")
+    ),
+)
+
+
+def _checked(check: Any, headers: list[tuple[bytes, bytes]]) -> tuple[Any, ...]:
+    """What ``check`` yields, one header at a time, and how it ends."""
+    flags = h2.utilities.HeaderValidationFlags(
+        is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+    )
+    passed: list[tuple[bytes, bytes]] = []
+    try:
+        for header in check(iter(headers), flags):
+            passed.append(header)
+    except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+        return (passed, type(error), str(error))
+    return (passed, None, None)
+
+
+@settings(max_examples=500)
+@given(headers=st.lists(st.tuples(_header_bytes, _header_bytes), max_size=6))
+@example(headers=[(b"x-a", b" leading space")])
+@example(headers=[(b"x-a", b"trailing tab\t")])
+@example(headers=[(b"x-a", b"ok"), (b"X-B", b"upper name")])
+@example(headers=[(b"x-z", b"ok"), (b"x-Z", b"the last uppercase letter")])
+@example(headers=[(b"x-@[", b"either side of the uppercase letters")])
+@example(headers=[(b"x-a", b"line\nfeed")])
+@example(headers=[(b"x\x7f", b"del in name")])
+@example(headers=[(b"x:a", b"colon in name")])
+@example(headers=[(b":path", b"/a pseudo-header keeps its colon")])
+def test_header_characters_are_judged_as_h2_judges_them(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    assert _checked(_reject_illegal_characters, headers) == _checked(
+        _STOCK_REJECT_ILLEGAL_CHARACTERS, headers
+    )
+
+
+def test_install_puts_the_quick_check_into_h2s_pipeline() -> None:
+    from emulator.hypercorn_h2 import install
+
+    install()
+    assert h2.utilities._reject_illegal_characters is _reject_illegal_characters
+    # Through h2's whole pipeline, as a server receives it.
+    flags = h2.utilities.HeaderValidationFlags(
+        is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+    )
+    good = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", b"/"),
+        (b"x-a", b"1"),
+    ]
+    assert list(h2.utilities.validate_headers(good, flags)) == good
+    with pytest.raises(h2.exceptions.ProtocolError, match="uppercase header name"):
+        list(h2.utilities.validate_headers([*good, (b"X-A", b"1")], flags))
