@@ -53,7 +53,8 @@ objects, two state machines, per-frame trace logging). Every other frame, and
 every DATA frame that is not plain, still goes through h2 in order.
 
 Header blocks, one per stream each way, are cheaper too: response headers go
-out without Huffman coding (:class:`_LiteralEncoder`), request headers that
+out without Huffman coding and are looked up in the encoder's table through
+dicts (:class:`_LiteralEncoder`), request headers that
 repeat the client's earlier ones are read inline (:class:`_QuickDecoder`), and
 h2's byte-by-byte check of their characters runs in C loops
 (:func:`_reject_illegal_characters`). hpack and h2 do all three in Python;
@@ -65,6 +66,7 @@ Call :func:`install` before serving.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import h2.config
@@ -72,6 +74,7 @@ import h2.events
 import h2.exceptions
 import h2.utilities
 import hpack
+import hpack.table
 import hypercorn.protocol
 import hyperframe.frame
 import priority
@@ -98,6 +101,80 @@ __all__ = [
 _UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})
 
 
+class _IndexedHeaderTable(hpack.table.HeaderTable):
+    """hpack's encoder table, searched through dicts instead of entry by entry.
+
+    hpack's :meth:`search` walks the dynamic table for every header it encodes
+    (about sixty entries once a connection's table is full). The newest entry
+    of each ``(name, value)`` and of each name is kept here by its serial
+    number, from which its index follows; a test encodes the same headers with
+    both tables and demands the same bytes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._added = 0  # serial number of the next entry
+        self._exact: dict[tuple[bytes, bytes], int] = {}
+        self._named: dict[bytes, int] = {}
+        # (serial, name, value) of each dynamic entry, newest first, as in the table.
+        self._entries: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
+
+    def add(self, name: bytes, value: bytes) -> None:
+        if 32 + len(name) + len(value) > self._maxsize:
+            self._forget_all()
+        else:
+            serial = self._added
+            self._added += 1
+            self._entries.appendleft((serial, name, value))
+            self._exact[name, value] = serial
+            self._named[name] = serial
+        super().add(name, value)  # the same entry, sizes and evictions (_shrink)
+
+    def _shrink(self) -> None:
+        entries = self.dynamic_entries
+        kept = len(entries)
+        super()._shrink()
+        for _ in range(kept - len(entries)):  # evicted from the right, oldest first
+            serial, name, value = self._entries.pop()
+            if self._exact.get((name, value)) == serial:
+                del self._exact[name, value]
+            if self._named.get(name) == serial:
+                del self._named[name]
+
+    @property  # type: ignore[override]
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        hpack.table.HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
+        if not self.dynamic_entries:
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        self._exact.clear()
+        self._named.clear()
+        self._entries.clear()
+
+    def search(self, name: bytes, value: bytes) -> tuple[int, bytes, bytes | None] | None:
+        partial = None
+        static = self.STATIC_TABLE_MAPPING.get(name)
+        if static:
+            index = static[1].get(value)
+            if index is not None:
+                return index, name, value
+            partial = (static[0], name, None)
+        newest = self._added - 1 + self.STATIC_TABLE_LENGTH + 1
+        serial = self._exact.get((name, value))
+        if serial is not None:
+            return newest - serial, name, value
+        if partial is None:
+            serial = self._named.get(name)
+            if serial is not None:
+                partial = (newest - serial, name, None)
+        return partial
+
+
 class _LiteralEncoder(hpack.Encoder):
     """HPACK that sends header strings as they are, not Huffman-coded.
 
@@ -105,8 +182,13 @@ class _LiteralEncoder(hpack.Encoder):
     Python, Huffman coding was 37% of encoding a stream's response headers
     (560k -> 355k instructions for the emulator's eleven): a tenth of what a
     session costs to open. On the wire they grow by about a quarter, some tens
-    of bytes a response, and only until the dynamic table holds them.
+    of bytes a response, and only until the dynamic table holds them. Its table
+    is an :class:`_IndexedHeaderTable`.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _IndexedHeaderTable()
 
     def encode(self, headers: Any, huffman: bool = False) -> bytes:
         # h2 calls encode(headers): this default is what it gets.

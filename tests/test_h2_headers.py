@@ -224,3 +224,39 @@ def test_install_puts_the_quick_check_into_h2s_pipeline() -> None:
     assert list(h2.utilities.validate_headers(good, flags)) == good
     with pytest.raises(h2.exceptions.ProtocolError, match="uppercase header name"):
         list(h2.utilities.validate_headers([*good, (b"X-A", b"1")], flags))
+
+
+# --- the encoder's indexed table ------------------------------------------------------
+_response_header = st.builds(
+    lambda cls, name, value: cls(name, value),
+    st.sampled_from([hpack.HeaderTuple, hpack.HeaderTuple, hpack.NeverIndexedHeaderTuple]),
+    st.sampled_from([b":status", b"content-type", b"x-amzn-requestid", b"date", b"x-b", b"x-c"]),
+    st.one_of(st.sampled_from([b"200", b"400", b"a", b"b" * 100, b""]), st.binary(max_size=300)),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    blocks=st.lists(
+        st.tuples(
+            st.lists(_response_header, max_size=10),
+            st.one_of(st.none(), st.sampled_from([0, 40, 100, 256, 4096])),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+@example(blocks=[([hpack.HeaderTuple(b"x-b", b"1")], None)] * 3)
+@example(blocks=[([hpack.HeaderTuple(b"x-b", b"v" * 5000)], None)])  # larger than the table
+def test_the_indexed_table_encodes_the_same_bytes_as_hpacks(
+    blocks: list[tuple[list[hpack.HeaderTuple], int | None]],
+) -> None:
+    from emulator.hypercorn_h2 import _LiteralEncoder
+
+    stock, quick = hpack.Encoder(), _LiteralEncoder()
+    for headers, resize in blocks:
+        if resize is not None:
+            stock.header_table_size = resize
+            quick.header_table_size = resize
+        assert quick.encode(headers) == stock.encode(headers, huffman=False)
+        assert quick.header_table.dynamic_entries == stock.header_table.dynamic_entries
