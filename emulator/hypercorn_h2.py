@@ -52,13 +52,12 @@ machinery that changes nothing for a plain DATA frame on an open stream (frame
 objects, two state machines, per-frame trace logging). Every other frame, and
 every DATA frame that is not plain, still goes through h2 in order.
 
-Header blocks, one per stream each way, are cheaper too: response headers go
-out without Huffman coding and are looked up in the encoder's table through
-dicts (:class:`_LiteralEncoder`), request headers that
-repeat the client's earlier ones are read inline (:class:`_QuickDecoder`), and
-h2's byte-by-byte check of their characters runs in C loops
-(:func:`_reject_illegal_characters`). hpack and h2 do all three in Python;
-together they cost over 1M instructions a stream.
+Header blocks, one per stream each way, are cheaper too. Response headers go
+out without Huffman coding, found in the encoder's table through dicts
+(:class:`_LiteralEncoder`). Request headers that repeat the client's earlier
+ones are read inline (:class:`_QuickDecoder`), and h2's byte-by-byte check of
+their characters runs in C loops (:func:`_reject_illegal_characters`). hpack
+and h2 do all of this in Python; it cost over 1M instructions a stream.
 
 Call :func:`install` before serving.
 """
