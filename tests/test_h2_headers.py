@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 from emulator.hypercorn_h2 import (
     _STOCK_REJECT_ILLEGAL_CHARACTERS,
-    DuplexH2Protocol,
     _QuickDecoder,
     _reject_illegal_characters,
 )
@@ -129,37 +128,6 @@ def test_any_bytes_decode_or_fail_as_hpack_does(
         _same_state(stock, quick)
         if expected[0] == "error":
             break
-
-
-def test_each_server_connection_decodes_with_it_under_h2s_limits() -> None:
-    """DuplexH2Protocol swaps h2's decoder for this one, carrying h2's limits over;
-    its encoder sends header strings without Huffman coding."""
-    from hypercorn.asyncio.worker_context import WorkerContext
-    from hypercorn.config import Config
-    from hypercorn.typing import ConnectionState
-
-    async def send(event: Any) -> None:
-        raise AssertionError("not called")
-
-    unused: Any = None  # The constructor stores the app and task group only.
-    protocol = DuplexH2Protocol(
-        unused,
-        Config(),
-        WorkerContext(None),
-        unused,
-        ConnectionState({}),
-        False,
-        ("127.0.0.1", 50000),
-        ("127.0.0.1", 80),
-        send,
-    )
-    stock = hpack.Decoder()
-    decoder = protocol.connection.decoder
-    assert type(decoder) is _QuickDecoder
-    assert decoder.max_header_list_size == protocol.connection.DEFAULT_MAX_HEADER_LIST_SIZE
-    assert decoder.max_allowed_table_size == stock.max_allowed_table_size
-    literal = protocol.connection.encoder.encode([(b"x-amzn-a", b"ValidationException")])
-    assert b"ValidationException" in literal
 
 
 # --- h2's check of header characters -------------------------------------------------

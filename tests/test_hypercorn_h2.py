@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h2.events
+import hpack
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import pytest
@@ -572,26 +573,33 @@ def test_h2c_upgrade_connections_get_the_fix(duplex: None) -> None:
             assert [(e.stream_id, e.error_code) for e in resets] == [(1, ErrorCodes.INTERNAL_ERROR)]
 
 
-def test_install_is_idempotent_and_covers_alpn_h2(duplex: None) -> None:
-    """After install(), twice, TLS connections that chose h2 by ALPN get DuplexH2Protocol."""
-    install()
+def _constructor_args(*, tls: bool) -> tuple[Any, ...]:
+    """What hypercorn hands a protocol's constructor; the constructor calls none of it."""
 
     async def send(event: Any) -> None:
         raise AssertionError("not called")
 
     unused: Any = None  # The constructor stores the app and task group only.
-    wrapper = ProtocolWrapper(
+    server = ("127.0.0.1", 443 if tls else 80)
+    context = WorkerContext(None)
+    return (
         unused,
         Config(),
-        WorkerContext(None),
+        context,
         unused,
         ConnectionState({}),
-        True,
+        tls,
         ("127.0.0.1", 50000),
-        ("127.0.0.1", 443),
+        server,
         send,
-        alpn_protocol="h2",
     )
+
+
+def test_install_is_idempotent_and_covers_alpn_h2(duplex: None) -> None:
+    """After install(), twice, TLS connections that chose h2 by ALPN get DuplexH2Protocol."""
+    install()
+
+    wrapper = ProtocolWrapper(*_constructor_args(tls=True), alpn_protocol="h2")
     assert type(wrapper.protocol) is DuplexH2Protocol
     assert hypercorn.protocol.H2Protocol is DuplexH2Protocol  # type: ignore[attr-defined]
 
@@ -645,3 +653,17 @@ def test_stock_hypercorn_huffman_codes_response_headers(stock: None) -> None:
     """What the test above rules out: h2's default encoder hides the literal."""
     with running_server(App()) as server, connected(server.port) as client:
         assert b"ValidationException" not in _raw_response_to_rejection(client)
+
+
+def test_each_connection_decodes_headers_quickly_under_h2s_limits() -> None:
+    """DuplexH2Protocol swaps h2's HPACK decoder for the quick one, carrying h2's limits
+    over, and its encoder sends header strings without Huffman coding."""
+    from emulator.hypercorn_h2 import _QuickDecoder
+
+    protocol = DuplexH2Protocol(*_constructor_args(tls=False))
+    decoder = protocol.connection.decoder
+    assert type(decoder) is _QuickDecoder
+    assert decoder.max_header_list_size == protocol.connection.DEFAULT_MAX_HEADER_LIST_SIZE
+    assert decoder.max_allowed_table_size == hpack.Decoder().max_allowed_table_size
+    literal = protocol.connection.encoder.encode([(b"x-amzn-a", b"ValidationException")])
+    assert b"ValidationException" in literal
