@@ -22,7 +22,7 @@ from typing import Any
 from .artifacts import ARTIFACT_NAMES, Buckets, artifact_locations, make_buckets, s3_uri
 from .errors import ConfigError, InternalServerException, ServiceError, ValidationException
 from .events import OutputEvent
-from .journal import Journal
+from .journal import Journal, compact_json
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
@@ -207,13 +207,13 @@ class Backend:
         """
         if not isinstance(scenario, Scenario):
             spec = _scenario_spec(scenario)
-            return spec, _SPEC_JSON(spec)
+            return spec, compact_json(spec)
         cached = self._specs.get(id(scenario))
         if cached is None or cached[0] is not scenario:
             if len(self._specs) >= _SPEC_CACHE_LIMIT:
                 self._specs.clear()
             spec = _scenario_spec(scenario)
-            cached = self._specs[id(scenario)] = (scenario, spec, _SPEC_JSON(spec))
+            cached = self._specs[id(scenario)] = (scenario, spec, compact_json(spec))
         return cached[1], cached[2]
 
     @staticmethod
@@ -672,7 +672,6 @@ class _ArtifactJob:
         return results
 
 
-_SPEC_JSON = json.JSONEncoder(separators=(",", ":")).encode
 _SPEC_CACHE_LIMIT = 256
 
 

@@ -52,7 +52,7 @@ from typing import Any
 
 from .files import write_all
 
-__all__ = ["AudioPart", "Journal", "FLUSH_BYTES", "wav_header", "iso_time"]
+__all__ = ["AudioPart", "Journal", "FLUSH_BYTES", "wav_header", "iso_time", "compact_json"]
 
 log = logging.getLogger("medscribe.journal")
 
@@ -68,9 +68,11 @@ _BASE64_SUFFIX = ".b64"
 
 
 _second_cache: tuple[int, str] = (-1, "")
-# No cycle check: what is encoded is parsed JSON and our own plain data, never
-# cyclic, and the check (an id() set of every container) was an eighth of the cost.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+#: Compact JSON text, the one encoding of journal lines and session rows (a
+#: scripted scenario's text is spliced into rows, so both must agree). No cycle
+#: check: what is encoded is parsed JSON and our own plain data, never cyclic,
+#: and the check (an id() set of every container) was an eighth of the cost.
+compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -136,7 +138,7 @@ class Journal:
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append ``entry`` (JSON-ready) with its arrival ``time``."""
-        line = _ENCODE({"time": iso_time(time.time()), **entry})
+        line = compact_json({"time": iso_time(time.time()), **entry})
         self._lines.append(line)
         self._buffered += len(line)
         if self._buffered >= FLUSH_BYTES:
@@ -242,9 +244,9 @@ class Journal:
         while the loop owns the buffers: flush in the loop, then
         :meth:`wait_written` in the thread.
         """
-        # Entries are compact JSON (see _ENCODE), so an entry of this type holds
+        # Entries are compact JSON (see compact_json), so an entry of this type holds
         # this exact text; a line without it cannot be one.
-        marker = None if entry_type is None else _ENCODE({"type": entry_type})[1:-1]
+        marker = None if entry_type is None else compact_json({"type": entry_type})[1:-1]
         try:
             file = open(self.directory / _EVENTS, encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):  # nothing was ever written

@@ -7,21 +7,15 @@ stream continues from; it serialises to the JSON document the store keeps.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .events import OutputEvent, StreamException, TranscriptResult
-from .journal import Journal, iso_time
+from .journal import Journal, compact_json, iso_time
 from .lifecycle import StreamStatus
 from .session import ScribeSession, SessionProgress, SessionStats
 
 __all__ = ["SessionKey", "SessionRecord"]
-
-
-# No cycle check: what is encoded is parsed JSON and our own plain data, never
-# cyclic, and the check (an id() set of every container) was an eighth of the cost.
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class SessionKey(NamedTuple):
@@ -161,9 +155,9 @@ class SessionRecord:
         data = self.to_data()
         known = self.scenario_text
         if known is None or known[0] is not self.scenario:
-            return _dumps(data)
+            return compact_json(data)
         del data["scenario"]
-        return f'{_dumps(data)[:-1]},"scenario":{known[1]}}}'
+        return f'{compact_json(data)[:-1]},"scenario":{known[1]}}}'
 
     @classmethod
     def from_data(
