@@ -667,3 +667,20 @@ def test_each_connection_decodes_headers_quickly_under_h2s_limits() -> None:
     assert decoder.max_allowed_table_size == hpack.Decoder().max_allowed_table_size
     literal = protocol.connection.encoder.encode([(b"x-amzn-a", b"ValidationException")])
     assert b"ValidationException" in literal
+
+
+def test_an_hpack_without_the_internals_keeps_its_own_coders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The quick coders rely on hpack's private methods: an hpack that lacks them is
+    found out at import, and connections then keep h2's own encoder and decoder."""
+    from emulator import hypercorn_h2
+
+    assert hypercorn_h2._hpack_internals_present()  # the hpack installed here
+    monkeypatch.delattr(hpack.Decoder, "_decode_literal_index")
+    assert not hypercorn_h2._hpack_internals_present()
+
+    monkeypatch.setattr(hypercorn_h2, "_QUICK_HPACK", False)
+    protocol = DuplexH2Protocol(*_constructor_args(tls=False))
+    assert type(protocol.connection.decoder) is hpack.Decoder
+    assert type(protocol.connection.encoder) is hpack.Encoder
