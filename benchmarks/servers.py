@@ -219,8 +219,8 @@ def held_state_dirs(root: Path | None = None) -> Iterator[Path]:
     Made under ``root`` (default: the system's temporary directory). Removing a
     run's directory as soon as it ends taxes the next run on some file systems:
     ext4 without a journal (this machine's root file system) skips, one by one,
-    every inode freed in the last 30 s when it allocates a new one (its
-    ``recently_deleted`` check), so the thousands of files one emulator run
+    every inode freed in the last one to six minutes when it allocates a new one
+    (its ``recently_deleted`` check), so the thousands of files one emulator run
     leaves made the next run's session directories several times dearer to
     create (0.06 ms -> 1.4 ms of kernel time a session, measured). That is one
     run's clean-up billed to another, not the emulator's cost; deletions the
