@@ -13,8 +13,15 @@ ARG PYTHON_IMAGE=python:3.12-slim
 # -- build: a virtualenv with the emulator and its dependencies ----------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler for emulator._speedups (the CRC-32 and base64 loops of the audio
+# path). Only this stage has it: the runtime stages copy the built virtualenv.
+# Unpinned on purpose: any Debian gcc builds the one C file.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY emulator/ emulator/
 COPY fixtures/ fixtures/
 RUN python -m venv /opt/medscribe \

@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import ValidationException
+from .speedups import base64_size as _base64_size
 
 __all__ = [
     "HEADER_NAMES",
@@ -666,29 +667,22 @@ def _sdk_audio_chunk(payload: bytes) -> bytes | None:
     return None
 
 
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
 def audio_event_base64(payload: bytes) -> tuple[bytes, int] | None:
     """Return ``(base64 text, decoded size)`` of an ``audioEvent`` in the SDK's layout.
 
     The per-frame path, for callers that need only the audio's size now: it
     checks the chunk without decoding it, accepting a subset of what
     :func:`parse_audio_event` accepts: base64 whose length is a multiple of four
-    with at most two trailing ``=``, which is what every encoder writes. Returns
-    ``None`` for any other payload, valid or not (``"AAAA="`` decodes, with a
-    stray ``=``): call :func:`parse_audio_event` for its audio or its error.
+    with at most two trailing ``=``, which is what every encoder writes
+    (:func:`emulator.speedups.base64_size`). Returns ``None`` for any other
+    payload, valid or not (``"AAAA="`` decodes, with a stray ``=``): call
+    :func:`parse_audio_event` for its audio or its error.
     """
     text = _sdk_audio_chunk(payload)
-    if text is None or len(text) % 4:
+    if text is None:
         return None
-    data = text.rstrip(b"=")
-    padding = len(text) - len(data)
-    # Only alphabet characters before at most two trailing "=": deleting the
-    # alphabet leaves nothing (a "=" inside, a quote or a backslash would stay).
-    if padding > 2 or data.translate(None, _BASE64_ALPHABET):
-        return None
-    return text, len(text) // 4 * 3 - padding
+    size = _base64_size(text)
+    return None if size < 0 else (text, size)
 
 
 def parse_audio_event(payload: bytes) -> bytes:

@@ -1,7 +1,8 @@
 """Run a fuzz target: ``python -m fuzz TARGET [--seconds N] [--corpus DIR]``.
 
 Targets: decoder (event-stream frames and signed envelopes), configuration (the
-JSON input events), headers (the six x-amzn-medscribe-* headers). Exits 0 when the
+JSON input events), headers (the six x-amzn-medscribe-* headers), speedups (the C
+loops of emulator._speedups against their Python twins). Exits 0 when the
 time is up with no finding; a finding prints the input and exits non-zero.
 """
 
@@ -12,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-TARGET_NAMES = ("configuration", "decoder", "headers")
+TARGET_NAMES = ("configuration", "decoder", "headers", "speedups")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,11 @@ a bug: the server must answer bad input with a specific validationException.
 
 from __future__ import annotations
 
+import zlib
+
+from emulator import eventstream, speedups
 from emulator.errors import FramingError, ValidationException
-from emulator.eventstream import EventStreamDecoder, open_envelope
+from emulator.eventstream import EventStreamDecoder, open_envelope, sdk_audio_event
 from emulator.validation import (
     parse_audio_event,
     parse_configuration_event,
@@ -15,7 +18,7 @@ from emulator.validation import (
     validate_stream_headers,
 )
 
-__all__ = ["TARGETS", "decoder", "configuration", "headers"]
+__all__ = ["TARGETS", "decoder", "configuration", "headers", "speedups_agree"]
 
 #: Small limits so the fuzzer reaches the size checks with short inputs.
 _PAYLOAD_LIMIT = 4096
@@ -68,7 +71,36 @@ def headers(data: bytes) -> None:
         pass
 
 
-TARGETS = {"decoder": decoder, "configuration": configuration, "headers": headers}
+def speedups_agree(data: bytes) -> None:
+    """The C loops (emulator._speedups) answer as their Python twins on ``data``:
+    CRC-32, the message CRC check at each of the first offsets, the base64 check,
+    and sdk_audio_event with either CRC check. Without the extension, only the
+    Python side runs."""
+    if speedups.crc32 is not None:
+        assert speedups.crc32(data, 0) == zlib.crc32(data), "crc32"
+        assert speedups.crc32(data, 0xFFFFFFFF) == zlib.crc32(data, 0xFFFFFFFF), "crc32"
+    if speedups.message_crcs_ok is not None:
+        for offset in range(min(len(data), 4) + 1):
+            native = speedups.message_crcs_ok(data, offset)
+            assert native == speedups.python_message_crcs_ok(data, offset), offset
+    assert speedups.base64_size(data) == speedups.python_base64_size(data), "base64_size"
+    checked = eventstream._envelope_crcs_ok
+    try:
+        answers = []
+        for check in (eventstream._python_envelope_crcs_ok, checked):
+            eventstream._envelope_crcs_ok = check
+            answers.append(sdk_audio_event(data))
+    finally:
+        eventstream._envelope_crcs_ok = checked
+    assert answers[0] == answers[1], "sdk_audio_event"
+
+
+TARGETS = {
+    "decoder": decoder,
+    "configuration": configuration,
+    "headers": headers,
+    "speedups": speedups_agree,
+}
 
 
 def seeds(target: str) -> list[bytes]:
@@ -112,6 +144,13 @@ def seeds(target: str) -> list[bytes]:
                 ]
             )
         ]
+    if target == "speedups":
+        from benchmarks.wire import audio_frames
+
+        frame = audio_frames(1)[0]
+        _, payload = sdk_audio_event(frame)
+        base64_text = payload[len(b'{"audioChunk":"') : -len(b'"}')]
+        return [frame, base64_text, bytes(range(256)), b"QUJD" * 30 + b"QQ=="]
     inner = encode_message(
         Message(
             headers={

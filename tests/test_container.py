@@ -518,7 +518,7 @@ def test_client_sdk_pin_matches_the_test_extra() -> None:
 
 
 def test_package_sources_are_copied_into_the_build_stage(stages: list[Stage]) -> None:
-    """Every file pyproject needs to build (readme, package dirs) is COPYed before pip install."""
+    """Every file the build needs (setup.py, readme, package dirs) is COPYed before pip install."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     installs_project = re.compile(r"pip install\b.*\s\.(\s|$)")
     [build] = [s for s in stages if any(installs_project.search(i.value) for i in s.all("RUN"))]
@@ -526,7 +526,7 @@ def test_package_sources_are_copied_into_the_build_stage(stages: list[Stage]) ->
     setuptools = pyproject["tool"]["setuptools"]
     package_dirs = {name.split(".")[0] for name in setuptools["packages"]}
     package_dirs |= set(setuptools.get("package-dir", {}).values())
-    needed = {"pyproject.toml", pyproject["project"]["readme"], *package_dirs}
+    needed = {"pyproject.toml", "setup.py", pyproject["project"]["readme"], *package_dirs}
     assert needed <= copied
     missing = sorted(path for path in needed if not (REPO / path).exists())
     assert not missing, f"missing from the repository: {missing}"
@@ -556,6 +556,9 @@ def test_secrets_and_local_state_stay_out_of_the_build_context() -> None:
         "build/lib/emulator/cli.py",
         "medscribe_emulator.egg-info/PKG-INFO",
         "emulator/__pycache__/cli.cpython-312.pyc",
+        # Built in place by `pip install -e .`, for the host's Python: the image
+        # builds its own.
+        "emulator/_speedups.cpython-312-x86_64-linux-gnu.so",
     )
     for path in outside:
         assert not in_build_context(path, rules), path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -56,3 +58,76 @@ def test_installed_fixtures_load_outside_the_source_tree(wheel, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "primary-care-visit" in result.stdout
+
+
+_DESCRIBE = (
+    "from emulator import speedups; import os;"
+    "assert os.path.abspath(speedups.__file__).startswith(os.getcwd()), speedups.__file__;"
+    "print(speedups.describe())"
+)
+
+
+def _speedups_in(archive: zipfile.ZipFile) -> list[str]:
+    return [
+        n for n in archive.namelist() if n.startswith("emulator/_speedups") and n.endswith(".so")
+    ]
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler here")
+def test_wheel_ships_the_c_speedups_and_uses_them(wheel, tmp_path):
+    """Where a C compiler is found, the wheel carries emulator._speedups, and the
+    installed package picks it."""
+    assert len(_speedups_in(wheel)) == 1
+    wheel.extractall(tmp_path)
+    result = subprocess.run(
+        # -S: no site-packages, so the editable install of this checkout (whose
+        # finder maps every emulator.* name to it) cannot answer for the wheel.
+        [sys.executable, "-S", "-c", _DESCRIBE],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("C (emulator._speedups)")
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_wheel_builds_pure_python(tmp_path):
+    """The extension is optional: a failing compiler leaves it out of the wheel,
+    and the installed package runs its Python code instead."""
+    # A clean copy: the checkout may hold a build/ directory and an in-place
+    # extension from `pip install -e .`.
+    source = tmp_path / "source"
+    leftovers = shutil.ignore_patterns("*.so", "__pycache__", "build", "*.egg-info")
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("emulator", "fixtures"):
+        shutil.copytree(ROOT / name, source / name, ignore=leftovers)
+    out = tmp_path / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(source)],
+        check=True,
+        timeout=300,
+        env={**os.environ, "CC": "false", "PIP_NO_CACHE_DIR": "1"},
+        capture_output=True,
+    )
+    (path,) = out.glob("medscribe_emulator-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(path) as archive:
+        assert _speedups_in(archive) == []
+        archive.extractall(site)
+    result = subprocess.run(
+        # -S: no site-packages, so the editable install of this checkout (whose
+        # finder maps every emulator.* name to it) cannot answer for the wheel.
+        [sys.executable, "-S", "-c", _DESCRIBE],
+        cwd=site,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pure Python")
