@@ -13,9 +13,11 @@
  *       (Intel, 2009); elsewhere, and for short buffers and tails, a
  *       slicing-by-8 table walk.
  *
- *   message_crcs_ok(data, offset, /) -> bool
- *       Whether the event-stream message at ``offset`` lies within ``data`` and
- *       its prelude and message CRCs are right: one pass over its bytes.
+ *   sdk_audio_frame(data, /) -> (bytes, bytes) | None
+ *       The inner headers block and payload of ``data`` when it is exactly one
+ *       signed envelope in the SDK's layout around one message, every length
+ *       in bounds and all four CRCs right; else None. The checks of
+ *       emulator.eventstream's sdk_audio_event, but for the header lookup.
  *
  *   base64_size(data, /) -> int
  *       The decoded size of ``data`` when it is standard base64 as every
@@ -247,26 +249,66 @@ read_u32be(const unsigned char *p)
 #define PRELUDE_LENGTH 12
 #define MIN_MESSAGE_LENGTH 16
 
-/* Whether the message at ``offset`` fits in ``n`` bytes and both its CRCs,
- * the prelude's and the message's, are right. One pass: the message CRC goes
- * on from the prelude CRC. */
+/*
+ * The envelope the SDK writes around every input event: its prelude, then
+ * exactly two headers, :date (a timestamp) and :chunk-signature (32 bytes),
+ * then the inner message as its payload. As in emulator/eventstream.py:
+ * _ENVELOPE_DATE, _ENVELOPE_SIGNATURE and the limits.
+ */
+static const unsigned char ENVELOPE_DATE[7] = "\x05:date\x08";
+static const unsigned char ENVELOPE_SIGNATURE[20] = "\x10:chunk-signature\x06\x00\x20";
+#define ENVELOPE_HEADERS_LENGTH (7 + 8 + 20 + 32)
+#define SDK_INNER_AT (PRELUDE_LENGTH + ENVELOPE_HEADERS_LENGTH)
+#define MESSAGE_CRC_LENGTH 4
+#define MAX_PAYLOAD_LENGTH (24 * 1024 * 1024)
+#define MAX_HEADERS_LENGTH (128 * 1024)
+/* The :date values a datetime holds: years 1 to 9999, in ms from the epoch. */
+#define MIN_MILLIS (-62135596800000LL)
+#define MAX_MILLIS 253402300799999LL
+
+/* Where the inner message's headers block and payload lie, if ``p`` is exactly
+ * one such envelope, both CRCs right, around one message with both its CRCs
+ * right; else 0. */
 static int
-message_crcs_ok(const unsigned char *p, size_t n, size_t offset)
+sdk_frame_find(const unsigned char *p, size_t size, size_t *block_at, size_t *payload_at)
 {
-    if (offset > n || n - offset < MIN_MESSAGE_LENGTH) {
+    if (size < 2 * MIN_MESSAGE_LENGTH + ENVELOPE_HEADERS_LENGTH) {
         return 0;
     }
-    p += offset;
-    uint32_t total = read_u32be(p);
-    if (total < MIN_MESSAGE_LENGTH || total > n - offset) {
+    if (read_u32be(p) != size || read_u32be(p + 4) != ENVELOPE_HEADERS_LENGTH ||
+        memcmp(p + PRELUDE_LENGTH, ENVELOPE_DATE, sizeof ENVELOPE_DATE) != 0 ||
+        memcmp(p + PRELUDE_LENGTH + 15, ENVELOPE_SIGNATURE, sizeof ENVELOPE_SIGNATURE) != 0) {
         return 0;
     }
+    int64_t millis = (int64_t)((uint64_t)read_u32be(p + 19) << 32 | read_u32be(p + 23));
+    if (millis < MIN_MILLIS || millis > MAX_MILLIS) {
+        return 0;
+    }
+    const unsigned char *inner = p + SDK_INNER_AT;
+    size_t inner_length = size - SDK_INNER_AT - MESSAGE_CRC_LENGTH;
+    uint32_t inner_headers_length = read_u32be(inner + 4);
+    if (read_u32be(inner) != inner_length || inner_length > MAX_PAYLOAD_LENGTH ||
+        inner_headers_length > inner_length - MIN_MESSAGE_LENGTH ||
+        inner_headers_length > MAX_HEADERS_LENGTH) {
+        return 0;
+    }
+    /* Each message's prelude CRC, then its message CRC going on from it. */
     uint32_t crc = crc32_update(0, p, 8);
-    if (crc != read_u32be(p + 8)) {
+    uint32_t inner_crc = crc32_update(0, inner, 8);
+    if (crc != read_u32be(p + 8) || inner_crc != read_u32be(inner + 8)) {
         return 0;
     }
-    crc = crc32_update(crc, p + 8, total - 12);
-    return crc == read_u32be(p + total - 4);
+    inner_crc = crc32_update(inner_crc, inner + 8, inner_length - 12);
+    if (inner_crc != read_u32be(inner + inner_length - 4)) {
+        return 0;
+    }
+    crc = crc32_update(crc, p + 8, size - 12);
+    if (crc != read_u32be(p + size - 4)) {
+        return 0;
+    }
+    *block_at = SDK_INNER_AT + PRELUDE_LENGTH;
+    *payload_at = *block_at + inner_headers_length;
+    return 1;
 }
 
 /* -- Python glue ----------------------------------------------------------- */
@@ -315,28 +357,25 @@ speedups_base64_size(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 static PyObject *
-speedups_message_crcs_ok(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+speedups_sdk_audio_frame(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "message_crcs_ok() takes 2 positional arguments (%zd given)", nargs);
-        return NULL;
-    }
-    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
-    if (offset == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "message_crcs_ok(): offset must be >= 0");
-        return NULL;
-    }
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    int ok = message_crcs_ok(view.buf, (size_t)view.len, (size_t)offset);
+    const unsigned char *p = view.buf;
+    size_t size = (size_t)view.len, block_at, payload_at;
+    PyObject *found;
+    if (sdk_frame_find(p, size, &block_at, &payload_at)) {
+        size_t payload_end = size - 2 * MESSAGE_CRC_LENGTH;
+        found = Py_BuildValue("(y#y#)", p + block_at, (Py_ssize_t)(payload_at - block_at),
+                              p + payload_at, (Py_ssize_t)(payload_end - payload_at));
+    }
+    else {
+        found = Py_NewRef(Py_None);
+    }
     PyBuffer_Release(&view);
-    return PyBool_FromLong(ok);
+    return found;
 }
 
 static PyObject *
@@ -357,10 +396,10 @@ static PyMethodDef speedups_methods[] = {
      "base64_size(data, /)\n--\n\nDecoded size of data if it is standard padded base64 "
      "(length a multiple of 4, the 64-character alphabet, at most two trailing '='), "
      "else -1."},
-    {"message_crcs_ok", (PyCFunction)(void (*)(void))speedups_message_crcs_ok, METH_FASTCALL,
-     "message_crcs_ok(data, offset, /)\n--\n\nWhether the event-stream message at offset "
-     "lies within data (its total_length at least 16) and its prelude CRC and "
-     "message CRC are both right."},
+    {"sdk_audio_frame", speedups_sdk_audio_frame, METH_O,
+     "sdk_audio_frame(data, /)\n--\n\n(inner headers block, inner payload) if data is "
+     "exactly one signed envelope in the SDK's layout (:date, :chunk-signature), all "
+     "four CRCs right, around one message; else None."},
     {"crc32_accelerated", speedups_crc32_accelerated, METH_NOARGS,
      "crc32_accelerated()\n--\n\nWhether crc32 folds with PCLMULQDQ on this CPU."},
     {NULL, NULL, 0, NULL},

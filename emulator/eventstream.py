@@ -930,18 +930,6 @@ def _python_envelope_crcs_ok(data: bytes, prelude_crc: int, inner_prelude_crc: i
     )
 
 
-def _native_envelope_crcs_ok(data: bytes, prelude_crc: int, inner_prelude_crc: int) -> bool:
-    """:func:`_python_envelope_crcs_ok` in two C calls, one pass over each message
-    (with the CPU's carry-less multiply, hashing twice costs less than combining)."""
-    return _message_crcs_ok(data, 0) and _message_crcs_ok(data, _SDK_INNER_AT)
-
-
-_message_crcs_ok = speedups.message_crcs_ok
-_envelope_crcs_ok = (
-    _python_envelope_crcs_ok if _message_crcs_ok is None else _native_envelope_crcs_ok
-)
-
-
 def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
     """``(event type, payload)`` of the audio event that ``data`` holds, when ``data``
     is exactly one envelope in the SDK's layout around one ``audioEvent`` or
@@ -956,6 +944,26 @@ def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
     ``:event-type``, with that type and that message's payload. For anything
     else, valid or not, it returns ``None``: the general path then gives the
     event or the error.
+    """
+    frame = _sdk_audio_frame(data)
+    if frame is None:
+        return None
+    block, payload = frame
+    event_type = _AUDIO_BLOCKS.get(block)
+    if event_type is None:
+        event_type = _audio_block_type(block)
+        if event_type is None:
+            return None
+    return event_type, payload
+
+
+def _python_sdk_audio_frame(data: bytes) -> tuple[bytes, bytes] | None:
+    """``(inner headers block, inner payload)`` of ``data`` if it is exactly one
+    envelope in the SDK's layout (``:date``, ``:chunk-signature``), every length in
+    bounds and all four CRCs right, around one message; else ``None``.
+
+    The layout part of :func:`sdk_audio_event`, which then reads the block;
+    ``emulator._speedups.sdk_audio_frame`` is the same in C.
     """
     size = len(data)
     if size < 2 * MIN_MESSAGE_LENGTH + _ENVELOPE_HEADERS.size:
@@ -990,13 +998,61 @@ def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
         or inner_headers_length > MAX_HEADERS_LENGTH
     ):
         return None
-    if not _envelope_crcs_ok(data, prelude_crc, inner_prelude_crc):
+    if not _python_envelope_crcs_ok(data, prelude_crc, inner_prelude_crc):
         return None
     payload_at = _SDK_INNER_AT + PRELUDE_LENGTH + inner_headers_length
     block = data[_SDK_INNER_AT + PRELUDE_LENGTH : payload_at]
-    event_type = _AUDIO_BLOCKS.get(block)
-    if event_type is None:
-        event_type = _audio_block_type(block)
-        if event_type is None:
-            return None
-    return event_type, data[payload_at : size - 2 * MESSAGE_CRC_LENGTH]
+    return block, data[payload_at : size - 2 * MESSAGE_CRC_LENGTH]
+
+
+def _sdk_probes() -> list[bytes]:
+    """Frames on which the C and Python layout checks must agree: the SDK's own
+    layout, and each of its checks failed once."""
+    date = datetime(2026, 11, 22, tzinfo=UTC)
+
+    def frame(inner: bytes, headers: dict[str, HeaderValue] | None = None) -> bytes:
+        envelope = {":date": date, ":chunk-signature": bytes(32)} if headers is None else headers
+        return encode_message(Message(headers=envelope, payload=inner))
+
+    inner = encode_message(
+        Message(headers={":message-type": "event", ":event-type": "audioEvent"}, payload=b"{}")
+    )
+    good = frame(inner)
+
+    def flip(at: int) -> bytes:
+        return good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :]
+
+    # An inner headers length past the payload, with every CRC made right again.
+    long_headers = bytearray(inner)
+    long_headers[4:12] = struct.pack(">II", len(inner) - 15, 0)
+    long_headers[8:12] = struct.pack(">I", crc32(bytes(long_headers[:8]), 0))
+    long_headers[-4:] = struct.pack(">I", crc32(bytes(long_headers[:-4]), 0))
+    return [
+        good,
+        good[:-1],
+        good + b"\0",
+        *(flip(at) for at in (9, 30, _SDK_INNER_AT + 9, len(good) - 6, len(good) - 2)),
+        frame(inner[:-1] + b"\0"),  # the inner message CRC
+        frame(bytes(long_headers)),
+        frame(inner, {":datf": date, ":chunk-signature": bytes(32)}),
+        frame(inner, {":date": 7, ":chunk-signature": bytes(32)}),
+        frame(inner, {":date": Int64(-(2**62)), ":chunk-signature": bytes(32)}),
+        frame(inner, {":date": date, ":chunk-signature": bytes(31)}),
+        frame(inner, {":chunk-signature": bytes(32), ":date": date}),
+        frame(inner + b"\0"),  # the inner message does not fill the payload
+        frame(b"\0" * 16),
+    ]
+
+
+def _choose_sdk_audio_frame() -> Callable[[bytes], tuple[bytes, bytes] | None]:
+    native = speedups.sdk_audio_frame
+    if native is None:
+        return _python_sdk_audio_frame
+    try:
+        agrees = all(native(frame) == _python_sdk_audio_frame(frame) for frame in _sdk_probes())
+    except Exception:  # noqa: BLE001 - any surprise means: keep the Python code
+        agrees = False
+    return native if agrees else _python_sdk_audio_frame
+
+
+_sdk_audio_frame = _choose_sdk_audio_frame()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import emulator
 from emulator import eventstream, speedups
 from emulator.eventstream import Message, encode_message, sdk_audio_event
-from emulator.speedups import python_base64_size, python_message_crcs_ok
+from emulator.speedups import python_base64_size
 from tests.test_codec_properties import SDK_AUDIO_HEADERS, _damaged, _envelope, damages
 
 native = pytest.importorskip("emulator._speedups", reason="the C extension is not built here")
@@ -35,7 +35,7 @@ def test_the_package_uses_the_extension_where_it_is_built() -> None:
     assert speedups.crc32 is native.crc32
     assert eventstream.crc32 is native.crc32
     assert speedups.base64_size is native.base64_size
-    assert eventstream._envelope_crcs_ok is eventstream._native_envelope_crcs_ok
+    assert eventstream._sdk_audio_frame is native.sdk_audio_frame
     assert speedups.describe().startswith("C (emulator._speedups)")
 
 
@@ -102,63 +102,102 @@ def test_crc32_table_walk_without_pclmul() -> None:
     assert result.stdout.strip() == "ok"
 
 
-# -- message_crcs_ok -----------------------------------------------------------
+# -- sdk_audio_frame ------------------------------------------------------------
 
-messages = st.builds(
-    lambda headers, payload: encode_message(Message(headers=headers, payload=payload)),
-    st.dictionaries(st.sampled_from([":a", ":event-type", "x"]), st.text(max_size=20)),
-    st.binary(max_size=600),
+envelope_layouts = st.sampled_from(
+    [
+        (b":date", 8, b":chunk-signature"),
+        (b":date", 4, b":chunk-signature"),
+        (b":datf", 8, b":chunk-signature"),
+        (b":date", 8, b":chunk-signaturf"),
+    ]
 )
-
-
-@given(messages, st.binary(max_size=20), st.binary(max_size=20), damages, st.integers(0, 40))
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-def test_message_crcs_ok_matches_python(
-    message: bytes, before: bytes, after: bytes, damage: object, offset: int
-) -> None:
-    """The C check and the Python one agree on every offset of damaged or padded messages."""
-    data = _damaged(before + message + after, damage)
-    for at in (len(before), offset):
-        assert native.message_crcs_ok(data, at) == python_message_crcs_ok(data, at)
-    if damage is None:
-        assert native.message_crcs_ok(data, len(before))
-
-
-def test_message_crcs_ok_checks_bounds_and_arguments() -> None:
-    message = encode_message(Message(headers={":a": "b"}, payload=b"x" * 100))
-    assert native.message_crcs_ok(message, 0)
-    assert not native.message_crcs_ok(message[:-1], 0)  # runs past the end
-    assert not native.message_crcs_ok(message, len(message) + 10)
-    with pytest.raises(ValueError, match="offset must be >= 0"):
-        native.message_crcs_ok(message, -1)
-    with pytest.raises(TypeError):
-        native.message_crcs_ok(message)
+inner_messages = st.one_of(
+    st.builds(
+        lambda headers, payload: encode_message(Message(headers=headers, payload=payload)),
+        st.sampled_from([SDK_AUDIO_HEADERS, {":message-type": "event"}, {}]),
+        st.binary(max_size=600),
+    ),
+    st.binary(min_size=1, max_size=100),  # not a message at all
+)
 
 
 @given(
-    st.binary(max_size=600),
+    inner_messages,
     damages,
-    st.one_of(st.just(1_795_000_000_000), st.integers(-(2**63), 2**63 - 1)),
+    st.one_of(
+        st.just(1_795_000_000_000),
+        st.sampled_from([eventstream._MIN_MILLIS, eventstream._MAX_MILLIS]).flatmap(
+            lambda edge: st.integers(edge - 1, edge + 1)
+        ),
+        st.integers(-(2**63), 2**63 - 1),
+    ),
+    st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)),
+    envelope_layouts,
+    damages,
 )
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-def test_sdk_audio_event_is_the_same_with_either_crc_check(
-    payload: bytes, damage: object, millis: int
+@settings(max_examples=800, suppress_health_check=[HealthCheck.too_slow])
+def test_sdk_audio_frame_matches_python(
+    inner: bytes, inner_damage, millis: int, signature: bytes, layout, damage
 ) -> None:
-    """sdk_audio_event gives the same answer with the C CRC check and the Python one
-    (awscrt's CRC, combined), on SDK audio frames with any damage."""
-    inner = encode_message(Message(headers=SDK_AUDIO_HEADERS, payload=payload))
-    frame = _damaged(_envelope(inner, millis, bytes(32)), damage)
-    answers = []
-    saved = eventstream._envelope_crcs_ok
+    """The C layout check and the Python one agree on SDK frames with any damage:
+    to the inner message (CRCs then made right around it), to the envelope, at
+    the edges of the :date range, with other header names, types and sizes."""
+    date_name, date_type, signature_name = layout
+    frame = _damaged(
+        _envelope(
+            _damaged(inner, inner_damage),
+            millis,
+            signature,
+            date_name=date_name,
+            date_type=date_type,
+            signature_name=signature_name,
+        ),
+        damage,
+    )
+    assert native.sdk_audio_frame(frame) == eventstream._python_sdk_audio_frame(frame)
+
+
+def test_sdk_audio_frame_reads_what_the_sdk_sends() -> None:
+    from benchmarks.wire import audio_frames
+
+    for binary in (False, True):
+        frame = audio_frames(1, binary=binary)[0]
+        block, payload = native.sdk_audio_frame(frame)
+        assert (block, payload) == eventstream._python_sdk_audio_frame(frame)
+        assert native.sdk_audio_frame(bytearray(frame)) == (block, payload)
+        assert native.sdk_audio_frame(memoryview(frame)) == (block, payload)
+        assert len(payload) == (3200 if binary else 4285)
+    with pytest.raises(TypeError):
+        native.sdk_audio_frame("text")
+
+
+def test_the_import_probes_exercise_each_check() -> None:
+    """The frames the import-time probe compares on: the SDK's own layout is read,
+    every other one refused (each by a different check)."""
+    probes = eventstream._sdk_probes()
+    read = [eventstream._python_sdk_audio_frame(frame) is not None for frame in probes]
+    assert read == [True] + [False] * (len(probes) - 1)
+    assert len(set(probes)) == len(probes)
+
+
+def test_sdk_audio_event_is_the_same_with_either_layout_check() -> None:
+    """sdk_audio_event reads a frame alike through the C and the Python check."""
+    from benchmarks.wire import audio_frames
+
+    frames = audio_frames(3) + audio_frames(2, binary=True)
+    saved = eventstream._sdk_audio_frame
     try:
-        for check in (eventstream._native_envelope_crcs_ok, eventstream._python_envelope_crcs_ok):
-            eventstream._envelope_crcs_ok = check
-            answers.append(sdk_audio_event(frame))
+        answers = []
+        for check in (native.sdk_audio_frame, eventstream._python_sdk_audio_frame):
+            eventstream._sdk_audio_frame = check
+            answers.append([sdk_audio_event(frame) for frame in frames])
     finally:
-        eventstream._envelope_crcs_ok = saved
+        eventstream._sdk_audio_frame = saved
     assert answers[0] == answers[1]
-    if damage is None and eventstream._MIN_MILLIS <= millis <= eventstream._MAX_MILLIS:
-        assert answers[0] == ("audioEvent", payload)
+    assert [event_type for event_type, _ in answers[0]] == ["audioEvent"] * 3 + [
+        "binaryAudioEvent"
+    ] * 2
 
 
 # -- base64_size ------------------------------------------------------------------
@@ -223,13 +262,13 @@ def test_an_extension_that_answers_wrong_is_not_used(monkeypatch: pytest.MonkeyP
     Python code runs: a miscompiled extension costs speed, never correctness."""
     wrong = types.SimpleNamespace(
         crc32=lambda data, value: zlib.crc32(data, value) ^ (len(data) == 4099),
-        message_crcs_ok=native.message_crcs_ok,
+        sdk_audio_frame=native.sdk_audio_frame,
         base64_size=native.base64_size,
         crc32_accelerated=native.crc32_accelerated,
     )
     chosen = _load_speedups_with(monkeypatch, wrong)
     assert not chosen.NATIVE
-    assert chosen.crc32 is None and chosen.message_crcs_ok is None
+    assert chosen.crc32 is None and chosen.sdk_audio_frame is None
     assert chosen.base64_size is chosen.python_base64_size
     assert chosen.describe().startswith("pure Python")
 
@@ -248,7 +287,7 @@ import json, sys
 from benchmarks.wire import audio_frames
 from emulator import speedups, eventstream
 from emulator.validation import audio_event_base64
-native = eventstream._envelope_crcs_ok is eventstream._native_envelope_crcs_ok
+native = eventstream._sdk_audio_frame is not eventstream._python_sdk_audio_frame
 assert speedups.NATIVE is native is (sys.argv[1] == "0"), (speedups.NATIVE, native)
 frame = audio_frames(1)[0]
 bad = frame[:-5] + bytes([frame[-5] ^ 1]) + frame[-4:]
