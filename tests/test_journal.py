@@ -316,6 +316,23 @@ def test_the_writer_makes_submitters_wait_for_room_not_for_the_whole_queue():
     writer.wait()
 
 
+@pytest.mark.timeout(20)
+def test_the_writer_gathers_batches_but_a_waiter_cuts_the_pause_short():
+    """After a burst the thread pauses for the next jobs to queue up (here a
+    minute); wait() does not sit out the pause: each round's jobs are done
+    when it returns, all of them, in order."""
+    from emulator.journal import _Writer
+
+    writer = _Writer()
+    writer.gather = 60.0
+    done: list[int] = []
+    for round_ in range(3):
+        for n in range(4):
+            writer.submit(lambda n=n, r=round_: done.append(r * 10 + n), 1)
+        writer.wait()
+        assert done == [r * 10 + n for r in range(round_ + 1) for n in range(4)]
+
+
 def test_entries_of_one_type_skip_the_rest_unparsed_and_miss_none(tmp_path):
     """iter_entries(entry_type=...) is iter_entries() filtered on ``type``, even when
     another entry carries the same text inside its payload."""
