@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .eventstream import Message, encode_message
+from .eventstream import Message, encode_headers, encode_message, encode_with_headers
+from .journal import compact_json
 from .scenario import FAULT_EXCEPTIONS
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "StreamReset",
     "OutputEvent",
     "encode_output",
+    "transcript_payload",
+    "transcript_message",
     "exception_message",
 ]
 
@@ -82,6 +85,19 @@ _TRANSCRIPT_HEADERS = {
     ":event-type": "transcriptEvent",
     ":content-type": "application/json",
 }
+_TRANSCRIPT_BLOCK = encode_headers(_TRANSCRIPT_HEADERS)
+
+
+def transcript_payload(event: TranscriptResult) -> str:
+    """The payload of ``event``'s ``transcriptEvent``: its :meth:`~TranscriptResult.to_json`
+    as compact JSON, ``{"transcriptSegment":{...}}``."""
+    return compact_json(event.to_json())
+
+
+def transcript_message(payload: str) -> bytes:
+    """The wire bytes of a ``transcriptEvent`` carrying ``payload``
+    (:func:`transcript_payload`)."""
+    return encode_with_headers(_TRANSCRIPT_BLOCK, payload.encode())
 
 
 def exception_message(member: str, message: str) -> bytes:
@@ -103,6 +119,5 @@ def encode_output(event: TranscriptResult | StreamException) -> bytes:
     ``TranscriptEvent`` (capitalised) as an unknown event.
     """
     if isinstance(event, TranscriptResult):
-        payload = json.dumps(event.to_json(), separators=(",", ":")).encode()
-        return encode_message(Message(headers=_TRANSCRIPT_HEADERS, payload=payload))
+        return transcript_message(transcript_payload(event))
     return exception_message(event.member, event.message)

@@ -94,6 +94,8 @@ __all__ = [
     "HeaderValue",
     "Message",
     "encode_message",
+    "encode_headers",
+    "encode_with_headers",
     "EventStreamDecoder",
     "Envelope",
     "open_envelope",
@@ -312,8 +314,18 @@ def encode_message(message: Message) -> bytes:
     :class:`FrameTooLargeError` when the headers block exceeds
     :data:`MAX_HEADERS_LENGTH` or the payload :data:`MAX_PAYLOAD_LENGTH`.
     """
-    headers_block = _encode_headers(message.headers)
-    payload = message.payload
+    return encode_with_headers(_encode_headers(message.headers), message.payload)
+
+
+def encode_headers(headers: Mapping[str, HeaderValue]) -> bytes:
+    """Return the headers block of ``headers``, in mapping order, for
+    :func:`encode_with_headers`; raises as :func:`encode_message` does."""
+    return _encode_headers(headers)
+
+
+def encode_with_headers(headers_block: bytes, payload: bytes) -> bytes:
+    """:func:`encode_message` for a headers block encoded once beforehand with
+    :func:`encode_headers` (a stream sends many messages with the same headers)."""
     headers_length = len(headers_block)
     if headers_length > MAX_HEADERS_LENGTH:
         raise FrameTooLargeError(

@@ -169,6 +169,24 @@ class Journal:
         if self._buffered >= FLUSH_BYTES:
             self.flush()
 
+    def record_transcript(self, payload: str, clock: float) -> None:
+        """Append a sent ``transcriptEvent``'s entry: :meth:`record` of
+        ``{"direction": "out", "type": "transcriptEvent", **json.loads(payload),
+        "audioClock": clock}``, byte for byte.
+
+        ``payload`` is the event's compact JSON as sent
+        (:func:`emulator.events.transcript_payload`), spliced in rather than
+        encoded a second time; ``clock`` is a finite float.
+        """
+        line = (
+            f'{{"time":"{iso_time(time.time())}","direction":"out","type":"transcriptEvent",'
+            f'{payload[1:-1]},"audioClock":{clock!r}}}'
+        )
+        self._lines.append(line)
+        self._buffered += len(line)
+        if self._buffered >= FLUSH_BYTES:
+            self.flush()
+
     def audio(self, chunk: bytes, base64: bool = False) -> None:
         """Append a chunk to the current stream's audio: raw bytes, or with
         ``base64`` the chunk's standard base64 text (already validated) as the

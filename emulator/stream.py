@@ -22,7 +22,15 @@ from typing import Any
 
 from .chaos import ChaosRunner, malformed_frame
 from .errors import FramingError, ServiceError, service_error
-from .events import OutputEvent, StreamException, StreamReset, TranscriptResult, encode_output
+from .events import (
+    OutputEvent,
+    StreamException,
+    StreamReset,
+    TranscriptResult,
+    encode_output,
+    transcript_message,
+    transcript_payload,
+)
 from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_event
 from .journal import Journal
 from .quotas import Quotas, access_key_of
@@ -138,8 +146,13 @@ class StreamEndpoint:
                     }
                 )
                 return
-            out.append(encode_output(event))
             record.output_sent(event)
+            if type(event) is TranscriptResult:
+                payload = transcript_payload(event)
+                out.append(transcript_message(payload))
+                journal.record_transcript(payload, record.audio_seconds)
+                return
+            out.append(encode_output(event))
             journal.record(_output_entry(event, record.audio_seconds))
 
         session = self.backend.new_session(record, request, rule=rule, send=emit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,6 +24,12 @@ from emulator.errors import (
     PreludeCRCError,
     TruncatedMessageError,
 )
+from emulator.events import (
+    TranscriptResult,
+    encode_output,
+    transcript_message,
+    transcript_payload,
+)
 from emulator.eventstream import (
     MAX_HEADERS_LENGTH,
     MAX_PAYLOAD_LENGTH,
@@ -32,7 +39,9 @@ from emulator.eventstream import (
     Int16,
     Int64,
     Message,
+    encode_headers,
     encode_message,
+    encode_with_headers,
     open_envelope,
 )
 
@@ -806,3 +815,37 @@ def test_the_codec_falls_back_to_awscrt_public_crc_functions(monkeypatch) -> Non
     )
     monkeypatch.delattr(_awscrt, "checksums_crc32")
     assert eventstream._native_crc_functions()[0] is awscrt.checksums.crc32
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_a_headers_block_encoded_once_gives_the_same_bytes(name: str) -> None:
+    """encode_with_headers(encode_headers(h), payload) is encode_message's output."""
+    data, message = GOLDEN[name]
+    assert encode_with_headers(encode_headers(message.headers), message.payload) == data
+
+
+def test_transcript_messages_are_what_the_sdk_reads() -> None:
+    """The transcriptEvent bytes: compact JSON (ensure_ascii, as json.dumps writes
+    it) under the three event headers."""
+    event = TranscriptResult(
+        segment_id="s-1",
+        begin=0.0,
+        end=1.5,
+        is_partial=False,
+        content='Tá bien "ok"',
+        channel_id="ch_0",
+    )
+    payload = json.dumps(event.to_json(), separators=(",", ":")).encode()
+    expected = encode_message(
+        Message(
+            headers={
+                ":message-type": "event",
+                ":event-type": "transcriptEvent",
+                ":content-type": "application/json",
+            },
+            payload=payload,
+        )
+    )
+    assert transcript_payload(event).encode() == payload
+    assert transcript_message(transcript_payload(event)) == expected
+    assert encode_output(event) == expected

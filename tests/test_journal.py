@@ -11,7 +11,11 @@ import wave
 
 import pytest
 from aws_sdk_connecthealth import models as m
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from emulator import journal as journal_module
+from emulator.events import TranscriptResult, transcript_payload
 from emulator.journal import FLUSH_BYTES, Journal, wav_header
 
 from .support import (
@@ -264,6 +268,42 @@ def test_audio_entries_are_the_lines_record_writes(tmp_path, monkeypatch, event_
     line = (tmp_path / "fast" / "events.jsonl").read_bytes()
     assert line == (tmp_path / "slow" / "events.jsonl").read_bytes()
     assert fast.entries()[0]["audioClock"] == clock
+
+
+transcript_results = st.builds(
+    TranscriptResult,
+    segment_id=st.uuids().map(str),
+    begin=st.floats(0, 1e6, allow_nan=False),
+    end=st.just(1e7),
+    is_partial=st.booleans(),
+    content=st.text(max_size=80),
+    channel_id=st.sampled_from([None, "ch_0", "ch_1"]),
+)
+
+
+@given(transcript_results, st.floats(0, 1e7, allow_nan=False))
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_transcript_entries_are_the_lines_record_writes(tmp_path_factory, event, clock):
+    """record_transcript splices the payload as sent; the line is the one record()
+    writes for the same entry, escapes and float text included."""
+    from emulator.stream import _output_entry
+
+    root = tmp_path_factory.mktemp("journals")
+    fast = Journal(root / "fast", audio_suffix="pcm")
+    slow = Journal(root / "slow", audio_suffix="pcm")
+    fixed = 1763769600.25
+    real = journal_module.time.time
+    journal_module.time.time = lambda: fixed
+    try:
+        fast.record_transcript(transcript_payload(event), clock)
+        slow.record(_output_entry(event, clock))
+    finally:
+        journal_module.time.time = real
+    fast.sync()
+    slow.sync()
+    line = (root / "fast" / "events.jsonl").read_bytes()
+    assert line == (root / "slow" / "events.jsonl").read_bytes()
+    assert fast.entries()[0]["transcriptSegment"]["content"] == event.content
 
 
 def test_writes_happen_in_order_around_a_removal(tmp_path):
