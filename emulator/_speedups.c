@@ -23,6 +23,10 @@
  *       The decoded size of ``data`` when it is standard base64 as every
  *       encoder writes it: a length that is a multiple of 4, only
  *       A-Z a-z 0-9 + / and at most two trailing '='. Otherwise -1.
+ *
+ *   audio_event_size(payload, /) -> int
+ *       base64_size of the chunk when ``payload`` is exactly the SDK's
+ *       {"audioChunk":"<chunk>"}; otherwise -1.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -311,6 +315,26 @@ sdk_frame_find(const unsigned char *p, size_t size, size_t *block_at, size_t *pa
     return 1;
 }
 
+/* -- audioEvent payloads --------------------------------------------------- */
+
+/* The exact bytes the SDK's JSON codec writes around an audioEvent's chunk. */
+static const char AUDIO_PREFIX[] = "{\"audioChunk\":\"";
+static const char AUDIO_SUFFIX[] = "\"}";
+#define AUDIO_PREFIX_LENGTH (sizeof AUDIO_PREFIX - 1)
+#define AUDIO_SUFFIX_LENGTH (sizeof AUDIO_SUFFIX - 1)
+
+static Py_ssize_t
+audio_event_size(const unsigned char *p, Py_ssize_t n)
+{
+    if (n < (Py_ssize_t)(AUDIO_PREFIX_LENGTH + AUDIO_SUFFIX_LENGTH) ||
+        memcmp(p, AUDIO_PREFIX, AUDIO_PREFIX_LENGTH) != 0 ||
+        memcmp(p + n - AUDIO_SUFFIX_LENGTH, AUDIO_SUFFIX, AUDIO_SUFFIX_LENGTH) != 0) {
+        return -1;
+    }
+    return base64_decoded_size(p + AUDIO_PREFIX_LENGTH,
+                               n - (Py_ssize_t)(AUDIO_PREFIX_LENGTH + AUDIO_SUFFIX_LENGTH));
+}
+
 /* -- Python glue ----------------------------------------------------------- */
 
 /* A CRC over fewer bytes than this is over before another thread could run. */
@@ -379,6 +403,18 @@ speedups_sdk_audio_frame(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 static PyObject *
+speedups_audio_event_size(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = audio_event_size(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(size);
+}
+
+static PyObject *
 speedups_crc32_accelerated(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
 #if SPEEDUPS_PCLMUL
@@ -400,6 +436,9 @@ static PyMethodDef speedups_methods[] = {
      "sdk_audio_frame(data, /)\n--\n\n(inner headers block, inner payload) if data is "
      "exactly one signed envelope in the SDK's layout (:date, :chunk-signature), all "
      "four CRCs right, around one message; else None."},
+    {"audio_event_size", speedups_audio_event_size, METH_O,
+     "audio_event_size(payload, /)\n--\n\nbase64_size of the chunk if payload is "
+     "exactly {\"audioChunk\":\"<chunk>\"}, else -1."},
     {"crc32_accelerated", speedups_crc32_accelerated, METH_NOARGS,
      "crc32_accelerated()\n--\n\nWhether crc32 folds with PCLMULQDQ on this CPU."},
     {NULL, NULL, 0, NULL},

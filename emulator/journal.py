@@ -52,7 +52,15 @@ from typing import Any
 
 from .files import write_all
 
-__all__ = ["AudioPart", "Journal", "FLUSH_BYTES", "wav_header", "iso_time", "compact_json"]
+__all__ = [
+    "AudioPart",
+    "Journal",
+    "FLUSH_BYTES",
+    "wav_header",
+    "iso_time",
+    "iso_now",
+    "compact_json",
+]
 
 log = logging.getLogger("medscribe.journal")
 
@@ -68,6 +76,8 @@ _BASE64_SUFFIX = ".b64"
 
 
 _second_cache: tuple[int, str] = (-1, "")
+# iso_now's: the current second's first nanosecond and its text.
+_now_cache: tuple[int, str] = (-(10**9), "")
 #: Compact JSON text, the one encoding of journal lines and session rows (a
 #: scripted scenario's text is spliced into rows, so both must agree). No cycle
 #: check: what is encoded is parsed JSON and our own plain data, never cyclic,
@@ -110,6 +120,26 @@ def iso_time(ts: float) -> str:
     return f"{text}.{ms:03d}Z"  # before 1970 (int() rounds toward zero)
 
 
+def iso_now() -> str:
+    """Return the time now as :func:`iso_time` does, for the journal's lines.
+
+    Integer nanoseconds (``time.time_ns``): a line per audio event made the
+    float arithmetic of :func:`iso_time` (``int()`` of a float alone costs
+    1.5k instructions) a tenth of the journal's cost.
+    """
+    global _now_cache
+    ns = time.time_ns()
+    start, text = _now_cache
+    into = ns - start
+    if not 0 <= into < 1_000_000_000:
+        second = ns // 1_000_000_000
+        text = iso_time(second)[:-5]  # without ".000Z"
+        start = second * 1_000_000_000
+        _now_cache = (start, text)
+        into = ns - start
+    return text + _MILLIS_TEXT[into // 1_000_000]
+
+
 class Journal:
     """The journal files of one session in ``directory`` (created on first write).
 
@@ -146,7 +176,7 @@ class Journal:
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append ``entry`` (JSON-ready) with its arrival ``time``."""
-        line = compact_json({"time": iso_time(time.time()), **entry})
+        line = compact_json({"time": iso_now(), **entry})
         self._lines.append(line)
         self._buffered += len(line)
         if self._buffered >= FLUSH_BYTES:
@@ -161,7 +191,7 @@ class Journal:
         needed) and ``clock`` a finite float, as the session's clock always is.
         """
         line = (
-            f'{{"time":"{iso_time(time.time())}","direction":"in","type":"{event_type}",'
+            f'{{"time":"{iso_now()}","direction":"in","type":"{event_type}",'
             f'"size":{size},"audioClock":{clock!r}}}'
         )
         self._lines.append(line)
@@ -179,7 +209,7 @@ class Journal:
         encoded a second time; ``clock`` is a finite float.
         """
         line = (
-            f'{{"time":"{iso_time(time.time())}","direction":"out","type":"transcriptEvent",'
+            f'{{"time":"{iso_now()}","direction":"out","type":"transcriptEvent",'
             f'{payload[1:-1]},"audioClock":{clock!r}}}'
         )
         self._lines.append(line)

@@ -39,9 +39,11 @@ from .eventstream import Message
 from .scenario import Fault, Segment
 from .synthetic import MAX_AUDIO_SECONDS
 from .validation import (
+    AUDIO_CHUNK_START,
+    AUDIO_CHUNK_STOP,
     Configuration,
     StreamRequest,
-    audio_event_base64,
+    audio_event_size,
     parse_audio_event,
     parse_configuration_event,
     parse_session_control_event,
@@ -56,6 +58,7 @@ __all__ = [
     "INPUT_EVENT_TYPES",
     "AUDIO_EVENTS",
     "TRANSITIONS",
+    "FINISHED_STATES",
     "MAX_SESSION_AUDIO_SECONDS",
     "segment_id",
     "describe_duration",
@@ -184,6 +187,12 @@ class SessionProgress:
             raise ValueError(f"invalid session progress: {error!r}") from None
 
 
+#: The states in which a session takes no more input (:attr:`ScribeSession.finished`).
+#: A tuple: ``in`` compares identities, where a set would call ``Enum.__hash__``
+#: (the stream's pump asks once per DATA frame).
+FINISHED_STATES = (S.COMPLETED, S.FAILED, S.PAUSED)
+
+
 class ScribeSession:
     """The state machine of one StartMedicalScribeListeningSession stream.
 
@@ -252,7 +261,7 @@ class ScribeSession:
     @property
     def finished(self) -> bool:
         """True once no more input is accepted (completed, failed or paused)."""
-        return self.state in (S.COMPLETED, S.FAILED, S.PAUSED)
+        return self.state in FINISHED_STATES
 
     def receive_event(self, message: Message) -> None:
         """Apply one inner input event.
@@ -349,18 +358,15 @@ class ScribeSession:
     def _receive_audio_payload(self, event_type: str, payload: bytes) -> None:
         if event_type == "binaryAudioEvent":
             self._receive_audio(payload, event_type)
-        else:
-            self._receive_json_audio(payload)
-
-    def _receive_json_audio(self, payload: bytes) -> None:
+            return
         # A PCM clock counts bytes, so JSON audio in the SDK's layout is checked
         # and journaled as base64, never decoded (the costliest step of an audio
         # event); FLAC's clock reads frame headers from the bytes.
-        lazy = audio_event_base64(payload) if self._counts_bytes else None
-        if lazy is None:
-            self._receive_audio(parse_audio_event(payload), "audioEvent")
+        if self._counts_bytes and (size := audio_event_size(payload)) >= 0:
+            text = payload[AUDIO_CHUNK_START:-AUDIO_CHUNK_STOP]
+            self._receive_audio(text, "audioEvent", size=size)
         else:
-            self._receive_audio(lazy[0], "audioEvent", size=lazy[1])
+            self._receive_audio(parse_audio_event(payload), "audioEvent")
 
     def _receive_audio(self, chunk: bytes, event_type: str, *, size: int | None = None) -> None:
         """Take one audio event's audio: ``chunk`` is the audio, or with ``size``

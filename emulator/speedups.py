@@ -19,6 +19,10 @@ if, at import, they answer exactly as the Python ones on a set of probes.
   lookup of the inner headers ``block``; ``None`` without the extension.
   :mod:`emulator.eventstream` probes it against its own Python version.
 - :func:`base64_size`: see :func:`python_base64_size`.
+- :data:`audio_event_size`: ``audio_event_size(payload) -> int``, ``base64_size``
+  of the chunk of an ``audioEvent`` payload in the SDK's exact layout,
+  ``{"audioChunk":"<chunk>"}``, else -1; ``None`` without the extension
+  (:func:`emulator.validation.audio_event_size` is the Python one).
 - :data:`NATIVE`: whether the extension is in use; :data:`CRC32_FOLDING`:
   whether its CRC folds with the CPU's carry-less multiply (PCLMULQDQ).
 """
@@ -35,6 +39,7 @@ __all__ = [
     "crc32",
     "sdk_audio_frame",
     "base64_size",
+    "audio_event_size",
     "python_base64_size",
     "describe",
 ]
@@ -103,6 +108,11 @@ def _load() -> _Chosen:
         ) and all(
             _speedups.base64_size(text) == python_base64_size(text) for text in _base64_probes()
         )
+        agrees = agrees and all(
+            _speedups.audio_event_size(b'{"audioChunk":"' + text + b'"}')
+            == python_base64_size(text)
+            for text in _base64_probes()
+        )
         chosen = (
             _speedups.crc32,
             _speedups.sdk_audio_frame,
@@ -116,6 +126,10 @@ def _load() -> _Chosen:
 
 crc32, sdk_audio_frame, base64_size, CRC32_FOLDING = _load()
 NATIVE = crc32 is not None
+if NATIVE:
+    from ._speedups import audio_event_size
+else:
+    audio_event_size = None
 
 
 def describe() -> str:

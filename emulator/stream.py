@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
+from time import monotonic as _monotonic
 from typing import Any
 
 from .chaos import ChaosRunner, malformed_frame
@@ -34,7 +35,7 @@ from .events import (
 from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_event
 from .journal import Journal
 from .quotas import Quotas, access_key_of
-from .session import AUDIO_EVENTS, ScribeSession, SessionState
+from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession, SessionState
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
 
@@ -202,10 +203,13 @@ class StreamEndpoint:
         signed_end = False
         idle = _IdleWatch(self.idle_timeout)
         try:
-            while not session.finished:
+            while session.state not in FINISHED_STATES:
+                idle.begin()
                 try:
-                    message = await idle.receive(receive)
-                except TimeoutError:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if not idle.timed_out():
+                        raise
                     session.fail(
                         "validationException",
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
@@ -213,6 +217,8 @@ class StreamEndpoint:
                     )
                     await chaos.write(send, out)
                     return
+                finally:
+                    idle.since = None
                 if message["type"] == "http.disconnect":
                     journal.record(
                         {
@@ -264,10 +270,10 @@ class StreamEndpoint:
                             session.receive_event(inner)
                             if session.state in (SessionState.FAILED, SessionState.PAUSED):
                                 break
-                    if decoder.error_pending and not session.finished:
-                        # The good events ahead of a malformed frame were applied;
-                        # now the frame's own error.
-                        decoder.receive_data(b"")
+                        if decoder.error_pending and not session.finished:
+                            # The good events ahead of a malformed frame were applied;
+                            # now the frame's own error.
+                            decoder.receive_data(b"")
                     if not more_body:
                         decoder.end_of_data()
                         if chunks is not None and not session.finished:
@@ -338,49 +344,65 @@ class _IdleWatch:
     one :meth:`receive` raises :class:`TimeoutError`, as ``wait_for`` did: time
     spent elsewhere (sending, while the client does not read) does not count.
     ``timeout`` <= 0 means no limit.
+
+    The stream's pump does what :meth:`receive` does inline (a coroutine per
+    DATA frame showed in its profile): :meth:`begin`, ``await receive()``, on
+    :class:`asyncio.CancelledError` :meth:`timed_out`, and ``since = None``.
     """
 
-    __slots__ = ("timeout", "_loop", "_task", "_since", "_handle", "_fired")
+    __slots__ = ("timeout", "since", "_loop", "_task", "_handle", "_fired")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        #: When the receive under way began (``time.monotonic()``); None between receives.
+        self.since: float | None = None
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[Any] | None = None
-        self._since: float | None = None  # when the receive under way began
         self._handle: asyncio.TimerHandle | None = None
         self._fired = False
 
     async def receive(self, receive: Receive) -> MutableMapping[str, Any]:
-        if self.timeout <= 0:
-            return await receive()
-        self._since = self._loop.time()
-        if self._handle is None:
-            self._task = asyncio.current_task()
-            self._handle = self._loop.call_at(self._since + self.timeout, self._check)
+        self.begin()
         try:
             return await receive()
         except asyncio.CancelledError:
-            if not self._fired:
-                raise
-            self._fired = False
-            assert self._task is not None
-            self._task.uncancel()
-            raise TimeoutError from None
+            if self.timed_out():
+                raise TimeoutError from None
+            raise
         finally:
-            self._since = None
+            self.since = None
+
+    def begin(self) -> None:
+        """A receive starts now, in the task to cancel when it lasts too long."""
+        if self.timeout <= 0:
+            return
+        self.since = _monotonic()
+        if self._handle is None:
+            self._task = asyncio.current_task()
+            self._handle = self._loop.call_later(self.timeout, self._check)
+
+    def timed_out(self) -> bool:
+        """For a receive cancelled: whether this watch did it (then the task's
+        cancellation is taken back), rather than someone else."""
+        if not self._fired:
+            return False
+        self._fired = False
+        assert self._task is not None
+        self._task.uncancel()
+        return True
 
     def _check(self) -> None:
         self._handle = None
-        since = self._since
+        since = self.since
         if since is None:  # not receiving: the next receive re-arms
             return
-        deadline = since + self.timeout
-        if self._loop.time() >= deadline:
+        left = since + self.timeout - _monotonic()
+        if left <= 0:
             self._fired = True
             assert self._task is not None
             self._task.cancel()
         else:
-            self._handle = self._loop.call_at(deadline, self._check)
+            self._handle = self._loop.call_later(left, self._check)
 
     def stop(self) -> None:
         if self._handle is not None:

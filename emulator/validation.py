@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from . import speedups
 from .errors import ValidationException
 from .speedups import base64_size as _base64_size
 
@@ -683,6 +684,20 @@ def audio_event_base64(payload: bytes) -> tuple[bytes, int] | None:
         return None
     size = _base64_size(text)
     return None if size < 0 else (text, size)
+
+
+def _python_audio_event_size(payload: bytes) -> int:
+    found = audio_event_base64(payload)
+    return -1 if found is None else found[1]
+
+
+#: ``audio_event_size(payload) -> int``: the decoded size that
+#: :func:`audio_event_base64` gives, or -1 where it gives ``None``, without the
+#: text (the C one where :mod:`emulator.speedups` has it). The text is
+#: ``payload[AUDIO_CHUNK_START:-AUDIO_CHUNK_STOP]``.
+audio_event_size = speedups.audio_event_size or _python_audio_event_size
+AUDIO_CHUNK_START = _AUDIO_START
+AUDIO_CHUNK_STOP = _AUDIO_STOP
 
 
 def parse_audio_event(payload: bytes) -> bytes:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from emulator import journal as journal_module
 from emulator.events import TranscriptResult, transcript_payload
-from emulator.journal import FLUSH_BYTES, Journal, wav_header
+from emulator.journal import FLUSH_BYTES, Journal, iso_time, wav_header
 
 from .support import (
     S3_URI,
@@ -258,7 +258,7 @@ def test_wav_header_describes_16_bit_pcm():
 @pytest.mark.parametrize("event_type", ["audioEvent", "binaryAudioEvent"])
 def test_audio_entries_are_the_lines_record_writes(tmp_path, monkeypatch, event_type, clock):
     # record_audio_input is the per-frame shortcut of record(): same bytes on disk.
-    monkeypatch.setattr("emulator.journal.time.time", lambda: 1763769600.25)
+    monkeypatch.setattr("emulator.journal.time.time_ns", lambda: 1763769600_250_000_000)
     fast = Journal(tmp_path / "fast", audio_suffix="pcm")
     slow = Journal(tmp_path / "slow", audio_suffix="pcm")
     fast.record_audio_input(event_type, 4268, clock)
@@ -291,14 +291,13 @@ def test_transcript_entries_are_the_lines_record_writes(tmp_path_factory, event,
     root = tmp_path_factory.mktemp("journals")
     fast = Journal(root / "fast", audio_suffix="pcm")
     slow = Journal(root / "slow", audio_suffix="pcm")
-    fixed = 1763769600.25
-    real = journal_module.time.time
-    journal_module.time.time = lambda: fixed
+    real = journal_module.time.time_ns
+    journal_module.time.time_ns = lambda: 1763769600_250_000_000
     try:
         fast.record_transcript(transcript_payload(event), clock)
         slow.record(_output_entry(event, clock))
     finally:
-        journal_module.time.time = real
+        journal_module.time.time_ns = real
     fast.sync()
     slow.sync()
     line = (root / "fast" / "events.jsonl").read_bytes()
@@ -388,3 +387,18 @@ def test_entries_of_one_type_skip_the_rest_unparsed_and_miss_none(tmp_path):
     wanted = list(journal.iter_entries(entry_type="transcriptEvent"))
     assert wanted == [e for e in journal.iter_entries() if e["type"] == "transcriptEvent"]
     assert [e["n"] for e in wanted] == [1, 3]
+
+
+@given(st.lists(st.integers(0, 4_000_000_000_000_000_000), min_size=1, max_size=20))
+def test_iso_now_is_iso_time_of_the_same_instant(instants):
+    """iso_now (integer nanoseconds, one cached second) writes what iso_time writes
+    for the same time, whatever the order of the instants asked about."""
+    real = journal_module.time.time_ns
+    try:
+        for ns in instants:
+            journal_module.time.time_ns = lambda ns=ns: ns
+            second, into = divmod(ns, 1_000_000_000)
+            expected = iso_time(second)[:-4] + f"{into // 1_000_000:03d}Z"
+            assert journal_module.iso_now() == expected
+    finally:
+        journal_module.time.time_ns = real

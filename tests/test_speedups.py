@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import emulator
-from emulator import eventstream, speedups
+from emulator import eventstream, speedups, validation
 from emulator.eventstream import Message, encode_message, sdk_audio_event
 from emulator.speedups import python_base64_size
 from tests.test_codec_properties import SDK_AUDIO_HEADERS, _damaged, _envelope, damages
@@ -35,6 +35,7 @@ def test_the_package_uses_the_extension_where_it_is_built() -> None:
     assert speedups.crc32 is native.crc32
     assert eventstream.crc32 is native.crc32
     assert speedups.base64_size is native.base64_size
+    assert validation.audio_event_size is native.audio_event_size
     assert eventstream._sdk_audio_frame is native.sdk_audio_frame
     assert speedups.describe().startswith("C (emulator._speedups)")
 
@@ -234,6 +235,28 @@ def test_base64_size_checks_every_byte_at_every_position() -> None:
                 assert got == (35 if position == 47 else -1)
 
 
+audio_payloads = st.one_of(
+    base64_texts.map(lambda text: b'{"audioChunk":"' + text + b'"}'),
+    st.tuples(
+        st.sampled_from([b'{"audioChunk":"', b'{"audioChunk": "', b'{"audioChunk":"', b""]),
+        base64_texts,
+        st.sampled_from([b'"}', b'" }', b'"', b""]),
+    ).map(b"".join),
+    st.binary(max_size=40),
+)
+
+
+@given(audio_payloads)
+@settings(max_examples=600)
+@example(b'{"audioChunk":""}')
+@example(b'{"audioChunk":"}')
+@example(b'{"audioChunk":"QQ=="}')
+def test_audio_event_size_matches_python(payload: bytes) -> None:
+    """The C read of an audioEvent payload gives the decoded size exactly where the
+    Python one (audio_event_base64) does, and -1 where that gives None."""
+    assert native.audio_event_size(payload) == validation._python_audio_event_size(payload)
+
+
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 100, 3200])
 def test_base64_size_is_the_decoded_size(size: int) -> None:
     raw = bytes(range(256)) * (size // 256 + 1)
@@ -286,14 +309,14 @@ def test_pure_python_mode_runs_the_same_frames_the_same_way() -> None:
 import json, sys
 from benchmarks.wire import audio_frames
 from emulator import speedups, eventstream
-from emulator.validation import audio_event_base64
+from emulator.validation import audio_event_base64, audio_event_size
 native = eventstream._sdk_audio_frame is not eventstream._python_sdk_audio_frame
 assert speedups.NATIVE is native is (sys.argv[1] == "0"), (speedups.NATIVE, native)
 frame = audio_frames(1)[0]
 bad = frame[:-5] + bytes([frame[-5] ^ 1]) + frame[-4:]
 event = eventstream.sdk_audio_event(frame)
 print(json.dumps([event[0], len(event[1]), audio_event_base64(event[1])[1],
-                  eventstream.sdk_audio_event(bad) is None]))
+                  audio_event_size(event[1]), eventstream.sdk_audio_event(bad) is None]))
 """
     outputs = []
     for pure in ("1", "0"):
@@ -309,7 +332,7 @@ print(json.dumps([event[0], len(event[1]), audio_event_base64(event[1])[1],
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]
     # 100 ms of 16 kHz PCM: 3,200 bytes, 4,268 as base64 in {"audioChunk":"..."}.
-    assert outputs[0].strip() == '["audioEvent", 4285, 3200, true]'
+    assert outputs[0].strip() == '["audioEvent", 4285, 3200, 3200, true]'
 
 
 def test_sdk_frame_layout_used_above() -> None:
