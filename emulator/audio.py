@@ -118,7 +118,7 @@ class PcmClock:
         if self._finished:
             raise RuntimeError("audio clock already finished")
         self._bytes += count
-        return self.seconds
+        return (self._bytes // self._frame_bytes) / self.sample_rate  # seconds, inline
 
     def finish(self) -> float:
         """End the stream and return the total :attr:`seconds`. Calling it again is harmless."""

@@ -78,6 +78,10 @@ class SessionState(enum.Enum):
     #: Input closed without END_OF_SESSION, or a scripted disconnect.
     PAUSED = "PAUSED"
 
+    # Members are singletons, so identity hashing is exact; Enum's own __hash__
+    # is a Python call, made for every TRANSITIONS lookup (one per audio event).
+    __hash__ = object.__hash__
+
 
 #: The input stream's union members (MedicalScribeInputStream in the model).
 INPUT_EVENT_TYPES = frozenset(
