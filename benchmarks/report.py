@@ -338,7 +338,8 @@ def render(results: dict[str, Any]) -> str:
         parts.append(
             f"Machine: {meta.get('cpus')} CPUs, Python {meta.get('python')}, "
             f"load average before {meta.get('load_before')}, after {meta.get('load_after')}, "
-            f"state directories on {meta.get('state_file_system') or 'an unknown file system'}"
+            f"state directories on {meta.get('state_file_system') or 'an unknown file system'}, "
+            f"emulator byte loops: {meta.get('emulator_speedups') or 'unknown'}"
         )
     for key, fn in (
         ("bulk", _bulk),

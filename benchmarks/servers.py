@@ -31,6 +31,7 @@ __all__ = [
     "running_server",
     "held_state_dirs",
     "file_system_of",
+    "emulator_speedups",
     "cpu_seconds",
     "rss_bytes",
     "CpuMeter",
@@ -234,6 +235,36 @@ def held_state_dirs(root: Path | None = None) -> Iterator[Path]:
             yield _held_parent
         finally:
             _held_parent = previous
+
+
+_DESCRIBE_SPEEDUPS = """
+import os, emulator
+package = os.path.dirname(emulator.__file__)
+if os.path.exists(os.path.join(package, "speedups.py")):
+    from emulator import speedups
+    print(speedups.describe())
+else:  # an emulator from before the speedups
+    print("pure Python (this emulator has no emulator.speedups)")
+"""
+
+
+def emulator_speedups() -> str | None:
+    """Which code runs the emulator's per-event byte loops, as its servers will
+    import it (``emulator.speedups.describe()``), or None if that cannot be told."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _DESCRIBE_SPEEDUPS],
+            env=server_env(),
+            cwd=emulator_root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 def file_system_of(path: Path) -> str | None:

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import servers
 from benchmarks.run import build_parser, build_plan
+from emulator import speedups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,6 +53,8 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     results = json.loads(out.read_text())
     assert "errors" not in results
     assert results["meta"]["state_file_system"] == servers.file_system_of(state_root)
+    # The servers run this checkout, whose extension the test run has (or not).
+    assert results["meta"]["emulator_speedups"] == speedups.describe()
     assert list(state_root.iterdir()) == []  # every server's state directory removed
 
     bulk = {run["server"]: run for run in results["bulk"]["runs"]}
@@ -79,6 +82,7 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     text = done.stdout
     assert "steady p99" in text and "starts over 1 s" in text
     assert f"state directories on {results['meta']['state_file_system']}" in text
+    assert f"emulator byte loops: {results['meta']['emulator_speedups']}" in text
 
 
 def test_held_state_dirs_keep_each_server_directory_until_the_block_ends(

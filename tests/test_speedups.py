@@ -288,12 +288,23 @@ def test_an_extension_that_answers_wrong_is_not_used(monkeypatch: pytest.MonkeyP
         sdk_audio_frame=native.sdk_audio_frame,
         base64_size=native.base64_size,
         crc32_accelerated=native.crc32_accelerated,
+        __file__=native.__file__,
     )
     chosen = _load_speedups_with(monkeypatch, wrong)
     assert not chosen.NATIVE
     assert chosen.crc32 is None and chosen.sdk_audio_frame is None
     assert chosen.base64_size is chosen.python_base64_size
     assert chosen.describe().startswith("pure Python")
+
+
+def test_an_extension_from_another_directory_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module answering for emulator._speedups from elsewhere (an editable
+    install of another checkout, when this copy has none built) is not taken."""
+    elsewhere = types.SimpleNamespace(**{k: getattr(native, k) for k in dir(native)})
+    elsewhere.__file__ = "/elsewhere/emulator/" + os.path.basename(native.__file__)
+    chosen = _load_speedups_with(monkeypatch, elsewhere)
+    assert not chosen.NATIVE
+    assert _load_speedups_with(monkeypatch, native).NATIVE
 
 
 def test_a_missing_extension_means_pure_python(monkeypatch: pytest.MonkeyPatch) -> None:
