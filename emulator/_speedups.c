@@ -368,16 +368,23 @@ speedups_crc32(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     return PyLong_FromUnsignedLong(crc);
 }
 
+/* measure(bytes of arg) as a Python int: the glue of the size functions. */
 static PyObject *
-speedups_base64_size(PyObject *Py_UNUSED(module), PyObject *arg)
+measure_buffer(PyObject *arg, Py_ssize_t (*measure)(const unsigned char *, Py_ssize_t))
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    Py_ssize_t size = base64_decoded_size(view.buf, view.len);
+    Py_ssize_t size = measure(view.buf, view.len);
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(size);
+}
+
+static PyObject *
+speedups_base64_size(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    return measure_buffer(arg, base64_decoded_size);
 }
 
 static PyObject *
@@ -405,13 +412,7 @@ speedups_sdk_audio_frame(PyObject *Py_UNUSED(module), PyObject *arg)
 static PyObject *
 speedups_audio_event_size(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    Py_ssize_t size = audio_event_size(view.buf, view.len);
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(size);
+    return measure_buffer(arg, audio_event_size);
 }
 
 static PyObject *

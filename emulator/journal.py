@@ -177,10 +177,7 @@ class Journal:
     def record(self, entry: dict[str, Any]) -> None:
         """Append ``entry`` (JSON-ready) with its arrival ``time``."""
         line = compact_json({"time": iso_now(), **entry})
-        self._lines.append(line)
-        self._buffered += len(line)
-        if self._buffered >= FLUSH_BYTES:
-            self.flush()
+        self._add_line(line)
 
     def record_audio_input(self, event_type: str, size: int, clock: float) -> None:
         """Append an audio event's entry: :meth:`record` of ``{"direction": "in",
@@ -194,10 +191,7 @@ class Journal:
             f'{{"time":"{iso_now()}","direction":"in","type":"{event_type}",'
             f'"size":{size},"audioClock":{clock!r}}}'
         )
-        self._lines.append(line)
-        self._buffered += len(line)
-        if self._buffered >= FLUSH_BYTES:
-            self.flush()
+        self._add_line(line)
 
     def record_transcript(self, payload: str, clock: float) -> None:
         """Append a sent ``transcriptEvent``'s entry: :meth:`record` of
@@ -212,6 +206,9 @@ class Journal:
             f'{{"time":"{iso_now()}","direction":"out","type":"transcriptEvent",'
             f'{payload[1:-1]},"audioClock":{clock!r}}}'
         )
+        self._add_line(line)
+
+    def _add_line(self, line: str) -> None:
         self._lines.append(line)
         self._buffered += len(line)
         if self._buffered >= FLUSH_BYTES:

@@ -211,6 +211,31 @@ envelope_millis = st.one_of(
 )
 
 
+def sdk_frame(
+    inner: bytes,
+    inner_damage: object,
+    millis: int,
+    signature: bytes,
+    names_and_type: tuple[bytes, int, bytes],
+    damage: object,
+) -> bytes:
+    """An SDK-layout frame around ``inner`` damaged by ``inner_damage`` (before it
+    is wrapped: only the inner message's own checks can catch it), with these
+    envelope header names and :date type, then damaged by ``damage``."""
+    date_name, date_type, signature_name = names_and_type
+    return _damaged(
+        _envelope(
+            _damaged(inner, inner_damage),
+            millis,
+            signature,
+            date_name=date_name,
+            date_type=date_type,
+            signature_name=signature_name,
+        ),
+        damage,
+    )
+
+
 def _perfect_frame_at(millis: int):
     """An example: the SDK's own audio frame, its :date ``millis``."""
     return example(
@@ -270,19 +295,8 @@ def test_sdk_audio_event_agrees_with_the_general_path(
     that audio event with that payload; never something the general path would refuse.
     Damage inside the inner message is done before it is wrapped, so only the inner
     message's own checks can catch it."""
-    date_name, date_type, signature_name = names_and_type
-    inner = _damaged(encode_message(Message(headers=headers, payload=payload)), inner_damage)
-    data = _damaged(
-        _envelope(
-            inner,
-            millis,
-            signature,
-            date_name=date_name,
-            date_type=date_type,
-            signature_name=signature_name,
-        ),
-        damage,
-    )
+    inner = encode_message(Message(headers=headers, payload=payload))
+    data = sdk_frame(inner, inner_damage, millis, signature, names_and_type, damage)
     expected = _general_audio_event(data)
     got = sdk_audio_event(data)
     assert got is None or got == expected

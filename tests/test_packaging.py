@@ -67,6 +67,22 @@ _DESCRIBE = (
 )
 
 
+def _describe_installed(site: Path) -> str:
+    """speedups.describe() of the package extracted under ``site``."""
+    result = subprocess.run(
+        # -S: no site-packages, so the editable install of this checkout (whose
+        # finder maps every emulator.* name to it) cannot answer for the wheel.
+        [sys.executable, "-S", "-c", _DESCRIBE],
+        cwd=site,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _speedups_in(archive: zipfile.ZipFile) -> list[str]:
     return [
         n for n in archive.namelist() if n.startswith("emulator/_speedups") and n.endswith(".so")
@@ -79,18 +95,7 @@ def test_wheel_ships_the_c_speedups_and_uses_them(wheel, tmp_path):
     installed package picks it."""
     assert len(_speedups_in(wheel)) == 1
     wheel.extractall(tmp_path)
-    result = subprocess.run(
-        # -S: no site-packages, so the editable install of this checkout (whose
-        # finder maps every emulator.* name to it) cannot answer for the wheel.
-        [sys.executable, "-S", "-c", _DESCRIBE],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("C (emulator._speedups)")
+    assert _describe_installed(tmp_path).startswith("C (emulator._speedups)")
 
 
 @pytest.mark.slow
@@ -119,15 +124,4 @@ def test_without_a_c_compiler_the_wheel_builds_pure_python(tmp_path):
     with zipfile.ZipFile(path) as archive:
         assert _speedups_in(archive) == []
         archive.extractall(site)
-    result = subprocess.run(
-        # -S: no site-packages, so the editable install of this checkout (whose
-        # finder maps every emulator.* name to it) cannot answer for the wheel.
-        [sys.executable, "-S", "-c", _DESCRIBE],
-        cwd=site,
-        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("pure Python")
+    assert _describe_installed(site).startswith("pure Python")

@@ -20,7 +20,12 @@ import emulator
 from emulator import eventstream, speedups, validation
 from emulator.eventstream import Message, encode_message, sdk_audio_event
 from emulator.speedups import python_base64_size
-from tests.test_codec_properties import SDK_AUDIO_HEADERS, _damaged, _envelope, damages
+from tests.test_codec_properties import (
+    SDK_AUDIO_HEADERS,
+    _envelope,
+    damages,
+    sdk_frame,
+)
 
 native = pytest.importorskip("emulator._speedups", reason="the C extension is not built here")
 
@@ -144,18 +149,7 @@ def test_sdk_audio_frame_matches_python(
     """The C layout check and the Python one agree on SDK frames with any damage:
     to the inner message (CRCs then made right around it), to the envelope, at
     the edges of the :date range, with other header names, types and sizes."""
-    date_name, date_type, signature_name = layout
-    frame = _damaged(
-        _envelope(
-            _damaged(inner, inner_damage),
-            millis,
-            signature,
-            date_name=date_name,
-            date_type=date_type,
-            signature_name=signature_name,
-        ),
-        damage,
-    )
+    frame = sdk_frame(inner, inner_damage, millis, signature, layout, damage)
     assert native.sdk_audio_frame(frame) == eventstream._python_sdk_audio_frame(frame)
 
 
