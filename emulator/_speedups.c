@@ -448,6 +448,12 @@ static PyMethodDef speedups_methods[] = {
 static int
 speedups_exec(PyObject *Py_UNUSED(module))
 {
+    /* Once per process: a second exec (a re-import) must not rewrite the
+       tables under a CRC that runs with the GIL released. */
+    static int initialised = 0;
+    if (initialised) {
+        return 0;
+    }
     crc_tables_init();
     base64_init();
 #if SPEEDUPS_PCLMUL
@@ -457,6 +463,7 @@ speedups_exec(PyObject *Py_UNUSED(module))
         have_pclmul = 0; /* for tests of the table walk on CPUs that have it */
     }
 #endif
+    initialised = 1;
     return 0;
 }
 

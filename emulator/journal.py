@@ -75,9 +75,11 @@ _EVENTS = "events.jsonl"
 _BASE64_SUFFIX = ".b64"
 
 
-_second_cache: tuple[int, str] = (-1, "")
-# iso_now's: the current second's first nanosecond and its text.
-_now_cache: tuple[int, str] = (-(10**9), "")
+# iso_time's: the last second formatted and its text; iso_now's: the current
+# second's first nanosecond and its text. Both start as the epoch's second,
+# true text for the times they match (an empty text would be wrong for them).
+_second_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
+_now_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
 #: Compact JSON text, the one encoding of journal lines and session rows (a
 #: scripted scenario's text is spliced into rows, so both must agree). No cycle
 #: check: what is encoded is parsed JSON and our own plain data, never cyclic,
@@ -110,14 +112,13 @@ def iso_time(ts: float) -> str:
     """Return ``ts`` (epoch seconds) as ISO 8601 UTC with milliseconds."""
     global _second_cache
     second = int(ts)
+    if second > ts:  # before 1970: int() rounded up
+        second -= 1
     cached, text = _second_cache
     if second != cached:  # formatting a datetime costs more than the rest of a journal line
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second_cache = (second, text)
-    ms = int((ts - second) * 1000)
-    if 0 <= ms < 1000:
-        return text + _MILLIS_TEXT[ms]
-    return f"{text}.{ms:03d}Z"  # before 1970 (int() rounds toward zero)
+    return text + _MILLIS_TEXT[min(int((ts - second) * 1000), 999)]
 
 
 def iso_now() -> str:
@@ -383,8 +384,10 @@ class _Writer:
                     target=self._run, name="medscribe-journal", daemon=True
                 )
                 self._thread.start()
-            # Wait for room (not for the whole queue): the thread is writing.
+            # Wait for room (not for the whole queue): the thread is writing,
+            # and is told not to pause between batches while someone waits.
             while self._pending > self.max_pending:
+                self._hurry.set()
                 self._room.wait()
             self._pending += size
         self._jobs.put((job, size))

@@ -192,8 +192,8 @@ class SessionProgress:
 
 
 #: The states in which a session takes no more input (:attr:`ScribeSession.finished`).
-#: A tuple: ``in`` compares identities, where a set would call ``Enum.__hash__``
-#: (the stream's pump asks once per DATA frame).
+#: A tuple of three: ``in`` finds a member by identity before any hashing or
+#: ``__eq__`` (the stream's pump asks once per DATA frame).
 FINISHED_STATES = (S.COMPLETED, S.FAILED, S.PAUSED)
 
 

@@ -147,13 +147,16 @@ class StreamEndpoint:
                     }
                 )
                 return
-            record.output_sent(event)
+            # Encoded before it is counted: an event that cannot be encoded
+            # was not sent.
             if type(event) is TranscriptResult:
                 payload = transcript_payload(event)
                 out.append(transcript_message(payload))
+                record.output_sent(event)
                 journal.record_transcript(payload, record.audio_seconds)
                 return
             out.append(encode_output(event))
+            record.output_sent(event)
             journal.record(_output_entry(event, record.audio_seconds))
 
         session = self.backend.new_session(record, request, rule=rule, send=emit)
