@@ -12,6 +12,7 @@ from emulator import eventstream, speedups
 from emulator.errors import FramingError, ValidationException
 from emulator.eventstream import EventStreamDecoder, open_envelope, sdk_audio_event
 from emulator.validation import (
+    _python_audio_event_size,
     parse_audio_event,
     parse_configuration_event,
     parse_session_control_event,
@@ -73,7 +74,8 @@ def headers(data: bytes) -> None:
 
 def speedups_agree(data: bytes) -> None:
     """The C loops (emulator._speedups) answer as their Python twins on ``data``:
-    CRC-32, the SDK frame's layout check, and the base64 check. Without the
+    CRC-32, the SDK frame's layout check, the base64 check and the audio event's
+    size. Without the
     extension, only the Python side runs."""
     if speedups.crc32 is not None:
         assert speedups.crc32(data, 0) == zlib.crc32(data), "crc32"
@@ -82,6 +84,12 @@ def speedups_agree(data: bytes) -> None:
     if speedups.sdk_audio_frame is not None:
         assert speedups.sdk_audio_frame(data) == python, "sdk_audio_frame"
     assert speedups.base64_size(data) == speedups.python_base64_size(data), "base64_size"
+    if speedups.audio_event_size is not None:
+        # As a whole payload, and inside the one shape that gets past the prefix.
+        for payload in (data, b'{"audioChunk":"' + data + b'"}'):
+            assert speedups.audio_event_size(payload) == _python_audio_event_size(payload), (
+                "audio_event_size"
+            )
     sdk_audio_event(data)  # and the lookup of the inner headers raises nothing
 
 

@@ -1,4 +1,9 @@
-"""The stream's idle timeout: one timer per stream instead of one per message."""
+"""The stream's idle timeout: one timer per stream instead of one per message.
+
+Every test runs twice: through :meth:`_IdleWatch.receive`, and through the
+steps the stream's pump takes inline (``begin``, ``await receive()``,
+``timed_out`` on a cancel, ``since = None``).
+"""
 
 from __future__ import annotations
 
@@ -21,47 +26,68 @@ def _ticker(interval: float):
     return receive
 
 
+async def _inline(watch: _IdleWatch, receive):
+    """What the pump does around ``receive()``, step for step."""
+    watch.begin()
+    try:
+        return await receive()
+    except asyncio.CancelledError:
+        if not watch.timed_out():
+            raise
+        raise TimeoutError from None  # the pump fails the session here
+    finally:
+        watch.since = None
+
+
+@pytest.fixture(params=["method", "inline"])
+def via(request):
+    """``await via(watch, receive)``: one receive, by the method or as the pump does it."""
+    if request.param == "method":
+        return lambda watch, receive: watch.receive(receive)
+    return _inline
+
+
 async def _never() -> dict[str, object]:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
 
 
-async def test_steady_input_outlasting_the_timeout_is_never_timed_out() -> None:
+async def test_steady_input_outlasting_the_timeout_is_never_timed_out(via) -> None:
     watch = _IdleWatch(0.15)
     receive = _ticker(0.04)
-    numbers = [(await watch.receive(receive))["n"] for _ in range(15)]  # ~0.6 s, 4x the timeout
+    numbers = [(await via(watch, receive))["n"] for _ in range(15)]  # ~0.6 s, 4x the timeout
     watch.stop()
     assert numbers == list(range(1, 16))
 
 
-async def test_silence_longer_than_the_timeout_raises_timeout_error() -> None:
+async def test_silence_longer_than_the_timeout_raises_timeout_error(via) -> None:
     watch = _IdleWatch(0.1)
-    await watch.receive(_ticker(0.01))
+    await via(watch, _ticker(0.01))
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(TimeoutError):
-        await watch.receive(_never)
+        await via(watch, _never)
     assert loop.time() - started >= 0.1
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0  # our own cancel was taken back
     watch.stop()
 
 
-async def test_time_between_receives_does_not_count() -> None:
+async def test_time_between_receives_does_not_count(via) -> None:
     # Like wait_for around each receive: a slow send between two receives is no idleness.
     watch = _IdleWatch(0.1)
-    await watch.receive(_ticker(0.01))
+    await via(watch, _ticker(0.01))
     await asyncio.sleep(0.25)  # e.g. blocked sending to a client that does not read
-    message = await watch.receive(_ticker(0.02))
+    message = await via(watch, _ticker(0.02))
     watch.stop()
     assert message["type"] == "http.request"
 
 
-async def test_a_cancel_from_outside_stays_a_cancel() -> None:
+async def test_a_cancel_from_outside_stays_a_cancel(via) -> None:
     watch = _IdleWatch(5.0)
 
     async def pump() -> None:
-        await watch.receive(_never)
+        await via(watch, _never)
 
     task = asyncio.create_task(pump())
     await asyncio.sleep(0.01)
@@ -71,7 +97,7 @@ async def test_a_cancel_from_outside_stays_a_cancel() -> None:
     watch.stop()
 
 
-async def test_zero_means_no_limit() -> None:
+async def test_zero_means_no_limit(via) -> None:
     watch = _IdleWatch(0)
-    assert (await watch.receive(_ticker(0.01)))["n"] == 1
+    assert (await via(watch, _ticker(0.01)))["n"] == 1
     watch.stop()

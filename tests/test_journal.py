@@ -7,6 +7,8 @@ import base64
 import datetime
 import io
 import logging
+import subprocess
+import sys
 import wave
 
 import pytest
@@ -283,7 +285,9 @@ transcript_results = st.builds(
 
 @given(transcript_results, st.floats(0, 1e7, allow_nan=False))
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_transcript_entries_are_the_lines_record_writes(tmp_path_factory, event, clock):
+def test_transcript_entries_are_the_lines_record_writes(
+    tmp_path_factory, monkeypatch, event, clock
+):
     """record_transcript splices the payload as sent; the line is the one record()
     writes for the same entry, escapes and float text included."""
     from emulator.stream import _output_entry
@@ -291,13 +295,9 @@ def test_transcript_entries_are_the_lines_record_writes(tmp_path_factory, event,
     root = tmp_path_factory.mktemp("journals")
     fast = Journal(root / "fast", audio_suffix="pcm")
     slow = Journal(root / "slow", audio_suffix="pcm")
-    real = journal_module.time.time_ns
-    journal_module.time.time_ns = lambda: 1763769600_250_000_000
-    try:
-        fast.record_transcript(transcript_payload(event), clock)
-        slow.record(_output_entry(event, clock))
-    finally:
-        journal_module.time.time_ns = real
+    monkeypatch.setattr("emulator.journal.time.time_ns", lambda: 1763769600_250_000_000)
+    fast.record_transcript(transcript_payload(event), clock)
+    slow.record(_output_entry(event, clock))
     fast.sync()
     slow.sync()
     line = (root / "fast" / "events.jsonl").read_bytes()
@@ -372,6 +372,29 @@ def test_the_writer_gathers_batches_but_a_waiter_cuts_the_pause_short():
         assert done == [r * 10 + n for r in range(round_ + 1) for n in range(4)]
 
 
+def test_a_submit_waiting_for_room_cuts_the_pause_short():
+    """A submit over the backlog bound waits for the thread, and the thread does
+    not sit out its gathering pause (here an hour) while it does."""
+    import threading
+    import time
+
+    from emulator.journal import _Writer
+
+    writer = _Writer()
+    writer.gather = 3600.0
+    writer.max_pending = 10
+    done: list[str] = []
+    first = threading.Event()
+    writer.submit(lambda: (done.append("a"), first.set()), 1)
+    assert first.wait(30)
+    time.sleep(0.05)  # for the thread to finish its batch and begin the pause
+    writer.submit(lambda: done.append("b"), 20)  # over the bound now
+    writer.submit(lambda: done.append("c"), 1)  # waits for room: the thread must wake
+    writer.wait()
+    assert done == ["a", "b", "c"]
+    assert writer._pending == 0
+
+
 def test_entries_of_one_type_skip_the_rest_unparsed_and_miss_none(tmp_path):
     """iter_entries(entry_type=...) is iter_entries() filtered on ``type``, even when
     another entry carries the same text inside its payload."""
@@ -390,15 +413,30 @@ def test_entries_of_one_type_skip_the_rest_unparsed_and_miss_none(tmp_path):
 
 
 @given(st.lists(st.integers(0, 4_000_000_000_000_000_000), min_size=1, max_size=20))
-def test_iso_now_is_iso_time_of_the_same_instant(instants):
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_iso_now_is_iso_time_of_the_same_instant(monkeypatch, instants):
     """iso_now (integer nanoseconds, one cached second) writes what iso_time writes
     for the same time, whatever the order of the instants asked about."""
-    real = journal_module.time.time_ns
-    try:
-        for ns in instants:
-            journal_module.time.time_ns = lambda ns=ns: ns
-            second, into = divmod(ns, 1_000_000_000)
-            expected = iso_time(second)[:-4] + f"{into // 1_000_000:03d}Z"
-            assert journal_module.iso_now() == expected
-    finally:
-        journal_module.time.time_ns = real
+    for ns in instants:
+        monkeypatch.setattr("emulator.journal.time.time_ns", lambda ns=ns: ns)
+        second, into = divmod(ns, 1_000_000_000)
+        expected = iso_time(second)[:-4] + f"{into // 1_000_000:03d}Z"
+        assert journal_module.iso_now() == expected
+
+
+@pytest.mark.parametrize(
+    ("ns", "expected"),
+    [(250_000_000, "1970-01-01T00:00:00.250Z"), (-500_000_000, "1969-12-31T23:59:59.500Z")],
+)
+def test_the_first_timestamp_of_a_process_is_whole(ns, expected):
+    """The caches start out true: the first call, near the epoch, writes the date
+    too; and a time before 1970 keeps its own second."""
+    code = (
+        f"import time; time.time_ns = lambda: {ns}\n"
+        "from emulator.journal import iso_now, iso_time\n"
+        "print(iso_now(), iso_time(time.time_ns() / 1e9))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == [expected, expected]

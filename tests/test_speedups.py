@@ -65,7 +65,7 @@ def test_crc32_is_zlibs(data, length: int, value: int) -> None:
 @given(st.binary(min_size=0, max_size=3000), st.integers(0, 100), st.integers(0, 100))
 @settings(max_examples=200)
 def test_crc32_reads_any_contiguous_buffer(blob: bytes, start: int, cut: int) -> None:
-    """memoryview slices and bytearrays are read in place, not copied first."""
+    """Any contiguous buffer is read: memoryview slices (offset, cut short) and bytearrays."""
     view = memoryview(blob)[start : len(blob) - cut]
     expected = zlib.crc32(view.tobytes())
     assert native.crc32(view, 0) == expected
