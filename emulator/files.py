@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["write_all"]
+__all__ = ["write_all", "writev_all"]
+
+#: The most buffers one writev() takes: the system's limit (1,024 on Linux), at
+#: least POSIX's 16 should it not say.
+IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -17,3 +21,22 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def writev_all(fd: int, buffers: list[bytes]) -> None:
+    """Write ``buffers`` one after another to ``fd`` without joining them first
+    (``writev``, at most :data:`IOV_MAX` at a time); raises :class:`OSError`."""
+    pending: list[bytes | memoryview] = list(buffers)
+    while pending:
+        batch = pending[:IOV_MAX]
+        written = os.writev(fd, batch)
+        done = 0
+        for buffer in batch:  # drop what went out whole; cut the one cut short
+            size = len(buffer)
+            if written < size:
+                if written:
+                    pending[done] = memoryview(buffer)[written:]
+                break
+            written -= size
+            done += 1
+        del pending[:done]

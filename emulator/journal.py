@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .files import write_all
+from .files import write_all, writev_all
 
 __all__ = [
     "AudioPart",
@@ -90,15 +90,19 @@ compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).enc
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
-def _append(path: str, data: bytes) -> None:
-    """Append ``data`` to the file at ``path``, creating it.
+def _append(path: str, data: bytes | list[bytes]) -> None:
+    """Append ``data`` (bytes, or a list of them written in order) to the file at
+    ``path``, creating it.
 
     Plain ``os`` calls: a buffered ``open()`` per batch cost five times as much
     (io objects, a text encoder), and a live session keeps no descriptor open.
     """
     fd = os.open(path, _APPEND, 0o644)
     try:
-        write_all(fd, data)
+        if type(data) is list:
+            writev_all(fd, data)
+        else:
+            write_all(fd, data)
     finally:
         os.close(fd)
 
@@ -244,14 +248,21 @@ class Journal:
             return
         make = not self._made
         self._made = True
-        events = ("\n".join(lines) + "\n").encode() if lines else b""
+        if lines:
+            lines.append("")  # the last line's newline
+            events = "\n".join(lines).encode()
+        else:
+            events = b""
         audio_path = None
+        size = len(events)
         if audio and self._audio_name is not None:
             audio_path = os.path.join(self._path, self._audio_name)
-        data = b"".join(audio)
-        _WRITER.submit(lambda: self._write(make, events, audio_path, data), len(events) + len(data))
+            size += sum(map(len, audio))
+        # The chunks go to writev() as they are: joining them here copied every
+        # byte of audio once more, in the event loop.
+        _WRITER.submit(lambda: self._write(make, events, audio_path, audio), size)
 
-    def _write(self, make: bool, events: bytes, audio_path: str | None, audio: bytes) -> None:
+    def _write(self, make: bool, events: bytes, audio_path: str | None, audio: list[bytes]) -> None:
         # In the writer thread.
         try:
             if make:
