@@ -48,16 +48,7 @@ def test_installed_fixtures_load_outside_the_source_tree(wheel, tmp_path):
         "p = s.packaged_fixtures(); assert 'site' in str(p) or 'tmp' in str(p), p;"
         "print(sorted(load_scenario_dir(p)))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "primary-care-visit" in result.stdout
+    assert "primary-care-visit" in _run_installed(tmp_path, code)
 
 
 _DESCRIBE = (
@@ -67,12 +58,11 @@ _DESCRIBE = (
 )
 
 
-def _describe_installed(site: Path) -> str:
-    """speedups.describe() of the package extracted under ``site``."""
+def _run_installed(site: Path, code: str, *flags: str) -> str:
+    """Run ``code`` in a Python whose path starts at ``site`` (an extracted wheel);
+    return what it printed."""
     result = subprocess.run(
-        # -S: no site-packages, so the editable install of this checkout (whose
-        # finder maps every emulator.* name to it) cannot answer for the wheel.
-        [sys.executable, "-S", "-c", _DESCRIBE],
+        [sys.executable, *flags, "-c", code],
         cwd=site,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -81,6 +71,13 @@ def _describe_installed(site: Path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def _describe_installed(site: Path) -> str:
+    """speedups.describe() of the package extracted under ``site``."""
+    # -S: no site-packages, so the editable install of this checkout (whose
+    # finder maps every emulator.* name to it) cannot answer for the wheel.
+    return _run_installed(site, _DESCRIBE, "-S")
 
 
 def _speedups_in(archive: zipfile.ZipFile) -> list[str]:
