@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .files import write_all, writev_all
+from .files import writev_all
 
 __all__ = [
     "AudioPart",
@@ -90,19 +90,15 @@ compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).enc
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
-def _append(path: str, data: bytes | list[bytes]) -> None:
-    """Append ``data`` (bytes, or a list of them written in order) to the file at
-    ``path``, creating it.
+def _append(path: str, buffers: list[bytes]) -> None:
+    """Append ``buffers``, in order, to the file at ``path``, creating it.
 
     Plain ``os`` calls: a buffered ``open()`` per batch cost five times as much
     (io objects, a text encoder), and a live session keeps no descriptor open.
     """
     fd = os.open(path, _APPEND, 0o644)
     try:
-        if type(data) is list:
-            writev_all(fd, data)
-        else:
-            write_all(fd, data)
+        writev_all(fd, buffers)
     finally:
         os.close(fd)
 
@@ -268,7 +264,7 @@ class Journal:
             if make:
                 os.makedirs(self._path, exist_ok=True)
             if events:
-                _append(self._events_path, events)
+                _append(self._events_path, [events])
             if audio_path is not None:
                 _append(audio_path, audio)
         except OSError as error:

@@ -75,8 +75,7 @@ def headers(data: bytes) -> None:
 def speedups_agree(data: bytes) -> None:
     """The C loops (emulator._speedups) answer as their Python twins on ``data``:
     CRC-32, the SDK frame's layout check, the base64 check and the audio event's
-    size. Without the
-    extension, only the Python side runs."""
+    size. Without the extension, only the Python side runs."""
     if speedups.crc32 is not None:
         assert speedups.crc32(data, 0) == zlib.crc32(data), "crc32"
         assert speedups.crc32(data, 0xFFFFFFFF) == zlib.crc32(data, 0xFFFFFFFF), "crc32"
