@@ -7,6 +7,8 @@ import asyncio
 import pytest
 from aws_sdk_connecthealth import models as m
 
+from emulator import stream as stream_module
+
 from .support import (
     DOMAIN_ID,
     SUBSCRIPTION_ID,
@@ -282,6 +284,32 @@ async def test_scripted_internal_failure_fires_at_its_audio_time(client, emulato
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "FAILED"
     assert details["errors"] == [{"type": "internalFailureException", "message": "scripted outage"}]
+
+
+async def test_an_event_that_cannot_be_encoded_is_not_counted_as_sent(
+    client, emulator, monkeypatch
+):
+    """An output event whose encoding fails (a bug of ours) ends the stream with an
+    internal failure, and the session's counts hold only what the client got."""
+    real = stream_module.transcript_message
+
+    def failing_for_the_cough(payload: str) -> bytes:
+        if "cough" in payload:
+            raise RuntimeError("cannot encode this event")
+        return real(payload)
+
+    monkeypatch.setattr(stream_module, "transcript_message", failing_for_the_cough)
+    session_id = new_session_id()
+    scripted(emulator, session_id, {"segments": SCRIPT["segments"][:2]})
+    result = await run_session(client, session_id, audio=pcm_tone(5.0))
+    assert isinstance(result.error, m.InternalServerException), repr(result.error)
+    assert result.segments and all("cough" not in s.content for s in result.segments)
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200
+    assert details["eventsSent"] == {
+        "transcriptEvent": len(result.segments),
+        "internalFailureException": 1,
+    }
 
 
 async def test_scripted_validation_exception_reaches_the_sdk(client, emulator):
