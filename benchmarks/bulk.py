@@ -40,6 +40,9 @@ class BulkResult:
     audio_s_per_s: float
     events_per_session: float
     server_cpu: float
+    #: The part of ``server_cpu`` in the servers' main threads, their event
+    #: loops; the rest is in other threads (the emulator's journal writer).
+    server_loop_cpu: float
     #: Server CPU milliseconds per ingested session: the cost that does not
     #: depend on what else the machine is doing.
     server_cpu_ms_per_session: float | None
@@ -187,6 +190,7 @@ async def run_bulk(
         audio_s_per_s=round(rate * body.audio_seconds, 1),
         events_per_session=round(sum(c[2] for c in ok) / len(ok), 2) if ok else 0.0,
         server_cpu=round(server_cpu, 3),
+        server_loop_cpu=round(sum(meter.main_share for meter in meters), 3),
         server_cpu_ms_per_session=round(server_cpu * window / len(ok) * 1000, 2) if ok else None,
         client_cpu=round(client.share, 3),
         other_cpu=round(max(0.0, machine.busy - server_cpu - client.share), 3),

@@ -71,6 +71,10 @@ class RealtimeResult:
     #: session opens. ``None`` when the sessions are too short to have one.
     steady_p99_ms: float | None
     steady_finals: int
+    #: p99 of the finals by the second of the run (from the first start) in
+    #: which their completing audio event was sent: where the tail comes from,
+    #: the ramp's opens, the steady state or the sessions' ends.
+    p99_ms_by_second: list[float | None]
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
@@ -78,6 +82,8 @@ class RealtimeResult:
     finals_received: int
     sessions_failed: int
     server_cpu: float
+    #: The part of ``server_cpu`` in the servers' main threads (event loops).
+    server_loop_cpu: float
     #: Server CPU milliseconds per second of one streaming session: the cost
     #: that does not depend on what else the machine is doing.
     server_cpu_ms_per_session_s: float
@@ -300,6 +306,9 @@ async def run_realtime(
     steady_begin = t0 + stagger + _FRAMES_PER_SEGMENT * CHUNK_SECONDS
     steady_end = t0 + audio_seconds
     steady = sorted(latency for sent, latency in latencies if steady_begin <= sent <= steady_end)
+    by_second: list[list[float]] = [[] for _ in range(int(stagger + audio_seconds) + 2)]
+    for sent, latency in latencies:
+        by_second[min(max(int(sent - t0), 0), len(by_second) - 1)].append(latency)
     lag_sorted = sorted(lags) or [0.0]
     p99 = percentile(lat_sorted, 99) if lat_sorted else None
     lag_max = lag_sorted[-1]
@@ -327,6 +336,7 @@ async def run_realtime(
         ramp_s=stagger,
         steady_p99_ms=ms(percentile(steady, 99)) if steady else None,
         steady_finals=len(steady),
+        p99_ms_by_second=[ms(percentile(sorted(v), 99)) if v else None for v in by_second],
         lag_p50_ms=ms(percentile(lag_sorted, 50)) or 0.0,
         lag_p99_ms=ms(percentile(lag_sorted, 99)) or 0.0,
         lag_max_ms=ms(lag_max) or 0.0,
@@ -334,6 +344,7 @@ async def run_realtime(
         finals_received=finals_received,
         sessions_failed=failed,
         server_cpu=round(server_cpu, 3),
+        server_loop_cpu=round(sum(meter.main_share for meter in server_meters), 3),
         server_cpu_ms_per_session_s=round(server_cpu / sessions * 1000, 3),
         client_cpu=round(client_cpu, 3),
         other_cpu=round(max(0.0, machine.busy - server_cpu - client_cpu), 3),

@@ -32,6 +32,15 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def worst_second(p99_by_second: list[float | None] | None) -> str | None:
+    """``"k: p99"`` for the second of a real-time run whose finals had the highest p99."""
+    seconds = [(p99, k) for k, p99 in enumerate(p99_by_second or ()) if p99 is not None]
+    if not seconds:
+        return None
+    p99, k = max(seconds)
+    return f"{k}: {p99:g}"
+
+
 def _bulk(results: dict[str, Any]) -> str:
     bulk = results["bulk"]
     rows = []
@@ -54,6 +63,7 @@ def _bulk(results: dict[str, Any]) -> str:
                     cpu_ratio,
                     r["events_per_session"],
                     r["server_cpu"],
+                    r.get("server_loop_cpu"),
                     r["client_cpu"],
                     r.get("other_cpu"),
                     r["failed"],
@@ -83,6 +93,7 @@ def _bulk(results: dict[str, Any]) -> str:
                 "per-CPU emu/base",
                 "events/session",
                 "server CPU",
+                "loop CPU",
                 "client CPU",
                 "other CPU",
                 "failed",
@@ -107,10 +118,12 @@ def _realtime(results: dict[str, Any]) -> str:
                 r["latency_p99_ms"],
                 r["latency_max_ms"],
                 r.get("steady_p99_ms"),
+                worst_second(r.get("p99_ms_by_second")),
                 r["lag_p99_ms"],
                 r["lag_max_ms"],
                 f"{r['finals_received']}/{r['finals_expected']}",
                 r["server_cpu"],
+                r.get("server_loop_cpu"),
                 r["client_cpu"],
                 r["other_cpu"],
                 r["peak_rss_mib"],
@@ -134,10 +147,12 @@ def _realtime(results: dict[str, Any]) -> str:
                 "p99 ms",
                 "max ms",
                 "steady p99",
+                "worst second",
                 "lag p99 ms",
                 "lag max ms",
                 "finals",
                 "server CPU",
+                "loop CPU",
                 "client CPU",
                 "other CPU",
                 "RSS MiB",
@@ -147,6 +162,10 @@ def _realtime(results: dict[str, Any]) -> str:
         )
         + f"\nLargest N with p99 < 100 ms, lag < 1 s, every final: {largest}"
         + "\nsteady p99: finals sent while every session was mid-stream (after the ramp)"
+        + "\nworst second: the second of the run (0 = the first start) whose finals had the "
+        "highest p99, and that p99 in ms"
+        + "\nloop CPU: the part of server CPU in the event loop's thread; the rest is in other "
+        "threads (the emulator's journal writer)"
     )
 
 

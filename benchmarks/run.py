@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import servers  # noqa: E402
-from benchmarks.report import check_targets, render  # noqa: E402
+from benchmarks.report import check_targets, render, worst_second  # noqa: E402
 
 __all__ = ["SECTIONS", "Plan", "build_plan", "main"]
 
@@ -410,7 +410,8 @@ def run_realtime_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                     runs.append(result.to_json())
                     _progress(
                         f"realtime N={sessions} {result.server}: p99 {result.latency_p99_ms} ms "
-                        f"(steady {result.steady_p99_ms} ms), "
+                        f"(steady {result.steady_p99_ms} ms, worst second "
+                        f"{worst_second(result.p99_ms_by_second)} ms), "
                         f"lag max {result.lag_max_ms} ms, finals {result.finals_received}/"
                         f"{result.finals_expected}, server CPU {result.server_cpu}, "
                         f"other {result.other_cpu}"

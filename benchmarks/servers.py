@@ -313,9 +313,12 @@ def running_server(
             server.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
-    with open(f"/proc/{pid}/stat", "rb") as handle:
+def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads),
+    or with ``thread`` by that one thread of it (a thread id; ``pid`` is the main one).
+    """
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path, "rb") as handle:
         fields = handle.read().rsplit(b")", 1)[1].split()
     # After the ")" closing comm: state is field 3, utime 14 and stime 15 (1-based).
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
@@ -331,21 +334,30 @@ def rss_bytes(pid: int) -> int:
 
 
 class CpuMeter:
-    """CPU share of a process between :meth:`start` and :meth:`stop` (1.0 = one core)."""
+    """CPU share of a process between :meth:`start` and :meth:`stop` (1.0 = one core).
+
+    ``main_share`` is the main thread's part: a server's event loop, against
+    ``share - main_share`` in its other threads (the emulator's journal writer).
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._cpu = 0.0
+        self._main = 0.0
         self._wall = 0.0
         self.share = 0.0
+        self.main_share = 0.0
 
     def start(self) -> None:
         self._cpu = cpu_seconds(self.pid)
+        self._main = cpu_seconds(self.pid, thread=self.pid)
         self._wall = time.monotonic()
 
     def stop(self) -> float:
         wall = time.monotonic() - self._wall
-        self.share = (cpu_seconds(self.pid) - self._cpu) / wall if wall > 0 else 0.0
+        if wall > 0:
+            self.share = (cpu_seconds(self.pid) - self._cpu) / wall
+            self.main_share = (cpu_seconds(self.pid, thread=self.pid) - self._main) / wall
         return self.share
 
 

@@ -10,13 +10,16 @@ gone afterwards.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks import servers
+from benchmarks import report, servers
 from benchmarks.run import build_parser, build_plan
 from emulator import speedups
 
@@ -62,6 +65,8 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     for run in bulk.values():
         assert run["sessions"] > 0 and run["sessions_per_s"] > 0
         assert run["failed"] == 0
+        # The event loop's thread is one of the server's threads.
+        assert 0 < run["server_loop_cpu"] <= run["server_cpu"]
 
     realtime = {run["server"]: run for run in results["realtime"]["runs"]}
     assert set(realtime) == {"baseline", "emulator"}
@@ -73,6 +78,12 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
         # last one's first segment ends (t = 2 s), and until the first ends (3 s).
         assert 0 < run["steady_finals"] <= 20 * 3
         assert run["steady_p99_ms"] is not None
+        # Every final falls in some second of the run (1 s ramp + 3 s of audio),
+        # and the worst of those seconds is the run's worst.
+        by_second = run["p99_ms_by_second"]
+        assert len(by_second) == 6 and any(p99 is not None for p99 in by_second)
+        assert max(p99 for p99 in by_second if p99 is not None) <= run["latency_max_ms"]
+        assert 0 < run["server_loop_cpu"] <= run["server_cpu"]
 
     assert {row["target"] for row in results["targets"]} >= {
         "bulk ingest ratio, h2c",
@@ -81,6 +92,7 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     }
     text = done.stdout
     assert "steady p99" in text and "starts over 1 s" in text
+    assert "worst second" in text and "loop CPU" in text
     assert f"state directories on {results['meta']['state_file_system']}" in text
     assert f"emulator byte loops: {results['meta']['emulator_speedups']}" in text
 
@@ -127,3 +139,28 @@ def test_the_ramp_reaches_the_real_time_runs() -> None:
     plan = build_plan(build_parser().parse_args(["--rt-ramp", "4"]))
     assert plan.rt_ramp == 4.0
     assert build_plan(build_parser().parse_args([])).rt_ramp == 1.0
+
+
+def test_worst_second_names_the_second_with_the_highest_p99() -> None:
+    assert report.worst_second([3.5, None, 120.25, 7.0]) == "2: 120.25"
+    assert report.worst_second([None, None]) is None
+    assert report.worst_second(None) is None  # results saved before the field existed
+
+
+def test_a_busy_thread_counts_for_the_process_and_not_for_its_main_thread() -> None:
+    pid = os.getpid()
+    used: list[float] = []
+
+    def spin() -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:
+            pass
+        used.append(time.thread_time() - start)
+
+    total0, main0 = servers.cpu_seconds(pid), servers.cpu_seconds(pid, thread=pid)
+    busy = threading.Thread(target=spin)
+    busy.start()
+    busy.join()
+    total1, main1 = servers.cpu_seconds(pid), servers.cpu_seconds(pid, thread=pid)
+    # Clock ticks are 10 ms: the thread's 0.3 s shows in the process, not in main.
+    assert (total1 - total0) - (main1 - main0) >= used[0] - 0.05
