@@ -9,6 +9,11 @@ the same headers or raise the same error, and end with the same dynamic table.
 It also replaces h2's per-byte check of header names and values for illegal
 characters; the replacement must pass and reject exactly what h2's does, with
 h2's words, at the same header.
+
+And h2's four header pipelines (normalizing and checking each block received
+and sent) take a one-pass path for the plain requests and responses a server
+sees; for every block and every kind of block, each must give what h2's gives:
+the same headers of the same types, or the same error.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import h2.exceptions
+import h2.stream
 import h2.utilities
 import hpack
 import pytest
@@ -23,7 +29,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emulator.hypercorn_h2 import (
+    _FAST_PIPELINES,
+    _STOCK_PIPELINES,
     _STOCK_REJECT_ILLEGAL_CHARACTERS,
+    _plain_request,
+    _plain_response,
     _QuickDecoder,
     _reject_illegal_characters,
 )
@@ -228,3 +238,155 @@ def test_the_indexed_table_encodes_the_same_bytes_as_hpacks(
             quick.header_table_size = resize
         assert quick.encode(headers) == stock.encode(headers, huffman=False)
         assert quick.header_table.dynamic_entries == stock.header_table.dynamic_entries
+
+
+# --- h2's header pipelines --------------------------------------------------------------
+_PIPELINE_NAMES = [
+    b":method", b":scheme", b":authority", b":path", b":status", b":protocol", b":custom",
+    b"te", b"host", b"cookie", b"connection", b"keep-alive", b"transfer-encoding",
+    b"authorization", b"proxy-authorization", b"content-type", b"x-amzn-a", b"X-Upper",
+    b" x-space", b"x-tab\t", b"x:colon", b"",
+]  # fmt: skip
+_PIPELINE_VALUES = [
+    b"POST", b"CONNECT", b"https", b"/", b"", b"trailers", b"gzip", b"localhost", b"200",
+    b" lead", b"trail ", b"tab\t", b"a\nb", b"nul\x00", b"x" * 30, b"c=1",
+]  # fmt: skip
+_pipeline_header = st.builds(
+    lambda cls, name, value: cls(name, value),
+    st.sampled_from([lambda *h: h, hpack.HeaderTuple, hpack.NeverIndexedHeaderTuple]),
+    st.one_of(st.sampled_from(_PIPELINE_NAMES), st.binary(max_size=8)),
+    st.one_of(st.sampled_from(_PIPELINE_VALUES), st.binary(max_size=12)),
+)
+_SDK_REQUEST = [
+    (b":method", b"POST"),
+    (b":scheme", b"https"),
+    (b":path", b"/medical-scribe-stream"),
+    (b":authority", b"127.0.0.1:8443"),
+    (b"content-type", b"application/vnd.amazon.eventstream"),
+    (b"x-amzn-medscribe-session-id", b"6b299e86-0ff6-4120-9e12-1d4801dbbb54"),
+    (b"x-amz-date", b"20261204T220900Z"),
+]
+_RESPONSE = [
+    (b":status", b"200"),
+    (b"x-amzn-request-id", b"6b299e86-0ff6-4120-9e12-1d4801dbbb54"),
+    (b"content-type", b"application/vnd.amazon.eventstream"),
+    (b"date", b"Fri, 04 Dec 2026 22:09:00 GMT"),
+    (b"server", b"hypercorn-h2"),
+]
+# A plain block, then maybe some of it replaced, so that most examples come
+# close to the common case and many just miss it.
+_near_plain = st.builds(
+    lambda base, edits, order: [edits.get(i, header) for i, header in enumerate(order(base))],
+    st.sampled_from([_SDK_REQUEST, _RESPONSE]),
+    st.dictionaries(st.integers(0, 6), _pipeline_header, max_size=2),
+    st.sampled_from([list, lambda b: b[::-1], lambda b: b[1:] + b[:1]]),
+)
+_flags = st.builds(
+    h2.utilities.HeaderValidationFlags,
+    is_client=st.booleans(),
+    is_trailer=st.booleans(),
+    is_response_header=st.booleans(),
+    is_push_promise=st.booleans(),
+)
+
+
+_SERVER_REQUEST = h2.utilities.HeaderValidationFlags(False, False, False, False)
+_SERVER_RESPONSE = h2.utilities.HeaderValidationFlags(False, False, True, False)
+
+
+def _through(pipeline: Any, headers: list[Any], *args: Any) -> tuple[Any, ...]:
+    """What ``pipeline`` gives for ``headers``, read whole as h2 reads it, or its error."""
+    try:
+        out = list(pipeline(iter(headers), *args))
+    except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+        return ("error", type(error), str(error))
+    return ("ok", [(type(h), h[0], h[1]) for h in out])
+
+
+@settings(max_examples=1000)
+@given(
+    headers=st.one_of(_near_plain, st.lists(_pipeline_header, max_size=8)),
+    flags=_flags,
+    split_cookies=st.booleans(),
+    name=st.sampled_from(sorted(_FAST_PIPELINES)),
+)
+@example(headers=_SDK_REQUEST, flags=_SERVER_REQUEST, split_cookies=False, name="validate_headers")
+@example(
+    headers=_RESPONSE, flags=_SERVER_RESPONSE, split_cookies=False, name="validate_outbound_headers"
+)
+@example(
+    headers=_RESPONSE, flags=_SERVER_RESPONSE, split_cookies=True, name="normalize_outbound_headers"
+)
+@example(
+    headers=[*_SDK_REQUEST, (b"cookie", b"a=1"), (b"cookie", b"b=2")],
+    flags=_SERVER_REQUEST,
+    split_cookies=False,
+    name="normalize_inbound_headers",
+)
+# Each of these is one thing the one-pass path must leave to h2.
+@example(
+    headers=[*_RESPONSE, (b"authorization", b"secret")],  # sent never-indexed
+    flags=_SERVER_RESPONSE,
+    split_cookies=False,
+    name="normalize_outbound_headers",
+)
+@example(
+    headers=[*_RESPONSE, (b"connection", b"close")],  # dropped
+    flags=_SERVER_RESPONSE,
+    split_cookies=False,
+    name="normalize_outbound_headers",
+)
+@example(
+    headers=[*_RESPONSE, (b"cookie", b"a=1; b=2")],  # split
+    flags=_SERVER_RESPONSE,
+    split_cookies=True,
+    name="normalize_outbound_headers",
+)
+@example(
+    headers=[(b":method", b"CONNECT"), *_SDK_REQUEST[1:]],  # CONNECT with :scheme and :path
+    flags=_SERVER_REQUEST,
+    split_cookies=False,
+    name="validate_headers",
+)
+@example(
+    headers=[*_RESPONSE[:1], (b":path", b"/"), *_RESPONSE[1:]],  # a request's pseudo-header
+    flags=_SERVER_RESPONSE,
+    split_cookies=False,
+    name="validate_outbound_headers",
+)
+def test_each_header_pipeline_gives_what_h2s_gives(
+    headers: list[Any], flags: Any, split_cookies: bool, name: str
+) -> None:
+    args = (flags, split_cookies) if name == "normalize_outbound_headers" else (flags,)
+    assert _through(_FAST_PIPELINES[name], headers, *args) == _through(
+        _STOCK_PIPELINES[name], headers, *args
+    )
+
+
+def test_the_blocks_a_server_sees_most_take_the_one_pass_path() -> None:
+    """Without this the pipelines above could pass by always deferring to h2."""
+    server_request, server_response = _SERVER_REQUEST, _SERVER_RESPONSE
+    assert _plain_request(_SDK_REQUEST)
+    assert _plain_response(_RESPONSE)
+    validated = _FAST_PIPELINES["validate_headers"](iter(_SDK_REQUEST), server_request)
+    assert type(validated) is list and validated == _SDK_REQUEST
+    normalized = _FAST_PIPELINES["normalize_outbound_headers"](iter(_RESPONSE), server_response)
+    assert list(normalized) == _RESPONSE
+    checked = _FAST_PIPELINES["validate_outbound_headers"](normalized, server_response)
+    assert type(checked) is list and checked == _RESPONSE
+    # And what they must not pass: h2 answers for these.
+    assert not _plain_request([*_SDK_REQUEST, (b"te", b"gzip")])
+    assert not _plain_request(_SDK_REQUEST[1:])  # no :method
+    assert not _plain_response([(b"content-type", b"x"), (b":status", b"200")])
+    assert not _plain_response([*_RESPONSE, (b"X-Upper", b"1")])
+
+
+def test_install_puts_the_one_pass_pipelines_where_h2_stream_calls_them() -> None:
+    from emulator.hypercorn_h2 import install
+
+    install()
+    for name, fast in _FAST_PIPELINES.items():
+        assert getattr(h2.stream, name) is fast
+        assert getattr(h2.utilities, name) is _STOCK_PIPELINES[name]  # h2's own, kept
+    install()  # again: still the same, no wrapping of a wrapper
+    assert all(getattr(h2.stream, name) is fast for name, fast in _FAST_PIPELINES.items())
