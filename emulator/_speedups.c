@@ -27,6 +27,13 @@
  *   audio_event_size(payload, /) -> int
  *       base64_size of the chunk when ``payload`` is exactly the SDK's
  *       {"audioChunk":"<chunk>"}; otherwise -1.
+ *
+ *   huffman_decode(data, table, /) -> bytes | int
+ *       hpack's decode_huffman (HPACK's Huffman code, RFC 7541 appendix B) on
+ *       hpack's own nibble state machine, passed in as ``table``: 4,096
+ *       entries of three bytes (next state, flags, byte) as in
+ *       hpack.huffman_table.HUFFMAN_TABLE. The decoded bytes, or 1 where hpack
+ *       raises "Invalid Huffman string" and 2 for "Incomplete Huffman string".
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -415,6 +422,76 @@ speedups_audio_event_size(PyObject *Py_UNUSED(module), PyObject *arg)
     return measure_buffer(arg, audio_event_size);
 }
 
+/* -- HPACK Huffman strings ---------------------------------------------------- */
+
+/* hpack.huffman_table's flags. */
+#define HUFFMAN_COMPLETE 1
+#define HUFFMAN_EMIT_SYMBOL 2
+#define HUFFMAN_FAIL 4
+#define HUFFMAN_TABLE_SIZE (256 * 16 * 3)
+
+static PyObject *
+speedups_huffman_decode(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "huffman_decode() takes 2 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    Py_buffer data, table;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &table, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (table.len != HUFFMAN_TABLE_SIZE) {
+        PyErr_Format(PyExc_ValueError, "huffman_decode(): the table must be %d bytes, not %zd",
+                     HUFFMAN_TABLE_SIZE, table.len);
+        goto done;
+    }
+    if (data.len == 0) {
+        result = PyBytes_FromStringAndSize(NULL, 0);
+        goto done;
+    }
+    /* The shortest code is 5 bits: at most 8 symbols per 5 bytes, and one a nibble. */
+    Py_ssize_t room = data.len * 2;
+    result = PyBytes_FromStringAndSize(NULL, room);
+    if (result == NULL) {
+        goto done;
+    }
+    const unsigned char *in = data.buf, *t = table.buf;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_ssize_t n = 0;
+    unsigned int state = 0, flags = 0;
+    for (Py_ssize_t i = 0; i < data.len; i++) {
+        unsigned int nibbles[2] = {in[i] >> 4, in[i] & 0x0F};
+        for (int k = 0; k < 2; k++) {
+            const unsigned char *entry = t + 3 * (state * 16 + nibbles[k]);
+            state = entry[0];
+            flags = entry[1];
+            if (flags & HUFFMAN_FAIL) {
+                Py_SETREF(result, PyLong_FromLong(1));
+                goto done;
+            }
+            if (flags & HUFFMAN_EMIT_SYMBOL) {
+                out[n++] = entry[2];
+            }
+        }
+    }
+    if (!(flags & HUFFMAN_COMPLETE)) {
+        Py_SETREF(result, PyLong_FromLong(2));
+        goto done;
+    }
+    _PyBytes_Resize(&result, n);
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyObject *
 speedups_crc32_accelerated(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
@@ -440,6 +517,10 @@ static PyMethodDef speedups_methods[] = {
     {"audio_event_size", speedups_audio_event_size, METH_O,
      "audio_event_size(payload, /)\n--\n\nbase64_size of the chunk if payload is "
      "exactly {\"audioChunk\":\"<chunk>\"}, else -1."},
+    {"huffman_decode", (PyCFunction)(void (*)(void))speedups_huffman_decode, METH_FASTCALL,
+     "huffman_decode(data, table, /)\n--\n\nhpack's decode_huffman on hpack's nibble state "
+     "machine (table: 4,096 entries of next state, flags, byte): the decoded bytes, or 1 "
+     "(an invalid string) or 2 (an incomplete one)."},
     {"crc32_accelerated", speedups_crc32_accelerated, METH_NOARGS,
      "crc32_accelerated()\n--\n\nWhether crc32 folds with PCLMULQDQ on this CPU."},
     {NULL, NULL, 0, NULL},

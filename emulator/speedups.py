@@ -23,6 +23,9 @@ if, at import, they answer exactly as the Python ones on a set of probes.
   of the chunk of an ``audioEvent`` payload in the SDK's exact layout,
   ``{"audioChunk":"<chunk>"}``, else -1; ``None`` without the extension
   (:func:`emulator.validation.audio_event_size` is the Python one).
+- :data:`huffman_decode`: ``huffman_decode(data, table) -> bytes | int``, hpack's
+  Huffman decoding on its own state table (see :mod:`emulator.hypercorn_h2`);
+  ``None`` without the extension (hpack's Python loop runs).
 - :data:`NATIVE`: whether the extension is in use; :data:`CRC32_FOLDING`:
   whether its CRC folds with the CPU's carry-less multiply (PCLMULQDQ).
 """
@@ -40,6 +43,7 @@ __all__ = [
     "sdk_audio_frame",
     "base64_size",
     "audio_event_size",
+    "huffman_decode",
     "python_base64_size",
     "describe",
 ]
@@ -131,10 +135,15 @@ def _load() -> _Chosen:
 
 crc32, sdk_audio_frame, base64_size, CRC32_FOLDING = _load()
 NATIVE = crc32 is not None
+huffman_decode: Callable[[bytes, bytes], bytes | int] | None
 if NATIVE:
+    from . import _speedups as _module
     from ._speedups import audio_event_size
+
+    huffman_decode = getattr(_module, "huffman_decode", None)  # absent from older builds
 else:
     audio_event_size = None
+    huffman_decode = None
 
 
 def describe() -> str:

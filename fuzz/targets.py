@@ -7,8 +7,11 @@ a bug: the server must answer bad input with a specific validationException.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
-from emulator import eventstream, speedups
+import hpack
+
+from emulator import eventstream, hypercorn_h2, speedups
 from emulator.errors import FramingError, ValidationException
 from emulator.eventstream import EventStreamDecoder, open_envelope, sdk_audio_event
 from emulator.validation import (
@@ -74,8 +77,9 @@ def headers(data: bytes) -> None:
 
 def speedups_agree(data: bytes) -> None:
     """The C loops (emulator._speedups) answer as their Python twins on ``data``:
-    CRC-32, the SDK frame's layout check, the base64 check and the audio event's
-    size. Without the extension, only the Python side runs."""
+    CRC-32, the SDK frame's layout check, the base64 check, the audio event's
+    size and HPACK's Huffman decoding. Without the extension, only the Python
+    side runs."""
     if speedups.crc32 is not None:
         assert speedups.crc32(data, 0) == zlib.crc32(data), "crc32"
         assert speedups.crc32(data, 0xFFFFFFFF) == zlib.crc32(data, 0xFFFFFFFF), "crc32"
@@ -89,7 +93,18 @@ def speedups_agree(data: bytes) -> None:
             assert speedups.audio_event_size(payload) == _python_audio_event_size(payload), (
                 "audio_event_size"
             )
+    if speedups.huffman_decode is not None:
+        assert _huffman_outcome(hypercorn_h2._decode_huffman, data) == _huffman_outcome(
+            hypercorn_h2._STOCK_DECODE_HUFFMAN, data
+        ), "huffman_decode"
     sdk_audio_event(data)  # and the lookup of the inner headers raises nothing
+
+
+def _huffman_outcome(decode: Callable[[bytes], bytes], data: bytes) -> object:
+    try:
+        return decode(data)
+    except hpack.HPACKDecodingError as error:
+        return str(error)
 
 
 TARGETS = {

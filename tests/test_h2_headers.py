@@ -10,6 +10,9 @@ It also replaces h2's per-byte check of header names and values for illegal
 characters; the replacement must pass and reject exactly what h2's does, with
 h2's words, at the same header.
 
+The Huffman strings in those blocks are decoded in C, on hpack's own state
+table, with hpack's results and errors for any bytes.
+
 And h2's four header pipelines (normalizing and checking each block received
 and sent) take a one-pass path for the plain requests and responses a server
 sees; for every block and every kind of block, each must give what h2's gives:
@@ -25,13 +28,18 @@ import h2.stream
 import h2.utilities
 import hpack
 import pytest
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from emulator import speedups
 from emulator.hypercorn_h2 import (
     _FAST_PIPELINES,
+    _STOCK_DECODE_HUFFMAN,
     _STOCK_PIPELINES,
     _STOCK_REJECT_ILLEGAL_CHARACTERS,
+    _decode_huffman,
     _plain_request,
     _plain_response,
     _QuickDecoder,
@@ -390,3 +398,59 @@ def test_install_puts_the_one_pass_pipelines_where_h2_stream_calls_them() -> Non
         assert getattr(h2.utilities, name) is _STOCK_PIPELINES[name]  # h2's own, kept
     install()  # again: still the same, no wrapping of a wrapper
     assert all(getattr(h2.stream, name) is fast for name, fast in _FAST_PIPELINES.items())
+
+
+# --- Huffman strings ---------------------------------------------------------------------
+_needs_c = pytest.mark.skipif(
+    speedups.huffman_decode is None, reason="emulator._speedups is not in use"
+)
+_huffman = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+
+
+def _decoded(decode: Any, data: bytes) -> tuple[Any, ...]:
+    try:
+        return ("ok", decode(data))
+    except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+        return ("error", type(error), str(error))
+
+
+@_needs_c
+@settings(max_examples=1000)
+@given(
+    data=st.one_of(
+        st.binary(max_size=40),
+        st.binary(max_size=300).map(_huffman.encode),
+        # An encoded string cut short, or with bytes after it (bad padding, EOS).
+        st.tuples(st.binary(min_size=1, max_size=60).map(_huffman.encode), st.integers(-3, -1)).map(
+            lambda t: t[0][: t[1]]
+        ),
+        st.tuples(
+            st.binary(max_size=60).map(_huffman.encode), st.binary(min_size=1, max_size=4)
+        ).map(lambda t: t[0] + t[1]),
+    )
+)
+@example(data=b"")
+@example(data=b"\xff\xff\xff\xff")  # EOS, 30 ones
+@example(data=b"\x00")  # '0' then three bits of padding that are not all ones
+@example(data=_huffman.encode(b"AWS4-HMAC-SHA256 Credential=AKIA/20261204/us-east-1/x"))
+def test_huffman_strings_decode_as_hpack_decodes_them(data: bytes) -> None:
+    assert _decoded(_decode_huffman, data) == _decoded(_STOCK_DECODE_HUFFMAN, data)
+    assert _decoded(_decode_huffman, memoryview(data)) == _decoded(_STOCK_DECODE_HUFFMAN, data)
+
+
+@_needs_c
+def test_install_gives_hpack_the_c_huffman_decoder() -> None:
+    import hpack.hpack
+
+    from emulator.hypercorn_h2 import install
+
+    install()
+    assert hpack.hpack.decode_huffman is _decode_huffman
+    # Through hpack's decoder, as the server reads a never-indexed authorization.
+    block = hpack.Encoder().encode(
+        [hpack.NeverIndexedHeaderTuple(b"authorization", b"AWS4-HMAC-SHA256 Signature=ab12")],
+        huffman=True,
+    )
+    assert _QuickDecoder().decode(block, raw=True) == [
+        (b"authorization", b"AWS4-HMAC-SHA256 Signature=ab12")
+    ]
