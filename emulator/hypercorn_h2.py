@@ -816,7 +816,6 @@ _STOCK_PIPELINES: dict[str, Any] = {
     )
 }
 
-_REQUEST_PSEUDO_HEADERS = frozenset((b":method", b":scheme", b":authority", b":path"))
 #: Names whose presence sends a header block through h2's own pipeline: each
 #: is changed, reordered or checked beyond the common case there.
 _SLOW_NAMES = frozenset((b"te", b"host", b"cookie", *h2.utilities.CONNECTION_HEADERS))
@@ -825,24 +824,53 @@ _SLOW_OUTBOUND_NAMES = _SLOW_NAMES | frozenset((b"authorization", b"proxy-author
 _ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")
 
 
+#: The bit of each request pseudo-header in :func:`_plain_request`'s tally.
+_PSEUDO_BITS = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8}
+_ALL_PSEUDO = 15
+#: What a request header's name tells :func:`_plain_request`, by name: its
+#: pseudo-header bit, 0 for an ordinary header, None for a name h2 must judge.
+#: A client repeats its names on every stream; the cache stops growing at
+#: :data:`_NAME_CACHE_SIZE` names, so one sending a new name each time costs
+#: the check, not memory.
+_request_names: dict[bytes, int | None] = {}
+_NAME_CACHE_SIZE = 1024
+
+
+def _request_name(name: Any) -> int | None:
+    if not (
+        type(name) is bytes
+        and name
+        and not name.translate(None, _NAME_BYTES)
+        and name.find(b":", 1) == -1
+        and name not in _SLOW_NAMES
+    ):
+        kind = None
+    elif name[0] == 0x3A:  # ":"
+        kind = _PSEUDO_BITS.get(name)
+    else:
+        kind = 0
+    if len(_request_names) < _NAME_CACHE_SIZE and type(name) is bytes:
+        _request_names[name] = kind
+    return kind
+
+
 def _plain_request(headers: list[Any]) -> bool:
     """Whether h2's ``validate_headers`` would pass ``headers``, a received
     request block, through unchanged, in the common case: bytes, legal
     characters, the four request pseudo-headers once each and first, a method
     other than CONNECT, none of :data:`_SLOW_NAMES`. False says nothing: h2 decides.
     """
-    seen: set[bytes] = set()
+    seen = 0
     regular = False
+    names = _request_names
     for header in headers:
         name = header[0]
         value = header[1]
-        if not (
-            type(name) is bytes
-            and type(value) is bytes
-            and name
-            and not name.translate(None, _NAME_BYTES)
-            and name.find(b":", 1) == -1
-            and name not in _SLOW_NAMES
+        kind = names.get(name, -1) if type(name) is bytes else None
+        if kind == -1:
+            kind = _request_name(name)
+        if kind is None or not (
+            type(value) is bytes
             and (
                 not value
                 or (
@@ -857,17 +885,17 @@ def _plain_request(headers: list[Any]) -> bool:
             )
         ):
             return False
-        if name[0] == 0x3A:  # ":"
-            if regular or name in seen or name not in _REQUEST_PSEUDO_HEADERS:
+        if kind:
+            if regular or seen & kind:
                 return False
-            if name == b":method" and value == b"CONNECT":
+            if kind == 1 and value == b"CONNECT":
                 return False
-            if name == b":path" and not value:
+            if kind == 8 and not value:
                 return False
-            seen.add(name)
+            seen |= kind
         else:
             regular = True
-    return len(seen) == 4
+    return seen == _ALL_PSEUDO
 
 
 def _plain_response(headers: list[Any]) -> bool:

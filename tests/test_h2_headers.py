@@ -357,6 +357,18 @@ def _through(pipeline: Any, headers: list[Any], *args: Any) -> tuple[Any, ...]:
     name="validate_headers",
 )
 @example(
+    headers=[*_SDK_REQUEST[:2], (b":scheme", b"http"), *_SDK_REQUEST[2:]],  # twice
+    flags=_SERVER_REQUEST,
+    split_cookies=False,
+    name="validate_headers",
+)
+@example(
+    headers=[*_SDK_REQUEST[:2], (b":path", b""), *_SDK_REQUEST[3:]],  # empty
+    flags=_SERVER_REQUEST,
+    split_cookies=False,
+    name="validate_headers",
+)
+@example(
     headers=[*_RESPONSE[:1], (b":path", b"/"), *_RESPONSE[1:]],  # a request's pseudo-header
     flags=_SERVER_RESPONSE,
     split_cookies=False,
