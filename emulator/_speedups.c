@@ -1,5 +1,6 @@
 /*
- * emulator._speedups: the byte loops every audio event runs, in C.
+ * emulator._speedups: the byte loops every audio event runs, and the Huffman
+ * decoding of every stream's request headers, in C.
  *
  * Optional: the package works without it (setup.py builds it as an optional
  * extension), and emulator.speedups chooses this module or the pure-Python

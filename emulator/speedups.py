@@ -1,4 +1,4 @@
-"""The C loops of the audio-event path, or their pure-Python twins.
+"""The C loops of the audio-event path and of HPACK Huffman strings, or their Python twins.
 
 Every audio event costs a CRC-32 over its frame, the checks of the SDK's frame
 layout and, for an ``audioEvent``, a check that its base64 text uses only the
