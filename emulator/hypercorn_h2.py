@@ -769,6 +769,20 @@ _STOCK_REJECT_ILLEGAL_CHARACTERS: Any = getattr(h2.utilities, "_reject_illegal_c
 _NAME_BYTES = bytes(c for c in range(256) if 0x20 < c < 0x7F and not 0x41 <= c <= 0x5A)
 
 
+def _legal_value(value: bytes) -> bool:
+    """Whether h2's check of received headers takes ``value``: no NUL, CR or LF,
+    and no space or tab at either end."""
+    return not value or (
+        b"\x00" not in value
+        and b"\n" not in value
+        and b"\r" not in value
+        and value[0] != 0x20
+        and value[0] != 0x09
+        and value[-1] != 0x20
+        and value[-1] != 0x09
+    )
+
+
 def _reject_illegal_characters(headers: Any, hdr_validation_flags: Any) -> Any:
     """h2's first check of received headers (``validate_headers``), in C loops.
 
@@ -786,18 +800,7 @@ def _reject_illegal_characters(headers: Any, hdr_validation_flags: Any) -> Any:
             and type(value) is bytes
             and not name.translate(None, _NAME_BYTES)
             and name.find(b":", 1) == -1
-            and (
-                not value
-                or (
-                    b"\x00" not in value
-                    and b"\n" not in value
-                    and b"\r" not in value
-                    and value[0] != 0x20
-                    and value[0] != 0x09
-                    and value[-1] != 0x20
-                    and value[-1] != 0x09
-                )
-            )
+            and _legal_value(value)
         ):
             yield header
         else:
@@ -869,21 +872,7 @@ def _plain_request(headers: list[Any]) -> bool:
         kind = names.get(name, -1) if type(name) is bytes else None
         if kind == -1:
             kind = _request_name(name)
-        if kind is None or not (
-            type(value) is bytes
-            and (
-                not value
-                or (
-                    b"\x00" not in value
-                    and b"\n" not in value
-                    and b"\r" not in value
-                    and value[0] != 0x20
-                    and value[0] != 0x09
-                    and value[-1] != 0x20
-                    and value[-1] != 0x09
-                )
-            )
-        ):
+        if kind is None or type(value) is not bytes or not _legal_value(value):
             return False
         if kind:
             if regular or seen & kind:
