@@ -69,8 +69,8 @@ log = logging.getLogger("medscribe.journal")
 #: happen in the writer thread, but each batch still costs the event loop: the
 #: writer takes the GIL back after each of its system calls. Halving the
 #: batches (32 -> 64 KiB) raised bulk ingest by a fifth (four alternating runs,
-#: 122-130 -> 155-162 sessions/s). It is what a live session holds: 117 ->
-#: 154 KiB of RSS per active session at 1,000 sessions (idle ones hold none).
+#: 122-130 -> 155-162 sessions/s). It is what a live session holds at most,
+#: 32 KiB more than before; idle sessions hold none.
 FLUSH_BYTES = 64 * 1024
 
 _EVENTS = "events.jsonl"
