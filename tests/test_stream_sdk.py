@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aws_sdk_connecthealth import models as m
@@ -414,3 +415,43 @@ async def test_many_sessions_share_one_connection_and_failures_stay_isolated(cli
         assert [s.content for s in result.finals] == [
             seg["content"] for seg in SCRIPT["segments"][:3]
         ]
+
+
+async def test_the_sdks_header_blocks_take_the_servers_quick_paths(emulator, client, monkeypatch):
+    """What emulator.hypercorn_h2's header fast paths are for, checked on the real
+    client: its request is a plain one (h2's pipelines are skipped), the response
+    too, and its Huffman-coded strings, the ``authorization`` value among them,
+    go through the C decoder where the extension is in use. The session still
+    completes as it would through h2 and hpack alone."""
+    import hpack.hpack
+
+    from emulator import hypercorn_h2, speedups
+
+    if speedups.huffman_decode is not None:
+        assert hpack.hpack.decode_huffman is hypercorn_h2._decode_huffman
+    requests: list[bool] = []
+    responses: list[bool] = []
+    decoded: list[bytes] = []
+
+    def recorded(real: Any, into: list[Any]) -> Any:
+        def wrapper(argument: Any) -> Any:
+            into.append(outcome := real(argument))
+            return outcome
+
+        return wrapper
+
+    monkeypatch.setattr(
+        hypercorn_h2, "_plain_request", recorded(hypercorn_h2._plain_request, requests)
+    )
+    monkeypatch.setattr(
+        hypercorn_h2, "_plain_response", recorded(hypercorn_h2._plain_response, responses)
+    )
+    huffman = recorded(hpack.hpack.decode_huffman, decoded)
+    monkeypatch.setattr(hpack.hpack, "decode_huffman", huffman)
+
+    result = await run_session(client, new_session_id(), audio=pcm_tone(0.5))
+
+    assert result.error is None, result.error
+    assert requests == [True]
+    assert responses and all(responses)
+    assert any(value.startswith(b"AWS4-HMAC-SHA256 Credential=") for value in decoded)
