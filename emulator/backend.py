@@ -111,6 +111,8 @@ class Backend:
         self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
         # Records whose rows wait for the next flush_saves (see _save).
         self._dirty: dict[SessionKey, SessionRecord] = {}
+        # Rows of dropped sessions, deleted in the same transaction.
+        self._deleted: dict[SessionKey, None] = {}
         self._save_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._seq = self.store.max_seq()
@@ -461,6 +463,9 @@ class Backend:
         if self._closed or self.sessions.get(record.key) is not record:
             return
         self._dirty[record.key] = record
+        self._schedule_saves()
+
+    def _schedule_saves(self) -> None:
         if self._save_handle is not None:
             return
         try:
@@ -471,25 +476,30 @@ class Backend:
         self._save_handle = loop.call_later(SAVE_DELAY, self.flush_saves)
 
     def flush_saves(self) -> None:
-        """Write every row changed since the last write, in one transaction."""
+        """Write every row changed (or delete every row dropped) since the last
+        write, in one transaction."""
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
         dirty, self._dirty = self._dirty, {}
+        deleted, self._deleted = self._deleted, {}
         if self._closed:
             return
         self.store.save_many(
-            StoredSession(
-                domain_id=key.domain_id,
-                subscription_id=key.subscription_id,
-                session_id=key.session_id,
-                seq=record.seq,
-                status=record.status.value,
-                created_at=record.created_at,
-                data=record.to_data_json(),
-            )
-            for key, record in dirty.items()
-            if self.sessions.get(key) is record
+            (
+                StoredSession(
+                    domain_id=key.domain_id,
+                    subscription_id=key.subscription_id,
+                    session_id=key.session_id,
+                    seq=record.seq,
+                    status=record.status.value,
+                    created_at=record.created_at,
+                    data=record.to_data_json(),
+                )
+                for key, record in dirty.items()
+                if self.sessions.get(key) is record
+            ),
+            deleted=deleted,
         )
 
     def _load_sessions(self) -> None:
@@ -540,7 +550,11 @@ class Backend:
             if record.journal is not None:
                 record.journal.remove()
         if records and not self._closed:
-            self.store.delete(r.key for r in records)
+            # With the next rows written: a commit per dropped session showed
+            # when every new session drops an old one (bulk ingest).
+            for record in records:
+                self._deleted[record.key] = None
+            self._schedule_saves()
 
     # -- post-stream actions --------------------------------------------------------
 

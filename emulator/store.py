@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 )
 """
 
+_DELETE = f"DELETE FROM {TABLE} WHERE domain_id = ? AND subscription_id = ? AND session_id = ?"
+
 #: How long a write waits for another connection's lock (another component,
 #: or a second emulator on the same state dir) before failing.
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -83,8 +85,12 @@ class SessionStore:
         ).fetchall()
         return list(_decode(rows))
 
-    def save_many(self, rows: Iterable[StoredSession]) -> None:
-        """Insert or replace several sessions' rows in one transaction."""
+    def save_many(
+        self, rows: Iterable[StoredSession], *, deleted: Iterable[tuple[str, str, str]] = ()
+    ) -> None:
+        """Delete the rows of ``deleted``, then insert or replace ``rows``, in one
+        transaction (a key in both ends up with its row from ``rows``)."""
+        keys = list(deleted)
         values = [
             (
                 row.domain_id,
@@ -99,23 +105,18 @@ class SessionStore:
             )
             for row in rows
         ]
-        if not values:
+        if not values and not keys:
             return
         with self._db:  # one transaction: one WAL write for the lot
             self._db.execute("BEGIN")
+            if keys:
+                self._db.executemany(_DELETE, keys)
             self._db.executemany(
                 f"INSERT OR REPLACE INTO {TABLE} "
                 "(domain_id, subscription_id, session_id, seq, status, created_at, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
-
-    def delete(self, keys: Iterable[tuple[str, str, str]]) -> None:
-        """Delete the rows of ``keys`` ((domainId, subscriptionId, sessionId) each)."""
-        self._db.executemany(
-            f"DELETE FROM {TABLE} WHERE domain_id = ? AND subscription_id = ? AND session_id = ?",
-            list(keys),
-        )
 
     def max_seq(self) -> int:
         """Return the largest ``seq`` stored, or 0."""

@@ -37,6 +37,17 @@ def test_save_many_writes_every_row_and_replaces_existing_ones(tmp_path):
     assert rows == {"a": "COMPLETED", "b": "IN_PROGRESS"}
 
 
+def test_save_many_deletes_first_then_writes_in_one_transaction(tmp_path):
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_row("a"), _row("b"), _row("c")])
+    # "b" is deleted and written again: it keeps the new row; "c" goes.
+    store.save_many([_row("b", status="COMPLETED")], deleted=[("d", "s", "b"), ("d", "s", "c")])
+    store.save_many([], deleted=[("d", "s", "a"), ("d", "s", "never-stored")])
+    rows = {row.session_id: row.status for row in store.load()}
+    store.close()
+    assert rows == {"b": "COMPLETED"}
+
+
 def _stored(tmp_path) -> dict[str, str]:
     # What another reader of the file sees (WAL: readers never block the writer).
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
@@ -82,6 +93,29 @@ async def test_a_session_dropped_before_its_write_is_not_written(tmp_path):
         backend.open_stream(_request(new), request_id="r2", rule=None)  # retention drops old
         backend.flush_saves()
         assert _stored(tmp_path) == {new: "IN_PROGRESS"}
+    finally:
+        backend.close()
+
+
+async def test_a_dropped_sessions_row_goes_with_the_next_writes(tmp_path):
+    """Retention drops rows in the transaction of the rows written next, not in
+    one of their own; a session streamed again after its drop keeps its new row."""
+    backend = Backend(scenarios={}, state_dir=tmp_path, retention=1)
+    try:
+        old, new = new_session_id(), new_session_id()
+        backend.close_stream(backend.open_stream(_request(old), request_id="r1", rule=None))
+        backend.flush_saves()
+        assert set(_stored(tmp_path)) == {old}
+        second = backend.open_stream(_request(new), request_id="r2", rule=None)  # drops old
+        assert _ids(backend) == [new]
+        assert set(_stored(tmp_path)) == {old}  # not yet: with the next writes
+        await asyncio.sleep(SAVE_DELAY * 4)
+        assert set(_stored(tmp_path)) == {new}
+        backend.close_stream(second)
+        again = backend.open_stream(_request(old), request_id="r3", rule=None)  # drops new
+        backend.flush_saves()
+        assert set(_stored(tmp_path)) == {old}
+        assert _ids(backend) == [old] and backend.sessions[again.key] is again
     finally:
         backend.close()
 
