@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -101,6 +102,7 @@ class Backend:
         self.total = 0
         self.state_dir = state_dir
         self.journal_root = state_dir / "sessions"
+        self._journal_root = os.fspath(self.journal_root)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.store = SessionStore(state_dir / DATABASE_NAME)
@@ -450,7 +452,10 @@ class Backend:
 
     def _journal(self, record: SessionRecord) -> Journal:
         key = record.key
-        directory = self.journal_root / key.domain_id / key.subscription_id / key.session_id
+        # Joined as text: three Path joins were a fifth of opening a stream's record.
+        directory = os.path.join(
+            self._journal_root, key.domain_id, key.subscription_id, key.session_id
+        )
         return Journal(directory, audio_suffix=record.media_encoding)
 
     def _save(self, record: SessionRecord) -> None:

@@ -149,11 +149,12 @@ class Journal:
     ``audio_suffix`` is the media encoding (``pcm`` or ``flac``).
     """
 
-    def __init__(self, directory: Path, *, audio_suffix: str) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path | str, *, audio_suffix: str) -> None:
         self.audio_suffix = audio_suffix
-        # Plain strings: a Path join per flush showed in the benchmark profile.
+        # Plain strings: a Path join per flush showed in the benchmark profile,
+        # and building the Path itself in the profile of a session's start.
         self._path = os.fspath(directory)
+        self._directory: Path | None = None
         self._events_path = os.path.join(self._path, _EVENTS)
         self._lines: list[str] = []
         self._audio: list[bytes] = []
@@ -166,6 +167,13 @@ class Journal:
         # The directory is made on the first flush only (mkdir per flush showed
         # in the benchmark profile).
         self._made = False
+
+    @property
+    def directory(self) -> Path:
+        """The session's journal directory."""
+        if self._directory is None:
+            self._directory = Path(self._path)
+        return self._directory
 
     # -- writing -----------------------------------------------------------------
 

@@ -197,6 +197,19 @@ def test_journal_writes_in_batches_and_holds_at_most_one_batch(tmp_path):
     assert read_audio(journal_files) == chunk * 200
 
 
+def test_a_journal_named_by_a_text_path_reads_and_writes_as_one_named_by_a_path(tmp_path):
+    journal_files = Journal(str(tmp_path / "a" / "j"), audio_suffix="pcm")
+    assert journal_files.directory == tmp_path / "a" / "j"
+    journal_files.start_stream(1)
+    journal_files.audio(b"\x02" * 10)
+    journal_files.record({"direction": "in", "type": "binaryAudioEvent"})
+    assert [e["type"] for e in journal_files.entries()] == ["binaryAudioEvent"]
+    assert read_audio(journal_files) == b"\x02" * 10
+    journal_files.remove()
+    journal_files.wait_written()
+    assert not (tmp_path / "a" / "j").exists()
+
+
 def read_audio(journal_files: Journal) -> bytes:
     parts = journal_files.audio_parts()
     data = b"".join(b"".join(part.read()) for part in parts)
