@@ -16,12 +16,24 @@ Both mean "the peer has gone", which is exactly what hypercorn's own handlers
 treat as a normal close. :class:`QuietTCPServer` handles them the same way, and
 bounds the wait for a TLS peer's close_notify (see :data:`CLOSE_TIMEOUT`), which
 otherwise holds shutdown for up to 30 s per idle pooled client connection.
+
+It also writes less often. hypercorn writes each piece the HTTP/2 protocol
+sends at once, a ``send()`` system call (over TLS, a record) per response
+HEADERS, transcript event and WINDOW_UPDATE; with hundreds of streams on a
+connection those calls were the largest single cost in the server's loop
+(17% of it while 1,000 real-time sessions opened). :class:`QuietTCPServer`
+gathers what is sent during one loop iteration and writes it with one call at
+the iteration's end, in order; past :data:`COALESCE_BYTES` (pending, plus what
+the transport still holds) it writes at once and waits for the transport to
+drain, as hypercorn does for every send. 1,000 real-time sessions: p99
+176-218 -> 113-118 ms, in alternating runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Any
 
 import hypercorn.asyncio.run
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -33,21 +45,66 @@ __all__ = ["QuietTCPServer", "install", "CLOSE_TIMEOUT"]
 #: a local network, and short enough for the 2 s shutdown promise.
 CLOSE_TIMEOUT = 0.5
 
+#: Bytes sent (or waiting in the transport) above which a send is written at
+#: once and waits for the transport to drain, as hypercorn's own does each time.
+COALESCE_BYTES = 64 * 1024
+
 
 class QuietTCPServer(TCPServer):
-    """hypercorn's ``TCPServer`` that treats a TLS peer's abrupt close as a close."""
+    """hypercorn's ``TCPServer`` that treats a TLS peer's abrupt close as a close,
+    and writes what the protocol sends in one loop iteration with one call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_handle: asyncio.Handle | None = None
 
     async def protocol_send(self, event: Event) -> None:
-        if isinstance(event, RawData) and self.writer.transport.is_closing():
-            # Writing to a closing TLS transport raises AttributeError in asyncio.
-            await self.protocol.handle(Closed())
+        if isinstance(event, RawData):
+            transport = self.writer.transport
+            if transport.is_closing():
+                # Writing to a closing TLS transport raises AttributeError in asyncio.
+                await self.protocol.handle(Closed())
+                return
+            self._pending.append(event.data)
+            self._pending_size += len(event.data)
+            if self._pending_size + transport.get_write_buffer_size() < COALESCE_BYTES:
+                if self._flush_handle is None:
+                    self._flush_handle = self.loop.call_soon(self._write_pending)
+                return
+            try:
+                self._write_pending()
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError, AttributeError):
+                await self.protocol.handle(Closed())
             return
+        if isinstance(event, Closed):
+            self._write_pending()
         try:
             await super().protocol_send(event)
         except AttributeError:
             await self.protocol.handle(Closed())
 
+    def _write_pending(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        self._pending_size = 0
+        transport = self.writer.transport
+        if transport.is_closing():
+            return  # the reader sees the close and ends the connection
+        try:
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        except (ConnectionError, RuntimeError, AttributeError):
+            transport.abort()
+
     async def _close(self) -> None:
+        self._write_pending()
         try:
             self.writer.write_eof()
         except (NotImplementedError, OSError, RuntimeError):

@@ -69,3 +69,130 @@ def test_shutdown_does_not_wait_for_an_idle_tls_client_to_answer_close_notify(tm
         assert time.monotonic() - stopping < 5
     finally:
         client.close()
+
+
+# --- Writes coalesced per loop iteration ---------------------------------------------
+
+
+class _Transport:
+    def __init__(self, *, closing: bool = False, buffered: int = 0) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.closing = closing
+        self.buffered = buffered
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.calls.append(("abort", b""))
+
+
+class _Writer:
+    def __init__(self, transport: _Transport) -> None:
+        self.transport = transport
+        self.drains = 0
+
+    async def drain(self) -> None:
+        self.drains += 1
+
+    def write_eof(self) -> None:
+        self.transport.calls.append(("eof", b""))
+
+    def close(self) -> None:
+        self.transport.calls.append(("close", b""))
+        self.transport.closing = True
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    async def handle(self, event: object) -> None:
+        self.events.append(event)
+
+
+def _server(transport: _Transport):
+    from emulator.hypercorn_tcp import QuietTCPServer
+
+    server = QuietTCPServer(
+        None, asyncio.get_running_loop(), None, None, None, None, _Writer(transport)
+    )
+    server.protocol = _Protocol()
+    return server
+
+
+async def test_sends_in_one_loop_iteration_go_out_in_one_write_in_order():
+    from hypercorn.events import RawData
+
+    transport = _Transport()
+    server = _server(transport)
+    for part in (b"HEADERS", b"DATA-1", b"WINDOW_UPDATE"):
+        await server.protocol_send(RawData(data=part))
+    assert transport.calls == []  # nothing yet: the write waits for the iteration's end
+    await asyncio.sleep(0)
+    assert transport.calls == [("write", b"HEADERSDATA-1WINDOW_UPDATE")]
+    await server.protocol_send(RawData(data=b"later"))
+    await asyncio.sleep(0)
+    assert transport.calls[1:] == [("write", b"later")]
+    assert server.writer.drains == 0
+
+
+async def test_a_large_send_or_a_full_transport_writes_at_once_and_waits_for_the_drain():
+    from hypercorn.events import RawData
+
+    from emulator.hypercorn_tcp import COALESCE_BYTES
+
+    transport = _Transport()
+    server = _server(transport)
+    await server.protocol_send(RawData(data=b"small"))
+    await server.protocol_send(RawData(data=b"x" * COALESCE_BYTES))
+    assert transport.calls == [("write", b"small" + b"x" * COALESCE_BYTES)]
+    assert server.writer.drains == 1
+    transport.buffered = COALESCE_BYTES  # the peer reads slowly: every send waits
+    await server.protocol_send(RawData(data=b"more"))
+    assert transport.calls[1:] == [("write", b"more")]
+    assert server.writer.drains == 2
+    await asyncio.sleep(0)
+    assert len(transport.calls) == 2  # nothing was left for the iteration's end
+
+
+async def test_closing_writes_what_is_pending_first():
+    from hypercorn.events import Closed, RawData
+
+    transport = _Transport()
+    server = _server(transport)
+    server.idle_task = type("Idle", (), {"stop": staticmethod(lambda: asyncio.sleep(0))})()
+    await server.protocol_send(RawData(data=b"GOAWAY"))
+    await server.protocol_send(Closed())
+    assert transport.calls[:3] == [("write", b"GOAWAY"), ("eof", b""), ("close", b"")]
+    await asyncio.sleep(0)
+    assert [call for call in transport.calls if call[0] == "write"] == [("write", b"GOAWAY")]
+    # The connection's own end (its reader saw EOF) closes without a Closed event.
+    transport = _Transport()
+    server = _server(transport)
+    server.idle_task = type("Idle", (), {"stop": staticmethod(lambda: asyncio.sleep(0))})()
+    await server.protocol_send(RawData(data=b"last frames"))
+    await server._close()
+    assert transport.calls[:2] == [("write", b"last frames"), ("eof", b"")]
+
+
+async def test_a_send_to_a_closing_transport_closes_the_connection_and_writes_nothing():
+    from hypercorn.events import Closed, RawData
+
+    transport = _Transport()
+    server = _server(transport)
+    await server.protocol_send(RawData(data=b"queued"))
+    transport.closing = True  # the peer went away before the iteration ended
+    await server.protocol_send(RawData(data=b"too late"))
+    await asyncio.sleep(0)
+    assert transport.calls == []
+    assert [type(event) for event in server.protocol.events] == [Closed]
