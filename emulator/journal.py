@@ -231,7 +231,11 @@ class Journal:
         client sent it, stored undecoded.
         """
         if base64 is not self._part_base64:
-            self.flush()  # what is buffered belongs to the part it was sent for
+            if self._audio:
+                # The buffered audio belongs to the part it was sent for. Lines
+                # can wait: a flush here on every stream's first audio event
+                # created the session's files while the stream was opening.
+                self.flush()
             self._part += 1
             self._part_base64 = base64
             name = f"audio-{self._stream}-{self._part}.{self.audio_suffix}"

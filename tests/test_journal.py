@@ -242,6 +242,22 @@ def test_a_stream_switching_audio_kinds_keeps_its_order_in_parts(tmp_path):
     assert read_audio(journal_files) == bytes(range(1, 9))
 
 
+def test_a_streams_first_audio_waits_for_a_full_batch_before_any_file_is_made(tmp_path):
+    """Opening a stream writes nothing: its first lines and audio wait for a
+    full batch (or a reader), so a burst of new sessions creates no files."""
+    journal_files = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal_files.start_stream(1)
+    journal_files.record({"direction": "stream", "type": "streamStarted"})
+    journal_files.record({"direction": "in", "type": "configurationEvent"})
+    journal_files.audio(base64.b64encode(b"\x01\x02"), base64=True)
+    journal_files.record_audio_input("audioEvent", 16, 0.0)
+    journal_files.wait_written()
+    assert not (tmp_path / "j").exists()
+    types = [entry["type"] for entry in journal_files.entries()]  # a reader flushes
+    assert types == ["streamStarted", "configurationEvent", "audioEvent"]
+    assert read_audio(journal_files) == b"\x01\x02"
+
+
 def test_audio_written_by_earlier_versions_still_reads(tmp_path):
     (tmp_path / "j").mkdir()
     (tmp_path / "j" / "audio-1.pcm").write_bytes(b"old")
