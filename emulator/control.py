@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, NoReturn
 
@@ -34,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import InternalServerException, ServiceError, ValidationException
+from .ids import new_request_id
 from .resources import (
     ARN_FORM,
     ARN_PATTERN,
@@ -195,7 +195,7 @@ def _fail(where: str, rule: str) -> NoReturn:
 
 # --- Responses ----------------------------------------------------------------------------
 def _headers(**extra: str) -> dict[str, str]:
-    return {"x-amzn-requestid": str(uuid.uuid4()), **extra}
+    return {"x-amzn-requestid": new_request_id(), **extra}
 
 
 def _ok(document: dict[str, Any], *, status: int = 200) -> Response:

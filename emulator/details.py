@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from .errors import ResourceNotFoundException, ServiceError
+from .ids import new_request_id
 from .quotas import Quotas, access_key_of
 from .record import SessionKey, SessionRecord
 from .stream import Receive, Scope, Send, error_response
@@ -117,7 +117,7 @@ class SessionDetailsEndpoint:
         self, scope: Scope, receive: Receive, send: Send, *, ids: tuple[str, str, str]
     ) -> None:
         """Answer one Get; ``ids`` are :func:`match_session_path`'s."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         domain_id, subscription_id, session_id = ids
         try:
             if self.quotas is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from time import monotonic as _monotonic
@@ -33,6 +32,7 @@ from .events import (
     transcript_payload,
 )
 from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_event
+from .ids import new_request_id
 from .journal import Journal
 from .quotas import Quotas, access_key_of
 from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession, SessionState
@@ -96,7 +96,7 @@ class StreamEndpoint:
         self.credentials = credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         signature: RequestSignature | None = None
         quota_key: str | None = None
         try:
