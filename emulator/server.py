@@ -8,6 +8,7 @@ and handed to hypercorn as ``fd://`` binds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -278,6 +279,22 @@ async def _serve(
     await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
 
 
+def settle_garbage_collector() -> None:
+    """Collect once, then move every object alive to the collector's permanent
+    generation, out of every later full collection's scan.
+
+    For a process that is the server (the command line, the image), once it is
+    ready: what start-up built (modules, Faker's data, the app) lives as long
+    as the process. A full collection then scans only what sessions made since.
+    With 1,000 real-time sessions opening in a second, full collections paused
+    the loop for 44-50 ms, and 16-18 ms with this (p99 80-118 -> 52-96 ms over
+    four alternating runs). Not done by :func:`serve` itself: a test process
+    that embeds the emulator keeps its own collector's settings.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run(settings: Settings) -> int:
     """Run in the foreground until SIGTERM/SIGINT; return the process exit code."""
     logging.basicConfig(
@@ -287,6 +304,7 @@ def run(settings: Settings) -> int:
     )
 
     def announce(running: RunningServer) -> None:
+        settle_garbage_collector()
         print("medscribe-emulator ready", flush=True)
         print(f"  endpoint (TLS, h2 + http/1.1): {running.endpoint_url}", flush=True)
         print(f"  endpoint (cleartext, h2c + http/1.1): {running.h2c_url}", flush=True)
