@@ -349,6 +349,10 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, object]]:
     return out
 
 
+def _creation(us: float | None) -> str:
+    return "" if us is None else f" (a directory and a file made in {us:g} us)"
+
+
 def render(results: dict[str, Any]) -> str:
     """Every section present in ``results`` as text, then the targets."""
     parts = []
@@ -357,7 +361,8 @@ def render(results: dict[str, Any]) -> str:
         parts.append(
             f"Machine: {meta.get('cpus')} CPUs, Python {meta.get('python')}, "
             f"load average before {meta.get('load_before')}, after {meta.get('load_after')}, "
-            f"state directories on {meta.get('state_file_system') or 'an unknown file system'}, "
+            f"state directories on {meta.get('state_file_system') or 'an unknown file system'}"
+            f"{_creation(meta.get('state_file_creation_us'))}, "
             f"emulator byte loops: {meta.get('emulator_speedups') or 'unknown'}"
         )
     for key, fn in (

@@ -529,6 +529,7 @@ def _run_sections(plan: Plan, sections: Sequence[str], state_root: Path) -> dict
     """Run ``sections`` in order, the servers' state directories under ``state_root``."""
     results: dict[str, Any] = {"meta": _meta(plan, sections)}
     results["meta"]["state_file_system"] = servers.file_system_of(state_root)
+    results["meta"]["state_file_creation_us"] = servers.file_creation_us(state_root)
     results["meta"]["emulator_speedups"] = servers.emulator_speedups()
     started = time.monotonic()
     for section in sections:

@@ -56,6 +56,7 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     results = json.loads(out.read_text())
     assert "errors" not in results
     assert results["meta"]["state_file_system"] == servers.file_system_of(state_root)
+    assert results["meta"]["state_file_creation_us"] > 0
     # The servers run this checkout, whose extension the test run has (or not).
     assert results["meta"]["emulator_speedups"] == speedups.describe()
     assert list(state_root.iterdir()) == []  # every server's state directory removed
@@ -94,6 +95,8 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     assert "steady p99" in text and "starts over 1 s" in text
     assert "worst second" in text and "loop CPU" in text
     assert f"state directories on {results['meta']['state_file_system']}" in text
+    made = results["meta"]["state_file_creation_us"]
+    assert f"(a directory and a file made in {made:g} us)" in text
     assert f"emulator byte loops: {results['meta']['emulator_speedups']}" in text
 
 
@@ -111,6 +114,12 @@ def test_held_state_dirs_keep_each_server_directory_until_the_block_ends(
         state_dir = server.state_dir
         assert state_dir.parent != parent
     assert not state_dir.exists()  # outside the block: removed with the server
+
+
+def test_the_file_creation_probe_times_a_directory_and_a_file_and_leaves_nothing(tmp_path):
+    us = servers.file_creation_us(tmp_path, count=20)
+    assert 0 < us < 10_000_000
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_file_system_of_reads_the_longest_mount_point() -> None:
