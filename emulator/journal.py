@@ -53,6 +53,7 @@ from typing import Any
 from .files import writev_all
 
 __all__ = [
+    "run_in_writer",
     "AudioPart",
     "Journal",
     "FLUSH_BYTES",
@@ -445,6 +446,15 @@ class _Writer:
 
 
 _WRITER = _Writer()
+
+
+def run_in_writer(job: Callable[[], object], size: int = 0) -> None:
+    """Run ``job`` in the journals' writer thread, after everything handed to it
+    before (:meth:`Journal.wait_written` waits for it too); ``size`` is the bytes
+    it holds, counted against the writer's memory bound. For other writes off
+    the event loop, such as the session rows (see :mod:`emulator.backend`).
+    """
+    _WRITER.submit(job, size)
 
 
 #: Read size for the audio files.

@@ -76,6 +76,57 @@ async def test_changes_within_the_save_delay_are_written_together(tmp_path):
         backend.close()
 
 
+async def test_the_delayed_writes_run_in_the_writer_thread_and_a_flush_waits_for_them(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    writes: list[tuple[str, list[str]]] = []
+    save_many = backend.store.save_many
+
+    def recording(rows, *, deleted=()):
+        rows = list(rows)
+        writes.append((threading.current_thread().name, [row.session_id for row in rows]))
+        save_many(rows, deleted=deleted)
+
+    monkeypatch.setattr(backend.store, "save_many", recording)
+    try:
+        first, second = new_session_id(), new_session_id()
+        backend.open_stream(_request(first), request_id="r1", rule=None)
+        await asyncio.sleep(SAVE_DELAY * 4)
+        assert writes == [("medscribe-journal", [first])]  # off the event loop
+        backend.open_stream(_request(second), request_id="r2", rule=None)
+        backend.flush_saves()  # at once, in this thread, and on disk when it returns
+        assert writes[1] == (threading.current_thread().name, [second])
+        assert _stored(tmp_path) == {first: "IN_PROGRESS", second: "IN_PROGRESS"}
+    finally:
+        backend.close()
+
+
+async def test_a_failed_delayed_write_is_logged_and_later_ones_go_on(tmp_path, monkeypatch, caplog):
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    save_many = backend.store.save_many
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    def flaky(rows, *, deleted=()):
+        if failures:
+            raise failures.pop()
+        save_many(rows, deleted=deleted)
+
+    monkeypatch.setattr(backend.store, "save_many", flaky)
+    try:
+        first, second = new_session_id(), new_session_id()
+        backend.open_stream(_request(first), request_id="r1", rule=None)
+        await asyncio.sleep(SAVE_DELAY * 4)
+        assert "cannot save 1 session rows" in caplog.text and "database is locked" in caplog.text
+        backend.open_stream(_request(second), request_id="r2", rule=None)
+        await asyncio.sleep(SAVE_DELAY * 4)
+        assert set(_stored(tmp_path)) == {second}
+    finally:
+        backend.close()
+
+
 async def test_closing_the_backend_writes_what_is_pending(tmp_path):
     backend = Backend(scenarios={}, state_dir=tmp_path)
     session_id = new_session_id()
