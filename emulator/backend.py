@@ -439,8 +439,7 @@ class Backend:
         for record in self.sessions.values():
             if record.journal is not None:
                 record.journal.flush()
-        Journal.wait_written()
-        self.flush_saves()
+        self.flush_saves()  # waits for the writer thread: the journals, then the rows
         self._closed = True
         self.store.close()
 

@@ -79,9 +79,8 @@ class QuietTCPServer(TCPServer):
             except (ConnectionError, RuntimeError, AttributeError):
                 await self.protocol.handle(Closed())
             return
-        if isinstance(event, Closed):
-            self._write_pending()
         try:
+            # A Closed event goes to _close, which writes what is pending first.
             await super().protocol_send(event)
         except AttributeError:
             await self.protocol.handle(Closed())
