@@ -469,3 +469,88 @@ def test_the_first_timestamp_of_a_process_is_whole(ns, expected):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split() == [expected, expected]
+
+
+def test_the_writer_hands_neighbouring_appends_to_one_batch_call(tmp_path, monkeypatch):
+    """Flushes queued next to each other, of any journals, go to one
+    append_files call (one GIL release for all their system calls); any other
+    job between them splits the batch, so it runs after the appends before it
+    and before those after it."""
+    from emulator.journal import _Writer
+
+    calls: list[list[str]] = []
+    real = journal_module.append_files
+
+    def spy(items):
+        calls.append([path.rsplit("/", 2)[-2] for _, path, _ in items])
+        return real(items)
+
+    monkeypatch.setattr(journal_module, "append_files", spy)
+    first = Journal(tmp_path / "first", audio_suffix="pcm")
+    second = Journal(tmp_path / "second", audio_suffix="pcm")
+    captured: list[list[str]] = []
+    jobs = []
+
+    def flush_of(journal: Journal, entry_type: str) -> None:
+        journal.record({"direction": "in", "type": entry_type})
+        journal.audio(b"\1\2")
+        journal.flush()
+
+    def capture() -> None:
+        captured.append([e["type"] for e in first.iter_entries()])
+
+    monkeypatch.setattr(
+        journal_module._WRITER, "submit", lambda job, size: jobs.append((job, size))
+    )
+    flush_of(first, "a")
+    flush_of(second, "b")
+    jobs.append((capture, 0))
+    flush_of(first, "c")
+    _Writer()._run_jobs(jobs)
+
+    assert calls == [["first", "first", "second", "second"], ["first", "first"]]
+    assert captured == [["a"]]  # the job between saw the batch before it, not after
+    assert [e["type"] for e in first.iter_entries()] == ["a", "c"]
+    assert [e["type"] for e in second.iter_entries()] == ["b"]
+    [part] = first.audio_parts()
+    assert b"".join(part.read()) == b"\1\2\1\2"
+
+
+def test_a_batch_that_fails_as_a_whole_is_logged_and_the_writer_goes_on(
+    tmp_path, monkeypatch, caplog
+):
+    """A bug in the batch call: logged, the journals in it marked broken (one
+    warning each), and the writer runs what comes next."""
+    from emulator.journal import _Writer
+
+    def broken(items):
+        raise RuntimeError("bug")
+
+    jobs = []
+    monkeypatch.setattr(
+        journal_module._WRITER, "submit", lambda job, size: jobs.append((job, size))
+    )
+    lost = Journal(tmp_path / "lost", audio_suffix="pcm")
+    lost.record({"direction": "in", "type": "lost"})
+    lost.flush()
+    after: list[str] = []
+    jobs.append((lambda: after.append("ran"), 0))
+    monkeypatch.setattr(journal_module, "append_files", broken)
+    with caplog.at_level(logging.WARNING):
+        _Writer()._run_jobs(jobs)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("a write failed" in m for m in messages)
+    assert sum("cannot write the journal" in m for m in messages) == 1
+    assert after == ["ran"]
+
+
+def test_the_writer_gives_back_memory_as_it_goes_through_a_long_run(monkeypatch):
+    """A long run of jobs releases its bytes from the memory bound every few
+    MiB, not only at its end, so a submitter waiting for room gets it early."""
+    from emulator.journal import _RELEASE_BYTES, _Writer
+
+    writer = _Writer()
+    released: list[int] = []
+    monkeypatch.setattr(writer, "_release", released.append)
+    writer._run_jobs([(lambda: None, _RELEASE_BYTES // 2)] * 5)
+    assert released == [_RELEASE_BYTES, _RELEASE_BYTES, _RELEASE_BYTES // 2]
