@@ -71,6 +71,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import h2.config
@@ -100,9 +102,13 @@ __all__ = [
     "DuplexH2Protocol",
     "ConnectionControl",
     "CONNECTION_EXTENSION",
+    "INLINE_BODY_EXTENSION",
+    "InlineBody",
     "install",
     "receive_frames",
 ]
+
+log = logging.getLogger("medscribe.h2")
 
 # States in which the app has started a response it never completed.
 _UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})
@@ -330,6 +336,8 @@ class DuplexH2Protocol(H2Protocol):
         self._drained: dict[int, int] = {}
         # The app queue of each open HTTP stream, for _receive_data (asyncio only).
         self._app_queues: dict[int, asyncio.Queue[Any]] = {}
+        # The InlineBody of each of those streams.
+        self._inline: dict[int, InlineBody] = {}
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -383,6 +391,17 @@ class DuplexH2Protocol(H2Protocol):
         stream_id = event.stream_id
         queue = self._app_queues.get(stream_id)
         if queue is not None and not queue.full():
+            inline = self._inline.get(stream_id)
+            # Only to an app waiting on an empty queue: anything queued is older.
+            if inline is not None and inline.handler is not None and queue.empty():
+                taken = inline.take(event.data, stream_id)
+                if taken is not None:
+                    if taken:
+                        queue.put_nowait({"type": "http.request", "body": b"", "more_body": True})
+                    self.connection.acknowledge_received_data(
+                        event.flow_controlled_length, stream_id
+                    )
+                    return
             queue.put_nowait({"type": "http.request", "body": event.data, "more_body": True})
         elif (stream := self.streams.get(stream_id)) is not None:
             await stream.handle(Body(stream_id=stream_id, data=event.data))
@@ -412,9 +431,16 @@ class DuplexH2Protocol(H2Protocol):
             # close), which ASGI itself cannot express. The app reads the
             # extension only when it fires, long after this runs.
             scope["extensions"][CONNECTION_EXTENSION] = ConnectionControl(self)
+            if queue is not None:
+                inline = InlineBody()
+                scope["extensions"][INLINE_BODY_EXTENSION] = inline
+                self._inline[request.stream_id] = inline
 
     async def _close_stream(self, stream_id: int) -> None:
         self._app_queues.pop(stream_id, None)
+        inline = self._inline.pop(stream_id, None)
+        if inline is not None:
+            inline.handler = None
         stream = self.streams.get(stream_id)
         if isinstance(stream, HTTPStream):
             _drop_unread_messages(stream)
@@ -467,6 +493,46 @@ class DuplexH2Protocol(H2Protocol):
 
 #: The scope extension that carries a :class:`ConnectionControl`.
 CONNECTION_EXTENSION = "medscribe.connection"
+#: The scope extension that carries a stream's :class:`InlineBody`.
+INLINE_BODY_EXTENSION = "medscribe.inline_body"
+
+
+class InlineBody:
+    """A way for an app waiting in ``receive()`` to take DATA without waking up.
+
+    Under load most of a stream's cost is the hop from the connection's task to
+    the app's for each DATA frame: a queue put, a future, a task step, the
+    coroutines resumed one inside the other, a queue get; and for each event
+    the app usually just counts it. An app that sets :attr:`handler` before it
+    awaits ``receive()`` (and clears it after) gets each DATA frame's payload
+    handed to ``handler(data)`` in the connection's task instead, provided its
+    queue is empty: nothing older waits in it. The handler answers
+
+    - ``None``: not taken; the payload is queued as an ``http.request`` as usual;
+    - ``False``: taken, flow control acknowledged, the app is not woken;
+    - ``True``: taken and acknowledged, and an ``http.request`` with an empty
+      body (``more_body`` true) is queued to wake the app, e.g. to send output.
+
+    The handler must not await and must not raise: it runs in the connection's
+    task, where an exception would end every stream of the connection. One
+    that raises anyway is logged, and its app woken as for ``True``.
+    Servers without this extension (HTTP/1.1, other ASGI servers) call
+    ``receive()`` as ever.
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self) -> None:
+        self.handler: Callable[[bytes], bool | None] | None = None
+
+    def take(self, data: bytes, stream_id: int) -> bool | None:
+        """Offer ``data`` to the handler (set); its answer, or True if it raised."""
+        assert self.handler is not None
+        try:
+            return self.handler(data)
+        except Exception:  # a bug of the app's: keep the connection, wake the app
+            log.exception("stream %d: the app's inline body handler failed", stream_id)
+            return True
 
 
 class ConnectionControl:

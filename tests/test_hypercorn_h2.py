@@ -37,7 +37,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
 from hyperframe.frame import DataFrame, RstStreamFrame
 
-from emulator.hypercorn_h2 import DuplexH2Protocol, install
+from emulator.hypercorn_h2 import INLINE_BODY_EXTENSION, DuplexH2Protocol, install
 
 #: Longest wait for any one thing the server should do; a stall fails here.
 DEADLINE = 10.0
@@ -69,6 +69,9 @@ class App:
             await send({"type": "lifespan.shutdown.complete"})
             return
         route = scope["path"].strip("/").replace("-", "_")
+        if route == "inline":
+            await self.inline(scope, receive, send)
+            return
         await getattr(self, route)(receive, send)
 
     async def reject(self, receive: Receive, send: Send) -> None:
@@ -101,6 +104,43 @@ class App:
             received += len(message["body"])
         await send({"type": "http.response.start", "status": 200})
         await send({"type": "http.response.body", "body": b"enough"})
+
+    async def inline(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Takes DATA through the InlineBody extension while it waits in receive().
+
+        Its handler takes ``take...`` silently, ``wake...`` with a wake-up, raises
+        on ``boom...`` and leaves everything else to the queue. Each message the
+        app receives is answered with what was taken since the one before it
+        and what the message held; after ``slow...`` it waits before the next.
+        """
+        body = scope["extensions"][INLINE_BODY_EXTENSION]
+        taken: list[bytes] = []
+
+        def handler(data: bytes) -> bool | None:
+            if data.startswith(b"boom"):
+                raise RuntimeError("a bug in the handler")
+            if data.startswith((b"take", b"wake")):
+                taken.append(data)
+                return data.startswith(b"wake")
+            return None
+
+        await send({"type": "http.response.start", "status": 200})
+        while True:
+            body.handler = handler
+            try:
+                message = await receive()
+            finally:
+                body.handler = None
+            if message["type"] != "http.request":
+                return
+            line = b"taken:" + b",".join(taken) + b" got:" + message["body"] + b";"
+            taken.clear()
+            if message["body"].startswith(b"slow"):
+                await asyncio.sleep(0.3)
+            more = message.get("more_body", False)
+            await send({"type": "http.response.body", "body": line, "more_body": more})
+            if not more:
+                return
 
     async def abandon(self, receive: Receive, send: Send) -> None:
         """Starts a response, sends part of its body, and returns."""
@@ -684,3 +724,48 @@ def test_an_hpack_without_the_internals_keeps_its_own_coders(
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     assert type(protocol.connection.decoder) is hpack.Decoder
     assert type(protocol.connection.encoder) is hpack.Encoder
+
+
+def test_an_app_waiting_in_receive_takes_data_inline_in_order(duplex: None, caplog) -> None:
+    """InlineBody: DATA reaches the handler of an app waiting on an empty queue,
+    which takes it silently or with a wake-up, or leaves it to the queue; data
+    for an app that is busy, or behind anything still queued, is queued in
+    order; a handler that raises is logged and wakes its app; the connection
+    and its window live through all of it."""
+    with running_server(App()) as server, connected(server.port) as client:
+        stream = client.open("/inline")
+        log = client.streams[stream]
+
+        def expect(text: bytes) -> None:
+            client.pump_until(lambda: bytes(log.body).endswith(text), repr(text))
+            time.sleep(0.1)  # for the app to go back to waiting in receive()
+
+        client.pump_until(lambda: log.status == 200, "the response")
+        time.sleep(0.1)
+        client.send(stream, b"take1")
+        client.send(stream, b"wake2")
+        expect(b"taken:take1,wake2 got:;")
+        client.send(stream, b"plain3")
+        expect(b"taken: got:plain3;")
+        client.send(stream, b"slow4")
+        client.send(stream, b"take5")  # the app is busy: no handler, queued
+        expect(b"taken: got:slow4;taken: got:take5;")
+        # Two frames in one write: take7 finds plain6 queued and must follow it.
+        both = DataFrame(stream, data=b"plain6").serialize()
+        both += DataFrame(stream, data=b"take7").serialize()
+        client.conn_window -= 11
+        client.windows[stream] -= 11
+        client._write(both)
+        expect(b"taken: got:plain6;taken: got:take7;")
+        with caplog.at_level("ERROR", logger="medscribe.h2"):
+            client.send(stream, b"boom8")
+            expect(b"taken: got:;")
+        assert any("inline body handler failed" in r.getMessage() for r in caplog.records)
+        # Window for everything taken inline came back: 64 KiB more goes through.
+        for _ in range(16):
+            client.send(stream, b"take" + b"x" * 4092)
+        client.send(stream, b"wake-last", end=True)
+        client.pump_until(lambda: "end" in log.seen, "the end of the stream")
+        assert bytes(log.body).endswith(b" got:;taken: got:;")
+        assert bytes(log.body).count(b"take" + b"x" * 4092) == 16
+        assert_connection_alive(server, client)

@@ -13,7 +13,7 @@ from emulator.eventstream import EventStreamDecoder
 from emulator.server import RunningServer, Settings
 
 from .support import H2Client, admin, new_session_id, running_emulator
-from .test_stream_wire import config_event, headers
+from .test_stream_wire import END, _inline_spy, audio, config_event, headers, signed
 
 TOKEN = "let-me-in"
 
@@ -53,6 +53,32 @@ def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exce
     assert "no input for 0.5 s" in json.loads(exception.payload)["message"]
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
     assert details["status"] == "FAILED"
+
+
+def test_audio_taken_inline_for_longer_than_the_idle_timeout_is_input(guarded, monkeypatch):
+    """Real-time audio for twice the idle timeout, taken while the pump waits
+    (never waking it), counts as input: the stream is not timed out."""
+    import time
+
+    answers = _inline_spy(monkeypatch)
+    session_id = new_session_id()
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, signed(config_event()))
+        client.wait(stream, for_headers=True)
+        for _ in range(20):
+            time.sleep(0.05)
+            client.send(stream, signed(audio(b"\0" * 1600)))
+        client.send(stream, signed(END), end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"] and response["reset"] is None
+    assert answers.count(False) >= 10
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+    assert details["audioSeconds"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

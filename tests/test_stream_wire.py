@@ -366,3 +366,82 @@ def test_flac_duration_comes_from_the_stream(h2, emulator):
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "COMPLETED"
     assert details["audioSeconds"] == pytest.approx(3.0)
+
+
+def _inline_spy(monkeypatch) -> list[bool | None]:
+    """Record each answer of the pump's inline audio handler."""
+    answers: list[bool | None] = []
+    original = stream_module._InlineAudio.__call__
+
+    def spy(self, body: bytes) -> bool | None:
+        answer = original(self, body)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(stream_module._InlineAudio, "__call__", spy)
+    return answers
+
+
+def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
+    h2, emulator, monkeypatch
+):
+    """The SDK's audio events, each in its own DATA frame and arriving while the
+    stream's pump waits for input (a real-time client), are taken in the
+    connection's task (emulator.hypercorn_h2.InlineBody) to the same effect as
+    through the pump: clock, journal, audio, and the transcript events at their
+    audio times, the first of which wakes the pump to send it."""
+    import time
+
+    answers = _inline_spy(monkeypatch)
+    session_id = new_session_id()
+    script(emulator, session_id)
+    stream = h2.request(headers(session_id))
+    h2.send(stream, signed(config_event()))
+    h2.wait(stream, for_headers=True)
+    tone = pcm_tone(1.2)
+    chunks = [tone[i : i + 3200] for i in range(0, len(tone), 3200)]
+    for chunk in chunks:
+        time.sleep(0.02)  # as a real-time client paces them
+        h2.send(stream, signed(audio(chunk)))
+    h2.send(stream, signed(END), end_stream=True)
+    response = h2.wait(stream)
+    assert response["ended"] and response["reset"] is None
+    assert answers.count(False) >= len(chunks) // 2  # most went in without a wake-up
+    assert True in answers  # the partial or the final woke the pump
+    payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
+    assert [(p["isPartial"], p["content"]) for p in payloads] == [
+        (True, "hello"),
+        (False, "hello there doctor"),
+    ]
+    assert payloads[-1]["audioEndOffset"] == 1.0
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["audioSeconds"] == pytest.approx(1.2)
+    status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    entries = [(e["direction"], e["type"]) for e in journal["events"]]
+    audio_in = [e for e in journal["events"] if e["type"] == "audioEvent"]
+    assert [e["audioClock"] for e in audio_in] == pytest.approx([k / 10 for k in range(12)])
+    # Each transcript event right after the audio event that brought its time.
+    final = entries.index(("out", "transcriptEvent"), entries.index(("out", "transcriptEvent")) + 1)
+    assert journal["events"][final - 1]["audioClock"] == pytest.approx(0.9)
+    status, body = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/audio.wav")
+    with wave.open(io.BytesIO(body)) as wav:
+        assert wav.readframes(wav.getnframes()) == tone
+
+
+def test_audio_refused_inline_ends_the_stream_with_its_exception(h2, emulator, monkeypatch):
+    """An audio event the session refuses, taken inline (here before the
+    configuration, with the pump already waiting), wakes the pump, which sends
+    the in-stream exception and ends the response; the connection carries on."""
+    import time
+
+    answers = _inline_spy(monkeypatch)
+    stream = h2.request(headers(new_session_id()))
+    h2.wait(stream, for_headers=True)
+    time.sleep(0.1)  # the pump is waiting for its first event
+    h2.send(stream, signed(audio(b"\0" * 3200)))
+    message = _exception_message(h2.wait(stream))
+    assert "audioEvent received before configurationEvent" in message
+    assert answers == [True]
+    other = h2.request(headers(new_session_id()))
+    h2.send(other, config_event() + audio(b"\0" * 3200) + END, end_stream=True)
+    assert h2.wait(other)["ended"]
