@@ -7,12 +7,9 @@ enough for that to show.
 
 from __future__ import annotations
 
-import errno
 import os
 
-__all__ = ["write_all", "writev_all", "append_files", "python_append_files"]
-
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+__all__ = ["write_all", "writev_all"]
 
 #: The most buffers one writev() takes: the system's limit (1,024 on Linux), at
 #: least POSIX's 16 should it not say.
@@ -43,44 +40,3 @@ def writev_all(fd: int, buffers: list[bytes]) -> None:
             written -= size
             done += 1
         del pending[:done]
-
-
-def python_append_files(items: list[tuple[str | None, str, list[bytes]]]) -> list[int]:
-    """For each ``(directory, path, buffers)``, in order: make ``directory`` (unless
-    None) as ``os.makedirs(exist_ok=True)``, then append ``buffers`` to the file
-    at ``path``, creating it 0644, and close it. Returns one errno per item, 0
-    for written; an item that fails is left as far as it got and the next one
-    is tried.
-
-    The pure-Python twin of ``emulator._speedups.append_files``, which makes
-    the same system calls with the GIL released once for them all.
-    """
-    errors = []
-    for directory, path, buffers in items:
-        try:
-            if directory is not None:
-                os.makedirs(directory, exist_ok=True)
-            fd = os.open(path, _APPEND, 0o644)
-            try:
-                writev_all(fd, buffers)
-            finally:
-                os.close(fd)
-        except OSError as error:
-            errors.append(error.errno or errno.EIO)
-        else:
-            errors.append(0)
-    return errors
-
-
-def _choose() -> object:
-    from .speedups import NATIVE
-
-    if NATIVE:
-        from . import _speedups
-
-        return getattr(_speedups, "append_files", python_append_files)
-    return python_append_files
-
-
-#: :func:`python_append_files`, in C where ``emulator._speedups`` is in use.
-append_files = _choose()

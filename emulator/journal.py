@@ -35,7 +35,6 @@ long it runs. Readers call :meth:`Journal.sync` (or, from another thread,
 from __future__ import annotations
 
 import binascii
-import errno
 import json
 import logging
 import os
@@ -51,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .files import append_files
+from .files import writev_all
 
 __all__ = [
     "run_in_writer",
@@ -69,7 +68,7 @@ log = logging.getLogger("medscribe.journal")
 #: Buffered bytes that trigger a write: one second of 16 kHz mono PCM is 42 KiB
 #: of base64, so a typical stream writes about every 1.5 s of audio. Writes
 #: happen in the writer thread, but each batch still costs the event loop: the
-#: writer needs the GIL to take it (see :class:`_Writer`). Halving the
+#: writer takes the GIL back after each of its system calls. Halving the
 #: batches (32 -> 64 KiB) raised bulk ingest by a fifth (four alternating runs,
 #: 122-130 -> 155-162 sessions/s). It is what a live session holds at most,
 #: 32 KiB more than before; idle sessions hold none.
@@ -89,6 +88,22 @@ _now_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
 #: check: what is encoded is parsed JSON and our own plain data, never cyclic,
 #: and the check (an id() set of every container) was an eighth of the cost.
 compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+def _append(path: str, buffers: list[bytes]) -> None:
+    """Append ``buffers``, in order, to the file at ``path``, creating it.
+
+    Plain ``os`` calls: a buffered ``open()`` per batch cost five times as much
+    (io objects, a text encoder), and a live session keeps no descriptor open.
+    """
+    fd = os.open(path, _APPEND, 0o644)
+    try:
+        writev_all(fd, buffers)
+    finally:
+        os.close(fd)
 
 
 # ".000Z" to ".999Z": the millisecond part of every journal timestamp, formatted
@@ -256,22 +271,21 @@ class Journal:
             size += sum(map(len, audio))
         # The chunks go to writev() as they are: joining them here copied every
         # byte of audio once more, in the event loop.
-        directory = self._path if make else None
-        items: list[_AppendItem] = []
-        if events:
-            items.append((directory, self._events_path, [events]))
-            directory = None
-        if audio_path is not None:
-            items.append((directory, audio_path, audio))
-        _WRITER.submit(_Appends(self, items), size)
+        _WRITER.submit(lambda: self._write(make, events, audio_path, audio), size)
 
-    def _failed(self, path: str, code: int) -> None:
-        # In the writer thread: one of this journal's appends failed.
-        if not self._broken:
-            log.warning(
-                "cannot write the journal in %s: %s: %s", self.directory, path, os.strerror(code)
-            )
-        self._broken = True
+    def _write(self, make: bool, events: bytes, audio_path: str | None, audio: list[bytes]) -> None:
+        # In the writer thread.
+        try:
+            if make:
+                os.makedirs(self._path, exist_ok=True)
+            if events:
+                _append(self._events_path, [events])
+            if audio_path is not None:
+                _append(audio_path, audio)
+        except OSError as error:
+            if not self._broken:
+                log.warning("cannot write the journal in %s: %s", self.directory, error)
+            self._broken = True
 
     def sync(self) -> None:
         """Flush and wait until everything written so far is on disk (event loop only)."""
@@ -360,13 +374,6 @@ class _Writer:
     all journals keeps the order of each journal's writes and of a removal after
     them. It runs what is queued, then pauses :attr:`gather` seconds so that
     the next batches arrive together (:meth:`wait` cuts the pause short).
-
-    The journals' flushes among what is queued make their system calls in one
-    :func:`~emulator.files.append_files` call with the GIL released once.
-    Making them from Python, the thread took the GIL back after every
-    ``open``, ``writev`` and ``close``, each time from an event loop that
-    needed it: at 1,500 real-time sessions (1,000 flushes a second) the loop
-    then waited for the GIL a fifth of the time and fell seconds behind.
     Memory is bounded: while more than :attr:`max_pending` bytes wait,
     :meth:`submit` blocks until the thread is back under it, which is what
     writing in the loop cost every time.
@@ -419,88 +426,23 @@ class _Writer:
     def _run(self) -> None:
         jobs = self._jobs
         while True:
-            ready = [jobs.get()]
+            job, size = jobs.get()
             while True:
-                try:
-                    ready.append(jobs.get_nowait())
-                except queue.Empty:
-                    break
-            self._run_jobs(ready)
-            if self._hurry.wait(self.gather):
-                self._hurry.clear()
-
-    def _run_jobs(self, ready: list[tuple[_Job, int]]) -> None:
-        """Run ``ready`` in order; appends next to each other go to one
-        :func:`~emulator.files.append_files` call, which releases the GIL once
-        for all their system calls."""
-        appends: list[_Appends] = []
-        done = 0
-        for job, size in ready:
-            if type(job) is _Appends:
-                appends.append(job)
-            else:
-                if appends:
-                    self._append(appends)
-                    appends = []
                 try:
                     job()
                 except Exception:  # a bug of ours must not stop every later write
-                    log.exception("journal writer: a job failed")
-            done += size
-            if done >= _RELEASE_BYTES:
-                if appends:
-                    self._append(appends)
-                    appends = []
-                self._release(done)
-                done = 0
-        if appends:
-            self._append(appends)
-        self._release(done)
-
-    @staticmethod
-    def _append(appends: list[_Appends]) -> None:
-        items = [item for job in appends for item in job.items]
-        try:
-            errors = append_files(items)
-        except Exception:  # a bug of ours: no journal of the batch was written
-            log.exception("journal writer: a write failed")
-            errors = [errno.EIO] * len(items)
-        position = 0
-        for job in appends:
-            for _, path, _ in job.items:
-                code = errors[position]
-                position += 1
-                if code:
-                    job.journal._failed(path, code)
-
-    def _release(self, size: int) -> None:
-        if size:
-            with self._lock:
-                self._pending -= size
-                if self._pending <= self.max_pending:
-                    self._room.notify_all()
-
-
-#: One append of a flush: (directory to make first or None, file, buffers).
-_AppendItem = tuple[str | None, str, list[bytes]]
-_Job = Callable[[], object]
-
-#: Bytes of finished jobs after which the writer gives their memory bound back
-#: (and wakes a waiting submitter) within a long run of jobs.
-_RELEASE_BYTES = 8 * 1024 * 1024
-
-
-class _Appends:
-    """A journal flush for the writer thread: its appends, in order."""
-
-    __slots__ = ("journal", "items")
-
-    def __init__(self, journal: Journal, items: list[_AppendItem]) -> None:
-        self.journal = journal
-        self.items = items
-
-    def __call__(self) -> None:  # run alone, as any other job would be
-        _Writer._append([self])
+                    log.exception("journal writer: a write failed")
+                if size:
+                    with self._lock:
+                        self._pending -= size
+                        if self._pending <= self.max_pending:
+                            self._room.notify_all()
+                try:
+                    job, size = jobs.get_nowait()
+                except queue.Empty:
+                    break
+            if self._hurry.wait(self.gather):
+                self._hurry.clear()
 
 
 _WRITER = _Writer()

@@ -3,15 +3,13 @@ kernel takes per call."""
 
 from __future__ import annotations
 
-import errno
 import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator import speedups
-from emulator.files import IOV_MAX, append_files, python_append_files, write_all, writev_all
+from emulator.files import IOV_MAX, write_all, writev_all
 
 _REAL_WRITEV = os.writev
 
@@ -70,126 +68,3 @@ def test_writev_all_raises_what_the_system_raises(tmp_path) -> None:
             writev_all(fd, [b"data"])
     finally:
         os.close(fd)
-
-
-# --- append_files: the journal writer's batches ----------------------------------
-
-
-def _implementations() -> list:
-    found = [pytest.param(python_append_files, id="python")]
-    if speedups.NATIVE:
-        from emulator import _speedups
-
-        found.append(pytest.param(_speedups.append_files, id="c"))
-    return found
-
-
-IMPLEMENTATIONS = _implementations()
-
-
-def test_the_writer_uses_the_c_batch_where_the_extension_is_built() -> None:
-    if speedups.NATIVE:
-        from emulator import _speedups
-
-        assert append_files is _speedups.append_files
-    else:
-        assert append_files is python_append_files
-
-
-@pytest.mark.parametrize("append", IMPLEMENTATIONS)
-def test_append_files_makes_directories_and_appends_in_order(tmp_path, append) -> None:
-    session = tmp_path / "sessions" / "dom" / "sub" / "s1"
-    events, audio = session / "events.jsonl", session / "audio-1-1.pcm"
-    many = [bytes([n % 251]) * (n % 5) for n in range(2 * IOV_MAX + 3)]
-    errors = append(
-        [
-            (str(session), str(events), [b"one\n"]),
-            (None, str(audio), [b"ab", memoryview(b"cd"), bytearray(b"ef")]),
-            (str(session), str(events), [b"two", b"\n"]),  # exists already: fine
-            (None, str(audio), many),
-            (None, str(tmp_path / "empty"), []),  # created, nothing in it
-        ]
-    )
-    assert errors == [0, 0, 0, 0, 0]
-    assert events.read_bytes() == b"one\ntwo\n"
-    assert audio.read_bytes() == b"abcdef" + b"".join(many)
-    assert (tmp_path / "empty").read_bytes() == b""
-    assert oct(events.stat().st_mode & 0o777) == oct(0o644 & ~_umask())
-
-
-@pytest.mark.parametrize("append", IMPLEMENTATIONS)
-def test_append_files_reports_each_failure_and_goes_on(tmp_path, append) -> None:
-    (tmp_path / "file").write_bytes(b"x")
-    errors = append(
-        [
-            (None, str(tmp_path / "missing" / "a"), [b"lost"]),  # no such directory
-            (str(tmp_path / "file"), str(tmp_path / "file" / "b"), [b"lost"]),  # not a dir
-            (str(tmp_path / "file" / "sub"), str(tmp_path / "c"), [b"lost"]),
-            (str(tmp_path / "d"), str(tmp_path / "d"), [b"lost"]),  # a directory now
-            (None, str(tmp_path / "kept"), [b"kept"]),
-        ]
-    )
-    assert errors == [errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, 0]
-    assert (tmp_path / "kept").read_bytes() == b"kept"
-    assert not (tmp_path / "c").exists()
-
-
-@pytest.mark.skipif(not speedups.NATIVE, reason="emulator._speedups is not built")
-def test_the_c_batch_refuses_what_is_not_items() -> None:
-    from emulator import _speedups
-
-    for bad in (
-        5,
-        [("d", "p")],
-        [("d", "p", [b"x"], 4)],
-        [(None, "p", [b"x"]), "not a tuple"],
-        [(None, "p", ["text"])],
-        [(None, "p", 7)],
-        [(None, 3.5, [b"x"])],
-        [(None, "nul\0byte", [b"x"])],
-    ):
-        with pytest.raises((TypeError, ValueError)):
-            _speedups.append_files(bad)
-
-
-_NAMES = st.sampled_from(["a", "b", "d/a", "d/e/b", "f"])
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.one_of(st.none(), st.sampled_from(["d", "d/e", "f", "a"])),
-            _NAMES,
-            st.lists(st.binary(max_size=20), max_size=4),
-        ),
-        max_size=12,
-    )
-)
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@pytest.mark.skipif(not speedups.NATIVE, reason="emulator._speedups is not built")
-def test_the_c_batch_does_what_the_python_one_does(tmp_path_factory, items) -> None:
-    """Same errors, same files, same bytes, for any mix of directories to make
-    (some clashing with files), files in them or not, and buffers."""
-    from emulator import _speedups
-
-    results = []
-    for append in (python_append_files, _speedups.append_files):
-        root = tmp_path_factory.mktemp("batch")
-        errors = append(
-            [
-                (None if d is None else str(root / d), str(root / name), buffers)
-                for d, name, buffers in items
-            ]
-        )
-        tree = {
-            str(path.relative_to(root)): path.read_bytes() if path.is_file() else None
-            for path in sorted(root.rglob("*"))
-        }
-        results.append((errors, tree))
-    assert results[0] == results[1]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
