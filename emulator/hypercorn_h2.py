@@ -52,6 +52,10 @@ machinery that changes nothing for a plain DATA frame on an open stream (frame
 objects, two state machines, per-frame trace logging). Every other frame, and
 every DATA frame that is not plain, still goes through h2 in order.
 
+An app waiting in ``receive()`` may also take a stream's DATA in the
+connection's task instead of being woken for each frame (:class:`InlineBody`,
+a scope extension): the emulator's streams take the SDK's audio events so.
+
 Header blocks, one per stream each way, are cheaper too. Response headers go
 out without Huffman coding, found in the encoder's table through dicts
 (:class:`_LiteralEncoder`). Request headers that repeat the client's earlier
