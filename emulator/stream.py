@@ -262,9 +262,7 @@ class StreamEndpoint:
                         else None
                     )
                     if audio is not None:
-                        decoder.count_decoded(len(body))
-                        journal.record_audio_input(audio[0], len(audio[1]), session.audio_seconds)
-                        session.receive_audio_event(*audio)
+                        inline_audio.apply(body, audio)
                     else:
                         for frame in decoder.receive_data(body):
                             envelope = open_envelope(frame)
@@ -402,12 +400,19 @@ class _InlineAudio:
         if self.idle.since is not None:
             self.idle.since = _monotonic()  # input arrived: the idle time restarts
         try:
-            self.decoder.count_decoded(len(body))
-            self.journal.record_audio_input(audio[0], len(audio[1]), session.audio_seconds)
-            session.receive_audio_event(*audio)
+            self.apply(body, audio)
         except Exception as error:
             _fail(session, error)
         return bool(self.out) or session.state in FINISHED_STATES
+
+    def apply(self, body: bytes, audio: tuple[str, bytes]) -> None:
+        """Apply ``audio``, :func:`sdk_audio_event` of ``body``, as either path
+        takes it: counted, journaled, then given to the session (which raises
+        what it refuses)."""
+        session = self.session
+        self.decoder.count_decoded(len(body))
+        self.journal.record_audio_input(audio[0], len(audio[1]), session.audio_seconds)
+        session.receive_audio_event(*audio)
 
 
 class _IdleWatch:

@@ -192,13 +192,15 @@ async def run_session(
     end_of_session: bool = True,
     events: list[Any] | None = None,
     timeout: float = 30,
+    pace: float = 0.0,
     **input_kwargs: Any,
 ) -> SessionResult:
     """Stream one session through the real SDK and collect what comes back.
 
     ``events`` replaces the default configuration + audio + END_OF_SESSION
-    sequence when given. A modeled error (before or in the stream) is captured in
-    ``SessionResult.error`` rather than raised.
+    sequence when given; ``pace`` seconds pass before each event after the
+    first, as a real-time client would wait. A modeled error (before or in the
+    stream) is captured in ``SessionResult.error`` rather than raised.
     """
     result = SessionResult()
     if events is None:
@@ -216,7 +218,9 @@ async def run_session(
         )
 
         async def send_all() -> None:
-            for event in events:
+            for index, event in enumerate(events):
+                if pace and index:
+                    await asyncio.sleep(pace)
                 await stream.input_stream.send(event)
             await stream.input_stream.close()
 

@@ -86,6 +86,40 @@ async def test_scripted_transcript_arrives_with_partials_then_finals(client, emu
     assert all(s.channel_id is None for s in result.segments)
 
 
+async def test_real_time_audio_from_the_sdk_is_taken_inline_to_the_same_transcript(
+    client, emulator, monkeypatch
+):
+    """The SDK's audio events sent at a real-time pace reach a waiting stream
+    inline (emulator.hypercorn_h2.InlineBody): most are taken without waking
+    the pump, the partials and finals still come at their audio times, and the
+    session's audio is all counted."""
+    answers: list[bool | None] = []
+    original = stream_module._InlineAudio.__call__
+
+    def spy(self, body: bytes) -> bool | None:
+        answers.append(original(self, body))
+        return answers[-1]
+
+    monkeypatch.setattr(stream_module._InlineAudio, "__call__", spy)
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    result = await run_session(client, session_id, audio=pcm_tone(2.4), pace=0.01)
+    assert result.error is None, result.error
+    assert answers.count(False) >= 12  # of the 24 audio events
+    assert True in answers  # an output woke the pump
+    final = result.finals[0]  # the second, under way, is closed by END_OF_SESSION
+    assert (final.content, final.audio_begin_offset, final.audio_end_offset) == (
+        SCRIPT["segments"][0]["content"],
+        0.5,
+        2.0,
+    )
+    partials = [p for p in result.partials if p.segment_id == final.segment_id]
+    assert len(partials) == 2
+    assert all(SCRIPT["segments"][0]["content"].startswith(p.content) for p in partials)
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["audioSeconds"] == pytest.approx(2.4)
+
+
 async def test_response_headers_echo_the_request_and_carry_a_request_id(client, emulator):
     session_id = new_session_id()
     result = await run_session(client, session_id, audio=pcm_tone(0.5), sample_rate=16000)
