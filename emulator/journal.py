@@ -160,7 +160,8 @@ class Journal:
         self._lines: list[str] = []
         self._audio: list[bytes] = []
         self._buffered = 0
-        self._audio_name: str | None = None
+        #: Where the current audio part goes (joined once per part, not per flush).
+        self._audio_path: str | None = None
         self._stream = 0
         self._part = 0
         self._part_base64: bool | None = None  # the kind of the current part
@@ -184,7 +185,7 @@ class Journal:
         self._stream = number
         self._part = 0
         self._part_base64 = None
-        self._audio_name = None
+        self._audio_path = None
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append ``entry`` (JSON-ready) with its arrival ``time``."""
@@ -240,7 +241,7 @@ class Journal:
             self._part += 1
             self._part_base64 = base64
             name = f"audio-{self._stream}-{self._part}.{self.audio_suffix}"
-            self._audio_name = name + _BASE64_SUFFIX if base64 else name
+            self._audio_path = os.path.join(self._path, name + _BASE64_SUFFIX if base64 else name)
         self._audio.append(chunk)
         if base64:
             self._audio.append(b"\n")
@@ -266,8 +267,8 @@ class Journal:
             events = b""
         audio_path = None
         size = len(events)
-        if audio and self._audio_name is not None:
-            audio_path = os.path.join(self._path, self._audio_name)
+        if audio and self._audio_path is not None:
+            audio_path = self._audio_path
             size += sum(map(len, audio))
         # The chunks go to writev() as they are: joining them here copied every
         # byte of audio once more, in the event loop.
