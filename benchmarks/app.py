@@ -87,23 +87,45 @@ async def _session(app: App, frames: list[bytes]) -> tuple[int, int]:
     return status, received
 
 
+def session_frames(*, audio_seconds: float = 10.0, binary: bool = False) -> list[bytes]:
+    """One session's request frames: configuration, 100 ms audio events, END_OF_SESSION
+    and the final empty envelope (``binary``: the audio as binaryAudioEvents)."""
+    chunks = int(round(audio_seconds * 10))
+    frames = [configuration_frame(counter=0), *audio_frames(chunks, binary=binary)]
+    frames += [end_of_session_frame(counter=chunks + 1), end_of_stream_frame(counter=chunks + 2)]
+    return frames
+
+
 async def _emulator_app_running(
-    state_dir: Path, ready: asyncio.Future[Any], stop: asyncio.Event
+    state_dir: Path,
+    ready: asyncio.Future[Any],
+    stop: asyncio.Event,
+    *,
+    fixtures: Path | None = None,
+    scenario: str | None = None,
+    post_stream_delay: float | None = None,
 ) -> None:
     from emulator.server import Settings, serve
 
     settings = Settings(
-        host="127.0.0.1", port=0, h2c_port=0, state_dir=state_dir, log_level="warning"
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=state_dir,
+        log_level="warning",
+        fixtures=fixtures,
     )
+    if scenario is not None:
+        settings.scenario = scenario
+    if post_stream_delay is not None:
+        settings.post_stream_delay = post_stream_delay
     await serve(settings, shutdown=stop, ready=lambda running: ready.set_result(running.app))
 
 
 async def _measure(
     kind: str, sessions: int, audio_seconds: float, binary: bool = False
 ) -> dict[str, object]:
-    chunks = int(round(audio_seconds * 10))
-    frames = [configuration_frame(counter=0), *audio_frames(chunks, binary=binary)]
-    frames += [end_of_session_frame(counter=chunks + 1), end_of_stream_frame(counter=chunks + 2)]
+    frames = session_frames(audio_seconds=audio_seconds, binary=binary)
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
         stop = asyncio.Event()
         server_task = None

@@ -285,6 +285,44 @@ def _app(results: dict[str, Any]) -> str:
     )
 
 
+def _instructions(results: dict[str, Any]) -> str:
+    section = results["instructions"]
+    title = "App layer in instructions (valgrind callgrind, all threads): per 10 s session"
+    if section.get("skipped"):
+        return f"{title}: skipped, {section['skipped']}"
+    rows_in = section["rows"]
+    base = next((r["per_session"] for r in rows_in if r["server"] == "baseline"), None)
+    rows = [
+        [
+            r["server"],
+            r["scenario"],
+            f"{r['sessions'][0]} / {r['sessions'][1]}",
+            f"{r['per_session'] / 1e6:.2f}M",
+            f"{r['per_input_event'] / 1e3:.1f}k",
+            round(r["per_session"] / base, 2) if base else None,
+        ]
+        for r in rows_in
+    ]
+    return (
+        title
+        + (_audio_note(rows_in[0]) if rows_in else "")
+        + "\n"
+        + table(
+            [
+                "app",
+                "scenario",
+                "sessions counted",
+                "per session",
+                "per input event",
+                "x baseline",
+            ],
+            rows,
+        )
+        + "\nper session: (count of the larger run - count of the smaller) / the session "
+        "difference; it includes the post-stream artifacts, written at once here"
+    )
+
+
 def check_targets(results: dict[str, Any]) -> list[dict[str, object]]:
     """The issue's targets, each with the measured value and whether it is met."""
     out: list[dict[str, object]] = []
@@ -372,6 +410,7 @@ def render(results: dict[str, Any]) -> str:
         ("memory", _memory),
         ("codec", _codec),
         ("app", _app),
+        ("instructions", _instructions),
     ):
         if key in results:
             parts.append(fn(results))

@@ -32,9 +32,12 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 from benchmarks import servers  # noqa: E402
 from benchmarks.report import check_targets, render, worst_second  # noqa: E402
 
-__all__ = ["SECTIONS", "Plan", "build_plan", "main"]
+__all__ = ["SECTIONS", "DEFAULT_SECTIONS", "Plan", "build_plan", "main"]
 
-SECTIONS = ("bulk", "realtime", "startup", "memory", "codec", "app")
+SECTIONS = ("bulk", "realtime", "startup", "memory", "codec", "app", "instructions")
+#: What runs without --only: every section but ``instructions``, which takes
+#: minutes under valgrind and is asked for by name (a tool for comparing builds).
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "instructions")
 
 
 @dataclass(kw_only=True)
@@ -71,6 +74,8 @@ class Plan:
     codec_seconds: float = 0.3
     codec_repeats: int = 5
     app_sessions: int = 100
+    #: Sessions of the two counted processes of the instructions section.
+    instructions_sessions: tuple[int, int] = (10, 40)
     profile_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -114,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         type=_sections,
-        default=SECTIONS,
+        default=DEFAULT_SECTIONS,
         metavar="LIST",
-        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+        help=f"comma-separated sections to run (default: {','.join(DEFAULT_SECTIONS)}; "
+        "also: instructions, which counts the app layer's instructions under valgrind)",
     )
     parser.add_argument(
         "--out",
@@ -214,6 +220,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.startup_runs, plan.fixture_runs = 2, 1
         plan.codec_seconds, plan.codec_repeats = 0.05, 2
         plan.app_sessions = 10
+        plan.instructions_sessions = (1, 3)
     overrides = {
         "transports": args.transports,
         "bulk_rounds": args.bulk_rounds,
@@ -485,6 +492,21 @@ def run_app_section(plan: Plan, results: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
+def run_instructions_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.instructions import available, measure_instructions
+
+    if not available():
+        _progress("instructions: valgrind not found, section skipped")
+        return {"skipped": "valgrind not found (Debian package valgrind)", "rows": []}
+    low, high = plan.instructions_sessions
+    rows = measure_instructions(low=low, high=high, binary=plan.audio_events == "binary")
+    for row in rows:
+        _progress(
+            f"instructions {row['server']} ({row['scenario']}): {row['per_session']:,} per session"
+        )
+    return {"rows": rows}
+
+
 _RUNNERS: dict[str, Callable[[Plan, dict[str, Any]], Any]] = {
     "bulk": run_bulk_section,
     "realtime": run_realtime_section,
@@ -492,6 +514,7 @@ _RUNNERS: dict[str, Callable[[Plan, dict[str, Any]], Any]] = {
     "memory": run_memory_section,
     "codec": run_codec_section,
     "app": run_app_section,
+    "instructions": run_instructions_section,
 }
 
 

@@ -173,3 +173,79 @@ def test_a_busy_thread_counts_for_the_process_and_not_for_its_main_thread() -> N
     total1, main1 = servers.cpu_seconds(pid), servers.cpu_seconds(pid, thread=pid)
     # Clock ticks are 10 ms: the thread's 0.3 s shows in the process, not in main.
     assert (total1 - total0) - (main1 - main0) >= used[0] - 0.05
+
+
+# A stand-in for valgrind: runs the command natively, then reports a count
+# that grows by exactly 1,000 instructions per session run (after the warm-up).
+_FAKE_VALGRIND = """#!{python}
+import subprocess, sys
+command = [arg for arg in sys.argv[1:] if not arg.startswith("--tool") and
+           not arg.startswith("--callgrind")]
+done = subprocess.run(command)
+sessions = int(command[command.index("benchmarks.instructions") + 2])
+sys.stderr.write(f"==1== Events    : Ir\\n==1== Collected : {{5_000_000 + 1_000 * sessions}}\\n")
+sys.exit(done.returncode)
+"""
+
+
+def _fake_valgrind(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = directory / "valgrind"
+    tool.write_text(_FAKE_VALGRIND.format(python=sys.executable))
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_the_instructions_section_counts_each_app_and_scenario_by_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import instructions
+    from benchmarks.run import run_instructions_section
+
+    _fake_valgrind(tmp_path, monkeypatch)
+    plan = build_plan(build_parser().parse_args(["--only", "instructions", "--quick"]))
+    section = run_instructions_section(plan, {})
+
+    rows = section["rows"]
+    assert [(r["server"], r["scenario"]) for r in rows] == [
+        ("baseline", "-"),
+        ("emulator", "default"),
+        ("emulator", "realtime"),
+    ]
+    for row in rows:
+        # The child ran its sessions for real (a failing one raises), and the
+        # start-up's 5M cancels out of the difference.
+        assert row["sessions"] == [1, 3]
+        assert row["instructions"] == [5_001_000, 5_003_000]
+        assert row["per_session"] == 1_000
+        assert row["per_input_event"] == round(1_000 / 103)
+    text = report.render({"instructions": section})
+    assert "App layer in instructions" in text and "emulator  realtime" in text
+    assert instructions.SCENARIOS == ("default", "realtime")
+
+
+def test_the_instructions_section_is_skipped_with_a_reason_without_valgrind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import instructions
+    from benchmarks.run import run_instructions_section
+
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
+    plan = build_plan(build_parser().parse_args(["--quick"]))
+    section = run_instructions_section(plan, {})
+    assert section == {"skipped": "valgrind not found (Debian package valgrind)", "rows": []}
+    assert "skipped, valgrind not found" in report.render({"instructions": section})
+    # Not one of the sections a plain run does: it takes minutes.
+    assert "instructions" not in build_parser().parse_args([]).only
+
+
+def test_a_failed_count_names_the_run_and_shows_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.instructions import count_instructions
+
+    _fake_valgrind(tmp_path, monkeypatch)
+    with pytest.raises(RuntimeError) as raised:
+        count_instructions("emulator", 1, scenario="no-such-scenario")
+    message = str(raised.value)
+    assert "valgrind run of emulator (no-such-scenario scenario, 1 session(s)) failed" in message
+    assert "invalid choice: 'no-such-scenario'" in message
