@@ -8,6 +8,7 @@ across a restart of the emulator and the retention of old sessions.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from pathlib import Path
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 from aws_sdk_connecthealth import models as m
 from botocore.exceptions import ClientError
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from emulator.audio import MAX_AUDIO_CHUNK_BYTES
 from emulator.errors import ValidationException
 from emulator.events import StreamException, StreamReset, TranscriptResult
 from emulator.eventstream import Message
@@ -147,6 +151,95 @@ def test_a_stream_split_by_a_pause_replays_exactly_like_one_stream(split):
     finals = [e for e in before + after if not e.is_partial]
     assert [e.content for e in finals] == CONTENTS
     assert len({e.segment_id for e in finals}) == 3
+
+
+# One audio event as the SDK's JSON codec writes it, in other JSON layouts, with
+# bad base64, too large, or as a binaryAudioEvent: what the one-call path of
+# receive_audio_event takes and what it leaves to the general one.
+# 3200 bytes are 0.1 s of 16 kHz PCM: chunks of it land exactly on the
+# scenario's release times, and on the audio limit.
+_AUDIO_SIZES = st.one_of(st.sampled_from([3200, 1600, 16000]), st.integers(0, 9000))
+_AUDIO_INPUTS = st.one_of(
+    st.tuples(st.just("sdk"), _AUDIO_SIZES),
+    st.tuples(st.just("sdk"), _AUDIO_SIZES),
+    st.tuples(st.just("spaced"), st.integers(min_value=0, max_value=400)),
+    st.tuples(st.just("bad-base64"), st.integers(min_value=1, max_value=400)),
+    st.tuples(st.just("too-large"), st.just(0)),
+    st.tuples(st.just("binary"), _AUDIO_SIZES),
+    st.tuples(st.just("binary-too-large"), st.just(0)),
+    st.tuples(st.just("end"), st.just(0)),
+)
+
+
+def _audio_input(kind: str, size: int) -> tuple[str, bytes]:
+    audio = (bytes(range(256)) * (size // 256 + 1))[:size]
+    if kind == "binary":
+        return "binaryAudioEvent", audio
+    if kind == "binary-too-large":
+        return "binaryAudioEvent", bytes(MAX_AUDIO_CHUNK_BYTES + 2)
+    if kind == "end":
+        return "sessionControlEvent", b'{"type": "END_OF_SESSION"}'
+    if kind == "too-large":
+        text = base64.b64encode(bytes(MAX_AUDIO_CHUNK_BYTES + 2)).decode()
+    else:
+        text = base64.b64encode(audio).decode()
+    if kind == "bad-base64":
+        text = "*" + text[1:]
+    if kind == "spaced":
+        return "audioEvent", json.dumps({"audioChunk": text}, indent=1).encode()
+    return "audioEvent", json.dumps({"audioChunk": text}, separators=(",", ":")).encode()
+
+
+@settings(max_examples=100, deadline=None)
+# Exactly on the first segment's start and the audio limit (0.5 s), then past it.
+@example(inputs=[("sdk", 3200)] * 6, configured=True, max_audio_seconds=0.5)
+@example(inputs=[("binary", 3200)] * 5, configured=True, max_audio_seconds=7200.0)
+@given(
+    inputs=st.lists(_AUDIO_INPUTS, max_size=40),
+    configured=st.booleans(),
+    max_audio_seconds=st.sampled_from([0.5, 7200.0]),
+)
+def test_the_one_call_audio_path_does_what_the_general_path_does(
+    inputs, configured, max_audio_seconds
+):
+    def feed(one_call: bool) -> tuple[ScribeSession, list, list, list, list]:
+        sent: list = []
+        audio: list = []
+        errors: list = []
+        # After each event: what was sent so far and where the session stands.
+        trace: list = []
+        session = ScribeSession(
+            request=REQUEST,
+            scenario_for=lambda configuration: SCENARIO,
+            send=sent.append,
+            on_audio=lambda chunk, is_base64: audio.append((bytes(chunk), is_base64)),
+            max_audio_seconds=max_audio_seconds,
+        )
+        if configured:
+            session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+        for kind, size in inputs:
+            event_type, payload = _audio_input(kind, size)
+            try:
+                if one_call and event_type != "sessionControlEvent":
+                    session.receive_audio_event(event_type, payload)
+                else:
+                    session.receive_event(_event(event_type, payload))
+            except ValidationException as error:
+                errors.append(error.message)
+                session.fail("validationException", error.message)
+            trace.append((len(sent), session.state, session.progress()))
+        return session, sent, audio, errors, trace
+
+    fast, fast_sent, fast_audio, fast_errors, fast_trace = feed(one_call=True)
+    general, general_sent, general_audio, general_errors, general_trace = feed(one_call=False)
+    assert fast_trace == general_trace
+    assert fast_errors == general_errors
+    assert fast_sent == general_sent
+    assert fast_audio == general_audio
+    assert fast.stats == general.stats
+    assert fast.state is general.state
+    assert fast.audio_seconds == general.audio_seconds
+    assert fast.progress() == general.progress()
 
 
 def test_progress_survives_its_json_form():
