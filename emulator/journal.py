@@ -61,6 +61,7 @@ __all__ = [
     "iso_time",
     "iso_now",
     "compact_json",
+    "clock_text",
 ]
 
 log = logging.getLogger("medscribe.journal")
@@ -122,6 +123,26 @@ def iso_time(ts: float) -> str:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second_cache = (second, text)
     return text + _MILLIS_TEXT[min(int((ts - second) * 1000), 999)]
+
+
+#: repr() of the audio clocks journaled lately. Every session's audio events
+#: pass the same clock values (0.1, 0.2... for 100 ms chunks), and a float's
+#: repr (the shortest digits that read back the same) costs more than the rest
+#: of an audio event's line.
+_CLOCK_TEXT: dict[float, str] = {}
+_CLOCK_TEXT_LIMIT = 8192
+
+
+def clock_text(clock: float) -> str:
+    """``repr(clock)``, from :data:`_CLOCK_TEXT` when it was seen lately."""
+    text = _CLOCK_TEXT.get(clock)
+    if text is None:
+        text = repr(clock)
+        if clock > 0.0:  # not 0.0: a key equal to -0.0 whose repr differs
+            if len(_CLOCK_TEXT) >= _CLOCK_TEXT_LIMIT:
+                _CLOCK_TEXT.clear()
+            _CLOCK_TEXT[clock] = text
+    return text
 
 
 def iso_now() -> str:
@@ -202,9 +223,13 @@ class Journal:
         """
         line = (
             f'{{"time":"{iso_now()}","direction":"in","type":"{event_type}",'
-            f'"size":{size},"audioClock":{clock!r}}}'
+            f'"size":{size},"audioClock":{clock_text(clock)}}}'
         )
-        self._add_line(line)
+        # _add_line, inline: this runs once per audio event.
+        self._lines.append(line)
+        self._buffered += len(line)
+        if self._buffered >= FLUSH_BYTES:
+            self.flush()
 
     def record_transcript(self, payload: str, clock: float) -> None:
         """Append a sent ``transcriptEvent``'s entry: :meth:`record` of
@@ -217,7 +242,7 @@ class Journal:
         """
         line = (
             f'{{"time":"{iso_now()}","direction":"out","type":"transcriptEvent",'
-            f'{payload[1:-1]},"audioClock":{clock!r}}}'
+            f'{payload[1:-1]},"audioClock":{clock_text(clock)}}}'
         )
         self._add_line(line)
 

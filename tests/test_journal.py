@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from emulator import journal as journal_module
 from emulator.events import TranscriptResult, transcript_payload
-from emulator.journal import FLUSH_BYTES, Journal, iso_time, wav_header
+from emulator.journal import FLUSH_BYTES, Journal, clock_text, iso_time, wav_header
 
 from .support import (
     S3_URI,
@@ -299,6 +299,22 @@ def test_audio_entries_are_the_lines_record_writes(tmp_path, monkeypatch, event_
     line = (tmp_path / "fast" / "events.jsonl").read_bytes()
     assert line == (tmp_path / "slow" / "events.jsonl").read_bytes()
     assert fast.entries()[0]["audioClock"] == clock
+
+
+@given(st.lists(st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 0.1, 0.2])), max_size=50))
+def test_clock_text_is_the_repr_of_the_clock_seen_or_not(clocks):
+    # Cached or not, and across the cache's clearing: never the text of
+    # another float (0.0 and -0.0 are equal keys with different reprs).
+    for clock in clocks + clocks:
+        assert clock_text(clock) == repr(clock)
+
+
+def test_the_clock_text_cache_stays_bounded(monkeypatch):
+    monkeypatch.setattr(journal_module, "_CLOCK_TEXT", {})
+    monkeypatch.setattr(journal_module, "_CLOCK_TEXT_LIMIT", 100)
+    for k in range(1, 1000):
+        assert clock_text(k / 10) == repr(k / 10)
+        assert len(journal_module._CLOCK_TEXT) <= 100
 
 
 transcript_results = st.builds(
