@@ -290,9 +290,22 @@ def settle_garbage_collector() -> None:
     the loop for 44-50 ms, and 16-18 ms with this (p99 80-118 -> 52-96 ms over
     four alternating runs). Not done by :func:`serve` itself: a test process
     that embeds the emulator keeps its own collector's settings.
+
+    Young collections then run every :data:`YOUNG_COLLECTION_THRESHOLD`
+    allocations instead of 700. A finished session is freed by reference
+    counting alone (it holds no reference cycle: a test checks it), so the
+    collector finds nothing to free in sessions and only scans the live ones.
+    With 4,000 sessions open, collections cost 75-79 us per stream opened at
+    700, and 28-32 us at 20,000 (measured through ``gc.callbacks``).
     """
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+
+
+#: The server process's generation-0 threshold (see :func:`settle_garbage_collector`).
+YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
 def run(settings: Settings) -> int:
