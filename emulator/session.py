@@ -303,7 +303,7 @@ class ScribeSession:
         # does not take goes the general way below, with its checks and errors.
         if self.state is S.STREAMING and self._counts_bytes:
             base64 = event_type == "audioEvent"
-            if base64:  # checked, and journaled as the base64 text (see below)
+            if base64:  # checked, and journaled undecoded, as _receive_audio_payload does
                 size = audio_event_size(payload)
                 chunk = payload[AUDIO_CHUNK_START:-AUDIO_CHUNK_STOP]
             elif event_type == "binaryAudioEvent":
