@@ -158,6 +158,14 @@ async def _run(kind: str, sessions: int, scenario: str, binary: bool) -> None:
                 if status != 200:
                     raise RuntimeError(f"{kind} app answered HTTP {status}")
             await _settled()
+            if kind == "emulator":
+                # Every session's artifacts are written, so their cost was counted.
+                written = len(list((Path(tmp) / "state" / "s3").rglob("transcript.json")))
+                if written != WARMUP_SESSIONS + sessions:
+                    raise RuntimeError(
+                        f"{written} post-stream transcripts written after "
+                        f"{WARMUP_SESSIONS + sessions} sessions: the count would miss their cost"
+                    )
         finally:
             stop.set()
             if server_task is not None:

@@ -156,9 +156,10 @@ def test_artifacts_are_in_progress_then_completed_with_their_documents(slow_emul
     }
     assert pending == artifacts | {k: {**v, "status": "IN_PROGRESS"} for k, v in artifacts.items()}
     state = state_of(slow_emulator)
-    transcript = json.loads(
-        on_disk(slow_emulator, state, session_id, "transcript.json").read_text()
-    )
+    text = on_disk(slow_emulator, state, session_id, "transcript.json").read_text()
+    transcript = json.loads(text)
+    # Compact UTF-8 JSON, as the README says.
+    assert text == json.dumps(transcript, ensure_ascii=False, separators=(",", ":"))
     segments = transcript["Conversation"]["TranscriptSegments"]
     assert [
         (s["SegmentId"], s["BeginAudioTime"], s["EndAudioTime"], s["Content"], s["ChannelId"])
