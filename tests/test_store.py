@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 
+from emulator import backend as backend_module
 from emulator.backend import SAVE_DELAY, Backend
 from emulator.scenario import parse_scenario
 from emulator.store import DATABASE_NAME, SessionStore, StoredSession
@@ -252,6 +253,35 @@ def test_sessions_of_one_scripted_scenario_store_its_script_from_one_encoding(tm
             assert stored[record.key.session_id]["scenario"]["script"]["segments"][0][
                 "content"
             ] == ("Good morning.")
+    finally:
+        backend.close()
+
+
+def test_a_scripted_scenario_comes_back_from_its_own_spec_without_a_parse(tmp_path, monkeypatch):
+    """A resumed stream and the post-stream job rebuild the session's scenario from
+    its spec: the one this backend made gives the scenario itself back, while a
+    spec read back from the store (another object, after a restart) is parsed."""
+    scenario = parse_scenario(SCRIPT, name="greeting")
+    backend = Backend(
+        scenarios={"greeting": scenario}, state_dir=tmp_path, default_scenario="greeting"
+    )
+    parsed = []
+
+    def counting_parse(*args, **kwargs):
+        parsed.append(kwargs.get("name"))
+        return parse_scenario(*args, **kwargs)
+
+    try:
+        record = _start(backend, new_session_id(), "r1")
+        configuration = parse_configuration_event(json.dumps(CONFIG).encode())
+        backend.scenario_for(record, configuration, rule=None)
+        monkeypatch.setattr(backend_module, "parse_scenario", counting_parse)
+        assert backend._rebuild(record.scenario) is scenario
+        assert parsed == []
+        stored = json.loads(json.dumps(record.scenario))
+        rebuilt = backend._rebuild(stored)
+        assert rebuilt == scenario and rebuilt is not scenario
+        assert parsed == ["greeting"]
     finally:
         backend.close()
 
