@@ -14,6 +14,7 @@ stays with its question).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,8 +220,11 @@ def after_visit_summary_document(
     return {"AfterVisitSummary": {"Summary": items}}
 
 
-def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> frozenset[str]:
+    # Cached: each final is matched against the note's sections and the
+    # summary's plan words, and a scripted scenario's sessions all say the same.
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
 
 def _derive(
