@@ -11,7 +11,6 @@ worker thread, ``post_stream_delay`` seconds later.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
@@ -23,7 +22,7 @@ from typing import Any
 from .artifacts import ARTIFACT_NAMES, Buckets, artifact_locations, make_buckets, s3_uri
 from .errors import ConfigError, InternalServerException, ServiceError, ValidationException
 from .events import OutputEvent
-from .journal import Journal, compact_json, run_in_writer
+from .journal import Journal, compact_encoder, compact_json, run_in_writer
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
@@ -676,9 +675,7 @@ class Backend:
 #: Indented JSON took Python 3.12's pure-Python encoder (the C one has no
 #: indent): 40% of a post-stream job, which holds the GIL in a worker thread
 #: while the event loop serves the other sessions.
-_artifact_json = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), check_circular=False
-).encode
+_artifact_json = compact_encoder(ensure_ascii=False)
 
 
 class _ArtifactJob:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime
 import io
+import json
 import logging
 import subprocess
 import sys
@@ -18,7 +19,15 @@ from hypothesis import strategies as st
 
 from emulator import journal as journal_module
 from emulator.events import TranscriptResult, transcript_payload
-from emulator.journal import FLUSH_BYTES, Journal, clock_text, iso_time, wav_header
+from emulator.journal import (
+    FLUSH_BYTES,
+    Journal,
+    clock_text,
+    compact_encoder,
+    compact_json,
+    iso_time,
+    wav_header,
+)
 
 from .support import (
     S3_URI,
@@ -307,6 +316,32 @@ def test_clock_text_is_the_repr_of_the_clock_seen_or_not(clocks):
     # another float (0.0 and -0.0 are equal keys with different reprs).
     for clock in clocks + clocks:
         assert clock_text(clock) == repr(clock)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text() | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_the_compact_encoders_write_what_json_dumps_writes(value):
+    # Built once on json's C encoder, called again and again: the same text as
+    # json.dumps, non-ASCII escaped or not, NaN and Infinity as Python writes them.
+    for ensure_ascii in (True, False):
+        encode = compact_encoder(ensure_ascii=ensure_ascii)
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=ensure_ascii)
+        assert encode(value) == expected
+        assert encode(value) == expected
+    assert compact_json(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_the_compact_encoder_refuses_what_json_refuses():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        compact_json({"when": datetime.date(2026, 1, 1)})
 
 
 def test_the_clock_text_cache_stays_bounded(monkeypatch):
