@@ -231,6 +231,28 @@ def test_valid_headers_give_a_stream_request_with_an_integer_sample_rate() -> No
     )
 
 
+def test_header_names_match_in_any_case_and_a_repeated_header_is_joined() -> None:
+    """HTTP/1.1 names may come capitalised; other headers, even x-amzn-medscribe-
+    look-alikes, are passed over; a header sent twice reads as its values joined."""
+    headers = [
+        (name.title() if name.endswith(b"code") else name, value)
+        for name, value in raw_headers()
+        if name != b"x-amzn-medscribe-media-encoding"
+    ]
+    headers += [
+        (b"X-Amzn-Medscribe", b"pcm"),
+        (b"x-amzn-medscribe-media-encodings", b"flac"),
+        (b"x-amzn-medscribe-media-encoding", b"pcm"),
+    ]
+    assert validate_stream_headers(headers).language_code == "en-US"
+    assert validate_stream_headers(headers).media_encoding == "pcm"
+    twice = headers + [(b"X-AMZN-MEDSCRIBE-MEDIA-ENCODING", b"flac")]
+    message = error_message(validate_stream_headers, twice)
+    assert message == "1 validation error detected: " + header_violation(
+        "'pcm, flac'", "mediaEncoding", "Member must satisfy enum value set: [pcm, flac]"
+    )
+
+
 @pytest.mark.parametrize(
     "members",
     [
