@@ -52,6 +52,11 @@ machinery that changes nothing for a plain DATA frame on an open stream (frame
 objects, two state machines, per-frame trace logging). Every other frame, and
 every DATA frame that is not plain, still goes through h2 in order.
 
+h2 also walks every stream of the connection each time a client opens one,
+to count the open ones against ``MAX_CONCURRENT_STREAMS``: O(n^2) for a
+connection's n streams. :class:`_StreamCountingConnection` walks only when
+the count could matter, with the same decisions.
+
 An app waiting in ``receive()`` may also take a stream's DATA in the
 connection's task instead of being woken for each frame (:class:`InlineBody`,
 a scope extension): the emulator's streams take the SDK's audio events so.
@@ -294,6 +299,36 @@ def _hpack_internals_present() -> bool:
 _QUICK_HPACK = _hpack_internals_present()
 
 
+class _StreamCountingConnection(H2Connection):
+    """h2's connection, walking its streams on fewer new streams.
+
+    For every stream a client opens, h2 counts the open ones against
+    ``MAX_CONCURRENT_STREAMS`` by walking every stream it holds, and forgets
+    the closed ones on the way: 40 us a stream with 375 open on the connection,
+    so a connection's n streams cost O(n^2), and the AWS SDK puts every session
+    of an application on one connection. The count is used for that check
+    alone, and while the streams held (open or closed, at most that many open)
+    stay under the limit it cannot fail. The walk is then done only once the
+    streams held double since the last one (64 at least) or near the limit: the
+    check decides as h2's does, its message has the true count, and closed
+    streams are forgotten a little later. Read it as an upper bound otherwise.
+    """
+
+    _walk_from = 0
+
+    @property
+    def open_inbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < self._walk_from and held < self.local_settings.max_concurrent_streams:
+            return held
+        count = super().open_inbound_streams
+        self._walk_from = max(2 * len(self.streams), _MIN_STREAM_WALK)
+        return count
+
+
+_MIN_STREAM_WALK = 64
+
+
 class DuplexH2Protocol(H2Protocol):
     """hypercorn's ``H2Protocol`` for streams whose response ends before the request.
 
@@ -324,6 +359,9 @@ class DuplexH2Protocol(H2Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if type(self.connection) is H2Connection:
+            # hypercorn built and configured it: only the stream count changes.
+            self.connection.__class__ = _StreamCountingConnection
         if _QUICK_HPACK:
             # Before any SETTINGS arrive: h2 sets the peer's table size on these.
             self.connection.encoder = _LiteralEncoder()

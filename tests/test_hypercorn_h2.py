@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h2.events
+import h2.exceptions
 import hpack
 import hypercorn.protocol
 import hypercorn.protocol.h2
@@ -769,3 +770,96 @@ def test_an_app_waiting_in_receive_takes_data_inline_in_order(duplex: None, capl
         assert bytes(log.body).endswith(b" got:;taken: got:;")
         assert bytes(log.body).count(b"take" + b"x" * 4092) == 16
         assert_connection_alive(server, client)
+
+
+# --- Counting a connection's open streams -----------------------------------------------------
+def _server_connection(max_streams: int, *, stock: bool = False) -> H2Connection:
+    """A DuplexH2Protocol's h2 connection (or stock h2's, configured alike), preface done."""
+    args = list(_constructor_args(tls=False))
+    config = Config()
+    config.h2_max_concurrent_streams = max_streams
+    args[1] = config
+    connection = DuplexH2Protocol(*args).connection
+    if stock:
+        connection.__class__ = H2Connection
+    connection.initiate_connection()
+    connection.data_to_send()
+    return connection
+
+
+def _client_for(*servers: H2Connection) -> H2Connection:
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    preface = client.data_to_send()
+    for server in servers:
+        server.receive_data(preface)
+        server.data_to_send()
+    return client
+
+
+def _request_headers(stream_id: int) -> list[tuple[str, str]]:
+    path = f"/{stream_id}"
+    return [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "a")]
+
+
+def test_a_connection_counts_its_streams_only_when_the_limit_could_be_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """h2 walks every stream a connection holds for each new one; ours walks once
+    the streams held have doubled (64 at least), and still forgets closed ones."""
+    server = _server_connection(1000)
+    assert type(server).__name__ == "_StreamCountingConnection"
+    client = _client_for(server)
+    walks = []
+    walk = H2Connection._open_streams
+
+    def counting_walk(self: H2Connection, remainder: int) -> int:
+        if self is server:  # not the client's count of its own streams
+            walks.append(len(self.streams))
+        return walk(self, remainder)
+
+    monkeypatch.setattr(H2Connection, "_open_streams", counting_walk)
+    for n in range(600):
+        stream_id = 2 * n + 1
+        client.send_headers(stream_id, _request_headers(stream_id))
+        if n % 2:  # every other stream is cancelled at once
+            client.reset_stream(stream_id)
+        server.receive_data(client.data_to_send())
+    # h2 would have walked 600 times, over 150 streams on average.
+    assert walks == [0, 64, 64, 96, 144, 216, 324]  # each at twice what the last kept
+    # Each walk forgets the cancelled half: at most twice the open ones are held.
+    assert len(server.streams) <= 2 * 300
+
+
+@pytest.mark.parametrize("limit", [1, 5, 64, 70])
+def test_a_connection_refuses_a_stream_over_the_limit_as_h2_does(limit: int) -> None:
+    """Opening, closing and reopening around MAX_CONCURRENT_STREAMS: the same streams
+    are taken and the same one refused, with h2's message and the true count."""
+    ours, stock = _server_connection(limit), _server_connection(limit, stock=True)
+    client = _client_for(ours, stock)
+    plan = [("open", 3), ("close", 2), ("open", limit + 2)]
+    stream_id, opened, refused = -1, [], []
+    for action, count in plan:
+        for _ in range(count):
+            if action == "open":
+                stream_id += 2
+                client.send_headers(stream_id, _request_headers(stream_id))
+                opened.append(stream_id)
+            else:
+                client.reset_stream(opened.pop(0))
+            data = client.data_to_send()
+            outcomes = []
+            for server in (ours, stock):
+                try:
+                    events = server.receive_data(data)
+                    outcomes.append([type(e).__name__ for e in events])
+                except h2.exceptions.TooManyStreamsError as error:
+                    outcomes.append(str(error))
+            assert outcomes[0] == outcomes[1]
+            if isinstance(outcomes[0], str):
+                refused.append((stream_id, outcomes[0]))
+                break
+        if refused:
+            break
+    open_now = limit  # the one refused found the connection full
+    assert refused == [(stream_id, f"Max inbound streams is {limit}, {open_now} open")]
