@@ -213,8 +213,70 @@ class _LiteralEncoder(hpack.Encoder):
         self.header_table = _IndexedHeaderTable()
 
     def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        # h2 calls encode(headers): this default is what it gets.
-        return super().encode(headers, huffman=huffman)
+        """hpack's ``encode(headers, huffman=False)``, byte for byte and table for
+        table, in one loop: hpack spends three calls, two debug log calls and a
+        bytearray per header on it (about 50 us for a response's eleven). h2
+        calls ``encode(headers)``: this default is what it gets."""
+        if huffman or isinstance(headers, dict):
+            return super().encode(headers, huffman=huffman)
+        table = self.header_table
+        block: list[bytes] = []
+        if table.resized:
+            block.append(self._encode_table_size_change())
+            table.resized = False
+        for header in headers:
+            kind = type(header)
+            if not (kind is tuple and len(header) == 2 or kind is hpack.HeaderTuple):
+                # Never-indexed or (name, value, sensitive): hpack's own way.
+                sensitive = (
+                    not header.indexable
+                    if isinstance(header, hpack.HeaderTuple)
+                    else len(header) > 2 and header[2]
+                )
+                pair = (hpack.hpack._to_bytes(header[0]), hpack.hpack._to_bytes(header[1]))
+                block.append(self.add(pair, sensitive, False))
+                continue
+            name, value = header
+            if type(name) is not bytes:
+                name = hpack.hpack._to_bytes(name)
+            if type(value) is not bytes:
+                value = hpack.hpack._to_bytes(value)
+            match = table.search(name, value)
+            if match is None:  # a literal name and value, then indexed
+                block.append(
+                    b"\x40"
+                    + _hpack_integer(len(name), 7, 0)
+                    + name
+                    + _hpack_integer(len(value), 7, 0)
+                    + value
+                )
+                table.add(name, value)
+            elif match[2] is not None:  # the whole header is in the table
+                block.append(_hpack_integer(match[0], 7, 0x80))
+            else:  # an indexed name, a literal value, then indexed
+                block.append(
+                    _hpack_integer(match[0], 6, 0x40) + _hpack_integer(len(value), 7, 0) + value
+                )
+                table.add(match[1], value)
+        return b"".join(block)
+
+
+def _hpack_integer(integer: int, prefix_bits: int, flags: int) -> bytes:
+    """``hpack.hpack.encode_integer(integer, prefix_bits)`` with ``flags`` ORed into
+    its first byte, as bytes (RFC 7541 section 5.1)."""
+    limit = (1 << prefix_bits) - 1
+    if integer < limit:
+        return _ONE_BYTE[integer | flags]
+    integer -= limit
+    out = bytearray((limit | flags,))
+    while integer >= 128:
+        out.append((integer & 127) | 128)
+        integer >>= 7
+    out.append(integer)
+    return bytes(out)
+
+
+_ONE_BYTE = tuple(bytes((n,)) for n in range(256))
 
 
 class _QuickDecoder(hpack.Decoder):

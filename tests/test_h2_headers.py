@@ -219,8 +219,17 @@ def test_install_puts_the_quick_check_into_h2s_pipeline() -> None:
 
 # --- the encoder's indexed table ------------------------------------------------------
 _response_header = st.builds(
-    lambda cls, name, value: cls(name, value),
-    st.sampled_from([hpack.HeaderTuple, hpack.HeaderTuple, hpack.NeverIndexedHeaderTuple]),
+    lambda make, name, value: make(name, value),
+    st.sampled_from(
+        [
+            hpack.HeaderTuple,
+            hpack.NeverIndexedHeaderTuple,
+            lambda name, value: (name, value),  # what h2 hands on for a plain response
+            lambda name, value: (name.decode("latin-1"), value.decode("latin-1")),
+            lambda name, value: (name, value, False),
+            lambda name, value: (name, value, True),
+        ]
+    ),
     st.sampled_from([b":status", b"content-type", b"x-amzn-requestid", b"date", b"x-b", b"x-c"]),
     st.one_of(st.sampled_from([b"200", b"400", b"a", b"b" * 100, b""]), st.binary(max_size=300)),
 )
@@ -239,6 +248,7 @@ _response_header = st.builds(
 )
 @example(blocks=[([hpack.HeaderTuple(b"x-b", b"1")], None)] * 3)
 @example(blocks=[([hpack.HeaderTuple(b"x-b", b"v" * 5000)], None)])  # larger than the table
+@example(blocks=[([(b"x-b", bytes([n])) for n in range(70)], None)] * 2)  # indexes past 63, 127
 def test_the_indexed_table_encodes_the_same_bytes_as_hpacks(
     blocks: list[tuple[list[hpack.HeaderTuple], int | None]],
 ) -> None:
