@@ -860,6 +860,45 @@ def test_wire_example_configuration_is_valid() -> None:
     assert configuration.role_of(2) is None
 
 
+def test_a_configuration_that_passed_is_read_again_without_its_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same bytes give an equal Configuration with a document of its own, and
+    skip the checks that passed; a payload that failed is checked (and refused)
+    every time; the remembered payloads stay bounded."""
+    from emulator import validation
+
+    monkeypatch.setattr(validation, "_PASSED_CONFIGURATIONS", set())
+    checks = []
+    check = validation._check_structure
+
+    def counting_check(*args: Any) -> None:
+        if args[2] == "configurationEvent":  # the whole event, not its members
+            checks.append(args[2])
+        check(*args)
+
+    monkeypatch.setattr(validation, "_check_structure", counting_check)
+    payload = encode(WIRE_CONFIGURATION)
+    first = parse_configuration_event(payload)
+    second = parse_configuration_event(bytes(payload))  # equal bytes, another object
+    assert first == second and first.raw is not second.raw
+    assert checks == ["configurationEvent"]
+    assert parse_configuration_event(bytearray(payload)) == first  # not remembered: checked
+    assert len(checks) == 2
+
+    bad = encode(configuration_with({CHANNELS: DELETE, "postStreamActionSettings": DELETE}))
+    for _ in range(2):
+        with pytest.raises(ValidationException, match="postStreamActionSettings"):
+            parse_configuration_event(bad)
+    assert len(checks) == 4
+
+    monkeypatch.setattr(validation, "_PASSED_LIMIT", 3)
+    for n in range(10):
+        document = configuration_with({"encounterContext": {"unstructuredContext": f"v{n}"}})
+        parse_configuration_event(encode(document))
+        assert len(validation._PASSED_CONFIGURATIONS) <= 3
+
+
 def test_configuration_without_channel_definitions_has_one_channel_and_no_roles() -> None:
     document = configuration_with({CHANNELS: DELETE, "encounterContext": DELETE})
     configuration = parse_configuration_event(encode(document))
