@@ -286,18 +286,21 @@ class _QuickDecoder(hpack.Decoder):
     dynamic table hit for every header its previous requests had the same.
     hpack reads each through three calls, two debug log calls and two tuple
     constructions; a request's header block cost ~500k instructions. Here a
-    field whose index fits its first byte is looked up directly; every other
-    representation goes through hpack's own methods, and the checks (list size,
-    table size, a size update only at the start) are hpack's, in its order. A
-    hypothesis test feeds both decoders the same blocks and demands identical
-    headers, errors and table state. Only ``raw=True`` (what h2 asks for) takes
-    this path.
+    field whose index fits its first byte is looked up directly, and a literal
+    value under an indexed name (a request's session id, date and signature)
+    is read inline when it lies whole in the block (34 -> 27 us an SDK
+    request); every other representation goes through hpack's own methods,
+    and the checks (list size, table size, a size update only at the start)
+    are hpack's, in its order. A hypothesis test feeds both decoders the same
+    blocks and demands identical headers, errors and table state. Only
+    ``raw=True`` (what h2 asks for) takes this path.
     """
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         if not raw:
             return super().decode(data, raw)
         view = memoryview(data)
+        plain = type(data) is bytes
         get_by_index = self.header_table.get_by_index
         headers: list[hpack.HeaderTuple] = []
         inflated_size = 0
@@ -313,7 +316,13 @@ class _QuickDecoder(hpack.Decoder):
             elif first & 0x80:
                 header, consumed = self._decode_indexed(view[index:])
             elif first & 0x40:
-                header, consumed = self._decode_literal_index(view[index:])
+                # A literal value, then indexed: the request's own values (its
+                # session id, date, signature) come so, the name from the table.
+                taken = _indexed_name_literal(self, data, index, end) if plain else None
+                if taken is None:
+                    header, consumed = self._decode_literal_index(view[index:])
+                else:
+                    header, consumed = taken
             elif first & 0x20:
                 if headers:
                     raise hpack.HPACKDecodingError(
@@ -334,6 +343,53 @@ class _QuickDecoder(hpack.Decoder):
         self._assert_valid_table_size()
         # hpack copies each header once more to make its parts bytes; they are.
         return headers
+
+
+def _hpack_integer_at(data: bytes, pos: int, end: int, mask: int) -> tuple[int, int] | None:
+    """``hpack.hpack.decode_integer`` of the integer at ``pos`` whose prefix is
+    ``mask`` (its low bits): ``(value, position after it)``, or None when it is
+    cut off or longer than four continuation bytes (hpack then decides)."""
+    value = data[pos] & mask
+    pos += 1
+    if value < mask:
+        return value, pos
+    shift = 0
+    while pos < end and shift <= 21:
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+def _indexed_name_literal(
+    decoder: hpack.Decoder, data: bytes, index: int, end: int
+) -> tuple[hpack.HeaderTuple, int] | None:
+    """hpack's ``_decode_literal_index`` of the field at ``index`` when its name is
+    indexed and the field lies whole within ``data``: the same header, the same
+    entry added to the table, the same errors (from the same table look-up and
+    Huffman decoder). None for anything else: hpack reads it."""
+    if not data[index] & 0x3F:
+        return None  # a literal name
+    found = _hpack_integer_at(data, index, end, 0x3F)
+    if found is None or found[1] >= end:
+        return None
+    name_index, at = found
+    huffman = data[at] & 0x80
+    found = _hpack_integer_at(data, at, end, 0x7F)
+    if found is None:
+        return None
+    length, at = found
+    if at + length > end:
+        return None  # truncated: hpack says so
+    name = decoder.header_table.get_by_index(name_index)[0]
+    value = data[at : at + length]
+    if huffman:
+        value = hpack.hpack.decode_huffman(value)
+    decoder.header_table.add(name, value)
+    return hpack.HeaderTuple(name, value), at + length - index
 
 
 def _hpack_internals_present() -> bool:

@@ -143,6 +143,10 @@ def test_the_header_list_limit_is_hpacks_to_the_byte(
 @example(prefix=[], garbage=[b"\xff\x80\x01"])  # an index past both tables
 @example(prefix=[], garbage=[b"\x82\x3f\xe1\x1f"])  # a size update after a header
 @example(prefix=[], garbage=[b"\x3f\xe1\xff\x03"])  # a size update above the maximum
+@example(prefix=[], garbage=[b"\x41\x05abcd"])  # a value one byte short
+@example(prefix=[], garbage=[b"\x41\x85abcd"])  # the same, Huffman-coded
+@example(prefix=[], garbage=[b"\x7f\x80"])  # a name index cut off
+@example(prefix=[], garbage=[b"\x7f\x01\x7f"])  # a value length cut off
 def test_any_bytes_decode_or_fail_as_hpack_does(
     prefix: list[list[hpack.HeaderTuple]], garbage: list[bytes]
 ) -> None:
