@@ -263,17 +263,13 @@ class _LiteralEncoder(hpack.Encoder):
 
 def _hpack_integer(integer: int, prefix_bits: int, flags: int) -> bytes:
     """``hpack.hpack.encode_integer(integer, prefix_bits)`` with ``flags`` ORed into
-    its first byte, as bytes (RFC 7541 section 5.1)."""
-    limit = (1 << prefix_bits) - 1
-    if integer < limit:
+    its first byte, as bytes: a one-byte integer (nearly all of them) from a
+    table, any other from hpack."""
+    if integer < (1 << prefix_bits) - 1:
         return _ONE_BYTE[integer | flags]
-    integer -= limit
-    out = bytearray((limit | flags,))
-    while integer >= 128:
-        out.append((integer & 127) | 128)
-        integer >>= 7
-    out.append(integer)
-    return bytes(out)
+    field = hpack.hpack.encode_integer(integer, prefix_bits)
+    field[0] |= flags
+    return bytes(field)
 
 
 _ONE_BYTE = tuple(bytes((n,)) for n in range(256))
@@ -345,23 +341,19 @@ class _QuickDecoder(hpack.Decoder):
         return headers
 
 
-def _hpack_integer_at(data: bytes, pos: int, end: int, mask: int) -> tuple[int, int] | None:
-    """``hpack.hpack.decode_integer`` of the integer at ``pos`` whose prefix is
-    ``mask`` (its low bits): ``(value, position after it)``, or None when it is
-    cut off or longer than four continuation bytes (hpack then decides)."""
+def _hpack_integer_at(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int] | None:
+    """``hpack.hpack.decode_integer`` of the integer at ``pos``: ``(value, position
+    after it)``, a one-byte integer read here and any other by hpack; None when
+    it is cut off (hpack's own reading of the field then says so)."""
+    mask = (1 << prefix_bits) - 1
     value = data[pos] & mask
-    pos += 1
     if value < mask:
-        return value, pos
-    shift = 0
-    while pos < end and shift <= 21:
-        byte = data[pos]
-        pos += 1
-        value += (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None
+        return value, pos + 1
+    try:
+        value, used = hpack.hpack.decode_integer(memoryview(data)[pos:], prefix_bits)
+    except hpack.HPACKDecodingError:
+        return None
+    return value, pos + used
 
 
 def _indexed_name_literal(
@@ -373,12 +365,12 @@ def _indexed_name_literal(
     Huffman decoder). None for anything else: hpack reads it."""
     if not data[index] & 0x3F:
         return None  # a literal name
-    found = _hpack_integer_at(data, index, end, 0x3F)
+    found = _hpack_integer_at(data, index, 6)
     if found is None or found[1] >= end:
         return None
     name_index, at = found
     huffman = data[at] & 0x80
-    found = _hpack_integer_at(data, at, end, 0x7F)
+    found = _hpack_integer_at(data, at, 7)
     if found is None:
         return None
     length, at = found
