@@ -406,7 +406,9 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
     h2.send(stream, signed(END), end_stream=True)
     response = h2.wait(stream)
     assert response["ended"] and response["reset"] is None
-    assert answers.count(False) >= len(chunks) // 2  # most went in without a wake-up
+    # How many go inline depends on the machine's load (the pump must be back
+    # to waiting); the SDK-level twin of this test once saw 11 of 24 on CI.
+    assert False in answers  # audio went in without a wake-up
     assert True in answers  # the partial or the final woke the pump
     payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
     assert [(p["isPartial"], p["content"]) for p in payloads] == [
