@@ -8,7 +8,6 @@ and handed to hypercorn as ``fd://`` binds.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import socket
@@ -21,7 +20,7 @@ from pathlib import Path
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from . import hypercorn_h2
+from . import collector, hypercorn_h2
 from .app import create_app
 from .backend import Backend
 from .errors import ConfigError
@@ -281,31 +280,22 @@ async def _serve(
 
 def settle_garbage_collector() -> None:
     """Collect once, then move every object alive to the collector's permanent
-    generation, out of every later full collection's scan.
+    generation, out of every later collection's scan (:func:`collector.settle`).
 
     For a process that is the server (the command line, the image), once it is
     ready: what start-up built (modules, Faker's data, the app) lives as long
-    as the process. A full collection then scans only what sessions made since.
-    With 1,000 real-time sessions opening in a second, full collections paused
-    the loop for 44-50 ms, and 16-18 ms with this (p99 80-118 -> 52-96 ms over
-    four alternating runs). Not done by :func:`serve` itself: a test process
-    that embeds the emulator keeps its own collector's settings.
-
-    Young collections then run every :data:`YOUNG_COLLECTION_THRESHOLD`
-    allocations instead of 700. A finished session is freed by reference
-    counting alone (it holds no reference cycle: a test checks it), so the
-    collector finds nothing to free in sessions and only scans the live ones.
-    With 4,000 sessions open, collections cost 75-79 us per stream opened at
-    700, and 28-32 us at 20,000 (measured through ``gc.callbacks``).
+    as the process. With 1,000 real-time sessions opening in a second, full
+    collections paused the loop for 44-50 ms, and 16-18 ms with this (p99
+    80-118 -> 52-96 ms over four alternating runs). Later survivors of each
+    collection are frozen too, and a full collection waits for an idle moment
+    (:mod:`emulator.collector`). Not done by :func:`serve` itself: a test
+    process that embeds the emulator keeps its own collector's settings.
     """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+    collector.settle()
 
 
-#: The server process's generation-0 threshold (see :func:`settle_garbage_collector`).
-YOUNG_COLLECTION_THRESHOLD = 20_000
+#: The server process's generation-0 threshold (see :mod:`emulator.collector`).
+YOUNG_COLLECTION_THRESHOLD = collector.YOUNG_COLLECTION_THRESHOLD
 
 
 def run(settings: Settings) -> int:
@@ -316,8 +306,16 @@ def run(settings: Settings) -> int:
         stream=sys.stderr,
     )
 
+    maintenance: list[asyncio.Task[None]] = []
+
     def announce(running: RunningServer) -> None:
         settle_garbage_collector()
+        backend = running.app.backend  # type: ignore[union-attr]
+        maintenance.append(
+            asyncio.get_running_loop().create_task(
+                collector.collect_when_idle(lambda: backend.active == 0)
+            )
+        )
         print("medscribe-emulator ready", flush=True)
         print(f"  endpoint (TLS, h2 + http/1.1): {running.endpoint_url}", flush=True)
         print(f"  endpoint (cleartext, h2c + http/1.1): {running.h2c_url}", flush=True)
@@ -329,7 +327,11 @@ def run(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
-        await serve(settings, shutdown=shutdown, ready=announce)
+        try:
+            await serve(settings, shutdown=shutdown, ready=announce)
+        finally:
+            for task in maintenance:
+                task.cancel()
 
     asyncio.run(main())
     return 0
