@@ -54,8 +54,18 @@ def canned_event() -> bytes:
 def baseline_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """Return the baseline ASGI app."""
     event = canned_event()
+    # The server's collector runs its full collections when no stream is open
+    # (emulator.collector); it reads this count as it reads the emulator's.
+    streams = _OpenStreams()
 
     async def stream(receive: Receive, send: Send) -> None:
+        streams.active += 1
+        try:
+            await _stream(receive, send)
+        finally:
+            streams.active -= 1
+
+    async def _stream(receive: Receive, send: Send) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -115,7 +125,17 @@ def baseline_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         )
         await send({"type": "http.response.body", "body": _HEALTH})
 
+    app.backend = streams  # type: ignore[attr-defined]
     return app
+
+
+class _OpenStreams:
+    """The baseline's count of open streams, as ``Backend.active`` is the emulator's."""
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = 0
 
 
 def main(argv: list[str] | None = None) -> int:

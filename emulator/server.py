@@ -310,10 +310,12 @@ def run(settings: Settings) -> int:
 
     def announce(running: RunningServer) -> None:
         settle_garbage_collector()
-        backend = running.app.backend  # type: ignore[union-attr]
+        # The backend's count of open streams; an app without one is never
+        # idle, and gets its full collections every few minutes only.
+        streams = getattr(running.app, "backend", None)
         maintenance.append(
             asyncio.get_running_loop().create_task(
-                collector.collect_when_idle(lambda: backend.active == 0)
+                collector.collect_when_idle(lambda: streams is not None and streams.active == 0)
             )
         )
         print("medscribe-emulator ready", flush=True)

@@ -249,3 +249,38 @@ def test_a_failed_count_names_the_run_and_shows_its_output(
     message = str(raised.value)
     assert "valgrind run of emulator (no-such-scenario scenario, 1 session(s)) failed" in message
     assert "invalid choice: 'no-such-scenario'" in message
+
+
+def test_the_baseline_counts_its_open_streams_for_the_collector() -> None:
+    """The server's full collections wait for no stream open (emulator.collector),
+    reading ``app.backend.active``: the baseline keeps that count as the
+    emulator's backend does, so both servers collect alike."""
+    import asyncio
+
+    from benchmarks.baseline import baseline_app
+
+    app = baseline_app()
+    counts: list[int] = []
+
+    async def main() -> None:
+        inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        sent: list[dict[str, object]] = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/medical-scribe-stream/"}
+        task = asyncio.create_task(app(scope, inbox.get, send))
+        await asyncio.sleep(0)
+        counts.append(app.backend.active)
+        await inbox.put({"type": "http.request", "body": b"", "more_body": False})
+        await task
+        counts.append(app.backend.active)
+        task = asyncio.create_task(app(scope, inbox.get, send))
+        await asyncio.sleep(0)
+        await inbox.put({"type": "http.disconnect"})
+        await task
+        counts.append(app.backend.active)
+
+    asyncio.run(main())
+    assert counts == [1, 0, 0]

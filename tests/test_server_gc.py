@@ -18,7 +18,18 @@ from emulator.server import RunningServer, Settings
 from .support import running_emulator
 
 
-def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("app", "idle"),
+    [
+        (SimpleNamespace(backend=SimpleNamespace(active=0)), True),
+        (SimpleNamespace(backend=SimpleNamespace(active=2)), False),
+        (SimpleNamespace(), False),  # an app that does not count its streams
+    ],
+    ids=["no-stream-open", "streams-open", "no-count"],
+)
+def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(
+    monkeypatch, tmp_path, app, idle
+):
     seen: list[tuple[int, bool]] = []
     tasks: list[asyncio.Task[None]] = []
     idle_checks: list[bool] = []
@@ -36,7 +47,7 @@ def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(monkeypa
                 ca_file=None,
                 port=1,
                 h2c_port=2,
-                app=SimpleNamespace(backend=SimpleNamespace(active=0)),
+                app=app,
             )
         )
         seen.append((gc.get_freeze_count(), collector.FREEZER in gc.callbacks))
@@ -59,7 +70,7 @@ def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(monkeypa
     assert settled == (server.YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
     # The full collections' task ran with the backend's stream count, and
     # ended with the server.
-    assert idle_checks == [True]
+    assert idle_checks == [idle]
     assert len(tasks) == 1 and tasks[0].cancelled()
 
 
