@@ -160,14 +160,17 @@ class StreamEndpoint:
             record.output_sent(event)
             journal.record(_output_entry(event, record.audio_seconds))
 
-        session = self.backend.new_session(record, request, rule=rule, send=emit)
-        chaos = ChaosRunner(
-            rule.chaos if rule is not None else None,
-            seed=self.backend.seed,
-            session_id=request.session_id,
-            scope=scope,
-        )
+        # From here on the stream is open in the backend's count (which the
+        # server's idle full collections read) and in the quotas: whatever
+        # fails, the finally below closes it.
         try:
+            session = self.backend.new_session(record, request, rule=rule, send=emit)
+            chaos = ChaosRunner(
+                rule.chaos if rule is not None else None,
+                seed=self.backend.seed,
+                session_id=request.session_id,
+                scope=scope,
+            )
             await chaos.before_response()
             await send(
                 {

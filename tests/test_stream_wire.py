@@ -447,3 +447,31 @@ def test_audio_refused_inline_ends_the_stream_with_its_exception(h2, emulator, m
     other = h2.request(headers(new_session_id()))
     h2.send(other, config_event() + audio(b"\0" * 3200) + END, end_stream=True)
     assert h2.wait(other)["ended"]
+
+
+def test_a_failure_while_a_stream_opens_still_closes_it_in_the_counts(h2, emulator, monkeypatch):
+    """A failure after the backend counted the stream open (here the chaos
+    runner's set-up, as a bug there would) still closes it there: the count
+    of open streams is what the server's idle full collections and the
+    quotas read, and the next stream is served."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the chaos set-up")
+
+    backend = emulator.app.backend
+    before = backend.active
+    monkeypatch.setattr(stream_module, "ChaosRunner", broken)
+    stream = h2.request(headers(new_session_id()))
+    h2.send(stream, signed(config_event()), end_stream=True)
+    response = h2.wait(stream)
+    assert response["headers"][":status"] == "500"  # hypercorn's answer to a bug
+    assert backend.active == before
+    monkeypatch.undo()
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id))
+    h2.send(stream, signed(config_event()))
+    h2.send(stream, signed(audio(pcm_tone(0.2))))
+    h2.send(stream, signed(END), end_stream=True)
+    response = h2.wait(stream)
+    assert response["ended"] and response["headers"][":status"] == "200"
+    assert backend.active == before
