@@ -2,9 +2,9 @@
 
 A finished session is freed by reference counting alone: it holds no reference
 cycle (``tests/test_server_gc.py`` checks it). So the cyclic collector has
-nothing of the sessions to free, and its generations only make it rescan the
-live ones: with 2,000 real-time sessions opening in a second, a
-generation-1 collection paused the event loop for 70-84 ms, most of a p99
+nothing of the sessions to free, and its older generations only make it rescan
+the live ones: with 2,000 real-time sessions opening in a second, a
+generation-1 collection paused the event loop for 71-88 ms, most of a p99
 budget of 100 ms, and a full collection scans every live session again.
 
 What the server process does instead (``python -m emulator``, the image; never
@@ -13,14 +13,17 @@ a test process that embeds the emulator, which keeps its own settings):
 - :func:`settle`: once ready, collect, then freeze what start-up built;
   young collections every :data:`YOUNG_COLLECTION_THRESHOLD` allocations.
 - :class:`SurvivorFreezer`: after every collection, freeze what survived it.
-  Only young objects are ever scanned, and no collection scans more than
-  the objects made since the one before it (about 1 ms at the threshold,
-  where the generation-1 collection above took 70-84 ms).
+  The collector's own collections then scan only the objects made since the
+  one before (about 1 ms at the threshold, where the generation-1 collection
+  above took 71-88 ms).
 - :func:`collect_when_idle`: a cycle that becomes garbage after its objects
-  were frozen waits for a full collection, which runs when no stream is open
-  (CI fleets pause between test files), or at the latest every
-  :data:`LONGEST_WITHOUT_FULL_COLLECTION` seconds, and only when a collection
-  has run (and frozen its survivors) since the last one.
+  were frozen waits for a full collection of everything (start-up's objects
+  included), which runs when no stream is open (CI fleets pause between test
+  files), or at the latest every :data:`LONGEST_WITHOUT_FULL_COLLECTION`
+  seconds under uninterrupted load, and only when a collection has run (and
+  frozen its survivors) since the last one. That one pauses the loop as a
+  full collection always did: 69-83 ms with 1,000 streams open, 106-113 ms
+  with 2,000, 134-136 ms with 3,000.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ log = logging.getLogger("medscribe")
 #: The server process's generation-0 threshold. With the survivors frozen, a
 #: young collection scans what was made since the one before it, whatever the
 #: threshold: 2,000 streams opened in a burst cost 27-31 ms of collections at
-#: 5,000 and 30-35 ms at 20,000, with the longest pause 0.9-1.0 ms against
+#: 5,000 and 30-35 ms at 20,000, with the longest pause 0.9-1.1 ms against
 #: 3.0-3.4 ms. (Before the freezer: 100-110 ms, and one generation-1
 #: collection of 69-78 ms.) Measured through ``gc.callbacks``.
 YOUNG_COLLECTION_THRESHOLD = 5_000
@@ -118,20 +121,24 @@ async def collect_when_idle(
     longest: float = LONGEST_WITHOUT_FULL_COLLECTION,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Run :func:`full_collection` when ``is_idle()`` (checked every ``period``
-    seconds), or after ``longest`` seconds without one, whenever a collection
-    has frozen survivors since the last. Runs until cancelled."""
+    """Run :func:`full_collection` when ``is_idle()`` at two checks in a row
+    (``period`` seconds apart: one idle check may fall in the gap between a
+    client's streams), or after ``longest`` seconds without one, whenever a
+    collection has frozen survivors since the last. Runs until cancelled."""
     seen = FREEZER.freezes
     last = clock()
+    was_idle = False
     while True:
         await asyncio.sleep(period)
+        idle = is_idle()
+        settled, was_idle = idle and was_idle, idle
         if FREEZER.freezes == seen:
             continue
-        now = clock()
-        if not is_idle() and now - last < longest:
+        if not settled and clock() - last < longest:
             continue
         started = time.perf_counter()
         freed = full_collection()
+        # After the collection: the freeze that followed it is not news.
         seen, last = FREEZER.freezes, clock()
         log.debug(
             "full garbage collection: %d objects freed in %.1f ms",

@@ -8,6 +8,7 @@ and handed to hypercorn as ``fd://`` binds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -280,7 +281,8 @@ async def _serve(
 
 def settle_garbage_collector() -> None:
     """Collect once, then move every object alive to the collector's permanent
-    generation, out of every later collection's scan (:func:`collector.settle`).
+    generation, out of the collector's own later scans (:func:`collector.settle`;
+    only a full collection when the server is idle scans them again).
 
     For a process that is the server (the command line, the image), once it is
     ready: what start-up built (modules, Faker's data, the app) lives as long
@@ -306,18 +308,18 @@ def run(settings: Settings) -> int:
         stream=sys.stderr,
     )
 
-    maintenance: list[asyncio.Task[None]] = []
+    maintenance: list[asyncio.Task[None]] = []  # asyncio.run cancels it at the end
 
     def announce(running: RunningServer) -> None:
         settle_garbage_collector()
         # The backend's count of open streams; an app without one is never
         # idle, and gets its full collections every few minutes only.
         streams = getattr(running.app, "backend", None)
-        maintenance.append(
-            asyncio.get_running_loop().create_task(
-                collector.collect_when_idle(lambda: streams is not None and streams.active == 0)
-            )
+        task = asyncio.get_running_loop().create_task(
+            collector.collect_when_idle(lambda: streams is not None and streams.active == 0)
         )
+        task.add_done_callback(_report_collector_failure)
+        maintenance.append(task)
         print("medscribe-emulator ready", flush=True)
         print(f"  endpoint (TLS, h2 + http/1.1): {running.endpoint_url}", flush=True)
         print(f"  endpoint (cleartext, h2c + http/1.1): {running.h2c_url}", flush=True)
@@ -329,11 +331,19 @@ def run(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
-        try:
-            await serve(settings, shutdown=shutdown, ready=announce)
-        finally:
-            for task in maintenance:
-                task.cancel()
+        await serve(settings, shutdown=shutdown, ready=announce)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        gc.unfreeze()  # what is frozen is out of the collection at exit too
     return 0
+
+
+def _report_collector_failure(task: asyncio.Task[None]) -> None:
+    """Log why the full collections stopped, if not for the server's end: frozen
+    cycles would then wait for the process's exit."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "full garbage collections stopped: %r", task.exception(), exc_info=task.exception()
+        )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import itertools
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,8 +62,10 @@ def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(
     try:
         assert server.run(Settings(state_dir=tmp_path, log_level="warning")) == 0
         settled = gc.get_threshold()
+        frozen_at_exit = gc.get_freeze_count()
     finally:
         collector.unsettle(thresholds)  # give the test process its collector back
+    assert frozen_at_exit == 0  # the exit's collection sees everything
     assert seen[0] == (before, False)
     assert seen[1][0] > before  # start-up's objects are out of later collections
     assert seen[1][1]  # and so will be what survives each collection
@@ -72,6 +75,34 @@ def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(
     # ended with the server.
     assert idle_checks == [idle]
     assert len(tasks) == 1 and tasks[0].cancelled()
+
+
+def test_full_collections_that_fail_say_so_in_the_log(monkeypatch, tmp_path, caplog):
+    async def failing(is_idle, **_):
+        raise RuntimeError("the stream count broke")
+
+    async def serve(settings, *, shutdown, ready):
+        ready(
+            RunningServer(
+                endpoint_url="https://x",
+                h2c_url="http://x",
+                ca_file=None,
+                port=1,
+                h2c_port=2,
+                app=SimpleNamespace(backend=SimpleNamespace(active=0)),
+            )
+        )
+        await asyncio.sleep(0.01)  # the task runs, and fails
+
+    monkeypatch.setattr(server, "serve", serve)
+    monkeypatch.setattr(collector, "collect_when_idle", failing)
+    thresholds = gc.get_threshold()
+    try:
+        assert server.run(Settings(state_dir=tmp_path, log_level="warning")) == 0
+    finally:
+        collector.unsettle(thresholds)
+    (record,) = [r for r in caplog.records if "full garbage collections stopped" in r.message]
+    assert record.levelname == "ERROR" and "the stream count broke" in record.message
 
 
 class _Node:
@@ -87,11 +118,15 @@ def _cycle() -> tuple[_Node, weakref.ref[_Node]]:
 
 @pytest.fixture
 def settled():
+    """The server's settings, with no automatic collection: the tests' own
+    ``gc.collect()`` calls are the only ones, and still run the freezer."""
     thresholds = gc.get_threshold()
     collector.settle()
+    gc.disable()
     try:
         yield
     finally:
+        gc.enable()
         collector.unsettle(thresholds)
 
 
@@ -155,6 +190,17 @@ def test_full_collections_wait_for_no_stream_open(settled):
     assert ref() is None
 
 
+def test_one_idle_check_between_streams_is_not_enough(settled):
+    # A client running its streams one after another: every other check
+    # falls in a gap. The full collection's pause would land on its next open.
+    checks = itertools.cycle([True, False])
+    ref = _full_collections_for_a_while(lambda: next(checks))
+    assert ref() is not None
+    checks = itertools.cycle([True, True, False])
+    ref = _full_collections_for_a_while(lambda: next(checks))
+    assert ref() is None
+
+
 def test_full_collections_run_under_load_after_the_longest_wait(settled):
     now = [0.0]
 
@@ -166,17 +212,19 @@ def test_full_collections_run_under_load_after_the_longest_wait(settled):
     assert ref() is None
 
 
-def test_no_full_collection_without_a_collection_since_the_last(settled, monkeypatch):
+def test_a_full_collection_runs_once_for_the_collections_before_it(settled, monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr(collector, "full_collection", lambda: calls.append(1) or 0)
-    gc.disable()  # no collection but the test's own
-    try:
-        _full_collections_for_a_while(lambda: True, plant=False)
-        assert calls == []
-        _full_collections_for_a_while(lambda: True)
-        assert calls == [1]  # once, not once a period
-    finally:
-        gc.enable()
+
+    def counted() -> int:
+        calls.append(1)
+        return full_collection()  # the real one: its own collection runs the freezer
+
+    full_collection = collector.full_collection
+    monkeypatch.setattr(collector, "full_collection", counted)
+    _full_collections_for_a_while(lambda: True, plant=False)
+    assert calls == []  # no collection since the task started
+    _full_collections_for_a_while(lambda: True)
+    assert calls == [1]  # once, not once a period after its own freeze
 
 
 def test_an_emulator_embedded_in_a_test_process_leaves_its_collector_alone(tmp_path: Path):
