@@ -19,6 +19,13 @@ from emulator.server import RunningServer, Settings
 from .support import running_emulator
 
 
+def _running(app: object) -> RunningServer:
+    """What serve() hands ``ready``, for a stand-in serve() that serves nothing."""
+    return RunningServer(
+        endpoint_url="https://x", h2c_url="http://x", ca_file=None, port=1, h2c_port=2, app=app
+    )
+
+
 @pytest.mark.parametrize(
     ("app", "idle"),
     [
@@ -41,16 +48,7 @@ def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(
 
     async def serve(settings, *, shutdown, ready):
         seen.append((gc.get_freeze_count(), collector.FREEZER in gc.callbacks))
-        ready(
-            RunningServer(
-                endpoint_url="https://x",
-                h2c_url="http://x",
-                ca_file=None,
-                port=1,
-                h2c_port=2,
-                app=app,
-            )
-        )
+        ready(_running(app))
         seen.append((gc.get_freeze_count(), collector.FREEZER in gc.callbacks))
         tasks.extend(t for t in asyncio.all_tasks() if t is not asyncio.current_task())
         await asyncio.sleep(0)
@@ -82,16 +80,7 @@ def test_full_collections_that_fail_say_so_in_the_log(monkeypatch, tmp_path, cap
         raise RuntimeError("the stream count broke")
 
     async def serve(settings, *, shutdown, ready):
-        ready(
-            RunningServer(
-                endpoint_url="https://x",
-                h2c_url="http://x",
-                ca_file=None,
-                port=1,
-                h2c_port=2,
-                app=SimpleNamespace(backend=SimpleNamespace(active=0)),
-            )
-        )
+        ready(_running(SimpleNamespace(backend=SimpleNamespace(active=0))))
         await asyncio.sleep(0.01)  # the task runs, and fails
 
     monkeypatch.setattr(server, "serve", serve)
