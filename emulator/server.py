@@ -279,27 +279,6 @@ async def _serve(
     await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
 
 
-def settle_garbage_collector() -> None:
-    """Collect once, then move every object alive to the collector's permanent
-    generation, out of the collector's own later scans (:func:`collector.settle`;
-    only a full collection when the server is idle scans them again).
-
-    For a process that is the server (the command line, the image), once it is
-    ready: what start-up built (modules, Faker's data, the app) lives as long
-    as the process. With 1,000 real-time sessions opening in a second, full
-    collections paused the loop for 44-50 ms, and 16-18 ms with this (p99
-    80-118 -> 52-96 ms over four alternating runs). Later survivors of each
-    collection are frozen too, and a full collection waits for an idle moment
-    (:mod:`emulator.collector`). Not done by :func:`serve` itself: a test
-    process that embeds the emulator keeps its own collector's settings.
-    """
-    collector.settle()
-
-
-#: The server process's generation-0 threshold (see :mod:`emulator.collector`).
-YOUNG_COLLECTION_THRESHOLD = collector.YOUNG_COLLECTION_THRESHOLD
-
-
 def run(settings: Settings) -> int:
     """Run in the foreground until SIGTERM/SIGINT; return the process exit code."""
     logging.basicConfig(
@@ -311,7 +290,9 @@ def run(settings: Settings) -> int:
     maintenance: list[asyncio.Task[None]] = []  # asyncio.run cancels it at the end
 
     def announce(running: RunningServer) -> None:
-        settle_garbage_collector()
+        # A process that is the server, once ready: not done by serve() itself,
+        # so a test process that embeds the emulator keeps its own collector.
+        collector.settle()
         # The backend's count of open streams; an app without one is never
         # idle, and gets its full collections every few minutes only.
         streams = getattr(running.app, "backend", None)

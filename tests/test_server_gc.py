@@ -68,7 +68,7 @@ def test_the_server_process_freezes_what_start_up_made_once_it_is_ready(
     assert seen[1][0] > before  # start-up's objects are out of later collections
     assert seen[1][1]  # and so will be what survives each collection
     # Young collections less often; the older generations as they were.
-    assert settled == (server.YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
+    assert settled == (collector.YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
     # The full collections' task ran with the backend's stream count, and
     # ended with the server.
     assert idle_checks == [idle]
@@ -226,7 +226,7 @@ def test_an_emulator_embedded_in_a_test_process_leaves_its_collector_alone(tmp_p
 
 
 def test_a_finished_session_leaves_no_reference_cycle_behind(tmp_path: Path):
-    # What makes rare young collections safe (settle_garbage_collector): a
+    # What makes freezing survivors safe (emulator.collector): a
     # session's objects are freed by reference counting when it ends, the
     # post-stream artifacts included, so the collector has nothing of them
     # to find.
