@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import ConfigError
 from .files import write_all
 from .notescript import ARTIFACT_NAMES
 
@@ -131,12 +132,19 @@ class S3Buckets:
     """A real S3 client on ``endpoint_url`` (path-style, so any host name works).
 
     Credentials and region come from the standard AWS variables and files; the
-    region defaults to us-east-1. Raises :class:`ImportError` without boto3.
+    region defaults to us-east-1. Raises :class:`ConfigError` without boto3,
+    which is not a dependency of the emulator itself (the ``s3`` extra).
     """
 
     def __init__(self, endpoint_url: str) -> None:
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as error:
+            raise ConfigError(
+                f"--s3-endpoint-url {endpoint_url}: writing artifacts to S3 needs boto3, which "
+                f"is not installed ({error}): pip install 'medscribe-emulator[s3]' (or boto3)"
+            ) from None
 
         self.endpoint_url = endpoint_url
         session = boto3.session.Session()

@@ -27,7 +27,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "emulator.sdk needs the AWS SDK for Python's Connect Health client: "
-        "pip install aws-sdk-connecthealth"
+        "pip install 'medscribe-emulator[sdk]' (or aws-sdk-connecthealth)"
     ) from exc
 
 if TYPE_CHECKING:
@@ -187,7 +187,9 @@ def boto3_client(
         import boto3
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("boto3_client needs boto3: pip install boto3") from exc
+        raise ImportError(
+            "boto3_client needs boto3: pip install 'medscribe-emulator[s3]' (or boto3)"
+        ) from exc
 
     # A private session, so the caller's default session and profile stay untouched.
     session = boto3.session.Session(

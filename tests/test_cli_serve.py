@@ -163,6 +163,21 @@ def test_unknown_default_scenario_refuses_to_start(tmp_path):
     assert "no-such-visit" in err and "primary-care-visit" in err
 
 
+def test_s3_endpoint_without_boto3_refuses_to_start_saying_what_to_install(tmp_path):
+    """boto3 is an extra (``s3``): without it, --s3-endpoint-url is a configuration
+    error naming the option and the install, not a traceback."""
+    hidden = tmp_path / "no-boto3"
+    (hidden / "boto3").mkdir(parents=True)
+    (hidden / "boto3" / "__init__.py").write_text("raise ImportError('No module named boto3')\n")
+    env = {"PYTHONPATH": str(hidden)}
+    with _start(tmp_path, "--s3-endpoint-url", "http://127.0.0.1:9", env=env) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "--s3-endpoint-url http://127.0.0.1:9" in err
+    assert "pip install 'medscribe-emulator[s3]'" in err
+    assert "Traceback" not in err and "ready" not in out
+
+
 def test_port_in_use_is_one_clear_line(tmp_path):
     import socket
 

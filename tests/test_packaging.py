@@ -122,3 +122,34 @@ def test_without_a_c_compiler_the_wheel_builds_pure_python(tmp_path):
         assert _speedups_in(archive) == []
         archive.extractall(site)
     assert _describe_installed(site).startswith("pure Python")
+
+
+def _requirement_names(requirements: list[str]) -> dict[str, str]:
+    """{distribution name: the requirement as written, spaces removed}."""
+    import re
+
+    return {
+        re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower(): r.replace(" ", "")
+        for r in requirements
+    }
+
+
+def test_the_user_extras_install_what_each_way_in_needs_at_the_tested_versions():
+    """``sdk``, ``s3`` and ``pytest`` name what ``emulator.sdk``, ``--s3-endpoint-url`` and
+    the fixture's async tests import, pinned as the test extra pins them."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    tested = _requirement_names(extras["test"])
+    needs = {
+        "sdk": {"aws-sdk-connecthealth"},
+        "s3": {"boto3"},
+        "pytest": {"aws-sdk-connecthealth", "pytest", "pytest-asyncio"},
+    }
+    for extra, names in needs.items():
+        declared = _requirement_names(extras[extra])
+        assert set(declared) == names, extra
+        for name, requirement in declared.items():
+            assert requirement == tested[name], f"{extra}: {requirement} vs test's {tested[name]}"
