@@ -231,6 +231,17 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
         help="AWS region used for signing (default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)",
     )
     parser.add_argument(
+        "--access-key-id",
+        metavar="KEY",
+        help="access key id to sign with, for an emulator run with --verify-signatures "
+        "(default: a dummy pair, or your AWS credentials against AWS) [MEDSCRIBE_ACCESS_KEY_ID]",
+    )
+    parser.add_argument(
+        "--secret-access-key",
+        metavar="SECRET",
+        help="the secret of --access-key-id [MEDSCRIBE_SECRET_ACCESS_KEY]",
+    )
+    parser.add_argument(
         "--language-code",
         choices=["en-US", "multi"],
         default="en-US",
@@ -541,6 +552,18 @@ def stream_options(
     ca_file = args.ca if args.ca is not None else streamer.default_ca_file(endpoint, env)
     region = args.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
     roles = args.channels if isinstance(args.channels, tuple) else None
+    key_id = args.access_key_id or env.get("MEDSCRIBE_ACCESS_KEY_ID") or None
+    secret = args.secret_access_key or env.get("MEDSCRIBE_SECRET_ACCESS_KEY") or None
+    if (key_id is None) != (secret is None):
+        given, missing = (
+            ("--access-key-id", "--secret-access-key")
+            if secret is None
+            else ("--secret-access-key", "--access-key-id")
+        )
+        raise streamer.UsageError(
+            f"{given} needs {missing} too (or MEDSCRIBE_ACCESS_KEY_ID and "
+            "MEDSCRIBE_SECRET_ACCESS_KEY): a key pair signs together"
+        )
     return streamer.StreamOptions(
         endpoint_url=endpoint,
         ca_file=ca_file,
@@ -555,15 +578,22 @@ def stream_options(
         roles=roles,
         template=args.template,
         output_s3_uri=args.output_s3_uri,
+        access_key_id=key_id,
+        secret_access_key=secret,
     )
 
 
 def _stream(args: argparse.Namespace) -> int:
     channels = args.channels
     count = len(channels) if isinstance(channels, tuple) else channels
+    try:
+        options = stream_options(args)
+    except streamer.UsageError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return streamer.EXIT_USAGE
     return streamer.run(
         args.audio,
-        stream_options(args),
+        options,
         sample_rate=args.sample_rate,
         channels=count,
         json_lines=args.json,

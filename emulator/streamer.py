@@ -295,6 +295,10 @@ class StreamOptions:
     roles: tuple[str, str] | None = None
     template: str = DEFAULT_TEMPLATE
     output_s3_uri: str = DEFAULT_OUTPUT_S3_URI
+    #: A key pair to sign with; None: the emulator's dummy pair, or the SDK's
+    #: credential chain against AWS.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
 
 
 def is_aws_endpoint(endpoint_url: str) -> bool:
@@ -625,12 +629,19 @@ async def _client(options: StreamOptions) -> Any:
         raise UsageError(
             f"--ca {options.ca_file}: not a usable PEM CA certificate ({error})"
         ) from None
-    if not is_aws_endpoint(options.endpoint_url):
+    credentials: dict[str, str] = {}
+    if options.access_key_id is not None and options.secret_access_key is not None:
+        credentials = {
+            "access_key_id": options.access_key_id,
+            "secret_access_key": options.secret_access_key,
+        }
+    if credentials or not is_aws_endpoint(options.endpoint_url):
         return await make_client(
             endpoint_url=options.endpoint_url,
             ca_file=options.ca_file,
             region=options.region,
             transport=transport,
+            **credentials,
         )
     # The real service: the caller's own credentials, from the SDK's usual chain.
     from aws_sdk_connecthealth.client import AsyncConnectHealthClient
@@ -832,7 +843,9 @@ def run(
         import aws_sdk_connecthealth  # noqa: F401
     except ImportError:
         return fail(
-            EXIT_USAGE, "the stream command needs the AWS SDK: pip install aws-sdk-connecthealth"
+            EXIT_USAGE,
+            "the stream command needs the AWS SDK: pip install 'medscribe-emulator[sdk]' "
+            "(or aws-sdk-connecthealth)",
         )
 
     renderer: Renderer

@@ -386,6 +386,70 @@ def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_
     assert "TLS" in result.stderr
 
 
+def test_a_verifying_emulator_takes_the_key_pair_given_by_option_or_environment(
+    tmp_path, audio_dir
+):
+    """Against --verify-signatures the dummy pair is refused (401, exit 1); the pair given
+    with --access-key-id/--secret-access-key, or in the variables the server reads, signs."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path / "state",
+        verify_signatures=True,
+        access_key_id="AKIDSTREAMTEST",
+        secret_access_key="stream-secret",
+    )
+    wav = str(audio_dir / "half.wav")
+    with running_emulator(settings) as running:
+        refused = stream(running, wav)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("error: AccessDeniedException: ")
+        signed = stream(
+            running,
+            wav,
+            "--access-key-id",
+            "AKIDSTREAMTEST",
+            "--secret-access-key",
+            "stream-secret",
+        )
+        assert signed.returncode == 0, signed.stderr
+        assert SUMMARY.match(signed.stderr.strip().splitlines()[-1]), signed.stderr
+        from_env = stream(
+            running,
+            wav,
+            env=clean_env(
+                MEDSCRIBE_ACCESS_KEY_ID="AKIDSTREAMTEST",
+                MEDSCRIBE_SECRET_ACCESS_KEY="stream-secret",
+            ),
+        )
+        assert from_env.returncode == 0, from_env.stderr
+        wrong = stream(
+            running, wav, "--access-key-id", "AKIDSTREAMTEST", "--secret-access-key", "not-it"
+        )
+        assert wrong.returncode == 1
+        assert "AccessDeniedException" in wrong.stderr
+        assert "not-it" not in wrong.stderr and "stream-secret" not in wrong.stderr
+
+
+def test_without_the_sdk_stream_exits_2_naming_the_extra(audio_dir, tmp_path):
+    hidden = tmp_path / "no-sdk" / "aws_sdk_connecthealth"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(
+        "raise ImportError('No module named aws_sdk_connecthealth')\n"
+    )
+    env = clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hidden.parent), env["PYTHONPATH"]])
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", "https://127.0.0.1:9", env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: the stream command needs the AWS SDK: pip install 'medscribe-emulator[sdk]' "
+        "(or aws-sdk-connecthealth)"
+    ]
+
+
 USAGE_ERRORS = {
     "missing-file": (["{dir}/missing.wav"], "no such file"),
     "unknown-flag": (["{dir}/half.wav", "--bogus"], "unrecognized arguments: --bogus"),
@@ -400,6 +464,11 @@ USAGE_ERRORS = {
     "eight-bit-wav": (["{dir}/eight.wav"], "8-bit samples"),
     "missing-ca": (["{dir}/half.wav", "--ca", "{dir}/nope.pem"], "no such file"),
     "missing-audio-argument": ([], "AUDIO"),
+    "key-without-secret": (
+        ["{dir}/half.wav", "--access-key-id", "AKIDTEST"],
+        "--secret-access-key",
+    ),
+    "secret-without-key": (["{dir}/half.wav", "--secret-access-key", "s3cret"], "--access-key-id"),
 }
 
 
