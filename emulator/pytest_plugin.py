@@ -15,7 +15,9 @@ One emulator serves the whole test session (real hypercorn on free ports of
 127.0.0.1, TLS with a CA in a temporary directory); every test starts with no
 API-added rules and no sessions. With ``--medscribe-url`` (or ``MEDSCRIBE_URL``,
 or the ``medscribe_url`` ini option) the fixtures use an emulator already
-running there instead, and reset it before each test too.
+running there instead, and reset it before each test too; if that emulator
+has an admin token, ``--medscribe-admin-token`` (or ``MEDSCRIBE_ADMIN_TOKEN``,
+the variable the emulator reads) gives it to the handle.
 
 Fixtures: ``medscribe_emulator`` (per test, reset, the marker applied),
 ``medscribe_emulator_server`` (the same handle for the whole session, never
@@ -54,6 +56,8 @@ MARKER = "medscribe_scenario"
 
 #: The environment variable naming an already running emulator.
 URL_VARIABLE = "MEDSCRIBE_URL"
+#: The variable the emulator itself reads for its admin token: one setting for both.
+TOKEN_VARIABLE = "MEDSCRIBE_ADMIN_TOKEN"
 
 _MARKER_DOC = (
     f"{MARKER}(scenario, session_id=None): replay `scenario` (a scenario name or an "
@@ -85,6 +89,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fixtures directory (scenarios/, rules.yaml) of the started emulator "
         "(default: the packaged fixtures)",
     )
+    group.addoption(
+        "--medscribe-admin-token",
+        dest="medscribe_admin_token",
+        metavar="TOKEN",
+        help=f"bearer token of the --medscribe-url emulator's admin API, if it was started "
+        f"with --admin-token [{TOKEN_VARIABLE}]",
+    )
     parser.addini("medscribe_url", "URL of an already running medscribe emulator", default="")
     parser.addini("medscribe_seed", "seed of the started medscribe emulator", default="")
     parser.addini(
@@ -109,6 +120,13 @@ def emulator_url(config: pytest.Config) -> str | None:
         or os.environ.get(URL_VARIABLE)
         or config.getini("medscribe_url")
     )
+    return str(value).strip() or None
+
+
+def admin_token(config: pytest.Config) -> str | None:
+    """The admin token of the ``--medscribe-url`` emulator: ``--medscribe-admin-token``,
+    else ``MEDSCRIBE_ADMIN_TOKEN``, else None."""
+    value = config.getoption("medscribe_admin_token") or os.environ.get(TOKEN_VARIABLE) or ""
     return str(value).strip() or None
 
 
@@ -164,11 +182,15 @@ def medscribe_emulator_server(
 
     url = emulator_url(request.config)
     if url is not None:
-        yield MedscribeEmulator.connect(url, ca_dir=tmp_path_factory.mktemp("medscribe-ca"))
+        yield MedscribeEmulator.connect(
+            url,
+            ca_dir=tmp_path_factory.mktemp("medscribe-ca"),
+            admin_token=admin_token(request.config),
+        )
         return
     settings: Settings = request.getfixturevalue("medscribe_settings")
     with EmulatorThread(settings) as running:
-        yield MedscribeEmulator.from_running(running)
+        yield MedscribeEmulator.from_running(running, admin_token=settings.admin_token)
 
 
 def _marker_scenario(marker: pytest.Mark) -> tuple[str | Mapping[str, Any], str | None]:

@@ -237,7 +237,9 @@ class MedscribeEmulator:
     ``endpoint_url`` is the TLS endpoint the SDK uses, ``h2c_url`` the cleartext
     one, ``ca_file`` the CA certificate that signed the endpoint's certificate
     (``None`` when the emulator serves a user-supplied certificate), and
-    ``admin_url`` the base URL admin calls go to.
+    ``admin_url`` the base URL admin calls go to. ``admin_token`` is sent as
+    ``Authorization: Bearer`` on admin calls, for an emulator run with
+    ``--admin-token``.
     """
 
     def __init__(
@@ -248,12 +250,14 @@ class MedscribeEmulator:
         ca_file: Path | None,
         admin_url: str | None = None,
         timeout: float = ADMIN_TIMEOUT,
+        admin_token: str | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.h2c_url = h2c_url.rstrip("/")
         self.ca_file = ca_file
         self.admin_url = (admin_url or h2c_url).rstrip("/")
         self.timeout = timeout
+        self.admin_token = admin_token
 
     def __repr__(self) -> str:
         return f"MedscribeEmulator(endpoint_url={self.endpoint_url!r}, h2c_url={self.h2c_url!r})"
@@ -261,15 +265,26 @@ class MedscribeEmulator:
     # -- construction ----------------------------------------------------------
 
     @classmethod
-    def from_running(cls, running: RunningServer) -> MedscribeEmulator:
-        """Return a handle on a server started in this process (admin over h2c)."""
+    def from_running(
+        cls, running: RunningServer, *, admin_token: str | None = None
+    ) -> MedscribeEmulator:
+        """Return a handle on a server started in this process (admin over h2c);
+        ``admin_token`` is its settings' ``admin_token``, if any."""
         return cls(
-            endpoint_url=running.endpoint_url, h2c_url=running.h2c_url, ca_file=running.ca_file
+            endpoint_url=running.endpoint_url,
+            h2c_url=running.h2c_url,
+            ca_file=running.ca_file,
+            admin_token=admin_token,
         )
 
     @classmethod
     def connect(
-        cls, url: str, *, ca_dir: Path | None = None, timeout: float = ADMIN_TIMEOUT
+        cls,
+        url: str,
+        *,
+        ca_dir: Path | None = None,
+        timeout: float = ADMIN_TIMEOUT,
+        admin_token: str | None = None,
     ) -> MedscribeEmulator:
         """Return a handle on an emulator already running at ``url``.
 
@@ -279,7 +294,8 @@ class MedscribeEmulator:
         response, with the host of ``url`` (so a published port must match the
         container's). The CA certificate is downloaded from
         ``/_emulator/ca.pem`` into ``ca_dir`` (a new temporary directory when
-        ``None``). Raises :class:`MedscribeAdminError` when the emulator cannot
+        ``None``). ``admin_token`` is the emulator's ``--admin-token``, if it has
+        one. Raises :class:`MedscribeAdminError` when the emulator cannot
         be reached or does not answer as one, and ValueError for a URL that is
         neither ``http`` nor ``https``.
         """
@@ -299,7 +315,12 @@ class MedscribeEmulator:
             ca_file = directory / "ca.pem"
             ca_file.write_bytes(ca_pem)
         handle = cls(
-            endpoint_url=base, h2c_url=base, ca_file=ca_file, admin_url=base, timeout=timeout
+            endpoint_url=base,
+            h2c_url=base,
+            ca_file=ca_file,
+            admin_url=base,
+            timeout=timeout,
+            admin_token=admin_token,
         )
         endpoints = handle.health().get("endpoints") or {}
         if parts.scheme == "https":
@@ -346,6 +367,8 @@ class MedscribeEmulator:
         request = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             request.add_header("content-type", "application/json")
+        if self.admin_token is not None:
+            request.add_header("authorization", f"Bearer {self.admin_token}")
         handlers: list[urllib.request.BaseHandler] = [_NO_PROXY]
         context = self._ssl_context(verify=verify)
         if context is not None:
@@ -361,7 +384,13 @@ class MedscribeEmulator:
                 message = json.loads(raw)["message"]
             except (ValueError, KeyError, TypeError):
                 pass
-            raise MedscribeAdminError(error.code, str(message), url=url) from None
+            message = str(message)
+            if error.code == 401 and self.admin_token is None:
+                message += (
+                    " (this handle has no admin token: pass admin_token=, or in pytest "
+                    "--medscribe-admin-token / MEDSCRIBE_ADMIN_TOKEN)"
+                )
+            raise MedscribeAdminError(error.code, message, url=url) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise MedscribeAdminError(

@@ -18,6 +18,9 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: A session id no test streams with (rule match values must be ones a request could carry).
+SESSION_S1 = "00000000-0000-4000-8000-0000000000a1"
+
 #: The entry point the package declares (pyproject ``[project.entry-points.pytest11]``).
 #: Its name is the module's: ``-p emulator.pytest_plugin`` then finds the plugin
 #: already registered instead of registering the same module a second time.
@@ -194,7 +197,9 @@ def test_marker_alone_brings_the_emulator_with_the_projects_scenarios(request):
 
 def test_rule_added_by_a_test(medscribe_emulator):
     assert medscribe_emulator.sessions() == []
-    medscribe_emulator.add_rule(match={"sessionId": "x"}, error="ThrottlingException")
+    medscribe_emulator.add_rule(
+        match={"sessionId": "00000000-0000-4000-8000-000000000001"}, error="ThrottlingException"
+    )
     assert len(medscribe_emulator.rules()) == 1
 
 
@@ -311,7 +316,9 @@ def test_medscribe_url_points_the_fixture_at_a_running_emulator(
     """--medscribe-url wins over MEDSCRIBE_URL, and no emulator is started."""
     user_project(pytester, monkeypatch, REMOTE_TESTS)
     session_id = new_session_id()
-    remote.add_rule(match={"sessionId": "left-by-another-run"}, error="ThrottlingException")
+    remote.add_rule(
+        match={"sessionId": "00000000-0000-4000-8000-0000000000ff"}, error="ThrottlingException"
+    )
     monkeypatch.setenv("MEDSCRIBE_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("EXPECTED_ENDPOINT", remote.endpoint_url)
     monkeypatch.setenv("EXPECTED_SESSION", session_id)
@@ -334,10 +341,94 @@ def test_medscribe_url_variable_is_read_when_no_option_is_given(
     assert emulator_url(config) == "http://emulator:8080"
 
 
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MedscribeEmulator]:
+    """An emulator whose admin API needs a token (``--admin-token``); the handle has it."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path_factory.mktemp("guarded"),
+        admin_token="plugin-token",
+    )
+    with EmulatorThread(settings) as server:
+        yield MedscribeEmulator.from_running(server, admin_token="plugin-token")
+
+
+def test_a_running_emulators_admin_token_comes_from_the_option_or_its_variable(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, guarded: MedscribeEmulator
+) -> None:
+    """With --medscribe-url at an emulator that has --admin-token, the fixture's admin
+    calls carry the token from MEDSCRIBE_ADMIN_TOKEN (the emulator's own variable) or
+    --medscribe-admin-token; without one, set-up fails saying how to give it."""
+    guarded.reset()
+    user_project(pytester, monkeypatch, REMOTE_TESTS)
+    monkeypatch.setenv("EXPECTED_ENDPOINT", guarded.endpoint_url)
+    url = f"--medscribe-url={guarded.endpoint_url}"
+    for given in ("variable", "option"):
+        session_id = new_session_id()
+        monkeypatch.setenv("EXPECTED_SESSION", session_id)
+        args = ["-p", "emulator.pytest_plugin", url]
+        if given == "variable":
+            monkeypatch.setenv("MEDSCRIBE_ADMIN_TOKEN", "plugin-token")
+        else:
+            monkeypatch.setenv("MEDSCRIBE_ADMIN_TOKEN", "a-stale-token")  # the option wins
+            args.append("--medscribe-admin-token=plugin-token")
+        result = pytester.runpytest_subprocess(*args, timeout=110)
+        result.assert_outcomes(passed=1)
+        assert guarded.session(session_id)["status"] == "COMPLETED"
+        guarded.reset()
+    monkeypatch.delenv("MEDSCRIBE_ADMIN_TOKEN")
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", url, timeout=110)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*401*--medscribe-admin-token / MEDSCRIBE_ADMIN_TOKEN*"])
+
+
+def test_a_started_emulators_admin_token_comes_from_its_settings(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project that overrides medscribe_settings with an admin token still gets a
+    fixture that can reset and read the emulator it started."""
+    user_project(pytester, monkeypatch, "")
+    pytester.makeconftest(
+        """
+import pytest
+
+@pytest.fixture(scope="session")
+def medscribe_settings(medscribe_settings):
+    medscribe_settings.admin_token = "settings-token"
+    return medscribe_settings
+"""
+    )
+    pytester.makepyfile(
+        test_token="""
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+
+def test_admin_calls_carry_the_token(medscribe_emulator):
+    medscribe_emulator.add_rule(
+        match={"sessionId": "00000000-0000-4000-8000-000000000002"}, error="ThrottlingException"
+    )
+    assert len(medscribe_emulator.rules()) == 1
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the API is guarded
+        urllib.request.urlopen(medscribe_emulator.h2c_url + "/_emulator/rules")
+    assert refused.value.code == 401
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    result.assert_outcomes(passed=1)
+
+
 def test_help_lists_the_plugin_options(pytester: pytest.Pytester) -> None:
     pytester.makeini(INPROCESS_INI)
     result = pytester.runpytest_inprocess("-p", "emulator.pytest_plugin", "--help")
-    result.stdout.fnmatch_lines(["*--medscribe-url=URL*", "*--medscribe-seed=N*"])
+    result.stdout.fnmatch_lines(
+        ["*--medscribe-url=URL*", "*--medscribe-seed=N*", "*--medscribe-admin-token=TOKEN*"]
+    )
 
 
 # -- emulator.testing on its own ------------------------------------------------
@@ -378,9 +469,9 @@ def test_connect_to_nothing_raises_a_clear_error() -> None:
 
 
 def test_use_scenario_as_context_manager_removes_its_rule(remote: MedscribeEmulator) -> None:
-    with remote.use_scenario("primary-care-visit", session_id="s-1") as rule:
+    with remote.use_scenario("primary-care-visit", session_id=SESSION_S1) as rule:
         assert remote.rules() == [rule.data]
-        assert rule.data["match"] == {"sessionId": "s-1"}
+        assert rule.data["match"] == {"sessionId": SESSION_S1}
     assert remote.rules() == []
     rule.remove()  # already gone: not an error
 
