@@ -38,6 +38,7 @@ from emulator.scenario import (
     read_document,
     validate_scenario,
 )
+from emulator.validation import HEADER_NAMES, id_constraints_broken
 
 __all__ = [
     "MATCH_KEYS",
@@ -184,8 +185,20 @@ def _validate_rule(
     for key, value in (checked or {}).items():
         if key in MATCH_KEYS:
             text = checker.string(value, (*path, "match", key), non_empty=True)
-            if text is not None:
-                match[key] = text
+            if text is None:
+                continue
+            # Rules see only requests whose headers passed validation: a value the
+            # header could not carry would never match, silently.
+            broken = id_constraints_broken(key, text)
+            if broken:
+                rules = "; ".join(rule.removeprefix("Member ") for rule in broken)
+                checker.add(
+                    (*path, "match", key),
+                    f"{text!r} can never match: requests are validated before rules apply, "
+                    f"and {HEADER_NAMES[key]} {rules}",
+                )
+                continue
+            match[key] = text
 
     scenario: Scenario | None = None
     inline = False

@@ -41,6 +41,7 @@ __all__ = [
     "Configuration",
     "validate_stream_headers",
     "validate_ids",
+    "id_constraints_broken",
     "parse_configuration_event",
     "audio_event_base64",
     "parse_audio_event",
@@ -565,6 +566,15 @@ def validate_ids(
     values = {"sessionId": session_id, "domainId": domain_id, "subscriptionId": subscription_id}
     _check_members(values, locations, out)
     _raise_if(out)
+
+
+def id_constraints_broken(member: str, value: str) -> list[str]:
+    """The constraints of the ``member`` identifier (``sessionId``, ``domainId`` or
+    ``subscriptionId``) that ``value`` breaks, as the service words them ("Member must
+    ..."); empty when a request could carry it."""
+    out: list[str] = []
+    _check_string(value, _HEADER_SHAPES[member], "", out)  # type: ignore[arg-type]
+    return [violation.partition("failed to satisfy constraint: ")[2] for violation in out]
 
 
 def validate_stream_headers(

@@ -101,3 +101,24 @@ async def test_health_counts_live_and_total_streams(client, emulator):
     await run_session(client, new_session_id(), audio=pcm_tone(0.2))
     after = get(emulator, "/_emulator/health")["sessions"]
     assert after == {"active": 0, "total": before["total"] + 1}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "header"),
+    [
+        ("sessionId", "s1", "x-amzn-medscribe-session-id"),
+        ("domainId", "domain-throttled", "x-amzn-medscribe-domain-id"),
+        ("subscriptionId", "sub-inline", "x-amzn-medscribe-subscription-id"),
+    ],
+)
+def test_a_rule_that_could_never_match_is_a_400_naming_the_header_rule(
+    emulator, key, value, header
+):
+    """Headers are validated before rules apply: a match value no request could carry
+    would be a rule that silently never fires, so it is refused."""
+    body = {"match": {key: value}, "error": {"type": "ThrottlingException"}}
+    status, answer = admin(emulator.h2c_url, "POST", "/_emulator/rules", body)
+    assert status == 400
+    assert f"match.{key}: '{value}' can never match" in answer["message"]
+    assert header in answer["message"]
+    assert value not in str(get(emulator, "/_emulator/rules"))

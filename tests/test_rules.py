@@ -18,6 +18,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 VISIT = Scenario(name="visit", segments=(Segment(begin=0, end=1, content="Hello."),))
 QUIET = Scenario(name="quiet")
 KNOWN = {"visit": VISIT, "quiet": QUIET}
+#: A session id a stream's header could carry.
+SESSION = "11111111-2222-3333-4444-555555555555"
 
 
 def _rule(**match: str) -> Rule:
@@ -37,6 +39,23 @@ INVALID = {
         "unknown key 'count'; allowed: match, scenario, error, chaos, probability, times",
     ),
     "match-not-mapping": ({"match": "s1", "scenario": "visit"}, "match", "must be a mapping"),
+    "match-session-id-no-header-could-carry": (
+        {"match": {"sessionId": "s1"}, "scenario": "visit"},
+        "match.sessionId",
+        "'s1' can never match: requests are validated before rules apply, and "
+        "x-amzn-medscribe-session-id must have length greater than or equal to 36; "
+        "must satisfy regular expression pattern: .*[a-fA-F0-9]{8}-",
+    ),
+    "match-domain-id-pattern": (
+        {"match": {"domainId": "domain-throttled00000"}, "scenario": "visit"},
+        "match.domainId",
+        "x-amzn-medscribe-domain-id must satisfy regular expression pattern: (hai-|dom-)[a-z0-9]+",
+    ),
+    "match-subscription-id-length": (
+        {"match": {"subscriptionId": "sub-inline"}, "scenario": "visit"},
+        "match.subscriptionId",
+        "x-amzn-medscribe-subscription-id must have length greater than or equal to 25",
+    ),
     "unknown-match-key": (
         {"match": {"session_id": "s1"}, "scenario": "visit"},
         "match.session_id",
@@ -153,13 +172,13 @@ def test_error_rule_without_message_gets_a_default():
 def test_rule_json_form_names_or_inlines_the_scenario():
     """to_json gives id, match, scenario (name or inline), error, times and remaining."""
     named = parse_rule(
-        {"match": {"sessionId": "s1"}, "scenario": "visit", "times": 2},
+        {"match": {"sessionId": SESSION}, "scenario": "visit", "times": 2},
         scenarios=KNOWN,
         rule_id="rule-7",
     )
     assert named.to_json() == {
         "id": "rule-7",
-        "match": {"sessionId": "s1"},
+        "match": {"sessionId": SESSION},
         "scenario": "visit",
         "error": None,
         "chaos": None,
@@ -194,9 +213,9 @@ def _write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
 
 def test_rules_file_may_be_a_list_or_a_rules_mapping(tmp_path):
     """A rules file is a top-level list, or a mapping with a `rules` list."""
-    body = """
-        - {match: {sessionId: s1}, scenario: visit}
-        - {error: {type: ThrottlingException}, times: 1}
+    body = f"""
+        - {{match: {{sessionId: {SESSION}}}, scenario: visit}}
+        - {{error: {{type: ThrottlingException}}, times: 1}}
         """
     as_list = load_rules_file(_write(tmp_path, body, "a.yaml"), scenarios=KNOWN)
     as_map = load_rules_file(
@@ -228,6 +247,7 @@ def test_rules_file_problems_carry_file_line_and_field(tmp_path):
         load_rules_file(path, scenarios=KNOWN)
     got = [(p.file, p.line, p.field) for p in info.value.problems]
     assert got == [
+        (str(path), 2, "rules[0].match.sessionId"),
         (str(path), 5, "rules[1].match.domainID"),
         (str(path), 6, "rules[1].scenario"),
         (str(path), 10, "rules[2].scenario.segments[1].partials"),
