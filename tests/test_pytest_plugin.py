@@ -507,3 +507,27 @@ async def test_events_return_the_session_journal_in_order(remote: MedscribeEmula
         if e["direction"] == "out" and not e["transcriptSegment"]["isPartial"]
     ]
     assert finals == ["Hi."]
+
+
+async def test_the_handles_client_signs_with_the_key_pair_it_is_given(tmp_path: Path) -> None:
+    """Against --verify-signatures the handle's default (dummy) client is refused and a
+    client given the emulator's key pair streams."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path,
+        verify_signatures=True,
+        access_key_id="AKIDHANDLETEST",
+        secret_access_key="handle-secret",
+    )
+    with EmulatorThread(settings) as server:
+        handle = MedscribeEmulator.from_running(server)
+        async with await handle.client() as client:
+            refused = await run_session(client, new_session_id(), audio=pcm_tone(0.2))
+        assert type(refused.error).__name__ == "AccessDeniedException"
+        async with await handle.client(
+            access_key_id="AKIDHANDLETEST", secret_access_key="handle-secret"
+        ) as client:
+            signed = await run_session(client, new_session_id(), audio=pcm_tone(0.2))
+        assert signed.error is None
