@@ -234,12 +234,14 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
         "--access-key-id",
         metavar="KEY",
         help="access key id to sign with, for an emulator run with --verify-signatures "
-        "(default: a dummy pair, or your AWS credentials against AWS) [MEDSCRIBE_ACCESS_KEY_ID]",
+        "(default: a dummy pair, or your AWS credentials against AWS) "
+        "[MEDSCRIBE_ACCESS_KEY_ID, read for emulator endpoints only]",
     )
     parser.add_argument(
         "--secret-access-key",
         metavar="SECRET",
-        help="the secret of --access-key-id [MEDSCRIBE_SECRET_ACCESS_KEY]",
+        help="the secret of --access-key-id "
+        "[MEDSCRIBE_SECRET_ACCESS_KEY, read for emulator endpoints only]",
     )
     parser.add_argument(
         "--language-code",
@@ -552,8 +554,11 @@ def stream_options(
     ca_file = args.ca if args.ca is not None else streamer.default_ca_file(endpoint, env)
     region = args.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
     roles = args.channels if isinstance(args.channels, tuple) else None
-    key_id = args.access_key_id or env.get("MEDSCRIBE_ACCESS_KEY_ID") or None
-    secret = args.secret_access_key or env.get("MEDSCRIBE_SECRET_ACCESS_KEY") or None
+    # The emulator's own variables sign for an emulator only: against AWS the
+    # caller's credential chain applies unless a pair is given on the command line.
+    pair_env = {} if streamer.is_aws_endpoint(endpoint) else env
+    key_id = args.access_key_id or pair_env.get("MEDSCRIBE_ACCESS_KEY_ID") or None
+    secret = args.secret_access_key or pair_env.get("MEDSCRIBE_SECRET_ACCESS_KEY") or None
     if (key_id is None) != (secret is None):
         given, missing = (
             ("--access-key-id", "--secret-access-key")

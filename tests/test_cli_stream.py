@@ -596,6 +596,27 @@ def test_aws_endpoints_get_the_system_trust_store_not_the_emulator_ca(tmp_path, 
     assert streamer.default_ca_file(aws, {"MEDSCRIBE_CA_FILE": "my.pem"}) == Path("my.pem")
 
 
+def test_the_emulators_key_variables_sign_for_an_emulator_never_for_aws():
+    """MEDSCRIBE_ACCESS_KEY_ID/MEDSCRIBE_SECRET_ACCESS_KEY are the emulator's: against AWS
+    the caller's credential chain applies unless the options give a pair."""
+    from emulator.cli import stream_options
+
+    parser = build_parser()
+    env = {"MEDSCRIBE_ACCESS_KEY_ID": "AKIDEMU", "MEDSCRIBE_SECRET_ACCESS_KEY": "emu-secret"}
+    local = stream_options(
+        parser.parse_args(["stream", "a.wav", "--endpoint", "https://localhost:8443"]), env
+    )
+    assert (local.access_key_id, local.secret_access_key) == ("AKIDEMU", "emu-secret")
+    aws = "https://health-agent.us-east-1.amazonaws.com"
+    chain = stream_options(parser.parse_args(["stream", "a.wav", "--endpoint", aws]), env)
+    assert (chain.access_key_id, chain.secret_access_key) == (None, None)
+    given = ["--access-key-id", "AKIDMINE", "--secret-access-key", "mine"]
+    explicit = stream_options(
+        parser.parse_args(["stream", "a.wav", "--endpoint", aws, *given]), env
+    )
+    assert (explicit.access_key_id, explicit.secret_access_key) == ("AKIDMINE", "mine")
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
