@@ -510,6 +510,17 @@ class DuplexH2Protocol(H2Protocol):
                 await self.send(Closed())
             else:
                 await self._handle_events(events)
+        elif type(event) is Closed:
+            await super().handle(event)
+            # The base class stops its send task here but leaves the stream
+            # buffers open: an app that ends its response after the disconnect
+            # (as ours does, once its pump returns) then waits in drain() for a
+            # task that is gone, and the server never shuts down. Closed buffers
+            # let those sends return; forgotten ones make later sends no-ops.
+            for buffer in list(self.stream_buffers.values()):
+                await buffer.close()
+            self.stream_buffers.clear()
+            self._unfinished.clear()
         else:
             await super().handle(event)
 

@@ -62,6 +62,8 @@ class App:
     def __init__(self) -> None:
         # Set by /abandon just before it returns, for tests that must know.
         self.abandoned = threading.Event()
+        # Set by /after-disconnect once its last send has returned.
+        self.ended_after_disconnect = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -142,6 +144,15 @@ class App:
             await send({"type": "http.response.body", "body": line, "more_body": more})
             if not more:
                 return
+
+    async def after_disconnect(self, receive: Receive, send: Send) -> None:
+        """Waits for the request, and after ``http.disconnect`` ends its response, as
+        the streaming route does when its client goes away."""
+        await send({"type": "http.response.start", "status": 200})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.ended_after_disconnect.set()
 
     async def abandon(self, receive: Receive, send: Send) -> None:
         """Starts a response, sends part of its body, and returns."""
@@ -461,6 +472,22 @@ def test_early_400_keeps_connection_and_drains_the_request(duplex: None) -> None
         assert bytes(client.streams[rejected].body) == REJECTION
         assert client.streams[rejected].seen == ["response", "end"]
         assert client.streams[rejected].reset_code is None
+
+
+def test_a_response_ended_after_the_client_went_away_lets_the_server_stop(
+    duplex: None,
+) -> None:
+    """The client reads the response's headers and drops the connection while its
+    request is open. The app's final send returns (stock hypercorn leaves it waiting for
+    a send task that has stopped), so the connection ends and the server shuts down:
+    running_server fails the test if it does not."""
+    app = App()
+    with running_server(app) as server:
+        with connected(server.port) as client:
+            stream_id = client.open("/after-disconnect")
+            client.pump_until(lambda: client.streams[stream_id].status == 200, "the response")
+        assert app.ended_after_disconnect.wait(DEADLINE), "the app's last send never returned"
+        assert server.crashes == []
 
 
 def test_a_request_drained_past_the_limit_is_reset_with_no_error(
