@@ -42,6 +42,17 @@ after a response has been sent"). That leaves room for the disconnect and the
 reader's one pending message if the queue holds at least two (asyncio only;
 under trio the queue is a memory channel and is left alone).
 
+Two more faults end a connection, or the server, for one stream's sake:
+
+* **A malformed request** (an upper-case or connection-specific header name, a
+  NUL in a value...) makes h2 raise ProtocolError, and the whole connection
+  goes with it. RFC 9113 §8.1.1 makes it a stream error: the stream it opened
+  is reset with PROTOCOL_ERROR and the connection's other sessions carry on.
+* **A connection that closes under an open response** stops the send task
+  but leaves the stream buffers open, so an app ending its response after the
+  disconnect waits in ``drain()`` for ever and the server cannot shut down. The
+  buffers are closed with the connection.
+
 WebSocket streams (extended CONNECT) keep stock behaviour for the queue:
 hypercorn ends their side before the WebSocket closing handshake completes,
 and their unread messages are the client's last words.
@@ -435,6 +446,31 @@ class _StreamCountingConnection(H2Connection):
         self._walk_from = max(2 * len(self.streams), _MIN_STREAM_WALK)
         return count
 
+    def _receive_headers_frame(
+        self, frame: hyperframe.frame.HeadersFrame
+    ) -> tuple[list[Any], list[Any]]:
+        """h2's, with a malformed request refused as a stream error.
+
+        h2 checks a request's header block (names in lower case, no
+        connection-specific fields, pseudo-headers first and once, no NUL, CR
+        or LF in a value...) and raises ProtocolError, which ends the whole
+        connection: every other session the SDK multiplexes on it would die
+        with the one bad request. RFC 9113 §8.1.1 makes a malformed request a
+        stream error of type PROTOCOL_ERROR, so a stream that this HEADERS
+        frame opened is reset instead. The block was decoded before the check,
+        so the connection's HPACK state stays in step. Any other failure, and
+        any failure on a stream already open, still ends the connection.
+        """
+        opened = frame.stream_id not in self.streams
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError as error:
+            stream = self.streams.get(frame.stream_id)
+            if not opened or stream is None or type(error) is not h2.exceptions.ProtocolError:
+                raise
+            log.info("stream %d: malformed request refused: %s", frame.stream_id, error)
+            return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), []
+
 
 _MIN_STREAM_WALK = 64
 
@@ -470,8 +506,13 @@ class DuplexH2Protocol(H2Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if type(self.connection) is H2Connection:
-            # hypercorn built and configured it: only the stream count changes.
-            self.connection.__class__ = _StreamCountingConnection
+            # hypercorn built and configured it: only the stream count and the
+            # refusal of a malformed request change. h2 dispatches frames through
+            # a table of methods bound when it was built: rebind HEADERS.
+            connection = self.connection
+            connection.__class__ = _StreamCountingConnection
+            table = connection._frame_dispatch_table
+            table[hyperframe.frame.HeadersFrame] = connection._receive_headers_frame
         if _QUICK_HPACK:
             # Before any SETTINGS arrive: h2 sets the peer's table size on these.
             self.connection.encoder = _LiteralEncoder()

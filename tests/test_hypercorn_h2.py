@@ -36,7 +36,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
-from hyperframe.frame import DataFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 from emulator.hypercorn_h2 import INLINE_BODY_EXTENSION, DuplexH2Protocol, install
 
@@ -288,6 +288,21 @@ class Client:
         self._flush()
         return stream_id
 
+    def open_malformed(self, path: str, extra: list[tuple[str, str]]) -> int:
+        """Like :meth:`open`, with ``extra`` header fields sent as they are, even
+        where RFC 9113 §8.2 forbids them (h2's own checks are off for this one)."""
+        config = self.h2.config
+        config.validate_outbound_headers = config.normalize_outbound_headers = False
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            headers = [(":method", "POST"), (":path", path), (":scheme", "http")]
+            self.h2.send_headers(stream_id, [*headers, (":authority", "localhost"), *extra])
+        finally:
+            config.validate_outbound_headers = config.normalize_outbound_headers = True
+        self.windows[stream_id] = self.h2.remote_settings.initial_window_size
+        self._flush()
+        return stream_id
+
     def send(
         self, stream_id: int, data: bytes, *, end: bool = False, ignore_reset: bool = False
     ) -> bool:
@@ -488,6 +503,29 @@ def test_a_response_ended_after_the_client_went_away_lets_the_server_stop(
             client.pump_until(lambda: client.streams[stream_id].status == 200, "the response")
         assert app.ended_after_disconnect.wait(DEADLINE), "the app's last send never returned"
         assert server.crashes == []
+
+
+@pytest.mark.parametrize(
+    "field",
+    [("X-Upper", "1"), ("connection", "keep-alive"), ("x-nul", "a\x00b"), ("te", "gzip")],
+    ids=["upper-case-name", "connection-specific", "nul-in-value", "te-not-trailers"],
+)
+def test_a_malformed_request_resets_its_own_stream_only(
+    duplex: None, field: tuple[str, str]
+) -> None:
+    """RFC 9113 §8.1.1: a malformed request is a stream error (PROTOCOL_ERROR), not a
+    connection error: the session already running on the connection carries on, and
+    the connection takes new streams."""
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        bad = client.open_malformed("/echo", [field])
+        client.pump_until(lambda: client.streams[bad].reset_code is not None, "the reset")
+        assert client.streams[bad].reset_code == ErrorCodes.PROTOCOL_ERROR
+        assert client.streams[bad].status is None  # the app never saw it
+        assert echo_round(client, echoed, b"after")
+        assert echo_round(client, client.open("/echo"), b"a new stream")
+        assert_connection_alive(server, client)
 
 
 def test_a_request_drained_past_the_limit_is_reset_with_no_error(
@@ -809,6 +847,9 @@ def _server_connection(max_streams: int, *, stock: bool = False) -> H2Connection
     connection = DuplexH2Protocol(*args).connection
     if stock:
         connection.__class__ = H2Connection
+        # DuplexH2Protocol rebinds h2's HEADERS handler to its own class's: undo that too.
+        table = connection._frame_dispatch_table
+        table[HeadersFrame] = connection._receive_headers_frame
     connection.initiate_connection()
     connection.data_to_send()
     return connection
