@@ -15,7 +15,10 @@ client does so whenever an application closes its SDK client), two errors escape
 Both mean "the peer has gone", which is exactly what hypercorn's own handlers
 treat as a normal close. :class:`QuietTCPServer` handles them the same way, and
 bounds the wait for a TLS peer's close_notify (see :data:`CLOSE_TIMEOUT`), which
-otherwise holds shutdown for up to 30 s per idle pooled client connection.
+otherwise holds shutdown for up to 30 s per idle pooled client connection. A
+connection still busy when a shutdown's grace period (``graceful_timeout``)
+ends is dropped: on Python 3.12 hypercorn's own bound never applies, because it
+first waits in ``Server.wait_closed()`` for every connection to close.
 
 It also writes less often. hypercorn writes each piece the HTTP/2 protocol
 sends at once, a ``send()`` system call (over TLS, a record) per response
@@ -59,6 +62,24 @@ class QuietTCPServer(TCPServer):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_handle: asyncio.Handle | None = None
+
+    async def run(self) -> None:
+        # hypercorn bounds a graceful shutdown by config.graceful_timeout, but
+        # on Python 3.12 it first awaits Server.wait_closed(), which now waits
+        # for every connection: one with a stream still open (a client that
+        # went quiet, or a real-time session mid-visit) held SIGTERM until the
+        # stream's idle timeout. Past the grace period the connection is
+        # dropped; its streams see a disconnect as from any lost client.
+        deadline = self.loop.create_task(self._drop_after_grace())
+        try:
+            await super().run()
+        finally:
+            deadline.cancel()
+
+    async def _drop_after_grace(self) -> None:
+        await self.context.terminated.wait()
+        await asyncio.sleep(self.config.graceful_timeout)
+        _abort(self.writer.transport)
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):

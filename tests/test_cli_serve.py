@@ -7,17 +7,22 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from emulator.cli import parse_settings
 
-from .support import fixtures_path
+from .support import DOMAIN_ID, SUBSCRIPTION_ID, fixtures_path, new_session_id
 
 
 def test_defaults_match_the_documented_contract():
@@ -138,47 +143,61 @@ def test_process_prints_endpoints_and_ca_serves_health_and_stops_on_sigterm(tmp_
 def test_sigterm_stops_the_process_after_a_client_dropped_an_open_stream(tmp_path):
     """A client that opened a stream, read its response headers and vanished without
     sending anything must not keep the server from stopping."""
-    import socket
-    import urllib.parse
-
-    import h2.config
-    import h2.connection
-    import h2.events
-
-    from .support import DOMAIN_ID, SUBSCRIPTION_ID, new_session_id
-
     with _start(tmp_path) as process, _stopped(process):
         ready = _read_ready(process)
-        port = urllib.parse.urlsplit(ready["h2c"]).port
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-            client.initiate_connection()
-            stream_id = client.get_next_available_stream_id()
-            client.send_headers(
-                stream_id,
-                [
-                    (":method", "POST"),
-                    (":scheme", "http"),
-                    (":authority", "localhost"),
-                    (":path", "/medical-scribe-stream/"),
-                    ("x-amzn-medscribe-session-id", new_session_id()),
-                    ("x-amzn-medscribe-domain-id", DOMAIN_ID),
-                    ("x-amzn-medscribe-subscription-id", SUBSCRIPTION_ID),
-                    ("x-amzn-medscribe-language-code", "en-US"),
-                    ("x-amzn-medscribe-sample-rate", "16000"),
-                    ("x-amzn-medscribe-media-encoding", "pcm"),
-                    ("content-type", "application/vnd.amazon.eventstream"),
-                ],
-            )
-            sock.sendall(client.data_to_send())
-            answered = False
-            while not answered:
-                data = sock.recv(65536)
-                assert data, "the emulator closed the connection before answering"
-                events = client.receive_data(data)
-                answered = any(isinstance(e, h2.events.ResponseReceived) for e in events)
+        with _open_stream(ready["h2c"]):
+            pass  # the response's headers arrived; the client goes without a word
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_sigterm_stops_the_process_while_a_quiet_client_holds_a_stream_open(tmp_path):
+    """Shutdown gives streams a grace period, then drops their connections: a client
+    that keeps a stream open and sends nothing (no idle timeout here) cannot hold it."""
+    with _start(tmp_path, "--idle-timeout", "0") as process, _stopped(process):
+        ready = _read_ready(process)
+        with _open_stream(ready["h2c"]) as sock:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+            # Whatever came before it (a GOAWAY), the connection then ends.
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(65536):
+                    pass
+
+
+@contextlib.contextmanager
+def _open_stream(h2c_url: str) -> Iterator[socket.socket]:
+    """Open a streaming request on a new h2c connection, send no event, and yield the
+    socket once the response's headers have arrived; closed on the way out."""
+    port = urllib.parse.urlsplit(h2c_url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(
+            stream_id,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":authority", "localhost"),
+                (":path", "/medical-scribe-stream/"),
+                ("x-amzn-medscribe-session-id", new_session_id()),
+                ("x-amzn-medscribe-domain-id", DOMAIN_ID),
+                ("x-amzn-medscribe-subscription-id", SUBSCRIPTION_ID),
+                ("x-amzn-medscribe-language-code", "en-US"),
+                ("x-amzn-medscribe-sample-rate", "16000"),
+                ("x-amzn-medscribe-media-encoding", "pcm"),
+                ("content-type", "application/vnd.amazon.eventstream"),
+            ],
+        )
+        sock.sendall(client.data_to_send())
+        answered = False
+        while not answered:
+            data = sock.recv(65536)
+            assert data, "the emulator closed the connection before answering"
+            events = client.receive_data(data)
+            answered = any(isinstance(e, h2.events.ResponseReceived) for e in events)
+        yield sock
 
 
 def test_sigint_stops_the_process_cleanly(tmp_path):
