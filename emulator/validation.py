@@ -523,6 +523,8 @@ class StreamRequest:
 
 # An integer header, as Java's Integer.parseInt reads one (ASCII digits only here).
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+#: Digits beyond which header text is read as out of range without int().
+_INTEGER_DIGITS = 18
 
 
 def _check_members(
@@ -543,7 +545,17 @@ def _check_members(
         elif isinstance(shape, _String):
             _check_string(value, shape, where, out)
         elif header_text and isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
-            _check_integer(int(value), shape, where, out)
+            if len(value.lstrip("+-0")) > _INTEGER_DIGITS:
+                # Far out of any range here, and int() refuses text over 4,300
+                # digits: worded from the text, which is echoed cut short.
+                rule = (
+                    f"Member must have value greater than or equal to {shape.min}"
+                    if value.startswith("-")
+                    else f"Member must have value less than or equal to {shape.max}"
+                )
+                out.append(_violation(value, where, rule))
+            else:
+                _check_integer(int(value), shape, where, out)
         else:
             _check_integer(value, shape, where, out)
 

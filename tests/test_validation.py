@@ -190,6 +190,27 @@ def test_header_violation_names_header_member_and_rule(case: HeaderCase) -> None
     assert header_violation(shown, case.member, case.rule) in message
 
 
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("9" * 5000, "Member must have value less than or equal to 48000"),
+        ("-" + "9" * 5000, "Member must have value greater than or equal to 8000"),
+        ("0" * 40 + "16000", None),
+    ],
+    ids=["huge", "huge-negative", "leading-zeros"],
+)
+def test_a_sample_rate_of_thousands_of_digits_is_out_of_range_not_a_crash(value, rule) -> None:
+    """int() refuses text over 4,300 digits; the header is still judged and echoed cut short."""
+    headers = raw_headers(mediaSampleRateHertz=value)
+    if rule is None:
+        assert validate_stream_headers(headers).sample_rate == 16000
+        return
+    message = error_message(validate_stream_headers, headers)
+    assert "'x-amzn-medscribe-sample-rate' (mediaSampleRateHertz)" in message
+    assert message.endswith(rule)
+    assert len(message) < 2300
+
+
 def test_missing_header_message_is_exactly_the_aws_form() -> None:
     message = error_message(validate_stream_headers, raw_headers(sessionId="abc"))
     assert message == (
