@@ -43,6 +43,10 @@ async def _json_body(request: Request) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ConfigError("request body is not valid JSON: nested too deeply") from None
+    except ValueError as error:  # a number of more digits than Python converts
+        raise ConfigError(f"request body is not valid JSON: {error}") from None
 
 
 def admin_routes(

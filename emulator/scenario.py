@@ -307,10 +307,15 @@ class Checker:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.add(path, f"must be a number, got {describe(value)}")
             return None
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float: far out of every range here
+            self.add(path, "must be a finite number, got an integer of over 308 digits")
+            return None
+        if not math.isfinite(number):
             self.add(path, f"must be a finite number, got {value!r}")
             return None
-        return float(value)
+        return number
 
     def integer(self, value: object, path: FieldPath) -> int | None:
         """Return ``value`` if it is an integer (not a bool), or ``None`` after reporting."""

@@ -509,7 +509,7 @@ def _input_entry(message: Message, clock: float) -> dict[str, Any]:
     if event_type in ("configurationEvent", "sessionControlEvent"):
         try:
             entry["payload"] = json.loads(message.payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested past the parser
             entry["payloadError"] = "not JSON"
     return entry
 

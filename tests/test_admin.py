@@ -122,3 +122,31 @@ def test_a_rule_that_could_never_match_is_a_400_naming_the_header_rule(
     assert f"match.{key}: '{value}' can never match" in answer["message"]
     assert header in answer["message"]
     assert value not in str(get(emulator, "/_emulator/rules"))
+
+
+BAD_BODIES = {
+    "empty": (b"", "request body is empty"),
+    "not-json": (b"{match", "request body is not valid JSON"),
+    "not-utf-8": (b'{"scenario": "\xff"}', "request body is not valid JSON"),
+    "nested-past-the-parser": (b"[" * 100_000, "nested too deeply"),
+    "a-number-of-5000-digits": (
+        b'{"scenario": "primary-care-visit", "times": ' + b"9" * 5000 + b"}",
+        "request body is not valid JSON",
+    ),
+    "a-probability-of-400-digits": (
+        b'{"scenario": "primary-care-visit", "probability": 1' + b"0" * 400 + b"}",
+        "probability: must be a finite number, got an integer of over 308 digits",
+    ),
+    "a-delay-of-400-digits": (
+        b'{"chaos": {"delay": {"seconds": 1' + b"0" * 400 + b"}}}",
+        "chaos.delay.seconds: must be a finite number",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "fragment"), BAD_BODIES.values(), ids=BAD_BODIES)
+def test_a_bad_rule_body_is_a_json_400_naming_the_problem(emulator, raw, fragment):
+    status, answer = admin(emulator.h2c_url, "POST", "/_emulator/rules", raw)
+    assert status == 400
+    assert fragment in answer["message"]  # admin() decodes JSON answers only
+    assert get(emulator, "/_emulator/health")["status"] == "ready"

@@ -182,6 +182,14 @@ MALFORMED = {
     "truncated-frame": (lambda: config_event()[:20], "truncat"),
     "unknown-event-type": (lambda: event("videoEvent", b"{}"), "videoEvent"),
     "bad-json": (lambda: event("configurationEvent", b"{not json"), "JSON"),
+    "json-nested-past-the-parser": (
+        lambda: event("configurationEvent", b"[" * 100_000),
+        "valid JSON",
+    ),
+    "session-control-nested-past-the-parser": (
+        lambda: config_event() + event("sessionControlEvent", b"[" * 100_000),
+        "valid JSON",
+    ),
     "audio-before-configuration": (lambda: audio(b"\0" * 320), "before configurationEvent"),
     "second-configuration": (lambda: config_event() + config_event(), "only one"),
     "event-after-end-of-session": (
