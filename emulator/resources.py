@@ -200,7 +200,7 @@ def _page_start(token: str | None, operation: str, scope: str) -> int:
         scope,
     ):
         after = document.get("after")
-        if type(after) is int and after >= 0:
+        if type(after) is int and 0 <= after < 2**63:  # a position SQLite can hold
             return after
     shown = token if len(token) <= 256 else token[:256] + "..."
     raise ValidationException(

@@ -562,6 +562,47 @@ def test_body_that_is_not_a_json_object_is_validation_error(
     assert f"at 'body' failed to satisfy constraint: {rule}" in answer["message"]
 
 
+def _token(document: dict[str, Any]) -> str:
+    import base64
+
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "where", "rule"),
+    [
+        ("GET", "/domain?maxResults=" + "9" * 5000, None, "maxResults", "less than or equal to"),
+        ("GET", "/domain?maxResults=-" + "9" * 30, None, "maxResults", "greater than or equal"),
+        (
+            "GET",
+            "/domain?nextToken=" + _token({"op": "ListDomains", "scope": "", "after": 2**70}),
+            None,
+            "nextToken",
+            "",
+        ),
+        ("POST", "/domain", b'{"name": "\\ud800"}', "name", "unpaired surrogate"),
+        (
+            "POST",
+            "/domain",
+            b'{"name": "clinic", "tags": {"\\udc80": "v"}}',
+            "tags.\\udc80",
+            "unpaired surrogate",
+        ),
+    ],
+    ids=["max-results-5000-digits", "max-results-negative", "token-past-int64", "name", "tag-key"],
+)
+def test_values_past_what_a_parser_or_database_holds_are_validation_errors(
+    control: ControlServer, method: str, path: str, body: bytes | None, where: str, rule: str
+) -> None:
+    """Numbers of thousands of digits, positions past 64 bits and unpaired surrogates are
+    400 ValidationExceptions naming the member, not internal errors."""
+    status, headers, answer = raw_request(control, method, path, body)
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationException", answer
+    assert f"at '{where}'" in answer["message"] and rule in answer["message"]
+    assert len(answer["message"]) < 3000
+
+
 def test_members_on_bodiless_operations_are_rejected(control: ControlServer) -> None:
     """ActivateSubscription has no body members: any JSON member is refused, {} is fine."""
     domain_id = control.registry.create_domain(name="clinic").domain_id
