@@ -22,6 +22,7 @@ from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, wav_header
 from .record import SessionRecord
+from .validation import id_constraints_broken
 
 __all__ = ["admin_routes"]
 
@@ -110,12 +111,31 @@ def admin_routes(
 
     def find(request: Request) -> SessionRecord | Response:
         session_id = request.path_params["session_id"]
+        filters = {
+            name: value
+            for name in ("domainId", "subscriptionId")
+            if (value := request.query_params.get(name)) is not None
+        }
+        for name, value in filters.items():
+            if broken := id_constraints_broken(name, value):
+                shown = value if len(value) <= 64 else value[:64] + "..."
+                rules = "; ".join(rule.removeprefix("Member ") for rule in broken)
+                return _error(400, f"?{name}={shown!r}: a {name} {rules}")
         record = backend.find(
             session_id,
-            domain_id=request.query_params.get("domainId"),
-            subscription_id=request.query_params.get("subscriptionId"),
+            domain_id=filters.get("domainId"),
+            subscription_id=filters.get("subscriptionId"),
         )
         if record is None:
+            elsewhere = backend.find(session_id) if filters else None
+            if elsewhere is not None:
+                wanted = ", ".join(f"{name} {value}" for name, value in filters.items())
+                key = elsewhere.key
+                return _error(
+                    404,
+                    f"no session with id {session_id!r} and {wanted}; the newest with that id "
+                    f"has domainId {key.domain_id}, subscriptionId {key.subscription_id}",
+                )
             return _error(404, f"no session with id {session_id!r}")
         return record
 

@@ -68,10 +68,21 @@ async def test_the_same_session_id_in_two_domains_is_two_sessions(client, emulat
     assert older["domainId"] == DOMAIN_ID
     events = get(emulator, f"/_emulator/sessions/{session_id}/events?domainId={DOMAIN_ID}")
     assert events["domainId"] == DOMAIN_ID and events["events"]
-    status, _ = admin(
+    status, answer = admin(
         emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}?subscriptionId=sub-nope"
     )
-    assert status == 404
+    assert status == 400  # no subscription id looks like that
+    assert answer["message"].startswith("?subscriptionId='sub-nope': a subscriptionId must")
+    unused = "sub-" + "Z" * 21
+    for path in ("", "/events", "/audio.wav"):
+        status, answer = admin(
+            emulator.h2c_url,
+            "GET",
+            f"/_emulator/sessions/{session_id}{path}?subscriptionId={unused}",
+        )
+        assert status == 404
+        assert f"subscriptionId {unused}" in answer["message"]
+        assert f"has domainId {OTHER_DOMAIN}" in answer["message"]  # where it is instead
 
 
 async def test_reset_forgets_finished_sessions_and_their_journals_but_not_a_live_one(
