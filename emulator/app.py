@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 from .admin import admin_routes
 from .backend import Backend
@@ -31,11 +32,25 @@ STREAM_PATH = "/medical-scribe-stream/"
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = exc.detail
+    path = request.url.path
     if exc.status_code == 404:
-        message = f"no route for {request.method} {request.url.path}"
+        message = f"no route for {request.method} {path}"
+        if path.endswith("/") and _routed(request, path.rstrip("/")):
+            message += f" (did you mean {path.rstrip('/')}, without the trailing slash?)"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    return JSONResponse({"message": message}, status_code=exc.status_code, headers=exc.headers)
+        message = f"{request.method} is not allowed on {path}"
+    headers = dict(exc.headers or {})
+    if exc.status_code in (404, 405) and not path.startswith("/_emulator/"):
+        # The service's own paths answer in its error shape: a request that names no
+        # operation is one the SDKs and boto3 report by this code.
+        headers["x-amzn-errortype"] = "UnknownOperationException"
+    return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
+
+
+def _routed(request: Request, path: str) -> bool:
+    """Whether some route of the app serves ``path`` (with any method)."""
+    scope = {**request.scope, "path": path}
+    return any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes)
 
 
 #: Admin paths open without the token: the container healthcheck and the CA
@@ -83,6 +98,9 @@ def create_app(
     if backend.resources is not None:
         routes += control_routes(backend.resources)
     admin = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # A trailing slash answered with a 307 redirect and an empty body: a client
+    # of an API wants the 404 saying what it got wrong (see _http_error).
+    admin.router.redirect_slashes = False
     stream = StreamEndpoint(
         backend, credentials=credentials, idle_timeout=idle_timeout, quotas=quotas
     )

@@ -161,3 +161,58 @@ def test_a_bad_rule_body_is_a_json_400_naming_the_problem(emulator, raw, fragmen
     assert status == 400
     assert fragment in answer["message"]  # admin() decodes JSON answers only
     assert get(emulator, "/_emulator/health")["status"] == "ready"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        (
+            "GET",
+            "/_emulator/health/",
+            404,
+            "no route for GET /_emulator/health/ (did you mean /_emulator/health, "
+            "without the trailing slash?)",
+        ),
+        ("POST", "/_emulator/rules/", 404, "no route for POST /_emulator/rules/ (did you mean"),
+        ("GET", "/_emulator/nothing/", 404, "no route for GET /_emulator/nothing/"),
+        ("PUT", "/_emulator/reset", 405, "PUT is not allowed on /_emulator/reset"),
+    ],
+    ids=["trailing-slash", "trailing-slash-post", "unknown", "wrong-method"],
+)
+def test_unknown_admin_routes_are_json_errors_saying_what_is_wrong(
+    emulator, method, path, status, message
+):
+    """No redirects (a 307 with an empty body): a JSON 404/405 naming the request, and
+    the route meant when only a trailing slash is in the way."""
+    got, answer = admin(emulator.h2c_url, method, path, {} if method != "GET" else None)
+    assert got == status
+    assert answer["message"].startswith(message)
+    if "nothing" in path:
+        assert "did you mean" not in answer["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("PUT", "/domain", 405),
+        ("GET", "/no-such-operation", 404),
+        ("GET", "/domain/", 404),
+        ("POST", "/medical-scribe-stream", 404),
+    ],
+)
+def test_a_request_naming_no_operation_is_unknown_operation_in_the_service_shape(
+    emulator, method, path, status
+):
+    """Outside /_emulator/ the paths are the service's: an error there carries
+    x-amzn-errortype, as boto3 and the SDK read the service's errors."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = b"{}" if method != "GET" else None
+    request = urllib.request.Request(emulator.h2c_url + path, data=data, method=method)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == status
+    assert refused.value.headers["x-amzn-errortype"] == "UnknownOperationException"
+    assert path in json.loads(refused.value.read())["message"]
