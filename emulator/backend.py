@@ -196,7 +196,8 @@ class Backend:
     ) -> ScenarioSource:
         if rule is not None and rule.scenario is not None:
             return rule.scenario
-        if self.default_scenario != SYNTHETIC:
+        synthetic = rule is not None and rule.synthetic
+        if not synthetic and self.default_scenario != SYNTHETIC:
             return self.scenarios[self.default_scenario]
         roles = None
         if configuration.channel_definitions:

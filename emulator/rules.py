@@ -38,6 +38,7 @@ from emulator.scenario import (
     read_document,
     validate_scenario,
 )
+from emulator.synthetic import SYNTHETIC_NAME
 from emulator.validation import HEADER_NAMES, id_constraints_broken
 
 __all__ = [
@@ -121,11 +122,15 @@ class Rule:
     inline: bool = False
     chaos: Chaos | None = None
     probability: float | None = None
+    #: The rule names the generated visit (``scenario: synthetic``), whatever
+    #: the emulator's default scenario is.
+    synthetic: bool = False
 
     def __post_init__(self) -> None:
-        if self.scenario is not None and self.error is not None:
-            raise ValueError("a rule has at most one of scenario or error")
-        if self.scenario is None and self.error is None and self.chaos is None:
+        chosen = (self.scenario is not None) + (self.error is not None) + self.synthetic
+        if chosen > 1:
+            raise ValueError("a rule has at most one of scenario (or synthetic) or error")
+        if not chosen and self.chaos is None:
             raise ValueError("a rule needs a scenario, an error or chaos")
         if self.error is not None and self.error[0] not in SERVICE_ERRORS:
             raise ValueError(f"unknown error type {self.error[0]!r}")
@@ -149,7 +154,7 @@ class Rule:
 
     def to_json(self) -> dict[str, object]:
         """Return the admin API form: id, match, scenario, error, times, remaining."""
-        scenario: object = None
+        scenario: object = SYNTHETIC_NAME if self.synthetic else None
         if self.scenario is not None:
             scenario = self.scenario.to_json() if self.inline else self.scenario.name
         error = None if self.error is None else {"type": self.error[0], "message": self.error[1]}
@@ -201,7 +206,7 @@ def _validate_rule(
             match[key] = text
 
     scenario: Scenario | None = None
-    inline = False
+    inline = synthetic = False
     error: tuple[str, str] | None = None
     if "scenario" in item and "error" in item:
         checker.add(path, "a rule needs exactly one of 'scenario' or 'error', got both")
@@ -210,7 +215,10 @@ def _validate_rule(
             path, "a rule needs exactly one of 'scenario' or 'error' (or 'chaos'), got neither"
         )
     elif "scenario" in item:
-        scenario, inline = _scenario(item["scenario"], (*path, "scenario"), scenarios, checker)
+        if item["scenario"] == SYNTHETIC_NAME:  # the generated visit, as the default names it
+            synthetic = True
+        else:
+            scenario, inline = _scenario(item["scenario"], (*path, "scenario"), scenarios, checker)
     elif "error" in item:
         error = _error(item["error"], (*path, "error"), checker)
 
@@ -233,6 +241,7 @@ def _validate_rule(
         id=rule_id,
         match=match,
         scenario=scenario,
+        synthetic=synthetic,
         error=error,
         times=times,
         inline=inline,
@@ -321,11 +330,10 @@ def _scenario(
     if isinstance(value, str):
         if value in scenarios:
             return scenarios[value], False
-        known = sorted(scenarios)
+        known = [SYNTHETIC_NAME, *sorted(scenarios)]
         near = get_close_matches(value, known, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        listing = f"known scenarios: {', '.join(known)}" if known else "no scenarios are loaded"
-        checker.add(path, f"unknown scenario {value!r}{hint}; {listing}")
+        checker.add(path, f"unknown scenario {value!r}{hint}; known scenarios: {', '.join(known)}")
         return None, False
     if isinstance(value, dict):
         return validate_scenario(value, name=INLINE_SCENARIO, checker=checker, path=path), True

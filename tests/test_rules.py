@@ -85,7 +85,8 @@ INVALID = {
     "unknown-scenario-name": (
         {"scenario": "visits"},
         "scenario",
-        "unknown scenario 'visits' (did you mean 'visit'?); known scenarios: quiet, visit",
+        "unknown scenario 'visits' (did you mean 'visit'?); "
+        "known scenarios: synthetic, quiet, visit",
     ),
     "scenario-wrong-type": (
         {"scenario": 3},
@@ -138,10 +139,15 @@ def test_invalid_rule_names_field_and_problem(data, field, fragment):
     assert found[0].file == "<request>"
 
 
-def test_unknown_scenario_with_none_loaded_says_so():
-    """Naming a scenario when none are loaded says that none are."""
-    with pytest.raises(RuleError, match="no scenarios are loaded"):
+def test_with_no_scenario_files_the_generated_visit_is_still_known():
+    """The generated visit is always there to name, as the default scenario names it."""
+    with pytest.raises(RuleError, match="known scenarios: synthetic$"):
         parse_rule({"scenario": "visit"}, scenarios={}, rule_id="r")
+    rule = parse_rule({"scenario": "synthetic", "times": 1}, scenarios={}, rule_id="r")
+    assert rule.synthetic and rule.scenario is None
+    assert rule.to_json()["scenario"] == "synthetic"
+    with pytest.raises(ValueError, match="at most one"):
+        Rule(id="", scenario=VISIT, synthetic=True)
 
 
 def test_rule_error_lists_every_problem():

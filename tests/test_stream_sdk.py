@@ -492,3 +492,40 @@ async def test_the_sdks_header_blocks_take_the_servers_quick_paths(emulator, cli
     assert requests == [True]
     assert responses and all(responses)
     assert any(value.startswith(b"AWS4-HMAC-SHA256 Credential=") for value in decoded)
+
+
+async def test_a_rule_can_name_the_generated_visit_over_a_scripted_default(tmp_path):
+    """With a scripted default scenario, `scenario: synthetic` in a rule gives the
+    matched session the generated visit; the others keep the default."""
+    from emulator.sdk import make_client
+    from emulator.server import Settings
+
+    from .support import running_emulator
+
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path,
+        scenario="primary-care-visit",
+    )
+    generated, scripted = new_session_id(), new_session_id()
+    with running_emulator(settings) as running:
+        rule = {"match": {"sessionId": generated}, "scenario": "synthetic"}
+        status, body = admin(running.h2c_url, "POST", "/_emulator/rules", rule)
+        assert status == 201 and body["scenario"] == "synthetic", body
+        async with await make_client(
+            endpoint_url=running.endpoint_url, ca_file=running.ca_file
+        ) as client:
+            results = {
+                session_id: await run_session(client, session_id, audio=pcm_tone(4.0))
+                for session_id in (generated, scripted)
+            }
+        for session_id, scenario in ((generated, "synthetic"), (scripted, "primary-care-visit")):
+            assert results[session_id].error is None
+            status, details = admin(running.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+            assert details["scenario"] == scenario
+    assert results[generated].finals and results[scripted].finals
+    first = [s.content for s in results[generated].finals][0]
+    assert first != [s.content for s in results[scripted].finals][0]
+    assert first.startswith("Hi ") and "I'm Dr. " in first  # the generated greeting
