@@ -250,12 +250,28 @@ def _validate_rule(
     )
 
 
+#: The longest a chaos rule may hold a stream: past any client's timeout, so a
+#: larger number is a typo (or a unit mistake), not a test.
+MAX_CHAOS_SECONDS = 3600.0
+
+
 def _seconds(value: object, path: FieldPath, checker: Checker) -> float | None:
     seconds = checker.number(value, path)
     if seconds is not None and seconds < 0:
         checker.add(path, f"must be >= 0 seconds, got {seconds}")
         return None
     return seconds
+
+
+def _wait(value: object, path: FieldPath, checker: Checker) -> float:
+    """Seconds a chaos rule holds a stream (0 when refused): at most an hour."""
+    seconds = _seconds(value, path, checker)
+    if seconds is not None and seconds > MAX_CHAOS_SECONDS:
+        checker.add(
+            path, f"must be at most {MAX_CHAOS_SECONDS:g} seconds (an hour), got {seconds:g}"
+        )
+        return 0.0
+    return seconds or 0.0
 
 
 def _at(value: object, path: FieldPath, checker: Checker, what: str) -> float | None:
@@ -274,6 +290,9 @@ def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
     item = checker.mapping(value, path, allowed=_CHAOS_KEYS, what="chaos")
     if item is None:
         return None
+    if not item:
+        checker.add(path, f"chaos needs at least one of {', '.join(_CHAOS_KEYS)}")
+        return None
     before = len(checker.problems)
     delay = jitter = slow = 0.0
     if "delay" in item:
@@ -283,14 +302,12 @@ def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
                 raw, (*path, "delay"), allowed=("seconds", "jitter"), what="delay"
             )
             if spec is not None:
-                delay = (
-                    _seconds(spec.get("seconds", 0), (*path, "delay", "seconds"), checker) or 0.0
-                )
-                jitter = _seconds(spec.get("jitter", 0), (*path, "delay", "jitter"), checker) or 0.0
+                delay = _wait(spec.get("seconds", 0), (*path, "delay", "seconds"), checker)
+                jitter = _wait(spec.get("jitter", 0), (*path, "delay", "jitter"), checker)
         else:
-            delay = _seconds(raw, (*path, "delay"), checker) or 0.0
+            delay = _wait(raw, (*path, "delay"), checker)
     if "slow" in item:
-        slow = _seconds(item["slow"], (*path, "slow"), checker) or 0.0
+        slow = _wait(item["slow"], (*path, "slow"), checker)
     disconnect_at = goaway_at = malformed_at = None
     mode = "reset"
     if "disconnect" in item:

@@ -407,6 +407,13 @@ def test_rule_built_in_code_needs_exactly_one_outcome():
 
 CHAOS_PROBLEMS = {
     "negative-delay": ({"chaos": {"delay": -1}}, "chaos.delay", "must be >= 0 seconds"),
+    "delay-past-an-hour": (
+        {"chaos": {"delay": {"seconds": 1e10}}},
+        "chaos.delay.seconds",
+        "must be at most 3600 seconds (an hour), got 1e+10",
+    ),
+    "slow-past-an-hour": ({"chaos": {"slow": 7200}}, "chaos.slow", "must be at most 3600"),
+    "empty": ({"chaos": {}}, "chaos", "chaos needs at least one of delay, slow, disconnect"),
     "bad-mode": (
         {"chaos": {"disconnect": {"at": 1, "mode": "explode"}}},
         "chaos.disconnect.mode",
