@@ -466,13 +466,24 @@ class _StreamCountingConnection(H2Connection):
             return super()._receive_headers_frame(frame)
         except h2.exceptions.ProtocolError as error:
             stream = self.streams.get(frame.stream_id)
-            if not opened or stream is None or type(error) is not h2.exceptions.ProtocolError:
+            if (
+                not opened
+                or stream is None
+                or type(error) is not h2.exceptions.ProtocolError
+                or stream.state_machine.state not in _RESETTABLE
+            ):
                 raise
-            log.info("stream %d: malformed request refused: %s", frame.stream_id, error)
+            # h2's messages quote the offending bytes, which may be a credential.
+            reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0]
+            log.info("stream %d: malformed request reset (%s)", frame.stream_id, reason)
             return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), []
 
 
 _MIN_STREAM_WALK = 64
+
+#: States from which a stream that a malformed request opened can be reset; from
+#: others (an informational status sent to a server, say) h2's error stands.
+_RESETTABLE = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
 
 
 class DuplexH2Protocol(H2Protocol):
@@ -556,11 +567,12 @@ class DuplexH2Protocol(H2Protocol):
             # The base class stops its send task here but leaves the stream
             # buffers open: an app that ends its response after the disconnect
             # (as ours does, once its pump returns) then waits in drain() for a
-            # task that is gone, and the server never shuts down. Closed buffers
-            # let those sends return; forgotten ones make later sends no-ops.
+            # task that is gone, and the server never shuts down. A closed
+            # buffer lets drain() return and refuses later pushes. They stay in
+            # the dict: the send task may be inside _send_data (this can run
+            # from its flush) and looks its stream's buffer up again.
             for buffer in list(self.stream_buffers.values()):
                 await buffer.close()
-            self.stream_buffers.clear()
             self._unfinished.clear()
         else:
             await super().handle(event)

@@ -34,6 +34,7 @@ from h2.settings import SettingCodes
 from hypercorn.asyncio import serve
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
@@ -526,6 +527,68 @@ def test_a_malformed_request_resets_its_own_stream_only(
         assert echo_round(client, echoed, b"after")
         assert echo_round(client, client.open("/echo"), b"a new stream")
         assert_connection_alive(server, client)
+
+
+def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
+    """h2's messages quote the offending bytes; a header such as authorization must not
+    reach the log through them."""
+    secret = "AWS4-HMAC-SHA256 Credential=AKIDLOGTEST/20261205, Signature=feedface "
+    with caplog.at_level("INFO", logger="medscribe.h2"):
+        with running_server(App()) as server, connected(server.port) as client:
+            bad = client.open_malformed("/echo", [("authorization", secret)])
+            client.pump_until(lambda: client.streams[bad].reset_code is not None, "the reset")
+            assert_connection_alive(server, client)
+    assert "malformed request reset" in caplog.text
+    assert "AKIDLOGTEST" not in caplog.text and "feedface" not in caplog.text
+
+
+def test_a_response_status_sent_as_a_request_still_ends_the_connection(duplex: None) -> None:
+    """A stream that h2 cannot reset (an informational :status from a client has closed
+    it already) keeps h2's connection error, without a crash on the way."""
+    with running_server(App()) as server, connected(server.port) as client:
+        # h2 will not send this as a client: the first header block, encoded by hand.
+        frame = HeadersFrame(1)
+        frame.data = hpack.Encoder().encode([(":status", "103")])
+        frame.flags.add("END_HEADERS")
+        client._write(frame.serialize())
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.PROTOCOL_ERROR
+        assert server.crashes == []
+
+
+async def test_a_close_reported_while_sending_leaves_the_send_task_standing() -> None:
+    """QuietTCPServer reports a transport that is closing as Closed from inside the
+    send task's flush. The closed buffers must still be there when _send_data looks
+    its stream up again: a KeyError there took the connection's tasks down."""
+    from hypercorn.asyncio.task_group import TaskGroup
+    from hypercorn.protocol.h2 import StreamBuffer
+
+    args = list(_constructor_args(tls=False))
+    closing = False
+
+    async def send(event: Any) -> None:
+        if isinstance(event, RawData) and closing:
+            await protocol.handle(Closed())
+
+    async with TaskGroup(asyncio.get_running_loop()) as task_group:
+        args[3], args[-1] = task_group, send
+        protocol = DuplexH2Protocol(*args)
+        await protocol.initiate()
+        client = H2Connection(H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, _request_headers(1))
+        protocol.connection.receive_data(client.data_to_send())
+        protocol.connection.send_headers(1, [(b":status", b"200")])
+        protocol.connection.data_to_send()
+        protocol.stream_buffers[1] = buffer = StreamBuffer(protocol.context.event_class)
+        protocol.priority.insert_stream(1)
+        closing = True
+        await buffer.push(b"x" * 100)
+        await protocol.has_data.set()
+        await asyncio.sleep(0.1)
+        assert protocol.closed
+        buffer.set_complete()
+        await asyncio.wait_for(buffer.drain(), DEADLINE)  # an app's last send returns
 
 
 def test_a_request_drained_past_the_limit_is_reset_with_no_error(
