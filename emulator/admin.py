@@ -22,7 +22,7 @@ from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, wav_header
 from .record import SessionRecord
-from .validation import id_constraints_broken
+from .validation import id_constraints_broken, lone_surrogate
 
 __all__ = ["admin_routes"]
 
@@ -41,13 +41,16 @@ async def _json_body(request: Request) -> Any:
     if not body.strip():
         raise ConfigError("request body is empty: expected a JSON object")
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise ConfigError("request body is not valid JSON: nested too deeply") from None
     except ValueError as error:  # a number of more digits than Python converts
         raise ConfigError(f"request body is not valid JSON: {error}") from None
+    if (where := lone_surrogate(document)) is not None:
+        raise ConfigError(f"{where}: must be valid Unicode text (it holds an unpaired surrogate)")
+    return document
 
 
 def admin_routes(

@@ -51,7 +51,7 @@ from .resources import (
     ResourceRegistry,
     TextShape,
 )
-from .validation import describe_value
+from .validation import describe_value, integer_text, lone_surrogate
 
 __all__ = ["MAX_REQUEST_BODY", "control_routes"]
 
@@ -152,12 +152,12 @@ def _query_int(request: Request, name: str, out: _Violations) -> int | None:
         out.add(text, name, "Member must be an integer")
         return None
     low, high = MAX_RESULTS
-    if len(text.lstrip("+-0")) > 18:  # out of range, and int() refuses over 4,300 digits
+    if len(text.lstrip("+-").lstrip("0")) > 18:  # out of range; int() refuses 4,300 digits
         below = text.startswith("-")
         rule = f"greater than or equal to {low}" if below else f"less than or equal to {high}"
         out.add(text, name, f"Member must have value {rule}")
         return None
-    value = int(text)
+    value = integer_text(text)
     if value < low:
         out.add(value, name, f"Member must have value greater than or equal to {low}")
     elif value > high:
@@ -188,35 +188,12 @@ async def _json_body(
         _fail("body", f"Request body must be valid JSON ({error})")
     if not isinstance(document, dict):
         _fail("body", "Request body must be a JSON object")
-    if (where := _lone_surrogate(document)) is not None:
+    if (where := lone_surrogate(document)) is not None:
         # JSON may escape half a UTF-16 pair (\ud800); no string of the service
         # can hold one, and nothing downstream (SQLite, UTF-8) could store it.
         _fail(where, "Member must be valid Unicode text (it holds an unpaired surrogate)")
     _check_members(document, members, out)
     return {k: v for k, v in document.items() if v is not None}
-
-
-def _lone_surrogate(value: object, where: str = "") -> str | None:
-    """The member path of the first string (or key) in ``value`` holding an unpaired
-    UTF-16 surrogate, or None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return where or "body"
-        return None
-    if isinstance(value, dict):
-        for key, member in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if (found := _lone_surrogate(key, path)) is not None:
-                return found.encode("utf-8", "backslashreplace").decode("ascii")
-            if (found := _lone_surrogate(member, path)) is not None:
-                return found.encode("utf-8", "backslashreplace").decode("ascii")
-    elif isinstance(value, list):
-        for index, member in enumerate(value):
-            if (found := _lone_surrogate(member, f"{where}[{index}]")) is not None:
-                return found
-    return None
 
 
 def _fail(where: str, rule: str) -> NoReturn:

@@ -42,6 +42,8 @@ __all__ = [
     "validate_stream_headers",
     "validate_ids",
     "id_constraints_broken",
+    "integer_text",
+    "lone_surrogate",
     "parse_configuration_event",
     "audio_event_base64",
     "parse_audio_event",
@@ -523,6 +525,45 @@ class StreamRequest:
 
 # An integer header, as Java's Integer.parseInt reads one (ASCII digits only here).
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def lone_surrogate(document: object) -> str | None:
+    """The member path (``a.b[2]``) of the first string or key in parsed JSON that
+    holds an unpaired UTF-16 surrogate, or None when it has none.
+
+    JSON may escape half a surrogate pair (``\\ud800``); no string of the service
+    can hold one, and neither UTF-8 nor SQLite can store it. Walked without
+    recursion: json.loads accepts nesting deeper than Python's recursion limit.
+    """
+    pending: list[tuple[object, str]] = [(document, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return (where or "body").encode("utf-8", "backslashreplace").decode("ascii")
+        elif isinstance(value, dict):
+            members = list(value.items())
+            for key, member in reversed(members):
+                path = f"{where}.{key}" if where else str(key)
+                pending.append((member, path))
+                pending.append((key, path))
+        elif isinstance(value, list):
+            pending.extend(
+                (member, f"{where}[{i}]") for i, member in reversed(list(enumerate(value)))
+            )
+    return None
+
+
+def integer_text(text: str) -> int:
+    """``int(text)`` for ``[+-]?[0-9]+`` text of any number of leading zeros (int()
+    refuses text over 4,300 characters); the significant digits must be few."""
+    sign, digits = ("-", text[1:]) if text[:1] == "-" else ("", text.lstrip("+"))
+    return int(sign + (digits.lstrip("0") or "0"))
+
+
 #: Digits beyond which header text is read as out of range without int().
 _INTEGER_DIGITS = 18
 
@@ -545,7 +586,7 @@ def _check_members(
         elif isinstance(shape, _String):
             _check_string(value, shape, where, out)
         elif header_text and isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
-            if len(value.lstrip("+-0")) > _INTEGER_DIGITS:
+            if len(value.lstrip("+-").lstrip("0")) > _INTEGER_DIGITS:
                 # Far out of any range here, and int() refuses text over 4,300
                 # digits: worded from the text, which is echoed cut short.
                 rule = (
@@ -555,7 +596,7 @@ def _check_members(
                 )
                 out.append(_violation(value, where, rule))
             else:
-                _check_integer(int(value), shape, where, out)
+                _check_integer(integer_text(value), shape, where, out)
         else:
             _check_integer(value, shape, where, out)
 
@@ -586,7 +627,8 @@ def id_constraints_broken(member: str, value: str) -> list[str]:
     ..."); empty when a request could carry it."""
     out: list[str] = []
     _check_string(value, _HEADER_SHAPES[member], "", out)  # type: ignore[arg-type]
-    return [violation.partition("failed to satisfy constraint: ")[2] for violation in out]
+    # rpartition: the value, echoed first, may hold the phrase; the rule never does.
+    return [violation.rpartition("failed to satisfy constraint: ")[2] for violation in out]
 
 
 def validate_stream_headers(
@@ -624,7 +666,7 @@ def validate_stream_headers(
         domain_id=received[HEADER_NAMES["domainId"]],
         subscription_id=received[HEADER_NAMES["subscriptionId"]],
         language_code=received[HEADER_NAMES["languageCode"]],
-        sample_rate=int(received[HEADER_NAMES["mediaSampleRateHertz"]]),
+        sample_rate=integer_text(received[HEADER_NAMES["mediaSampleRateHertz"]]),
         media_encoding=received[HEADER_NAMES["mediaEncoding"]],
     )
 

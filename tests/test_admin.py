@@ -148,6 +148,10 @@ BAD_BODIES = {
         b'{"scenario": "primary-care-visit", "probability": 1' + b"0" * 400 + b"}",
         "probability: must be a finite number, got an integer of over 308 digits",
     ),
+    "unpaired-surrogate": (
+        b'{"scenario": {"segments": [{"begin": 0, "end": 1, "content": "\\ud800"}]}}',
+        "scenario.segments[0].content: must be valid Unicode text",
+    ),
     "a-delay-of-400-digits": (
         b'{"chaos": {"delay": {"seconds": 1' + b"0" * 400 + b"}}}",
         "chaos.delay.seconds: must be a finite number",

@@ -562,6 +562,21 @@ def test_body_that_is_not_a_json_object_is_validation_error(
     assert f"at 'body' failed to satisfy constraint: {rule}" in answer["message"]
 
 
+def test_thousands_of_leading_zeros_are_still_a_number(control: ControlServer) -> None:
+    """Java reads 000...05 as 5, and so does the emulator, however many zeros lead."""
+    status, _, answer = raw_request(control, "GET", "/domain?maxResults=" + "0" * 5000 + "5")
+    assert status == 200, answer
+
+
+def test_nesting_deeper_than_pythons_recursion_is_a_validation_error(
+    control: ControlServer,
+) -> None:
+    """json.loads takes 1,200 levels; the checks after it must not recurse into them."""
+    body = b'{"name": "clinic", "tags": ' + b"[" * 1200 + b"]" * 1200 + b"}"
+    status, headers, answer = raw_request(control, "POST", "/domain", body)
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationException", answer
+
+
 def _token(document: dict[str, Any]) -> str:
     import base64
 

@@ -51,6 +51,12 @@ INVALID = {
         "match.domainId",
         "x-amzn-medscribe-domain-id must satisfy regular expression pattern: (hai-|dom-)[a-z0-9]+",
     ),
+    "match-value-quoting-the-constraint-phrase": (
+        {"match": {"domainId": "x failed to satisfy constraint: gotcha"}, "scenario": "visit"},
+        "match.domainId",
+        "x-amzn-medscribe-domain-id must have length less than or equal to 25; "
+        "must satisfy regular expression pattern",
+    ),
     "match-subscription-id-length": (
         {"match": {"subscriptionId": "sub-inline"}, "scenario": "visit"},
         "match.subscriptionId",

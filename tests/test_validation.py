@@ -196,8 +196,9 @@ def test_header_violation_names_header_member_and_rule(case: HeaderCase) -> None
         ("9" * 5000, "Member must have value less than or equal to 48000"),
         ("-" + "9" * 5000, "Member must have value greater than or equal to 8000"),
         ("0" * 40 + "16000", None),
+        ("0" * 5000 + "16000", None),
     ],
-    ids=["huge", "huge-negative", "leading-zeros"],
+    ids=["huge", "huge-negative", "leading-zeros", "thousands-of-leading-zeros"],
 )
 def test_a_sample_rate_of_thousands_of_digits_is_out_of_range_not_a_crash(value, rule) -> None:
     """int() refuses text over 4,300 digits; the header is still judged and echoed cut short."""
