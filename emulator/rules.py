@@ -287,13 +287,13 @@ def _at(value: object, path: FieldPath, checker: Checker, what: str) -> float | 
 
 
 def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
+    start = len(checker.problems)
     item = checker.mapping(value, path, allowed=_CHAOS_KEYS, what="chaos")
     if item is None:
         return None
     if not item:
         checker.add(path, f"chaos needs at least one of {', '.join(_CHAOS_KEYS)}")
         return None
-    before = len(checker.problems)
     delay = jitter = slow = 0.0
     if "delay" in item:
         raw = item["delay"]
@@ -328,7 +328,11 @@ def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
         goaway_at = _at(item["goaway"], (*path, "goaway"), checker, "goaway")
     if "malformed" in item:
         malformed_at = _at(item["malformed"], (*path, "malformed"), checker, "malformed")
-    if len(checker.problems) > before:
+    if len(checker.problems) > start:  # this part's, or an unknown key's
+        return None
+    events = (disconnect_at, goaway_at, malformed_at)
+    if not (delay or jitter or slow) and all(at is None for at in events):
+        checker.add(path, "chaos has no effect: every delay is 0 and nothing is set to happen")
         return None
     return Chaos(
         delay=delay,

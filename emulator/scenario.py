@@ -629,6 +629,11 @@ def load_scenario_file(path: str | Path) -> Scenario:
     return scenario
 
 
+#: The generated visit's name (:data:`emulator.synthetic.SYNTHETIC_NAME`), which a
+#: scenario file cannot take: it would never be chosen.
+RESERVED_NAME = "synthetic"
+
+
 def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
     """Load every ``*.yaml``/``*.yml``/``*.json`` in ``<directory>/scenarios/``, by name.
 
@@ -657,6 +662,14 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
             problems.extend(checker.problems)
             continue
         origin[path.stem] = path
+        if path.stem == RESERVED_NAME:
+            checker.add(
+                (),
+                f"a scenario may not be named {RESERVED_NAME!r}: that name is the generated "
+                "visit's (the default scenario, and what rules name it by); rename the file",
+            )
+            problems.extend(checker.problems)
+            continue
         scenario = _load(path, checker)
         problems.extend(checker.problems)
         if scenario is not None:

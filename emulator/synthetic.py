@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from faker import Faker
 
-from emulator.scenario import Fault, Segment
+from emulator.scenario import RESERVED_NAME, Fault, Segment
 
 __all__ = [
     "SYNTHETIC_NAME",
@@ -30,7 +30,7 @@ __all__ = [
     "synthetic_scenario",
 ]
 
-SYNTHETIC_NAME = "synthetic"
+SYNTHETIC_NAME = RESERVED_NAME  # a scenario file may not take it
 
 #: The longest session the emulator plays: two hours of audio.
 MAX_AUDIO_SECONDS = 7200.0

@@ -142,7 +142,8 @@ def test_process_prints_endpoints_and_ca_serves_health_and_stops_on_sigterm(tmp_
 
 def test_sigterm_stops_the_process_after_a_client_dropped_an_open_stream(tmp_path):
     """A client that opened a stream, read its response headers and vanished without
-    sending anything must not keep the server from stopping."""
+    sending anything must not keep the server from stopping. (The mechanism, the app's
+    last send returning, is pinned in tests/test_hypercorn_h2.py; here the contract.)"""
     with _start(tmp_path) as process, _stopped(process):
         ready = _read_ready(process)
         with _open_stream(ready["h2c"]):

@@ -420,6 +420,7 @@ CHAOS_PROBLEMS = {
     ),
     "slow-past-an-hour": ({"chaos": {"slow": 7200}}, "chaos.slow", "must be at most 3600"),
     "empty": ({"chaos": {}}, "chaos", "chaos needs at least one of delay, slow, disconnect"),
+    "no-effect": ({"chaos": {"delay": 0, "slow": 0}}, "chaos", "chaos has no effect"),
     "bad-mode": (
         {"chaos": {"disconnect": {"at": 1, "mode": "explode"}}},
         "chaos.disconnect.mode",

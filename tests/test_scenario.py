@@ -495,6 +495,20 @@ def test_scenario_dir_rejects_the_same_name_in_two_formats(tmp_path):
     assert "duplicate scenario name 'x'" in problem.message
 
 
+def test_scenario_dir_refuses_a_file_taking_the_generated_visits_name(tmp_path):
+    """`synthetic` is the generated visit, as the default and in rules: a file of that
+    name could never be chosen, so it is a problem naming the file."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    _write(folder, "segments: []\n", "synthetic.yaml")
+    _write(folder, "segments: []\n", "visit.yaml")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_dir(tmp_path)
+    (problem,) = info.value.problems
+    assert Path(problem.file).name == "synthetic.yaml"
+    assert "may not be named 'synthetic'" in problem.message and "rename" in problem.message
+
+
 def test_scenario_dir_reads_only_scenario_files(tmp_path):
     """Other files are ignored; a missing scenarios folder gives no scenarios."""
     assert load_scenario_dir(tmp_path) == {}
