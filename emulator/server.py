@@ -44,6 +44,12 @@ MAX_CONCURRENT_STREAMS = 1000
 #: the emulator promises to be gone within 2 s.
 GRACEFUL_TIMEOUT = 1.0
 
+#: Seconds a TLS connection may take to finish its handshake (milliseconds on a
+#: local network). hypercorn's 60 s default held SIGTERM that long for a client
+#: that connected and sent nothing: shutdown waits for every connection, and one
+#: still in its handshake is not yet one it can drop.
+TLS_HANDSHAKE_TIMEOUT = 1.0
+
 
 def packaged_fixtures() -> Path:
     """The fixtures directory shipped with the package (or the source tree's)."""
@@ -266,6 +272,7 @@ async def _serve(
     config.insecure_bind = [f"fd://{h2c_sock.detach()}"]
     config.h2_max_concurrent_streams = MAX_CONCURRENT_STREAMS
     config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.ssl_handshake_timeout = TLS_HANDSHAKE_TIMEOUT
     # hypercorn counts every HTTP/2 stream as a keep-alive request and sends
     # GOAWAY after 1000: the SDK multiplexes all of an application's sessions on
     # one connection, so a CI job would see its connection retired mid-run.

@@ -166,6 +166,19 @@ def test_sigterm_stops_the_process_while_a_quiet_client_holds_a_stream_open(tmp_
                     pass
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"])
+def test_sigterm_stops_the_process_while_a_tls_client_stalls_in_its_handshake(tmp_path, sent):
+    """A client that connects to the TLS port and sends nothing (or half a ClientHello)
+    cannot hold shutdown: handshakes are bounded (they take milliseconds here)."""
+    with _start(tmp_path) as process, _stopped(process):
+        ready = _read_ready(process)
+        port = urllib.parse.urlsplit(ready["https"]).port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(sent)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+
+
 @contextlib.contextmanager
 def _open_stream(h2c_url: str) -> Iterator[socket.socket]:
     """Open a streaming request on a new h2c connection, send no event, and yield the
