@@ -441,12 +441,23 @@ class Backend:
 
     def start(self) -> None:
         """Resume post-stream actions a previous run left IN_PROGRESS (call in the loop)."""
-        for record in self.sessions.values():
-            if _post_stream_pending(record):
-                self._schedule_post_stream(record)
+        pending = [record for record in self.sessions.values() if _post_stream_pending(record)]
+        for record in pending:
+            self._schedule_post_stream(record)
+        if pending:
+            log.info(
+                "resuming the post-stream actions of %d session(s) the last run left in progress",
+                len(pending),
+            )
 
-    def close(self) -> None:
-        """Stop post-stream tasks, flush journals and close the database."""
+    def close(self, *, finish_within: float = 0.0) -> None:
+        """Stop post-stream tasks, flush journals and close the database.
+
+        Post-stream actions still waiting are run now for up to ``finish_within``
+        seconds (at shutdown: a test's temporary state directory will not see a
+        next start); those left are logged, and complete at the next start on
+        this state directory.
+        """
         if self._closed:
             return
         for task in list(self._post_tasks.values()):
@@ -454,6 +465,7 @@ class Backend:
         for record in self.sessions.values():
             if record.journal is not None:
                 record.journal.flush()
+        self._finish_post_stream_now(finish_within)
         self.flush_saves()  # waits for the writer thread: the journals, then the rows
         self._closed = True
         self.store.close()
@@ -645,6 +657,31 @@ class Backend:
 
         task.add_done_callback(forget)
 
+    def _finish_post_stream_now(self, budget: float) -> None:
+        """Run waiting post-stream actions in this thread until ``budget`` seconds pass."""
+        pending = [
+            record
+            for record in self.sessions.values()
+            if _post_stream_pending(record) and record.configuration is not None
+        ]
+        deadline = time.monotonic() + budget
+        done = 0
+        for record in pending:
+            if time.monotonic() >= deadline:
+                break
+            assert record.post_stream is not None and record.journal is not None
+            job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
+            record.post_stream["results"] = _run_artifact_job(job)
+            self._save(record)
+            done += 1
+        if len(pending) > done:
+            log.info(
+                "%d session(s) left their post-stream actions in progress; they complete at the "
+                "next start on %s",
+                len(pending) - done,
+                self.state_dir,
+            )
+
     async def _finish_post_stream(self, key: SessionKey, delay: float) -> None:
         await asyncio.sleep(delay)
         record = self.sessions.get(key)
@@ -653,14 +690,7 @@ class Backend:
         assert record.journal is not None
         record.journal.flush()
         job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
-        try:
-            results = await asyncio.to_thread(job.run)
-        except Exception:  # a bug of ours: say so in every artifact
-            log.exception("session %s: post-stream actions failed", key.session_id)
-            reason = "the emulator hit an internal error generating this artifact; see its log"
-            results = {
-                name: {"status": "FAILED", "failureReason": reason} for name in ARTIFACT_NAMES
-            }
+        results = await asyncio.to_thread(_run_artifact_job, job)
         if self.sessions.get(key) is not record:
             return  # dropped meanwhile
         record.post_stream["results"] = results
@@ -670,6 +700,16 @@ class Backend:
             key.session_id,
             ", ".join(f"{name} {r['status']}" for name, r in results.items()),
         )
+
+
+def _run_artifact_job(job: _ArtifactJob) -> dict[str, dict[str, str]]:
+    """Run ``job`` (any thread); a bug of ours fails every artifact, saying so."""
+    try:
+        return job.run()
+    except Exception:
+        log.exception("session %s: post-stream actions failed", job.key.session_id)
+        reason = "the emulator hit an internal error generating this artifact; see its log"
+        return {name: {"status": "FAILED", "failureReason": reason} for name in ARTIFACT_NAMES}
 
 
 #: An artifact's bytes: compact UTF-8 JSON, as the service writes machine output.

@@ -44,6 +44,11 @@ MAX_CONCURRENT_STREAMS = 1000
 #: the emulator promises to be gone within 2 s.
 GRACEFUL_TIMEOUT = 1.0
 
+#: Seconds shutdown spends finishing post-stream actions still waiting (each
+#: takes milliseconds): an emulator in a test's temporary directory gets no next
+#: start to finish them in.
+POST_STREAM_SHUTDOWN_BUDGET = 0.5
+
 #: Seconds a TLS connection may take to finish its handshake (milliseconds on a
 #: local network). hypercorn's 60 s default held SIGTERM that long for a client
 #: that connected and sent nothing: shutdown waits for every connection, and one
@@ -214,7 +219,7 @@ async def serve(
     try:
         await _serve(settings, backend, credentials, shutdown=shutdown, ready=ready)
     finally:
-        backend.close()
+        backend.close(finish_within=POST_STREAM_SHUTDOWN_BUDGET)
         backend.resources.close()
 
 

@@ -255,16 +255,47 @@ def test_sdk_sees_the_artifacts_complete(slow_emulator):
     assert notes.transcript_result.output_location.endswith("/post-stream-action/transcript.json")
 
 
-def test_post_stream_actions_interrupted_by_a_restart_complete_after_it(tmp_path):
+def test_post_stream_actions_interrupted_by_a_restart_complete_after_it(
+    tmp_path, monkeypatch, caplog
+):
+    """Actions that shutdown had no time for are said to be left, and the next start on
+    the same state directory says it resumes them and completes them."""
+    from emulator import server
+
+    monkeypatch.setattr(server, "POST_STREAM_SHUTDOWN_BUDGET", 0.0)  # no time at all
+    session_id = new_session_id()
+    with caplog.at_level("INFO", logger="medscribe"):
+        with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as first:
+            script(first, session_id, SCRIPT)
+            stream_two_channels(first, session_id)
+            assert details(first, session_id)["streamStatus"] == "COMPLETED"
+        assert "1 session(s) left their post-stream actions in progress" in caplog.text
+        assert not on_disk(first, tmp_path, session_id, "transcript.json").exists()
+        with running_emulator(_settings(tmp_path, post_stream_delay=0.5)) as second:
+            assert "resuming the post-stream actions of 1 session(s)" in caplog.text
+            artifacts = settled(second, session_id)
+            assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
+            assert on_disk(second, tmp_path, session_id, "transcript.json").is_file()
+
+
+def test_shutdown_finishes_post_stream_actions_still_waiting(tmp_path):
+    """A test's emulator lives in a temporary directory that sees no next start: the
+    actions still waiting when it stops are run then, and saved."""
     session_id = new_session_id()
     with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as first:
         script(first, session_id, SCRIPT)
         stream_two_channels(first, session_id)
-        assert details(first, session_id)["streamStatus"] == "COMPLETED"
-    with running_emulator(_settings(tmp_path, post_stream_delay=0.5)) as second:
-        artifacts = settled(second, session_id)
+        assert {
+            a["status"]
+            for a in details(first, session_id)["postStreamActionResult"][
+                "clinicalNoteGenerationResult"
+            ].values()
+        } == {"IN_PROGRESS"}
+    assert on_disk(first, tmp_path, session_id, "transcript.json").is_file()
+    with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as second:
+        result = details(second, session_id)["postStreamActionResult"]
+        artifacts = result["clinicalNoteGenerationResult"]
         assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
-        assert on_disk(second, tmp_path, session_id, "transcript.json").is_file()
 
 
 # --- A real S3-compatible server -------------------------------------------------------------
