@@ -32,10 +32,13 @@ each of which :class:`DuplexH2Protocol` fixes:
 
 A fourth fault sits under the first: hypercorn feeds request bodies to the app
 through a bounded queue (``config.max_app_queue_size``, 10) and reads the
-socket only when the queue has room. An app that answers without reading the
-body can leave the queue full with the connection's reader waiting on it; the
-``http.disconnect`` that hypercorn queues when the stream closes then waits
-for ever too, and every stream on the connection stalls. A closing HTTP
+socket only when the queue has room, so one app that stops reading stalls
+every stream on the connection. A stream whose queue is full now has its events
+held, unacknowledged (``DuplexH2Protocol._hold``): HTTP/2 flow control stops
+that stream's client and the connection's other streams go on. With stock
+hypercorn, an app that answers without reading the body could also leave the
+queue full with the connection's reader waiting on it; the ``http.disconnect``
+that hypercorn queues when the stream closes then waited for ever too. A closing HTTP
 stream's unread request messages are therefore dropped first, which the ASGI
 spec allows ("http.disconnect: sent to the application if receive is called
 after a response has been sent"). That leaves room for the disconnect and the
@@ -111,7 +114,7 @@ from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.events import Body
+from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hyperframe.frame import GoAwayFrame
@@ -542,6 +545,10 @@ class DuplexH2Protocol(H2Protocol):
         self._app_queues: dict[int, asyncio.Queue[Any]] = {}
         # The InlineBody of each of those streams.
         self._inline: dict[int, InlineBody] = {}
+        # Request events held, unacknowledged, for a stream whose app queue was
+        # full, and the task handing them over as the app reads (see _hold).
+        self._held: dict[int, collections.deque[h2.events.Event]] = {}
+        self._feeders: dict[int, asyncio.Task[None]] = {}
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -583,13 +590,76 @@ class DuplexH2Protocol(H2Protocol):
         # still known must be decided just before each DATA event. DATA, nearly
         # every event under load, skips the base class; the rest go to it.
         for event in events:
+            if isinstance(event, (h2.events.DataReceived, h2.events.StreamEnded)):
+                held = self._held.get(event.stream_id)
+                if held is not None:  # behind what is held already, in order
+                    held.append(event)
+                    continue
             if isinstance(event, h2.events.DataReceived):
                 await self._receive_data(event)
             else:
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     self._drained.pop(event.stream_id, None)
+                if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
+                    self._hold(event)
+                    continue
                 await super()._handle_events([event])
         await self._flush()
+
+    def _queue_full(self, stream_id: int) -> bool:
+        queue = self._app_queues.get(stream_id)
+        return queue is not None and queue.full()
+
+    def _hold(self, event: h2.events.DataReceived | h2.events.StreamEnded) -> None:
+        """Keep ``event`` for a stream whose app queue is full, instead of waiting.
+
+        hypercorn waits for room in the stream's queue, and reads nothing more
+        from the connection meanwhile: one app busy elsewhere (a chaos delay on
+        its output, say) stalled every other stream of the connection. The
+        stream's events are held instead, DATA unacknowledged, so HTTP/2 flow
+        control stops that stream's client once its window is spent and the
+        others go on; a task hands them over in order as the app reads.
+        """
+        stream_id = event.stream_id
+        self._held[stream_id] = collections.deque([event])
+        queue = self._app_queues[stream_id]
+        self._feeders[stream_id] = asyncio.get_running_loop().create_task(
+            self._feed(stream_id, queue)
+        )
+
+    async def _feed(self, stream_id: int, queue: asyncio.Queue[Any]) -> None:
+        held = self._held[stream_id]
+        try:
+            while held:
+                event = held[0]
+                if isinstance(event, h2.events.DataReceived):
+                    message = {"type": "http.request", "body": event.data, "more_body": True}
+                    await queue.put(message)
+                    held.popleft()
+                    self.connection.acknowledge_received_data(
+                        event.flow_controlled_length, stream_id
+                    )
+                else:
+                    held.popleft()
+                    stream = self.streams.get(stream_id)
+                    if stream is not None:
+                        await stream.handle(EndBody(stream_id=stream_id))
+                await self._flush()
+        finally:
+            self._release(stream_id)
+
+    def _release(self, stream_id: int) -> None:
+        """Forget what is held for ``stream_id``, handing its DATA's window back."""
+        self._feeders.pop(stream_id, None)
+        held = self._held.pop(stream_id, None)
+        for event in held or ():
+            if isinstance(event, h2.events.DataReceived):
+                try:
+                    self.connection.acknowledge_received_data(
+                        event.flow_controlled_length, stream_id
+                    )
+                except h2.exceptions.ProtocolError:
+                    pass  # the connection has gone
 
     async def _receive_data(self, event: h2.events.DataReceived) -> None:
         """Hand a DATA frame's payload to its stream, or drain it; no flush.
@@ -598,15 +668,18 @@ class DuplexH2Protocol(H2Protocol):
         ``HTTPStream.handle(Body(...))`` does, the same message on the same
         queue, without the base class's chain of awaits per event or its flush
         per event, which cost a socket write per WINDOW_UPDATE:
-        :meth:`_handle_events` flushes once per batch of frames instead. A full
-        queue (or a WebSocket stream, or trio) goes through the stream's own
-        ``handle``, which waits for room: hypercorn reads no further while it
-        does, which is what bounds a connection's memory. Either way the data
-        is acknowledged only once the app's queue has taken it.
+        :meth:`_handle_events` flushes once per batch of frames instead. For a
+        full queue the event is held (:meth:`_hold`); a WebSocket stream, or
+        trio, goes through the stream's own ``handle``, which waits for room.
+        Either way the data is acknowledged only once the app's queue has taken
+        it, which is what bounds a connection's memory.
         """
         stream_id = event.stream_id
         queue = self._app_queues.get(stream_id)
-        if queue is not None and not queue.full():
+        if queue is not None and queue.full():
+            self._hold(event)
+            return
+        if queue is not None:
             inline = self._inline.get(stream_id)
             # Only to an app waiting on an empty queue: anything queued is older.
             if inline is not None and inline.handler is not None and queue.empty():
@@ -653,6 +726,10 @@ class DuplexH2Protocol(H2Protocol):
                 self._inline[request.stream_id] = inline
 
     async def _close_stream(self, stream_id: int) -> None:
+        feeder = self._feeders.pop(stream_id, None)
+        if feeder is not None:
+            feeder.cancel()  # nobody reads on: its held window goes back (_release)
+        self._release(stream_id)
         self._app_queues.pop(stream_id, None)
         inline = self._inline.pop(stream_id, None)
         if inline is not None:

@@ -65,6 +65,8 @@ class App:
         self.abandoned = threading.Event()
         # Set by /after-disconnect once its last send has returned.
         self.ended_after_disconnect = threading.Event()
+        # Lets /pause read on.
+        self.resume = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -145,6 +147,19 @@ class App:
             await send({"type": "http.response.body", "body": line, "more_body": more})
             if not more:
                 return
+
+    async def pause(self, receive: Receive, send: Send) -> None:
+        """Reads one message, then nothing until the test sets ``resume`` (an app busy
+        elsewhere); then reads the rest and answers with everything it read, in order."""
+        await send({"type": "http.response.start", "status": 200})
+        body = bytearray((await receive())["body"])
+        while not self.resume.is_set():
+            await asyncio.sleep(0.01)
+        while (message := await receive())["type"] == "http.request":
+            body += message["body"]
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.body", "body": bytes(body), "more_body": False})
 
     async def after_disconnect(self, receive: Receive, send: Send) -> None:
         """Waits for the request, and after ``http.disconnect`` ends its response, as
@@ -554,6 +569,45 @@ def test_a_response_status_sent_as_a_request_still_ends_the_connection(duplex: N
         client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
         assert client.goaway == ErrorCodes.PROTOCOL_ERROR
         assert server.crashes == []
+
+
+def test_an_app_that_stops_reading_holds_up_only_its_own_stream(duplex: None) -> None:
+    """hypercorn waits for room in a stream's app queue (ten messages) and reads nothing
+    else meanwhile: an app busy elsewhere stalled every stream on the connection. Its
+    DATA is now held, unacknowledged, and handed over in order when it reads again."""
+    app = App()
+    with running_server(app) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        paused = client.open("/pause")
+        pieces = [bytes([65 + i]) * 100 for i in range(25)]  # more than the queue holds
+        for piece in pieces:
+            client.send(paused, piece)
+        client.send(paused, b"", end=True)
+        # The paused app reads nothing until resumed: the other stream must not wait.
+        assert echo_round(client, echoed, b"while paused")
+        assert echo_round(client, client.open("/echo"), b"a new stream, too")
+        app.resume.set()
+        client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
+        assert bytes(client.streams[paused].body) == b"".join(pieces)
+        assert_connection_alive(server, client)
+
+
+def test_events_held_for_a_stream_that_closes_give_their_window_back(duplex: None) -> None:
+    """A stream reset while its DATA is held: nobody will read it, so the connection's
+    window is handed back and the other streams keep flowing."""
+    app = App()
+    with running_server(app) as server, connected(server.port) as client:
+        paused = client.open("/pause")
+        for _ in range(30):
+            client.send(paused, b"z" * 1000)
+        client.reset(paused, ErrorCodes.CANCEL)
+        echoed = client.open("/echo")
+        # 64 KiB of connection window: it comes back only if the held DATA was released.
+        for _ in range(3):
+            assert echo_round(client, echoed, b"y" * 30_000)
+        app.resume.set()
+        assert_connection_alive(server, client)
 
 
 async def test_a_close_reported_while_sending_leaves_the_send_task_standing() -> None:
