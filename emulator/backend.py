@@ -671,8 +671,7 @@ class Backend:
                 break
             assert record.post_stream is not None and record.journal is not None
             job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
-            record.post_stream["results"] = _run_artifact_job(job)
-            self._save(record)
+            self._post_stream_done(record, _run_artifact_job(job))
             done += 1
         if len(pending) > done:
             log.info(
@@ -693,11 +692,16 @@ class Backend:
         results = await asyncio.to_thread(_run_artifact_job, job)
         if self.sessions.get(key) is not record:
             return  # dropped meanwhile
+        self._post_stream_done(record, results)
+
+    def _post_stream_done(self, record: SessionRecord, results: dict[str, Any]) -> None:
+        """Record, save and log the artifacts' results of ``record``'s actions."""
+        assert record.post_stream is not None
         record.post_stream["results"] = results
         self._save(record)
         log.info(
             "session %s post-stream actions: %s",
-            key.session_id,
+            record.key.session_id,
             ", ".join(f"{name} {r['status']}" for name, r in results.items()),
         )
 

@@ -590,7 +590,7 @@ class DuplexH2Protocol(H2Protocol):
         # still known must be decided just before each DATA event. DATA, nearly
         # every event under load, skips the base class; the rest go to it.
         for event in events:
-            if isinstance(event, (h2.events.DataReceived, h2.events.StreamEnded)):
+            if self._held and isinstance(event, (h2.events.DataReceived, h2.events.StreamEnded)):
                 held = self._held.get(event.stream_id)
                 if held is not None:  # behind what is held already, in order
                     held.append(event)

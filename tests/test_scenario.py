@@ -483,28 +483,30 @@ def test_scenario_dir_collects_problems_of_all_files(tmp_path):
     }
 
 
-def test_scenario_dir_rejects_the_same_name_in_two_formats(tmp_path):
-    """Two files with the same stem (x.yaml and x.json) are a problem."""
+def _only_problem(tmp_path: Path, files: dict[str, str]):
+    """The one problem load_scenario_dir finds in a scenarios folder holding ``files``."""
     folder = tmp_path / "scenarios"
     folder.mkdir()
-    _write(folder, '{"segments": []}\n', "x.json")
-    _write(folder, "segments: []\n", "x.yaml")
+    for name, text in files.items():
+        _write(folder, text, name)
     with pytest.raises(ScenarioError) as info:
         load_scenario_dir(tmp_path)
     (problem,) = info.value.problems
+    return problem
+
+
+def test_scenario_dir_rejects_the_same_name_in_two_formats(tmp_path):
+    """Two files with the same stem (x.yaml and x.json) are a problem."""
+    files = {"x.json": '{"segments": []}\n', "x.yaml": "segments: []\n"}
+    problem = _only_problem(tmp_path, files)
     assert "duplicate scenario name 'x'" in problem.message
 
 
 def test_scenario_dir_refuses_a_file_taking_the_generated_visits_name(tmp_path):
     """`synthetic` is the generated visit, as the default and in rules: a file of that
     name could never be chosen, so it is a problem naming the file."""
-    folder = tmp_path / "scenarios"
-    folder.mkdir()
-    _write(folder, "segments: []\n", "synthetic.yaml")
-    _write(folder, "segments: []\n", "visit.yaml")
-    with pytest.raises(ScenarioError) as info:
-        load_scenario_dir(tmp_path)
-    (problem,) = info.value.problems
+    files = {"synthetic.yaml": "segments: []\n", "visit.yaml": "segments: []\n"}
+    problem = _only_problem(tmp_path, files)
     assert Path(problem.file).name == "synthetic.yaml"
     assert "may not be named 'synthetic'" in problem.message and "rename" in problem.message
 
