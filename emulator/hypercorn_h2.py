@@ -45,12 +45,18 @@ after a response has been sent"). That leaves room for the disconnect and the
 reader's one pending message if the queue holds at least two (asyncio only;
 under trio the queue is a memory channel and is left alone).
 
-Two more faults end a connection, or the server, for one stream's sake:
+More faults cost a connection, the server or its memory for one stream's sake:
 
 * **A malformed request** (an upper-case or connection-specific header name, a
   NUL in a value...) makes h2 raise ProtocolError, and the whole connection
   goes with it. RFC 9113 §8.1.1 makes it a stream error: the stream it opened
   is reset with PROTOCOL_ERROR and the connection's other sessions carry on.
+* **A client that reads nothing** (grants its response no flow-control
+  window) kept the app sending: hypercorn's send task pops an empty chunk from
+  a stream with no window, and an empty pop released the app's wait at the
+  buffer's high-water mark, so the server held the session's whole output.
+  :class:`_BoundedBuffer` releases it only once the buffer is drained below
+  its low-water mark; a client reset closes the buffer, ending the wait.
 * **A connection that closes under an open response** stops the send task
   but leaves the stream buffers open, so an app ending its response after the
   disconnect waits in ``drain()`` for ever and the server cannot shut down. The
@@ -115,7 +121,7 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.events import Body, EndBody
-from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hyperframe.frame import GoAwayFrame
 
@@ -604,7 +610,24 @@ class DuplexH2Protocol(H2Protocol):
                     self._hold(event)
                     continue
                 await super()._handle_events([event])
+                if isinstance(event, h2.events.StreamReset):
+                    await self._discard_output(event.stream_id)
         await self._flush()
+
+    async def _discard_output(self, stream_id: int) -> None:
+        """Close the response buffer of a stream the client reset.
+
+        Nothing more can be sent on it, but hypercorn leaves the buffer open: an
+        app waiting in send() for window the client will never grant now (see
+        :class:`_BoundedBuffer`) would wait for ever, its session open. A closed
+        buffer returns that send and refuses later ones; the send task, woken
+        for the stream, then forgets it as for any stream that failed.
+        """
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is not None:
+            await buffer.close()
+            self.priority.unblock(stream_id)
+            await self.has_data.set()
 
     def _queue_full(self, stream_id: int) -> bool:
         queue = self._app_queues.get(stream_id)
@@ -708,6 +731,9 @@ class DuplexH2Protocol(H2Protocol):
 
     async def _create_stream(self, request: h2.events.RequestReceived) -> None:
         await super()._create_stream(request)
+        buffer = self.stream_buffers.get(request.stream_id)
+        if type(buffer) is StreamBuffer and _BOUNDED_BUFFER:
+            buffer.__class__ = _BoundedBuffer
         stream = self.streams.get(request.stream_id)
         queue = _app_queue(stream)
         if queue is not None:
@@ -782,6 +808,51 @@ class DuplexH2Protocol(H2Protocol):
         # None once h2 has forgotten the stream, which it does only when closed.
         stream = self.connection.streams.get(stream_id)
         return None if stream is None else stream.state_machine.state
+
+
+class _BoundedBuffer(StreamBuffer):
+    """hypercorn's response buffer, with its high-water mark kept.
+
+    ``push`` (the app's send) waits once the buffer holds ``BUFFER_HIGH_WATER``
+    (32 KiB) until ``pop`` lets it go on; hypercorn's ``pop`` does so whenever
+    the bytes it *took* are fewer than ``BUFFER_LOW_WATER``, and the send task
+    pops with a chunk size of 0 when the client's window is spent, taking
+    nothing. So a client that grants no window released the app after every
+    send, and the server held the session's whole output in memory (1.2 MB for
+    five minutes of a busy scenario, as much as the session makes). Here the app
+    goes on only once what is *left* is under the low-water mark: the buffer of
+    a stream whose client reads nothing stays near 32 KiB, its app waits in
+    ``send``, its request data is then held (:meth:`DuplexH2Protocol._hold`) and
+    flow control stops its client, while the connection's other streams go on.
+    """
+
+    async def pop(self, max_length: int) -> bytes:
+        buffer = self.buffer
+        length = min(len(buffer), max_length)
+        data = bytes(buffer[:length])
+        del buffer[:length]
+        if len(buffer) < BUFFER_LOW_WATER:
+            await self._paused.set()
+        if not buffer:
+            await self._is_empty.set()
+        return data
+
+
+def _stream_buffer_internals_present() -> bool:
+    """Whether hypercorn's StreamBuffer keeps the state _BoundedBuffer.pop uses."""
+    try:
+        buffer = StreamBuffer(asyncio.Event)  # type: ignore[arg-type]
+        return (
+            isinstance(buffer.buffer, bytearray)
+            and isinstance(buffer._paused, asyncio.Event)
+            and isinstance(buffer._is_empty, asyncio.Event)
+        )
+    except Exception:
+        return False
+
+
+#: Whether :class:`DuplexH2Protocol` swaps in :class:`_BoundedBuffer`.
+_BOUNDED_BUFFER = _stream_buffer_internals_present()
 
 
 #: The scope extension that carries a :class:`ConnectionControl`.

@@ -271,6 +271,7 @@ class H2Client:
         self.responses: dict[int, dict[str, Any]] = {}
         self.closed = False
         self.goaway = False
+        self.pings = 0
         self._flush()
 
     def _flush(self) -> None:
@@ -361,7 +362,17 @@ class H2Client:
                     self.responses[event.stream_id]["reset"] = event.error_code
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = True
+            elif isinstance(event, h2.events.PingAckReceived):
+                self.pings += 1
         self._flush()
+
+    def ping(self) -> None:
+        """Round-trip a PING: every frame sent before it has been read by the server."""
+        expected = self.pings + 1
+        self.conn.ping(b"roundtrp")
+        self._flush()
+        while self.pings < expected:
+            self.receive_once()
 
     def wait(self, stream_id: int, *, for_headers: bool = False) -> dict[str, Any]:
         """Receive until ``stream_id`` has ended or was reset (or has headers)."""

@@ -48,6 +48,8 @@ KIB = 1024
 #: 65,535-byte connection window, so it only gets through if the server keeps
 #: handing that window back.
 FLOOD = 224 * KIB
+# What /flood-out sends: far past the 32 KiB a stream buffers before its app waits.
+FLOOD_OUT = 1024 * KIB
 REJECTION = b'{"message":"bad request"}'
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -67,6 +69,9 @@ class App:
         self.ended_after_disconnect = threading.Event()
         # Lets /pause read on.
         self.resume = threading.Event()
+        # Response bytes /flood-out's send() has taken so far; set when it returns.
+        self.pushed = 0
+        self.flood_over = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -160,6 +165,19 @@ class App:
             if not message.get("more_body", False):
                 break
         await send({"type": "http.response.body", "body": bytes(body), "more_body": False})
+
+    async def flood_out(self, receive: Receive, send: Send) -> None:
+        """Sends FLOOD_OUT bytes of response in 4 KiB pieces, without reading the
+        request, counting in ``pushed`` what each send() has taken."""
+        try:
+            await send({"type": "http.response.start", "status": 200})
+            for index in range(FLOOD_OUT // (4 * KIB)):
+                piece = bytes([index % 256]) * 4 * KIB
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                self.pushed += len(piece)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.flood_over.set()
 
     async def after_disconnect(self, receive: Receive, send: Send) -> None:
         """Waits for the request, and after ``http.disconnect`` ends its response, as
@@ -590,6 +608,47 @@ def test_an_app_that_stops_reading_holds_up_only_its_own_stream(duplex: None) ->
         app.resume.set()
         client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
         assert bytes(client.streams[paused].body) == b"".join(pieces)
+        assert_connection_alive(server, client)
+
+
+def test_a_client_that_grants_no_window_leaves_the_app_waiting_not_buffering(
+    duplex: None,
+) -> None:
+    """hypercorn's send task pops nothing from a stream whose client window is spent,
+    and that empty pop let the app's send go on: the server held everything the app
+    sent. The app now waits in send() near the 32 KiB high-water mark, the other
+    streams flow meanwhile, and once the client reads, all of it arrives in order."""
+    app = App()
+    with running_server(app) as server, connected(server.port, initial_window=0) as client:
+        flooded = client.open("/flood-out")
+        client.pump_until(lambda: client.streams[flooded].status == 200, "the 200")
+        echoed = client.open("/echo")
+        client.grant(echoed, 64 * KIB)
+        for round_number in range(20):  # the server's loop turns many times meanwhile
+            assert echo_round(client, echoed, bytes([round_number]) * 100)
+        assert 0 < app.pushed <= 64 * KIB
+        assert client.streams[flooded].body == b""
+        client.grant(flooded, FLOOD_OUT)
+        client.pump_until(lambda: "end" in client.streams[flooded].seen, "the whole flood")
+        expected = b"".join(bytes([i % 256]) * 4 * KIB for i in range(FLOOD_OUT // (4 * KIB)))
+        assert client.streams[flooded].body == expected
+        assert_connection_alive(server, client)
+
+
+def test_an_app_waiting_on_a_client_that_reads_nothing_is_freed_by_a_reset(
+    duplex: None,
+) -> None:
+    """The app waiting in send() for window that never comes: the client's RST_STREAM
+    ends the wait (its sends return, unsent), so no app task outlives its stream."""
+    app = App()
+    with running_server(app) as server, connected(server.port, initial_window=0) as client:
+        flooded = client.open("/flood-out")
+        client.pump_until(lambda: client.streams[flooded].status == 200, "the 200")
+        client.ping()
+        assert not app.flood_over.is_set()
+        client.reset(flooded, ErrorCodes.CANCEL)
+        assert app.flood_over.wait(DEADLINE), "the app still waits on a reset stream"
+        assert client.streams[flooded].body == b""
         assert_connection_alive(server, client)
 
 

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import struct
+import time
 import wave
 
 import pytest
@@ -483,3 +484,76 @@ def test_a_failure_while_a_stream_opens_still_closes_it_in_the_counts(h2, emulat
     response = h2.wait(stream)
     assert response["ended"] and response["headers"][":status"] == "200"
     assert backend.active == before
+
+
+def _busy_script(seconds: int) -> dict:
+    """A segment a second, each with five long partials: far more output than audio."""
+    words = "lorem ipsum dolor sit amet " * 30
+    return {
+        "segments": [
+            {"begin": t + 0.1, "end": t + 0.9, "partials": 5, "content": words}
+            for t in range(seconds)
+        ]
+    }
+
+
+def _send_until_blocked(h2, stream: int, frames: list[bytes]) -> int:
+    """Send ``frames`` while the stream's window allows; return how many went.
+
+    Stops once twenty PING round trips in a row bring no window for the next one:
+    the server has read everything sent and is not acknowledging more.
+    """
+    sent = stale = 0
+    while sent < len(frames) and stale < 20:
+        if h2.conn.local_flow_control_window(stream) >= len(frames[sent]):
+            h2.send(stream, frames[sent])
+            sent += 1
+            stale = 0
+        else:
+            h2.ping()
+            stale += 1
+    return sent
+
+
+@pytest.mark.parametrize("ending", ["read", "reset"])
+def test_a_client_that_reads_nothing_stops_its_own_session_not_the_server(h2, emulator, ending):
+    """A client that grants its response no window while it sends audio: the server
+    keeps about 32 KiB of the session's output, its session waits, and flow control
+    stops the client, instead of the server consuming all the audio and holding
+    all the output in memory. When the client reads, everything arrives; when it
+    resets the stream instead, the session closes and the server serves on."""
+    from h2.settings import SettingCodes
+
+    backend = emulator.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    status, body = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": _busy_script(60)},
+    )
+    assert status == 201, body
+    h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    stream = h2.request(headers(session_id))
+    frames = [config_event(), *(audio(pcm_tone(0.1)) for _ in range(600))]
+    sent = _send_until_blocked(h2, stream, frames)
+    assert sent < len(frames), "the server read all the audio of a client that reads nothing"
+    assert h2.responses[stream]["data"] == b""
+    if ending == "reset":
+        h2.conn.reset_stream(stream)
+        h2.ping()
+        deadline = time.monotonic() + 10
+        while backend.active != before:
+            assert time.monotonic() < deadline, "the session of a reset stream stays open"
+            time.sleep(0.01)
+    else:
+        h2.conn.increment_flow_control_window(2**30, stream_id=stream)
+        h2.send(stream, b"".join(frames[sent:]) + END, end_stream=True)
+        response = h2.wait(stream)
+        assert response["ended"]
+        events = [m.headers[":event-type"] for m in decode(response["data"])]
+        assert events.count("transcriptEvent") == 60 * 6  # five partials and a final each
+    other = h2.request(headers(new_session_id()))
+    h2.send(other, config_event() + audio(b"\0" * 3200) + END, end_stream=True)
+    assert h2.wait(other)["ended"]
