@@ -51,6 +51,9 @@ More faults cost a connection, the server or its memory for one stream's sake:
   NUL in a value...) makes h2 raise ProtocolError, and the whole connection
   goes with it. RFC 9113 §8.1.1 makes it a stream error: the stream it opened
   is reset with PROTOCOL_ERROR and the connection's other sessions carry on.
+* **A stream past MAX_CONCURRENT_STREAMS** made h2 raise TooManyStreamsError,
+  which ends the connection; RFC 9113 §5.1.2 lets a server refuse that stream
+  alone. It is reset with REFUSED_STREAM (not processed: the client may retry).
 * **A client that reads nothing** (grants its response no flow-control
   window) kept the app sending: hypercorn's send task pops an empty chunk from
   a stream with no window, and an empty pop released the app's wait at the
@@ -445,9 +448,13 @@ class _StreamCountingConnection(H2Connection):
     """
 
     _walk_from = 0
+    #: Set while a stream over the limit is taken only to be refused.
+    _refusing = False
 
     @property
     def open_inbound_streams(self) -> int:
+        if self._refusing:
+            return 0
         held = len(self.streams)
         if held < self._walk_from and held < self.local_settings.max_concurrent_streams:
             return held
@@ -471,6 +478,11 @@ class _StreamCountingConnection(H2Connection):
         any failure on a stream already open, still ends the connection.
         """
         opened = frame.stream_id not in self.streams
+        if opened and frame.stream_id % 2:  # a client's new stream
+            limit = self.local_settings.max_concurrent_streams
+            count = self.open_inbound_streams
+            if count + 1 > limit:
+                return self._refuse(frame, f"Max inbound streams is {limit}, {count} open")
         try:
             return super()._receive_headers_frame(frame)
         except h2.exceptions.ProtocolError as error:
@@ -486,6 +498,30 @@ class _StreamCountingConnection(H2Connection):
             reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0]
             log.info("stream %d: malformed request reset (%s)", frame.stream_id, reason)
             return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), []
+
+    def _refuse(
+        self, frame: hyperframe.frame.HeadersFrame, reason: str
+    ) -> tuple[list[Any], list[Any]]:
+        """Refuse a stream past ``MAX_CONCURRENT_STREAMS`` with REFUSED_STREAM.
+
+        h2 raises TooManyStreamsError, which ends the connection and every
+        session on it, for a client one stream ahead of the SETTINGS it has
+        read; RFC 9113 §5.1.2 lets the server refuse that stream alone, and
+        REFUSED_STREAM tells the client it was not processed, so it may retry.
+        The stream is taken as any other first (its header block must be
+        decoded to keep HPACK in step, and h2 then knows its id and ignores the
+        rest of it) and reset at once; the app never sees it.
+        """
+        self._refusing = True
+        try:
+            frames, _ = self._receive_headers_frame(frame)
+        finally:
+            self._refusing = False
+        stream = self.streams.get(frame.stream_id)
+        if frames or stream is None or stream.state_machine.state not in _RESETTABLE:
+            return frames, []  # malformed as well: reset already
+        log.info("stream %d: refused (%s)", frame.stream_id, reason)
+        return stream.reset_stream(ErrorCodes.REFUSED_STREAM), []
 
 
 _MIN_STREAM_WALK = 64

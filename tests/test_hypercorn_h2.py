@@ -1076,13 +1076,18 @@ def test_a_connection_counts_its_streams_only_when_the_limit_could_be_reached(
 
 
 @pytest.mark.parametrize("limit", [1, 5, 64, 70])
-def test_a_connection_refuses_a_stream_over_the_limit_as_h2_does(limit: int) -> None:
+def test_a_stream_over_the_limit_is_refused_alone_where_h2_ends_the_connection(
+    limit: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """Opening, closing and reopening around MAX_CONCURRENT_STREAMS: the same streams
-    are taken and the same one refused, with h2's message and the true count."""
+    are taken and the same one is over the limit, with the true count. h2 ends the
+    connection there; ours resets that stream with REFUSED_STREAM (RFC 9113 §5.1.2)
+    and the connection goes on: once a stream closes, a new one is taken."""
     ours, stock = _server_connection(limit), _server_connection(limit, stock=True)
     client = _client_for(ours, stock)
     plan = [("open", 3), ("close", 2), ("open", limit + 2)]
     stream_id, opened, refused = -1, [], []
+    caplog.set_level("INFO", logger="medscribe.h2")
     for action, count in plan:
         for _ in range(count):
             if action == "open":
@@ -1092,18 +1097,32 @@ def test_a_connection_refuses_a_stream_over_the_limit_as_h2_does(limit: int) -> 
             else:
                 client.reset_stream(opened.pop(0))
             data = client.data_to_send()
-            outcomes = []
-            for server in (ours, stock):
-                try:
-                    events = server.receive_data(data)
-                    outcomes.append([type(e).__name__ for e in events])
-                except h2.exceptions.TooManyStreamsError as error:
-                    outcomes.append(str(error))
-            assert outcomes[0] == outcomes[1]
-            if isinstance(outcomes[0], str):
-                refused.append((stream_id, outcomes[0]))
+            events = ours.receive_data(data)
+            try:
+                stock_events = stock.receive_data(data)
+            except h2.exceptions.TooManyStreamsError as error:
+                assert events == []
+                refused.append((stream_id, str(error)))
                 break
+            assert [type(e) for e in events] == [type(e) for e in stock_events]
         if refused:
             break
     open_now = limit  # the one refused found the connection full
     assert refused == [(stream_id, f"Max inbound streams is {limit}, {open_now} open")]
+    assert f"stream {stream_id}: refused (Max inbound streams is {limit}, {open_now} open)" in (
+        caplog.text
+    )
+    answer = client.receive_data(ours.data_to_send())
+    assert [(type(e), e.stream_id, e.error_code) for e in answer] == [
+        (h2.events.StreamReset, stream_id, ErrorCodes.REFUSED_STREAM)
+    ]
+    # The client retries once one of its streams is done: it is taken.
+    client.reset_stream(opened[0])
+    client.send_headers(stream_id + 2, _request_headers(stream_id + 2))
+    events = ours.receive_data(client.data_to_send())
+    assert [type(e) for e in events] == [h2.events.StreamReset, h2.events.RequestReceived]
+    # DATA the client had already sent on the refused stream is dropped, and its
+    # connection window handed back: twice the 64 KiB window goes through.
+    for _ in range(8):
+        assert ours.receive_data(DataFrame(stream_id, data=b"x" * 16 * KIB).serialize()) == []
+    assert ours.inbound_flow_control_window > 0
