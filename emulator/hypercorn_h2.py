@@ -54,6 +54,9 @@ More faults cost a connection, the server or its memory for one stream's sake:
 * **A stream past MAX_CONCURRENT_STREAMS** made h2 raise TooManyStreamsError,
   which ends the connection; RFC 9113 §5.1.2 lets a server refuse that stream
   alone. It is reset with REFUSED_STREAM (not processed: the client may retry).
+* **A client's graceful GOAWAY** (NO_ERROR) made h2 close its side and
+  hypercorn the socket, cutting off every open session on the connection; by
+  RFC 9113 §6.8 those streams finish, and the client closes the connection.
 * **A client that reads nothing** (grants its response no flow-control
   window) kept the app sending: hypercorn's send task pops an empty chunk from
   a stream with no window, and an empty pop released the app's wait at the
@@ -448,6 +451,8 @@ class _StreamCountingConnection(H2Connection):
     """
 
     _walk_from = 0
+    #: Set by a client's graceful GOAWAY (see _receive_goaway_frame).
+    peer_going_away = False
     #: Set while a stream over the limit is taken only to be refused.
     _refusing = False
 
@@ -498,6 +503,32 @@ class _StreamCountingConnection(H2Connection):
             reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0]
             log.info("stream %d: malformed request reset (%s)", frame.stream_id, reason)
             return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), []
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[Any], list[Any]]:
+        """h2's, except that a client's GOAWAY with NO_ERROR lets open streams finish.
+
+        h2 closes its side of the connection on any GOAWAY, dropping what it had
+        yet to send, and hypercorn then closes the socket: every session open on
+        the connection was cut off. By RFC 9113 §6.8 a graceful GOAWAY only says
+        the client takes no new streams from the server, which never opens any;
+        the client closes the connection once its streams are done. So the
+        connection stays open: h2's state does not change, :attr:`peer_going_away`
+        is set, and :class:`DuplexH2Protocol` does not pass the event on to
+        hypercorn. A GOAWAY with an error code still ends the connection at once.
+        """
+        if (
+            frame.error_code != ErrorCodes.NO_ERROR
+            or self.state_machine.state not in _CONNECTION_OPEN
+        ):
+            return super()._receive_goaway_frame(frame)
+        self.peer_going_away = True
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
     def _refuse(
         self, frame: hyperframe.frame.HeadersFrame, reason: str
@@ -569,6 +600,7 @@ class DuplexH2Protocol(H2Protocol):
             connection.__class__ = _StreamCountingConnection
             table = connection._frame_dispatch_table
             table[hyperframe.frame.HeadersFrame] = connection._receive_headers_frame
+            table[hyperframe.frame.GoAwayFrame] = connection._receive_goaway_frame
         if _QUICK_HPACK:
             # Before any SETTINGS arrive: h2 sets the peer's table size on these.
             self.connection.encoder = _LiteralEncoder()
@@ -644,6 +676,14 @@ class DuplexH2Protocol(H2Protocol):
                     self._drained.pop(event.stream_id, None)
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
+                    continue
+                if (
+                    isinstance(event, h2.events.ConnectionTerminated)
+                    and self.connection.state_machine.state in _CONNECTION_OPEN
+                ):
+                    # A client's graceful GOAWAY (see _StreamCountingConnection):
+                    # its open streams finish, and it closes the connection.
+                    log.debug("client GOAWAY (NO_ERROR): %d streams finish", len(self.streams))
                     continue
                 await super()._handle_events([event])
                 if isinstance(event, h2.events.StreamReset):

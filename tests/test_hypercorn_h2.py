@@ -37,7 +37,7 @@ from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
-from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from emulator.hypercorn_h2 import INLINE_BODY_EXTENSION, DuplexH2Protocol, install
 
@@ -650,6 +650,31 @@ def test_an_app_waiting_on_a_client_that_reads_nothing_is_freed_by_a_reset(
         assert app.flood_over.wait(DEADLINE), "the app still waits on a reset stream"
         assert client.streams[flooded].body == b""
         assert_connection_alive(server, client)
+
+
+def test_a_clients_graceful_goaway_lets_its_open_streams_finish(duplex: None) -> None:
+    """A client's GOAWAY with NO_ERROR (RFC 9113 §6.8) says it takes no new streams
+    from the server: its open streams go on to their end, where h2 closed the
+    connection at once and cut every session on it off."""
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        client._write(GoAwayFrame(0, error_code=ErrorCodes.NO_ERROR, last_stream_id=0).serialize())
+        assert echo_round(client, echoed, b"after the GOAWAY")
+        client.send(echoed, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[echoed].seen, "the end of the stream")
+        assert bytes(client.streams[echoed].body) == b"beforeafter the GOAWAY"
+        assert_connection_alive(server, client)
+
+
+def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) -> None:
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        frame = GoAwayFrame(0, error_code=ErrorCodes.INTERNAL_ERROR, last_stream_id=0)
+        client._write(frame.serialize())
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
 
 
 def test_events_held_for_a_stream_that_closes_give_their_window_back(duplex: None) -> None:
