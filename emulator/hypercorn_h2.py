@@ -131,7 +131,7 @@ from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hyperframe.frame import GoAwayFrame
 
-from . import hypercorn_tcp, speedups
+from . import hypercorn_h11, hypercorn_tcp, speedups
 
 __all__ = [
     "DuplexH2Protocol",
@@ -1262,8 +1262,10 @@ def install() -> None:
     if all(_STOCK_PIPELINES.values()) and all(hasattr(h2.stream, n) for n in _FAST_PIPELINES):
         for name, fast in _FAST_PIPELINES.items():
             setattr(h2.stream, name, fast)
-    # The TLS teardown fix rides along: every server that needs one needs both.
+    # The TLS teardown and HTTP/1.1 refusal fixes ride along: every server that
+    # needs one needs them all.
     hypercorn_tcp.install()
+    hypercorn_h11.install()
 
 
 #: h2's own check, which words every error; None if h2 no longer has it.

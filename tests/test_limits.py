@@ -96,3 +96,50 @@ def test_health_and_ca_stay_open_without_the_token(guarded):
     assert status == 200 and body["status"] == "ready"
     status, pem = admin(guarded.h2c_url, "GET", "/_emulator/ca.pem")
     assert status == 200 and pem.startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+def _raw_http11(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is and read the response until the server closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    found = {}
+    for field in fields:
+        name, _, value = field.partition(":")
+        found[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), found, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "words"),
+    [
+        (b"BROKEN\r\n\r\n", 400, "could not be read as HTTP/1.1"),
+        (
+            b"GET /_emulator/health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 100_000 + b"\r\n\r\n",
+            431,
+            "16384 bytes",
+        ),
+    ],
+    ids=["malformed", "too-large"],
+)
+def test_an_unreadable_http11_request_gets_the_services_error_shape(
+    emulator, request_bytes, status, words
+):
+    """hypercorn answered these with an empty body; boto3 then reports a bare status."""
+    got, fields, body = _raw_http11(emulator.h2c_port, request_bytes)
+    assert got == status
+    assert fields["x-amzn-errortype"] == "ValidationException"
+    assert fields["content-type"] == "application/json"
+    assert fields["x-amzn-request-id"]
+    message = json.loads(body)["message"]
+    assert words in message
+    assert "BROKEN" not in message and "aaaa" not in message  # the request is not quoted
+    # The server serves on.
+    with urllib.request.urlopen(f"{emulator.h2c_url}/_emulator/health", timeout=10) as response:
+        assert response.status == 200
