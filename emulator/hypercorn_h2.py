@@ -57,6 +57,10 @@ More faults cost a connection, the server or its memory for one stream's sake:
 * **A client's graceful GOAWAY** (NO_ERROR) made h2 close its side and
   hypercorn the socket, cutting off every open session on the connection; by
   RFC 9113 §6.8 those streams finish, and the client closes the connection.
+* **A flood of control frames** (PING, SETTINGS, PRIORITY: 200,000 held every
+  connection up for a second) has no limit in h2 or hypercorn. Past
+  :attr:`DuplexH2Protocol.control_burst` at once the connection is closed with
+  GOAWAY ENHANCE_YOUR_CALM, as nginx and h2o do.
 * **A client that reads nothing** (grants its response no flow-control
   window) kept the app sending: hypercorn's send task pops an empty chunk from
   a stream with no window, and an empty pop released the app's wait at the
@@ -107,6 +111,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -590,8 +595,18 @@ class DuplexH2Protocol(H2Protocol):
     #: SDK puts every session of an application on one connection.
     connection_window: int = 16 * 1024 * 1024
 
+    #: Control frames (PING, SETTINGS, PRIORITY) a client may send at once, and
+    #: per second after that, before its connection is closed with GOAWAY
+    #: ENHANCE_YOUR_CALM: each costs the server's one loop a few microseconds,
+    #: and 200,000 of them held every other connection up for a second. A real
+    #: client sends a handful (the AWS SDK: its SETTINGS, the odd PING).
+    control_burst: int = 10_000
+    control_rate: float = 1_000.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._control_tokens = float(self.control_burst)
+        self._control_at = time.monotonic()
         if type(self.connection) is H2Connection:
             # hypercorn built and configured it: only the stream count and the
             # refusal of a malformed request change. h2 dispatches frames through
@@ -677,6 +692,9 @@ class DuplexH2Protocol(H2Protocol):
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
                     continue
+                if type(event) in _CONTROL_EVENTS and not self._control_frame():
+                    await self._calm_down()
+                    return
                 if (
                     isinstance(event, h2.events.ConnectionTerminated)
                     and self.connection.state_machine.state in _CONNECTION_OPEN
@@ -704,6 +722,37 @@ class DuplexH2Protocol(H2Protocol):
             await buffer.close()
             self.priority.unblock(stream_id)
             await self.has_data.set()
+
+    def _control_frame(self) -> bool:
+        """Take one control frame from the connection's budget (a token bucket of
+        :attr:`control_burst`, refilled at :attr:`control_rate` a second); False
+        once it is spent."""
+        now = time.monotonic()
+        tokens = self._control_tokens + (now - self._control_at) * self.control_rate
+        self._control_at = now
+        if tokens < 1.0:
+            self._control_tokens = tokens
+            return False
+        self._control_tokens = min(tokens, float(self.control_burst)) - 1.0
+        return True
+
+    async def _calm_down(self) -> None:
+        """Close a connection flooding the server with control frames."""
+        log.warning(
+            "client %s: more than %d control frames (PING, SETTINGS, PRIORITY) at once, "
+            "or %g a second: connection closed with GOAWAY ENHANCE_YOUR_CALM",
+            self.client,
+            self.control_burst,
+            self.control_rate,
+        )
+        try:
+            self.connection.close_connection(
+                ErrorCodes.ENHANCE_YOUR_CALM, additional_data=b"too many control frames"
+            )
+        except h2.exceptions.ProtocolError:
+            pass  # closed already
+        await self._flush()
+        await self.send(Closed())
 
     def _queue_full(self, stream_id: int) -> bool:
         queue = self._app_queues.get(stream_id)
@@ -929,6 +978,18 @@ def _stream_buffer_internals_present() -> bool:
 
 #: Whether :class:`DuplexH2Protocol` swaps in :class:`_BoundedBuffer`.
 _BOUNDED_BUFFER = _stream_buffer_internals_present()
+
+
+#: The h2 events of control frames counted against a connection's budget.
+_CONTROL_EVENTS = frozenset(
+    {
+        h2.events.PingReceived,
+        h2.events.PingAckReceived,
+        h2.events.RemoteSettingsChanged,
+        h2.events.SettingsAcknowledged,
+        h2.events.PriorityUpdated,
+    }
+)
 
 
 #: The scope extension that carries a :class:`ConnectionControl`.

@@ -37,7 +37,15 @@ from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import (
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
 
 from emulator.hypercorn_h2 import INLINE_BODY_EXTENSION, DuplexH2Protocol, install
 
@@ -675,6 +683,38 @@ def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) 
         client._write(frame.serialize())
         assert not client.pump_until(lambda: False, "the connection to close")
         assert server.crashes == []
+
+
+@pytest.mark.parametrize("frames", [("ping",), ("settings",), ("ping", "priority")])
+def test_a_control_frame_flood_closes_that_connection_alone(
+    duplex: None, frames: tuple[str, ...]
+) -> None:
+    """Each PING, SETTINGS or PRIORITY costs the server's loop a few microseconds:
+    200,000 held every connection up for a second. Past the budget (10,000 at once)
+    the flooding connection gets GOAWAY ENHANCE_YOUR_CALM; the others carry on."""
+    made = {
+        "ping": lambda n: PingFrame(0, opaque_data=n.to_bytes(8)).serialize(),
+        "settings": lambda n: SettingsFrame(0, settings={SettingCodes.ENABLE_PUSH: 0}).serialize(),
+        "priority": lambda n: PriorityFrame(2 * n + 1, depends_on=0, stream_weight=16).serialize(),
+    }
+    flood = b"".join(made[frames[n % len(frames)]](n) for n in range(20_000))
+    with running_server(App()) as server, connected(server.port) as other:
+        echoed = other.open("/echo")
+        assert echo_round(other, echoed, b"before")
+        with connected(server.port) as flooder:
+            flooder._write(flood)
+            flooder.pump_until(lambda: flooder.goaway is not None, "the GOAWAY")
+            assert flooder.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+            assert not flooder.pump_until(lambda: False, "the connection to close")
+        assert echo_round(other, echoed, b"after")
+        assert_connection_alive(server, other)
+
+
+def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:
+    with running_server(App()) as server, connected(server.port) as client:
+        for _ in range(50):
+            client.ping()
+        assert_connection_alive(server, client)
 
 
 def test_events_held_for_a_stream_that_closes_give_their_window_back(duplex: None) -> None:
