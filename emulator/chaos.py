@@ -78,7 +78,20 @@ class ChaosRunner:
     async def before_response(self) -> None:
         delay = self._delay()
         if delay:
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until the stream closes if that comes first:
+        a delay of an hour must not hold a session open after its client has gone."""
+        control = self._scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        if control is None:  # HTTP/1.1, or another server
             await asyncio.sleep(delay)
+            return
+        try:
+            async with asyncio.timeout(delay):
+                await control.wait_closed()
+        except TimeoutError:
+            pass
 
     async def write(self, send: Send, chunks: list[bytes]) -> None:
         """Send ``chunks`` (encoded output events) with the rule's pacing, then clear them."""
@@ -96,7 +109,7 @@ class ChaosRunner:
             # Every event waits its turn, so none rides in another's DATA frame.
             delay = (self._delay() if index == 0 else 0.0) + chaos.slow
             if delay:
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     def due(self, audio_seconds: float) -> str | None:

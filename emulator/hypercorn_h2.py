@@ -638,6 +638,8 @@ class DuplexH2Protocol(H2Protocol):
         # full, and the task handing them over as the app reads (see _hold).
         self._held: dict[int, collections.deque[h2.events.Event]] = {}
         self._feeders: dict[int, asyncio.Task[None]] = {}
+        # Set when its stream closes, for ConnectionControl.wait_closed.
+        self._closing: dict[int, asyncio.Event] = {}
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -870,13 +872,18 @@ class DuplexH2Protocol(H2Protocol):
             # Connection-level controls for the app's chaos rules (GOAWAY, TCP
             # close), which ASGI itself cannot express. The app reads the
             # extension only when it fires, long after this runs.
-            scope["extensions"][CONNECTION_EXTENSION] = ConnectionControl(self)
+            control = ConnectionControl(self, request.stream_id)
+            scope["extensions"][CONNECTION_EXTENSION] = control
             if queue is not None:
                 inline = InlineBody()
                 scope["extensions"][INLINE_BODY_EXTENSION] = inline
                 self._inline[request.stream_id] = inline
 
     async def _close_stream(self, stream_id: int) -> None:
+        if self._closing:
+            closing = self._closing.pop(stream_id, None)
+            if closing is not None:
+                closing.set()  # an app waiting in ConnectionControl.wait_closed
         feeder = self._feeders.pop(stream_id, None)
         if feeder is not None:
             feeder.cancel()  # nobody reads on: its held window goes back (_release)
@@ -1037,10 +1044,29 @@ class InlineBody:
 
 
 class ConnectionControl:
-    """What an app may do to its whole HTTP/2 connection."""
+    """What an app may do to its whole HTTP/2 connection, and learn of its stream."""
 
-    def __init__(self, protocol: DuplexH2Protocol) -> None:
+    def __init__(self, protocol: DuplexH2Protocol, stream_id: int) -> None:
         self._protocol = protocol
+        self._stream_id = stream_id
+
+    async def wait_closed(self) -> None:
+        """Return once the stream is closed: reset by the client, its connection
+        gone, or the server stopping (asyncio only).
+
+        ASGI tells an app of a disconnect only through ``receive()``, which an
+        app asleep in a chaos delay does not call: an hour's delay held its
+        session (and quota slot) open for the hour after its client had gone,
+        and at shutdown it was cancelled with an error. The delay waits on this
+        instead, with its length as the timeout.
+        """
+        protocol = self._protocol
+        if self._stream_id not in protocol.streams:
+            return
+        event = protocol._closing.get(self._stream_id)
+        if event is None:
+            event = protocol._closing[self._stream_id] = asyncio.Event()
+        await event.wait()
 
     async def goaway(self) -> None:
         """Send GOAWAY (NO_ERROR): streams under way finish, the client opens no new ones.

@@ -140,3 +140,46 @@ async def test_malformed_frame_reaches_the_sdk_as_a_decoding_error(client, emula
     result = await run_session(client, session_id, audio=pcm_tone(3.0))
     assert result.error is not None
     assert [s.content for s in result.finals] == ["first words here"]
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("where", ["before-response", "before-output"])
+@pytest.mark.parametrize("gone", ["reset", "socket-closed"])
+def test_a_client_gone_during_an_hours_delay_ends_its_session_at_once(emulator, where, gone):
+    """The app asleep in a chaos delay does not read, so ASGI could not tell it the
+    client had gone: the session (and its quota slot) stayed open for the hour. The
+    delay now ends when the stream closes, and the session closes with it."""
+    backend = emulator.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    # The first delay is before the response; with a script whose first output
+    # comes at 0.8 s, a "slow" output is the one after the response starts.
+    chaos_rule(
+        emulator, session_id, {"delay": 3600} if where == "before-response" else {"slow": 3600}
+    )
+    h2 = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = h2.request(headers(session_id))
+        h2.send(stream, body(1.0))
+        if where == "before-output":
+            h2.wait(stream, for_headers=True)
+        _wait_until(lambda: backend.active == before + 1, "the session to open")
+        h2.ping()  # everything sent so far has been read
+        if gone == "reset":
+            h2.conn.reset_stream(stream)
+            h2.ping()
+        else:
+            h2.sock.close()
+        _wait_until(lambda: backend.active == before, "the session to close")
+    finally:
+        h2.close()
+    status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200, detail
+    # Ended as any stream whose client went away without END_OF_SESSION.
+    assert detail["status"] == "PAUSED" and detail["endedAt"] is not None
