@@ -42,14 +42,7 @@ from .support import (
     running_emulator,
     stream_input,
 )
-
-SCRIPT = {
-    "segments": [
-        {"begin": 0.2, "end": 0.8, "content": "first words here", "partials": 1},
-        {"begin": 1.0, "end": 1.6, "content": "second words here", "partials": 1},
-        {"begin": 2.2, "end": 2.8, "content": "third words here", "partials": 1},
-    ]
-}
+from .test_chaos import SCRIPT
 
 #: The delayed session's delay: the rules' cap, so it cannot run out during the test.
 HOUR = 3600.0
