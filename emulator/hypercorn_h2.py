@@ -458,13 +458,19 @@ class _StreamCountingConnection(H2Connection):
     _walk_from = 0
     #: Set by a client's graceful GOAWAY (see _receive_goaway_frame).
     peer_going_away = False
+    #: Streams refused (see _refuse): :class:`DuplexH2Protocol` counts them
+    #: against the connection's control-frame budget, as each costs a walk.
+    refusals = 0
+    refused_any = False
     #: Set while a stream over the limit is taken only to be refused.
     _refusing = False
 
     @property
     def open_inbound_streams(self) -> int:
         if self._refusing:
-            return 0
+            # Room for exactly the stream being refused, even at a limit of 0
+            # (hypercorn's, once shutdown starts): h2's own check then passes.
+            return self.local_settings.max_concurrent_streams - 1
         held = len(self.streams)
         if held < self._walk_from and held < self.local_settings.max_concurrent_streams:
             return held
@@ -556,7 +562,12 @@ class _StreamCountingConnection(H2Connection):
         stream = self.streams.get(frame.stream_id)
         if frames or stream is None or stream.state_machine.state not in _RESETTABLE:
             return frames, []  # malformed as well: reset already
-        log.info("stream %d: refused (%s)", frame.stream_id, reason)
+        # Logged once a connection: a client past the limit may keep trying.
+        (log.debug if self.refused_any else log.info)(
+            "stream %d: refused (%s)", frame.stream_id, reason
+        )
+        self.refused_any = True
+        self.refusals += 1
         return stream.reset_stream(ErrorCodes.REFUSED_STREAM), []
 
 
@@ -680,6 +691,13 @@ class DuplexH2Protocol(H2Protocol):
         # while an earlier event of the same batch awaits: whether the stream is
         # still known must be decided just before each DATA event. DATA, nearly
         # every event under load, skips the base class; the rest go to it.
+        connection: Any = self.connection
+        refused = getattr(connection, "refusals", 0)
+        if refused:  # streams refused while h2 read these frames
+            connection.refusals = 0
+            if not self._control_frame(refused):
+                await self._calm_down()
+                return
         for event in events:
             if self._held and isinstance(event, (h2.events.DataReceived, h2.events.StreamEnded)):
                 held = self._held.get(event.stream_id)
@@ -704,6 +722,7 @@ class DuplexH2Protocol(H2Protocol):
                     # A client's graceful GOAWAY (see _StreamCountingConnection):
                     # its open streams finish, and it closes the connection.
                     log.debug("client GOAWAY (NO_ERROR): %d streams finish", len(self.streams))
+                    await self._close_if_gone_away()
                     continue
                 await super()._handle_events([event])
                 if isinstance(event, h2.events.StreamReset):
@@ -725,17 +744,29 @@ class DuplexH2Protocol(H2Protocol):
             self.priority.unblock(stream_id)
             await self.has_data.set()
 
-    def _control_frame(self) -> bool:
-        """Take one control frame from the connection's budget (a token bucket of
-        :attr:`control_burst`, refilled at :attr:`control_rate` a second); False
-        once it is spent."""
+    async def _close_if_gone_away(self) -> None:
+        """Close a connection whose client sent a graceful GOAWAY once it has
+        nothing left: no stream open, nothing waiting to be sent."""
+        if (
+            getattr(self.connection, "peer_going_away", False)
+            and not self.streams
+            and not self.stream_buffers
+            and not self.closed
+        ):
+            await self._flush()
+            await self.send(Closed())
+
+    def _control_frame(self, count: int = 1) -> bool:
+        """Take ``count`` control frames from the connection's budget (a token
+        bucket of :attr:`control_burst`, refilled at :attr:`control_rate` a
+        second); False once it is spent."""
         now = time.monotonic()
         tokens = self._control_tokens + (now - self._control_at) * self.control_rate
         self._control_at = now
-        if tokens < 1.0:
+        if tokens < count:
             self._control_tokens = tokens
             return False
-        self._control_tokens = min(tokens, float(self.control_burst)) - 1.0
+        self._control_tokens = min(tokens, float(self.control_burst)) - count
         return True
 
     async def _calm_down(self) -> None:
@@ -858,11 +889,14 @@ class DuplexH2Protocol(H2Protocol):
 
     async def _create_stream(self, request: h2.events.RequestReceived) -> None:
         await super()._create_stream(request)
-        buffer = self.stream_buffers.get(request.stream_id)
-        if type(buffer) is StreamBuffer and _BOUNDED_BUFFER:
-            buffer.__class__ = _BoundedBuffer
         stream = self.streams.get(request.stream_id)
         queue = _app_queue(stream)
+        buffer = self.stream_buffers.get(request.stream_id)
+        if type(buffer) is StreamBuffer and _BOUNDED_BUFFER and queue is not None:
+            # Only where a full request queue is held (asyncio): under trio an app
+            # waiting in send() would stop reading, and its full queue would
+            # stall the connection's reader, every stream with it.
+            buffer.__class__ = _BoundedBuffer
         if queue is not None:
             # Forgotten in _close_stream before the stream is, so a queue found
             # here always belongs to an open stream whose app is running.
@@ -909,6 +943,8 @@ class DuplexH2Protocol(H2Protocol):
             self._unfinished.add(stream_id)
             self.priority.unblock(stream_id)
             await self.has_data.set()
+        else:
+            await self._close_if_gone_away()
 
     async def _send_data(self, stream_id: int) -> None:
         buffer = self.stream_buffers.get(stream_id)
@@ -920,6 +956,7 @@ class DuplexH2Protocol(H2Protocol):
             self.priority.remove_stream(stream_id)
             await buffer.close()
             await self._reset(stream_id, self.unfinished_response_error)
+            await self._close_if_gone_away()
             return
         await super()._send_data(stream_id)
         if stream_id in self.stream_buffers:
@@ -928,6 +965,7 @@ class DuplexH2Protocol(H2Protocol):
         # the stream or connection failed, leaving the stream closed). A request
         # still open from the client's side is drained by _handle_events.
         self._unfinished.discard(stream_id)
+        await self._close_if_gone_away()
 
     async def _reset(self, stream_id: int, error_code: ErrorCodes) -> None:
         try:
@@ -995,6 +1033,7 @@ _CONTROL_EVENTS = frozenset(
         h2.events.RemoteSettingsChanged,
         h2.events.SettingsAcknowledged,
         h2.events.PriorityUpdated,
+        h2.events.ConnectionTerminated,  # a graceful GOAWAY keeps the connection
     }
 )
 

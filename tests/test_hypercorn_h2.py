@@ -230,7 +230,7 @@ class Server:
 
 
 @contextmanager
-def running_server(app: App) -> Iterator[Server]:
+def running_server(app: App, **config_options: Any) -> Iterator[Server]:
     """Serve ``app`` in a thread; yield its port; shut it down on exit.
 
     The listening socket is bound to port 0 and handed to hypercorn as
@@ -244,6 +244,8 @@ def running_server(app: App) -> Iterator[Server]:
     config = Config()
     config.bind = [f"fd://{listener.detach()}"]
     config.graceful_timeout = 2
+    for name, value in config_options.items():
+        setattr(config, name, value)
 
     started = threading.Event()
     control: dict[str, Any] = {}
@@ -663,8 +665,9 @@ def test_an_app_waiting_on_a_client_that_reads_nothing_is_freed_by_a_reset(
 def test_a_clients_graceful_goaway_lets_its_open_streams_finish(duplex: None) -> None:
     """A client's GOAWAY with NO_ERROR (RFC 9113 §6.8) says it takes no new streams
     from the server: its open streams go on to their end, where h2 closed the
-    connection at once and cut every session on it off."""
-    with running_server(App()) as server, connected(server.port) as client:
+    connection at once and cut every session on it off. (Keep-alive is longer than
+    the test's deadline: the close must not wait for it.)"""
+    with running_server(App(), keep_alive_timeout=60) as server, connected(server.port) as client:
         echoed = client.open("/echo")
         assert echo_round(client, echoed, b"before")
         client._write(GoAwayFrame(0, error_code=ErrorCodes.NO_ERROR, last_stream_id=0).serialize())
@@ -672,7 +675,30 @@ def test_a_clients_graceful_goaway_lets_its_open_streams_finish(duplex: None) ->
         client.send(echoed, b"", end=True)
         client.pump_until(lambda: "end" in client.streams[echoed].seen, "the end of the stream")
         assert bytes(client.streams[echoed].body) == b"beforeafter the GOAWAY"
-        assert_connection_alive(server, client)
+        # Its last stream done, the connection closes at once, not after keep-alive.
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
+
+
+def test_a_graceful_goaway_on_an_idle_connection_closes_it(duplex: None) -> None:
+    with running_server(App(), keep_alive_timeout=60) as server, connected(server.port) as client:
+        assert echo_round(client, client.open("/echo"), b"one")
+        client.send(1, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[1].seen, "the end of the stream")
+        client._write(GoAwayFrame(0, error_code=ErrorCodes.NO_ERROR, last_stream_id=0).serialize())
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
+
+
+def test_a_goaway_flood_is_counted_as_control_frames(duplex: None) -> None:
+    frame = GoAwayFrame(0, error_code=ErrorCodes.NO_ERROR, last_stream_id=0).serialize()
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")  # an open stream keeps the connection up
+        client._write(frame * 20_000)
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert echoed == 1 and server.crashes == []
 
 
 def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) -> None:
@@ -708,6 +734,40 @@ def test_a_control_frame_flood_closes_that_connection_alone(
             assert not flooder.pump_until(lambda: False, "the connection to close")
         assert echo_round(other, echoed, b"after")
         assert_connection_alive(server, other)
+
+
+def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -> None:
+    """Each refused stream costs the server a walk of the connection's streams: a
+    client that keeps opening them past MAX_CONCURRENT_STREAMS meets the same budget
+    as a PING flood. One over the limit is only refused."""
+    with (
+        running_server(App(), h2_max_concurrent_streams=1) as server,
+        connected(server.port) as client,
+    ):
+        held = client.open("/echo")
+        settings = client.h2.remote_settings  # lift the client's own check
+        settings[SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
+        settings.acknowledge()
+        refused = client.open("/echo")
+        client.pump_until(lambda: "reset" in client.streams[refused].seen, "the refusal")
+        assert client.streams[refused].reset_code == ErrorCodes.REFUSED_STREAM
+        assert client.goaway is None
+        # 12,000 more, written at once and by hand (h2 counts a client's streams
+        # in O(n) each), with the client's own HPACK encoder so the server's
+        # decoder stays in step; the encoder's table holds all these fields once
+        # the first block is encoded, so every later block is the same bytes.
+        request = [(":method", "POST"), (":path", "/echo"), (":scheme", "http")]
+        request.append((":authority", "localhost"))
+        blocks = [client.h2.encoder.encode(request) for _ in range(2)]
+        flood = bytearray()
+        for n in range(12_000):
+            frame = HeadersFrame(refused + 2 * (n + 1), data=blocks[min(n, 1)])
+            frame.flags.add("END_HEADERS")
+            flood += frame.serialize()
+        client._write(bytes(flood))
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+        assert held == 1 and server.crashes == []
 
 
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:
@@ -1138,6 +1198,19 @@ def test_a_connection_counts_its_streams_only_when_the_limit_could_be_reached(
     assert walks == [0, 64, 64, 96, 144, 216, 324]  # each at twice what the last kept
     # Each walk forgets the cancelled half: at most twice the open ones are held.
     assert len(server.streams) <= 2 * 300
+
+
+def test_a_stream_is_refused_at_a_limit_of_zero() -> None:
+    """hypercorn sets MAX_CONCURRENT_STREAMS to 0 once a graceful shutdown starts; a
+    client that opens a stream regardless is refused it, as at any other limit."""
+    server = _server_connection(0)
+    client = _client_for(server)
+    client.send_headers(1, _request_headers(1))
+    assert server.receive_data(client.data_to_send()) == []
+    answer = client.receive_data(server.data_to_send())
+    assert [(type(e), e.stream_id, e.error_code) for e in answer] == [
+        (h2.events.StreamReset, 1, ErrorCodes.REFUSED_STREAM)
+    ]
 
 
 @pytest.mark.parametrize("limit", [1, 5, 64, 70])

@@ -125,8 +125,14 @@ def _raw_http11(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
             431,
             "16384 bytes",
         ),
+        (
+            b"POST /_emulator/rules HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"BROKEN\r\n",
+            400,
+            "request body could not be read",
+        ),
     ],
-    ids=["malformed", "too-large"],
+    ids=["malformed", "too-large", "malformed-body"],
 )
 def test_an_unreadable_http11_request_gets_the_services_error_shape(
     emulator, request_bytes, status, words
