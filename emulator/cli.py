@@ -431,8 +431,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--idle-timeout",
-        f"seconds without input before a stream ends with a validationException, 0 for "
-        f"never (default {d.idle_timeout:g})",
+        f"seconds without input before a stream ends with a validationException, or "
+        f"without output taken before it is reset; 0 for never (default {d.idle_timeout:g})",
         type=_float,
         metavar="SECONDS",
     )

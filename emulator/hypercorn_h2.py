@@ -967,6 +967,18 @@ class DuplexH2Protocol(H2Protocol):
         self._unfinished.discard(stream_id)
         await self._close_if_gone_away()
 
+    async def _abort(self, stream_id: int) -> None:
+        """Reset ``stream_id`` at once with :attr:`unfinished_response_error`."""
+        self._unfinished.discard(stream_id)
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is not None:
+            # Closed, not dropped: the send task, woken for it, forgets it as
+            # for any stream that failed (it may be inside _send_data now).
+            await buffer.close()
+            self.priority.unblock(stream_id)
+            await self.has_data.set()
+        await self._reset(stream_id, self.unfinished_response_error)
+
     async def _reset(self, stream_id: int, error_code: ErrorCodes) -> None:
         try:
             self.connection.reset_stream(stream_id, error_code)
@@ -1123,6 +1135,16 @@ class ConnectionControl:
     async def close(self) -> None:
         """Close the TCP connection at once, every stream on it with it."""
         await self._protocol.send(Closed())
+
+    async def abort(self) -> None:
+        """Reset this stream now, dropping the response bytes not yet sent.
+
+        An app that returns with its response unfinished gets its stream reset
+        only once what it sent has been written; for a client that has stopped
+        granting window that is never, so an app giving up on such a client
+        resets the stream with this first.
+        """
+        await self._protocol._abort(self._stream_id)
 
 
 class _RoundRobin:

@@ -32,7 +32,12 @@ from .events import (
     transcript_payload,
 )
 from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_event
-from .hypercorn_h2 import INLINE_BODY_EXTENSION, InlineBody
+from .hypercorn_h2 import (
+    CONNECTION_EXTENSION,
+    INLINE_BODY_EXTENSION,
+    ConnectionControl,
+    InlineBody,
+)
 from .ids import new_request_id
 from .journal import Journal
 from .quotas import Quotas, access_key_of
@@ -183,8 +188,12 @@ class StreamEndpoint:
                     ],
                 }
             )
-            inline = scope.get("extensions", {}).get(INLINE_BODY_EXTENSION)
-            await self._pump(receive, send, session, journal, out, resets, signature, chaos, inline)
+            extensions = scope.get("extensions", {})
+            inline = extensions.get(INLINE_BODY_EXTENSION)
+            control = extensions.get(CONNECTION_EXTENSION)
+            await self._pump(
+                receive, send, session, journal, out, resets, signature, chaos, inline, control
+            )
         finally:
             self.backend.close_stream(record)
             if quota_key is not None:
@@ -193,7 +202,19 @@ class StreamEndpoint:
             # Returning with the body unfinished makes the server reset the
             # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.
             return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            # The end waits until the client has taken all the output.
+            async with asyncio.timeout(self.idle_timeout if self.idle_timeout > 0 else None):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            log.info(
+                "session %s: the client took none of the output's end for %g s (the "
+                "emulator's --idle-timeout): stream reset",
+                request.session_id,
+                self.idle_timeout,
+            )
+            if control is not None:
+                await control.abort()
 
     async def _pump(
         self,
@@ -206,12 +227,24 @@ class StreamEndpoint:
         signature: RequestSignature | None,
         chaos: ChaosRunner,
         inline: InlineBody | None = None,
+        control: ConnectionControl | None = None,
     ) -> None:
         decoder = EventStreamDecoder()
         chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
         idle = _IdleWatch(self.idle_timeout)
         inline_audio = _InlineAudio(session, journal, decoder, out, idle)
+
+        async def timed_send(message: MutableMapping[str, Any]) -> None:
+            # Output the client must take within the idle timeout: one that
+            # grants no window leaves the send waiting (chaos pauses between
+            # sends are not counted).
+            idle.begin()
+            try:
+                await send(message)
+            finally:
+                idle.since = None
+
         try:
             while session.state not in FINISHED_STATES:
                 idle.begin()
@@ -311,7 +344,13 @@ class StreamEndpoint:
                 except Exception as error:
                     _fail(session, error)
                 if out:
-                    await chaos.write(send, out)
+                    try:
+                        await chaos.write(timed_send, out)
+                    except asyncio.CancelledError:
+                        if not idle.timed_out():
+                            raise
+                        await self._output_stalled(session, journal, resets, control)
+                        return
                 if resets:
                     return
                 while chaos.pending and (kind := chaos.due(session.audio_seconds)) is not None:
@@ -346,6 +385,35 @@ class StreamEndpoint:
 
         finally:
             idle.stop()
+
+    async def _output_stalled(
+        self,
+        session: ScribeSession,
+        journal: Journal,
+        resets: list[StreamReset],
+        control: ConnectionControl | None,
+    ) -> None:
+        """The client took no output for the idle timeout: its flow-control window
+        stayed shut. Nothing more can reach it, an exception included, so the
+        stream is reset and the session ends as if the client had gone."""
+        log.info(
+            "session %s: the client took no output for %g s (its flow-control window "
+            "stayed shut; the emulator's --idle-timeout): stream reset",
+            session.request.session_id,
+            self.idle_timeout,
+        )
+        journal.record(
+            {
+                "direction": "stream",
+                "type": "outputStalled",
+                "seconds": self.idle_timeout,
+                "audioClock": session.audio_seconds,
+            }
+        )
+        session.input_closed()
+        resets.append(StreamReset(reason="output stalled"))
+        if control is not None:
+            await control.abort()
 
 
 def _fail(session: ScribeSession, error: Exception) -> None:
@@ -424,9 +492,10 @@ class _IdleWatch:
     ``asyncio.wait_for`` per message arms and cancels a timer for every DATA
     frame (a tenth of a second of audio); this keeps one timer that re-arms
     itself at most once per ``timeout``. Waiting longer than ``timeout`` inside
-    one :meth:`receive` raises :class:`TimeoutError`, as ``wait_for`` did: time
-    spent elsewhere (sending, while the client does not read) does not count.
-    ``timeout`` <= 0 means no limit.
+    one :meth:`receive` raises :class:`TimeoutError`, as ``wait_for`` did. The
+    pump also times its sends with it (``begin``, send, ``since = None``): a
+    client that takes no output for ``timeout`` has its stream reset. Chaos
+    pauses between sends do not count. ``timeout`` <= 0 means no limit.
 
     The stream's pump does what :meth:`receive` does inline (a coroutine per
     DATA frame showed in its profile): :meth:`begin`, ``await receive()``, on

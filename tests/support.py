@@ -62,13 +62,17 @@ def running_emulator(settings: Settings) -> Iterator[RunningServer]:
         thread.join(10)
 
 
-def admin(base_url: str, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
+def admin(
+    base_url: str, method: str, path: str, body: object | None = None, *, token: str | None = None
+) -> tuple[int, Any]:
     """Call the admin API over cleartext HTTP/1.1; return (status, decoded JSON)."""
     data = (
         None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     )
     request = urllib.request.Request(base_url + path, data=data, method=method)
     request.add_header("content-type", "application/json")
+    if token is not None:
+        request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()

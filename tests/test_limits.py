@@ -149,3 +149,71 @@ def test_an_unreadable_http11_request_gets_the_services_error_shape(
     # The server serves on.
     with urllib.request.urlopen(f"{emulator.h2c_url}/_emulator/health", timeout=10) as response:
         assert response.status == 200
+
+
+def _busy_rule(base_url: str, session_id: str) -> None:
+    words = "lorem ipsum dolor sit amet " * 30
+    script = {
+        "segments": [
+            {"begin": t + 0.1, "end": t + 0.9, "partials": 5, "content": words} for t in range(60)
+        ]
+    }
+    rule = {"match": {"sessionId": session_id}, "scenario": script}
+    status, body = admin(base_url, "POST", "/_emulator/rules", rule, token=TOKEN)
+    assert status == 201, body
+
+
+def test_a_client_that_takes_no_output_for_the_idle_timeout_is_reset(guarded):
+    """A client that grants its response no window while its stream stays open: the
+    session waits in its send (the server keeps about 32 KiB of output), and after
+    --idle-timeout without the client taking any, the stream is reset and the
+    session ends as if the client had gone. Its quota slot is free again."""
+    from h2.settings import SettingCodes
+
+    from .test_stream_wire import _send_until_blocked
+
+    backend = guarded.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    _busy_rule(guarded.h2c_url, session_id)
+    h2 = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        stream = h2.request(headers(session_id))
+        frames = [config_event(), *(audio(b"\0" * 3200) for _ in range(600))]
+        assert _send_until_blocked(h2, stream, frames) < len(frames)
+        response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
+        assert response["reset"] is not None
+        assert response["data"] == b""
+    finally:
+        h2.close()
+    assert backend.active == before
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+    status, journal = authorized(guarded, f"/_emulator/sessions/{session_id}/events")
+    (stalled,) = [entry for entry in journal["events"] if entry["type"] == "outputStalled"]
+    assert stalled["direction"] == "stream" and stalled["seconds"] == 0.5
+
+
+def test_a_finished_session_whose_client_takes_no_output_is_reset_at_the_timeout(guarded):
+    """The session completes, but its client never takes the output: the response's
+    end, which waits for all of it to be written, gives up after --idle-timeout and
+    resets the stream, instead of the server waiting for that client for ever."""
+    from h2.settings import SettingCodes
+
+    backend = guarded.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    h2 = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        stream = h2.request(headers(session_id))
+        h2.send(stream, config_event() + audio(b"\0" * 32000) + END, end_stream=True)
+        response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
+        assert response["reset"] is not None
+        assert response["data"] == b""
+    finally:
+        h2.close()
+    assert backend.active == before
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
