@@ -1169,8 +1169,12 @@ class _RoundRobin:
     def reprioritize(
         self, stream_id: int, depends_on: Any = None, weight: int = 16, exclusive: bool = False
     ) -> None:
-        if stream_id not in self._streams:
-            raise priority.MissingStreamError(stream_id)
+        # Priorities are not used. For a stream not open (yet), PriorityTree raises
+        # and hypercorn then inserts it: an entry that no stream would ever remove
+        # (a client's PRIORITY frames for streams it never opens grew the set for
+        # the connection's life), and a stream opened after its PRIORITY frame
+        # would be inserted twice. Nothing to do either way.
+        return
 
     def block(self, stream_id: int) -> None:
         if stream_id not in self._streams:

@@ -26,6 +26,7 @@ import h2.exceptions
 import hpack
 import hypercorn.protocol
 import hypercorn.protocol.h2
+import priority
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -47,7 +48,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from emulator.hypercorn_h2 import INLINE_BODY_EXTENSION, DuplexH2Protocol, install
+from emulator.hypercorn_h2 import INLINE_BODY_EXTENSION, DuplexH2Protocol, _RoundRobin, install
 
 #: Longest wait for any one thing the server should do; a stall fails here.
 DEADLINE = 10.0
@@ -768,6 +769,23 @@ def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -
         client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
         assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
         assert held == 1 and server.crashes == []
+
+
+def test_priority_frames_for_streams_not_open_leave_nothing_behind(duplex: None) -> None:
+    """PRIORITY for a stream before its HEADERS (RFC 9113 allows it), and for streams
+    never opened: the stream opens and works, and nothing is kept for the others."""
+    with running_server(App()) as server, connected(server.port) as client:
+        frames = [PriorityFrame(n, depends_on=0, stream_weight=16) for n in range(1, 400, 2)]
+        client._write(b"".join(frame.serialize() for frame in frames))
+        echoed = client.open("/echo")
+        assert echoed == 1
+        assert echo_round(client, echoed, b"after its PRIORITY frame")
+        assert_connection_alive(server, client)
+    scheduler = _RoundRobin()
+    scheduler.reprioritize(7, depends_on=None, weight=32)
+    with pytest.raises(priority.DeadlockError):
+        next(scheduler)
+    assert scheduler._streams == set()
 
 
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:
