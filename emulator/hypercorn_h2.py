@@ -57,7 +57,7 @@ More faults cost a connection, the server or its memory for one stream's sake:
 * **A client's graceful GOAWAY** (NO_ERROR) made h2 close its side and
   hypercorn the socket, cutting off every open session on the connection; by
   RFC 9113 §6.8 those streams finish, and the client closes the connection.
-* **A flood of control frames** (PING, SETTINGS, PRIORITY: 200,000 held every
+* **A flood of control frames** (PING, SETTINGS, PRIORITY...: 200,000 held every
   connection up for a second) has no limit in h2 or hypercorn. Past
   :attr:`DuplexH2Protocol.control_burst` at once the connection is closed with
   GOAWAY ENHANCE_YOUR_CALM, as nginx and h2o do.
@@ -132,7 +132,13 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.events import Body, EndBody
-from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
+from hypercorn.protocol.h2 import (
+    BUFFER_HIGH_WATER,
+    BUFFER_LOW_WATER,
+    BufferCompleteError,
+    H2Protocol,
+    StreamBuffer,
+)
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hyperframe.frame import GoAwayFrame
 
@@ -606,9 +612,10 @@ class DuplexH2Protocol(H2Protocol):
     #: SDK puts every session of an application on one connection.
     connection_window: int = 16 * 1024 * 1024
 
-    #: Control frames (PING, SETTINGS, PRIORITY) a client may send at once, and
-    #: per second after that, before its connection is closed with GOAWAY
-    #: ENHANCE_YOUR_CALM: each costs the server's one loop a few microseconds,
+    #: Control frames (PING, SETTINGS, PRIORITY, GOAWAY; refused HEADERS) a
+    #: client may send at once, and per second after that, before its
+    #: connection is closed with GOAWAY ENHANCE_YOUR_CALM: each costs the
+    #: server's one loop a few microseconds,
     #: and 200,000 of them held every other connection up for a second. A real
     #: client sends a handful (the AWS SDK: its SETTINGS, the odd PING).
     control_burst: int = 10_000
@@ -727,6 +734,8 @@ class DuplexH2Protocol(H2Protocol):
                 await super()._handle_events([event])
                 if isinstance(event, h2.events.StreamReset):
                     await self._discard_output(event.stream_id)
+                if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    await self._close_if_gone_away()  # a request drained to its end
         await self._flush()
 
     async def _discard_output(self, stream_id: int) -> None:
@@ -752,6 +761,8 @@ class DuplexH2Protocol(H2Protocol):
             and not self.streams
             and not self.stream_buffers
             and not self.closed
+            # A client may still be sending a request whose response is done.
+            and all(stream.closed for stream in self.connection.streams.values())
         ):
             await self._flush()
             await self.send(Closed())
@@ -772,8 +783,9 @@ class DuplexH2Protocol(H2Protocol):
     async def _calm_down(self) -> None:
         """Close a connection flooding the server with control frames."""
         log.warning(
-            "client %s: more than %d control frames (PING, SETTINGS, PRIORITY) at once, "
-            "or %g a second: connection closed with GOAWAY ENHANCE_YOUR_CALM",
+            "client %s: more than %d control frames (PING, SETTINGS, PRIORITY, GOAWAY, "
+            "refused streams) at once, or %g a second: connection closed with GOAWAY "
+            "ENHANCE_YOUR_CALM",
             self.client,
             self.control_burst,
             self.control_rate,
@@ -968,7 +980,11 @@ class DuplexH2Protocol(H2Protocol):
         await self._close_if_gone_away()
 
     async def _abort(self, stream_id: int) -> None:
-        """Reset ``stream_id`` at once with :attr:`unfinished_response_error`."""
+        """Reset ``stream_id`` at once with :attr:`unfinished_response_error`.
+
+        Does not wait for the socket: a client that stopped reading it has
+        backed TCP up, and the app calling this must not wait with it.
+        """
         self._unfinished.discard(stream_id)
         buffer = self.stream_buffers.get(stream_id)
         if buffer is not None:
@@ -977,7 +993,11 @@ class DuplexH2Protocol(H2Protocol):
             await buffer.close()
             self.priority.unblock(stream_id)
             await self.has_data.set()
-        await self._reset(stream_id, self.unfinished_response_error)
+        try:
+            self.connection.reset_stream(stream_id, self.unfinished_response_error)
+        except h2.exceptions.ProtocolError:
+            return  # the client closed the stream or the connection first
+        self.task_group.spawn(self._flush)
 
     async def _reset(self, stream_id: int, error_code: ErrorCodes) -> None:
         try:
@@ -1008,11 +1028,31 @@ class _BoundedBuffer(StreamBuffer):
     flow control stops its client, while the connection's other streams go on.
     """
 
+    #: An object whose ``since`` (a ``time.monotonic()`` or None) is restarted by
+    #: every pop that takes bytes while it is not None: the app's output timer
+    #: (see :meth:`ConnectionControl.watch_output`), which must measure how
+    #: long the client took nothing, not how long one send waited.
+    watch: Any = None
+
+    async def push(self, data: bytes) -> None:
+        # hypercorn's, except that crossing the mark always waits: its pause
+        # event may still be set from an earlier pop, letting one more through.
+        if self._complete:
+            raise BufferCompleteError()
+        self.buffer.extend(data)
+        await self._is_empty.clear()
+        if len(self.buffer) >= BUFFER_HIGH_WATER:
+            await self._paused.clear()
+            await self._paused.wait()
+
     async def pop(self, max_length: int) -> bytes:
         buffer = self.buffer
         length = min(len(buffer), max_length)
         data = bytes(buffer[:length])
         del buffer[:length]
+        watch = self.watch
+        if length and watch is not None and watch.since is not None:
+            watch.since = time.monotonic()
         if len(buffer) < BUFFER_LOW_WATER:
             await self._paused.set()
         if not buffer:
@@ -1135,6 +1175,13 @@ class ConnectionControl:
     async def close(self) -> None:
         """Close the TCP connection at once, every stream on it with it."""
         await self._protocol.send(Closed())
+
+    def watch_output(self, watch: Any) -> None:
+        """Have each chunk of this stream's response the client takes set
+        ``watch.since`` to the time, while it is not None (an app's output timer)."""
+        buffer = self._protocol.stream_buffers.get(self._stream_id)
+        if isinstance(buffer, _BoundedBuffer):
+            buffer.watch = watch
 
     async def abort(self) -> None:
         """Reset this stream now, dropping the response bytes not yet sent.

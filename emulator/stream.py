@@ -140,6 +140,8 @@ class StreamEndpoint:
         out: list[bytes] = []
         resets: list[StreamReset] = []
         journal: Journal = record.journal
+        # The stream's timer: input awaited, and output the client must take.
+        idle = _IdleWatch(self.idle_timeout)
 
         def emit(event: OutputEvent) -> None:
             if isinstance(event, StreamReset):
@@ -192,29 +194,39 @@ class StreamEndpoint:
             inline = extensions.get(INLINE_BODY_EXTENSION)
             control = extensions.get(CONNECTION_EXTENSION)
             await self._pump(
-                receive, send, session, journal, out, resets, signature, chaos, inline, control
+                receive,
+                send,
+                session,
+                journal,
+                out,
+                resets,
+                signature,
+                chaos,
+                idle,
+                inline,
+                control,
             )
         finally:
             self.backend.close_stream(record)
             if quota_key is not None:
                 self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
-        if resets:
-            # Returning with the body unfinished makes the server reset the
-            # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.
-            return
         try:
-            # The end waits until the client has taken all the output.
-            async with asyncio.timeout(self.idle_timeout if self.idle_timeout > 0 else None):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            log.info(
-                "session %s: the client took none of the output's end for %g s (the "
-                "emulator's --idle-timeout): stream reset",
-                request.session_id,
-                self.idle_timeout,
-            )
-            if control is not None:
-                await control.abort()
+            if resets:
+                # Returning with the body unfinished makes the server reset the
+                # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.
+                return
+            # The end waits until the client has taken all the output: timed as
+            # every send is (see _pump's timed_send).
+            idle.begin()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not idle.timed_out():
+                raise
+            # The session is over already (its record saved): this is only told.
+            await self._output_stalled(session, journal, resets, control)
+        finally:
+            idle.since = None
+            idle.stop()
 
     async def _pump(
         self,
@@ -226,25 +238,44 @@ class StreamEndpoint:
         resets: list[StreamReset],
         signature: RequestSignature | None,
         chaos: ChaosRunner,
+        idle: _IdleWatch,
         inline: InlineBody | None = None,
         control: ConnectionControl | None = None,
     ) -> None:
         decoder = EventStreamDecoder()
         chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
-        idle = _IdleWatch(self.idle_timeout)
         inline_audio = _InlineAudio(session, journal, decoder, out, idle)
 
         async def timed_send(message: MutableMapping[str, Any]) -> None:
             # Output the client must take within the idle timeout: one that
             # grants no window leaves the send waiting (chaos pauses between
-            # sends are not counted).
+            # sends are not counted, and each chunk the client takes restarts
+            # the time, see watch_output).
             idle.begin()
             try:
                 await send(message)
             finally:
                 idle.since = None
 
+        async def write(message: MutableMapping[str, Any] | None = None) -> bool:
+            """Send ``message``, or what ``out`` holds with the chaos rule's pacing,
+            timed; False when the client took none of it for the idle timeout
+            (the stream is then reset and the session ended)."""
+            try:
+                if message is None:
+                    await chaos.write(timed_send, out)
+                else:
+                    await timed_send(message)
+            except asyncio.CancelledError:
+                if not idle.timed_out():
+                    raise
+                await self._output_stalled(session, journal, resets, control)
+                return False
+            return True
+
+        if control is not None:
+            control.watch_output(idle)
         try:
             while session.state not in FINISHED_STATES:
                 idle.begin()
@@ -269,7 +300,7 @@ class StreamEndpoint:
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
                         "audio (the emulator's --idle-timeout)",
                     )
-                    await chaos.write(send, out)
+                    await write()
                     return
                 finally:
                     idle.since = None
@@ -343,14 +374,8 @@ class StreamEndpoint:
                         session.input_closed()
                 except Exception as error:
                     _fail(session, error)
-                if out:
-                    try:
-                        await chaos.write(timed_send, out)
-                    except asyncio.CancelledError:
-                        if not idle.timed_out():
-                            raise
-                        await self._output_stalled(session, journal, resets, control)
-                        return
+                if out and not await write():
+                    return
                 if resets:
                     return
                 while chaos.pending and (kind := chaos.due(session.audio_seconds)) is not None:
@@ -367,7 +392,7 @@ class StreamEndpoint:
                         continue
                     session.input_closed()
                     if kind == "malformed":
-                        await send(
+                        await write(
                             {
                                 "type": "http.response.body",
                                 "body": malformed_frame(),
@@ -382,9 +407,8 @@ class StreamEndpoint:
                     return
                 if not more_body:
                     return
-
         finally:
-            idle.stop()
+            idle.since = None
 
     async def _output_stalled(
         self,
@@ -393,12 +417,13 @@ class StreamEndpoint:
         resets: list[StreamReset],
         control: ConnectionControl | None,
     ) -> None:
-        """The client took no output for the idle timeout: its flow-control window
-        stayed shut. Nothing more can reach it, an exception included, so the
-        stream is reset and the session ends as if the client had gone."""
+        """The client took no output for the idle timeout (its flow-control window
+        stayed shut, or it stopped reading the connection). Nothing more can
+        reach it, an exception included, so the stream is reset, and a session
+        still open ends as if the client had gone."""
         log.info(
-            "session %s: the client took no output for %g s (its flow-control window "
-            "stayed shut; the emulator's --idle-timeout): stream reset",
+            "session %s: the client took no output for %g s (the emulator's "
+            "--idle-timeout): stream reset",
             session.request.session_id,
             self.idle_timeout,
         )
@@ -410,6 +435,8 @@ class StreamEndpoint:
                 "audioClock": session.audio_seconds,
             }
         )
+        if session.finished:
+            journal.flush()  # after the session's end, which flushed the rest
         session.input_closed()
         resets.append(StreamReset(reason="output stalled"))
         if control is not None:
@@ -540,8 +567,8 @@ class _IdleWatch:
             return False
         self._fired = False
         assert self._task is not None
-        self._task.uncancel()
-        return True
+        # An outside cancellation in the same step (a disconnect, shutdown) wins.
+        return self._task.uncancel() == 0
 
     def _check(self) -> None:
         self._handle = None

@@ -702,6 +702,24 @@ def test_a_goaway_flood_is_counted_as_control_frames(duplex: None) -> None:
         assert echoed == 1 and server.crashes == []
 
 
+def test_a_graceful_goaway_waits_for_a_request_still_being_sent(duplex: None) -> None:
+    """The response is done (a 400) but the client still sends the request, which the
+    server drains: after the client's GOAWAY the connection stays up until that
+    request ends too, then closes."""
+    with running_server(App(), keep_alive_timeout=60) as server, connected(server.port) as client:
+        rejected = client.open("/reject")
+        client.send(rejected, b"a" * 1000)
+        client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+        client._write(GoAwayFrame(0, error_code=ErrorCodes.NO_ERROR, last_stream_id=0).serialize())
+        for _ in range(8):  # 128 KiB, twice the connection window: it must be handed back
+            assert client.send(rejected, b"b" * 16 * KIB, ignore_reset=True)
+        client.ping()
+        assert not client.closed
+        client.send(rejected, b"", end=True, ignore_reset=True)
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
+
+
 def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) -> None:
     with running_server(App()) as server, connected(server.port) as client:
         echoed = client.open("/echo")
@@ -786,6 +804,38 @@ def test_priority_frames_for_streams_not_open_leave_nothing_behind(duplex: None)
     with pytest.raises(priority.DeadlockError):
         next(scheduler)
     assert scheduler._streams == set()
+
+
+async def test_the_response_buffer_waits_at_its_mark_and_counts_what_is_taken() -> None:
+    """push waits once the buffer holds 32 KiB, even with its pause event left set by
+    an earlier pop; only a pop that leaves less than 16 KiB lets it go on. Each pop
+    that takes bytes restarts the watch's time (an app's output timer)."""
+    from hypercorn.asyncio.worker_context import EventWrapper
+
+    from emulator.hypercorn_h2 import _BoundedBuffer
+
+    class Watch:
+        since: float | None = 0.0
+
+    buffer = _BoundedBuffer(EventWrapper)
+    buffer.watch = watch = Watch()
+    await buffer.push(b"x" * 100)
+    assert await buffer.pop(100) == b"x" * 100  # the pause event is set now
+    assert watch.since > 0.0
+    pushing = asyncio.ensure_future(buffer.push(b"y" * 40 * KIB))
+    await asyncio.sleep(0)
+    assert not pushing.done()
+    since = watch.since
+    assert await buffer.pop(0) == b""  # a spent window: nothing taken
+    assert watch.since == since
+    await buffer.pop(16 * KIB)  # 24 KiB left: still over the low-water mark
+    await asyncio.sleep(0)
+    assert not pushing.done()
+    await buffer.pop(16 * KIB)  # 8 KiB left
+    await asyncio.wait_for(pushing, DEADLINE)
+    watch.since = None
+    await buffer.pop(KIB)
+    assert watch.since is None  # no timer running: left alone
 
 
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,16 +205,123 @@ def test_a_finished_session_whose_client_takes_no_output_is_reset_at_the_timeout
     backend = guarded.app.backend
     before = backend.active
     session_id = new_session_id()
+    # A little output (under the 32 KiB at which a send waits), so the end waits for it.
+    script = {"segments": [{"begin": 0.2, "end": 0.8, "content": "hello there", "partials": 1}]}
+    rule = {"match": {"sessionId": session_id}, "scenario": script}
+    assert admin(guarded.h2c_url, "POST", "/_emulator/rules", rule, token=TOKEN)[0] == 201
     h2 = H2Client("127.0.0.1", guarded.h2c_port)
     try:
         h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
         stream = h2.request(headers(session_id))
         h2.send(stream, config_event() + audio(b"\0" * 32000) + END, end_stream=True)
         response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
+        print(
+            "RESP", response["reset"], response["ended"], len(response["data"]), response["headers"]
+        )
         assert response["reset"] is not None
         assert response["data"] == b""
     finally:
         h2.close()
     assert backend.active == before
+    # The session was over when its output stalled: it stays COMPLETED, and its
+    # journal says what became of the output after the session's end.
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
     assert details["status"] == "COMPLETED"
+    status, journal = authorized(guarded, f"/_emulator/sessions/{session_id}/events")
+    kinds = [entry["type"] for entry in journal["events"]]
+    assert kinds[-2:] == ["streamEnded", "outputStalled"]
+
+
+def _script_rule(base_url: str, session_id: str, script: dict) -> None:
+    rule = {"match": {"sessionId": session_id}, "scenario": script}
+    status, body = admin(base_url, "POST", "/_emulator/rules", rule, token=TOKEN)
+    assert status == 201, body
+
+
+def test_a_slow_client_that_keeps_taking_output_is_not_reset(guarded):
+    """The output timer restarts with every chunk the client takes: a client reading
+    1,600 bytes every 100 ms through a backlog of output is slow, not gone, although
+    a send of the session waits longer than --idle-timeout (0.5 s) for room."""
+    import select
+
+    import h2.events
+    from h2.settings import SettingCodes
+
+    session_id = new_session_id()
+    words = "lorem ipsum dolor sit amet " * 30
+    segments = [
+        {"begin": t + 0.1, "end": t + 0.9, "partials": 5, "content": words} for t in range(20)
+    ]
+    _script_rule(guarded.h2c_url, session_id, {"segments": segments})
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        stream = client.request(headers(session_id))
+        frames = [config_event(), *(audio(b"\0" * 3200) for _ in range(200)), END]
+        taken, outcome, tick = 0, None, time.monotonic()
+        deadline = tick + 60
+        while outcome is None:
+            assert time.monotonic() < deadline, "the session did not end"
+            while frames and client.conn.local_flow_control_window(stream) >= len(frames[0]):
+                frame = frames.pop(0)
+                client.conn.send_data(stream, frame, end_stream=not frames)
+            if time.monotonic() >= tick:  # the reader takes 1,600 bytes
+                tick += 0.1
+                client.conn.increment_flow_control_window(1600, stream_id=stream)
+            client._flush()
+            if select.select([client.sock], [], [], 0.01)[0]:
+                for event in client.conn.receive_data(client.sock.recv(65536)):
+                    if isinstance(event, h2.events.DataReceived):
+                        taken += len(event.data)
+                    elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        outcome = type(event).__name__
+                client._flush()
+    finally:
+        client.close()
+    assert outcome == "StreamEnded"
+    assert taken > 32 * 1024  # more than the server keeps: it waited for this client
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+
+
+def test_sessions_of_a_client_that_stopped_reading_its_socket_end_at_the_timeout(guarded):
+    """A client that grants every window but no longer reads its socket (a wedged
+    process) backs TCP up: each session's output stalls, and resetting its stream
+    must not wait for that socket either, or the sessions stay open for ever."""
+    from h2.settings import SettingCodes
+
+    backend = guarded.app.backend
+    before = backend.active
+    script = {
+        "segments": [
+            {"begin": t * 0.1 + 0.01, "end": t * 0.1 + 0.09, "partials": 2, "content": "y" * 5000}
+            for t in range(100)
+        ]
+    }
+    session_ids = [new_session_id() for _ in range(60)]
+    for session_id in session_ids:
+        _script_rule(guarded.h2c_url, session_id, script)
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**30})
+        streams = [client.request(headers(session_id)) for session_id in session_ids]
+        for stream in streams:
+            client.conn.send_data(stream, config_event())
+        client._flush()
+        client.ping()
+        for stream in streams:  # 1.3 s of audio each, inside the stream windows
+            for _ in range(13):
+                client.conn.send_data(stream, audio(b"\0" * 3200))
+        client._flush()
+        # ...and the socket is never read again, input left open.
+        deadline = time.monotonic() + 30
+        while backend.active != before:
+            assert time.monotonic() < deadline, f"{backend.active - before} sessions still open"
+            time.sleep(0.05)
+    finally:
+        client.sock.close()
+    stalled = 0
+    for session_id in session_ids:
+        status, journal = authorized(guarded, f"/_emulator/sessions/{session_id}/events")
+        stalled += any(entry["type"] == "outputStalled" for entry in journal["events"])
+    assert stalled > 0
