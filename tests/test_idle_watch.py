@@ -101,3 +101,20 @@ async def test_zero_means_no_limit(via) -> None:
     watch = _IdleWatch(0)
     assert (await via(watch, _ticker(0.01)))["n"] == 1
     watch.stop()
+
+
+async def test_a_cancellation_from_outside_in_the_same_step_wins(via) -> None:
+    """The watch fires and, before the task runs again, someone else cancels it too
+    (the client went away, the server stops): the task stays cancelled, not timed out."""
+    watch = _IdleWatch(0.05)
+    task = asyncio.ensure_future(via(watch, _never))
+    await asyncio.sleep(0)
+    assert watch.since is not None
+    watch.since -= 1.0  # the timeout is long past
+    assert watch._handle is not None
+    watch._handle.cancel()
+    watch._check()  # the watch fires now...
+    task.cancel()  # ...and so does an outside cancel, before the task wakes
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    watch.stop()
