@@ -17,7 +17,7 @@ from .eventstream import Message, encode_message
 from .hypercorn_h2 import CONNECTION_EXTENSION
 from .rules import Chaos
 
-__all__ = ["ChaosRunner", "malformed_frame"]
+__all__ = ["ChaosRunner", "malformed_frame", "paced"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -40,14 +40,28 @@ def malformed_frame() -> bytes:
     return bytes(frame)
 
 
+def paced(chaos: Chaos | None) -> bool:
+    """Whether ``chaos`` sends output events one at a time, with pauses."""
+    return chaos is not None and bool(chaos.slow or chaos.delay or chaos.jitter)
+
+
 class ChaosRunner:
     """Applies one rule's :class:`~emulator.rules.Chaos` (or none) to one stream."""
 
     def __init__(
-        self, chaos: Chaos | None, *, seed: int, session_id: str, scope: MutableMapping[str, Any]
+        self,
+        chaos: Chaos | None,
+        *,
+        seed: int,
+        session_id: str,
+        scope: MutableMapping[str, Any],
+        on_sent: list[Callable[[], object]] | None = None,
     ) -> None:
         self.chaos = chaos
         self._scope = scope
+        #: For paced output: one callable per chunk queued, in step with the
+        #: chunks given to :meth:`write`, called once its chunk is sent.
+        self.on_sent = on_sent
         # Seeded only for a rule with jitter: seeding from a string hashes it,
         # which a burst of streams opening at once paid for nothing.
         self._random = (
@@ -80,21 +94,33 @@ class ChaosRunner:
         if delay:
             await self._sleep(delay)
 
-    async def _sleep(self, delay: float) -> None:
+    @property
+    def paced(self) -> bool:
+        """Whether :meth:`write` sends events one at a time, with pauses."""
+        return paced(self.chaos)
+
+    async def _sleep(self, delay: float) -> bool:
         """Sleep ``delay`` seconds, or until the stream closes if that comes first:
-        a delay of an hour must not hold a session open after its client has gone."""
+        a delay of an hour must not hold a session open after its client has gone.
+        False when the stream closed."""
         control = self._scope.get("extensions", {}).get(CONNECTION_EXTENSION)
         if control is None:  # HTTP/1.1, or another server
             await asyncio.sleep(delay)
-            return
+            return True
         try:
             async with asyncio.timeout(delay):
                 await control.wait_closed()
         except TimeoutError:
-            pass
+            return True
+        return False
 
     async def write(self, send: Send, chunks: list[bytes]) -> None:
-        """Send ``chunks`` (encoded output events) with the rule's pacing, then clear them."""
+        """Send ``chunks`` (encoded output events) with the rule's pacing, then clear them.
+
+        Paced, each chunk's :attr:`on_sent` callable runs once the chunk is sent;
+        the chunks left when the stream closes during a pause are dropped
+        unsent, their callables not run: they never reached the client.
+        """
         if not chunks:
             return
         chaos = self.chaos
@@ -105,12 +131,18 @@ class ChaosRunner:
             return
         pending = list(chunks)
         chunks.clear()
+        hooks: list[Callable[[], object]] = []
+        if self.on_sent is not None:
+            hooks = list(self.on_sent)
+            self.on_sent.clear()
         for index, chunk in enumerate(pending):
             # Every event waits its turn, so none rides in another's DATA frame.
             delay = (self._delay() if index == 0 else 0.0) + chaos.slow
-            if delay:
-                await self._sleep(delay)
+            if delay and not await self._sleep(delay):
+                return  # the stream closed: nothing more reaches the client
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if index < len(hooks):
+                hooks[index]()
 
     def due(self, audio_seconds: float) -> str | None:
         """The next trouble the audio clock has reached, once: ``disconnect-reset``,

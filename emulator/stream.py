@@ -17,10 +17,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
+from functools import partial
 from time import monotonic as _monotonic
 from typing import Any
 
-from .chaos import ChaosRunner, malformed_frame
+from .chaos import ChaosRunner, malformed_frame, paced
 from .errors import FramingError, ServiceError, service_error
 from .events import (
     OutputEvent,
@@ -41,6 +42,7 @@ from .hypercorn_h2 import (
 from .ids import new_request_id
 from .journal import Journal
 from .quotas import Quotas, access_key_of
+from .record import SessionRecord
 from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession, SessionState
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
@@ -143,6 +145,13 @@ class StreamEndpoint:
         # The stream's timer: input awaited, and output the client must take.
         idle = _IdleWatch(self.idle_timeout)
 
+        # Paced chaos output is counted and journaled as each event is sent (see
+        # ChaosRunner.write), not when it is made: a client that goes away
+        # during a pause was never sent the rest.
+        on_sent: list[Callable[[], object]] | None = (
+            [] if rule is not None and paced(rule.chaos) else None
+        )
+
         def emit(event: OutputEvent) -> None:
             if isinstance(event, StreamReset):
                 resets.append(event)
@@ -160,10 +169,16 @@ class StreamEndpoint:
             if type(event) is TranscriptResult:
                 payload = transcript_payload(event)
                 out.append(transcript_message(payload))
+                if on_sent is not None:
+                    on_sent.append(partial(_sent_transcript, record, journal, event, payload))
+                    return
                 record.output_sent(event)
                 journal.record_transcript(payload, record.audio_seconds)
                 return
             out.append(encode_output(event))
+            if on_sent is not None:
+                on_sent.append(partial(_sent_other, record, journal, event))
+                return
             record.output_sent(event)
             journal.record(_output_entry(event, record.audio_seconds))
 
@@ -177,6 +192,7 @@ class StreamEndpoint:
                 seed=self.backend.seed,
                 session_id=request.session_id,
                 scope=scope,
+                on_sent=on_sent,
             )
             await chaos.before_response()
             await send(
@@ -441,6 +457,22 @@ class StreamEndpoint:
         resets.append(StreamReset(reason="output stalled"))
         if control is not None:
             await control.abort()
+
+
+def _sent_transcript(
+    record: SessionRecord, journal: Journal, event: TranscriptResult, payload: Any
+) -> None:
+    """Count and journal a paced transcript event, now sent."""
+    record.output_sent(event)
+    journal.record_transcript(payload, record.audio_seconds)
+
+
+def _sent_other(
+    record: SessionRecord, journal: Journal, event: TranscriptResult | StreamException
+) -> None:
+    """Count and journal a paced output event other than a transcript, now sent."""
+    record.output_sent(event)
+    journal.record(_output_entry(event, record.audio_seconds))
 
 
 def _fail(session: ScribeSession, error: Exception) -> None:

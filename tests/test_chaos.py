@@ -50,6 +50,12 @@ def test_slow_output_sends_each_event_on_its_own(emulator):
     events = EventStreamDecoder().receive_data(bytes(response["data"]))
     assert len(events) == 6  # three partials, three finals
     assert response["frames"] >= len(events)
+    # Paced events are counted and journaled as they are sent: all of them here.
+    status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert detail["eventsSent"] == {"transcriptEvent": 6}
+    status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    sent = [e for e in journal["events"] if e["direction"] == "out" and e["type"] != "chaos"]
+    assert len(sent) == 6
 
 
 def test_delay_holds_the_response_start(emulator):
@@ -181,5 +187,7 @@ def test_a_client_gone_during_an_hours_delay_ends_its_session_at_once(emulator, 
         h2.close()
     status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert status == 200, detail
-    # Ended as any stream whose client went away without END_OF_SESSION.
+    # Ended as any stream whose client went away without END_OF_SESSION, with none
+    # of the output the delay held counted as sent: it never was.
     assert detail["status"] == "PAUSED" and detail["endedAt"] is not None
+    assert detail["eventsSent"] == {}
