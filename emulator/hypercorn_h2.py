@@ -896,6 +896,7 @@ class DuplexH2Protocol(H2Protocol):
             if drained > self.max_drain_bytes:
                 self._drained.pop(stream_id, None)
                 await self._reset(stream_id, ErrorCodes.NO_ERROR)
+                await self._close_if_gone_away()
             return
         self.connection.acknowledge_received_data(event.flow_controlled_length, stream_id)
 
@@ -1028,11 +1029,14 @@ class _BoundedBuffer(StreamBuffer):
     flow control stops its client, while the connection's other streams go on.
     """
 
-    #: An object whose ``since`` (a ``time.monotonic()`` or None) is restarted by
-    #: every pop that takes bytes while it is not None: the app's output timer
-    #: (see :meth:`ConnectionControl.watch_output`), which must measure how
-    #: long the client took nothing, not how long one send waited.
+    #: An object whose ``since`` (a ``time.monotonic()``) is restarted by the
+    #: pops while its ``sending`` is true: the app's output timer (see
+    #: :meth:`ConnectionControl.watch_output`), which must measure how long the
+    #: client took no output, not how long one send waited. It restarts once
+    #: :data:`_PROGRESS` bytes were taken since the last restart, or all that
+    #: was waiting: a client taking a byte now and then does not count as reading.
     watch: Any = None
+    _taken = 0
 
     async def push(self, data: bytes) -> None:
         # hypercorn's, except that crossing the mark always waits: its pause
@@ -1051,13 +1055,21 @@ class _BoundedBuffer(StreamBuffer):
         data = bytes(buffer[:length])
         del buffer[:length]
         watch = self.watch
-        if length and watch is not None and watch.since is not None:
-            watch.since = time.monotonic()
+        if length and watch is not None and watch.sending:
+            taken = self._taken + length
+            if taken >= _PROGRESS or not buffer:
+                taken = 0
+                watch.since = time.monotonic()
+            self._taken = taken
         if len(buffer) < BUFFER_LOW_WATER:
             await self._paused.set()
         if not buffer:
             await self._is_empty.set()
         return data
+
+
+#: Response bytes a client must take to count as reading (see _BoundedBuffer.watch).
+_PROGRESS = 1024
 
 
 def _stream_buffer_internals_present() -> bool:
@@ -1177,8 +1189,8 @@ class ConnectionControl:
         await self._protocol.send(Closed())
 
     def watch_output(self, watch: Any) -> None:
-        """Have each chunk of this stream's response the client takes set
-        ``watch.since`` to the time, while it is not None (an app's output timer)."""
+        """Have the response the client takes restart ``watch.since`` while
+        ``watch.sending`` is true (an app's output timer; see _BoundedBuffer.watch)."""
         buffer = self._protocol.stream_buffers.get(self._stream_id)
         if isinstance(buffer, _BoundedBuffer):
             buffer.watch = watch

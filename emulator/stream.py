@@ -195,54 +195,80 @@ class StreamEndpoint:
                 on_sent=on_sent,
             )
             await chaos.before_response()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        *request.response_headers(),
-                        (b"x-amzn-request-id", request_id.encode()),
-                        (b"content-type", _EVENTSTREAM),
-                    ],
-                }
-            )
             extensions = scope.get("extensions", {})
             inline = extensions.get(INLINE_BODY_EXTENSION)
             control = extensions.get(CONNECTION_EXTENSION)
-            await self._pump(
-                receive,
-                send,
-                session,
-                journal,
-                out,
-                resets,
-                signature,
-                chaos,
-                idle,
-                inline,
-                control,
-            )
+            stream = record.streams
+            start = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    *request.response_headers(),
+                    (b"x-amzn-request-id", request_id.encode()),
+                    (b"content-type", _EVENTSTREAM),
+                ],
+            }
+            # Timed as every send is (see _pump's timed_send): a client that
+            # stopped reading its socket leaves even the headers waiting.
+            if await self._timed(send, start, idle, session, journal, resets, control, stream):
+                await self._pump(
+                    receive,
+                    send,
+                    session,
+                    journal,
+                    out,
+                    resets,
+                    signature,
+                    chaos,
+                    idle,
+                    inline,
+                    control,
+                    stream,
+                )
         finally:
             self.backend.close_stream(record)
             if quota_key is not None:
                 self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
-        try:
             if resets:
-                # Returning with the body unfinished makes the server reset the
-                # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.
-                return
-            # The end waits until the client has taken all the output: timed as
-            # every send is (see _pump's timed_send).
-            idle.begin()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                idle.stop()
+        if resets:
+            # Returning with the body unfinished makes the server reset the
+            # HTTP/2 stream (see emulator.hypercorn_h2): the scripted disconnect.
+            return
+        # The end waits until the client has taken all the output. A stall here
+        # comes after the session's end (its record saved): it is only told.
+        end = {"type": "http.response.body", "body": b"", "more_body": False}
+        try:
+            await self._timed(send, end, idle, session, journal, resets, control, stream)
+        finally:
+            idle.stop()
+
+    async def _timed(
+        self,
+        send: Send,
+        message: MutableMapping[str, Any],
+        idle: _IdleWatch,
+        session: ScribeSession,
+        journal: Journal,
+        resets: list[StreamReset],
+        control: ConnectionControl | None,
+        stream: int,
+    ) -> bool:
+        """Send ``message`` within the idle timeout; False when the client took
+        none of the output for that long (see :meth:`_output_stalled`)."""
+        idle.begin()
+        idle.sending = True
+        try:
+            await send(message)
         except asyncio.CancelledError:
             if not idle.timed_out():
                 raise
-            # The session is over already (its record saved): this is only told.
-            await self._output_stalled(session, journal, resets, control)
+            await self._output_stalled(session, journal, resets, control, stream)
+            return False
         finally:
             idle.since = None
-            idle.stop()
+            idle.sending = False
+        return True
 
     async def _pump(
         self,
@@ -257,6 +283,7 @@ class StreamEndpoint:
         idle: _IdleWatch,
         inline: InlineBody | None = None,
         control: ConnectionControl | None = None,
+        stream: int = 1,
     ) -> None:
         decoder = EventStreamDecoder()
         chunks = None if signature is None else ChunkVerifier(request=signature)
@@ -266,13 +293,15 @@ class StreamEndpoint:
         async def timed_send(message: MutableMapping[str, Any]) -> None:
             # Output the client must take within the idle timeout: one that
             # grants no window leaves the send waiting (chaos pauses between
-            # sends are not counted, and each chunk the client takes restarts
-            # the time, see watch_output).
+            # sends are not counted, and output the client takes restarts the
+            # time, see watch_output).
             idle.begin()
+            idle.sending = True
             try:
                 await send(message)
             finally:
                 idle.since = None
+                idle.sending = False
 
         async def write(message: MutableMapping[str, Any] | None = None) -> bool:
             """Send ``message``, or what ``out`` holds with the chaos rule's pacing,
@@ -286,8 +315,22 @@ class StreamEndpoint:
             except asyncio.CancelledError:
                 if not idle.timed_out():
                     raise
-                await self._output_stalled(session, journal, resets, control)
+                await self._output_stalled(session, journal, resets, control, stream)
                 return False
+            return True
+
+        async def timed(step: Awaitable[object]) -> bool:
+            # A chaos GOAWAY or TCP close writes to the socket too.
+            idle.begin()
+            try:
+                await step
+            except asyncio.CancelledError:
+                if not idle.timed_out():
+                    raise
+                await self._output_stalled(session, journal, resets, control, stream)
+                return False
+            finally:
+                idle.since = None
             return True
 
         if control is not None:
@@ -404,7 +447,8 @@ class StreamEndpoint:
                         }
                     )
                     if kind == "goaway":
-                        await chaos.goaway()
+                        if not await timed(chaos.goaway()):
+                            return
                         continue
                     session.input_closed()
                     if kind == "malformed":
@@ -416,8 +460,8 @@ class StreamEndpoint:
                             }
                         )
                         return  # the response then ends cleanly after the corrupt frame
-                    if kind == "disconnect-close":
-                        await chaos.close_connection()
+                    if kind == "disconnect-close" and not await timed(chaos.close_connection()):
+                        return
                     # Either way the response is left unfinished: a reset stream.
                     resets.append(StreamReset(reason=f"chaos {kind}"))
                     return
@@ -432,6 +476,7 @@ class StreamEndpoint:
         journal: Journal,
         resets: list[StreamReset],
         control: ConnectionControl | None,
+        stream: int,
     ) -> None:
         """The client took no output for the idle timeout (its flow-control window
         stayed shut, or it stopped reading the connection). Nothing more can
@@ -447,6 +492,7 @@ class StreamEndpoint:
             {
                 "direction": "stream",
                 "type": "outputStalled",
+                "stream": stream,
                 "seconds": self.idle_timeout,
                 "audioClock": session.audio_seconds,
             }
@@ -561,12 +607,15 @@ class _IdleWatch:
     :class:`asyncio.CancelledError` :meth:`timed_out`, and ``since = None``.
     """
 
-    __slots__ = ("timeout", "since", "_loop", "_task", "_handle", "_fired")
+    __slots__ = ("timeout", "since", "sending", "_loop", "_task", "_handle", "_fired")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         #: When the receive under way began (``time.monotonic()``); None between receives.
         self.since: float | None = None
+        #: Whether the timed wait under way is a send, whose time output taken
+        #: restarts (see emulator.hypercorn_h2._BoundedBuffer), not a receive.
+        self.sending = False
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[Any] | None = None
         self._handle: asyncio.TimerHandle | None = None

@@ -808,34 +808,39 @@ def test_priority_frames_for_streams_not_open_leave_nothing_behind(duplex: None)
 
 async def test_the_response_buffer_waits_at_its_mark_and_counts_what_is_taken() -> None:
     """push waits once the buffer holds 32 KiB, even with its pause event left set by
-    an earlier pop; only a pop that leaves less than 16 KiB lets it go on. Each pop
-    that takes bytes restarts the watch's time (an app's output timer)."""
+    an earlier pop; only a pop that leaves less than 16 KiB lets it go on. While a
+    send is timed, the client taking 1 KiB, or all that waited, restarts its time
+    (an app's output timer); a byte now and then does not."""
     from hypercorn.asyncio.worker_context import EventWrapper
 
     from emulator.hypercorn_h2 import _BoundedBuffer
 
     class Watch:
-        since: float | None = 0.0
+        since = 0.0
+        sending = True
 
     buffer = _BoundedBuffer(EventWrapper)
     buffer.watch = watch = Watch()
     await buffer.push(b"x" * 100)
-    assert await buffer.pop(100) == b"x" * 100  # the pause event is set now
+    assert await buffer.pop(100) == b"x" * 100  # all of it: the pause event is set now
     assert watch.since > 0.0
     pushing = asyncio.ensure_future(buffer.push(b"y" * 40 * KIB))
     await asyncio.sleep(0)
     assert not pushing.done()
     since = watch.since
     assert await buffer.pop(0) == b""  # a spent window: nothing taken
+    for _ in range(1000):
+        assert await buffer.pop(1) == b"y"  # a trickle, under 1 KiB in all
     assert watch.since == since
-    await buffer.pop(16 * KIB)  # 24 KiB left: still over the low-water mark
+    await buffer.pop(16 * KIB)  # about 23 KiB left: still over the low-water mark
+    assert watch.since > since
     await asyncio.sleep(0)
     assert not pushing.done()
-    await buffer.pop(16 * KIB)  # 8 KiB left
+    await buffer.pop(16 * KIB)  # under 8 KiB left
     await asyncio.wait_for(pushing, DEADLINE)
-    watch.since = None
-    await buffer.pop(KIB)
-    assert watch.since is None  # no timer running: left alone
+    watch.sending, since = False, watch.since  # no send timed: left alone
+    await buffer.pop(4 * KIB)
+    assert watch.since == since
 
 
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:

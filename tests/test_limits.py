@@ -215,9 +215,6 @@ def test_a_finished_session_whose_client_takes_no_output_is_reset_at_the_timeout
         stream = h2.request(headers(session_id))
         h2.send(stream, config_event() + audio(b"\0" * 32000) + END, end_stream=True)
         response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
-        print(
-            "RESP", response["reset"], response["ended"], len(response["data"]), response["headers"]
-        )
         assert response["reset"] is not None
         assert response["data"] == b""
     finally:
@@ -230,6 +227,7 @@ def test_a_finished_session_whose_client_takes_no_output_is_reset_at_the_timeout
     status, journal = authorized(guarded, f"/_emulator/sessions/{session_id}/events")
     kinds = [entry["type"] for entry in journal["events"]]
     assert kinds[-2:] == ["streamEnded", "outputStalled"]
+    assert journal["events"][-1]["stream"] == journal["events"][-2]["stream"] == 1
 
 
 def _script_rule(base_url: str, session_id: str, script: dict) -> None:
@@ -284,10 +282,13 @@ def test_a_slow_client_that_keeps_taking_output_is_not_reset(guarded):
     assert details["status"] == "COMPLETED"
 
 
-def test_sessions_of_a_client_that_stopped_reading_its_socket_end_at_the_timeout(guarded):
+@pytest.mark.parametrize("opening", ["then-audio", "together"])
+def test_sessions_of_a_client_that_stopped_reading_its_socket_end_at_the_timeout(guarded, opening):
     """A client that grants every window but no longer reads its socket (a wedged
     process) backs TCP up: each session's output stalls, and resetting its stream
-    must not wait for that socket either, or the sessions stay open for ever."""
+    must not wait for that socket either, or the sessions stay open for ever. With
+    each stream's audio sent along with its opening, the later sessions find the
+    socket backed up before their response has even started."""
     from h2.settings import SettingCodes
 
     backend = guarded.app.backend
@@ -304,15 +305,21 @@ def test_sessions_of_a_client_that_stopped_reading_its_socket_end_at_the_timeout
     client = H2Client("127.0.0.1", guarded.h2c_port)
     try:
         client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**30})
-        streams = [client.request(headers(session_id)) for session_id in session_ids]
-        for stream in streams:
-            client.conn.send_data(stream, config_event())
-        client._flush()
         client.ping()
-        for stream in streams:  # 1.3 s of audio each, inside the stream windows
-            for _ in range(13):
-                client.conn.send_data(stream, audio(b"\0" * 3200))
-        client._flush()
+        streams = []
+        for session_id in session_ids:
+            streams.append(stream := client.request(headers(session_id)))
+            client.conn.send_data(stream, config_event())
+            if opening == "together":
+                for _ in range(13):
+                    client.conn.send_data(stream, audio(b"\0" * 3200))
+            client._flush()
+        if opening == "then-audio":
+            client.ping()
+            for stream in streams:  # 1.3 s of audio each, inside the stream windows
+                for _ in range(13):
+                    client.conn.send_data(stream, audio(b"\0" * 3200))
+            client._flush()
         # ...and the socket is never read again, input left open.
         deadline = time.monotonic() + 30
         while backend.active != before:
@@ -322,6 +329,50 @@ def test_sessions_of_a_client_that_stopped_reading_its_socket_end_at_the_timeout
         client.sock.close()
     stalled = 0
     for session_id in session_ids:
-        status, journal = authorized(guarded, f"/_emulator/sessions/{session_id}/events")
+        path = f"/_emulator/sessions/{session_id}/events"
+        status, journal = admin(guarded.h2c_url, "GET", path, token=TOKEN)
+        if status == 404:  # its HEADERS were never read: no session
+            continue
         stalled += any(entry["type"] == "outputStalled" for entry in journal["events"])
     assert stalled > 0
+
+
+def test_output_taken_while_the_session_waits_for_input_does_not_count_as_input(guarded):
+    """The client sends no more audio but takes its output a byte at a time: the
+    input timeout still fires (output taken restarts only the output timer)."""
+    import select
+
+    from h2.settings import SettingCodes
+
+    backend = guarded.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    script = {"segments": [{"begin": 0.05, "end": 0.15, "partials": 3, "content": "w" * 1500}]}
+    _script_rule(guarded.h2c_url, session_id, script)
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        stream = client.request(headers(session_id))
+        client.conn.send_data(stream, config_event())
+        for _ in range(3):
+            client.conn.send_data(stream, audio(b"\0" * 3200))
+        client._flush()
+        deadline = time.monotonic() + 20
+        while backend.active == before:
+            assert time.monotonic() < deadline, "the session did not open"
+            time.sleep(0.01)
+        tick = time.monotonic() + 0.3
+        while backend.active != before:
+            assert time.monotonic() < deadline, "the input timeout never fired"
+            if time.monotonic() >= tick:  # a byte every 0.45 s: under the 0.5 s timeout
+                tick += 0.45
+                client.conn.increment_flow_control_window(1, stream_id=stream)
+                client._flush()
+            if select.select([client.sock], [], [], 0.02)[0]:
+                client.conn.receive_data(client.sock.recv(65536))
+                client._flush()
+    finally:
+        client.close()
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "FAILED"
+    assert "no input for 0.5 s" in details["errors"][0]["message"]
