@@ -67,16 +67,28 @@ class SessionRecord:
         """Seconds of audio received over all streams, the live one included."""
         return self.live.audio_seconds if self.live is not None else self.progress.audio_seconds
 
-    def output_sent(self, event: OutputEvent) -> None:
-        """Count one output event the live stream sent."""
+    def output_sent(self, event: OutputEvent, *, noted: bool = False) -> None:
+        """Count one output event the live stream sent (an exception is also noted
+        among the errors, unless :meth:`note_error` did so when it was made)."""
         if isinstance(event, TranscriptResult):
             key = "transcriptEvent"
+            stats = self.stats
+            stats.results_sent += 1
+            if event.is_partial:
+                stats.partials_sent += 1
+            else:
+                stats.finals_sent += 1
         else:
             assert isinstance(event, StreamException)
             key = event.member
-            self.errors.append({"type": event.member, "message": event.message})
-            del self.errors[:-100]
+            if not noted:
+                self.note_error(event)
         self.events_sent[key] = self.events_sent.get(key, 0) + 1
+
+    def note_error(self, event: StreamException) -> None:
+        """Keep the in-stream exception the session ended with, sent or not."""
+        self.errors.append({"type": event.member, "message": event.message})
+        del self.errors[:-100]
 
     # -- admin views -----------------------------------------------------------
 

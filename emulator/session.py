@@ -135,7 +135,8 @@ class _Active:
 
 @dataclass(slots=True)
 class SessionStats:
-    """What one stream received and sent."""
+    """What one stream received (counted by the session) and sent (counted as the
+    stream sends it, by :meth:`emulator.record.SessionRecord.output_sent`)."""
 
     events_received: dict[str, int] = field(default_factory=dict)
     audio_bytes: int = 0
@@ -543,11 +544,6 @@ class ScribeSession:
                 channel_id=channel,
             )
         )
-        self.stats.results_sent += 1
-        if partial:
-            self.stats.partials_sent += 1
-        else:
-            self.stats.finals_sent += 1
 
 
 class _Clock(Protocol):

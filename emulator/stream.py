@@ -177,6 +177,8 @@ class StreamEndpoint:
                 return
             out.append(encode_output(event))
             if on_sent is not None:
+                if isinstance(event, StreamException):
+                    record.note_error(event)  # why it failed, even if never sent
                 on_sent.append(partial(_sent_other, record, journal, event))
                 return
             record.output_sent(event)
@@ -517,7 +519,7 @@ def _sent_other(
     record: SessionRecord, journal: Journal, event: TranscriptResult | StreamException
 ) -> None:
     """Count and journal a paced output event other than a transcript, now sent."""
-    record.output_sent(event)
+    record.output_sent(event, noted=True)
     journal.record(_output_entry(event, record.audio_seconds))
 
 

@@ -191,3 +191,32 @@ def test_a_client_gone_during_an_hours_delay_ends_its_session_at_once(emulator, 
     # of the output the delay held counted as sent: it never was.
     assert detail["status"] == "PAUSED" and detail["endedAt"] is not None
     assert detail["eventsSent"] == {}
+    assert detail["partialsSent"] == detail["finalsSent"] == 0
+
+
+def test_a_paced_exception_the_client_never_got_still_says_why_the_session_failed(emulator):
+    """Audio before the configuration fails the session; with slow output the
+    exception waits its turn, and the client resets the stream first. It was never
+    sent (not counted, not journaled as output), but the record keeps the reason."""
+    backend = emulator.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"slow": 3600})
+    h2 = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = h2.request(headers(session_id))
+        h2.send(stream, audio(b"\0" * 3200))  # no configuration first
+        h2.wait(stream, for_headers=True)
+        _wait_until(lambda: backend.active == before + 1, "the session to open")
+        h2.ping()
+        h2.conn.reset_stream(stream)
+        h2.ping()
+        _wait_until(lambda: backend.active == before, "the session to close")
+    finally:
+        h2.close()
+    status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert detail["status"] == "FAILED"
+    assert detail["eventsSent"] == {}
+    (error,) = detail["errors"]
+    assert error["type"] == "validationException"
+    assert "configuration" in error["message"]
