@@ -212,7 +212,9 @@ class StreamEndpoint:
             }
             # Timed as every send is (see _pump's timed_send): a client that
             # stopped reading its socket leaves even the headers waiting.
-            if await self._timed(send, start, idle, session, journal, resets, control, stream):
+            if await self._within_timeout(
+                send(start), idle, session, journal, resets, control, stream
+            ):
                 await self._pump(
                     receive,
                     send,
@@ -241,35 +243,40 @@ class StreamEndpoint:
         # comes after the session's end (its record saved): it is only told.
         end = {"type": "http.response.body", "body": b"", "more_body": False}
         try:
-            await self._timed(send, end, idle, session, journal, resets, control, stream)
+            await self._within_timeout(send(end), idle, session, journal, resets, control, stream)
         finally:
             idle.stop()
 
-    async def _timed(
+    async def _within_timeout(
         self,
-        send: Send,
-        message: MutableMapping[str, Any],
+        step: Awaitable[object],
         idle: _IdleWatch,
         session: ScribeSession,
         journal: Journal,
         resets: list[StreamReset],
         control: ConnectionControl | None,
         stream: int,
+        *,
+        timed: bool = True,
     ) -> bool:
-        """Send ``message`` within the idle timeout; False when the client took
-        none of the output for that long (see :meth:`_output_stalled`)."""
-        idle.begin()
-        idle.sending = True
+        """Await ``step``, output to the client (a send, or a chaos GOAWAY or close),
+        within the idle timeout; False when the client took none of the output
+        for that long (see :meth:`_output_stalled`). ``timed=False`` for a step
+        that times its own sends (paced output, whose pauses do not count)."""
+        if timed:
+            idle.begin()
+            idle.sending = True
         try:
-            await send(message)
+            await step
         except asyncio.CancelledError:
             if not idle.timed_out():
                 raise
             await self._output_stalled(session, journal, resets, control, stream)
             return False
         finally:
-            idle.since = None
-            idle.sending = False
+            if timed:
+                idle.since = None
+                idle.sending = False
         return True
 
     async def _pump(
@@ -309,34 +316,21 @@ class StreamEndpoint:
             """Send ``message``, or what ``out`` holds with the chaos rule's pacing,
             timed; False when the client took none of it for the idle timeout
             (the stream is then reset and the session ended)."""
-            try:
-                if message is None:
-                    await chaos.write(timed_send, out)
-                else:
-                    await timed_send(message)
-            except asyncio.CancelledError:
-                if not idle.timed_out():
-                    raise
-                await self._output_stalled(session, journal, resets, control, stream)
-                return False
-            return True
+            if message is None:  # each send timed by timed_send, not the pauses
+                step, whole = chaos.write(timed_send, out), False
+            else:
+                step, whole = send(message), True
+            return await self._within_timeout(
+                step, idle, session, journal, resets, control, stream, timed=whole
+            )
 
         async def timed(step: Awaitable[object]) -> bool:
             # A chaos GOAWAY or TCP close writes to the socket too.
-            idle.begin()
-            try:
-                await step
-            except asyncio.CancelledError:
-                if not idle.timed_out():
-                    raise
-                await self._output_stalled(session, journal, resets, control, stream)
-                return False
-            finally:
-                idle.since = None
-            return True
+            return await self._within_timeout(step, idle, session, journal, resets, control, stream)
 
         if control is not None:
             control.watch_output(idle)
+
         try:
             while session.state not in FINISHED_STATES:
                 idle.begin()

@@ -164,30 +164,40 @@ def _busy_rule(base_url: str, session_id: str) -> None:
     assert status == 201, body
 
 
+def _reset_with_nothing_taken(guarded, session_id: str, send_input) -> None:
+    """Open ``session_id``'s stream from a client that grants its response no window,
+    ``send_input(client, stream)``, and see the stream reset with nothing taken."""
+    from h2.settings import SettingCodes
+
+    h2 = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        stream = h2.request(headers(session_id))
+        send_input(h2, stream)
+        response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
+        assert response["reset"] is not None
+        assert response["data"] == b""
+    finally:
+        h2.close()
+
+
 def test_a_client_that_takes_no_output_for_the_idle_timeout_is_reset(guarded):
     """A client that grants its response no window while its stream stays open: the
     session waits in its send (the server keeps about 32 KiB of output), and after
     --idle-timeout without the client taking any, the stream is reset and the
     session ends as if the client had gone. Its quota slot is free again."""
-    from h2.settings import SettingCodes
-
     from .test_stream_wire import _send_until_blocked
 
     backend = guarded.app.backend
     before = backend.active
     session_id = new_session_id()
     _busy_rule(guarded.h2c_url, session_id)
-    h2 = H2Client("127.0.0.1", guarded.h2c_port)
-    try:
-        h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
-        stream = h2.request(headers(session_id))
+
+    def send_input(h2: H2Client, stream: int) -> None:
         frames = [config_event(), *(audio(b"\0" * 3200) for _ in range(600))]
         assert _send_until_blocked(h2, stream, frames) < len(frames)
-        response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
-        assert response["reset"] is not None
-        assert response["data"] == b""
-    finally:
-        h2.close()
+
+    _reset_with_nothing_taken(guarded, session_id, send_input)
     assert backend.active == before
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
     assert details["status"] == "PAUSED"
@@ -200,25 +210,17 @@ def test_a_finished_session_whose_client_takes_no_output_is_reset_at_the_timeout
     """The session completes, but its client never takes the output: the response's
     end, which waits for all of it to be written, gives up after --idle-timeout and
     resets the stream, instead of the server waiting for that client for ever."""
-    from h2.settings import SettingCodes
-
     backend = guarded.app.backend
     before = backend.active
     session_id = new_session_id()
     # A little output (under the 32 KiB at which a send waits), so the end waits for it.
     script = {"segments": [{"begin": 0.2, "end": 0.8, "content": "hello there", "partials": 1}]}
-    rule = {"match": {"sessionId": session_id}, "scenario": script}
-    assert admin(guarded.h2c_url, "POST", "/_emulator/rules", rule, token=TOKEN)[0] == 201
-    h2 = H2Client("127.0.0.1", guarded.h2c_port)
-    try:
-        h2.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
-        stream = h2.request(headers(session_id))
+    _script_rule(guarded.h2c_url, session_id, script)
+
+    def send_input(h2: H2Client, stream: int) -> None:
         h2.send(stream, config_event() + audio(b"\0" * 32000) + END, end_stream=True)
-        response = h2.wait(stream)  # until the reset; H2Client bounds it at 10 s
-        assert response["reset"] is not None
-        assert response["data"] == b""
-    finally:
-        h2.close()
+
+    _reset_with_nothing_taken(guarded, session_id, send_input)
     assert backend.active == before
     # The session was over when its output stalled: it stays COMPLETED, and its
     # journal says what became of the output after the session's end.
