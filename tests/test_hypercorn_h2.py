@@ -843,6 +843,44 @@ async def test_the_response_buffer_waits_at_its_mark_and_counts_what_is_taken() 
     assert watch.since == since
 
 
+def test_the_control_budget_refills_at_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of 10,000, then 1,000 a second: a client that keeps within the rate
+    is never cut off however long it goes on; one over it is, within the second."""
+    import emulator.hypercorn_h2 as module
+
+    now = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    protocol = DuplexH2Protocol(*_constructor_args(tls=False))
+    assert all(protocol._control_frame() for _ in range(10_000))  # the burst
+    assert not protocol._control_frame()
+    for _ in range(60):  # a minute at 900 a second
+        now[0] += 1.0
+        assert protocol._control_frame(900)
+    now[0] += 1.0  # 1,100 in the next second: 1,000 come back, plus what was left
+    assert protocol._control_frame(1_000 + 60 * 100)
+    assert not protocol._control_frame(1)
+    now[0] += 0.5
+    assert protocol._control_frame(500)
+    assert not protocol._control_frame(1)
+
+
+@pytest.mark.parametrize(("size", "kept"), [(60_000, True), (70_000, False)])
+def test_request_headers_past_64_kib_end_the_connection(
+    duplex: None, size: int, kept: bool
+) -> None:
+    """h2's limit on a decoded header list: past it the HPACK state cannot be trusted,
+    so the connection ends with ENHANCE_YOUR_CALM; under it the request is served."""
+    with running_server(App()) as server, connected(server.port) as client:
+        stream = client.open_malformed("/echo", [("x-big", "a" * size)])
+        if kept:
+            assert echo_round(client, stream, b"served")
+            assert_connection_alive(server, client)
+        else:
+            client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+            assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+            assert server.crashes == []
+
+
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:
     with running_server(App()) as server, connected(server.port) as client:
         for _ in range(50):

@@ -378,3 +378,56 @@ def test_output_taken_while_the_session_waits_for_input_does_not_count_as_input(
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
     assert details["status"] == "FAILED"
     assert "no input for 0.5 s" in details["errors"][0]["message"]
+
+
+def test_chaos_pauses_longer_than_the_idle_timeout_are_not_a_stalled_client(guarded):
+    """A chaos delay (1 s) and slow output (0.7 s an event), each longer than the
+    0.5 s --idle-timeout: the emulator's own pauses, not the client's, so the
+    session completes and its client gets everything."""
+    session_id = new_session_id()
+    script = {"segments": [{"begin": 0.2, "end": 0.8, "content": "hello there", "partials": 1}]}
+    rule = {
+        "match": {"sessionId": session_id},
+        "scenario": script,
+        "chaos": {"delay": 1.0, "slow": 0.7},
+    }
+    assert admin(guarded.h2c_url, "POST", "/_emulator/rules", rule, token=TOKEN)[0] == 201
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, config_event() + audio(b"\0" * 32000) + END, end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"] and response["reset"] is None
+    messages = EventStreamDecoder().receive_data(bytes(response["data"]))
+    assert [m.headers[":event-type"] for m in messages] == ["transcriptEvent"] * 2
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+
+
+def test_a_chaos_delay_ends_when_the_server_stops(tmp_path):
+    """An app asleep in an hour's chaos delay when the server is told to stop: its
+    connection is dropped at the end of the grace period, the delay ends with it,
+    and the session is saved as a client gone away (not left IN_PROGRESS)."""
+    settings = Settings(port=0, h2c_port=0, state_dir=tmp_path)
+    with running_emulator(settings) as running:
+        backend = running.app.backend
+        session_id = new_session_id()
+        rule = {"match": {"sessionId": session_id}, "chaos": {"delay": 3600}}
+        assert admin(running.h2c_url, "POST", "/_emulator/rules", rule)[0] == 201
+        client = H2Client("127.0.0.1", running.h2c_port)
+        stream = client.request(headers(session_id))
+        client.send(stream, config_event())
+        deadline = time.monotonic() + 10
+        while backend.active == 0:
+            assert time.monotonic() < deadline, "the session did not open"
+            time.sleep(0.01)
+    # running_emulator has stopped the server (it waits for the thread).
+    client.close()
+    record = backend.find(session_id)
+    assert record is not None and backend.active == 0
+    assert record.status.value == "PAUSED"
+    # It woke and saw its client gone, rather than being cancelled in its sleep.
+    kinds = [entry["type"] for entry in record.journal.entries()]
+    assert kinds[-2:] == ["disconnect", "streamEnded"]
