@@ -739,13 +739,15 @@ class DuplexH2Protocol(H2Protocol):
         await self._flush()
 
     async def _discard_output(self, stream_id: int) -> None:
-        """Close the response buffer of a stream the client reset.
+        """Close the response buffer of a stream reset (by the client, or by
+        :meth:`_abort`), dropping what it holds.
 
         Nothing more can be sent on it, but hypercorn leaves the buffer open: an
         app waiting in send() for window the client will never grant now (see
         :class:`_BoundedBuffer`) would wait for ever, its session open. A closed
-        buffer returns that send and refuses later ones; the send task, woken
-        for the stream, then forgets it as for any stream that failed.
+        buffer returns that send and refuses later ones. It is closed, not
+        dropped: the send task, woken for the stream (it may be inside
+        _send_data now), then forgets it as for any stream that failed.
         """
         buffer = self.stream_buffers.get(stream_id)
         if buffer is not None:
@@ -987,13 +989,7 @@ class DuplexH2Protocol(H2Protocol):
         backed TCP up, and the app calling this must not wait with it.
         """
         self._unfinished.discard(stream_id)
-        buffer = self.stream_buffers.get(stream_id)
-        if buffer is not None:
-            # Closed, not dropped: the send task, woken for it, forgets it as
-            # for any stream that failed (it may be inside _send_data now).
-            await buffer.close()
-            self.priority.unblock(stream_id)
-            await self.has_data.set()
+        await self._discard_output(stream_id)
         try:
             self.connection.reset_stream(stream_id, self.unfinished_response_error)
         except h2.exceptions.ProtocolError:

@@ -263,20 +263,13 @@ class StreamEndpoint:
         within the idle timeout; False when the client took none of the output
         for that long (see :meth:`_output_stalled`). ``timed=False`` for a step
         that times its own sends (paced output, whose pauses do not count)."""
-        if timed:
-            idle.begin()
-            idle.sending = True
         try:
-            await step
+            await (idle.output(step) if timed else step)
         except asyncio.CancelledError:
             if not idle.timed_out():
                 raise
             await self._output_stalled(session, journal, resets, control, stream)
             return False
-        finally:
-            if timed:
-                idle.since = None
-                idle.sending = False
         return True
 
     async def _pump(
@@ -300,17 +293,9 @@ class StreamEndpoint:
         inline_audio = _InlineAudio(session, journal, decoder, out, idle)
 
         async def timed_send(message: MutableMapping[str, Any]) -> None:
-            # Output the client must take within the idle timeout: one that
-            # grants no window leaves the send waiting (chaos pauses between
-            # sends are not counted, and output the client takes restarts the
-            # time, see watch_output).
-            idle.begin()
-            idle.sending = True
-            try:
-                await send(message)
-            finally:
-                idle.since = None
-                idle.sending = False
+            # Each send of paced output timed on its own: the pauses between
+            # them are the emulator's, not a client that stopped reading.
+            await idle.output(send(message))
 
         async def write(message: MutableMapping[str, Any] | None = None) -> bool:
             """Send ``message``, or what ``out`` holds with the chaos rule's pacing,
@@ -594,9 +579,9 @@ class _IdleWatch:
     frame (a tenth of a second of audio); this keeps one timer that re-arms
     itself at most once per ``timeout``. Waiting longer than ``timeout`` inside
     one :meth:`receive` raises :class:`TimeoutError`, as ``wait_for`` did. The
-    pump also times its sends with it (``begin``, send, ``since = None``): a
-    client that takes no output for ``timeout`` has its stream reset. Chaos
-    pauses between sends do not count. ``timeout`` <= 0 means no limit.
+    stream also times its output with it (:meth:`output`): a client that takes
+    none for ``timeout`` has its stream reset. Chaos pauses between sends do
+    not count. ``timeout`` <= 0 means no limit.
 
     The stream's pump does what :meth:`receive` does inline (a coroutine per
     DATA frame showed in its profile): :meth:`begin`, ``await receive()``, on
@@ -636,6 +621,20 @@ class _IdleWatch:
         if self._handle is None:
             self._task = asyncio.current_task()
             self._handle = self._loop.call_later(self.timeout, self._check)
+
+    async def output(self, step: Awaitable[object]) -> None:
+        """Await ``step``, output the client must take, within ``timeout``: one
+        that grants no window, or stopped reading its socket, leaves it waiting.
+        Output the client takes restarts the time (the stream's response buffer
+        sets :attr:`since` while :attr:`sending`; see ConnectionControl.watch_output).
+        On a time-out the task is cancelled, as for :meth:`receive`."""
+        self.begin()
+        self.sending = True
+        try:
+            await step
+        finally:
+            self.since = None
+            self.sending = False
 
     def timed_out(self) -> bool:
         """For a receive cancelled: whether this watch did it (then the task's
