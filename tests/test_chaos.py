@@ -220,3 +220,53 @@ def test_a_paced_exception_the_client_never_got_still_says_why_the_session_faile
     (error,) = detail["errors"]
     assert error["type"] == "validationException"
     assert "configuration" in error["message"]
+
+
+async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_nothing_sent(
+    emulator,
+):
+    """Through the real SDK: a session whose first result waits out an hour of
+    `slow`, and an application that gives up and closes its client. The pause ends
+    with the connection, the session closes at once (not an hour later), and the
+    result it never sent is not counted as sent."""
+    import asyncio
+
+    from emulator.sdk import make_client
+
+    from .support import audio_event, configuration_event, stream_input
+
+    backend = emulator.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    script = {"segments": [{"begin": 0.1, "end": 0.3, "content": "held back", "partials": 0}]}
+    status, body = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": script, "chaos": {"slow": 3600}},
+    )
+    assert status == 201, body
+    client = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+    try:
+        stream = await asyncio.wait_for(
+            client.start_medical_scribe_listening_session(input=stream_input(session_id)), 30
+        )
+        await stream.input_stream.send(configuration_event())
+        tone = pcm_tone(1.0)
+        for i in range(0, len(tone), 3200):
+            await stream.input_stream.send(audio_event(tone[i : i + 3200]))
+        deadline = time.monotonic() + 30
+        # Past 0.3 s of audio the final is made, and waits out its pause.
+        while (record := backend.find(session_id)) is None or record.audio_seconds < 0.3:
+            assert time.monotonic() < deadline, "the audio did not arrive"
+            await asyncio.sleep(0.01)
+    finally:
+        await client._config.transport.close()  # the application gives up
+    deadline = time.monotonic() + 30
+    while backend.active != before:
+        assert time.monotonic() < deadline, "the session stays open in its pause"
+        await asyncio.sleep(0.01)
+    status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert detail["status"] == "PAUSED"
+    assert detail["eventsSent"] == {}
+    assert detail["finalsSent"] == detail["partialsSent"] == 0
