@@ -376,7 +376,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--log-level",
-        f"logging level (default {d.log_level})",
+        f"logging level, any case (default {d.log_level})",
+        type=str.lower,
         choices=["debug", "info", "warning", "error"],
         metavar="LEVEL",
     )
@@ -528,15 +529,15 @@ def parse_settings(
                 else:
                     value = action.type(raw) if action.type else raw  # type: ignore[operator]
             except (argparse.ArgumentTypeError, ValueError) as error:
-                parser.error(f"{_env(action.option_strings[0].lstrip('-'))}: {error}")
+                serve_parser.error(f"{_env(action.option_strings[0].lstrip('-'))}: {error}")
             if action.choices is not None and value not in action.choices:
-                parser.error(
+                serve_parser.error(
                     f"{_env(action.dest)}: {raw!r} is not one of {', '.join(action.choices)}"
                 )
         field = "tls_hostnames" if action.dest == "tls_hostname" else action.dest
         setattr(settings, field, value)
     if (settings.certfile is None) != (settings.keyfile is None):
-        parser.error("--certfile and --keyfile go together")
+        serve_parser.error("--certfile and --keyfile go together")
     return command, args, settings
 
 

@@ -351,7 +351,7 @@ def _scenario(
     if isinstance(value, str):
         if value in scenarios:
             return scenarios[value], False
-        known = [SYNTHETIC_NAME, *sorted(scenarios)]
+        known = [SYNTHETIC_NAME, *sorted(set(scenarios) - {SYNTHETIC_NAME})]
         near = get_close_matches(value, known, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         checker.add(path, f"unknown scenario {value!r}{hint}; known scenarios: {', '.join(known)}")

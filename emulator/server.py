@@ -27,7 +27,7 @@ from .backend import Backend
 from .errors import ConfigError
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
-from .scenario import load_scenario_dir
+from .scenario import ScenarioError, load_scenario_dir
 from .sigv4 import Credentials, CredentialStore
 from .store import DATABASE_NAME
 from .tls import ensure_certificates
@@ -160,7 +160,14 @@ def build_backend(settings: Settings) -> Backend:
     the result: :meth:`Backend.close` it, and its ``resources``.
     """
     fixtures = settings.fixtures or packaged_fixtures()
-    scenarios = load_scenario_dir(fixtures)
+    if not fixtures.is_dir():
+        # Otherwise a typo would serve the generated visit alone, and show only
+        # later as a rule or scenario name the emulator does not know.
+        raise ConfigError(f"{fixtures}: no such fixtures directory")
+    try:
+        scenarios = load_scenario_dir(fixtures)
+    except ConfigError as error:
+        raise _every_problem(fixtures, error) from None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     registry = ResourceRegistry(db_path=settings.state_dir / DATABASE_NAME)
     try:
@@ -177,9 +184,26 @@ def build_backend(settings: Settings) -> Backend:
             resources=registry,
             strict_resources=settings.strict_resources,
         )
+    except ConfigError as error:
+        registry.close()
+        raise _every_problem(fixtures, error) from None
     except BaseException:
         registry.close()
         raise
+
+
+def _every_problem(fixtures: Path, error: ConfigError) -> ConfigError:
+    """The error to stop start-up with: every problem of every fixture file,
+    as ``check`` lists them, not only the first file's (the loaders stop at the
+    first file that fails). Only on this path is the directory read twice.
+    """
+    from .checker import check_fixtures
+
+    try:
+        report = check_fixtures(fixtures)
+    except FileNotFoundError:
+        return error
+    return ScenarioError(report.problems) if report.problems else error
 
 
 def _listen(host: str, port: int) -> socket.socket:

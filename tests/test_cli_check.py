@@ -105,6 +105,21 @@ def test_a_rule_naming_a_broken_scenario_is_not_reported_as_well(broken):
     )
 
 
+def test_a_file_named_for_the_generated_visit_does_not_list_its_name_twice(tmp_path):
+    write(
+        tmp_path / "scenarios" / "synthetic.yaml",
+        'segments:\n  - {begin: 0, end: 1, content: "Hi."}\n',
+    )
+    write(tmp_path / "rules.yaml", "- scenario: nope\n")
+    result = check(tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any("may not be named 'synthetic'" in line for line in lines)
+    assert any(
+        line.endswith("unknown scenario 'nope'; known scenarios: synthetic") for line in lines
+    )
+
+
 def test_resources_are_counted_when_the_file_seeds_some(tmp_path):
     write(
         tmp_path / "resources.yaml",

@@ -71,7 +71,29 @@ def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_settings(argv, environ=environ)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    # The serve options are listed by `serve --help`; the top level's lists commands.
+    assert err.rstrip().endswith("(see medscribe-emulator serve --help)")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [(["--log-level", "WARNING"], {}), ([], {"MEDSCRIBE_LOG_LEVEL": "Warning"})],
+    ids=["flag", "variable"],
+)
+def test_the_log_level_is_read_in_any_case(argv, environ):
+    _, _, settings = parse_settings(argv, environ=environ)
+    assert settings.log_level == "warning"
+
+
+def test_an_unknown_log_level_still_lists_the_levels(capsys):
+    with pytest.raises(SystemExit):
+        parse_settings([], environ={"MEDSCRIBE_LOG_LEVEL": "LOUD"})
+    assert "MEDSCRIBE_LOG_LEVEL: 'LOUD' is not one of debug, info, warning, error" in (
+        capsys.readouterr().err
+    )
 
 
 def _command() -> list[str]:
@@ -233,6 +255,39 @@ def test_invalid_scenario_file_refuses_to_start_naming_file_and_field(tmp_path):
     assert process.returncode == 2
     assert "broken.yaml:3" in err and "segments[0].end" in err
     assert "ready" not in out
+
+
+def test_start_up_lists_the_problems_of_every_fixture_file_as_check_does(tmp_path):
+    """A broken scenario used to hide the rules' problems until it was fixed and
+    the emulator started again; start-up now lists what ``check`` lists."""
+    fixtures = tmp_path / "fixtures"
+    (fixtures / "scenarios").mkdir(parents=True)
+    (fixtures / "scenarios" / "broken.yaml").write_text(
+        "segments:\n  - begin: 3\n    end: 1\n    content: backwards\n"
+    )
+    (fixtures / "rules.yaml").write_text("- match: {domainId: 5}\n  scenario: nope\n")
+    (fixtures / "resources.yaml").write_text("domains: 3\n")
+    checked = subprocess.run(
+        [*_command(), "check", str(fixtures)], capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 1
+    problems = checked.stdout.splitlines()
+    assert len(problems) == 4, problems  # the scenario's, two of the rules', the resources'
+    with _start(tmp_path, "--fixtures", str(fixtures)) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "ready" not in out
+    for problem in problems:
+        assert problem in err.splitlines()
+    assert "Traceback" not in err
+
+
+def test_a_fixtures_directory_that_does_not_exist_refuses_to_start(tmp_path):
+    """A typo used to start the emulator with the generated visit alone."""
+    missing = tmp_path / "fixtrues"
+    with _start(tmp_path, "--fixtures", str(missing)) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "ready" not in out
+    assert f"{missing}: no such fixtures directory" in err
 
 
 def test_unknown_default_scenario_refuses_to_start(tmp_path):

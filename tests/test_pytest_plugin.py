@@ -450,6 +450,17 @@ def test_emulator_thread_raises_the_start_up_error(tmp_path: Path) -> None:
         EmulatorThread(settings).start()
 
 
+def test_a_fixtures_directory_that_does_not_exist_is_a_start_up_error(tmp_path: Path) -> None:
+    """What --medscribe-fixtures with a typo gets: an error naming the path, not an
+    emulator without the project's scenarios."""
+    missing = tmp_path / "emulator-fixtrues"
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path / "state", fixtures=missing
+    )
+    with pytest.raises(ConfigError, match=f"^{missing}: no such fixtures directory$"):
+        EmulatorThread(settings).start()
+
+
 @pytest.mark.parametrize("scheme", ["https", "http"])
 def test_connect_finds_both_endpoints_and_downloads_the_ca(
     remote: MedscribeEmulator, tmp_path: Path, scheme: str
