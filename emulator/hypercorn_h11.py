@@ -8,12 +8,19 @@ status with no reason. :func:`install` makes it the REST-JSON shape every other
 refusal has: ``x-amzn-errortype: ValidationException`` and ``{"message": ...}``
 saying what was wrong and, for 431, the limit. h11's own message is not quoted:
 it holds the request's bytes, which may carry a credential.
+
+It also makes that 16 KiB limit hold for every request head, not only for one
+still incomplete: h11 checks its buffer only while it waits for the rest of an
+event, and hypercorn reads 64 KiB at a time, so a head that arrived in one read
+was taken at up to 64 KiB and refused at 20 KB if it came slowly. See
+:class:`_HeadLimitedConnection` for what counts.
 """
 
 from __future__ import annotations
 
 import json
 from itertools import chain
+from typing import Any
 
 import h11
 from hypercorn.protocol.h11 import H11Protocol
@@ -35,6 +42,49 @@ _BODY_MESSAGES = {
     431: "a line of the request body's chunked encoding is longer than this server "
     "reads over HTTP/1.1 ({limit} bytes)",
 }
+
+
+class _HeadLimitedConnection(h11.Connection):
+    """h11's connection, refusing a complete request head past its limit too.
+
+    The head is every byte h11 takes for a :class:`h11.Request`, as sent: the
+    request line, each header field line, each with its line ending, and the
+    empty line that ends the head (``CRLF`` or the bare ``LF`` h11 also takes).
+    A head of at most ``max_incomplete_event_size`` bytes (16384) is read; one
+    byte more is :exc:`h11.RemoteProtocolError` with ``error_status_hint`` 431,
+    as h11 raises for a head it is still waiting on (an incomplete head holds
+    fewer bytes than the complete one, so it is refused only when the complete
+    one would be: the answer no longer depends on how the bytes arrived). The
+    bytes after the head, a body or a pipelined request, are not counted. The
+    cost is two ``len`` calls per event.
+    """
+
+    def _extract_next_receive_event(
+        self,
+    ) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        buffered = len(self._receive_buffer)
+        event = super()._extract_next_receive_event()
+        if (
+            type(event) is h11.Request
+            and buffered - len(self._receive_buffer) > self._max_incomplete_event_size
+        ):
+            # Raised here, before the event is processed, next_event() puts the
+            # client in ERROR and hypercorn answers as for h11's own 431.
+            raise h11.RemoteProtocolError("request head too long", error_status_hint=431)
+        return event
+
+
+#: hypercorn's ``H11Protocol.__init__``, which makes a plain ``h11.Connection``.
+_STOCK_INIT = H11Protocol.__init__
+
+
+def _init(self: H11Protocol, *args: Any, **kwargs: Any) -> None:
+    """hypercorn's ``H11Protocol.__init__``, reading with :class:`_HeadLimitedConnection`."""
+    _STOCK_INIT(self, *args, **kwargs)
+    if type(self.connection) is h11.Connection:  # nothing read through it yet
+        self.connection = _HeadLimitedConnection(
+            h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
+        )
 
 
 async def _send_error_response(self: H11Protocol, status_code: int) -> None:
@@ -60,7 +110,17 @@ async def _send_error_response(self: H11Protocol, status_code: int) -> None:
     await self._send_h11_event(h11.EndOfMessage())
 
 
+def _h11_has_the_hooks() -> bool:
+    """Whether h11 still has the internals :class:`_HeadLimitedConnection` uses."""
+    connection = h11.Connection(h11.SERVER)
+    hooks = ("_extract_next_receive_event", "_receive_buffer", "_max_incomplete_event_size")
+    return all(hasattr(connection, name) for name in hooks)
+
+
 def install() -> None:
-    """Make hypercorn's HTTP/1.1 refusals carry a body; idempotent."""
+    """Make hypercorn's HTTP/1.1 refusals carry a body, and its 16 KiB limit on a
+    request head hold however the head arrived; idempotent."""
     if hasattr(H11Protocol, "_send_error_response"):
         setattr(H11Protocol, "_send_error_response", _send_error_response)  # noqa: B010
+    if H11Protocol.__init__ is _STOCK_INIT and _h11_has_the_hooks():
+        setattr(H11Protocol, "__init__", _init)  # noqa: B010
