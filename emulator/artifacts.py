@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,10 +29,12 @@ __all__ = [
     "ARTIFACT_FILES",
     "ARTIFACT_NAMES",
     "ArtifactLocation",
+    "LOG_REASON_CHARS",
     "Buckets",
     "DiskBuckets",
     "S3Buckets",
     "artifact_locations",
+    "describe_results",
     "make_buckets",
 ]
 
@@ -43,6 +46,10 @@ ARTIFACT_FILES = {
 }
 
 ArtifactLocation = tuple[str, str]  # (bucket, key)
+
+#: How much of a failureReason (up to 2,048 characters) a log line quotes: room for
+#: the object's s3:// URI, about 200 characters, and the S3 error after it.
+LOG_REASON_CHARS = 400
 
 
 def artifact_locations(
@@ -70,6 +77,21 @@ def artifact_locations(
 def s3_uri(location: ArtifactLocation) -> str:
     """Return ``s3://bucket/key``."""
     return f"s3://{location[0]}/{location[1]}"
+
+
+def describe_results(results: Mapping[str, Mapping[str, str]]) -> str:
+    """Return ``name STATUS, ...`` for a log line, each FAILED artifact followed by
+    ``(failureReason)`` on one line, cut to :data:`LOG_REASON_CHARS`."""
+    parts = []
+    for name, result in results.items():
+        part = f"{name} {result['status']}"
+        reason = " ".join(result.get("failureReason", "").split())
+        if result["status"] == "FAILED" and reason:
+            if len(reason) > LOG_REASON_CHARS:
+                reason = reason[: LOG_REASON_CHARS - 3] + "..."
+            part += f" ({reason})"
+        parts.append(part)
+    return ", ".join(parts)
 
 
 class Buckets(Protocol):

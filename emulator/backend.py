@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ARTIFACT_NAMES, Buckets, artifact_locations, make_buckets, s3_uri
+from .artifacts import (
+    ARTIFACT_NAMES,
+    Buckets,
+    artifact_locations,
+    describe_results,
+    make_buckets,
+    s3_uri,
+)
 from .errors import ConfigError, InternalServerException, ServiceError, ValidationException
 from .events import OutputEvent
 from .journal import Journal, compact_encoder, compact_json, run_in_writer
@@ -695,14 +702,20 @@ class Backend:
         self._post_stream_done(record, results)
 
     def _post_stream_done(self, record: SessionRecord, results: dict[str, Any]) -> None:
-        """Record, save and log the artifacts' results of ``record``'s actions."""
+        """Record, save and log the artifacts' results of ``record``'s actions.
+
+        One line: info when all completed, a warning quoting each failed artifact's
+        failureReason otherwise (else it is seen only through Get or the admin API).
+        """
         assert record.post_stream is not None
         record.post_stream["results"] = results
         self._save(record)
-        log.info(
+        failed = any(r["status"] == "FAILED" for r in results.values())
+        log.log(
+            logging.WARNING if failed else logging.INFO,
             "session %s post-stream actions: %s",
             record.key.session_id,
-            ", ".join(f"{name} {r['status']}" for name, r in results.items()),
+            describe_results(results),
         )
 
 

@@ -119,8 +119,8 @@ usual credential chain is used and the system trust store unless --ca is given;
 against anything else (the emulator) dummy credentials.
 
 exit status: 0 the session completed; 1 the service returned an error
-(printed as "error: <Type>: <message>"), the stream was reset, or the endpoint
-could not be reached; 2 a bad option or audio file.
+(printed as "error: <Type>: <message>"), the stream was reset or broke, or the
+endpoint could not be reached; 2 a bad option or audio file.
 
 examples:
   medscribe-emulator stream visit.wav

@@ -653,25 +653,61 @@ async def _client(options: StreamOptions) -> Any:
     return AsyncConnectHealthClient(config=config)
 
 
-def _failure(error: BaseException, options: StreamOptions) -> tuple[str, str]:
-    """Return ``(type, message)`` for a failed stream, naming the endpoint for I/O failures."""
-    from awscrt.exceptions import AwsCrtError
+def _failure(
+    error: BaseException, options: StreamOptions, *, responded: bool, events: int
+) -> tuple[str, str]:
+    """Return ``(type, message)`` for a failed stream.
+
+    A service error keeps its shape name and message and a reset stream is
+    ``StreamReset``. A transport failure is a ``ConnectionError`` ("cannot reach"
+    the endpoint) only when connecting failed: before any response, in the socket,
+    DNS or TLS layer, or a timeout. Anything else that broke the exchange (a
+    corrupt frame, a connection dropped once connected) is a ``StreamError``
+    saying whether the response had started and how many events came before.
+    """
     from smithy_core.exceptions import CallError
 
-    if isinstance(error, CallError):  # modeled service errors, and unmodeled HTTP failures
+    timeout = bool(getattr(error, "is_timeout_error", False))
+    if isinstance(error, CallError) and not timeout:  # modeled and unmodeled service errors
         return type(error).__name__, str(getattr(error, "message", None) or error)
     if isinstance(error, StreamReset):
         return "StreamReset", str(error)
-    # The SDK wraps transport failures (refused, TLS, DNS) in a bare SmithyError.
-    cause = error if isinstance(error, AwsCrtError) else error.__cause__
-    if isinstance(cause, AwsCrtError):
-        hint = ""
-        if "TLS" in cause.name or "PKI" in cause.name:
-            hint = " (is the endpoint https:// and --ca the certificate that signs it?)"
-        detail = f"{cause.name}: {cause.message}{hint}"
-    else:
-        detail = str(error) or type(error).__name__
-    return "ConnectionError", f"cannot reach {options.endpoint_url}: {detail}"
+    url = options.endpoint_url
+    # The SDK wraps transport failures in a bare SmithyError (or a timeout error).
+    crt = _crt_cause(error)
+    detail = f"{crt.name}: {crt.message}" if crt is not None else str(error) or type(error).__name__
+    if responded:
+        noun = "event" if events == 1 else "events"
+        return (
+            "StreamError",
+            f"the response stream from {url} broke after {events} {noun}: {detail}",
+        )
+    # awscrt's socket, DNS and TLS errors are all AWS_IO_*; AWS_ERROR_HTTP_* come later.
+    connecting = (
+        timeout or isinstance(error, OSError) or crt is not None and _connect_error(crt.name)
+    )
+    if not connecting:
+        return "StreamError", f"the request to {url} failed before any response: {detail}"
+    if crt is not None and ("TLS" in crt.name or "PKI" in crt.name):
+        detail += " (is the endpoint https:// and --ca the certificate that signs it?)"
+    return "ConnectionError", f"cannot reach {url}: {detail}"
+
+
+def _crt_cause(error: BaseException) -> Any:
+    """Return the first awscrt error in ``error``'s chain of causes, or None."""
+    from awscrt.exceptions import AwsCrtError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, AwsCrtError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _connect_error(name: str) -> bool:
+    """Whether an awscrt error name is a failure to connect: socket, DNS or TLS/PKI."""
+    return name.startswith("AWS_IO_") or "TLS" in name or "PKI" in name
 
 
 async def stream_audio(
@@ -681,9 +717,10 @@ async def stream_audio(
 
     Failures are not raised but set ``summary.error`` to ``(type, message)``: a
     modeled service error (shape name, before or during the stream), a stream
-    that ended before all audio was sent (``StreamReset``), or an endpoint that
-    cannot be reached (``ConnectionError``). Raises :class:`UsageError` for a bad
-    chunk size, channel roles or CA file.
+    that ended before all audio was sent (``StreamReset``), an endpoint that
+    cannot be reached (``ConnectionError``), or an exchange that broke once
+    connected, such as a corrupt frame in the response (``StreamError``). Raises
+    :class:`UsageError` for a bad chunk size, channel roles or CA file.
     """
     from awscrt.exceptions import AwsCrtError
     from smithy_core.exceptions import SmithyError
@@ -693,6 +730,8 @@ async def stream_audio(
     request, configuration, audio_event, end = _request(audio, options, roles)
     summary = StreamSummary(session_id=options.session_id, total_seconds=audio.seconds)
     started = time.monotonic()
+    responded = False  # the response has begun: the endpoint was reached
+    received = 0  # output events decoded, known or not
 
     async def send_all(stream: Any) -> None:
         await stream.input_stream.send(configuration)
@@ -711,10 +750,13 @@ async def stream_audio(
         await stream.input_stream.close()
 
     async def receive_all(stream: Any) -> None:
+        nonlocal responded, received
         output, events = await stream.await_output()
+        responded = True
         summary.request_id = output.request_id
         renderer.started(output)
         async for event in events:
+            received += 1
             # Unknown events have a tag and no value; transcript events carry a segment.
             segment = getattr(getattr(event, "value", None), "transcript_segment", None)
             if segment is not None:
@@ -740,7 +782,7 @@ async def stream_audio(
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
     except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
-        summary.error = _failure(error, options)
+        summary.error = _failure(error, options, responded=responded, events=received)
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
         summary.error = ("Interrupted", "interrupted before the session ended")
         summary.wall_seconds = time.monotonic() - started
@@ -820,9 +862,9 @@ def run(
     """Stream the file at ``path`` and print the results; return the exit code.
 
     :data:`EXIT_OK` when the session completed; :data:`EXIT_SERVICE_ERROR` after a
-    service error, a stream reset or an unreachable endpoint; :data:`EXIT_USAGE`
-    for a bad file or option (130 on Ctrl-C). Every failure is one
-    ``error: ...`` line on ``err``; nothing is raised for them.
+    service error, a stream reset, an unreachable endpoint or a broken response
+    stream; :data:`EXIT_USAGE` for a bad file or option (130 on Ctrl-C). Every
+    failure is one ``error: ...`` line on ``err``; nothing is raised for them.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err

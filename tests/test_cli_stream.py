@@ -332,6 +332,47 @@ def test_stream_reset_by_the_service_exits_1_and_does_not_hang(server, audio_dir
     assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr
 
 
+def corrupting(server: RunningServer, at: float) -> str:
+    """A scripted session whose response carries a frame with a bad CRC at audio time ``at``."""
+    session_id = new_session_id()
+    rule = {
+        "match": {"sessionId": session_id},
+        "scenario": SCRIPT,
+        "chaos": {"malformed": {"at": at}},
+    }
+    status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    return session_id
+
+
+def test_a_corrupt_frame_is_a_broken_response_stream_not_an_unreachable_endpoint(server, audio_dir):
+    """The endpoint answered: the error says the response stream broke, after how many
+    events and why, and the finals before it are printed (exit 1 as for any failure)."""
+    session_id = corrupting(server, 3.0)
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == FINAL_LINES[:1]
+    url = re.escape(server.endpoint_url)
+    assert re.fullmatch(
+        rf"error: StreamError: the response stream from {url} broke after 3 events: "
+        r"Checksum mismatch: expected 0x[0-9a-f]+, calculated 0x[0-9a-f]+",
+        result.stderr.strip(),
+    ), result.stderr
+
+
+def test_json_reports_a_broken_response_stream_as_a_stream_error(server, audio_dir):
+    session_id = corrupting(server, 3.0)
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id, "--json")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-2]["error"]["type"] == "StreamError"
+    assert lines[-2]["error"]["message"].startswith(
+        f"the response stream from {server.endpoint_url} broke after 3 events: Checksum mismatch"
+    )
+    assert lines[-1]["summary"]["error"] == "StreamError"
+    assert lines[-1]["summary"]["segments"] == 1
+
+
 def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, audio_dir):
     """SIGINT mid-stream: the JSON output still ends with an error and the summary."""
     args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
@@ -370,6 +411,17 @@ def test_unreachable_endpoint_exits_1_naming_it(audio_dir):
     line = result.stderr.strip()
     assert line.startswith(f"error: ConnectionError: cannot reach https://127.0.0.1:{port}: ")
     assert "\n" not in line
+
+
+def test_tls_to_a_cleartext_port_cannot_reach_it(server, audio_dir):
+    """The handshake fails before any response; the SDK calls that a timeout, which
+    before a response is a failure to connect, not a service error."""
+    url = server.h2c_url.replace("http://", "https://")
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", url, "--ca", str(server.ca_file)
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: ConnectionError: cannot reach {url}: ")
 
 
 def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_dir, tmp_path):
@@ -646,3 +698,75 @@ def test_with_stdout_redirected_only_the_progress_is_drawn_on_a_terminal_stderr(
     assert drawn.endswith(
         "\r\x1b[Kdone: 1 segments (0 partials), 2.0 s of audio in 0.0 s, session s\n"
     )
+
+
+URL = "https://localhost:8443"
+
+
+def _crt(name: str, message: str) -> Exception:
+    """A transport failure as the SDK raises it: a bare SmithyError caused by awscrt's."""
+    from awscrt.exceptions import AwsCrtError
+    from smithy_core.exceptions import SmithyError
+
+    cause = AwsCrtError(0, name, message)
+    error = SmithyError(cause)
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "responded", "events", "expected"),
+    [
+        (
+            _crt("AWS_IO_SOCKET_CONNECTION_REFUSED", "socket connection refused."),
+            False,
+            0,
+            (
+                "ConnectionError",
+                f"cannot reach {URL}: AWS_IO_SOCKET_CONNECTION_REFUSED: socket connection refused.",
+            ),
+        ),
+        (
+            _crt("AWS_IO_DNS_INVALID_NAME", "Host name was invalid for dns resolution."),
+            False,
+            0,
+            (
+                "ConnectionError",
+                f"cannot reach {URL}: AWS_IO_DNS_INVALID_NAME: Host name was invalid for dns "
+                "resolution.",
+            ),
+        ),
+        (
+            _crt("AWS_ERROR_HTTP_CONNECTION_CLOSED", "The connection has closed or is closing."),
+            True,
+            1,
+            (
+                "StreamError",
+                f"the response stream from {URL} broke after 1 event: "
+                "AWS_ERROR_HTTP_CONNECTION_CLOSED: The connection has closed or is closing.",
+            ),
+        ),
+        (
+            _crt("AWS_ERROR_HTTP_GOAWAY_RECEIVED", "Peer sent GOAWAY."),
+            False,
+            0,
+            (
+                "StreamError",
+                f"the request to {URL} failed before any response: "
+                "AWS_ERROR_HTTP_GOAWAY_RECEIVED: Peer sent GOAWAY.",
+            ),
+        ),
+        (
+            streamer.StreamReset("the service ended the stream before all audio was sent"),
+            True,
+            2,
+            ("StreamReset", "the service ended the stream before all audio was sent"),
+        ),
+    ],
+    ids=["refused", "dns", "dropped-mid-stream", "goaway-before-response", "reset"],
+)
+def test_cannot_reach_is_only_a_failure_to_connect_before_any_response(
+    error, responded, events, expected
+):
+    options = streamer.StreamOptions(endpoint_url=URL)
+    assert streamer._failure(error, options, responded=responded, events=events) == expected
