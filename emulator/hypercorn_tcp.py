@@ -35,14 +35,22 @@ drain, as hypercorn does for every send. 1,000 real-time sessions: p99
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+from asyncio import sslproto
 from typing import Any
 
 import hypercorn.asyncio.run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.events import Closed, Event, RawData
 
-__all__ = ["QuietTCPServer", "install", "CLOSE_TIMEOUT"]
+__all__ = [
+    "QuietTCPServer",
+    "install",
+    "CLOSE_TIMEOUT",
+    "answer_cleartext_requests",
+    "cleartext_answer",
+]
 
 #: Seconds a closing connection waits for the peer's TLS close_notify: plenty on
 #: a local network, and short enough for the 2 s shutdown promise.
@@ -169,3 +177,78 @@ def install() -> None:
     connection from that module's globals, so rebinding the name there is enough.
     """
     setattr(hypercorn.asyncio.run, "TCPServer", QuietTCPServer)  # noqa: B010
+
+
+class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's server-side TLS protocol, answering a cleartext HTTP request.
+
+    A client given ``http://`` and the TLS port sends a plain HTTP/1.1 request,
+    which OpenSSL recognises (``HTTP_REQUEST``) and refuses; asyncio then closes
+    the connection without a word. The CRT client behind the SDK waits on such a
+    connection for ever (observed with awscrt 0.38: no error, no timeout), so a
+    scheme mixed up in a configuration hung the application. Here the refusal
+    is answered in cleartext first: an HTTP/1.1 400 in the service's error shape
+    saying which scheme and port to use. Nothing else about the handshake
+    changes, and a TLS client never reaches this path.
+    """
+
+    #: The response, set per server by :func:`answer_cleartext_requests`.
+    cleartext_answer: bytes = b""
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if (
+            isinstance(handshake_exc, ssl.SSLError)
+            and handshake_exc.reason == "HTTP_REQUEST"
+            and self.cleartext_answer
+            and self._transport is not None
+        ):
+            try:
+                # Sent at once on the idle socket; the close below drops only
+                # what the socket did not take.
+                self._transport.write(self.cleartext_answer)
+            except (OSError, RuntimeError, AttributeError):
+                pass
+        super()._on_handshake_complete(handshake_exc)
+
+
+def cleartext_answer(https_url: str, h2c_url: str) -> bytes:
+    """The 400 a cleartext request to the TLS port gets, naming both endpoints."""
+    message = (
+        f"this port speaks TLS only, and the request came in cleartext: use {https_url} "
+        f"(https://, trusting the emulator's CA), or the cleartext endpoint {h2c_url}"
+    )
+    body = json.dumps({"message": message}).encode()
+    head = (
+        "HTTP/1.1 400 Bad Request\r\n"
+        "content-type: application/json\r\n"
+        "x-amzn-errortype: ValidationException\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def answer_cleartext_requests(loop: asyncio.AbstractEventLoop, answer: bytes) -> None:
+    """Make the TLS servers ``loop`` creates from now on answer a cleartext HTTP
+    request with ``answer`` (see :class:`_CleartextAnsweringSSLProtocol`).
+
+    Only this loop's server-side TLS connections change; the loop is the
+    emulator's own. A loop without asyncio's selector transports is left as it
+    is (the connection is then closed without an answer, as before).
+    """
+    make = getattr(loop, "_make_ssl_transport", None)
+    if make is None or getattr(make, "_answers_cleartext", False):
+        return
+
+    def _make_ssl_transport(*args: Any, **kwargs: Any) -> Any:
+        app_transport = make(*args, **kwargs)
+        protocol = getattr(app_transport, "_ssl_protocol", None)
+        if kwargs.get("server_side") and type(protocol) is sslproto.SSLProtocol:
+            # Before its connection_made (scheduled, not yet run): nothing has
+            # happened on it that the subclass would have done differently.
+            protocol.__class__ = _CleartextAnsweringSSLProtocol
+            protocol.cleartext_answer = answer
+        return app_transport
+
+    _make_ssl_transport._answers_cleartext = True  # type: ignore[attr-defined]
+    loop._make_ssl_transport = _make_ssl_transport  # type: ignore[attr-defined]

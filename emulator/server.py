@@ -21,7 +21,7 @@ from pathlib import Path
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from . import collector, hypercorn_h2
+from . import collector, hypercorn_h2, hypercorn_tcp
 from .app import create_app
 from .backend import Backend
 from .errors import ConfigError
@@ -310,6 +310,10 @@ async def _serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 
+    hypercorn_tcp.answer_cleartext_requests(
+        asyncio.get_running_loop(),
+        hypercorn_tcp.cleartext_answer(running.endpoint_url, running.h2c_url),
+    )
     backend.start()
     if ready is not None:
         ready(running)

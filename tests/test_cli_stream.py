@@ -424,6 +424,19 @@ def test_tls_to_a_cleartext_port_cannot_reach_it(server, audio_dir):
     assert result.stderr.strip().startswith(f"error: ConnectionError: cannot reach {url}: ")
 
 
+def test_cleartext_to_the_tls_port_is_told_which_endpoint_to_use(server, audio_dir):
+    """The CRT client waited for ever on the connection the TLS port closed; the
+    port now answers a cleartext request with a 400 naming both endpoints."""
+    url = server.endpoint_url.replace("https://", "http://")
+    result = command("stream", str(audio_dir / "half.wav"), "--endpoint", url)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[0] == (
+        "error: ValidationException: this port speaks TLS only, and the request came in "
+        f"cleartext: use {server.endpoint_url} (https://, trusting the emulator's CA), "
+        f"or the cleartext endpoint {server.h2c_url}"
+    )
+
+
 def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_dir, tmp_path):
     """No --ca, no MEDSCRIBE_CA_FILE and no .medscribe/ca.pem in the working directory."""
     result = command(

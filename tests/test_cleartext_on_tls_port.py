@@ -1,0 +1,96 @@
+"""A cleartext HTTP request on the TLS port gets an answer, not a silent close.
+
+The CRT client behind the SDK waits for ever on a connection closed before its
+response; an application configured with ``http://`` and the TLS port hung.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import urllib.request
+
+import pytest
+
+from emulator.hypercorn_tcp import cleartext_answer
+
+from .support import new_session_id
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(4096):  # the server closes after its answer
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST", b"HEAD", b"PUT"])
+def test_a_cleartext_request_gets_a_400_naming_both_endpoints(emulator, method):
+    answer = _exchange(
+        _port(emulator.endpoint_url),
+        method + b" /_emulator/health HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("ascii").split("\r\n")
+    assert lines[0] == "HTTP/1.1 400 Bad Request"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["x-amzn-errortype"] == "ValidationException"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    message = json.loads(body)["message"]
+    assert message.startswith("this port speaks TLS only, and the request came in cleartext")
+    assert emulator.endpoint_url in message and emulator.h2c_url in message
+
+
+def test_tls_clients_are_served_as_before_and_after(emulator):
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    url = emulator.endpoint_url.replace("127.0.0.1", "localhost") + "/_emulator/health"
+    for _ in range(2):
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            assert json.loads(response.read())["status"] == "ready"
+        _exchange(_port(emulator.endpoint_url), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def test_bytes_that_are_not_http_are_closed_without_an_answer(emulator):
+    """Only what OpenSSL recognises as an HTTP request is answered."""
+    assert _exchange(_port(emulator.endpoint_url), b"\x00" * 64) == b""
+
+
+async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hanging(emulator):
+    from aws_sdk_connecthealth.models import GetMedicalScribeListeningSessionInput
+    from smithy_core.exceptions import CallError
+
+    from emulator.sdk import make_client
+
+    url = emulator.endpoint_url.replace("https://", "http://")
+    client = await make_client(endpoint_url=url)
+    try:
+        request = GetMedicalScribeListeningSessionInput(
+            domain_id="d" * 10, subscription_id="s" * 10, session_id=new_session_id()
+        )
+        # The bound only keeps a regression from hanging the suite.
+        with pytest.raises(CallError) as raised:
+            await asyncio.wait_for(client.get_medical_scribe_listening_session(request), 60)
+        assert "ValidationException" in str(raised.value)
+    finally:
+        await client._config.transport.close()  # type: ignore[attr-defined]
+
+
+def test_the_answer_is_one_well_formed_http_response():
+    answer = cleartext_answer("https://localhost:8443", "http://localhost:8080")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert f"content-length: {len(body)}".encode() in head.split(b"\r\n")
+    assert json.loads(body) == {
+        "message": "this port speaks TLS only, and the request came in cleartext: use "
+        "https://localhost:8443 (https://, trusting the emulator's CA), or the cleartext "
+        "endpoint http://localhost:8080"
+    }
