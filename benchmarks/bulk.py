@@ -4,8 +4,9 @@ Each session is its own stream with its own session id: configuration, 10 s
 of 16 kHz pcm as 100 ms signed audio events, END_OF_SESSION and the final
 empty envelope, all pre-encoded. ``connections`` connections each keep
 ``streams`` sessions in flight; a finished session is replaced at once. A
-connection that receives GOAWAY (hypercorn sends one after
-``keep_alive_max_requests`` streams) is replaced by a new one.
+connection that receives GOAWAY is replaced by a new one (the servers set
+hypercorn's ``keep_alive_max_requests`` out of reach, so only a server closing
+down sends it).
 """
 
 from __future__ import annotations

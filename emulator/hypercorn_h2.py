@@ -58,7 +58,8 @@ More faults cost a connection, the server or its memory for one stream's sake:
   hypercorn the socket, cutting off every open session on the connection; by
   RFC 9113 §6.8 those streams finish, and the client closes the connection.
 * **A flood of control frames** (PING, SETTINGS, PRIORITY...: 200,000 held every
-  connection up for a second) has no limit in h2 or hypercorn. Past
+  connection up for a second), or of streams the client opens and resets at once
+  ("rapid reset"), has no limit in h2 or hypercorn. Past
   :attr:`DuplexH2Protocol.control_burst` at once the connection is closed with
   GOAWAY ENHANCE_YOUR_CALM, as nginx and h2o do.
 * **A client that reads nothing** (grants its response no flow-control
@@ -719,7 +720,14 @@ class DuplexH2Protocol(H2Protocol):
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
                     continue
-                if type(event) in _CONTROL_EVENTS and not self._control_frame():
+                if (
+                    type(event) in _CONTROL_EVENTS
+                    or (type(event) is h2.events.StreamReset and event.remote_reset)
+                ) and not self._control_frame():
+                    # A client's RST_STREAM counts too: opening streams and
+                    # resetting them at once ("rapid reset", CVE-2023-44487)
+                    # starts an app per stream for the price of two frames, and
+                    # the emulator lifts hypercorn's 1,000 streams a connection.
                     await self._calm_down()
                     return
                 if (
@@ -786,8 +794,8 @@ class DuplexH2Protocol(H2Protocol):
         """Close a connection flooding the server with control frames."""
         log.warning(
             "client %s: more than %d control frames (PING, SETTINGS, PRIORITY, GOAWAY, "
-            "refused streams) at once, or %g a second: connection closed with GOAWAY "
-            "ENHANCE_YOUR_CALM",
+            "refused streams, streams it reset) at once, or %g a second: connection closed "
+            "with GOAWAY ENHANCE_YOUR_CALM",
             self.client,
             self.control_burst,
             self.control_rate,

@@ -789,6 +789,39 @@ def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -
         assert held == 1 and server.crashes == []
 
 
+def test_streams_a_client_resets_count_against_the_budget(duplex: None) -> None:
+    """Rapid reset (CVE-2023-44487): each stream opened and reset at once starts an
+    app for two frames. hypercorn's own bound, GOAWAY after 1,000 streams, is lifted
+    as the emulator lifts it; past the budget the connection gets ENHANCE_YOUR_CALM,
+    and a client resetting a few hundred streams is only served."""
+    with (
+        running_server(App(), keep_alive_max_requests=2**31) as server,
+        connected(server.port) as other,
+        connected(server.port) as client,
+    ):
+        echoed = other.open("/echo")
+        assert echo_round(other, echoed, b"before")
+        request = [(":method", "POST"), (":path", "/echo"), (":scheme", "http")]
+        request.append((":authority", "localhost"))
+
+        def open_and_reset(count: int) -> bytes:
+            # Through the client's h2, so that it knows the streams the server answers.
+            for _ in range(count):
+                stream_id = client.h2.get_next_available_stream_id()
+                client.h2.send_headers(stream_id, request)
+                client.h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+            return client.h2.data_to_send()
+
+        client._write(open_and_reset(500))
+        client.ping()  # answered: the 500 resets were read, the connection is up
+        assert client.goaway is None and not client.closed
+        client._write(open_and_reset(12_000))
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+        assert echo_round(other, echoed, b"after")
+        assert_connection_alive(server, other)
+
+
 def test_priority_frames_for_streams_not_open_leave_nothing_behind(duplex: None) -> None:
     """PRIORITY for a stream before its HEADERS (RFC 9113 allows it), and for streams
     never opened: the stream opens and works, and nothing is kept for the others."""
