@@ -450,3 +450,15 @@ def serving_tls(app: Any, tls: Any, **options: Any) -> Iterator[int]:
         listener.close()
     assert not thread.is_alive(), "hypercorn did not stop"
     assert not failures, failures
+
+
+def parse_http11_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Split a whole HTTP/1.1 response as read from a socket: (status, fields with
+    lower-case names, body)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), fields, body

@@ -18,6 +18,8 @@ import pytest
 
 from emulator.hypercorn_h11 import _HeadLimitedConnection
 
+from .support import parse_http11_response
+
 LIMIT = 16384  # hypercorn's h11_max_incomplete_size, which the emulator keeps
 
 
@@ -117,13 +119,7 @@ def _exchange(port: int, pieces: list[bytes]) -> tuple[int, dict[str, str], byte
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         _send(sock, pieces)
         data = _until_closed(sock)
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    fields = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), fields, body
+    return parse_http11_response(data)
 
 
 def _in_pieces(data: bytes, size: int = 1024) -> list[bytes]:

@@ -13,7 +13,7 @@ import pytest
 from emulator.eventstream import EventStreamDecoder
 from emulator.server import RunningServer, Settings
 
-from .support import H2Client, admin, new_session_id, running_emulator
+from .support import H2Client, admin, new_session_id, parse_http11_response, running_emulator
 from .test_stream_wire import END, _inline_spy, audio, config_event, headers, signed
 
 TOKEN = "let-me-in"
@@ -108,13 +108,7 @@ def _raw_http11(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    found = {}
-    for field in fields:
-        name, _, value = field.partition(":")
-        found[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), found, body
+    return parse_http11_response(data)
 
 
 @pytest.mark.parametrize(
