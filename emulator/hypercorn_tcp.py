@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from asyncio import sslproto
+from collections.abc import Callable
 from typing import Any
 
 import hypercorn.asyncio.run
@@ -228,27 +230,49 @@ def cleartext_answer(https_url: str, h2c_url: str) -> bytes:
     return head.encode("ascii") + body
 
 
-def answer_cleartext_requests(loop: asyncio.AbstractEventLoop, answer: bytes) -> None:
-    """Make the TLS servers ``loop`` creates from now on answer a cleartext HTTP
-    request with ``answer`` (see :class:`_CleartextAnsweringSSLProtocol`).
+def answer_cleartext_requests(
+    loop: asyncio.AbstractEventLoop, port: int, answer: bytes
+) -> Callable[[], None]:
+    """Make the TLS server listening on ``port`` in ``loop`` answer a cleartext HTTP
+    request with ``answer`` (see :class:`_CleartextAnsweringSSLProtocol`); return
+    the function that stops it.
 
-    Only this loop's server-side TLS connections change; the loop is the
-    emulator's own. A loop without asyncio's selector transports is left as it
-    is (the connection is then closed without an answer, as before).
+    Only that port's server-side TLS connections change: a second emulator on
+    the same loop has its own answer, and an application's own TLS servers and
+    clients on it are left alone. A loop without asyncio's selector transports
+    is left as it is (the connection is then closed without an answer, as before).
     """
-    make = getattr(loop, "_make_ssl_transport", None)
-    if make is None or getattr(make, "_answers_cleartext", False):
-        return
+    answers: dict[int, bytes] | None = getattr(loop, "_medscribe_cleartext_answers", None)
+    if answers is None:
+        make = getattr(loop, "_make_ssl_transport", None)
+        if make is None:
+            return lambda: None
+        answers = {}
 
-    def _make_ssl_transport(*args: Any, **kwargs: Any) -> Any:
-        app_transport = make(*args, **kwargs)
-        protocol = getattr(app_transport, "_ssl_protocol", None)
-        if kwargs.get("server_side") and type(protocol) is sslproto.SSLProtocol:
-            # Before its connection_made (scheduled, not yet run): nothing has
-            # happened on it that the subclass would have done differently.
-            protocol.__class__ = _CleartextAnsweringSSLProtocol
-            protocol.cleartext_answer = answer
-        return app_transport
+        def _make_ssl_transport(rawsock: socket.socket, *args: Any, **kwargs: Any) -> Any:
+            app_transport = make(rawsock, *args, **kwargs)
+            protocol = getattr(app_transport, "_ssl_protocol", None)
+            if kwargs.get("server_side") and type(protocol) is sslproto.SSLProtocol:
+                try:
+                    found = answers.get(rawsock.getsockname()[1])
+                except (OSError, IndexError, TypeError):
+                    found = None
+                if found is not None:
+                    try:
+                        # Before its connection_made (scheduled, not yet run):
+                        # nothing has happened that the subclass does differently.
+                        protocol.__class__ = _CleartextAnsweringSSLProtocol
+                        protocol.cleartext_answer = found
+                    except (TypeError, AttributeError):
+                        pass  # an asyncio whose protocol cannot change class
+            return app_transport
 
-    _make_ssl_transport._answers_cleartext = True  # type: ignore[attr-defined]
-    loop._make_ssl_transport = _make_ssl_transport  # type: ignore[attr-defined]
+        loop._make_ssl_transport = _make_ssl_transport  # type: ignore[attr-defined]
+        loop._medscribe_cleartext_answers = answers  # type: ignore[attr-defined]
+    answers[port] = answer
+
+    def stop() -> None:
+        if answers.get(port) is answer:
+            del answers[port]
+
+    return stop

@@ -310,14 +310,18 @@ async def _serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 
-    hypercorn_tcp.answer_cleartext_requests(
+    stop_answering = hypercorn_tcp.answer_cleartext_requests(
         asyncio.get_running_loop(),
+        port,
         hypercorn_tcp.cleartext_answer(running.endpoint_url, running.h2c_url),
     )
     backend.start()
     if ready is not None:
         ready(running)
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
+    finally:
+        stop_answering()
 
 
 def run(settings: Settings) -> int:

@@ -94,3 +94,43 @@ def test_the_answer_is_one_well_formed_http_response():
         "https://localhost:8443 (https://, trusting the emulator's CA), or the cleartext "
         "endpoint http://localhost:8080"
     }
+
+
+async def test_two_emulators_on_one_loop_each_name_their_own_endpoints(tmp_path):
+    """The answer belongs to the port: an application (or a test) running two
+    emulators in one event loop, and a TLS server of its own beside them."""
+    from emulator.server import Settings, serve
+    from emulator.tls import ensure_certificates
+
+    stop = asyncio.Event()
+    started: list = []
+    servers = [
+        asyncio.create_task(
+            serve(
+                Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path / name),
+                shutdown=stop,
+                ready=started.append,
+            )
+        )
+        for name in ("one", "two")
+    ]
+    files = ensure_certificates(tmp_path / "own")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    own = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=context)
+    try:
+        while len(started) < 2:
+            await asyncio.sleep(0.05)
+        request = b"GET /_emulator/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        for running in started:
+            answer = await asyncio.to_thread(_exchange, _port(running.endpoint_url), request)
+            message = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+            assert running.endpoint_url in message and running.h2c_url in message
+            other = started[1] if running is started[0] else started[0]
+            assert other.endpoint_url not in message
+        own_port = own.sockets[0].getsockname()[1]
+        assert await asyncio.to_thread(_exchange, own_port, request) == b""
+    finally:
+        own.close()
+        stop.set()
+        await asyncio.gather(*servers)
