@@ -469,6 +469,8 @@ class _StreamCountingConnection(H2Connection):
     #: against the connection's control-frame budget, as each costs a walk.
     refusals = 0
     refused_any = False
+    #: Whether a malformed request was reset yet (logged once a connection).
+    malformed_any = False
     #: Set while a stream over the limit is taken only to be refused.
     _refusing = False
 
@@ -519,7 +521,12 @@ class _StreamCountingConnection(H2Connection):
                 raise
             # h2's messages quote the offending bytes, which may be a credential.
             reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0]
-            log.info("stream %d: malformed request reset (%s)", frame.stream_id, reason)
+            # Logged once a connection, as refusals are.
+            (log.debug if self.malformed_any else log.info)(
+                "stream %d: malformed request reset (%s)", frame.stream_id, reason
+            )
+            self.malformed_any = True
+            self.refusals += 1  # counted against the control budget, as a refusal
             return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), []
 
     def _receive_goaway_frame(
@@ -720,14 +727,13 @@ class DuplexH2Protocol(H2Protocol):
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
                     continue
-                if (
-                    type(event) in _CONTROL_EVENTS
-                    or (type(event) is h2.events.StreamReset and event.remote_reset)
-                ) and not self._control_frame():
-                    # A client's RST_STREAM counts too: opening streams and
-                    # resetting them at once ("rapid reset", CVE-2023-44487)
-                    # starts an app per stream for the price of two frames, and
-                    # the emulator lifts hypercorn's 1,000 streams a connection.
+                if type(event) in _CONTROL_EVENTS and not self._control_frame():
+                    # Stream resets count too, the client's RST_STREAM ("rapid
+                    # reset", CVE-2023-44487) and h2's own for a client's frame
+                    # it refuses, such as DATA after END_STREAM ("MadeYouReset",
+                    # CVE-2025-8671): either way an app started for a couple of
+                    # frames, and the emulator lifts hypercorn's 1,000 streams a
+                    # connection. The server's own resets raise no event.
                     await self._calm_down()
                     return
                 if (
@@ -794,7 +800,7 @@ class DuplexH2Protocol(H2Protocol):
         """Close a connection flooding the server with control frames."""
         log.warning(
             "client %s: more than %d control frames (PING, SETTINGS, PRIORITY, GOAWAY, "
-            "refused streams, streams it reset) at once, or %g a second: connection closed "
+            "refused or reset streams) at once, or %g a second: connection closed "
             "with GOAWAY ENHANCE_YOUR_CALM",
             self.client,
             self.control_burst,
@@ -1102,6 +1108,7 @@ _CONTROL_EVENTS = frozenset(
         h2.events.SettingsAcknowledged,
         h2.events.PriorityUpdated,
         h2.events.ConnectionTerminated,  # a graceful GOAWAY keeps the connection
+        h2.events.StreamReset,  # by the client, or by h2 for a client's frame
     }
 )
 

@@ -40,6 +40,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
 from hyperframe.frame import (
     DataFrame,
+    Frame,
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
@@ -789,11 +790,14 @@ def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -
         assert held == 1 and server.crashes == []
 
 
-def test_streams_a_client_resets_count_against_the_budget(duplex: None) -> None:
-    """Rapid reset (CVE-2023-44487): each stream opened and reset at once starts an
-    app for two frames. hypercorn's own bound, GOAWAY after 1,000 streams, is lifted
-    as the emulator lifts it; past the budget the connection gets ENHANCE_YOUR_CALM,
-    and a client resetting a few hundred streams is only served."""
+@pytest.mark.parametrize("how", ["rst-stream", "data-after-end-stream"])
+def test_streams_reset_for_a_client_count_against_the_budget(duplex: None, how: str) -> None:
+    """Each stream opened and reset at once starts an app for two frames: by the
+    client's RST_STREAM (rapid reset, CVE-2023-44487) or by a frame h2 resets the
+    stream for, such as DATA after END_STREAM (MadeYouReset, CVE-2025-8671).
+    hypercorn's own bound, GOAWAY after 1,000 streams, is lifted as the emulator
+    lifts it; past the budget the connection gets ENHANCE_YOUR_CALM, and a client
+    with a few hundred such streams is only served."""
     with (
         running_server(App(), keep_alive_max_requests=2**31) as server,
         connected(server.port) as other,
@@ -801,25 +805,65 @@ def test_streams_a_client_resets_count_against_the_budget(duplex: None) -> None:
     ):
         echoed = other.open("/echo")
         assert echo_round(other, echoed, b"before")
+        # Written by hand, as in the test above (the client's h2 would count the
+        # streams it waits on against the limit); the server's answers on them are
+        # read as raw frames, which the client's h2 would refuse.
         request = [(":method", "POST"), (":path", "/echo"), (":scheme", "http")]
         request.append((":authority", "localhost"))
+        blocks = [client.h2.encoder.encode(request) for _ in range(2)]
+        client._flush()
+        opened = 0
 
         def open_and_reset(count: int) -> bytes:
-            # Through the client's h2, so that it knows the streams the server answers.
+            nonlocal opened
+            frames = bytearray()
             for _ in range(count):
-                stream_id = client.h2.get_next_available_stream_id()
-                client.h2.send_headers(stream_id, request)
-                client.h2.reset_stream(stream_id, ErrorCodes.CANCEL)
-            return client.h2.data_to_send()
+                stream_id = 2 * opened + 1
+                headers = HeadersFrame(stream_id, data=blocks[min(opened, 1)])
+                headers.flags.add("END_HEADERS")
+                if how == "rst-stream":
+                    frames += headers.serialize()
+                    frames += RstStreamFrame(stream_id, error_code=ErrorCodes.CANCEL).serialize()
+                else:
+                    headers.flags.add("END_STREAM")
+                    frames += headers.serialize() + DataFrame(stream_id, data=b"x").serialize()
+                opened += 1
+            return bytes(frames)
 
         client._write(open_and_reset(500))
-        client.ping()  # answered: the 500 resets were read, the connection is up
-        assert client.goaway is None and not client.closed
+        client._write(PingFrame(0, opaque_data=b"liveness").serialize())
+        assert _raw_frame(client, lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
         client._write(open_and_reset(12_000))
-        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
-        assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+        goaway = _raw_frame(client, lambda f: isinstance(f, GoAwayFrame))
+        assert goaway is not None and goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
         assert echo_round(other, echoed, b"after")
         assert_connection_alive(server, other)
+
+
+def _raw_frame(client: Client, wanted: Callable[[Any], bool]) -> Any:
+    """Read ``client``'s socket as raw frames, bypassing its h2, until one is
+    ``wanted``; return it, or None if the server closed first."""
+    buffer = bytearray()
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        while len(buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+            if len(buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(bytes(buffer[9 : 9 + length])))
+            del buffer[: 9 + length]
+            if wanted(frame):
+                return frame
+        assert time.monotonic() < deadline, "stalled waiting for a frame"
+        try:
+            data = client.sock.recv(65_536)
+        except TimeoutError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        buffer += data
 
 
 def test_priority_frames_for_streams_not_open_leave_nothing_behind(duplex: None) -> None:
