@@ -203,7 +203,13 @@ def _every_problem(fixtures: Path, error: ConfigError) -> ConfigError:
         report = check_fixtures(fixtures)
     except FileNotFoundError:
         return error
-    return ScenarioError(report.problems) if report.problems else error
+    if not report.problems:
+        return error
+    if isinstance(error, ScenarioError):  # one of the files' problems, now all of them
+        return ScenarioError(report.problems)
+    # Not a fixture file's (a --scenario the fixtures lack, the state directory...):
+    # it stays, after the files' problems.
+    return ConfigError(f"{ScenarioError(report.problems)}\n{error}")
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -281,6 +281,17 @@ def test_start_up_lists_the_problems_of_every_fixture_file_as_check_does(tmp_pat
     assert "Traceback" not in err
 
 
+def test_a_settings_error_is_kept_beside_the_fixture_files_problems(tmp_path):
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    (fixtures / "rules.yaml").write_text("- match: {domainId: 5}\n  scenario: synthetic\n")
+    with _start(tmp_path, "--fixtures", str(fixtures), "--scenario", "no-such-visit") as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "ready" not in out
+    assert "rules.yaml:1: [0].match.domainId: must be a string" in err
+    assert "--scenario 'no-such-visit' is not a known scenario" in err
+
+
 def test_a_fixtures_directory_that_does_not_exist_refuses_to_start(tmp_path):
     """A typo used to start the emulator with the generated visit alone."""
     missing = tmp_path / "fixtrues"
