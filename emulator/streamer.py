@@ -665,9 +665,11 @@ def _failure(
     corrupt frame, a connection dropped once connected) is a ``StreamError``
     saying whether the response had started and how many events came before.
     """
-    from smithy_core.exceptions import CallError
+    from smithy_core.exceptions import CallError, ClientTimeoutError
 
-    timeout = bool(getattr(error, "is_timeout_error", False))
+    # The transport's own time-out; a 408 answer is also a "timeout error" to
+    # smithy, but an answer: a service error like the others.
+    timeout = isinstance(error, ClientTimeoutError)
     if isinstance(error, CallError) and not timeout:  # modeled and unmodeled service errors
         return type(error).__name__, str(getattr(error, "message", None) or error)
     if isinstance(error, StreamReset):

@@ -14,6 +14,7 @@ from emulator.artifacts import ARTIFACT_NAMES, LOG_REASON_CHARS, describe_result
 
 from .support import new_session_id, running_emulator
 from .test_artifacts import (
+    NOTE_SCRIPT,
     SCRIPT,
     _settings,
     script,
@@ -67,6 +68,23 @@ def test_completed_artifacts_keep_their_info_line(tmp_path, caplog):
             logging.INFO,
             f"session {session_id} post-stream actions: transcriptResult COMPLETED, "
             "noteResult COMPLETED, afterVisitSummaryResult COMPLETED",
+        )
+    ]
+
+
+def test_a_failure_the_scenario_scripts_is_an_info_line_with_its_reason(tmp_path, caplog):
+    """What a test asked for is no warning (one per session of a suite that scripts it)."""
+    session_id = new_session_id()
+    with caplog.at_level(logging.INFO, logger="medscribe"):
+        with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as run:
+            script(run, session_id, NOTE_SCRIPT)
+            stream_two_channels(run, session_id)
+            settled(run, session_id)
+    assert post_stream_lines(caplog, session_id) == [
+        (
+            logging.INFO,
+            f"session {session_id} post-stream actions: transcriptResult COMPLETED, "
+            "noteResult COMPLETED, afterVisitSummaryResult FAILED (Scripted failure)",
         )
     ]
 

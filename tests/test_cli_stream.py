@@ -727,6 +727,20 @@ def _crt(name: str, message: str) -> Exception:
     return error
 
 
+def _timeout_answer() -> Exception:
+    """An HTTP 408 answer (from AWS or a proxy): smithy calls it a timeout error too."""
+    from smithy_core.exceptions import CallError
+
+    return CallError(message="Unknown error - status: 408", is_timeout_error=True)
+
+
+def _client_timeout() -> Exception:
+    """The transport's own time-out, before any answer."""
+    from smithy_core.exceptions import ClientTimeoutError
+
+    return ClientTimeoutError(message="A timeout error occurred.")
+
+
 @pytest.mark.parametrize(
     ("error", "responded", "events", "expected"),
     [
@@ -775,8 +789,28 @@ def _crt(name: str, message: str) -> Exception:
             2,
             ("StreamReset", "the service ended the stream before all audio was sent"),
         ),
+        (
+            _timeout_answer(),
+            False,
+            0,
+            ("CallError", "Unknown error - status: 408"),
+        ),
+        (
+            _client_timeout(),
+            False,
+            0,
+            ("ConnectionError", f"cannot reach {URL}: A timeout error occurred."),
+        ),
     ],
-    ids=["refused", "dns", "dropped-mid-stream", "goaway-before-response", "reset"],
+    ids=[
+        "refused",
+        "dns",
+        "dropped-mid-stream",
+        "goaway-before-response",
+        "reset",
+        "408-answer",
+        "client-timeout",
+    ],
 )
 def test_cannot_reach_is_only_a_failure_to_connect_before_any_response(
     error, responded, events, expected
