@@ -791,13 +791,20 @@ def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -
 
 
 @pytest.mark.parametrize("how", ["rst-stream", "data-after-end-stream"])
-def test_streams_reset_for_a_client_count_against_the_budget(duplex: None, how: str) -> None:
+def test_streams_reset_for_a_client_count_against_the_budget(
+    duplex: None, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each stream opened and reset at once starts an app for two frames: by the
     client's RST_STREAM (rapid reset, CVE-2023-44487) or by a frame h2 resets the
     stream for, such as DATA after END_STREAM (MadeYouReset, CVE-2025-8671).
     hypercorn's own bound, GOAWAY after 1,000 streams, is lifted as the emulator
     lifts it; past the budget the connection gets ENHANCE_YOUR_CALM, and a client
     with a few hundred such streams is only served."""
+    # A smaller budget that does not refill while the test runs: each stream starts
+    # an app, so 12,000 took the server long enough on a loaded machine that the
+    # default refill (1,000 a second) kept up with them.
+    monkeypatch.setattr(DuplexH2Protocol, "control_burst", 1_000)
+    monkeypatch.setattr(DuplexH2Protocol, "control_rate", 0.001)
     with (
         running_server(App(), keep_alive_max_requests=2**31) as server,
         connected(server.port) as other,
@@ -833,7 +840,7 @@ def test_streams_reset_for_a_client_count_against_the_budget(duplex: None, how: 
         client._write(open_and_reset(500))
         client._write(PingFrame(0, opaque_data=b"liveness").serialize())
         assert _raw_frame(client, lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
-        client._write(open_and_reset(12_000))
+        client._write(open_and_reset(3_000))
         goaway = _raw_frame(client, lambda f: isinstance(f, GoAwayFrame))
         assert goaway is not None and goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
         assert echo_round(other, echoed, b"after")
