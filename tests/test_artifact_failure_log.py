@@ -56,35 +56,26 @@ def test_a_failed_upload_logs_each_artifacts_reason_once_as_a_warning(tmp_path, 
     assert message.count("NoSuchBucket") == len(ARTIFACT_NAMES)
 
 
-def test_completed_artifacts_keep_their_info_line(tmp_path, caplog):
+@pytest.mark.parametrize(
+    ("scenario", "results"),
+    [
+        (SCRIPT, "noteResult COMPLETED, afterVisitSummaryResult COMPLETED"),
+        # What a test asked for is no warning (one per session of a suite scripting it).
+        (NOTE_SCRIPT, "noteResult COMPLETED, afterVisitSummaryResult FAILED (Scripted failure)"),
+    ],
+    ids=["completed", "failure-scripted"],
+)
+def test_completed_or_scripted_results_are_an_info_line(tmp_path, caplog, scenario, results):
     session_id = new_session_id()
     with caplog.at_level(logging.INFO, logger="medscribe"):
         with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as run:
-            script(run, session_id, SCRIPT)
+            script(run, session_id, scenario)
             stream_two_channels(run, session_id)
             settled(run, session_id)
     assert post_stream_lines(caplog, session_id) == [
         (
             logging.INFO,
-            f"session {session_id} post-stream actions: transcriptResult COMPLETED, "
-            "noteResult COMPLETED, afterVisitSummaryResult COMPLETED",
-        )
-    ]
-
-
-def test_a_failure_the_scenario_scripts_is_an_info_line_with_its_reason(tmp_path, caplog):
-    """What a test asked for is no warning (one per session of a suite that scripts it)."""
-    session_id = new_session_id()
-    with caplog.at_level(logging.INFO, logger="medscribe"):
-        with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as run:
-            script(run, session_id, NOTE_SCRIPT)
-            stream_two_channels(run, session_id)
-            settled(run, session_id)
-    assert post_stream_lines(caplog, session_id) == [
-        (
-            logging.INFO,
-            f"session {session_id} post-stream actions: transcriptResult COMPLETED, "
-            "noteResult COMPLETED, afterVisitSummaryResult FAILED (Scripted failure)",
+            f"session {session_id} post-stream actions: transcriptResult COMPLETED, {results}",
         )
     ]
 

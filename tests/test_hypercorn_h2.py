@@ -404,13 +404,19 @@ class Client:
             self._read()
         return True
 
-    def _read(self) -> None:
+    def recv(self) -> bytes | None:
+        """What the socket holds: b"" once the server closed, None for nothing yet."""
         try:
-            data = self.sock.recv(65_536)
+            return self.sock.recv(65_536)
         except TimeoutError:
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+
+    def _read(self) -> None:
+        data = self.recv()
+        if data is None:
+            return
         if not data:
             self.closed = True
             return
@@ -862,12 +868,9 @@ def _raw_frame(client: Client, wanted: Callable[[Any], bool]) -> Any:
             if wanted(frame):
                 return frame
         assert time.monotonic() < deadline, "stalled waiting for a frame"
-        try:
-            data = client.sock.recv(65_536)
-        except TimeoutError:
+        data = client.recv()
+        if data is None:
             continue
-        except OSError:
-            data = b""
         if not data:
             return None
         buffer += data
