@@ -705,7 +705,7 @@ class Backend:
         self,
         record: SessionRecord,
         results: dict[str, Any],
-        scripted: frozenset[str] = frozenset(),
+        scripted: frozenset[str],
     ) -> None:
         """Record, save and log the artifacts' results of ``record``'s actions.
 

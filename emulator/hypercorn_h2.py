@@ -728,12 +728,6 @@ class DuplexH2Protocol(H2Protocol):
                     self._hold(event)
                     continue
                 if type(event) in _CONTROL_EVENTS and not self._control_frame():
-                    # Stream resets count too, the client's RST_STREAM ("rapid
-                    # reset", CVE-2023-44487) and h2's own for a client's frame
-                    # it refuses, such as DATA after END_STREAM ("MadeYouReset",
-                    # CVE-2025-8671): either way an app started for a couple of
-                    # frames, and the emulator lifts hypercorn's 1,000 streams a
-                    # connection. The server's own resets raise no event.
                     await self._calm_down()
                     return
                 if (
@@ -1099,7 +1093,12 @@ def _stream_buffer_internals_present() -> bool:
 _BOUNDED_BUFFER = _stream_buffer_internals_present()
 
 
-#: The h2 events of control frames counted against a connection's budget.
+#: The h2 events of control frames counted against a connection's budget. Stream
+#: resets count too: the client's RST_STREAM ("rapid reset", CVE-2023-44487) and
+#: h2's own for a client's frame it refuses, such as DATA after END_STREAM
+#: ("MadeYouReset", CVE-2025-8671). Either way an app started for a couple of
+#: frames, and the emulator lifts hypercorn's 1,000 streams a connection. The
+#: server's own resets raise no event.
 _CONTROL_EVENTS = frozenset(
     {
         h2.events.PingReceived,
