@@ -61,6 +61,8 @@ FLOOD = 224 * KIB
 # What /flood-out sends: far past the 32 KiB a stream buffers before its app waits.
 FLOOD_OUT = 1024 * KIB
 REJECTION = b'{"message":"bad request"}'
+#: The connection window the emulator serves with (the duplex fixture narrows it).
+WIDE_CONNECTION_WINDOW = DuplexH2Protocol.connection_window
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -626,6 +628,32 @@ def test_an_app_that_stops_reading_holds_up_only_its_own_stream(duplex: None) ->
         app.resume.set()
         client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
         assert bytes(client.streams[paused].body) == b"".join(pieces)
+        assert_connection_alive(server, client)
+
+
+def test_a_stream_may_send_its_whole_window_ahead_of_a_busy_app(
+    duplex: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream's receive window is DuplexH2Protocol.stream_window (1 MiB), not
+    h2's 64 KiB, in the server's first SETTINGS: a client sending faster than
+    real time goes on for a mebibyte past what its app has taken, where before
+    it stopped after 64 KiB and waited for a WINDOW_UPDATE every 32 KiB. The DATA
+    waits, unacknowledged, and reaches the app in order; other streams flow."""
+    monkeypatch.setattr(DuplexH2Protocol, "connection_window", WIDE_CONNECTION_WINDOW)
+    window = DuplexH2Protocol.stream_window
+    app = App()
+    with running_server(app) as server, connected(server.port) as client:
+        assert client.h2.remote_settings.initial_window_size == window
+        paused = client.open("/pause")
+        # /pause takes one message and then nothing: its queue holds ten more
+        # and the rest waits. With a 64 KiB window this stalled near 240 KiB.
+        body = bytes(range(256)) * (window // 256)
+        assert client.send(paused, body)
+        assert echo_round(client, client.open("/echo"), b"meanwhile")
+        app.resume.set()
+        client.send(paused, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
+        assert bytes(client.streams[paused].body) == body
         assert_connection_alive(server, client)
 
 
