@@ -851,8 +851,12 @@ def test_all_configuration_violations_are_reported_together() -> None:
         (b"[]", "Payload must be a JSON object"),
         (b'"postStreamActionSettings"', "Payload must be a JSON object"),
         (b"null", "Payload must be a JSON object"),
+        (
+            b"\xef\xbb\xbf{}",
+            "Payload must be valid JSON (Unexpected UTF-8 BOM (decode using utf-8-sig)",
+        ),
     ],
-    ids=["truncated", "empty", "nan", "not-utf-8", "array", "string", "null"],
+    ids=["truncated", "empty", "nan", "not-utf-8", "array", "string", "null", "bom"],
 )
 def test_configuration_payload_must_be_a_json_object(payload: bytes, rule: str) -> None:
     message = error_message(parse_configuration_event, payload)
