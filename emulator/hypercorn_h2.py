@@ -119,7 +119,6 @@ from typing import Any
 import h2.config
 import h2.events
 import h2.exceptions
-import h2.settings
 import h2.stream
 import h2.utilities
 import hpack
@@ -630,8 +629,10 @@ class DuplexH2Protocol(H2Protocol):
     control_burst: int = 10_000
     control_rate: float = 1_000.0
 
-    #: Receive window of each stream (SETTINGS_INITIAL_WINDOW_SIZE; 0 keeps
-    #: h2's 64 KiB). With 64 KiB a client sending faster than real time (a
+    #: Receive window of each stream, opened by a WINDOW_UPDATE as the stream
+    #: opens (0 keeps h2's 64 KiB). Not by SETTINGS_INITIAL_WINDOW_SIZE: the AWS
+    #: SDK's CRT client kept its streams at 64 KiB after a SETTINGS frame raised
+    #: it, and stalled there. With 64 KiB a client sending faster than real time (a
     #: file replayed, a bulk load) waited for a WINDOW_UPDATE every 32 KiB and
     #: cut an event at the window's edge into two DATA frames, which the
     #: emulator then reads the slow way; a 10 s session's input (450 KB of
@@ -645,14 +646,6 @@ class DuplexH2Protocol(H2Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.stream_window > 0:
-            # Sent in the server's first SETTINGS, in effect from the start.
-            settings = self.connection.local_settings
-            values = {code: settings[code] for code in settings}
-            values[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = self.stream_window
-            self.connection.local_settings = h2.settings.Settings(
-                client=False, initial_values=values
-            )
         self._control_tokens = float(self.control_burst)
         self._control_at = time.monotonic()
         if type(self.connection) is H2Connection:
@@ -941,6 +934,8 @@ class DuplexH2Protocol(H2Protocol):
     async def _create_stream(self, request: h2.events.RequestReceived) -> None:
         await super()._create_stream(request)
         stream = self.streams.get(request.stream_id)
+        if request.stream_ended is None:
+            self._widen_window(request.stream_id)
         queue = _app_queue(stream)
         buffer = self.stream_buffers.get(request.stream_id)
         if type(buffer) is StreamBuffer and _BOUNDED_BUFFER and queue is not None:
@@ -963,6 +958,19 @@ class DuplexH2Protocol(H2Protocol):
                 inline = InlineBody()
                 scope["extensions"][INLINE_BODY_EXTENSION] = inline
                 self._inline[request.stream_id] = inline
+
+    def _widen_window(self, stream_id: int) -> None:
+        """Open ``stream_id``'s receive window to :attr:`stream_window` (flushed
+        with the batch of frames that opened it)."""
+        connection = self.connection
+        increase = self.stream_window - connection.local_settings.initial_window_size
+        stream = connection.streams.get(stream_id)
+        # h2 has read the whole batch already: a client may have reset it in it.
+        if increase > 0 and stream is not None and not stream.closed:
+            try:
+                connection.increment_flow_control_window(increase, stream_id=stream_id)
+            except h2.exceptions.ProtocolError:
+                pass  # a state that takes no WINDOW_UPDATE: nothing more to receive
 
     async def _close_stream(self, stream_id: int) -> None:
         if self._closing:

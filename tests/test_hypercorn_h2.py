@@ -635,16 +635,19 @@ def test_a_stream_may_send_its_whole_window_ahead_of_a_busy_app(
     duplex: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each stream's receive window is DuplexH2Protocol.stream_window (1 MiB), not
-    h2's 64 KiB, in the server's first SETTINGS: a client sending faster than
-    real time goes on for a mebibyte past what its app has taken, where before
-    it stopped after 64 KiB and waited for a WINDOW_UPDATE every 32 KiB. The DATA
-    waits, unacknowledged, and reaches the app in order; other streams flow."""
+    h2's 64 KiB, opened by a WINDOW_UPDATE as the stream opens (the AWS SDK's CRT
+    client ignored a larger SETTINGS_INITIAL_WINDOW_SIZE): a client sending
+    faster than real time goes on for a mebibyte past what its app has taken,
+    where before it stopped after 64 KiB and waited for a WINDOW_UPDATE every
+    32 KiB. The DATA waits, unacknowledged, and reaches the app in order; other
+    streams flow."""
     monkeypatch.setattr(DuplexH2Protocol, "connection_window", WIDE_CONNECTION_WINDOW)
     window = DuplexH2Protocol.stream_window
     app = App()
     with running_server(app) as server, connected(server.port) as client:
-        assert client.h2.remote_settings.initial_window_size == window
+        assert client.h2.remote_settings.initial_window_size == 65_535
         paused = client.open("/pause")
+        client.pump_until(lambda: client.windows[paused] == window, "the wider window")
         # /pause takes one message and then nothing: its queue holds ten more
         # and the rest waits. With a 64 KiB window this stalled near 240 KiB.
         body = bytes(range(256)) * (window // 256)
