@@ -631,15 +631,18 @@ class DuplexH2Protocol(H2Protocol):
 
     #: Receive window of each stream, opened by a WINDOW_UPDATE as the stream
     #: opens (0 keeps h2's 64 KiB). Not by SETTINGS_INITIAL_WINDOW_SIZE: the AWS
-    #: SDK's CRT client kept its streams at 64 KiB after a SETTINGS frame raised
-    #: it, and stalled there. With 64 KiB a client sending faster than real time (a
-    #: file replayed, a bulk load) waited for a WINDOW_UPDATE every 32 KiB and
-    #: cut an event at the window's edge into two DATA frames, which the
-    #: emulator then reads the slow way; a 10 s session's input (450 KB of
+    #: SDK's CRT client kept its stream at 64 KiB after a SETTINGS frame raised
+    #: it, and stalled there. With 64 KiB a client sending faster than real
+    #: time (a file replayed, a bulk load) waited for a WINDOW_UPDATE every
+    #: 32 KiB and cut an event at the window's edge into two DATA frames, which
+    #: the emulator then reads the slow way; a 10 s session's input (450 KB of
     #: JSON audio events) now fits in one window. With :meth:`_feed`'s flushes
-    #: batched, bulk ingest took 5.3 -> 4.7 ms of server CPU a session (medians
-    #: of eight alternating runs). A real-time client comes near neither
-    #: window. What streams whose apps read nothing can hold is bounded by the
+    #: batched, bulk ingest took 4.6 -> 4.2 ms of server CPU a session over h2c
+    #: (medians of six alternating runs). A real-time stream gets its next
+    #: WINDOW_UPDATE after 12 s of audio instead of every 0.75 s; the one as it
+    #: opens costs about 7 us. (Widening with h2's own first update instead, to
+    #: save that, halved the bulk gain: the client then waits for the app.)
+    #: What streams whose apps read nothing can hold is bounded by the
     #: connection's window, which 16 such streams could now fill where 256 were
     #: needed; a real-time stream takes 24 s of audio to fill its own.
     stream_window: int = 1024 * 1024
