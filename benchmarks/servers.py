@@ -385,7 +385,11 @@ class CpuMeter:
         wall = time.monotonic() - self._wall
         if wall > 0:
             self.share = (cpu_seconds(self.pid) - self._cpu) / wall
-            self.main_share = (cpu_seconds(self.pid, thread=self.pid) - self._main) / wall
+            main = (cpu_seconds(self.pid, thread=self.pid) - self._main) / wall
+            # Linux scales a thread's and its process's utime/stime from the
+            # scheduler's runtime separately, in clock ticks: for a nearly idle
+            # server the thread can read a tick above its whole process.
+            self.main_share = min(main, self.share)
         return self.share
 
 

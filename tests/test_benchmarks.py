@@ -175,6 +175,18 @@ def test_a_busy_thread_counts_for_the_process_and_not_for_its_main_thread() -> N
     assert (total1 - total0) - (main1 - main0) >= used[0] - 0.05
 
 
+def test_the_loop_share_never_reads_above_its_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc scales a thread's and its process's CPU times separately, in ticks: an
+    almost idle server's main thread read 0.013 of a core against its process's
+    0.007 in one CI run. The loop's share is at most the process's."""
+    readings = {None: iter([10.00, 10.01]), 7: iter([5.00, 5.02])}
+    monkeypatch.setattr(servers, "cpu_seconds", lambda pid, *, thread=None: next(readings[thread]))
+    meter = servers.CpuMeter(7)
+    meter.start()
+    meter.stop()
+    assert 0 < meter.main_share == meter.share
+
+
 # A stand-in for valgrind: runs the command natively, then reports a count
 # that grows by exactly 1,000 instructions per session run (after the warm-up).
 _FAKE_VALGRIND = """#!{python}
