@@ -630,21 +630,21 @@ class DuplexH2Protocol(H2Protocol):
     control_burst: int = 10_000
     control_rate: float = 1_000.0
 
-    #: Receive window of each stream (0 keeps h2's 64 KiB). With 64 KiB a
-    #: client sending faster than real time (a file replayed, a bulk load)
-    #: waited for a WINDOW_UPDATE every 32 KiB and cut an event at the
-    #: window's edge into two DATA frames, which the emulator then reads the
-    #: slow way; a 10 s session's input (450 KB of JSON audio events) now fits
-    #: in one window. With :meth:`_feed`'s flushes batched, bulk ingest took
-    #: 4.6 -> 4.2 ms of server CPU a session over h2c (medians of six
-    #: alternating runs). A real-time stream gets a WINDOW_UPDATE every 12 s of
-    #: audio instead of every 0.75 s. Opened with the stream's first
-    #: WINDOW_UPDATE (:class:`_WideningWindow`), not by
+    #: Receive window of each stream whose app reads (0 keeps h2's 64 KiB).
+    #: With 64 KiB a client sending faster than real time (a file replayed, a
+    #: bulk load) waited for a WINDOW_UPDATE every 32 KiB and cut an event at
+    #: the window's edge into two DATA frames, which the emulator then reads
+    #: the slow way; a 10 s session's input (450 KB of JSON audio events) now
+    #: fits in one window. A real-time stream gets a WINDOW_UPDATE every 12 s
+    #: of audio instead of every 0.75 s. The window widens once a DATA frame
+    #: finds everything sent before it taken by the app (:meth:`_receive_data`),
+    #: with the next WINDOW_UPDATE h2 sends (:class:`_WideningWindow`); not by
     #: SETTINGS_INITIAL_WINDOW_SIZE: the AWS SDK's CRT client kept its stream
-    #: at 64 KiB after a SETTINGS frame raised it, and stalled there. What
-    #: streams whose apps read nothing can hold is bounded by the connection's
-    #: window, which 16 such streams could now fill where 256 were needed; a
-    #: real-time stream takes 24 s of audio to fill its own.
+    #: at 64 KiB after a SETTINGS frame raised it, and stalled there. A stream
+    #: whose app stops before reading (a chaos delay) keeps 64 KiB, as before:
+    #: 256 of them fill the connection's 16 MiB window. One that stops after
+    #: reading (a delay before an output) can hold up to 1 MiB, and 16 of
+    #: those would fill it; a real-time client takes 24 s to send that much.
     stream_window: int = 1024 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -684,6 +684,9 @@ class DuplexH2Protocol(H2Protocol):
         self._feeders: dict[int, asyncio.Task[None]] = {}
         # Set when its stream closes, for ConnectionControl.wait_closed.
         self._closing: dict[int, asyncio.Event] = {}
+        # Streams whose window widens once their app is seen reading (see
+        # _receive_data), each with whether it has had DATA yet.
+        self._narrow: dict[int, bool] = {}
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -850,8 +853,8 @@ class DuplexH2Protocol(H2Protocol):
 
     async def _feed(self, stream_id: int, queue: asyncio.Queue[Any]) -> None:
         # Under bulk load most of a stream's DATA comes this way: the window it
-        # took is handed back (flushed) once the queue is full or nothing is
-        # left, not after each event.
+        # took is handed back (flushed) before waiting for room and once
+        # nothing is left, not after each event.
         held = self._held[stream_id]
         connection = self.connection
         try:
@@ -870,8 +873,13 @@ class DuplexH2Protocol(H2Protocol):
                     held.popleft()
                     stream = self.streams.get(stream_id)
                     if stream is not None:
+                        if queue.full():  # it waits for room: hand the window back first
+                            await self._flush()
                         await stream.handle(EndBody(stream_id=stream_id))
-            await self._flush()
+                if not held:
+                    # The flush may wait (a client slow to read): events held
+                    # meanwhile are handed over by this loop, not dropped.
+                    await self._flush()
         finally:
             self._release(stream_id)
 
@@ -907,6 +915,18 @@ class DuplexH2Protocol(H2Protocol):
             self._hold(event)
             return
         if queue is not None:
+            if self._narrow:
+                seen = self._narrow.get(stream_id)
+                if seen is not None:
+                    if not seen:
+                        self._narrow[stream_id] = True
+                    elif queue.empty():
+                        # Its app has taken everything sent so far: it reads.
+                        # One stopped before reading (a chaos delay) stays at
+                        # 64 KiB, so that few of them cannot take the
+                        # connection's window from every other stream.
+                        del self._narrow[stream_id]
+                        self._widen_window(stream_id)
             inline = self._inline.get(stream_id)
             # Only to an app waiting on an empty queue: anything queued is older.
             if inline is not None and inline.handler is not None and queue.empty():
@@ -937,9 +957,9 @@ class DuplexH2Protocol(H2Protocol):
     async def _create_stream(self, request: h2.events.RequestReceived) -> None:
         await super()._create_stream(request)
         stream = self.streams.get(request.stream_id)
-        if request.stream_ended is None:
-            self._widen_window(request.stream_id)
         queue = _app_queue(stream)
+        if request.stream_ended is None and queue is not None and self.stream_window > 0:
+            self._narrow[request.stream_id] = False
         buffer = self.stream_buffers.get(request.stream_id)
         if type(buffer) is StreamBuffer and _BOUNDED_BUFFER and queue is not None:
             # Only where a full request queue is held (asyncio): under trio an app
@@ -964,7 +984,7 @@ class DuplexH2Protocol(H2Protocol):
 
     def _widen_window(self, stream_id: int) -> None:
         """Have ``stream_id``'s receive window grow to :attr:`stream_window` with
-        the first WINDOW_UPDATE h2 sends for it (see :class:`_WideningWindow`)."""
+        the next WINDOW_UPDATE h2 sends for it (see :class:`_WideningWindow`)."""
         stream = self.connection.streams.get(stream_id)
         # h2 has read the whole batch already: a client may have reset it in it.
         if stream is None or stream.closed:
@@ -984,6 +1004,7 @@ class DuplexH2Protocol(H2Protocol):
             feeder.cancel()  # nobody reads on: its held window goes back (_release)
         self._release(stream_id)
         self._app_queues.pop(stream_id, None)
+        self._narrow.pop(stream_id, None)
         inline = self._inline.pop(stream_id, None)
         if inline is not None:
             inline.handler = None
@@ -1157,10 +1178,10 @@ INLINE_BODY_EXTENSION = "medscribe.inline_body"
 
 
 class _WideningWindow(WindowManager):
-    """h2's receive-window bookkeeping for one stream, whose first WINDOW_UPDATE
-    (sent once half the initial 64 KiB is taken: by the app's queue, so before the
-    app even runs in a burst) also opens the window to ``widen_to``; from then on
-    it is h2's own again.
+    """h2's receive-window bookkeeping for one stream, whose next WINDOW_UPDATE
+    (h2 sends one once half the window's 64 KiB has been taken by the app's
+    queue, or once the window is shut and 1 KiB has been taken) also opens the
+    window to ``widen_to``; from then on it is h2's own again.
 
     h2 sends that frame anyway, so opening a stream costs no extra one. With a
     WINDOW_UPDATE of its own as each stream opened (7 us of the server's CPU
@@ -1178,6 +1199,8 @@ class _WideningWindow(WindowManager):
             if extra > 0:
                 self.window_opened(extra)
                 increment += extra
+                # Bytes received and not yet taken come back later, up to it.
+                self.max_window_size = self.widen_to
             self.__class__ = WindowManager  # type: ignore[assignment]
         return increment
 

@@ -86,8 +86,14 @@ class App:
         self.abandoned = threading.Event()
         # Set by /after-disconnect once its last send has returned.
         self.ended_after_disconnect = threading.Event()
-        # Lets /pause read on.
+        # Lets /pause and /stall read on.
         self.resume = threading.Event()
+        # Set by /pause once it has read its one message.
+        self.paused = threading.Event()
+        # /gate: messages read so far, and the two points it waits at.
+        self.gate_read = 0
+        self.gate_open = threading.Event()
+        self.gate_done = threading.Event()
         # Response bytes /flood-out's send() has taken so far; set when it returns.
         self.pushed = 0
         self.flood_over = threading.Event()
@@ -177,6 +183,49 @@ class App:
         elsewhere); then reads the rest and answers with everything it read, in order."""
         await send({"type": "http.response.start", "status": 200})
         body = bytearray((await receive())["body"])
+        self.paused.set()
+        await self._read_on(receive, send, body)
+
+    async def big(self, receive: Receive, send: Send) -> None:
+        """Sends 8 MiB without reading: a client that reads none of it fills the
+        server's socket buffer, and the server's writes wait."""
+        await send({"type": "http.response.start", "status": 200})
+        for _ in range(128):
+            await send({"type": "http.response.body", "body": b"o" * 65_536, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def gate(self, receive: Receive, send: Send) -> None:
+        """Reads one message; once ``gate_open`` is set, two more at once; then
+        nothing until ``gate_done``, then the rest, and answers "ok"."""
+        await send({"type": "http.response.start", "status": 200})
+        await receive()
+        self.gate_read = 1
+        while not self.gate_open.is_set():
+            await asyncio.sleep(0.01)
+        await receive()
+        await receive()
+        self.gate_read = 3
+        while not self.gate_done.is_set():
+            await asyncio.sleep(0.01)
+        while (message := await receive())["type"] == "http.request":
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    async def sink(self, receive: Receive, send: Send) -> None:
+        """Reads nothing; ends its response once ``gate_done`` is set."""
+        await send({"type": "http.response.start", "status": 200})
+        while not self.gate_done.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def stall(self, receive: Receive, send: Send) -> None:
+        """Reads nothing until the test sets ``resume`` (as a session in a chaos delay
+        before it reads), then answers with everything it read, in order."""
+        await send({"type": "http.response.start", "status": 200})
+        await self._read_on(receive, send, bytearray())
+
+    async def _read_on(self, receive: Receive, send: Send, body: bytearray) -> None:
         while not self.resume.is_set():
             await asyncio.sleep(0.01)
         while (message := await receive())["type"] == "http.request":
@@ -641,28 +690,63 @@ def test_an_app_that_stops_reading_holds_up_only_its_own_stream(duplex: None) ->
 def test_a_stream_may_send_its_whole_window_ahead_of_a_busy_app(
     duplex: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each stream's receive window is DuplexH2Protocol.stream_window (1 MiB), not
-    h2's 64 KiB, opened by the stream's first WINDOW_UPDATE (the AWS SDK's CRT
-    client ignored a larger SETTINGS_INITIAL_WINDOW_SIZE): a client sending
-    faster than real time goes on for a mebibyte past what its app has taken,
-    where before it stopped after 64 KiB and waited for a WINDOW_UPDATE every
-    32 KiB. The DATA waits, unacknowledged, and reaches the app in order; other
-    streams flow."""
+    """Each stream whose app reads gets a receive window of
+    DuplexH2Protocol.stream_window (1 MiB), not h2's 64 KiB, with its next
+    WINDOW_UPDATE (the AWS SDK's CRT client ignored a larger
+    SETTINGS_INITIAL_WINDOW_SIZE): a client sending faster than real time goes on
+    for a mebibyte past what its app has taken, where before it stopped after
+    64 KiB and waited for a WINDOW_UPDATE every 32 KiB. The DATA waits,
+    unacknowledged, and reaches the app in order; other streams flow."""
     monkeypatch.setattr(DuplexH2Protocol, "connection_window", WIDE_CONNECTION_WINDOW)
     window = DuplexH2Protocol.stream_window
     app = App()
     with running_server(app) as server, connected(server.port) as client:
         assert client.h2.remote_settings.initial_window_size == 65_535
         paused = client.open("/pause")
-        # /pause takes one message and then nothing: its queue holds ten more
-        # and the rest waits. With a 64 KiB window this stalled near 240 KiB.
+        assert client.send(paused, b"first")
+        assert app.paused.wait(DEADLINE)
+        # /pause read one message and now reads nothing: its queue holds ten
+        # more and the rest waits. With a 64 KiB window this stalled near 240 KiB.
         body = bytes(range(256)) * (window // 256)
         assert client.send(paused, body)
+        body = b"first" + body
         assert echo_round(client, client.open("/echo"), b"meanwhile")
         app.resume.set()
         client.send(paused, b"", end=True)
         client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
         assert bytes(client.streams[paused].body) == body
+        assert_connection_alive(server, client)
+
+
+def test_streams_stopped_before_reading_cannot_take_the_connection_window(
+    duplex: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream whose app has read nothing (a session in a chaos delay) keeps h2's
+    64 KiB window: sixteen of them, each sent 40 s of real-time audio, leave the
+    connection's window to the others. Widened to 1 MiB, they took all of it."""
+    monkeypatch.setattr(DuplexH2Protocol, "connection_window", WIDE_CONNECTION_WINDOW)
+    app = App()
+    with running_server(app) as server, connected(server.port) as client:
+        stalled = [client.open("/stall") for _ in range(16)]
+        chunk = b"a" * 4_500  # about one 100 ms audio event
+        sent = {stream: 0 for stream in stalled}
+        client.sock.settimeout(0.005)  # read what came between rounds, without waiting
+        for _ in range(400):
+            for stream in stalled:
+                if min(client.windows[stream], client.conn_window) >= len(chunk):
+                    client.send(stream, chunk)
+                    sent[stream] += len(chunk)
+            client._read()
+        client.sock.settimeout(0.2)
+        assert max(sent.values()) < 256 * KIB  # each stopped by its own window
+        assert echo_round(client, client.open("/echo"), b"x" * 16_384)
+        app.resume.set()
+        for stream in stalled:
+            client.send(stream, b"", end=True)
+        client.pump_until(
+            lambda: all("end" in client.streams[s].seen for s in stalled), "the stalled answers"
+        )
+        assert all(len(client.streams[s].body) == sent[s] for s in stalled)
         assert_connection_alive(server, client)
 
 
@@ -682,6 +766,79 @@ def test_a_stream_window_widens_with_the_first_update_h2_sends() -> None:
     manager.window_consumed(600_000)
     assert not manager.process_bytes(300_000)
     assert manager.process_bytes(wide // 2 - 300_000) == wide // 2
+    # Widened while bytes received are not yet taken: they come back later, and
+    # the window reaches its full size.
+    manager = WindowManager(65_535)
+    manager.__class__ = _WideningWindow
+    manager.widen_to = wide  # type: ignore[attr-defined]
+    manager.window_consumed(60_000)
+    assert manager.process_bytes(33_000) == 33_000 + wide - 65_535
+    assert manager.max_window_size == wide
+    assert manager.current_window_size == wide - 27_000
+
+
+def test_data_held_while_the_feeder_flushes_is_handed_over_not_dropped(duplex: None) -> None:
+    """The task handing held DATA to an app flushes when nothing is left, and that
+    flush waits while the client reads slowly. DATA and the end of the request that
+    arrived meanwhile were then forgotten (their window handed back, the app never
+    given them), and the app waited for an end that never came."""
+    app = App()
+    with (
+        running_server(app) as server,
+        connected(server.port, initial_window=2**30) as client,
+    ):
+        client.h2.increment_flow_control_window(2**30)  # the server may send us plenty
+        client._flush()
+        paused = client.open("/pause")
+        sent = bytearray()
+        for piece in [b"p" * 100] * 11 + [bytes([65 + i]) * 4096 for i in range(10)]:
+            client.send(paused, piece)  # the queue takes ten; the rest is held
+            sent += piece
+        time.sleep(0.3)
+        output = client.open("/big")  # fills the server's socket buffer: we read nothing
+        time.sleep(1.0)
+        app.resume.set()  # the held DATA is handed over; the last flush then waits
+        time.sleep(0.5)
+        client.send(paused, b"z" * 1000, end=True)
+        sent += b"z" * 1000
+        client.pump_until(lambda: "end" in client.streams[output].seen, "the big answer")
+        client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
+        assert bytes(client.streams[paused].body) == bytes(sent)
+        assert_connection_alive(server, client)
+
+
+def test_the_window_held_data_took_goes_back_before_the_feeder_waits(duplex: None) -> None:
+    """The task handing held DATA to a full queue flushes (hands the connection's
+    window back) before it waits for room, the end of the request included: else a
+    client short of connection window waited until the app read again."""
+    app = App()
+    with (
+        running_server(app, max_app_queue_size=2) as server,
+        connected(server.port) as client,
+    ):
+        sink, gated, echoed = client.open("/sink"), client.open("/gate"), client.open("/echo")
+        client.pump_until(
+            lambda: all(client.streams[s].status for s in (sink, gated, echoed)), "the answers"
+        )
+        client.send(sink, b"x")
+        client.send(sink, b"x")  # /sink's queue is full: the next is held
+        client.send(sink, b"s" * 30_000)
+        for _ in range(3):
+            client.send(gated, b"y")  # /gate reads one; two wait in its queue
+        client.pump_until(lambda: app.gate_read == 1, "the first read")
+        client.send(gated, b"g" * 16_384)  # held
+        client.send(sink, b"s" * (client.conn_window - 16_384))
+        client.send(gated, b"g" * 16_384, end=True)  # held, with the end
+        assert client.conn_window == 0
+        time.sleep(0.3)
+        app.gate_open.set()  # /gate reads two: the held DATA goes in, the end waits
+        try:
+            client.pump_until(lambda: client.conn_window > 0, "the connection's WINDOW_UPDATE")
+        finally:
+            app.gate_done.set()
+        client.pump_until(lambda: "end" in client.streams[gated].seen, "the gated answer")
+        assert bytes(client.streams[gated].body) == b"ok"
+        assert_connection_alive(server, client)
 
 
 def test_a_client_that_grants_no_window_leaves_the_app_waiting_not_buffering(
