@@ -1183,11 +1183,11 @@ class _WideningWindow(WindowManager):
     queue, or once the window is shut and 1 KiB has been taken) also opens the
     window to ``widen_to``; from then on it is h2's own again.
 
-    h2 sends that frame anyway, so opening a stream costs no extra one. With a
-    WINDOW_UPDATE of its own as each stream opened (7 us of the server's CPU
-    each), 5 of 13 real-time runs at 2,000 sessions missed p99 100 ms, mostly on
-    the second in which the streams open, against 1 of 15 without one; bulk
-    ingest gained the same either way.
+    h2 sends that frame anyway, so opening a stream costs no extra one. A
+    WINDOW_UPDATE of its own as each stream opened cost 7 us of the server's CPU
+    each, in the second in which 2,000 real-time streams open, for no more bulk
+    gain. (Its runs there, 8 of 13 passing, were no worse than this build's 5 of
+    12 in a noisier hour: see benchmarks/README.md, round 17.)
     """
 
     widen_to: int
