@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .h2conn import ClientConnection, client_ssl_context, connect
-from .servers import CpuMeter, ServerProcess
+from .servers import CpuMeter, ServerProcess, summed
 from .stats import ClientMeter, MachineMeter
 from .wire import FrameSplitter, is_exception, new_session_id, request_headers, session_body
 
@@ -44,6 +44,12 @@ class BulkResult:
     #: The part of ``server_cpu`` in the servers' main threads, their event
     #: loops; the rest is in other threads (the emulator's journal writer).
     server_loop_cpu: float
+    #: Shares of the wall time the servers' event loops were ready to run but
+    #: waited for a core, and were not runnable at all (idle, or waiting for
+    #: the GIL); see :class:`benchmarks.servers.CpuMeter`. None without the
+    #: kernel's scheduler statistics.
+    server_loop_waiting: float | None
+    server_loop_asleep: float | None
     #: Server CPU milliseconds per ingested session: the cost that does not
     #: depend on what else the machine is doing.
     server_cpu_ms_per_session: float | None
@@ -192,6 +198,8 @@ async def run_bulk(
         events_per_session=round(sum(c[2] for c in ok) / len(ok), 2) if ok else 0.0,
         server_cpu=round(server_cpu, 3),
         server_loop_cpu=round(sum(meter.main_share for meter in meters), 3),
+        server_loop_waiting=summed([meter.main_waiting for meter in meters]),
+        server_loop_asleep=summed([meter.main_asleep for meter in meters]),
         server_cpu_ms_per_session=round(server_cpu * window / len(ok) * 1000, 2) if ok else None,
         client_cpu=round(client.share, 3),
         other_cpu=round(max(0.0, machine.busy - server_cpu - client.share), 3),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .h2conn import ClientConnection, client_ssl_context, connect
-from .servers import CpuMeter, ServerProcess
+from .servers import CpuMeter, ServerProcess, summed
 from .stats import ClientMeter, MachineMeter, percentile
 from .wire import (
     CHUNK_SECONDS,
@@ -84,6 +84,17 @@ class RealtimeResult:
     server_cpu: float
     #: The part of ``server_cpu`` in the servers' main threads (event loops).
     server_loop_cpu: float
+    #: Shares of the wall time the servers' event loops waited for a core, and
+    #: were not runnable at all (see :class:`benchmarks.servers.CpuMeter`);
+    #: None without the kernel's scheduler statistics.
+    server_loop_waiting: float | None
+    server_loop_asleep: float | None
+    #: The same three over the opening: from the first session's start until
+    #: half a second after the last one's (the ramp's burst of stream opens,
+    #: where a loaded server's worst second is).
+    opening_server_cpu: float
+    opening_loop_cpu: float
+    opening_loop_waiting: float | None
     #: Server CPU milliseconds per second of one streaming session: the cost
     #: that does not depend on what else the machine is doing.
     server_cpu_ms_per_session_s: float
@@ -210,8 +221,10 @@ async def run_realtime(
     deadline = last_send + grace
 
     # CPU is measured while every session streams: after the last start, before
-    # the first end.
+    # the first end. The servers' CPU is also measured over the opening: from
+    # the first start until that window begins.
     server_meters = [CpuMeter(member.pid) for member in group]
+    opening_meters = [CpuMeter(member.pid) for member in group]
     client_meter = ClientMeter()
     machine = MachineMeter()
     meters = (*server_meters, client_meter, machine)
@@ -238,7 +251,13 @@ async def run_realtime(
             now = time.monotonic()
             if now > deadline:
                 break
-            if metering == "before" and now >= window_begin:
+            if metering == "before" and now >= t0:
+                for meter in opening_meters:
+                    meter.start()
+                metering = "opening"
+            if metering == "opening" and now >= window_begin:
+                for meter in opening_meters:
+                    meter.stop()
                 for meter in meters:
                     meter.start()
                 metering = "on"
@@ -284,6 +303,9 @@ async def run_realtime(
             await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
     finally:
         sampler.cancel()
+        if metering == "opening":
+            for meter in opening_meters:
+                meter.stop()
         if metering == "on":
             for meter in meters:
                 meter.stop()
@@ -345,6 +367,11 @@ async def run_realtime(
         sessions_failed=failed,
         server_cpu=round(server_cpu, 3),
         server_loop_cpu=round(sum(meter.main_share for meter in server_meters), 3),
+        server_loop_waiting=summed([meter.main_waiting for meter in server_meters]),
+        server_loop_asleep=summed([meter.main_asleep for meter in server_meters]),
+        opening_server_cpu=round(sum(meter.share for meter in opening_meters), 3),
+        opening_loop_cpu=round(sum(meter.main_share for meter in opening_meters), 3),
+        opening_loop_waiting=summed([meter.main_waiting for meter in opening_meters]),
         server_cpu_ms_per_session_s=round(server_cpu / sessions * 1000, 3),
         client_cpu=round(client_cpu, 3),
         other_cpu=round(max(0.0, machine.busy - server_cpu - client_cpu), 3),

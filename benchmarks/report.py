@@ -64,6 +64,8 @@ def _bulk(results: dict[str, Any]) -> str:
                     r["events_per_session"],
                     r["server_cpu"],
                     r.get("server_loop_cpu"),
+                    r.get("server_loop_waiting"),
+                    r.get("server_loop_asleep"),
                     r["client_cpu"],
                     r.get("other_cpu"),
                     r["failed"],
@@ -94,12 +96,18 @@ def _bulk(results: dict[str, Any]) -> str:
                 "events/session",
                 "server CPU",
                 "loop CPU",
+                "loop waits",
+                "loop asleep",
                 "client CPU",
                 "other CPU",
                 "failed",
             ],
             rows,
         )
+    )
+    text += (
+        "\nloop waits / asleep: the shares of the time the event loop was ready to run but "
+        "waited for a core, and was not runnable at all (idle, or waiting for the GIL)"
     )
     if bulk.get("h2load"):
         text += f"\nh2load cross-check (baseline, h2c): {bulk['h2load']}"
@@ -124,6 +132,9 @@ def _realtime(results: dict[str, Any]) -> str:
                 f"{r['finals_received']}/{r['finals_expected']}",
                 r["server_cpu"],
                 r.get("server_loop_cpu"),
+                r.get("server_loop_waiting"),
+                r.get("opening_server_cpu"),
+                r.get("opening_loop_waiting"),
                 r["client_cpu"],
                 r["other_cpu"],
                 r["peak_rss_mib"],
@@ -153,6 +164,9 @@ def _realtime(results: dict[str, Any]) -> str:
                 "finals",
                 "server CPU",
                 "loop CPU",
+                "loop waits",
+                "opening CPU",
+                "opening waits",
                 "client CPU",
                 "other CPU",
                 "RSS MiB",
@@ -166,6 +180,10 @@ def _realtime(results: dict[str, Any]) -> str:
         "highest p99, and that p99 in ms"
         + "\nloop CPU: the part of server CPU in the event loop's thread; the rest is in other "
         "threads (the emulator's journal writer)"
+        + "\nloop waits: the share of the time the event loop was ready to run but waited for "
+        "a core (the machine was full)"
+        + "\nopening CPU / waits: server CPU and loop waits from the first start to half a "
+        "second after the last (the ramp's stream opens)"
     )
 
 

@@ -34,8 +34,10 @@ __all__ = [
     "file_creation_us",
     "emulator_speedups",
     "cpu_seconds",
+    "thread_schedule",
     "rss_bytes",
     "CpuMeter",
+    "summed",
     "write_realtime_fixtures",
     "REALTIME_SCENARIO",
 ]
@@ -352,6 +354,21 @@ def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def thread_schedule(pid: int, *, thread: int | None = None) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a thread so far:
+    the main thread of ``pid``, or ``thread`` of it. From the scheduler's own
+    nanosecond counts in ``/proc/<pid>/task/<tid>/schedstat`` (Linux); None
+    where the kernel keeps none.
+    """
+    tid = pid if thread is None else thread
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as handle:
+            on_cpu, waiting = handle.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process ``pid`` in bytes."""
     with open(f"/proc/{pid}/status", "rb") as handle:
@@ -366,6 +383,14 @@ class CpuMeter:
 
     ``main_share`` is the main thread's part: a server's event loop, against
     ``share - main_share`` in its other threads (the emulator's journal writer).
+
+    Where the kernel keeps scheduler statistics (:func:`thread_schedule`), the
+    rest of the main thread's time is split too: ``main_waiting``, the share of
+    the wall time it was ready to run but waited for a core (the machine was
+    full), and ``main_asleep``, the share it was not runnable at all (the loop
+    idle in ``epoll_wait``, or waiting for the GIL or a lock). A loop that is
+    the bottleneck shows nearly no sleep; one that waits for a core is short
+    of CPU, not of work. Both are None without the statistics.
     """
 
     def __init__(self, pid: int) -> None:
@@ -373,16 +398,21 @@ class CpuMeter:
         self._cpu = 0.0
         self._main = 0.0
         self._wall = 0.0
+        self._schedule: tuple[float, float] | None = None
         self.share = 0.0
         self.main_share = 0.0
+        self.main_waiting: float | None = None
+        self.main_asleep: float | None = None
 
     def start(self) -> None:
         self._cpu = cpu_seconds(self.pid)
         self._main = cpu_seconds(self.pid, thread=self.pid)
+        self._schedule = thread_schedule(self.pid)
         self._wall = time.monotonic()
 
     def stop(self) -> float:
         wall = time.monotonic() - self._wall
+        schedule = thread_schedule(self.pid)
         if wall > 0:
             self.share = (cpu_seconds(self.pid) - self._cpu) / wall
             main = (cpu_seconds(self.pid, thread=self.pid) - self._main) / wall
@@ -390,7 +420,26 @@ class CpuMeter:
             # scheduler's runtime separately, in clock ticks: for a nearly idle
             # server the thread can read a tick above its whole process.
             self.main_share = min(main, self.share)
+            if schedule is not None and self._schedule is not None:
+                running = schedule[0] - self._schedule[0]
+                waiting = schedule[1] - self._schedule[1]
+                self.main_waiting = _share(waiting, wall)
+                self.main_asleep = _share(wall - running - waiting, wall)
         return self.share
+
+
+def _share(seconds: float, wall: float) -> float:
+    """``seconds`` as a share of ``wall``, within [0, 1]: the counters and the
+    clock are read a moment apart."""
+    return min(max(seconds / wall, 0.0), 1.0)
+
+
+def summed(values: Sequence[float | None], digits: int = 3) -> float | None:
+    """The sum of ``values`` rounded, or None if any is None (the shares of a
+    group of servers, where one without scheduler statistics leaves no total)."""
+    if any(value is None for value in values):
+        return None
+    return round(sum(value for value in values if value is not None), digits)
 
 
 def write_realtime_fixtures(directory: Path, *, seconds: int) -> Path:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,7 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
         assert run["failed"] == 0
         # The event loop's thread is one of the server's threads.
         assert 0 < run["server_loop_cpu"] <= run["server_cpu"]
+        _check_loop_split(run)
 
     realtime = {run["server"]: run for run in results["realtime"]["runs"]}
     assert set(realtime) == {"baseline", "emulator"}
@@ -85,6 +87,11 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
         assert len(by_second) == 6 and any(p99 is not None for p99 in by_second)
         assert max(p99 for p99 in by_second if p99 is not None) <= run["latency_max_ms"]
         assert 0 < run["server_loop_cpu"] <= run["server_cpu"]
+        _check_loop_split(run)
+        # The opening (20 streams opened) is measured apart from the steady state.
+        assert 0 < run["opening_loop_cpu"] <= run["opening_server_cpu"]
+        if run["opening_loop_waiting"] is not None:
+            assert 0 <= run["opening_loop_waiting"] <= 1
 
     assert {row["target"] for row in results["targets"]} >= {
         "bulk ingest ratio, h2c",
@@ -94,6 +101,7 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
     text = done.stdout
     assert "steady p99" in text and "starts over 1 s" in text
     assert "worst second" in text and "loop CPU" in text
+    assert "loop waits" in text and "loop asleep" in text and "opening CPU" in text
     assert f"state directories on {results['meta']['state_file_system']}" in text
     made = results["meta"]["state_file_creation_us"]
     assert f"(a directory and a file made in {made:g} us)" in text
@@ -156,6 +164,18 @@ def test_worst_second_names_the_second_with_the_highest_p99() -> None:
     assert report.worst_second(None) is None  # results saved before the field existed
 
 
+def _check_loop_split(run: dict[str, Any]) -> None:
+    """A run's loop shares (running, waiting for a core, asleep) fit in its wall time,
+    where the kernel keeps the statistics."""
+    if servers.thread_schedule(os.getpid()) is None:
+        assert run["server_loop_waiting"] is None and run["server_loop_asleep"] is None
+        return
+    waiting, asleep = run["server_loop_waiting"], run["server_loop_asleep"]
+    assert 0 <= waiting <= 1 and 0 <= asleep <= 1
+    # Ticks against nanoseconds, read a moment apart: a few hundredths of slack.
+    assert run["server_loop_cpu"] + waiting + asleep == pytest.approx(1.0, abs=0.06)
+
+
 def test_a_busy_thread_counts_for_the_process_and_not_for_its_main_thread() -> None:
     pid = os.getpid()
     used: list[float] = []
@@ -185,6 +205,58 @@ def test_the_loop_share_never_reads_above_its_process(monkeypatch: pytest.Monkey
     meter.start()
     meter.stop()
     assert 0 < meter.main_share == meter.share
+
+
+def test_the_loop_meter_tells_a_busy_loop_from_an_asleep_one() -> None:
+    pid = os.getpid()
+    if servers.thread_schedule(pid) is None:
+        pytest.skip("this kernel keeps no scheduler statistics (/proc/<pid>/task/<tid>/schedstat)")
+    asleep = servers.CpuMeter(pid)
+    asleep.start()
+    time.sleep(0.3)
+    asleep.stop()
+    assert asleep.main_asleep is not None and asleep.main_waiting is not None
+    assert asleep.main_asleep > 0.8 and asleep.main_share < 0.2
+
+    busy = servers.CpuMeter(pid)
+    busy.start()
+    start = time.monotonic()
+    while time.monotonic() - start < 0.3:
+        pass
+    busy.stop()
+    assert busy.main_asleep is not None and busy.main_waiting is not None
+    # Running or waiting for a core the whole time, whatever else the machine does.
+    assert busy.main_asleep < 0.2
+    assert 0.0 <= busy.main_waiting <= 1.0
+
+
+def test_the_loop_meter_splits_a_thread_schedule_between_running_waiting_and_asleep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over 2 s of wall time, 1.0 s on a core and 0.4 s waiting for one leave 0.6 s asleep."""
+    clock = iter([100.0, 102.0])
+    schedules = iter([(50.0, 10.0), (51.0, 10.4)])
+    monkeypatch.setattr(servers.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(servers, "thread_schedule", lambda pid, *, thread=None: next(schedules))
+    monkeypatch.setattr(servers, "cpu_seconds", lambda pid, *, thread=None: 0.0)
+    meter = servers.CpuMeter(7)
+    meter.start()
+    meter.stop()
+    assert meter.main_waiting == pytest.approx(0.2)
+    assert meter.main_asleep == pytest.approx(0.3)
+
+
+def test_without_scheduler_statistics_the_loop_split_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servers, "thread_schedule", lambda pid, *, thread=None: None)
+    meter = servers.CpuMeter(os.getpid())
+    meter.start()
+    meter.stop()
+    assert meter.main_waiting is None and meter.main_asleep is None
+    assert servers.summed([0.25, None]) is None
+    assert servers.summed([0.25, 0.5]) == 0.75
+    assert servers.thread_schedule(os.getpid(), thread=0) is None  # no such thread
 
 
 # A stand-in for valgrind: runs the command natively, then reports a count
