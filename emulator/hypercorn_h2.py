@@ -111,6 +111,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -687,6 +688,9 @@ class DuplexH2Protocol(H2Protocol):
         # Streams whose window widens once their app is seen reading (see
         # _receive_data), each with whether it has had DATA yet.
         self._narrow: dict[int, bool] = {}
+        # Batches of events under way in _handle_events, each of which ends
+        # with a flush.
+        self._batches = 0
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -727,6 +731,13 @@ class DuplexH2Protocol(H2Protocol):
         # while an earlier event of the same batch awaits: whether the stream is
         # still known must be decided just before each DATA event. DATA, nearly
         # every event under load, skips the base class; the rest go to it.
+        self._batches += 1  # a flush follows: _send_now leaves its frames to it
+        try:
+            await self._handle_batch(events)
+        finally:
+            self._batches -= 1
+
+    async def _handle_batch(self, events: list[h2.events.Event]) -> None:
         connection: Any = self.connection
         refused = getattr(connection, "refusals", 0)
         if refused:  # streams refused while h2 read these frames
@@ -978,9 +989,49 @@ class DuplexH2Protocol(H2Protocol):
             control = ConnectionControl(self, request.stream_id)
             scope["extensions"][CONNECTION_EXTENSION] = control
             if queue is not None:
-                inline = InlineBody()
+                inline = InlineBody(functools.partial(self._send_now, request.stream_id))
                 scope["extensions"][INLINE_BODY_EXTENSION] = inline
                 self._inline[request.stream_id] = inline
+
+    def _send_now(self, stream_id: int, data: bytes) -> bool:
+        """:attr:`InlineBody.send`: frame ``data`` on ``stream_id`` at once if it
+        can go out as one DATA frame in the order the app sent its output; else
+        False, having done nothing. From an inline body handler it runs in the
+        connection's task, inside :meth:`_handle_events`, whose flush writes the
+        frame with the rest of the batch's; from anywhere else a flush is
+        started for it.
+
+        In order means behind nothing: the stream's response is under way (its
+        headers sent, not ended or abandoned) and its buffer is empty, so the
+        send task holds none of its earlier output.
+        """
+        if self.closed or stream_id in self._unfinished:
+            return False
+        stream = self.streams.get(stream_id)
+        buffer = self.stream_buffers.get(stream_id)
+        if (
+            type(stream) is not HTTPStream
+            or stream.state is not ASGIHTTPState.RESPONSE
+            or buffer is None
+            or buffer.buffer
+            or buffer._complete  # ended by the app, or closed by a reset
+            or not data
+        ):
+            return False
+        connection = self.connection
+        try:
+            room = min(
+                connection.local_flow_control_window(stream_id),
+                connection.max_outbound_frame_size,
+            )
+            if len(data) > room:
+                return False
+            connection.send_data(stream_id, data)
+        except h2.exceptions.ProtocolError:  # the stream or connection closed
+            return False
+        if not self._batches:  # called from outside a batch: nothing would write it
+            self.task_group.spawn(self._flush)
+        return True
 
     def _widen_window(self, stream_id: int) -> None:
         """Have ``stream_id``'s receive window grow to :attr:`stream_window` with
@@ -1205,6 +1256,10 @@ class _WideningWindow(WindowManager):
         return increment
 
 
+def _cannot_send(data: bytes) -> bool:
+    return False
+
+
 class InlineBody:
     """A way for an app waiting in ``receive()`` to take DATA without waking up.
 
@@ -1221,6 +1276,17 @@ class InlineBody:
     - ``True``: taken and acknowledged, and an ``http.request`` with an empty
       body (``more_body`` true) is queued to wake the app, e.g. to send output.
 
+    A handler with output to send can hand it to :attr:`send` instead of waking
+    the app for it: ``send(data)`` frames ``data`` on the stream there and then,
+    to go out with the connection's flush after this batch of frames, and
+    answers True; or answers False, having done nothing, when that cannot be
+    done at once (the stream's window is short, output the app sent earlier is
+    still waiting, the response is not under way), and the app sends it the
+    usual way. Sent from the app's task, a final result took four loop
+    iterations from the DATA frame that completed it to the socket: the
+    connection's task, the app's, hypercorn's send task, the write. This way it
+    takes two. ``send`` is for the handler only; the app sends through ASGI.
+
     The handler must not await and must not raise: it runs in the connection's
     task, where an exception would end every stream of the connection. One
     that raises anyway is logged, and its app woken as for ``True``.
@@ -1228,10 +1294,11 @@ class InlineBody:
     ``receive()`` as ever.
     """
 
-    __slots__ = ("handler",)
+    __slots__ = ("handler", "send")
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[bytes], bool] | None = None) -> None:
         self.handler: Callable[[bytes], bool | None] | None = None
+        self.send: Callable[[bytes], bool] = send if send is not None else _cannot_send
 
     def take(self, data: bytes, stream_id: int) -> bool | None:
         """Offer ``data`` to the handler (set); its answer, or True if it raised."""

@@ -58,6 +58,37 @@ def test_slow_output_sends_each_event_on_its_own(emulator):
     assert len(sent) == 6
 
 
+def test_slow_output_of_real_time_audio_is_paced_by_the_stream_not_sent_inline(
+    emulator, monkeypatch
+):
+    """Audio arriving at a real-time pace is taken in the connection's task
+    (InlineBody), which also sends a session's output there; paced output never
+    goes that way: the stream sends each event after its pause."""
+    from .test_stream_wire import _inline_spy, signed
+
+    answers, sent = _inline_spy(monkeypatch)
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"slow": 0.05})
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, signed(config_event()))
+        client.wait(stream, for_headers=True)
+        tone = pcm_tone(3.0)
+        for i in range(0, len(tone), 3200):
+            time.sleep(0.02)
+            client.send(stream, signed(audio(tone[i : i + 3200])))
+        client.send(stream, signed(END), end_stream=True)
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert False in answers  # audio went in without waking the stream
+    assert sent == []
+    events = EventStreamDecoder().receive_data(bytes(response["data"]))
+    assert len(events) == 6
+    assert response["frames"] >= len(events)
+
+
 def test_delay_holds_the_response_start(emulator):
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"delay": {"seconds": 0.3, "jitter": 0.1}})

@@ -105,8 +105,8 @@ class App:
             await send({"type": "lifespan.shutdown.complete"})
             return
         route = scope["path"].strip("/").replace("-", "_")
-        if route == "inline":
-            await self.inline(scope, receive, send)
+        if route in ("inline", "send_now"):
+            await getattr(self, route)(scope, receive, send)
             return
         await getattr(self, route)(receive, send)
 
@@ -145,9 +145,11 @@ class App:
         """Takes DATA through the InlineBody extension while it waits in receive().
 
         Its handler takes ``take...`` silently, ``wake...`` with a wake-up, raises
-        on ``boom...`` and leaves everything else to the queue. Each message the
-        app receives is answered with what was taken since the one before it
-        and what the message held; after ``slow...`` it waits before the next.
+        on ``boom...`` and leaves everything else to the queue; ``send...`` it
+        answers itself, ``<send...>``, through InlineBody.send, and if that
+        refuses takes it with a wake-up. Each message the app receives is
+        answered with what was taken since the one before it and what the
+        message held; after ``slow...`` it waits before the next.
         """
         body = scope["extensions"][INLINE_BODY_EXTENSION]
         taken: list[bytes] = []
@@ -155,6 +157,11 @@ class App:
         def handler(data: bytes) -> bool | None:
             if data.startswith(b"boom"):
                 raise RuntimeError("a bug in the handler")
+            if data.startswith(b"send"):
+                if body.send(b"<" + data + b">"):
+                    return False
+                taken.append(data)
+                return True
             if data.startswith((b"take", b"wake")):
                 taken.append(data)
                 return data.startswith(b"wake")
@@ -177,6 +184,26 @@ class App:
             await send({"type": "http.response.body", "body": line, "more_body": more})
             if not more:
                 return
+
+    async def send_now(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Calls InlineBody.send from the app's own task, around its own sends,
+        and ends its response with the answers."""
+        body = scope["extensions"][INLINE_BODY_EXTENSION]
+        answers = [body.send(b"[no headers yet]")]
+        await send({"type": "http.response.start", "status": 200})
+        answers.append(body.send(b"[a]"))
+        # The send task has not run since: [b] is still in the stream's buffer.
+        await send({"type": "http.response.body", "body": b"[b]", "more_body": True})
+        answers.append(body.send(b"[behind b]"))
+        await asyncio.sleep(0.2)
+        answers.append(body.send(b"[c]"))
+        answers.append(body.send(b""))
+        answers.append(body.send(b"x" * 70_000))  # more than the window and a frame
+        await receive()  # the client's END_STREAM
+        line = b" " + b",".join(b"%d" % answer for answer in answers)
+        await send({"type": "http.response.body", "body": line, "more_body": False})
+        answers = [body.send(b"[after the end]")]
+        assert answers == [False]
 
     async def pause(self, receive: Receive, send: Send) -> None:
         """Reads one message, then nothing until the test sets ``resume`` (an app busy
@@ -1545,6 +1572,53 @@ def test_an_app_waiting_in_receive_takes_data_inline_in_order(duplex: None, capl
         client.pump_until(lambda: "end" in log.seen, "the end of the stream")
         assert bytes(log.body).endswith(b" got:;taken: got:;")
         assert bytes(log.body).count(b"take" + b"x" * 4092) == 16
+        assert_connection_alive(server, client)
+
+
+def test_an_inline_handler_sends_output_itself_when_it_can_go_out_in_order(duplex: None) -> None:
+    """InlineBody.send: output a handler hands over goes out without waking the
+    app; where the stream's window is too short for it, it is refused, and the
+    app, woken, sends it the usual way, in order with everything else."""
+    with running_server(App()) as server, connected(server.port) as client:
+        stream = client.open("/inline")
+        log = client.streams[stream]
+        client.pump_until(lambda: log.status == 200, "the response")
+        time.sleep(0.1)  # for the app to wait in receive()
+        client.send(stream, b"send1")
+        client.pump_until(lambda: bytes(log.body).endswith(b"<send1>"), "the handler's output")
+        time.sleep(0.1)
+        client.send(stream, b"plain2", end=True)
+        client.pump_until(lambda: "end" in log.seen, "the end of the stream")
+        # The app was not woken for send1: nothing was taken before plain2.
+        assert bytes(log.body) == b"<send1>taken: got:plain2;taken: got:;"
+        assert_connection_alive(server, client)
+
+    # A stream window of 4 bytes: "<send3>" cannot go out as one frame.
+    with running_server(App()) as server, connected(server.port, initial_window=4) as client:
+        stream = client.open("/inline")
+        log = client.streams[stream]
+        client.pump_until(lambda: log.status == 200, "the response")
+        time.sleep(0.1)
+        client.send(stream, b"send3")
+        client.pump_until(lambda: bytes(log.body).endswith(b"got:;"), "the app's answer")
+        client.send(stream, b"plain4", end=True)
+        client.pump_until(lambda: "end" in log.seen, "the end of the stream")
+        assert bytes(log.body) == b"taken:send3 got:;taken: got:plain4;taken: got:;"
+        assert_connection_alive(server, client)
+
+
+def test_inline_output_never_overtakes_output_still_buffered(duplex: None) -> None:
+    """InlineBody.send refuses before the response starts, while output the app
+    sent is still in the stream's buffer, for nothing, for more than the window
+    holds and after the response ended; what it takes (also outside the
+    connection's task, which then flushes it) arrives in order."""
+    with running_server(App()) as server, connected(server.port) as client:
+        stream = client.open("/send-now")
+        log = client.streams[stream]
+        client.pump_until(lambda: bytes(log.body).endswith(b"[c]"), "[c]")
+        client.send(stream, b"", end=True)
+        client.pump_until(lambda: "end" in log.seen, "the end of the stream")
+        assert bytes(log.body) == b"[a][b][c] 0,1,0,1,0,0"
         assert_connection_alive(server, client)
 
 

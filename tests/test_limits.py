@@ -61,7 +61,7 @@ def test_audio_taken_inline_for_longer_than_the_idle_timeout_is_input(guarded, m
     (never waking it), counts as input: the stream is not timed out."""
     import time
 
-    answers = _inline_spy(monkeypatch)
+    answers, _ = _inline_spy(monkeypatch)
     session_id = new_session_id()
     client = H2Client("127.0.0.1", guarded.h2c_port)
     try:

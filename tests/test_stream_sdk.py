@@ -9,6 +9,7 @@ import pytest
 from aws_sdk_connecthealth import models as m
 
 from emulator import stream as stream_module
+from emulator.hypercorn_h2 import DuplexH2Protocol
 
 from .support import (
     DOMAIN_ID,
@@ -91,25 +92,32 @@ async def test_real_time_audio_from_the_sdk_is_taken_inline_to_the_same_transcri
 ):
     """The SDK's audio events sent at a real-time pace reach a waiting stream
     inline (emulator.hypercorn_h2.InlineBody): some are taken without waking
-    the pump and an output wakes it, the partials and finals still come at
-    their audio times, and the session's audio is all counted. How many go
-    inline depends on whether the pump is back to waiting when the next event
-    lands, which a loaded machine decides (the CI once took 11 of 24 at a 10 ms
-    pace); the raw-h2 tests in test_hypercorn_h2.py pin the handler exactly."""
+    the pump and output goes out from there too, the partials and finals still
+    come at their audio times, and the session's audio is all counted. How many
+    go inline depends on whether the pump is back to waiting when the next
+    event lands, which a loaded machine decides (the CI once took 11 of 24 at a
+    10 ms pace); the raw-h2 tests in test_hypercorn_h2.py pin the handler exactly."""
     answers: list[bool | None] = []
+    sent: list[bool] = []
     original = stream_module._InlineAudio.__call__
+    send_now = DuplexH2Protocol._send_now
 
     def spy(self, body: bytes) -> bool | None:
         answers.append(original(self, body))
         return answers[-1]
 
+    def send_spy(self, stream_id: int, data: bytes) -> bool:
+        sent.append(send_now(self, stream_id, data))
+        return sent[-1]
+
     monkeypatch.setattr(stream_module._InlineAudio, "__call__", spy)
+    monkeypatch.setattr(DuplexH2Protocol, "_send_now", send_spy)
     session_id = new_session_id()
     scripted(emulator, session_id)
     result = await run_session(client, session_id, audio=pcm_tone(2.4), pace=0.02)
     assert result.error is None, result.error
     assert False in answers  # an audio event taken without waking the pump
-    assert True in answers  # an output woke the pump
+    assert True in sent  # an output sent from there
     final = result.finals[0]  # the second, under way, is closed by END_OF_SESSION
     assert (final.content, final.audio_begin_offset, final.audio_end_offset) == (
         SCRIPT["segments"][0]["content"],

@@ -18,6 +18,7 @@ import pytest
 
 from emulator import stream as stream_module
 from emulator.eventstream import EventStreamDecoder, Message, encode_message
+from emulator.hypercorn_h2 import DuplexH2Protocol
 
 from .support import DOMAIN_ID, S3_URI, SUBSCRIPTION_ID, H2Client, admin, new_session_id, pcm_tone
 
@@ -377,18 +378,26 @@ def test_flac_duration_comes_from_the_stream(h2, emulator):
     assert details["audioSeconds"] == pytest.approx(3.0)
 
 
-def _inline_spy(monkeypatch) -> list[bool | None]:
-    """Record each answer of the pump's inline audio handler."""
+def _inline_spy(monkeypatch) -> tuple[list[bool | None], list[bool]]:
+    """Record each answer of the pump's inline audio handler, and of the
+    stream's InlineBody.send, which it hands its output to."""
     answers: list[bool | None] = []
+    sent: list[bool] = []
     original = stream_module._InlineAudio.__call__
+    send_now = DuplexH2Protocol._send_now
 
     def spy(self, body: bytes) -> bool | None:
         answer = original(self, body)
         answers.append(answer)
         return answer
 
+    def send_spy(self, stream_id: int, data: bytes) -> bool:
+        sent.append(send_now(self, stream_id, data))
+        return sent[-1]
+
     monkeypatch.setattr(stream_module._InlineAudio, "__call__", spy)
-    return answers
+    monkeypatch.setattr(DuplexH2Protocol, "_send_now", send_spy)
+    return answers, sent
 
 
 def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
@@ -398,10 +407,10 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
     stream's pump waits for input (a real-time client), are taken in the
     connection's task (emulator.hypercorn_h2.InlineBody) to the same effect as
     through the pump: clock, journal, audio, and the transcript events at their
-    audio times, the first of which wakes the pump to send it."""
+    audio times, which go out from there too, without waking the pump."""
     import time
 
-    answers = _inline_spy(monkeypatch)
+    answers, sent = _inline_spy(monkeypatch)
     session_id = new_session_id()
     script(emulator, session_id)
     stream = h2.request(headers(session_id))
@@ -418,7 +427,7 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
     # How many go inline depends on the machine's load (the pump must be back
     # to waiting); the SDK-level twin of this test once saw 11 of 24 on CI.
     assert False in answers  # audio went in without a wake-up
-    assert True in answers  # the partial or the final woke the pump
+    assert True in sent  # the partial or the final went out from there
     payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
     assert [(p["isPartial"], p["content"]) for p in payloads] == [
         (True, "hello"),
@@ -445,14 +454,14 @@ def test_audio_refused_inline_ends_the_stream_with_its_exception(h2, emulator, m
     the in-stream exception and ends the response; the connection carries on."""
     import time
 
-    answers = _inline_spy(monkeypatch)
+    answers, sent = _inline_spy(monkeypatch)
     stream = h2.request(headers(new_session_id()))
     h2.wait(stream, for_headers=True)
     time.sleep(0.1)  # the pump is waiting for its first event
     h2.send(stream, signed(audio(b"\0" * 3200)))
     message = _exception_message(h2.wait(stream))
     assert "audioEvent received before configurationEvent" in message
-    assert answers == [True]
+    assert answers == [True] and sent == []  # the exception ends it: the pump sends
     other = h2.request(headers(new_session_id()))
     h2.send(other, config_event() + audio(b"\0" * 3200) + END, end_stream=True)
     assert h2.wait(other)["ended"]
