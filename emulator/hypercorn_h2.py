@@ -90,7 +90,8 @@ the count could matter, with the same decisions.
 
 An app waiting in ``receive()`` may also take a stream's DATA in the
 connection's task instead of being woken for each frame (:class:`InlineBody`,
-a scope extension): the emulator's streams take the SDK's audio events so.
+a scope extension): the emulator's streams take the SDK's audio events so,
+and send the transcript events those make from there too.
 
 Header blocks, one per stream each way, are cheaper too. Response headers go
 out without Huffman coding, found in the encoder's table through dicts
