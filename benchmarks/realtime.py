@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from .h2conn import ClientConnection, client_ssl_context, connect
 from .servers import CpuMeter, ServerProcess, summed
@@ -231,7 +232,13 @@ async def run_realtime(
     rss_peak = 0
     window_begin = t0 + stagger + 0.5
     window_end = t0 + audio_seconds
-    metering = "before"
+    # The metering phases: when each begins, the meters it stops and those it starts.
+    phases: list[tuple[float, Sequence[Any], Sequence[Any]]] = [
+        (t0, (), opening_meters),
+        (window_begin, opening_meters, meters),
+        (window_end, meters, ()),
+    ]
+    metering: Sequence[Any] = ()  # the meters running
     first_error: str | None = None
 
     async def sample_rss() -> None:
@@ -251,20 +258,13 @@ async def run_realtime(
             now = time.monotonic()
             if now > deadline:
                 break
-            if metering == "before" and now >= t0:
-                for meter in opening_meters:
-                    meter.start()
-                metering = "opening"
-            if metering == "opening" and now >= window_begin:
-                for meter in opening_meters:
+            while phases and now >= phases[0][0]:
+                _, stopping, starting = phases.pop(0)
+                for meter in stopping:
                     meter.stop()
-                for meter in meters:
+                for meter in starting:
                     meter.start()
-                metering = "on"
-            elif metering == "on" and now >= window_end:
-                for meter in meters:
-                    meter.stop()
-                metering = "done"
+                metering = starting
             due = heap[0][0]
             if due > now:
                 await asyncio.sleep(due - now)
@@ -303,12 +303,8 @@ async def run_realtime(
             await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
     finally:
         sampler.cancel()
-        if metering == "opening":
-            for meter in opening_meters:
-                meter.stop()
-        if metering == "on":
-            for meter in meters:
-                meter.stop()
+        for meter in metering:  # the run ended early
+            meter.stop()
         for conn in conns:
             conn.close()
 
