@@ -144,6 +144,7 @@ from hypercorn.protocol.h2 import (
     StreamBuffer,
 )
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.utils import suppress_body
 from hyperframe.frame import GoAwayFrame
 
 from . import hypercorn_h11, hypercorn_tcp, speedups
@@ -734,18 +735,23 @@ class DuplexH2Protocol(H2Protocol):
         # every event under load, skips the base class; the rest go to it.
         self._batches += 1  # a flush follows: _send_now leaves its frames to it
         try:
-            await self._handle_batch(events)
+            flush = await self._handle_batch(events)
         finally:
+            # Before the flush, which may wait for the socket after taking h2's
+            # bytes: a frame made meanwhile needs a flush of its own.
             self._batches -= 1
+        if flush:
+            await self._flush()
 
-    async def _handle_batch(self, events: list[h2.events.Event]) -> None:
+    async def _handle_batch(self, events: list[h2.events.Event]) -> bool:
+        """Handle ``events``; False if that closed the connection (flushed)."""
         connection: Any = self.connection
         refused = getattr(connection, "refusals", 0)
         if refused:  # streams refused while h2 read these frames
             connection.refusals = 0
             if not self._control_frame(refused):
                 await self._calm_down()
-                return
+                return False
         for event in events:
             if self._held and isinstance(event, (h2.events.DataReceived, h2.events.StreamEnded)):
                 held = self._held.get(event.stream_id)
@@ -762,7 +768,7 @@ class DuplexH2Protocol(H2Protocol):
                     continue
                 if type(event) in _CONTROL_EVENTS and not self._control_frame():
                     await self._calm_down()
-                    return
+                    return False
                 if (
                     isinstance(event, h2.events.ConnectionTerminated)
                     and self.connection.state_machine.state in _CONNECTION_OPEN
@@ -777,7 +783,7 @@ class DuplexH2Protocol(H2Protocol):
                     await self._discard_output(event.stream_id)
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     await self._close_if_gone_away()  # a request drained to its end
-        await self._flush()
+        return True
 
     async def _discard_output(self, stream_id: int) -> None:
         """Close the response buffer of a stream reset (by the client, or by
@@ -1017,6 +1023,9 @@ class DuplexH2Protocol(H2Protocol):
             or buffer.buffer
             or buffer._complete  # ended by the app, or closed by a reset
             or not data
+            # No body at all where HTTP has none (HEAD, 1xx, 204, 304), as
+            # hypercorn drops one the app sends.
+            or suppress_body(stream.scope["method"], int(stream.response["status"]))
         ):
             return False
         connection = self.connection

@@ -105,7 +105,7 @@ class App:
             await send({"type": "lifespan.shutdown.complete"})
             return
         route = scope["path"].strip("/").replace("-", "_")
-        if route in ("inline", "send_now"):
+        if route in ("inline", "send_now", "no_content"):
             await getattr(self, route)(scope, receive, send)
             return
         await getattr(self, route)(receive, send)
@@ -204,6 +204,14 @@ class App:
         await send({"type": "http.response.body", "body": line, "more_body": False})
         answers = [body.send(b"[after the end]")]
         assert answers == [False]
+
+    async def no_content(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """A 204 whose app offers InlineBody.send a body anyway, and must be refused."""
+        body = scope["extensions"][INLINE_BODY_EXTENSION]
+        await send({"type": "http.response.start", "status": 204})
+        assert body.send(b"no body here") is False
+        await receive()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def pause(self, receive: Receive, send: Send) -> None:
         """Reads one message, then nothing until the test sets ``resume`` (an app busy
@@ -1619,6 +1627,83 @@ def test_inline_output_never_overtakes_output_still_buffered(duplex: None) -> No
         client.send(stream, b"", end=True)
         client.pump_until(lambda: "end" in log.seen, "the end of the stream")
         assert bytes(log.body) == b"[a][b][c] 0,1,0,1,0,0"
+        assert_connection_alive(server, client)
+
+
+async def test_output_framed_while_a_batch_flush_waits_for_the_socket_is_still_written() -> None:
+    """A review found this: InlineBody.send from an app's own task, while the
+    connection's task waits in its batch's final flush (the socket backed up,
+    h2's bytes already taken), framed the output and started no flush of its
+    own. It stayed in h2's buffer until some other frame went out."""
+    from hypercorn.app_wrappers import ASGIWrapper
+    from hypercorn.asyncio.task_group import TaskGroup
+
+    go = asyncio.Event()
+    answers: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = scope["extensions"][INLINE_BODY_EXTENSION]
+
+        def handler(data: bytes) -> bool:
+            return not body.send(b"<" + data + b">")
+
+        await send({"type": "http.response.start", "status": 200})
+        if scope["path"] == "/3":  # sends from its own task
+            await go.wait()
+            answers.append(body.send(b"[x]"))
+        body.handler = handler
+        await receive()
+
+    written: list[bytes] = []
+    blocked = asyncio.Event()
+    release = asyncio.Event()
+    block_next = False
+
+    async def send(event: Any) -> None:
+        nonlocal block_next
+        if isinstance(event, RawData):
+            written.append(event.data)
+            if block_next:  # a transport over its high-water mark: drain() waits
+                block_next = False
+                blocked.set()
+                await release.wait()
+
+    args = list(_constructor_args(tls=False))
+    async with TaskGroup(asyncio.get_running_loop()) as task_group:
+        args[0], args[3], args[-1] = ASGIWrapper(app), task_group, send
+        protocol = DuplexH2Protocol(*args)
+        await protocol.initiate()
+        client = H2Connection(H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, _request_headers(1))
+        client.send_headers(3, _request_headers(3))
+        await protocol.handle(RawData(client.data_to_send()))
+        await asyncio.sleep(0.05)  # both responses started; stream 1 waits in receive()
+        client.send_data(1, b"hi")
+        block_next = True
+        reading = asyncio.create_task(protocol.handle(RawData(client.data_to_send())))
+        await blocked.wait()  # the batch's flush, <hi> in it, waits for the socket
+        go.set()
+        await asyncio.sleep(0.05)
+        assert answers == [True]
+        release.set()
+        await reading
+        await asyncio.sleep(0.1)
+        everything = b"".join(written)
+        assert b"<hi>" in everything and b"[x]" in everything
+        assert protocol.connection.data_to_send() == b""
+        await protocol.handle(Closed())
+
+
+def test_no_inline_output_where_the_response_has_no_body(duplex: None) -> None:
+    """InlineBody.send refuses where HTTP allows no body (HEAD, 1xx, 204, 304),
+    as hypercorn drops a body the app sends there."""
+    with running_server(App()) as server, connected(server.port) as client:
+        stream = client.open("/no-content")
+        log = client.streams[stream]
+        client.send(stream, b"", end=True)
+        client.pump_until(lambda: "end" in log.seen, "the end of the stream")
+        assert log.status == 204 and bytes(log.body) == b""
         assert_connection_alive(server, client)
 
 
