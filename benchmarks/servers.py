@@ -354,15 +354,14 @@ def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def thread_schedule(pid: int, *, thread: int | None = None) -> tuple[float, float] | None:
-    """(seconds on a CPU, seconds runnable but waiting for one) of a thread so far:
-    the main thread of ``pid``, or ``thread`` of it. From the scheduler's own
-    nanosecond counts in ``/proc/<pid>/task/<tid>/schedstat`` (Linux); None
-    where the kernel keeps none.
+def thread_schedule(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) so far of the
+    main thread of ``pid`` (a server's event loop). From the scheduler's own
+    nanosecond counts in ``/proc/<pid>/task/<pid>/schedstat`` (Linux); None
+    where the kernel keeps none, or there is no such process.
     """
-    tid = pid if thread is None else thread
     try:
-        with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as handle:
+        with open(f"/proc/{pid}/task/{pid}/schedstat", "rb") as handle:
             on_cpu, waiting = handle.read().split()[:2]
     except (OSError, ValueError):
         return None

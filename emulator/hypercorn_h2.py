@@ -1295,7 +1295,9 @@ class InlineBody:
     usual way. Sent from the app's task, a final result took four loop
     iterations from the DATA frame that completed it to the socket: the
     connection's task, the app's, hypercorn's send task, the write. This way it
-    takes two. ``send`` is for the handler only; the app sends through ASGI.
+    takes two. ``send`` is meant for the handler, whose batch of frames is
+    flushed after it; called from elsewhere it starts a flush of its own. The
+    app itself sends through ASGI.
 
     The handler must not await and must not raise: it runs in the connection's
     task, where an exception would end every stream of the connection. One

@@ -237,7 +237,7 @@ def test_the_loop_meter_splits_a_thread_schedule_between_running_waiting_and_asl
     clock = iter([100.0, 102.0])
     schedules = iter([(50.0, 10.0), (51.0, 10.4)])
     monkeypatch.setattr(servers.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(servers, "thread_schedule", lambda pid, *, thread=None: next(schedules))
+    monkeypatch.setattr(servers, "thread_schedule", lambda pid: next(schedules))
     monkeypatch.setattr(servers, "cpu_seconds", lambda pid, *, thread=None: 0.0)
     meter = servers.CpuMeter(7)
     meter.start()
@@ -249,14 +249,15 @@ def test_the_loop_meter_splits_a_thread_schedule_between_running_waiting_and_asl
 def test_without_scheduler_statistics_the_loop_split_is_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(servers, "thread_schedule", lambda pid, *, thread=None: None)
+    monkeypatch.setattr(servers, "thread_schedule", lambda pid: None)
     meter = servers.CpuMeter(os.getpid())
     meter.start()
     meter.stop()
     assert meter.main_waiting is None and meter.main_asleep is None
     assert servers.summed([0.25, None]) is None
     assert servers.summed([0.25, 0.5]) == 0.75
-    assert servers.thread_schedule(os.getpid(), thread=0) is None  # no such thread
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    assert servers.thread_schedule(pid_max + 1) is None  # no such process
 
 
 # A stand-in for valgrind: runs the command natively, then reports a count
