@@ -20,6 +20,14 @@ connection still busy when a shutdown's grace period (``graceful_timeout``)
 ends is dropped: on Python 3.12 hypercorn's own bound never applies, because it
 first waits in ``Server.wait_closed()`` for every connection to close.
 
+It also reads in larger steps. hypercorn reads 64 KiB at a time from a
+reader that stops reading the socket above 128 KiB; a server busier than its
+clients (bulk ingest) then went through a stop and a restart of reading (two
+``epoll_ctl`` calls and the selector's bookkeeping) for every 128-256 KiB, and
+a pass of the HTTP/2 protocol for each 64 KiB. :class:`QuietTCPServer` reads
+:data:`READ_SIZE` at a time and stops reading only above twice
+:data:`READ_LIMIT`: bulk ingest 6-8% cheaper per session in alternating runs.
+
 It also writes less often. hypercorn writes each piece the HTTP/2 protocol
 sends at once, a ``send()`` system call (over TLS, a record) per response
 HEADERS, transcript event and WINDOW_UPDATE; with hundreds of streams on a
@@ -50,6 +58,8 @@ __all__ = [
     "QuietTCPServer",
     "install",
     "CLOSE_TIMEOUT",
+    "READ_LIMIT",
+    "READ_SIZE",
     "answer_cleartext_requests",
     "cleartext_answer",
 ]
@@ -57,6 +67,16 @@ __all__ = [
 #: Seconds a closing connection waits for the peer's TLS close_notify: plenty on
 #: a local network, and short enough for the 2 s shutdown promise.
 CLOSE_TIMEOUT = 0.5
+
+#: Bytes the connection's reader hands the protocol at a time (hypercorn: 64 KiB),
+#: as much as asyncio's transport takes from the socket in one call.
+READ_SIZE = 256 * 1024
+
+#: The connection's reader buffer limit: asyncio stops reading the socket
+#: above twice this, and starts again once it is down to it (hypercorn's
+#: default is asyncio's 64 KiB). What it holds is bounded anyway by the HTTP/2
+#: connection's receive window (16 MiB, emulator.hypercorn_h2).
+READ_LIMIT = 4 * 1024 * 1024
 
 #: Bytes sent (or waiting in the transport) above which a send is written at
 #: once and waits for the transport to drain, as hypercorn's own does each time.
@@ -69,6 +89,8 @@ class QuietTCPServer(TCPServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if isinstance(getattr(self.reader, "_limit", None), int):
+            self.reader._limit = READ_LIMIT
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_handle: asyncio.Handle | None = None
@@ -85,6 +107,22 @@ class QuietTCPServer(TCPServer):
             await super().run()
         finally:
             deadline.cancel()
+
+    async def _read_data(self) -> None:
+        # hypercorn's, with READ_SIZE for its 64 KiB, and no wait_for() per
+        # read when there is no read timeout (there is none by default).
+        reader = self.reader
+        timeout = self.config.read_timeout
+        while not reader.at_eof():
+            try:
+                if timeout is None:
+                    data = await reader.read(READ_SIZE)
+                else:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+            except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+                break
+            await self.protocol.handle(RawData(data))
+        await self.protocol.handle(Closed())
 
     async def _drop_after_grace(self) -> None:
         await self.context.terminated.wait()

@@ -196,3 +196,68 @@ async def test_a_send_to_a_closing_transport_closes_the_connection_and_writes_no
     await asyncio.sleep(0)
     assert transport.calls == []
     assert [type(event) for event in server.protocol.events] == [Closed]
+
+
+# --- Reads in larger steps -------------------------------------------------------------
+
+
+class _ReadTransport:
+    """What a StreamReader calls on its transport to stop and restart reading."""
+
+    def __init__(self) -> None:
+        self.paused = 0
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _reading_server(reader: asyncio.StreamReader, *, read_timeout: float | None = None):
+    from hypercorn.config import Config
+
+    from emulator.hypercorn_tcp import QuietTCPServer
+
+    config = Config()
+    config.read_timeout = read_timeout  # type: ignore[assignment]
+    server = QuietTCPServer(
+        None, asyncio.get_running_loop(), config, None, None, reader, _Writer(_Transport())
+    )
+    server.protocol = _Protocol()
+    return server
+
+
+async def test_a_connection_reads_in_large_steps_and_stops_reading_only_past_its_limit():
+    """hypercorn's reader stops reading the socket above 128 KiB and hands the
+    protocol 64 KiB at a time; the server's reads READ_SIZE at a time, in order,
+    and stop only above twice READ_LIMIT."""
+    from hypercorn.events import Closed, RawData
+
+    from emulator.hypercorn_tcp import READ_LIMIT, READ_SIZE
+
+    reader = asyncio.StreamReader()  # asyncio's default limit, as hypercorn's start_server
+    server = _reading_server(reader)
+    transport = _ReadTransport()
+    reader.set_transport(transport)  # type: ignore[arg-type]
+    data = bytes(range(256)) * (3 * READ_SIZE // 256) + b"tail"
+    reader.feed_data(data)
+    assert transport.paused == 0  # 768 KiB waiting: far below the limit
+    reader.feed_data(b"x" * (2 * READ_LIMIT - len(data) + 1))
+    assert transport.paused == 1  # past twice the limit: reading stops
+    reader.feed_eof()
+    await server._read_data()
+    events = server.protocol.events
+    reads = [event.data for event in events if isinstance(event, RawData)]
+    assert [len(read) for read in reads[:4]] == [READ_SIZE] * 3 + [READ_SIZE]
+    assert b"".join(reads) == data + b"x" * (2 * READ_LIMIT - len(data) + 1)
+    assert isinstance(events[-1], Closed)
+
+
+async def test_a_read_timeout_still_ends_a_silent_connection():
+    from hypercorn.events import Closed
+
+    reader = asyncio.StreamReader()
+    server = _reading_server(reader, read_timeout=0.05)
+    await asyncio.wait_for(server._read_data(), 5)
+    assert [type(event) for event in server.protocol.events] == [Closed]
