@@ -155,6 +155,7 @@ __all__ = [
     "CONNECTION_EXTENSION",
     "INLINE_BODY_EXTENSION",
     "InlineBody",
+    "MORE_BODIES",
     "install",
     "receive_frames",
 ]
@@ -929,6 +930,11 @@ class DuplexH2Protocol(H2Protocol):
         """
         stream_id = event.stream_id
         queue = self._app_queues.get(stream_id)
+        if queue is not None and not queue.empty() and _MERGE_QUEUED:
+            inline = self._inline.get(stream_id)
+            if inline is not None and inline.merge and _merged(queue, event.data):
+                self.connection.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                return
         if queue is not None and queue.full():
             self._hold(event)
             return
@@ -1304,12 +1310,20 @@ class InlineBody:
     that raises anyway is logged, and its app woken as for ``True``.
     Servers without this extension (HTTP/1.1, other ASGI servers) call
     ``receive()`` as ever.
+
+    An app busy elsewhere has its DATA queued, a message per frame, each a
+    queue put and get and a turn of its loop. One that sets :attr:`merge`
+    takes them in fewer messages: a DATA frame that finds a request body
+    waiting in the queue is appended to that message's list of further bodies
+    (``message[MORE_BODIES]``, up to :data:`MERGE_LIMIT` bytes), to be read in
+    order after its ``body``.
     """
 
-    __slots__ = ("handler", "send")
+    __slots__ = ("handler", "send", "merge")
 
     def __init__(self, send: Callable[[bytes], bool] | None = None) -> None:
         self.handler: Callable[[bytes], bool | None] | None = None
+        self.merge = False
         self.send: Callable[[bytes], bool] = send if send is not None else _cannot_send
 
     def take(self, data: bytes, stream_id: int) -> bool | None:
@@ -1437,6 +1451,52 @@ class _RoundRobin:
         del self._ready[stream_id]
         self._ready[stream_id] = None  # to the back of the queue
         return stream_id
+
+
+#: The key of the list of further bodies in an ``http.request`` message
+#: (:attr:`InlineBody.merge`).
+MORE_BODIES = "medscribe.more_bodies"
+
+#: Bytes of further bodies one queued message takes at most: the app queue's
+#: ten messages then hold at most 640 KiB (plus their first bodies) before the
+#: stream's DATA is held unacknowledged and flow control stops its client.
+MERGE_LIMIT = 64 * 1024
+
+
+def _merged(queue: asyncio.Queue[Any], data: bytes) -> bool:
+    """Append ``data`` to the last message waiting in ``queue`` as one more body
+    (:data:`MORE_BODIES`); False, having done nothing, when that message is not
+    a request body with more to come, or holds :data:`MERGE_LIMIT` already."""
+    last = queue._queue[-1]  # type: ignore[attr-defined]
+    if last.get("type") != "http.request" or not last.get("more_body"):
+        return False
+    more = last.get(MORE_BODIES)
+    if more is None:
+        last[MORE_BODIES] = [data]
+        last[_MORE_SIZE] = len(data)
+        return True
+    size = last[_MORE_SIZE] + len(data)
+    if size > MERGE_LIMIT:
+        return False
+    more.append(data)
+    last[_MORE_SIZE] = size
+    return True
+
+
+_MORE_SIZE = "medscribe.more_size"
+
+
+def _queue_internals_present() -> bool:
+    """Whether ``asyncio.Queue`` keeps its items in a deque ``_queue``, the last
+    one still the newest (what :func:`_merged` appends to)."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue.put_nowait({"n": 1})
+    queue.put_nowait({"n": 2})
+    items = getattr(queue, "_queue", None)
+    return isinstance(items, collections.deque) and items[-1] == {"n": 2}
+
+
+_MERGE_QUEUED = _queue_internals_present()
 
 
 def _app_queue(stream: object) -> asyncio.Queue[Any] | None:

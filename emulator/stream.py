@@ -36,6 +36,7 @@ from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_e
 from .hypercorn_h2 import (
     CONNECTION_EXTENSION,
     INLINE_BODY_EXTENSION,
+    MORE_BODIES,
     ConnectionControl,
     InlineBody,
 )
@@ -321,12 +322,54 @@ class StreamEndpoint:
             # A chaos GOAWAY or TCP close writes to the socket too.
             return await self._within_timeout(step, idle, session, journal, resets, control, stream)
 
+        def take(body: bytes) -> None:
+            """Apply the events of one DATA frame's ``body``."""
+            nonlocal signed_end
+            # The SDK's audio event, one per DATA frame, read in one step.
+            one_step = chunks is None and not signed_end and not decoder.buffered
+            audio = sdk_audio_event(body) if type(body) is bytes and one_step else None
+            if audio is not None:
+                inline_audio.apply(body, audio)
+                return
+            for frame in decoder.receive_data(body):
+                envelope = open_envelope(frame)
+                if chunks is not None:
+                    chunks.verify(envelope)
+                if envelope.inner is None:
+                    signed_end = True
+                    continue
+                if signed_end:
+                    raise service_error(
+                        "ValidationException",
+                        "an event arrived after the final empty signed frame that ends "
+                        "the input stream",
+                    )
+                inner = envelope.inner
+                event_type = inner.headers.get(":event-type")
+                clock = session.audio_seconds
+                if event_type in AUDIO_EVENTS:
+                    journal.record_audio_input(event_type, len(inner.payload), clock)
+                else:
+                    journal.record(_input_entry(inner, clock))
+                session.receive_event(inner)
+                if session.state in (SessionState.FAILED, SessionState.PAUSED):
+                    break
+            if decoder.error_pending and not session.finished:
+                # The good events ahead of a malformed frame were applied;
+                # now the frame's own error.
+                decoder.receive_data(b"")
+
         if control is not None:
             control.watch_output(idle)
 
         try:
             while session.state not in FINISHED_STATES:
                 idle.begin()
+                if inline is not None:
+                    # DATA queued while this is busy may come in one message
+                    # (InlineBody.merge), but not while a chaos rule waits for
+                    # an audio time: it is checked after each message.
+                    inline.merge = not chaos.pending
                 if (
                     inline is not None
                     and chunks is None
@@ -365,48 +408,14 @@ class StreamEndpoint:
                     session.input_closed()
                     return
                 more_body = message.get("more_body", False)
-                body = message.get("body", b"")
                 try:
-                    # The SDK's audio event, one per DATA frame, read in one step.
-                    audio = (
-                        sdk_audio_event(body)
-                        if type(body) is bytes
-                        and chunks is None
-                        and not signed_end
-                        and not decoder.buffered
-                        else None
-                    )
-                    if audio is not None:
-                        inline_audio.apply(body, audio)
-                    else:
-                        for frame in decoder.receive_data(body):
-                            envelope = open_envelope(frame)
-                            if chunks is not None:
-                                chunks.verify(envelope)
-                            if envelope.inner is None:
-                                signed_end = True
-                                continue
-                            if signed_end:
-                                raise service_error(
-                                    "ValidationException",
-                                    "an event arrived after the final empty signed frame that ends "
-                                    "the input stream",
-                                )
-                            inner = envelope.inner
-                            event_type = inner.headers.get(":event-type")
-                            if event_type in AUDIO_EVENTS:
-                                journal.record_audio_input(
-                                    event_type, len(inner.payload), session.audio_seconds
-                                )
-                            else:
-                                journal.record(_input_entry(inner, session.audio_seconds))
-                            session.receive_event(inner)
-                            if session.state in (SessionState.FAILED, SessionState.PAUSED):
-                                break
-                        if decoder.error_pending and not session.finished:
-                            # The good events ahead of a malformed frame were applied;
-                            # now the frame's own error.
-                            decoder.receive_data(b"")
+                    take(message.get("body", b""))
+                    more = message.get(MORE_BODIES)
+                    if more is not None:  # DATA queued meanwhile, in order
+                        for body in more:
+                            if session.state in FINISHED_STATES:
+                                break  # as the loop above stops for it
+                            take(body)
                     if not more_body:
                         decoder.end_of_data()
                         if chunks is not None and not session.finished:

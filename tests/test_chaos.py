@@ -171,6 +171,45 @@ def test_malformed_frame_is_sent_and_the_response_ends(emulator):
         decoder.end_of_data()
 
 
+def test_a_chaos_time_is_kept_for_audio_queued_behind_a_busy_pump(emulator, monkeypatch):
+    """DATA queued while the pump is busy is not merged into fewer messages
+    (InlineBody.merge) while a chaos rule waits for an audio time, which is
+    checked after each message: the malformed frame still goes out at 1.0 s,
+    not after whatever audio had queued up behind it."""
+    from emulator import hypercorn_h2
+
+    merged: list[bool] = []
+    original = hypercorn_h2._merged
+
+    def spy(queue, data: bytes) -> bool:
+        merged.append(original(queue, data))
+        return merged[-1]
+
+    monkeypatch.setattr(hypercorn_h2, "_merged", spy)
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, {"malformed": {"at": 1.0}})
+    tone = pcm_tone(1.3)  # 13 frames: within the stream's first window
+    chunks = [tone[i : i + 3200] for i in range(0, len(tone), 3200)]
+    # A first frame of two events, which only the pump reads, then one audio
+    # event a frame, in one write: they arrive while it is busy with the first.
+    frames = [config_event() + audio(chunks[0])] + [audio(chunk) for chunk in chunks[1:]]
+    client = H2Client("127.0.0.1", emulator.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.wait(stream, for_headers=True)
+        for frame in frames:
+            client.conn.send_data(stream, frame)
+        client._flush()
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"]
+    assert True not in merged
+    status, events = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    [fired] = [e for e in events["events"] if e.get("kind") == "malformed"]
+    assert fired["audioClock"] == pytest.approx(1.0)
+
+
 async def test_malformed_frame_reaches_the_sdk_as_a_decoding_error(client, emulator):
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"malformed": {"at": 1.0}})

@@ -52,6 +52,8 @@ from hyperframe.frame import (
 
 from emulator.hypercorn_h2 import (
     INLINE_BODY_EXTENSION,
+    MERGE_LIMIT,
+    MORE_BODIES,
     DuplexH2Protocol,
     _RoundRobin,
     _WideningWindow,
@@ -97,6 +99,9 @@ class App:
         # Response bytes /flood-out's send() has taken so far; set when it returns.
         self.pushed = 0
         self.flood_over = threading.Event()
+        # What /merge and /pause received: per message, its bodies' count and
+        # the bytes of the further ones (InlineBody.merge).
+        self.shapes: list[tuple[int, int]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -105,7 +110,7 @@ class App:
             await send({"type": "lifespan.shutdown.complete"})
             return
         route = scope["path"].strip("/").replace("-", "_")
-        if route in ("inline", "send_now", "no_content"):
+        if route in ("inline", "send_now", "no_content", "merge"):
             await getattr(self, route)(scope, receive, send)
             return
         await getattr(self, route)(receive, send)
@@ -221,6 +226,12 @@ class App:
         self.paused.set()
         await self._read_on(receive, send, body)
 
+    async def merge(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """/pause with InlineBody.merge set: DATA queued while it does not read
+        may come several bodies to a message, which it reads in order."""
+        scope["extensions"][INLINE_BODY_EXTENSION].merge = True
+        await self.pause(receive, send)
+
     async def big(self, receive: Receive, send: Send) -> None:
         """Sends 8 MiB without reading: a client that reads none of it fills the
         server's socket buffer, and the server's writes wait."""
@@ -265,6 +276,10 @@ class App:
             await asyncio.sleep(0.01)
         while (message := await receive())["type"] == "http.request":
             body += message["body"]
+            more = message.get(MORE_BODIES, [])
+            for further in more:
+                body += further
+            self.shapes.append((1 + len(more), sum(map(len, more))))
             if not message.get("more_body", False):
                 break
         await send({"type": "http.response.body", "body": bytes(body), "more_body": False})
@@ -719,6 +734,43 @@ def test_an_app_that_stops_reading_holds_up_only_its_own_stream(duplex: None) ->
         app.resume.set()
         client.pump_until(lambda: "end" in client.streams[paused].seen, "the paused answer")
         assert bytes(client.streams[paused].body) == b"".join(pieces)
+        assert_connection_alive(server, client)
+
+
+@pytest.mark.parametrize("route", ["/merge", "/pause"])
+def test_data_queued_for_a_busy_app_is_merged_only_where_it_asked(
+    duplex: None, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """InlineBody.merge: DATA that finds a request body waiting in the app's queue
+    joins that message as a further body, up to MERGE_LIMIT bytes a message, so
+    an app busy elsewhere reads it in fewer messages, in order; merged DATA is
+    acknowledged, as queued DATA is. An app that did not ask gets a message per
+    frame, as ever, and its client waits for window once ten are queued."""
+    monkeypatch.setattr(DuplexH2Protocol, "connection_window", WIDE_CONNECTION_WINDOW)
+    app = App()
+    with running_server(app) as server, connected(server.port) as client:
+        stream = client.open(route)
+        assert client.send(stream, b"first")
+        assert app.paused.wait(DEADLINE)
+        pieces = [bytes([65 + i % 26]) * 1000 for i in range(60)]
+        if route == "/merge":  # far past the stream's 64 KiB window until the app reads
+            pieces += [bytes([97 + i]) * 15_000 for i in range(12)]
+        for piece in pieces:
+            assert client.send(stream, piece)
+        app.resume.set()
+        client.send(stream, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[stream].seen, "the answer")
+        assert bytes(client.streams[stream].body) == b"first" + b"".join(pieces)
+        # And the empty DATA frame that ends the stream, then the end's own message.
+        assert sum(count for count, _ in app.shapes) == len(pieces) + 2
+        if route == "/pause":
+            assert {count for count, _ in app.shapes} == {1}
+        else:
+            assert len(app.shapes) < len(pieces) / 5
+            assert max(size for _, size in app.shapes) <= MERGE_LIMIT
+            # A message holding nearly its limit's worth took no more: the next
+            # frame started a message of its own.
+            assert max(size for _, size in app.shapes) > MERGE_LIMIT - 15_000
         assert_connection_alive(server, client)
 
 

@@ -16,6 +16,7 @@ import wave
 
 import pytest
 
+from emulator import hypercorn_h2
 from emulator import stream as stream_module
 from emulator.eventstream import EventStreamDecoder, Message, encode_message
 from emulator.hypercorn_h2 import DuplexH2Protocol
@@ -443,6 +444,51 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
     # Each transcript event right after the audio event that brought its time.
     final = entries.index(("out", "transcriptEvent"), entries.index(("out", "transcriptEvent")) + 1)
     assert journal["events"][final - 1]["audioClock"] == pytest.approx(0.9)
+    status, body = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/audio.wav")
+    with wave.open(io.BytesIO(body)) as wav:
+        assert wav.readframes(wav.getnframes()) == tone
+
+
+def test_audio_queued_for_a_busy_pump_is_read_merged_to_the_same_effect(h2, emulator, monkeypatch):
+    """DATA frames arriving while the stream's pump has a message waiting (here a
+    frame of two events, which only the pump reads) join that message
+    (InlineBody.merge) and are read after it, in order, to the same effect:
+    clock, journal, audio, and the transcript at its audio times."""
+    merged: list[bool] = []
+    original = hypercorn_h2._merged
+
+    def spy(queue, data: bytes) -> bool:
+        merged.append(original(queue, data))
+        return merged[-1]
+
+    monkeypatch.setattr(hypercorn_h2, "_merged", spy)
+    session_id = new_session_id()
+    script(emulator, session_id)
+    stream = h2.request(headers(session_id))
+    h2.wait(stream, for_headers=True)
+    tone = pcm_tone(1.2)
+    chunks = [tone[i : i + 3200] for i in range(0, len(tone), 3200)]
+    frames = [signed(config_event()) + signed(audio(chunks[0]))]
+    frames += [signed(audio(chunk)) for chunk in chunks[1:]] + [signed(END)]
+    for frame in frames:  # one write, well within the stream's first window
+        h2.conn.send_data(stream, frame)
+    h2.conn.end_stream(stream)
+    h2._flush()
+    response = h2.wait(stream)
+    assert response["ended"] and response["reset"] is None
+    assert True in merged
+    payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
+    assert [(p["isPartial"], p["content"]) for p in payloads] == [
+        (True, "hello"),
+        (False, "hello there doctor"),
+    ]
+    assert payloads[-1]["audioEndOffset"] == 1.0
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+    assert details["audioSeconds"] == pytest.approx(1.2)
+    status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    audio_in = [e for e in journal["events"] if e["type"] == "audioEvent"]
+    assert [e["audioClock"] for e in audio_in] == pytest.approx([k / 10 for k in range(12)])
     status, body = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/audio.wav")
     with wave.open(io.BytesIO(body)) as wav:
         assert wav.readframes(wav.getnframes()) == tone
