@@ -298,6 +298,32 @@ def test_shutdown_finishes_post_stream_actions_still_waiting(tmp_path):
         assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
 
 
+def test_artifact_jobs_on_disk_run_on_one_thread_of_their_own(tmp_path, monkeypatch):
+    """The post-stream jobs, Python under the GIL, run one at a time on the
+    emulator's artifacts thread, not asyncio's pool of six, whose threads took
+    the GIL from the event loop more often; every session's still completes."""
+    import threading
+
+    from emulator import backend
+
+    threads: list[str] = []
+    original = backend._run_artifact_job
+
+    def spy(job):
+        threads.append(threading.current_thread().name)
+        return original(job)
+
+    monkeypatch.setattr(backend, "_run_artifact_job", spy)
+    sessions = [new_session_id() for _ in range(3)]
+    with running_emulator(_settings(tmp_path, post_stream_delay=0.1)) as running:
+        for session_id in sessions:
+            script(running, session_id, SCRIPT)
+            stream_two_channels(running, session_id)
+        for session_id in sessions:
+            assert {a["status"] for a in settled(running, session_id).values()} == {"COMPLETED"}
+    assert threads == ["medscribe-artifacts_0"] * 3  # the pool's one thread
+
+
 # --- A real S3-compatible server -------------------------------------------------------------
 @pytest.fixture
 def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
