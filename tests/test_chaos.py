@@ -11,7 +11,7 @@ from emulator.errors import MessageCRCError
 from emulator.eventstream import EventStreamDecoder
 
 from .support import H2Client, admin, new_session_id, pcm_tone, run_session
-from .test_stream_wire import END, audio, config_event, headers
+from .test_stream_wire import END, audio, config_event, headers, merge_spy
 
 SCRIPT = {
     "segments": [
@@ -176,16 +176,7 @@ def test_a_chaos_time_is_kept_for_audio_queued_behind_a_busy_pump(emulator, monk
     (InlineBody.merge) while a chaos rule waits for an audio time, which is
     checked after each message: the malformed frame still goes out at 1.0 s,
     not after whatever audio had queued up behind it."""
-    from emulator import hypercorn_h2
-
-    merged: list[bool] = []
-    original = hypercorn_h2._merged
-
-    def spy(queue, data: bytes) -> bool:
-        merged.append(original(queue, data))
-        return merged[-1]
-
-    monkeypatch.setattr(hypercorn_h2, "_merged", spy)
+    merged = merge_spy(monkeypatch)
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"malformed": {"at": 1.0}})
     tone = pcm_tone(1.3)  # 13 frames: within the stream's first window

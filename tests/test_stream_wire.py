@@ -429,12 +429,7 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
     # to waiting); the SDK-level twin of this test once saw 11 of 24 on CI.
     assert False in answers  # audio went in without a wake-up
     assert True in sent  # the partial or the final went out from there
-    payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
-    assert [(p["isPartial"], p["content"]) for p in payloads] == [
-        (True, "hello"),
-        (False, "hello there doctor"),
-    ]
-    assert payloads[-1]["audioEndOffset"] == 1.0
+    assert_scripted_transcript(response)
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["audioSeconds"] == pytest.approx(1.2)
     status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
@@ -449,11 +444,9 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
         assert wav.readframes(wav.getnframes()) == tone
 
 
-def test_audio_queued_for_a_busy_pump_is_read_merged_to_the_same_effect(h2, emulator, monkeypatch):
-    """DATA frames arriving while the stream's pump has a message waiting (here a
-    frame of two events, which only the pump reads) join that message
-    (InlineBody.merge) and are read after it, in order, to the same effect:
-    clock, journal, audio, and the transcript at its audio times."""
+def merge_spy(monkeypatch) -> list[bool]:
+    """Record each answer of the HTTP/2 layer's merge of queued DATA
+    (emulator.hypercorn_h2._merged): True where a frame joined a waiting message."""
     merged: list[bool] = []
     original = hypercorn_h2._merged
 
@@ -462,6 +455,25 @@ def test_audio_queued_for_a_busy_pump_is_read_merged_to_the_same_effect(h2, emul
         return merged[-1]
 
     monkeypatch.setattr(hypercorn_h2, "_merged", spy)
+    return merged
+
+
+def assert_scripted_transcript(response) -> None:
+    """SCRIPT's transcript, whole: its partial, then its final at 1.0 s."""
+    payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
+    assert [(p["isPartial"], p["content"]) for p in payloads] == [
+        (True, "hello"),
+        (False, "hello there doctor"),
+    ]
+    assert payloads[-1]["audioEndOffset"] == 1.0
+
+
+def test_audio_queued_for_a_busy_pump_is_read_merged_to_the_same_effect(h2, emulator, monkeypatch):
+    """DATA frames arriving while the stream's pump has a message waiting (here a
+    frame of two events, which only the pump reads) join that message
+    (InlineBody.merge) and are read after it, in order, to the same effect:
+    clock, journal, audio, and the transcript at its audio times."""
+    merged = merge_spy(monkeypatch)
     session_id = new_session_id()
     script(emulator, session_id)
     stream = h2.request(headers(session_id))
@@ -477,12 +489,7 @@ def test_audio_queued_for_a_busy_pump_is_read_merged_to_the_same_effect(h2, emul
     response = h2.wait(stream)
     assert response["ended"] and response["reset"] is None
     assert True in merged
-    payloads = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
-    assert [(p["isPartial"], p["content"]) for p in payloads] == [
-        (True, "hello"),
-        (False, "hello there doctor"),
-    ]
-    assert payloads[-1]["audioEndOffset"] == 1.0
+    assert_scripted_transcript(response)
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "COMPLETED"
     assert details["audioSeconds"] == pytest.approx(1.2)
