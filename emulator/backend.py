@@ -708,7 +708,12 @@ class Backend:
     async def _finish_post_stream(self, key: SessionKey, delay: float) -> None:
         await asyncio.sleep(delay)
         record = self.sessions.get(key)
-        if record is None or record.post_stream is None or record.configuration is None:
+        if (
+            self._closed  # its thread is gone; the next start runs it
+            or record is None
+            or record.post_stream is None
+            or record.configuration is None
+        ):
             return
         assert record.journal is not None
         record.journal.flush()

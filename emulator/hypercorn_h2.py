@@ -1314,7 +1314,8 @@ class InlineBody:
     An app busy elsewhere has its DATA queued, a message per frame, each a
     queue put and get and a turn of its loop. One that sets :attr:`merge`
     takes them in fewer messages: a DATA frame that finds a request body
-    waiting in the queue is appended to that message's list of further bodies
+    waiting in the queue, with at most :data:`MERGE_MESSAGES` messages there,
+    is appended to that message's list of further bodies
     (``message[MORE_BODIES]``, up to :data:`MERGE_LIMIT` bytes), to be read in
     order after its ``body``.
     """
@@ -1457,28 +1458,38 @@ class _RoundRobin:
 #: (:attr:`InlineBody.merge`).
 MORE_BODIES = "medscribe.more_bodies"
 
-#: Bytes of further bodies one queued message takes at most: the app queue's
-#: ten messages then hold at most 640 KiB (plus their first bodies) before the
-#: stream's DATA is held unacknowledged and flow control stops its client.
+#: Bytes of further bodies one queued message takes at most.
 MERGE_LIMIT = 64 * 1024
+
+#: Merging stops while more messages than this wait in the app's queue: DATA
+#: merged is acknowledged, as DATA queued is, and so outside the flow-control
+#: windows, which bound only what waits unacknowledged. A stream whose app
+#: stops reading (its queue full) thus holds its queue's ten messages and at
+#: most two messages' further bodies, 128 KiB, before its DATA waits
+#: unacknowledged and flow control stops its client.
+MERGE_MESSAGES = 2
 
 
 def _merged(queue: asyncio.Queue[Any], data: bytes) -> bool:
     """Append ``data`` to the last message waiting in ``queue`` as one more body
-    (:data:`MORE_BODIES`); False, having done nothing, when that message is not
-    a request body with more to come, or holds :data:`MERGE_LIMIT` already."""
-    last = queue._queue[-1]  # type: ignore[attr-defined]
+    (:data:`MORE_BODIES`); False, having done nothing, when more than
+    :data:`MERGE_MESSAGES` messages wait, when the last is not a request body
+    with more to come, or when ``data`` would take its further bodies past
+    :data:`MERGE_LIMIT` bytes."""
+    items = queue._queue  # type: ignore[attr-defined]
+    if len(items) > MERGE_MESSAGES:
+        return False
+    last = items[-1]
     if last.get("type") != "http.request" or not last.get("more_body"):
+        return False
+    size = last.get(_MORE_SIZE, 0) + len(data)
+    if size > MERGE_LIMIT:
         return False
     more = last.get(MORE_BODIES)
     if more is None:
         last[MORE_BODIES] = [data]
-        last[_MORE_SIZE] = len(data)
-        return True
-    size = last[_MORE_SIZE] + len(data)
-    if size > MERGE_LIMIT:
-        return False
-    more.append(data)
+    else:
+        more.append(data)
     last[_MORE_SIZE] = size
     return True
 

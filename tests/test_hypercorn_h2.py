@@ -53,8 +53,10 @@ from hyperframe.frame import (
 from emulator.hypercorn_h2 import (
     INLINE_BODY_EXTENSION,
     MERGE_LIMIT,
+    MERGE_MESSAGES,
     MORE_BODIES,
     DuplexH2Protocol,
+    _merged,
     _RoundRobin,
     _WideningWindow,
     install,
@@ -772,6 +774,38 @@ def test_data_queued_for_a_busy_app_is_merged_only_where_it_asked(
             # frame started a message of its own.
             assert max(size for _, size in app.shapes) > MERGE_LIMIT - 15_000
         assert_connection_alive(server, client)
+
+
+def test_merging_stops_at_its_limits() -> None:
+    """What a stream whose app stopped reading can hold through merging, which
+    acknowledges DATA at once: the further bodies of at most MERGE_MESSAGES
+    messages, MERGE_LIMIT bytes each, and only after a request body with more
+    to come."""
+
+    def body(more_body: bool = True) -> dict[str, Any]:
+        return {"type": "http.request", "body": b"b", "more_body": more_body}
+
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=10)
+    queue.put_nowait(body())
+    piece = b"p" * (MERGE_LIMIT // 4)
+    assert all(_merged(queue, piece) for _ in range(4))
+    assert not _merged(queue, b"x")  # the message holds its limit
+    for _ in range(MERGE_MESSAGES - 1):
+        queue.put_nowait(body())
+        assert _merged(queue, piece)
+    queue.put_nowait(body())
+    assert not _merged(queue, piece)  # more messages wait than merging may fill
+    merged = [sum(map(len, m.get(MORE_BODIES, []))) for m in queue._queue]
+    assert merged == [MERGE_LIMIT] + [len(piece)] * (MERGE_MESSAGES - 1) + [0]
+    assert not _merged(_one(body(more_body=False)), piece)  # the request's end
+    assert not _merged(_one({"type": "http.disconnect"}), piece)
+    assert not _merged(_one(body()), b"p" * (MERGE_LIMIT + 1))
+
+
+def _one(message: dict[str, Any]) -> asyncio.Queue[Any]:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue.put_nowait(message)
+    return queue
 
 
 def test_a_stream_may_send_its_whole_window_ahead_of_a_busy_app(

@@ -1,9 +1,12 @@
-"""TLS clients that hang up mid-conversation leave no error tracebacks in the log."""
+"""TLS clients that hang up mid-conversation leave no error tracebacks in the log; how
+the server's connections gather their writes and size their reads."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+import pytest
 
 from .support import new_session_id, pcm_tone, run_session
 
@@ -228,29 +231,39 @@ def _reading_server(reader: asyncio.StreamReader, *, read_timeout: float | None 
     return server
 
 
-async def test_a_connection_reads_in_large_steps_and_stops_reading_only_past_its_limit():
+@pytest.mark.parametrize("http2", [True, False])
+async def test_a_connection_reads_in_large_steps_and_stops_reading_only_past_its_limit(http2):
     """hypercorn's reader stops reading the socket above 128 KiB and hands the
-    protocol 64 KiB at a time; the server's reads READ_SIZE at a time, in order,
-    and stop only above twice READ_LIMIT."""
+    protocol 64 KiB at a time; the server's reads READ_SIZE at a time over
+    HTTP/2 (HTTP/1.1 keeps 64 KiB), in order, and stop only above twice
+    READ_LIMIT."""
+    from hypercorn.asyncio.tcp_server import MAX_RECV
     from hypercorn.events import Closed, RawData
+    from hypercorn.protocol.h2 import H2Protocol
+    from hypercorn.protocol.h11 import H11Protocol
 
     from emulator.hypercorn_tcp import READ_LIMIT, READ_SIZE
 
     reader = asyncio.StreamReader()  # asyncio's default limit, as hypercorn's start_server
     server = _reading_server(reader)
+    # What hypercorn's ProtocolWrapper holds: the protocol the connection speaks.
+    kind = H2Protocol if http2 else H11Protocol
+    server.protocol.protocol = kind.__new__(kind)
+    size = READ_SIZE if http2 else MAX_RECV
     transport = _ReadTransport()
     reader.set_transport(transport)  # type: ignore[arg-type]
     data = bytes(range(256)) * (3 * READ_SIZE // 256) + b"tail"
     reader.feed_data(data)
-    assert transport.paused == 0  # 768 KiB waiting: far below the limit
-    reader.feed_data(b"x" * (2 * READ_LIMIT - len(data) + 1))
+    assert transport.paused == 0  # 768 KiB waiting: below twice the limit
+    rest = b"x" * (2 * READ_LIMIT - len(data) + 1)
+    reader.feed_data(rest)
     assert transport.paused == 1  # past twice the limit: reading stops
     reader.feed_eof()
     await server._read_data()
     events = server.protocol.events
     reads = [event.data for event in events if isinstance(event, RawData)]
-    assert [len(read) for read in reads[:4]] == [READ_SIZE] * 3 + [READ_SIZE]
-    assert b"".join(reads) == data + b"x" * (2 * READ_LIMIT - len(data) + 1)
+    assert {len(read) for read in reads[:-1]} == {size}
+    assert b"".join(reads) == data + rest
     assert isinstance(events[-1], Closed)
 
 
