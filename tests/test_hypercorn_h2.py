@@ -53,7 +53,6 @@ from hyperframe.frame import (
 from emulator.hypercorn_h2 import (
     INLINE_BODY_EXTENSION,
     MERGE_LIMIT,
-    MERGE_MESSAGES,
     MORE_BODIES,
     DuplexH2Protocol,
     _merged,
@@ -778,9 +777,8 @@ def test_data_queued_for_a_busy_app_is_merged_only_where_it_asked(
 
 def test_merging_stops_at_its_limits() -> None:
     """What a stream whose app stopped reading can hold through merging, which
-    acknowledges DATA at once: the further bodies of at most MERGE_MESSAGES
-    messages, MERGE_LIMIT bytes each, and only after a request body with more
-    to come."""
+    acknowledges DATA at once: MERGE_LIMIT bytes of further bodies a message,
+    and only after a request body with more to come."""
 
     def body(more_body: bool = True) -> dict[str, Any]:
         return {"type": "http.request", "body": b"b", "more_body": more_body}
@@ -790,13 +788,10 @@ def test_merging_stops_at_its_limits() -> None:
     piece = b"p" * (MERGE_LIMIT // 4)
     assert all(_merged(queue, piece) for _ in range(4))
     assert not _merged(queue, b"x")  # the message holds its limit
-    for _ in range(MERGE_MESSAGES - 1):
-        queue.put_nowait(body())
-        assert _merged(queue, piece)
     queue.put_nowait(body())
-    assert not _merged(queue, piece)  # more messages wait than merging may fill
+    assert _merged(queue, piece)  # the next message takes more
     merged = [sum(map(len, m.get(MORE_BODIES, []))) for m in queue._queue]
-    assert merged == [MERGE_LIMIT] + [len(piece)] * (MERGE_MESSAGES - 1) + [0]
+    assert merged == [MERGE_LIMIT, len(piece)]
     assert not _merged(_one(body(more_body=False)), piece)  # the request's end
     assert not _merged(_one({"type": "http.disconnect"}), piece)
     assert not _merged(_one(body()), b"p" * (MERGE_LIMIT + 1))
