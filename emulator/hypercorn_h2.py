@@ -91,7 +91,9 @@ the count could matter, with the same decisions.
 An app waiting in ``receive()`` may also take a stream's DATA in the
 connection's task instead of being woken for each frame (:class:`InlineBody`,
 a scope extension): the emulator's streams take the SDK's audio events so,
-and send the transcript events those make from there too.
+and send the transcript events those make from there too. An app busy
+elsewhere may take the DATA queued meanwhile in fewer messages
+(``InlineBody.merge``).
 
 Header blocks, one per stream each way, are cheaper too. Response headers go
 out without Huffman coding, found in the encoder's table through dicts
