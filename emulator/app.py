@@ -6,6 +6,7 @@ resource registry, the control plane of domains, subscriptions and tags.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from starlette.routing import Match
 
 from .admin import admin_routes
 from .backend import Backend
-from .control import control_routes
+from .control import MAX_REQUEST_BODY, control_routes
 from .details import SessionDetailsEndpoint, match_session_path
+from .errors import ServiceError, ValidationException
+from .ids import new_request_id
 from .quotas import Quotas
-from .sigv4 import CredentialStore
-from .stream import Receive, Scope, Send, StreamEndpoint
+from .sigv4 import CredentialStore, verify_request
+from .stream import Receive, Scope, Send, StreamEndpoint, error_response
 
 __all__ = ["create_app", "STREAM_PATH"]
 
@@ -79,6 +82,54 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
     await response(scope, receive, send)
 
 
+async def _signed(
+    scope: Scope, receive: Receive, send: Send, credentials: CredentialStore
+) -> Receive | None:
+    """Check the SigV4 signature of a request to the service's other operations
+    (the control plane): its whole body is read first, since the signature
+    covers its hash. Returns a ``receive`` that gives the body again, or None
+    when the request was refused (a 401 ``AccessDeniedException``, or a 400 for
+    a body too large to read) or its client went away.
+    """
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > MAX_REQUEST_BODY:
+            error: ServiceError = ValidationException(
+                f"Request body must be at most {MAX_REQUEST_BODY} bytes"
+            )
+            await error_response(send, error, request_id=new_request_id())
+            return None
+        if not message.get("more_body", False):
+            break
+    try:
+        verify_request(
+            method=scope["method"],
+            path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            query=scope["query_string"].decode("latin-1"),
+            headers=scope["headers"],
+            store=credentials,
+            now=datetime.now(UTC),
+            body=bytes(body),
+        )
+    except ServiceError as error:
+        await error_response(send, error, request_id=new_request_id())
+        return None
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return await receive()  # the disconnect, when it comes
+        replayed = True
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    return replay
+
+
 def create_app(
     backend: Backend,
     *,
@@ -91,8 +142,9 @@ def create_app(
 ) -> Any:
     """Return the emulator's ASGI app bound to ``backend``.
 
-    With ``credentials``, stream requests and their events must be SigV4-signed
-    by one of them.
+    With ``credentials``, stream requests and their events, and requests to the
+    service's other operations (the control plane), must be SigV4-signed by one
+    of them; the admin API (``/_emulator/``) keeps its own token.
     """
     routes = admin_routes(backend, ca_file=ca_file, endpoints=endpoints or {})
     if backend.resources is not None:
@@ -113,6 +165,11 @@ def create_app(
             if method == "POST" and path == STREAM_PATH:
                 await stream(scope, receive, send)
                 return
+            if credentials is not None and not path.startswith("/_emulator/"):
+                verified = await _signed(scope, receive, send, credentials)
+                if verified is None:
+                    return
+                receive = verified
             if method == "GET" and (ids := match_session_path(scope)) is not None:
                 await details(scope, receive, send, ids=ids)
                 return

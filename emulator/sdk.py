@@ -171,6 +171,8 @@ def boto3_client(
     endpoint_url: str,
     ca_file: str | Path | None = None,
     region: str = "us-east-1",
+    access_key_id: str = DUMMY_ACCESS_KEY_ID,
+    secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
 ) -> Any:
     """Return a boto3 ``connecthealth`` client for the control-plane operations.
 
@@ -180,8 +182,9 @@ def boto3_client(
         client.get_medical_scribe_listening_session(domainId=..., ...)
 
     Host prefixes are off: the model's ``streaming.`` prefix would otherwise send
-    calls to ``streaming.<host>``. Dummy credentials, ``verify=ca_file`` (None
-    means the default bundle). Raises :class:`ImportError` without boto3.
+    calls to ``streaming.<host>``. Dummy credentials unless given (an emulator
+    run with ``--verify-signatures`` needs a key pair it knows),
+    ``verify=ca_file`` (None means the default bundle). Raises :class:`ImportError` without boto3.
     """
     try:
         import boto3
@@ -193,8 +196,8 @@ def boto3_client(
 
     # A private session, so the caller's default session and profile stay untouched.
     session = boto3.session.Session(
-        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
-        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
         region_name=region,
     )
     return session.client(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,16 @@ from aws_sdk_connecthealth import models as m
 from emulator.eventstream import Message, encode_message
 from emulator.server import RunningServer, Settings
 
-from .support import H2Client, admin, new_session_id, pcm_tone, run_session, running_emulator
+from .support import (
+    DOMAIN_ID,
+    SUBSCRIPTION_ID,
+    H2Client,
+    admin,
+    new_session_id,
+    pcm_tone,
+    run_session,
+    running_emulator,
+)
 from .test_stream_wire import END, audio, config_event, headers
 
 KEY, SECRET = "AKIDVERIFIED00000000", "right-secret"
@@ -117,3 +129,90 @@ def test_verification_without_credentials_refuses_to_start(tmp_path):
 
     with pytest.raises(ConfigError, match="--verify-signatures needs"):
         credential_store(Settings(verify_signatures=True, state_dir=tmp_path))
+
+
+# -- the control plane -----------------------------------------------------------
+
+
+def strict_boto(strict: RunningServer, secret: str, key: str = KEY):
+    from emulator.sdk import boto3_client
+
+    return boto3_client(
+        endpoint_url=strict.endpoint_url,
+        ca_file=strict.ca_file,
+        access_key_id=key,
+        secret_access_key=secret,
+    )
+
+
+def test_control_plane_calls_signed_with_a_known_key_pass(strict):
+    """boto3 signs CreateDomain (a JSON body) and the GETs with the emulator's key pair."""
+    result = asyncio.run(sdk_session(strict, SECRET))
+    assert result.error is None, repr(result.error)
+    boto = strict_boto(strict, SECRET)
+    domain = boto.create_domain(name="signed-domain")
+    assert boto.get_domain(domainId=domain["domainId"])["name"] == "signed-domain"
+    ids = result.output
+    details = boto.get_medical_scribe_listening_session(
+        domainId=ids.domain_id, subscriptionId=ids.subscription_id, sessionId=ids.session_id
+    )["medicalScribeListeningSessionDetails"]
+    assert details["streamStatus"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("key", "secret", "named"),
+    [(KEY, "wrong-secret", "signature"), ("AKIDUNKNOWN000000000", SECRET, "AKIDUNKNOWN000000000")],
+    ids=["wrong-secret", "unknown-key"],
+)
+def test_control_plane_calls_with_bad_credentials_are_access_denied(strict, key, secret, named):
+    from botocore.exceptions import ClientError
+
+    boto = strict_boto(strict, secret, key)
+    calls = [
+        lambda: boto.create_domain(name="never-made"),
+        lambda: boto.list_domains(),
+        lambda: boto.get_medical_scribe_listening_session(
+            domainId=DOMAIN_ID,
+            subscriptionId=SUBSCRIPTION_ID,
+            sessionId=new_session_id(),
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(ClientError) as caught:
+            call()
+        error = caught.value.response
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 401
+        assert error["Error"]["Code"] == "AccessDeniedException"
+        assert named in error["Error"]["Message"]
+        assert SECRET not in error["Error"]["Message"]
+    # Nothing was created behind the refusal.
+    names = [d["name"] for d in strict_boto(strict, SECRET).list_domains()["domains"]]
+    assert "never-made" not in names
+
+
+def test_unsigned_control_plane_request_is_401_naming_the_missing_header(strict):
+    request = urllib.request.Request(strict.h2c_url + "/domain", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    response = caught.value
+    assert response.code == 401
+    assert response.headers["x-amzn-errortype"] == "AccessDeniedException"
+    assert "authorization" in json.loads(response.read())["message"].lower()
+
+
+def test_admin_api_keeps_its_own_access_under_verification(strict):
+    status, health = admin(strict.h2c_url, "GET", "/_emulator/health")
+    assert status == 200 and health["status"] == "ready"
+
+
+def test_control_plane_body_over_the_limit_is_refused_before_verification(strict):
+    from emulator.control import MAX_REQUEST_BODY
+
+    body = b"{" + b" " * MAX_REQUEST_BODY + b"}"
+    request = urllib.request.Request(strict.h2c_url + "/domain", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    response = caught.value
+    assert response.code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationException"
+    assert str(MAX_REQUEST_BODY) in json.loads(response.read())["message"]
