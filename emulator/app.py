@@ -154,7 +154,11 @@ def create_app(
     # of an API wants the 404 saying what it got wrong (see _http_error).
     admin.router.redirect_slashes = False
     stream = StreamEndpoint(
-        backend, credentials=credentials, idle_timeout=idle_timeout, quotas=quotas
+        backend,
+        credentials=credentials,
+        idle_timeout=idle_timeout,
+        quotas=quotas,
+        https_url=(endpoints or {}).get("https"),
     )
     expected = None if admin_token is None else f"Bearer {admin_token}".encode()
     details = SessionDetailsEndpoint(backend, quotas=quotas)

@@ -22,7 +22,7 @@ from time import monotonic as _monotonic
 from typing import Any
 
 from .chaos import ChaosRunner, malformed_frame, paced
-from .errors import FramingError, ServiceError, service_error
+from .errors import FramingError, ServiceError, ValidationException, service_error
 from .events import (
     OutputEvent,
     StreamException,
@@ -86,7 +86,8 @@ class StreamEndpoint:
 
     ``backend`` is the :class:`emulator.backend.Backend` holding rules,
     scenarios and sessions. Every input and output event goes to the session's
-    journal as it passes.
+    journal as it passes. ``https_url``, the server's TLS endpoint, is named to
+    a client that came over HTTP/1.1.
     """
 
     def __init__(
@@ -96,8 +97,10 @@ class StreamEndpoint:
         credentials: CredentialStore | None = None,
         idle_timeout: float = 0.0,
         quotas: Quotas | None = None,
+        https_url: str | None = None,
     ) -> None:
         self.backend = backend
+        self.https_url = https_url
         self.quotas = quotas
         #: Seconds a stream may go without input before it is ended (0: never).
         self.idle_timeout = idle_timeout
@@ -109,6 +112,8 @@ class StreamEndpoint:
         signature: RequestSignature | None = None
         quota_key: str | None = None
         try:
+            if scope.get("http_version") != "2":
+                raise self._not_http2(scope.get("http_version"))
             if self.credentials is not None:
                 # Before the headers: a 401 wins over a 400, as on the service.
                 signature = verify_request(
@@ -272,6 +277,25 @@ class StreamEndpoint:
             await self._output_stalled(session, journal, resets, control, stream)
             return False
         return True
+
+    def _not_http2(self, version: object) -> ValidationException:
+        """The refusal of a stream request over HTTP/1.x.
+
+        The stream is full duplex, which HTTP/1.1 cannot carry; the service
+        takes it over HTTP/2 only. The AWS SDK's CRT client, given an
+        ``http://`` endpoint, speaks HTTP/1.1 and sends no body at all: without
+        this its session got no audio and ended "successfully", empty.
+        """
+        where = (
+            f"the emulator's https:// endpoint ({self.https_url}, trusting its ca.pem)"
+            if self.https_url
+            else "the emulator's https:// endpoint"
+        )
+        return ValidationException(
+            f"StartMedicalScribeListeningSession needs HTTP/2, but this request came over "
+            f"HTTP/{version}: the AWS SDK sends no audio to an http:// endpoint. Use {where}, "
+            "or HTTP/2 with prior knowledge on the cleartext port"
+        )
 
     async def _pump(
         self,

@@ -1,7 +1,10 @@
-"""A cleartext HTTP request on the TLS port gets an answer, not a silent close.
+"""The wrong endpoint gets an answer saying which is right.
 
-The CRT client behind the SDK waits for ever on a connection closed before its
+A cleartext HTTP request on the TLS port gets a 400, not a silent close: the
+CRT client behind the SDK waits for ever on a connection closed before its
 response; an application configured with ``http://`` and the TLS port hung.
+And a stream over HTTP/1.1 (what the SDK sends to ``http://`` and the cleartext
+port) is refused: it carried no audio, and its session ended empty and "fine".
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import pytest
 
 from emulator.hypercorn_tcp import cleartext_answer
 
-from .support import new_session_id
+from .support import admin, new_session_id, pcm_tone, run_session
+from .test_stream_wire import config_event, headers
 
 
 def _port(url: str) -> int:
@@ -82,6 +86,50 @@ async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hangin
         assert "ValidationException" in str(raised.value)
     finally:
         await client._config.transport.close()  # type: ignore[attr-defined]
+
+
+async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_one(emulator):
+    from aws_sdk_connecthealth import models as m
+
+    from emulator.sdk import make_client
+
+    client = await make_client(endpoint_url=emulator.h2c_url)
+    session_id = new_session_id()
+    try:
+        result = await run_session(client, session_id, audio=pcm_tone(1.0), timeout=30)
+    finally:
+        await client._config.transport.close()  # type: ignore[attr-defined]
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert "needs HTTP/2" in result.error.message
+    assert "HTTP/1.1" in result.error.message and emulator.endpoint_url in result.error.message
+    status, _ = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 404  # no session was started
+
+
+@pytest.mark.parametrize("framing", ["empty", "content-length", "chunked"])
+def test_a_stream_request_over_http1_is_a_400_validation_exception(emulator, framing):
+    """Whatever its body: HTTP/1.1 cannot carry the response while the input flows."""
+    body = config_event()
+    fields = {**headers(new_session_id()), "host": "localhost"}
+    if framing == "empty":
+        fields["content-length"], body = "0", b""
+    elif framing == "content-length":
+        fields["content-length"] = str(len(body))
+    else:
+        fields["transfer-encoding"] = "chunked"
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    head = "POST /medical-scribe-stream/ HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in fields.items() if not name.startswith(":")
+    )
+    answer = _exchange(_port(emulator.h2c_url), head.encode() + b"connection: close\r\n\r\n" + body)
+    head_out, _, payload = answer.partition(b"\r\n\r\n")
+    lines = head_out.decode("ascii").split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 400")
+    response_headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert response_headers["x-amzn-errortype"] == "ValidationException"
+    message = json.loads(payload)["message"]
+    assert message.startswith("StartMedicalScribeListeningSession needs HTTP/2")
+    assert emulator.endpoint_url in message
 
 
 def test_the_answer_is_one_well_formed_http_response():
