@@ -44,7 +44,7 @@ from .ids import new_request_id
 from .journal import Journal
 from .quotas import Quotas, access_key_of
 from .record import SessionRecord
-from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession, SessionState
+from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
 
@@ -376,7 +376,10 @@ class StreamEndpoint:
                 else:
                     journal.record(_input_entry(inner, clock))
                 session.receive_event(inner)
-                if session.state in (SessionState.FAILED, SessionState.PAUSED):
+                if session.state in FINISHED_STATES:
+                    # Nothing after END_OF_SESSION (or the end of input) is
+                    # read, in this DATA frame or a later one: the session has
+                    # its outcome, and the response ends.
                     break
             if decoder.error_pending and not session.finished:
                 # The good events ahead of a malformed frame were applied;

@@ -195,10 +195,6 @@ MALFORMED = {
     ),
     "audio-before-configuration": (lambda: audio(b"\0" * 320), "before configurationEvent"),
     "second-configuration": (lambda: config_event() + config_event(), "only one"),
-    "event-after-end-of-session": (
-        lambda: config_event() + END + audio(b"\0" * 320),
-        "after END_OF_SESSION",
-    ),
     "frame-too-large": (_too_large, "limit"),
     "exception-message-type": (
         lambda: encode_message(
@@ -246,6 +242,34 @@ def test_malformed_input_gets_a_specific_validation_exception_and_others_carry_o
     assert done["ended"] and done["reset"] is None
     finals = [json.loads(m.payload)["transcriptSegment"] for m in decode(done["data"])]
     assert finals[-1]["content"] == "hello there doctor" and not finals[-1]["isPartial"]
+    assert not h2.goaway
+
+
+@pytest.mark.parametrize("framing", ["one-data-frame", "a-data-frame-each"])
+def test_events_after_end_of_session_are_not_read_however_they_are_framed(h2, emulator, framing):
+    """The session completed at END_OF_SESSION and keeps that outcome: what the
+    client sends after it is not read, in END_OF_SESSION's DATA frame or in a
+    later one (the SDK's framing), rather than failing the session in one case."""
+    session_id = new_session_id()
+    script(emulator, session_id)
+    stream = h2.request(headers(session_id))
+    events = [config_event(), audio(pcm_tone(1.2)[:32000]), END, audio(b"\0" * 320)]
+    if framing == "one-data-frame":
+        h2.send(stream, b"".join(events), end_stream=True)
+    else:
+        for index, data in enumerate(events):
+            h2.send(stream, data, end_stream=index == len(events) - 1)
+    response = h2.wait(stream)
+    assert response["ended"], response
+    messages = decode(response["data"])
+    assert all(m.headers[":message-type"] == "event" for m in messages)
+    final = json.loads(messages[-1].payload)["transcriptSegment"]
+    assert final["content"] == "hello there doctor" and not final["isPartial"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200
+    assert details["status"] == "COMPLETED"
+    assert details["eventsReceived"]["audioEvent"] == 1, details["eventsReceived"]
+    assert not details.get("errors"), details
     assert not h2.goaway
 
 
