@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -541,6 +542,25 @@ def parse_settings(
     return command, args, settings
 
 
+def _check_endpoint(url: str, given_as: str) -> None:
+    """Refuse an endpoint the SDK cannot stream to (it waited for ever on some)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError as error:
+        raise streamer.UsageError(f"{given_as} {url!r} is not a URL: {error}") from None
+    if parts.scheme == "http":
+        raise streamer.UsageError(
+            f"{given_as} {url!r}: the AWS SDK sends no audio over http://; use the "
+            "emulator's https:// endpoint (its CA with --ca)"
+        )
+    if parts.scheme != "https" or not parts.hostname:
+        raise streamer.UsageError(
+            f"{given_as} must be an https:// URL with a host, e.g. {streamer.DEFAULT_ENDPOINT}; "
+            f"got {url!r}"
+        )
+
+
 def stream_options(
     args: argparse.Namespace, environ: dict[str, str] | None = None
 ) -> streamer.StreamOptions:
@@ -552,6 +572,7 @@ def stream_options(
     """
     env = dict(os.environ if environ is None else environ)
     endpoint = args.endpoint or env.get("MEDSCRIBE_ENDPOINT") or streamer.DEFAULT_ENDPOINT
+    _check_endpoint(endpoint, "--endpoint" if args.endpoint else "MEDSCRIBE_ENDPOINT")
     ca_file = args.ca if args.ca is not None else streamer.default_ca_file(endpoint, env)
     region = args.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
     roles = args.channels if isinstance(args.channels, tuple) else None

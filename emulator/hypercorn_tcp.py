@@ -269,7 +269,8 @@ def cleartext_answer(https_url: str, h2c_url: str) -> bytes:
     """The 400 a cleartext request to the TLS port gets, naming both endpoints."""
     message = (
         f"this port speaks TLS only, and the request came in cleartext: use {https_url} "
-        f"(https://, trusting the emulator's CA), or the cleartext endpoint {h2c_url}"
+        f"(https://, trusting the emulator's CA), or the cleartext endpoint {h2c_url} "
+        "(the AWS SDK's streams need https://: over http:// it sends no audio)"
     )
     body = json.dumps({"message": message}).encode()
     head = (

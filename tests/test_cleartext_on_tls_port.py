@@ -140,7 +140,8 @@ def test_the_answer_is_one_well_formed_http_response():
     assert json.loads(body) == {
         "message": "this port speaks TLS only, and the request came in cleartext: use "
         "https://localhost:8443 (https://, trusting the emulator's CA), or the cleartext "
-        "endpoint http://localhost:8080"
+        "endpoint http://localhost:8080 (the AWS SDK's streams need https://: over http:// "
+        "it sends no audio)"
     }
 
 

@@ -424,17 +424,37 @@ def test_tls_to_a_cleartext_port_cannot_reach_it(server, audio_dir):
     assert result.stderr.strip().startswith(f"error: ConnectionError: cannot reach {url}: ")
 
 
-def test_cleartext_to_the_tls_port_is_told_which_endpoint_to_use(server, audio_dir):
-    """The CRT client waited for ever on the connection the TLS port closed; the
-    port now answers a cleartext request with a 400 naming both endpoints."""
-    url = server.endpoint_url.replace("https://", "http://")
-    result = command("stream", str(audio_dir / "half.wav"), "--endpoint", url)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[0] == (
-        "error: ValidationException: this port speaks TLS only, and the request came in "
-        f"cleartext: use {server.endpoint_url} (https://, trusting the emulator's CA), "
-        f"or the cleartext endpoint {server.h2c_url}"
-    )
+def test_an_http_endpoint_is_refused_before_connecting(server, audio_dir):
+    """Over http:// the SDK speaks HTTP/1.1 and sends no audio: on the cleartext
+    port the emulator refuses such a stream, and on the TLS port it answers 400;
+    the command says why before trying either."""
+    for url in (server.endpoint_url.replace("https://", "http://"), server.h2c_url):
+        result = command("stream", str(audio_dir / "half.wav"), "--endpoint", url)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == (
+            f"error: --endpoint {url!r}: the AWS SDK sends no audio over http://; use the "
+            "emulator's https:// endpoint (its CA with --ca)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("notaurl", "must be an https:// URL with a host"),
+        ("https://", "must be an https:// URL with a host"),
+        ("ftp://127.0.0.1:1", "must be an https:// URL with a host"),
+        ("https://127.0.0.1:99999", "is not a URL: Port out of range"),
+        ("https://127.0.0.1:port", "is not a URL"),
+    ],
+)
+def test_a_malformed_endpoint_is_a_usage_error_not_a_hang(audio_dir, value, fragment):
+    """The SDK waited for ever on 'notaurl' and 'https://'."""
+    for args, env in ((("--endpoint", value), {}), ((), {"MEDSCRIBE_ENDPOINT": value})):
+        result = command("stream", str(audio_dir / "half.wav"), *args, env={**clean_env(), **env})
+        assert result.returncode == 2, result.stderr
+        line = result.stderr.strip()
+        assert line.startswith(f"error: {'--endpoint' if args else 'MEDSCRIBE_ENDPOINT'} ")
+        assert fragment in line and "\n" not in line
 
 
 def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_dir, tmp_path):
