@@ -13,6 +13,7 @@ stderr and exit status 2, for every command.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import urllib.parse
@@ -52,9 +53,45 @@ def _float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
     return value
+
+
+def _rate(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be greater than 0 (a rate of 0 would refuse every request)"
+        )
+    return value
+
+
+def _hostname(text: str) -> str:
+    """A name or IP address for the generated certificate."""
+    from .tls import check_hostname
+
+    try:
+        check_hostname(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
+
+
+def _http_url(text: str) -> str:
+    """An http:// or https:// URL with a host (an S3-compatible server's)."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// or https:// URL with a host, e.g. http://localhost:4566"
+        )
+    return text
 
 
 def _positive(text: str) -> int:
@@ -372,6 +409,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "extra name or IP for the generated certificate "
         "(repeatable; comma-separated in the variable)",
         action="append",
+        type=_hostname,
         metavar="NAME",
     )
     _option(
@@ -408,6 +446,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--s3-endpoint-url",
         "write post-stream artifacts to this S3-compatible server instead of <state-dir>/s3",
+        type=_http_url,
         metavar="URL",
     )
     _option(
@@ -467,7 +506,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--quota-start-tps",
         f"StartMedicalScribeListeningSession requests per second per key with --quotas "
         f"(default {d.quota_start_tps:g})",
-        type=_float,
+        type=_rate,
         metavar="TPS",
     )
     _option(
@@ -475,7 +514,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--quota-get-tps",
         f"GetMedicalScribeListeningSession requests per second per key with --quotas "
         f"(default {d.quota_get_tps:g})",
-        type=_float,
+        type=_rate,
         metavar="TPS",
     )
     _option(
@@ -524,7 +563,9 @@ def parse_settings(
                 continue
             try:
                 if action.dest == "tls_hostname":
-                    value = [part.strip() for part in raw.split(",") if part.strip()]
+                    value = [_hostname(part) for part in raw.split(",") if part.strip()]
+                    if not value:
+                        raise ValueError(f"no host name in {raw!r}")
                 elif action.const is True:
                     value = _bool(raw)
                 else:

@@ -30,7 +30,7 @@ from .resources import ResourceRegistry
 from .scenario import ScenarioError, load_scenario_dir
 from .sigv4 import Credentials, CredentialStore
 from .store import DATABASE_NAME
-from .tls import ensure_certificates
+from .tls import check_key_pair, ensure_certificates
 
 __all__ = ["Settings", "RunningServer", "run", "serve", "packaged_fixtures", "build_backend"]
 
@@ -114,6 +114,20 @@ def credential_store(settings: Settings) -> CredentialStore | None:
     credentials file is invalid.
     """
     if not settings.verify_signatures:
+        given = [
+            flag
+            for flag, value in (
+                ("--access-key-id", settings.access_key_id),
+                ("--secret-access-key", settings.secret_access_key),
+                ("--credentials-file", settings.credentials_file),
+            )
+            if value
+        ]
+        if given:
+            log.warning(
+                "%s: ignored without --verify-signatures (any credentials are accepted)",
+                ", ".join(given),
+            )
         return None
     store = CredentialStore()
     if settings.access_key_id or settings.secret_access_key:
@@ -265,6 +279,7 @@ async def _serve(
     ca_file: Path | None = None
     if settings.certfile and settings.keyfile:
         certfile, keyfile = settings.certfile, settings.keyfile
+        check_key_pair(certfile, keyfile)
     else:
         files = ensure_certificates(settings.state_dir, hostnames=settings.tls_hostnames)
         certfile, keyfile, ca_file = files.cert, files.key, files.ca_cert

@@ -42,6 +42,8 @@ __all__ = [
     "SERVER_VALIDITY",
     "RENEW_BEFORE",
     "ensure_certificates",
+    "check_hostname",
+    "check_key_pair",
 ]
 
 #: Names every server certificate covers. ``streaming.localhost`` because the
@@ -124,6 +126,48 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
 
 def _san_set(hostnames: Sequence[str]) -> set[_SAN]:
     return {_san(name) for name in hostnames}
+
+
+def check_key_pair(certfile: Path, keyfile: Path) -> None:
+    """Raise :class:`~emulator.errors.ConfigError` saying which file is wrong when
+    the certificate and key given with ``--certfile``/``--keyfile`` cannot serve
+    TLS (missing, unreadable, not PEM, or not a pair): checked before the server
+    says it is ready, where hypercorn found out only after, in a traceback."""
+    import ssl
+
+    from .errors import ConfigError
+
+    def read(flag: str, path: Path) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as error:
+            raise ConfigError(f"{flag} {path}: {error.strerror or error}") from None
+
+    cert, key = read("--certfile", certfile), read("--keyfile", keyfile)
+    try:
+        x509.load_pem_x509_certificate(cert)
+    except ValueError:
+        raise ConfigError(f"--certfile {certfile}: not a PEM certificate") from None
+    try:
+        serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"--keyfile {keyfile}: not an unencrypted PEM private key ({error})"
+        ) from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except OSError as error:  # ssl.SSLError included
+        raise ConfigError(
+            f"--keyfile {keyfile} is not the private key of --certfile {certfile} "
+            f"({getattr(error, 'reason', None) or error})"
+        ) from None
+
+
+def check_hostname(hostname: str) -> None:
+    """Raise :class:`ValueError`, saying why, when ``hostname`` cannot name the
+    certificate's subject (empty, or not ASCII)."""
+    _san(hostname)
 
 
 def _san(hostname: str) -> _SAN:

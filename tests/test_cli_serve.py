@@ -64,8 +64,32 @@ def test_every_flag_has_an_environment_variable_and_flags_win():
         ([], {"MEDSCRIBE_PORT": "https"}, "MEDSCRIBE_PORT: 'https' is not a port number"),
         ([], {"MEDSCRIBE_STRICT_RESOURCES": "maybe"}, "is not a boolean"),
         (["--certfile", "cert.pem"], {}, "--certfile and --keyfile go together"),
+        (["--tls-hostname="], {}, "argument --tls-hostname: empty host name in ''"),
+        ([], {"MEDSCRIBE_TLS_HOSTNAME": ",,"}, "MEDSCRIBE_TLS_HOSTNAME: no host name in ',,'"),
+        (["--tls-hostname", "hôte"], {}, "must be ASCII (use its xn-- form)"),
+        (["--s3-endpoint-url", "notaurl"], {}, "'notaurl' is not an http:// or https:// URL"),
+        (["--s3-endpoint-url", "http://h:99999"], {}, "is not a URL: Port out of range"),
+        (["--idle-timeout", "nan"], {}, "argument --idle-timeout: 'nan' is not a finite number"),
+        ([], {"MEDSCRIBE_POST_STREAM_DELAY": "inf"}, "'inf' is not a finite number"),
+        (["--quota-start-tps", "0"], {}, "'0' must be greater than 0 (a rate of 0 would"),
+        (["--quota-get-tps", "0.0"], {}, "'0.0' must be greater than 0"),
     ],
-    ids=["port-range", "seed-type", "env-port", "env-bool", "cert-without-key"],
+    ids=[
+        "port-range",
+        "seed-type",
+        "env-port",
+        "env-bool",
+        "cert-without-key",
+        "empty-tls-hostname",
+        "env-tls-hostnames-all-empty",
+        "non-ascii-tls-hostname",
+        "s3-endpoint-not-a-url",
+        "s3-endpoint-bad-port",
+        "nan-idle-timeout",
+        "env-infinite-post-stream-delay",
+        "zero-start-rate",
+        "zero-get-rate",
+    ],
 )
 def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -299,6 +323,72 @@ def test_a_fixtures_directory_that_does_not_exist_refuses_to_start(tmp_path):
         out, err = process.communicate(timeout=30)
     assert process.returncode == 2 and "ready" not in out
     assert f"{missing}: no such fixtures directory" in err
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (d / "missing.pem", d / "missing-key.pem"), "--certfile {cert}: No such file"),
+        (lambda d: (Path("/etc/hostname"), Path("/etc/hostname")), "not a PEM certificate"),
+        (lambda d: _pair(d, swap_key=True), "--keyfile {key}: not an unencrypted PEM private key"),
+        (lambda d: _pair(d, other_key=True), "--keyfile {key} is not the private key of"),
+    ],
+    ids=["missing", "not-pem", "key-is-a-certificate", "key-of-another-certificate"],
+)
+def test_an_unusable_certificate_pair_refuses_to_start_naming_the_file(tmp_path, make, message):
+    """It printed 'ready' and its endpoints, then six tracebacks ending in
+    '[SSL] PEM lib', naming no file."""
+    cert, key = make(tmp_path)
+    with _start(tmp_path, "--certfile", str(cert), "--keyfile", str(key)) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2, err
+    assert "ready" not in out and "Traceback" not in err
+    assert message.format(cert=cert, key=key) in err
+
+
+def _pair(directory: Path, *, swap_key: bool = False, other_key: bool = False) -> tuple[Path, Path]:
+    """A certificate and key made by the emulator's own TLS set-up, spoiled as asked."""
+    from emulator.tls import ensure_certificates
+
+    files = ensure_certificates(directory / "tls-a")
+    if swap_key:
+        return files.cert, files.cert
+    if other_key:
+        return files.cert, ensure_certificates(directory / "tls-b").key
+    return files.cert, files.key
+
+
+def test_a_good_certificate_pair_of_ones_own_serves_tls(tmp_path):
+    import ssl
+
+    cert, key = _pair(tmp_path)
+    with (
+        _start(tmp_path, "--certfile", str(cert), "--keyfile", str(key)) as process,
+        _stopped(process),
+    ):
+        assert process.stdout is not None
+        https = next(line.split()[-1] for line in process.stdout if "endpoint (TLS" in line)
+        context = ssl.create_default_context(cafile=str(tmp_path / "tls-a" / "ca.pem"))
+        url = https.replace("127.0.0.1", "localhost") + "/_emulator/health"
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+def test_key_pairs_given_without_verification_are_said_to_be_ignored(tmp_path):
+    """A user who forgot --verify-signatures is told so, not left believing the
+    emulator checks signatures."""
+    args = ("--access-key-id", "AKIDEXAMPLE", "--credentials-file", str(tmp_path / "none"))
+    with _start(tmp_path, *args) as process, _stopped(process):
+        _read_ready(process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert (
+        "--access-key-id, --credentials-file: ignored without --verify-signatures "
+        "(any credentials are accepted)"
+    ) in err
 
 
 def test_unknown_default_scenario_refuses_to_start(tmp_path):
