@@ -34,14 +34,38 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a name given twice (json keeps the last
+    silently, so a rule could run with another scenario than the one read)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ConfigError(f"request body: member {key!r} appears more than once")
+            seen.add(key)
+    return document
+
+
 async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_ADMIN_BODY:
-        raise ConfigError(f"request body is {len(body)} bytes; the limit is {MAX_ADMIN_BODY}")
+    """The request's JSON document. The body is read only up to the limit: one
+    past it is refused as soon as it is known (by its Content-Length, or once
+    that much has arrived), not held in memory whole first."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ADMIN_BODY:
+        raise ConfigError(f"request body is {declared} bytes; the limit is {MAX_ADMIN_BODY}")
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > MAX_ADMIN_BODY:
+            raise ConfigError(
+                f"request body is over {MAX_ADMIN_BODY} bytes, the limit (it was not read further)"
+            )
+    body = bytes(received)
     if not body.strip():
         raise ConfigError("request body is empty: expected a JSON object")
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
     except RecursionError:

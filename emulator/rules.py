@@ -59,6 +59,9 @@ MATCH_KEYS = ("sessionId", "domainId", "subscriptionId")
 INLINE_SCENARIO = "inline"
 
 _RULE_KEYS = ("match", "scenario", "error", "chaos", "probability", "times")
+
+#: The most uses a rule may be given (a billion: more than any test run makes).
+MAX_TIMES = 1_000_000_000
 _CHAOS_KEYS = ("delay", "slow", "disconnect", "goaway", "malformed")
 _DISCONNECT_MODES = ("reset", "close")
 _ERROR_KEYS = ("type", "message")
@@ -234,6 +237,13 @@ def _validate_rule(
         times = checker.integer(item["times"], (*path, "times"))
         if times is not None and times < 1:
             checker.add((*path, "times"), f"must be >= 1 (omit it for no limit), got {times}")
+        elif times is not None and times > MAX_TIMES:
+            checker.add(
+                (*path, "times"),
+                f"must be at most {MAX_TIMES} (omit it for no limit), got "
+                + (f"{times}" if times < 10**30 else f"an integer of {len(str(times))} digits"),
+            )
+            times = None
 
     if len(checker.problems) > before:
         return None

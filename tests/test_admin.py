@@ -152,6 +152,18 @@ BAD_BODIES = {
         b'{"scenario": {"segments": [{"begin": 0, "end": 1, "content": "\\ud800"}]}}',
         "scenario.segments[0].content: must be valid Unicode text",
     ),
+    "times-of-400-digits": (
+        b'{"scenario": "primary-care-visit", "times": 1' + b"0" * 400 + b"}",
+        "times: must be at most 1000000000 (omit it for no limit), got an integer of 401 digits",
+    ),
+    "a-member-twice": (
+        b'{"scenario": "primary-care-visit", "scenario": "synthetic"}',
+        "request body: member 'scenario' appears more than once",
+    ),
+    "a-nested-member-twice": (
+        b'{"scenario": {"segments": [], "segments": []}}',
+        "request body: member 'segments' appears more than once",
+    ),
     "a-delay-of-400-digits": (
         b'{"chaos": {"delay": {"seconds": 1' + b"0" * 400 + b"}}}",
         "chaos.delay.seconds: must be a finite number",
@@ -164,6 +176,53 @@ def test_a_bad_rule_body_is_a_json_400_naming_the_problem(emulator, raw, fragmen
     status, answer = admin(emulator.h2c_url, "POST", "/_emulator/rules", raw)
     assert status == 400
     assert fragment in answer["message"]  # admin() decodes JSON answers only
+    assert get(emulator, "/_emulator/health")["status"] == "ready"
+
+
+def test_an_oversized_body_is_refused_without_reading_it_whole(emulator):
+    """A 300 MiB rule took 300 MiB of the server's memory before its 400."""
+    import socket
+
+    from emulator.admin import MAX_ADMIN_BODY
+
+    port = int(emulator.h2c_url.rsplit(":", 1)[1])
+    for declared in (True, False):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            framing = (
+                f"content-length: {64 * MAX_ADMIN_BODY}\r\n"
+                if declared
+                else "transfer-encoding: chunked\r\n"
+            )
+            sock.sendall(f"POST /_emulator/rules HTTP/1.1\r\nhost: x\r\n{framing}\r\n".encode())
+            chunk = b"x" * 65536
+            if not declared:
+                chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            answer = b""
+            sent = 0
+            # Send until the server answers: it must not wait for 256 MiB.
+            while b"\r\n\r\n" not in answer and sent < 32 * MAX_ADMIN_BODY:
+                try:
+                    sock.sendall(chunk)
+                except OSError:
+                    break
+                sent += len(chunk)
+                sock.settimeout(0.0 if sent <= 2 * MAX_ADMIN_BODY else 5)
+                try:
+                    answer += sock.recv(65536)
+                except (BlockingIOError, TimeoutError):
+                    pass
+                sock.settimeout(10)
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert sent <= 2 * MAX_ADMIN_BODY + 65536 * 4, sent
+        expected = (
+            f"request body is {64 * MAX_ADMIN_BODY} bytes; the limit is {MAX_ADMIN_BODY}"
+            if declared
+            else f"request body is over {MAX_ADMIN_BODY} bytes, the limit"
+        )
+        assert expected.encode() in body
     assert get(emulator, "/_emulator/health")["status"] == "ready"
 
 
