@@ -66,16 +66,30 @@ def _needs_token(scope: Scope) -> bool:
     return scope["type"] == "http" and path.startswith("/_emulator/") and path not in _OPEN_PATHS
 
 
-def _has_token(scope: Scope, expected: bytes) -> bool:
+def _token_problem(scope: Scope, expected: bytes) -> str | None:
+    """Why the request's ``Authorization`` does not carry the admin token, or None.
+
+    The scheme name is case-insensitive (RFC 9110 §11.1), the token compared in
+    constant time.
+    """
     import hmac
 
-    given = dict(scope["headers"]).get(b"authorization", b"")
-    return hmac.compare_digest(given, expected)
+    given = dict(scope["headers"]).get(b"authorization")
+    if given is None:
+        return "the admin API needs 'Authorization: Bearer <token>' (--admin-token)"
+    scheme, _, token = given.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return (
+            "the admin API takes 'Authorization: Bearer <token>' (--admin-token), not that scheme"
+        )
+    if not hmac.compare_digest(token.strip(), expected):
+        return "the admin token given is not the one the emulator was started with (--admin-token)"
+    return None
 
 
-async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
+async def _unauthorized(scope: Scope, receive: Receive, send: Send, message: str) -> None:
     response = JSONResponse(
-        {"message": "the admin API needs 'Authorization: Bearer <token>' (--admin-token)"},
+        {"message": message},
         status_code=401,
         headers={"www-authenticate": "Bearer"},
     )
@@ -160,7 +174,7 @@ def create_app(
         quotas=quotas,
         https_url=(endpoints or {}).get("https"),
     )
-    expected = None if admin_token is None else f"Bearer {admin_token}".encode()
+    expected = None if admin_token is None else admin_token.encode()
     details = SessionDetailsEndpoint(backend, quotas=quotas)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,9 +191,11 @@ def create_app(
             if method == "GET" and (ids := match_session_path(scope)) is not None:
                 await details(scope, receive, send, ids=ids)
                 return
-        if expected is not None and _needs_token(scope) and not _has_token(scope, expected):
-            await _unauthorized(scope, receive, send)
-            return
+        if expected is not None and _needs_token(scope):
+            problem = _token_problem(scope, expected)
+            if problem is not None:
+                await _unauthorized(scope, receive, send, problem)
+                return
         await admin(scope, receive, send)
 
     app.backend = backend  # type: ignore[attr-defined]

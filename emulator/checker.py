@@ -72,7 +72,8 @@ def check_fixtures(directory: str | Path) -> CheckReport:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such directory")
+        what = "a file, not a directory" if directory.exists() else "no such directory"
+        raise FileNotFoundError(f"{directory}: {what}")
     rules_path, resources_path = directory / RULES_FILE, directory / RESOURCES_FILE
     if not ((directory / "scenarios").is_dir() or rules_path.exists() or resources_path.exists()):
         raise FileNotFoundError(

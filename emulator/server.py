@@ -177,7 +177,12 @@ def build_backend(settings: Settings) -> Backend:
     if not fixtures.is_dir():
         # Otherwise a typo would serve the generated visit alone, and show only
         # later as a rule or scenario name the emulator does not know.
-        raise ConfigError(f"{fixtures}: no such fixtures directory")
+        what = (
+            "a file, not a fixtures directory"
+            if fixtures.exists()
+            else "no such fixtures directory"
+        )
+        raise ConfigError(f"{fixtures}: {what}")
     try:
         scenarios = load_scenario_dir(fixtures)
     except ConfigError as error:

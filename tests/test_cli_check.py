@@ -147,8 +147,9 @@ def test_a_directory_with_only_an_empty_rules_file_is_ok(tmp_path):
     [
         (lambda p: p / "missing", "no such directory"),
         (lambda p: p, "not a fixtures directory"),
+        (lambda p: _a_file(p / "rules.yaml"), "rules.yaml: a file, not a directory"),
     ],
-    ids=["missing-directory", "no-fixture-files"],
+    ids=["missing-directory", "no-fixture-files", "a-file"],
 )
 def test_a_directory_that_is_not_a_fixtures_directory_exits_2_with_one_line(
     tmp_path, make, fragment
@@ -157,6 +158,11 @@ def test_a_directory_that_is_not_a_fixtures_directory_exits_2_with_one_line(
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def _a_file(path):
+    path.write_text("[]\n")
+    return path
 
 
 def test_a_bad_flag_exits_2_with_one_line(tmp_path):

@@ -325,6 +325,15 @@ def test_a_fixtures_directory_that_does_not_exist_refuses_to_start(tmp_path):
     assert f"{missing}: no such fixtures directory" in err
 
 
+def test_a_fixtures_path_that_is_a_file_says_so(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("[]\n")
+    with _start(tmp_path, "--fixtures", str(rules)) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "ready" not in out
+    assert f"{rules}: a file, not a fixtures directory" in err
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

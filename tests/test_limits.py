@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,32 @@ def test_admin_api_needs_the_bearer_token(guarded, path):
     assert status == 401
     assert "--admin-token" in body["message"]
     assert authorized(guarded, path)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status", "message"),
+    [
+        (f"bearer {TOKEN}", 200, None),
+        (f"BEARER  {TOKEN} ", 200, None),
+        ("Bearer wrong-token", 401, "is not the one the emulator was started with"),
+        (f"Basic {TOKEN}", 401, "not that scheme"),
+        ("Bearer", 401, "is not the one the emulator was started with"),
+    ],
+    ids=["lower-case-scheme", "upper-case-and-spaces", "wrong-token", "other-scheme", "empty"],
+)
+def test_the_token_check_reads_the_scheme_in_any_case_and_says_what_is_wrong(
+    guarded, authorization, status, message
+):
+    request = urllib.request.Request(guarded.h2c_url + "/_emulator/rules")
+    request.add_header("authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            got, body = response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        got, body = error.code, json.loads(error.read())
+    assert got == status, body
+    if message is not None:
+        assert message in body["message"] and "--admin-token" in body["message"]
 
 
 def test_health_and_ca_stay_open_without_the_token(guarded):
