@@ -426,6 +426,15 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
     if not ok:
         raise RuleError(checker.problems)
     prefix: FieldPath = ()
+    if isinstance(data, dict) and "rules" not in data and set(data) & set(_RULE_KEYS):
+        # One rule written without its list item: say so, not "unknown key".
+        checker.add(
+            (),
+            "holds one rule as a mapping; a rules file is a list of rules: start the rule "
+            f"with '- ' ('- {next(k for k in data if k in _RULE_KEYS)}: ...'), "
+            "or put the list under 'rules:'",
+        )
+        raise RuleError(checker.problems)
     if isinstance(data, dict):
         checker.mapping(data, (), allowed=_FILE_KEYS, what="a rules file")
         data, prefix = data.get("rules") or [], ("rules",)

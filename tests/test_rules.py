@@ -274,6 +274,17 @@ def test_rules_file_top_level_must_be_rules(tmp_path):
         load_rules_file(_write(tmp_path, "rule: []\n"), scenarios=KNOWN)
 
 
+def test_a_rules_file_holding_one_rule_without_its_dash_says_how_to_write_it(tmp_path):
+    """It was reported as "match: unknown key 'match'; allowed: rules"."""
+    body = "match: {sessionId: abc}\nscenario: visit\n"
+    with pytest.raises(RuleError) as info:
+        load_rules_file(_write(tmp_path, body), scenarios=KNOWN)
+    (problem,) = info.value.problems
+    assert "holds one rule as a mapping" in problem.message
+    assert "start the rule with '- ' ('- match: ...')" in problem.message
+    assert problem.line == 1
+
+
 def test_rules_file_with_everything_commented_out_is_empty(tmp_path):
     """An empty or fully commented-out rules file gives no rules."""
     assert load_rules_file(_write(tmp_path, "# - match: {}\n"), scenarios=KNOWN) == []
