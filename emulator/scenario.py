@@ -260,6 +260,21 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__} ({value!r})"
 
 
+def _numeric_text_hint(value: object) -> str:
+    """For text that reads as a number (YAML 1.1 takes ``1e3`` and ``1.0e3`` as
+    text: e-notation needs a '.' and a sign there), how to write it as one."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return (
+        f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
+        "sign, as 1.0e+3; or write the number in full)"
+    )
+
+
 class Checker:
     """Collects :class:`Problem` s for one source, resolving lines from a line map."""
 
@@ -305,7 +320,7 @@ class Checker:
         """Return ``value`` as a finite float, or ``None`` after reporting why not."""
         # YAML's true/false are Python bools, which are ints: refuse them explicitly.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add(path, f"must be a number, got {describe(value)}")
+            self.add(path, f"must be a number, got {describe(value)}{_numeric_text_hint(value)}")
             return None
         try:
             number = float(value)

@@ -86,6 +86,16 @@ INVALID = {
         2,
         "must be a number, got a string ('zero')",
     ),
+    "begin-in-e-notation-yaml-reads-as-text": (
+        """
+        segments:
+          - {begin: 0, end: 1e3, content: hi}
+        """,
+        "segments[0].end",
+        2,
+        "must be a number, got a string ('1e3') ('1e3': YAML reads e-notation as a number "
+        "only with a '.' and a sign, as 1.0e+3; or write the number in full)",
+    ),
     "begin-is-bool": (
         """
         segments:
