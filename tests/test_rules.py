@@ -307,8 +307,9 @@ def test_shipped_rules_file_examples_are_valid_once_uncommented(tmp_path):
             "primary-care-visit": VISIT,
         },
     )
-    assert len(rules) == 3
+    assert len(rules) == 4
     assert yaml.safe_load("\n".join(lines))[0]["scenario"] == "primary-care-visit"
+    assert rules[-1].probability == 0.5 and rules[-1].chaos is not None
 
 
 # --------------------------------------------------------------------------- rule book
