@@ -387,10 +387,15 @@ class Backend:
         self.active -= 1
         if session is None:
             return
+        outcome = stream_outcome(session.state)
+        if outcome == "fail" and session.resumed and not session.configured:
+            # Refused before its configuration took effect (channel definitions
+            # other than the session's, a malformed configurationEvent): the
+            # stream changed nothing, so the session stays resumable, as when
+            # its headers are refused.
+            outcome = "pause"
         record.status = transition(
-            StreamStatus.IN_PROGRESS,
-            stream_outcome(session.state),
-            session_id=record.key.session_id,
+            StreamStatus.IN_PROGRESS, outcome, session_id=record.key.session_id
         )
         record.progress = session.progress()
         record.ended_at = self.clock()

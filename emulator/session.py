@@ -229,6 +229,9 @@ class ScribeSession:
         self.scenario: ScenarioSource | None = None
         self.stats = stats if stats is not None else SessionStats()
         self.resumed = resume is not None
+        #: Whether a configurationEvent was accepted: until then the stream has
+        #: changed nothing of the session.
+        self.configured = False
         self._resume = resume or SessionProgress()
         self._base = self._resume.audio_seconds
         # _base plus the clock's seconds, kept as the clock moves: the journal
@@ -258,7 +261,7 @@ class ScribeSession:
 
     def progress(self) -> SessionProgress:
         """Return how far the session got, for a later stream to resume from."""
-        if self._clock is None:  # never configured: nothing moved
+        if not self.configured:  # nothing moved (a refused configuration included)
             return self._resume
         return SessionProgress(
             audio_seconds=self.audio_seconds,
@@ -389,6 +392,7 @@ class ScribeSession:
         self._next_segment = next(self._segments, None)
         faults = sorted(self.scenario.faults, key=lambda f: f.at)
         self._faults = [(i, fault) for i, fault in enumerate(faults) if i not in self._fired]
+        self.configured = True
         # A fault at 0 fires before any audio: the clock "reaches" its start at once.
         self._advance(self._base)
 

@@ -443,6 +443,15 @@ async def test_a_resumed_stream_keeps_the_session_channel_definitions(client, em
     )
     assert isinstance(again.error, m.ValidationException)
     assert "channelDefinitions" in again.error.message
+    # The refused stream changed nothing: the session is still paused (as after a
+    # resume refused by its headers), and a matching stream completes it.
+    assert (await details(client, session_id)).stream_status == "PAUSED"
+    done = await run_session(client, session_id, audio=pcm_tone(0.5))
+    assert done.error is None, repr(done.error)
+    assert (await details(client, session_id)).stream_status == "COMPLETED"
+    status, record = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert record["audioSeconds"] == pytest.approx(1.0)
+    assert record["streams"] == 3
 
 
 async def test_resuming_more_than_5_hours_after_creation_is_refused(client, emulator):
