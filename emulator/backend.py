@@ -615,21 +615,25 @@ class Backend:
         self._trim()
 
     def _trim(self, opening: SessionRecord | None = None) -> None:
-        """Drop the oldest sessions over :attr:`retention` that have no live stream.
+        """Drop the oldest sessions over :attr:`retention` that have no live stream
+        and no post-stream actions waiting.
 
-        Neither a live session nor ``opening``, the one whose stream is starting,
-        is dropped. Streams open (``active``) bound what can go, so with every
-        session busy (more live streams than the retention) this returns at once
-        instead of walking them all on each new stream.
+        Neither a live session, nor one whose artifacts are still to be written
+        (dropping it lost them: its client would poll its output location for
+        ever), nor ``opening``, the one whose stream is starting, is dropped.
+        Those bound what can go, so with every session busy this returns at
+        once instead of walking them all on each new stream.
         """
-        excess = min(len(self.sessions) - self.retention, len(self.sessions) - self.active)
+        kept = self.active + len(self._post_tasks)
+        excess = min(len(self.sessions) - self.retention, len(self.sessions) - kept)
         if excess <= 0:
             return
         victims = []
+        pending = self._post_tasks
         for record in self.sessions.values():  # oldest first
             if len(victims) >= excess:
                 break
-            if record.live is None and record is not opening:
+            if record.live is None and record is not opening and record.key not in pending:
                 victims.append(record)
         self._drop(victims)
 
@@ -683,6 +687,8 @@ class Backend:
         def forget(done: asyncio.Task[None]) -> None:
             if self._post_tasks.get(key) is done:
                 del self._post_tasks[key]
+                if not self._closed:
+                    self._trim()  # it was kept over the retention for its artifacts
 
         task.add_done_callback(forget)
 

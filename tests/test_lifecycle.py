@@ -592,21 +592,52 @@ def test_resuming_a_session_over_the_retention_keeps_it_and_drops_the_other(tmp_
         assert _kept(running) == [older]
 
 
+def test_a_session_over_the_retention_is_kept_until_its_artifacts_are_written(tmp_path):
+    """With --retention 1, a session that completed just before the next one
+    started was dropped with its post-stream job: its artifacts never came."""
+    from emulator.artifacts import artifact_locations
+
+    first, second = new_session_id(), new_session_id()
+    with running_emulator(_settings(tmp_path, retention=1, post_stream_delay=0.5)) as running:
+
+        async def two(client):
+            for session_id in (first, second):
+                assert (await run_session(client, session_id, audio=pcm_tone(0.2))).error is None
+
+        asyncio.run(_with_client(running, two))
+        assert _kept(running) == [first, second]  # the first one's artifacts are pending
+        assert _kept_once_settled(running, [second]) == [second]
+    ids = {"domain_id": DOMAIN_ID, "subscription_id": SUBSCRIPTION_ID, "session_id": first}
+    for bucket, key in artifact_locations(S3_URI, **ids).values():
+        written = tmp_path / "s3" / bucket / key
+        assert written.is_file() and json.loads(written.read_text()), written
+
+
 def _kept(running) -> list[str]:
     status, body = admin(running.h2c_url, "GET", "/_emulator/sessions")
     assert status == 200
     return [session["sessionId"] for session in body["sessions"]]
 
 
+def _kept_once_settled(running, wanted: list[str]) -> list[str]:
+    """The kept sessions once post-stream actions under way have finished (a
+    session waiting for its artifacts is kept over the retention until then)."""
+    deadline = time.monotonic() + 15
+    while (kept := _kept(running)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return kept
+
+
 def test_retention_keeps_the_newest_sessions_and_drops_the_oldest_with_their_journal(tmp_path):
     ids = [new_session_id() for _ in range(3)]
-    with running_emulator(_settings(tmp_path, retention=2)) as running:
+    with running_emulator(_settings(tmp_path, retention=2, post_stream_delay=0.2)) as running:
 
         async def three(client):
             for session_id in ids:
                 assert (await run_session(client, session_id, audio=pcm_tone(0.2))).error is None
 
         asyncio.run(_with_client(running, three))
+        assert _kept_once_settled(running, ids[1:]) == ids[1:]
         boto = boto3_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
         with pytest.raises(ClientError) as info:
             boto.get_medical_scribe_listening_session(
