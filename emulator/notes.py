@@ -15,6 +15,7 @@ stays with its question).
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from typing import Any
 
 from .notescript import PostStreamScript, Summary
 from .session import segment_id
+
+log = logging.getLogger("medscribe.sessions")
 
 __all__ = [
     "TranscriptLine",
@@ -186,13 +189,34 @@ def clinical_document(
         "noteTemplateSettings"
     ]
     kind = "customTemplate" if templates.get("customTemplate") is not None else "managedTemplate"
+    template = note_sections(configuration)
     if script is not None and script.note is not None:
+        # The requested template's sections, in its order, as the service writes
+        # them: a scripted section gives its summaries, the others are derived
+        # from the transcript, and a scripted section the template lacks is left out.
+        scripted = dict(script.note)
+        derived = dict(_derive([(n, c) for n, c in template if n not in scripted], lines))
         sections = [
-            (header, [_scripted(s, lines, session_id) for s in summaries])
-            for header, summaries in script.note
+            (
+                name,
+                [_scripted(s, lines, session_id) for s in scripted[name]]
+                if name in scripted
+                else derived[name],
+            )
+            for name, _ in template
         ]
+        names = {name for name, _ in template}
+        left_out = [header for header, _ in script.note if header not in names]
+        if left_out:
+            log.warning(
+                "session %s: the scenario's note scripts %s, which the requested %s "
+                "template has no section for; left out of clinicalDoc.json",
+                session_id,
+                ", ".join(left_out),
+                templates[kind]["templateType"],
+            )
     else:
-        sections = _derive(note_sections(configuration), lines)
+        sections = _derive(template, lines)
     return {
         "ClinicalDocumentation": {
             "TemplateType": templates[kind]["templateType"],

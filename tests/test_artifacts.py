@@ -210,23 +210,44 @@ def test_scripted_note_summary_and_failed_artifact_come_from_the_scenario(slow_e
         on_disk(slow_emulator, state, session_id, "clinical-notes/clinicalDoc.json").read_text()
     )["ClinicalDocumentation"]["Sections"]
     ids = [segment_id(session_id, n) for n in range(3)]
-    assert sections == [
+    # The requested template's sections in its order; the scripted ones as scripted.
+    assert [s["SectionName"] for s in sections] == list(TEMPLATE_SECTIONS["HISTORY_AND_PHYSICAL"])
+    by_name = {s["SectionName"]: s["Summary"] for s in sections}
+    assert by_name["CHIEF_COMPLAINT"] == [
         {
-            "SectionName": "CHIEF_COMPLAINT",
-            "Summary": [
-                {
-                    "SummarizedSegment": "Cough for two weeks.",
-                    "EvidenceLinks": [{"SegmentId": ids[1]}],  # the words it shares
-                }
-            ],
-        },
-        {
-            "SectionName": "PLAN",
-            "Summary": [
-                {"SummarizedSegment": "Rest and fluids.", "EvidenceLinks": [{"SegmentId": ids[2]}]}
-            ],
-        },
+            "SummarizedSegment": "Cough for two weeks.",
+            "EvidenceLinks": [{"SegmentId": ids[1]}],  # the words it shares
+        }
     ]
+    assert by_name["PLAN"] == [
+        {"SummarizedSegment": "Rest and fluids.", "EvidenceLinks": [{"SegmentId": ids[2]}]}
+    ]
+
+
+def test_a_scripted_note_follows_the_requested_template(slow_emulator, caplog):
+    """A DAP note has DATA, ASSESSMENT and PLAN: the script's PLAN is used, the
+    other two are derived from the transcript, and its CHIEF_COMPLAINT, which DAP
+    has no section for, is left out with a warning (it came out alone before)."""
+    session_id = new_session_id()
+    script(slow_emulator, session_id, NOTE_SCRIPT)
+    with caplog.at_level("WARNING", logger="medscribe.sessions"):
+        stream_two_channels(slow_emulator, session_id, template="DAP")
+        settled(slow_emulator, session_id)
+    sections = json.loads(
+        on_disk(
+            slow_emulator, state_of(slow_emulator), session_id, "clinical-notes/clinicalDoc.json"
+        ).read_text()
+    )["ClinicalDocumentation"]
+    assert sections["TemplateType"] == "DAP"
+    assert [s["SectionName"] for s in sections["Sections"]] == ["DATA", "ASSESSMENT", "PLAN"]
+    plan = sections["Sections"][2]["Summary"]
+    assert [item["SummarizedSegment"] for item in plan] == ["Rest and fluids."]
+    assert any(
+        session_id in r.getMessage()
+        and "CHIEF_COMPLAINT" in r.getMessage()
+        and "DAP template has no section for" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
 
 
 def test_sdk_sees_the_artifacts_complete(slow_emulator):
@@ -519,9 +540,8 @@ def test_scripted_summaries_link_only_to_segments_that_were_transcribed():
         script=script,
         session_id="s",
     )
-    assert note["ClinicalDocumentation"]["Sections"][0]["Summary"][0]["EvidenceLinks"] == [
-        {"SegmentId": ids[0]}
-    ]
+    plan = {s["SectionName"]: s["Summary"] for s in note["ClinicalDocumentation"]["Sections"]}
+    assert plan["PLAN"][0]["EvidenceLinks"] == [{"SegmentId": ids[0]}]
     visit = after_visit_summary_document(lines=LINES, script=script, session_id="s")
     assert visit["AfterVisitSummary"]["Summary"] == [
         {"SummarizedSegment": "Breathing exercise daily.", "EvidenceLinks": [{"SegmentId": "s2"}]}
