@@ -30,6 +30,13 @@ __all__ = ["admin_routes"]
 MAX_ADMIN_BODY = 4 * 1024 * 1024
 
 
+#: The filters GET /_emulator/sessions takes, each a field of the entries listed.
+_LIST_FILTERS = ("sessionId", "domainId", "subscriptionId", "status")
+
+#: A session's statuses (GetMedicalScribeListeningSession's streamStatus).
+_STATUSES = ("IN_PROGRESS", "PAUSED", "COMPLETED", "FAILED")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status)
 
@@ -129,10 +136,29 @@ def admin_routes(
         return JSONResponse({"status": "reset"})
 
     async def list_sessions(request: Request) -> Response:
+        filters = dict(request.query_params)
+        unknown = sorted(set(filters) - set(_LIST_FILTERS))
+        if unknown:
+            return _error(
+                400,
+                f"unknown filter {', '.join('?' + name for name in unknown)}; the sessions "
+                f"can be filtered by {', '.join('?' + name for name in _LIST_FILTERS)}",
+            )
+        status = filters.get("status")
+        if status is not None and status not in _STATUSES:
+            return _error(400, f"?status={status!r} is not one of {', '.join(_STATUSES)}")
+
+        def wanted(entry: dict[str, Any]) -> bool:
+            return all(entry.get(name) == value for name, value in filters.items())
+
+        sessions = [record.summary() for record in backend.sessions.values()]
         return JSONResponse(
             {
-                "sessions": [record.summary() for record in backend.sessions.values()],
-                "rejected": list(backend.rejections),
+                "sessions": [entry for entry in sessions if wanted(entry)],
+                # A rejected request has no status: a status filter leaves none.
+                "rejected": [
+                    entry for entry in backend.rejections if status is None and wanted(entry)
+                ],
             }
         )
 

@@ -31,7 +31,7 @@ from .artifacts import (
 )
 from .errors import ConfigError, InternalServerException, ServiceError, ValidationException
 from .events import OutputEvent
-from .journal import Journal, compact_encoder, compact_json, run_in_writer
+from .journal import Journal, compact_encoder, compact_json, iso_time, run_in_writer
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
@@ -54,6 +54,13 @@ DEFAULT_RETENTION = 1000
 
 #: Seconds a changed session's row waits to be written with the others changed meanwhile.
 SAVE_DELAY = 0.05
+
+#: The ids a rejected request is listed with, by the header that gave each.
+_REJECTION_IDS = {
+    b"x-amzn-medscribe-session-id": "sessionId",
+    b"x-amzn-medscribe-domain-id": "domainId",
+    b"x-amzn-medscribe-subscription-id": "subscriptionId",
+}
 
 #: ArtifactDetails.failureReason is at most 2048 characters (ErrorMessage).
 _MAX_REASON = 2048
@@ -429,11 +436,21 @@ class Backend:
     def record_rejection(
         self, headers: Iterable[tuple[bytes, bytes]], error: ServiceError, *, request_id: str
     ) -> None:
-        """Remember a request refused before its stream opened (shown by /sessions)."""
-        wanted = {b"x-amzn-medscribe-session-id", b"x-amzn-medscribe-domain-id"}
-        ids = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.lower() in wanted}
+        """Remember a request refused before its stream opened (shown by /sessions):
+        when, why, and the ids it gave (as sent, valid or not)."""
+        ids: dict[str, str] = {}
+        for name, value in headers:
+            field = _REJECTION_IDS.get(name.lower())
+            if field is not None and field not in ids:
+                ids[field] = value.decode("latin-1")
         self.rejections.append(
-            {"requestId": request_id, "error": error.code, "message": error.message, **ids}
+            {
+                "requestId": request_id,
+                "time": iso_time(self.clock()),
+                **ids,
+                "error": error.code,
+                "message": error.message,
+            }
         )
         del self.rejections[:-1000]
         log.info("request %s rejected: %s", request_id, error.code)

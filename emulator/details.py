@@ -74,16 +74,8 @@ def session_details(record: SessionRecord) -> dict[str, Any]:
     details["streamCreationTime"] = record.created_at
     if record.ended_at is not None:
         details["streamEndTime"] = record.ended_at
-    if record.post_stream is not None:
-        result: dict[str, Any] = {
-            "clinicalNoteGenerationResult": {
-                name: dict(artifact) for name, artifact in record.post_stream["results"].items()
-            }
-        }
-        if "medicalCodes" in record.post_stream:
-            result["medicalCodeGenerationResult"] = {
-                "medicalCodesResult": dict(record.post_stream["medicalCodes"])
-            }
+    result = record.post_stream_result()
+    if result is not None:
         details["postStreamActionResult"] = result
     return details
 

@@ -126,8 +126,24 @@ class SessionRecord:
             "partialsSent": stats.partials_sent,
             "finalsSent": stats.finals_sent,
             "errors": list(self.errors),
-            "postStreamActionResult": (self.post_stream or {}).get("results"),
+            "postStreamActionResult": self.post_stream_result(),
         }
+
+    def post_stream_result(self) -> dict[str, Any] | None:
+        """The post-stream actions' results as GetMedicalScribeListeningSession
+        gives them (``postStreamActionResult``), or None before END_OF_SESSION."""
+        if self.post_stream is None:
+            return None
+        result: dict[str, Any] = {
+            "clinicalNoteGenerationResult": {
+                name: dict(artifact) for name, artifact in self.post_stream["results"].items()
+            }
+        }
+        if "medicalCodes" in self.post_stream:
+            result["medicalCodeGenerationResult"] = {
+                "medicalCodesResult": dict(self.post_stream["medicalCodes"])
+            }
+        return result
 
     # -- storage ---------------------------------------------------------------
 

@@ -470,6 +470,12 @@ class MedscribeEmulator:
         """Return a summary of every session since the last reset, oldest first."""
         return self.request("GET", "/_emulator/sessions")["sessions"]
 
+    def rejected(self) -> list[dict[str, Any]]:
+        """Requests refused before their stream opened, oldest first: ``requestId``,
+        ``time``, the ``sessionId``/``domainId``/``subscriptionId`` they gave, and
+        the ``error`` and ``message`` they were answered with."""
+        return self.request("GET", "/_emulator/sessions")["rejected"]
+
     def session(self, session_id: str) -> dict[str, Any]:
         """Return the details of one session (status, headers, configuration, counts).
 

@@ -26,6 +26,57 @@ def get(emulator, path: str) -> dict:
     return body
 
 
+async def test_rejected_requests_are_listed_with_time_ids_and_reason_and_filtered(client, emulator):
+    from aws_sdk_connecthealth import models as m
+
+    from emulator.testing import MedscribeEmulator
+
+    done, paused = new_session_id(), new_session_id()
+    await run_session(client, done, audio=pcm_tone(0.2))
+    await run_session(client, paused, audio=pcm_tone(0.2), end_of_session=False)
+    refused = await run_session(client, done, audio=pcm_tone(0.2))  # a COMPLETED session
+    assert isinstance(refused.error, m.ValidationException)
+    (entry,) = get(emulator, "/_emulator/sessions")["rejected"]
+    assert list(entry) == [
+        "requestId",
+        "time",
+        "sessionId",
+        "domainId",
+        "subscriptionId",
+        "error",
+        "message",
+    ]
+    assert entry["sessionId"] == done and entry["domainId"] == DOMAIN_ID
+    assert entry["error"] == "ValidationException" and "COMPLETED" in entry["message"]
+    assert entry["time"].endswith("Z")
+    assert MedscribeEmulator.from_running(emulator).rejected() == [entry]
+    # Filters: by any id (sessions and rejected alike) and by status (sessions only).
+    by_id = get(emulator, f"/_emulator/sessions?sessionId={done}")
+    assert [s["sessionId"] for s in by_id["sessions"]] == [done] and by_id["rejected"] == [entry]
+    by_status = get(emulator, "/_emulator/sessions?status=PAUSED")
+    assert [s["sessionId"] for s in by_status["sessions"]] == [paused]
+    assert by_status["rejected"] == []
+    other = get(emulator, f"/_emulator/sessions?domainId={OTHER_DOMAIN}")
+    assert other == {"sessions": [], "rejected": []}
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            "?domainID=x",
+            "unknown filter ?domainID; the sessions can be filtered by ?sessionId, ?domainId, "
+            "?subscriptionId, ?status",
+        ),
+        ("?status=DONE", "?status='DONE' is not one of IN_PROGRESS, PAUSED, COMPLETED, FAILED"),
+    ],
+    ids=["unknown-filter", "unknown-status"],
+)
+def test_a_bad_session_listing_filter_is_a_400_naming_it(emulator, query, message):
+    status, body = admin(emulator.h2c_url, "GET", "/_emulator/sessions" + query)
+    assert status == 400 and body["message"] == message
+
+
 async def test_sessions_are_listed_oldest_first_with_their_status_and_streams(client, emulator):
     first, second = new_session_id(), new_session_id()
     await run_session(client, first, audio=pcm_tone(0.2), end_of_session=False)
@@ -52,10 +103,9 @@ async def test_details_add_up_every_stream_of_a_session(client, emulator):
         "sessionControlEvent": 1,
     }
     assert details["audioBytes"] == len(pcm_tone(0.5)) + len(pcm_tone(0.7))
-    assert details["postStreamActionResult"]["noteResult"]["status"] in (
-        "IN_PROGRESS",
-        "COMPLETED",
-    )
+    # As GetMedicalScribeListeningSession gives it.
+    results = details["postStreamActionResult"]["clinicalNoteGenerationResult"]
+    assert results["noteResult"]["status"] in ("IN_PROGRESS", "COMPLETED")
 
 
 async def test_the_same_session_id_in_two_domains_is_two_sessions(client, emulator):
