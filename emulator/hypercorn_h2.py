@@ -320,7 +320,56 @@ def _hpack_integer(integer: int, prefix_bits: int, flags: int) -> bytes:
 _ONE_BYTE = tuple(bytes((n,)) for n in range(256))
 
 
-class _QuickDecoder(hpack.Decoder):
+#: Bytes a header block may exceed the header list limit by. A block is at most
+#: the size of the list it decodes to plus a few bytes (each field costs 32 in
+#: the list and at most a few bytes of its own in the block; two size updates
+#: at the start come on top), so a larger one is refused before decoding.
+_BLOCK_SLACK = 64
+
+
+def _check_block(decoder: hpack.Decoder, data: bytes) -> None:
+    """Refuse, before decoding, a header block whose decoding would cost the
+    event loop out of proportion to the headers it can give.
+
+    Each byte of a block of dynamic table size updates (``0x20``: allowed only
+    at its start, but hpack takes any number) is an instruction of its own,
+    decoded in Python and yielding no header, so no list limit stops it: a
+    client sending 1 MiB blocks of them stalled every connection for a second
+    each. RFC 7541 §4.2 allows at most two at the start of a block (the
+    smallest size, then the final one); more is a decoding error, which h2
+    answers with GOAWAY ``PROTOCOL_ERROR``. A block longer than the header
+    list limit allows is refused as an oversized list (h2: GOAWAY
+    ``ENHANCE_YOUR_CALM``).
+    """
+    if len(data) > decoder.max_header_list_size + _BLOCK_SLACK:
+        raise hpack.OversizedHeaderListError(
+            f"A header block of {len(data)} bytes, larger than the header list limit "
+            f"({decoder.max_header_list_size}) allows, has been received"
+        )
+    index, end, updates = 0, len(data), 0
+    while index < end and data[index] & 0xE0 == 0x20:
+        updates += 1
+        if updates > 2:
+            raise hpack.HPACKDecodingError(
+                "More than two dynamic table size updates at the start of a header block "
+                "(RFC 7541 §4.2 allows two)"
+            )
+        taken = _hpack_integer_at(data, index, 5)
+        if taken is None:
+            return  # cut off: hpack's own reading says so
+        index = taken[1]
+
+
+class _GuardedDecoder(hpack.Decoder):
+    """hpack's decoder behind :func:`_check_block` (where :class:`_QuickDecoder`
+    cannot be used)."""
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        _check_block(self, data)
+        return super().decode(data, raw)
+
+
+class _QuickDecoder(_GuardedDecoder):
     """hpack's decoder, with indexed header fields read inline.
 
     A client's later requests are mostly indexed fields, one byte each: a
@@ -340,6 +389,7 @@ class _QuickDecoder(hpack.Decoder):
     def decode(self, data: bytes, raw: bool = False) -> Any:
         if not raw:
             return super().decode(data, raw)
+        _check_block(self, data)
         view = memoryview(data)
         plain = type(data) is bytes
         get_by_index = self.header_table.get_by_index
@@ -666,13 +716,13 @@ class DuplexH2Protocol(H2Protocol):
             table = connection._frame_dispatch_table
             table[hyperframe.frame.HeadersFrame] = connection._receive_headers_frame
             table[hyperframe.frame.GoAwayFrame] = connection._receive_goaway_frame
+        # Before any SETTINGS arrive: h2 sets the peer's table size on these.
         if _QUICK_HPACK:
-            # Before any SETTINGS arrive: h2 sets the peer's table size on these.
             self.connection.encoder = _LiteralEncoder()
-            decoder = _QuickDecoder()
-            decoder.max_header_list_size = self.connection.decoder.max_header_list_size
-            decoder.max_allowed_table_size = self.connection.decoder.max_allowed_table_size
-            self.connection.decoder = decoder
+        decoder = _QuickDecoder() if _QUICK_HPACK else _GuardedDecoder()
+        decoder.max_header_list_size = self.connection.decoder.max_header_list_size
+        decoder.max_allowed_table_size = self.connection.decoder.max_allowed_table_size
+        self.connection.decoder = decoder
         # hypercorn's PriorityTree scans every blocked stream on each send (13-30%
         # of server time with 500-1000 live streams); we use no priorities.
         self.priority = _RoundRobin()  # type: ignore[assignment]

@@ -5,6 +5,9 @@ reads one-byte indexed fields inline and hands everything else to hpack. Fed
 the same blocks (from hpack's encoder, with and without Huffman coding, never
 indexed fields and table size updates, or plain garbage), both must return
 the same headers or raise the same error, and end with the same dynamic table.
+Both stand behind the same guard (``_check_block``: at most two table size
+updates, a block no longer than the header list limit allows), tested against
+hpack itself below.
 
 It also replaces h2's per-byte check of header names and values for illegal
 characters; the replacement must pass and reject exactly what h2's does, with
@@ -39,7 +42,9 @@ from emulator.hypercorn_h2 import (
     _STOCK_DECODE_HUFFMAN,
     _STOCK_PIPELINES,
     _STOCK_REJECT_ILLEGAL_CHARACTERS,
+    _check_block,
     _decode_huffman,
+    _GuardedDecoder,
     _plain_request,
     _plain_response,
     _QuickDecoder,
@@ -88,7 +93,7 @@ def _same_state(stock: hpack.Decoder, quick: hpack.Decoder) -> None:
 
 
 def _decoders(max_list: int, max_table: int) -> tuple[hpack.Decoder, hpack.Decoder]:
-    stock, quick = hpack.Decoder(), _QuickDecoder()
+    stock, quick = _GuardedDecoder(), _QuickDecoder()
     for decoder in (stock, quick):
         decoder.max_header_list_size = max_list
         decoder.max_allowed_table_size = max_table
@@ -161,6 +166,43 @@ def test_any_bytes_decode_or_fail_as_hpack_does(
         _same_state(stock, quick)
         if expected[0] == "error":
             break
+
+
+# --- the guard in front of both decoders ---------------------------------------------
+@pytest.mark.parametrize(
+    ("block", "error"),
+    [
+        (b"\x20" * 3, "More than two dynamic table size updates"),
+        (b"\x3f\xe1\x1f" * 3 + b"\x82", "More than two dynamic table size updates"),
+        (b"\x20" * 1_000_000, r"A header block of 1000000 bytes, larger than the header list"),
+        (b"\x82" * (2**16 + 65), r"larger than the header list limit \(65536\) allows"),
+    ],
+    ids=["three-updates", "three-long-updates", "a-megabyte-of-updates", "oversized-block"],
+)
+def test_the_guard_refuses_what_would_cost_the_loop_before_decoding(block, error):
+    """hpack decodes every update, a Python call each: a megabyte of them took a
+    second of the event loop, yielding no header for any list limit to stop."""
+    for decoder in (_GuardedDecoder(), _QuickDecoder()):
+        decoder.max_header_list_size = 2**16
+        with pytest.raises(hpack.HPACKError, match=error):
+            decoder.decode(block, raw=True)
+    stock = hpack.Decoder()
+    stock.max_header_list_size = 2**16
+    if block.startswith(b"\x20"):
+        assert stock.decode(block, raw=True) == []  # hpack itself takes them all
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b"\x20\x82", b"\x20\x3f\xe1\x1f\x82", b"\x82" * (2**16 + 64), b"\x3f"],
+    ids=["one-update", "two-updates", "a-block-at-the-limit", "an-update-cut-off"],
+)
+def test_the_guard_lets_through_what_hpack_allows(block):
+    """Anything else reaches hpack, which decides as it always has."""
+    stock, guarded = hpack.Decoder(), _GuardedDecoder()
+    stock.max_header_list_size = guarded.max_header_list_size = 2**16
+    _check_block(guarded, block)  # no error of its own
+    assert _outcome(guarded, block) == _outcome(stock, block)
 
 
 # --- h2's check of header characters -------------------------------------------------

@@ -40,6 +40,7 @@ from hypercorn.events import Closed, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.typing import ConnectionState
 from hyperframe.frame import (
+    ContinuationFrame,
     DataFrame,
     Frame,
     GoAwayFrame,
@@ -1615,8 +1616,42 @@ def test_an_hpack_without_the_internals_keeps_its_own_coders(
 
     monkeypatch.setattr(hypercorn_h2, "_QUICK_HPACK", False)
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
-    assert type(protocol.connection.decoder) is hpack.Decoder
+    # hpack's own decoder, behind the same guard against costly blocks.
+    assert type(protocol.connection.decoder) is hypercorn_h2._GuardedDecoder
     assert type(protocol.connection.encoder) is hpack.Encoder
+
+
+@pytest.mark.parametrize(
+    ("block", "code"),
+    [
+        (b"\x20" * 3 + b"\x83\x86", ErrorCodes.PROTOCOL_ERROR),  # h2: any HPACK error
+        (b"\x20" * (2**16 + 100), ErrorCodes.ENHANCE_YOUR_CALM),
+    ],
+    ids=["three-size-updates", "a-block-of-updates-past-the-list-limit"],
+)
+def test_a_header_block_that_would_stall_the_loop_ends_only_its_own_connection(
+    duplex: None, block: bytes, code: ErrorCodes
+) -> None:
+    """Blocks of HPACK size updates, 1 MiB each, stalled every connection for a
+    second each: decoded one Python call per byte, yielding no header."""
+    with (
+        running_server(App()) as server,
+        connected(server.port) as attacker,
+        connected(server.port) as other,
+    ):
+        echoed = other.open("/echo")
+        assert echo_round(other, echoed, b"before")
+        size = attacker.h2.max_outbound_frame_size
+        chunks = [block[i : i + size] for i in range(0, len(block), size)]
+        frames = [HeadersFrame(1, data=chunks[0])]
+        frames += [ContinuationFrame(1, data=chunk) for chunk in chunks[1:]]
+        frames[-1].flags.add("END_HEADERS")
+        attacker._write(b"".join(frame.serialize() for frame in frames))
+        attacker.pump_until(lambda: attacker.goaway is not None, "the GOAWAY")
+        assert attacker.goaway == code
+        assert echo_round(other, echoed, b"after")
+        assert_connection_alive(server, other)
+        assert server.crashes == []
 
 
 def test_an_app_waiting_in_receive_takes_data_inline_in_order(duplex: None, caplog) -> None:
