@@ -504,6 +504,22 @@ def _hpack_internals_present() -> bool:
 _QUICK_HPACK = _hpack_internals_present()
 
 
+#: The pseudo-headers hypercorn decodes as ASCII, or reads as a URI's parts.
+_ASCII_PSEUDO_HEADERS = frozenset({b":method", b":path", b":scheme", b":authority"})
+
+
+def _check_ascii_pseudo_headers(events: list[Any]) -> None:
+    """Raise h2's ProtocolError (a malformed request) for a request whose
+    method, path, scheme or authority holds a byte outside ASCII."""
+    for event in events:
+        if type(event) is h2.events.RequestReceived:
+            for name, value in event.headers:
+                if name in _ASCII_PSEUDO_HEADERS and not value.isascii():
+                    raise h2.exceptions.ProtocolError(
+                        f"Request pseudo-header {name.decode()} holds a byte outside ASCII"
+                    )
+
+
 class _StreamCountingConnection(H2Connection):
     """h2's connection, walking its streams on fewer new streams.
 
@@ -558,6 +574,11 @@ class _StreamCountingConnection(H2Connection):
         frame opened is reset instead. The block was decoded before the check,
         so the connection's HPACK state stays in step. Any other failure, and
         any failure on a stream already open, still ends the connection.
+
+        A request whose ``:method``, ``:path``, ``:scheme`` or ``:authority``
+        holds a byte outside ASCII is malformed too (no URI or method has one):
+        h2 lets it through, and hypercorn's ``decode("ascii")`` of it raised in
+        the connection's task, which closed the connection without a GOAWAY.
         """
         opened = frame.stream_id not in self.streams
         if opened and frame.stream_id % 2:  # a client's new stream
@@ -566,7 +587,10 @@ class _StreamCountingConnection(H2Connection):
             if count + 1 > limit:
                 return self._refuse(frame, f"Max inbound streams is {limit}, {count} open")
         try:
-            return super()._receive_headers_frame(frame)
+            frames, events = super()._receive_headers_frame(frame)
+            if opened:
+                _check_ascii_pseudo_headers(events)
+            return frames, events
         except h2.exceptions.ProtocolError as error:
             stream = self.streams.get(frame.stream_id)
             if (

@@ -690,6 +690,44 @@ def test_a_malformed_request_resets_its_own_stream_only(
         assert_connection_alive(server, client)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (b":path", b"/echo\xc3\xa9"),
+        (b":path", b"/_emulator/sessions/\xe9"),
+        (b":method", b"P\xd0\x9eST"),
+        (b":authority", b"h\xc3\xb4te"),
+    ],
+    ids=["path", "admin-path", "method", "authority"],
+)
+def test_a_request_with_non_ascii_pseudo_headers_resets_its_own_stream_only(
+    duplex: None, name: bytes, value: bytes
+) -> None:
+    """hypercorn decoded them as ASCII in the connection's task: the error closed
+    the connection without a GOAWAY, and every session on it with it."""
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        headers = dict(
+            [(b":method", b"POST"), (b":path", b"/echo"), (b":scheme", b"http")]
+            + [(b":authority", b"localhost")]
+        )
+        headers[name] = value
+        config = client.h2.config
+        config.validate_outbound_headers = config.normalize_outbound_headers = False
+        try:
+            bad = client.h2.get_next_available_stream_id()
+            client.h2.send_headers(bad, list(headers.items()))
+        finally:
+            config.validate_outbound_headers = config.normalize_outbound_headers = True
+        client._flush()
+        client.pump_until(lambda: client.streams[bad].reset_code is not None, "the reset")
+        assert client.streams[bad].reset_code == ErrorCodes.PROTOCOL_ERROR
+        assert echo_round(client, echoed, b"after")
+        assert_connection_alive(server, client)
+        assert server.crashes == []
+
+
 def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
     """h2's messages quote the offending bytes; a header such as authorization must not
     reach the log through them."""
