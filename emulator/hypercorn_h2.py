@@ -51,6 +51,16 @@ More faults cost a connection, the server or its memory for one stream's sake:
   NUL in a value...) makes h2 raise ProtocolError, and the whole connection
   goes with it. RFC 9113 §8.1.1 makes it a stream error: the stream it opened
   is reset with PROTOCOL_ERROR and the connection's other sessions carry on.
+  So is a method, path, scheme or authority with a byte outside ASCII, which
+  hypercorn's ``decode("ascii")`` raised on in the connection's task.
+* **Other stream errors** on a stream already open (a body that does not match
+  its content-length, bad trailers, a stream depending on itself, a stream's
+  WINDOW_UPDATE of 0: RFC 9113 §8.1.1, §5.3.1, §6.9) also made h2 end the
+  connection. That stream alone is reset, its app told as of a client's reset.
+* **A costly header block**: HPACK table size updates, one Python call a byte
+  and no header for a list limit to stop, stalled the loop a second a
+  megabyte. A block with more than two, or longer than the header list limit
+  allows, ends its connection before it is decoded.
 * **A stream past MAX_CONCURRENT_STREAMS** made h2 raise TooManyStreamsError,
   which ends the connection; RFC 9113 §5.1.2 lets a server refuse that stream
   alone. It is reset with REFUSED_STREAM (not processed: the client may retry).
@@ -593,10 +603,15 @@ class _StreamCountingConnection(H2Connection):
             return frames, events
         except h2.exceptions.ProtocolError as error:
             stream = self.streams.get(frame.stream_id)
+            if not opened:  # trailers, say: the app under way is told of the reset
+                reset = self._stream_error(frame.stream_id, error)
+                if reset is None:
+                    raise
+                return reset
             if (
-                not opened
-                or stream is None
+                stream is None
                 or type(error) is not h2.exceptions.ProtocolError
+                or isinstance(error.__cause__, _HPACK_FAILURES)
                 or stream.state_machine.state not in _RESETTABLE
             ):
                 raise
@@ -609,6 +624,72 @@ class _StreamCountingConnection(H2Connection):
             self.malformed_any = True
             self.refusals += 1  # counted against the control budget, as a refusal
             return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), []
+
+    def _stream_error(self, stream_id: int, error: Exception) -> tuple[list[Any], list[Any]] | None:
+        """Reset ``stream_id`` alone for a client's frame h2 refused with a
+        connection error that RFC 9113 makes a stream error: a body that does
+        not match its content-length, trailers with a pseudo-header or without
+        END_STREAM (§8.1.1), a stream depending on itself (§5.3.1), a
+        WINDOW_UPDATE of 0 on a stream (§6.9). h2 ends the whole connection for
+        each, and with it every session the SDK multiplexes on it.
+
+        Returns the RST_STREAM to send and a ``StreamReset`` event, which ends the
+        stream's app in hypercorn as a client's reset does; None when the stream
+        is not open, or the error is not one of those (an HPACK failure, a
+        flow-control error, too many streams): the caller re-raises it.
+        """
+        stream = self.streams.get(stream_id)
+        if (
+            stream is None
+            or type(error) not in _STREAM_LEVEL_ERRORS
+            or isinstance(error.__cause__, _HPACK_FAILURES)
+            or stream.state_machine.state not in _RESETTABLE
+        ):
+            return None
+        reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0]
+        (log.debug if self.malformed_any else log.info)(
+            "stream %d: reset for a malformed frame (%s)", stream_id, reason
+        )
+        self.malformed_any = True
+        frames = stream.reset_stream(ErrorCodes.PROTOCOL_ERROR)
+        event = h2.events.StreamReset(
+            stream_id=stream_id, error_code=ErrorCodes.PROTOCOL_ERROR, remote_reset=False
+        )
+        return frames, [event]
+
+    def _receive_data_frame(self, frame: hyperframe.frame.DataFrame) -> tuple[list[Any], list[Any]]:
+        """h2's, with a body longer or shorter than its content-length a stream
+        error (see :meth:`_stream_error`). The frame's bytes, which h2 counted
+        against the connection's window, are given back."""
+        try:
+            return super()._receive_data_frame(frame)
+        except h2.exceptions.ProtocolError as error:
+            reset = self._stream_error(frame.stream_id, error)
+            if reset is None:
+                raise
+            frames, events = reset
+            manager = self._inbound_flow_control_window_manager  # type: ignore[attr-defined]
+            increment = manager.process_bytes(frame.flow_controlled_length)
+            if increment:
+                update = hyperframe.frame.WindowUpdateFrame(0)
+                update.window_increment = increment
+                frames = [*frames, update]
+            return frames, events
+
+    def _receive_priority_frame(
+        self, frame: hyperframe.frame.HeadersFrame | hyperframe.frame.PriorityFrame
+    ) -> tuple[list[Any], list[Any]]:
+        """h2's, with an open stream that depends on itself a stream error."""
+        try:
+            return super()._receive_priority_frame(frame)
+        except h2.exceptions.ProtocolError as error:
+            # In a HEADERS frame, _receive_headers_frame decides.
+            if not isinstance(frame, hyperframe.frame.PriorityFrame):
+                raise
+            reset = self._stream_error(frame.stream_id, error)
+            if reset is None:
+                raise
+            return reset
 
     def _receive_goaway_frame(
         self, frame: hyperframe.frame.GoAwayFrame
@@ -667,6 +748,16 @@ class _StreamCountingConnection(H2Connection):
 
 
 _MIN_STREAM_WALK = 64
+
+#: Errors h2 raises for a client's frame that are a stream's, not the
+#: connection's, by RFC 9113 (see _StreamCountingConnection._stream_error).
+_STREAM_LEVEL_ERRORS = frozenset(
+    {h2.exceptions.ProtocolError, h2.exceptions.InvalidBodyLengthError}
+)
+
+#: What h2 wraps a header block's failed decoding in: the connection's HPACK
+#: state is then lost, and only ending the connection is safe.
+_HPACK_FAILURES = (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError)
 
 #: States from which a stream that a malformed request opened can be reset; from
 #: others (an informational status sent to a server, say) h2's error stands.
@@ -732,14 +823,17 @@ class DuplexH2Protocol(H2Protocol):
         self._control_tokens = float(self.control_burst)
         self._control_at = time.monotonic()
         if type(self.connection) is H2Connection:
-            # hypercorn built and configured it: only the stream count and the
-            # refusal of a malformed request change. h2 dispatches frames through
-            # a table of methods bound when it was built: rebind HEADERS.
+            # hypercorn built and configured it: only the stream count, the
+            # refusal of a malformed request and the stream errors change. h2
+            # dispatches frames through a table of methods bound when it was
+            # built: rebind those it reads them in.
             connection = self.connection
             connection.__class__ = _StreamCountingConnection
             table = connection._frame_dispatch_table
             table[hyperframe.frame.HeadersFrame] = connection._receive_headers_frame
             table[hyperframe.frame.GoAwayFrame] = connection._receive_goaway_frame
+            table[hyperframe.frame.DataFrame] = connection._receive_data_frame
+            table[hyperframe.frame.PriorityFrame] = connection._receive_priority_frame
         # Before any SETTINGS arrive: h2 sets the peer's table size on these.
         if _QUICK_HPACK:
             self.connection.encoder = _LiteralEncoder()
@@ -1607,6 +1701,9 @@ def _drop_unread_messages(stream: HTTPStream) -> None:
 _FRAME_HEADER = 9
 _DATA = 0  # frame types
 _SETTINGS = 4
+_WINDOW_UPDATE = 8
+_NO_STREAM = b"\0\0\0\0"
+_NO_INCREMENT = (b"\0\0\0\0", b"\x80\0\0\0")  # the reserved bit set or not
 _STREAM_ID_MASK = 0x7FFF_FFFF
 # Connection states in which h2 takes DATA without a transition.
 _CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
@@ -1669,6 +1766,32 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
             # SETTINGS ACK may change it: from here on, h2 reads the lot in one call.
             events.extend(connection.receive_data(view[slow if slow >= 0 else pos :]))
             return events
+        if (
+            kind == _WINDOW_UPDATE
+            and length == 4
+            and data[pos + 5 : pos + 9] != _NO_STREAM
+            and data[pos + _FRAME_HEADER : frame_end] in _NO_INCREMENT
+            and isinstance(connection, _StreamCountingConnection)
+        ):
+            # A stream's WINDOW_UPDATE of 0: a stream error (RFC 9113 §6.9), where
+            # hyperframe's parse error made h2 end the connection.
+            if slow >= 0:
+                try:
+                    events.extend(connection.receive_data(view[slow:pos]))
+                except h2.exceptions.ProtocolError:
+                    incoming._data += view[pos:]
+                    raise
+                slow = -1
+            stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
+            reset = connection._stream_error(
+                stream_id,
+                h2.exceptions.ProtocolError(f"WINDOW_UPDATE of 0 on stream {stream_id}"),
+            )
+            if reset is not None:
+                connection._prepare_for_sending(reset[0])
+                events.extend(reset[1])
+                pos = frame_end
+                continue
         if kind == _DATA and data[pos + 4] == 0:
             if slow >= 0:
                 # h2 first takes the frames before this one: they may change

@@ -49,6 +49,7 @@ from hyperframe.frame import (
     PriorityFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from emulator.hypercorn_h2 import (
@@ -726,6 +727,52 @@ def test_a_request_with_non_ascii_pseudo_headers_resets_its_own_stream_only(
         assert echo_round(client, echoed, b"after")
         assert_connection_alive(server, client)
         assert server.crashes == []
+
+
+def _stream_error_frames(client: Client, stream_id: int, case: str) -> None:
+    """Send what RFC 9113 makes a stream error on the open ``stream_id``."""
+    if case == "body-longer-than-content-length":
+        client.send(stream_id, b"x" * 100)
+    elif case in ("pseudo-header-in-trailers", "trailers-without-end-stream"):
+        client.send(stream_id, b"some body")
+        block = client.h2.encoder.encode(
+            [(b":path", b"/x")] if case == "pseudo-header-in-trailers" else [(b"x-trailer", b"1")]
+        )
+        frame = HeadersFrame(stream_id, data=block)
+        frame.flags.add("END_HEADERS")
+        if case == "pseudo-header-in-trailers":
+            frame.flags.add("END_STREAM")
+        client._write(frame.serialize())
+    elif case == "window-update-of-0":
+        client._write(WindowUpdateFrame(stream_id, window_increment=0).serialize())
+    elif case == "depends-on-itself":
+        client._write(PriorityFrame(stream_id, depends_on=stream_id, stream_weight=16).serialize())
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "body-longer-than-content-length",
+        "pseudo-header-in-trailers",
+        "trailers-without-end-stream",
+        "window-update-of-0",
+        "depends-on-itself",
+    ],
+)
+def test_a_stream_error_resets_that_stream_alone(duplex: None, case: str) -> None:
+    """RFC 9113 §8.1.1, §6.9 and §5.3.1 make each a stream error; h2 ended the
+    whole connection for it, and with it every session the SDK put there."""
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        extra = [("content-length", "10")] if case.endswith("content-length") else []
+        bad = client.open_malformed("/echo", extra)
+        _stream_error_frames(client, bad, case)
+        client.pump_until(lambda: client.streams[bad].reset_code is not None, "the reset")
+        assert client.streams[bad].reset_code == ErrorCodes.PROTOCOL_ERROR
+        assert echo_round(client, echoed, b"after")
+        assert echo_round(client, client.open("/echo"), b"a new stream")
+        assert_connection_alive(server, client)
 
 
 def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
