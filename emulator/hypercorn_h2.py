@@ -146,7 +146,7 @@ from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from h2.windows import WindowManager
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h2 import (
     BUFFER_HIGH_WATER,
@@ -872,6 +872,13 @@ class DuplexH2Protocol(H2Protocol):
         if self.connection_window > 0:
             self.connection.increment_flow_control_window(self.connection_window)
             await self._flush()
+        if self.idle:
+            # A cleartext connection starts as HTTP/1.1, whose first bytes (the
+            # HTTP/2 preface) stopped the keep-alive timer; nothing restarted it
+            # until a stream ended, so a client that sent only the preface held
+            # its connection, a file descriptor, for ever (20,000 of them
+            # exhausted the server's). Over TLS this restarts the same timer.
+            await self.send(Updated(idle=True))
 
     async def handle(self, event: Event) -> None:
         if type(event) is RawData and _FAST_DATA:

@@ -775,6 +775,27 @@ def test_a_stream_error_resets_that_stream_alone(duplex: None, case: str) -> Non
         assert_connection_alive(server, client)
 
 
+def test_a_cleartext_connection_that_sends_only_the_preface_is_closed_when_idle(
+    duplex: None,
+) -> None:
+    """It starts as HTTP/1.1, whose first bytes stopped the keep-alive timer, and
+    nothing restarted it: one client held 20,000 such connections, the server's
+    every file descriptor."""
+    with running_server(App(), keep_alive_timeout=0.5) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            h2 = H2Connection(H2Configuration(client_side=True))
+            h2.initiate_connection()
+            sock.sendall(h2.data_to_send())
+            started = time.monotonic()
+            while data := sock.recv(65_536):  # SETTINGS, its ACK... then the close
+                h2.receive_data(data)
+                sock.sendall(h2.data_to_send())
+            assert time.monotonic() - started < 3
+        with connected(server.port) as client:  # the server serves on
+            assert echo_round(client, client.open("/echo"), b"still served")
+        assert server.crashes == []
+
+
 def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
     """h2's messages quote the offending bytes; a header such as authorization must not
     reach the log through them."""
