@@ -61,6 +61,9 @@ More faults cost a connection, the server or its memory for one stream's sake:
   and no header for a list limit to stop, stalled the loop a second a
   megabyte. A block with more than two, or longer than the header list limit
   allows, ends its connection before it is decoded.
+* **A client allowing a huge HPACK table** had hpack's encoder keep every
+  response's unique ids for the connection's life; the server's table is
+  held to 4 KiB (:class:`_CappedEncoder`).
 * **A stream past MAX_CONCURRENT_STREAMS** made h2 raise TooManyStreamsError,
   which ends the connection; RFC 9113 §5.1.2 lets a server refuse that stream
   alone. It is reset with REFUSED_STREAM (not processed: the client may retry).
@@ -252,7 +255,30 @@ class _IndexedHeaderTable(hpack.table.HeaderTable):
         return partial
 
 
-class _LiteralEncoder(hpack.Encoder):
+#: The most a response encoder's dynamic table holds, whatever the client allows.
+_MAX_ENCODER_TABLE = 4096
+
+
+class _CappedEncoder(hpack.Encoder):
+    """hpack's encoder, its dynamic table held to :data:`_MAX_ENCODER_TABLE`.
+
+    A client's SETTINGS_HEADER_TABLE_SIZE is the most the server's encoder may
+    use (RFC 7541 §4.2), not what it must: hpack took whatever it was given, and
+    a client allowing 4 GiB had every response's request id and session id kept
+    in the connection's table for its life, about half a kilobyte a stream. A
+    larger setting than the cap changes nothing; a smaller one is followed.
+    """
+
+    @property  # type: ignore[override]
+    def header_table_size(self) -> int:
+        return self.header_table.maxsize
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        hpack.Encoder.header_table_size.fset(self, min(value, _MAX_ENCODER_TABLE))  # type: ignore[attr-defined]
+
+
+class _LiteralEncoder(_CappedEncoder):
     """HPACK that sends header strings as they are, not Huffman-coded.
 
     Both are valid HPACK (RFC 7541 section 5.2) and every decoder reads both. In
@@ -835,8 +861,7 @@ class DuplexH2Protocol(H2Protocol):
             table[hyperframe.frame.DataFrame] = connection._receive_data_frame
             table[hyperframe.frame.PriorityFrame] = connection._receive_priority_frame
         # Before any SETTINGS arrive: h2 sets the peer's table size on these.
-        if _QUICK_HPACK:
-            self.connection.encoder = _LiteralEncoder()
+        self.connection.encoder = _LiteralEncoder() if _QUICK_HPACK else _CappedEncoder()
         decoder = _QuickDecoder() if _QUICK_HPACK else _GuardedDecoder()
         decoder.max_header_list_size = self.connection.decoder.max_header_list_size
         decoder.max_allowed_table_size = self.connection.decoder.max_allowed_table_size

@@ -796,6 +796,28 @@ def test_a_cleartext_connection_that_sends_only_the_preface_is_closed_when_idle(
         assert server.crashes == []
 
 
+@pytest.mark.parametrize(("allowed", "used"), [(2**32 - 1, 4096), (100_000, 4096), (256, 256)])
+def test_the_response_header_table_stays_within_its_cap_whatever_the_client_allows(
+    duplex: None, allowed: int, used: int
+) -> None:
+    """A client allowing a 4 GiB table had every response's unique ids kept for
+    the connection's life; the server now uses at most 4 KiB, or less if asked."""
+    from emulator import hypercorn_h2
+
+    protocol = DuplexH2Protocol(*_constructor_args(tls=False))
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.update_settings({SettingCodes.HEADER_TABLE_SIZE: allowed})
+    protocol.connection.receive_data(client.data_to_send())
+    encoder = protocol.connection.encoder
+    assert encoder.header_table_size == used
+    for n in range(500):
+        encoder.encode([(b":status", b"200"), (b"x-amzn-request-id", f"req-{n:06d}".encode())])
+    held = sum(32 + len(name) + len(value) for name, value in encoder.header_table.dynamic_entries)
+    assert 0 < held <= used
+    assert isinstance(encoder, hypercorn_h2._CappedEncoder)
+
+
 def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
     """h2's messages quote the offending bytes; a header such as authorization must not
     reach the log through them."""
@@ -1724,7 +1746,7 @@ def test_an_hpack_without_the_internals_keeps_its_own_coders(
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     # hpack's own decoder, behind the same guard against costly blocks.
     assert type(protocol.connection.decoder) is hypercorn_h2._GuardedDecoder
-    assert type(protocol.connection.encoder) is hpack.Encoder
+    assert type(protocol.connection.encoder) is hypercorn_h2._CappedEncoder
 
 
 @pytest.mark.parametrize(
