@@ -375,7 +375,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--state-dir",
-        f"where the CA and certificates live (default {d.state_dir})",
+        f"state directory: the CA and certificates, the session database, the journals "
+        f"and the on-disk S3 stand-in (default {d.state_dir})",
         type=Path,
         metavar="D",
     )
