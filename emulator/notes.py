@@ -233,7 +233,13 @@ def after_visit_summary_document(
         items = [_scripted(s, lines, session_id) for s in script.after_visit_summary]
     else:
         plan = _words(_PLAN)
-        chosen = [line for line in lines if line.role != "PATIENT" and _words(line.content) & plan]
+        chosen = [
+            line
+            for line in lines
+            if line.role != "PATIENT"
+            and not _is_question(line.content)
+            and _words(line.content) & plan
+        ]
         items = [
             {
                 "SummarizedSegment": f"Your clinician advised: {line.content}",
@@ -242,6 +248,11 @@ def after_visit_summary_document(
             for line in chosen
         ]
     return {"AfterVisitSummary": {"Summary": items}}
+
+
+def _is_question(text: str) -> bool:
+    """Whether a final is a question (it ends with '?')."""
+    return text.rstrip().endswith("?")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -265,6 +276,10 @@ def _derive(
         if section is None:
             continue
         previous = section
+        if _is_question(line.content):
+            # A question says where its answer goes; it is no finding itself
+            # ("What brings you in?" is not the chief complaint).
+            continue
         lead = _ROLE_TEXT.get(line.role or "")
         text = f"{lead}: {line.content}" if lead else line.content
         filed[section].append(

@@ -574,3 +574,39 @@ def test_disk_stand_in_writes_whole_objects_and_leaves_no_partial_files(tmp_path
     with pytest.raises(OSError):
         buckets.put("b", "deep/er/taken.json", b"{}")
     assert sorted(p.name for p in folder.iterdir()) == ["taken.json", "x.json", "y.json"]
+
+
+def test_a_question_places_its_answer_but_is_no_finding_itself():
+    """ "What brings you in?" filed itself under CHIEF_COMPLAINT, and "Did it start
+    suddenly, or gradually?" under PLAN and in the after-visit summary as advice."""
+
+    def line(n: int, role: str, content: str) -> TranscriptLine:
+        return TranscriptLine(
+            segment_id=f"s{n}", begin=n, end=n + 1, content=content, channel_id="ch_0", role=role
+        )
+
+    lines = [
+        line(0, "CLINICIAN", "What brings you in today?"),
+        line(1, "PATIENT", "My throat, mostly."),
+        line(2, "CLINICIAN", "Did it start suddenly, or should we schedule a test?"),
+        line(3, "CLINICIAN", "Please rest and come back next week."),
+    ]
+    document = clinical_document(
+        configuration=_configuration({"managedTemplate": {"templateType": "HISTORY_AND_PHYSICAL"}}),
+        lines=lines,
+        script=None,
+        session_id="s",
+    )["ClinicalDocumentation"]
+    filed = {
+        link["SegmentId"]: section["SectionName"]
+        for section in document["Sections"]
+        for item in section["Summary"]
+        for link in item["EvidenceLinks"]
+    }
+    assert "s0" not in filed and "s2" not in filed  # the questions
+    assert filed["s1"] == "CHIEF_COMPLAINT"  # the answer, where its question pointed
+    assert filed["s3"] == "PLAN"
+    summary = after_visit_summary_document(lines=lines, script=None, session_id="s")
+    assert [item["EvidenceLinks"] for item in summary["AfterVisitSummary"]["Summary"]] == [
+        [{"SegmentId": "s3"}]
+    ]
