@@ -1741,6 +1741,20 @@ _STREAM_ID_MASK = 0x7FFF_FFFF
 _CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
 
 
+def _h2_reads(
+    connection: H2Connection, view: memoryview, start: int, pos: int, events: list[Any]
+) -> None:
+    """h2 reads the whole frames ``view[start:pos]``, a run it must see before the
+    frame at ``pos``; their events join ``events``. On its error h2 keeps the
+    rest of the read, as if it had been given all of it."""
+    try:
+        events.extend(connection.receive_data(view[start:pos]))
+    except h2.exceptions.ProtocolError:
+        incoming: Any = connection.incoming_buffer
+        incoming._data += view[pos:]
+        raise
+
+
 def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Event]:
     """``connection.receive_data(data)``, cheaper for plain DATA frames.
 
@@ -1779,11 +1793,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
         pos = _FRAME_HEADER + int.from_bytes(head[:3]) - held
         if not 0 < pos <= end:
             return connection.receive_data(data)
-        try:
-            events.extend(connection.receive_data(view[:pos]))
-        except h2.exceptions.ProtocolError:
-            incoming._data += view[pos:]  # as if h2 had been given the whole read
-            raise
+        _h2_reads(connection, view, 0, pos, events)
     streams = connection.streams
     window = connection._inbound_flow_control_window_manager  # type: ignore[attr-defined]
     slow = -1  # start of a run of frames for h2, or -1
@@ -1808,11 +1818,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
             # A stream's WINDOW_UPDATE of 0: a stream error (RFC 9113 §6.9), where
             # hyperframe's parse error made h2 end the connection.
             if slow >= 0:
-                try:
-                    events.extend(connection.receive_data(view[slow:pos]))
-                except h2.exceptions.ProtocolError:
-                    incoming._data += view[pos:]
-                    raise
+                _h2_reads(connection, view, slow, pos, events)
                 slow = -1
             stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
             reset = connection._stream_error(
@@ -1828,12 +1834,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
             if slow >= 0:
                 # h2 first takes the frames before this one: they may change
                 # anything checked below (a reset, new settings, GOAWAY).
-                try:
-                    events.extend(connection.receive_data(view[slow:pos]))
-                except h2.exceptions.ProtocolError:
-                    # As if h2 had been given the whole read: it keeps the rest.
-                    incoming._data += view[pos:]
-                    raise
+                _h2_reads(connection, view, slow, pos, events)
                 slow = -1
             if incoming._headers_buffer:  # DATA inside a header block: h2 refuses it
                 events.extend(connection.receive_data(view[pos:]))
