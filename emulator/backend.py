@@ -161,11 +161,19 @@ class Backend:
         return self.rules.add(parse_rule(data, scenarios=self.scenarios))
 
     def match_rule(self, request: StreamRequest) -> Rule | None:
-        """Return the newest rule matching ``request`` (counting the use), or None."""
+        """Return the newest rule matching ``request``, or None.
+
+        Its use is not counted here but where it takes effect: an error rule's
+        by the caller, as it refuses the request (:meth:`RuleBook.use`), any
+        other's by :meth:`open_stream` when the stream starts a new session.
+        A request refused for another reason, or a stream resuming a session,
+        used up ``times`` before.
+        """
         return self.rules.match(
             session_id=request.session_id,
             domain_id=request.domain_id,
             subscription_id=request.subscription_id,
+            consume=False,
         )
 
     def reset(self) -> None:
@@ -304,6 +312,8 @@ class Backend:
             )
             record.journal = self._journal(record)
             self.sessions[key] = record
+            if rule is not None:
+                self.rules.use(rule)  # a new session: the rule took effect
         else:
             try:
                 status = transition(record.status, "open", session_id=request.session_id)

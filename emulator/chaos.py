@@ -56,6 +56,7 @@ class ChaosRunner:
         session_id: str,
         scope: MutableMapping[str, Any],
         on_sent: list[Callable[[], object]] | None = None,
+        resumed_at: float | None = None,
     ) -> None:
         self.chaos = chaos
         self._scope = scope
@@ -74,7 +75,10 @@ class ChaosRunner:
                 (chaos.goaway_at, "goaway"),
                 (chaos.malformed_at, "malformed"),
             ):
-                if at is not None:
+                # A stream resuming the session at ``resumed_at`` seconds of audio
+                # does not replay what an earlier stream reached: a disconnect at
+                # 1.2 s fired again at once on every resume from 1.2 s.
+                if at is not None and (resumed_at is None or at > resumed_at):
                     self._pending.append((at, kind))
             self._pending.sort()
         #: Whether a disconnect, GOAWAY or malformed frame still waits for the clock

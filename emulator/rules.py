@@ -16,6 +16,9 @@ seeded RNG of the RuleBook, so a run with the same seed repeats exactly.
 A missing match key matches anything. :meth:`RuleBook.match` tries the newest
 rule first and consumes one use of the rule it returns; a rule with ``times``
 stops matching after that many uses (it stays listed, with ``remaining: 0``).
+The server counts a use when the rule takes effect: a request its error
+refuses, or a new session it starts; not a request refused for another
+reason, nor a stream resuming a session.
 """
 
 from __future__ import annotations
@@ -461,6 +464,7 @@ class RuleBook:
     def __init__(self, rules: Iterable[Rule] = (), *, seed: int = 0) -> None:
         self._rules: list[Rule] = []
         # Draws for rules with a probability: seeded, so a run repeats exactly.
+        self._seed = seed
         self._random = random.Random(seed)
         self._counter = 0
         self._lock = threading.Lock()
@@ -506,18 +510,28 @@ class RuleBook:
             return False
 
     def clear(self) -> None:
-        """Remove every rule (ids are not reused afterwards)."""
+        """Remove every rule (ids are not reused afterwards) and start the draws
+        for probabilities again from the seed: after a reset (the pytest
+        fixture's, before each test) a test draws what it would alone."""
         with self._lock:
             self._rules.clear()
+            self._random = random.Random(self._seed)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._rules)
 
     def match(
-        self, *, session_id: str | None, domain_id: str | None, subscription_id: str | None
+        self,
+        *,
+        session_id: str | None,
+        domain_id: str | None,
+        subscription_id: str | None,
+        consume: bool = True,
     ) -> Rule | None:
-        """Return the newest matching rule with uses left, consuming one use; else ``None``."""
+        """Return the newest matching rule with uses left, consuming one use
+        (unless ``consume`` is false: then :meth:`use` counts it once it took
+        effect); else ``None``."""
         with self._lock:
             for rule in reversed(self._rules):
                 if rule.remaining == 0:
@@ -527,6 +541,12 @@ class RuleBook:
                 ):
                     if rule.probability is not None and self._random.random() >= rule.probability:
                         continue
-                    rule.uses += 1
+                    if consume:
+                        rule.uses += 1
                     return rule
             return None
+
+    def use(self, rule: Rule) -> None:
+        """Count one use of ``rule``, returned by :meth:`match` without consuming."""
+        with self._lock:
+            rule.uses += 1

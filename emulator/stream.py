@@ -130,6 +130,7 @@ class StreamEndpoint:
             )
             rule = self.backend.match_rule(request)
             if rule is not None and rule.error is not None:
+                self.backend.rules.use(rule)  # a use: the request it refuses
                 raise service_error(*rule.error)
             if self.quotas is not None:
                 quota_key = access_key_of(scope["headers"])
@@ -201,6 +202,7 @@ class StreamEndpoint:
                 session_id=request.session_id,
                 scope=scope,
                 on_sent=on_sent,
+                resumed_at=session.audio_seconds if session.resumed else None,
             )
             await chaos.before_response()
             extensions = scope.get("extensions", {})

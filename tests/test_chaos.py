@@ -114,6 +114,33 @@ async def test_disconnect_reset_at_an_audio_time_reaches_the_sdk_as_a_stream_end
     assert details["status"] == "PAUSED"
 
 
+@pytest.mark.parametrize(
+    "chaos",
+    [
+        {"disconnect": {"at": 1.2, "mode": "reset"}},
+        {"malformed": {"at": 1.2}},
+    ],
+    ids=["disconnect", "malformed"],
+)
+async def test_a_resumed_stream_does_not_replay_chaos_its_session_already_reached(
+    client, emulator, chaos
+):
+    """It fired again at once on every resume, so "drop the connection (or break
+    the stream), then check my client resumes" could never pass: the resume now
+    goes on from 1.2 s."""
+    session_id = new_session_id()
+    chaos_rule(emulator, session_id, chaos)
+    first = await run_session(client, session_id, audio=pcm_tone(3.0), timeout=20)
+    assert [s.content for s in first.finals] == ["first words here"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+    resumed = await run_session(client, session_id, audio=pcm_tone(2.0), timeout=20)
+    assert resumed.error is None, repr(resumed.error)
+    assert [s.content for s in resumed.finals] == ["second words here", "third words here"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+
+
 def test_disconnect_close_drops_the_connection_but_not_the_server(emulator):
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"disconnect": {"at": 1.2, "mode": "close"}})

@@ -454,6 +454,52 @@ async def test_a_resumed_stream_keeps_the_session_channel_definitions(client, em
     assert record["streams"] == 3
 
 
+def _rule_remaining(emulator, rule_id: str) -> int:
+    status, body = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+    assert status == 200
+    (rule,) = [r for r in body["rules"] if r["id"] == rule_id]
+    return rule["remaining"]
+
+
+def _add_rule(emulator, rule: dict) -> str:
+    status, body = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    return body["id"]
+
+
+async def test_times_counts_sessions_not_refused_requests_or_resumes(client, emulator):
+    """A request refused before its stream (here: on a COMPLETED session) and a
+    stream resuming a session each used up one of a rule's `times` before."""
+    done, paused, fresh = new_session_id(), new_session_id(), new_session_id()
+    assert (await run_session(client, done, audio=pcm_tone(0.3))).error is None
+    rule_id = _add_rule(
+        emulator, {"match": {"domainId": DOMAIN_ID}, "scenario": "synthetic", "times": 2}
+    )
+    refused = await run_session(client, done, audio=pcm_tone(0.3))
+    assert isinstance(refused.error, m.ValidationException)
+    assert _rule_remaining(emulator, rule_id) == 2
+    await run_session(client, paused, audio=pcm_tone(0.3), end_of_session=False)
+    assert _rule_remaining(emulator, rule_id) == 1
+    assert (await run_session(client, paused, audio=pcm_tone(0.3))).error is None  # a resume
+    assert _rule_remaining(emulator, rule_id) == 1
+    assert (await run_session(client, fresh, audio=pcm_tone(0.3))).error is None
+    assert _rule_remaining(emulator, rule_id) == 0
+    status, listed = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{fresh}")
+    assert listed["ruleId"] == rule_id
+
+
+async def test_an_error_rule_uses_one_of_its_times_per_request_it_refuses(client, emulator):
+    rule_id = _add_rule(
+        emulator,
+        {"match": {"domainId": DOMAIN_ID}, "error": {"type": "ThrottlingException"}, "times": 2},
+    )
+    for left in (1, 0):
+        refused = await run_session(client, new_session_id(), audio=pcm_tone(0.2))
+        assert isinstance(refused.error, m.ThrottlingException)
+        assert _rule_remaining(emulator, rule_id) == left
+    assert (await run_session(client, new_session_id(), audio=pcm_tone(0.2))).error is None
+
+
 async def test_resuming_more_than_5_hours_after_creation_is_refused(client, emulator):
     session_id = new_session_id()
     await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)

@@ -483,6 +483,34 @@ def test_chaos_rule_round_trips_to_json_without_scenario_or_error():
     assert rule.to_json()["probability"] == 0.5
 
 
+def test_a_cleared_book_draws_from_the_seed_again():
+    """The pytest fixture resets the emulator before each test: a test with a
+    probability rule drew what the tests before it had left of the sequence."""
+    book = RuleBook(seed=42)
+
+    def draws() -> list[bool]:
+        book.add(parse_rule({"chaos": {"slow": 0.1}, "probability": 0.5}, scenarios=KNOWN))
+        return [
+            book.match(session_id="s", domain_id="d", subscription_id="x") is not None
+            for _ in range(20)
+        ]
+
+    first = draws()
+    book.clear()
+    assert draws() == first
+
+
+def test_a_peeked_match_is_counted_only_when_used():
+    book = RuleBook()
+    rule = book.add(Rule(id="", scenario=VISIT, times=1))
+    for _ in range(3):  # requests refused for other reasons
+        assert book.match(session_id="s", domain_id="d", subscription_id="x", consume=False)
+    assert rule.remaining == 1
+    book.use(rule)
+    assert rule.remaining == 0
+    assert book.match(session_id="s", domain_id="d", subscription_id="x", consume=False) is None
+
+
 def test_probability_draws_repeat_for_the_same_seed_and_skip_without_consuming():
     def draws(seed: int) -> list[bool]:
         book = RuleBook(seed=seed)
