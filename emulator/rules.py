@@ -216,6 +216,13 @@ def _validate_rule(
     error: tuple[str, str] | None = None
     if "scenario" in item and "error" in item:
         checker.add(path, "a rule needs exactly one of 'scenario' or 'error', got both")
+    elif "error" in item and "chaos" in item:
+        checker.add(
+            (*path, "chaos"),
+            "cannot go with 'error': an error rule refuses the request before any stream "
+            "opens, so there is nothing for chaos to act on (use a scripted fault, or "
+            "two rules)",
+        )
     elif "scenario" not in item and "error" not in item and "chaos" not in item:
         checker.add(
             path, "a rule needs exactly one of 'scenario' or 'error' (or 'chaos'), got neither"

@@ -124,6 +124,11 @@ INVALID = {
         "error.message",
         "must be a string, got a list",
     ),
+    "error-with-chaos": (
+        {"error": {"type": "ThrottlingException"}, "chaos": {"delay": 2.0}},
+        "chaos",
+        "cannot go with 'error': an error rule refuses the request before any stream opens",
+    ),
     "times-zero": ({"scenario": "visit", "times": 0}, "times", "must be >= 1"),
     "times-bool": (
         {"scenario": "visit", "times": True},
