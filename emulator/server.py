@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -31,6 +33,11 @@ from .scenario import ScenarioError, load_scenario_dir
 from .sigv4 import Credentials, CredentialStore
 from .store import DATABASE_NAME
 from .tls import check_key_pair, ensure_certificates
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Settings", "RunningServer", "run", "serve", "packaged_fixtures", "build_backend"]
 
@@ -265,12 +272,58 @@ async def serve(
     """
     hypercorn_h2.install()
     credentials = credential_store(settings)
-    backend = build_backend(settings)
+    claim = claim_state_dir(settings.state_dir)
     try:
-        await _serve(settings, backend, credentials, shutdown=shutdown, ready=ready)
+        backend = build_backend(settings)
+        try:
+            await _serve(settings, backend, credentials, shutdown=shutdown, ready=ready)
+        finally:
+            backend.close(finish_within=POST_STREAM_SHUTDOWN_BUDGET)
+            backend.resources.close()
     finally:
-        backend.close(finish_within=POST_STREAM_SHUTDOWN_BUDGET)
-        backend.resources.close()
+        if claim is not None:
+            claim.close()  # the lock goes with the descriptor
+
+
+#: The lock file that marks a state directory as in use by a running emulator.
+STATE_LOCK = ".server.lock"
+
+
+def claim_state_dir(state_dir: Path) -> IO[str] | None:
+    """Lock ``state_dir`` for this emulator until the returned file is closed.
+
+    Two emulators on one state directory both started, numbered their sessions
+    from 1, could not see each other's and overwrote each other's rows and
+    journals. The second now refuses to start (ConfigError) naming the first's
+    process id. The lock is ``flock``'s: a crashed emulator leaves none behind.
+    None where ``fcntl`` is missing (Windows).
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(state_dir / STATE_LOCK, "a+", encoding="ascii")
+    except OSError as error:
+        raise ConfigError(
+            f"cannot use --state-dir {state_dir}: {error.strerror or error}"
+        ) from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise ConfigError(
+            f"--state-dir {state_dir} is in use by another emulator"
+            + (f" (process {holder})" if holder.isdigit() else "")
+            + ": two on one state directory would overwrite each other's sessions; "
+            "give each its own --state-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 async def _serve(

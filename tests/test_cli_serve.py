@@ -400,6 +400,25 @@ def test_key_pairs_given_without_verification_are_said_to_be_ignored(tmp_path):
     ) in err
 
 
+def test_a_second_emulator_on_the_same_state_dir_refuses_to_start(tmp_path):
+    """Both started, numbered their sessions from 1 and overwrote each other's."""
+    with _start(tmp_path) as first, _stopped(first):
+        _read_ready(first)
+        with _start(tmp_path) as second:
+            out, err = second.communicate(timeout=30)
+        assert second.returncode == 2 and "ready" not in out
+        assert (
+            f"--state-dir {tmp_path / 'state'} is in use by another emulator "
+            f"(process {first.pid}): two on one state directory would overwrite each "
+            "other's sessions; give each its own --state-dir"
+        ) in err
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=10) == 0
+    # Once the first has stopped, the directory is free again.
+    with _start(tmp_path) as third, _stopped(third):
+        _read_ready(third)
+
+
 def test_unknown_default_scenario_refuses_to_start(tmp_path):
     with _start(tmp_path, "--scenario", "no-such-visit") as process:
         out, err = process.communicate(timeout=30)
