@@ -35,6 +35,7 @@ from .journal import Journal, compact_encoder, compact_json, iso_time, run_in_wr
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
+from .resources import state_database_problem
 from .rules import Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, parse_scenario
 from .session import ScenarioSource, ScribeSession
@@ -145,9 +146,13 @@ class Backend:
         self._deleted: dict[SessionKey, None] = {}
         self._save_handle: asyncio.TimerHandle | None = None
         self._closed = False
-        self._seq = self.store.max_seq()
-        self._load_rules_file()
-        self._load_sessions()
+        try:
+            self._seq = self.store.max_seq()
+            self._load_rules_file()
+            self._load_sessions()
+        except sqlite3.DatabaseError as error:
+            self.store.close()
+            raise ConfigError(state_database_problem(state_dir / DATABASE_NAME, error)) from None
 
     # -- rules ---------------------------------------------------------------
 

@@ -492,6 +492,21 @@ CREATE TABLE IF NOT EXISTS resource_tags (
 """
 
 
+def state_database_problem(path: object, error: sqlite3.Error) -> str:
+    """What to tell the user when the state database cannot be used."""
+    reason = str(error)
+    if "readonly" in reason or "unable to open" in reason:
+        hint = "is the state directory writable by this user?"
+    elif "not a database" in reason or "malformed" in reason:
+        hint = "the file is damaged or not SQLite: move it aside, or use another --state-dir"
+    else:
+        hint = (
+            "it was probably written by another version of the emulator: move it aside, "
+            "or use another --state-dir"
+        )
+    return f"cannot use the state database {path}: {reason} ({hint})"
+
+
 class ResourceRegistry:
     """Domains, subscriptions and tags of the emulated account, in SQLite.
 
@@ -540,7 +555,7 @@ class ResourceRegistry:
             version = self._meta("schema")
         except sqlite3.DatabaseError as error:
             self._db.close()
-            raise ConfigError(f"{db_path}: not a resource database ({error})") from None
+            raise ConfigError(state_database_problem(db_path, error)) from None
         if version != SCHEMA_VERSION:
             self._db.close()
             raise ConfigError(

@@ -419,6 +419,37 @@ def test_a_second_emulator_on_the_same_state_dir_refuses_to_start(tmp_path):
         _read_ready(third)
 
 
+def _damaged_header(database: Path) -> None:
+    database.write_bytes(b"not sqlite at all" * 100)
+
+
+def _old_session_table(database: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE scribe_sessions (domain_id TEXT, subscription_id TEXT)")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (_damaged_header, "file is not a database (the file is damaged or not SQLite"),
+        (_old_session_table, "(it was probably written by another version of the emulator"),
+    ],
+    ids=["not-sqlite", "a-session-table-of-another-version"],
+)
+def test_an_unusable_state_database_refuses_to_start_naming_it(tmp_path, spoil, message):
+    """A table missing a column ended in a traceback; a damaged file was called
+    "not a resource database"."""
+    database = tmp_path / "state" / "medscribe.sqlite3"
+    database.parent.mkdir()
+    spoil(database)
+    with _start(tmp_path) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "ready" not in out and "Traceback" not in err
+    assert f"cannot use the state database {database}: " in err and message in err
+
+
 def test_unknown_default_scenario_refuses_to_start(tmp_path):
     with _start(tmp_path, "--scenario", "no-such-visit") as process:
         out, err = process.communicate(timeout=30)
