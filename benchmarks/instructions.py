@@ -131,7 +131,9 @@ async def _run(kind: str, sessions: int, scenario: str, binary: bool) -> None:
     from .app import _emulator_app_running, _session, baseline_app, session_frames
 
     frames = session_frames(binary=binary)
-    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="bench-instructions-", dir=servers.state_parent()
+    ) as tmp:
         stop = asyncio.Event()
         server_task = None
         if kind == "emulator":

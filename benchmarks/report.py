@@ -59,7 +59,10 @@ def _bulk(results: dict[str, Any]) -> str:
                     r["sessions_per_s"],
                     r["audio_s_per_s"],
                     ratio,
-                    r.get("server_cpu_ms_per_session"),
+                    # The median of the rounds (older results: the best round's).
+                    bulk.get("cpu_ms_per_session", {})
+                    .get(transport, {})
+                    .get(kind, r.get("server_cpu_ms_per_session")),
                     cpu_ratio,
                     r["events_per_session"],
                     r["server_cpu"],
@@ -73,7 +76,8 @@ def _bulk(results: dict[str, Any]) -> str:
             )
     head = (
         f"Bulk ingest: {bulk['audio_seconds']:g} s sessions, {bulk['connections']} connections x "
-        f"{bulk['streams']} streams, best of {bulk['rounds']} round(s) of {bulk['seconds']:g} s, "
+        f"{bulk['streams']} streams, best of {bulk['rounds']} round(s) of {bulk['seconds']:g} s "
+        f"after {bulk.get('warmup_seconds', 1.0):g} s of warm-up (CPU ms/session: median), "
         + (
             "one DATA frame per event (as the SDK)"
             if bulk.get("framing", "sdk") == "sdk"

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -92,6 +93,40 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+#: The most sessions the memory section can hold open: its 4 connections, each
+#: at the 1,000 concurrent streams h2 allows a client by default.
+MAX_MEMORY_SESSIONS = 4000
+
+
+def _memory_sessions(text: str) -> int:
+    value = _at_least_one(text)
+    if value > MAX_MEMORY_SESSIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: at most {MAX_MEMORY_SESSIONS} (4 connections of 1,000 streams)"
+        )
+    return value
+
+
 def _sections(text: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in text.split(",") if v.strip())
     unknown = [n for n in names if n not in SECTIONS]
@@ -155,13 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transports", type=_transports, metavar="LIST", help="bulk: h2c,tls (default both)"
     )
-    parser.add_argument("--bulk-rounds", type=int, metavar="N")
+    parser.add_argument("--bulk-rounds", type=_at_least_one, metavar="N")
     parser.add_argument(
-        "--bulk-seconds", type=float, metavar="S", help="measured seconds per bulk run"
+        "--bulk-seconds", type=_positive_seconds, metavar="S", help="measured seconds per bulk run"
     )
-    parser.add_argument("--bulk-connections", type=int, metavar="N")
+    parser.add_argument("--bulk-connections", type=_at_least_one, metavar="N")
     parser.add_argument(
-        "--bulk-streams", type=int, metavar="N", help="sessions in flight per connection"
+        "--bulk-streams", type=_at_least_one, metavar="N", help="sessions in flight per connection"
     )
     parser.add_argument(
         "--bulk-framing",
@@ -177,29 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bulk-processes",
-        type=int,
+        type=_at_least_one,
         metavar="K",
         help="also run bulk against K emulator processes, connections split (K > 1)",
     )
     parser.add_argument("--rt-sessions", type=_ints, metavar="LIST", help="real-time N values")
     parser.add_argument(
-        "--rt-seconds", type=int, metavar="S", help="audio seconds per real-time session"
+        "--rt-seconds", type=_at_least_one, metavar="S", help="audio seconds per real-time session"
     )
     parser.add_argument(
         "--rt-ramp",
-        type=float,
+        type=_positive_seconds,
         metavar="S",
         help="seconds over which the real-time sessions start (default 1)",
     )
-    parser.add_argument("--rt-connections", type=int, metavar="N")
+    parser.add_argument("--rt-connections", type=_at_least_one, metavar="N")
     parser.add_argument("--rt-transport", choices=("h2c", "tls"))
     parser.add_argument(
         "--rt-processes",
-        type=int,
+        type=_at_least_one,
         metavar="K",
         help="also run each N against K emulator processes sharing the sessions (K > 1)",
     )
-    parser.add_argument("--memory-sessions", type=int, metavar="N")
+    parser.add_argument("--memory-sessions", type=_memory_sessions, metavar="N")
     parser.add_argument(
         "--state-root",
         type=Path,
@@ -242,14 +277,25 @@ def build_plan(args: argparse.Namespace) -> Plan:
         if value is not None:
             setattr(plan, name, value)
     if plan.rt_seconds < 3:
-        raise SystemExit("python -m benchmarks: error: --rt-seconds must be at least 3")
+        _usage_error("--rt-seconds must be at least 3")
     if not 0 < plan.rt_ramp <= plan.rt_seconds - 2:
         # CPU is metered while every session streams: after the ramp, before the ends.
-        raise SystemExit(
-            "python -m benchmarks: error: --rt-ramp must be above 0 and at most "
-            f"--rt-seconds - 2 ({plan.rt_seconds - 2})"
+        _usage_error(
+            f"--rt-ramp must be above 0 and at most --rt-seconds - 2 ({plan.rt_seconds - 2})"
         )
     return plan
+
+
+def _usage_error(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as argparse does for a bad option."""
+    print(f"python -m benchmarks: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (``timeout``, a CI runner) unwinds as Ctrl-C does, stopping every
+    server the suite started and removing its state directories."""
+    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- sections
@@ -268,9 +314,15 @@ def _profiler(plan: Plan, pid: int, name: str, seconds: float) -> Any:
 
 def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.bulk import h2load_crosscheck, run_bulk
+    from emulator.server import Settings
 
     runs: list[dict[str, Any]] = []
     profiles: dict[str, Any] = {}
+    # The emulator writes a session's artifacts its post-stream delay after the
+    # session ends: a warm-up at least that long puts as much of that work into
+    # the window as its sessions leave after it (a shorter one left about a
+    # quarter of it out). Both servers get the same warm-up.
+    warmup = max(plan.bulk_warmup, Settings().post_stream_delay + 0.5)
     with contextlib.ExitStack() as stack:
         base = stack.enter_context(servers.running_server("baseline"))
         emu = stack.enter_context(servers.running_server("emulator"))
@@ -295,15 +347,13 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                     name = f"bulk-{label}-{transport}"
                     profiler = None
                     if server is emu and round_no == 0:
-                        profiler = _profiler(
-                            plan, emu.pid, name, plan.bulk_seconds + plan.bulk_warmup
-                        )
+                        profiler = _profiler(plan, emu.pid, name, plan.bulk_seconds + warmup)
                     result = asyncio.run(
                         run_bulk(
                             server,
                             transport=transport,
                             duration=plan.bulk_seconds,
-                            warmup=plan.bulk_warmup,
+                            warmup=warmup,
                             connections=plan.bulk_connections,
                             streams=plan.bulk_streams,
                             audio_seconds=plan.bulk_audio_seconds,
@@ -313,7 +363,19 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                     )
                     if profiler is not None:
                         profiles[name] = profiler.wait()
-                    row = {"round": round_no + 1, **result.to_json()}
+                    # Its leftover work (artifacts, the journal's backlog) must
+                    # not land on the next server's run.
+                    pids = (
+                        [server.pid]
+                        if isinstance(server, servers.ServerProcess)
+                        else [process.pid for process in server]
+                    )
+                    settled = servers.wait_idle(pids)
+                    row = {
+                        "round": round_no + 1,
+                        **result.to_json(),
+                        "settled_s": round(settled, 2),
+                    }
                     runs.append(row)
                     _progress(
                         f"bulk {transport} {result.server}: {result.sessions_per_s} sessions/s "
@@ -325,6 +387,9 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
     best: dict[str, dict[str, Any]] = {}
     ratio: dict[str, float | None] = {}
     cpu_ratio: dict[str, float | None] = {}
+    # CPU ms a session, the median of the rounds: what the table shows and the
+    # per-CPU ratio divides (the best round's own figure is in "best").
+    cpu_median: dict[str, dict[str, float | None]] = {}
     # K emulator processes against the one baseline process (--bulk-processes).
     ratio_processes: dict[str, float] = {}
     for transport in plan.transports:
@@ -339,6 +404,7 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
                 r["server_cpu_ms_per_session"] for r in mine if r["server_cpu_ms_per_session"]
             )
             costs[kind] = known[len(known) // 2] if known else None
+        cpu_median[transport] = dict(costs)
         b, e = best[transport]["baseline"], best[transport]["emulator"]
         ratio[transport] = (
             round(e["sessions_per_s"] / b["sessions_per_s"], 3) if b["sessions_per_s"] else None
@@ -360,7 +426,9 @@ def run_bulk_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
         "audio_events": plan.audio_events,
         "rounds": plan.bulk_rounds,
         "seconds": plan.bulk_seconds,
+        "warmup_seconds": warmup,
         "best": best,
+        "cpu_ms_per_session": cpu_median,
         "ratio": ratio,
         "cpu_ratio": cpu_ratio,
         "ratio_processes": ratio_processes,
@@ -575,6 +643,9 @@ def _run_sections(plan: Plan, sections: Sequence[str], state_root: Path) -> dict
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return the exit status."""
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    if args.out.is_dir():
+        _usage_error(f"--out {args.out} is a directory: give a file name")
     if args.emulator_root is not None:
         if not (args.emulator_root / "emulator" / "__init__.py").exists():
             print(

@@ -30,6 +30,8 @@ __all__ = [
     "start_server",
     "running_server",
     "held_state_dirs",
+    "state_parent",
+    "wait_idle",
     "file_system_of",
     "file_creation_us",
     "emulator_speedups",
@@ -187,6 +189,11 @@ def start_server(
                     h2c = m.group(1)
                 elif m := _CA_LINE.search(line):
                     ca = Path(m.group(1).strip())
+    except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive us
+        with contextlib.suppress(Exception):
+            process.kill()
+            process.wait(5)
+        raise
     finally:
         selector.close()
     if not (tls and h2c):
@@ -238,6 +245,33 @@ def held_state_dirs(root: Path | None = None) -> Iterator[Path]:
             yield _held_parent
         finally:
             _held_parent = previous
+
+
+def wait_idle(pids: Sequence[int], *, cpu_share: float = 0.05, limit: float = 20.0) -> float:
+    """Wait until the processes ``pids`` together use under ``cpu_share`` of a
+    core over 0.1 s, twice running, or ``limit`` seconds pass; return the
+    seconds waited.
+
+    The emulator goes on working after a run's load stops: post-stream
+    artifacts two seconds after each session, the journal's backlog. Without
+    this the next run, of the other server, shared the machine with it.
+    """
+    started = time.monotonic()
+    quiet = 0
+    last = sum(cpu_seconds(pid) for pid in pids)
+    while quiet < 2 and time.monotonic() - started < limit:
+        time.sleep(0.1)
+        now = sum(cpu_seconds(pid) for pid in pids)
+        quiet = quiet + 1 if now - last < cpu_share * 0.1 else 0
+        last = now
+    return time.monotonic() - started
+
+
+def state_parent() -> Path | None:
+    """Where a section's own temporary directories go: under the held parent
+    (``--state-root``) while :func:`held_state_dirs` is active, else the
+    system's temporary directory (None)."""
+    return _held_parent
 
 
 _DESCRIBE_SPEEDUPS = """

@@ -89,7 +89,7 @@ def measure_process_startup(*, runs: int = 5) -> dict[str, object]:
     Returns milliseconds: ``cold_ms``, ``warm_median_ms``, ``warm_min_ms``,
     ``warm_max_ms``, ``python_floor_ms`` and every sample in ``samples_ms``.
     """
-    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-startup-", dir=servers.state_parent()) as tmp:
         state = Path(tmp)
         cold = _time_to_healthy(state, module="emulator")
         warm = [_time_to_healthy(state, module="emulator") for _ in range(max(1, runs - 1))]
@@ -139,7 +139,7 @@ def measure_fixture_startup(*, runs: int = 3) -> dict[str, object]:
         fixture, plugin_args = "emulator_server", ["-p", "tests.conftest"]
     setups: list[float] = []
     walls: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="bench-fixture-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-fixture-", dir=servers.state_parent()) as tmp:
         test_file = Path(tmp) / "test_fixture_startup.py"
         test_file.write_text(_PLUGIN_TEST.format(fixture=fixture))
         (Path(tmp) / "pytest.ini").write_text("[pytest]\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -12,7 +13,9 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     """The ``pct``-th percentile (nearest rank) of already sorted, non-empty values."""
     if not sorted_values:
         raise ValueError("percentile of no values")
-    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
+    # The smallest rank with at least pct% of the values at or below it. (It was
+    # round(x + 0.5), which rounds halves to even: the 99th of 100 gave the 100th.)
+    rank = max(1, min(len(sorted_values), math.ceil(pct * len(sorted_values) / 100 - 1e-9)))
     return sorted_values[rank - 1]
 
 
