@@ -24,6 +24,7 @@ the same headers of the same types, or the same error.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import h2.exceptions
@@ -83,7 +84,8 @@ def _outcome(decoder: hpack.Decoder, block: bytes) -> tuple[Any, ...]:
     try:
         headers = decoder.decode(block, raw=True)
     except Exception as error:  # noqa: BLE001 - the error itself is what is compared
-        return ("error", type(error), str(error))
+        # hpack quotes the memoryview it failed on, by address: compare the words.
+        return ("error", type(error), re.sub(r"<memory at 0x[0-9a-f]+>", "<memory>", str(error)))
     return ("ok", [(type(h), h[0], h[1]) for h in headers])
 
 
@@ -152,6 +154,7 @@ def test_the_header_list_limit_is_hpacks_to_the_byte(
 @example(prefix=[], garbage=[b"\x41\x85abcd"])  # the same, Huffman-coded
 @example(prefix=[], garbage=[b"\x7f\x80"])  # a name index cut off
 @example(prefix=[], garbage=[b"\x7f\x01\x7f"])  # a value length cut off
+@example(prefix=[], garbage=[b"?"])  # a size update cut off (its error quotes an address)
 def test_any_bytes_decode_or_fail_as_hpack_does(
     prefix: list[list[hpack.HeaderTuple]], garbage: list[bytes]
 ) -> None:
