@@ -216,3 +216,33 @@ def test_control_plane_body_over_the_limit_is_refused_before_verification(strict
     assert response.code == 400
     assert response.headers["x-amzn-errortype"] == "ValidationException"
     assert str(MAX_REQUEST_BODY) in json.loads(response.read())["message"]
+
+
+async def test_the_sdks_own_get_session_is_verified_over_http2(strict):
+    """The SDK signs GetMedicalScribeListeningSession itself (CRT, HTTP/2): a
+    known key pair passes, a wrong secret is refused."""
+    from aws_sdk_connecthealth.models import GetMedicalScribeListeningSessionInput
+
+    from emulator.sdk import make_client
+
+    done = await sdk_session(strict, SECRET)
+    assert done.error is None, repr(done.error)
+    request = GetMedicalScribeListeningSessionInput(
+        session_id=done.output.session_id, domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID
+    )
+    for secret in (SECRET, "wrong-secret"):
+        client = await make_client(
+            endpoint_url=strict.endpoint_url,
+            ca_file=strict.ca_file,
+            access_key_id=KEY,
+            secret_access_key=secret,
+        )
+        try:
+            if secret == SECRET:
+                got = await client.get_medical_scribe_listening_session(input=request)
+                assert got.medical_scribe_listening_session_details.stream_status == "COMPLETED"
+            else:
+                with pytest.raises(m.AccessDeniedException, match="signature"):
+                    await client.get_medical_scribe_listening_session(input=request)
+        finally:
+            await client._config.transport.close()
