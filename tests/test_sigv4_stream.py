@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
@@ -46,7 +47,9 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
-async def sdk_session(strict: RunningServer, secret: str, **kwargs):
+@contextlib.asynccontextmanager
+async def sdk_client(strict: RunningServer, secret: str):
+    """A real SDK client signing with KEY and ``secret``."""
     from emulator.sdk import make_client
 
     client = await make_client(
@@ -56,9 +59,14 @@ async def sdk_session(strict: RunningServer, secret: str, **kwargs):
         secret_access_key=secret,
     )
     try:
-        return await run_session(client, new_session_id(), audio=pcm_tone(2.0), **kwargs)
+        yield client
     finally:
         await client._config.transport.close()
+
+
+async def sdk_session(strict: RunningServer, secret: str, **kwargs):
+    async with sdk_client(strict, secret) as client:
+        return await run_session(client, new_session_id(), audio=pcm_tone(2.0), **kwargs)
 
 
 async def test_correctly_signed_sdk_sessions_pass_header_and_chunk_verification(strict):
@@ -223,26 +231,14 @@ async def test_the_sdks_own_get_session_is_verified_over_http2(strict):
     known key pair passes, a wrong secret is refused."""
     from aws_sdk_connecthealth.models import GetMedicalScribeListeningSessionInput
 
-    from emulator.sdk import make_client
-
     done = await sdk_session(strict, SECRET)
     assert done.error is None, repr(done.error)
     request = GetMedicalScribeListeningSessionInput(
         session_id=done.output.session_id, domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID
     )
-    for secret in (SECRET, "wrong-secret"):
-        client = await make_client(
-            endpoint_url=strict.endpoint_url,
-            ca_file=strict.ca_file,
-            access_key_id=KEY,
-            secret_access_key=secret,
-        )
-        try:
-            if secret == SECRET:
-                got = await client.get_medical_scribe_listening_session(input=request)
-                assert got.medical_scribe_listening_session_details.stream_status == "COMPLETED"
-            else:
-                with pytest.raises(m.AccessDeniedException, match="signature"):
-                    await client.get_medical_scribe_listening_session(input=request)
-        finally:
-            await client._config.transport.close()
+    async with sdk_client(strict, SECRET) as client:
+        got = await client.get_medical_scribe_listening_session(input=request)
+        assert got.medical_scribe_listening_session_details.stream_status == "COMPLETED"
+    async with sdk_client(strict, "wrong-secret") as client:
+        with pytest.raises(m.AccessDeniedException, match="signature"):
+            await client.get_medical_scribe_listening_session(input=request)
