@@ -80,13 +80,23 @@ def _hostname(text: str) -> str:
     return text.strip()
 
 
-def _http_url(text: str) -> str:
-    """An http:// or https:// URL with a host (an S3-compatible server's)."""
+def _split_url(text: str) -> urllib.parse.SplitResult:
+    """``text``'s parts; ValueError naming it when it is no URL (a port out of
+    range or not a number included, which urlsplit alone lets through)."""
     try:
         parts = urllib.parse.urlsplit(text)
         parts.port  # noqa: B018 - raises for a port out of range or not a number
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {error}") from None
+        raise ValueError(f"{text!r} is not a URL: {error}") from None
+    return parts
+
+
+def _http_url(text: str) -> str:
+    """An http:// or https:// URL with a host (an S3-compatible server's)."""
+    try:
+        parts = _split_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an http:// or https:// URL with a host, e.g. http://localhost:4566"
@@ -587,10 +597,9 @@ def parse_settings(
 def _check_endpoint(url: str, given_as: str) -> None:
     """Refuse an endpoint the SDK cannot stream to (it waited for ever on some)."""
     try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port out of range or not a number
+        parts = _split_url(url)
     except ValueError as error:
-        raise streamer.UsageError(f"{given_as} {url!r} is not a URL: {error}") from None
+        raise streamer.UsageError(f"{given_as} {error}") from None
     if parts.scheme == "http":
         raise streamer.UsageError(
             f"{given_as} {url!r}: the AWS SDK sends no audio over http://; use the "
