@@ -550,6 +550,8 @@ def _check_ascii_pseudo_headers(events: list[Any]) -> None:
     for event in events:
         if type(event) is h2.events.RequestReceived:
             for name, value in event.headers:
+                if name[:1] != b":":
+                    break  # h2 has checked that the pseudo-headers come first
                 if name in _ASCII_PSEUDO_HEADERS and not value.isascii():
                     raise h2.exceptions.ProtocolError(
                         f"Request pseudo-header {name.decode()} holds a byte outside ASCII"
