@@ -500,6 +500,31 @@ async def test_an_error_rule_uses_one_of_its_times_per_request_it_refuses(client
     assert (await run_session(client, new_session_id(), audio=pcm_tone(0.2))).error is None
 
 
+async def test_after_a_reset_a_probability_rule_draws_as_it_did_from_the_start(
+    client, emulator
+):
+    """The pytest fixture resets before each test: a test's draws depended on
+    which tests ran before it."""
+    rule = {
+        "match": {"domainId": DOMAIN_ID},
+        "error": {"type": "ThrottlingException"},
+        "probability": 0.5,
+    }
+
+    async def draws() -> list[bool]:
+        _add_rule(emulator, rule)
+        outcomes = []
+        for _ in range(8):
+            result = await run_session(client, new_session_id(), audio=pcm_tone(0.1))
+            outcomes.append(isinstance(result.error, m.ThrottlingException))
+        return outcomes
+
+    first = await draws()
+    assert admin(emulator.h2c_url, "POST", "/_emulator/reset")[0] == 200
+    assert await draws() == first
+    assert 0 < sum(first) < 8  # some refused, some not
+
+
 async def test_resuming_more_than_5_hours_after_creation_is_refused(client, emulator):
     session_id = new_session_id()
     await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
