@@ -500,9 +500,7 @@ async def test_an_error_rule_uses_one_of_its_times_per_request_it_refuses(client
     assert (await run_session(client, new_session_id(), audio=pcm_tone(0.2))).error is None
 
 
-async def test_after_a_reset_a_probability_rule_draws_as_it_did_from_the_start(
-    client, emulator
-):
+async def test_after_a_reset_a_probability_rule_draws_as_it_did_from_the_start(client, emulator):
     """The pytest fixture resets before each test: a test's draws depended on
     which tests ran before it."""
     rule = {
