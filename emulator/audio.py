@@ -150,14 +150,17 @@ class FlacClock:
 
     :meth:`add` raises :class:`~emulator.errors.ValidationException` when the
     bytes are not FLAC (no ``fLaC`` marker), when the metadata is malformed,
-    when STREAMINFO's sample rate differs from ``sample_rate``, or when the
-    bytes after the metadata are not a frame header.
+    when STREAMINFO's sample rate differs from ``sample_rate`` or its channel
+    count from ``channels`` (when given: 2 for a session with channel
+    definitions, else 1), or when the bytes after the metadata are not a frame
+    header.
     """
 
-    def __init__(self, *, sample_rate: int) -> None:
+    def __init__(self, *, sample_rate: int, channels: int | None = None) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = sample_rate
+        self.expected_channels = channels
         self._buf = bytearray()
         self._bytes = 0
         self._stage = _Stage.MARKER
@@ -317,6 +320,16 @@ class FlacClock:
                 f"FLAC STREAMINFO sample rate {rate} Hz does not match the declared"
                 f" media sample rate {self.sample_rate} Hz (x-amzn-medscribe-sample-rate)"
             )
+        expected = self.expected_channels
+        if expected is not None and channels != expected:
+            described = (
+                "the configuration's channelDefinitions describe 2 (ch_0 and ch_1)"
+                if expected == 2
+                else "without channelDefinitions in the configuration the audio must be mono"
+            )
+            raise ValidationException(
+                f"FLAC STREAMINFO has {channels} channel(s), but {described}"
+            )
         self._stream_rate = rate
         self._channels = channels
         self._bits_per_sample = bits
@@ -459,14 +472,14 @@ class FlacClock:
 def make_clock(*, encoding: str, sample_rate: int, channels: int) -> PcmClock | FlacClock:
     """Return the clock for a session's media encoding (``pcm`` or ``flac``).
 
-    ``channels`` is the PCM channel count (2 with channelDefinitions, else 1); a
-    FLAC stream states its own. Raises
+    ``channels`` is the audio's channel count (2 with channelDefinitions, else 1):
+    PCM is counted by it, and a FLAC stream's STREAMINFO must state it. Raises
     :class:`~emulator.errors.ValidationException` for any other encoding.
     """
     if encoding == "pcm":
         return PcmClock(sample_rate=sample_rate, channels=channels)
     if encoding == "flac":
-        return FlacClock(sample_rate=sample_rate)
+        return FlacClock(sample_rate=sample_rate, channels=channels)
     raise ValidationException(
         f"unsupported media encoding {encoding!r}; valid values are pcm and flac"
     )

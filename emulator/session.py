@@ -455,7 +455,10 @@ class ScribeSession:
         for active in self._active:
             segment = active.segment
             self._emit_result(
-                active, content=segment.content, partial=False, end=min(segment.end, now)
+                active,
+                content=segment.content,
+                partial=False,
+                end=min(segment.end, math.floor(now * 1000) / 1000),
             )
         self._active.clear()
 
@@ -576,8 +579,9 @@ def _event_type(message: Message) -> str:
 
 
 def _partial_time(segment: Segment, k: int) -> float:
-    """When the k-th of N partials is due: begin + k/(N+1) of the segment."""
-    return segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1)
+    """When the k-th of N partials is due: begin + k/(N+1) of the segment, to the
+    millisecond, as the service reports offsets (0.6, not 0.6000000000000001)."""
+    return round(segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1), 3)
 
 
 def _prefix(content: str, k: int, n: int) -> str:

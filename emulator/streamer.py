@@ -89,6 +89,9 @@ DEFAULT_ROLES = ("CLINICIAN", "PATIENT")
 EXIT_OK = 0
 EXIT_SERVICE_ERROR = 1
 EXIT_USAGE = 2
+#: Standard output closed under us (``stream --json | head -1``): the status of a
+#: process that SIGPIPE ends, as ``yes | head`` leaves. The stream stops there.
+EXIT_OUTPUT_CLOSED = 128 + 13
 
 #: The service takes at most 32,000 bytes of audio per audio event (service guide).
 MAX_CHUNK_BYTES = 32_000
@@ -783,6 +786,8 @@ async def stream_audio(
                 for task in (sender, receiver):
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
+    except BrokenPipeError:  # our own output closed (| head): see run()
+        raise
     except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
         summary.error = _failure(error, options, responded=responded, events=received)
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
@@ -793,6 +798,19 @@ async def stream_audio(
     summary.wall_seconds = time.monotonic() - started
     renderer.finished(summary)
     return summary
+
+
+def _discard(out: TextIO) -> None:
+    """Send whatever ``out`` still holds, and writes to its descriptor, to /dev/null."""
+    try:
+        fileno = out.fileno()
+    except (OSError, ValueError):  # not a file (a test's StringIO)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fileno)
+    finally:
+        os.close(devnull)
 
 
 def _quiet_crt_body_writer(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -865,7 +883,8 @@ def run(
 
     :data:`EXIT_OK` when the session completed; :data:`EXIT_SERVICE_ERROR` after a
     service error, a stream reset, an unreachable endpoint or a broken response
-    stream; :data:`EXIT_USAGE` for a bad file or option (130 on Ctrl-C). Every
+    stream; :data:`EXIT_USAGE` for a bad file or option (130 on Ctrl-C,
+    :data:`EXIT_OUTPUT_CLOSED` when ``out`` is a pipe its reader closed). Every
     failure is one ``error: ...`` line on ``err``; nothing is raised for them.
     """
     out = sys.stdout if out is None else out
@@ -905,6 +924,11 @@ def run(
         return fail(130, "interrupted")
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))
+    except BrokenPipeError:
+        # The reader of our output has gone: stop quietly, and point the output
+        # at /dev/null so that the interpreter's last flush does not complain.
+        _discard(out)
+        return EXIT_OUTPUT_CLOSED
     finally:
         sys.unraisablehook = previous_hook
     if summary.error is not None:

@@ -400,6 +400,37 @@ def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, audio_dir)
     assert err.strip() == "error: interrupted"
 
 
+@pytest.mark.parametrize("json_lines", [True, False], ids=["json", "text"])
+def test_a_reader_that_closes_the_output_stops_the_stream_quietly(server, audio_dir, json_lines):
+    """`stream --json | head -1`: no traceback, the status SIGPIPE would leave,
+    and the session left resumable (paused), as a client gone mid-stream leaves it."""
+    session_id = scripted(server)  # two finals: the second is written after the close
+    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
+    args += ["--json"] if json_lines else []
+    read, write = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", *args],
+        cwd=REPO,
+        env=clean_env(),
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as reader:
+            first = reader.readline()  # the session line, or the first final
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert first
+    assert process.returncode == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    details = session_details(server, session_id)
+    assert details["status"] == "PAUSED"
+
+
 def test_unreachable_endpoint_exits_1_naming_it(audio_dir):
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))

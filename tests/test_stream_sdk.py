@@ -537,3 +537,62 @@ async def test_a_rule_can_name_the_generated_visit_over_a_scripted_default(tmp_p
     first = [s.content for s in results[generated].finals][0]
     assert first != [s.content for s in results[scripted].finals][0]
     assert first.startswith("Hi ") and "I'm Dr. " in first  # the generated greeting
+
+
+def _flac(channels: int, seconds: float = 1.0) -> bytes:
+    import io
+
+    numpy = pytest.importorskip("numpy")
+    soundfile = pytest.importorskip("soundfile")
+    buffer = io.BytesIO()
+    samples = numpy.zeros((int(16_000 * seconds), channels), dtype="int16")
+    soundfile.write(buffer, samples, 16_000, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("channels", "two_channels", "expected"),
+    [
+        (1, True, "has 1 channel(s), but the configuration's channelDefinitions describe 2"),
+        (2, False, "has 2 channel(s), but without channelDefinitions"),
+        (3, True, "has 3 channel(s)"),
+    ],
+    ids=["mono-for-two-definitions", "stereo-without-definitions", "three-channels"],
+)
+async def test_flac_whose_channels_contradict_the_configuration_is_refused_in_stream(
+    client, emulator, channels, two_channels, expected
+):
+    session_id = new_session_id()
+    result = await run_session(
+        client,
+        session_id,
+        audio=_flac(channels),
+        chunk_bytes=4000,
+        two_channels=two_channels,
+        encoding="flac",
+    )
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert expected in result.error.message
+    assert "FLAC STREAMINFO" in result.error.message
+    assert not result.segments  # no transcript for channels the audio lacks
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "FAILED"
+
+
+@pytest.mark.parametrize("two_channels", [False, True], ids=["mono", "stereo"])
+async def test_flac_with_the_configurations_channel_count_completes(
+    client, emulator, two_channels
+):
+    session_id = new_session_id()
+    result = await run_session(
+        client,
+        session_id,
+        audio=_flac(2 if two_channels else 1, seconds=2.0),
+        chunk_bytes=4000,
+        two_channels=two_channels,
+        encoding="flac",
+    )
+    assert result.error is None, repr(result.error)
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "COMPLETED"
+    assert details["audioSeconds"] == pytest.approx(2.0)
