@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from .admin import admin_routes
 from .backend import Backend
-from .control import MAX_REQUEST_BODY, control_routes
+from .control import MAX_REQUEST_BODY, control_routes, routing_scope
 from .details import SessionDetailsEndpoint, match_session_path
 from .errors import ServiceError, ValidationException
 from .ids import new_request_id
@@ -47,6 +47,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         # The service's own paths answer in its error shape: a request that names no
         # operation is one the SDKs and boto3 report by this code.
         headers["x-amzn-errortype"] = "UnknownOperationException"
+        headers["x-amzn-requestid"] = new_request_id()
     return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
 
 
@@ -191,6 +192,8 @@ def create_app(
             if method == "GET" and (ids := match_session_path(scope)) is not None:
                 await details(scope, receive, send, ids=ids)
                 return
+            if not path.startswith("/_emulator/"):
+                scope = routing_scope(scope)
         if expected is not None and _needs_token(scope):
             problem = _token_problem(scope, expected)
             if problem is not None:

@@ -327,9 +327,7 @@ class FlacClock:
                 if expected == 2
                 else "without channelDefinitions in the configuration the audio must be mono"
             )
-            raise ValidationException(
-                f"FLAC STREAMINFO has {channels} channel(s), but {described}"
-            )
+            raise ValidationException(f"FLAC STREAMINFO has {channels} channel(s), but {described}")
         self._stream_rate = rate
         self._channels = channels
         self._bits_per_sample = bits

@@ -193,14 +193,19 @@ class Backend:
         if self.resources is not None:
             self.resources.reset()
 
-    def check_resources(self, *, domain_id: str, subscription_id: str) -> None:
-        """With ``strict_resources``, check the domain and subscription exist and are active.
+    def check_resources(
+        self, *, domain_id: str, subscription_id: str, require_active: bool = True
+    ) -> None:
+        """With ``strict_resources``, check the domain and subscription exist and
+        (with ``require_active``, for a stream) are active.
 
         Raises :class:`~emulator.errors.ResourceNotFoundException` or
         :class:`ValidationException` (see ``ResourceRegistry.check_stream``).
         """
         if self.strict_resources and self.resources is not None:
-            self.resources.check_stream(domain_id=domain_id, subscription_id=subscription_id)
+            self.resources.check_stream(
+                domain_id=domain_id, subscription_id=subscription_id, require_active=require_active
+            )
 
     # -- scenarios -------------------------------------------------------------
 

@@ -27,12 +27,20 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, NoReturn
+from urllib.parse import unquote_to_bytes
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .errors import InternalServerException, ServiceError, ValidationException
+from .errors import (
+    InternalServerException,
+    NotEmulatedError,
+    SerializationException,
+    ServiceError,
+    ValidationException,
+)
 from .ids import new_request_id
 from .resources import (
     ARN_FORM,
@@ -53,7 +61,7 @@ from .resources import (
 )
 from .validation import describe_value, integer_text, lone_surrogate
 
-__all__ = ["MAX_REQUEST_BODY", "control_routes"]
+__all__ = ["MAX_REQUEST_BODY", "NOT_EMULATED", "control_routes", "routing_scope"]
 
 log = logging.getLogger("medscribe.control")
 
@@ -173,7 +181,9 @@ async def _json_body(
     """Return the request's JSON object (``{}`` for no body), noting unknown members in ``out``.
 
     JSON ``null`` members are dropped: in AWS JSON protocols null is an absent member.
-    Raises ValidationException at once for a body that is too large or not a JSON object.
+    Raises ValidationException at once for a body that is too large, and
+    SerializationException for one that is not a JSON object (NaN and Infinity,
+    which Python's parser takes, are not JSON).
     """
     body = bytearray()
     async for chunk in request.stream():
@@ -183,17 +193,35 @@ async def _json_body(
     if not body.strip():
         return {}
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deep
-        _fail("body", f"Request body must be valid JSON ({error})")
+        raise SerializationException(f"Request body must be valid JSON: {error}") from None
     if not isinstance(document, dict):
-        _fail("body", "Request body must be a JSON object")
+        raise SerializationException(
+            f"Request body must be a JSON object, got a JSON {_json_kind(document)}"
+        )
     if (where := lone_surrogate(document)) is not None:
         # JSON may escape half a UTF-16 pair (\ud800); no string of the service
         # can hold one, and nothing downstream (SQLite, UTF-8) could store it.
         _fail(where, "Member must be valid Unicode text (it holds an unpaired surrogate)")
     _check_members(document, members, out)
     return {k: v for k, v in document.items() if v is not None}
+
+
+def _not_json(token: str) -> NoReturn:
+    raise ValueError(f"{token} is not a JSON value (Python's extension, not JSON's)")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
 
 
 def _fail(where: str, rule: str) -> NoReturn:
@@ -227,10 +255,46 @@ def _error(error: ServiceError) -> Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class _LabelConvertor(Convertor[str]):
+    """A URI label as sent: empty allowed (the handler then names the member
+    that must not be empty), an escaped ``/`` kept inside it (see :func:`routing_scope`)."""
+
+    regex = "[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("medscribe_label", _LabelConvertor())
+
+
+def routing_scope(scope: Any) -> Any:
+    """``scope`` with ``path`` as the client sent it, escapes undecoded.
+
+    Starlette routes on the decoded path, where an id holding an escaped ``/``
+    (``dom-a%2Fb``) becomes two segments and no route: the service decodes each
+    label after matching, and so do the control plane's handlers (:func:`_operation`).
+    """
+    raw = scope.get("raw_path")
+    if not raw:
+        return scope
+    return {**scope, "path": raw.split(b"?", 1)[0].decode("latin-1")}
+
+
+def _decoded(label: str) -> str:
+    return unquote_to_bytes(label.encode("latin-1")).decode("utf-8", "replace")
+
+
 def _operation(handler: Handler) -> Handler:
     """Wrap a handler so that every error it raises is answered as a modeled error."""
 
     async def endpoint(request: Request) -> Response:
+        request.scope["path_params"] = {
+            name: _decoded(value) for name, value in request.path_params.items()
+        }
         try:
             return await handler(request)
         except ServiceError as error:
@@ -383,17 +447,18 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
         out.raise_if()
         return _ok({"tags": registry.list_tags_for_resource(resource_arn)})
 
-    subscription = "/domains/{domainId}/subscriptions/{subscriptionId}"
+    domain = "/domains/{domainId:medscribe_label}"
+    subscription = f"{domain}/subscriptions/{{subscriptionId:medscribe_label}}"
     # The ARN label is not greedy in the model, so clients percent-encode its "/"; the
-    # server decodes the path before routing, hence the path converter.
+    # path converter also takes one sent unescaped.
     tags = "/tags/{resourceArn:path}"
     table: list[tuple[str, str, Handler]] = [
         ("/domain", "POST", create_domain),
         ("/domain", "GET", list_domains),
-        ("/domain/{domainId}", "GET", get_domain),
-        ("/domain/{domainId}", "DELETE", delete_domain),
-        ("/domains/{domainId}/subscriptions", "POST", create_subscription),
-        ("/domains/{domainId}/subscriptions", "GET", list_subscriptions),
+        ("/domain/{domainId:medscribe_label}", "GET", get_domain),
+        ("/domain/{domainId:medscribe_label}", "DELETE", delete_domain),
+        (f"{domain}/subscriptions", "POST", create_subscription),
+        (f"{domain}/subscriptions", "GET", list_subscriptions),
         (subscription, "GET", get_subscription),
         (f"{subscription}/activate", "POST", activate_subscription),
         (f"{subscription}/deactivate", "POST", deactivate_subscription),
@@ -401,4 +466,35 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
         (tags, "DELETE", untag_resource),
         (tags, "GET", list_tags_for_resource),
     ]
+    table += [
+        (path.replace("}", ":medscribe_label}"), method, _not_emulated(name))
+        for name, (method, path) in NOT_EMULATED.items()
+    ]
     return [Route(path, _operation(handler), methods=[method]) for path, method, handler in table]
+
+
+#: The model's operations the emulator does not implement, by their HTTP bindings:
+#: a request for one is told so by name, not answered as an unknown path.
+NOT_EMULATED: dict[str, tuple[str, str]] = {
+    "CreateDataset": ("POST", "/domains/{domainId}/datasets"),
+    "ListDatasets": ("GET", "/domains/{domainId}/datasets"),
+    "GetDataset": ("GET", "/domains/{domainId}/datasets/{datasetId}"),
+    "DeleteDataset": ("DELETE", "/domains/{domainId}/datasets/{datasetId}"),
+    "StartMedicalCodingJob": ("POST", "/domain/{domainId}/medical-coding-job"),
+    "GetMedicalCodingJob": ("GET", "/domain/{domainId}/medical-coding-job/{jobId}"),
+    "StartPatientInsightsJob": ("POST", "/domain/{domainId}/patient-insights-job"),
+    "GetPatientInsightsJob": ("GET", "/domain/{domainId}/patient-insights-job/{jobId}"),
+    "SubmitFeedback": ("POST", "/domain/{domainId}/feedback"),
+}
+
+
+def _not_emulated(operation: str) -> Handler:
+    async def refuse(request: Request) -> Response:
+        raise NotEmulatedError(
+            f"{operation} is not emulated: medscribe-emulator implements the listening "
+            "session (StartMedicalScribeListeningSession, GetMedicalScribeListeningSession) "
+            "and the domain, subscription and tag operations (see its README, Limits)"
+        )
+
+    refuse.__name__ = operation
+    return refuse

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .errors import ResourceNotFoundException, ServiceError
-from .ids import new_request_id
+from .ids import new_request_id, request_id_headers
 from .quotas import Quotas, access_key_of
 from .record import SessionKey, SessionRecord
 from .stream import Receive, Scope, Send, error_response
@@ -120,7 +120,11 @@ class SessionDetailsEndpoint:
                 subscription_id=subscription_id or None,
                 locations=PATH_PARAMETER_NAMES,
             )
-            self.backend.check_resources(domain_id=domain_id, subscription_id=subscription_id)
+            # A look-up, not a start: a deactivated subscription's sessions can still be
+            # read (the model gives Get no ValidationException to refuse it with).
+            self.backend.check_resources(
+                domain_id=domain_id, subscription_id=subscription_id, require_active=False
+            )
             record = self.backend.get(SessionKey(domain_id, subscription_id, session_id))
             if record is None:
                 raise ResourceNotFoundException(
@@ -141,7 +145,7 @@ class SessionDetailsEndpoint:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"x-amzn-request-id", request_id.encode()),
+                    *request_id_headers(request_id),
                 ],
             }
         )

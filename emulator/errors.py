@@ -132,6 +132,29 @@ class InternalServerException(ServiceError):
     stream_member = "internalFailureException"
 
 
+class SerializationException(ServiceError):
+    """A request body the protocol cannot read (not JSON, not an object).
+
+    Not a shape of the model, but what AWS's REST-JSON services answer for a body
+    they cannot deserialize, before any member is validated.
+    """
+
+    code = "SerializationException"
+    status = 400
+
+
+class NotEmulatedError(ServiceError):
+    """An operation of the service model the emulator does not implement.
+
+    Not a shape of the model: the code and status are S3's for an unimplemented
+    feature (``NotImplemented``, 501), which clients report as they are and do
+    not retry.
+    """
+
+    code = "NotImplemented"
+    status = 501
+
+
 class ConfigError(EmulatorError):
     """A scenario, rule or fixture is invalid; the message names file and field."""
 

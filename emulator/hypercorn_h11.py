@@ -25,7 +25,7 @@ from typing import Any
 import h11
 from hypercorn.protocol.h11 import H11Protocol
 
-from .ids import new_request_id
+from .ids import new_request_id, request_id_headers
 
 #: What each status hypercorn's h11 refusals carry means for the client, while
 #: the request's head is read...
@@ -99,7 +99,7 @@ async def _send_error_response(self: H11Protocol, status_code: int) -> None:
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
         (b"x-amzn-errortype", b"ValidationException"),
-        (b"x-amzn-request-id", new_request_id().encode()),
+        *request_id_headers(new_request_id()),
         (b"connection", b"close"),
     ]
     response = h11.Response(

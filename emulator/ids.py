@@ -21,3 +21,15 @@ _random = random.Random(os.urandom(32))
 def new_request_id() -> str:
     """A random version-4 UUID in its canonical text form."""
     return str(uuid.UUID(int=_random.getrandbits(128), version=4))
+
+
+def request_id_headers(request_id: str) -> list[tuple[bytes, bytes]]:
+    """The response headers carrying ``request_id``, under both names clients read.
+
+    StartMedicalScribeListeningSession binds its ``requestId`` output to
+    ``x-amzn-request-id``; the REST-JSON responses of every other operation, and
+    errors, carry ``x-amzn-requestid``, the only one botocore reads (its
+    ``ResponseMetadata.RequestId``).
+    """
+    value = request_id.encode()
+    return [(b"x-amzn-requestid", value), (b"x-amzn-request-id", value)]

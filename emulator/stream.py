@@ -40,7 +40,7 @@ from .hypercorn_h2 import (
     ConnectionControl,
     InlineBody,
 )
-from .ids import new_request_id
+from .ids import new_request_id, request_id_headers
 from .journal import Journal
 from .quotas import Quotas, access_key_of
 from .record import SessionRecord
@@ -74,7 +74,7 @@ async def error_response(send: Send, error: ServiceError, *, request_id: str) ->
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"x-amzn-errortype", error.code.encode()),
-                (b"x-amzn-request-id", request_id.encode()),
+                *request_id_headers(request_id),
             ],
         }
     )

@@ -309,7 +309,7 @@ def test_unknown_admin_routes_are_json_errors_saying_what_is_wrong(
     [
         ("PUT", "/domain", 405),
         ("GET", "/no-such-operation", 404),
-        ("GET", "/domain/", 404),
+        ("GET", "/domains/", 404),
         ("POST", "/medical-scribe-stream", 404),
     ],
 )
@@ -328,4 +328,5 @@ def test_a_request_naming_no_operation_is_unknown_operation_in_the_service_shape
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == status
     assert refused.value.headers["x-amzn-errortype"] == "UnknownOperationException"
+    assert len(refused.value.headers["x-amzn-requestid"]) == 36
     assert path in json.loads(refused.value.read())["message"]

@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.routing import Match
 
 from emulator import hypercorn_h2
-from emulator.control import control_routes
+from emulator.control import control_routes, routing_scope
 from emulator.errors import ConfigError, ResourceNotFoundException, ValidationException
 from emulator.resources import (
     ResourceRegistry,
@@ -103,7 +103,7 @@ def control_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and server is not None:
             server.http_versions.append(scope["http_version"])
-        await starlette(scope, receive, send)
+        await starlette(routing_scope(scope), receive, send)  # as the emulator's app does
 
     # Idle connections are closed by their clients at the end, never by the server: a
     # server-side close of boto3's idle pooled socket waits for a close_notify nobody
@@ -546,20 +546,26 @@ def test_unknown_json_member_is_rejected_naming_it(control: ControlServer) -> No
 
 
 @pytest.mark.parametrize(
-    ("body", "rule"),
+    ("body", "message"),
     [
-        (b"{not json", "Request body must be valid JSON"),
-        (b"[1, 2]", "Request body must be a JSON object"),
+        (b"{not json", "Request body must be valid JSON: Expecting property name"),
+        (b"[1, 2]", "Request body must be a JSON object, got a JSON array"),
+        (b'"clinic"', "Request body must be a JSON object, got a JSON string"),
+        (b'{"name": NaN}', "Request body must be valid JSON: NaN is not a JSON value"),
+        (b'{"name": -Infinity}', "Request body must be valid JSON: -Infinity is not a JSON"),
+        (b"\xff{}", "Request body must be valid JSON"),
     ],
-    ids=["not-json", "not-an-object"],
+    ids=["not-json", "array", "string", "nan", "infinity", "not-utf8"],
 )
-def test_body_that_is_not_a_json_object_is_validation_error(
-    control: ControlServer, body: bytes, rule: str
+def test_body_that_is_not_a_json_object_is_a_serialization_exception(
+    control: ControlServer, body: bytes, message: str
 ) -> None:
-    """A CreateDomain body that is not a JSON object is a ValidationException on 'body'."""
-    status, _, answer = raw_request(control, "POST", "/domain", body)
+    """A body the protocol cannot read is refused before any member is validated, as
+    AWS's REST-JSON services do: 400 SerializationException."""
+    status, headers, answer = raw_request(control, "POST", "/domain", body)
     assert status == 400
-    assert f"at 'body' failed to satisfy constraint: {rule}" in answer["message"]
+    assert headers["x-amzn-errortype"] == "SerializationException"
+    assert answer["message"].startswith(message)
 
 
 def test_thousands_of_leading_zeros_are_still_a_number(control: ControlServer) -> None:

@@ -154,9 +154,11 @@ async def test_boto3_recipe_gets_the_same_session_over_http1_on_both_ports(clien
     documented = emulator.endpoint_url.replace("127.0.0.1", "localhost")
     for url, ca in ((documented, emulator.ca_file), (emulator.h2c_url, None)):
         boto = boto3_client(endpoint_url=url, ca_file=ca)
-        details = boto.get_medical_scribe_listening_session(
+        got = boto.get_medical_scribe_listening_session(
             sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
-        )["medicalScribeListeningSessionDetails"]
+        )
+        assert len(got["ResponseMetadata"]["RequestId"]) == 36
+        details = got["medicalScribeListeningSessionDetails"]
         assert details["streamStatus"] == "PAUSED"
         assert details["sessionId"] == session_id
         assert details["postStreamActionSettings"] == {
@@ -205,6 +207,9 @@ async def test_unknown_session_is_resource_not_found_for_sdk_boto3_and_the_wire(
     assert status == 404
     assert answer_headers["x-amzn-errortype"] == "ResourceNotFoundException"
     assert set(body) == {"message"}
+    # boto3 reads the request id from x-amzn-requestid, of errors as of answers.
+    request_id = error.value.response["ResponseMetadata"]["RequestId"]
+    assert request_id and len(request_id) == 36
 
 
 async def test_a_session_is_keyed_by_all_three_ids(client, emulator):
@@ -276,7 +281,9 @@ def test_medical_coding_context_and_code_generation_are_reported(emulator):
     assert codes["status"] == "SKIPPED" and codes["failureReason"]
 
 
-def test_strict_resources_refuse_streams_and_gets_on_unknown_or_inactive_resources(tmp_path):
+def test_strict_resources_refuse_streams_on_unknown_or_inactive_resources_gets_on_unknown(
+    tmp_path,
+):
     settings = Settings(
         host="127.0.0.1", port=0, h2c_port=0, state_dir=Path(tmp_path), strict_resources=True
     )
@@ -309,11 +316,11 @@ def test_strict_resources_refuse_streams_and_gets_on_unknown_or_inactive_resourc
         inactive = stream(new_session_id())
         assert inactive["headers"][":status"] == "400"
         assert "INACTIVE" in json.loads(inactive["data"])["message"]
-        with pytest.raises(ClientError) as error:
-            boto.get_medical_scribe_listening_session(
-                sessionId=known, domainId=domain_id, subscriptionId=subscription_id
-            )
-        assert error.value.response["Error"]["Code"] == "ValidationException"
+        # A look-up still reads the sessions of a deactivated subscription.
+        got = boto.get_medical_scribe_listening_session(
+            sessionId=known, domainId=domain_id, subscriptionId=subscription_id
+        )
+        assert got["medicalScribeListeningSessionDetails"]["sessionId"] == known
         with pytest.raises(ClientError) as error:
             boto.get_medical_scribe_listening_session(
                 sessionId=known, domainId="dom-nosuchdomain000000", subscriptionId=subscription_id

@@ -580,9 +580,7 @@ async def test_flac_whose_channels_contradict_the_configuration_is_refused_in_st
 
 
 @pytest.mark.parametrize("two_channels", [False, True], ids=["mono", "stereo"])
-async def test_flac_with_the_configurations_channel_count_completes(
-    client, emulator, two_channels
-):
+async def test_flac_with_the_configurations_channel_count_completes(client, emulator, two_channels):
     session_id = new_session_id()
     result = await run_session(
         client,

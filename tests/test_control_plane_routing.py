@@ -1,0 +1,166 @@
+"""How the full emulator routes the control plane's paths, as boto3 sends them.
+
+botocore's own checks are off here (``parameter_validation=False``), so that what
+answers is the emulator's: ids holding an escaped ``/`` or nothing at all, and the
+model's operations the emulator does not implement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from emulator.control import NOT_EMULATED
+
+from .support import admin
+
+
+@pytest.fixture
+def boto(emulator) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1"
+    )
+    client = session.client(
+        "connecthealth",
+        endpoint_url=emulator.h2c_url,
+        config=Config(parameter_validation=False, inject_host_prefix=False),
+    )
+    yield client
+    client.close()
+
+
+def failure(call, **params: Any) -> tuple[int, str, str]:
+    with pytest.raises(ClientError) as error:
+        call(**params)
+    response = error.value.response
+    assert response["ResponseMetadata"]["RequestId"]
+    return (
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Code"],
+        response["Error"]["Message"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "member"),
+    [
+        ("get_domain", {"domainId": "dom-aaaaaaaaaa/bbbbbbbbb"}, "domainId"),
+        ("delete_domain", {"domainId": "dom-aaaaaaaaaa/bbbbbbbbb"}, "domainId"),
+        ("list_subscriptions", {"domainId": "dom-aaaaaaaaaa/bbbbbbbbb"}, "domainId"),
+        (
+            "activate_subscription",
+            {"domainId": "dom-aaaaaaaaaabbbbbbbbbb", "subscriptionId": "x/activate"},
+            "subscriptionId",
+        ),
+        (
+            "get_subscription",
+            {"domainId": "dom-aaaaaaaaaabbbbbbbbbb", "subscriptionId": "sub-a/b"},
+            "subscriptionId",
+        ),
+    ],
+)
+def test_an_id_holding_a_slash_is_a_validation_exception_naming_it(boto, operation, params, member):
+    """boto3 escapes the "/" inside a label; the id stays one, and is refused as such."""
+    status, code, message = failure(getattr(boto, operation), **params)
+    assert (status, code) == (400, "ValidationException")
+    assert f"at '{member}'" in message
+    assert params[member] in message  # the id as given, decoded once
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "member"),
+    [
+        ("get_domain", {"domainId": ""}, "domainId"),
+        ("delete_domain", {"domainId": ""}, "domainId"),
+        ("list_subscriptions", {"domainId": ""}, "domainId"),
+        ("create_subscription", {"domainId": ""}, "domainId"),
+        (
+            "deactivate_subscription",
+            {"domainId": "dom-aaaaaaaaaabbbbbbbbbb", "subscriptionId": ""},
+            "subscriptionId",
+        ),
+    ],
+)
+def test_an_empty_id_is_a_validation_exception_naming_it(boto, operation, params, member):
+    status, code, message = failure(getattr(boto, operation), **params)
+    assert (status, code) == (400, "ValidationException")
+    assert f"at '{member}'" in message
+
+
+def test_an_escaped_percent_in_an_id_is_decoded_once(boto):
+    """ "%41" sent as "%2541" is the three characters %41, not "A"."""
+    status, code, message = failure(boto.get_domain, domainId="dom-%41aaaaaaaaaaaaaaaaaa")
+    assert (status, code) == (400, "ValidationException")
+    assert "dom-%41aaaaaaaaaaaaaaaaaa" in message
+
+
+def test_a_domain_found_through_the_raw_path_still_answers(boto):
+    domain_id = boto.create_domain(name="routing-clinic")["domainId"]
+    assert boto.get_domain(domainId=domain_id)["domainId"] == domain_id
+    subscription_id = boto.create_subscription(domainId=domain_id)["subscriptionId"]
+    got = boto.get_subscription(domainId=domain_id, subscriptionId=subscription_id)
+    assert got["subscription"]["subscriptionId"] == subscription_id
+    arn = boto.get_domain(domainId=domain_id)["arn"]
+    boto.tag_resource(resourceArn=arn, tags={"team": "scribe"})
+    assert boto.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "scribe"}
+
+
+DOMAIN = "dom-aaaaaaaaaabbbbbbbbbb"
+CALLS = {
+    "CreateDataset": ("create_dataset", {"domainId": DOMAIN, "name": "ds"}),
+    "ListDatasets": ("list_datasets", {"domainId": DOMAIN}),
+    "GetDataset": ("get_dataset", {"domainId": DOMAIN, "datasetId": "ds-1"}),
+    "DeleteDataset": ("delete_dataset", {"domainId": DOMAIN, "datasetId": "ds-1"}),
+    "StartMedicalCodingJob": ("start_medical_coding_job", {"domainId": DOMAIN}),
+    "GetMedicalCodingJob": ("get_medical_coding_job", {"domainId": DOMAIN, "jobId": "j"}),
+    "StartPatientInsightsJob": ("start_patient_insights_job", {"domainId": DOMAIN}),
+    "GetPatientInsightsJob": ("get_patient_insights_job", {"domainId": DOMAIN, "jobId": "j"}),
+    "SubmitFeedback": ("submit_feedback", {"domainId": DOMAIN}),
+}
+
+
+def test_every_operation_of_the_model_is_emulated_or_named_as_not():
+    """The table of operations not emulated covers exactly what the control plane,
+    the stream and Get leave out of the model boto3 knows."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("connecthealth")
+    emulated = {
+        "ActivateSubscription",
+        "CreateDomain",
+        "CreateSubscription",
+        "DeactivateSubscription",
+        "DeleteDomain",
+        "GetDomain",
+        "GetMedicalScribeListeningSession",
+        "GetSubscription",
+        "ListDomains",
+        "ListSubscriptions",
+        "ListTagsForResource",
+        "StartMedicalScribeListeningSession",
+        "TagResource",
+        "UntagResource",
+    }
+    assert set(model.operation_names) == emulated | set(NOT_EMULATED) == emulated | set(CALLS)
+    for name, (method, path) in NOT_EMULATED.items():
+        http = model.operation_model(name).http
+        assert (http["method"], http["requestUri"]) == (method, path)
+
+
+@pytest.mark.parametrize("operation", sorted(CALLS))
+def test_an_operation_not_emulated_is_a_501_naming_it(boto, operation):
+    method, params = CALLS[operation]
+    status, code, message = failure(getattr(boto, method), **params)
+    assert (status, code) == (501, "NotImplemented")
+    assert message.startswith(f"{operation} is not emulated")
+
+
+def test_an_unknown_path_is_named_as_sent(emulator):
+    status, body = admin(emulator.h2c_url, "GET", "/domains/a%2Fb/nothing")
+    assert status == 404
+    assert body["message"] == "no route for GET /domains/a%2Fb/nothing"
