@@ -1,7 +1,18 @@
-"""``python -m emulator``: the same as the ``medscribe-emulator`` command."""
+"""``python -m emulator``, and the ``medscribe-emulator`` command (:func:`console`)."""
 
 import sys
 
-from .cli import main
 
-sys.exit(main())
+def console() -> int:
+    """Run :func:`emulator.cli.main`; a Ctrl-C outside the commands' own handling
+    (while the modules load, or in ``check``) ends it with status 130, quietly."""
+    try:
+        from .cli import main
+
+        return main()
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(console())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import urllib.parse
 import uuid
@@ -136,6 +137,11 @@ def _channels(text: str) -> int | tuple[str, str]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not 1, 2 or two roles out of {', '.join(streamer.ROLES)} "
             "(e.g. CLINICIAN,PATIENT)"
+        )
+    if roles[0] == roles[1]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} gives both channels the role {roles[0]}: the service takes one "
+            "channel a role (e.g. CLINICIAN,PATIENT)"
         )
     return roles[0], roles[1]
 
@@ -612,6 +618,19 @@ def _check_endpoint(url: str, given_as: str) -> None:
         )
 
 
+#: What the SDK takes as a region (smithy_aws_core's check), refused here in one
+#: line rather than as its traceback.
+_REGION = re.compile(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")
+
+
+def _region_sources(args: argparse.Namespace, env: dict[str, str]) -> list[tuple[str, str | None]]:
+    return [
+        ("--region", args.region),
+        ("AWS_REGION", env.get("AWS_REGION")),
+        ("AWS_DEFAULT_REGION", env.get("AWS_DEFAULT_REGION")),
+    ]
+
+
 def stream_options(
     args: argparse.Namespace, environ: dict[str, str] | None = None
 ) -> streamer.StreamOptions:
@@ -625,7 +644,21 @@ def stream_options(
     endpoint = args.endpoint or env.get("MEDSCRIBE_ENDPOINT") or streamer.DEFAULT_ENDPOINT
     _check_endpoint(endpoint, "--endpoint" if args.endpoint else "MEDSCRIBE_ENDPOINT")
     ca_file = args.ca if args.ca is not None else streamer.default_ca_file(endpoint, env)
-    region = args.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    if args.ca is not None:
+        ca_given_as = "--ca"
+    elif env.get("MEDSCRIBE_CA_FILE"):
+        ca_given_as = "MEDSCRIBE_CA_FILE"
+    else:
+        ca_given_as = "the state directory's CA"
+    region_given_as, region = next(
+        ((name, value) for name, value in _region_sources(args, env) if value),
+        ("default", "us-east-1"),
+    )
+    if not _REGION.fullmatch(region):
+        raise streamer.UsageError(
+            f"{region_given_as} {region!r} is not an AWS region name (letters, digits "
+            "and inner hyphens, up to 63, e.g. us-east-1)"
+        )
     roles = args.channels if isinstance(args.channels, tuple) else None
     # The emulator's own variables sign for an emulator only: against AWS the
     # caller's credential chain applies unless a pair is given on the command line.
@@ -645,6 +678,7 @@ def stream_options(
     return streamer.StreamOptions(
         endpoint_url=endpoint,
         ca_file=ca_file,
+        ca_given_as=ca_given_as,
         session_id=args.session_id or str(uuid.uuid4()),
         domain_id=args.domain_id,
         subscription_id=args.subscription_id,

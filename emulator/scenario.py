@@ -269,6 +269,8 @@ def _numeric_text_hint(value: object) -> str:
         float(value)
     except ValueError:
         return ""
+    if "e" not in value.lower() or value.strip().lower() in ("inf", "infinity", "nan"):
+        return " (it is quoted: write the number without quotes)"
     return (
         f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
         "sign, as 1.0e+3; or write the number in full)"
@@ -353,16 +355,51 @@ class Checker:
 # --------------------------------------------------------------------------- reading
 
 
+class _AliasBomb(Exception):
+    """The aliases of a YAML document reach far more values than it holds."""
+
+
+class _Walk:
+    """What :func:`_walk` has seen: the nodes on its path (a recursive alias stops
+    there), every distinct node, and the paths it recorded.
+
+    Aliases let a few hundred bytes name billions of values (9 aliases of 9
+    aliases of ...): the lines of every path through them would take gigabytes.
+    A document may reach each of its values by :data:`ALIAS_REACH` paths on
+    average, plus :data:`ALIAS_SLACK`, which any real fixture's reuse of an
+    anchor stays far below.
+    """
+
+    ALIAS_REACH = 4
+    ALIAS_SLACK = 10_000
+
+    def __init__(self) -> None:
+        self.stack: set[int] = set()
+        self.nodes: set[int] = set()
+        self.paths = 0
+
+    def count(self, node: yaml.Node) -> None:
+        self.nodes.add(id(node))
+        self.paths += 1
+        if self.paths > self.ALIAS_REACH * len(self.nodes) + self.ALIAS_SLACK:
+            raise _AliasBomb
+
+
 def _walk(
     node: yaml.Node,
     path: FieldPath,
     lines: dict[FieldPath, int],
     dupes: list[tuple[int, FieldPath, str]],
-    stack: set[int],
+    walk: _Walk,
 ) -> None:
-    """Record the 1-based line of every key and item under ``node``, and duplicate keys."""
+    """Record the 1-based line of every key and item under ``node``, and duplicate keys.
+
+    Raises :class:`_AliasBomb` past the document's alias budget (see :class:`_Walk`).
+    """
+    stack = walk.stack
     if id(node) in stack:  # a recursive alias: its lines are already recorded
         return
+    walk.count(node)
     stack.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -376,11 +413,11 @@ def _walk(
             else:
                 seen[key] = line
                 lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, dupes, stack)
+            _walk(value_node, (*path, key), lines, dupes, walk)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[(*path, index)] = item.start_mark.line + 1
-            _walk(item, (*path, index), lines, dupes, stack)
+            _walk(item, (*path, index), lines, dupes, walk)
     stack.discard(id(node))
 
 
@@ -401,6 +438,21 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
     except (OSError, UnicodeDecodeError) as exc:
         checker.add((), f"cannot read file: {exc}")
         return False, None
+    try:
+        return _read_text(path, text, checker)
+    except RecursionError:
+        checker.add((), "nested too deeply (hundreds of levels): flatten it")
+    except _AliasBomb:
+        checker.add(
+            (),
+            "its YAML aliases (*name) reach more than "
+            f"{_Walk.ALIAS_REACH} times as many values as the file holds: "
+            "repeat the values instead, or use fewer levels of aliases",
+        )
+    return False, None
+
+
+def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
     lines: dict[FieldPath, int] = {}
     dupes: list[tuple[int, FieldPath, str]] = []
     data: object = None
@@ -424,7 +476,7 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
             node = None  # valid JSON that YAML 1.1 cannot read: report without lines
         if node is not None:
             lines[()] = node.start_mark.line + 1
-            _walk(node, (), lines, dupes, set())
+            _walk(node, (), lines, dupes, _Walk())
     else:
         try:
             node, loader = _compose(text)
@@ -432,7 +484,7 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
                 if node is not None:
                     # Walk before constructing: the constructor flattens merge keys in place.
                     lines[()] = node.start_mark.line + 1
-                    _walk(node, (), lines, dupes, set())
+                    _walk(node, (), lines, dupes, _Walk())
                     data = loader.construct_document(node)
             finally:
                 loader.dispose()

@@ -17,6 +17,7 @@ code runs with the caller's AWS credentials (see :func:`is_aws_endpoint`).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import os
@@ -186,7 +187,7 @@ def read_audio(
     except OSError as error:
         raise UsageError(f"{path}: cannot read: {error.strerror}") from None
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        audio = _read_wav(path)
+        audio = _read_wav(path, data)
     elif data[:4] == _FLAC_MARKER:
         audio = _read_flac(path, data)
     elif sample_rate is None:
@@ -224,9 +225,16 @@ def read_audio(
     return audio
 
 
-def _read_wav(path: Path) -> AudioFile:
+#: WAV data chunk sizes that mean "to the end of the file": what a recorder that
+#: streams its output writes (0 before it knows; 0xFFFFFFFF, or another size near
+#: the format's 4 GiB limit, as "unknown").
+_WAV_STREAMING_SIZE = 0x7FFF0000
+
+
+def _read_wav(path: Path, file: bytes) -> AudioFile:
+    """Parse the WAV ``file`` (the bytes of ``path``: a pipe cannot be read twice)."""
     try:
-        with wave.open(str(path), "rb") as wav:
+        with wave.open(io.BytesIO(file), "rb") as wav:
             width, channels = wav.getsampwidth(), wav.getnchannels()
             rate, frames = wav.getframerate(), wav.getnframes()
             if width != _PCM_WIDTH:
@@ -234,11 +242,23 @@ def _read_wav(path: Path) -> AudioFile:
                     f"{path}: {8 * width}-bit samples; the service takes 16-bit PCM "
                     "(convert with e.g. sox IN.wav -b 16 OUT.wav)"
                 )
+            if rate <= 0:
+                raise UsageError(f"{path}: its WAV header gives a sample rate of {rate} Hz")
+            # The data chunk's size, as its header states it (wave hides it).
+            declared = wav._data_chunk.chunksize  # type: ignore[attr-defined]
             data = wav.readframes(frames)
     except wave.Error as error:
         raise UsageError(f"{path}: unsupported WAV ({error}); 16-bit PCM WAV is needed") from None
     except EOFError:
         raise UsageError(f"{path}: truncated WAV header") from None
+    frame = _PCM_WIDTH * channels
+    if 0 < declared < _WAV_STREAMING_SIZE and len(data) < frames * frame:
+        raise UsageError(
+            f"{path}: truncated: its header announces {frames * frame} bytes of audio "
+            f"({frames / rate:.2f} s), the file holds {len(data)} "
+            "(repair it, e.g. sox --ignore-length IN.wav OUT.wav)"
+        )
+    data = data[: len(data) - len(data) % frame]  # a streamed file's last partial frame
     return AudioFile(
         path=path,
         kind="wav",
@@ -267,6 +287,24 @@ def _read_flac(path: Path, data: bytes) -> AudioFile:
             f"{path}: FLAC STREAMINFO has no total sample count; re-encode the file "
             "(e.g. flac -f IN.wav) so its length is known"
         )
+    if channels > 2:
+        raise UsageError(f"{path}: {channels} channels; the service takes 1 or 2")
+    # The frames themselves, counted as the emulator's clock counts them: a file cut
+    # short would otherwise be reported, and paced, as its STREAMINFO's length.
+    from .audio import FlacClock
+    from .errors import ValidationException
+
+    clock = FlacClock(sample_rate=rate)
+    try:
+        clock.add(data)
+        counted = clock.finish()
+    except ValidationException as error:
+        raise UsageError(f"{path}: {error.message}") from None
+    if counted * rate < total:
+        raise UsageError(
+            f"{path}: truncated: its STREAMINFO announces {total / rate:.2f} s of audio, "
+            f"its frames hold {counted:.2f} s (re-encode what is left, e.g. flac -d then flac)"
+        )
     return AudioFile(
         path=path,
         kind="flac",
@@ -287,6 +325,8 @@ class StreamOptions:
 
     endpoint_url: str = DEFAULT_ENDPOINT
     ca_file: Path | None = None
+    #: Where ``ca_file`` came from, as errors name it.
+    ca_given_as: str = "--ca"
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     domain_id: str = DEFAULT_DOMAIN_ID
     subscription_id: str = DEFAULT_SUBSCRIPTION_ID
@@ -626,11 +666,11 @@ async def _client(options: StreamOptions) -> Any:
     try:
         transport = crt_transport(ca_file=options.ca_file)
     except FileNotFoundError as error:
-        raise UsageError(f"--ca: {error}") from None
+        raise UsageError(f"{options.ca_given_as}: {error}") from None
     except (AwsCrtError, RuntimeError) as error:
         # awscrt reports a file without a PEM certificate as a bare RuntimeError.
         raise UsageError(
-            f"--ca {options.ca_file}: not a usable PEM CA certificate ({error})"
+            f"{options.ca_given_as} {options.ca_file}: not a usable PEM CA certificate ({error})"
         ) from None
     credentials: dict[str, str] = {}
     if options.access_key_id is not None and options.secret_access_key is not None:
@@ -695,6 +735,9 @@ def _failure(
         return "StreamError", f"the request to {url} failed before any response: {detail}"
     if crt is not None and ("TLS" in crt.name or "PKI" in crt.name):
         detail += " (is the endpoint https:// and --ca the certificate that signs it?)"
+    elif crt is not None and crt.name == "AWS_IO_SOCKET_CLOSED":
+        # What a cleartext port does with a TLS handshake.
+        detail += " (is it the emulator's TLS port? its cleartext port takes no https://)"
     return "ConnectionError", f"cannot reach {url}: {detail}"
 
 
@@ -790,6 +833,9 @@ async def stream_audio(
         raise
     except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
         summary.error = _failure(error, options, responded=responded, events=received)
+        if not responded:
+            # Refused or unreachable: what the SDK had queued never reached a session.
+            summary.audio_seconds = 0.0
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
         summary.error = ("Interrupted", "interrupted before the session ended")
         summary.wall_seconds = time.monotonic() - started
@@ -899,7 +945,8 @@ def run(
         roles = resolve_roles(audio, options.roles)
         audio.chunks(options.chunk_ms)  # refuse an oversized chunk before connecting
         if options.ca_file is not None and not options.ca_file.is_file():
-            raise UsageError(f"--ca {options.ca_file}: no such file")
+            what = "is a directory" if options.ca_file.is_dir() else "no such file"
+            raise UsageError(f"{options.ca_given_as} {options.ca_file}: {what}")
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))
     try:

@@ -190,3 +190,57 @@ def test_check_help_mentions_every_option_and_the_exit_codes():
             assert flag in result.stdout
     assert "FIXTURES_DIR" in result.stdout and "exit status" in result.stdout
     assert "file:line: field: message" in result.stdout
+
+
+def _alias_bomb(levels: int) -> str:
+    """A few hundred bytes whose aliases name 9**levels values."""
+    names = "abcdefghijklmnop"
+    lines = [f"{names[0]}: &{names[0]} [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"{names[i]}: &{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 9) + "]")
+    return "\n".join(lines) + f"\nsegments: *{names[levels - 1]}\n"
+
+
+@pytest.mark.parametrize("where", ["scenarios/bomb.yaml", "rules.yaml"])
+def test_a_yaml_alias_bomb_is_one_problem_not_gigabytes(tmp_path, where):
+    """290 bytes of aliases that reach 43 million values: refused at once, by name.
+    (Walking every path through them, for their lines, took over 10 GB.)"""
+    text = _alias_bomb(8)
+    if where == "rules.yaml":
+        text = "- scenario:\n" + "".join(f"    {line}\n" for line in text.splitlines())
+    assert len(text) < 400
+    write(tmp_path / where, text)
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert f"{where}: its YAML aliases (*name) reach more than 4 times" in result.stdout
+
+
+def test_aliases_a_fixture_really_uses_are_fine(tmp_path):
+    """An anchor reused across segments, and merge keys, stay well inside the budget."""
+    segments = "\n".join(
+        f"  - {{<<: *base, begin: {i}, end: {i + 0.5}, content: *said}}" for i in range(300)
+    )
+    write(
+        tmp_path / "scenarios" / "reuse.yaml",
+        "base: &base {channel: 0, partials: 1}\nsaid: &said Hello there.\n"
+        f"segments:\n{segments}\n",
+    )
+    result = check(tmp_path)
+    assert "unknown key 'base'" in result.stdout  # the anchors' own keys: a real problem
+    assert "YAML aliases" not in result.stdout
+
+
+@pytest.mark.parametrize("name", ["scenarios/deep.yaml", "scenarios/deep.json", "rules.yaml"])
+def test_nesting_deeper_than_python_recurses_is_one_problem(tmp_path, name):
+    depth = 2000
+    if name.endswith(".json"):
+        text = '{"segments": ' + "[" * depth + "]" * depth + "}"
+    elif name == "rules.yaml":
+        text = "- scenario: {segments: " + "[" * depth + "]" * depth + "}\n"
+    else:
+        text = "segments: " + "[" * depth + "]" * depth + "\n"
+    write(tmp_path / name, text)
+    result = check(tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{name}: nested too deeply" in result.stdout

@@ -17,7 +17,9 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy
 import pytest
+import soundfile
 
 from emulator import streamer
 from emulator.cli import build_parser
@@ -76,6 +78,13 @@ def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         wav.setsampwidth(1)
         wav.setframerate(8000)
         wav.writeframes(bytes(8000))
+    one_second = write_wav(folder / "one.wav", 1.0).read_bytes()
+    # Sample rate (bytes 24-27 of the canonical header) 0; data cut to 1,001 of 32,000.
+    (folder / "zero-rate.wav").write_bytes(one_second[:24] + bytes(4) + one_second[28:])
+    (folder / "truncated.wav").write_bytes(one_second[: 44 + 1001])
+    flac = io.BytesIO()
+    soundfile.write(flac, numpy.zeros(16000 * 5, dtype="int16"), 16000, format="FLAC")
+    (folder / "truncated.flac").write_bytes(flac.getvalue()[: len(flac.getvalue()) // 2])
     return folder
 
 
@@ -431,6 +440,73 @@ def test_a_reader_that_closes_the_output_stops_the_stream_quietly(server, audio_
     assert details["status"] == "PAUSED"
 
 
+def test_a_wav_read_from_a_pipe_streams_like_the_file(server, audio_dir):
+    """`stream /dev/stdin < visit.wav` (or sox ... | stream /dev/stdin): the pipe is read once."""
+    args = ["stream", "/dev/stdin", "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
+    with open(audio_dir / "half.wav", "rb") as source:
+        result = subprocess.run(
+            [sys.executable, "-m", "emulator", *args, "--json"],
+            cwd=REPO,
+            env=clean_env(),
+            stdin=source,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert summary["audioSeconds"] == 0.5
+
+
+def test_a_refused_request_reports_no_audio_sent(server, audio_dir):
+    """The SDK queues audio before the answer; none of it reached a session."""
+    session_id = failing(server, "ThrottlingException", "slow down")
+    result = stream(server, str(audio_dir / "half.wav"), "--json", "--session-id", session_id)
+    assert result.returncode == 1
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert summary["error"] == "ThrottlingException"
+    assert summary["audioSeconds"] == 0
+
+
+def test_a_tls_client_on_the_cleartext_port_is_told_which_port(server, audio_dir):
+    url = server.h2c_url.replace("http://", "https://")
+    result = stream(server, str(audio_dir / "half.wav"), "--endpoint", url)
+    assert result.returncode == 1
+    assert "is it the emulator's TLS port?" in result.stderr, result.stderr
+
+
+def test_the_ca_from_the_environment_is_named_as_such(audio_dir, tmp_path):
+    env = clean_env(MEDSCRIBE_CA_FILE=str(tmp_path / "gone.pem"))
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", "https://127.0.0.1:9", env=env
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"error: MEDSCRIBE_CA_FILE {tmp_path / 'gone.pem'}: no such file"
+    )
+
+
+def test_an_aws_region_variable_the_sdk_cannot_take_is_named(audio_dir):
+    env = clean_env(AWS_REGION="bad region")
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", "https://127.0.0.1:9", env=env
+    )
+    assert result.returncode == 2
+    assert "AWS_REGION 'bad region' is not an AWS region name" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_ctrl_c_while_the_command_loads_ends_it_quietly(monkeypatch):
+    from emulator import __main__ as entry
+    from emulator import cli
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    assert entry.console() == 130
+
+
 def test_unreachable_endpoint_exits_1_naming_it(audio_dir):
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
@@ -579,6 +655,12 @@ USAGE_ERRORS = {
     "rate-disagrees": (["{dir}/half.wav", "--sample-rate", "8000"], "16000 Hz"),
     "eight-bit-wav": (["{dir}/eight.wav"], "8-bit samples"),
     "missing-ca": (["{dir}/half.wav", "--ca", "{dir}/nope.pem"], "no such file"),
+    "ca-is-a-directory": (["{dir}/half.wav", "--ca", "{dir}"], "audio0: is a directory"),
+    "same-role-twice": (["{dir}/stereo5.wav", "--channels", "CLINICIAN,CLINICIAN"], "both"),
+    "bad-region": (["{dir}/half.wav", "--region", "bad region"], "--region 'bad region' is not"),
+    "zero-rate-wav": (["{dir}/zero-rate.wav"], "sample rate of 0 Hz"),
+    "truncated-wav": (["{dir}/truncated.wav"], "truncated: its header announces 32000 bytes"),
+    "truncated-flac": (["{dir}/truncated.flac"], "truncated: its STREAMINFO announces 5.00 s"),
     "missing-audio-argument": ([], "AUDIO"),
     "key-without-secret": (
         ["{dir}/half.wav", "--access-key-id", "AKIDTEST"],

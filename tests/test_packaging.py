@@ -37,7 +37,7 @@ def test_wheel_ships_every_shipped_scenario_and_the_rules_file(wheel):
 def test_wheel_declares_the_console_script(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     text = wheel.read(entry_points).decode()
-    assert "medscribe-emulator = emulator.cli:main" in text
+    assert "medscribe-emulator = emulator.__main__:console" in text
 
 
 def test_installed_fixtures_load_outside_the_source_tree(wheel, tmp_path):

@@ -96,6 +96,15 @@ INVALID = {
         "must be a number, got a string ('1e3') ('1e3': YAML reads e-notation as a number "
         "only with a '.' and a sign, as 1.0e+3; or write the number in full)",
     ),
+    "begin-quoted": (
+        """
+        segments:
+          - {begin: "1", end: 2, content: hi}
+        """,
+        "segments[0].begin",
+        2,
+        "must be a number, got a string ('1') (it is quoted: write the number without quotes)",
+    ),
     "begin-is-bool": (
         """
         segments:
