@@ -133,7 +133,10 @@ def admin_routes(
             backend.reset()
         except ConfigError as error:
             return _error(400, f"cannot reset: {error}")
-        return JSONResponse({"status": "reset"})
+        # Sessions with a stream still open are kept (their stream goes on): named,
+        # so that a test harness can say why its "clean" emulator has a session.
+        live = [record.key.session_id for record in backend.sessions.values()]
+        return JSONResponse({"status": "reset", "liveSessions": live})
 
     async def list_sessions(request: Request) -> Response:
         filters = dict(request.query_params)

@@ -28,6 +28,7 @@ emulator started here; override it in a ``conftest.py`` to change any of them).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ __all__ = [
     "medscribe_settings",
     "medscribe_emulator_server",
     "medscribe_emulator",
+    "MedscribeWarning",
 ]
 
 #: The marker that applies a scenario to one test.
@@ -181,6 +183,13 @@ def medscribe_emulator_server(
     from .testing import EmulatorThread, MedscribeEmulator
 
     url = emulator_url(request.config)
+    if url is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        raise pytest.UsageError(
+            f"--medscribe-url ({url}) with pytest-xdist (-n): every worker resets the one "
+            "emulator before each of its tests, wiping the rules and sessions of the tests "
+            "the other workers are running. Run without -n, or without --medscribe-url "
+            "(each worker then starts its own emulator)."
+        )
     if url is not None:
         yield MedscribeEmulator.connect(
             url,
@@ -212,19 +221,46 @@ def _marker_scenario(marker: pytest.Mark) -> tuple[str | Mapping[str, Any], str 
 @pytest.fixture
 def medscribe_emulator(
     medscribe_emulator_server: MedscribeEmulator, request: pytest.FixtureRequest
-) -> MedscribeEmulator:
+) -> Iterator[MedscribeEmulator]:
     """The session's emulator with no API-added rules and no sessions, and this test's
     ``@pytest.mark.medscribe_scenario`` applied.
 
-    Returns a :class:`~emulator.testing.MedscribeEmulator`.
+    Yields a :class:`~emulator.testing.MedscribeEmulator`. After the test, the
+    rules it (or its marker) added through the handle are removed, so that an
+    emulator at ``--medscribe-url`` is not left replaying the last test's scenario.
     """
-    medscribe_emulator_server.reset()
+    from .testing import MedscribeAdminError
+
+    emulator = medscribe_emulator_server
+    live = emulator.reset()
+    if live:
+        warnings.warn(
+            f"the medscribe emulator kept {len(live)} session(s) whose stream is still open "
+            f"({', '.join(live[:5])}{', ...' if len(live) > 5 else ''}): a reset keeps live "
+            "streams, so this test sees them; close each client's stream before its test ends",
+            MedscribeWarning,
+            stacklevel=1,
+        )
     # The newest matching rule wins: add the farthest marker (module, class)
     # first so the one on the test itself takes precedence.
     for marker in reversed(list(request.node.iter_markers(MARKER))):
         scenario, session_id = _marker_scenario(marker)
-        medscribe_emulator_server.use_scenario(scenario, session_id)
-    return medscribe_emulator_server
+        try:
+            emulator.use_scenario(scenario, session_id)
+        except MedscribeAdminError as error:
+            pytest.fail(f"@pytest.mark.{MARKER}({scenario!r}): {error}", pytrace=False)
+    yield emulator
+    for rule_id in list(emulator.added_rules):
+        try:
+            emulator.request("DELETE", f"/_emulator/rules/{rule_id}")
+        except MedscribeAdminError as error:
+            if error.status != 404:
+                raise
+    emulator.added_rules.clear()
+
+
+class MedscribeWarning(UserWarning):
+    """Something about the emulator a test should know, such as a session kept by its reset."""
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ Requires the optional dependency ``aws-sdk-connecthealth`` (and ``boto3`` for
 
 from __future__ import annotations
 
+import asyncio
 from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -154,7 +155,10 @@ async def make_client(
             session = await client.get_medical_scribe_listening_session(...)
 
     Closing the client closes its transport. Raises what :func:`make_config` raises.
+    The running loop stops reporting awscrt's one known-harmless failure (see
+    :func:`quiet_completed_body_writers`).
     """
+    quiet_completed_body_writers()
     config = await make_config(
         endpoint_url=endpoint_url,
         ca_file=ca_file,
@@ -164,6 +168,33 @@ async def make_client(
         **overrides,
     )
     return AsyncConnectHealthClient(config=config)
+
+
+def quiet_completed_body_writers(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Make ``loop`` (the running one) drop awscrt's "Task exception was never
+    retrieved ... AWS_ERROR_HTTP_STREAM_HAS_COMPLETED" and report everything else
+    as before (through the handler it had, if any).
+
+    After the service ends a stream early (an in-stream exception, a reset), the
+    SDK's request-body task fails that way and nothing retrieves it: the failure
+    has already reached the caller as the stream's error, and the report is noise
+    in every test that expects one. Calling it again changes nothing.
+    """
+    loop = loop or asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_medscribe_quiet", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "HTTP_STREAM_HAS_COMPLETED" in str(context.get("exception", "")):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler._medscribe_quiet = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 def boto3_client(

@@ -207,6 +207,8 @@ class EmulatorRule:
         except MedscribeAdminError as error:
             if error.status != 404:
                 raise
+        if self.id in self.owner.added_rules:
+            self.owner.added_rules.remove(self.id)
 
     def __enter__(self) -> Self:
         return self
@@ -218,6 +220,18 @@ class EmulatorRule:
         tb: TracebackType | None,
     ) -> None:
         self.remove()
+
+
+def _session_path(
+    session_id: str, domain_id: str | None, subscription_id: str | None, suffix: str = ""
+) -> str:
+    path = f"/_emulator/sessions/{urllib.parse.quote(session_id, safe='')}{suffix}"
+    query = {
+        name: value
+        for name, value in (("domainId", domain_id), ("subscriptionId", subscription_id))
+        if value is not None
+    }
+    return f"{path}?{urllib.parse.urlencode(query)}" if query else path
 
 
 def _replace_host(url: str, host: str | None) -> str:
@@ -258,6 +272,9 @@ class MedscribeEmulator:
         self.admin_url = (admin_url or h2c_url).rstrip("/")
         self.timeout = timeout
         self.admin_token = admin_token
+        #: Ids of the rules :meth:`add_rule` added since the last :meth:`reset`
+        #: (the pytest fixture removes them after each test).
+        self.added_rules: list[str] = []
 
     def __repr__(self) -> str:
         return f"MedscribeEmulator(endpoint_url={self.endpoint_url!r}, h2c_url={self.h2c_url!r})"
@@ -406,13 +423,17 @@ class MedscribeEmulator:
         """Return ``/_emulator/health``: status, version, endpoints, counters, scenarios."""
         return self.request("GET", "/_emulator/health")
 
-    def reset(self) -> None:
+    def reset(self) -> list[str]:
         """Forget every session and every rule added through the API.
 
-        Rules from the emulator's rules file come back. Raises
-        :class:`MedscribeAdminError`.
+        Rules from the emulator's rules file come back. Sessions with a stream
+        still open are kept: returns their ids (an emulator older than this
+        returns none). Raises :class:`MedscribeAdminError`.
         """
-        self.request("POST", "/_emulator/reset")
+        answer = self.request("POST", "/_emulator/reset")
+        self.added_rules.clear()
+        live = answer.get("liveSessions") if isinstance(answer, dict) else None
+        return list(live or [])
 
     def add_rule(
         self,
@@ -437,8 +458,25 @@ class MedscribeEmulator:
         if rule is not None:
             if any(value is not None for value in (match, scenario, error, times)):
                 raise TypeError("pass either a whole rule or keyword fields, not both")
+            if not isinstance(rule, Mapping):
+                hint = (
+                    f"; to replay a scenario by name: use_scenario({rule!r}) or "
+                    f"add_rule(scenario={rule!r})"
+                    if isinstance(rule, str)
+                    else ""
+                )
+                raise TypeError(
+                    "add_rule(rule): a whole rule is a dict such as {'match': {...}, "
+                    f"'scenario': ...}}, got {type(rule).__name__} {rule!r}{hint}"
+                )
             body: dict[str, Any] = dict(rule)
         else:
+            if match is not None and not isinstance(match, Mapping):
+                raise TypeError(
+                    "add_rule(match=...) is a dict of sessionId, domainId and/or "
+                    f"subscriptionId, such as match={{'sessionId': ...}}; got "
+                    f"{type(match).__name__} {match!r}"
+                )
             body = {"match": dict(match or {})}
             if scenario is not None:
                 body["scenario"] = scenario
@@ -447,6 +485,7 @@ class MedscribeEmulator:
             if times is not None:
                 body["times"] = times
         data = self.request("POST", "/_emulator/rules", body)
+        self.added_rules.append(data["id"])
         return EmulatorRule(id=data["id"], data=data, owner=self)
 
     def rules(self) -> list[dict[str, Any]]:
@@ -476,19 +515,34 @@ class MedscribeEmulator:
         the ``error`` and ``message`` they were answered with."""
         return self.request("GET", "/_emulator/sessions")["rejected"]
 
-    def session(self, session_id: str) -> dict[str, Any]:
+    def session(
+        self,
+        session_id: str,
+        *,
+        domain_id: str | None = None,
+        subscription_id: str | None = None,
+    ) -> dict[str, Any]:
         """Return the details of one session (status, headers, configuration, counts).
 
-        Raises :class:`MedscribeAdminError` (404) for an unknown session.
+        The newest session with ``session_id``, or the one of ``domain_id`` and/or
+        ``subscription_id`` when the same id was used in several. Raises
+        :class:`MedscribeAdminError` (404) for an unknown session.
         """
-        return self.request("GET", f"/_emulator/sessions/{urllib.parse.quote(session_id)}")
+        return self.request("GET", _session_path(session_id, domain_id, subscription_id))
 
-    def events(self, session_id: str) -> list[dict[str, Any]]:
+    def events(
+        self,
+        session_id: str,
+        *,
+        domain_id: str | None = None,
+        subscription_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Return the journal of one session: its input and output events in order.
 
-        Raises :class:`MedscribeAdminError` (404) for an unknown session.
+        The session is chosen as by :meth:`session`. Raises
+        :class:`MedscribeAdminError` (404) for an unknown session.
         """
-        path = f"/_emulator/sessions/{urllib.parse.quote(session_id)}/events"
+        path = _session_path(session_id, domain_id, subscription_id, "/events")
         data = self.request("GET", path)
         return data["events"] if isinstance(data, dict) else data
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,6 +249,10 @@ async def test_uses_the_running_emulator(medscribe_emulator):
         finals, error = await stream(client, session_id, seconds=0.5)
     assert error is None
     assert [s["sessionId"] for s in medscribe_emulator.sessions()] == [session_id]
+    # Left for the fixture to remove: the shared emulator must not keep it.
+    medscribe_emulator.add_rule(
+        match={"sessionId": "00000000-0000-4000-8000-0000000000fe"}, error="ThrottlingException"
+    )
 """
 
 
@@ -326,8 +331,60 @@ def test_medscribe_url_points_the_fixture_at_a_running_emulator(
         "-p", "emulator.pytest_plugin", f"--medscribe-url={remote.endpoint_url}", timeout=110
     )
     result.assert_outcomes(passed=1)
-    assert remote.rules() == []  # the fixture reset the running emulator first
+    # The fixture reset the running emulator first, and removed the test's rule after.
+    assert remote.rules() == []
     assert remote.session(session_id)["status"] == "COMPLETED"
+
+
+def test_medscribe_url_under_xdist_is_refused_naming_the_clash(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, remote: MedscribeEmulator
+) -> None:
+    """Workers sharing one emulator would reset it under each other's tests."""
+    user_project(pytester, monkeypatch, REMOTE_TESTS)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")  # what xdist sets in each worker
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", f"--medscribe-url={remote.endpoint_url}", timeout=110
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--medscribe-url*with pytest-xdist (-n)*"])
+
+
+def test_a_marker_naming_an_unknown_scenario_fails_in_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_project(
+        pytester,
+        monkeypatch,
+        "import pytest\n\n"
+        "@pytest.mark.medscribe_scenario('no-such-scenario')\n"
+        "def test_marked(medscribe_emulator):\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*@pytest.mark.medscribe_scenario('no-such-scenario'): 400 invalid rule*"]
+    )
+    assert "testing.py" not in result.stdout.str()  # no traceback through the handle
+
+
+def test_a_session_kept_open_by_a_reset_is_warned_about(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream still open when the next test starts survives its reset: said, by id."""
+    user_project(
+        pytester,
+        monkeypatch,
+        "def test_after_an_open_stream(medscribe_emulator):\n    pass\n",
+    )
+    pytester.makeconftest(
+        "from emulator.testing import MedscribeEmulator\n"
+        "MedscribeEmulator.reset = lambda self: ['11111111-2222-4333-8444-555555555555']\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    result.assert_outcomes(errors=1)  # the project turns warnings into errors
+    result.stdout.fnmatch_lines(
+        ["*MedscribeWarning: the medscribe emulator kept 1 session(s) whose stream is still*"]
+    )
 
 
 def test_medscribe_url_variable_is_read_when_no_option_is_given(
@@ -492,6 +549,69 @@ def test_add_rule_takes_a_whole_rule_or_keywords_not_both(remote: MedscribeEmula
     assert (rule.data["times"], rule.data["error"]["type"]) == (2, "ThrottlingException")
     with pytest.raises(TypeError):
         remote.add_rule({"match": {}}, times=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("primary-care-visit",), {}, "use_scenario('primary-care-visit')"),
+        ((), {"match": "dom-abcdefghij0123456789", "error": "ThrottlingException"}, "match="),
+    ],
+    ids=["scenario-name-as-rule", "id-as-match"],
+)
+def test_add_rule_misused_says_how_to_call_it(
+    remote: MedscribeEmulator, args, kwargs, message
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        remote.add_rule(*args, **kwargs)
+    assert remote.rules() == []
+
+
+async def test_reset_names_the_sessions_it_kept_for_their_open_stream(
+    remote: MedscribeEmulator,
+) -> None:
+    from aws_sdk_connecthealth import models as m
+
+    from .support import configuration_event, stream_input
+
+    session_id = new_session_id()
+    async with await remote.client() as client:
+        stream = await client.start_medical_scribe_listening_session(input=stream_input(session_id))
+        await stream.input_stream.send(configuration_event())
+        await stream.await_output()  # the stream is open
+        assert remote.reset() == [session_id]
+        await stream.input_stream.send(
+            m.MedicalScribeInputStreamSessionControlEvent(
+                value=m.MedicalScribeSessionControlEvent(type="END_OF_SESSION")
+            )
+        )
+        await stream.input_stream.close()
+        async for _ in (await stream.await_output())[1]:
+            pass
+    assert remote.reset() == []
+
+
+async def test_session_and_events_pick_one_of_two_sessions_sharing_an_id(
+    remote: MedscribeEmulator,
+) -> None:
+    from .support import DOMAIN_ID
+
+    other = "dom-otherdomain00000001"
+    session_id = new_session_id()
+    async with await remote.client() as client:
+        for domain_id, seconds in ((DOMAIN_ID, 0.2), (other, 0.4)):
+            result = await run_session(
+                client, session_id, audio=pcm_tone(seconds), domain_id=domain_id
+            )
+            assert result.error is None
+    assert remote.session(session_id)["domainId"] == other  # the newest
+    first = remote.session(session_id, domain_id=DOMAIN_ID)
+    assert (first["domainId"], first["audioSeconds"]) == (DOMAIN_ID, pytest.approx(0.2))
+    events = remote.events(session_id, domain_id=DOMAIN_ID)
+    assert sum(e["type"] == "audioEvent" for e in events) == 2
+    with pytest.raises(MedscribeAdminError) as info:
+        remote.session(session_id, subscription_id="sub-NOSUCHSUBSCRIPTION001")
+    assert info.value.status == 404
 
 
 def test_unknown_session_raises_404(remote: MedscribeEmulator) -> None:

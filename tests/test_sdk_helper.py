@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from copy import deepcopy
@@ -265,3 +266,24 @@ def test_boto3_control_plane_call_reaches_overridden_endpoint(
     [seen] = server.app.seen
     assert seen.http_version == "1.1"
     assert seen.headers["host"] == f"localhost:{server.port}"
+
+
+async def test_make_client_quiets_only_awscrts_completed_body_writer(emulator):
+    """The one report every test with an in-stream error printed is dropped; every
+    other report still reaches the handler the loop had."""
+    from emulator.sdk import make_client, quiet_completed_body_writers
+
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    loop.set_exception_handler(lambda loop, context: seen.append(str(context["exception"])))
+    try:
+        async with await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file):
+            pass
+        quiet_completed_body_writers()  # a second call: still one layer
+        handler = loop.get_exception_handler()
+        harmless = RuntimeError("AWS_ERROR_HTTP_STREAM_HAS_COMPLETED: stream is complete")
+        handler(loop, {"message": "Task exception was never retrieved", "exception": harmless})
+        handler(loop, {"message": "boom", "exception": ValueError("a real failure")})
+        assert seen == ["a real failure"]
+    finally:
+        loop.set_exception_handler(None)
