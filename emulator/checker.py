@@ -61,6 +61,24 @@ def _problems(error: ConfigError, path: Path) -> list[Problem]:
     return [Problem(file=str(path), line=None, field="", message=str(error))]
 
 
+def fixtures_directory_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot be a fixtures directory (missing, a file, or with
+    none of ``scenarios/``, ``rules.yaml`` and ``resources.yaml``), or None."""
+    if not directory.is_dir():
+        what = "a file, not a directory" if directory.exists() else "no such directory"
+        return f"{directory}: {what}"
+    if not (
+        (directory / "scenarios").is_dir()
+        or (directory / RULES_FILE).exists()
+        or (directory / RESOURCES_FILE).exists()
+    ):
+        return (
+            f"{directory}: not a fixtures directory (no scenarios/, {RULES_FILE} "
+            f"or {RESOURCES_FILE})"
+        )
+    return None
+
+
 def check_fixtures(directory: str | Path) -> CheckReport:
     """Validate every fixture file under ``directory``; return the report.
 
@@ -71,15 +89,10 @@ def check_fixtures(directory: str | Path) -> CheckReport:
     ``resources.yaml``.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        what = "a file, not a directory" if directory.exists() else "no such directory"
-        raise FileNotFoundError(f"{directory}: {what}")
+    problem = fixtures_directory_problem(directory)
+    if problem is not None:
+        raise FileNotFoundError(problem)
     rules_path, resources_path = directory / RULES_FILE, directory / RESOURCES_FILE
-    if not ((directory / "scenarios").is_dir() or rules_path.exists() or resources_path.exists()):
-        raise FileNotFoundError(
-            f"{directory}: not a fixtures directory (no scenarios/, {RULES_FILE} "
-            f"or {RESOURCES_FILE})"
-        )
     report = CheckReport()
 
     scenarios: dict[str, Scenario] = {}
@@ -130,7 +143,9 @@ def run(directory: str | Path, *, out: TextIO | None = None, err: TextIO | None 
             line += f", {report.domains} domains, {report.subscriptions} subscriptions"
         print(line, file=out)
         return 0
-    for problem in report.problems:
+    # By file, then line: validation finds them in its own order (a whole rule's
+    # fields before the next rule's duplicate keys, say), not the reader's.
+    for problem in sorted(report.problems, key=lambda p: (p.file, p.line or 0)):
         print(problem, file=out)
     count = len(report.problems)
     print(f"{count} problem{'s' if count != 1 else ''} found", file=err)

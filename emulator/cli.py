@@ -447,10 +447,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--strict-resources",
-        "refuse streams and look-ups on unknown or deactivated domains/subscriptions (default off)",
-        action="store_const",
-        const=True,
-        default=None,
+        "refuse streams on unknown or deactivated domains/subscriptions, and look-ups on "
+        "unknown ones (default off)",
+        action=argparse.BooleanOptionalAction,
     )
     _option(
         parser,
@@ -471,9 +470,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--verify-signatures",
         "verify the SigV4 signature of each stream request and the chunk signature of "
         "every event (default off: any credentials are accepted)",
-        action="store_const",
-        const=True,
-        default=None,
+        action=argparse.BooleanOptionalAction,
     )
     _option(
         parser, "--access-key-id", "access key id accepted with --verify-signatures", metavar="KEY"
@@ -506,9 +503,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--quotas",
         "apply the service's per-access-key quotas: concurrent sessions (402) and "
         "request rates (429) (default off)",
-        action="store_const",
-        const=True,
-        default=None,
+        action=argparse.BooleanOptionalAction,
     )
     _option(
         parser,
@@ -575,7 +570,7 @@ def parse_settings(
             continue
         value = getattr(args, action.dest, None)
         if value is None:
-            raw = environ.get(_env(action.option_strings[0].lstrip("-")))
+            raw = environ.get(_env(action.dest))
             if raw is None or raw == "":
                 continue
             try:
@@ -583,12 +578,12 @@ def parse_settings(
                     value = [_hostname(part) for part in raw.split(",") if part.strip()]
                     if not value:
                         raise ValueError(f"no host name in {raw!r}")
-                elif action.const is True:
+                elif isinstance(action, argparse.BooleanOptionalAction):
                     value = _bool(raw)
                 else:
                     value = action.type(raw) if action.type else raw  # type: ignore[operator]
             except (argparse.ArgumentTypeError, ValueError) as error:
-                serve_parser.error(f"{_env(action.option_strings[0].lstrip('-'))}: {error}")
+                serve_parser.error(f"{_env(action.dest)}: {error}")
             if action.choices is not None and value not in action.choices:
                 serve_parser.error(
                     f"{_env(action.dest)}: {raw!r} is not one of {', '.join(action.choices)}"

@@ -714,11 +714,17 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
     scenarios: dict[str, Scenario] = {}
     origin: dict[str, Path] = {}
     problems: list[Problem] = []
-    files = sorted(
+    entries = sorted(
         p
         for p in folder.iterdir()
-        if p.suffix.lower() in SCENARIO_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in SCENARIO_SUFFIXES and not p.name.startswith(".")
     )
+    files = [p for p in entries if p.is_file()]
+    for path in entries:
+        if not path.is_file():  # a directory named like a scenario file: not one
+            checker = Checker(str(path))
+            checker.add((), "is not a file: a scenario is one file in scenarios/")
+            problems.extend(checker.problems)
     for path in files:
         checker = Checker(str(path))
         if path.stem in origin:

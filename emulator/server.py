@@ -26,6 +26,7 @@ from hypercorn.config import Config
 from . import collector, hypercorn_h2, hypercorn_tcp
 from .app import create_app
 from .backend import Backend
+from .checker import fixtures_directory_problem
 from .errors import ConfigError
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
@@ -190,6 +191,9 @@ def build_backend(settings: Settings) -> Backend:
             else "no such fixtures directory"
         )
         raise ConfigError(f"{fixtures}: {what}")
+    problem = fixtures_directory_problem(fixtures)
+    if problem is not None:  # the wrong directory, as `check` says of it
+        raise ConfigError(problem)
     try:
         scenarios = load_scenario_dir(fixtures)
     except ConfigError as error:

@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -180,8 +181,22 @@ def _san(hostname: str) -> _SAN:
         raise ValueError(f"empty host name in {hostname!r}")
     if not name.isascii():
         raise ValueError(f"host name {hostname!r} must be ASCII (use its xn-- form)")
+    dns = name.rstrip(".")
+    labels = dns.split(".")
+    if labels[0] == "*" and len(labels) > 1:  # a wildcard certificate's first label
+        labels = labels[1:]
+    if len(dns) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(
+            f"host name {hostname!r} is not a DNS name: dot-separated labels of 1-63 "
+            "letters, digits, hyphens (not first or last) and underscores, as docker "
+            "service names may have, up to 253 characters; or an IP address"
+        )
     # DNS names compare case-insensitively (RFC 4343); store one spelling.
-    return x509.DNSName(name.lower().rstrip("."))
+    return x509.DNSName(dns.lower())
+
+
+#: One label of a host name (RFC 1123), with the underscores of container names.
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 def _sans_of(cert: x509.Certificate) -> set[_SAN]:

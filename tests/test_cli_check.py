@@ -244,3 +244,36 @@ def test_nesting_deeper_than_python_recurses_is_one_problem(tmp_path, name):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{name}: nested too deeply" in result.stdout
+
+
+def test_problems_print_by_file_then_line(tmp_path):
+    """A duplicate key is found after the fields of the whole document are checked:
+    printed in its line's place all the same."""
+    write(
+        tmp_path / "rules.yaml",
+        "- match: {sessionId: abc}\n"
+        "  scenario: nowhere\n"
+        "  scenario: twice\n"
+        "- match: {domainId: x}\n"
+        "  error: {type: Nope}\n",
+    )
+    result = check(tmp_path)
+    lines = [int(line.split(":")[1]) for line in result.stdout.splitlines()]
+    assert len(lines) >= 3 and lines == sorted(lines), result.stdout
+
+
+def test_a_directory_named_like_a_scenario_is_a_problem_not_skipped(tmp_path):
+    (tmp_path / "scenarios" / "visit.yaml").mkdir(parents=True)
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert "visit.yaml: is not a file: a scenario is one file in scenarios/" in result.stdout
+
+
+def test_serve_refuses_a_directory_that_is_no_fixtures_directory_as_check_does(tmp_path):
+    from emulator.errors import ConfigError
+    from emulator.server import Settings, build_backend
+
+    settings = Settings(fixtures=tmp_path, state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError, match="not a fixtures directory"):
+        build_backend(settings)
+    assert "not a fixtures directory" in check(tmp_path).stderr

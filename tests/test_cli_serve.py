@@ -56,6 +56,19 @@ def test_every_flag_has_an_environment_variable_and_flags_win():
     assert settings.strict_resources is True
 
 
+@pytest.mark.parametrize("name", ["verify-signatures", "strict-resources", "quotas"])
+def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
+    """Every option is a variable and the command line wins: switches too (--no-...)."""
+    variable = "MEDSCRIBE_" + name.upper().replace("-", "_")
+    field = name.replace("-", "_")
+    _, _, settings = parse_settings([], environ={variable: "true"})
+    assert getattr(settings, field) is True
+    _, _, settings = parse_settings([f"--no-{name}"], environ={variable: "true"})
+    assert getattr(settings, field) is False
+    _, _, settings = parse_settings([f"--{name}"], environ={variable: "false"})
+    assert getattr(settings, field) is True
+
+
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
@@ -67,6 +80,8 @@ def test_every_flag_has_an_environment_variable_and_flags_win():
         (["--tls-hostname="], {}, "argument --tls-hostname: empty host name in ''"),
         ([], {"MEDSCRIBE_TLS_HOSTNAME": ",,"}, "MEDSCRIBE_TLS_HOSTNAME: no host name in ',,'"),
         (["--tls-hostname", "hôte"], {}, "must be ASCII (use its xn-- form)"),
+        (["--tls-hostname", "a b"], {}, "host name 'a b' is not a DNS name"),
+        ([], {"MEDSCRIBE_TLS_HOSTNAME": ",,bad_host!,"}, "'bad_host!' is not a DNS name"),
         (["--s3-endpoint-url", "notaurl"], {}, "'notaurl' is not an http:// or https:// URL"),
         (["--s3-endpoint-url", "http://h:99999"], {}, "is not a URL: Port out of range"),
         (["--idle-timeout", "nan"], {}, "argument --idle-timeout: 'nan' is not a finite number"),
@@ -83,6 +98,8 @@ def test_every_flag_has_an_environment_variable_and_flags_win():
         "empty-tls-hostname",
         "env-tls-hostnames-all-empty",
         "non-ascii-tls-hostname",
+        "tls-hostname-with-a-space",
+        "env-tls-hostname-not-dns",
         "s3-endpoint-not-a-url",
         "s3-endpoint-bad-port",
         "nan-idle-timeout",
