@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import sqlite3
@@ -140,6 +141,8 @@ class Backend:
         )
         self.sessions: dict[SessionKey, SessionRecord] = {}
         self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
+        # Artifact jobs of sessions a reset forgot, by key, until they run.
+        self._detached: dict[SessionKey, _ArtifactJob] = {}
         # Records whose rows wait for the next flush_saves (see _save).
         self._dirty: dict[SessionKey, SessionRecord] = {}
         # Rows of dropped sessions, deleted in the same transaction.
@@ -531,7 +534,10 @@ class Backend:
         for record in self.sessions.values():
             if record.journal is not None:
                 record.journal.flush()
-        self._finish_post_stream_now(finish_within)
+        started = time.monotonic()
+        for key in list(self._detached):  # reset's, that the thread did not reach
+            self._run_detached(key)
+        self._finish_post_stream_now(max(0.0, finish_within - (time.monotonic() - started)))
         self.flush_saves()  # waits for the writer thread: the journals, then the rows
         self._closed = True
         self.store.close()
@@ -681,6 +687,11 @@ class Backend:
             task = self._post_tasks.pop(record.key, None)
             if task is not None:
                 task.cancel()
+                if _post_stream_pending(record) and record.configuration is not None:
+                    # Forgotten (a reset), but its artifacts were promised at their
+                    # output location: written now, the journal removed after.
+                    self._write_detached(record)
+                    continue
             if record.journal is not None:
                 record.journal.remove()
         if records and not self._closed:
@@ -728,6 +739,44 @@ class Backend:
                     self._trim()  # it was kept over the retention for its artifacts
 
         task.add_done_callback(forget)
+
+    def _write_detached(self, record: SessionRecord) -> None:
+        """Write the artifacts of ``record``, a session no longer kept, in the
+        artifacts' thread; then remove its journal. The record is not updated."""
+        journal = record.journal
+        assert journal is not None
+        journal.flush()
+        # Moved aside first (in the writer, after its pending writes): a new session
+        # with the same ids journals in the same folder, and the job must neither
+        # read that session's entries nor remove them with its own.
+        aside = Journal(
+            f"{journal.directory}.forgotten-{record.seq}", audio_suffix=journal.audio_suffix
+        )
+        run_in_writer(functools.partial(_move_aside, journal.directory, aside.directory))
+        job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
+        job.journal = aside
+        self._detached[record.key] = job
+        if self._artifact_thread is not None and not self._closed:
+            self._artifact_thread.submit(self._run_detached, record.key)
+        else:
+            try:
+                asyncio.get_running_loop().run_in_executor(None, self._run_detached, record.key)
+            except RuntimeError:  # no loop (a direct caller)
+                self._run_detached(record.key)
+
+    def _run_detached(self, key: SessionKey) -> None:
+        job = self._detached.pop(key, None)
+        if job is None:
+            return  # run already (at shutdown)
+        try:
+            results = _run_artifact_job(job)
+            log.info(
+                "session %s post-stream actions (after a reset forgot it): %s",
+                key.session_id,
+                describe_results(results),
+            )
+        finally:
+            job.journal.remove()
 
     def _finish_post_stream_now(self, budget: float) -> None:
         """Run waiting post-stream actions in this thread until ``budget`` seconds pass."""
@@ -797,6 +846,13 @@ class Backend:
             record.key.session_id,
             describe_results(results),
         )
+
+
+def _move_aside(directory: Path, aside: Path) -> None:
+    try:
+        os.replace(directory, aside)
+    except FileNotFoundError:  # never written: the job finds an empty journal
+        pass
 
 
 def _run_artifact_job(job: _ArtifactJob) -> dict[str, dict[str, str]]:

@@ -19,6 +19,7 @@ was taken at up to 64 KiB and refused at 20 KB if it came slowly. See
 from __future__ import annotations
 
 import json
+import logging
 from itertools import chain
 from typing import Any
 
@@ -26,6 +27,8 @@ import h11
 from hypercorn.protocol.h11 import H11Protocol
 
 from .ids import new_request_id, request_id_headers
+
+log = logging.getLogger("medscribe.server")
 
 #: What each status hypercorn's h11 refusals carry means for the client, while
 #: the request's head is read...
@@ -87,8 +90,25 @@ def _init(self: H11Protocol, *args: Any, **kwargs: Any) -> None:
         )
 
 
+#: How a TLS handshake begins: a handshake record (22) of TLS 1.x.
+_TLS_RECORD = b"\x16\x03"
+
+
 async def _send_error_response(self: H11Protocol, status_code: int) -> None:
-    """hypercorn's ``H11Protocol._send_error_response``, with a body."""
+    """hypercorn's ``H11Protocol._send_error_response``, with a body.
+
+    A TLS handshake (an ``https://`` client on the cleartext port) gets no HTTP
+    answer, which it could not read, but a log line saying what happened: the
+    AWS SDK reports it only as a timeout.
+    """
+    unread = getattr(self.connection, "_receive_buffer", b"")
+    if getattr(self, "stream", None) is None and bytes(unread)[:2] == _TLS_RECORD:
+        log.warning(
+            "a TLS handshake reached the cleartext port %s: an https:// client must use "
+            "the TLS port (this one takes http:// and HTTP/2 with prior knowledge)",
+            _local_port(self),
+        )
+        return  # hypercorn closes the connection next
     messages = _HEAD_MESSAGES if getattr(self, "stream", None) is None else _BODY_MESSAGES
     template = messages.get(
         status_code, "the request could not be read as HTTP/1.1 (status {status})"
@@ -108,6 +128,11 @@ async def _send_error_response(self: H11Protocol, status_code: int) -> None:
     await self._send_h11_event(response)
     await self._send_h11_event(h11.Data(data=body))
     await self._send_h11_event(h11.EndOfMessage())
+
+
+def _local_port(protocol: H11Protocol) -> str:
+    server = getattr(protocol, "server", None)
+    return str(server[1]) if isinstance(server, tuple) and len(server) > 1 else "?"
 
 
 def _h11_has_the_hooks() -> bool:

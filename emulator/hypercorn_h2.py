@@ -974,6 +974,15 @@ class DuplexH2Protocol(H2Protocol):
                 if type(event) in _CONTROL_EVENTS and not self._control_frame():
                     await self._calm_down()
                     return False
+                if type(event) is h2.events.RequestReceived and self.context.terminated.is_set():
+                    # Shutting down: refused (REFUSED_STREAM says nothing of it was
+                    # processed, so a client may retry it elsewhere), where hypercorn
+                    # resets with NO_ERROR, which says nothing.
+                    self.connection.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                    self.connection.update_settings(
+                        {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0}
+                    )
+                    continue
                 if (
                     isinstance(event, h2.events.ConnectionTerminated)
                     and self.connection.state_machine.state in _CONNECTION_OPEN
@@ -989,6 +998,18 @@ class DuplexH2Protocol(H2Protocol):
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     await self._close_if_gone_away()  # a request drained to its end
         return True
+
+    async def shutdown_notice(self) -> None:
+        """The server is stopping: send GOAWAY (NO_ERROR) naming the last stream it
+        takes, so that the client opens no more on this connection; the streams
+        under way go on for the grace period (see ``hypercorn_tcp``)."""
+        if self.connection.state_machine.state not in _CONNECTION_OPEN:
+            return
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self.connection.highest_inbound_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        frame.additional_data = b"server shutting down"
+        await self.send(RawData(data=frame.serialize()))
 
     async def _discard_output(self, stream_id: int) -> None:
         """Close the response buffer of a stream reset (by the client, or by

@@ -43,6 +43,7 @@ drain, as hypercorn does for every send. 1,000 real-time sessions: p99
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -140,6 +141,11 @@ class QuietTCPServer(TCPServer):
 
     async def _drop_after_grace(self) -> None:
         await self.context.terminated.wait()
+        # An HTTP/2 client is told at once (GOAWAY), and opens no new stream here.
+        notice = getattr(getattr(self.protocol, "protocol", None), "shutdown_notice", None)
+        if notice is not None:
+            with contextlib.suppress(Exception):  # a connection closing meanwhile
+                await notice()
         await asyncio.sleep(self.config.graceful_timeout)
         _abort(self.writer.transport)
 

@@ -357,7 +357,7 @@ class Journal:
         self._lines, self._audio, self._buffered = [], [], 0
         self._made = False
         directory = self.directory
-        _WRITER.submit(lambda: shutil.rmtree(directory, ignore_errors=True), 0)
+        _WRITER.submit(lambda: _remove_tree(directory), 0)
 
     # -- reading -----------------------------------------------------------------
 
@@ -510,6 +510,18 @@ def run_in_writer(job: Callable[[], object], size: int = 0) -> None:
     the event loop, such as the session rows (see :mod:`emulator.backend`).
     """
     _WRITER.submit(job, size)
+
+
+def _remove_tree(directory: Path) -> None:
+    """Delete ``directory``, then its parents (a session's subscription and domain
+    folders) while they are left empty: without that, sessions of many domains
+    left two empty folders each behind them."""
+    shutil.rmtree(directory, ignore_errors=True)
+    for parent in (directory.parent, directory.parent.parent):
+        try:
+            parent.rmdir()  # only when empty; another session's files keep it
+        except OSError:
+            return
 
 
 #: Read size for the audio files.

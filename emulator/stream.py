@@ -113,7 +113,7 @@ class StreamEndpoint:
         quota_key: str | None = None
         try:
             if scope.get("http_version") != "2":
-                raise self._not_http2(scope.get("http_version"))
+                raise self._not_http2(scope.get("http_version"), scope.get("scheme"))
             if self.credentials is not None:
                 # Before the headers: a 401 wins over a 400, as on the service.
                 signature = verify_request(
@@ -280,7 +280,7 @@ class StreamEndpoint:
             return False
         return True
 
-    def _not_http2(self, version: object) -> ValidationException:
+    def _not_http2(self, version: object, scheme: object = "http") -> ValidationException:
         """The refusal of a stream request over HTTP/1.x.
 
         The stream is full duplex, which HTTP/1.1 cannot carry; the service
@@ -293,6 +293,14 @@ class StreamEndpoint:
             if self.https_url
             else "the emulator's https:// endpoint"
         )
+        if scheme == "https":
+            # TLS already: the client did not offer h2 in ALPN (curl --http1.1, an
+            # HTTP/1.1-only library).
+            return ValidationException(
+                f"StartMedicalScribeListeningSession needs HTTP/2, but this request came over "
+                f"HTTP/{version}: HTTP/2 was not negotiated on this TLS connection (offer "
+                "'h2' in ALPN, as the AWS SDK does)"
+            )
         return ValidationException(
             f"StartMedicalScribeListeningSession needs HTTP/2, but this request came over "
             f"HTTP/{version}: the AWS SDK sends no audio to an http:// endpoint. Use {where}, "

@@ -319,6 +319,41 @@ def test_shutdown_finishes_post_stream_actions_still_waiting(tmp_path):
         assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
 
 
+def test_a_reset_writes_the_artifacts_it_forgets_and_spares_the_next_session(tmp_path):
+    """Artifacts were promised at their output location: a reset (another job's, on a
+    shared emulator) still writes them. A session started afterwards with the same ids
+    journals in the same folder: the forgotten one's job neither reads nor removes it."""
+    session_id = new_session_id()
+    replay = {"segments": [{"channel": 0, "begin": 0.2, "end": 1.0, "content": "Second visit."}]}
+    with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as running:
+        script(running, session_id, SCRIPT)
+        stream_two_channels(running, session_id)
+        transcript = on_disk(running, tmp_path, session_id, "transcript.json")
+        assert not transcript.exists()
+        assert admin(running.h2c_url, "POST", "/_emulator/reset")[0] == 200
+        script(running, session_id, replay)
+        stream_two_channels(running, session_id)  # the same ids, a new session
+        deadline = time.monotonic() + 30
+        while not transcript.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = json.loads(transcript.read_text())
+        assert "A cough for two weeks" in json.dumps(first)
+        assert "Second visit." not in json.dumps(first)
+        status, events = admin(running.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+        assert status == 200
+        finals = [
+            e["transcriptSegment"]["content"]
+            for e in events["events"]
+            if e["direction"] == "out" and not e["transcriptSegment"]["isPartial"]
+        ]
+        assert finals == ["Second visit."]
+        journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
+        deadline = time.monotonic() + 10
+        while len(list(journals.iterdir())) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p.name for p in journals.iterdir()] == [session_id]
+
+
 def test_artifact_jobs_on_disk_run_on_one_thread_of_their_own(tmp_path, monkeypatch):
     """The post-stream jobs, Python under the GIL, run one at a time on the
     emulator's artifacts thread, not asyncio's pool of six, whose threads took

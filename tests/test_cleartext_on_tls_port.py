@@ -13,6 +13,7 @@ import asyncio
 import json
 import socket
 import ssl
+import time
 import urllib.request
 
 import pytest
@@ -132,6 +133,29 @@ def test_a_stream_request_over_http1_is_a_400_validation_exception(emulator, fra
     assert emulator.endpoint_url in message
 
 
+def test_a_stream_request_over_http1_on_tls_says_h2_was_not_negotiated(emulator):
+    """Over TLS the fix is not another endpoint but ALPN: the message says so."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    context.set_alpn_protocols(["http/1.1"])
+    fields = {**headers(new_session_id()), "host": "localhost", "content-length": "0"}
+    head = "POST /medical-scribe-stream/ HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in fields.items() if not name.startswith(":")
+    )
+    with socket.create_connection(("127.0.0.1", _port(emulator.endpoint_url)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(head.encode() + b"connection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+    head_out, _, payload = answer.partition(b"\r\n\r\n")
+    assert head_out.startswith(b"HTTP/1.1 400")
+    message = json.loads(payload)["message"]
+    assert "HTTP/2 was not negotiated on this TLS connection" in message
+    assert "http://" not in message
+
+
 def test_the_answer_is_one_well_formed_http_response():
     answer = cleartext_answer("https://localhost:8443", "http://localhost:8080")
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -183,3 +207,22 @@ async def test_two_emulators_on_one_loop_each_name_their_own_endpoints(tmp_path)
         own.close()
         stop.set()
         await asyncio.gather(*servers)
+
+
+def test_a_tls_client_on_the_cleartext_port_is_logged_not_answered_in_http(emulator, caplog):
+    """The reverse mistake: an HTTP 400 is nothing a TLS client can read (the SDK
+    reports a timeout), so the server closes and says in its log what happened."""
+    import ssl
+
+    port = _port(emulator.h2c_url)
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    with caplog.at_level("WARNING", logger="medscribe.server"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as failed:
+                context.wrap_socket(raw, server_hostname="localhost")
+        deadline = time.monotonic() + 5
+        while "TLS handshake reached the cleartext port" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+    assert "WRONG_VERSION_NUMBER" not in str(failed.value)  # HTTP text read as TLS
+    assert f"cleartext port {port}" in caplog.text

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import hyperframe.frame
 import pytest
 
 from emulator.cli import parse_settings
@@ -246,27 +249,74 @@ def test_sigterm_stops_the_process_while_a_tls_client_stalls_in_its_handshake(tm
 def _open_stream(h2c_url: str) -> Iterator[socket.socket]:
     """Open a streaming request on a new h2c connection, send no event, and yield the
     socket once the response's headers have arrived; closed on the way out."""
+    with _open_stream_and_client(h2c_url) as (sock, _):
+        yield sock
+
+
+STREAM_HEADERS = [
+    ("x-amzn-medscribe-domain-id", DOMAIN_ID),
+    ("x-amzn-medscribe-subscription-id", SUBSCRIPTION_ID),
+    ("x-amzn-medscribe-language-code", "en-US"),
+    ("x-amzn-medscribe-sample-rate", "16000"),
+    ("x-amzn-medscribe-media-encoding", "pcm"),
+    ("content-type", "application/vnd.amazon.eventstream"),
+]
+
+
+def _request_headers() -> list[tuple[str, str]]:
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", "/medical-scribe-stream/"),
+        ("x-amzn-medscribe-session-id", new_session_id()),
+        *STREAM_HEADERS,
+    ]
+
+
+def test_sigterm_tells_http2_clients_goaway_and_refuses_their_new_streams(tmp_path):
+    """RFC 9113 §6.8: a GOAWAY (NO_ERROR) at once, the stream under way kept for the
+    grace period; a stream opened after it is REFUSED_STREAM, which a client may retry
+    elsewhere (hypercorn's NO_ERROR reset said nothing)."""
+    with _start(tmp_path, "--idle-timeout", "0") as process, _stopped(process):
+        ready = _read_ready(process)
+        with _open_stream_and_client(ready["h2c"]) as (sock, client):
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # the GOAWAY is sent; this client has not read it yet
+            late = client.get_next_available_stream_id()
+            client.send_headers(late, _request_headers())
+            sock.sendall(client.data_to_send())
+            received = b""
+            with contextlib.suppress(ConnectionResetError):
+                while data := sock.recv(65536):
+                    received += data
+            assert process.wait(timeout=10) == 0
+    frames = []  # read raw: h2's client state machine stops at the GOAWAY
+    while len(received) >= 9:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(received[:9]))
+        frame.parse_body(memoryview(received[9 : 9 + length]))
+        frames.append(frame)
+        received = received[9 + length :]
+    (goaway,) = [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    assert goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert goaway.last_stream_id == 1  # the stream under way
+    assert goaway.additional_data == b"server shutting down"
+    refused = [f for f in frames if isinstance(f, hyperframe.frame.RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in refused] == [
+        (late, h2.errors.ErrorCodes.REFUSED_STREAM)
+    ]
+
+
+@contextlib.contextmanager
+def _open_stream_and_client(
+    h2c_url: str,
+) -> Iterator[tuple[socket.socket, h2.connection.H2Connection]]:
     port = urllib.parse.urlsplit(h2c_url).port
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         client.initiate_connection()
         stream_id = client.get_next_available_stream_id()
-        client.send_headers(
-            stream_id,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":authority", "localhost"),
-                (":path", "/medical-scribe-stream/"),
-                ("x-amzn-medscribe-session-id", new_session_id()),
-                ("x-amzn-medscribe-domain-id", DOMAIN_ID),
-                ("x-amzn-medscribe-subscription-id", SUBSCRIPTION_ID),
-                ("x-amzn-medscribe-language-code", "en-US"),
-                ("x-amzn-medscribe-sample-rate", "16000"),
-                ("x-amzn-medscribe-media-encoding", "pcm"),
-                ("content-type", "application/vnd.amazon.eventstream"),
-            ],
-        )
+        client.send_headers(stream_id, _request_headers())
         sock.sendall(client.data_to_send())
         answered = False
         while not answered:
@@ -274,7 +324,7 @@ def _open_stream(h2c_url: str) -> Iterator[socket.socket]:
             assert data, "the emulator closed the connection before answering"
             events = client.receive_data(data)
             answered = any(isinstance(e, h2.events.ResponseReceived) for e in events)
-        yield sock
+        yield sock, client
 
 
 def test_sigint_stops_the_process_cleanly(tmp_path):

@@ -520,3 +520,26 @@ def test_the_first_timestamp_of_a_process_is_whole(ns, expected):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split() == [expected, expected]
+
+
+def test_removing_a_journal_removes_the_folders_it_leaves_empty(tmp_path):
+    """sessions/<domain>/<subscription>/<session>: the domain's and subscription's
+    folders go with their last session, and stay while another session is in them."""
+    root = tmp_path / "sessions"
+    kept = Journal(root / "dom-a" / "sub-a" / "s1", audio_suffix="pcm")
+    gone = Journal(root / "dom-a" / "sub-a" / "s2", audio_suffix="pcm")
+    alone = Journal(root / "dom-b" / "sub-b" / "s3", audio_suffix="pcm")
+    for journal in (kept, gone, alone):
+        journal.record({"direction": "stream", "type": "streamStarted"})
+        journal.flush()
+    gone.remove()
+    alone.remove()
+    Journal.wait_written()
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()) == [
+        "dom-a",
+        "dom-a/sub-a",
+        "dom-a/sub-a/s1",
+    ]
+    kept.remove()
+    Journal.wait_written()
+    assert root.is_dir() and list(root.iterdir()) == []
