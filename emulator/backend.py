@@ -30,7 +30,13 @@ from .artifacts import (
     make_buckets,
     s3_uri,
 )
-from .errors import ConfigError, InternalServerException, ServiceError, ValidationException
+from .errors import (
+    ConfigError,
+    InternalServerException,
+    ServiceError,
+    ThrottlingException,
+    ValidationException,
+)
 from .events import OutputEvent
 from .journal import Journal, compact_encoder, compact_json, iso_time, run_in_writer
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
@@ -87,6 +93,7 @@ class Backend:
         seed: int = 0,
         rules_file: Path | None = None,
         retention: int = DEFAULT_RETENTION,
+        max_pending_artifacts: int = 10_000,
         post_stream_delay: float = 2.0,
         s3_endpoint_url: str | None = None,
         limits: SessionLimits | None = None,
@@ -107,6 +114,7 @@ class Backend:
         self.rules = RuleBook(seed=seed)
         self.rules_file = rules_file
         self.retention = retention
+        self.max_pending_artifacts = max_pending_artifacts
         self.post_stream_delay = post_stream_delay
         self.limits = limits or SessionLimits()
         self.resources = resources
@@ -314,6 +322,16 @@ class Backend:
         record = self.sessions.get(key)
         now = self.clock()
         if record is None:
+            pending = len(self._post_tasks)
+            if pending >= self.max_pending_artifacts:
+                # Each waits with its record (about 20 KiB), and every client's
+                # artifacts queue behind them: the client making them slows down
+                # (the SDK retries a throttled start by itself).
+                raise ThrottlingException(
+                    f"the emulator has the post-stream artifacts of {pending} session(s) "
+                    f"still to write (--max-pending-artifacts {self.max_pending_artifacts}): "
+                    "retry once it catches up, or start sessions more slowly"
+                )
             record = SessionRecord(
                 key=key,
                 seq=self._next_seq(),

@@ -537,6 +537,14 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         metavar="N",
     )
+    _option(
+        parser,
+        "--max-pending-artifacts",
+        "sessions whose post-stream artifacts may wait to be written at once; a new "
+        f"session beyond it gets ThrottlingException (default {d.max_pending_artifacts})",
+        type=_positive,
+        metavar="N",
+    )
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

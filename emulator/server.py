@@ -113,6 +113,9 @@ class Settings:
     quota_get_tps: float = 10.0
     #: Streams the whole server runs at once.
     max_streams: int = 5000
+    #: Sessions whose post-stream artifacts may wait to be written at once; a new
+    #: session beyond it is throttled.
+    max_pending_artifacts: int = 10_000
 
 
 def credential_store(settings: Settings) -> CredentialStore | None:
@@ -209,6 +212,7 @@ def build_backend(settings: Settings) -> Backend:
             seed=settings.seed,
             rules_file=fixtures / "rules.yaml",
             retention=settings.retention,
+            max_pending_artifacts=settings.max_pending_artifacts,
             post_stream_delay=settings.post_stream_delay,
             s3_endpoint_url=settings.s3_endpoint_url,
             resources=registry,

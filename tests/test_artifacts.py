@@ -354,6 +354,38 @@ def test_a_reset_writes_the_artifacts_it_forgets_and_spares_the_next_session(tmp
         assert [p.name for p in journals.iterdir()] == [session_id]
 
 
+def test_new_sessions_past_the_artifact_backlog_limit_are_throttled(tmp_path):
+    """The artifacts still to write are bounded: a new session past the limit gets a
+    ThrottlingException saying why (the SDK retried it, and gave up). A session
+    resumed is not refused: its visit is under way."""
+    first, second, paused = new_session_id(), new_session_id(), new_session_id()
+    settings = _settings(tmp_path, post_stream_delay=600.0, max_pending_artifacts=1)
+    with running_emulator(settings) as running:
+
+        async def body():
+            from aws_sdk_connecthealth import models as m
+
+            async with await make_client(
+                endpoint_url=running.endpoint_url, ca_file=running.ca_file
+            ) as client:
+                half = await run_session(client, paused, audio=pcm_tone(0.2), end_of_session=False)
+                assert half.error is None
+                done = await run_session(client, first, audio=pcm_tone(0.2))
+                assert done.error is None
+                refused = await run_session(client, second, audio=pcm_tone(0.2))
+                assert isinstance(refused.error, m.ThrottlingException), refused.error
+                resumed = await run_session(client, paused, audio=pcm_tone(0.2))
+                assert resumed.error is None
+                return refused.error.message
+
+        message = asyncio.run(body())
+        assert message.startswith("the emulator has the post-stream artifacts of 1 session(s)")
+        assert "--max-pending-artifacts 1" in message
+        status, listing = admin(running.h2c_url, "GET", "/_emulator/sessions")
+        assert {r["error"] for r in listing["rejected"]} == {"ThrottlingException"}
+        assert second not in {s["sessionId"] for s in listing["sessions"]}
+
+
 def test_artifact_jobs_on_disk_run_on_one_thread_of_their_own(tmp_path, monkeypatch):
     """The post-stream jobs, Python under the GIL, run one at a time on the
     emulator's artifacts thread, not asyncio's pool of six, whose threads took
