@@ -96,6 +96,12 @@ class ServiceError(EmulatorError):
     stream_member: str | None = None
 
     def __init__(self, message: str) -> None:
+        # A message quoting what a client sent may hold the surrogates that stand
+        # for its undecodable bytes (surrogateescape): written as escapes, so
+        # that the message is valid UTF-8 in every JSON it reaches (the
+        # response, and the admin API's list of rejected requests).
+        if not message.isascii():
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.message = message
 

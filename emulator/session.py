@@ -566,16 +566,29 @@ def _event_type(message: Message) -> str:
     message_type = headers.get(":message-type")
     if message_type != "event":
         raise ValidationException(
-            f"input message has :message-type {message_type!r}: input events must have "
-            ":message-type 'event'"
+            f"input message has :message-type {_header_value(message_type)}: input events "
+            "must have :message-type 'event'"
         )
     event_type = headers.get(":event-type")
-    if not isinstance(event_type, str) or event_type not in INPUT_EVENT_TYPES:
+    if event_type is not None and not isinstance(event_type, str):
+        raise ValidationException(
+            f"input message has :event-type {_header_value(event_type)}: it must be a "
+            "string header (type 7)"
+        )
+    if event_type not in INPUT_EVENT_TYPES:
         raise ValidationException(
             f"unknown input event type {event_type!r}: expected one of "
             + ", ".join(sorted(INPUT_EVENT_TYPES))
         )
     return event_type
+
+
+def _header_value(value: object) -> str:
+    """A header value as a message quotes it: its repr, and for any other type than
+    a string, that type (``b'audioEvent'`` is a byte array, type 6)."""
+    if value is None or isinstance(value, str):
+        return repr(value)
+    return f"{value!r} (a {type(value).__name__}, not a string)"
 
 
 def _partial_time(segment: Segment, k: int) -> float:

@@ -242,3 +242,54 @@ async def test_the_sdks_own_get_session_is_verified_over_http2(strict):
     async with sdk_client(strict, "wrong-secret") as client:
         with pytest.raises(m.AccessDeniedException, match="signature"):
             await client.get_medical_scribe_listening_session(input=request)
+
+
+def test_an_undecodable_byte_in_the_authorization_harms_no_one(strict):
+    """A non-UTF-8 byte in the access key id: its client gets a 401 quoting it as an
+    escape, and the admin API's list of rejected requests, which quotes the message,
+    still answers everyone (it was a 500 for all until a reset)."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    now = datetime.datetime.now(datetime.UTC)
+    request = [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"localhost"),
+        (b":path", b"/medical-scribe-stream/"),
+        *((name.encode(), value.encode()) for name, value in headers(new_session_id()).items()),
+        (b"x-amz-date", now.strftime("%Y%m%dT%H%M%SZ").encode()),
+        (b"x-amz-content-sha256", b"STREAMING-AWS4-HMAC-SHA256-EVENTS"),
+        (
+            b"authorization",
+            b"AWS4-HMAC-SHA256 Credential=AKID\xffREVIEW/"
+            + now.strftime("%Y%m%d").encode()
+            + b"/us-east-1/health-agent/aws4_request, SignedHeaders=host;x-amz-date, Signature="
+            + b"0" * 64,
+        ),
+    ]
+    connection = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+    )
+    connection.initiate_connection()
+    connection.send_headers(1, request, end_stream=True)
+    status, body = None, b""
+    with socket.create_connection(("127.0.0.1", strict.h2c_port), timeout=10) as sock:
+        sock.sendall(connection.data_to_send())
+        ended = False
+        while not ended and (data := sock.recv(65536)):
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                ended = ended or isinstance(event, h2.events.StreamEnded)
+    assert status == b"401"
+    message = json.loads(body.decode("utf-8"))["message"]  # strict UTF-8: no lone surrogate
+    assert "AKID\\udcffREVIEW" in message
+    status, listing = admin(strict.h2c_url, "GET", "/_emulator/sessions")
+    assert status == 200
+    assert any("AKID\\udcffREVIEW" in entry["message"] for entry in listing["rejected"])

@@ -643,3 +643,21 @@ def test_a_client_that_reads_nothing_stops_its_own_session_not_the_server(h2, em
     other = h2.request(headers(new_session_id()))
     h2.send(other, config_event() + audio(b"\0" * 3200) + END, end_stream=True)
     assert h2.wait(other)["ended"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (":event-type", b"audioEvent", "has :event-type b'audioEvent' (a bytes, not a string)"),
+        (":message-type", True, "has :message-type True (a bool, not a string)"),
+    ],
+    ids=["event-type-as-bytes", "message-type-as-bool"],
+)
+def test_a_routing_header_of_another_type_is_named_with_its_type(
+    h2, emulator, name, value, expected
+):
+    headers_of = {":message-type": "event", ":event-type": "audioEvent", name: value}
+    bad = encode_message(Message(headers=headers_of, payload=b'{"audioChunk": "AAAA"}'))
+    stream = h2.request(headers(new_session_id()))
+    h2.send(stream, config_event() + bad, end_stream=True)
+    assert expected in _exception_message(h2.wait(stream))
