@@ -189,6 +189,11 @@ class FlacClock:
         return self._samples / self.sample_rate
 
     @property
+    def samples(self) -> int:
+        """Samples (per channel) in the complete frames received so far."""
+        return self._samples
+
+    @property
     def channels(self) -> int | None:
         """STREAMINFO's channel count, or ``None`` before STREAMINFO has arrived."""
         return self._channels

@@ -149,8 +149,8 @@ class Backend:
         )
         self.sessions: dict[SessionKey, SessionRecord] = {}
         self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
-        # Artifact jobs of sessions a reset forgot, by key, until they run.
-        self._detached: dict[SessionKey, _ArtifactJob] = {}
+        # Artifact jobs of sessions a reset forgot, by their record's seq, until they run.
+        self._detached: dict[int, _ArtifactJob] = {}
         # Records whose rows wait for the next flush_saves (see _save).
         self._dirty: dict[SessionKey, SessionRecord] = {}
         # Rows of dropped sessions, deleted in the same transaction.
@@ -553,8 +553,8 @@ class Backend:
             if record.journal is not None:
                 record.journal.flush()
         started = time.monotonic()
-        for key in list(self._detached):  # reset's, that the thread did not reach
-            self._run_detached(key)
+        for seq in list(self._detached):  # reset's, that the thread did not reach
+            self._run_detached(seq)
         self._finish_post_stream_now(max(0.0, finish_within - (time.monotonic() - started)))
         self.flush_saves()  # waits for the writer thread: the journals, then the rows
         self._closed = True
@@ -773,24 +773,27 @@ class Backend:
         run_in_writer(functools.partial(_move_aside, journal.directory, aside.directory))
         job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
         job.journal = aside
-        self._detached[record.key] = job
+        # By the record's own number: the same ids may be forgotten twice before
+        # the thread reaches the first (a suite that reuses an id and resets).
+        seq = record.seq
+        self._detached[seq] = job
         if self._artifact_thread is not None and not self._closed:
-            self._artifact_thread.submit(self._run_detached, record.key)
+            self._artifact_thread.submit(self._run_detached, seq)
         else:
             try:
-                asyncio.get_running_loop().run_in_executor(None, self._run_detached, record.key)
+                asyncio.get_running_loop().run_in_executor(None, self._run_detached, seq)
             except RuntimeError:  # no loop (a direct caller)
-                self._run_detached(record.key)
+                self._run_detached(seq)
 
-    def _run_detached(self, key: SessionKey) -> None:
-        job = self._detached.pop(key, None)
+    def _run_detached(self, seq: int) -> None:
+        job = self._detached.pop(seq, None)
         if job is None:
             return  # run already (at shutdown)
         try:
             results = _run_artifact_job(job)
             log.info(
                 "session %s post-stream actions (after a reset forgot it): %s",
-                key.session_id,
+                job.key.session_id,
                 describe_results(results),
             )
         finally:

@@ -109,6 +109,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_DOC)
+    # pytest-xdist's -n, seen where the run starts: one usage error, not one per test.
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and (url := emulator_url(config)) is not None:
+        raise pytest.UsageError(_shared_with_workers(url))
+
+
+def _shared_with_workers(url: str) -> str:
+    return (
+        f"--medscribe-url ({url}) with pytest-xdist (-n): every worker resets the one "
+        "emulator before each of its tests, wiping the rules and sessions of the tests "
+        "the other workers are running. Run without -n, or without --medscribe-url "
+        "(each worker then starts its own emulator)."
+    )
 
 
 def emulator_url(config: pytest.Config) -> str | None:
@@ -184,12 +197,8 @@ def medscribe_emulator_server(
 
     url = emulator_url(request.config)
     if url is not None and os.environ.get("PYTEST_XDIST_WORKER"):
-        raise pytest.UsageError(
-            f"--medscribe-url ({url}) with pytest-xdist (-n): every worker resets the one "
-            "emulator before each of its tests, wiping the rules and sessions of the tests "
-            "the other workers are running. Run without -n, or without --medscribe-url "
-            "(each worker then starts its own emulator)."
-        )
+        # A worker of a run whose controller did not see -n (set in a plugin's hook).
+        raise pytest.UsageError(_shared_with_workers(url))
     if url is not None:
         yield MedscribeEmulator.connect(
             url,
@@ -243,20 +252,23 @@ def medscribe_emulator(
         )
     # The newest matching rule wins: add the farthest marker (module, class)
     # first so the one on the test itself takes precedence.
-    for marker in reversed(list(request.node.iter_markers(MARKER))):
-        scenario, session_id = _marker_scenario(marker)
-        try:
-            emulator.use_scenario(scenario, session_id)
-        except MedscribeAdminError as error:
-            pytest.fail(f"@pytest.mark.{MARKER}({scenario!r}): {error}", pytrace=False)
-    yield emulator
-    for rule_id in list(emulator.added_rules):
-        try:
-            emulator.request("DELETE", f"/_emulator/rules/{rule_id}")
-        except MedscribeAdminError as error:
-            if error.status != 404:
-                raise
-    emulator.added_rules.clear()
+    try:
+        for marker in reversed(list(request.node.iter_markers(MARKER))):
+            scenario, session_id = _marker_scenario(marker)
+            try:
+                emulator.use_scenario(scenario, session_id)
+            except MedscribeAdminError as error:
+                pytest.fail(f"@pytest.mark.{MARKER}({scenario!r}): {error}", pytrace=False)
+        yield emulator
+    finally:
+        # Even when a nearer marker failed after a farther one's rule was added.
+        for rule_id in list(emulator.added_rules):
+            try:
+                emulator.request("DELETE", f"/_emulator/rules/{rule_id}")
+            except MedscribeAdminError as error:
+                if error.status != 404:
+                    raise
+        emulator.added_rules.clear()
 
 
 class MedscribeWarning(UserWarning):

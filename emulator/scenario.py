@@ -269,7 +269,10 @@ def _numeric_text_hint(value: object) -> str:
         float(value)
     except ValueError:
         return ""
-    if "e" not in value.lower() or value.strip().lower() in ("inf", "infinity", "nan"):
+    text = value.strip().lower().lstrip("+-")
+    if text in ("inf", "infinity", "nan"):
+        return ""  # not a finite number, quoted or not
+    if "e" not in text:
         return " (it is quoted: write the number without quotes)"
     return (
         f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
@@ -355,34 +358,17 @@ class Checker:
 # --------------------------------------------------------------------------- reading
 
 
-class _AliasBomb(Exception):
-    """The aliases of a YAML document reach far more values than it holds."""
-
-
 class _Walk:
-    """What :func:`_walk` has seen: the nodes on its path (a recursive alias stops
-    there), every distinct node, and the paths it recorded.
+    """What :func:`_walk` has seen: every node it has descended into.
 
-    Aliases let a few hundred bytes name billions of values (9 aliases of 9
-    aliases of ...): the lines of every path through them would take gigabytes.
-    A document may reach each of its values by :data:`ALIAS_REACH` paths on
-    average, plus :data:`ALIAS_SLACK`, which any real fixture's reuse of an
-    anchor stays far below.
+    An alias (``*name``) is the same node as its anchor: its lines are recorded
+    once, under the path that reached it first, and a later path through it
+    gets the alias's own line. Walking every path instead let a few hundred
+    bytes of aliases of aliases name billions of values, and take gigabytes.
     """
 
-    ALIAS_REACH = 4
-    ALIAS_SLACK = 10_000
-
     def __init__(self) -> None:
-        self.stack: set[int] = set()
-        self.nodes: set[int] = set()
-        self.paths = 0
-
-    def count(self, node: yaml.Node) -> None:
-        self.nodes.add(id(node))
-        self.paths += 1
-        if self.paths > self.ALIAS_REACH * len(self.nodes) + self.ALIAS_SLACK:
-            raise _AliasBomb
+        self.walked: set[int] = set()
 
 
 def _walk(
@@ -392,15 +378,11 @@ def _walk(
     dupes: list[tuple[int, FieldPath, str]],
     walk: _Walk,
 ) -> None:
-    """Record the 1-based line of every key and item under ``node``, and duplicate keys.
-
-    Raises :class:`_AliasBomb` past the document's alias budget (see :class:`_Walk`).
-    """
-    stack = walk.stack
-    if id(node) in stack:  # a recursive alias: its lines are already recorded
+    """Record the 1-based line of every key and item under ``node``, and duplicate keys
+    (each node once: see :class:`_Walk`)."""
+    if id(node) in walk.walked:  # an alias of a node walked already (or recursive)
         return
-    walk.count(node)
-    stack.add(id(node))
+    walk.walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -418,7 +400,6 @@ def _walk(
         for index, item in enumerate(node.value):
             lines[(*path, index)] = item.start_mark.line + 1
             _walk(item, (*path, index), lines, dupes, walk)
-    stack.discard(id(node))
 
 
 #: libyaml's parser when PyYAML has it: twice as fast on a large fixture. Its
@@ -467,13 +448,6 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
         return _read_text(path, text, checker)
     except RecursionError:
         checker.add((), "nested too deeply (hundreds of levels): flatten it")
-    except _AliasBomb:
-        checker.add(
-            (),
-            "its YAML aliases (*name) reach more than "
-            f"{_Walk.ALIAS_REACH} times as many values as the file holds: "
-            "repeat the values instead, or use fewer levels of aliases",
-        )
     return False, None
 
 

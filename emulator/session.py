@@ -458,7 +458,7 @@ class ScribeSession:
                 active,
                 content=segment.content,
                 partial=False,
-                end=min(segment.end, math.floor(now * 1000) / 1000),
+                end=_clamped(segment, math.floor(now * 1000 + 1e-6) / 1000),
             )
         self._active.clear()
 
@@ -593,8 +593,15 @@ def _header_value(value: object) -> str:
 
 def _partial_time(segment: Segment, k: int) -> float:
     """When the k-th of N partials is due: begin + k/(N+1) of the segment, to the
-    millisecond, as the service reports offsets (0.6, not 0.6000000000000001)."""
-    return round(segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1), 3)
+    millisecond, as the service reports offsets (0.6, not 0.6000000000000001), and
+    never outside the segment (a segment shorter than its partials' milliseconds)."""
+    at = round(segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1), 3)
+    return _clamped(segment, at)
+
+
+def _clamped(segment: Segment, at: float) -> float:
+    """``at`` within ``segment``: from its begin to its end."""
+    return min(max(at, segment.begin), segment.end)
 
 
 def _prefix(content: str, k: int, n: int) -> str:

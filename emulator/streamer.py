@@ -234,7 +234,8 @@ _WAV_STREAMING_SIZE = 0x7FFF0000
 def _read_wav(path: Path, file: bytes) -> AudioFile:
     """Parse the WAV ``file`` (the bytes of ``path``: a pipe cannot be read twice)."""
     try:
-        with wave.open(io.BytesIO(file), "rb") as wav:
+        stream = io.BytesIO(file)
+        with wave.open(stream, "rb") as wav:
             width, channels = wav.getsampwidth(), wav.getnchannels()
             rate, frames = wav.getframerate(), wav.getnframes()
             if width != _PCM_WIDTH:
@@ -245,8 +246,13 @@ def _read_wav(path: Path, file: bytes) -> AudioFile:
             if rate <= 0:
                 raise UsageError(f"{path}: its WAV header gives a sample rate of {rate} Hz")
             # The data chunk's size, as its header states it (wave hides it).
-            declared = wav._data_chunk.chunksize  # type: ignore[attr-defined]
-            data = wav.readframes(frames)
+            chunk = wav._data_chunk  # type: ignore[attr-defined]
+            declared = chunk.chunksize
+            if declared == 0:  # a recorder that never wrote the size: to the end
+                data = file[stream.tell() :]  # wave stops right after the chunk's header
+                frames = len(data) // (_PCM_WIDTH * channels)
+            else:
+                data = wav.readframes(frames)
     except wave.Error as error:
         raise UsageError(f"{path}: unsupported WAV ({error}); 16-bit PCM WAV is needed") from None
     except EOFError:
@@ -300,10 +306,11 @@ def _read_flac(path: Path, data: bytes) -> AudioFile:
         counted = clock.finish()
     except ValidationException as error:
         raise UsageError(f"{path}: {error.message}") from None
-    if counted * rate < total:
+    if clock.samples < total:  # whole samples: seconds as floats lose the last one
         raise UsageError(
-            f"{path}: truncated: its STREAMINFO announces {total / rate:.2f} s of audio, "
-            f"its frames hold {counted:.2f} s (re-encode what is left, e.g. flac -d then flac)"
+            f"{path}: truncated: its STREAMINFO announces {total} samples "
+            f"({total / rate:.3f} s), its frames hold {clock.samples} ({counted:.3f} s); "
+            "re-encode what is left (e.g. flac -d then flac)"
         )
     return AudioFile(
         path=path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,6 +353,37 @@ def test_a_reset_writes_the_artifacts_it_forgets_and_spares_the_next_session(tmp
         while len(list(journals.iterdir())) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert [p.name for p in journals.iterdir()] == [session_id]
+
+
+def test_the_same_ids_forgotten_twice_before_their_artifacts_are_written_lose_nothing(tmp_path):
+    """A suite reusing one session id, resetting between tests, while the artifacts'
+    thread is behind: both forgotten sessions' artifacts are written, both moved-aside
+    journals removed (the second once overwrote the first's job)."""
+    session_id = new_session_id()
+    with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as running:
+        backend = running.app.backend
+        gate = threading.Event()
+        backend._artifact_thread.submit(gate.wait, 30)  # the thread busy meanwhile
+        written: list[str] = []
+        put = backend.buckets.put
+
+        def record(bucket: str, key: str, body: bytes) -> None:
+            written.append(key)
+            put(bucket, key, body)
+
+        backend.buckets.put = record
+        for _ in range(2):
+            script(running, session_id, SCRIPT)
+            stream_two_channels(running, session_id)
+            assert admin(running.h2c_url, "POST", "/_emulator/reset")[0] == 200
+        assert len(backend._detached) == 2
+        gate.set()
+        journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
+        deadline = time.monotonic() + 30
+        while (len(written) < 6 or journals.exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(key.endswith("transcript.json") for key in written) == 2
+        assert not journals.exists()  # both .forgotten-N folders, and their parents, gone
 
 
 def test_new_sessions_past_the_artifact_backlog_limit_are_throttled(tmp_path):

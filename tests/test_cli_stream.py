@@ -660,7 +660,10 @@ USAGE_ERRORS = {
     "bad-region": (["{dir}/half.wav", "--region", "bad region"], "--region 'bad region' is not"),
     "zero-rate-wav": (["{dir}/zero-rate.wav"], "sample rate of 0 Hz"),
     "truncated-wav": (["{dir}/truncated.wav"], "truncated: its header announces 32000 bytes"),
-    "truncated-flac": (["{dir}/truncated.flac"], "truncated: its STREAMINFO announces 5.00 s"),
+    "truncated-flac": (
+        ["{dir}/truncated.flac"],
+        "truncated: its STREAMINFO announces 80000 samples",
+    ),
     "missing-audio-argument": ([], "AUDIO"),
     "key-without-secret": (
         ["{dir}/half.wav", "--access-key-id", "AKIDTEST"],
@@ -950,3 +953,23 @@ def test_cannot_reach_is_only_a_failure_to_connect_before_any_response(
 ):
     options = streamer.StreamOptions(endpoint_url=URL)
     assert streamer._failure(error, options, responded=responded, events=events) == expected
+
+
+@pytest.mark.parametrize(("rate", "samples"), [(16000, 16002), (44100, 44109), (48000, 48005)])
+def test_a_complete_flac_of_any_length_is_not_called_truncated(tmp_path, rate, samples):
+    """Counted in whole samples: seconds as floats, multiplied back, came out one short."""
+    path = tmp_path / "complete.flac"
+    soundfile.write(path, numpy.zeros(samples, dtype="int16"), rate, format="FLAC")
+    audio = streamer.read_audio(path)
+    assert audio.seconds == samples / rate
+
+
+def test_a_wav_whose_recorder_never_wrote_its_data_size_is_read_to_the_end(tmp_path, audio_dir):
+    """A data chunk size of 0 means "to the end of the file", as 0xFFFFFFFF does."""
+    whole = (audio_dir / "one.wav").read_bytes()
+    data_at = whole.index(b"data")
+    zeroed = whole[: data_at + 4] + bytes(4) + whole[data_at + 8 :]
+    (tmp_path / "zero-size.wav").write_bytes(zeroed)
+    audio = streamer.read_audio(tmp_path / "zero-size.wav")
+    assert audio.seconds == 1.0
+    assert audio.data == whole[data_at + 8 :]

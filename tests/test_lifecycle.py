@@ -726,3 +726,46 @@ def test_retention_keeps_the_newest_sessions_and_drops_the_oldest_with_their_jou
             for s in admin(running.h2c_url, "GET", "/_emulator/sessions")[1]["sessions"]
         ]
         assert kept == ids[2:]
+
+
+def _results(segments: list[dict], seconds: float, *, end: bool) -> list[TranscriptResult]:
+    scenario = Scenario(name="ms", segments=tuple(Segment(**s) for s in segments))
+    session, sent = _run(scenario, seconds, end=end)
+    assert session.state is not SessionState.FAILED, sent
+    return [e for e in sent if isinstance(e, TranscriptResult)]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "begin", "expected_end"),
+    [(1.001, 0.5, 1.001), (1.001, 1.001, 1.001), (32.3, 30.0, 32.3), (1.0004, 1.0002, 1.0002)],
+    ids=["mid-segment", "audio-ends-at-its-begin", "float-noise-below", "sub-ms-begin"],
+)
+def test_end_of_session_ends_open_segments_at_the_audio_to_the_millisecond(
+    seconds, begin, expected_end
+):
+    """The final of a segment under way ends where the audio does, to the millisecond
+    below it, never before the segment's begin (1.001 * 1000 is 1000.9999999999999: the
+    floor of it once made the end precede the begin, and failed the session)."""
+    segment = {"channel": 0, "begin": begin, "end": 40.0, "content": "one two three"}
+    (final,) = _results([segment], seconds, end=True)
+    assert (final.is_partial, final.begin, final.end) == (False, begin, expected_end)
+
+
+@pytest.mark.parametrize(
+    ("begin", "end"),
+    [(1.0004, 1.0008), (1.0001, 1.0003), (0.2, 1.0), (1.1, 1.8)],
+    ids=["rounds-past-the-end", "rounds-before-the-begin", "0.6", "thirds"],
+)
+def test_partials_end_on_a_millisecond_within_their_segment_before_its_final(begin, end):
+    results = _results(
+        [{"channel": 0, "begin": begin, "end": end, "content": "one two three", "partials": 2}],
+        2.0,
+        end=False,
+    )
+    *partials, final = results
+    assert [r.is_partial for r in results] == [True, True, False]
+    for partial in partials:
+        assert begin <= partial.end <= end
+        assert partial.end in (begin, end) or partial.end == round(partial.end, 3)
+    assert [p.end for p in partials] == sorted(p.end for p in partials)
+    assert final.end == end

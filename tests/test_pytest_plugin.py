@@ -349,6 +349,26 @@ def test_medscribe_url_under_xdist_is_refused_naming_the_clash(
     result.stdout.fnmatch_lines(["*--medscribe-url*with pytest-xdist (-n)*"])
 
 
+def test_medscribe_url_with_xdists_n_is_one_usage_error_at_the_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, remote: MedscribeEmulator
+) -> None:
+    """Where the run starts, before any worker: -n is the option xdist adds (mimicked
+    here by a conftest, xdist not being a dependency)."""
+    user_project(pytester, monkeypatch, REMOTE_TESTS)
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n"
+        "    parser.getgroup('xdist')._addoption(\n"  # as xdist adds it
+        "        '-n', '--numprocesses', dest='numprocesses', type=int, default=None\n"
+        "    )\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", "-n", "2", f"--medscribe-url={remote.endpoint_url}"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--medscribe-url*with pytest-xdist (-n)*"])
+    assert "Traceback" not in result.stderr.str()
+
+
 def test_a_marker_naming_an_unknown_scenario_fails_in_one_line(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
