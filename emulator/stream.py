@@ -423,6 +423,24 @@ class StreamEndpoint:
                 except asyncio.CancelledError:
                     if not idle.timed_out():
                         raise
+                    if signed_end:
+                        # The final empty signed frame ended the input; only the
+                        # HTTP/2 stream's END_STREAM never came. The input is over, as
+                        # at that END_STREAM: the session pauses (or stays as it ended).
+                        log.info(
+                            "a stream sent its final signed frame but did not end its "
+                            "HTTP/2 stream within %g s; its input is taken as closed",
+                            self.idle_timeout,
+                        )
+                        journal.record(
+                            {
+                                "direction": "stream",
+                                "type": "inputClosed",
+                                "audioClock": session.audio_seconds,
+                            }
+                        )
+                        session.input_closed()
+                        return
                     session.fail(
                         "validationException",
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "

@@ -57,6 +57,25 @@ def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exce
     assert details["status"] == "FAILED"
 
 
+def test_a_final_signed_frame_without_end_stream_closes_the_input_at_the_idle_timeout(guarded):
+    """The empty signed frame says the input is over; a client that then leaves its
+    HTTP/2 stream open is not failed as if it had gone quiet mid-visit: the session
+    pauses, as at END_STREAM, and the response ends without an exception."""
+    session_id = new_session_id()
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, signed(config_event()) + signed(audio(b"\0" * 3200)) + signed(b""))
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"]
+    assert EventStreamDecoder().receive_data(bytes(response["data"])) == []
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+    assert details["audioSeconds"] == 0.1
+
+
 def test_audio_taken_inline_for_longer_than_the_idle_timeout_is_input(guarded, monkeypatch):
     """Real-time audio for twice the idle timeout, taken while the pump waits
     (never waking it), counts as input: the stream is not timed out."""
