@@ -111,7 +111,8 @@ class TranscriptLine:
 def final_lines(
     entries: Iterable[Mapping[str, Any]], *, roles: Mapping[str, str] | None = None
 ) -> list[TranscriptLine]:
-    """Return the final segments among journal ``entries``, in the order they were sent.
+    """Return the final segments among journal ``entries``, in time order (by their
+    begin; a turn said inside another's is sent after it, when it ends first).
 
     ``roles`` maps a channel label (``ch_0``) to its participant role.
     """
@@ -133,7 +134,12 @@ def final_lines(
                 role=(roles or {}).get(channel) if channel else None,
             )
         )
+    lines.sort(key=_begin)  # stable: sent order among equal begins
     return lines
+
+
+def _begin(line: TranscriptLine) -> float:
+    return line.begin
 
 
 def note_sections(configuration: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -237,17 +243,36 @@ def after_visit_summary_document(
             line
             for line in lines
             if line.role != "PATIENT"
+            # Without channel definitions no line has a role: one that reads as a
+            # speaker's report of themself ("I take amlodipine...") is the patient's.
+            and not (line.role is None and _speaks_of_self(line.content))
             and not _is_question(line.content)
             and _words(line.content) & plan
         ]
         items = [
             {
-                "SummarizedSegment": f"Your clinician advised: {line.content}",
+                "SummarizedSegment": (
+                    f"Your clinician advised: {line.content}"
+                    if line.role == "CLINICIAN"
+                    else f"Discussed at the visit: {line.content}"
+                ),
                 "EvidenceLinks": [{"SegmentId": line.segment_id}],
             }
             for line in chosen
         ]
     return {"AfterVisitSummary": {"Summary": items}}
+
+
+#: How a speaker's account of themself begins ("I have had", "My mother").
+_SELF = re.compile(r"^(?:i|my|me)\b", re.IGNORECASE)
+
+
+def _speaks_of_self(text: str) -> bool:
+    """Whether ``text`` opens as a first-person account (not "I'd like you to...")."""
+    opening = text.lstrip().replace("\u2019", "'")
+    return bool(_SELF.match(opening)) and not re.match(
+        r"^i(?:'d| would| want| will|'ll| am going to|'m going to)\b", opening, re.IGNORECASE
+    )
 
 
 def _is_question(text: str) -> bool:

@@ -24,6 +24,7 @@ from emulator.notes import (
     TranscriptLine,
     after_visit_summary_document,
     clinical_document,
+    final_lines,
     transcript_document,
 )
 from emulator.notescript import PostStreamScript, Summary
@@ -709,3 +710,52 @@ def test_a_question_places_its_answer_but_is_no_finding_itself():
     assert [item["EvidenceLinks"] for item in summary["AfterVisitSummary"]["Summary"]] == [
         [{"SegmentId": "s3"}]
     ]
+
+
+def _line(segment_id: str, begin: float, content: str, role: str | None = None) -> TranscriptLine:
+    channel = {"CLINICIAN": "ch_0", "PATIENT": "ch_1"}.get(role or "")
+    return TranscriptLine(
+        segment_id=segment_id,
+        begin=begin,
+        end=begin + 1.0,
+        content=content,
+        channel_id=channel,
+        role=role,
+    )
+
+
+def test_without_roles_a_patients_own_account_is_no_advice_and_none_is_the_clinicians():
+    """One channel, no channel definitions: no line has a role. The summary once
+    quoted the patient's "I take amlodipine..." as "Your clinician advised"."""
+    lines = [
+        _line("a", 0.0, "I take amlodipine five milligrams daily."),
+        _line("b", 1.0, "I'd like you to take the medication with food."),
+        _line("c", 2.0, "Take ibuprofen twice daily and rest."),
+    ]
+    document = after_visit_summary_document(lines=lines, script=None, session_id="s")
+    items = document["AfterVisitSummary"]["Summary"]
+    assert [i["EvidenceLinks"] for i in items] == [[{"SegmentId": "b"}], [{"SegmentId": "c"}]]
+    assert all(i["SummarizedSegment"].startswith("Discussed at the visit: ") for i in items)
+    with_roles = [_line("d", 0.0, "Take ibuprofen twice daily and rest.", "CLINICIAN")]
+    (item,) = after_visit_summary_document(lines=with_roles, script=None, session_id="s")[
+        "AfterVisitSummary"
+    ]["Summary"]
+    assert item["SummarizedSegment"].startswith("Your clinician advised: ")
+
+
+def test_transcript_lines_are_in_time_order_when_a_turn_ends_inside_another():
+    """A short reply said during a longer turn is sent first (it ends first); the
+    transcript, and the notes made from it, read in the order the words were said."""
+
+    def final(segment_id: str, begin: float, end: float) -> dict:
+        segment = {
+            "segmentId": segment_id,
+            "audioBeginOffset": begin,
+            "audioEndOffset": end,
+            "content": segment_id,
+            "isPartial": False,
+        }
+        return {"direction": "out", "type": "transcriptEvent", "transcriptSegment": segment}
+
+    sent = [final("okay", 2.0, 2.5), final("so-the-plan", 0.5, 6.0), final("thanks", 9.5, 10.0)]
+    assert [line.segment_id for line in final_lines(sent)] == ["so-the-plan", "okay", "thanks"]
