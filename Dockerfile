@@ -21,7 +21,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY emulator/ emulator/
 COPY fixtures/ fixtures/
 RUN python -m venv /opt/medscribe \

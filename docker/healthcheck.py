@@ -1,9 +1,11 @@
 """Container health check: exit 0 when the emulator answers ``/_emulator/health``.
 
 Docker runs this inside the emulator's container with the container's
-environment, so it asks the port and address the emulator was told to use
-(``MEDSCRIBE_H2C_PORT``, ``MEDSCRIBE_HOST``). The cleartext port speaks plain
-HTTP/1.1, so the standard library is enough: slim images have no curl.
+environment, so it asks the port and address the emulator was told to use:
+``--h2c-port`` and ``--host`` on the container's command line (process 1's, a
+compose ``command:`` override included), which win as they do for the
+emulator, else ``MEDSCRIBE_H2C_PORT`` and ``MEDSCRIBE_HOST``. The cleartext port
+speaks plain HTTP/1.1, so the standard library is enough: slim images have no curl.
 
 Exits 0 when the answer is 200 with ``{"status": "ready"}``, 1 otherwise; the
 one line it prints lands in ``docker inspect``'s health log.
@@ -22,10 +24,35 @@ HEALTH_PATH = "/_emulator/health"
 TIMEOUT_SECONDS = 1.5
 
 
-def health_url(environ: dict[str, str]) -> str:
-    """Return the health URL for the emulator configured by ``environ``."""
-    host = environ.get("MEDSCRIBE_HOST", "").strip() or "127.0.0.1"
-    port = environ.get("MEDSCRIBE_H2C_PORT", "").strip() or "8080"
+def command_line_options(argv: list[str]) -> dict[str, str]:
+    """``--h2c-port`` and ``--host`` from the emulator's command line (``--x v``
+    or ``--x=v``; the last given wins, as with argparse)."""
+    found: dict[str, str] = {}
+    for index, arg in enumerate(argv):
+        for name in ("--h2c-port", "--host"):
+            if arg == name and index + 1 < len(argv):
+                found[name] = argv[index + 1]
+            elif arg.startswith(name + "="):
+                found[name] = arg[len(name) + 1 :]
+    return found
+
+
+def container_command() -> list[str]:
+    """Process 1's command line: the emulator's (or an init's, which holds it)."""
+    try:
+        with open("/proc/1/cmdline", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def health_url(environ: dict[str, str], argv: list[str] | None = None) -> str:
+    """Return the health URL for the emulator configured by ``argv`` (its command
+    line) and ``environ``."""
+    options = command_line_options(argv or [])
+    host = options.get("--host") or environ.get("MEDSCRIBE_HOST", "").strip() or "127.0.0.1"
+    port = options.get("--h2c-port") or environ.get("MEDSCRIBE_H2C_PORT", "").strip() or "8080"
     # A wildcard bind is reached through loopback.
     if host == "0.0.0.0":
         host = "127.0.0.1"
@@ -37,7 +64,10 @@ def health_url(environ: dict[str, str]) -> str:
 
 
 def main() -> int:
-    url = health_url(dict(os.environ))
+    command = container_command()
+    # Only an emulator's own command line: on a host (a test) process 1 is init.
+    argv = command if any("medscribe-emulator" in part for part in command) else []
+    url = health_url(dict(os.environ), argv)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
             body = json.load(response)

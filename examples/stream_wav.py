@@ -10,7 +10,10 @@ import sys
 import uuid
 import wave
 
-from aws_sdk_connecthealth import models as m
+try:
+    from aws_sdk_connecthealth import models as m
+except ImportError:
+    sys.exit("this example needs the AWS SDK: pip install 'medscribe-emulator[sdk]'")
 
 from emulator.sdk import make_client
 

@@ -965,3 +965,36 @@ def test_emulator_exits_zero_on_sigterm(tmp_path: Path) -> None:
         running.wait_healthy()
         assert (running.state / "ca.pem").is_file()
         assert running.stop() == 0, running.log_tail()
+
+
+def _healthcheck_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck", REPO / "docker/healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "url"),
+    [
+        ([], {"MEDSCRIBE_H2C_PORT": "8080"}, "http://127.0.0.1:8080/_emulator/health"),
+        (
+            ["/opt/medscribe/bin/medscribe-emulator", "serve", "--h2c-port", "9000"],
+            {"MEDSCRIBE_H2C_PORT": "8080", "MEDSCRIBE_HOST": "0.0.0.0"},
+            "http://127.0.0.1:9000/_emulator/health",
+        ),
+        (
+            ["/sbin/docker-init", "--", "medscribe-emulator", "--h2c-port=9001", "--host", "::"],
+            {"MEDSCRIBE_H2C_PORT": "8080"},
+            "http://[::1]:9001/_emulator/health",
+        ),
+    ],
+    ids=["environment", "command-line-wins", "behind-an-init"],
+)
+def test_the_healthcheck_asks_the_port_the_command_line_gave(argv, environ, url) -> None:
+    """A compose `command: [serve, --h2c-port, "9000"]` made a container that was
+    never healthy: the check read only the variables."""
+    assert _healthcheck_module().health_url(environ, argv) == url

@@ -126,3 +126,24 @@ def test_the_example_without_a_file_prints_its_usage(emulator):
     result = run_example(emulator)
     assert result.returncode == 1
     assert result.stderr.strip() == "usage: stream_wav.py FILE.wav"
+
+
+def test_without_the_sdk_the_example_names_the_extra_to_install(tmp_path):
+    hidden = tmp_path / "no-sdk" / "aws_sdk_connecthealth"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(
+        "raise ImportError('No module named aws_sdk_connecthealth')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(hidden.parent), str(REPO)])
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "any.wav"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "this example needs the AWS SDK: pip install 'medscribe-emulator[sdk]'"
+    )
