@@ -46,50 +46,38 @@ def failure(call, **params: Any) -> tuple[int, str, str]:
     )
 
 
-@pytest.mark.parametrize(
-    ("operation", "params", "member"),
-    [
-        ("get_domain", {"domainId": "dom-aaaaaaaaaa/bbbbbbbbb"}, "domainId"),
-        ("delete_domain", {"domainId": "dom-aaaaaaaaaa/bbbbbbbbb"}, "domainId"),
-        ("list_subscriptions", {"domainId": "dom-aaaaaaaaaa/bbbbbbbbb"}, "domainId"),
-        (
-            "activate_subscription",
-            {"domainId": "dom-aaaaaaaaaabbbbbbbbbb", "subscriptionId": "x/activate"},
-            "subscriptionId",
-        ),
-        (
-            "get_subscription",
-            {"domainId": "dom-aaaaaaaaaabbbbbbbbbb", "subscriptionId": "sub-a/b"},
-            "subscriptionId",
-        ),
-    ],
-)
-def test_an_id_holding_a_slash_is_a_validation_exception_naming_it(boto, operation, params, member):
-    """boto3 escapes the "/" inside a label; the id stays one, and is refused as such."""
-    status, code, message = failure(getattr(boto, operation), **params)
-    assert (status, code) == (400, "ValidationException")
-    assert f"at '{member}'" in message
-    assert params[member] in message  # the id as given, decoded once
+OTHER_DOMAIN = "dom-aaaaaaaaaabbbbbbbbbb"
 
 
-@pytest.mark.parametrize(
-    ("operation", "params", "member"),
-    [
-        ("get_domain", {"domainId": ""}, "domainId"),
-        ("delete_domain", {"domainId": ""}, "domainId"),
-        ("list_subscriptions", {"domainId": ""}, "domainId"),
-        ("create_subscription", {"domainId": ""}, "domainId"),
-        (
-            "deactivate_subscription",
-            {"domainId": "dom-aaaaaaaaaabbbbbbbbbb", "subscriptionId": ""},
-            "subscriptionId",
-        ),
-    ],
-)
-def test_an_empty_id_is_a_validation_exception_naming_it(boto, operation, params, member):
-    status, code, message = failure(getattr(boto, operation), **params)
+#: Operations with an id in their path, and the member it is.
+PATH_IDS = [
+    ("get_domain", "domainId"),
+    ("delete_domain", "domainId"),
+    ("list_subscriptions", "domainId"),
+    ("create_subscription", "domainId"),
+    ("get_subscription", "subscriptionId"),
+    ("activate_subscription", "subscriptionId"),
+    ("deactivate_subscription", "subscriptionId"),
+]
+
+
+def _params(member: str, value: str) -> dict[str, str]:
+    if member == "domainId":
+        return {"domainId": value}
+    return {"domainId": OTHER_DOMAIN, "subscriptionId": value}
+
+
+@pytest.mark.parametrize("value", ["dom-aaaaaaaaaa/bbbbbbbbb", "x/activate", ""])
+@pytest.mark.parametrize(("operation", "member"), PATH_IDS)
+def test_an_id_holding_a_slash_or_nothing_is_a_validation_exception_naming_it(
+    boto, operation, member, value
+):
+    """boto3 escapes a "/" inside a label, and sends an empty one as nothing between
+    two slashes: either way the id stays one, and is refused as such."""
+    status, code, message = failure(getattr(boto, operation), **_params(member, value))
     assert (status, code) == (400, "ValidationException")
     assert f"at '{member}'" in message
+    assert value in message  # the id as given, decoded once
 
 
 def test_an_escaped_percent_in_an_id_is_decoded_once(boto):
