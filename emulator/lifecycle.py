@@ -109,14 +109,17 @@ def check_resume(
 
     Returns nothing; raises :class:`ValidationException` when the session was
     created more than ``limits.resume_window`` seconds ago or already carries
-    ``limits.max_audio_seconds`` of audio.
+    more than ``limits.max_audio_seconds`` of audio. A session at exactly the
+    limit may still be resumed, to end it (END_OF_SESSION) and get its note.
     """
-    if now - created_at > limits.resume_window:
+    age = now - created_at
+    if age > limits.resume_window:
         raise ValidationException(
-            f"session {session_id} was created {_hours(now - created_at)} ago: a paused "
-            f"session can be resumed only within {_hours(limits.resume_window)} of its creation"
+            f"session {session_id} was created {_hours(age)} ago "
+            f"({age - limits.resume_window:.0f} s past the window): a paused session can be "
+            f"resumed only within {_hours(limits.resume_window)} of its creation"
         )
-    if audio_seconds >= limits.max_audio_seconds:
+    if audio_seconds > limits.max_audio_seconds:
         raise ValidationException(
             f"session {session_id} already has {audio_seconds:.3f} s of audio: a listening "
             f"session may carry at most {describe_duration(limits.max_audio_seconds)} of audio "

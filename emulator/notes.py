@@ -134,6 +134,11 @@ def final_lines(
                 role=(roles or {}).get(channel) if channel else None,
             )
         )
+    # A segment sent twice (a stream replayed from its start after a crash) is one
+    # line: its latest final.
+    latest = {line.segment_id: line for line in lines}
+    if len(latest) < len(lines):
+        lines = list(latest.values())
     lines.sort(key=_begin)  # stable: sent order among equal begins
     return lines
 

@@ -346,6 +346,15 @@ class ScribeSession:
                 pass  # a FLAC stream cut inside its metadata: no frames to count
             self._now = self._base + self._clock.seconds
 
+    def time_out(self, message: str) -> None:
+        """End the stream with an in-stream ``validationException`` for a client gone
+        quiet; the session pauses, resumable, as when a client's input closes (a
+        network that drops without a word is the commonest way to lose a client)."""
+        if self.finished:
+            return
+        self._send(StreamException(member="validationException", message=message))
+        self.input_closed()
+
     def fail(self, member: str, message: str) -> None:
         """End the stream with an in-stream exception."""
         if self.state is S.FAILED:

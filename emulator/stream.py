@@ -441,10 +441,10 @@ class StreamEndpoint:
                         )
                         session.input_closed()
                         return
-                    session.fail(
-                        "validationException",
+                    session.time_out(
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
-                        "audio (the emulator's --idle-timeout)",
+                        "audio (the emulator's --idle-timeout); the session is paused: a new "
+                        "stream with its ids resumes it"
                     )
                     await write()
                     return

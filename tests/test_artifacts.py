@@ -759,3 +759,10 @@ def test_transcript_lines_are_in_time_order_when_a_turn_ends_inside_another():
 
     sent = [final("okay", 2.0, 2.5), final("so-the-plan", 0.5, 6.0), final("thanks", 9.5, 10.0)]
     assert [line.segment_id for line in final_lines(sent)] == ["so-the-plan", "okay", "thanks"]
+    # A stream replayed after a crash sends its segments again: each is one line.
+    replayed = [*sent, final("so-the-plan", 0.5, 6.0), final("okay", 2.0, 2.5)]
+    assert [line.segment_id for line in final_lines(replayed)] == [
+        "so-the-plan",
+        "okay",
+        "thanks",
+    ]

@@ -306,8 +306,12 @@ def test_resume_limits_name_the_rule_they_enforce():
     check_resume(session_id="s", created_at=0, audio_seconds=7199, now=5 * 3600, limits=limits)
     with pytest.raises(ValidationException, match="within 5 hours of its creation"):
         check_resume(session_id="s", created_at=0, audio_seconds=0, now=5 * 3600 + 1, limits=limits)
+    # Exactly the limit: resumable, to end the session and get its note.
+    check_resume(session_id="s", created_at=0, audio_seconds=7200, now=1, limits=limits)
     with pytest.raises(ValidationException, match=r"at most 7200 s \(2 hours\) of audio"):
-        check_resume(session_id="s", created_at=0, audio_seconds=7200, now=1, limits=limits)
+        check_resume(session_id="s", created_at=0, audio_seconds=7200.5, now=1, limits=limits)
+    with pytest.raises(ValidationException, match=r"5.00 hours ago \(1 s past the window\)"):
+        check_resume(session_id="s", created_at=0, audio_seconds=0, now=5 * 3600 + 1, limits=limits)
 
 
 # --- Through the real SDK ---------------------------------------------------------------
@@ -546,14 +550,15 @@ async def test_total_audio_limit_is_enforced_in_stream_and_before_a_resume(clien
         over = await run_session(client, crossing, audio=pcm_tone(0.7))
         full = new_session_id()
         await run_session(client, full, audio=pcm_tone(1.0), end_of_session=False)
-        refused = await run_session(client, full, audio=pcm_tone(0.1))
+        ended = await run_session(client, full)  # no audio: END_OF_SESSION only
     finally:
         backend.limits = SessionLimits()
     assert isinstance(over.error, m.ValidationException) and over.output is not None  # in-stream
     assert "at most 1 s of audio over all its streams" in over.error.message
     assert (await details(client, crossing)).stream_status == "FAILED"
-    assert isinstance(refused.error, m.ValidationException) and refused.output is None
-    assert "already has 1.000 s of audio" in refused.error.message
+    # A session holding exactly the limit is resumed to be ended, and gets its note.
+    assert ended.error is None, ended.error
+    assert (await details(client, full)).stream_status == "COMPLETED"
 
 
 async def test_boto3_sees_each_status_of_the_lifecycle(client, emulator):

@@ -40,7 +40,9 @@ def authorized(running: RunningServer, path: str) -> tuple[int, object]:
         return response.status, json.loads(response.read())
 
 
-def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exception(guarded):
+def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exception_paused(
+    guarded,
+):
     session_id = new_session_id()
     client = H2Client("127.0.0.1", guarded.h2c_port)
     try:
@@ -52,9 +54,20 @@ def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exce
     assert response["ended"]
     (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
     assert exception.headers[":exception-type"] == "validationException"
-    assert "no input for 0.5 s" in json.loads(exception.payload)["message"]
+    message = json.loads(exception.payload)["message"]
+    assert "no input for 0.5 s" in message and "the session is paused" in message
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
-    assert details["status"] == "FAILED"
+    # A client whose network dropped without a word resumes its session later.
+    assert details["status"] == "PAUSED"
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        stream = client.request(headers(session_id))
+        client.send(stream, config_event() + audio(b"\0" * 3200) + END, end_stream=True)
+        assert client.wait(stream)["headers"][":status"] == "200"
+    finally:
+        client.close()
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert (details["status"], details["streams"]) == ("COMPLETED", 2)
 
 
 def test_a_final_signed_frame_without_end_stream_closes_the_input_at_the_idle_timeout(guarded):
@@ -416,7 +429,7 @@ def test_output_taken_while_the_session_waits_for_input_does_not_count_as_input(
     finally:
         client.close()
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
-    assert details["status"] == "FAILED"
+    assert details["status"] == "PAUSED"
     assert "no input for 0.5 s" in details["errors"][0]["message"]
 
 
