@@ -6,13 +6,14 @@ resource registry, the control plane of domains, subscriptions and tags.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
@@ -25,6 +26,8 @@ from .ids import new_request_id
 from .quotas import Quotas
 from .sigv4 import CredentialStore, verify_request
 from .stream import Receive, Scope, Send, StreamEndpoint, error_response
+
+log = logging.getLogger("medscribe.admin")
 
 __all__ = ["create_app", "STREAM_PATH"]
 
@@ -199,7 +202,13 @@ def create_app(
             if problem is not None:
                 await _unauthorized(scope, receive, send, problem)
                 return
-        await admin(scope, receive, send)
+        try:
+            await admin(scope, receive, send)
+        except ClientDisconnect:
+            # The client went while its body was read, or HTTP/1.1 refused its
+            # body (a malformed chunked encoding: the 400 is sent already).
+            # Nobody to answer; not an error of the server's.
+            log.debug("%s %s: the client's body ended early", scope.get("method"), scope["path"])
 
     app.backend = backend  # type: ignore[attr-defined]
     return app

@@ -174,7 +174,15 @@ class S3Buckets:
             "s3",
             endpoint_url=endpoint_url,
             region_name=session.region_name or "us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            # Bounded: botocore's 60 s a read, per attempt, kept a hung endpoint's
+            # artifacts IN_PROGRESS for minutes; now such an artifact FAILs within
+            # about 15 s, saying why.
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 2},
+                connect_timeout=2,
+                read_timeout=5,
+            ),
         )
 
     def put(self, bucket: str, key: str, body: bytes) -> None:

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -553,8 +554,9 @@ class Backend:
             if record.journal is not None:
                 record.journal.flush()
         started = time.monotonic()
-        for seq in list(self._detached):  # reset's, that the thread did not reach
-            self._run_detached(seq)
+        if self._artifact_thread is not None:  # on disk: each takes milliseconds
+            for seq in list(self._detached):  # reset's, that the thread did not reach
+                self._run_detached(seq)
         self._finish_post_stream_now(max(0.0, finish_within - (time.monotonic() - started)))
         self.flush_saves()  # waits for the writer thread: the journals, then the rows
         self._closed = True
@@ -780,10 +782,9 @@ class Backend:
         if self._artifact_thread is not None and not self._closed:
             self._artifact_thread.submit(self._run_detached, seq)
         else:
-            try:
-                asyncio.get_running_loop().run_in_executor(None, self._run_detached, seq)
-            except RuntimeError:  # no loop (a direct caller)
-                self._run_detached(seq)
+            threading.Thread(
+                target=self._run_detached, args=(seq,), name="medscribe-s3", daemon=True
+            ).start()
 
     def _run_detached(self, seq: int) -> None:
         job = self._detached.pop(seq, None)
@@ -800,12 +801,18 @@ class Backend:
             job.journal.remove()
 
     def _finish_post_stream_now(self, budget: float) -> None:
-        """Run waiting post-stream actions in this thread until ``budget`` seconds pass."""
+        """Run waiting post-stream actions in this thread until ``budget`` seconds pass.
+
+        Only to the disk stand-in: an upload can take any time, and a hung S3
+        endpoint would hold shutdown for ever; those complete at the next start.
+        """
         pending = [
             record
             for record in self.sessions.values()
             if _post_stream_pending(record) and record.configuration is not None
         ]
+        if self._artifact_thread is None:  # artifacts go to S3
+            budget = 0.0
         deadline = time.monotonic() + budget
         done = 0
         for record in pending:
@@ -837,7 +844,10 @@ class Backend:
         record.journal.flush()
         job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
         if self._artifact_thread is None:
-            results = await asyncio.to_thread(_run_artifact_job, job)
+            # An S3 upload: in a thread of its own that shutdown does not wait for
+            # (asyncio's pool is joined, and a hung endpoint held SIGTERM for
+            # minutes); one cut off completes at the next start.
+            results = await _in_daemon_thread(_run_artifact_job, job)
         else:
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._artifact_thread, _run_artifact_job, job)
@@ -867,6 +877,35 @@ class Backend:
             record.key.session_id,
             describe_results(results),
         )
+
+
+def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run ``function(*args)`` in a daemon thread; return a future of its result in
+    the running loop. Unlike ``asyncio.to_thread``, the process does not wait for
+    it to exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting task
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed meanwhile (shutdown)
+            pass
+
+    threading.Thread(target=run, name="medscribe-s3", daemon=True).start()
+    return future
 
 
 def _move_aside(directory: Path, aside: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -299,6 +299,10 @@ def _operation(handler: Handler) -> Handler:
             return await handler(request)
         except ServiceError as error:
             return _error(error)
+        except ClientDisconnect:
+            # Gone while its body was read, or its body refused by HTTP/1.1 (whose
+            # 400 is sent already): nothing to answer, nothing to log as an error.
+            return Response(status_code=400)
         except Exception:
             # A bug here must still reach the client as a modeled error, not a bare 500.
             log.exception("%s %s failed", request.method, request.url.path)

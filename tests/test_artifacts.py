@@ -8,6 +8,7 @@ are checked sans-IO for every note template.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -467,6 +468,55 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
         yield url, boto3.client("s3", endpoint_url=url, region_name="us-east-1")
     finally:
         server.stop()
+
+
+def test_a_hung_s3_endpoint_does_not_hold_shutdown(tmp_path, monkeypatch, caplog):
+    """An endpoint that accepts and never answers: the upload's thread is not waited
+    for (SIGTERM was held for minutes), the actions are said to be left, and the next
+    start on the state directory completes them."""
+    import socket
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}.items():
+        monkeypatch.setenv(name, value)
+    hole = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    done = threading.Event()
+    hole.settimeout(0.1)
+
+    def accept() -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(hole.accept()[0])
+
+    accepting = threading.Thread(target=accept, daemon=True)
+    accepting.start()
+    session_id = new_session_id()
+    url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    try:
+        with caplog.at_level("INFO", logger="medscribe"):
+            with running_emulator(
+                _settings(tmp_path, post_stream_delay=0.0, s3_endpoint_url=url)
+            ) as run:
+                script(run, session_id, SCRIPT)
+                stream_two_channels(run, session_id)
+                deadline = time.monotonic() + 10
+                while not held and time.monotonic() < deadline:  # the upload is under way
+                    time.sleep(0.05)
+                assert held, "the upload never connected"
+                stopping = time.monotonic()
+            stopped_in = time.monotonic() - stopping
+        assert stopped_in < 5, stopped_in  # the bound only catches a hang (it was minutes)
+        assert "1 session(s) left their post-stream actions in progress" in caplog.text
+        with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as second:
+            artifacts = settled(second, session_id)
+        assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
+    finally:
+        done.set()
+        accepting.join(5)
+        hole.close()
+        for connection in held:
+            connection.close()
 
 
 def test_artifacts_go_to_a_real_s3_compatible_server(tmp_path, moto_s3):

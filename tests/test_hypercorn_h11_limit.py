@@ -196,3 +196,23 @@ def test_a_head_past_the_limit_on_a_kept_alive_connection_gets_the_431(emulator)
             sock.sendall(head + client.send(h11.EndOfMessage()))
             assert _response(client, sock).status_code == status
         assert sock.recv(1) == b""  # the server closed the connection
+
+
+@pytest.mark.parametrize("path", ["/_emulator/rules", "/domain"])
+def test_a_malformed_chunked_body_is_a_400_and_no_error_in_the_log(emulator, caplog, path):
+    """The 400 is HTTP/1.1's; the app reading the body then finds it gone, which is
+    no error of the server's (it logged a ClientDisconnect traceback at ERROR)."""
+    port = int(emulator.h2c_url.rsplit(":", 1)[1])
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = head.encode() + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n"
+    with caplog.at_level("WARNING"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data
+        status, _, body = parse_http11_response(answer)
+        time.sleep(0.3)  # the app's part runs after the answer
+    assert status == 400
+    assert b"chunked encoding is malformed" in body
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
