@@ -29,12 +29,24 @@ def command_line_options(argv: list[str]) -> dict[str, str]:
     or ``--x=v``; the last given wins, as with argparse)."""
     found: dict[str, str] = {}
     for index, arg in enumerate(argv):
-        for name in ("--h2c-port", "--host"):
-            if arg == name and index + 1 < len(argv):
-                found[name] = argv[index + 1]
-            elif arg.startswith(name + "="):
-                found[name] = arg[len(name) + 1 :]
+        given, equals, value = arg.partition("=")
+        name = _option_named(given)
+        if name is None:
+            continue
+        if equals:
+            found[name] = value
+        elif index + 1 < len(argv):
+            found[name] = argv[index + 1]
     return found
+
+
+def _option_named(given: str) -> str | None:
+    """The option ``given`` names, abbreviations included as argparse takes them
+    (``--h2c``, ``--ho``; ``--h`` alone is ambiguous there: ``--help`` too)."""
+    if len(given) < 4 or not given.startswith("--"):
+        return None
+    matches = [name for name in ("--h2c-port", "--host") if name.startswith(given)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def container_command() -> list[str]:

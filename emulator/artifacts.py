@@ -175,11 +175,11 @@ class S3Buckets:
             endpoint_url=endpoint_url,
             region_name=session.region_name or "us-east-1",
             # Bounded: botocore's 60 s a read, per attempt, kept a hung endpoint's
-            # artifacts IN_PROGRESS for minutes; now such an artifact FAILs within
-            # about 15 s, saying why.
+            # artifacts IN_PROGRESS for minutes; now each of a session's three
+            # FAILs after two attempts of at most 5 s, saying why.
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 2},
+                retries={"total_max_attempts": 2},
                 connect_timeout=2,
                 read_timeout=5,
             ),

@@ -39,7 +39,14 @@ from .errors import (
     ValidationException,
 )
 from .events import OutputEvent
-from .journal import Journal, compact_encoder, compact_json, iso_time, run_in_writer
+from .journal import (
+    Journal,
+    compact_encoder,
+    compact_json,
+    iso_time,
+    remove_tree,
+    run_in_writer,
+)
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
@@ -152,6 +159,9 @@ class Backend:
         self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
         # Artifact jobs of sessions a reset forgot, by their record's seq, until they run.
         self._detached: dict[int, _ArtifactJob] = {}
+        # The threads uploading those to S3 (and their session ids), by the same
+        # seq, until they end.
+        self._uploading: dict[int, tuple[threading.Thread, str]] = {}
         # Records whose rows wait for the next flush_saves (see _save).
         self._dirty: dict[SessionKey, SessionRecord] = {}
         # Rows of dropped sessions, deleted in the same transaction.
@@ -162,6 +172,7 @@ class Backend:
             self._seq = self.store.max_seq()
             self._load_rules_file()
             self._load_sessions()
+            self._sweep_forgotten()
         except sqlite3.DatabaseError as error:
             self.store.close()
             raise ConfigError(state_database_problem(state_dir / DATABASE_NAME, error)) from None
@@ -557,6 +568,17 @@ class Backend:
         if self._artifact_thread is not None:  # on disk: each takes milliseconds
             for seq in list(self._detached):  # reset's, that the thread did not reach
                 self._run_detached(seq)
+        # Uploads of sessions a reset forgot: no row is left to resume them from,
+        # so they get the budget, and what is left is said to be lost.
+        for upload, _ in list(self._uploading.values()):
+            upload.join(max(0.0, finish_within - (time.monotonic() - started)))
+        for upload, session_id in list(self._uploading.values()):
+            if upload.is_alive():
+                log.warning(
+                    "shutdown cut off the artifact uploads of session %s, which a reset had "
+                    "forgotten: they are lost",
+                    session_id,
+                )
         self._finish_post_stream_now(max(0.0, finish_within - (time.monotonic() - started)))
         self.flush_saves()  # waits for the writer thread: the journals, then the rows
         self._closed = True
@@ -760,6 +782,15 @@ class Backend:
 
         task.add_done_callback(forget)
 
+    def _sweep_forgotten(self) -> None:
+        """Remove the journals that a reset moved aside and a shutdown kept from being
+        removed (their uploads were cut off, and said to be lost)."""
+        left = list(self.journal_root.glob(f"*/*/*{_FORGOTTEN}*"))
+        for directory in left:
+            remove_tree(directory)
+        if left:
+            log.info("removed %d journal(s) of sessions a reset forgot", len(left))
+
     def _write_detached(self, record: SessionRecord) -> None:
         """Write the artifacts of ``record``, a session no longer kept, in the
         artifacts' thread; then remove its journal. The record is not updated."""
@@ -770,7 +801,7 @@ class Backend:
         # with the same ids journals in the same folder, and the job must neither
         # read that session's entries nor remove them with its own.
         aside = Journal(
-            f"{journal.directory}.forgotten-{record.seq}", audio_suffix=journal.audio_suffix
+            f"{journal.directory}{_FORGOTTEN}{record.seq}", audio_suffix=journal.audio_suffix
         )
         run_in_writer(functools.partial(_move_aside, journal.directory, aside.directory))
         job = _ArtifactJob(record, buckets=self.buckets, rebuild=self._rebuild)
@@ -782,9 +813,11 @@ class Backend:
         if self._artifact_thread is not None and not self._closed:
             self._artifact_thread.submit(self._run_detached, seq)
         else:
-            threading.Thread(
+            upload = threading.Thread(
                 target=self._run_detached, args=(seq,), name="medscribe-s3", daemon=True
-            ).start()
+            )
+            self._uploading[seq] = (upload, record.key.session_id)
+            upload.start()
 
     def _run_detached(self, seq: int) -> None:
         job = self._detached.pop(seq, None)
@@ -799,6 +832,7 @@ class Backend:
             )
         finally:
             job.journal.remove()
+            self._uploading.pop(seq, None)
 
     def _finish_post_stream_now(self, budget: float) -> None:
         """Run waiting post-stream actions in this thread until ``budget`` seconds pass.
@@ -877,6 +911,10 @@ class Backend:
             record.key.session_id,
             describe_results(results),
         )
+
+
+#: What a forgotten session's journal folder has after its name (then its seq).
+_FORGOTTEN = ".forgotten-"
 
 
 def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

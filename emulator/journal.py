@@ -54,6 +54,7 @@ from .files import writev_all
 
 __all__ = [
     "run_in_writer",
+    "remove_tree",
     "AudioPart",
     "Journal",
     "FLUSH_BYTES",
@@ -357,7 +358,7 @@ class Journal:
         self._lines, self._audio, self._buffered = [], [], 0
         self._made = False
         directory = self.directory
-        _WRITER.submit(lambda: _remove_tree(directory), 0)
+        _WRITER.submit(lambda: remove_tree(directory), 0)
 
     # -- reading -----------------------------------------------------------------
 
@@ -512,7 +513,7 @@ def run_in_writer(job: Callable[[], object], size: int = 0) -> None:
     _WRITER.submit(job, size)
 
 
-def _remove_tree(directory: Path) -> None:
+def remove_tree(directory: Path) -> None:
     """Delete ``directory``, then its parents (a session's subscription and domain
     folders) while they are left empty: without that, sessions of many domains
     left two empty folders each behind them."""

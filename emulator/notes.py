@@ -268,16 +268,24 @@ def after_visit_summary_document(
     return {"AfterVisitSummary": {"Summary": items}}
 
 
-#: How a speaker's account of themself begins ("I have had", "My mother").
-_SELF = re.compile(r"^(?:i|my|me)\b", re.IGNORECASE)
+#: How a speaker's account of themself opens ("I take", "Yes, I have", "My mother").
+_SELF = re.compile(r"^(?:(?:yes|no|well|okay|so|um)\b[,.]?\s+)?(?:i|my|me)\b", re.IGNORECASE)
+#: What a clinician's first-person advice says early on ("I recommend", "My plan").
+_ADVISING = re.compile(
+    r"\b(?:recommend\w*|suggest\w*|prescrib\w*|advis\w*|want you|like you|plan|order\w*|"
+    r"refer\w*|think|will|going to)\b|'ll\b|'d like",
+    re.IGNORECASE,
+)
 
 
 def _speaks_of_self(text: str) -> bool:
-    """Whether ``text`` opens as a first-person account (not "I'd like you to...")."""
+    """Whether ``text`` opens as a first-person account of the speaker's own state or
+    doings, not a clinician's first-person advice ("I recommend...", "My plan...")."""
     opening = text.lstrip().replace("\u2019", "'")
-    return bool(_SELF.match(opening)) and not re.match(
-        r"^i(?:'d| would| want| will|'ll| am going to|'m going to)\b", opening, re.IGNORECASE
-    )
+    if not _SELF.match(opening):
+        return False
+    first_words = " ".join(opening.split()[:6])
+    return not _ADVISING.search(first_words)
 
 
 def _is_question(text: str) -> bool:

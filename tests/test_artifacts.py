@@ -470,17 +470,16 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
         server.stop()
 
 
-def test_a_hung_s3_endpoint_does_not_hold_shutdown(tmp_path, monkeypatch, caplog):
-    """An endpoint that accepts and never answers: the upload's thread is not waited
-    for (SIGTERM was held for minutes), the actions are said to be left, and the next
-    start on the state directory completes them."""
+@contextlib.contextmanager
+def hung_s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list]]:
+    """An endpoint that accepts connections and never answers; yields its URL and the
+    connections it holds."""
     import socket
 
     for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}.items():
         monkeypatch.setenv(name, value)
     hole = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
-
     done = threading.Event()
     hole.settimeout(0.1)
 
@@ -491,32 +490,68 @@ def test_a_hung_s3_endpoint_does_not_hold_shutdown(tmp_path, monkeypatch, caplog
 
     accepting = threading.Thread(target=accept, daemon=True)
     accepting.start()
-    session_id = new_session_id()
-    url = f"http://127.0.0.1:{hole.getsockname()[1]}"
     try:
-        with caplog.at_level("INFO", logger="medscribe"):
-            with running_emulator(
-                _settings(tmp_path, post_stream_delay=0.0, s3_endpoint_url=url)
-            ) as run:
-                script(run, session_id, SCRIPT)
-                stream_two_channels(run, session_id)
-                deadline = time.monotonic() + 10
-                while not held and time.monotonic() < deadline:  # the upload is under way
-                    time.sleep(0.05)
-                assert held, "the upload never connected"
-                stopping = time.monotonic()
-            stopped_in = time.monotonic() - stopping
-        assert stopped_in < 5, stopped_in  # the bound only catches a hang (it was minutes)
-        assert "1 session(s) left their post-stream actions in progress" in caplog.text
-        with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as second:
-            artifacts = settled(second, session_id)
-        assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
+        yield f"http://127.0.0.1:{hole.getsockname()[1]}", held
     finally:
         done.set()
         accepting.join(5)
         hole.close()
         for connection in held:
             connection.close()
+
+
+def _until_connected(held: list) -> None:
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:  # the upload is under way
+        time.sleep(0.05)
+    assert held, "the upload never connected"
+
+
+def test_a_hung_s3_endpoint_does_not_hold_shutdown(tmp_path, monkeypatch, caplog):
+    """The upload's thread is not waited for (SIGTERM was held for minutes), the actions
+    are said to be left, and the next start on the state directory completes them."""
+    session_id = new_session_id()
+    with hung_s3_endpoint(monkeypatch) as (url, held):
+        with caplog.at_level("INFO", logger="medscribe"):
+            settings = _settings(tmp_path, post_stream_delay=0.0, s3_endpoint_url=url)
+            with running_emulator(settings) as run:
+                script(run, session_id, SCRIPT)
+                stream_two_channels(run, session_id)
+                _until_connected(held)
+                stopping = time.monotonic()
+            stopped_in = time.monotonic() - stopping
+    assert stopped_in < 5, stopped_in  # the bound only catches a hang (it was minutes)
+    assert "1 session(s) left their post-stream actions in progress" in caplog.text
+    with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as second:
+        artifacts = settled(second, session_id)
+    assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
+
+
+def test_uploads_of_forgotten_sessions_cut_off_by_shutdown_are_said_lost(
+    tmp_path, monkeypatch, caplog
+):
+    """A reset forgot the session (no row is left to resume its upload from): shutdown
+    gives the upload its budget, says it is lost, and the next start removes the
+    journal it had moved aside."""
+    session_id = new_session_id()
+    with hung_s3_endpoint(monkeypatch) as (url, held):
+        with caplog.at_level("INFO", logger="medscribe"):
+            settings = _settings(tmp_path, post_stream_delay=600.0, s3_endpoint_url=url)
+            with running_emulator(settings) as run:
+                script(run, session_id, SCRIPT)
+                stream_two_channels(run, session_id)
+                assert admin(run.h2c_url, "POST", "/_emulator/reset")[0] == 200
+                _until_connected(held)
+            journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
+            assert [p.name.split(".")[1] for p in journals.iterdir()] == ["forgotten-1"]
+            assert (
+                f"shutdown cut off the artifact uploads of session {session_id}, which a "
+                "reset had forgotten: they are lost"
+            ) in caplog.text
+            with running_emulator(_settings(tmp_path)):
+                pass
+    assert "removed 1 journal(s) of sessions a reset forgot" in caplog.text
+    assert not journals.exists()
 
 
 def test_artifacts_go_to_a_real_s3_compatible_server(tmp_path, moto_s3):
@@ -777,14 +812,23 @@ def _line(segment_id: str, begin: float, content: str, role: str | None = None) 
 def test_without_roles_a_patients_own_account_is_no_advice_and_none_is_the_clinicians():
     """One channel, no channel definitions: no line has a role. The summary once
     quoted the patient's "I take amlodipine..." as "Your clinician advised"."""
-    lines = [
-        _line("a", 0.0, "I take amlodipine five milligrams daily."),
-        _line("b", 1.0, "I'd like you to take the medication with food."),
-        _line("c", 2.0, "Take ibuprofen twice daily and rest."),
+    patient = [
+        "I take amlodipine five milligrams daily.",
+        "Yes, I take lisinopril every morning.",
+        "My mother takes insulin daily.",
     ]
+    clinician = [
+        "I'd like you to take the medication with food.",
+        "Take ibuprofen twice daily and rest.",
+        "I recommend rest and fluids for the next week.",
+        "I'm prescribing amoxicillin, take it twice a day.",
+        "My plan is to order labs and follow up next week.",
+    ]
+    lines = [_line(f"s{i}", float(i), text) for i, text in enumerate(patient + clinician)]
     document = after_visit_summary_document(lines=lines, script=None, session_id="s")
     items = document["AfterVisitSummary"]["Summary"]
-    assert [i["EvidenceLinks"] for i in items] == [[{"SegmentId": "b"}], [{"SegmentId": "c"}]]
+    kept = [i["EvidenceLinks"][0]["SegmentId"] for i in items]
+    assert kept == [f"s{i}" for i in range(len(patient), len(lines))]
     assert all(i["SummarizedSegment"].startswith("Discussed at the visit: ") for i in items)
     with_roles = [_line("d", 0.0, "Take ibuprofen twice daily and rest.", "CLINICIAN")]
     (item,) = after_visit_summary_document(lines=with_roles, script=None, session_id="s")[

@@ -991,10 +991,22 @@ def _healthcheck_module() -> Any:
             {"MEDSCRIBE_H2C_PORT": "8080"},
             "http://[::1]:9001/_emulator/health",
         ),
+        (
+            ["medscribe-emulator", "serve", "--h2c", "9002", "--ho=127.0.0.2"],
+            {},
+            "http://127.0.0.2:9002/_emulator/health",
+        ),
     ],
-    ids=["environment", "command-line-wins", "behind-an-init"],
+    ids=["environment", "command-line-wins", "behind-an-init", "abbreviated"],
 )
 def test_the_healthcheck_asks_the_port_the_command_line_gave(argv, environ, url) -> None:
     """A compose `command: [serve, --h2c-port, "9000"]` made a container that was
     never healthy: the check read only the variables."""
-    assert _healthcheck_module().health_url(environ, argv) == url
+    module = _healthcheck_module()
+    assert module.health_url(environ, argv) == url
+    assert module.command_line_options(["--h", "9"]) == {}  # ambiguous to argparse too
+    if argv and "--" not in argv:  # the emulator reads the same command line so
+        from emulator.cli import parse_settings
+
+        _, _, settings = parse_settings(argv[1:], environ={})
+        assert url.endswith(f":{settings.h2c_port}/_emulator/health")
