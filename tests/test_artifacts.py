@@ -507,20 +507,33 @@ def _until_connected(held: list) -> None:
     assert held, "the upload never connected"
 
 
+@contextlib.contextmanager
+def uploading_to_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_id: str, *, delay: float
+) -> Iterator[tuple[RunningServer, dict[str, float]]]:
+    """An emulator writing artifacts to a hung S3 endpoint, with ``session_id`` streamed
+    (scripted) to its end; yields it, and stops it on the way out, once an upload is
+    under way (the seconds its shutdown took then go in the yielded dict)."""
+    timing: dict[str, float] = {}
+    with hung_s3_endpoint(monkeypatch) as (url, held):
+        settings = _settings(tmp_path, post_stream_delay=delay, s3_endpoint_url=url)
+        with running_emulator(settings) as run:
+            script(run, session_id, SCRIPT)
+            stream_two_channels(run, session_id)
+            yield run, timing
+            _until_connected(held)
+            stopping = time.monotonic()
+        timing["stopped_in"] = time.monotonic() - stopping
+
+
 def test_a_hung_s3_endpoint_does_not_hold_shutdown(tmp_path, monkeypatch, caplog):
     """The upload's thread is not waited for (SIGTERM was held for minutes), the actions
     are said to be left, and the next start on the state directory completes them."""
+    caplog.set_level("INFO", logger="medscribe")
     session_id = new_session_id()
-    with hung_s3_endpoint(monkeypatch) as (url, held):
-        with caplog.at_level("INFO", logger="medscribe"):
-            settings = _settings(tmp_path, post_stream_delay=0.0, s3_endpoint_url=url)
-            with running_emulator(settings) as run:
-                script(run, session_id, SCRIPT)
-                stream_two_channels(run, session_id)
-                _until_connected(held)
-                stopping = time.monotonic()
-            stopped_in = time.monotonic() - stopping
-    assert stopped_in < 5, stopped_in  # the bound only catches a hang (it was minutes)
+    with uploading_to_nowhere(tmp_path, monkeypatch, session_id, delay=0.0) as (_, timing):
+        pass
+    assert timing["stopped_in"] < 5, timing  # the bound only catches a hang (it was minutes)
     assert "1 session(s) left their post-stream actions in progress" in caplog.text
     with running_emulator(_settings(tmp_path, post_stream_delay=0.0)) as second:
         artifacts = settled(second, session_id)
@@ -533,23 +546,18 @@ def test_uploads_of_forgotten_sessions_cut_off_by_shutdown_are_said_lost(
     """A reset forgot the session (no row is left to resume its upload from): shutdown
     gives the upload its budget, says it is lost, and the next start removes the
     journal it had moved aside."""
+    caplog.set_level("INFO", logger="medscribe")
     session_id = new_session_id()
-    with hung_s3_endpoint(monkeypatch) as (url, held):
-        with caplog.at_level("INFO", logger="medscribe"):
-            settings = _settings(tmp_path, post_stream_delay=600.0, s3_endpoint_url=url)
-            with running_emulator(settings) as run:
-                script(run, session_id, SCRIPT)
-                stream_two_channels(run, session_id)
-                assert admin(run.h2c_url, "POST", "/_emulator/reset")[0] == 200
-                _until_connected(held)
-            journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
-            assert [p.name.split(".")[1] for p in journals.iterdir()] == ["forgotten-1"]
-            assert (
-                f"shutdown cut off the artifact uploads of session {session_id}, which a "
-                "reset had forgotten: they are lost"
-            ) in caplog.text
-            with running_emulator(_settings(tmp_path)):
-                pass
+    with uploading_to_nowhere(tmp_path, monkeypatch, session_id, delay=600.0) as (run, _):
+        assert admin(run.h2c_url, "POST", "/_emulator/reset")[0] == 200
+    journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
+    assert [p.name.split(".")[1] for p in journals.iterdir()] == ["forgotten-1"]
+    assert (
+        f"shutdown cut off the artifact uploads of session {session_id}, which a "
+        "reset had forgotten: they are lost"
+    ) in caplog.text
+    with running_emulator(_settings(tmp_path)):
+        pass
     assert "removed 1 journal(s) of sessions a reset forgot" in caplog.text
     assert not journals.exists()
 
