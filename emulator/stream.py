@@ -432,14 +432,7 @@ class StreamEndpoint:
                             "HTTP/2 stream within %g s; its input is taken as closed",
                             self.idle_timeout,
                         )
-                        journal.record(
-                            {
-                                "direction": "stream",
-                                "type": "inputClosed",
-                                "audioClock": session.audio_seconds,
-                            }
-                        )
-                        session.input_closed()
+                        _close_input(session, journal)
                         return
                     session.time_out(
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
@@ -475,15 +468,7 @@ class StreamEndpoint:
                         decoder.end_of_data()
                         if chunks is not None and not session.finished:
                             chunks.end_of_stream()
-                        if not session.finished:
-                            journal.record(
-                                {
-                                    "direction": "stream",
-                                    "type": "inputClosed",
-                                    "audioClock": session.audio_seconds,
-                                }
-                            )
-                        session.input_closed()
+                        _close_input(session, journal)
                 except Exception as error:
                     _fail(session, error)
                 if out and not await write():
@@ -572,6 +557,16 @@ def _sent_other(
     """Count and journal a paced output event other than a transcript, now sent."""
     record.output_sent(event, noted=True)
     journal.record(_output_entry(event, record.audio_seconds))
+
+
+def _close_input(session: ScribeSession, journal: Journal) -> None:
+    """The client's input is over without END_OF_SESSION: journal it (unless the
+    session has its outcome already) and pause the session."""
+    if not session.finished:
+        journal.record(
+            {"direction": "stream", "type": "inputClosed", "audioClock": session.audio_seconds}
+        )
+    session.input_closed()
 
 
 def _fail(session: ScribeSession, error: Exception) -> None:

@@ -823,8 +823,7 @@ async def stream_audio(
             elif hasattr(event, "tag"):
                 renderer.unknown(event.tag)
 
-    asyncio.get_running_loop().set_exception_handler(_quiet_crt_body_writer)
-    client = await _client(options)
+    client = await _client(options)  # make_client quiets awscrt's completed body writer
     try:
         async with client:
             stream = await client.start_medical_scribe_listening_session(input=request)
@@ -864,18 +863,6 @@ def _discard(out: TextIO) -> None:
         os.dup2(devnull, fileno)
     finally:
         os.close(devnull)
-
-
-def _quiet_crt_body_writer(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Drop the one known-harmless report, pass every other to the default handler.
-
-    After the service ends a stream early (an in-stream error, a reset), awscrt's
-    own request-body task fails with AWS_ERROR_HTTP_STREAM_HAS_COMPLETED and
-    nobody retrieves it; the failure has already been reported to the user.
-    """
-    if "HTTP_STREAM_HAS_COMPLETED" in str(context.get("exception", "")):
-        return
-    loop.default_exception_handler(context)
 
 
 def _quiet_crt_cancel(hook: Callable[[Any], object]) -> Callable[[Any], object]:
