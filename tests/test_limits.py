@@ -484,3 +484,37 @@ def test_a_chaos_delay_ends_when_the_server_stops(tmp_path):
     # It woke and saw its client gone, rather than being cancelled in its sleep.
     kinds = [entry["type"] for entry in record.journal.entries()]
     assert kinds[-2:] == ["disconnect", "streamEnded"]
+
+
+async def test_an_sdk_client_gone_quiet_is_told_and_resumes_its_paused_session(guarded):
+    """Through the real SDK: a client that stops sending (its network gone without a
+    word) gets the validationException, and the same ids resume the session."""
+    from aws_sdk_connecthealth import models as m
+
+    from emulator.sdk import make_client
+
+    from .support import audio_event, configuration_event, end_of_session_event, run_session
+
+    session_id = new_session_id()
+    chunk = b"\0" * 3200
+    async with await make_client(
+        endpoint_url=guarded.endpoint_url, ca_file=guarded.ca_file
+    ) as client:
+        quiet = await run_session(
+            client,
+            session_id,
+            events=[configuration_event(), audio_event(chunk), audio_event(chunk)],
+            pace=1.5,  # three times the 0.5 s --idle-timeout
+        )
+        assert isinstance(quiet.error, m.ValidationException), quiet.error
+        assert "the session is paused" in quiet.error.message
+        status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+        assert details["status"] == "PAUSED"
+        resumed = await run_session(
+            client,
+            session_id,
+            events=[configuration_event(), audio_event(chunk), end_of_session_event()],
+        )
+    assert resumed.error is None, resumed.error
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert (details["status"], details["streams"]) == ("COMPLETED", 2)
