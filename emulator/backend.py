@@ -180,9 +180,13 @@ class Backend:
     # -- rules ---------------------------------------------------------------
 
     def _load_rules_file(self) -> None:
+        for rule in self._read_rules_file():
+            self.rules.add(rule)
+
+    def _read_rules_file(self) -> list[Rule]:
         if self.rules_file is not None and self.rules_file.exists():
-            for rule in load_rules_file(self.rules_file, scenarios=self.scenarios):
-                self.rules.add(rule)
+            return load_rules_file(self.rules_file, scenarios=self.scenarios)
+        return []
 
     def add_rule(self, data: object) -> Rule:
         """Validate ``data`` (the admin API's JSON) and add it; raises ConfigError."""
@@ -208,13 +212,31 @@ class Backend:
         """Forget sessions (but the live ones), rejections and API-added rules.
 
         Rules from the rules file come back; resources go back to their seed.
+        Both files are read again, and both are read before anything changes:
+        when either has become invalid, :class:`ConfigError` lists the problems
+        of both and the emulator is left as it was.
         """
+        problems: list[str] = []
+        rules: list[Rule] = []
+        seeds = None
+        try:
+            rules = self._read_rules_file()
+        except ConfigError as error:
+            problems.append(str(error))
+        if self.resources is not None:
+            try:
+                seeds = self.resources.read_seed()
+            except ConfigError as error:
+                problems.append(str(error))
+        if problems:
+            raise ConfigError("\n".join(problems))
+        if self.resources is not None:
+            self.resources.reset(seeds)
         self.rules.clear()
+        for rule in rules:
+            self.rules.add(rule)
         self._drop([r for r in self.sessions.values() if r.live is None])
         self.rejections.clear()
-        self._load_rules_file()
-        if self.resources is not None:
-            self.resources.reset()
 
     def check_resources(
         self, *, domain_id: str, subscription_id: str, require_active: bool = True

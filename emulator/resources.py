@@ -803,13 +803,23 @@ class ResourceRegistry:
                 self._apply_seed(seeds, digest)
         return seeds
 
-    def reset(self) -> None:
-        """Delete every resource and tag, then apply the seed file again (if one was loaded).
+    def read_seed(self) -> list[SeedDomain]:
+        """The seed file as it reads now (``[]`` without one); raises :class:`ResourcesError`.
+
+        For a caller that checks every file before it resets anything (see
+        :meth:`reset`).
+        """
+        return self._read_seed()
+
+    def reset(self, seeds: Sequence[SeedDomain] | None = None) -> None:
+        """Delete every resource and tag, then apply the seed file again (if one was loaded),
+        or ``seeds`` as :meth:`read_seed` returned them.
 
         Raises :class:`ResourcesError` if the seed file has become invalid; nothing is
         deleted then.
         """
-        seeds = self._read_seed()
+        if seeds is None:
+            seeds = self._read_seed()
         with self._transaction() as db:
             for table in ("resource_tags", "resource_subscriptions", "resource_domains"):
                 db.execute(f"DELETE FROM {table}")

@@ -14,6 +14,7 @@ from .support import (
     new_session_id,
     pcm_tone,
     run_session,
+    running_emulator,
     stream_input,
 )
 
@@ -330,3 +331,56 @@ def test_a_request_naming_no_operation_is_unknown_operation_in_the_service_shape
     assert refused.value.headers["x-amzn-errortype"] == "UnknownOperationException"
     assert len(refused.value.headers["x-amzn-requestid"]) == 36
     assert path in json.loads(refused.value.read())["message"]
+
+
+def test_a_reset_refused_for_broken_fixture_files_names_both_and_changes_nothing(tmp_path):
+    """Reset reads rules.yaml and resources.yaml again, both before it changes anything:
+    when an edit broke them, the 400 names every problem of both files, and the rules,
+    sessions and resources are as they were (they were half reset: the rules gone, the
+    resources kept)."""
+    from emulator.sdk import boto3_client
+    from emulator.server import Settings
+
+    fixtures = tmp_path / "fixtures"
+    (fixtures / "scenarios").mkdir(parents=True)
+    (fixtures / "scenarios" / "exact.yaml").write_text(
+        "segments:\n  - {begin: 0.0, end: 0.5, content: As scripted.}\n"
+    )
+    rules = fixtures / "rules.yaml"
+    rules.write_text("- {scenario: exact}\n")
+    resources = fixtures / "resources.yaml"
+    resources.write_text("domains:\n  - {domainId: dom-0123456789abcdefghij, name: seeded}\n")
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path / "state", fixtures=fixtures
+    )
+    with running_emulator(settings) as run:
+        boto = boto3_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
+        made = boto.create_domain(name="made-by-a-test")["domainId"]
+        added = {"match": {"sessionId": new_session_id()}, "error": {"type": "ThrottlingException"}}
+        assert admin(run.h2c_url, "POST", "/_emulator/rules", added)[0] == 201
+        rules_before = get(run, "/_emulator/rules")
+        assert len(rules_before["rules"]) == 2
+
+        rules.write_text("- {scenario: nosuch}\n")
+        resources.write_text("domains:\n  - {domainId: not-a-domain-id, name: seeded}\n")
+        status, answer = admin(run.h2c_url, "POST", "/_emulator/reset")
+        assert status == 400
+        assert answer["message"].startswith("cannot reset: ")
+        assert "rules.yaml:1: [0].scenario: unknown scenario 'nosuch'" in answer["message"]
+        assert "resources.yaml:2: domains[0].domainId" in answer["message"]
+        assert get(run, "/_emulator/rules") == rules_before
+        assert boto.get_domain(domainId=made)["name"] == "made-by-a-test"
+
+        # One file broken is refused the same way.
+        rules.write_text("- {scenario: exact}\n")
+        status, answer = admin(run.h2c_url, "POST", "/_emulator/reset")
+        assert status == 400 and "rules.yaml" not in answer["message"]
+        assert get(run, "/_emulator/rules") == rules_before
+        assert boto.get_domain(domainId=made)["name"] == "made-by-a-test"
+
+        # Mended, the reset does all of it.
+        resources.write_text("domains:\n  - {domainId: dom-0123456789abcdefghij, name: again}\n")
+        assert admin(run.h2c_url, "POST", "/_emulator/reset")[0] == 200
+        assert [rule["scenario"] for rule in get(run, "/_emulator/rules")["rules"]] == ["exact"]
+        names = [d["name"] for d in boto.list_domains()["domains"]]
+        assert names == ["again"]
