@@ -193,6 +193,7 @@ def medscribe_emulator_server(
     Never reset by itself: use ``medscribe_emulator`` in tests. Stopped at the
     end of the session; setting up fails if it cannot start or be reached.
     """
+    from .errors import ConfigError
     from .testing import EmulatorThread, MedscribeEmulator
 
     url = emulator_url(request.config)
@@ -207,8 +208,21 @@ def medscribe_emulator_server(
         )
         return
     settings: Settings = request.getfixturevalue("medscribe_settings")
-    with EmulatorThread(settings) as running:
+    server = EmulatorThread(settings)
+    try:
+        running = server.start()
+    except ConfigError as error:
+        problem = str(error)
+    else:
+        problem = None
+    if problem is not None:
+        # Invalid fixtures: their problems, as `check` lists them, once for each
+        # test that needs the emulator, rather than a traceback through the thread.
+        pytest.fail(f"the medscribe emulator cannot start: {problem}", pytrace=False)
+    try:
         yield MedscribeEmulator.from_running(running, admin_token=settings.admin_token)
+    finally:
+        server.stop()
 
 
 def _marker_scenario(marker: pytest.Mark) -> tuple[str | Mapping[str, Any], str | None]:

@@ -387,6 +387,32 @@ def test_a_marker_naming_an_unknown_scenario_fails_in_one_line(
     assert "testing.py" not in result.stdout.str()  # no traceback through the handle
 
 
+def test_invalid_fixtures_fail_each_test_that_needs_the_emulator_in_their_own_words(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rules file naming an unknown scenario: each test asking for the emulator
+    errors with the problem as `check` words it, with no traceback through the
+    server's thread; a test that does not need the emulator still runs."""
+    user_project(
+        pytester,
+        monkeypatch,
+        "def test_a(medscribe_emulator):\n    pass\n\n"
+        "def test_b(medscribe_emulator):\n    pass\n\n"
+        "def test_c():\n    pass\n",
+    )
+    fixtures = pytester.mkdir("broken")
+    (fixtures / "rules.yaml").write_text("- {scenario: nosuch}\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", f"--medscribe-fixtures={fixtures}", timeout=110
+    )
+    result.assert_outcomes(passed=1, errors=2)
+    problem = "*the medscribe emulator cannot start: *rules.yaml:1: [[]0[]].scenario: unknown*"
+    result.stdout.fnmatch_lines([problem, problem])
+    output = result.stdout.str()
+    assert "Traceback" not in output and "server.py" not in output and "testing.py" not in output
+    assert "During handling" not in output
+
+
 def test_a_session_kept_open_by_a_reset_is_warned_about(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
