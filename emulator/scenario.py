@@ -44,6 +44,7 @@ __all__ = [
     "ScenarioLike",
     "FAULT_EXCEPTIONS",
     "MAX_PARTIALS",
+    "can_have_partials",
     "SCENARIO_SUFFIXES",
     "Problem",
     "ScenarioError",
@@ -79,11 +80,19 @@ _FAULT_HINTS = {
 }
 
 
+def can_have_partials(content: str) -> bool:
+    """Whether ``content`` has a partial text: a non-blank proper prefix, which a
+    content of one character (spaces aside) does not."""
+    return len(content.strip()) > 1
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Segment:
     """One utterance: ``content`` spoken on ``channel`` from ``begin`` to ``end`` seconds.
 
-    ``partials`` partial results precede the final one. Raises :class:`ValueError`
+    ``partials`` partial results precede the final one (none for a one-character
+    content, which has no partial text; the file loader calls asking for one a
+    problem). Raises :class:`ValueError`
     when built with impossible values (the loaders report those as problems first).
     """
 
@@ -102,6 +111,8 @@ class Segment:
             raise ValueError("content must not be empty")
         if not 0 <= self.partials <= MAX_PARTIALS:
             raise ValueError(f"partials must be 0..{MAX_PARTIALS}, got {self.partials!r}")
+        if self.partials and not can_have_partials(self.content):
+            object.__setattr__(self, "partials", 0)  # it has no partial text to send
 
     def to_json(self) -> dict[str, object]:
         """Return the segment in its file form."""
@@ -592,10 +603,18 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     content = None
     if _required(item, "content", path, checker):
         content = checker.string(item["content"], (*path, "content"), non_empty=True)
-    partials = 1
+    # A one-character content has no partial text: by default it gets none.
+    partials = 1 if content is None or can_have_partials(content) else 0
     if "partials" in item:
         value = checker.integer(item["partials"], (*path, "partials"))
-        if value is not None and value < 0:
+        if value is not None and value > 0 and content is not None and partials == 0:
+            checker.add(
+                (*path, "partials"),
+                f"content {content!r} is one character, so no partial text can come before "
+                f"it (a partial is a shorter prefix of the final): remove partials or set "
+                f"it to 0, got {value}",
+            )
+        elif value is not None and value < 0:
             checker.add((*path, "partials"), f"must be >= 0, got {value}")
         elif value is not None and value > MAX_PARTIALS:
             checker.add(

@@ -28,6 +28,7 @@ import hashlib
 import heapq
 import itertools
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -460,14 +461,16 @@ class ScribeSession:
             return
         self.state = S.COMPLETED
         # Segments already under way get their final now, clamped to the audio
-        # received: no offset ever lies beyond the audio.
+        # received: no offset ever lies beyond the audio. One the audio ends at
+        # (or less than a millisecond past) the begin of was never heard: it
+        # would end where it begins, and is not sent, unless a partial was.
+        end = math.floor(now * 1000 + 1e-6) / 1000
         for active in self._active:
             segment = active.segment
+            if end <= segment.begin and not active.released:
+                continue
             self._emit_result(
-                active,
-                content=segment.content,
-                partial=False,
-                end=_clamped(segment, math.floor(now * 1000 + 1e-6) / 1000),
+                active, content=segment.content, partial=False, end=_clamped(segment, end)
             )
         self._active.clear()
 
@@ -616,16 +619,23 @@ def _clamped(segment: Segment, at: float) -> float:
 def _prefix(content: str, k: int, n: int) -> str:
     """The k-th of n partial texts: the first k/(n+1) share of the words.
 
-    Always a non-empty proper prefix of ``content``, so a partial never equals
-    its final.
+    ``content`` cut after a word (its spacing kept), so a partial is a prefix
+    of its final byte for byte; a one-word content is cut inside its word.
+    Non-blank and shorter than ``content`` unless that is one character (a
+    scenario gives such a segment no partial, see
+    :func:`emulator.scenario.can_have_partials`).
     """
-    words = content.split()
-    if len(words) > 1:
-        count = min(max(1, len(words) * k // (n + 1)), len(words) - 1)
-        return " ".join(words[:count])
-    # One word: cut inside the word instead.
-    cut = min(max(1, len(content) * k // (n + 1)), max(1, len(content) - 1))
-    return content[:cut]
+    ends = [word.end() for word in _WORD.finditer(content)]
+    if len(ends) > 1:
+        count = min(max(1, len(ends) * k // (n + 1)), len(ends) - 1)
+        return content[: ends[count - 1]]
+    # One word: cut inside the word instead, after any space before it.
+    start = len(content) - len(content.lstrip())
+    length = len(content.strip())
+    return content[: start + min(max(1, length * k // (n + 1)), max(1, length - 1))]
+
+
+_WORD = re.compile(r"\S+")
 
 
 def segment_id(session_id: str, index: int) -> str:

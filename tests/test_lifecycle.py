@@ -742,18 +742,46 @@ def _results(segments: list[dict], seconds: float, *, end: bool) -> list[Transcr
 
 @pytest.mark.parametrize(
     ("seconds", "begin", "expected_end"),
-    [(1.001, 0.5, 1.001), (1.001, 1.001, 1.001), (32.3, 30.0, 32.3), (1.0004, 1.0002, 1.0002)],
-    ids=["mid-segment", "audio-ends-at-its-begin", "float-noise-below", "sub-ms-begin"],
+    [(1.001, 0.5, 1.001), (32.3, 30.0, 32.3), (1.0015, 1.0002, 1.001)],
+    ids=["mid-segment", "float-noise-below", "sub-ms-begin"],
 )
 def test_end_of_session_ends_open_segments_at_the_audio_to_the_millisecond(
     seconds, begin, expected_end
 ):
     """The final of a segment under way ends where the audio does, to the millisecond
-    below it, never before the segment's begin (1.001 * 1000 is 1000.9999999999999: the
-    floor of it once made the end precede the begin, and failed the session)."""
+    below it (1.001 * 1000 is 1000.9999999999999: the floor of it once made the end
+    precede the begin, and failed the session)."""
     segment = {"channel": 0, "begin": begin, "end": 40.0, "content": "one two three"}
     (final,) = _results([segment], seconds, end=True)
     assert (final.is_partial, final.begin, final.end) == (False, begin, expected_end)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "begin"),
+    [(1.001, 1.001), (7.0, 7.0), (1.0004, 1.0002)],
+    ids=["audio-ends-at-its-begin", "whole-seconds", "under-a-millisecond-past-it"],
+)
+def test_end_of_session_leaves_out_a_segment_the_audio_ends_at_the_begin_of(seconds, begin):
+    """A segment whose begin the audio reaches but does not pass by a millisecond was
+    never heard: it is not sent (its final would end where it begins, which no
+    transcript segment does), and the one before it still is."""
+    segments = [
+        {"channel": 0, "begin": 0.1, "end": 0.5, "content": "heard", "partials": 0},
+        {"channel": 0, "begin": begin, "end": 40.0, "content": "one two three"},
+    ]
+    results = _results(segments, seconds, end=True)
+    assert [(r.content, r.is_partial) for r in results] == [("heard", False)]
+
+
+def test_end_of_session_still_ends_a_segment_whose_partial_was_sent():
+    """A partial due at its segment's begin (a segment shorter than a millisecond a
+    partial) was sent when the audio reached it: its final follows, even at that begin."""
+    segment = {"channel": 0, "begin": 1.0001, "end": 1.0003, "content": "one two", "partials": 1}
+    results = _results([segment], 1.0001, end=True)
+    assert [(r.is_partial, r.begin, r.end) for r in results] == [
+        (True, 1.0001, 1.0001),
+        (False, 1.0001, 1.0001),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -774,3 +802,23 @@ def test_partials_end_on_a_millisecond_within_their_segment_before_its_final(beg
         assert partial.end in (begin, end) or partial.end == round(partial.end, 3)
     assert [p.end for p in partials] == sorted(p.end for p in partials)
     assert final.end == end
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=st.text(min_size=1), partials=st.integers(1, 50), data=st.data())
+def test_a_partial_text_is_a_non_blank_prefix_of_the_next_and_of_its_final(content, partials, data):
+    """Cut at a word's end with the content's own spacing (a partial once joined the
+    words with single spaces, so "Take   two" had the partial "Take two"), or inside
+    a lone word after the space before it (" Okay" had the partial " ")."""
+    from emulator.scenario import can_have_partials
+    from emulator.session import _prefix
+
+    if not can_have_partials(content):
+        if content.strip():
+            assert Segment(begin=0.0, end=1.0, content=content, partials=3).partials == 0
+        return
+    k = data.draw(st.integers(1, partials))
+    partial = _prefix(content, k, partials)
+    assert content.startswith(partial) and partial != content and partial.strip()
+    if k < partials:
+        assert _prefix(content, k + 1, partials).startswith(partial)

@@ -217,6 +217,15 @@ INVALID = {
         2,
         "must be an integer, got a number (1.5)",
     ),
+    "partials-of-one-character": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: " I ", partials: 2}
+        """,
+        "segments[0].partials",
+        2,
+        "content ' I ' is one character, so no partial text can come before it",
+    ),
     "segments-not-list": (
         """
         segments: {begin: 0}
@@ -632,3 +641,14 @@ def test_disconnect_fixture_resets_midstream(shipped):
     (fault,) = scenario.faults
     assert fault.disconnect and fault.exception is None
     assert any(s.end <= fault.at for s in scenario.segments)
+
+
+def test_a_one_character_segment_gets_no_partial_by_default(tmp_path: Path) -> None:
+    """A partial is a shorter, non-blank prefix of its final: "I" has none, so the
+    default of one partial does not apply to it (an explicit one is a problem)."""
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        "segments:\n  - {begin: 0, end: 1, content: I}\n  - {begin: 1, end: 2, content: Ok}\n"
+    )
+    scenario = load_scenario_file(path)
+    assert [segment.partials for segment in scenario.segments] == [0, 1]
