@@ -180,7 +180,10 @@ def _summary(raw: object, path: FieldPath, checker: Checker, segment_count: int)
                 checker.add(
                     (*path, "segments", n),
                     f"must be the index of one of the scenario's {segment_count} segments "
-                    f"(0 to {segment_count - 1}), got {index}",
+                    f"(0 to {segment_count - 1}), got {index}"
+                    if segment_count
+                    else f"must be the index of one of the scenario's segments, but it has "
+                    f"none, got {index}",
                 )
                 continue
             segments.append(index)

@@ -559,7 +559,10 @@ def validate_scenario(
             if fault is not None:
                 faults.append(fault)
 
-    post_stream = validate_post_stream(top, path, checker, segment_count=len(segments))
+    # Indexes count the file's segments, a segment with problems of its own included:
+    # counting the valid ones only called a good index out of range.
+    written = len(raw_segments) if isinstance(raw_segments, list) else 0
+    post_stream = validate_post_stream(top, path, checker, segment_count=written)
 
     if len(checker.problems) > before:
         return None

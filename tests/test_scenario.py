@@ -652,3 +652,34 @@ def test_a_one_character_segment_gets_no_partial_by_default(tmp_path: Path) -> N
     )
     scenario = load_scenario_file(path)
     assert [segment.partials for segment in scenario.segments] == [0, 1]
+
+
+def test_note_indexes_count_every_segment_written_even_one_with_problems(tmp_path):
+    """A note index is into the file's segments: one bad segment is its own problem,
+    not also an index "out of range" for the next segment's (which named a count of
+    2 for a file of 3); with no segments the message says there are none."""
+    path = _write(
+        tmp_path,
+        """
+        segments:
+          - {begin: 0, end: -1, content: a}
+          - {begin: 1, end: 2, content: b}
+          - {begin: 2, end: 3, content: c}
+        note:
+          PLAN: [{text: Rest., segments: [2]}]
+        """,
+    )
+    assert [(p.field, p.line) for p in _problems(path)] == [("segments[0].end", 2)]
+    path = _write(
+        tmp_path,
+        """
+        faults: [{at: 1, disconnect: true}]
+        note:
+          PLAN: [{text: Rest., segments: [0]}]
+        """,
+    )
+    [problem] = _problems(path)
+    assert problem.field == "note.PLAN[0].segments[0]"
+    assert problem.message == (
+        "must be the index of one of the scenario's segments, but it has none, got 0"
+    )
