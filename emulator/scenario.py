@@ -44,6 +44,7 @@ __all__ = [
     "ScenarioLike",
     "FAULT_EXCEPTIONS",
     "MAX_PARTIALS",
+    "MAX_AUDIO_SECONDS",
     "can_have_partials",
     "SCENARIO_SUFFIXES",
     "Problem",
@@ -64,6 +65,9 @@ FAULT_EXCEPTIONS = ("validationException", "internalFailureException")
 #: Each partial is one more event on the wire; a client needs a few to exercise
 #: its partial-result handling, and dozens per utterance only flood the stream.
 MAX_PARTIALS = 50
+
+#: The longest session the emulator plays: two hours of audio, over all its streams.
+MAX_AUDIO_SECONDS = 7200.0
 
 #: File suffixes :func:`load_scenario_dir` reads, in the order it prefers them.
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
@@ -554,10 +558,15 @@ def validate_scenario(
     if not isinstance(raw_faults, list):
         checker.add((*path, "faults"), f"must be a list, got {describe(raw_faults)}")
     else:
+        failing: tuple[int, Fault] | None = None  # the first exception to fire
         for index, raw in enumerate(raw_faults):
             fault = _fault(raw, (*path, "faults", index), checker)
             if fault is not None:
                 faults.append(fault)
+                if fault.exception is not None and (failing is None or fault.at < failing[1].at):
+                    failing = (index, fault)
+        if failing is not None:
+            _dead_faults(raw_faults, failing, (*path, "faults"), checker)
 
     # Indexes count the file's segments, a segment with problems of its own included:
     # counting the valid ones only called a good index out of range.
@@ -572,6 +581,31 @@ def validate_scenario(
         faults=tuple(faults),
         description=description,
         post_stream=post_stream,
+    )
+
+
+def _dead_faults(
+    raw_faults: list[object], failing: tuple[int, Fault], path: FieldPath, checker: Checker
+) -> None:
+    """Report the faults after the first exception, which fails the session: they
+    never fire (as with a fault at the same time listed after it)."""
+    first, fault = failing
+    for index, raw in enumerate(raw_faults):
+        at = raw.get("at") if isinstance(raw, dict) else None
+        if index == first or not isinstance(at, int | float) or isinstance(at, bool):
+            continue
+        if at > fault.at or (at == fault.at and index > first):
+            checker.add(
+                (*path, index, "at"),
+                f"never fires: the {fault.exception} at {fault.at:g} s (faults[{first}]) "
+                "fails the session first",
+            )
+
+
+def _past_the_limit(seconds: float, consequence: str) -> str:
+    return (
+        f"is {seconds:g} s, past the {MAX_AUDIO_SECONDS:g} s (2 hours) of audio a session "
+        f"can carry: {consequence} (times are in seconds, not milliseconds)"
     )
 
 
@@ -599,6 +633,8 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
         if begin is not None and begin < 0:
             checker.add((*path, "begin"), f"must be >= 0, got {begin}")
             begin = None
+        elif begin is not None and begin >= MAX_AUDIO_SECONDS:
+            checker.add((*path, "begin"), _past_the_limit(begin, "the segment is never heard"))
     if _required(item, "end", path, checker):
         end = checker.number(item["end"], (*path, "end"))
         if end is not None and begin is not None and end <= begin:
@@ -642,6 +678,8 @@ def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
         at = checker.number(item["at"], (*path, "at"))
         if at is not None and at < 0:
             checker.add((*path, "at"), f"must be >= 0, got {at}")
+        elif at is not None and at > MAX_AUDIO_SECONDS:
+            checker.add((*path, "at"), _past_the_limit(at, "the fault never fires"))
     has_exception = "exception" in item
     disconnect = False
     if "disconnect" in item:

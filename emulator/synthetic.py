@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from faker import Faker
 
-from emulator.scenario import RESERVED_NAME, Fault, Segment
+from emulator.scenario import MAX_AUDIO_SECONDS, RESERVED_NAME, Fault, Segment
 
 __all__ = [
     "SYNTHETIC_NAME",
@@ -32,8 +32,6 @@ __all__ = [
 
 SYNTHETIC_NAME = RESERVED_NAME  # a scenario file may not take it
 
-#: The longest session the emulator plays: two hours of audio.
-MAX_AUDIO_SECONDS = 7200.0
 
 # Utterance timing: about 2.7 words per second of conversational speech,
 # each utterance 1.5-6 s long, with a short pause before the next speaker.

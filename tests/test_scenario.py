@@ -226,6 +226,47 @@ INVALID = {
         2,
         "content ' I ' is one character, so no partial text can come before it",
     ),
+    "segment-begin-past-two-hours": (
+        """
+        segments:
+          - {begin: 600, end: 3400, content: in seconds}
+          - {begin: 7200, end: 9000, content: in milliseconds?}
+        """,
+        "segments[1].begin",
+        3,
+        "is 7200 s, past the 7200 s (2 hours) of audio a session can carry: the segment is "
+        "never heard (times are in seconds, not milliseconds)",
+    ),
+    "fault-past-two-hours": (
+        """
+        faults:
+          - {at: 7200.5, disconnect: true}
+        """,
+        "faults[0].at",
+        2,
+        "past the 7200 s (2 hours) of audio a session can carry: the fault never fires",
+    ),
+    "fault-after-the-first-exception": (
+        """
+        faults:
+          - {at: 12, disconnect: true}
+          - {at: 10.5, exception: internalFailureException, message: first}
+          - {at: 10.5, exception: validationException, message: second}
+        """,
+        "faults[0].at",
+        2,
+        "never fires: the internalFailureException at 10.5 s (faults[1]) fails the session first",
+    ),
+    "fault-at-the-time-of-an-exception-listed-before-it": (
+        """
+        faults:
+          - {at: 10.5, exception: internalFailureException, message: first}
+          - {at: 10.5, disconnect: true}
+        """,
+        "faults[1].at",
+        3,
+        "never fires: the internalFailureException at 10.5 s (faults[0])",
+    ),
     "segments-not-list": (
         """
         segments: {begin: 0}
