@@ -24,8 +24,10 @@ Validation reports every problem of every file at once, each as
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -268,11 +270,25 @@ def describe(value: object) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"a string ({shown!r})"
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()})"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
     return f"a {type(value).__name__} ({value!r})"
+
+
+def _unquoted_text_hint(value: object) -> str:
+    """For a value YAML read as something else where text was meant, how to keep it text."""
+    if isinstance(value, bool):
+        return (
+            ": YAML reads an unquoted yes, no, on, off, true or false as a boolean; "
+            'quote the text, as in content: "Yes"'
+        )
+    if isinstance(value, int | float | datetime.date):
+        return ": quote it to keep it text"
+    return ""
 
 
 def _numeric_text_hint(value: object) -> str:
@@ -362,7 +378,7 @@ class Checker:
     def string(self, value: object, path: FieldPath, *, non_empty: bool = False) -> str | None:
         """Return ``value`` if it is a string (non-blank if asked), or ``None`` after reporting."""
         if not isinstance(value, str):
-            self.add(path, f"must be a string, got {describe(value)}")
+            self.add(path, f"must be a string, got {describe(value)}{_unquoted_text_hint(value)}")
             return None
         if non_empty and not value.strip():
             self.add(path, "must not be empty")
@@ -455,15 +471,46 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
     then come from YAML's composer when it can read the text, else are absent.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         checker.add((), f"cannot read file: {exc}")
+        return False, None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        checker.problems.append(_not_utf8(checker.source, raw, exc))
         return False, None
     try:
         return _read_text(path, text, checker)
     except RecursionError:
         checker.add((), "nested too deeply (hundreds of levels): flatten it")
     return False, None
+
+
+def _not_utf8(source: str, raw: bytes, error: UnicodeDecodeError) -> Problem:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return Problem(file=source, line=None, field="", message="is UTF-16 text: save it as UTF-8")
+    line = raw.count(b"\n", 0, error.start) + 1
+    return Problem(
+        file=source,
+        line=line,
+        field="",
+        message=f"is not UTF-8: byte 0x{raw[error.start]:02x} cannot be read as UTF-8 "
+        "(save the file as UTF-8)",
+    )
+
+
+def _reader_problem(text: str, error: yaml.reader.ReaderError) -> tuple[int, str]:
+    """The line and one-line account of a character YAML does not allow."""
+    line = text.count("\n", 0, error.position) + 1
+    return line, (
+        f"character U+{error.character:04X} is not allowed in YAML (a control "
+        "character): remove it, or write it as an escape in a double-quoted string"
+    )
+
+
+#: A JSON escape of half a UTF-16 surrogate pair, which YAML 1.1 does not read.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
@@ -484,7 +531,10 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
             )
             return False, None
         try:
-            node, loader = _compose(text)
+            # Lines only: an emoji escaped as a surrogate pair (as json.dump writes
+            # it) is valid JSON that YAML cannot read, so it is read as another
+            # character here; the data is json.loads's.
+            node, loader = _compose(_SURROGATE_ESCAPE.sub(r"\\u0078", text))
             loader.dispose()
         except yaml.YAMLError:
             node = None  # valid JSON that YAML 1.1 cannot read: report without lines
@@ -505,15 +555,14 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
         except (yaml.YAMLError, ValueError) as error:
             # ValueError: an explicit tag the value cannot satisfy, such as !!int "x".
             exc = _yaml_problem(text, error)
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            reason = getattr(exc, "problem", None) or str(exc)
+            if isinstance(exc, yaml.reader.ReaderError):
+                line, reason = _reader_problem(text, exc)
+            else:
+                mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+                line = None if mark is None else mark.line + 1
+                reason = getattr(exc, "problem", None) or str(exc)
             checker.problems.append(
-                Problem(
-                    file=checker.source,
-                    line=None if mark is None else mark.line + 1,
-                    field="",
-                    message=f"invalid YAML: {reason}",
-                )
+                Problem(file=checker.source, line=line, field="", message=f"invalid YAML: {reason}")
             )
             return False, None
     checker.lines = lines

@@ -724,3 +724,80 @@ def test_note_indexes_count_every_segment_written_even_one_with_problems(tmp_pat
     assert problem.message == (
         "must be the index of one of the scenario's segments, but it has none, got 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "segments:\n  - {begin: 0, end: 1, content: Yes}\n",
+            2,
+            "segments[0].content: must be a string, got a boolean (true): YAML reads an "
+            "unquoted yes, no, on, off, true or false as a boolean; quote the text, as in "
+            'content: "Yes"',
+        ),
+        (
+            "segments:\n  - {begin: 0, end: 1, content: 98.6}\n",
+            2,
+            "segments[0].content: must be a string, got a number (98.6): quote it to keep it text",
+        ),
+        (
+            "segments:\n  - {begin: 0, end: 1, content: 2024-01-01}\n",
+            2,
+            "segments[0].content: must be a string, got a date (2024-01-01): quote it to keep "
+            "it text",
+        ),
+    ],
+    ids=["yes", "number", "date"],
+)
+def test_text_yaml_reads_as_another_type_is_told_to_be_quoted(tmp_path, text, line, message):
+    path = tmp_path / "a.yaml"
+    path.write_text(text)
+    [problem] = _problems(path)
+    assert (problem.line, f"{problem.field}: {problem.message}") == (line, message)
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "message"),
+    [
+        (
+            "segments:\n  - {begin: 0, end: 1, content: caf\u00e9}\n".encode("latin-1"),
+            2,
+            "is not UTF-8: byte 0xe9 cannot be read as UTF-8 (save the file as UTF-8)",
+        ),
+        (
+            "segments: []\n".encode("utf-16"),
+            None,
+            "is UTF-16 text: save it as UTF-8",
+        ),
+        (
+            b'segments:\n  - {begin: 0, end: 1, content: "a\x01b"}\n',
+            2,
+            "invalid YAML: character U+0001 is not allowed in YAML (a control character): "
+            "remove it, or write it as an escape in a double-quoted string",
+        ),
+    ],
+    ids=["latin-1", "utf-16", "control-character"],
+)
+def test_an_unreadable_file_is_one_problem_with_its_line_saying_what_to_do(
+    tmp_path, data, line, message
+):
+    """Once the codec's words with a byte offset, or YAML's over two lines with a
+    character position: one line each, on the line of the culprit."""
+    path = tmp_path / "a.yaml"
+    path.write_bytes(data)
+    [problem] = _problems(path)
+    assert (problem.line, problem.field, problem.message) == (line, "", message)
+    assert "\n" not in str(problem)
+
+
+def test_a_json_file_with_an_escaped_emoji_keeps_its_line_numbers(tmp_path):
+    """json.dump escapes an emoji as a surrogate pair, which YAML (where the lines come
+    from) cannot read: the problems then had no line."""
+    path = tmp_path / "a.json"
+    path.write_text(
+        '{"segments": [\n  {"begin": 0, "end": 1, "content": "\\ud83d\\ude00"},\n'
+        '  {"begin": 3, "end": 2, "content": "b"}\n]}\n'
+    )
+    [problem] = _problems(path)
+    assert (problem.line, problem.field) == (3, "segments[1].end")
