@@ -243,11 +243,12 @@ class Problem:
 class ScenarioError(ConfigError):
     """One or more scenario (or rule) problems; ``problems`` lists them all.
 
-    The message is the problems, one per line, in the order found.
+    The message is the problems, one per line, by file and line (as ``check``
+    lists them); problems of one line in the order found.
     """
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems: list[Problem] = list(problems)
+        self.problems: list[Problem] = sorted(problems, key=lambda p: (p.file, p.line or 0))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -785,7 +786,11 @@ def _load(path: Path, checker: Checker) -> Scenario | None:
     if not ok:
         return None
     if data is None:
-        checker.add((), "the file is empty; a scenario needs at least 'segments' or 'faults'")
+        checker.add(
+            (),
+            "the file is empty: write the scenario's 'segments' and 'faults' (or '{}' for a "
+            "session that hears nothing)",
+        )
         return None
     # Duplicate keys found while reading are problems too, so count from before it.
     scenario = validate_scenario(data, name=path.stem, checker=checker)

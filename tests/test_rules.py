@@ -531,3 +531,21 @@ def test_probability_draws_repeat_for_the_same_seed_and_skip_without_consuming()
     assert first == draws(3)
     assert 5 < sum(first) < 35  # some hit, some miss
     assert first != draws(4)
+
+
+def test_rules_file_problems_are_listed_by_line_as_check_lists_them(tmp_path):
+    """serve (which prints the error) listed a rule's `probability` (line 3) before its
+    `times` (line 2), the order the fields are checked in; check sorted them."""
+    path = _write(
+        tmp_path,
+        """
+        - scenario: synthetic
+          times: 0
+          probability: 2
+        """,
+    )
+    with pytest.raises(RuleError) as info:
+        load_rules_file(path, scenarios={})
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["[0].times", "[0].probability"]
+    assert [p.line for p in info.value.problems] == [2, 3]
