@@ -359,8 +359,8 @@ class Backend:
             pending = len(self._post_tasks)
             if pending >= self.max_pending_artifacts:
                 # Each waits with its record (about 20 KiB), and every client's
-                # artifacts queue behind them: the client making them slows down
-                # (the SDK retries a throttled start by itself).
+                # artifacts queue behind them: the client making them is told
+                # to slow down (the SDK retries no event-stream call by itself).
                 raise ThrottlingException(
                     f"the emulator has the post-stream artifacts of {pending} session(s) "
                     f"still to write (--max-pending-artifacts {self.max_pending_artifacts}): "

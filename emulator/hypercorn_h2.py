@@ -22,7 +22,11 @@ each of which :class:`DuplexH2Protocol` fixes:
    from ``send``/``close``: a user's app would hang after any in-stream
    error. A client that drains more than :attr:`DuplexH2Protocol.max_drain_bytes`
    into a finished stream is reset with NO_ERROR after all, so a runaway
-   sender still cannot hold a stream open for ever.
+   sender still cannot hold a stream open for ever. While a stream drains its
+   connection is not idle (:attr:`DuplexH2Protocol.client_sending`): hypercorn
+   counted only the streams its app holds, and its keep-alive timer closed a
+   connection with no other stream under the client still sending, whose
+   ``send`` then never returned either.
 3. **An unfinished response.** An app that returns or raises after
    ``http.response.start`` without the final ``more_body: False`` body left
    the stream open for ever: the client hung. The stream is now reset with
@@ -791,6 +795,9 @@ _HPACK_FAILURES = (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError)
 #: others (an informational status sent to a server, say) h2's error stands.
 _RESETTABLE = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
 
+#: States of a stream whose client has not ended its side.
+_CLIENT_SENDING = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})
+
 
 class DuplexH2Protocol(H2Protocol):
     """hypercorn's ``H2Protocol`` for streams whose response ends before the request.
@@ -875,6 +882,9 @@ class DuplexH2Protocol(H2Protocol):
         self._unfinished: set[int] = set()
         # Bytes drained so far per stream whose response is complete.
         self._drained: dict[int, int] = {}
+        # Streams whose response is complete and whose client is still sending
+        # (drained by _receive_data until it ends them): see client_sending.
+        self._draining: set[int] = set()
         # The app queue of each open HTTP stream, for _receive_data (asyncio only).
         self._app_queues: dict[int, asyncio.Queue[Any]] = {}
         # The InlineBody of each of those streams.
@@ -966,8 +976,11 @@ class DuplexH2Protocol(H2Protocol):
             if isinstance(event, h2.events.DataReceived):
                 await self._receive_data(event)
             else:
+                draining = False
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     self._drained.pop(event.stream_id, None)
+                    draining = event.stream_id in self._draining
+                    self._draining.discard(event.stream_id)
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
                     continue
@@ -997,6 +1010,8 @@ class DuplexH2Protocol(H2Protocol):
                     await self._discard_output(event.stream_id)
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     await self._close_if_gone_away()  # a request drained to its end
+                    if draining:
+                        await self._report_idle()
         return True
 
     async def shutdown_notice(self) -> None:
@@ -1041,6 +1056,23 @@ class DuplexH2Protocol(H2Protocol):
         ):
             await self._flush()
             await self.send(Closed())
+
+    @property
+    def client_sending(self) -> bool:
+        """Whether a stream the app has finished with is still open from the
+        client's side: the connection is not idle then (hypercorn reported it
+        idle, and its keep-alive timer closed the connection under a client
+        still sending, whose SDK then hung in ``send``)."""
+        for stream_id in list(self._draining):
+            if self._stream_state(stream_id) not in _CLIENT_SENDING:
+                self._draining.discard(stream_id)  # reset since: no longer sending
+        return bool(self._draining)
+
+    async def _report_idle(self) -> None:
+        """Tell the server the connection is idle if it now is (see
+        :attr:`client_sending`), which starts its keep-alive timer."""
+        if not self.closed and self.idle and not self.client_sending:
+            await self.send(Updated(idle=True))
 
     def _control_frame(self, count: int = 1) -> bool:
         """Take ``count`` control frames from the connection's budget (a token
@@ -1198,8 +1230,10 @@ class DuplexH2Protocol(H2Protocol):
             self._drained[stream_id] = drained
             if drained > self.max_drain_bytes:
                 self._drained.pop(stream_id, None)
+                self._draining.discard(stream_id)
                 await self._reset(stream_id, ErrorCodes.NO_ERROR)
                 await self._close_if_gone_away()
+                await self._report_idle()
             return
         self.connection.acknowledge_received_data(event.flow_controlled_length, stream_id)
 
@@ -1319,6 +1353,10 @@ class DuplexH2Protocol(H2Protocol):
             await self.has_data.set()
         else:
             await self._close_if_gone_away()
+        if not self.closed and self._stream_state(stream_id) in _CLIENT_SENDING:
+            # Its response is complete and its client still sends: drained
+            # (_receive_data) until the client ends it.
+            self._draining.add(stream_id)
 
     async def _send_data(self, stream_id: int) -> None:
         buffer = self.stream_buffers.get(stream_id)
@@ -1330,7 +1368,9 @@ class DuplexH2Protocol(H2Protocol):
             self.priority.remove_stream(stream_id)
             await buffer.close()
             await self._reset(stream_id, self.unfinished_response_error)
+            self._draining.discard(stream_id)
             await self._close_if_gone_away()
+            await self._report_idle()
             return
         await super()._send_data(stream_id)
         if stream_id in self.stream_buffers:

@@ -53,7 +53,7 @@ from typing import Any
 
 import hypercorn.asyncio.run
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h2 import H2Protocol
 
 __all__ = [
@@ -167,6 +167,16 @@ class QuietTCPServer(TCPServer):
                 await self.writer.drain()
             except (ConnectionError, RuntimeError, AttributeError):
                 await self.protocol.handle(Closed())
+            return
+        if (
+            type(event) is Updated
+            and event.idle
+            and getattr(getattr(self.protocol, "protocol", None), "client_sending", False)
+        ):
+            # HTTP/2 with a stream whose response is done but whose client still
+            # sends (hypercorn counts only the streams its app holds): not idle,
+            # or the keep-alive timer would close the connection under it. The
+            # protocol reports idle again once that stream ends.
             return
         try:
             # A Closed event goes to _close, which writes what is pending first.

@@ -1184,6 +1184,42 @@ def test_a_graceful_goaway_waits_for_a_request_still_being_sent(duplex: None) ->
         assert server.crashes == []
 
 
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside-a-stream-that-ended"])
+def test_a_request_still_sent_after_its_response_keeps_the_connection_from_idling(
+    duplex: None, monkeypatch: pytest.MonkeyPatch, beside: bool
+) -> None:
+    """hypercorn counts only the streams its app holds: once the one response was done
+    it called the connection idle, and its keep-alive timer closed it under a client
+    still sending (the SDK's sender then hung for ever in send/close). The connection
+    now idles only once that request ends, and then closes at the keep-alive timeout."""
+    from emulator import hypercorn_tcp
+
+    monkeypatch.setattr(hypercorn.asyncio.run, "TCPServer", hypercorn.asyncio.run.TCPServer)
+    hypercorn_tcp.install()
+    with (
+        running_server(App(), keep_alive_timeout=0.3) as server,
+        connected(server.port) as client,
+    ):
+        if beside:  # a stream that came and went first: it must not start the timer either
+            echoed = client.open("/echo")
+            assert echo_round(client, echoed, b"hello")
+            client.send(echoed, b"", end=True)
+            client.pump_until(lambda: "end" in client.streams[echoed].seen, "the echo's end")
+        rejected = client.open("/reject")
+        client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+        for _ in range(10):  # a second of sending, three keep-alive timeouts
+            assert client.send(rejected, b"a" * 1000, ignore_reset=True)
+            time.sleep(0.1)
+            client.ping()
+        assert not client.closed
+        client.send(rejected, b"", end=True)
+        assert client.streams[rejected].reset_code is None
+        started = time.monotonic()
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert time.monotonic() - started < 0.3 + 1.0  # closed by the keep-alive timer
+        assert server.crashes == []
+
+
 def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) -> None:
     with running_server(App()) as server, connected(server.port) as client:
         echoed = client.open("/echo")

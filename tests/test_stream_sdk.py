@@ -616,3 +616,40 @@ async def test_flac_with_the_configurations_channel_count_completes(client, emul
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "COMPLETED"
     assert details["audioSeconds"] == pytest.approx(2.0)
+
+
+async def test_a_client_sending_on_after_an_exception_alone_on_its_connection_finishes(
+    tmp_path, monkeypatch
+):
+    """After an in-stream exception the client's sends are drained. With no other
+    stream on the connection, hypercorn called it idle once the response was done, and
+    its keep-alive timer closed the connection under the still-sending client: the
+    SDK's send and close then never returned. The connection now stays up until the
+    client ends its request. (The keep-alive timeout is cut from 5 s to 0.3 s here,
+    for this test's own emulator, so that the old failure shows within a second.)"""
+    import hypercorn.config
+
+    from emulator.sdk import make_client
+    from emulator.server import Settings
+
+    from .support import running_emulator
+
+    monkeypatch.setattr(hypercorn.config.Config, "keep_alive_timeout", 0.3)
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path)
+    with running_emulator(settings) as run:
+        session_id = new_session_id()
+        script = {
+            "segments": [{"begin": 0.0, "end": 0.1, "content": "Hello.", "partials": 0}],
+            "faults": [{"at": 0.2, "exception": "validationException", "message": "scripted"}],
+        }
+        add_rule(run, {"match": {"sessionId": session_id}, "scenario": script})
+        sdk_client = await make_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
+        try:
+            # 1.5 s of audio at a real-time pace: sent for 1.3 s after the exception.
+            result = await run_session(
+                sdk_client, session_id, audio=pcm_tone(1.5), chunk_bytes=3200, pace=0.1
+            )
+        finally:
+            await sdk_client._config.transport.close()  # type: ignore[attr-defined]
+    assert isinstance(result.error, m.ValidationException) and "scripted" in str(result.error)
+    assert not result.input_failed  # the sender's sends and close returned
