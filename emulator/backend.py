@@ -566,6 +566,7 @@ class Backend:
                 "resuming the post-stream actions of %d session(s) the last run left in progress",
                 len(pending),
             )
+        self._trim()
 
     def close(self, *, finish_within: float = 0.0) -> None:
         """Stop post-stream tasks, flush journals and close the database.
@@ -719,7 +720,9 @@ class Backend:
                 record.status = StreamStatus.PAUSED
                 record.ended_at = record.ended_at or self.clock()
                 self._save(record)
-        self._trim()
+        # Trimmed by start(), once the post-stream actions the last run left are
+        # scheduled: trimmed here, nothing protected them, and a restart dropped
+        # sessions with their artifacts still to write (and their journals).
 
     def _trim(self, opening: SessionRecord | None = None) -> None:
         """Drop the oldest sessions over :attr:`retention` that have no live stream

@@ -302,6 +302,40 @@ def test_post_stream_actions_interrupted_by_a_restart_complete_after_it(
             assert on_disk(second, tmp_path, session_id, "transcript.json").is_file()
 
 
+def test_a_restart_keeps_every_session_whose_artifacts_are_still_to_write(
+    tmp_path, monkeypatch, caplog
+):
+    """More sessions left with their actions in progress than --retention keeps: the
+    next start trimmed the sessions before it scheduled their actions, and dropped all
+    but the newest (journals included), so their artifacts were never written."""
+    from emulator import server
+
+    monkeypatch.setattr(server, "POST_STREAM_SHUTDOWN_BUDGET", 0.0)
+    session_ids = [new_session_id() for _ in range(4)]
+    with caplog.at_level("INFO", logger="medscribe"):
+        with running_emulator(_settings(tmp_path, post_stream_delay=600.0, retention=2)) as first:
+            for session_id in session_ids:
+                script(first, session_id, SCRIPT)
+                stream_two_channels(first, session_id)
+        assert "4 session(s) left their post-stream actions in progress" in caplog.text
+        with running_emulator(_settings(tmp_path, post_stream_delay=0.2, retention=2)) as second:
+            assert "resuming the post-stream actions of 4 session(s)" in caplog.text
+            written = [on_disk(second, tmp_path, sid, "transcript.json") for sid in session_ids]
+            deadline = time.monotonic() + 30
+            while not all(path.is_file() for path in written):
+                assert time.monotonic() < deadline, [path.is_file() for path in written]
+                time.sleep(0.1)
+            # Written, the sessions over the retention go as usual.
+            deadline = time.monotonic() + 10
+            while (
+                len(listed := admin(second.h2c_url, "GET", "/_emulator/sessions")[1]["sessions"])
+                > 2
+            ):
+                assert time.monotonic() < deadline, listed
+                time.sleep(0.1)
+            assert [s["sessionId"] for s in listed] == session_ids[2:]
+
+
 def test_shutdown_finishes_post_stream_actions_still_waiting(tmp_path):
     """A test's emulator lives in a temporary directory that sees no next start: the
     actions still waiting when it stops are run then, and saved."""
