@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
@@ -70,6 +71,9 @@ DEFAULT_RETENTION = 1000
 
 #: Seconds a changed session's row waits to be written with the others changed meanwhile.
 SAVE_DELAY = 0.05
+
+#: Seconds before rows whose write failed (a full disk) are written again.
+SAVE_RETRY_DELAY = 2.0
 
 #: The ids a rejected request is listed with, by the header that gave each.
 _REJECTION_IDS = {
@@ -167,6 +171,7 @@ class Backend:
         # Rows of dropped sessions, deleted in the same transaction.
         self._deleted: dict[SessionKey, None] = {}
         self._save_handle: asyncio.TimerHandle | None = None
+        self._saves_failing = False  # the last write of rows failed (see _write_rows)
         self._closed = False
         try:
             self._seq = self.store.max_seq()
@@ -655,7 +660,8 @@ class Backend:
         rows, deleted = self._take_changes()
         if rows or deleted:
             size = sum(len(row.data) for row in rows if isinstance(row.data, str))
-            run_in_writer(lambda: self._write_rows(rows, deleted), size)
+            loop = asyncio.get_running_loop()
+            run_in_writer(lambda: self._write_rows(rows, deleted, loop), size)
 
     def flush_saves(self) -> None:
         """Write every row changed (or delete every row dropped) since the last
@@ -668,7 +674,15 @@ class Backend:
         rows, deleted = self._take_changes()
         Journal.wait_written()
         if rows or deleted:
-            self.store.save_many(rows, deleted=deleted)
+            try:
+                self.store.save_many(rows, deleted=deleted)
+            except sqlite3.Error as error:
+                log.warning(
+                    "cannot save %d session rows in %s: %s; their last changes are lost",
+                    len(rows) + len(deleted),
+                    self.store.path,
+                    error,
+                )
 
     def _take_changes(self) -> tuple[list[StoredSession], list[SessionKey]]:
         """The rows changed and the keys dropped since the last write, as of now."""
@@ -691,16 +705,50 @@ class Backend:
         ]
         return rows, list(deleted)
 
-    def _write_rows(self, rows: list[StoredSession], deleted: list[SessionKey]) -> None:
+    def _write_rows(
+        self,
+        rows: list[StoredSession],
+        deleted: list[SessionKey],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         # In the writer thread; close() waits for it before closing the store.
         try:
             self.store.save_many(rows, deleted=deleted)
         except sqlite3.Error as error:
-            log.warning(
-                "cannot save %d session rows in %s: %s",
-                len(rows) + len(deleted),
-                self.store.path,
-                error,
+            if not self._saves_failing:
+                log.warning(
+                    "cannot save %d session rows in %s: %s; retried every %g s",
+                    len(rows) + len(deleted),
+                    self.store.path,
+                    error,
+                    SAVE_RETRY_DELAY,
+                )
+            self._saves_failing = True
+            keys = [SessionKey(r.domain_id, r.subscription_id, r.session_id) for r in rows]
+            with contextlib.suppress(RuntimeError):  # the loop has closed: shutdown
+                loop.call_soon_threadsafe(self._retry_saves, keys, deleted)
+            return
+        if self._saves_failing:
+            self._saves_failing = False
+            log.warning("session rows saved again in %s", self.store.path)
+
+    def _retry_saves(self, keys: list[SessionKey], deleted: list[SessionKey]) -> None:
+        """Write again the rows a failed write held (a full disk), as the records
+        are now, unless written or dropped since: otherwise a session completed
+        while the disk was full came back after a restart as it was before, or
+        not at all, though the disk had room again by then."""
+        if self._closed:
+            return
+        for key in keys:
+            record = self.sessions.get(key)
+            if record is not None:
+                self._dirty.setdefault(key, record)
+        for key in deleted:
+            if key not in self.sessions:
+                self._deleted[key] = None
+        if self._save_handle is None:
+            self._save_handle = asyncio.get_running_loop().call_later(
+                SAVE_RETRY_DELAY, self._save_in_background
             )
 
     def _load_sessions(self) -> None:
