@@ -466,10 +466,22 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
 
 
 class RuleBook:
-    """The live rules, newest last; safe to use from several threads."""
+    """The live rules, newest last; safe to use from several threads.
+
+    A request is matched against the rules with uses left only, those naming
+    its session id looked up by it: a client that adds a rule per session and
+    never deletes them (``times: 1`` each) no longer makes every stream walk
+    them all (20,000 such rules made a stream's start 24 times slower).
+    Exhausted rules stay listed.
+    """
 
     def __init__(self, rules: Iterable[Rule] = (), *, seed: int = 0) -> None:
         self._rules: list[Rule] = []
+        self._ids: dict[str, int] = {}  # rule id -> its serial, newer rules higher
+        # The rules with uses left, by serial: those matching a session id under it.
+        self._by_session: dict[str, dict[int, Rule]] = {}
+        self._others: dict[int, Rule] = {}
+        self._serial = 0
         # Draws for rules with a probability: seeded, so a run repeats exactly.
         self._seed = seed
         self._random = random.Random(seed)
@@ -492,10 +504,31 @@ class RuleBook:
         if not rule.id:
             rule = dataclasses.replace(rule, id=self.new_id())
         with self._lock:
-            if any(existing.id == rule.id for existing in self._rules):
+            if rule.id in self._ids:
                 raise ValueError(f"a rule with id {rule.id!r} already exists")
+            self._serial += 1
+            self._ids[rule.id] = self._serial
             self._rules.append(rule)
+            if rule.remaining != 0:
+                self._index(rule)[self._serial] = rule
         return rule
+
+    def _index(self, rule: Rule) -> dict[int, Rule]:
+        """The index a live ``rule`` belongs in (under the lock)."""
+        session_id = rule.match.get("sessionId")
+        if session_id is None:
+            return self._others
+        return self._by_session.setdefault(session_id, {})
+
+    def _retire(self, rule: Rule) -> None:
+        """Take ``rule`` out of the match indexes (under the lock)."""
+        serial = self._ids.get(rule.id)
+        index = self._index(rule)
+        if serial is not None and index.get(serial) is rule:
+            del index[serial]
+        session_id = rule.match.get("sessionId")
+        if session_id is not None and not self._by_session.get(session_id, True):
+            del self._by_session[session_id]
 
     def list(self) -> list[Rule]:
         """Return the rules, oldest first (exhausted ones included)."""
@@ -505,14 +538,20 @@ class RuleBook:
     def get(self, rule_id: str) -> Rule | None:
         """Return the rule with ``rule_id``, or ``None``."""
         with self._lock:
+            if rule_id not in self._ids:
+                return None
             return next((rule for rule in self._rules if rule.id == rule_id), None)
 
     def delete(self, rule_id: str) -> bool:
         """Remove the rule with ``rule_id``; return whether there was one."""
         with self._lock:
+            if rule_id not in self._ids:
+                return False
             for index, rule in enumerate(self._rules):
                 if rule.id == rule_id:
+                    self._retire(rule)
                     del self._rules[index]
+                    del self._ids[rule_id]
                     return True
             return False
 
@@ -522,6 +561,9 @@ class RuleBook:
         fixture's, before each test) a test draws what it would alone."""
         with self._lock:
             self._rules.clear()
+            self._ids.clear()
+            self._by_session.clear()
+            self._others.clear()
             self._random = random.Random(self._seed)
 
     def __len__(self) -> int:
@@ -540,20 +582,33 @@ class RuleBook:
         (unless ``consume`` is false: then :meth:`use` counts it once it took
         effect); else ``None``."""
         with self._lock:
-            for rule in reversed(self._rules):
-                if rule.remaining == 0:
-                    continue
+            others = self._others
+            specific = self._by_session.get(session_id) if session_id is not None else None
+            if not others and not specific:
+                return None
+            if specific:
+                # Both by serial: merged, newest first.
+                candidates = sorted((*specific.items(), *others.items()), reverse=True)
+            else:
+                candidates = reversed(others.items())  # type: ignore[assignment]
+            for _, rule in candidates:
                 if rule.matches(
                     session_id=session_id, domain_id=domain_id, subscription_id=subscription_id
                 ):
                     if rule.probability is not None and self._random.random() >= rule.probability:
                         continue
                     if consume:
-                        rule.uses += 1
+                        self._count(rule)
                     return rule
             return None
 
     def use(self, rule: Rule) -> None:
         """Count one use of ``rule``, returned by :meth:`match` without consuming."""
         with self._lock:
-            rule.uses += 1
+            self._count(rule)
+
+    def _count(self, rule: Rule) -> None:
+        """One more use of ``rule``; an exhausted rule leaves the indexes (under the lock)."""
+        rule.uses += 1
+        if rule.remaining == 0:
+            self._retire(rule)
