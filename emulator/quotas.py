@@ -47,6 +47,10 @@ class QuotaSettings:
     max_streams: int = 5000
 
 
+#: The fewest windows of a kind held before idle ones are swept.
+_MIN_SWEEP = 1024
+
+
 @dataclass(slots=True)
 class _Window:
     """Request times of the last second, for a requests-per-second limit."""
@@ -72,6 +76,25 @@ class Quotas:
         self._total = 0
         self._starts: dict[str, _Window] = {}
         self._gets: dict[str, _Window] = {}
+        # Windows held before the next sweep of those a second old (see _admit).
+        self._sweep_at = {id(self._starts): _MIN_SWEEP, id(self._gets): _MIN_SWEEP}
+
+    def _admit(self, windows: dict[str, _Window], key: str, rate: float) -> bool:
+        """Whether ``key`` may make one more request of ``windows``' kind now.
+
+        Windows of keys idle for a second are swept once the windows held
+        double: a fleet with a new access key per job (temporary credentials)
+        grew the server by about 1 KB a key, for good.
+        """
+        now = self._clock()
+        if len(windows) >= self._sweep_at[id(windows)]:
+            for idle in [k for k, w in windows.items() if not w.times or now - w.times[-1] >= 1.0]:
+                del windows[idle]
+            self._sweep_at[id(windows)] = max(_MIN_SWEEP, 2 * len(windows))
+        window = windows.get(key)
+        if window is None:
+            window = windows[key] = _Window()
+        return window.admit(now, rate)
 
     def open_stream(self, key: str) -> None:
         """Count a new stream for ``key``; call :meth:`close_stream` when it ends.
@@ -87,8 +110,7 @@ class Quotas:
                 f"(--max-streams {s.max_streams})"
             )
         if s.per_key:
-            window = self._starts.setdefault(key, _Window())
-            if not window.admit(self._clock(), s.start_tps):
+            if not self._admit(self._starts, key, s.start_tps):
                 raise ThrottlingException(
                     f"Rate exceeded: StartMedicalScribeListeningSession allows {s.start_tps:g} "
                     f"requests per second for access key {key}"
@@ -112,7 +134,7 @@ class Quotas:
     def check_get(self, key: str) -> None:
         """Raises ThrottlingException over the GetMedicalScribeListeningSession rate."""
         s = self.settings
-        if s.per_key and not self._gets.setdefault(key, _Window()).admit(self._clock(), s.get_tps):
+        if s.per_key and not self._admit(self._gets, key, s.get_tps):
             raise ThrottlingException(
                 f"Rate exceeded: GetMedicalScribeListeningSession allows {s.get_tps:g} "
                 f"requests per second for access key {key}"

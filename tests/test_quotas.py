@@ -37,6 +37,27 @@ def test_start_rate_is_per_key_per_second():
     quotas.open_stream("A")
 
 
+def test_rate_windows_of_keys_idle_for_a_second_are_swept_and_busy_ones_kept():
+    """A fleet with a new access key per job grew the server about 1 KB a key, for good."""
+    from emulator import quotas as quotas_module
+
+    clock = Clock()
+    quotas = Quotas(QuotaSettings(per_key=True, start_tps=2, get_tps=1), clock=clock)
+    for n in range(50_000):
+        quotas.check_get(f"AKIDTEMP{n}")
+        clock.now += 0.001
+    held = len(quotas._gets)
+    assert held < 3 * 1000  # a second's worth of keys (1,000 here), not 50,000
+    quotas.check_get("busy")
+    for n in range(quotas_module._MIN_SWEEP * 4):  # sweeps, within half a second
+        quotas.check_get(f"AKIDMORE{n}")
+        clock.now += 0.5 / (quotas_module._MIN_SWEEP * 4)
+    with pytest.raises(ThrottlingException):  # its window was kept: no fresh budget
+        quotas.check_get("busy")
+    clock.now += 0.5
+    quotas.check_get("busy")
+
+
 def test_concurrent_sessions_are_counted_until_closed():
     quotas = Quotas(QuotaSettings(per_key=True, start_tps=99, concurrent_sessions=2))
     quotas.open_stream("A")
