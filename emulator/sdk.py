@@ -9,8 +9,8 @@ config with dummy static credentials so nothing reads real AWS credentials::
     async with await make_client(endpoint_url="https://localhost:8443", ca_file=ca) as client:
         output = await client.start_medical_scribe_listening_session(...)
 
-Requires the optional dependency ``aws-sdk-connecthealth`` (and ``boto3`` for
-:func:`boto3_client`).
+Requires the optional dependency ``aws-sdk-connecthealth`` (the ``sdk`` extra),
+and ``boto3`` (the ``s3`` extra) for :func:`boto3_client`, which so needs both.
 """
 
 from __future__ import annotations
@@ -222,8 +222,9 @@ def boto3_client(
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "boto3_client needs boto3: pip install 'medscribe-emulator[s3]' (or boto3)"
+            "boto3_client needs boto3: pip install 'medscribe-emulator[sdk,s3]' (or boto3>=1.42.62)"
         ) from exc
+    from botocore.exceptions import UnknownServiceError
 
     # A private session, so the caller's default session and profile stay untouched.
     session = boto3.session.Session(
@@ -231,9 +232,15 @@ def boto3_client(
         aws_secret_access_key=secret_access_key,
         region_name=region,
     )
-    return session.client(
-        "connecthealth",
-        endpoint_url=endpoint_url,
-        verify=str(ca_file) if ca_file is not None else None,
-        config=Config(inject_host_prefix=False),
-    )
+    try:
+        return session.client(
+            "connecthealth",
+            endpoint_url=endpoint_url,
+            verify=str(ca_file) if ca_file is not None else None,
+            config=Config(inject_host_prefix=False),
+        )
+    except UnknownServiceError:
+        raise ImportError(
+            f"boto3 {boto3.__version__} does not know the connecthealth service: "
+            "pip install 'boto3>=1.42.62'"
+        ) from None

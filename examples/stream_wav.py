@@ -31,7 +31,9 @@ def quiet_crt(loop: asyncio.AbstractEventLoop, context: dict) -> None:
 
 async def main(path: str) -> None:
     asyncio.get_running_loop().set_exception_handler(quiet_crt)
-    with wave.open(path, "rb") as wav:  # mono, 16-bit PCM (two channels need channelDefinitions)
+    with wave.open(path, "rb") as wav:
+        if wav.getnchannels() != 1 or wav.getsampwidth() != 2:  # else its timing is wrong
+            raise SystemExit(f"{path}: this example streams mono 16-bit WAV only")
         rate, audio = wav.getframerate(), wav.readframes(-1)
     settings = m.MedicalScribePostStreamActionSettings(
         output_s3_uri="s3://my-bucket/scribe",

@@ -147,3 +147,17 @@ def test_without_the_sdk_the_example_names_the_extra_to_install(tmp_path):
     assert result.stderr.strip() == (
         "this example needs the AWS SDK: pip install 'medscribe-emulator[sdk]'"
     )
+
+
+def test_the_example_refuses_a_wav_it_would_time_wrongly(emulator, tmp_path):
+    """A stereo WAV was streamed as mono (twice its audio seconds), without a word."""
+    path = tmp_path / "stereo.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(pcm_tone(0.5, channels=2))
+    result = run_example(emulator, str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{path}: this example streams mono 16-bit WAV only"
+    assert admin(emulator.h2c_url, "GET", "/_emulator/sessions")[1]["sessions"] == []

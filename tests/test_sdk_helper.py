@@ -223,6 +223,22 @@ def test_boto3_client_sends_to_endpoint_without_host_prefix(tls_files: TLSFiles)
     assert [url.split("/medical-scribe-stream/")[0] for url in sent] == ["https://localhost:9"]
 
 
+def test_boto3_client_with_a_boto3_too_old_for_the_service_says_which_to_install(
+    tls_files: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3 before 1.42.62 has no connecthealth model (its botocore), and the extras
+    allowed one: UnknownServiceError named no way out."""
+    import boto3
+    from botocore.exceptions import UnknownServiceError
+
+    def unknown(self: Any, service_name: str, **kwargs: Any) -> Any:
+        raise UnknownServiceError(service_name=service_name, known_service_names="s3")
+
+    monkeypatch.setattr(boto3.session.Session, "client", unknown)
+    with pytest.raises(ImportError, match=r"does not know the connecthealth service: .*1\.42\.62"):
+        boto3_client(endpoint_url="https://localhost:9", ca_file=tls_files.ca_cert)
+
+
 class _Captured(Exception):
     """Stops a boto3 call once its request is built, before any network I/O."""
 
