@@ -405,7 +405,9 @@ async def test_scripted_disconnect_resets_the_stream_after_earlier_results(clien
         session_id,
         {"segments": SCRIPT["segments"][:2], "faults": [{"at": 3.0, "disconnect": True}]},
     )
-    result = await run_session(client, session_id, audio=pcm_tone(6.0), timeout=20)
+    # Paced (60 events over 3 s): the sender is still sending when the reset at 3 s
+    # of audio lands, however loaded the machine (all at once, it could be done first).
+    result = await run_session(client, session_id, audio=pcm_tone(6.0), timeout=20, pace=0.05)
     assert result.error is None
     assert [s.content for s in result.finals] == [SCRIPT["segments"][0]["content"]]
     assert result.input_failed
