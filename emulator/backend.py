@@ -339,7 +339,7 @@ class Backend:
                     session_id=spec["sessionId"],
                     channel_roles={int(ch): role for ch, role in spec["channelRoles"]},
                 )
-            return parse_scenario(spec["script"], name=spec["name"])
+            return parse_scenario(spec["script"], name=spec["name"], stored=True)
         except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise InternalServerException(
                 f"the session's stored scenario cannot be rebuilt: {error}"

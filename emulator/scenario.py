@@ -319,6 +319,11 @@ class Checker:
         self.source = source
         self.lines: Mapping[FieldPath, int] = lines or {}
         self.problems: list[Problem] = []
+        #: Also report what can only be an author's mistake (a time no session
+        #: reaches, a fault that never fires, partials a content cannot have).
+        #: Off for a script a session already holds (see parse_scenario): one
+        #: stored by an earlier version must still rebuild.
+        self.authoring = True
 
     def line(self, path: FieldPath) -> int | None:
         """Return the line of ``path``, or of its nearest ancestor that has one."""
@@ -384,6 +389,18 @@ class Checker:
         if non_empty and not value.strip():
             self.add(path, "must not be empty")
             return None
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                # JSON can escape half a surrogate pair; no text can hold one.
+                half = value[error.start]
+                self.add(
+                    path,
+                    f"holds half of a UTF-16 surrogate pair (\\u{ord(half):04x}): write the "
+                    "character itself, or both halves of its pair",
+                )
+                return None
         return value
 
 
@@ -477,7 +494,7 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
         checker.add((), f"cannot read file: {exc}")
         return False, None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte order mark is no part of the text
     except UnicodeDecodeError as exc:
         checker.problems.append(_not_utf8(checker.source, raw, exc))
         return False, None
@@ -504,9 +521,13 @@ def _not_utf8(source: str, raw: bytes, error: UnicodeDecodeError) -> Problem:
 def _reader_problem(text: str, error: yaml.reader.ReaderError) -> tuple[int, str]:
     """The line and one-line account of a character YAML does not allow."""
     line = text.count("\n", 0, error.position) + 1
+    code = error.character if isinstance(error.character, int) else ord(error.character)
+    if code == 0:
+        return line, "holds NUL characters: if it is UTF-16 text, save it as UTF-8"
     return line, (
-        f"character U+{error.character:04X} is not allowed in YAML (a control "
-        "character): remove it, or write it as an escape in a double-quoted string"
+        f"character U+{code:04X} is not allowed in YAML (a control "
+        "character or a noncharacter): remove it, or write it as an escape in a "
+        "double-quoted string"
     )
 
 
@@ -615,7 +636,7 @@ def validate_scenario(
                 faults.append(fault)
                 if fault.exception is not None and (failing is None or fault.at < failing[1].at):
                     failing = (index, fault)
-        if failing is not None:
+        if failing is not None and checker.authoring:
             _dead_faults(raw_faults, failing, (*path, "faults"), checker)
 
     # Indexes count the file's segments, a segment with problems of its own included:
@@ -652,10 +673,15 @@ def _dead_faults(
             )
 
 
+def _seconds_text(seconds: float) -> str:
+    """``7200000`` for 7200000.0 (``:g`` gives 7.2e+06), ``7200.5`` for 7200.5."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
 def _past_the_limit(seconds: float, consequence: str) -> str:
     return (
-        f"is {seconds:g} s, past the {MAX_AUDIO_SECONDS:g} s (2 hours) of audio a session "
-        f"can carry: {consequence} (times are in seconds, not milliseconds)"
+        f"is {_seconds_text(seconds)} s, past the {MAX_AUDIO_SECONDS:g} s (2 hours) of audio "
+        f"a session can carry: {consequence} (times are in seconds, not milliseconds)"
     )
 
 
@@ -683,7 +709,7 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
         if begin is not None and begin < 0:
             checker.add((*path, "begin"), f"must be >= 0, got {begin}")
             begin = None
-        elif begin is not None and begin >= MAX_AUDIO_SECONDS:
+        elif begin is not None and begin >= MAX_AUDIO_SECONDS and checker.authoring:
             checker.add((*path, "begin"), _past_the_limit(begin, "the segment is never heard"))
     if _required(item, "end", path, checker):
         end = checker.number(item["end"], (*path, "end"))
@@ -696,7 +722,13 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     partials = 1 if content is None or can_have_partials(content) else 0
     if "partials" in item:
         value = checker.integer(item["partials"], (*path, "partials"))
-        if value is not None and value > 0 and content is not None and partials == 0:
+        if (
+            value is not None
+            and value > 0
+            and content is not None
+            and partials == 0
+            and checker.authoring
+        ):
             checker.add(
                 (*path, "partials"),
                 f"content {content!r} is one character, so no partial text can come before "
@@ -728,7 +760,7 @@ def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
         at = checker.number(item["at"], (*path, "at"))
         if at is not None and at < 0:
             checker.add((*path, "at"), f"must be >= 0, got {at}")
-        elif at is not None and at > MAX_AUDIO_SECONDS:
+        elif at is not None and at > MAX_AUDIO_SECONDS and checker.authoring:
             checker.add((*path, "at"), _past_the_limit(at, "the fault never fires"))
     has_exception = "exception" in item
     disconnect = False
@@ -768,12 +800,18 @@ def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
 # --------------------------------------------------------------------------- loading
 
 
-def parse_scenario(data: object, *, name: str, source: str = "<inline>") -> Scenario:
+def parse_scenario(
+    data: object, *, name: str, source: str = "<inline>", stored: bool = False
+) -> Scenario:
     """Validate an already-parsed scenario (e.g. inline JSON) and return it as ``name``.
 
-    Raises :class:`ScenarioError` (a :class:`ConfigError`) listing every problem.
+    ``stored``: the script of a session, accepted when it started, perhaps by an
+    earlier version; only what would make it unplayable is checked (see
+    :attr:`Checker.authoring`). Raises :class:`ScenarioError` (a
+    :class:`ConfigError`) listing every problem.
     """
     checker = Checker(source)
+    checker.authoring = not stored
     scenario = validate_scenario(data, name=name, checker=checker)
     if scenario is None:
         raise ScenarioError(checker.problems)

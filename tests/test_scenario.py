@@ -771,13 +771,18 @@ def test_text_yaml_reads_as_another_type_is_told_to_be_quoted(tmp_path, text, li
             "is UTF-16 text: save it as UTF-8",
         ),
         (
+            "segments: []\n".encode("utf-16-le"),  # no byte order mark
+            1,
+            "invalid YAML: holds NUL characters: if it is UTF-16 text, save it as UTF-8",
+        ),
+        (
             b'segments:\n  - {begin: 0, end: 1, content: "a\x01b"}\n',
             2,
-            "invalid YAML: character U+0001 is not allowed in YAML (a control character): "
-            "remove it, or write it as an escape in a double-quoted string",
+            "invalid YAML: character U+0001 is not allowed in YAML (a control character or "
+            "a noncharacter): remove it, or write it as an escape in a double-quoted string",
         ),
     ],
-    ids=["latin-1", "utf-16", "control-character"],
+    ids=["latin-1", "utf-16", "utf-16-without-a-mark", "control-character"],
 )
 def test_an_unreadable_file_is_one_problem_with_its_line_saying_what_to_do(
     tmp_path, data, line, message
@@ -801,3 +806,42 @@ def test_a_json_file_with_an_escaped_emoji_keeps_its_line_numbers(tmp_path):
     )
     [problem] = _problems(path)
     assert (problem.line, problem.field) == (3, "segments[1].end")
+
+
+def test_a_json_text_with_half_a_surrogate_pair_is_a_problem_naming_it(tmp_path):
+    """check passed it, and the transcript artifact then failed to encode it."""
+    path = tmp_path / "a.json"
+    path.write_text('{"segments": [\n  {"begin": 0, "end": 1, "content": "Hi \\ud83d there"}\n]}\n')
+    [problem] = _problems(path)
+    assert (problem.line, problem.field) == (2, "segments[0].content")
+    assert problem.message == (
+        "holds half of a UTF-16 surrogate pair (\\ud83d): write the character itself, "
+        "or both halves of its pair"
+    )
+
+
+def test_a_byte_order_mark_is_read_past_in_json_and_yaml(tmp_path):
+    for name, text in [("a.json", '{"segments": []}'), ("b.yaml", "segments: []\n")]:
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert load_scenario_file(path).segments == ()
+
+
+def test_a_stored_script_rebuilds_without_the_checks_that_only_help_an_author():
+    """A session's script is stored as accepted, perhaps by an earlier version: one
+    with a one-character segment written with the then default of one partial, or a
+    fault after the exception (README's own example until today), must still rebuild
+    for its artifacts and a resumed stream; a new file or rule with them is refused."""
+    script = {
+        "segments": [{"channel": 0, "begin": 0.0, "end": 1.0, "content": "A", "partials": 1}],
+        "faults": [
+            {"at": 10.0, "exception": "internalFailureException", "message": "x"},
+            {"at": 20.0, "disconnect": True},
+            {"at": 9000.0, "disconnect": True},
+        ],
+    }
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(script, name="new")
+    assert len(info.value.problems) == 4
+    scenario = parse_scenario(script, name="stored", stored=True)
+    assert scenario.segments[0].partials == 0 and len(scenario.faults) == 3
