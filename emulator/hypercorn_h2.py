@@ -23,7 +23,7 @@ each of which :class:`DuplexH2Protocol` fixes:
    error. A client that drains more than :attr:`DuplexH2Protocol.max_drain_bytes`
    into a finished stream is reset with NO_ERROR after all, so a runaway
    sender still cannot hold a stream open for ever. While a stream drains its
-   connection is not idle (:attr:`DuplexH2Protocol.client_sending`): hypercorn
+   connection is not idle (:meth:`DuplexH2Protocol.defer_idle`): hypercorn
    counted only the streams its app holds, and its keep-alive timer closed a
    connection with no other stream under the client still sending, whose
    ``send`` then never returned either.
@@ -814,6 +814,13 @@ class DuplexH2Protocol(H2Protocol):
     #: than a client that noticed the end of the response still sends.
     max_drain_bytes: int = 32 * 1024 * 1024
 
+    #: Seconds after which a drained stream whose client sent nothing no longer
+    #: keeps its connection from idling (0: it always does); the server sets it
+    #: from ``config.drain_quiet`` (its ``--idle-timeout``). A client that sent
+    #: one HEADERS frame and went silent held its connection, a file
+    #: descriptor, for ever. A client that sends on keeps it.
+    drain_quiet: float = 15.0
+
     #: RST_STREAM code for a response the app left unfinished. INTERNAL_ERROR,
     #: not CANCEL: RFC 9113 §7 gives CANCEL to an endpoint that no longer needs
     #: the stream, INTERNAL_ERROR to one that failed; here the server failed to
@@ -883,8 +890,12 @@ class DuplexH2Protocol(H2Protocol):
         # Bytes drained so far per stream whose response is complete.
         self._drained: dict[int, int] = {}
         # Streams whose response is complete and whose client is still sending
-        # (drained by _receive_data until it ends them): see client_sending.
-        self._draining: set[int] = set()
+        # (drained by _receive_data until it ends them), each with when its
+        # client last sent (or its response ended): see defer_idle.
+        self._draining: dict[int, float] = {}
+        self._idle_recheck: asyncio.TimerHandle | None = None
+        quiet = getattr(self.config, "drain_quiet", None)
+        self.drain_quiet = self.drain_quiet if quiet is None else float(quiet)
         # The app queue of each open HTTP stream, for _receive_data (asyncio only).
         self._app_queues: dict[int, asyncio.Queue[Any]] = {}
         # The InlineBody of each of those streams.
@@ -929,6 +940,9 @@ class DuplexH2Protocol(H2Protocol):
             else:
                 await self._handle_events(events)
         elif type(event) is Closed:
+            if self._idle_recheck is not None:
+                self._idle_recheck.cancel()
+                self._idle_recheck = None
             await super().handle(event)
             # The base class stops its send task here but leaves the stream
             # buffers open: an app that ends its response after the disconnect
@@ -979,8 +993,7 @@ class DuplexH2Protocol(H2Protocol):
                 draining = False
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     self._drained.pop(event.stream_id, None)
-                    draining = event.stream_id in self._draining
-                    self._draining.discard(event.stream_id)
+                    draining = self._draining.pop(event.stream_id, None) is not None
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
                     continue
@@ -1057,21 +1070,39 @@ class DuplexH2Protocol(H2Protocol):
             await self._flush()
             await self.send(Closed())
 
-    @property
-    def client_sending(self) -> bool:
-        """Whether a stream the app has finished with is still open from the
-        client's side: the connection is not idle then (hypercorn reported it
-        idle, and its keep-alive timer closed the connection under a client
-        still sending, whose SDK then hung in ``send``)."""
-        for stream_id in list(self._draining):
+    def defer_idle(self) -> bool:
+        """Whether the connection, idle for hypercorn, must not be called idle yet:
+        a stream the app has finished with is still open from its client's side,
+        which sent within :attr:`drain_quiet` (hypercorn counts only the streams
+        its app holds, and its keep-alive timer closed the connection under a
+        client still sending, whose SDK then hung in ``send``). The server's
+        idle report is then made again once that client has been quiet that
+        long (:meth:`_recheck_idle`)."""
+        quiet = self.drain_quiet
+        now = time.monotonic()
+        latest = None
+        for stream_id, since in list(self._draining.items()):
             if self._stream_state(stream_id) not in _CLIENT_SENDING:
-                self._draining.discard(stream_id)  # reset since: no longer sending
-        return bool(self._draining)
+                del self._draining[stream_id]  # reset since: no longer sending
+            elif quiet <= 0 or now - since < quiet:
+                latest = since if latest is None else max(latest, since)
+        if latest is None:
+            return False
+        if self._idle_recheck is None and quiet > 0:
+            self._idle_recheck = asyncio.get_running_loop().call_later(
+                latest + quiet - now, self._recheck_idle
+            )
+        return True
+
+    def _recheck_idle(self) -> None:
+        self._idle_recheck = None
+        if not self.closed:
+            self.task_group.spawn(self._report_idle)
 
     async def _report_idle(self) -> None:
-        """Tell the server the connection is idle if it now is (see
-        :attr:`client_sending`), which starts its keep-alive timer."""
-        if not self.closed and self.idle and not self.client_sending:
+        """Tell the server the connection is idle if it now is (its TCP server
+        asks :meth:`defer_idle`), which starts its keep-alive timer."""
+        if not self.closed and self.idle:
             await self.send(Updated(idle=True))
 
     def _control_frame(self, count: int = 1) -> bool:
@@ -1228,9 +1259,16 @@ class DuplexH2Protocol(H2Protocol):
             self.connection.acknowledge_received_data(event.flow_controlled_length, stream_id)
             drained = self._drained.get(stream_id, 0) + event.flow_controlled_length
             self._drained[stream_id] = drained
+            since = self._draining.get(stream_id)
+            if since is not None:
+                now = self._draining[stream_id] = time.monotonic()
+                if self.drain_quiet > 0 and now - since >= self.drain_quiet:
+                    # Quiet long enough to have let the connection idle: it
+                    # sends again, so its keep-alive timer must not close it.
+                    await self.send(Updated(idle=False))
             if drained > self.max_drain_bytes:
                 self._drained.pop(stream_id, None)
-                self._draining.discard(stream_id)
+                self._draining.pop(stream_id, None)
                 await self._reset(stream_id, ErrorCodes.NO_ERROR)
                 await self._close_if_gone_away()
                 await self._report_idle()
@@ -1356,7 +1394,7 @@ class DuplexH2Protocol(H2Protocol):
         if not self.closed and self._stream_state(stream_id) in _CLIENT_SENDING:
             # Its response is complete and its client still sends: drained
             # (_receive_data) until the client ends it.
-            self._draining.add(stream_id)
+            self._draining[stream_id] = time.monotonic()
 
     async def _send_data(self, stream_id: int) -> None:
         buffer = self.stream_buffers.get(stream_id)
@@ -1368,7 +1406,7 @@ class DuplexH2Protocol(H2Protocol):
             self.priority.remove_stream(stream_id)
             await buffer.close()
             await self._reset(stream_id, self.unfinished_response_error)
-            self._draining.discard(stream_id)
+            self._draining.pop(stream_id, None)
             await self._close_if_gone_away()
             await self._report_idle()
             return

@@ -168,16 +168,15 @@ class QuietTCPServer(TCPServer):
             except (ConnectionError, RuntimeError, AttributeError):
                 await self.protocol.handle(Closed())
             return
-        if (
-            type(event) is Updated
-            and event.idle
-            and getattr(getattr(self.protocol, "protocol", None), "client_sending", False)
-        ):
-            # HTTP/2 with a stream whose response is done but whose client still
-            # sends (hypercorn counts only the streams its app holds): not idle,
-            # or the keep-alive timer would close the connection under it. The
-            # protocol reports idle again once that stream ends.
-            return
+        if type(event) is Updated and event.idle:
+            defer = getattr(getattr(self.protocol, "protocol", None), "defer_idle", None)
+            if defer is not None and defer():
+                # HTTP/2 with a stream whose response is done but whose client
+                # still sends (hypercorn counts only the streams its app holds):
+                # not idle, or the keep-alive timer would close the connection
+                # under it. The protocol reports idle again when that stream
+                # ends, or its client has been quiet for --idle-timeout.
+                return
         try:
             # A Closed event goes to _close, which writes what is pending first.
             await super().protocol_send(event)

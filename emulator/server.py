@@ -394,6 +394,9 @@ async def _serve(
     # GOAWAY after 1000: the SDK multiplexes all of an application's sessions on
     # one connection, so a CI job would see its connection retired mid-run.
     config.keep_alive_max_requests = 2**31
+    # A stream whose response is done keeps its connection from idling while its
+    # client sends, and until it has been quiet this long (DuplexH2Protocol.drain_quiet).
+    config.drain_quiet = settings.idle_timeout  # type: ignore[attr-defined]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 

@@ -1220,6 +1220,38 @@ def test_a_request_still_sent_after_its_response_keeps_the_connection_from_idlin
         assert server.crashes == []
 
 
+def test_a_client_silent_on_a_finished_stream_lets_its_connection_idle_and_close(
+    duplex: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that opened a stream (its response done) and went silent held its
+    connection, a file descriptor, for ever once such streams kept connections from
+    idling. Quiet for drain_quiet (the emulator's --idle-timeout), it idles; a client
+    that speaks again after that keeps its connection."""
+    from emulator import hypercorn_tcp
+
+    monkeypatch.setattr(hypercorn.asyncio.run, "TCPServer", hypercorn.asyncio.run.TCPServer)
+    hypercorn_tcp.install()
+    options = {"keep_alive_timeout": 0.4, "drain_quiet": 0.4}
+    with running_server(App(), **options) as server:
+        with connected(server.port) as client:
+            rejected = client.open("/reject")
+            client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+            started = time.monotonic()
+            assert not client.pump_until(lambda: False, "the connection to close")
+            assert time.monotonic() - started < 0.4 + 0.4 + 1.0
+        with connected(server.port) as client:
+            rejected = client.open("/reject")
+            client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+            time.sleep(0.6)  # quiet past drain_quiet: its keep-alive timer runs
+            assert client.send(rejected, b"again", ignore_reset=True)
+            time.sleep(0.6)  # past the keep-alive timeout: stopped by the DATA
+            client.ping()
+            assert not client.closed
+            client.send(rejected, b"", end=True)
+            assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
+
+
 def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) -> None:
     with running_server(App()) as server, connected(server.port) as client:
         echoed = client.open("/echo")
