@@ -172,6 +172,7 @@ class Backend:
         self._deleted: dict[SessionKey, None] = {}
         self._save_handle: asyncio.TimerHandle | None = None
         self._saves_failing = False  # the last write of rows failed (see _write_rows)
+        self._closing = False  # close() has begun
         self._closed = False
         try:
             self._seq = self.store.max_seq()
@@ -583,6 +584,7 @@ class Backend:
         """
         if self._closed:
             return
+        self._closing = True  # rows that fail to save from now on are lost (_write_rows)
         for task in list(self._post_tasks.values()):
             task.cancel()
         if self._artifact_thread is not None:
@@ -715,6 +717,15 @@ class Backend:
         try:
             self.store.save_many(rows, deleted=deleted)
         except sqlite3.Error as error:
+            if self._closing:  # no retry will come: said, even within a failing streak
+                log.warning(
+                    "cannot save %d session rows in %s at shutdown: %s; their last changes "
+                    "are lost",
+                    len(rows) + len(deleted),
+                    self.store.path,
+                    error,
+                )
+                return
             if not self._saves_failing:
                 log.warning(
                     "cannot save %d session rows in %s: %s; retried every %g s",

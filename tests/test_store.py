@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 
 from emulator import backend as backend_module
 from emulator.backend import SAVE_DELAY, Backend
@@ -153,6 +154,30 @@ async def test_rows_that_cannot_be_written_at_shutdown_are_logged_not_raised(
     backend.close()
     assert "cannot save 1 session rows" in caplog.text
     assert "their last changes are lost" in caplog.text
+
+
+async def test_rows_whose_write_fails_while_closing_are_logged_as_lost(
+    tmp_path, monkeypatch, caplog
+):
+    """A row handed to a busy writer just before SIGTERM, failing while close() waited
+    for the writer: its retry came after close and returned, and nothing said it was
+    lost (within a failing streak, nothing at all was logged)."""
+    from emulator.journal import run_in_writer
+
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+
+    def full(rows, *, deleted=()):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(backend.store, "save_many", full)
+    backend._saves_failing = True  # within a failing streak
+    run_in_writer(lambda: time.sleep(0.3))  # the writer is busy (bulk load)
+    backend.open_stream(_request(new_session_id()), request_id="r1", rule=None)
+    await asyncio.sleep(SAVE_DELAY * 3)  # the timer has handed the row to the writer
+    backend.close()
+    await asyncio.sleep(0.1)
+    assert "cannot save 1 session rows" in caplog.text
+    assert "at shutdown: database or disk is full; their last changes are lost" in caplog.text
 
 
 async def test_closing_the_backend_writes_what_is_pending(tmp_path):
