@@ -943,6 +943,7 @@ class DuplexH2Protocol(H2Protocol):
             if self._idle_recheck is not None:
                 self._idle_recheck.cancel()
                 self._idle_recheck = None
+            self._draining.clear()
             await super().handle(event)
             # The base class stops its send task here but leaves the stream
             # buffers open: an app that ends its response after the disconnect
@@ -994,6 +995,9 @@ class DuplexH2Protocol(H2Protocol):
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     self._drained.pop(event.stream_id, None)
                     draining = self._draining.pop(event.stream_id, None) is not None
+                    if draining and not self._draining and self._idle_recheck is not None:
+                        self._idle_recheck.cancel()  # nothing left to look at again
+                        self._idle_recheck = None
                 if isinstance(event, h2.events.StreamEnded) and self._queue_full(event.stream_id):
                     self._hold(event)
                     continue
@@ -1078,6 +1082,8 @@ class DuplexH2Protocol(H2Protocol):
         client still sending, whose SDK then hung in ``send``). The server's
         idle report is then made again once that client has been quiet that
         long (:meth:`_recheck_idle`)."""
+        if self.closed:
+            return False
         quiet = self.drain_quiet
         now = time.monotonic()
         latest = None
@@ -1264,8 +1270,13 @@ class DuplexH2Protocol(H2Protocol):
                 now = self._draining[stream_id] = time.monotonic()
                 if self.drain_quiet > 0 and now - since >= self.drain_quiet:
                     # Quiet long enough to have let the connection idle: it
-                    # sends again, so its keep-alive timer must not close it.
+                    # sends again, so its keep-alive timer must not close it,
+                    # and the connection is looked at again once it is quiet.
                     await self.send(Updated(idle=False))
+                    if self._idle_recheck is None:
+                        self._idle_recheck = asyncio.get_running_loop().call_later(
+                            self.drain_quiet, self._recheck_idle
+                        )
             if drained > self.max_drain_bytes:
                 self._drained.pop(stream_id, None)
                 self._draining.pop(stream_id, None)

@@ -1249,6 +1249,14 @@ def test_a_client_silent_on_a_finished_stream_lets_its_connection_idle_and_close
             assert not client.closed
             client.send(rejected, b"", end=True)
             assert not client.pump_until(lambda: False, "the connection to close")
+        with connected(server.port) as client:  # quiet, one late frame, quiet again
+            rejected = client.open("/reject")
+            client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+            time.sleep(0.6)
+            assert client.send(rejected, b"late", ignore_reset=True)
+            started = time.monotonic()
+            assert not client.pump_until(lambda: False, "the connection to close")
+            assert time.monotonic() - started < 0.4 + 0.4 + 1.0  # not held for ever
         assert server.crashes == []
 
 
