@@ -748,7 +748,12 @@ class Backend:
         are now, unless written or dropped since: otherwise a session completed
         while the disk was full came back after a restart as it was before, or
         not at all, though the disk had room again by then."""
-        if self._closed:
+        if self._closed:  # closed before this ran: no write will come
+            log.warning(
+                "cannot save %d session rows in %s at shutdown; their last changes are lost",
+                len(keys) + len(deleted),
+                self.store.path,
+            )
             return
         for key in keys:
             record = self.sessions.get(key)

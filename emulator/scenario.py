@@ -235,9 +235,13 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+        text = f"{where}: {self.field}: " if self.field else f"{where}: "
+        text += self.message
+        if not text.isascii():
+            # A file name or JSON key may hold half a surrogate pair (a file name
+            # not in UTF-8, an escape): shown escaped, as no output can encode it.
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text
 
 
 class ScenarioError(ConfigError):
@@ -506,6 +510,8 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
 
 
 def _not_utf8(source: str, raw: bytes, error: UnicodeDecodeError) -> Problem:
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return Problem(file=source, line=None, field="", message="is UTF-32 text: save it as UTF-8")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return Problem(file=source, line=None, field="", message="is UTF-16 text: save it as UTF-8")
     line = raw.count(b"\n", 0, error.start) + 1
@@ -543,12 +549,16 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
+            nul = "\0" in text
             checker.problems.append(
                 Problem(
                     file=checker.source,
-                    line=exc.lineno,
+                    line=None if nul else exc.lineno,
                     field="",
-                    message=f"invalid JSON: {exc.msg}",
+                    message="invalid JSON: holds NUL characters: if it is UTF-16 text, save it "
+                    "as UTF-8"
+                    if nul
+                    else f"invalid JSON: {exc.msg}",
                 )
             )
             return False, None
@@ -879,6 +889,14 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
             problems.extend(checker.problems)
     for path in files:
         checker = Checker(str(path))
+        try:
+            path.stem.encode("utf-8")
+        except UnicodeEncodeError:
+            # Its name would be the scenario's, in every rule, session and
+            # listing: one that no JSON can carry broke the admin API's.
+            checker.add((), "the file name is not UTF-8: rename the file")
+            problems.extend(checker.problems)
+            continue
         if path.stem in origin:
             checker.add(
                 (),

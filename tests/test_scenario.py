@@ -845,3 +845,41 @@ def test_a_stored_script_rebuilds_without_the_checks_that_only_help_an_author():
     assert len(info.value.problems) == 4
     scenario = parse_scenario(script, name="stored", stored=True)
     assert scenario.segments[0].partials == 0 and len(scenario.faults) == 3
+
+
+def test_a_scenario_file_name_that_is_not_utf8_is_a_problem(tmp_path):
+    """Its name is the scenario's, in rules, sessions and listings: one no JSON can carry
+    made the admin API's session list a 500 for every client."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "visit\udcff.yaml").write_text("segments: []\n")
+    (folder / "fine.yaml").write_text("segments: []\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_dir(tmp_path)
+    [problem] = info.value.problems
+    assert problem.message == "the file name is not UTF-8: rename the file"
+    assert str(problem).encode("utf-8").endswith(b"visit\\udcff.yaml: " + problem.message.encode())
+
+
+def test_problems_naming_half_a_surrogate_pair_print(tmp_path):
+    """A JSON key with an escaped half pair: check died printing its problem."""
+    path = tmp_path / "a.json"
+    path.write_text('{"segments": [{"begin": 0, "end": 1, "content": "a", "partia\\ud800ls": 1}]}')
+    [problem] = _problems(path)
+    assert "partia\\ud800ls" in str(problem)
+    str(problem).encode("utf-8")  # printable
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("a.json", '{"segments": []}'.encode("utf-16-le"), "invalid JSON: holds NUL characters"),
+        ("a.yaml", "segments: []\n".encode("utf-32"), "is UTF-32 text: save it as UTF-8"),
+    ],
+    ids=["json-utf-16-without-a-mark", "utf-32"],
+)
+def test_other_encodings_are_named(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    [problem] = _problems(path)
+    assert problem.message.startswith(message)

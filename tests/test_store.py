@@ -347,3 +347,17 @@ def test_a_scenario_text_for_another_scenario_is_not_spliced_in(tmp_path):
         assert json.loads(record.to_data_json()) == record.to_data()
     finally:
         backend.close()
+
+
+async def test_rows_whose_retry_comes_after_the_close_are_logged_as_lost(
+    tmp_path, monkeypatch, caplog
+):
+    """A write that failed in the writer while the loop was busy, with close() run
+    before the loop took the retry: the retry returned without a word."""
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    session_id = new_session_id()
+    backend.open_stream(_request(session_id), request_id="r1", rule=None)
+    backend.close()
+    backend._retry_saves([backend_module.SessionKey("d", "s", session_id)], [])
+    assert "cannot save 1 session rows" in caplog.text
+    assert "at shutdown; their last changes are lost" in caplog.text
