@@ -482,9 +482,10 @@ class RuleBook:
         self._by_session: dict[str, dict[int, Rule]] = {}
         self._others: dict[int, Rule] = {}
         self._serial = 0
-        # Draws for rules with a probability: seeded, so a run repeats exactly.
+        # Draws of each rule with a probability, by serial: its own generator,
+        # seeded from the seed and what the rule matches (see _draws).
         self._seed = seed
-        self._random = random.Random(seed)
+        self._randoms: dict[int, random.Random] = {}
         self._counter = 0
         self._lock = threading.Lock()
         for rule in rules:
@@ -512,6 +513,21 @@ class RuleBook:
             if rule.remaining != 0:
                 self._index(rule)[self._serial] = rule
         return rule
+
+    def _draws(self, serial: int, rule: Rule) -> random.Random:
+        """The generator of ``rule``'s probability draws (under the lock).
+
+        One per rule, seeded from the emulator's seed and what the rule matches:
+        a job's rule draws the same sequence whatever other clients of a shared
+        emulator do (one generator for all made one job's traffic change which
+        of another's sessions failed), and a rule added again after a reset
+        starts it again.
+        """
+        draws = self._randoms.get(serial)
+        if draws is None:
+            key = f"{self._seed}|{sorted(rule.match.items())}|{rule.probability!r}"
+            draws = self._randoms[serial] = random.Random(key)
+        return draws
 
     def _index(self, rule: Rule) -> dict[int, Rule]:
         """The index a live ``rule`` belongs in (under the lock)."""
@@ -551,7 +567,7 @@ class RuleBook:
                 if rule.id == rule_id:
                     self._retire(rule)
                     del self._rules[index]
-                    del self._ids[rule_id]
+                    self._randoms.pop(self._ids.pop(rule_id), None)
                     return True
             return False
 
@@ -564,7 +580,7 @@ class RuleBook:
             self._ids.clear()
             self._by_session.clear()
             self._others.clear()
-            self._random = random.Random(self._seed)
+            self._randoms.clear()
 
     def __len__(self) -> int:
         with self._lock:
@@ -591,11 +607,14 @@ class RuleBook:
                 candidates = sorted((*specific.items(), *others.items()), reverse=True)
             else:
                 candidates = reversed(others.items())  # type: ignore[assignment]
-            for _, rule in candidates:
+            for serial, rule in candidates:
                 if rule.matches(
                     session_id=session_id, domain_id=domain_id, subscription_id=subscription_id
                 ):
-                    if rule.probability is not None and self._random.random() >= rule.probability:
+                    if (
+                        rule.probability is not None
+                        and self._draws(serial, rule).random() >= rule.probability
+                    ):
                         continue
                     if consume:
                         self._count(rule)

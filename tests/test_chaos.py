@@ -107,7 +107,9 @@ def test_delay_holds_the_response_start(emulator):
 async def test_disconnect_reset_at_an_audio_time_reaches_the_sdk_as_a_stream_end(client, emulator):
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"disconnect": {"at": 1.2, "mode": "reset"}})
-    result = await run_session(client, session_id, audio=pcm_tone(3.0), timeout=20)
+    # Paced, so that the sender is still sending when the reset lands (all at once, a
+    # loaded machine could let it finish first).
+    result = await run_session(client, session_id, audio=pcm_tone(3.0), timeout=20, pace=0.05)
     assert result.error is None and result.input_failed
     assert [s.content for s in result.finals] == ["first words here"]
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")

@@ -365,7 +365,8 @@ async def test_scripted_disconnect_pauses_and_a_resume_continues_after_it(client
 
     session_id = new_session_id()
     scripted(emulator, session_id, {**SCRIPT, "faults": [{"at": 3.0, "disconnect": True}]})
-    first = await run_session(client, session_id, audio=pcm_tone(6.0), timeout=20)
+    # Paced: the sender is still sending when the reset lands, however loaded the machine.
+    first = await run_session(client, session_id, audio=pcm_tone(6.0), timeout=20, pace=0.05)
     assert first.error is None and first.input_failed
     fresh = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
     try:

@@ -589,3 +589,37 @@ def test_a_request_is_matched_against_live_rules_of_its_session_and_the_general_
     assert book.match(session_id=ids[9], **request).match == {"sessionId": ids[9]}
     book.clear()
     assert book.match(session_id=ids[9], **request) is None and len(book) == 0
+
+
+def test_each_rules_draws_repeat_whatever_other_rules_draw():
+    """One generator for every rule made one job's traffic on a shared emulator change
+    which of another job's sessions a probability rule hit."""
+
+    def book_with_two_rules() -> RuleBook:
+        book = RuleBook(seed=7)
+        for domain in ("dom-aaaaaaaaaaaaaaaaaaaa", "dom-bbbbbbbbbbbbbbbbbbbb"):
+            book.add(Rule(id="", match={"domainId": domain}, synthetic=True, probability=0.5))
+        return book
+
+    def b_draws(book: RuleBook, *, with_a: bool) -> list[bool]:
+        hits = []
+        for _ in range(32):
+            if with_a:
+                book.match(
+                    session_id=None, domain_id="dom-aaaaaaaaaaaaaaaaaaaa", subscription_id=None
+                )
+            hit = book.match(
+                session_id=None, domain_id="dom-bbbbbbbbbbbbbbbbbbbb", subscription_id=None
+            )
+            hits.append(hit is not None)
+        return hits
+
+    alone = b_draws(book_with_two_rules(), with_a=False)
+    assert alone == b_draws(book_with_two_rules(), with_a=True)
+    assert 4 < sum(alone) < 28  # a 0.5 probability, drawn
+    book = book_with_two_rules()
+    b_draws(book, with_a=True)
+    book.clear()  # a reset: the rules come back and draw from the start again
+    for domain in ("dom-aaaaaaaaaaaaaaaaaaaa", "dom-bbbbbbbbbbbbbbbbbbbb"):
+        book.add(Rule(id="", match={"domainId": domain}, synthetic=True, probability=0.5))
+    assert b_draws(book, with_a=False) == alone
