@@ -237,7 +237,15 @@ class Backend:
         if problems:
             raise ConfigError("\n".join(problems))
         if self.resources is not None:
-            self.resources.reset(seeds)
+            # The sessions kept for their open stream keep their domain and
+            # subscription: under --strict-resources their Get (and the rest of
+            # their stream's life) would find them gone.
+            live = [
+                (r.key.domain_id, r.key.subscription_id)
+                for r in self.sessions.values()
+                if r.live is not None
+            ]
+            self.resources.reset(seeds, keep=live)
         self.rules.clear()
         for rule in rules:
             self.rules.add(rule)

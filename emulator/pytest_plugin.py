@@ -260,7 +260,9 @@ def medscribe_emulator(
         warnings.warn(
             f"the medscribe emulator kept {len(live)} session(s) whose stream is still open "
             f"({', '.join(live[:5])}{', ...' if len(live) > 5 else ''}): a reset keeps live "
-            "streams, so this test sees them; close each client's stream before its test ends",
+            "streams, so this test sees them; close each client's stream before its test "
+            "ends (or, at --medscribe-url, another process is using the emulator: a reset "
+            "forgets its sessions and rules too, so give each process its own emulator)",
             MedscribeWarning,
             stacklevel=1,
         )

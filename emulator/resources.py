@@ -50,7 +50,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -811,18 +811,38 @@ class ResourceRegistry:
         """
         return self._read_seed()
 
-    def reset(self, seeds: Sequence[SeedDomain] | None = None) -> None:
+    def reset(
+        self,
+        seeds: Sequence[SeedDomain] | None = None,
+        *,
+        keep: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """Delete every resource and tag, then apply the seed file again (if one was loaded),
         or ``seeds`` as :meth:`read_seed` returned them.
 
-        Raises :class:`ResourcesError` if the seed file has become invalid; nothing is
-        deleted then.
+        ``keep`` names ``(domain id, subscription id)`` pairs whose domain and
+        subscription (and their tags) stay as they are, unless the seed names
+        them: those of sessions with a stream still open, which a reset keeps.
+        Raises :class:`ResourcesError` if the seed file has become invalid;
+        nothing is deleted then.
         """
         if seeds is None:
             seeds = self._read_seed()
+        kept = list(dict.fromkeys(keep))
         with self._transaction() as db:
-            for table in ("resource_tags", "resource_subscriptions", "resource_domains"):
-                db.execute(f"DELETE FROM {table}")
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS kept_resources (resource_id TEXT)")
+            db.execute("DELETE FROM kept_resources")
+            db.executemany(
+                "INSERT INTO kept_resources VALUES (?)",
+                [(resource_id,) for pair in kept for resource_id in pair],
+            )
+            kept_ids = "SELECT resource_id FROM kept_resources"
+            db.execute(f"DELETE FROM resource_tags WHERE resource_id NOT IN ({kept_ids})")
+            db.execute(
+                f"DELETE FROM resource_subscriptions WHERE subscription_id NOT IN ({kept_ids})"
+            )
+            db.execute(f"DELETE FROM resource_domains WHERE domain_id NOT IN ({kept_ids})")
+            db.execute("DELETE FROM kept_resources")
             self._apply_seed(seeds, _seed_digest(seeds))
 
     # -- Internals -----------------------------------------------------------------------

@@ -858,6 +858,31 @@ def test_reset_clears_api_resources_and_reapplies_the_seed(tmp_path: Path) -> No
         registry.get_domain(extra)
 
 
+def test_reset_keeps_the_domain_and_subscription_of_a_session_it_keeps(tmp_path: Path) -> None:
+    """A reset keeps the sessions whose stream is open; under --strict-resources their
+    Get then found their domain gone (a shared emulator: another job's reset)."""
+    registry = ResourceRegistry(db_path=None)
+    registry.load_seed(write_seed(tmp_path / "resources.yaml"))
+    live = registry.create_domain(name="streaming-now").domain_id
+    live_sub = registry.create_subscription(live).subscription_id
+    other_sub = registry.create_subscription(live).subscription_id
+    registry.tag_resource(registry.domain_arn(live), {"job": "b"})
+    gone = registry.create_domain(name="finished").domain_id
+    registry.reset(keep=[(live, live_sub)])
+    assert registry.get_subscription(live, live_sub).status == "ACTIVE"
+    assert registry.list_tags_for_resource(registry.domain_arn(live)) == {"job": "b"}
+    for domain, subscription in [(gone, None), (live, other_sub)]:
+        with pytest.raises(ResourceNotFoundException):
+            if subscription is None:
+                registry.get_domain(domain)
+            else:
+                registry.get_subscription(domain, subscription)
+    assert registry.get_subscription(SEED_DOMAIN, SEED_ACTIVE).status == "ACTIVE"
+    registry.reset()  # kept once, not for ever
+    with pytest.raises(ResourceNotFoundException):
+        registry.get_domain(live)
+
+
 def test_reset_with_an_invalid_seed_raises_and_deletes_nothing(tmp_path: Path) -> None:
     """If the seed file became invalid, reset() raises ResourcesError and keeps the state."""
     seed = write_seed(tmp_path / "resources.yaml")
