@@ -32,6 +32,8 @@ MAX_ADMIN_BODY = 4 * 1024 * 1024
 
 #: The filters GET /_emulator/sessions takes, each a field of the entries listed.
 _LIST_FILTERS = ("sessionId", "domainId", "subscriptionId", "status")
+#: What picks one session of an id (the newest without them).
+_PICK_FILTERS = ("domainId", "subscriptionId")
 
 #: A session's statuses (GetMedicalScribeListeningSession's streamStatus).
 _STATUSES = ("IN_PROGRESS", "PAUSED", "COMPLETED", "FAILED")
@@ -167,6 +169,15 @@ def admin_routes(
 
     def find(request: Request) -> SessionRecord | Response:
         session_id = request.path_params["session_id"]
+        unknown = sorted(set(request.query_params) - set(_PICK_FILTERS))
+        if unknown:
+            # Ignored, a misspelt ?domainid= gave the newest session of that id,
+            # perhaps another job's, as if it were the one asked for.
+            return _error(
+                400,
+                f"unknown parameter {', '.join('?' + name for name in unknown)}; a session "
+                f"is picked by {', '.join('?' + name for name in _PICK_FILTERS)}",
+            )
         filters = {
             name: value
             for name in ("domainId", "subscriptionId")

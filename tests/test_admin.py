@@ -384,3 +384,19 @@ def test_a_reset_refused_for_broken_fixture_files_names_both_and_changes_nothing
         assert [rule["scenario"] for rule in get(run, "/_emulator/rules")["rules"]] == ["exact"]
         names = [d["name"] for d in boto.list_domains()["domains"]]
         assert names == ["again"]
+
+
+@pytest.mark.parametrize("path", ["", "/events", "/audio.wav"])
+async def test_a_session_look_up_refuses_a_parameter_it_does_not_know(client, emulator, path):
+    """?domainid= (a typo) was ignored: the newest session of the id came back, perhaps
+    another job's, as if it were the one asked for."""
+    session_id = new_session_id()
+    await run_session(client, session_id, audio=pcm_tone(0.2))
+    status, answer = admin(
+        emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}{path}?domainid={DOMAIN_ID}"
+    )
+    assert status == 400
+    assert answer["message"] == (
+        "unknown parameter ?domainid; a session is picked by ?domainId, ?subscriptionId"
+    )
+    assert admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}{path}")[0] == 200
