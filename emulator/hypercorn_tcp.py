@@ -114,6 +114,13 @@ class QuietTCPServer(TCPServer):
         deadline = self.loop.create_task(self._drop_after_grace())
         try:
             await super().run()
+        except asyncio.CancelledError:
+            # The loop's end cancels a connection still closing when the server
+            # stops (hundreds of streams, their client gone, then SIGTERM), and
+            # asyncio's stream callback logged that as an ERROR with a
+            # traceback. Stopping, the connection just ends.
+            if not self.context.terminated.is_set():
+                raise
         finally:
             deadline.cancel()
 
@@ -182,6 +189,11 @@ class QuietTCPServer(TCPServer):
             await super().protocol_send(event)
         except AttributeError:
             await self.protocol.handle(Closed())
+        except RuntimeError:
+            # An app ending its response as the server stops: the idle timer's
+            # task group is shutting down, and there is no timer left to start.
+            if type(event) is not Updated:
+                raise
 
     def _write_pending(self) -> None:
         if self._flush_handle is not None:

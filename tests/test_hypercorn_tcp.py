@@ -279,3 +279,40 @@ async def test_a_read_timeout_still_ends_a_silent_connection():
     server = _reading_server(reader, read_timeout=0.05)
     await asyncio.wait_for(server._read_data(), 5)
     assert [type(event) for event in server.protocol.events] == [Closed]
+
+
+async def test_a_connection_cancelled_as_the_server_stops_ends_quietly(monkeypatch):
+    """At the loop's end a connection still closing is cancelled, and asyncio's stream
+    callback logged the cancellation as an ERROR with a traceback (hundreds of streams,
+    their client gone, then SIGTERM). Only while the server is stopping: otherwise a
+    cancellation goes on up."""
+    import types
+
+    from hypercorn.asyncio.tcp_server import TCPServer
+
+    async def cancelled(self):
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(TCPServer, "run", cancelled)
+    server = _server(_Transport())
+    server.config = types.SimpleNamespace(graceful_timeout=1.0)
+    server.context = types.SimpleNamespace(terminated=asyncio.Event())
+    with pytest.raises(asyncio.CancelledError):
+        await server.run()
+    server.context.terminated.set()
+    assert await server.run() is None
+
+
+async def test_an_idle_report_as_the_connection_stops_is_dropped(monkeypatch):
+    """An app ending its response as the server stopped made hypercorn restart the idle
+    timer on a task group shutting down: "Error in ASGI Framework" in the log."""
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.events import Updated
+
+    async def shutting_down(self, event):
+        raise RuntimeError("TaskGroup is shutting down")
+
+    monkeypatch.setattr(TCPServer, "protocol_send", shutting_down)
+    server = _server(_Transport())
+    await server.protocol_send(Updated(idle=True))
+    await server.protocol_send(Updated(idle=False))
