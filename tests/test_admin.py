@@ -400,3 +400,43 @@ async def test_a_session_look_up_refuses_a_parameter_it_does_not_know(client, em
         "unknown parameter ?domainid; a session is picked by ?domainId, ?subscriptionId"
     )
     assert admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}{path}")[0] == 200
+
+
+async def test_a_reset_under_strict_resources_keeps_a_streaming_sessions_domain(tmp_path):
+    """A reset keeps a session whose stream is open; under --strict-resources it also
+    deleted that session's domain, so the client's Get after its stream (another CI
+    job's reset, on a shared emulator) was ResourceNotFound. Through the SDK and boto3."""
+    from emulator.sdk import boto3_client, make_client
+    from emulator.server import Settings
+
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, strict_resources=True
+    )
+    with running_emulator(settings) as run:
+        boto = boto3_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
+        domain = boto.create_domain(name="streaming-job")["domainId"]
+        subscription = boto.create_subscription(domainId=domain)["subscriptionId"]
+        finished = boto.create_domain(name="finished-job")["domainId"]
+        sdk = await make_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
+        session_id = new_session_id()
+        try:
+            stream = await sdk.start_medical_scribe_listening_session(
+                input=stream_input(session_id, domain_id=domain, subscription_id=subscription)
+            )
+            await stream.input_stream.send(configuration_event())
+            await asyncio.wait_for(stream.await_output(), 10)
+            status, answer = admin(run.h2c_url, "POST", "/_emulator/reset")
+            assert status == 200 and answer["liveSessions"] == [session_id]
+            await stream.input_stream.send(end_of_session_event())
+            await stream.input_stream.close()
+            _, output = await stream.await_output()
+            _ = [event async for event in output]
+        finally:
+            await sdk._config.transport.close()  # type: ignore[attr-defined]
+        details = boto.get_medical_scribe_listening_session(
+            domainId=domain, subscriptionId=subscription, sessionId=session_id
+        )["medicalScribeListeningSessionDetails"]
+        assert details["streamStatus"] == "COMPLETED"
+        assert boto.get_domain(domainId=domain)["domainId"] == domain
+        with pytest.raises(boto.exceptions.ResourceNotFoundException):
+            boto.get_domain(domainId=finished)  # the rest was reset
