@@ -39,8 +39,18 @@ _PICK_FILTERS = ("domainId", "subscriptionId")
 _STATUSES = ("IN_PROGRESS", "PAUSED", "COMPLETED", "FAILED")
 
 
+class _JSON(JSONResponse):
+    """Starlette's JSON answer, with half a UTF-16 surrogate pair escaped (``\\ud800``)
+    instead of failing to encode: a journal shows what a client sent, and JSON
+    escapes let a client send one in an event the stream then refused."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status)
+    return _JSON({"message": message}, status_code=status)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -92,7 +102,7 @@ def admin_routes(
     """Return the admin routes bound to ``backend``."""
 
     async def health(request: Request) -> Response:
-        return JSONResponse(
+        return _JSON(
             {
                 "status": "ready",
                 "version": __version__,
@@ -110,25 +120,25 @@ def admin_routes(
         return Response(ca_file.read_bytes(), media_type="application/x-pem-file")
 
     async def list_rules(request: Request) -> Response:
-        return JSONResponse({"rules": [rule.to_json() for rule in backend.rules.list()]})
+        return _JSON({"rules": [rule.to_json() for rule in backend.rules.list()]})
 
     async def add_rule(request: Request) -> Response:
         try:
             rule = backend.add_rule(await _json_body(request))
         except ConfigError as error:
             return _error(400, f"invalid rule: {error}")
-        return JSONResponse(rule.to_json(), status_code=201)
+        return _JSON(rule.to_json(), status_code=201)
 
     async def delete_rules(request: Request) -> Response:
         count = len(backend.rules.list())
         backend.rules.clear()
-        return JSONResponse({"deleted": count})
+        return _JSON({"deleted": count})
 
     async def delete_rule(request: Request) -> Response:
         rule_id = request.path_params["rule_id"]
         if not backend.rules.delete(rule_id):
             return _error(404, f"no rule with id {rule_id!r}")
-        return JSONResponse({"deleted": 1})
+        return _JSON({"deleted": 1})
 
     async def reset(request: Request) -> Response:
         try:
@@ -138,7 +148,7 @@ def admin_routes(
         # Sessions with a stream still open are kept (their stream goes on): named,
         # so that a test harness can say why its "clean" emulator has a session.
         live = [record.key.session_id for record in backend.sessions.values()]
-        return JSONResponse({"status": "reset", "liveSessions": live})
+        return _JSON({"status": "reset", "liveSessions": live})
 
     async def list_sessions(request: Request) -> Response:
         filters = dict(request.query_params)
@@ -157,7 +167,7 @@ def admin_routes(
             return all(entry.get(name) == value for name, value in filters.items())
 
         sessions = [record.summary() for record in backend.sessions.values()]
-        return JSONResponse(
+        return _JSON(
             {
                 "sessions": [entry for entry in sessions if wanted(entry)],
                 # A rejected request has no status: a status filter leaves none.
@@ -210,7 +220,7 @@ def admin_routes(
         record = find(request)
         if isinstance(record, Response):
             return record
-        return JSONResponse(record.details())
+        return _JSON(record.details())
 
     async def session_events(request: Request) -> Response:
         record = find(request)
@@ -218,7 +228,7 @@ def admin_routes(
             return record
         assert record.journal is not None
         key = record.key
-        return JSONResponse(
+        return _JSON(
             {
                 "sessionId": key.session_id,
                 "domainId": key.domain_id,
@@ -234,7 +244,7 @@ def admin_routes(
         return _audio_response(record)
 
     async def list_scenarios(request: Request) -> Response:
-        return JSONResponse({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
+        return _JSON({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
 
     return [
         Route("/_emulator/health", health, methods=["GET"]),

@@ -465,9 +465,17 @@ def _load_json_object(payload: bytes, event: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as error:  # NaN/Infinity; nesting too deep
         rule = f"Payload must be valid JSON ({error})"
     else:
-        if isinstance(document, dict):
+        if not isinstance(document, dict):
+            rule = "Payload must be a JSON object"
+        elif (member := lone_surrogate(document)) is not None:
+            # JSON may escape half a UTF-16 pair (\ud800), and a pattern such as
+            # outputS3Uri's (/.*)? lets it through: nothing downstream (the
+            # session's row, the artifacts, the admin API's JSON) could store it.
+            where = _where(f"{event}.{member}")
+            rule = "Member must be valid Unicode text (it holds an unpaired surrogate)"
+            raise _error([_violation(_UNKNOWN, where, rule)])
+        else:
             return document
-        rule = "Payload must be a JSON object"
     raise _error([_violation(_UNKNOWN, _where(event), rule)])
 
 

@@ -357,6 +357,28 @@ def test_sdk_audio_frame_before_the_configuration_is_refused(h2, emulator):
     assert "audioEvent received before configurationEvent" in message
 
 
+def test_half_a_surrogate_pair_in_the_configuration_is_refused_naming_its_member(h2, emulator):
+    """outputS3Uri's pattern lets ``\\ud800`` through: refused in-stream like the
+    control plane refuses it, and the session stays readable by the admin API
+    (its JSON answers could not encode the surrogate: a 500)."""
+    session_id = new_session_id()
+    text = json.dumps(CONFIG).replace(S3_URI, S3_URI + "\\ud800x")
+    stream = h2.request(headers(session_id))
+    h2.send(stream, event("configurationEvent", text.encode()) + END, end_stream=True)
+    message = _exception_message(h2.wait(stream))
+    assert message == (
+        "1 validation error detected: Value at "
+        "'configurationEvent.postStreamActionSettings.outputS3Uri' failed to satisfy "
+        "constraint: Member must be valid Unicode text (it holds an unpaired surrogate)"
+    )
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200 and details["status"] == "FAILED"
+    status, events = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    assert status == 200 and events["events"][-1]["type"] == "streamEnded"
+    (sent,) = [e for e in events["events"] if e["type"] == "configurationEvent"]
+    assert sent["payload"]["postStreamActionSettings"]["outputS3Uri"] == S3_URI + "\ud800x"
+
+
 def test_input_closed_without_end_of_session_pauses_the_session(h2, emulator):
     session_id = new_session_id()
     stream = h2.request(headers(session_id))

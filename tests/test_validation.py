@@ -866,6 +866,29 @@ def test_configuration_payload_must_be_a_json_object(payload: bytes, rule: str) 
     )
 
 
+@pytest.mark.parametrize(
+    ("parse", "payload", "member"),
+    [
+        (
+            parse_configuration_event,
+            json.dumps(WIRE_CONFIGURATION).replace("s3://", "s3://\\udc80").encode(),
+            "configurationEvent.postStreamActionSettings.outputS3Uri",
+        ),
+        (parse_session_control_event, b'{"type": "END\\ud800"}', "sessionControlEvent.type"),
+        (parse_audio_event, b'{"audioChunk": "AAAA", "\\ud800": 1}', "audioEvent.\\ud800"),
+    ],
+    ids=["configuration", "control", "audio-member-name"],
+)
+def test_half_a_surrogate_pair_is_refused_by_member_before_other_checks(
+    parse: Any, payload: bytes, member: str
+) -> None:
+    """No string of the service holds one; the message names where, quoting no value."""
+    assert error_message(parse, payload) == (
+        f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
+        "Member must be valid Unicode text (it holds an unpaired surrogate)"
+    )
+
+
 def test_wire_example_configuration_is_valid() -> None:
     configuration = parse_configuration_event(encode(WIRE_CONFIGURATION))
     assert configuration == Configuration(
