@@ -58,11 +58,12 @@ def artifact_locations(
     """Return each artifact's ``(bucket, key)`` for a session writing to ``output_s3_uri``.
 
     ``output_s3_uri`` is a validated S3Uri (``s3://bucket[/prefix]``); a trailing
-    slash is not doubled.
+    slash is not doubled. Other empty segments are kept (``a//b``): an S3 key
+    holding them is another object than ``a/b``, the one the client would look for.
     """
     rest = output_s3_uri.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
-    parts = [p for p in prefix.split("/") if p]
+    parts = [prefix.removesuffix("/")] if prefix else []
     parts += [
         "health-agent-listening-session",
         domain_id,

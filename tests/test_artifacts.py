@@ -657,7 +657,14 @@ def stream_to_missing_bucket(running: RunningServer, session_id: str) -> None:
 def test_artifact_locations_follow_the_documented_layout():
     ids = {"domain_id": DOMAIN_ID, "subscription_id": SUBSCRIPTION_ID, "session_id": "s-1"}
     base = f"health-agent-listening-session/{DOMAIN_ID}/{SUBSCRIPTION_ID}/s-1/post-stream-action"
-    for uri, prefix in (("s3://b", ""), ("s3://b/", ""), ("s3://b/x/y/", "x/y/")):
+    for uri, prefix in (
+        ("s3://b", ""),
+        ("s3://b/", ""),
+        ("s3://b/x/y/", "x/y/"),
+        ("s3://b/x//y", "x//y/"),  # another S3 key than x/y: kept as written
+        ("s3://b//x/", "/x/"),
+        ("s3://b/x//", "x//"),  # only one trailing slash is the separator's
+    ):
         assert artifact_locations(uri, **ids) == {
             "transcriptResult": ("b", f"{prefix}{base}/transcript.json"),
             "noteResult": ("b", f"{prefix}{base}/clinical-notes/clinicalDoc.json"),
