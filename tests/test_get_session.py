@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aws_sdk_connecthealth import models as m
 from botocore.exceptions import ClientError
+from smithy_core.exceptions import CallError
 
 from emulator.sdk import boto3_client
 from emulator.server import Settings
@@ -247,6 +248,17 @@ def test_invalid_path_parameters_are_a_validation_exception_naming_them(
             sessionId=session_id, domainId=domain_id, subscriptionId=subscription_id
         )
     assert error.value.response["Error"]["Code"] == "ValidationException"
+
+
+async def test_sdk_get_of_a_malformed_id_is_a_call_error_without_the_message(client, emulator):
+    """The operation models no ValidationException: the SDK raises a generic
+    CallError with the status and shape id, and drops the message naming the
+    field (README, "Behaviour of the real SDK worth knowing"); boto3 keeps it."""
+    with pytest.raises(CallError) as failure:
+        await sdk_get(client, "x" * 36)
+    text = str(failure.value)
+    assert "status: 400" in text and "#ValidationException" in text
+    assert "sessionId" not in text
 
 
 def test_medical_coding_context_and_code_generation_are_reported(emulator):
