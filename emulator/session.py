@@ -331,21 +331,20 @@ class ScribeSession:
         self._accept(event_type)
         self._receive_audio_payload(event_type, payload)
 
-    def input_closed(self) -> None:
-        """The client closed its side without END_OF_SESSION: the session pauses.
+    def input_closed(self, *, release: bool = False) -> None:
+        """The client's input ended without END_OF_SESSION: the session pauses.
 
         The clock is finished so a FLAC stream's last frame counts: a resumed
-        stream starts its audio after it.
+        stream starts its audio after it, and a session it takes past the audio
+        limit fails (it could never be resumed to end it). With ``release``
+        (the client closed its side, and may read on), the results and faults
+        that frame makes due are sent now rather than in the next stream.
         """
         if self.finished:
             return
-        self.state = S.PAUSED
-        if self._clock is not None:
-            try:
-                self._clock.finish()
-            except ValidationException:
-                pass  # a FLAC stream cut inside its metadata: no frames to count
-            self._now = self._base + self._clock.seconds
+        self._finish_clock(release=release)
+        if not self.finished:
+            self.state = S.PAUSED
 
     def time_out(self, message: str) -> None:
         """End the stream with an in-stream ``validationException`` for a client gone
@@ -353,8 +352,24 @@ class ScribeSession:
         network that drops without a word is the commonest way to lose a client)."""
         if self.finished:
             return
+        self._finish_clock(release=True)
+        if self.finished:  # past the audio limit, or a fault fell due
+            return
         self._send(StreamException(member="validationException", message=message))
-        self.input_closed()
+        self.state = S.PAUSED
+
+    def _finish_clock(self, *, release: bool) -> None:
+        if self._clock is None:
+            return
+        try:
+            self._clock.finish()
+        except ValidationException:
+            pass  # a FLAC stream cut inside its metadata: no frames to count
+        now = self._now = self._base + self._clock.seconds
+        if now > self._max_audio:
+            self.fail("validationException", self._over_limit(now).message)
+        elif release and self.state is S.STREAMING:
+            self._advance(now)
 
     def fail(self, member: str, message: str) -> None:
         """End the stream with an in-stream exception."""
@@ -456,6 +471,8 @@ class ScribeSession:
     def _end_of_session(self) -> None:
         assert self._clock is not None
         now = self._now = self._base + self._clock.finish()
+        if now > self._max_audio:  # a FLAC stream's last frame, counted only now
+            raise self._over_limit(now)
         self._advance(now)
         if self.state is not S.STREAMING:  # a fault fired on the last audio
             return

@@ -433,6 +433,8 @@ class StreamEndpoint:
                             self.idle_timeout,
                         )
                         _close_input(session, journal)
+                        if out:  # what the end of a FLAC stream released
+                            await write()
                         return
                     session.time_out(
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
@@ -566,7 +568,7 @@ def _close_input(session: ScribeSession, journal: Journal) -> None:
         journal.record(
             {"direction": "stream", "type": "inputClosed", "audioClock": session.audio_seconds}
         )
-    session.input_closed()
+    session.input_closed(release=True)
 
 
 def _fail(session: ScribeSession, error: Exception) -> None:

@@ -51,6 +51,7 @@ from .support import (
     running_emulator,
     stream_input,
 )
+from .test_audio import encode_flac
 
 SCRIPT = {
     "segments": [
@@ -271,6 +272,64 @@ def test_audio_beyond_the_session_limit_is_an_in_stream_validation_exception():
     first, _ = _run(SCENARIO, 1.5, max_audio_seconds=2.0)
     with pytest.raises(ValidationException, match="at most 2 s of audio over all its streams"):
         _run(SCENARIO, 1.0, resume=first.progress(), max_audio_seconds=2.0)
+
+
+FLAC_REQUEST = StreamRequest(
+    session_id=REQUEST.session_id,
+    domain_id=DOMAIN_ID,
+    subscription_id=SUBSCRIPTION_ID,
+    language_code="en-US",
+    sample_rate=16000,
+    media_encoding="flac",
+)
+#: 1.0 s of FLAC: frames of 4,096 samples (0.768 s), then a last one of 3,712 that the
+#: clock counts only when the stream ends (no next frame header marks its end).
+ONE_SECOND_FLAC = encode_flac(16_000, 1, 16_000)
+
+
+def _flac_session(max_audio_seconds: float = 7200.0) -> tuple[ScribeSession, list]:
+    sent: list = []
+    session = ScribeSession(
+        request=FLAC_REQUEST,
+        scenario_for=lambda configuration: Scenario(
+            name="one", segments=(Segment(begin=0.2, end=0.9, content="all done here"),)
+        ),
+        send=sent.append,
+        max_audio_seconds=max_audio_seconds,
+    )
+    session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+    session.receive_event(_event("binaryAudioEvent", ONE_SECOND_FLAC))
+    assert session.audio_seconds == pytest.approx(0.768)
+    return session, sent
+
+
+@pytest.mark.parametrize("ending", ["input-closed", "idle-timeout"])
+def test_a_flac_streams_last_frame_releases_its_results_when_the_input_ends(ending):
+    """The final due at 0.9 s comes in this stream, not as the next one's first result."""
+    session, sent = _flac_session()
+    if ending == "input-closed":
+        session.input_closed(release=True)
+    else:
+        session.time_out("quiet")
+    assert session.state is SessionState.PAUSED
+    assert session.audio_seconds == pytest.approx(1.0)
+    finals = [e for e in sent if isinstance(e, TranscriptResult) and not e.is_partial]
+    assert [(e.content, e.end) for e in finals] == [("all done here", 0.9)]
+    if ending == "idle-timeout":  # the results, then the timeout's exception, last
+        assert isinstance(sent[-1], StreamException) and sent[-1].message == "quiet"
+
+
+def test_a_flac_streams_last_frame_past_the_audio_limit_fails_the_session_however_it_ends():
+    """Counted only at the end, it was let through: a paused session over the limit
+    could never be resumed to end it, an ended one completed with too much audio."""
+    paused, sent = _flac_session(max_audio_seconds=0.9)
+    paused.input_closed(release=True)
+    assert paused.state is SessionState.FAILED
+    assert isinstance(sent[-1], StreamException)
+    assert "now has 1.000 s of audio" in sent[-1].message
+    ended, _ = _flac_session(max_audio_seconds=0.9)
+    with pytest.raises(ValidationException, match="at most 0.9 s of audio"):
+        ended.receive_event(_event("sessionControlEvent", b'{"type": "END_OF_SESSION"}'))
 
 
 def test_results_never_lie_beyond_the_audio_received_after_resume():

@@ -425,6 +425,32 @@ def test_flac_duration_comes_from_the_stream(h2, emulator):
     assert details["audioSeconds"] == pytest.approx(3.0)
 
 
+def test_a_flac_stream_closed_without_end_of_session_gets_its_last_frames_results(h2, emulator):
+    """The last FLAC frame is counted when the input ends: the final it makes due
+    comes in this response, not as the first result of the stream resuming it."""
+    from .test_audio import encode_flac
+
+    session_id = new_session_id()
+    status, body = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {
+            "match": {"sessionId": session_id},
+            "scenario": {"segments": [{"begin": 0.2, "end": 0.9, "content": "all done here"}]},
+        },
+    )
+    assert status == 201, body
+    stream = h2.request(headers(session_id, **{"x-amzn-medscribe-media-encoding": "flac"}))
+    h2.send(stream, config_event() + audio(encode_flac(16_000, 1, 16_000)), end_stream=True)
+    response = h2.wait(stream)
+    assert response["ended"]
+    segments = [json.loads(m.payload)["transcriptSegment"] for m in decode(response["data"])]
+    assert [(s["content"], s["isPartial"]) for s in segments][-1] == ("all done here", False)
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED" and details["audioSeconds"] == pytest.approx(1.0)
+
+
 def _inline_spy(monkeypatch) -> tuple[list[bool | None], list[bool]]:
     """Record each answer of the pump's inline audio handler, and of the
     stream's InlineBody.send, which it hands its output to."""
