@@ -24,7 +24,7 @@ reason, nor a stream resuming a session.
 from __future__ import annotations
 
 import dataclasses
-import random
+import hashlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -159,7 +159,7 @@ class Rule:
         return all(actual[key] == value for key, value in self.match.items())
 
     def to_json(self) -> dict[str, object]:
-        """Return the admin API form: id, match, scenario, error, times, remaining."""
+        """Return the admin API form: id, match, scenario, error, times, uses, remaining."""
         scenario: object = SYNTHETIC_NAME if self.synthetic else None
         if self.scenario is not None:
             scenario = self.scenario.to_json() if self.inline else self.scenario.name
@@ -172,6 +172,7 @@ class Rule:
             "chaos": None if self.chaos is None else self.chaos.to_json(),
             "probability": self.probability,
             "times": self.times,
+            "uses": self.uses,
             "remaining": self.remaining,
         }
 
@@ -465,6 +466,11 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
     return rules
 
 
+#: Sessions whose requests a rule with a probability counts (about 200 bytes
+#: each): past it, the oldest is forgotten, and would draw as if new.
+MAX_COUNTED_SESSIONS = 100_000
+
+
 class RuleBook:
     """The live rules, newest last; safe to use from several threads.
 
@@ -482,10 +488,10 @@ class RuleBook:
         self._by_session: dict[str, dict[int, Rule]] = {}
         self._others: dict[int, Rule] = {}
         self._serial = 0
-        # Draws of each rule with a probability, by serial: its own generator,
-        # seeded from the seed and what the rule matches (see _draws).
+        # How many requests of each session (by its ids) each rule with a
+        # probability has drawn for, by serial: the draw's last part (see _draw).
         self._seed = seed
-        self._randoms: dict[int, random.Random] = {}
+        self._asks: dict[int, dict[tuple[str | None, str | None, str | None], int]] = {}
         self._counter = 0
         self._lock = threading.Lock()
         for rule in rules:
@@ -514,20 +520,30 @@ class RuleBook:
                 self._index(rule)[self._serial] = rule
         return rule
 
-    def _draws(self, serial: int, rule: Rule) -> random.Random:
-        """The generator of ``rule``'s probability draws (under the lock).
+    def _draw(
+        self,
+        serial: int,
+        rule: Rule,
+        ids: tuple[str | None, str | None, str | None],
+    ) -> float:
+        """The draw in [0, 1) of ``rule``'s probability for one request (under the lock).
 
-        One per rule, seeded from the emulator's seed and what the rule matches:
-        a job's rule draws the same sequence whatever other clients of a shared
-        emulator do (one generator for all made one job's traffic change which
-        of another's sessions failed), and a rule added again after a reset
-        starts it again.
+        A hash of the seed, what the rule matches, the request's three ids and
+        how many requests of that session the rule drew for before: the same
+        sessions draw the same whatever order concurrent ones arrive in, and
+        whatever other clients of a shared emulator, other sessions of the same
+        test, resumed streams or refused requests do (one generator per rule,
+        drawn in arrival order, made all of these change which sessions failed);
+        a session retried after the rule refused it draws again.
         """
-        draws = self._randoms.get(serial)
-        if draws is None:
-            key = f"{self._seed}|{sorted(rule.match.items())}|{rule.probability!r}"
-            draws = self._randoms[serial] = random.Random(key)
-        return draws
+        counts = self._asks.setdefault(serial, {})
+        asks = counts.get(ids, 0)
+        if asks == 0 and len(counts) >= MAX_COUNTED_SESSIONS:
+            del counts[next(iter(counts))]  # the oldest session: it would start over
+        counts[ids] = asks + 1
+        text = f"{self._seed}|{sorted(rule.match.items())}|{rule.probability!r}|{ids}|{asks}"
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
 
     def _index(self, rule: Rule) -> dict[int, Rule]:
         """The index a live ``rule`` belongs in (under the lock)."""
@@ -567,7 +583,7 @@ class RuleBook:
                 if rule.id == rule_id:
                     self._retire(rule)
                     del self._rules[index]
-                    self._randoms.pop(self._ids.pop(rule_id), None)
+                    self._asks.pop(self._ids.pop(rule_id), None)
                     return True
             return False
 
@@ -580,7 +596,7 @@ class RuleBook:
             self._ids.clear()
             self._by_session.clear()
             self._others.clear()
-            self._randoms.clear()
+            self._asks.clear()
 
     def __len__(self) -> int:
         with self._lock:
@@ -613,7 +629,8 @@ class RuleBook:
                 ):
                     if (
                         rule.probability is not None
-                        and self._draws(serial, rule).random() >= rule.probability
+                        and self._draw(serial, rule, (domain_id, subscription_id, session_id))
+                        >= rule.probability
                     ):
                         continue
                     if consume:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emulator import rules as rules_module
 from emulator.errors import SERVICE_ERRORS, ConfigError
 from emulator.rules import INLINE_SCENARIO, Rule, RuleBook, RuleError, load_rules_file, parse_rule
 from emulator.scenario import Scenario, Segment
@@ -187,7 +188,7 @@ def test_error_rule_without_message_gets_a_default():
 
 
 def test_rule_json_form_names_or_inlines_the_scenario():
-    """to_json gives id, match, scenario (name or inline), error, times and remaining."""
+    """to_json gives id, match, scenario (name or inline), error, times, uses and remaining."""
     named = parse_rule(
         {"match": {"sessionId": SESSION}, "scenario": "visit", "times": 2},
         scenarios=KNOWN,
@@ -201,6 +202,7 @@ def test_rule_json_form_names_or_inlines_the_scenario():
         "chaos": None,
         "probability": None,
         "times": 2,
+        "uses": 0,
         "remaining": 2,
     }
     inline = {"segments": [{"channel": 1, "begin": 0, "end": 1, "content": "Hi.", "partials": 2}]}
@@ -503,6 +505,52 @@ def test_a_cleared_book_draws_from_the_seed_again():
     first = draws()
     book.clear()
     assert draws() == first
+
+
+SESSIONS = [f"0000000{i}-0000-4000-8000-000000000000" for i in range(10)]
+
+
+def _hits(book: RuleBook, order: list[int], *, asks: int = 1) -> dict[int, list[bool]]:
+    hits: dict[int, list[bool]] = {i: [] for i in order}
+    for i in order:
+        for _ in range(asks):
+            rule = book.match(session_id=SESSIONS[i], domain_id="d", subscription_id="x")
+            hits[i].append(rule is not None)
+    return hits
+
+
+def _probability_book(seed: int = 3) -> RuleBook:
+    book = RuleBook(seed=seed)
+    book.add(Rule(id="", match={"domainId": "d"}, synthetic=True, probability=0.5))
+    return book
+
+
+def test_which_sessions_a_probability_picks_does_not_depend_on_their_arrival_order():
+    """Concurrent sessions reach the rule in another order each run: one generator
+    drawn in arrival order gave them other outcomes each time."""
+    in_order = _hits(_probability_book(), list(range(10)))
+    assert _hits(_probability_book(), list(range(9, -1, -1))) == in_order
+    assert _hits(_probability_book(), [3, 7, 0, 9, 1, 8, 2, 6, 4, 5]) == in_order
+    assert 0 < sum(hit for (hit,) in in_order.values()) < 10
+    assert _hits(_probability_book(seed=4), list(range(10))) != in_order
+
+
+def test_a_sessions_later_requests_draw_again_and_change_no_other_sessions_draws():
+    """A resumed stream or a retry after a refusal draws anew (a session refused once
+    is not refused for ever), and leaves the other sessions' draws as they were."""
+    alone = _hits(_probability_book(), list(range(10)))
+    book = _probability_book()
+    repeated = _hits(book, [0], asks=40)[0]
+    assert 5 < sum(repeated) < 35  # each ask a draw of its own
+    assert _hits(book, list(range(1, 10))) == {i: alone[i] for i in range(1, 10)}
+
+
+def test_the_requests_counted_per_session_are_bounded(monkeypatch):
+    monkeypatch.setattr(rules_module, "MAX_COUNTED_SESSIONS", 3)
+    book = _probability_book()
+    first = _hits(book, [0, 1, 2, 3], asks=2)  # 0 is forgotten when 3 comes
+    assert _hits(book, [0], asks=2)[0] == first[0]  # it draws as new again
+    assert _hits(_probability_book(), [0], asks=2)[0] == first[0]
 
 
 def test_a_peeked_match_is_counted_only_when_used():
