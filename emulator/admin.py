@@ -9,7 +9,7 @@ several domains or subscriptions used the same id (else the newest wins).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,19 +247,40 @@ def admin_routes(
         return _JSON({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
 
     return [
-        Route("/_emulator/health", health, methods=["GET"]),
-        Route("/_emulator/ca.pem", ca_pem, methods=["GET"]),
-        Route("/_emulator/rules", list_rules, methods=["GET"]),
-        Route("/_emulator/rules", add_rule, methods=["POST"]),
-        Route("/_emulator/rules", delete_rules, methods=["DELETE"]),
-        Route("/_emulator/rules/{rule_id}", delete_rule, methods=["DELETE"]),
-        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/health", _no_parameters(health), methods=["GET"]),
+        Route("/_emulator/ca.pem", _no_parameters(ca_pem), methods=["GET"]),
+        Route("/_emulator/rules", _no_parameters(list_rules), methods=["GET"]),
+        Route("/_emulator/rules", _no_parameters(add_rule), methods=["POST"]),
+        Route("/_emulator/rules", _no_parameters(delete_rules), methods=["DELETE"]),
+        Route("/_emulator/rules/{rule_id}", _no_parameters(delete_rule), methods=["DELETE"]),
+        Route("/_emulator/reset", _no_parameters(reset), methods=["POST"]),
         Route("/_emulator/sessions", list_sessions, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}/events", session_events, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}/audio.wav", session_audio, methods=["GET"]),
-        Route("/_emulator/scenarios", list_scenarios, methods=["GET"]),
+        Route("/_emulator/scenarios", _no_parameters(list_scenarios), methods=["GET"]),
     ]
+
+
+def _no_parameters(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler``, refusing a query parameter: none of these routes takes one, and
+    one ignored misleads (``DELETE /_emulator/rules?domainId=...`` deleted every
+    job's rules, ``GET`` listed them all)."""
+
+    async def checked(request: Request) -> Response:
+        if request.url.query:
+            names = sorted({name for name, _ in request.query_params.multi_items()})
+            shown = ", ".join(f"?{name}" for name in names) or f"?{request.url.query}"
+            return _error(
+                400,
+                f"{request.method} {request.url.path} takes no parameters, got {shown}; "
+                "only /_emulator/sessions and a session's look-ups take some",
+            )
+        return await handler(request)
+
+    return checked
 
 
 def _audio_response(record: SessionRecord) -> Response:

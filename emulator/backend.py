@@ -393,6 +393,7 @@ class Backend:
             self.sessions[key] = record
             if rule is not None:
                 self.rules.use(rule)  # a new session: the rule took effect
+                record.rule_id = rule.id  # the rule that chose its scenario
         else:
             try:
                 status = transition(record.status, "open", session_id=request.session_id)
@@ -419,8 +420,6 @@ class Backend:
         record.ended_at = None
         record.streams += 1
         record.request_id = request_id
-        if rule is not None:
-            record.rule_id = rule.id
         assert record.journal is not None
         record.journal.start_stream(record.streams)
         record.journal.record(
@@ -430,6 +429,9 @@ class Backend:
                 "stream": record.streams,
                 "requestId": request_id,
                 "resumed": record.streams > 1,
+                # A resumed stream's rule adds its chaos only: the session's
+                # ruleId stays the one that chose its scenario.
+                "rule": None if rule is None else rule.id,
                 "audioClock": record.progress.audio_seconds,
                 "headers": {
                     "languageCode": request.language_code,
@@ -523,10 +525,16 @@ class Backend:
         )
 
     def record_rejection(
-        self, headers: Iterable[tuple[bytes, bytes]], error: ServiceError, *, request_id: str
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        error: ServiceError,
+        *,
+        request_id: str,
+        rule_id: str | None = None,
     ) -> None:
         """Remember a request refused before its stream opened (shown by /sessions):
-        when, why, and the ids it gave (as sent, valid or not)."""
+        when, why, the ids it gave (as sent, valid or not), and the rule whose
+        ``error`` refused it, if one did."""
         ids: dict[str, str] = {}
         for name, value in headers:
             field = _REJECTION_IDS.get(name.lower())
@@ -539,6 +547,7 @@ class Backend:
                 **ids,
                 "error": error.code,
                 "message": error.message,
+                **({} if rule_id is None else {"ruleId": rule_id}),
             }
         )
         del self.rejections[:-1000]

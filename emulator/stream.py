@@ -111,6 +111,7 @@ class StreamEndpoint:
         request_id = new_request_id()
         signature: RequestSignature | None = None
         quota_key: str | None = None
+        refused_by: str | None = None  # the rule whose error refused the request
         try:
             if scope.get("http_version") != "2":
                 raise self._not_http2(scope.get("http_version"), scope.get("scheme"))
@@ -131,6 +132,7 @@ class StreamEndpoint:
             rule = self.backend.match_rule(request)
             if rule is not None and rule.error is not None:
                 self.backend.rules.use(rule)  # a use: the request it refuses
+                refused_by = rule.id
                 raise service_error(*rule.error)
             if self.quotas is not None:
                 quota_key = access_key_of(scope["headers"])
@@ -142,7 +144,9 @@ class StreamEndpoint:
                     self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
                 raise
         except ServiceError as error:
-            self.backend.record_rejection(scope["headers"], error, request_id=request_id)
+            self.backend.record_rejection(
+                scope["headers"], error, request_id=request_id, rule_id=refused_by
+            )
             await error_response(send, error, request_id=request_id)
             return
 

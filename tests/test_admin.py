@@ -402,6 +402,79 @@ async def test_a_session_look_up_refuses_a_parameter_it_does_not_know(client, em
     assert admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}{path}")[0] == 200
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/_emulator/rules"),
+        ("GET", "/_emulator/rules"),
+        ("POST", "/_emulator/reset"),
+        ("DELETE", "/_emulator/rules/rule-1"),
+        ("GET", "/_emulator/health"),
+        ("GET", "/_emulator/scenarios"),
+    ],
+)
+def test_a_route_without_parameters_refuses_one_rather_than_acting_on_everything(
+    emulator, method, path
+):
+    """DELETE /_emulator/rules?domainId=... ignored its parameter: it deleted every
+    job's rules on a shared emulator, and GET listed them all."""
+    body = {"match": {"domainId": OTHER_DOMAIN}, "scenario": "synthetic"}
+    status, rule = admin(emulator.h2c_url, "POST", "/_emulator/rules", body)
+    assert status == 201, rule
+    status, answer = admin(emulator.h2c_url, method, f"{path}?domainId={OTHER_DOMAIN}")
+    assert status == 400
+    assert answer["message"] == (
+        f"{method} {path} takes no parameters, got ?domainId; only /_emulator/sessions "
+        "and a session's look-ups take some"
+    )
+    assert [r["id"] for r in get(emulator, "/_emulator/rules")["rules"]] == [rule["id"]]
+
+
+async def test_rules_count_their_uses_and_name_themselves_where_they_acted(client, emulator):
+    """A listing showed no uses (a rule without times: null remaining, never seen to
+    fire); a refusal did not name its rule; a resumed stream's rule replaced the
+    session's ruleId, though the rule that chose its scenario was the first one."""
+    from aws_sdk_connecthealth import models as m
+
+    refused, resumed = new_session_id(), new_session_id()
+    _, error_rule = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": refused}, "error": {"type": "ThrottlingException"}},
+    )
+    _, scenario_rule = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": resumed}, "scenario": "synthetic", "times": 1},
+    )
+    result = await run_session(client, refused, audio=pcm_tone(0.2))
+    assert isinstance(result.error, m.ThrottlingException)
+    (entry,) = get(emulator, "/_emulator/sessions")["rejected"]
+    assert entry["ruleId"] == error_rule["id"]
+    await run_session(client, resumed, audio=pcm_tone(0.2), end_of_session=False)
+    _, chaos_rule = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": resumed}, "chaos": {"slow": 0.01}},
+    )
+    assert (await run_session(client, resumed, audio=pcm_tone(0.2))).error is None
+    session = get(emulator, f"/_emulator/sessions/{resumed}")
+    assert session["streams"] == 2 and session["ruleId"] == scenario_rule["id"]
+    events = get(emulator, f"/_emulator/sessions/{resumed}/events")["events"]
+    started = [e["rule"] for e in events if e["type"] == "streamStarted"]
+    assert started == [scenario_rule["id"], chaos_rule["id"]]
+    listed = get(emulator, "/_emulator/rules")["rules"]
+    uses = {r["id"]: (r["uses"], r["remaining"]) for r in listed}
+    assert uses == {
+        error_rule["id"]: (1, None),
+        scenario_rule["id"]: (1, 0),
+        chaos_rule["id"]: (0, None),  # a resumed stream uses none
+    }
+
+
 async def test_a_reset_under_strict_resources_keeps_a_streaming_sessions_domain(tmp_path):
     """A reset keeps a session whose stream is open; under --strict-resources it also
     deleted that session's domain, so the client's Get after its stream (another CI
