@@ -246,6 +246,9 @@ def _visit(rng: random.Random, cast: _Cast) -> Iterator[tuple[str, str]]:
     )
 
 
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 def _follow_up(rng: random.Random, cast: _Cast) -> Iterator[tuple[str, str]]:
     """Yield plausible after-visit exchanges forever; the caller stops at the time limit."""
     what = cast.complaint[0]
@@ -272,10 +275,13 @@ def _follow_up(rng: random.Random, cast: _Cast) -> Iterator[tuple[str, str]]:
                 f"The one on {fake.street_name()}, please.",
             )
         elif topic == 4:
-            fake = _faker(rng.getrandbits(64))
+            # Not Faker's day_of_week(): it draws a date before now, in local
+            # time, so the same visit named another day tomorrow or in another
+            # time zone. The same bits are drawn, so the rest of the visit stays.
+            day = _WEEKDAYS[rng.getrandbits(64) % 7]
             yield (
                 "Do you have any other questions for me?",
-                f"Could we schedule the labs for {fake.day_of_week()}?",
+                f"Could we schedule the labs for {day}?",
             )
             yield ("Of course. The front desk can set that up.", "Perfect.")
         elif topic == 5:

@@ -64,6 +64,29 @@ def test_visit_is_the_same_in_another_process():
     assert output == repr([s.content for s in _first(20, seed=3, session_id="p")]) + "\n"
 
 
+def test_visit_reads_no_clock(monkeypatch):
+    """Faker's day_of_week() drew a date before now, in local time: the labs were
+    booked for another day tomorrow, or on a CI runner in another time zone."""
+    from faker.providers.date_time import Provider
+
+    def clock_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the synthetic visit read Faker's clock")
+
+    monkeypatch.setattr(Provider, "date_time", clock_read)
+    monkeypatch.setattr(Provider, "unix_time", clock_read)
+    lines = [
+        segment.content
+        for session in range(20)
+        for segment in islice(
+            synthetic_scenario(
+                seed=0, session_id=f"s-{session}", channel_roles=None
+            ).iter_segments(),
+            120,
+        )
+    ]
+    assert any("schedule the labs for" in line for line in lines)  # the line that did
+
+
 def test_each_call_to_iter_segments_starts_the_visit_again():
     """iter_segments() returns a fresh iterator from the first segment each time."""
     scenario = synthetic_scenario(seed=5, session_id="x", channel_roles=None)
