@@ -10,8 +10,10 @@ A rule is data, from the rules file at start-up or from the admin API::
      "times": N}                                  # optional, N >= 1
 
 A rule with ``chaos`` may leave out both scenario and error (the session then
-gets the default scenario, with the chaos). ``probability`` is drawn from the
-seeded RNG of the RuleBook, so a run with the same seed repeats exactly.
+gets the default scenario, with the chaos). ``probability`` is drawn per
+request from the seed, the rule and the request's ids (see
+:meth:`RuleBook._draw`), so a run with the same seed repeats exactly, in any
+order of arrival.
 
 A missing match key matches anything. :meth:`RuleBook.match` tries the newest
 rule first and consumes one use of the rule it returns; a rule with ``times``
@@ -33,11 +35,13 @@ from pathlib import Path
 
 from emulator.errors import SERVICE_ERRORS
 from emulator.scenario import (
+    MAX_AUDIO_SECONDS,
     Checker,
     FieldPath,
     Scenario,
     ScenarioError,
     describe,
+    past_the_limit,
     read_document,
     validate_scenario,
 )
@@ -237,6 +241,8 @@ def _validate_rule(
         error = _error(item["error"], (*path, "error"), checker)
 
     chaos = _chaos(item["chaos"], (*path, "chaos"), checker) if "chaos" in item else None
+    if chaos is not None and scenario is not None:
+        _after_the_scenario_fails(chaos, scenario, inline, (*path, "chaos"), checker)
     probability = None
     if "probability" in item:
         probability = checker.number(item["probability"], (*path, "probability"))
@@ -304,7 +310,36 @@ def _at(value: object, path: FieldPath, checker: Checker, what: str) -> float | 
     if "at" not in item:
         checker.add(path, "missing required key 'at' (seconds of audio)")
         return None
-    return _seconds(item["at"], (*path, "at"), checker)
+    at = _seconds(item["at"], (*path, "at"), checker)
+    if at is not None and at > MAX_AUDIO_SECONDS:
+        checker.add((*path, "at"), past_the_limit(at, f"the {what} never happens"))
+        return None
+    return at
+
+
+def _after_the_scenario_fails(
+    chaos: Chaos, scenario: Scenario, inline: bool, path: FieldPath, checker: Checker
+) -> None:
+    """Report the chaos times past the scenario's first scripted exception: the
+    session has failed by then, so they never happen (a test relying on one
+    would pass for the wrong reason). A scripted disconnect stops nothing: the
+    stream resuming the session reaches the later times."""
+    failing = [fault for fault in scenario.faults if fault.exception is not None]
+    if not failing:
+        return
+    first = min(failing, key=lambda fault: fault.at)
+    named = "the rule's scenario" if inline else f"scenario {scenario.name!r}"
+    for what, at in (
+        ("disconnect", chaos.disconnect_at),
+        ("goaway", chaos.goaway_at),
+        ("malformed", chaos.malformed_at),
+    ):
+        if at is not None and at > first.at:
+            checker.add(
+                (*path, what, "at"),
+                f"is {at:g} s: the {what} never happens, as {named} fails the session "
+                f"first (its {first.exception} at {first.at:g} s)",
+            )
 
 
 def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:

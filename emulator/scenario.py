@@ -47,6 +47,7 @@ __all__ = [
     "FAULT_EXCEPTIONS",
     "MAX_PARTIALS",
     "MAX_AUDIO_SECONDS",
+    "past_the_limit",
     "can_have_partials",
     "SCENARIO_SUFFIXES",
     "Problem",
@@ -688,7 +689,8 @@ def _seconds_text(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
-def _past_the_limit(seconds: float, consequence: str) -> str:
+def past_the_limit(seconds: float, consequence: str) -> str:
+    """The problem of an audio time past what a session can carry."""
     return (
         f"is {_seconds_text(seconds)} s, past the {MAX_AUDIO_SECONDS:g} s (2 hours) of audio "
         f"a session can carry: {consequence} (times are in seconds, not milliseconds)"
@@ -720,7 +722,7 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
             checker.add((*path, "begin"), f"must be >= 0, got {begin}")
             begin = None
         elif begin is not None and begin >= MAX_AUDIO_SECONDS and checker.authoring:
-            checker.add((*path, "begin"), _past_the_limit(begin, "the segment is never heard"))
+            checker.add((*path, "begin"), past_the_limit(begin, "the segment is never heard"))
     if _required(item, "end", path, checker):
         end = checker.number(item["end"], (*path, "end"))
         if end is not None and begin is not None and end <= begin:
@@ -771,7 +773,7 @@ def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
         if at is not None and at < 0:
             checker.add((*path, "at"), f"must be >= 0, got {at}")
         elif at is not None and at > MAX_AUDIO_SECONDS and checker.authoring:
-            checker.add((*path, "at"), _past_the_limit(at, "the fault never fires"))
+            checker.add((*path, "at"), past_the_limit(at, "the fault never fires"))
     has_exception = "exception" in item
     disconnect = False
     if "disconnect" in item:

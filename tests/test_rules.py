@@ -12,7 +12,7 @@ import yaml
 from emulator import rules as rules_module
 from emulator.errors import SERVICE_ERRORS, ConfigError
 from emulator.rules import INLINE_SCENARIO, Rule, RuleBook, RuleError, load_rules_file, parse_rule
-from emulator.scenario import Scenario, Segment
+from emulator.scenario import Fault, Scenario, Segment
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -452,16 +452,56 @@ CHAOS_PROBLEMS = {
         "probability",
         "must be in (0, 1]",
     ),
+    "past-two-hours": (
+        {"chaos": {"disconnect": {"at": 8000}}},
+        "chaos.disconnect.at",
+        "is 8000 s, past the 7200 s (2 hours) of audio a session can carry: the disconnect "
+        "never happens",
+    ),
+    "after-the-inline-scenario-fails": (
+        {
+            "scenario": {"faults": [{"at": 1, "exception": "validationException"}]},
+            "chaos": {"malformed": {"at": 2}},
+        },
+        "chaos.malformed.at",
+        "is 2 s: the malformed never happens, as the rule's scenario fails the session first "
+        "(its validationException at 1 s)",
+    ),
+    "after-the-named-scenario-fails": (
+        {"scenario": "failing", "chaos": {"goaway": {"at": 20}}},
+        "chaos.goaway.at",
+        "as scenario 'failing' fails the session first (its internalFailureException at 10 s)",
+    ),
 }
+
+
+FAILING = Scenario(name="failing", faults=(Fault(at=10, exception="internalFailureException"),))
 
 
 @pytest.mark.parametrize("case", CHAOS_PROBLEMS.values(), ids=CHAOS_PROBLEMS.keys())
 def test_invalid_chaos_names_field_and_problem(case):
     data, field, message = case
     with pytest.raises(RuleError) as info:
-        parse_rule(data, scenarios=KNOWN, rule_id="rule-1")
+        parse_rule(data, scenarios={**KNOWN, "failing": FAILING}, rule_id="rule-1")
     (problem,) = info.value.problems
     assert problem.field == field and message in problem.message
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [{"at": 1, "disconnect": True}],  # the resumed stream reaches the later times
+        [{"at": 5, "exception": "validationException"}],  # the chaos comes first
+    ],
+    ids=["after-a-scripted-disconnect", "before-the-exception"],
+)
+def test_chaos_the_scenario_lets_happen_is_accepted(faults):
+    rule = parse_rule(
+        {"scenario": {"faults": faults}, "chaos": {"disconnect": {"at": 2}}},
+        scenarios=KNOWN,
+        rule_id="rule-1",
+    )
+    assert rule.chaos is not None and rule.chaos.disconnect_at == 2
 
 
 def test_chaos_rule_round_trips_to_json_without_scenario_or_error():
