@@ -305,14 +305,17 @@ def _derive(
 ) -> list[tuple[str, list[dict[str, Any]]]]:
     cues = [(name, _words(words)) for name, words in sections]
     filed: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sections}
-    previous: str | None = None
+    if not sections:
+        return []
+    # A line sharing no cue word goes where the one before it went; before any
+    # did, under the first section (they were dropped: a transcript whose
+    # words no cue names gave an empty note).
+    previous = sections[0][0]
     for line in lines:
         words = _words(line.content)
         # Most shared cue words wins; the earlier section breaks ties.
         score, _, name = max((len(words & cue), -i, name) for i, (name, cue) in enumerate(cues))
         section = name if score > 0 else previous
-        if section is None:
-            continue
         previous = section
         if _is_question(line.content):
             # A question says where its answer goes; it is no finding itself

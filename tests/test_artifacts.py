@@ -737,6 +737,26 @@ def test_derived_note_has_the_template_sections_with_evidence(template):
         assert {link["SegmentId"] for link in summary["EvidenceLinks"]} <= {"s0", "s1", "s2"}
 
 
+def test_derived_note_files_lines_sharing_no_cue_word_and_drops_none():
+    """Lines before the first that shared a cue word were dropped: a session whose
+    words no cue names gave a note with every section empty."""
+    lines = [
+        TranscriptLine(segment_id=f"x{i}", begin=i, end=i + 0.5, content=text)
+        for i, text in enumerate(["Zebra quartz.", "Plinth vortex.", "Quasar jib."])
+    ]
+    document = clinical_document(
+        configuration=_configuration({"managedTemplate": {"templateType": "DAP"}}),
+        lines=lines,
+        script=None,
+        session_id="s",
+    )["ClinicalDocumentation"]
+    filed = {
+        s["SectionName"]: [link["SegmentId"] for x in s["Summary"] for link in x["EvidenceLinks"]]
+        for s in document["Sections"]
+    }
+    assert filed == {"DATA": ["x0", "x1", "x2"], "ASSESSMENT": [], "PLAN": []}
+
+
 def test_custom_template_note_uses_its_own_section_headers():
     custom = {
         "customTemplate": {
