@@ -74,6 +74,12 @@ More faults cost a connection, the server or its memory for one stream's sake:
 * **A client's graceful GOAWAY** (NO_ERROR) made h2 close its side and
   hypercorn the socket, cutting off every open session on the connection; by
   RFC 9113 §6.8 those streams finish, and the client closes the connection.
+  After the server's own graceful GOAWAY (a chaos rule's, through
+  :class:`ConnectionControl`) the streams under way finish too, streams the
+  client opens after it are refused, and the server closes the connection as
+  soon as the last one ends: left open until the keep-alive timeout, it was
+  still the AWS SDK's pick for new requests, each failing with
+  AWS_ERROR_HTTP_GOAWAY_RECEIVED.
 * **A flood of control frames** (PING, SETTINGS, PRIORITY...: 200,000 held every
   connection up for a second), or of streams the client opens and resets at once
   ("rapid reset"), has no limit in h2 or hypercorn. Past
@@ -912,6 +918,10 @@ class DuplexH2Protocol(H2Protocol):
         # Batches of events under way in _handle_events, each of which ends
         # with a flush.
         self._batches = 0
+        # The last stream id of the graceful GOAWAY this server sent on the
+        # connection (ConnectionControl.goaway), None before one: streams above
+        # it are refused, and the connection closes once the rest have ended.
+        self._goaway_last: int | None = None
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -1004,6 +1014,23 @@ class DuplexH2Protocol(H2Protocol):
                 if type(event) in _CONTROL_EVENTS and not self._control_frame():
                     await self._calm_down()
                     return False
+                if (
+                    type(event) is h2.events.RequestReceived
+                    and self._goaway_last is not None
+                    and event.stream_id > self._goaway_last
+                ):
+                    # Opened after this server's GOAWAY (the client had not read
+                    # it yet, or ignores it): never processed, so REFUSED_STREAM
+                    # (RFC 9113 §8.7: safe to retry elsewhere). Counted against
+                    # the control budget, as any refused stream.
+                    log.debug(
+                        "stream %d: refused, opened after this server's GOAWAY", event.stream_id
+                    )
+                    self.connection.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                    if not self._control_frame():
+                        await self._calm_down()
+                        return False
+                    continue
                 if type(event) is h2.events.RequestReceived and self.context.terminated.is_set():
                     # Shutting down: refused (REFUSED_STREAM says nothing of it was
                     # processed, so a client may retry it elsewhere), where hypercorn
@@ -1038,10 +1065,36 @@ class DuplexH2Protocol(H2Protocol):
         if self.connection.state_machine.state not in _CONNECTION_OPEN:
             return
         frame = GoAwayFrame(stream_id=0)
-        frame.last_stream_id = self.connection.highest_inbound_stream_id
+        frame.last_stream_id = self._goaway_last_stream_id()
         frame.error_code = ErrorCodes.NO_ERROR
         frame.additional_data = b"server shutting down"
         await self.send(RawData(data=frame.serialize()))
+
+    async def goaway(self) -> None:
+        """Send a graceful GOAWAY (NO_ERROR) and retire the connection: the streams
+        under way (up to the GOAWAY's last stream id) finish, later ones are
+        refused (:meth:`_handle_batch`), and the connection is closed once the
+        last has ended (:meth:`_close_if_gone_away`), as RFC 9113 §6.8 has a
+        graceful shutdown end. The stream calling this is one of those under way.
+
+        The frame is written directly: h2's ``close_connection`` would also move
+        its own state machine to CLOSED and refuse the rest of the streams' data.
+        """
+        if self.closed or self.connection.state_machine.state not in _CONNECTION_OPEN:
+            return
+        self._goaway_last = self._goaway_last_stream_id()
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self._goaway_last
+        frame.error_code = ErrorCodes.NO_ERROR
+        await self.send(RawData(data=frame.serialize()))
+        await self._close_if_gone_away()
+
+    def _goaway_last_stream_id(self) -> int:
+        """The last stream id for a GOAWAY now: the highest the client opened,
+        but never above an earlier GOAWAY's (RFC 9113 §6.8: it must not grow;
+        the streams refused since count in h2's highest id)."""
+        last = self.connection.highest_inbound_stream_id
+        return last if self._goaway_last is None else min(last, self._goaway_last)
 
     async def _discard_output(self, stream_id: int) -> None:
         """Close the response buffer of a stream reset (by the client, or by
@@ -1061,10 +1114,11 @@ class DuplexH2Protocol(H2Protocol):
             await self.has_data.set()
 
     async def _close_if_gone_away(self) -> None:
-        """Close a connection whose client sent a graceful GOAWAY once it has
-        nothing left: no stream open, nothing waiting to be sent."""
+        """Close a connection on which either side sent a graceful GOAWAY (the
+        client, or this server: :meth:`goaway`) once it has nothing left: no
+        stream open, nothing waiting to be sent, no request still being sent."""
         if (
-            getattr(self.connection, "peer_going_away", False)
+            (self._goaway_last is not None or getattr(self.connection, "peer_going_away", False))
             and not self.streams
             and not self.stream_buffers
             and not self.closed
@@ -1676,17 +1730,10 @@ class ConnectionControl:
         await event.wait()
 
     async def goaway(self) -> None:
-        """Send GOAWAY (NO_ERROR): streams under way finish, the client opens no new ones.
-
-        The frame is written directly: h2's ``close_connection`` would also move
-        its own state machine to CLOSED and refuse the rest of the streams' data,
-        which is not what a graceful GOAWAY means (RFC 9113 §6.8).
-        """
-        protocol = self._protocol
-        frame = GoAwayFrame(stream_id=0)
-        frame.last_stream_id = protocol.connection.highest_inbound_stream_id
-        frame.error_code = ErrorCodes.NO_ERROR
-        await protocol.send(RawData(data=frame.serialize()))
+        """Send GOAWAY (NO_ERROR): streams under way finish, the client opens no new
+        ones, and the server closes the connection once they have all ended
+        (:meth:`DuplexH2Protocol.goaway`)."""
+        await self._protocol.goaway()
 
     async def close(self) -> None:
         """Close the TCP connection at once, every stream on it with it."""

@@ -53,6 +53,7 @@ from hyperframe.frame import (
 )
 
 from emulator.hypercorn_h2 import (
+    CONNECTION_EXTENSION,
     INLINE_BODY_EXTENSION,
     MERGE_LIMIT,
     MORE_BODIES,
@@ -113,7 +114,7 @@ class App:
             await send({"type": "lifespan.shutdown.complete"})
             return
         route = scope["path"].strip("/").replace("-", "_")
-        if route in ("inline", "send_now", "no_content", "merge"):
+        if route in ("inline", "send_now", "no_content", "merge", "goaway"):
             await getattr(self, route)(scope, receive, send)
             return
         await getattr(self, route)(receive, send)
@@ -137,6 +138,11 @@ class App:
             await send({"type": "http.response.body", "body": message["body"], "more_body": more})
             if not more:
                 return
+
+    async def goaway(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """/echo, once it has sent a graceful GOAWAY on its connection (a chaos rule's)."""
+        await scope["extensions"][CONNECTION_EXTENSION].goaway()
+        await self.echo(receive, send)
 
     async def read_some(self, receive: Receive, send: Send) -> None:
         """A complete response after 32 KiB of a longer body, as an in-stream error does."""
@@ -410,15 +416,36 @@ class StreamLog:
     reset_code: int | None = None
 
 
+class _GracefulClientConnection(H2Connection):
+    """h2's connection, reading on after a graceful GOAWAY (NO_ERROR).
+
+    By RFC 9113 §6.8 the streams up to its last stream id go on, but h2 moves its
+    state to CLOSED at any GOAWAY and then fails on the next frame. Here it only
+    reports it (``ConnectionTerminated``), and the client may still open a stream,
+    as one that has not read the GOAWAY yet would. A GOAWAY with an error code
+    is h2's.
+    """
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Any]]:
+        if frame.error_code != ErrorCodes.NO_ERROR:
+            return super()._receive_goaway_frame(frame)
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
 class Client:
     """A raw HTTP/2 client; h2 encodes HEADERS and decodes, DATA is written by hand."""
 
     def __init__(self, port: int, *, initial_window: int | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=0.2)
-        self.h2 = H2Connection(H2Configuration(client_side=True))
+        self.h2 = _GracefulClientConnection(H2Configuration(client_side=True))
         self.streams: defaultdict[int, StreamLog] = defaultdict(StreamLog)
         self.closed = False
         self.goaway: int | None = None
+        self.goaway_last: int | None = None
         self.pings = 0
         # Our own send windows: the server's connection window starts at the
         # RFC 9113 §6.9.2 default, stream windows at its INITIAL_WINDOW_SIZE.
@@ -555,6 +582,7 @@ class Client:
                 self.windows[event.stream_id] += event.delta
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event.error_code
+            self.goaway_last = event.last_stream_id
         elif isinstance(event, h2.events.PingAckReceived):
             self.pings += 1
         elif isinstance(event, h2.events.SettingsAcknowledged):
@@ -1266,6 +1294,60 @@ def test_a_clients_goaway_with_an_error_still_ends_the_connection(duplex: None) 
         assert echo_round(client, echoed, b"before")
         frame = GoAwayFrame(0, error_code=ErrorCodes.INTERNAL_ERROR, last_stream_id=0)
         client._write(frame.serialize())
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
+
+
+def test_a_server_goaway_closes_the_connection_once_its_last_stream_ends(duplex: None) -> None:
+    """The server's graceful GOAWAY (a chaos rule's, through ConnectionControl): the
+    stream under way finishes, a stream the client opens after it is refused, and the
+    connection closes as soon as that stream ends. It was left open until the
+    keep-alive timeout (longer than the test's deadline here), and the AWS SDK kept
+    picking it for new requests, each failing with AWS_ERROR_HTTP_GOAWAY_RECEIVED."""
+    with running_server(App(), keep_alive_timeout=60) as server, connected(server.port) as client:
+        retiring = client.open("/goaway")
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.NO_ERROR and client.goaway_last == retiring
+        late = client.open("/echo")  # as a client that has not read the GOAWAY yet
+        client.pump_until(lambda: client.streams[late].reset_code is not None, "the refusal")
+        assert client.streams[late].reset_code == ErrorCodes.REFUSED_STREAM
+        assert client.streams[late].status is None  # never processed: safe to retry
+        assert echo_round(client, retiring, b"after the GOAWAY")
+        client.send(retiring, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[retiring].seen, "the end of the stream")
+        assert bytes(client.streams[retiring].body) == b"after the GOAWAY"
+        assert not client.pump_until(lambda: False, "the connection to close")
+        assert server.crashes == []
+
+
+def test_a_server_goaway_keeps_the_connection_for_every_stream_under_way(duplex: None) -> None:
+    """After the server's graceful GOAWAY the connection stays up while any stream at
+    or below its last stream id is open: another session that carries on after the
+    GOAWAY's own stream has ended, and a request whose response is done (a 400) but
+    whose client still sends it, drained as ever. It closes once the last has ended."""
+    with running_server(App(), keep_alive_timeout=60) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        rejected = client.open("/reject")
+        client.send(rejected, b"a" * 1000)
+        client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+        retiring = client.open("/goaway")
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.NO_ERROR and client.goaway_last == retiring
+        client.send(retiring, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[retiring].seen, "the GOAWAY's stream end")
+        client.ping()
+        assert not client.closed
+        assert echo_round(client, echoed, b" after the GOAWAY")
+        client.send(echoed, b"", end=True)
+        client.pump_until(lambda: "end" in client.streams[echoed].seen, "the echo's end")
+        assert bytes(client.streams[echoed].body) == b"before after the GOAWAY"
+        for _ in range(8):  # 128 KiB, twice the connection window: it must be handed back
+            assert client.send(rejected, b"b" * 16 * KIB, ignore_reset=True)
+        client.ping()
+        assert not client.closed
+        client.send(rejected, b"", end=True, ignore_reset=True)
+        assert client.streams[rejected].reset_code is None
         assert not client.pump_until(lambda: False, "the connection to close")
         assert server.crashes == []
 
