@@ -41,6 +41,7 @@ from .errors import (
 )
 from .events import OutputEvent
 from .journal import (
+    STREAM_LOST,
     Journal,
     compact_encoder,
     compact_json,
@@ -794,16 +795,94 @@ class Backend:
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("session %s: stored record unreadable (%s); dropped", key[2], error)
                 continue
-            record.journal = self._journal(record)
+            journal = record.journal = self._journal(record)
             self.sessions[key] = record
             if record.status is StreamStatus.IN_PROGRESS:
-                # The emulator stopped while a stream ran: the connection is gone.
+                # The emulator stopped while a stream ran, without ending it (a
+                # SIGKILL, a power loss: a SIGTERM ends streams and saves their
+                # rows). The connection is gone, and the row is as that stream
+                # started: the session is PAUSED there, and the stream lost.
                 record.status = StreamStatus.PAUSED
-                record.ended_at = record.ended_at or self.clock()
+                self._roll_back(record, first_lost=max(record.streams, 1), live=True)
                 self._save(record)
+            elif record.status is StreamStatus.PAUSED and journal.has_lost_traces(
+                record.streams + 1
+            ):
+                # A stream started after this row was written, and the crash came
+                # before its own row was (a fast client, within SAVE_DELAY); or the
+                # crash cut the journal's last line.
+                if self._roll_back(record, first_lost=record.streams + 1, live=False):
+                    self._save(record)
         # Trimmed by start(), once the post-stream actions the last run left are
         # scheduled: trimmed here, nothing protected them, and a restart dropped
         # sessions with their artifacts still to write (and their journals).
+
+    def _roll_back(self, record: SessionRecord, *, first_lost: int, live: bool) -> bool:
+        """Make what ``record``'s journal serves match its row, restored as it was
+        before its stream ``first_lost``: that stream (under way when the emulator
+        stopped, with ``live``) and any the journal shows after it were lost.
+
+        Their audio is deleted (``/audio.wav`` holds what ``audioSeconds`` says),
+        ``audioBytes`` counts the audio kept, and each gets a ``streamLost`` entry,
+        after which the next stream's clock starts again from the row's; the
+        post-stream artifacts leave their transcript out. ``streamEndTime``
+        becomes when the session was last heard of: its journal's last entry (the
+        lost stream's last batch; or, when none of it reached the disk, what came
+        before it), never before the row's own end or creation, and never the
+        restart's time. Stream numbers go on after the lost ones. Returns whether
+        a stream was lost (the record changed).
+        """
+        journal = record.journal
+        assert journal is not None
+        try:
+            found = journal.roll_back(first_lost)
+        except OSError as error:
+            log.warning(
+                "session %s: cannot roll back its journal in %s over the stream(s) the "
+                "emulator lost when it stopped: %s",
+                record.key.session_id,
+                journal.directory,
+                error,
+            )
+            found = None
+        lost = set(found.streams if found is not None else ())
+        if live:
+            lost.add(first_lost)
+        if not lost:
+            return False  # a cut last line, removed: nothing else to undo
+        ended = max(record.created_at, record.ended_at or record.created_at)
+        heard = iso_time(ended)
+        if found is not None:
+            if found.last_heard is not None and found.last_heard[0] > ended:
+                ended, heard = found.last_heard
+            # The row's count may hold the lost stream's first audio (its live
+            # counts are saved with its start's row); the journal's holds none.
+            record.stats.audio_bytes = min(record.stats.audio_bytes, found.kept_audio_bytes)
+        record.ended_at = ended
+        marked = found.marked if found is not None else frozenset()
+        for number in sorted(lost - marked):
+            journal.record(
+                {
+                    "direction": "stream",
+                    "type": STREAM_LOST,
+                    "stream": number,
+                    "reason": _LOST_REASON,
+                    "lastHeard": heard,
+                    "droppedAudioBytes": 0 if found is None else found.dropped.get(number, 0),
+                    "audioClock": record.progress.audio_seconds,
+                }
+            )
+        journal.flush()  # written before the row (the writer's order)
+        record.streams = max(record.streams, *lost)
+        log.info(
+            "session %s: stream %s lost when the emulator stopped (last heard of at %s); "
+            "the session is PAUSED at %.2f s of audio, as before it",
+            record.key.session_id,
+            ", ".join(map(str, sorted(lost))),
+            heard,
+            record.progress.audio_seconds,
+        )
+        return True
 
     def _trim(self, opening: SessionRecord | None = None) -> None:
         """Drop the oldest sessions over :attr:`retention` that have no live stream
@@ -1019,6 +1098,12 @@ class Backend:
         )
 
 
+#: The ``reason`` of a ``streamLost`` journal entry (see Backend._roll_back).
+_LOST_REASON = (
+    "the emulator stopped without saving this stream's end (killed, or its machine went "
+    "down): the session was restored as it was before this stream, whose audio was dropped"
+)
+
 #: What a forgotten session's journal folder has after its name (then its seq).
 _FORGOTTEN = ".forgotten-"
 
@@ -1109,7 +1194,10 @@ class _ArtifactJob:
             for d in self.configuration.get("channelDefinitions") or ()
         }
         self.journal.wait_written()  # the loop flushed it before handing it over
-        lines = final_lines(self.journal.iter_entries(entry_type="transcriptEvent"), roles=roles)
+        # Not the transcript of a stream lost in a crash: the session rolled back over it.
+        lines = final_lines(
+            self.journal.iter_kept_entries(entry_type="transcriptEvent"), roles=roles
+        )
         builders: dict[str, Callable[[], dict[str, Any]]] = {
             "transcriptResult": lambda: transcript_document(
                 ids={

@@ -25,6 +25,14 @@ payload bytes); configuration and session-control events keep their payload.
 Output entries carry the event (``transcriptSegment``, or an exception's
 ``message``).
 
+A ``streamLost`` entry (direction ``stream``) is appended at a start of the
+emulator for a stream that its last run never saw end (it was killed): the
+session was restored as it was before that stream (see
+:meth:`Journal.roll_back`), so the entries since that stream's
+``streamStarted`` belong to a stream the session no longer holds, and the next
+stream's clock starts again from the entry's ``audioClock``. The lost stream's
+audio files are deleted.
+
 Appends are buffered in memory and written in batches (open, append, close)
 by one writer thread, off the event loop: a live session holds no file
 descriptor and at most about :data:`FLUSH_BYTES` of journal in memory, however
@@ -35,6 +43,7 @@ long it runs. Readers call :meth:`Journal.sync` (or, from another thread,
 from __future__ import annotations
 
 import binascii
+import collections
 import json
 import logging
 import os
@@ -44,8 +53,8 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +66,8 @@ __all__ = [
     "remove_tree",
     "AudioPart",
     "Journal",
+    "RollBack",
+    "STREAM_LOST",
     "FLUSH_BYTES",
     "wav_header",
     "iso_time",
@@ -79,6 +90,15 @@ FLUSH_BYTES = 64 * 1024
 
 _EVENTS = "events.jsonl"
 _BASE64_SUFFIX = ".b64"
+
+#: The ``type`` of the entry that marks a stream a crash cut off (see :meth:`Journal.roll_back`).
+STREAM_LOST = "streamLost"
+
+# What the lines of stream entries hold (entries are compact JSON, see compact_json).
+_STREAM_LINE = b'"direction":"stream"'
+_LOST_LINE = b'"type":"streamLost"'
+_LOST_TEXT = _LOST_LINE.decode()
+_STARTED_TEXT = '"type":"streamStarted"'
 
 
 # iso_time's: the last second formatted and its text; iso_now's: the current
@@ -394,6 +414,69 @@ class Journal:
                 if entry_type is None or entry.get("type") == entry_type:
                     yield entry
 
+    def iter_kept_entries(self, *, entry_type: str) -> Iterator[dict[str, Any]]:
+        """:meth:`iter_entries` of ``entry_type``, without the entries of the streams
+        that a ``streamLost`` entry marks: what the session holds once a restart
+        rolled it back over them (the post-stream artifacts read these).
+
+        An entry belongs to the stream of the ``streamStarted`` before it, and a
+        ``streamLost`` marks the last stream of its number started before it (a
+        later stream with that number, should a restart have been cut off before
+        it saved the session, is another). A journal with no lost stream (one
+        quick scan of its bytes says so) is read as lazily as :meth:`iter_entries`;
+        one with a lost stream holds the matching lines in memory until its end,
+        where the last ``streamLost`` may be.
+        """
+        if not self._holds(_LOST_LINE):
+            yield from self.iter_entries(entry_type=entry_type)
+            return
+        marker = compact_json({"type": entry_type})[1:-1]
+        # Streams by the order they started in (0: entries before any), their
+        # last by number, and those lost.
+        started = 0
+        last_of: dict[int, int] = {}
+        lost: set[int] = set()
+        held: list[tuple[int, str]] = []
+        try:
+            file = open(self.directory / _EVENTS, encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with file:
+            for line in file:
+                if _STARTED_TEXT in line or _LOST_TEXT in line:
+                    entry = _parse(line)
+                    number = _stream_number(entry)
+                    kind = entry.get("type")
+                    if number is not None and kind == "streamStarted":
+                        started += 1
+                        last_of[number] = started
+                    elif number is not None and kind == STREAM_LOST and number in last_of:
+                        lost.add(last_of[number])
+                if marker in line:
+                    held.append((started, line))
+        for stream, line in held:
+            if stream in lost:
+                continue
+            entry = _parse(line)
+            if entry.get("type") == entry_type:
+                yield entry
+
+    def _holds(self, needle: bytes) -> bool:
+        """Whether the events file holds ``needle`` (read in large pieces, not parsed)."""
+        try:
+            file = open(self._events_path, "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        keep = len(needle) - 1
+        with file:
+            tail = b""
+            while chunk := file.read(_READ):
+                window = tail + chunk
+                if needle in window:
+                    return True
+                tail = window[-keep:]
+        return False
+
     def audio_parts(self) -> list[AudioPart]:
         """Sync, then return the audio written so far, every part of every stream in order.
 
@@ -401,24 +484,122 @@ class Journal:
         live session's audio can be read while it grows.
         """
         self.sync()
-        if not self.directory.is_dir():
+        return [part for _, part in self._audio_files()]
+
+    def _audio_files(self) -> list[tuple[int, AudioPart]]:
+        """``(stream number, part)`` of every audio file on disk, in order (no sync)."""
+        try:
+            names = os.listdir(self._path)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        pattern = re.compile(
-            rf"audio-(\d+)(?:-(\d+))?\.{re.escape(self.audio_suffix)}({re.escape(_BASE64_SUFFIX)})?"
-        )
+        pattern = _audio_pattern(self.audio_suffix)
         found = []
-        for path in self.directory.iterdir():
-            if match := pattern.fullmatch(path.name):
+        for name in names:
+            if match := pattern.fullmatch(name):
                 stream, part, encoded = match.groups()
+                path = self.directory / name
+                try:
+                    length = path.stat().st_size
+                except FileNotFoundError:  # removed meanwhile (a reset)
+                    continue
                 found.append(
                     (
                         (int(stream), int(part or 0)),
-                        AudioPart(
-                            path=path, length=path.stat().st_size, base64=encoded is not None
-                        ),
+                        AudioPart(path=path, length=length, base64=encoded is not None),
                     )
                 )
-        return [part for _, part in sorted(found, key=lambda item: item[0])]
+        found.sort(key=lambda item: item[0])
+        return [(number, part) for (number, _), part in found]
+
+    # -- after a crash -------------------------------------------------------------
+
+    def has_lost_traces(self, first_lost: int) -> bool:
+        """Whether the files hold audio of a stream numbered ``first_lost`` or more,
+        or end in a line cut short: what a crash leaves of streams that the
+        session's saved row does not know of (see :meth:`roll_back`).
+
+        Cheap (a directory listing and the events file's last byte): it is asked of
+        every paused session at a start. Files it cannot read show nothing.
+        """
+        try:
+            names = os.listdir(self._path)
+        except OSError:  # none (never written), or unreadable
+            return False
+        pattern = _audio_pattern(self.audio_suffix)
+        for name in names:
+            match = pattern.fullmatch(name)
+            if match is not None and int(match.group(1)) >= first_lost:
+                return True
+        return _events_cut(self._events_path)
+
+    def roll_back(self, first_lost: int) -> RollBack:
+        """Bring the files in line with a session restored as it was before its
+        stream numbered ``first_lost``: that stream and any after it (which a crash
+        cut off before the session's row recorded their end) lose their audio
+        files, and the events file a last line cut short by the crash (so that
+        entries appended next read). Their entries stay; the caller marks each lost
+        stream with a ``streamLost`` entry (:data:`STREAM_LOST`), which
+        :meth:`iter_kept_entries` then leaves out.
+
+        For a session no stream writes to (at a start, before the loop runs).
+        Raises :class:`OSError` when the files cannot be read or changed.
+        """
+        _WRITER.wait()  # an earlier Backend of this process may have writes queued
+        streams: set[int] = set()
+        marked: set[int] = set()
+        # The last whole lines but streamLost ones (the time of a restart, not of
+        # the stream), a few in case the very last does not parse.
+        recent: collections.deque[bytes] = collections.deque(maxlen=8)
+        try:
+            file = open(self._events_path, "r+b")
+        except (FileNotFoundError, NotADirectoryError):
+            file = None
+        if file is not None:
+            with file:
+                whole = 0  # bytes of whole lines
+                for line in file:
+                    if not line.endswith(b"\n"):  # cut short: the crash's, the last one
+                        file.truncate(whole)
+                        log.info(
+                            "journal %s: removed a last line the crash cut short (%d bytes)",
+                            self.directory,
+                            len(line),
+                        )
+                        break
+                    whole += len(line)
+                    if _STREAM_LINE in line:
+                        entry = _parse(line)
+                        number = _stream_number(entry)
+                        if number is not None and number >= first_lost:
+                            streams.add(number)
+                            if entry.get("type") == STREAM_LOST:
+                                marked.add(number)
+                        if _LOST_LINE in line:
+                            continue
+                    recent.append(line)
+        last_heard = None
+        for line in reversed(recent):
+            text = _parse(line).get("time")
+            if (when := _epoch(text)) is not None:
+                last_heard = (when, text)
+                break
+        dropped: dict[int, int] = {}
+        kept = 0
+        for number, part in self._audio_files():
+            size = part.size()
+            if number < first_lost:
+                kept += size
+                continue
+            part.path.unlink(missing_ok=True)
+            streams.add(number)
+            dropped[number] = dropped.get(number, 0) + size
+        return RollBack(
+            streams=tuple(sorted(streams)),
+            marked=frozenset(marked),
+            last_heard=last_heard,
+            dropped=dropped,
+            kept_audio_bytes=kept,
+        )
 
 
 class _Writer:
@@ -527,6 +708,73 @@ def remove_tree(directory: Path) -> None:
 
 #: Read size for the audio files.
 _READ = 256 * 1024
+
+
+def _audio_pattern(suffix: str) -> re.Pattern[str]:
+    """The names of audio files: ``(stream, part or None, ".b64" or None)``."""
+    return re.compile(rf"audio-(\d+)(?:-(\d+))?\.{re.escape(suffix)}({re.escape(_BASE64_SUFFIX)})?")
+
+
+def _parse(line: str | bytes) -> dict[str, Any]:
+    """The entry on ``line``, or ``{}`` when it is not one (cut, or not JSON)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def _stream_number(entry: Mapping[str, Any]) -> int | None:
+    number = entry.get("stream")
+    return number if type(number) is int else None
+
+
+def _epoch(text: object) -> float | None:
+    """Epoch seconds of an entry's ``time`` (see :func:`iso_time`), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _events_cut(path: str) -> bool:
+    """Whether the events file at ``path`` ends inside a line."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # none, or unreadable
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RollBack:
+    """What :meth:`Journal.roll_back` found of the lost streams, and removed."""
+
+    #: The lost streams the files show (an entry naming them, or audio), in order.
+    streams: tuple[int, ...] = ()
+    #: Those a ``streamLost`` entry marks already: a restart before marked them,
+    #: and was cut off before it saved the session's row.
+    marked: frozenset[int] = frozenset()
+    #: The time of the last whole entry but ``streamLost`` ones, if any, as epoch
+    #: seconds and as written: when the session, and so its last stream, was last
+    #: heard of. (The text: :func:`iso_time` of the seconds may be a millisecond
+    #: earlier, a float's rounding.)
+    last_heard: tuple[float, str] | None = None
+    #: Audio bytes deleted, by stream (decoded, for base64 parts).
+    dropped: Mapping[int, int] = field(default_factory=dict)
+    #: Audio bytes of the streams kept (decoded, for base64 parts).
+    kept_audio_bytes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

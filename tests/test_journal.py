@@ -543,3 +543,156 @@ def test_removing_a_journal_removes_the_folders_it_leaves_empty(tmp_path):
     kept.remove()
     Journal.wait_written()
     assert root.is_dir() and list(root.iterdir()) == []
+
+
+# --- after a crash: rolling a journal back over its lost streams ---------------------------
+
+
+def _crashed_journal(tmp_path, *, suffix: str = "pcm") -> Journal:
+    """Stream 1 (raw and base64 audio) ended; stream 2 ran, audio and all, and was cut
+    off by a crash inside a line."""
+    journal = Journal(tmp_path / "j", audio_suffix=suffix)
+    journal.start_stream(1)
+    journal.record({"direction": "stream", "type": "streamStarted", "stream": 1})
+    journal.audio(b"\x01\x02")
+    journal.audio(base64.b64encode(b"\x03\x04\x05"), base64=True)
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 1})
+    journal.record({"direction": "stream", "type": "streamEnded", "stream": 1})
+    journal.start_stream(2)
+    journal.record({"direction": "stream", "type": "streamStarted", "stream": 2})
+    journal.audio(base64.b64encode(b"\x06" * 7), base64=True)
+    journal.audio(b"\x07" * 5)
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 2})
+    journal.sync()
+    with open(tmp_path / "j" / "events.jsonl", "ab") as events:
+        events.write(b'{"time":"2026-01-01T00:00:09.000Z","direction":"out","type":"tra')
+    return journal
+
+
+def test_a_roll_back_drops_the_lost_streams_audio_and_the_line_the_crash_cut(tmp_path):
+    journal = _crashed_journal(tmp_path)
+    before = [e["time"] for e in journal.entries()]
+    found = journal.roll_back(2)
+    assert found.streams == (2,) and found.marked == frozenset()
+    assert found.dropped == {2: 12} and found.kept_audio_bytes == 5
+    assert found.last_heard is not None and found.last_heard[1] == before[-1]
+    assert abs(found.last_heard[0] - datetime.datetime.fromisoformat(before[-1]).timestamp()) < 1e-6
+    assert read_audio(journal) == b"\x01\x02\x03\x04\x05"
+    assert [p.path.name for p in journal.audio_parts()] == ["audio-1-1.pcm", "audio-1-2.pcm.b64"]
+    text = (tmp_path / "j" / "events.jsonl").read_bytes()
+    assert text.endswith(b"\n") and b"2026-01-01T00:00:09" not in text
+    assert [e["time"] for e in journal.entries()] == before  # no whole line lost
+    # Appending after it reads: the cut line no longer swallows the next entry.
+    journal.record({"direction": "stream", "type": "streamLost", "stream": 2})
+    assert journal.entries()[-1]["type"] == "streamLost"
+
+
+def test_a_second_roll_back_finds_the_lost_stream_marked_and_its_time_unchanged(tmp_path):
+    """A restart cut off after it marked the stream, before it saved the row, leaves
+    the mark: the next one sees it, and the stream's last entry is still the one
+    before it (a mark's time is a restart's, not the stream's)."""
+    journal = _crashed_journal(tmp_path)
+    first = journal.roll_back(2)
+    journal.record({"direction": "stream", "type": "streamLost", "stream": 2})
+    journal.sync()
+    again = journal.roll_back(2)
+    assert again.streams == (2,) and again.marked == frozenset({2})
+    assert again.last_heard == first.last_heard
+    assert again.dropped == {} and again.kept_audio_bytes == 5
+
+
+def test_a_roll_back_of_a_journal_never_written_finds_nothing(tmp_path):
+    journal = Journal(tmp_path / "never", audio_suffix="flac")
+    assert not journal.has_lost_traces(1)
+    found = journal.roll_back(1)
+    assert found.streams == () and found.last_heard is None and found.kept_audio_bytes == 0
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_roll_back_finds_streams_after_the_first_lost_one_and_legacy_audio(tmp_path):
+    """A stream that started after the lost one (its row never written) is lost too;
+    audio of earlier versions' naming counts by its stream."""
+    journal = Journal(tmp_path / "j", audio_suffix="flac")
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "audio-1.flac").write_bytes(b"fLaC-one")
+    (tmp_path / "j" / "audio-2.flac").write_bytes(b"fLaC-two")
+    journal.start_stream(3)
+    journal.record({"direction": "stream", "type": "streamStarted", "stream": 3})
+    journal.record({"direction": "stream", "type": "outputStalled", "stream": 1})
+    journal.sync()
+    assert journal.has_lost_traces(2) and not journal.has_lost_traces(4)
+    found = journal.roll_back(2)
+    assert found.streams == (2, 3) and found.dropped == {2: 8} and found.kept_audio_bytes == 8
+    assert [p.path.name for p in journal.audio_parts()] == ["audio-1.flac"]
+
+
+def test_a_cut_last_line_is_a_lost_trace_and_a_whole_one_is_not(tmp_path):
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.start_stream(1)
+    journal.record({"direction": "stream", "type": "streamEnded", "stream": 1})
+    journal.audio(b"\x00\x00")
+    journal.sync()
+    assert not journal.has_lost_traces(2)
+    assert journal.has_lost_traces(1)  # its audio
+    with open(tmp_path / "j" / "events.jsonl", "ab") as events:
+        events.write(b'{"ti')
+    assert journal.has_lost_traces(2)
+    found = journal.roll_back(2)
+    assert found.streams == () and found.kept_audio_bytes == 2
+    assert not journal.has_lost_traces(2)
+
+
+def test_kept_entries_leave_out_the_lost_streams_and_only_them(tmp_path):
+    """iter_kept_entries is iter_entries of the type, but for the entries that follow a
+    lost stream's streamStarted (up to the next stream's); its mark may come after
+    later streams (two lost at once)."""
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    script = [
+        (None, 0),
+        (1, 1),
+        (None, 2),
+        (2, 3),
+        (3, 4),
+        ("lost", 2),
+        ("lost", 3),
+        (4, 5),
+        ("lost", 9),  # a stream that left nothing else
+        (3, 6),  # a number again (a restart cut off before it saved the session): kept
+    ]
+    for stream, n in script:
+        if stream == "lost":
+            journal.record({"direction": "stream", "type": "streamLost", "stream": n})
+            continue
+        if stream is not None:
+            journal.record({"direction": "stream", "type": "streamStarted", "stream": stream})
+        journal.record({"direction": "out", "type": "transcriptEvent", "n": n})
+    journal.sync()
+    kept = journal.iter_kept_entries(entry_type="transcriptEvent")
+    assert [e["n"] for e in kept] == [0, 1, 2, 5, 6]
+    kept_starts = journal.iter_kept_entries(entry_type="streamStarted")
+    assert [e["stream"] for e in kept_starts] == [1, 4, 3]
+    assert [e["n"] for e in journal.iter_entries(entry_type="transcriptEvent")] == list(range(7))
+
+
+def test_kept_entries_of_a_journal_without_a_lost_stream_are_its_entries(tmp_path):
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.record({"direction": "stream", "type": "streamStarted", "stream": 1})
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 1})
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 2})
+    journal.sync()
+    kept = list(journal.iter_kept_entries(entry_type="transcriptEvent"))
+    assert kept == list(journal.iter_entries(entry_type="transcriptEvent"))
+    assert [e["n"] for e in kept] == [1, 2]
+    never = Journal(tmp_path / "none", audio_suffix="pcm")
+    assert list(never.iter_kept_entries(entry_type="transcriptEvent")) == []
+
+
+@pytest.mark.parametrize("piece", [1, 7, 18, 19, 4096])
+def test_a_lost_mark_is_found_across_the_pieces_the_file_is_read_in(tmp_path, monkeypatch, piece):
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.record({"direction": "stream", "type": "streamStarted", "stream": 1})
+    journal.record({"direction": "out", "type": "transcriptEvent", "n": 1})
+    journal.record({"direction": "stream", "type": "streamLost", "stream": 1})
+    journal.sync()
+    monkeypatch.setattr(journal_module, "_READ", piece)
+    assert list(journal.iter_kept_entries(entry_type="transcriptEvent")) == []
