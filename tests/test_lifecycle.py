@@ -566,18 +566,20 @@ async def test_an_error_rule_uses_one_of_its_times_per_request_it_refuses(client
 
 async def test_after_a_reset_a_probability_rule_draws_as_it_did_from_the_start(client, emulator):
     """The pytest fixture resets before each test: a test's draws depended on
-    which tests ran before it."""
+    which tests ran before it (the sessions' counts of requests start over)."""
     rule = {
         "match": {"domainId": DOMAIN_ID},
         "error": {"type": "ThrottlingException"},
         "probability": 0.5,
     }
 
+    sessions = [new_session_id() for _ in range(8)]  # a reset forgets them: new again
+
     async def draws() -> list[bool]:
         _add_rule(emulator, rule)
         outcomes = []
-        for _ in range(8):
-            result = await run_session(client, new_session_id(), audio=pcm_tone(0.1))
+        for session_id in sessions:
+            result = await run_session(client, session_id, audio=pcm_tone(0.1))
             outcomes.append(isinstance(result.error, m.ThrottlingException))
         return outcomes
 
