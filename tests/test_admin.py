@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import struct
+import wave
 
 import pytest
 
@@ -107,6 +110,28 @@ async def test_details_add_up_every_stream_of_a_session(client, emulator):
     # As GetMedicalScribeListeningSession gives it.
     results = details["postStreamActionResult"]["clinicalNoteGenerationResult"]
     assert results["noteResult"]["status"] in ("IN_PROGRESS", "COMPLETED")
+
+
+@pytest.mark.parametrize(("channels", "sent"), [(1, 3201), (2, 3202)], ids=["mono", "stereo"])
+async def test_audio_wav_of_a_ragged_pcm_stream_holds_whole_sample_frames(
+    client, emulator, channels, sent
+):
+    """A PCM client that sent a byte count that is not whole sample frames got a WAV
+    whose data chunk declared those bytes: not a whole number of blocks, so not a
+    valid WAV. The trailing partial frame is left out."""
+    session_id = new_session_id()
+    audio = pcm_tone(0.1, channels=channels)[:3200] + b"\x01" * (sent - 3200)
+    result = await run_session(client, session_id, audio=audio, two_channels=channels == 2)
+    assert result.error is None
+    status, body = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/audio.wav")
+    assert status == 200
+    whole = 3200  # 1,600 mono frames of 2 bytes, or 800 stereo ones of 4
+    (riff_size,) = struct.unpack_from("<I", body, 4)
+    assert body[36:40] == b"data" and struct.unpack_from("<I", body, 40) == (whole,)
+    assert len(body) == 44 + whole and riff_size == len(body) - 8
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getnchannels(), wav.getnframes()) == (channels, whole // (2 * channels))
+        assert wav.readframes(wav.getnframes()) == audio[:whole]
 
 
 async def test_the_same_session_id_in_two_domains_is_two_sessions(client, emulator):
@@ -428,6 +453,25 @@ def test_a_route_without_parameters_refuses_one_rather_than_acting_on_everything
         "and a session's look-ups take some"
     )
     assert [r["id"] for r in get(emulator, "/_emulator/rules")["rules"]] == [rule["id"]]
+
+
+def test_deleting_the_rules_answers_how_many_it_deleted(emulator):
+    """DELETE /_emulator/rules answers {"deleted": N}, N the rules it removed, and
+    DELETE /_emulator/rules/{id} 1, or 404 for a rule that is not there."""
+    ids = []
+    for _ in range(2):
+        status, rule = admin(
+            emulator.h2c_url, "POST", "/_emulator/rules", {"scenario": "synthetic"}
+        )
+        assert status == 201, rule
+        ids.append(rule["id"])
+    assert admin(emulator.h2c_url, "DELETE", f"/_emulator/rules/{ids[0]}") == (200, {"deleted": 1})
+    status, answer = admin(emulator.h2c_url, "DELETE", f"/_emulator/rules/{ids[0]}")
+    assert status == 404 and ids[0] in answer["message"]
+    admin(emulator.h2c_url, "POST", "/_emulator/rules", {"scenario": "synthetic"})
+    assert admin(emulator.h2c_url, "DELETE", "/_emulator/rules") == (200, {"deleted": 2})
+    assert get(emulator, "/_emulator/rules")["rules"] == []
+    assert admin(emulator.h2c_url, "DELETE", "/_emulator/rules") == (200, {"deleted": 0})
 
 
 async def test_rules_count_their_uses_and_name_themselves_where_they_acted(client, emulator):

@@ -283,6 +283,14 @@ def test_list_domains_validation_errors_name_the_member(
     assert f"at '{member}' failed to satisfy constraint: {rule}" in message
 
 
+def test_list_domains_takes_max_results_of_exactly_100(control: ControlServer, boto: Any) -> None:
+    """maxResults may be 1..100: 100 itself is accepted (101 is refused, above)."""
+    ids = [boto.create_domain(name=f"clinic-{i}")["domainId"] for i in range(3)]
+    page = boto.list_domains(maxResults=100)
+    assert page["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert [d["domainId"] for d in page["domains"]] == ids and "nextToken" not in page
+
+
 def test_next_token_of_another_filter_is_refused(control: ControlServer, boto: Any) -> None:
     """A nextToken is only valid for the operation and filter that returned it."""
     for i in range(3):
@@ -442,6 +450,23 @@ def test_tags_are_added_replaced_listed_and_removed_on_domains_and_subscriptions
     untagged = boto.untag_resource(resourceArn=domain["arn"], tagKeys=["env", "absent"])
     assert untagged["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert boto.get_domain(domainId=domain["domainId"])["tags"] == {"team": "a"}
+
+
+def test_untag_takes_up_to_50_tag_keys(control: ControlServer, boto: Any) -> None:
+    """TagKeyList holds 1..50 keys: 50 are removed at once, 51 are a 400 naming tagKeys."""
+    keys = [f"k{i}" for i in range(51)]
+    domain = boto.create_domain(name="clinic", tags={key: "v" for key in keys[:50]})
+    status, code, message = client_error(
+        boto.untag_resource, resourceArn=domain["arn"], tagKeys=keys
+    )
+    assert (status, code) == (400, "ValidationException")
+    assert (
+        "at 'tagKeys' failed to satisfy constraint: Member must have length less than or "
+        "equal to 50" in message
+    )
+    untagged = boto.untag_resource(resourceArn=domain["arn"], tagKeys=keys[:50])
+    assert untagged["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert boto.list_tags_for_resource(resourceArn=domain["arn"])["tags"] == {}
 
 
 def test_tagging_an_unknown_arn_is_resource_not_found(control: ControlServer, boto: Any) -> None:
@@ -624,14 +649,42 @@ def test_values_past_what_a_parser_or_database_holds_are_validation_errors(
     assert len(answer["message"]) < 3000
 
 
-def test_members_on_bodiless_operations_are_rejected(control: ControlServer) -> None:
-    """ActivateSubscription has no body members: any JSON member is refused, {} is fine."""
+@pytest.mark.parametrize(
+    ("operation", "created"),
+    [("", 201), ("/{subscriptionId}/activate", 200), ("/{subscriptionId}/deactivate", 200)],
+    ids=["create-subscription", "activate", "deactivate"],
+)
+def test_members_on_bodiless_operations_are_rejected(
+    control: ControlServer, operation: str, created: int
+) -> None:
+    """CreateSubscription and (De)ActivateSubscription have no body members: any JSON
+    member is refused (the request does nothing), {} is fine."""
     domain_id = control.registry.create_domain(name="clinic").domain_id
     sub_id = control.registry.create_subscription(domain_id).subscription_id
-    path = f"/domains/{domain_id}/subscriptions/{sub_id}/activate"
-    assert raw_request(control, "POST", path, b"{}")[0] == 200
-    status, _, answer = raw_request(control, "POST", path, b'{"force": true}')
-    assert status == 400 and "at 'force'" in answer["message"]
+    path = f"/domains/{domain_id}/subscriptions" + operation.format(subscriptionId=sub_id)
+    status, headers, answer = raw_request(control, "POST", path, b'{"force": true}')
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationException"
+    assert "at 'force' failed to satisfy constraint" in answer["message"]
+    assert len(control.registry.list_subscriptions(domain_id).items) == 1
+    assert raw_request(control, "POST", path, b"{}")[0] == created
+
+
+def test_a_partial_web_app_setup_configuration_is_refused_naming_what_it_lacks(
+    control: ControlServer,
+) -> None:
+    """CreateWebAppConfiguration is optional, but given, all three members are required
+    (boto3 checks this before sending; any other client reaches the server)."""
+    web_app = {"ehrRole": "arn:aws:iam::111122223333:role/ehr"}
+    body = json.dumps({"name": "clinic", "webAppSetupConfiguration": web_app}).encode()
+    status, headers, answer = raw_request(control, "POST", "/domain", body)
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationException"
+    assert answer["message"].startswith("2 validation errors detected: ")
+    for member in ("idcInstanceId", "idcRegion"):
+        assert (
+            f"Value null at 'webAppSetupConfiguration.{member}' failed to satisfy constraint: "
+            "Member must not be null" in answer["message"]
+        )
+    assert control.registry.list_domains().items == ()
 
 
 def test_untag_without_tag_keys_is_validation_error(control: ControlServer) -> None:

@@ -343,6 +343,26 @@ def test_oversized_payload_is_refused_from_the_prelude_before_its_body_is_buffer
     assert decoder.buffered <= len(head)
 
 
+def _at_the_limit(which: str) -> Message:
+    if which == "payload":
+        return Message(headers={":message-type": "event"}, payload=bytes(MAX_PAYLOAD_LENGTH))
+    # Two string headers: 5 + 65535 and 5 + 65527 bytes (name length, name, type, length).
+    return Message(headers={"a": "x" * 65535, "b": "x" * 65527}, payload=b"{}")
+
+
+@pytest.mark.parametrize("which", ["payload", "headers"])
+def test_a_message_exactly_at_a_limit_encodes_and_decodes(which: str) -> None:
+    """The limits are inclusive: a payload of exactly 24 MiB and a headers block of
+    exactly 128 KiB are encoded and decoded; only a byte more is refused (below)."""
+    message = _at_the_limit(which)
+    if which == "headers":
+        assert len(encode_headers(message.headers)) == MAX_HEADERS_LENGTH == 128 * 1024
+    else:
+        assert MAX_PAYLOAD_LENGTH == 24 * 1024 * 1024
+    [got] = EventStreamDecoder().receive_data(encode_message(message))
+    assert_same_message(got, message)
+
+
 def test_a_failed_decoder_keeps_failing_with_the_same_error_class() -> None:
     decoder = EventStreamDecoder()
     with pytest.raises(MessageCRCError):

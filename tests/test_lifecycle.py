@@ -268,6 +268,64 @@ def test_a_fault_that_fired_does_not_fire_again_after_resume():
     assert isinstance(after[-1], StreamException)
 
 
+@pytest.mark.parametrize(
+    ("fault", "state", "sent"),
+    [
+        (
+            Fault(at=0.0, exception="internalFailureException", message="down"),
+            SessionState.FAILED,
+            StreamException(member="internalFailureException", message="down"),
+        ),
+        (
+            Fault(at=0.0, disconnect=True),
+            SessionState.PAUSED,
+            StreamReset(reason="scripted disconnect at 0.0 s"),
+        ),
+    ],
+    ids=["exception", "disconnect"],
+)
+def test_a_fault_at_0_fires_on_the_configuration_event_before_any_audio(fault, state, sent):
+    """At 0 s of audio the clock has reached the fault: a client that waits for the
+    stream's first answer before it sends audio gets it, not a stream waiting for ever."""
+    out: list = []
+    session = ScribeSession(
+        request=REQUEST,
+        scenario_for=lambda configuration: Scenario(name="at-0", faults=(fault,)),
+        send=out.append,
+    )
+    session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+    assert session.state is state
+    assert out == [sent]
+
+
+@pytest.mark.parametrize("ending", ["refused-configuration", "closed-before-configuring"])
+def test_a_resumed_stream_that_never_took_effect_keeps_the_segment_under_way(ending):
+    """A resumed stream refused on its configurationEvent, or closed before sending
+    one, changes nothing: the session's progress stays as it was, the segment under
+    way included, so the next stream still sends that segment's partials and final
+    (they were lost, and its final never came)."""
+    _, whole = _run(SCENARIO, 7.0, end=True)
+    first, before = _run(SCENARIO, 3.0)
+    progress = first.progress()
+    assert progress.active  # the second segment is under way at 3.0 s
+    second = ScribeSession(
+        request=REQUEST,
+        scenario_for=lambda configuration: SCENARIO,
+        send=lambda event: None,
+        resume=progress,
+    )
+    if ending == "refused-configuration":
+        with pytest.raises(ValidationException, match="postStreamActionSettings"):
+            second.receive_event(_event("configurationEvent", b"{}"))
+        second.fail("validationException", "refused")
+    else:
+        second.input_closed()
+    assert second.progress() == progress
+    third, after = _run(SCENARIO, 4.0, resume=second.progress(), end=True)
+    assert third.state is SessionState.COMPLETED
+    assert before + after == whole
+
+
 def test_audio_beyond_the_session_limit_is_an_in_stream_validation_exception():
     first, _ = _run(SCENARIO, 1.5, max_audio_seconds=2.0)
     with pytest.raises(ValidationException, match="at most 2 s of audio over all its streams"):
@@ -516,6 +574,70 @@ async def test_a_resumed_stream_keeps_the_session_channel_definitions(client, em
     status, record = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert record["audioSeconds"] == pytest.approx(1.0)
     assert record["streams"] == 3
+
+
+async def test_a_refused_resume_keeps_the_segment_under_way_for_the_next_stream(client, emulator):
+    """The stream refused on its channel definitions dropped the segment under way
+    from the session's progress: the stream that then completed it never sent that
+    segment's last partials and final."""
+    session_id = new_session_id()
+    scripted(emulator, session_id)
+    first = await run_session(client, session_id, audio=pcm_tone(3.0), end_of_session=False)
+    (under_way,) = [s for s in first.partials if s.content in CONTENTS[1]]
+    refused = await run_session(
+        client, session_id, audio=pcm_tone(0.5, channels=2), two_channels=True
+    )
+    assert isinstance(refused.error, m.ValidationException)
+    last = await run_session(client, session_id, audio=pcm_tone(4.0))
+    assert last.error is None
+    assert [s.content for s in last.finals] == CONTENTS[1:]
+    continued = [s for s in last.segments if s.segment_id == under_way.segment_id]
+    assert [s.is_partial for s in continued] == [True, True, False]
+
+
+def _configuration_to(uri: str, template: str) -> m.MedicalScribeInputStreamConfigurationEvent:
+    return m.MedicalScribeInputStreamConfigurationEvent(
+        value=m.MedicalScribeConfigurationEvent(
+            post_stream_action_settings=m.MedicalScribePostStreamActionSettings(
+                output_s3_uri=uri,
+                clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
+                    note_template_settings=m.NoteTemplateSettingsManagedTemplate(
+                        value=m.ManagedTemplate(template_type=template)
+                    )
+                ),
+            )
+        )
+    )
+
+
+async def test_get_and_the_artifacts_follow_a_resumed_streams_configuration(client, emulator):
+    """A resumed stream's configuration replaces the session's: Get kept the first
+    stream's output URI and template, and its artifacts' locations under that URI."""
+    session_id = new_session_id()
+    chunk = audio_event(pcm_tone(0.2))
+    paused = await run_session(
+        client, session_id, events=[_configuration_to("s3://first-bucket/a", "DAP"), chunk]
+    )
+    assert paused.error is None
+    done = await run_session(
+        client,
+        session_id,
+        events=[_configuration_to("s3://second-bucket/b", "GIRPP"), chunk, end_of_session_event()],
+    )
+    assert done.error is None
+    got = await details(client, session_id)
+    assert got.stream_status == "COMPLETED"
+    settings = got.post_stream_action_settings
+    assert settings.output_s3_uri == "s3://second-bucket/b"
+    template = settings.clinical_note_generation_settings.note_template_settings
+    assert template.value.template_type == "GIRPP"
+    results = got.post_stream_action_result.clinical_note_generation_result
+    prefix = (
+        f"s3://second-bucket/b/health-agent-listening-session/{DOMAIN_ID}/{SUBSCRIPTION_ID}/"
+        f"{session_id}/post-stream-action/"
+    )
+    for artifact in (results.note_result, results.transcript_result):
+        assert artifact.output_location.startswith(prefix), artifact
 
 
 def _rule_remaining(emulator, rule_id: str) -> int:

@@ -119,6 +119,34 @@ def test_third_concurrent_session_of_a_key_gets_402(limited):
         client.close()
 
 
+def test_a_get_over_the_rate_is_a_429_on_the_wire(limited):
+    """Request rates over the quota are 429s: the SDK names ThrottlingException from
+    the error type alone, so only the wire shows the status (what a client's retry
+    policy or a proxy sees)."""
+    client = H2Client("127.0.0.1", limited.h2c_port)
+    path = (
+        f"/medical-scribe-stream/domain/{DOMAIN_ID}/subscription/{SUBSCRIPTION_ID}"
+        f"/session/{new_session_id()}"
+    )
+    try:
+        # One look-up a second for the key: of three in a row, two fall in one
+        # second (however the second boundary falls), the later over it.
+        statuses = []
+        for _ in range(3):
+            response = client.wait(client.request({}, path=path, method="GET", end_stream=True))
+            statuses.append(response["headers"][":status"])
+            if statuses[-1] == "429":
+                break
+    finally:
+        client.close()
+    assert statuses[0] == "404" and statuses[-1] == "429", statuses
+    assert response["headers"]["x-amzn-errortype"] == "ThrottlingException"
+    assert (
+        "GetMedicalScribeListeningSession allows 1 requests per second"
+        in json.loads(response["data"])["message"]
+    )
+
+
 async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited):
     from smithy_core.retries import RetryStrategyOptions
 

@@ -137,6 +137,11 @@ INVALID = {
         "must be an integer, got a boolean (true)",
     ),
     "times-float": ({"scenario": "visit", "times": 1.5}, "times", "must be an integer"),
+    "times-over-a-billion": (
+        {"scenario": "visit", "times": rules_module.MAX_TIMES + 1},
+        "times",
+        "must be at most 1000000000 (omit it for no limit), got 1000000001",
+    ),
 }
 
 
@@ -149,6 +154,17 @@ def test_invalid_rule_names_field_and_problem(data, field, fragment):
     found = [p for p in info.value.problems if p.field == field and fragment in p.message]
     assert found, [str(p) for p in info.value.problems]
     assert found[0].file == "<request>"
+
+
+def test_times_and_probability_exactly_at_their_limits_are_accepted():
+    """`times: 1000000000` and `probability: 1` are in bounds: only past them is a
+    problem (above, and in CHAOS_PROBLEMS)."""
+    rule = parse_rule(
+        {"chaos": {"slow": 0.1}, "times": rules_module.MAX_TIMES, "probability": 1},
+        scenarios=KNOWN,
+        rule_id="rule-1",
+    )
+    assert (rule.times, rule.probability) == (1_000_000_000, 1)
 
 
 def test_with_no_scenario_files_the_generated_visit_is_still_known():
@@ -451,6 +467,11 @@ CHAOS_PROBLEMS = {
         {"chaos": {"slow": 0.1}, "probability": 1.5},
         "probability",
         "must be in (0, 1]",
+    ),
+    "probability-zero": (  # a rule that can never fire is a mistake
+        {"chaos": {"slow": 0.1}, "probability": 0},
+        "probability",
+        "must be in (0, 1], got 0",
     ),
     "past-two-hours": (
         {"chaos": {"disconnect": {"at": 8000}}},

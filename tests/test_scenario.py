@@ -414,6 +414,23 @@ def test_invalid_scenario_names_file_line_and_field(tmp_path, text, field, line,
     assert found[0].line == line
 
 
+def test_partials_and_a_fault_time_exactly_at_their_limits_are_accepted(tmp_path):
+    """50 partials, and a fault at 7200 s (the 2 hours a session can carry), are in
+    bounds: only one partial more, or a fault past 7200 s, is a problem (above)."""
+    path = _write(
+        tmp_path,
+        f"""
+        segments:
+          - {{begin: 0, end: 9, content: a sentence long enough to cut, partials: {MAX_PARTIALS}}}
+        faults:
+          - {{at: 7200, disconnect: true}}
+        """,
+    )
+    scenario = load_scenario_file(path)
+    assert scenario.segments[0].partials == MAX_PARTIALS == 50
+    assert scenario.faults == (Fault(at=7200.0, disconnect=True),)
+
+
 def test_problem_renders_as_file_line_field_message(tmp_path):
     """A problem reads `file:line: field: message`, as in the issue's example."""
     path = _write(

@@ -361,6 +361,22 @@ def test_chunk_date_more_than_five_minutes_off_is_rejected(
     assert f"more than 5 minutes {side} the server time" in message
 
 
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(minutes=5), timedelta(minutes=-5)],
+    ids=["event-5-min-old", "event-5-min-ahead"],
+)
+def test_chunk_date_exactly_five_minutes_off_is_fresh(
+    real: SignedStream, offset: timedelta
+) -> None:
+    """An event signed exactly 5 minutes either side of the server time is accepted,
+    as the request's x-amz-date is."""
+    first = real.envelopes[0]
+    assert first.date is not None
+    chunks = ChunkVerifier(request=real.verify(), now_fn=fixed_now(first.date + offset))
+    chunks.verify(first)
+
+
 def test_chain_stays_failed_after_a_mismatch(real: SignedStream) -> None:
     """After a mismatch even the genuine next event is refused: the chain cannot resume."""
     chunks = ChunkVerifier(request=real.verify(), now_fn=fixed_now(real.date))
@@ -678,6 +694,10 @@ def _set_header(name: bytes, value: bytes | None) -> Callable[[SignedStream], Si
     return lambda stream: stream.with_header(name, value)
 
 
+def _add_header(name: bytes, value: bytes) -> Callable[[SignedStream], SignedStream]:
+    return lambda stream: replace(stream, headers=[*stream.headers, (name, value)])
+
+
 MALFORMED: dict[str, tuple[Callable[[SignedStream], SignedStream], str]] = {
     "other-algorithm": (
         _replace_in_authorization("AWS4-HMAC-SHA256 ", "AWS4-ECDSA-P256-SHA256 "),
@@ -718,6 +738,11 @@ MALFORMED: dict[str, tuple[Callable[[SignedStream], SignedStream], str]] = {
     "scope-bad-terminator": (
         _replace_in_authorization("/aws4_request", "/aws4_req"),
         "valid terminator",
+    ),
+    # Which one would be checked is anyone's guess (a proxy adding its own, say).
+    "two-authorization-headers": (
+        _add_header(b"authorization", b"AWS4-HMAC-SHA256 Credential=AKIDOTHER/20260314/x"),
+        "the request has more than one Authorization header",
     ),
     "no-x-amz-date": (
         _set_header(b"x-amz-date", None),

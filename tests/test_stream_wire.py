@@ -296,6 +296,31 @@ def test_rejected_request_while_client_still_sends_leaves_the_connection_up(h2, 
     assert not h2.closed and not h2.goaway
 
 
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        ("ValidationException", "400"),
+        ("AccessDeniedException", "401"),
+        ("ServiceQuotaExceededException", "402"),
+        ("ResourceNotFoundException", "404"),
+        ("ThrottlingException", "429"),
+        ("InternalServerException", "500"),
+    ],
+)
+def test_an_error_rule_refuses_the_stream_with_its_modeled_status(h2, emulator, error, status):
+    """The README's table: the SDK picks its exception by x-amzn-errortype alone, so
+    only the wire shows a status gone wrong (a client retrying on 429, a proxy's logs)."""
+    session_id = new_session_id()
+    rule = {"match": {"sessionId": session_id}, "error": {"type": error, "message": "no"}}
+    assert admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)[0] == 201
+    stream = h2.request(headers(session_id))
+    h2.send(stream, config_event() + END, end_stream=True)
+    response = h2.wait(stream)
+    assert response["headers"][":status"] == status
+    assert response["headers"]["x-amzn-errortype"] == error
+    assert json.loads(response["data"])["message"] == "no"
+
+
 def _exception_message(response: dict) -> str:
     (*_, exception) = decode(response["data"])
     assert exception.headers[":exception-type"] == "validationException"

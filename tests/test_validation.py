@@ -1159,6 +1159,10 @@ AUDIO_CASES = {
     "null": ({"audioChunk": None}, "audioEvent.audioChunk", NULL, "null"),
     "not-base64": ({"audioChunk": "not base64!"}, "audioEvent.audioChunk", BLOB, None),
     "unpadded": ({"audioChunk": "AAE"}, "audioEvent.audioChunk", BLOB, None),
+    # Base64 once the characters outside the alphabet are skipped, as a lenient
+    # decoder does: the chunk is still not what an encoder writes.
+    "outside-the-alphabet": ({"audioChunk": "AA!A A"}, "audioEvent.audioChunk", BLOB, None),
+    "line-break": ({"audioChunk": "AAAA\nAAAA"}, "audioEvent.audioChunk", BLOB, None),
     "non-ascii": ({"audioChunk": "ÄÄÄÄ"}, "audioEvent.audioChunk", BLOB, None),
     "wrong-type": ({"audioChunk": [0, 1]}, "audioEvent.audioChunk", BLOB, None),
     "unknown-member": (
