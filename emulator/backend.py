@@ -419,6 +419,7 @@ class Backend:
                 raise
             record.status = status
         record.ended_at = None
+        record.mark_stream_start()
         record.streams += 1
         record.request_id = request_id
         assert record.journal is not None
@@ -483,6 +484,7 @@ class Backend:
         """End ``record``'s live stream: settle its status, save it, start post-stream actions."""
         session = record.live
         record.live = None
+        record.at_stream_start = None
         self.active -= 1
         if session is None:
             return
@@ -803,6 +805,7 @@ class Backend:
                 # rows). The connection is gone, and the row is as that stream
                 # started: the session is PAUSED there, and the stream lost.
                 record.status = StreamStatus.PAUSED
+                record.roll_back()  # its counts, errors and configuration as it started
                 self._roll_back(record, first_lost=max(record.streams, 1), live=True)
                 self._save(record)
             elif record.status is StreamStatus.PAUSED and journal.has_lost_traces(

@@ -59,6 +59,33 @@ class SessionRecord:
     #: ``(scenario, its JSON text)`` when the text is known: a scripted
     #: scenario's is encoded once for all its sessions (see :meth:`to_data_json`).
     scenario_text: tuple[dict[str, Any], str] | None = None
+    #: While a stream runs, what it may change, as it was when the stream
+    #: started (see :meth:`mark_stream_start`): its row is written with the
+    #: stream's first live counts, and a restart after a crash restores this.
+    at_stream_start: dict[str, Any] | None = None
+
+    # -- a stream's start, and its loss ----------------------------------------
+
+    def mark_stream_start(self) -> None:
+        """Remember what the stream now starting may change, for :meth:`roll_back`."""
+        self.at_stream_start = {
+            "configuration": self.configuration,
+            "stats": _stats_json(self.stats),
+            "eventsSent": dict(self.events_sent),
+            "errors": list(self.errors),
+        }
+
+    def roll_back(self) -> None:
+        """Restore what the stream that started last changed (a crash lost it: the
+        session is as it was before it), as :meth:`mark_stream_start` kept it."""
+        before = self.at_stream_start
+        self.at_stream_start = None
+        if before is None:  # a row of an earlier version: its counts stay
+            return
+        self.configuration = before["configuration"]
+        self.stats = _stats_from(before["stats"])
+        self.events_sent = dict(before["eventsSent"])
+        self.errors = list(before["errors"])
 
     # -- running -------------------------------------------------------------
 
@@ -149,7 +176,6 @@ class SessionRecord:
 
     def to_data(self) -> dict[str, Any]:
         """Return everything but the key, seq, status and creation time, as JSON."""
-        stats = self.stats
         return {
             "languageCode": self.language_code,
             "mediaSampleRateHertz": self.sample_rate,
@@ -161,16 +187,11 @@ class SessionRecord:
             "streams": self.streams,
             "requestId": self.request_id,
             "ruleId": self.rule_id,
-            "stats": {
-                "eventsReceived": stats.events_received,
-                "audioBytes": stats.audio_bytes,
-                "resultsSent": stats.results_sent,
-                "partialsSent": stats.partials_sent,
-                "finalsSent": stats.finals_sent,
-            },
+            "stats": _stats_json(self.stats),
             "eventsSent": self.events_sent,
             "errors": self.errors,
             "postStream": self.post_stream,
+            **({} if self.at_stream_start is None else {"atStreamStart": self.at_stream_start}),
         }
 
     def to_data_json(self) -> str:
@@ -202,7 +223,6 @@ class SessionRecord:
         Raises :class:`ValueError`, :class:`KeyError` or :class:`TypeError` for a
         document it did not write.
         """
-        stats = data.get("stats") or {}
         return cls(
             key=key,
             seq=seq,
@@ -218,14 +238,29 @@ class SessionRecord:
             streams=int(data.get("streams", 0)),
             request_id=data.get("requestId", ""),
             rule_id=data.get("ruleId"),
-            stats=SessionStats(
-                events_received=dict(stats.get("eventsReceived", {})),
-                audio_bytes=int(stats.get("audioBytes", 0)),
-                results_sent=int(stats.get("resultsSent", 0)),
-                partials_sent=int(stats.get("partialsSent", 0)),
-                finals_sent=int(stats.get("finalsSent", 0)),
-            ),
+            stats=_stats_from(data.get("stats") or {}),
             events_sent=dict(data.get("eventsSent", {})),
             errors=list(data.get("errors", [])),
             post_stream=data.get("postStream"),
+            at_stream_start=data.get("atStreamStart"),
         )
+
+
+def _stats_json(stats: SessionStats) -> dict[str, Any]:
+    return {
+        "eventsReceived": dict(stats.events_received),
+        "audioBytes": stats.audio_bytes,
+        "resultsSent": stats.results_sent,
+        "partialsSent": stats.partials_sent,
+        "finalsSent": stats.finals_sent,
+    }
+
+
+def _stats_from(data: dict[str, Any]) -> SessionStats:
+    return SessionStats(
+        events_received=dict(data.get("eventsReceived", {})),
+        audio_bytes=int(data.get("audioBytes", 0)),
+        results_sent=int(data.get("resultsSent", 0)),
+        partials_sent=int(data.get("partialsSent", 0)),
+        finals_sent=int(data.get("finalsSent", 0)),
+    )

@@ -268,6 +268,11 @@ def test_a_killed_stream_is_rolled_back_its_audio_journal_end_time_and_transcrip
         assert created <= ended <= killed_at < restarted_at
         session = emulator.session(session_id)
         assert (session["audioSeconds"], session["audioBytes"]) == (0.0, 0)
+        # Its row, written just after the stream started, held the first live
+        # counts and the configuration: the session is as it was before it.
+        assert session["eventsReceived"] == {} and session["eventsSent"] == {}
+        assert (session["partialsSent"], session["finalsSent"]) == (0, 0)
+        assert session["configuration"] is None and session["errors"] == []
         status, body = emulator.audio(session_id)
         assert status == 200 and wav_seconds(body) == 0.0
         events = emulator.events(session_id)
@@ -288,6 +293,7 @@ def test_a_killed_stream_is_rolled_back_its_audio_journal_end_time_and_transcrip
         assert [s.content for s in result.finals] == [s["content"] for s in SCRIPT["segments"][:2]]
         session = emulator.session(session_id)
         assert session["status"] == "COMPLETED" and session["streams"] == 2
+        assert session["finalsSent"] == 2 and session["eventsReceived"]["configurationEvent"] == 1
         assert (session["audioSeconds"], session["audioBytes"]) == (1.2, 1.2 * BYTES_PER_SECOND)
         status, body = emulator.audio(session_id)
         assert status == 200 and wav_seconds(body) == 1.2
