@@ -53,7 +53,7 @@ from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
-from .rules import Rule, RuleBook, load_rules_file, parse_rule
+from .rules import Drawn, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, parse_scenario
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
@@ -199,20 +199,23 @@ class Backend:
         """Validate ``data`` (the admin API's JSON) and add it; raises ConfigError."""
         return self.rules.add(parse_rule(data, scenarios=self.scenarios))
 
-    def match_rule(self, request: StreamRequest) -> Rule | None:
+    def match_rule(self, request: StreamRequest, *, drawn: Drawn | None = None) -> Rule | None:
         """Return the newest rule matching ``request``, or None.
 
         Its use is not counted here but where it takes effect: an error rule's
         by the caller, as it refuses the request (:meth:`RuleBook.use`), any
         other's by :meth:`open_stream` when the stream starts a new session.
         A request refused for another reason, or a stream resuming a session,
-        used up ``times`` before.
+        used up ``times`` before. The probability draws made are listed in
+        ``drawn``, for the caller to count once the request took effect
+        (:meth:`RuleBook.count_draws`).
         """
         return self.rules.match(
             session_id=request.session_id,
             domain_id=request.domain_id,
             subscription_id=request.subscription_id,
             consume=False,
+            drawn=drawn,
         )
 
     def reset(self) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from emulator.validation import HEADER_NAMES, id_constraints_broken
 
 __all__ = [
     "MATCH_KEYS",
+    "Drawn",
     "INLINE_SCENARIO",
     "Rule",
     "Chaos",
@@ -501,6 +503,11 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
     return rules
 
 
+#: A request's session id, domain id and subscription id.
+RequestIds = tuple[str | None, str | None, str | None]
+#: The probability draws of a request, to be counted (see RuleBook.count_draws).
+Drawn = list[tuple[int, RequestIds]]
+
 #: Sessions whose requests a rule with a probability counts (about 200 bytes
 #: each): past it, the oldest is forgotten, and would draw as if new.
 MAX_COUNTED_SESSIONS = 100_000
@@ -526,7 +533,10 @@ class RuleBook:
         # How many requests of each session (by its ids) each rule with a
         # probability has drawn for, by serial: the draw's last part (see _draw).
         self._seed = seed
-        self._asks: dict[int, dict[tuple[str | None, str | None, str | None], int]] = {}
+        self._asks: dict[int, dict[RequestIds, int]] = {}
+        # Each rule with a probability's part of its draws: a digest of all it
+        # says (and how many rules said the same before it), by serial.
+        self._definitions: dict[int, str] = {}
         self._counter = 0
         self._lock = threading.Lock()
         for rule in rules:
@@ -553,32 +563,61 @@ class RuleBook:
             self._rules.append(rule)
             if rule.remaining != 0:
                 self._index(rule)[self._serial] = rule
+            if rule.probability is not None:
+                self._definitions[self._serial] = self._definition(rule)
         return rule
 
-    def _draw(
-        self,
-        serial: int,
-        rule: Rule,
-        ids: tuple[str | None, str | None, str | None],
-    ) -> float:
-        """The draw in [0, 1) of ``rule``'s probability for one request (under the lock).
+    def _definition(self, rule: Rule) -> str:
+        """What ``rule`` says, as a digest, for its draws (under the lock): two rules
+        with one match and probability but other effects draw independently (with
+        the same draws, the older one fired only when the newer's draw missed,
+        so never); a rule saying just what an earlier one says is told apart by
+        how many did."""
+        said = {k: v for k, v in rule.to_json().items() if k not in ("id", "uses", "remaining")}
+        text = json.dumps(said, sort_keys=True, default=str)
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        earlier = sum(1 for known in self._definitions.values() if known.startswith(digest))
+        return f"{digest}#{earlier}"
 
-        A hash of the seed, what the rule matches, the request's three ids and
-        how many requests of that session the rule drew for before: the same
-        sessions draw the same whatever order concurrent ones arrive in, and
-        whatever other clients of a shared emulator, other sessions of the same
-        test, resumed streams or refused requests do (one generator per rule,
-        drawn in arrival order, made all of these change which sessions failed);
-        a session retried after the rule refused it draws again.
+    def _draw(self, serial: int, ids: RequestIds, drawn: Drawn | None) -> float:
+        """The draw in [0, 1) of a rule's probability for one request (under the lock).
+
+        A hash of the seed, what the rule says, the request's three ids and how
+        many of that session's requests the rule drew for before, counted once
+        each took effect (see :meth:`count_draws`): the same sessions draw the
+        same whatever order concurrent ones arrive in, and whatever other
+        clients of a shared emulator, other sessions of the same test, or
+        requests refused for other reasons do (one generator per rule, drawn in
+        arrival order, made all of these change which sessions failed); a
+        session retried after the rule refused it, or resumed, draws again.
+        With ``drawn`` the request is only listed there, to be counted later.
         """
+        asks = self._asks.get(serial, {}).get(ids, 0)
+        if drawn is None:
+            self._bump(serial, ids)
+        else:
+            drawn.append((serial, ids))
+        text = f"{self._seed}|{self._definitions[serial]}|{ids}|{asks}"
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def _bump(self, serial: int, ids: RequestIds) -> None:
+        """Count one more request of ``ids`` drawn for by rule ``serial`` (under the lock)."""
         counts = self._asks.setdefault(serial, {})
         asks = counts.get(ids, 0)
         if asks == 0 and len(counts) >= MAX_COUNTED_SESSIONS:
             del counts[next(iter(counts))]  # the oldest session: it would start over
         counts[ids] = asks + 1
-        text = f"{self._seed}|{sorted(rule.match.items())}|{rule.probability!r}|{ids}|{asks}"
-        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2**64
+
+    def count_draws(self, drawn: Drawn) -> None:
+        """Count the draws :meth:`match` listed in ``drawn``, once the request took
+        effect: its stream opened, or a rule's error refused it. A request
+        refused for another reason (a quota, a session with a stream under way)
+        changes no later draw."""
+        with self._lock:
+            for serial, ids in drawn:
+                if serial in self._definitions:  # not deleted meanwhile
+                    self._bump(serial, ids)
 
     def _index(self, rule: Rule) -> dict[int, Rule]:
         """The index a live ``rule`` belongs in (under the lock)."""
@@ -618,7 +657,9 @@ class RuleBook:
                 if rule.id == rule_id:
                     self._retire(rule)
                     del self._rules[index]
-                    self._asks.pop(self._ids.pop(rule_id), None)
+                    serial = self._ids.pop(rule_id)
+                    self._asks.pop(serial, None)
+                    self._definitions.pop(serial, None)
                     return True
             return False
 
@@ -632,6 +673,7 @@ class RuleBook:
             self._by_session.clear()
             self._others.clear()
             self._asks.clear()
+            self._definitions.clear()
 
     def __len__(self) -> int:
         with self._lock:
@@ -644,10 +686,12 @@ class RuleBook:
         domain_id: str | None,
         subscription_id: str | None,
         consume: bool = True,
+        drawn: Drawn | None = None,
     ) -> Rule | None:
         """Return the newest matching rule with uses left, consuming one use
         (unless ``consume`` is false: then :meth:`use` counts it once it took
-        effect); else ``None``."""
+        effect); else ``None``. The probability draws made are counted at once,
+        or with ``drawn`` listed there for :meth:`count_draws`."""
         with self._lock:
             others = self._others
             specific = self._by_session.get(session_id) if session_id is not None else None
@@ -664,7 +708,7 @@ class RuleBook:
                 ):
                     if (
                         rule.probability is not None
-                        and self._draw(serial, rule, (domain_id, subscription_id, session_id))
+                        and self._draw(serial, (domain_id, subscription_id, session_id), drawn)
                         >= rule.probability
                     ):
                         continue

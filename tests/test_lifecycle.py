@@ -653,6 +653,37 @@ def _add_rule(emulator, rule: dict) -> str:
     return body["id"]
 
 
+async def test_each_stream_of_a_session_draws_a_probability_anew(client, emulator):
+    """A session's streams draw one after another (the count of its streams that
+    opened is part of the draw); a request refused for another reason (here: a
+    resume at another sample rate) draws what the next would, and changes nothing."""
+    from emulator.rules import RuleBook, parse_rule
+
+    rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"slow": 0.001}, "probability": 0.5}
+
+    def expected(session_id: str, streams: int) -> list[bool]:
+        book = RuleBook(seed=emulator.app.backend.seed)
+        book.add(parse_rule(rule, scenarios={}))
+        ids = {"session_id": session_id, "domain_id": DOMAIN_ID, "subscription_id": SUBSCRIPTION_ID}
+        return [book.match(**ids) is not None for _ in range(streams)]
+
+    def telling(session_id: str) -> bool:
+        """Its draws show a count left behind (all alike) or a refusal counted."""
+        draws = expected(session_id, 4)
+        return len(set(draws[:3])) == 2 and draws[:3] != [draws[0], *draws[2:]]
+
+    session_id = next(s for s in iter(new_session_id, None) if telling(s))
+    rule_id = _add_rule(emulator, rule)
+    await run_session(client, session_id, audio=pcm_tone(0.2), end_of_session=False)
+    refused = await run_session(client, session_id, audio=pcm_tone(0.2), sample_rate=8000)
+    assert isinstance(refused.error, m.ValidationException)  # drew, not counted
+    await run_session(client, session_id, audio=pcm_tone(0.2), end_of_session=False)
+    assert (await run_session(client, session_id, audio=pcm_tone(0.2))).error is None
+    status, events = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    started = [e["rule"] == rule_id for e in events["events"] if e["type"] == "streamStarted"]
+    assert started == expected(session_id, 3)
+
+
 async def test_times_counts_sessions_not_refused_requests_or_resumes(client, emulator):
     """A request refused before its stream (here: on a COMPLETED session) and a
     stream resuming a session each used up one of a rule's `times` before."""

@@ -606,6 +606,44 @@ def test_a_sessions_later_requests_draw_again_and_change_no_other_sessions_draws
     assert _hits(book, list(range(1, 10))) == {i: alone[i] for i in range(1, 10)}
 
 
+def test_two_rules_with_one_match_and_probability_draw_independently():
+    """They drew the same number: the older fired only when the newer's draw
+    missed, so never (30% throttled plus 30% disconnects on one domain lost one)."""
+    book = RuleBook(seed=3)
+    throttled = book.add(
+        Rule(id="", match={"domainId": "d"}, error=("ThrottlingException", "m"), probability=0.5)
+    )
+    dropped = book.add(Rule(id="", match={"domainId": "d"}, synthetic=True, probability=0.5))
+    same = book.add(Rule(id="", match={"domainId": "d"}, synthetic=True, probability=0.5))
+    picked = [
+        book.match(
+            session_id=f"{i:08d}-0000-4000-8000-000000000000", domain_id="d", subscription_id="x"
+        )
+        for i in range(400)
+    ]
+    counts = {rule.id: sum(p is rule for p in picked) for rule in (throttled, dropped, same)}
+    # Newest first: about 200, 100 and 50 of 400.
+    assert 150 < counts[same.id] < 250 and 60 < counts[dropped.id] < 140
+    assert 20 < counts[throttled.id] < 80
+
+
+def test_draws_listed_for_later_count_only_once_the_request_took_effect():
+    """A request refused for another reason (a quota, a session's stream under way)
+    draws, but counts only once counted: the next request draws as it would have."""
+    deferred, at_once = _probability_book(), _probability_book()
+    request = {"session_id": SESSIONS[0], "domain_id": "d", "subscription_id": "x"}
+    expected = [at_once.match(**request) is not None for _ in range(6)]
+    got = []
+    for _ in range(6):
+        refused: list = []
+        first = deferred.match(**request, drawn=refused) is not None  # not counted
+        drawn: list = []
+        got.append(deferred.match(**request, drawn=drawn) is not None)
+        assert got[-1] == first and len(drawn) == 1
+        deferred.count_draws(drawn)
+    assert got == expected
+
+
 def test_the_requests_counted_per_session_are_bounded(monkeypatch):
     monkeypatch.setattr(rules_module, "MAX_COUNTED_SESSIONS", 3)
     book = _probability_book()
