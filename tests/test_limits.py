@@ -89,6 +89,41 @@ def test_a_final_signed_frame_without_end_stream_closes_the_input_at_the_idle_ti
     assert details["audioSeconds"] == 0.1
 
 
+def test_a_flac_streams_final_signed_frame_then_the_idle_timeout_sends_its_last_results(guarded):
+    """The input closed by the empty signed frame counts a FLAC stream's last frame,
+    and the results it makes due are sent before the response ends (they were
+    counted as sent and dropped)."""
+    from .test_audio import encode_flac
+
+    session_id = new_session_id()
+    rule = {
+        "match": {"sessionId": session_id},
+        "scenario": {"segments": [{"begin": 0.2, "end": 0.9, "content": "all done here"}]},
+    }
+    request = urllib.request.Request(
+        guarded.h2c_url + "/_emulator/rules", data=json.dumps(rule).encode(), method="POST"
+    )
+    request.add_header("authorization", f"Bearer {TOKEN}")
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 201
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        stream = client.request(headers(session_id, **{"x-amzn-medscribe-media-encoding": "flac"}))
+        flac = encode_flac(16_000, 1, 16_000)  # 1.0 s; its last frame ends at the input's end
+        client.send(stream, signed(config_event()) + signed(audio(flac)) + signed(b""))
+        response = client.wait(stream)
+    finally:
+        client.close()
+    assert response["ended"]
+    messages = EventStreamDecoder().receive_data(bytes(response["data"]))
+    segments = [json.loads(m.payload)["transcriptSegment"] for m in messages]
+    assert [(s["content"], s["isPartial"]) for s in segments][-1] == ("all done here", False)
+    status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED" and details["audioSeconds"] == pytest.approx(1.0)
+    assert details["finalsSent"] == 1
+
+
 def test_audio_taken_inline_for_longer_than_the_idle_timeout_is_input(guarded, monkeypatch):
     """Real-time audio for twice the idle timeout, taken while the pump waits
     (never waking it), counts as input: the stream is not timed out."""
