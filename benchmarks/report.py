@@ -307,6 +307,58 @@ def _app(results: dict[str, Any]) -> str:
     )
 
 
+def _shared(results: dict[str, Any]) -> str:
+    s = results["shared"]
+    text = (
+        "Shared state for a --workers emulator: CPU per round trip to a state owner "
+        f"(Unix socket, JSON; {s['round_trips']} round trips) and the owner's bookkeeping "
+        f"per session (the emulator's Backend; {s['sessions']} sessions)\n"
+        + table(
+            ["what", "us"],
+            [
+                ["round trip, asking (a worker)", s["round_trip_asker_us"]],
+                ["round trip, answering (the owner)", s["round_trip_owner_us"]],
+                ["owner's bookkeeping per session", s["bookkeeping_us_per_session"]],
+                ["worker per session (2 round trips)", s["worker_us_per_session"]],
+                ["owner per session", s["owner_us_per_session"]],
+            ],
+        )
+        + f"\nthe owner at 1,000 sessions/s: {s['owner_cores_at_1000_sessions_s']} of a core"
+    )
+    estimates = s.get("estimates") or {}
+    if estimates:
+        rows = [
+            [
+                transport,
+                e["baseline_cpu_ms"],
+                e["emulator_cpu_ms"],
+                f"{e['worker_share']:.1%}",
+                *e["ratio_by_workers"].values(),
+                e["workers_for_0_7"] or "-",
+            ]
+            for transport, e in estimates.items()
+        ]
+        text += (
+            "\n\nBulk ratio K workers would reach, each on a core of its own, from this run's bulk"
+            " CPU per session: K x baseline / (emulator + round trips)\n"
+            + table(
+                [
+                    "transport",
+                    "baseline ms",
+                    "emulator ms",
+                    "round trips' share",
+                    "K=1",
+                    "K=2",
+                    "K=3",
+                    "K=4",
+                    "K for 0.7",
+                ],
+                rows,
+            )
+        )
+    return text
+
+
 def _instructions(results: dict[str, Any]) -> str:
     section = results["instructions"]
     title = "App layer in instructions (valgrind callgrind, all threads): per 10 s session"
@@ -432,6 +484,7 @@ def render(results: dict[str, Any]) -> str:
         ("memory", _memory),
         ("codec", _codec),
         ("app", _app),
+        ("shared", _shared),
         ("instructions", _instructions),
     ):
         if key in results:

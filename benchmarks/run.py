@@ -1,6 +1,6 @@
 """The benchmark suite's command: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
 
-Runs the selected sections (bulk, realtime, startup, memory, codec), prints
+Runs the selected sections (bulk, realtime, startup, memory, codec, app, shared), prints
 one table per section and the issue's targets, and saves everything as JSON.
 Exits 0 when every selected section ran (missed targets included: this is a
 measurement, not a test), 1 when a section failed, 2 on a bad option.
@@ -35,7 +35,7 @@ from benchmarks.report import check_targets, render, worst_second  # noqa: E402
 
 __all__ = ["SECTIONS", "DEFAULT_SECTIONS", "Plan", "build_plan", "main"]
 
-SECTIONS = ("bulk", "realtime", "startup", "memory", "codec", "app", "instructions")
+SECTIONS = ("bulk", "realtime", "startup", "memory", "codec", "app", "shared", "instructions")
 #: What runs without --only: every section but ``instructions``, which takes
 #: minutes under valgrind and is asked for by name (a tool for comparing builds).
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "instructions")
@@ -75,6 +75,9 @@ class Plan:
     codec_seconds: float = 0.3
     codec_repeats: int = 5
     app_sessions: int = 100
+    #: The shared section's round trips and sessions of bookkeeping.
+    shared_round_trips: int = 20_000
+    shared_sessions: int = 2_000
     #: Sessions of the two counted processes of the instructions section.
     instructions_sessions: tuple[int, int] = (10, 40)
     profile_dir: Path | None = None
@@ -256,6 +259,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.startup_runs, plan.fixture_runs = 2, 1
         plan.codec_seconds, plan.codec_repeats = 0.05, 2
         plan.app_sessions = 10
+        plan.shared_round_trips, plan.shared_sessions = 1_600, 100
         plan.instructions_sessions = (1, 3)
     overrides = {
         "transports": args.transports,
@@ -561,6 +565,23 @@ def run_app_section(plan: Plan, results: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
+def run_shared_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.shared import measure_shared_state
+
+    bulk = results.get("bulk") or {}
+    out = measure_shared_state(
+        round_trips=plan.shared_round_trips,
+        sessions=plan.shared_sessions,
+        bulk_cpu_ms=bulk.get("cpu_ms_per_session"),
+    )
+    _progress(
+        f"shared: round trip {out['round_trip_asker_us']} us asking, "
+        f"{out['round_trip_owner_us']} us answering; bookkeeping "
+        f"{out['bookkeeping_us_per_session']} us a session"
+    )
+    return out
+
+
 def run_instructions_section(plan: Plan, results: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.instructions import available, measure_instructions
 
@@ -583,6 +604,7 @@ _RUNNERS: dict[str, Callable[[Plan, dict[str, Any]], Any]] = {
     "memory": run_memory_section,
     "codec": run_codec_section,
     "app": run_app_section,
+    "shared": run_shared_section,
     "instructions": run_instructions_section,
 }
 

@@ -39,7 +39,7 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
         "benchmarks",
         "--quick",
         "--only",
-        "bulk,realtime,startup,codec,app",
+        "bulk,realtime,startup,codec,app,shared",
         "--transports",
         "h2c",
         "--bulk-seconds",
@@ -92,6 +92,22 @@ def test_a_small_suite_measures_every_section_and_leaves_no_state(tmp_path: Path
         assert 0 < run["opening_loop_cpu"] <= run["opening_server_cpu"]
         if run["opening_loop_waiting"] is not None:
             assert 0 <= run["opening_loop_waiting"] <= 1
+
+    # What a --workers emulator would pay to share its state, and the bulk ratio it
+    # would reach, from this run's bulk CPU per session.
+    shared = results["shared"]
+    assert shared["round_trip_asker_us"] > 0 and shared["round_trip_owner_us"] > 0
+    assert shared["bookkeeping_us_per_session"] > 0
+    assert shared["worker_us_per_session"] == pytest.approx(2 * shared["round_trip_asker_us"], 0.01)
+    estimate = shared["estimates"]["h2c"]
+    cpu = results["bulk"]["cpu_ms_per_session"]["h2c"]
+    assert (estimate["baseline_cpu_ms"], estimate["emulator_cpu_ms"]) == (
+        cpu["baseline"],
+        cpu["emulator"],
+    )
+    one = cpu["baseline"] / (cpu["emulator"] + shared["worker_us_per_session"] / 1000)
+    assert estimate["ratio_by_workers"]["3"] == pytest.approx(3 * one, abs=0.002)
+    assert "Shared state for a --workers emulator" in done.stdout and "K for 0.7" in done.stdout
 
     assert {row["target"] for row in results["targets"]} >= {
         "bulk ingest ratio, h2c",
