@@ -53,7 +53,7 @@ from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
-from .rules import Drawn, Rule, RuleBook, load_rules_file, parse_rule
+from .rules import Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, parse_scenario
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
@@ -134,6 +134,8 @@ class Backend:
         self.strict_resources = strict_resources
         self.clock = clock
         self.rejections: list[dict[str, Any]] = []
+        # Requests a rule's error refused, by session (see asks_of).
+        self._refused: dict[SessionKey, int] = {}
         # Scripted scenarios' specs and their JSON text, by scenario (see _spec_text).
         self._specs: dict[int, tuple[Scenario, dict[str, Any], str]] = {}
         # The same scenarios by the id of their spec (see _rebuild).
@@ -199,24 +201,44 @@ class Backend:
         """Validate ``data`` (the admin API's JSON) and add it; raises ConfigError."""
         return self.rules.add(parse_rule(data, scenarios=self.scenarios))
 
-    def match_rule(self, request: StreamRequest, *, drawn: Drawn | None = None) -> Rule | None:
+    def match_rule(self, request: StreamRequest) -> Rule | None:
         """Return the newest rule matching ``request``, or None.
 
         Its use is not counted here but where it takes effect: an error rule's
-        by the caller, as it refuses the request (:meth:`RuleBook.use`), any
-        other's by :meth:`open_stream` when the stream starts a new session.
-        A request refused for another reason, or a stream resuming a session,
-        used up ``times`` before. The probability draws made are listed in
-        ``drawn``, for the caller to count once the request took effect
-        (:meth:`RuleBook.count_draws`).
+        by the caller, as it refuses the request (:meth:`RuleBook.use`, and
+        :meth:`note_refused`), any other's by :meth:`open_stream` when the
+        stream starts a new session. A request refused for another reason, or
+        a stream resuming a session, used up ``times`` before. Probabilities
+        draw with :meth:`asks_of` the request.
         """
         return self.rules.match(
             session_id=request.session_id,
             domain_id=request.domain_id,
             subscription_id=request.subscription_id,
             consume=False,
-            drawn=drawn,
+            asks=self.asks_of(request),
         )
+
+    def asks_of(self, request: StreamRequest) -> int:
+        """How many of the request's session's requests took effect before it: its
+        streams that opened (stored with the session, so a restart keeps them)
+        and the requests a rule's error refused (since the start, or a reset).
+
+        Part of each probability's draw: a session's next request draws anew,
+        what others do (a quota's refusal included) changes nothing.
+        """
+        key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
+        record = self.sessions.get(key)
+        return (0 if record is None else record.streams) + self._refused.get(key, 0)
+
+    def note_refused(self, request: StreamRequest) -> None:
+        """Count a request a rule's error refused, for :meth:`asks_of` (the newest
+        :data:`MAX_REFUSED_SESSIONS` sessions' counts are kept)."""
+        key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
+        count = self._refused.get(key, 0)
+        if count == 0 and len(self._refused) >= MAX_REFUSED_SESSIONS:
+            del self._refused[next(iter(self._refused))]  # the oldest: it starts over
+        self._refused[key] = count + 1
 
     def reset(self) -> None:
         """Forget sessions (but the live ones), rejections and API-added rules.
@@ -255,6 +277,7 @@ class Backend:
             self.rules.add(rule)
         self._drop([r for r in self.sessions.values() if r.live is None])
         self.rejections.clear()
+        self._refused.clear()
 
     def check_resources(
         self, *, domain_id: str, subscription_id: str, require_active: bool = True
@@ -1103,6 +1126,10 @@ class Backend:
             describe_results(results),
         )
 
+
+#: Sessions whose requests refused by a rule's error are counted (see
+#: Backend.note_refused): about 200 bytes each; past it the oldest is forgotten.
+MAX_REFUSED_SESSIONS = 100_000
 
 #: The ``reason`` of a ``streamLost`` journal entry (see Backend._roll_back).
 _LOST_REASON = (

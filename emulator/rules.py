@@ -51,7 +51,6 @@ from emulator.validation import HEADER_NAMES, id_constraints_broken
 
 __all__ = [
     "MATCH_KEYS",
-    "Drawn",
     "INLINE_SCENARIO",
     "Rule",
     "Chaos",
@@ -505,12 +504,6 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
 
 #: A request's session id, domain id and subscription id.
 RequestIds = tuple[str | None, str | None, str | None]
-#: The probability draws of a request, to be counted (see RuleBook.count_draws).
-Drawn = list[tuple[int, RequestIds]]
-
-#: Sessions whose requests a rule with a probability counts (about 200 bytes
-#: each): past it, the oldest is forgotten, and would draw as if new.
-MAX_COUNTED_SESSIONS = 100_000
 
 
 class RuleBook:
@@ -530,10 +523,7 @@ class RuleBook:
         self._by_session: dict[str, dict[int, Rule]] = {}
         self._others: dict[int, Rule] = {}
         self._serial = 0
-        # How many requests of each session (by its ids) each rule with a
-        # probability has drawn for, by serial: the draw's last part (see _draw).
         self._seed = seed
-        self._asks: dict[int, dict[RequestIds, int]] = {}
         # Each rule with a probability's part of its draws: a digest of all it
         # says (and how many rules said the same before it), by serial.
         self._definitions: dict[int, str] = {}
@@ -579,45 +569,21 @@ class RuleBook:
         earlier = sum(1 for known in self._definitions.values() if known.startswith(digest))
         return f"{digest}#{earlier}"
 
-    def _draw(self, serial: int, ids: RequestIds, drawn: Drawn | None) -> float:
+    def _draw(self, serial: int, ids: RequestIds, asks: int) -> float:
         """The draw in [0, 1) of a rule's probability for one request (under the lock).
 
-        A hash of the seed, what the rule says, the request's three ids and how
-        many of that session's requests the rule drew for before, counted once
-        each took effect (see :meth:`count_draws`): the same sessions draw the
+        A hash of the seed, what the rule says, the request's three ids and
+        ``asks``, how many of that session's requests took effect before (see
+        :meth:`emulator.backend.Backend.asks_of`): the same sessions draw the
         same whatever order concurrent ones arrive in, and whatever other
         clients of a shared emulator, other sessions of the same test, or
         requests refused for other reasons do (one generator per rule, drawn in
         arrival order, made all of these change which sessions failed); a
-        session retried after the rule refused it, or resumed, draws again.
-        With ``drawn`` the request is only listed there, to be counted later.
+        session retried after a rule refused it, or resumed, draws again.
         """
-        asks = self._asks.get(serial, {}).get(ids, 0)
-        if drawn is None:
-            self._bump(serial, ids)
-        else:
-            drawn.append((serial, ids))
         text = f"{self._seed}|{self._definitions[serial]}|{ids}|{asks}"
         digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
-
-    def _bump(self, serial: int, ids: RequestIds) -> None:
-        """Count one more request of ``ids`` drawn for by rule ``serial`` (under the lock)."""
-        counts = self._asks.setdefault(serial, {})
-        asks = counts.get(ids, 0)
-        if asks == 0 and len(counts) >= MAX_COUNTED_SESSIONS:
-            del counts[next(iter(counts))]  # the oldest session: it would start over
-        counts[ids] = asks + 1
-
-    def count_draws(self, drawn: Drawn) -> None:
-        """Count the draws :meth:`match` listed in ``drawn``, once the request took
-        effect: its stream opened, or a rule's error refused it. A request
-        refused for another reason (a quota, a session with a stream under way)
-        changes no later draw."""
-        with self._lock:
-            for serial, ids in drawn:
-                if serial in self._definitions:  # not deleted meanwhile
-                    self._bump(serial, ids)
 
     def _index(self, rule: Rule) -> dict[int, Rule]:
         """The index a live ``rule`` belongs in (under the lock)."""
@@ -657,9 +623,7 @@ class RuleBook:
                 if rule.id == rule_id:
                     self._retire(rule)
                     del self._rules[index]
-                    serial = self._ids.pop(rule_id)
-                    self._asks.pop(serial, None)
-                    self._definitions.pop(serial, None)
+                    self._definitions.pop(self._ids.pop(rule_id), None)
                     return True
             return False
 
@@ -672,7 +636,6 @@ class RuleBook:
             self._ids.clear()
             self._by_session.clear()
             self._others.clear()
-            self._asks.clear()
             self._definitions.clear()
 
     def __len__(self) -> int:
@@ -686,12 +649,12 @@ class RuleBook:
         domain_id: str | None,
         subscription_id: str | None,
         consume: bool = True,
-        drawn: Drawn | None = None,
+        asks: int = 0,
     ) -> Rule | None:
         """Return the newest matching rule with uses left, consuming one use
         (unless ``consume`` is false: then :meth:`use` counts it once it took
-        effect); else ``None``. The probability draws made are counted at once,
-        or with ``drawn`` listed there for :meth:`count_draws`."""
+        effect); else ``None``. ``asks``: how many of the session's requests
+        took effect before this one, part of each probability's draw."""
         with self._lock:
             others = self._others
             specific = self._by_session.get(session_id) if session_id is not None else None
@@ -708,7 +671,7 @@ class RuleBook:
                 ):
                     if (
                         rule.probability is not None
-                        and self._draw(serial, (domain_id, subscription_id, session_id), drawn)
+                        and self._draw(serial, (domain_id, subscription_id, session_id), asks)
                         >= rule.probability
                     ):
                         continue

@@ -44,7 +44,6 @@ from .ids import new_request_id, request_id_headers
 from .journal import Journal
 from .quotas import Quotas, access_key_of
 from .record import SessionRecord
-from .rules import Drawn
 from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
@@ -130,11 +129,10 @@ class StreamEndpoint:
             self.backend.check_resources(
                 domain_id=request.domain_id, subscription_id=request.subscription_id
             )
-            drawn: Drawn = []
-            rule = self.backend.match_rule(request, drawn=drawn)
+            rule = self.backend.match_rule(request)
             if rule is not None and rule.error is not None:
                 self.backend.rules.use(rule)  # a use: the request it refuses
-                self.backend.rules.count_draws(drawn)
+                self.backend.note_refused(request)
                 refused_by = rule.id
                 raise service_error(*rule.error)
             if self.quotas is not None:
@@ -146,7 +144,6 @@ class StreamEndpoint:
                 if quota_key is not None:
                     self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
                 raise
-            self.backend.rules.count_draws(drawn)  # the stream opened: its draws count
         except ServiceError as error:
             self.backend.record_rejection(
                 scope["headers"], error, request_id=request_id, rule_id=refused_by

@@ -665,7 +665,7 @@ async def test_each_stream_of_a_session_draws_a_probability_anew(client, emulato
         book = RuleBook(seed=emulator.app.backend.seed)
         book.add(parse_rule(rule, scenarios={}))
         ids = {"session_id": session_id, "domain_id": DOMAIN_ID, "subscription_id": SUBSCRIPTION_ID}
-        return [book.match(**ids) is not None for _ in range(streams)]
+        return [book.match(**ids, asks=k) is not None for k in range(streams)]
 
     def telling(session_id: str) -> bool:
         """Its draws show a count left behind (all alike) or a refusal counted."""
@@ -682,6 +682,50 @@ async def test_each_stream_of_a_session_draws_a_probability_anew(client, emulato
     status, events = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
     started = [e["rule"] == rule_id for e in events["events"] if e["type"] == "streamStarted"]
     assert started == expected(session_id, 3)
+
+
+async def test_a_sessions_count_of_requests_is_its_streams_and_refusals(tmp_path, monkeypatch):
+    """The count in a probability's draw: the session's streams (kept with it, so a
+    resumed session draws anew after a restart too: it drew its first stream's
+    again) and the requests a rule's error refused (kept in memory, bounded)."""
+    from emulator import backend as backend_module
+    from emulator.backend import Backend
+
+    def request(session_id: str) -> StreamRequest:
+        return StreamRequest(
+            session_id=session_id,
+            domain_id=DOMAIN_ID,
+            subscription_id=SUBSCRIPTION_ID,
+            language_code="en-US",
+            sample_rate=16000,
+            media_encoding="pcm",
+        )
+
+    paused = request(new_session_id())
+    backend = Backend(scenarios={}, state_dir=tmp_path)
+    try:
+        assert backend.asks_of(paused) == 0
+        record = backend.open_stream(paused, request_id="r", rule=None)
+        backend.new_session(record, paused, rule=None, send=lambda event: None).input_closed()
+        backend.close_stream(record)
+        backend.note_refused(paused)
+        assert backend.asks_of(paused) == 2
+        monkeypatch.setattr(backend_module, "MAX_REFUSED_SESSIONS", 2)
+        others = [request(new_session_id()) for _ in range(2)]
+        for other in others:
+            backend.note_refused(other)
+        assert backend.asks_of(paused) == 1  # its refusal forgotten, the oldest
+        assert [backend.asks_of(other) for other in others] == [1, 1]
+    finally:
+        backend.close()
+    again = Backend(scenarios={}, state_dir=tmp_path)
+    try:
+        assert again.asks_of(paused) == 1  # its stream, stored; refusals are not
+        again.note_refused(paused)
+        again.reset()
+        assert again.asks_of(paused) == 0
+    finally:
+        again.close()
 
 
 async def test_times_counts_sessions_not_refused_requests_or_resumes(client, emulator):

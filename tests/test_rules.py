@@ -559,8 +559,8 @@ def test_a_cleared_book_draws_from_the_seed_again():
     def draws() -> list[bool]:
         book.add(parse_rule({"chaos": {"slow": 0.1}, "probability": 0.5}, scenarios=KNOWN))
         return [
-            book.match(session_id="s", domain_id="d", subscription_id="x") is not None
-            for _ in range(20)
+            book.match(session_id="s", domain_id="d", subscription_id="x", asks=k) is not None
+            for k in range(20)
         ]
 
     first = draws()
@@ -572,10 +572,11 @@ SESSIONS = [f"0000000{i}-0000-4000-8000-000000000000" for i in range(10)]
 
 
 def _hits(book: RuleBook, order: list[int], *, asks: int = 1) -> dict[int, list[bool]]:
+    """Each session's ``asks`` requests (the k-th after k that took effect)."""
     hits: dict[int, list[bool]] = {i: [] for i in order}
     for i in order:
-        for _ in range(asks):
-            rule = book.match(session_id=SESSIONS[i], domain_id="d", subscription_id="x")
+        for k in range(asks):
+            rule = book.match(session_id=SESSIONS[i], domain_id="d", subscription_id="x", asks=k)
             hits[i].append(rule is not None)
     return hits
 
@@ -597,8 +598,9 @@ def test_which_sessions_a_probability_picks_does_not_depend_on_their_arrival_ord
 
 
 def test_a_sessions_later_requests_draw_again_and_change_no_other_sessions_draws():
-    """A resumed stream or a retry after a refusal draws anew (a session refused once
-    is not refused for ever), and leaves the other sessions' draws as they were."""
+    """A resumed stream or a retry after a refusal (its count of requests that took
+    effect one more) draws anew: a session refused once is not refused for ever.
+    The other sessions' draws stay as they were."""
     alone = _hits(_probability_book(), list(range(10)))
     book = _probability_book()
     repeated = _hits(book, [0], asks=40)[0]
@@ -627,31 +629,6 @@ def test_two_rules_with_one_match_and_probability_draw_independently():
     assert 20 < counts[throttled.id] < 80
 
 
-def test_draws_listed_for_later_count_only_once_the_request_took_effect():
-    """A request refused for another reason (a quota, a session's stream under way)
-    draws, but counts only once counted: the next request draws as it would have."""
-    deferred, at_once = _probability_book(), _probability_book()
-    request = {"session_id": SESSIONS[0], "domain_id": "d", "subscription_id": "x"}
-    expected = [at_once.match(**request) is not None for _ in range(6)]
-    got = []
-    for _ in range(6):
-        refused: list = []
-        first = deferred.match(**request, drawn=refused) is not None  # not counted
-        drawn: list = []
-        got.append(deferred.match(**request, drawn=drawn) is not None)
-        assert got[-1] == first and len(drawn) == 1
-        deferred.count_draws(drawn)
-    assert got == expected
-
-
-def test_the_requests_counted_per_session_are_bounded(monkeypatch):
-    monkeypatch.setattr(rules_module, "MAX_COUNTED_SESSIONS", 3)
-    book = _probability_book()
-    first = _hits(book, [0, 1, 2, 3], asks=2)  # 0 is forgotten when 3 comes
-    assert _hits(book, [0], asks=2)[0] == first[0]  # it draws as new again
-    assert _hits(_probability_book(), [0], asks=2)[0] == first[0]
-
-
 def test_a_peeked_match_is_counted_only_when_used():
     book = RuleBook()
     rule = book.add(Rule(id="", scenario=VISIT, times=1))
@@ -670,8 +647,8 @@ def test_probability_draws_repeat_for_the_same_seed_and_skip_without_consuming()
             parse_rule({"chaos": {"slow": 0.1}, "probability": 0.5, "times": 100}, scenarios=KNOWN)
         )
         return [
-            book.match(session_id="s", domain_id="d", subscription_id="x") is not None
-            for _ in range(40)
+            book.match(session_id="s", domain_id="d", subscription_id="x", asks=k) is not None
+            for k in range(40)
         ]
 
     first = draws(3)
@@ -750,13 +727,13 @@ def test_each_rules_draws_repeat_whatever_other_rules_draw():
 
     def b_draws(book: RuleBook, *, with_a: bool) -> list[bool]:
         hits = []
-        for _ in range(32):
+        for k in range(32):
             if with_a:
                 book.match(
                     session_id=None, domain_id="dom-aaaaaaaaaaaaaaaaaaaa", subscription_id=None
                 )
             hit = book.match(
-                session_id=None, domain_id="dom-bbbbbbbbbbbbbbbbbbbb", subscription_id=None
+                session_id=None, domain_id="dom-bbbbbbbbbbbbbbbbbbbb", subscription_id=None, asks=k
             )
             hits.append(hit is not None)
         return hits
