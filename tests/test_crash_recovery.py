@@ -406,6 +406,26 @@ def test_a_killed_flac_stream_and_one_that_wrote_nothing_are_rolled_back_too(tmp
         assert wav_seconds(emulator.audio(quiet_id)[1]) == 0.5
 
 
+def test_a_two_channel_session_whose_first_stream_was_lost_resumes_with_its_channels(tmp_path):
+    """The lost first stream chose the session's scenario and sent its channel
+    definitions; rolled back, the session had the scenario but no configuration,
+    and every resume with those very channels was refused as other channels."""
+    state = tmp_path / "state"
+    session_id = new_session_id()
+    audio = pcm_tone(2.0, channels=2)
+    events = [configuration_event(two_channels=True)]
+    events += [audio_event(audio[i : i + 6400]) for i in range(0, len(audio), 6400)]
+    with emulator_on(state) as emulator:
+        emulator.start()
+        emulator.rule(session_id)
+        kill_during(emulator, {session_id: (events, 2.0, {})})
+        emulator.start()
+        assert emulator.session(session_id)["configuration"] is None
+        result = resume(emulator, session_id, audio=pcm_tone(1.2, channels=2), two_channels=True)
+        assert [s.content for s in result.finals] == [s["content"] for s in SCRIPT["segments"][:2]]
+        assert emulator.session(session_id)["status"] == "COMPLETED"
+
+
 def test_a_journal_line_cut_by_the_crash_does_not_swallow_the_next_entry(tmp_path):
     """The kill may cut the journal's last write short. The restart removes the cut
     line, so the entry written next (a lost stream's streamLost, a resumed stream's
