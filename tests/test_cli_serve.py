@@ -122,6 +122,15 @@ def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
     assert err.count("\n") == 1
 
 
+def test_a_port_is_any_number_from_0_to_65535():
+    """0 asks the system for a free port; 65535 is the last; one past either end is refused."""
+    _, _, settings = parse_settings(["--port", "65535", "--h2c-port", "0"], environ={})
+    assert (settings.port, settings.h2c_port) == (65535, 0)
+    for bad in ("65536", "-1"):
+        with pytest.raises(SystemExit):
+            parse_settings(["--port", bad], environ={})
+
+
 @pytest.mark.parametrize(
     ("argv", "environ"),
     [(["--log-level", "WARNING"], {}), ([], {"MEDSCRIBE_LOG_LEVEL": "Warning"})],
