@@ -121,7 +121,10 @@ class SessionResult:
 
 
 def configuration_event(
-    *, two_channels: bool = False, template: str = "HISTORY_AND_PHYSICAL"
+    *,
+    two_channels: bool = False,
+    template: str = "HISTORY_AND_PHYSICAL",
+    output_s3_uri: str = S3_URI,
 ) -> Any:
     from aws_sdk_connecthealth import models as m
 
@@ -134,7 +137,7 @@ def configuration_event(
     return m.MedicalScribeInputStreamConfigurationEvent(
         value=m.MedicalScribeConfigurationEvent(
             post_stream_action_settings=m.MedicalScribePostStreamActionSettings(
-                output_s3_uri=S3_URI,
+                output_s3_uri=output_s3_uri,
                 clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
                     note_template_settings=m.NoteTemplateSettingsManagedTemplate(
                         value=m.ManagedTemplate(template_type=template)

@@ -595,34 +595,25 @@ async def test_a_refused_resume_keeps_the_segment_under_way_for_the_next_stream(
     assert [s.is_partial for s in continued] == [True, True, False]
 
 
-def _configuration_to(uri: str, template: str) -> m.MedicalScribeInputStreamConfigurationEvent:
-    return m.MedicalScribeInputStreamConfigurationEvent(
-        value=m.MedicalScribeConfigurationEvent(
-            post_stream_action_settings=m.MedicalScribePostStreamActionSettings(
-                output_s3_uri=uri,
-                clinical_note_generation_settings=m.ClinicalNoteGenerationSettings(
-                    note_template_settings=m.NoteTemplateSettingsManagedTemplate(
-                        value=m.ManagedTemplate(template_type=template)
-                    )
-                ),
-            )
-        )
-    )
-
-
 async def test_get_and_the_artifacts_follow_a_resumed_streams_configuration(client, emulator):
     """A resumed stream's configuration replaces the session's: Get kept the first
     stream's output URI and template, and its artifacts' locations under that URI."""
     session_id = new_session_id()
     chunk = audio_event(pcm_tone(0.2))
     paused = await run_session(
-        client, session_id, events=[_configuration_to("s3://first-bucket/a", "DAP"), chunk]
+        client,
+        session_id,
+        events=[configuration_event(output_s3_uri="s3://first-bucket/a", template="DAP"), chunk],
     )
     assert paused.error is None
     done = await run_session(
         client,
         session_id,
-        events=[_configuration_to("s3://second-bucket/b", "GIRPP"), chunk, end_of_session_event()],
+        events=[
+            configuration_event(output_s3_uri="s3://second-bucket/b", template="GIRPP"),
+            chunk,
+            end_of_session_event(),
+        ],
     )
     assert done.error is None
     got = await details(client, session_id)
