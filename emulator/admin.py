@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -22,6 +22,7 @@ from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, wav_header
 from .record import SessionRecord
+from .requestbody import unfinished_body
 from .validation import id_constraints_broken, lone_surrogate
 
 __all__ = ["admin_routes"]
@@ -74,12 +75,16 @@ async def _json_body(request: Request) -> Any:
     if declared.isdigit() and int(declared) > MAX_ADMIN_BODY:
         raise ConfigError(f"request body is {declared} bytes; the limit is {MAX_ADMIN_BODY}")
     received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > MAX_ADMIN_BODY:
-            raise ConfigError(
-                f"request body is over {MAX_ADMIN_BODY} bytes, the limit (it was not read further)"
-            )
+    try:
+        async for chunk in request.stream():
+            received += chunk
+            if len(received) > MAX_ADMIN_BODY:
+                raise ConfigError(
+                    f"request body is over {MAX_ADMIN_BODY} bytes, the limit (it was not read "
+                    "further)"
+                )
+    except ClientDisconnect:
+        raise ConfigError(unfinished_body(request.scope)) from None
     body = bytes(received)
     if not body.strip():
         raise ConfigError("request body is empty: expected a JSON object")
@@ -151,6 +156,8 @@ def admin_routes(
         return _JSON({"status": "reset", "liveSessions": live})
 
     async def list_sessions(request: Request) -> Response:
+        if (refused := _repeated(request)) is not None:
+            return refused
         filters = dict(request.query_params)
         unknown = sorted(set(filters) - set(_LIST_FILTERS))
         if unknown:
@@ -174,11 +181,16 @@ def admin_routes(
                 "rejected": [
                     entry for entry in backend.rejections if status is None and wanted(entry)
                 ],
+                # The list keeps the newest rejections: a test looking for an older one
+                # is told it was dropped, not that it never came.
+                "rejectedDropped": backend.rejections_dropped,
             }
         )
 
     def find(request: Request) -> SessionRecord | Response:
         session_id = request.path_params["session_id"]
+        if (refused := _repeated(request)) is not None:
+            return refused
         unknown = sorted(set(request.query_params) - set(_PICK_FILTERS))
         if unknown:
             # Ignored, a misspelt ?domainid= gave the newest session of that id,
@@ -251,15 +263,37 @@ def admin_routes(
         Route("/_emulator/ca.pem", _no_parameters(ca_pem), methods=["GET"]),
         Route("/_emulator/rules", _no_parameters(list_rules), methods=["GET"]),
         Route("/_emulator/rules", _no_parameters(add_rule), methods=["POST"]),
-        Route("/_emulator/rules", _no_parameters(delete_rules), methods=["DELETE"]),
-        Route("/_emulator/rules/{rule_id}", _no_parameters(delete_rule), methods=["DELETE"]),
-        Route("/_emulator/reset", _no_parameters(reset), methods=["POST"]),
+        Route(
+            "/_emulator/rules",
+            _no_parameters(_no_body(delete_rules, _DELETE_RULES_HINT)),
+            methods=["DELETE"],
+        ),
+        Route(
+            "/_emulator/rules/{rule_id}",
+            _no_parameters(_no_body(delete_rule, "the rule is named by the path")),
+            methods=["DELETE"],
+        ),
+        Route("/_emulator/reset", _no_parameters(_no_body(reset, _RESET_HINT)), methods=["POST"]),
         Route("/_emulator/sessions", list_sessions, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}/events", session_events, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}/audio.wav", session_audio, methods=["GET"]),
         Route("/_emulator/scenarios", _no_parameters(list_scenarios), methods=["GET"]),
     ]
+
+
+def _repeated(request: Request) -> Response | None:
+    """A 400 for a query parameter given twice, or None: only one of its values would
+    count (``?status=COMPLETED&status=FAILED`` listed the failed sessions alone)."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if not twice:
+        return None
+    return _error(
+        400,
+        f"{', '.join('?' + name for name in twice)} given more than once; each filter "
+        "takes one value",
+    )
 
 
 def _no_parameters(
@@ -277,6 +311,37 @@ def _no_parameters(
                 400,
                 f"{request.method} {request.url.path} takes no parameters, got {shown}; "
                 "only /_emulator/sessions and a session's look-ups take some",
+            )
+        return await handler(request)
+
+    return checked
+
+
+_DELETE_RULES_HINT = "it deletes every rule; DELETE /_emulator/rules/{id} deletes one"
+_RESET_HINT = "it resets the whole emulator; nothing narrows it"
+
+
+def _no_body(
+    handler: Callable[[Request], Awaitable[Response]], hint: str
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler``, refusing a request body (bar an empty JSON object): ignored, a body
+    naming what to act on (``{"id": "rule-6"}``) deleted or reset everything."""
+
+    async def checked(request: Request) -> Response:
+        received = bytearray()
+        try:
+            async for chunk in request.stream():
+                received += chunk
+                if len(received) > 64:
+                    break  # enough to know it is not empty; the rest is not read
+        except ClientDisconnect:
+            return _error(400, unfinished_body(request.scope))
+        if received.strip() not in (b"", b"{}"):
+            shown = bytes(received[:64]).decode("utf-8", "replace")
+            more = "..." if len(received) > 64 else ""
+            return _error(
+                400,
+                f"{request.method} {request.url.path} takes no body ({hint}), got {shown!r}{more}",
             )
         return await handler(request)
 

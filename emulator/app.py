@@ -21,9 +21,10 @@ from .admin import admin_routes
 from .backend import Backend
 from .control import MAX_REQUEST_BODY, control_routes, routing_scope
 from .details import SessionDetailsEndpoint, match_session_path
-from .errors import ServiceError, ValidationException
+from .errors import AccessDeniedException, ServiceError, ValidationException
 from .ids import new_request_id
 from .quotas import Quotas
+from .requestbody import bounded_receive, unfinished_body
 from .sigv4 import CredentialStore, verify_request
 from .stream import Receive, Scope, Send, StreamEndpoint, error_response
 
@@ -43,15 +44,29 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no route for {request.method} {path}"
         if path.endswith("/") and _routed(request, path.rstrip("/")):
             message += f" (did you mean {path.rstrip('/')}, without the trailing slash?)"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {path}"
-    headers = dict(exc.headers or {})
+    headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        message = f"{request.method} is not allowed on {path}; it takes {', '.join(allowed)}"
+        # Starlette's names the methods of the first route on the path only.
+        headers["allow"] = ", ".join(allowed)
     if exc.status_code in (404, 405) and not path.startswith("/_emulator/"):
         # The service's own paths answer in its error shape: a request that names no
         # operation is one the SDKs and boto3 report by this code.
         headers["x-amzn-errortype"] = "UnknownOperationException"
         headers["x-amzn-requestid"] = new_request_id()
     return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path, in a fixed order."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    order = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    return sorted(methods, key=lambda name: (order.index(name) if name in order else 99, name))
 
 
 def _routed(request: Request, path: str) -> bool:
@@ -100,6 +115,43 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send, message: str
     await response(scope, receive, send)
 
 
+#: Methods a web page can send another site without a CORS preflight's consent
+#: being needed for the request to take effect.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _foreign_origin(scope: Scope) -> str | None:
+    """The ``Origin`` of a browser request from another site, or None.
+
+    A page a developer visits can POST to ``http://127.0.0.1:8080`` with a form's or
+    text's content type, which needs no preflight: without this check it could
+    add rules or reset the emulator. No AWS SDK or test client sends ``Origin``
+    outside a browser, and a page of the emulator's own host and port has the same
+    origin (this emulator serves no pages, so none needs more).
+    """
+    headers = dict(scope["headers"])
+    origin = headers.get(b"origin")
+    if origin is None:
+        return None
+    host = headers.get(b"host") or headers.get(b":authority") or b""
+    authority = origin.partition(b"://")[2]
+    if authority and authority.lower() == host.lower():
+        return None
+    return origin.decode("latin-1")
+
+
+async def _cross_site(scope: Scope, receive: Receive, send: Send, origin: str) -> None:
+    message = (
+        f"a request from a web page of another origin ({origin[:100]}) is refused: "
+        f"{scope['method']} {scope['path']} changes the emulator's state, and a page any "
+        "site serves could send it (send it without an Origin header)"
+    )
+    if scope["path"].startswith("/_emulator/"):
+        await JSONResponse({"message": message}, status_code=403)(scope, receive, send)
+    else:
+        await error_response(send, AccessDeniedException(message), request_id=new_request_id())
+
+
 async def _signed(
     scope: Scope, receive: Receive, send: Send, credentials: CredentialStore
 ) -> Receive | None:
@@ -113,12 +165,13 @@ async def _signed(
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            # Answered, in case the client is there to read it (a dropped answer else).
+            error = ValidationException(unfinished_body(scope))
+            await error_response(send, error, request_id=new_request_id())
             return None
         body += message.get("body", b"")
         if len(body) > MAX_REQUEST_BODY:
-            error: ServiceError = ValidationException(
-                f"Request body must be at most {MAX_REQUEST_BODY} bytes"
-            )
+            error = ValidationException(f"Request body must be at most {MAX_REQUEST_BODY} bytes")
             await error_response(send, error, request_id=new_request_id())
             return None
         if not message.get("more_body", False):
@@ -133,8 +186,8 @@ async def _signed(
             now=datetime.now(UTC),
             body=bytes(body),
         )
-    except ServiceError as error:
-        await error_response(send, error, request_id=new_request_id())
+    except ServiceError as refused:
+        await error_response(send, refused, request_id=new_request_id())
         return None
     replayed = False
 
@@ -187,6 +240,11 @@ def create_app(
             if method == "POST" and path == STREAM_PATH:
                 await stream(scope, receive, send)
                 return
+            if method not in _SAFE_METHODS and (origin := _foreign_origin(scope)) is not None:
+                await _cross_site(scope, receive, send, origin)
+                return
+            if idle_timeout > 0:
+                receive = bounded_receive(scope, receive, idle_timeout)
             if credentials is not None and not path.startswith("/_emulator/"):
                 verified = await _signed(scope, receive, send, credentials)
                 if verified is None:

@@ -134,6 +134,8 @@ class Backend:
         self.strict_resources = strict_resources
         self.clock = clock
         self.rejections: list[dict[str, Any]] = []
+        #: How many older rejections were dropped to keep the newest MAX_REJECTIONS.
+        self.rejections_dropped = 0
         # Requests a rule's error refused, by session (see asks_of).
         self._refused: dict[SessionKey, int] = {}
         # Scripted scenarios' specs and their JSON text, by scenario (see _spec_text).
@@ -277,6 +279,7 @@ class Backend:
             self.rules.add(rule)
         self._drop([r for r in self.sessions.values() if r.live is None])
         self.rejections.clear()
+        self.rejections_dropped = 0
         self._refused.clear()
 
     def check_resources(
@@ -582,7 +585,9 @@ class Backend:
                 **({} if rule_id is None else {"ruleId": rule_id}),
             }
         )
-        del self.rejections[:-1000]
+        if len(self.rejections) > MAX_REJECTIONS:
+            del self.rejections[0]
+            self.rejections_dropped += 1
         log.info("request %s rejected: %s", request_id, error.code)
 
     # -- look-ups ----------------------------------------------------------------
@@ -1129,6 +1134,10 @@ class Backend:
             describe_results(results),
         )
 
+
+#: Requests rejected before their stream that GET /_emulator/sessions lists: the
+#: newest, about 300 bytes each; older ones are counted as dropped.
+MAX_REJECTIONS = 1000
 
 #: Sessions whose requests refused by a rule's error are counted (see
 #: Backend.note_refused): about 200 bytes each; past it the oldest is forgotten.

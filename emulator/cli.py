@@ -42,6 +42,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _token(text: str) -> str:
+    """An admin token, without the whitespace around it (a secret file's last newline,
+    which no client could send back); an empty one is refused, not read as none."""
+    token = text.strip()
+    if not token:
+        raise argparse.ArgumentTypeError(
+            "the admin token is empty; give one, or unset the option and "
+            "MEDSCRIBE_ADMIN_TOKEN for an admin API open to every client"
+        )
+    return token
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -495,7 +507,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--admin-token",
         "require 'Authorization: Bearer TOKEN' on the admin API (health and ca.pem stay "
-        "open), for emulators on shared networks",
+        "open), for emulators on shared networks; whitespace around it is dropped",
+        type=_token,
         metavar="TOKEN",
     )
     _option(

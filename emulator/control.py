@@ -42,6 +42,7 @@ from .errors import (
     ValidationException,
 )
 from .ids import new_request_id
+from .requestbody import unfinished_body
 from .resources import (
     ARN_FORM,
     ARN_PATTERN,
@@ -300,9 +301,10 @@ def _operation(handler: Handler) -> Handler:
         except ServiceError as error:
             return _error(error)
         except ClientDisconnect:
-            # Gone while its body was read, or its body refused by HTTP/1.1 (whose
-            # 400 is sent already): nothing to answer, nothing to log as an error.
-            return Response(status_code=400)
+            # Its body ended early or stopped arriving. (A body HTTP/1.1 refused has its
+            # 400 sent already, and one whose client went reaches no one: this answer
+            # is then dropped.)
+            return _error(ValidationException(unfinished_body(request.scope)))
         except Exception:
             # A bug here must still reach the client as a modeled error, not a bare 500.
             log.exception("%s %s failed", request.method, request.url.path)

@@ -62,6 +62,9 @@ class _HeadLimitedConnection(h11.Connection):
     cost is two ``len`` calls per event.
     """
 
+    #: Whether the request being answered was framed twice (see :meth:`send`).
+    _close_after_answer = False
+
     def _extract_next_receive_event(
         self,
     ) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
@@ -74,7 +77,29 @@ class _HeadLimitedConnection(h11.Connection):
             # Raised here, before the event is processed, next_event() puts the
             # client in ERROR and hypercorn answers as for h11's own 431.
             raise h11.RemoteProtocolError("request head too long", error_status_hint=431)
+        if type(event) is h11.Request and _framed_twice(event):
+            self._close_after_answer = True
         return event
+
+    def send(self, event: h11.Event) -> bytes | None:
+        """h11's ``send``; the answer to a request framed twice closes the connection.
+
+        h11 reads such a body by its chunked encoding; RFC 9112 §6.1 then has the
+        server close the connection after answering, lest a proxy that read the
+        Content-Length instead take the rest as another request (smuggling). Keep-
+        alive is turned off as the answer starts (``Connection: close`` on it), not
+        as the request is read: then a request sent behind it is never parsed,
+        where h11 would refuse it before the first had its answer.
+        """
+        if type(event) is h11.Response and self._close_after_answer:
+            self._cstate.process_keep_alive_disabled()
+        return super().send(event)
+
+
+def _framed_twice(request: h11.Request) -> bool:
+    """Whether ``request`` carries both a Content-Length and a Transfer-Encoding."""
+    names = {name for name, _ in request.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 #: hypercorn's ``H11Protocol.__init__``, which makes a plain ``h11.Connection``.
@@ -139,6 +164,8 @@ def _h11_has_the_hooks() -> bool:
     """Whether h11 still has the internals :class:`_HeadLimitedConnection` uses."""
     connection = h11.Connection(h11.SERVER)
     hooks = ("_extract_next_receive_event", "_receive_buffer", "_max_incomplete_event_size")
+    if not hasattr(getattr(connection, "_cstate", None), "process_keep_alive_disabled"):
+        return False
     return all(hasattr(connection, name) for name in hooks)
 
 

@@ -44,6 +44,7 @@ from emulator.scenario import (
     describe,
     past_the_limit,
     read_document,
+    shown,
     validate_scenario,
 )
 from emulator.synthetic import SYNTHETIC_NAME
@@ -195,6 +196,9 @@ def _validate_rule(
     item = checker.mapping(data, path, allowed=_RULE_KEYS, what="a rule")
     if item is None:
         return None
+    # null is an absent member, as the rules are listed (``"error": null``) and as a
+    # YAML key left empty reads: a listed rule can be posted back.
+    item = {key: value for key, value in item.items() if value is not None}
 
     match: dict[str, str] = {}
     raw_match = item.get("match", {})
@@ -211,7 +215,7 @@ def _validate_rule(
                 rules = "; ".join(rule.removeprefix("Member ") for rule in broken)
                 checker.add(
                     (*path, "match", key),
-                    f"{text!r} can never match: requests are validated before rules apply, "
+                    f"{shown(text)} can never match: requests are validated before rules apply, "
                     f"and {HEADER_NAMES[key]} {rules}",
                 )
                 continue
@@ -377,7 +381,7 @@ def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
         if raw_mode not in _DISCONNECT_MODES:
             checker.add(
                 (*path, "disconnect", "mode"),
-                f"must be one of {', '.join(_DISCONNECT_MODES)}, got {raw_mode!r}",
+                f"must be one of {', '.join(_DISCONNECT_MODES)}, got {shown(raw_mode)}",
             )
         else:
             mode = raw_mode
@@ -409,9 +413,11 @@ def _scenario(
         if value in scenarios:
             return scenarios[value], False
         known = [SYNTHETIC_NAME, *sorted(set(scenarios) - {SYNTHETIC_NAME})]
-        near = get_close_matches(value, known, n=1)
+        near = get_close_matches(value[:100], known, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        checker.add(path, f"unknown scenario {value!r}{hint}; known scenarios: {', '.join(known)}")
+        checker.add(
+            path, f"unknown scenario {shown(value)}{hint}; known scenarios: {', '.join(known)}"
+        )
         return None, False
     if isinstance(value, dict):
         return validate_scenario(value, name=INLINE_SCENARIO, checker=checker, path=path), True
@@ -431,7 +437,7 @@ def _error(value: object, path: FieldPath, checker: Checker) -> tuple[str, str] 
         near = [name for name in SERVICE_ERRORS if name.lower() == kind.lower()]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         checker.add(
-            (*path, "type"), f"must be one of {', '.join(SERVICE_ERRORS)}{hint}, got {kind!r}"
+            (*path, "type"), f"must be one of {', '.join(SERVICE_ERRORS)}{hint}, got {shown(kind)}"
         )
         kind = None
     message = None

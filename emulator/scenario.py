@@ -265,6 +265,14 @@ def render_path(path: FieldPath) -> str:
     return out
 
 
+def shown(value: object, limit: int = 64) -> str:
+    """``repr(value)``, a long text cut short: a message quoting what a client sent
+    stays readable however much it sent."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
 def describe(value: object) -> str:
     """Return a short, user-facing description of a parsed value, for 'got ...'."""
     if value is None:
@@ -355,11 +363,12 @@ class Checker:
             return None
         for key in value:
             if key not in allowed:
-                near = get_close_matches(str(key), allowed, n=1)
+                near = get_close_matches(str(key)[:100], allowed, n=1)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
+                name = str(key) if len(str(key)) <= 64 else str(key)[:64] + "..."
                 self.add(
-                    (*path, str(key)),
-                    f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}",
+                    (*path, name),
+                    f"unknown key {shown(key)}{hint}; allowed: {', '.join(allowed)}",
                 )
         return value
 

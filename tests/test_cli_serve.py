@@ -91,6 +91,8 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         ([], {"MEDSCRIBE_POST_STREAM_DELAY": "inf"}, "'inf' is not a finite number"),
         (["--quota-start-tps", "0"], {}, "'0' must be greater than 0 (a rate of 0 would"),
         (["--quota-get-tps", "0.0"], {}, "'0.0' must be greater than 0"),
+        (["--admin-token", ""], {}, "argument --admin-token: the admin token is empty; give"),
+        ([], {"MEDSCRIBE_ADMIN_TOKEN": " \n"}, "MEDSCRIBE_ADMIN_TOKEN: the admin token is empty"),
     ],
     ids=[
         "port-range",
@@ -109,6 +111,8 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         "env-infinite-post-stream-delay",
         "zero-start-rate",
         "zero-get-rate",
+        "empty-admin-token",
+        "blank-admin-token-variable",
     ],
 )
 def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
@@ -120,6 +124,17 @@ def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
     # The serve options are listed by `serve --help`; the top level's lists commands.
     assert err.rstrip().endswith("(see medscribe-emulator serve --help)")
     assert err.count("\n") == 1
+
+
+def test_an_admin_token_is_read_without_the_whitespace_around_it():
+    """A secret file's last newline made a token no client could send: every admin
+    request was a 401 for the server's life."""
+    _, _, settings = parse_settings(["--admin-token", " s3cret\n"], environ={})
+    assert settings.admin_token == "s3cret"
+    _, _, settings = parse_settings([], environ={"MEDSCRIBE_ADMIN_TOKEN": "s3cret\n"})
+    assert settings.admin_token == "s3cret"
+    _, _, settings = parse_settings([], environ={"MEDSCRIBE_ADMIN_TOKEN": ""})  # unset
+    assert settings.admin_token is None
 
 
 def test_a_port_is_any_number_from_0_to_65535():

@@ -1,0 +1,68 @@
+"""A request body that stops arriving, or ends early, outside the scribe stream.
+
+The admin API and the control plane read a whole body before they answer. A
+client that sends a head and part of a body, then nothing, held its connection
+(and a task) for the life of the server; one that closed its side early got a
+bare 500 or an empty 400. :func:`bounded_receive` stops waiting after
+``--idle-timeout`` seconds without a byte of the body, and
+:func:`unfinished_body` says, for the error the handler then sends, which of the
+two happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["bounded_receive", "unfinished_body"]
+
+#: The scope key of what :func:`bounded_receive` notes when it gives up waiting: a
+#: dict, shared by the copies of the scope made for routing.
+_NOTE = "medscribe.request_body"
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def bounded_receive(scope: dict[str, Any], receive: Receive, seconds: float) -> Receive:
+    """``receive``, giving ``http.disconnect`` when the body's next part has not come
+    within ``seconds`` (noted in ``scope`` for :func:`unfinished_body`).
+
+    Only the body is bounded: once its last part came, ``receive`` waits as long as
+    it must (a streamed response listens for the client's disconnect through it).
+    """
+    if seconds <= 0:
+        return receive
+    whole = False
+    note: dict[str, float] = scope.setdefault(_NOTE, {})
+
+    async def bounded() -> dict[str, Any]:
+        nonlocal whole
+        if whole:
+            return await receive()
+        try:
+            message = await asyncio.wait_for(receive(), seconds)
+        except TimeoutError:
+            whole = True
+            note["timed_out_after"] = seconds
+            return {"type": "http.disconnect"}
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            whole = True
+        return message
+
+    return bounded
+
+
+def unfinished_body(scope: dict[str, Any]) -> str:
+    """What was wrong with a request body its handler could not read to its end."""
+    seconds = scope.get(_NOTE, {}).get("timed_out_after")
+    if seconds is not None:
+        return (
+            f"the request body stopped arriving: nothing of it came for {seconds:g} s "
+            "(--idle-timeout); send the whole body"
+        )
+    return (
+        "the request body ended before it was complete: the client closed its side of "
+        "the connection (or reset its stream) before the end of its content-length or "
+        "chunked encoding"
+    )
