@@ -324,7 +324,9 @@ class ScribeSession:
                 self.stats.audio_bytes += size
                 now = self._now = self._base + self._clock.add_count(size)  # type: ignore[union-attr]
                 if now > self._max_audio:
-                    raise self._over_limit(now)
+                    if self._to_the_limit():
+                        raise self._over_limit(now)
+                    return
                 if now >= self._wake_at:
                     self._advance(now)
                 return
@@ -367,7 +369,8 @@ class ScribeSession:
             pass  # a FLAC stream cut inside its metadata: no frames to count
         now = self._now = self._base + self._clock.seconds
         if now > self._max_audio:
-            self.fail("validationException", self._over_limit(now).message)
+            if self._to_the_limit():
+                self.fail("validationException", self._over_limit(now).message)
         elif release and self.state is S.STREAMING:
             self._advance(now)
 
@@ -459,8 +462,18 @@ class ScribeSession:
             now = self._base + self._clock.add_count(size)
         self._now = now
         if now > self._max_audio:
-            raise self._over_limit(now)
+            if self._to_the_limit():
+                raise self._over_limit(now)
+            return
         self._advance(now)
+
+    def _to_the_limit(self) -> bool:
+        """Release what falls due up to the audio limit, which the clock has just
+        passed: the audio of those results came in full. Returns whether the session
+        still runs (a scripted fault at or before the limit may have ended it)."""
+        if self.state is S.STREAMING:
+            self._advance(self._max_audio)
+        return self.state is S.STREAMING
 
     def _over_limit(self, now: float) -> ValidationException:
         return ValidationException(
@@ -472,7 +485,9 @@ class ScribeSession:
         assert self._clock is not None
         now = self._now = self._base + self._clock.finish()
         if now > self._max_audio:  # a FLAC stream's last frame, counted only now
-            raise self._over_limit(now)
+            if self._to_the_limit():
+                raise self._over_limit(now)
+            return
         self._advance(now)
         if self.state is not S.STREAMING:  # a fault fired on the last audio
             return

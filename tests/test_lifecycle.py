@@ -332,6 +332,53 @@ def test_audio_beyond_the_session_limit_is_an_in_stream_validation_exception():
         _run(SCENARIO, 1.0, resume=first.progress(), max_audio_seconds=2.0)
 
 
+@pytest.mark.parametrize("event_type", ["binaryAudioEvent", "audioEvent"])
+def test_the_audio_event_that_passes_the_limit_first_sends_what_fell_due_before_it(event_type):
+    """A final due at 1.92 s, its audio all there, was lost when the event taking the
+    session from 1.9 to 2.0 s passed a 1.95 s limit: the exception came alone."""
+    scenario = Scenario(name="edge", segments=(Segment(begin=1.0, end=1.92, content="last words"),))
+    sent: list = []
+    session = ScribeSession(
+        request=REQUEST, scenario_for=lambda c: scenario, send=sent.append, max_audio_seconds=1.95
+    )
+    session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+    audio = pcm_tone(2.0)
+    chunks = [audio[i : i + 3200] for i in range(0, len(audio), 3200)]
+    for chunk in chunks[:-1]:
+        session.receive_event(_audio_message(event_type, chunk))
+    assert not any(isinstance(e, TranscriptResult) and not e.is_partial for e in sent)
+    with pytest.raises(ValidationException, match="now has 2.000 s of audio"):
+        session.receive_event(_audio_message(event_type, chunks[-1]))
+    finals = [e for e in sent if isinstance(e, TranscriptResult) and not e.is_partial]
+    assert [(e.content, e.end) for e in finals] == [("last words", 1.92)]
+
+
+def test_a_scripted_fault_before_the_limit_fires_instead_of_the_limits_exception():
+    scenario = Scenario(
+        name="fault",
+        segments=(Segment(begin=1.0, end=1.91, content="last words"),),
+        faults=(Fault(at=1.93, exception="internalFailureException"),),
+    )
+    sent: list = []
+    session = ScribeSession(
+        request=REQUEST, scenario_for=lambda c: scenario, send=sent.append, max_audio_seconds=1.95
+    )
+    session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+    audio = pcm_tone(2.0)
+    for i in range(0, len(audio), 3200):
+        session.receive_event(_event("binaryAudioEvent", audio[i : i + 3200]))
+    assert session.state is SessionState.FAILED
+    assert [type(e).__name__ for e in sent[-2:]] == ["TranscriptResult", "StreamException"]
+    assert sent[-1].member == "internalFailureException"
+
+
+def _audio_message(event_type: str, chunk: bytes) -> Message:
+    if event_type == "binaryAudioEvent":
+        return _event(event_type, chunk)
+    text = base64.b64encode(chunk).decode()
+    return _event(event_type, json.dumps({"audioChunk": text}).encode())
+
+
 FLAC_REQUEST = StreamRequest(
     session_id=REQUEST.session_id,
     domain_id=DOMAIN_ID,
@@ -385,6 +432,8 @@ def test_a_flac_streams_last_frame_past_the_audio_limit_fails_the_session_howeve
     assert paused.state is SessionState.FAILED
     assert isinstance(sent[-1], StreamException)
     assert "now has 1.000 s of audio" in sent[-1].message
+    # The final due at 0.9 s, at the limit, came before it: its audio was all there.
+    assert [(e.content, e.end) for e in sent[:-1] if not e.is_partial] == [("all done here", 0.9)]
     ended, _ = _flac_session(max_audio_seconds=0.9)
     with pytest.raises(ValidationException, match="at most 0.9 s of audio"):
         ended.receive_event(_event("sessionControlEvent", b'{"type": "END_OF_SESSION"}'))
