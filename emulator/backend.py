@@ -223,15 +223,18 @@ class Backend:
 
     def asks_of(self, request: StreamRequest) -> int:
         """How many of the request's session's requests took effect before it: its
-        streams that opened (stored with the session, so a restart keeps them)
-        and the requests a rule's error refused (since the start, or a reset).
+        streams that opened (stored with the session, so a restart keeps them),
+        less those a crash lost (the session is as it was before them, and the
+        stream that replaces one draws as it did), and the requests a rule's
+        error refused (since the start, or a reset).
 
         Part of each probability's draw: a session's next request draws anew,
         what others do (a quota's refusal included) changes nothing.
         """
         key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
         record = self.sessions.get(key)
-        return (0 if record is None else record.streams) + self._refused.get(key, 0)
+        taken = 0 if record is None else record.streams - record.streams_lost
+        return taken + self._refused.get(key, 0)
 
     def note_refused(self, request: StreamRequest) -> None:
         """Count a request a rule's error refused, for :meth:`asks_of` (the newest
@@ -911,6 +914,7 @@ class Backend:
             )
         journal.flush()  # written before the row (the writer's order)
         record.streams = max(record.streams, *lost)
+        record.streams_lost += len(lost - marked)
         log.info(
             "session %s: stream %s lost when the emulator stopped (last heard of at %s); "
             "the session is PAUSED at %.2f s of audio, as before it",

@@ -48,6 +48,9 @@ class SessionRecord:
     scenario: dict[str, Any] | None = None
     progress: SessionProgress = field(default_factory=SessionProgress)
     streams: int = 0
+    #: Of those, the streams a crash lost (see Backend._roll_back): the session is
+    #: as it was before each, so a probability draws as if it never ran.
+    streams_lost: int = 0
     request_id: str = ""
     rule_id: str | None = None
     stats: SessionStats = field(default_factory=SessionStats)
@@ -185,6 +188,7 @@ class SessionRecord:
             "scenario": self.scenario,
             "progress": self.progress.to_json(),
             "streams": self.streams,
+            **({"streamsLost": self.streams_lost} if self.streams_lost else {}),
             "requestId": self.request_id,
             "ruleId": self.rule_id,
             "stats": _stats_json(self.stats),
@@ -236,6 +240,7 @@ class SessionRecord:
             scenario=data.get("scenario"),
             progress=SessionProgress.from_json(data["progress"]),
             streams=int(data.get("streams", 0)),
+            streams_lost=int(data.get("streamsLost", 0)),
             request_id=data.get("requestId", ""),
             rule_id=data.get("ruleId"),
             stats=_stats_from(data.get("stats") or {}),

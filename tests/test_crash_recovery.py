@@ -60,8 +60,9 @@ BYTES_PER_SECOND = 32000
 class Emulator:
     """``medscribe-emulator serve`` in a subprocess on ``state``; :meth:`kill` is SIGKILL."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, args: tuple[str, ...] = ()) -> None:
         self.state = state
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -82,6 +83,7 @@ class Emulator:
                     str(self.state),
                     "--post-stream-delay",
                     "0.1",
+                    *self.args,
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -164,8 +166,8 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def emulator_on(state: Path) -> Iterator[Emulator]:
-    emulator = Emulator(state)
+def emulator_on(state: Path, args: tuple[str, ...] = ()) -> Iterator[Emulator]:
+    emulator = Emulator(state, args)
     try:
         yield emulator
     finally:
@@ -453,3 +455,47 @@ def test_a_journal_line_cut_by_the_crash_does_not_swallow_the_next_entry(tmp_pat
             assert events[-1]["type"] == "streamEnded"
             text = (emulator.journal_dir(session_id) / "events.jsonl").read_bytes()
             assert cut not in text
+
+
+def test_the_stream_replacing_a_lost_one_draws_a_probability_as_the_lost_one_did(tmp_path):
+    """A probability's draw counts the session's streams; a lost one still counted, so
+    the stream replacing it drew as the next one would have (a crash test with a
+    probability rule saw other chaos after the restart), and every later one too."""
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"delay": 0.01}, "probability": 0.5}
+    (fixtures / "rules.yaml").write_text(json.dumps([rule]))  # JSON is YAML
+    args = ("--fixtures", str(fixtures), "--seed", "11")
+    # Fixed ids: the draws are fixed, and among them are streams 2 and 3 that differ.
+    sessions = [f"00000000-0000-4000-8000-{n:012d}" for n in range(6)]
+
+    def chaos_by_stream(emulator: Emulator, session_id: str) -> dict[int, bool]:
+        events = emulator.events(session_id)
+        return {
+            e["stream"]: e.get("rule") is not None for e in events if e["type"] == "streamStarted"
+        }
+
+    with emulator_on(tmp_path / "clean", args) as clean:
+        clean.start()
+        for _ in range(3):
+            for session_id in sessions:
+                resume(clean, session_id, audio=pcm_tone(0.3), end_of_session=False)
+        drawn = {session_id: chaos_by_stream(clean, session_id) for session_id in sessions}
+    # The test means something: some streams drew chaos and some did not, and some
+    # session's second and third streams drew differently.
+    assert {d[2] for d in drawn.values()} == {True, False}
+    assert any(d[2] != d[3] for d in drawn.values())
+
+    with emulator_on(tmp_path / "crashed", args) as crashed:
+        crashed.start()
+        for session_id in sessions:
+            resume(crashed, session_id, audio=pcm_tone(0.3), end_of_session=False)
+        events, _, headers = pcm_stream(1.0)
+        kill_during(crashed, {session_id: (events, 1.3, headers) for session_id in sessions})
+        crashed.start()
+        for _ in range(2):
+            for session_id in sessions:
+                resume(crashed, session_id, audio=pcm_tone(0.3), end_of_session=False)
+        for session_id in sessions:
+            after = chaos_by_stream(crashed, session_id)
+            assert [after[1], after[3], after[4]] == [drawn[session_id][n] for n in (1, 2, 3)]
