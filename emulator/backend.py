@@ -914,7 +914,10 @@ class Backend:
             )
         journal.flush()  # written before the row (the writer's order)
         record.streams = max(record.streams, *lost)
-        record.streams_lost += len(lost - marked)
+        # Counted from the journal's marks when it could be read: a restart cut off
+        # after marking a stream and before saving the row left the row's count short.
+        ever = found.ever_marked if found is not None else frozenset()
+        record.streams_lost = max(record.streams_lost + len(lost - marked), len(ever | lost))
         log.info(
             "session %s: stream %s lost when the emulator stopped (last heard of at %s); "
             "the session is PAUSED at %.2f s of audio, as before it",

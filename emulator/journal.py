@@ -547,6 +547,7 @@ class Journal:
         _WRITER.wait()  # an earlier Backend of this process may have writes queued
         streams: set[int] = set()
         marked: set[int] = set()
+        ever_marked: set[int] = set()
         # The last whole lines but streamLost ones (the time of a restart, not of
         # the stream), a few in case the very last does not parse.
         recent: collections.deque[bytes] = collections.deque(maxlen=8)
@@ -570,6 +571,8 @@ class Journal:
                     if _STREAM_LINE in line:
                         entry = _parse(line)
                         number = _stream_number(entry)
+                        if number is not None and entry.get("type") == STREAM_LOST:
+                            ever_marked.add(number)
                         if number is not None and number >= first_lost:
                             streams.add(number)
                             if entry.get("type") == STREAM_LOST:
@@ -596,6 +599,7 @@ class Journal:
         return RollBack(
             streams=tuple(sorted(streams)),
             marked=frozenset(marked),
+            ever_marked=frozenset(ever_marked),
             last_heard=last_heard,
             dropped=dropped,
             kept_audio_bytes=kept,
@@ -766,6 +770,9 @@ class RollBack:
     #: Those a ``streamLost`` entry marks already: a restart before marked them,
     #: and was cut off before it saved the session's row.
     marked: frozenset[int] = frozenset()
+    #: Every stream a ``streamLost`` entry marks, lost in this crash or any before:
+    #: the session's count of lost streams, whether or not a row saved it.
+    ever_marked: frozenset[int] = frozenset()
     #: The time of the last whole entry but ``streamLost`` ones, if any, as epoch
     #: seconds and as written: when the session, and so its last stream, was last
     #: heard of. (The text: :func:`iso_time` of the seconds may be a millisecond

@@ -117,6 +117,15 @@ def test_a_body_that_stops_arriving_ends_with_a_400_after_the_idle_timeout(tmp_p
             status, fields, raw = parse_http11_response(_exchange(run.h2c_port, request.encode()))
             assert status == 400 and expected in json.loads(raw)["message"]
             assert time.monotonic() - started < 8
+        # A route that takes no body, its body cut short or stalled before a byte of it:
+        # refused, not carried out on everything.
+        admin(run.h2c_url, "POST", "/_emulator/rules", RULE)
+        request = b"DELETE /_emulator/rules HTTP/1.1\r\nhost: x\r\ncontent-length: 9\r\n\r\n"
+        status, _, raw = parse_http11_response(_exchange(run.h2c_port, request))
+        assert status == 400 and expected in json.loads(raw)["message"]
+        status, _, raw = parse_http11_response(_exchange(run.h2c_port, request, half_close=True))
+        assert status == 400 and "ended before it was complete" in json.loads(raw)["message"]
+        assert len(admin(run.h2c_url, "GET", "/_emulator/rules")[1]["rules"]) == 1
         client = H2Client("127.0.0.1", run.h2c_port)
         try:
             for path in ("/_emulator/rules", "/domain"):
@@ -151,15 +160,21 @@ def test_a_signed_control_plane_request_cut_short_is_answered(tmp_path):
         verify_signatures=True,
         access_key_id="AKIDEXAMPLE",
         secret_access_key="s3cret",
+        idle_timeout=0.5,
     )
     with running_emulator(settings) as run:
         request = b"POST /domain HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{}"
         status, fields, raw = parse_http11_response(
             _exchange(run.h2c_port, request, half_close=True)
         )
-    assert status == 400
-    assert fields["x-amzn-errortype"] == "ValidationException"
-    assert "ended before it was complete" in json.loads(raw)["message"]
+        assert status == 400
+        assert fields["x-amzn-errortype"] == "ValidationException"
+        assert "ended before it was complete" in json.loads(raw)["message"]
+        # Stalled, it is bounded by --idle-timeout as an unsigned one is.
+        status, fields, raw = parse_http11_response(_exchange(run.h2c_port, request))
+        assert status == 400
+        assert fields["x-amzn-errortype"] == "ValidationException"
+        assert "stopped arriving: nothing of it came for 0.5 s" in json.loads(raw)["message"]
 
 
 @pytest.mark.parametrize(
@@ -299,3 +314,83 @@ def test_a_request_framed_twice_is_answered_and_its_connection_closed(emulator):
     assert fields["connection"] == "close"
     assert answer.count(b"HTTP/1.1 ") == 1
     assert len(_rules(emulator)) == 1
+
+
+def test_a_body_where_none_belongs_is_refused_without_waiting_for_the_rest(emulator):
+    """Its first bytes say it is not empty: the answer does not wait for 10 MB more
+    (nor for the idle timeout, had the client stopped)."""
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        head = b"POST /_emulator/reset HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n"
+        sock.sendall(head + b'{"sessionId": "' + b"x" * 1000)
+        answer = b""
+        while b"}" not in answer.partition(b"\r\n\r\n")[2]:
+            answer += sock.recv(65536)
+    status, _, raw = parse_http11_response(answer)
+    assert status == 400
+    assert "takes no body" in json.loads(raw)["message"]
+
+
+def test_another_sites_page_cannot_delete_the_rules_either(emulator):
+    admin(emulator.h2c_url, "POST", "/_emulator/rules", RULE)
+    request = urllib.request.Request(
+        emulator.h2c_url + "/_emulator/rules",
+        method="DELETE",
+        headers={"origin": "https://evil.example"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 403
+    assert len(_rules(emulator)) == 1
+
+
+def test_requests_with_one_framing_keep_their_connection(emulator):
+    """Only a request framed twice closes it: two POSTs and a GET share one connection."""
+    body = b'{"scenario": "synthetic"}'
+    post = b"POST /_emulator/rules HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    chunked = (
+        b"POST /_emulator/rules HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    )
+    last = b"GET /_emulator/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    answer = _exchange(emulator.h2c_port, post + chunked + last)
+    assert answer.count(b"HTTP/1.1 201 ") == 2 and answer.count(b"HTTP/1.1 200 ") == 1
+    assert len(_rules(emulator)) == 2
+
+
+async def test_a_bounded_receive_bounds_the_body_only():
+    """Once the body is whole, a later receive() (a streamed answer listening for its
+    client's disconnect) waits as long as it takes; before, it gives up after the
+    bound, and the message then says the body stopped arriving."""
+    import asyncio
+
+    from emulator.requestbody import bounded_receive, unfinished_body
+
+    async def slow_then(messages):
+        async def receive():
+            delay, message = messages.pop(0)
+            await asyncio.sleep(delay)
+            return message
+
+        return receive
+
+    scope: dict = {}
+    whole = {"type": "http.request", "body": b"{}", "more_body": False}
+    gone = {"type": "http.disconnect"}
+    receive = bounded_receive(scope, await slow_then([(0, whole), (0.3, gone)]), 0.1)
+    assert await receive() == whole
+    assert await receive() == gone  # after 0.3 s, past the bound: not cut
+    assert "ended before it was complete" in unfinished_body(scope)
+
+    scope = {}
+    part = {"type": "http.request", "body": b"{", "more_body": True}
+    receive = bounded_receive(scope, await slow_then([(0, part), (0.3, whole)]), 0.1)
+    assert await receive() == part
+    assert await receive() == gone
+    assert unfinished_body(scope).startswith(
+        "the request body stopped arriving: nothing of it came for 0.1 s"
+    )
+    assert bounded_receive(scope, receive, 0) is receive  # 0: no bound

@@ -460,7 +460,8 @@ def test_a_journal_line_cut_by_the_crash_does_not_swallow_the_next_entry(tmp_pat
 def test_the_stream_replacing_a_lost_one_draws_a_probability_as_the_lost_one_did(tmp_path):
     """A probability's draw counts the session's streams; a lost one still counted, so
     the stream replacing it drew as the next one would have (a crash test with a
-    probability rule saw other chaos after the restart), and every later one too."""
+    probability rule saw other chaos after the restart), and every later one too.
+    Two crashes, and a clean restart after them, change nothing either."""
     fixtures = tmp_path / "fixtures"
     fixtures.mkdir()
     rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"delay": 0.01}, "probability": 0.5}
@@ -475,27 +476,38 @@ def test_the_stream_replacing_a_lost_one_draws_a_probability_as_the_lost_one_did
             e["stream"]: e.get("rule") is not None for e in events if e["type"] == "streamStarted"
         }
 
+    def one_stream_each(emulator: Emulator) -> None:
+        for session_id in sessions:
+            resume(emulator, session_id, audio=pcm_tone(0.3), end_of_session=False)
+
+    def kill_during_one_each(emulator: Emulator, audio_seconds: float) -> None:
+        events, _, headers = pcm_stream(1.0)
+        kill_during(emulator, {sid: (events, audio_seconds, headers) for sid in sessions})
+
     with emulator_on(tmp_path / "clean", args) as clean:
         clean.start()
-        for _ in range(3):
-            for session_id in sessions:
-                resume(clean, session_id, audio=pcm_tone(0.3), end_of_session=False)
+        for _ in range(4):
+            one_stream_each(clean)
         drawn = {session_id: chaos_by_stream(clean, session_id) for session_id in sessions}
     # The test means something: some streams drew chaos and some did not, and some
-    # session's second and third streams drew differently.
+    # session's next streams drew differently.
     assert {d[2] for d in drawn.values()} == {True, False}
     assert any(d[2] != d[3] for d in drawn.values())
+    assert any(d[3] != d[4] for d in drawn.values())
 
     with emulator_on(tmp_path / "crashed", args) as crashed:
         crashed.start()
-        for session_id in sessions:
-            resume(crashed, session_id, audio=pcm_tone(0.3), end_of_session=False)
-        events, _, headers = pcm_stream(1.0)
-        kill_during(crashed, {session_id: (events, 1.3, headers) for session_id in sessions})
+        one_stream_each(crashed)  # 1
+        kill_during_one_each(crashed, 1.3)  # 2, lost
         crashed.start()
-        for _ in range(2):
-            for session_id in sessions:
-                resume(crashed, session_id, audio=pcm_tone(0.3), end_of_session=False)
+        one_stream_each(crashed)  # 3, as 2
+        kill_during_one_each(crashed, 1.6)  # 4, lost
+        crashed.start()
+        one_stream_each(crashed)  # 5, as 3
+        crashed.stop()
+        crashed.start()  # a clean restart reads the count of lost streams back
+        one_stream_each(crashed)  # 6, as 4
         for session_id in sessions:
             after = chaos_by_stream(crashed, session_id)
-            assert [after[1], after[3], after[4]] == [drawn[session_id][n] for n in (1, 2, 3)]
+            got = [after[n] for n in (1, 3, 5, 6)]
+            assert got == [drawn[session_id][n] for n in (1, 2, 3, 4)], session_id

@@ -332,10 +332,14 @@ def test_audio_beyond_the_session_limit_is_an_in_stream_validation_exception():
         _run(SCENARIO, 1.0, resume=first.progress(), max_audio_seconds=2.0)
 
 
+@pytest.mark.parametrize("entry", ["receive_event", "receive_audio_event"])
 @pytest.mark.parametrize("event_type", ["binaryAudioEvent", "audioEvent"])
-def test_the_audio_event_that_passes_the_limit_first_sends_what_fell_due_before_it(event_type):
+def test_the_audio_event_that_passes_the_limit_first_sends_what_fell_due_before_it(
+    event_type, entry
+):
     """A final due at 1.92 s, its audio all there, was lost when the event taking the
-    session from 1.9 to 2.0 s passed a 1.95 s limit: the exception came alone."""
+    session from 1.9 to 2.0 s passed a 1.95 s limit: the exception came alone. (The
+    server takes the SDK's audio through receive_audio_event.)"""
     scenario = Scenario(name="edge", segments=(Segment(begin=1.0, end=1.92, content="last words"),))
     sent: list = []
     session = ScribeSession(
@@ -345,18 +349,24 @@ def test_the_audio_event_that_passes_the_limit_first_sends_what_fell_due_before_
     audio = pcm_tone(2.0)
     chunks = [audio[i : i + 3200] for i in range(0, len(audio), 3200)]
     for chunk in chunks[:-1]:
-        session.receive_event(_audio_message(event_type, chunk))
+        _feed(session, entry, event_type, chunk)
     assert not any(isinstance(e, TranscriptResult) and not e.is_partial for e in sent)
     with pytest.raises(ValidationException, match="now has 2.000 s of audio"):
-        session.receive_event(_audio_message(event_type, chunks[-1]))
+        _feed(session, entry, event_type, chunks[-1])
     finals = [e for e in sent if isinstance(e, TranscriptResult) and not e.is_partial]
     assert [(e.content, e.end) for e in finals] == [("last words", 1.92)]
 
 
-def test_a_scripted_fault_before_the_limit_fires_instead_of_the_limits_exception():
+@pytest.mark.parametrize("entry", ["receive_event", "receive_audio_event"])
+def test_a_scripted_fault_before_the_limit_fires_instead_of_the_limits_exception(entry):
+    """The fault at 1.93 s ends the session as scripted: nothing after its exception
+    (not the final due at 1.98 s, past the limit), and not the limit's exception."""
     scenario = Scenario(
         name="fault",
-        segments=(Segment(begin=1.0, end=1.91, content="last words"),),
+        segments=(
+            Segment(begin=1.0, end=1.91, content="last words"),
+            Segment(begin=1.92, end=1.98, content="never heard"),
+        ),
         faults=(Fault(at=1.93, exception="internalFailureException"),),
     )
     sent: list = []
@@ -366,10 +376,20 @@ def test_a_scripted_fault_before_the_limit_fires_instead_of_the_limits_exception
     session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
     audio = pcm_tone(2.0)
     for i in range(0, len(audio), 3200):
-        session.receive_event(_event("binaryAudioEvent", audio[i : i + 3200]))
+        _feed(session, entry, "binaryAudioEvent", audio[i : i + 3200])
     assert session.state is SessionState.FAILED
-    assert [type(e).__name__ for e in sent[-2:]] == ["TranscriptResult", "StreamException"]
+    finals = [e.content for e in sent if isinstance(e, TranscriptResult) and not e.is_partial]
+    assert finals == ["last words"]
+    assert isinstance(sent[-1], StreamException)
     assert sent[-1].member == "internalFailureException"
+
+
+def _feed(session: ScribeSession, entry: str, event_type: str, chunk: bytes) -> None:
+    message = _audio_message(event_type, chunk)
+    if entry == "receive_event":
+        session.receive_event(message)
+    else:
+        session.receive_audio_event(event_type, message.payload)
 
 
 def _audio_message(event_type: str, chunk: bytes) -> Message:
@@ -434,9 +454,10 @@ def test_a_flac_streams_last_frame_past_the_audio_limit_fails_the_session_howeve
     assert "now has 1.000 s of audio" in sent[-1].message
     # The final due at 0.9 s, at the limit, came before it: its audio was all there.
     assert [(e.content, e.end) for e in sent[:-1] if not e.is_partial] == [("all done here", 0.9)]
-    ended, _ = _flac_session(max_audio_seconds=0.9)
+    ended, sent = _flac_session(max_audio_seconds=0.9)
     with pytest.raises(ValidationException, match="at most 0.9 s of audio"):
         ended.receive_event(_event("sessionControlEvent", b'{"type": "END_OF_SESSION"}'))
+    assert [(e.content, e.end) for e in sent if not e.is_partial] == [("all done here", 0.9)]
 
 
 def test_results_never_lie_beyond_the_audio_received_after_resume():

@@ -747,3 +747,41 @@ def test_each_rules_draws_repeat_whatever_other_rules_draw():
     for domain in ("dom-aaaaaaaaaaaaaaaaaaaa", "dom-bbbbbbbbbbbbbbbbbbbb"):
         book.add(Rule(id="", match={"domainId": domain}, synthetic=True, probability=0.5))
     assert b_draws(book, with_a=False) == alone
+
+
+def test_a_long_value_is_quoted_cut_short_with_its_length():
+    from emulator.scenario import shown
+
+    assert shown("a" * 64) == repr("a" * 64)
+    assert shown("a" * 65) == repr("a" * 64) + "... (65 characters)"
+    assert shown(7) == "7"
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "quoted"),
+    [
+        ({"k" * 100_000: 1, "scenario": "synthetic"}, "k" * 64 + "...", "unknown key 'kkk"),
+        ({"scenario": "s" * 100_000}, "scenario", "unknown scenario 'sss"),
+        (
+            {"match": {"sessionId": "i" * 100_000}, "scenario": "synthetic"},
+            "match.sessionId",
+            "'iii",
+        ),
+        ({"error": {"type": "E" * 100_000}}, "error.type", "got 'EEE"),
+        (
+            {"chaos": {"disconnect": {"at": 1, "mode": "m" * 100_000}}},
+            "chaos.disconnect.mode",
+            "got 'mmm",
+        ),
+    ],
+    ids=["key", "scenario", "match", "error-type", "disconnect-mode"],
+)
+def test_a_rule_error_quotes_a_long_value_cut_short(rule, field, quoted):
+    """A 100,000-character value was echoed whole (twice, for a key): a 200 KB message."""
+    with pytest.raises(RuleError) as refused:
+        parse_rule(rule, scenarios={})
+    (problem,) = refused.value.problems
+    assert problem.field == field
+    assert quoted in problem.message
+    assert "... (100000 characters)" in problem.message
+    assert len(str(refused.value)) < 500
