@@ -210,15 +210,19 @@ class Backend:
         by the caller, as it refuses the request (:meth:`RuleBook.use`, and
         :meth:`note_refused`), any other's by :meth:`open_stream` when the
         stream starts a new session. A request refused for another reason, or
-        a stream resuming a session, used up ``times`` before. Probabilities
-        draw with :meth:`asks_of` the request.
+        a stream resuming a session, used up ``times`` before; the rule that
+        started the session still acts on its resumed streams once its ``times``
+        are spent. Probabilities draw with :meth:`asks_of` the request.
         """
+        key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
+        record = self.sessions.get(key)
         return self.rules.match(
             session_id=request.session_id,
             domain_id=request.domain_id,
             subscription_id=request.subscription_id,
             consume=False,
             asks=self.asks_of(request),
+            started_by=None if record is None else record.rule_id,
         )
 
     def asks_of(self, request: StreamRequest) -> int:

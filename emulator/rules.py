@@ -656,19 +656,33 @@ class RuleBook:
         subscription_id: str | None,
         consume: bool = True,
         asks: int = 0,
+        started_by: str | None = None,
     ) -> Rule | None:
         """Return the newest matching rule with uses left, consuming one use
         (unless ``consume`` is false: then :meth:`use` counts it once it took
         effect); else ``None``. ``asks``: how many of the session's requests
-        took effect before this one, part of each probability's draw."""
+        took effect before this one, part of each probability's draw.
+
+        ``started_by``, for a stream resuming a session, is the id of the rule
+        that started it: that rule still matches with its uses spent (a resumed
+        stream uses none, so a ``times: 1`` rule acts on its one session whole).
+        """
         with self._lock:
             others = self._others
             specific = self._by_session.get(session_id) if session_id is not None else None
-            if not others and not specific:
+            spent = None
+            if started_by is not None and (serial := self._ids.get(started_by)) is not None:
+                rule = next((r for r in self._rules if r.id == started_by), None)
+                if rule is not None and rule.remaining == 0:
+                    spent = (serial, rule)
+            if not others and not specific and spent is None:
                 return None
-            if specific:
-                # Both by serial: merged, newest first.
-                candidates = sorted((*specific.items(), *others.items()), reverse=True)
+            if specific or spent is not None:
+                # All by serial: merged, newest first.
+                extra = [spent] if spent is not None else []
+                candidates = sorted(
+                    (*(specific or {}).items(), *others.items(), *extra), reverse=True
+                )
             else:
                 candidates = reversed(others.items())  # type: ignore[assignment]
             for serial, rule in candidates:

@@ -11,6 +11,7 @@ from emulator.errors import MessageCRCError
 from emulator.eventstream import EventStreamDecoder
 
 from .support import (
+    DOMAIN_ID,
     H2Client,
     admin,
     audio_event,
@@ -151,6 +152,41 @@ async def test_a_resumed_stream_does_not_replay_chaos_its_session_already_reache
     assert [s.content for s in resumed.finals] == ["second words here", "third words here"]
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("times", [1, None], ids=["times-1", "no-times"])
+async def test_a_rule_that_started_a_session_acts_on_its_resumed_stream_with_its_uses_spent(
+    client, emulator, times
+):
+    """A session-pinned disconnect at 2.0 s with times: 1 was skipped by the session's
+    own resumed stream (its one use spent on the start), where without times it fired:
+    a resumed stream uses none, so it fires either way. Another session does not get
+    the spent rule."""
+    session_id = new_session_id()
+    rule = {
+        "match": {"domainId": DOMAIN_ID},
+        "scenario": SCRIPT,
+        "chaos": {"disconnect": {"at": 2.0}},
+        **({} if times is None else {"times": times}),
+    }
+    status, added = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, added
+    first = await run_session(client, session_id, audio=pcm_tone(1.0), end_of_session=False)
+    assert [s.content for s in first.finals] == ["first words here"]
+    resumed = await run_session(client, session_id, audio=pcm_tone(2.0), timeout=20, pace=0.05)
+    assert resumed.error is None and resumed.input_failed  # reset at 2.0 s
+    assert [s.content for s in resumed.finals] == ["second words here"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert (details["status"], details["audioSeconds"]) == ("PAUSED", 2.0)
+    status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    started = [e for e in journal["events"] if e["type"] == "streamStarted"]
+    assert [e["rule"] for e in started] == [added["id"], added["id"]]
+    status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+    assert listed["rules"][0]["uses"] == 1
+    if times == 1:
+        other = await run_session(client, new_session_id(), audio=pcm_tone(3.0), timeout=20)
+        assert other.error is None and not other.input_failed
+        assert len(other.finals) != 0
 
 
 def test_disconnect_close_drops_the_connection_but_not_the_server(emulator):
