@@ -43,12 +43,15 @@ async def main(path: str) -> None:
             )
         ),
     )
+    ids = {
+        "session_id": str(uuid.uuid4()),
+        "domain_id": "dom-exampledomain0001",
+        "subscription_id": "sub-ExampleSubscription01",
+    }
     async with await make_client(endpoint_url=ENDPOINT, ca_file=CA_FILE) as client:
         stream = await client.start_medical_scribe_listening_session(
             input=m.StartMedicalScribeListeningSessionInput(
-                session_id=str(uuid.uuid4()),
-                domain_id="dom-exampledomain0001",
-                subscription_id="sub-ExampleSubscription01",
+                **ids,
                 language_code="en-US",
                 media_sample_rate_hertz=rate,
                 media_encoding="pcm",
@@ -85,6 +88,14 @@ async def main(path: str) -> None:
             await asyncio.wait_for(sender, timeout=5)
         except TimeoutError:
             sys.exit("error: the stream was reset before all audio was sent")
+        # The output ends the same way, with no exception, when the stream was reset
+        # after the last audio went out: the session's status tells the two apart.
+        got = await client.get_medical_scribe_listening_session(
+            input=m.GetMedicalScribeListeningSessionInput(**ids)
+        )
+        status = got.medical_scribe_listening_session_details.stream_status
+        if status != "COMPLETED":
+            sys.exit(f"error: the stream ended with the session {status}, not COMPLETED")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,25 @@ def test_the_example_does_not_hang_when_the_service_resets_the_stream(emulator, 
     ]
 
 
+@pytest.mark.parametrize("at", [3.95, 4.0], ids=["on-the-last-event", "at-the-end"])
+def test_the_example_reports_a_reset_after_its_last_audio(emulator, tone, at):
+    """Every event already sent, the sender returned and the output ended as after a
+    whole session: the example said nothing and exited 0. Get says PAUSED."""
+    add_rule(
+        emulator,
+        {
+            "match": {"domainId": EXAMPLE_DOMAIN},
+            "scenario": {"faults": [{"at": at, "disconnect": True}]},
+        },
+    )
+    result = run_example(emulator, str(tone))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] in (
+        "error: the stream ended with the session PAUSED, not COMPLETED",
+        "error: the stream was reset before all audio was sent",
+    )
+
+
 def test_the_example_without_a_file_prints_its_usage(emulator):
     result = run_example(emulator)
     assert result.returncode == 1
