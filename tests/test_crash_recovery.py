@@ -146,8 +146,14 @@ class Emulator:
     def wait_for(self, session_id: str, audio_seconds: float) -> None:
         """Until the live stream of ``session_id`` has taken ``audio_seconds`` of audio."""
         deadline = time.monotonic() + 20
-        while self.session(session_id)["audioSeconds"] < audio_seconds - 1e-6:
-            assert time.monotonic() < deadline, self.session(session_id)
+        while True:
+            # The SDK's call returns before its request has reached the server: until
+            # it has, the session is not there (a 404).
+            status, body = admin(self.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+            if status == 200 and body["audioSeconds"] >= audio_seconds - 1e-6:
+                return
+            assert status in (200, 404), body
+            assert time.monotonic() < deadline, body
             time.sleep(0.05)
 
     def journal_dir(self, session_id: str) -> Path:
