@@ -221,7 +221,7 @@ class Backend:
             domain_id=request.domain_id,
             subscription_id=request.subscription_id,
             consume=False,
-            asks=self.asks_of(request),
+            asks=self._asks(key, record),
             started_by=None if record is None else record.rule_id,
         )
 
@@ -236,7 +236,9 @@ class Backend:
         what others do (a quota's refusal included) changes nothing.
         """
         key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
-        record = self.sessions.get(key)
+        return self._asks(key, self.sessions.get(key))
+
+    def _asks(self, key: SessionKey, record: SessionRecord | None) -> int:
         taken = 0 if record is None else record.streams - record.streams_lost
         return taken + self._refused.get(key, 0)
 

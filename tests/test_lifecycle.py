@@ -881,6 +881,31 @@ async def test_total_audio_limit_is_enforced_in_stream_and_before_a_resume(clien
     assert (await details(client, full)).stream_status == "COMPLETED"
 
 
+async def test_through_the_sdk_the_event_passing_the_limit_sends_the_final_due_before_it(
+    client, emulator
+):
+    """Scaled down to 0.95 s: the event taking the session from 0.9 to 1.0 s fails it,
+    and the final due at 0.92 s, its audio all sent, reaches the SDK first."""
+    session_id = new_session_id()
+    script = {"segments": [{"begin": 0.1, "end": 0.92, "content": "last words heard"}]}
+    status, _ = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": script},
+    )
+    assert status == 201
+    backend = emulator.app.backend
+    backend.limits = SessionLimits(max_audio_seconds=0.95)
+    try:
+        over = await run_session(client, session_id, audio=pcm_tone(1.0))
+    finally:
+        backend.limits = SessionLimits()
+    assert isinstance(over.error, m.ValidationException)
+    assert "now has 1.000 s of audio" in over.error.message
+    assert [(s.content, s.audio_end_offset) for s in over.finals] == [("last words heard", 0.92)]
+
+
 async def test_boto3_sees_each_status_of_the_lifecycle(client, emulator):
     boto = boto3_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
 
