@@ -76,6 +76,16 @@ def test_a_long_body_where_none_belongs_is_quoted_cut_short(emulator):
     assert answer["message"].endswith("got " + repr('{"x": "' + "y" * 57) + "...")
 
 
+@pytest.mark.parametrize(("length", "cut"), [(64, False), (65, True)])
+def test_a_body_where_none_belongs_is_quoted_whole_up_to_64_bytes(emulator, length, cut):
+    body = {"x": "y" * (length - 9)}  # '{"x": "' and '"}' are 9 bytes
+    assert len(json.dumps(body)) == length
+    status, answer = admin(emulator.h2c_url, "POST", "/_emulator/reset", body)
+    assert status == 400
+    quoted = json.dumps(body)[:64]
+    assert answer["message"].endswith("got " + repr(quoted) + ("..." if cut else ""))
+
+
 @pytest.mark.parametrize(
     ("path", "typed"),
     [("/_emulator/rules", False), ("/domain", True)],

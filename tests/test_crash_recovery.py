@@ -29,6 +29,7 @@ from typing import Any
 
 from emulator.artifacts import artifact_locations
 from emulator.sdk import boto3_client, make_client
+from emulator.store import DATABASE_NAME
 
 from .support import (
     DOMAIN_ID,
@@ -463,57 +464,98 @@ def test_a_journal_line_cut_by_the_crash_does_not_swallow_the_next_entry(tmp_pat
             assert cut not in text
 
 
+# A probability rule's draws, with fixed ids and seed: among them are streams 2 and 3
+# that differ, so a stream counted wrongly draws differently.
+_DRAW_SESSIONS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(6)]
+
+
+def _draw_fixtures(tmp_path: Path) -> tuple[str, ...]:
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"delay": 0.01}, "probability": 0.5}
+    (fixtures / "rules.yaml").write_text(json.dumps([rule]))  # JSON is YAML
+    return ("--fixtures", str(fixtures), "--seed", "11")
+
+
+def _chaos_by_stream(emulator: Emulator, session_id: str) -> dict[int, bool]:
+    events = emulator.events(session_id)
+    return {e["stream"]: e.get("rule") is not None for e in events if e["type"] == "streamStarted"}
+
+
+def _one_stream_each(emulator: Emulator) -> None:
+    for session_id in _DRAW_SESSIONS:
+        resume(emulator, session_id, audio=pcm_tone(0.3), end_of_session=False)
+
+
+def _kill_during_one_each(emulator: Emulator, audio_seconds: float) -> None:
+    events, _, headers = pcm_stream(1.0)
+    kill_during(emulator, {sid: (events, audio_seconds, headers) for sid in _DRAW_SESSIONS})
+
+
+def _clean_draws(tmp_path: Path, args: tuple[str, ...]) -> dict[str, dict[int, bool]]:
+    """Each session's draws over four streams, with no crash."""
+    with emulator_on(tmp_path / "clean", args) as clean:
+        clean.start()
+        for _ in range(4):
+            _one_stream_each(clean)
+        drawn = {session_id: _chaos_by_stream(clean, session_id) for session_id in _DRAW_SESSIONS}
+    # The tests mean something: some streams drew chaos and some did not, and some
+    # session's next streams drew differently.
+    assert {d[2] for d in drawn.values()} == {True, False}
+    assert any(d[2] != d[3] for d in drawn.values())
+    assert any(d[3] != d[4] for d in drawn.values())
+    return drawn
+
+
 def test_the_stream_replacing_a_lost_one_draws_a_probability_as_the_lost_one_did(tmp_path):
     """A probability's draw counts the session's streams; a lost one still counted, so
     the stream replacing it drew as the next one would have (a crash test with a
     probability rule saw other chaos after the restart), and every later one too.
     Two crashes, and a clean restart after them, change nothing either."""
-    fixtures = tmp_path / "fixtures"
-    fixtures.mkdir()
-    rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"delay": 0.01}, "probability": 0.5}
-    (fixtures / "rules.yaml").write_text(json.dumps([rule]))  # JSON is YAML
-    args = ("--fixtures", str(fixtures), "--seed", "11")
-    # Fixed ids: the draws are fixed, and among them are streams 2 and 3 that differ.
-    sessions = [f"00000000-0000-4000-8000-{n:012d}" for n in range(6)]
-
-    def chaos_by_stream(emulator: Emulator, session_id: str) -> dict[int, bool]:
-        events = emulator.events(session_id)
-        return {
-            e["stream"]: e.get("rule") is not None for e in events if e["type"] == "streamStarted"
-        }
-
-    def one_stream_each(emulator: Emulator) -> None:
-        for session_id in sessions:
-            resume(emulator, session_id, audio=pcm_tone(0.3), end_of_session=False)
-
-    def kill_during_one_each(emulator: Emulator, audio_seconds: float) -> None:
-        events, _, headers = pcm_stream(1.0)
-        kill_during(emulator, {sid: (events, audio_seconds, headers) for sid in sessions})
-
-    with emulator_on(tmp_path / "clean", args) as clean:
-        clean.start()
-        for _ in range(4):
-            one_stream_each(clean)
-        drawn = {session_id: chaos_by_stream(clean, session_id) for session_id in sessions}
-    # The test means something: some streams drew chaos and some did not, and some
-    # session's next streams drew differently.
-    assert {d[2] for d in drawn.values()} == {True, False}
-    assert any(d[2] != d[3] for d in drawn.values())
-    assert any(d[3] != d[4] for d in drawn.values())
-
+    args = _draw_fixtures(tmp_path)
+    drawn = _clean_draws(tmp_path, args)
     with emulator_on(tmp_path / "crashed", args) as crashed:
         crashed.start()
-        one_stream_each(crashed)  # 1
-        kill_during_one_each(crashed, 1.3)  # 2, lost
+        _one_stream_each(crashed)  # 1
+        _kill_during_one_each(crashed, 1.3)  # 2, lost
         crashed.start()
-        one_stream_each(crashed)  # 3, as 2
-        kill_during_one_each(crashed, 1.6)  # 4, lost
+        _one_stream_each(crashed)  # 3, as 2
+        _kill_during_one_each(crashed, 1.6)  # 4, lost
         crashed.start()
-        one_stream_each(crashed)  # 5, as 3
+        _one_stream_each(crashed)  # 5, as 3
         crashed.stop()
         crashed.start()  # a clean restart reads the count of lost streams back
-        one_stream_each(crashed)  # 6, as 4
-        for session_id in sessions:
-            after = chaos_by_stream(crashed, session_id)
+        _one_stream_each(crashed)  # 6, as 4
+        for session_id in _DRAW_SESSIONS:
+            after = _chaos_by_stream(crashed, session_id)
             got = [after[n] for n in (1, 3, 5, 6)]
             assert got == [drawn[session_id][n] for n in (1, 2, 3, 4)], session_id
+
+
+def test_a_restart_cut_after_marking_a_lost_stream_still_counts_it(tmp_path):
+    """The start after a crash marks the lost stream in the journal, then saves the
+    session's row with the count of lost streams. Cut off between the two (here: the
+    rows put back as the crash left them), the next start finds the stream marked
+    already and took the row's count, one short: the stream replacing the lost one
+    drew as the next one would have."""
+    args = _draw_fixtures(tmp_path)
+    drawn = _clean_draws(tmp_path, args)
+    state = tmp_path / "crashed"
+    database = [state / (DATABASE_NAME + suffix) for suffix in ("", "-wal", "-shm")]
+    with emulator_on(state, args) as crashed:
+        crashed.start()
+        _one_stream_each(crashed)  # 1
+        _kill_during_one_each(crashed, 1.3)  # 2, lost
+        saved = {path: path.read_bytes() for path in database if path.exists()}
+        crashed.start()  # marks stream 2 lost in each journal and saves the rows
+        crashed.stop()
+        for path in database:
+            path.unlink(missing_ok=True)
+        for path, data in saved.items():
+            path.write_bytes(data)  # the rows as the crash left them
+        crashed.start()
+        _one_stream_each(crashed)  # 3, as 2
+        for session_id in _DRAW_SESSIONS:
+            after = _chaos_by_stream(crashed, session_id)
+            assert lost_entries(crashed.events(session_id)) != []
+            assert [after[1], after[3]] == [drawn[session_id][1], drawn[session_id][2]], session_id
