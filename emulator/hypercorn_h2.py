@@ -1736,8 +1736,23 @@ class ConnectionControl:
         await self._protocol.goaway()
 
     async def close(self) -> None:
-        """Close the TCP connection at once, every stream on it with it."""
-        await self._protocol.send(Closed())
+        """Close the TCP connection, every stream on it with it, once the output
+        this stream's app has sent is written, as a reset waits for it.
+
+        Closed at once, a chaos close dropped whatever of the session's output
+        the send task had not yet taken from the stream's buffer: the client got
+        none to all of the results due before the close, differently from run to
+        run. Waits for the client's window as the buffer's other readers do (the
+        app bounds it with its output timer). The connection's other streams lose
+        what they have not been sent: a closed connection ends them silently.
+        """
+        protocol = self._protocol
+        buffer = protocol.stream_buffers.get(self._stream_id)
+        if buffer is not None and not protocol.closed:
+            await buffer.drain()  # taken by the send task, and so framed and flushed
+        if not protocol.closed:
+            await protocol._flush()  # what the connection's task framed inline
+        await protocol.send(Closed())
 
     def watch_output(self, watch: Any) -> None:
         """Have the response the client takes restart ``watch.since`` while

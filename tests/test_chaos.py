@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 
@@ -9,6 +11,8 @@ import pytest
 
 from emulator.errors import MessageCRCError
 from emulator.eventstream import EventStreamDecoder
+from emulator.sdk import make_client
+from emulator.server import Settings
 
 from .support import (
     DOMAIN_ID,
@@ -20,6 +24,7 @@ from .support import (
     new_session_id,
     pcm_tone,
     run_session,
+    running_emulator,
     stream_input,
 )
 from .test_stream_wire import END, audio, config_event, headers, merge_spy
@@ -431,3 +436,61 @@ async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_no
     assert detail["status"] == "PAUSED"
     assert detail["eventsSent"] == {}
     assert detail["finalsSent"] == detail["partialsSent"] == 0
+
+
+async def test_disconnect_close_delivers_the_output_due_before_it(emulator):
+    """A close at 2.0 s dropped what the session had sent before it but the send task
+    had not yet written: the client got 0 to 4 of the 4 results due before 2.0 s,
+    differently from run to run, while the session counted 4 sent. The stream's
+    output is now written before the connection closes, as a reset does."""
+    for _ in range(4):
+        session_id = new_session_id()
+        chaos_rule(emulator, session_id, {"disconnect": {"at": 2.0, "mode": "close"}})
+        client = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+        try:
+            result = await run_session(client, session_id, audio=pcm_tone(3.0), timeout=20)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client._config.transport.close(), 5)
+        assert result.error is not None or result.input_failed
+        got = [(s.is_partial, s.content) for s in result.segments]
+        assert got == [
+            (True, "first"),
+            (False, "first words here"),
+            (True, "second"),
+            (False, "second words here"),
+        ], session_id
+        status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+        assert details["eventsSent"] == {"transcriptEvent": 4}
+
+
+def test_disconnect_close_for_a_client_taking_no_output_ends_at_the_idle_timeout(tmp_path):
+    """The close waits for the stream's output to be written; a client that grants no
+    window takes none, and the wait ends as any send's does, after --idle-timeout:
+    the stream is reset and the session ends, instead of holding it for ever."""
+    import h2.settings
+
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.5)
+    with running_emulator(settings) as run:
+        session_id = new_session_id()
+        chaos_rule(run, session_id, {"disconnect": {"at": 1.2, "mode": "close"}})
+        client = H2Client("127.0.0.1", run.h2c_port)
+        try:
+            client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            client._flush()
+            stream = client.request(headers(session_id))
+            client.send(stream, body(3.0))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status, details = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+                if status == 200 and details["status"] != "IN_PROGRESS":
+                    break
+                time.sleep(0.05)
+            assert details["status"] == "PAUSED"
+            status, journal = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+            types = [e["type"] for e in journal["events"]]
+            assert "outputStalled" in types
+            assert types.index("chaos") < types.index("outputStalled")
+        finally:
+            client.close()
+        assert admin(run.h2c_url, "GET", "/_emulator/health")[0] == 200
