@@ -488,6 +488,14 @@ CHAOS_PROBLEMS = {
         "is 2 s: the malformed never happens, as the rule's scenario fails the session first "
         "(its validationException at 1 s)",
     ),
+    "at-the-exception": (  # the fault fires as the clock reaches it, chaos after
+        {
+            "scenario": {"faults": [{"at": 1, "exception": "validationException"}]},
+            "chaos": {"disconnect": {"at": 1}},
+        },
+        "chaos.disconnect.at",
+        "is 1 s: the disconnect never happens, as the rule's scenario fails the session first",
+    ),
     "after-the-named-scenario-fails": (
         {"scenario": "failing", "chaos": {"goaway": {"at": 20}}},
         "chaos.goaway.at",
@@ -785,3 +793,51 @@ def test_a_rule_error_quotes_a_long_value_cut_short(rule, field, quoted):
     assert quoted in problem.message
     assert "... (100000 characters)" in problem.message
     assert len(str(refused.value)) < 500
+
+
+def test_a_chaos_only_rule_is_checked_against_the_default_scenario(tmp_path):
+    """A chaos-only rule keeps the session's scenario, the default one: a time past
+    that scenario's exception never happens, so it is refused, by the admin API and
+    in rules.yaml at start-up, as it is when the rule names the scenario."""
+    from emulator.backend import Backend
+    from emulator.server import Settings
+
+    from .support import admin, running_emulator
+
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path / "state",
+        fixtures=FIXTURES,
+        scenario="internal-failure-midstream",
+    )
+    with running_emulator(settings) as run:
+        status, answer = admin(
+            run.h2c_url, "POST", "/_emulator/rules", {"chaos": {"disconnect": {"at": 11}}}
+        )
+        assert status == 400
+        assert answer["message"] == (
+            "invalid rule: <request>: chaos.disconnect.at: is 11 s: the disconnect never "
+            "happens, as the default scenario 'internal-failure-midstream' (--scenario), which "
+            "the rule keeps, fails the session first (its internalFailureException at 10 s)"
+        )
+        # Before the exception it happens; a rule with a scenario of its own is judged by it.
+        for rule in (
+            {"chaos": {"disconnect": {"at": 9}}},
+            {"scenario": "synthetic", "chaos": {"disconnect": {"at": 11}}},
+        ):
+            assert admin(run.h2c_url, "POST", "/_emulator/rules", rule)[0] == 201, rule
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("- chaos: {goaway: {at: 12}}\n")
+    failing = Scenario(name="failing", faults=(Fault(at=10, exception="internalFailureException"),))
+    with pytest.raises(RuleError) as info:
+        Backend(
+            scenarios={"failing": failing},
+            state_dir=tmp_path / "other",
+            default_scenario="failing",
+            rules_file=rules_file,
+        )
+    (problem,) = info.value.problems
+    assert problem.field == "[0].chaos.goaway.at" and "'failing' (--scenario)" in problem.message
