@@ -808,7 +808,14 @@ def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
                 f"must be one of {', '.join(FAULT_EXCEPTIONS)}{hint}, got {exception!r}",
             )
     message = ""
-    if "message" in item:
+    if "message" in item and "disconnect" in item and not has_exception:
+        # Accepted and dropped, it told the author nothing: a reset carries no message.
+        checker.add(
+            (*path, "message"),
+            "a disconnect has no message: the stream is reset and the client gets no "
+            "exception (omit it, or script an exception fault instead)",
+        )
+    elif "message" in item:
         message = checker.string(item["message"], (*path, "message")) or ""
     if len(checker.problems) > before or at is None:
         return None

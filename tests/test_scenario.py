@@ -347,6 +347,16 @@ INVALID = {
         2,
         "must be true (omit it for an exception fault), got a boolean (false)",
     ),
+    "fault-disconnect-with-a-message": (  # accepted and dropped, it told nobody
+        """
+        faults:
+          - {at: 1, disconnect: true, message: the client should see this}
+        """,
+        "faults[0].message",
+        2,
+        "a disconnect has no message: the stream is reset and the client gets no exception "
+        "(omit it, or script an exception fault instead)",
+    ),
     "fault-message-not-string": (
         """
         faults:
