@@ -636,11 +636,14 @@ def _header_value(value: object) -> str:
 
 
 def _partial_time(segment: Segment, k: int) -> float:
-    """When the k-th of N partials is due: begin + k/(N+1) of the segment, to the
-    millisecond, as the service reports offsets (0.6, not 0.6000000000000001), and
-    never outside the segment (a segment shorter than its partials' milliseconds)."""
+    """When the k-th of N partials is due, and its ``audioEndOffset``: begin + k/(N+1)
+    of the segment, to the millisecond, as the service reports offsets (0.6, not
+    0.6000000000000001); at least a millisecond after begin, as a segment is heard
+    only once the audio passes its begin by one (rounded down to begin, a partial
+    covered no audio, and a stream ending at the begin got it); never after the
+    end (a segment shorter than its partials' milliseconds)."""
     at = round(segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1), 3)
-    return _clamped(segment, at)
+    return _clamped(segment, max(at, round(segment.begin + 0.001, 3)))
 
 
 def _clamped(segment: Segment, at: float) -> float:

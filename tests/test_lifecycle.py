@@ -1118,15 +1118,27 @@ def test_end_of_session_leaves_out_a_segment_the_audio_ends_at_the_begin_of(seco
     assert [(r.content, r.is_partial) for r in results] == [("heard", False)]
 
 
-def test_end_of_session_still_ends_a_segment_whose_partial_was_sent():
-    """A partial due at its segment's begin (a segment shorter than a millisecond a
-    partial) was sent when the audio reached it: its final follows, even at that begin."""
-    segment = {"channel": 0, "begin": 1.0001, "end": 1.0003, "content": "one two", "partials": 1}
-    results = _results([segment], 1.0001, end=True)
-    assert [(r.is_partial, r.begin, r.end) for r in results] == [
-        (True, 1.0001, 1.0001),
-        (False, 1.0001, 1.0001),
-    ]
+@pytest.mark.parametrize(
+    ("begin", "end", "seconds", "expected"),
+    [
+        # A partial rounded down to the begin covered no audio, and a stream ending
+        # at that begin got it and a final of no length.
+        (1.0, 1.0004, 1.0, []),
+        (1.0001, 1.0003, 1.0001, []),
+        # Under a millisecond long: its partial is due at its end, with its final.
+        (1.0001, 1.0003, 1.0003, [(True, 1.0003), (False, 1.0003)]),
+        # A partial a millisecond after the begin is heard; its final then follows
+        # at END_OF_SESSION, at the audio's millisecond.
+        (1.0, 1.002, 1.0015, [(True, 1.001), (False, 1.001)]),
+    ],
+    ids=["ends-at-the-begin", "sub-ms-ends-at-the-begin", "sub-ms-whole", "a-ms-in"],
+)
+def test_a_partial_is_due_a_millisecond_after_its_begin_at_the_earliest(
+    begin, end, seconds, expected
+):
+    segment = {"channel": 0, "begin": begin, "end": end, "content": "one two", "partials": 1}
+    results = _results([segment], seconds, end=True)
+    assert [(r.is_partial, r.end) for r in results] == expected
 
 
 @pytest.mark.parametrize(
