@@ -201,20 +201,26 @@ def clinical_document(
     ]
     kind = "customTemplate" if templates.get("customTemplate") is not None else "managedTemplate"
     template = note_sections(configuration)
-    if script is not None and script.note is not None:
+    if script is not None and script.note is not None and lines:
         # The requested template's sections, in its order, as the service writes
         # them: a scripted section gives its summaries, the others are derived
         # from the transcript, and a scripted section the template lacks is left out.
+        # A header the template repeats gets them once, in its first section.
         scripted = dict(script.note)
-        derived = dict(_derive([(n, c) for n, c in template if n not in scripted], lines))
+        first: dict[str, int] = {}
+        for index, (name, _) in enumerate(template):
+            first.setdefault(name, index)
+        derived = iter(_derive([t for t in template if t[0] not in scripted], lines))
         sections = [
             (
                 name,
                 [_scripted(s, lines, session_id) for s in scripted[name]]
-                if name in scripted
-                else derived[name],
+                if first[name] == index
+                else [],
             )
-            for name, _ in template
+            if name in scripted
+            else next(derived)
+            for index, (name, _) in enumerate(template)
         ]
         names = {name for name, _ in template}
         left_out = [header for header, _ in script.note if header not in names]
@@ -239,8 +245,11 @@ def clinical_document(
 def after_visit_summary_document(
     *, lines: Sequence[TranscriptLine], script: PostStreamScript | None, session_id: str
 ) -> dict[str, Any]:
-    """Return afterVisitSummary.json: what the patient takes home, with its evidence."""
-    if script is not None and script.after_visit_summary is not None:
+    """Return afterVisitSummary.json: what the patient takes home, with its evidence.
+
+    A session that transcribed nothing has nothing to summarise, scripted or not.
+    """
+    if script is not None and script.after_visit_summary is not None and lines:
         items = [_scripted(s, lines, session_id) for s in script.after_visit_summary]
     else:
         plan = _words(_PLAN)
@@ -303,19 +312,21 @@ def _words(text: str) -> frozenset[str]:
 def _derive(
     sections: Sequence[tuple[str, str]], lines: Sequence[TranscriptLine]
 ) -> list[tuple[str, list[dict[str, Any]]]]:
-    cues = [(name, _words(words)) for name, words in sections]
-    filed: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sections}
+    cues = [_words(words) for _, words in sections]
+    # By the section's place: a custom template may repeat a header, and filed by
+    # name each utterance went under every repeat of it.
+    filed: list[list[dict[str, Any]]] = [[] for _ in sections]
     if not sections:
         return []
     # A line sharing no cue word goes where the one before it went; before any
     # did, under the first section (they were dropped: a transcript whose
     # words no cue names gave an empty note).
-    previous = sections[0][0]
+    previous = 0
     for line in lines:
         words = _words(line.content)
         # Most shared cue words wins; the earlier section breaks ties.
-        score, _, name = max((len(words & cue), -i, name) for i, (name, cue) in enumerate(cues))
-        section = name if score > 0 else previous
+        score, negative = max((len(words & cue), -i) for i, cue in enumerate(cues))
+        section = -negative if score > 0 else previous
         previous = section
         if _is_question(line.content):
             # A question says where its answer goes; it is no finding itself
@@ -326,7 +337,7 @@ def _derive(
         filed[section].append(
             {"SummarizedSegment": text, "EvidenceLinks": [{"SegmentId": line.segment_id}]}
         )
-    return [(name, filed[name]) for name, _ in sections]
+    return [(name, filed[index]) for index, (name, _) in enumerate(sections)]
 
 
 def _scripted(summary: Summary, lines: Sequence[TranscriptLine], session_id: str) -> dict[str, Any]:

@@ -86,11 +86,13 @@ def script(running: RunningServer, session_id: str, scenario: dict) -> None:
     assert status == 201, answer
 
 
-def stream_two_channels(running: RunningServer, session_id: str, template: str = "PHYSICAL_SOAP"):
+def stream_two_channels(
+    running: RunningServer, session_id: str, template: str = "PHYSICAL_SOAP", seconds: float = 4.0
+):
     async def body():
         client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
         try:
-            audio = pcm_tone(4.0, channels=2)
+            audio = pcm_tone(seconds, channels=2) if seconds else b""
             events = [configuration_event(two_channels=True, template=template)]
             events += [audio_event(audio[i : i + 6400]) for i in range(0, len(audio), 6400)]
             events.append(end_of_session_event())
@@ -251,6 +253,31 @@ def test_a_scripted_note_follows_the_requested_template(slow_emulator, caplog):
         and "DAP template has no section for" in r.getMessage()
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.1], ids=["no-audio", "before-any-segment"])
+def test_a_session_that_transcribed_nothing_has_an_empty_note_scripted_or_not(
+    slow_emulator, seconds
+):
+    """The scripted note and summary described a visit nobody heard: with no segment
+    transcribed they were written whole, without evidence."""
+    session_id = new_session_id()
+    scenario = {key: value for key, value in NOTE_SCRIPT.items() if key != "artifacts"}
+    script(slow_emulator, session_id, scenario)
+    stream_two_channels(slow_emulator, session_id, template="HISTORY_AND_PHYSICAL", seconds=seconds)
+    artifacts = settled(slow_emulator, session_id)
+    assert {a["status"] for a in artifacts.values()} == {"COMPLETED"}
+    state = state_of(slow_emulator)
+
+    def document(name: str) -> dict:
+        return json.loads(on_disk(slow_emulator, state, session_id, name).read_text())
+
+    assert document("transcript.json")["Conversation"]["TranscriptSegments"] == []
+    sections = document("clinical-notes/clinicalDoc.json")["ClinicalDocumentation"]["Sections"]
+    assert [s["SectionName"] for s in sections] == list(TEMPLATE_SECTIONS["HISTORY_AND_PHYSICAL"])
+    assert all(s["Summary"] == [] for s in sections)
+    visit = document("clinical-notes/afterVisitSummary.json")
+    assert visit == {"AfterVisitSummary": {"Summary": []}}
 
 
 def test_sdk_sees_the_artifacts_complete(slow_emulator):
@@ -779,6 +806,37 @@ def test_custom_template_note_uses_its_own_section_headers():
     assert [link["SegmentId"] for s in sections["NEXT_STEPS"] for link in s["EvidenceLinks"]] == [
         "s2"
     ]
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["derived", "scripted"])
+def test_a_header_the_custom_template_repeats_gets_each_utterance_once(scripted):
+    """Filed by name, every utterance went under each repeat of a header (twice as
+    many note items as transcript lines); the first of the repeats takes them."""
+    custom = {
+        "customTemplate": {
+            "templateType": "DAP",
+            "templateInstructions": [
+                {"sectionHeader": "A", "sectionInstruction": "cough fever"},
+                {"sectionHeader": "A", "sectionInstruction": "cough fever"},
+                {"sectionHeader": "a", "sectionInstruction": "follow up exercise"},
+            ],
+        }
+    }
+    script = None
+    if scripted:
+        script = PostStreamScript(note=(("A", (Summary(text="Cough."),)),))
+    document = clinical_document(
+        configuration=_configuration(custom), lines=LINES, script=script, session_id="s"
+    )["ClinicalDocumentation"]
+    sections = [(s["SectionName"], s["Summary"]) for s in document["Sections"]]
+    assert [name for name, _ in sections] == ["A", "A", "a"]
+    assert sections[1][1] == []
+    texts = [item["SummarizedSegment"] for _, items in sections for item in items]
+    assert len(texts) == len(set(texts))
+    if scripted:
+        assert [item["SummarizedSegment"] for item in sections[0][1]] == ["Cough."]
+    else:
+        assert [link["SegmentId"] for s in sections[0][1] for link in s["EvidenceLinks"]] == ["s1"]
 
 
 def test_scripted_summaries_link_only_to_segments_that_were_transcribed():
