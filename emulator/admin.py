@@ -173,7 +173,9 @@ def admin_routes(
         def wanted(entry: dict[str, Any]) -> bool:
             return all(entry.get(name) == value for name, value in filters.items())
 
-        sessions = [record.summary() for record in backend.sessions.values()]
+        # Oldest first by creation: the registry's own order is by last use.
+        records = sorted(backend.sessions.values(), key=lambda record: record.created_at)
+        sessions = [record.summary() for record in records]
         return _JSON(
             {
                 "sessions": [entry for entry in sessions if wanted(entry)],

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import sqlite3
@@ -469,6 +470,11 @@ class Backend:
                 )
                 raise
             record.status = status
+            # The session used last is the newest: --retention keeps the newest N,
+            # and the session a client resumes is the one it is about to look up.
+            # Its number, saved with its row, keeps that order across a restart.
+            record.seq = self._next_seq()
+            self.sessions[key] = self.sessions.pop(key)
         record.ended_at = None
         record.mark_stream_start()
         record.streams += 1
@@ -945,22 +951,27 @@ class Backend:
         return True
 
     def _trim(self, opening: SessionRecord | None = None) -> None:
-        """Drop the oldest sessions over :attr:`retention` that have no live stream
-        and no post-stream actions waiting.
+        """Drop the sessions older than the newest :attr:`retention` (by their last
+        stream's start) that have no live stream and no post-stream actions waiting.
 
         Neither a live session, nor one whose artifacts are still to be written
         (dropping it lost them: its client would poll its output location for
-        ever), nor ``opening``, the one whose stream is starting, is dropped.
-        Those bound what can go, so with every session busy this returns at
-        once instead of walking them all on each new stream.
+        ever), nor ``opening``, the one whose stream is starting, is dropped:
+        they are kept over the retention, never in the place of a newer session
+        (counted in it, they once had the newest, a paused session waiting to
+        be resumed, dropped in their stead). Those bound what can go, so with
+        every session busy this returns at once instead of walking them all on
+        each new stream.
         """
+        count = len(self.sessions)
         kept = self.active + len(self._post_tasks)
-        excess = min(len(self.sessions) - self.retention, len(self.sessions) - kept)
+        excess = min(count - self.retention, count - kept)
         if excess <= 0:
             return
         victims = []
         pending = self._post_tasks
-        for record in self.sessions.values():  # oldest first
+        # Oldest first, and only those older than the newest N.
+        for record in itertools.islice(self.sessions.values(), count - self.retention):
             if len(victims) >= excess:
                 break
             if record.live is None and record is not opening and record.key not in pending:

@@ -1179,3 +1179,42 @@ def test_a_partial_text_is_a_non_blank_prefix_of_the_next_and_of_its_final(conte
     assert content.startswith(partial) and partial != content and partial.strip()
     if k < partials:
         assert _prefix(content, k + 1, partials).startswith(partial)
+
+
+def test_sessions_waiting_for_their_artifacts_are_kept_over_the_retention_not_in_it(tmp_path):
+    """With --retention 2, three sessions waiting for their artifacts took the two
+    places, and the trim dropped the newest session, paused to be resumed, in their
+    stead: resumed, it started again from the beginning of its script. Those waiting
+    are kept over N; the newest N stay."""
+    done = [new_session_id() for _ in range(3)]
+    paused = new_session_id()
+    with running_emulator(_settings(tmp_path, retention=2, post_stream_delay=1.0)) as running:
+
+        async def four(client):
+            for session_id in done:
+                assert (await run_session(client, session_id, audio=pcm_tone(0.2))).error is None
+            result = await run_session(client, paused, audio=pcm_tone(0.5), end_of_session=False)
+            assert result.error is None
+
+        asyncio.run(_with_client(running, four))
+        assert _kept(running) == [*done, paused]  # three wait for their artifacts
+        assert _kept_once_settled(running, [done[2], paused]) == [done[2], paused]
+        status, session = admin(running.h2c_url, "GET", f"/_emulator/sessions/{paused}")
+        assert (session["status"], session["audioSeconds"]) == ("PAUSED", 0.5)
+
+
+def test_a_resumed_session_stays_the_newest_across_a_restart(tmp_path):
+    older, newer = new_session_id(), new_session_id()
+    with running_emulator(_settings(tmp_path)) as running:
+
+        async def body(client):
+            for session_id in (older, newer, older):  # older resumed last
+                result = await run_session(
+                    client, session_id, audio=pcm_tone(0.2), end_of_session=False
+                )
+                assert result.error is None
+
+        asyncio.run(_with_client(running, body))
+        assert _kept(running) == [older, newer]  # listed by creation
+    with running_emulator(_settings(tmp_path, retention=1)) as running:
+        assert _kept(running) == [older]
