@@ -835,6 +835,7 @@ async def stream_audio(
                 for task in (sender, receiver):
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
+            await _check_completed(client, request)
     except BrokenPipeError:  # our own output closed (| head): see run()
         raise
     except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
@@ -880,6 +881,44 @@ def _quiet_crt_cancel(hook: Callable[[Any], object]) -> Callable[[Any], object]:
         return hook(unraisable)
 
     return quiet
+
+
+#: How long a session may still read IN_PROGRESS once its stream ended cleanly.
+SETTLE_SECONDS = 2.0
+
+
+async def _check_completed(client: Any, request: Any) -> None:
+    """Raise :class:`StreamReset` unless Get says the session completed.
+
+    A stream reset or closed after the last audio event ends its output just as
+    a whole session does, and its input had all gone: only the session's status
+    tells them apart (a PAUSED session wrote no artifacts). When Get itself
+    fails (an identity allowed to stream but not to look up), the clean end is
+    taken at its word.
+    """
+    from aws_sdk_connecthealth import models as m
+    from smithy_core.exceptions import SmithyError
+
+    ids = m.GetMedicalScribeListeningSessionInput(
+        session_id=request.session_id,
+        domain_id=request.domain_id,
+        subscription_id=request.subscription_id,
+    )
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        try:
+            got = await client.get_medical_scribe_listening_session(input=ids)
+        except SmithyError:
+            return
+        status = got.medical_scribe_listening_session_details.stream_status
+        if status == "COMPLETED":
+            return
+        if status != "IN_PROGRESS" or time.monotonic() > deadline:
+            raise StreamReset(
+                f"the stream ended after the last audio with the session {status}, not "
+                "COMPLETED: it was reset or closed before END_OF_SESSION took effect"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def _settle(sender: asyncio.Task[None], receiver: asyncio.Task[None]) -> None:

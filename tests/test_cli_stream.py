@@ -341,6 +341,30 @@ def test_stream_reset_by_the_service_exits_1_and_does_not_hang(server, audio_dir
     assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr
 
 
+@pytest.mark.parametrize("mode", ["reset", "close"])
+def test_a_stream_reset_after_the_last_audio_exits_1_naming_the_session_status(
+    server, audio_dir, mode
+):
+    """Reset or closed after the last audio event, the output ended as a whole
+    session's does and every send had returned: the command printed done and exited
+    0 with the session PAUSED. It now asks Get, as examples/stream_wav.py does."""
+    session_id = new_session_id()
+    rule = {
+        "match": {"sessionId": session_id},
+        "scenario": SCRIPT,
+        "chaos": {"disconnect": {"at": 5.0, "mode": mode}},
+    }
+    status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    assert session_details(server, session_id)["status"] == "PAUSED"
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: StreamReset: the stream ended after the last audio with the session PAUSED, "
+        "not COMPLETED: it was reset or closed before END_OF_SESSION took effect"
+    )
+
+
 def corrupting(server: RunningServer, at: float) -> str:
     """A scripted session whose response carries a frame with a bad CRC at audio time ``at``."""
     session_id = new_session_id()
