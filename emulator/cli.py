@@ -619,6 +619,13 @@ def parse_settings(
         setattr(settings, field, value)
     if (settings.certfile is None) != (settings.keyfile is None):
         serve_parser.error("--certfile and --keyfile go together")
+    if settings.port == settings.h2c_port != 0:
+        # Else the second listener fails as "address already in use", which sends the
+        # user looking for another process.
+        serve_parser.error(
+            f"--port and --h2c-port are both {settings.port}: the TLS and the cleartext "
+            "port must differ (0 lets the system pick a free one for each)"
+        )
     return command, args, settings
 
 

@@ -93,6 +93,13 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         (["--quota-get-tps", "0.0"], {}, "'0.0' must be greater than 0"),
         (["--admin-token", ""], {}, "argument --admin-token: the admin token is empty; give"),
         ([], {"MEDSCRIBE_ADMIN_TOKEN": " \n"}, "MEDSCRIBE_ADMIN_TOKEN: the admin token is empty"),
+        (
+            ["--port", "6000", "--h2c-port", "6000"],
+            {},
+            "--port and --h2c-port are both 6000: the TLS and the cleartext port must differ",
+        ),
+        ([], {"MEDSCRIBE_PORT": "6001", "MEDSCRIBE_H2C_PORT": "6001"}, "are both 6001"),
+        (["--port", "8080"], {}, "--port and --h2c-port are both 8080"),  # the default h2c
     ],
     ids=[
         "port-range",
@@ -113,6 +120,9 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         "zero-get-rate",
         "empty-admin-token",
         "blank-admin-token-variable",
+        "same-ports",
+        "env-same-ports",
+        "port-on-the-default-h2c-port",
     ],
 )
 def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
