@@ -111,8 +111,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_DOC)
     # pytest-xdist's -n, seen where the run starts: one usage error, not one per test.
     workers = getattr(config.option, "numprocesses", None)
-    if workers and (url := emulator_url(config)) is not None:
+    url = emulator_url(config)
+    if workers and url is not None:
         raise pytest.UsageError(_shared_with_workers(url))
+    if url is not None:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("medscribe_fixtures", "medscribe_seed")
+            if config.getoption(name) is not None
+        ]
+        if given:
+            # Given on the command line with a URL they could only be a mistake. The
+            # ini file's are not: they may serve local runs while CI points the
+            # suite at a compose service started with the same fixtures.
+            raise pytest.UsageError(
+                f"{' and '.join(given)} configure the emulator the plugin starts; with "
+                f"--medscribe-url ({url}) none is started: give that emulator --fixtures "
+                "and --seed itself"
+            )
 
 
 def _shared_with_workers(url: str) -> str:

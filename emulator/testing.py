@@ -23,7 +23,9 @@ emulator's own message.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import shutil
 import ssl
 import tempfile
 import threading
@@ -124,7 +126,10 @@ class EmulatorThread:
             raise RuntimeError(f"the emulator did not start within {self.start_timeout} s")
         if self._error is not None:
             self._thread.join(self.stop_timeout)
-            raise self._error
+            # Raised here once: a stop() in the caller's finally (the usual fixture)
+            # raised it again, and the failure was reported twice.
+            error, self._error = self._error, None
+            raise error
         return self.running
 
     def stop(self) -> None:
@@ -310,11 +315,12 @@ class MedscribeEmulator:
         The other endpoint is the one the emulator reports in its health
         response, with the host of ``url`` (so a published port must match the
         container's). The CA certificate is downloaded from
-        ``/_emulator/ca.pem`` into ``ca_dir`` (a new temporary directory when
-        ``None``). ``admin_token`` is the emulator's ``--admin-token``, if it has
-        one. Raises :class:`MedscribeAdminError` when the emulator cannot
-        be reached or does not answer as one, and ValueError for a URL that is
-        neither ``http`` nor ``https``.
+        ``/_emulator/ca.pem`` into ``ca_dir`` (when ``None``, a new temporary
+        directory, removed when the process exits). ``admin_token`` is the
+        emulator's ``--admin-token``, if it has one. Raises
+        :class:`MedscribeAdminError` when the emulator cannot be reached or does
+        not answer as one, and ValueError for a URL that is neither ``http`` nor
+        ``https``.
         """
         parts = urllib.parse.urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -327,7 +333,12 @@ class MedscribeEmulator:
         ca_pem = probe._ca_pem(verify=False)
         ca_file: Path | None = None
         if ca_pem is not None:
-            directory = ca_dir if ca_dir is not None else Path(tempfile.mkdtemp("-medscribe-ca"))
+            if ca_dir is not None:
+                directory = ca_dir
+            else:
+                directory = Path(tempfile.mkdtemp("-medscribe-ca"))
+                # Not with the handle: a client made from its CA file may outlive it.
+                atexit.register(shutil.rmtree, directory, ignore_errors=True)
             directory.mkdir(parents=True, exist_ok=True)
             ca_file = directory / "ca.pem"
             ca_file.write_bytes(ca_pem)

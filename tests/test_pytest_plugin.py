@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -708,3 +710,58 @@ async def test_the_handles_client_signs_with_the_key_pair_it_is_given(tmp_path: 
         ) as client:
             signed = await run_session(client, new_session_id(), audio=pcm_tone(0.2))
         assert signed.error is None
+
+
+def test_started_emulator_options_with_medscribe_url_are_one_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, remote: MedscribeEmulator
+) -> None:
+    """--medscribe-fixtures and --medscribe-seed were silently unused with a URL, and
+    the test then failed on an unknown scenario with no hint why."""
+    user_project(pytester, monkeypatch, REMOTE_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "emulator.pytest_plugin",
+        f"--medscribe-url={remote.endpoint_url}",
+        "--medscribe-fixtures=emulator-fixtures",
+        "--medscribe-seed=7",
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*--medscribe-fixtures and --medscribe-seed configure the emulator the plugin "
+            f"starts; with --medscribe-url ({remote.endpoint_url}) none is started*"
+        ]
+    )
+
+
+def test_a_failed_start_is_raised_once_not_again_by_stop(tmp_path: Path) -> None:
+    """The usual fixture, start() in a try and stop() in its finally, reported the
+    start-up error twice: stop() raised it again."""
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, scenario="no-such-scenario"
+    )
+    thread = EmulatorThread(settings)
+    with pytest.raises(ConfigError, match="no-such-scenario"):
+        thread.start()
+    thread.stop()  # raised the same error again
+    assert not thread.alive
+
+
+def test_connect_without_a_ca_dir_removes_its_temporary_one_at_exit(
+    remote: MedscribeEmulator, tmp_path: Path
+) -> None:
+    script = (
+        "import sys\n"
+        "from emulator.testing import MedscribeEmulator\n"
+        "print(MedscribeEmulator.connect(sys.argv[1]).ca_file)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, remote.endpoint_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    ca_file = Path(result.stdout.strip())
+    assert ca_file.name == "ca.pem" and ca_file.parent.name.endswith("-medscribe-ca")
+    assert not ca_file.parent.exists()
