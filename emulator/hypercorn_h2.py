@@ -1070,6 +1070,39 @@ class DuplexH2Protocol(H2Protocol):
         frame.additional_data = b"server shutting down"
         await self.send(RawData(data=frame.serialize()))
 
+    def reset_open_streams(self) -> bytes:
+        """The server is dropping the connection (its shutdown's grace period is
+        over): end every stream still open, and return the frames to write.
+
+        A stream whose response has not started (a chaos delay holding it) is
+        answered :data:`SHUTDOWN_ERROR` (a 500 ``InternalServerException``): dropped
+        with no answer, or reset, it left the SDK waiting for ever, as the CRT
+        client waits for a response it never gets. The others are reset: their
+        output ends as after any reset.
+        """
+        connection = self.connection
+        if self.closed or connection.state_machine.state not in _CONNECTION_OPEN:
+            return b""
+        status, headers, body = SHUTDOWN_ERROR
+        for stream_id, stream in list(connection.streams.items()):
+            if stream.closed:
+                continue
+            try:
+                if not stream.state_machine.headers_sent and len(body) <= min(
+                    connection.local_flow_control_window(stream_id),
+                    connection.max_outbound_frame_size,
+                ):
+                    connection.send_headers(
+                        stream_id,
+                        [(b":status", status), *headers, (b"content-length", b"%d" % len(body))],
+                    )
+                    connection.send_data(stream_id, body, end_stream=True)
+                else:
+                    connection.reset_stream(stream_id, self.unfinished_response_error)
+            except h2.exceptions.ProtocolError:
+                continue  # the client closed it meanwhile
+        return connection.data_to_send()
+
     async def goaway(self) -> None:
         """Send a graceful GOAWAY (NO_ERROR) and retire the connection: the streams
         under way (up to the GOAWAY's last stream id) finish, later ones are
@@ -1913,6 +1946,14 @@ _NO_INCREMENT = (b"\0\0\0\0", b"\x80\0\0\0")  # the reserved bit set or not
 _STREAM_ID_MASK = 0x7FFF_FFFF
 # Connection states in which h2 takes DATA without a transition.
 _CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
+
+#: What a stream whose response had not started gets when the server drops its
+#: connection at the end of a shutdown's grace period: the service's error shape.
+SHUTDOWN_ERROR: tuple[bytes, list[tuple[bytes, bytes]], bytes] = (
+    b"500",
+    [(b"content-type", b"application/json"), (b"x-amzn-errortype", b"InternalServerException")],
+    b'{"message": "the emulator stopped before this stream\'s response started"}',
+)
 
 
 def _h2_reads(

@@ -154,7 +154,16 @@ class QuietTCPServer(TCPServer):
             with contextlib.suppress(Exception):  # a connection closing meanwhile
                 await notice()
         await asyncio.sleep(self.config.graceful_timeout)
-        _abort(self.writer.transport)
+        transport = self.writer.transport
+        reset = getattr(getattr(self.protocol, "protocol", None), "reset_open_streams", None)
+        if reset is not None and not transport.is_closing():
+            # Its streams are ended first (written now, before the drop discards
+            # what the transport still holds): a client waiting for a response
+            # that never started waited for ever.
+            with contextlib.suppress(Exception):  # the peer gone meanwhile
+                self._write_pending()
+                transport.write(reset())
+        _abort(transport)
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):

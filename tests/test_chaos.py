@@ -494,3 +494,49 @@ def test_disconnect_close_for_a_client_taking_no_output_ends_at_the_idle_timeout
         finally:
             client.close()
         assert admin(run.h2c_url, "GET", "/_emulator/health")[0] == 200
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["response-held-by-a-delay", "under-way"])
+async def test_a_stream_open_when_the_emulator_stops_ends_for_the_sdk(tmp_path, held):
+    """The connection was dropped at the end of the shutdown's grace period with no
+    frame: a stream whose response a chaos delay still held left the SDK waiting
+    for ever (the CRT client waits for a response that never comes). It now gets a
+    500 InternalServerException; a stream under way is reset, its output ending as
+    after any reset."""
+    from emulator.testing import EmulatorThread
+
+    from .support import audio_event, configuration_event, stream_input
+
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path)
+    thread = EmulatorThread(settings)
+    running = thread.start()
+    session_id = new_session_id()
+    if held:
+        chaos_rule(running, session_id, {"delay": 3600})
+    client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+    try:
+        stream = await client.start_medical_scribe_listening_session(input=stream_input(session_id))
+        await stream.input_stream.send(configuration_event())
+        await stream.input_stream.send(audio_event(pcm_tone(0.2)))
+        output = asyncio.create_task(stream.await_output())
+        if not held:
+            _, events = await asyncio.wait_for(output, 10)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(thread.stop)
+        if held:
+            with pytest.raises(Exception) as info:
+                await asyncio.wait_for(output, 10)
+            assert type(info.value).__name__ == "InternalServerException"
+            assert info.value.message == (
+                "the emulator stopped before this stream's response started"
+            )
+        else:
+
+            async def drain() -> int:
+                return len([event async for event in events])
+
+            assert await asyncio.wait_for(drain(), 10) == 0  # ended, no exception
+    finally:
+        thread.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client._config.transport.close(), 5)
