@@ -52,6 +52,9 @@ MAX_CONCURRENT_STREAMS = 1000
 #: the emulator promises to be gone within 2 s.
 GRACEFUL_TIMEOUT = 1.0
 
+#: hypercorn's own keep-alive timeout, the least the emulator uses (--idle-timeout when longer).
+KEEP_ALIVE_TIMEOUT = 5.0
+
 #: Seconds shutdown spends finishing post-stream actions still waiting (each
 #: takes milliseconds): an emulator in a test's temporary directory gets no next
 #: start to finish them in.
@@ -397,6 +400,11 @@ async def _serve(
     # A stream whose response is done keeps its connection from idling while its
     # client sends, and until it has been quiet this long (DuplexH2Protocol.drain_quiet).
     config.drain_quiet = settings.idle_timeout  # type: ignore[attr-defined]
+    # A connection waiting for a request is closed after this (hypercorn: 5 s).
+    # The CRT client, given http://, sends its stream request only once the
+    # application closes the input: a session streamed for longer than 5 s found
+    # its connection closed and never got the 400 that names the https:// endpoint.
+    config.keep_alive_timeout = max(settings.idle_timeout, KEEP_ALIVE_TIMEOUT)
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 

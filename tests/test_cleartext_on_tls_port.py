@@ -89,7 +89,12 @@ async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hangin
         await client._config.transport.close()  # type: ignore[attr-defined]
 
 
-async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_one(emulator):
+@pytest.mark.parametrize("pace", [0.0, 0.7], ids=["at-once", "for-7-s"])
+async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_one(emulator, pace):
+    """Over http:// the CRT client sends its request only when the input closes; a
+    client that streamed for longer than hypercorn's 5 s keep-alive found the
+    connection closed and got AWS_ERROR_HTTP_CONNECTION_CLOSED, not this 400. The
+    connection now waits for a request as long as --idle-timeout (15 s)."""
     from aws_sdk_connecthealth import models as m
 
     from emulator.sdk import make_client
@@ -97,7 +102,7 @@ async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_on
     client = await make_client(endpoint_url=emulator.h2c_url)
     session_id = new_session_id()
     try:
-        result = await run_session(client, session_id, audio=pcm_tone(1.0), timeout=30)
+        result = await run_session(client, session_id, audio=pcm_tone(1.0), timeout=30, pace=pace)
     finally:
         await client._config.transport.close()  # type: ignore[attr-defined]
     assert isinstance(result.error, m.ValidationException), repr(result.error)
