@@ -104,11 +104,32 @@ class Buckets(Protocol):
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
+#: The longest file name, in bytes, the disk stand-in writes (NAME_MAX on Linux).
+NAME_MAX = 255
+
+#: Where the disk stand-in sends a key it cannot store.
+_USE_S3 = "S3 takes it: use --s3-endpoint-url"
+
+
 def _parts(bucket: str, key: str) -> list[str]:
     parts = [p for p in key.split("/") if p]
     if any(p in (".", "..") for p in (bucket, *parts)):
-        raise ValueError(f"key {key!r} has '.' or '..' parts the disk stand-in cannot store")
+        raise ValueError(
+            f"key {key!r} has '.' or '..' parts the disk stand-in cannot store ({_USE_S3})"
+        )
+    for part in parts:
+        if len(part.encode()) > NAME_MAX:
+            raise ValueError(
+                f"key {key!r}: its part {shown(part, 32)} is {len(part.encode())} bytes, "
+                f"longer than the {NAME_MAX} a file name holds, so the disk stand-in "
+                f"cannot store it ({_USE_S3})"
+            )
     return [bucket, *parts]
+
+
+def shown(text: str, limit: int) -> str:
+    """``text`` quoted, cut to ``limit`` characters with an ellipsis."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 class DiskBuckets:
@@ -131,24 +152,48 @@ class DiskBuckets:
         Plain ``os`` calls, the directory made only when the first open finds
         it missing: a post-stream job writes three objects per session.
         """
-        path = os.path.join(self.root, *_parts(bucket, key))
-        directory, name = os.path.split(path)
-        partial = os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
-        try:
-            fd = os.open(partial, _CREATE, 0o666)  # less the umask, as open() does
-        except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(partial, _CREATE, 0o666)
+        parts = _parts(bucket, key)
+        path = os.path.join(self.root, *parts)
+        directory = os.path.dirname(path)
+        # Named by the writer, not the object: a name of the object's own length
+        # plus a suffix went past NAME_MAX for a key part the object's name fits.
+        partial = os.path.join(directory, f".{os.getpid()}.{threading.get_ident()}.part")
         try:
             try:
-                write_all(fd, body)
-            finally:
-                os.close(fd)
-            os.replace(partial, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
-            raise
+                fd = os.open(partial, _CREATE, 0o666)  # less the umask, as open() does
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fd = os.open(partial, _CREATE, 0o666)
+            try:
+                try:
+                    write_all(fd, body)
+                finally:
+                    os.close(fd)
+                os.replace(partial, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
+        except OSError as error:
+            raise self._problem(parts, key, error) from None
+
+    def _problem(self, parts: list[str], key: str, error: OSError) -> OSError:
+        """``error`` said for a client: the key and the rule, not the stand-in's paths."""
+        if isinstance(error, (NotADirectoryError, FileExistsError, IsADirectoryError)):
+            # An object and a folder of other objects under one name: S3 has no folders.
+            for end in range(2, len(parts)):
+                if os.path.isfile(os.path.join(self.root, *parts[:end])):
+                    above = "/".join(parts[1:end])
+                    return OSError(
+                        f"key {key!r} lies under the object {above!r}, which the disk "
+                        f"stand-in keeps as a file: it cannot hold both ({_USE_S3})",
+                    )
+            if os.path.isdir(os.path.join(self.root, *parts)):
+                return OSError(
+                    f"key {key!r} is the folder of other objects on the disk stand-in, "
+                    f"which cannot also hold it as an object ({_USE_S3})",
+                )
+        return OSError(error.errno, error.strerror)
 
 
 class S3Buckets:

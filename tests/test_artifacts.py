@@ -710,6 +710,65 @@ def test_disk_stand_in_refuses_keys_that_climb_out_of_the_bucket(tmp_path):
         buckets.put("b", "../../escape.json", b"{}")
 
 
+def test_disk_stand_in_says_which_keys_a_file_system_cannot_hold_naming_the_key(tmp_path):
+    """S3 takes these keys; the disk stand-in cannot. The failure reason a client
+    reads named the stand-in's own temporary file; it now names the key and why."""
+    buckets = DiskBuckets(tmp_path)
+    longest = "k" * 255
+    buckets.put("b", f"p/{longest}", b"{}")  # a name of 255 bytes fits
+    assert (tmp_path / "b" / "p" / longest).read_bytes() == b"{}"
+    with pytest.raises(ValueError) as info:
+        buckets.put("b", "p/" + "k" * 256, b"{}")
+    assert str(info.value) == (
+        f"key 'p/{'k' * 256}': its part '{'k' * 32}'... is 256 bytes, longer than the 255 a "
+        "file name holds, so the disk stand-in cannot store it (S3 takes it: use "
+        "--s3-endpoint-url)"
+    )
+    buckets.put("b", "out/transcript.json", b"{}")
+    with pytest.raises(OSError) as info:
+        buckets.put("b", "out/transcript.json/session/transcript.json", b"{}")
+    assert str(info.value) == (
+        "key 'out/transcript.json/session/transcript.json' lies under the object "
+        "'out/transcript.json', which the disk stand-in keeps as a file: it cannot hold "
+        "both (S3 takes it: use --s3-endpoint-url)"
+    )
+    with pytest.raises(OSError) as info:
+        buckets.put("b", "p", b"{}")  # the folder of p/kkk...
+    assert str(info.value) == (
+        "key 'p' is the folder of other objects on the disk stand-in, which cannot also "
+        "hold it as an object (S3 takes it: use --s3-endpoint-url)"
+    )
+    assert sorted(p.name for p in (tmp_path / "b" / "p").iterdir()) == [longest]  # no .part
+
+
+def test_an_artifact_the_disk_stand_in_cannot_store_fails_naming_its_key(slow_emulator):
+    """Through Get: the output location under an earlier session's transcript.json."""
+    first, second = new_session_id(), new_session_id()
+    stream_two_channels(slow_emulator, first)
+    artifacts = settled(slow_emulator, first)
+    taken = artifacts["transcriptResult"]["outputLocation"]
+    assert taken.endswith("/transcript.json")
+
+    async def body():
+        client = await make_client(
+            endpoint_url=slow_emulator.endpoint_url, ca_file=slow_emulator.ca_file
+        )
+        try:
+            events = [configuration_event(output_s3_uri=taken), end_of_session_event()]
+            return await run_session(client, second, events=events)
+        finally:
+            await client._config.transport.close()
+
+    assert asyncio.run(body()).error is None
+    failed = settled(slow_emulator, second)["transcriptResult"]
+    assert failed["status"] == "FAILED"
+    reason = failed["failureReason"]
+    key = taken.removeprefix("s3://emulator-bucket/")
+    assert reason.startswith(f"could not write {taken}/")
+    assert f"lies under the object {key!r}, which the disk stand-in keeps as a file" in reason
+    assert ".part" not in reason and str(state_of(slow_emulator)) not in reason
+
+
 LINES = [
     TranscriptLine(
         segment_id="s0",
