@@ -197,22 +197,12 @@ class Backend:
 
     def _read_rules_file(self) -> list[Rule]:
         if self.rules_file is not None and self.rules_file.exists():
-            return load_rules_file(
-                self.rules_file, scenarios=self.scenarios, default=self._default_script()
-            )
+            return load_rules_file(self.rules_file, scenarios=self.scenarios)
         return []
 
     def add_rule(self, data: object) -> Rule:
         """Validate ``data`` (the admin API's JSON) and add it; raises ConfigError."""
-        return self.rules.add(
-            parse_rule(data, scenarios=self.scenarios, default=self._default_script())
-        )
-
-    def _default_script(self) -> Scenario | None:
-        """The default scenario (``--scenario``), or None for the synthetic visit."""
-        if self.default_scenario == SYNTHETIC:
-            return None
-        return self.scenarios[self.default_scenario]
+        return self.rules.add(parse_rule(data, scenarios=self.scenarios))
 
     def match_rule(self, request: StreamRequest) -> Rule | None:
         """Return the newest rule matching ``request``, or None.

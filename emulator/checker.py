@@ -16,14 +16,7 @@ from typing import TextIO
 from .errors import ConfigError
 from .resources import load_resources_file
 from .rules import load_rules_file
-from .scenario import (
-    RESERVED_NAME,
-    SCENARIO_SUFFIXES,
-    Problem,
-    Scenario,
-    ScenarioError,
-    load_scenario_dir,
-)
+from .scenario import SCENARIO_SUFFIXES, Problem, Scenario, ScenarioError, load_scenario_dir
 
 __all__ = ["RULES_FILE", "RESOURCES_FILE", "CheckReport", "check_fixtures", "run"]
 
@@ -86,16 +79,14 @@ def fixtures_directory_problem(directory: Path) -> str | None:
     return None
 
 
-def check_fixtures(directory: str | Path, *, default_scenario: str | None = None) -> CheckReport:
+def check_fixtures(directory: str | Path) -> CheckReport:
     """Validate every fixture file under ``directory``; return the report.
 
     Scenarios load first; rules are then checked against the scenario names
     (a scenario that exists but is itself broken does not also make every rule
-    naming it a problem), and a chaos-only rule against ``default_scenario``
-    (``serve --scenario``; None or ``synthetic`` for the synthetic visit).
-    Raises :class:`FileNotFoundError` when ``directory`` is not a directory or
-    holds none of ``scenarios/``, ``rules.yaml`` and ``resources.yaml``, and
-    :class:`ValueError` when ``default_scenario`` is none of its scenarios.
+    naming it a problem). Raises :class:`FileNotFoundError` when ``directory``
+    is not a directory or holds none of ``scenarios/``, ``rules.yaml`` and
+    ``resources.yaml``.
     """
     directory = Path(directory)
     problem = fixtures_directory_problem(directory)
@@ -114,18 +105,9 @@ def check_fixtures(directory: str | Path, *, default_scenario: str | None = None
     else:
         report.scenarios = len(scenarios)
 
-    default = None
-    if default_scenario is not None and default_scenario != RESERVED_NAME:
-        if default_scenario not in scenarios:
-            raise ValueError(
-                f"--scenario {default_scenario!r} is not a scenario of {directory}; known: "
-                + ", ".join([RESERVED_NAME, *sorted(scenarios)])
-            )
-        default = scenarios[default_scenario]
-
     if rules_path.exists():
         try:
-            report.rules = len(load_rules_file(rules_path, scenarios=scenarios, default=default))
+            report.rules = len(load_rules_file(rules_path, scenarios=scenarios))
         except ConfigError as error:
             report.problems.extend(_problems(error, rules_path))
 
@@ -140,26 +122,19 @@ def check_fixtures(directory: str | Path, *, default_scenario: str | None = None
     return report
 
 
-def run(
-    directory: str | Path,
-    *,
-    out: TextIO | None = None,
-    err: TextIO | None = None,
-    default_scenario: str | None = None,
-) -> int:
+def run(directory: str | Path, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Check ``directory`` and print the outcome; return the exit code.
 
     Prints ``OK: N scenarios, M rules`` (then the seeded domains and
     subscriptions, when there is a ``resources.yaml``) and returns 0, or prints one
     ``file:line: field: message`` line per problem and returns 1; returns 2 with
-    one ``error:`` line when ``directory`` is not a fixtures directory or
-    ``default_scenario`` (see :func:`check_fixtures`) not one of its scenarios.
+    one ``error:`` line when ``directory`` is not a fixtures directory.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        report = check_fixtures(directory, default_scenario=default_scenario)
-    except (FileNotFoundError, ValueError) as error:
+        report = check_fixtures(directory)
+    except FileNotFoundError as error:
         print(f"error: {error}", file=err)
         return 2
     if report.ok:

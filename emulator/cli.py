@@ -201,7 +201,7 @@ domains and subscriptions resources.yaml seeds), or one line per problem as
 file:line: field: message.
 
 exit status: 0 all files are valid; 1 problems were found; 2 DIR is not a
-fixtures directory, --scenario is none of its scenarios, or a bad option.
+fixtures directory or a bad option.
 """
 
 
@@ -254,12 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FIXTURES_DIR",
         help="directory holding scenarios/, rules.yaml and resources.yaml",
-    )
-    check.add_argument(
-        "--scenario",
-        metavar="NAME",
-        help="the default scenario the rules are checked against, as 'serve --scenario "
-        "NAME' would (a chaos-only rule keeps it; default synthetic)",
     )
     return parser
 
@@ -746,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "stream":
         return _stream(args)
     if command == "check":
-        return checker.run(args.fixtures_dir, default_scenario=args.scenario)
+        return checker.run(args.fixtures_dir)
     try:
         return run(settings)
     except ConfigError as error:

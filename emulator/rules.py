@@ -190,13 +190,8 @@ def _validate_rule(
     checker: Checker,
     path: FieldPath,
     rule_id: str,
-    default: Scenario | None = None,
 ) -> Rule | None:
-    """Check one rule, adding every problem to ``checker``; return it, or ``None``.
-
-    ``default`` is the emulator's default scenario (``--scenario``; None for the
-    synthetic visit): a chaos-only rule's times are checked against it.
-    """
+    """Check one rule, adding every problem to ``checker``; return it, or ``None``."""
     before = len(checker.problems)
     item = checker.mapping(data, path, allowed=_RULE_KEYS, what="a rule")
     if item is None:
@@ -253,9 +248,6 @@ def _validate_rule(
     chaos = _chaos(item["chaos"], (*path, "chaos"), checker) if "chaos" in item else None
     if chaos is not None and scenario is not None:
         _after_the_scenario_fails(chaos, scenario, inline, (*path, "chaos"), checker)
-    elif chaos is not None and default is not None and "scenario" not in item:
-        # A chaos-only rule keeps the session's scenario: the default one.
-        _after_the_scenario_fails(chaos, default, False, (*path, "chaos"), checker, default=True)
     probability = None
     if "probability" in item:
         probability = checker.number(item["probability"], (*path, "probability"))
@@ -331,30 +323,24 @@ def _at(value: object, path: FieldPath, checker: Checker, what: str) -> float | 
 
 
 def _after_the_scenario_fails(
-    chaos: Chaos,
-    scenario: Scenario,
-    inline: bool,
-    path: FieldPath,
-    checker: Checker,
-    *,
-    default: bool = False,
+    chaos: Chaos, scenario: Scenario, inline: bool, path: FieldPath, checker: Checker
 ) -> None:
     """Report the chaos times at or past the scenario's first scripted exception:
     the session has failed by then, so they never happen (a test relying on one
     would pass for the wrong reason). At the exception's very time too: the
     fault fires as the clock reaches it, chaos only after the audio event that
     took it there. A scripted disconnect stops nothing: the stream resuming the
-    session reaches the later times."""
+    session reaches the later times.
+
+    A rule with only chaos is not checked: it acts on whatever scenario its
+    session runs, the default for a new session, the session's own for a
+    resumed one (refused against the default, a chaos rule meant for resumed
+    sessions could not be added)."""
     failing = [fault for fault in scenario.faults if fault.exception is not None]
     if not failing:
         return
     first = min(failing, key=lambda fault: fault.at)
-    if inline:
-        named = "the rule's scenario"
-    elif default:
-        named = f"the default scenario {scenario.name!r} (--scenario), which the rule keeps,"
-    else:
-        named = f"scenario {scenario.name!r}"
+    named = "the rule's scenario" if inline else f"scenario {scenario.name!r}"
     for what, at in (
         ("disconnect", chaos.disconnect_at),
         ("goaway", chaos.goaway_at),
@@ -471,35 +457,23 @@ def _error(value: object, path: FieldPath, checker: Checker) -> tuple[str, str] 
 
 
 def parse_rule(
-    data: object,
-    *,
-    scenarios: Mapping[str, Scenario],
-    source: str = "<request>",
-    rule_id: str = "",
-    default: Scenario | None = None,
+    data: object, *, scenarios: Mapping[str, Scenario], source: str = "<request>", rule_id: str = ""
 ) -> Rule:
     """Validate one rule (parsed JSON) and return it with id ``rule_id``.
 
-    A named scenario must be a key of ``scenarios``; ``default`` is the
-    emulator's default scenario (None for the synthetic visit), against which a
-    chaos-only rule's times are checked. An empty ``rule_id`` lets
+    A named scenario must be a key of ``scenarios``. An empty ``rule_id`` lets
     :meth:`RuleBook.add` assign one. Raises :class:`RuleError` (a
     :class:`~emulator.errors.ConfigError`) listing every problem.
     """
     checker = Checker(source)
-    rule = _validate_rule(
-        data, scenarios=scenarios, checker=checker, path=(), rule_id=rule_id, default=default
-    )
+    rule = _validate_rule(data, scenarios=scenarios, checker=checker, path=(), rule_id=rule_id)
     if rule is None:
         raise RuleError(checker.problems)
     return rule
 
 
-def load_rules_file(
-    path: str | Path, *, scenarios: Mapping[str, Scenario], default: Scenario | None = None
-) -> list[Rule]:
-    """Load a rules file: a top-level list of rules, or ``{"rules": [...]}``
-    (``default``: as for :func:`parse_rule`).
+def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> list[Rule]:
+    """Load a rules file: a top-level list of rules, or ``{"rules": [...]}``.
 
     Returns the rules in file order with empty ids (:meth:`RuleBook.add` assigns
     them, so later rules in the file win over earlier ones). An empty file, or
@@ -532,12 +506,7 @@ def load_rules_file(
     rules = []
     for index, raw in enumerate(data):
         rule = _validate_rule(
-            raw,
-            scenarios=scenarios,
-            checker=checker,
-            path=(*prefix, index),
-            rule_id="",
-            default=default,
+            raw, scenarios=scenarios, checker=checker, path=(*prefix, index), rule_id=""
         )
         if rule is not None:
             rules.append(rule)

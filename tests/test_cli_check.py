@@ -280,27 +280,3 @@ def test_serve_refuses_a_directory_that_is_no_fixtures_directory_as_check_does(t
     with pytest.raises(ConfigError, match="not a fixtures directory"):
         build_backend(settings)
     assert "not a fixtures directory" in check(tmp_path).stderr
-
-
-def test_a_chaos_only_rule_is_checked_against_the_default_scenario_given(tmp_path):
-    """A chaos-only rule keeps the default scenario: a disconnect after its exception
-    never happens, as serve --scenario NAME refuses it at start-up."""
-    write(
-        tmp_path / "scenarios" / "failing.yaml",
-        "faults:\n  - {at: 10, exception: internalFailureException}\n",
-    )
-    write(tmp_path / "rules.yaml", "- chaos: {disconnect: {at: 11}}\n")
-    assert check(tmp_path).returncode == 0  # the synthetic visit fails no session
-    result = check(tmp_path, "--scenario", "failing")
-    assert result.returncode == 1
-    assert result.stdout.strip().splitlines() == [
-        f"{tmp_path / 'rules.yaml'}:1: [0].chaos.disconnect.at: is 11 s: the disconnect never "
-        "happens, as the default scenario 'failing' (--scenario), which the rule keeps, fails "
-        "the session first (its internalFailureException at 10 s)"
-    ]
-    assert check(tmp_path, "--scenario", "synthetic").returncode == 0
-    unknown = check(tmp_path, "--scenario", "nope")
-    assert unknown.returncode == 2
-    assert unknown.stderr.strip().splitlines() == [
-        f"error: --scenario 'nope' is not a scenario of {tmp_path}; known: synthetic, failing"
-    ]
