@@ -112,17 +112,18 @@ _USE_S3 = "S3 takes it: use --s3-endpoint-url"
 
 
 def _parts(bucket: str, key: str) -> list[str]:
+    """The path parts of ``bucket``/``key``. The reasons a key cannot be stored
+    say why first and quote little of the key: the failure reason a client
+    reads already names the object, and is cut at 2048 characters."""
     parts = [p for p in key.split("/") if p]
     if any(p in (".", "..") for p in (bucket, *parts)):
-        raise ValueError(
-            f"key {key!r} has '.' or '..' parts the disk stand-in cannot store ({_USE_S3})"
-        )
+        raise ValueError(f"the disk stand-in cannot store a key with '.' or '..' parts ({_USE_S3})")
     for part in parts:
         if len(part.encode()) > NAME_MAX:
             raise ValueError(
-                f"key {key!r}: its part {shown(part, 32)} is {len(part.encode())} bytes, "
-                f"longer than the {NAME_MAX} a file name holds, so the disk stand-in "
-                f"cannot store it ({_USE_S3})"
+                f"the disk stand-in cannot store a key part longer than the {NAME_MAX} "
+                f"bytes a file name holds ({_USE_S3}): {shown(part, 32)} is "
+                f"{len(part.encode())} bytes"
             )
     return [bucket, *parts]
 
@@ -175,23 +176,24 @@ class DiskBuckets:
                     os.unlink(partial)
                 raise
         except OSError as error:
-            raise self._problem(parts, key, error) from None
+            raise self._problem(parts, error) from None
 
-    def _problem(self, parts: list[str], key: str, error: OSError) -> OSError:
-        """``error`` said for a client: the key and the rule, not the stand-in's paths."""
+    def _problem(self, parts: list[str], error: OSError) -> OSError:
+        """``error`` said for a client: the rule broken, not the stand-in's paths."""
         if isinstance(error, (NotADirectoryError, FileExistsError, IsADirectoryError)):
             # An object and a folder of other objects under one name: S3 has no folders.
             for end in range(2, len(parts)):
                 if os.path.isfile(os.path.join(self.root, *parts[:end])):
                     above = "/".join(parts[1:end])
                     return OSError(
-                        f"key {key!r} lies under the object {above!r}, which the disk "
-                        f"stand-in keeps as a file: it cannot hold both ({_USE_S3})",
+                        "the disk stand-in cannot store an object under another object's "
+                        f"key, which it keeps as a file ({_USE_S3}): the key lies under "
+                        f"{shown(above, 256)}"
                     )
             if os.path.isdir(os.path.join(self.root, *parts)):
                 return OSError(
-                    f"key {key!r} is the folder of other objects on the disk stand-in, "
-                    f"which cannot also hold it as an object ({_USE_S3})",
+                    "the disk stand-in cannot store an object at a key that other "
+                    f"objects lie under, which it keeps as a folder ({_USE_S3})"
                 )
         return OSError(error.errno, error.strerror)
 

@@ -643,7 +643,9 @@ def _partial_time(segment: Segment, k: int) -> float:
     covered no audio, and a stream ending at the begin got it); never after the
     end (a segment shorter than its partials' milliseconds)."""
     at = round(segment.begin + k * (segment.end - segment.begin) / (segment.partials + 1), 3)
-    return _clamped(segment, max(at, round(segment.begin + 0.001, 3)))
+    # The first millisecond at least one past the begin (1.0004 -> 1.002, 1.0 -> 1.001).
+    earliest = math.ceil(round((segment.begin + 0.001) * 1000, 6)) / 1000
+    return _clamped(segment, max(at, earliest))
 
 
 def _clamped(segment: Segment, at: float) -> float:

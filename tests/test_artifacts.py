@@ -720,23 +720,22 @@ def test_disk_stand_in_says_which_keys_a_file_system_cannot_hold_naming_the_key(
     with pytest.raises(ValueError) as info:
         buckets.put("b", "p/" + "k" * 256, b"{}")
     assert str(info.value) == (
-        f"key 'p/{'k' * 256}': its part '{'k' * 32}'... is 256 bytes, longer than the 255 a "
-        "file name holds, so the disk stand-in cannot store it (S3 takes it: use "
-        "--s3-endpoint-url)"
+        "the disk stand-in cannot store a key part longer than the 255 bytes a file name "
+        f"holds (S3 takes it: use --s3-endpoint-url): '{'k' * 32}'... is 256 bytes"
     )
     buckets.put("b", "out/transcript.json", b"{}")
     with pytest.raises(OSError) as info:
         buckets.put("b", "out/transcript.json/session/transcript.json", b"{}")
     assert str(info.value) == (
-        "key 'out/transcript.json/session/transcript.json' lies under the object "
-        "'out/transcript.json', which the disk stand-in keeps as a file: it cannot hold "
-        "both (S3 takes it: use --s3-endpoint-url)"
+        "the disk stand-in cannot store an object under another object's key, which it "
+        "keeps as a file (S3 takes it: use --s3-endpoint-url): the key lies under "
+        "'out/transcript.json'"
     )
     with pytest.raises(OSError) as info:
         buckets.put("b", "p", b"{}")  # the folder of p/kkk...
     assert str(info.value) == (
-        "key 'p' is the folder of other objects on the disk stand-in, which cannot also "
-        "hold it as an object (S3 takes it: use --s3-endpoint-url)"
+        "the disk stand-in cannot store an object at a key that other objects lie under, "
+        "which it keeps as a folder (S3 takes it: use --s3-endpoint-url)"
     )
     assert sorted(p.name for p in (tmp_path / "b" / "p").iterdir()) == [longest]  # no .part
 
@@ -765,8 +764,37 @@ def test_an_artifact_the_disk_stand_in_cannot_store_fails_naming_its_key(slow_em
     reason = failed["failureReason"]
     key = taken.removeprefix("s3://emulator-bucket/")
     assert reason.startswith(f"could not write {taken}/")
-    assert f"lies under the object {key!r}, which the disk stand-in keeps as a file" in reason
+    assert f"(S3 takes it: use --s3-endpoint-url): the key lies under {key!r}" in reason
     assert ".part" not in reason and str(state_of(slow_emulator)) not in reason
+
+
+def test_a_key_too_long_for_a_file_name_fails_saying_why_within_the_reasons_length(
+    slow_emulator,
+):
+    """The reason quoted the key twice and was cut at 2048 characters before it said
+    why, for a valid output location near the model's 1,024 characters."""
+    session_id = new_session_id()
+    uri = "s3://emulator-bucket/" + "/".join(["q" * 240] * 3) + "/" + "p" * 256
+    assert len(uri) < 1024  # the model's limit for S3Uri
+
+    async def body():
+        client = await make_client(
+            endpoint_url=slow_emulator.endpoint_url, ca_file=slow_emulator.ca_file
+        )
+        try:
+            events = [configuration_event(output_s3_uri=uri), end_of_session_event()]
+            return await run_session(client, session_id, events=events)
+        finally:
+            await client._config.transport.close()
+
+    assert asyncio.run(body()).error is None
+    for result in settled(slow_emulator, session_id).values():
+        assert result["status"] == "FAILED"
+        assert len(result["failureReason"]) < 2048
+        assert result["failureReason"].endswith(
+            "longer than the 255 bytes a file name holds (S3 takes it: use "
+            f"--s3-endpoint-url): '{'p' * 32}'... is 256 bytes"
+        )
 
 
 LINES = [

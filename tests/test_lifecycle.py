@@ -1130,8 +1130,19 @@ def test_end_of_session_leaves_out_a_segment_the_audio_ends_at_the_begin_of(seco
         # A partial a millisecond after the begin is heard; its final then follows
         # at END_OF_SESSION, at the audio's millisecond.
         (1.0, 1.002, 1.0015, [(True, 1.001), (False, 1.001)]),
+        # A begin off the millisecond grid: its first partial on the grid, a whole
+        # millisecond or more after it (1.001 was 0.6 ms after it).
+        (1.0004, 1.002, 1.0019, [(False, 1.001)]),
+        (1.0004, 1.002, 1.002, [(True, 1.002), (False, 1.002)]),
     ],
-    ids=["ends-at-the-begin", "sub-ms-ends-at-the-begin", "sub-ms-whole", "a-ms-in"],
+    ids=[
+        "ends-at-the-begin",
+        "sub-ms-ends-at-the-begin",
+        "sub-ms-whole",
+        "a-ms-in",
+        "off-grid-under-a-ms",
+        "off-grid-a-ms-in",
+    ],
 )
 def test_a_partial_is_due_a_millisecond_after_its_begin_at_the_earliest(
     begin, end, seconds, expected
