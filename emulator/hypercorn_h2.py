@@ -80,6 +80,13 @@ More faults cost a connection, the server or its memory for one stream's sake:
   soon as the last one ends: left open until the keep-alive timeout, it was
   still the AWS SDK's pick for new requests, each failing with
   AWS_ERROR_HTTP_GOAWAY_RECEIVED.
+* **The keep-alive timer** closed an idle connection with no GOAWAY, and with it
+  a stream the client opened the same instant, whose CRT client then waited for
+  ever. It now retires the connection as a graceful GOAWAY does
+  (:meth:`DuplexH2Protocol.retire_idle`, through ``hypercorn_tcp``).
+* **Streams still open when a shutdown's grace period ends** went with the
+  connection, unanswered; they are reset, and one whose response had not
+  started gets a 500 (:meth:`DuplexH2Protocol.reset_open_streams`).
 * **A flood of control frames** (PING, SETTINGS, PRIORITY...: 200,000 held every
   connection up for a second), or of streams the client opens and resets at once
   ("rapid reset"), has no limit in h2 or hypercorn. Past
@@ -1122,6 +1129,44 @@ class DuplexH2Protocol(H2Protocol):
         await self.send(RawData(data=frame.serialize()))
         await self._close_if_gone_away()
 
+    async def retire_idle(self) -> None:
+        """The keep-alive timer's end: retire the connection gracefully.
+
+        hypercorn closed it at once, with no GOAWAY: a stream the client opened as
+        the timer fired was dropped just after it started, or never reached the
+        server, and the CRT client then waited for ever for its response (a CI
+        job pausing about the keep-alive timeout between sessions on one client
+        hung on 1 in 10-15 of them). Now a GOAWAY (NO_ERROR) names the last
+        stream taken, a stream that raced the timer finishes, one opened after
+        the GOAWAY is refused (REFUSED_STREAM) and fails at the client, and the
+        connection closes :data:`IDLE_LINGER` seconds later, or once the streams
+        under way have ended: the client reads the GOAWAY before the close.
+        """
+        if self.closed:
+            return
+        if self.connection.state_machine.state not in _CONNECTION_OPEN:
+            await self.send(Closed())
+            return
+        if self._goaway_last is None:
+            self._goaway_last = self._goaway_last_stream_id()
+            frame = GoAwayFrame(stream_id=0)
+            frame.last_stream_id = self._goaway_last
+            frame.error_code = ErrorCodes.NO_ERROR
+            await self.send(RawData(data=frame.serialize()))
+        await asyncio.sleep(IDLE_LINGER)
+        if self.closed:
+            return
+        if self.streams:
+            # A stream that raced the timer is under way: the connection closes
+            # once it ends (_close_if_gone_away), or at the next idle timeout.
+            await self._close_if_gone_away()
+            return
+        # Idle for hypercorn: a stream left is one its app has finished, whose
+        # client went quiet (see defer_idle); it goes with the connection, as the
+        # timer always closed it.
+        await self._flush()
+        await self.send(Closed())
+
     def _goaway_last_stream_id(self) -> int:
         """The last stream id for a GOAWAY now: the highest the client opened,
         but never above an earlier GOAWAY's (RFC 9113 §6.8: it must not grow;
@@ -1946,6 +1991,10 @@ _NO_INCREMENT = (b"\0\0\0\0", b"\x80\0\0\0")  # the reserved bit set or not
 _STREAM_ID_MASK = 0x7FFF_FFFF
 # Connection states in which h2 takes DATA without a transition.
 _CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
+
+#: Seconds a connection the keep-alive timer retires stays open after its GOAWAY,
+#: refusing new streams, so that the client reads the GOAWAY before the close.
+IDLE_LINGER = 0.5
 
 #: What a stream whose response had not started gets when the server drops its
 #: connection at the end of a shutdown's grace period: the service's error shape.

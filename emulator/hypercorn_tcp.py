@@ -242,6 +242,19 @@ class QuietTCPServer(TCPServer):
         finally:
             await self.idle_task.stop()
 
+    async def _idle_timeout(self) -> None:
+        # hypercorn's, but the keep-alive timer retires an HTTP/2 connection with a
+        # GOAWAY first (DuplexH2Protocol.retire_idle); a stopping server still
+        # closes it as before (its streams go at the end of the grace period).
+        try:
+            await asyncio.wait_for(self.context.terminated.wait(), self.config.keep_alive_timeout)
+        except TimeoutError:
+            retire = getattr(getattr(self.protocol, "protocol", None), "retire_idle", None)
+            if retire is not None:
+                await asyncio.shield(retire())
+                return
+        await asyncio.shield(self._initiate_server_close())
+
     async def _initiate_server_close(self) -> None:
         # The idle timer and server shutdown close a connection here: a TLS
         # transport then waits for the peer's close_notify (asyncio's 30 s SSL
