@@ -105,6 +105,20 @@ def stream_two_channels(
     return asyncio.run(body())
 
 
+def empty_session_to(running: RunningServer, session_id: str, output_s3_uri: str) -> None:
+    """Stream a session with no audio whose artifacts go to ``output_s3_uri``."""
+
+    async def body():
+        client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+        try:
+            events = [configuration_event(output_s3_uri=output_s3_uri), end_of_session_event()]
+            return await run_session(client, session_id, events=events)
+        finally:
+            await client._config.transport.close()
+
+    assert asyncio.run(body()).error is None
+
+
 def details(running: RunningServer, session_id: str) -> dict:
     boto = boto3_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
     return boto.get_medical_scribe_listening_session(
@@ -747,18 +761,7 @@ def test_an_artifact_the_disk_stand_in_cannot_store_fails_naming_its_key(slow_em
     artifacts = settled(slow_emulator, first)
     taken = artifacts["transcriptResult"]["outputLocation"]
     assert taken.endswith("/transcript.json")
-
-    async def body():
-        client = await make_client(
-            endpoint_url=slow_emulator.endpoint_url, ca_file=slow_emulator.ca_file
-        )
-        try:
-            events = [configuration_event(output_s3_uri=taken), end_of_session_event()]
-            return await run_session(client, second, events=events)
-        finally:
-            await client._config.transport.close()
-
-    assert asyncio.run(body()).error is None
+    empty_session_to(slow_emulator, second, taken)
     failed = settled(slow_emulator, second)["transcriptResult"]
     assert failed["status"] == "FAILED"
     reason = failed["failureReason"]
@@ -776,18 +779,7 @@ def test_a_key_too_long_for_a_file_name_fails_saying_why_within_the_reasons_leng
     session_id = new_session_id()
     uri = "s3://emulator-bucket/" + "/".join(["q" * 240] * 3) + "/" + "p" * 256
     assert len(uri) < 1024  # the model's limit for S3Uri
-
-    async def body():
-        client = await make_client(
-            endpoint_url=slow_emulator.endpoint_url, ca_file=slow_emulator.ca_file
-        )
-        try:
-            events = [configuration_event(output_s3_uri=uri), end_of_session_event()]
-            return await run_session(client, session_id, events=events)
-        finally:
-            await client._config.transport.close()
-
-    assert asyncio.run(body()).error is None
+    empty_session_to(slow_emulator, session_id, uri)
     for result in settled(slow_emulator, session_id).values():
         assert result["status"] == "FAILED"
         assert len(result["failureReason"]) < 2048
