@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from .errors import ConfigError
 from .files import write_all
 from .notescript import ARTIFACT_NAMES
+from .scenario import shown
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -126,11 +127,6 @@ def _parts(bucket: str, key: str) -> list[str]:
                 f"{len(part.encode())} bytes"
             )
     return [bucket, *parts]
-
-
-def shown(text: str, limit: int) -> str:
-    """``text`` quoted, cut to ``limit`` characters with an ellipsis."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 class DiskBuckets:

@@ -1122,12 +1122,17 @@ class DuplexH2Protocol(H2Protocol):
         """
         if self.closed or self.connection.state_machine.state not in _CONNECTION_OPEN:
             return
+        await self._send_goaway()
+        await self._close_if_gone_away()
+
+    async def _send_goaway(self) -> None:
+        """Write a graceful GOAWAY (NO_ERROR) naming the last stream taken, which
+        retires the connection: later streams are refused (:meth:`_handle_batch`)."""
         self._goaway_last = self._goaway_last_stream_id()
         frame = GoAwayFrame(stream_id=0)
         frame.last_stream_id = self._goaway_last
         frame.error_code = ErrorCodes.NO_ERROR
         await self.send(RawData(data=frame.serialize()))
-        await self._close_if_gone_away()
 
     async def retire_idle(self) -> None:
         """The keep-alive timer's end: retire the connection gracefully.
@@ -1147,12 +1152,8 @@ class DuplexH2Protocol(H2Protocol):
         if self.connection.state_machine.state not in _CONNECTION_OPEN:
             await self.send(Closed())
             return
-        if self._goaway_last is None:
-            self._goaway_last = self._goaway_last_stream_id()
-            frame = GoAwayFrame(stream_id=0)
-            frame.last_stream_id = self._goaway_last
-            frame.error_code = ErrorCodes.NO_ERROR
-            await self.send(RawData(data=frame.serialize()))
+        if self._goaway_last is None:  # not retired already (a chaos GOAWAY)
+            await self._send_goaway()
         await asyncio.sleep(IDLE_LINGER)
         if self.closed:
             return

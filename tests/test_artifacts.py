@@ -735,7 +735,7 @@ def test_disk_stand_in_says_which_keys_a_file_system_cannot_hold_naming_the_key(
         buckets.put("b", "p/" + "k" * 256, b"{}")
     assert str(info.value) == (
         "the disk stand-in cannot store a key part longer than the 255 bytes a file name "
-        f"holds (S3 takes it: use --s3-endpoint-url): '{'k' * 32}'... is 256 bytes"
+        f"holds (S3 takes it: use --s3-endpoint-url): '{'k' * 32}'... (256 characters) is 256 bytes"
     )
     buckets.put("b", "out/transcript.json", b"{}")
     with pytest.raises(OSError) as info:
@@ -785,7 +785,7 @@ def test_a_key_too_long_for_a_file_name_fails_saying_why_within_the_reasons_leng
         assert len(result["failureReason"]) < 2048
         assert result["failureReason"].endswith(
             "longer than the 255 bytes a file name holds (S3 takes it: use "
-            f"--s3-endpoint-url): '{'p' * 32}'... is 256 bytes"
+            f"--s3-endpoint-url): '{'p' * 32}'... (256 characters) is 256 bytes"
         )
 
 
