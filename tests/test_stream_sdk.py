@@ -655,3 +655,30 @@ async def test_a_client_sending_on_after_an_exception_alone_on_its_connection_fi
             await sdk_client._config.transport.close()  # type: ignore[attr-defined]
     assert isinstance(result.error, m.ValidationException) and "scripted" in str(result.error)
     assert not result.input_failed  # the sender's sends and close returned
+
+
+async def test_a_stream_ending_at_a_segments_begin_gets_none_of_it(client, emulator):
+    """A partial rounded down to its segment's begin covered no audio: a stream ending
+    exactly there got a partial and a final of no length. Now neither comes; a stream
+    one millisecond on hears the segment (shorter than a millisecond: its partial at
+    its end)."""
+    segment = {"begin": 1.0, "end": 1.0004, "content": "tiny segment", "partials": 1}
+    silent = new_session_id()
+    scripted(emulator, silent, {"segments": [segment]})
+    result = await run_session(client, silent, audio=pcm_tone(1.0))
+    assert result.error is None, result.error
+    assert result.segments == []
+    heard = new_session_id()
+    scripted(emulator, heard, {"segments": [segment]})
+    result = await run_session(client, heard, audio=pcm_tone(1.1)[:32032])  # 1.001 s
+    assert [(s.is_partial, s.audio_end_offset) for s in result.segments] == [
+        (True, 1.0004),
+        (False, 1.0004),
+    ]
+
+
+def test_a_disconnect_fault_with_a_message_is_refused_by_the_admin_api(emulator):
+    rule = {"scenario": {"faults": [{"at": 3, "disconnect": True, "message": "you see me?"}]}}
+    status, body = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 400
+    assert "scenario.faults[0].message: a disconnect has no message" in body["message"]
