@@ -499,7 +499,7 @@ class ScribeSession:
         end = math.floor(now * 1000 + 1e-6) / 1000
         for active in self._active:
             segment = active.segment
-            if end <= segment.begin and not active.released:
+            if not active.released and _unheard(segment, now):
                 continue
             self._emit_result(
                 active, content=segment.content, partial=False, end=_clamped(segment, end)
@@ -646,6 +646,12 @@ def _partial_time(segment: Segment, k: int) -> float:
     # The first millisecond at least one past the begin (1.0004 -> 1.002, 1.0 -> 1.001).
     earliest = math.ceil(round((segment.begin + 0.001) * 1000, 6)) / 1000
     return _clamped(segment, max(at, earliest))
+
+
+def _unheard(segment: Segment, now: float) -> bool:
+    """Whether audio up to ``now`` passes ``segment``'s begin by less than a
+    millisecond (compared to a micro-millisecond: clock sums are not exact)."""
+    return (now - segment.begin) * 1000 < 1 - 1e-6
 
 
 def _clamped(segment: Segment, at: float) -> float:

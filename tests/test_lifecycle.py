@@ -1103,8 +1103,16 @@ def test_end_of_session_ends_open_segments_at_the_audio_to_the_millisecond(
 
 @pytest.mark.parametrize(
     ("seconds", "begin"),
-    [(1.001, 1.001), (7.0, 7.0), (1.0004, 1.0002)],
-    ids=["audio-ends-at-its-begin", "whole-seconds", "under-a-millisecond-past-it"],
+    [(1.001, 1.001), (7.0, 7.0), (1.0004, 1.0002), (1.0012, 1.0004)],
+    ids=[
+        "audio-ends-at-its-begin",
+        "whole-seconds",
+        "under-a-millisecond-past-it",
+        # Under a millisecond past an off-grid begin, across a millisecond of the
+        # grid: the audio's millisecond below (1.001) lies after the begin, and
+        # the segment was sent.
+        "under-a-millisecond-across-the-grid",
+    ],
 )
 def test_end_of_session_leaves_out_a_segment_the_audio_ends_at_the_begin_of(seconds, begin):
     """A segment whose begin the audio reaches but does not pass by a millisecond was

@@ -682,3 +682,19 @@ def test_a_disconnect_fault_with_a_message_is_refused_by_the_admin_api(emulator)
     status, body = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
     assert status == 400
     assert "scenario.faults[0].message: a disconnect has no message" in body["message"]
+
+
+async def test_a_segment_the_audio_passes_by_under_a_millisecond_is_not_sent(client, emulator):
+    """Heard means the audio passes the begin by a millisecond, wherever the grid's
+    milliseconds fall: 0.79 ms past an off-grid begin (1.0004) crosses 1.001, and the
+    segment was sent, ending before a millisecond of it was heard."""
+    segment = {"begin": 1.0004, "end": 2.0, "content": "barely begun", "partials": 0}
+    unheard = new_session_id()
+    scripted(emulator, unheard, {"segments": [segment]})
+    result = await run_session(client, unheard, audio=pcm_tone(1.1)[:32038])  # 1.0011875 s
+    assert result.error is None, result.error
+    assert result.segments == []
+    heard = new_session_id()
+    scripted(emulator, heard, {"segments": [segment]})
+    result = await run_session(client, heard, audio=pcm_tone(1.1)[:32048])  # 1.0015 s
+    assert [(s.is_partial, s.audio_end_offset) for s in result.segments] == [(False, 1.001)]
