@@ -341,12 +341,20 @@ def _check_integer(value: object, shape: _Integer, where: str, out: list[str]) -
 
 def _decode_blob(value: object) -> bytes | None:
     """Return the bytes of a JSON blob (standard, padded base64), or None if it is not one."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _padded(value):
         return None
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
         return None
+
+
+def _padded(text: str | bytes) -> bool:
+    """Whether ``text`` has the length and padding of standard padded base64: a
+    multiple of four, at most two ``=``. Python's strict decoder also takes padding
+    past a whole group (``AAAA=``, ``AAAA====``); padded base64 has none there, and
+    Java's decoder refuses it."""
+    return not len(text) % 4 and not text.endswith("===" if isinstance(text, str) else b"===")
 
 
 def _check(value: object, shape: _Shape, path: str, out: list[str]) -> None:
@@ -807,7 +815,7 @@ def audio_event_base64(payload: bytes) -> tuple[bytes, int] | None:
     :func:`parse_audio_event` accepts: base64 whose length is a multiple of four
     with at most two trailing ``=``, which is what every encoder writes
     (:func:`emulator.speedups.base64_size`). Returns ``None`` for any other
-    payload, valid or not (``"AAAA="`` decodes, with a stray ``=``): call
+    payload, valid or not (JSON with spaces, an escaped character): call
     :func:`parse_audio_event` for its audio or its error.
     """
     text = _sdk_audio_chunk(payload)
@@ -844,7 +852,7 @@ def parse_audio_event(payload: bytes) -> bytes:
     # quote or backslash and the JSON parse would have given the same string;
     # strict mode accepts exactly what ``b64decode(validate=True)`` does.
     text = _sdk_audio_chunk(payload)
-    if text is not None:
+    if text is not None and _padded(text):
         try:
             return binascii.a2b_base64(text, strict_mode=True)
         except binascii.Error:

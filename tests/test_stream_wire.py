@@ -194,6 +194,11 @@ MALFORMED = {
         "valid JSON",
     ),
     "audio-before-configuration": (lambda: audio(b"\0" * 320), "before configurationEvent"),
+    # Padding past a whole group, in the SDK's compact layout (the per-frame path).
+    "audio-padding-past-a-group": (
+        lambda: config_event() + event("audioEvent", b'{"audioChunk":"AAAA="}'),
+        "audioEvent.audioChunk' failed to satisfy constraint: Member must be a base64",
+    ),
     "second-configuration": (lambda: config_event() + config_event(), "only one"),
     "frame-too-large": (_too_large, "limit"),
     "exception-message-type": (
