@@ -210,10 +210,11 @@ class Backend:
         Its use is not counted here but where it takes effect: an error rule's
         by the caller, as it refuses the request (:meth:`RuleBook.use`, and
         :meth:`note_refused`), any other's by :meth:`open_stream` when the
-        stream starts a new session. A request refused for another reason, or
-        a stream resuming a session, used up ``times`` before; the rule that
-        started the session still acts on its resumed streams once its ``times``
-        are spent. Probabilities draw with :meth:`asks_of` the request.
+        stream starts a new session, or when its chaos acts on a stream resuming
+        a session another rule (or none) started. A request refused for another
+        reason, or a stream resuming a session the rule started, uses none; the
+        rule that started the session still acts on its resumed streams once its
+        ``times`` are spent. Probabilities draw with :meth:`asks_of` the request.
         """
         key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
         record = self.sessions.get(key)
@@ -460,6 +461,12 @@ class Backend:
                 )
                 raise
             record.status = status
+            if rule is not None and rule.chaos is not None and rule.id != record.rule_id:
+                # Its chaos acts on another rule's (or no rule's) session: a use,
+                # or a times: 1 rule would act on every resumed stream until a
+                # new session spent its one use. (Its scenario does nothing
+                # here, the session keeps its own: no use.)
+                self.rules.use(rule)
             # The session used last is the newest: --retention keeps the newest N,
             # and the session a client resumes is the one it is about to look up.
             # Its number, saved with its row, keeps that order across a restart.

@@ -19,8 +19,9 @@ A missing match key matches anything. :meth:`RuleBook.match` tries the newest
 rule first and consumes one use of the rule it returns; a rule with ``times``
 stops matching after that many uses (it stays listed, with ``remaining: 0``).
 The server counts a use when the rule takes effect: a request its error
-refuses, or a new session it starts; not a request refused for another
-reason, nor a stream resuming a session.
+refuses, a new session it starts, or a stream resuming another rule's (or no
+rule's) session that its chaos acts on; not a request refused for another
+reason, nor a stream resuming a session the rule started.
 """
 
 from __future__ import annotations

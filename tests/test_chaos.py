@@ -194,6 +194,43 @@ async def test_a_rule_that_started_a_session_acts_on_its_resumed_stream_with_its
         assert len(other.finals) != 0
 
 
+async def test_a_times_rule_acting_on_another_rules_resumed_session_spends_a_use(
+    client, emulator
+):
+    """A times: 1 chaos rule acted on every resumed stream of sessions it had not
+    started, for free, until a new session spent its one use: it now spends it on
+    the first of them, and acts on nothing after."""
+    session_id = new_session_id()
+    status, starter = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": SCRIPT},
+    )
+    assert status == 201, starter
+    first = await run_session(client, session_id, audio=pcm_tone(1.0), end_of_session=False)
+    assert [s.content for s in first.finals] == ["first words here"]
+    status, chaos = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"domainId": DOMAIN_ID}, "chaos": {"disconnect": {"at": 1.5}}, "times": 1},
+    )
+    assert status == 201, chaos
+    resumed = await run_session(
+        client, session_id, audio=pcm_tone(1.0), end_of_session=False, timeout=20, pace=0.05
+    )
+    assert resumed.input_failed  # the chaos rule's reset at 1.5 s
+    status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+    uses = {rule["id"]: (rule["uses"], rule["remaining"]) for rule in listed["rules"]}
+    assert uses[chaos["id"]] == (1, 0)
+    again = await run_session(client, session_id, audio=pcm_tone(1.5), timeout=20)
+    assert again.error is None and not again.input_failed
+    assert [s.content for s in again.finals] == ["second words here", "third words here"]
+    other = await run_session(client, new_session_id(), audio=pcm_tone(2.0), timeout=20)
+    assert other.error is None and not other.input_failed
+
+
 def test_disconnect_close_drops_the_connection_but_not_the_server(emulator):
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"disconnect": {"at": 1.2, "mode": "close"}})
