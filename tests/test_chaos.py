@@ -194,9 +194,7 @@ async def test_a_rule_that_started_a_session_acts_on_its_resumed_stream_with_its
         assert len(other.finals) != 0
 
 
-async def test_a_times_rule_acting_on_another_rules_resumed_session_spends_a_use(
-    client, emulator
-):
+async def test_a_times_rule_acting_on_another_rules_resumed_session_spends_a_use(client, emulator):
     """A times: 1 chaos rule acted on every resumed stream of sessions it had not
     started, for free, until a new session spent its one use: it now spends it on
     the first of them, and acts on nothing after."""
