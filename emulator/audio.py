@@ -9,8 +9,13 @@ faults are placed on this clock.
 * ``flac`` carries no fixed byte rate, so :class:`FlacClock` parses the stream
   incrementally (RFC 9639): the ``fLaC`` marker, the metadata blocks, then frame
   headers. A frame's samples count once the frame is complete, that is when the
-  next frame header has arrived, or at :meth:`FlacClock.finish` for the last one.
-  STREAMINFO's total sample count is not used: live encoders write 0 there.
+  next frame header has arrived, or at :meth:`FlacClock.finish` for the last one
+  if its bytes end with their CRC-16 (a frame cut short is not audio received).
+  A header out of sequence (a frame missing), or saying another rate, channel
+  count or sample size, is an error once the frame before it is known to end
+  there (its CRC-16 checks); so are bytes running past the longest the pending
+  frame can be. STREAMINFO's total sample count is not used: live encoders
+  write 0 there.
 """
 
 from __future__ import annotations
@@ -78,6 +83,33 @@ def _crc8(data: bytes | bytearray) -> int:
     return crc
 
 
+def _crc16_table() -> tuple[int, ...]:
+    # CRC-16 of a whole frame (its footer): polynomial x^16 + x^15 + x^2 + 1, initial 0.
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC16: Final = _crc16_table()
+
+
+def _frame_ends(frame: bytes | bytearray | memoryview, header_length: int) -> bool:
+    """Whether ``frame`` (from its header on) is a whole frame: its last two bytes
+    are the CRC-16 of the rest. Run once a stream, or on a header out of
+    sequence, not per byte of audio: it is a Python loop."""
+    if len(frame) < header_length + 3:  # a subframe header byte at least, and the footer
+        return False
+    crc = 0
+    table = _CRC16
+    for byte in memoryview(frame)[:-2]:
+        crc = ((crc << 8) & 0xFFFF) ^ table[(crc >> 8) ^ byte]
+    return crc == int.from_bytes(frame[-2:], "big")
+
+
 class PcmClock:
     """The clock of a 16-bit little-endian PCM stream of ``channels`` channels.
 
@@ -134,6 +166,15 @@ class _FrameHeader:
     number: int  # frame number (fixed block size) or first sample number (variable)
 
 
+@dataclass(frozen=True, slots=True)
+class _Mismatch:
+    """A well-formed frame header (its CRC-8 checks) that does not fit the stream:
+    what is wrong with it. An error if the pending frame ends right before it,
+    else a look-alike inside frame data."""
+
+    reason: str
+
+
 class _Stage(StrEnum):
     MARKER = "marker"
     BLOCK_HEADER = "metadata block header"
@@ -152,8 +193,13 @@ class FlacClock:
     bytes are not FLAC (no ``fLaC`` marker), when the metadata is malformed,
     when STREAMINFO's sample rate differs from ``sample_rate`` or its channel
     count from ``channels`` (when given: 2 for a session with channel
-    definitions, else 1), or when the bytes after the metadata are not a frame
-    header.
+    definitions, else 1), when the bytes after the metadata are not a frame
+    header, when a frame header out of sequence or at odds with STREAMINFO
+    follows a whole frame, or when the bytes after a frame header run past the
+    longest its frame can be with no next header.
+
+    It holds the pending frame's bytes (what its CRC-16 is checked on), at most
+    :meth:`_longest_frame` of them.
     """
 
     def __init__(self, *, sample_rate: int, channels: int | None = None) -> None:
@@ -177,6 +223,11 @@ class FlacClock:
         self._frames = 0  # frame headers accepted
         self._samples = 0  # samples of completed frames
         self._pending: int | None = None  # block size of the frame still arriving
+        # Once frames begin, the buffer starts at the pending frame's header;
+        # the scan for the next header goes on from _scan.
+        self._pending_header: _FrameHeader | None = None
+        self._scan = 0
+        self._longest = 0  # the pending frame's longest length in bytes
 
     @property
     def bytes_received(self) -> int:
@@ -205,7 +256,7 @@ class FlacClock:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held back while waiting for the rest of a header (never a whole frame)."""
+        """Bytes held: the pending frame's, or those of a header still arriving."""
         return len(self._buf)
 
     def add(self, chunk: bytes) -> float:
@@ -236,9 +287,17 @@ class FlacClock:
                 f"FLAC stream ended inside its {self._stage} after {self._bytes} bytes;"
                 " no audio frames arrived"
             )
-        if self._pending is not None:
-            self._samples += self._pending
+        header = self._pending_header
+        if header is not None:
+            buf = self._buf
+            # The frame ends at the end of the input, or before the start of a
+            # next header that never came in full.
+            if _frame_ends(buf, header.length) or (
+                self._scan < len(buf) and _frame_ends(buf[: self._scan], header.length)
+            ):
+                self._samples += header.block_size
             self._pending = None
+            self._pending_header = None
         self._buf.clear()
         return self.seconds
 
@@ -358,6 +417,8 @@ class FlacClock:
             header = self._frame_header(0)
             if header is _NEED_MORE:
                 return
+            if isinstance(header, _Mismatch):
+                raise ValidationException(f"FLAC stream: frame 0 {header.reason}")
             if header is None:
                 raise ValidationException(
                     "FLAC stream: the bytes after the metadata blocks are not a frame header"
@@ -365,38 +426,67 @@ class FlacClock:
                 )
             assert isinstance(header, _FrameHeader)
             self._accept(header)
-            pos = header.length
-        else:
-            pos = 0
-        keep = len(buf)
+            self._scan = header.length
+        pos = self._scan
         while (start := buf.find(0xFF, pos)) >= 0:
             header = self._frame_header(start)
             if header is _NEED_MORE:
-                keep = start
+                pos = start
                 break
             if header is None:
                 pos = start + 1
                 continue
+            if isinstance(header, _Mismatch):
+                pending = self._pending_header
+                assert pending is not None
+                if _frame_ends(memoryview(buf)[:start], pending.length):
+                    # That frame came in whole: its audio was received.
+                    self._samples += pending.block_size
+                    self._pending = self._pending_header = None
+                    raise ValidationException(
+                        f"FLAC stream: the frame header after frame {self._frames - 1} "
+                        f"{header.reason}"
+                    )
+                pos = start + 1  # a look-alike inside the frame's data
+                continue
             assert isinstance(header, _FrameHeader)
+            del buf[:start]  # the frame it completes
             self._accept(header)
-            pos = start + header.length
-        # A frame counts by its header's block size, not by its bytes, so
-        # everything before a possible partial header is dropped.
-        del buf[:keep]
+            pos = header.length
+        else:
+            pos = len(buf)
+        self._scan = pos
+        if len(buf) > self._longest:
+            raise ValidationException(
+                f"FLAC stream: frame {self._frames - 1} has run to {len(buf)} bytes with no "
+                f"next frame header, more than its {self._pending} samples can take "
+                f"({self._longest} bytes): frames are missing, or the bytes after it are not FLAC"
+            )
 
     def _accept(self, header: _FrameHeader) -> None:
         if self._pending is not None:
             self._samples += self._pending
         self._pending = header.block_size
+        self._pending_header = header
         self._variable = header.variable
         self._frames += 1
+        self._longest = self._longest_frame(header.block_size)
 
-    def _frame_header(self, start: int) -> _FrameHeader | None | object:
+    def _longest_frame(self, block_size: int) -> int:
+        """Twice a frame's bytes stored verbatim (a side channel takes a bit more per
+        sample), and a kilobyte of headers: no encoder writes a longer frame."""
+        channels = self._channels or 1
+        bits = (self._bits_per_sample or 32) + 1
+        return 2 * block_size * channels * ((bits + 7) // 8) + 1024
+
+    def _frame_header(self, start: int) -> _FrameHeader | _Mismatch | None | object:
         """Decode the frame header at ``start``.
 
         Returns it when its fields agree with STREAMINFO, its CRC-8 matches and its
-        number follows the previous frame's; ``None`` when it is not one (a false
-        sync inside frame data); ``_NEED_MORE`` when more bytes are needed to tell.
+        number follows the previous frame's; a :class:`_Mismatch` when it is well
+        formed (its CRC-8 matches) but one of those does not fit; ``None`` when it
+        is not one (a false sync inside frame data); ``_NEED_MORE`` when more
+        bytes are needed to tell.
         """
         buf = self._buf
         end = len(buf)
@@ -406,21 +496,11 @@ class FlacClock:
         # 14-bit sync 0b11111111111110, a reserved 0 bit, the blocking strategy bit.
         if buf[start] != 0xFF or b1 & 0xFE != 0xF8:
             return None
-        variable = bool(b1 & 0x01)
-        if self._variable is not None and variable != self._variable:
-            return None
         size_code, rate_code = b2 >> 4, b2 & 0x0F
-        if size_code == 0 or rate_code == 15:
-            return None
-        if rate_code in _SAMPLE_RATES and _SAMPLE_RATES[rate_code] != self._stream_rate:
-            return None
         channel_code, bits_code = b3 >> 4, (b3 >> 1) & 0x07
-        if channel_code > 10 or b3 & 0x01:
+        if size_code == 0 or rate_code == 15 or channel_code > 10 or b3 & 0x01 or bits_code == 3:
             return None
-        if (channel_code + 1 if channel_code < 8 else 2) != self._channels:
-            return None
-        if bits_code == 3 or (bits_code and _SAMPLE_SIZES[bits_code] != self._bits_per_sample):
-            return None
+        variable = bool(b1 & 0x01)
         # UTF-8-style coded number: frame number (31 bits) or sample number (36 bits).
         pos = start + 4
         if pos >= end:
@@ -440,9 +520,6 @@ class FlacClock:
             if byte & 0xC0 != 0x80:
                 return None
             number = (number << 6) | (byte & 0x3F)
-        expected = self._frames if not variable else self._samples + (self._pending or 0)
-        if number != expected:
-            return None
         pos += width
         size_ext = {6: 1, 7: 2}.get(size_code, 0)
         rate_ext = {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
@@ -461,10 +538,47 @@ class FlacClock:
             block_size = 256 << (size_code - 8)
         if rate_ext:
             value = int.from_bytes(buf[pos + size_ext : pos + size_ext + rate_ext], "big")
-            rate = {12: value * 1000, 13: value, 14: value * 10}[rate_code]
-            if rate != self._stream_rate:
-                return None
+            rate: int | None = {12: value * 1000, 13: value, 14: value * 10}[rate_code]
+        else:
+            rate = _SAMPLE_RATES.get(rate_code)  # None: STREAMINFO's
+        wrong = self._does_not_fit(variable, rate, channel_code, bits_code, number)
+        if wrong is not None:
+            return _Mismatch(wrong)
         return _FrameHeader(length=length, block_size=block_size, variable=variable, number=number)
+
+    def _does_not_fit(
+        self, variable: bool, rate: int | None, channel_code: int, bits_code: int, number: int
+    ) -> str | None:
+        """What in a well-formed frame header does not fit the stream, or None."""
+        if self._variable is not None and variable != self._variable:
+            before, now = ("variable", "fixed") if self._variable else ("fixed", "variable")
+            return f"switches from {before} to {now} block sizes"
+        if rate is not None and rate != self._stream_rate:
+            return (
+                f"says {rate} Hz, where STREAMINFO and x-amzn-medscribe-sample-rate say "
+                f"{self._stream_rate} Hz"
+            )
+        channels = channel_code + 1 if channel_code < 8 else 2
+        if channels != self._channels:
+            return f"has {channels} channel(s), where STREAMINFO has {self._channels}"
+        if bits_code and _SAMPLE_SIZES[bits_code] != self._bits_per_sample:
+            return (
+                f"has {_SAMPLE_SIZES[bits_code]}-bit samples, where STREAMINFO has "
+                f"{self._bits_per_sample}-bit"
+            )
+        if variable:
+            expected = self._samples + (self._pending or 0)
+            if number != expected:
+                return (
+                    f"starts at sample {number}, where sample {expected} was due: "
+                    "audio is missing from the stream"
+                )
+        elif number != self._frames:
+            return (
+                f"is numbered {number}, where frame {self._frames} was due: frames are "
+                "missing from the stream"
+            )
+        return None
 
     def _plausible_prefix(self, start: int) -> bool:
         # Fewer than 4 bytes: wait only if what is there could begin a header.

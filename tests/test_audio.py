@@ -124,6 +124,7 @@ def feed_checked(clock: FlacClock, data: bytes, how: str, frames: int, rate: int
     spans = frame_spans(data)
     assert len(spans) == -(-frames // BLOCK)
     ends = [end for _, end in spans[:-1]]  # the last frame counts only at finish()
+    longest = max(max(end - start for start, end in spans), 34)  # or STREAMINFO
     fed, previous = 0, 0.0
     for chunk in chunked(data, how):
         fed += len(chunk)
@@ -134,7 +135,8 @@ def feed_checked(clock: FlacClock, data: bytes, how: str, frames: int, rate: int
         # A frame counts once the whole next header is in: at most 16 bytes later.
         counted_surely = sum(1 for end in ends if end + 16 <= fed)
         assert counted_surely * BLOCK / rate <= seconds <= complete * BLOCK / rate
-        assert clock.buffered_bytes <= 34, "the clock buffered more than a header"
+        # The pending frame (for its CRC-16 at the end) and a next header arriving.
+        assert clock.buffered_bytes <= longest + 16, "the clock buffered more than a frame"
         previous = seconds
     assert clock.bytes_received == len(data)
     return clock.finish()
@@ -449,3 +451,94 @@ def test_flac_session_without_audio_finishes_at_zero_seconds() -> None:
     clock = FlacClock(sample_rate=16_000)
     assert clock.channels is None and clock.stream_sample_rate is None
     assert clock.finish() == 0.0
+
+
+# -- FLAC: frames cut, missing or at odds with the stream ------------------------------
+
+
+def with_header_rate_code(data: bytes, frame: int, code: int) -> bytes:
+    """``data`` with frame ``frame``'s header saying sample rate code ``code``
+    (its CRC-8 recomputed, so it is a well-formed header of another rate)."""
+    start, _ = frame_spans(data)[frame]
+    out = bytearray(data)
+    out[start + 2] = (out[start + 2] & 0xF0) | code
+    length = 6  # 4 bytes, a one-byte frame number (< 0x80), the CRC-8
+    out[start + length - 1] = crc8(bytes(out[start : start + length - 1]))
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "cut", [10, -1], ids=["its-header-and-a-few-bytes", "all-but-its-last-byte"]
+)
+def test_flac_last_frame_cut_short_is_not_counted(cut: int) -> None:
+    """Its samples counted from its header alone: results were sent, and a resumed
+    stream started, for audio that never arrived."""
+    data = encode_flac(16_000, 1, BLOCK * 3)
+    start, end = frame_spans(data)[-1]
+    clock = FlacClock(sample_rate=16_000)
+    clock.add(data[: start + cut if cut > 0 else end + cut])
+    assert clock.finish() == 2 * BLOCK / 16_000
+
+
+def test_flac_last_frame_followed_by_the_start_of_a_header_counts() -> None:
+    data = encode_flac(16_000, 1, BLOCK * 3)
+    clock = FlacClock(sample_rate=16_000)
+    clock.add(data + b"\xff\xf8")
+    assert clock.finish() == 3 * BLOCK / 16_000
+
+
+@pytest.mark.parametrize("variable", [False, True], ids=["fixed", "variable"])
+def test_flac_frame_missing_is_a_validation_exception(variable: bool) -> None:
+    """Every later frame was taken for a look-alike: the clock stopped without a word."""
+    data = rewrite_headers(encode_flac(16_000, 1, BLOCK * 5), variable=variable)
+    spans = frame_spans(data)
+    gapped = data[: spans[2][0]] + data[spans[3][0] :]
+    clock = FlacClock(sample_rate=16_000)
+    with pytest.raises(ValidationException) as caught:
+        clock.add(gapped)
+    expected = (
+        f"starts at sample {3 * BLOCK}, where sample {2 * BLOCK} was due"
+        if variable
+        else "is numbered 3, where frame 2 was due"
+    )
+    assert caught.value.message == (
+        f"FLAC stream: the frame header after frame 1 {expected}: "
+        + ("audio is" if variable else "frames are")
+        + " missing from the stream"
+    )
+
+
+def test_flac_frame_header_of_another_rate_mid_stream_is_a_validation_exception() -> None:
+    data = with_header_rate_code(encode_flac(16_000, 1, BLOCK * 4), 2, 4)  # 4: 8,000 Hz
+    clock = FlacClock(sample_rate=16_000)
+    with pytest.raises(ValidationException) as caught:
+        clock.add(data)
+    assert caught.value.message == (
+        "FLAC stream: the frame header after frame 1 says 8000 Hz, where STREAMINFO and "
+        "x-amzn-medscribe-sample-rate say 16000 Hz"
+    )
+
+
+def test_flac_first_frame_of_another_rate_names_the_rate() -> None:
+    data = with_header_rate_code(encode_flac(16_000, 1, BLOCK * 2), 0, 4)
+    clock = FlacClock(sample_rate=16_000)
+    with pytest.raises(ValidationException, match="frame 0 says 8000 Hz, where STREAMINFO"):
+        clock.add(data)
+
+
+def test_flac_bytes_past_the_longest_frame_are_a_validation_exception() -> None:
+    """Frames then bytes that are not FLAC: the clock stopped at the last frame, and the
+    session completed as if the rest were silence."""
+    data = encode_flac(16_000, 1, BLOCK * 3)
+    spans = frame_spans(data)
+    garbage = random.Random(7).randbytes(64 * 1024)
+    clock = FlacClock(sample_rate=16_000)
+    clock.add(data[: spans[2][0]])
+    with pytest.raises(ValidationException) as caught:
+        for k in range(0, len(garbage), 4000):
+            clock.add(garbage[k : k + 4000])
+    message = caught.value.message
+    assert message.startswith("FLAC stream: frame 1 has run to ")
+    assert "more than its 4096 samples can take" in message
+    assert message.endswith("frames are missing, or the bytes after it are not FLAC")
+    assert clock.buffered_bytes < 2 * BLOCK * 3 + 1024 + 4000  # bounded, then refused

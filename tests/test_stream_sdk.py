@@ -698,3 +698,48 @@ async def test_a_segment_the_audio_passes_by_under_a_millisecond_is_not_sent(cli
     scripted(emulator, heard, {"segments": [segment]})
     result = await run_session(client, heard, audio=pcm_tone(1.1)[:32048])  # 1.0015 s
     assert [(s.is_partial, s.audio_end_offset) for s in result.segments] == [(False, 1.001)]
+
+
+async def test_flac_cut_inside_its_last_frame_ends_at_the_last_whole_frame(client, emulator):
+    """The cut frame's 4,096 samples counted from its header: a segment past the
+    audio got its final, and the session more audio than it was sent."""
+    from .test_audio import BLOCK, encode_flac, frame_spans
+
+    data = encode_flac(16_000, 1, BLOCK * 3)
+    last, _ = frame_spans(data)[-1]
+    session_id = new_session_id()
+    end = 3 * BLOCK / 16_000  # 0.768 s
+    segments = [
+        {"begin": 0.1, "end": 0.4, "content": "heard in full", "partials": 0},
+        {"begin": 0.45, "end": end, "content": "into the cut frame", "partials": 0},
+    ]
+    scripted(emulator, session_id, {"segments": segments})
+    result = await run_session(
+        client, session_id, audio=data[: last + 20], chunk_bytes=4000, encoding="flac"
+    )
+    assert result.error is None, repr(result.error)
+    assert [(s.content, s.audio_end_offset) for s in result.finals] == [
+        ("heard in full", 0.4),
+        ("into the cut frame", 0.512),  # clamped to the two whole frames
+    ]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert (details["status"], details["audioSeconds"]) == ("COMPLETED", 2 * BLOCK / 16_000)
+
+
+async def test_flac_with_a_frame_missing_is_refused_in_stream(client, emulator):
+    from .test_audio import BLOCK, encode_flac, frame_spans
+
+    data = encode_flac(16_000, 1, BLOCK * 5)
+    spans = frame_spans(data)
+    session_id = new_session_id()
+    result = await run_session(
+        client,
+        session_id,
+        audio=data[: spans[2][0]] + data[spans[3][0] :],
+        chunk_bytes=4000,
+        encoding="flac",
+    )
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert "is numbered 3, where frame 2 was due" in result.error.message
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert (details["status"], details["audioSeconds"]) == ("FAILED", 2 * BLOCK / 16_000)
