@@ -356,9 +356,9 @@ def _audio_response(record: SessionRecord) -> Response:
     A resumed FLAC session's streams are each a FLAC stream; they follow one another.
     """
     assert record.journal is not None
-    parts = record.journal.audio_parts()
-    size = sum(part.size() for part in parts)
     if record.media_encoding == "flac":
+        parts = record.journal.audio_parts()
+        size = sum(part.size() for part in parts)
         if not parts:
             return _error(404, f"session {record.key.session_id} has received no audio")
         return StreamingResponse(
@@ -367,13 +367,21 @@ def _audio_response(record: SessionRecord) -> Response:
             headers={"content-length": str(size)},
         )
     channels = 2 if (record.configuration or {}).get("channelDefinitions") else 1
-    # Whole sample frames only: a WAV's data is a whole number of blocks.
-    total = size - size % (2 * channels)
+    # Whole sample frames of each stream, as its clock counts them: a stream
+    # ending inside a frame would shift every later stream's samples by its
+    # stray bytes (noise, or the channels swapped).
+    streams = [
+        (parts, size - size % (2 * channels))
+        for parts in record.journal.audio_streams()
+        for size in [sum(part.size() for part in parts)]
+    ]
+    total = sum(whole for _, whole in streams)
     header = wav_header(sample_rate=record.sample_rate, channels=channels, data_bytes=total)
 
     def body() -> Iterator[bytes]:
         yield header
-        yield from _read(parts, limit=total)
+        for parts, whole in streams:
+            yield from _read(parts, limit=whole)
 
     return StreamingResponse(
         body(), media_type="audio/wav", headers={"content-length": str(len(header) + total)}

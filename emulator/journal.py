@@ -486,6 +486,14 @@ class Journal:
         self.sync()
         return [part for _, part in self._audio_files()]
 
+    def audio_streams(self) -> list[list[AudioPart]]:
+        """:meth:`audio_parts`, grouped by stream: each stream's parts, streams in order."""
+        self.sync()
+        streams: dict[int, list[AudioPart]] = {}
+        for number, part in self._audio_files():
+            streams.setdefault(number, []).append(part)
+        return list(streams.values())
+
     def _audio_files(self) -> list[tuple[int, AudioPart]]:
         """``(stream number, part)`` of every audio file on disk, in order (no sync)."""
         try:

@@ -134,6 +134,31 @@ async def test_audio_wav_of_a_ragged_pcm_stream_holds_whole_sample_frames(
         assert wav.readframes(wav.getnframes()) == audio[:whole]
 
 
+@pytest.mark.parametrize(("channels", "stray"), [(1, 1), (2, 3)], ids=["mono", "stereo"])
+async def test_audio_wav_of_a_resumed_session_drops_each_streams_partial_frame(
+    client, emulator, channels, stray
+):
+    """The clock drops a stream's trailing partial frame; the WAV joined the streams'
+    bytes, so the next stream began mid-frame: its mono samples noise, its stereo
+    channels swapped."""
+    session_id = new_session_id()
+    tone = pcm_tone(0.2, channels=channels)
+    half = len(tone) // 2
+    first, second = tone[:half], tone[half:]
+    two = channels == 2
+    await run_session(
+        client, session_id, audio=first + b"\x7f" * stray, two_channels=two, end_of_session=False
+    )
+    result = await run_session(client, session_id, audio=second, two_channels=two, binary=True)
+    assert result.error is None, repr(result.error)
+    assert get(emulator, f"/_emulator/sessions/{session_id}")["audioSeconds"] == pytest.approx(0.2)
+    status, body = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/audio.wav")
+    assert status == 200
+    with wave.open(io.BytesIO(body)) as wav:
+        assert wav.getnchannels() == channels
+        assert wav.readframes(wav.getnframes()) == tone
+
+
 async def test_the_same_session_id_in_two_domains_is_two_sessions(client, emulator):
     session_id = new_session_id()
     await run_session(client, session_id, audio=pcm_tone(0.2))
