@@ -477,7 +477,8 @@ class ScribeSession:
 
     def _over_limit(self, now: float) -> ValidationException:
         return ValidationException(
-            f"the session now has {now:.3f} s of audio: a listening session may carry "
+            f"the session now has {_past(now, self._max_audio)} s of audio: a listening "
+            "session may carry "
             f"at most {describe_duration(self._max_audio)} of audio over all its streams"
         )
 
@@ -646,6 +647,16 @@ def _partial_time(segment: Segment, k: int) -> float:
     # The first millisecond at least one past the begin (1.0004 -> 1.002, 1.0 -> 1.001).
     earliest = math.ceil(round((segment.begin + 0.001) * 1000, 6)) / 1000
     return _clamped(segment, max(at, earliest))
+
+
+def _past(seconds: float, limit: float) -> str:
+    """``seconds`` to the millisecond, or with as many more digits as it takes to
+    show it past ``limit`` (a sample past 2 hours read "7200.000 s")."""
+    for digits in (3, 6, 9):
+        text = f"{seconds:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return repr(seconds)
 
 
 def _unheard(segment: Segment, now: float) -> bool:

@@ -444,6 +444,24 @@ def test_a_flac_streams_last_frame_releases_its_results_when_the_input_ends(endi
         assert isinstance(sent[-1], StreamException) and sent[-1].message == "quiet"
 
 
+def test_the_audio_limits_message_shows_a_session_one_sample_past_it_as_past_it():
+    """One sample past 2 s at 16 kHz read "now has 2.000 s", as if within the limit."""
+    sent: list = []
+    session = ScribeSession(
+        request=REQUEST,
+        scenario_for=lambda c: Scenario(name="none"),
+        send=sent.append,
+        max_audio_seconds=2.0,
+    )
+    session.receive_event(_event("configurationEvent", json.dumps(CONFIGURATION).encode()))
+    session.receive_event(_event("binaryAudioEvent", pcm_tone(2.0)[:32_000]))
+    session.receive_event(_event("binaryAudioEvent", pcm_tone(2.0)[32_000 : 64_000 - 2]))
+    with pytest.raises(ValidationException) as caught:
+        session.receive_event(_event("binaryAudioEvent", pcm_tone(2.0)[-2:] + b"\0\0"))
+    # (Three events: one may carry at most 32,000 bytes, one second at 16 kHz.)
+    assert caught.value.message.startswith("the session now has 2.000062 s of audio: ")
+
+
 def test_a_flac_streams_last_frame_past_the_audio_limit_fails_the_session_however_it_ends():
     """Counted only at the end, it was let through: a paused session over the limit
     could never be resumed to end it, an ended one completed with too much audio."""
