@@ -610,7 +610,15 @@ class Backend:
         if len(self.rejections) > MAX_REJECTIONS:
             del self.rejections[0]
             self.rejections_dropped += 1
-        log.info("request %s rejected: %s", request_id, error.code)
+        # Why, and whose: what a CI job's log has to say about a refused client.
+        log.info(
+            "request %s rejected: %s%s%s: %s",
+            request_id,
+            error.code,
+            f" (session {ids['sessionId']})" if "sessionId" in ids else "",
+            f" by rule {rule_id}" if rule_id is not None else "",
+            error.message,
+        )
 
     # -- look-ups ----------------------------------------------------------------
 

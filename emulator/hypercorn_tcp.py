@@ -50,6 +50,7 @@ import ssl
 from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import hypercorn.asyncio.run
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
@@ -315,11 +316,17 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
 
 
 def cleartext_answer(https_url: str, h2c_url: str) -> bytes:
-    """The 400 a cleartext request to the TLS port gets, naming both endpoints."""
+    """The 400 a cleartext request to the TLS port gets, naming both endpoints.
+
+    By port first: the request's host is not known here (OpenSSL took its bytes),
+    and the endpoints' own host is the emulator's (``localhost`` is another
+    machine for a client in another container)."""
+    tls_port, h2c_port = urlsplit(https_url).port, urlsplit(h2c_url).port
     message = (
-        f"this port speaks TLS only, and the request came in cleartext: use {https_url} "
-        f"(https://, trusting the emulator's CA), or the cleartext endpoint {h2c_url} "
-        "(the AWS SDK's streams need https://: over http:// it sends no audio)"
+        f"this port speaks TLS only, and the request came in cleartext: use https:// "
+        f"on this port, {tls_port} (as the emulator names it, {https_url}), trusting "
+        f"the emulator's CA, or the cleartext port {h2c_port} ({h2c_url}) (the AWS "
+        "SDK's streams need https://: over http:// it sends no audio)"
     )
     body = json.dumps({"message": message}).encode()
     head = (

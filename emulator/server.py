@@ -322,19 +322,31 @@ def claim_state_dir(state_dir: Path) -> IO[str] | None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip()
+        holder = _holder(handle.read())
         handle.close()
         raise ConfigError(
-            f"--state-dir {state_dir} is in use by another emulator"
-            + (f" (process {holder})" if holder.isdigit() else "")
-            + ": two on one state directory would overwrite each other's sessions; "
-            "give each its own --state-dir"
+            f"--state-dir {state_dir} is in use by another emulator{holder}: two on one "
+            "state directory would overwrite each other's sessions; give each its own "
+            "--state-dir"
         ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"{os.getpid()}\n")
+    # The host too: an emulator in another container (a shared volume) has a
+    # process id of its own namespace, meaningless or another process's here.
+    handle.write(f"{os.getpid()} {socket.gethostname()}\n")
     handle.flush()
     return handle
+
+
+def _holder(text: str) -> str:
+    """`` (process N)``, `` (process N on host H)`` for another host (container),
+    or nothing, from a state lock's ``pid host`` line (older ones: ``pid``)."""
+    pid, _, host = text.strip().partition(" ")
+    if not pid.isdigit():
+        return ""
+    if host and host != socket.gethostname():
+        return f" (process {pid} on host {host}, another container or machine)"
+    return f" (process {pid})"
 
 
 async def _serve(
@@ -422,6 +434,10 @@ async def _serve(
         stop_answering()
 
 
+#: Loggers kept at INFO under ``--log-level debug`` (see :func:`run`).
+QUIET_WHEN_DEBUGGING = ("hpack", "h2", "faker")
+
+
 def run(settings: Settings) -> int:
     """Run in the foreground until SIGTERM/SIGINT; return the process exit code."""
     logging.basicConfig(
@@ -429,6 +445,12 @@ def run(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.log_level.lower() == "debug":
+        # Debug is the emulator's: hpack's decoded headers carry the admin token
+        # (and SigV4 authorization), and Faker's locale look-ups were most of
+        # a session's lines.
+        for name in QUIET_WHEN_DEBUGGING:
+            logging.getLogger(name).setLevel(logging.INFO)
 
     maintenance: list[asyncio.Task[None]] = []  # asyncio.run cancels it at the end
 
@@ -453,9 +475,16 @@ def run(settings: Settings) -> int:
     async def main() -> None:
         shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            if not shutdown.is_set():
+                log.info("%s received: stopping (streams under way get up to 1 s)", sig.name)
+            shutdown.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, shutdown.set)
+            loop.add_signal_handler(sig, stop, sig)
         await serve(settings, shutdown=shutdown, ready=announce)
+        log.info("stopped")
 
     try:
         asyncio.run(main())

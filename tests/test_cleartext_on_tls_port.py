@@ -167,10 +167,11 @@ def test_the_answer_is_one_well_formed_http_response():
     assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert f"content-length: {len(body)}".encode() in head.split(b"\r\n")
     assert json.loads(body) == {
+        # By port first: from another container, localhost is that container.
         "message": "this port speaks TLS only, and the request came in cleartext: use "
-        "https://localhost:8443 (https://, trusting the emulator's CA), or the cleartext "
-        "endpoint http://localhost:8080 (the AWS SDK's streams need https://: over http:// "
-        "it sends no audio)"
+        "https:// on this port, 8443 (as the emulator names it, https://localhost:8443), "
+        "trusting the emulator's CA, or the cleartext port 8080 (http://localhost:8080) "
+        "(the AWS SDK's streams need https://: over http:// it sends no audio)"
     }
 
 

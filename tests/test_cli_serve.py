@@ -238,6 +238,10 @@ def test_process_prints_endpoints_and_ca_serves_health_and_stops_on_sigterm(tmp_
         # The contract is "within 2 s"; the generous bound only keeps a broken
         # shutdown from hanging the suite.
         assert process.wait(timeout=10) == 0
+        # A clean stop says so: its log was a SIGKILL's or an out-of-memory kill's.
+        err = process.stderr.read()
+    assert "SIGTERM received: stopping" in err
+    assert err.rstrip().endswith("medscribe: stopped")
 
 
 def test_sigterm_stops_the_process_after_a_client_dropped_an_open_stream(tmp_path):
@@ -616,3 +620,86 @@ def test_each_session_logs_one_start_and_one_end_line(tmp_path):
         err = process.stderr.read()
     assert len(re.findall(r"session \S+ started", err)) == 1
     assert len(re.findall(r"session \S+ ended: COMPLETED", err)) == 1
+
+
+def test_debug_logging_is_the_emulators_not_the_admin_token(tmp_path):
+    """hpack logged every decoded header at debug, the admin token among them, and
+    Faker's locale look-ups were most of a session's lines."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    token = "s3cr3t-admin-token"
+    with _start(tmp_path, "--log-level", "debug", "--admin-token", token) as process:
+        with _stopped(process):
+            ready = _read_ready(process)
+            host, port = ready["h2c"].removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+                conn.initiate_connection()
+                conn.send_headers(
+                    1,
+                    [
+                        (":method", "GET"),
+                        (":scheme", "http"),
+                        (":authority", f"{host}:{port}"),
+                        (":path", "/_emulator/sessions"),
+                        ("authorization", f"Bearer {token}"),
+                    ],
+                    end_stream=True,
+                )
+                sock.sendall(conn.data_to_send())
+                answered = False
+                while not answered:
+                    data = sock.recv(65536)
+                    assert data, "the connection closed before an answer"
+                    for event in conn.receive_data(data):
+                        answered |= isinstance(event, h2.events.ResponseReceived)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+            err = process.stderr.read()
+    assert token not in err
+    assert re.search(r"DEBUG medscribe", err) or re.search(r"INFO medscribe", err), err
+    assert not re.search(r"DEBUG (hpack|h2|faker)\b", err), err
+
+
+def test_a_sigterm_before_the_commands_own_handler_ends_it_with_143(monkeypatch):
+    """As a container's PID 1 a SIGTERM has no default action: one sent while the
+    server started up was lost, and docker stop waited 10 s to kill it."""
+    import time
+
+    from emulator import __main__ as entry
+    from emulator import cli
+
+    def terminated_while_loading(argv=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises out of this
+        raise AssertionError("the SIGTERM was not handled")
+
+    monkeypatch.setattr(cli, "main", terminated_while_loading)
+    before = signal.getsignal(signal.SIGTERM)
+    assert entry.console() == 143
+    assert signal.getsignal(signal.SIGTERM) is before  # put back for whoever runs next
+
+
+def test_a_state_dir_locked_from_another_container_names_its_host(tmp_path):
+    """The holder's process id is of its own container's namespace: alone it named
+    nothing, or another process, in the refused container."""
+    import fcntl
+
+    from emulator.errors import ConfigError
+    from emulator.server import STATE_LOCK, claim_state_dir
+
+    with open(tmp_path / STATE_LOCK, "w", encoding="ascii") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        held.write("18 3f2a9c1b7d4e\n")
+        held.flush()
+        with pytest.raises(ConfigError) as caught:
+            claim_state_dir(tmp_path)
+    assert "in use by another emulator (process 18 on host 3f2a9c1b7d4e, another " in str(
+        caught.value
+    )
+    mine = claim_state_dir(tmp_path)  # free again: it records its own host
+    assert mine is not None
+    with mine:
+        assert (tmp_path / STATE_LOCK).read_text() == f"{os.getpid()} {socket.gethostname()}\n"

@@ -874,6 +874,7 @@ def test_with_stdout_redirected_only_the_progress_is_drawn_on_a_terminal_stderr(
 
 
 URL = "https://localhost:8443"
+HOST = "localhost"
 
 
 def _crt(name: str, message: str) -> Exception:
@@ -924,6 +925,19 @@ def _client_timeout() -> Exception:
             ),
         ),
         (
+            _crt("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", "TLS (SSL) negotiation failed"),
+            False,
+            0,
+            (
+                "ConnectionError",
+                f"cannot reach {URL}: AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE: TLS (SSL) "
+                "negotiation failed (is the endpoint https://, --ca the certificate that "
+                f"signs it, and {HOST} a name the certificate holds? The emulator's names "
+                "localhost, 127.0.0.1 and those its --tls-hostname (MEDSCRIBE_TLS_HOSTNAME) "
+                "adds)",
+            ),
+        ),
+        (
             _crt("AWS_ERROR_HTTP_CONNECTION_CLOSED", "The connection has closed or is closing."),
             True,
             1,
@@ -965,6 +979,7 @@ def _client_timeout() -> Exception:
     ids=[
         "refused",
         "dns",
+        "tls-negotiation",
         "dropped-mid-stream",
         "goaway-before-response",
         "reset",

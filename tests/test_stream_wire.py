@@ -326,6 +326,32 @@ def test_an_error_rule_refuses_the_stream_with_its_modeled_status(h2, emulator, 
     assert json.loads(response["data"])["message"] == "no"
 
 
+def test_a_refused_request_is_logged_with_its_reason_session_and_rule(h2, emulator, caplog):
+    """The log said "request <id> rejected: ThrottlingException" and no more: a CI
+    job's log could not tell which client was refused, or why."""
+    session_id = new_session_id()
+    rule = {"match": {"sessionId": session_id}, "error": {"type": "ThrottlingException"}}
+    status, added = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201
+    caplog.set_level("INFO", logger="medscribe")
+    stream = h2.request(headers(session_id))
+    h2.send(stream, END, end_stream=True)
+    assert h2.wait(stream)["headers"][":status"] == "429"
+    bad = h2.request(headers("not-a-session-id"))
+    h2.send(bad, END, end_stream=True)
+    assert h2.wait(bad)["headers"][":status"] == "400"
+    lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert any(
+        f"rejected: ThrottlingException (session {session_id}) by rule {added['id']}: " in line
+        for line in lines
+    ), lines
+    assert any(
+        "rejected: ValidationException (session not-a-session-id): " in line
+        and "x-amzn-medscribe-session-id" in line
+        for line in lines
+    ), lines
+
+
 def _exception_message(response: dict) -> str:
     (*_, exception) = decode(response["data"])
     assert exception.headers[":exception-type"] == "validationException"
