@@ -424,7 +424,10 @@ def _scenario(
         near = get_close_matches(value[:100], known, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         checker.add(
-            path, f"unknown scenario {shown(value)}{hint}; known scenarios: {', '.join(known)}"
+            path,
+            f"unknown scenario {shown(value)}{hint}; known scenarios: {', '.join(known)} "
+            "(scenario files are read when the emulator starts: one added since needs a "
+            "restart, or give the rule its scenario inline)",
         )
         return None, False
     if isinstance(value, dict):

@@ -116,7 +116,12 @@ def test_a_file_named_for_the_generated_visit_does_not_list_its_name_twice(tmp_p
     lines = result.stdout.splitlines()
     assert any("may not be named 'synthetic'" in line for line in lines)
     assert any(
-        line.endswith("unknown scenario 'nope'; known scenarios: synthetic") for line in lines
+        line.endswith(
+            "unknown scenario 'nope'; known scenarios: synthetic (scenario files are "
+            "read when the emulator starts: one added since needs a restart, or give the rule its "
+            "scenario inline)"
+        )
+        for line in lines
     )
 
 

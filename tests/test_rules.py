@@ -93,7 +93,9 @@ INVALID = {
         {"scenario": "visits"},
         "scenario",
         "unknown scenario 'visits' (did you mean 'visit'?); "
-        "known scenarios: synthetic, quiet, visit",
+        "known scenarios: synthetic, quiet, visit (scenario files are read when the "
+        "emulator starts: one added since needs a restart, or give the rule its scenario "
+        "inline)",
     ),
     "scenario-wrong-type": (
         {"scenario": 3},
@@ -169,7 +171,7 @@ def test_times_and_probability_exactly_at_their_limits_are_accepted():
 
 def test_with_no_scenario_files_the_generated_visit_is_still_known():
     """The generated visit is always there to name, as the default scenario names it."""
-    with pytest.raises(RuleError, match="known scenarios: synthetic$"):
+    with pytest.raises(RuleError, match=r"known scenarios: synthetic \(scenario files are read"):
         parse_rule({"scenario": "visit"}, scenarios={}, rule_id="r")
     rule = parse_rule({"scenario": "synthetic", "times": 1}, scenarios={}, rule_id="r")
     assert rule.synthetic and rule.scenario is None
