@@ -184,6 +184,7 @@ class Backend:
             self._seq = self.store.max_seq()
             self._load_rules_file()
             self._load_sessions()
+            self.rules.skip_ids(record.rule_id for record in self.sessions.values())
             self._sweep_forgotten()
         except sqlite3.DatabaseError as error:
             self.store.close()
@@ -461,11 +462,17 @@ class Backend:
                 )
                 raise
             record.status = status
-            if rule is not None and rule.chaos is not None and rule.id != record.rule_id:
+            if (
+                rule is not None
+                and rule.chaos is not None
+                and rule.id != record.rule_id
+                and rule.chaos.acts_after(record.progress.audio_seconds)
+            ):
                 # Its chaos acts on another rule's (or no rule's) session: a use,
                 # or a times: 1 rule would act on every resumed stream until a
                 # new session spent its one use. (Its scenario does nothing
-                # here, the session keeps its own: no use.)
+                # here, the session keeps its own; nor does a disconnect the
+                # session passed: no use.)
                 self.rules.use(rule)
             # The session used last is the newest: --retention keeps the newest N,
             # and the session a client resumes is the one it is about to look up.

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,15 @@ class Chaos:
     disconnect_mode: str = "reset"
     goaway_at: float | None = None
     malformed_at: float | None = None
+
+    def acts_after(self, audio_seconds: float) -> bool:
+        """Whether it can act on a stream resuming a session at ``audio_seconds``:
+        its pacing does, a disconnect, GOAWAY or corrupt frame only at a time
+        still ahead (one the session passed is not replayed)."""
+        return bool(self.delay or self.jitter or self.slow) or any(
+            at is not None and at > audio_seconds
+            for at in (self.disconnect_at, self.goaway_at, self.malformed_at)
+        )
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -519,6 +529,9 @@ def load_rules_file(path: str | Path, *, scenarios: Mapping[str, Scenario]) -> l
     return rules
 
 
+#: The ids :meth:`RuleBook.new_id` gives.
+_GENERATED_ID = re.compile(r"rule-([0-9]{1,18})")
+
 #: A request's session id, domain id and subscription id.
 RequestIds = tuple[str | None, str | None, str | None]
 
@@ -554,6 +567,15 @@ class RuleBook:
         with self._lock:
             self._counter += 1
             return f"rule-{self._counter}"
+
+    def skip_ids(self, used: Iterable[str | None]) -> None:
+        """Give no new rule any of the ``rule-<n>`` ids in ``used``: those the
+        stored sessions name as their starters, from an earlier run. A rule
+        added after a restart took the id of the one that started a paused
+        session, and acted on its resumed streams as their starter, for free."""
+        numbers = [int(m.group(1)) for i in used if i and (m := _GENERATED_ID.fullmatch(i))]
+        with self._lock:
+            self._counter = max(self._counter, *numbers, 0)
 
     def add(self, rule: Rule) -> Rule:
         """Add ``rule`` as the newest and return it (a copy with a new id if its id was empty).

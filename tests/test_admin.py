@@ -540,7 +540,8 @@ async def test_rules_count_their_uses_and_name_themselves_where_they_acted(clien
     assert uses == {
         error_rule["id"]: (1, None),
         scenario_rule["id"]: (1, 0),
-        chaos_rule["id"]: (0, None),  # a resumed stream uses none
+        # Its chaos acted on a session another rule started: a use.
+        chaos_rule["id"]: (1, None),
     }
 
 

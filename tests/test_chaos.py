@@ -229,6 +229,32 @@ async def test_a_times_rule_acting_on_another_rules_resumed_session_spends_a_use
     assert other.error is None and not other.input_failed
 
 
+async def test_a_times_rule_whose_disconnect_the_resumed_session_passed_spends_no_use(
+    client, emulator
+):
+    """A disconnect at a time the session has passed does not happen on its resumed
+    stream: the rule did nothing there, and its use is left for a session it acts on."""
+    session_id = new_session_id()
+    status, _ = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": SCRIPT},
+    )
+    assert status == 201
+    await run_session(client, session_id, audio=pcm_tone(2.0), end_of_session=False)
+    rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"disconnect": {"at": 1.5}}, "times": 1}
+    status, chaos = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201
+    resumed = await run_session(client, session_id, audio=pcm_tone(1.0), timeout=20)
+    assert resumed.error is None and not resumed.input_failed
+    status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+    uses = {r["id"]: (r["uses"], r["remaining"]) for r in listed["rules"]}
+    assert uses[chaos["id"]] == (0, 1)
+    other = await run_session(client, new_session_id(), audio=pcm_tone(3.0), timeout=20, pace=0.05)
+    assert other.error is None and other.input_failed  # the rule's one use, at 1.5 s
+
+
 def test_disconnect_close_drops_the_connection_but_not_the_server(emulator):
     session_id = new_session_id()
     chaos_rule(emulator, session_id, {"disconnect": {"at": 1.2, "mode": "close"}})

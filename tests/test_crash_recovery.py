@@ -559,3 +559,26 @@ def test_a_restart_cut_after_marking_a_lost_stream_still_counts_it(tmp_path):
             after = _chaos_by_stream(crashed, session_id)
             assert lost_entries(crashed.events(session_id)) != []
             assert [after[1], after[3]] == [drawn[session_id][1], drawn[session_id][2]], session_id
+
+
+def test_a_rule_added_after_a_restart_takes_no_id_a_stored_session_names(tmp_path):
+    """Ids started again from rule-1 at each start: a new rule took the id of the
+    one that started a paused session, and acted on its resumed stream as its
+    starter, spending no use of its times."""
+    state = tmp_path / "state"
+    session_id = new_session_id()
+    with emulator_on(state) as emulator:
+        emulator.start()
+        emulator.rule(session_id)
+        resume(emulator, session_id, audio=pcm_tone(1.0), end_of_session=False)
+        starter = emulator.session(session_id)["ruleId"]
+    with emulator_on(state) as emulator:
+        emulator.start()
+        rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"slow": 0.001}, "times": 1}
+        status, added = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
+        assert status == 201, added
+        assert added["id"] != starter
+        resume(emulator, session_id, audio=pcm_tone(1.0))
+        status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+        uses = {r["id"]: (r["uses"], r["remaining"]) for r in listed["rules"]}
+        assert uses[added["id"]] == (1, 0)  # it acted on another rule's session
