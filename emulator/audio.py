@@ -97,6 +97,23 @@ def _crc16_table() -> tuple[int, ...]:
 _CRC16: Final = _crc16_table()
 
 
+#: What a FLAC file may end with after its last frame: ID3v1, APEv2 and ID3v2 tags.
+_TRAILING_TAGS: Final = (b"TAG", b"APETAGEX", b"ID3")
+
+
+def _frame_ends_at(buf: bytearray, header_length: int, ends: set[int]) -> bool:
+    """Whether the frame at the start of ``buf`` ends at one of ``ends``: the CRC-16
+    of its bytes up to there, its footer included, is 0. One pass, once a stream."""
+    crc = 0
+    table = _CRC16
+    least = header_length + 3
+    for position, byte in enumerate(memoryview(buf), 1):
+        crc = ((crc << 8) & 0xFFFF) ^ table[(crc >> 8) ^ byte]
+        if not crc and position >= least and position in ends:
+            return True
+    return False
+
+
 def _frame_ends(frame: bytes | bytearray | memoryview, header_length: int) -> bool:
     """Whether ``frame`` (from its header on) is a whole frame: its last two bytes
     are the CRC-16 of the rest. Run once a stream, or on a header out of
@@ -290,11 +307,16 @@ class FlacClock:
         header = self._pending_header
         if header is not None:
             buf = self._buf
-            # The frame ends at the end of the input, or before the start of a
-            # next header that never came in full.
-            if _frame_ends(buf, header.length) or (
-                self._scan < len(buf) and _frame_ends(buf[: self._scan], header.length)
-            ):
+            # The frame ends at the end of the input, before the start of a next
+            # header that never came in full, or before a tag a file may end
+            # with (ID3v1 "TAG", APEv2, ID3v2).
+            ends = {len(buf), self._scan}
+            for tag in _TRAILING_TAGS:
+                at = buf.find(tag, header.length)
+                while at >= 0:
+                    ends.add(at)
+                    at = buf.find(tag, at + 1)
+            if _frame_ends_at(buf, header.length, ends):
                 self._samples += header.block_size
             self._pending = None
             self._pending_header = None

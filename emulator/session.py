@@ -454,7 +454,17 @@ class ScribeSession:
         if size is None:
             try:
                 now = self._base + self._clock.add(chunk)
-            except BaseException:  # a FLAC frame refused: keep what was counted
+            except ValidationException:
+                # A FLAC frame refused: keep what was counted, and send what its
+                # whole frames made due first (their audio came in full), as at
+                # the audio limit.
+                now = self._now = self._base + self._clock.seconds
+                if self.state is S.STREAMING:
+                    self._advance(min(now, self._max_audio))
+                if self.state is S.STREAMING:
+                    raise
+                return  # a scripted fault that fell due ended the session first
+            except BaseException:
                 self._now = self._base + self._clock.seconds
                 raise
         else:

@@ -744,8 +744,8 @@ def _failure(
         detail += (
             f" (is the endpoint https://, --ca the certificate that signs it, and "
             f"{urlsplit(url).hostname or 'its host'} a name the certificate holds? The "
-            "emulator's names localhost, 127.0.0.1 and those its --tls-hostname "
-            "(MEDSCRIBE_TLS_HOSTNAME) adds)"
+            "emulator's names localhost, streaming.localhost, 127.0.0.1, ::1 and those "
+            "its --tls-hostname (MEDSCRIBE_TLS_HOSTNAME) adds)"
         )
     elif crt is not None and crt.name == "AWS_IO_SOCKET_CLOSED":
         # What a cleartext port does with a TLS handshake.

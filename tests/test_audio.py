@@ -542,3 +542,18 @@ def test_flac_bytes_past_the_longest_frame_are_a_validation_exception() -> None:
     assert "more than its 4096 samples can take" in message
     assert message.endswith("frames are missing, or the bytes after it are not FLAC")
     assert clock.buffered_bytes < 2 * BLOCK * 3 + 1024 + 4000  # bounded, then refused
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [b"TAG" + bytes(125), b"APETAGEX" + bytes(24), b"ID3\x04\x00\x00" + bytes(20)],
+    ids=["id3v1", "apev2", "id3v2"],
+)
+def test_flac_last_frame_followed_by_a_files_tag_counts(tag: bytes) -> None:
+    """A tag after the last frame made it look cut short: a file with an ID3v1 tag
+    lost its last frame, and the stream command called it truncated."""
+    frames = BLOCK * 2 + 1000
+    data = encode_flac(16_000, 1, frames)
+    clock = FlacClock(sample_rate=16_000)
+    clock.add(data + tag)
+    assert clock.finish() == frames / 16_000

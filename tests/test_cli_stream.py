@@ -933,8 +933,8 @@ def _client_timeout() -> Exception:
                 f"cannot reach {URL}: AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE: TLS (SSL) "
                 "negotiation failed (is the endpoint https://, --ca the certificate that "
                 f"signs it, and {HOST} a name the certificate holds? The emulator's names "
-                "localhost, 127.0.0.1 and those its --tls-hostname (MEDSCRIBE_TLS_HOSTNAME) "
-                "adds)",
+                "localhost, streaming.localhost, 127.0.0.1, ::1 and those its --tls-hostname "
+                "(MEDSCRIBE_TLS_HOSTNAME) adds)",
             ),
         ),
         (

@@ -732,6 +732,10 @@ async def test_flac_with_a_frame_missing_is_refused_in_stream(client, emulator):
     data = encode_flac(16_000, 1, BLOCK * 5)
     spans = frame_spans(data)
     session_id = new_session_id()
+    # Due within frame 1, which the refused header shows whole: its final comes
+    # before the exception, as results due up to the audio limit do.
+    segment = {"begin": 0.1, "end": 0.45, "content": "before the gap", "partials": 0}
+    scripted(emulator, session_id, {"segments": [segment]})
     result = await run_session(
         client,
         session_id,
@@ -741,5 +745,6 @@ async def test_flac_with_a_frame_missing_is_refused_in_stream(client, emulator):
     )
     assert isinstance(result.error, m.ValidationException), repr(result.error)
     assert "is numbered 3, where frame 2 was due" in result.error.message
+    assert [(s.content, s.audio_end_offset) for s in result.finals] == [("before the gap", 0.45)]
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert (details["status"], details["audioSeconds"]) == ("FAILED", 2 * BLOCK / 16_000)
