@@ -27,7 +27,7 @@ from .support import (
     running_emulator,
     stream_input,
 )
-from .test_stream_wire import END, audio, config_event, headers, merge_spy
+from .test_stream_wire import END, audio, config_event, headers, merge_spy, script
 
 SCRIPT = {
     "segments": [
@@ -199,13 +199,7 @@ async def test_a_times_rule_acting_on_another_rules_resumed_session_spends_a_use
     started, for free, until a new session spent its one use: it now spends it on
     the first of them, and acts on nothing after."""
     session_id = new_session_id()
-    status, starter = admin(
-        emulator.h2c_url,
-        "POST",
-        "/_emulator/rules",
-        {"match": {"sessionId": session_id}, "scenario": SCRIPT},
-    )
-    assert status == 201, starter
+    script(emulator, session_id, SCRIPT)
     first = await run_session(client, session_id, audio=pcm_tone(1.0), end_of_session=False)
     assert [s.content for s in first.finals] == ["first words here"]
     status, chaos = admin(
@@ -235,13 +229,7 @@ async def test_a_times_rule_whose_disconnect_the_resumed_session_passed_spends_n
     """A disconnect at a time the session has passed does not happen on its resumed
     stream: the rule did nothing there, and its use is left for a session it acts on."""
     session_id = new_session_id()
-    status, _ = admin(
-        emulator.h2c_url,
-        "POST",
-        "/_emulator/rules",
-        {"match": {"sessionId": session_id}, "scenario": SCRIPT},
-    )
-    assert status == 201
+    script(emulator, session_id, SCRIPT)
     await run_session(client, session_id, audio=pcm_tone(2.0), end_of_session=False)
     rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"disconnect": {"at": 1.5}}, "times": 1}
     status, chaos = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)

@@ -105,12 +105,13 @@ def h2(emulator):
 SCRIPT = {"segments": [{"begin": 0.2, "end": 1.0, "content": "hello there doctor", "partials": 1}]}
 
 
-def script(emulator, session_id: str) -> None:
+def script(emulator, session_id: str, scenario: dict | None = None) -> None:
+    """A rule that starts ``session_id`` on ``scenario`` (this module's SCRIPT)."""
     status, body = admin(
         emulator.h2c_url,
         "POST",
         "/_emulator/rules",
-        {"match": {"sessionId": session_id}, "scenario": SCRIPT},
+        {"match": {"sessionId": session_id}, "scenario": scenario or SCRIPT},
     )
     assert status == 201, body
 
