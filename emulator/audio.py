@@ -101,30 +101,19 @@ _CRC16: Final = _crc16_table()
 _TRAILING_TAGS: Final = (b"TAG", b"APETAGEX", b"ID3")
 
 
-def _frame_ends_at(buf: bytearray, header_length: int, ends: set[int]) -> bool:
+def _frame_ends_at(buf: bytearray | memoryview, header_length: int, ends: set[int]) -> bool:
     """Whether the frame at the start of ``buf`` ends at one of ``ends``: the CRC-16
-    of its bytes up to there, its footer included, is 0. One pass, once a stream."""
+    of its bytes up to there, its footer included, is 0 (at least a subframe's
+    header byte after the frame's header). One pass in Python: run once a stream,
+    or on a header out of sequence, never per audio event."""
     crc = 0
     table = _CRC16
     least = header_length + 3
-    for position, byte in enumerate(memoryview(buf), 1):
+    for position, byte in enumerate(memoryview(buf)[: max(ends)], 1):
         crc = ((crc << 8) & 0xFFFF) ^ table[(crc >> 8) ^ byte]
         if not crc and position >= least and position in ends:
             return True
     return False
-
-
-def _frame_ends(frame: bytes | bytearray | memoryview, header_length: int) -> bool:
-    """Whether ``frame`` (from its header on) is a whole frame: its last two bytes
-    are the CRC-16 of the rest. Run once a stream, or on a header out of
-    sequence, not per byte of audio: it is a Python loop."""
-    if len(frame) < header_length + 3:  # a subframe header byte at least, and the footer
-        return False
-    crc = 0
-    table = _CRC16
-    for byte in memoryview(frame)[:-2]:
-        crc = ((crc << 8) & 0xFFFF) ^ table[(crc >> 8) ^ byte]
-    return crc == int.from_bytes(frame[-2:], "big")
 
 
 class PcmClock:
@@ -461,7 +450,7 @@ class FlacClock:
             if isinstance(header, _Mismatch):
                 pending = self._pending_header
                 assert pending is not None
-                if _frame_ends(memoryview(buf)[:start], pending.length):
+                if _frame_ends_at(buf, pending.length, {start}):
                     # That frame came in whole: its audio was received.
                     self._samples += pending.block_size
                     self._pending = self._pending_header = None
