@@ -301,10 +301,14 @@ class FlacClock:
             # with (ID3v1 "TAG", APEv2, ID3v2).
             ends = {len(buf), self._scan}
             for tag in _TRAILING_TAGS:
-                at = buf.find(tag, header.length)
-                while at >= 0:
+                # The last few places it occurs: a tag's own bytes may repeat its
+                # name, the frame's seldom do (and never need thousands checked).
+                at = len(buf)
+                for _ in range(8):
+                    at = buf.rfind(tag, header.length, at)
+                    if at < 0:
+                        break
                     ends.add(at)
-                    at = buf.find(tag, at + 1)
             if _frame_ends_at(buf, header.length, ends):
                 self._samples += header.block_size
             self._pending = None
