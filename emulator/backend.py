@@ -182,9 +182,12 @@ class Backend:
         self._closed = False
         try:
             self._seq = self.store.max_seq()
-            self._load_rules_file()
             self._load_sessions()
+            # Before the rules file's rules take theirs: a rule (its own, or one
+            # added later) taking the id of a stored session's starter acted on
+            # that session's resumed streams as if it had started it.
             self.rules.skip_ids(record.rule_id for record in self.sessions.values())
+            self._load_rules_file()
             self._sweep_forgotten()
         except sqlite3.DatabaseError as error:
             self.store.close()

@@ -572,12 +572,19 @@ def test_a_rule_added_after_a_restart_takes_no_id_a_stored_session_names(tmp_pat
         emulator.rule(session_id)
         resume(emulator, session_id, audio=pcm_tone(1.0), end_of_session=False)
         starter = emulator.session(session_id)["ruleId"]
-    with emulator_on(state) as emulator:
+    # Nor does a rule of a rules file the next start reads (its rules are numbered
+    # first).
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    (fixtures / "rules.yaml").write_text("- match: {}\n  chaos: {slow: 0.001}\n")
+    with emulator_on(state, ("--fixtures", str(fixtures))) as emulator:
         emulator.start()
         rule = {"match": {"domainId": DOMAIN_ID}, "chaos": {"slow": 0.001}, "times": 1}
         status, added = admin(emulator.h2c_url, "POST", "/_emulator/rules", rule)
         assert status == 201, added
-        assert added["id"] != starter
+        status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+        (from_file,) = [r["id"] for r in listed["rules"] if r["id"] != added["id"]]
+        assert starter not in (added["id"], from_file)
         resume(emulator, session_id, audio=pcm_tone(1.0))
         status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
         uses = {r["id"]: (r["uses"], r["remaining"]) for r in listed["rules"]}
