@@ -187,6 +187,7 @@ class _Stage(StrEnum):
     STREAMINFO = "STREAMINFO"
     SKIP = "metadata block"
     FRAMES = "frames"
+    TRAILER = "trailing tag"  # after the last frame: bytes ignored
 
 
 _NEED_MORE: Final = object()
@@ -288,28 +289,16 @@ class FlacClock:
         if self._finished:
             return self.seconds
         self._finished = True
-        if self._stage != _Stage.FRAMES and self._bytes:
+        if self._stage not in (_Stage.FRAMES, _Stage.TRAILER) and self._bytes:
             raise ValidationException(
                 f"FLAC stream ended inside its {self._stage} after {self._bytes} bytes;"
                 " no audio frames arrived"
             )
         header = self._pending_header
         if header is not None:
-            buf = self._buf
             # The frame ends at the end of the input, before the start of a next
-            # header that never came in full, or before a tag a file may end
-            # with (ID3v1 "TAG", APEv2, ID3v2).
-            ends = {len(buf), self._scan}
-            for tag in _TRAILING_TAGS:
-                # The last few places it occurs: a tag's own bytes may repeat its
-                # name, the frame's seldom do (and never need thousands checked).
-                at = len(buf)
-                for _ in range(8):
-                    at = buf.rfind(tag, header.length, at)
-                    if at < 0:
-                        break
-                    ends.add(at)
-            if _frame_ends_at(buf, header.length, ends):
+            # header that never came in full, or before a tag a file may end with.
+            if self._ends_before_tag({len(self._buf), self._scan}):
                 self._samples += header.block_size
             self._pending = None
             self._pending_header = None
@@ -333,6 +322,9 @@ class FlacClock:
             elif stage == _Stage.SKIP:
                 if not self._skip_block():
                     return
+            elif stage == _Stage.TRAILER:
+                self._buf.clear()
+                return
             else:
                 self._scan_frames()
                 return
@@ -472,11 +464,56 @@ class FlacClock:
             pos = len(buf)
         self._scan = pos
         if len(buf) > self._longest:
+            if self._ends_before_tag(set()):
+                # A whole last frame, then a file's tag (cover art and all):
+                # counted now, the rest ignored.
+                assert self._pending is not None
+                self._samples += self._pending
+                self._pending = self._pending_header = None
+                self._stage = _Stage.TRAILER
+                buf.clear()
+                return
             raise ValidationException(
                 f"FLAC stream: frame {self._frames - 1} has run to {len(buf)} bytes with no "
                 f"next frame header, more than its {self._pending} samples can take "
                 f"({self._longest} bytes): frames are missing, or the bytes after it are not FLAC"
             )
+
+    def _ends_before_tag(self, ends: set[int]) -> bool:
+        """Whether the pending frame (at the start of the buffer) ends at one of
+        ``ends`` or where a file's trailing tag begins: ID3v1 (``TAG``, the last
+        128 bytes), APEv2 (``APETAGEX``, or found from its footer at the end, its
+        header being optional) or ID3v2 (``ID3``, or from a ``3DI`` footer)."""
+        buf = self._buf
+        header = self._pending_header
+        assert header is not None
+        ends = set(ends)
+        for tag in _TRAILING_TAGS:
+            # The first and the last few places it occurs: a tag's own bytes may
+            # repeat its name, a frame's seldom do (never thousands to check).
+            at = buf.find(tag, header.length)
+            if at >= 0:
+                ends.add(at)
+            at = len(buf)
+            for _ in range(8):
+                at = buf.rfind(tag, header.length, at)
+                if at < 0:
+                    break
+                ends.add(at)
+        end = len(buf)
+        if buf[end - 128 : end - 125] == b"TAG":
+            end -= 128  # ID3v1, after an APEv2 tag if there is one
+        if buf[end - 32 : end - 24] == b"APETAGEX":  # an APEv2 footer
+            size = int.from_bytes(buf[end - 20 : end - 16], "little")
+            flags = int.from_bytes(buf[end - 12 : end - 8], "little")
+            ends.add(end - size - (32 if flags & 0x80000000 else 0))
+        if buf[end - 10 : end - 7] == b"3DI":  # an ID3v2 footer
+            size = 0
+            for byte in buf[end - 4 : end]:
+                size = size << 7 | byte & 0x7F
+            ends.add(end - 20 - size)
+        ends = {at for at in ends if header.length < at <= len(buf)}
+        return bool(ends) and _frame_ends_at(buf, header.length, ends)
 
     def _accept(self, header: _FrameHeader) -> None:
         if self._pending is not None:

@@ -557,3 +557,43 @@ def test_flac_last_frame_followed_by_a_files_tag_counts(tag: bytes) -> None:
     clock = FlacClock(sample_rate=16_000)
     clock.add(data + tag)
     assert clock.finish() == frames / 16_000
+
+
+def apev2(items: bytes, *, with_header: bool) -> bytes:
+    """An APEv2 tag holding ``items`` (their bytes as they are), its header optional."""
+
+    def block(flags: int) -> bytes:
+        size = len(items) + 32  # the items and the footer, not the header
+        fields = (2000, size, 1, flags)
+        return b"APETAGEX" + b"".join(v.to_bytes(4, "little") for v in fields) + bytes(8)
+
+    has_header = 0x80000000 if with_header else 0
+    header = block(has_header | 0x20000000) if with_header else b""
+    return header + items + block(has_header)
+
+
+def id3v2_with_footer(body: bytes) -> bytes:
+    size = bytes((len(body) >> shift) & 0x7F for shift in (21, 14, 7, 0))  # syncsafe
+    return b"ID3\x04\x00\x10" + size + body + b"3DI\x04\x00\x10" + size
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        apev2(b"\x05" * 30_000, with_header=True),  # cover art, past the frame's bound
+        apev2(b"\x05" * 300, with_header=False),  # only a footer names it
+        apev2(b"\x05" * 300, with_header=False) + b"TAG" + bytes(125),
+        id3v2_with_footer(b"\x05" * 40_000),
+    ],
+    ids=["apev2-cover-art", "apev2-footer-only", "apev2-footer-then-id3v1", "id3v2-footer"],
+)
+def test_flac_last_frame_followed_by_a_tag_known_by_its_layout_counts(tag: bytes) -> None:
+    frames = BLOCK * 2 + 1000  # a short last frame: its bound is about 7 KB
+    data = encode_flac(16_000, 1, frames)
+    for how in ("whole", "32000"):
+        clock = FlacClock(sample_rate=16_000)
+        stream = data + tag
+        step = len(stream) if how == "whole" else 32_000
+        for k in range(0, len(stream), step):
+            clock.add(stream[k : k + step])
+        assert clock.finish() == frames / 16_000, how
