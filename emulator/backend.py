@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -200,8 +201,13 @@ class Backend:
             self.rules.add(rule)
 
     def _read_rules_file(self) -> list[Rule]:
+        """The rules file's rules, ``file-1``, ``file-2``... by their place in it:
+        the same rule has the same id at every start and after every reset, so a
+        session it started is its own on a resumed stream after either (numbered
+        with the API's rules, a reset and a restart gave it two ids)."""
         if self.rules_file is not None and self.rules_file.exists():
-            return load_rules_file(self.rules_file, scenarios=self.scenarios)
+            rules = load_rules_file(self.rules_file, scenarios=self.scenarios)
+            return [dataclasses.replace(rule, id=f"file-{n}") for n, rule in enumerate(rules, 1)]
         return []
 
     def add_rule(self, data: object) -> Rule:

@@ -589,3 +589,25 @@ def test_a_rule_added_after_a_restart_takes_no_id_a_stored_session_names(tmp_pat
         status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
         uses = {r["id"]: (r["uses"], r["remaining"]) for r in listed["rules"]}
         assert uses[added["id"]] == (1, 0)  # it acted on another rule's session
+
+
+def test_a_rules_file_rule_keeps_its_id_and_its_sessions_across_a_reset_and_a_restart(tmp_path):
+    """Numbered with the API's rules, a rules-file rule was rule-2 after a reset and
+    another id after a restart: the session it started was no longer its own, and
+    its resumed stream spent the rule's one use."""
+    state, fixtures = tmp_path / "state", tmp_path / "fixtures"
+    fixtures.mkdir()
+    (fixtures / "rules.yaml").write_text("- match: {}\n  chaos: {slow: 0.001}\n  times: 1\n")
+    session_id = new_session_id()
+    with emulator_on(state, ("--fixtures", str(fixtures))) as emulator:
+        emulator.start()
+        assert admin(emulator.h2c_url, "POST", "/_emulator/reset")[0] == 200
+        resume(emulator, session_id, audio=pcm_tone(0.5), end_of_session=False)
+        assert emulator.session(session_id)["ruleId"] == "file-1"
+    with emulator_on(state, ("--fixtures", str(fixtures))) as emulator:
+        emulator.start()
+        resume(emulator, session_id, audio=pcm_tone(0.5))
+        status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+        assert [(r["id"], r["uses"], r["remaining"]) for r in listed["rules"]] == [
+            ("file-1", 0, 1)  # its own session's resumed stream: no use
+        ]
