@@ -89,6 +89,11 @@ _REJECTION_IDS = {
 _MAX_REASON = 2048
 
 
+#: The last rule id the admin API gave, in the state directory: ids go on from it
+#: after a restart.
+RULE_IDS = "rule-ids"
+
+
 class Backend:
     """Rules, scenarios and listening sessions of one emulator process.
 
@@ -187,7 +192,9 @@ class Backend:
             # Before the rules file's rules take theirs: a rule (its own, or one
             # added later) taking the id of a stored session's starter acted on
             # that session's resumed streams as if it had started it.
-            self.rules.skip_ids(record.rule_id for record in self.sessions.values())
+            self.rules.skip_ids(
+                [self._last_rule_id(), *(record.rule_id for record in self.sessions.values())]
+            )
             self._load_rules_file()
             self._sweep_forgotten()
         except sqlite3.DatabaseError as error:
@@ -211,8 +218,24 @@ class Backend:
         return []
 
     def add_rule(self, data: object) -> Rule:
-        """Validate ``data`` (the admin API's JSON) and add it; raises ConfigError."""
-        return self.rules.add(parse_rule(data, scenarios=self.scenarios))
+        """Validate ``data`` (the admin API's JSON) and add it; raises ConfigError.
+
+        Its id is noted in the state directory (:data:`RULE_IDS`): the next start
+        gives none of the ids given so far, which journals and clients' records
+        of this run name."""
+        rule = self.rules.add(parse_rule(data, scenarios=self.scenarios))
+        try:
+            (self.state_dir / RULE_IDS).write_text(f"{rule.id}\n", encoding="ascii")
+        except OSError:
+            pass  # the stored sessions' starters' ids are still skipped
+        return rule
+
+    def _last_rule_id(self) -> str | None:
+        """The last API rule id an earlier run gave (see :meth:`add_rule`)."""
+        try:
+            return (self.state_dir / RULE_IDS).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def match_rule(self, request: StreamRequest) -> Rule | None:
         """Return the newest rule matching ``request``, or None.

@@ -572,6 +572,15 @@ def test_a_rule_added_after_a_restart_takes_no_id_a_stored_session_names(tmp_pat
         emulator.rule(session_id)
         resume(emulator, session_id, audio=pcm_tone(1.0), end_of_session=False)
         starter = emulator.session(session_id)["ruleId"]
+        # A rule no stored session names as its starter: a journal or a client's
+        # record of this run may name it.
+        status, later = admin(
+            emulator.h2c_url,
+            "POST",
+            "/_emulator/rules",
+            {"error": {"type": "ThrottlingException"}, "match": {"sessionId": new_session_id()}},
+        )
+        assert status == 201, later
     # Nor does a rule of a rules file the next start reads (its rules are numbered
     # first).
     fixtures = tmp_path / "fixtures"
@@ -585,6 +594,7 @@ def test_a_rule_added_after_a_restart_takes_no_id_a_stored_session_names(tmp_pat
         status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
         (from_file,) = [r["id"] for r in listed["rules"] if r["id"] != added["id"]]
         assert starter not in (added["id"], from_file)
+        assert added["id"] not in (starter, later["id"])  # ids go on from the last given
         resume(emulator, session_id, audio=pcm_tone(1.0))
         status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
         uses = {r["id"]: (r["uses"], r["remaining"]) for r in listed["rules"]}
