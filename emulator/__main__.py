@@ -29,6 +29,7 @@ def console() -> int:
     except KeyboardInterrupt:
         return 130
     except _Terminated:
+        print("medscribe-emulator: SIGTERM received: stopped", file=sys.stderr, flush=True)
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)

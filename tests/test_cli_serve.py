@@ -663,7 +663,7 @@ def test_debug_logging_is_the_emulators_not_the_admin_token(tmp_path):
     assert not re.search(r"DEBUG (hpack|h2|faker)\b", err), err
 
 
-def test_a_sigterm_before_the_commands_own_handler_ends_it_with_143(monkeypatch):
+def test_a_sigterm_before_the_commands_own_handler_ends_it_with_143(monkeypatch, capsys):
     """As a container's PID 1 a SIGTERM has no default action: one sent while the
     server started up was lost, and docker stop waited 10 s to kill it."""
     import time
@@ -680,6 +680,7 @@ def test_a_sigterm_before_the_commands_own_handler_ends_it_with_143(monkeypatch)
     before = signal.getsignal(signal.SIGTERM)
     assert entry.console() == 143
     assert signal.getsignal(signal.SIGTERM) is before  # put back for whoever runs next
+    assert capsys.readouterr().err == "medscribe-emulator: SIGTERM received: stopped\n"
 
 
 def test_a_state_dir_locked_from_another_container_names_its_host(tmp_path):
