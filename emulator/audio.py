@@ -229,9 +229,8 @@ class FlacClock:
         self._variable: bool | None = None
         self._frames = 0  # frame headers accepted
         self._samples = 0  # samples of completed frames
-        self._pending: int | None = None  # block size of the frame still arriving
-        # Once frames begin, the buffer starts at the pending frame's header;
-        # the scan for the next header goes on from _scan.
+        # The frame still arriving: once frames begin, the buffer starts at its
+        # header, and the scan for the next header goes on from _scan.
         self._pending_header: _FrameHeader | None = None
         self._scan = 0
         self._longest = 0  # the pending frame's longest length in bytes
@@ -300,7 +299,6 @@ class FlacClock:
             # header that never came in full, or before a tag a file may end with.
             if self._ends_before_tag({len(self._buf), self._scan}):
                 self._samples += header.block_size
-            self._pending = None
             self._pending_header = None
         self._buf.clear()
         return self.seconds
@@ -449,7 +447,7 @@ class FlacClock:
                 if _frame_ends_at(buf, pending.length, {start}):
                     # That frame came in whole: its audio was received.
                     self._samples += pending.block_size
-                    self._pending = self._pending_header = None
+                    self._pending_header = None
                     raise ValidationException(
                         f"FLAC stream: the frame header after frame {self._frames - 1} "
                         f"{header.reason}"
@@ -464,18 +462,19 @@ class FlacClock:
             pos = len(buf)
         self._scan = pos
         if len(buf) > self._longest:
+            pending = self._pending_header
+            assert pending is not None
             if self._ends_before_tag(set()):
                 # A whole last frame, then a file's tag (cover art and all):
                 # counted now, the rest ignored.
-                assert self._pending is not None
-                self._samples += self._pending
-                self._pending = self._pending_header = None
+                self._samples += pending.block_size
+                self._pending_header = None
                 self._stage = _Stage.TRAILER
                 buf.clear()
                 return
             raise ValidationException(
                 f"FLAC stream: frame {self._frames - 1} has run to {len(buf)} bytes with no "
-                f"next frame header, more than its {self._pending} samples can take "
+                f"next frame header, more than its {pending.block_size} samples can take "
                 f"({self._longest} bytes): frames are missing, or the bytes after it are not FLAC"
             )
 
@@ -516,9 +515,8 @@ class FlacClock:
         return bool(ends) and _frame_ends_at(buf, header.length, ends)
 
     def _accept(self, header: _FrameHeader) -> None:
-        if self._pending is not None:
-            self._samples += self._pending
-        self._pending = header.block_size
+        if self._pending_header is not None:
+            self._samples += self._pending_header.block_size
         self._pending_header = header
         self._variable = header.variable
         self._frames += 1
@@ -619,7 +617,8 @@ class FlacClock:
                 f"{self._bits_per_sample}-bit"
             )
         if variable:
-            expected = self._samples + (self._pending or 0)
+            pending = self._pending_header
+            expected = self._samples + (pending.block_size if pending is not None else 0)
             if number != expected:
                 return (
                     f"starts at sample {number}, where sample {expected} was due: "

@@ -20,8 +20,9 @@ rule first and consumes one use of the rule it returns; a rule with ``times``
 stops matching after that many uses (it stays listed, with ``remaining: 0``).
 The server counts a use when the rule takes effect: a request its error
 refuses, a new session it starts, or a stream resuming another rule's (or no
-rule's) session that its chaos acts on; not a request refused for another
-reason, nor a stream resuming a session the rule started.
+rule's) session that its chaos can act on (:meth:`Chaos.acts_after`); not a
+request refused for another reason, nor a stream resuming a session the rule
+started.
 """
 
 from __future__ import annotations
@@ -569,10 +570,11 @@ class RuleBook:
             return f"rule-{self._counter}"
 
     def skip_ids(self, used: Iterable[str | None]) -> None:
-        """Give no new rule any of the ``rule-<n>`` ids in ``used``: those the
-        stored sessions name as their starters, from an earlier run. A rule
-        added after a restart took the id of the one that started a paused
-        session, and acted on its resumed streams as their starter, for free."""
+        """Give no new rule any of the ``rule-<n>`` ids in ``used``, or one below
+        them: an earlier run's (the last it gave, and those its stored sessions
+        name as their starters). A rule added after a restart took the id of the
+        one that started a paused session, and acted on its resumed streams as
+        their starter, for free."""
         numbers = [int(m.group(1)) for i in used if i and (m := _GENERATED_ID.fullmatch(i))]
         with self._lock:
             self._counter = max(self._counter, *numbers, 0)
