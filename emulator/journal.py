@@ -483,8 +483,7 @@ class Journal:
         Each part is a snapshot: audio appended later is not part of it, so a
         live session's audio can be read while it grows.
         """
-        self.sync()
-        return [part for _, part in self._audio_files()]
+        return [part for stream in self.audio_streams() for part in stream]
 
     def audio_streams(self) -> list[list[AudioPart]]:
         """:meth:`audio_parts`, grouped by stream: each stream's parts, streams in order."""

@@ -741,11 +741,13 @@ def _failure(
     if not connecting:
         return "StreamError", f"the request to {url} failed before any response: {detail}"
     if crt is not None and ("TLS" in crt.name or "PKI" in crt.name):
+        from .tls import DEFAULT_HOSTNAMES
+
         detail += (
             f" (is the endpoint https://, --ca the certificate that signs it, and "
             f"{urlsplit(url).hostname or 'its host'} a name the certificate holds? The "
-            "emulator's names localhost, streaming.localhost, 127.0.0.1, ::1 and those "
-            "its --tls-hostname (MEDSCRIBE_TLS_HOSTNAME) adds)"
+            f"emulator's names {', '.join(DEFAULT_HOSTNAMES)} and those its --tls-hostname "
+            "(MEDSCRIBE_TLS_HOSTNAME) adds)"
         )
     elif crt is not None and crt.name == "AWS_IO_SOCKET_CLOSED":
         # What a cleartext port does with a TLS handshake.
