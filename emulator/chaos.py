@@ -68,19 +68,9 @@ class ChaosRunner:
         self._random = (
             random.Random(f"{seed}:{session_id}") if chaos is not None and chaos.jitter else None
         )
-        self._pending: list[tuple[float, str]] = []
-        if chaos is not None:
-            for at, kind in (
-                (chaos.disconnect_at, f"disconnect-{chaos.disconnect_mode}"),
-                (chaos.goaway_at, "goaway"),
-                (chaos.malformed_at, "malformed"),
-            ):
-                # A stream resuming the session at ``resumed_at`` seconds of audio
-                # does not replay what an earlier stream reached: a disconnect at
-                # 1.2 s fired again at once on every resume from 1.2 s.
-                if at is not None and (resumed_at is None or at > resumed_at):
-                    self._pending.append((at, kind))
-            self._pending.sort()
+        # A stream resuming the session at ``resumed_at`` seconds of audio does
+        # not replay what an earlier stream reached.
+        self._pending = chaos.ahead(resumed_at) if chaos is not None else []
         #: Whether a disconnect, GOAWAY or malformed frame still waits for the clock
         #: (see :meth:`due`): a cheap test for the per-event path.
         self.pending = bool(self._pending)

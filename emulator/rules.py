@@ -104,14 +104,26 @@ class Chaos:
     goaway_at: float | None = None
     malformed_at: float | None = None
 
+    def ahead(self, audio_seconds: float | None = None) -> list[tuple[float, str]]:
+        """``(time, kind)`` of its disconnect (``disconnect-reset``/``-close``),
+        GOAWAY and corrupt frame, in time order; for a stream resuming a session
+        at ``audio_seconds``, only those still ahead: one the session passed is
+        not replayed (a disconnect at 1.2 s fired again at once on every resume
+        from 1.2 s)."""
+        return sorted(
+            (at, kind)
+            for at, kind in (
+                (self.disconnect_at, f"disconnect-{self.disconnect_mode}"),
+                (self.goaway_at, "goaway"),
+                (self.malformed_at, "malformed"),
+            )
+            if at is not None and (audio_seconds is None or at > audio_seconds)
+        )
+
     def acts_after(self, audio_seconds: float) -> bool:
         """Whether it can act on a stream resuming a session at ``audio_seconds``:
-        its pacing does, a disconnect, GOAWAY or corrupt frame only at a time
-        still ahead (one the session passed is not replayed)."""
-        return bool(self.delay or self.jitter or self.slow) or any(
-            at is not None and at > audio_seconds
-            for at in (self.disconnect_at, self.goaway_at, self.malformed_at)
-        )
+        its pacing does, a timed event only if still :meth:`ahead`."""
+        return bool(self.delay or self.jitter or self.slow or self.ahead(audio_seconds))
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
