@@ -244,6 +244,20 @@ def test_flac_is_sent_as_is_with_the_sample_rate_from_streaminfo(server, tmp_pat
     assert details["audioSeconds"] == pytest.approx(5.0)
 
 
+def test_a_flac_file_ending_with_a_tag_streams_every_frame(server, tmp_path):
+    """The cut-frame check took an ID3v1 tag after the last frame for a cut frame:
+    the file was refused as truncated, and through the SDK its last frame lost."""
+    from .test_audio import encode_flac
+
+    path = tmp_path / "tagged.flac"
+    path.write_bytes(encode_flac(16_000, 1, 16_000 * 3) + b"TAG" + bytes(125))
+    session_id = scripted(server)
+    result = stream(server, str(path), "--session-id", session_id)
+    assert result.returncode == 0, result.stderr
+    details = session_details(server, session_id)
+    assert (details["status"], details["audioSeconds"]) == ("COMPLETED", pytest.approx(3.0))
+
+
 def test_realtime_paces_a_short_file_and_completes(server, audio_dir):
     session_id = scripted(server)
     result = stream(server, str(audio_dir / "half.wav"), "--session-id", session_id, "--realtime")

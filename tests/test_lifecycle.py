@@ -902,6 +902,18 @@ async def test_total_audio_limit_is_enforced_in_stream_and_before_a_resume(clien
     assert (await details(client, full)).stream_status == "COMPLETED"
 
 
+async def test_through_the_sdk_a_session_a_sample_past_the_limit_is_told_so(client, emulator):
+    """Its message read "now has 1.000 s" against "at most 1 s", as if within it."""
+    backend = emulator.app.backend
+    backend.limits = SessionLimits(max_audio_seconds=1.0)
+    try:
+        over = await run_session(client, new_session_id(), audio=pcm_tone(1.0) + b"\0\0")
+    finally:
+        backend.limits = SessionLimits()
+    assert isinstance(over.error, m.ValidationException)
+    assert "now has 1.000063 s of audio" in over.error.message
+
+
 async def test_through_the_sdk_the_event_passing_the_limit_sends_the_final_due_before_it(
     client, emulator
 ):
