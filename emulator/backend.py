@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from .journal import (
     compact_encoder,
     compact_json,
     iso_time,
+    journal_damage,
     remove_tree,
     run_in_writer,
 )
@@ -466,7 +467,7 @@ class Backend:
                 created_at=now,
                 status=transition(None, "open", session_id=request.session_id),
             )
-            record.journal = self._journal(record)
+            record.journal = self._journal(record, new=True)
             self.sessions[key] = record
             if rule is not None:
                 self.rules.use(rule)  # a new session: the rule took effect
@@ -743,13 +744,13 @@ class Backend:
         self._seq += 1
         return self._seq
 
-    def _journal(self, record: SessionRecord) -> Journal:
+    def _journal(self, record: SessionRecord, *, new: bool = False) -> Journal:
         key = record.key
         # Joined as text: three Path joins were a fifth of opening a stream's record.
         directory = os.path.join(
             self._journal_root, key.domain_id, key.subscription_id, key.session_id
         )
-        return Journal(directory, audio_suffix=record.media_encoding)
+        return Journal(directory, audio_suffix=record.media_encoding, new=new)
 
     def _save(self, record: SessionRecord) -> None:
         """Write ``record``'s row within :data:`SAVE_DELAY` (at once outside a loop).
@@ -1084,12 +1085,30 @@ class Backend:
 
     def _sweep_forgotten(self) -> None:
         """Remove the journals that a reset moved aside and a shutdown kept from being
-        removed (their uploads were cut off, and said to be lost)."""
+        removed (their uploads were cut off, and said to be lost), and those of
+        sessions whose row was never saved (a crash or a full disk: the session is
+        lost). A new session with those ids would have added to the latter."""
         left = list(self.journal_root.glob(f"*/*/*{_FORGOTTEN}*"))
         for directory in left:
             remove_tree(directory)
         if left:
             log.info("removed %d journal(s) of sessions a reset forgot", len(left))
+        known = {os.path.join(self._journal_root, *key) for key in self.sessions}
+        orphans = [
+            directory
+            for directory in self.journal_root.glob("*/*/*")
+            if os.fspath(directory) not in known and _FORGOTTEN not in directory.name
+        ]
+        for directory in orphans:
+            remove_tree(directory)
+        if orphans:
+            log.warning(
+                "removed %d journal(s) of sessions whose row was never saved (the emulator "
+                "stopped, or its disk was full, first): %s",
+                len(orphans),
+                ", ".join(directory.name for directory in orphans[:5])
+                + (", ..." if len(orphans) > 5 else ""),
+            )
 
     def _write_detached(self, record: SessionRecord) -> None:
         """Write the artifacts of ``record``, a session no longer kept, in the
@@ -1300,6 +1319,8 @@ class _ArtifactJob:
         self.configuration = record.configuration
         self.scenario = record.scenario
         self.journal = record.journal
+        #: Final results the session sent: its journal must hold as many.
+        self.finals_sent = record.stats.finals_sent
         self.buckets = buckets
         self.rebuild = rebuild
         #: The artifacts the scenario scripts as FAILED (set by :meth:`run`).
@@ -1318,8 +1339,20 @@ class _ArtifactJob:
         }
         self.journal.wait_written()  # the loop flushed it before handing it over
         # Not the transcript of a stream lost in a crash: the session rolled back over it.
-        lines = final_lines(
-            self.journal.iter_kept_entries(entry_type="transcriptEvent"), roles=roles
+        held = 0
+
+        def counted(entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            nonlocal held
+            for entry in entries:
+                held += _is_final(entry)
+                yield entry
+
+        entries = self.journal.iter_kept_entries(entry_type="transcriptEvent")
+        lines = final_lines(counted(entries), roles=roles)
+        # Built from a journal that lost results, an artifact would look whole
+        # and leave out what the client was sent.
+        damage = journal_damage(
+            self.journal, what="final results", held=held, expected=self.finals_sent
         )
         builders: dict[str, Callable[[], dict[str, Any]]] = {
             "transcriptResult": lambda: transcript_document(
@@ -1351,6 +1384,9 @@ class _ArtifactJob:
                 results[name] = {"status": "FAILED", "failureReason": reason}
                 self.scripted_failures |= {name}
                 continue
+            if damage is not None:
+                results[name] = {"status": "FAILED", "failureReason": damage[:_MAX_REASON]}
+                continue
             location = locations[name]
             try:
                 body = _artifact_json(builders[name]()).encode()
@@ -1361,6 +1397,12 @@ class _ArtifactJob:
                 continue
             results[name] = {"status": "COMPLETED", "outputLocation": s3_uri(location)}
         return results
+
+
+def _is_final(entry: Mapping[str, Any]) -> bool:
+    """Whether a journal entry is a final result the session sent."""
+    segment = entry.get("transcriptSegment") or {}
+    return entry.get("direction") == "out" and segment.get("isPartial", True) is False
 
 
 _SPEC_CACHE_LIMIT = 256

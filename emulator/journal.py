@@ -70,6 +70,7 @@ __all__ = [
     "STREAM_LOST",
     "FLUSH_BYTES",
     "wav_header",
+    "journal_damage",
     "iso_time",
     "iso_now",
     "compact_json",
@@ -218,11 +219,14 @@ def iso_now() -> str:
 class Journal:
     """The journal files of one session in ``directory`` (created on first write).
 
-    ``audio_suffix`` is the media encoding (``pcm`` or ``flac``).
+    ``audio_suffix`` is the media encoding (``pcm`` or ``flac``). A ``new``
+    session's journal removes what ``directory`` holds before its first write:
+    the files of an earlier session with these ids whose row was lost.
     """
 
-    def __init__(self, directory: Path | str, *, audio_suffix: str) -> None:
+    def __init__(self, directory: Path | str, *, audio_suffix: str, new: bool = False) -> None:
         self.audio_suffix = audio_suffix
+        self._new = new
         # Plain strings: a Path join per flush showed in the benchmark profile,
         # and building the Path itself in the profile of a session's start.
         self._path = os.fspath(directory)
@@ -236,7 +240,9 @@ class Journal:
         self._stream = 0
         self._part = 0
         self._part_base64: bool | None = None  # the kind of the current part
-        self._broken = False
+        #: The first write error (the disk's message), once a write failed: what
+        #: the journal holds from then on is incomplete (its writes are dropped).
+        self.error: str | None = None
         # The directory is made on the first flush only (mkdir per flush showed
         # in the benchmark profile).
         self._made = False
@@ -353,15 +359,23 @@ class Journal:
         # In the writer thread.
         try:
             if make:
+                if self._new and os.path.lexists(self._path):
+                    log.warning(
+                        "removed the journal in %s, left by an earlier session with these "
+                        "ids whose row was never saved, before this session's first write",
+                        self._path,
+                    )
+                    remove_tree(Path(self._path))
+                self._new = False
                 os.makedirs(self._path, exist_ok=True)
             if events:
                 _append(self._events_path, [events])
             if audio_path is not None:
                 _append(audio_path, audio)
         except OSError as error:
-            if not self._broken:
+            if self.error is None:
                 log.warning("cannot write the journal in %s: %s", self.directory, error)
-            self._broken = True
+                self.error = str(error)
 
     def sync(self) -> None:
         """Flush and wait until everything written so far is on disk (event loop only)."""
@@ -611,6 +625,25 @@ class Journal:
             dropped=dropped,
             kept_audio_bytes=kept,
         )
+
+
+def journal_damage(journal: Journal, *, what: str, held: int, expected: int) -> str | None:
+    """Why ``journal`` cannot be trusted for ``what`` (``final results``, ``bytes of
+    audio``...), if it cannot: a write that failed, or ``held`` of them on disk
+    where the session counted ``expected`` (its files damaged or removed since).
+    """
+    if journal.error is not None:
+        return (
+            f"the session's journal in {journal.directory} could not be written "
+            f"({journal.error}): it lacks {what} the session had, so this is not built from it"
+        )
+    if held != expected:
+        return (
+            f"the session's journal in {journal.directory} holds {held} {what} where the "
+            f"session counted {expected}: its files were damaged or removed after they "
+            "were written, so this is not built from them"
+        )
+    return None
 
 
 class _Writer:
