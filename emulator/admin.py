@@ -20,7 +20,7 @@ from starlette.routing import Route
 from . import __version__
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
-from .journal import AudioPart, wav_header
+from .journal import AudioPart, journal_damage, wav_header
 from .record import SessionRecord
 from .requestbody import unfinished_body
 from .validation import id_constraints_broken, lone_surrogate
@@ -119,10 +119,16 @@ def admin_routes(
             }
         )
 
+    # Read once: the CA that signed the certificate this server runs with, even
+    # once the file is removed (a clean-up of the state directory) or replaced.
+    ca_pem_bytes = ca_file.read_bytes() if ca_file is not None and ca_file.exists() else None
+
     async def ca_pem(request: Request) -> Response:
-        if ca_file is None or not ca_file.exists():
+        if ca_file is None:
             return _error(404, "this emulator was started with a user-supplied certificate: no CA")
-        return Response(ca_file.read_bytes(), media_type="application/x-pem-file")
+        if ca_pem_bytes is None:
+            return _error(404, f"the CA file {ca_file} was missing when this emulator started")
+        return Response(ca_pem_bytes, media_type="application/x-pem-file")
 
     async def list_rules(request: Request) -> Response:
         return _JSON({"rules": [rule.to_json() for rule in backend.rules.list()]})
@@ -356,9 +362,17 @@ def _audio_response(record: SessionRecord) -> Response:
     A resumed FLAC session's streams are each a FLAC stream; they follow one another.
     """
     assert record.journal is not None
+    streams = record.journal.audio_streams()
+    sizes = [sum(part.size() for part in parts) for parts in streams]
+    # A journal that lost audio would give a shorter file, looking whole.
+    damage = journal_damage(
+        record.journal, what="bytes of audio", held=sum(sizes), expected=record.stats.audio_bytes
+    )
+    if damage is not None:
+        return _error(500, f"session {record.key.session_id}: no audio: {damage}")
     if record.media_encoding == "flac":
-        parts = record.journal.audio_parts()
-        size = sum(part.size() for part in parts)
+        parts = [part for parts in streams for part in parts]
+        size = sum(sizes)
         if not parts:
             return _error(404, f"session {record.key.session_id} has received no audio")
         return StreamingResponse(
@@ -370,17 +384,15 @@ def _audio_response(record: SessionRecord) -> Response:
     # Whole sample frames of each stream, as its clock counts them: a stream
     # ending inside a frame would shift every later stream's samples by its
     # stray bytes (noise, or the channels swapped).
-    streams = [
-        (parts, size - size % (2 * channels))
-        for parts in record.journal.audio_streams()
-        for size in [sum(part.size() for part in parts)]
+    wholes = [
+        (parts, size - size % (2 * channels)) for parts, size in zip(streams, sizes, strict=True)
     ]
-    total = sum(whole for _, whole in streams)
+    total = sum(whole for _, whole in wholes)
     header = wav_header(sample_rate=record.sample_rate, channels=channels, data_bytes=total)
 
     def body() -> Iterator[bytes]:
         yield header
-        for parts, whole in streams:
+        for parts, whole in wholes:
             yield from _read(parts, limit=whole)
 
     return StreamingResponse(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import logging
 import os
 import re
 import tempfile
@@ -61,6 +62,8 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 #: Back-date ``not_valid_before`` to tolerate clients whose clock runs behind.
 _CLOCK_SKEW = datetime.timedelta(hours=1)
 
+log = logging.getLogger("medscribe.tls")
+
 _CA_NAME = "medscribe-emulator local CA"
 _SERVER_NAME = "medscribe-emulator"
 
@@ -88,7 +91,8 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
     anything else DNS SANs), expires within :data:`RENEW_BEFORE`, or was not
     signed by the current CA; a re-issued certificate keeps the names of the one
     it replaces, so emulators asking for different names do not undo each other.
-    Unreadable or corrupt files are replaced. Every write is a temp file plus
+    Corrupt files are replaced, saying so in the log; a file that cannot be read
+    (its permissions) stops with an :class:`OSError` naming it. Every write is a temp file plus
     :func:`os.replace`, under an advisory lock on POSIX.
 
     Returns the :class:`TLSFiles` paths. Raises :class:`ValueError` for an empty
@@ -106,14 +110,22 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
     now = datetime.datetime.now(datetime.UTC)
 
     with _locked(state_dir / ".tls.lock"):
-        ca = _load_pair(files.ca_cert, ca_key_path)
+        ca = _load_pair(files.ca_cert, ca_key_path, ca=True)
+        if ca is not None and not _ca_usable(ca[0], now):
+            log.warning(
+                "%s: the local CA is not valid until %s, or is not a CA; issuing a new one: "
+                "clients that trust the old one must be given the new %s",
+                state_dir,
+                ca[0].not_valid_after_utc - RENEW_BEFORE,
+                files.ca_cert.name,
+            )
         if ca is None or not _ca_usable(ca[0], now):
             ca = _issue_ca(now)
             _write(ca_key_path, _key_pem(ca[1]), mode=_PRIVATE_MODE)
             _write(files.ca_cert, _cert_pem(ca[0]), mode=_PUBLIC_MODE)
         ca_cert, ca_key = ca
 
-        server = _load_pair(files.cert, files.key)
+        server = _load_pair(files.cert, files.key, ca=False)
         if server is None or not _server_usable(server[0], ca_cert, wanted, now):
             names = wanted | (_sans_of(server[0]) if server is not None else set())
             cert, key = _issue_server(ca_cert, ca_key, names, now)
@@ -217,18 +229,58 @@ def _sans_of(cert: x509.Certificate) -> set[_SAN]:
 
 
 def _load_pair(
-    cert_path: Path, key_path: Path
+    cert_path: Path, key_path: Path, *, ca: bool
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
-    """Return the certificate and its key, or None if missing, corrupt or mismatched."""
+    """Return the certificate and its key, or None if missing, corrupt or mismatched
+    (logged when there was something to replace: for the ``ca``, clients that
+    trust the old one must be given the new one).
+
+    Raises :class:`OSError` naming the file when one exists but cannot be read
+    (its permissions): replacing it would throw away a CA that clients trust.
+    """
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
-        return None
+        cert_bytes, key_bytes = cert_path.read_bytes(), key_path.read_bytes()
+    except FileNotFoundError as error:
+        if not cert_path.exists() and not key_path.exists():
+            return None  # a first start: nothing to replace
+        problem = f"{error.filename} is missing"
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"cannot read {error.filename or cert_path}: {error.strerror} (the emulator's "
+            "TLS files: fix their owner or permissions, or remove them to have new ones "
+            "issued)",
+        ) from None
+    else:
+        problem = _pair_problem(cert_bytes, key_bytes)
+        if isinstance(problem, tuple):
+            return problem
+    if ca:
+        log.warning(
+            "%s: %s; issuing a new local CA: clients that trust the old one must be given "
+            "the new %s",
+            cert_path.parent,
+            problem,
+            cert_path.name,
+        )
+    else:
+        log.info("%s: %s; issuing a new server certificate", cert_path.parent, problem)
+    return None
+
+
+def _pair_problem(
+    cert_bytes: bytes, key_bytes: bytes
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | str:
+    """The certificate and key read from PEM, or what is wrong with them."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_bytes)
+        key = serialization.load_pem_private_key(key_bytes, password=None)
+    except (ValueError, TypeError) as error:
+        return f"not a PEM certificate and key ({error})"
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        return None
+        return "the key is not an EC key"
     if key.public_key() != cert.public_key():
-        return None
+        return "the key does not match the certificate"
     return cert, key
 
 

@@ -234,6 +234,12 @@ def test_process_prints_endpoints_and_ca_serves_health_and_stops_on_sigterm(tmp_
             assert b'"ready"' in response.read()
         with urllib.request.urlopen(ready["h2c"] + "/_emulator/ca.pem", timeout=5) as response:
             assert response.read() == Path(ready["ca"]).read_bytes()
+        # The file removed (a clean-up of the state directory): the server still
+        # runs with that CA, and serves it. It said "a user-supplied certificate".
+        started_with = Path(ready["ca"]).read_bytes()
+        Path(ready["ca"]).unlink()
+        with urllib.request.urlopen(ready["h2c"] + "/_emulator/ca.pem", timeout=5) as response:
+            assert response.read() == started_with
         process.send_signal(signal.SIGTERM)
         # The contract is "within 2 s"; the generous bound only keeps a broken
         # shutdown from hanging the suite.
@@ -530,6 +536,10 @@ def _damaged_header(database: Path) -> None:
     database.write_bytes(b"not sqlite at all" * 100)
 
 
+def _a_directory(database: Path) -> None:
+    database.mkdir()  # opened by the resource registry first: it ended in a traceback
+
+
 def _old_session_table(database: Path) -> None:
     import sqlite3
 
@@ -542,8 +552,9 @@ def _old_session_table(database: Path) -> None:
     [
         (_damaged_header, "file is not a database (the file is damaged or not SQLite"),
         (_old_session_table, "(it was probably written by another version of the emulator"),
+        (_a_directory, "(a directory is at its path: move it aside"),
     ],
-    ids=["not-sqlite", "a-session-table-of-another-version"],
+    ids=["not-sqlite", "a-session-table-of-another-version", "a-directory"],
 )
 def test_an_unusable_state_database_refuses_to_start_naming_it(tmp_path, spoil, message):
     """A table missing a column ended in a traceback; a damaged file was called

@@ -214,3 +214,45 @@ def test_python_ssl_client_rejects_name_not_in_cert(files: TLSFiles) -> None:
             with pytest.raises(ssl.SSLCertVerificationError):
                 client_ctx.wrap_socket(raw, server_hostname="not-covered.test")
         thread.join(timeout=10)
+
+
+def test_a_corrupt_or_half_missing_ca_is_replaced_saying_clients_need_the_new_one(
+    tmp_path: Path, files: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replaced CA breaks every client that trusts the old one: it was replaced
+    without a word, which left a TLS failure with nothing in the log to explain it."""
+    caplog.set_level("INFO", logger="medscribe.tls")
+    files.ca_cert.write_text("garbage")
+    ensure_certificates(tmp_path)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "not a PEM certificate and key" in warned[0]
+    assert "issuing a new local CA: clients that trust the old one" in warned[0]
+    caplog.clear()
+    (tmp_path / "ca-key.pem").unlink()
+    ensure_certificates(tmp_path)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and f"{tmp_path / 'ca-key.pem'} is missing" in warned[0]
+    _cert(files.cert).verify_directly_issued_by(_cert(files.ca_cert))
+
+
+def test_a_first_start_and_a_reuse_say_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="medscribe.tls")
+    ensure_certificates(tmp_path)
+    ensure_certificates(tmp_path)
+    assert caplog.records == []
+
+
+def test_a_tls_file_that_cannot_be_read_stops_naming_it_and_keeps_the_ca(
+    tmp_path: Path, files: TLSFiles
+) -> None:
+    """An unreadable CA key (its permissions; a directory stands in for them here,
+    as the tests may run as root) was taken for a missing one and the CA replaced."""
+    before = files.ca_cert.read_bytes()
+    key = tmp_path / "ca-key.pem"
+    key.unlink()
+    key.mkdir()
+    with pytest.raises(OSError, match=rf"cannot read {key}: Is a directory .*permissions"):
+        ensure_certificates(tmp_path)
+    assert files.ca_cert.read_bytes() == before
