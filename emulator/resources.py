@@ -44,6 +44,7 @@ import binascii
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import re
 import sqlite3
@@ -495,7 +496,12 @@ CREATE TABLE IF NOT EXISTS resource_tags (
 def state_database_problem(path: object, error: sqlite3.Error) -> str:
     """What to tell the user when the state database cannot be used."""
     reason = str(error)
-    if "readonly" in reason or "unable to open" in reason:
+    where = Path(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else None
+    if where is not None and where.is_dir():
+        hint = "a directory is at its path: move it aside, or use another --state-dir"
+    elif where is not None and where.exists() and not os.access(where, os.R_OK | os.W_OK):
+        hint = "this user cannot read and write it: check its owner and permissions"
+    elif "readonly" in reason or "unable to open" in reason:
         hint = "is the state directory writable by this user?"
     elif "not a database" in reason or "malformed" in reason:
         hint = "the file is damaged or not SQLite: move it aside, or use another --state-dir"
@@ -542,9 +548,12 @@ class ResourceRegistry:
         self._seed_path: Path | None = None
         if db_path is not None:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            ":memory:" if db_path is None else str(db_path), check_same_thread=False
-        )
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if db_path is None else str(db_path), check_same_thread=False
+            )
+        except sqlite3.DatabaseError as error:  # a directory there, or no permission
+            raise ConfigError(state_database_problem(db_path, error)) from None
         self._db.row_factory = sqlite3.Row
         try:
             with self._db:

@@ -9,6 +9,7 @@ status in columns, and the rest as one JSON document.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SessionStore", "StoredSession", "DATABASE_NAME", "TABLE"]
+
+log = logging.getLogger("medscribe.store")
 
 #: The state database's file name inside the state directory.
 DATABASE_NAME = "medscribe.sqlite3"
@@ -132,9 +135,14 @@ def _decode(rows: Iterable[tuple[Any, ...]]) -> Iterator[StoredSession]:
     for domain_id, subscription_id, session_id, seq, status, created_at, data in rows:
         try:
             document = json.loads(data)
-        except (TypeError, json.JSONDecodeError):
+        except (TypeError, json.JSONDecodeError) as error:
+            log.warning("session %s: stored record unreadable (%s); dropped", session_id, error)
             continue
-        if isinstance(document, dict):
+        if not isinstance(document, dict):
+            log.warning(
+                "session %s: stored record unreadable (not a JSON object); dropped", session_id
+            )
+        else:
             yield StoredSession(
                 domain_id=domain_id,
                 subscription_id=subscription_id,

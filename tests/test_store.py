@@ -39,6 +39,23 @@ def test_save_many_writes_every_row_and_replaces_existing_ones(tmp_path):
     assert rows == {"a": "COMPLETED", "b": "IN_PROGRESS"}
 
 
+def test_a_row_of_unreadable_json_is_dropped_saying_so(tmp_path, caplog):
+    """A row whose data is not JSON, or not an object, was dropped without a word,
+    where a row of JSON missing members is logged."""
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_row("a"), _row("b"), _row("c")])
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE scribe_sessions SET data = '{not json' WHERE session_id = 'a'")
+        db.execute("UPDATE scribe_sessions SET data = '[1, 2]' WHERE session_id = 'b'")
+    with caplog.at_level("WARNING", logger="medscribe.store"):
+        rows = [row.session_id for row in store.load()]
+    store.close()
+    assert rows == ["c"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["session a", "session b"]
+    assert "stored record unreadable (Expecting property name" in caplog.records[0].getMessage()
+    assert "(not a JSON object); dropped" in caplog.records[1].getMessage()
+
+
 def test_save_many_deletes_first_then_writes_in_one_transaction(tmp_path):
     store = SessionStore(tmp_path / DATABASE_NAME)
     store.save_many([_row("a"), _row("b"), _row("c")])
