@@ -45,8 +45,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import ssl
+import struct
 from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
@@ -286,33 +288,68 @@ def install() -> None:
 class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
     """asyncio's server-side TLS protocol, answering a cleartext HTTP request.
 
-    A client given ``http://`` and the TLS port sends a plain HTTP/1.1 request,
-    which OpenSSL recognises (``HTTP_REQUEST``) and refuses; asyncio then closes
-    the connection without a word. The CRT client behind the SDK waits on such a
-    connection for ever (observed with awscrt 0.38: no error, no timeout), so a
-    scheme mixed up in a configuration hung the application. Here the refusal
-    is answered in cleartext first: an HTTP/1.1 400 in the service's error shape
-    saying which scheme and port to use. Nothing else about the handshake
-    changes, and a TLS client never reaches this path.
+    A client given ``http://`` and the TLS port sends a plain HTTP request,
+    which OpenSSL refuses; asyncio then closes the connection without a word.
+    The CRT client behind the SDK waits on such a connection for ever
+    (observed with awscrt 0.38: no error, no timeout), so a scheme mixed up in
+    a configuration hung the application. Here the refusal is answered in
+    cleartext first: an HTTP/1.1 400 in the service's error shape saying which
+    scheme and port to use, or, to an HTTP/2 connection preface (prior
+    knowledge), a GOAWAY carrying that body. The request is recognised from the
+    connection's first bytes (OpenSSL's own ``HTTP_REQUEST`` knows only GET,
+    POST, HEAD and PUT: a DELETE, the control plane's DeleteDomain, hung).
+    A TLS client never reaches this path: once its handshake is done, the
+    protocol is asyncio's own again.
     """
 
     #: The response, set per server by :func:`answer_cleartext_requests`.
     cleartext_answer: bytes = b""
+    #: The connection's first bytes (up to :data:`_SNIFF`), while it shakes hands.
+    _first_bytes: bytes = b""
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if len(self._first_bytes) < _SNIFF:
+            wanted = min(nbytes, _SNIFF - len(self._first_bytes))
+            self._first_bytes += bytes(self._ssl_buffer_view[:wanted])
+        super().buffer_updated(nbytes)
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        if (
-            isinstance(handshake_exc, ssl.SSLError)
-            and handshake_exc.reason == "HTTP_REQUEST"
-            and self.cleartext_answer
-            and self._transport is not None
-        ):
+        answer = b""
+        if handshake_exc is None:
+            self.__class__ = sslproto.SSLProtocol  # no cost on a TLS connection's reads
+        elif isinstance(handshake_exc, ssl.SSLError) and self.cleartext_answer:
+            if self._first_bytes.startswith(b"PRI * HTTP/2"):  # the h2 preface
+                answer = _h2_refusal(self.cleartext_answer)
+            elif (
+                handshake_exc.reason == "HTTP_REQUEST"
+                or _REQUEST_LINE.match(self._first_bytes) is not None
+            ):
+                answer = self.cleartext_answer
+        if answer and self._transport is not None:
             try:
                 # Sent at once on the idle socket; the close below drops only
                 # what the socket did not take.
-                self._transport.write(self.cleartext_answer)
+                self._transport.write(answer)
             except (OSError, RuntimeError, AttributeError):
                 pass
-        super()._on_handshake_complete(handshake_exc)
+        sslproto.SSLProtocol._on_handshake_complete(self, handshake_exc)
+
+
+#: How many of a connection's first bytes tell a cleartext request.
+_SNIFF = 24
+#: An HTTP/1.x request line's start: a method (RFC 9110 tokens, as clients send
+#: them, upper case) and a space; no TLS record starts with a capital letter.
+_REQUEST_LINE = re.compile(rb"[A-Z][A-Z-]{2,15} [^ \r\n]")
+
+
+def _h2_refusal(answer: bytes) -> bytes:
+    """An HTTP/2 server's preface (empty SETTINGS) and a GOAWAY (PROTOCOL_ERROR)
+    whose debug data is ``answer``'s body, for a prior-knowledge client."""
+    body = answer.partition(b"\r\n\r\n")[2]
+    settings = struct.pack(">I", 0)[1:] + b"\x04\x00" + struct.pack(">I", 0)
+    payload = struct.pack(">II", 0, 0x1) + body
+    goaway = struct.pack(">I", len(payload))[1:] + b"\x07\x00" + struct.pack(">I", 0)
+    return settings + goaway + payload
 
 
 def cleartext_answer(https_url: str, h2c_url: str) -> bytes:

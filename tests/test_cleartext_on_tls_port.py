@@ -37,8 +37,12 @@ def _exchange(port: int, request: bytes) -> bytes:
         return received
 
 
-@pytest.mark.parametrize("method", [b"GET", b"POST", b"HEAD", b"PUT"])
+@pytest.mark.parametrize(
+    "method", [b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"M-SEARCH"]
+)
 def test_a_cleartext_request_gets_a_400_naming_both_endpoints(emulator, method):
+    """Of any method: OpenSSL recognises GET, POST, HEAD and PUT only, and a
+    DELETE (the control plane's DeleteDomain) was closed without a word."""
     answer = _exchange(
         _port(emulator.endpoint_url),
         method + b" /_emulator/health HTTP/1.1\r\nHost: localhost\r\n\r\n",
@@ -69,8 +73,32 @@ def test_bytes_that_are_not_http_are_closed_without_an_answer(emulator):
     assert _exchange(_port(emulator.endpoint_url), b"\x00" * 64) == b""
 
 
-async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hanging(emulator):
-    from aws_sdk_connecthealth.models import GetMedicalScribeListeningSessionInput
+def test_an_http2_prior_knowledge_client_gets_a_goaway_carrying_the_answer(emulator):
+    """An h2c client (``curl --http2-prior-knowledge``) on the TLS port: the
+    server's preface and a GOAWAY whose debug data is the 400's body."""
+    import h2.connection
+    import h2.events
+
+    connection = h2.connection.H2Connection()
+    connection.initiate_connection()
+    answer = _exchange(_port(emulator.endpoint_url), connection.data_to_send())
+    events = connection.receive_data(answer)
+    goaway = [event for event in events if isinstance(event, h2.events.ConnectionTerminated)]
+    assert len(goaway) == 1 and goaway[0].error_code == 1  # PROTOCOL_ERROR
+    message = json.loads(goaway[0].additional_data)["message"]
+    assert message.startswith("this port speaks TLS only, and the request came in cleartext")
+    assert emulator.h2c_url in message
+
+
+@pytest.mark.parametrize("operation", ["get", "delete"])
+async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hanging(
+    emulator, operation
+):
+    """GetMedicalScribeListeningSession (GET) and DeleteDomain (DELETE, which hung)."""
+    from aws_sdk_connecthealth.models import (
+        DeleteDomainInput,
+        GetMedicalScribeListeningSessionInput,
+    )
     from smithy_core.exceptions import CallError
 
     from emulator.sdk import make_client
@@ -78,12 +106,17 @@ async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hangin
     url = emulator.endpoint_url.replace("https://", "http://")
     client = await make_client(endpoint_url=url)
     try:
-        request = GetMedicalScribeListeningSessionInput(
-            domain_id="d" * 10, subscription_id="s" * 10, session_id=new_session_id()
-        )
+        if operation == "get":
+            call = client.get_medical_scribe_listening_session(
+                GetMedicalScribeListeningSessionInput(
+                    domain_id="d" * 10, subscription_id="s" * 10, session_id=new_session_id()
+                )
+            )
+        else:
+            call = client.delete_domain(DeleteDomainInput(domain_id="d" * 10))
         # The bound only keeps a regression from hanging the suite.
         with pytest.raises(CallError) as raised:
-            await asyncio.wait_for(client.get_medical_scribe_listening_session(request), 60)
+            await asyncio.wait_for(call, 60)
         assert "ValidationException" in str(raised.value)
     finally:
         await client._config.transport.close()  # type: ignore[attr-defined]
