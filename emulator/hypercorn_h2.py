@@ -591,10 +591,13 @@ class _StreamCountingConnection(H2Connection):
     """
 
     _walk_from = 0
+    #: The connection's send window at its highest (see _receive_window_update_frame).
+    _peak_window = 65_535
     #: Set by a client's graceful GOAWAY (see _receive_goaway_frame).
     peer_going_away = False
-    #: Streams refused (see _refuse): :class:`DuplexH2Protocol` counts them
-    #: against the connection's control-frame budget, as each costs a walk.
+    #: Streams refused (see _refuse), and frames that raise no event the
+    #: budget counts (see _receive_window_update_frame): :class:`DuplexH2Protocol`
+    #: counts them against the connection's control-frame budget.
     refusals = 0
     refused_any = False
     #: Whether a malformed request was reset yet (logged once a connection).
@@ -702,10 +705,61 @@ class _StreamCountingConnection(H2Connection):
         )
         return frames, [event]
 
+    def _receive_rst_stream_frame(
+        self, frame: hyperframe.frame.RstStreamFrame
+    ) -> tuple[list[Any], list[Any]]:
+        """h2's, with a RST_STREAM on a stream never opened a connection error
+        (RFC 9113 §6.4; h2 ignores it), and one on a stream gone a charge
+        against the control budget: neither raises an event, and a client
+        sending them as fast as it could held up every other connection."""
+        stream = self.streams.get(frame.stream_id)
+        if stream is None:
+            highest = (
+                self.highest_inbound_stream_id
+                if frame.stream_id % 2
+                else self.highest_outbound_stream_id
+            )
+            if frame.stream_id > highest:
+                raise h2.exceptions.ProtocolError(
+                    f"RST_STREAM on stream {frame.stream_id}, which was never opened"
+                )
+        if stream is None or stream.closed:
+            self.refusals += 1
+        return super()._receive_rst_stream_frame(frame)
+
+    def _receive_window_update_frame(
+        self, frame: hyperframe.frame.WindowUpdateFrame
+    ) -> tuple[list[Any], list[Any]]:
+        """h2's, with a WINDOW_UPDATE that gives more than the server's output
+        used (its window above the highest it was) charged against the control
+        budget, as is one for a stream gone. A client returns what the server
+        sent, many times a second under load, and is not charged for that; one
+        sending WINDOW_UPDATEs of 1 as fast as it could held up every other
+        connection."""
+        if frame.stream_id:
+            stream = self.streams.get(frame.stream_id)
+            if stream is None or stream.closed:
+                self.refusals += 1
+                return super()._receive_window_update_frame(frame)
+            window = stream.outbound_flow_control_window + frame.window_increment
+            if window > getattr(stream, "_peak_window", self.remote_settings.initial_window_size):
+                stream._peak_window = window
+                self.refusals += 1
+        else:
+            window = self.outbound_flow_control_window + frame.window_increment
+            if window > self._peak_window:
+                self._peak_window = window
+                self.refusals += 1
+        return super()._receive_window_update_frame(frame)
+
     def _receive_data_frame(self, frame: hyperframe.frame.DataFrame) -> tuple[list[Any], list[Any]]:
         """h2's, with a body longer or shorter than its content-length a stream
         error (see :meth:`_stream_error`). The frame's bytes, which h2 counted
-        against the connection's window, are given back."""
+        against the connection's window, are given back. An empty frame that
+        does not end its stream is charged against the control budget: it
+        carries nothing, and a flood of them held up every other connection."""
+        if not frame.flow_controlled_length and "END_STREAM" not in frame.flags:
+            self.refusals += 1
         try:
             return super()._receive_data_frame(frame)
         except h2.exceptions.ProtocolError as error:
@@ -879,7 +933,8 @@ class DuplexH2Protocol(H2Protocol):
         self._control_at = time.monotonic()
         if type(self.connection) is H2Connection:
             # hypercorn built and configured it: only the stream count, the
-            # refusal of a malformed request and the stream errors change. h2
+            # refusal of a malformed request, the stream errors and the frames
+            # charged to the control budget change. h2
             # dispatches frames through a table of methods bound when it was
             # built: rebind those it reads them in.
             connection = self.connection
@@ -889,6 +944,8 @@ class DuplexH2Protocol(H2Protocol):
             table[hyperframe.frame.GoAwayFrame] = connection._receive_goaway_frame
             table[hyperframe.frame.DataFrame] = connection._receive_data_frame
             table[hyperframe.frame.PriorityFrame] = connection._receive_priority_frame
+            table[hyperframe.frame.RstStreamFrame] = connection._receive_rst_stream_frame
+            table[hyperframe.frame.WindowUpdateFrame] = connection._receive_window_update_frame
         # Before any SETTINGS arrive: h2 sets the peer's table size on these.
         self.connection.encoder = _LiteralEncoder() if _QUICK_HPACK else _CappedEncoder()
         decoder = _QuickDecoder() if _QUICK_HPACK else _GuardedDecoder()
@@ -2095,7 +2152,8 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
                 events.extend(reset[1])
                 pos = frame_end
                 continue
-        if kind == _DATA and data[pos + 4] == 0:
+        # An empty one goes to h2, which charges it (see _receive_data_frame).
+        if kind == _DATA and data[pos + 4] == 0 and length:
             if slow >= 0:
                 # h2 first takes the frames before this one: they may change
                 # anything checked below (a reset, new settings, GOAWAY).

@@ -1456,6 +1456,69 @@ def test_a_control_frame_flood_closes_that_connection_alone(
         assert_connection_alive(server, other)
 
 
+@pytest.mark.parametrize(
+    "kind", ["empty-data", "window-update-connection", "window-update-stream", "rst-gone"]
+)
+def test_frames_raising_no_counted_event_are_charged_to_the_budget_too(
+    duplex: None, kind: str
+) -> None:
+    """Empty DATA frames that do not end their stream (CVE-2019-9518), WINDOW_UPDATEs
+    of 1 (the window above any the server's output used) and RST_STREAMs on a
+    stream gone raised no event the budget counted: a client sending them as fast
+    as it could held every other connection up for as long as it went on. Now the
+    flooding connection gets ENHANCE_YOUR_CALM, the others carry on."""
+    with running_server(App()) as server, connected(server.port) as other:
+        echoed = other.open("/echo")
+        assert echo_round(other, echoed, b"before")
+        with connected(server.port) as flooder:
+            held = flooder.open("/echo")  # an open stream keeps the connection up
+            assert echo_round(flooder, held, b"x")
+            gone = flooder.open("/echo")
+            flooder.send(gone, b"", end=True)
+            flooder.pump_until(lambda: "end" in flooder.streams[gone].seen, "the stream's end")
+            made = {
+                "empty-data": lambda: DataFrame(held, data=b"").serialize(),
+                "window-update-connection": lambda: WindowUpdateFrame(
+                    0, window_increment=1
+                ).serialize(),
+                "window-update-stream": lambda: WindowUpdateFrame(
+                    held, window_increment=1
+                ).serialize(),
+                "rst-gone": lambda: RstStreamFrame(gone, error_code=0).serialize(),
+            }
+            flooder._write(made[kind]() * 20_000)
+            flooder.pump_until(lambda: flooder.goaway is not None, "the GOAWAY")
+            assert flooder.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+        assert echo_round(other, echoed, b"after")
+        assert_connection_alive(server, other)
+
+
+def test_a_rst_stream_on_a_stream_never_opened_is_a_connection_error(duplex: None) -> None:
+    """RFC 9113 §6.4: h2 ignored it, so a client could send any number."""
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"x")
+        client._write(RstStreamFrame(echoed + 100, error_code=0).serialize())
+        client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert client.goaway == ErrorCodes.PROTOCOL_ERROR
+        assert server.crashes == []
+
+
+def test_returning_the_window_the_output_used_is_not_charged(
+    duplex: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client returns what the server sent, many times a second under load. With
+    a budget of 50 and next to no refill, 4 MiB echoed (a few hundred
+    WINDOW_UPDATEs, each giving back what the output used) are served."""
+    monkeypatch.setattr(DuplexH2Protocol, "control_burst", 50)
+    monkeypatch.setattr(DuplexH2Protocol, "control_rate", 0.01)
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        for _ in range(1024):
+            assert echo_round(client, echoed, b"y" * 4 * KIB)
+        assert_connection_alive(server, client)
+
+
 def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -> None:
     """Each refused stream costs the server a walk of the connection's streams: a
     client that keeps opening them past MAX_CONCURRENT_STREAMS meets the same budget
