@@ -619,6 +619,11 @@ class _Clock(Protocol):
 def _event_type(message: Message) -> str:
     headers = message.headers
     message_type = headers.get(":message-type")
+    if message_type is None:
+        raise ValidationException(
+            "input message has no :message-type header: input events must have "
+            ":message-type 'event'"
+        )
     if message_type != "event":
         raise ValidationException(
             f"input message has :message-type {_header_value(message_type)}: input events "
@@ -629,6 +634,11 @@ def _event_type(message: Message) -> str:
         raise ValidationException(
             f"input message has :event-type {_header_value(event_type)}: it must be a "
             "string header (type 7)"
+        )
+    if not event_type:
+        raise ValidationException(
+            f"input message has {'no' if event_type is None else 'an empty'} :event-type "
+            "header: input events must name one of " + ", ".join(sorted(INPUT_EVENT_TYPES))
         )
     if event_type not in INPUT_EVENT_TYPES:
         raise ValidationException(
@@ -643,7 +653,8 @@ def _header_value(value: object) -> str:
     a string, that type (``b'audioEvent'`` is a byte array, type 6)."""
     if value is None or isinstance(value, str):
         return repr(value)
-    return f"{value!r} (a {type(value).__name__}, not a string)"
+    kind = type(value).__name__
+    return f"{value!r} ({'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a string)"
 
 
 def _partial_time(segment: Segment, k: int) -> float:

@@ -185,6 +185,25 @@ MALFORMED = {
     "bad-prelude-crc": (lambda: _crc_flip(config_event(), 8), "prelude"),
     "truncated-frame": (lambda: config_event()[:20], "truncat"),
     "unknown-event-type": (lambda: event("videoEvent", b"{}"), "videoEvent"),
+    # Said as a missing header, not as an event type called None.
+    "no-event-type": (
+        lambda: encode_message(Message(headers={":message-type": "event"}, payload=b"{}")),
+        "input message has no :event-type header: input events must name one of audioEvent",
+    ),
+    "empty-event-type": (
+        lambda: event("", b"{}"),
+        "input message has an empty :event-type header",
+    ),
+    "no-message-type": (
+        lambda: encode_message(Message(headers={":event-type": "audioEvent"}, payload=b"{}")),
+        "input message has no :message-type header",
+    ),
+    "event-type-an-int": (
+        lambda: encode_message(
+            Message(headers={":message-type": "event", ":event-type": 5}, payload=b"{}")
+        ),
+        ":event-type 5 (an int, not a string)",
+    ),
     "bad-json": (lambda: event("configurationEvent", b"{not json"), "JSON"),
     "json-nested-past-the-parser": (
         lambda: event("configurationEvent", b"[" * 100_000),
