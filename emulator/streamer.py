@@ -700,7 +700,40 @@ async def _client(options: StreamOptions) -> Any:
     config = await AsyncConnectHealthConfig.resolve(
         endpoint_uri=options.endpoint_url, region=options.region, transport=transport
     )
-    return AsyncConnectHealthClient(config=config)
+    client = AsyncConnectHealthClient(config=config)
+    try:
+        await _check_credentials(client, options)
+    except UsageError:
+        async with client:  # closes its transport
+            pass
+        raise
+    return client
+
+
+async def _check_credentials(client: Any, options: StreamOptions) -> None:
+    """Resolve the caller's AWS credentials before the stream, raising
+    :class:`UsageError` when there are none.
+
+    The SDK resolves them inside the stream request's own task, and when that
+    fails the call to start the stream waits for ever (aws-sdk-connecthealth
+    0.4: its request future is never set): the command hung, silent.
+    """
+    from smithy_core.exceptions import SmithyError
+
+    ensure_setup = getattr(client, "_ensure_setup", None)  # where the SDK builds its chain
+    if ensure_setup is None:
+        return
+    resolver = getattr(await ensure_setup(), "aws_credentials_identity_resolver", None)
+    if resolver is None:
+        return
+    try:
+        await resolver.get_identity(properties={})
+    except SmithyError as error:
+        raise UsageError(
+            f"no AWS credentials for {options.endpoint_url}: {error} (set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --access-key-id and "
+            "--secret-access-key)"
+        ) from None
 
 
 def _failure(

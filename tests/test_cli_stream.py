@@ -534,6 +534,23 @@ def test_an_aws_region_variable_the_sdk_cannot_take_is_named(audio_dir):
     assert "Traceback" not in result.stderr
 
 
+def test_an_aws_endpoint_without_aws_credentials_is_said_at_once(audio_dir, tmp_path):
+    """The SDK resolves credentials inside the stream request's task and, when that
+    fails, its call to start the stream waits for ever: the command hung, silent.
+    No network is needed: the credentials are looked for first."""
+    env = {
+        k: v
+        for k, v in clean_env(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true").items()
+        if not k.startswith("AWS_") or k == "AWS_EC2_METADATA_DISABLED"
+    }
+    aws = "https://streaming.health-agent.us-east-1.amazonaws.com"
+    result = command("stream", str(audio_dir / "half.wav"), "--endpoint", aws, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: no AWS credentials for {aws}: ")
+    assert "--access-key-id and --secret-access-key" in result.stderr
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
+
+
 def test_a_ctrl_c_while_the_command_loads_ends_it_quietly(monkeypatch):
     from emulator import __main__ as entry
     from emulator import cli
