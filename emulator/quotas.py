@@ -53,17 +53,26 @@ _MIN_SWEEP = 1024
 
 @dataclass(slots=True)
 class _Window:
-    """Request times of the last second, for a requests-per-second limit."""
+    """Request times of the last :func:`_span` seconds, for a requests-per-second limit."""
 
     times: deque[float] = field(default_factory=deque)
 
     def admit(self, now: float, rate: float) -> bool:
-        while self.times and now - self.times[0] >= 1.0:
+        span = _span(rate)
+        while self.times and now - self.times[0] >= span:
             self.times.popleft()
-        if len(self.times) >= rate:
+        # Never more than the rate: 2.5 a second is 2 in any second, 0.5 is
+        # one in any two (compared as counts, 0.5 and 1 admitted the same).
+        if len(self.times) + 1 > rate * span + 1e-9:
             return False
         self.times.append(now)
         return True
+
+
+def _span(rate: float) -> float:
+    """The window a rate is counted over: a second, or for a rate under one a
+    second, the time one request takes (0.5 a second: two seconds)."""
+    return max(1.0, 1.0 / rate)
 
 
 class Quotas:
@@ -88,7 +97,8 @@ class Quotas:
         """
         now = self._clock()
         if len(windows) >= self._sweep_at[id(windows)]:
-            for idle in [k for k, w in windows.items() if not w.times or now - w.times[-1] >= 1.0]:
+            span = _span(rate)
+            for idle in [k for k, w in windows.items() if not w.times or now - w.times[-1] >= span]:
                 del windows[idle]
             self._sweep_at[id(windows)] = max(_MIN_SWEEP, 2 * len(windows))
         window = windows.get(key)

@@ -37,6 +37,38 @@ def test_start_rate_is_per_key_per_second():
     quotas.open_stream("A")
 
 
+@pytest.mark.parametrize(
+    ("rate", "gap", "admitted"),
+    [(0.5, 1.1, [True, False, True, False]), (2.5, 0.25, [True, True, False, False, True])],
+)
+def test_a_fractional_rate_is_never_exceeded(rate, gap, admitted):
+    """0.5 a second admitted one request every second, as 1 did; 2.5 admitted 3."""
+    clock = Clock()
+    quotas = Quotas(QuotaSettings(per_key=True, get_tps=rate), clock=clock)
+    seen = []
+    for _ in admitted:
+        try:
+            quotas.check_get("A")
+            seen.append(True)
+        except ThrottlingException:
+            seen.append(False)
+        clock.now += gap
+    assert seen == admitted
+
+
+def test_a_rate_under_one_keeps_its_window_through_a_sweep():
+    from emulator import quotas as quotas_module
+
+    clock = Clock()
+    quotas = Quotas(QuotaSettings(per_key=True, get_tps=0.5), clock=clock)
+    quotas.check_get("slow")
+    clock.now += 1.5
+    for n in range(quotas_module._MIN_SWEEP * 2):  # a sweep of windows a second idle
+        quotas.check_get(f"other{n}")
+    with pytest.raises(ThrottlingException):
+        quotas.check_get("slow")  # its one request of the last two seconds was kept
+
+
 def test_rate_windows_of_keys_idle_for_a_second_are_swept_and_busy_ones_kept():
     """A fleet with a new access key per job grew the server about 1 KB a key, for good."""
     from emulator import quotas as quotas_module
