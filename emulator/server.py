@@ -338,6 +338,10 @@ def claim_state_dir(state_dir: Path) -> IO[str] | None:
     return handle
 
 
+#: Hosts that mean every address: no name a certificate could hold.
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
 def _holder(text: str) -> str:
     """`` (process N)``, `` (process N on host H)`` for another host (container),
     or nothing, from a state lock's ``pid host`` line (older ones: ``pid``)."""
@@ -362,7 +366,11 @@ async def _serve(
         certfile, keyfile = settings.certfile, settings.keyfile
         check_key_pair(certfile, keyfile)
     else:
-        files = ensure_certificates(settings.state_dir, hostnames=settings.tls_hostnames)
+        # The address it listens on, when one: the endpoint it prints names it.
+        listening = [] if settings.host in _WILDCARD_HOSTS else [settings.host]
+        files = ensure_certificates(
+            settings.state_dir, hostnames=[*settings.tls_hostnames, *listening]
+        )
         certfile, keyfile, ca_file = files.cert, files.key, files.ca_cert
 
     tls_sock = _listen(settings.host, settings.port)

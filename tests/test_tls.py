@@ -256,3 +256,25 @@ def test_a_tls_file_that_cannot_be_read_stops_naming_it_and_keeps_the_ca(
     with pytest.raises(OSError, match=rf"cannot read {key}: Is a directory .*permissions"):
         ensure_certificates(tmp_path)
     assert files.ca_cert.read_bytes() == before
+
+
+def test_an_emulator_listening_on_one_address_has_it_in_its_certificate(tmp_path: Path) -> None:
+    """``--host 127.0.0.2`` printed ``https://127.0.0.2:PORT`` with a CA whose server
+    certificate did not name that address: a client trusting the CA failed TLS."""
+    import json
+    import urllib.request
+
+    from emulator.server import Settings
+
+    from .support import running_emulator
+
+    settings = Settings(host="127.0.0.2", port=0, h2c_port=0, state_dir=tmp_path / "state")
+    with running_emulator(settings) as running:
+        assert running.endpoint_url.startswith("https://127.0.0.2:")
+        assert running.ca_file is not None
+        context = ssl.create_default_context(cafile=str(running.ca_file))
+        url = running.endpoint_url + "/_emulator/health"
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            assert json.loads(response.read())["status"] == "ready"
+    dns, ips = _sans(tmp_path / "state" / "server.pem")
+    assert "127.0.0.2" in ips and "localhost" in dns
