@@ -34,6 +34,7 @@ from .artifacts import (
     make_buckets,
     s3_uri,
 )
+from .checker import misnamed_fixture_file
 from .errors import (
     ConfigError,
     InternalServerException,
@@ -57,7 +58,7 @@ from .notes import after_visit_summary_document, clinical_document, final_lines,
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
 from .rules import Rule, RuleBook, load_rules_file, parse_rule
-from .scenario import Scenario, parse_scenario
+from .scenario import Scenario, ScenarioError, parse_scenario
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
 from .synthetic import SyntheticScenario, synthetic_scenario
@@ -213,7 +214,14 @@ class Backend:
         the same rule has the same id at every start and after every reset, so a
         session it started is its own on a resumed stream after either (numbered
         with the API's rules, a reset and a restart gave it two ids)."""
-        if self.rules_file is not None and self.rules_file.exists():
+        if self.rules_file is None:
+            return []
+        directory = self.rules_file.parent
+        if not directory.is_dir():  # at a reset: start-up checked it
+            raise ConfigError(f"{directory}: no such fixtures directory (it was there at start-up)")
+        if (problem := misnamed_fixture_file(directory)) is not None:
+            raise ScenarioError([problem])
+        if self.rules_file.exists():
             rules = load_rules_file(self.rules_file, scenarios=self.scenarios)
             return [dataclasses.replace(rule, id=f"file-{n}") for n, rule in enumerate(rules, 1)]
         return []

@@ -383,6 +383,36 @@ def test_a_request_naming_no_operation_is_unknown_operation_in_the_service_shape
     assert path in json.loads(refused.value.read())["message"]
 
 
+def test_a_reset_whose_fixtures_directory_is_gone_is_refused_and_changes_nothing(tmp_path):
+    """A CI step re-creating the directory (rm -rf, cp -r), an unmounted volume: the
+    reset answered 200 and dropped every rules-file rule, where start-up refuses a
+    fixtures directory that is not there."""
+    from emulator.server import Settings
+
+    fixtures = tmp_path / "fixtures"
+    (fixtures / "scenarios").mkdir(parents=True)
+    (fixtures / "scenarios" / "exact.yaml").write_text(
+        "segments:\n  - {begin: 0.0, end: 0.5, content: As scripted.}\n"
+    )
+    (fixtures / "rules.yaml").write_text("- {scenario: exact}\n")
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path / "state", fixtures=fixtures
+    )
+    with running_emulator(settings) as run:
+        rules_before = get(run, "/_emulator/rules")
+        assert [rule["id"] for rule in rules_before["rules"]] == ["file-1"]
+        fixtures.rename(tmp_path / "elsewhere")
+        status, answer = admin(run.h2c_url, "POST", "/_emulator/reset")
+        assert status == 400, answer
+        assert (
+            f"{fixtures}: no such fixtures directory (it was there at start-up)"
+            in (answer["message"])
+        )
+        assert get(run, "/_emulator/rules") == rules_before
+        (tmp_path / "elsewhere").rename(fixtures)
+        assert admin(run.h2c_url, "POST", "/_emulator/reset")[0] == 200
+
+
 def test_a_reset_refused_for_broken_fixture_files_names_both_and_changes_nothing(tmp_path):
     """Reset reads rules.yaml and resources.yaml again, both before it changes anything:
     when an edit broke them, the 400 names every problem of both files, and the rules,

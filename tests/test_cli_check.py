@@ -285,3 +285,31 @@ def test_serve_refuses_a_directory_that_is_no_fixtures_directory_as_check_does(t
     with pytest.raises(ConfigError, match="not a fixtures directory"):
         build_backend(settings)
     assert "not a fixtures directory" in check(tmp_path).stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("rules.yml", "rules.yml: not read: the file must be named rules.yaml"),
+        ("rules.json", "rules.json: not read: the file must be named rules.yaml"),
+        ("resources.yml", "resources.yml: not read: the file must be named resources.yaml"),
+    ],
+)
+def test_a_rules_or_resources_file_under_another_name_is_a_problem(tmp_path, name, message):
+    """Scenarios may be .yml or .json; a rules.yml beside them was not read, and check
+    said OK with 0 rules: the fixtures ran without their rules, silently."""
+    write(tmp_path / "scenarios" / "one.yaml", "segments:\n  - {begin: 0, end: 1, content: Hi.}\n")
+    write(tmp_path / name, "[]\n")
+    result = check(tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert f"{tmp_path / name.split('.')[0]}.{name.split('.')[1]}" in result.stdout
+    assert message in result.stdout
+
+
+def test_a_rules_file_that_is_a_link_to_nothing_is_a_problem(tmp_path):
+    """A container mount whose target is missing read as no rules file at all."""
+    write(tmp_path / "scenarios" / "one.yaml", "segments:\n  - {begin: 0, end: 1, content: Hi.}\n")
+    (tmp_path / "rules.yaml").symlink_to(tmp_path / "gone.yaml")
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert f"rules.yaml: a link to {tmp_path / 'gone.yaml'}, which does not exist" in result.stdout
