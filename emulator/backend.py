@@ -1111,8 +1111,8 @@ class Backend:
             remove_tree(directory)
         if orphans:
             log.warning(
-                "removed %d journal(s) of sessions whose row was never saved (the emulator "
-                "stopped, or its disk was full, first): %s",
+                "removed %d journal(s) of sessions with no row (never saved, the emulator "
+                "stopped or its disk full first, or dropped as unreadable): %s",
                 len(orphans),
                 ", ".join(directory.name for directory in orphans[:5])
                 + (", ..." if len(orphans) > 5 else ""),

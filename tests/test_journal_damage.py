@@ -158,8 +158,8 @@ def test_a_journal_whose_row_was_lost_is_removed_at_the_start_not_inherited(tmp_
         assert not journal.exists()
         log = emulator.log.read_text()
         assert (
-            f"removed 1 journal(s) of sessions whose row was never saved (the emulator "
-            f"stopped, or its disk was full, first): {session_id}"
+            f"removed 1 journal(s) of sessions with no row (never saved, the emulator "
+            f"stopped or its disk full first, or dropped as unreadable): {session_id}"
         ) in log
         result = stream(emulator, session_id, 1.0)
         assert result.error is None
