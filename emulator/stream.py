@@ -52,6 +52,12 @@ __all__ = ["StreamEndpoint", "error_response"]
 
 log = logging.getLogger("medscribe.stream")
 
+#: An unfinished input message larger than this counts against
+#: :data:`MAX_UNFINISHED` (the largest valid audio event is about 43 KB).
+LARGE_UNFINISHED = 64 * 1024
+#: Bytes of such messages the emulator's streams may hold at once.
+MAX_UNFINISHED = 256 * 1024 * 1024
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -106,6 +112,32 @@ class StreamEndpoint:
         self.idle_timeout = idle_timeout
         #: With credentials, every request and event signature is verified.
         self.credentials = credentials
+        #: Bytes of unfinished input messages past :data:`LARGE_UNFINISHED`, by
+        #: stream (see :meth:`_hold`).
+        self._held: dict[object, int] = {}
+
+    def _hold(self, stream: object, size: int) -> None:
+        """Note that ``stream`` holds ``size`` bytes of an unfinished input message
+        (0: none). Raises :class:`ValidationException` when the streams' held
+        messages past :data:`LARGE_UNFINISHED` would come to more than
+        :data:`MAX_UNFINISHED`: no valid event comes near (an audio event is
+        about 43 KB), and each stream may hold up to 24 MiB (the event-stream
+        limit), as its session takes the bytes it buffers: 30 streams of a
+        client sending such messages but their last bytes took a GB."""
+        held = self._held
+        if size <= LARGE_UNFINISHED:
+            held.pop(stream, None)
+            return
+        others = sum(held.values()) - held.get(stream, 0)
+        if others + size > MAX_UNFINISHED:
+            held.pop(stream, None)
+            raise ValidationException(
+                f"an unfinished event-stream message of {size} bytes so far: the "
+                f"emulator's streams hold {others + size} bytes of unfinished messages "
+                f"over {LARGE_UNFINISHED} bytes each, more than its limit of "
+                f"{MAX_UNFINISHED} (an audio event carries at most 32,000 bytes of audio)"
+            )
+        held[stream] = size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
@@ -328,6 +360,7 @@ class StreamEndpoint:
         stream: int = 1,
     ) -> None:
         decoder = EventStreamDecoder()
+        token = object()  # this stream, in self._held
         chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
         inline_audio = _InlineAudio(
@@ -400,6 +433,8 @@ class StreamEndpoint:
                 # The good events ahead of a malformed frame were applied;
                 # now the frame's own error.
                 decoder.receive_data(b"")
+            if decoder.buffered > LARGE_UNFINISHED or token in self._held:
+                self._hold(token, decoder.buffered)
 
         if control is not None:
             control.watch_output(idle)
@@ -514,6 +549,7 @@ class StreamEndpoint:
                     return
         finally:
             idle.since = None
+            self._held.pop(token, None)
 
     async def _output_stalled(
         self,

@@ -38,6 +38,16 @@ def stream(emulator: Emulator, session_id: str, seconds: float, *, end: bool = T
     return result
 
 
+def paused_and_stopped(emulator: Emulator, session_id: str, seconds: float):
+    """Start the emulator, stream ``seconds`` of the script without END_OF_SESSION
+    (the session pauses), and stop it (SIGTERM); return the stream's result."""
+    emulator.start()
+    emulator.rule(session_id)
+    result = stream(emulator, session_id, seconds, end=False)
+    emulator.stop()
+    return result
+
+
 def artifacts(emulator: Emulator, session_id: str) -> dict[str, dict]:
     """The artifacts' details from Get (boto3), once none is IN_PROGRESS."""
     deadline = time.monotonic() + 20
@@ -88,11 +98,8 @@ def test_a_journal_damaged_while_the_session_paused_fails_its_artifacts_and_audi
     state = tmp_path / "state"
     session_id = new_session_id()
     with emulator_on(state) as emulator:
-        emulator.start()
-        emulator.rule(session_id)
-        first = stream(emulator, session_id, 3.0, end=False)
+        first = paused_and_stopped(emulator, session_id, 3.0)
         assert [final.content for final in first.finals] == FINALS  # the premise
-        emulator.stop()
         journal = emulator.journal_dir(session_id)
         (journal / "events.jsonl").unlink()
         for audio in journal.glob("audio-1-*"):
@@ -120,10 +127,7 @@ def test_an_undamaged_paused_and_resumed_session_still_completes(tmp_path):
     state = tmp_path / "state"
     session_id = new_session_id()
     with emulator_on(state) as emulator:
-        emulator.start()
-        emulator.rule(session_id)
-        stream(emulator, session_id, 1.0, end=False)
-        emulator.stop()
+        paused_and_stopped(emulator, session_id, 1.0)
         emulator.start()
         stream(emulator, session_id, 2.0)
         found = artifacts(emulator, session_id)
@@ -146,10 +150,7 @@ def test_a_journal_whose_row_was_lost_is_removed_at_the_start_not_inherited(tmp_
     state = tmp_path / "state"
     session_id = new_session_id()
     with emulator_on(state) as emulator:
-        emulator.start()
-        emulator.rule(session_id)
-        stream(emulator, session_id, 3.0, end=False)
-        emulator.stop()
+        paused_and_stopped(emulator, session_id, 3.0)
         _forget_row(state, session_id)
         journal = emulator.journal_dir(session_id)
         assert journal.is_dir()  # the premise

@@ -785,3 +785,43 @@ def test_a_routing_header_of_another_type_is_named_with_its_type(
     stream = h2.request(headers(new_session_id()))
     h2.send(stream, config_event() + bad, end_stream=True)
     assert expected in _exception_message(h2.wait(stream))
+
+
+def test_unfinished_messages_held_past_the_emulators_limit_are_refused(h2, emulator, monkeypatch):
+    """Each stream may hold an unfinished message up to the event-stream limit (24
+    MiB), as its session takes the bytes it buffers: 30 streams of one client
+    sending such messages but their last bytes took a GB. Past a limit on what
+    the streams hold in all (here 6 KiB of messages over 1 KiB each), the stream
+    whose message goes over it gets a validationException; the others go on, and
+    a message finished frees its share."""
+    from emulator import stream as stream_module
+
+    monkeypatch.setattr(stream_module, "LARGE_UNFINISHED", 1024)
+    monkeypatch.setattr(stream_module, "MAX_UNFINISHED", 6144)
+    whole = audio(pcm_tone(0.1))  # 3,200 bytes of audio: a message of about 4.3 KB
+    first_id, second_id = new_session_id(), new_session_id()
+    script(emulator, first_id)
+    first = h2.request(headers(first_id))
+    h2.send(first, config_event() + whole[:-1])
+    second = h2.request(headers(second_id))
+    h2.send(second, config_event() + whole[:-1])
+    refused = h2.wait(second)
+    assert refused["ended"], refused
+    exception = decode(refused["data"])[-1]
+    assert exception.headers[":exception-type"] == "validationException"
+    message = json.loads(exception.payload)["message"]
+    assert f"an unfinished event-stream message of {len(whole) - 1} bytes so far" in message
+    assert "more than its limit of 6144" in message
+    # The first finishes its message, and its session, as if nothing happened.
+    rest = b"".join(audio(pcm_tone(0.1)) for _ in range(10))  # events of 4.3 KB
+    h2.send(first, whole[-1:] + rest + END, end_stream=True)
+    done = h2.wait(first)
+    assert done["ended"] and done["reset"] is None
+    finals = [json.loads(m.payload)["transcriptSegment"] for m in decode(done["data"])]
+    assert finals[-1]["content"] == "hello there doctor" and not finals[-1]["isPartial"]
+    # Its share was freed: another stream may hold as much again.
+    third = h2.request(headers(new_session_id()))
+    h2.send(third, config_event() + whole[:-1])
+    h2.send(third, whole[-1:] + END, end_stream=True)
+    assert h2.wait(third)["reset"] is None
+    assert not h2.goaway
