@@ -96,12 +96,18 @@ def crt_transport(*, ca_file: str | Path | None = None) -> LocalCATransport:
         config = await AsyncConnectHealthConfig.resolve(endpoint_uri=url, transport=transport)
 
     ``ca_file=None`` keeps the system trust store. Raises :class:`FileNotFoundError`
-    when ``ca_file`` does not exist and ``awscrt.exceptions.AwsCrtError`` when it
-    holds no usable PEM certificate.
+    when ``ca_file`` does not exist and :class:`ValueError` naming it when it
+    holds no usable PEM certificate (awscrt raised a bare ``RuntimeError``,
+    "34 (AWS_ERROR_INVALID_ARGUMENT)", naming neither).
     """
+    from awscrt.exceptions import AwsCrtError
+
     if ca_file is not None and not Path(ca_file).is_file():
         raise FileNotFoundError(f"CA certificate file not found: {ca_file}")
-    return LocalCATransport(ca_file=ca_file)
+    try:
+        return LocalCATransport(ca_file=ca_file)
+    except (AwsCrtError, RuntimeError) as error:
+        raise ValueError(f"{ca_file}: not a usable PEM CA certificate ({error})") from None
 
 
 async def make_config(

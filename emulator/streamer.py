@@ -666,7 +666,6 @@ def _request(
 
 
 async def _client(options: StreamOptions) -> Any:
-    from awscrt.exceptions import AwsCrtError
 
     from .sdk import crt_transport, make_client
 
@@ -674,11 +673,8 @@ async def _client(options: StreamOptions) -> Any:
         transport = crt_transport(ca_file=options.ca_file)
     except FileNotFoundError as error:
         raise UsageError(f"{options.ca_given_as}: {error}") from None
-    except (AwsCrtError, RuntimeError) as error:
-        # awscrt reports a file without a PEM certificate as a bare RuntimeError.
-        raise UsageError(
-            f"{options.ca_given_as} {options.ca_file}: not a usable PEM CA certificate ({error})"
-        ) from None
+    except ValueError as error:  # names the file: not a usable PEM CA certificate
+        raise UsageError(f"{options.ca_given_as} {error}") from None
     credentials: dict[str, str] = {}
     if options.access_key_id is not None and options.secret_access_key is not None:
         credentials = {

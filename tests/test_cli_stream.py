@@ -1043,3 +1043,18 @@ def test_a_wav_whose_recorder_never_wrote_its_data_size_is_read_to_the_end(tmp_p
     audio = streamer.read_audio(tmp_path / "zero-size.wav")
     assert audio.seconds == 1.0
     assert audio.data == whole[data_at + 8 :]
+
+
+def test_a_ca_file_that_is_no_certificate_is_one_line_naming_it(audio_dir, tmp_path):
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("hello\n")
+    result = command(
+        "stream",
+        str(audio_dir / "half.wav"),
+        "--endpoint",
+        "https://127.0.0.1:9",
+        "--ca",
+        str(garbage),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: --ca {garbage}: not a usable PEM CA certificate (")

@@ -158,6 +158,15 @@ def test_crt_transport_missing_ca_file_raises(tmp_path: Path) -> None:
         crt_transport(ca_file=tmp_path / "nope.pem")
 
 
+def test_crt_transport_with_a_file_that_is_no_certificate_names_it(tmp_path: Path) -> None:
+    """awscrt raised a bare RuntimeError, "34 (AWS_ERROR_INVALID_ARGUMENT)", naming
+    neither the file nor the problem."""
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("hello\n")
+    with pytest.raises(ValueError, match=rf"^{garbage}: not a usable PEM CA certificate \("):
+        crt_transport(ca_file=garbage)
+
+
 def test_deepcopy_of_transport_keeps_the_ca(tls_files: TLSFiles) -> None:
     """Copying the transport (as the SDK copies configs) keeps the local CA."""
     transport = crt_transport(ca_file=tls_files.ca_cert)
