@@ -17,11 +17,13 @@ code runs with the caller's AWS credentials (see :func:`is_aws_endpoint`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import math
 import os
 import shutil
+import ssl
 import struct
 import sys
 import time
@@ -770,18 +772,54 @@ def _failure(
     if not connecting:
         return "StreamError", f"the request to {url} failed before any response: {detail}"
     if crt is not None and ("TLS" in crt.name or "PKI" in crt.name):
-        from .tls import DEFAULT_HOSTNAMES
-
-        detail += (
-            f" (is the endpoint https://, --ca the certificate that signs it, and "
-            f"{urlsplit(url).hostname or 'its host'} a name the certificate holds? The "
-            f"emulator's names {', '.join(DEFAULT_HOSTNAMES)} and those its --tls-hostname "
-            "(MEDSCRIBE_TLS_HOSTNAME) adds)"
-        )
+        detail += _tls_hint(url)
     elif crt is not None and crt.name == "AWS_IO_SOCKET_CLOSED":
         # What a cleartext port does with a TLS handshake.
         detail += " (is it the emulator's TLS port? its cleartext port takes no https://)"
     return "ConnectionError", f"cannot reach {url}: {detail}"
+
+
+def _tls_hint(url: str) -> str:
+    """What to check when ``url``'s certificate was refused."""
+    from .tls import DEFAULT_HOSTNAMES
+
+    return (
+        f" (is the endpoint https://, --ca the certificate that signs it, and "
+        f"{urlsplit(url).hostname or 'its host'} a name the certificate holds? The "
+        f"emulator's names {', '.join(DEFAULT_HOSTNAMES)} and those its --tls-hostname "
+        "(MEDSCRIBE_TLS_HOSTNAME) adds)"
+    )
+
+
+async def _untrusted(options: StreamOptions) -> str | None:
+    """Why the endpoint's certificate is not trusted, from a handshake of Python's
+    own, or None (trusted, or not reached: the stream then says what it finds).
+
+    The SDK's TLS client waits 10-30 s before it reports a refused certificate
+    (s2n's "blinding" delay): a CA forgotten, the likeliest first mistake,
+    looked like a hang.
+    """
+    url = options.endpoint_url
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return None
+    try:
+        context = ssl.create_default_context(
+            cafile=None if options.ca_file is None else str(options.ca_file)
+        )
+        context.set_alpn_protocols(["h2"])
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 10
+        )
+    except ssl.SSLCertVerificationError as error:
+        reason = error.verify_message or str(error)
+        return f"cannot reach {url}: its TLS certificate was refused: {reason}{_tls_hint(url)}"
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return None
 
 
 def _crt_cause(error: BaseException) -> Any:
@@ -859,6 +897,13 @@ async def stream_audio(
             elif hasattr(event, "tag"):
                 renderer.unknown(event.tag)
 
+    untrusted = await _untrusted(options)
+    if untrusted is not None:
+        summary.error = ("ConnectionError", untrusted)
+        summary.audio_seconds = 0.0
+        summary.wall_seconds = time.monotonic() - started
+        renderer.finished(summary)
+        return summary
     client = await _client(options)  # make_client quiets awscrt's completed body writer
     try:
         async with client:

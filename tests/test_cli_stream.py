@@ -1058,3 +1058,26 @@ def test_a_ca_file_that_is_no_certificate_is_one_line_naming_it(audio_dir, tmp_p
     )
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: --ca {garbage}: not a usable PEM CA certificate (")
+
+
+@pytest.mark.parametrize("ca", ["another-ca", "system-store"])
+def test_a_certificate_the_client_does_not_trust_is_said_at_once(server, audio_dir, tmp_path, ca):
+    """The SDK's TLS client waits 10-30 s before it reports a refused certificate:
+    a CA forgotten, the likeliest first mistake, looked like a hang. The command
+    now shakes hands first itself and says so at once: its message is that
+    handshake's, not the SDK's (AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE)."""
+    from emulator.tls import ensure_certificates
+
+    args = ["stream", str(audio_dir / "half.wav"), "--endpoint", server.endpoint_url]
+    if ca == "another-ca":
+        args += ["--ca", str(ensure_certificates(tmp_path / "other").ca_cert)]
+    env = clean_env(HOME=str(tmp_path))  # no .medscribe/ca.pem to find either
+    result = command(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert line.startswith(
+        f"error: ConnectionError: cannot reach {server.endpoint_url}: its TLS certificate "
+        "was refused: "
+    ), line
+    assert "--ca the certificate that signs it" in line and "\n" not in line
+    assert "AWS_IO_TLS" not in line
