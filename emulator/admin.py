@@ -363,7 +363,10 @@ def _audio_response(record: SessionRecord) -> Response:
     """
     assert record.journal is not None
     streams = record.journal.audio_streams()
-    sizes = [sum(part.size() for part in parts) for parts in streams]
+    try:
+        sizes = [sum(part.size() for part in parts) for parts in streams]
+    except OSError as error:  # a file of the journal's made unreadable
+        return _error(500, f"session {record.key.session_id}: cannot read its audio: {error}")
     # A journal that lost audio would give a shorter file, looking whole.
     damage = journal_damage(
         record.journal, what="bytes of audio", held=sum(sizes), expected=record.stats.audio_bytes

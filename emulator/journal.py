@@ -50,6 +50,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import struct
 import threading
 import time
@@ -520,9 +521,12 @@ class Journal:
                 stream, part, encoded = match.groups()
                 path = self.directory / name
                 try:
-                    length = path.stat().st_size
+                    status = path.stat()
                 except FileNotFoundError:  # removed meanwhile (a reset)
                     continue
+                if not stat.S_ISREG(status.st_mode):  # not the journal's: no audio
+                    continue
+                length = status.st_size
                 found.append(
                     (
                         (int(stream), int(part or 0)),
@@ -629,21 +633,24 @@ class Journal:
 
 def journal_damage(journal: Journal, *, what: str, held: int, expected: int) -> str | None:
     """Why ``journal`` cannot be trusted for ``what`` (``final results``, ``bytes of
-    audio``...), if it cannot: a write that failed, or ``held`` of them on disk
-    where the session counted ``expected`` (its files damaged or removed since).
+    audio``...), if it cannot: ``held`` of them on disk where the session counted
+    ``expected``, for a write that failed (named) or files damaged or removed
+    since. A failed write that lost none of them (the audio's, when the results
+    are asked for) is no reason.
     """
+    if held == expected:
+        return None
     if journal.error is not None:
         return (
             f"the session's journal in {journal.directory} could not be written "
-            f"({journal.error}): it lacks {what} the session had, so this is not built from it"
+            f"({journal.error}): it holds {held} {what} where the session counted "
+            f"{expected}, so this is not built from it"
         )
-    if held != expected:
-        return (
-            f"the session's journal in {journal.directory} holds {held} {what} where the "
-            f"session counted {expected}: its files were damaged or removed after they "
-            "were written, so this is not built from them"
-        )
-    return None
+    return (
+        f"the session's journal in {journal.directory} holds {held} {what} where the "
+        f"session counted {expected}: its files were damaged or removed after they "
+        "were written, so this is not built from them"
+    )
 
 
 class _Writer:

@@ -79,7 +79,8 @@ def test_a_journal_that_cannot_be_written_fails_the_artifacts_and_audio_with_its
         for artifact in found.values():
             reason = artifact["failureReason"]
             assert "the session's journal in " in reason and "could not be written" in reason
-            assert "Not a directory" in reason and "lacks final results" in reason
+            assert "Not a directory" in reason
+            assert "holds 0 final results where the session counted 3" in reason
         session = emulator.session(session_id)
         assert (session["audioSeconds"], session["finalsSent"]) == (3.0, 3)
         status, body = emulator.audio(session_id)
@@ -88,6 +89,42 @@ def test_a_journal_that_cannot_be_written_fails_the_artifacts_and_audio_with_its
         emulator.stop()
         log = emulator.log.read_text()
         assert log.count("cannot write the journal in") == 1, log
+
+
+def test_a_failed_audio_write_fails_audio_wav_only_as_every_result_was_written(tmp_path):
+    """The writes of the audio file fail, those of the events file do not: the
+    artifacts hold every final result the client got, and are COMPLETED (a
+    write error failed them all, whatever it had lost); audio.wav says why it
+    has none."""
+    from .support import H2Client
+    from .test_stream_wire import END, audio, config_event, headers
+
+    state = tmp_path / "state"
+    session_id = new_session_id()
+    with emulator_on(state) as emulator:
+        emulator.start()
+        emulator.rule(session_id)
+        client = H2Client("127.0.0.1", int(emulator.h2c_url.rsplit(":", 1)[1]))
+        try:
+            stream_id = client.request(headers(session_id))
+            client.send(stream_id, config_event())
+            emulator.wait_for(session_id, 0.0)
+            assert emulator.audio(session_id)[0] == 200  # a sync: the folder exists
+            for name in ("audio-1-1.pcm", "audio-1-1.pcm.b64"):  # decoded or not
+                (emulator.journal_dir(session_id) / name).mkdir()
+            tone = pcm_tone(3.0)
+            chunks = b"".join(audio(tone[i : i + 3200]) for i in range(0, len(tone), 3200))
+            client.send(stream_id, chunks + END, end_stream=True)
+            assert client.wait(stream_id)["ended"]
+        finally:
+            client.close()
+        assert emulator.session(session_id)["finalsSent"] == 3
+        found = artifacts(emulator, session_id)
+        assert {a["status"] for a in found.values()} == {"COMPLETED"}, found
+        status, body = emulator.audio(session_id)
+        assert status == 500, body
+        assert "could not be written" in body["message"] and "Is a directory" in body["message"]
+        assert "holds 0 bytes of audio where the session counted 96000" in body["message"]
 
 
 def test_a_journal_damaged_while_the_session_paused_fails_its_artifacts_and_audio(tmp_path):
