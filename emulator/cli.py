@@ -609,18 +609,36 @@ def parse_settings(
                 serve_parser.error(
                     f"{_env(action.dest)}: {raw!r} is not one of {', '.join(action.choices)}"
                 )
+            settings.from_environment[action.option_strings[0]] = _env(action.dest)
         field = "tls_hostnames" if action.dest == "tls_hostname" else action.dest
         setattr(settings, field, value)
     if (settings.certfile is None) != (settings.keyfile is None):
-        serve_parser.error("--certfile and --keyfile go together")
+        serve_parser.error(as_given("--certfile and --keyfile go together", settings))
     if settings.port == settings.h2c_port != 0:
         # Else the second listener fails as "address already in use", which sends the
         # user looking for another process.
         serve_parser.error(
-            f"--port and --h2c-port are both {settings.port}: the TLS and the cleartext "
-            "port must differ (0 lets the system pick a free one for each)"
+            as_given(
+                f"--port and --h2c-port are both {settings.port}: the TLS and the cleartext "
+                "port must differ (0 lets the system pick a free one for each)",
+                settings,
+            )
         )
     return command, args, settings
+
+
+def as_given(message: str, settings: Settings) -> str:
+    """``message`` with each option a ``MEDSCRIBE_*`` variable set named as that
+    variable (``MEDSCRIBE_SCENARIO (--scenario)``): a user who set it in a
+    compose file was told of an option they never gave."""
+    for option, variable in settings.from_environment.items():
+        message = re.sub(
+            rf"(?<![\w-]){re.escape(option)}(?![\w-])", f"{variable} ({option})", message
+        )
+    fixtures = settings.from_environment.get("--fixtures")
+    if fixtures is not None and message.startswith(f"{settings.fixtures}: "):
+        message = f"{fixtures} {message}"  # said of the path alone
+    return message
 
 
 def _check_endpoint(url: str, given_as: str) -> None:
@@ -744,10 +762,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(settings)
     except ConfigError as error:
-        print(f"medscribe-emulator: invalid configuration:\n{error}", file=sys.stderr)
+        message = as_given(str(error), settings)
+        print(f"medscribe-emulator: invalid configuration:\n{message}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"medscribe-emulator: {error}", file=sys.stderr)
+        print(f"medscribe-emulator: {as_given(str(error), settings)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

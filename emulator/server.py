@@ -119,6 +119,9 @@ class Settings:
     #: Sessions whose post-stream artifacts may wait to be written at once; a new
     #: session beyond it is throttled.
     max_pending_artifacts: int = 10_000
+    #: The options set by a ``MEDSCRIBE_*`` variable, each with its variable
+    #: (``--scenario``: ``MEDSCRIBE_SCENARIO``): a message about one names it.
+    from_environment: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def credential_store(settings: Settings) -> CredentialStore | None:
@@ -315,9 +318,10 @@ def claim_state_dir(state_dir: Path) -> IO[str] | None:
         state_dir.mkdir(parents=True, exist_ok=True)
         handle = open(state_dir / STATE_LOCK, "a+", encoding="ascii")
     except OSError as error:
-        raise ConfigError(
-            f"cannot use --state-dir {state_dir}: {error.strerror or error}"
-        ) from None
+        reason = error.strerror or str(error)
+        if state_dir.exists() and not state_dir.is_dir():
+            reason = "it is a file, not a directory"
+        raise ConfigError(f"cannot use --state-dir {state_dir}: {reason}") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -136,6 +136,54 @@ def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"MEDSCRIBE_SCENARIO": "no-such"},
+            "MEDSCRIBE_SCENARIO (--scenario) 'no-such' is not a known scenario",
+        ),
+        (
+            {"MEDSCRIBE_FIXTURES": "{tmp}/missing"},
+            "MEDSCRIBE_FIXTURES {tmp}/missing: no such fixtures directory",
+        ),
+        (
+            {"MEDSCRIBE_VERIFY_SIGNATURES": "true"},
+            "MEDSCRIBE_VERIFY_SIGNATURES (--verify-signatures) needs --access-key-id",
+        ),
+        (
+            {"MEDSCRIBE_STATE_DIR": "{tmp}/a-file"},
+            "cannot use MEDSCRIBE_STATE_DIR (--state-dir) {tmp}/a-file: it is a file, not a "
+            "directory",
+        ),
+    ],
+    ids=["scenario", "fixtures", "verify-signatures", "state-dir-a-file"],
+)
+def test_a_setting_from_the_environment_is_named_as_its_variable(
+    tmp_path, monkeypatch, capsys, environ, message
+):
+    """Checks after the parse named the option: a user who set the variable in a
+    compose file was told of an option they never gave."""
+    from emulator import cli
+
+    (tmp_path / "a-file").write_text("not a directory")
+    for name in [name for name in os.environ if name.startswith("MEDSCRIBE_")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    argv = ["--port", "0", "--h2c-port", "0"]
+    if "MEDSCRIBE_STATE_DIR" not in environ:
+        argv += ["--state-dir", str(tmp_path / "state")]
+    assert cli.main(argv) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_certificate_without_its_key_from_the_environment_names_the_variable(capsys):
+    with pytest.raises(SystemExit):
+        parse_settings([], environ={"MEDSCRIBE_CERTFILE": "cert.pem"})
+    assert "MEDSCRIBE_CERTFILE (--certfile) and --keyfile go together" in capsys.readouterr().err
+
+
 def test_an_admin_token_is_read_without_the_whitespace_around_it():
     """A secret file's last newline made a token no client could send: every admin
     request was a 401 for the server's life."""
