@@ -2262,9 +2262,10 @@ def _server_connection(max_streams: int, *, stock: bool = False) -> H2Connection
     connection = DuplexH2Protocol(*args).connection
     if stock:
         connection.__class__ = H2Connection
-        # DuplexH2Protocol rebinds h2's HEADERS handler to its own class's: undo that too.
+        # DuplexH2Protocol rebinds h2's frame handlers to its own class's: undo that too.
         table = connection._frame_dispatch_table
-        table[HeadersFrame] = connection._receive_headers_frame
+        for frame_type, handler in table.items():
+            table[frame_type] = getattr(connection, handler.__name__)
     connection.initiate_connection()
     connection.data_to_send()
     return connection
