@@ -113,10 +113,10 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
         ca = _load_pair(files.ca_cert, ca_key_path, ca=True)
         if ca is not None and not _ca_usable(ca[0], now):
             log.warning(
-                "%s: the local CA is not valid until %s, or is not a CA; issuing a new one: "
-                "clients that trust the old one must be given the new %s",
+                "%s: the local CA %s; issuing a new one: clients that trust the old one "
+                "must be given the new %s",
                 state_dir,
-                ca[0].not_valid_after_utc - RENEW_BEFORE,
+                _unusable(ca[0], now),
                 files.ca_cert.name,
             )
         if ca is None or not _ca_usable(ca[0], now):
@@ -282,6 +282,17 @@ def _pair_problem(
     if key.public_key() != cert.public_key():
         return "the key does not match the certificate"
     return cert, key
+
+
+def _unusable(cert: x509.Certificate, now: datetime.datetime) -> str:
+    """Why a CA :func:`_ca_usable` refuses is, for a log line."""
+    if now < cert.not_valid_before_utc:
+        return f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+    if now > cert.not_valid_after_utc:
+        return f"expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+    if now > cert.not_valid_after_utc - RENEW_BEFORE:
+        return f"expires on {cert.not_valid_after_utc:%Y-%m-%d}, within {RENEW_BEFORE.days} days"
+    return "is not a CA certificate"
 
 
 def _ca_usable(cert: x509.Certificate, now: datetime.datetime) -> bool:

@@ -278,3 +278,45 @@ def test_an_emulator_listening_on_one_address_has_it_in_its_certificate(tmp_path
             assert json.loads(response.read())["status"] == "ready"
     dns, ips = _sans(tmp_path / "state" / "server.pem")
     assert "127.0.0.2" in ips and "localhost" in dns
+
+
+def test_a_ca_about_to_expire_is_renewed_saying_when_it_expires(
+    tmp_path: Path, files: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning read "not valid until" the expiry less 30 days, a date past."""
+    from datetime import UTC
+    from datetime import datetime as clock
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    now = clock.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "expiring CA")])
+    expires = now + datetime.timedelta(days=10)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=300))
+        .not_valid_after(expires)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    files.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "ca-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    caplog.set_level("INFO", logger="medscribe.tls")
+    ensure_certificates(tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"the local CA expires on {expires:%Y-%m-%d}, within 30 days; issuing a new one" in (
+        warning
+    )
+    assert _cert(files.ca_cert).not_valid_after_utc > expires
