@@ -41,6 +41,7 @@ __all__ = [
     "crt_transport",
     "make_config",
     "make_client",
+    "resolve_config",
     "boto3_client",
 ]
 
@@ -130,7 +131,8 @@ async def make_config(
     other ``overrides`` go to ``AsyncConnectHealthConfig.resolve`` unchanged and
     win over the defaults here. Explicit credentials mean no AWS credentials are
     looked up. Raises what :func:`crt_transport` and ``resolve`` raise (e.g.
-    ``ConfigValidationError`` for an unknown field).
+    ``ConfigValidationError`` for an unknown field), and :class:`ValueError` for
+    an ``AWS_PROFILE`` that names no profile.
     """
     settings: dict[str, Any] = {
         "endpoint_uri": endpoint_url,
@@ -141,7 +143,23 @@ async def make_config(
     }
     if "transport" not in settings:
         settings["transport"] = crt_transport(ca_file=ca_file)
-    return await AsyncConnectHealthConfig.resolve(**settings)
+    return await resolve_config(**settings)
+
+
+async def resolve_config(**settings: Any) -> AsyncConnectHealthConfig:
+    """``AsyncConnectHealthConfig.resolve(**settings)``, with a profile that does
+    not exist a :class:`ValueError` saying what to do: the SDK reads
+    ``AWS_PROFILE`` for every client, one with static credentials for the
+    emulator too, and a stale one ended in a traceback."""
+    from smithy_aws_core.config.exceptions import ProfileNotFoundError
+
+    try:
+        return await AsyncConnectHealthConfig.resolve(**settings)
+    except ProfileNotFoundError as error:
+        raise ValueError(
+            f"{error} (the SDK reads the profile for every client, the emulator's too: "
+            "unset AWS_PROFILE, or name a profile in ~/.aws/config)"
+        ) from None
 
 
 async def make_client(

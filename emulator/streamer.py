@@ -669,7 +669,7 @@ def _request(
 
 async def _client(options: StreamOptions) -> Any:
 
-    from .sdk import crt_transport, make_client
+    from .sdk import crt_transport, make_client, resolve_config
 
     try:
         transport = crt_transport(ca_file=options.ca_file)
@@ -683,21 +683,23 @@ async def _client(options: StreamOptions) -> Any:
             "access_key_id": options.access_key_id,
             "secret_access_key": options.secret_access_key,
         }
-    if credentials or not is_aws_endpoint(options.endpoint_url):
-        return await make_client(
-            endpoint_url=options.endpoint_url,
-            ca_file=options.ca_file,
-            region=options.region,
-            transport=transport,
-            **credentials,
+    try:
+        if credentials or not is_aws_endpoint(options.endpoint_url):
+            return await make_client(
+                endpoint_url=options.endpoint_url,
+                ca_file=options.ca_file,
+                region=options.region,
+                transport=transport,
+                **credentials,
+            )
+        # The real service: the caller's own credentials, from the SDK's usual chain.
+        config = await resolve_config(
+            endpoint_uri=options.endpoint_url, region=options.region, transport=transport
         )
-    # The real service: the caller's own credentials, from the SDK's usual chain.
+    except ValueError as error:  # an AWS_PROFILE naming no profile
+        raise UsageError(str(error)) from None
     from aws_sdk_connecthealth.client import AsyncConnectHealthClient
-    from aws_sdk_connecthealth.config import AsyncConnectHealthConfig
 
-    config = await AsyncConnectHealthConfig.resolve(
-        endpoint_uri=options.endpoint_url, region=options.region, transport=transport
-    )
     client = AsyncConnectHealthClient(config=config)
     try:
         await _check_credentials(client, options)

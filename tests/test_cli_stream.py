@@ -1081,3 +1081,24 @@ def test_a_certificate_the_client_does_not_trust_is_said_at_once(server, audio_d
     ), line
     assert "--ca the certificate that signs it" in line and "\n" not in line
     assert "AWS_IO_TLS" not in line
+
+
+def test_an_aws_profile_that_does_not_exist_is_one_line_not_a_traceback(
+    server, audio_dir, tmp_path
+):
+    """The SDK reads AWS_PROFILE for every client, the emulator's (static, dummy
+    credentials) too: a stale one ended the command in a traceback."""
+    env = clean_env(AWS_PROFILE="nosuch", HOME=str(tmp_path))
+    result = command(
+        "stream",
+        str(audio_dir / "half.wav"),
+        "--endpoint",
+        server.endpoint_url,
+        "--ca",
+        str(server.ca_file),
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: Profile 'nosuch' from AWS_PROFILE")
+    assert "unset AWS_PROFILE, or name a profile in ~/.aws/config" in result.stderr
