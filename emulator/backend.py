@@ -658,14 +658,18 @@ class Backend:
         if len(self.rejections) > MAX_REJECTIONS:
             del self.rejections[0]
             self.rejections_dropped += 1
-        # Why, and whose: what a CI job's log has to say about a refused client.
+        # Why, and whose: what a CI job's log has to say about a refused client. One
+        # line: a signature mismatch's canonical request made it 26.
+        why, _, rest = error.message.strip().partition("\n")
+        if rest.strip():
+            why += f" (and {rest.count(chr(10)) + 1} more lines: GET /_emulator/sessions)"
         log.info(
             "request %s rejected: %s%s%s: %s",
             request_id,
             error.code,
             f" (session {ids['sessionId']})" if "sessionId" in ids else "",
             f" by rule {rule_id}" if rule_id is not None else "",
-            error.message,
+            why,
         )
 
     # -- look-ups ----------------------------------------------------------------

@@ -491,7 +491,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--credentials-file",
-        "AWS-style credentials file with more key pairs to accept",
+        "AWS-style credentials file with more key pairs to accept (its session "
+        "tokens are not checked)",
         type=Path,
         metavar="FILE",
     )

@@ -150,14 +150,14 @@ def credential_store(settings: Settings) -> CredentialStore | None:
     if settings.access_key_id or settings.secret_access_key:
         if not (settings.access_key_id and settings.secret_access_key):
             raise ConfigError("--access-key-id and --secret-access-key go together")
-        store = CredentialStore(
-            [
-                Credentials(
-                    access_key_id=settings.access_key_id,
-                    secret_access_key=settings.secret_access_key,
-                )
-            ]
-        )
+        try:
+            pair = Credentials(
+                access_key_id=settings.access_key_id,
+                secret_access_key=settings.secret_access_key,
+            )
+        except ValueError as error:
+            raise ConfigError(f"--access-key-id: {error}") from None
+        store = CredentialStore([pair])
     if settings.credentials_file is not None:
         try:
             store = store.merged(CredentialStore.from_file(settings.credentials_file))

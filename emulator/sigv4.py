@@ -115,9 +115,11 @@ class Credentials:
 
     def __post_init__(self) -> None:
         if not self.access_key_id or re.search(r"[\s/,=]", self.access_key_id):
+            # Not quoted: a secret given as the key id (the two swapped) would be
+            # printed to the terminal and the CI log.
             raise ValueError(
-                f"access key id {self.access_key_id!r} must be non-empty, without "
-                "whitespace, '/', ',' or '='"
+                "an access key id must be non-empty, without whitespace, '/', ',' or '=' "
+                "(a secret access key often holds '/': were the two swapped?)"
             )
         if not self.secret_access_key:
             raise ValueError(f"access key id {self.access_key_id!r} has an empty secret")
@@ -443,8 +445,15 @@ def _payload_hash(grouped: dict[str, list[str]], body: bytes | None) -> str:
             )
         return value
     actual = hashlib.sha256(body).hexdigest()
-    if value is None or value == UNSIGNED_PAYLOAD:
-        return actual if value is None else value
+    if value is None:
+        return actual
+    if value == UNSIGNED_PAYLOAD:
+        # S3's: a service that signs its body computes its hash itself, and a
+        # signature over UNSIGNED-PAYLOAD does not match (nothing covered the body).
+        raise AccessDeniedException(
+            f"x-amz-content-sha256 is {UNSIGNED_PAYLOAD}, which only S3 takes: this "
+            "service's signature covers the request body (its SHA-256)"
+        )
     if not _HEX_SHA256.fullmatch(value) or not hmac.compare_digest(value, actual):
         raise AccessDeniedException(
             f"x-amz-content-sha256 {value[:80]!r} does not match the SHA-256 of the "
@@ -489,8 +498,8 @@ def verify_request(
     id -> secret) and ``now`` the server's aware time. ``body=None`` means the
     event-stream request, whose ``x-amz-content-sha256`` must be
     :data:`STREAMING_PAYLOAD`; any other request passes its whole body, hashed as
-    the payload (or checked against ``x-amz-content-sha256``, which may also be
-    ``UNSIGNED-PAYLOAD``). ``region``, when given, is the only scope region accepted.
+    the payload (or checked against ``x-amz-content-sha256``; ``UNSIGNED-PAYLOAD``,
+    S3's, is refused). ``region``, when given, is the only scope region accepted.
 
     Raises :class:`~emulator.errors.AccessDeniedException` for: no Authorization
     header; another algorithm or a malformed header; a malformed or mis-scoped

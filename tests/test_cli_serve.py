@@ -184,6 +184,20 @@ def test_a_certificate_without_its_key_from_the_environment_names_the_variable(c
     assert "MEDSCRIBE_CERTFILE (--certfile) and --keyfile go together" in capsys.readouterr().err
 
 
+def test_a_bad_access_key_id_is_refused_without_echoing_it(tmp_path, capsys):
+    """It ended start-up in a traceback quoting the value: swapped with the secret
+    (which often holds a '/'), the secret went to the terminal and the CI log."""
+    from emulator import cli
+
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    argv = ["--verify-signatures", "--access-key-id", secret, "--secret-access-key", "AKIDX"]
+    argv += ["--port", "0", "--h2c-port", "0", "--state-dir", str(tmp_path / "state")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--access-key-id: an access key id must be non-empty" in err
+    assert "were the two swapped?" in err and secret not in err and "Traceback" not in err
+
+
 def test_an_admin_token_is_read_without_the_whitespace_around_it():
     """A secret file's last newline made a token no client could send: every admin
     request was a 401 for the server's life."""

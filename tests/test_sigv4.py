@@ -656,6 +656,31 @@ async def test_declared_payload_hash_must_match_the_body(clock: Clock) -> None:
     assert hashlib.sha256(b"{}").hexdigest() in caught.value.message
 
 
+def test_an_unsigned_payload_on_the_control_plane_is_denied() -> None:
+    """UNSIGNED-PAYLOAD is S3's: it switched the body check off, and a body swapped
+    for another of its length was taken (a domain created with a forged name)."""
+    url = "https://localhost:8443/domains"
+    body = b'{"name": "real-name"}'
+    request = BotocoreRequest(method="POST", url=url, data=body)
+    request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    SigV4Auth(BotocoreCredentials(ACCESS_KEY_ID, SECRET), "health-agent", "us-east-1").add_auth(
+        request
+    )
+    headers = [(b"host", b"localhost:8443")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
+    now = datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    with pytest.raises(AccessDeniedException, match="UNSIGNED-PAYLOAD, which only S3 takes"):
+        verify_request(
+            method="POST",
+            path="/domains",
+            query="",
+            headers=headers,
+            store=STORE,
+            now=now,
+            body=b'{"name": "forged-nam"}',
+        )
+
+
 async def test_signature_mismatch_message_hides_the_session_token(clock: Clock) -> None:
     """The canonical request shown on a mismatch masks a signed x-amz-security-token."""
     token = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN"
@@ -879,7 +904,7 @@ BROKEN_FILES: dict[str, tuple[str, str]] = {
     ),
     "key-id-with-slash": (
         "[p]\naws_access_key_id = AK/ID\naws_secret_access_key = s3cr3t\n",
-        ":2: profile [p]: access key id 'AK/ID' must be",
+        ":2: profile [p]: an access key id must be non-empty, without whitespace",
     ),
     "same-key-id-two-secrets": (
         "[a]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\n"

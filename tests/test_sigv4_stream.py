@@ -85,6 +85,18 @@ async def test_wrong_secret_is_access_denied_without_revealing_secrets(strict):
     assert SECRET not in result.error.message and "wrong-secret" not in result.error.message
 
 
+async def test_a_signature_mismatch_is_one_log_line(strict, caplog):
+    """Its message carries the canonical request and the string to sign (as AWS's
+    does): logged whole, one refusal was 26 lines, most without a time or level."""
+    caplog.set_level("INFO", logger="medscribe")
+    result = await sdk_session(strict, "wrong-secret")
+    assert result.error is not None and "\n" in result.error.message  # the premise
+    (line,) = [r.getMessage() for r in caplog.records if "rejected: " in r.getMessage()]
+    assert "\n" not in line
+    assert "does not match the signature you provided" in line
+    assert "more lines: GET /_emulator/sessions)" in line
+
+
 def test_unsigned_request_is_401_access_denied_naming_the_missing_header(strict):
     client = H2Client("127.0.0.1", strict.h2c_port)
     try:
