@@ -28,6 +28,7 @@ import datetime
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -88,9 +89,70 @@ _FAULT_HINTS = {
 
 
 def can_have_partials(content: str) -> bool:
-    """Whether ``content`` has a partial text: a non-blank proper prefix, which a
-    content of one character (spaces aside) does not."""
-    return len(content.strip()) > 1
+    """Whether ``content`` has a partial text: a visible proper prefix, which a
+    content of one character as a reader sees it (a letter with its accents, an
+    emoji with its skin tone, a flag; spaces and invisible characters aside)
+    does not."""
+    start = visible_start(content)
+    return len(character_ends(content.rstrip(), start)) > 1
+
+
+def visible_start(text: str) -> int:
+    """Where ``text``'s first visible character starts: after any spaces and
+    invisible format characters (a zero-width space, a BOM)."""
+    index = 0
+    while index < len(text) and (
+        text[index].isspace() or unicodedata.category(text[index]) == "Cf"
+    ):
+        index += 1
+    return index
+
+
+def character_ends(text: str, start: int = 0) -> list[int]:
+    """The index after each character of ``text[start:]`` as a reader sees it: a
+    simplified grapheme cluster (Unicode UAX #29), which keeps combining marks,
+    variation selectors, emoji modifiers and tags with the character before
+    them, a zero-width joiner with what it joins, and regional indicators in
+    pairs (a flag). A partial cut between two of these showed a character the
+    speaker did not say ("🇺" of "🇺🇸", "👍" of "👍🏽", "e" of a decomposed "é")."""
+    ends: list[int] = []
+    index = start
+    while index < len(text):
+        code = ord(text[index])
+        index += 1
+        if (
+            _regional_indicator(code)
+            and index < len(text)
+            and _regional_indicator(ord(text[index]))
+        ):
+            index += 1  # the pair is one flag
+        while index < len(text):
+            following = text[index]
+            if following == "\u200d" and index + 1 < len(text):
+                index += 2  # the joiner and what it joins
+            elif _extends(following):
+                index += 1
+            else:
+                break
+        ends.append(index)
+    return ends
+
+
+def _regional_indicator(code: int) -> bool:
+    return 0x1F1E6 <= code <= 0x1F1FF
+
+
+def _extends(character: str) -> bool:
+    """Whether ``character`` belongs to the character before it."""
+    code = ord(character)
+    return (
+        unicodedata.category(character) in ("Mn", "Me", "Mc")
+        or 0xFE00 <= code <= 0xFE0F  # variation selectors
+        or 0x1F3FB <= code <= 0x1F3FF  # emoji skin tones
+        or 0xE0020 <= code <= 0xE007F  # tags (subdivision flags)
+        or 0xE0100 <= code <= 0xE01EF
+        or code == 0x200D  # a joiner at the end
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

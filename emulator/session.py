@@ -38,7 +38,7 @@ from .audio import MAX_AUDIO_CHUNK_BYTES, PcmClock, make_clock
 from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
 from .eventstream import Message
-from .scenario import Fault, Segment
+from .scenario import Fault, Segment, character_ends, visible_start
 from .synthetic import MAX_AUDIO_SECONDS
 from .validation import (
     AUDIO_CHUNK_START,
@@ -704,10 +704,13 @@ def _prefix(content: str, k: int, n: int) -> str:
     if len(ends) > 1:
         count = min(max(1, len(ends) * k // (n + 1)), len(ends) - 1)
         return content[: ends[count - 1]]
-    # One word: cut inside the word instead, after any space before it.
-    start = len(content) - len(content.lstrip())
-    length = len(content.strip())
-    return content[: start + min(max(1, length * k // (n + 1)), max(1, length - 1))]
+    # One word: cut inside the word instead, after any space before it, and
+    # between characters as a reader sees them (never half a flag or accent).
+    ends = character_ends(content.rstrip(), visible_start(content))
+    length = len(ends)
+    if length < 2:
+        return content  # one character: no partial text (see can_have_partials)
+    return content[: ends[min(max(1, length * k // (n + 1)), length - 1) - 1]]
 
 
 _WORD = re.compile(r"\S+")

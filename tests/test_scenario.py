@@ -722,6 +722,39 @@ def test_a_one_character_segment_gets_no_partial_by_default(tmp_path: Path) -> N
     assert [segment.partials for segment in scenario.segments] == [0, 1]
 
 
+@pytest.mark.parametrize(
+    ("content", "partials", "first_partial"),
+    [
+        ("\U0001f44d\U0001f3fd", 0, None),  # thumbs up, a skin tone: one character
+        ("\U0001f1fa\U0001f1f8", 0, None),  # a flag: two regional indicators
+        ("e\u0301", 0, None),  # e and a combining accent
+        ("\u200bx", 0, None),  # a zero-width space, then one letter
+        ("\U0001f1fa\U0001f1f8\U0001f1eb\U0001f1f7", 1, "\U0001f1fa\U0001f1f8"),  # flags
+        ("e\u0301te\u0301", 1, "e\u0301"),  # the partial keeps its accent
+        (
+            "\U0001f468\u200d\U0001f469\u200d\U0001f467x",
+            1,
+            "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        ),
+    ],
+    ids=["skin-tone", "flag", "accent", "zero-width", "two-flags", "accented", "family"],
+)
+def test_a_partial_is_cut_between_characters_as_a_reader_sees_them(
+    tmp_path: Path, content: str, partials: int, first_partial: str | None
+) -> None:
+    """Partials were cut by code point: "\U0001f1fa" of a flag, a thumb without its
+    skin tone, "e" without its accent, a partial of only a zero-width space; and
+    such a one-character content got a partial by default."""
+    from emulator.session import _prefix
+
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"segments": [{"begin": 0, "end": 1, "content": content}]}))
+    (segment,) = load_scenario_file(path).segments
+    assert segment.partials == partials
+    if first_partial is not None:
+        assert _prefix(content, 1, 1) == first_partial
+
+
 def test_note_indexes_count_every_segment_written_even_one_with_problems(tmp_path):
     """A note index is into the file's segments: one bad segment is its own problem,
     not also an index "out of range" for the next segment's (which named a count of
