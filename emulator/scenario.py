@@ -38,6 +38,7 @@ from typing import Protocol
 import yaml
 
 from emulator.errors import ConfigError
+from emulator.eventstream import MAX_PAYLOAD_LENGTH
 from emulator.notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
 
 __all__ = [
@@ -78,6 +79,8 @@ SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 
 _SCENARIO_KEYS = ("description", "segments", "faults", *POST_STREAM_KEYS)
 _SEGMENT_KEYS = ("channel", "begin", "end", "content", "partials")
+#: A transcript event's bytes beside its content (ids, offsets, channel, flags).
+_RESULT_OVERHEAD = 512
 _FAULT_KEYS = ("at", "exception", "disconnect", "message")
 
 # Shape names users are likely to write instead of the stream member names.
@@ -801,6 +804,18 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     content = None
     if _required(item, "content", path, checker):
         content = checker.string(item["content"], (*path, "content"), non_empty=True)
+    if content is not None and len(content) * 12 + _RESULT_OVERHEAD > MAX_PAYLOAD_LENGTH:
+        # Its result could not be sent (the emulator's own output, once blamed
+        # on the client's input): past the event-stream limit, escaped as sent.
+        size = len(json.dumps(content)) + _RESULT_OVERHEAD
+        if size > MAX_PAYLOAD_LENGTH:
+            checker.add(
+                (*path, "content"),
+                f"is {len(content)} characters, about {size} bytes as its transcript "
+                f"event: past the {MAX_PAYLOAD_LENGTH}-byte limit of an event-stream "
+                "message, so its result could not be sent",
+            )
+            content = None
     # A one-character content has no partial text: by default it gets none.
     partials = 1 if content is None or can_have_partials(content) else 0
     if "partials" in item:

@@ -943,3 +943,18 @@ def test_other_encodings_are_named(tmp_path, name, data, message):
     path.write_bytes(data)
     [problem] = _problems(path)
     assert problem.message.startswith(message)
+
+
+def test_a_content_whose_result_could_not_be_sent_is_a_problem(tmp_path: Path) -> None:
+    """Past the event-stream limit (24 MiB), the emulator could not encode the
+    segment's transcript event, and every session with it failed with a
+    validationException blaming the client's input."""
+    path = tmp_path / "huge.json"
+    content = "a" * (24 * 1024 * 1024)
+    path.write_text(json.dumps({"segments": [{"begin": 0, "end": 1, "content": content}]}))
+    (problem,) = _problems(path)
+    assert problem.field == "segments[0].content"
+    assert problem.message.startswith(f"is {len(content)} characters, about ")
+    assert "-byte limit of an event-stream message, so its result could not be sent" in (
+        problem.message
+    )
