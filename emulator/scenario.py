@@ -97,7 +97,7 @@ def can_have_partials(content: str) -> bool:
     emoji with its skin tone, a flag; spaces and invisible characters aside)
     does not."""
     start = visible_start(content)
-    return len(character_ends(content.rstrip(), start)) > 1
+    return len(character_ends(content.rstrip(), start, limit=2)) > 1
 
 
 def visible_start(text: str) -> int:
@@ -111,16 +111,22 @@ def visible_start(text: str) -> int:
     return index
 
 
-def character_ends(text: str, start: int = 0) -> list[int]:
+def character_ends(text: str, start: int = 0, *, limit: int | None = None) -> list[int]:
     """The index after each character of ``text[start:]`` as a reader sees it: a
     simplified grapheme cluster (Unicode UAX #29), which keeps combining marks,
     variation selectors, emoji modifiers and tags with the character before
     them, a zero-width joiner with what it joins, and regional indicators in
     pairs (a flag). A partial cut between two of these showed a character the
-    speaker did not say ("🇺" of "🇺🇸", "👍" of "👍🏽", "e" of a decomposed "é")."""
+    speaker did not say ("🇺" of "🇺🇸", "👍" of "👍🏽", "e" of a decomposed "é").
+    With ``limit``, the first ``limit`` only. ASCII text is one character per
+    code point, found without a walk (a scenario's long words, at each partial).
+    """
+    if text.isascii():
+        stop = len(text) if limit is None else min(len(text), start + limit)
+        return list(range(start + 1, stop + 1))
     ends: list[int] = []
     index = start
-    while index < len(text):
+    while index < len(text) and (limit is None or len(ends) < limit):
         code = ord(text[index])
         index += 1
         if (

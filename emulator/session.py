@@ -706,6 +706,10 @@ def _prefix(content: str, k: int, n: int) -> str:
         return content[: ends[count - 1]]
     # One word: cut inside the word instead, after any space before it, and
     # between characters as a reader sees them (never half a flag or accent).
+    if content.isascii():  # a character per code point
+        start = len(content) - len(content.lstrip())
+        length = len(content.strip())
+        return content[: start + min(max(1, length * k // (n + 1)), max(1, length - 1))]
     ends = character_ends(content.rstrip(), visible_start(content))
     length = len(ends)
     if length < 2:
