@@ -794,8 +794,10 @@ def _tls_hint(url: str) -> str:
 
 
 async def _untrusted(options: StreamOptions) -> str | None:
-    """Why the endpoint's certificate is not trusted, from a handshake of Python's
-    own, or None (trusted, or not reached: the stream then says what it finds).
+    """Why Python's own TLS check refuses the endpoint's certificate, or None
+    (trusted, or not reached). Advice only: the SDK's check is not Python's
+    (its trust store, intermediates, names), so the stream goes on and the SDK
+    decides.
 
     The SDK's TLS client waits 10-30 s before it reports a refused certificate
     (s2n's "blinding" delay): a CA forgotten, the likeliest first mistake,
@@ -815,7 +817,10 @@ async def _untrusted(options: StreamOptions) -> str | None:
         )
     except ssl.SSLCertVerificationError as error:
         reason = error.verify_message or str(error)
-        return f"cannot reach {url}: its TLS certificate was refused: {reason}{_tls_hint(url)}"
+        return (
+            f"note: Python's TLS check refuses {url}'s certificate ({reason}); if the "
+            f"SDK's refuses it too, it says so only after 10-30 s{_tls_hint(url)}"
+        )
     except (OSError, TimeoutError, ValueError):
         return None
     writer.close()
@@ -901,11 +906,7 @@ async def stream_audio(
 
     untrusted = await _untrusted(options)
     if untrusted is not None:
-        summary.error = ("ConnectionError", untrusted)
-        summary.audio_seconds = 0.0
-        summary.wall_seconds = time.monotonic() - started
-        renderer.finished(summary)
-        return summary
+        print(untrusted, file=sys.stderr, flush=True)
     client = await _client(options)  # make_client quiets awscrt's completed body writer
     try:
         async with client:
