@@ -161,7 +161,30 @@ def _extends(character: str) -> bool:
         or 0xE0020 <= code <= 0xE007F  # tags (subdivision flags)
         or 0xE0100 <= code <= 0xE01EF
         or code == 0x200D  # a joiner at the end
+        or code in (0x0E33, 0x0EB3)  # Thai and Lao SARA AM (spacing marks)
+        or 0x1160 <= code <= 0x11FF  # Hangul vowel and final jamo: one syllable
+        or 0xD7B0 <= code <= 0xD7FB
     )
+
+
+def character_start(text: str, index: int, start: int = 0) -> int:
+    """The start of the character (see :func:`character_ends`) holding
+    ``text[index]``, not before ``start``: where a cut near ``index`` may go,
+    found by looking back a few code points, not by walking the text (a
+    partial of a long text without spaces, at each partial)."""
+    while index > start:
+        if _extends(text[index]) or text[index - 1] == "\u200d":
+            index -= 1
+            continue
+        if _regional_indicator(ord(text[index])):
+            # In a run of indicators, pairs from its start make the flags.
+            first = index
+            while first > start and _regional_indicator(ord(text[first - 1])):
+                first -= 1
+            if (index - first) % 2:
+                index -= 1
+        break
+    return index
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -38,7 +38,7 @@ from .audio import MAX_AUDIO_CHUNK_BYTES, PcmClock, make_clock
 from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
 from .eventstream import Message
-from .scenario import Fault, Segment, character_ends, visible_start
+from .scenario import Fault, Segment, character_ends, character_start, visible_start
 from .synthetic import MAX_AUDIO_SECONDS
 from .validation import (
     AUDIO_CHUNK_START,
@@ -710,11 +710,18 @@ def _prefix(content: str, k: int, n: int) -> str:
         start = len(content) - len(content.lstrip())
         length = len(content.strip())
         return content[: start + min(max(1, length * k // (n + 1)), max(1, length - 1))]
-    ends = character_ends(content.rstrip(), visible_start(content))
-    length = len(ends)
-    if length < 2:
-        return content  # one character: no partial text (see can_have_partials)
-    return content[: ends[min(max(1, length * k // (n + 1)), length - 1) - 1]]
+    # The share in code points, moved back to a character's start; at least the
+    # first character, and never the last (see can_have_partials).
+    start = visible_start(content)
+    text = content.rstrip()
+    length = len(text) - start
+    cut = character_start(text, start + min(max(1, length * k // (n + 1)), length - 1), start)
+    if cut <= start:
+        ends = character_ends(text, start, limit=2)
+        if len(ends) < 2:
+            return content  # one character: no partial text
+        cut = ends[0]
+    return content[:cut]
 
 
 _WORD = re.compile(r"\S+")

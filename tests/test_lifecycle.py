@@ -1229,6 +1229,10 @@ def test_a_partial_text_is_a_non_blank_prefix_of_the_next_and_of_its_final(conte
     k = data.draw(st.integers(1, partials))
     partial = _prefix(content, k, partials)
     assert content.startswith(partial) and partial != content and partial.strip()
+    if len(content.split()) == 1:  # cut inside its word: between characters
+        from emulator.scenario import character_ends, visible_start
+
+        assert len(partial) in character_ends(content.rstrip(), visible_start(content))
     if k < partials:
         assert _prefix(content, k + 1, partials).startswith(partial)
 

@@ -736,8 +736,20 @@ def test_a_one_character_segment_gets_no_partial_by_default(tmp_path: Path) -> N
             1,
             "\U0001f468\u200d\U0001f469\u200d\U0001f467",
         ),
+        ("\u0e19\u0e49\u0e33\u0e19\u0e49\u0e33", 1, "\u0e19\u0e49\u0e33"),  # Thai, SARA AM
+        ("\u1112\u1161\u11ab\u1112\u1161\u11ab", 1, "\u1112\u1161\u11ab"),  # Hangul jamo
     ],
-    ids=["skin-tone", "flag", "accent", "zero-width", "two-flags", "accented", "family"],
+    ids=[
+        "skin-tone",
+        "flag",
+        "accent",
+        "zero-width",
+        "two-flags",
+        "accented",
+        "family",
+        "thai",
+        "hangul-jamo",
+    ],
 )
 def test_a_partial_is_cut_between_characters_as_a_reader_sees_them(
     tmp_path: Path, content: str, partials: int, first_partial: str | None
