@@ -38,7 +38,6 @@ from typing import Protocol
 import yaml
 
 from emulator.errors import ConfigError
-from emulator.eventstream import MAX_PAYLOAD_LENGTH
 from emulator.notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
 
 __all__ = [
@@ -81,6 +80,9 @@ _SCENARIO_KEYS = ("description", "segments", "faults", *POST_STREAM_KEYS)
 _SEGMENT_KEYS = ("channel", "begin", "end", "content", "partials")
 #: A transcript event's bytes beside its content (ids, offsets, channel, flags).
 _RESULT_OVERHEAD = 512
+#: The largest event payload the SDK's decoder takes (16 MiB; the event-stream
+#: format allows 24): a longer result fails the client's stream.
+MAX_RESULT_PAYLOAD = 16 * 1024 * 1024
 _FAULT_KEYS = ("at", "exception", "disconnect", "message")
 
 # Shape names users are likely to write instead of the stream member names.
@@ -833,16 +835,16 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     content = None
     if _required(item, "content", path, checker):
         content = checker.string(item["content"], (*path, "content"), non_empty=True)
-    if content is not None and len(content) * 12 + _RESULT_OVERHEAD > MAX_PAYLOAD_LENGTH:
-        # Its result could not be sent (the emulator's own output, once blamed
-        # on the client's input): past the event-stream limit, escaped as sent.
+    if content is not None and len(content) * 12 + _RESULT_OVERHEAD > MAX_RESULT_PAYLOAD:
+        # Its result could not be sent, or read (the emulator's own output, once
+        # blamed on the client's input), escaped as it is sent.
         size = len(json.dumps(content)) + _RESULT_OVERHEAD
-        if size > MAX_PAYLOAD_LENGTH:
+        if size > MAX_RESULT_PAYLOAD:
             checker.add(
                 (*path, "content"),
                 f"is {len(content)} characters, about {size} bytes as its transcript "
-                f"event: past the {MAX_PAYLOAD_LENGTH}-byte limit of an event-stream "
-                "message, so its result could not be sent",
+                f"event: past the {MAX_RESULT_PAYLOAD}-byte payload the SDK's decoder "
+                "reads, so no client could take its result",
             )
             content = None
     # A one-character content has no partial text: by default it gets none.

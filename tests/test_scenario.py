@@ -962,11 +962,11 @@ def test_a_content_whose_result_could_not_be_sent_is_a_problem(tmp_path: Path) -
     segment's transcript event, and every session with it failed with a
     validationException blaming the client's input."""
     path = tmp_path / "huge.json"
-    content = "a" * (24 * 1024 * 1024)
+    content = "a" * (16 * 1024 * 1024)  # the SDK reads no payload past 16 MiB
     path.write_text(json.dumps({"segments": [{"begin": 0, "end": 1, "content": content}]}))
     (problem,) = _problems(path)
     assert problem.field == "segments[0].content"
     assert problem.message.startswith(f"is {len(content)} characters, about ")
-    assert "-byte limit of an event-stream message, so its result could not be sent" in (
+    assert "-byte payload the SDK's decoder reads, so no client could take its result" in (
         problem.message
     )
