@@ -34,7 +34,7 @@ from .artifacts import (
     make_buckets,
     s3_uri,
 )
-from .checker import misnamed_fixture_file
+from .checker import misnamed_fixture_files
 from .errors import (
     ConfigError,
     InternalServerException,
@@ -219,8 +219,8 @@ class Backend:
         directory = self.rules_file.parent
         if not directory.is_dir():  # at a reset: start-up checked it
             raise ConfigError(f"{directory}: no such fixtures directory (it was there at start-up)")
-        if (problem := misnamed_fixture_file(directory)) is not None:
-            raise ScenarioError([problem])
+        if problems := misnamed_fixture_files(directory):
+            raise ScenarioError(problems)
         if self.rules_file.exists():
             rules = load_rules_file(self.rules_file, scenarios=self.scenarios)
             return [dataclasses.replace(rule, id=f"file-{n}") for n, rule in enumerate(rules, 1)]

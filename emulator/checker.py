@@ -80,29 +80,29 @@ def fixtures_directory_problem(directory: Path) -> str | None:
     return None
 
 
-def misnamed_fixture_file(directory: Path) -> Problem | None:
-    """What is wrong with the rules and resources files' names in ``directory``, if
-    anything: one under another name (``rules.yml``, ``rules.json``), which is
-    not read, or a link to nothing, which reads as no file at all. Either left a
-    fixtures directory without its rules, silently."""
+def misnamed_fixture_files(directory: Path) -> list[Problem]:
+    """What is wrong with the rules and resources files' names in ``directory``:
+    one under another name (``rules.yml``, ``rules.json``), which is not read,
+    or a link to nothing, which reads as no file at all. Either left a fixtures
+    directory without its rules, silently."""
+    problems = []
     for name in (RULES_FILE, RESOURCES_FILE):
         path = directory / name
         if path.is_symlink() and not path.exists():
             target = os.readlink(path)
-            return Problem(
-                file=str(path),
-                line=None,
-                field="",
-                message=f"a link to {target}, which does not exist",
-            )
+            message = f"a link to {target}, which does not exist"
+            problems.append(Problem(file=str(path), line=None, field="", message=message))
+            continue
         if path.exists():
             continue
         stem = name.removesuffix(".yaml")
         for other in (f"{stem}.yml", f"{stem}.json", f"{stem}.YAML", f"{stem}.YML"):
             if (directory / other).exists():
                 message = f"not read: the file must be named {name}"
-                return Problem(file=str(directory / other), line=None, field="", message=message)
-    return None
+                problems.append(
+                    Problem(file=str(directory / other), line=None, field="", message=message)
+                )
+    return problems
 
 
 def check_fixtures(directory: str | Path) -> CheckReport:
@@ -131,8 +131,7 @@ def check_fixtures(directory: str | Path) -> CheckReport:
     else:
         report.scenarios = len(scenarios)
 
-    if (problem := misnamed_fixture_file(directory)) is not None:
-        report.problems.append(problem)
+    report.problems.extend(misnamed_fixture_files(directory))
     if rules_path.exists():
         try:
             report.rules = len(load_rules_file(rules_path, scenarios=scenarios))

@@ -313,3 +313,13 @@ def test_a_rules_file_that_is_a_link_to_nothing_is_a_problem(tmp_path):
     result = check(tmp_path)
     assert result.returncode == 1
     assert f"rules.yaml: a link to {tmp_path / 'gone.yaml'}, which does not exist" in result.stdout
+
+
+def test_every_misnamed_file_is_named_not_only_the_first(tmp_path):
+    write(tmp_path / "scenarios" / "one.yaml", "segments:\n  - {begin: 0, end: 1, content: Hi.}\n")
+    write(tmp_path / "rules.yml", "[]\n")
+    write(tmp_path / "resources.json", "{}\n")
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert "rules.yml: not read: the file must be named rules.yaml" in result.stdout
+    assert "resources.json: not read: the file must be named resources.yaml" in result.stdout
