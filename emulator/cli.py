@@ -632,13 +632,23 @@ def as_given(message: str, settings: Settings) -> str:
     """``message`` with each option a ``MEDSCRIBE_*`` variable set named as that
     variable (``MEDSCRIBE_SCENARIO (--scenario)``): a user who set it in a
     compose file was told of an option they never gave."""
+    named = []
     for option, variable in settings.from_environment.items():
-        message = re.sub(
+        message, count = re.subn(
             rf"(?<![\w-]){re.escape(option)}(?![\w-])", f"{variable} ({option})", message
         )
-    fixtures = settings.from_environment.get("--fixtures")
-    if fixtures is not None and message.startswith(f"{settings.fixtures}: "):
-        message = f"{fixtures} {message}"  # said of the path alone
+        if count:
+            continue
+        # Said of the value alone ("credentials file F: cannot be read"): named after it.
+        value = getattr(
+            settings,
+            "tls_hostnames" if option == "--tls-hostname" else option[2:].replace("-", "_"),
+            None,
+        )
+        if isinstance(value, (str, Path)) and str(value) and str(value) in message:
+            named.append(variable)
+    if named:
+        message += f" (set by {', '.join(named)})"
     return message
 
 

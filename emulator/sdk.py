@@ -156,9 +156,10 @@ async def resolve_config(**settings: Any) -> AsyncConnectHealthConfig:
     try:
         return await AsyncConnectHealthConfig.resolve(**settings)
     except ProfileNotFoundError as error:
+        fix = "unset AWS_PROFILE, or name" if "AWS_PROFILE" in str(error) else "name"
         raise ValueError(
             f"{error} (the SDK reads the profile for every client, the emulator's too: "
-            "unset AWS_PROFILE, or name a profile in ~/.aws/config)"
+            f"{fix} a profile in ~/.aws/config)"
         ) from None
 
 

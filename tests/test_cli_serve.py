@@ -145,7 +145,12 @@ def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
         ),
         (
             {"MEDSCRIBE_FIXTURES": "{tmp}/missing"},
-            "MEDSCRIBE_FIXTURES {tmp}/missing: no such fixtures directory",
+            "{tmp}/missing: no such fixtures directory (set by MEDSCRIBE_FIXTURES)",
+        ),
+        (
+            {"MEDSCRIBE_CREDENTIALS_FILE": "{tmp}/missing", "MEDSCRIBE_VERIFY_SIGNATURES": "1"},
+            "credentials file {tmp}/missing: cannot be read: No such file or directory (set by "
+            "MEDSCRIBE_CREDENTIALS_FILE)",
         ),
         (
             {"MEDSCRIBE_VERIFY_SIGNATURES": "true"},
@@ -157,7 +162,7 @@ def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
             "directory",
         ),
     ],
-    ids=["scenario", "fixtures", "verify-signatures", "state-dir-a-file"],
+    ids=["scenario", "fixtures", "credentials-file", "verify-signatures", "state-dir-a-file"],
 )
 def test_a_setting_from_the_environment_is_named_as_its_variable(
     tmp_path, monkeypatch, capsys, environ, message
