@@ -986,6 +986,9 @@ class DuplexH2Protocol(H2Protocol):
         # connection (ConnectionControl.goaway), None before one: streams above
         # it are refused, and the connection closes once the rest have ended.
         self._goaway_last: int | None = None
+        # Set by the PING ACK that shows the client read an idle retirement's
+        # GOAWAY (see retire_idle).
+        self._retire_acked: asyncio.Event | None = None
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -1078,6 +1081,12 @@ class DuplexH2Protocol(H2Protocol):
                 if type(event) in _CONTROL_EVENTS and not self._control_frame():
                     await self._calm_down()
                     return False
+                if (
+                    type(event) is h2.events.PingAckReceived
+                    and self._retire_acked is not None
+                    and event.ping_data == _RETIRE_PING
+                ):
+                    self._retire_acked.set()
                 if (
                     type(event) is h2.events.RequestReceived
                     and self._goaway_last is not None
@@ -1201,17 +1210,37 @@ class DuplexH2Protocol(H2Protocol):
         hung on 1 in 10-15 of them). Now a GOAWAY (NO_ERROR) names the last
         stream taken, a stream that raced the timer finishes, one opened after
         the GOAWAY is refused (REFUSED_STREAM) and fails at the client, and the
-        connection closes :data:`IDLE_LINGER` seconds later, or once the streams
-        under way have ended: the client reads the GOAWAY before the close.
+        connection closes once the client acknowledges a PING sent with the
+        GOAWAY, and :data:`RETIRE_GRACE` more (:data:`IDLE_LINGER` seconds at
+        most), or once the streams under way have ended.
         """
         if self.closed:
             return
         if self.connection.state_machine.state not in _CONNECTION_OPEN:
             await self.send(Closed())
             return
-        if self._goaway_last is None:  # not retired already (a chaos GOAWAY)
-            await self._send_goaway()
-        await asyncio.sleep(IDLE_LINGER)
+        # A PING with the GOAWAY (just ahead of it: an h2 client takes no frame
+        # after a GOAWAY): its ACK shows the client has the GOAWAY too, and the
+        # connection closes then, not IDLE_LINGER later. The CRT client keeps
+        # opening streams on a connection until it is closed, its GOAWAY read or
+        # not: each session started in those 0.5 s failed, and every retry too.
+        acked = self._retire_acked = asyncio.Event()
+        started = time.monotonic()
+        try:
+            self.connection.ping(_RETIRE_PING)
+            await self._flush()
+            if self._goaway_last is None:  # not retired already (a chaos GOAWAY)
+                await self._send_goaway()
+            await asyncio.wait_for(acked.wait(), IDLE_LINGER)
+            # The client may write a stream it queued before it read the GOAWAY
+            # after its PING ACK (control frames first): taken, and refused,
+            # before the close, which would leave it unanswered (the CRT client
+            # then waits for ever).
+            await asyncio.sleep(min(RETIRE_GRACE, IDLE_LINGER - (time.monotonic() - started)))
+        except (TimeoutError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            self._retire_acked = None
         if self.closed:
             return
         if self.streams:
@@ -2050,9 +2079,15 @@ _STREAM_ID_MASK = 0x7FFF_FFFF
 # Connection states in which h2 takes DATA without a transition.
 _CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
 
-#: Seconds a connection the keep-alive timer retires stays open after its GOAWAY,
-#: refusing new streams, so that the client reads the GOAWAY before the close.
+#: Seconds a connection the keep-alive timer retires stays open after its GOAWAY
+#: at most, refusing new streams, so that the client reads the GOAWAY before the
+#: close: it closes as soon as the client acknowledges the PING sent behind it.
 IDLE_LINGER = 0.5
+#: The opaque data of that PING.
+_RETIRE_PING = b"retiring"
+#: Seconds the connection waits after that ACK for the streams the client had
+#: queued before it read the GOAWAY (see DuplexH2Protocol.retire_idle).
+RETIRE_GRACE = 0.05
 
 #: What a stream whose response had not started gets when the server drops its
 #: connection at the end of a shutdown's grace period: the service's error shape.

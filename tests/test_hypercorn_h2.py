@@ -824,15 +824,22 @@ def test_a_cleartext_connection_that_sends_only_the_preface_is_closed_when_idle(
         assert server.crashes == []
 
 
-@pytest.mark.parametrize("racing", [False, True], ids=["quiet", "a-stream-racing-the-timer"])
+@pytest.mark.parametrize(
+    ("racing", "acking"),
+    [(False, False), (True, False), (False, True)],
+    ids=["quiet", "a-stream-racing-the-timer", "acknowledging-the-ping"],
+)
 def test_the_keep_alive_timer_retires_an_idle_connection_with_a_goaway_first(
-    duplex: None, racing: bool
+    duplex: None, racing: bool, acking: bool
 ) -> None:
     """The timer closed an idle connection with no GOAWAY: a stream the client opened
     as it fired was dropped, or never reached the app, and the CRT client waited for
     ever for its response. Now a GOAWAY names the last stream taken, a stream opened
-    after it is refused, and the connection closes half a second later."""
-    from emulator.hypercorn_h2 import IDLE_LINGER
+    after it is refused, and the connection closes once the client acknowledges the
+    PING sent behind the GOAWAY, and a grace for streams it had queued (half a
+    second at most: the CRT client opened streams on the retired connection until
+    it closed, and each failed)."""
+    from emulator.hypercorn_h2 import _RETIRE_PING, IDLE_LINGER, RETIRE_GRACE
 
     with running_server(App(), keep_alive_timeout=0.5) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -848,7 +855,10 @@ def test_the_keep_alive_timer_retires_an_idle_connection_with_a_goaway_first(
                 if goaway_at is not None:  # h2's side is closed: read the rest raw
                     seen += [("reset", frame) for frame in _rst_frames(data)]
                     continue
-                for event in conn.receive_data(data):
+                events = conn.receive_data(data)
+                if not acking and any(isinstance(e, h2.events.PingReceived) for e in events):
+                    conn.clear_outbound_data_buffer()  # h2 acks a PING by itself: not here
+                for event in events:
                     if isinstance(event, h2.events.ConnectionTerminated):
                         goaway_at = time.monotonic()
                         seen.append(("goaway", (event.error_code, event.last_stream_id)))
@@ -856,6 +866,12 @@ def test_the_keep_alive_timer_retires_an_idle_connection_with_a_goaway_first(
                             # A stream the client opens now, before it has read the
                             # GOAWAY, raced the timer: refused, not dropped unanswered.
                             sock.sendall(_raw_headers_frame(3, request))
+                    elif isinstance(event, h2.events.PingReceived):
+                        assert event.ping_data == _RETIRE_PING
+                        if acking:  # by hand: h2 drops what it queued on the GOAWAY
+                            ack = PingFrame(0, opaque_data=event.ping_data)
+                            ack.flags.add("ACK")
+                            sock.sendall(ack.serialize())
                     elif isinstance(event, h2.events.StreamEnded):
                         seen.append(("ended", event.stream_id))
                 if goaway_at is None:
@@ -865,6 +881,8 @@ def test_the_keep_alive_timer_retires_an_idle_connection_with_a_goaway_first(
         assert goaway_at is not None and closed_at - goaway_at < 3
         if racing:  # refused, then the connection closes: it has nothing left
             assert seen[2:] == [("reset", (3, ErrorCodes.REFUSED_STREAM))]
+        elif acking:  # closed once the client has read the GOAWAY, and the grace
+            assert seen[2:] == [] and RETIRE_GRACE - 0.01 < closed_at - goaway_at < IDLE_LINGER
         else:  # open a while after its GOAWAY, so that the client reads it first
             assert seen[2:] == [] and closed_at - goaway_at > IDLE_LINGER - 0.2
         with connected(server.port) as client:  # the server serves on

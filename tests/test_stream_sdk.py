@@ -629,15 +629,16 @@ async def test_a_client_sending_on_after_an_exception_alone_on_its_connection_fi
     SDK's send and close then never returned. The connection now stays up until the
     client ends its request. (The keep-alive timeout is cut from 5 s to 0.3 s here,
     for this test's own emulator, so that the old failure shows within a second.)"""
-    import hypercorn.config
-
+    from emulator import server as server_module
     from emulator.sdk import make_client
     from emulator.server import Settings
 
     from .support import running_emulator
 
-    monkeypatch.setattr(hypercorn.config.Config, "keep_alive_timeout", 0.3)
-    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path)
+    # The keep-alive timeout is the larger of --idle-timeout and this (patching
+    # hypercorn's Config, as this test once did, changed nothing).
+    monkeypatch.setattr(server_module, "KEEP_ALIVE_TIMEOUT", 0.3)
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.3)
     with running_emulator(settings) as run:
         session_id = new_session_id()
         script = {
@@ -655,6 +656,35 @@ async def test_a_client_sending_on_after_an_exception_alone_on_its_connection_fi
             await sdk_client._config.transport.close()  # type: ignore[attr-defined]
     assert isinstance(result.error, m.ValidationException) and "scripted" in str(result.error)
     assert not result.input_failed  # the sender's sends and close returned
+
+
+async def test_a_session_started_as_an_idle_connection_retires_takes_a_new_one(
+    tmp_path, monkeypatch
+):
+    """The keep-alive timer retires an idle connection with a GOAWAY, and closed it
+    half a second later: the CRT client opens streams on a connection until it is
+    closed, so every session started in that half second failed with
+    AWS_ERROR_HTTP_GOAWAY_RECEIVED, and every retry too. It now closes as soon as
+    the client acknowledges a PING sent with the GOAWAY. (The keep-alive timeout
+    is cut from 5 s to 0.3 s, for this test's own emulator.)"""
+    from emulator import server as server_module
+    from emulator.sdk import make_client
+    from emulator.server import Settings
+
+    from .support import running_emulator
+
+    monkeypatch.setattr(server_module, "KEEP_ALIVE_TIMEOUT", 0.3)
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.3)
+    with running_emulator(settings) as run:
+        sdk_client = await make_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
+        try:
+            first = await run_session(sdk_client, new_session_id(), audio=pcm_tone(0.2))
+            assert first.error is None, first.error
+            await asyncio.sleep(0.3 + 0.15)  # retired 0.15 s ago: inside the old half second
+            second = await run_session(sdk_client, new_session_id(), audio=pcm_tone(0.2))
+            assert second.error is None, second.error
+        finally:
+            await sdk_client._config.transport.close()  # type: ignore[attr-defined]
 
 
 async def test_a_stream_ending_at_a_segments_begin_gets_none_of_it(client, emulator):
