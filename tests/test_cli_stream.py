@@ -1119,15 +1119,7 @@ def test_an_aws_profile_that_does_not_exist_is_one_line_not_a_traceback(
     """The SDK reads AWS_PROFILE for every client, the emulator's (static, dummy
     credentials) too: a stale one ended the command in a traceback."""
     env = clean_env(AWS_PROFILE="nosuch", HOME=str(tmp_path))
-    result = command(
-        "stream",
-        str(audio_dir / "half.wav"),
-        "--endpoint",
-        server.endpoint_url,
-        "--ca",
-        str(server.ca_file),
-        env=env,
-    )
+    result = stream(server, str(audio_dir / "half.wav"), env=env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: Profile 'nosuch' from AWS_PROFILE")

@@ -643,15 +643,7 @@ async def test_declared_payload_hash_must_match_the_body(clock: Clock) -> None:
     wrong = hashlib.sha256(b"other").hexdigest()
     headers = [*stream.headers, (b"x-amz-content-sha256", wrong.encode())]
     with pytest.raises(AccessDeniedException) as caught:
-        verify_request(
-            method="POST",
-            path="/domains",
-            query="",
-            headers=headers,
-            store=STORE,
-            now=stream.date,
-            body=b"{}",
-        )
+        _create_domain(headers, now=stream.date, body=b"{}")
     assert wrong in caught.value.message
     assert hashlib.sha256(b"{}").hexdigest() in caught.value.message
 
@@ -670,15 +662,14 @@ def test_an_unsigned_payload_on_the_control_plane_is_denied() -> None:
     headers += [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
     now = datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     with pytest.raises(AccessDeniedException, match="UNSIGNED-PAYLOAD, which only S3 takes"):
-        verify_request(
-            method="POST",
-            path="/domains",
-            query="",
-            headers=headers,
-            store=STORE,
-            now=now,
-            body=b'{"name": "forged-nam"}',
-        )
+        _create_domain(headers, now=now, body=b'{"name": "forged-nam"}')
+
+
+def _create_domain(headers: list[tuple[bytes, bytes]], *, now: datetime, body: bytes) -> None:
+    """verify_request of a CreateDomain (``POST /domains``) with these headers and body."""
+    verify_request(
+        method="POST", path="/domains", query="", headers=headers, store=STORE, now=now, body=body
+    )
 
 
 async def test_signature_mismatch_message_hides_the_session_token(clock: Clock) -> None:

@@ -287,32 +287,13 @@ def test_a_ca_about_to_expire_is_renewed_saying_when_it_expires(
     from datetime import UTC
     from datetime import datetime as clock
 
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from emulator.tls import CA_VALIDITY, _cert_pem, _issue_ca, _key_pem
 
-    now = clock.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "expiring CA")])
-    expires = now + datetime.timedelta(days=10)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=300))
-        .not_valid_after(expires)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    files.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "ca-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    # Issued a CA_VALIDITY ago and 10 days: 10 days left.
+    cert, key = _issue_ca(clock.now(UTC) - CA_VALIDITY + datetime.timedelta(days=10))
+    expires = cert.not_valid_after_utc
+    files.ca_cert.write_bytes(_cert_pem(cert))
+    (tmp_path / "ca-key.pem").write_bytes(_key_pem(key))
     caplog.set_level("INFO", logger="medscribe.tls")
     ensure_certificates(tmp_path)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
