@@ -668,7 +668,6 @@ def _request(
 
 
 async def _client(options: StreamOptions) -> Any:
-
     from .sdk import crt_transport, make_client, resolve_config
 
     try:
@@ -813,7 +812,7 @@ async def _untrusted(options: StreamOptions) -> str | None:
         )
         context.set_alpn_protocols(["h2"])
         _, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 10
+            asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 5
         )
     except ssl.SSLCertVerificationError as error:
         reason = error.verify_message or str(error)
