@@ -120,12 +120,8 @@ def character_ends(text: str, start: int = 0, *, limit: int | None = None) -> li
     them, a zero-width joiner with what it joins, and regional indicators in
     pairs (a flag). A partial cut between two of these showed a character the
     speaker did not say ("🇺" of "🇺🇸", "👍" of "👍🏽", "e" of a decomposed "é").
-    With ``limit``, the first ``limit`` only. ASCII text is one character per
-    code point, found without a walk (a scenario's long words, at each partial).
+    With ``limit``, the first ``limit`` only.
     """
-    if text.isascii():
-        stop = len(text) if limit is None else min(len(text), start + limit)
-        return list(range(start + 1, stop + 1))
     ends: list[int] = []
     index = start
     while index < len(text) and (limit is None or len(ends) < limit):

@@ -706,12 +706,9 @@ def _prefix(content: str, k: int, n: int) -> str:
         return content[: ends[count - 1]]
     # One word: cut inside the word instead, after any space before it, and
     # between characters as a reader sees them (never half a flag or accent).
-    if content.isascii():  # a character per code point
-        start = len(content) - len(content.lstrip())
-        length = len(content.strip())
-        return content[: start + min(max(1, length * k // (n + 1)), max(1, length - 1))]
-    # The share in code points, moved back to a character's start; at least the
-    # first character, and never the last (see can_have_partials).
+    # The share in code points, moved back to a character's start (a look at a
+    # few code points, not a walk of the text); at least the first character,
+    # and never the last (see can_have_partials).
     start = visible_start(content)
     text = content.rstrip()
     length = len(text) - start
