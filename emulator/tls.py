@@ -111,15 +111,16 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
 
     with _locked(state_dir / ".tls.lock"):
         ca = _load_pair(files.ca_cert, ca_key_path, ca=True)
-        if ca is not None and not _ca_usable(ca[0], now):
+        if ca is not None and (problem := _ca_problem(ca[0], now)) is not None:
             log.warning(
                 "%s: the local CA %s; issuing a new one: clients that trust the old one "
                 "must be given the new %s",
                 state_dir,
-                _unusable(ca[0], now),
+                problem,
                 files.ca_cert.name,
             )
-        if ca is None or not _ca_usable(ca[0], now):
+            ca = None
+        if ca is None:
             ca = _issue_ca(now)
             _write(ca_key_path, _key_pem(ca[1]), mode=_PRIVATE_MODE)
             _write(files.ca_cert, _cert_pem(ca[0]), mode=_PUBLIC_MODE)
@@ -252,7 +253,7 @@ def _load_pair(
             "issued)",
         ) from None
     else:
-        problem = _pair_problem(cert_bytes, key_bytes)
+        problem = _parse_pair(cert_bytes, key_bytes)
         if isinstance(problem, tuple):
             return problem
     if ca:
@@ -268,7 +269,7 @@ def _load_pair(
     return None
 
 
-def _pair_problem(
+def _parse_pair(
     cert_bytes: bytes, key_bytes: bytes
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | str:
     """The certificate and key read from PEM, or what is wrong with them."""
@@ -284,25 +285,20 @@ def _pair_problem(
     return cert, key
 
 
-def _unusable(cert: x509.Certificate, now: datetime.datetime) -> str:
-    """Why a CA :func:`_ca_usable` refuses is, for a log line."""
+def _ca_problem(cert: x509.Certificate, now: datetime.datetime) -> str | None:
+    """Why the CA ``cert`` is not kept (for a log line), or None: it must be valid
+    now and for :data:`RENEW_BEFORE` more, and a CA."""
     if now < cert.not_valid_before_utc:
         return f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
     if now > cert.not_valid_after_utc:
         return f"expired on {cert.not_valid_after_utc:%Y-%m-%d}"
     if now > cert.not_valid_after_utc - RENEW_BEFORE:
         return f"expires on {cert.not_valid_after_utc:%Y-%m-%d}, within {RENEW_BEFORE.days} days"
-    return "is not a CA certificate"
-
-
-def _ca_usable(cert: x509.Certificate, now: datetime.datetime) -> bool:
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc - RENEW_BEFORE:
-        return False
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
-        return False
-    return constraints.ca
+        constraints = None
+    return None if constraints is not None and constraints.ca else "is not a CA certificate"
 
 
 def _server_usable(
