@@ -220,6 +220,36 @@ def test_unsigned_control_plane_request_is_401_naming_the_missing_header(strict)
     assert "authorization" in json.loads(response.read())["message"].lower()
 
 
+@pytest.mark.parametrize("unsigned", [False, True], ids=["body-hashed", "unsigned-payload"])
+def test_a_control_plane_body_swapped_after_signing_is_refused(strict, unsigned):
+    """A CreateDomain signed with x-amz-content-sha256: UNSIGNED-PAYLOAD (S3's) and
+    its body then swapped for another of its length was taken: a domain with the
+    forged name. Refused now, as the same swap is with the body's hash signed."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = strict.h2c_url + "/domain"
+    signed = AWSRequest(method="POST", url=url, data=b'{"name": "real-name"}')
+    signed.headers["content-type"] = "application/json"
+    if unsigned:
+        signed.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    SigV4Auth(Credentials(KEY, SECRET), "health-agent", "us-east-1").add_auth(signed)
+    forged = urllib.request.Request(
+        url, data=b'{"name": "forged-nam"}', headers=dict(signed.headers), method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(forged, timeout=10)
+    response = caught.value
+    assert response.code == 401
+    assert response.headers["x-amzn-errortype"] == "AccessDeniedException"
+    message = json.loads(response.read())["message"]
+    if unsigned:
+        assert "UNSIGNED-PAYLOAD, which only S3 takes" in message
+    else:
+        assert "does not match the SHA-256" in message or "signature" in message.lower()
+
+
 def test_admin_api_keeps_its_own_access_under_verification(strict):
     status, health = admin(strict.h2c_url, "GET", "/_emulator/health")
     assert status == 200 and health["status"] == "ready"
