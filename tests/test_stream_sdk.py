@@ -687,6 +687,31 @@ async def test_a_session_started_as_an_idle_connection_retires_takes_a_new_one(
             await sdk_client._config.transport.close()  # type: ignore[attr-defined]
 
 
+async def test_partials_reach_the_sdk_cut_between_characters_as_a_reader_sees_them(
+    client, emulator
+):
+    """Cut by code point, a partial showed a flag's first half, a thumb without its
+    skin tone; and a one-character content (to a reader) got a partial."""
+    flags = "\U0001f1fa\U0001f1f8\U0001f1eb\U0001f1f7\U0001f1e9\U0001f1ea"  # US, FR, DE
+    thumb = "\U0001f44d\U0001f3fd"
+    session_id = new_session_id()
+    segments = [
+        {"begin": 0.1, "end": 0.5, "content": flags, "partials": 3},
+        {"begin": 0.6, "end": 0.9, "content": thumb},  # one character: no partial
+    ]
+    scripted(emulator, session_id, {"segments": segments})
+    result = await run_session(client, session_id, audio=pcm_tone(1.0))
+    assert result.error is None, result.error
+    contents = [(s.is_partial, s.content) for s in result.segments]
+    assert contents == [  # by code point: flags[:1], [:3] and [:4]
+        (True, flags[:2]),
+        (True, flags[:2]),
+        (True, flags[:4]),
+        (False, flags),
+        (False, thumb),
+    ]
+
+
 async def test_a_stream_ending_at_a_segments_begin_gets_none_of_it(client, emulator):
     """A partial rounded down to its segment's begin covered no audio: a stream ending
     exactly there got a partial and a final of no length. Now neither comes; a stream
