@@ -200,3 +200,37 @@ async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited):
             await client.get_medical_scribe_listening_session(input=request)
     finally:
         await client._config.transport.close()
+
+
+async def test_a_fractional_get_rate_reaches_the_sdk_as_never_exceeded(tmp_path):
+    """--quota-get-tps 0.5 admitted one Get every second, as 1 did: a look-up 1.1 s
+    after the first was taken. It is throttled now, and one 2 s after is taken."""
+    import asyncio
+    import time
+
+    from smithy_core.retries import RetryStrategyOptions
+
+    from emulator.sdk import make_client
+
+    settings = Settings(port=0, h2c_port=0, state_dir=tmp_path, quotas=True, quota_get_tps=0.5)
+    with running_emulator(settings) as running:
+        client = await make_client(
+            endpoint_url=running.endpoint_url,
+            ca_file=running.ca_file,
+            retry_strategy=RetryStrategyOptions(max_attempts=1),
+        )
+        request = m.GetMedicalScribeListeningSessionInput(
+            domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID, session_id=new_session_id()
+        )
+        try:
+            with pytest.raises(m.ResourceNotFoundException):
+                await client.get_medical_scribe_listening_session(input=request)
+            first = time.monotonic()
+            await asyncio.sleep(1.1)
+            with pytest.raises(m.ThrottlingException):
+                await client.get_medical_scribe_listening_session(input=request)
+            await asyncio.sleep(max(0.0, first + 2.1 - time.monotonic()))
+            with pytest.raises(m.ResourceNotFoundException):
+                await client.get_medical_scribe_listening_session(input=request)
+        finally:
+            await client._config.transport.close()

@@ -703,7 +703,8 @@ async def test_partials_reach_the_sdk_cut_between_characters_as_a_reader_sees_th
     result = await run_session(client, session_id, audio=pcm_tone(1.0))
     assert result.error is None, result.error
     contents = [(s.is_partial, s.content) for s in result.segments]
-    assert contents == [  # by code point: flags[:1], [:3] and [:4]
+    # By code point the partials were flags[:1], [:3] and [:4].
+    assert contents == [
         (True, flags[:2]),
         (True, flags[:2]),
         (True, flags[:4]),
