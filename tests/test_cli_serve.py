@@ -203,6 +203,33 @@ def test_a_bad_access_key_id_is_refused_without_echoing_it(tmp_path, capsys):
     assert "were the two swapped?" in err and secret not in err and "Traceback" not in err
 
 
+def test_a_ca_it_cannot_read_stops_start_up_and_a_damaged_one_is_replaced_saying_so(tmp_path):
+    """An unreadable CA key (its permissions; a directory stands in, as the tests may
+    run as root) was taken for a missing one, and the CA clients trust replaced
+    with no word; a damaged one was replaced silently too."""
+    from emulator.tls import ensure_certificates
+
+    files = ensure_certificates(tmp_path / "state")
+    trusted = files.ca_cert.read_bytes()
+    key = tmp_path / "state" / "ca-key.pem"
+    key.rename(tmp_path / "ca-key.pem")
+    key.mkdir()
+    with _start(tmp_path) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 1 and "ready" not in out and "Traceback" not in err
+    assert f"cannot read {key}: Is a directory" in err
+    assert files.ca_cert.read_bytes() == trusted
+    key.rmdir()
+    files.ca_cert.write_text("damaged")
+    with _start(tmp_path) as process, _stopped(process):
+        ready = _read_ready(process)
+        assert Path(ready["ca"]).read_bytes() != trusted
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        err = process.stderr.read()
+    assert "issuing a new local CA: clients that trust the old one must be given the new" in err
+
+
 def test_an_admin_token_is_read_without_the_whitespace_around_it():
     """A secret file's last newline made a token no client could send: every admin
     request was a 401 for the server's life."""
