@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aws_sdk_connecthealth import models as m
@@ -180,19 +181,8 @@ def test_a_get_over_the_rate_is_a_429_on_the_wire(limited):
 
 
 async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited):
-    from smithy_core.retries import RetryStrategyOptions
 
-    from emulator.sdk import make_client
-
-    # One attempt: the SDK would otherwise retry the throttled call until it passes.
-    client = await make_client(
-        endpoint_url=limited.endpoint_url,
-        ca_file=limited.ca_file,
-        retry_strategy=RetryStrategyOptions(max_attempts=1),
-    )
-    request = m.GetMedicalScribeListeningSessionInput(
-        domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID, session_id=new_session_id()
-    )
+    client, request = await _one_attempt_client(limited)
     try:
         with pytest.raises(m.ResourceNotFoundException):
             await client.get_medical_scribe_listening_session(input=request)
@@ -208,20 +198,9 @@ async def test_a_fractional_get_rate_reaches_the_sdk_as_never_exceeded(tmp_path)
     import asyncio
     import time
 
-    from smithy_core.retries import RetryStrategyOptions
-
-    from emulator.sdk import make_client
-
     settings = Settings(port=0, h2c_port=0, state_dir=tmp_path, quotas=True, quota_get_tps=0.5)
     with running_emulator(settings) as running:
-        client = await make_client(
-            endpoint_url=running.endpoint_url,
-            ca_file=running.ca_file,
-            retry_strategy=RetryStrategyOptions(max_attempts=1),
-        )
-        request = m.GetMedicalScribeListeningSessionInput(
-            domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID, session_id=new_session_id()
-        )
+        client, request = await _one_attempt_client(running)
         try:
             with pytest.raises(m.ResourceNotFoundException):
                 await client.get_medical_scribe_listening_session(input=request)
@@ -234,3 +213,21 @@ async def test_a_fractional_get_rate_reaches_the_sdk_as_never_exceeded(tmp_path)
                 await client.get_medical_scribe_listening_session(input=request)
         finally:
             await client._config.transport.close()
+
+
+async def _one_attempt_client(running: RunningServer) -> tuple[Any, Any]:
+    """An SDK client that makes one attempt (it would otherwise retry a throttled
+    call until it passes), and a Get of a session that does not exist."""
+    from smithy_core.retries import RetryStrategyOptions
+
+    from emulator.sdk import make_client
+
+    client = await make_client(
+        endpoint_url=running.endpoint_url,
+        ca_file=running.ca_file,
+        retry_strategy=RetryStrategyOptions(max_attempts=1),
+    )
+    request = m.GetMedicalScribeListeningSessionInput(
+        domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID, session_id=new_session_id()
+    )
+    return client, request
