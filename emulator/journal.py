@@ -12,7 +12,7 @@ What a user opens when their CI fails. Files, under the session's directory::
 Audio from JSON events is kept as the base64 the client sent, validated but
 not decoded: decoding costs more than everything else the emulator does with
 an audio event, and only a reader of the audio (``/audio.wav``) needs the
-bytes, so :meth:`Journal.audio_parts` decodes on the way out. A stream's part
+bytes, so :meth:`AudioPart.read` decodes on the way out. A stream's part
 changes only when its events switch between the two kinds. (``audio-<n>.pcm``
 without a part number, raw, is what earlier versions wrote; it still reads.)
 
@@ -492,16 +492,13 @@ class Journal:
                 tail = window[-keep:]
         return False
 
-    def audio_parts(self) -> list[AudioPart]:
-        """Sync, then return the audio written so far, every part of every stream in order.
+    def audio_streams(self) -> list[list[AudioPart]]:
+        """Sync, then return the audio written so far: each stream's parts, streams
+        in order.
 
         Each part is a snapshot: audio appended later is not part of it, so a
         live session's audio can be read while it grows.
         """
-        return [part for stream in self.audio_streams() for part in stream]
-
-    def audio_streams(self) -> list[list[AudioPart]]:
-        """:meth:`audio_parts`, grouped by stream: each stream's parts, streams in order."""
         self.sync()
         streams: dict[int, list[AudioPart]] = {}
         for number, part in self._audio_files():
