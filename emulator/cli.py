@@ -310,6 +310,12 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
         "[MEDSCRIBE_SECRET_ACCESS_KEY, read for emulator endpoints only]",
     )
     parser.add_argument(
+        "--session-token",
+        metavar="TOKEN",
+        help="the session token of --access-key-id, for temporary credentials "
+        "[MEDSCRIBE_SESSION_TOKEN, read for emulator endpoints only]",
+    )
+    parser.add_argument(
         "--language-code",
         choices=["en-US", "multi"],
         default="en-US",
@@ -490,9 +496,16 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--secret-access-key", "its secret access key", metavar="SECRET")
     _option(
         parser,
+        "--session-token",
+        "its session token, when the pair is temporary credentials: requests must "
+        "then carry it (default none: requests must carry no token)",
+        metavar="TOKEN",
+    )
+    _option(
+        parser,
         "--credentials-file",
-        "AWS-style credentials file with more key pairs to accept (its session "
-        "tokens are not checked)",
+        "AWS-style credentials file with more key pairs to accept (a profile's "
+        "aws_session_token is checked as --session-token)",
         type=Path,
         metavar="FILE",
     )
@@ -717,6 +730,7 @@ def stream_options(
     pair_env = {} if streamer.is_aws_endpoint(endpoint) else env
     key_id = args.access_key_id or pair_env.get("MEDSCRIBE_ACCESS_KEY_ID") or None
     secret = args.secret_access_key or pair_env.get("MEDSCRIBE_SECRET_ACCESS_KEY") or None
+    token = args.session_token or pair_env.get("MEDSCRIBE_SESSION_TOKEN") or None
     if (key_id is None) != (secret is None):
         given, missing = (
             ("--access-key-id", "--secret-access-key")
@@ -726,6 +740,12 @@ def stream_options(
         raise streamer.UsageError(
             f"{given} needs {missing} too (or MEDSCRIBE_ACCESS_KEY_ID and "
             "MEDSCRIBE_SECRET_ACCESS_KEY): a key pair signs together"
+        )
+    if token is not None and key_id is None:
+        given = "--session-token" if args.session_token else "MEDSCRIBE_SESSION_TOKEN"
+        raise streamer.UsageError(
+            f"{given} needs the --access-key-id and --secret-access-key it belongs to "
+            "(or MEDSCRIBE_ACCESS_KEY_ID and MEDSCRIBE_SECRET_ACCESS_KEY)"
         )
     return streamer.StreamOptions(
         endpoint_url=endpoint,
@@ -744,6 +764,7 @@ def stream_options(
         output_s3_uri=args.output_s3_uri,
         access_key_id=key_id,
         secret_access_key=secret,
+        session_token=token,
     )
 
 

@@ -118,6 +118,7 @@ async def make_config(
     region: str = "us-east-1",
     access_key_id: str = DUMMY_ACCESS_KEY_ID,
     secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
+    session_token: str | None = None,
     **overrides: Any,
 ) -> AsyncConnectHealthConfig:
     """Return a resolved SDK config aimed at ``endpoint_url`` with static credentials.
@@ -130,15 +131,18 @@ async def make_config(
     The transport is :func:`crt_transport` unless ``overrides`` has ``transport``;
     other ``overrides`` go to ``AsyncConnectHealthConfig.resolve`` unchanged and
     win over the defaults here. Explicit credentials mean no AWS credentials are
-    looked up. Raises what :func:`crt_transport` and ``resolve`` raise (e.g.
-    ``ConfigValidationError`` for an unknown field), and :class:`ValueError` for
-    an ``AWS_PROFILE`` that names no profile.
+    looked up; ``session_token`` makes them temporary credentials, whose token
+    every request carries (an emulator run with ``--verify-signatures`` checks
+    it against its ``--session-token``). Raises what :func:`crt_transport` and
+    ``resolve`` raise (e.g. ``ConfigValidationError`` for an unknown field), and
+    :class:`ValueError` for an ``AWS_PROFILE`` that names no profile.
     """
     settings: dict[str, Any] = {
         "endpoint_uri": endpoint_url,
         "region": region,
         "aws_access_key_id": access_key_id,
         "aws_secret_access_key": secret_access_key,
+        "aws_session_token": session_token,
         **overrides,
     }
     if "transport" not in settings:
@@ -170,6 +174,7 @@ async def make_client(
     region: str = "us-east-1",
     access_key_id: str = DUMMY_ACCESS_KEY_ID,
     secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
+    session_token: str | None = None,
     **overrides: Any,
 ) -> AsyncConnectHealthClient:
     """Return an SDK client built from :func:`make_config` with the same arguments.
@@ -190,6 +195,7 @@ async def make_client(
         region=region,
         access_key_id=access_key_id,
         secret_access_key=secret_access_key,
+        session_token=session_token,
         **overrides,
     )
     return AsyncConnectHealthClient(config=config)
@@ -229,6 +235,7 @@ def boto3_client(
     region: str = "us-east-1",
     access_key_id: str = DUMMY_ACCESS_KEY_ID,
     secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
+    session_token: str | None = None,
 ) -> Any:
     """Return a boto3 ``connecthealth`` client for the control-plane operations.
 
@@ -239,7 +246,8 @@ def boto3_client(
 
     Host prefixes are off: the model's ``streaming.`` prefix would otherwise send
     calls to ``streaming.<host>``. Dummy credentials unless given (an emulator
-    run with ``--verify-signatures`` needs a key pair it knows),
+    run with ``--verify-signatures`` needs a key pair it knows, and temporary
+    credentials their ``session_token``),
     ``verify=ca_file`` (None means the default bundle). Raises :class:`ImportError` without boto3.
     """
     try:
@@ -255,6 +263,7 @@ def boto3_client(
     session = boto3.session.Session(
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
+        aws_session_token=session_token,
         region_name=region,
     )
     try:

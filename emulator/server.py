@@ -103,6 +103,8 @@ class Settings:
     verify_signatures: bool = False
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    #: The session token of --access-key-id when it is temporary credentials.
+    session_token: str | None = None
     #: An AWS-style credentials file with more key pairs to accept.
     credentials_file: Path | None = None
     #: Seconds without input after which a stream ends with a validationException (0: never).
@@ -136,6 +138,7 @@ def credential_store(settings: Settings) -> CredentialStore | None:
             for flag, value in (
                 ("--access-key-id", settings.access_key_id),
                 ("--secret-access-key", settings.secret_access_key),
+                ("--session-token", settings.session_token),
                 ("--credentials-file", settings.credentials_file),
             )
             if value
@@ -147,6 +150,11 @@ def credential_store(settings: Settings) -> CredentialStore | None:
             )
         return None
     store = CredentialStore()
+    if settings.session_token and not settings.access_key_id:
+        raise ConfigError(
+            "--session-token goes with the --access-key-id and --secret-access-key it "
+            "belongs to (a credentials file's profiles take aws_session_token)"
+        )
     if settings.access_key_id or settings.secret_access_key:
         if not (settings.access_key_id and settings.secret_access_key):
             raise ConfigError("--access-key-id and --secret-access-key go together")
@@ -154,6 +162,7 @@ def credential_store(settings: Settings) -> CredentialStore | None:
             pair = Credentials(
                 access_key_id=settings.access_key_id,
                 secret_access_key=settings.secret_access_key,
+                session_token=settings.session_token or None,
             )
         except ValueError as error:
             raise ConfigError(f"--access-key-id: {error}") from None

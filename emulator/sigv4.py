@@ -104,14 +104,20 @@ def _require_aware(moment: datetime, name: str) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Credentials:
-    """One access key pair. The secret is left out of ``repr``.
+    """One access key pair, with the session token of temporary credentials. The
+    secret and the token are left out of ``repr``.
 
-    Raises :class:`ValueError` for an empty key id or secret, or a key id holding
-    ``/``, ``,``, ``=`` or whitespace (it could not appear in a ``Credential=`` scope).
+    Raises :class:`ValueError` for an empty key id, secret or session token, or a
+    key id holding ``/``, ``,``, ``=`` or whitespace (it could not appear in a
+    ``Credential=`` scope).
     """
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    #: Temporary credentials' token: a request signed with the key must carry it
+    #: as ``X-Amz-Security-Token``. None for a long-term key, whose requests must
+    #: carry none.
+    session_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.access_key_id or re.search(r"[\s/,=]", self.access_key_id):
@@ -123,16 +129,20 @@ class Credentials:
             )
         if not self.secret_access_key:
             raise ValueError(f"access key id {self.access_key_id!r} has an empty secret")
+        if self.session_token is not None and not self.session_token:
+            raise ValueError(f"access key id {self.access_key_id!r} has an empty session token")
 
 
 class CredentialStore(Mapping[str, str]):
     """The known key pairs, an immutable mapping of access key id -> secret access key.
 
-    Built from :class:`Credentials` or a mapping; ``repr`` lists key ids only.
-    Raises :class:`ValueError` when one key id is given two different secrets.
+    Built from :class:`Credentials` or a mapping; ``repr`` lists key ids only. A
+    pair's session token, if it has one, is :meth:`session_token`. Raises
+    :class:`ValueError` when one key id is given two different secrets, or two
+    different session tokens (one and none among them).
     """
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_known",)
 
     def __init__(self, credentials: Iterable[Credentials] | Mapping[str, str] = ()) -> None:
         if isinstance(credentials, Mapping):
@@ -140,48 +150,50 @@ class CredentialStore(Mapping[str, str]):
                 Credentials(access_key_id=key_id, secret_access_key=secret)
                 for key_id, secret in credentials.items()
             ]
-        secrets: dict[str, str] = {}
+        known: dict[str, Credentials] = {}
         for pair in credentials:
-            known = secrets.setdefault(pair.access_key_id, pair.secret_access_key)
-            if known != pair.secret_access_key:
+            seen = known.setdefault(pair.access_key_id, pair)
+            if seen.secret_access_key != pair.secret_access_key:
                 raise ValueError(
                     f"access key id {pair.access_key_id!r} is given two different secrets"
                 )
-        self._secrets = secrets
+            if seen.session_token != pair.session_token:
+                raise ValueError(
+                    f"access key id {pair.access_key_id!r} is given two different session "
+                    "tokens (or one and none)"
+                )
+        self._known = known
 
     def __getitem__(self, access_key_id: str) -> str:
-        return self._secrets[access_key_id]
+        return self._known[access_key_id].secret_access_key
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._secrets)
+        return iter(self._known)
 
     def __len__(self) -> int:
-        return len(self._secrets)
+        return len(self._known)
 
     def __repr__(self) -> str:
-        return f"CredentialStore({sorted(self._secrets)!r})"
+        return f"CredentialStore({sorted(self._known)!r})"
 
     def credentials(self, access_key_id: str) -> Credentials | None:
         """Return the pair of ``access_key_id``, or ``None`` when it is unknown."""
-        secret = self._secrets.get(access_key_id)
-        if secret is None:
-            return None
-        return Credentials(access_key_id=access_key_id, secret_access_key=secret)
+        return self._known.get(access_key_id)
+
+    def session_token(self, access_key_id: str) -> str | None:
+        """The session token of ``access_key_id`` (temporary credentials), or None."""
+        pair = self._known.get(access_key_id)
+        return None if pair is None else pair.session_token
 
     def merged(self, other: Iterable[Credentials] | Mapping[str, str]) -> CredentialStore:
         """Return a store holding both sets of pairs.
 
-        Raises :class:`ValueError` when a key id has different secrets in the two.
+        Raises :class:`ValueError` when a key id has different secrets or session
+        tokens in the two.
         """
         if not isinstance(other, CredentialStore):
             other = CredentialStore(other)
-        return CredentialStore([*self._pairs(), *other._pairs()])
-
-    def _pairs(self) -> list[Credentials]:
-        return [
-            Credentials(access_key_id=key_id, secret_access_key=secret)
-            for key_id, secret in self._secrets.items()
-        ]
+        return CredentialStore([*self._known.values(), *other._known.values()])
 
     @classmethod
     def from_file(cls, path: str | Path) -> CredentialStore:
@@ -207,8 +219,9 @@ class CredentialStore(Mapping[str, str]):
         """Parse credentials-file text: ``[profile]`` sections of ``key = value`` lines.
 
         Every profile holding ``aws_access_key_id`` must hold ``aws_secret_access_key``
-        and vice versa; other keys (``aws_session_token``, ``region``...) and profiles
-        without either are ignored. ``#`` and ``;`` start comment lines; ``:`` is
+        and vice versa; its ``aws_session_token``, if any, makes it temporary
+        credentials (see :class:`Credentials`); other keys (``region``...) and
+        profiles without a pair are ignored. ``#`` and ``;`` start comment lines; ``:`` is
         accepted for ``=``, as botocore's parser does. Raises
         :class:`~emulator.errors.ConfigError` as ``"<source>:<line>: <problem>"`` for
         a line that is neither a section nor a pair, a pair outside any profile, a
@@ -225,7 +238,7 @@ class CredentialStore(Mapping[str, str]):
                 continue
             if raw[0] in " \t" and last_key is not None:
                 # configparser's continuation line: part of the previous value.
-                if last_key in _PAIR_KEYS:
+                if last_key in _READ_KEYS:
                     raise ConfigError(
                         f"{source}:{number}: the value of {last_key} continues on an "
                         "indented line; put it on one line"
@@ -262,7 +275,7 @@ class CredentialStore(Mapping[str, str]):
             current.values[key] = (value, number)
             last_key = key
         pairs: list[Credentials] = []
-        owners: dict[str, tuple[str, int]] = {}
+        owners: dict[str, tuple[str, str | None, int]] = {}
         for profile in profiles.values():
             pair = profile.credentials(source)
             if pair is None:
@@ -272,9 +285,20 @@ class CredentialStore(Mapping[str, str]):
             if seen is not None and seen[0] != pair.secret_access_key:
                 raise ConfigError(
                     f"{source}:{key_line}: access key id {pair.access_key_id!r} in profile "
-                    f"[{profile.name}] has a different secret than at line {seen[1]}"
+                    f"[{profile.name}] has a different secret than at line {seen[2]}"
                 )
-            owners[pair.access_key_id] = (pair.secret_access_key, key_line)
+            if seen is not None and seen[1] != pair.session_token:
+                if seen[1] is not None and pair.session_token is not None:
+                    what = f"a different {_TOKEN} than"
+                elif seen[1] is None:
+                    what = f"an {_TOKEN}, where it has none"
+                else:
+                    what = f"no {_TOKEN}, where it has one"
+                raise ConfigError(
+                    f"{source}:{key_line}: access key id {pair.access_key_id!r} in profile "
+                    f"[{profile.name}] has {what} at line {seen[2]}"
+                )
+            owners[pair.access_key_id] = (pair.secret_access_key, pair.session_token, key_line)
             pairs.append(pair)
         if not pairs:
             raise ConfigError(
@@ -285,7 +309,9 @@ class CredentialStore(Mapping[str, str]):
 
 _KEY_ID = "aws_access_key_id"
 _SECRET = "aws_secret_access_key"
-_PAIR_KEYS = (_KEY_ID, _SECRET)
+_TOKEN = "aws_session_token"
+#: The keys the emulator reads: a value continued on the next line is refused.
+_READ_KEYS = (_KEY_ID, _SECRET, _TOKEN)
 _PAIR = re.compile(r"([^=:\[\s][^=:]*?)\s*[=:]\s*(.*)")
 
 
@@ -307,8 +333,15 @@ class _Profile:
             )
         if not secret[0]:
             raise ConfigError(f"{source}:{secret[1]}: profile [{self.name}] has an empty {_SECRET}")
+        token = self.values.get(_TOKEN)
+        if token is not None and not token[0]:
+            raise ConfigError(f"{source}:{token[1]}: profile [{self.name}] has an empty {_TOKEN}")
         try:
-            return Credentials(access_key_id=key_id[0], secret_access_key=secret[0])
+            return Credentials(
+                access_key_id=key_id[0],
+                secret_access_key=secret[0],
+                session_token=None if token is None else token[0],
+            )
         except ValueError as error:
             raise ConfigError(f"{source}:{key_id[1]}: profile [{self.name}]: {error}") from None
 
@@ -477,6 +510,39 @@ def _check_fresh(stamp: str, moment: datetime, now: datetime, what: str) -> None
         )
 
 
+def _check_session_token(
+    sent: list[str] | None, access_key_id: str, store: Mapping[str, str]
+) -> None:
+    """Refuse a request whose ``X-Amz-Security-Token`` does not go with its key:
+    temporary credentials (a key given with a session token) must send that
+    token, and a long-term key none. The tokens are never echoed."""
+    token = store.session_token(access_key_id) if isinstance(store, CredentialStore) else None
+    invalid = "The security token included in the request is invalid"
+    if token is None:
+        if sent is not None:
+            raise AccessDeniedException(
+                f"{invalid}: the request carries an X-Amz-Security-Token, but access key "
+                f"id '{access_key_id}' was given to the emulator without a session token "
+                "(a long-term key sends none; for temporary credentials give the emulator "
+                "their token too: --session-token, or aws_session_token in the "
+                "--credentials-file profile)"
+            )
+        return
+    if sent is None:
+        raise AccessDeniedException(
+            f"{invalid}: access key id '{access_key_id}' is temporary credentials (the "
+            "emulator was given its session token) and the request has no "
+            "X-Amz-Security-Token header"
+        )
+    if len(sent) != 1 or not hmac.compare_digest(
+        sent[0].encode("utf-8", "surrogateescape"), token.encode()
+    ):
+        raise AccessDeniedException(
+            f"{invalid}: the request's X-Amz-Security-Token is not the session token of "
+            f"access key id '{access_key_id}'"
+        )
+
+
 def verify_request(
     *,
     method: str,
@@ -505,7 +571,9 @@ def verify_request(
     header; another algorithm or a malformed header; a malformed or mis-scoped
     Credential (date other than ``x-amz-date``'s, another service or region, not
     ``aws4_request``); no or malformed ``x-amz-date``; ``x-amz-date`` more than
-    :data:`MAX_CLOCK_SKEW` off ``now``; an unknown access key id; ``host`` not
+    :data:`MAX_CLOCK_SKEW` off ``now``; an unknown access key id; an
+    ``X-Amz-Security-Token`` missing, wrong or sent with a long-term key (one a
+    :class:`CredentialStore` holds without a session token); ``host`` not
     signed or a signed header missing; a wrong payload hash; a signature mismatch
     (the message then gives the canonical request and string to sign, as AWS does).
     """
@@ -576,6 +644,7 @@ def verify_request(
             "The security token included in the request is invalid: unknown access key "
             f"id '{access_key_id}'"
         )
+    _check_session_token(grouped.get("x-amz-security-token"), access_key_id, store)
 
     signed = signed_list.split(";")
     if "host" not in signed:

@@ -351,6 +351,7 @@ class StreamOptions:
     #: credential chain against AWS.
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    session_token: str | None = None
 
 
 def is_aws_endpoint(endpoint_url: str) -> bool:
@@ -676,11 +677,12 @@ async def _client(options: StreamOptions) -> Any:
         raise UsageError(f"{options.ca_given_as}: {error}") from None
     except ValueError as error:  # names the file: not a usable PEM CA certificate
         raise UsageError(f"{options.ca_given_as} {error}") from None
-    credentials: dict[str, str] = {}
+    credentials: dict[str, str | None] = {}
     if options.access_key_id is not None and options.secret_access_key is not None:
         credentials = {
             "access_key_id": options.access_key_id,
             "secret_access_key": options.secret_access_key,
+            "session_token": options.session_token,
         }
     try:
         if credentials or not is_aws_endpoint(options.endpoint_url):

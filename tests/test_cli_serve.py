@@ -203,6 +203,21 @@ def test_a_bad_access_key_id_is_refused_without_echoing_it(tmp_path, capsys):
     assert "were the two swapped?" in err and secret not in err and "Traceback" not in err
 
 
+def test_a_session_token_without_its_key_pair_stops_start_up(tmp_path, capsys):
+    from emulator import cli
+
+    argv = ["--verify-signatures", "--session-token", "t0ken", "--credentials-file"]
+    argv += [str(tmp_path / "credentials")]
+    (tmp_path / "credentials").write_text(
+        "[p]\naws_access_key_id = AKIDX\naws_secret_access_key = s3cret\n"
+    )
+    argv += ["--port", "0", "--h2c-port", "0", "--state-dir", str(tmp_path / "state")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--session-token goes with the --access-key-id and --secret-access-key" in err
+    assert "t0ken" not in err and "Traceback" not in err
+
+
 def test_a_ca_it_cannot_read_stops_start_up_and_a_damaged_one_is_replaced_saying_so(tmp_path):
     """An unreadable CA key (its permissions; a directory stands in, as the tests may
     run as root) was taken for a missing one, and the CA clients trust replaced

@@ -727,6 +727,10 @@ USAGE_ERRORS = {
         "--secret-access-key",
     ),
     "secret-without-key": (["{dir}/half.wav", "--secret-access-key", "s3cret"], "--access-key-id"),
+    "token-without-key": (
+        ["{dir}/half.wav", "--session-token", "t0ken"],
+        "--session-token needs the --access-key-id and --secret-access-key it belongs to",
+    ),
 }
 
 

@@ -692,7 +692,11 @@ async def test_signature_mismatch_message_hides_the_session_token(clock: Clock) 
     stream = SignedStream(
         method="POST", path=STREAM_PATH, query="", headers=_wire_headers(signed), envelopes=[]
     )
-    message = denied(stream)
+    temporary = CredentialStore(
+        [Credentials(access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET, session_token=token)]
+    )
+    message = denied(stream, store=temporary)
+    assert "does not match the signature you provided" in message
     assert "\nx-amz-security-token:***\n" in message
     assert token not in message
 
@@ -842,7 +846,7 @@ aws_secret_access_key = default/secret+1
 [team-b]
 aws_access_key_id=AKIDTEAMB
 aws_secret_access_key: team-b-secret
-aws_session_token = ignored
+aws_session_token = team-b-token
 region = eu-west-2
 ; a profile without keys is skipped
 [assume]
@@ -852,15 +856,19 @@ source_profile = default
 
 
 def test_credentials_file_profiles_become_the_store(tmp_path: Path) -> None:
-    """Each profile with both keys adds a pair; other keys and key-less profiles are ignored."""
+    """Each profile with both keys adds a pair, temporary with its aws_session_token;
+    other keys and key-less profiles are ignored."""
     path = tmp_path / "credentials"
     path.write_text(GOOD_FILE)
     store = CredentialStore.from_file(path)
     assert dict(store) == {"AKIDDEFAULT": "default/secret+1", "AKIDTEAMB": "team-b-secret"}
     assert store.credentials("AKIDTEAMB") == Credentials(
-        access_key_id="AKIDTEAMB", secret_access_key="team-b-secret"
+        access_key_id="AKIDTEAMB", secret_access_key="team-b-secret", session_token="team-b-token"
     )
+    assert store.session_token("AKIDTEAMB") == "team-b-token"
+    assert store.session_token("AKIDDEFAULT") is None
     assert store.credentials("AKIDNOPE") is None
+    assert store.session_token("AKIDNOPE") is None
 
 
 BROKEN_FILES: dict[str, tuple[str, str]] = {
@@ -906,6 +914,29 @@ BROKEN_FILES: dict[str, tuple[str, str]] = {
         "[p]\naws_access_key_id = AKID1\naws_secret_access_key =\n",
         ":3: profile [p] has an empty aws_secret_access_key",
     ),
+    "empty-session-token": (
+        "[p]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\naws_session_token =\n",
+        ":4: profile [p] has an empty aws_session_token",
+    ),
+    "continued-session-token": (
+        "[p]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\n"
+        "aws_session_token = s3cr3t-token\n  more\n",
+        ":5: the value of aws_session_token continues on an indented line",
+    ),
+    "same-key-id-two-tokens": (
+        "[a]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\n"
+        "aws_session_token = s3cr3t-one\n"
+        "[b]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\n"
+        "aws_session_token = s3cr3t-two\n",
+        ":6: access key id 'AKID1' in profile [b] has a different aws_session_token than at line 2",
+    ),
+    "same-key-id-token-and-none": (
+        "[a]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\n"
+        "aws_session_token = s3cr3t-one\n"
+        "[b]\naws_access_key_id = AKID1\naws_secret_access_key = s3cr3t\n",
+        ":6: access key id 'AKID1' in profile [b] has no aws_session_token, where it has "
+        "one at line 2",
+    ),
     "no-pairs-at-all": ("[default]\nregion = us-east-1\n", ": no profile holds both"),
 }
 
@@ -940,20 +971,29 @@ def test_secrets_never_appear_in_reprs(real: SignedStream) -> None:
 
 
 def test_store_merge_keeps_both_and_refuses_conflicting_secrets() -> None:
-    """Merging stores unions their pairs; one key id with two secrets is refused."""
+    """Merging stores unions their pairs; one key id with two secrets, or two
+    session tokens (one and none among them), is refused."""
     merged = STORE.merged({"AKIDOTHER": "other"})
     assert sorted(merged) == ["AKIDOTHER", ACCESS_KEY_ID]
     assert STORE.merged({ACCESS_KEY_ID: SECRET}) == STORE
     with pytest.raises(ValueError, match=f"'{ACCESS_KEY_ID}' is given two different secrets"):
         STORE.merged({ACCESS_KEY_ID: WRONG_SECRET})
+    temporary = Credentials(
+        access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET, session_token="t"
+    )
+    with pytest.raises(ValueError, match="two different session tokens"):
+        STORE.merged([temporary])
+    assert CredentialStore([temporary]).merged([temporary]).session_token(ACCESS_KEY_ID) == "t"
 
 
 @pytest.mark.parametrize(
-    ("key_id", "secret"),
-    [("", "s"), ("AK ID", "s"), ("AK/ID", "s"), ("AKID", "")],
-    ids=["empty-key-id", "space", "slash", "empty-secret"],
+    ("key_id", "secret", "token"),
+    [("", "s", None), ("AK ID", "s", None), ("AK/ID", "s", None), ("AKID", "", None)]
+    + [("AKID", "s", "")],
+    ids=["empty-key-id", "space", "slash", "empty-secret", "empty-token"],
 )
-def test_credentials_refuse_unusable_values(key_id: str, secret: str) -> None:
-    """A key id that cannot appear in a Credential scope, or an empty secret, is refused."""
+def test_credentials_refuse_unusable_values(key_id: str, secret: str, token: str | None) -> None:
+    """A key id that cannot appear in a Credential scope, or an empty secret or
+    session token, is refused."""
     with pytest.raises(ValueError):
-        Credentials(access_key_id=key_id, secret_access_key=secret)
+        Credentials(access_key_id=key_id, secret_access_key=secret, session_token=token)
