@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 
 from .admin import admin_routes
-from .backend import Backend
+from .backend import Backend, log_refused_call
 from .control import MAX_REQUEST_BODY, control_routes, routing_scope
 from .details import SessionDetailsEndpoint, match_session_path
 from .errors import AccessDeniedException, ServiceError, ValidationException
@@ -187,7 +187,9 @@ async def _signed(
             body=bytes(body),
         )
     except ServiceError as refused:
-        await error_response(send, refused, request_id=new_request_id())
+        request_id = new_request_id()
+        log_refused_call(scope, refused, request_id=request_id)
+        await error_response(send, refused, request_id=request_id)
         return None
     replayed = False
 

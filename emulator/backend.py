@@ -644,7 +644,12 @@ class Backend:
         for name, value in headers:
             field = _REJECTION_IDS.get(name.lower())
             if field is not None and field not in ids:
-                ids[field] = value.decode("latin-1")
+                text = value.decode("latin-1")
+                if len(text) > _REJECTION_ID_LIMIT:
+                    # One client's 40,000-character header made a log line that long,
+                    # kept a thousand times over in the list.
+                    text = f"{text[:_REJECTION_ID_LIMIT]}... ({len(text)} characters)"
+                ids[field] = text
         self.rejections.append(
             {
                 "requestId": request_id,
@@ -658,18 +663,14 @@ class Backend:
         if len(self.rejections) > MAX_REJECTIONS:
             del self.rejections[0]
             self.rejections_dropped += 1
-        # Why, and whose: what a CI job's log has to say about a refused client. One
-        # line: a signature mismatch's canonical request made it 26.
-        why, _, rest = error.message.strip().partition("\n")
-        if rest.strip():
-            why += f" (and {rest.count(chr(10)) + 1} more lines: GET /_emulator/sessions)"
+        # Why, and whose: what a CI job's log has to say about a refused client.
         log.info(
             "request %s rejected: %s%s%s: %s",
             request_id,
             error.code,
             f" (session {ids['sessionId']})" if "sessionId" in ids else "",
             f" by rule {rule_id}" if rule_id is not None else "",
-            why,
+            refusal_reason(error, more="GET /_emulator/sessions"),
         )
 
     # -- look-ups ----------------------------------------------------------------
@@ -1247,6 +1248,11 @@ class Backend:
 #: Requests rejected before their stream that GET /_emulator/sessions lists: the
 #: newest, about 300 bytes each; older ones are counted as dropped.
 MAX_REJECTIONS = 1000
+#: Characters of each id a rejection keeps (valid ids have at most 36): a longer
+#: one is cut, saying its length.
+_REJECTION_ID_LIMIT = 100
+#: Characters of a rejection's reason its log line keeps.
+_REJECTION_LOG_LIMIT = 1000
 
 #: Sessions whose requests refused by a rule's error are counted (see
 #: Backend.note_refused): about 200 bytes each; past it the oldest is forgotten.
@@ -1260,6 +1266,32 @@ _LOST_REASON = (
 
 #: What a forgotten session's journal folder has after its name (then its seq).
 _FORGOTTEN = ".forgotten-"
+
+
+def refusal_reason(error: ServiceError, *, more: str) -> str:
+    """``error``'s message as one log line: its first line, cut at
+    :data:`_REJECTION_LOG_LIMIT` characters (a message echoes each bad value up to
+    2,048), saying where the rest is (``more``). One line: a signature
+    mismatch's canonical request made it 26."""
+    why, _, rest = error.message.strip().partition("\n")
+    if len(why) > _REJECTION_LOG_LIMIT:
+        return f"{why[:_REJECTION_LOG_LIMIT]}... ({len(why)} characters: {more})"
+    if rest.strip():
+        return f"{why} (and {rest.count(chr(10)) + 1} more lines: {more})"
+    return why
+
+
+def log_refused_call(scope: Mapping[str, Any], error: ServiceError, *, request_id: str) -> None:
+    """Log a control-plane request refused by the emulator's checks (a signature,
+    a quota): one line, as :meth:`Backend.record_rejection` logs a stream's."""
+    log.info(
+        "request %s rejected: %s (%s %s): %s",
+        request_id,
+        error.code,
+        scope.get("method", "?"),
+        str(scope.get("path", "?"))[:200],
+        refusal_reason(error, more="the response"),
+    )
 
 
 def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from .backend import log_refused_call
 from .errors import ResourceNotFoundException, ServiceError
 from .ids import new_request_id, request_id_headers
 from .quotas import Quotas, access_key_of
@@ -113,7 +114,11 @@ class SessionDetailsEndpoint:
         domain_id, subscription_id, session_id = ids
         try:
             if self.quotas is not None:
-                self.quotas.check_get(access_key_of(scope["headers"]))
+                try:
+                    self.quotas.check_get(access_key_of(scope["headers"]))
+                except ServiceError as throttled:
+                    log_refused_call(scope, throttled, request_id=request_id)
+                    raise
             validate_ids(
                 session_id=session_id or None,
                 domain_id=domain_id or None,

@@ -883,9 +883,12 @@ def parse_session_control_event(payload: bytes) -> str:
     out: list[str] = []
     _check_structure(document, _SESSION_CONTROL_EVENT, "sessionControlEvent", out)
     # The model leaves `type` optional, but an event without one asks for nothing the
-    # emulator could do, so a missing type is reported like a wrong one.
+    # emulator could do: refused, saying it is missing and what it must be.
     if document.get("type") is None:
-        rule = f"Member must satisfy enum value set: [{', '.join(_END_OF_SESSION.enum or ())}]"
+        rule = (
+            "Member must not be null: a session control event's type must be one of "
+            f"[{', '.join(_END_OF_SESSION.enum or ())}]"
+        )
         out.append(_violation(None, _where("sessionControlEvent.type"), rule))
     _raise_if(out)
     event_type: str = document["type"]

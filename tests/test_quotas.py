@@ -180,8 +180,10 @@ def test_a_get_over_the_rate_is_a_429_on_the_wire(limited):
     )
 
 
-async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited):
-
+async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited, caplog):
+    """And the throttle is logged, as a refused stream is (it was not: a poller
+    seeing 429s found nothing in the emulator's log)."""
+    caplog.set_level("INFO", logger="medscribe")
     client, request = await _one_attempt_client(limited)
     try:
         with pytest.raises(m.ResourceNotFoundException):
@@ -190,6 +192,9 @@ async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited):
             await client.get_medical_scribe_listening_session(input=request)
     finally:
         await client._config.transport.close()
+    (line,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert "rejected: ThrottlingException (GET /medical-scribe-stream/domain/" in line
+    assert f"/session/{request.session_id}): Rate exceeded: GetMedicalScribe" in line
 
 
 async def test_a_fractional_get_rate_reaches_the_sdk_as_never_exceeded(tmp_path):

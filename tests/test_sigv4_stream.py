@@ -184,8 +184,13 @@ def test_control_plane_calls_signed_with_a_known_key_pass(strict):
     [(KEY, "wrong-secret", "signature"), ("AKIDUNKNOWN000000000", SECRET, "AKIDUNKNOWN000000000")],
     ids=["wrong-secret", "unknown-key"],
 )
-def test_control_plane_calls_with_bad_credentials_are_access_denied(strict, key, secret, named):
+def test_control_plane_calls_with_bad_credentials_are_access_denied(
+    strict, key, secret, named, caplog
+):
+    """Refused, and logged one line each, as a refused stream is."""
     from botocore.exceptions import ClientError
+
+    caplog.set_level("INFO", logger="medscribe")
 
     boto = strict_boto(strict, secret, key)
     calls = [
@@ -205,6 +210,10 @@ def test_control_plane_calls_with_bad_credentials_are_access_denied(strict, key,
         assert error["Error"]["Code"] == "AccessDeniedException"
         assert named in error["Error"]["Message"]
         assert SECRET not in error["Error"]["Message"]
+        request_id = error["ResponseMetadata"]["RequestId"]
+        (line,) = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+        assert f"request {request_id} rejected: AccessDeniedException (" in line
+        assert "\n" not in line and SECRET not in line and named in line
     # Nothing was created behind the refusal.
     names = [d["name"] for d in strict_boto(strict, SECRET).list_domains()["domains"]]
     assert "never-made" not in names

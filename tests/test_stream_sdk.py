@@ -445,6 +445,21 @@ async def test_audio_before_configuration_is_refused_in_stream(client, emulator)
     assert "before configurationEvent" in result.error.message
 
 
+async def test_a_session_control_event_without_a_type_says_it_is_missing(client, emulator):
+    """It read "Value null ... must satisfy enum value set", as if a wrong type was sent."""
+    untyped = m.MedicalScribeInputStreamSessionControlEvent(
+        value=m.MedicalScribeSessionControlEvent(type=None)
+    )
+    events = [configuration_event(), audio_event(b"\0" * 3200), untyped]
+    result = await run_session(client, new_session_id(), events=events)
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert result.error.message == (
+        "1 validation error detected: Value null at 'sessionControlEvent.type' failed to "
+        "satisfy constraint: Member must not be null: a session control event's type must "
+        "be one of [END_OF_SESSION]"
+    )
+
+
 async def test_audio_event_over_32000_bytes_is_refused_in_stream(client, emulator):
     events = [configuration_event(), audio_event(b"\0" * 32_002)]
     result = await run_session(client, new_session_id(), events=events)

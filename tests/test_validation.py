@@ -1209,7 +1209,13 @@ ENUM = "Member must satisfy enum value set: [END_OF_SESSION]"
 CONTROL_CASES = {
     "other-type": ({"type": "PAUSE"}, "sessionControlEvent.type", ENUM, "'PAUSE'"),
     "lowercase": ({"type": "end_of_session"}, "sessionControlEvent.type", ENUM, "'end_of_session'"),
-    "missing-type": ({}, "sessionControlEvent.type", ENUM, "null"),
+    "missing-type": (
+        {},
+        "sessionControlEvent.type",
+        "Member must not be null: a session control event's type must be one of "
+        "[END_OF_SESSION]",
+        "null",
+    ),
     "wrong-type": ({"type": 1}, "sessionControlEvent.type", ENUM, "'1'"),
     "unknown-member": (
         {"type": "END_OF_SESSION", "reason": "done"},
