@@ -1212,8 +1212,7 @@ CONTROL_CASES = {
     "missing-type": (
         {},
         "sessionControlEvent.type",
-        "Member must not be null: a session control event's type must be one of "
-        "[END_OF_SESSION]",
+        "Member must not be null: a session control event's type must be one of [END_OF_SESSION]",
         "null",
     ),
     "wrong-type": ({"type": 1}, "sessionControlEvent.type", ENUM, "'1'"),
