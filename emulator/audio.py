@@ -332,6 +332,15 @@ class FlacClock:
         # Reject on the first wrong byte: a client sending PCM or WAV as flac
         # hears about it with its first event.
         if not _FLAC_MARKER.startswith(head):
+            if head[:1] == b"\xff" and head[1:2] in (b"", b"\xf8", b"\xf9"):
+                # A frame's sync code: the rest of a FLAC stream, such as an earlier
+                # stream's bytes continued by a client resuming after a drop.
+                raise ValidationException(
+                    "media encoding is flac but the audio starts with a FLAC frame header "
+                    f"({head!r}), not the 'fLaC' marker: each stream of a session must be "
+                    "a whole FLAC stream, from its marker and STREAMINFO (a resumed stream "
+                    "starts a new one; it cannot continue an earlier stream's bytes)"
+                )
             raise ValidationException(
                 "media encoding is flac but the audio is not a FLAC stream: it must start"
                 f" with the 'fLaC' marker, got {head!r}"

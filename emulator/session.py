@@ -322,7 +322,10 @@ class ScribeSession:
                 if self._on_audio is not None:
                     self._on_audio(chunk, base64)
                 self.stats.audio_bytes += size
-                now = self._now = self._base + self._clock.add_count(size)  # type: ignore[union-attr]
+                now = self._clock.add_count(size)  # type: ignore[union-attr]
+                if self._base:  # _plus_base, inline
+                    now = round(self._base + now, 9)
+                self._now = now
                 if now > self._max_audio:
                     if self._to_the_limit():
                         raise self._over_limit(now)
@@ -367,7 +370,7 @@ class ScribeSession:
             self._clock.finish()
         except ValidationException:
             pass  # a FLAC stream cut inside its metadata: no frames to count
-        now = self._now = self._base + self._clock.seconds
+        now = self._now = self._plus_base(self._clock.seconds)
         if now > self._max_audio:
             if self._to_the_limit():
                 self.fail("validationException", self._over_limit(now).message)
@@ -453,29 +456,39 @@ class ScribeSession:
         self.stats.audio_bytes += count
         if size is None:
             try:
-                now = self._base + self._clock.add(chunk)
+                now = self._plus_base(self._clock.add(chunk))
             except ValidationException:
                 # A FLAC frame refused: keep what was counted, and send what its
                 # whole frames made due first (their audio came in full), as at
                 # the audio limit.
-                now = self._now = self._base + self._clock.seconds
+                now = self._now = self._plus_base(self._clock.seconds)
                 if self.state is S.STREAMING:
                     self._advance(min(now, self._max_audio))
                 if self.state is S.STREAMING:
                     raise
                 return  # a scripted fault that fell due ended the session first
             except BaseException:
-                self._now = self._base + self._clock.seconds
+                self._now = self._plus_base(self._clock.seconds)
                 raise
         else:
             assert isinstance(self._clock, PcmClock)
-            now = self._base + self._clock.add_count(size)
+            now = self._plus_base(self._clock.add_count(size))
         self._now = now
         if now > self._max_audio:
             if self._to_the_limit():
                 raise self._over_limit(now)
             return
         self._advance(now)
+
+    def _plus_base(self, seconds: float) -> float:
+        """The session's time at ``seconds`` of this stream's audio: the earlier
+        streams' audio plus it, rounded to the nanosecond. Summed as floats, 0.3 s
+        and 1.9 s made 2.1999999999999997, short of a result due at 2.2 s, which
+        then came an audio event late (or in the next stream). One stream's
+        time needs no rounding: a count over a rate is the float nearest its
+        decimal, as a script's times are."""
+        base = self._base
+        return round(base + seconds, 9) if base else seconds
 
     def _to_the_limit(self) -> bool:
         """Release what falls due up to the audio limit, which the clock has just
@@ -494,7 +507,7 @@ class ScribeSession:
 
     def _end_of_session(self) -> None:
         assert self._clock is not None
-        now = self._now = self._base + self._clock.finish()
+        now = self._now = self._plus_base(self._clock.finish())
         if now > self._max_audio:  # a FLAC stream's last frame, counted only now
             if self._to_the_limit():
                 raise self._over_limit(now)

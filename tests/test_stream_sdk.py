@@ -195,6 +195,28 @@ async def test_end_of_session_finalises_open_segments_clamped_to_the_audio(clien
     assert max(s.audio_end_offset for s in result.segments) <= 3.0 + 1e-9
 
 
+async def test_a_resumed_sessions_time_adds_up_exactly(client, emulator):
+    """0.3 s of audio, then 1.9 s in a resumed stream, made 2.1999999999999997 s:
+    a final due at 2.2 s was not released at the audio's end, and went out only
+    in the next stream."""
+    session_id = new_session_id()
+    segment = {"channel": 0, "begin": 1.0, "end": 2.2, "content": "Due at two point two."}
+    scripted(emulator, session_id, {"segments": [{**segment, "partials": 1}]})
+    tone = pcm_tone(2.2)
+    first = await run_session(client, session_id, audio=tone[:9600], end_of_session=False)
+    assert first.error is None and first.finals == []
+    # 32,000 bytes then 28,800: this stream's clock reads 1.0 s, then 1.9 s.
+    second = await run_session(
+        client, session_id, audio=tone[9600:], chunk_bytes=32_000, end_of_session=False
+    )
+    assert second.error is None, repr(second.error)
+    assert [(f.content, f.audio_begin_offset, f.audio_end_offset) for f in second.finals] == [
+        ("Due at two point two.", 1.0, 2.2)
+    ]
+    third = await run_session(client, session_id)
+    assert third.error is None and third.segments == []
+
+
 async def test_binary_audio_events_drive_the_clock_like_json_audio_events(client, emulator):
     session_id = new_session_id()
     scripted(emulator, session_id)
@@ -633,6 +655,23 @@ async def test_flac_with_the_configurations_channel_count_completes(client, emul
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "COMPLETED"
     assert details["audioSeconds"] == pytest.approx(2.0)
+
+
+async def test_a_resumed_flac_stream_continuing_the_earlier_bytes_is_told_why(client, emulator):
+    """It read "the audio is not a FLAC stream", as if another encoding was sent."""
+    data = _flac(1, seconds=2.0)
+    first_frame = data.index(b"\xff\xf8", data.index(b"fLaC") + 4 + 38)
+    second_frame = data.index(b"\xff\xf8", first_frame + 2)
+    session_id = new_session_id()
+    first = await run_session(
+        client, session_id, audio=data[:second_frame], encoding="flac", end_of_session=False
+    )
+    assert first.error is None, repr(first.error)
+    second = await run_session(client, session_id, audio=data[second_frame:], encoding="flac")
+    assert isinstance(second.error, m.ValidationException), repr(second.error)
+    message = second.error.message
+    assert "the audio starts with a FLAC frame header (b'\\xff\\xf8" in message
+    assert "a resumed stream starts a new one; it cannot continue an earlier" in message
 
 
 async def test_a_client_sending_on_after_an_exception_alone_on_its_connection_finishes(
