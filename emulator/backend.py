@@ -57,7 +57,7 @@ from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
-from .rules import Rule, RuleBook, load_rules_file, parse_rule
+from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
@@ -147,6 +147,8 @@ class Backend:
         self.rejections_dropped = 0
         # Requests a rule's error refused, by session (see asks_of).
         self._refused: dict[SessionKey, int] = {}
+        # Look-ups a rule was asked about, by session (see match_get_rule).
+        self._looked_up: dict[SessionKey, int] = {}
         # Scripted scenarios' specs and their JSON text, by scenario (see _spec_text).
         self._specs: dict[int, tuple[Scenario, dict[str, Any], str]] = {}
         # The same scenarios by the id of their spec (see _rebuild).
@@ -269,6 +271,26 @@ class Backend:
             started_by=None if record is None else record.rule_id,
         )
 
+    def match_get_rule(self, key: SessionKey) -> Rule | None:
+        """The newest GetMedicalScribeListeningSession rule matching a look-up of
+        ``key``, its use counted (its error refuses the look-up), or None.
+
+        A probability draws with how many look-ups of the session asked before
+        (the newest :data:`MAX_REFUSED_SESSIONS` sessions' counts are kept): a
+        poller's every Get draws anew, the same way in every run.
+        """
+        asked = self._looked_up.get(key, 0)
+        if asked == 0 and len(self._looked_up) >= MAX_REFUSED_SESSIONS:
+            del self._looked_up[next(iter(self._looked_up))]  # the oldest: it starts over
+        self._looked_up[key] = asked + 1
+        return self.rules.match(
+            session_id=key.session_id,
+            domain_id=key.domain_id,
+            subscription_id=key.subscription_id,
+            asks=asked,
+            operation=GET,
+        )
+
     def asks_of(self, request: StreamRequest) -> int:
         """How many of the request's session's requests took effect before it: its
         streams that opened (stored with the session, so a restart keeps them),
@@ -334,6 +356,7 @@ class Backend:
         self.rejections.clear()
         self.rejections_dropped = 0
         self._refused.clear()
+        self._looked_up.clear()
 
     def check_resources(
         self, *, domain_id: str, subscription_id: str, require_active: bool = True
@@ -1281,15 +1304,19 @@ def refusal_reason(error: ServiceError, *, more: str) -> str:
     return why
 
 
-def log_refused_call(scope: Mapping[str, Any], error: ServiceError, *, request_id: str) -> None:
+def log_refused_call(
+    scope: Mapping[str, Any], error: ServiceError, *, request_id: str, rule_id: str | None = None
+) -> None:
     """Log a control-plane request refused by the emulator's checks (a signature,
-    a quota): one line, as :meth:`Backend.record_rejection` logs a stream's."""
+    a quota) or a rule's error: one line, as :meth:`Backend.record_rejection`
+    logs a stream's."""
     log.info(
-        "request %s rejected: %s (%s %s): %s",
+        "request %s rejected: %s (%s %s)%s: %s",
         request_id,
         error.code,
         scope.get("method", "?"),
         str(scope.get("path", "?"))[:200],
+        f" by rule {rule_id}" if rule_id is not None else "",
         refusal_reason(error, more="the response"),
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .backend import log_refused_call
-from .errors import ResourceNotFoundException, ServiceError
+from .errors import ResourceNotFoundException, ServiceError, service_error
 from .ids import new_request_id, request_id_headers
 from .quotas import Quotas, access_key_of
 from .record import SessionKey, SessionRecord
@@ -130,7 +130,13 @@ class SessionDetailsEndpoint:
             self.backend.check_resources(
                 domain_id=domain_id, subscription_id=subscription_id, require_active=False
             )
-            record = self.backend.get(SessionKey(domain_id, subscription_id, session_id))
+            key = SessionKey(domain_id, subscription_id, session_id)
+            rule = self.backend.match_get_rule(key)
+            if rule is not None and rule.error is not None:
+                refused = service_error(*rule.error)
+                log_refused_call(scope, refused, request_id=request_id, rule_id=rule.id)
+                raise refused
+            record = self.backend.get(key)
             if record is None:
                 raise ResourceNotFoundException(
                     f"MedicalScribeListeningSession {session_id} was not found in domain "

@@ -2,7 +2,7 @@
 
 A rule is data, from the rules file at start-up or from the admin API::
 
-    {"match": {"sessionId"?, "domainId"?, "subscriptionId"?},
+    {"match": {"sessionId"?, "domainId"?, "subscriptionId"?, "operation"?},
      "scenario": "NAME" | {inline scenario},      # exactly one of scenario / error
      "error": {"type": "ThrottlingException", "message": "..."},
      "chaos": {...},                              # optional, see Chaos
@@ -10,7 +10,10 @@ A rule is data, from the rules file at start-up or from the admin API::
      "times": N}                                  # optional, N >= 1
 
 A rule with ``chaos`` may leave out both scenario and error (the session then
-gets the default scenario, with the chaos). ``probability`` is drawn per
+gets the default scenario, with the chaos). A rule acts on stream requests
+(StartMedicalScribeListeningSession) unless its ``match`` names the operation
+``GetMedicalScribeListeningSession``: such a rule only refuses look-ups, with
+an ``error`` the model lists for Get. ``probability`` is drawn per
 request from the seed, the rule and the request's ids (see
 :meth:`RuleBook._draw`), so a run with the same seed repeats exactly, in any
 order of arrival.
@@ -55,6 +58,10 @@ from emulator.validation import HEADER_NAMES, id_constraints_broken
 
 __all__ = [
     "MATCH_KEYS",
+    "OPERATIONS",
+    "START",
+    "GET",
+    "GET_ERRORS",
     "INLINE_SCENARIO",
     "Rule",
     "Chaos",
@@ -66,6 +73,23 @@ __all__ = [
 
 #: The request values a rule can match, by their JSON (and header-derived) names.
 MATCH_KEYS = ("sessionId", "domainId", "subscriptionId")
+
+#: The operations a rule can act on: a stream's start (the default) or a look-up.
+START = "StartMedicalScribeListeningSession"
+GET = "GetMedicalScribeListeningSession"
+OPERATIONS = (START, GET)
+
+#: The errors the model lists for GetMedicalScribeListeningSession (its
+#: ValidationException is Start's alone).
+GET_ERRORS = (
+    "InternalServerException",
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "ThrottlingException",
+    "ServiceQuotaExceededException",
+)
+
+_MATCH_ALLOWED = (*MATCH_KEYS, "operation")
 
 #: The name given to a scenario written inline in a rule.
 INLINE_SCENARIO = "inline"
@@ -161,8 +185,16 @@ class Rule:
     #: The rule names the generated visit (``scenario: synthetic``), whatever
     #: the emulator's default scenario is.
     synthetic: bool = False
+    #: The operation whose requests it acts on (:data:`START` or :data:`GET`).
+    operation: str = START
 
     def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {self.operation!r}")
+        if self.operation == GET and (
+            self.error is None or self.error[0] not in GET_ERRORS or self.chaos is not None
+        ):
+            raise ValueError(f"a {GET} rule has an error of {GET_ERRORS} and nothing else")
         chosen = (self.scenario is not None) + (self.error is not None) + self.synthetic
         if chosen > 1:
             raise ValueError("a rule has at most one of scenario (or synthetic) or error")
@@ -182,9 +214,17 @@ class Rule:
         return None if self.times is None else max(self.times - self.uses, 0)
 
     def matches(
-        self, *, session_id: str | None, domain_id: str | None, subscription_id: str | None
+        self,
+        *,
+        session_id: str | None,
+        domain_id: str | None,
+        subscription_id: str | None,
+        operation: str = START,
     ) -> bool:
-        """Return whether every match key equals the request's value (ignores ``times``)."""
+        """Return whether the rule acts on ``operation`` and every match key
+        equals the request's value (ignores ``times``)."""
+        if operation != self.operation:
+            return False
         actual = {"sessionId": session_id, "domainId": domain_id, "subscriptionId": subscription_id}
         return all(actual[key] == value for key, value in self.match.items())
 
@@ -194,9 +234,12 @@ class Rule:
         if self.scenario is not None:
             scenario = self.scenario.to_json() if self.inline else self.scenario.name
         error = None if self.error is None else {"type": self.error[0], "message": self.error[1]}
+        match: dict[str, str] = dict(self.match)
+        if self.operation != START:
+            match["operation"] = self.operation
         return {
             "id": self.id,
-            "match": dict(self.match),
+            "match": match,
             "scenario": scenario,
             "error": error,
             "chaos": None if self.chaos is None else self.chaos.to_json(),
@@ -225,10 +268,22 @@ def _validate_rule(
     item = {key: value for key, value in item.items() if value is not None}
 
     match: dict[str, str] = {}
+    operation = START
     raw_match = item.get("match", {})
-    checked = checker.mapping(raw_match, (*path, "match"), allowed=MATCH_KEYS, what="match")
+    checked = checker.mapping(raw_match, (*path, "match"), allowed=_MATCH_ALLOWED, what="match")
     for key, value in (checked or {}).items():
-        if key in MATCH_KEYS:
+        if key == "operation":
+            named = checker.string(value, (*path, "match", key), non_empty=True)
+            if named is not None and named not in OPERATIONS:
+                near = get_close_matches(named[:100], OPERATIONS, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                checker.add(
+                    (*path, "match", key),
+                    f"must be one of {', '.join(OPERATIONS)}{hint}, got {shown(named)}",
+                )
+            elif named is not None:
+                operation = named
+        elif key in MATCH_KEYS:
             text = checker.string(value, (*path, "match", key), non_empty=True)
             if text is None:
                 continue
@@ -248,7 +303,11 @@ def _validate_rule(
     scenario: Scenario | None = None
     inline = synthetic = False
     error: tuple[str, str] | None = None
-    if "scenario" in item and "error" in item:
+    if operation == GET:
+        _get_rule(item, path, checker)
+        if "error" in item:
+            error = _error(item["error"], (*path, "error"), checker, allowed=GET_ERRORS)
+    elif "scenario" in item and "error" in item:
         checker.add(path, "a rule needs exactly one of 'scenario' or 'error', got both")
     elif "error" in item and "chaos" in item:
         checker.add(
@@ -269,7 +328,9 @@ def _validate_rule(
     elif "error" in item:
         error = _error(item["error"], (*path, "error"), checker)
 
-    chaos = _chaos(item["chaos"], (*path, "chaos"), checker) if "chaos" in item else None
+    chaos = None
+    if "chaos" in item and operation != GET:
+        chaos = _chaos(item["chaos"], (*path, "chaos"), checker)
     if chaos is not None and scenario is not None:
         _after_the_scenario_fails(chaos, scenario, inline, (*path, "chaos"), checker)
     probability = None
@@ -303,7 +364,23 @@ def _validate_rule(
         inline=inline,
         chaos=chaos,
         probability=probability,
+        operation=operation,
     )
+
+
+def _get_rule(item: Mapping[str, object], path: FieldPath, checker: Checker) -> None:
+    """Check what a :data:`GET` rule may say: only an error (its type is checked
+    against the operation's by :func:`_error`)."""
+    doing = f"a {GET} rule refuses look-ups with its 'error' and does nothing else"
+    for key in ("scenario", "chaos"):
+        if key in item:
+            checker.add(
+                (*path, key),
+                f"{doing}: a scenario or chaos acts on a stream (leave out "
+                "match.operation for a stream rule)",
+            )
+    if "error" not in item:
+        checker.add(path, f"{doing}: it needs one (one of {', '.join(GET_ERRORS)})")
 
 
 #: The longest a chaos rule may hold a stream: past any client's timeout, so a
@@ -459,19 +536,30 @@ def _scenario(
     return None, False
 
 
-def _error(value: object, path: FieldPath, checker: Checker) -> tuple[str, str] | None:
+def _error(
+    value: object,
+    path: FieldPath,
+    checker: Checker,
+    *,
+    allowed: Iterable[str] = tuple(SERVICE_ERRORS),
+) -> tuple[str, str] | None:
+    """An error rule's ``(type, message)``; ``allowed`` are the types its
+    operation's model lists (all six for a stream's start)."""
+    allowed = tuple(allowed)
     item = checker.mapping(value, path, allowed=_ERROR_KEYS, what="error")
     if item is None:
         return None
     if "type" not in item:
-        checker.add(path, f"missing required key 'type' (one of {', '.join(SERVICE_ERRORS)})")
+        checker.add(path, f"missing required key 'type' (one of {', '.join(allowed)})")
         return None
     kind = checker.string(item["type"], (*path, "type"))
-    if kind is not None and kind not in SERVICE_ERRORS:
-        near = [name for name in SERVICE_ERRORS if name.lower() == kind.lower()]
+    if kind is not None and kind not in allowed:
+        near = [name for name in allowed if name.lower() == kind.lower()]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
+        if kind in SERVICE_ERRORS:  # a Start error Get does not have
+            hint = f" ({GET} has no {kind} in the model)"
         checker.add(
-            (*path, "type"), f"must be one of {', '.join(SERVICE_ERRORS)}{hint}, got {shown(kind)}"
+            (*path, "type"), f"must be one of {', '.join(allowed)}{hint}, got {shown(kind)}"
         )
         kind = None
     message = None
@@ -704,6 +792,7 @@ class RuleBook:
         consume: bool = True,
         asks: int = 0,
         started_by: str | None = None,
+        operation: str = START,
     ) -> Rule | None:
         """Return the newest matching rule with uses left, consuming one use
         (unless ``consume`` is false: then :meth:`use` counts it once it took
@@ -713,6 +802,8 @@ class RuleBook:
         ``started_by``, for a stream resuming a session, is the id of the rule
         that started it: that rule still matches with its uses spent (a resumed
         stream uses none, so a ``times: 1`` rule acts on its one session whole).
+        ``operation`` is the request's (:data:`START` or :data:`GET`): only the
+        rules acting on it match.
         """
         with self._lock:
             others = self._others
@@ -734,7 +825,10 @@ class RuleBook:
                 candidates = reversed(others.items())  # type: ignore[assignment]
             for serial, rule in candidates:
                 if rule.matches(
-                    session_id=session_id, domain_id=domain_id, subscription_id=subscription_id
+                    session_id=session_id,
+                    domain_id=domain_id,
+                    subscription_id=subscription_id,
+                    operation=operation,
                 ):
                     if (
                         rule.probability is not None

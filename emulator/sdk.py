@@ -236,6 +236,7 @@ def boto3_client(
     access_key_id: str = DUMMY_ACCESS_KEY_ID,
     secret_access_key: str = DUMMY_SECRET_ACCESS_KEY,
     session_token: str | None = None,
+    config: Any = None,
 ) -> Any:
     """Return a boto3 ``connecthealth`` client for the control-plane operations.
 
@@ -248,7 +249,10 @@ def boto3_client(
     calls to ``streaming.<host>``. Dummy credentials unless given (an emulator
     run with ``--verify-signatures`` needs a key pair it knows, and temporary
     credentials their ``session_token``),
-    ``verify=ca_file`` (None means the default bundle). Raises :class:`ImportError` without boto3.
+    ``verify=ca_file`` (None means the default bundle). ``config``, a botocore
+    ``Config``, is merged in (``Config(retries={"max_attempts": 1})`` for a test
+    that must see a throttle or a 500: boto3 retries those by itself). Raises
+    :class:`ImportError` without boto3.
     """
     try:
         import boto3
@@ -271,7 +275,7 @@ def boto3_client(
             "connecthealth",
             endpoint_url=endpoint_url,
             verify=str(ca_file) if ca_file is not None else None,
-            config=Config(inject_host_prefix=False),
+            config=Config(inject_host_prefix=False).merge(config or Config()),
         )
     except UnknownServiceError:
         raise ImportError(

@@ -460,7 +460,9 @@ class MedscribeEmulator:
 
         Either pass a whole rule as in ``rules.yaml`` (``{"match": ..., "scenario":
         ...}``), or the keywords: ``match`` (``sessionId`` / ``domainId`` /
-        ``subscriptionId``; omitted keys match anything), exactly one of
+        ``subscriptionId``; omitted keys match anything; ``operation``:
+        ``"GetMedicalScribeListeningSession"`` for a rule whose error refuses
+        look-ups instead of streams), exactly one of
         ``scenario`` (a name or an inline scenario) and ``error`` (a service
         error type such as ``"ThrottlingException"``, or ``{"type", "message"}``),
         and ``times``. Raises :class:`MedscribeAdminError` (status 400, listing
@@ -485,7 +487,7 @@ class MedscribeEmulator:
             if match is not None and not isinstance(match, Mapping):
                 raise TypeError(
                     "add_rule(match=...) is a dict of sessionId, domainId and/or "
-                    f"subscriptionId, such as match={{'sessionId': ...}}; got "
+                    "subscriptionId (and operation), such as match={'sessionId': ...}; got "
                     f"{type(match).__name__} {match!r}"
                 )
             body = {"match": dict(match or {})}

@@ -25,6 +25,7 @@ from .support import (
     S3_URI,
     SUBSCRIPTION_ID,
     H2Client,
+    admin,
     audio_event,
     end_of_session_event,
     new_session_id,
@@ -338,3 +339,67 @@ def test_strict_resources_refuse_streams_on_unknown_or_inactive_resources_gets_o
                 sessionId=known, domainId="dom-nosuchdomain000000", subscriptionId=subscription_id
             )
         assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+# -- rules on look-ups ---------------------------------------------------------------
+
+GET_OPERATION = "GetMedicalScribeListeningSession"
+
+
+def get_rule(emulator, session_id: str, error: dict, **more) -> dict:
+    rule = {"match": {"sessionId": session_id, "operation": GET_OPERATION}, "error": error}
+    status, body = admin(emulator.h2c_url, "POST", "/_emulator/rules", {**rule, **more})
+    assert status == 201, body
+    return body
+
+
+async def test_a_get_rule_refuses_look_ups_its_times_then_the_session_is_read(
+    client, emulator, caplog
+):
+    """For testing a status poller: the service's 500 on Get, scripted per session.
+    The SDK retries a 500 by itself, so one attempt sees it; its stream is untouched."""
+    from .test_quotas import _one_attempt_client
+
+    caplog.set_level("INFO", logger="medscribe")
+    session_id = new_session_id()
+    added = get_rule(
+        emulator, session_id, {"type": "InternalServerException", "message": "try again"}, times=1
+    )
+    result = await run_session(client, session_id, audio=pcm_tone(0.5))
+    assert result.error is None, repr(result.error)  # a stream is no look-up
+    once, request = await _one_attempt_client(emulator)
+    try:
+        with pytest.raises(m.InternalServerException) as refused:
+            await sdk_get(once, session_id)
+        assert refused.value.message == "try again"
+        details = await sdk_get(once, session_id)
+        assert details.stream_status == "COMPLETED"
+    finally:
+        await once._config.transport.close()
+    (line,) = [r.getMessage() for r in caplog.records if f"by rule {added['id']}" in r.getMessage()]
+    assert f"rejected: InternalServerException (GET {session_path(session_id)}) by rule" in line
+
+
+async def test_the_sdks_retries_ride_out_a_get_rule_and_boto3_sees_its_status(client, emulator):
+    """Two throttles, which the SDK's own retries absorb (both uses spent), and a
+    402 through boto3 with retries off, on a session that does not exist."""
+    from botocore.config import Config
+
+    session_id = new_session_id()
+    throttle = get_rule(emulator, session_id, {"type": "ThrottlingException"}, times=2)
+    with pytest.raises(m.ResourceNotFoundException):  # its third attempt: not found
+        await sdk_get(client, session_id)
+    status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
+    (spent,) = [rule for rule in listed["rules"] if rule["id"] == throttle["id"]]
+    assert status == 200 and spent["uses"] == 2 and spent["remaining"] == 0
+    get_rule(emulator, session_id, {"type": "ServiceQuotaExceededException", "message": "full"})
+    boto = boto3_client(endpoint_url=emulator.h2c_url, config=Config(retries={"max_attempts": 1}))
+    with pytest.raises(ClientError) as error:
+        boto.get_medical_scribe_listening_session(
+            sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
+        )
+    assert error.value.response["Error"] == {
+        "Code": "ServiceQuotaExceededException",
+        "Message": "full",
+    }
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 402

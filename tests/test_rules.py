@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from pathlib import Path
@@ -131,6 +132,40 @@ INVALID = {
         {"error": {"type": "ThrottlingException"}, "chaos": {"delay": 2.0}},
         "chaos",
         "cannot go with 'error': an error rule refuses the request before any stream opens",
+    ),
+    "operation-unknown": (
+        {
+            "match": {"operation": "GetMedicalScribeSession"},
+            "error": {"type": "ThrottlingException"},
+        },
+        "match.operation",
+        "(did you mean 'GetMedicalScribeListeningSession'?), got 'GetMedicalScribeSession'",
+    ),
+    "get-rule-with-a-scenario": (
+        {"match": {"operation": "GetMedicalScribeListeningSession"}, "scenario": "visit"},
+        "scenario",
+        "a GetMedicalScribeListeningSession rule refuses look-ups with its 'error' and does "
+        "nothing else: a scenario or chaos acts on a stream",
+    ),
+    "get-rule-with-chaos": (
+        {"match": {"operation": "GetMedicalScribeListeningSession"}, "chaos": {"delay": 1.0}},
+        "chaos",
+        "a scenario or chaos acts on a stream (leave out match.operation for a stream rule)",
+    ),
+    "get-rule-without-an-error": (
+        {"match": {"operation": "GetMedicalScribeListeningSession"}},
+        "",
+        "does nothing else: it needs one (one of InternalServerException, "
+        "ResourceNotFoundException",
+    ),
+    "get-rule-with-a-validation-error": (
+        {
+            "match": {"operation": "GetMedicalScribeListeningSession"},
+            "error": {"type": "ValidationException"},
+        },
+        "error.type",
+        "(GetMedicalScribeListeningSession has no ValidationException in the model), got "
+        "'ValidationException'",
     ),
     "times-zero": ({"scenario": "visit", "times": 0}, "times", "must be >= 1"),
     "times-bool": (
@@ -332,12 +367,41 @@ def test_shipped_rules_file_examples_are_valid_once_uncommented(tmp_path):
             "primary-care-visit": VISIT,
         },
     )
-    assert len(rules) == 4
+    assert len(rules) == 5
     assert yaml.safe_load("\n".join(lines))[0]["scenario"] == "primary-care-visit"
-    assert rules[-1].probability == 0.5 and rules[-1].chaos is not None
+    assert rules[3].probability == 0.5 and rules[3].chaos is not None
+    assert rules[4].operation == rules_module.GET and rules[4].error is not None
 
 
 # --------------------------------------------------------------------------- rule book
+
+
+def test_a_get_rule_matches_look_ups_only_and_a_stream_rule_streams_only():
+    get = parse_rule(
+        {
+            "match": {"sessionId": SESSION, "operation": "GetMedicalScribeListeningSession"},
+            "error": {"type": "InternalServerException", "message": "later"},
+            "times": 1,
+        },
+        scenarios=KNOWN,
+    )
+    book = RuleBook([dataclasses.replace(get, id="get-1")])
+    book.add(parse_rule({"match": {"sessionId": SESSION}, "scenario": "visit"}, scenarios=KNOWN))
+    ids = {"session_id": SESSION, "domain_id": "d", "subscription_id": "s"}
+    assert book.match(**ids).scenario is not None  # the stream's
+    found = book.match(**ids, operation=rules_module.GET)
+    assert found is not None and found.error == ("InternalServerException", "later")
+    assert book.match(**ids, operation=rules_module.GET) is None  # its one use spent
+    listed = book.get("get-1").to_json()
+    assert listed["match"] == {
+        "sessionId": SESSION,
+        "operation": "GetMedicalScribeListeningSession",
+    }
+    # The listed form posts back as the same rule.
+    again = parse_rule(
+        {k: v for k, v in listed.items() if k not in ("id", "uses", "remaining")}, scenarios=KNOWN
+    )
+    assert again.operation == rules_module.GET and again.error == get.error
 
 
 def test_missing_match_key_matches_anything():
