@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import __version__
+from .artifacts import ARTIFACT_NAMES, DiskBuckets
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
@@ -263,6 +264,12 @@ def admin_routes(
             return record
         return _audio_response(record)
 
+    async def session_artifact(request: Request) -> Response:
+        record = find(request)
+        if isinstance(record, Response):
+            return record
+        return _artifact_response(record, request.path_params["name"], backend)
+
     async def list_scenarios(request: Request) -> Response:
         return _JSON({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
 
@@ -286,6 +293,11 @@ def admin_routes(
         Route("/_emulator/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}/events", session_events, methods=["GET"]),
         Route("/_emulator/sessions/{session_id}/audio.wav", session_audio, methods=["GET"]),
+        Route(
+            "/_emulator/sessions/{session_id}/artifacts/{name}",
+            session_artifact,
+            methods=["GET"],
+        ),
         Route("/_emulator/scenarios", _no_parameters(list_scenarios), methods=["GET"]),
     ]
 
@@ -401,6 +413,51 @@ def _audio_response(record: SessionRecord) -> Response:
     return StreamingResponse(
         body(), media_type="audio/wav", headers={"content-length": str(len(header) + total)}
     )
+
+
+def _artifact_response(record: SessionRecord, name: str, backend: Backend) -> Response:
+    """One post-stream artifact of ``record`` as written (JSON), from the S3
+    stand-in on disk: 404 for a name that is none, 409 (saying why) while
+    there is none to read."""
+    key = record.key
+    if name not in ARTIFACT_NAMES:
+        known = ", ".join(ARTIFACT_NAMES)
+        return _error(404, f"no artifact {name[:64]!r}; the artifacts are {known}")
+    results = (record.post_stream or {}).get("results") or {}
+    result = results.get(name)
+    if result is None:
+        return _error(
+            409,
+            f"session {key.session_id} has no post-stream actions: they start when its "
+            f"END_OF_SESSION is taken (its stream status is {record.status.value})",
+        )
+    if result["status"] == "IN_PROGRESS":
+        return _error(
+            409,
+            f"session {key.session_id}'s {name} is IN_PROGRESS: it is written "
+            f"{backend.post_stream_delay:g} s after the session's end (--post-stream-delay); "
+            "ask again",
+        )
+    if result["status"] != "COMPLETED":
+        reason = result.get("failureReason", "")
+        return _error(409, f"session {key.session_id}'s {name} is {result['status']}: {reason}")
+    location = result["outputLocation"]
+    if not isinstance(backend.buckets, DiskBuckets):
+        return _error(
+            409,
+            f"session {key.session_id}'s {name} was written to {location} on the S3 endpoint "
+            "the emulator was given (--s3-endpoint-url): read it there",
+        )
+    bucket, _, object_key = location.removeprefix("s3://").partition("/")
+    try:
+        body = backend.buckets.path_of(bucket, object_key).read_bytes()
+    except (OSError, ValueError) as error:
+        return _error(
+            404,
+            f"session {key.session_id}'s {name} was written to {location}, but the file "
+            f"cannot be read from the state directory: {error}",
+        )
+    return Response(body, media_type="application/json")
 
 
 def _read(parts: list[AudioPart], *, limit: int) -> Iterator[bytes]:

@@ -109,6 +109,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_DOC)
+    # Checked where the run starts, as --medscribe-seed is: one usage error, not a
+    # traceback in every test.
+    ini_seed(config)
     # pytest-xdist's -n, seen where the run starts: one usage error, not one per test.
     workers = getattr(config.option, "numprocesses", None)
     url = emulator_url(config)
@@ -125,10 +128,22 @@ def pytest_configure(config: pytest.Config) -> None:
             # ini file's are not: they may serve local runs while CI points the
             # suite at a compose service started with the same fixtures.
             raise pytest.UsageError(
-                f"{' and '.join(given)} configure the emulator the plugin starts; with "
+                f"{' and '.join(given)} {'configure' if len(given) > 1 else 'configures'} the "
+                "emulator the plugin starts; with "
                 f"--medscribe-url ({url}) none is started: give that emulator --fixtures "
                 "and --seed itself"
             )
+
+
+def ini_seed(config: pytest.Config) -> int:
+    """The ``medscribe_seed`` ini option (0 when unset); raises
+    :class:`pytest.UsageError` when it is not an integer."""
+    raw = str(config.getini("medscribe_seed")).strip()
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        source = f" in {config.inipath}" if config.inipath is not None else ""
+        raise pytest.UsageError(f"medscribe_seed{source} must be an integer, got {raw!r}") from None
 
 
 def _shared_with_workers(url: str) -> str:
@@ -180,11 +195,7 @@ def medscribe_settings(
 
     seed = pytestconfig.getoption("medscribe_seed")
     if seed is None:
-        raw = str(pytestconfig.getini("medscribe_seed")).strip()
-        try:
-            seed = int(raw) if raw else 0
-        except ValueError:
-            raise pytest.UsageError(f"medscribe_seed must be an integer, got {raw!r}") from None
+        seed = ini_seed(pytestconfig)
     fixtures: Path | None = None
     if pytestconfig.getoption("medscribe_fixtures"):
         fixtures = Path(pytestconfig.getoption("medscribe_fixtures")).resolve()
@@ -210,18 +221,28 @@ def medscribe_emulator_server(
     end of the session; setting up fails if it cannot start or be reached.
     """
     from .errors import ConfigError
-    from .testing import EmulatorThread, MedscribeEmulator
+    from .testing import EmulatorThread, MedscribeAdminError, MedscribeEmulator
 
     url = emulator_url(request.config)
     if url is not None and os.environ.get("PYTEST_XDIST_WORKER"):
         # A worker of a run whose controller did not see -n (set in a plugin's hook).
         raise pytest.UsageError(_shared_with_workers(url))
     if url is not None:
-        yield MedscribeEmulator.connect(
-            url,
-            ca_dir=tmp_path_factory.mktemp("medscribe-ca"),
-            admin_token=admin_token(request.config),
-        )
+        try:
+            handle = MedscribeEmulator.connect(
+                url,
+                ca_dir=tmp_path_factory.mktemp("medscribe-ca"),
+                admin_token=admin_token(request.config),
+            )
+        except MedscribeAdminError as error:
+            problem = str(error)
+        else:
+            problem = None
+        if problem is not None:
+            # One line for each test that needs it, as for invalid fixtures: the
+            # admin helper's source, printed for each, buried it.
+            pytest.fail(f"the medscribe emulator at {url} cannot be used: {problem}", pytrace=False)
+        yield handle
         return
     settings: Settings = request.getfixturevalue("medscribe_settings")
     server = EmulatorThread(settings)
@@ -271,13 +292,23 @@ def medscribe_emulator(
     from .testing import MedscribeAdminError
 
     emulator = medscribe_emulator_server
-    live = emulator.reset()
+    previous = _last_test.get(id(emulator))
+    _last_test[id(emulator)] = request.node.nodeid
+    try:
+        live = emulator.reset()
+    except MedscribeAdminError as error:
+        problem = str(error)
+    else:
+        problem = None
+    if problem is not None:
+        pytest.fail(f"the medscribe emulator could not be reset: {problem}", pytrace=False)
     if live:
+        left_by = f", left by {previous}" if previous else ""
         warnings.warn(
             f"the medscribe emulator kept {len(live)} session(s) whose stream is still open "
-            f"({', '.join(live[:5])}{', ...' if len(live) > 5 else ''}): a reset keeps live "
-            "streams, so this test sees them; close each client's stream before its test "
-            "ends (or, at --medscribe-url, another process is using the emulator: a reset "
+            f"({', '.join(live[:5])}{', ...' if len(live) > 5 else ''}{left_by}): a reset "
+            "keeps live streams, so this test sees them; close each client's stream before "
+            "its test ends (or, at --medscribe-url, another process is using the emulator: a reset "
             "forgets its sessions and rules too, so give each process its own emulator)",
             MedscribeWarning,
             stacklevel=1,
@@ -290,7 +321,11 @@ def medscribe_emulator(
             try:
                 emulator.use_scenario(scenario, session_id)
             except MedscribeAdminError as error:
-                pytest.fail(f"@pytest.mark.{MARKER}({scenario!r}): {error}", pytrace=False)
+                problem = str(error)
+            else:
+                continue
+            # Out of the except block: inside it, the message showed twice (chained).
+            pytest.fail(f"@pytest.mark.{MARKER}({scenario!r}): {problem}", pytrace=False)
         yield emulator
     finally:
         # Even when a nearer marker failed after a farther one's rule was added.
@@ -301,6 +336,11 @@ def medscribe_emulator(
                 if error.status != 404:
                     raise
         emulator.added_rules.clear()
+
+
+#: The last test that used each emulator handle (by id), named by a warning
+#: about the streams it left open.
+_last_test: dict[int, str] = {}
 
 
 class MedscribeWarning(UserWarning):

@@ -390,6 +390,9 @@ class MedscribeEmulator:
         Raises :class:`MedscribeAdminError` for a status of 400 or more (with the
         emulator's message) and when the emulator cannot be reached.
         """
+        # pytest leaves this frame out of a failing test's traceback: its source
+        # buried the one line that says what went wrong.
+        __tracebackhide__ = True
         url = self.admin_url + path
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method=method)
@@ -558,6 +561,26 @@ class MedscribeEmulator:
         path = _session_path(session_id, domain_id, subscription_id, "/events")
         data = self.request("GET", path)
         return data["events"] if isinstance(data, dict) else data
+
+    def artifact(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        domain_id: str | None = None,
+        subscription_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Return one post-stream artifact of a session, as written: ``name`` is
+        ``transcriptResult``, ``noteResult`` or ``afterVisitSummaryResult``.
+
+        The session is chosen as by :meth:`session`. Raises
+        :class:`MedscribeAdminError`: 404 for an unknown session or name, 409
+        while there is none to read (the session has not ended, the artifact is
+        ``IN_PROGRESS`` or ``FAILED``, or it went to an ``--s3-endpoint-url``),
+        saying which.
+        """
+        suffix = f"/artifacts/{urllib.parse.quote(name, safe='')}"
+        return self.request("GET", _session_path(session_id, domain_id, subscription_id, suffix))
 
     # -- SDK -------------------------------------------------------------------
 

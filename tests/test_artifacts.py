@@ -211,6 +211,55 @@ def test_artifacts_are_in_progress_then_completed_with_their_documents(slow_emul
     assert [s["EvidenceLinks"] for s in summary] == [[{"SegmentId": segments[2]["SegmentId"]}]]
 
 
+def test_the_admin_api_serves_each_artifact_once_written_and_says_why_before(slow_emulator):
+    """A test reads what its session's note says without the state directory (an
+    emulator at a URL, in compose): 409s saying why until then."""
+    from emulator.testing import MedscribeAdminError, MedscribeEmulator
+
+    handle = MedscribeEmulator.connect(slow_emulator.h2c_url, ca_dir=state_of(slow_emulator))
+    session_id = new_session_id()
+    script(slow_emulator, session_id, SCRIPT)
+    stream_two_channels(slow_emulator, session_id)
+    with pytest.raises(MedscribeAdminError) as pending:
+        handle.artifact(session_id, "noteResult")
+    assert pending.value.status == 409
+    assert "noteResult is IN_PROGRESS: it is written 3 s after the session's end" in str(
+        pending.value
+    )
+    settled(slow_emulator, session_id)
+    state = state_of(slow_emulator)
+    for name, file in (
+        ("transcriptResult", "transcript.json"),
+        ("noteResult", "clinical-notes/clinicalDoc.json"),
+        ("afterVisitSummaryResult", "clinical-notes/afterVisitSummary.json"),
+    ):
+        written = json.loads(on_disk(slow_emulator, state, session_id, file).read_text())
+        assert handle.artifact(session_id, name, domain_id=DOMAIN_ID) == written
+    with pytest.raises(MedscribeAdminError) as unknown:
+        handle.artifact(session_id, "clinicalDoc.json")
+    assert unknown.value.status == 404
+    assert "the artifacts are transcriptResult, noteResult, afterVisitSummaryResult" in str(
+        unknown.value
+    )
+    paused = new_session_id()
+    asyncio.run(_paused_session(slow_emulator, paused))
+    with pytest.raises(MedscribeAdminError) as not_ended:
+        handle.artifact(paused, "transcriptResult")
+    assert not_ended.value.status == 409
+    assert "they start when its END_OF_SESSION is taken (its stream status is PAUSED)" in str(
+        not_ended.value
+    )
+
+
+async def _paused_session(running: RunningServer, session_id: str) -> None:
+    client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+    try:
+        result = await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
+        assert result.error is None, result.error
+    finally:
+        await client._config.transport.close()
+
+
 def test_scripted_note_summary_and_failed_artifact_come_from_the_scenario(slow_emulator):
     session_id = new_session_id()
     script(slow_emulator, session_id, NOTE_SCRIPT)
@@ -640,6 +689,8 @@ def test_uploads_of_forgotten_sessions_cut_off_by_shutdown_are_said_lost(
 def test_artifacts_go_to_a_real_s3_compatible_server(tmp_path, moto_s3):
     """With --s3-endpoint-url the documents are PUT with a real S3 client; a bucket that
     does not exist fails each artifact with the server's reason."""
+    from emulator.testing import MedscribeAdminError, MedscribeEmulator
+
     url, s3 = moto_s3
     s3.create_bucket(Bucket="emulator-bucket")
     present, missing = new_session_id(), new_session_id()
@@ -649,6 +700,16 @@ def test_artifacts_go_to_a_real_s3_compatible_server(tmp_path, moto_s3):
         assert {a["status"] for a in settled(run, present).values()} == {"COMPLETED"}
         stream_to_missing_bucket(run, missing)
         failed = settled(run, missing)
+        handle = MedscribeEmulator.connect(run.h2c_url, ca_dir=tmp_path / "ca")
+        with pytest.raises(MedscribeAdminError) as elsewhere:
+            handle.artifact(present, "transcriptResult")
+        assert elsewhere.value.status == 409
+        assert "on the S3 endpoint the emulator was given (--s3-endpoint-url): read it" in str(
+            elsewhere.value
+        )
+        with pytest.raises(MedscribeAdminError) as failing:
+            handle.artifact(missing, "noteResult")
+        assert failing.value.status == 409 and "noteResult is FAILED: " in str(failing.value)
     prefix = PREFIX.format(d=DOMAIN_ID, s=SUBSCRIPTION_ID, sid=present)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="emulator-bucket")["Contents"])
     assert keys == [

@@ -387,6 +387,44 @@ def test_a_marker_naming_an_unknown_scenario_fails_in_one_line(
         ["*@pytest.mark.medscribe_scenario('no-such-scenario'): 400 invalid rule*"]
     )
     assert "testing.py" not in result.stdout.str()  # no traceback through the handle
+    assert "During handling" not in result.stdout.str()  # nor the message twice, chained
+
+
+def test_an_emulator_at_a_url_it_cannot_reach_fails_each_test_in_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test printed the admin helper's source, 80 lines, before the one that said
+    what was wrong (1,675 lines for 21 tests)."""
+    user_project(
+        pytester,
+        monkeypatch,
+        "def test_a(medscribe_emulator):\n    pass\n\ndef test_b(medscribe_emulator):\n    pass\n",
+    )
+    pytester.makeini(USER_INI.replace("medscribe_fixtures = emulator-fixtures\n", ""))
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", "--medscribe-url=http://127.0.0.1:1", timeout=110
+    )
+    result.assert_outcomes(errors=2)
+    problem = (
+        "*the medscribe emulator at http://127.0.0.1:1 cannot be used: cannot reach the "
+        "medscribe emulator at http://127.0.0.1:1/_emulator/*"
+    )
+    result.stdout.fnmatch_lines([problem, problem])
+    output = result.stdout.str()
+    assert "testing.py" not in output and "def request(" not in output
+    assert len(output.splitlines()) < 60, output
+
+
+def test_an_ini_seed_that_is_no_integer_is_one_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was a traceback in every test's set-up."""
+    user_project(pytester, monkeypatch, "def test_a(medscribe_emulator):\n    pass\n")
+    pytester.makeini(USER_INI + 'medscribe_seed = "abc"\n')
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*medscribe_seed in *tox.ini must be an integer, got '\"abc\"'*"])
+    assert "Traceback" not in result.stderr.str()
 
 
 def test_invalid_fixtures_fail_each_test_that_needs_the_emulator_in_their_own_words(
@@ -422,6 +460,7 @@ def test_a_session_kept_open_by_a_reset_is_warned_about(
     user_project(
         pytester,
         monkeypatch,
+        "def test_leaving_a_stream_open(medscribe_emulator):\n    pass\n\n"
         "def test_after_an_open_stream(medscribe_emulator):\n    pass\n",
     )
     pytester.makeconftest(
@@ -429,9 +468,13 @@ def test_a_session_kept_open_by_a_reset_is_warned_about(
         "MedscribeEmulator.reset = lambda self: ['11111111-2222-4333-8444-555555555555']\n"
     )
     result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
-    result.assert_outcomes(errors=1)  # the project turns warnings into errors
+    result.assert_outcomes(errors=2)  # the project turns warnings into errors
     result.stdout.fnmatch_lines(
         ["*MedscribeWarning: the medscribe emulator kept 1 session(s) whose stream is still*"]
+    )
+    # The second names the test before it, which left it open.
+    result.stdout.fnmatch_lines(
+        ["*(11111111-2222-4333-8444-555555555555, left by test_user.py::test_leaving_a_stream_*"]
     )
 
 
