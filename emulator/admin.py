@@ -426,11 +426,14 @@ def _artifact_response(record: SessionRecord, name: str, backend: Backend) -> Re
     results = (record.post_stream or {}).get("results") or {}
     result = results.get(name)
     if result is None:
-        return _error(
-            409,
-            f"session {key.session_id} has no post-stream actions: they start when its "
-            f"END_OF_SESSION is taken (its stream status is {record.status.value})",
-        )
+        if record.status.value == "FAILED":
+            why = "a session that failed has none (its stream status is FAILED)"
+        else:
+            why = (
+                "they start when its END_OF_SESSION is taken (its stream status is "
+                f"{record.status.value})"
+            )
+        return _error(409, f"session {key.session_id} has no post-stream actions: {why}")
     if result["status"] == "IN_PROGRESS":
         return _error(
             409,

@@ -209,11 +209,15 @@ class FlacClock:
     :meth:`_longest_frame` of them.
     """
 
-    def __init__(self, *, sample_rate: int, channels: int | None = None) -> None:
+    def __init__(
+        self, *, sample_rate: int, channels: int | None = None, resumed: bool = False
+    ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = sample_rate
         self.expected_channels = channels
+        #: The stream resumes a session: a missing marker is said to be that.
+        self.resumed = resumed
         self._buf = bytearray()
         self._bytes = 0
         self._stage = _Stage.MARKER
@@ -332,14 +336,15 @@ class FlacClock:
         # Reject on the first wrong byte: a client sending PCM or WAV as flac
         # hears about it with its first event.
         if not _FLAC_MARKER.startswith(head):
-            if head[:1] == b"\xff" and head[1:2] in (b"", b"\xf8", b"\xf9"):
-                # A frame's sync code: the rest of a FLAC stream, such as an earlier
-                # stream's bytes continued by a client resuming after a drop.
+            if self.resumed:
+                # Most likely the earlier stream's bytes, continued by a client
+                # resuming after a drop: told as such, not "not a FLAC stream".
                 raise ValidationException(
-                    "media encoding is flac but the audio starts with a FLAC frame header "
-                    f"({head!r}), not the 'fLaC' marker: each stream of a session must be "
-                    "a whole FLAC stream, from its marker and STREAMINFO (a resumed stream "
-                    "starts a new one; it cannot continue an earlier stream's bytes)"
+                    "media encoding is flac but this stream, which resumes the session, "
+                    f"does not start with the 'fLaC' marker (got {head!r}): each stream of "
+                    "a session is a whole FLAC stream, from its marker and STREAMINFO; a "
+                    "resumed stream starts a new one and cannot continue an earlier "
+                    "stream's bytes"
                 )
             raise ValidationException(
                 "media encoding is flac but the audio is not a FLAC stream: it must start"
@@ -646,17 +651,20 @@ class FlacClock:
         return head[:1] in (b"", b"\xff") and (len(head) < 2 or head[1] & 0xFE == 0xF8)
 
 
-def make_clock(*, encoding: str, sample_rate: int, channels: int) -> PcmClock | FlacClock:
+def make_clock(
+    *, encoding: str, sample_rate: int, channels: int, resumed: bool = False
+) -> PcmClock | FlacClock:
     """Return the clock for a session's media encoding (``pcm`` or ``flac``).
 
     ``channels`` is the audio's channel count (2 with channelDefinitions, else 1):
-    PCM is counted by it, and a FLAC stream's STREAMINFO must state it. Raises
+    PCM is counted by it, and a FLAC stream's STREAMINFO must state it;
+    ``resumed``: the stream resumes a session (see :class:`FlacClock`). Raises
     :class:`~emulator.errors.ValidationException` for any other encoding.
     """
     if encoding == "pcm":
         return PcmClock(sample_rate=sample_rate, channels=channels)
     if encoding == "flac":
-        return FlacClock(sample_rate=sample_rate, channels=channels)
+        return FlacClock(sample_rate=sample_rate, channels=channels, resumed=resumed)
     raise ValidationException(
         f"unsupported media encoding {encoding!r}; valid values are pcm and flac"
     )

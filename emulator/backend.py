@@ -1276,6 +1276,8 @@ MAX_REJECTIONS = 1000
 _REJECTION_ID_LIMIT = 100
 #: Characters of a rejection's reason its log line keeps.
 _REJECTION_LOG_LIMIT = 1000
+#: Characters of a refused control-plane call's path its log line keeps.
+_LOGGED_PATH_LIMIT = 300
 
 #: Sessions whose requests refused by a rule's error are counted (see
 #: Backend.note_refused): about 200 bytes each; past it the oldest is forgotten.
@@ -1310,12 +1312,18 @@ def log_refused_call(
     """Log a control-plane request refused by the emulator's checks (a signature,
     a quota) or a rule's error: one line, as :meth:`Backend.record_rejection`
     logs a stream's."""
+    raw = scope.get("raw_path") or str(scope.get("path", "?")).encode("utf-8", "replace")
+    # As sent (still percent-encoded), and escaped: the decoded path's %0A was a
+    # newline that wrote a line of the caller's into the log.
+    path = raw.decode("latin-1").encode("unicode_escape").decode("ascii")
+    if len(path) > _LOGGED_PATH_LIMIT:
+        path = f"{path[:_LOGGED_PATH_LIMIT]}... ({len(path)} characters)"
     log.info(
         "request %s rejected: %s (%s %s)%s: %s",
         request_id,
         error.code,
         scope.get("method", "?"),
-        str(scope.get("path", "?"))[:200],
+        path,
         f" by rule {rule_id}" if rule_id is not None else "",
         refusal_reason(error, more="the response"),
     )

@@ -110,8 +110,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_DOC)
     # Checked where the run starts, as --medscribe-seed is: one usage error, not a
-    # traceback in every test.
-    ini_seed(config)
+    # traceback in every test (when it is used: not with the option, nor a URL).
+    if config.getoption("medscribe_seed") is None and emulator_url(config) is None:
+        ini_seed(config)
     # pytest-xdist's -n, seen where the run starts: one usage error, not one per test.
     workers = getattr(config.option, "numprocesses", None)
     url = emulator_url(config)
@@ -294,6 +295,7 @@ def medscribe_emulator(
     emulator = medscribe_emulator_server
     previous = _last_test.get(id(emulator))
     _last_test[id(emulator)] = request.node.nodeid
+    opened = _opened_during.setdefault(id(emulator), {})
     try:
         live = emulator.reset()
     except MedscribeAdminError as error:
@@ -302,8 +304,15 @@ def medscribe_emulator(
         problem = None
     if problem is not None:
         pytest.fail(f"the medscribe emulator could not be reset: {problem}", pytrace=False)
+    # Each open session is named with the test before the one that first saw it
+    # (it opened then, if this process opened it), not whichever test ran last.
+    for gone in set(opened) - set(live):
+        del opened[gone]
+    for session_id in live:
+        opened.setdefault(session_id, previous or "")
     if live:
-        left_by = f", left by {previous}" if previous else ""
+        owners = sorted({opened[session_id] for session_id in live} - {""})
+        left_by = f", open since {' or '.join(owners)}" if owners else ""
         warnings.warn(
             f"the medscribe emulator kept {len(live)} session(s) whose stream is still open "
             f"({', '.join(live[:5])}{', ...' if len(live) > 5 else ''}{left_by}): a reset "
@@ -338,9 +347,11 @@ def medscribe_emulator(
         emulator.added_rules.clear()
 
 
-#: The last test that used each emulator handle (by id), named by a warning
-#: about the streams it left open.
+#: The last test that used each emulator handle (by id), and, for each session a
+#: reset kept for its open stream, the test during which it was first seen open:
+#: a warning about open streams names it.
 _last_test: dict[int, str] = {}
+_opened_during: dict[int, dict[str, str]] = {}
 
 
 class MedscribeWarning(UserWarning):

@@ -250,7 +250,7 @@ def boto3_client(
     run with ``--verify-signatures`` needs a key pair it knows, and temporary
     credentials their ``session_token``),
     ``verify=ca_file`` (None means the default bundle). ``config``, a botocore
-    ``Config``, is merged in (``Config(retries={"max_attempts": 1})`` for a test
+    ``Config``, is merged in (``Config(retries={"total_max_attempts": 1})`` for a test
     that must see a throttle or a 500: boto3 retries those by itself). Raises
     :class:`ImportError` without boto3.
     """

@@ -401,6 +401,7 @@ class ScribeSession:
             encoding=self.request.media_encoding,
             sample_rate=self.request.sample_rate,
             channels=configuration.channels,
+            resumed=self.resumed,
         )
         self._counts_bytes = isinstance(self._clock, PcmClock)
         self.scenario = self._scenario_for(configuration)

@@ -249,13 +249,24 @@ def test_the_admin_api_serves_each_artifact_once_written_and_says_why_before(slo
     assert "they start when its END_OF_SESSION is taken (its stream status is PAUSED)" in str(
         not_ended.value
     )
+    failed = new_session_id()
+    fail = {"match": {"sessionId": failed}, "scenario": {"segments": [], "faults": [FAULT]}}
+    assert admin(slow_emulator.h2c_url, "POST", "/_emulator/rules", fail)[0] == 201
+    asyncio.run(_paused_session(slow_emulator, failed, error=True))
+    with pytest.raises(MedscribeAdminError) as never:
+        handle.artifact(failed, "noteResult")
+    assert "a session that failed has none (its stream status is FAILED)" in str(never.value)
 
 
-async def _paused_session(running: RunningServer, session_id: str) -> None:
+FAULT = {"at": 0.2, "exception": "internalFailureException", "message": "scripted"}
+
+
+async def _paused_session(running: RunningServer, session_id: str, *, error: bool = False) -> None:
+    """A session left PAUSED (or, with ``error``, failed by its scripted fault)."""
     client = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
     try:
         result = await run_session(client, session_id, audio=pcm_tone(0.5), end_of_session=False)
-        assert result.error is None, result.error
+        assert (result.error is not None) == error, result.error
     finally:
         await client._config.transport.close()
 

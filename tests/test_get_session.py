@@ -381,8 +381,9 @@ async def test_a_get_rule_refuses_look_ups_its_times_then_the_session_is_read(
 
 
 async def test_the_sdks_retries_ride_out_a_get_rule_and_boto3_sees_its_status(client, emulator):
-    """Two throttles, which the SDK's own retries absorb (both uses spent), and a
-    402 through boto3 with retries off, on a session that does not exist."""
+    """Two throttles, which the SDK's own retries absorb (both uses spent); through
+    boto3 with its retries off (as the README says), a throttle, then a 402, on a
+    session that does not exist."""
     from botocore.config import Config
 
     session_id = new_session_id()
@@ -392,8 +393,16 @@ async def test_the_sdks_retries_ride_out_a_get_rule_and_boto3_sees_its_status(cl
     status, listed = admin(emulator.h2c_url, "GET", "/_emulator/rules")
     (spent,) = [rule for rule in listed["rules"] if rule["id"] == throttle["id"]]
     assert status == 200 and spent["uses"] == 2 and spent["remaining"] == 0
+    boto = boto3_client(
+        endpoint_url=emulator.h2c_url, config=Config(retries={"total_max_attempts": 1})
+    )
+    get_rule(emulator, session_id, {"type": "ThrottlingException"}, times=1)
+    with pytest.raises(ClientError) as throttled:  # boto3 would retry it, and pass
+        boto.get_medical_scribe_listening_session(
+            sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
+        )
+    assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
     get_rule(emulator, session_id, {"type": "ServiceQuotaExceededException", "message": "full"})
-    boto = boto3_client(endpoint_url=emulator.h2c_url, config=Config(retries={"max_attempts": 1}))
     with pytest.raises(ClientError) as error:
         boto.get_medical_scribe_listening_session(
             sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID

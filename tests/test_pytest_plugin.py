@@ -425,6 +425,11 @@ def test_an_ini_seed_that_is_no_integer_is_one_usage_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*medscribe_seed in *tox.ini must be an integer, got '\"abc\"'*"])
     assert "Traceback" not in result.stderr.str()
+    # Unused, it stops nothing: the option wins over it.
+    given = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", "--medscribe-seed=3", timeout=110
+    )
+    given.assert_outcomes(passed=1)
 
 
 def test_invalid_fixtures_fail_each_test_that_needs_the_emulator_in_their_own_words(
@@ -461,21 +466,27 @@ def test_a_session_kept_open_by_a_reset_is_warned_about(
         pytester,
         monkeypatch,
         "def test_leaving_a_stream_open(medscribe_emulator):\n    pass\n\n"
-        "def test_after_an_open_stream(medscribe_emulator):\n    pass\n",
+        "def test_after_an_open_stream(medscribe_emulator):\n    pass\n\n"
+        "def test_two_after(medscribe_emulator):\n    pass\n",
     )
+    # The stream is open from the second reset on: opened by the first test.
     pytester.makeconftest(
         "from emulator.testing import MedscribeEmulator\n"
-        "MedscribeEmulator.reset = lambda self: ['11111111-2222-4333-8444-555555555555']\n"
+        "resets = []\n"
+        "def reset(self):\n"
+        "    resets.append(1)\n"
+        "    return ['11111111-2222-4333-8444-555555555555'] if len(resets) > 1 else []\n"
+        "MedscribeEmulator.reset = reset\n"
     )
     result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
-    result.assert_outcomes(errors=2)  # the project turns warnings into errors
+    result.assert_outcomes(passed=1, errors=2)  # the project turns warnings into errors
     result.stdout.fnmatch_lines(
         ["*MedscribeWarning: the medscribe emulator kept 1 session(s) whose stream is still*"]
     )
-    # The second names the test before it, which left it open.
-    result.stdout.fnmatch_lines(
-        ["*(11111111-2222-4333-8444-555555555555, left by test_user.py::test_leaving_a_stream_*"]
-    )
+    # Both name the test it has been open since, the third not the second.
+    since = "*(11111111-2222-4333-8444-555555555555, open since test_user.py::test_leaving_a_st*"
+    result.stdout.fnmatch_lines([since, since])
+    assert "open since test_user.py::test_after" not in result.stdout.str()
 
 
 def test_medscribe_url_variable_is_read_when_no_option_is_given(

@@ -219,6 +219,20 @@ def test_control_plane_calls_with_bad_credentials_are_access_denied(
     assert "never-made" not in names
 
 
+def test_a_refused_calls_path_cannot_write_lines_into_the_log(strict, caplog):
+    """Logged decoded, %0A in the path was a newline: a caller wrote a line of its own."""
+    caplog.set_level("INFO", logger="medscribe")
+    forged = "/domain%0A2026-01-01 00:00:00,000 INFO medscribe.sessions: FORGED".replace(" ", "%20")
+    request = urllib.request.Request(strict.h2c_url + forged, method="GET")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    caught.value.close()
+    assert caught.value.code == 401
+    (line,) = [r.getMessage() for r in caplog.records if "FORGED" in r.getMessage()]
+    assert "\n" not in line
+    assert f"rejected: AccessDeniedException (GET {forged}): " in line
+
+
 def test_unsigned_control_plane_request_is_401_naming_the_missing_header(strict):
     request = urllib.request.Request(strict.h2c_url + "/domain", method="GET")
     with pytest.raises(urllib.error.HTTPError) as caught:

@@ -657,21 +657,27 @@ async def test_flac_with_the_configurations_channel_count_completes(client, emul
     assert details["audioSeconds"] == pytest.approx(2.0)
 
 
-async def test_a_resumed_flac_stream_continuing_the_earlier_bytes_is_told_why(client, emulator):
-    """It read "the audio is not a FLAC stream", as if another encoding was sent."""
+@pytest.mark.parametrize("where", ["at-a-frame", "mid-frame"])
+async def test_a_resumed_flac_stream_continuing_the_earlier_bytes_is_told_why(
+    client, emulator, where
+):
+    """It read "the audio is not a FLAC stream", as if another encoding was sent,
+    wherever the resumed stream took the file up (a client resuming by byte
+    offset starts inside a frame)."""
     data = _flac(1, seconds=2.0)
     first_frame = data.index(b"\xff\xf8", data.index(b"fLaC") + 4 + 38)
-    second_frame = data.index(b"\xff\xf8", first_frame + 2)
+    cut = data.index(b"\xff\xf8", first_frame + 2) + (0 if where == "at-a-frame" else 5)
     session_id = new_session_id()
     first = await run_session(
-        client, session_id, audio=data[:second_frame], encoding="flac", end_of_session=False
+        client, session_id, audio=data[:cut], encoding="flac", end_of_session=False
     )
     assert first.error is None, repr(first.error)
-    second = await run_session(client, session_id, audio=data[second_frame:], encoding="flac")
+    second = await run_session(client, session_id, audio=data[cut:], encoding="flac")
     assert isinstance(second.error, m.ValidationException), repr(second.error)
     message = second.error.message
-    assert "the audio starts with a FLAC frame header (b'\\xff\\xf8" in message
-    assert "a resumed stream starts a new one; it cannot continue an earlier" in message
+    assert "this stream, which resumes the session, does not start with the 'fLaC'" in message
+    assert f"(got {data[cut : cut + 4]!r})" in message
+    assert "a resumed stream starts a new one and cannot continue an earlier" in message
 
 
 async def test_a_client_sending_on_after_an_exception_alone_on_its_connection_finishes(
