@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,38 +229,36 @@ def medscribe_emulator_server(
         # A worker of a run whose controller did not see -n (set in a plugin's hook).
         raise pytest.UsageError(_shared_with_workers(url))
     if url is not None:
-        try:
-            handle = MedscribeEmulator.connect(
+        yield _or_fail(
+            lambda: MedscribeEmulator.connect(
                 url,
                 ca_dir=tmp_path_factory.mktemp("medscribe-ca"),
                 admin_token=admin_token(request.config),
-            )
-        except MedscribeAdminError as error:
-            problem = str(error)
-        else:
-            problem = None
-        if problem is not None:
-            # One line for each test that needs it, as for invalid fixtures: the
-            # admin helper's source, printed for each, buried it.
-            pytest.fail(f"the medscribe emulator at {url} cannot be used: {problem}", pytrace=False)
-        yield handle
+            ),
+            MedscribeAdminError,
+            f"the medscribe emulator at {url} cannot be used",
+        )
         return
     settings: Settings = request.getfixturevalue("medscribe_settings")
     server = EmulatorThread(settings)
-    try:
-        running = server.start()
-    except ConfigError as error:
-        problem = str(error)
-    else:
-        problem = None
-    if problem is not None:
-        # Invalid fixtures: their problems, as `check` lists them, once for each
-        # test that needs the emulator, rather than a traceback through the thread.
-        pytest.fail(f"the medscribe emulator cannot start: {problem}", pytrace=False)
+    # Invalid fixtures: their problems, as `check` lists them.
+    running = _or_fail(server.start, ConfigError, "the medscribe emulator cannot start")
     try:
         yield MedscribeEmulator.from_running(running, admin_token=settings.admin_token)
     finally:
         server.stop()
+
+
+def _or_fail[T](call: Callable[[], T], errors: type[Exception], what: str) -> T:
+    """``call()``, or on one of ``errors`` the test's set-up failed in one line,
+    ``what: the error``, for each test that needs the emulator: a traceback
+    through the helper (or the server's thread), printed for each, buried it."""
+    try:
+        return call()
+    except errors as error:
+        problem = str(error)
+    # Out of the except block: inside it, the message showed twice (chained).
+    pytest.fail(f"{what}: {problem}", pytrace=False)
 
 
 def _marker_scenario(marker: pytest.Mark) -> tuple[str | Mapping[str, Any], str | None]:
@@ -296,14 +294,9 @@ def medscribe_emulator(
     previous = _last_test.get(id(emulator))
     _last_test[id(emulator)] = request.node.nodeid
     opened = _opened_during.setdefault(id(emulator), {})
-    try:
-        live = emulator.reset()
-    except MedscribeAdminError as error:
-        problem = str(error)
-    else:
-        problem = None
-    if problem is not None:
-        pytest.fail(f"the medscribe emulator could not be reset: {problem}", pytrace=False)
+    live = _or_fail(
+        emulator.reset, MedscribeAdminError, "the medscribe emulator could not be reset"
+    )
     # Each open session is named with the test before the one that first saw it
     # (it opened then, if this process opened it), not whichever test ran last.
     for gone in set(opened) - set(live):

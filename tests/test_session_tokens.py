@@ -4,8 +4,6 @@ real SDK, boto3 and the stream command."""
 
 from __future__ import annotations
 
-import contextlib
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from aws_sdk_connecthealth import models as m
 from emulator.server import RunningServer, Settings
 
 from .support import admin, new_session_id, pcm_tone, run_session, running_emulator
+from .test_sigv4_stream import sdk_client
 
 TEMPORARY_KEY, TEMPORARY_SECRET = "ASIATEMPORARY0000000", "temporary-secret"
 TOKEN = "FwoGZXIvYXdzEXAMPLE-session-token+/="
@@ -49,27 +48,10 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
-@contextlib.asynccontextmanager
-async def sdk_client(server: RunningServer, key: str, secret: str, token: str | None):
-    from emulator.sdk import make_client
-
-    client = await make_client(
-        endpoint_url=server.endpoint_url,
-        ca_file=server.ca_file,
-        access_key_id=key,
-        secret_access_key=secret,
-        session_token=token,
-    )
-    try:
-        yield client
-    finally:
-        await client._config.transport.close()
-
-
 async def sdk_session(
     server: RunningServer, key: str, secret: str, token: str | None, session_id: str = ""
 ):
-    async with sdk_client(server, key, secret, token) as client:
+    async with sdk_client(server, secret, key=key, token=token) as client:
         return await run_session(client, session_id or new_session_id(), audio=pcm_tone(1.0))
 
 
@@ -172,14 +154,9 @@ def test_the_control_plane_checks_tokens_the_same_way(strict):
 
 
 def test_the_stream_command_signs_with_a_session_token(strict, tmp_path):
-    from .test_cli_stream import clean_env, stream
+    from .test_cli_stream import clean_env, stream, write_wav
 
-    path = tmp_path / "tone.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(pcm_tone(1.0))
+    path = write_wav(tmp_path / "tone.wav", 1.0)
     pair = ["--access-key-id", TEMPORARY_KEY, "--secret-access-key", TEMPORARY_SECRET]
     signed = stream(strict, str(path), *pair, "--session-token", TOKEN)
     assert signed.returncode == 0, signed.stderr

@@ -48,15 +48,18 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 @contextlib.asynccontextmanager
-async def sdk_client(strict: RunningServer, secret: str):
-    """A real SDK client signing with KEY and ``secret``."""
+async def sdk_client(
+    strict: RunningServer, secret: str, *, key: str = KEY, token: str | None = None
+):
+    """A real SDK client signing with ``key`` and ``secret`` (and ``token``)."""
     from emulator.sdk import make_client
 
     client = await make_client(
         endpoint_url=strict.endpoint_url,
         ca_file=strict.ca_file,
-        access_key_id=KEY,
+        access_key_id=key,
         secret_access_key=secret,
+        session_token=token,
     )
     try:
         yield client
