@@ -1,7 +1,8 @@
 """The server process's garbage collector: frozen survivors, full collections when idle.
 
 A finished session is freed by reference counting alone: it holds no reference
-cycle (``tests/test_server_gc.py`` checks it). So the cyclic collector has
+cycle, and neither does a closed connection (``tests/test_server_gc.py`` checks
+both). So the cyclic collector has
 nothing of the sessions to free, and its older generations only make it rescan
 the live ones: with 2,000 real-time sessions opening in a second, a
 generation-1 collection paused the event loop for 71-88 ms, most of a p99

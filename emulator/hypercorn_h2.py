@@ -1176,6 +1176,12 @@ class DuplexH2Protocol(H2Protocol):
                 continue  # the client closed it meanwhile
         return connection.data_to_send()
 
+    def release(self) -> None:
+        """The connection has ended: drop h2's table of bound methods, a cycle
+        through its connection object (and so its streams) that only a full
+        collection would free."""
+        self.connection.__dict__.pop("_frame_dispatch_table", None)
+
     async def goaway(self) -> None:
         """Send a graceful GOAWAY (NO_ERROR) and retire the connection: the streams
         under way (up to the GOAWAY's last stream id) finish, later ones are
