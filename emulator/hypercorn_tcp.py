@@ -136,7 +136,7 @@ class QuietTCPServer(TCPServer):
         the send callback hypercorn gives it, and asyncio's stream objects to the
         transport, so a closed connection was freed only by a full cycle
         collection (see emulator.collector: up to 300 s under load, with each
-        TLS connection's 128 KiB read buffer)."""
+        TLS connection's read buffer)."""
         wrapper = self.__dict__.pop("protocol", None)
         release = getattr(getattr(wrapper, "protocol", None), "release", None)
         if release is not None:

@@ -309,7 +309,7 @@ def test_a_closed_connection_is_freed_at_once_and_leaves_no_cycle(tmp_path: Path
     """A connection was a reference cycle (hypercorn's send callback, h2's table
     of bound methods), which the server process's collector frees only when it
     runs a full collection: up to 300 s under load, each TLS connection with its
-    128 KiB buffer (a review's busy emulator grew by 170 MB). And one whose
+    read buffer (a review's busy emulator grew by 170 MB). And one whose
     client was killed lingered, its keep-alive timer restarted by its streams'
     end, for --idle-timeout more. Now it is freed by reference counting as it
     closes, after a clean close through the SDK and after its client is killed."""
