@@ -584,6 +584,34 @@ async def test_scripted_disconnect_pauses_and_a_resume_continues_after_it(client
     assert [s.content for s in first.finals + second.finals] == CONTENTS
 
 
+async def test_a_disconnect_resumes_from_the_end_of_the_event_that_crossed_it(client, emulator):
+    """As the README says: a disconnect at 5.0 s with 0.8 s events resets the stream
+    at the event ending at 5.6 s; the session keeps that audio, and the partials due
+    at 5.1 and 5.4 s, cut off by the reset, come on the resumed stream's
+    configuration, before any audio."""
+    from emulator.sdk import make_client
+
+    session_id = new_session_id()
+    segment = {"channel": 0, "begin": 4.5, "end": 6.0, "content": "one two three four five"}
+    script = {"segments": [{**segment, "partials": 4}], "faults": [{"at": 5.0, "disconnect": True}]}
+    scripted(emulator, session_id, script)
+    first = await run_session(
+        client, session_id, audio=pcm_tone(8.0), chunk_bytes=25_600, timeout=20, pace=0.05
+    )
+    assert first.error is None and first.input_failed
+    assert [p.audio_end_offset for p in first.partials] == [4.8]
+    status, kept = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert status == 200 and kept["status"] == "PAUSED" and kept["audioSeconds"] == 5.6
+    fresh = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+    try:
+        second = await run_session(fresh, session_id, end_of_session=False)
+    finally:
+        await fresh._config.transport.close()
+    assert second.error is None
+    assert [p.audio_end_offset for p in second.partials] == [5.1, 5.4]
+    assert second.finals == []
+
+
 async def test_in_stream_exception_fails_the_session_for_good(client, emulator):
     session_id = new_session_id()
     faults = [{"at": 1.0, "exception": "internalFailureException", "message": "boom"}]
