@@ -279,10 +279,7 @@ class Backend:
         (the newest :data:`MAX_REFUSED_SESSIONS` sessions' counts are kept): a
         poller's every Get draws anew, the same way in every run.
         """
-        asked = self._looked_up.get(key, 0)
-        if asked == 0 and len(self._looked_up) >= MAX_REFUSED_SESSIONS:
-            del self._looked_up[next(iter(self._looked_up))]  # the oldest: it starts over
-        self._looked_up[key] = asked + 1
+        asked = _count_up(self._looked_up, key) - 1
         return self.rules.match(
             session_id=key.session_id,
             domain_id=key.domain_id,
@@ -312,10 +309,7 @@ class Backend:
         """Count a request a rule's error refused, for :meth:`asks_of` (the newest
         :data:`MAX_REFUSED_SESSIONS` sessions' counts are kept)."""
         key = SessionKey(request.domain_id, request.subscription_id, request.session_id)
-        count = self._refused.get(key, 0)
-        if count == 0 and len(self._refused) >= MAX_REFUSED_SESSIONS:
-            del self._refused[next(iter(self._refused))]  # the oldest: it starts over
-        self._refused[key] = count + 1
+        _count_up(self._refused, key)
 
     def reset(self) -> None:
         """Forget sessions (but the live ones), rejections and API-added rules.
@@ -1291,6 +1285,16 @@ _LOST_REASON = (
 
 #: What a forgotten session's journal folder has after its name (then its seq).
 _FORGOTTEN = ".forgotten-"
+
+
+def _count_up(counts: dict[SessionKey, int], key: SessionKey) -> int:
+    """One more for ``key`` in ``counts``, which keeps the newest
+    :data:`MAX_REFUSED_SESSIONS` sessions' (the oldest starts over); return it."""
+    count = counts.get(key, 0)
+    if count == 0 and len(counts) >= MAX_REFUSED_SESSIONS:
+        del counts[next(iter(counts))]
+    counts[key] = count + 1
+    return count + 1
 
 
 def refusal_reason(error: ServiceError, *, more: str) -> str:
