@@ -316,3 +316,32 @@ async def test_an_idle_report_as_the_connection_stops_is_dropped(monkeypatch):
     server = _server(_Transport())
     await server.protocol_send(Updated(idle=True))
     await server.protocol_send(Updated(idle=False))
+
+
+def test_an_http1_client_that_half_closes_reads_its_response_and_the_connection_ends(
+    emulator,
+):
+    """The README's half-close line: over cleartext HTTP/1.1 the request sent before
+    the client's FIN is answered in full, and the connection then ends at once (it
+    waited out the keep-alive timeout before)."""
+    import json
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        sock.sendall(b"GET /_emulator/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        started = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        ended = time.monotonic() - started
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    assert len(body) == length and json.loads(body)["status"] == "ready"
+    assert ended < 2.0  # the keep-alive timeout is 5 s at least
