@@ -320,14 +320,11 @@ def medscribe_emulator(
     try:
         for marker in reversed(list(request.node.iter_markers(MARKER))):
             scenario, session_id = _marker_scenario(marker)
-            try:
-                emulator.use_scenario(scenario, session_id)
-            except MedscribeAdminError as error:
-                problem = str(error)
-            else:
-                continue
-            # Out of the except block: inside it, the message showed twice (chained).
-            pytest.fail(f"@pytest.mark.{MARKER}({scenario!r}): {problem}", pytrace=False)
+            _or_fail(
+                lambda: emulator.use_scenario(scenario, session_id),  # noqa: B023
+                MedscribeAdminError,
+                f"@pytest.mark.{MARKER}({scenario!r})",
+            )
         yield emulator
     finally:
         # Even when a nearer marker failed after a farther one's rule was added.
