@@ -889,6 +889,28 @@ def test_half_a_surrogate_pair_is_refused_by_member_before_other_checks(
     )
 
 
+@pytest.mark.parametrize(
+    ("escape", "refused"),
+    [
+        ("\\uDC80", True),  # an upper-case escape of half a pair
+        ("\\udbff", True),
+        ("\\ud83d\\ude00", False),  # a whole pair: one character
+        ("\\\\ud800", False),  # an escaped backslash, then the letters "ud800"
+        ("\\ud7ff", False),  # the code point just below the surrogates
+    ],
+    ids=["upper-case-half", "high-half", "whole-pair", "escaped-backslash", "below-range"],
+)
+def test_only_an_escape_of_half_a_pair_is_refused(escape: str, refused: bool) -> None:
+    """The walk for surrogates runs only for a text with such an escape: one
+    that looks like one but is not (or is a whole pair) passes, as before."""
+    payload = json.dumps(WIRE_CONFIGURATION).replace("/prefix", "/" + escape).encode()
+    if refused:
+        assert "it holds an unpaired surrogate" in error_message(parse_configuration_event, payload)
+    else:
+        uri = parse_configuration_event(payload).post_stream_action_settings["outputS3Uri"]
+        assert uri.endswith("/" + json.loads(f'"{escape}"'))
+
+
 def test_wire_example_configuration_is_valid() -> None:
     configuration = parse_configuration_event(encode(WIRE_CONFIGURATION))
     assert configuration == Configuration(
