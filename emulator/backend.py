@@ -62,7 +62,7 @@ from .scenario import Scenario, ScenarioError, parse_scenario
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
 from .synthetic import SyntheticScenario, synthetic_scenario
-from .validation import Configuration, StreamRequest
+from .validation import Configuration, StreamRequest, header_text
 
 __all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETENTION"]
 
@@ -661,7 +661,7 @@ class Backend:
         for name, value in headers:
             field = _REJECTION_IDS.get(name.lower())
             if field is not None and field not in ids:
-                text = value.decode("latin-1")
+                text = header_text(value)
                 if len(text) > _REJECTION_ID_LIMIT:
                     # One client's 40,000-character header made a log line that long,
                     # kept a thousand times over in the list.

@@ -44,6 +44,7 @@ __all__ = [
     "id_constraints_broken",
     "integer_text",
     "lone_surrogate",
+    "header_text",
     "parse_configuration_event",
     "audio_event_base64",
     "parse_audio_event",
@@ -664,6 +665,15 @@ def id_constraints_broken(member: str, value: str) -> list[str]:
     return [violation.rpartition("failed to satisfy constraint: ")[2] for violation in out]
 
 
+def header_text(value: bytes) -> str:
+    """A header value's bytes as text to check and to quote: UTF-8, which the SDK
+    sends (read as Latin-1, its 'ën-US' was quoted back as 'Ã«n-US', and the
+    rejected list held an id the client never sent), any other byte escaped
+    (``\\xff``). No value of the six headers may hold either: this is what an
+    error, the log and the admin API show of one."""
+    return value.decode("utf-8", "backslashreplace")
+
+
 def validate_stream_headers(
     headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]] | Mapping[str, str],
 ) -> StreamRequest:
@@ -686,7 +696,7 @@ def validate_stream_headers(
             name = raw_name.decode("latin-1").lower()
         else:
             name = raw_name.lower()
-        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
+        value = header_text(raw_value) if isinstance(raw_value, bytes) else raw_value
         value = value.strip(" \t")  # optional whitespace is not part of a field value
         received[name] = f"{received[name]}, {value}" if name in received else value
 

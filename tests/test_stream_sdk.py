@@ -311,6 +311,26 @@ async def test_invalid_headers_raise_the_modeled_validation_exception(
     assert fragment in str(result.error.message)
 
 
+async def test_a_non_ascii_header_value_is_quoted_as_the_sdk_sent_it(client, emulator):
+    """The SDK sends header values as UTF-8: the error, and the rejected list it is
+    found in by the id the client sent, quote the text, not its bytes as Latin-1
+    ("Ã«n-US"), and a non-breaking hyphen is not two invisible C1 controls."""
+    import urllib.parse
+
+    from .support import admin
+
+    session_id = new_session_id() + "ä"
+    for language in ("ën-US", "en\u2011US"):
+        result = await run_session(client, session_id, audio=pcm_tone(0.2), language_code=language)
+        assert isinstance(result.error, m.ValidationException), repr(result.error)
+        assert f"Value '{language}' at 'x-amzn-medscribe-language-code'" in result.error.message
+        assert f"Value '{session_id}' at 'x-amzn-medscribe-session-id'" in result.error.message
+    query = urllib.parse.urlencode({"sessionId": session_id})
+    status, listed = admin(emulator.h2c_url, "GET", f"/_emulator/sessions?{query}")
+    assert status == 200, listed
+    assert [entry["sessionId"] for entry in listed["rejected"]] == [session_id, session_id]
+
+
 @pytest.mark.parametrize(
     ("error_type", "sdk_class"),
     [
