@@ -11,9 +11,11 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -455,17 +457,52 @@ async def _serve(
         stop_answering()
 
 
+#: What a log line must not carry as it came: C0 and C1 controls and DEL (an
+#: escape sequence in a header erased the line before it and printed a green
+#: "ALL TESTS PASSED" in a CI job's log), line and paragraph separators, and
+#: the bidirectional overrides and isolates (which reorder what a reader sees).
+_UNSAFE_IN_LOG = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: The same, newlines allowed: a traceback's lines are the emulator's own.
+_UNSAFE_IN_TRACEBACK = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class LogFormatter(logging.Formatter):
+    """The server log's lines: times in UTC to the millisecond, marked ``Z`` (as
+    the journal, Get and the admin API give them; local time without a zone
+    did not match them), and what a client sent escaped (``\\x1b``), whichever
+    message quotes it: a header, an access key id, an S3 URI, a rule's text."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = _UNSAFE_IN_LOG.sub(_escaped, record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: object) -> str:  # noqa: N802
+        return _UNSAFE_IN_TRACEBACK.sub(_escaped, super().formatException(ei))  # type: ignore[arg-type]
+
+
 #: Loggers kept at INFO under ``--log-level debug`` (see :func:`run`).
 QUIET_WHEN_DEBUGGING = ("hpack", "h2", "faker")
 
 
 def run(settings: Settings) -> int:
     """Run in the foreground until SIGTERM/SIGINT; return the process exit code."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter())
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     if settings.log_level.lower() == "debug":
         # Debug is the emulator's: hpack's decoded headers carry the admin token
         # (and SigV4 authorization), and Faker's locale look-ups were most of

@@ -25,7 +25,7 @@ import pytest
 
 from emulator.cli import parse_settings
 
-from .support import DOMAIN_ID, SUBSCRIPTION_ID, fixtures_path, new_session_id
+from .support import DOMAIN_ID, SUBSCRIPTION_ID, H2Client, fixtures_path, new_session_id
 
 
 def test_defaults_match_the_documented_contract():
@@ -824,3 +824,34 @@ def test_a_state_dir_locked_from_another_container_names_its_host(tmp_path):
     assert mine is not None
     with mine:
         assert (tmp_path / STATE_LOCK).read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+
+
+def test_the_log_escapes_what_a_client_sent_and_gives_utc_times(tmp_path):
+    """A header's escape sequence (ESC, BEL) reaches the server log as text
+    (``\\x1b``), not as bytes a terminal or a CI log viewer would act on, and a
+    UTF-8 value reads as sent; each line's time is UTC to the millisecond, as
+    the journal and Get give times."""
+    with _start(tmp_path, "--log-level", "info") as process, _stopped(process):
+        ready = _read_ready(process)
+        client = H2Client("127.0.0.1", urllib.parse.urlsplit(ready["h2c"]).port)
+        try:
+            headers = dict(STREAM_HEADERS)
+            headers["x-amzn-medscribe-session-id"] = "\x1b[2K\x1b[32mALL TESTS PASSED\x1b[0m"
+            headers["x-amzn-medscribe-language-code"] = "ën-US\x07"
+            stream_id = client.request({k: v.encode() for k, v in headers.items()}, end_stream=True)
+            response = client.wait(stream_id)
+        finally:
+            client.close()
+        assert response["headers"][":status"] == "400"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        err = process.stderr.read()
+    assert "\x1b" not in err and "\x07" not in err
+    [line] = [line for line in err.splitlines() if " rejected: ValidationException" in line]
+    assert "(session \\x1b[2K\\x1b[32mALL TESTS PASSED\\x1b[0m)" in line
+    assert "Value 'ën-US\\x07' at 'x-amzn-medscribe-language-code'" in line
+    assert all(
+        re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) ", line)
+        for line in err.splitlines()
+        if line.strip()
+    ), err
