@@ -22,6 +22,7 @@ def console() -> int:
     while ``serve`` started up (before its own handler) was lost, ``docker
     stop`` then waiting its 10 s to kill it."""
     previous = signal.signal(signal.SIGTERM, _terminated)
+    _escape_what_the_console_cannot_show()
     try:
         from .cli import main
 
@@ -33,6 +34,18 @@ def console() -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _escape_what_the_console_cannot_show() -> None:
+    """Write a character the output's encoding lacks as ``\\xbf``, not stop with
+    a UnicodeEncodeError: Windows gives redirected output its ANSI code page
+    (cp1252, GBK), and a Spanish "¿" in a final made ``stream`` die mid-session
+    (the session left PAUSED, no summary) and ``check`` stop at its first
+    problem quoting such text. (``stream --json`` escapes them as JSON does.)"""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ code runs with the caller's AWS credentials (see :func:`is_aws_endpoint`).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import io
 import json
@@ -564,10 +565,14 @@ class JsonRenderer:
     def __init__(self, *, out: TextIO, err: TextIO) -> None:
         self.out = out
         self.live = LiveLine(err if err.isatty() else None)
+        # Text as it is where the output holds it; where it cannot (a Windows
+        # code page), JSON's own escapes (\\u00bf) keep every line valid JSON.
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        self._ascii = not codecs.lookup(encoding).name.startswith("utf-")
 
     def _emit(self, obj: dict[str, object]) -> None:
         self.live.clear()
-        self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.out.write(json.dumps(obj, ensure_ascii=self._ascii) + "\n")
         self.out.flush()
 
     def started(self, output: Any) -> None:

@@ -1128,3 +1128,52 @@ def test_an_aws_profile_that_does_not_exist_is_one_line_not_a_traceback(
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: Profile 'nosuch' from AWS_PROFILE")
     assert "unset AWS_PROFILE, or name a profile in ~/.aws/config" in result.stderr
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "gbk"])
+def test_stream_and_check_finish_when_the_output_cannot_hold_the_text(
+    server, audio_dir, tmp_path, encoding
+):
+    """Windows gives redirected output its code page: a final's "¿" or "患者" is
+    escaped there, not a UnicodeEncodeError that left the session PAUSED. The JSON
+    lines escape it as JSON does, so they still read back as the text."""
+    content = "¿Cómo está? 患者 😀 reports a cough."
+    script = {"segments": [{"begin": 0.5, "end": 2.0, "content": content, "partials": 1}]}
+    env = clean_env(PYTHONIOENCODING=encoding)
+    endpoint = ["--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
+    for json_lines in (False, True):
+        session_id = scripted(server, script)
+        argv = ["stream", str(audio_dir / "mono5.wav"), *endpoint, "--session-id", session_id]
+        done = subprocess.run(
+            [sys.executable, "-m", "emulator", *argv, *(["--json"] if json_lines else [])],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=90,
+        )
+        assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+        assert session_details(server, session_id)["status"] == "COMPLETED"
+        out = done.stdout.decode(encoding)
+        if json_lines:
+            events = [json.loads(line) for line in out.splitlines()]
+            segments = [e["transcriptEvent"]["transcriptSegment"] for e in events[1:-1]]
+            assert [s["content"] for s in segments if not s["isPartial"]] == [content]
+            assert events[-1]["summary"]["error"] is None
+        else:
+            shown = content.encode(encoding, "backslashreplace").decode(encoding)
+            assert f"[00:00.5-00:02.0] {shown}" in out.splitlines()
+    fixtures = tmp_path / "fixtures"
+    (fixtures / "scenarios").mkdir(parents=True)
+    (fixtures / "scenarios" / "a.yaml").write_text(
+        "segments:\n  - {begin: 2, end: 1, content: '¿Qué? 患者'}\n", encoding="utf-8"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "emulator", "check", str(fixtures)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=90,
+    )
+    assert checked.returncode == 1, checked.stderr.decode(encoding, "replace")
+    assert "Traceback" not in checked.stderr.decode(encoding, "replace")
+    assert "a.yaml:2" in checked.stdout.decode(encoding)
