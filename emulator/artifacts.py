@@ -5,7 +5,8 @@ Artifacts live under ``{outputS3Uri}/health-agent-listening-session/{domainId}/
 guide). Two buckets can take them:
 
 * :class:`DiskBuckets`, the default: an S3 stand-in on disk,
-  ``<state-dir>/s3/<bucket>/<key>``, so nothing else needs to run;
+  ``<state-dir>/s3/<bucket>/<key>``, so nothing else needs to run; it refuses
+  what S3 refuses (a key over :data:`KEY_MAX` bytes) and says so;
 * :class:`S3Buckets`: a real S3 client (boto3) on an S3-compatible endpoint
   (moto server, MinIO, LocalStack), with the usual AWS credential variables.
 
@@ -108,14 +109,32 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 #: The longest file name, in bytes, the disk stand-in writes (NAME_MAX on Linux).
 NAME_MAX = 255
 
-#: Where the disk stand-in sends a key it cannot store.
+#: The longest object key S3 takes, in bytes of UTF-8, not characters (the S3 user
+#: guide, "Naming Amazon S3 objects"): a PUT past it fails with KeyTooLongError.
+KEY_MAX = 1024
+
+#: Where the disk stand-in sends a key it cannot store (one S3 takes: see :func:`_check_key`).
 _USE_S3 = "S3 takes it: use --s3-endpoint-url"
+
+
+def _check_key(key: str) -> None:
+    """Raise :class:`ValueError` for a key S3 refuses, as a PUT to S3 would fail: the
+    outputS3Uri is limited to 1,024 characters, and the service's own ~170 bytes
+    follow it, so a prefix in CJK letters passes S3's byte limit far sooner."""
+    size = len(key.encode())
+    if size > KEY_MAX:
+        raise ValueError(
+            f"the object key is longer than the {KEY_MAX} bytes S3 takes (KeyTooLongError; "
+            f"S3 counts the key's bytes of UTF-8, not its characters): it is {size} bytes "
+            f"({len(key)} characters)"
+        )
 
 
 def _parts(bucket: str, key: str) -> list[str]:
     """The path parts of ``bucket``/``key``. The reasons a key cannot be stored
     say why first and quote little of the key: the failure reason a client
-    reads already names the object, and is cut at 2048 characters."""
+    reads already names the object, and is cut at 2048 characters. Their advice,
+    S3 takes it, holds for a key :func:`_check_key` let through."""
     parts = [p for p in key.split("/") if p]
     if any(p in (".", "..") for p in (bucket, *parts)):
         raise ValueError(f"the disk stand-in cannot store a key with '.' or '..' parts ({_USE_S3})")
@@ -147,8 +166,11 @@ class DiskBuckets:
         """Write the object atomically (a reader never sees half a file); raises OSError.
 
         Plain ``os`` calls, the directory made only when the first open finds
-        it missing: a post-stream job writes three objects per session.
+        it missing: a post-stream job writes three objects per session. Raises
+        :class:`ValueError` for a key S3 refuses (over :data:`KEY_MAX` bytes) or the
+        stand-in cannot hold (see :func:`_parts`).
         """
+        _check_key(key)  # first: S3 refuses the key whatever else the stand-in thinks of it
         parts = _parts(bucket, key)
         path = os.path.join(self.root, *parts)
         directory = os.path.dirname(path)
