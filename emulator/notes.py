@@ -9,7 +9,8 @@ segments it rests on by ``EvidenceLinks``.
 
 A derived note files each utterance under the template section whose cue words
 it shares most; an utterance sharing none follows the one before it (an answer
-stays with its question).
+stays with its question). Words are compared in any script, without case or
+accents; a question, by whichever script's question mark, is filed nowhere.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +92,11 @@ _STOPWORDS = frozenset(
     "a an and are as at be but by do does for from had has have i if in is it its me my "
     "no not of on or so that the this to was we were what when with you your".split()
 )
-_WORD = re.compile(r"[a-z0-9']+")
+#: Han ideographs and hiragana: a word each, as Lucene's StandardTokenizer (UAX #29)
+#: makes them, since Chinese and Japanese put no space between words.
+_IDEOGRAPHIC = re.compile("[\u3040-\u309f\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff]")
+#: The combining accents NFKD splits off Latin, Greek and Cyrillic letters.
+_ACCENTS = re.compile("[\u0300-\u036f]+")
 _ROLE_TEXT = {"PATIENT": "Patient reported", "CLINICIAN": "Clinician stated"}
 #: At most this many segments back a summary whose evidence is inferred.
 _MAX_INFERRED_LINKS = 3
@@ -297,16 +303,68 @@ def _speaks_of_self(text: str) -> bool:
     return not _ADVISING.search(first_words)
 
 
+#: Every mark Unicode names a question mark that ends a question: Latin '?', Greek
+#: U+037E, Arabic and Urdu '؟', Ethiopic '፧', Limbu, Old Nubian, Vai, Bamum, Chakma,
+#: '‽', '⁇', '⁈', '⁉', '⸮', the medieval one, and the vertical, small and full-width
+#: forms ('？' as CJK input methods type it). Not the inverted '¿' that opens a
+#: Spanish question (its end is a '?'), nor Armenian '՞' (below).
+_QUESTION_MARKS = frozenset(
+    "?\u037e\u061f\u1367\u1945\u203d\u2047\u2048\u2049\u2cfa\u2cfb\u2e2e\u2e54"
+    "\ua60f\ua6f7\ufe16\ufe56\uff1f\U00011143"
+)
+#: Exclamation marks after a question mark still end a question ("Why?!", as '⁈').
+_EXCLAMATION_MARKS = "!\u055c\u203c\ufe15\ufe57\uff01"
+#: Greek keyboards type the question mark as ';', and NFC turns U+037E into one.
+_GREEK_QUESTION = re.compile("[\u0370-\u03ff\u1f00-\u1fff][\u0300-\u036f]*;$")
+#: Armenian marks a question on its stressed word ("Ցավու՞մ է"): one in the last
+#: sentence (after the last '։', or ':' typed for it) makes the line a question.
+_ARMENIAN_QUESTION = re.compile("\u055e[^.!?:\u0589\u055c]*[.:\u0589]?$")
+
+
 def _is_question(text: str) -> bool:
-    """Whether a final is a question (it ends with '?')."""
-    return text.rstrip().endswith("?")
+    """Whether a final is a question: it ends with a question mark, in any script.
+
+    Trailing spaces and invisible format characters (a right-to-left mark after
+    Arabic) are looked past; a closing quote or bracket is not, as it was not after
+    '?' (a line ending in a quoted question reports the question, it asks none).
+    """
+    end = len(text)
+    while end and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    text = text[:end]
+    asked = text.rstrip(_EXCLAMATION_MARKS)
+    return bool(
+        (asked and asked[-1] in _QUESTION_MARKS)
+        or _GREEK_QUESTION.search(text)
+        or _ARMENIAN_QUESTION.search(text)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
 def _words(text: str) -> frozenset[str]:
+    """The words of ``text`` a cue can share, in any script: without case, accents
+    (a line that writes "revision" files as one that writes "revisión") or
+    compatibility forms (full-width "ｌａｂｓ" is "labs"), English stopwords left out.
+
+    Letters, digits, apostrophes and combining marks make a word, so plain English
+    splits as before (on anything but ``[a-z0-9']``), and Devanagari or Arabic
+    words keep their vowel signs.
+    """
     # Cached: each final is matched against the note's sections and the
     # summary's plan words, and a scripted scenario's sessions all say the same.
-    return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    folded = unicodedata.normalize("NFC", _ACCENTS.sub("", folded))
+    words = "".join(map(_spaced, folded)).split()
+    return frozenset(w for w in words if w not in _STOPWORDS)
+
+
+def _spaced(char: str) -> str:
+    """``char`` as part of a word, alone as a word, or a space between words."""
+    if _IDEOGRAPHIC.match(char):
+        return f" {char} "
+    if char.isalnum() or char == "'" or unicodedata.category(char).startswith("M"):
+        return char
+    return " "
 
 
 def _derive(
