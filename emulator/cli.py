@@ -82,6 +82,15 @@ def _rate(text: str) -> float:
     return value
 
 
+def _window(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be greater than 0 (a window of 0 would refuse every resume)"
+        )
+    return value
+
+
 def _hostname(text: str) -> str:
     """A name or IP address for the generated certificate."""
     from .tls import check_hostname
@@ -474,6 +483,14 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--post-stream-delay",
         f"seconds post-stream actions stay IN_PROGRESS (default {d.post_stream_delay})",
         type=_float,
+        metavar="SECONDS",
+    )
+    _option(
+        parser,
+        "--resume-window",
+        "seconds after its creation a paused session can still be resumed "
+        f"(default {d.resume_window:g}, the service's 5 hours)",
+        type=_window,
         metavar="SECONDS",
     )
     _option(

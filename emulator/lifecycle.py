@@ -23,6 +23,7 @@ from .errors import ValidationException
 from .session import MAX_SESSION_AUDIO_SECONDS, SessionState, describe_duration
 
 __all__ = [
+    "RESUME_WINDOW",
     "StreamStatus",
     "LIFECYCLE",
     "SessionLimits",
@@ -64,11 +65,15 @@ _REFUSALS: dict[tuple[StreamStatus, str], str] = {
 }
 
 
+#: The service's window for resuming a paused session: 5 hours after its creation.
+RESUME_WINDOW = 5 * 3600.0
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SessionLimits:
     """The service's limits on resuming: seconds after creation, and total audio seconds."""
 
-    resume_window: float = 5 * 3600.0
+    resume_window: float = RESUME_WINDOW
     max_audio_seconds: float = MAX_SESSION_AUDIO_SECONDS
 
 
@@ -116,8 +121,9 @@ def check_resume(
     if age > limits.resume_window:
         raise ValidationException(
             f"session {session_id} was created {_hours(age)} ago "
-            f"({age - limits.resume_window:.0f} s past the window): a paused session can be "
-            f"resumed only within {_hours(limits.resume_window)} of its creation"
+            f"({_past_window(age - limits.resume_window)} past the window): a paused session "
+            f"can be resumed only within {_hours(limits.resume_window)} of its creation"
+            + ("" if limits.resume_window == RESUME_WINDOW else " (the emulator's --resume-window)")
         )
     if audio_seconds > limits.max_audio_seconds:
         raise ValidationException(
@@ -127,9 +133,15 @@ def check_resume(
         )
 
 
+def _past_window(seconds: float) -> str:
+    """How far past the window: whole seconds, or milliseconds under a second (a
+    window of 1 s, passed by 0.2 s, read "0 s past the window")."""
+    return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
+
+
 def _hours(seconds: float) -> str:
     """``18000`` -> ``"5 hours"``; ``21630`` -> ``"6.01 hours"``; under an hour in seconds."""
     if seconds < 3600:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{round(seconds, 3):g} s"
     hours = seconds / 3600
     return f"{hours:.0f} hours" if hours == int(hours) else f"{hours:.2f} hours"

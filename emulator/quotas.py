@@ -122,13 +122,16 @@ class Quotas:
         if s.per_key:
             if not self._admit(self._starts, key, s.start_tps):
                 raise ThrottlingException(
-                    f"Rate exceeded: StartMedicalScribeListeningSession allows {s.start_tps:g} "
-                    f"requests per second for access key {key}"
+                    f"Rate exceeded: StartMedicalScribeListeningSession allows "
+                    f"{_per_second(s.start_tps)} for access key {key} "
+                    f"(--quota-start-tps {s.start_tps:g})"
                 )
             if self._streams.get(key, 0) >= s.concurrent_sessions:
+                count = s.concurrent_sessions
                 raise ServiceQuotaExceededException(
-                    f"access key {key} already has {s.concurrent_sessions} concurrent streaming "
-                    "sessions, the quota"
+                    f"access key {key} already has {count} concurrent streaming "
+                    f"session{'s' if count != 1 else ''}, the quota "
+                    f"(--quota-concurrent-sessions {count})"
                 )
         self._streams[key] = self._streams.get(key, 0) + 1
         self._total += 1
@@ -146,6 +149,11 @@ class Quotas:
         s = self.settings
         if s.per_key and not self._admit(self._gets, key, s.get_tps):
             raise ThrottlingException(
-                f"Rate exceeded: GetMedicalScribeListeningSession allows {s.get_tps:g} "
-                f"requests per second for access key {key}"
+                f"Rate exceeded: GetMedicalScribeListeningSession allows "
+                f"{_per_second(s.get_tps)} for access key {key} (--quota-get-tps {s.get_tps:g})"
             )
+
+
+def _per_second(rate: float) -> str:
+    """``2`` -> "2 requests per second", ``1`` -> "1 request per second"."""
+    return f"{rate:g} request{'' if rate == 1 else 's'} per second"

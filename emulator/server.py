@@ -30,6 +30,7 @@ from .app import create_app
 from .backend import Backend
 from .checker import fixtures_directory_problem
 from .errors import ConfigError
+from .lifecycle import RESUME_WINDOW, SessionLimits
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
 from .scenario import ScenarioError, load_scenario_dir
@@ -99,6 +100,9 @@ class Settings:
     strict_resources: bool = False
     #: Seconds the post-stream actions stay IN_PROGRESS before they complete.
     post_stream_delay: float = 2.0
+    #: Seconds after its creation a paused session may still be resumed (the
+    #: service's 5 hours; a test of a client's "too late to resume" path sets it low).
+    resume_window: float = RESUME_WINDOW
     #: Write post-stream artifacts to this S3-compatible endpoint instead of the state dir.
     s3_endpoint_url: str | None = None
     #: Verify SigV4 signatures of stream requests and of every event.
@@ -126,6 +130,25 @@ class Settings:
     #: The options set by a ``MEDSCRIBE_*`` variable, each with its variable
     #: (``--scenario``: ``MEDSCRIBE_SCENARIO``): a message about one names it.
     from_environment: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def warn_of_unused_quotas(settings: Settings) -> None:
+    """Say which quota numbers go unused without ``--quotas``: a test that set one
+    low to reach it in seconds, and forgot the switch, passed for the wrong reason."""
+    if settings.quotas:
+        return
+    defaults = Settings()
+    given = [
+        flag
+        for flag, name in (
+            ("--quota-concurrent-sessions", "quota_concurrent_sessions"),
+            ("--quota-start-tps", "quota_start_tps"),
+            ("--quota-get-tps", "quota_get_tps"),
+        )
+        if getattr(settings, name) != getattr(defaults, name)
+    ]
+    if given:
+        log.warning("%s: ignored without --quotas (no per-key quota applies)", ", ".join(given))
 
 
 def credential_store(settings: Settings) -> CredentialStore | None:
@@ -231,6 +254,7 @@ def build_backend(settings: Settings) -> Backend:
             retention=settings.retention,
             max_pending_artifacts=settings.max_pending_artifacts,
             post_stream_delay=settings.post_stream_delay,
+            limits=SessionLimits(resume_window=settings.resume_window),
             s3_endpoint_url=settings.s3_endpoint_url,
             resources=registry,
             strict_resources=settings.strict_resources,
@@ -296,6 +320,7 @@ async def serve(
     fixtures and OSError when a port cannot be bound, before serving anything.
     """
     hypercorn_h2.install()
+    warn_of_unused_quotas(settings)
     credentials = credential_store(settings)
     claim = claim_state_dir(settings.state_dir)
     try:

@@ -855,3 +855,22 @@ def test_the_log_escapes_what_a_client_sent_and_gives_utc_times(tmp_path):
         for line in err.splitlines()
         if line.strip()
     ), err
+
+
+def test_quota_numbers_given_without_quotas_are_said_to_be_ignored(tmp_path):
+    """A test that set a quota low to reach it in seconds, and forgot --quotas,
+    passed for the wrong reason; now the log says so, as for unused key pairs."""
+    env = {"MEDSCRIBE_QUOTA_GET_TPS": "1"}
+    with _start(tmp_path, "--quota-start-tps", "1", env=env) as process, _stopped(process):
+        _read_ready(process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert (
+        "--quota-start-tps, --quota-get-tps: ignored without --quotas (no per-key quota applies)"
+    ) in err
+    with _start(tmp_path, "--quotas", "--quota-start-tps", "1") as process, _stopped(process):
+        _read_ready(process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    assert "ignored without --quotas" not in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -1302,3 +1303,30 @@ def test_a_resumed_session_stays_the_newest_across_a_restart(tmp_path):
         assert _kept(running) == [older, newer]  # listed by creation
     with running_emulator(_settings(tmp_path, retention=1)) as running:
         assert _kept(running) == [older]
+
+
+def test_a_resume_window_set_low_lets_a_test_reach_it_in_seconds(tmp_path):
+    """--resume-window (here the Settings a pytest fixture passes): a paused
+    session resumes within it, and past it the SDK gets the service's
+    ValidationException, naming the window and the option that set it."""
+    session_id = new_session_id()
+
+    async def body(client):
+        created = time.monotonic()
+        first = await run_session(client, session_id, audio=pcm_tone(0.2), end_of_session=False)
+        within = await run_session(client, session_id, audio=pcm_tone(0.2), end_of_session=False)
+        assert time.monotonic() - created < 2.0, "too slow to resume within the window"
+        await asyncio.sleep(2.3 - (time.monotonic() - created))
+        late = await run_session(client, session_id, audio=pcm_tone(0.2))
+        return first, within, late, await details(client, session_id)
+
+    with running_emulator(_settings(tmp_path, resume_window=2.0)) as running:
+        first, within, late, after = asyncio.run(_with_client(running, body))
+    assert first.error is None and within.error is None
+    assert isinstance(late.error, m.ValidationException), repr(late.error)
+    assert re.search(
+        r"was created 2\.\d+ s ago \(\d+ ms past the window\): a paused session can be "
+        r"resumed only within 2 s of its creation \(the emulator's --resume-window\)$",
+        late.error.message,
+    ), late.error.message
+    assert after.stream_status == "PAUSED"  # refused, not failed: as on the service

@@ -31,7 +31,10 @@ def test_start_rate_is_per_key_per_second():
     quotas = Quotas(QuotaSettings(per_key=True, start_tps=2, concurrent_sessions=99), clock=clock)
     quotas.open_stream("A")
     quotas.open_stream("A")
-    with pytest.raises(ThrottlingException, match="2 requests per second for access key A"):
+    with pytest.raises(
+        ThrottlingException,
+        match=r"2 requests per second for access key A \(--quota-start-tps 2\)$",
+    ):
         quotas.open_stream("A")
     quotas.open_stream("B")  # another key has its own budget
     clock.now += 1.0
@@ -95,7 +98,10 @@ def test_concurrent_sessions_are_counted_until_closed():
     quotas = Quotas(QuotaSettings(per_key=True, start_tps=99, concurrent_sessions=2))
     quotas.open_stream("A")
     quotas.open_stream("A")
-    with pytest.raises(ServiceQuotaExceededException, match="2 concurrent"):
+    with pytest.raises(
+        ServiceQuotaExceededException,
+        match=r"2 concurrent streaming sessions, the quota \(--quota-concurrent-sessions 2\)$",
+    ):
         quotas.open_stream("A")
     quotas.close_stream("A")
     quotas.open_stream("A")
@@ -175,9 +181,10 @@ def test_a_get_over_the_rate_is_a_429_on_the_wire(limited):
     assert statuses[0] == "404" and statuses[-1] == "429", statuses
     assert response["headers"]["x-amzn-errortype"] == "ThrottlingException"
     assert (
-        "GetMedicalScribeListeningSession allows 1 requests per second"
+        "GetMedicalScribeListeningSession allows 1 request per second for access key "
         in json.loads(response["data"])["message"]
     )
+    assert json.loads(response["data"])["message"].endswith(" (--quota-get-tps 1)")
 
 
 async def test_get_rate_reaches_the_sdk_as_throttling_exception(limited, caplog):
