@@ -449,7 +449,8 @@ def _decode_headers(block: bytes) -> dict[str, HeaderValue]:
                 except OverflowError:
                     raise InvalidHeaderError(
                         f"{_describe(name, start)}: timestamp {millis} ms since the epoch "
-                        "is outside the years 1-9999 that datetime can represent"
+                        "is outside the years 1 to 9999, the timestamps the emulator reads "
+                        "(a signing time, as :date is, falls well within them)"
                     ) from None
                 cacheable = False
             elif type_code == 4:

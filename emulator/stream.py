@@ -476,9 +476,10 @@ class StreamEndpoint:
                         if out:  # what the end of a FLAC stream released
                             await write()
                         return
+                    awaited = "audio" if session.configured else "its configuration event"
                     session.time_out(
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
-                        "audio (the emulator's --idle-timeout); the session is paused: a new "
+                        f"{awaited} (the emulator's --idle-timeout); the session is paused: a new "
                         "stream with its ids resumes it"
                     )
                     await write()

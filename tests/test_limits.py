@@ -56,6 +56,7 @@ def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exce
     assert exception.headers[":exception-type"] == "validationException"
     message = json.loads(exception.payload)["message"]
     assert "no input for 0.5 s" in message and "the session is paused" in message
+    assert "timed out waiting for audio (the emulator's --idle-timeout)" in message
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
     # A client whose network dropped without a word resumes its session later.
     assert details["status"] == "PAUSED"
@@ -68,6 +69,22 @@ def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exce
         client.close()
     status, details = authorized(guarded, f"/_emulator/sessions/{session_id}")
     assert (details["status"], details["streams"]) == ("COMPLETED", 2)
+
+
+def test_a_stream_that_never_sends_its_configuration_is_told_what_it_waited_for(guarded):
+    """Opened and silent: the stream waited for its configuration event, not for
+    audio, and the message says so."""
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    try:
+        response = client.wait(client.request(headers(new_session_id())))
+    finally:
+        client.close()
+    (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
+    message = json.loads(exception.payload)["message"]
+    assert message.startswith(
+        "no input for 0.5 s: the stream timed out waiting for its configuration event "
+        "(the emulator's --idle-timeout)"
+    ), message
 
 
 def test_a_final_signed_frame_without_end_stream_closes_the_input_at_the_idle_timeout(guarded):
