@@ -58,7 +58,7 @@ from .notes import after_visit_summary_document, clinical_document, final_lines,
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
 from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
-from .scenario import Scenario, ScenarioError, parse_scenario
+from .scenario import Scenario, ScenarioError, parse_scenario, scenario_name
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
 from .synthetic import SyntheticScenario, synthetic_scenario
@@ -123,6 +123,8 @@ class Backend:
         strict_resources: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # As the file names are keyed: in NFC (a name pasted from a Mac's ls is NFD).
+        default_scenario = scenario_name(default_scenario)
         if default_scenario != SYNTHETIC and default_scenario not in scenarios:
             raise ConfigError(
                 f"--scenario {default_scenario!r} is not a known scenario; known: "

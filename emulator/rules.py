@@ -50,6 +50,7 @@ from emulator.scenario import (
     describe,
     past_the_limit,
     read_document,
+    scenario_name,
     shown,
     validate_scenario,
 )
@@ -518,8 +519,9 @@ def _scenario(
     value: object, path: FieldPath, scenarios: Mapping[str, Scenario], checker: Checker
 ) -> tuple[Scenario | None, bool]:
     if isinstance(value, str):
-        if value in scenarios:
-            return scenarios[value], False
+        named = _named(value, scenarios)
+        if named is not None:
+            return named, False
         known = [SYNTHETIC_NAME, *sorted(set(scenarios) - {SYNTHETIC_NAME})]
         near = get_close_matches(value[:100], known, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -534,6 +536,19 @@ def _scenario(
         return validate_scenario(value, name=INLINE_SCENARIO, checker=checker, path=path), True
     checker.add(path, f"must be a scenario name or an inline scenario, got {describe(value)}")
     return None, False
+
+
+def _named(value: str, scenarios: Mapping[str, Scenario]) -> Scenario | None:
+    """The scenario named ``value``, names compared in NFC (see
+    :func:`~emulator.scenario.scenario_name`), or None. Loaded scenarios are
+    keyed in NFC already; a mapping keyed otherwise (built in code, or
+    ``check``'s stand-ins for broken files, by their stems as the file system
+    gives them) is searched, a pass made only for a name not found at once."""
+    name = scenario_name(value)
+    found = scenarios.get(name)
+    if found is None:
+        found = next((s for key, s in scenarios.items() if scenario_name(key) == name), None)
+    return found
 
 
 def _error(

@@ -50,6 +50,7 @@ __all__ = [
     "MAX_AUDIO_SECONDS",
     "past_the_limit",
     "can_have_partials",
+    "scenario_name",
     "SCENARIO_SUFFIXES",
     "Problem",
     "ScenarioError",
@@ -104,7 +105,8 @@ def can_have_partials(content: str) -> bool:
 
 def visible_start(text: str) -> int:
     """Where ``text``'s first visible character starts: after any spaces and
-    invisible format characters (a zero-width space, a BOM)."""
+    invisible format characters (a zero-width space, a BOM, a word joiner);
+    ``len(text)`` when it has none."""
     index = 0
     while index < len(text) and (
         text[index].isspace() or unicodedata.category(text[index]) == "Cf"
@@ -117,10 +119,11 @@ def character_ends(text: str, start: int = 0, *, limit: int | None = None) -> li
     """The index after each character of ``text[start:]`` as a reader sees it: a
     simplified grapheme cluster (Unicode UAX #29), which keeps combining marks,
     variation selectors, emoji modifiers and tags with the character before
-    them, a zero-width joiner with what it joins, and regional indicators in
-    pairs (a flag). A partial cut between two of these showed a character the
-    speaker did not say ("🇺" of "🇺🇸", "👍" of "👍🏽", "e" of a decomposed "é").
-    With ``limit``, the first ``limit`` only.
+    them, a zero-width joiner with what it joins, a consonant after a virama
+    with the consonant before it (a conjunct), and regional indicators in pairs
+    (a flag). A partial cut between two of these showed a character the speaker
+    did not say ("🇺" of "🇺🇸", "👍" of "👍🏽", "e" of a decomposed "é", "क्" of
+    "क्ष"). With ``limit``, the first ``limit`` only.
     """
     ends: list[int] = []
     index = start
@@ -137,7 +140,7 @@ def character_ends(text: str, start: int = 0, *, limit: int | None = None) -> li
             following = text[index]
             if following == "\u200d" and index + 1 < len(text):
                 index += 2  # the joiner and what it joins
-            elif _extends(following):
+            elif _extends(following) or _conjoins(text[index - 1], following):
                 index += 1
             else:
                 break
@@ -147,6 +150,23 @@ def character_ends(text: str, start: int = 0, *, limit: int | None = None) -> li
 
 def _regional_indicator(code: int) -> bool:
     return 0x1F1E6 <= code <= 0x1F1FF
+
+
+def _conjoins(before: str, character: str) -> bool:
+    """Whether ``character`` continues a conjunct: a letter of the script of the
+    virama ``before`` it (canonical combining class 9), as in "क्ष" (UAX #29
+    GB9c, Unicode 15.1). GB9c names six Indic viramas; any virama is taken
+    here, Khmer's coeng and Myanmar's stacker among them (CLDR joins those
+    too): a cut this misses shows a dead consonant, while one it removes only
+    leaves a partial a character shorter or longer. The virama's 128-code-point
+    block stands for its script (each shares one with its consonants), so a
+    Latin letter after a Devanagari virama stays a character of its own.
+    """
+    return (
+        unicodedata.combining(before) == 9
+        and ord(before) >> 7 == ord(character) >> 7
+        and character.isalpha()
+    )
 
 
 def _extends(character: str) -> bool:
@@ -171,7 +191,11 @@ def character_start(text: str, index: int, start: int = 0) -> int:
     found by looking back a few code points, not by walking the text (a
     partial of a long text without spaces, at each partial)."""
     while index > start:
-        if _extends(text[index]) or text[index - 1] == "\u200d":
+        if (
+            _extends(text[index])
+            or text[index - 1] == "\u200d"
+            or _conjoins(text[index - 1], text[index])
+        ):
             index -= 1
             continue
         if _regional_indicator(ord(text[index])):
@@ -206,8 +230,9 @@ class Segment:
             raise ValueError(f"channel must be 0 or 1, got {self.channel!r}")
         if not 0 <= self.begin < self.end:
             raise ValueError(f"need 0 <= begin < end, got {self.begin!r}..{self.end!r}")
-        if not self.content.strip():
-            raise ValueError("content must not be empty")
+        if visible_start(self.content) == len(self.content):
+            # Spaces and zero-width characters only: a transcript of nothing.
+            raise ValueError("content must not be empty or only invisible characters")
         if not 0 <= self.partials <= MAX_PARTIALS:
             raise ValueError(f"partials must be 0..{MAX_PARTIALS}, got {self.partials!r}")
         if self.partials and not can_have_partials(self.content):
@@ -643,6 +668,32 @@ def _reader_problem(text: str, error: yaml.reader.ReaderError) -> tuple[int, str
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+def _surrogate_escape_problem(text: str, index: int) -> str | None:
+    """Why the escape at ``index`` (where libyaml stops, after its ``\\u``) is
+    refused when it is half of a UTF-16 surrogate pair, or None: JSON's escape
+    of an astral character (as ``json.dumps`` writes 😀), which YAML 1.1 does
+    not read; the parser's own message said neither which escape nor what to
+    write instead.
+    """
+    first = _SURROGATE_ESCAPE.search(text, max(0, index - 2), index + 6)
+    if first is None:
+        return None
+    high = int(first.group()[2:], 16)
+    second = _SURROGATE_ESCAPE.match(text, first.end())
+    low = int(second.group()[2:], 16) if second else 0
+    if high < 0xDC00 and second and low >= 0xDC00:
+        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        return (
+            f"holds JSON's escape of U+{code:04X} as a UTF-16 surrogate pair "
+            f"({first.group()}{second.group()}), which YAML does not read: write the "
+            f"character itself, or \\U{code:08X}"
+        )
+    return (
+        f"holds half of a UTF-16 surrogate pair ({first.group()}), which YAML does not "
+        "read: write the character itself, or its escape as \\U and eight hex digits"
+    )
+
+
 def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
     lines: dict[FieldPath, int] = {}
     dupes: list[tuple[int, FieldPath, str]] = []
@@ -695,6 +746,8 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
                 mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
                 line = None if mark is None else mark.line + 1
                 reason = getattr(exc, "problem", None) or str(exc)
+                if reason == "found invalid Unicode character escape code" and mark is not None:
+                    reason = _surrogate_escape_problem(text, mark.index) or reason
             checker.problems.append(
                 Problem(file=checker.source, line=line, field="", message=f"invalid YAML: {reason}")
             )
@@ -831,6 +884,9 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     content = None
     if _required(item, "content", path, checker):
         content = checker.string(item["content"], (*path, "content"), non_empty=True)
+    if content is not None and visible_start(content) == len(content):
+        checker.add((*path, "content"), _invisible_problem(content))
+        content = None
     if content is not None and len(content) * 12 + _RESULT_OVERHEAD > MAX_RESULT_PAYLOAD:
         # Its result could not be sent, or read (the emulator's own output, once
         # blamed on the client's input), escaped as it is sent.
@@ -873,6 +929,22 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     if len(checker.problems) > before or begin is None or end is None or content is None:
         return None
     return Segment(channel=channel, begin=begin, end=end, content=content, partials=partials)
+
+
+def _invisible_problem(content: str) -> str:
+    """The problem of a content of spaces and format characters only (text
+    pasted from a web page or a word processor carries them), which
+    :meth:`str.strip` keeps: its final would show nothing, as an empty one."""
+    names = []
+    for character in dict.fromkeys(content):
+        if not character.isspace():
+            name = unicodedata.name(character, "a format character")
+            names.append(f"U+{ord(character):04X} {name}")
+    return (
+        f"must not be empty: {shown(content)} holds only invisible characters "
+        f"({', '.join(names[:3])}) and spaces, so its result would show nothing: write "
+        "the words, or remove the segment"
+    )
 
 
 def _fault(raw: object, path: FieldPath, checker: Checker) -> Fault | None:
@@ -950,7 +1022,18 @@ def parse_scenario(
     return scenario
 
 
-def _load(path: Path, checker: Checker) -> Scenario | None:
+def scenario_name(name: str) -> str:
+    """``name`` as scenarios are keyed and looked up: in Unicode NFC.
+
+    A file name from a macOS volume, or from a tar or git checkout made on
+    one, is in NFD ("me\u0301dica"); the same name typed in a rule, or for
+    ``--scenario``, is in NFC ("m\u00e9dica"). The two look the same, and
+    an exact look-up refused one while suggesting the other.
+    """
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
+
+
+def _load(path: Path, checker: Checker, name: str | None = None) -> Scenario | None:
     before = len(checker.problems)
     ok, data = read_document(path, checker)
     if not ok:
@@ -963,12 +1046,15 @@ def _load(path: Path, checker: Checker) -> Scenario | None:
         )
         return None
     # Duplicate keys found while reading are problems too, so count from before it.
-    scenario = validate_scenario(data, name=path.stem, checker=checker)
+    scenario = validate_scenario(
+        data, name=scenario_name(path.stem) if name is None else name, checker=checker
+    )
     return scenario if len(checker.problems) == before else None
 
 
 def load_scenario_file(path: str | Path) -> Scenario:
-    """Load one scenario file (YAML, or JSON by ``.json`` suffix), named after its stem.
+    """Load one scenario file (YAML, or JSON by ``.json`` suffix), named after its
+    stem (in NFC, see :func:`scenario_name`).
 
     Raises :class:`ScenarioError` listing every problem with file, line and field.
     """
@@ -988,9 +1074,10 @@ RESERVED_NAME = "synthetic"
 def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
     """Load every ``*.yaml``/``*.yml``/``*.json`` in ``<directory>/scenarios/``, by name.
 
-    Returns ``{}`` when there is no ``scenarios`` folder. Problems of all files
-    (including two files with the same stem) are collected and raised together
-    as one :class:`ScenarioError`.
+    A name is its file's stem in NFC (see :func:`scenario_name`). Returns ``{}``
+    when there is no ``scenarios`` folder. Problems of all files (including two
+    files with the same name, or names that differ only in normalisation) are
+    collected and raised together as one :class:`ScenarioError`.
     """
     folder = Path(directory) / "scenarios"
     if not folder.is_dir():
@@ -1019,15 +1106,22 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
             checker.add((), "the file name is not UTF-8: rename the file")
             problems.extend(checker.problems)
             continue
-        if path.stem in origin:
-            checker.add(
-                (),
-                f"duplicate scenario name {path.stem!r}: also defined by {origin[path.stem]}",
-            )
+        name = scenario_name(path.stem)
+        if name in origin:
+            other = origin[name]
+            why = ""
+            if other.stem != path.stem:
+                # Shown escaped: on screen the two names look the same.
+                why = (
+                    f" (the file names {ascii(path.name)} and {ascii(other.name)} differ only "
+                    "in Unicode normalisation, and a scenario name is matched in NFC: remove "
+                    "or rename one)"
+                )
+            checker.add((), f"duplicate scenario name {name!r}: also defined by {other}{why}")
             problems.extend(checker.problems)
             continue
-        origin[path.stem] = path
-        if path.stem == RESERVED_NAME:
+        origin[name] = path
+        if name == RESERVED_NAME:
             checker.add(
                 (),
                 f"a scenario may not be named {RESERVED_NAME!r}: that name is the generated "
@@ -1035,7 +1129,7 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
             )
             problems.extend(checker.problems)
             continue
-        scenario = _load(path, checker)
+        scenario = _load(path, checker, name)
         problems.extend(checker.problems)
         if scenario is not None:
             scenarios[scenario.name] = scenario

@@ -710,20 +710,23 @@ def _prefix(content: str, k: int, n: int) -> str:
 
     ``content`` cut after a word (its spacing kept), so a partial is a prefix
     of its final byte for byte; a one-word content is cut inside its word.
-    Non-blank and shorter than ``content`` unless that is one character (a
-    scenario gives such a segment no partial, see
+    Shows a visible character, and is shorter than ``content`` unless that is
+    one character (a scenario gives such a segment no partial, see
     :func:`emulator.scenario.can_have_partials`).
     """
-    ends = [word.end() for word in _WORD.finditer(content)]
+    # Words from the first visible character: a leading word of zero-width
+    # characters only (a ZWSP or BOM pasted with the text) made a partial that
+    # showed nothing. Any later word comes after a visible one.
+    start = visible_start(content)
+    ends = [word.end() for word in _WORD.finditer(content, start)]
     if len(ends) > 1:
         count = min(max(1, len(ends) * k // (n + 1)), len(ends) - 1)
         return content[: ends[count - 1]]
     # One word: cut inside the word instead, after any space before it, and
-    # between characters as a reader sees them (never half a flag or accent).
-    # The share in code points, moved back to a character's start (a look at a
-    # few code points, not a walk of the text); at least the first character,
-    # and never the last (see can_have_partials).
-    start = visible_start(content)
+    # between characters as a reader sees them (never half a flag, accent or
+    # conjunct). The share in code points, moved back to a character's start
+    # (a look at a few code points, not a walk of the text); at least the
+    # first character, and never the last (see can_have_partials).
     text = content.rstrip()
     length = len(text) - start
     cut = character_start(text, start + min(max(1, length * k // (n + 1)), length - 1), start)
