@@ -19,7 +19,7 @@ import re
 import sys
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -73,22 +73,20 @@ def _float(text: str) -> float:
     return value
 
 
-def _rate(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} must be greater than 0 (a rate of 0 would refuse every request)"
-        )
-    return value
+def _above_zero(why: str) -> Callable[[str], float]:
+    """An option type: a number over 0; ``why`` says what 0 would do."""
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0 ({why})")
+        return value
+
+    return parse
 
 
-def _window(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} must be greater than 0 (a window of 0 would refuse every resume)"
-        )
-    return value
+_rate = _above_zero("a rate of 0 would refuse every request")
+_window = _above_zero("a window of 0 would refuse every resume")
 
 
 def _hostname(text: str) -> str:

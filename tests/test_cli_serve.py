@@ -607,15 +607,23 @@ def test_a_good_certificate_pair_of_ones_own_serves_tls(tmp_path):
         assert process.wait(timeout=10) == 0
 
 
+def _log_of_a_clean_run(tmp_path: Path, *args: str, **variables: str) -> str:
+    """Start with ``args`` (and ``MEDSCRIBE_<name>`` variables), stop at once with
+    SIGTERM; return what it logged, once it exited with 0."""
+    env = {f"MEDSCRIBE_{name}": value for name, value in variables.items()}
+    with _start(tmp_path, *args, env=env) as process, _stopped(process):
+        _read_ready(process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    return err
+
+
 def test_key_pairs_given_without_verification_are_said_to_be_ignored(tmp_path):
     """A user who forgot --verify-signatures is told so, not left believing the
     emulator checks signatures."""
     args = ("--access-key-id", "AKIDEXAMPLE", "--credentials-file", str(tmp_path / "none"))
-    with _start(tmp_path, *args) as process, _stopped(process):
-        _read_ready(process)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=10)
-    assert process.returncode == 0
+    err = _log_of_a_clean_run(tmp_path, *args)
     assert (
         "--access-key-id, --credentials-file: ignored without --verify-signatures "
         "(any credentials are accepted)"
@@ -860,17 +868,9 @@ def test_the_log_escapes_what_a_client_sent_and_gives_utc_times(tmp_path):
 def test_quota_numbers_given_without_quotas_are_said_to_be_ignored(tmp_path):
     """A test that set a quota low to reach it in seconds, and forgot --quotas,
     passed for the wrong reason; now the log says so, as for unused key pairs."""
-    env = {"MEDSCRIBE_QUOTA_GET_TPS": "1"}
-    with _start(tmp_path, "--quota-start-tps", "1", env=env) as process, _stopped(process):
-        _read_ready(process)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=10)
-    assert process.returncode == 0
+    err = _log_of_a_clean_run(tmp_path, "--quota-start-tps", "1", QUOTA_GET_TPS="1")
     assert (
         "--quota-start-tps, --quota-get-tps: ignored without --quotas (no per-key quota applies)"
     ) in err
-    with _start(tmp_path, "--quotas", "--quota-start-tps", "1") as process, _stopped(process):
-        _read_ready(process)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=10)
+    err = _log_of_a_clean_run(tmp_path, "--quotas", "--quota-start-tps", "1")
     assert "ignored without --quotas" not in err

@@ -22,6 +22,7 @@ from emulator.scenario import (
 )
 
 from .support import admin, new_session_id, pcm_tone, run_session, running_emulator
+from .test_stream_sdk import partials_of_each_final
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,23 +78,9 @@ async def test_partials_of_a_content_opening_with_zero_width_characters_show_wor
     word joiner: its partials were that character alone, results that showed
     nothing. Each partial now shows the first words, still a prefix of its final."""
     contents = ["\u200b Hola amigo m\u00edo", "\ufeff Bonjour tout le monde", "\u2060 x y"]
-    segments = [
-        {"begin": 0.2 + i, "end": 1.0 + i, "content": content, "partials": 3}
-        for i, content in enumerate(contents)
-    ]
-    session_id = new_session_id()
-    scripted(emulator, session_id, {"segments": segments})
-    result = await run_session(client, session_id, audio=pcm_tone(3.5))
-    assert result.error is None, result.error
-    assert [s.content for s in result.finals] == contents
-    for final in result.finals:
-        partials = [p.content for p in result.partials if p.segment_id == final.segment_id]
-        assert len(partials) == 3
-        for partial in partials:
-            assert visible(partial), ascii(partial)
-            assert final.content.startswith(partial) and partial != final.content
-    first = [p.content for p in result.partials if p.segment_id == result.finals[0].segment_id]
-    assert first[0] == "\u200b Hola"
+    each = await partials_of_each_final(client, emulator, contents)
+    assert all(visible(partial) for partials in each for partial in partials), ascii(each)
+    assert each[0][0] == "\u200b Hola"
 
 
 def test_check_refuses_content_of_only_invisible_characters_as_it_does_empty_content(

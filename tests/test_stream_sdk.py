@@ -87,12 +87,12 @@ async def test_scripted_transcript_arrives_with_partials_then_finals(client, emu
     assert all(s.channel_id is None for s in result.segments)
 
 
-async def test_partials_keep_the_scripts_own_spacing_so_they_prefix_their_final(client, emulator):
-    """A client checking final.startswith(partial) holds: runs of spaces and tabs are
-    kept ("Take   two" once had the partial "Take two"), and a lone word after a space
-    is cut inside the word (" Okay" once had the partial " ")."""
+async def partials_of_each_final(client, emulator, contents: list[str]) -> list[list[str]]:
+    """Script one segment a second per content, three partials each, and stream it
+    through the SDK: the finals are the contents, and each partial a proper prefix
+    of its final (what a client checking final.startswith(partial) relies on).
+    Returns each final's partial texts."""
     session_id = new_session_id()
-    contents = ["Take   two\ttablets daily.", " Okay", "Line one\nline two\n"]
     segments = [
         {"begin": 0.2 + i, "end": 1.0 + i, "content": content, "partials": 3}
         for i, content in enumerate(contents)
@@ -101,12 +101,23 @@ async def test_partials_keep_the_scripts_own_spacing_so_they_prefix_their_final(
     result = await run_session(client, session_id, audio=pcm_tone(3.5))
     assert result.error is None, result.error
     assert [s.content for s in result.finals] == contents
+    each = []
     for final in result.finals:
         partials = [p.content for p in result.partials if p.segment_id == final.segment_id]
         assert len(partials) == 3
         for partial in partials:
             assert final.content.startswith(partial) and partial != final.content
-            assert partial.strip()
+        each.append(partials)
+    return each
+
+
+async def test_partials_keep_the_scripts_own_spacing_so_they_prefix_their_final(client, emulator):
+    """A client checking final.startswith(partial) holds: runs of spaces and tabs are
+    kept ("Take   two" once had the partial "Take two"), and a lone word after a space
+    is cut inside the word (" Okay" once had the partial " ")."""
+    contents = ["Take   two\ttablets daily.", " Okay", "Line one\nline two\n"]
+    each = await partials_of_each_final(client, emulator, contents)
+    assert all(partial.strip() for partials in each for partial in partials)
 
 
 async def test_real_time_audio_from_the_sdk_is_taken_inline_to_the_same_transcript(
