@@ -6,7 +6,6 @@ resource registry, the control plane of domains, subscriptions and tags.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,13 @@ from .control import MAX_REQUEST_BODY, control_routes, routing_scope
 from .details import SessionDetailsEndpoint, match_session_path
 from .errors import AccessDeniedException, ServiceError, ValidationException
 from .ids import new_request_id
+from .logs import get_logger
 from .quotas import Quotas
 from .requestbody import bounded_receive, unfinished_body
 from .sigv4 import CredentialStore, verify_request
 from .stream import Receive, Scope, Send, StreamEndpoint, error_response
 
-log = logging.getLogger("medscribe.admin")
+log = get_logger("medscribe.admin")
 
 __all__ = ["create_app", "STREAM_PATH"]
 

@@ -54,6 +54,7 @@ from .journal import (
     run_in_writer,
 )
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
+from .logs import get_logger
 from .notes import after_visit_summary_document, clinical_document, final_lines, transcript_document
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
@@ -66,7 +67,7 @@ from .validation import Configuration, StreamRequest, header_text
 
 __all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETENTION"]
 
-log = logging.getLogger("medscribe.sessions")
+log = get_logger("medscribe.sessions")
 
 #: The scenario name that means "generate a visit with Faker".
 SYNTHETIC = "synthetic"
@@ -1319,9 +1320,9 @@ def log_refused_call(
     a quota) or a rule's error: one line, as :meth:`Backend.record_rejection`
     logs a stream's."""
     raw = scope.get("raw_path") or str(scope.get("path", "?")).encode("utf-8", "replace")
-    # As sent (still percent-encoded), and escaped: the decoded path's %0A was a
-    # newline that wrote a line of the caller's into the log.
-    path = raw.decode("latin-1").encode("unicode_escape").decode("ascii")
+    # As sent, still percent-encoded: the decoded path's %0A was a newline that
+    # wrote a line of the caller's into the log (raw controls the logger escapes).
+    path = header_text(raw)
     if len(path) > _LOGGED_PATH_LIMIT:
         path = f"{path[:_LOGGED_PATH_LIMIT]}... ({len(path)} characters)"
     log.info(

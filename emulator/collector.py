@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .logs import get_logger
 
 __all__ = [
     "YOUNG_COLLECTION_THRESHOLD",
@@ -50,7 +51,7 @@ __all__ = [
     "collect_when_idle",
 ]
 
-log = logging.getLogger("medscribe")
+log = get_logger("medscribe")
 
 #: The server process's generation-0 threshold. With the survivors frozen, a
 #: young collection scans what was made since the one before it, whatever the

@@ -23,7 +23,6 @@ send them to the endpoint as is.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, NoReturn
@@ -42,6 +41,7 @@ from .errors import (
     ValidationException,
 )
 from .ids import new_request_id
+from .logs import get_logger
 from .requestbody import unfinished_body
 from .resources import (
     ARN_FORM,
@@ -64,7 +64,7 @@ from .validation import describe_value, integer_text, lone_surrogate
 
 __all__ = ["MAX_REQUEST_BODY", "NOT_EMULATED", "control_routes", "routing_scope"]
 
-log = logging.getLogger("medscribe.control")
+log = get_logger("medscribe.control")
 
 #: Largest request body read: the biggest valid one (CreateDomain with many tags) is
 #: far smaller, and anything larger is refused before it is parsed.

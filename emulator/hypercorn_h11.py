@@ -19,7 +19,6 @@ was taken at up to 64 KiB and refused at 20 KB if it came slowly. See
 from __future__ import annotations
 
 import json
-import logging
 from itertools import chain
 from typing import Any
 
@@ -27,8 +26,9 @@ import h11
 from hypercorn.protocol.h11 import H11Protocol
 
 from .ids import new_request_id, request_id_headers
+from .logs import get_logger
 
-log = logging.getLogger("medscribe.server")
+log = get_logger("medscribe.server")
 
 #: What each status hypercorn's h11 refusals carry means for the client, while
 #: the request's head is read...

@@ -145,7 +145,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -180,6 +179,7 @@ from hypercorn.utils import suppress_body
 from hyperframe.frame import GoAwayFrame
 
 from . import hypercorn_h11, hypercorn_tcp, speedups
+from .logs import get_logger
 
 __all__ = [
     "DuplexH2Protocol",
@@ -192,7 +192,7 @@ __all__ = [
     "receive_frames",
 ]
 
-log = logging.getLogger("medscribe.h2")
+log = get_logger("medscribe.h2")
 
 # States in which the app has started a response it never completed.
 _UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})

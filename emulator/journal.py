@@ -45,7 +45,6 @@ from __future__ import annotations
 import binascii
 import collections
 import json
-import logging
 import os
 import queue
 import re
@@ -61,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import writev_all
+from .logs import get_logger
 
 __all__ = [
     "run_in_writer",
@@ -79,7 +79,7 @@ __all__ = [
     "clock_text",
 ]
 
-log = logging.getLogger("medscribe.journal")
+log = get_logger("medscribe.journal")
 
 #: Buffered bytes that trigger a write: one second of 16 kHz mono PCM is 42 KiB
 #: of base64, so a typical stream writes about every 1.5 s of audio. Writes

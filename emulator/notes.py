@@ -16,17 +16,17 @@ accents; a question, by whichever script's question mark, is filed nowhere.
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .logs import get_logger
 from .notescript import PostStreamScript, Summary
 from .session import segment_id
 
-log = logging.getLogger("medscribe.sessions")
+log = get_logger("medscribe.sessions")
 
 __all__ = [
     "TranscriptLine",

@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -31,6 +30,7 @@ from .backend import Backend
 from .checker import fixtures_directory_problem
 from .errors import ConfigError
 from .lifecycle import RESUME_WINDOW, SessionLimits
+from .logs import UNSAFE_IN_TRACEBACK, escape_controls, get_logger
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
 from .scenario import ScenarioError, load_scenario_dir
@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["Settings", "RunningServer", "run", "serve", "packaged_fixtures", "build_backend"]
 
-log = logging.getLogger("medscribe")
+log = get_logger("medscribe")
 
 #: Streams one client connection may run at once. The real SDK multiplexes all of
 #: an application's sessions on one HTTP/2 connection, and CI jobs run hundreds.
@@ -482,27 +482,12 @@ async def _serve(
         stop_answering()
 
 
-#: What a log line must not carry as it came: C0 and C1 controls and DEL (an
-#: escape sequence in a header erased the line before it and printed a green
-#: "ALL TESTS PASSED" in a CI job's log), line and paragraph separators, and
-#: the bidirectional overrides and isolates (which reorder what a reader sees).
-_UNSAFE_IN_LOG = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-#: The same, newlines allowed: a traceback's lines are the emulator's own.
-_UNSAFE_IN_TRACEBACK = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 class LogFormatter(logging.Formatter):
     """The server log's lines: times in UTC to the millisecond, marked ``Z`` (as
     the journal, Get and the admin API give them; local time without a zone
-    did not match them), and what a client sent escaped (``\\x1b``), whichever
-    message quotes it: a header, an access key id, an S3 URI, a rule's text."""
+    did not match them), and controls escaped (``\\x1b``) in every library's
+    messages and tracebacks, as the emulator's own loggers escape them (see
+    :mod:`emulator.logs`): what a client sent, quoted in a message."""
 
     converter = time.gmtime
     default_time_format = "%Y-%m-%dT%H:%M:%S"
@@ -512,11 +497,12 @@ class LogFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        record.message = _UNSAFE_IN_LOG.sub(_escaped, record.message)
+        record.message = escape_controls(record.message)
         return super().formatMessage(record)
 
     def formatException(self, ei: object) -> str:  # noqa: N802
-        return _UNSAFE_IN_TRACEBACK.sub(_escaped, super().formatException(ei))  # type: ignore[arg-type]
+        traceback = super().formatException(ei)  # type: ignore[arg-type]
+        return escape_controls(traceback, UNSAFE_IN_TRACEBACK)
 
 
 #: Loggers kept at INFO under ``--log-level debug`` (see :func:`run`).

@@ -9,16 +9,17 @@ status in columns, and the rest as one JSON document.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .logs import get_logger
+
 __all__ = ["SessionStore", "StoredSession", "DATABASE_NAME", "TABLE"]
 
-log = logging.getLogger("medscribe.store")
+log = get_logger("medscribe.store")
 
 #: The state database's file name inside the state directory.
 DATABASE_NAME = "medscribe.sqlite3"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from functools import partial
@@ -42,6 +41,7 @@ from .hypercorn_h2 import (
 )
 from .ids import new_request_id, request_id_headers
 from .journal import Journal
+from .logs import get_logger
 from .quotas import Quotas, access_key_of
 from .record import SessionRecord
 from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession
@@ -50,7 +50,7 @@ from .validation import validate_stream_headers
 
 __all__ = ["StreamEndpoint", "error_response"]
 
-log = logging.getLogger("medscribe.stream")
+log = get_logger("medscribe.stream")
 
 #: An unfinished input message larger than this counts against
 #: :data:`MAX_UNFINISHED` (the largest valid audio event is about 43 KB).

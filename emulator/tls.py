@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
-import logging
 import os
 import re
 import tempfile
@@ -31,6 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .logs import get_logger
 
 try:  # POSIX only; elsewhere the atomic renames alone have to do.
     import fcntl
@@ -62,7 +63,7 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 #: Back-date ``not_valid_before`` to tolerate clients whose clock runs behind.
 _CLOCK_SKEW = datetime.timedelta(hours=1)
 
-log = logging.getLogger("medscribe.tls")
+log = get_logger("medscribe.tls")
 
 _CA_NAME = "medscribe-emulator local CA"
 _SERVER_NAME = "medscribe-emulator"

@@ -845,3 +845,16 @@ def test_unfinished_messages_held_past_the_emulators_limit_are_refused(h2, emula
     h2.send(third, whole[-1:] + END, end_stream=True)
     assert h2.wait(third)["reset"] is None
     assert not h2.goaway
+
+
+def test_an_embedded_emulators_log_records_escape_what_a_client_sent(h2, emulator, caplog):
+    """In a process that embeds the emulator (this suite's, a pytest fixture's) the
+    host formats the records: the emulator's loggers escape a header's escape
+    sequences in the record itself, as the server process's formatter does."""
+    caplog.set_level("INFO", logger="medscribe")
+    session_id = "\x1b[2K\x1b[32mALL TESTS PASSED\x1b[0m\u202e"
+    response = h2.wait(h2.request(headers(session_id), end_stream=True))
+    assert response["headers"][":status"] == "400"
+    (message,) = [r.getMessage() for r in caplog.records if "ALL TESTS PASSED" in r.getMessage()]
+    assert "(session \\x1b[2K\\x1b[32mALL TESTS PASSED\\x1b[0m\\u202e)" in message
+    assert "\x1b" not in message and "\u202e" not in message

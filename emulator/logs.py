@@ -1,0 +1,59 @@
+"""The emulator's loggers, whose messages never carry what a client sent as it came.
+
+A message may quote a header, an access key id, an S3 URI or a rule's text:
+written raw, an escape sequence in it (ESC, BEL, C1 controls, a bidirectional
+override) acts on the terminal or CI log viewer that shows the log; one in a
+stream header erased the line before it and printed a green "ALL TESTS PASSED".
+Each logger :func:`get_logger` gives escapes them (``\\x1b``) in the record
+itself, so the log of a process that embeds the emulator (a pytest fixture's
+thread, whose host formats the records) is as safe as the server process's,
+whose formatter (:class:`emulator.server.LogFormatter`) escapes every other
+library's messages too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+__all__ = ["get_logger", "escape_controls", "UNSAFE_IN_LOG", "UNSAFE_IN_TRACEBACK"]
+
+#: What a log line must not carry as it came: C0 and C1 controls and DEL, line and
+#: paragraph separators, and the bidirectional overrides and isolates (which
+#: reorder what a reader sees).
+UNSAFE_IN_LOG = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: The same, newlines allowed: a traceback's lines are the emulator's own.
+UNSAFE_IN_TRACEBACK = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, unsafe: re.Pattern[str] = UNSAFE_IN_LOG) -> str:
+    """``text`` with each character ``unsafe`` matches written as its escape."""
+    return unsafe.sub(_escaped, text)
+
+
+class _EscapeControls(logging.Filter):
+    """Replaces a record's message by its text, escaped: formatted here once, so
+    a handler's formatter does not format it again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = escape_controls(record.getMessage()), None
+        return True
+
+
+_FILTER = _EscapeControls()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)``, its messages escaped (a logger's filters see
+    only what is logged on it, not on its children: each module asks here)."""
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger
