@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import yaml
 
 from emulator.errors import ConfigError
 from emulator.notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
+from emulator.validation import SURROGATE_ESCAPE
 
 __all__ = [
     "Segment",
@@ -664,10 +664,6 @@ def _reader_problem(text: str, error: yaml.reader.ReaderError) -> tuple[int, str
     )
 
 
-#: A JSON escape of half a UTF-16 surrogate pair, which YAML 1.1 does not read.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
 def _surrogate_escape_problem(text: str, index: int) -> str | None:
     """Why the escape at ``index`` (where libyaml stops, after its ``\\u``) is
     refused when it is half of a UTF-16 surrogate pair, or None: JSON's escape
@@ -675,11 +671,11 @@ def _surrogate_escape_problem(text: str, index: int) -> str | None:
     not read; the parser's own message said neither which escape nor what to
     write instead.
     """
-    first = _SURROGATE_ESCAPE.search(text, max(0, index - 2), index + 6)
+    first = SURROGATE_ESCAPE.search(text, max(0, index - 2), index + 6)
     if first is None:
         return None
     high = int(first.group()[2:], 16)
-    second = _SURROGATE_ESCAPE.match(text, first.end())
+    second = SURROGATE_ESCAPE.match(text, first.end())
     low = int(second.group()[2:], 16) if second else 0
     if high < 0xDC00 and second and low >= 0xDC00:
         code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
@@ -719,7 +715,7 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
             # Lines only: an emoji escaped as a surrogate pair (as json.dump writes
             # it) is valid JSON that YAML cannot read, so it is read as another
             # character here; the data is json.loads's.
-            node, loader = _compose(_SURROGATE_ESCAPE.sub(r"\\u0078", text))
+            node, loader = _compose(SURROGATE_ESCAPE.sub(r"\\u0078", text))
             loader.dispose()
         except yaml.YAMLError:
             node = None  # valid JSON that YAML 1.1 cannot read: report without lines
