@@ -62,8 +62,8 @@ from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, ScenarioError, parse_scenario, scenario_name
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
-from .synthetic import SyntheticScenario, synthetic_scenario
-from .validation import Configuration, StreamRequest, header_text
+from .synthetic import SyntheticScenario, synthetic_scenario, warm_up
+from .validation import Configuration, StreamRequest, header_text, id_constraints_broken
 
 __all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETENTION"]
 
@@ -721,6 +721,10 @@ class Backend:
 
     def start(self) -> None:
         """Resume post-stream actions a previous run left IN_PROGRESS (call in the loop)."""
+        # Faker's providers are modules to import, a file each: on the first
+        # synthetic session, a process short of descriptors then (a burst of
+        # connections) failed it for good with an internal error.
+        warm_up()
         pending = [record for record in self.sessions.values() if _post_stream_pending(record)]
         for record in pending:
             self._schedule_post_stream(record)
@@ -1120,27 +1124,42 @@ class Backend:
         """Remove the journals that a reset moved aside and a shutdown kept from being
         removed (their uploads were cut off, and said to be lost), and those of
         sessions whose row was never saved (a crash or a full disk: the session is
-        lost). A new session with those ids would have added to the latter."""
-        left = list(self.journal_root.glob(f"*/*/*{_FORGOTTEN}*"))
-        for directory in left:
-            remove_tree(directory)
+        lost). A new session with those ids would have added to the latter.
+
+        Only folders the emulator made are removed (see :func:`_journal_folders`):
+        the sweep deleted every folder three levels down, through symlinks, so a
+        ``--state-dir`` holding a user's ``sessions/`` folder, or a link planted
+        in it, lost the user's files. What else is there is left, and named."""
+        found, foreign = _journal_folders(self._journal_root)
+        left = [folder for folder in found if _FORGOTTEN in folder[2]]
+        for folder in left:
+            remove_tree(Path(self._journal_root, *folder))
         if left:
             log.info("removed %d journal(s) of sessions a reset forgot", len(left))
-        known = {os.path.join(self._journal_root, *key) for key in self.sessions}
         orphans = [
-            directory
-            for directory in self.journal_root.glob("*/*/*")
-            if os.fspath(directory) not in known and _FORGOTTEN not in directory.name
+            folder
+            for folder in found
+            if _FORGOTTEN not in folder[2] and folder not in self.sessions
         ]
-        for directory in orphans:
-            remove_tree(directory)
+        for folder in orphans:
+            remove_tree(Path(self._journal_root, *folder))
         if orphans:
             log.warning(
                 "removed %d journal(s) of sessions with no row (never saved, the emulator "
                 "stopped or its disk full first, or dropped as unreadable): %s",
                 len(orphans),
-                ", ".join(directory.name for directory in orphans[:5])
+                ", ".join(session for _, _, session in orphans[:5])
                 + (", ..." if len(orphans) > 5 else ""),
+            )
+        if foreign:
+            log.warning(
+                "left %d %s under %s that the emulator did not write (it removes only "
+                "folders <domain id>/<subscription id>/<session id>, none of them a "
+                "symlink): %s",
+                len(foreign),
+                "entry" if len(foreign) == 1 else "entries",
+                self._journal_root,
+                ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
             )
 
     def _write_detached(self, record: SessionRecord) -> None:
@@ -1288,6 +1307,60 @@ _LOST_REASON = (
 
 #: What a forgotten session's journal folder has after its name (then its seq).
 _FORGOTTEN = ".forgotten-"
+
+
+def _journal_folders(root: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The journal folders under ``root`` as ``(domain, subscription, session)``
+    names, and the entries there the emulator did not write, as paths under
+    ``root``, sorted.
+
+    A journal folder is ``<domain id>/<subscription id>/<session id>`` (or a
+    session id with :data:`_FORGOTTEN` and a number, a reset's), each a valid id
+    of the API (which checks every request's before its journal is made) and a
+    real directory, not a symlink (lstat: the emulator makes none, and a link
+    took the sweep outside the state directory). Anything else is not looked
+    into and is named once, at the level it was found.
+    """
+    found: list[tuple[str, str, str]] = []
+    foreign: list[str] = []
+    for domain in _folder_entries(root):
+        if not _made_folder(domain, "domainId"):
+            foreign.append(domain.name)
+            continue
+        for subscription in _folder_entries(domain.path):
+            if not _made_folder(subscription, "subscriptionId"):
+                foreign.append(f"{domain.name}/{subscription.name}")
+                continue
+            for session in _folder_entries(subscription.path):
+                session_id, aside, seq = session.name.partition(_FORGOTTEN)
+                if _made_folder(session, "sessionId", session_id) and (
+                    not aside or (seq.isascii() and seq.isdigit())
+                ):
+                    found.append((domain.name, subscription.name, session.name))
+                else:
+                    foreign.append(f"{domain.name}/{subscription.name}/{session.name}")
+    return found, foreign
+
+
+def _folder_entries(path: str) -> list[os.DirEntry[str]]:
+    """The entries of the directory ``path`` by name; none when it cannot be listed
+    (no journal written yet, or ``sessions`` is not a directory)."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return []
+
+
+def _made_folder(entry: os.DirEntry[str], member: str, name: str | None = None) -> bool:
+    """Whether ``entry`` is a directory, not a symlink to one, named by a valid
+    ``member`` id (``name``, or the entry's name)."""
+    try:
+        if not entry.is_dir(follow_symlinks=False):
+            return False
+    except OSError:
+        return False
+    return not id_constraints_broken(member, entry.name if name is None else name)
 
 
 def _count_up(counts: dict[SessionKey, int], key: SessionKey) -> int:

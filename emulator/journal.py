@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import binascii
 import collections
+import errno
+import functools
 import json
 import os
 import queue
@@ -70,6 +72,7 @@ __all__ = [
     "RollBack",
     "STREAM_LOST",
     "FLUSH_BYTES",
+    "SHORTAGE_RETRY",
     "wav_header",
     "journal_damage",
     "iso_time",
@@ -89,6 +92,24 @@ log = get_logger("medscribe.journal")
 #: 122-130 -> 155-162 sessions/s). It is what a live session holds at most,
 #: 32 KiB more than before; idle sessions hold none.
 FLUSH_BYTES = 64 * 1024
+
+#: Errors of a process or system short of descriptors or memory for a moment (a
+#: burst of connections under a low ``ulimit -n``), not of a failing disk: the
+#: data is still in memory and a write a little later succeeds. A full or
+#: read-only disk (ENOSPC, EROFS, EACCES...) is not waited for.
+_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+#: Seconds a shortage (see :data:`_SHORTAGE`) is waited out, counted from its
+#: start across batches: the writer thread waits for every journal meanwhile
+#: (and the event loop for the writer, once :attr:`_Writer.max_pending` bytes
+#: wait), so a lasting one drops writes as a failing disk does, after this.
+#: Fifty sessions at a ``ulimit -n`` of 64 were short for about a second.
+SHORTAGE_RETRY = 5.0
+
+#: The first pause before a write is tried again in a shortage; each next one
+#: doubles, up to :data:`_LONGEST_PAUSE`.
+_FIRST_PAUSE = 0.01
+_LONGEST_PAUSE = 0.5
 
 _EVENTS = "events.jsonl"
 _BASE64_SUFFIX = ".b64"
@@ -247,6 +268,9 @@ class Journal:
         # The directory is made on the first flush only (mkdir per flush showed
         # in the benchmark profile).
         self._made = False
+        # Set (in the writer thread) when the directory was found reached through
+        # a symlink, or another session's: nothing is written or removed there.
+        self._refused = False
 
     @property
     def directory(self) -> Path:
@@ -358,25 +382,67 @@ class Journal:
 
     def _write(self, make: bool, events: bytes, audio_path: str | None, audio: list[bytes]) -> None:
         # In the writer thread.
+        if self._refused:
+            return
         try:
             if make:
-                if self._new and os.path.lexists(self._path):
-                    log.warning(
-                        "removed the journal in %s, left by an earlier session with these "
-                        "ids whose row was never saved, before this session's first write",
-                        self._path,
-                    )
-                    remove_tree(Path(self._path))
-                self._new = False
-                os.makedirs(self._path, exist_ok=True)
+                self._make()
             if events:
                 _append(self._events_path, [events])
             if audio_path is not None:
                 _append(audio_path, audio)
         except OSError as error:
-            if self.error is None:
-                log.warning("cannot write the journal in %s: %s", self.directory, error)
-                self.error = str(error)
+            # What is left of the batch, the step that failed first: an error from
+            # opening a file names it (see _Shortage.wait for why only those are
+            # tried again), so the steps done before it are not done twice.
+            steps: list[Callable[[], None]] = []
+            failed = error.filename
+            if make and failed not in (self._events_path, audio_path):
+                steps.append(self._make)
+            if events and failed != audio_path:
+                steps.append(functools.partial(_append, self._events_path, [events]))
+            if audio_path is not None:
+                steps.append(functools.partial(_append, audio_path, audio))
+            self._write_again(error, steps)
+
+    def _make(self) -> None:
+        """Make the directory on the first write; a ``new`` journal first removes
+        what an earlier session with these ids left there, unless the folder is
+        not that session's (see :func:`_not_ours`): then nothing is written
+        there, saying so once, rather than anything removed through a link."""
+        if self._new and os.path.lexists(self._path):
+            if (problem := _not_ours(self._path)) is not None:
+                self._refused = True
+                raise OSError(f"{problem}: nothing is written there, and nothing it holds removed")
+            log.warning(
+                "removed the journal in %s, left by an earlier session with these "
+                "ids whose row was never saved, before this session's first write",
+                self._path,
+            )
+            remove_tree(Path(self._path))
+        self._new = False
+        os.makedirs(self._path, exist_ok=True)
+
+    def _write_again(self, error: OSError, steps: list[Callable[[], None]]) -> None:
+        """Do ``steps``, the rest of a batch that met ``error``, again while a
+        shortage of descriptors lasts (see :class:`_Shortage`); otherwise, or
+        past its budget, the batch is dropped and the first error of the
+        journal logged, as for a failing disk."""
+        tries = 0
+        while _SHORTAGE_STATE.wait(error, tries):
+            tries += 1
+            try:
+                while steps:
+                    steps[0]()
+                    del steps[0]
+            except OSError as again:
+                error = again
+            else:
+                _SHORTAGE_STATE.over()
+                return
+        if self.error is None:
+            log.warning("cannot write the journal in %s: %s", self.directory, error)
+            self.error = str(error)
 
     def sync(self) -> None:
         """Flush and wait until everything written so far is on disk (event loop only)."""
@@ -393,7 +459,8 @@ class Journal:
         self._lines, self._audio, self._buffered = [], [], 0
         self._made = False
         directory = self.directory
-        _WRITER.submit(lambda: remove_tree(directory), 0)
+        # Not a refused folder's: it is another session's, or reached through a link.
+        _WRITER.submit(lambda: self._refused or remove_tree(directory), 0)
 
     # -- reading -----------------------------------------------------------------
 
@@ -745,13 +812,110 @@ def run_in_writer(job: Callable[[], object], size: int = 0) -> None:
 def remove_tree(directory: Path) -> None:
     """Delete ``directory``, then its parents (a session's subscription and domain
     folders) while they are left empty: without that, sessions of many domains
-    left two empty folders each behind them."""
+    left two empty folders each behind them.
+
+    Nothing is removed when one of the three is a symlink (planted in the state
+    directory: the emulator makes none): ``shutil.rmtree`` follows a link in a
+    parent, and deleted what it pointed to. It is left, saying so."""
+    if (link := _symlink_in(os.fspath(directory))) is not None:
+        log.warning(
+            "left the journal in %s: %s is a symlink, which the emulator never makes "
+            "and removes nothing through",
+            directory,
+            link,
+        )
+        return
     shutil.rmtree(directory, ignore_errors=True)
     for parent in (directory.parent, directory.parent.parent):
         try:
             parent.rmdir()  # only when empty; another session's files keep it
         except OSError:
             return
+
+
+def _symlink_in(directory: str) -> str | None:
+    """The first of ``directory`` (``<domain>/<subscription>/<session>`` under the
+    journal root) and its two parents that is a symlink, if one is."""
+    path = directory
+    for _ in range(3):
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return path
+        except OSError:  # not there (nor then anything below it), or unreadable
+            pass
+        path = os.path.dirname(path)
+    return None
+
+
+def _not_ours(directory: str) -> str | None:
+    """Why the existing ``directory`` (``<domain>/<subscription>/<session>``) is not
+    a journal folder of these ids that a new session may clear, if it is not: one
+    of the three is a symlink, or is listed under another name, so that the path
+    reaches another session's folder (a case-insensitive file system, macOS's or
+    Windows', takes ``sub-ABC...`` for ``sub-abc...``)."""
+    if (link := _symlink_in(directory)) is not None:
+        return f"{link} is a symlink, which the emulator never makes"
+    path = directory
+    for _ in range(3):
+        parent, name = os.path.split(path)
+        names = os.listdir(parent)
+        if name not in names:
+            same = [other for other in names if other.casefold() == name.casefold()]
+            return (
+                f"{path} is {os.path.join(parent, same[0])}, another session's folder"
+                if same
+                else f"{path} reaches a folder of {parent} listed under another name"
+            ) + " (the file system folds case or normalizes names)"
+        path = parent
+    return None
+
+
+class _Shortage:
+    """A shortage of descriptors or memory (:data:`_SHORTAGE`) that the writer
+    thread waits out, for :data:`SHORTAGE_RETRY` seconds from its start across
+    batches. Writer thread only.
+
+    A write that succeeds at once says nothing (no work is added to it), so the
+    end of a shortage is known from a write tried again succeeding
+    (:meth:`over`), or, after its budget ran out, from none failing for as long
+    as the budget: the next failure is a new shortage, logged and waited out anew.
+    """
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seen = 0.0  # when the last error of the shortage came
+
+    def wait(self, error: OSError, tries: int) -> bool:
+        """Whether to try again after ``error``, once a pause (doubling with
+        ``tries``, the retries so far) is over, within the budget. Only errors
+        naming a path are tried again: those of opening a file or making a
+        directory, which wrote nothing (a write cut short would be written twice)."""
+        if error.errno not in _SHORTAGE or error.filename is None:
+            return False
+        now = time.monotonic()
+        if self.started is None or now - self.seen > SHORTAGE_RETRY:
+            self.started = now
+            log.warning(
+                "journal writes failed with %s (%s), a shortage of file descriptors or "
+                "memory, not a disk error: they are tried again for up to %g s (short of "
+                "descriptors, raise ulimit -n for this many connections)",
+                errno.errorcode.get(error.errno, error.errno),
+                error,
+                SHORTAGE_RETRY,
+            )
+        self.seen = now
+        left = self.started + SHORTAGE_RETRY - now
+        if left <= 0:
+            return False
+        time.sleep(min(_FIRST_PAUSE * 2**tries, _LONGEST_PAUSE, left))
+        return True
+
+    def over(self) -> None:
+        """A write tried again succeeded: the next error is a new shortage."""
+        self.started = None
+
+
+_SHORTAGE_STATE = _Shortage()
 
 
 #: Read size for the audio files.

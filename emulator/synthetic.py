@@ -27,6 +27,7 @@ __all__ = [
     "SYNTHETIC_NAME",
     "MAX_AUDIO_SECONDS",
     "SyntheticScenario",
+    "warm_up",
     "synthetic_scenario",
 ]
 
@@ -167,6 +168,17 @@ def _faker(seed: int) -> Faker:
         fake = _local.faker = Faker("en_US", use_weighting=False)
     fake.seed_instance(seed)
     return fake
+
+
+def warm_up() -> None:
+    """Load Faker's providers now, before any session needs them.
+
+    Building the first Faker imports a few dozen provider modules, each a file
+    to open: done during a session, a process short of file descriptors (a
+    burst of connections under a low ``ulimit -n``) failed that session for
+    good with an internal error. Once imported, a thread's Faker opens no files.
+    """
+    _faker(0)
 
 
 def _rng(seed: int, session_id: str) -> random.Random:

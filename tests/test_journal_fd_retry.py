@@ -1,0 +1,131 @@
+"""A journal write that meets a shortage of file descriptors is tried again, briefly.
+
+Every batch opens its files (a live session holds no descriptor), so a burst of
+connections under a low ``ulimit -n`` made the writes fail with EMFILE: the
+batch was dropped, and every artifact of sessions served correctly FAILED on
+the journal's missing results, though descriptors were free again a second
+later. Such a shortage (EMFILE, ENFILE, ENOMEM) is now waited out for up to
+:data:`~emulator.journal.SHORTAGE_RETRY` seconds from its start, logged once; a
+lasting one, and a full or read-only disk, drop the batch as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+
+import pytest
+
+from emulator import journal as journal_module
+from emulator.journal import Journal
+
+
+@pytest.fixture(autouse=True)
+def fresh_shortage(monkeypatch):
+    """No shortage an earlier test left (they are waited out across batches)."""
+    monkeypatch.setattr(journal_module, "_SHORTAGE_STATE", journal_module._Shortage())
+
+
+class Failing:
+    """The journal's appends to a file whose name ends with ``on`` fail with
+    ``code`` for the next ``left`` of them (as ``os.open`` fails: naming the file);
+    ``written`` lists the files of the appends that went through."""
+
+    def __init__(self, monkeypatch, code: int, left: float, *, on: str = "") -> None:
+        self.code, self.left, self.on = code, left, on
+        self.written: list[str] = []
+        self._append = journal_module._append
+        monkeypatch.setattr(journal_module, "_append", self.append)
+
+    def append(self, path: str, buffers: list[bytes]) -> None:
+        if path.endswith(self.on) and self.left > 0:
+            self.left -= 1
+            raise OSError(self.code, os.strerror(self.code), path)
+        self._append(path, buffers)
+        self.written.append(os.path.basename(path))
+
+
+def _one_batch(journal: Journal, n: int = 0) -> None:
+    journal.record({"direction": "in", "type": "binaryAudioEvent", "n": n})
+    journal.audio(b"\x01\x02" * 10)
+    journal.flush()
+
+
+def _audio(journal: Journal) -> bytes:
+    return (journal.directory / "audio-1-1.pcm").read_bytes()
+
+
+@pytest.mark.parametrize("on", ["events.jsonl", ".pcm"])
+def test_a_write_short_of_descriptors_a_few_times_ends_with_everything_written_once(
+    tmp_path, monkeypatch, caplog, on
+):
+    """The events' or the audio's file fails to open three times: both end whole,
+    neither written twice (the steps done before the failed one are not redone),
+    and the shortage is logged once, not the journal as failed."""
+    failing = Failing(monkeypatch, errno.EMFILE, 3, on=on)
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.start_stream(1)
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        _one_batch(journal, 0)
+        _one_batch(journal, 1)
+        journal.sync()
+    assert [e["n"] for e in journal.entries()] == [0, 1]
+    assert _audio(journal) == b"\x01\x02" * 20
+    assert failing.written == ["events.jsonl", "audio-1-1.pcm"] * 2
+    assert journal.error is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("journal writes failed with EMFILE ([Errno 24] ")
+    assert "they are tried again for up to 5 s" in messages[0]
+
+
+def test_a_lasting_shortage_drops_the_batch_as_before_within_the_budget(
+    tmp_path, monkeypatch, caplog
+):
+    """Past its budget (counted from its start, across batches) the batch is dropped
+    and the journal's error set, logged once; later batches are not waited for,
+    and are written once descriptors are back."""
+    monkeypatch.setattr(journal_module, "SHORTAGE_RETRY", 0.3)
+    failing = Failing(monkeypatch, errno.EMFILE, float("inf"))
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.start_stream(1)
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        started = time.monotonic()
+        _one_batch(journal, 0)
+        journal.sync()
+        first = time.monotonic() - started
+        _one_batch(journal, 1)  # the shortage goes on: dropped at once
+        journal.sync()
+        second = time.monotonic() - started - first
+        failing.left = 0  # descriptors are back
+        _one_batch(journal, 2)
+        journal.sync()
+    assert 0.3 <= first < 2.0, first
+    assert second < 0.2, second
+    events = tmp_path / "j" / "events.jsonl"
+    assert journal.error == f"[Errno 24] {os.strerror(errno.EMFILE)}: '{events}'"
+    assert [e["n"] for e in journal.entries()] == [2]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("journal writes failed with EMFILE ([Errno 24] ")
+    assert messages[1] == f"cannot write the journal in {tmp_path / 'j'}: {journal.error}"
+
+
+def test_a_full_disk_is_not_waited_for(tmp_path, monkeypatch, caplog):
+    """ENOSPC is a disk's, not a moment's: logged once, the batch dropped at once."""
+    Failing(monkeypatch, errno.ENOSPC, 1)
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.start_stream(1)
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        started = time.monotonic()
+        _one_batch(journal, 0)
+        journal.sync()
+        assert time.monotonic() - started < 0.2
+        _one_batch(journal, 1)
+        journal.sync()
+    assert journal.error is not None and "No space left on device" in journal.error
+    assert [e["n"] for e in journal.entries()] == [1]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("cannot write the journal in ")
