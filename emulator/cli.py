@@ -13,6 +13,7 @@ stderr and exit status 2, for every command.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import re
@@ -813,7 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medscribe-emulator: invalid configuration:\n{message}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"medscribe-emulator: {as_given(str(error), settings)}", file=sys.stderr)
+        message = as_given(str(error), settings)
+        if error.errno == errno.EMFILE:  # before serving: a few dozen open files at most
+            message += " (the open-file limit, ulimit -n, is too low: raise it)"
+        print(f"medscribe-emulator: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -47,6 +47,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import string
 import threading
@@ -501,6 +502,18 @@ def state_database_problem(path: object, error: sqlite3.Error) -> str:
         hint = "a directory is at its path: move it aside, or use another --state-dir"
     elif where is not None and where.exists() and not os.access(where, os.R_OK | os.W_OK):
         hint = "this user cannot read and write it: check its owner and permissions"
+    elif "disk is full" in reason:  # SQLITE_FULL: not another version's file
+        hint = (
+            f"the file system holding --state-dir is full{_free_space(where)}: free "
+            "space on it, or use another --state-dir"
+        )
+    elif (
+        "unable to open" in reason
+        and where is not None
+        and os.access(where.parent, os.W_OK | os.X_OK)
+    ):
+        # Not the permissions, then: SQLite says the same when out of descriptors.
+        hint = "the state directory is writable: is the open-file limit (ulimit -n) too low?"
     elif "readonly" in reason or "unable to open" in reason:
         hint = "is the state directory writable by this user?"
     elif "not a database" in reason or "malformed" in reason:
@@ -511,6 +524,18 @@ def state_database_problem(path: object, error: sqlite3.Error) -> str:
             "or use another --state-dir"
         )
     return f"cannot use the state database {path}: {reason} ({hint})"
+
+
+def _free_space(where: Path | None) -> str:
+    """`` (N bytes free)`` on the file system holding ``where``, or nothing: SQLite
+    finds a file system full with a few KiB still free, which ``df`` rounds away."""
+    if where is None:
+        return ""
+    try:
+        free = shutil.disk_usage(where.parent).free
+    except OSError:
+        return ""
+    return f" ({free:,} bytes free)"
 
 
 class ResourceRegistry:
@@ -547,7 +572,8 @@ class ResourceRegistry:
         self._lock = threading.Lock()
         self._seed_path: Path | None = None
         if db_path is not None:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            # 0700 as the server makes the state dir: the sessions are in it.
+            Path(db_path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
                 ":memory:" if db_path is None else str(db_path), check_same_thread=False

@@ -8,18 +8,21 @@ and handed to hypercorn as ``fd://`` binds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -42,6 +45,13 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+try:
+    import pwd
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    pwd = None  # type: ignore[assignment]
+    resource = None  # type: ignore[assignment]
 
 __all__ = ["Settings", "RunningServer", "run", "serve", "packaged_fixtures", "build_backend"]
 
@@ -69,6 +79,28 @@ POST_STREAM_SHUTDOWN_BUDGET = 0.5
 #: shutdown waits for every connection, and one still in its handshake is not
 #: yet one it can drop. With 2 s, such a client is gone within 2 s of SIGTERM.
 TLS_HANDSHAKE_TIMEOUT = 2.0
+
+#: The mode of a state directory the emulator creates, whatever the umask (CI
+#: containers often run with 000): it holds the CA key, the journals (the audio as
+#: sent) and the session database, and whoever can write in it can replace them.
+STATE_DIR_MODE = 0o700
+
+#: The open-file limit (RLIMIT_NOFILE) under which the server process warns at
+#: start-up: Linux's usual soft default. Each client connection holds a
+#: descriptor, the emulator about :data:`OWN_DESCRIPTORS` more; past the limit new
+#: connections wait in the backlog. A CI job whose fresh SDK clients start hundreds
+#: of sessions together opens a connection for each.
+LOW_FD_LIMIT = 1024
+
+#: Descriptors the emulator holds besides its clients' connections: about 15 at
+#: idle (listeners, the event loop, SQLite), more while journals and artifacts
+#: are written. Only for the warning's "about N connections".
+OWN_DESCRIPTORS = 16
+
+#: Seconds between two warnings of accept() failing for want of descriptors.
+#: asyncio reports every attempt, up to the backlog (hypercorn's 100) each time a
+#: listening socket is ready, with a traceback each: thousands of lines a second.
+ACCEPT_WARNING_INTERVAL = 5.0
 
 
 def packaged_fixtures() -> Path:
@@ -241,7 +273,7 @@ def build_backend(settings: Settings) -> Backend:
         scenarios = load_scenario_dir(fixtures)
     except ConfigError as error:
         raise _every_problem(fixtures, error) from None
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
     registry = ResourceRegistry(db_path=settings.state_dir / DATABASE_NAME)
     try:
         registry.load_seed(fixtures / "resources.yaml")
@@ -324,6 +356,7 @@ async def serve(
     credentials = credential_store(settings)
     claim = claim_state_dir(settings.state_dir)
     try:
+        warn_of_unsafe_state_dir(settings.state_dir)
         backend = build_backend(settings)
         try:
             await _serve(settings, backend, credentials, shutdown=shutdown, ready=ready)
@@ -347,17 +380,26 @@ def claim_state_dir(state_dir: Path) -> IO[str] | None:
     journals. The second now refuses to start (ConfigError) naming the first's
     process id. The lock is ``flock``'s: a crashed emulator leaves none behind.
     None where ``fcntl`` is missing (Windows).
+
+    A directory it creates is :data:`STATE_DIR_MODE` (its parents are left to the
+    umask). Every failure to create, open, lock or write is a ConfigError naming
+    the state dir, the file and why: a full disk gave a bare errno and exit 1.
     """
     if fcntl is None:  # pragma: no cover - Windows
         return None
+    lock = state_dir / STATE_LOCK
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(state_dir / STATE_LOCK, "a+", encoding="ascii")
+        state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
     except OSError as error:
-        reason = error.strerror or str(error)
-        if state_dir.exists() and not state_dir.is_dir():
-            reason = "it is a file, not a directory"
-        raise ConfigError(f"cannot use --state-dir {state_dir}: {reason}") from None
+        raise ConfigError(
+            f"cannot use --state-dir {state_dir}: {_creation_problem(state_dir, error)}"
+        ) from None
+    try:
+        handle = _open_lock(lock)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot use --state-dir {state_dir}: {_lock_problem(lock, error)}"
+        ) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -369,13 +411,113 @@ def claim_state_dir(state_dir: Path) -> IO[str] | None:
             "state directory would overwrite each other's sessions; give each its own "
             "--state-dir"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    # The host too: an emulator in another container (a shared volume) has a
-    # process id of its own namespace, meaningless or another process's here.
-    handle.write(f"{os.getpid()} {socket.gethostname()}\n")
-    handle.flush()
+    except OSError as error:  # ENOLCK: a network file system without locks
+        handle.close()
+        raise ConfigError(
+            f"cannot use --state-dir {state_dir}: locking {lock}: {error.strerror or error}"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        # The host too: an emulator in another container (a shared volume) has a
+        # process id of its own namespace, meaningless or another process's here.
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+    except OSError as error:  # a full disk: the write fails at the flush
+        with contextlib.suppress(OSError):  # closing flushes the same bytes again
+            handle.close()
+        raise ConfigError(
+            f"cannot use --state-dir {state_dir}: writing {lock}: {error.strerror or error}"
+        ) from None
     return handle
+
+
+def _open_lock(lock: Path) -> IO[str]:
+    """Open (create) the lock file for reading and writing, not through a symlink:
+    planted there by whoever can write in the state directory, it had the
+    emulator truncate and overwrite any file its user can write."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "r+", encoding="ascii")
+
+
+def _creation_problem(state_dir: Path, error: OSError) -> str:
+    """Why ``state_dir`` could not be created, in words where the errno alone
+    misleads: "File exists" for a dangling symlink. Never raises: a name too long
+    failed every look at the path too, and escaped the handler."""
+    if error.errno == errno.ENAMETOOLONG:
+        return (
+            "its name is too long for the file system (most allow 255 bytes a name, 4,096 a path)"
+        )
+    failed = Path(error.filename) if error.filename else state_dir
+    it = "it" if failed == state_dir else str(failed)
+    try:
+        if failed.is_symlink() and not failed.exists():
+            return f"{it} is a symlink to {os.readlink(failed)}, which does not exist"
+        if failed.exists() and not failed.is_dir():
+            return f"{it} is a file, not a directory"
+    except OSError:
+        pass  # the error's own words, then
+    return f"creating {failed}: {error.strerror or error}"
+
+
+def _lock_problem(lock: Path, error: OSError) -> str:
+    """Why the lock file could not be opened, naming a symlink found there."""
+    try:
+        target = os.readlink(lock)
+    except OSError:
+        return f"opening {lock}: {error.strerror or error}"
+    return (
+        f"{lock} is a symlink (to {target}): the emulator does not follow one there, "
+        "as it would overwrite whatever it points to; remove it"
+    )
+
+
+def warn_of_unsafe_state_dir(state_dir: Path) -> None:
+    """Warn, once, when others than this process's user can write in ``state_dir``
+    (its group or everyone, or its owner being another user; root does not count):
+    the emulator trusts what it finds there. Whoever can write there can replace
+    the CA that clients trust (and hold its key) and the journals, or plant
+    symlinks the emulator writes through. A warning, not a refusal: a shared CI
+    runner's scratch directory may be meant so. Nothing on Windows."""
+    if not hasattr(os, "geteuid"):  # pragma: no cover - Windows
+        return
+    try:
+        info = os.stat(state_dir)
+    except OSError:
+        return  # the start-up that follows says what is wrong
+    mode = stat.S_IMODE(info.st_mode)
+    me = os.geteuid()
+    problems = []
+    writers = [name for name, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit]
+    if writers:
+        problems.append(f"writable by {' and '.join(writers)} (mode {mode:04o})")
+    foreign = info.st_uid not in (me, 0)
+    if foreign:
+        problems.append(f"owned by {_user(info.st_uid)}, not by {_user(me)} that runs the emulator")
+    if not problems:
+        return
+    fix = (
+        "use a --state-dir of your own"
+        if foreign
+        else f"chmod 700 {state_dir}, or use another --state-dir"
+    )
+    log.warning(
+        "--state-dir %s is %s: another local user could replace its CA (and hold the "
+        "key your clients trust) and its journals, or have the emulator write through "
+        "symlinks planted there; %s",
+        state_dir,
+        " and ".join(problems),
+        fix,
+    )
+
+
+def _user(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` for a user without a name."""
+    try:
+        name = pwd.getpwuid(uid).pw_name if pwd is not None else None
+    except KeyError:
+        name = None
+    return f"{name} (uid {uid})" if name else f"uid {uid}"
 
 
 #: Hosts that mean every address: no name a certificate could hold.
@@ -473,6 +615,9 @@ async def _serve(
         port,
         hypercorn_tcp.cleartext_answer(running.endpoint_url, running.h2c_url),
     )
+    loop = asyncio.get_running_loop()
+    accept_errors = AcceptErrorReporter(loop.get_exception_handler())
+    loop.set_exception_handler(accept_errors)
     backend.start()
     if ready is not None:
         ready(running)
@@ -480,6 +625,148 @@ async def _serve(
         await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
     finally:
         stop_answering()
+        accept_errors.close()
+        if loop.get_exception_handler() is accept_errors:  # not if replaced since
+            loop.set_exception_handler(accept_errors.previous)
+
+
+#: What asyncio's selector loop tells its exception handler when accept() fails
+#: for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM); it retries a second later.
+ACCEPT_SHORTAGE = "socket.accept() out of system resource"
+
+type ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
+
+class AcceptErrorReporter:
+    """An event loop exception handler that turns asyncio's report of a failed
+    accept (:data:`ACCEPT_SHORTAGE`, an ERROR with a traceback for every attempt:
+    32,000 lines in 6 s when descriptors ran out) into one warning every
+    :data:`ACCEPT_WARNING_INTERVAL` seconds that says what to do, with how many
+    failures it left out. Anything else goes to ``previous``, the handler it
+    replaces (the loop's default when None).
+
+    On the serving loop only (:func:`_serve`): it changes nothing of a process
+    that embeds the emulator, whose loop is the emulator's own.
+    """
+
+    def __init__(
+        self,
+        previous: ExceptionHandler | None,
+        *,
+        interval: float = ACCEPT_WARNING_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.previous = previous
+        self.interval = interval
+        self._clock = clock
+        self._last: float | None = None  # when the last warning was logged
+        #: Failures since the last warning, told by the next one.
+        self.suppressed = 0
+        self._error: OSError | None = None
+        self._flush: asyncio.TimerHandle | None = None
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if context.get("message") != ACCEPT_SHORTAGE or not isinstance(error, OSError):
+            if self.previous is not None:
+                self.previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = self._clock()
+        if self._last is None or now - self._last >= self.interval:
+            self._warn(error, now)
+            return
+        self.suppressed += 1
+        self._error = error
+        if self._flush is None:  # so that the last ones are told too, once they stop
+            self._flush = loop.call_later(self._last + self.interval - now, self._flushed)
+
+    def close(self) -> None:
+        """Tell the failures not yet told (the server is stopping)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flushed()
+
+    def _flushed(self) -> None:
+        self._flush = None
+        if self.suppressed and self._error is not None:
+            self._warn(self._error, self._clock())
+
+    def _warn(self, error: OSError, now: float) -> None:
+        more = (
+            f" ({self.suppressed} more failed accept(s) in the last {self.interval:g} s)"
+            if self.suppressed
+            else ""
+        )
+        log.warning("%s%s", _shortage(error), more)
+        self._last, self.suppressed = now, 0
+
+
+def _shortage(error: OSError) -> str:
+    """What a failed accept means, and what to do."""
+    if error.errno == errno.EMFILE:
+        return (
+            f"out of file descriptors (limit {_fd_limit()}): new connections wait "
+            "until some close; raise ulimit -n"
+        )
+    if error.errno == errno.ENFILE:
+        return (
+            "the system is out of file descriptors (its file-max, for all processes): "
+            "new connections wait until some close"
+        )
+    return (
+        f"cannot accept connections: {error.strerror or error}: new connections wait "
+        "until memory is freed"
+    )
+
+
+def _fd_limit() -> int | str:
+    """The soft open-file limit, or "unknown"."""
+    if resource is None:  # pragma: no cover - Windows
+        return "unknown"
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+#: The most macOS lets a soft RLIMIT_NOFILE be when the hard one is unlimited
+#: (OPEN_MAX; setrlimit(2): use min(OPEN_MAX, rlim_max)).
+_OPEN_MAX = 10240
+
+
+def raise_fd_limit() -> int | None:
+    """Raise this process's soft open-file limit (RLIMIT_NOFILE) to its hard limit
+    (logged at debug), and warn once when it is still under :data:`LOW_FD_LIMIT`.
+
+    For the server process alone (:func:`run`): a process that embeds the emulator
+    keeps its own limits. Shells and container runtimes often start it at 1024
+    (or a CI's ``ulimit -n`` lower), while the hard limit allows far more: each
+    connection takes one, and past the limit connections wait unannounced.
+    Returns the soft limit in force, None where there is none (Windows).
+    """
+    if resource is None:  # pragma: no cover - Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _OPEN_MAX if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as error:
+            log.debug("cannot raise the open-file limit from %d to %d: %s", soft, wanted, error)
+        else:
+            log.debug("raised the open-file limit (RLIMIT_NOFILE) from %d to %d", soft, wanted)
+            soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < LOW_FD_LIMIT:
+        log.warning(
+            "the open-file limit (ulimit -n) is %d%s: %s at once, past which new "
+            "connections wait until some close; raise it (ulimit -n 65536, docker run "
+            "--ulimit nofile=65536) before starting the emulator",
+            soft,
+            ", its hard limit too" if soft == wanted else f" (its hard limit {hard} refused)",
+            f"about {connections} client connections"
+            if (connections := soft - OWN_DESCRIPTORS) > 0
+            else "hardly any client connection",
+        )
+    return soft
 
 
 class LogFormatter(logging.Formatter):
@@ -520,6 +807,7 @@ def run(settings: Settings) -> int:
         # a session's lines.
         for name in QUIET_WHEN_DEBUGGING:
             logging.getLogger(name).setLevel(logging.INFO)
+    raise_fd_limit()
 
     maintenance: list[asyncio.Task[None]] = []  # asyncio.run cancels it at the end
 

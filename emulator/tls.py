@@ -20,6 +20,7 @@ import datetime
 import ipaddress
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .errors import ConfigError
 from .logs import get_logger
 
 try:  # POSIX only; elsewhere the atomic renames alone have to do.
@@ -97,7 +99,9 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
     :func:`os.replace`, under an advisory lock on POSIX.
 
     Returns the :class:`TLSFiles` paths. Raises :class:`ValueError` for an empty
-    or non-ASCII host name and :class:`OSError` when ``state_dir`` is unusable.
+    or non-ASCII host name, :class:`OSError` when ``state_dir`` is unusable, and
+    :class:`~emulator.errors.ConfigError` when its lock file is a symlink. A private
+    key open to others is made 0600 when this user owns it, saying so.
     """
     state_dir = Path(state_dir)
     wanted = _san_set([*DEFAULT_HOSTNAMES, *hostnames])
@@ -127,13 +131,66 @@ def ensure_certificates(state_dir: Path, *, hostnames: Sequence[str] = ()) -> TL
             _write(files.ca_cert, _cert_pem(ca[0]), mode=_PUBLIC_MODE)
         ca_cert, ca_key = ca
 
+        _keep_private(
+            ca_key_path, files.ca_cert, "issue certificates that clients trusting ca.pem accept"
+        )
         server = _load_pair(files.cert, files.key, ca=False)
         if server is None or not _server_usable(server[0], ca_cert, wanted, now):
             names = wanted | (_sans_of(server[0]) if server is not None else set())
             cert, key = _issue_server(ca_cert, ca_key, names, now)
             _write(files.key, _key_pem(key), mode=_PRIVATE_MODE)
             _write(files.cert, _cert_pem(cert), mode=_PUBLIC_MODE)
+        _keep_private(files.key, files.cert, "pass for this emulator to its clients")
     return files
+
+
+def _keep_private(key: Path, cert: Path, reader_could: str) -> None:
+    """Warn when the private ``key`` is open to its group or others (found so in a
+    state directory: the emulator writes its keys 0600), and make it 0600 when
+    this user owns it. Whoever read it could ``reader_could``; deleting it and its
+    ``cert`` has new ones issued. Nothing on Windows, whose files have no such modes."""
+    if not hasattr(os, "geteuid"):  # pragma: no cover - Windows
+        return
+    try:
+        info = os.stat(key)
+    except OSError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return
+    who = " and ".join(
+        name for name, bits in (("its group", 0o070), ("others", 0o007)) if mode & bits
+    )
+    how = "readable" if mode & 0o044 else "writable"
+    if info.st_uid != os.geteuid():
+        log.warning(
+            "%s is %s by %s (mode %04o) and another user's (uid %d): left as it is. Whoever "
+            "reads it can %s: use a state directory of your own",
+            key,
+            how,
+            who,
+            mode,
+            info.st_uid,
+            reader_could,
+        )
+        return
+    try:
+        os.chmod(key, _PRIVATE_MODE)
+    except OSError as error:
+        done = f"could not make it 0600 ({error.strerror or error})"
+    else:
+        done = "made it 0600"
+    log.warning(
+        "%s was %s by %s (mode %04o): %s. Whoever read it could %s: if anyone else "
+        "could have, delete it and %s to have new ones issued",
+        key,
+        how,
+        who,
+        mode,
+        done,
+        reader_could,
+        cert.name,
+    )
 
 
 # -- names -------------------------------------------------------------------
@@ -456,7 +513,17 @@ def _locked(lock_path: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with open(lock_path, "a+b") as handle:
+    # Not through a symlink planted there: opening it would create its target.
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        if not lock_path.is_symlink():
+            raise
+        raise ConfigError(
+            f"{lock_path} is a symlink (to {os.readlink(lock_path)}): the emulator does not "
+            "follow one there; remove it"
+        ) from None
+    with os.fdopen(fd, "r+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
