@@ -43,6 +43,7 @@ from .errors import (
     ValidationException,
 )
 from .events import OutputEvent
+from .files import write_all
 from .journal import (
     STREAM_LOST,
     Journal,
@@ -95,6 +96,13 @@ _MAX_REASON = 2048
 #: The last rule id the admin API gave, in the state directory: ids go on from it
 #: after a restart.
 RULE_IDS = "rule-ids"
+_REPLACE_NO_LINK = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 class Backend:
@@ -239,7 +247,12 @@ class Backend:
         of this run name."""
         rule = self.rules.add(parse_rule(data, scenarios=self.scenarios))
         try:
-            (self.state_dir / RULE_IDS).write_text(f"{rule.id}\n", encoding="ascii")
+            # Not through a symlink planted there, which had its target overwritten.
+            fd = os.open(self.state_dir / RULE_IDS, _REPLACE_NO_LINK, 0o644)
+            try:
+                write_all(fd, f"{rule.id}\n".encode("ascii"))
+            finally:
+                os.close(fd)
         except OSError:
             pass  # the stored sessions' starters' ids are still skipped
         return rule
