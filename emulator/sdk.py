@@ -20,6 +20,12 @@ from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from .sdk_version import sdk_problem
+
+# Before the imports: an SDK older than 0.11 lacks some of their names, or
+# imports and then fails at ``async with`` (0.10).
+if (_problem := sdk_problem()) is not None:
+    raise ImportError(_problem)
 try:
     from aws_sdk_connecthealth.client import AsyncConnectHealthClient
     from aws_sdk_connecthealth.config import AsyncConnectHealthConfig
@@ -27,8 +33,8 @@ try:
     from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "emulator.sdk needs the AWS SDK for Python's Connect Health client: "
-        "pip install 'medscribe-emulator[sdk]' (or aws-sdk-connecthealth)"
+        f"emulator.sdk cannot import the AWS SDK for Python's Connect Health client "
+        f"({exc}): pip install 'medscribe-emulator[sdk]' (or aws-sdk-connecthealth)"
     ) from exc
 
 if TYPE_CHECKING:

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
+from .sdk_version import sdk_problem
+
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_DOMAIN_ID",
@@ -1087,6 +1089,8 @@ def run(
             "the stream command needs the AWS SDK: pip install 'medscribe-emulator[sdk]' "
             "(or aws-sdk-connecthealth)",
         )
+    if (problem := sdk_problem("the stream command")) is not None:
+        return fail(EXIT_USAGE, problem)
 
     renderer: Renderer
     if json_lines:

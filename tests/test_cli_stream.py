@@ -699,6 +699,51 @@ def test_without_the_sdk_stream_exits_2_naming_the_extra(audio_dir, tmp_path):
     ]
 
 
+def _old_sdk(folder: Path, version: str) -> dict[str, str]:
+    """An environment whose ``aws-sdk-connecthealth`` is ``version``: a package of
+    that name, without the names 0.11 added, ahead of the real one on the path."""
+    package = folder / "aws_sdk_connecthealth"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    info = folder / f"aws_sdk_connecthealth-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: aws-sdk-connecthealth\nVersion: {version}\n"
+    )
+    env = clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), env["PYTHONPATH"]])
+    return env
+
+
+@pytest.mark.parametrize("version", ["0.9.0", "0.10.0"])
+def test_an_sdk_too_old_for_the_helpers_is_named_with_its_version(audio_dir, tmp_path, version):
+    """SDKs before 0.11 lack names emulator.sdk imports (or, 0.10, ``async with``
+    on the client): the error said to install the SDK that was installed."""
+    env = _old_sdk(tmp_path / "old", version)
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", "https://127.0.0.1:9", env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: the stream command needs aws-sdk-connecthealth 0.11 or later, and {version} "
+        "is installed: pip install 'medscribe-emulator[sdk]' (or aws-sdk-connecthealth). An "
+        "app pinned to an older SDK can still use the emulator: build its client as the "
+        "README's plain-SDK example does"
+    ]
+    imported = subprocess.run(
+        [sys.executable, "-c", "import emulator.sdk"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 1
+    assert (
+        f"ImportError: emulator.sdk needs aws-sdk-connecthealth 0.11 or later, and {version} "
+        "is installed"
+    ) in imported.stderr
+
+
 USAGE_ERRORS = {
     "missing-file": (["{dir}/missing.wav"], "no such file"),
     "unknown-flag": (["{dir}/half.wav", "--bogus"], "unrecognized arguments: --bogus"),
