@@ -49,6 +49,7 @@ import re
 import socket
 import ssl
 import struct
+import time
 from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,8 @@ from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h2 import H2Protocol
 
+from .logs import get_logger
+
 __all__ = [
     "QuietTCPServer",
     "install",
@@ -67,7 +70,10 @@ __all__ = [
     "READ_SIZE",
     "answer_cleartext_requests",
     "cleartext_answer",
+    "HANDSHAKE_REPORT_INTERVAL",
 ]
+
+log = get_logger("medscribe.tls")
 
 #: Seconds a closing connection waits for the peer's TLS close_notify: plenty on
 #: a local network, and short enough for the 2 s shutdown promise.
@@ -335,12 +341,26 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
     cleartext_answer: bytes = b""
     #: The connection's first bytes (up to :data:`_SNIFF`), while it shakes hands.
     _first_bytes: bytes = b""
+    #: Whether its failed handshake was reported (see :func:`_report_failed_handshake`).
+    _reported: bool = False
 
     def buffer_updated(self, nbytes: int) -> None:
         if len(self._first_bytes) < _SNIFF:
             wanted = min(nbytes, _SNIFF - len(self._first_bytes))
             self._first_bytes += bytes(self._ssl_buffer_view[:wanted])
         super().buffer_updated(nbytes)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # Lost while shaking hands, with no handshake error (which is reported
+        # above): a client that closed, or the handshake timeout's abort.
+        if (
+            self._state == sslproto.SSLProtocolState.DO_HANDSHAKE
+            and not self._reported
+            and self._first_bytes[:1] == _TLS_HANDSHAKE
+        ):
+            self._reported = True
+            _report_failed_handshake(self, exc)
+        super().connection_lost(exc)
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         answer = b""
@@ -354,6 +374,9 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
                 or _REQUEST_LINE.match(self._first_bytes) is not None
             ):
                 answer = self.cleartext_answer
+        if handshake_exc is not None and not answer and self._first_bytes[:1] == _TLS_HANDSHAKE:
+            self._reported = True
+            _report_failed_handshake(self, handshake_exc)
         if answer and self._transport is not None:
             try:
                 # Sent at once on the idle socket; the close below drops only
@@ -362,6 +385,60 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
             except (OSError, RuntimeError, AttributeError):
                 pass
         sslproto.SSLProtocol._on_handshake_complete(self, handshake_exc)
+
+
+#: Seconds between two reports of TLS handshakes that did not complete.
+HANDSHAKE_REPORT_INTERVAL = 10.0
+#: OpenSSL's reasons for a client's alert that it refused the certificate.
+_REFUSED_CERTIFICATE = frozenset(
+    {
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "TLSV1_ALERT_ACCESS_DENIED",
+    }
+)
+#: A TLS record's first byte when it carries a handshake (a ClientHello).
+_TLS_HANDSHAKE = b"\x16"
+# When the last report was made, and how many failed handshakes it left out.
+_handshake_reports: dict[str, float] = {"last": float("-inf"), "left_out": 0}
+
+
+def _report_failed_handshake(protocol: sslproto.SSLProtocol, error: BaseException | None) -> None:
+    """Log, at most once every :data:`HANDSHAKE_REPORT_INTERVAL` seconds, a TLS
+    handshake that a client started (it sent bytes) and did not finish.
+
+    The usual cause is a client that does not trust the emulator's CA. The SDK's
+    CRT client then just closes the connection and fails, 10-25 s later, with
+    "TLS (SSL) negotiation failed", while the emulator logged nothing. A client
+    that says why (an alert) is reported as refusing the certificate; one that
+    closes is reported as possibly so. Connections that sent no ClientHello (a
+    port probe, a wait-for-port script, bytes that are not TLS) are not reported.
+    """
+    now = time.monotonic()
+    if now - _handshake_reports["last"] < HANDSHAKE_REPORT_INTERVAL:
+        _handshake_reports["left_out"] += 1
+        return
+    left_out = int(_handshake_reports["left_out"])
+    _handshake_reports["last"], _handshake_reports["left_out"] = now, 0
+    peer = protocol._get_extra_info("peername") if protocol._transport is not None else None
+    who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
+    reason = getattr(error, "reason", None)
+    if reason in _REFUSED_CERTIFICATE:
+        what = f"refused the emulator's certificate ({reason})"
+        advice = "it does not trust the emulator's CA"
+    else:
+        detail = (str(error) or type(error).__name__) if error is not None else "it closed"
+        what = f"did not finish its TLS handshake ({detail})"
+        advice = "a client that does not trust the emulator's CA ends so (the AWS SDK's does)"
+    more = f"; {left_out} more since the last report" if left_out else ""
+    log.warning(
+        "%s %s: %s. Give it <state-dir>/ca.pem (also served at GET /_emulator/ca.pem)%s",
+        who,
+        what,
+        advice,
+        more,
+    )
 
 
 #: How many of a connection's first bytes tell a cleartext request.

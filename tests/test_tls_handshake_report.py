@@ -1,0 +1,113 @@
+"""A client that does not trust the emulator's CA is told of in the log.
+
+The SDK's CRT client closes a connection whose certificate it refuses and
+fails 10-25 s later with "TLS (SSL) negotiation failed", while the emulator
+logged nothing: the one place a user looks said everything was fine. Now a
+handshake that a client started and did not finish is logged (at most once
+every few seconds), and a connection that sent no ClientHello is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import time
+
+import pytest
+
+from emulator import hypercorn_tcp
+
+LOGGER = "medscribe.tls"
+
+
+@pytest.fixture(autouse=True)
+def fresh_reports(monkeypatch):
+    """Each test starts with no report made, so the interval does not hide one."""
+    monkeypatch.setattr(hypercorn_tcp, "_handshake_reports", {"last": float("-inf"), "left_out": 0})
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _reports(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+def _wait_for_report(caplog, seconds: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while not _reports(caplog) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _reports(caplog)
+
+
+def test_the_sdks_crt_client_without_the_ca_is_reported(emulator, caplog):
+    """The SDK's own TLS stack (awscrt, as its transport uses it) with the
+    system's trust store instead of the emulator's CA, as an SDK config whose
+    transport lost the CA has: it closes without an alert."""
+    from awscrt import http, io
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    options = io.ClientTlsContext(io.TlsContextOptions()).new_connection_options()
+    options.set_server_name("localhost")
+    options.set_alpn_list(["h2"])
+    connecting = http.HttpClientConnection.new(
+        host_name="127.0.0.1", port=_port(emulator.endpoint_url), tls_connection_options=options
+    )
+    with pytest.raises(Exception, match="TLS"):
+        connecting.result(30)
+    [report] = _wait_for_report(caplog)
+    assert report.startswith("127.0.0.1:")
+    assert "did not finish its TLS handshake" in report or "refused the emulator's" in report
+    assert "does not trust the emulator's CA" in report
+    assert report.endswith("Give it <state-dir>/ca.pem (also served at GET /_emulator/ca.pem)")
+
+
+def test_a_client_alert_is_reported_as_refusing_the_certificate(emulator, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    context = ssl.create_default_context()  # the system's CAs: not the emulator's
+    with socket.create_connection(("127.0.0.1", _port(emulator.endpoint_url)), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            context.wrap_socket(raw, server_hostname="localhost")
+    [report] = _wait_for_report(caplog)
+    assert "refused the emulator's certificate (TLSV1_ALERT_UNKNOWN_CA)" in report
+    assert "it does not trust the emulator's CA" in report
+
+
+def test_reports_are_at_most_one_per_interval_and_count_the_rest(emulator, caplog, monkeypatch):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    context = ssl.create_default_context()
+
+    def refuse() -> None:
+        port = _port(emulator.endpoint_url)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                context.wrap_socket(raw, server_hostname="localhost")
+
+    refuse()
+    assert len(_wait_for_report(caplog)) == 1
+    refuse()
+    refuse()
+    time.sleep(0.3)
+    assert len(_reports(caplog)) == 1  # within the interval: counted, not logged
+    monkeypatch.setitem(hypercorn_tcp._handshake_reports, "last", float("-inf"))
+    refuse()
+    deadline = time.monotonic() + 10
+    while len(_reports(caplog)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _reports(caplog)[1].endswith("; 2 more since the last report")
+
+
+def test_a_connection_that_sends_no_client_hello_is_not_reported(emulator, caplog):
+    """A port probe (wait-for-port scripts) or bytes that are not TLS."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    port = _port(emulator.endpoint_url)
+    socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\x00" * 64)
+        sock.settimeout(10)
+        while sock.recv(4096):
+            pass
+    time.sleep(0.5)
+    assert _reports(caplog) == []
