@@ -576,6 +576,7 @@ def test_admin_calls_carry_the_token(medscribe_emulator):
     with pytest.raises(urllib.error.HTTPError) as refused:  # the API is guarded
         urllib.request.urlopen(medscribe_emulator.h2c_url + "/_emulator/rules")
     assert refused.value.code == 401
+    refused.value.close()  # its socket: left to the collector, a ResourceWarning
 """
     )
     result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
