@@ -265,7 +265,7 @@ def boto3_client(
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "boto3_client needs boto3: pip install 'medscribe-emulator[sdk,s3]' (or boto3>=1.42.62)"
+            "boto3_client needs boto3: pip install 'medscribe-emulator[sdk,s3]' (or boto3>=1.44.4)"
         ) from exc
     from botocore.exceptions import UnknownServiceError
 
@@ -286,5 +286,5 @@ def boto3_client(
     except UnknownServiceError:
         raise ImportError(
             f"boto3 {boto3.__version__} does not know the connecthealth service: "
-            "pip install 'boto3>=1.42.62'"
+            "pip install 'boto3>=1.44.4'"
         ) from None

@@ -244,7 +244,7 @@ def test_boto3_client_with_a_boto3_too_old_for_the_service_says_which_to_install
         raise UnknownServiceError(service_name=service_name, known_service_names="s3")
 
     monkeypatch.setattr(boto3.session.Session, "client", unknown)
-    with pytest.raises(ImportError, match=r"does not know the connecthealth service: .*1\.42\.62"):
+    with pytest.raises(ImportError, match=r"does not know the connecthealth service: .*1\.44\.4"):
         boto3_client(endpoint_url="https://localhost:9", ca_file=tls_files.ca_cert)
 
 
