@@ -28,6 +28,29 @@ def fresh_shortage(monkeypatch):
     monkeypatch.setattr(journal_module, "_SHORTAGE_STATE", journal_module._Shortage())
 
 
+class _PausesOf:
+    """The journal module's ``time``, whose pauses are counted (not timed: a loaded
+    machine stretches them) and taken."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        time.sleep(seconds)
+
+
+@pytest.fixture
+def pauses(monkeypatch) -> list[float]:
+    """The writer's pauses in a shortage, in order."""
+    clock = _PausesOf()
+    monkeypatch.setattr(journal_module, "time", clock)
+    return clock.pauses
+
+
 class Failing:
     """The journal's appends to a file whose name ends with ``on`` fail with
     ``code`` for the next ``left`` of them (as ``os.open`` fails: naming the file);
@@ -53,6 +76,17 @@ def _one_batch(journal: Journal, n: int = 0) -> None:
     journal.flush()
 
 
+def _two_batches(tmp_path, caplog) -> Journal:
+    """A journal of one stream that wrote two batches, its warnings in ``caplog``."""
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.start_stream(1)
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        _one_batch(journal, 0)
+        _one_batch(journal, 1)
+        journal.sync()
+    return journal
+
+
 def _audio(journal: Journal) -> bytes:
     return (journal.directory / "audio-1-1.pcm").read_bytes()
 
@@ -65,12 +99,7 @@ def test_a_write_short_of_descriptors_a_few_times_ends_with_everything_written_o
     neither written twice (the steps done before the failed one are not redone),
     and the shortage is logged once, not the journal as failed."""
     failing = Failing(monkeypatch, errno.EMFILE, 3, on=on)
-    journal = Journal(tmp_path / "j", audio_suffix="pcm")
-    journal.start_stream(1)
-    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
-        _one_batch(journal, 0)
-        _one_batch(journal, 1)
-        journal.sync()
+    journal = _two_batches(tmp_path, caplog)
     assert [e["n"] for e in journal.entries()] == [0, 1]
     assert _audio(journal) == b"\x01\x02" * 20
     assert failing.written == ["events.jsonl", "audio-1-1.pcm"] * 2
@@ -82,7 +111,7 @@ def test_a_write_short_of_descriptors_a_few_times_ends_with_everything_written_o
 
 
 def test_a_lasting_shortage_drops_the_batch_as_before_within_the_budget(
-    tmp_path, monkeypatch, caplog
+    tmp_path, monkeypatch, caplog, pauses
 ):
     """Past its budget (counted from its start, across batches) the batch is dropped
     and the journal's error set, logged once; later batches are not waited for,
@@ -92,18 +121,18 @@ def test_a_lasting_shortage_drops_the_batch_as_before_within_the_budget(
     journal = Journal(tmp_path / "j", audio_suffix="pcm")
     journal.start_stream(1)
     with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
-        started = time.monotonic()
         _one_batch(journal, 0)
         journal.sync()
-        first = time.monotonic() - started
+        first = list(pauses)
         _one_batch(journal, 1)  # the shortage goes on: dropped at once
         journal.sync()
-        second = time.monotonic() - started - first
         failing.left = 0  # descriptors are back
         _one_batch(journal, 2)
         journal.sync()
-    assert 0.3 <= first < 2.0, first
-    assert second < 0.2, second
+    # Doubling pauses from 10 ms, the last cut to what was left of the budget.
+    assert first[:4] == [0.01, 0.02, 0.04, 0.08], first
+    assert 0 < sum(first) <= 0.3 + 1e-9, first
+    assert pauses == first  # none for the later batches
     events = tmp_path / "j" / "events.jsonl"
     assert journal.error == f"[Errno 24] {os.strerror(errno.EMFILE)}: '{events}'"
     assert [e["n"] for e in journal.entries()] == [2]
@@ -113,18 +142,11 @@ def test_a_lasting_shortage_drops_the_batch_as_before_within_the_budget(
     assert messages[1] == f"cannot write the journal in {tmp_path / 'j'}: {journal.error}"
 
 
-def test_a_full_disk_is_not_waited_for(tmp_path, monkeypatch, caplog):
+def test_a_full_disk_is_not_waited_for(tmp_path, monkeypatch, caplog, pauses):
     """ENOSPC is a disk's, not a moment's: logged once, the batch dropped at once."""
     Failing(monkeypatch, errno.ENOSPC, 1)
-    journal = Journal(tmp_path / "j", audio_suffix="pcm")
-    journal.start_stream(1)
-    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
-        started = time.monotonic()
-        _one_batch(journal, 0)
-        journal.sync()
-        assert time.monotonic() - started < 0.2
-        _one_batch(journal, 1)
-        journal.sync()
+    journal = _two_batches(tmp_path, caplog)
+    assert pauses == []
     assert journal.error is not None and "No space left on device" in journal.error
     assert [e["n"] for e in journal.entries()] == [1]
     messages = [r.getMessage() for r in caplog.records]
