@@ -42,7 +42,7 @@ from .errors import (
 )
 from .ids import new_request_id
 from .logs import get_logger
-from .requestbody import unfinished_body
+from .requestbody import read_limited, unfinished_body
 from .resources import (
     ARN_FORM,
     ARN_PATTERN,
@@ -69,13 +69,6 @@ log = get_logger("medscribe.control")
 #: Largest request body read: the biggest valid one (CreateDomain with many tags) is
 #: far smaller, and anything larger is refused before it is parsed.
 MAX_REQUEST_BODY = 1024 * 1024
-
-#: How much of a body over :data:`MAX_REQUEST_BODY` is read, and dropped, before
-#: the refusal: answered while an HTTP/1.1 client was still sending, over TLS, the
-#: connection's close reset it, and boto3 raised "SSLError: EOF occurred in
-#: violation of protocol" (most tries at 5 MB, every one at 11 MB) instead of the
-#: 400. A larger body is refused at once, as before.
-MAX_DRAINED_BODY = 64 * 1024 * 1024
 
 # Longer values are echoed cut short, so a message stays readable.
 # An integer query parameter, as the service's parser reads one (ASCII digits only).
@@ -193,14 +186,7 @@ async def _json_body(
     SerializationException for one that is not a JSON object (NaN and Infinity,
     which Python's parser takes, are not JSON).
     """
-    body = bytearray()
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received <= MAX_REQUEST_BODY:
-            body += chunk
-        elif received > MAX_DRAINED_BODY or _declared_length(request) > MAX_DRAINED_BODY:
-            break
+    body, received = await read_limited(request, MAX_REQUEST_BODY)
     if received > MAX_REQUEST_BODY:
         _fail("body", f"Request body must be at most {MAX_REQUEST_BODY} bytes")
     if not body.strip():
@@ -219,12 +205,6 @@ async def _json_body(
         _fail(where, "Member must be valid Unicode text (it holds an unpaired surrogate)")
     _check_members(document, members, out)
     return {k: v for k, v in document.items() if v is not None}
-
-
-def _declared_length(request: Request) -> int:
-    """The request's content-length, or 0 when it has none (or not a number)."""
-    value = request.headers.get("content-length", "")
-    return int(value) if value.isascii() and value.isdigit() else 0
 
 
 def _not_json(token: str) -> NoReturn:
