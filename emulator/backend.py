@@ -848,7 +848,7 @@ class Backend:
             self._save_handle.cancel()
             self._save_handle = None
         rows, deleted = self._take_changes()
-        Journal.wait_written()
+        Journal.wait_written(loop=True)
         if rows or deleted:
             try:
                 self.store.save_many(rows, deleted=deleted)

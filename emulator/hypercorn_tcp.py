@@ -408,12 +408,13 @@ def _report_failed_handshake(protocol: sslproto.SSLProtocol, error: BaseExceptio
     """Log, at most once every :data:`HANDSHAKE_REPORT_INTERVAL` seconds, a TLS
     handshake that a client started (it sent bytes) and did not finish.
 
-    The usual cause is a client that does not trust the emulator's CA. The SDK's
-    CRT client then just closes the connection and fails, 10-25 s later, with
-    "TLS (SSL) negotiation failed", while the emulator logged nothing. A client
-    that says why (an alert) is reported as refusing the certificate; one that
-    closes is reported as possibly so. Connections that sent no ClientHello (a
-    port probe, a wait-for-port script, bytes that are not TLS) are not reported.
+    The usual causes are a client that does not trust the emulator's CA and one
+    that asked for a host name its certificate does not cover. The SDK's CRT
+    client then just stops (the handshake times out) and fails, 10-25 s later,
+    with "TLS (SSL) negotiation failed", while the emulator logged nothing. A
+    client that says why (an alert) is reported as refusing the certificate; one
+    that stops or closes as maybe so. Connections that sent no ClientHello (a port
+    probe, a wait-for-port script, bytes that are not TLS) are not reported.
     """
     now = time.monotonic()
     if now - _handshake_reports["last"] < HANDSHAKE_REPORT_INTERVAL:
@@ -425,20 +426,29 @@ def _report_failed_handshake(protocol: sslproto.SSLProtocol, error: BaseExceptio
     who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
     reason = getattr(error, "reason", None)
     if reason in _REFUSED_CERTIFICATE:
-        what = f"refused the emulator's certificate ({reason})"
-        advice = "it does not trust the emulator's CA"
+        what = f"refused the emulator's certificate ({reason}): either it does not trust"
     else:
-        detail = (str(error) or type(error).__name__) if error is not None else "it closed"
-        what = f"did not finish its TLS handshake ({detail})"
-        advice = "a client that does not trust the emulator's CA ends so (the AWS SDK's does)"
+        what = (
+            f"did not finish its TLS handshake ({_handshake_error(error)}): maybe it does not trust"
+        )
     more = f"; {left_out} more since the last report" if left_out else ""
     log.warning(
-        "%s %s: %s. Give it <state-dir>/ca.pem (also served at GET /_emulator/ca.pem)%s",
+        "%s %s the emulator's CA (give it <state-dir>/ca.pem, also served at GET "
+        "/_emulator/ca.pem; the AWS SDK then closes this way), or it asked for a host "
+        "name the certificate does not cover (add it with --tls-hostname)%s",
         who,
         what,
-        advice,
         more,
     )
+
+
+def _handshake_error(error: BaseException | type[BaseException] | None) -> str:
+    """A handshake's error in words (asyncio hands over an EOF as the class alone)."""
+    if error is None or error is ConnectionResetError or isinstance(error, ConnectionResetError):
+        return "it closed the connection"
+    if isinstance(error, type):
+        return error.__name__
+    return str(error) or type(error).__name__
 
 
 #: How many of a connection's first bytes tell a cleartext request.

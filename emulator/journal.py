@@ -447,12 +447,13 @@ class Journal:
     def sync(self) -> None:
         """Flush and wait until everything written so far is on disk (event loop only)."""
         self.flush()
-        _WRITER.wait()
+        _WRITER.wait(loop=True)
 
     @staticmethod
-    def wait_written() -> None:
-        """Wait until every flush handed over so far is on disk (any thread; no flush)."""
-        _WRITER.wait()
+    def wait_written(*, loop: bool = False) -> None:
+        """Wait until every flush handed over so far is on disk (any thread; no flush;
+        ``loop`` for the event loop's thread: a shortage is then not waited out)."""
+        _WRITER.wait(loop=loop)
 
     def remove(self) -> None:
         """Drop the buffers and delete the journal's files (after its pending writes)."""
@@ -633,7 +634,7 @@ class Journal:
         For a session no stream writes to (at a start, before the loop runs).
         Raises :class:`OSError` when the files cannot be read or changed.
         """
-        _WRITER.wait()  # an earlier Backend of this process may have writes queued
+        _WRITER.wait(loop=True)  # an earlier Backend of this process may have writes queued
         streams: set[int] = set()
         marked: set[int] = set()
         ever_marked: set[int] = set()
@@ -749,6 +750,10 @@ class _Writer:
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._hurry = threading.Event()  # someone waits: skip the next gathering pause
+        # The event loop waits for the thread (see blocking()): a shortage is not
+        # waited out then, as the loop cannot close the connections that end it.
+        self._blocked = 0
+        self.loop_blocked = threading.Event()
 
     def submit(self, job: Callable[[], object], size: int) -> None:
         """Run ``job`` in the writer thread after every job submitted before it."""
@@ -760,20 +765,45 @@ class _Writer:
                 self._thread.start()
             # Wait for room (not for the whole queue): the thread is writing,
             # and is told not to pause between batches while someone waits.
-            while self._pending > self.max_pending:
-                self._hurry.set()
-                self._room.wait()
+            if self._pending > self.max_pending:
+                self._block_locked()  # submit is the event loop's
+                try:
+                    while self._pending > self.max_pending:
+                        self._hurry.set()
+                        self._room.wait()
+                finally:
+                    self._unblock_locked()
             self._pending += size
         self._jobs.put((job, size))
 
-    def wait(self) -> None:
-        """Block until every job submitted so far has run."""
+    def wait(self, *, loop: bool = False) -> None:
+        """Block until every job submitted so far has run; ``loop``: the caller is
+        the event loop (see :attr:`loop_blocked`)."""
         if self._thread is None:
             return
         done = threading.Event()
         self._jobs.put((done.set, 0))
         self._hurry.set()
-        done.wait()
+        if not loop:
+            done.wait()
+            return
+        with self._lock:
+            self._block_locked()
+        try:
+            done.wait()
+        finally:
+            with self._lock:
+                self._unblock_locked()
+
+    def _block_locked(self) -> None:
+        """Count the event loop as waiting for the thread (:attr:`_lock` held)."""
+        self._blocked += 1
+        self.loop_blocked.set()
+
+    def _unblock_locked(self) -> None:
+        self._blocked -= 1
+        if not self._blocked:
+            self.loop_blocked.clear()
 
     def _run(self) -> None:
         jobs = self._jobs
@@ -875,6 +905,9 @@ class _Shortage:
     thread waits out, for :data:`SHORTAGE_RETRY` seconds from its start across
     batches. Writer thread only.
 
+    Not while the event loop waits for the writer (see :meth:`pause`): the batch
+    is then dropped as for a failing disk.
+
     A write that succeeds at once says nothing (no work is added to it), so the
     end of a shortage is known from a write tried again succeeding
     (:meth:`over`), or, after its budget ran out, from none failing for as long
@@ -907,8 +940,15 @@ class _Shortage:
         left = self.started + SHORTAGE_RETRY - now
         if left <= 0:
             return False
-        time.sleep(min(_FIRST_PAUSE * 2**tries, _LONGEST_PAUSE, left))
-        return True
+        return not self.pause(min(_FIRST_PAUSE * 2**tries, _LONGEST_PAUSE, left))
+
+    @staticmethod
+    def pause(seconds: float) -> bool:
+        """Pause for ``seconds``; True, at once, when the event loop waits for the
+        writer (:attr:`_Writer.loop_blocked`): it would wait out the pauses, and a
+        loop that waits closes no connection, so the shortage would not end (an
+        admin read of a session's events stalled the server for 5 s)."""
+        return _WRITER.loop_blocked.wait(seconds)
 
     def over(self) -> None:
         """A write tried again succeeded: the next error is a new shortage."""

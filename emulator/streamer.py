@@ -380,7 +380,26 @@ def default_ca_file(endpoint_url: str, environ: dict[str, str] | None = None) ->
     if is_aws_endpoint(endpoint_url):
         return None
     candidate = Path(env.get("MEDSCRIBE_STATE_DIR") or ".medscribe") / "ca.pem"
-    return candidate if candidate.is_file() else None
+    try:
+        return candidate if candidate.is_file() else None
+    except PermissionError:  # another user's state directory, 0700: said when it is used
+        return candidate
+
+
+def ca_file_problem(path: Path) -> str | None:
+    """Why the CA file ``path`` cannot be used, or None."""
+    try:
+        if path.is_file():
+            if os.access(path, os.R_OK):
+                return None
+            return "this user cannot read it"
+        return "is a directory" if path.is_dir() else "no such file"
+    except PermissionError:
+        return (
+            "this user cannot reach it (the emulator makes its state directory private "
+            "to the user running it): give --ca a copy, fetched from the emulator's "
+            "GET /_emulator/ca.pem"
+        )
 
 
 # --------------------------------------------------------------------------- output
@@ -1076,8 +1095,7 @@ def run(
         audio = read_audio(path, sample_rate=sample_rate, channels=channels)
         roles = resolve_roles(audio, options.roles)
         audio.chunks(options.chunk_ms)  # refuse an oversized chunk before connecting
-        if options.ca_file is not None and not options.ca_file.is_file():
-            what = "is a directory" if options.ca_file.is_dir() else "no such file"
+        if options.ca_file is not None and (what := ca_file_problem(options.ca_file)):
             raise UsageError(f"{options.ca_given_as} {options.ca_file}: {what}")
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))

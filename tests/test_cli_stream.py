@@ -715,6 +715,35 @@ def _old_sdk(folder: Path, version: str) -> dict[str, str]:
     return env
 
 
+def test_a_state_dirs_ca_this_user_cannot_reach_is_one_line(
+    audio_dir, tmp_path, monkeypatch, capsys
+):
+    """The emulator makes its state directory 0700: another user's ``stream``, whose
+    default CA is that directory's ca.pem, died with a PermissionError traceback.
+    (Path.is_file raises it; simulated, as these tests may run as root.)"""
+    from emulator.cli import main
+
+    state = tmp_path / "private-state"
+    state.mkdir()
+    is_file = Path.is_file
+
+    def private(path: Path) -> bool:
+        if path.parent == state:
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", private)
+    monkeypatch.setenv("MEDSCRIBE_STATE_DIR", str(state))
+    monkeypatch.delenv("MEDSCRIBE_CA_FILE", raising=False)
+    code = main(["stream", str(audio_dir / "half.wav"), "--endpoint", "https://127.0.0.1:9"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: the state directory's CA {state / 'ca.pem'}: this user cannot reach it (the "
+        "emulator makes its state directory private to the user running it): give --ca a "
+        "copy, fetched from the emulator's GET /_emulator/ca.pem"
+    ]
+
+
 @pytest.mark.parametrize("version", ["0.9.0", "0.10.0"])
 def test_an_sdk_too_old_for_the_helpers_is_named_with_its_version(audio_dir, tmp_path, version):
     """SDKs before 0.11 lack names emulator.sdk imports (or, 0.10, ``async with``

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 
 import pytest
 
@@ -28,27 +27,20 @@ def fresh_shortage(monkeypatch):
     monkeypatch.setattr(journal_module, "_SHORTAGE_STATE", journal_module._Shortage())
 
 
-class _PausesOf:
-    """The journal module's ``time``, whose pauses are counted (not timed: a loaded
-    machine stretches them) and taken."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-    def sleep(self, seconds: float) -> None:
-        self.pauses.append(seconds)
-        time.sleep(seconds)
-
-
 @pytest.fixture
 def pauses(monkeypatch) -> list[float]:
-    """The writer's pauses in a shortage, in order."""
-    clock = _PausesOf()
-    monkeypatch.setattr(journal_module, "time", clock)
-    return clock.pauses
+    """The writer's pauses in a shortage, in order, as asked for (counted, not timed:
+    a loaded machine stretches them); one cut short by a waiting loop is negative."""
+    asked: list[float] = []
+    pause = journal_module._Shortage.pause
+
+    def counted(seconds: float) -> bool:
+        cut_short = pause(seconds)
+        asked.append(-seconds if cut_short else seconds)
+        return cut_short
+
+    monkeypatch.setattr(journal_module._Shortage, "pause", staticmethod(counted))
+    return asked
 
 
 class Failing:
@@ -76,6 +68,13 @@ def _one_batch(journal: Journal, n: int = 0) -> None:
     journal.flush()
 
 
+def _written(journal: Journal) -> None:
+    """Wait for the journal's writes as the artifacts' thread does (not as the event
+    loop does, see the last test)."""
+    journal.flush()
+    Journal.wait_written()
+
+
 def _two_batches(tmp_path, caplog) -> Journal:
     """A journal of one stream that wrote two batches, its warnings in ``caplog``."""
     journal = Journal(tmp_path / "j", audio_suffix="pcm")
@@ -83,7 +82,7 @@ def _two_batches(tmp_path, caplog) -> Journal:
     with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
         _one_batch(journal, 0)
         _one_batch(journal, 1)
-        journal.sync()
+        _written(journal)
     return journal
 
 
@@ -122,13 +121,13 @@ def test_a_lasting_shortage_drops_the_batch_as_before_within_the_budget(
     journal.start_stream(1)
     with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
         _one_batch(journal, 0)
-        journal.sync()
+        _written(journal)
         first = list(pauses)
         _one_batch(journal, 1)  # the shortage goes on: dropped at once
-        journal.sync()
+        _written(journal)
         failing.left = 0  # descriptors are back
         _one_batch(journal, 2)
-        journal.sync()
+        _written(journal)
     # Doubling pauses from 10 ms, the last cut to what was left of the budget.
     assert first[:4] == [0.01, 0.02, 0.04, 0.08], first
     assert 0 < sum(first) <= 0.3 + 1e-9, first
@@ -151,3 +150,23 @@ def test_a_full_disk_is_not_waited_for(tmp_path, monkeypatch, caplog, pauses):
     assert [e["n"] for e in journal.entries()] == [1]
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and messages[0].startswith("cannot write the journal in ")
+
+
+def test_a_shortage_is_not_waited_out_while_the_event_loop_waits_for_the_writer(
+    tmp_path, monkeypatch, caplog, pauses
+):
+    """An admin read of a session's events syncs its journal in the event loop:
+    the writer's pauses held the whole server for the budget (5 s), and a loop
+    that waits closes no connection, so the shortage could not end. The batch
+    is now dropped, as for a failing disk, once the loop waits."""
+    monkeypatch.setattr(journal_module, "SHORTAGE_RETRY", 60.0)
+    Failing(monkeypatch, errno.EMFILE, float("inf"))
+    journal = Journal(tmp_path / "j", audio_suffix="pcm")
+    journal.start_stream(1)
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        _one_batch(journal, 0)
+        journal.sync()  # as the event loop does
+    assert pauses and pauses[-1] < 0, pauses  # the last pause was cut short
+    assert sum(abs(p) for p in pauses) < 1.0, pauses  # not the minute's budget
+    assert journal.error is not None and "Too many open files" in journal.error
+    assert not journal_module._WRITER.loop_blocked.is_set()

@@ -10,6 +10,7 @@ every few seconds), and a connection that sent no ClientHello is not.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 import time
@@ -19,6 +20,11 @@ import pytest
 from emulator import hypercorn_tcp
 
 LOGGER = "medscribe.tls"
+ADVICE = (
+    "it does not trust the emulator's CA (give it <state-dir>/ca.pem, also served at GET "
+    "/_emulator/ca.pem; the AWS SDK then closes this way), or it asked for a host name the "
+    "certificate does not cover (add it with --tls-hostname)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -58,10 +64,12 @@ def test_the_sdks_crt_client_without_the_ca_is_reported(emulator, caplog):
     with pytest.raises(Exception, match="TLS"):
         connecting.result(30)
     [report] = _wait_for_report(caplog)
-    assert report.startswith("127.0.0.1:")
-    assert "did not finish its TLS handshake" in report or "refused the emulator's" in report
-    assert "does not trust the emulator's CA" in report
-    assert report.endswith("Give it <state-dir>/ca.pem (also served at GET /_emulator/ca.pem)")
+    assert re.fullmatch(
+        r"127\.0\.0\.1:\d+ did not finish its TLS handshake \((it closed the connection|SSL "
+        r"handshake is taking longer than [0-9.]+ seconds: aborting the connection)\): maybe "
+        + re.escape(ADVICE),
+        report,
+    ), report
 
 
 def test_a_client_alert_is_reported_as_refusing_the_certificate(emulator, caplog):
@@ -71,8 +79,26 @@ def test_a_client_alert_is_reported_as_refusing_the_certificate(emulator, caplog
         with pytest.raises(ssl.SSLCertVerificationError):
             context.wrap_socket(raw, server_hostname="localhost")
     [report] = _wait_for_report(caplog)
-    assert "refused the emulator's certificate (TLSV1_ALERT_UNKNOWN_CA)" in report
-    assert "it does not trust the emulator's CA" in report
+    assert re.fullmatch(
+        r"127\.0\.0\.1:\d+ refused the emulator's certificate \(TLSV1_ALERT_UNKNOWN_CA\): "
+        r"either " + re.escape(ADVICE),
+        report,
+    ), report
+
+
+def test_a_host_name_the_certificate_does_not_cover_is_named_as_a_cause(emulator, caplog):
+    """A client that trusts the CA but asks for another name (compose's service
+    name without --tls-hostname) was told to give it the CA it had."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    with socket.create_connection(("127.0.0.1", _port(emulator.endpoint_url)), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+            context.wrap_socket(raw, server_hostname="medscribe")
+    [report] = _wait_for_report(caplog)
+    assert "refused the emulator's certificate (SSLV3_ALERT_BAD_CERTIFICATE): either" in report
+    assert report.endswith(
+        "or it asked for a host name the certificate does not cover (add it with --tls-hostname)"
+    )
 
 
 def test_reports_are_at_most_one_per_interval_and_count_the_rest(emulator, caplog, monkeypatch):
@@ -111,3 +137,17 @@ def test_a_connection_that_sends_no_client_hello_is_not_reported(emulator, caplo
             pass
     time.sleep(0.5)
     assert _reports(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (ConnectionResetError, "it closed the connection"),  # asyncio hands over the class
+        (ConnectionResetError("Connection lost"), "it closed the connection"),
+        (None, "it closed the connection"),
+        (TimeoutError, "TimeoutError"),
+        (ssl.SSLError(1, "[SSL] record layer failure"), "[SSL] record layer failure"),
+    ],
+)
+def test_a_handshake_error_is_said_in_words(error, words):
+    assert hypercorn_tcp._handshake_error(error) == words
