@@ -1356,11 +1356,16 @@ def _journal_folders(root: str) -> tuple[list[tuple[str, str, str]], list[str]]:
 
 
 def _folder_entries(path: str) -> list[os.DirEntry[str]]:
-    """The entries of the directory ``path`` by name; none when it cannot be listed
-    (no journal written yet, or ``sessions`` is not a directory)."""
+    """The entries of the directory ``path`` by name, but hidden ones (a name
+    starting with a dot: Finder's ``.DS_Store``, NFS's ``.nfs...``, named as not
+    the emulator's at every start otherwise; no id starts so); none when it
+    cannot be listed (no journal written yet, or ``sessions`` is not a directory)."""
     try:
         with os.scandir(path) as entries:
-            return sorted(entries, key=lambda entry: entry.name)
+            return sorted(
+                (entry for entry in entries if not entry.name.startswith(".")),
+                key=lambda entry: entry.name,
+            )
     except OSError:
         return []
 

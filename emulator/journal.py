@@ -421,6 +421,14 @@ class Journal:
             )
             remove_tree(Path(self._path))
         self._new = False
+        # In the writer thread, once a journal: makedirs went through a domain or
+        # subscription folder linked elsewhere, and wrote outside the state dir.
+        if (link := _symlink_in(self._path)) is not None:
+            self._refused = True
+            raise OSError(
+                f"{link} is a symlink, which the emulator never makes: nothing is written "
+                "through it"
+            )
         os.makedirs(self._path, exist_ok=True)
 
     def _write_again(self, error: OSError, steps: list[Callable[[], None]]) -> None:

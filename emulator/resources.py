@@ -500,6 +500,11 @@ def state_database_problem(path: object, error: sqlite3.Error) -> str:
     where = Path(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else None
     if where is not None and where.is_dir():
         hint = "a directory is at its path: move it aside, or use another --state-dir"
+    elif where is not None and where.is_symlink() and not where.exists():
+        hint = (
+            f"it is a symlink to {os.readlink(where)}, which does not exist: remove it, or "
+            "use another --state-dir"
+        )
     elif where is not None and where.exists() and not os.access(where, os.R_OK | os.W_OK):
         hint = "this user cannot read and write it: check its owner and permissions"
     elif "disk is full" in reason:  # SQLITE_FULL: not another version's file
@@ -513,7 +518,10 @@ def state_database_problem(path: object, error: sqlite3.Error) -> str:
         and os.access(where.parent, os.W_OK | os.X_OK)
     ):
         # Not the permissions, then: SQLite says the same when out of descriptors.
-        hint = "the state directory is writable: is the open-file limit (ulimit -n) too low?"
+        hint = (
+            "the state directory is writable, so not its permissions: is the open-file "
+            "limit (ulimit -n) too low?"
+        )
     elif "readonly" in reason or "unable to open" in reason:
         hint = "is the state directory writable by this user?"
     elif "not a database" in reason or "malformed" in reason:

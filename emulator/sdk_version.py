@@ -10,6 +10,7 @@ cannot be imported without a usable SDK.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from importlib import metadata
 
@@ -27,6 +28,8 @@ def sdk_problem(what: str = "emulator.sdk") -> str | None:
     try:
         version = metadata.version(SDK_DISTRIBUTION)
     except metadata.PackageNotFoundError:
+        if importlib.util.find_spec("aws_sdk_connecthealth") is not None:
+            return None  # importable without its metadata (vendored, a checkout): try it
         return f"{what} needs the AWS SDK for Python's Connect Health client: {_INSTALL}"
     if _release(version) < OLDEST_SDK:
         oldest = ".".join(map(str, OLDEST_SDK))

@@ -744,6 +744,26 @@ def test_a_state_dirs_ca_this_user_cannot_reach_is_one_line(
     ]
 
 
+def test_an_sdk_importable_without_its_metadata_is_let_through(monkeypatch):
+    """A vendored copy or a source checkout has no dist-info: it was refused as not
+    installed, where the earlier release used it."""
+    import importlib.util
+    from importlib import metadata
+
+    from emulator import sdk_version
+
+    def no_metadata(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(sdk_version.metadata, "version", no_metadata)
+    assert sdk_version.sdk_problem() is None  # the real one imports: try it
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert sdk_version.sdk_problem("stream") == (
+        "stream needs the AWS SDK for Python's Connect Health client: "
+        "pip install 'medscribe-emulator[sdk]' (or aws-sdk-connecthealth)"
+    )
+
+
 @pytest.mark.parametrize("version", ["0.9.0", "0.10.0"])
 def test_an_sdk_too_old_for_the_helpers_is_named_with_its_version(audio_dir, tmp_path, version):
     """SDKs before 0.11 lack names emulator.sdk imports (or, 0.10, ``async with``

@@ -293,6 +293,21 @@ def test_a_full_disk_under_the_state_database_is_said_so(tmp_path):
     assert "another version" not in message
 
 
+def test_a_dangling_symlink_at_the_state_database_is_named(tmp_path):
+    """SQLite says "unable to open database file", which, the directory being
+    writable, was blamed on the open-file limit."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "medscribe.sqlite3").symlink_to("/nonexistent/medscribe.sqlite3")
+    err = _refused(state, cwd=tmp_path)
+    assert (
+        f"cannot use the state database {state / 'medscribe.sqlite3'}: unable to open "
+        "database file (it is a symlink to /nonexistent/medscribe.sqlite3, which does not "
+        "exist: remove it, or use another --state-dir)"
+    ) in err
+    assert "ulimit" not in err
+
+
 def test_a_symlink_at_the_rule_ids_file_is_not_written_through(tmp_path):
     """The admin API's last rule id is noted in ``rule-ids``: a symlink planted
     there had its target overwritten. The rule is still added."""

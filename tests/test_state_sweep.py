@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from emulator import journal as journal_module
 from emulator.backend import Backend
 from emulator.journal import Journal, remove_tree
@@ -89,10 +91,18 @@ def test_the_sweep_removes_only_journal_folders_of_valid_ids_none_through_a_syml
 
 
 def test_a_state_dir_with_nothing_foreign_logs_nothing_about_it(tmp_path, caplog):
+    """Hidden files (Finder's .DS_Store at every level of a folder it showed) are
+    not named at every start, nor removed."""
     state = tmp_path / "state"
+    kept = state / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
+    kept.mkdir(parents=True)
+    hidden = [state / "sessions" / ".DS_Store", kept.parent / ".DS_Store", kept / "._x"]
+    for path in hidden:
+        path.write_text("finder")
     with caplog.at_level(logging.INFO, logger="medscribe"):
         Backend(scenarios={}, state_dir=state).close()
     assert not [r for r in caplog.records if r.getMessage().startswith("left ")]
+    assert all(path.read_text() == "finder" for path in hidden)
 
 
 def test_a_new_journal_refuses_a_folder_reached_through_a_symlink(tmp_path, caplog):
@@ -119,6 +129,34 @@ def test_a_new_journal_refuses_a_folder_reached_through_a_symlink(tmp_path, capl
     assert len(messages) == 1, messages
     assert messages[0].startswith(f"cannot write the journal in {journal.directory}: ")
     assert "nothing is written there, and nothing it holds removed" in messages[0]
+
+
+@pytest.mark.parametrize("new", [True, False])
+def test_no_journal_is_written_through_a_symlinked_domain_or_subscription_folder(
+    tmp_path, caplog, new
+):
+    """A link planted at ``sessions/<domain id>`` (or a subscription's) had every
+    session of it write its journal where the link points, outside the state
+    directory, and a reset then left those files there for good."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    root = tmp_path / "sessions"
+    (root / DOMAIN_ID).mkdir(parents=True)
+    (root / DOMAIN_ID / SUBSCRIPTION_ID).symlink_to(victim)
+    folder = root / DOMAIN_ID / SUBSCRIPTION_ID / new_session_id()
+    journal = Journal(folder, audio_suffix="pcm", new=new)
+    with caplog.at_level(logging.WARNING, logger="medscribe.journal"):
+        journal.record({"direction": "in", "type": "configurationEvent"})
+        journal.audio(b"\x00\x01" * 8)
+        journal.sync()
+    assert list(victim.iterdir()) == []
+    link = root / DOMAIN_ID / SUBSCRIPTION_ID
+    assert journal.error == (
+        f"{link} is a symlink, which the emulator never makes: nothing is written through it"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write the journal in {folder}: {journal.error}"
+    ]
 
 
 def test_a_new_journal_refuses_another_sessions_folder_on_a_case_folding_file_system(
