@@ -100,9 +100,9 @@ FLUSH_BYTES = 64 * 1024
 _SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 #: Seconds a shortage (see :data:`_SHORTAGE`) is waited out, counted from its
-#: start across batches: the writer thread waits for every journal meanwhile
-#: (and the event loop for the writer, once :attr:`_Writer.max_pending` bytes
-#: wait), so a lasting one drops writes as a failing disk does, after this.
+#: start across batches: the writer thread waits for every journal meanwhile,
+#: so a lasting one drops writes as a failing disk does, after this (at once
+#: when the event loop waits for the writer, see :meth:`_Shortage.pause`).
 #: Fifty sessions at a ``ulimit -n`` of 64 were short for about a second.
 SHORTAGE_RETRY = 5.0
 
@@ -408,8 +408,9 @@ class Journal:
     def _make(self) -> None:
         """Make the directory on the first write; a ``new`` journal first removes
         what an earlier session with these ids left there, unless the folder is
-        not that session's (see :func:`_not_ours`): then nothing is written
-        there, saying so once, rather than anything removed through a link."""
+        not that session's (see :func:`_not_ours`). Nothing is made through a
+        symlinked folder: the journal is then refused (nothing written there,
+        said once), rather than anything written or removed through a link."""
         if self._new and os.path.lexists(self._path):
             if (problem := _not_ours(self._path)) is not None:
                 self._refused = True
@@ -758,8 +759,9 @@ class _Writer:
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._hurry = threading.Event()  # someone waits: skip the next gathering pause
-        # The event loop waits for the thread (see blocking()): a shortage is not
-        # waited out then, as the loop cannot close the connections that end it.
+        # The event loop waits for the thread (wait(loop=True), or submit() over
+        # max_pending): a shortage is not waited out then, as a loop that waits
+        # closes none of the connections whose end would end it.
         self._blocked = 0
         self.loop_blocked = threading.Event()
 
