@@ -23,7 +23,7 @@ from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
 from .record import SessionRecord
-from .requestbody import unfinished_body
+from .requestbody import read_limited, unfinished_body
 from .validation import id_constraints_broken, lone_surrogate
 
 __all__ = ["admin_routes"]
@@ -73,20 +73,16 @@ async def _json_body(request: Request) -> Any:
     past it is refused as soon as it is known (by its Content-Length, or once
     that much has arrived), not held in memory whole first."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_ADMIN_BODY:
-        raise ConfigError(f"request body is {declared} bytes; the limit is {MAX_ADMIN_BODY}")
-    received = bytearray()
     try:
-        async for chunk in request.stream():
-            received += chunk
-            if len(received) > MAX_ADMIN_BODY:
-                raise ConfigError(
-                    f"request body is over {MAX_ADMIN_BODY} bytes, the limit (it was not read "
-                    "further)"
-                )
+        body, received = await read_limited(request, MAX_ADMIN_BODY)
     except ClientDisconnect:
         raise ConfigError(unfinished_body(request.scope)) from None
-    body = bytes(received)
+    if received > MAX_ADMIN_BODY:
+        if declared.isascii() and declared.isdigit():
+            raise ConfigError(f"request body is {declared} bytes; the limit is {MAX_ADMIN_BODY}")
+        raise ConfigError(
+            f"request body is over {MAX_ADMIN_BODY} bytes, the limit (it was not read further)"
+        )
     if not body.strip():
         raise ConfigError("request body is empty: expected a JSON object")
     try:

@@ -14,6 +14,11 @@ still incomplete: h11 checks its buffer only while it waits for the rest of an
 event, and hypercorn reads 64 KiB at a time, so a head that arrived in one read
 was taken at up to 64 KiB and refused at 20 KB if it came slowly. See
 :class:`_HeadLimitedConnection` for what counts.
+
+And an answer sent before its request body has all arrived (a body over its
+limit, refused as soon as that is known) no longer closes the connection under
+a client still sending: the rest of the body is read and dropped first, up to
+:data:`LINGER_BYTES` (see :func:`_maybe_recycle`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from itertools import chain
 from typing import Any
 
 import h11
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
 
 from .ids import new_request_id, request_id_headers
 from .logs import get_logger
@@ -102,6 +108,74 @@ def _framed_twice(request: h11.Request) -> bool:
     return b"content-length" in names and b"transfer-encoding" in names
 
 
+#: How much of a request body the server reads, and drops, after its answer
+#: (see :func:`_handle`).
+LINGER_BYTES = 64 * 1024 * 1024
+
+#: hypercorn's ``H11Protocol`` methods :func:`install` wraps.
+_STOCK_HANDLE = H11Protocol.handle
+_STOCK_MAYBE_RECYCLE = H11Protocol._maybe_recycle
+
+
+async def _maybe_recycle(self: H11Protocol) -> None:
+    """hypercorn's ``_maybe_recycle``; an answer sent while its client still sends
+    the body (a refusal of a body too large, say) keeps the connection to read
+    the rest, where hypercorn closed it at once: the kernel then resets a
+    connection with unread bytes, and a client that reads its answer only once
+    its body is sent (boto3, urllib, curl) lost the answer to the reset, over
+    TLS every time ("SSLError: EOF occurred in violation of protocol")."""
+    connection = self.connection
+    if (
+        type(connection) is not H11WSConnection
+        and connection.their_state is h11.SEND_BODY
+        and connection.our_state in (h11.DONE, h11.MUST_CLOSE)
+        and not self.context.terminated.is_set()
+    ):
+        await self._close_stream()
+        self._linger_left = LINGER_BYTES
+        await self.can_read.set()
+        await self.send(Updated(idle=True))  # the keep-alive timer ends a stalled body
+        await _linger(self)
+        return
+    await _STOCK_MAYBE_RECYCLE(self)
+
+
+async def _handle(self: H11Protocol, event: Event) -> None:
+    """hypercorn's ``handle``; while the server lingers (see :func:`_maybe_recycle`),
+    the body's rest is read and dropped, up to :data:`LINGER_BYTES`; at its end
+    the connection goes on as after any answer (kept alive, or closed if the
+    answer said so), and the keep-alive timer (``--idle-timeout``) closes it if
+    the body stops arriving."""
+    if self._linger_left is None or type(event) is not RawData:
+        await _STOCK_HANDLE(self, event)
+        return
+    self.connection.receive_data(event.data)
+    await _linger(self)
+
+
+async def _linger(self: H11Protocol) -> None:
+    while True:
+        try:
+            event = self.connection.next_event()
+        except h11.RemoteProtocolError:
+            event = h11.ConnectionClosed()
+        if type(event) is h11.Data:
+            self._linger_left -= len(event.data)
+            if self._linger_left >= 0:
+                continue
+        if event is h11.NEED_DATA:
+            await self.send(Updated(idle=True))
+            return
+        self._linger_left = None
+        if type(event) is h11.EndOfMessage:
+            await _STOCK_MAYBE_RECYCLE(self)  # both sides done: the next request, or close
+            if self.connection.our_state is h11.IDLE and self.connection.trailing_data[0]:
+                await self._handle_events()  # a request sent behind the body
+        else:  # too much, unreadable, or the client closed
+            await self.send(Closed())
+        return
+
+
 #: hypercorn's ``H11Protocol.__init__``, which makes a plain ``h11.Connection``.
 _STOCK_INIT = H11Protocol.__init__
 
@@ -176,3 +250,7 @@ def install() -> None:
         setattr(H11Protocol, "_send_error_response", _send_error_response)  # noqa: B010
     if H11Protocol.__init__ is _STOCK_INIT and _h11_has_the_hooks():
         setattr(H11Protocol, "__init__", _init)  # noqa: B010
+    if H11Protocol.handle is _STOCK_HANDLE:
+        H11Protocol._linger_left = None  # type: ignore[attr-defined]
+        setattr(H11Protocol, "_maybe_recycle", _maybe_recycle)  # noqa: B010
+        setattr(H11Protocol, "handle", _handle)  # noqa: B010

@@ -15,14 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["bounded_receive", "unfinished_body", "read_limited", "MAX_DRAINED_BODY"]
-
-#: How much of a control-plane body over its limit is read, and dropped, before the
-#: refusal: answered while an HTTP/1.1 client was still sending, over TLS, the
-#: connection's close reset it, and boto3 raised "SSLError: EOF occurred in
-#: violation of protocol" (most tries at 5 MB, every one at 11 MB) instead of
-#: the 400. A body declared or found larger is refused at once, as before.
-MAX_DRAINED_BODY = 64 * 1024 * 1024
+__all__ = ["bounded_receive", "unfinished_body", "read_limited"]
 
 #: The scope key of what :func:`bounded_receive` notes when it gives up waiting: a
 #: dict, shared by the copies of the scope made for routing.
@@ -61,23 +54,26 @@ def bounded_receive(scope: dict[str, Any], receive: Receive, seconds: float) -> 
 
 
 async def read_limited(request: Any, limit: int) -> tuple[bytes, int]:
-    """Read a starlette ``request``'s body: its first ``limit`` bytes and how many
-    came. Past ``limit``, the rest is read and dropped up to
-    :data:`MAX_DRAINED_BODY` (see there why), then reading stops; the caller
-    refuses a body whose count is over ``limit``. Raises what
-    ``request.stream()`` raises (``ClientDisconnect``)."""
+    """Read a starlette ``request``'s body up to ``limit`` bytes: its first ``limit``
+    bytes and how many came, which is over ``limit`` (the caller refuses the body)
+    once one byte more has, or once the ``Content-Length`` says it will, before a
+    byte is read. Nothing past the limit is held. Raises what ``request.stream()``
+    raises (``ClientDisconnect``).
+
+    The refusal is sent while the client may still be sending: over HTTP/1.1 the
+    server reads the rest and drops it before it goes on (see
+    :mod:`emulator.hypercorn_h11`), so that the client reads the answer, over
+    HTTP/2 the stream's rest is drained (:mod:`emulator.hypercorn_h2`).
+    """
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_DRAINED_BODY:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return b"", int(declared)
     kept = bytearray()
-    received = 0
     async for chunk in request.stream():
-        received += len(chunk)
-        if received <= limit:
-            kept += chunk
-        elif received > MAX_DRAINED_BODY:
-            break
-    return bytes(kept), received
+        kept += chunk
+        if len(kept) > limit:
+            return bytes(kept[:limit]), len(kept)
+    return bytes(kept), len(kept)
 
 
 def unfinished_body(scope: dict[str, Any]) -> str:

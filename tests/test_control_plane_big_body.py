@@ -3,16 +3,24 @@
 The emulator refused the body once it passed 1 MiB, while boto3 (HTTP/1.1) was
 still sending it; over TLS the connection's close then reset it, and boto3
 raised "SSLError: EOF occurred in violation of protocol" (most tries at 5 MB,
-every one at 11 MB), which reads as a certificate problem. The rest of the body
-is now read and dropped, so the modeled ValidationException arrives every time.
+every one at 11 MB), which reads as a certificate problem. The server now reads
+the rest of the body and drops it after its answer (emulator.hypercorn_h11), so
+the modeled ValidationException arrives every time; the admin API's refusals
+likewise.
 """
 
 from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
 
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from emulator.admin import MAX_ADMIN_BODY
 from emulator.control import MAX_REQUEST_BODY
 from emulator.sdk import boto3_client
 
@@ -45,3 +53,41 @@ def test_a_body_over_the_limit_is_the_modeled_400_every_time_over_tls(boto, mega
         assert error["Error"]["Code"] == "ValidationException"
         assert f"Request body must be at most {MAX_REQUEST_BODY} bytes" in error["Error"]["Message"]
     assert boto.list_domains()["domains"] is not None  # the emulator serves on
+
+
+def _admin_over_tls(emulator, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    context = ssl.create_default_context(cafile=emulator.ca_file)
+    request = urllib.request.Request(emulator.endpoint_url + path, data=body, method=method)
+    request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        (
+            "POST",
+            "/_emulator/rules",
+            f"request body is {{size}} bytes; the limit is {MAX_ADMIN_BODY}",
+        ),
+        ("DELETE", "/_emulator/rules", "DELETE /_emulator/rules takes no body"),
+    ],
+    ids=["rule", "no-body-route"],
+)
+def test_an_admin_body_over_its_limit_is_the_400_every_time_over_tls(
+    emulator, method, path, expected
+):
+    """The admin API answered as soon as a body passed its limit: over TLS the
+    client, still sending, saw the connection reset instead of the 400."""
+    body = json.dumps({"match": {"sessionId": "x" * (MAX_ADMIN_BODY + 2 * 1024 * 1024)}}).encode()
+    for _ in range(3):
+        status, answer = _admin_over_tls(emulator, method, path, body)
+        assert status == 400
+        assert expected.format(size=len(body)) in answer["message"]
+    status, health = _admin_over_tls(emulator, "GET", "/_emulator/health", None)
+    assert (status, health["status"]) == (200, "ready")

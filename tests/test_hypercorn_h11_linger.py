@@ -1,0 +1,162 @@
+"""An HTTP/1.1 answer sent before its request body has all arrived.
+
+A body over its limit is refused as soon as that is known, while the client
+may still be sending. hypercorn closed the connection then; the kernel reset
+it for the unread bytes, and a client that reads its answer only once its body
+is sent (boto3, urllib, curl) lost the answer, over TLS every time. The server
+now reads the rest of the body and drops it (up to LINGER_BYTES), then goes on
+as after any answer. The TLS case through boto3 and urllib is in
+test_control_plane_big_body.py; these tests look at the connection itself.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import h11
+
+from emulator.admin import MAX_ADMIN_BODY
+from emulator.hypercorn_h11 import LINGER_BYTES
+from emulator.server import Settings
+
+from .support import running_emulator
+
+OVER = MAX_ADMIN_BODY + 1024 * 1024
+
+
+def _client() -> h11.Connection:
+    return h11.Connection(h11.CLIENT)
+
+
+def _post_rules(client: h11.Connection, size: int) -> bytes:
+    """A rule request head declaring ``size`` bytes of body (sent separately)."""
+    return client.send(
+        h11.Request(
+            method="POST",
+            target="/_emulator/rules",
+            headers=[("host", "x"), ("content-length", str(size))],
+        )
+    )
+
+
+def _answer(client: h11.Connection, sock: socket.socket) -> tuple[int, bytes]:
+    """The next whole response on ``sock``: its status and body."""
+    status, body = 0, b""
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            data = sock.recv(65536)
+            client.receive_data(data)
+            if not data:
+                raise AssertionError("the server closed the connection before its answer")
+        elif type(event) is h11.Response:
+            status = event.status_code
+        elif type(event) is h11.Data:
+            body += event.data
+        elif type(event) is h11.EndOfMessage:
+            return status, body
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closes ``sock`` (bar what it still sends) within its timeout."""
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_the_answer_comes_at_once_and_the_connection_serves_on_after_the_body(emulator):
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        client = _client()
+        sock.sendall(_post_rules(client, OVER))
+        # Refused by its Content-Length, before a byte of the body came.
+        status, body = _answer(client, sock)
+        assert status == 400
+        assert f"request body is {OVER} bytes" in json.loads(body)["message"]
+        # The client, not reading, sends its whole body: none of it is refused.
+        sock.sendall(client.send(h11.Data(data=b"x" * OVER)) + client.send(h11.EndOfMessage()))
+        client.start_next_cycle()
+        sock.sendall(
+            client.send(
+                h11.Request(method="GET", target="/_emulator/health", headers=[("host", "x")])
+            )
+            + client.send(h11.EndOfMessage())
+        )
+        status, body = _answer(client, sock)
+        assert (status, json.loads(body)["status"]) == (200, "ready")
+
+
+def test_a_request_sent_right_behind_the_dropped_body_is_answered(emulator):
+    health = h11.Request(method="GET", target="/_emulator/health", headers=[("host", "x")])
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        client = _client()
+        request = _post_rules(client, OVER)
+        request += client.send(h11.Data(data=b"x" * OVER)) + client.send(h11.EndOfMessage())
+        # The GET goes in the same write; h11 encodes it only in its next cycle.
+        behind = _client()
+        request += behind.send(health) + behind.send(h11.EndOfMessage())
+        sock.sendall(request)
+        status, _ = _answer(client, sock)
+        assert status == 400
+        client.start_next_cycle()
+        client.send(health)  # what was sent already, to read its answer
+        client.send(h11.EndOfMessage())
+        status, body = _answer(client, sock)
+        assert (status, json.loads(body)["status"]) == (200, "ready")
+
+
+def test_a_body_past_what_is_dropped_closes_the_connection(emulator):
+    size = LINGER_BYTES + 16 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        client = _client()
+        sock.sendall(_post_rules(client, size))
+        status, _ = _answer(client, sock)
+        assert status == 400
+        chunk = b"x" * (1024 * 1024)
+        sent = 0
+        try:
+            while sent < size:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # reset, or a broken pipe, once past what is dropped
+            pass
+        assert sent >= LINGER_BYTES - 8 * len(chunk)  # kernel buffers hold a few
+        assert _closed(sock)
+    status, body = _get_health(emulator)
+    assert (status, body["status"]) == (200, "ready")
+
+
+def test_a_body_that_stops_arriving_after_the_answer_is_closed_at_the_idle_timeout(
+    tmp_path: Path,
+):
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path / "state", idle_timeout=1.0
+    )
+    with running_emulator(settings) as running:
+        with socket.create_connection(("127.0.0.1", running.h2c_port), timeout=10) as sock:
+            client = _client()
+            sock.sendall(_post_rules(client, OVER) + b"x" * 1000)
+            status, _ = _answer(client, sock)
+            assert status == 400
+            # Nothing more is sent: the keep-alive timer (5 s at least) closes it,
+            # well within the socket's 10 s.
+            assert _closed(sock)
+
+
+def _get_health(emulator) -> tuple[int, dict]:
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        client = _client()
+        sock.sendall(
+            client.send(
+                h11.Request(method="GET", target="/_emulator/health", headers=[("host", "x")])
+            )
+            + client.send(h11.EndOfMessage())
+        )
+        status, body = _answer(client, sock)
+        return status, json.loads(body)
