@@ -187,6 +187,9 @@ class Backend:
             else None
         )
         self.sessions: dict[SessionKey, SessionRecord] = {}
+        #: Sessions whose stored row this version cannot read (another release's):
+        #: their journals are kept for a release that can (see _sweep_forgotten).
+        self._unreadable: set[SessionKey] = set()
         self._post_tasks: dict[SessionKey, asyncio.Task[None]] = {}
         # Artifact jobs of sessions a reset forgot, by their record's seq, until they run.
         self._detached: dict[int, _ArtifactJob] = {}
@@ -942,14 +945,23 @@ class Backend:
             )
 
     def _load_sessions(self) -> None:
-        for row in self.store.load():
+        rows = self.store.load()
+        self._unreadable.update(SessionKey(*key) for key in self.store.unreadable)
+        for row in rows:
             key = SessionKey(row.domain_id, row.subscription_id, row.session_id)
             try:
                 record = SessionRecord.from_data(
                     key, seq=row.seq, status=row.status, created_at=row.created_at, data=row.data
                 )
             except (KeyError, TypeError, ValueError) as error:
-                log.warning("session %s: stored record unreadable (%s); dropped", key[2], error)
+                log.warning(
+                    "session %s: its stored row cannot be read by this version (%s): it is "
+                    "not served, and its row and journal are kept for a release that reads "
+                    "them (a new session with its ids replaces both)",
+                    key[2],
+                    error,
+                )
+                self._unreadable.add(key)
                 continue
             journal = record.journal = self._journal(record)
             self.sessions[key] = record
@@ -1152,14 +1164,16 @@ class Backend:
         orphans = [
             folder
             for folder in found
-            if _FORGOTTEN not in folder[2] and folder not in self.sessions
+            if _FORGOTTEN not in folder[2]
+            and folder not in self.sessions
+            and folder not in self._unreadable
         ]
         for folder in orphans:
             remove_tree(Path(self._journal_root, *folder))
         if orphans:
             log.warning(
-                "removed %d journal(s) of sessions with no row (never saved, the emulator "
-                "stopped or its disk full first, or dropped as unreadable): %s",
+                "removed %d journal(s) of sessions with no row (never saved: the emulator "
+                "stopped or its disk was full first): %s",
                 len(orphans),
                 ", ".join(session for _, _, session in orphans[:5])
                 + (", ..." if len(orphans) > 5 else ""),

@@ -601,9 +601,18 @@ class ResourceRegistry:
             raise ConfigError(state_database_problem(db_path, error)) from None
         if version != SCHEMA_VERSION:
             self._db.close()
+            newer = str(version).isdigit() and int(version) > int(SCHEMA_VERSION)
             raise ConfigError(
                 f"{db_path}: resource database version {version}, this emulator reads "
-                f"{SCHEMA_VERSION}; delete the file to start afresh"
+                f"{SCHEMA_VERSION}"
+                + (
+                    " (a newer medscribe-emulator wrote it): run that release or a newer "
+                    "one on this state dir, or give this one another --state-dir"
+                    if newer
+                    else ": give this emulator another --state-dir"
+                )
+                + "; the file also holds every session, domain and subscription, so do "
+                "not delete it to start afresh unless you mean to lose them"
             )
 
     def close(self) -> None:

@@ -69,6 +69,9 @@ class SessionStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
+        #: The keys (domain, subscription, session) of the rows the last
+        #: :meth:`load` could not read.
+        self.unreadable: list[tuple[str, str, str]] = []
         # One connection, used from the event loop's thread; autocommit, so each
         # statement is its own short transaction.
         self._db = sqlite3.connect(
@@ -82,12 +85,14 @@ class SessionStore:
         self._db.execute(_SCHEMA)
 
     def load(self) -> list[StoredSession]:
-        """Return every stored session, oldest first (a row with unreadable JSON is skipped)."""
+        """Return every stored session, oldest first. A row with unreadable JSON is
+        skipped, logged, and its key put in :attr:`unreadable` (the row stays)."""
         rows = self._db.execute(
             f"SELECT domain_id, subscription_id, session_id, seq, status, created_at, data "
             f"FROM {TABLE} ORDER BY seq"
         ).fetchall()
-        return list(_decode(rows))
+        self.unreadable = []
+        return list(_decode(rows, self.unreadable))
 
     def save_many(
         self, rows: Iterable[StoredSession], *, deleted: Iterable[tuple[str, str, str]] = ()
@@ -132,17 +137,24 @@ class SessionStore:
         self._db.close()
 
 
-def _decode(rows: Iterable[tuple[Any, ...]]) -> Iterator[StoredSession]:
+def _decode(
+    rows: Iterable[tuple[Any, ...]], unreadable: list[tuple[str, str, str]]
+) -> Iterator[StoredSession]:
     for domain_id, subscription_id, session_id, seq, status, created_at, data in rows:
         try:
             document = json.loads(data)
         except (TypeError, json.JSONDecodeError) as error:
-            log.warning("session %s: stored record unreadable (%s); dropped", session_id, error)
-            continue
-        if not isinstance(document, dict):
+            problem = str(error)
+        else:
+            problem = "" if isinstance(document, dict) else "not a JSON object"
+        if problem:
             log.warning(
-                "session %s: stored record unreadable (not a JSON object); dropped", session_id
+                "session %s: stored record unreadable (%s): it is not served, and its row "
+                "and journal are kept (a new session with its ids replaces both)",
+                session_id,
+                problem,
             )
+            unreadable.append((domain_id, subscription_id, session_id))
         else:
             yield StoredSession(
                 domain_id=domain_id,

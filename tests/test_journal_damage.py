@@ -17,6 +17,8 @@ import asyncio
 import sqlite3
 import time
 
+import pytest
+
 from emulator.store import DATABASE_NAME, TABLE
 
 from .support import DOMAIN_ID, SUBSCRIPTION_ID, new_session_id, pcm_tone, run_session
@@ -196,8 +198,8 @@ def test_a_journal_whose_row_was_lost_is_removed_at_the_start_not_inherited(tmp_
         assert not journal.exists()
         log = emulator.log.read_text()
         assert (
-            f"removed 1 journal(s) of sessions with no row (never saved, the emulator "
-            f"stopped or its disk full first, or dropped as unreadable): {session_id}"
+            f"removed 1 journal(s) of sessions with no row (never saved: the emulator "
+            f"stopped or its disk was full first): {session_id}"
         ) in log
         result = stream(emulator, session_id, 1.0)
         assert result.error is None
@@ -205,6 +207,57 @@ def test_a_journal_whose_row_was_lost_is_removed_at_the_start_not_inherited(tmp_
         assert status == 200 and wav_seconds(body) == 1.0
         started = [e for e in emulator.events(session_id) if e["type"] == "streamStarted"]
         assert [e["stream"] for e in started] == [1]
+
+
+def _set_row(state, session_id: str, column: str, value: str) -> str:
+    """Set one column of the session's row; return what it held."""
+    with sqlite3.connect(state / DATABASE_NAME) as db:
+        (before,) = db.execute(
+            f"SELECT {column} FROM {TABLE} WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        db.execute(f"UPDATE {TABLE} SET {column} = ? WHERE session_id = ?", (value, session_id))
+    return before
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "logged"),
+    [
+        ("status", "ARCHIVED", "its stored row cannot be read by this version"),
+        ("data", "{not json", "stored record unreadable (Expecting property name"),
+    ],
+    ids=["a-status-it-does-not-know", "not-json"],
+)
+def test_a_row_this_version_cannot_read_keeps_its_journal_for_one_that_can(
+    tmp_path, column, value, logged
+):
+    """A row another release wrote (a status this one does not know) was skipped,
+    and its journal swept as if the row were gone: back on a release that reads
+    the row, the session had no audio (500) for good."""
+    state = tmp_path / "state"
+    session_id = new_session_id()
+    with emulator_on(state) as emulator:
+        paused_and_stopped(emulator, session_id, 3.0)
+        journal = emulator.journal_dir(session_id)
+        held = _set_row(state, session_id, column, value)
+
+        emulator.start()
+        assert journal.is_dir()
+        log = emulator.log.read_text()
+        assert logged in log and "its row and journal are kept" in log
+        assert "removed 1 journal(s)" not in log
+        status, _ = emulator.audio(session_id)
+        assert status == 404  # not served by this version
+        emulator.stop()
+
+        _set_row(state, session_id, column, held)  # a release that reads it
+        emulator.start()
+        status, body = emulator.audio(session_id)
+        assert status == 200 and wav_seconds(body) == 3.0
+        stream(emulator, session_id, 1.0)
+        found = artifacts(emulator, session_id)
+        assert {a["status"] for a in found.values()} == {"COMPLETED"}, found
+        status, body = emulator.audio(session_id)
+        assert status == 200 and wav_seconds(body) == 4.0
 
 
 def test_a_new_session_clears_a_journal_left_in_its_folder_while_running(tmp_path):

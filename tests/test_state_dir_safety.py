@@ -326,3 +326,32 @@ def test_a_symlink_at_the_rule_ids_file_is_not_written_through(tmp_path):
     assert rule.id
     assert victim.read_text() == "keep me\n"
     assert (state / RULE_IDS).is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("version", "advice"),
+    [
+        ("2", "(a newer medscribe-emulator wrote it): run that release or a newer one"),
+        ("0", ": give this emulator another --state-dir"),
+    ],
+    ids=["newer", "unknown"],
+)
+def test_a_resource_schema_it_does_not_read_is_refused_without_advice_to_delete(
+    tmp_path, version, advice
+):
+    """The refusal said "delete the file to start afresh": the file holds every
+    session, domain and subscription too, and the next start then swept every
+    session's journal."""
+    from emulator.resources import ResourceRegistry
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    database = state / "medscribe.sqlite3"
+    ResourceRegistry(db_path=database).close()
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE resource_meta SET value = ? WHERE key = 'schema'", (version,))
+    err = _refused(state, cwd=tmp_path)
+    assert f"{database}: resource database version {version}, this emulator reads 1" in err
+    assert advice in err
+    assert "do not delete it to start afresh unless you mean to lose them" in err
+    assert len(err.strip().splitlines()) <= 2

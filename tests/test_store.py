@@ -53,7 +53,8 @@ def test_a_row_of_unreadable_json_is_dropped_saying_so(tmp_path, caplog):
     assert rows == ["c"]
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["session a", "session b"]
     assert "stored record unreadable (Expecting property name" in caplog.records[0].getMessage()
-    assert "(not a JSON object); dropped" in caplog.records[1].getMessage()
+    assert "(not a JSON object): it is not served" in caplog.records[1].getMessage()
+    assert store.unreadable == [("d", "s", "a"), ("d", "s", "b")]
 
 
 def test_save_many_deletes_first_then_writes_in_one_transaction(tmp_path):
