@@ -56,6 +56,10 @@ class BulkResult:
     client_cpu: float
     other_cpu: float
     connections_opened: int
+    #: Stream opens the connection refused (past the server's concurrent-stream
+    #: limit, or after a GOAWAY), each retried 10 ms later: not sessions, and
+    #: not failures, but a sign that fewer sessions were in flight than asked.
+    streams_refused: int = 0
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -127,6 +131,7 @@ async def run_bulk(
     pool: list[ClientConnection | None] = [None] * connections
     locks = [asyncio.Lock() for _ in range(connections)]
     opened = 0
+    refused = 0  # stream opens refused (past the server's stream limit, or a GOAWAY)
     completions: list[tuple[float, bool, int]] = []
     loop = asyncio.get_running_loop()
     start = time.monotonic()
@@ -150,6 +155,7 @@ async def run_bulk(
             return conn
 
     async def worker(slot: int) -> None:
+        nonlocal refused
         while time.monotonic() < stop_at:
             conn = await connection(slot)
             done: asyncio.Future[None] = loop.create_future()
@@ -159,6 +165,7 @@ async def run_bulk(
                 stream_id = conn.start(headers, session)
             except Exception as error:  # refused: the connection is going away
                 session.on_reset(f"could not open a stream: {error}")
+                refused += 1
                 await asyncio.sleep(0.01)
                 continue
             if framing == "sdk":
@@ -204,6 +211,7 @@ async def run_bulk(
         client_cpu=round(client.share, 3),
         other_cpu=round(max(0.0, machine.busy - server_cpu - client.share), 3),
         connections_opened=opened,
+        streams_refused=refused,
     )
 
 

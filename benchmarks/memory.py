@@ -2,11 +2,16 @@
 
 Each figure comes from a fresh server process: Python rarely gives memory
 back, so a second measurement in the same process would see the first's
-arenas. Before the baseline RSS is read, one complete session warms the
-server up (imports, caches, the first connection).
+arenas. Before the baseline RSS is read, 0.3 s of back-to-back bulk sessions
+(tens of them) warm the server up (imports, caches, the first connection),
+and the suite waits past the emulator's post-stream delay, so that their
+artifacts are written before, not during, the measurement.
 
 * **idle**: N streams opened and configured (headers and the configuration
-  event sent, HTTP 200 received), then nothing; RSS after they settle.
+  event sent, HTTP 200 received), then nothing; RSS after they settle. Only
+  streams answered 200 are idle sessions: a stream refused (a 402 past a
+  limit) holds nothing, and counted it made the figure smaller. The figure
+  holds only when all N were (``idle_open`` = N, else the target is missed).
 * **active**: N sessions streaming real-time audio (see :mod:`benchmarks.realtime`);
   the peak RSS while they stream.
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+
+from emulator.server import Settings
 
 from .bulk import run_bulk
 from .h2conn import connect
@@ -40,33 +47,36 @@ class _Idle:
         if counter[0] >= counter[1]:
             event.set()
 
+    def on_reset(self, reason: str) -> None:
+        if self.status == 0:  # refused before an answer: it is answered, not open
+            self.on_response(-1)
+
     def on_data(self, data: bytes) -> None:
         pass
 
     def on_end(self) -> None:
         pass
 
-    def on_reset(self, reason: str) -> None:
-        pass
-
 
 async def _warm_up(server: ServerProcess) -> None:
     await run_bulk(server, transport="h2c", duration=0.3, warmup=0.0, connections=1, streams=1)
+    # Their post-stream artifacts are written this long after they end.
+    await asyncio.sleep(Settings().post_stream_delay + 0.5)
 
 
 async def _idle_rss(server: ServerProcess, sessions: int, connections: int) -> tuple[int, int, int]:
-    """Return (RSS before, RSS with ``sessions`` idle streams, streams answered)."""
+    """Return (RSS before, RSS with ``sessions`` idle streams, streams open: answered 200)."""
     await _warm_up(server)
-    await asyncio.sleep(0.3)
     before = rss_bytes(server.pid)
     conns = [await connect("127.0.0.1", server.h2c_port) for _ in range(connections)]
     answered = asyncio.Event()
     counter = [0, sessions]
     config = configuration_frame(counter=0)
-    for i in range(sessions):
+    streams = [_Idle(answered, counter) for _ in range(sessions)]
+    for i, idle in enumerate(streams):
         conn = conns[i % connections]
         headers = request_headers(new_session_id(), scheme="http", authority=conn.authority)
-        stream_id = conn.start(headers, _Idle(answered, counter))
+        stream_id = conn.start(headers, idle)
         conn.send(stream_id, config)
         if i % 50 == 49:
             for c in conns:
@@ -82,14 +92,13 @@ async def _idle_rss(server: ServerProcess, sessions: int, connections: int) -> t
     during = max(rss_bytes(server.pid) for _ in range(3))
     for conn in conns:
         conn.close()
-    return before, during, counter[0]
+    return before, during, sum(idle.status == 200 for idle in streams)
 
 
 async def _active_rss(
     server: ServerProcess, sessions: int, connections: int, audio_seconds: int
 ) -> tuple[int, int, bool]:
     await _warm_up(server)
-    await asyncio.sleep(0.3)
     before = rss_bytes(server.pid)
     result = await run_realtime(
         server, sessions=sessions, audio_seconds=audio_seconds, connections=connections
@@ -112,7 +121,7 @@ def measure_memory(
     """
     started = time.monotonic()
     with running_server(kind) as server:
-        idle_before, idle_during, answered = asyncio.run(_idle_rss(server, sessions, connections))
+        idle_before, idle_during, idle_open = asyncio.run(_idle_rss(server, sessions, connections))
     with running_server(
         kind, fixtures=fixtures, scenario=REALTIME_SCENARIO if fixtures else None
     ) as server:
@@ -122,8 +131,8 @@ def measure_memory(
     return {
         "server": kind,
         "sessions": sessions,
-        "idle_answered": answered,
-        "idle_kib_per_session": round((idle_during - idle_before) / max(answered, 1) / 1024, 1),
+        "idle_open": idle_open,
+        "idle_kib_per_session": round((idle_during - idle_before) / max(idle_open, 1) / 1024, 1),
         "active_kib_per_session": round((active_peak - active_before) / sessions / 1024, 1),
         "active_all_ok": active_ok,
         "rss_before_idle_mib": round(idle_before / 2**20, 1),

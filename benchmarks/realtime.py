@@ -15,12 +15,27 @@ too), and the load generator measures:
   schedule (scheduler delay plus any wait for HTTP/2 flow-control credit);
 * **finals**: every session must receive one final per completed segment and
   end with HTTP 200 and no in-stream exception.
+
+What a run did not get to see counts too, as what it waited at least: an audio
+event still unframed when the run ended lags by at least the time from its
+schedule to the end (``audio_unsent`` counts them), and a final that never came
+has a latency of at least the time from its completing audio event (framed, or
+due) to the end (``finals_missing``). Without them a server that stopped
+answering half-way through showed the lag and latency of the half it served.
+
+The lag is the sender's: it grows only once the server stops granting flow-
+control credit, and a server that stops reading is granted a connection's
+window in advance (the emulator's and the baseline's: 16 MiB a connection, 1
+MiB a stream once it streams), a few seconds of audio at N = 2,000 over four
+connections and more at smaller N. A server that falls behind shows first in
+the latency, which is what the verdict reads together with the finals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,8 +94,12 @@ class RealtimeResult:
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
+    #: Audio events not framed when the run ended (counted in the lag, see above).
+    audio_unsent: int
     finals_expected: int
     finals_received: int
+    #: Finals that never came (counted in the latency, see above).
+    finals_missing: int
     sessions_failed: int
     server_cpu: float
     #: The part of ``server_cpu`` in the servers' main threads (event loops).
@@ -167,8 +186,8 @@ class _Session:
         self.completing_sent.append(at)
 
 
-def _record_lag(lags: list[float], scheduled: float, at: float) -> None:
-    lags.append(at - scheduled)
+def _record_lag(lags: list[float], index: int, scheduled: float, at: float) -> None:
+    lags[index] = at - scheduled
 
 
 async def run_realtime(
@@ -208,7 +227,8 @@ async def run_realtime(
     loop = asyncio.get_running_loop()
     # (when the completing audio event was framed, latency of its final)
     latencies: list[tuple[float, float]] = []
-    lags: list[float] = []
+    # Each audio event's lag, by session and step; NaN until it is framed.
+    lags: list[float] = [math.nan] * (sessions * chunks)
     state = [_Session(latencies, loop.create_future()) for _ in range(sessions)]
     stream_ids = [0] * sessions
     t0 = time.monotonic() + 0.2
@@ -286,7 +306,9 @@ async def run_realtime(
                 else:
                     stream_id = stream_ids[i]
                     conn.send(
-                        stream_id, audio[step - 1], on_sent=partial(_record_lag, lags, scheduled)
+                        stream_id,
+                        audio[step - 1],
+                        on_sent=partial(_record_lag, lags, i * chunks + step - 1, scheduled),
                     )
                     if step % _FRAMES_PER_SEGMENT == _FRAMES_PER_SEGMENT - 1:
                         # An empty write after the audio event: its callback runs
@@ -307,6 +329,27 @@ async def run_realtime(
             meter.stop()
         for conn in conns:
             conn.close()
+    ended_at = time.monotonic()
+
+    # What the run did not see counts as what it waited at least (see the module's
+    # docstring): an audio event never framed, a final that never came.
+    audio_unsent = 0
+    for index, lag in enumerate(lags):
+        if lag != lag:  # NaN
+            i, step = divmod(index, chunks)
+            lags[index] = max(0.0, ended_at - (starts[i] + (step + 1) * CHUNK_SECONDS))
+            audio_unsent += 1
+    finals_missing = 0
+    for i, s in enumerate(state):
+        for k in range(s.finals, audio_seconds):
+            step = k * _FRAMES_PER_SEGMENT + _FRAMES_PER_SEGMENT - 1  # completes segment k
+            sent = (
+                s.completing_sent[k]
+                if k < len(s.completing_sent)
+                else starts[i] + step * CHUNK_SECONDS
+            )
+            latencies.append((sent, max(0.0, ended_at - sent)))
+            finals_missing += 1
 
     finals_expected = sessions * audio_seconds
     finals_received = sum(min(s.finals, audio_seconds) for s in state)
@@ -358,8 +401,10 @@ async def run_realtime(
         lag_p50_ms=ms(percentile(lag_sorted, 50)) or 0.0,
         lag_p99_ms=ms(percentile(lag_sorted, 99)) or 0.0,
         lag_max_ms=ms(lag_max) or 0.0,
+        audio_unsent=audio_unsent,
         finals_expected=finals_expected,
         finals_received=finals_received,
+        finals_missing=finals_missing,
         sessions_failed=failed,
         server_cpu=round(server_cpu, 3),
         server_loop_cpu=round(sum(meter.main_share for meter in server_meters), 3),

@@ -166,9 +166,7 @@ def audio_frames(count: int, *, first_counter: int = 1, binary: bool = False) ->
 
 def end_of_session_frame(*, counter: int) -> bytes:
     """The signed ``sessionControlEvent`` ``END_OF_SESSION``."""
-    return signed(
-        inner_event("sessionControlEvent", b'{"type": "END_OF_SESSION"}'), counter=counter
-    )
+    return signed(inner_event("sessionControlEvent", b'{"type":"END_OF_SESSION"}'), counter=counter)
 
 
 def end_of_stream_frame(*, counter: int) -> bytes:
