@@ -23,13 +23,16 @@ a client still sending: the rest of the body is read and dropped first, up to
 
 from __future__ import annotations
 
+import asyncio
 import json
 from itertools import chain
 from typing import Any
 
 import h11
-from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
+from hypercorn.events import Closed, Updated
+from hypercorn.protocol.events import Body, EndBody, Event
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 
 from .ids import new_request_id, request_id_headers
 from .logs import get_logger
@@ -109,11 +112,10 @@ def _framed_twice(request: h11.Request) -> bool:
 
 
 #: How much of a request body the server reads, and drops, after its answer
-#: (see :func:`_handle`).
+#: (see :func:`_maybe_recycle`).
 LINGER_BYTES = 64 * 1024 * 1024
 
-#: hypercorn's ``H11Protocol`` methods :func:`install` wraps.
-_STOCK_HANDLE = H11Protocol.handle
+#: hypercorn's ``H11Protocol._maybe_recycle``, which :func:`install` wraps.
 _STOCK_MAYBE_RECYCLE = H11Protocol._maybe_recycle
 
 
@@ -123,57 +125,63 @@ async def _maybe_recycle(self: H11Protocol) -> None:
     the rest, where hypercorn closed it at once: the kernel then resets a
     connection with unread bytes, and a client that reads its answer only once
     its body is sent (boto3, urllib, curl) lost the answer to the reset, over
-    TLS every time ("SSLError: EOF occurred in violation of protocol")."""
+    TLS every time ("SSLError: EOF occurred in violation of protocol").
+
+    The rest goes to a :class:`_Sink` in the stream's place, through hypercorn's
+    own reading of the connection (one reader of h11's events)."""
     connection = self.connection
+    stream = self.stream
     if (
-        type(connection) is not H11WSConnection
+        isinstance(stream, HTTPStream)
         and connection.their_state is h11.SEND_BODY
         and connection.our_state in (h11.DONE, h11.MUST_CLOSE)
         and not self.context.terminated.is_set()
     ):
+        # The app stopped reading: its queue may be full, with hypercorn's reader
+        # waiting to put the next part in it, and the disconnect the stream's
+        # close puts there would wait too. Emptied, neither waits.
+        _empty(getattr(stream, "app_put", None))
         await self._close_stream()
-        self._linger_left = LINGER_BYTES
+        self.stream = _Sink(self)
         await self.can_read.set()
         await self.send(Updated(idle=True))  # the keep-alive timer ends a stalled body
-        await _linger(self)
         return
     await _STOCK_MAYBE_RECYCLE(self)
 
 
-async def _handle(self: H11Protocol, event: Event) -> None:
-    """hypercorn's ``handle``; while the server lingers (see :func:`_maybe_recycle`),
-    the body's rest is read and dropped, up to :data:`LINGER_BYTES`; at its end
-    the connection goes on as after any answer (kept alive, or closed if the
-    answer said so), and the keep-alive timer (``--idle-timeout``) closes it if
-    the body stops arriving."""
-    if self._linger_left is None or type(event) is not RawData:
-        await _STOCK_HANDLE(self, event)
-        return
-    self.connection.receive_data(event.data)
-    await _linger(self)
+def _empty(put: Any) -> None:
+    """Empty the asyncio queue whose ``put`` this is, waking a task waiting to put."""
+    queue = getattr(put, "__self__", None)
+    if isinstance(queue, asyncio.Queue):
+        while not queue.empty():
+            queue.get_nowait()
 
 
-async def _linger(self: H11Protocol) -> None:
-    while True:
-        try:
-            event = self.connection.next_event()
-        except h11.RemoteProtocolError:
-            event = h11.ConnectionClosed()
-        if type(event) is h11.Data:
-            self._linger_left -= len(event.data)
-            if self._linger_left >= 0:
-                continue
-        if event is h11.NEED_DATA:
-            await self.send(Updated(idle=True))
-            return
-        self._linger_left = None
-        if type(event) is h11.EndOfMessage:
-            await _STOCK_MAYBE_RECYCLE(self)  # both sides done: the next request, or close
-            if self.connection.our_state is h11.IDLE and self.connection.trailing_data[0]:
-                await self._handle_events()  # a request sent behind the body
-        else:  # too much, unreadable, or the client closed
-            await self.send(Closed())
-        return
+class _Sink:
+    """Where the rest of a request body goes once its answer is sent: counted and
+    dropped. At its end the connection goes on as after any answer (the next
+    request, or closed if the answer said so); past :data:`LINGER_BYTES` it is
+    closed. Each part restarts the keep-alive timer (``--idle-timeout``, 5 s at
+    least), which closes the connection if the body stops arriving."""
+
+    __slots__ = ("protocol", "left")
+
+    def __init__(self, protocol: H11Protocol) -> None:
+        self.protocol = protocol
+        self.left = LINGER_BYTES
+
+    async def handle(self, event: Event) -> None:
+        protocol = self.protocol
+        if type(event) is Body:
+            self.left -= len(event.data)
+            if self.left >= 0:
+                await protocol.send(Updated(idle=True))
+                return
+            protocol.stream = None  # what comes next is not read
+            await protocol.send(Closed())
+        elif type(event) is EndBody:
+            protocol.stream = None
+            await _STOCK_MAYBE_RECYCLE(protocol)
 
 
 #: hypercorn's ``H11Protocol.__init__``, which makes a plain ``h11.Connection``.
@@ -250,7 +258,5 @@ def install() -> None:
         setattr(H11Protocol, "_send_error_response", _send_error_response)  # noqa: B010
     if H11Protocol.__init__ is _STOCK_INIT and _h11_has_the_hooks():
         setattr(H11Protocol, "__init__", _init)  # noqa: B010
-    if H11Protocol.handle is _STOCK_HANDLE:
-        H11Protocol._linger_left = None  # type: ignore[attr-defined]
+    if H11Protocol._maybe_recycle is _STOCK_MAYBE_RECYCLE:
         setattr(H11Protocol, "_maybe_recycle", _maybe_recycle)  # noqa: B010
-        setattr(H11Protocol, "handle", _handle)  # noqa: B010

@@ -16,8 +16,10 @@ import socket
 from pathlib import Path
 
 import h11
+import pytest
 
 from emulator.admin import MAX_ADMIN_BODY
+from emulator.control import MAX_REQUEST_BODY
 from emulator.hypercorn_h11 import LINGER_BYTES
 from emulator.server import Settings
 
@@ -88,6 +90,44 @@ def test_the_answer_comes_at_once_and_the_connection_serves_on_after_the_body(em
             )
             + client.send(h11.EndOfMessage())
         )
+        status, body = _answer(client, sock)
+        assert (status, json.loads(body)["status"]) == (200, "ready")
+
+
+@pytest.mark.parametrize(
+    ("path", "piece", "message"),
+    [
+        ("/_emulator/rules", 16384, f"request body is over {MAX_ADMIN_BODY} bytes"),
+        ("/_emulator/rules", 1000, f"request body is over {MAX_ADMIN_BODY} bytes"),
+        ("/domain", 16384, f"Request body must be at most {MAX_REQUEST_BODY} bytes"),
+        ("/domain", 1000, f"Request body must be at most {MAX_REQUEST_BODY} bytes"),
+    ],
+    ids=["admin-16k", "admin-1k", "control-plane-16k", "control-plane-1k"],
+)
+def test_a_chunked_body_refused_part_way_is_read_to_its_end_and_the_connection_serves_on(
+    emulator, path, piece, message
+):
+    """Refused once past the limit, with the app's queue full of the parts it no
+    longer reads: hypercorn's reader waited to put the next part there for ever,
+    and the connection was reset under the client."""
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        client = _client()
+        head = h11.Request(
+            method="POST",
+            target=path,
+            headers=[("host", "x"), ("transfer-encoding", "chunked")],
+        )
+        sock.sendall(client.send(head))
+        data = b" " * piece
+        for _ in range(OVER // piece + 1):
+            sock.sendall(client.send(h11.Data(data=data)))
+        sock.sendall(client.send(h11.EndOfMessage()))
+        status, body = _answer(client, sock)
+        assert status == 400
+        assert message in json.loads(body)["message"]
+        client.start_next_cycle()
+        health = h11.Request(method="GET", target="/_emulator/health", headers=[("host", "x")])
+        sock.sendall(client.send(health) + client.send(h11.EndOfMessage()))
         status, body = _answer(client, sock)
         assert (status, json.loads(body)["status"]) == (200, "ready")
 
