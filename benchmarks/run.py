@@ -744,3 +744,7 @@ def _unwritable(out: Path) -> str | None:
     if not existed:
         out.unlink()
     return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -510,3 +510,17 @@ def test_a_server_that_stops_answering_shows_in_the_lag_and_latency(tmp_path: Pa
     # 5.2 s) to the run's end (7.2 s + 3 s of grace): seconds, not milliseconds.
     assert result.latency_max_ms is not None and result.latency_max_ms > 1000
     assert result.latency_p99_ms is not None and result.latency_p99_ms > 1000
+
+
+def test_the_suite_runs_as_a_script_too() -> None:
+    """benchmarks/README.md gives `python benchmarks/run.py`: it once lost its
+    `__main__` block, and did nothing, exiting 0, whatever it was given."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--only", "nothing-of-the-kind"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "nothing-of-the-kind" in result.stderr.strip().splitlines()[-1]
