@@ -36,6 +36,7 @@ from hypercorn.protocol.http_stream import HTTPStream
 
 from .ids import new_request_id, request_id_headers
 from .logs import get_logger
+from .requestbody import body_timed_out
 
 log = get_logger("medscribe.server")
 
@@ -136,6 +137,8 @@ async def _maybe_recycle(self: H11Protocol) -> None:
         and connection.their_state is h11.SEND_BODY
         and connection.our_state in (h11.DONE, h11.MUST_CLOSE)
         and not self.context.terminated.is_set()
+        # A body that stopped arriving is not waited for again: closed, as before.
+        and not body_timed_out(getattr(stream, "scope", None) or {})
     ):
         # The app stopped reading: its queue may be full, with hypercorn's reader
         # waiting to put the next part in it, and the disconnect the stream's

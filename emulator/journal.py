@@ -417,7 +417,8 @@ class Journal:
                 raise OSError(f"{problem}: nothing is written there, and nothing it holds removed")
             log.warning(
                 "removed the journal in %s, left by an earlier session with these "
-                "ids whose row was never saved, before this session's first write",
+                "ids whose row was never saved or could not be read, before this "
+                "session's first write",
                 self._path,
             )
             remove_tree(Path(self._path))

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["bounded_receive", "unfinished_body", "read_limited"]
+__all__ = ["body_timed_out", "bounded_receive", "unfinished_body", "read_limited"]
 
 #: The scope key of what :func:`bounded_receive` notes when it gives up waiting: a
 #: dict, shared by the copies of the scope made for routing.
@@ -74,6 +74,12 @@ async def read_limited(request: Any, limit: int) -> tuple[bytes, int]:
         if len(kept) > limit:
             return bytes(kept[:limit]), len(kept)
     return bytes(kept), len(kept)
+
+
+def body_timed_out(scope: dict[str, Any]) -> bool:
+    """Whether :func:`bounded_receive` gave up waiting for the body of ``scope``'s
+    request (its client stopped sending)."""
+    return scope.get(_NOTE, {}).get("timed_out_after") is not None
 
 
 def unfinished_body(scope: dict[str, Any]) -> str:

@@ -601,7 +601,8 @@ class ResourceRegistry:
             raise ConfigError(state_database_problem(db_path, error)) from None
         if version != SCHEMA_VERSION:
             self._db.close()
-            newer = str(version).isdigit() and int(version) > int(SCHEMA_VERSION)
+            text = str(version)
+            newer = text.isascii() and text.isdigit() and int(text) > int(SCHEMA_VERSION)
             raise ConfigError(
                 f"{db_path}: resource database version {version}, this emulator reads "
                 f"{SCHEMA_VERSION}"

@@ -189,6 +189,31 @@ def test_a_body_that_stops_arriving_after_the_answer_is_closed_at_the_idle_timeo
             assert _closed(sock)
 
 
+def test_a_body_that_stopped_arriving_before_the_answer_closes_its_connection(tmp_path: Path):
+    """Its 400 says the body stopped coming for --idle-timeout: the server does
+    not wait for it again (it lingered up to the keep-alive timer more), and
+    what the client sends after the answer is not taken as the body's rest."""
+    settings = Settings(
+        host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path / "state", idle_timeout=1.0
+    )
+    with running_emulator(settings) as running:
+        with socket.create_connection(("127.0.0.1", running.h2c_port), timeout=10) as sock:
+            client = _client()
+            sock.sendall(_post_rules(client, 1000) + b'{"match": ')
+            status, body = _answer(client, sock)
+            assert status == 400
+            assert "the request body stopped arriving" in json.loads(body)["message"]
+            late = b" " * 990 + b"GET /_emulator/health HTTP/1.1\r\nhost: x\r\n\r\n"
+            answered = b""
+            try:
+                sock.sendall(late)
+                while chunk := sock.recv(65536):
+                    answered += chunk
+            except OSError:  # reset, or a broken pipe: closed either way
+                pass
+            assert b"HTTP/1.1" not in answered
+
+
 def _get_health(emulator) -> tuple[int, dict]:
     with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
         client = _client()

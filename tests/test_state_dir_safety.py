@@ -333,8 +333,9 @@ def test_a_symlink_at_the_rule_ids_file_is_not_written_through(tmp_path):
     [
         ("2", "(a newer medscribe-emulator wrote it): run that release or a newer one"),
         ("0", ": give this emulator another --state-dir"),
+        ("\u00b2", ": give this emulator another --state-dir"),  # a digit int() refuses
     ],
-    ids=["newer", "unknown"],
+    ids=["newer", "unknown", "superscript-two"],
 )
 def test_a_resource_schema_it_does_not_read_is_refused_without_advice_to_delete(
     tmp_path, version, advice
