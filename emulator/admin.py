@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
 from .record import SessionRecord
 from .requestbody import read_limited, unfinished_body
-from .validation import id_constraints_broken, lone_surrogate
+from .validation import id_constraints_broken, json_int, lone_surrogate
 
 __all__ = ["admin_routes"]
 
@@ -68,6 +68,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+def _int(text: str) -> int:
+    """``json.loads``'s ``parse_int``, naming an integer too long to read (Python's
+    own message advised changing ``sys.set_int_max_str_digits()``)."""
+    value = json_int(text)
+    if not isinstance(value, int):
+        raise ConfigError(
+            f"request body: an integer of {len(text.lstrip('-'))} digits; no member takes "
+            "one of more than 4300"
+        )
+    return value
+
+
 async def _json_body(request: Request) -> Any:
     """The request's JSON document. The body is read only up to the limit: one
     past it is refused as soon as it is known (by its Content-Length, or once
@@ -86,12 +98,12 @@ async def _json_body(request: Request) -> Any:
     if not body.strip():
         raise ConfigError("request body is empty: expected a JSON object")
     try:
-        document = json.loads(body, object_pairs_hook=_unique_keys)
+        document = json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise ConfigError("request body is not valid JSON: nested too deeply") from None
-    except ValueError as error:  # a number of more digits than Python converts
+    except ValueError as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
     if (where := lone_surrogate(document)) is not None:
         raise ConfigError(f"{where}: must be valid Unicode text (it holds an unpaired surrogate)")

@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from .admin import admin_routes
 from .backend import Backend, log_refused_call
-from .control import MAX_REQUEST_BODY, control_routes, routing_scope
+from .control import MAX_REQUEST_BODY, body_too_large, control_routes, routing_scope
 from .details import SessionDetailsEndpoint, match_session_path
 from .errors import AccessDeniedException, ServiceError, ValidationException
 from .ids import new_request_id
@@ -44,10 +44,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no route for {request.method} {path}"
         if path.endswith("/") and _routed(request, path.rstrip("/")):
             message += f" (did you mean {path.rstrip('/')}, without the trailing slash?)"
+        elif path + "/" == STREAM_PATH:
+            message += f" (did you mean {STREAM_PATH}, with the trailing slash?)"
     headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
     if exc.status_code == 405:
         allowed = _allowed_methods(request)
         message = f"{request.method} is not allowed on {path}; it takes {', '.join(allowed)}"
+        if path.endswith("/") and _routed(request, path.rstrip("/"), request.method):
+            # POST /domain/: CreateDomain with a stray slash, not a method GetDomain lacks.
+            message += (
+                f" (did you mean {request.method} {path.rstrip('/')}, without the trailing slash?)"
+            )
         # Starlette's names the methods of the first route on the path only.
         headers["allow"] = ", ".join(allowed)
     if exc.status_code in (404, 405) and not path.startswith("/_emulator/"):
@@ -69,10 +76,15 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods, key=lambda name: (order.index(name) if name in order else 99, name))
 
 
-def _routed(request: Request, path: str) -> bool:
-    """Whether some route of the app serves ``path`` (with any method)."""
+def _routed(request: Request, path: str, method: str | None = None) -> bool:
+    """Whether some route of the app serves ``path`` (with ``method``, or any)."""
     scope = {**request.scope, "path": path}
-    return any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes)
+    if method is not None:
+        scope["method"] = method
+        wanted = (Match.FULL,)
+    else:
+        wanted = (Match.FULL, Match.PARTIAL)
+    return any(route.matches(scope)[0] in wanted for route in request.app.router.routes)
 
 
 #: Admin paths open without the token: the container healthcheck and the CA
@@ -171,8 +183,7 @@ async def _signed(
             return None
         body += message.get("body", b"")
         if len(body) > MAX_REQUEST_BODY:
-            error = ValidationException(f"Request body must be at most {MAX_REQUEST_BODY} bytes")
-            await error_response(send, error, request_id=new_request_id())
+            await error_response(send, body_too_large(), request_id=new_request_id())
             return None
         if not message.get("more_body", False):
             break

@@ -31,7 +31,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from .errors import (
     InternalServerException,
@@ -60,9 +60,15 @@ from .resources import (
     ResourceRegistry,
     TextShape,
 )
-from .validation import describe_value, integer_text, lone_surrogate
+from .validation import describe_value, integer_text, json_int, lone_surrogate
 
-__all__ = ["MAX_REQUEST_BODY", "NOT_EMULATED", "control_routes", "routing_scope"]
+__all__ = [
+    "MAX_REQUEST_BODY",
+    "NOT_EMULATED",
+    "body_too_large",
+    "control_routes",
+    "routing_scope",
+]
 
 log = get_logger("medscribe.control")
 
@@ -188,11 +194,11 @@ async def _json_body(
     """
     body, received = await read_limited(request, MAX_REQUEST_BODY)
     if received > MAX_REQUEST_BODY:
-        _fail("body", f"Request body must be at most {MAX_REQUEST_BODY} bytes")
+        raise body_too_large()
     if not body.strip():
         return {}
     try:
-        document = json.loads(body, parse_constant=_not_json)
+        document = json.loads(body, parse_constant=_not_json, parse_int=json_int)
     except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deep
         raise SerializationException(f"Request body must be valid JSON: {error}") from None
     if not isinstance(document, dict):
@@ -223,11 +229,21 @@ def _json_kind(value: object) -> str:
     return "number"
 
 
-def _fail(where: str, rule: str) -> NoReturn:
-    raise ValidationException(
+def body_too_large() -> ValidationException:
+    """The refusal of a request body over :data:`MAX_REQUEST_BODY`, read for its
+    signature or for its members alike."""
+    return _violation("body", f"Request body must be at most {MAX_REQUEST_BODY} bytes")
+
+
+def _violation(where: str, rule: str) -> ValidationException:
+    return ValidationException(
         f"1 validation error detected: {describe_value(_UNSHOWN)} at '{where}' "
         f"failed to satisfy constraint: {rule}"
     )
+
+
+def _fail(where: str, rule: str) -> NoReturn:
+    raise _violation(where, rule)
 
 
 # --- Responses ----------------------------------------------------------------------------
@@ -291,12 +307,18 @@ def _operation(handler: Handler) -> Handler:
     """Wrap a handler so that every error it raises is answered as a modeled error."""
 
     async def endpoint(request: Request) -> Response:
+        bare = _stray_slash(request)
         request.scope["path_params"] = {
             name: _decoded(value) for name, value in request.path_params.items()
         }
         try:
             return await handler(request)
         except ServiceError as error:
+            if bare is not None and isinstance(error, ValidationException):
+                error = ValidationException(
+                    f"{error.message} (the path ends in a slash: did you mean "
+                    f"{request.method} {bare}, without it?)"
+                )
             return _error(error)
         except ClientDisconnect:
             # Its body ended early or stopped arriving. (A body HTTP/1.1 refused has its
@@ -310,6 +332,22 @@ def _operation(handler: Handler) -> Handler:
 
     endpoint.__name__ = handler.__name__
     return endpoint
+
+
+def _stray_slash(request: Request) -> str | None:
+    """The request's path without its trailing slash, when the slash made an empty id
+    of what names another operation: ``GET /domain/`` may be ListDomains with a
+    stray slash as well as GetDomain without its id (as boto3 sends that), so the
+    latter's ValidationException, naming a ``domainId`` a hand-written request
+    never meant to send, says so too."""
+    path = request.url.path
+    if not path.endswith("/") or "" not in request.path_params.values():
+        return None
+    bare = path.rstrip("/")
+    scope = {**request.scope, "path": bare}
+    if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+        return bare
+    return None
 
 
 # --- Routes -------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ _HEAD_MESSAGES = {
     "field is malformed (RFC 9112)",
     431: "the request line and header fields are larger than this server reads over "
     "HTTP/1.1 ({limit} bytes); shorten the headers, or use HTTP/2",
+    501: "the request's Transfer-Encoding is not one this server reads: it reads a body "
+    "by its Content-Length or the chunked coding alone (RFC 9112 §6.1; a compressed "
+    "body is not taken)",
 }
 #: ...and once it was read, while its body is.
 _BODY_MESSAGES = {
@@ -225,10 +228,13 @@ async def _send_error_response(self: H11Protocol, status_code: int) -> None:
     )
     message = template.format(limit=self.config.h11_max_incomplete_size, status=status_code)
     body = json.dumps({"message": message}).encode()
+    # 501 is no shape of the model: S3's code for a feature not implemented, as the
+    # control plane answers an operation it does not emulate.
+    code = b"NotImplemented" if status_code == 501 else b"ValidationException"
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
-        (b"x-amzn-errortype", b"ValidationException"),
+        (b"x-amzn-errortype", code),
         *request_id_headers(new_request_id()),
         (b"connection", b"close"),
     ]

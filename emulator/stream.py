@@ -71,7 +71,7 @@ async def error_response(send: Send, error: ServiceError, *, request_id: str) ->
     Status = the shape's HTTP status, ``x-amzn-errortype`` = the shape name and a
     JSON body ``{"message": ...}``: what the SDK maps onto its modeled class.
     """
-    body = json.dumps({"message": error.message}).encode()
+    body = json.dumps({"message": error.message}, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",

@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -248,6 +249,18 @@ _HEADER_SHAPES: Mapping[str, _String | _Integer] = {
 # Longer strings are echoed cut short: a payload may be up to 24 MiB, a message should not.
 _ECHO_LIMIT = 2048
 _UNKNOWN = object()  # a value never echoed (unknown members, audio, whole payloads)
+
+
+def json_int(text: str) -> int | Decimal:
+    """``json.loads``'s ``parse_int``: an integer of more digits than ``int()``
+    converts (4,300) is read as a :class:`~decimal.Decimal`, which no member takes
+    for an integer, so that it is refused as the member's type or range, not the
+    whole body as JSON that is not valid, with Python's advice to change
+    ``sys.set_int_max_str_digits()``."""
+    try:
+        return int(text)
+    except ValueError:
+        return Decimal(text)
 
 
 def _value_text(value: object, *, sensitive: bool = False) -> str:

@@ -243,7 +243,7 @@ BAD_BODIES = {
     "nested-past-the-parser": (b"[" * 100_000, "nested too deeply"),
     "a-number-of-5000-digits": (
         b'{"scenario": "primary-care-visit", "times": ' + b"9" * 5000 + b"}",
-        "request body is not valid JSON",
+        "request body: an integer of 5000 digits; no member takes one of more than 4300",
     ),
     "a-probability-of-400-digits": (
         b'{"scenario": "primary-care-visit", "probability": 1' + b"0" * 400 + b"}",

@@ -627,6 +627,7 @@ def _token(document: dict[str, Any]) -> str:
             "nextToken",
             "",
         ),
+        ("POST", "/domain", b'{"name": ' + b"9" * 5000 + b"}", "name", "Member must be a string"),
         ("POST", "/domain", b'{"name": "\\ud800"}', "name", "unpaired surrogate"),
         (
             "POST",
@@ -636,7 +637,14 @@ def _token(document: dict[str, Any]) -> str:
             "unpaired surrogate",
         ),
     ],
-    ids=["max-results-5000-digits", "max-results-negative", "token-past-int64", "name", "tag-key"],
+    ids=[
+        "max-results-5000-digits",
+        "max-results-negative",
+        "token-past-int64",
+        "name-of-5000-digits",
+        "name",
+        "tag-key",
+    ],
 )
 def test_values_past_what_a_parser_or_database_holds_are_validation_errors(
     control: ControlServer, method: str, path: str, body: bytes | None, where: str, rule: str

@@ -152,3 +152,61 @@ def test_an_unknown_path_is_named_as_sent(emulator):
     status, body = admin(emulator.h2c_url, "GET", "/domains/a%2Fb/nothing")
     assert status == 404
     assert body["message"] == "no route for GET /domains/a%2Fb/nothing"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "hint"),
+    [
+        ("POST", "/domain/", 405, "(did you mean POST /domain, without the trailing slash?)"),
+        (
+            "GET",
+            "/domain/",
+            400,
+            "(the path ends in a slash: did you mean GET /domain, without it?)",
+        ),
+        (
+            "GET",
+            f"/domains/{OTHER_DOMAIN}/subscriptions/",
+            400,
+            f"(the path ends in a slash: did you mean GET /domains/{OTHER_DOMAIN}/subscriptions, "
+            "without it?)",
+        ),
+        (
+            "POST",
+            "/medical-scribe-stream",
+            404,
+            "(did you mean /medical-scribe-stream/, with the trailing slash?)",
+        ),
+    ],
+    ids=["create-domain", "list-domains", "list-subscriptions", "stream-without-slash"],
+)
+def test_a_path_off_by_a_slash_says_what_was_meant(emulator, method, path, status, hint):
+    """curl users typed a collection's path with a slash: CreateDomain was told POST
+    is not allowed, ListDomains of an empty domainId it never sent."""
+    body = b'{"name": "slash"}' if method == "POST" else None
+    got, answer = admin(emulator.h2c_url, method, path, body)
+    assert got == status
+    assert answer["message"].endswith(hint)
+
+
+def test_an_empty_id_as_boto3_sends_it_is_still_the_validation_exception(boto):
+    """GetDomain(domainId="") is GET /domain/ too: refused as the model says, the
+    slash's hint added."""
+    status, code, message = failure(boto.get_domain, domainId="")
+    assert (status, code) == (400, "ValidationException")
+    assert "at 'domainId'" in message and "did you mean GET /domain, without it?" in message
+
+
+def test_a_transfer_coding_it_does_not_read_is_named(emulator):
+    import socket
+
+    port = int(emulator.h2c_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /domain HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\nabc")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501")
+    assert b"x-amzn-errortype: NotImplemented" in head
+    assert b"it reads a body by its Content-Length or the chunked coding alone" in body

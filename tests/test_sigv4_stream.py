@@ -361,3 +361,22 @@ def test_an_undecodable_byte_in_the_authorization_harms_no_one(strict):
     status, listing = admin(strict.h2c_url, "GET", "/_emulator/sessions")
     assert status == 200
     assert any("AKID\\udcffREVIEW" in entry["message"] for entry in listing["rejected"])
+
+
+def test_a_body_over_the_limit_is_refused_alike_with_signatures_verified(strict):
+    """Read for its signature, it got a message of its own: a test asserting on the
+    refusal passed in one mode and failed in the other."""
+    from botocore.exceptions import ClientError
+
+    from emulator.control import MAX_REQUEST_BODY
+
+    boto = strict_boto(strict, SECRET)
+    tags = {f"key-{n:07d}": "v" * 200 for n in range(MAX_REQUEST_BODY // 200)}
+    with pytest.raises(ClientError) as refused:
+        boto.create_domain(name="big-body", tags=tags)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert error["Message"] == (
+        "1 validation error detected: Value at 'body' failed to satisfy constraint: "
+        f"Request body must be at most {MAX_REQUEST_BODY} bytes"
+    )
