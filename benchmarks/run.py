@@ -117,34 +117,31 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _at_most(bound: int, why: str) -> Callable[[str], int]:
+    """An option's type: an integer from 1 to ``bound``, ``why`` saying why not more."""
+
+    def parse(text: str) -> int:
+        value = _at_least_one(text)
+        if value > bound:
+            raise argparse.ArgumentTypeError(f"{text!r}: at most {bound}{why}")
+        return value
+
+    return parse
+
+
 #: The most sessions the memory section can hold open: its 4 connections, each
 #: at the 1,000 concurrent streams h2 allows a client by default.
 MAX_MEMORY_SESSIONS = 4000
-
-
-def _memory_sessions(text: str) -> int:
-    value = _at_least_one(text)
-    if value > MAX_MEMORY_SESSIONS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: at most {MAX_MEMORY_SESSIONS} (4 connections of 1,000 streams)"
-        )
-    return value
-
+_memory_sessions = _at_most(MAX_MEMORY_SESSIONS, " (4 connections of 1,000 streams)")
 
 #: The most sessions in flight on one bulk connection: the streams the servers
 #: take at once on one (``emulator.server.MAX_CONCURRENT_STREAMS``, which the
 #: baseline shares); more were refused and retried, uncounted, every 10 ms.
 MAX_BULK_STREAMS = 1000
-
-
-def _bulk_streams(text: str) -> int:
-    value = _at_least_one(text)
-    if value > MAX_BULK_STREAMS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: at most {MAX_BULK_STREAMS}, the streams the servers take at once "
-            "on one connection (use more --bulk-connections)"
-        )
-    return value
+_bulk_streams = _at_most(
+    MAX_BULK_STREAMS,
+    ", the streams the servers take at once on one connection (use more --bulk-connections)",
+)
 
 
 def _sections(text: str) -> tuple[str, ...]:
