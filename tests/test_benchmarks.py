@@ -524,3 +524,50 @@ def test_the_suite_runs_as_a_script_too() -> None:
     )
     assert result.returncode == 2
     assert "nothing-of-the-kind" in result.stderr.strip().splitlines()[-1]
+
+
+def test_only_streams_answered_200_count_as_idle_sessions(tmp_path: Path) -> None:
+    """Against an emulator refusing most streams (402 past its concurrent-session
+    quota), every answer counted as an idle session, and the figure per session
+    fell by a third, its target still "met"."""
+    import asyncio
+
+    from benchmarks import memory
+
+    quota = ["--quotas", "--quota-concurrent-sessions", "10", "--quota-start-tps", "1000"]
+    with servers.held_state_dirs(tmp_path):
+        with servers.running_server("emulator", extra_args=quota) as server:
+            _, _, idle_open = asyncio.run(memory._idle_rss(server, 30, 2))
+    # The warm-up's sessions have ended: the quota's 10 are free for the idle streams.
+    assert idle_open == 10
+
+
+def test_the_bulk_session_carries_the_sdks_own_events_byte_for_byte() -> None:
+    """The END_OF_SESSION payload had a space the SDK's codec does not write."""
+    from aws_sdk_connecthealth import models
+    from smithy_aws_event_stream._private.serializers import EventSerializer
+    from smithy_json import JSONCodec
+
+    from benchmarks import wire
+    from emulator.eventstream import EventStreamDecoder, open_envelope
+
+    def by_sdk(event: Any) -> tuple[dict[str, Any], bytes]:
+        serializer = EventSerializer(payload_codec=JSONCodec())
+        event.serialize(serializer)
+        message = serializer.get_result()
+        return dict(message.headers), bytes(message.payload)
+
+    def by_benchmark(frame: bytes) -> tuple[dict[str, Any], bytes]:
+        (message,) = EventStreamDecoder().receive_data(frame)
+        inner = open_envelope(message).inner
+        return dict(inner.headers), bytes(inner.payload)
+
+    end = models.MedicalScribeInputStreamSessionControlEvent(
+        value=models.MedicalScribeSessionControlEvent(type="END_OF_SESSION")
+    )
+    assert by_benchmark(wire.end_of_session_frame(counter=1)) == by_sdk(end)
+    chunk = wire._pcm(wire.CHUNK_SECONDS)
+    audio = models.MedicalScribeInputStreamAudioEvent(
+        value=models.MedicalScribeAudioEvent(audio_chunk=chunk)
+    )
+    assert by_benchmark(wire.audio_frame(chunk, counter=1)) == by_sdk(audio)
