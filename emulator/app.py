@@ -87,6 +87,31 @@ def _routed(request: Request, path: str, method: str | None = None) -> bool:
     return any(route.matches(scope)[0] in wanted for route in request.app.router.routes)
 
 
+def _headless(send: Send) -> Send:
+    """``send`` for a HEAD request: the GET's status and headers, its body dropped."""
+
+    async def headless(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return headless
+
+
+async def _session_path_not_allowed(scope: Scope, receive: Receive, send: Send) -> None:
+    """A 405 for a method other than GET or HEAD on GetMedicalScribeListeningSession's path."""
+    message = (
+        f"{scope['method']} is not allowed on {scope['path']}; it takes GET, HEAD "
+        "(GetMedicalScribeListeningSession)"
+    )
+    headers = {
+        "allow": "GET, HEAD",
+        "x-amzn-errortype": "UnknownOperationException",
+        "x-amzn-requestid": new_request_id(),
+    }
+    await JSONResponse({"message": message}, status_code=405, headers=headers)(scope, receive, send)
+
+
 #: Admin paths open without the token: the container healthcheck and the CA
 #: certificate, which is public by nature.
 _OPEN_PATHS = frozenset({"/_emulator/health", "/_emulator/ca.pem"})
@@ -263,8 +288,13 @@ def create_app(
                 if verified is None:
                     return
                 receive = verified
-            if method == "GET" and (ids := match_session_path(scope)) is not None:
-                await details(scope, receive, send, ids=ids)
+            if (ids := match_session_path(scope)) is not None:
+                if method == "GET":
+                    await details(scope, receive, send, ids=ids)
+                elif method == "HEAD":
+                    await details(scope, receive, _headless(send), ids=ids)
+                else:
+                    await _session_path_not_allowed(scope, receive, send)
                 return
             if not path.startswith("/_emulator/"):
                 scope = routing_scope(scope)

@@ -221,6 +221,39 @@ async def test_a_session_is_keyed_by_all_three_ids(client, emulator):
         await sdk_get(client, session_id, subscription_id="sub-ZZZZZZZZZZ0123456789x")
 
 
+async def test_head_of_a_session_answers_as_get_without_a_body(client, emulator):
+    session_id = new_session_id()
+    assert (await run_session(client, session_id, audio=pcm_tone(0.2))).error is None
+    for sid, status in ((session_id, 200), (new_session_id(), 404)):
+        request = urllib.request.Request(emulator.h2c_url + session_path(sid), method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                got, answer, body = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            got, answer, body = error.code, error.headers, error.read()
+        assert (got, body) == (status, b"")
+        assert int(answer["content-length"]) > 0  # the GET's length, as HTTP says
+        assert answer["x-amzn-requestid"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_another_method_on_a_session_path_is_a_405_naming_get(emulator, method):
+    """Was a bare 404 "no route", as if the path were wrong."""
+    path = session_path(new_session_id())
+    request = urllib.request.Request(
+        emulator.h2c_url + path, data=b"{}" if method != "DELETE" else None, method=method
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    assert error.value.code == 405
+    assert error.value.headers["allow"] == "GET, HEAD"
+    assert error.value.headers["x-amzn-errortype"] == "UnknownOperationException"
+    assert json.loads(error.value.read()) == {
+        "message": f"{method} is not allowed on {path}; it takes GET, HEAD "
+        "(GetMedicalScribeListeningSession)"
+    }
+
+
 SOME_SESSION = "11111111-2222-3333-4444-555555555555"
 
 
