@@ -24,7 +24,7 @@ from .errors import AccessDeniedException, ServiceError, ValidationException
 from .ids import new_request_id
 from .logs import get_logger
 from .quotas import Quotas
-from .requestbody import bounded_receive, unfinished_body
+from .requestbody import bounded_receive, declared_size, unfinished_body
 from .sigv4 import CredentialStore, verify_request
 from .stream import Receive, Scope, Send, StreamEndpoint, error_response
 
@@ -198,6 +198,12 @@ async def _signed(
     when the request was refused (a 401 ``AccessDeniedException``, or a 400 for
     a body too large to read) or its client went away.
     """
+    declared = declared_size(dict(scope["headers"]).get(b"content-length", b"").decode("latin-1"))
+    if declared is not None and declared > MAX_REQUEST_BODY:
+        # Refused before a byte is read: a client sending `Expect: 100-continue`
+        # (curl, past 1 MiB) is answered without uploading the body.
+        await error_response(send, body_too_large(), request_id=new_request_id())
+        return None
     body = bytearray()
     while True:
         message = await receive()

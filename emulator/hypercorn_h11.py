@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from itertools import chain
 from typing import Any
 
@@ -60,6 +61,11 @@ _BODY_MESSAGES = {
 }
 
 
+#: Each status's reason phrase, which hypercorn leaves empty ("HTTP/1.1 404 "):
+#: RFC 9112 §4 lets a client ignore it, but curl -i and every log show it.
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
 class _HeadLimitedConnection(h11.Connection):
     """h11's connection, refusing a complete request head past its limit too.
 
@@ -77,6 +83,14 @@ class _HeadLimitedConnection(h11.Connection):
 
     #: Whether the request being answered was framed twice (see :meth:`send`).
     _close_after_answer = False
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:
+        """Never, as hypercorn asks: it sends ``100 Continue`` as soon as a request's
+        head is read, so a body the app refuses by its ``Content-Length`` was sent
+        all the same. :class:`_ContinueOnRead` sends it when the app asks for the
+        body."""
+        return False
 
     def _extract_next_receive_event(
         self,
@@ -104,9 +118,58 @@ class _HeadLimitedConnection(h11.Connection):
         as the request is read: then a request sent behind it is never parsed,
         where h11 would refuse it before the first had its answer.
         """
-        if type(event) is h11.Response and self._close_after_answer:
+        if type(event) is h11.Response and (
+            self._close_after_answer or self.client_is_waiting_for_100_continue
+        ):
+            # Waiting for 100: the answer came before the app asked for the body,
+            # which the client then need not send (RFC 9110 §10.1.1), and h11 cannot
+            # tell whether it will. Closed after the answer; any body that does
+            # come is read and dropped first (_maybe_recycle).
             self._cstate.process_keep_alive_disabled()
+        if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            event = type(event)(
+                headers=event.headers,
+                status_code=event.status_code,
+                http_version=event.http_version,
+                reason=_REASONS.get(event.status_code, b""),
+            )
         return super().send(event)
+
+
+class _ContinueOnRead:
+    """hypercorn's app, sending ``100 Continue`` to a client waiting for it when the
+    app first asks for the body: an app that answers without reading it (a
+    ``Content-Length`` over the limit, an unknown path) is never sent the body.
+    (What uvicorn and Werkzeug do.)"""
+
+    __slots__ = ("app", "protocol")
+
+    def __init__(self, app: Any, protocol: H11Protocol) -> None:
+        self.app = app
+        self.protocol = protocol
+
+    async def __call__(self, scope: Any, receive: Any, send: Any, *args: Any) -> None:
+        connection = self.protocol.connection
+        if scope.get("type") == "http" and connection.client_is_waiting_for_100_continue:
+            receive = self._continuing(receive)
+        await self.app(scope, receive, send, *args)
+
+    def _continuing(self, receive: Any) -> Any:
+        protocol = self.protocol
+
+        async def receive_continued() -> Any:
+            connection = protocol.connection
+            if (
+                connection.client_is_waiting_for_100_continue
+                and connection.our_state is h11.SEND_RESPONSE
+            ):
+                headers = protocol.config.response_headers("h11")
+                await protocol._send_h11_event(
+                    h11.InformationalResponse(status_code=100, headers=headers)
+                )
+            return await receive()
+
+        return receive_continued
 
 
 def _framed_twice(request: h11.Request) -> bool:
@@ -201,6 +264,7 @@ def _init(self: H11Protocol, *args: Any, **kwargs: Any) -> None:
         self.connection = _HeadLimitedConnection(
             h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
         )
+        self.app = _ContinueOnRead(self.app, self)
 
 
 #: How a TLS handshake begins: a handshake record (22) of TLS 1.x.

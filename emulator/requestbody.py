@@ -15,7 +15,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["body_timed_out", "bounded_receive", "unfinished_body", "read_limited"]
+__all__ = [
+    "body_timed_out",
+    "bounded_receive",
+    "declared_size",
+    "read_limited",
+    "unfinished_body",
+]
 
 #: The scope key of what :func:`bounded_receive` notes when it gives up waiting: a
 #: dict, shared by the copies of the scope made for routing.
@@ -65,18 +71,24 @@ async def read_limited(request: Any, limit: int) -> tuple[bytes, int]:
     :mod:`emulator.hypercorn_h11`), so that the client reads the answer, over
     HTTP/2 the stream's rest is drained (:mod:`emulator.hypercorn_h2`).
     """
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit():
-        # More digits than int() converts (4,300) is over any limit all the same.
-        size = int(declared) if len(declared) < 19 else 2**63
-        if size > limit:
-            return b"", size
+    size = declared_size(request.headers.get("content-length", ""))
+    if size is not None and size > limit:
+        return b"", size
     kept = bytearray()
     async for chunk in request.stream():
         kept += chunk
         if len(kept) > limit:
             return bytes(kept[:limit]), len(kept)
     return bytes(kept), len(kept)
+
+
+def declared_size(content_length: str) -> int | None:
+    """The body size a ``Content-Length`` value declares, or None for none given (or
+    one that is not a number, which the HTTP layer refuses before the app sees it)."""
+    if content_length.isascii() and content_length.isdigit():
+        # More digits than int() converts (4,300) is over any limit all the same.
+        return int(content_length) if len(content_length) < 19 else 2**63
+    return None
 
 
 def body_timed_out(scope: dict[str, Any]) -> bool:

@@ -207,6 +207,24 @@ def test_a_transfer_coding_it_does_not_read_is_named(emulator):
         while chunk := sock.recv(65536):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 501")
+    assert head.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
     assert b"x-amzn-errortype: NotImplemented" in head
     assert b"it reads a body by its Content-Length or the chunked coding alone" in body
+
+
+def test_http1_status_lines_carry_their_reason_phrase(emulator):
+    """hypercorn wrote "HTTP/1.1 404 " with nothing after the code, which every log
+    and ``curl -i`` shows."""
+    import socket
+
+    port = int(emulator.h2c_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /_emulator/health HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"HTTP/1.1 404 Not Found\r\n" in answer

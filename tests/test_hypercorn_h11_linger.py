@@ -12,7 +12,10 @@ test_control_plane_big_body.py; these tests look at the connection itself.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
+import uuid
 from pathlib import Path
 
 import h11
@@ -225,3 +228,97 @@ def _get_health(emulator) -> tuple[int, dict]:
         )
         status, body = _answer(client, sock)
         return status, json.loads(body)
+
+
+def _expecting(path: str, size: int) -> bytes:
+    """A POST head declaring ``size`` bytes and waiting for ``100 Continue``."""
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {size}\r\nexpect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+def _head(sock: socket.socket) -> bytes:
+    """Bytes from ``sock`` up to the end of the first response head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "size"),
+    [("/_emulator/rules", MAX_ADMIN_BODY + 1), ("/domain", MAX_REQUEST_BODY + 1)],
+    ids=["admin", "control-plane"],
+)
+def test_a_body_refused_by_its_length_is_not_asked_for_with_100_continue(emulator, path, size):
+    """hypercorn sent ``100 Continue`` as soon as the head was read, so a client
+    waiting for it uploaded a body the app had refused by its Content-Length."""
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        sock.sendall(_expecting(path, size))
+        head = _head(sock)
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), head
+        # The client may skip the body; the connection ends after this answer.
+        assert b"\r\nconnection: close\r\n" in head.lower()
+        # A client that sends the body all the same has it read, then the close.
+        sock.sendall(b" " * size)
+        assert _closed(sock)
+
+
+def test_a_body_the_app_reads_is_asked_for_with_100_continue(emulator):
+    # A rule for a session no test opens: the emulator is shared by this module.
+    body = json.dumps({"match": {"sessionId": str(uuid.uuid4())}, "scenario": "synthetic"})
+    with socket.create_connection(("127.0.0.1", emulator.h2c_port), timeout=10) as sock:
+        sock.sendall(_expecting("/_emulator/rules", len(body)))
+        assert _head(sock).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body.encode())
+        client = _client()
+        client.send(_parsed_request("/_emulator/rules", len(body)))
+        client.send(h11.Data(data=body.encode()))
+        client.send(h11.EndOfMessage())
+        status, answer = _answer(client, sock)
+        assert status == 201, answer
+        # Asked for and sent: the connection serves on.
+        client.start_next_cycle()
+        health = h11.Request(method="GET", target="/_emulator/health", headers=[("host", "x")])
+        sock.sendall(client.send(health) + client.send(h11.EndOfMessage()))
+        assert _answer(client, sock)[0] == 200
+
+
+def _parsed_request(path: str, size: int) -> h11.Request:
+    return h11.Request(
+        method="POST", target=path, headers=[("host", "x"), ("content-length", str(size))]
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.parametrize("verify", [False, True], ids=["unsigned", "verify-signatures"])
+def test_curl_posting_past_the_limit_gets_its_400_without_uploading(tmp_path: Path, verify):
+    """curl sends ``Expect: 100-continue`` with a body over 1 MiB."""
+    upload = tmp_path / "big.json"
+    upload.write_bytes(b" " * (MAX_REQUEST_BODY + 1))
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path / "state",
+        verify_signatures=verify,
+        access_key_id="AKIDEXAMPLE" if verify else None,
+        secret_access_key="secret" if verify else None,
+    )
+    with running_emulator(settings) as running:
+        done = subprocess.run(
+            [
+                "curl", "-sS", "--http1.1", "--data-binary", f"@{upload}",
+                "-H", "content-type: application/json",
+                "-w", "\n%{http_code} %{size_upload}",
+                f"http://127.0.0.1:{running.h2c_port}/domain",
+            ],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    body, _, summary = done.stdout.rpartition("\n")
+    assert summary == "400 0", done.stdout
+    assert f"Request body must be at most {MAX_REQUEST_BODY} bytes" in json.loads(body)["message"]
