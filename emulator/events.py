@@ -12,19 +12,25 @@ import json
 from dataclasses import dataclass
 
 from .eventstream import Message, encode_headers, encode_message, encode_with_headers
-from .journal import compact_json
-from .scenario import FAULT_EXCEPTIONS
+from .jsontext import compact_json
 
 __all__ = [
     "TranscriptResult",
     "StreamException",
     "StreamReset",
     "OutputEvent",
+    "OUTPUT_EXCEPTIONS",
     "encode_output",
     "transcript_payload",
     "transcript_message",
     "exception_message",
 ]
+
+
+#: The output stream's exception members (MedicalScribeOutputStream in the model):
+#: what a :class:`StreamException` may carry and a scripted fault may raise
+#: (:data:`emulator.scenario.FAULT_EXCEPTIONS` is this tuple).
+OUTPUT_EXCEPTIONS = ("validationException", "internalFailureException")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,14 +66,15 @@ class TranscriptResult:
 class StreamException:
     """An in-stream exception (``validationException`` or ``internalFailureException``).
 
-    The response ends right after it.
+    The response ends right after it. Raises :class:`ValueError` for a
+    ``member`` not in :data:`OUTPUT_EXCEPTIONS`.
     """
 
     member: str
     message: str
 
     def __post_init__(self) -> None:
-        if self.member not in FAULT_EXCEPTIONS:
+        if self.member not in OUTPUT_EXCEPTIONS:
             raise ValueError(f"{self.member!r} is not an output-stream exception member")
 
 

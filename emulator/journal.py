@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import writev_all
+from .jsontext import compact_encoder, compact_json
 from .logs import get_logger
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "journal_damage",
     "iso_time",
     "iso_now",
+    # The journal's encoding, defined in emulator.jsontext and re-exported here.
     "compact_json",
     "compact_encoder",
     "clock_text",
@@ -129,39 +131,6 @@ _STARTED_TEXT = '"type":"streamStarted"'
 # true text for the times they match (an empty text would be wrong for them).
 _second_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
 _now_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
-
-
-def compact_encoder(*, ensure_ascii: bool = True) -> Callable[[Any], str]:
-    """``json.JSONEncoder(separators=(",", ":"), check_circular=False,
-    ensure_ascii=ensure_ascii).encode``, the same text for the same value.
-
-    No cycle check: what is encoded is parsed JSON and our own plain data,
-    never cyclic, and the check (an id() set of every container) was an eighth
-    of the cost. ``JSONEncoder.encode`` also builds its C encoder anew for
-    every call, which cost as much as encoding a transcript event: this builds
-    it once.
-    """
-    encoder = json.JSONEncoder(
-        separators=(",", ":"), check_circular=False, ensure_ascii=ensure_ascii
-    )
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # a Python without the _json accelerator
-        return encoder.encode
-    strings = (
-        json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
-    )
-    chunks = make(None, encoder.default, strings, None, ":", ",", False, False, True)
-    join = "".join
-
-    def encode(value: Any) -> str:
-        return join(chunks(value, 0))
-
-    return encode
-
-
-#: Compact JSON text, the one encoding of journal lines and session rows (a
-#: scripted scenario's text is spliced into rows, so both must agree).
-compact_json = compact_encoder()
 
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)

@@ -20,7 +20,8 @@ import enum
 from dataclasses import dataclass
 
 from .errors import ValidationException
-from .session import MAX_SESSION_AUDIO_SECONDS, SessionState, describe_duration
+from .scenario import MAX_AUDIO_SECONDS
+from .session import SessionState, describe_duration
 
 __all__ = [
     "RESUME_WINDOW",
@@ -42,26 +43,26 @@ class StreamStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"
 
 
-T = StreamStatus
+_T = StreamStatus
 #: (status, or None for a session not seen before; what happens) -> next status.
 LIFECYCLE: dict[tuple[StreamStatus | None, str], StreamStatus] = {
-    (None, "open"): T.IN_PROGRESS,
-    (T.PAUSED, "open"): T.IN_PROGRESS,
-    (T.IN_PROGRESS, "pause"): T.PAUSED,
-    (T.IN_PROGRESS, "complete"): T.COMPLETED,
-    (T.IN_PROGRESS, "fail"): T.FAILED,
+    (None, "open"): _T.IN_PROGRESS,
+    (_T.PAUSED, "open"): _T.IN_PROGRESS,
+    (_T.IN_PROGRESS, "pause"): _T.PAUSED,
+    (_T.IN_PROGRESS, "complete"): _T.COMPLETED,
+    (_T.IN_PROGRESS, "fail"): _T.FAILED,
 }
 
 _REFUSALS: dict[tuple[StreamStatus, str], str] = {
-    (T.IN_PROGRESS, "open"): (
+    (_T.IN_PROGRESS, "open"): (
         "session {session_id} already has a stream in progress: a listening session "
         "takes one stream at a time"
     ),
-    (T.COMPLETED, "open"): (
+    (_T.COMPLETED, "open"): (
         "session {session_id} is COMPLETED: a session that ended with END_OF_SESSION "
         "cannot be resumed"
     ),
-    (T.FAILED, "open"): "session {session_id} is FAILED: a failed session cannot be resumed",
+    (_T.FAILED, "open"): "session {session_id} is FAILED: a failed session cannot be resumed",
 }
 
 
@@ -74,7 +75,7 @@ class SessionLimits:
     """The service's limits on resuming: seconds after creation, and total audio seconds."""
 
     resume_window: float = RESUME_WINDOW
-    max_audio_seconds: float = MAX_SESSION_AUDIO_SECONDS
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
 
 
 def transition(status: StreamStatus | None, event: str, *, session_id: str) -> StreamStatus:

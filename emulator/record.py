@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .events import OutputEvent, StreamException, TranscriptResult
-from .journal import Journal, compact_json, iso_time
+from .journal import Journal, iso_time
+from .jsontext import compact_json
 from .lifecycle import StreamStatus
 from .session import ScribeSession, SessionProgress, SessionStats
 

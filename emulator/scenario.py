@@ -37,6 +37,7 @@ from typing import Protocol
 import yaml
 
 from emulator.errors import ConfigError
+from emulator.events import OUTPUT_EXCEPTIONS
 from emulator.notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
 from emulator.validation import SURROGATE_ESCAPE
 
@@ -64,14 +65,17 @@ __all__ = [
     "load_scenario_dir",
 ]
 
-#: In-stream exceptions a fault may raise: the output-stream union members.
-FAULT_EXCEPTIONS = ("validationException", "internalFailureException")
+#: In-stream exceptions a fault may raise: the output-stream union members,
+#: :data:`emulator.events.OUTPUT_EXCEPTIONS` under the name a scenario uses.
+FAULT_EXCEPTIONS = OUTPUT_EXCEPTIONS
 
 #: Each partial is one more event on the wire; a client needs a few to exercise
 #: its partial-result handling, and dozens per utterance only flood the stream.
 MAX_PARTIALS = 50
 
 #: The longest session the emulator plays: two hours of audio, over all its streams.
+#: The one definition of the limit: ``emulator.synthetic.MAX_AUDIO_SECONDS`` and
+#: ``emulator.session.MAX_SESSION_AUDIO_SECONDS`` are aliases of it.
 MAX_AUDIO_SECONDS = 7200.0
 
 #: File suffixes :func:`load_scenario_dir` reads, in the order it prefers them.
@@ -1062,8 +1066,9 @@ def load_scenario_file(path: str | Path) -> Scenario:
     return scenario
 
 
-#: The generated visit's name (:data:`emulator.synthetic.SYNTHETIC_NAME`), which a
-#: scenario file cannot take: it would never be chosen.
+#: The generated visit's name, which a scenario file cannot take: it would never
+#: be chosen. Defined here, as :mod:`emulator.synthetic` imports this module;
+#: :data:`emulator.synthetic.SYNTHETIC_NAME` is an alias of it.
 RESERVED_NAME = "synthetic"
 
 

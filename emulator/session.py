@@ -12,7 +12,12 @@ Rules it keeps (from the service model and the user guide):
   at most 32,000 bytes of audio each;
 * ``sessionControlEvent`` ``END_OF_SESSION`` ends the session: nothing may follow;
 * transcript results are released by the audio clock, never ahead of it;
-* a session carries at most :data:`MAX_SESSION_AUDIO_SECONDS` of audio in all.
+* a session carries at most :data:`~emulator.scenario.MAX_AUDIO_SECONDS` of audio in all.
+
+Every change of :attr:`ScribeSession.state` goes through :data:`TRANSITIONS`:
+the input events, and the session's own events (:data:`INTERNAL_EVENTS`) for
+what ends a stream otherwise (the input closing, a timeout, a failure, a
+scripted disconnect).
 
 A stream that continues a paused session is built with the paused one's
 :class:`SessionProgress`: its clock starts where the other stopped, segments
@@ -38,8 +43,14 @@ from .audio import MAX_AUDIO_CHUNK_BYTES, PcmClock, make_clock
 from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
 from .eventstream import Message
-from .scenario import Fault, Segment, character_ends, character_start, visible_start
-from .synthetic import MAX_AUDIO_SECONDS
+from .scenario import (
+    MAX_AUDIO_SECONDS,
+    Fault,
+    Segment,
+    character_ends,
+    character_start,
+    visible_start,
+)
 from .validation import (
     AUDIO_CHUNK_START,
     AUDIO_CHUNK_STOP,
@@ -58,6 +69,7 @@ __all__ = [
     "SessionProgress",
     "SessionStats",
     "INPUT_EVENT_TYPES",
+    "INTERNAL_EVENTS",
     "AUDIO_EVENTS",
     "TRANSITIONS",
     "FINISHED_STATES",
@@ -66,7 +78,8 @@ __all__ = [
     "describe_duration",
 ]
 
-#: The service's limit on one listening session's audio, over all its streams.
+#: The service's limit on one listening session's audio, over all its streams: an
+#: alias of :data:`emulator.scenario.MAX_AUDIO_SECONDS`, the one definition.
 MAX_SESSION_AUDIO_SECONDS = MAX_AUDIO_SECONDS
 
 
@@ -90,25 +103,51 @@ INPUT_EVENT_TYPES = frozenset(
     {"configurationEvent", "audioEvent", "binaryAudioEvent", "sessionControlEvent"}
 )
 
-S = SessionState
-#: (state, input event type) -> next state. A pair missing here is a protocol
-#: error, explained by :data:`_REFUSALS`.
+#: The session's own events, beside the input's: ``inputClosed`` (the input
+#: ended without END_OF_SESSION), ``timeout`` (no input for the idle timeout),
+#: ``fail`` (an in-stream exception) and ``disconnect`` (a scripted one).
+INTERNAL_EVENTS = frozenset({"inputClosed", "timeout", "fail", "disconnect"})
+
+_S = SessionState
+#: (state, input or internal event type) -> next state. An input event whose pair
+#: is missing is a protocol error, explained by :data:`_REFUSALS`; an internal
+#: event's, a bug of the session.
 TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
-    (S.AWAITING_CONFIGURATION, "configurationEvent"): S.STREAMING,
-    (S.STREAMING, "audioEvent"): S.STREAMING,
-    (S.STREAMING, "binaryAudioEvent"): S.STREAMING,
-    (S.STREAMING, "sessionControlEvent"): S.COMPLETED,
+    (_S.AWAITING_CONFIGURATION, "configurationEvent"): _S.STREAMING,
+    # Inlined by ScribeSession.receive_audio_event's fast path: audio is taken
+    # only while STREAMING, and leaves the state as it is.
+    (_S.STREAMING, "audioEvent"): _S.STREAMING,
+    (_S.STREAMING, "binaryAudioEvent"): _S.STREAMING,
+    # Applied once the audio before END_OF_SESSION is counted, and only if that
+    # left the session STREAMING: a fault it made due (FAILED or PAUSED), or the
+    # audio limit it passed (FAILED), is the stream's outcome instead.
+    (_S.STREAMING, "sessionControlEvent"): _S.COMPLETED,
+    # The input ending without END_OF_SESSION, or the client going quiet, pauses
+    # the session: a new stream may resume it.
+    (_S.AWAITING_CONFIGURATION, "inputClosed"): _S.PAUSED,
+    (_S.STREAMING, "inputClosed"): _S.PAUSED,
+    (_S.AWAITING_CONFIGURATION, "timeout"): _S.PAUSED,
+    (_S.STREAMING, "timeout"): _S.PAUSED,
+    # An exception fails the stream from any state but FAILED (where a second one
+    # is not sent): ScribeSession.fail is the caller's report of an error, which
+    # need not check the state first.
+    (_S.AWAITING_CONFIGURATION, "fail"): _S.FAILED,
+    (_S.STREAMING, "fail"): _S.FAILED,
+    (_S.COMPLETED, "fail"): _S.FAILED,
+    (_S.PAUSED, "fail"): _S.FAILED,
+    # Scripted faults fall due on the audio clock, which runs only while STREAMING.
+    (_S.STREAMING, "disconnect"): _S.PAUSED,
 }
 
 _REFUSALS: dict[SessionState, str] = {
-    S.AWAITING_CONFIGURATION: (
+    _S.AWAITING_CONFIGURATION: (
         "{event} received before configurationEvent: the first event of a stream "
         "must be a configurationEvent"
     ),
-    S.STREAMING: "{event} received after the configurationEvent: only one is allowed per stream",
-    S.COMPLETED: "{event} received after END_OF_SESSION: the session has ended",
-    S.FAILED: "{event} received after the stream failed",
-    S.PAUSED: "{event} received after the input stream was closed",
+    _S.STREAMING: "{event} received after the configurationEvent: only one is allowed per stream",
+    _S.COMPLETED: "{event} received after END_OF_SESSION: the session has ended",
+    _S.FAILED: "{event} received after the stream failed",
+    _S.PAUSED: "{event} received after the input stream was closed",
 }
 
 #: Events that carry audio: the JSON one is base64, the binary one raw.
@@ -197,7 +236,7 @@ class SessionProgress:
 #: The states in which a session takes no more input (:attr:`ScribeSession.finished`).
 #: A tuple of three: ``in`` finds a member by identity before any hashing or
 #: ``__eq__`` (the stream's pump asks once per DATA frame).
-FINISHED_STATES = (S.COMPLETED, S.FAILED, S.PAUSED)
+FINISHED_STATES = (_S.COMPLETED, _S.FAILED, _S.PAUSED)
 
 
 class ScribeSession:
@@ -225,7 +264,7 @@ class ScribeSession:
         stats: SessionStats | None = None,
     ) -> None:
         self.request = request
-        self.state = SessionState.AWAITING_CONFIGURATION
+        self.state = SessionState.AWAITING_CONFIGURATION  # TRANSITIONS' start; _move changes it
         self.configuration: Configuration | None = None
         self.scenario: ScenarioSource | None = None
         self.stats = stats if stats is not None else SessionStats()
@@ -283,12 +322,13 @@ class ScribeSession:
         the caller reports it in-stream and calls :meth:`fail`.
         """
         event_type = _event_type(message)
-        next_state = self._accept(event_type)
+        self._accept(event_type)
         if event_type == "configurationEvent":
             configuration = parse_configuration_event(message.payload)
-            self.state = next_state
+            self._move(event_type)
             self._configure(configuration)
         elif event_type in AUDIO_EVENTS:
+            # (STREAMING, audio) -> STREAMING: nothing to move.
             self._receive_audio_payload(event_type, message.payload)
         else:
             parse_session_control_event(message.payload)
@@ -306,7 +346,9 @@ class ScribeSession:
         # _receive_audio_payload, _receive_audio and the clock's), each of which
         # cost about a thousand instructions of an event's 68k. Anything this
         # does not take goes the general way below, with its checks and errors.
-        if self.state is S.STREAMING and self._counts_bytes:
+        # The state check is TRANSITIONS' (STREAMING, audioEvent / binaryAudioEvent)
+        # -> STREAMING entries, inlined: no lookup, and no state to move.
+        if self.state is _S.STREAMING and self._counts_bytes:
             base64 = event_type == "audioEvent"
             if base64:  # checked, and journaled undecoded, as _receive_audio_payload does
                 size = audio_event_size(payload)
@@ -349,7 +391,7 @@ class ScribeSession:
             return
         self._finish_clock(release=release)
         if not self.finished:
-            self.state = S.PAUSED
+            self._move("inputClosed")
 
     def time_out(self, message: str) -> None:
         """End the stream with an in-stream ``validationException`` for a client gone
@@ -361,7 +403,7 @@ class ScribeSession:
         if self.finished:  # past the audio limit, or a fault fell due
             return
         self._send(StreamException(member="validationException", message=message))
-        self.state = S.PAUSED
+        self._move("timeout")
 
     def _finish_clock(self, *, release: bool) -> None:
         if self._clock is None:
@@ -374,26 +416,37 @@ class ScribeSession:
         if now > self._max_audio:
             if self._to_the_limit():
                 self.fail("validationException", self._over_limit(now).message)
-        elif release and self.state is S.STREAMING:
+        elif release and self.state is _S.STREAMING:
             self._advance(now)
 
     def fail(self, member: str, message: str) -> None:
-        """End the stream with an in-stream exception."""
-        if self.state is S.FAILED:
+        """End the stream with an in-stream exception ``member`` carrying ``message``;
+        a stream that failed already sends nothing more."""
+        if self.state is _S.FAILED:
             return
-        self.state = S.FAILED
+        self._move("fail")
         self._send(StreamException(member=member, message=message))
 
     # -- internals ----------------------------------------------------------
 
-    def _accept(self, event_type: str) -> SessionState:
-        """Count an input event; return the state it leads to, or raise the refusal."""
+    def _accept(self, event_type: str) -> None:
+        """Count an input event. Raises :class:`ValidationException`, the refusal,
+        when :data:`TRANSITIONS` has no entry for it in this state."""
         counts = self.stats.events_received
         counts[event_type] = counts.get(event_type, 0) + 1
-        next_state = TRANSITIONS.get((self.state, event_type))
-        if next_state is None:
+        if (self.state, event_type) not in TRANSITIONS:
             raise ValidationException(_REFUSALS[self.state].format(event=event_type))
-        return next_state
+
+    def _move(self, event: str) -> None:
+        """Take the state :data:`TRANSITIONS` gives for ``event`` in this one.
+
+        Raises :class:`ValueError` for a pair not in the table: input events are
+        refused by :meth:`_accept` first, so that is a bug of the session.
+        """
+        next_state = TRANSITIONS.get((self.state, event))
+        if next_state is None:
+            raise ValueError(f"no session transition from {self.state.name} on {event!r}")
+        self.state = next_state
 
     def _configure(self, configuration: Configuration) -> None:
         self.configuration = configuration
@@ -463,9 +516,9 @@ class ScribeSession:
                 # whole frames made due first (their audio came in full), as at
                 # the audio limit.
                 now = self._now = self._plus_base(self._clock.seconds)
-                if self.state is S.STREAMING:
+                if self.state is _S.STREAMING:
                     self._advance(min(now, self._max_audio))
-                if self.state is S.STREAMING:
+                if self.state is _S.STREAMING:
                     raise
                 return  # a scripted fault that fell due ended the session first
             except BaseException:
@@ -495,9 +548,9 @@ class ScribeSession:
         """Release what falls due up to the audio limit, which the clock has just
         passed: the audio of those results came in full. Returns whether the session
         still runs (a scripted fault at or before the limit may have ended it)."""
-        if self.state is S.STREAMING:
+        if self.state is _S.STREAMING:
             self._advance(self._max_audio)
-        return self.state is S.STREAMING
+        return self.state is _S.STREAMING
 
     def _over_limit(self, now: float) -> ValidationException:
         return ValidationException(
@@ -514,9 +567,9 @@ class ScribeSession:
                 raise self._over_limit(now)
             return
         self._advance(now)
-        if self.state is not S.STREAMING:  # a fault fired on the last audio
+        if self.state is not _S.STREAMING:  # a fault fired on the last audio: its outcome stands
             return
-        self.state = S.COMPLETED
+        self._move("sessionControlEvent")
         # Segments already under way get their final now, clamped to the audio
         # received: no offset ever lies beyond the audio. One the audio ends at
         # (or less than a millisecond past) the begin of was never heard: it
@@ -599,7 +652,7 @@ class ScribeSession:
         self._faults = [(i, f) for i, f in self._faults if i != fault_index]
         self._fired.add(fault_index)
         if fault.disconnect:
-            self.state = S.PAUSED
+            self._move("disconnect")
             self._send(StreamReset(reason=f"scripted disconnect at {fault.at} s"))
             return
         assert fault.exception is not None

@@ -25,13 +25,15 @@ from emulator.scenario import MAX_AUDIO_SECONDS, RESERVED_NAME, Fault, Segment
 
 __all__ = [
     "SYNTHETIC_NAME",
-    "MAX_AUDIO_SECONDS",
+    "MAX_AUDIO_SECONDS",  # emulator.scenario's limit, re-exported (an alias)
     "SyntheticScenario",
     "warm_up",
     "synthetic_scenario",
 ]
 
-SYNTHETIC_NAME = RESERVED_NAME  # a scenario file may not take it
+#: The generated visit's name: :data:`emulator.scenario.RESERVED_NAME` (which a
+#: scenario file may not take), under the name the server uses.
+SYNTHETIC_NAME = RESERVED_NAME
 
 
 # Utterance timing: about 2.7 words per second of conversational speech,
