@@ -13,14 +13,25 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from .admin import admin_routes
 from .backend import Backend, log_refused_call
-from .control import MAX_REQUEST_BODY, body_too_large, control_routes, routing_scope
+from .control import (
+    MAX_REQUEST_BODY,
+    body_too_large,
+    control_routes,
+    routing_scope,
+    service_error_response,
+)
 from .details import SessionDetailsEndpoint, match_session_path
-from .errors import AccessDeniedException, ServiceError, ValidationException
+from .errors import (
+    AccessDeniedException,
+    ServiceError,
+    UnknownOperationException,
+    ValidationException,
+)
 from .ids import new_request_id
 from .logs import get_logger
 from .quotas import Quotas
@@ -36,7 +47,7 @@ __all__ = ["create_app", "STREAM_PATH"]
 STREAM_PATH = "/medical-scribe-stream/"
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = exc.detail
     path = request.url.path
@@ -60,8 +71,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code in (404, 405) and not path.startswith("/_emulator/"):
         # The service's own paths answer in its error shape: a request that names no
         # operation is one the SDKs and boto3 report by this code.
-        headers["x-amzn-errortype"] = "UnknownOperationException"
-        headers["x-amzn-requestid"] = new_request_id()
+        return service_error_response(
+            UnknownOperationException(message), status=exc.status_code, headers=headers
+        )
     return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
 
 
@@ -104,12 +116,10 @@ async def _session_path_not_allowed(scope: Scope, receive: Receive, send: Send) 
         f"{scope['method']} is not allowed on {scope['path']}; it takes GET, HEAD "
         "(GetMedicalScribeListeningSession)"
     )
-    headers = {
-        "allow": "GET, HEAD",
-        "x-amzn-errortype": "UnknownOperationException",
-        "x-amzn-requestid": new_request_id(),
-    }
-    await JSONResponse({"message": message}, status_code=405, headers=headers)(scope, receive, send)
+    response = service_error_response(
+        UnknownOperationException(message), status=405, headers={"allow": "GET, HEAD"}
+    )
+    await response(scope, receive, send)
 
 
 #: Admin paths open without the token: the container healthcheck and the CA

@@ -12,8 +12,9 @@ Members are named by their wire names (path label, query parameter or JSON membe
 JSON members of a structure as ``webAppSetupConfiguration.ehrRole``, list elements as
 ``tagKeys.N.member``. Unknown JSON members are refused, like the stream's; JSON ``null``
 is an absent member; unknown query parameters are ignored (proxies add some). A
-:class:`~emulator.errors.ServiceError` becomes its status, ``x-amzn-errortype: <shape>``
-and ``{"message": ...}`` here and nowhere else in the control plane.
+:class:`~emulator.errors.ServiceError` is answered by :func:`service_error_response`:
+what :func:`emulator.errors.http_error` makes of it (status, ``x-amzn-errortype:
+<shape>``, ``{"message":...}``), with an ``x-amzn-requestid``.
 
 None of these twelve operations has a host prefix in the model (the scribe-stream
 operations have ``streaming.``, the job operations ``runtime.``), so boto3 and the SDK
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
@@ -39,6 +40,7 @@ from .errors import (
     SerializationException,
     ServiceError,
     ValidationException,
+    http_error,
 )
 from .ids import new_request_id
 from .logs import get_logger
@@ -68,6 +70,7 @@ __all__ = [
     "body_too_large",
     "control_routes",
     "routing_scope",
+    "service_error_response",
 ]
 
 log = get_logger("medscribe.control")
@@ -259,12 +262,20 @@ def _no_content() -> Response:
     return Response(status_code=204, headers=_headers())
 
 
-def _error(error: ServiceError) -> Response:
-    return JSONResponse(
-        {"message": error.message},
-        status_code=error.status,
-        headers=_headers(**{"x-amzn-errortype": error.code}),
-    )
+def service_error_response(
+    error: ServiceError, *, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Return ``error`` as a Starlette response, as :func:`emulator.errors.http_error`
+    shapes it (``status`` in place of the error's own), with ``headers`` and a new
+    ``x-amzn-requestid`` after its own."""
+    extra = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in _headers(**(headers or {})).items()
+    ]
+    status, raw, body = http_error(error, status=status, headers=extra)
+    # Given content-type and content-length, Starlette adds neither.
+    fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    return Response(body, status_code=status, headers=fields)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -319,16 +330,16 @@ def _operation(handler: Handler) -> Handler:
                     f"{error.message} (the path ends in a slash: did you mean "
                     f"{request.method} {bare}, without it?)"
                 )
-            return _error(error)
+            return service_error_response(error)
         except ClientDisconnect:
             # Its body ended early or stopped arriving. (A body HTTP/1.1 refused has its
             # 400 sent already, and one whose client went reaches no one: this answer
             # is then dropped.)
-            return _error(ValidationException(unfinished_body(request.scope)))
+            return service_error_response(ValidationException(unfinished_body(request.scope)))
         except Exception:
             # A bug here must still reach the client as a modeled error, not a bare 500.
             log.exception("%s %s failed", request.method, request.url.path)
-            return _error(InternalServerException("Internal error in the emulator"))
+            return service_error_response(InternalServerException("Internal error in the emulator"))
 
     endpoint.__name__ = handler.__name__
     return endpoint

@@ -3,8 +3,8 @@
 ``GET /medical-scribe-stream/domain/{domainId}/subscription/{subscriptionId}/session/{sessionId}``
 answers ``{"medicalScribeListeningSessionDetails": ...}`` (rest-json: timestamps
 as epoch seconds, absent members omitted). Raw ASGI like the stream route, so
-both share :func:`emulator.stream.error_response`, the one place a service
-error becomes an HTTP response.
+both send a service error with :func:`emulator.stream.error_response`, as
+:func:`emulator.errors.http_error` shapes it.
 """
 
 from __future__ import annotations

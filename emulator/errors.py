@@ -1,4 +1,4 @@
-"""Every error the emulator raises, in one tree.
+"""Every error the emulator raises, in one tree, and the one place they become wire bytes.
 
 ::
 
@@ -16,18 +16,28 @@
     │   ├── ServiceQuotaExceededException    402
     │   ├── ResourceNotFoundException        404
     │   ├── ThrottlingException              429
-    │   └── InternalServerException          500
+    │   ├── InternalServerException          500
+    │   ├── SerializationException           400  a body that is not JSON (protocol)
+    │   ├── UnknownOperationException        404  no operation at that path (protocol)
+    │   └── NotEmulatedError                 501  ``NotImplemented``: not emulated
     └── ConfigError                   a scenario, rule or fixture file is invalid
 
-A :class:`ServiceError` becomes wire bytes in exactly one place: before the
-response starts, :func:`emulator.stream` turns it into an HTTP status with
-``x-amzn-errortype: <code>``; once the stream is open it becomes an event-stream
-exception message whose ``:exception-type`` is :attr:`ServiceError.stream_member`.
-A :class:`FramingError` met inside a stream is reported as a
-``validationException``.
+A :class:`ServiceError` becomes wire bytes in exactly one place. Before a
+response starts, :func:`http_error` gives its status, headers
+(``x-amzn-errortype: <code>``) and JSON body, which each transport sends as
+they are: :func:`emulator.stream.error_response` over ASGI, the control plane's
+Starlette responses, the HTTP/1.1 refusals of :mod:`emulator.hypercorn_h11`,
+the shutdown answer of :mod:`emulator.hypercorn_h2` and the raw bytes of
+:mod:`emulator.hypercorn_tcp`. Once a stream is open, :func:`stream_member_of`
+names the output-stream union member that carries an error (a
+:class:`FramingError` is a ``validationException``), and
+:func:`emulator.events.exception_message` encodes it.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable
 
 __all__ = [
     "EmulatorError",
@@ -45,9 +55,14 @@ __all__ = [
     "ResourceNotFoundException",
     "ThrottlingException",
     "InternalServerException",
+    "SerializationException",
+    "UnknownOperationException",
+    "NotEmulatedError",
     "ConfigError",
     "SERVICE_ERRORS",
     "service_error",
+    "http_error",
+    "stream_member_of",
 ]
 
 
@@ -56,7 +71,13 @@ class EmulatorError(Exception):
 
 
 class FramingError(EmulatorError):
-    """The bytes of an event-stream message are malformed."""
+    """The bytes of an event-stream message are malformed.
+
+    Met in a stream's input, it ends the stream with ``stream_member``: the
+    service reports input it cannot read as a ``validationException``.
+    """
+
+    stream_member: str = "validationException"
 
 
 class PreludeCRCError(FramingError):
@@ -107,39 +128,51 @@ class ServiceError(EmulatorError):
 
 
 class ValidationException(ServiceError):
+    """``ValidationException``: 400; in-stream ``validationException``."""
+
     code = "ValidationException"
     status = 400
     stream_member = "validationException"
 
 
 class AccessDeniedException(ServiceError):
+    """``AccessDeniedException``: 401; no in-stream member."""
+
     code = "AccessDeniedException"
     status = 401
 
 
 class ServiceQuotaExceededException(ServiceError):
+    """``ServiceQuotaExceededException``: 402; no in-stream member."""
+
     code = "ServiceQuotaExceededException"
     status = 402
 
 
 class ResourceNotFoundException(ServiceError):
+    """``ResourceNotFoundException``: 404; no in-stream member."""
+
     code = "ResourceNotFoundException"
     status = 404
 
 
 class ThrottlingException(ServiceError):
+    """``ThrottlingException``: 429; no in-stream member."""
+
     code = "ThrottlingException"
     status = 429
 
 
 class InternalServerException(ServiceError):
+    """``InternalServerException``: 500; in-stream ``internalFailureException``."""
+
     code = "InternalServerException"
     status = 500
     stream_member = "internalFailureException"
 
 
 class SerializationException(ServiceError):
-    """A request body the protocol cannot read (not JSON, not an object).
+    """``SerializationException``: 400; a request body that is not a JSON object.
 
     Not a shape of the model, but what AWS's REST-JSON services answer for a body
     they cannot deserialize, before any member is validated.
@@ -149,12 +182,24 @@ class SerializationException(ServiceError):
     status = 400
 
 
-class NotEmulatedError(ServiceError):
-    """An operation of the service model the emulator does not implement.
+class UnknownOperationException(ServiceError):
+    """``UnknownOperationException``: 404 (405 for a method); a request naming no operation.
 
-    Not a shape of the model: the code and status are S3's for an unimplemented
-    feature (``NotImplemented``, 501), which clients report as they are and do
-    not retry.
+    Not a shape of the model, but the code AWS's REST-JSON protocol answers a
+    path no route serves with (404), or a method its route does not take (405,
+    given as :func:`http_error`'s ``status``); the SDKs and boto3 report it as it is.
+    """
+
+    code = "UnknownOperationException"
+    status = 404
+
+
+class NotEmulatedError(ServiceError):
+    """``NotImplemented``: 501; an operation or HTTP feature the emulator does not implement.
+
+    An operation of the model, or a request's transfer coding. Not a shape of
+    the model: the code and status are S3's for an unimplemented feature, which
+    clients report as they are and do not retry.
     """
 
     code = "NotImplemented"
@@ -185,3 +230,45 @@ def service_error(code: str, message: str) -> ServiceError:
     Raises :class:`KeyError` when ``code`` is not one of :data:`SERVICE_ERRORS`.
     """
     return SERVICE_ERRORS[code](message)
+
+
+def http_error(
+    error: ServiceError,
+    *,
+    status: int | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Return ``error`` in the service's REST-JSON error shape: ``(status, headers, body)``.
+
+    The status is ``error.status`` unless ``status`` is given (a 405
+    :class:`UnknownOperationException`, a 431 :class:`ValidationException`).
+    The headers are ``content-type: application/json``, ``content-length``
+    and ``x-amzn-errortype: <code>`` (what the SDKs map onto the modeled
+    class), then ``headers`` as given (request ids, ``allow``, ``connection``).
+    The body is ``{"message":"..."}``: compact JSON, non-ASCII escaped, so that it
+    is ASCII whatever the message quotes. Raises nothing.
+    """
+    body = json.dumps({"message": error.message}, separators=(",", ":")).encode()
+    return (
+        error.status if status is None else status,
+        [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-amzn-errortype", error.code.encode()),
+            *headers,
+        ],
+        body,
+    )
+
+
+def stream_member_of(error: BaseException) -> str:
+    """Return the output-stream union member that reports ``error`` in-stream.
+
+    A :class:`FramingError` or :class:`ServiceError` gives its ``stream_member``,
+    or ``validationException`` where the model has none for it (a refused event
+    signature is the client's fault); any other exception, a bug of the
+    emulator's, ``internalFailureException``.
+    """
+    if isinstance(error, (FramingError, ServiceError)):
+        return error.stream_member or "validationException"
+    return "internalFailureException"

@@ -5,9 +5,10 @@ chunked body, or a request line and header block past
 ``h11_max_incomplete_size``, 16 KiB),
 hypercorn answers 400 or 431 with an empty body, which boto3 reports as a bare
 status with no reason. :func:`install` makes it the REST-JSON shape every other
-refusal has: ``x-amzn-errortype: ValidationException`` and ``{"message": ...}``
-saying what was wrong and, for 431, the limit. h11's own message is not quoted:
-it holds the request's bytes, which may carry a credential.
+refusal has (:func:`emulator.errors.http_error`): ``x-amzn-errortype:
+ValidationException`` and ``{"message":...}`` saying what was wrong and, for
+431, the limit. h11's own message is not quoted: it holds the request's bytes,
+which may carry a credential.
 
 It also makes that 16 KiB limit hold for every request head, not only for one
 still incomplete: h11 checks its buffer only while it waits for the rest of an
@@ -24,7 +25,6 @@ a client still sending: the rest of the body is read and dropped first, up to
 from __future__ import annotations
 
 import asyncio
-import json
 from http import HTTPStatus
 from itertools import chain
 from typing import Any
@@ -35,6 +35,7 @@ from hypercorn.protocol.events import Body, EndBody, Event
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 
+from .errors import NotEmulatedError, ValidationException, http_error
 from .ids import new_request_id, request_id_headers
 from .logs import get_logger
 from .requestbody import body_timed_out
@@ -291,17 +292,14 @@ async def _send_error_response(self: H11Protocol, status_code: int) -> None:
         status_code, "the request could not be read as HTTP/1.1 (status {status})"
     )
     message = template.format(limit=self.config.h11_max_incomplete_size, status=status_code)
-    body = json.dumps({"message": message}).encode()
     # 501 is no shape of the model: S3's code for a feature not implemented, as the
     # control plane answers an operation it does not emulate.
-    code = b"NotImplemented" if status_code == 501 else b"ValidationException"
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"x-amzn-errortype", code),
-        *request_id_headers(new_request_id()),
-        (b"connection", b"close"),
-    ]
+    error = NotEmulatedError(message) if status_code == 501 else ValidationException(message)
+    _, headers, body = http_error(
+        error,
+        status=status_code,
+        headers=[*request_id_headers(new_request_id()), (b"connection", b"close")],
+    )
     response = h11.Response(
         status_code=status_code, headers=list(chain(headers, self.config.response_headers("h11")))
     )

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import socket
 import ssl
@@ -52,6 +51,7 @@ import struct
 import time
 from asyncio import sslproto
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,6 +60,7 @@ from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h2 import H2Protocol
 
+from .errors import ValidationException, http_error
 from .logs import get_logger
 
 __all__ = [
@@ -481,15 +482,12 @@ def cleartext_answer(https_url: str, h2c_url: str) -> bytes:
         f"the emulator's CA, or the cleartext port {h2c_port} ({h2c_url}) (the AWS "
         "SDK's streams need https://: over http:// it sends no audio)"
     )
-    body = json.dumps({"message": message}).encode()
-    head = (
-        "HTTP/1.1 400 Bad Request\r\n"
-        "content-type: application/json\r\n"
-        "x-amzn-errortype: ValidationException\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+    status, headers, body = http_error(
+        ValidationException(message), headers=[(b"connection", b"close")]
     )
-    return head.encode("ascii") + body
+    head = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode("ascii"))]
+    head += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 def answer_cleartext_requests(

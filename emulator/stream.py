@@ -5,9 +5,10 @@ message is swallowed (Starlette's ``StreamingResponse`` would call ``receive``
 to watch for a disconnect), and it sends the response start before the request
 body has ended, which is what lets transcript events flow while audio arrives.
 
-It is also the one place where a :class:`~emulator.errors.ServiceError` becomes
-bytes: an HTTP error response before the stream opens, an event-stream exception
-message after.
+A :class:`~emulator.errors.ServiceError` raised before the stream opens is sent
+by :func:`error_response` as :func:`emulator.errors.http_error` shapes it; one
+raised after ends the session with the output-stream member
+:func:`emulator.errors.stream_member_of` names (see :func:`_fail`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from time import monotonic as _monotonic
 from typing import Any
 
 from .chaos import ChaosRunner, malformed_frame, paced
-from .errors import FramingError, ServiceError, ValidationException, service_error
+from .errors import (
+    FramingError,
+    ServiceError,
+    ValidationException,
+    http_error,
+    service_error,
+    stream_member_of,
+)
 from .events import (
     OutputEvent,
     StreamException,
@@ -66,24 +74,10 @@ _EVENTSTREAM = b"application/vnd.amazon.eventstream"
 
 
 async def error_response(send: Send, error: ServiceError, *, request_id: str) -> None:
-    """Send ``error`` in the service's REST-JSON error shape.
-
-    Status = the shape's HTTP status, ``x-amzn-errortype`` = the shape name and a
-    JSON body ``{"message": ...}``: what the SDK maps onto its modeled class.
-    """
-    body = json.dumps({"message": error.message}, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-amzn-errortype", error.code.encode()),
-                *request_id_headers(request_id),
-            ],
-        }
-    )
+    """Send ``error`` through the ASGI ``send`` as :func:`emulator.errors.http_error`
+    shapes it, with ``request_id`` under both request-id headers."""
+    status, headers, body = http_error(error, headers=request_id_headers(request_id))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -411,10 +405,9 @@ class StreamEndpoint:
                     signed_end = True
                     continue
                 if signed_end:
-                    raise service_error(
-                        "ValidationException",
+                    raise ValidationException(
                         "an event arrived after the final empty signed frame that ends "
-                        "the input stream",
+                        "the input stream"
                     )
                 inner = envelope.inner
                 event_type = inner.headers.get(":event-type")
@@ -614,18 +607,17 @@ def _close_input(session: ScribeSession, journal: Journal) -> None:
 
 
 def _fail(session: ScribeSession, error: Exception) -> None:
-    """End ``session`` for ``error``, raised while it took input; call it in the
-    ``except`` block (a bug of ours is logged with its traceback)."""
+    """End ``session`` for ``error``, raised while it took input, with the member
+    :func:`emulator.errors.stream_member_of` names; call it in the ``except``
+    block (a bug of ours is logged with its traceback)."""
     if isinstance(error, FramingError):
-        session.fail("validationException", f"malformed event-stream message: {error}")
+        message = f"malformed event-stream message: {error}"
     elif isinstance(error, ServiceError):
-        session.fail(error.stream_member or "validationException", error.message)
+        message = error.message
     else:  # a bug of ours must not take other sessions down
         log.exception("session %s: internal error", session.request.session_id)
-        session.fail(
-            "internalFailureException",
-            "the emulator hit an internal error processing this event; see its log",
-        )
+        message = "the emulator hit an internal error processing this event; see its log"
+    session.fail(stream_member_of(error), message)
 
 
 class _InlineAudio:
