@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from emulator.errors import ValidationException
+from .errors import ValidationException
 
 __all__ = ["MAX_AUDIO_CHUNK_BYTES", "PcmClock", "FlacClock", "make_clock"]
 
@@ -152,7 +152,9 @@ class PcmClock:
         return self.add_count(len(chunk))
 
     def add_count(self, count: int) -> float:
-        """:meth:`add` for ``count`` bytes of audio the caller need not hand over."""
+        """:meth:`add` for ``count`` bytes of audio the caller need not hand over:
+        returns the new :attr:`seconds`; raises :class:`RuntimeError` after
+        :meth:`finish`."""
         if self._finished:
             raise RuntimeError("audio clock already finished")
         self._bytes += count

@@ -63,7 +63,7 @@ from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, ScenarioError, parse_scenario, scenario_name
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore, StoredSession
-from .synthetic import SyntheticScenario, synthetic_scenario, warm_up
+from .synthetic import SYNTHETIC_NAME, SyntheticScenario, synthetic_scenario, warm_up
 from .validation import Configuration, StreamRequest, header_text, id_constraints_broken
 
 __all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETENTION"]
@@ -71,7 +71,7 @@ __all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETEN
 log = get_logger("medscribe.sessions")
 
 #: The scenario name that means "generate a visit with Faker".
-SYNTHETIC = "synthetic"
+SYNTHETIC = SYNTHETIC_NAME
 
 #: Sessions kept when no retention is given.
 DEFAULT_RETENTION = 1000
@@ -335,8 +335,8 @@ class Backend:
 
         Rules from the rules file come back; resources go back to their seed.
         Both files are read again, and both are read before anything changes:
-        when either has become invalid, :class:`ConfigError` lists the problems
-        of both and the emulator is left as it was.
+        when either has become invalid, raises :class:`ConfigError` listing the
+        problems of both, and the emulator is left as it was.
         """
         problems: list[str] = []
         rules: list[Rule] = []
@@ -1596,6 +1596,10 @@ def _is_final(entry: Mapping[str, Any]) -> bool:
     return entry.get("direction") == "out" and segment.get("isPartial", True) is False
 
 
+#: Bounded because each rule posted with an inline scenario is a new scripted
+#: scenario, without end, and each entry keeps a whole script alive; 256 holds the
+#: 4 shipped scenarios and 252 others, and a full cache is cleared, which costs
+#: only encoding a spec, or parsing its script, again.
 _SPEC_CACHE_LIMIT = 256
 
 

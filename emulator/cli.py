@@ -599,7 +599,8 @@ def parse_settings(
 ) -> tuple[str, argparse.Namespace, Settings]:
     """Parse ``argv`` with environment fallbacks; return (command, namespace, settings).
 
-    Exits with status 2 and one clear line on a bad option or variable.
+    Raises :class:`SystemExit` with status 2, after one clear line on stderr, on
+    a bad option or variable.
     """
     environ = dict(os.environ if environ is None else environ)
     parser = build_parser()
@@ -720,6 +721,10 @@ def stream_options(
     Unset options fall back to ``MEDSCRIBE_ENDPOINT``, ``MEDSCRIBE_CA_FILE`` (then
     the state directory's ``ca.pem``), ``AWS_REGION``/``AWS_DEFAULT_REGION`` and the
     defaults in :mod:`emulator.streamer`.
+
+    Raises :class:`~emulator.streamer.UsageError`, naming the option or variable,
+    for an endpoint that is not an ``https://`` URL with a host, a region that is
+    not an AWS region name, half a key pair, or a session token without one.
     """
     env = dict(os.environ if environ is None else environ)
     endpoint = args.endpoint or env.get("MEDSCRIBE_ENDPOINT") or streamer.DEFAULT_ENDPOINT

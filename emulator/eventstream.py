@@ -20,6 +20,11 @@ Header value types: 0 bool true and 1 bool false (no value bytes), 2 byte (i8),
 get back every complete :class:`Message`; :func:`encode_message` is the inverse.
 :func:`open_envelope` unwraps the signed envelope the AWS SDK puts around every
 input event.  Nothing here does I/O.
+
+Decoding keeps three process-wide caches (header names, headers blocks, the SDK's
+audio blocks), each bounded by a named limit and shared by every decoder and
+thread; sharing is safe because an entry depends on its key's bytes alone and
+holds immutable values, a cached headers dict being copied on the way in and out.
 """
 
 from __future__ import annotations
@@ -325,7 +330,11 @@ def encode_headers(headers: Mapping[str, HeaderValue]) -> bytes:
 
 def encode_with_headers(headers_block: bytes, payload: bytes) -> bytes:
     """:func:`encode_message` for a headers block encoded once beforehand with
-    :func:`encode_headers` (a stream sends many messages with the same headers)."""
+    :func:`encode_headers` (a stream sends many messages with the same headers).
+
+    Raises :class:`FrameTooLargeError` when ``headers_block`` exceeds
+    :data:`MAX_HEADERS_LENGTH` or ``payload`` :data:`MAX_PAYLOAD_LENGTH`.
+    """
     headers_length = len(headers_block)
     if headers_length > MAX_HEADERS_LENGTH:
         raise FrameTooLargeError(
@@ -347,13 +356,21 @@ def encode_with_headers(headers_block: bytes, payload: bytes) -> bytes:
 
 # Interned names: decoded names share these str objects (and their cached hashes).
 _NAME_CACHE: dict[bytes, str] = {name.encode(): name for name in _COMMON_NAMES}
+#: Bounded so a client sending ever new names cannot grow it (256 names of at most
+#: 255 bytes); the SDK's 5 names are among the 8 preloaded, which stay: names past
+#: the limit are decoded each time instead of evicting them.
 _NAME_CACHE_LIMIT = 256
 # Whole headers blocks made only of bool/int/string headers (``:message-type: event``,
 # ``:event-type: audioEvent``...) repeat verbatim in every event, so their decoded
 # form is kept; blocks holding timestamps, byte arrays or UUIDs (the envelope's
 # ``:date`` and ``:chunk-signature``) differ every time and are not.
 _BLOCK_CACHE: dict[bytes, dict[str, HeaderValue]] = {}
+#: Bounded so a client sending ever new blocks cannot grow it; the SDK sends 4,
+#: one per input event type (configuration, audio, binary audio, session control),
+#: and a full cache is cleared, which costs only decoding them again.
 _BLOCK_CACHE_LIMIT = 128
+#: The SDK's blocks are 80-94 bytes; larger ones are not kept, so the cache holds
+#: at most 64 KiB of keys instead of 128 blocks of up to MAX_HEADERS_LENGTH (16 MiB).
 _BLOCK_CACHE_MAX_BYTES = 512
 
 # The SDK's envelope headers, always this layout: ``:date`` (type 8, i64 milliseconds)
@@ -890,6 +907,9 @@ _MAX_MILLIS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MS
 # Inner headers blocks seen to be an audio event, and which: the SDK writes the
 # same block for every audio event.
 _AUDIO_BLOCKS: dict[bytes, str] = {}
+#: Bounded so a client sending ever new audio blocks cannot grow it (any block with
+#: the two audio headers is kept, of up to MAX_HEADERS_LENGTH: 4 MiB at most); the
+#: SDK sends 2, one per audio event type, and a full cache is cleared.
 _AUDIO_BLOCKS_LIMIT = 32
 
 

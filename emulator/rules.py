@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 
-from emulator.errors import SERVICE_ERRORS
-from emulator.scenario import (
+from .errors import SERVICE_ERRORS
+from .scenario import (
     MAX_AUDIO_SECONDS,
     Checker,
     FieldPath,
@@ -54,8 +54,8 @@ from emulator.scenario import (
     shown,
     validate_scenario,
 )
-from emulator.synthetic import SYNTHETIC_NAME
-from emulator.validation import HEADER_NAMES, id_constraints_broken
+from .synthetic import SYNTHETIC_NAME
+from .validation import HEADER_NAMES, id_constraints_broken
 
 __all__ = [
     "MATCH_KEYS",

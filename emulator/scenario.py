@@ -36,10 +36,10 @@ from typing import Protocol
 
 import yaml
 
-from emulator.errors import ConfigError
-from emulator.events import OUTPUT_EXCEPTIONS
-from emulator.notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
-from emulator.validation import SURROGATE_ESCAPE
+from .errors import ConfigError
+from .events import OUTPUT_EXCEPTIONS
+from .notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
+from .validation import SURROGATE_ESCAPE
 
 __all__ = [
     "Segment",

@@ -157,10 +157,13 @@ async def make_config(
 
 
 async def resolve_config(**settings: Any) -> AsyncConnectHealthConfig:
-    """``AsyncConnectHealthConfig.resolve(**settings)``, with a profile that does
-    not exist a :class:`ValueError` saying what to do: the SDK reads
-    ``AWS_PROFILE`` for every client, one with static credentials for the
-    emulator too, and a stale one ended in a traceback."""
+    """Return ``AsyncConnectHealthConfig.resolve(**settings)``.
+
+    Raises :class:`ValueError` saying what to do when the profile does not
+    exist, instead of the SDK's error: the SDK reads ``AWS_PROFILE`` for every
+    client, one with static credentials for the emulator too, and a stale one
+    ended in a traceback.
+    """
     from smithy_aws_core.config.exceptions import ProfileNotFoundError
 
     try:

@@ -377,13 +377,15 @@ def claim_state_dir(state_dir: Path) -> IO[str] | None:
 
     Two emulators on one state directory both started, numbered their sessions
     from 1, could not see each other's and overwrote each other's rows and
-    journals. The second now refuses to start (ConfigError) naming the first's
-    process id. The lock is ``flock``'s: a crashed emulator leaves none behind.
-    None where ``fcntl`` is missing (Windows).
+    journals. The second now refuses to start. The lock is ``flock``'s: a
+    crashed emulator leaves none behind. Returns None where ``fcntl`` is missing
+    (Windows).
 
     A directory it creates is :data:`STATE_DIR_MODE` (its parents are left to the
-    umask). Every failure to create, open, lock or write is a ConfigError naming
-    the state dir, the file and why: a full disk gave a bare errno and exit 1.
+    umask). Raises :class:`ConfigError` naming the first's process id when
+    another emulator holds the lock, and naming the state dir, the file and why
+    for every failure to create, open, lock or write (a full disk gave a bare
+    errno and exit 1).
     """
     if fcntl is None:  # pragma: no cover - Windows
         return None

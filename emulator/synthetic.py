@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from faker import Faker
 
-from emulator.scenario import MAX_AUDIO_SECONDS, RESERVED_NAME, Fault, Segment
+from .scenario import MAX_AUDIO_SECONDS, RESERVED_NAME, Fault, Segment
 
 __all__ = [
     "SYNTHETIC_NAME",

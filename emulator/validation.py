@@ -779,7 +779,13 @@ class Configuration:
 #: every stream's open. The JSON is still parsed for each stream, so no two
 #: sessions share a document.
 _PASSED_CONFIGURATIONS: set[bytes] = set()
+#: Bounded so clients sending ever new configurations cannot grow it; an
+#: application's sessions mostly send the same one, and a full set is cleared,
+#: which costs only checking them again.
 _PASSED_LIMIT = 256
+#: The SDK's configurations are a few hundred bytes (192 and 305 in the tests);
+#: larger ones are not kept, so the set holds at most 4 MiB instead of 256
+#: payloads of up to the codec's MAX_PAYLOAD_LENGTH (24 MiB each).
 _PASSED_PAYLOAD_LIMIT = 16 * 1024
 
 

@@ -221,10 +221,17 @@ def flip_last_bit(data: bytes, index: int) -> bytes:
     return data[:index] + bytes((data[index] ^ 1,)) + data[index + 1 :]
 
 
+WITH_TRAILING_BYTES = "with trailing bytes"
+HOWS = ("whole", "one byte at a time", WITH_TRAILING_BYTES)
+
+
 def feed(decoder: EventStreamDecoder, data: bytes, how: str) -> list[Message]:
-    """Feed ``data`` whole or one byte at a time; return every message decoded."""
+    """Feed ``data`` whole, one byte at a time, or whole with a complete message
+    (``EMPTY``) after it in the same chunk; return every message decoded."""
     if how == "whole":
         return decoder.receive_data(data)
+    if how == WITH_TRAILING_BYTES:
+        return decoder.receive_data(data + EMPTY)
     messages: list[Message] = []
     for index in range(len(data)):
         messages += decoder.receive_data(data[index : index + 1])
@@ -410,7 +417,13 @@ class Failure:
     error: type[EmulatorError]
     match: str
     limits: dict[str, int] = field(default_factory=dict)
+    #: Why the case is not fed with trailing bytes too; None when it is.
+    no_trailing_bytes: str | None = None
 
+
+_ENDS_INSIDE_A_MESSAGE = (
+    "the input ends inside a message: bytes appended would be read as more of it"
+)
 
 FAILURES: dict[str, Failure] = {
     "bad prelude CRC": Failure(
@@ -519,12 +532,14 @@ FAILURES: dict[str, Failure] = {
         error=TruncatedMessageError,
         match=r"truncated message: input ended after 10 bytes of its 12-byte prelude "
         r"\(message at stream offset 0\)",
+        no_trailing_bytes=_ENDS_INSIDE_A_MESSAGE,
     ),
     "input ends inside a body": Failure(
         data=EMPTY + ALL_TYPES[:50],
         error=TruncatedMessageError,
         match=r"truncated message: input ended after 50 of its 100 bytes "
         r"\(message at stream offset 16\)",
+        no_trailing_bytes=_ENDS_INSIDE_A_MESSAGE,
     ),
     "envelope payload with trailing bytes": Failure(
         data=envelope(EMPTY + b"\x00"),
@@ -559,9 +574,18 @@ FAILURES: dict[str, Failure] = {
 }
 
 
-@pytest.mark.parametrize("how", ["whole", "one byte at a time"])
-@pytest.mark.parametrize("name", FAILURES)
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [
+        (name, how)
+        for name, case in FAILURES.items()
+        for how in HOWS
+        if how != WITH_TRAILING_BYTES or case.no_trailing_bytes is None
+    ],
+)
 def test_malformed_input_raises_its_own_error(name: str, how: str) -> None:
+    """Each malformed input raises its own error class and message, whether fed whole,
+    one byte at a time, or with a good message after it in the same chunk."""
     case = FAILURES[name]
     decoder = EventStreamDecoder(**case.limits)
     with pytest.raises(case.error, match=case.match):
