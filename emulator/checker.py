@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from .documents import SCENARIO_SUFFIXES, load_scenario_dir
 from .errors import ConfigError
 from .resources import load_resources_file
 from .rules import load_rules_file
-from .scenario import SCENARIO_SUFFIXES, Problem, Scenario, ScenarioError, load_scenario_dir
+from .scenario import Problem, Scenario, ScenarioError
 
 __all__ = ["RULES_FILE", "RESOURCES_FILE", "CheckReport", "check_fixtures", "run"]
 

@@ -59,13 +59,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .documents import read_document
 from .errors import (
     ConfigError,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
     ValidationException,
 )
-from .scenario import Checker, FieldPath, ScenarioError, describe, read_document
+from .scenario import Checker, FieldPath, ScenarioError, describe
 
 __all__ = [
     "ACCOUNT_ID",

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 
+from .documents import read_document
 from .errors import SERVICE_ERRORS
 from .scenario import (
     MAX_AUDIO_SECONDS,
@@ -49,7 +50,6 @@ from .scenario import (
     ScenarioError,
     describe,
     past_the_limit,
-    read_document,
     scenario_name,
     shown,
     validate_scenario,

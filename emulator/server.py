@@ -31,12 +31,13 @@ from . import collector, hypercorn_h2, hypercorn_tcp
 from .app import create_app
 from .backend import Backend
 from .checker import fixtures_directory_problem
+from .documents import load_scenario_dir
 from .errors import ConfigError
 from .lifecycle import RESUME_WINDOW, SessionLimits
 from .logs import UNSAFE_IN_TRACEBACK, escape_controls, get_logger
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
-from .scenario import ScenarioError, load_scenario_dir
+from .scenario import ScenarioError
 from .sigv4 import Credentials, CredentialStore
 from .store import DATABASE_NAME
 from .tls import check_key_pair, ensure_certificates

@@ -43,14 +43,8 @@ from .audio import MAX_AUDIO_CHUNK_BYTES, PcmClock, make_clock
 from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
 from .eventstream import Message
-from .scenario import (
-    MAX_AUDIO_SECONDS,
-    Fault,
-    Segment,
-    character_ends,
-    character_start,
-    visible_start,
-)
+from .graphemes import character_ends, character_start, visible_start
+from .scenario import MAX_AUDIO_SECONDS, Fault, Segment
 from .validation import (
     AUDIO_CHUNK_START,
     AUDIO_CHUNK_STOP,
@@ -765,7 +759,7 @@ def _prefix(content: str, k: int, n: int) -> str:
     of its final byte for byte; a one-word content is cut inside its word.
     Shows a visible character, and is shorter than ``content`` unless that is
     one character (a scenario gives such a segment no partial, see
-    :func:`emulator.scenario.can_have_partials`).
+    :func:`emulator.graphemes.can_have_partials`).
     """
     # Words from the first visible character: a leading word of zero-width
     # characters only (a ZWSP or BOM pasted with the text) made a partial that

@@ -44,7 +44,7 @@ def test_installed_fixtures_load_outside_the_source_tree(wheel, tmp_path):
     """The packaged fixtures are found and valid when the package is not a source checkout."""
     wheel.extractall(tmp_path)
     code = (
-        "import emulator.server as s; from emulator.scenario import load_scenario_dir;"
+        "import emulator.server as s; from emulator.documents import load_scenario_dir;"
         "p = s.packaged_fixtures(); assert 'site' in str(p) or 'tmp' in str(p), p;"
         "print(sorted(load_scenario_dir(p)))"
     )

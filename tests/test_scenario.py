@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from emulator.documents import load_scenario_dir, load_scenario_file
 from emulator.errors import ConfigError
 from emulator.scenario import (
     MAX_PARTIALS,
@@ -15,8 +19,6 @@ from emulator.scenario import (
     Scenario,
     ScenarioError,
     Segment,
-    load_scenario_dir,
-    load_scenario_file,
     parse_scenario,
 )
 
@@ -970,3 +972,36 @@ def test_a_content_whose_result_could_not_be_sent_is_a_problem(tmp_path: Path) -
     assert "-byte payload the SDK's decoder reads, so no client could take its result" in (
         problem.message
     )
+
+
+def test_the_session_and_the_data_model_load_without_the_yaml_parser():
+    """The sans-IO session imports the scenario data model; only the file reader
+    (emulator.documents) imports yaml, so the session never loads it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    code = "import sys, emulator.session, emulator.scenario; print('yaml' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_names_moved_out_of_the_scenario_module_are_still_importable_from_it():
+    """Every name the split moved to graphemes or problems is the same object in
+    emulator.scenario, and listed in its __all__ (the file reader's are
+    emulator.documents' alone: importing them here would load yaml)."""
+    import emulator.documents
+    import emulator.graphemes
+    import emulator.problems
+    import emulator.scenario
+
+    for name in emulator.documents.__all__:
+        assert name not in emulator.scenario.__all__, name
+    for module in (emulator.graphemes, emulator.problems):
+        for name in module.__all__:
+            if name == "render_path":
+                continue  # imported from emulator.problems only
+            assert getattr(emulator.scenario, name) is getattr(module, name), name
+            assert name in emulator.scenario.__all__, name
+    with pytest.raises(AttributeError, match="no attribute 'read_documents'"):
+        emulator.scenario.read_documents  # noqa: B018

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator.scenario import (
-    ScenarioError,
-    Segment,
-    character_ends,
-    character_start,
-    load_scenario_dir,
-)
+from emulator.documents import load_scenario_dir
+from emulator.graphemes import character_ends, character_start
+from emulator.scenario import ScenarioError, Segment
 
 from .support import admin, new_session_id, pcm_tone, run_session, running_emulator
 from .test_stream_sdk import partials_of_each_final

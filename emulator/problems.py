@@ -1,0 +1,227 @@
+"""Problems: what is wrong with a scenario or rule file, where, collected all at once.
+
+Validation reports every problem of every file at once, each as
+``file:line: field: message`` (:class:`Problem`), inside one
+:class:`ScenarioError` (a :class:`~emulator.errors.ConfigError`). A
+:class:`Checker` collects the problems of one source, finding each field's line
+in the line map the file reader (:mod:`emulator.documents`) fills, and checks
+the basic types (a mapping with known keys, a number, an integer, a string),
+its messages saying what was found instead (:func:`describe`). Used by the
+scenario, rule, post-stream script and resource validators alike; no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+
+from .errors import ConfigError
+
+__all__ = [
+    "FieldPath",
+    "Problem",
+    "ScenarioError",
+    "Checker",
+    "render_path",
+    "shown",
+    "describe",
+]
+
+#: A location inside a document: keys and list indexes from the root.
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Problem:
+    """One thing wrong with a scenario or rule: where (file, line, field) and what."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        text = f"{where}: {self.field}: " if self.field else f"{where}: "
+        text += self.message
+        if not text.isascii():
+            # A file name or JSON key may hold half a surrogate pair (a file name
+            # not in UTF-8, an escape): shown escaped, as no output can encode it.
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text
+
+
+class ScenarioError(ConfigError):
+    """One or more scenario (or rule) problems; ``problems`` lists them all.
+
+    The message is the problems, one per line, by file and line (as ``check``
+    lists them); problems of one line in the order found.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = sorted(problems, key=lambda p: (p.file, p.line or 0))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def render_path(path: FieldPath) -> str:
+    """Return ``("segments", 2, "end")`` as ``segments[2].end``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def shown(value: object, limit: int = 64) -> str:
+    """``repr(value)``, a long text cut short: a message quoting what a client sent
+    stays readable however much it sent."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def describe(value: object) -> str:
+    """Return a short, user-facing description of a parsed value, for 'got ...'."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__} ({value!r})"
+
+
+def _unquoted_text_hint(value: object) -> str:
+    """For a value YAML read as something else where text was meant, how to keep it text."""
+    if isinstance(value, bool):
+        return (
+            ": YAML reads an unquoted yes, no, on, off, true or false as a boolean; "
+            'quote the text, as in content: "Yes"'
+        )
+    if isinstance(value, int | float | datetime.date):
+        return ": quote it to keep it text"
+    return ""
+
+
+def _numeric_text_hint(value: object) -> str:
+    """For text that reads as a number (YAML 1.1 takes ``1e3`` and ``1.0e3`` as
+    text: e-notation needs a '.' and a sign there), how to write it as one."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    text = value.strip().lower().lstrip("+-")
+    if text in ("inf", "infinity", "nan"):
+        return ""  # not a finite number, quoted or not
+    if "e" not in text:
+        return " (it is quoted: write the number without quotes)"
+    return (
+        f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
+        "sign, as 1.0e+3; or write the number in full)"
+    )
+
+
+class Checker:
+    """Collects :class:`Problem` s for one source, resolving lines from a line map."""
+
+    def __init__(self, source: str, lines: Mapping[FieldPath, int] | None = None) -> None:
+        self.source = source
+        self.lines: Mapping[FieldPath, int] = lines or {}
+        self.problems: list[Problem] = []
+        #: Also report what can only be an author's mistake (a time no session
+        #: reaches, a fault that never fires, partials a content cannot have).
+        #: Off for a script a session already holds (see parse_scenario): one
+        #: stored by an earlier version must still rebuild.
+        self.authoring = True
+
+    def line(self, path: FieldPath) -> int | None:
+        """Return the line of ``path``, or of its nearest ancestor that has one."""
+        while True:
+            if path in self.lines:
+                return self.lines[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def add(self, path: FieldPath, message: str) -> None:
+        self.problems.append(
+            Problem(
+                file=self.source, line=self.line(path), field=render_path(path), message=message
+            )
+        )
+
+    def mapping(
+        self, value: object, path: FieldPath, *, allowed: Sequence[str], what: str
+    ) -> dict[str, object] | None:
+        """Return ``value`` if it is a mapping with only ``allowed`` keys, reporting otherwise."""
+        if not isinstance(value, dict):
+            self.add(path, f"{what} must be a mapping, got {describe(value)}")
+            return None
+        for key in value:
+            if key not in allowed:
+                near = get_close_matches(str(key)[:100], allowed, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                name = str(key) if len(str(key)) <= 64 else str(key)[:64] + "..."
+                self.add(
+                    (*path, name),
+                    f"unknown key {shown(key)}{hint}; allowed: {', '.join(allowed)}",
+                )
+        return value
+
+    def number(self, value: object, path: FieldPath) -> float | None:
+        """Return ``value`` as a finite float, or ``None`` after reporting why not."""
+        # YAML's true/false are Python bools, which are ints: refuse them explicitly.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(path, f"must be a number, got {describe(value)}{_numeric_text_hint(value)}")
+            return None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float: far out of every range here
+            self.add(path, "must be a finite number, got an integer of over 308 digits")
+            return None
+        if not math.isfinite(number):
+            self.add(path, f"must be a finite number, got {value!r}")
+            return None
+        return number
+
+    def integer(self, value: object, path: FieldPath) -> int | None:
+        """Return ``value`` if it is an integer (not a bool), or ``None`` after reporting."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(path, f"must be an integer, got {describe(value)}")
+            return None
+        return value
+
+    def string(self, value: object, path: FieldPath, *, non_empty: bool = False) -> str | None:
+        """Return ``value`` if it is a string (non-blank if asked), or ``None`` after reporting."""
+        if not isinstance(value, str):
+            self.add(path, f"must be a string, got {describe(value)}{_unquoted_text_hint(value)}")
+            return None
+        if non_empty and not value.strip():
+            self.add(path, "must not be empty")
+            return None
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                # JSON can escape half a surrogate pair; no text can hold one.
+                half = value[error.start]
+                self.add(
+                    path,
+                    f"holds half of a UTF-16 surrogate pair (\\u{ord(half):04x}): write the "
+                    "character itself, or both halves of its pair",
+                )
+                return None
+        return value
