@@ -121,6 +121,7 @@ def read_document(path: Path, checker: Checker) -> tuple[bool, object]:
     except UnicodeDecodeError as exc:
         checker.problems.append(_not_utf8(checker.source, raw, exc))
         return False, None
+    checker.yaml = path.suffix.lower() != ".json"
     try:
         return _read_text(path, text, checker)
     except RecursionError:

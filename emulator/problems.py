@@ -102,19 +102,20 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__} ({value!r})"
 
 
-def _unquoted_text_hint(value: object) -> str:
-    """For a value YAML read as something else where text was meant, how to keep it text."""
-    if isinstance(value, bool):
+def _unquoted_text_hint(value: object, *, yaml: bool) -> str:
+    """For a value read as something else where text was meant, how to keep it text
+    (``yaml``: the source was YAML, which reads more words unquoted as booleans)."""
+    if isinstance(value, bool) and yaml:
         return (
             ": YAML reads an unquoted yes, no, on, off, true or false as a boolean; "
             'quote the text, as in content: "Yes"'
         )
-    if isinstance(value, int | float | datetime.date):
+    if isinstance(value, bool | int | float | datetime.date):
         return ": quote it to keep it text"
     return ""
 
 
-def _numeric_text_hint(value: object) -> str:
+def _numeric_text_hint(value: object, *, yaml: bool) -> str:
     """For text that reads as a number (YAML 1.1 takes ``1e3`` and ``1.0e3`` as
     text: e-notation needs a '.' and a sign there), how to write it as one."""
     if not isinstance(value, str):
@@ -126,7 +127,7 @@ def _numeric_text_hint(value: object) -> str:
     text = value.strip().lower().lstrip("+-")
     if text in ("inf", "infinity", "nan"):
         return ""  # not a finite number, quoted or not
-    if "e" not in text:
+    if "e" not in text or not yaml:
         return " (it is quoted: write the number without quotes)"
     return (
         f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
@@ -146,6 +147,9 @@ class Checker:
         #: Off for a script a session already holds (see parse_scenario): one
         #: stored by an earlier version must still rebuild.
         self.authoring = True
+        #: Whether the source is YAML (set by the file reader), whose hints differ:
+        #: a request's JSON body, or a .json file, reads ``yes`` and ``1e3`` as text.
+        self.yaml = False
 
     def line(self, path: FieldPath) -> int | None:
         """Return the line of ``path``, or of its nearest ancestor that has one."""
@@ -185,7 +189,8 @@ class Checker:
         """Return ``value`` as a finite float, or ``None`` after reporting why not."""
         # YAML's true/false are Python bools, which are ints: refuse them explicitly.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add(path, f"must be a number, got {describe(value)}{_numeric_text_hint(value)}")
+            hint = _numeric_text_hint(value, yaml=self.yaml)
+            self.add(path, f"must be a number, got {describe(value)}{hint}")
             return None
         try:
             number = float(value)
@@ -207,7 +212,8 @@ class Checker:
     def string(self, value: object, path: FieldPath, *, non_empty: bool = False) -> str | None:
         """Return ``value`` if it is a string (non-blank if asked), or ``None`` after reporting."""
         if not isinstance(value, str):
-            self.add(path, f"must be a string, got {describe(value)}{_unquoted_text_hint(value)}")
+            hint = _unquoted_text_hint(value, yaml=self.yaml)
+            self.add(path, f"must be a string, got {describe(value)}{hint}")
             return None
         if non_empty and not value.strip():
             self.add(path, "must not be empty")

@@ -832,6 +832,33 @@ def test_text_yaml_reads_as_another_type_is_told_to_be_quoted(tmp_path, text, li
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("content", True, "must be a string, got a boolean (true): quote it to keep it text"),
+        ("content", 120, "must be a string, got a number (120): quote it to keep it text"),
+        (
+            "end",
+            "1e3",
+            "must be a number, got a string ('1e3') (it is quoted: write the number without "
+            "quotes)",
+        ),
+    ],
+    ids=["boolean", "number", "e-notation"],
+)
+def test_json_is_given_json_hints_not_yamls(tmp_path, field, value, message):
+    """An inline scenario posted as JSON, or a .json file, was told how YAML reads an
+    unquoted yes or 1e3: JSON reads both as the text they are."""
+    segment = {"begin": 0, "end": 1, "content": "hi", field: value}
+    with pytest.raises(ScenarioError) as inline:
+        parse_scenario({"segments": [segment]}, name="x")
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"segments": [segment]}))
+    for problems in (inline.value.problems, _problems(path)):
+        [problem] = problems
+        assert (problem.field, problem.message) == (f"segments[0].{field}", message)
+
+
+@pytest.mark.parametrize(
     ("data", "line", "message"),
     [
         (
