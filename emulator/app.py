@@ -32,12 +32,13 @@ from .errors import (
     UnknownOperationException,
     ValidationException,
 )
+from .extensions import Receive, Scope, Send
 from .ids import new_request_id
 from .logs import get_logger
 from .quotas import Quotas
 from .requestbody import bounded_receive, declared_size, unfinished_body
 from .sigv4 import CredentialStore, verify_request
-from .stream import Receive, Scope, Send, StreamEndpoint, error_response
+from .stream import StreamEndpoint, error_response
 
 log = get_logger("medscribe.admin")
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 from .eventstream import Message, encode_message
-from .hypercorn_h2 import CONNECTION_EXTENSION
+from .extensions import CONNECTION_EXTENSION, ConnectionControlLike, Scope, Send
 from .rules import Chaos
 
 __all__ = ["ChaosRunner", "malformed_frame", "paced"]
-
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def malformed_frame() -> bytes:
@@ -54,7 +51,7 @@ class ChaosRunner:
         *,
         seed: int,
         session_id: str,
-        scope: MutableMapping[str, Any],
+        scope: Scope,
         on_sent: list[Callable[[], object]] | None = None,
         resumed_at: float | None = None,
     ) -> None:
@@ -93,11 +90,18 @@ class ChaosRunner:
         """Whether :meth:`write` sends events one at a time, with pauses."""
         return paced(self.chaos)
 
+    def _control(self) -> ConnectionControlLike | None:
+        """The stream's HTTP/2 connection control; None over HTTP/1.1 or another server."""
+        control: ConnectionControlLike | None = self._scope.get("extensions", {}).get(
+            CONNECTION_EXTENSION
+        )
+        return control
+
     async def _sleep(self, delay: float) -> bool:
         """Sleep ``delay`` seconds, or until the stream closes if that comes first:
         a delay of an hour must not hold a session open after its client has gone.
         False when the stream closed."""
-        control = self._scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        control = self._control()
         if control is None:  # HTTP/1.1, or another server
             await asyncio.sleep(delay)
             return True
@@ -149,7 +153,7 @@ class ChaosRunner:
 
     async def goaway(self) -> bool:
         """Send GOAWAY on the connection; False when the transport cannot (HTTP/1.1)."""
-        control = self._scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        control = self._control()
         if control is None:
             return False
         await control.goaway()
@@ -157,7 +161,7 @@ class ChaosRunner:
 
     async def close_connection(self) -> bool:
         """Close the TCP connection; False when the transport cannot."""
-        control = self._scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        control = self._control()
         if control is None:
             return False
         await control.close()

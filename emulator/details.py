@@ -17,10 +17,11 @@ from urllib.parse import unquote
 
 from .backend import log_refused_call
 from .errors import ResourceNotFoundException, ServiceError, service_error
+from .extensions import Receive, Scope, Send
 from .ids import new_request_id, request_id_headers
 from .quotas import Quotas, access_key_of
 from .record import SessionKey, SessionRecord
-from .stream import Receive, Scope, Send, error_response
+from .stream import error_response
 from .validation import PATH_PARAMETER_NAMES, validate_ids
 
 __all__ = ["GET_SESSION_PATH", "SessionDetailsEndpoint", "match_session_path", "session_details"]

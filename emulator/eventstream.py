@@ -654,6 +654,7 @@ class EventStreamDecoder:
         "_pending",
         "_max_payload_length",
         "_max_headers_length",
+        "_sdk_limits",
     )
 
     def __init__(
@@ -664,6 +665,12 @@ class EventStreamDecoder:
     ) -> None:
         self._max_payload_length = max_payload_length
         self._max_headers_length = max_headers_length
+        # Whether this decoder takes all that sdk_audio_event does (it reads with
+        # the default limits): otherwise receive_sdk_audio leaves every frame to
+        # receive_data, which refuses what is over this decoder's limits.
+        self._sdk_limits = (
+            max_payload_length >= MAX_PAYLOAD_LENGTH and max_headers_length >= MAX_HEADERS_LENGTH
+        )
         self._buffer = bytearray()
         # The checked prelude of the incomplete message at the start of the buffer.
         self._prelude: _Prelude | None = None
@@ -751,11 +758,39 @@ class EventStreamDecoder:
         self._consumed += pos
         return messages
 
-    def count_decoded(self, size: int) -> None:
-        """Count ``size`` bytes of whole messages the caller decoded itself (e.g. with
-        :func:`sdk_audio_event`) while nothing was buffered, so that the stream
-        offsets in later error messages stay true."""
-        self._consumed += size
+    def receive_sdk_audio(self, data: bytes) -> tuple[str, bytes] | None:
+        """``(event type, payload)`` of the audio event ``data`` holds, taken in one
+        step, when :func:`sdk_audio_event` reads one in it and the decoder holds
+        nothing (no part of a message, no error; ``data`` is ``bytes``): ``data``
+        then counts as decoded, as :meth:`receive_data` would count it, so later
+        error messages give true stream offsets. Else ``None``, having done
+        nothing: :meth:`receive_data` then gives the event or the error. Raises
+        nothing.
+
+        The SDK writes each audio event in a DATA frame of its own, so this is a
+        receiver's usual step, without the messages :meth:`receive_data` and
+        :func:`open_envelope` would build (the event is the same).
+        """
+        if (
+            type(data) is not bytes
+            or self._buffer
+            or self._pending is not None
+            or self._error is not None
+            or not self._sdk_limits
+        ):
+            return None
+        # sdk_audio_event, inlined: this runs for every audio event.
+        frame = _sdk_audio_frame(data)
+        if frame is None:
+            return None
+        block, payload = frame
+        event_type = _AUDIO_BLOCKS.get(block)
+        if event_type is None:
+            event_type = _audio_block_type(block)
+            if event_type is None:
+                return None
+        self._consumed += len(data)
+        return event_type, payload
 
     def end_of_data(self) -> None:
         """Declare the input finished; return ``None`` if it ended between messages.
@@ -976,7 +1011,8 @@ def sdk_audio_event(data: bytes) -> tuple[str, bytes] | None:
     whose inner message has ``:message-type`` ``event`` and an audio
     ``:event-type``, with that type and that message's payload. For anything
     else, valid or not, it returns ``None``: the general path then gives the
-    event or the error.
+    event or the error. A decoder takes a frame so with
+    :meth:`EventStreamDecoder.receive_sdk_audio`, which keeps its stream offsets.
     """
     frame = _sdk_audio_frame(data)
     if frame is None:

@@ -137,7 +137,37 @@ take one pass for a plain request received and a plain response sent
 (:func:`_plain_request`, :func:`_plain_response`): about 45 us a stream of the
 300 us h2 spent on its two header blocks.
 
-Call :func:`install` before serving.
+Call :func:`install` before serving. It patches process-wide names in hypercorn,
+h2, hpack and hyperframe, so any hypercorn app served in the same process (a
+pytest plugin user's own, say) gets them too. :data:`PATCHED` lists those it
+made; each is made only where the stock code is the one the patch was written
+against (otherwise the stock code stays). What install() patches, and why:
+
+===========================================================  =======================================
+Patched name                                                 Why
+===========================================================  =======================================
+``hypercorn.protocol.H2Protocol``                            :class:`DuplexH2Protocol`, the fixes
+                                                             above
+``hyperframe.frame._raw_data_repr``                          no hex dump of each DATA payload for
+                                                             h2's trace log, which logs nothing
+``hyperframe.frame.DataFrame._body_repr``                    nor a copy of the payload to measure it
+``h2.utilities._reject_illegal_characters``                  header bytes checked in C loops
+``hpack.hpack.decode_huffman``                               Huffman strings decoded in C (speedups)
+``h2.stream.normalize_inbound_headers``                      one pass for a plain request's headers,
+                                                             not seven generators a header
+``h2.stream.validate_headers``                               (the same)
+``h2.stream.normalize_outbound_headers``                     one pass for a plain response's headers
+``h2.stream.validate_outbound_headers``                      (the same)
+``hypercorn.asyncio.run.TCPServer``                          ``hypercorn_tcp.QuietTCPServer``: quiet
+                                                             TLS teardown, larger reads, coalesced
+                                                             writes
+``hypercorn.protocol.h11.H11Protocol._send_error_response``  ``hypercorn_h11``: HTTP/1.1 refusals in
+                                                             the service's error shape
+``hypercorn.protocol.h11.H11Protocol.__init__``              the 16 KiB request-head limit, however
+                                                             the head arrives
+``hypercorn.protocol.h11.H11Protocol._maybe_recycle``        a body still arriving after its answer
+                                                             is read and dropped, not reset
+===========================================================  =======================================
 """
 
 from __future__ import annotations
@@ -158,6 +188,7 @@ import hpack
 import hpack.hpack
 import hpack.huffman_table
 import hpack.table
+import hypercorn.asyncio.run
 import hypercorn.protocol
 import hyperframe.frame
 import priority
@@ -174,14 +205,18 @@ from hypercorn.protocol.h2 import (
     H2Protocol,
     StreamBuffer,
 )
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.utils import suppress_body
 from hyperframe.frame import GoAwayFrame
 
 from . import hypercorn_h11, hypercorn_tcp, speedups
 from .errors import InternalServerException, http_error
+from .extensions import CONNECTION_EXTENSION, INLINE_BODY_EXTENSION, MORE_BODIES
 from .logs import get_logger
 
+# The scope-extension names are emulator.extensions' (the ASGI adapter's side),
+# re-exported beside the classes that provide the extensions.
 __all__ = [
     "DuplexH2Protocol",
     "ConnectionControl",
@@ -189,6 +224,7 @@ __all__ = [
     "INLINE_BODY_EXTENSION",
     "InlineBody",
     "MORE_BODIES",
+    "PATCHED",
     "install",
     "receive_frames",
 ]
@@ -1779,12 +1815,6 @@ _CONTROL_EVENTS = frozenset(
 )
 
 
-#: The scope extension that carries a :class:`ConnectionControl`.
-CONNECTION_EXTENSION = "medscribe.connection"
-#: The scope extension that carries a stream's :class:`InlineBody`.
-INLINE_BODY_EXTENSION = "medscribe.inline_body"
-
-
 class _WideningWindow(WindowManager):
     """h2's receive-window bookkeeping for one stream, whose next WINDOW_UPDATE
     (h2 sends one once half the window's 64 KiB has been taken by the app's
@@ -2001,10 +2031,6 @@ class _RoundRobin:
         self._ready[stream_id] = None  # to the back of the queue
         return stream_id
 
-
-#: The key of the list of further bodies in an ``http.request`` message
-#: (:attr:`InlineBody.merge`).
-MORE_BODIES = "medscribe.more_bodies"
 
 #: Bytes of further bodies one queued message takes at most. DATA merged is
 #: acknowledged, as DATA queued is, and so outside the flow-control windows,
@@ -2276,8 +2302,16 @@ def _h2_internals_present() -> bool:
 _FAST_DATA = _h2_internals_present()
 
 
+#: The dotted names :func:`install` has rebound in this process, its own and those
+#: of the ``hypercorn_tcp`` and ``hypercorn_h11`` installs it calls, in the order
+#: of the module docstring's table; empty until it runs. A patch whose guard found
+#: the stock code changed is not made, and not listed.
+PATCHED: tuple[str, ...] = ()
+
+
 def install() -> None:
-    """Make hypercorn serve every HTTP/2 connection with :class:`DuplexH2Protocol`.
+    """Make hypercorn serve every HTTP/2 connection with :class:`DuplexH2Protocol`,
+    and make the other patches the module docstring lists; then set :data:`PATCHED`.
 
     Idempotent; returns ``None`` and raises nothing. ``ProtocolWrapper`` in
     ``hypercorn/protocol/__init__.py`` builds ``H2Protocol`` in three places (TLS
@@ -2289,6 +2323,7 @@ def install() -> None:
     ``ProtocolWrapper``'s module imported the class by name. HTTP/3 is
     untouched.
     """
+    global PATCHED
     # setattr: type checkers refuse assignments to a class name.
     setattr(hypercorn.protocol, "H2Protocol", DuplexH2Protocol)  # noqa: B010
     # h2 builds repr(frame) for its no-op trace logger on every received frame,
@@ -2316,6 +2351,48 @@ def install() -> None:
     # needs one needs them all.
     hypercorn_tcp.install()
     hypercorn_h11.install()
+    PATCHED = tuple(
+        name
+        for name, owner, attribute, ours in _patches()
+        if getattr(owner, attribute, None) is ours
+    )
+
+
+def _patches() -> list[tuple[str, Any, str, Any]]:
+    """Every patch :func:`install` may make, as ``(dotted name, owner, attribute,
+    replacement)``, in the order of the module docstring's table."""
+    return [
+        ("hypercorn.protocol.H2Protocol", hypercorn.protocol, "H2Protocol", DuplexH2Protocol),
+        ("hyperframe.frame._raw_data_repr", hyperframe.frame, "_raw_data_repr", _unformatted),
+        (
+            "hyperframe.frame.DataFrame._body_repr",
+            hyperframe.frame.DataFrame,
+            "_body_repr",
+            _data_body_repr,
+        ),
+        (
+            "h2.utilities._reject_illegal_characters",
+            h2.utilities,
+            "_reject_illegal_characters",
+            _reject_illegal_characters,
+        ),
+        ("hpack.hpack.decode_huffman", hpack.hpack, "decode_huffman", _decode_huffman),
+        *((f"h2.stream.{name}", h2.stream, name, fast) for name, fast in _FAST_PIPELINES.items()),
+        (
+            "hypercorn.asyncio.run.TCPServer",
+            hypercorn.asyncio.run,
+            "TCPServer",
+            hypercorn_tcp.QuietTCPServer,
+        ),
+        *(
+            (f"hypercorn.protocol.h11.H11Protocol.{attribute}", H11Protocol, attribute, ours)
+            for attribute, ours in (
+                ("_send_error_response", hypercorn_h11._send_error_response),
+                ("__init__", hypercorn_h11._init),
+                ("_maybe_recycle", hypercorn_h11._maybe_recycle),
+            )
+        ),
+    ]
 
 
 #: h2's own check, which words every error; None if h2 no longer has it.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from time import monotonic as _monotonic
@@ -39,13 +40,16 @@ from .events import (
     transcript_message,
     transcript_payload,
 )
-from .eventstream import EventStreamDecoder, Message, open_envelope, sdk_audio_event
-from .hypercorn_h2 import (
+from .eventstream import EventStreamDecoder, Message, open_envelope
+from .extensions import (
     CONNECTION_EXTENSION,
     INLINE_BODY_EXTENSION,
     MORE_BODIES,
-    ConnectionControl,
-    InlineBody,
+    ConnectionControlLike,
+    InlineBodyLike,
+    Receive,
+    Scope,
+    Send,
 )
 from .ids import new_request_id, request_id_headers
 from .journal import Journal
@@ -65,10 +69,6 @@ log = get_logger("medscribe.stream")
 LARGE_UNFINISHED = 64 * 1024
 #: Bytes of such messages the emulator's streams may hold at once.
 MAX_UNFINISHED = 256 * 1024 * 1024
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _EVENTSTREAM = b"application/vnd.amazon.eventstream"
 
@@ -239,7 +239,6 @@ class StreamEndpoint:
             extensions = scope.get("extensions", {})
             inline = extensions.get(INLINE_BODY_EXTENSION)
             control = extensions.get(CONNECTION_EXTENSION)
-            stream = record.streams
             start = {
                 "type": "http.response.start",
                 "status": 200,
@@ -249,24 +248,20 @@ class StreamEndpoint:
                     (b"content-type", _EVENTSTREAM),
                 ],
             }
+            exchange = _Exchange(
+                session=session,
+                journal=journal,
+                out=out,
+                resets=resets,
+                idle=idle,
+                control=control,
+                stream=record.streams,
+            )
             # Timed as every send is (see _pump's timed_send): a client that
             # stopped reading its socket leaves even the headers waiting.
-            if await self._within_timeout(
-                send(start), idle, session, journal, resets, control, stream
-            ):
+            if await self._within_timeout(send(start), exchange):
                 await self._pump(
-                    receive,
-                    send,
-                    session,
-                    journal,
-                    out,
-                    resets,
-                    signature,
-                    chaos,
-                    idle,
-                    inline,
-                    control,
-                    stream,
+                    receive, send, exchange, signature=signature, chaos=chaos, inline=inline
                 )
         finally:
             self.backend.close_stream(record)
@@ -282,32 +277,24 @@ class StreamEndpoint:
         # comes after the session's end (its record saved): it is only told.
         end = {"type": "http.response.body", "body": b"", "more_body": False}
         try:
-            await self._within_timeout(send(end), idle, session, journal, resets, control, stream)
+            await self._within_timeout(send(end), exchange)
         finally:
             idle.stop()
 
     async def _within_timeout(
-        self,
-        step: Awaitable[object],
-        idle: _IdleWatch,
-        session: ScribeSession,
-        journal: Journal,
-        resets: list[StreamReset],
-        control: ConnectionControl | None,
-        stream: int,
-        *,
-        timed: bool = True,
+        self, step: Awaitable[object], exchange: _Exchange, *, timed: bool = True
     ) -> bool:
         """Await ``step``, output to the client (a send, or a chaos GOAWAY or close),
         within the idle timeout; False when the client took none of the output
         for that long (see :meth:`_output_stalled`). ``timed=False`` for a step
         that times its own sends (paced output, whose pauses do not count)."""
+        idle = exchange.idle
         try:
             await (idle.output(step) if timed else step)
         except asyncio.CancelledError:
             if not idle.timed_out():
                 raise
-            await self._output_stalled(session, journal, resets, control, stream)
+            await self._output_stalled(exchange)
             return False
         return True
 
@@ -342,29 +329,32 @@ class StreamEndpoint:
         self,
         receive: Receive,
         send: Send,
-        session: ScribeSession,
-        journal: Journal,
-        out: list[bytes],
-        resets: list[StreamReset],
+        exchange: _Exchange,
+        *,
         signature: RequestSignature | None,
         chaos: ChaosRunner,
-        idle: _IdleWatch,
-        inline: InlineBody | None = None,
-        control: ConnectionControl | None = None,
-        stream: int = 1,
+        inline: InlineBodyLike | None,
     ) -> None:
+        """Read the stream's input into its session and send the output, until the
+        session ends, the input ends or the stream is reset; returns ``None`` and
+        raises only what ``receive`` and ``send`` raise (the session's own
+        errors end it: see :func:`_fail`)."""
+        # Bound once: the closures below read them for every DATA frame.
+        session = exchange.session
+        journal = exchange.journal
+        out = exchange.out
+        resets = exchange.resets
+        idle = exchange.idle
+        control = exchange.control
         decoder = EventStreamDecoder()
         token = object()  # this stream, in self._held
         chunks = None if signature is None else ChunkVerifier(request=signature)
         signed_end = False
         inline_audio = _InlineAudio(
-            session,
-            journal,
-            decoder,
-            out,
-            idle,
+            exchange,
+            decoder=decoder,
             # Paced output waits out its pauses here, one event at a time.
-            inline.send if inline is not None and not chaos.paced else None,
+            send=inline.send if inline is not None and not chaos.paced else None,
         )
 
         async def timed_send(message: MutableMapping[str, Any]) -> None:
@@ -380,22 +370,20 @@ class StreamEndpoint:
                 step, whole = chaos.write(timed_send, out), False
             else:
                 step, whole = send(message), True
-            return await self._within_timeout(
-                step, idle, session, journal, resets, control, stream, timed=whole
-            )
+            return await self._within_timeout(step, exchange, timed=whole)
 
         async def timed(step: Awaitable[object]) -> bool:
             # A chaos GOAWAY or TCP close writes to the socket too.
-            return await self._within_timeout(step, idle, session, journal, resets, control, stream)
+            return await self._within_timeout(step, exchange)
 
         def take(body: bytes) -> None:
             """Apply the events of one DATA frame's ``body``."""
             nonlocal signed_end
-            # The SDK's audio event, one per DATA frame, read in one step.
-            one_step = chunks is None and not signed_end and not decoder.buffered
-            audio = sdk_audio_event(body) if type(body) is bytes and one_step else None
+            # The SDK's audio event, one per DATA frame, read in one step (when
+            # nothing is buffered: the decoder checks).
+            audio = decoder.receive_sdk_audio(body) if chunks is None and not signed_end else None
             if audio is not None:
-                inline_audio.apply(body, audio)
+                inline_audio.apply(audio)
                 return
             for frame in decoder.receive_data(body):
                 envelope = open_envelope(frame)
@@ -545,18 +533,13 @@ class StreamEndpoint:
             idle.since = None
             self._held.pop(token, None)
 
-    async def _output_stalled(
-        self,
-        session: ScribeSession,
-        journal: Journal,
-        resets: list[StreamReset],
-        control: ConnectionControl | None,
-        stream: int,
-    ) -> None:
+    async def _output_stalled(self, exchange: _Exchange) -> None:
         """The client took no output for the idle timeout (its flow-control window
         stayed shut, or it stopped reading the connection). Nothing more can
         reach it, an exception included, so the stream is reset, and a session
         still open ends as if the client had gone."""
+        session = exchange.session
+        journal = exchange.journal
         log.info(
             "session %s: the client took no output for %g s (the emulator's "
             "--idle-timeout): stream reset",
@@ -567,7 +550,7 @@ class StreamEndpoint:
             {
                 "direction": "stream",
                 "type": "outputStalled",
-                "stream": stream,
+                "stream": exchange.stream,
                 "seconds": self.idle_timeout,
                 "audioClock": session.audio_seconds,
             }
@@ -575,9 +558,28 @@ class StreamEndpoint:
         if session.finished:
             journal.flush()  # after the session's end, which flushed the rest
         session.input_closed()
-        resets.append(StreamReset(reason="output stalled"))
-        if control is not None:
-            await control.abort()
+        exchange.resets.append(StreamReset(reason="output stalled"))
+        if exchange.control is not None:
+            await exchange.control.abort()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Exchange:
+    """One stream's state, which the pump and its helpers share."""
+
+    session: ScribeSession
+    journal: Journal
+    #: Encoded output events not yet sent.
+    out: list[bytes]
+    #: The scripted resets due (a rule's disconnect, an output stall): the
+    #: response is then left unfinished.
+    resets: list[StreamReset]
+    #: The stream's timer: input awaited, and output the client must take.
+    idle: _IdleWatch
+    #: The HTTP/2 connection's control (None over another transport).
+    control: ConnectionControlLike | None
+    #: The stream's number among its session's streams, for the journal.
+    stream: int
 
 
 def _sent_transcript(
@@ -637,35 +639,34 @@ class _InlineAudio:
     task hops it then took to reach the socket.
     """
 
+    # The exchange's parts it reads for every event, each bound once here.
     __slots__ = ("session", "journal", "decoder", "out", "idle", "send")
 
     def __init__(
         self,
-        session: ScribeSession,
-        journal: Journal,
+        exchange: _Exchange,
+        *,
         decoder: EventStreamDecoder,
-        out: list[bytes],
-        idle: _IdleWatch,
-        send: Callable[[bytes], bool] | None = None,
+        send: Callable[[bytes], bool] | None,
     ) -> None:
-        self.session = session
-        self.journal = journal
+        self.session = exchange.session
+        self.journal = exchange.journal
         self.decoder = decoder
-        self.out = out
-        self.idle = idle
+        self.out = exchange.out
+        self.idle = exchange.idle
         self.send = send
 
     def __call__(self, body: bytes) -> bool | None:
         """Take ``body`` if it is one SDK audio event (else None); True when the
         pump must wake: output left to send, or the session ended."""
-        audio = sdk_audio_event(body) if type(body) is bytes else None
+        audio = self.decoder.receive_sdk_audio(body)
         if audio is None:
             return None
         session = self.session
         if self.idle.since is not None:
             self.idle.since = _monotonic()  # input arrived: the idle time restarts
         try:
-            self.apply(body, audio)
+            self.apply(audio)
         except Exception as error:
             _fail(session, error)
         if session.state in FINISHED_STATES:
@@ -679,12 +680,11 @@ class _InlineAudio:
             return False
         return True
 
-    def apply(self, body: bytes, audio: tuple[str, bytes]) -> None:
-        """Apply ``audio``, :func:`sdk_audio_event` of ``body``, as either path
-        takes it: counted, journaled, then given to the session (which raises
-        what it refuses)."""
+    def apply(self, audio: tuple[str, bytes]) -> None:
+        """Apply ``audio``, taken by :meth:`EventStreamDecoder.receive_sdk_audio`
+        (which counted it), as either path takes it: journaled, then given to the
+        session (which raises what it refuses)."""
         session = self.session
-        self.decoder.count_decoded(len(body))
         self.journal.record_audio_input(audio[0], len(audio[1]), session.audio_seconds)
         session.receive_audio_event(*audio)
 

@@ -300,6 +300,8 @@ def test_sdk_audio_event_agrees_with_the_general_path(
     expected = _general_audio_event(data)
     got = sdk_audio_event(data)
     assert got is None or got == expected
+    # A fresh decoder's one-step read is the same read.
+    assert EventStreamDecoder().receive_sdk_audio(data) == got
     if (
         damage is None
         and inner_damage is None

@@ -408,6 +408,83 @@ def test_a_pending_error_is_raised_by_end_of_data() -> None:
         decoder.end_of_data()
 
 
+# --------------------------------------------------------------------------- the SDK's audio frame
+
+
+def sdk_audio_frame(payload: bytes = b'{"audioChunk":"AAAA"}') -> bytes:
+    """One audio event in the SDK's signed envelope, as it sends each in a DATA frame."""
+    inner = encode_message(
+        Message(
+            headers={
+                ":message-type": "event",
+                ":event-type": "audioEvent",
+                ":content-type": "application/json",
+            },
+            payload=payload,
+        )
+    )
+    return encode_message(
+        Message(headers={":date": TIMESTAMP, ":chunk-signature": bytes(32)}, payload=inner)
+    )
+
+
+def test_receive_sdk_audio_takes_the_sdk_frame_and_keeps_the_stream_offsets() -> None:
+    """The decoder's one-step read of the SDK's audio frame gives its event type and
+    payload, and counts the frame, so a later error names its true stream offset."""
+    frame = sdk_audio_frame()
+    decoder = EventStreamDecoder()
+    assert decoder.receive_sdk_audio(frame) == ("audioEvent", b'{"audioChunk":"AAAA"}')
+    assert decoder.receive_data(EMPTY) == [EMPTY_MESSAGE]
+    assert decoder.receive_sdk_audio(frame) is not None
+    offset = 2 * len(frame) + len(EMPTY)
+    with pytest.raises(PreludeCRCError, match=rf"\(message at stream offset {offset}\)"):
+        decoder.receive_data(flip_last_bit(EMPTY, 11))
+
+
+def test_receive_sdk_audio_leaves_to_receive_data_what_it_does_not_take() -> None:
+    """None, having done nothing, for another message, for bytes not of type bytes, and
+    while part of a message is buffered: the frame then completes that one in order."""
+    frame = sdk_audio_frame()
+    decoder = EventStreamDecoder()
+    assert decoder.receive_sdk_audio(EMPTY) is None
+    assert decoder.receive_sdk_audio(bytearray(frame)) is None
+    assert decoder.receive_sdk_audio(memoryview(frame)) is None
+    assert decoder.receive_data(frame[:20]) == []
+    assert decoder.receive_sdk_audio(frame) is None
+    assert decoder.buffered == 20  # not taken, not counted
+    [message] = decoder.receive_data(frame[20:])
+    assert open_envelope(message).inner is not None
+    with pytest.raises(PreludeCRCError, match=rf"\(message at stream offset {len(frame)}\)"):
+        decoder.receive_data(flip_last_bit(EMPTY, 11))
+
+
+def test_receive_sdk_audio_takes_nothing_from_a_failed_decoder() -> None:
+    """After an error, deferred or raised, the frame goes to receive_data, which
+    raises the error: the one-step read does not step past it."""
+    frame = sdk_audio_frame()
+    pending = EventStreamDecoder()
+    pending.receive_data(EMPTY + flip_last_bit(EMPTY, 15))
+    assert pending.receive_sdk_audio(frame) is None
+    with pytest.raises(MessageCRCError, match="message CRC32 mismatch"):
+        pending.receive_data(frame)
+    assert pending.receive_sdk_audio(frame) is None
+    failed = EventStreamDecoder()
+    with pytest.raises(MessageCRCError):
+        failed.receive_data(flip_last_bit(EMPTY, 15))
+    assert failed.receive_sdk_audio(frame) is None
+
+
+def test_receive_sdk_audio_keeps_the_decoders_own_lower_limits() -> None:
+    """A decoder with limits below the defaults refuses a frame over them, so its
+    one-step read (which checks the default limits) leaves every frame to it."""
+    frame = sdk_audio_frame(b"x" * 100)
+    decoder = EventStreamDecoder(max_payload_length=100)
+    assert decoder.receive_sdk_audio(frame) is None
+    with pytest.raises(FrameTooLargeError):
+        decoder.receive_data(frame)
+    assert EventStreamDecoder(max_headers_length=4096).receive_sdk_audio(frame) is None
+
+
 # --------------------------------------------------------------------------- failure cases
 
 

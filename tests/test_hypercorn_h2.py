@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
+import re
 import socket
 import threading
 import time
@@ -1982,6 +1984,58 @@ def test_install_is_idempotent_and_covers_alpn_h2(duplex: None) -> None:
     wrapper = ProtocolWrapper(*_constructor_args(tls=True), alpn_protocol="h2")
     assert type(wrapper.protocol) is DuplexH2Protocol
     assert hypercorn.protocol.H2Protocol is DuplexH2Protocol  # type: ignore[attr-defined]
+
+
+#: Every process-wide name install() rebinds, its own and those of the TCP and
+#: HTTP/1.1 installs it calls, in the order of hypercorn_h2's docstring table.
+INSTALLED_PATCHES = (
+    "hypercorn.protocol.H2Protocol",
+    "hyperframe.frame._raw_data_repr",
+    "hyperframe.frame.DataFrame._body_repr",
+    "h2.utilities._reject_illegal_characters",
+    "hpack.hpack.decode_huffman",
+    "h2.stream.normalize_inbound_headers",
+    "h2.stream.validate_headers",
+    "h2.stream.normalize_outbound_headers",
+    "h2.stream.validate_outbound_headers",
+    "hypercorn.asyncio.run.TCPServer",
+    "hypercorn.protocol.h11.H11Protocol._send_error_response",
+    "hypercorn.protocol.h11.H11Protocol.__init__",
+    "hypercorn.protocol.h11.H11Protocol._maybe_recycle",
+)
+
+
+def _resolve(dotted: str) -> Any:
+    """The object a dotted name names: the longest importable module, then attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            found = getattr(found, part)
+        return found
+    raise AssertionError(f"{dotted}: no module")
+
+
+def test_patched_names_each_name_install_rebinds_now_the_emulators(duplex: None) -> None:
+    """After install(), PATCHED names every process-wide attribute it rebound, as the
+    module docstring's table does, and each one holds the emulator's object, not
+    hypercorn's, h2's, hpack's or hyperframe's own."""
+    from emulator import hypercorn_h2, speedups
+
+    expected = tuple(
+        name
+        for name in INSTALLED_PATCHES
+        # Only with the C speedups built.
+        if name != "hpack.hpack.decode_huffman" or speedups.huffman_decode is not None
+    )
+    assert hypercorn_h2.PATCHED == expected
+    for name in hypercorn_h2.PATCHED:
+        assert _resolve(name).__module__.startswith("emulator."), name
+    table = re.findall(r"^``([\w.]+)``  ", hypercorn_h2.__doc__ or "", re.MULTILINE)
+    assert tuple(table) == INSTALLED_PATCHES
 
 
 # The crash also makes stock hypercorn start an idle-timeout coroutine on a

@@ -412,14 +412,14 @@ def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(
     read in one step; a broken frame after them is still reported at its true
     stream offset, and the audio before it counted and journaled as its own type."""
     shortcut = []
-    original = stream_module.sdk_audio_event
+    original = EventStreamDecoder.receive_sdk_audio
 
-    def spy(body: bytes) -> tuple[str, bytes] | None:
-        audio_event = original(body)
+    def spy(self: EventStreamDecoder, body: bytes) -> tuple[str, bytes] | None:
+        audio_event = original(self, body)
         shortcut.append(audio_event is not None)
         return audio_event
 
-    monkeypatch.setattr(stream_module, "sdk_audio_event", spy)
+    monkeypatch.setattr(EventStreamDecoder, "receive_sdk_audio", spy)
     session_id = new_session_id()
     stream = h2.request(headers(session_id))
     config = signed(config_event())
