@@ -49,8 +49,9 @@ class SessionRecord:
     scenario: dict[str, Any] | None = None
     progress: SessionProgress = field(default_factory=SessionProgress)
     streams: int = 0
-    #: Of those, the streams a crash lost (see Backend._roll_back): the session is
-    #: as it was before each, so a probability draws as if it never ran.
+    #: Of those, the streams a crash lost (see emulator.persistence's
+    #: SessionSaver._roll_back): the session is as it was before each, so a
+    #: probability draws as if it never ran.
     streams_lost: int = 0
     request_id: str = ""
     rule_id: str | None = None

@@ -501,7 +501,7 @@ def test_the_same_ids_forgotten_twice_before_their_artifacts_are_written_lose_no
     with running_emulator(_settings(tmp_path, post_stream_delay=600.0)) as running:
         backend = running.app.backend
         gate = threading.Event()
-        backend._artifact_thread.submit(gate.wait, 30)  # the thread busy meanwhile
+        backend._post_stream._artifact_thread.submit(gate.wait, 30)  # the thread busy meanwhile
         written: list[str] = []
         put = backend.buckets.put
 
@@ -514,7 +514,7 @@ def test_the_same_ids_forgotten_twice_before_their_artifacts_are_written_lose_no
             script(running, session_id, SCRIPT)
             stream_two_channels(running, session_id)
             assert admin(running.h2c_url, "POST", "/_emulator/reset")[0] == 200
-        assert len(backend._detached) == 2
+        assert len(backend._post_stream._detached) == 2
         gate.set()
         journals = tmp_path / "sessions" / DOMAIN_ID / SUBSCRIPTION_ID
         deadline = time.monotonic() + 30
@@ -562,16 +562,16 @@ def test_artifact_jobs_on_disk_run_on_one_thread_of_their_own(tmp_path, monkeypa
     the GIL from the event loop more often; every session's still completes."""
     import threading
 
-    from emulator import backend
+    from emulator import poststream
 
     threads: list[str] = []
-    original = backend._run_artifact_job
+    original = poststream._run_artifact_job
 
     def spy(job):
         threads.append(threading.current_thread().name)
         return original(job)
 
-    monkeypatch.setattr(backend, "_run_artifact_job", spy)
+    monkeypatch.setattr(poststream, "_run_artifact_job", spy)
     sessions = [new_session_id() for _ in range(3)]
     with running_emulator(_settings(tmp_path, post_stream_delay=0.1)) as running:
         for session_id in sessions:

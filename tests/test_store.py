@@ -8,7 +8,9 @@ import sqlite3
 import time
 
 from emulator import backend as backend_module
-from emulator.backend import SAVE_DELAY, Backend
+from emulator import persistence
+from emulator.backend import Backend
+from emulator.persistence import SAVE_DELAY
 from emulator.scenario import parse_scenario
 from emulator.store import DATABASE_NAME, SessionStore, StoredSession
 from emulator.validation import parse_configuration_event, validate_stream_headers
@@ -130,7 +132,7 @@ async def test_a_failed_write_is_logged_once_and_its_rows_are_written_again(
     """Rows a failed write held (a full disk) were dropped: a session completed while
     the disk was full came back after a restart as it was before, or not at all, though
     the disk had room again by then. They are written again, as the records are then."""
-    monkeypatch.setattr(backend_module, "SAVE_RETRY_DELAY", 0.2)
+    monkeypatch.setattr(persistence, "SAVE_RETRY_DELAY", 0.2)
     backend = Backend(scenarios={}, state_dir=tmp_path)
     save_many = backend.store.save_many
     failures = [sqlite3.OperationalError("database or disk is full")] * 2
@@ -188,7 +190,7 @@ async def test_rows_whose_write_fails_while_closing_are_logged_as_lost(
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(backend.store, "save_many", full)
-    backend._saves_failing = True  # within a failing streak
+    backend._saver._saves_failing = True  # within a failing streak
     run_in_writer(lambda: time.sleep(0.3))  # the writer is busy (bulk load)
     backend.open_stream(_request(new_session_id()), request_id="r1", rule=None)
     await asyncio.sleep(SAVE_DELAY * 3)  # the timer has handed the row to the writer
@@ -376,6 +378,6 @@ async def test_rows_whose_retry_comes_after_the_close_are_logged_as_lost(
     session_id = new_session_id()
     backend.open_stream(_request(session_id), request_id="r1", rule=None)
     backend.close()
-    backend._retry_saves([backend_module.SessionKey("d", "s", session_id)], [])
+    backend._saver._retry_saves([backend_module.SessionKey("d", "s", session_id)], [])
     assert "cannot save 1 session rows" in caplog.text
     assert "at shutdown; their last changes are lost" in caplog.text
