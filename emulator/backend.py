@@ -764,7 +764,7 @@ class Backend:
         excess = min(count - self.retention, count - kept)
         if excess <= 0:
             return
-        victims = []
+        victims: list[SessionRecord] = []
         pending = self._post_tasks
         # Oldest first, and only those older than the newest N.
         for record in itertools.islice(self.sessions.values(), count - self.retention):

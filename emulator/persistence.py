@@ -227,6 +227,8 @@ class SessionSaver:
         for row in rows:
             key = SessionKey(row.domain_id, row.subscription_id, row.session_id)
             try:
+                if not isinstance(row.data, dict):
+                    raise TypeError(f"its document is a {type(row.data).__name__}, not an object")
                 record = SessionRecord.from_data(
                     key, seq=row.seq, status=row.status, created_at=row.created_at, data=row.data
                 )
