@@ -32,7 +32,7 @@ from .errors import (
     UnknownOperationException,
     ValidationException,
 )
-from .extensions import Receive, Scope, Send
+from .extensions import Message, Receive, Scope, Send
 from .ids import new_request_id
 from .logs import get_logger
 from .quotas import Quotas
@@ -92,6 +92,7 @@ def _allowed_methods(request: Request) -> list[str]:
 def _routed(request: Request, path: str, method: str | None = None) -> bool:
     """Whether some route of the app serves ``path`` (with ``method``, or any)."""
     scope = {**request.scope, "path": path}
+    wanted: tuple[Match, ...]
     if method is not None:
         scope["method"] = method
         wanted = (Match.FULL,)
@@ -103,7 +104,7 @@ def _routed(request: Request, path: str, method: str | None = None) -> bool:
 def _headless(send: Send) -> Send:
     """``send`` for a HEAD request: the GET's status and headers, its body dropped."""
 
-    async def headless(message: dict[str, Any]) -> None:
+    async def headless(message: Message) -> None:
         if message["type"] == "http.response.body":
             message = {**message, "body": b""}
         await send(message)
@@ -246,7 +247,7 @@ async def _signed(
         return None
     replayed = False
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Message:
         nonlocal replayed
         if replayed:
             return await receive()  # the disconnect, when it comes

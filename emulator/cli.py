@@ -591,7 +591,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    return parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    # argparse keeps the subcommands' parsers in its private record only, which
+    # typeshed types as optional, and an action's choices as any iterable.
+    return parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr, index]
 
 
 def parse_settings(

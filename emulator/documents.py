@@ -228,13 +228,16 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
                 loader.dispose()
         except (yaml.YAMLError, ValueError) as error:
             # ValueError: an explicit tag the value cannot satisfy, such as !!int "x".
-            exc = _yaml_problem(text, error)
-            if isinstance(exc, yaml.reader.ReaderError):
-                line, reason = _reader_problem(text, exc)
+            problem = _yaml_problem(text, error)
+            line: int | None
+            if isinstance(problem, yaml.reader.ReaderError):
+                line, reason = _reader_problem(text, problem)
             else:
-                mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+                mark = getattr(problem, "problem_mark", None) or getattr(
+                    problem, "context_mark", None
+                )
                 line = None if mark is None else mark.line + 1
-                reason = getattr(exc, "problem", None) or str(exc)
+                reason = getattr(problem, "problem", None) or str(problem)
                 if reason == "found invalid Unicode character escape code" and mark is not None:
                     reason = _surrogate_escape_problem(text, mark.index) or reason
             checker.problems.append(

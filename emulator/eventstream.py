@@ -987,6 +987,8 @@ def _python_envelope_crcs_ok(data: bytes, prelude_crc: int, inner_prelude_crc: i
     ):
         return False
     inner_crc = crc32(view[_SDK_INNER_AT + 8 : inner_crc_at], inner_prelude_crc)
+    inner_field: int
+    outer_field: int
     inner_field, outer_field = _TWO_U32.unpack_from(data, inner_crc_at)
     return inner_crc == inner_field and (
         combine_crc32(
@@ -1080,7 +1082,9 @@ def _sdk_probes() -> list[bytes]:
     date = datetime(2026, 11, 22, tzinfo=UTC)
 
     def frame(inner: bytes, headers: dict[str, HeaderValue] | None = None) -> bytes:
-        envelope = {":date": date, ":chunk-signature": bytes(32)} if headers is None else headers
+        envelope: Mapping[str, HeaderValue] = (
+            {":date": date, ":chunk-signature": bytes(32)} if headers is None else headers
+        )
         return encode_message(Message(headers=envelope, payload=inner))
 
     inner = encode_message(

@@ -25,6 +25,7 @@ a client still sending: the rest of the body is read and dropped first, up to
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http import HTTPStatus
 from itertools import chain
 from typing import Any
@@ -34,6 +35,13 @@ from hypercorn.events import Closed, Updated
 from hypercorn.protocol.events import Body, EndBody, Event
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    Scope,
+)
 
 from .errors import NotEmulatedError, ValidationException, http_error
 from .ids import new_request_id, request_id_headers
@@ -109,7 +117,9 @@ class _HeadLimitedConnection(h11.Connection):
             self._close_after_answer = True
         return event
 
-    def send(self, event: h11.Event) -> bytes | None:
+    # h11 types send() with overloads (None for ConnectionClosed, bytes for the
+    # rest); this override passes every event on to it, so it keeps the union.
+    def send(self, event: h11.Event) -> bytes | None:  # type: ignore[override]
         """h11's ``send``; the answer to a request framed twice closes the connection.
 
         h11 reads such a body by its chunked encoding; RFC 9112 §6.1 then has the
@@ -145,23 +155,34 @@ class _ContinueOnRead:
 
     __slots__ = ("app", "protocol")
 
-    def __init__(self, app: Any, protocol: H11Protocol) -> None:
+    def __init__(self, app: AppWrapper, protocol: H11Protocol) -> None:
         self.app = app
         self.protocol = protocol
 
-    async def __call__(self, scope: Any, receive: Any, send: Any, *args: Any) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
         connection = self.protocol.connection
-        if scope.get("type") == "http" and connection.client_is_waiting_for_100_continue:
+        # An http scope's connection is h11's: hypercorn swaps in its
+        # H11WSConnection for a websocket upgrade only.
+        if scope.get("type") == "http" and (
+            connection.client_is_waiting_for_100_continue  # type: ignore[union-attr]
+        ):
             receive = self._continuing(receive)
-        await self.app(scope, receive, send, *args)
+        await self.app(scope, receive, send, sync_spawn, call_soon)
 
-    def _continuing(self, receive: Any) -> Any:
+    def _continuing(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
         protocol = self.protocol
 
-        async def receive_continued() -> Any:
+        async def receive_continued() -> ASGIReceiveEvent:
             connection = protocol.connection
             if (
-                connection.client_is_waiting_for_100_continue
+                connection.client_is_waiting_for_100_continue  # type: ignore[union-attr]
                 and connection.our_state is h11.SEND_RESPONSE
             ):
                 headers = protocol.config.response_headers("h11")
@@ -212,7 +233,8 @@ async def _maybe_recycle(self: H11Protocol) -> None:
         # close puts there would wait too. Emptied, neither waits.
         _empty(getattr(stream, "app_put", None))
         await self._close_stream()
-        self.stream = _Sink(self)
+        # Duck-typed: hypercorn calls only the stream's handle(), which _Sink has.
+        self.stream = _Sink(self)  # type: ignore[assignment]
         await self.can_read.set()
         await self.send(Updated(idle=True))  # the keep-alive timer ends a stalled body
         return

@@ -275,7 +275,7 @@ class _IndexedHeaderTable(hpack.table.HeaderTable):
             if self._named.get(name) == serial:
                 del self._named[name]
 
-    @property  # type: ignore[override]
+    @property
     def maxsize(self) -> int:
         return self._maxsize
 
@@ -323,7 +323,7 @@ class _CappedEncoder(hpack.Encoder):
     larger setting than the cap changes nothing; a smaller one is followed.
     """
 
-    @property  # type: ignore[override]
+    @property
     def header_table_size(self) -> int:
         return self.header_table.maxsize
 
@@ -780,7 +780,8 @@ class _StreamCountingConnection(H2Connection):
                 return super()._receive_window_update_frame(frame)
             window = stream.outbound_flow_control_window + frame.window_increment
             if window > getattr(stream, "_peak_window", self.remote_settings.initial_window_size):
-                stream._peak_window = window
+                # Our mark on h2's stream object, which declares no such attribute.
+                stream._peak_window = window  # type: ignore[attr-defined]
                 self.refusals += 1
         else:
             window = self.outbound_flow_control_window + frame.window_increment
@@ -804,7 +805,7 @@ class _StreamCountingConnection(H2Connection):
             if reset is None:
                 raise
             frames, events = reset
-            manager = self._inbound_flow_control_window_manager  # type: ignore[attr-defined]
+            manager = self._inbound_flow_control_window_manager
             increment = manager.process_bytes(frame.flow_controlled_length)
             if increment:
                 update = hyperframe.frame.WindowUpdateFrame(0)
@@ -2185,7 +2186,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
             return connection.receive_data(data)
         _h2_reads(connection, view, 0, pos, events)
     streams = connection.streams
-    window = connection._inbound_flow_control_window_manager  # type: ignore[attr-defined]
+    window = connection._inbound_flow_control_window_manager
     slow = -1  # start of a run of frames for h2, or -1
     while end - pos >= _FRAME_HEADER:
         length = int.from_bytes(data[pos : pos + 3])
@@ -2285,7 +2286,7 @@ def _h2_internals_present() -> bool:
             and isinstance(incoming._data, bytearray)
             and incoming._preamble_len == 0
             and incoming._headers_buffer == []
-            and isinstance(server._inbound_flow_control_window_manager.current_window_size, int)  # type: ignore[attr-defined]
+            and isinstance(server._inbound_flow_control_window_manager.current_window_size, int)
             and isinstance(stream._inbound_window_manager.current_window_size, int)
             and stream._expected_content_length is None
             and isinstance(stream._actual_content_length, int)

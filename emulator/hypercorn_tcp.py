@@ -163,7 +163,10 @@ class QuietTCPServer(TCPServer):
             h2 = isinstance(getattr(self.protocol, "protocol", None), H2Protocol)
             size = READ_SIZE if h2 else MAX_RECV
             if self._reader_limit is not None:
-                reader._limit = READ_LIMIT if h2 else self._reader_limit
+                # StreamReader's private buffer limit, which typeshed leaves out.
+                reader._limit = (  # type: ignore[attr-defined]
+                    READ_LIMIT if h2 else self._reader_limit
+                )
             try:
                 if timeout is None:
                     data = await reader.read(size)
@@ -348,14 +351,17 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if len(self._first_bytes) < _SNIFF:
             wanted = min(nbytes, _SNIFF - len(self._first_bytes))
-            self._first_bytes += bytes(self._ssl_buffer_view[:wanted])
+            # SSLProtocol's private receive buffer, which typeshed leaves out.
+            view = self._ssl_buffer_view  # type: ignore[attr-defined]
+            self._first_bytes += bytes(view[:wanted])
         super().buffer_updated(nbytes)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         # Lost while shaking hands, with no handshake error (which is reported
         # above): a client that closed, or the handshake timeout's abort.
+        # SSLProtocol's private state, which typeshed leaves out.
         if (
-            self._state == sslproto.SSLProtocolState.DO_HANDSHAKE
+            self._state == sslproto.SSLProtocolState.DO_HANDSHAKE  # type: ignore[attr-defined]
             and not self._reported
             and self._first_bytes[:1] == _TLS_HANDSHAKE
         ):
@@ -366,7 +372,8 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         answer = b""
         if handshake_exc is None:
-            self.__class__ = sslproto.SSLProtocol  # no cost on a TLS connection's reads
+            # Back to asyncio's class: no cost on a TLS connection's reads.
+            self.__class__ = sslproto.SSLProtocol  # type: ignore[assignment]
         elif isinstance(handshake_exc, ssl.SSLError) and self.cleartext_answer:
             if self._first_bytes.startswith(b"PRI * HTTP/2"):  # the h2 preface
                 answer = _h2_refusal(self.cleartext_answer)
@@ -382,7 +389,8 @@ class _CleartextAnsweringSSLProtocol(sslproto.SSLProtocol):
             try:
                 # Sent at once on the idle socket; the close below drops only
                 # what the socket did not take.
-                self._transport.write(answer)
+                # The socket's transport: typeshed types it as a BaseTransport.
+                self._transport.write(answer)  # type: ignore[attr-defined]
             except (OSError, RuntimeError, AttributeError):
                 pass
         sslproto.SSLProtocol._on_handshake_complete(self, handshake_exc)
@@ -522,7 +530,7 @@ def answer_cleartext_requests(
                         # Before its connection_made (scheduled, not yet run):
                         # nothing has happened that the subclass does differently.
                         protocol.__class__ = _CleartextAnsweringSSLProtocol
-                        protocol.cleartext_answer = found
+                        protocol.cleartext_answer = found  # type: ignore[attr-defined]
                     except (TypeError, AttributeError):
                         pass  # an asyncio whose protocol cannot change class
             return app_transport

@@ -439,8 +439,13 @@ class Journal:
         self._lines, self._audio, self._buffered = [], [], 0
         self._made = False
         directory = self.directory
-        # Not a refused folder's: it is another session's, or reached through a link.
-        _WRITER.submit(lambda: self._refused or remove_tree(directory), 0)
+
+        def drop() -> None:
+            # Not a refused folder's: it is another session's, or reached through a link.
+            if not self._refused:
+                remove_tree(directory)
+
+        _WRITER.submit(drop, 0)
 
     # -- reading -----------------------------------------------------------------
 
@@ -649,10 +654,10 @@ class Journal:
                         if _LOST_LINE in line:
                             continue
                     recent.append(line)
-        last_heard = None
+        last_heard: tuple[float, str] | None = None
         for line in reversed(recent):
             text = _parse(line).get("time")
-            if (when := _epoch(text)) is not None:
+            if isinstance(text, str) and (when := _epoch(text)) is not None:
                 last_heard = (when, text)
                 break
         dropped: dict[int, int] = {}
@@ -961,10 +966,8 @@ def _stream_number(entry: Mapping[str, Any]) -> int | None:
     return number if type(number) is int else None
 
 
-def _epoch(text: object) -> float | None:
+def _epoch(text: str) -> float | None:
     """Epoch seconds of an entry's ``time`` (see :func:`iso_time`), or None."""
-    if not isinstance(text, str):
-        return None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

@@ -319,9 +319,9 @@ def medscribe_emulator(
     # first so the one on the test itself takes precedence.
     try:
         for marker in reversed(list(request.node.iter_markers(MARKER))):
-            scenario, session_id = _marker_scenario(marker)
+            scenario, marked_session = _marker_scenario(marker)
             _or_fail(
-                lambda: emulator.use_scenario(scenario, session_id),  # noqa: B023
+                lambda: emulator.use_scenario(scenario, marked_session),  # noqa: B023
                 MedscribeAdminError,
                 f"@pytest.mark.{MARKER}({scenario!r})",
             )

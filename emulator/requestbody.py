@@ -12,8 +12,10 @@ two happened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Any
+
+from .extensions import Message, Receive, Scope
 
 __all__ = [
     "body_timed_out",
@@ -27,10 +29,8 @@ __all__ = [
 #: dict, shared by the copies of the scope made for routing.
 _NOTE = "medscribe.request_body"
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
-
-def bounded_receive(scope: dict[str, Any], receive: Receive, seconds: float) -> Receive:
+def bounded_receive(scope: Scope, receive: Receive, seconds: float) -> Receive:
     """``receive``, giving ``http.disconnect`` when the body's next part has not come
     within ``seconds`` (noted in ``scope`` for :func:`unfinished_body`).
 
@@ -42,7 +42,7 @@ def bounded_receive(scope: dict[str, Any], receive: Receive, seconds: float) -> 
     whole = False
     note: dict[str, float] = scope.setdefault(_NOTE, {})
 
-    async def bounded() -> dict[str, Any]:
+    async def bounded() -> Message:
         nonlocal whole
         if whole:
             return await receive()
@@ -91,13 +91,13 @@ def declared_size(content_length: str) -> int | None:
     return None
 
 
-def body_timed_out(scope: dict[str, Any]) -> bool:
+def body_timed_out(scope: Mapping[str, Any]) -> bool:
     """Whether :func:`bounded_receive` gave up waiting for the body of ``scope``'s
     request (its client stopped sending)."""
     return scope.get(_NOTE, {}).get("timed_out_after") is not None
 
 
-def unfinished_body(scope: dict[str, Any]) -> str:
+def unfinished_body(scope: Mapping[str, Any]) -> str:
     """What was wrong with a request body its handler could not read to its end."""
     seconds = scope.get(_NOTE, {}).get("timed_out_after")
     if seconds is not None:

@@ -830,6 +830,7 @@ class RuleBook:
                     spent = (serial, rule)
             if not others and not specific and spent is None:
                 return None
+            candidates: Iterable[tuple[int, Rule]]
             if specific or spent is not None:
                 # All by serial: merged, newest first.
                 extra = [spent] if spent is not None else []
@@ -837,7 +838,7 @@ class RuleBook:
                     (*(specific or {}).items(), *others.items(), *extra), reverse=True
                 )
             else:
-                candidates = reversed(others.items())  # type: ignore[assignment]
+                candidates = reversed(others.items())
             for serial, rule in candidates:
                 if rule.matches(
                     session_id=session_id,

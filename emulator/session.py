@@ -151,8 +151,12 @@ AUDIO_EVENTS = frozenset({"audioEvent", "binaryAudioEvent"})
 class ScenarioSource(Protocol):
     """What the session replays: segments in begin order, and faults."""
 
-    name: str
-    faults: tuple[Fault, ...]
+    # Read-only: the scenarios are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def faults(self) -> tuple[Fault, ...]: ...
 
     def iter_segments(self) -> Iterator[Segment]: ...
 
@@ -358,6 +362,7 @@ class ScribeSession:
                 if self._on_audio is not None:
                     self._on_audio(chunk, base64)
                 self.stats.audio_bytes += size
+                # _counts_bytes says the clock is a PcmClock: no narrowing check per event.
                 now = self._clock.add_count(size)  # type: ignore[union-attr]
                 if self._base:  # _plus_base, inline
                     now = round(self._base + now, 9)
@@ -670,7 +675,8 @@ class ScribeSession:
 
 
 class _Clock(Protocol):
-    seconds: float
+    @property
+    def seconds(self) -> float: ...
 
     def add(self, chunk: bytes) -> float: ...
 

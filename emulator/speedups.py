@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Buffer, Callable
 
 __all__ = [
     "NATIVE",
@@ -135,7 +135,7 @@ def _load() -> _Chosen:
 
 crc32, sdk_audio_frame, base64_size, CRC32_FOLDING = _load()
 NATIVE = crc32 is not None
-huffman_decode: Callable[[bytes, bytes], bytes | int] | None
+huffman_decode: Callable[[Buffer, bytes], bytes | int] | None  # data: any bytes-like
 if NATIVE:
     from . import _speedups as _module
     from ._speedups import audio_event_size

@@ -33,7 +33,7 @@ import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypedDict
 from urllib.parse import urlsplit
 
 from .sdk_version import sdk_problem
@@ -150,6 +150,7 @@ class AudioFile:
         """
         if chunk_ms < 1:
             raise UsageError(f"--chunk-ms must be at least 1, got {chunk_ms}")
+        per_second: float
         if self.encoding == "pcm":
             frame = _PCM_WIDTH * self.channels
             size = max(1, round(self.sample_rate * chunk_ms / 1000)) * frame
@@ -694,6 +695,14 @@ def _request(
     return request, configuration, audio_event, end
 
 
+class _Credentials(TypedDict, total=False):
+    """:func:`~emulator.sdk.make_client`'s credential arguments: all or none."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None
+
+
 async def _client(options: StreamOptions) -> Any:
     from .sdk import crt_transport, make_client, resolve_config
 
@@ -703,7 +712,7 @@ async def _client(options: StreamOptions) -> Any:
         raise UsageError(f"{options.ca_given_as}: {error}") from None
     except ValueError as error:  # names the file: not a usable PEM CA certificate
         raise UsageError(f"{options.ca_given_as} {error}") from None
-    credentials: dict[str, str | None] = {}
+    credentials: _Credentials = {}
     if options.access_key_id is not None and options.secret_access_key is not None:
         credentials = {
             "access_key_id": options.access_key_id,

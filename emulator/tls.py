@@ -311,9 +311,10 @@ def _load_pair(
             "issued)",
         ) from None
     else:
-        problem = _parse_pair(cert_bytes, key_bytes)
-        if isinstance(problem, tuple):
-            return problem
+        parsed = _parse_pair(cert_bytes, key_bytes)
+        if isinstance(parsed, tuple):
+            return parsed
+        problem = parsed
     if ca:
         log.warning(
             "%s: %s; issuing a new local CA: clients that trust the old one must be given "
@@ -466,7 +467,7 @@ def _sorted(names: set[_SAN]) -> list[_SAN]:
     dns = sorted((n for n in names if isinstance(n, x509.DNSName)), key=lambda n: n.value)
     ips = sorted(
         (n for n in names if isinstance(n, x509.IPAddress)),
-        key=lambda n: (n.value.version, n.value.packed),
+        key=lambda n: (n.value.version, n.value),
     )
     return [*dns, *ips]
 

@@ -369,7 +369,9 @@ def _padded(text: str | bytes) -> bool:
     multiple of four, at most two ``=``. Python's strict decoder also takes padding
     past a whole group (``AAAA=``, ``AAAA====``); padded base64 has none there, and
     Java's decoder refuses it."""
-    return not len(text) % 4 and not text.endswith("===" if isinstance(text, str) else b"===")
+    if isinstance(text, str):
+        return not len(text) % 4 and not text.endswith("===")
+    return not len(text) % 4 and not text.endswith(b"===")
 
 
 def _check(value: object, shape: _Shape, path: str, out: list[str]) -> None:
