@@ -38,6 +38,7 @@ __all__ = [
     "artifact_locations",
     "describe_results",
     "make_buckets",
+    "s3_uri",
 ]
 
 #: Each artifact's key below the session's post-stream-action prefix.

@@ -46,7 +46,14 @@ from .store import DATABASE_NAME, SessionStore
 from .synthetic import SYNTHETIC_NAME, SyntheticScenario, synthetic_scenario, warm_up
 from .validation import Configuration, StreamRequest, header_text
 
-__all__ = ["Backend", "SessionRecord", "SessionKey", "SYNTHETIC", "DEFAULT_RETENTION"]
+__all__ = [
+    "Backend",
+    "SessionRecord",
+    "SessionKey",
+    "SYNTHETIC",
+    "DEFAULT_RETENTION",
+    "log_refused_call",
+]
 
 log = get_logger("medscribe.sessions")
 

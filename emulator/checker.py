@@ -20,7 +20,15 @@ from .resources import load_resources_file
 from .rules import load_rules_file
 from .scenario import Problem, Scenario, ScenarioError
 
-__all__ = ["RULES_FILE", "RESOURCES_FILE", "CheckReport", "check_fixtures", "run"]
+__all__ = [
+    "RULES_FILE",
+    "RESOURCES_FILE",
+    "CheckReport",
+    "check_fixtures",
+    "run",
+    "fixtures_directory_problem",
+    "misnamed_fixture_files",
+]
 
 RULES_FILE = "rules.yaml"
 RESOURCES_FILE = "resources.yaml"

@@ -214,6 +214,7 @@ fixtures directory or a bad option.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Return the command line's parser: ``serve`` (the default), ``stream`` and ``check``."""
     parser = _Parser(
         prog="medscribe-emulator",
         description=(
@@ -809,6 +810,7 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` names (``sys.argv[1:]`` by default); return its exit status."""
     command, args, settings = parse_settings(sys.argv[1:] if argv is None else argv)
     if command == "stream":
         return _stream(args)

@@ -48,6 +48,8 @@ from .ids import new_request_id, request_id_headers
 from .logs import get_logger
 from .requestbody import body_timed_out
 
+__all__ = ["LINGER_BYTES", "install"]
+
 log = get_logger("medscribe.server")
 
 #: What each status hypercorn's h11 refusals carry means for the client, while

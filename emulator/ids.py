@@ -13,7 +13,7 @@ import os
 import random
 import uuid
 
-__all__ = ["new_request_id"]
+__all__ = ["new_request_id", "request_id_headers"]
 
 _random = random.Random(os.urandom(32))
 

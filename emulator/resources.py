@@ -93,6 +93,7 @@ __all__ = [
     "ResourcesError",
     "ResourceRegistry",
     "load_resources_file",
+    "state_database_problem",
 ]
 
 #: The emulated account and region that every ARN names.

@@ -78,6 +78,8 @@ MAX_SESSION_AUDIO_SECONDS = MAX_AUDIO_SECONDS
 
 
 class SessionState(enum.Enum):
+    """Where one stream of a session is: :data:`TRANSITIONS` moves it."""
+
     AWAITING_CONFIGURATION = "AWAITING_CONFIGURATION"
     STREAMING = "STREAMING"
     #: END_OF_SESSION received: finals sent, nothing more may arrive.

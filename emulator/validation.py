@@ -52,6 +52,10 @@ __all__ = [
     "parse_audio_event",
     "parse_session_control_event",
     "describe_value",
+    "AUDIO_CHUNK_START",
+    "AUDIO_CHUNK_STOP",
+    "audio_event_size",
+    "json_int",
 ]
 
 #: Model member name -> request/response header (StartMedicalScribeListeningSessionInput).
