@@ -2,18 +2,19 @@
 
 The stream adapter owns one :class:`ChaosRunner` per stream; without a chaos rule
 the runner does nothing beyond one plain write per batch. Random jitter comes
-from a generator seeded by (``--seed``, sessionId), so a run repeats exactly.
+from a generator seeded by (``--seed``, sessionId) (:func:`emulator.ids.session_rng`),
+so a run repeats exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Callable
 
 from .eventstream import Message, encode_message
 from .extensions import CONNECTION_EXTENSION, ConnectionControlLike, Scope, Send
+from .ids import session_rng
 from .rules import Chaos
 
 __all__ = ["ChaosRunner", "malformed_frame", "paced"]
@@ -63,7 +64,7 @@ class ChaosRunner:
         # Seeded only for a rule with jitter: seeding from a string hashes it,
         # which a burst of streams opening at once paid for nothing.
         self._random = (
-            random.Random(f"{seed}:{session_id}") if chaos is not None and chaos.jitter else None
+            session_rng(seed, session_id, "chaos") if chaos is not None and chaos.jitter else None
         )
         # A stream resuming the session at ``resumed_at`` seconds of audio does
         # not replay what an earlier stream reached.

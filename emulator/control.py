@@ -3,7 +3,7 @@
 Thin handlers over :class:`emulator.resources.ResourceRegistry`. Each follows the model's
 rest-json binding (method, URI, status code, where each member travels), checks the
 request as the model constrains it and reports every violation in one
-``ValidationException`` in the AWS style used by :mod:`emulator.validation`::
+``ValidationException`` in the AWS style of :mod:`emulator.shapes`::
 
     1 validation error detected: Value 'x' at 'domainId' failed to satisfy constraint:
     Member must have length greater than or equal to 20
@@ -60,9 +60,9 @@ from .resources import (
     TAG_VALUE,
     WEB_APP_SETUP_MEMBERS,
     ResourceRegistry,
-    TextShape,
 )
-from .validation import describe_value, integer_text, json_int, lone_surrogate
+from .shapes import TextShape, raise_if, validation_error, violation
+from .validation import integer_text, json_int, lone_surrogate
 
 __all__ = [
     "MAX_REQUEST_BODY",
@@ -94,25 +94,17 @@ class _Violations:
         self.items: list[str] = []
 
     def add(self, value: object, where: str, rule: str) -> None:
-        self.items.append(
-            f"{describe_value(value)} at '{where}' failed to satisfy constraint: {rule}"
-        )
+        self.items.append(violation(value, f"'{where}'", rule))
 
     def text(self, value: object, where: str, shape: TextShape, *, required: bool) -> None:
         if value is None:
             if required:
                 self.add(None, where, "Member must not be null")
             return
-        for rule in shape.rules(value):
-            self.add(value, where, rule)
+        self.items.extend(shape.violations(value, f"'{where}'"))
 
     def raise_if(self) -> None:
-        if self.items:
-            n = len(self.items)
-            raise ValidationException(
-                f"{n} validation {'error' if n == 1 else 'errors'} detected: "
-                + "; ".join(self.items)
-            )
+        raise_if(self.items)
 
 
 def _check_tags(tags: object, out: _Violations, *, required: bool) -> None:
@@ -239,10 +231,7 @@ def body_too_large() -> ValidationException:
 
 
 def _violation(where: str, rule: str) -> ValidationException:
-    return ValidationException(
-        f"1 validation error detected: {describe_value(_UNSHOWN)} at '{where}' "
-        f"failed to satisfy constraint: {rule}"
-    )
+    return validation_error([violation(_UNSHOWN, f"'{where}'", rule)])
 
 
 def _fail(where: str, rule: str) -> NoReturn:

@@ -3,8 +3,8 @@
 :class:`ResourceRegistry` holds the domains, subscriptions and tags of the emulated
 account and raises the model's errors (:mod:`emulator.errors`) about them; the
 constraints of the model ``connecthealth-2025-01-29`` on ids, names, ARNs and tags are
-here as :class:`TextShape` constants, which :mod:`emulator.control` applies to requests
-and :func:`load_resources_file` to the seed file.
+here as :class:`~emulator.shapes.TextShape` constants, which :mod:`emulator.control`
+applies to requests and :func:`load_resources_file` to the seed file.
 
 Choices the model leaves open, made once here:
 
@@ -66,13 +66,15 @@ from .errors import (
     ServiceQuotaExceededException,
     ValidationException,
 )
+from .ids import id_rng
 from .scenario import Checker, FieldPath, ScenarioError, describe
+from .shapes import JAVA_DOT, TextShape, validation_error
+from .shapes import pattern as _pattern
 
 __all__ = [
     "ACCOUNT_ID",
     "REGION",
     "DEFAULT_MAX_RESULTS",
-    "TextShape",
     "DOMAIN_ID",
     "SUBSCRIPTION_ID",
     "DOMAIN_NAME",
@@ -108,52 +110,16 @@ SCHEMA_VERSION = "1"
 
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
-# Java's "." (the model's regex dialect) excludes every line terminator.
-_DOT = r"[^\n\r\x85\u2028\u2029]"
 
 
-# --- Constraints of the model's shapes ------------------------------------------------
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TextShape:
-    """The constraints of one string shape of the model (length, pattern, enum)."""
-
-    min_len: int | None = None
-    max_len: int | None = None
-    pattern: str | None = None  # the model's text, quoted in messages
-    regex: re.Pattern[str] | None = None  # applied to the whole value
-    enum: tuple[str, ...] | None = None
-
-    def rules(self, value: object) -> list[str]:
-        """Return the constraints ``value`` breaks, in AWS wording (empty when valid)."""
-        if not isinstance(value, str):
-            return (
-                [f"Member must satisfy enum value set: [{', '.join(self.enum)}]"]
-                if self.enum
-                else ["Member must be a string"]
-            )
-        broken = []
-        if self.min_len is not None and len(value) < self.min_len:
-            broken.append(f"Member must have length greater than or equal to {self.min_len}")
-        if self.max_len is not None and len(value) > self.max_len:
-            broken.append(f"Member must have length less than or equal to {self.max_len}")
-        if self.regex is not None and not self.regex.fullmatch(value):
-            broken.append(f"Member must satisfy regular expression pattern: {self.pattern}")
-        if self.enum is not None and value not in self.enum:
-            broken.append(f"Member must satisfy enum value set: [{', '.join(self.enum)}]")
-        return broken
-
-
-def _pattern(model: str, python: str | None = None, **kw: Any) -> TextShape:
-    return TextShape(pattern=model, regex=re.compile(python or model), **kw)
-
-
+# --- Constraints of the model's shapes (emulator.shapes words their violations) ----
 DOMAIN_ID = _pattern("(hai-|dom-)[a-z0-9]+", min_len=20, max_len=25)
 SUBSCRIPTION_ID = _pattern("sub-[a-zA-Z0-9]{21}", min_len=25, max_len=25)
 DOMAIN_NAME = TextShape(min_len=1, max_len=64)
 KMS_KEY_ARN = _pattern("arn:aws:kms:[a-z0-9-]+:[0-9]{12}:key/[a-f0-9-]+")
 _EHR_ROLE = _pattern(
     "arn:aws:iam::[0-9]{12}:role/.+",
-    rf"arn:aws:iam::[0-9]{{12}}:role/{_DOT}+",
+    rf"arn:aws:iam::[0-9]{{12}}:role/{JAVA_DOT}+",
     min_len=1,
     max_len=2048,
 )
@@ -207,10 +173,8 @@ def _page_start(token: str | None, operation: str, scope: str) -> int:
         if type(after) is int and 0 <= after < 2**63:  # a position SQLite can hold
             return after
     shown = token if len(token) <= 256 else token[:256] + "..."
-    raise ValidationException(
-        f"1 validation error detected: Value '{shown}' at 'nextToken' failed to satisfy "
-        f"constraint: Member must be a nextToken returned by {operation} with the same parameters"
-    )
+    rule = f"Member must be a nextToken returned by {operation} with the same parameters"
+    raise validation_error([f"Value '{shown}' at 'nextToken' failed to satisfy constraint: {rule}"])
 
 
 # --- Resources --------------------------------------------------------------------------
@@ -576,8 +540,8 @@ class ResourceRegistry:
         self.account_id = account_id
         self.max_domains = max_domains
         self.max_subscriptions_per_domain = max_subscriptions_per_domain
-        # Ids must not repeat after a restart, so the default source is the OS's.
-        self._rng = rng if rng is not None else random.SystemRandom()
+        # Ids must not repeat after a restart: emulator.ids says where they come from.
+        self._rng = rng if rng is not None else id_rng()
         self._clock = clock
         self._lock = threading.Lock()
         self._seed_path: Path | None = None

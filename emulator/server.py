@@ -33,6 +33,7 @@ from .backend import Backend
 from .checker import fixtures_directory_problem
 from .documents import load_scenario_dir
 from .errors import ConfigError
+from .ids import id_rng
 from .lifecycle import RESUME_WINDOW, SessionLimits
 from .logs import UNSAFE_IN_TRACEBACK, escape_controls, get_logger
 from .quotas import Quotas, QuotaSettings
@@ -275,7 +276,7 @@ def build_backend(settings: Settings) -> Backend:
     except ConfigError as error:
         raise _every_problem(fixtures, error) from None
     settings.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-    registry = ResourceRegistry(db_path=settings.state_dir / DATABASE_NAME)
+    registry = ResourceRegistry(db_path=settings.state_dir / DATABASE_NAME, rng=id_rng())
     try:
         registry.load_seed(fixtures / "resources.yaml")
         return Backend(

@@ -5,15 +5,14 @@ time, in begin order, as the session asks for them: a session may last two
 hours of audio and hundreds may start per second, so nothing is built up front.
 
 Everything random comes from one :class:`random.Random` seeded with
-``sha256(seed, session_id)`` (never :func:`hash`, which is salted per process),
-so the same seed and session id always give the same visit. Names, jobs, cities
-and weekdays come from Faker, re-seeded from that source before each use; the
-medical vocabulary comes from the small lists below. No real patient data.
+``sha256(seed, session_id)`` (:func:`emulator.ids.session_rng`), so the same seed
+and session id always give the same visit. Names, jobs, cities and weekdays come
+from Faker, re-seeded from that source before each use; the medical vocabulary
+comes from the small lists below. No real patient data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 from faker import Faker
 
+from .ids import session_rng
 from .scenario import MAX_AUDIO_SECONDS, RESERVED_NAME, Fault, Segment
 
 __all__ = [
@@ -181,11 +181,6 @@ def warm_up() -> None:
     good with an internal error. Once imported, a thread's Faker opens no files.
     """
     _faker(0)
-
-
-def _rng(seed: int, session_id: str) -> random.Random:
-    digest = hashlib.sha256(f"{seed}\x00{session_id}".encode()).digest()
-    return random.Random(int.from_bytes(digest, "big"))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -361,7 +356,7 @@ class SyntheticScenario:
 
         Each call starts the same visit again from the beginning.
         """
-        rng = _rng(self.seed, self.session_id)
+        rng = session_rng(self.seed, self.session_id, "synthetic")
         channels = {CLINICIAN: self.channel_of(CLINICIAN), PATIENT: self.channel_of(PATIENT)}
         return self._generate(rng, channels)
 

@@ -31,7 +31,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from . import speedups
-from .errors import ValidationException
+from .shapes import JAVA_DOT as _DOT
+from .shapes import TextShape, describe_value, raise_if, validation_error, violation
+from .shapes import pattern as _pattern
 from .speedups import base64_size as _base64_size
 
 __all__ = [
@@ -82,17 +84,8 @@ PATH_PARAMETER_NAMES: Mapping[str, str] = MappingProxyType(
 # reads a construct differently from java.util.regex the Python text is a translation:
 #   "."  Java's dot excludes every line terminator, Python's only "\n" -> _DOT.
 #   "\d" Java: ASCII digits; Python str patterns: any Unicode Nd -> [0-9].
-_DOT = r"[^\n\r\x85\u2028\u2029]"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _String:
-    min_len: int | None = None  # in characters (code points), as Smithy's @length counts
-    max_len: int | None = None
-    pattern: str | None = None  # the model's text, quoted in messages
-    regex: re.Pattern[str] | None = None  # its faithful Python translation
-    enum: tuple[str, ...] | None = None
-    sensitive: bool = False
+# String shapes are emulator.shapes.TextShape, which the control plane uses too.
+_String = TextShape  # the name this module's tests know it by
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -125,19 +118,15 @@ class _Structure:
     union: bool = False
 
 
-_Shape = _String | _Integer | _Boolean | _Blob | _List | _Structure
-
-
-def _pattern(model: str, python: str | None = None, **kw: Any) -> _String:
-    return _String(pattern=model, regex=re.compile(python or model), **kw)
+_Shape = TextShape | _Integer | _Boolean | _Blob | _List | _Structure
 
 
 _UUID = r"[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}"
 _SESSION_ID = _pattern(f".*{_UUID}.*", f"{_DOT}*{_UUID}{_DOT}*", min_len=36, max_len=36)
 _DOMAIN_ID = _pattern("(hai-|dom-)[a-z0-9]+", min_len=20, max_len=25)
 _SUBSCRIPTION_ID = _pattern("sub-[a-zA-Z0-9]{21}", min_len=25, max_len=25)
-_LANGUAGE_CODE = _String(enum=("en-US", "multi"))
-_MEDIA_ENCODING = _String(enum=("pcm", "flac"))
+_LANGUAGE_CODE = TextShape(enum=("en-US", "multi"))
+_MEDIA_ENCODING = TextShape(enum=("pcm", "flac"))
 _SAMPLE_RATE = _Integer(min=8000, max=48000)
 
 _S3_URI = _pattern(
@@ -170,7 +159,7 @@ _ROLES = ("PATIENT", "CLINICIAN")
 
 _CHANNEL_DEFINITIONS = _List(
     member=_Structure(
-        members={"channelId": _Integer(min=0, max=1), "participantRole": _String(enum=_ROLES)},
+        members={"channelId": _Integer(min=0, max=1), "participantRole": TextShape(enum=_ROLES)},
         required=("channelId", "participantRole"),
     ),
     min_len=2,
@@ -185,9 +174,9 @@ _ENCOUNTER_CONTEXT = _Structure(
                 "dateOfBirth": _ISO_DATE,
                 "encounterDate": _ISO_DATE,
                 "encounterReason": _ENCOUNTER_REASON,
-                "encounterType": _String(enum=("TELEHEALTH", "IN_PERSON")),
-                "sex": _String(enum=("MALE", "FEMALE", "NON_BINARY", "UNKNOWN"), sensitive=True),
-                "status": _String(enum=("NEW", "ESTABLISHED"), sensitive=True),
+                "encounterType": TextShape(enum=("TELEHEALTH", "IN_PERSON")),
+                "sex": TextShape(enum=("MALE", "FEMALE", "NON_BINARY", "UNKNOWN"), sensitive=True),
+                "status": TextShape(enum=("NEW", "ESTABLISHED"), sensitive=True),
             }
         ),
     }
@@ -195,12 +184,12 @@ _ENCOUNTER_CONTEXT = _Structure(
 _NOTE_TEMPLATE_SETTINGS = _Structure(
     members={
         "managedTemplate": _Structure(
-            members={"templateType": _String(enum=(*_TEMPLATES, "PHYSICAL_SOAP"))},
+            members={"templateType": TextShape(enum=(*_TEMPLATES, "PHYSICAL_SOAP"))},
             required=("templateType",),
         ),
         "customTemplate": _Structure(
             members={
-                "templateType": _String(enum=_TEMPLATES),
+                "templateType": TextShape(enum=_TEMPLATES),
                 "templateInstructions": _List(
                     member=_Structure(
                         members={"sectionHeader": _SECTION_HEADER, "sectionInstruction": _MARKDOWN},
@@ -236,10 +225,10 @@ _CONFIGURATION = _Structure(
     required=("postStreamActionSettings",),
 )
 _AUDIO_EVENT = _Structure(members={"audioChunk": _Blob()}, required=("audioChunk",))
-_END_OF_SESSION = _String(enum=("END_OF_SESSION",))
+_END_OF_SESSION = TextShape(enum=("END_OF_SESSION",))
 _SESSION_CONTROL_EVENT = _Structure(members={"type": _END_OF_SESSION})
 
-_HEADER_SHAPES: Mapping[str, _String | _Integer] = {
+_HEADER_SHAPES: Mapping[str, TextShape | _Integer] = {
     "sessionId": _SESSION_ID,
     "domainId": _DOMAIN_ID,
     "subscriptionId": _SUBSCRIPTION_ID,
@@ -250,8 +239,6 @@ _HEADER_SHAPES: Mapping[str, _String | _Integer] = {
 
 
 # --- Violations -------------------------------------------------------------------------
-# Longer strings are echoed cut short: a payload may be up to 24 MiB, a message should not.
-_ECHO_LIMIT = 2048
 _UNKNOWN = object()  # a value never echoed (unknown members, audio, whole payloads)
 
 
@@ -267,94 +254,34 @@ def json_int(text: str) -> int | Decimal:
         return Decimal(text)
 
 
-def _value_text(value: object, *, sensitive: bool = False) -> str:
-    if value is None:
-        return "Value null"
-    if sensitive:
-        return "Value '***'"
-    if isinstance(value, bool):
-        return f"Value '{str(value).lower()}'"
-    if isinstance(value, str) and len(value) > _ECHO_LIMIT:
-        return f"Value '{value[:_ECHO_LIMIT]}...' ({len(value)} characters)"
-    if isinstance(value, str | int | float):
-        return f"Value '{value}'"
-    return "Value"  # objects and lists may hold sensitive members
-
-
-#: Public name for other modules that report values in the same AWS style.
-describe_value = _value_text
-
-
-def _violation(value: object, where: str, rule: str, *, sensitive: bool = False) -> str:
-    return (
-        f"{_value_text(value, sensitive=sensitive)} at {where} failed to satisfy constraint: {rule}"
-    )
-
-
 def _where(location: str, member: str | None = None) -> str:
     return f"'{location}'" if member in (None, location) else f"'{location}' ({member})"
 
 
-def _error(violations: list[str]) -> ValidationException:
-    n = len(violations)
-    noun = "error" if n == 1 else "errors"
-    return ValidationException(f"{n} validation {noun} detected: " + "; ".join(violations))
+# The quick test and the wording of a string shape, under the names
+# tests/test_validation.py holds against each other (the checks below call the
+# methods directly: one call less on a stream's opening path).
+def _string_ok(value: object, shape: TextShape) -> bool:
+    """Return whether ``value`` satisfies ``shape`` (:meth:`TextShape.ok`)."""
+    return shape.ok(value)
 
 
-def _raise_if(violations: list[str]) -> None:
-    if violations:
-        raise _error(violations)
-
-
-def _string_ok(value: object, shape: _String) -> bool:
-    """Whether ``value`` satisfies ``shape``.
-
-    The common case, tested before anything is spent on the wording of a
-    violation (:func:`_check_string` explains a failure).
-    """
-    return (
-        isinstance(value, str)
-        and (shape.min_len is None or len(value) >= shape.min_len)
-        and (shape.max_len is None or len(value) <= shape.max_len)
-        and (shape.regex is None or shape.regex.fullmatch(value) is not None)
-        and (shape.enum is None or value in shape.enum)
-    )
-
-
-def _check_string(value: object, shape: _String, where: str, out: list[str]) -> None:
-    def say(rule: str) -> None:
-        out.append(_violation(value, where, rule, sensitive=shape.sensitive))
-
-    if not isinstance(value, str):
-        # For an enum the allowed values say more than the type does.
-        enum = shape.enum
-        say(
-            f"Member must satisfy enum value set: [{', '.join(enum)}]"
-            if enum
-            else "Member must be a string"
-        )
-        return
-    if shape.min_len is not None and len(value) < shape.min_len:
-        say(f"Member must have length greater than or equal to {shape.min_len}")
-    if shape.max_len is not None and len(value) > shape.max_len:
-        say(f"Member must have length less than or equal to {shape.max_len}")
-    if shape.regex is not None and not shape.regex.fullmatch(value):
-        say(f"Member must satisfy regular expression pattern: {shape.pattern}")
-    if shape.enum is not None and value not in shape.enum:
-        say(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+def _check_string(value: object, shape: TextShape, where: str, out: list[str]) -> None:
+    """Append the violations of ``value`` at ``where`` (:meth:`TextShape.violations`)."""
+    out.extend(shape.violations(value, where))
 
 
 def _check_integer(value: object, shape: _Integer, where: str, out: list[str]) -> None:
     # bool is an int in Python but a JSON boolean on the wire: not an integer.
     if not isinstance(value, int) or isinstance(value, bool):
-        out.append(_violation(value, where, "Member must be an integer"))
+        out.append(violation(value, where, "Member must be an integer"))
     elif value < shape.min:
         out.append(
-            _violation(value, where, f"Member must have value greater than or equal to {shape.min}")
+            violation(value, where, f"Member must have value greater than or equal to {shape.min}")
         )
     elif value > shape.max:
         out.append(
-            _violation(value, where, f"Member must have value less than or equal to {shape.max}")
+            violation(value, where, f"Member must have value less than or equal to {shape.max}")
         )
 
 
@@ -381,18 +308,18 @@ def _padded(text: str | bytes) -> bool:
 def _check(value: object, shape: _Shape, path: str, out: list[str]) -> None:
     """Append to ``out`` every violation of ``shape`` by the non-null JSON ``value`` at ``path``."""
     match shape:
-        case _String():
-            if not _string_ok(value, shape):
-                _check_string(value, shape, _where(path), out)
+        case TextShape():
+            if not shape.ok(value):
+                out.extend(shape.violations(value, _where(path)))
         case _Integer():
             _check_integer(value, shape, _where(path), out)
         case _Boolean():
             if not isinstance(value, bool):
-                out.append(_violation(value, _where(path), "Member must be a boolean"))
+                out.append(violation(value, _where(path), "Member must be a boolean"))
         case _Blob():
             if _decode_blob(value) is None:  # audio is not echoed back
                 out.append(
-                    _violation(_UNKNOWN, _where(path), "Member must be a base64-encoded string")
+                    violation(_UNKNOWN, _where(path), "Member must be a base64-encoded string")
                 )
         case _List():
             _check_list(value, shape, path, out)
@@ -403,31 +330,31 @@ def _check(value: object, shape: _Shape, path: str, out: list[str]) -> None:
 def _check_list(value: object, shape: _List, path: str, out: list[str]) -> None:
     where = _where(path)
     if not isinstance(value, list):  # what came instead may hold sensitive text: not echoed
-        out.append(_violation(_UNKNOWN, where, "Member must be a list"))
+        out.append(violation(_UNKNOWN, where, "Member must be a list"))
         return
     if len(value) < shape.min_len:
         out.append(
-            _violation(
+            violation(
                 value, where, f"Member must have length greater than or equal to {shape.min_len}"
             )
         )
     if len(value) > shape.max_len:
         out.append(
-            _violation(
+            violation(
                 value, where, f"Member must have length less than or equal to {shape.max_len}"
             )
         )
     for index, item in enumerate(value, start=1):
         item_path = f"{path}.{index}.member"
         if item is None:  # Smithy lists are dense unless @sparse; none here is
-            out.append(_violation(None, _where(item_path), "Member must not be null"))
+            out.append(violation(None, _where(item_path), "Member must not be null"))
         else:
             _check(item, shape.member, item_path, out)
 
 
 def _check_structure(value: object, shape: _Structure, path: str, out: list[str]) -> None:
     if not isinstance(value, dict):  # what came instead may hold sensitive text: not echoed
-        out.append(_violation(_UNKNOWN, _where(path), "Member must be an object"))
+        out.append(violation(_UNKNOWN, _where(path), "Member must be an object"))
         return
     # Unknown members are rejected. Whether the real service's JSON parser ignores or
     # rejects them is not documented; rejecting catches client typos, which is what an
@@ -435,17 +362,17 @@ def _check_structure(value: object, shape: _Structure, path: str, out: list[str]
     for name in value:
         if name not in shape.members:
             rule = f"Member must be one of the modeled members [{', '.join(shape.members)}]"
-            out.append(_violation(_UNKNOWN, _where(f"{path}.{name}"), rule))
+            out.append(violation(_UNKNOWN, _where(f"{path}.{name}"), rule))
     # JSON null is an absent member, as in every AWS JSON protocol.
     for name in shape.required:
         if value.get(name) is None:
-            out.append(_violation(None, _where(f"{path}.{name}"), "Member must not be null"))
+            out.append(violation(None, _where(f"{path}.{name}"), "Member must not be null"))
     present = [name for name in shape.members if value.get(name) is not None]
     if shape.union and len(present) != 1:
         found = f"{len(present)}" + (f" ({', '.join(present)})" if present else "")
         known = ", ".join(shape.members)
         rule = f"Member must have exactly one of [{known}] set, found {found}"
-        out.append(_violation(value, _where(path), rule))
+        out.append(violation(value, _where(path), rule))
     for name in present:
         _check(value[name], shape.members[name], f"{path}.{name}", out)
 
@@ -464,10 +391,10 @@ def _check_channel_pairing(value: object, out: list[str]) -> None:
     where = _where("configurationEvent.channelDefinitions")
     if all(type(i) is int and 0 <= i <= 1 for i in ids) and ids[0] == ids[1]:
         out.append(
-            _violation(value, where, "Member must define channelId 0 and channelId 1 once each")
+            violation(value, where, "Member must define channelId 0 and channelId 1 once each")
         )
     if all(r in _ROLES for r in roles) and roles[0] == roles[1]:
-        out.append(_violation(value, where, "Member must assign PATIENT and CLINICIAN once each"))
+        out.append(violation(value, where, "Member must assign PATIENT and CLINICIAN once each"))
 
 
 def _reject_constant(name: str) -> None:
@@ -512,10 +439,10 @@ def _load_json_object(payload: bytes, event: str) -> dict[str, Any]:
             # session's row, the artifacts, the admin API's JSON) could store it.
             where = _where(f"{event}.{member}")
             rule = "Member must be valid Unicode text (it holds an unpaired surrogate)"
-            raise _error([_violation(_UNKNOWN, where, rule)])
+            raise validation_error([violation(_UNKNOWN, where, rule)])
         else:
             return document
-    raise _error([_violation(_UNKNOWN, _where(event), rule)])
+    raise validation_error([violation(_UNKNOWN, _where(event), rule)])
 
 
 # --- The request headers ----------------------------------------------------------------
@@ -536,7 +463,7 @@ class StreamRequest:
     def __post_init__(self) -> None:
         out: list[str] = []
         _check_members(self._members(), HEADER_NAMES, out)
-        _raise_if(out)
+        raise_if(out)
 
     @classmethod
     def _checked(
@@ -634,13 +561,13 @@ def _check_members(
     """Append the violations of header/path members; ``header_text``: integers still text."""
     for member, value in values.items():
         shape = _HEADER_SHAPES[member]
-        if isinstance(shape, _String) and _string_ok(value, shape):
+        if isinstance(shape, TextShape) and shape.ok(value):
             continue  # the common case: nothing to word
         where = _where(locations.get(member, member), member)
         if value is None:
-            out.append(_violation(None, where, "Member must not be null"))
-        elif isinstance(shape, _String):
-            _check_string(value, shape, where, out)
+            out.append(violation(None, where, "Member must not be null"))
+        elif isinstance(shape, TextShape):
+            out.extend(shape.violations(value, where))
         elif header_text and isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
             if len(value.lstrip("+-").lstrip("0")) > _INTEGER_DIGITS:
                 # Far out of any range here, and int() refuses text over 4,300
@@ -650,7 +577,7 @@ def _check_members(
                     if value.startswith("-")
                     else f"Member must have value less than or equal to {shape.max}"
                 )
-                out.append(_violation(value, where, rule))
+                out.append(violation(value, where, rule))
             else:
                 _check_integer(integer_text(value), shape, where, out)
         else:
@@ -674,17 +601,16 @@ def validate_ids(
     out: list[str] = []
     values = {"sessionId": session_id, "domainId": domain_id, "subscriptionId": subscription_id}
     _check_members(values, locations, out)
-    _raise_if(out)
+    raise_if(out)
 
 
 def id_constraints_broken(member: str, value: str) -> list[str]:
     """The constraints of the ``member`` identifier (``sessionId``, ``domainId`` or
     ``subscriptionId``) that ``value`` breaks, as the service words them ("Member must
     ..."); empty when a request could carry it."""
-    out: list[str] = []
-    _check_string(value, _HEADER_SHAPES[member], "", out)  # type: ignore[arg-type]
-    # rpartition: the value, echoed first, may hold the phrase; the rule never does.
-    return [violation.rpartition("failed to satisfy constraint: ")[2] for violation in out]
+    shape = _HEADER_SHAPES[member]
+    assert isinstance(shape, TextShape)  # the three ids are strings
+    return shape.rules(value)
 
 
 def header_text(value: bytes) -> str:
@@ -725,7 +651,7 @@ def validate_stream_headers(
     out: list[str] = []
     values = {member: received.get(header) for member, header in HEADER_NAMES.items()}
     _check_members(values, HEADER_NAMES, out, header_text=True)
-    _raise_if(out)
+    raise_if(out)
     return StreamRequest._checked(
         session_id=received[HEADER_NAMES["sessionId"]],
         domain_id=received[HEADER_NAMES["domainId"]],
@@ -806,7 +732,7 @@ def parse_configuration_event(payload: bytes) -> Configuration:
         out: list[str] = []
         _check_structure(document, _CONFIGURATION, "configurationEvent", out)
         _check_channel_pairing(document.get("channelDefinitions"), out)
-        _raise_if(out)
+        raise_if(out)
         if type(payload) is bytes and len(payload) <= _PASSED_PAYLOAD_LIMIT:
             if len(_PASSED_CONFIGURATIONS) >= _PASSED_LIMIT:
                 _PASSED_CONFIGURATIONS.clear()
@@ -914,7 +840,7 @@ def parse_audio_event(payload: bytes) -> bytes:
                 return decoded
     out: list[str] = []
     _check_structure(document, _AUDIO_EVENT, "audioEvent", out)
-    _raise_if(out)
+    raise_if(out)
     chunk = _decode_blob(document["audioChunk"])
     assert chunk is not None  # checked above
     return chunk
@@ -935,7 +861,7 @@ def parse_session_control_event(payload: bytes) -> str:
             "Member must not be null: a session control event's type must be one of "
             f"[{', '.join(_END_OF_SESSION.enum or ())}]"
         )
-        out.append(_violation(None, _where("sessionControlEvent.type"), rule))
-    _raise_if(out)
+        out.append(violation(None, _where("sessionControlEvent.type"), rule))
+    raise_if(out)
     event_type: str = document["type"]
     return event_type
