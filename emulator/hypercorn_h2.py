@@ -67,7 +67,7 @@ More faults cost a connection, the server or its memory for one stream's sake:
   allows, ends its connection before it is decoded.
 * **A client allowing a huge HPACK table** had hpack's encoder keep every
   response's unique ids for the connection's life; the server's table is
-  held to 4 KiB (:class:`_CappedEncoder`).
+  held to 4 KiB (:class:`_CappedEncoder`, in :mod:`emulator.hpack_codec`).
 * **A stream past MAX_CONCURRENT_STREAMS** made h2 raise TooManyStreamsError,
   which ends the connection; RFC 9113 §5.1.2 lets a server refuse that stream
   alone. It is reset with REFUSED_STREAM (not processed: the client may retry).
@@ -96,8 +96,9 @@ More faults cost a connection, the server or its memory for one stream's sake:
   window) kept the app sending: hypercorn's send task pops an empty chunk from
   a stream with no window, and an empty pop released the app's wait at the
   buffer's high-water mark, so the server held the session's whole output.
-  :class:`_BoundedBuffer` releases it only once the buffer is drained below
-  its low-water mark; a client reset closes the buffer, ending the wait.
+  :class:`_BoundedBuffer` (:mod:`emulator.flow_control`, with the stream's
+  other flow pieces) releases it only once the buffer is drained below its
+  low-water mark; a client reset closes the buffer, ending the wait.
 * **A connection that closes under an open response** stops the send task
   but leaves the stream buffers open, so an app ending its response after the
   disconnect waits in ``drain()`` for ever and the server cannot shut down. The
@@ -108,10 +109,11 @@ hypercorn ends their side before the WebSocket closing handshake completes,
 and their unread messages are the client's last words.
 
 Received DATA frames, nearly every frame under load, are also parsed more
-cheaply (:func:`receive_frames`): h2 spends most of a DATA frame's cost on
-machinery that changes nothing for a plain DATA frame on an open stream (frame
-objects, two state machines, per-frame trace logging). Every other frame, and
-every DATA frame that is not plain, still goes through h2 in order.
+cheaply (:func:`receive_frames`, in :mod:`emulator.frame_reader`): h2 spends
+most of a DATA frame's cost on machinery that changes nothing for a plain DATA
+frame on an open stream (frame objects, two state machines, per-frame trace
+logging). Every other frame, and every DATA frame that is not plain, still goes
+through h2 in order.
 
 h2 also walks every stream of the connection each time a client opens one,
 to count the open ones against ``MAX_CONCURRENT_STREAMS``: O(n^2) for a
@@ -135,7 +137,8 @@ do all of this in Python; it cost over 1M instructions a stream. h2's
 pipelines that normalize and check each block (seven generators per header)
 take one pass for a plain request received and a plain response sent
 (:func:`_plain_request`, :func:`_plain_response`): about 45 us a stream of the
-300 us h2 spent on its two header blocks.
+300 us h2 spent on its two header blocks. The coders are
+:mod:`emulator.hpack_codec`'s, the checks :mod:`emulator.header_checks`'.
 
 Call :func:`install` before serving. It patches process-wide names in hypercorn,
 h2, hpack and hyperframe, so any hypercorn app served in the same process (a
@@ -151,12 +154,16 @@ Patched name                                                 Why
 ``hyperframe.frame._raw_data_repr``                          no hex dump of each DATA payload for
                                                              h2's trace log, which logs nothing
 ``hyperframe.frame.DataFrame._body_repr``                    nor a copy of the payload to measure it
-``h2.utilities._reject_illegal_characters``                  header bytes checked in C loops
-``hpack.hpack.decode_huffman``                               Huffman strings decoded in C (speedups)
-``h2.stream.normalize_inbound_headers``                      one pass for a plain request's headers,
-                                                             not seven generators a header
+``h2.utilities._reject_illegal_characters``                  ``header_checks``: header bytes checked
+                                                             in C loops
+``hpack.hpack.decode_huffman``                               ``hpack_codec``: Huffman strings
+                                                             decoded in C (speedups)
+``h2.stream.normalize_inbound_headers``                      ``header_checks``: one pass for a plain
+                                                             request's headers, not seven generators
+                                                             a header
 ``h2.stream.validate_headers``                               (the same)
-``h2.stream.normalize_outbound_headers``                     one pass for a plain response's headers
+``h2.stream.normalize_outbound_headers``                     ``header_checks``: one pass for a plain
+                                                             response's headers
 ``h2.stream.validate_outbound_headers``                      (the same)
 ``hypercorn.asyncio.run.TCPServer``                          ``hypercorn_tcp.QuietTCPServer``: quiet
                                                              TLS teardown, larger reads, coalesced
@@ -179,32 +186,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import h2.config
 import h2.events
 import h2.exceptions
 import h2.stream
 import h2.utilities
 import hpack
 import hpack.hpack
-import hpack.huffman_table
-import hpack.table
 import hypercorn.asyncio.run
 import hypercorn.protocol
 import hyperframe.frame
-import priority
-from h2.connection import ConnectionState, H2Connection
+from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from h2.windows import WindowManager
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Body, EndBody
-from hypercorn.protocol.h2 import (
-    BUFFER_HIGH_WATER,
-    BUFFER_LOW_WATER,
-    BufferCompleteError,
-    H2Protocol,
-    StreamBuffer,
-)
+from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.utils import suppress_body
@@ -213,16 +210,48 @@ from hyperframe.frame import GoAwayFrame
 from . import hypercorn_h11, hypercorn_tcp, speedups
 from .errors import InternalServerException, http_error
 from .extensions import CONNECTION_EXTENSION, INLINE_BODY_EXTENSION, MORE_BODIES
+from .flow_control import (
+    MERGE_LIMIT,
+    _app_queue,
+    _BoundedBuffer,
+    _drop_unread_messages,
+    _merged,
+    _queue_internals_present,
+    _RoundRobin,
+    _stream_buffer_internals_present,
+    _WideningWindow,
+)
+from .frame_reader import _CONNECTION_OPEN, _h2_internals_present, receive_frames
+from .header_checks import (
+    _FAST_PIPELINES,
+    _STOCK_PIPELINES,
+    _STOCK_REJECT_ILLEGAL_CHARACTERS,
+    _check_ascii_pseudo_headers,
+    _reject_illegal_characters,
+)
+from .hpack_codec import (
+    _HUFFMAN_TABLE,
+    _STOCK_DECODE_HUFFMAN,
+    _CappedEncoder,
+    _decode_huffman,
+    _GuardedDecoder,
+    _hpack_internals_present,
+    _LiteralEncoder,
+    _QuickDecoder,
+)
 from .logs import get_logger
 
 # The scope-extension names are emulator.extensions' (the ASGI adapter's side),
-# re-exported beside the classes that provide the extensions.
+# re-exported beside the classes that provide the extensions; MERGE_LIMIT
+# (emulator.flow_control's) and receive_frames (emulator.frame_reader's) beside
+# the protocol that uses them.
 __all__ = [
     "DuplexH2Protocol",
     "ConnectionControl",
     "CONNECTION_EXTENSION",
     "INLINE_BODY_EXTENSION",
     "InlineBody",
+    "MERGE_LIMIT",
     "MORE_BODIES",
     "PATCHED",
     "install",
@@ -234,382 +263,24 @@ log = get_logger("medscribe.h2")
 # States in which the app has started a response it never completed.
 _UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})
 
-
-class _IndexedHeaderTable(hpack.table.HeaderTable):
-    """hpack's encoder table, searched through dicts instead of entry by entry.
-
-    hpack's :meth:`search` walks the dynamic table for every header it encodes
-    (about sixty entries once a connection's table is full). The newest entry
-    of each ``(name, value)`` and of each name is kept here by its serial
-    number, from which its index follows; a test encodes the same headers with
-    both tables and demands the same bytes.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._added = 0  # serial number of the next entry
-        self._exact: dict[tuple[bytes, bytes], int] = {}
-        self._named: dict[bytes, int] = {}
-        # (serial, name, value) of each dynamic entry, newest first, as in the table.
-        self._entries: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
-
-    def add(self, name: bytes, value: bytes) -> None:
-        if 32 + len(name) + len(value) > self._maxsize:
-            self._forget_all()
-        else:
-            serial = self._added
-            self._added += 1
-            self._entries.appendleft((serial, name, value))
-            self._exact[name, value] = serial
-            self._named[name] = serial
-        super().add(name, value)  # the same entry, sizes and evictions (_shrink)
-
-    def _shrink(self) -> None:
-        entries = self.dynamic_entries
-        kept = len(entries)
-        super()._shrink()
-        for _ in range(kept - len(entries)):  # evicted from the right, oldest first
-            serial, name, value = self._entries.pop()
-            if self._exact.get((name, value)) == serial:
-                del self._exact[name, value]
-            if self._named.get(name) == serial:
-                del self._named[name]
-
-    @property
-    def maxsize(self) -> int:
-        return self._maxsize
-
-    @maxsize.setter
-    def maxsize(self, newmax: int) -> None:
-        hpack.table.HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
-        if not self.dynamic_entries:
-            self._forget_all()
-
-    def _forget_all(self) -> None:
-        self._exact.clear()
-        self._named.clear()
-        self._entries.clear()
-
-    def search(self, name: bytes, value: bytes) -> tuple[int, bytes, bytes | None] | None:
-        partial = None
-        static = self.STATIC_TABLE_MAPPING.get(name)
-        if static:
-            index = static[1].get(value)
-            if index is not None:
-                return index, name, value
-            partial = (static[0], name, None)
-        newest = self._added - 1 + self.STATIC_TABLE_LENGTH + 1
-        serial = self._exact.get((name, value))
-        if serial is not None:
-            return newest - serial, name, value
-        if partial is None:
-            serial = self._named.get(name)
-            if serial is not None:
-                partial = (newest - serial, name, None)
-        return partial
-
-
-#: The most a response encoder's dynamic table holds, whatever the client allows.
-_MAX_ENCODER_TABLE = 4096
-
-
-class _CappedEncoder(hpack.Encoder):
-    """hpack's encoder, its dynamic table held to :data:`_MAX_ENCODER_TABLE`.
-
-    A client's SETTINGS_HEADER_TABLE_SIZE is the most the server's encoder may
-    use (RFC 7541 §4.2), not what it must: hpack took whatever it was given, and
-    a client allowing 4 GiB had every response's request id and session id kept
-    in the connection's table for its life, about half a kilobyte a stream. A
-    larger setting than the cap changes nothing; a smaller one is followed.
-    """
-
-    @property
-    def header_table_size(self) -> int:
-        return self.header_table.maxsize
-
-    @header_table_size.setter
-    def header_table_size(self, value: int) -> None:
-        hpack.Encoder.header_table_size.fset(self, min(value, _MAX_ENCODER_TABLE))  # type: ignore[attr-defined]
-
-
-class _LiteralEncoder(_CappedEncoder):
-    """HPACK that sends header strings as they are, not Huffman-coded.
-
-    Both are valid HPACK (RFC 7541 section 5.2) and every decoder reads both. In
-    Python, Huffman coding was 37% of encoding a stream's response headers
-    (560k -> 355k instructions for the emulator's eleven): a tenth of what a
-    session costs to open. On the wire they grow by about a quarter, some tens
-    of bytes a response, and only until the dynamic table holds them. Its table
-    is an :class:`_IndexedHeaderTable`.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.header_table = _IndexedHeaderTable()
-
-    def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        """hpack's ``encode(headers, huffman=False)``, byte for byte and table for
-        table, in one loop: hpack spends three calls, two debug log calls and a
-        bytearray per header on it (about 50 us for a response's eleven). h2
-        calls ``encode(headers)``: this default is what it gets."""
-        if huffman or isinstance(headers, dict):
-            return super().encode(headers, huffman=huffman)
-        table = self.header_table
-        block: list[bytes] = []
-        if table.resized:
-            block.append(self._encode_table_size_change())
-            table.resized = False
-        for header in headers:
-            kind = type(header)
-            if not (kind is tuple and len(header) == 2 or kind is hpack.HeaderTuple):
-                # Never-indexed or (name, value, sensitive): hpack's own way.
-                sensitive = (
-                    not header.indexable
-                    if isinstance(header, hpack.HeaderTuple)
-                    else len(header) > 2 and header[2]
-                )
-                pair = (hpack.hpack._to_bytes(header[0]), hpack.hpack._to_bytes(header[1]))
-                block.append(self.add(pair, sensitive, False))
-                continue
-            name, value = header
-            if type(name) is not bytes:
-                name = hpack.hpack._to_bytes(name)
-            if type(value) is not bytes:
-                value = hpack.hpack._to_bytes(value)
-            match = table.search(name, value)
-            if match is None:  # a literal name and value, then indexed
-                block.append(
-                    b"\x40"
-                    + _hpack_integer(len(name), 7, 0)
-                    + name
-                    + _hpack_integer(len(value), 7, 0)
-                    + value
-                )
-                table.add(name, value)
-            elif match[2] is not None:  # the whole header is in the table
-                block.append(_hpack_integer(match[0], 7, 0x80))
-            else:  # an indexed name, a literal value, then indexed
-                block.append(
-                    _hpack_integer(match[0], 6, 0x40) + _hpack_integer(len(value), 7, 0) + value
-                )
-                table.add(match[1], value)
-        return b"".join(block)
-
-
-def _hpack_integer(integer: int, prefix_bits: int, flags: int) -> bytes:
-    """``hpack.hpack.encode_integer(integer, prefix_bits)`` with ``flags`` ORed into
-    its first byte, as bytes: a one-byte integer (nearly all of them) from a
-    table, any other from hpack."""
-    if integer < (1 << prefix_bits) - 1:
-        return _ONE_BYTE[integer | flags]
-    field = hpack.hpack.encode_integer(integer, prefix_bits)
-    field[0] |= flags
-    return bytes(field)
-
-
-_ONE_BYTE = tuple(bytes((n,)) for n in range(256))
-
-
-#: Bytes a header block may exceed the header list limit by. A block is at most
-#: the size of the list it decodes to plus a few bytes (each field costs 32 in
-#: the list and at most a few bytes of its own in the block; two size updates
-#: at the start come on top), so a larger one is refused before decoding.
-_BLOCK_SLACK = 64
-
-
-def _check_block(decoder: hpack.Decoder, data: bytes) -> None:
-    """Refuse, before decoding, a header block whose decoding would cost the
-    event loop out of proportion to the headers it can give.
-
-    Each byte of a block of dynamic table size updates (``0x20``: allowed only
-    at its start, but hpack takes any number) is an instruction of its own,
-    decoded in Python and yielding no header, so no list limit stops it: a
-    client sending 1 MiB blocks of them stalled every connection for a second
-    each. RFC 7541 §4.2 allows at most two at the start of a block (the
-    smallest size, then the final one); more is a decoding error, which h2
-    answers with GOAWAY ``PROTOCOL_ERROR``. A block longer than the header
-    list limit allows is refused as an oversized list (h2: GOAWAY
-    ``ENHANCE_YOUR_CALM``).
-    """
-    if len(data) > decoder.max_header_list_size + _BLOCK_SLACK:
-        raise hpack.OversizedHeaderListError(
-            f"A header block of {len(data)} bytes, larger than the header list limit "
-            f"({decoder.max_header_list_size}) allows, has been received"
-        )
-    index, end, updates = 0, len(data), 0
-    while index < end and data[index] & 0xE0 == 0x20:
-        updates += 1
-        if updates > 2:
-            raise hpack.HPACKDecodingError(
-                "More than two dynamic table size updates at the start of a header block "
-                "(RFC 7541 §4.2 allows two)"
-            )
-        taken = _hpack_integer_at(data, index, 5)
-        if taken is None:
-            return  # cut off: hpack's own reading says so
-        index = taken[1]
-
-
-class _GuardedDecoder(hpack.Decoder):
-    """hpack's decoder behind :func:`_check_block` (where :class:`_QuickDecoder`
-    cannot be used)."""
-
-    def decode(self, data: bytes, raw: bool = False) -> Any:
-        _check_block(self, data)
-        return super().decode(data, raw)
-
-
-class _QuickDecoder(_GuardedDecoder):
-    """hpack's decoder, with indexed header fields read inline.
-
-    A client's later requests are mostly indexed fields, one byte each: a
-    dynamic table hit for every header its previous requests had the same.
-    hpack reads each through three calls, two debug log calls and two tuple
-    constructions; a request's header block cost ~500k instructions. Here a
-    field whose index fits its first byte is looked up directly, and a literal
-    value under an indexed name (a request's session id, date and signature)
-    is read inline when it lies whole in the block (34 -> 30 us an SDK
-    request); every other representation goes through hpack's own methods,
-    and the checks (list size, table size, a size update only at the start)
-    are hpack's, in its order. A hypothesis test feeds both decoders the same
-    blocks and demands identical headers, errors and table state. Only
-    ``raw=True`` (what h2 asks for) takes this path.
-    """
-
-    def decode(self, data: bytes, raw: bool = False) -> Any:
-        if not raw:
-            return super().decode(data, raw)
-        _check_block(self, data)
-        view = memoryview(data)
-        plain = type(data) is bytes
-        get_by_index = self.header_table.get_by_index
-        headers: list[hpack.HeaderTuple] = []
-        inflated_size = 0
-        index = 0
-        end = len(data)
-        while index < end:
-            first = data[index]
-            header: hpack.HeaderTuple | None
-            if first & 0x80 and first != 0xFF:
-                # Indexed, the index within the first byte's 7-bit prefix.
-                header = hpack.HeaderTuple(*get_by_index(first & 0x7F))
-                consumed = 1
-            elif first & 0x80:
-                header, consumed = self._decode_indexed(view[index:])
-            elif first & 0x40:
-                # A literal value, then indexed: the request's own values (its
-                # session id, date, signature) come so, the name from the table.
-                taken = _indexed_name_literal(self, data, index, end) if plain else None
-                if taken is None:
-                    header, consumed = self._decode_literal_index(view[index:])
-                else:
-                    header, consumed = taken
-            elif first & 0x20:
-                if headers:
-                    raise hpack.HPACKDecodingError(
-                        "Table size update not at the start of the block"
-                    )
-                consumed = self._update_encoding_context(view[index:])
-                header = None
-            else:
-                header, consumed = self._decode_literal_no_index(view[index:])
-            if header is not None:
-                headers.append(header)
-                inflated_size += 32 + len(header[0]) + len(header[1])
-                if inflated_size > self.max_header_list_size:
-                    raise hpack.OversizedHeaderListError(
-                        f"A header list larger than {self.max_header_list_size} has been received"
-                    )
-            index += consumed
-        self._assert_valid_table_size()
-        # hpack copies each header once more to make its parts bytes; they are.
-        return headers
-
-
-def _hpack_integer_at(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int] | None:
-    """``hpack.hpack.decode_integer`` of the integer at ``pos``: ``(value, position
-    after it)``, a one-byte integer read here and any other by hpack; None when
-    it is cut off (hpack's own reading of the field then says so)."""
-    mask = (1 << prefix_bits) - 1
-    value = data[pos] & mask
-    if value < mask:
-        return value, pos + 1
-    try:
-        value, used = hpack.hpack.decode_integer(memoryview(data)[pos:], prefix_bits)
-    except hpack.HPACKDecodingError:
-        return None
-    return value, pos + used
-
-
-def _indexed_name_literal(
-    decoder: hpack.Decoder, data: bytes, index: int, end: int
-) -> tuple[hpack.HeaderTuple, int] | None:
-    """hpack's ``_decode_literal_index`` of the field at ``index`` when its name is
-    indexed and the field lies whole within ``data``: the same header, the same
-    entry added to the table, the same errors (from the same table look-up and
-    Huffman decoder). None for anything else: hpack reads it."""
-    if not data[index] & 0x3F:
-        return None  # a literal name
-    found = _hpack_integer_at(data, index, 6)
-    if found is None or found[1] >= end:
-        return None
-    name_index, at = found
-    huffman = data[at] & 0x80
-    found = _hpack_integer_at(data, at, 7)
-    if found is None:
-        return None
-    length, at = found
-    if at + length > end:
-        return None  # truncated: hpack says so
-    name = decoder.header_table.get_by_index(name_index)[0]
-    value = data[at : at + length]
-    if huffman:
-        value = hpack.hpack.decode_huffman(value)
-    decoder.header_table.add(name, value)
-    return hpack.HeaderTuple(name, value), at + length - index
-
-
-def _hpack_internals_present() -> bool:
-    """Whether the installed hpack keeps the private parts the two coders above
-    use and answers as hpack 4.1: a few blocks, one of them evicting, must encode
-    to the bytes hpack's encoder gives and decode to what its decoder gives."""
-    try:
-        stock_encoder, encoder = hpack.Encoder(), _LiteralEncoder()
-        stock_decoder, decoder = hpack.Decoder(), _QuickDecoder()
-        headers = [(b":status", b"200"), (b"x-a", b"1"), (b"x-a", b"2"), (b"x-b", b"v" * 40)]
-        for size in (4096, 100, 4096):
-            stock_encoder.header_table_size = encoder.header_table_size = size
-            block = encoder.encode(headers)
-            if block != stock_encoder.encode(headers, huffman=False):
-                return False
-            if decoder.decode(block, raw=True) != stock_decoder.decode(block, raw=True):
-                return False
-        return True
-    except Exception:  # anything unexpected: hpack's own coders serve
-        return False
-
+# The pieces of the modules imported above rest on private state of hpack,
+# hypercorn, h2 or asyncio, which each module's *_internals_present checks; the
+# flags below, read by DuplexH2Protocol at call time, keep the stock piece where
+# that state differs (a test turns one off on this module).
 
 #: Whether :class:`DuplexH2Protocol` swaps in :class:`_LiteralEncoder` and
 #: :class:`_QuickDecoder`; false with an hpack whose internals differ.
 _QUICK_HPACK = _hpack_internals_present()
 
+#: Whether :class:`DuplexH2Protocol` swaps in :class:`_BoundedBuffer`.
+_BOUNDED_BUFFER = _stream_buffer_internals_present()
 
-#: The pseudo-headers hypercorn decodes as ASCII, or reads as a URI's parts.
-_ASCII_PSEUDO_HEADERS = frozenset({b":method", b":path", b":scheme", b":authority"})
+#: Whether :class:`DuplexH2Protocol` merges DATA into a waiting message (:func:`_merged`).
+_MERGE_QUEUED = _queue_internals_present()
 
-
-def _check_ascii_pseudo_headers(events: list[Any]) -> None:
-    """Raise h2's ProtocolError (a malformed request) for a request whose
-    method, path, scheme or authority holds a byte outside ASCII."""
-    for event in events:
-        if type(event) is h2.events.RequestReceived:
-            for name, value in event.headers:
-                if name[:1] != b":":
-                    break  # h2 has checked that the pseudo-headers come first
-                if name in _ASCII_PSEUDO_HEADERS and not value.isascii():
-                    raise h2.exceptions.ProtocolError(
-                        f"Request pseudo-header {name.decode()} holds a byte outside ASCII"
-                    )
+#: Whether :class:`DuplexH2Protocol` uses :func:`receive_frames`; false with an h2
+#: whose internals differ, which then parses every frame itself as before.
+_FAST_DATA = _h2_internals_present()
 
 
 class _StreamCountingConnection(H2Connection):
@@ -1721,82 +1392,6 @@ class DuplexH2Protocol(H2Protocol):
         return None if stream is None else stream.state_machine.state
 
 
-class _BoundedBuffer(StreamBuffer):
-    """hypercorn's response buffer, with its high-water mark kept.
-
-    ``push`` (the app's send) waits once the buffer holds ``BUFFER_HIGH_WATER``
-    (32 KiB) until ``pop`` lets it go on; hypercorn's ``pop`` does so whenever
-    the bytes it *took* are fewer than ``BUFFER_LOW_WATER``, and the send task
-    pops with a chunk size of 0 when the client's window is spent, taking
-    nothing. So a client that grants no window released the app after every
-    send, and the server held the session's whole output in memory (1.2 MB for
-    five minutes of a busy scenario, as much as the session makes). Here the app
-    goes on only once what is *left* is under the low-water mark: the buffer of
-    a stream whose client reads nothing stays near 32 KiB, its app waits in
-    ``send``, its request data is then held (:meth:`DuplexH2Protocol._hold`) and
-    flow control stops its client, while the connection's other streams go on.
-    """
-
-    #: An object whose ``since`` (a ``time.monotonic()``) is restarted by the
-    #: pops while its ``sending`` is true: the app's output timer (see
-    #: :meth:`ConnectionControl.watch_output`), which must measure how long the
-    #: client took no output, not how long one send waited. It restarts once
-    #: :data:`_PROGRESS` bytes were taken since the last restart, or all that
-    #: was waiting: a client taking a byte now and then does not count as reading.
-    watch: Any = None
-    _taken = 0
-
-    async def push(self, data: bytes) -> None:
-        # hypercorn's, except that crossing the mark always waits: its pause
-        # event may still be set from an earlier pop, letting one more through.
-        if self._complete:
-            raise BufferCompleteError()
-        self.buffer.extend(data)
-        await self._is_empty.clear()
-        if len(self.buffer) >= BUFFER_HIGH_WATER:
-            await self._paused.clear()
-            await self._paused.wait()
-
-    async def pop(self, max_length: int) -> bytes:
-        buffer = self.buffer
-        length = min(len(buffer), max_length)
-        data = bytes(buffer[:length])
-        del buffer[:length]
-        watch = self.watch
-        if length and watch is not None and watch.sending:
-            taken = self._taken + length
-            if taken >= _PROGRESS or not buffer:
-                taken = 0
-                watch.since = time.monotonic()
-            self._taken = taken
-        if len(buffer) < BUFFER_LOW_WATER:
-            await self._paused.set()
-        if not buffer:
-            await self._is_empty.set()
-        return data
-
-
-#: Response bytes a client must take to count as reading (see _BoundedBuffer.watch).
-_PROGRESS = 1024
-
-
-def _stream_buffer_internals_present() -> bool:
-    """Whether hypercorn's StreamBuffer keeps the state _BoundedBuffer.pop uses."""
-    try:
-        buffer = StreamBuffer(asyncio.Event)  # type: ignore[arg-type]
-        return (
-            isinstance(buffer.buffer, bytearray)
-            and isinstance(buffer._paused, asyncio.Event)
-            and isinstance(buffer._is_empty, asyncio.Event)
-        )
-    except Exception:
-        return False
-
-
-#: Whether :class:`DuplexH2Protocol` swaps in :class:`_BoundedBuffer`.
-_BOUNDED_BUFFER = _stream_buffer_internals_present()
-
-
 #: The h2 events of control frames counted against a connection's budget. Stream
 #: resets count too: the client's RST_STREAM ("rapid reset", CVE-2023-44487) and
 #: h2's own for a client's frame it refuses, such as DATA after END_STREAM
@@ -1814,34 +1409,6 @@ _CONTROL_EVENTS = frozenset(
         h2.events.StreamReset,  # by the client, or by h2 for a client's frame
     }
 )
-
-
-class _WideningWindow(WindowManager):
-    """h2's receive-window bookkeeping for one stream, whose next WINDOW_UPDATE
-    (h2 sends one once half the window's 64 KiB has been taken by the app's
-    queue, or once the window is shut and 1 KiB has been taken) also opens the
-    window to ``widen_to``; from then on it is h2's own again.
-
-    h2 sends that frame anyway, so opening a stream costs no extra one. A
-    WINDOW_UPDATE of its own as each stream opened cost 7 us of the server's CPU
-    each, in the second in which 2,000 real-time streams open, for no more bulk
-    gain. (Its runs there, 8 of 13 passing, were no worse than this build's 5 of
-    12 in a noisier hour: see benchmarks/README.md, round 17.)
-    """
-
-    widen_to: int
-
-    def process_bytes(self, size: int) -> int | None:
-        increment = super().process_bytes(size)
-        if increment:
-            extra = self.widen_to - self.max_window_size
-            if extra > 0:
-                self.window_opened(extra)
-                increment += extra
-                # Bytes received and not yet taken come back later, up to it.
-                self.max_window_size = self.widen_to
-            self.__class__ = WindowManager  # type: ignore[assignment]
-        return increment
 
 
 def _cannot_send(data: bytes) -> bool:
@@ -1976,144 +1543,6 @@ class ConnectionControl:
         await self._protocol._abort(self._stream_id)
 
 
-class _RoundRobin:
-    """O(1) stand-in for ``priority.PriorityTree`` as hypercorn's H2Protocol uses it.
-
-    Ready streams take turns; the same exceptions as the tree signal the same
-    conditions (hypercorn catches them).
-    """
-
-    def __init__(self) -> None:
-        self._streams: set[int] = set()
-        self._ready: dict[int, None] = {}
-
-    def insert_stream(
-        self, stream_id: int, depends_on: Any = None, weight: int = 16, exclusive: bool = False
-    ) -> None:
-        if stream_id in self._streams:
-            raise priority.DuplicateStreamError(stream_id)
-        self._streams.add(stream_id)
-        self._ready[stream_id] = None
-
-    def reprioritize(
-        self, stream_id: int, depends_on: Any = None, weight: int = 16, exclusive: bool = False
-    ) -> None:
-        # Priorities are not used. For a stream not open (yet), PriorityTree raises
-        # and hypercorn then inserts it: an entry that no stream would ever remove
-        # (a client's PRIORITY frames for streams it never opens grew the set for
-        # the connection's life), and a stream opened after its PRIORITY frame
-        # would be inserted twice. Nothing to do either way.
-        return
-
-    def block(self, stream_id: int) -> None:
-        if stream_id not in self._streams:
-            raise priority.MissingStreamError(stream_id)
-        self._ready.pop(stream_id, None)
-
-    def unblock(self, stream_id: int) -> None:
-        if stream_id not in self._streams:
-            raise priority.MissingStreamError(stream_id)
-        self._ready[stream_id] = None
-
-    def remove_stream(self, stream_id: int) -> None:
-        if stream_id not in self._streams:
-            raise priority.MissingStreamError(stream_id)
-        self._streams.discard(stream_id)
-        self._ready.pop(stream_id, None)
-
-    def __iter__(self) -> _RoundRobin:
-        return self
-
-    def __next__(self) -> int:
-        if not self._ready:
-            raise priority.DeadlockError("no stream has data to send")
-        stream_id = next(iter(self._ready))
-        del self._ready[stream_id]
-        self._ready[stream_id] = None  # to the back of the queue
-        return stream_id
-
-
-#: Bytes of further bodies one queued message takes at most. DATA merged is
-#: acknowledged, as DATA queued is, and so outside the flow-control windows,
-#: which bound only what waits unacknowledged: a stream whose app stops reading
-#: (its queue full) holds its queue's ten messages with up to this much more
-#: each, about 800 KiB, before its DATA waits unacknowledged and flow control
-#: stops its client (hypercorn's own queue: about 160 KiB). Stopping at two
-#: merged messages (about 290 KiB) made bulk ingest up to 14% slower in slow
-#: hours: the queue then filled with a message a frame again, and the rest
-#: went through the held-data path.
-MERGE_LIMIT = 64 * 1024
-
-
-def _merged(queue: asyncio.Queue[Any], data: bytes) -> bool:
-    """Append ``data`` to the last message waiting in ``queue`` as one more body
-    (:data:`MORE_BODIES`); False, having done nothing, when that message is not
-    a request body with more to come, or when ``data`` would take its further
-    bodies past :data:`MERGE_LIMIT` bytes."""
-    last = queue._queue[-1]  # type: ignore[attr-defined]
-    if last.get("type") != "http.request" or not last.get("more_body"):
-        return False
-    size = last.get(_MORE_SIZE, 0) + len(data)
-    if size > MERGE_LIMIT:
-        return False
-    more = last.get(MORE_BODIES)
-    if more is None:
-        last[MORE_BODIES] = [data]
-    else:
-        more.append(data)
-    last[_MORE_SIZE] = size
-    return True
-
-
-_MORE_SIZE = "medscribe.more_size"
-
-
-def _queue_internals_present() -> bool:
-    """Whether ``asyncio.Queue`` keeps its items in a deque ``_queue``, the last
-    one still the newest (what :func:`_merged` appends to)."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    queue.put_nowait({"n": 1})
-    queue.put_nowait({"n": 2})
-    items = getattr(queue, "_queue", None)
-    return isinstance(items, collections.deque) and items[-1] == {"n": 2}
-
-
-_MERGE_QUEUED = _queue_internals_present()
-
-
-def _app_queue(stream: object) -> asyncio.Queue[Any] | None:
-    """The ``asyncio.Queue`` hypercorn feeds ``stream``'s app from, if it is one.
-
-    ``app_put`` is the bound ``put`` of the queue that hypercorn's asyncio task
-    group creates for an HTTP stream's app; anything else (a WebSocket stream,
-    trio's memory channel, a stream that never started its app) gives ``None``.
-    """
-    if not isinstance(stream, HTTPStream):
-        return None
-    queue = getattr(getattr(stream, "app_put", None), "__self__", None)
-    return queue if isinstance(queue, asyncio.Queue) else None
-
-
-def _drop_unread_messages(stream: HTTPStream) -> None:
-    """Empty the app queue of ``stream`` so that no put on it waits any longer."""
-    queue = _app_queue(stream)
-    if queue is not None:
-        while not queue.empty():
-            queue.get_nowait()
-
-
-# -- DATA frames without h2's per-frame machinery --------------------------------------
-
-_FRAME_HEADER = 9
-_DATA = 0  # frame types
-_SETTINGS = 4
-_WINDOW_UPDATE = 8
-_NO_STREAM = b"\0\0\0\0"
-_NO_INCREMENT = (b"\0\0\0\0", b"\x80\0\0\0")  # the reserved bit set or not
-_STREAM_ID_MASK = 0x7FFF_FFFF
-# Connection states in which h2 takes DATA without a transition.
-_CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
-
 #: Seconds a connection the keep-alive timer retires stays open after its GOAWAY
 #: at most, refusing new streams, so that the client reads the GOAWAY before the
 #: close: it closes as soon as the client acknowledges the PING sent behind it.
@@ -2130,177 +1559,6 @@ RETIRE_GRACE = 0.05
 SHUTDOWN_ERROR: tuple[int, list[tuple[bytes, bytes]], bytes] = http_error(
     InternalServerException("the emulator stopped before this stream's response started")
 )
-
-
-def _h2_reads(
-    connection: H2Connection, view: memoryview, start: int, pos: int, events: list[Any]
-) -> None:
-    """h2 reads the whole frames ``view[start:pos]``, a run it must see before the
-    frame at ``pos``; their events join ``events``. On its error h2 keeps the
-    rest of the read, as if it had been given all of it."""
-    try:
-        events.extend(connection.receive_data(view[start:pos]))
-    except h2.exceptions.ProtocolError:
-        incoming: Any = connection.incoming_buffer
-        incoming._data += view[pos:]
-        raise
-
-
-def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Event]:
-    """``connection.receive_data(data)``, cheaper for plain DATA frames.
-
-    Returns the same events in the same order and leaves ``connection`` in the
-    same state as h2 would, raising the same :class:`h2.exceptions.ProtocolError`
-    for a bad frame. A DATA frame is taken here, without h2's frame objects,
-    state machines and trace logging, when h2 would do no more than count it:
-    no flags (no END_STREAM, no padding), within the frame size limit, on a
-    stream h2 has OPEN, its headers received, with no content-length to check,
-    inside both receive windows, on an open connection. Here that means
-    decrementing the two windows and the stream's received length, which is
-    all h2 changes for such a frame, and making its ``DataReceived`` event.
-    Every other frame goes to h2's own ``receive_data``, and so does all of
-    ``data`` while h2 is reading the connection preface or a header block,
-    and the rest of ``data`` from a SETTINGS frame on;
-    frames are handed over whole, so h2 holds a partial frame only at the end
-    of a read, and the next read completes it through h2 first.
-    """
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    incoming: Any = connection.incoming_buffer
-    if incoming._preamble_len or incoming._headers_buffer:
-        return connection.receive_data(data)
-    events: list[h2.events.Event] = []
-    view = memoryview(data)
-    end = len(data)
-    pos = 0
-    held = len(incoming._data)
-    if held:
-        # h2 holds the start of a frame from the last read: complete it there,
-        # unless it is SETTINGS (see below) or more than a frame is held (only
-        # after an error) or this read does not complete it.
-        head = bytes(incoming._data[:_FRAME_HEADER]) + data[: max(_FRAME_HEADER - held, 0)]
-        if len(head) < _FRAME_HEADER or head[3] == _SETTINGS:
-            return connection.receive_data(data)
-        pos = _FRAME_HEADER + int.from_bytes(head[:3]) - held
-        if not 0 < pos <= end:
-            return connection.receive_data(data)
-        _h2_reads(connection, view, 0, pos, events)
-    streams = connection.streams
-    window = connection._inbound_flow_control_window_manager
-    slow = -1  # start of a run of frames for h2, or -1
-    while end - pos >= _FRAME_HEADER:
-        length = int.from_bytes(data[pos : pos + 3])
-        frame_end = pos + _FRAME_HEADER + length
-        if frame_end > end:
-            break
-        kind = data[pos + 3]
-        if kind == _SETTINGS:
-            # h2 takes its frame size limit once per receive_data call, and a
-            # SETTINGS ACK may change it: from here on, h2 reads the lot in one call.
-            events.extend(connection.receive_data(view[slow if slow >= 0 else pos :]))
-            return events
-        if (
-            kind == _WINDOW_UPDATE
-            and length == 4
-            and data[pos + 5 : pos + 9] != _NO_STREAM
-            and data[pos + _FRAME_HEADER : frame_end] in _NO_INCREMENT
-            and isinstance(connection, _StreamCountingConnection)
-        ):
-            # A stream's WINDOW_UPDATE of 0: a stream error (RFC 9113 §6.9), where
-            # hyperframe's parse error made h2 end the connection.
-            if slow >= 0:
-                _h2_reads(connection, view, slow, pos, events)
-                slow = -1
-            stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
-            reset = connection._stream_error(
-                stream_id,
-                h2.exceptions.ProtocolError(f"WINDOW_UPDATE of 0 on stream {stream_id}"),
-            )
-            if reset is not None:
-                connection._prepare_for_sending(reset[0])
-                events.extend(reset[1])
-                pos = frame_end
-                continue
-        # An empty one goes to h2, which charges it (see _receive_data_frame).
-        if kind == _DATA and data[pos + 4] == 0 and length:
-            if slow >= 0:
-                # h2 first takes the frames before this one: they may change
-                # anything checked below (a reset, new settings, GOAWAY).
-                _h2_reads(connection, view, slow, pos, events)
-                slow = -1
-            if incoming._headers_buffer:  # DATA inside a header block: h2 refuses it
-                events.extend(connection.receive_data(view[pos:]))
-                return events
-            stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
-            stream: Any = streams.get(stream_id)
-            if (
-                stream is not None
-                and length <= connection.max_inbound_frame_size
-                and connection.state_machine.state in _CONNECTION_OPEN
-                and stream.state_machine.state is StreamState.OPEN
-                and stream.state_machine.headers_received
-                and stream._expected_content_length is None
-                and window.current_window_size >= length
-                and stream._inbound_window_manager.current_window_size >= length
-            ):
-                window.current_window_size -= length
-                stream._inbound_window_manager.current_window_size -= length
-                stream._actual_content_length += length
-                events.append(
-                    h2.events.DataReceived(
-                        stream_id=stream_id,
-                        data=data[pos + _FRAME_HEADER : frame_end],
-                        flow_controlled_length=length,
-                    )
-                )
-                pos = frame_end
-                continue
-        if slow < 0:
-            slow = pos
-        pos = frame_end
-    # The run for h2, if any, and a partial frame at the end, which h2 keeps.
-    rest = slow if slow >= 0 else pos
-    if rest < end:
-        events.extend(connection.receive_data(view[rest:]))
-    return events
-
-
-def _h2_internals_present() -> bool:
-    """Whether the installed h2 keeps the state :func:`receive_frames` reads and
-    writes where h2 4.4 keeps it (checked on a real connection and stream)."""
-    try:
-        client = H2Connection(h2.config.H2Configuration(client_side=True))
-        client.initiate_connection()
-        client.send_headers(
-            1,
-            [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "localhost")],
-        )
-        server = H2Connection(h2.config.H2Configuration(client_side=False))
-        server.initiate_connection()
-        server.receive_data(client.data_to_send())
-        incoming: Any = server.incoming_buffer
-        stream: Any = server.streams[1]
-        event = h2.events.DataReceived(stream_id=1, data=b"", flow_controlled_length=0)
-        return (
-            event.stream_ended is None
-            and isinstance(incoming._data, bytearray)
-            and incoming._preamble_len == 0
-            and incoming._headers_buffer == []
-            and isinstance(server._inbound_flow_control_window_manager.current_window_size, int)
-            and isinstance(stream._inbound_window_manager.current_window_size, int)
-            and stream._expected_content_length is None
-            and isinstance(stream._actual_content_length, int)
-            and stream.state_machine.state is StreamState.OPEN
-            and stream.state_machine.headers_received is True
-            and server.state_machine.state in _CONNECTION_OPEN
-        )
-    except Exception:  # anything unexpected: h2 does all the parsing
-        return False
-
-
-#: Whether :class:`DuplexH2Protocol` uses :func:`receive_frames`; false with an h2
-#: whose internals differ, which then parses every frame itself as before.
-_FAST_DATA = _h2_internals_present()
 
 
 #: The dotted names :func:`install` has rebound in this process, its own and those
@@ -2334,17 +1592,20 @@ def install() -> None:
     # be measured: DATA frames, all but a few of the frames received, skip that.
     setattr(hyperframe.frame, "_raw_data_repr", _unformatted)  # noqa: B010
     setattr(hyperframe.frame.DataFrame, "_body_repr", _data_body_repr)  # noqa: B010
-    # h2 checks every byte of every request header in a Python loop; see below.
+    # h2 checks every byte of every request header in a Python loop; see
+    # emulator.header_checks.
     if _STOCK_REJECT_ILLEGAL_CHARACTERS is not None:
         setattr(h2.utilities, "_reject_illegal_characters", _reject_illegal_characters)  # noqa: B010
-    # hpack decodes Huffman strings a nibble at a time in Python; see below.
+    # hpack decodes Huffman strings a nibble at a time in Python; see
+    # emulator.hpack_codec.
     if (
         speedups.huffman_decode is not None
         and _HUFFMAN_TABLE is not None
         and getattr(hpack.hpack, "decode_huffman", None) is _STOCK_DECODE_HUFFMAN
     ):
         setattr(hpack.hpack, "decode_huffman", _decode_huffman)  # noqa: B010
-    # And runs seven generators per header of each block, both ways; see below.
+    # And runs seven generators per header of each block, both ways; see
+    # emulator.header_checks.
     if all(_STOCK_PIPELINES.values()) and all(hasattr(h2.stream, n) for n in _FAST_PIPELINES):
         for name, fast in _FAST_PIPELINES.items():
             setattr(h2.stream, name, fast)
@@ -2394,270 +1655,6 @@ def _patches() -> list[tuple[str, Any, str, Any]]:
             )
         ),
     ]
-
-
-#: h2's own check, which words every error; None if h2 no longer has it.
-_STOCK_REJECT_ILLEGAL_CHARACTERS: Any = getattr(h2.utilities, "_reject_illegal_characters", None)
-
-#: What a header name may hold (RFC 9113 section 8.2.1): no controls, space,
-#: uppercase letters, DEL or bytes above it. Deleting these from a name leaves
-#: exactly the bytes h2 rejects.
-_NAME_BYTES = bytes(c for c in range(256) if 0x20 < c < 0x7F and not 0x41 <= c <= 0x5A)
-
-
-def _legal_value(value: bytes) -> bool:
-    """Whether h2's check of received headers takes ``value``: no NUL, CR or LF,
-    and no space or tab at either end."""
-    return not value or (
-        b"\x00" not in value
-        and b"\n" not in value
-        and b"\r" not in value
-        and value[0] != 0x20
-        and value[0] != 0x09
-        and value[-1] != 0x20
-        and value[-1] != 0x09
-    )
-
-
-def _reject_illegal_characters(headers: Any, hdr_validation_flags: Any) -> Any:
-    """h2's first check of received headers (``validate_headers``), in C loops.
-
-    h2 tests each byte of every name and value in Python: a sixth of the bare
-    stack's cost per stream when streams are short, 7% of the emulator's. Here
-    ``bytes.translate`` and ``in`` test a header whole; a header that fails, or
-    is not bytes, goes through h2's own check, which raises its exact error.
-    Lazy like h2's, one header at a time, so errors come in h2's order.
-    """
-    for header in headers:
-        name = header[0]
-        value = header[1]
-        if (
-            type(name) is bytes
-            and type(value) is bytes
-            and not name.translate(None, _NAME_BYTES)
-            and name.find(b":", 1) == -1
-            and _legal_value(value)
-        ):
-            yield header
-        else:
-            yield from _STOCK_REJECT_ILLEGAL_CHARACTERS((header,), hdr_validation_flags)
-
-
-#: h2's header pipelines, which h2.stream imports by name; None for any it no
-#: longer has. (From h2.utilities: install() rebinds the names in h2.stream.)
-_STOCK_PIPELINES: dict[str, Any] = {
-    name: getattr(h2.utilities, name, None)
-    for name in (
-        "normalize_inbound_headers",
-        "validate_headers",
-        "normalize_outbound_headers",
-        "validate_outbound_headers",
-    )
-}
-
-#: Names whose presence sends a header block through h2's own pipeline: each
-#: is changed, reordered or checked beyond the common case there.
-_SLOW_NAMES = frozenset((b"te", b"host", b"cookie", *h2.utilities.CONNECTION_HEADERS))
-_SLOW_OUTBOUND_NAMES = _SLOW_NAMES | frozenset((b"authorization", b"proxy-authorization"))
-#: What bytes.strip() removes.
-_ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")
-
-
-#: The bit of each request pseudo-header in :func:`_plain_request`'s tally.
-_PSEUDO_BITS = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8}
-_ALL_PSEUDO = 15
-#: What a request header's name tells :func:`_plain_request`, by name: its
-#: pseudo-header bit, 0 for an ordinary header, None for a name h2 must judge.
-#: A client repeats its names on every stream; the cache stops growing at
-#: :data:`_NAME_CACHE_SIZE` names, so one sending a new name each time costs
-#: the check, not memory.
-_request_names: dict[bytes, int | None] = {}
-_NAME_CACHE_SIZE = 1024
-
-
-def _request_name(name: Any) -> int | None:
-    if not (
-        type(name) is bytes
-        and name
-        and not name.translate(None, _NAME_BYTES)
-        and name.find(b":", 1) == -1
-        and name not in _SLOW_NAMES
-    ):
-        kind = None
-    elif name[0] == 0x3A:  # ":"
-        kind = _PSEUDO_BITS.get(name)
-    else:
-        kind = 0
-    if len(_request_names) < _NAME_CACHE_SIZE and type(name) is bytes:
-        _request_names[name] = kind
-    return kind
-
-
-def _plain_request(headers: list[Any]) -> bool:
-    """Whether h2's ``validate_headers`` would pass ``headers``, a received
-    request block, through unchanged, in the common case: bytes, legal
-    characters, the four request pseudo-headers once each and first, a method
-    other than CONNECT, none of :data:`_SLOW_NAMES`. False says nothing: h2 decides.
-    """
-    seen = 0
-    regular = False
-    names = _request_names
-    for header in headers:
-        name = header[0]
-        value = header[1]
-        kind = names.get(name, -1) if type(name) is bytes else None
-        if kind == -1:
-            kind = _request_name(name)
-        if kind is None or type(value) is not bytes or not _legal_value(value):
-            return False
-        if kind:
-            if regular or seen & kind:
-                return False
-            if kind == 1 and value == b"CONNECT":
-                return False
-            if kind == 8 and not value:
-                return False
-            seen |= kind
-        else:
-            regular = True
-    return seen == _ALL_PSEUDO
-
-
-def _plain_response(headers: list[Any]) -> bool:
-    """Whether h2's ``normalize_outbound_headers`` and ``validate_outbound_headers``
-    would send the response block ``headers`` as it is: bytes, ``:status`` first
-    and the only pseudo-header, lowercase names, nothing to strip, none of
-    :data:`_SLOW_OUTBOUND_NAMES`. False says nothing: h2 decides.
-    """
-    if not headers or headers[0][0] != b":status":
-        return False
-    for header in headers:
-        name = header[0]
-        value = header[1]
-        if not (
-            type(name) is bytes
-            and type(value) is bytes
-            and name
-            and name.lower() == name
-            and name[0] not in _ASCII_SPACE
-            and name[-1] not in _ASCII_SPACE
-            and (not value or (value[0] not in _ASCII_SPACE and value[-1] not in _ASCII_SPACE))
-            and name not in _SLOW_OUTBOUND_NAMES
-            and (name[0] != 0x3A or header is headers[0])
-        ):
-            return False
-    return True
-
-
-def _normalize_inbound_headers(headers: Any, hdr_validation_flags: Any) -> Any:
-    """h2's, which only merges ``cookie`` fields: a block without one is as it came."""
-    headers = list(headers)
-    for header in headers:
-        if header[0] == b"cookie":
-            return _STOCK_PIPELINES["normalize_inbound_headers"](headers, hdr_validation_flags)
-    return headers
-
-
-def _validate_headers(headers: Any, hdr_validation_flags: Any) -> Any:
-    """h2's check of a received header block, in one pass for a plain request.
-
-    h2 chains seven generators per header (a fifth of the cost of opening a
-    stream). A server's request block that :func:`_plain_request` accepts is
-    one they pass unchanged; any other block, or any other kind (trailers,
-    responses), goes through them, which raise h2's exact errors in h2's order.
-    """
-    headers = list(headers)
-    flags = hdr_validation_flags
-    if (
-        not flags.is_client
-        and not flags.is_trailer
-        and not flags.is_response_header
-        and not flags.is_push_promise
-        and _plain_request(headers)
-    ):
-        return headers
-    return _STOCK_PIPELINES["validate_headers"](headers, flags)
-
-
-class _PlainResponse(list[Any]):
-    """A block :func:`_plain_response` accepted, as normalizing hands it on to
-    validation: checked once, not twice."""
-
-
-def _normalize_outbound_headers(
-    headers: Any, hdr_validation_flags: Any, should_split_outbound_cookies: bool = False
-) -> Any:
-    """h2's normalizing of a block to send, skipped for a response already normal."""
-    headers = list(headers)
-    if _plain_response(headers):
-        return _PlainResponse(headers)
-    return _STOCK_PIPELINES["normalize_outbound_headers"](
-        headers, hdr_validation_flags, should_split_outbound_cookies
-    )
-
-
-def _validate_outbound_headers(headers: Any, hdr_validation_flags: Any) -> Any:
-    """h2's check of a block to send, in one pass for a server's plain response."""
-    flags = hdr_validation_flags
-    plain = type(headers) is _PlainResponse
-    headers = list(headers)
-    if (
-        not flags.is_client
-        and flags.is_response_header
-        and not flags.is_trailer
-        and not flags.is_push_promise
-        and (plain or _plain_response(headers))
-    ):
-        return headers
-    return _STOCK_PIPELINES["validate_outbound_headers"](headers, flags)
-
-
-_FAST_PIPELINES = {
-    "normalize_inbound_headers": _normalize_inbound_headers,
-    "validate_headers": _validate_headers,
-    "normalize_outbound_headers": _normalize_outbound_headers,
-    "validate_outbound_headers": _validate_outbound_headers,
-}
-
-
-def _huffman_table() -> bytes | None:
-    """hpack's Huffman state machine as the C decoder reads it, if hpack still
-    keeps it as 4,096 ``(next state, flags, byte)`` entries with these flags."""
-    table = getattr(hpack.huffman_table, "HUFFMAN_TABLE", None)
-    flags = (
-        getattr(hpack.huffman_table, "HUFFMAN_COMPLETE", None),
-        getattr(hpack.huffman_table, "HUFFMAN_EMIT_SYMBOL", None),
-        getattr(hpack.huffman_table, "HUFFMAN_FAIL", None),
-    )
-    if flags != (1, 2, 4) or not isinstance(table, list) or len(table) != 4096:
-        return None
-    try:
-        return bytes(field for entry in table for field in entry)
-    except (TypeError, ValueError):
-        return None
-
-
-_HUFFMAN_TABLE = _huffman_table()
-#: hpack's own, which ``hpack.hpack`` imports by name.
-_STOCK_DECODE_HUFFMAN: Any = getattr(hpack.huffman_table, "decode_huffman", None)
-_HUFFMAN_ERRORS = {1: "Invalid Huffman string", 2: "Incomplete Huffman string"}
-
-
-def _decode_huffman(huffman_string: bytes | bytearray | memoryview | None) -> bytes:
-    """hpack's ``decode_huffman``, on the same state table, in C.
-
-    hpack walks the table a nibble at a time in Python: 75 us for the SDK's
-    ``authorization`` value, which is Huffman-coded and never indexed, so every
-    stream pays it. The same walk in C takes about 1 us, with hpack's results
-    and errors (a test compares both on any bytes).
-    """
-    if not huffman_string:
-        return b""
-    assert speedups.huffman_decode is not None and _HUFFMAN_TABLE is not None
-    decoded = speedups.huffman_decode(huffman_string, _HUFFMAN_TABLE)
-    if type(decoded) is bytes:
-        return decoded
-    raise hpack.HPACKDecodingError(_HUFFMAN_ERRORS[decoded])  # type: ignore[index]
 
 
 def _unformatted(data: bytes | memoryview | None) -> str:

@@ -24,7 +24,7 @@ if, at import, they answer exactly as the Python ones on a set of probes.
   ``{"audioChunk":"<chunk>"}``, else -1; ``None`` without the extension
   (:func:`emulator.validation.audio_event_size` is the Python one).
 - :data:`huffman_decode`: ``huffman_decode(data, table) -> bytes | int``, hpack's
-  Huffman decoding on its own state table (see :mod:`emulator.hypercorn_h2`);
+  Huffman decoding on its own state table (see :mod:`emulator.hpack_codec`);
   ``None`` without the extension (hpack's Python loop runs).
 - :data:`NATIVE`: whether the extension is in use; :data:`CRC32_FOLDING`:
   whether its CRC folds with the CPU's carry-less multiply (PCLMULQDQ).

@@ -1,17 +1,17 @@
 """The server reads request headers exactly as h2 and hpack do, only faster.
 
-``emulator.hypercorn_h2`` decodes request headers with ``_QuickDecoder``, which
-reads one-byte indexed fields inline and hands everything else to hpack. Fed
-the same blocks (from hpack's encoder, with and without Huffman coding, never
-indexed fields and table size updates, or plain garbage), both must return
-the same headers or raise the same error, and end with the same dynamic table.
-Both stand behind the same guard (``_check_block``: at most two table size
-updates, a block no longer than the header list limit allows), tested against
-hpack itself below.
+``emulator.hypercorn_h2`` decodes request headers with ``_QuickDecoder``
+(``emulator.hpack_codec``), which reads one-byte indexed fields inline and
+hands everything else to hpack. Fed the same blocks (from hpack's encoder, with
+and without Huffman coding, never indexed fields and table size updates, or
+plain garbage), both must return the same headers or raise the same error, and
+end with the same dynamic table. Both stand behind the same guard
+(``_check_block``: at most two table size updates, a block no longer than the
+header list limit allows), tested against hpack itself below.
 
 It also replaces h2's per-byte check of header names and values for illegal
-characters; the replacement must pass and reject exactly what h2's does, with
-h2's words, at the same header.
+characters (``emulator.header_checks``); the replacement must pass and reject
+exactly what h2's does, with h2's words, at the same header.
 
 The Huffman strings in those blocks are decoded in C, on hpack's own state
 table, with hpack's results and errors for any bytes.
@@ -38,18 +38,20 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emulator import speedups
-from emulator.hypercorn_h2 import (
+from emulator.header_checks import (
     _FAST_PIPELINES,
-    _STOCK_DECODE_HUFFMAN,
     _STOCK_PIPELINES,
     _STOCK_REJECT_ILLEGAL_CHARACTERS,
+    _plain_request,
+    _plain_response,
+    _reject_illegal_characters,
+)
+from emulator.hpack_codec import (
+    _STOCK_DECODE_HUFFMAN,
     _check_block,
     _decode_huffman,
     _GuardedDecoder,
-    _plain_request,
-    _plain_response,
     _QuickDecoder,
-    _reject_illegal_characters,
 )
 
 #: What the SDK sends (its signature and user agent aside).
@@ -301,7 +303,7 @@ _response_header = st.builds(
 def test_the_indexed_table_encodes_the_same_bytes_as_hpacks(
     blocks: list[tuple[list[hpack.HeaderTuple], int | None]],
 ) -> None:
-    from emulator.hypercorn_h2 import _LiteralEncoder
+    from emulator.hpack_codec import _LiteralEncoder
 
     stock, quick = hpack.Encoder(), _LiteralEncoder()
     for headers, resize in blocks:

@@ -1,4 +1,4 @@
-"""emulator.hypercorn_h2.receive_frames against h2's own receive_data.
+"""emulator.frame_reader.receive_frames against h2's own receive_data.
 
 Two server connections, twins, are fed the same bytes cut at the same places:
 one through ``receive_frames``, the other through ``H2Connection.receive_data``.
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emulator import hypercorn_h2
-from emulator.hypercorn_h2 import receive_frames
+from emulator.frame_reader import receive_frames
 
 #: A SETTINGS frame with the ACK flag.
 SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"

@@ -54,15 +54,13 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from emulator.flow_control import _merged, _RoundRobin, _WideningWindow
 from emulator.hypercorn_h2 import (
     CONNECTION_EXTENSION,
     INLINE_BODY_EXTENSION,
     MERGE_LIMIT,
     MORE_BODIES,
     DuplexH2Protocol,
-    _merged,
-    _RoundRobin,
-    _WideningWindow,
     install,
 )
 
@@ -929,7 +927,7 @@ def test_the_response_header_table_stays_within_its_cap_whatever_the_client_allo
 ) -> None:
     """A client allowing a 4 GiB table had every response's unique ids kept for
     the connection's life; the server now uses at most 4 KiB, or less if asked."""
-    from emulator import hypercorn_h2
+    from emulator import hpack_codec
 
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     client = H2Connection(H2Configuration(client_side=True))
@@ -942,7 +940,7 @@ def test_the_response_header_table_stays_within_its_cap_whatever_the_client_allo
         encoder.encode([(b":status", b"200"), (b"x-amzn-request-id", f"req-{n:06d}".encode())])
     held = sum(32 + len(name) + len(value) for name, value in encoder.header_table.dynamic_entries)
     assert 0 < held <= used
-    assert isinstance(encoder, hypercorn_h2._CappedEncoder)
+    assert isinstance(encoder, hpack_codec._CappedEncoder)
 
 
 def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
@@ -1677,7 +1675,7 @@ async def test_the_response_buffer_waits_at_its_mark_and_counts_what_is_taken() 
     (an app's output timer); a byte now and then does not."""
     from hypercorn.asyncio.worker_context import EventWrapper
 
-    from emulator.hypercorn_h2 import _BoundedBuffer
+    from emulator.flow_control import _BoundedBuffer
 
     class Watch:
         since = 0.0
@@ -2093,7 +2091,7 @@ def test_stock_hypercorn_huffman_codes_response_headers(stock: None) -> None:
 def test_each_connection_decodes_headers_quickly_under_h2s_limits() -> None:
     """DuplexH2Protocol swaps h2's HPACK decoder for the quick one, carrying h2's limits
     over, and its encoder sends header strings without Huffman coding."""
-    from emulator.hypercorn_h2 import _QuickDecoder
+    from emulator.hpack_codec import _QuickDecoder
 
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     decoder = protocol.connection.decoder
@@ -2109,17 +2107,18 @@ def test_an_hpack_without_the_internals_keeps_its_own_coders(
 ) -> None:
     """The quick coders rely on hpack's private methods: an hpack that lacks them is
     found out at import, and connections then keep h2's own encoder and decoder."""
-    from emulator import hypercorn_h2
+    from emulator import hpack_codec, hypercorn_h2
 
-    assert hypercorn_h2._hpack_internals_present()  # the hpack installed here
+    assert hpack_codec._hpack_internals_present()  # the hpack installed here
     monkeypatch.delattr(hpack.Decoder, "_decode_literal_index")
-    assert not hypercorn_h2._hpack_internals_present()
+    assert not hpack_codec._hpack_internals_present()
 
+    # DuplexH2Protocol reads the flag from its own module.
     monkeypatch.setattr(hypercorn_h2, "_QUICK_HPACK", False)
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     # hpack's own decoder, behind the same guard against costly blocks.
-    assert type(protocol.connection.decoder) is hypercorn_h2._GuardedDecoder
-    assert type(protocol.connection.encoder) is hypercorn_h2._CappedEncoder
+    assert type(protocol.connection.decoder) is hpack_codec._GuardedDecoder
+    assert type(protocol.connection.encoder) is hpack_codec._CappedEncoder
 
 
 @pytest.mark.parametrize(

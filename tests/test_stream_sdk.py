@@ -562,7 +562,7 @@ async def test_the_sdks_header_blocks_take_the_servers_quick_paths(emulator, cli
     completes as it would through h2 and hpack alone."""
     import hpack.hpack
 
-    from emulator import hypercorn_h2, speedups
+    from emulator import header_checks, hypercorn_h2, speedups
 
     if speedups.huffman_decode is not None:
         assert hpack.hpack.decode_huffman is hypercorn_h2._decode_huffman
@@ -578,10 +578,10 @@ async def test_the_sdks_header_blocks_take_the_servers_quick_paths(emulator, cli
         return wrapper
 
     monkeypatch.setattr(
-        hypercorn_h2, "_plain_request", recorded(hypercorn_h2._plain_request, requests)
+        header_checks, "_plain_request", recorded(header_checks._plain_request, requests)
     )
     monkeypatch.setattr(
-        hypercorn_h2, "_plain_response", recorded(hypercorn_h2._plain_response, responses)
+        header_checks, "_plain_response", recorded(header_checks._plain_response, responses)
     )
     huffman = recorded(hpack.hpack.decode_huffman, decoded)
     monkeypatch.setattr(hpack.hpack, "decode_huffman", huffman)
