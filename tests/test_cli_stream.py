@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -420,27 +421,50 @@ def test_json_reports_a_broken_response_stream_as_a_stream_error(server, audio_d
     assert lines[-1]["summary"]["segments"] == 1
 
 
-def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, audio_dir):
+@contextlib.contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """Start the children made inside with SIGINT at its default, as from a terminal.
+
+    A shell runs a background job (``pytest ... &`` in a script, as a CI step or a
+    review harness may) with SIGINT ignored, and its children inherit that: Python
+    then installs no KeyboardInterrupt handler, and the child streams on through
+    a Ctrl-C. (A caught signal, unlike an ignored one, is reset by exec.)
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, tmp_path):
     """SIGINT mid-stream: the JSON output still ends with an error and the summary."""
-    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
+    # A minute of audio in real time: however slow a loaded machine starts the
+    # command, the signal comes long before the stream could end by itself.
+    minute = write_wav(tmp_path / "minute.wav", 60.0)
+    args = ["stream", str(minute), "--endpoint", server.endpoint_url]
     args += ["--ca", str(server.ca_file), "--realtime", "--json"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", *args],
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with sigint_not_ignored():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", *args],
+            cwd=REPO,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     try:
         assert process.stdout is not None
         first = json.loads(process.stdout.readline())  # the session has started
         assert "session" in first
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, (out, err)
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[-2]["error"]["type"] == "Interrupted"
     assert lines[-1]["summary"]["error"] == "Interrupted"

@@ -546,6 +546,47 @@ def test_create_domain_violations_are_reported_together(control: ControlServer, 
     assert "at 'webAppSetupConfiguration.ehrRole' failed to satisfy constraint" in message
 
 
+#: CreateWebAppConfiguration's members: a value of each at its longest (the role
+#: ARN padded to 2048 characters), and that longest length.
+WEB_APP_AT_MAX = {
+    "ehrRole": ("arn:aws:iam::111122223333:role/" + "r" * 2017, 2048),
+    "idcInstanceId": ("i" * 256, 256),
+    "idcRegion": ("r" * 64, 64),
+}
+WEB_APP = {member: value for member, (value, _) in WEB_APP_AT_MAX.items()}
+
+
+@pytest.mark.parametrize("member", WEB_APP_AT_MAX)
+def test_web_app_setup_members_take_their_model_lengths_and_not_a_character_more(
+    control: ControlServer, boto: Any, member: str
+) -> None:
+    """Each member of webAppSetupConfiguration is taken at its longest, refused a
+    character longer (boto3 sends it: it checks no maximum), and refused empty
+    (boto3 refuses that itself, so on the wire), naming the member and its limit."""
+    longest, limit = WEB_APP_AT_MAX[member]
+    created = boto.create_domain(name=f"at-{member}", webAppSetupConfiguration=WEB_APP)
+    assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
+    status, code, message = client_error(
+        boto.create_domain,
+        name="over",
+        webAppSetupConfiguration={**WEB_APP, member: longest + "x"},
+    )
+    assert (status, code) == (400, "ValidationException")
+    assert message.startswith("1 validation error detected: "), message
+    assert (
+        f"at 'webAppSetupConfiguration.{member}' failed to satisfy constraint: "
+        f"Member must have length less than or equal to {limit}" in message
+    )
+    body = json.dumps({"name": "empty", "webAppSetupConfiguration": {**WEB_APP, member: ""}})
+    status, headers, answer = raw_request(control, "POST", "/domain", body.encode())
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationException"
+    assert (
+        f"at 'webAppSetupConfiguration.{member}' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1" in answer["message"]
+    )
+    assert [domain.name for domain in control.registry.list_domains().items] == [f"at-{member}"]
+
+
 # --- The wire, below boto3 ----------------------------------------------------------------
 def test_error_response_has_status_errortype_header_and_json_message(
     control: ControlServer,

@@ -836,6 +836,13 @@ ENCODE_FAILURES: dict[str, tuple[Message, type[EmulatorError], str]] = {
         FrameTooLargeError,
         "headers block is 131080 bytes, over the 131072-byte limit",
     ),
+    # A byte past the headers at the limit (see _at_the_limit): the encoder must not
+    # make a frame its own decoder refuses.
+    "headers block one byte over 128 KiB": (
+        Message(headers={"a": "x" * 65535, "b": "x" * 65528}, payload=b"{}"),
+        FrameTooLargeError,
+        "headers block is 131073 bytes, over the 131072-byte limit",
+    ),
     "payload over 24 MiB": (
         Message(payload=bytes(MAX_PAYLOAD_LENGTH + 1)),
         FrameTooLargeError,

@@ -158,6 +158,40 @@ def test_third_concurrent_session_of_a_key_gets_402(limited):
         client.close()
 
 
+def test_a_stream_refused_after_taking_its_quota_slot_gives_it_back(tmp_path):
+    """A stream the backend refuses once the key's concurrent-session slot is
+    taken (here reopening a COMPLETED session) returns the slot: refused
+    reopens, more than the quota allows, never make a 402 of a later stream."""
+    settings = Settings(
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path,
+        quotas=True,
+        quota_concurrent_sessions=1,
+        quota_start_tps=100,
+    )
+    with running_emulator(settings) as running:
+        client = H2Client("127.0.0.1", running.h2c_port)
+        try:
+            session_id = new_session_id()
+            stream = client.request(headers(session_id))
+            client.send(stream, config_event() + END, end_stream=True)
+            assert client.wait(stream)["headers"][":status"] == "200"
+            for _ in range(3):
+                reopen = client.request(headers(session_id))
+                client.send(reopen, config_event() + END, end_stream=True)
+                response = client.wait(reopen)
+                assert response["headers"][":status"] == "400", response
+                assert "is COMPLETED" in json.loads(response["data"])["message"]
+            fresh = client.request(headers(new_session_id()))
+            client.send(fresh, config_event() + END, end_stream=True)
+            response = client.wait(fresh)
+            assert response["headers"][":status"] == "200", response
+            assert response["ended"] and response["reset"] is None
+        finally:
+            client.close()
+
+
 def test_a_get_over_the_rate_is_a_429_on_the_wire(limited):
     """Request rates over the quota are 429s: the SDK names ThrottlingException from
     the error type alone, so only the wire shows the status (what a client's retry

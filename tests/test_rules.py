@@ -520,6 +520,45 @@ CHAOS_PROBLEMS = {
         "must be at most 3600 seconds (an hour), got 1e+10",
     ),
     "slow-past-an-hour": ({"chaos": {"slow": 7200}}, "chaos.slow", "must be at most 3600"),
+    # Just past the caps, which are inclusive (see the test after this table).
+    "delay-just-past-an-hour": (
+        {"chaos": {"delay": {"seconds": 3600.5}}},
+        "chaos.delay.seconds",
+        "must be at most 3600 seconds (an hour), got 3600.5",
+    ),
+    "bare-delay-just-past-an-hour": (
+        {"chaos": {"delay": 3600.5}},
+        "chaos.delay",
+        "must be at most 3600 seconds (an hour), got 3600.5",
+    ),
+    "jitter-just-past-an-hour": (
+        {"chaos": {"delay": {"seconds": 1, "jitter": 3600.5}}},
+        "chaos.delay.jitter",
+        "must be at most 3600 seconds (an hour), got 3600.5",
+    ),
+    "slow-just-past-an-hour": (
+        {"chaos": {"slow": 3600.5}},
+        "chaos.slow",
+        "must be at most 3600 seconds (an hour), got 3600.5",
+    ),
+    "disconnect-just-past-two-hours": (
+        {"chaos": {"disconnect": {"at": 7200.5}}},
+        "chaos.disconnect.at",
+        "is 7200.5 s, past the 7200 s (2 hours) of audio a session can carry: the disconnect "
+        "never happens",
+    ),
+    "goaway-just-past-two-hours": (
+        {"chaos": {"goaway": {"at": 7200.5}}},
+        "chaos.goaway.at",
+        "is 7200.5 s, past the 7200 s (2 hours) of audio a session can carry: the goaway "
+        "never happens",
+    ),
+    "malformed-just-past-two-hours": (
+        {"chaos": {"malformed": {"at": 7200.5}}},
+        "chaos.malformed.at",
+        "is 7200.5 s, past the 7200 s (2 hours) of audio a session can carry: the malformed "
+        "never happens",
+    ),
     "empty": ({"chaos": {}}, "chaos", "chaos needs at least one of delay, slow, disconnect"),
     "no-effect": ({"chaos": {"delay": 0, "slow": 0}}, "chaos", "chaos has no effect"),
     "bad-mode": (
@@ -580,6 +619,23 @@ def test_invalid_chaos_names_field_and_problem(case):
         parse_rule(data, scenarios={**KNOWN, "failing": FAILING}, rule_id="rule-1")
     (problem,) = info.value.problems
     assert problem.field == field and message in problem.message
+
+
+def test_chaos_waits_and_times_exactly_at_their_caps_are_accepted():
+    """The caps are inclusive: an hour of delay, jitter or slowness, and a
+    disconnect, GOAWAY or malformed frame at exactly 2 hours of audio, the most a
+    session carries."""
+    waits = parse_rule(
+        {"chaos": {"delay": {"seconds": 3600, "jitter": 3600}, "slow": 3600}},
+        scenarios=KNOWN,
+        rule_id="rule-1",
+    ).chaos
+    assert waits is not None
+    assert (waits.delay, waits.jitter, waits.slow) == (3600, 3600, 3600)
+    assert rules_module.MAX_CHAOS_SECONDS == 3600
+    for what in ("disconnect", "goaway", "malformed"):
+        chaos = parse_rule({"chaos": {what: {"at": 7200}}}, scenarios=KNOWN, rule_id="rule-1").chaos
+        assert chaos is not None and getattr(chaos, f"{what}_at") == 7200
 
 
 @pytest.mark.parametrize(

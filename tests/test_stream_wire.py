@@ -446,6 +446,78 @@ def test_sdk_audio_frames_one_per_data_frame_keep_the_stream_offsets_true(
         assert wav.readframes(wav.getnframes()) == tone * 2
 
 
+@pytest.mark.parametrize(
+    ("encode", "event_type"), [(audio, "audioEvent"), (binary_audio, "binaryAudioEvent")]
+)
+def test_an_audio_event_carries_at_most_32000_bytes_of_audio(h2, emulator, encode, event_type):
+    """The per-event limit is 32,000 bytes of audio (one second of 16 kHz PCM),
+    inclusive: an event of exactly that is taken, one of a byte more ends the
+    stream with a validationException naming the event type and both sizes."""
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id))
+    body = config_event() + encode(bytes(32_000)) + encode(bytes(32_001)) + END
+    h2.send(stream, body, end_stream=True)
+    message = _exception_message(h2.wait(stream))
+    assert message == (
+        f"{event_type} carries 32001 bytes of audio: an audio event may carry at most 32000 bytes"
+    )
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "FAILED"
+    assert details["audioSeconds"] == pytest.approx(1.0)  # the 32,000 bytes only
+
+
+@pytest.mark.parametrize("framing", ["one-data-frame", "a-data-frame-each"])
+def test_an_event_after_the_final_empty_signed_frame_is_refused_unverified(h2, emulator, framing):
+    """The SDK ends its input with an empty signed frame; an event after it is a
+    validationException even with no credentials configured (signatures not
+    verified, the default), not taken as more input."""
+    session_id = new_session_id()
+    frames = [signed(config_event()), signed(b""), signed(audio(pcm_tone(0.2))), signed(END)]
+    stream = h2.request(headers(session_id))
+    if framing == "one-data-frame":
+        h2.send(stream, b"".join(frames), end_stream=True)
+    else:
+        for index, data in enumerate(frames):
+            h2.send(stream, data, end_stream=index == len(frames) - 1)
+    message = _exception_message(h2.wait(stream))
+    assert message == (
+        "an event arrived after the final empty signed frame that ends the input stream"
+    )
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "FAILED"
+    assert details["audioSeconds"] == 0  # the late audio event was not applied
+
+
+def test_a_server_fault_in_a_streams_input_is_an_internal_failure_exception(h2, emulator):
+    """An InternalServerException raised while a stream takes input (here a paused
+    session's stored scenario that can no longer be rebuilt, as a damaged state
+    store leaves it) ends the stream with its own in-stream member,
+    internalFailureException (a server fault, worth a retry), not with
+    validationException (the client's fault)."""
+    session_id = new_session_id()
+    stream = h2.request(headers(session_id))
+    h2.send(stream, config_event() + audio(b"\0" * 3200), end_stream=True)
+    assert h2.wait(stream)["ended"]
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert details["status"] == "PAUSED"
+    record = emulator.app.backend.find(session_id)
+    assert record is not None and record.scenario is not None
+    record.scenario = {"kind": "script"}  # its script lost
+    stream = h2.request(headers(session_id))
+    h2.send(stream, config_event() + END, end_stream=True)
+    response = h2.wait(stream)
+    assert response["headers"][":status"] == "200" and response["reset"] is None
+    (*_, exception) = decode(response["data"])
+    assert exception.headers[":message-type"] == "exception"
+    assert exception.headers[":exception-type"] == "internalFailureException"
+    assert json.loads(exception.payload)["message"].startswith(
+        "the session's stored scenario cannot be rebuilt: "
+    )
+    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    # Refused before its configuration took effect, the stream changed nothing.
+    assert details["status"] == "PAUSED"
+
+
 def test_sdk_audio_frame_before_the_configuration_is_refused(h2, emulator):
     stream = h2.request(headers(new_session_id()))
     h2.send(stream, signed(audio(b"\0" * 3200)), end_stream=True)

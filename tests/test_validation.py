@@ -740,6 +740,31 @@ CONFIG_CASES = {
         f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
         "'***'",
     ),
+    # The month and day alternatives at their lower and upper edges.
+    "date-of-birth-month-00": ConfigCase(
+        {f"{CODING}.dateOfBirth": "1980-00-15"},
+        f"{CODING}.dateOfBirth",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
+    "date-of-birth-day-00": ConfigCase(
+        {f"{CODING}.dateOfBirth": "1980-01-00"},
+        f"{CODING}.dateOfBirth",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
+    "encounter-date-month-00": ConfigCase(
+        {f"{CODING}.encounterDate": "2026-00-01"},
+        f"{CODING}.encounterDate",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
+    "encounter-date-day-32": ConfigCase(
+        {f"{CODING}.encounterDate": "2026-01-32"},
+        f"{CODING}.encounterDate",
+        f"Member must satisfy regular expression pattern: {ISO_DATE_PATTERN}",
+        "'***'",
+    ),
     "encounter-reason-too-long": ConfigCase(
         {f"{CODING}.encounterReason": "a" * 257},
         f"{CODING}.encounterReason",
@@ -801,6 +826,25 @@ def test_configuration_violation_names_json_path_and_rule(case: ConfigCase) -> N
     assert message == "1 validation error detected: " + violation(
         case.shown, C + case.location, case.rule
     )
+
+
+def test_dates_take_months_01_to_12_and_days_01_to_31_and_nothing_next_to_them() -> None:
+    """The model's date pattern checks the form, not the calendar: each of months
+    01-12 with each of days 01-31 passes (02-30 too), and month 00 or 13, or day 00
+    or 32, is refused, for dateOfBirth and encounterDate alike."""
+    for month in range(14):
+        for day in range(33):
+            date = f"2024-{month:02d}-{day:02d}"
+            document = configuration_with(
+                {f"{CODING}.dateOfBirth": date, f"{CODING}.encounterDate": date}
+            )
+            if 1 <= month <= 12 and 1 <= day <= 31:
+                parse_configuration_event(encode(document))
+                continue
+            message = error_message(parse_configuration_event, encode(document))
+            assert message.startswith("2 validation errors detected: "), date
+            for member in ("dateOfBirth", "encounterDate"):
+                assert f"at '{C}{CODING}.{member}'" in message, date
 
 
 SECRET = "SECRET-PHI"
