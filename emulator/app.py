@@ -31,9 +31,10 @@ from .errors import (
     ServiceError,
     UnknownOperationException,
     ValidationException,
+    http_error,
 )
 from .extensions import Message, Receive, Scope, Send
-from .ids import new_request_id
+from .ids import new_request_id, request_id_headers
 from .logs import get_logger
 from .quotas import Quotas
 from .requestbody import bounded_receive, declared_size, unfinished_body
@@ -118,10 +119,13 @@ async def _session_path_not_allowed(scope: Scope, receive: Receive, send: Send) 
         f"{scope['method']} is not allowed on {scope['path']}; it takes GET, HEAD "
         "(GetMedicalScribeListeningSession)"
     )
-    response = service_error_response(
-        UnknownOperationException(message), status=405, headers={"allow": "GET, HEAD"}
+    # Both request-id headers, as the path's GET and HEAD answers carry (details.py).
+    extra = [(b"allow", b"GET, HEAD"), *request_id_headers(new_request_id())]
+    status, headers, body = http_error(
+        UnknownOperationException(message), status=405, headers=extra
     )
-    await response(scope, receive, send)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 #: Admin paths open without the token: the container healthcheck and the CA

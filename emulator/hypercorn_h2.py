@@ -391,7 +391,7 @@ class _StreamCountingConnection(H2Connection):
 
         Returns the RST_STREAM to send and a ``StreamReset`` event, which ends the
         stream's app in hypercorn as a client's reset does; None when the stream
-        is not open, or the error is not one of those (an HPACK failure, a
+        is in no state of :data:`_RESETTABLE`, or the error is not one of those (an HPACK failure, a
         flow-control error, too many streams): the caller re-raises it.
         """
         stream = self.streams.get(stream_id)
@@ -571,9 +571,14 @@ _STREAM_LEVEL_ERRORS = frozenset(
 #: state is then lost, and only ending the connection is safe.
 _HPACK_FAILURES = (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError)
 
-#: States from which a stream that a malformed request opened can be reset; from
-#: others (an informational status sent to a server, say) h2's error stands.
-_RESETTABLE = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
+#: States from which a stream that a malformed request opened, or a stream error
+#: (RFC 9113 §8.1.1: a body that does not match its content-length) can be reset;
+#: from others (an informational status sent to a server, say) h2's error stands.
+#: HALF_CLOSED_LOCAL is a stream answered while its client still sends (a 400 for
+#: a Content-Length over the limit), which curl then ends short.
+_RESETTABLE = frozenset(
+    {StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE, StreamState.HALF_CLOSED_LOCAL}
+)
 
 #: States of a stream whose client has not ended its side.
 _CLIENT_SENDING = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})

@@ -85,7 +85,6 @@ PATH_PARAMETER_NAMES: Mapping[str, str] = MappingProxyType(
 #   "."  Java's dot excludes every line terminator, Python's only "\n" -> _DOT.
 #   "\d" Java: ASCII digits; Python str patterns: any Unicode Nd -> [0-9].
 # String shapes are emulator.shapes.TextShape, which the control plane uses too.
-_String = TextShape  # the name this module's tests know it by
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -256,19 +255,6 @@ def json_int(text: str) -> int | Decimal:
 
 def _where(location: str, member: str | None = None) -> str:
     return f"'{location}'" if member in (None, location) else f"'{location}' ({member})"
-
-
-# The quick test and the wording of a string shape, under the names
-# tests/test_validation.py holds against each other (the checks below call the
-# methods directly: one call less on a stream's opening path).
-def _string_ok(value: object, shape: TextShape) -> bool:
-    """Return whether ``value`` satisfies ``shape`` (:meth:`TextShape.ok`)."""
-    return shape.ok(value)
-
-
-def _check_string(value: object, shape: TextShape, where: str, out: list[str]) -> None:
-    """Append the violations of ``value`` at ``where`` (:meth:`TextShape.violations`)."""
-    out.extend(shape.violations(value, where))
 
 
 def _check_integer(value: object, shape: _Integer, where: str, out: list[str]) -> None:

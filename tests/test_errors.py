@@ -231,9 +231,14 @@ async def test_a_method_the_session_path_lacks_is_http_errors_405() -> None:
     expected = errors.UnknownOperationException(
         f"PUT is not allowed on {path}; it takes GET, HEAD (GetMedicalScribeListeningSession)"
     )
+    # Both request-id headers, as the path's GET and HEAD answers carry.
+    [request_id] = [value for name, value in headers if name == b"x-amzn-request-id"]
     assert (status, _without_request_id(headers), body) == http_error(
-        expected, status=405, headers=[(b"allow", b"GET, HEAD")]
+        expected,
+        status=405,
+        headers=[(b"allow", b"GET, HEAD"), (b"x-amzn-request-id", request_id)],
     )
+    assert (b"x-amzn-requestid", request_id) in headers
 
 
 class _Config:

@@ -248,6 +248,9 @@ def test_another_method_on_a_session_path_is_a_405_naming_get(emulator, method):
     assert error.value.code == 405
     assert error.value.headers["allow"] == "GET, HEAD"
     assert error.value.headers["x-amzn-errortype"] == "UnknownOperationException"
+    # Under both names, as the path's GET and HEAD answers carry it.
+    request_id = error.value.headers["x-amzn-requestid"]
+    assert request_id and error.value.headers["x-amzn-request-id"] == request_id
     assert json.loads(error.value.read()) == {
         "message": f"{method} is not allowed on {path}; it takes GET, HEAD "
         "(GetMedicalScribeListeningSession)"

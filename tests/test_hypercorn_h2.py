@@ -803,6 +803,34 @@ def test_a_stream_error_resets_that_stream_alone(duplex: None, case: str) -> Non
         assert_connection_alive(server, client)
 
 
+@pytest.mark.parametrize(
+    "case", ["body-shorter-than-content-length", "body-longer-than-content-length"]
+)
+def test_a_stream_error_after_the_response_ended_resets_that_stream_alone(
+    duplex: None, case: str
+) -> None:
+    """A 400 sent before the body (a Content-Length over the limit) leaves the stream
+    half closed on the server's side; curl then ends its upload short. h2 raised
+    its content-length error, which was reset only on an open stream: the whole
+    connection went (GOAWAY PROTOCOL_ERROR), and every stream on it."""
+    with running_server(App()) as server, connected(server.port) as client:
+        echoed = client.open("/echo")
+        assert echo_round(client, echoed, b"before")
+        rejected = client.open_malformed("/reject", [("content-length", "100000")])
+        client.send(rejected, b"a" * 1000)
+        client.pump_until(lambda: "end" in client.streams[rejected].seen, "the 400")
+        assert client.streams[rejected].status == 400
+        if case == "body-shorter-than-content-length":
+            client.send(rejected, b"", end=True)
+        else:
+            client.send(rejected, b"a" * 100_000)
+        client.pump_until(lambda: client.streams[rejected].reset_code is not None, "the reset")
+        assert client.streams[rejected].reset_code == ErrorCodes.PROTOCOL_ERROR
+        assert echo_round(client, echoed, b"after")
+        assert echo_round(client, client.open("/echo"), b"a new stream")
+        assert_connection_alive(server, client)
+
+
 def test_a_cleartext_connection_that_sends_only_the_preface_is_closed_when_idle(
     duplex: None,
 ) -> None:

@@ -21,6 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from emulator.errors import ValidationException
+from emulator.shapes import TextShape
 from emulator.validation import (
     HEADER_NAMES,
     PATH_PARAMETER_NAMES,
@@ -1314,9 +1315,7 @@ def _string_shapes() -> list[Any]:
     from emulator import validation
 
     return [
-        value
-        for name, value in sorted(vars(validation).items())
-        if isinstance(value, validation._String)
+        value for name, value in sorted(vars(validation).items()) if isinstance(value, TextShape)
     ]
 
 
@@ -1339,8 +1338,4 @@ def test_a_string_passes_the_quick_test_exactly_when_it_has_no_violation(
 ) -> None:
     # Valid strings skip the wording of violations: the quick test must accept
     # exactly what the full check finds nothing wrong with.
-    from emulator.validation import _check_string, _string_ok
-
-    violations: list[str] = []
-    _check_string(value, shape, "'where'", violations)
-    assert _string_ok(value, shape) is (not violations)
+    assert shape.ok(value) is (not shape.violations(value, "'where'"))
