@@ -16,10 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from emulator.server import RunningServer, Settings, serve
+from emulator.validation import StreamRequest
 
 DOMAIN_ID = "dom-abcdefghij0123456789"  # 24 characters, (hai-|dom-)[a-z0-9]+
 SUBSCRIPTION_ID = "sub-ABCDEFGHIJ0123456789x"  # 25 characters
 S3_URI = "s3://emulator-bucket/output"
+
+#: A stream's validated headers, for driving a ScribeSession without a server.
+SANS_IO_REQUEST = StreamRequest(
+    session_id="11111111-2222-3333-4444-555555555555",
+    domain_id=DOMAIN_ID,
+    subscription_id=SUBSCRIPTION_ID,
+    language_code="en-US",
+    sample_rate=16000,
+    media_encoding="pcm",
+)
 
 
 def new_session_id() -> str:

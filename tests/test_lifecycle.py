@@ -42,6 +42,7 @@ from emulator.validation import StreamRequest
 from .support import (
     DOMAIN_ID,
     S3_URI,
+    SANS_IO_REQUEST,
     SUBSCRIPTION_ID,
     admin,
     audio_event,
@@ -81,14 +82,7 @@ async def details(client, session_id: str) -> m.MedicalScribeListeningSessionDet
 
 
 # --- The state machine, sans-IO ------------------------------------------------------------
-REQUEST = StreamRequest(
-    session_id="11111111-2222-3333-4444-555555555555",
-    domain_id=DOMAIN_ID,
-    subscription_id=SUBSCRIPTION_ID,
-    language_code="en-US",
-    sample_rate=16000,
-    media_encoding="pcm",
-)
+REQUEST = SANS_IO_REQUEST
 CONFIGURATION = {
     "postStreamActionSettings": {
         "outputS3Uri": S3_URI,

@@ -27,7 +27,7 @@ from emulator.session import (
 )
 from emulator.validation import StreamRequest
 
-from .support import DOMAIN_ID, S3_URI, SUBSCRIPTION_ID, pcm_tone
+from .support import DOMAIN_ID, S3_URI, SANS_IO_REQUEST, SUBSCRIPTION_ID, pcm_tone
 from .test_audio import encode_flac
 
 AWAITING = SessionState.AWAITING_CONFIGURATION
@@ -36,14 +36,7 @@ COMPLETED = SessionState.COMPLETED
 FAILED = SessionState.FAILED
 PAUSED = SessionState.PAUSED
 
-REQUEST = StreamRequest(
-    session_id="11111111-2222-3333-4444-555555555555",
-    domain_id=DOMAIN_ID,
-    subscription_id=SUBSCRIPTION_ID,
-    language_code="en-US",
-    sample_rate=16000,
-    media_encoding="pcm",
-)
+REQUEST = SANS_IO_REQUEST
 CONFIGURATION = json.dumps(
     {
         "postStreamActionSettings": {
