@@ -104,7 +104,10 @@ class Segment:
 
     ``partials`` partial results precede the final one (none for a one-character
     content, which has no partial text; the file loader calls asking for one a
-    problem). Raises :class:`ValueError`
+    problem). Their texts are prefixes of ``content``, growing word by word,
+    unless ``partial_texts`` scripts them: then there are as many partials as
+    texts, each sent as it is, which may revise earlier words as a recognizer
+    does ("The pay" before "The patient"). Raises :class:`ValueError`
     when built with impossible values (the loaders report those as problems first).
     """
 
@@ -113,6 +116,7 @@ class Segment:
     end: float
     content: str
     partials: int = 1
+    partial_texts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.channel not in (0, 1):
@@ -122,9 +126,13 @@ class Segment:
         if visible_start(self.content) == len(self.content):
             # Spaces and zero-width characters only: a transcript of nothing.
             raise ValueError("content must not be empty or only invisible characters")
+        if self.partial_texts:
+            if any(visible_start(text) == len(text) for text in self.partial_texts):
+                raise ValueError("a partial text must show a visible character")
+            object.__setattr__(self, "partials", len(self.partial_texts))
         if not 0 <= self.partials <= MAX_PARTIALS:
             raise ValueError(f"partials must be 0..{MAX_PARTIALS}, got {self.partials!r}")
-        if self.partials and not can_have_partials(self.content):
+        if self.partials and not self.partial_texts and not can_have_partials(self.content):
             object.__setattr__(self, "partials", 0)  # it has no partial text to send
 
     def to_json(self) -> dict[str, object]:
@@ -134,7 +142,7 @@ class Segment:
             "begin": self.begin,
             "end": self.end,
             "content": self.content,
-            "partials": self.partials,
+            "partials": list(self.partial_texts) if self.partial_texts else self.partials,
         }
 
 
@@ -366,7 +374,12 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
             content = None
     # A one-character content has no partial text: by default it gets none.
     partials = 1 if content is None or can_have_partials(content) else 0
-    if "partials" in item:
+    texts: tuple[str, ...] = ()
+    scripted = item.get("partials")
+    if isinstance(scripted, list):
+        texts = _partial_texts(scripted, (*path, "partials"), checker)
+        partials = len(texts)
+    elif "partials" in item:
         value = checker.integer(item["partials"], (*path, "partials"))
         if (
             value is not None
@@ -393,7 +406,43 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
             partials = value
     if len(checker.problems) > before or begin is None or end is None or content is None:
         return None
-    return Segment(channel=channel, begin=begin, end=end, content=content, partials=partials)
+    return Segment(
+        channel=channel,
+        begin=begin,
+        end=end,
+        content=content,
+        partials=partials,
+        partial_texts=texts,
+    )
+
+
+def _partial_texts(raw: list[object], path: FieldPath, checker: Checker) -> tuple[str, ...]:
+    """The scripted texts of a segment's partials, each reported where it breaks a
+    rule; an empty tuple when any does (or the list is empty: give 0 for none)."""
+    before = len(checker.problems)
+    if not raw:
+        checker.add(path, "is an empty list: give the partials' texts, or 0 for none")
+    elif len(raw) > MAX_PARTIALS:
+        checker.add(
+            path,
+            f"holds {len(raw)} texts: at most {MAX_PARTIALS} (each partial is one more "
+            "event; more only floods the client)",
+        )
+    texts = []
+    for index, value in enumerate(raw[:MAX_PARTIALS]):
+        text = checker.string(value, (*path, index), non_empty=True)
+        if text is None:
+            continue
+        if visible_start(text) == len(text):
+            checker.add(
+                (*path, index),
+                f"must show a visible character: {shown(text)} holds only invisible "
+                "characters and spaces",
+            )
+        elif len(text) * 12 + _RESULT_OVERHEAD > MAX_RESULT_PAYLOAD:
+            checker.add((*path, index), "is too long for a transcript event the SDK reads")
+        texts.append(text)
+    return tuple(texts) if len(checker.problems) == before else ()
 
 
 def _invisible_problem(content: str) -> str:

@@ -624,7 +624,12 @@ class ScribeSession:
                 return
             if kind == 0:
                 item.released += 1
-                content = _prefix(item.segment.content, item.released, item.segment.partials)
+                seg = item.segment
+                content = (
+                    seg.partial_texts[item.released - 1]
+                    if seg.partial_texts
+                    else _prefix(seg.content, item.released, seg.partials)
+                )
                 # A partial covers the audio heard so far: its end is its release
                 # time, never beyond the audio received.
                 self._emit_result(item, content=content, partial=True, end=at)

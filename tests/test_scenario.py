@@ -219,6 +219,42 @@ INVALID = {
         2,
         "must be an integer, got a number (1.5)",
     ),
+    "partial-texts-empty-list": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: hi, partials: []}
+        """,
+        "segments[0].partials",
+        2,
+        "is an empty list: give the partials' texts, or 0 for none",
+    ),
+    "partial-text-not-a-string": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: hi there, partials: [hi, 2]}
+        """,
+        "segments[0].partials[1]",
+        2,
+        "must be a string, got a number (2): quote it to keep it text",
+    ),
+    "partial-text-invisible": (
+        """
+        segments:
+          - {begin: 0, end: 1, content: hi there, partials: ["\u200b"]}
+        """,
+        "segments[0].partials[0]",
+        2,
+        "must show a visible character: '\\u200b' holds only invisible characters and spaces",
+    ),
+    "partial-texts-over-cap": (
+        f"""
+        segments:
+          - {{begin: 0, end: 1, content: hi, partials: {["x"] * (MAX_PARTIALS + 1)}}}
+        """,
+        "segments[0].partials",
+        2,
+        f"holds {MAX_PARTIALS + 1} texts: at most {MAX_PARTIALS} (each partial is one more event",
+    ),
     "partials-of-one-character": (
         """
         segments:
@@ -441,6 +477,24 @@ def test_partials_and_a_fault_time_exactly_at_their_limits_are_accepted(tmp_path
     scenario = load_scenario_file(path)
     assert scenario.segments[0].partials == MAX_PARTIALS == 50
     assert scenario.faults == (Fault(at=7200.0, disconnect=True),)
+
+
+def test_scripted_partial_texts_are_kept_as_written_and_survive_a_round_trip():
+    """A list of texts, revisions included, is the partials: as many as texts, even
+    for a one-character content, and a stored script rebuilds the same segment."""
+    data = {
+        "segments": [
+            {"begin": 0, "end": 2, "content": "The patient.", "partials": ["The pay", "The pa"]},
+            {"begin": 3, "end": 4, "content": "I", "partials": ["Eye"]},
+        ]
+    }
+    scenario = parse_scenario(data, name="x")
+    first, second = scenario.segments
+    assert (first.partials, first.partial_texts) == (2, ("The pay", "The pa"))
+    assert (second.partials, second.partial_texts) == (1, ("Eye",))
+    stored = {"segments": [segment.to_json() for segment in scenario.segments]}
+    assert stored["segments"][0]["partials"] == ["The pay", "The pa"]
+    assert parse_scenario(stored, name="x", stored=True).segments == scenario.segments
 
 
 def test_problem_renders_as_file_line_field_message(tmp_path):

@@ -120,6 +120,27 @@ async def test_partials_keep_the_scripts_own_spacing_so_they_prefix_their_final(
     assert all(partial.strip() for partials in each for partial in partials)
 
 
+async def test_scripted_partial_texts_reach_the_sdk_as_written_revisions_and_all(client, emulator):
+    """A recognizer revises earlier words ("The pay" before "The patient"): partials
+    scripted as a list are sent as written, at the times N partials would be, so a
+    client assuming each partial extends the last can be tested."""
+    session_id = new_session_id()
+    texts = ["The pay", "The patient's", "The patient's knee hurts"]
+    content = "The patient's knee hurts."
+    scripted(
+        emulator,
+        session_id,
+        {"segments": [{"begin": 0.2, "end": 1.8, "content": content, "partials": texts}]},
+    )
+    result = await run_session(client, session_id, audio=pcm_tone(2.0))
+    assert result.error is None, result.error
+    [final] = result.finals
+    assert final.content == content
+    partials = [p for p in result.partials if p.segment_id == final.segment_id]
+    assert [p.content for p in partials] == texts
+    assert [p.audio_end_offset for p in partials] == pytest.approx([0.6, 1.0, 1.4])
+
+
 async def test_real_time_audio_from_the_sdk_is_taken_inline_to_the_same_transcript(
     client, emulator, monkeypatch
 ):
