@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import re
 import time
@@ -395,14 +396,7 @@ def _audio_message(event_type: str, chunk: bytes) -> Message:
     return _event(event_type, json.dumps({"audioChunk": text}).encode())
 
 
-FLAC_REQUEST = StreamRequest(
-    session_id=REQUEST.session_id,
-    domain_id=DOMAIN_ID,
-    subscription_id=SUBSCRIPTION_ID,
-    language_code="en-US",
-    sample_rate=16000,
-    media_encoding="flac",
-)
+FLAC_REQUEST = dataclasses.replace(REQUEST, media_encoding="flac")
 #: 1.0 s of FLAC: frames of 4,096 samples (0.768 s), then a last one of 3,712 that the
 #: clock counts only when the stream ends (no next frame header marks its end).
 ONE_SECOND_FLAC = encode_flac(16_000, 1, 16_000)

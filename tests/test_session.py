@@ -8,6 +8,7 @@ out here, not read from :data:`TRANSITIONS`, so a change of the table shows.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -27,7 +28,7 @@ from emulator.session import (
 )
 from emulator.validation import StreamRequest
 
-from .support import DOMAIN_ID, S3_URI, SANS_IO_REQUEST, SUBSCRIPTION_ID, pcm_tone
+from .support import S3_URI, SANS_IO_REQUEST, pcm_tone
 from .test_audio import encode_flac
 
 AWAITING = SessionState.AWAITING_CONFIGURATION
@@ -229,14 +230,7 @@ def test_a_scripted_fault_ends_a_streaming_session_on_the_audio_that_reaches_it(
     assert TRANSITIONS[(STREAMING, "disconnect" if fault.disconnect else "fail")] is state
 
 
-FLAC_REQUEST = StreamRequest(
-    session_id=REQUEST.session_id,
-    domain_id=DOMAIN_ID,
-    subscription_id=SUBSCRIPTION_ID,
-    language_code="en-US",
-    sample_rate=16000,
-    media_encoding="flac",
-)
+FLAC_REQUEST = dataclasses.replace(REQUEST, media_encoding="flac")
 
 
 @pytest.mark.parametrize(

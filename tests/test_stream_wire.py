@@ -494,12 +494,7 @@ def test_a_server_fault_in_a_streams_input_is_an_internal_failure_exception(h2, 
     store leaves it) ends the stream with its own in-stream member,
     internalFailureException (a server fault, worth a retry), not with
     validationException (the client's fault)."""
-    session_id = new_session_id()
-    stream = h2.request(headers(session_id))
-    h2.send(stream, config_event() + audio(b"\0" * 3200), end_stream=True)
-    assert h2.wait(stream)["ended"]
-    status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
-    assert details["status"] == "PAUSED"
+    session_id, _ = _paused_session(h2, emulator)
     record = emulator.app.backend.find(session_id)
     assert record is not None and record.scenario is not None
     record.scenario = {"kind": "script"}  # its script lost
@@ -547,13 +542,20 @@ def test_half_a_surrogate_pair_in_the_configuration_is_refused_naming_its_member
     assert sent["payload"]["postStreamActionSettings"]["outputS3Uri"] == S3_URI + "\ud800x"
 
 
-def test_input_closed_without_end_of_session_pauses_the_session(h2, emulator):
+def _paused_session(h2, emulator) -> tuple[str, dict]:
+    """A session whose stream sent its configuration and 0.1 s of audio, then ended
+    its input without END_OF_SESSION: its id and its admin summary (PAUSED)."""
     session_id = new_session_id()
     stream = h2.request(headers(session_id))
     h2.send(stream, config_event() + audio(b"\0" * 3200), end_stream=True)
     assert h2.wait(stream)["ended"]
     status, details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert details["status"] == "PAUSED"
+    return session_id, details
+
+
+def test_input_closed_without_end_of_session_pauses_the_session(h2, emulator):
+    _, details = _paused_session(h2, emulator)
     assert details["audioSeconds"] == pytest.approx(0.1)
 
 
