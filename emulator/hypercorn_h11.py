@@ -16,6 +16,10 @@ event, and hypercorn reads 64 KiB at a time, so a head that arrived in one read
 was taken at up to 64 KiB and refused at 20 KB if it came slowly. See
 :class:`_HeadLimitedConnection` for what counts.
 
+A request in absolute-form (``GET http://host/path``) is read as its path,
+with the target's host (see :func:`_origin_form`); hypercorn routed the whole
+URI as a path.
+
 And an answer sent before its request body has all arrived (a body over its
 limit, refused as soon as that is known) no longer closes the connection under
 a client still sending: the rest of the body is read and dropped first, up to
@@ -25,6 +29,7 @@ a client still sending: the rest of the body is read and dropped first, up to
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from itertools import chain
@@ -115,8 +120,11 @@ class _HeadLimitedConnection(h11.Connection):
             # Raised here, before the event is processed, next_event() puts the
             # client in ERROR and hypercorn answers as for h11's own 431.
             raise h11.RemoteProtocolError("request head too long", error_status_hint=431)
-        if type(event) is h11.Request and _framed_twice(event):
-            self._close_after_answer = True
+        if type(event) is h11.Request:
+            if _framed_twice(event):
+                self._close_after_answer = True
+            if event.target[:1] != b"/":
+                event = _origin_form(event)
         return event
 
     # h11 types send() with overloads (None for ConnectionClosed, bytes for the
@@ -200,6 +208,41 @@ def _framed_twice(request: h11.Request) -> bool:
     """Whether ``request`` carries both a Content-Length and a Transfer-Encoding."""
     names = {name for name, _ in request.headers}
     return b"content-length" in names and b"transfer-encoding" in names
+
+
+#: An absolute-form request target (RFC 9112 §3.2.2): scheme, authority, the rest.
+_ABSOLUTE_FORM = re.compile(rb"(?i)https?://([^/?#]*)([^#]*)")
+
+
+def _origin_form(request: h11.Request) -> h11.Request:
+    """``request`` with an absolute-form target (``GET http://host/path``) as origin-form.
+
+    RFC 9112 §3.2.2: a server MUST accept the absolute-form, and then takes the
+    host from the target, not from the ``Host`` field. hypercorn takes the
+    target as the path, so such a request (sent by a client configured to use a
+    proxy that is the emulator itself) was routed as ``http://host/path`` and
+    answered 404. Any other target that does not start with ``/`` is left
+    as it is, to be refused by the routes. An ``http`` URI with an empty host
+    is invalid (RFC 9110 §4.2.1): h11's 400.
+    """
+    match = _ABSOLUTE_FORM.fullmatch(request.target)
+    if match is None:
+        return request
+    authority, rest = match.groups()
+    if not authority:
+        raise h11.RemoteProtocolError("absolute-form target without a host", error_status_hint=400)
+    headers = [
+        (name, authority if name.lower() == b"host" else value)
+        for name, value in request.headers.raw_items()
+    ]
+    if all(name.lower() != b"host" for name, _ in headers):  # HTTP/1.0 needs none
+        headers.append((b"host", authority))
+    return h11.Request(
+        method=request.method,
+        target=rest if rest[:1] == b"/" else b"/" + rest,
+        headers=headers,
+        http_version=request.http_version,
+    )
 
 
 #: How much of a request body the server reads, and drops, after its answer
