@@ -153,9 +153,21 @@ def _check_arn(value: str, out: _Violations) -> None:
         out.add(value, "resourceArn", f"Member must be an ARN of the form {ARN_FORM}")
 
 
+def _query_one(request: Request, name: str, out: _Violations) -> str | None:
+    """Return the query parameter ``name``, or None if absent; one given more than once
+    is a violation (and None): the model binds it to one value, and taking one of
+    the copies (``?status=ACTIVE&status=DELETED`` listed the deleted domains) would
+    answer a question the client did not ask."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        out.add(values, name, f"Member must be given once, got {len(values)} values")
+        return None
+    return values[0] if values else None
+
+
 def _query_int(request: Request, name: str, out: _Violations) -> int | None:
     """Return the integer query parameter ``name`` (MAX_RESULTS range), or None if absent."""
-    text = request.query_params.get(name)
+    text = _query_one(request, name, out)
     if text is None:
         return None
     if not _INTEGER_TEXT.fullmatch(text):
@@ -399,14 +411,15 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
 
     async def list_domains(request: Request) -> Response:
         out = _Violations()
-        status = request.query_params.get("status")
+        status = _query_one(request, "status", out)
         out.text(status, "status", DOMAIN_STATUS, required=False)
         max_results = _query_int(request, "maxResults", out)
+        next_token = _query_one(request, "nextToken", out)
         out.raise_if()
         page = registry.list_domains(
             status=status,
             max_results=max_results or DEFAULT_MAX_RESULTS,
-            next_token=request.query_params.get("nextToken"),
+            next_token=next_token,
         )
         document: dict[str, Any] = {"domains": [domain.summary() for domain in page.items]}
         if page.next_token is not None:
@@ -433,11 +446,12 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
         domain_id = request.path_params["domainId"]
         out.text(domain_id, "domainId", DOMAIN_ID, required=True)
         max_results = _query_int(request, "maxResults", out)
+        next_token = _query_one(request, "nextToken", out)
         out.raise_if()
         page = registry.list_subscriptions(
             domain_id,
             max_results=max_results or DEFAULT_MAX_RESULTS,
-            next_token=request.query_params.get("nextToken"),
+            next_token=next_token,
         )
         document: dict[str, Any] = {"subscriptions": [s.to_json() for s in page.items]}
         if page.next_token is not None:

@@ -283,6 +283,28 @@ def test_list_domains_validation_errors_name_the_member(
     assert f"at '{member}' failed to satisfy constraint: {rule}" in message
 
 
+@pytest.mark.parametrize(
+    ("path", "member"),
+    [
+        ("/domain?status=ACTIVE&status=DELETED", "status"),
+        ("/domain?maxResults=1&maxResults=2", "maxResults"),
+        ("/domain?nextToken=a&nextToken=b", "nextToken"),
+        ("/domains/dom-abcdefghij0123456789/subscriptions?maxResults=1&maxResults=1", "maxResults"),
+    ],
+    ids=["status", "max-results", "next-token", "subscriptions-max-results"],
+)
+def test_a_query_parameter_given_twice_is_a_validation_error_naming_it(
+    control: ControlServer, path: str, member: str
+) -> None:
+    """The model binds each to one value: taking either copy would answer another question."""
+    status, headers, body = raw_request(control, "GET", path)
+    assert (status, headers["x-amzn-errortype"]) == (400, "ValidationException")
+    assert body["message"] == (
+        f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
+        "Member must be given once, got 2 values"
+    )
+
+
 def test_list_domains_takes_max_results_of_exactly_100(control: ControlServer, boto: Any) -> None:
     """maxResults may be 1..100: 100 itself is accepted (101 is refused, above)."""
     ids = [boto.create_domain(name=f"clinic-{i}")["domainId"] for i in range(3)]
