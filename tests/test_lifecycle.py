@@ -601,6 +601,38 @@ async def test_a_disconnect_resumes_from_the_end_of_the_event_that_crossed_it(cl
     assert second.finals == []
 
 
+async def test_a_fault_the_crossing_event_also_passed_fires_on_the_resumed_streams_configuration(
+    client, emulator
+):
+    """As the README says: each scripted fault fires once. The 0.8 s event ending at
+    5.6 s crosses disconnects at 5.0 and 5.3; the first resets that stream, and the
+    second resets the resumed one as soon as its configuration is taken (after
+    the partial due at 5.1 s, in time order). A third stream goes on."""
+    from emulator.sdk import make_client
+
+    session_id = new_session_id()
+    segment = {"channel": 0, "begin": 4.5, "end": 6.0, "content": "one two three four five"}
+    faults = [{"at": 5.0, "disconnect": True}, {"at": 5.3, "disconnect": True}]
+    scripted(emulator, session_id, {"segments": [{**segment, "partials": 4}], "faults": faults})
+    first = await run_session(
+        client, session_id, audio=pcm_tone(8.0), chunk_bytes=25_600, timeout=20, pace=0.05
+    )
+    assert first.error is None and first.input_failed
+    results = []
+    for _ in range(2):
+        fresh = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+        try:
+            results.append(await run_session(fresh, session_id, audio=pcm_tone(1.0), pace=0.05))
+        finally:
+            await fresh._config.transport.close()
+    second, third = results
+    assert second.error is None and second.input_failed
+    assert [p.audio_end_offset for p in second.partials] == [5.1] and second.finals == []
+    assert third.error is None and not third.input_failed
+    assert [p.audio_end_offset for p in third.partials] == [5.4, 5.7]
+    assert [f.content for f in third.finals] == [segment["content"]]
+
+
 async def test_in_stream_exception_fails_the_session_for_good(client, emulator):
     session_id = new_session_id()
     faults = [{"at": 1.0, "exception": "internalFailureException", "message": "boom"}]
