@@ -22,6 +22,7 @@ from .artifacts import ARTIFACT_NAMES, DiskBuckets
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
+from .problems import FieldPath, Problem, render_path
 from .record import SessionRecord
 from .requestbody import read_limited, unfinished_body
 from .validation import id_constraints_broken, json_int, lone_surrogate
@@ -55,17 +56,65 @@ def _error(status: int, message: str) -> JSONResponse:
     return _JSON({"message": message}, status_code=status)
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's members, refusing a name given twice (json keeps the last
-    silently, so a rule could run with another scenario than the one read)."""
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ConfigError(f"request body: member {key!r} appears more than once")
-            seen.add(key)
-    return document
+class _Repeated(dict[str, Any]):
+    """A JSON object with a member name given twice: its members (the last of each
+    name) and ``pairs``, every member as written, kept to find the name's path."""
+
+    pairs: list[tuple[str, Any]]
+
+
+class _Members:
+    """``json.loads``'s ``object_pairs_hook``: an object's members, a
+    :class:`_Repeated` when a name is given twice (json keeps the last silently,
+    so a rule could run with another scenario than the one read). Raising here
+    could not say where the object is: the parser builds inner objects first.
+    ``repeated`` tells whether any object had one, so that a body without is not
+    walked again."""
+
+    def __init__(self) -> None:
+        self.repeated = False
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) == len(pairs):
+            return document
+        self.repeated = True
+        repeated = _Repeated(document)
+        repeated.pairs = pairs
+        return repeated
+
+
+def _first_repeated(document: object) -> FieldPath | None:
+    """The path of the first member name given twice in an object of ``document``
+    (parsed with :class:`_Members`), in the order written, or None when there is none.
+
+    Walked without recursion (json.loads accepts nesting deeper than Python's
+    recursion limit), through the members a repeated name replaced too.
+    """
+    pending: list[tuple[Iterator[tuple[str | int, Any]], FieldPath, set[str | int] | None]] = []
+
+    def enter(value: object, path: FieldPath) -> None:
+        if isinstance(value, _Repeated):
+            pending.append((iter(value.pairs), path, set()))
+        elif isinstance(value, dict):
+            pending.append((iter(value.items()), path, None))
+        elif isinstance(value, list):
+            pending.append((enumerate(value), path, None))
+
+    enter(document, ())
+    while pending:
+        members, path, seen = pending[-1]
+        for name, value in members:
+            if seen is not None:
+                if name in seen:
+                    return (*path, name)
+                seen.add(name)
+            if isinstance(value, dict | list):
+                enter(value, (*path, name))
+                break  # its members come next, then the rest of this one's
+        else:
+            pending.pop()
+    return None
 
 
 def _int(text: str) -> int:
@@ -83,7 +132,9 @@ def _int(text: str) -> int:
 async def _json_body(request: Request) -> Any:
     """The request's JSON document. The body is read only up to the limit: one
     past it is refused as soon as it is known (by its Content-Length, or once
-    that much has arrived), not held in memory whole first."""
+    that much has arrived), not held in memory whole first. Raises ConfigError
+    naming what is wrong: a member name given twice as ``<request>: path: duplicate
+    key`` (the first repeated, in the order written), as a rule's fields are named."""
     declared = request.headers.get("content-length", "")
     try:
         body, received = await read_limited(request, MAX_ADMIN_BODY)
@@ -97,14 +148,21 @@ async def _json_body(request: Request) -> Any:
         )
     if not body.strip():
         raise ConfigError("request body is empty: expected a JSON object")
+    members = _Members()
     try:
-        document = json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int)
+        document = json.loads(body, object_pairs_hook=members, parse_int=_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise ConfigError("request body is not valid JSON: nested too deeply") from None
     except ValueError as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
+    if members.repeated and (repeated := _first_repeated(document)) is not None:
+        # Named as a rule's other problems are (``<request>: field: message``).
+        problem = Problem(
+            file="<request>", line=None, field=render_path(repeated), message="duplicate key"
+        )
+        raise ConfigError(str(problem))
     if (where := lone_surrogate(document)) is not None:
         raise ConfigError(f"{where}: must be valid Unicode text (it holds an unpaired surrogate)")
     return document

@@ -259,11 +259,11 @@ BAD_BODIES = {
     ),
     "a-member-twice": (
         b'{"scenario": "primary-care-visit", "scenario": "synthetic"}',
-        "request body: member 'scenario' appears more than once",
+        "<request>: scenario: duplicate key",
     ),
     "a-nested-member-twice": (
         b'{"scenario": {"segments": [], "segments": []}}',
-        "request body: member 'segments' appears more than once",
+        "<request>: scenario.segments: duplicate key",
     ),
     "a-delay-of-400-digits": (
         b'{"chaos": {"delay": {"seconds": 1' + b"0" * 400 + b"}}}",
@@ -278,6 +278,43 @@ def test_a_bad_rule_body_is_a_json_400_naming_the_problem(emulator, raw, fragmen
     assert status == 400
     assert fragment in answer["message"]  # admin() decodes JSON answers only
     assert get(emulator, "/_emulator/health")["status"] == "ready"
+
+
+DUPLICATE_KEYS = {
+    "in-an-inline-segment": (
+        b'{"match": {"sessionId": "00000000-0000-4000-8000-000000000001"}, "scenario": '
+        b'{"segments": [{"channel": 0, "begin": 1.0, "end": 2.0, "begin": 1.5, '
+        b'"content": "dup"}]}}',
+        "scenario.segments[0].begin",
+    ),
+    "in-a-later-segment": (
+        b'{"scenario": {"segments": [{"begin": 0, "end": 1, "content": "a"}, '
+        b'{"begin": 1, "end": 2, "content": "b", "content": "c"}]}}',
+        "scenario.segments[1].content",
+    ),
+    # The inner repeat is written first, though json builds the outer object's
+    # members after it and keeps the second "scenario" alone.
+    "inside-a-member-given-twice": (
+        b'{"scenario": {"segments": [{"end": 1, "end": 2}]}, "scenario": "synthetic"}',
+        "scenario.segments[0].end",
+    ),
+    "a-member-twice-before-a-repeat-inside-it": (
+        b'{"times": 1, "times": 2, "scenario": {"faults": [], "faults": []}}',
+        "times",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "path"), DUPLICATE_KEYS.values(), ids=DUPLICATE_KEYS)
+def test_a_duplicate_key_in_a_rule_body_is_named_by_its_path(emulator, raw, path):
+    """A name given twice is a 400 naming its path, as the rule's other problems are
+    named (``<request>: scenario.segments[N].field``), the first written if several:
+    "member 'begin' appears more than once" did not say which of dozens of segments."""
+    before = get(emulator, "/_emulator/rules")
+    status, answer = admin(emulator.h2c_url, "POST", "/_emulator/rules", raw)
+    assert status == 400
+    assert answer == {"message": f"invalid rule: <request>: {path}: duplicate key"}
+    assert get(emulator, "/_emulator/rules") == before
 
 
 def test_an_oversized_body_is_refused_without_reading_it_whole(emulator):
