@@ -40,7 +40,7 @@ from .poststream import PostStreamRunner, post_stream_pending
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
 from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
-from .scenario import Scenario, ScenarioError, parse_scenario, scenario_name
+from .scenario import Scenario, ScenarioError, meant_scenario, parse_scenario, scenario_name
 from .session import ScenarioSource, ScribeSession
 from .store import DATABASE_NAME, SessionStore
 from .synthetic import SYNTHETIC_NAME, SyntheticScenario, synthetic_scenario, warm_up
@@ -113,9 +113,13 @@ class Backend:
         # As the file names are keyed: in NFC (a name pasted from a Mac's ls is NFD).
         default_scenario = scenario_name(default_scenario)
         if default_scenario != SYNTHETIC and default_scenario not in scenarios:
+            known = [SYNTHETIC, *sorted(scenarios)]
+            # As a rule naming an unknown scenario is told (rules.yaml, the admin API).
+            near = meant_scenario(default_scenario, known)
+            hint = f" (did you mean {near!r}?)" if near else ""
             raise ConfigError(
-                f"--scenario {default_scenario!r} is not a known scenario; known: "
-                + ", ".join([SYNTHETIC, *sorted(scenarios)])
+                f"--scenario {default_scenario!r} is not a known scenario{hint}; known: "
+                + ", ".join(known)
             )
         if retention < 1:
             raise ConfigError(f"--retention must keep at least 1 session, got {retention}")

@@ -204,7 +204,7 @@ examples:
 
 _CHECK_EPILOG = """\
 A fixtures directory holds scenarios/*.yaml (or .yml, .json), rules.yaml and
-resources.yaml, each optional. Prints "OK: N scenarios, M rules" (and the
+resources.yaml, each optional. Prints "OK: N scenarios (their names), M rules" (and the
 domains and subscriptions resources.yaml seeds), or one line per problem as
 file:line: field: message.
 

@@ -49,6 +49,7 @@ from .scenario import (
     Scenario,
     ScenarioError,
     describe,
+    meant_scenario,
     past_the_limit,
     scenario_name,
     shown,
@@ -523,8 +524,8 @@ def _scenario(
         if named is not None:
             return named, False
         known = [SYNTHETIC_NAME, *sorted(set(scenarios) - {SYNTHETIC_NAME})]
-        near = get_close_matches(value[:100], known, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        near = meant_scenario(value, known)
+        hint = f" (did you mean {near!r}?)" if near else ""
         checker.add(
             path,
             f"unknown scenario {shown(value)}{hint}; known scenarios: {', '.join(known)} "

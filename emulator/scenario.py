@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import Protocol
 
 from .events import OUTPUT_EXCEPTIONS
@@ -52,6 +53,7 @@ __all__ = [
     "RESERVED_NAME",
     "past_the_limit",
     "scenario_name",
+    "meant_scenario",
     "validate_scenario",
     "parse_scenario",
     # Re-exported from emulator.graphemes.
@@ -257,10 +259,14 @@ def validate_scenario(
     if not isinstance(raw_segments, list):
         checker.add((*path, "segments"), f"must be a list, got {describe(raw_segments)}")
     else:
+        # The index of each segment's first writing, by what the client hears of it.
+        firsts: dict[tuple[int, float, float, str], int] = {}
         for index, raw in enumerate(raw_segments):
             segment = _segment(raw, (*path, "segments", index), checker)
             if segment is not None:
                 segments.append(segment)
+                if checker.authoring:
+                    _copied(segment, index, firsts, (*path, "segments", index), checker)
 
     faults: list[Fault] = []
     raw_faults = top.get("faults", [])
@@ -291,6 +297,27 @@ def validate_scenario(
         description=description,
         post_stream=post_stream,
     )
+
+
+def _copied(
+    segment: Segment,
+    index: int,
+    firsts: dict[tuple[int, float, float, str], int],
+    path: FieldPath,
+    checker: Checker,
+) -> None:
+    """Report ``segment`` when an earlier one (noted in ``firsts``) has its
+    channel, times and content: a line pasted twice, whose final the client
+    gets twice, under two segment ids. Overlaps are no problem: one channel
+    may carry several speakers."""
+    key = (segment.channel, segment.begin, segment.end, segment.content)
+    first = firsts.setdefault(key, index)
+    if first != index:
+        checker.add(
+            path,
+            f"is a copy of segments[{first}] (the same channel, begin, end and content): "
+            "its final would reach the client twice; remove one",
+        )
 
 
 def _dead_faults(
@@ -354,6 +381,19 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
         end = checker.number(item["end"], (*path, "end"))
         if end is not None and begin is not None and end <= begin:
             checker.add((*path, "end"), f"must be greater than begin ({begin}), got {end}")
+        elif (
+            end is not None
+            and begin is not None
+            and begin < MAX_AUDIO_SECONDS < end
+            and checker.authoring
+        ):
+            # A final falls due at its segment's end: past the limit, the session has
+            # failed (a validationException) before it can be sent. A begin past the
+            # limit is its own problem, above.
+            checker.add(
+                (*path, "end"),
+                past_the_limit(end, "the session ends first, so the segment's final is never sent"),
+            )
     content = None
     if _required(item, "content", path, checker):
         content = checker.string(item["content"], (*path, "content"), non_empty=True)
@@ -545,6 +585,24 @@ def scenario_name(name: str) -> str:
     an exact look-up refused one while suggesting the other.
     """
     return name if name.isascii() else unicodedata.normalize("NFC", name)
+
+
+def meant_scenario(value: str, known: Iterable[str]) -> str | None:
+    """The name in ``known`` that ``value``, an unknown scenario name, most likely
+    meant, or None: the name without a file suffix (``visit.yaml``), the same
+    name in another case (``Visit``), else the nearest spelling. Names are
+    compared in NFC (see :func:`scenario_name`)."""
+    names = {scenario_name(name): name for name in known}
+    value = scenario_name(value)
+    stem = value.rpartition(".")[0]
+    for given in (value, stem) if stem else (value,):
+        if given in names:
+            return names[given]
+        folded = [name for name in names if name.casefold() == given.casefold()]
+        if folded:
+            return names[folded[0]]
+    near = get_close_matches(value[:100], list(names), n=1)
+    return names[near[0]] if near else None
 
 
 #: The generated visit's name, which a scenario file cannot take: it would never

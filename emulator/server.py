@@ -30,7 +30,7 @@ from hypercorn.config import Config
 from . import collector, hypercorn_h2, hypercorn_tcp
 from .app import create_app
 from .backend import Backend
-from .checker import fixtures_directory_problem
+from .checker import fixture_file_hint, fixtures_directory_problem, unread_fixture_files
 from .documents import load_scenario_dir
 from .errors import ConfigError
 from .ids import id_rng
@@ -263,7 +263,7 @@ def build_backend(settings: Settings) -> Backend:
         # Otherwise a typo would serve the generated visit alone, and show only
         # later as a rule or scenario name the emulator does not know.
         what = (
-            "a file, not a fixtures directory"
+            f"a file, not a fixtures directory{fixture_file_hint(fixtures)}"
             if fixtures.exists()
             else "no such fixtures directory"
         )
@@ -271,6 +271,8 @@ def build_backend(settings: Settings) -> Backend:
     problem = fixtures_directory_problem(fixtures)
     if problem is not None:  # the wrong directory, as `check` says of it
         raise ConfigError(problem)
+    for notice in unread_fixture_files(fixtures):  # as `check` notes them
+        log.warning("%s", notice)
     try:
         scenarios = load_scenario_dir(fixtures)
     except ConfigError as error:

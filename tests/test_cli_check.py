@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
 
+from emulator import checker
 from emulator.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
-OK_LINE = re.compile(r"^OK: (\d+) scenarios, (\d+) rules(, (\d+) domains, (\d+) subscriptions)?$")
+OK_LINE = re.compile(
+    r"^OK: (\d+) scenarios( \(.*\))?, (\d+) rules(, (\d+) domains, (\d+) subscriptions)?$"
+)
 
 
 def check(directory: Path | str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -323,3 +328,262 @@ def test_every_misnamed_file_is_named_not_only_the_first(tmp_path):
     assert result.returncode == 1
     assert "rules.yml: not read: the file must be named rules.yaml" in result.stdout
     assert "resources.json: not read: the file must be named resources.yaml" in result.stdout
+
+
+ONE_SCENARIO = "segments:\n  - {begin: 0, end: 1, content: Hi.}\n"
+
+
+def check_here(directory: Path) -> tuple[int, str, str]:
+    """``checker.run`` in this process (a subprocess each is slow): exit code, out, err."""
+    out, err = StringIO(), StringIO()
+    code = checker.run(directory, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _fixtures_with(root: Path, where: str) -> None:
+    """A good fixtures directory at ``root``, and ``where`` (a folder if it ends in
+    ``/``, else a file holding a scenario) placed in it."""
+    if where == "scenarios":  # a file in place of the folder: rules.yaml makes it fixtures
+        write(root / "rules.yaml", "[]\n")
+    else:
+        write(root / "scenarios" / "one.yaml", ONE_SCENARIO)
+    if where == "rules.yml":
+        write(root / "rules.yaml", "[]\n")
+    if where.endswith("/"):
+        (root / where).mkdir(parents=True)
+    else:
+        write(root / where, ONE_SCENARIO)
+
+
+# id -> (what is placed beside a good scenarios/one.yaml, the entry reported, its problem)
+UNREAD = {
+    "a-folder-in-scenarios": (
+        "scenarios/cardiology/echo-visit.yaml",
+        "scenarios/cardiology",
+        "not read: scenario files go directly in scenarios/, not in a folder in it "
+        "(start its name with a dot to keep it there unread)",
+    ),
+    "a-scenario-folder": (
+        "scenario/misplaced.yaml",
+        "scenario",
+        "not read: scenario files are read from scenarios/ only",
+    ),
+    "a-file-named-scenarios": (
+        "scenarios",
+        "scenarios",
+        "not read: scenarios/ must be a folder, holding one file per scenario",
+    ),
+    "rules-in-capitals": (
+        "RULES.yaml",
+        "RULES.yaml",
+        "not read: the file must be named rules.yaml",
+    ),
+    "rules-yml-beside-rules-yaml": (
+        "rules.yml",
+        "rules.yml",
+        "not read: rules.yaml, beside it, is read instead",
+    ),
+    "a-space-before-the-name": (
+        "scenarios/ good.yaml",
+        "scenarios/ good.yaml",
+        "the scenario name ' good' (the file's name) has spaces at its start or end, which "
+        "every rule or --scenario naming it would have to repeat: rename the file",
+    ),
+    "a-space-after-the-name": (
+        "scenarios/good .yml",
+        "scenarios/good .yml",
+        "the scenario name 'good ' (the file's name) has spaces at its start or end",
+    ),
+}
+
+
+# Files not read that may be there on purpose (a golden transcript, notes): a note each.
+NOTED = {
+    "another-suffix-in-scenarios": (
+        "scenarios/visit.txt",
+        "scenarios/visit.txt",
+        "not read: a scenario file's name ends in .yaml, .yml or .json (start its name with "
+        "a dot to keep it there unread)",
+    ),
+    "no-suffix-in-scenarios": (
+        "scenarios/visit",
+        "scenarios/visit",
+        "not read: a scenario file's name ends in .yaml, .yml or .json",
+    ),
+    "a-scenario-at-the-top": (
+        "toplevel.yaml",
+        "toplevel.yaml",
+        "not read: scenario files go in scenarios/; here, only rules.yaml and resources.yaml "
+        "are read (start its name with a dot to keep it there unread)",
+    ),
+    "json-at-the-top": (
+        "visit.json",
+        "visit.json",
+        "not read: scenario files go in scenarios/",
+    ),
+}
+
+
+@pytest.mark.parametrize(("where", "reported", "message"), NOTED.values(), ids=NOTED)
+def test_a_file_not_read_that_may_be_there_on_purpose_is_noted_and_check_passes(
+    tmp_path, where, reported, message
+):
+    _fixtures_with(tmp_path, where)
+    code, out, _ = check_here(tmp_path)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2, out
+    assert lines[0].startswith(f"note: {tmp_path / reported}: {message}"), out
+    assert lines[1].startswith("OK: 1 scenarios (one)"), out
+
+
+@pytest.mark.parametrize(("where", "reported", "message"), NOTED.values(), ids=NOTED)
+def test_start_up_logs_a_file_not_read_as_check_notes_it_and_starts(
+    tmp_path, caplog, where, reported, message
+):
+    from emulator.server import Settings, build_backend
+
+    fixtures = tmp_path / "fixtures"
+    _fixtures_with(fixtures, where)
+    settings = Settings(fixtures=fixtures, state_dir=tmp_path / "state")
+    with caplog.at_level(logging.WARNING, logger="medscribe"):
+        build_backend(settings).close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith(f"{fixtures / reported}: {message}") for w in warnings), warnings
+
+
+@pytest.mark.parametrize(("where", "reported", "message"), UNREAD.values(), ids=UNREAD)
+def test_a_file_the_emulator_will_not_read_is_a_problem_naming_it(
+    tmp_path, where, reported, message
+):
+    """A scenario in a folder under scenarios/, beside it, or under another suffix was
+    not read, and check said OK: the scenario was unknown only when a rule named it."""
+    _fixtures_with(tmp_path, where)
+    code, out, _ = check_here(tmp_path)
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 1, out
+    assert lines[0].startswith(f"{tmp_path / reported}: {message}"), out
+
+
+@pytest.mark.parametrize(("where", "reported", "message"), UNREAD.values(), ids=UNREAD)
+def test_start_up_refuses_a_file_it_will_not_read_as_check_does(tmp_path, where, reported, message):
+    from emulator.errors import ConfigError
+    from emulator.server import Settings, build_backend
+
+    fixtures = tmp_path / "fixtures"
+    _fixtures_with(fixtures, where)
+    settings = Settings(fixtures=fixtures, state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError) as error:
+        build_backend(settings).close()
+    assert f"{fixtures / reported}: {message}" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "scenarios/.gitkeep",
+        "scenarios/.draft.yaml",
+        "scenarios/one.yaml~",
+        "scenarios/#one.yaml#",
+        ".hidden.yaml",
+        ".git/",
+        "README.md",
+        "audio/",
+        "scenarios/later/",
+        "scenarios/audio/visit.wav",
+    ],
+)
+def test_hidden_files_backups_and_other_files_at_the_top_are_no_problem(tmp_path, where):
+    """Hidden files keep a folder in git or a draft unread, and editors leave backups
+    as a file is edited: none is a scenario someone expects read."""
+    _fixtures_with(tmp_path, where)
+    code, out, _ = check_here(tmp_path)
+    assert (code, out) == (0, "OK: 1 scenarios (one), 0 rules\n")
+
+
+def test_the_ok_line_names_the_scenarios_it_loaded(tmp_path):
+    for name in ("b-visit.yaml", "a-visit.json", "Visit.YAML"):
+        write(tmp_path / "scenarios" / name, '{"segments": []}\n')
+    code, out, _ = check_here(tmp_path)
+    assert (code, out) == (0, "OK: 3 scenarios (Visit, a-visit, b-visit), 0 rules\n")
+
+
+def test_the_ok_line_names_the_first_ten_scenarios_and_counts_the_rest(tmp_path):
+    for index in range(13):
+        write(tmp_path / "scenarios" / f"s{index:02d}.yaml", "{}\n")
+    code, out, _ = check_here(tmp_path)
+    names = ", ".join(f"s{index:02d}" for index in range(10))
+    assert (code, out) == (0, f"OK: 13 scenarios ({names} and 3 more), 0 rules\n")
+
+
+def test_a_scenario_name_that_could_be_misread_in_the_ok_line_is_quoted(tmp_path):
+    write(tmp_path / "scenarios" / "visit, part 2.yaml", "{}\n")
+    write(tmp_path / "scenarios" / "intake.yaml", "{}\n")
+    code, out, _ = check_here(tmp_path)
+    assert (code, out) == (0, "OK: 2 scenarios (intake, 'visit, part 2'), 0 rules\n")
+
+
+def test_a_scenarios_folder_given_for_the_fixtures_directory_names_its_parent(tmp_path):
+    write(tmp_path / "fx" / "scenarios" / "one.yaml", ONE_SCENARIO)
+    folder = tmp_path / "fx" / "scenarios"
+    code, out, err = check_here(folder)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: {folder}: not a fixtures directory (no scenarios/, rules.yaml or "
+        f"resources.yaml): it holds scenario files: give its parent, {tmp_path / 'fx'}\n"
+    )
+
+
+def test_a_scenarios_folder_given_as_dot_names_its_parent(tmp_path):
+    write(tmp_path / "fx" / "scenarios" / "one.yaml", ONE_SCENARIO)
+    result = subprocess.run(
+        [sys.executable, "-m", "emulator", "check", "."],
+        cwd=tmp_path / "fx" / "scenarios",
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith(f": give its parent, {(tmp_path / 'fx').resolve()}\n")
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        (
+            "fx/scenarios/one.yaml",
+            ": give the fixtures directory holding its scenarios/ folder, {tmp}/fx",
+        ),
+        ("fx/rules.yaml", ": give the fixtures directory holding it, {tmp}/fx"),
+        (
+            "one.yaml",
+            ": give a fixtures directory, a folder holding scenarios/ (one file per scenario), "
+            "rules.yaml and resources.yaml, each optional",
+        ),
+    ],
+    ids=["a-scenario-file", "the-rules-file", "a-scenario-file-outside-fixtures"],
+)
+def test_a_fixture_file_given_for_the_fixtures_directory_says_what_to_give(tmp_path, given, hint):
+    write(tmp_path / "fx" / "scenarios" / "one.yaml", ONE_SCENARIO)
+    write(tmp_path / "fx" / "rules.yaml", "[]\n")
+    write(tmp_path / "one.yaml", ONE_SCENARIO)
+    code, _, err = check_here(tmp_path / given)
+    assert code == 2
+    assert err == f"error: {tmp_path / given}: a file, not a directory{hint.format(tmp=tmp_path)}\n"
+
+
+def test_start_up_names_the_parent_of_a_scenarios_folder_given_for_fixtures(tmp_path):
+    from emulator.errors import ConfigError
+    from emulator.server import Settings, build_backend
+
+    write(tmp_path / "fx" / "scenarios" / "one.yaml", ONE_SCENARIO)
+    settings = Settings(fixtures=tmp_path / "fx" / "scenarios", state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError, match=f": give its parent, {re.escape(str(tmp_path))}/fx$"):
+        build_backend(settings)
+
+
+def test_a_directory_with_a_scenario_folder_only_says_to_name_it_scenarios(tmp_path):
+    write(tmp_path / "scenario" / "one.yaml", ONE_SCENARIO)
+    code, _, err = check_here(tmp_path)
+    assert code == 2
+    assert err.endswith(": scenario files are read from scenarios/, not scenario/\n")

@@ -183,6 +183,39 @@ def test_a_setting_from_the_environment_is_named_as_its_variable(
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("primary-care-visit.yaml", "primary-care-visit"),
+        ("PRIMARY-CARE-VISIT", "primary-care-visit"),
+        ("Telehealth-Two-Channel.YML", "telehealth-two-channel"),
+        ("primary-car-visit", "primary-care-visit"),
+        ("Synthetic", "synthetic"),
+    ],
+    ids=["file-suffix", "capitals", "capitals-and-suffix", "misspelt", "the-generated-visit"],
+)
+@pytest.mark.parametrize("where", ["option", "variable"])
+def test_an_unknown_default_scenario_suggests_the_one_meant(
+    tmp_path, monkeypatch, capsys, given, meant, where
+):
+    """As a rule naming an unknown scenario is told, in rules.yaml or the admin API."""
+    from emulator import cli
+
+    for name in [name for name in os.environ if name.startswith("MEDSCRIBE_")]:
+        monkeypatch.delenv(name)
+    argv = ["--port", "0", "--h2c-port", "0", "--state-dir", str(tmp_path / "state")]
+    if where == "option":
+        argv += ["--scenario", given]
+    else:
+        monkeypatch.setenv("MEDSCRIBE_SCENARIO", given)
+    assert cli.main(argv) == 2
+    option = "--scenario" if where == "option" else "MEDSCRIBE_SCENARIO (--scenario)"
+    assert (
+        f"{option} {given!r} is not a known scenario (did you mean {meant!r}?); known: "
+        "synthetic, disconnect-midstream, "
+    ) in capsys.readouterr().err
+
+
 def test_a_certificate_without_its_key_from_the_environment_names_the_variable(capsys):
     with pytest.raises(SystemExit):
         parse_settings([], environ={"MEDSCRIBE_CERTFILE": "cert.pem"})
@@ -554,6 +587,20 @@ def test_a_fixtures_path_that_is_a_file_says_so(tmp_path):
         out, err = process.communicate(timeout=30)
     assert process.returncode == 2 and "ready" not in out
     assert f"{rules}: a file, not a fixtures directory" in err
+
+
+def test_a_fixtures_path_that_is_a_scenario_file_names_its_fixtures_directory(tmp_path):
+    """The natural first try with one scenario: the directory to give is named."""
+    scenario = tmp_path / "fixtures" / "scenarios" / "visit.yaml"
+    scenario.parent.mkdir(parents=True)
+    scenario.write_text("segments: [{begin: 0, end: 1, content: Hello.}]\n")
+    with _start(tmp_path, "--fixtures", str(scenario)) as process:
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "ready" not in out
+    assert (
+        f"{scenario}: a file, not a fixtures directory: give the fixtures directory "
+        f"holding its scenarios/ folder, {tmp_path / 'fixtures'}"
+    ) in err
 
 
 @pytest.mark.parametrize(

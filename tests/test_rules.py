@@ -98,6 +98,22 @@ INVALID = {
         "emulator starts: one added since needs a restart, or give the rule its scenario "
         "inline)",
     ),
+    "scenario-named-by-its-file": (
+        {"scenario": "visit.yaml"},
+        "scenario",
+        "unknown scenario 'visit.yaml' (did you mean 'visit'?); "
+        "known scenarios: synthetic, quiet, visit (scenario files are read when the "
+        "emulator starts: one added since needs a restart, or give the rule its scenario "
+        "inline)",
+    ),
+    "scenario-in-capitals": (
+        {"scenario": "QUIET"},
+        "scenario",
+        "unknown scenario 'QUIET' (did you mean 'quiet'?); "
+        "known scenarios: synthetic, quiet, visit (scenario files are read when the "
+        "emulator starts: one added since needs a restart, or give the rule its scenario "
+        "inline)",
+    ),
     "scenario-wrong-type": (
         {"scenario": 3},
         "scenario",

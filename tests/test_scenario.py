@@ -275,6 +275,28 @@ INVALID = {
         "is 7200 s, past the 7200 s (2 hours) of audio a session can carry: the segment is "
         "never heard (times are in seconds, not milliseconds)",
     ),
+    "segment-end-past-two-hours": (
+        """
+        segments:
+          - {begin: 600, end: 3400, content: in seconds}
+          - {begin: 7199, end: 9000, content: runs over}
+        """,
+        "segments[1].end",
+        3,
+        "is 9000 s, past the 7200 s (2 hours) of audio a session can carry: the session ends "
+        "first, so the segment's final is never sent (times are in seconds, not milliseconds)",
+    ),
+    "segment-copied": (
+        """
+        segments:
+          - {channel: 1, begin: 1, end: 2, content: Copied line.}
+          - {channel: 1, begin: 1.0, end: 2.0, content: Copied line., partials: 0}
+        """,
+        "segments[1]",
+        3,
+        "is a copy of segments[0] (the same channel, begin, end and content): its final would "
+        "reach the client twice; remove one",
+    ),
     "fault-past-two-hours": (
         """
         faults:
@@ -477,6 +499,56 @@ def test_partials_and_a_fault_time_exactly_at_their_limits_are_accepted(tmp_path
     scenario = load_scenario_file(path)
     assert scenario.segments[0].partials == MAX_PARTIALS == 50
     assert scenario.faults == (Fault(at=7200.0, disconnect=True),)
+
+
+def test_only_an_exact_copy_of_a_segment_is_a_problem_not_an_overlap(tmp_path):
+    """The same times on one channel with another content, or the same line on the
+    other channel or at other times, are no copy: in single-channel use one channel
+    carries both speakers. The copy names the first writing, not the nearest."""
+    path = _write(
+        tmp_path,
+        """
+        segments:
+          - {begin: 1, end: 2, content: Hello.}
+          - {begin: 1, end: 2, content: Hi.}
+          - {begin: 1.5, end: 3, content: Hello.}
+          - {channel: 1, begin: 1, end: 2, content: Hello.}
+          - {begin: 1, end: 2.5, content: Hello.}
+          - {begin: 1, end: 2, content: Hello., partials: 3}
+          - {begin: 1, end: 2, content: Hello.}
+        """,
+    )
+    problems = [(p.field, p.line, p.message.split(" (")[0]) for p in _problems(path)]
+    assert problems == [
+        ("segments[5]", 7, "is a copy of segments[0]"),
+        ("segments[6]", 8, "is a copy of segments[0]"),
+    ]
+
+
+def test_a_segment_ending_past_two_hours_is_a_problem_but_one_ending_at_them_is_not(tmp_path):
+    """A final due at 7200 s is sent (the audio up to the limit is heard); one due
+    later never is. A segment begun past the limit is one problem, its begin's."""
+    path = _write(
+        tmp_path,
+        """
+        segments:
+          - {begin: 7000, end: 7200, content: Last words.}
+          - {begin: 7199, end: 7200.5, content: Over.}
+          - {begin: 7300, end: 7301, content: Late.}
+        """,
+    )
+    assert [p.field for p in _problems(path)] == ["segments[1].end", "segments[2].begin"]
+
+
+def test_a_stored_script_keeps_its_copied_segment_and_its_end_past_two_hours():
+    """A session's script, accepted when it started, is not refused for what only an
+    author is told of: it still plays."""
+    copied = {"begin": 1, "end": 2, "content": "Twice."}
+    data = {"segments": [copied, copied, {"begin": 7199, "end": 9000, "content": "Over."}]}
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(data, name="x")
+    assert [p.field for p in error.value.problems] == ["segments[1]", "segments[2].end"]
+    assert len(parse_scenario(data, name="x", stored=True).segments) == 3
 
 
 def test_scripted_partial_texts_are_kept_as_written_and_survive_a_round_trip():

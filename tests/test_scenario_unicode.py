@@ -252,7 +252,8 @@ def test_check_accepts_a_rule_naming_an_nfd_scenario_file_in_nfc(tmp_path: Path)
     write_scenario(tmp_path, f"{NFD_NAME}.yaml", [{"begin": 0, "end": 1, "content": "Hola."}])
     (tmp_path / "rules.yaml").write_text(f"- scenario: {NFC_NAME}\n", encoding="utf-8")
     result = check(tmp_path)
-    assert (result.returncode, result.stdout) == (0, "OK: 1 scenarios, 1 rules\n")
+    # The name as it is keyed: in NFC.
+    assert (result.returncode, result.stdout) == (0, f"OK: 1 scenarios ({NFC_NAME}), 1 rules\n")
 
 
 def test_two_scenario_files_whose_names_differ_only_in_normalisation_are_a_problem(
