@@ -315,16 +315,18 @@ def _load_pair(
         if isinstance(parsed, tuple):
             return parsed
         problem = parsed
+    # Named by both files: "the state directory" left a user looking for which.
+    where = f"{cert_path} (and {key_path.name})"
     if ca:
         log.warning(
             "%s: %s; issuing a new local CA: clients that trust the old one must be given "
             "the new %s",
-            cert_path.parent,
+            where,
             problem,
             cert_path.name,
         )
     else:
-        log.info("%s: %s; issuing a new server certificate", cert_path.parent, problem)
+        log.info("%s: %s; issuing a new server certificate", where, problem)
     return None
 
 

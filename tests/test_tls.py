@@ -226,6 +226,7 @@ def test_a_corrupt_or_half_missing_ca_is_replaced_saying_clients_need_the_new_on
     ensure_certificates(tmp_path)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and "not a PEM certificate and key" in warned[0]
+    assert warned[0].startswith(f"{files.ca_cert} (and ca-key.pem): not a PEM")
     assert "issuing a new local CA: clients that trust the old one" in warned[0]
     caplog.clear()
     (tmp_path / "ca-key.pem").unlink()
