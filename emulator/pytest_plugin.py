@@ -17,7 +17,10 @@ API-added rules and no sessions. With ``--medscribe-url`` (or ``MEDSCRIBE_URL``,
 or the ``medscribe_url`` ini option) the fixtures use an emulator already
 running there instead, and reset it before each test too; if that emulator
 has an admin token, ``--medscribe-admin-token`` (or ``MEDSCRIBE_ADMIN_TOKEN``,
-the variable the emulator reads) gives it to the handle.
+the variable the emulator reads) gives it to the handle. The ini file's
+``medscribe_fixtures`` and ``medscribe_seed`` are then not used: the report
+header says so, and a scenario that emulator refuses as unknown says its
+fixtures are not the ini's.
 
 Fixtures: ``medscribe_emulator`` (per test, reset, the marker applied),
 ``medscribe_emulator_server`` (the same handle for the whole session, never
@@ -88,8 +91,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--medscribe-fixtures",
         dest="medscribe_fixtures",
         metavar="DIR",
-        help="fixtures directory (scenarios/, rules.yaml) of the started emulator "
-        "(default: the packaged fixtures)",
+        help="fixtures directory (scenarios/, rules.yaml, resources.yaml) of the started "
+        "emulator (default: the packaged fixtures)",
     )
     group.addoption(
         "--medscribe-admin-token",
@@ -136,6 +139,69 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """One line when the fixtures use a running emulator: which one, and the ini
+    settings it leaves unused (allowed, unlike the options, so say it here)."""
+    url, source = _url_and_source(config)
+    if url is None:
+        return []
+    line = f"medscribe: using the emulator at {url} ({source}), none is started"
+    unused = _ini_for_started(config)
+    if unused:
+        flags = " and ".join(f"--{name.removeprefix('medscribe_')}" for name in unused)
+        line += (
+            f"; ini {' and '.join(unused)} not used with a URL (start that emulator with {flags})"
+        )
+    return [line]
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """With a URL, one line naming each ``medscribe_settings`` override the
+    collected tests would get: unused too, and only known once conftests are
+    collected, after the header (quiet runs leave it out, as the header)."""
+    if emulator_url(config) is None or config.get_verbosity() < 0:
+        return []
+    places = _settings_overrides(config, items)
+    if not places:
+        return []
+    return [
+        f"medscribe: the medscribe_settings fixture of {', '.join(places)} is not used: it "
+        "configures an emulator the plugin starts, and with a URL none is"
+    ]
+
+
+def _ini_for_started(config: pytest.Config) -> list[str]:
+    """The ini options set that configure only the emulator the plugin starts."""
+    return [
+        name
+        for name in ("medscribe_fixtures", "medscribe_seed")
+        if str(config.getini(name)).strip()
+    ]
+
+
+def _settings_overrides(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Where the ``medscribe_settings`` fixtures that ``items`` would get are
+    defined, when not in this module (relative to the rootdir when under it)."""
+    # pytest's fixture manager is not part of its public API: a pytest without
+    # it (under this name) gets no line.
+    manager = config.pluginmanager.get_plugin("funcmanage")
+    getfixturedefs = getattr(manager, "getfixturedefs", None)
+    if getfixturedefs is None:
+        return []
+    places: dict[str, None] = {}
+    for item in items:
+        definitions = getfixturedefs("medscribe_settings", item) or ()
+        func = getattr(definitions[-1], "func", None) if definitions else None
+        code = getattr(func, "__code__", None)
+        if code is None or getattr(func, "__module__", __name__) == __name__:
+            continue
+        path = Path(code.co_filename)
+        if path.is_relative_to(config.rootpath):
+            path = path.relative_to(config.rootpath)
+        places[str(path)] = None
+    return list(places)
+
+
 def ini_seed(config: pytest.Config) -> int:
     """The ``medscribe_seed`` ini option (0 when unset); raises
     :class:`pytest.UsageError` when it is not an integer."""
@@ -162,12 +228,19 @@ def emulator_url(config: pytest.Config) -> str | None:
     ``--medscribe-url`` wins over ``MEDSCRIBE_URL``, which wins over the
     ``medscribe_url`` ini option.
     """
-    value = (
-        config.getoption("medscribe_url")
-        or os.environ.get(URL_VARIABLE)
-        or config.getini("medscribe_url")
-    )
-    return str(value).strip() or None
+    return _url_and_source(config)[0]
+
+
+def _url_and_source(config: pytest.Config) -> tuple[str | None, str]:
+    """(:func:`emulator_url`, where it was given: the option, variable or ini name)."""
+    for value, source in (
+        (config.getoption("medscribe_url"), "--medscribe-url"),
+        (os.environ.get(URL_VARIABLE), URL_VARIABLE),
+        (config.getini("medscribe_url"), "ini medscribe_url"),
+    ):
+        if value:
+            return str(value).strip() or None, source
+    return None, ""
 
 
 def admin_token(config: pytest.Config) -> str | None:
@@ -230,10 +303,11 @@ def medscribe_emulator_server(
         raise pytest.UsageError(_shared_with_workers(url))
     if url is not None:
         yield _or_fail(
-            lambda: MedscribeEmulator.connect(
+            lambda: _connect(
                 url,
                 ca_dir=tmp_path_factory.mktemp("medscribe-ca"),
                 admin_token=admin_token(request.config),
+                unknown_scenario_hint=_unknown_scenario_hint(request.config, url),
             ),
             MedscribeAdminError,
             f"the medscribe emulator at {url} cannot be used",
@@ -247,6 +321,52 @@ def medscribe_emulator_server(
         yield MedscribeEmulator.from_running(running, admin_token=settings.admin_token)
     finally:
         server.stop()
+
+
+def _unknown_scenario_hint(config: pytest.Config, url: str) -> str:
+    """What a scenario refused as unknown by the emulator at ``url`` adds, when the
+    ini file names a fixtures directory (its scenarios were likely the ones
+    meant), else ""."""
+    value = str(config.getini("medscribe_fixtures")).strip()
+    if not value:
+        return ""
+    source = _url_and_source(config)[1]
+    fixtures = _ini_path(config, value)
+    return (
+        f"; the ini's medscribe_fixtures ({fixtures}) is not loaded into the emulator at "
+        f"{url} ({source}): the plugin starts none with a URL. Start that emulator with "
+        "--fixtures and those scenarios, or give use_scenario() an inline scenario"
+    )
+
+
+def _connect(
+    url: str, *, ca_dir: Path, admin_token: str | None, unknown_scenario_hint: str
+) -> MedscribeEmulator:
+    """:meth:`MedscribeEmulator.connect`, with ``unknown_scenario_hint`` added to the
+    message of each rule the emulator refuses for an unknown scenario (by a test,
+    a marker or a fixture: each goes through ``add_rule``); raises as ``connect``."""
+    from .testing import EmulatorRule, MedscribeAdminError, MedscribeEmulator
+
+    if not unknown_scenario_hint:
+        return MedscribeEmulator.connect(url, ca_dir=ca_dir, admin_token=admin_token)
+
+    # A class of this function's: at module level it would import emulator.testing
+    # into every pytest run of a project, as the server stack is not (see above).
+    class HintingEmulator(MedscribeEmulator):
+        def add_rule(self, rule: Mapping[str, Any] | None = None, /, **fields: Any) -> EmulatorRule:
+            __tracebackhide__ = True
+            try:
+                return super().add_rule(rule, **fields)
+            except MedscribeAdminError as error:
+                if error.status != 400 or "unknown scenario" not in error.message:
+                    raise
+                refused = error
+            # Out of the except block: inside it, the message showed twice (chained).
+            raise MedscribeAdminError(
+                refused.status, refused.message + unknown_scenario_hint, url=refused.url
+            )
+
+    return HintingEmulator.connect(url, ca_dir=ca_dir, admin_token=admin_token)
 
 
 def _or_fail[T](call: Callable[[], T], errors: type[Exception], what: str) -> T:

@@ -589,6 +589,11 @@ def test_help_lists_the_plugin_options(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*--medscribe-url=URL*", "*--medscribe-seed=N*", "*--medscribe-admin-token=TOKEN*"]
     )
+    # The fixtures directory is described as `check --help` and the README do.
+    assert (
+        "--medscribe-fixtures=DIR fixtures directory (scenarios/, rules.yaml, resources.yaml)"
+        in " ".join(result.stdout.str().split())
+    )
 
 
 # -- emulator.testing on its own ------------------------------------------------
@@ -787,6 +792,105 @@ def test_started_emulator_options_with_medscribe_url_are_one_usage_error(
             f"starts; with --medscribe-url ({remote.endpoint_url}) none is started*"
         ]
     )
+
+
+def test_a_url_is_named_in_the_header_with_the_ini_settings_and_override_it_leaves_unused(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ini file may keep medscribe_fixtures and medscribe_seed for local runs while CI
+    gives a URL: allowed, but they (and a medscribe_settings override) were unused
+    without a word."""
+    user_project(pytester, monkeypatch, "def test_a(medscribe_emulator):\n    pass\n")
+    pytester.makeini(USER_INI + "medscribe_seed = 7\n")
+    pytester.makeconftest(
+        "import dataclasses\n"
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def medscribe_settings(medscribe_settings):\n"
+        "    return dataclasses.replace(medscribe_settings, post_stream_delay=0.0)\n"
+    )
+    monkeypatch.setenv("MEDSCRIBE_URL", "http://127.0.0.1:9")  # collected only: never reached
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", "--collect-only")
+    result.stdout.fnmatch_lines(
+        [
+            "medscribe: using the emulator at http://127.0.0.1:9 (MEDSCRIBE_URL), none is "
+            "started; ini medscribe_fixtures and medscribe_seed not used with a URL (start "
+            "that emulator with --fixtures and --seed)",
+            "collected 1 item",
+            "medscribe: the medscribe_settings fixture of conftest.py is not used: it "
+            "configures an emulator the plugin starts, and with a URL none is",
+        ]
+    )
+    # Quiet runs leave both out, as pytest's own header; without a URL there is none.
+    quiet = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", "--collect-only", "-q")
+    assert "medscribe:" not in quiet.stdout.str()
+    monkeypatch.delenv("MEDSCRIBE_URL")
+    started = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", "--collect-only")
+    assert started.ret == pytest.ExitCode.OK
+    assert "medscribe:" not in started.stdout.str()
+    # The option is named as the source, and an ini without those settings leaves one part.
+    pytester.makeini(INPROCESS_INI)
+    given = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", "--collect-only", "--medscribe-url=http://127.0.0.1:9"
+    )
+    given.stdout.fnmatch_lines(
+        ["medscribe: using the emulator at http://127.0.0.1:9 (--medscribe-url), none is started"]
+    )
+
+
+#: A user's tests naming a scenario of the ini's fixtures directory, as an emulator
+#: started with the packaged fixtures refuses it.
+PROJECT_SCENARIO_TESTS = """
+import pytest
+
+from emulator.testing import MedscribeAdminError
+
+
+def test_by_name(medscribe_emulator):
+    medscribe_emulator.use_scenario("greeting")
+
+
+@pytest.mark.medscribe_scenario("greeting")
+def test_marked(medscribe_emulator):
+    pass
+
+
+def test_other_refusals_are_as_the_emulator_words_them(medscribe_emulator):
+    with pytest.raises(MedscribeAdminError) as refused:
+        medscribe_emulator.add_rule(match={}, error="NoSuchException")
+    assert refused.value.status == 400 and "medscribe_fixtures" not in refused.value.message
+"""
+
+
+def test_an_unknown_scenario_at_a_url_says_the_ini_fixtures_are_not_loaded_there(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, remote: MedscribeEmulator
+) -> None:
+    """A project's scenario, in the ini's medscribe_fixtures, refused by the emulator
+    CI gave through MEDSCRIBE_URL: the refusal said only "unknown scenario"."""
+    user_project(pytester, monkeypatch, PROJECT_SCENARIO_TESTS)
+    monkeypatch.setenv("MEDSCRIBE_URL", remote.h2c_url)
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    hint = (
+        f"; the ini's medscribe_fixtures ({pytester.path / 'emulator-fixtures'}) is not "
+        f"loaded into the emulator at {remote.h2c_url} (MEDSCRIBE_URL): the plugin starts "
+        "none with a URL. Start that emulator with --fixtures and those scenarios, or give "
+        "use_scenario() an inline scenario"
+    )
+    result.stdout.fnmatch_lines(
+        [  # pytest reports the marker's set-up error before the test's failure
+            "*@pytest.mark.medscribe_scenario('greeting'): 400 invalid rule: *unknown "
+            f"scenario 'greeting'*{hint}",
+            f"E *.MedscribeAdminError: 400 invalid rule: *unknown scenario 'greeting'*{hint}",
+        ]
+    )
+    assert "During handling" not in result.stdout.str()
+    # Without the ini setting there is nothing to point at: the emulator's words alone.
+    pytester.makeini(USER_INI.replace("medscribe_fixtures = emulator-fixtures\n", ""))
+    plain = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    plain.assert_outcomes(passed=1, failed=1, errors=1)
+    assert "unknown scenario 'greeting'" in plain.stdout.str()
+    assert "medscribe_fixtures" not in plain.stdout.str()
 
 
 def test_a_failed_start_is_raised_once_not_again_by_stop(tmp_path: Path) -> None:
