@@ -3,19 +3,24 @@
 :func:`read_document` reads one file for any validator (scenarios, rules,
 resources), filling its :class:`~emulator.problems.Checker`'s line map and
 reporting what cannot be read (not UTF-8, invalid YAML or JSON, duplicate keys)
-as problems. :func:`load_scenario_file` and :func:`load_scenario_dir` read
-scenario files into :class:`~emulator.scenario.Scenario` s. The only module
-that imports ``yaml``: the data model and the session do not need the parser.
+as problems, and recording how each text value was written (quoted, plain or a
+block scalar) for the hints. YAML is read as PyYAML's YAML 1.1 but for
+integers with a leading zero, which are decimal (``010`` is 10), as in YAML 1.2.
+:func:`load_scenario_file` and :func:`load_scenario_dir` read scenario files into
+:class:`~emulator.scenario.Scenario` s. The only module that imports ``yaml``: the
+data model and the session do not need the parser.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from .problems import Checker, FieldPath, Problem, ScenarioError, render_path
+from .problems import Checker, FieldPath, Problem, ScenarioError, render_path, shown
 from .scenario import RESERVED_NAME, Scenario, scenario_name, validate_scenario
 from .validation import SURROGATE_ESCAPE
 
@@ -31,7 +36,8 @@ SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 class _Walk:
-    """What :func:`_walk` has seen: every node it has descended into.
+    """What :func:`_walk` has seen: every node it has descended into, and the
+    style each text value was written in (see :attr:`Checker.styles`).
 
     An alias (``*name``) is the same node as its anchor: its lines are recorded
     once, under the path that reached it first, and a later path through it
@@ -39,8 +45,30 @@ class _Walk:
     bytes of aliases of aliases name billions of values, and take gigabytes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, text: str) -> None:
         self.walked: set[int] = set()
+        self.text = text
+        self.styles: dict[FieldPath, str] = {}
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+#: A block scalar's header: ``|`` or ``>``, then its chomping (``-`` strips the
+#: final line break, ``+`` keeps every one, none keeps one) and indentation
+#: indicators, in either order.
+_BLOCK_HEADER = re.compile(r"[|>][-+1-9]{0,2}")
+
+
+def _style(node: yaml.ScalarNode, text: str) -> str:
+    """How a text value was written: ``""`` plain, a quote, or a block scalar's header."""
+    style = node.style or ""  # libyaml says "" for plain, PyYAML None
+    if style in ("|", ">"):
+        # The node keeps no chomping indicator: read the header from the source.
+        # Its mark is at the node's tag or anchor if it has one, before the header.
+        header = _BLOCK_HEADER.search(text, node.start_mark.index)
+        if header is not None:
+            return header.group()
+    return style
 
 
 def _walk(
@@ -50,8 +78,8 @@ def _walk(
     dupes: list[tuple[int, FieldPath, str]],
     walk: _Walk,
 ) -> None:
-    """Record the 1-based line of every key and item under ``node``, and duplicate keys
-    (each node once: see :class:`_Walk`)."""
+    """Record the 1-based line of every key and item under ``node``, duplicate keys,
+    and the style of every text value (each node once: see :class:`_Walk`)."""
     if id(node) in walk.walked:  # an alias of a node walked already (or recursive)
         return
     walk.walked.add(id(node))
@@ -72,12 +100,53 @@ def _walk(
         for index, item in enumerate(node.value):
             lines[(*path, index)] = item.start_mark.line + 1
             _walk(item, (*path, index), lines, dupes, walk)
+    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
+        walk.styles[path] = _style(node, walk.text)
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+
+#: PyYAML's YAML 1.1 integer, but for ``0[0-7_]+`` (octal): any run of digits is
+#: decimal, as in YAML 1.2. An author zero-pads times to line columns up
+#: (``begin: 010``), and 1.1 played that at 8 s, and read ``08`` as text.
+_INT_RESOLVER = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?[0-9][0-9_]*
+    |[-+]?0x[0-9a-fA-F_]+
+    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
+    re.X,
+)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A zero-padded integer in decimal; any other as YAML 1.1 reads it (``0b``,
+    ``0x``, sexagesimal ``1:30``)."""
+    text = loader.construct_scalar(node).replace("_", "")
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if len(digits) > 1 and digits[0] == "0" and digits.isascii() and digits.isdigit():
+        return int(text)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
+def _decimal_ints(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """A subclass of ``base`` reading zero-padded integers as decimal; ``base``,
+    and so every other user of yaml in the process, is left as it is."""
+    loader: type[yaml.SafeLoader] = type(f"Decimal{base.__name__}", (base,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, _INT_RESOLVER if tag == _INT_TAG else pattern) for tag, pattern in resolvers]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    loader.add_constructor(_INT_TAG, _construct_int)  # copies the table for the subclass
+    return loader
 
 
 #: libyaml's parser when PyYAML has it: twice as fast on a large fixture. Its
 #: errors are terser, so a file it refuses is parsed again by the pure-Python
 #: one to say why (see :func:`_yaml_problem`).
-_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FAST_LOADER: type[yaml.SafeLoader] = _decimal_ints(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+_PURE_LOADER = (
+    _FAST_LOADER if _FAST_LOADER.__mro__[1] is yaml.SafeLoader else _decimal_ints(yaml.SafeLoader)
+)
 
 
 def _compose(
@@ -90,10 +159,10 @@ def _compose(
 def _yaml_problem(text: str, error: Exception) -> Exception:
     """The pure-Python parser's account of ``error`` in ``text`` (its messages
     say what was expected and what was found), or ``error`` itself."""
-    if _FAST_LOADER is yaml.SafeLoader:
+    if _FAST_LOADER is _PURE_LOADER:
         return error
     try:
-        node, loader = _compose(text, yaml.SafeLoader)
+        node, loader = _compose(text, _PURE_LOADER)
         try:
             if node is not None:
                 loader.construct_document(node)
@@ -183,9 +252,124 @@ def _surrogate_escape_problem(text: str, index: int) -> str | None:
     )
 
 
+#: PyYAML's accounts of a key or list item whose indentation is off: "?" is its
+#: name for a key, which no file shows.
+_MISALIGNED = {
+    "expected <block end>, but found '?'": "key",
+    "expected <block end>, but found '<block mapping start>'": "key",
+    "expected '<document start>', but found '<block mapping start>'": "key",
+    "expected <block end>, but found '-'": "item",
+    "expected <block end>, but found '<block sequence start>'": "item",
+    "expected '<document start>', but found '<block sequence start>'": "item",
+}
+
+
+def _outline(line: str) -> tuple[int, int | None]:
+    """Where a line's key (or value) starts, and its list item's '-' if it has one."""
+    dash = None
+    column = len(line) - len(line.lstrip(" "))
+    while line.startswith("-", column) and line[column + 1 : column + 2] in (" ", ""):
+        dash = column if dash is None else dash
+        column += 1
+        column += len(line) - column - len(line[column:].lstrip(" "))
+    return column, dash
+
+
+def _key_text(line: str, column: int) -> str:
+    """The key a line holds from ``column`` (its text up to ': '), or its text, cut short."""
+    rest = line[column:].rstrip()
+    key, colon, _ = rest.partition(": ")
+    if not colon and rest.endswith(":"):
+        key, colon = rest[:-1], ":"
+    if not colon or rest.startswith(("{", "[")):
+        key = rest
+    return shown(key.strip(), 40)
+
+
+def _content_rows(rows: list[str], row: int) -> Iterator[int]:
+    """The rows above ``row`` that hold more than spaces or a comment, nearest first."""
+    for above in range(row - 1, -1, -1):
+        stripped = rows[above].lstrip(" ")
+        if stripped and not stripped.startswith("#"):
+            yield above
+
+
+def _line_up(rows: list[str], row: int, column: int, *, item: bool) -> tuple[int, int] | None:
+    """The line above ``row`` that a key (or list item, ``item``) at ``column``
+    most likely belongs with: of the previous line and the lines that open what
+    it is nested in, the one starting nearest ``column`` (the nearest one on a tie).
+    Returns its 0-based row and the column its key (or item's '-') starts at, or None."""
+    best: tuple[int, int] | None = None
+    ceiling = None
+    for above in _content_rows(rows, row):
+        key_column, dash = _outline(rows[above])
+        if ceiling is not None and key_column >= ceiling:
+            continue  # nested deeper than a line already passed: not an enclosing one
+        ceiling = key_column
+        start = dash if item else key_column
+        if start is not None and start != column:
+            if best is None or abs(start - column) < abs(best[1] - column):
+                best = (above, start)
+        if key_column == 0:
+            break
+    return best
+
+
+def _indentation_problem(text: str, problem: str, mark: yaml.Mark) -> str | None:
+    """What PyYAML's account ``problem`` at ``mark`` means when a key or list item
+    is indented less or more than the ones it belongs with (its own messages name
+    tokens: "expected <block end>, but found '?'"), or None when it is not that."""
+    rows = text.splitlines()
+    if mark.line >= len(rows):
+        return None
+    line = rows[mark.line]
+    previous = next(_content_rows(rows, mark.line), None)
+    if problem in _MISALIGNED:
+        item = _MISALIGNED[problem] == "item"
+        if line.startswith("?", mark.column):
+            return None  # an explicit '? key': PyYAML's name is the file's
+        target = _line_up(rows, mark.line, mark.column, item=item)
+        if target is None:
+            return None
+        above, column = target
+        way = "less" if mark.column < column else "more"
+        where = " above it" if above == previous else ""
+        if item:
+            return (
+                f"this list item is indented {way} than the item{where} (line {above + 1}, "
+                f"its '-' in column {column + 1}): the items of one list start in the same "
+                "column"
+            )
+        return (
+            f"key {_key_text(line, mark.column)} is indented {way} than the key{where} "
+            f"{_key_text(rows[above], column)} (line {above + 1}): the keys of one "
+            "mapping start in the same column"
+        )
+    if problem == "mapping values are not allowed here":
+        column, _ = _outline(line)
+        if ": " in line[column : mark.column]:
+            return (
+                "a value that is not quoted holds ': ' (a colon and a space), which YAML "
+                "reads as the start of a key: quote the value"
+            )
+        if previous is None:
+            return None
+        above_column, _ = _outline(rows[previous])
+        if above_column >= column:
+            return None
+        return (
+            f"key {_key_text(line, column)} is indented more than the key above it "
+            f"{_key_text(rows[previous], above_column)} (line {previous + 1}), so YAML "
+            "reads it as more of that key's value: the keys of one mapping start in the "
+            "same column"
+        )
+    return None
+
+
 def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
     lines: dict[FieldPath, int] = {}
     dupes: list[tuple[int, FieldPath, str]] = []
+    walk = _Walk(text)
     data: object = None
     if path.suffix.lower() == ".json":
         try:
@@ -214,7 +398,7 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
             node = None  # valid JSON that YAML 1.1 cannot read: report without lines
         if node is not None:
             lines[()] = node.start_mark.line + 1
-            _walk(node, (), lines, dupes, _Walk())
+            _walk(node, (), lines, dupes, walk)
     else:
         try:
             node, loader = _compose(text)
@@ -222,7 +406,7 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
                 if node is not None:
                     # Walk before constructing: the constructor flattens merge keys in place.
                     lines[()] = node.start_mark.line + 1
-                    _walk(node, (), lines, dupes, _Walk())
+                    _walk(node, (), lines, dupes, walk)
                     data = loader.construct_document(node)
             finally:
                 loader.dispose()
@@ -233,18 +417,20 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
             if isinstance(problem, yaml.reader.ReaderError):
                 line, reason = _reader_problem(text, problem)
             else:
-                mark = getattr(problem, "problem_mark", None) or getattr(
-                    problem, "context_mark", None
-                )
+                problem_mark = getattr(problem, "problem_mark", None)
+                mark = problem_mark or getattr(problem, "context_mark", None)
                 line = None if mark is None else mark.line + 1
                 reason = getattr(problem, "problem", None) or str(problem)
                 if reason == "found invalid Unicode character escape code" and mark is not None:
                     reason = _surrogate_escape_problem(text, mark.index) or reason
+                elif isinstance(problem_mark, yaml.Mark):
+                    reason = _indentation_problem(text, reason, problem_mark) or reason
             checker.problems.append(
                 Problem(file=checker.source, line=line, field="", message=f"invalid YAML: {reason}")
             )
             return False, None
     checker.lines = lines
+    checker.styles = walk.styles
     for line, where, message in dupes:
         checker.problems.append(
             Problem(file=checker.source, line=line, field=render_path(where), message=message)

@@ -115,9 +115,10 @@ def _unquoted_text_hint(value: object, *, yaml: bool) -> str:
     return ""
 
 
-def _numeric_text_hint(value: object, *, yaml: bool) -> str:
-    """For text that reads as a number (YAML 1.1 takes ``1e3`` and ``1.0e3`` as
-    text: e-notation needs a '.' and a sign there), how to write it as one."""
+def _numeric_text_hint(value: object, *, yaml: bool, style: str | None) -> str:
+    """For text that reads as a number, why it is text and how to write it as a
+    number. ``style`` is how YAML text was written (see :attr:`Checker.styles`;
+    None when unknown); JSON text is always quoted."""
     if not isinstance(value, str):
         return ""
     try:
@@ -127,11 +128,45 @@ def _numeric_text_hint(value: object, *, yaml: bool) -> str:
     text = value.strip().lower().lstrip("+-")
     if text in ("inf", "infinity", "nan"):
         return ""  # not a finite number, quoted or not
-    if "e" not in text or not yaml:
+    if not yaml:
         return " (it is quoted: write the number without quotes)"
+    if not value.isascii():
+        # float() reads any Unicode digit and strips any space; YAML neither.
+        return (
+            f" ({ascii(value)} holds characters other than ASCII digits, such as full-width "
+            "digits or a non-breaking space, which YAML reads as text: write it with 0-9 only)"
+        )
+    if "e" in text:
+        # YAML 1.1 takes 1e3 and 1.0e3 as text: e-notation needs a '.' and a sign there.
+        return (
+            f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
+            "sign, as 1.0e+3; or write the number in full)"
+        )
+    if style in ("'", '"'):
+        return " (it is quoted: write the number without quotes)"
+    if style and style[0] in "|>":
+        return (
+            f" (it is written as a block of text after {style!r}: write the number after the ':')"
+        )
+    if text.startswith(".") and value[:1] in "+-":
+        return (
+            f" ({value!r}: YAML reads a sign right before the '.' as text: write "
+            f"{value[0]}0{value[1:]})"
+        )
+    return " (YAML reads it as text: write the number in digits, as 1.5)"
+
+
+def _transcript_text(path: FieldPath) -> bool:
+    """Whether ``path`` is a field a client receives as transcript text: a
+    segment's ``content`` or a scripted partial text (``segments[i].partials[j]``)."""
+    if len(path) >= 3 and path[-1] == "content":
+        return isinstance(path[-2], int) and path[-3] == "segments"
     return (
-        f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
-        "sign, as 1.0e+3; or write the number in full)"
+        len(path) >= 4
+        and isinstance(path[-1], int)
+        and path[-2] == "partials"
+        and isinstance(path[-3], int)
+        and path[-4] == "segments"
     )
 
 
@@ -150,6 +185,11 @@ class Checker:
         #: Whether the source is YAML (set by the file reader), whose hints differ:
         #: a request's JSON body, or a .json file, reads ``yes`` and ``1e3`` as text.
         self.yaml = False
+        #: How each text value of the file was written, by path (set by the file
+        #: reader): ``""`` plain, ``"'"`` or ``'"'`` quoted, or a block scalar's
+        #: header (``"|"``, ``">-"``, ``"|2+"``...). Absent: not known (no file, or
+        #: a value reached through an alias).
+        self.styles: Mapping[FieldPath, str] = {}
 
     def line(self, path: FieldPath) -> int | None:
         """Return the line of ``path``, or of its nearest ancestor that has one."""
@@ -189,7 +229,7 @@ class Checker:
         """Return ``value`` as a finite float, or ``None`` after reporting why not."""
         # YAML's true/false are Python bools, which are ints: refuse them explicitly.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            hint = _numeric_text_hint(value, yaml=self.yaml)
+            hint = _numeric_text_hint(value, yaml=self.yaml, style=self.styles.get(path))
             self.add(path, f"must be a number, got {describe(value)}{hint}")
             return None
         try:
@@ -218,6 +258,17 @@ class Checker:
         if non_empty and not value.strip():
             self.add(path, "must not be empty")
             return None
+        style = self.styles.get(path, "")
+        if style[:1] in ("|", ">") and "-" not in style and "+" not in style:
+            if value.endswith("\n") and _transcript_text(path):
+                # The client would get it as the text's last character (a quoted
+                # "\n" or '|+' says it is meant; a bare '|' or '>' rarely does).
+                self.add(
+                    path,
+                    f"ends with the line break that '{style}' keeps, which the client would "
+                    f"receive at the end of the text: write '{style}-' to drop it",
+                )
+                return None
         if not value.isascii():
             try:
                 value.encode("utf-8")

@@ -1,0 +1,433 @@
+"""YAML's traps in scenario and rule files: zero-padded integers, numbers read as
+text, indentation slips and the line break a block scalar keeps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emulator.documents import load_scenario_dir, load_scenario_file, read_document
+from emulator.problems import Checker
+from emulator.rules import RuleError, load_rules_file
+from emulator.scenario import ScenarioError
+
+from .support import new_session_id, pcm_tone, run_session, running_emulator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _write(folder: Path, text: str, name: str = "x.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def _read(tmp_path: Path, text: str) -> tuple[object, list[str]]:
+    """The data :func:`read_document` reads from ``text``, and its problems as printed."""
+    checker = Checker("x.yaml")
+    _, data = read_document(_write(tmp_path, text), checker)
+    return data, [str(problem) for problem in checker.problems]
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    """The problems :func:`load_scenario_file` reports for ``text``, as printed."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_file(path)
+    return [str(problem).removeprefix(f"{path}") for problem in info.value.problems]
+
+
+def check(directory: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m emulator check DIRECTORY`` as a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", "check", str(directory)],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# --------------------------------------------------------------------------- F1: integers
+
+
+def test_a_zero_padded_time_is_read_in_decimal_not_as_octal(tmp_path: Path):
+    """``begin: 010`` is 10 s (YAML 1.1 read 8), and ``08``/``09`` are numbers."""
+    scenario = load_scenario_file(
+        _write(
+            tmp_path,
+            """
+            segments:
+              - {channel: 0, begin: 010, end: 014, content: "What brings you in?"}
+              - {channel: 1, begin: 08, end: 09, content: "My knee."}
+            faults:
+              - {at: 017, disconnect: true}
+            """,
+        )
+    )
+    assert [(s.begin, s.end) for s in scenario.segments] == [(8.0, 9.0), (10.0, 14.0)]
+    assert [f.at for f in scenario.faults] == [17.0]
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("010", 10),
+        ("-010", -10),
+        ("+007", 7),
+        ("08", 8),
+        ("0_10", 10),
+        ("00", 0),
+        ("0", 0),
+        ("10", 10),
+        ("1_000", 1000),
+        ("0x1A", 26),
+        ("0b101", 5),
+        ("1:30", 90),  # YAML 1.1's sexagesimal, kept
+        ("0o17", "0o17"),  # not an integer in YAML 1.1, kept as text
+        ("010.5", 10.5),
+        ("1.0e+3", 1000.0),
+        ("1e3", "1e3"),
+        ("'010'", "010"),
+        ("!!str 010", "010"),
+        ("!!int 010", 10),
+        ("yes", True),
+        ("2024-01-02", __import__("datetime").date(2024, 1, 2)),
+    ],
+)
+def test_only_zero_padded_integers_read_differently(tmp_path: Path, written: str, read: object):
+    """Every other scalar is read as YAML 1.1 reads it."""
+    data, problems = _read(tmp_path, f"value: {written}\n")
+    assert problems == []
+    assert data == {"value": read}
+    assert type(data["value"]) is type(read)  # type: ignore[index]
+
+
+def test_reading_a_document_leaves_yaml_itself_as_it_was(tmp_path: Path):
+    """The decimal reading is the emulator's loader's own: PyYAML's loaders, which
+    other code in the process uses, still read 010 as YAML 1.1 does."""
+    data, _ = _read(tmp_path, "value: 010\n")
+    assert data == {"value": 10}
+    assert yaml.safe_load("value: 010") == {"value": 8}
+    assert yaml.load("value: 010", Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == {
+        "value": 8
+    }
+
+
+def test_a_rules_file_inline_scenario_reads_zero_padded_times_in_decimal(tmp_path: Path):
+    path = _write(
+        tmp_path,
+        """
+        - scenario:
+            segments:
+              - {begin: 010, end: 012, content: "Ten to twelve."}
+            faults:
+              - {at: 020, exception: internalFailureException}
+        """,
+        "rules.yaml",
+    )
+    (rule,) = load_rules_file(path, scenarios={})
+    assert rule.scenario is not None
+    assert [(s.begin, s.end) for s in rule.scenario.segments] == [(10.0, 12.0)]
+    assert [f.at for f in rule.scenario.faults] == [20.0]
+
+
+async def test_the_sdk_receives_a_zero_padded_segment_at_its_decimal_time(tmp_path: Path):
+    """Through the real SDK, a scenario file's ``begin: 010, end: 012`` final is
+    offset 10-12 s (it was 8-10)."""
+    from emulator.sdk import make_client
+    from emulator.server import Settings
+
+    (tmp_path / "fixtures" / "scenarios").mkdir(parents=True)
+    _write(
+        tmp_path / "fixtures" / "scenarios",
+        """
+        segments:
+          - {channel: 0, begin: 010, end: 012, content: "Ten to twelve.", partials: 0}
+        """,
+        "padded.yaml",
+    )
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path / "state",
+        fixtures=tmp_path / "fixtures",
+        scenario="padded",
+    )
+    with running_emulator(settings) as running:
+        async with await make_client(
+            endpoint_url=running.endpoint_url, ca_file=running.ca_file
+        ) as client:
+            result = await run_session(
+                client, new_session_id(), audio=pcm_tone(13.0), chunk_bytes=32000
+            )
+    assert result.error is None, result.error
+    assert [(s.content, s.audio_begin_offset, s.audio_end_offset) for s in result.finals] == [
+        ("Ten to twelve.", 10.0, 12.0)
+    ]
+
+
+# --------------------------------------------------------------------------- F2: numbers as text
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("'1.5'", "(it is quoted: write the number without quotes)"),
+        ('"10"', "(it is quoted: write the number without quotes)"),
+        ("+.5", "('+.5': YAML reads a sign right before the '.' as text: write +0.5)"),
+        (
+            "\uff11\uff10",
+            "('\\uff11\\uff10' holds characters other than ASCII digits, such as full-width "
+            "digits or a non-breaking space, which YAML reads as text: write it with 0-9 only)",
+        ),
+        (
+            "|\n              10",
+            "(it is written as a block of text after '|': write the number after the ':')",
+        ),
+        ("!!str 10", "(YAML reads it as text: write the number in digits, as 1.5)"),
+    ],
+)
+def test_a_number_read_as_text_is_called_quoted_only_when_it_is(
+    tmp_path: Path, written: str, hint: str
+):
+    problems = _problems(
+        tmp_path,
+        f"""
+        segments:
+          - content: "Hi."
+            end: 20
+            begin: {written}
+        """,
+    )
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(":4: segments[0].begin: must be a number, got a string (")
+    assert problems[0].endswith(hint), problems[0]
+
+
+def test_unquoted_08_and_09_are_numbers_not_quoted_text(tmp_path: Path):
+    """YAML 1.1 kept ``08`` as text, which was then reported as quoted."""
+    path = _write(
+        tmp_path,
+        """
+        segments:
+          - {channel: 0, begin: 08, end: 09, content: "Eight to nine."}
+        """,
+    )
+    assert [(s.begin, s.end) for s in load_scenario_file(path).segments] == [(8.0, 9.0)]
+
+
+# --------------------------------------------------------------------------- F3: indentation
+
+INDENTATION = {
+    "key-indented-less": (
+        """
+        segments:
+          - channel: 0
+            begin: 1.0
+            end: 2.0
+          content: "Hello there."
+        """,
+        ":5: invalid YAML: key 'content' is indented less than the key above it 'end' "
+        "(line 4): the keys of one mapping start in the same column",
+    ),
+    "key-indented-less-than-its-first-sibling": (
+        """
+        segments:
+          - channel: 0
+           begin: 1.0
+        """,
+        ":3: invalid YAML: key 'begin' is indented less than the key above it 'channel' "
+        "(line 2): the keys of one mapping start in the same column",
+    ),
+    "key-indented-more": (
+        """
+        segments:
+          - channel: 0
+            begin: 1.0
+            end: 2.0
+              content: "Hello there."
+        """,
+        ":5: invalid YAML: key 'content' is indented more than the key above it 'end' "
+        "(line 4), so YAML reads it as more of that key's value: the keys of one mapping "
+        "start in the same column",
+    ),
+    "top-level-key-between-levels": (
+        """
+        segments:
+          - {begin: 1.0, end: 2.0, content: "One."}
+         faults: []
+        """,
+        ":3: invalid YAML: key 'faults' is indented more than the key 'segments' (line 1): "
+        "the keys of one mapping start in the same column",
+    ),
+    "list-item-indented-less": (
+        """
+        segments:
+          - {begin: 1.0, end: 2.0, content: "One."}
+         - {begin: 3.0, end: 4.0, content: "Two."}
+        """,
+        ":3: invalid YAML: this list item is indented less than the item above it (line 2, "
+        "its '-' in column 3): the items of one list start in the same column",
+    ),
+    "list-item-in-its-parent-key-column": (
+        """
+        segments:
+          - {begin: 1.0, end: 2.0, content: "One."}
+        - {begin: 3.0, end: 4.0, content: "Two."}
+        """,
+        ":3: invalid YAML: this list item is indented less than the item above it (line 2, "
+        "its '-' in column 3): the items of one list start in the same column",
+    ),
+    "colon-in-an-unquoted-value": (
+        """
+        segments:
+          - begin: 1.0
+            end: 2.0
+            content: Dr. Smith: how are you?
+        """,
+        ":4: invalid YAML: a value that is not quoted holds ': ' (a colon and a space), which "
+        "YAML reads as the start of a key: quote the value",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), INDENTATION.values(), ids=INDENTATION.keys())
+def test_an_indentation_slip_is_reported_as_one_not_as_parser_tokens(
+    tmp_path: Path, text: str, expected: str
+):
+    assert _problems(tmp_path, text) == [expected]
+
+
+def test_check_reports_an_indentation_slip_with_its_file_and_line(tmp_path: Path):
+    (tmp_path / "scenarios").mkdir()
+    _write(tmp_path / "scenarios", INDENTATION["key-indented-less"][0], "visit.yaml")
+    result = check(tmp_path)
+    assert result.returncode == 1
+    first = result.stdout.splitlines()[0]
+    assert first == f"{tmp_path / 'scenarios' / 'visit.yaml'}{INDENTATION['key-indented-less'][1]}"
+
+
+# --------------------------------------------------------------------------- F4: block scalars
+
+
+def test_a_block_scalar_content_keeping_its_line_break_is_a_problem(tmp_path: Path):
+    problems = _problems(
+        tmp_path,
+        """
+        segments:
+          - begin: 1.0
+            end: 2.0
+            content: |
+              The patient reports a cough.
+          - begin: 2.5
+            end: 3.5
+            content: >
+              Folded text
+              over two lines.
+          - begin: 4.0
+            end: 5.0
+            content: "Fine."
+            partials:
+              - "Fi"
+              - |2
+                 Fin
+        """,
+    )
+    assert problems == [
+        ":4: segments[0].content: ends with the line break that '|' keeps, which the client "
+        "would receive at the end of the text: write '|-' to drop it",
+        ":8: segments[1].content: ends with the line break that '>' keeps, which the client "
+        "would receive at the end of the text: write '>-' to drop it",
+        ":16: segments[2].partials[1]: ends with the line break that '|2' keeps, which the "
+        "client would receive at the end of the text: write '|2-' to drop it",
+    ]
+
+
+def test_a_line_break_asked_for_is_kept(tmp_path: Path):
+    """``|-``/``>-`` drop the break; ``|+`` and a quoted ``\\n`` ask for it."""
+    scenario = load_scenario_file(
+        _write(
+            tmp_path,
+            """
+            description: |
+              Not sent to a client: its line break is harmless.
+            segments:
+              - begin: 1.0
+                end: 2.0
+                content: |-
+                  The patient reports a cough.
+              - begin: 2.0
+                end: 3.0
+                content: >-
+                  Folded text
+                  over two lines.
+              - begin: 3.0
+                end: 4.0
+                content: |+
+                  Kept on purpose.
+              - {begin: 4.0, end: 5.0, content: "Two lines:\\nsecond.\\n"}
+            """,
+        )
+    )
+    assert [s.content for s in scenario.segments] == [
+        "The patient reports a cough.",
+        "Folded text over two lines.",
+        "Kept on purpose.\n",
+        "Two lines:\nsecond.\n",
+    ]
+
+
+def test_a_rules_file_inline_scenario_reports_a_kept_line_break_at_its_path(tmp_path: Path):
+    path = _write(
+        tmp_path,
+        """
+        - scenario:
+            segments:
+              - begin: 1.0
+                end: 2.0
+                content: |
+                  Hello.
+        """,
+        "rules.yaml",
+    )
+    with pytest.raises(RuleError) as info:
+        load_rules_file(path, scenarios={})
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:5: [0].scenario.segments[0].content: ends with the line break that '|' "
+        "keeps, which the client would receive at the end of the text: write '|-' to drop it"
+    ]
+
+
+def test_check_and_start_up_report_a_kept_line_break_alike(tmp_path: Path):
+    """``check`` prints the problem that loading the directory raises."""
+    (tmp_path / "scenarios").mkdir()
+    _write(
+        tmp_path / "scenarios",
+        """
+        segments:
+          - begin: 1.0
+            end: 2.0
+            content: >
+              Hello.
+        """,
+        "visit.yaml",
+    )
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_dir(tmp_path)
+    (problem,) = info.value.problems
+    assert problem.line == 4 and problem.field == "segments[0].content"
+    assert problem.message.startswith("ends with the line break that '>' keeps")
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert f"visit.yaml:4: segments[0].content: {problem.message}" in result.stdout, result.stdout
