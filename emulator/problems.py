@@ -177,6 +177,9 @@ class Checker:
         self.source = source
         self.lines: Mapping[FieldPath, int] = lines or {}
         self.problems: list[Problem] = []
+        #: The keys each mapping checked so far takes, and what it is, by path: an
+        #: unknown key that an enclosing mapping takes was likely indented too far.
+        self._mappings: dict[FieldPath, tuple[Sequence[str], str]] = {}
         #: Also report what can only be an author's mistake (a time no session
         #: reaches, a fault that never fires, partials a content cannot have).
         #: Off for a script a session already holds (see parse_scenario): one
@@ -214,16 +217,29 @@ class Checker:
         if not isinstance(value, dict):
             self.add(path, f"{what} must be a mapping, got {describe(value)}")
             return None
+        self._mappings[path] = (allowed, what)
         for key in value:
             if key not in allowed:
                 near = get_close_matches(str(key)[:100], allowed, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                hint = self._misplaced(key, path) or (
+                    f" (did you mean {near[0]!r}?)" if near else ""
+                )
                 name = str(key) if len(str(key)) <= 64 else str(key)[:64] + "..."
                 self.add(
                     (*path, name),
                     f"unknown key {shown(key)}{hint}; allowed: {', '.join(allowed)}",
                 )
         return value
+
+    def _misplaced(self, key: object, path: FieldPath) -> str:
+        """A hint for ``key``, unknown at ``path``, when a mapping that holds this one
+        takes it: ``faults:`` indented under the last segment was told only that a
+        segment has no such key. Empty otherwise."""
+        for depth in range(len(path) - 1, -1, -1):
+            enclosing = self._mappings.get(path[:depth])
+            if enclosing is not None and key in enclosing[0]:
+                return f" ({enclosing[1]} takes it: is it indented too far?)"
+        return ""
 
     def number(self, value: object, path: FieldPath) -> float | None:
         """Return ``value`` as a finite float, or ``None`` after reporting why not."""

@@ -59,6 +59,20 @@ INVALID = {
         5,
         "unknown key 'speaker'; allowed: channel, begin, end, content, partials",
     ),
+    "top-level-key-indented-under-a-segment": (
+        """
+        segments:
+          - begin: 0
+            end: 1
+            content: hi
+            faults:
+              - {at: 0.5, disconnect: true}
+        """,
+        "segments[0].faults",
+        5,
+        "unknown key 'faults' (a scenario takes it: is it indented too far?); "
+        "allowed: channel, begin, end, content, partials",
+    ),
     "channel-is-bool": (
         """
         segments:
