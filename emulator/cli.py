@@ -185,8 +185,11 @@ unless --channels names them.
 
 On a terminal, partial results update one line in place under the final lines
 and a progress indicator shows the seconds of audio sent; otherwise only final
-lines are printed, as [mm:ss.t-mm:ss.t] ch_N ROLE: text. A summary goes to
-stderr at the end.
+lines are printed, as [mm:ss.t-mm:ss.t] ch_N ROLE: text. A summary naming the
+session goes to stderr at the end ("done: ..."). After a failure it follows the
+error line ("stopped: ...") and says the session's status as the service gives
+it: a PAUSED session (a reset stream) is resumed by the same command with
+--session-id and its id. With --json the summary is the last JSON line instead.
 
 Credentials: against an AWS endpoint (*.amazonaws.com, *.api.aws) the SDK's
 usual credential chain is used and the system trust store unless --ca is given;
@@ -194,7 +197,10 @@ against anything else (the emulator) dummy credentials.
 
 exit status: 0 the session completed; 1 the service returned an error
 (printed as "error: <Type>: <message>"), the stream was reset or broke, or the
-endpoint could not be reached; 2 a bad option or audio file.
+endpoint could not be reached; 2 a bad option or audio file; 130 interrupted
+(Ctrl-C); 141 whatever read the output closed it (| head -1), as for a process
+SIGPIPE ends: the stream stops at its next line of output, leaving the session
+PAUSED unless it had completed.
 
 examples:
   medscribe-emulator stream visit.wav
@@ -426,7 +432,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "--fixtures",
-        "fixtures directory with scenarios/ and rules.yaml (default: the packaged fixtures)",
+        "fixtures directory with scenarios/, rules.yaml and resources.yaml (default: the "
+        "packaged fixtures)",
         type=Path,
         metavar="DIR",
     )
@@ -775,6 +782,7 @@ def stream_options(
         endpoint_url=endpoint,
         ca_file=ca_file,
         ca_given_as=ca_given_as,
+        state_ca_file=streamer.state_ca_file(env),
         session_id=args.session_id or str(uuid.uuid4()),
         domain_id=args.domain_id,
         subscription_id=args.subscription_id,

@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypedDict
@@ -63,6 +63,7 @@ __all__ = [
     "JsonRenderer",
     "read_audio",
     "default_ca_file",
+    "state_ca_file",
     "is_aws_endpoint",
     "format_final",
     "segment_json",
@@ -340,6 +341,9 @@ class StreamOptions:
     ca_file: Path | None = None
     #: Where ``ca_file`` came from, as errors name it.
     ca_given_as: str = "--ca"
+    #: The emulator's CA looked for when none was given (:func:`state_ca_file`),
+    #: named when ``ca_file`` is None and the endpoint's certificate is refused.
+    state_ca_file: Path = Path(".medscribe") / "ca.pem"
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     domain_id: str = DEFAULT_DOMAIN_ID
     subscription_id: str = DEFAULT_SUBSCRIPTION_ID
@@ -380,11 +384,18 @@ def default_ca_file(endpoint_url: str, environ: dict[str, str] | None = None) ->
         return Path(env["MEDSCRIBE_CA_FILE"])
     if is_aws_endpoint(endpoint_url):
         return None
-    candidate = Path(env.get("MEDSCRIBE_STATE_DIR") or ".medscribe") / "ca.pem"
+    candidate = state_ca_file(env)
     try:
         return candidate if candidate.is_file() else None
     except PermissionError:  # another user's state directory, 0700: said when it is used
         return candidate
+
+
+def state_ca_file(environ: Mapping[str, str] | None = None) -> Path:
+    """Return where the emulator's CA is when it runs here: ``<state dir>/ca.pem``,
+    the state directory being ``MEDSCRIBE_STATE_DIR`` or ``.medscribe``."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("MEDSCRIBE_STATE_DIR") or ".medscribe") / "ca.pem"
 
 
 def ca_file_problem(path: Path) -> str | None:
@@ -408,10 +419,17 @@ def ca_file_problem(path: Path) -> str | None:
 
 @dataclass(kw_only=True, slots=True)
 class StreamSummary:
-    """What one stream did; ``error`` is ``(type name, message)`` when it failed."""
+    """What one stream did; ``error`` is ``(type name, message)`` when it failed.
+
+    ``answered``: the service answered the stream, so a session was reached.
+    ``session_status`` is that session's stream status as Get gave it after a
+    failed stream, None when not looked up or when Get failed.
+    """
 
     session_id: str
     request_id: str | None = None
+    answered: bool = False
+    session_status: str | None = None
     finals: int = 0
     partials: int = 0
     audio_seconds: float = 0.0
@@ -482,12 +500,47 @@ def segment_json(segment: Any) -> dict[str, object]:
     }
 
 
-def _summary_line(summary: StreamSummary) -> str:
+def _summary_line(summary: StreamSummary, *, lead: str = "done") -> str:
     return (
-        f"done: {summary.finals} segments ({summary.partials} partials), "
+        f"{lead}: {summary.finals} segments ({summary.partials} partials), "
         f"{summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s, "
         f"session {summary.session_id}"
     )
+
+
+def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
+    """Return the summary of a failed stream: what it did, its session, and what
+    can be done with that session now (resume it, or how to look up its status).
+
+    The status claimed is the one Get gave (``summary.session_status``); a
+    stream the service never answered reached no session.
+    """
+    session = summary.session_id
+    look_up = "GetMedicalScribeListeningSession gives it"
+    if not is_aws_endpoint(endpoint_url):
+        look_up = (
+            f"GET /_emulator/sessions/{session} on the emulator's cleartext port, or "
+            "GetMedicalScribeListeningSession, gives it"
+        )
+    status = summary.session_status
+    if summary.error is not None and summary.error[0] == "Interrupted":
+        what = f"its status not looked up: {look_up}"
+    elif not summary.answered:
+        what = "no stream started"
+    elif status == "PAUSED":
+        what = (
+            f"now PAUSED: the same command with --session-id {session} resumes it "
+            "(sending the whole file again)"
+        )
+    elif status == "FAILED":
+        what = "now FAILED: a failed session cannot be resumed"
+    elif status == "IN_PROGRESS":  # the service has not yet seen the stream end
+        what = f"still IN_PROGRESS to the service: {look_up} later"
+    elif status is None:
+        what = f"its status unknown (Get failed): {look_up}"
+    else:
+        what = f"now {status}"
+    return f"{_summary_line(summary, lead='stopped')}, {what}"
 
 
 class LiveLine:
@@ -534,11 +587,13 @@ class TextRenderer:
     With ``out`` a terminal, the live line (progress, then the newest partial) is
     redrawn in place on ``out`` and finals print above it. Otherwise ``out`` gets
     only final lines, and the progress alone is drawn on ``err`` if that is a
-    terminal. The summary goes to ``err``.
+    terminal. The summary of a completed session goes to ``err``; a failed one's
+    is kept in :attr:`failed`, for :func:`run` to print after the error line.
     """
 
     def __init__(self, *, out: TextIO, err: TextIO, roles: Sequence[str] | None = None) -> None:
         self.out, self.err, self.roles = out, err, roles
+        self.failed: StreamSummary | None = None
         self.partials_shown = out.isatty()
         self.live = LiveLine(out if out.isatty() else err if err.isatty() else None)
         self._partials: dict[str, str] = {}  # segment id -> rendered partial, newest last
@@ -570,6 +625,8 @@ class TextRenderer:
         self.live.clear()
         if summary.error is None:
             print(_summary_line(summary), file=self.err, flush=True)
+        else:
+            self.failed = summary
 
     def _redraw(self, *, force: bool) -> None:
         newest = next(reversed(self._partials.values()), "")
@@ -810,30 +867,74 @@ def _failure(
     if not connecting:
         return "StreamError", f"the request to {url} failed before any response: {detail}"
     if crt is not None and ("TLS" in crt.name or "PKI" in crt.name):
-        detail += _tls_hint(url)
+        detail += _tls_hint(options)
     elif crt is not None and crt.name == "AWS_IO_SOCKET_CLOSED":
         # What a cleartext port does with a TLS handshake.
         detail += " (is it the emulator's TLS port? its cleartext port takes no https://)"
     return "ConnectionError", f"cannot reach {url}: {detail}"
 
 
-def _tls_hint(url: str) -> str:
-    """What to check when ``url``'s certificate was refused."""
+def _tls_hint(options: StreamOptions) -> str:
+    """What to check when the endpoint's certificate was refused."""
     from .tls import DEFAULT_HOSTNAMES
 
-    return (
-        f" (is the endpoint https://, --ca the certificate that signs it, and "
-        f"{urlsplit(url).hostname or 'its host'} a name the certificate holds? The "
-        f"emulator's names {', '.join(DEFAULT_HOSTNAMES)} and those its --tls-hostname "
-        "(MEDSCRIBE_TLS_HOSTNAME) adds)"
+    host = urlsplit(options.endpoint_url).hostname or "its host"
+    names = (
+        f"{host} a name the certificate holds? The emulator's names "
+        f"{', '.join(DEFAULT_HOSTNAMES)} and those its --tls-hostname "
+        "(MEDSCRIBE_TLS_HOSTNAME) adds"
     )
+    if _ca_forgotten(options):
+        return (
+            f" ({_no_ca_given(options)}, so the system trust store was used: give --ca the "
+            f"CA that signs the certificate; the emulator's is {_EMULATOR_CA}. And is {names})"
+        )
+    return f" (is the endpoint https://, --ca the certificate that signs it, and {names})"
 
 
-async def _untrusted(options: StreamOptions) -> str | None:
-    """Why Python's own TLS check refuses the endpoint's certificate, or None
-    (trusted, or not reached). Advice only: the SDK's check is not Python's
-    (its trust store, intermediates, names), so the stream goes on and the SDK
-    decides.
+#: Where an emulator's CA is, for a user who gave none.
+_EMULATOR_CA = (
+    "ca.pem in its state directory (--state-dir; .medscribe where it was started, by "
+    "default), or a copy from GET /_emulator/ca.pem on its cleartext port (8080 by default)"
+)
+
+#: OpenSSL's verify results for a chain that ends at no trusted CA (x509_vfy.h):
+#: unable to get issuer certificate, self-signed leaf, self-signed certificate in
+#: the chain, unable to get the local issuer, unable to verify the leaf's signature.
+_UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+
+def _ca_forgotten(options: StreamOptions) -> bool:
+    """Whether no CA was given for an emulator (AWS itself needs none)."""
+    return options.ca_file is None and not is_aws_endpoint(options.endpoint_url)
+
+
+def _no_ca_given(options: StreamOptions) -> str:
+    looked = options.state_ca_file
+    where = "" if looked.is_absolute() else " in this directory"
+    return f"no CA was given (no --ca, no MEDSCRIBE_CA_FILE, no {looked}{where})"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Refusal:
+    """Python's TLS check refused the endpoint's certificate: ``message`` says why.
+
+    ``final``: the refusal is certain for the SDK too, and the command stops.
+    """
+
+    message: str
+    final: bool
+
+
+async def _untrusted(options: StreamOptions) -> _Refusal | None:
+    """Return why Python's own TLS check refuses the endpoint's certificate, or
+    None (trusted, or not reached).
+
+    Advice only (a ``note:``), as the SDK's check is not Python's (its trust
+    store, intermediates, names) and the SDK decides; except when no CA was
+    given and the certificate is one an emulator issued from its local CA,
+    which no system trust store holds unless a user put it there: then the
+    refusal is ``final``, a ``ConnectionError`` message.
 
     The SDK's TLS client waits 10-30 s before it reports a refused certificate
     (s2n's "blinding" delay): a CA forgotten, the likeliest first mistake,
@@ -843,26 +944,81 @@ async def _untrusted(options: StreamOptions) -> str | None:
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         return None
+    address = (parts.hostname, parts.port or 443)
     try:
         context = ssl.create_default_context(
             cafile=None if options.ca_file is None else str(options.ca_file)
         )
-        context.set_alpn_protocols(["h2"])
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context), 5
-        )
+        await _close(await _handshake(address, context))
     except ssl.SSLCertVerificationError as error:
         reason = error.verify_message or str(error)
-        return (
-            f"note: Python's TLS check refuses {url}'s certificate ({reason}); if the "
-            f"SDK's refuses it too, it says so only after 10-30 s{_tls_hint(url)}"
+        if error.verify_code in _UNTRUSTED_ISSUER and _ca_forgotten(options):
+            if await _emulator_issued(address):
+                return _Refusal(
+                    message=(
+                        f"cannot reach {url}: its certificate is the emulator's, whose CA "
+                        f"the system trust store does not hold (Python's TLS check: "
+                        f"{reason}), and {_no_ca_given(options)}. Give the emulator's CA "
+                        f"with --ca: {_EMULATOR_CA}"
+                    ),
+                    final=True,
+                )
+        return _Refusal(
+            message=(
+                f"note: Python's TLS check refuses {url}'s certificate ({reason}); if the "
+                f"SDK's refuses it too, it says so only after 10-30 s{_tls_hint(options)}"
+            ),
+            final=False,
         )
     except (OSError, TimeoutError, ValueError):
         return None
+    return None
+
+
+async def _handshake(address: tuple[str, int], context: ssl.SSLContext) -> asyncio.StreamWriter:
+    """Return a writer on a TLS connection to ``address``, made within 5 s.
+
+    Raises what :func:`asyncio.open_connection` raises (``TimeoutError`` after 5 s).
+    """
+    context.set_alpn_protocols(["h2"])
+    _, writer = await asyncio.wait_for(asyncio.open_connection(*address, ssl=context), 5)
+    return writer
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError, ssl.SSLError):
         await writer.wait_closed()
-    return None
+
+
+async def _emulator_issued(address: tuple[str, int]) -> bool:
+    """Whether the certificate served at ``address`` comes from an emulator's local CA
+    (its issuer's name is the one :mod:`emulator.tls` gives that CA)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from .tls import CA_NAME
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only to read the certificate, never to trust it
+    try:
+        writer = await _handshake(address, context)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    try:
+        sslobj = writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    finally:
+        await _close(writer)
+    if der is None:
+        return False
+    try:
+        issuer = x509.load_der_x509_certificate(der).issuer
+    except ValueError:
+        return False
+    names = issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return any(name.value == CA_NAME for name in names)
 
 
 def _crt_cause(error: BaseException) -> Any:
@@ -924,7 +1080,7 @@ async def stream_audio(
     async def receive_all(stream: Any) -> None:
         nonlocal responded, received
         output, events = await stream.await_output()
-        responded = True
+        responded = summary.answered = True
         summary.request_id = output.request_id
         renderer.started(output)
         async for event in events:
@@ -940,9 +1096,14 @@ async def stream_audio(
             elif hasattr(event, "tag"):
                 renderer.unknown(event.tag)
 
-    untrusted = await _untrusted(options)
-    if untrusted is not None:
-        print(untrusted, file=sys.stderr, flush=True)
+    refusal = await _untrusted(options)
+    if refusal is not None and refusal.final:
+        summary.error = ("ConnectionError", refusal.message)
+        summary.wall_seconds = time.monotonic() - started
+        renderer.finished(summary)
+        return summary
+    if refusal is not None:
+        print(refusal.message, file=sys.stderr, flush=True)
     client = await _client(options)  # make_client quiets awscrt's completed body writer
     try:
         async with client:
@@ -976,8 +1137,50 @@ async def stream_audio(
         renderer.finished(summary)
         raise
     summary.wall_seconds = time.monotonic() - started
+    if summary.error is not None and responded:
+        # Whether the session can be resumed: only Get knows (a reset leaves it
+        # PAUSED, an in-stream exception FAILED).
+        try:
+            summary.session_status = await _session_status(options, request)
+        except asyncio.CancelledError:
+            summary.error = ("Interrupted", "interrupted before the session ended")
+            renderer.finished(summary)
+            raise
     renderer.finished(summary)
     return summary
+
+
+#: Error types a service gives a request whose signature or key it refuses.
+_SIGNING_ERRORS = frozenset(
+    {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"}
+)
+
+
+def _dummy_pair_note(options: StreamOptions, error: tuple[str, str]) -> str | None:
+    """Return what to do when the dummy key pair was refused, or None.
+
+    The command signs with the emulator's dummy pair when given none; an emulator
+    run with --verify-signatures refuses it for a signature that does not match
+    or an access key id it does not know (its own messages say which), and the
+    dummy pair's id, AKIDEXAMPLE, is also the README's example id: the user saw
+    the right id refused and looked for a signing bug.
+    """
+    from .sdk import DUMMY_ACCESS_KEY_ID
+
+    kind, message = error
+    if options.access_key_id is not None or is_aws_endpoint(options.endpoint_url):
+        return None
+    lowered = message.lower()
+    if kind not in _SIGNING_ERRORS or not any(
+        word in lowered for word in ("signature", "access key id", "security token")
+    ):
+        return None
+    return (
+        f"no key pair was given, so the command signed with its dummy pair (access key id "
+        f"{DUMMY_ACCESS_KEY_ID}, a secret of its own): give the pair the emulator verifies "
+        "with --access-key-id and --secret-access-key (or MEDSCRIBE_ACCESS_KEY_ID and "
+        "MEDSCRIBE_SECRET_ACCESS_KEY)"
+    )
 
 
 def _discard(out: TextIO) -> None:
@@ -1012,6 +1215,8 @@ def _quiet_crt_cancel(hook: Callable[[Any], object]) -> Callable[[Any], object]:
 
 #: How long a session may still read IN_PROGRESS once its stream ended cleanly.
 SETTLE_SECONDS = 2.0
+#: How long, beyond that, looking up a failed stream's session may take.
+LOOK_UP_SECONDS = 5.0
 
 
 async def _check_completed(client: Any, request: Any) -> None:
@@ -1023,6 +1228,18 @@ async def _check_completed(client: Any, request: Any) -> None:
     fails (an identity allowed to stream but not to look up), the clean end is
     taken at its word.
     """
+    status = await _settled_status(client, request)
+    if status is not None and status != "COMPLETED":
+        raise StreamReset(
+            f"the stream ended after the last audio with the session {status}, not "
+            "COMPLETED: it was reset or closed before END_OF_SESSION took effect"
+        )
+
+
+async def _settled_status(client: Any, request: Any) -> str | None:
+    """Return the stream status Get gives for ``request``'s session once it is no
+    longer IN_PROGRESS, or still IN_PROGRESS after :data:`SETTLE_SECONDS`; None
+    when Get fails (an SDK error: refused, or unreachable)."""
     from aws_sdk_connecthealth import models as m
     from smithy_core.exceptions import SmithyError
 
@@ -1036,16 +1253,27 @@ async def _check_completed(client: Any, request: Any) -> None:
         try:
             got = await client.get_medical_scribe_listening_session(input=ids)
         except SmithyError:
-            return
-        status = got.medical_scribe_listening_session_details.stream_status
-        if status == "COMPLETED":
-            return
+            return None
+        status = str(got.medical_scribe_listening_session_details.stream_status)
         if status != "IN_PROGRESS" or time.monotonic() > deadline:
-            raise StreamReset(
-                f"the stream ended after the last audio with the session {status}, not "
-                "COMPLETED: it was reset or closed before END_OF_SESSION took effect"
-            )
+            return status
         await asyncio.sleep(0.05)
+
+
+async def _session_status(options: StreamOptions, request: Any) -> str | None:
+    """Return the status of the session a failed stream left (see
+    :func:`_settled_status`), asked on a client of its own, or None when it
+    cannot be asked."""
+    from awscrt.exceptions import AwsCrtError
+
+    try:
+        # Bounded: the SDK retries a Get it cannot send, and the command is on its way out.
+        async with asyncio.timeout(SETTLE_SECONDS + LOOK_UP_SECONDS):
+            client = await _client(options)
+            async with client:
+                return await _settled_status(client, request)
+    except (UsageError, AwsCrtError, OSError, TimeoutError):
+        return None
 
 
 async def _settle(sender: asyncio.Task[None], receiver: asyncio.Task[None]) -> None:
@@ -1092,6 +1320,9 @@ def run(
     stream; :data:`EXIT_USAGE` for a bad file or option (130 on Ctrl-C,
     :data:`EXIT_OUTPUT_CLOSED` when ``out`` is a pipe its reader closed). Every
     failure is one ``error: ...`` line on ``err``; nothing is raised for them.
+    A failed stream's error line is followed by a ``note:`` when the dummy key
+    pair was refused and, without ``json_lines``, by the ``stopped: ...`` summary
+    naming the session and what can be done with it.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -1126,10 +1357,22 @@ def run(
         renderer = TextRenderer(out=out, err=err, roles=roles)
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _quiet_crt_cancel(previous_hook)
+
+    def stopped(code: int, message: str, summary: StreamSummary | None) -> int:
+        fail(code, message)
+        if summary is None or summary.error is None:
+            return code
+        if (note := _dummy_pair_note(options, summary.error)) is not None:
+            print(f"note: {note}", file=err, flush=True)
+        if isinstance(renderer, TextRenderer):  # --json printed its summary
+            print(_failure_line(summary, options.endpoint_url), file=err, flush=True)
+        return code
+
     try:
         summary = asyncio.run(stream_audio(audio, options, renderer=renderer))
     except KeyboardInterrupt:
-        return fail(130, "interrupted")
+        interrupted = renderer.failed if isinstance(renderer, TextRenderer) else None
+        return stopped(130, "interrupted", interrupted)
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))
     except BrokenPipeError:
@@ -1139,6 +1382,6 @@ def run(
         return EXIT_OUTPUT_CLOSED
     finally:
         sys.unraisablehook = previous_hook
-    if summary.error is not None:
-        return fail(EXIT_SERVICE_ERROR, f"{summary.error[0]}: {summary.error[1]}")
-    return EXIT_OK
+    if summary.error is None:
+        return EXIT_OK
+    return stopped(EXIT_SERVICE_ERROR, f"{summary.error[0]}: {summary.error[1]}", summary)

@@ -46,6 +46,7 @@ __all__ = [
     "CA_VALIDITY",
     "SERVER_VALIDITY",
     "RENEW_BEFORE",
+    "CA_NAME",
     "ensure_certificates",
     "check_hostname",
     "check_key_pair",
@@ -67,7 +68,9 @@ _CLOCK_SKEW = datetime.timedelta(hours=1)
 
 log = get_logger("medscribe.tls")
 
-_CA_NAME = "medscribe-emulator local CA"
+#: The local CA's common name: what tells a client its endpoint's certificate is
+#: an emulator's (the stream command then names the CA to give it).
+CA_NAME = "medscribe-emulator local CA"
 _SERVER_NAME = "medscribe-emulator"
 
 _PUBLIC_MODE = 0o644
@@ -387,7 +390,7 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 def _issue_ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

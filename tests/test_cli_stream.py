@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -56,6 +57,25 @@ FINAL_LINES = [
 SUMMARY = re.compile(
     r"^done: (\d+) segments \((\d+) partials\), ([\d.]+) s of audio in [\d.]+ s, session (\S+)$"
 )
+#: A failed stream's summary: segments, partials, audio seconds, session, what now.
+STOPPED = re.compile(
+    r"^stopped: (\d+) segments \((\d+) partials\), ([\d.]+) s of audio in [\d.]+ s, "
+    r"session ([^\s,]+), (.*)$"
+)
+
+
+def stopped(line: str) -> tuple[str, ...]:
+    """The groups of a ``stopped: ...`` line, which must be one."""
+    match = STOPPED.match(line)
+    assert match is not None, line
+    return match.groups()
+
+
+def resumes(session_id: str) -> str:
+    return (
+        f"now PAUSED: the same command with --session-id {session_id} resumes it "
+        "(sending the whole file again)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -321,9 +341,9 @@ def test_service_error_before_the_stream_exits_1_with_type_and_message(server, a
     result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.strip().splitlines() == [
-        "error: ValidationException: injected by the test"
-    ]
+    error, summary = result.stderr.strip().splitlines()
+    assert error == "error: ValidationException: injected by the test"
+    assert stopped(summary) == ("0", "0", "0.0", session_id, "no stream started")
 
 
 def test_json_reports_a_service_error_then_the_summary(server, audio_dir):
@@ -345,15 +365,43 @@ def test_in_stream_fault_exits_1_after_the_finals_before_it(server, audio_dir):
     result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
     assert result.returncode == 1
     assert result.stdout.splitlines() == FINAL_LINES[:1]
-    assert result.stderr.strip().splitlines()[-1] == "error: InternalServerException: outage"
+    error, summary = result.stderr.strip().splitlines()[-2:]
+    assert error == "error: InternalServerException: outage"
+    assert session_details(server, session_id)["status"] == "FAILED"
+    assert stopped(summary)[3:] == (session_id, "now FAILED: a failed session cannot be resumed")
 
 
 def test_stream_reset_by_the_service_exits_1_and_does_not_hang(server, audio_dir):
     session_id = scripted(server, {"faults": [{"at": 1.0, "disconnect": True}]})
     result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: StreamReset: ")
+    assert result.stderr.strip().splitlines()[-2].startswith("error: StreamReset: ")
     assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr
+
+
+def test_a_reset_stream_names_its_paused_session_and_the_command_that_resumes_it(server, audio_dir):
+    """The id was only in --json's summary: a user who let the command pick one
+    could neither resume the session nor look it up. The summary line now ends
+    the output on failure too, with the status Get gives; the same command with
+    --session-id, as it says, resumes the session to COMPLETED."""
+    domain_id = "dom-" + new_session_id().replace("-", "")[:20]
+    rule = {
+        "match": {"domainId": domain_id},
+        "scenario": {"faults": [{"at": 1.0, "disconnect": True}]},
+    }
+    status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    args = [str(audio_dir / "mono5.wav"), "--domain-id", domain_id]
+    result = stream(server, *args)
+    assert result.returncode == 1
+    error, summary = result.stderr.strip().splitlines()[-2:]
+    assert error == "error: StreamReset: the service ended the stream before all audio was sent"
+    session_id = stopped(summary)[3]
+    assert session_details(server, session_id)["status"] == "PAUSED"
+    assert stopped(summary)[4] == resumes(session_id)
+    again = stream(server, *args, "--session-id", session_id)
+    assert again.returncode == 0, again.stderr
+    assert session_details(server, session_id)["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("mode", ["reset", "close"])
@@ -374,10 +422,12 @@ def test_a_stream_reset_after_the_last_audio_exits_1_naming_the_session_status(
     result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
     assert session_details(server, session_id)["status"] == "PAUSED"
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    error, summary = result.stderr.strip().splitlines()[-2:]
+    assert error == (
         "error: StreamReset: the stream ended after the last audio with the session PAUSED, "
         "not COMPLETED: it was reset or closed before END_OF_SESSION took effect"
     )
+    assert stopped(summary)[3:] == (session_id, resumes(session_id))
 
 
 def corrupting(server: RunningServer, at: float) -> str:
@@ -401,11 +451,15 @@ def test_a_corrupt_frame_is_a_broken_response_stream_not_an_unreachable_endpoint
     assert result.returncode == 1
     assert result.stdout.splitlines() == FINAL_LINES[:1]
     url = re.escape(server.endpoint_url)
+    error, summary = result.stderr.strip().splitlines()
     assert re.fullmatch(
         rf"error: StreamError: the response stream from {url} broke after 3 events: "
         r"Checksum mismatch: expected 0x[0-9a-f]+, calculated 0x[0-9a-f]+",
-        result.stderr.strip(),
+        error,
     ), result.stderr
+    assert stopped(summary)[:2] == ("1", "2") and stopped(summary)[3] == session_id
+    status = session_details(server, session_id)["status"]
+    assert status == "PAUSED" and stopped(summary)[4] == resumes(session_id)
 
 
 def test_json_reports_a_broken_response_stream_as_a_stream_error(server, audio_dir):
@@ -469,6 +523,40 @@ def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, tmp_path):
     assert lines[-2]["error"]["type"] == "Interrupted"
     assert lines[-1]["summary"]["error"] == "Interrupted"
     assert err.strip() == "error: interrupted"
+
+
+def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(server, tmp_path):
+    """Without --json a Ctrl-C printed "error: interrupted" alone: the session's id
+    was lost. Its status is not looked up on the way out: the line says where."""
+    minute = write_wav(tmp_path / "minute.wav", 60.0)
+    script = {"segments": [{"begin": 0.1, "end": 0.4, "content": "Hello."}]}
+    session_id = scripted(server, script)
+    args = ["stream", str(minute), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
+    with sigint_not_ignored():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", *args],
+            cwd=REPO,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    error, summary = err.strip().splitlines()
+    assert error == "error: interrupted"
+    assert stopped(summary)[3:] == (
+        session_id,
+        f"its status not looked up: GET /_emulator/sessions/{session_id} on the emulator's "
+        "cleartext port, or GetMedicalScribeListeningSession, gives it",
+    )
 
 
 @pytest.mark.parametrize("json_lines", [True, False], ids=["json", "text"])
@@ -594,9 +682,9 @@ def test_unreachable_endpoint_exits_1_naming_it(audio_dir):
         "stream", str(audio_dir / "half.wav"), "--endpoint", f"https://127.0.0.1:{port}"
     )
     assert result.returncode == 1
-    line = result.stderr.strip()
+    line, summary = result.stderr.strip().splitlines()
     assert line.startswith(f"error: ConnectionError: cannot reach https://127.0.0.1:{port}: ")
-    assert "\n" not in line
+    assert stopped(summary)[4] == "no stream started"
 
 
 def test_tls_to_a_cleartext_port_cannot_reach_it(server, audio_dir):
@@ -643,8 +731,15 @@ def test_a_malformed_endpoint_is_a_usage_error_not_a_hang(audio_dir, value, frag
         assert fragment in line and "\n" not in line
 
 
-def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_dir, tmp_path):
-    """No --ca, no MEDSCRIBE_CA_FILE and no .medscribe/ca.pem in the working directory."""
+def test_without_a_ca_the_emulators_certificate_stops_the_command_at_once(
+    server, audio_dir, tmp_path
+):
+    """No --ca, no MEDSCRIBE_CA_FILE and no .medscribe/ca.pem in the working directory:
+    the command waited 10-30 s for the SDK's refusal, which then asked whether --ca
+    (never given) was right. A certificate from an emulator's local CA is in no
+    system trust store: it now stops at once, saying no CA was given and where the
+    emulator's is."""
+    started = time.monotonic()
     result = command(
         "stream",
         str(audio_dir / "half.wav"),
@@ -652,11 +747,35 @@ def test_without_a_ca_the_system_trust_store_rejects_the_emulator(server, audio_
         server.endpoint_url,
         cwd=tmp_path,
     )
+    elapsed = time.monotonic() - started
     assert result.returncode == 1
-    note, error = result.stderr.strip().split("\n")
-    assert note.startswith("note: Python's TLS check refuses")  # at once, before the SDK's
-    assert error.startswith("error: ConnectionError: ")
-    assert "TLS" in error
+    error, summary = result.stderr.strip().split("\n")
+    assert error.startswith(
+        f"error: ConnectionError: cannot reach {server.endpoint_url}: its certificate is the "
+        "emulator's, whose CA the system trust store does not hold (Python's TLS check: "
+    ), error
+    assert error.endswith(
+        "and no CA was given (no --ca, no MEDSCRIBE_CA_FILE, no .medscribe/ca.pem in this "
+        "directory). Give the emulator's CA with --ca: ca.pem in its state directory "
+        "(--state-dir; .medscribe where it was started, by default), or a copy from GET "
+        "/_emulator/ca.pem on its cleartext port (8080 by default)"
+    ), error
+    assert stopped(summary)[4] == "no stream started"
+    assert elapsed < 10, elapsed  # the SDK's TLS client takes 10-30 s to refuse
+
+
+def test_the_state_directory_looked_in_for_a_ca_is_named_when_none_was_found(
+    server, audio_dir, tmp_path
+):
+    state = tmp_path / "elsewhere"
+    env = clean_env(MEDSCRIBE_STATE_DIR=str(state))
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", server.endpoint_url, env=env
+    )
+    assert result.returncode == 1
+    assert f"no CA was given (no --ca, no MEDSCRIBE_CA_FILE, no {state / 'ca.pem'}). " in (
+        result.stderr
+    )
 
 
 def test_a_verifying_emulator_takes_the_key_pair_given_by_option_or_environment(
@@ -677,7 +796,11 @@ def test_a_verifying_emulator_takes_the_key_pair_given_by_option_or_environment(
     with running_emulator(settings) as running:
         refused = stream(running, wav)
         assert refused.returncode == 1
-        assert refused.stderr.startswith("error: AccessDeniedException: ")
+        assert refused.stderr.startswith(
+            "error: AccessDeniedException: The security token included in the request is "
+            "invalid: unknown access key id 'AKIDEXAMPLE'\n"
+            f"note: {DUMMY_PAIR_NOTE}\n"
+        )
         signed = stream(
             running,
             wav,
@@ -703,6 +826,58 @@ def test_a_verifying_emulator_takes_the_key_pair_given_by_option_or_environment(
         assert wrong.returncode == 1
         assert "AccessDeniedException" in wrong.stderr
         assert "not-it" not in wrong.stderr and "stream-secret" not in wrong.stderr
+        assert "dummy pair" not in wrong.stderr  # a pair was given
+
+
+DUMMY_PAIR_NOTE = (
+    "no key pair was given, so the command signed with its dummy pair (access key id "
+    "AKIDEXAMPLE, a secret of its own): give the pair the emulator verifies with "
+    "--access-key-id and --secret-access-key (or MEDSCRIBE_ACCESS_KEY_ID and "
+    "MEDSCRIBE_SECRET_ACCESS_KEY)"
+)
+
+
+def test_the_dummy_pair_refused_by_the_readmes_verifying_emulator_is_said_to_be_the_dummy(
+    tmp_path, audio_dir
+):
+    """The README's --verify-signatures example uses the dummy pair's key id,
+    AKIDEXAMPLE: the 401 said the signature does not match for that id, and the
+    user looked for a signing bug. A note says the command signed with its dummy
+    pair and how to give the real one; --json keeps its lines, the note on stderr."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path / "state",
+        verify_signatures=True,
+        access_key_id="AKIDEXAMPLE",
+        secret_access_key="s3cret",
+    )
+    wav = str(audio_dir / "half.wav")
+    with running_emulator(settings) as running:
+        text = stream(running, wav)
+        as_json = stream(running, wav, "--json")
+    assert text.returncode == as_json.returncode == 1
+    lines = text.stderr.strip().splitlines()
+    assert lines[0].startswith(
+        "error: AccessDeniedException: The request signature we calculated does not match"
+    )
+    assert lines[-2:] == [f"note: {DUMMY_PAIR_NOTE}", lines[-1]]
+    assert stopped(lines[-1])[4] == "no stream started"
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [list(event) for event in events] == [["error"], ["summary"]]
+    assert as_json.stderr.strip().splitlines()[-1] == f"note: {DUMMY_PAIR_NOTE}"
+
+
+def test_an_access_denied_that_is_no_signature_problem_gets_no_note_on_the_dummy_pair(
+    server, audio_dir
+):
+    session_id = failing(server, "AccessDeniedException", "not allowed in this domain")
+    result = stream(server, str(audio_dir / "half.wav"), "--session-id", session_id)
+    assert result.returncode == 1
+    error, summary = result.stderr.strip().splitlines()
+    assert error == "error: AccessDeniedException: not allowed in this domain"
+    assert stopped(summary)[3:] == (session_id, "no stream started")
 
 
 def test_without_the_sdk_stream_exits_2_naming_the_extra(audio_dir, tmp_path):
@@ -946,6 +1121,17 @@ def test_help_of_each_command_mentions_every_option(command_name):
         assert "AUDIO" in result.stdout and "exit status" in result.stdout
 
 
+def test_help_says_what_the_readme_does_of_summaries_exit_statuses_and_fixtures():
+    """stream --help promised a summary at the end, printed on success only, and
+    listed no 141; serve --help left resources.yaml out of the fixtures directory."""
+    text = " ".join(command("stream", "--help").stdout.split())
+    assert 'After a failure it follows the error line ("stopped: ...")' in text
+    assert "resumed by the same command with --session-id" in text
+    assert "130 interrupted (Ctrl-C); 141 whatever read the output closed it" in text
+    serve = " ".join(command("serve", "--help").stdout.split())
+    assert "fixtures directory with scenarios/, rules.yaml and resources.yaml" in serve
+
+
 def test_default_ids_satisfy_the_model_patterns():
     assert re.fullmatch(r"(hai-|dom-)[a-z0-9]+", streamer.DEFAULT_DOMAIN_ID)
     assert 20 <= len(streamer.DEFAULT_DOMAIN_ID) <= 25
@@ -1145,8 +1331,25 @@ def _client_timeout() -> Exception:
 def test_cannot_reach_is_only_a_failure_to_connect_before_any_response(
     error, responded, events, expected
 ):
-    options = streamer.StreamOptions(endpoint_url=URL)
+    options = streamer.StreamOptions(endpoint_url=URL, ca_file=Path("ca.pem"))
     assert streamer._failure(error, options, responded=responded, events=events) == expected
+
+
+def test_a_refused_certificate_with_no_ca_given_says_so_and_where_the_emulators_is():
+    """It asked whether --ca was the certificate that signs it when no --ca was given."""
+    error = _crt("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", "TLS (SSL) negotiation failed")
+    options = streamer.StreamOptions(endpoint_url=URL, state_ca_file=Path("/srv/st/ca.pem"))
+    assert streamer._failure(error, options, responded=False, events=0) == (
+        "ConnectionError",
+        f"cannot reach {URL}: AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE: TLS (SSL) negotiation "
+        "failed (no CA was given (no --ca, no MEDSCRIBE_CA_FILE, no /srv/st/ca.pem), so the "
+        "system trust store was used: give --ca the CA that signs the certificate; the "
+        "emulator's is ca.pem in its state directory (--state-dir; .medscribe where it was "
+        "started, by default), or a copy from GET /_emulator/ca.pem on its cleartext port "
+        f"(8080 by default). And is {HOST} a name the certificate holds? The emulator's "
+        "names localhost, streaming.localhost, 127.0.0.1, ::1 and those its --tls-hostname "
+        "(MEDSCRIBE_TLS_HOSTNAME) adds)",
+    )
 
 
 @pytest.mark.parametrize(("rate", "samples"), [(16000, 16002), (44100, 44109), (48000, 48005)])
@@ -1184,21 +1387,19 @@ def test_a_ca_file_that_is_no_certificate_is_one_line_naming_it(audio_dir, tmp_p
     assert result.stderr.startswith(f"error: --ca {garbage}: not a usable PEM CA certificate (")
 
 
-@pytest.mark.parametrize("ca", ["another-ca", "system-store"])
-def test_a_certificate_python_does_not_trust_is_noted_at_once(server, audio_dir, tmp_path, ca):
+def test_a_certificate_python_does_not_trust_is_noted_at_once(server, audio_dir, tmp_path):
     """The SDK's TLS client waits 10-30 s before it reports a refused certificate:
     a CA forgotten, the likeliest first mistake, looked like a hang. The command
     shakes hands first itself and notes at once what Python's check says, before
-    the stream; the SDK's check, not Python's, decides (a review found Python's
-    refusing certificates the SDK takes). The process is stopped once the note
-    is read: the SDK's own refusal comes 10-30 s later."""
+    the stream; with a CA given, the SDK's check, not Python's, decides (a review
+    found Python's refusing certificates the SDK takes). The process is stopped
+    once the note is read: the SDK's own refusal comes 10-30 s later."""
     from emulator.tls import ensure_certificates
 
     args = [sys.executable, "-m", "emulator", "stream", str(audio_dir / "half.wav")]
     args += ["--endpoint", server.endpoint_url]
-    if ca == "another-ca":
-        args += ["--ca", str(ensure_certificates(tmp_path / "other").ca_cert)]
-    env = clean_env(HOME=str(tmp_path))  # no .medscribe/ca.pem to find either
+    args += ["--ca", str(ensure_certificates(tmp_path / "other").ca_cert)]
+    env = clean_env(HOME=str(tmp_path))
     process = subprocess.Popen(
         args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
@@ -1215,6 +1416,69 @@ def test_a_certificate_python_does_not_trust_is_noted_at_once(server, audio_dir,
     ), line
     assert "if the SDK's refuses it too, it says so only after 10-30 s" in line
     assert "--ca the certificate that signs it" in line
+
+
+def _foreign_pair(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost, and its key, issued by a CA that is not an emulator's."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "corp.pem", directory / "corp-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_without_a_ca_a_certificate_not_the_emulators_is_only_noted(tmp_path):
+    """Only an emulator's own certificate is sure to be refused by the SDK too: one
+    from another CA (--certfile) may be in a trust store the SDK reads and Python
+    does not (macOS's keychain), so it gets the note, saying no CA was given."""
+    import ssl
+
+    cert, key = _foreign_pair(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def check() -> object:
+        async def drop(reader: object, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        listener = await asyncio.start_server(drop, "127.0.0.1", 0, ssl=context)
+        port = listener.sockets[0].getsockname()[1]
+        async with listener:
+            options = streamer.StreamOptions(endpoint_url=f"https://localhost:{port}")
+            return await streamer._untrusted(options)
+
+    refusal = asyncio.run(check())
+    assert isinstance(refusal, streamer._Refusal) and not refusal.final
+    assert refusal.message.startswith("note: Python's TLS check refuses https://localhost:")
+    assert "(no CA was given (no --ca, no MEDSCRIBE_CA_FILE, no .medscribe/ca.pem in this " in (
+        refusal.message
+    )
 
 
 def test_a_certificate_only_python_refuses_does_not_stop_the_stream(server, audio_dir, tmp_path):
