@@ -476,3 +476,16 @@ def parse_http11_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         fields[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), fields, body
+
+
+def raw_http11(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` to 127.0.0.1:``port`` as it is, read the response until the
+    server closes, and split it (see :func:`parse_http11_response`)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return parse_http11_response(data)

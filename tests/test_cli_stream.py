@@ -778,20 +778,25 @@ def test_the_state_directory_looked_in_for_a_ca_is_named_when_none_was_found(
     )
 
 
-def test_a_verifying_emulator_takes_the_key_pair_given_by_option_or_environment(
-    tmp_path, audio_dir
-):
-    """Against --verify-signatures the dummy pair is refused (401, exit 1); the pair given
-    with --access-key-id/--secret-access-key, or in the variables the server reads, signs."""
-    settings = Settings(
+def _verifying(tmp_path: Path, access_key_id: str, secret_access_key: str) -> Settings:
+    """An emulator's settings that verify signatures, knowing this one key pair."""
+    return Settings(
         host="127.0.0.1",
         port=0,
         h2c_port=0,
         state_dir=tmp_path / "state",
         verify_signatures=True,
-        access_key_id="AKIDSTREAMTEST",
-        secret_access_key="stream-secret",
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
     )
+
+
+def test_a_verifying_emulator_takes_the_key_pair_given_by_option_or_environment(
+    tmp_path, audio_dir
+):
+    """Against --verify-signatures the dummy pair is refused (401, exit 1); the pair given
+    with --access-key-id/--secret-access-key, or in the variables the server reads, signs."""
+    settings = _verifying(tmp_path, "AKIDSTREAMTEST", "stream-secret")
     wav = str(audio_dir / "half.wav")
     with running_emulator(settings) as running:
         refused = stream(running, wav)
@@ -844,15 +849,7 @@ def test_the_dummy_pair_refused_by_the_readmes_verifying_emulator_is_said_to_be_
     AKIDEXAMPLE: the 401 said the signature does not match for that id, and the
     user looked for a signing bug. A note says the command signed with its dummy
     pair and how to give the real one; --json keeps its lines, the note on stderr."""
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        h2c_port=0,
-        state_dir=tmp_path / "state",
-        verify_signatures=True,
-        access_key_id="AKIDEXAMPLE",
-        secret_access_key="s3cret",
-    )
+    settings = _verifying(tmp_path, "AKIDEXAMPLE", "s3cret")
     wav = str(audio_dir / "half.wav")
     with running_emulator(settings) as running:
         text = stream(running, wav)

@@ -9,7 +9,6 @@ that proxy is the emulator) was answered 404 as an unknown route.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 
 import h11
@@ -20,7 +19,7 @@ from botocore.exceptions import ClientError
 from emulator.hypercorn_h11 import _HeadLimitedConnection
 from emulator.sdk import boto3_client
 
-from .support import DOMAIN_ID, SUBSCRIPTION_ID, parse_http11_response
+from .support import DOMAIN_ID, SUBSCRIPTION_ID, raw_http11
 
 
 def _read(data: bytes) -> h11.Request:
@@ -63,17 +62,8 @@ def test_an_absolute_form_target_without_a_host_is_refused():
     assert refused.value.error_status_hint == 400
 
 
-def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return parse_http11_response(data)
-
-
 def test_an_absolute_form_request_is_routed_by_its_path(emulator):
-    status, _, body = _exchange(
+    status, _, body = raw_http11(
         emulator.h2c_port,
         b"GET http://127.0.0.1/_emulator/health HTTP/1.1\r\n"
         b"Host: elsewhere\r\nConnection: close\r\n\r\n",
@@ -82,7 +72,7 @@ def test_an_absolute_form_request_is_routed_by_its_path(emulator):
 
 
 def test_an_absolute_form_target_without_a_host_gets_a_400_in_the_service_shape(emulator):
-    status, fields, body = _exchange(
+    status, fields, body = raw_http11(
         emulator.h2c_port, b"GET http:///_emulator/health HTTP/1.1\r\nHost: h\r\n\r\n"
     )
     assert status == 400

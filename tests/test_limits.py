@@ -14,7 +14,7 @@ import pytest
 from emulator.eventstream import EventStreamDecoder
 from emulator.server import RunningServer, Settings
 
-from .support import H2Client, admin, new_session_id, parse_http11_response, running_emulator
+from .support import H2Client, admin, new_session_id, raw_http11, running_emulator
 from .test_stream_wire import END, _inline_spy, audio, config_event, headers, signed
 
 TOKEN = "let-me-in"
@@ -210,18 +210,6 @@ def test_health_and_ca_stay_open_without_the_token(guarded):
     assert status == 200 and pem.startswith(b"-----BEGIN CERTIFICATE-----")
 
 
-def _raw_http11(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` as it is and read the response until the server closes."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return parse_http11_response(data)
-
-
 @pytest.mark.parametrize(
     ("request_bytes", "status", "words"),
     [
@@ -244,7 +232,7 @@ def test_an_unreadable_http11_request_gets_the_services_error_shape(
     emulator, request_bytes, status, words
 ):
     """hypercorn answered these with an empty body; boto3 then reports a bare status."""
-    got, fields, body = _raw_http11(emulator.h2c_port, request_bytes)
+    got, fields, body = raw_http11(emulator.h2c_port, request_bytes)
     assert got == status
     assert fields["x-amzn-errortype"] == "ValidationException"
     assert fields["content-type"] == "application/json"
