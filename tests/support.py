@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import struct
+import subprocess
+import sys
 import threading
 import urllib.request
 import uuid
@@ -489,3 +492,21 @@ def raw_http11(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
         while chunk := sock.recv(65536):
             data += chunk
     return parse_http11_response(data)
+
+
+def run_check(directory: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m emulator check DIRECTORY`` as a subprocess, with none of the
+    caller's MEDSCRIBE_ variables, its output read as UTF-8."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
+    env["PYTHONPATH"] = str(repo)
+    env["PYTHONIOENCODING"] = "utf-8"
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", "check", str(directory)],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+    )

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from emulator.documents import load_scenario_dir
 from emulator.graphemes import character_ends, character_start
 from emulator.scenario import ScenarioError, Segment
 
-from .support import admin, new_session_id, pcm_tone, run_session, running_emulator
+from .support import admin, new_session_id, pcm_tone, run_check, run_session, running_emulator
 from .test_stream_sdk import partials_of_each_final
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,22 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 #: "visita-médica" as a user types it (NFC) and as macOS names the file (NFD).
 NFC_NAME = "visita-m\u00e9dica"
 NFD_NAME = "visita-me\u0301dica"
-
-
-def check(directory: Path) -> subprocess.CompletedProcess[str]:
-    """``medscribe-emulator check DIRECTORY`` as a subprocess, its output read as UTF-8."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
-    env["PYTHONPATH"] = str(REPO)
-    env["PYTHONIOENCODING"] = "utf-8"
-    return subprocess.run(
-        [sys.executable, "-m", "emulator", "check", str(directory)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=60,
-    )
 
 
 def write_scenario(directory: Path, name: str, segments: list[dict]) -> Path:
@@ -94,7 +75,7 @@ def test_check_refuses_content_of_only_invisible_characters_as_it_does_empty_con
             {"begin": 3, "end": 4, "content": "\u200bvisible"},
         ],
     )
-    result = check(tmp_path)
+    result = run_check(tmp_path)
     assert result.returncode == 1
     where = tmp_path / "scenarios" / "blank.json"
     assert result.stdout.splitlines() == [
@@ -186,7 +167,7 @@ def test_a_yaml_surrogate_pair_escape_is_named_with_what_to_write_instead(tmp_pa
     (scenarios / "half.yaml").write_text(
         'description: x\nsegments:\n  - {begin: 0.5, end: 2.0, content: "\\udc00 lone"}\n'
     )
-    result = check(tmp_path)
+    result = run_check(tmp_path)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         f"{scenarios / 'half.yaml'}:3: invalid YAML: holds half of a UTF-16 surrogate pair "
@@ -199,7 +180,7 @@ def test_a_yaml_surrogate_pair_escape_is_named_with_what_to_write_instead(tmp_pa
     fixed = 'segments:\n  - {begin: 0.5, end: 2.0, content: "smile \\U0001F600 here"}\n'
     (scenarios / "pair.yaml").write_text(fixed)
     (scenarios / "half.yaml").unlink()
-    assert check(tmp_path).returncode == 0
+    assert run_check(tmp_path).returncode == 0
     assert load_scenario_dir(tmp_path)["pair"].segments[0].content == "smile \U0001f600 here"
 
 
@@ -251,7 +232,7 @@ def test_a_scenario_file_named_in_nfd_is_named_in_nfc_by_rules_and_scenario(tmp_
 def test_check_accepts_a_rule_naming_an_nfd_scenario_file_in_nfc(tmp_path: Path):
     write_scenario(tmp_path, f"{NFD_NAME}.yaml", [{"begin": 0, "end": 1, "content": "Hola."}])
     (tmp_path / "rules.yaml").write_text(f"- scenario: {NFC_NAME}\n", encoding="utf-8")
-    result = check(tmp_path)
+    result = run_check(tmp_path)
     # The name as it is keyed: in NFC.
     assert (result.returncode, result.stdout) == (0, f"OK: 1 scenarios ({NFC_NAME}), 1 rules\n")
 
@@ -273,7 +254,7 @@ def test_two_scenario_files_whose_names_differ_only_in_normalisation_are_a_probl
         f"{ascii(second.name)} and {ascii(first.name)} differ only in Unicode "
         "normalisation, and a scenario name is matched in NFC: remove or rename one)"
     )
-    result = check(tmp_path)
+    result = run_check(tmp_path)
     assert result.returncode == 1 and "differ only in Unicode normalisation" in result.stdout
 
 

@@ -3,9 +3,6 @@ text, indentation slips and the line break a block scalar keeps."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from emulator.problems import Checker
 from emulator.rules import RuleError, load_rules_file
 from emulator.scenario import ScenarioError
 
-from .support import new_session_id, pcm_tone, run_session, running_emulator
+from .support import new_session_id, pcm_tone, run_check, run_session, running_emulator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,20 +38,6 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
     with pytest.raises(ScenarioError) as info:
         load_scenario_file(path)
     return [str(problem).removeprefix(f"{path}") for problem in info.value.problems]
-
-
-def check(directory: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m emulator check DIRECTORY`` as a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCRIBE_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "emulator", "check", str(directory)],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 # --------------------------------------------------------------------------- F1: integers
@@ -312,7 +295,7 @@ def test_an_indentation_slip_is_reported_as_one_not_as_parser_tokens(
 def test_check_reports_an_indentation_slip_with_its_file_and_line(tmp_path: Path):
     (tmp_path / "scenarios").mkdir()
     _write(tmp_path / "scenarios", INDENTATION["key-indented-less"][0], "visit.yaml")
-    result = check(tmp_path)
+    result = run_check(tmp_path)
     assert result.returncode == 1
     first = result.stdout.splitlines()[0]
     assert first == f"{tmp_path / 'scenarios' / 'visit.yaml'}{INDENTATION['key-indented-less'][1]}"
@@ -428,6 +411,6 @@ def test_check_and_start_up_report_a_kept_line_break_alike(tmp_path: Path):
     (problem,) = info.value.problems
     assert problem.line == 4 and problem.field == "segments[0].content"
     assert problem.message.startswith("ends with the line break that '>' keeps")
-    result = check(tmp_path)
+    result = run_check(tmp_path)
     assert result.returncode == 1
     assert f"visit.yaml:4: segments[0].content: {problem.message}" in result.stdout, result.stdout
