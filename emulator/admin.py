@@ -22,7 +22,7 @@ from .artifacts import ARTIFACT_NAMES, DiskBuckets
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
-from .problems import FieldPath, Problem, render_path
+from .problems import FieldPath, Problem, render_path, shown
 from .record import SessionRecord
 from .requestbody import read_limited, unfinished_body
 from .validation import id_constraints_broken, json_int, lone_surrogate
@@ -158,11 +158,14 @@ async def _json_body(request: Request) -> Any:
     except ValueError as error:
         raise ConfigError(f"request body is not valid JSON: {error}") from None
     if members.repeated and (repeated := _first_repeated(document)) is not None:
-        # Named as a rule's other problems are (``<request>: field: message``).
-        problem = Problem(
-            file="<request>", line=None, field=render_path(repeated), message="duplicate key"
-        )
-        raise ConfigError(str(problem))
+        # Named as a rule's other problems are (``<request>: field: message``); a
+        # name a path cannot show (empty, long, or with '.' or '[') is quoted after it.
+        *parent, key = repeated
+        if isinstance(key, str) and (not key or len(key) > 64 or set(key) & set(".[]")):
+            field, message = render_path(tuple(parent)), f"duplicate key {shown(key)}"
+        else:
+            field, message = render_path(repeated), "duplicate key"
+        raise ConfigError(str(Problem(file="<request>", line=None, field=field, message=message)))
     if (where := lone_surrogate(document)) is not None:
         raise ConfigError(f"{where}: must be valid Unicode text (it holds an unpaired surrogate)")
     return document

@@ -218,7 +218,8 @@ def _unread_at_the_top(path: Path, directory: Path) -> tuple[str, bool] | None:
     if folder_name and not path.is_dir():
         return "not read: scenarios/ must be a folder, holding one file per scenario", False
     if path.is_dir():
-        if folder_name and not _same(path, directory / "scenarios"):
+        # One without scenario files (audio, or nothing yet) is no fixture.
+        if folder_name and not _same(path, directory / "scenarios") and _scenario_files(path):
             return "not read: scenario files are read from scenarios/ only", False
         return None
     if path.suffix.lower() not in SCENARIO_SUFFIXES:

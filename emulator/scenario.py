@@ -381,19 +381,6 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
         end = checker.number(item["end"], (*path, "end"))
         if end is not None and begin is not None and end <= begin:
             checker.add((*path, "end"), f"must be greater than begin ({begin}), got {end}")
-        elif (
-            end is not None
-            and begin is not None
-            and begin < MAX_AUDIO_SECONDS < end
-            and checker.authoring
-        ):
-            # A final falls due at its segment's end: past the limit, the session has
-            # failed (a validationException) before it can be sent. A begin past the
-            # limit is its own problem, above.
-            checker.add(
-                (*path, "end"),
-                past_the_limit(end, "the session ends first, so the segment's final is never sent"),
-            )
     content = None
     if _required(item, "content", path, checker):
         content = checker.string(item["content"], (*path, "content"), non_empty=True)
@@ -589,20 +576,38 @@ def scenario_name(name: str) -> str:
 
 def meant_scenario(value: str, known: Iterable[str]) -> str | None:
     """The name in ``known`` that ``value``, an unknown scenario name, most likely
-    meant, or None: the name without a file suffix (``visit.yaml``), the same
-    name in another case (``Visit``), else the nearest spelling. Names are
-    compared in NFC (see :func:`scenario_name`)."""
+    meant, or None: the name without a scenario file's suffix (``visit.yaml``),
+    the same name in another case (``Visit``), else the nearest spelling of its
+    first 100 characters. Names are compared in NFC (see :func:`scenario_name`).
+
+    Each known name is read a fixed number of times, whatever ``value``'s length:
+    it runs in the event loop, for the admin API's refusals too.
+    """
     names = {scenario_name(name): name for name in known}
-    value = scenario_name(value)
-    stem = value.rpartition(".")[0]
-    for given in (value, stem) if stem else (value,):
+    folded: dict[str, str] = {}
+    for name in names:
+        folded.setdefault(name.casefold(), name)
+    value = scenario_name(value[:_MEANT_LIMIT])
+    stem, dot, suffix = value.rpartition(".")
+    tries = [value]
+    if dot and f".{suffix.casefold()}" in _FILE_SUFFIXES:
+        tries.append(stem)
+    for given in tries:
         if given in names:
             return names[given]
-        folded = [name for name in names if name.casefold() == given.casefold()]
-        if folded:
-            return names[folded[0]]
+        if (match := folded.get(given.casefold())) is not None:
+            return names[match]
     near = get_close_matches(value[:100], list(names), n=1)
     return names[near[0]] if near else None
+
+
+#: The suffixes of scenario files (:data:`emulator.documents.SCENARIO_SUFFIXES`),
+#: which a name given as its file's drops.
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+#: How much of an unknown name :func:`meant_scenario` reads: no scenario's name
+#: is longer than a file name may be (255 bytes).
+_MEANT_LIMIT = 256
 
 
 #: The generated visit's name, which a scenario file cannot take: it would never

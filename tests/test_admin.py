@@ -317,6 +317,27 @@ def test_a_duplicate_key_in_a_rule_body_is_named_by_its_path(emulator, raw, path
     assert get(emulator, "/_emulator/rules") == before
 
 
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (b'{"match": {"": 1, "": 2}}', "match: duplicate key ''"),
+        (b'{"a.b": 1, "a.b": 2}', "duplicate key 'a.b'"),
+        (
+            b'{"scenario": {"' + b"k" * 100_000 + b'": 1, "' + b"k" * 100_000 + b'": 2}}',
+            "scenario: duplicate key 'kkkk",
+        ),
+    ],
+    ids=["empty", "dotted", "100-kB"],
+)
+def test_a_duplicate_key_a_path_cannot_show_is_quoted_after_its_parent(emulator, raw, named):
+    """An empty name showed as nothing, a dotted one as two members, and a long one
+    whole: each is quoted (cut short) after the path to its object."""
+    status, answer = admin(emulator.h2c_url, "POST", "/_emulator/rules", raw)
+    assert status == 400
+    assert answer["message"].startswith(f"invalid rule: <request>: {named}")
+    assert len(answer["message"]) < 200
+
+
 def test_an_oversized_body_is_refused_without_reading_it_whole(emulator):
     """A 300 MiB rule took 300 MiB of the server's memory before its 400."""
     import socket

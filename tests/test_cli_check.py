@@ -490,6 +490,8 @@ def test_start_up_refuses_a_file_it_will_not_read_as_check_does(tmp_path, where,
         "audio/",
         "scenarios/later/",
         "scenarios/audio/visit.wav",
+        "scenario/",
+        "Scenario/visit.wav",
     ],
 )
 def test_hidden_files_backups_and_other_files_at_the_top_are_no_problem(tmp_path, where):

@@ -19,6 +19,7 @@ from emulator.scenario import (
     Scenario,
     ScenarioError,
     Segment,
+    meant_scenario,
     parse_scenario,
 )
 
@@ -289,17 +290,6 @@ INVALID = {
         "is 7200 s, past the 7200 s (2 hours) of audio a session can carry: the segment is "
         "never heard (times are in seconds, not milliseconds)",
     ),
-    "segment-end-past-two-hours": (
-        """
-        segments:
-          - {begin: 600, end: 3400, content: in seconds}
-          - {begin: 7199, end: 9000, content: runs over}
-        """,
-        "segments[1].end",
-        3,
-        "is 9000 s, past the 7200 s (2 hours) of audio a session can carry: the session ends "
-        "first, so the segment's final is never sent (times are in seconds, not milliseconds)",
-    ),
     "segment-copied": (
         """
         segments:
@@ -539,30 +529,30 @@ def test_only_an_exact_copy_of_a_segment_is_a_problem_not_an_overlap(tmp_path):
     ]
 
 
-def test_a_segment_ending_past_two_hours_is_a_problem_but_one_ending_at_them_is_not(tmp_path):
-    """A final due at 7200 s is sent (the audio up to the limit is heard); one due
-    later never is. A segment begun past the limit is one problem, its begin's."""
+def test_a_segment_ending_past_two_hours_is_accepted_as_one_beyond_the_audio_is(tmp_path):
+    """Its final is sent, its end cut to 7200 s, when the session ends at the limit
+    (END_OF_SESSION with 7200 s of audio), as any segment under way at the end of
+    the audio is. A segment begun past the limit is a problem, its begin's."""
     path = _write(
         tmp_path,
         """
         segments:
-          - {begin: 7000, end: 7200, content: Last words.}
-          - {begin: 7199, end: 7200.5, content: Over.}
+          - {begin: 7199, end: 9000, content: Over.}
           - {begin: 7300, end: 7301, content: Late.}
         """,
     )
-    assert [p.field for p in _problems(path)] == ["segments[1].end", "segments[2].begin"]
+    assert [p.field for p in _problems(path)] == ["segments[1].begin"]
 
 
-def test_a_stored_script_keeps_its_copied_segment_and_its_end_past_two_hours():
+def test_a_stored_script_keeps_its_copied_segment():
     """A session's script, accepted when it started, is not refused for what only an
     author is told of: it still plays."""
     copied = {"begin": 1, "end": 2, "content": "Twice."}
-    data = {"segments": [copied, copied, {"begin": 7199, "end": 9000, "content": "Over."}]}
+    data = {"segments": [copied, copied]}
     with pytest.raises(ScenarioError) as error:
         parse_scenario(data, name="x")
-    assert [p.field for p in error.value.problems] == ["segments[1]", "segments[2].end"]
-    assert len(parse_scenario(data, name="x", stored=True).segments) == 3
+    assert [p.field for p in error.value.problems] == ["segments[1]"]
+    assert len(parse_scenario(data, name="x", stored=True).segments) == 2
 
 
 def test_scripted_partial_texts_are_kept_as_written_and_survive_a_round_trip():
@@ -1172,3 +1162,28 @@ def test_names_moved_out_of_the_scenario_module_are_still_importable_from_it():
             assert name in emulator.scenario.__all__, name
     with pytest.raises(AttributeError, match="no attribute 'read_documents'"):
         emulator.scenario.read_documents  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("visit.yaml", "visit"),
+        ("Visit.YML", "visit"),
+        ("VISIT", "visit"),
+        ("vist", "visit"),
+        ("followup.v3", "followup.v2"),  # no file suffix: the nearest spelling
+        ("followup.JSON", "followup"),
+        ("nothing-like-it", None),
+    ],
+)
+def test_the_scenario_meant_by_an_unknown_name(given, meant):
+    """Only a scenario file's suffix is dropped: ``followup.v3`` was taken for
+    ``followup``, where ``followup.v2`` is nearer."""
+    assert meant_scenario(given, ["visit", "followup", "followup.v2"]) == meant
+
+
+def test_the_suffixes_a_meant_name_drops_are_the_scenario_files_ones():
+    from emulator import scenario
+    from emulator.documents import SCENARIO_SUFFIXES
+
+    assert scenario._FILE_SUFFIXES == SCENARIO_SUFFIXES
