@@ -5,7 +5,9 @@ resources), filling its :class:`~emulator.problems.Checker`'s line map and
 reporting what cannot be read (not UTF-8, invalid YAML or JSON, duplicate keys)
 as problems, and recording how each text value was written (quoted, plain or a
 block scalar) for the hints. YAML is read as PyYAML's YAML 1.1 but for
-integers with a leading zero, which are decimal (``010`` is 10), as in YAML 1.2.
+integers with a leading zero, which are decimal (``010`` is 10), as in YAML 1.2,
+and keep the text they were written as (a :class:`~emulator.problems.PaddedInt`):
+a text field written ``0800``, which YAML 1.1 read as text, still reads as that.
 :func:`load_scenario_file` and :func:`load_scenario_dir` read scenario files into
 :class:`~emulator.scenario.Scenario` s. The only module that imports ``yaml``: the
 data model and the session do not need the parser.
@@ -20,7 +22,15 @@ from pathlib import Path
 
 import yaml
 
-from .problems import Checker, FieldPath, Problem, ScenarioError, render_path, shown
+from .problems import (
+    Checker,
+    FieldPath,
+    PaddedInt,
+    Problem,
+    ScenarioError,
+    render_path,
+    shown,
+)
 from .scenario import RESERVED_NAME, Scenario, scenario_name, validate_scenario
 from .validation import SURROGATE_ESCAPE
 
@@ -36,8 +46,9 @@ SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 class _Walk:
-    """What :func:`_walk` has seen: every node it has descended into, and the
-    style each text value was written in (see :attr:`Checker.styles`).
+    """What :func:`_walk` has seen: every node it has descended into, the style
+    each text value was written in (see :attr:`Checker.styles`), and the mappings
+    written in flow style (see :attr:`Checker.flow`).
 
     An alias (``*name``) is the same node as its anchor: its lines are recorded
     once, under the path that reached it first, and a later path through it
@@ -49,6 +60,7 @@ class _Walk:
         self.walked: set[int] = set()
         self.text = text
         self.styles: dict[FieldPath, str] = {}
+        self.flow: set[FieldPath] = set()
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -58,10 +70,21 @@ _STR_TAG = "tag:yaml.org,2002:str"
 #: indicators, in either order.
 _BLOCK_HEADER = re.compile(r"[|>][-+1-9]{0,2}")
 
+#: A node's properties, an anchor and a tag in either order, each followed by
+#: white space; group 1 is the tag (``!!str``, ``!<tag:yaml.org,2002:str>``).
+_PROPERTIES = re.compile(r"(?:&\S+\s+)?(?:(!\S*)\s+)?(?:&\S+\s+)?")
+
 
 def _style(node: yaml.ScalarNode, text: str) -> str:
-    """How a text value was written: ``""`` plain, a quote, or a block scalar's header."""
+    """How a text value was written: ``""`` plain, a quote, a block scalar's header,
+    or, for a plain one, the tag that makes it text (``!!str``)."""
     style = node.style or ""  # libyaml says "" for plain, PyYAML None
+    if not style:
+        # The node keeps no tag as written: read it from the source. Its mark is at
+        # its anchor or tag if it has one; a plain value itself starts with neither.
+        properties = _PROPERTIES.match(text, node.start_mark.index)
+        if properties is not None and properties.group(1):
+            return properties.group(1)
     if style in ("|", ">"):
         # The node keeps no chomping indicator: read the header from the source.
         # Its mark is at the node's tag or anchor if it has one, before the header.
@@ -81,9 +104,13 @@ def _walk(
     """Record the 1-based line of every key and item under ``node``, duplicate keys,
     and the style of every text value (each node once: see :class:`_Walk`)."""
     if id(node) in walk.walked:  # an alias of a node walked already (or recursive)
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
+            walk.styles.setdefault(path, "*" + _style(node, walk.text))
         return
     walk.walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
+        if node.flow_style:
+            walk.flow.add(path)
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
@@ -119,12 +146,13 @@ _INT_RESOLVER = re.compile(
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    """A zero-padded integer in decimal; any other as YAML 1.1 reads it (``0b``,
-    ``0x``, sexagesimal ``1:30``)."""
-    text = loader.construct_scalar(node).replace("_", "")
+    """A zero-padded integer in decimal, keeping its text (a :class:`PaddedInt`);
+    any other as YAML 1.1 reads it (``0b``, ``0x``, sexagesimal ``1:30``)."""
+    written = loader.construct_scalar(node)
+    text = written.replace("_", "")
     digits = text[1:] if text[:1] in ("+", "-") else text
     if len(digits) > 1 and digits[0] == "0" and digits.isascii() and digits.isdigit():
-        return int(text)
+        return PaddedInt.read(written)
     return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
 
 
@@ -431,6 +459,7 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
             return False, None
     checker.lines = lines
     checker.styles = walk.styles
+    checker.flow = walk.flow
     for line, where, message in dupes:
         checker.problems.append(
             Problem(file=checker.source, line=line, field=render_path(where), message=message)

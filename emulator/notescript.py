@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .problems import as_written
+
 if TYPE_CHECKING:  # scenario.py imports this module; the checker is only passed in
     from .scenario import Checker, FieldPath
 
@@ -129,7 +131,8 @@ def _note(
         checker.add(path, "must be a mapping of section header to a list of summaries")
         return None
     sections = []
-    for header, items in raw.items():
+    for raw_header, items in raw.items():
+        header = as_written(raw_header)  # 0800: as written, the text YAML 1.1 read
         where = (*path, str(header))
         if not isinstance(header, str) or not _SECTION_HEADER.fullmatch(header):
             checker.add(where, "a section header is letters, digits and '_' only")
@@ -155,6 +158,7 @@ def _summaries(
 
 
 def _summary(raw: object, path: FieldPath, checker: Checker, segment_count: int) -> Summary | None:
+    raw = as_written(raw)  # - 0800: the text as written
     if isinstance(raw, str):
         text = checker.string(raw, path, non_empty=True)
         return None if text is None else Summary(text=text)

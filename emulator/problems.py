@@ -6,20 +6,25 @@ Validation reports every problem of every file at once, each as
 :class:`Checker` collects the problems of one source, finding each field's line
 in the line map the file reader (:mod:`emulator.documents`) fills, and checks
 the basic types (a mapping with known keys, a number, an integer, a string),
-its messages saying what was found instead (:func:`describe`). Used by the
-scenario, rule, post-stream script and resource validators alike; no I/O.
+its messages saying what was found instead (:func:`describe`). An integer the
+reader read from zero-padded digits is a :class:`PaddedInt`, taken as its text
+where text is expected (:func:`as_written`). Used by the scenario, rule,
+post-stream script and resource validators alike; no I/O.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 
 from .errors import ConfigError
 
+# PaddedInt and as_written are left out: emulator.scenario re-exports every name
+# listed, for the names that moved here from it, and these never were there.
 __all__ = [
     "FieldPath",
     "Problem",
@@ -32,6 +37,38 @@ __all__ = [
 
 #: A location inside a document: keys and list indexes from the root.
 FieldPath = tuple[str | int, ...]
+
+
+class PaddedInt(int):
+    """An integer YAML read from digits with a leading zero (``0800``, ``-010``,
+    ``08_00``), which keeps them as written in ``text``.
+
+    It is a number (``begin: 010`` is 10 s), but YAML 1.1 read ``0800`` as text,
+    so a text field written so (a ``content``, a name, a tag value) still
+    loads: :meth:`Checker.string` and :func:`as_written` take it as its text.
+    ``str`` and ``repr`` give the text too, so a message shows what the author
+    wrote; arithmetic, comparison, hashing and JSON see the number.
+    """
+
+    text: str
+
+    @classmethod
+    def read(cls, text: str) -> PaddedInt:
+        """Return the integer ``text`` (ASCII digits, a sign, ``_``) writes, in decimal."""
+        number = cls(text.replace("_", ""))
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
+def as_written(value: object) -> object:
+    """Return ``value``'s text as written when it is a :class:`PaddedInt`, else ``value``:
+    for a validator reading a text field without :meth:`Checker.string`."""
+    return value.text if isinstance(value, PaddedInt) else value
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -115,6 +152,29 @@ def _unquoted_text_hint(value: object, *, yaml: bool) -> str:
     return ""
 
 
+#: A float in e-notation as YAML 1.1 reads one (PyYAML's float resolver): with a
+#: '.' in the mantissa and a sign in the exponent.
+_YAML_E_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*\.[0-9_]*[eE][-+][0-9]+|\.[0-9_]+[eE][-+][0-9]+")
+
+
+def _plain_text_reason(value: str) -> str:
+    """Why YAML reads ``value``, which float() reads, as text even written plainly
+    (no quotes, no tag), and how to write it; empty when it reads it as a number."""
+    text = value.strip().lower().lstrip("+-")
+    if "e" in text and not _YAML_E_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 takes 1e3 and 1.0e3 as text: e-notation needs a '.' and a sign there.
+        return (
+            f"{value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
+            "sign, as 1.0e+3; or write the number in full"
+        )
+    if text.startswith(".") and value[:1] in "+-":
+        return (
+            f"{value!r}: YAML reads a sign right before the '.' as text: write "
+            f"{value[0]}0{value[1:]}"
+        )
+    return ""
+
+
 def _numeric_text_hint(value: object, *, yaml: bool, style: str | None) -> str:
     """For text that reads as a number, why it is text and how to write it as a
     number. ``style`` is how YAML text was written (see :attr:`Checker.styles`;
@@ -136,24 +196,28 @@ def _numeric_text_hint(value: object, *, yaml: bool, style: str | None) -> str:
             f" ({ascii(value)} holds characters other than ASCII digits, such as full-width "
             "digits or a non-breaking space, which YAML reads as text: write it with 0-9 only)"
         )
-    if "e" in text:
-        # YAML 1.1 takes 1e3 and 1.0e3 as text: e-notation needs a '.' and a sign there.
-        return (
-            f" ({value.strip()!r}: YAML reads e-notation as a number only with a '.' and a "
-            "sign, as 1.0e+3; or write the number in full)"
-        )
-    if style in ("'", '"'):
-        return " (it is quoted: write the number without quotes)"
-    if style and style[0] in "|>":
-        return (
-            f" (it is written as a block of text after {style!r}: write the number after the ':')"
-        )
-    if text.startswith(".") and value[:1] in "+-":
-        return (
-            f" ({value!r}: YAML reads a sign right before the '.' as text: write "
-            f"{value[0]}0{value[1:]})"
-        )
-    return " (YAML reads it as text: write the number in digits, as 1.5)"
+    plain = _plain_text_reason(value)
+    alias = style is not None and style.startswith("*")
+    written = style[1:] if style is not None and alias else style
+    if written in ("'", '"'):
+        how = "an alias of a quoted value" if alias else "quoted"
+        fix = "write the number without quotes"
+    elif written and written[0] == "!":
+        how = f"{'an alias of a value ' if alias else ''}tagged {written}, which makes it text"
+        fix = "drop the tag"
+    elif written and written[0] in "|>":
+        how = f"{'an alias of ' if alias else 'written as '}a block of text after {written!r}"
+        fix = "write the number after the ':'"
+    elif plain:
+        return f" ({plain})"
+    elif written is None:
+        # Not known (a value merged in with '<<'): quoted or tagged, as plain it is a number.
+        return " (YAML reads it as text: write the number without quotes or a tag)"
+    else:
+        return " (YAML reads it as text: write the number in digits, as 1.5)"
+    where = " where its anchor (&) is set" if alias else ""
+    also = f"; even then, {plain}" if plain else ""
+    return f" (it is {how}: {fix}{where}{also})"
 
 
 def _transcript_text(path: FieldPath) -> bool:
@@ -190,9 +254,14 @@ class Checker:
         self.yaml = False
         #: How each text value of the file was written, by path (set by the file
         #: reader): ``""`` plain, ``"'"`` or ``'"'`` quoted, or a block scalar's
-        #: header (``"|"``, ``">-"``, ``"|2+"``...). Absent: not known (no file, or
-        #: a value reached through an alias).
+        #: header (``"|"``, ``">-"``, ``"|2+"``...); a plain value tagged ``!!str``
+        #: is its tag as written; an alias (``*name``) of a text value is ``"*"`` and
+        #: that value's style. Absent: not known (no file, or a value inside an
+        #: aliased or merged mapping).
         self.styles: Mapping[FieldPath, str] = {}
+        #: The paths of the mappings written in YAML's flow style, ``{...}`` (set by
+        #: the file reader): no indentation places a key in one.
+        self.flow: Collection[FieldPath] = frozenset()
 
     def line(self, path: FieldPath) -> int | None:
         """Return the line of ``path``, or of its nearest ancestor that has one."""
@@ -238,7 +307,15 @@ class Checker:
         for depth in range(len(path) - 1, -1, -1):
             enclosing = self._mappings.get(path[:depth])
             if enclosing is not None and key in enclosing[0]:
-                return f" ({enclosing[1]} takes it: is it indented too far?)"
+                if self.yaml and path not in self.flow:
+                    return f" ({enclosing[1]} takes it: is it indented too far?)"
+                # JSON, or YAML's {...}: braces, not indentation, nest it.
+                between = sum(
+                    depth < len(inner) < len(path) and path[: len(inner)] == inner
+                    for inner in self._mappings
+                )
+                levels = "one level" if between == 0 else f"{between + 1} levels"
+                return f" ({enclosing[1]} takes it: is it nested {levels} too deep?)"
         return ""
 
     def number(self, value: object, path: FieldPath) -> float | None:
@@ -263,10 +340,12 @@ class Checker:
         if isinstance(value, bool) or not isinstance(value, int):
             self.add(path, f"must be an integer, got {describe(value)}")
             return None
-        return value
+        return int(value)  # a PaddedInt's text is no part of the number
 
     def string(self, value: object, path: FieldPath, *, non_empty: bool = False) -> str | None:
-        """Return ``value`` if it is a string (non-blank if asked), or ``None`` after reporting."""
+        """Return ``value`` if it is a string (non-blank if asked), or ``None`` after
+        reporting. A :class:`PaddedInt` is taken as its text as written (``0800``)."""
+        value = as_written(value)
         if not isinstance(value, str):
             hint = _unquoted_text_hint(value, yaml=self.yaml)
             self.add(path, f"must be a string, got {describe(value)}{hint}")

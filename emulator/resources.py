@@ -67,6 +67,7 @@ from .errors import (
     ValidationException,
 )
 from .ids import id_rng
+from .problems import as_written
 from .scenario import Checker, FieldPath, ScenarioError, describe
 from .shapes import JAVA_DOT, TextShape, validation_error
 from .shapes import pattern as _pattern
@@ -302,7 +303,7 @@ def _seed_text(
         if required:
             checker.add(path, f"missing required key {key!r}")
         return None
-    value = item[key]
+    value = as_written(item[key])  # 0089: the text YAML 1.1 read
     broken = shape.rules(value)
     for rule in broken:
         checker.add((*path, key), f"{rule}, got {describe(value)}")
@@ -316,6 +317,7 @@ def _seed_tags(item: Mapping[str, object], path: FieldPath, checker: Checker) ->
     if not isinstance(tags, dict):
         checker.add((*path, "tags"), f"must be a mapping of strings, got {describe(tags)}")
         return {}
+    tags = {as_written(k): as_written(v) for k, v in tags.items()}  # 0089: as written
     for key, value in tags.items():
         for rule in TAG_KEY.rules(key):
             checker.add((*path, "tags", str(key)), f"tag key: {rule}, got {describe(key)}")

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from .documents import read_document
 from .errors import SERVICE_ERRORS
+from .problems import as_written
 from .scenario import (
     MAX_AUDIO_SECONDS,
     Checker,
@@ -519,6 +520,7 @@ def _chaos(value: object, path: FieldPath, checker: Checker) -> Chaos | None:
 def _scenario(
     value: object, path: FieldPath, scenarios: Mapping[str, Scenario], checker: Checker
 ) -> tuple[Scenario | None, bool]:
+    value = as_written(value)  # scenario: 0800 names the file 0800.yaml
     if isinstance(value, str):
         named = _named(value, scenarios)
         if named is not None:

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from emulator.documents import load_scenario_dir, load_scenario_file, read_document
-from emulator.problems import Checker
-from emulator.rules import RuleError, load_rules_file
+from emulator.notescript import Summary
+from emulator.problems import Checker, PaddedInt
+from emulator.rules import RuleError, load_rules_file, parse_rule
 from emulator.scenario import ScenarioError
 
 from .support import new_session_id, pcm_tone, run_check, run_session, running_emulator
@@ -64,12 +65,12 @@ def test_a_zero_padded_time_is_read_in_decimal_not_as_octal(tmp_path: Path):
 @pytest.mark.parametrize(
     ("written", "read"),
     [
-        ("010", 10),
-        ("-010", -10),
-        ("+007", 7),
-        ("08", 8),
-        ("0_10", 10),
-        ("00", 0),
+        ("010", PaddedInt.read("010")),
+        ("-010", PaddedInt.read("-010")),
+        ("+007", PaddedInt.read("+007")),
+        ("08", PaddedInt.read("08")),
+        ("0_10", PaddedInt.read("0_10")),
+        ("00", PaddedInt.read("00")),
         ("0", 0),
         ("10", 10),
         ("1_000", 1000),
@@ -82,17 +83,19 @@ def test_a_zero_padded_time_is_read_in_decimal_not_as_octal(tmp_path: Path):
         ("1e3", "1e3"),
         ("'010'", "010"),
         ("!!str 010", "010"),
-        ("!!int 010", 10),
+        ("!!int 010", PaddedInt.read("010")),
         ("yes", True),
         ("2024-01-02", __import__("datetime").date(2024, 1, 2)),
     ],
 )
 def test_only_zero_padded_integers_read_differently(tmp_path: Path, written: str, read: object):
-    """Every other scalar is read as YAML 1.1 reads it."""
+    """Every other scalar is read as YAML 1.1 reads it; a zero-padded integer keeps
+    its text as written."""
     data, problems = _read(tmp_path, f"value: {written}\n")
     assert problems == []
     assert data == {"value": read}
     assert type(data["value"]) is type(read)  # type: ignore[index]
+    assert repr(data["value"]) == repr(read)  # type: ignore[index]
 
 
 def test_reading_a_document_leaves_yaml_itself_as_it_was(tmp_path: Path):
@@ -178,7 +181,18 @@ async def test_the_sdk_receives_a_zero_padded_segment_at_its_decimal_time(tmp_pa
             "|\n              10",
             "(it is written as a block of text after '|': write the number after the ':')",
         ),
-        ("!!str 10", "(YAML reads it as text: write the number in digits, as 1.5)"),
+        ("!!str 10", "(it is tagged !!str, which makes it text: drop the tag)"),
+        (
+            "!<tag:yaml.org,2002:str> 10",
+            "(it is tagged !<tag:yaml.org,2002:str>, which makes it text: drop the tag)",
+        ),
+        ('"1.0e+3"', "(it is quoted: write the number without quotes)"),
+        (
+            "'1e3'",
+            "(it is quoted: write the number without quotes; even then, '1e3': YAML reads "
+            "e-notation as a number only with a '.' and a sign, as 1.0e+3; or write the "
+            "number in full)",
+        ),
     ],
 )
 def test_a_number_read_as_text_is_called_quoted_only_when_it_is(
@@ -198,6 +212,32 @@ def test_a_number_read_as_text_is_called_quoted_only_when_it_is(
     assert problems[0].endswith(hint), problems[0]
 
 
+def test_an_alias_of_text_is_told_how_its_anchor_is_written(tmp_path: Path):
+    """``*t`` names the value written at ``&t``: the alias itself is neither quoted
+    nor plain, and the hint says what makes the value it names text."""
+    assert _problems(
+        tmp_path,
+        """
+        segments:
+          - {content: "One.", begin: 0, end: &t "1.5"}
+          - {content: "Two.", begin: *t, end: 20}
+          - {content: "Three.", begin: &e 1e3, end: 2000}
+          - {content: "Four.", begin: *e, end: 2000}
+        """,
+    ) == [
+        ":2: segments[0].end: must be a number, got a string ('1.5') (it is quoted: write "
+        "the number without quotes)",
+        ":3: segments[1].begin: must be a number, got a string ('1.5') (it is an alias of a "
+        "quoted value: write the number without quotes where its anchor (&) is set)",
+        ":4: segments[2].begin: must be a number, got a string ('1e3') ('1e3': YAML reads "
+        "e-notation as a number only with a '.' and a sign, as 1.0e+3; or write the number "
+        "in full)",
+        ":5: segments[3].begin: must be a number, got a string ('1e3') ('1e3': YAML reads "
+        "e-notation as a number only with a '.' and a sign, as 1.0e+3; or write the number "
+        "in full)",
+    ]
+
+
 def test_unquoted_08_and_09_are_numbers_not_quoted_text(tmp_path: Path):
     """YAML 1.1 kept ``08`` as text, which was then reported as quoted."""
     path = _write(
@@ -208,6 +248,102 @@ def test_unquoted_08_and_09_are_numbers_not_quoted_text(tmp_path: Path):
         """,
     )
     assert [(s.begin, s.end) for s in load_scenario_file(path).segments] == [(8.0, 9.0)]
+
+
+def test_a_zero_padded_integer_where_text_is_expected_is_that_text(tmp_path: Path):
+    """YAML 1.1 read ``0800`` (8 is no octal digit) as the text '0800', and such a
+    scenario loaded: a text field still reads it as written, zeros, sign and '_' kept."""
+    scenario = load_scenario_file(
+        _write(
+            tmp_path,
+            """
+            description: 0089
+            segments:
+              - {channel: 01, begin: 00, end: 01, content: 0800}
+              - {channel: 0, begin: 1, end: 2, content: "0800 hours", partials: [0800, "0800 h"]}
+              - {channel: 0, begin: 2, end: 3, content: -08_00}
+            faults:
+              - {at: 02, exception: internalFailureException, message: 0911}
+            """,
+        )
+    )
+    assert scenario.description == "0089"
+    assert [s.content for s in scenario.segments] == ["0800", "0800 hours", "-08_00"]
+    assert scenario.segments[1].partial_texts == ("0800", "0800 h")
+    assert [f.message for f in scenario.faults] == ["0911"]
+    # A number field keeps the number only: no text rides along into the model.
+    assert [type(s.channel) for s in scenario.segments] == [int, int, int]
+    assert (scenario.segments[0].begin, scenario.segments[0].end) == (0.0, 1.0)
+
+
+def test_a_rules_file_reads_a_zero_padded_text_as_written(tmp_path: Path):
+    path = _write(
+        tmp_path,
+        """
+        - error: {type: ThrottlingException, message: 0800}
+        """,
+        "rules.yaml",
+    )
+    (rule,) = load_rules_file(path, scenarios={})
+    assert rule.error == ("ThrottlingException", "0800")
+
+
+def test_resources_rules_and_note_scripts_read_zero_padded_text_as_written(tmp_path: Path):
+    """A domain named 0089, a tag 09, a rule's scenario 0800 and a note's section and
+    summary: each loaded as the text YAML 1.1 read before zero-padded integers became
+    decimal."""
+    from emulator.resources import load_resources_file
+
+    resources = _write(
+        tmp_path,
+        """
+        domains:
+          - domainId: dom-0123456789abcdefghij
+            name: 0089
+            tags: {ward: 09, 0007: bond}
+        """,
+        "resources.yaml",
+    )
+    (domain,) = load_resources_file(resources)
+    assert (domain.name, dict(domain.tags)) == ("0089", {"ward": "09", "0007": "bond"})
+    scenario = load_scenario_file(
+        _write(
+            tmp_path,
+            """
+            segments:
+              - {begin: 0, end: 1, content: Hello.}
+            note:
+              CHIEF_COMPLAINT:
+                - 0800
+            """,
+            "0800.yaml",
+        )
+    )
+    rules = _write(tmp_path, "- scenario: 0800\n", "rules.yaml")
+    (rule,) = load_rules_file(rules, scenarios={"0800": scenario})
+    assert rule.scenario is scenario
+    assert scenario.post_stream.note == (("CHIEF_COMPLAINT", (Summary(text="0800"),)),)
+
+
+def test_a_refused_zero_padded_integer_is_shown_as_written(tmp_path: Path):
+    """A message quotes ``01`` and ``0800``, not the 1 and 800 they read as, so the
+    author finds them; an integer with no leading zero is still no text."""
+    assert _problems(
+        tmp_path,
+        """
+        segments:
+          - {begin: 0, end: 1, content: 800}
+        faults:
+          - {at: 0, disconnect: 01}
+        0800: x
+        """,
+    ) == [
+        ":2: segments[0].content: must be a string, got a number (800): quote it to keep it text",
+        ":4: faults[0].disconnect: must be true (omit it for an exception fault), got a "
+        "number (01)",
+        ":5: 0800: unknown key 0800; allowed: description, segments, faults, note, "
+        "afterVisitSummary, artifacts",
+    ]
 
 
 # --------------------------------------------------------------------------- F3: indentation
@@ -414,3 +550,61 @@ def test_check_and_start_up_report_a_kept_line_break_alike(tmp_path: Path):
     result = run_check(tmp_path)
     assert result.returncode == 1
     assert f"visit.yaml:4: segments[0].content: {problem.message}" in result.stdout, result.stdout
+
+
+# --------------------------------------------------------------------------- keys nested too deep
+
+
+def test_only_a_block_mapping_key_an_enclosing_mapping_takes_is_asked_about_indentation(
+    tmp_path: Path,
+):
+    """Braces, not indentation, put a key in a YAML flow mapping ``{...}``."""
+    session = "11111111-1111-1111-1111-111111111111"
+    path = _write(
+        tmp_path,
+        f"""
+        - match:
+            sessionId: {session}
+            scenario: synthetic
+        - {{match: {{sessionId: {session}, scenario: synthetic}}}}
+        """,
+        "rules.yaml",
+    )
+    with pytest.raises(RuleError) as info:
+        load_rules_file(path, scenarios={})
+    allowed = "allowed: sessionId, domainId, subscriptionId, operation"
+    assert [str(p).removeprefix(str(path)) for p in info.value.problems if "match" in p.field] == [
+        f":3: [0].match.scenario: unknown key 'scenario' (a rule takes it: is it indented too "
+        f"far?); {allowed}",
+        f":4: [1].match.scenario: unknown key 'scenario' (a rule takes it: is it nested one "
+        f"level too deep?); {allowed}",
+    ]
+
+
+def test_a_json_file_key_an_enclosing_mapping_takes_is_not_asked_about_indentation(
+    tmp_path: Path,
+):
+    path = _write(
+        tmp_path,
+        '[{"match": {"sessionId": "11111111-1111-1111-1111-111111111111",\n'
+        '            "scenario": "synthetic"}}]\n',
+        "rules.json",
+    )
+    with pytest.raises(RuleError) as info:
+        load_rules_file(path, scenarios={})
+    assert str(info.value.problems[1]).removeprefix(str(path)) == (
+        ":2: [0].match.scenario: unknown key 'scenario' (a rule takes it: is it nested one "
+        "level too deep?); allowed: sessionId, domainId, subscriptionId, operation"
+    )
+
+
+def test_a_request_body_key_nested_too_deep_says_how_many_levels():
+    """A request's JSON body has no indentation; the key sits two mappings too deep
+    (in a segment of the rule's inline scenario)."""
+    body = {"scenario": {"segments": [{"begin": 0, "end": 1, "content": "x", "times": 2}]}}
+    with pytest.raises(RuleError) as info:
+        parse_rule(body, scenarios={})
+    assert [str(p) for p in info.value.problems] == [
+        "<request>: scenario.segments[0].times: unknown key 'times' (a rule takes it: is it "
+        "nested 2 levels too deep?); allowed: channel, begin, end, content, partials"
+    ]
