@@ -19,8 +19,8 @@ running there instead, and reset it before each test too; if that emulator
 has an admin token, ``--medscribe-admin-token`` (or ``MEDSCRIBE_ADMIN_TOKEN``,
 the variable the emulator reads) gives it to the handle. The ini file's
 ``medscribe_fixtures`` and ``medscribe_seed`` are then not used: the report
-header says so, and a scenario that emulator refuses as unknown says its
-fixtures are not the ini's.
+header says so, and a scenario that emulator refuses as unknown names the
+scenarios of the ini's fixtures directory it lacks.
 
 Fixtures: ``medscribe_emulator`` (per test, reset, the marker applied),
 ``medscribe_emulator_server`` (the same handle for the whole session, never
@@ -171,12 +171,21 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 
 def _ini_for_started(config: pytest.Config) -> list[str]:
-    """The ini options set that configure only the emulator the plugin starts."""
-    return [
-        name
-        for name in ("medscribe_fixtures", "medscribe_seed")
-        if str(config.getini(name)).strip()
-    ]
+    """The ini options that configure only the emulator the plugin starts and are
+    set to something other than their default (a seed of 0 is the default's)."""
+    unused = []
+    for name in ("medscribe_fixtures", "medscribe_seed"):
+        raw = str(config.getini(name)).strip()
+        if raw and not (name == "medscribe_seed" and _is_zero(raw)):
+            unused.append(name)
+    return unused
+
+
+def _is_zero(raw: str) -> bool:
+    try:
+        return int(raw) == 0
+    except ValueError:
+        return False
 
 
 def _settings_overrides(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
@@ -323,32 +332,74 @@ def medscribe_emulator_server(
         server.stop()
 
 
-def _unknown_scenario_hint(config: pytest.Config, url: str) -> str:
-    """What a scenario refused as unknown by the emulator at ``url`` adds, when the
-    ini file names a fixtures directory (its scenarios were likely the ones
-    meant), else ""."""
+def _unknown_scenario_hint(
+    config: pytest.Config, url: str
+) -> Callable[[MedscribeEmulator], str] | None:
+    """What a scenario refused as unknown by the emulator at ``url`` adds, as a
+    function of that emulator's handle, when the ini file names a fixtures
+    directory (its scenarios were likely the ones meant), else None."""
     value = str(config.getini("medscribe_fixtures")).strip()
     if not value:
-        return ""
+        return None
     source = _url_and_source(config)[1]
     fixtures = _ini_path(config, value)
-    return (
-        f"; the ini's medscribe_fixtures ({fixtures}) is not loaded into the emulator at "
-        f"{url} ({source}): the plugin starts none with a URL. Start that emulator with "
-        "--fixtures and those scenarios, or give use_scenario() an inline scenario"
-    )
+
+    def hint(emulator: MedscribeEmulator) -> str:
+        # Only when true: that emulator may well have been started with these fixtures.
+        missing = _scenarios_lacking(emulator, fixtures)
+        if not missing:
+            return ""
+        names = ", ".join(repr(name) for name in missing[:3]) + (", ..." if missing[3:] else "")
+        return (
+            f"; the emulator at {url} ({source}) lacks the ini's medscribe_fixtures "
+            f"({fixtures}) scenario{'s' if len(missing) > 1 else ''} {names}: that option "
+            "configures only an emulator the plugin starts, and with a URL none is. Start "
+            "that emulator with --fixtures and those scenarios, or give use_scenario() an "
+            "inline scenario"
+        )
+
+    return hint
+
+
+def _scenarios_lacking(emulator: MedscribeEmulator, fixtures: Path) -> list[str]:
+    """The names of the scenarios in ``fixtures`` that ``emulator`` does not list in
+    its health answer, sorted; none when either cannot be read."""
+    from .documents import SCENARIO_SUFFIXES
+    from .scenario import scenario_name
+    from .testing import MedscribeAdminError
+
+    try:
+        names = {
+            scenario_name(path.stem)
+            for path in (fixtures / "scenarios").iterdir()
+            if path.suffix.lower() in SCENARIO_SUFFIXES
+            and not path.name.startswith(".")
+            and path.is_file()
+        }
+        known = emulator.health().get("scenarios")
+    except (OSError, MedscribeAdminError):
+        return []
+    if not isinstance(known, list):  # an emulator that does not list them
+        return []
+    return sorted(names - set(known))
 
 
 def _connect(
-    url: str, *, ca_dir: Path, admin_token: str | None, unknown_scenario_hint: str
+    url: str,
+    *,
+    ca_dir: Path,
+    admin_token: str | None,
+    unknown_scenario_hint: Callable[[MedscribeEmulator], str] | None,
 ) -> MedscribeEmulator:
-    """:meth:`MedscribeEmulator.connect`, with ``unknown_scenario_hint`` added to the
-    message of each rule the emulator refuses for an unknown scenario (by a test,
-    a marker or a fixture: each goes through ``add_rule``); raises as ``connect``."""
+    """:meth:`MedscribeEmulator.connect`, with what ``unknown_scenario_hint`` gives
+    for the handle added to the message of each rule the emulator refuses for an
+    unknown scenario (by a test, a marker or a fixture: each goes through
+    ``add_rule``); raises as ``connect``."""
     from .testing import EmulatorRule, MedscribeAdminError, MedscribeEmulator
 
-    if not unknown_scenario_hint:
+    if unknown_scenario_hint is None:
         return MedscribeEmulator.connect(url, ca_dir=ca_dir, admin_token=admin_token)
+    hint_for = unknown_scenario_hint
 
     # A class of this function's: at module level it would import emulator.testing
     # into every pytest run of a project, as the server stack is not (see above).
@@ -360,11 +411,12 @@ def _connect(
             except MedscribeAdminError as error:
                 if error.status != 400 or "unknown scenario" not in error.message:
                     raise
+                hint = hint_for(self)
+                if not hint:
+                    raise
                 refused = error
             # Out of the except block: inside it, the message showed twice (chained).
-            raise MedscribeAdminError(
-                refused.status, refused.message + unknown_scenario_hint, url=refused.url
-            )
+            raise MedscribeAdminError(refused.status, refused.message + hint, url=refused.url)
 
     return HintingEmulator.connect(url, ca_dir=ca_dir, admin_token=admin_token)
 

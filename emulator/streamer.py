@@ -56,6 +56,7 @@ __all__ = [
     "StreamOptions",
     "StreamSummary",
     "StreamReset",
+    "OutputClosed",
     "LiveLine",
     "resolve_roles",
     "Renderer",
@@ -691,6 +692,19 @@ class StreamReset(Exception):
     """The output ended cleanly but the input could not finish: the stream was reset."""
 
 
+#: The message of a stream stopped because its output was closed (``| head -1``).
+OUTPUT_CLOSED = "output closed by its reader"
+
+
+class OutputClosed(BrokenPipeError):
+    """The renderer's output was closed under the stream (its reader stopped
+    reading), which then stopped: ``summary`` is what it did."""
+
+    def __init__(self, summary: StreamSummary) -> None:
+        super().__init__(OUTPUT_CLOSED)
+        self.summary = summary
+
+
 def resolve_roles(audio: AudioFile, roles: tuple[str, str] | None) -> tuple[str, str] | None:
     """Return the channel roles to declare: ``roles``, or the default for 2 channels.
 
@@ -1048,7 +1062,9 @@ async def stream_audio(
     that ended before all audio was sent (``StreamReset``), an endpoint that
     cannot be reached (``ConnectionError``), or an exchange that broke once
     connected, such as a corrupt frame in the response (``StreamError``). Raises
-    :class:`UsageError` for a bad chunk size, channel roles or CA file.
+    :class:`UsageError` for a bad chunk size, channel roles or CA file, and
+    :class:`OutputClosed` when the renderer's output was closed under it (its
+    summary's error ``OutputClosed``, the session's status looked up).
     """
     from awscrt.exceptions import AwsCrtError
     from smithy_core.exceptions import SmithyError
@@ -1058,6 +1074,7 @@ async def stream_audio(
     request, configuration, audio_event, end = _request(audio, options, roles)
     summary = StreamSummary(session_id=options.session_id, total_seconds=audio.seconds)
     started = time.monotonic()
+    output_closed = False
     responded = False  # the response has begun: the endpoint was reached
     received = 0  # output events decoded, known or not
 
@@ -1096,6 +1113,14 @@ async def stream_audio(
             elif hasattr(event, "tag"):
                 renderer.unknown(event.tag)
 
+    def finish() -> None:
+        if not output_closed:
+            renderer.finished(summary)
+            return
+        # Its writes to the closed output fail again: it clears its live line, if any.
+        with contextlib.suppress(BrokenPipeError):
+            renderer.finished(summary)
+
     refusal = await _untrusted(options)
     if refusal is not None and refusal.final:
         summary.error = ("ConnectionError", refusal.message)
@@ -1124,8 +1149,9 @@ async def stream_audio(
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
             await _check_completed(client, request)
-    except BrokenPipeError:  # our own output closed (| head): see run()
-        raise
+    except BrokenPipeError:  # our own output closed (| head -1): the stream stops here
+        summary.error = ("OutputClosed", OUTPUT_CLOSED)
+        output_closed = True
     except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
         summary.error = _failure(error, options, responded=responded, events=received)
         if not responded:
@@ -1144,9 +1170,11 @@ async def stream_audio(
             summary.session_status = await _session_status(options, request)
         except asyncio.CancelledError:
             summary.error = ("Interrupted", "interrupted before the session ended")
-            renderer.finished(summary)
+            finish()
             raise
-    renderer.finished(summary)
+    finish()
+    if output_closed:
+        raise OutputClosed(summary)
     return summary
 
 
@@ -1321,8 +1349,8 @@ def run(
     :data:`EXIT_OUTPUT_CLOSED` when ``out`` is a pipe its reader closed). Every
     failure is one ``error: ...`` line on ``err``; nothing is raised for them.
     A failed stream's error line is followed by a ``note:`` when the dummy key
-    pair was refused and, without ``json_lines``, by the ``stopped: ...`` summary
-    naming the session and what can be done with it.
+    pair was refused and, without ``json_lines`` or when ``out`` was closed, by
+    the ``stopped: ...`` summary naming the session and what can be done with it.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -1358,13 +1386,16 @@ def run(
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _quiet_crt_cancel(previous_hook)
 
-    def stopped(code: int, message: str, summary: StreamSummary | None) -> int:
+    def stopped(
+        code: int, message: str, summary: StreamSummary | None, *, output_gone: bool = False
+    ) -> int:
         fail(code, message)
         if summary is None or summary.error is None:
             return code
         if (note := _dummy_pair_note(options, summary.error)) is not None:
             print(f"note: {note}", file=err, flush=True)
-        if isinstance(renderer, TextRenderer):  # --json printed its summary
+        # --json printed its summary, unless its output is gone.
+        if isinstance(renderer, TextRenderer) or output_gone:
             print(_failure_line(summary, options.endpoint_url), file=err, flush=True)
         return code
 
@@ -1375,9 +1406,18 @@ def run(
         return stopped(130, "interrupted", interrupted)
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))
+    except OutputClosed as closed:
+        # The reader of our output has gone: point the output at /dev/null so
+        # that the interpreter's last flush does not complain, and name the
+        # session it left on stderr, as Ctrl-C does.
+        _discard(out)
+        try:
+            return stopped(EXIT_OUTPUT_CLOSED, OUTPUT_CLOSED, closed.summary, output_gone=True)
+        except BrokenPipeError:  # stderr went with it (2>&1 | head -1)
+            _discard(err)
+            return EXIT_OUTPUT_CLOSED
     except BrokenPipeError:
-        # The reader of our output has gone: stop quietly, and point the output
-        # at /dev/null so that the interpreter's last flush does not complain.
+        # Closed after the stream had ended (--json's summary line): nothing left to say.
         _discard(out)
         return EXIT_OUTPUT_CLOSED
     finally:

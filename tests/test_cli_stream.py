@@ -560,9 +560,12 @@ def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(serv
 
 
 @pytest.mark.parametrize("json_lines", [True, False], ids=["json", "text"])
-def test_a_reader_that_closes_the_output_stops_the_stream_quietly(server, audio_dir, json_lines):
-    """`stream --json | head -1`: no traceback, the status SIGPIPE would leave,
-    and the session left resumable (paused), as a client gone mid-stream leaves it."""
+def test_a_reader_that_closes_the_output_stops_the_stream_naming_its_session(
+    server, audio_dir, json_lines
+):
+    """`stream --json | head -1`: no traceback, the status SIGPIPE would leave, the
+    session left resumable (paused), as a client gone mid-stream leaves it, and
+    stderr naming it as after Ctrl-C (with --json too: its summary went with the output)."""
     session_id = scripted(server)  # two finals: the second is written after the close
     args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
     args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
@@ -588,6 +591,9 @@ def test_a_reader_that_closes_the_output_stops_the_stream_quietly(server, audio_
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     details = session_details(server, session_id)
     assert details["status"] == "PAUSED"
+    error, summary = err.strip().splitlines()
+    assert error == "error: output closed by its reader"
+    assert stopped(summary)[3:] == (session_id, resumes(session_id))
 
 
 def test_a_wav_read_from_a_pipe_streams_like_the_file(server, audio_dir):

@@ -838,6 +838,22 @@ def test_a_url_is_named_in_the_header_with_the_ini_settings_and_override_it_leav
     )
 
 
+def test_an_ini_seed_equal_to_the_default_is_not_called_unused(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``medscribe_seed = 0`` changes nothing: the header called it unused with a URL."""
+    user_project(pytester, monkeypatch, "def test_a(medscribe_emulator):\n    pass\n")
+    for seed in ("0", "+0", " 00 "):
+        pytester.makeini(INPROCESS_INI + f"medscribe_seed = {seed}\n")
+        result = pytester.runpytest_subprocess(
+            "-p", "emulator.pytest_plugin", "--collect-only", "--medscribe-url=http://127.0.0.1:9"
+        )
+        header = [line for line in result.stdout.lines if line.startswith("medscribe:")]
+        assert header == [
+            "medscribe: using the emulator at http://127.0.0.1:9 (--medscribe-url), none is started"
+        ], seed
+
+
 #: A user's tests naming a scenario of the ini's fixtures directory, as an emulator
 #: started with the packaged fixtures refuses it.
 PROJECT_SCENARIO_TESTS = """
@@ -872,9 +888,10 @@ def test_an_unknown_scenario_at_a_url_says_the_ini_fixtures_are_not_loaded_there
     result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
     result.assert_outcomes(passed=1, failed=1, errors=1)
     hint = (
-        f"; the ini's medscribe_fixtures ({pytester.path / 'emulator-fixtures'}) is not "
-        f"loaded into the emulator at {remote.h2c_url} (MEDSCRIBE_URL): the plugin starts "
-        "none with a URL. Start that emulator with --fixtures and those scenarios, or give "
+        f"; the emulator at {remote.h2c_url} (MEDSCRIBE_URL) lacks the ini's "
+        f"medscribe_fixtures ({pytester.path / 'emulator-fixtures'}) scenario 'greeting': "
+        "that option configures only an emulator the plugin starts, and with a URL none "
+        "is. Start that emulator with --fixtures and those scenarios, or give "
         "use_scenario() an inline scenario"
     )
     result.stdout.fnmatch_lines(
@@ -891,6 +908,30 @@ def test_an_unknown_scenario_at_a_url_says_the_ini_fixtures_are_not_loaded_there
     plain.assert_outcomes(passed=1, failed=1, errors=1)
     assert "unknown scenario 'greeting'" in plain.stdout.str()
     assert "medscribe_fixtures" not in plain.stdout.str()
+
+
+def test_an_unknown_scenario_at_a_url_started_with_the_ini_fixtures_gets_no_hint(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator at the URL was started with the ini's fixtures: a typo's refusal
+    said they were "not loaded" into it, advice it had followed already."""
+    typo = (
+        "\n\ndef test_typo(medscribe_emulator):\n    medscribe_emulator.use_scenario('greting')\n"
+    )
+    user_project(pytester, monkeypatch, PROJECT_SCENARIO_TESTS + typo)
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=pytester.mkdir("state"),
+        fixtures=pytester.path / "emulator-fixtures",
+    )
+    with EmulatorThread(settings) as server:
+        monkeypatch.setenv("MEDSCRIBE_URL", server.h2c_url)
+        result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["E *unknown scenario 'greting' (did you mean 'greeting'?)*"])
+    assert "medscribe_fixtures (" not in result.stdout.str()
 
 
 def test_a_failed_start_is_raised_once_not_again_by_stop(tmp_path: Path) -> None:
