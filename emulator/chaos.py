@@ -61,6 +61,8 @@ class ChaosRunner:
         #: For paced output: one callable per chunk queued, in step with the
         #: chunks given to :meth:`write`, called once its chunk is sent.
         self.on_sent = on_sent
+        #: The :attr:`on_sent` callables of the chunks dropped unsent (see :meth:`write`).
+        self.unsent: list[Callable[[], object]] = []
         # Seeded only for a rule with jitter: seeding from a string hashes it,
         # which a burst of streams opening at once paid for nothing.
         self._random = (
@@ -118,7 +120,8 @@ class ChaosRunner:
 
         Paced, each chunk's :attr:`on_sent` callable runs once the chunk is sent;
         the chunks left when the stream closes during a pause are dropped
-        unsent, their callables not run: they never reached the client.
+        unsent, their callables not run but kept in :attr:`unsent`: they never
+        reached the client, and a resumed stream may send them again.
         """
         if not chunks:
             return
@@ -138,6 +141,7 @@ class ChaosRunner:
             # Every event waits its turn, so none rides in another's DATA frame.
             delay = (self._delay() if index == 0 else 0.0) + chaos.slow
             if delay and not await self._sleep(delay):
+                self.unsent += hooks[index:]
                 return  # the stream closed: nothing more reaches the client
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if index < len(hooks):

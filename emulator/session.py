@@ -35,7 +35,7 @@ import itertools
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -287,6 +287,8 @@ class ScribeSession:
         self._next_segment: Segment | None = None
         self._next_index = self._resume.next_segment
         self._active: list[_Active] = []
+        # This stream's finalised segments, by id: what withdraw() may set back.
+        self._finalised: dict[str, _Active] = {}
         self._faults: list[tuple[int, Fault]] = []
         # Audio time before which _advance has nothing to release (see _next_release).
         self._wake_at = -math.inf
@@ -309,6 +311,29 @@ class ScribeSession:
             active=tuple((active.index, active.released) for active in self._active),
             fired_faults=tuple(sorted(self._fired)),
         )
+
+    def withdraw(self, results: Sequence[TranscriptResult]) -> None:
+        """Take back ``results``, made by this session but never sent (held by a
+        chaos pause when the stream closed), so that a stream resuming the session
+        sends them again: its :meth:`progress` goes back to before the first of
+        them of each segment. Results of a segment come in order (its partials,
+        then its final), so the last ones of a segment are the ones not sent.
+        A completed or failed session is never resumed: it is left as it is.
+        """
+        if self.state in (_S.COMPLETED, _S.FAILED):
+            return
+        withdrawn: dict[str, int] = {}
+        for result in results:
+            withdrawn[result.segment_id] = withdrawn.get(result.segment_id, 0) + 1
+        by_id = {active.segment_id: active for active in self._active}
+        for segment_id, count in withdrawn.items():
+            active = by_id.get(segment_id)
+            if active is None and (active := self._finalised.pop(segment_id, None)) is not None:
+                count -= 1  # its final, and the partials before it
+                self._active.append(active)
+            if active is not None:
+                active.released = max(0, active.released - count)
+        self._active.sort(key=lambda active: active.index)
 
     @property
     def finished(self) -> bool:
@@ -638,6 +663,7 @@ class ScribeSession:
                     item, content=item.segment.content, partial=False, end=item.segment.end
                 )
                 self._active.remove(item)
+                self._finalised[item.segment_id] = item
         self._wake_at = self._next_release()
 
     def _next_release(self) -> float:

@@ -208,7 +208,7 @@ class StreamEndpoint:
                 payload = transcript_payload(event)
                 out.append(transcript_message(payload))
                 if on_sent is not None:
-                    on_sent.append(partial(_sent_transcript, record, journal, event, payload))
+                    on_sent.append(_HeldResult(event, record, journal, payload))
                     return
                 record.output_sent(event)
                 journal.record_transcript(payload, record.audio_seconds)
@@ -225,6 +225,7 @@ class StreamEndpoint:
         # From here on the stream is open in the backend's count (which the
         # server's idle full collections read) and in the quotas: whatever
         # fails, the finally below closes it.
+        chaos: ChaosRunner | None = None
         try:
             session = self.backend.new_session(record, request, rule=rule, send=emit)
             chaos = ChaosRunner(
@@ -264,6 +265,10 @@ class StreamEndpoint:
                     receive, send, exchange, signature=signature, chaos=chaos, inline=inline
                 )
         finally:
+            if chaos is not None and chaos.unsent:
+                # Results a pause held when the stream closed: the session's script
+                # had moved past them, and a resumed stream never sent them.
+                session.withdraw([h.event for h in chaos.unsent if isinstance(h, _HeldResult)])
             self.backend.close_stream(record)
             if quota_key is not None:
                 self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
@@ -586,12 +591,20 @@ class _Exchange:
     stream: int
 
 
-def _sent_transcript(
-    record: SessionRecord, journal: Journal, event: TranscriptResult, payload: Any
-) -> None:
-    """Count and journal a paced transcript event, now sent."""
-    record.output_sent(event)
-    journal.record_transcript(payload, record.audio_seconds)
+@dataclass(frozen=True, slots=True)
+class _HeldResult:
+    """A paced transcript event, made but held by a chaos pause: called once it is
+    sent, it counts and journals it; :attr:`event` is what the session takes back
+    if it never is (see :meth:`ScribeSession.withdraw`)."""
+
+    event: TranscriptResult
+    record: SessionRecord
+    journal: Journal
+    payload: Any
+
+    def __call__(self) -> None:
+        self.record.output_sent(self.event)
+        self.journal.record_transcript(self.payload, self.record.audio_seconds)
 
 
 def _sent_other(

@@ -487,6 +487,66 @@ async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_no
     assert detail["finalsSent"] == detail["partialsSent"] == 0
 
 
+async def test_results_a_pause_held_when_the_client_left_come_on_the_resumed_stream(emulator):
+    """A final and partial made but held by `slow` when the client closed its
+    connection were dropped, and the script had moved past them: the resumed
+    stream never sent them, and the session's transcript lacked them. They are
+    taken back, and come when the resumed stream's configuration is taken."""
+    import asyncio
+
+    from emulator.sdk import make_client
+
+    from .support import audio_event, configuration_event, stream_input
+
+    backend = emulator.app.backend
+    before = backend.active
+    session_id = new_session_id()
+    script = {
+        "segments": [
+            {"begin": 0.1, "end": 0.3, "content": "held back", "partials": 1},
+            {"begin": 0.5, "end": 2.0, "content": "and the next one", "partials": 0},
+        ]
+    }
+    status, body = admin(
+        emulator.h2c_url,
+        "POST",
+        "/_emulator/rules",
+        {"match": {"sessionId": session_id}, "scenario": script, "chaos": {"slow": 3600}},
+    )
+    assert status == 201, body
+    client = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+    try:
+        stream = await asyncio.wait_for(
+            client.start_medical_scribe_listening_session(input=stream_input(session_id)), 30
+        )
+        await stream.input_stream.send(configuration_event())
+        tone = pcm_tone(1.0)
+        for i in range(0, len(tone), 3200):
+            await stream.input_stream.send(audio_event(tone[i : i + 3200]))
+        deadline = time.monotonic() + 30
+        while (record := backend.find(session_id)) is None or record.audio_seconds < 1.0:
+            assert time.monotonic() < deadline, "the audio did not arrive"
+            await asyncio.sleep(0.01)
+    finally:
+        await client._config.transport.close()  # while the partial waits out its pause
+    deadline = time.monotonic() + 30
+    while backend.active != before:
+        assert time.monotonic() < deadline, "the session stays open in its pause"
+        await asyncio.sleep(0.01)
+    status, _ = admin(emulator.h2c_url, "DELETE", "/_emulator/rules")  # no pause this time
+    assert status == 200
+    resumed = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
+    try:
+        result = await run_session(resumed, session_id, audio=pcm_tone(1.5), timeout=30)
+    finally:
+        await resumed._config.transport.close()
+    assert result.error is None
+    assert [(p.content, p.audio_end_offset) for p in result.partials] == [("held", 0.2)]
+    assert [f.content for f in result.finals] == ["held back", "and the next one"]
+    status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+    assert detail["status"] == "COMPLETED" and detail["finalsSent"] == 2
+
+
 async def test_disconnect_close_delivers_the_output_due_before_it(emulator):
     """A close at 2.0 s dropped what the session had sent before it but the send task
     had not yet written: the client got 0 to 4 of the 4 results due before 2.0 s,

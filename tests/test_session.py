@@ -288,3 +288,53 @@ def test_every_state_change_is_the_tables_answer(monkeypatch, pair):
     else:
         apply(session, happening)
     assert session.state is elsewhere
+
+
+def _resumed_results(scenario: Scenario, progress: object, seconds: float) -> list:
+    """What a stream resuming at ``progress`` sends for ``seconds`` more of audio."""
+    sent: list = []
+    session = ScribeSession(
+        request=REQUEST, scenario_for=lambda c: scenario, send=sent.append, resume=progress
+    )
+    session.receive_event(event("configurationEvent"))
+    audio = pcm_tone(seconds)
+    for start in range(0, len(audio), 32_000):
+        session.receive_event(event("binaryAudioEvent", audio[start : start + 32_000]))
+    return [(r.content, r.is_partial) for r in sent if isinstance(r, TranscriptResult)]
+
+
+@pytest.mark.parametrize(
+    ("unsent", "again"),
+    [
+        (0, []),
+        (1, [("one two three", False)]),  # the final alone
+        (2, [("one", True), ("one two three", False)]),  # a partial and the final
+        (3, [("one", True), ("one two three", False)]),  # more than it made: no further back
+    ],
+)
+def test_results_withdrawn_unsent_come_again_on_the_resumed_stream(unsent, again):
+    """A session's results held by a chaos pause when its stream closed are taken back
+    (the last ones of the segment), and a stream resuming it sends them again."""
+    scenario = Scenario(
+        name="s",
+        segments=(
+            Segment(begin=0.0, end=0.5, content="one two three", partials=1),
+            Segment(begin=2.0, end=2.5, content="later", partials=0),
+        ),
+    )
+    sent: list = []
+    session = ScribeSession(request=REQUEST, scenario_for=lambda c: scenario, send=sent.append)
+    session.receive_event(event("configurationEvent"))
+    session.receive_event(event("binaryAudioEvent", pcm_tone(1.0)))
+    results = [r for r in sent if isinstance(r, TranscriptResult)]
+    assert [(r.content, r.is_partial) for r in results] == [("one", True), ("one two three", False)]
+    session.input_closed()
+    session.withdraw(results[len(results) - unsent :] if unsent <= 2 else results * 2)
+    assert _resumed_results(scenario, session.progress(), 2.0) == [*again, ("later", False)]
+
+
+def test_a_completed_session_withdraws_nothing():
+    session, sent = session_in(COMPLETED)
+    before = session.progress()
+    session.withdraw([r for r in sent if isinstance(r, TranscriptResult)])
+    assert session.progress() == before
