@@ -437,13 +437,10 @@ def test_a_paced_exception_the_client_never_got_still_says_why_the_session_faile
     assert "configuration" in error["message"]
 
 
-async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_nothing_sent(
-    emulator,
-):
-    """Through the real SDK: a session whose first result waits out an hour of
-    `slow`, and an application that gives up and closes its client. The pause ends
-    with the connection, the session closes at once (not an hour later), and the
-    result it never sent is not counted as sent."""
+async def _left_during_an_hours_pause(emulator, script: dict, *, heard: float) -> str:
+    """A session of ``script`` whose output waits out an hour of `slow`, through the
+    real SDK: a second of audio sent, the client closed once the session has
+    ``heard`` seconds of it; returns the session's id once its stream has closed."""
     import asyncio
 
     from emulator.sdk import make_client
@@ -453,7 +450,6 @@ async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_no
     backend = emulator.app.backend
     before = backend.active
     session_id = new_session_id()
-    script = {"segments": [{"begin": 0.1, "end": 0.3, "content": "held back", "partials": 0}]}
     status, body = admin(
         emulator.h2c_url,
         "POST",
@@ -471,8 +467,7 @@ async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_no
         for i in range(0, len(tone), 3200):
             await stream.input_stream.send(audio_event(tone[i : i + 3200]))
         deadline = time.monotonic() + 30
-        # Past 0.3 s of audio the final is made, and waits out its pause.
-        while (record := backend.find(session_id)) is None or record.audio_seconds < 0.3:
+        while (record := backend.find(session_id)) is None or record.audio_seconds < heard:
             assert time.monotonic() < deadline, "the audio did not arrive"
             await asyncio.sleep(0.01)
     finally:
@@ -481,6 +476,19 @@ async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_no
     while backend.active != before:
         assert time.monotonic() < deadline, "the session stays open in its pause"
         await asyncio.sleep(0.01)
+    return session_id
+
+
+async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_nothing_sent(
+    emulator,
+):
+    """Through the real SDK: a session whose first result waits out an hour of
+    `slow`, and an application that gives up and closes its client. The pause ends
+    with the connection, the session closes at once (not an hour later), and the
+    result it never sent is not counted as sent."""
+    script = {"segments": [{"begin": 0.1, "end": 0.3, "content": "held back", "partials": 0}]}
+    # Past 0.3 s of audio the final is made, and waits out its pause.
+    session_id = await _left_during_an_hours_pause(emulator, script, heard=0.3)
     status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert detail["status"] == "PAUSED"
     assert detail["eventsSent"] == {}
@@ -492,47 +500,15 @@ async def test_results_a_pause_held_when_the_client_left_come_on_the_resumed_str
     connection were dropped, and the script had moved past them: the resumed
     stream never sent them, and the session's transcript lacked them. They are
     taken back, and come when the resumed stream's configuration is taken."""
-    import asyncio
-
     from emulator.sdk import make_client
 
-    from .support import audio_event, configuration_event, stream_input
-
-    backend = emulator.app.backend
-    before = backend.active
-    session_id = new_session_id()
     script = {
         "segments": [
             {"begin": 0.1, "end": 0.3, "content": "held back", "partials": 1},
             {"begin": 0.5, "end": 2.0, "content": "and the next one", "partials": 0},
         ]
     }
-    status, body = admin(
-        emulator.h2c_url,
-        "POST",
-        "/_emulator/rules",
-        {"match": {"sessionId": session_id}, "scenario": script, "chaos": {"slow": 3600}},
-    )
-    assert status == 201, body
-    client = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
-    try:
-        stream = await asyncio.wait_for(
-            client.start_medical_scribe_listening_session(input=stream_input(session_id)), 30
-        )
-        await stream.input_stream.send(configuration_event())
-        tone = pcm_tone(1.0)
-        for i in range(0, len(tone), 3200):
-            await stream.input_stream.send(audio_event(tone[i : i + 3200]))
-        deadline = time.monotonic() + 30
-        while (record := backend.find(session_id)) is None or record.audio_seconds < 1.0:
-            assert time.monotonic() < deadline, "the audio did not arrive"
-            await asyncio.sleep(0.01)
-    finally:
-        await client._config.transport.close()  # while the partial waits out its pause
-    deadline = time.monotonic() + 30
-    while backend.active != before:
-        assert time.monotonic() < deadline, "the session stays open in its pause"
-        await asyncio.sleep(0.01)
+    session_id = await _left_during_an_hours_pause(emulator, script, heard=1.0)
     status, _ = admin(emulator.h2c_url, "DELETE", "/_emulator/rules")  # no pause this time
     assert status == 200
     resumed = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)

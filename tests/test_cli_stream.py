@@ -494,15 +494,10 @@ def sigint_not_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, tmp_path):
-    """SIGINT mid-stream: the JSON output still ends with an error and the summary."""
-    # A minute of audio in real time: however slow a loaded machine starts the
-    # command, the signal comes long before the stream could end by itself.
-    minute = write_wav(tmp_path / "minute.wav", 60.0)
-    args = ["stream", str(minute), "--endpoint", server.endpoint_url]
-    args += ["--ca", str(server.ca_file), "--realtime", "--json"]
+def _interruptible(args: list[str]) -> subprocess.Popen[str]:
+    """``python -m emulator ARGS`` with its output piped, SIGINT at its default."""
     with sigint_not_ignored():
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "emulator", *args],
             cwd=REPO,
             env=clean_env(),
@@ -510,6 +505,16 @@ def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
+
+
+def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, tmp_path):
+    """SIGINT mid-stream: the JSON output still ends with an error and the summary."""
+    # A minute of audio in real time: however slow a loaded machine starts the
+    # command, the signal comes long before the stream could end by itself.
+    minute = write_wav(tmp_path / "minute.wav", 60.0)
+    args = ["stream", str(minute), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), "--realtime", "--json"]
+    process = _interruptible(args)
     try:
         assert process.stdout is not None
         first = json.loads(process.stdout.readline())  # the session has started
@@ -533,15 +538,7 @@ def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(serv
     session_id = scripted(server, script)
     args = ["stream", str(minute), "--endpoint", server.endpoint_url]
     args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
-    with sigint_not_ignored():
-        process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", *args],
-            cwd=REPO,
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    process = _interruptible(args)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
