@@ -268,11 +268,9 @@ class Backend:
 
         A probability draws with how many look-ups of the session asked before
         (the newest :data:`MAX_REFUSED_SESSIONS` sessions' counts are kept): a
-        poller's every Get draws anew, the same way in every run. They are
-        counted while a rule has a probability: without one no draw reads them,
-        and counting every Get took up to 35 MB for nothing.
+        poller's every Get draws anew, the same way in every run.
         """
-        asked = _count_up(self._looked_up, key) - 1 if self.rules.draws else 0
+        asked = _count_up(self._looked_up, key) - 1
         return self.rules.match(
             session_id=key.session_id,
             domain_id=key.domain_id,

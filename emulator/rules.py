@@ -716,11 +716,6 @@ class RuleBook:
                 self._definitions[self._serial] = self._definition(rule)
         return rule
 
-    @property
-    def draws(self) -> bool:
-        """Whether any rule has a probability (its draws count a session's requests)."""
-        return bool(self._definitions)
-
     def _definition(self, rule: Rule) -> str:
         """What ``rule`` says, as a digest, for its draws (under the lock): two rules
         with one match and probability but other effects draw independently (with
