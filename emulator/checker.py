@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .documents import SCENARIO_SUFFIXES, load_scenario_dir
+from .documents import SCENARIO_SUFFIXES, load_scenario_dir, scenario_files
 from .errors import ConfigError
 from .resources import load_resources_file
 from .rules import load_rules_file
@@ -66,7 +66,7 @@ class CheckReport:
 
 
 def _scenario_stems(directory: Path) -> set[str]:
-    return {p.stem for p in _scenario_files(directory / "scenarios")}
+    return {p.stem for p in scenario_files(directory / "scenarios")}
 
 
 def _problems(error: ConfigError, path: Path) -> list[Problem]:
@@ -123,7 +123,7 @@ def _folder_hint(directory: Path) -> str:
     """What to give instead of ``directory``, which is no fixtures directory: its
     parent when it is a scenarios/ folder, or where its scenario files go."""
     named = _named(directory)
-    holds = _scenario_files(directory)
+    holds = scenario_files(directory)
     if named.name == "scenarios":
         what = "it holds scenario files" if holds else "it is a scenarios/ folder"
         return f": {what}: give its parent, {named.parent}"
@@ -138,12 +138,6 @@ def _named(directory: Path) -> Path:
     """``directory``, or its absolute path when the path does not name it
     (``.``, ``..``): what its name and parent are read from."""
     return directory.resolve() if directory.name in ("", "..") else directory
-
-
-def _scenario_files(folder: Path) -> list[Path]:
-    """The files in ``folder`` with a scenario file's suffix (see :func:`_visible`
-    for those left out)."""
-    return [p for p in _visible(folder) if p.suffix.lower() in SCENARIO_SUFFIXES and p.is_file()]
 
 
 def misnamed_fixture_files(directory: Path) -> list[Problem]:
@@ -219,7 +213,7 @@ def _unread_at_the_top(path: Path, directory: Path) -> tuple[str, bool] | None:
         return "not read: scenarios/ must be a folder, holding one file per scenario", False
     if path.is_dir():
         # One without scenario files (audio, or nothing yet) is no fixture.
-        if folder_name and not _same(path, directory / "scenarios") and _scenario_files(path):
+        if folder_name and not _same(path, directory / "scenarios") and scenario_files(path):
             return "not read: scenario files are read from scenarios/ only", False
         return None
     if path.suffix.lower() not in SCENARIO_SUFFIXES:
@@ -245,7 +239,7 @@ def _unread_scenario(path: Path) -> tuple[str, bool] | None:
     if path.is_dir():
         # One named like a scenario file is load_scenario_dir's problem ("is not a
         # file"); one without scenario files in it (audio, say) is no fixture.
-        if named_as_one or not _scenario_files(path):
+        if named_as_one or not scenario_files(path):
             return None
         return (
             f"not read: scenario files go directly in scenarios/, not in a folder in it{_HIDE}",

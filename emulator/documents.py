@@ -31,7 +31,13 @@ from .problems import (
     render_path,
     shown,
 )
-from .scenario import RESERVED_NAME, Scenario, scenario_name, validate_scenario
+from .scenario import (
+    RESERVED_NAME,
+    SCENARIO_SUFFIXES,
+    Scenario,
+    scenario_name,
+    validate_scenario,
+)
 from .validation import SURROGATE_ESCAPE
 
 __all__ = [
@@ -39,10 +45,8 @@ __all__ = [
     "read_document",
     "load_scenario_file",
     "load_scenario_dir",
+    "scenario_files",
 ]
-
-#: File suffixes :func:`load_scenario_dir` reads, in the order it prefers them.
-SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 class _Walk:
@@ -517,11 +521,7 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
     scenarios: dict[str, Scenario] = {}
     origin: dict[str, Path] = {}
     problems: list[Problem] = []
-    entries = sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in SCENARIO_SUFFIXES and not p.name.startswith(".")
-    )
+    entries = _named_as_scenarios(folder)
     files = [p for p in entries if p.is_file()]
     for path in entries:
         if not path.is_file():  # a directory named like a scenario file: not one
@@ -568,3 +568,22 @@ def load_scenario_dir(directory: str | Path) -> dict[str, Scenario]:
     if problems:
         raise ScenarioError(problems)
     return scenarios
+
+
+def _named_as_scenarios(folder: Path) -> list[Path]:
+    """The entries of ``folder`` named as scenario files (a scenario suffix, not
+    hidden by a leading dot), sorted; none when ``folder`` is no directory."""
+    try:
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in SCENARIO_SUFFIXES and not p.name.startswith(".")
+        )
+    except OSError:
+        return []
+
+
+def scenario_files(folder: Path) -> list[Path]:
+    """The scenario files :func:`load_scenario_dir` reads from ``folder`` (its
+    ``scenarios/``, or any folder asked about), sorted; none when it is no directory."""
+    return [p for p in _named_as_scenarios(folder) if p.is_file()]

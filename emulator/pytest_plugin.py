@@ -364,18 +364,12 @@ def _unknown_scenario_hint(
 def _scenarios_lacking(emulator: MedscribeEmulator, fixtures: Path) -> list[str]:
     """The names of the scenarios in ``fixtures`` that ``emulator`` does not list in
     its health answer, sorted; none when either cannot be read."""
-    from .documents import SCENARIO_SUFFIXES
+    from .documents import scenario_files
     from .scenario import scenario_name
     from .testing import MedscribeAdminError
 
     try:
-        names = {
-            scenario_name(path.stem)
-            for path in (fixtures / "scenarios").iterdir()
-            if path.suffix.lower() in SCENARIO_SUFFIXES
-            and not path.name.startswith(".")
-            and path.is_file()
-        }
+        names = {scenario_name(path.stem) for path in scenario_files(fixtures / "scenarios")}
         known = emulator.health().get("scenarios")
     except (OSError, MedscribeAdminError):
         return []

@@ -590,7 +590,7 @@ def meant_scenario(value: str, known: Iterable[str]) -> str | None:
     value = scenario_name(value[:_MEANT_LIMIT])
     stem, dot, suffix = value.rpartition(".")
     tries = [value]
-    if dot and f".{suffix.casefold()}" in _FILE_SUFFIXES:
+    if dot and f".{suffix.casefold()}" in SCENARIO_SUFFIXES:
         tries.append(stem)
     for given in tries:
         if given in names:
@@ -601,9 +601,10 @@ def meant_scenario(value: str, known: Iterable[str]) -> str | None:
     return names[near[0]] if near else None
 
 
-#: The suffixes of scenario files (:data:`emulator.documents.SCENARIO_SUFFIXES`),
-#: which a name given as its file's drops.
-_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+#: File suffixes :func:`emulator.documents.load_scenario_dir` reads, in the order it
+#: prefers them; a name given as its file's (``visit.yaml``) drops one. Exported
+#: by emulator.documents, the file reader, as its own.
+SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 
 #: How much of an unknown name :func:`meant_scenario` reads: no scenario's name
 #: is longer than a file name may be (255 bytes).

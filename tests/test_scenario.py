@@ -1186,4 +1186,4 @@ def test_the_suffixes_a_meant_name_drops_are_the_scenario_files_ones():
     from emulator import scenario
     from emulator.documents import SCENARIO_SUFFIXES
 
-    assert scenario._FILE_SUFFIXES == SCENARIO_SUFFIXES
+    assert scenario.SCENARIO_SUFFIXES == SCENARIO_SUFFIXES
