@@ -119,9 +119,11 @@ class ChaosRunner:
         """Send ``chunks`` (encoded output events) with the rule's pacing, then clear them.
 
         Paced, each chunk's :attr:`on_sent` callable runs once the chunk is sent;
-        the chunks left when the stream closes during a pause are dropped
-        unsent, their callables not run but kept in :attr:`unsent`: they never
-        reached the client, and a resumed stream may send them again.
+        the chunks left when the stream closes during a pause, or when a send is
+        cut off (the client took no output for ``--idle-timeout``, or the task
+        was cancelled), are dropped unsent, their callables not run but kept in
+        :attr:`unsent`: they never reached the client, and a resumed stream may
+        send them again.
         """
         if not chunks:
             return
@@ -137,15 +139,21 @@ class ChaosRunner:
         if self.on_sent is not None:
             hooks = list(self.on_sent)
             self.on_sent.clear()
-        for index, chunk in enumerate(pending):
-            # Every event waits its turn, so none rides in another's DATA frame.
-            delay = (self._delay() if index == 0 else 0.0) + chaos.slow
-            if delay and not await self._sleep(delay):
-                self.unsent += hooks[index:]
-                return  # the stream closed: nothing more reaches the client
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if index < len(hooks):
-                hooks[index]()
+        sent = 0
+        try:
+            for index, chunk in enumerate(pending):
+                # Every event waits its turn, so none rides in another's DATA frame.
+                delay = (self._delay() if index == 0 else 0.0) + chaos.slow
+                if delay and not await self._sleep(delay):
+                    return  # the stream closed: nothing more reaches the client
+                # A send cut off midway (by a time-out's cancellation) counts as
+                # not sent: a client that takes no output has not taken it.
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent = index + 1
+                if index < len(hooks):
+                    hooks[index]()
+        finally:
+            self.unsent += hooks[sent:]
 
     def due(self, audio_seconds: float) -> str | None:
         """The next trouble the audio clock has reached, once: ``disconnect-reset``,

@@ -114,6 +114,10 @@ class TranscriptLine:
     role: str | None = None
 
 
+#: The journal directions of transcript results an artifact is built from.
+_RESULTS = frozenset({"out", "unsent"})
+
+
 def final_lines(
     entries: Iterable[Mapping[str, Any]], *, roles: Mapping[str, str] | None = None
 ) -> list[TranscriptLine]:
@@ -124,7 +128,9 @@ def final_lines(
     """
     lines = []
     for entry in entries:
-        if entry.get("direction") != "out" or entry.get("type") != "transcriptEvent":
+        # ``unsent``: made but held by a chaos pause when the stream of a session
+        # that is over closed; the service's artifacts are of the audio.
+        if entry.get("direction") not in _RESULTS or entry.get("type") != "transcriptEvent":
             continue
         segment = entry.get("transcriptSegment") or {}
         if segment.get("isPartial", True):

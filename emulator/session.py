@@ -312,16 +312,17 @@ class ScribeSession:
             fired_faults=tuple(sorted(self._fired)),
         )
 
-    def withdraw(self, results: Sequence[TranscriptResult]) -> None:
+    def withdraw(self, results: Sequence[TranscriptResult]) -> bool:
         """Take back ``results``, made by this session but never sent (held by a
         chaos pause when the stream closed), so that a stream resuming the session
         sends them again: its :meth:`progress` goes back to before the first of
         them of each segment. Results of a segment come in order (its partials,
         then its final), so the last ones of a segment are the ones not sent.
-        A completed or failed session is never resumed: it is left as it is.
+        A completed or failed session is never resumed: it is left as it is, and
+        False says so (the caller keeps the results some other way).
         """
         if self.state in (_S.COMPLETED, _S.FAILED):
-            return
+            return False
         withdrawn: dict[str, int] = {}
         for result in results:
             withdrawn[result.segment_id] = withdrawn.get(result.segment_id, 0) + 1
@@ -334,6 +335,7 @@ class ScribeSession:
             if active is not None:
                 active.released = max(0, active.released - count)
         self._active.sort(key=lambda active: active.index)
+        return True
 
     @property
     def finished(self) -> bool:

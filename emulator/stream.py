@@ -267,8 +267,13 @@ class StreamEndpoint:
         finally:
             if chaos is not None and chaos.unsent:
                 # Results a pause held when the stream closed: the session's script
-                # had moved past them, and a resumed stream never sent them.
-                session.withdraw([h.event for h in chaos.unsent if isinstance(h, _HeldResult)])
+                # had moved past them, and a resumed stream never sent them. A
+                # session that is over keeps them in its journal, unsent: its
+                # artifacts are of the audio, not of what reached the client.
+                held = [h for h in chaos.unsent if isinstance(h, _HeldResult)]
+                if not session.withdraw([h.event for h in held]):
+                    for result in held:
+                        result.journal_unsent()
             self.backend.close_stream(record)
             if quota_key is not None:
                 self.quotas.close_stream(quota_key)  # type: ignore[union-attr]
@@ -605,6 +610,12 @@ class _HeldResult:
     def __call__(self) -> None:
         self.record.output_sent(self.event)
         self.journal.record_transcript(self.payload, self.record.audio_seconds)
+
+    def journal_unsent(self) -> None:
+        """Journal the event as made but never sent (direction ``unsent``), for a
+        session that is over: not counted as sent, but in its artifacts."""
+        entry = {"direction": "unsent", "type": "transcriptEvent", **json.loads(self.payload)}
+        self.journal.record({**entry, "audioClock": self.record.audio_seconds})
 
 
 def _sent_other(

@@ -437,15 +437,19 @@ def test_a_paced_exception_the_client_never_got_still_says_why_the_session_faile
     assert "configuration" in error["message"]
 
 
-async def _left_during_an_hours_pause(emulator, script: dict, *, heard: float) -> str:
+async def _left_during_an_hours_pause(
+    emulator, script: dict, *, heard: float, end: bool = False
+) -> str:
     """A session of ``script`` whose output waits out an hour of `slow`, through the
-    real SDK: a second of audio sent, the client closed once the session has
-    ``heard`` seconds of it; returns the session's id once its stream has closed."""
+    real SDK: a second of audio sent (then END_OF_SESSION, with ``end``), the
+    client closed once the session has ``heard`` seconds of it (and, with
+    ``end``, has completed); returns the session's id once its stream has closed."""
     import asyncio
 
     from emulator.sdk import make_client
+    from emulator.session import SessionState
 
-    from .support import audio_event, configuration_event, stream_input
+    from .support import audio_event, configuration_event, end_of_session_event, stream_input
 
     backend = emulator.app.backend
     before = backend.active
@@ -466,8 +470,16 @@ async def _left_during_an_hours_pause(emulator, script: dict, *, heard: float) -
         tone = pcm_tone(1.0)
         for i in range(0, len(tone), 3200):
             await stream.input_stream.send(audio_event(tone[i : i + 3200]))
+        if end:
+            await stream.input_stream.send(end_of_session_event())
+
+        def arrived(record) -> bool:
+            if record is None or record.audio_seconds < heard:
+                return False
+            return not end or (record.live and record.live.state is SessionState.COMPLETED)
+
         deadline = time.monotonic() + 30
-        while (record := backend.find(session_id)) is None or record.audio_seconds < heard:
+        while not arrived(backend.find(session_id)):
             assert time.monotonic() < deadline, "the audio did not arrive"
             await asyncio.sleep(0.01)
     finally:
@@ -521,6 +533,50 @@ async def test_results_a_pause_held_when_the_client_left_come_on_the_resumed_str
     assert [f.content for f in result.finals] == ["held back", "and the next one"]
     status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert detail["status"] == "COMPLETED" and detail["finalsSent"] == 2
+
+
+async def test_results_a_pause_held_when_a_completed_sessions_client_left_are_in_its_artifacts(
+    emulator,
+):
+    """END_OF_SESSION taken, its finals held by `slow`, and the client gone before
+    they were sent: the session is COMPLETED, and no stream will resume it. Its
+    transcript left those finals out (built from what was sent); the service
+    builds its artifacts from the audio, so they are in them now, and in the
+    journal as `unsent`, never counted as sent."""
+    # Both end past the second of audio sent, so END_OF_SESSION makes them: no
+    # pause holds the input before it.
+    script = {
+        "segments": [
+            {"begin": 0.1, "end": 1.5, "content": "said at the start", "partials": 0},
+            {"begin": 0.5, "end": 2.0, "content": "cut short by the end", "partials": 0},
+        ]
+    }
+    session_id = await _left_during_an_hours_pause(emulator, script, heard=1.0, end=True)
+    deadline = time.monotonic() + 30
+    while True:
+        status, detail = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+        results = detail["postStreamActionResult"]["clinicalNoteGenerationResult"]
+        if all(r["status"] != "IN_PROGRESS" for r in results.values()):
+            break
+        assert time.monotonic() < deadline, results
+        await asyncio.sleep(0.1)
+    assert detail["status"] == "COMPLETED"
+    assert detail["finalsSent"] == 0
+    assert {r["status"] for r in results.values()} == {"COMPLETED"}, results
+    location = results["transcriptResult"]["outputLocation"].removeprefix("s3://")
+    bucket, key = location.split("/", 1)
+    transcript = json.loads((emulator.ca_file.parent / "s3" / bucket / key).read_text())
+    segments = transcript["Conversation"]["TranscriptSegments"]
+    assert [(s["Content"], s["EndAudioTime"]) for s in segments] == [
+        ("said at the start", 1.0),
+        ("cut short by the end", 1.0),
+    ]
+    status, events = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    unsent = [e for e in events["events"] if e["direction"] == "unsent"]
+    assert [e["transcriptSegment"]["content"] for e in unsent] == [
+        "said at the start",
+        "cut short by the end",
+    ]
 
 
 async def test_disconnect_close_delivers_the_output_due_before_it(emulator):
@@ -581,6 +637,60 @@ def test_disconnect_close_for_a_client_taking_no_output_ends_at_the_idle_timeout
         finally:
             client.close()
         assert admin(run.h2c_url, "GET", "/_emulator/health")[0] == 200
+
+
+async def test_paced_results_cut_off_by_the_idle_timeout_come_on_the_resumed_stream(tmp_path):
+    """Paced output to a client that grants no window fills the stream's buffer,
+    and the next send waits until --idle-timeout cuts it off. The results from
+    that one on were dropped uncounted, and the script had moved past them: a
+    resumed stream never sent them. They are taken back as a pause's are."""
+    import h2.settings
+
+    words = "word " * 1600  # each final about 8 KB: the stream's buffer holds four
+    script = {
+        "segments": [
+            {"begin": i / 10, "end": i / 10 + 0.09, "content": f"part {i} {words}", "partials": 0}
+            for i in range(10)
+        ]
+    }
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.5)
+    with running_emulator(settings) as run:
+        session_id = new_session_id()
+        status, _ = admin(
+            run.h2c_url,
+            "POST",
+            "/_emulator/rules",
+            {"match": {"sessionId": session_id}, "scenario": script, "chaos": {"slow": 0.001}},
+        )
+        assert status == 201
+        client = H2Client("127.0.0.1", run.h2c_port)
+        try:
+            client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            client._flush()
+            stream = client.request(headers(session_id))
+            client.send(stream, body(1.0))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status, first = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+                if status == 200 and first["status"] != "IN_PROGRESS":
+                    break
+                time.sleep(0.05)
+        finally:
+            client.close()
+        assert first["status"] == "PAUSED"
+        # Counted: handed to the stream's buffer before it filled (never taken).
+        counted = first["finalsSent"]
+        assert 0 < counted < 10
+        assert admin(run.h2c_url, "DELETE", "/_emulator/rules")[0] == 200
+        resumed = await make_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
+        try:
+            result = await run_session(resumed, session_id, audio=pcm_tone(1.0), timeout=30)
+        finally:
+            await resumed._config.transport.close()
+        assert result.error is None
+        assert [f.content.split()[1] for f in result.finals] == [str(i) for i in range(counted, 10)]
+        status, detail = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+        assert (detail["status"], detail["finalsSent"]) == ("COMPLETED", 10)
 
 
 @pytest.mark.parametrize("held", [True, False], ids=["response-held-by-a-delay", "under-way"])
