@@ -720,13 +720,18 @@ class RuleBook:
         """What ``rule`` says, as a digest, for its draws (under the lock): two rules
         with one match and probability but other effects draw independently (with
         the same draws, the older one fired only when the newer's draw missed,
-        so never); a rule saying just what an earlier one says is told apart by
-        how many did."""
+        so never); a rule saying just what others present say is numbered one
+        past the highest of them. (Counting them gave a rule added after one of
+        two was deleted the number of the one left, and so its every draw.)"""
         said = {k: v for k, v in rule.to_json().items() if k not in ("id", "uses", "remaining")}
         text = json.dumps(said, sort_keys=True, default=str)
-        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-        earlier = sum(1 for known in self._definitions.values() if known.startswith(digest))
-        return f"{digest}#{earlier}"
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest() + "#"
+        numbers = [
+            int(known[len(digest) :])
+            for known in self._definitions.values()
+            if known.startswith(digest)
+        ]
+        return f"{digest}{max(numbers) + 1 if numbers else 0}"
 
     def _draw(self, serial: int, ids: RequestIds, asks: int) -> float:
         """The draw in [0, 1) of a rule's probability for one request (under the lock).

@@ -775,6 +775,33 @@ def test_two_rules_with_one_match_and_probability_draw_independently():
     assert 20 < counts[throttled.id] < 80
 
 
+def test_a_rule_added_after_one_of_two_like_it_was_deleted_draws_apart_from_the_other():
+    """Identical rules were numbered by how many were present: of two, delete the
+    first and add a third, and the third drew every number the second did, which
+    then never fired (its draws hit only when the newer's missed)."""
+    book = RuleBook(seed=3)
+
+    def like() -> Rule:
+        return book.add(
+            Rule(
+                id="", match={"domainId": "d"}, error=("ThrottlingException", "m"), probability=0.5
+            )
+        )
+
+    first, second = like(), like()
+    assert book.delete(first.id)
+    third = like()
+    picked = [
+        book.match(
+            session_id=f"{i:08d}-0000-4000-8000-000000000000", domain_id="d", subscription_id="x"
+        )
+        for i in range(400)
+    ]
+    # Newest first: about 200 for the third, 100 for the second.
+    assert 150 < sum(p is third for p in picked) < 250
+    assert 60 < sum(p is second for p in picked) < 140
+
+
 def test_a_peeked_match_is_counted_only_when_used():
     book = RuleBook()
     rule = book.add(Rule(id="", scenario=VISIT, times=1))
