@@ -13,7 +13,7 @@ import yaml
 from emulator import rules as rules_module
 from emulator.errors import SERVICE_ERRORS, ConfigError
 from emulator.rules import INLINE_SCENARIO, Rule, RuleBook, RuleError, load_rules_file, parse_rule
-from emulator.scenario import Fault, Scenario, Segment
+from emulator.scenario import Fault, Scenario, Segment, parse_scenario
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -250,10 +250,18 @@ def test_error_rule_accepts_each_modeled_error(code):
     assert rule.error == (code, "m")
 
 
-def test_error_rule_without_message_gets_a_default():
-    """An error rule without a message gets one naming the error."""
-    rule = parse_rule({"error": {"type": "ThrottlingException"}}, scenarios=KNOWN, rule_id="r")
-    assert rule.error[0] == "ThrottlingException" and "ThrottlingException" in rule.error[1]
+@pytest.mark.parametrize("given", [{}, {"message": ""}], ids=["left-out", "empty"])
+def test_error_rule_without_message_gets_the_documented_default(given):
+    """An error rule without a message, or with an empty one, gets the README's."""
+    error = {"type": "ThrottlingException", **given}
+    rule = parse_rule({"error": error}, scenarios=KNOWN, rule_id="r")
+    assert rule.error == (
+        "ThrottlingException",
+        "Emulated ThrottlingException from an emulator rule",
+    )
+    fault = {"at": 2.5, "exception": "validationException", **given}
+    scenario = parse_scenario({"segments": [], "faults": [fault]}, name="s")
+    assert scenario.faults[0].message == "Emulated validationException at 2.5 s of audio"
 
 
 def test_rule_json_form_names_or_inlines_the_scenario():
