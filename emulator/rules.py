@@ -98,6 +98,8 @@ _MATCH_ALLOWED = (*MATCH_KEYS, "operation")
 INLINE_SCENARIO = "inline"
 
 _RULE_KEYS = ("match", "scenario", "error", "chaos", "probability", "times")
+#: What a rule does: one of these it must have.
+_EFFECTS = ("scenario", "error", "chaos")
 
 #: The most uses a rule may be given (a billion: more than any test run makes).
 MAX_TIMES = 1_000_000_000
@@ -320,9 +322,15 @@ def _validate_rule(
             "two rules)",
         )
     elif "scenario" not in item and "error" not in item and "chaos" not in item:
-        checker.add(
-            path, "a rule needs exactly one of 'scenario' or 'error' (or 'chaos'), got neither"
-        )
+        # An unknown key close to one of them (``eror``) is reported as such,
+        # with the name it probably meant: "got neither" would only follow from it.
+        if not any(
+            key not in _RULE_KEYS and get_close_matches(str(key)[:100], _EFFECTS, n=1)
+            for key in item
+        ):
+            checker.add(
+                path, "a rule needs exactly one of 'scenario' or 'error' (or 'chaos'), got neither"
+            )
     elif "scenario" in item:
         if item["scenario"] == SYNTHETIC_NAME:  # the generated visit, as the default names it
             synthetic = True
@@ -564,7 +572,9 @@ def _error(
     """An error rule's ``(type, message)``; ``allowed`` are the types its
     operation's model lists (all six for a stream's start)."""
     allowed = tuple(allowed)
-    item = checker.mapping(value, path, allowed=_ERROR_KEYS, what="error")
+    item = checker.mapping(
+        value, path, allowed=_ERROR_KEYS, what="an error ({type: ..., message: ...})"
+    )
     if item is None:
         return None
     if "type" not in item:

@@ -209,6 +209,37 @@ def test_invalid_rule_names_field_and_problem(data, field, fragment):
     assert found[0].file == "<request>"
 
 
+_ALLOWED = "allowed: match, scenario, error, chaos, probability, times"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            {"match": {}, "eror": {"type": "ThrottlingException"}},
+            "eror: unknown key 'eror' (did you mean 'error'?); " + _ALLOWED,
+        ),
+        (
+            {"scenarios": "visit"},
+            "scenarios: unknown key 'scenarios' (did you mean 'scenario'?); " + _ALLOWED,
+        ),
+        (
+            {"error": "ThrottlingException"},
+            "error: an error ({type: ..., message: ...}) must be a mapping, "
+            "got a string ('ThrottlingException')",
+        ),
+    ],
+    ids=["misspelt-error", "misspelt-scenario", "error-as-a-string"],
+)
+def test_a_misspelt_rule_key_is_its_one_problem(data, problem):
+    """A rule whose `error` was spelt `eror` also got "needs exactly one of
+    'scenario' or 'error', got neither" first, which only followed from the typo;
+    and a string error read "error must be a mapping"."""
+    with pytest.raises(RuleError) as info:
+        parse_rule(data, scenarios=KNOWN, rule_id="rule-1")
+    assert [str(p).split(": ", 1)[1] for p in info.value.problems] == [problem]
+
+
 def test_times_and_probability_exactly_at_their_limits_are_accepted():
     """`times: 1000000000` and `probability: 1` are in bounds: only past them is a
     problem (above, and in CHAOS_PROBLEMS)."""
