@@ -6,24 +6,24 @@ receive windows and a priority tree. The emulator's
 :class:`emulator.hypercorn_h2.DuplexH2Protocol` swaps in these pieces (that
 module's docstring tells the fault each one answers):
 
-* :class:`_BoundedBuffer`, hypercorn's response buffer, holds an app in
+* :class:`BoundedBuffer`, hypercorn's response buffer, holds an app in
   ``send`` until the client has taken its output below the low-water mark:
   with hypercorn's, a client granting no window had the server hold a
   session's whole output.
-* :class:`_WideningWindow` opens a stream's receive window past h2's 64 KiB
+* :class:`WideningWindow` opens a stream's receive window past h2's 64 KiB
   with the next WINDOW_UPDATE h2 sends anyway, once its app is seen reading.
-* :class:`_RoundRobin` stands in for ``priority.PriorityTree``, which scanned
+* :class:`RoundRobin` stands in for ``priority.PriorityTree``, which scanned
   every blocked stream on each send (13-30% of the server's time with 500-1,000
   live streams); the emulator uses no priorities.
-* :func:`_merged` appends a DATA frame to a request body already waiting in a
+* :func:`merge_into_last` appends a DATA frame to a request body already waiting in a
   stream's queue (up to :data:`MERGE_LIMIT` bytes), for an app that asks
-  (``InlineBody.merge``); :func:`_app_queue` finds that queue, and
-  :func:`_drop_unread_messages` empties it as the stream closes, so that the
+  (``InlineBody.merge``); :func:`app_queue` finds that queue, and
+  :func:`drop_unread_messages` empties it as the stream closes, so that the
   ``http.disconnect`` hypercorn then queues never waits for room.
 
-:class:`_BoundedBuffer` and :func:`_merged` rest on hypercorn's and asyncio's
-private state, which :func:`_stream_buffer_internals_present` and
-:func:`_queue_internals_present` check at import. No upstream issue is cited
+:class:`BoundedBuffer` and :func:`merge_into_last` rest on hypercorn's and asyncio's
+private state, which :func:`stream_buffer_internals_present` and
+:func:`queue_internals_present` check at import. No upstream issue is cited
 for these: hypercorn's own buffer, queue and tree work, only not for a client
 that stops reading, an app that stops reading, or a thousand streams.
 """
@@ -47,23 +47,21 @@ from hypercorn.protocol.http_stream import HTTPStream
 
 from .extensions import MORE_BODIES
 
-# MERGE_LIMIT is public (InlineBody documents it); the rest are private to the
-# emulator's HTTP/2 layer (hence the underscores, kept from
-# emulator.hypercorn_h2, where they were born): what it and the tests use.
+# What emulator.hypercorn_h2, the emulator's HTTP/2 layer, and its tests use.
 __all__ = [
     "MERGE_LIMIT",
-    "_BoundedBuffer",
-    "_RoundRobin",
-    "_WideningWindow",
-    "_app_queue",
-    "_drop_unread_messages",
-    "_merged",
-    "_queue_internals_present",
-    "_stream_buffer_internals_present",
+    "BoundedBuffer",
+    "RoundRobin",
+    "WideningWindow",
+    "app_queue",
+    "drop_unread_messages",
+    "merge_into_last",
+    "queue_internals_present",
+    "stream_buffer_internals_present",
 ]
 
 
-class _BoundedBuffer(StreamBuffer):
+class BoundedBuffer(StreamBuffer):
     """hypercorn's response buffer, with its high-water mark kept.
 
     ``push`` (the app's send) waits once the buffer holds ``BUFFER_HIGH_WATER``
@@ -120,12 +118,12 @@ class _BoundedBuffer(StreamBuffer):
         return data
 
 
-#: Response bytes a client must take to count as reading (see _BoundedBuffer.watch).
+#: Response bytes a client must take to count as reading (see BoundedBuffer.watch).
 _PROGRESS = 1024
 
 
-def _stream_buffer_internals_present() -> bool:
-    """Whether hypercorn's StreamBuffer keeps the state _BoundedBuffer.pop uses."""
+def stream_buffer_internals_present() -> bool:
+    """Whether hypercorn's StreamBuffer keeps the state BoundedBuffer.pop uses."""
     try:
         buffer = StreamBuffer(asyncio.Event)  # type: ignore[arg-type]
         return (
@@ -137,7 +135,7 @@ def _stream_buffer_internals_present() -> bool:
         return False
 
 
-class _WideningWindow(WindowManager):
+class WideningWindow(WindowManager):
     """h2's receive-window bookkeeping for one stream, whose next WINDOW_UPDATE
     (h2 sends one once half the window's 64 KiB has been taken by the app's
     queue, or once the window is shut and 1 KiB has been taken) also opens the
@@ -165,7 +163,7 @@ class _WideningWindow(WindowManager):
         return increment
 
 
-class _RoundRobin:
+class RoundRobin:
     """O(1) stand-in for ``priority.PriorityTree`` as hypercorn's H2Protocol uses it.
 
     Ready streams take turns; the same exceptions as the tree signal the same
@@ -210,7 +208,7 @@ class _RoundRobin:
         self._streams.discard(stream_id)
         self._ready.pop(stream_id, None)
 
-    def __iter__(self) -> _RoundRobin:
+    def __iter__(self) -> RoundRobin:
         return self
 
     def __next__(self) -> int:
@@ -234,7 +232,7 @@ class _RoundRobin:
 MERGE_LIMIT = 64 * 1024
 
 
-def _merged(queue: asyncio.Queue[Any], data: bytes) -> bool:
+def merge_into_last(queue: asyncio.Queue[Any], data: bytes) -> bool:
     """Append ``data`` to the last message waiting in ``queue`` as one more body
     (:data:`MORE_BODIES`); False, having done nothing, when that message is not
     a request body with more to come, or when ``data`` would take its further
@@ -257,9 +255,9 @@ def _merged(queue: asyncio.Queue[Any], data: bytes) -> bool:
 _MORE_SIZE = "medscribe.more_size"
 
 
-def _queue_internals_present() -> bool:
+def queue_internals_present() -> bool:
     """Whether ``asyncio.Queue`` keeps its items in a deque ``_queue``, the last
-    one still the newest (what :func:`_merged` appends to)."""
+    one still the newest (what :func:`merge_into_last` appends to)."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     queue.put_nowait({"n": 1})
     queue.put_nowait({"n": 2})
@@ -267,7 +265,7 @@ def _queue_internals_present() -> bool:
     return isinstance(items, collections.deque) and items[-1] == {"n": 2}
 
 
-def _app_queue(stream: object) -> asyncio.Queue[Any] | None:
+def app_queue(stream: object) -> asyncio.Queue[Any] | None:
     """The ``asyncio.Queue`` hypercorn feeds ``stream``'s app from, if it is one.
 
     ``app_put`` is the bound ``put`` of the queue that hypercorn's asyncio task
@@ -280,9 +278,9 @@ def _app_queue(stream: object) -> asyncio.Queue[Any] | None:
     return queue if isinstance(queue, asyncio.Queue) else None
 
 
-def _drop_unread_messages(stream: HTTPStream) -> None:
+def drop_unread_messages(stream: HTTPStream) -> None:
     """Empty the app queue of ``stream`` so that no put on it waits any longer."""
-    queue = _app_queue(stream)
+    queue = app_queue(stream)
     if queue is not None:
         while not queue.empty():
             queue.get_nowait()

@@ -8,7 +8,7 @@ calls for h2's ``receive_data``, takes such a frame itself, with the same
 event, the same state and the same errors as h2 (a test feeds twin
 connections the same bytes, cut at the same places); every other frame goes
 through h2, in order. It reads and writes h2's private state, which
-:func:`_h2_internals_present` finds out at import.
+:func:`h2_internals_present` finds out at import.
 
 It also makes a stream's WINDOW_UPDATE of 0 a stream error (RFC 9113 §6.9) on
 the emulator's connections: hyperframe's parse error made h2 end the
@@ -29,10 +29,8 @@ from h2.stream import StreamState
 if TYPE_CHECKING:  # emulator.hypercorn_h2 imports this module
     from .hypercorn_h2 import _StreamCountingConnection
 
-# receive_frames is public; the rest are private to the emulator's HTTP/2 layer
-# (hence the underscores, kept from emulator.hypercorn_h2, where they were
-# born): what it and the tests use.
-__all__ = ["receive_frames", "_CONNECTION_OPEN", "_h2_internals_present"]
+# What emulator.hypercorn_h2, the emulator's HTTP/2 layer, and its tests use.
+__all__ = ["receive_frames", "CONNECTION_OPEN", "h2_internals_present"]
 
 _FRAME_HEADER = 9
 _DATA = 0  # frame types
@@ -42,7 +40,7 @@ _NO_STREAM = b"\0\0\0\0"
 _NO_INCREMENT = (b"\0\0\0\0", b"\x80\0\0\0")  # the reserved bit set or not
 _STREAM_ID_MASK = 0x7FFF_FFFF
 # Connection states in which h2 takes DATA without a transition.
-_CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
+CONNECTION_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
 
 
 def _resets_stream_errors(connection: H2Connection) -> TypeGuard[_StreamCountingConnection]:
@@ -161,7 +159,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
             if (
                 stream is not None
                 and length <= connection.max_inbound_frame_size
-                and connection.state_machine.state in _CONNECTION_OPEN
+                and connection.state_machine.state in CONNECTION_OPEN
                 and stream.state_machine.state is StreamState.OPEN
                 and stream.state_machine.headers_received
                 and stream._expected_content_length is None
@@ -190,7 +188,7 @@ def receive_frames(connection: H2Connection, data: bytes) -> list[h2.events.Even
     return events
 
 
-def _h2_internals_present() -> bool:
+def h2_internals_present() -> bool:
     """Whether the installed h2 keeps the state :func:`receive_frames` reads and
     writes where h2 4.4 keeps it (checked on a real connection and stream)."""
     try:
@@ -217,7 +215,7 @@ def _h2_internals_present() -> bool:
             and isinstance(stream._actual_content_length, int)
             and stream.state_machine.state is StreamState.OPEN
             and stream.state_machine.headers_received is True
-            and server.state_machine.state in _CONNECTION_OPEN
+            and server.state_machine.state in CONNECTION_OPEN
         )
     except Exception:  # anything unexpected: h2 does all the parsing
         return False

@@ -5,19 +5,19 @@ block it receives or sends through a pipeline of seven generators a header;
 for the emulator's short streams that was about 45 us of the 300 us h2 spent
 on a stream's two header blocks. This module holds the emulator's versions,
 which :func:`emulator.hypercorn_h2.install` puts into h2 (``h2.utilities`` and
-``h2.stream``, whose names :data:`_STOCK_PIPELINES` and
-:data:`_FAST_PIPELINES` pair up):
+``h2.stream``, whose names :data:`STOCK_PIPELINES` and
+:data:`FAST_PIPELINES` pair up):
 
-* :func:`_reject_illegal_characters` tests a header whole in C loops
+* :func:`reject_illegal_characters` tests a header whole in C loops
   (``bytes.translate``, ``in``), falling back to h2's own check, and its error,
   for any header that fails;
 * :func:`_validate_headers` and :func:`_normalize_inbound_headers` pass a plain
-  request (:func:`_plain_request`) through in one pass, and
+  request (:func:`plain_request`) through in one pass, and
   :func:`_normalize_outbound_headers` and :func:`_validate_outbound_headers` a
-  plain response (:func:`_plain_response`); any other block goes through h2's
+  plain response (:func:`plain_response`); any other block goes through h2's
   pipeline, which raises h2's exact errors in h2's order.
 
-It also holds :func:`_check_ascii_pseudo_headers`, with which
+It also holds :func:`check_ascii_pseudo_headers`, with which
 ``_StreamCountingConnection`` refuses a request whose method, path, scheme or
 authority holds a byte outside ASCII: h2 lets it through, and hypercorn's
 ``decode("ascii")`` of it raised in the connection's task.
@@ -33,16 +33,15 @@ import h2.events
 import h2.exceptions
 import h2.utilities
 
-# Private to the emulator's HTTP/2 layer (hence the underscores, kept from
-# emulator.hypercorn_h2, where they were born): what it and the tests use.
+# What emulator.hypercorn_h2, the emulator's HTTP/2 layer, and its tests use.
 __all__ = [
-    "_FAST_PIPELINES",
-    "_STOCK_PIPELINES",
-    "_STOCK_REJECT_ILLEGAL_CHARACTERS",
-    "_check_ascii_pseudo_headers",
-    "_plain_request",
-    "_plain_response",
-    "_reject_illegal_characters",
+    "FAST_PIPELINES",
+    "STOCK_PIPELINES",
+    "STOCK_REJECT_ILLEGAL_CHARACTERS",
+    "check_ascii_pseudo_headers",
+    "plain_request",
+    "plain_response",
+    "reject_illegal_characters",
 ]
 
 
@@ -50,7 +49,7 @@ __all__ = [
 _ASCII_PSEUDO_HEADERS = frozenset({b":method", b":path", b":scheme", b":authority"})
 
 
-def _check_ascii_pseudo_headers(events: list[Any]) -> None:
+def check_ascii_pseudo_headers(events: list[Any]) -> None:
     """Raise h2's ProtocolError (a malformed request) for a request whose
     method, path, scheme or authority holds a byte outside ASCII."""
     for event in events:
@@ -65,7 +64,7 @@ def _check_ascii_pseudo_headers(events: list[Any]) -> None:
 
 
 #: h2's own check, which words every error; None if h2 no longer has it.
-_STOCK_REJECT_ILLEGAL_CHARACTERS: Any = getattr(h2.utilities, "_reject_illegal_characters", None)
+STOCK_REJECT_ILLEGAL_CHARACTERS: Any = getattr(h2.utilities, "_reject_illegal_characters", None)
 
 #: What a header name may hold (RFC 9113 section 8.2.1): no controls, space,
 #: uppercase letters, DEL or bytes above it. Deleting these from a name leaves
@@ -87,7 +86,7 @@ def _legal_value(value: bytes) -> bool:
     )
 
 
-def _reject_illegal_characters(headers: Any, hdr_validation_flags: Any) -> Any:
+def reject_illegal_characters(headers: Any, hdr_validation_flags: Any) -> Any:
     """h2's first check of received headers (``validate_headers``), in C loops.
 
     h2 tests each byte of every name and value in Python: a sixth of the bare
@@ -108,12 +107,12 @@ def _reject_illegal_characters(headers: Any, hdr_validation_flags: Any) -> Any:
         ):
             yield header
         else:
-            yield from _STOCK_REJECT_ILLEGAL_CHARACTERS((header,), hdr_validation_flags)
+            yield from STOCK_REJECT_ILLEGAL_CHARACTERS((header,), hdr_validation_flags)
 
 
 #: h2's header pipelines, which h2.stream imports by name; None for any it no
 #: longer has. (From h2.utilities: install() rebinds the names in h2.stream.)
-_STOCK_PIPELINES: dict[str, Any] = {
+STOCK_PIPELINES: dict[str, Any] = {
     name: getattr(h2.utilities, name, None)
     for name in (
         "normalize_inbound_headers",
@@ -131,10 +130,10 @@ _SLOW_OUTBOUND_NAMES = _SLOW_NAMES | frozenset((b"authorization", b"proxy-author
 _ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")
 
 
-#: The bit of each request pseudo-header in :func:`_plain_request`'s tally.
+#: The bit of each request pseudo-header in :func:`plain_request`'s tally.
 _PSEUDO_BITS = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8}
 _ALL_PSEUDO = 15
-#: What a request header's name tells :func:`_plain_request`, by name: its
+#: What a request header's name tells :func:`plain_request`, by name: its
 #: pseudo-header bit, 0 for an ordinary header, None for a name h2 must judge.
 #: A client repeats its names on every stream; the cache stops growing at
 #: :data:`_NAME_CACHE_SIZE` names, so one sending a new name each time costs
@@ -161,7 +160,7 @@ def _request_name(name: Any) -> int | None:
     return kind
 
 
-def _plain_request(headers: list[Any]) -> bool:
+def plain_request(headers: list[Any]) -> bool:
     """Whether h2's ``validate_headers`` would pass ``headers``, a received
     request block, through unchanged, in the common case: bytes, legal
     characters, the four request pseudo-headers once each and first, a method
@@ -191,7 +190,7 @@ def _plain_request(headers: list[Any]) -> bool:
     return seen == _ALL_PSEUDO
 
 
-def _plain_response(headers: list[Any]) -> bool:
+def plain_response(headers: list[Any]) -> bool:
     """Whether h2's ``normalize_outbound_headers`` and ``validate_outbound_headers``
     would send the response block ``headers`` as it is: bytes, ``:status`` first
     and the only pseudo-header, lowercase names, nothing to strip, none of
@@ -222,7 +221,7 @@ def _normalize_inbound_headers(headers: Any, hdr_validation_flags: Any) -> Any:
     headers = list(headers)
     for header in headers:
         if header[0] == b"cookie":
-            return _STOCK_PIPELINES["normalize_inbound_headers"](headers, hdr_validation_flags)
+            return STOCK_PIPELINES["normalize_inbound_headers"](headers, hdr_validation_flags)
     return headers
 
 
@@ -230,7 +229,7 @@ def _validate_headers(headers: Any, hdr_validation_flags: Any) -> Any:
     """h2's check of a received header block, in one pass for a plain request.
 
     h2 chains seven generators per header (a fifth of the cost of opening a
-    stream). A server's request block that :func:`_plain_request` accepts is
+    stream). A server's request block that :func:`plain_request` accepts is
     one they pass unchanged; any other block, or any other kind (trailers,
     responses), goes through them, which raise h2's exact errors in h2's order.
     """
@@ -241,14 +240,14 @@ def _validate_headers(headers: Any, hdr_validation_flags: Any) -> Any:
         and not flags.is_trailer
         and not flags.is_response_header
         and not flags.is_push_promise
-        and _plain_request(headers)
+        and plain_request(headers)
     ):
         return headers
-    return _STOCK_PIPELINES["validate_headers"](headers, flags)
+    return STOCK_PIPELINES["validate_headers"](headers, flags)
 
 
 class _PlainResponse(list[Any]):
-    """A block :func:`_plain_response` accepted, as normalizing hands it on to
+    """A block :func:`plain_response` accepted, as normalizing hands it on to
     validation: checked once, not twice."""
 
 
@@ -257,9 +256,9 @@ def _normalize_outbound_headers(
 ) -> Any:
     """h2's normalizing of a block to send, skipped for a response already normal."""
     headers = list(headers)
-    if _plain_response(headers):
+    if plain_response(headers):
         return _PlainResponse(headers)
-    return _STOCK_PIPELINES["normalize_outbound_headers"](
+    return STOCK_PIPELINES["normalize_outbound_headers"](
         headers, hdr_validation_flags, should_split_outbound_cookies
     )
 
@@ -274,13 +273,13 @@ def _validate_outbound_headers(headers: Any, hdr_validation_flags: Any) -> Any:
         and flags.is_response_header
         and not flags.is_trailer
         and not flags.is_push_promise
-        and (plain or _plain_response(headers))
+        and (plain or plain_response(headers))
     ):
         return headers
-    return _STOCK_PIPELINES["validate_outbound_headers"](headers, flags)
+    return STOCK_PIPELINES["validate_outbound_headers"](headers, flags)
 
 
-_FAST_PIPELINES = {
+FAST_PIPELINES = {
     "normalize_inbound_headers": _normalize_inbound_headers,
     "validate_headers": _validate_headers,
     "normalize_outbound_headers": _normalize_outbound_headers,

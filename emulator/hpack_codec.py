@@ -5,21 +5,21 @@ of its work in Python: it cost over 1M instructions a stream. This module holds
 the emulator's replacements, which :class:`emulator.hypercorn_h2.DuplexH2Protocol`
 swaps into each connection (and :func:`emulator.hypercorn_h2.install` into hpack):
 
-* :class:`_LiteralEncoder` sends response headers without Huffman coding (valid
+* :class:`LiteralEncoder` sends response headers without Huffman coding (valid
   HPACK, RFC 7541 §5.2), found in its :class:`_IndexedHeaderTable` through
-  dicts; it is a :class:`_CappedEncoder`, whose table holds 4 KiB at most
+  dicts; it is a :class:`CappedEncoder`, whose table holds 4 KiB at most
   whatever the client allows (hpack kept every response's unique ids for a
   connection's life under a client allowing 4 GiB).
-* :class:`_QuickDecoder` reads the indexed fields of a client's repeated request
-  headers inline; it and :class:`_GuardedDecoder` (hpack's own decoder) refuse
+* :class:`QuickDecoder` reads the indexed fields of a client's repeated request
+  headers inline; it and :class:`GuardedDecoder` (hpack's own decoder) refuse
   before decoding a block whose decoding would stall the event loop
-  (:func:`_check_block`: hpack takes any number of table size updates).
-* :func:`_decode_huffman` decodes Huffman strings on hpack's own state table in
+  (:func:`check_block`: hpack takes any number of table size updates).
+* :func:`fast_decode_huffman` decodes Huffman strings on hpack's own state table in
   C (:mod:`emulator.speedups`), not a nibble at a time in Python.
 
 Each gives hpack's bytes, headers, table state and errors: tests (hypothesis
 among them) compare both on the same input, and
-:func:`_hpack_internals_present` checks at import that the installed hpack is
+:func:`hpack_internals_present` checks at import that the installed hpack is
 the one these were written against. No upstream issue is cited for them: hpack
 is correct, only slow, or trusting of the client.
 """
@@ -36,18 +36,17 @@ import hpack.table
 
 from . import speedups
 
-# Private to the emulator's HTTP/2 layer (hence the underscores, kept from
-# emulator.hypercorn_h2, where they were born): what it and the tests use.
+# What emulator.hypercorn_h2, the emulator's HTTP/2 layer, and its tests use.
 __all__ = [
-    "_CappedEncoder",
-    "_GuardedDecoder",
-    "_HUFFMAN_TABLE",
-    "_LiteralEncoder",
-    "_QuickDecoder",
-    "_STOCK_DECODE_HUFFMAN",
-    "_check_block",
-    "_decode_huffman",
-    "_hpack_internals_present",
+    "CappedEncoder",
+    "GuardedDecoder",
+    "HUFFMAN_DECODE_TABLE",
+    "LiteralEncoder",
+    "QuickDecoder",
+    "STOCK_DECODE_HUFFMAN",
+    "check_block",
+    "fast_decode_huffman",
+    "hpack_internals_present",
 ]
 
 
@@ -129,7 +128,7 @@ class _IndexedHeaderTable(hpack.table.HeaderTable):
 _MAX_ENCODER_TABLE = 4096
 
 
-class _CappedEncoder(hpack.Encoder):
+class CappedEncoder(hpack.Encoder):
     """hpack's encoder, its dynamic table held to :data:`_MAX_ENCODER_TABLE`.
 
     A client's SETTINGS_HEADER_TABLE_SIZE is the most the server's encoder may
@@ -148,7 +147,7 @@ class _CappedEncoder(hpack.Encoder):
         hpack.Encoder.header_table_size.fset(self, min(value, _MAX_ENCODER_TABLE))  # type: ignore[attr-defined]
 
 
-class _LiteralEncoder(_CappedEncoder):
+class LiteralEncoder(CappedEncoder):
     """HPACK that sends header strings as they are, not Huffman-coded.
 
     Both are valid HPACK (RFC 7541 section 5.2) and every decoder reads both. In
@@ -233,7 +232,7 @@ _ONE_BYTE = tuple(bytes((n,)) for n in range(256))
 _BLOCK_SLACK = 64
 
 
-def _check_block(decoder: hpack.Decoder, data: bytes) -> None:
+def check_block(decoder: hpack.Decoder, data: bytes) -> None:
     """Refuse, before decoding, a header block whose decoding would cost the
     event loop out of proportion to the headers it can give.
 
@@ -266,16 +265,16 @@ def _check_block(decoder: hpack.Decoder, data: bytes) -> None:
         index = taken[1]
 
 
-class _GuardedDecoder(hpack.Decoder):
-    """hpack's decoder behind :func:`_check_block` (where :class:`_QuickDecoder`
+class GuardedDecoder(hpack.Decoder):
+    """hpack's decoder behind :func:`check_block` (where :class:`QuickDecoder`
     cannot be used)."""
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
-        _check_block(self, data)
+        check_block(self, data)
         return super().decode(data, raw)
 
 
-class _QuickDecoder(_GuardedDecoder):
+class QuickDecoder(GuardedDecoder):
     """hpack's decoder, with indexed header fields read inline.
 
     A client's later requests are mostly indexed fields, one byte each: a
@@ -295,7 +294,7 @@ class _QuickDecoder(_GuardedDecoder):
     def decode(self, data: bytes, raw: bool = False) -> Any:
         if not raw:
             return super().decode(data, raw)
-        _check_block(self, data)
+        check_block(self, data)
         view = memoryview(data)
         plain = type(data) is bytes
         get_by_index = self.header_table.get_by_index
@@ -385,13 +384,13 @@ def _indexed_name_literal(
     return hpack.HeaderTuple(name, value), at + length - index
 
 
-def _hpack_internals_present() -> bool:
+def hpack_internals_present() -> bool:
     """Whether the installed hpack keeps the private parts the two coders above
     use and answers as hpack 4.1: a few blocks, one of them evicting, must encode
     to the bytes hpack's encoder gives and decode to what its decoder gives."""
     try:
-        stock_encoder, encoder = hpack.Encoder(), _LiteralEncoder()
-        stock_decoder, decoder = hpack.Decoder(), _QuickDecoder()
+        stock_encoder, encoder = hpack.Encoder(), LiteralEncoder()
+        stock_decoder, decoder = hpack.Decoder(), QuickDecoder()
         headers = [(b":status", b"200"), (b"x-a", b"1"), (b"x-a", b"2"), (b"x-b", b"v" * 40)]
         for size in (4096, 100, 4096):
             stock_encoder.header_table_size = encoder.header_table_size = size
@@ -422,13 +421,13 @@ def _huffman_table() -> bytes | None:
         return None
 
 
-_HUFFMAN_TABLE = _huffman_table()
+HUFFMAN_DECODE_TABLE = _huffman_table()
 #: hpack's own, which ``hpack.hpack`` imports by name.
-_STOCK_DECODE_HUFFMAN: Any = getattr(hpack.huffman_table, "decode_huffman", None)
+STOCK_DECODE_HUFFMAN: Any = getattr(hpack.huffman_table, "decode_huffman", None)
 _HUFFMAN_ERRORS = {1: "Invalid Huffman string", 2: "Incomplete Huffman string"}
 
 
-def _decode_huffman(huffman_string: bytes | bytearray | memoryview | None) -> bytes:
+def fast_decode_huffman(huffman_string: bytes | bytearray | memoryview | None) -> bytes:
     """hpack's ``decode_huffman``, on the same state table, in C.
 
     hpack walks the table a nibble at a time in Python: 75 us for the SDK's
@@ -438,8 +437,8 @@ def _decode_huffman(huffman_string: bytes | bytearray | memoryview | None) -> by
     """
     if not huffman_string:
         return b""
-    assert speedups.huffman_decode is not None and _HUFFMAN_TABLE is not None
-    decoded = speedups.huffman_decode(huffman_string, _HUFFMAN_TABLE)
+    assert speedups.huffman_decode is not None and HUFFMAN_DECODE_TABLE is not None
+    decoded = speedups.huffman_decode(huffman_string, HUFFMAN_DECODE_TABLE)
     if type(decoded) is bytes:
         return decoded
     raise hpack.HPACKDecodingError(_HUFFMAN_ERRORS[decoded])  # type: ignore[index]

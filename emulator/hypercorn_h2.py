@@ -67,7 +67,7 @@ More faults cost a connection, the server or its memory for one stream's sake:
   allows, ends its connection before it is decoded.
 * **A client allowing a huge HPACK table** had hpack's encoder keep every
   response's unique ids for the connection's life; the server's table is
-  held to 4 KiB (:class:`_CappedEncoder`, in :mod:`emulator.hpack_codec`).
+  held to 4 KiB (:class:`CappedEncoder`, in :mod:`emulator.hpack_codec`).
 * **A stream past MAX_CONCURRENT_STREAMS** made h2 raise TooManyStreamsError,
   which ends the connection; RFC 9113 §5.1.2 lets a server refuse that stream
   alone. It is reset with REFUSED_STREAM (not processed: the client may retry).
@@ -96,7 +96,7 @@ More faults cost a connection, the server or its memory for one stream's sake:
   window) kept the app sending: hypercorn's send task pops an empty chunk from
   a stream with no window, and an empty pop released the app's wait at the
   buffer's high-water mark, so the server held the session's whole output.
-  :class:`_BoundedBuffer` (:mod:`emulator.flow_control`, with the stream's
+  :class:`BoundedBuffer` (:mod:`emulator.flow_control`, with the stream's
   other flow pieces) releases it only once the buffer is drained below its
   low-water mark; a client reset closes the buffer, ending the wait.
 * **A connection that closes under an open response** stops the send task
@@ -129,14 +129,14 @@ elsewhere may take the DATA queued meanwhile in fewer messages
 
 Header blocks, one per stream each way, are cheaper too. Response headers go
 out without Huffman coding, found in the encoder's table through dicts
-(:class:`_LiteralEncoder`). Request headers that repeat the client's earlier
-ones are read inline (:class:`_QuickDecoder`), and h2's byte-by-byte check of
-their characters runs in C loops (:func:`_reject_illegal_characters`), as does
-the decoding of their Huffman strings (:func:`_decode_huffman`). hpack and h2
+(:class:`LiteralEncoder`). Request headers that repeat the client's earlier
+ones are read inline (:class:`QuickDecoder`), and h2's byte-by-byte check of
+their characters runs in C loops (:func:`reject_illegal_characters`), as does
+the decoding of their Huffman strings (:func:`fast_decode_huffman`). hpack and h2
 do all of this in Python; it cost over 1M instructions a stream. h2's
 pipelines that normalize and check each block (seven generators per header)
 take one pass for a plain request received and a plain response sent
-(:func:`_plain_request`, :func:`_plain_response`): about 45 us a stream of the
+(:func:`plain_request`, :func:`plain_response`): about 45 us a stream of the
 300 us h2 spent on its two header blocks. The coders are
 :mod:`emulator.hpack_codec`'s, the checks :mod:`emulator.header_checks`'.
 
@@ -212,32 +212,32 @@ from .errors import InternalServerException, http_error
 from .extensions import CONNECTION_EXTENSION, INLINE_BODY_EXTENSION, MORE_BODIES
 from .flow_control import (
     MERGE_LIMIT,
-    _app_queue,
-    _BoundedBuffer,
-    _drop_unread_messages,
-    _merged,
-    _queue_internals_present,
-    _RoundRobin,
-    _stream_buffer_internals_present,
-    _WideningWindow,
+    BoundedBuffer,
+    RoundRobin,
+    WideningWindow,
+    app_queue,
+    drop_unread_messages,
+    merge_into_last,
+    queue_internals_present,
+    stream_buffer_internals_present,
 )
-from .frame_reader import _CONNECTION_OPEN, _h2_internals_present, receive_frames
+from .frame_reader import CONNECTION_OPEN, h2_internals_present, receive_frames
 from .header_checks import (
-    _FAST_PIPELINES,
-    _STOCK_PIPELINES,
-    _STOCK_REJECT_ILLEGAL_CHARACTERS,
-    _check_ascii_pseudo_headers,
-    _reject_illegal_characters,
+    FAST_PIPELINES,
+    STOCK_PIPELINES,
+    STOCK_REJECT_ILLEGAL_CHARACTERS,
+    check_ascii_pseudo_headers,
+    reject_illegal_characters,
 )
 from .hpack_codec import (
-    _HUFFMAN_TABLE,
-    _STOCK_DECODE_HUFFMAN,
-    _CappedEncoder,
-    _decode_huffman,
-    _GuardedDecoder,
-    _hpack_internals_present,
-    _LiteralEncoder,
-    _QuickDecoder,
+    HUFFMAN_DECODE_TABLE,
+    STOCK_DECODE_HUFFMAN,
+    CappedEncoder,
+    GuardedDecoder,
+    LiteralEncoder,
+    QuickDecoder,
+    fast_decode_huffman,
+    hpack_internals_present,
 )
 from .logs import get_logger
 
@@ -268,19 +268,19 @@ _UNFINISHED = frozenset({ASGIHTTPState.RESPONSE, ASGIHTTPState.TRAILERS})
 # flags below, read by DuplexH2Protocol at call time, keep the stock piece where
 # that state differs (a test turns one off on this module).
 
-#: Whether :class:`DuplexH2Protocol` swaps in :class:`_LiteralEncoder` and
-#: :class:`_QuickDecoder`; false with an hpack whose internals differ.
-_QUICK_HPACK = _hpack_internals_present()
+#: Whether :class:`DuplexH2Protocol` swaps in :class:`LiteralEncoder` and
+#: :class:`QuickDecoder`; false with an hpack whose internals differ.
+_QUICK_HPACK = hpack_internals_present()
 
-#: Whether :class:`DuplexH2Protocol` swaps in :class:`_BoundedBuffer`.
-_BOUNDED_BUFFER = _stream_buffer_internals_present()
+#: Whether :class:`DuplexH2Protocol` swaps in :class:`BoundedBuffer`.
+_BOUNDED_BUFFER = stream_buffer_internals_present()
 
-#: Whether :class:`DuplexH2Protocol` merges DATA into a waiting message (:func:`_merged`).
-_MERGE_QUEUED = _queue_internals_present()
+#: Whether :class:`DuplexH2Protocol` merges DATA into a waiting message (:func:`merge_into_last`).
+_MERGE_QUEUED = queue_internals_present()
 
 #: Whether :class:`DuplexH2Protocol` uses :func:`receive_frames`; false with an h2
 #: whose internals differ, which then parses every frame itself as before.
-_FAST_DATA = _h2_internals_present()
+_FAST_DATA = h2_internals_present()
 
 
 class _StreamCountingConnection(H2Connection):
@@ -355,7 +355,7 @@ class _StreamCountingConnection(H2Connection):
         try:
             frames, events = super()._receive_headers_frame(frame)
             if opened:
-                _check_ascii_pseudo_headers(events)
+                check_ascii_pseudo_headers(events)
             return frames, events
         except h2.exceptions.ProtocolError as error:
             stream = self.streams.get(frame.stream_id)
@@ -515,7 +515,7 @@ class _StreamCountingConnection(H2Connection):
         """
         if (
             frame.error_code != ErrorCodes.NO_ERROR
-            or self.state_machine.state not in _CONNECTION_OPEN
+            or self.state_machine.state not in CONNECTION_OPEN
         ):
             return super()._receive_goaway_frame(frame)
         self.peer_going_away = True
@@ -636,7 +636,7 @@ class DuplexH2Protocol(H2Protocol):
     #: fits in one window. A real-time stream gets a WINDOW_UPDATE every 12 s
     #: of audio instead of every 0.75 s. The window widens once a DATA frame
     #: finds everything sent before it taken by the app (:meth:`_receive_data`),
-    #: with the next WINDOW_UPDATE h2 sends (:class:`_WideningWindow`); not by
+    #: with the next WINDOW_UPDATE h2 sends (:class:`WideningWindow`); not by
     #: SETTINGS_INITIAL_WINDOW_SIZE: the AWS SDK's CRT client kept its stream
     #: at 64 KiB after a SETTINGS frame raised it, and stalled there. A stream
     #: whose app stops before reading (a chaos delay) keeps 64 KiB, as before:
@@ -665,14 +665,14 @@ class DuplexH2Protocol(H2Protocol):
             table[hyperframe.frame.RstStreamFrame] = connection._receive_rst_stream_frame
             table[hyperframe.frame.WindowUpdateFrame] = connection._receive_window_update_frame
         # Before any SETTINGS arrive: h2 sets the peer's table size on these.
-        self.connection.encoder = _LiteralEncoder() if _QUICK_HPACK else _CappedEncoder()
-        decoder = _QuickDecoder() if _QUICK_HPACK else _GuardedDecoder()
+        self.connection.encoder = LiteralEncoder() if _QUICK_HPACK else CappedEncoder()
+        decoder = QuickDecoder() if _QUICK_HPACK else GuardedDecoder()
         decoder.max_header_list_size = self.connection.decoder.max_header_list_size
         decoder.max_allowed_table_size = self.connection.decoder.max_allowed_table_size
         self.connection.decoder = decoder
         # hypercorn's PriorityTree scans every blocked stream on each send (13-30%
         # of server time with 500-1000 live streams); we use no priorities.
-        self.priority = _RoundRobin()  # type: ignore[assignment]
+        self.priority = RoundRobin()  # type: ignore[assignment]
         # Streams to reset once their send buffer has drained.
         self._unfinished: set[int] = set()
         # Bytes drained so far per stream whose response is complete.
@@ -833,7 +833,7 @@ class DuplexH2Protocol(H2Protocol):
                     continue
                 if (
                     isinstance(event, h2.events.ConnectionTerminated)
-                    and self.connection.state_machine.state in _CONNECTION_OPEN
+                    and self.connection.state_machine.state in CONNECTION_OPEN
                 ):
                     # A client's graceful GOAWAY (see _StreamCountingConnection):
                     # its open streams finish, and it closes the connection.
@@ -853,7 +853,7 @@ class DuplexH2Protocol(H2Protocol):
         """The server is stopping: send GOAWAY (NO_ERROR) naming the last stream it
         takes, so that the client opens no more on this connection; the streams
         under way go on for the grace period (see ``hypercorn_tcp``)."""
-        if self.connection.state_machine.state not in _CONNECTION_OPEN:
+        if self.connection.state_machine.state not in CONNECTION_OPEN:
             return
         frame = GoAwayFrame(stream_id=0)
         frame.last_stream_id = self._goaway_last_stream_id()
@@ -872,7 +872,7 @@ class DuplexH2Protocol(H2Protocol):
         output ends as after any reset.
         """
         connection = self.connection
-        if self.closed or connection.state_machine.state not in _CONNECTION_OPEN:
+        if self.closed or connection.state_machine.state not in CONNECTION_OPEN:
             return b""
         status, headers, body = SHUTDOWN_ERROR
         for stream_id, stream in list(connection.streams.items()):
@@ -907,7 +907,7 @@ class DuplexH2Protocol(H2Protocol):
         The frame is written directly: h2's ``close_connection`` would also move
         its own state machine to CLOSED and refuse the rest of the streams' data.
         """
-        if self.closed or self.connection.state_machine.state not in _CONNECTION_OPEN:
+        if self.closed or self.connection.state_machine.state not in CONNECTION_OPEN:
             return
         await self._send_goaway()
         await self._close_if_gone_away()
@@ -937,7 +937,7 @@ class DuplexH2Protocol(H2Protocol):
         """
         if self.closed:
             return
-        if self.connection.state_machine.state not in _CONNECTION_OPEN:
+        if self.connection.state_machine.state not in CONNECTION_OPEN:
             await self.send(Closed())
             return
         # A PING with the GOAWAY (just ahead of it: an h2 client takes no frame
@@ -988,7 +988,7 @@ class DuplexH2Protocol(H2Protocol):
 
         Nothing more can be sent on it, but hypercorn leaves the buffer open: an
         app waiting in send() for window the client will never grant now (see
-        :class:`_BoundedBuffer`) would wait for ever, its session open. A closed
+        :class:`BoundedBuffer`) would wait for ever, its session open. A closed
         buffer returns that send and refuses later ones. It is closed, not
         dropped: the send task, woken for the stream (it may be inside
         _send_data now), then forgets it as for any stream that failed.
@@ -1166,7 +1166,7 @@ class DuplexH2Protocol(H2Protocol):
         queue = self._app_queues.get(stream_id)
         if queue is not None and not queue.empty() and _MERGE_QUEUED:
             inline = self._inline.get(stream_id)
-            if inline is not None and inline.merge and _merged(queue, event.data):
+            if inline is not None and inline.merge and merge_into_last(queue, event.data):
                 self.connection.acknowledge_received_data(event.flow_controlled_length, stream_id)
                 return
         if queue is not None and queue.full():
@@ -1229,7 +1229,7 @@ class DuplexH2Protocol(H2Protocol):
     async def _create_stream(self, request: h2.events.RequestReceived) -> None:
         await super()._create_stream(request)
         stream = self.streams.get(request.stream_id)
-        queue = _app_queue(stream)
+        queue = app_queue(stream)
         if request.stream_ended is None and queue is not None and self.stream_window > 0:
             self._narrow[request.stream_id] = False
         buffer = self.stream_buffers.get(request.stream_id)
@@ -1237,7 +1237,7 @@ class DuplexH2Protocol(H2Protocol):
             # Only where a full request queue is held (asyncio): under trio an app
             # waiting in send() would stop reading, and its full queue would
             # stall the connection's reader, every stream with it.
-            buffer.__class__ = _BoundedBuffer
+            buffer.__class__ = BoundedBuffer
         if queue is not None:
             # Forgotten in _close_stream before the stream is, so a queue found
             # here always belongs to an open stream whose app is running.
@@ -1299,14 +1299,14 @@ class DuplexH2Protocol(H2Protocol):
 
     def _widen_window(self, stream_id: int) -> None:
         """Have ``stream_id``'s receive window grow to :attr:`stream_window` with
-        the next WINDOW_UPDATE h2 sends for it (see :class:`_WideningWindow`)."""
+        the next WINDOW_UPDATE h2 sends for it (see :class:`WideningWindow`)."""
         stream = self.connection.streams.get(stream_id)
         # h2 has read the whole batch already: a client may have reset it in it.
         if stream is None or stream.closed:
             return
         manager = getattr(stream, "_inbound_window_manager", None)
         if type(manager) is WindowManager and manager.max_window_size < self.stream_window:
-            manager.__class__ = _WideningWindow
+            manager.__class__ = WideningWindow
             manager.widen_to = self.stream_window  # type: ignore[attr-defined]
 
     async def _close_stream(self, stream_id: int) -> None:
@@ -1325,7 +1325,7 @@ class DuplexH2Protocol(H2Protocol):
             inline.handler = None
         stream = self.streams.get(stream_id)
         if isinstance(stream, HTTPStream):
-            _drop_unread_messages(stream)
+            drop_unread_messages(stream)
         await super()._close_stream(stream_id)
         if (
             isinstance(stream, HTTPStream)
@@ -1532,9 +1532,9 @@ class ConnectionControl:
 
     def watch_output(self, watch: Any) -> None:
         """Have the response the client takes restart ``watch.since`` while
-        ``watch.sending`` is true (an app's output timer; see _BoundedBuffer.watch)."""
+        ``watch.sending`` is true (an app's output timer; see BoundedBuffer.watch)."""
         buffer = self._protocol.stream_buffers.get(self._stream_id)
-        if isinstance(buffer, _BoundedBuffer):
+        if isinstance(buffer, BoundedBuffer):
             buffer.watch = watch
 
     async def abort(self) -> None:
@@ -1599,20 +1599,20 @@ def install() -> None:
     setattr(hyperframe.frame.DataFrame, "_body_repr", _data_body_repr)  # noqa: B010
     # h2 checks every byte of every request header in a Python loop; see
     # emulator.header_checks.
-    if _STOCK_REJECT_ILLEGAL_CHARACTERS is not None:
-        setattr(h2.utilities, "_reject_illegal_characters", _reject_illegal_characters)  # noqa: B010
+    if STOCK_REJECT_ILLEGAL_CHARACTERS is not None:
+        setattr(h2.utilities, "_reject_illegal_characters", reject_illegal_characters)  # noqa: B010
     # hpack decodes Huffman strings a nibble at a time in Python; see
     # emulator.hpack_codec.
     if (
         speedups.huffman_decode is not None
-        and _HUFFMAN_TABLE is not None
-        and getattr(hpack.hpack, "decode_huffman", None) is _STOCK_DECODE_HUFFMAN
+        and HUFFMAN_DECODE_TABLE is not None
+        and getattr(hpack.hpack, "decode_huffman", None) is STOCK_DECODE_HUFFMAN
     ):
-        setattr(hpack.hpack, "decode_huffman", _decode_huffman)  # noqa: B010
+        setattr(hpack.hpack, "decode_huffman", fast_decode_huffman)  # noqa: B010
     # And runs seven generators per header of each block, both ways; see
     # emulator.header_checks.
-    if all(_STOCK_PIPELINES.values()) and all(hasattr(h2.stream, n) for n in _FAST_PIPELINES):
-        for name, fast in _FAST_PIPELINES.items():
+    if all(STOCK_PIPELINES.values()) and all(hasattr(h2.stream, n) for n in FAST_PIPELINES):
+        for name, fast in FAST_PIPELINES.items():
             setattr(h2.stream, name, fast)
     # The TLS teardown and HTTP/1.1 refusal fixes ride along: every server that
     # needs one needs them all.
@@ -1641,10 +1641,10 @@ def _patches() -> list[tuple[str, Any, str, Any]]:
             "h2.utilities._reject_illegal_characters",
             h2.utilities,
             "_reject_illegal_characters",
-            _reject_illegal_characters,
+            reject_illegal_characters,
         ),
-        ("hpack.hpack.decode_huffman", hpack.hpack, "decode_huffman", _decode_huffman),
-        *((f"h2.stream.{name}", h2.stream, name, fast) for name, fast in _FAST_PIPELINES.items()),
+        ("hpack.hpack.decode_huffman", hpack.hpack, "decode_huffman", fast_decode_huffman),
+        *((f"h2.stream.{name}", h2.stream, name, fast) for name, fast in FAST_PIPELINES.items()),
         (
             "hypercorn.asyncio.run.TCPServer",
             hypercorn.asyncio.run,

@@ -740,7 +740,7 @@ class _IdleWatch:
         #: When the receive under way began (``time.monotonic()``); None between receives.
         self.since: float | None = None
         #: Whether the timed wait under way is a send, whose time output taken
-        #: restarts (see emulator.flow_control._BoundedBuffer), not a receive.
+        #: restarts (see emulator.flow_control.BoundedBuffer), not a receive.
         self.sending = False
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[Any] | None = None

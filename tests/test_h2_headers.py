@@ -1,12 +1,12 @@
 """The server reads request headers exactly as h2 and hpack do, only faster.
 
-``emulator.hypercorn_h2`` decodes request headers with ``_QuickDecoder``
+``emulator.hypercorn_h2`` decodes request headers with ``QuickDecoder``
 (``emulator.hpack_codec``), which reads one-byte indexed fields inline and
 hands everything else to hpack. Fed the same blocks (from hpack's encoder, with
 and without Huffman coding, never indexed fields and table size updates, or
 plain garbage), both must return the same headers or raise the same error, and
 end with the same dynamic table. Both stand behind the same guard
-(``_check_block``: at most two table size updates, a block no longer than the
+(``check_block``: at most two table size updates, a block no longer than the
 header list limit allows), tested against hpack itself below.
 
 It also replaces h2's per-byte check of header names and values for illegal
@@ -39,19 +39,19 @@ from hypothesis import strategies as st
 
 from emulator import speedups
 from emulator.header_checks import (
-    _FAST_PIPELINES,
-    _STOCK_PIPELINES,
-    _STOCK_REJECT_ILLEGAL_CHARACTERS,
-    _plain_request,
-    _plain_response,
-    _reject_illegal_characters,
+    FAST_PIPELINES,
+    STOCK_PIPELINES,
+    STOCK_REJECT_ILLEGAL_CHARACTERS,
+    plain_request,
+    plain_response,
+    reject_illegal_characters,
 )
 from emulator.hpack_codec import (
-    _STOCK_DECODE_HUFFMAN,
-    _check_block,
-    _decode_huffman,
-    _GuardedDecoder,
-    _QuickDecoder,
+    STOCK_DECODE_HUFFMAN,
+    GuardedDecoder,
+    QuickDecoder,
+    check_block,
+    fast_decode_huffman,
 )
 
 #: What the SDK sends (its signature and user agent aside).
@@ -97,7 +97,7 @@ def _same_state(stock: hpack.Decoder, quick: hpack.Decoder) -> None:
 
 
 def _decoders(max_list: int, max_table: int) -> tuple[hpack.Decoder, hpack.Decoder]:
-    stock, quick = _GuardedDecoder(), _QuickDecoder()
+    stock, quick = GuardedDecoder(), QuickDecoder()
     for decoder in (stock, quick):
         decoder.max_header_list_size = max_list
         decoder.max_allowed_table_size = max_table
@@ -187,7 +187,7 @@ def test_any_bytes_decode_or_fail_as_hpack_does(
 def test_the_guard_refuses_what_would_cost_the_loop_before_decoding(block, error):
     """hpack decodes every update, a Python call each: a megabyte of them took a
     second of the event loop, yielding no header for any list limit to stop."""
-    for decoder in (_GuardedDecoder(), _QuickDecoder()):
+    for decoder in (GuardedDecoder(), QuickDecoder()):
         decoder.max_header_list_size = 2**16
         with pytest.raises(hpack.HPACKError, match=error):
             decoder.decode(block, raw=True)
@@ -204,9 +204,9 @@ def test_the_guard_refuses_what_would_cost_the_loop_before_decoding(block, error
 )
 def test_the_guard_lets_through_what_hpack_allows(block):
     """Anything else reaches hpack, which decides as it always has."""
-    stock, guarded = hpack.Decoder(), _GuardedDecoder()
+    stock, guarded = hpack.Decoder(), GuardedDecoder()
     stock.max_header_list_size = guarded.max_header_list_size = 2**16
-    _check_block(guarded, block)  # no error of its own
+    check_block(guarded, block)  # no error of its own
     assert _outcome(guarded, block) == _outcome(stock, block)
 
 
@@ -248,8 +248,8 @@ def _checked(check: Any, headers: list[tuple[bytes, bytes]]) -> tuple[Any, ...]:
 def test_header_characters_are_judged_as_h2_judges_them(
     headers: list[tuple[bytes, bytes]],
 ) -> None:
-    assert _checked(_reject_illegal_characters, headers) == _checked(
-        _STOCK_REJECT_ILLEGAL_CHARACTERS, headers
+    assert _checked(reject_illegal_characters, headers) == _checked(
+        STOCK_REJECT_ILLEGAL_CHARACTERS, headers
     )
 
 
@@ -257,7 +257,7 @@ def test_install_puts_the_quick_check_into_h2s_pipeline() -> None:
     from emulator.hypercorn_h2 import install
 
     install()
-    assert h2.utilities._reject_illegal_characters is _reject_illegal_characters
+    assert h2.utilities._reject_illegal_characters is reject_illegal_characters
     # Through h2's whole pipeline, as a server receives it.
     flags = h2.utilities.HeaderValidationFlags(
         is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
@@ -303,9 +303,9 @@ _response_header = st.builds(
 def test_the_indexed_table_encodes_the_same_bytes_as_hpacks(
     blocks: list[tuple[list[hpack.HeaderTuple], int | None]],
 ) -> None:
-    from emulator.hpack_codec import _LiteralEncoder
+    from emulator.hpack_codec import LiteralEncoder
 
-    stock, quick = hpack.Encoder(), _LiteralEncoder()
+    stock, quick = hpack.Encoder(), LiteralEncoder()
     for headers, resize in blocks:
         if resize is not None:
             stock.header_table_size = resize
@@ -373,7 +373,7 @@ def _through(pipeline: Any, headers: list[Any], *args: Any) -> tuple[Any, ...]:
     headers=st.one_of(_near_plain, st.lists(_pipeline_header, max_size=8)),
     flags=_flags,
     split_cookies=st.booleans(),
-    name=st.sampled_from(sorted(_FAST_PIPELINES)),
+    name=st.sampled_from(sorted(FAST_PIPELINES)),
 )
 @example(headers=_SDK_REQUEST, flags=_SERVER_REQUEST, split_cookies=False, name="validate_headers")
 @example(
@@ -435,38 +435,38 @@ def test_each_header_pipeline_gives_what_h2s_gives(
     headers: list[Any], flags: Any, split_cookies: bool, name: str
 ) -> None:
     args = (flags, split_cookies) if name == "normalize_outbound_headers" else (flags,)
-    assert _through(_FAST_PIPELINES[name], headers, *args) == _through(
-        _STOCK_PIPELINES[name], headers, *args
+    assert _through(FAST_PIPELINES[name], headers, *args) == _through(
+        STOCK_PIPELINES[name], headers, *args
     )
 
 
 def test_the_blocks_a_server_sees_most_take_the_one_pass_path() -> None:
     """Without this the pipelines above could pass by always deferring to h2."""
     server_request, server_response = _SERVER_REQUEST, _SERVER_RESPONSE
-    assert _plain_request(_SDK_REQUEST)
-    assert _plain_response(_RESPONSE)
-    validated = _FAST_PIPELINES["validate_headers"](iter(_SDK_REQUEST), server_request)
+    assert plain_request(_SDK_REQUEST)
+    assert plain_response(_RESPONSE)
+    validated = FAST_PIPELINES["validate_headers"](iter(_SDK_REQUEST), server_request)
     assert type(validated) is list and validated == _SDK_REQUEST
-    normalized = _FAST_PIPELINES["normalize_outbound_headers"](iter(_RESPONSE), server_response)
+    normalized = FAST_PIPELINES["normalize_outbound_headers"](iter(_RESPONSE), server_response)
     assert list(normalized) == _RESPONSE
-    checked = _FAST_PIPELINES["validate_outbound_headers"](normalized, server_response)
+    checked = FAST_PIPELINES["validate_outbound_headers"](normalized, server_response)
     assert type(checked) is list and checked == _RESPONSE
     # And what they must not pass: h2 answers for these.
-    assert not _plain_request([*_SDK_REQUEST, (b"te", b"gzip")])
-    assert not _plain_request(_SDK_REQUEST[1:])  # no :method
-    assert not _plain_response([(b"content-type", b"x"), (b":status", b"200")])
-    assert not _plain_response([*_RESPONSE, (b"X-Upper", b"1")])
+    assert not plain_request([*_SDK_REQUEST, (b"te", b"gzip")])
+    assert not plain_request(_SDK_REQUEST[1:])  # no :method
+    assert not plain_response([(b"content-type", b"x"), (b":status", b"200")])
+    assert not plain_response([*_RESPONSE, (b"X-Upper", b"1")])
 
 
 def test_install_puts_the_one_pass_pipelines_where_h2_stream_calls_them() -> None:
     from emulator.hypercorn_h2 import install
 
     install()
-    for name, fast in _FAST_PIPELINES.items():
+    for name, fast in FAST_PIPELINES.items():
         assert getattr(h2.stream, name) is fast
-        assert getattr(h2.utilities, name) is _STOCK_PIPELINES[name]  # h2's own, kept
+        assert getattr(h2.utilities, name) is STOCK_PIPELINES[name]  # h2's own, kept
     install()  # again: still the same, no wrapping of a wrapper
-    assert all(getattr(h2.stream, name) is fast for name, fast in _FAST_PIPELINES.items())
+    assert all(getattr(h2.stream, name) is fast for name, fast in FAST_PIPELINES.items())
 
 
 # --- Huffman strings ---------------------------------------------------------------------
@@ -503,8 +503,8 @@ def _decoded(decode: Any, data: bytes) -> tuple[Any, ...]:
 @example(data=b"\x00")  # '0' then three bits of padding that are not all ones
 @example(data=_huffman.encode(b"AWS4-HMAC-SHA256 Credential=AKIA/20261204/us-east-1/x"))
 def test_huffman_strings_decode_as_hpack_decodes_them(data: bytes) -> None:
-    assert _decoded(_decode_huffman, data) == _decoded(_STOCK_DECODE_HUFFMAN, data)
-    assert _decoded(_decode_huffman, memoryview(data)) == _decoded(_STOCK_DECODE_HUFFMAN, data)
+    assert _decoded(fast_decode_huffman, data) == _decoded(STOCK_DECODE_HUFFMAN, data)
+    assert _decoded(fast_decode_huffman, memoryview(data)) == _decoded(STOCK_DECODE_HUFFMAN, data)
 
 
 @_needs_c
@@ -514,12 +514,12 @@ def test_install_gives_hpack_the_c_huffman_decoder() -> None:
     from emulator.hypercorn_h2 import install
 
     install()
-    assert hpack.hpack.decode_huffman is _decode_huffman
+    assert hpack.hpack.decode_huffman is fast_decode_huffman
     # Through hpack's decoder, as the server reads a never-indexed authorization.
     block = hpack.Encoder().encode(
         [hpack.NeverIndexedHeaderTuple(b"authorization", b"AWS4-HMAC-SHA256 Signature=ab12")],
         huffman=True,
     )
-    assert _QuickDecoder().decode(block, raw=True) == [
+    assert QuickDecoder().decode(block, raw=True) == [
         (b"authorization", b"AWS4-HMAC-SHA256 Signature=ab12")
     ]

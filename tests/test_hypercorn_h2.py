@@ -54,7 +54,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from emulator.flow_control import _merged, _RoundRobin, _WideningWindow
+from emulator.flow_control import RoundRobin, WideningWindow, merge_into_last
 from emulator.hypercorn_h2 import (
     CONNECTION_EXTENSION,
     INLINE_BODY_EXTENSION,
@@ -968,7 +968,7 @@ def test_the_response_header_table_stays_within_its_cap_whatever_the_client_allo
         encoder.encode([(b":status", b"200"), (b"x-amzn-request-id", f"req-{n:06d}".encode())])
     held = sum(32 + len(name) + len(value) for name, value in encoder.header_table.dynamic_entries)
     assert 0 < held <= used
-    assert isinstance(encoder, hpack_codec._CappedEncoder)
+    assert isinstance(encoder, hpack_codec.CappedEncoder)
 
 
 def test_a_malformed_requests_log_line_does_not_quote_its_values(duplex: None, caplog) -> None:
@@ -1068,15 +1068,15 @@ def test_merging_stops_at_its_limits() -> None:
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=10)
     queue.put_nowait(body())
     piece = b"p" * (MERGE_LIMIT // 4)
-    assert all(_merged(queue, piece) for _ in range(4))
-    assert not _merged(queue, b"x")  # the message holds its limit
+    assert all(merge_into_last(queue, piece) for _ in range(4))
+    assert not merge_into_last(queue, b"x")  # the message holds its limit
     queue.put_nowait(body())
-    assert _merged(queue, piece)  # the next message takes more
+    assert merge_into_last(queue, piece)  # the next message takes more
     merged = [sum(map(len, m.get(MORE_BODIES, []))) for m in queue._queue]
     assert merged == [MERGE_LIMIT, len(piece)]
-    assert not _merged(_one(body(more_body=False)), piece)  # the request's end
-    assert not _merged(_one({"type": "http.disconnect"}), piece)
-    assert not _merged(_one(body()), b"p" * (MERGE_LIMIT + 1))
+    assert not merge_into_last(_one(body(more_body=False)), piece)  # the request's end
+    assert not merge_into_last(_one({"type": "http.disconnect"}), piece)
+    assert not merge_into_last(_one(body()), b"p" * (MERGE_LIMIT + 1))
 
 
 def _one(message: dict[str, Any]) -> asyncio.Queue[Any]:
@@ -1154,7 +1154,7 @@ def test_a_stream_window_widens_with_the_first_update_h2_sends() -> None:
     on h2 manages it alone, updating at half the wider window."""
     wide = DuplexH2Protocol.stream_window
     manager = WindowManager(65_535)
-    manager.__class__ = _WideningWindow
+    manager.__class__ = WideningWindow
     manager.widen_to = wide  # type: ignore[attr-defined]
     manager.window_consumed(40_000)
     assert not manager.process_bytes(20_000)  # under half of 64 KiB taken: nothing yet
@@ -1167,7 +1167,7 @@ def test_a_stream_window_widens_with_the_first_update_h2_sends() -> None:
     # Widened while bytes received are not yet taken: they come back later, and
     # the window reaches its full size.
     manager = WindowManager(65_535)
-    manager.__class__ = _WideningWindow
+    manager.__class__ = WideningWindow
     manager.widen_to = wide  # type: ignore[attr-defined]
     manager.window_consumed(60_000)
     assert manager.process_bytes(33_000) == 33_000 + wide - 65_535
@@ -1689,7 +1689,7 @@ def test_priority_frames_for_streams_not_open_leave_nothing_behind(duplex: None)
         assert echoed == 1
         assert echo_round(client, echoed, b"after its PRIORITY frame")
         assert_connection_alive(server, client)
-    scheduler = _RoundRobin()
+    scheduler = RoundRobin()
     scheduler.reprioritize(7, depends_on=None, weight=32)
     with pytest.raises(priority.DeadlockError):
         next(scheduler)
@@ -1703,13 +1703,13 @@ async def test_the_response_buffer_waits_at_its_mark_and_counts_what_is_taken() 
     (an app's output timer); a byte now and then does not."""
     from hypercorn.asyncio.worker_context import EventWrapper
 
-    from emulator.flow_control import _BoundedBuffer
+    from emulator.flow_control import BoundedBuffer
 
     class Watch:
         since = 0.0
         sending = True
 
-    buffer = _BoundedBuffer(EventWrapper)
+    buffer = BoundedBuffer(EventWrapper)
     buffer.watch = watch = Watch()
     await buffer.push(b"x" * 100)
     assert await buffer.pop(100) == b"x" * 100  # all of it: the pause event is set now
@@ -2119,11 +2119,11 @@ def test_stock_hypercorn_huffman_codes_response_headers(stock: None) -> None:
 def test_each_connection_decodes_headers_quickly_under_h2s_limits() -> None:
     """DuplexH2Protocol swaps h2's HPACK decoder for the quick one, carrying h2's limits
     over, and its encoder sends header strings without Huffman coding."""
-    from emulator.hpack_codec import _QuickDecoder
+    from emulator.hpack_codec import QuickDecoder
 
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     decoder = protocol.connection.decoder
-    assert type(decoder) is _QuickDecoder
+    assert type(decoder) is QuickDecoder
     assert decoder.max_header_list_size == protocol.connection.DEFAULT_MAX_HEADER_LIST_SIZE
     assert decoder.max_allowed_table_size == hpack.Decoder().max_allowed_table_size
     literal = protocol.connection.encoder.encode([(b"x-amzn-a", b"ValidationException")])
@@ -2137,16 +2137,16 @@ def test_an_hpack_without_the_internals_keeps_its_own_coders(
     found out at import, and connections then keep h2's own encoder and decoder."""
     from emulator import hpack_codec, hypercorn_h2
 
-    assert hpack_codec._hpack_internals_present()  # the hpack installed here
+    assert hpack_codec.hpack_internals_present()  # the hpack installed here
     monkeypatch.delattr(hpack.Decoder, "_decode_literal_index")
-    assert not hpack_codec._hpack_internals_present()
+    assert not hpack_codec.hpack_internals_present()
 
     # DuplexH2Protocol reads the flag from its own module.
     monkeypatch.setattr(hypercorn_h2, "_QUICK_HPACK", False)
     protocol = DuplexH2Protocol(*_constructor_args(tls=False))
     # hpack's own decoder, behind the same guard against costly blocks.
-    assert type(protocol.connection.decoder) is hpack_codec._GuardedDecoder
-    assert type(protocol.connection.encoder) is hpack_codec._CappedEncoder
+    assert type(protocol.connection.decoder) is hpack_codec.GuardedDecoder
+    assert type(protocol.connection.encoder) is hpack_codec.CappedEncoder
 
 
 @pytest.mark.parametrize(

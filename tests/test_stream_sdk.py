@@ -586,7 +586,7 @@ async def test_the_sdks_header_blocks_take_the_servers_quick_paths(emulator, cli
     from emulator import header_checks, hypercorn_h2, speedups
 
     if speedups.huffman_decode is not None:
-        assert hpack.hpack.decode_huffman is hypercorn_h2._decode_huffman
+        assert hpack.hpack.decode_huffman is hypercorn_h2.fast_decode_huffman
     requests: list[bool] = []
     responses: list[bool] = []
     decoded: list[bytes] = []
@@ -599,10 +599,10 @@ async def test_the_sdks_header_blocks_take_the_servers_quick_paths(emulator, cli
         return wrapper
 
     monkeypatch.setattr(
-        header_checks, "_plain_request", recorded(header_checks._plain_request, requests)
+        header_checks, "plain_request", recorded(header_checks.plain_request, requests)
     )
     monkeypatch.setattr(
-        header_checks, "_plain_response", recorded(header_checks._plain_response, responses)
+        header_checks, "plain_response", recorded(header_checks.plain_response, responses)
     )
     huffman = recorded(hpack.hpack.decode_huffman, decoded)
     monkeypatch.setattr(hpack.hpack, "decode_huffman", huffman)

@@ -688,15 +688,15 @@ def test_audio_arriving_while_the_pump_waits_is_taken_inline_to_the_same_effect(
 
 def merge_spy(monkeypatch) -> list[bool]:
     """Record each answer of the HTTP/2 layer's merge of queued DATA
-    (emulator.hypercorn_h2._merged): True where a frame joined a waiting message."""
+    (emulator.hypercorn_h2.merge_into_last): True where a frame joined a waiting message."""
     merged: list[bool] = []
-    original = hypercorn_h2._merged
+    original = hypercorn_h2.merge_into_last
 
     def spy(queue, data: bytes) -> bool:
         merged.append(original(queue, data))
         return merged[-1]
 
-    monkeypatch.setattr(hypercorn_h2, "_merged", spy)
+    monkeypatch.setattr(hypercorn_h2, "merge_into_last", spy)
     return merged
 
 
