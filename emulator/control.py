@@ -67,6 +67,7 @@ from .validation import integer_text, json_int, lone_surrogate
 __all__ = [
     "MAX_REQUEST_BODY",
     "NOT_EMULATED",
+    "ControlPlane",
     "body_too_large",
     "control_routes",
     "routing_scope",
@@ -363,31 +364,36 @@ def _stray_slash(request: Request) -> str | None:
 
 
 # --- Routes -------------------------------------------------------------------------------
-def control_routes(registry: ResourceRegistry) -> list[Route]:
-    """Return the routes of the twelve domain, subscription and tag operations.
+def _ids(request: Request, *, subscription: bool = False) -> tuple[str, str]:
+    """The request's domain id (and subscription id), checked."""
+    out = _Violations()
+    domain_id = request.path_params["domainId"]
+    subscription_id = request.path_params.get("subscriptionId", "")
+    out.text(domain_id, "domainId", DOMAIN_ID, required=True)
+    if subscription:
+        out.text(subscription_id, "subscriptionId", SUBSCRIPTION_ID, required=True)
+    out.raise_if()
+    return domain_id, subscription_id
 
-    Paths are the model's: ``/domain``, ``/domain/{domainId}``,
-    ``/domains/{domainId}/subscriptions[/{subscriptionId}[/activate|/deactivate]]`` and
-    ``/tags/{resourceArn}`` (the ARN percent-encoded, slashes included). None overlaps
-    ``/medical-scribe-stream/...`` or ``/_emulator/...``.
+
+async def _empty_body(request: Request) -> None:
+    """Check that the request's body is empty or ``{}``, as its operation takes no members."""
+    out = _Violations()
+    await _json_body(request, (), out)
+    out.raise_if()
+
+
+class ControlPlane:
+    """The twelve domain, subscription and tag operations, moto's Responses class
+    for them: each handler reads and checks its request (every member's breach
+    listed in one ValidationException), calls :attr:`registry`, the backend, and
+    shapes the model's answer. :func:`control_routes` binds them to their paths.
     """
 
-    def ids(request: Request, *, subscription: bool = False) -> tuple[str, str]:
-        out = _Violations()
-        domain_id = request.path_params["domainId"]
-        subscription_id = request.path_params.get("subscriptionId", "")
-        out.text(domain_id, "domainId", DOMAIN_ID, required=True)
-        if subscription:
-            out.text(subscription_id, "subscriptionId", SUBSCRIPTION_ID, required=True)
-        out.raise_if()
-        return domain_id, subscription_id
+    def __init__(self, registry: ResourceRegistry) -> None:
+        self.registry = registry
 
-    async def empty_body(request: Request) -> None:
-        out = _Violations()
-        await _json_body(request, (), out)
-        out.raise_if()
-
-    async def create_domain(request: Request) -> Response:
+    async def create_domain(self, request: Request) -> Response:
         out = _Violations()
         body = await _json_body(
             request, ("name", "kmsKeyArn", "tags", "webAppSetupConfiguration"), out
@@ -397,7 +403,7 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
         _check_web_app(body.get("webAppSetupConfiguration"), out)
         _check_tags(body.get("tags"), out, required=False)
         out.raise_if()
-        domain = registry.create_domain(
+        domain = self.registry.create_domain(
             name=body["name"],
             kms_key_arn=body.get("kmsKeyArn"),
             web_app_setup=body.get("webAppSetupConfiguration"),
@@ -405,18 +411,18 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
         )
         return _ok(domain.to_json(with_tags=False), status=201)
 
-    async def get_domain(request: Request) -> Response:
-        domain_id, _ = ids(request)
-        return _ok(registry.get_domain(domain_id).to_json(with_tags=True))
+    async def get_domain(self, request: Request) -> Response:
+        domain_id, _ = _ids(request)
+        return _ok(self.registry.get_domain(domain_id).to_json(with_tags=True))
 
-    async def list_domains(request: Request) -> Response:
+    async def list_domains(self, request: Request) -> Response:
         out = _Violations()
         status = _query_one(request, "status", out)
         out.text(status, "status", DOMAIN_STATUS, required=False)
         max_results = _query_int(request, "maxResults", out)
         next_token = _query_one(request, "nextToken", out)
         out.raise_if()
-        page = registry.list_domains(
+        page = self.registry.list_domains(
             status=status,
             max_results=max_results or DEFAULT_MAX_RESULTS,
             next_token=next_token,
@@ -426,29 +432,29 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
             document["nextToken"] = page.next_token
         return _ok(document)
 
-    async def delete_domain(request: Request) -> Response:
-        domain_id, _ = ids(request)
-        domain = registry.delete_domain(domain_id)
+    async def delete_domain(self, request: Request) -> Response:
+        domain_id, _ = _ids(request)
+        domain = self.registry.delete_domain(domain_id)
         return _ok({"domainId": domain.domain_id, "arn": domain.arn, "status": domain.status})
 
-    async def create_subscription(request: Request) -> Response:
-        domain_id, _ = ids(request)
-        await empty_body(request)
-        return _ok(registry.create_subscription(domain_id).to_json(), status=201)
+    async def create_subscription(self, request: Request) -> Response:
+        domain_id, _ = _ids(request)
+        await _empty_body(request)
+        return _ok(self.registry.create_subscription(domain_id).to_json(), status=201)
 
-    async def get_subscription(request: Request) -> Response:
-        domain_id, subscription_id = ids(request, subscription=True)
-        subscription = registry.get_subscription(domain_id, subscription_id)
+    async def get_subscription(self, request: Request) -> Response:
+        domain_id, subscription_id = _ids(request, subscription=True)
+        subscription = self.registry.get_subscription(domain_id, subscription_id)
         return _ok({"subscription": subscription.to_json()})
 
-    async def list_subscriptions(request: Request) -> Response:
+    async def list_subscriptions(self, request: Request) -> Response:
         out = _Violations()
         domain_id = request.path_params["domainId"]
         out.text(domain_id, "domainId", DOMAIN_ID, required=True)
         max_results = _query_int(request, "maxResults", out)
         next_token = _query_one(request, "nextToken", out)
         out.raise_if()
-        page = registry.list_subscriptions(
+        page = self.registry.list_subscriptions(
             domain_id,
             max_results=max_results or DEFAULT_MAX_RESULTS,
             next_token=next_token,
@@ -458,29 +464,29 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
             document["nextToken"] = page.next_token
         return _ok(document)
 
-    async def activate_subscription(request: Request) -> Response:
-        domain_id, subscription_id = ids(request, subscription=True)
-        await empty_body(request)
-        subscription = registry.activate_subscription(domain_id, subscription_id)
+    async def activate_subscription(self, request: Request) -> Response:
+        domain_id, subscription_id = _ids(request, subscription=True)
+        await _empty_body(request)
+        subscription = self.registry.activate_subscription(domain_id, subscription_id)
         return _ok({"subscription": subscription.to_json()})
 
-    async def deactivate_subscription(request: Request) -> Response:
-        domain_id, subscription_id = ids(request, subscription=True)
-        await empty_body(request)
-        subscription = registry.deactivate_subscription(domain_id, subscription_id)
+    async def deactivate_subscription(self, request: Request) -> Response:
+        domain_id, subscription_id = _ids(request, subscription=True)
+        await _empty_body(request)
+        subscription = self.registry.deactivate_subscription(domain_id, subscription_id)
         return _ok({"subscription": subscription.to_json()})
 
-    async def tag_resource(request: Request) -> Response:
+    async def tag_resource(self, request: Request) -> Response:
         out = _Violations()
         resource_arn = request.path_params["resourceArn"]
         _check_arn(resource_arn, out)
         body = await _json_body(request, ("tags",), out)
         _check_tags(body.get("tags"), out, required=True)
         out.raise_if()
-        registry.tag_resource(resource_arn, body["tags"])
+        self.registry.tag_resource(resource_arn, body["tags"])
         return _no_content()
 
-    async def untag_resource(request: Request) -> Response:
+    async def untag_resource(self, request: Request) -> Response:
         out = _Violations()
         resource_arn = request.path_params["resourceArn"]
         _check_arn(resource_arn, out)
@@ -493,34 +499,44 @@ def control_routes(registry: ResourceRegistry) -> list[Route]:
         for index, key in enumerate(tag_keys, start=1):
             out.text(key, f"tagKeys.{index}.member", TAG_KEY, required=True)
         out.raise_if()
-        registry.untag_resource(resource_arn, tag_keys)
+        self.registry.untag_resource(resource_arn, tag_keys)
         return _no_content()
 
-    async def list_tags_for_resource(request: Request) -> Response:
+    async def list_tags_for_resource(self, request: Request) -> Response:
         out = _Violations()
         resource_arn = request.path_params["resourceArn"]
         _check_arn(resource_arn, out)
         out.raise_if()
-        return _ok({"tags": registry.list_tags_for_resource(resource_arn)})
+        return _ok({"tags": self.registry.list_tags_for_resource(resource_arn)})
 
+
+def control_routes(registry: ResourceRegistry) -> list[Route]:
+    """Return the routes of the twelve domain, subscription and tag operations.
+
+    Paths are the model's: ``/domain``, ``/domain/{domainId}``,
+    ``/domains/{domainId}/subscriptions[/{subscriptionId}[/activate|/deactivate]]`` and
+    ``/tags/{resourceArn}`` (the ARN percent-encoded, slashes included). None overlaps
+    ``/medical-scribe-stream/...`` or ``/_emulator/...``.
+    """
+    plane = ControlPlane(registry)
     domain = "/domains/{domainId:medscribe_label}"
     subscription = f"{domain}/subscriptions/{{subscriptionId:medscribe_label}}"
     # The ARN label is not greedy in the model, so clients percent-encode its "/"; the
     # path converter also takes one sent unescaped.
     tags = "/tags/{resourceArn:path}"
     table: list[tuple[str, str, Handler]] = [
-        ("/domain", "POST", create_domain),
-        ("/domain", "GET", list_domains),
-        ("/domain/{domainId:medscribe_label}", "GET", get_domain),
-        ("/domain/{domainId:medscribe_label}", "DELETE", delete_domain),
-        (f"{domain}/subscriptions", "POST", create_subscription),
-        (f"{domain}/subscriptions", "GET", list_subscriptions),
-        (subscription, "GET", get_subscription),
-        (f"{subscription}/activate", "POST", activate_subscription),
-        (f"{subscription}/deactivate", "POST", deactivate_subscription),
-        (tags, "POST", tag_resource),
-        (tags, "DELETE", untag_resource),
-        (tags, "GET", list_tags_for_resource),
+        ("/domain", "POST", plane.create_domain),
+        ("/domain", "GET", plane.list_domains),
+        ("/domain/{domainId:medscribe_label}", "GET", plane.get_domain),
+        ("/domain/{domainId:medscribe_label}", "DELETE", plane.delete_domain),
+        (f"{domain}/subscriptions", "POST", plane.create_subscription),
+        (f"{domain}/subscriptions", "GET", plane.list_subscriptions),
+        (subscription, "GET", plane.get_subscription),
+        (f"{subscription}/activate", "POST", plane.activate_subscription),
+        (f"{subscription}/deactivate", "POST", plane.deactivate_subscription),
+        (tags, "POST", plane.tag_resource),
+        (tags, "DELETE", plane.untag_resource),
+        (tags, "GET", plane.list_tags_for_resource),
     ]
     table += [
         (path.replace("}", ":medscribe_label}"), method, _not_emulated(name))
