@@ -27,7 +27,7 @@ from .record import SessionRecord
 from .requestbody import read_limited, unfinished_body
 from .validation import id_constraints_broken, json_int, lone_surrogate
 
-__all__ = ["admin_routes"]
+__all__ = ["AdminAPI", "admin_routes"]
 
 #: Largest admin request body accepted; an inline scenario fits well within it.
 MAX_ADMIN_BODY = 4 * 1024 * 1024
@@ -171,67 +171,75 @@ async def _json_body(request: Request) -> Any:
     return document
 
 
-def admin_routes(
-    backend: Backend, *, ca_file: Path | None, endpoints: dict[str, str]
-) -> list[Route]:
-    """Return the admin routes bound to ``backend``."""
+class AdminAPI:
+    """The admin API's handlers over ``backend``, as moto's Responses classes are:
+    each reads its request, acts on the backend and answers JSON (errors as
+    ``{"message": ...}``). :func:`admin_routes` binds them to their paths."""
 
-    async def health(request: Request) -> Response:
+    def __init__(
+        self, backend: Backend, *, ca_file: Path | None, endpoints: dict[str, str]
+    ) -> None:
+        self.backend = backend
+        self.ca_file = ca_file
+        self.endpoints = endpoints
+        #: Read once: the CA that signed the certificate this server runs with,
+        #: even once the file is removed (a clean-up of the state directory) or replaced.
+        self.ca_pem_bytes = (
+            ca_file.read_bytes() if ca_file is not None and ca_file.exists() else None
+        )
+
+    async def health(self, request: Request) -> Response:
         return _JSON(
             {
                 "status": "ready",
                 "version": __version__,
-                "endpoints": endpoints,
-                "sessions": {"active": backend.active, "total": backend.total},
-                "rules": len(backend.rules.list()),
-                "defaultScenario": backend.default_scenario,
-                "scenarios": [SYNTHETIC, *sorted(backend.scenarios)],
+                "endpoints": self.endpoints,
+                "sessions": {"active": self.backend.active, "total": self.backend.total},
+                "rules": len(self.backend.rules.list()),
+                "defaultScenario": self.backend.default_scenario,
+                "scenarios": [SYNTHETIC, *sorted(self.backend.scenarios)],
             }
         )
 
-    # Read once: the CA that signed the certificate this server runs with, even
-    # once the file is removed (a clean-up of the state directory) or replaced.
-    ca_pem_bytes = ca_file.read_bytes() if ca_file is not None and ca_file.exists() else None
-
-    async def ca_pem(request: Request) -> Response:
-        if ca_file is None:
+    async def ca_pem(self, request: Request) -> Response:
+        if self.ca_file is None:
             return _error(404, "this emulator was started with a user-supplied certificate: no CA")
-        if ca_pem_bytes is None:
-            return _error(404, f"the CA file {ca_file} was missing when this emulator started")
-        return Response(ca_pem_bytes, media_type="application/x-pem-file")
+        if self.ca_pem_bytes is None:
+            return _error(404, f"the CA file {self.ca_file} was missing when this emulator started")
+        return Response(self.ca_pem_bytes, media_type="application/x-pem-file")
 
-    async def list_rules(request: Request) -> Response:
-        return _JSON({"rules": [rule.to_json() for rule in backend.rules.list()]})
+    async def list_rules(self, request: Request) -> Response:
+        return _JSON({"rules": [rule.to_json() for rule in self.backend.rules.list()]})
 
-    async def add_rule(request: Request) -> Response:
+    async def add_rule(self, request: Request) -> Response:
         try:
-            rule = backend.add_rule(await _json_body(request))
+            rule = self.backend.add_rule(await _json_body(request))
         except ConfigError as error:
             return _error(400, f"invalid rule: {error}")
         return _JSON(rule.to_json(), status_code=201)
 
-    async def delete_rules(request: Request) -> Response:
-        count = len(backend.rules.list())
-        backend.rules.clear()
+    async def delete_rules(self, request: Request) -> Response:
+        count = len(self.backend.rules.list())
+        self.backend.rules.clear()
         return _JSON({"deleted": count})
 
-    async def delete_rule(request: Request) -> Response:
+    async def delete_rule(self, request: Request) -> Response:
         rule_id = request.path_params["rule_id"]
-        if not backend.rules.delete(rule_id):
+        if not self.backend.rules.delete(rule_id):
             return _error(404, f"no rule with id {rule_id!r}")
         return _JSON({"deleted": 1})
 
-    async def reset(request: Request) -> Response:
+    async def reset(self, request: Request) -> Response:
         try:
-            backend.reset()
+            self.backend.reset()
         except ConfigError as error:
             return _error(400, f"cannot reset: {error}")
         # Sessions with a stream still open are kept (their stream goes on): named,
         # so that a test harness can say why its "clean" emulator has a session.
-        live = [record.key.session_id for record in backend.sessions.values()]
+        live = [record.key.session_id for record in self.backend.sessions.values()]
         return _JSON({"status": "reset", "liveSessions": live})
 
-    async def list_sessions(request: Request) -> Response:
+    async def list_sessions(self, request: Request) -> Response:
         if (refused := _repeated(request)) is not None:
             return refused
         filters = dict(request.query_params)
@@ -250,22 +258,22 @@ def admin_routes(
             return all(entry.get(name) == value for name, value in filters.items())
 
         # Oldest first by creation: the registry's own order is by last use.
-        records = sorted(backend.sessions.values(), key=lambda record: record.created_at)
+        records = sorted(self.backend.sessions.values(), key=lambda record: record.created_at)
         sessions = [record.summary() for record in records]
         return _JSON(
             {
                 "sessions": [entry for entry in sessions if wanted(entry)],
                 # A rejected request has no status: a status filter leaves none.
                 "rejected": [
-                    entry for entry in backend.rejections if status is None and wanted(entry)
+                    entry for entry in self.backend.rejections if status is None and wanted(entry)
                 ],
                 # The list keeps the newest rejections: a test looking for an older one
                 # is told it was dropped, not that it never came.
-                "rejectedDropped": backend.rejections_dropped,
+                "rejectedDropped": self.backend.rejections_dropped,
             }
         )
 
-    def find(request: Request) -> SessionRecord | Response:
+    def _find(self, request: Request) -> SessionRecord | Response:
         session_id = request.path_params["session_id"]
         if (refused := _repeated(request)) is not None:
             return refused
@@ -288,13 +296,13 @@ def admin_routes(
                 shown = value if len(value) <= 64 else value[:64] + "..."
                 rules = "; ".join(rule.removeprefix("Member ") for rule in broken)
                 return _error(400, f"?{name}={shown!r}: a {name} {rules}")
-        record = backend.find(
+        record = self.backend.find(
             session_id,
             domain_id=filters.get("domainId"),
             subscription_id=filters.get("subscriptionId"),
         )
         if record is None:
-            elsewhere = backend.find(session_id) if filters else None
+            elsewhere = self.backend.find(session_id) if filters else None
             if elsewhere is not None:
                 wanted = ", ".join(f"{name} {value}" for name, value in filters.items())
                 key = elsewhere.key
@@ -306,14 +314,14 @@ def admin_routes(
             return _error(404, f"no session with id {session_id!r}")
         return record
 
-    async def get_session(request: Request) -> Response:
-        record = find(request)
+    async def get_session(self, request: Request) -> Response:
+        record = self._find(request)
         if isinstance(record, Response):
             return record
         return _JSON(record.details())
 
-    async def session_events(request: Request) -> Response:
-        record = find(request)
+    async def session_events(self, request: Request) -> Response:
+        record = self._find(request)
         if isinstance(record, Response):
             return record
         assert record.journal is not None
@@ -327,47 +335,55 @@ def admin_routes(
             }
         )
 
-    async def session_audio(request: Request) -> Response:
-        record = find(request)
+    async def session_audio(self, request: Request) -> Response:
+        record = self._find(request)
         if isinstance(record, Response):
             return record
         return _audio_response(record)
 
-    async def session_artifact(request: Request) -> Response:
-        record = find(request)
+    async def session_artifact(self, request: Request) -> Response:
+        record = self._find(request)
         if isinstance(record, Response):
             return record
-        return _artifact_response(record, request.path_params["name"], backend)
+        return _artifact_response(record, request.path_params["name"], self.backend)
 
-    async def list_scenarios(request: Request) -> Response:
-        return _JSON({"scenarios": [SYNTHETIC, *sorted(backend.scenarios)]})
+    async def list_scenarios(self, request: Request) -> Response:
+        return _JSON({"scenarios": [SYNTHETIC, *sorted(self.backend.scenarios)]})
 
+
+def admin_routes(
+    backend: Backend, *, ca_file: Path | None, endpoints: dict[str, str]
+) -> list[Route]:
+    """Return the admin routes bound to ``backend``."""
+    api = AdminAPI(backend, ca_file=ca_file, endpoints=endpoints)
     return [
-        Route("/_emulator/health", _no_parameters(health), methods=["GET"]),
-        Route("/_emulator/ca.pem", _no_parameters(ca_pem), methods=["GET"]),
-        Route("/_emulator/rules", _no_parameters(list_rules), methods=["GET"]),
-        Route("/_emulator/rules", _no_parameters(add_rule), methods=["POST"]),
+        Route("/_emulator/health", _no_parameters(api.health), methods=["GET"]),
+        Route("/_emulator/ca.pem", _no_parameters(api.ca_pem), methods=["GET"]),
+        Route("/_emulator/rules", _no_parameters(api.list_rules), methods=["GET"]),
+        Route("/_emulator/rules", _no_parameters(api.add_rule), methods=["POST"]),
         Route(
             "/_emulator/rules",
-            _no_parameters(_no_body(delete_rules, _DELETE_RULES_HINT)),
+            _no_parameters(_no_body(api.delete_rules, _DELETE_RULES_HINT)),
             methods=["DELETE"],
         ),
         Route(
             "/_emulator/rules/{rule_id}",
-            _no_parameters(_no_body(delete_rule, "the rule is named by the path")),
+            _no_parameters(_no_body(api.delete_rule, "the rule is named by the path")),
             methods=["DELETE"],
         ),
-        Route("/_emulator/reset", _no_parameters(_no_body(reset, _RESET_HINT)), methods=["POST"]),
-        Route("/_emulator/sessions", list_sessions, methods=["GET"]),
-        Route("/_emulator/sessions/{session_id}", get_session, methods=["GET"]),
-        Route("/_emulator/sessions/{session_id}/events", session_events, methods=["GET"]),
-        Route("/_emulator/sessions/{session_id}/audio.wav", session_audio, methods=["GET"]),
+        Route(
+            "/_emulator/reset", _no_parameters(_no_body(api.reset, _RESET_HINT)), methods=["POST"]
+        ),
+        Route("/_emulator/sessions", api.list_sessions, methods=["GET"]),
+        Route("/_emulator/sessions/{session_id}", api.get_session, methods=["GET"]),
+        Route("/_emulator/sessions/{session_id}/events", api.session_events, methods=["GET"]),
+        Route("/_emulator/sessions/{session_id}/audio.wav", api.session_audio, methods=["GET"]),
         Route(
             "/_emulator/sessions/{session_id}/artifacts/{name}",
-            session_artifact,
+            api.session_artifact,
             methods=["GET"],
         ),
-        Route("/_emulator/scenarios", _no_parameters(list_scenarios), methods=["GET"]),
+        Route("/_emulator/scenarios", _no_parameters(api.list_scenarios), methods=["GET"]),
     ]
 
 
