@@ -58,12 +58,27 @@ def container_command() -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+class Unusable(ValueError):
+    """The configuration names no port this check can ask."""
+
+
 def health_url(environ: dict[str, str], argv: list[str] | None = None) -> str:
     """Return the health URL for the emulator configured by ``argv`` (its command
-    line) and ``environ``."""
+    line) and ``environ``; :class:`Unusable`, saying why, when it names no port
+    to ask."""
     options = command_line_options(argv or [])
     host = options.get("--host") or environ.get("MEDSCRIBE_HOST", "").strip() or "127.0.0.1"
     port = options.get("--h2c-port") or environ.get("MEDSCRIBE_H2C_PORT", "").strip() or "8080"
+    port = port.strip()
+    given = "--h2c-port" if "--h2c-port" in options else "MEDSCRIBE_H2C_PORT"
+    if port == "0":
+        raise Unusable(
+            f"{given} is 0, a cleartext port the system picks at start-up, which this "
+            "check cannot know: give the container a fixed one (the image's is 8080)"
+        )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise Unusable(f"{given} {port!r} is not a port number (1-65535)")
+    host = host.removeprefix("[").removesuffix("]")
     # A wildcard bind is reached through loopback.
     if host == "0.0.0.0":
         host = "127.0.0.1"
@@ -78,11 +93,16 @@ def main() -> int:
     command = container_command()
     # Only an emulator's own command line: on a host (a test) process 1 is init.
     argv = command if any("medscribe-emulator" in part for part in command) else []
-    url = health_url(dict(os.environ), argv)
+    try:
+        url = health_url(dict(os.environ), argv)
+    except Unusable as error:
+        print(f"unhealthy: {error}")
+        return 1
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
             body = json.load(response)
-    except (OSError, ValueError) as error:  # URLError, HTTPError, timeouts, bad JSON
+    except Exception as error:  # URLError, HTTPError, InvalidURL, timeouts, bad JSON
+        # One line whatever it is: docker's health log shows no traceback well.
         print(f"unhealthy: {url}: {error}")
         return 1
     status = body.get("status") if isinstance(body, dict) else None

@@ -978,6 +978,38 @@ def _healthcheck_module() -> Any:
 
 
 @pytest.mark.parametrize(
+    ("environ", "said"),
+    [
+        (
+            {"MEDSCRIBE_H2C_PORT": "0"},
+            "unhealthy: MEDSCRIBE_H2C_PORT is 0, a cleartext port the system picks at "
+            "start-up, which this check cannot know: give the container a fixed one",
+        ),
+        (
+            {"MEDSCRIBE_H2C_PORT": "abc"},
+            "unhealthy: MEDSCRIBE_H2C_PORT 'abc' is not a port number (1-65535)",
+        ),
+    ],
+    ids=["picked-at-start-up", "not-a-number"],
+)
+def test_the_healthcheck_says_in_one_line_why_it_has_no_port_to_ask(environ, said) -> None:
+    """With MEDSCRIBE_H2C_PORT=0 the emulator serves on a port it picks, and the
+    check asked port 0 for ever (`docker compose up --wait` failed, the emulator
+    serving); a port it could not parse printed a traceback into the health log."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "docker/healthcheck.py")],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith(said), result.stdout
+    assert result.stdout.count("\n") == 1 and not result.stderr
+
+
+@pytest.mark.parametrize(
     ("argv", "environ", "url"),
     [
         ([], {"MEDSCRIBE_H2C_PORT": "8080"}, "http://127.0.0.1:8080/_emulator/health"),
