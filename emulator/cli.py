@@ -101,6 +101,23 @@ def _hostname(text: str) -> str:
     return text.strip()
 
 
+def _listen_host(text: str) -> str:
+    """An address or host name to listen on (``[::1]`` taken as ``::1``)."""
+    name = text.strip().removeprefix("[").removesuffix("]")
+    if name in ("*", ""):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address to listen on: give 0.0.0.0 (or :: for IPv6 too) "
+            "for every interface, or one address or host name"
+        )
+    try:
+        _hostname(name)  # the generated certificate names it too
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address or host name to listen on: {error}"
+        ) from None
+    return name
+
+
 def _split_url(text: str) -> urllib.parse.SplitResult:
     """``text``'s parts; ValueError naming it when it is no URL (a port out of
     range or not a number included, which urlsplit alone lets through)."""
@@ -174,7 +191,22 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: ``prog: error: message``."""
 
     def error(self, message: str) -> NoReturn:
+        switch = _SWITCH_GIVEN_A_VALUE.fullmatch(message)
+        if switch is not None:
+            # argparse says "ignored explicit argument", of a value it refuses.
+            on, off, value = switch.groups()
+            variable = _env(on.removeprefix("--"))
+            message = (
+                f"{on} and {off} take no value, got {value!r}: give {on} or {off} "
+                f"(the variable {variable} takes true or false)"
+            )
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+#: argparse's error for an on/off option given a value (``--quotas=true``).
+_SWITCH_GIVEN_A_VALUE = re.compile(
+    r"argument (--[\w-]+)/(--no-[\w-]+): ignored explicit argument '(.*)'", re.DOTALL
+)
 
 
 _STREAM_EPILOG = """\
@@ -408,7 +440,13 @@ def _option(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: obj
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     d = Settings()
-    _option(parser, "--host", f"address to listen on (default {d.host})", metavar="H")
+    _option(
+        parser,
+        "--host",
+        f"address to listen on (default {d.host}; 0.0.0.0 or :: for every interface)",
+        type=_listen_host,
+        metavar="H",
+    )
     _option(
         parser,
         "--port",
@@ -674,22 +712,23 @@ def as_given(message: str, settings: Settings) -> str:
     """``message`` with each option a ``MEDSCRIBE_*`` variable set named as that
     variable (``MEDSCRIBE_SCENARIO (--scenario)``): a user who set it in a
     compose file was told of an option they never gave."""
-    named = []
+    named, said = [], False
     for option, variable in settings.from_environment.items():
         message, count = re.subn(
             rf"(?<![\w-]){re.escape(option)}(?![\w-])", f"{variable} ({option})", message
         )
-        if count:
-            continue
+        said = said or bool(count)
         # Said of the value alone ("credentials file F: cannot be read"): named after it.
         value = getattr(
             settings,
             "tls_hostnames" if option == "--tls-hostname" else option[2:].replace("-", "_"),
             None,
         )
-        if isinstance(value, (str, Path)) and str(value) and str(value) in message:
+        if count == 0 and isinstance(value, (str, Path)) and str(value) and str(value) in message:
             named.append(variable)
-    if named:
+    # A message naming its option names all it is about: another option's value in
+    # it (a certificate file that is the key file too) is not what it blames.
+    if named and not said:
         message += f" (set by {', '.join(named)})"
     return message
 

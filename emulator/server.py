@@ -323,7 +323,22 @@ def _every_problem(fixtures: Path, error: ConfigError) -> ConfigError:
     return ConfigError(f"{ScenarioError(report.problems)}\n{error}")
 
 
-def _listen(host: str, port: int) -> socket.socket:
+class _RunningOn(logging.Filter):
+    """Drops hypercorn's "Running on <url> (CTRL + C to quit)", logged at INFO
+    for each listener under the name ``hypercorn.error``: the ready banner names
+    the endpoints already, a log alert matching "error" tripped on every start,
+    and in a container there is no Ctrl-C to press."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and str(record.msg).startswith("Running on "))
+
+
+_RUNNING_ON = _RunningOn()
+
+
+def _listen(host: str, port: int, option: str) -> socket.socket:
+    """A socket listening on ``host``:``port``; OSError naming the address, the
+    port's ``option`` (``--port``, the TLS port, or ``--h2c-port``) and why."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -331,7 +346,11 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        which = "the TLS port" if option == "--port" else "the cleartext port"
+        raise OSError(
+            f"cannot listen on {host}:{port}, {which} (--host {host}, {option} {port}): "
+            f"{error.strerror}"
+        ) from None
     sock.listen(1024)
     return sock
 
@@ -471,7 +490,10 @@ def _lock_problem(lock: Path, error: OSError) -> str:
     try:
         target = os.readlink(lock)
     except OSError:
-        return f"opening {lock}: {error.strerror or error}"
+        said = f"opening {lock}: {error.strerror or error}"
+        if error.errno in (errno.EACCES, errno.EPERM) and hasattr(os, "geteuid"):
+            said += _whose(lock if lock.exists() else lock.parent)
+        return said
     return (
         f"{lock} is a symlink (to {target}): the emulator does not follow one there, "
         "as it would overwrite whatever it points to; remove it"
@@ -514,6 +536,21 @@ def warn_of_unsafe_state_dir(state_dir: Path) -> None:
         state_dir,
         " and ".join(problems),
         fix,
+    )
+
+
+def _whose(path: Path) -> str:
+    """``: it is owned by U, mode M, and the emulator runs as V (...)``, for a
+    permission refused on ``path`` (a container's bind mount, made by root, or
+    another ``--user``); nothing when ``path`` cannot be read either."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    return (
+        f": {path} is owned by {_user(info.st_uid)}, mode {stat.S_IMODE(info.st_mode):04o}, "
+        f"and the emulator runs as {_user(os.geteuid())} (make it that user's, or use a "
+        "directory it can write: a named volume, in a container)"
     )
 
 
@@ -561,8 +598,12 @@ async def _serve(
         )
         certfile, keyfile, ca_file = files.cert, files.key, files.ca_cert
 
-    tls_sock = _listen(settings.host, settings.port)
-    h2c_sock = _listen(settings.host, settings.h2c_port)
+    tls_sock = _listen(settings.host, settings.port, "--port")
+    try:
+        h2c_sock = _listen(settings.host, settings.h2c_port, "--h2c-port")
+    except OSError:
+        tls_sock.close()  # an embedding process goes on: not left bound
+        raise
     port, h2c_port = tls_sock.getsockname()[1], h2c_sock.getsockname()[1]
     running = RunningServer(
         endpoint_url=_url("https", settings.host, port),
@@ -615,6 +656,8 @@ async def _serve(
     config.keep_alive_timeout = max(settings.idle_timeout, KEEP_ALIVE_TIMEOUT)
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    if _RUNNING_ON not in config.errorlog.filters:
+        config.errorlog.addFilter(_RUNNING_ON)
 
     stop_answering = hypercorn_tcp.answer_cleartext_requests(
         asyncio.get_running_loop(),

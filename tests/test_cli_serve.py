@@ -100,6 +100,15 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         ),
         ([], {"MEDSCRIBE_PORT": "6001", "MEDSCRIBE_H2C_PORT": "6001"}, "are both 6001"),
         (["--port", "8080"], {}, "--port and --h2c-port are both 8080"),  # the default h2c
+        (["--host", "*"], {}, "argument --host: '*' is not an address to listen on: give 0.0.0.0"),
+        ([], {"MEDSCRIBE_HOST": "a,b"}, "MEDSCRIBE_HOST: 'a,b' is not an address or host name"),
+        (["--quotas=true"], {}, "--quotas and --no-quotas take no value, got 'true': give"),
+        (
+            ["--no-verify-signatures=0"],
+            {},
+            "take no value, got '0': give --verify-signatures or --no-verify-signatures (the "
+            "variable MEDSCRIBE_VERIFY_SIGNATURES takes true or false)",
+        ),
     ],
     ids=[
         "port-range",
@@ -123,6 +132,10 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         "same-ports",
         "env-same-ports",
         "port-on-the-default-h2c-port",
+        "host-star",
+        "env-host-a-list",
+        "switch-given-a-value",
+        "no-switch-given-a-value",
     ],
 )
 def test_bad_options_exit_2_with_one_clear_line(argv, environ, message, capsys):
@@ -754,6 +767,53 @@ def test_s3_endpoint_without_boto3_refuses_to_start_saying_what_to_install(tmp_p
     assert "Traceback" not in err and "ready" not in out
 
 
+def test_a_bracketed_ipv6_host_is_its_address():
+    _, _, settings = parse_settings(["--host", "[::1]"], environ={})
+    assert settings.host == "::1"
+
+
+def test_a_port_in_use_is_blamed_on_its_variable_not_the_hosts(tmp_path, monkeypatch, capsys):
+    """With the image's variables, a cleartext port in use read "cannot listen on
+    0.0.0.0:8080: Address already in use (set by MEDSCRIBE_HOST)": the host's
+    value was in the text, the port's variable nowhere, nor which port it was."""
+    import socket
+
+    from emulator import cli
+
+    for name in [name for name in os.environ if name.startswith("MEDSCRIBE_")]:
+        monkeypatch.delenv(name)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setenv("MEDSCRIBE_HOST", "127.0.0.1")
+        monkeypatch.setenv("MEDSCRIBE_H2C_PORT", str(port))
+        assert cli.main(["--port", "0", "--state-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"medscribe-emulator: cannot listen on 127.0.0.1:{port}, the cleartext port "
+        f"(MEDSCRIBE_HOST (--host) 127.0.0.1, MEDSCRIBE_H2C_PORT (--h2c-port) {port}): "
+        "Address already in use\n"
+    )
+
+
+def test_a_message_naming_its_option_is_not_also_blamed_on_another_with_that_value(tmp_path):
+    """One PEM file given as both certificate and key: the certificate's problem
+    was said to be "set by MEDSCRIBE_KEYFILE" too."""
+    from emulator.cli import as_given
+
+    both = str(tmp_path / "both.pem")
+    environ = {"MEDSCRIBE_CERTFILE": both, "MEDSCRIBE_KEYFILE": both}
+    _, _, settings = parse_settings([], environ=environ)
+    assert as_given(f"--certfile {both}: not a PEM certificate", settings) == (
+        f"MEDSCRIBE_CERTFILE (--certfile) {both}: not a PEM certificate"
+    )
+    # A message naming no option still names the variable its value came from.
+    assert as_given(f"{both}: cannot be read", settings) == (
+        f"{both}: cannot be read (set by MEDSCRIBE_CERTFILE, MEDSCRIBE_KEYFILE)"
+    )
+
+
 def test_port_in_use_is_one_clear_line(tmp_path):
     import socket
 
@@ -769,7 +829,9 @@ def test_port_in_use_is_one_clear_line(tmp_path):
         ) as process:
             out, err = process.communicate(timeout=30)
     assert process.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert (
+        f"cannot listen on 127.0.0.1:{port}, the TLS port (--host 127.0.0.1, --port {port})" in err
+    )
     assert "Traceback" not in err
 
 
@@ -795,6 +857,8 @@ def test_each_session_logs_one_start_and_one_end_line(tmp_path):
         err = process.stderr.read()
     assert len(re.findall(r"session \S+ started", err)) == 1
     assert len(re.findall(r"session \S+ ended: COMPLETED", err)) == 1
+    # hypercorn's "Running on ... (CTRL + C to quit)", twice, under "hypercorn.error".
+    assert "Running on" not in err and "hypercorn.error" not in err
 
 
 def test_debug_logging_is_the_emulators_not_the_admin_token(tmp_path):

@@ -239,6 +239,31 @@ def test_a_failed_write_of_the_lock_names_the_file_and_frees_it(tmp_path, monkey
     claim.close()
 
 
+def test_a_state_dir_the_user_cannot_write_names_its_owner_and_the_user(tmp_path, monkeypatch):
+    """A root-made bind mount, or `docker run --user` another uid, gave only
+    "opening .server.lock: Permission denied". (Simulated: these tests may run
+    as root, whom no mode refuses.)"""
+    import errno
+
+    from emulator import server
+
+    def refused(lock):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    tmp_path.chmod(0o755)
+    monkeypatch.setattr(server, "_open_lock", refused)
+    monkeypatch.setattr(os, "geteuid", lambda: 65432)  # a uid with no name here
+    with pytest.raises(ConfigError) as caught:
+        claim_state_dir(tmp_path)
+    owner = server._user(tmp_path.stat().st_uid)
+    assert str(caught.value) == (
+        f"cannot use --state-dir {tmp_path}: opening {tmp_path / STATE_LOCK}: Permission "
+        f"denied: {tmp_path} is owned by {owner}, mode 0755, and the emulator runs as uid "
+        "65432 (make it that user's, or use a directory it can write: a named volume, in a "
+        "container)"
+    )
+
+
 def test_a_lock_file_that_cannot_be_opened_names_it(tmp_path):
     (tmp_path / STATE_LOCK).mkdir()  # a directory: EISDIR, even for root
     with pytest.raises(ConfigError) as caught:
