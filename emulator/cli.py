@@ -21,6 +21,7 @@ import sys
 import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
+from difflib import get_close_matches
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,6 +32,19 @@ from .server import Settings, run
 __all__ = ["main", "build_parser", "parse_settings", "stream_options"]
 
 ENV_PREFIX = "MEDSCRIBE_"
+#: The MEDSCRIBE_* variables that are no serve option's: read by ``stream``
+#: (and the example client), the pytest plugin, the C extension's loader and
+#: ``.ci/run``.
+OTHER_VARIABLES = frozenset(
+    {
+        "MEDSCRIBE_VENV",
+        "MEDSCRIBE_ENDPOINT",
+        "MEDSCRIBE_CA_FILE",
+        "MEDSCRIBE_URL",
+        "MEDSCRIBE_PURE_PYTHON",
+        "MEDSCRIBE_NO_PCLMUL",
+    }
+)
 
 
 def _port(text: str) -> int:
@@ -693,6 +707,7 @@ def parse_settings(
             settings.from_environment[action.option_strings[0]] = _env(action.dest)
         field = "tls_hostnames" if action.dest == "tls_hostname" else action.dest
         setattr(settings, field, value)
+    settings.unknown_variables = _unknown_variables(environ, serve_parser)
     if (settings.certfile is None) != (settings.keyfile is None):
         serve_parser.error(as_given("--certfile and --keyfile go together", settings))
     if settings.port == settings.h2c_port != 0:
@@ -706,6 +721,21 @@ def parse_settings(
             )
         )
     return command, args, settings
+
+
+def _unknown_variables(environ: dict[str, str], parser: argparse.ArgumentParser) -> list[str]:
+    """A warning for each ``MEDSCRIBE_*`` variable set that nothing reads, with the
+    name probably meant: a misspelt one (``MEDSCRIBE_TLS_HOSTNAMES``) was ignored
+    without a word, and its container's clients failed their TLS handshakes."""
+    known = {_env(a.dest) for a in parser._actions if a.option_strings and a.dest != "help"}
+    known |= OTHER_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            near = get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            warnings.append(f"{name} is set, but the emulator reads no such variable{hint}")
+    return warnings
 
 
 def as_given(message: str, settings: Settings) -> str:

@@ -164,6 +164,9 @@ class Settings:
     #: The options set by a ``MEDSCRIBE_*`` variable, each with its variable
     #: (``--scenario``: ``MEDSCRIBE_SCENARIO``): a message about one names it.
     from_environment: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Warnings for the ``MEDSCRIBE_*`` variables set that nothing reads, logged
+    #: at start-up (see emulator.cli).
+    unknown_variables: list[str] = field(default_factory=list, repr=False)
 
 
 def warn_of_unused_quotas(settings: Settings) -> None:
@@ -858,6 +861,8 @@ def run(settings: Settings) -> int:
         # a session's lines.
         for name in QUIET_WHEN_DEBUGGING:
             logging.getLogger(name).setLevel(logging.INFO)
+    for warning in settings.unknown_variables:
+        log.warning("%s", warning)
     raise_fd_limit()
 
     maintenance: list[asyncio.Task[None]] = []  # asyncio.run cancels it at the end

@@ -291,6 +291,36 @@ def test_a_ca_it_cannot_read_stops_start_up_and_a_damaged_one_is_replaced_saying
     assert "issuing a new local CA: clients that trust the old one must be given the new" in err
 
 
+def test_a_misspelt_variable_is_named_at_start_up_with_the_one_meant(tmp_path):
+    """MEDSCRIBE_TLS_HOSTNAMES (the Settings field's plural) was ignored without a
+    word: the certificate left out the container's name, and its clients failed
+    their TLS handshakes 23 s later. The variables of `stream`, the pytest
+    plugin and the C extension are read elsewhere: not named."""
+    env = {
+        "MEDSCRIBE_TLS_HOSTNAMES": "medscribe",
+        "MEDSCRIBE_H2C_PROT": "9",
+        "MEDSCRIBE_ENDPOINT": "https://localhost:8443",
+        "MEDSCRIBE_PURE_PYTHON": "",
+    }
+    with _start(tmp_path, env=env) as process, _stopped(process):
+        _read_ready(process)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        err = process.stderr.read()
+    warned = [
+        line
+        for line in re.findall(r"WARNING medscribe: (MEDSCRIBE_\S+) (is set, .*)", err)
+        if line[0] in env  # not others this test's environment may have
+    ]
+    warned = [f"{name} {said}" for name, said in warned]
+    assert warned == [
+        "MEDSCRIBE_H2C_PROT is set, but the emulator reads no such variable "
+        "(did you mean MEDSCRIBE_H2C_PORT?)",
+        "MEDSCRIBE_TLS_HOSTNAMES is set, but the emulator reads no such variable "
+        "(did you mean MEDSCRIBE_TLS_HOSTNAME?)",
+    ]
+
+
 def test_an_admin_token_is_read_without_the_whitespace_around_it():
     """A secret file's last newline made a token no client could send: every admin
     request was a 401 for the server's life."""
