@@ -148,6 +148,8 @@ class Backend:
         self._built: dict[int, tuple[dict[str, Any], Scenario]] = {}
         self.active = 0
         self.total = 0
+        #: Set when the server begins to stop: a stream it ends is logged so.
+        self.stopping = False
         self.state_dir = state_dir
         self.journal_root = state_dir / "sessions"
         self._journal_root = os.fspath(self.journal_root)
@@ -625,6 +627,14 @@ class Backend:
         if record.status is StreamStatus.COMPLETED and record.configuration is not None:
             self._post_stream.start(record)
         self._save(record)
+        why = ""
+        if record.status is StreamStatus.FAILED and record.errors:
+            why = f" ({record.errors[-1]['type']})"
+        elif record.status is StreamStatus.PAUSED:
+            # A client that went quiet, or was killed, or an emulator stopping
+            # under it: told apart where a flaky CI run is looked into.
+            reason = "the emulator stopped" if self.stopping else session.pause_reason
+            why = f" ({reason})" if reason else ""
         log.info(
             "session %s ended: %s (stream %d) at %.2f s of audio, %d results sent%s",
             record.key.session_id,
@@ -632,9 +642,7 @@ class Backend:
             record.streams,
             record.progress.audio_seconds,
             record.stats.results_sent,
-            f" ({record.errors[-1]['type']})"
-            if record.status is StreamStatus.FAILED and record.errors
-            else "",
+            why,
         )
 
     def record_rejection(

@@ -667,6 +667,11 @@ async def _serve(
         port,
         hypercorn_tcp.cleartext_answer(running.endpoint_url, running.h2c_url),
     )
+
+    async def stopping() -> None:
+        await shutdown.wait()
+        backend.stopping = True  # the streams ended from here on are the stop's
+
     loop = asyncio.get_running_loop()
     accept_errors = AcceptErrorReporter(loop.get_exception_handler())
     loop.set_exception_handler(accept_errors)
@@ -674,7 +679,7 @@ async def _serve(
     if ready is not None:
         ready(running)
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")
+        await hypercorn_serve(app, config, shutdown_trigger=stopping, mode="asgi")
     finally:
         stop_answering()
         accept_errors.close()

@@ -272,6 +272,8 @@ class ScribeSession:
         #: Whether a configurationEvent was accepted: until then the stream has
         #: changed nothing of the session.
         self.configured = False
+        #: Why the stream paused the session, for the log (set with PAUSED).
+        self.pause_reason: str | None = None
         self._resume = resume or SessionProgress()
         self._base = self._resume.audio_seconds
         # _base plus the clock's seconds, kept as the clock moves: the journal
@@ -406,8 +408,11 @@ class ScribeSession:
         self._accept(event_type)
         self._receive_audio_payload(event_type, payload)
 
-    def input_closed(self, *, release: bool = False) -> None:
-        """The client's input ended without END_OF_SESSION: the session pauses.
+    def input_closed(
+        self, *, release: bool = False, why: str = "its input ended without END_OF_SESSION"
+    ) -> None:
+        """The client's input ended without END_OF_SESSION: the session pauses
+        (``why``, for the log: the client's end, its connection's, the emulator's).
 
         The clock is finished so a FLAC stream's last frame counts: a resumed
         stream starts its audio after it, and a session it takes past the audio
@@ -420,6 +425,7 @@ class ScribeSession:
         self._finish_clock(release=release)
         if not self.finished:
             self._move("inputClosed")
+            self.pause_reason = why
 
     def time_out(self, message: str) -> None:
         """End the stream with an in-stream ``validationException`` for a client gone
@@ -432,6 +438,7 @@ class ScribeSession:
             return
         self._send(StreamException(member="validationException", message=message))
         self._move("timeout")
+        self.pause_reason = "no input for the idle timeout"
 
     def _finish_clock(self, *, release: bool) -> None:
         if self._clock is None:
@@ -687,6 +694,7 @@ class ScribeSession:
         self._fired.add(fault_index)
         if fault.disconnect:
             self._move("disconnect")
+            self.pause_reason = f"scripted disconnect at {fault.at:g} s"
             self._send(StreamReset(reason=f"scripted disconnect at {fault.at} s"))
             return
         assert fault.exception is not None

@@ -491,7 +491,7 @@ class StreamEndpoint:
                             "audioClock": session.audio_seconds,
                         }
                     )
-                    session.input_closed()
+                    session.input_closed(why="the stream was reset or its connection closed")
                     return
                 more_body = message.get("more_body", False)
                 try:
@@ -526,7 +526,7 @@ class StreamEndpoint:
                         if not await timed(chaos.goaway()):
                             return
                         continue
-                    session.input_closed()
+                    session.input_closed(why=f"chaos {kind}")
                     if kind == "malformed":
                         await write(
                             {
@@ -571,7 +571,7 @@ class StreamEndpoint:
         )
         if session.finished:
             journal.flush()  # after the session's end, which flushed the rest
-        session.input_closed()
+        session.input_closed(why=f"the client took no output for {self.idle_timeout:g} s")
         exchange.resets.append(StreamReset(reason="output stalled"))
         if exchange.control is not None:
             await exchange.control.abort()

@@ -1015,3 +1015,54 @@ def test_quota_numbers_given_without_quotas_are_said_to_be_ignored(tmp_path):
     ) in err
     err = _log_of_a_clean_run(tmp_path, "--quotas", "--quota-start-tps", "1")
     assert "ignored without --quotas" not in err
+
+
+def test_a_paused_sessions_end_line_says_why(tmp_path):
+    """A client ending its input, a stream reset and the emulator stopping under a
+    stream all logged "ended: PAUSED" alike: the first things to tell apart when
+    a flaky CI run is looked into."""
+    import time
+
+    from .support import H2Client, admin, pcm_tone
+    from .test_stream_wire import audio, config_event, headers
+
+    ids = {name: new_session_id() for name in ("closed", "reset", "stopped")}
+    body = config_event() + audio(pcm_tone(0.2))
+    with _start(tmp_path) as process, _stopped(process):
+        ready = _read_ready(process)
+        client = H2Client("127.0.0.1", int(ready["h2c"].rsplit(":", 1)[1]))
+        try:
+            closed = client.request(headers(ids["closed"]))
+            client.send(closed, body, end_stream=True)
+            reset = client.request(headers(ids["reset"]))
+            client.send(reset, body)
+            stopped = client.request(headers(ids["stopped"]))
+            client.send(stopped, body)
+
+            def status(session_id: str) -> str | None:
+                code, details = admin(ready["h2c"], "GET", f"/_emulator/sessions/{session_id}")
+                return details.get("status") if code == 200 else None
+
+            deadline = time.monotonic() + 10
+            while status(ids["reset"]) != "IN_PROGRESS" or status(ids["stopped"]) is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            client.conn.reset_stream(reset)
+            client._flush()
+            while status(ids["closed"]) != "PAUSED" or status(ids["reset"]) != "PAUSED":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+        finally:
+            client.close()
+        err = process.stderr.read()
+    said = {
+        name: re.search(rf"session {session_id} ended: PAUSED .* results sent \((.*)\)$", err, re.M)
+        for name, session_id in ids.items()
+    }
+    assert {name: found and found.group(1) for name, found in said.items()} == {
+        "closed": "its input ended without END_OF_SESSION",
+        "reset": "the stream was reset or its connection closed",
+        "stopped": "the emulator stopped",
+    }, err
