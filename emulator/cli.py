@@ -132,6 +132,16 @@ def _listen_host(text: str) -> str:
     return name
 
 
+def _signing_region(text: str) -> str:
+    """A region name, as the SDK takes one (``us-east-1``)."""
+    region = text.strip()
+    if not _REGION.fullmatch(region):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a region: letters, digits and hyphens, like us-east-1"
+        )
+    return region
+
+
 def _split_url(text: str) -> urllib.parse.SplitResult:
     """``text``'s parts; ValueError naming it when it is no URL (a port out of
     range or not a number included, which urlsplit alone lets through)."""
@@ -586,6 +596,14 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "aws_session_token is checked as --session-token)",
         type=Path,
         metavar="FILE",
+    )
+    _option(
+        parser,
+        "--region",
+        "the one region a request's signature may be scoped to, as the service "
+        "checks its own (default: any; ARNs name us-east-1 whatever it is)",
+        type=_signing_region,
+        metavar="REGION",
     )
     _option(
         parser,

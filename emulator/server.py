@@ -145,6 +145,8 @@ class Settings:
     secret_access_key: str | None = None
     #: The session token of --access-key-id when it is temporary credentials.
     session_token: str | None = None
+    #: With verify_signatures: the one region a signature's scope may name (None: any).
+    region: str | None = None
     #: An AWS-style credentials file with more key pairs to accept.
     credentials_file: Path | None = None
     #: Seconds without input after which a stream ends with a validationException (0: never).
@@ -202,6 +204,7 @@ def credential_store(settings: Settings) -> CredentialStore | None:
                 ("--secret-access-key", settings.secret_access_key),
                 ("--session-token", settings.session_token),
                 ("--credentials-file", settings.credentials_file),
+                ("--region", settings.region),
             )
             if value
         ]
@@ -238,6 +241,7 @@ def credential_store(settings: Settings) -> CredentialStore | None:
         raise ConfigError(
             "--verify-signatures needs --access-key-id/--secret-access-key or --credentials-file"
         )
+    store.region = settings.region
     return store
 
 

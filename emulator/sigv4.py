@@ -142,9 +142,16 @@ class CredentialStore(Mapping[str, str]):
     different session tokens (one and none among them).
     """
 
-    __slots__ = ("_known",)
+    __slots__ = ("_known", "region")
 
-    def __init__(self, credentials: Iterable[Credentials] | Mapping[str, str] = ()) -> None:
+    def __init__(
+        self,
+        credentials: Iterable[Credentials] | Mapping[str, str] = (),
+        *,
+        region: str | None = None,
+    ) -> None:
+        #: The one region a signature's scope may name (``--region``); None: any.
+        self.region = region
         if isinstance(credentials, Mapping):
             credentials = [
                 Credentials(access_key_id=key_id, secret_access_key=secret)
@@ -193,7 +200,7 @@ class CredentialStore(Mapping[str, str]):
         """
         if not isinstance(other, CredentialStore):
             other = CredentialStore(other)
-        return CredentialStore([*self._known.values(), *other._known.values()])
+        return CredentialStore([*self._known.values(), *other._known.values()], region=self.region)
 
     @classmethod
     def from_file(cls, path: str | Path) -> CredentialStore:
@@ -565,7 +572,8 @@ def verify_request(
     event-stream request, whose ``x-amz-content-sha256`` must be
     :data:`STREAMING_PAYLOAD`; any other request passes its whole body, hashed as
     the payload (or checked against ``x-amz-content-sha256``; ``UNSIGNED-PAYLOAD``,
-    S3's, is refused). ``region``, when given, is the only scope region accepted.
+    S3's, is refused). ``region``, when given, is the only scope region accepted
+    (by default ``store``'s :attr:`CredentialStore.region`, if it is one).
 
     Raises :class:`~emulator.errors.AccessDeniedException` for: no Authorization
     header; another algorithm or a malformed header; a malformed or mis-scoped
@@ -578,9 +586,17 @@ def verify_request(
     (the message then gives the canonical request and string to sign, as AWS does).
     """
     _require_aware(now, "now")
+    if region is None:
+        region = getattr(store, "region", None)
     grouped = _group_headers(headers)
     authorizations = grouped.get("authorization")
     if not authorizations:
+        if re.search(r"(?:^|&)X-Amz-(?:Signature|Algorithm)=", query, re.IGNORECASE):
+            raise AccessDeniedException(
+                "Missing Authentication Token: the request is presigned (its SigV4 "
+                "signature is in the query string), which the emulator does not verify: "
+                "sign it in an Authorization header, as the SDK and boto3 do for these calls"
+            )
         raise AccessDeniedException(
             "Missing Authentication Token: the request has no Authorization header; "
             "sign it with AWS Signature Version 4"

@@ -101,6 +101,7 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         ([], {"MEDSCRIBE_PORT": "6001", "MEDSCRIBE_H2C_PORT": "6001"}, "are both 6001"),
         (["--port", "8080"], {}, "--port and --h2c-port are both 8080"),  # the default h2c
         (["--host", "*"], {}, "argument --host: '*' is not an address to listen on: give 0.0.0.0"),
+        (["--region", "us east 1"], {}, "argument --region: 'us east 1' is not a region"),
         ([], {"MEDSCRIBE_HOST": "a,b"}, "MEDSCRIBE_HOST: 'a,b' is not an address or host name"),
         (["--quotas=true"], {}, "--quotas and --no-quotas take no value, got 'true': give"),
         (
@@ -133,6 +134,7 @@ def test_a_switch_the_environment_turns_on_the_command_line_turns_off(name):
         "env-same-ports",
         "port-on-the-default-h2c-port",
         "host-star",
+        "region-with-spaces",
         "env-host-a-list",
         "switch-given-a-value",
         "no-switch-given-a-value",

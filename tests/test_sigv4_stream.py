@@ -380,3 +380,73 @@ def test_a_body_over_the_limit_is_refused_alike_with_signatures_verified(strict)
         "1 validation error detected: Value at 'body' failed to satisfy constraint: "
         f"Request body must be at most {MAX_REQUEST_BODY} bytes"
     )
+
+
+async def test_with_a_region_a_signature_scoped_to_another_is_refused(tmp_path):
+    """The scope's region was never checked: an app set up for the wrong region
+    passed here and failed on the service. With --region it is checked, for the
+    stream (the SDK) and the control plane (boto3) alike."""
+    import botocore.exceptions
+
+    from emulator.sdk import boto3_client, make_client
+
+    settings = Settings(
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path,
+        verify_signatures=True,
+        access_key_id=KEY,
+        secret_access_key=SECRET,
+        region="eu-west-2",
+    )
+    with running_emulator(settings) as running:
+        for region, refused in (("eu-west-2", False), ("us-east-1", True)):
+            client = await make_client(
+                endpoint_url=running.endpoint_url,
+                ca_file=running.ca_file,
+                region=region,
+                access_key_id=KEY,
+                secret_access_key=SECRET,
+            )
+            try:
+                result = await run_session(client, new_session_id(), audio=pcm_tone(0.5))
+            finally:
+                await client._config.transport.close()
+            boto = boto3_client(
+                endpoint_url=running.endpoint_url,
+                ca_file=running.ca_file,
+                region=region,
+                access_key_id=KEY,
+                secret_access_key=SECRET,
+            )
+            said = "Credential should be scoped to a valid region: 'eu-west-2' (the scope names "
+            if not refused:
+                assert result.error is None, repr(result.error)
+                boto.list_domains()
+                continue
+            assert isinstance(result.error, m.AccessDeniedException), repr(result.error)
+            assert result.error.message.startswith(said + "'us-east-1')")
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                boto.list_domains()
+            assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+            assert caught.value.response["Error"]["Message"].startswith(said)
+
+
+def test_a_presigned_request_is_told_that_query_signing_is_not_verified(strict):
+    """boto3's generate_presigned_url put the signature in the query string, and
+    the 401 said the request had no signature ("sign it with AWS Signature
+    Version 4"), as if unsigned."""
+    import ssl
+
+    url = strict_boto(strict, SECRET).generate_presigned_url("list_domains", Params={})
+    assert "X-Amz-Signature=" in url  # the premise
+    context = ssl.create_default_context(cafile=str(strict.ca_file))
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url, context=context, timeout=10)
+    assert caught.value.code == 401
+    message = json.loads(caught.value.read())["message"]
+    assert message.startswith(
+        "Missing Authentication Token: the request is presigned (its SigV4 signature is in "
+        "the query string), which the emulator does not verify: sign it in an Authorization "
+        "header"
+    )
