@@ -67,17 +67,23 @@ def health_url(environ: dict[str, str], argv: list[str] | None = None) -> str:
     line) and ``environ``; :class:`Unusable`, saying why, when it names no port
     to ask."""
     options = command_line_options(argv or [])
-    host = options.get("--host") or environ.get("MEDSCRIBE_HOST", "").strip() or "127.0.0.1"
-    port = options.get("--h2c-port") or environ.get("MEDSCRIBE_H2C_PORT", "").strip() or "8080"
-    port = port.strip()
+    # Read as the emulator reads them: stripped, the port by int() (which takes +8080).
+    host = (options.get("--host") or "").strip()
+    host = host or environ.get("MEDSCRIBE_HOST", "").strip() or "127.0.0.1"
+    text = (options.get("--h2c-port") or "").strip()
+    text = text or environ.get("MEDSCRIBE_H2C_PORT", "").strip() or "8080"
     given = "--h2c-port" if "--h2c-port" in options else "MEDSCRIBE_H2C_PORT"
-    if port == "0":
+    try:
+        port = int(text)
+    except ValueError:
+        raise Unusable(f"{given} {text!r} is not a port number (1-65535)") from None
+    if port == 0:
         raise Unusable(
             f"{given} is 0, a cleartext port the system picks at start-up, which this "
             "check cannot know: give the container a fixed one (the image's is 8080)"
         )
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise Unusable(f"{given} {port!r} is not a port number (1-65535)")
+    if not 0 < port < 65536:
+        raise Unusable(f"{given} {text!r} is not a port number (1-65535)")
     host = host.removeprefix("[").removesuffix("]")
     # A wildcard bind is reached through loopback.
     if host == "0.0.0.0":

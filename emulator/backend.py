@@ -41,7 +41,7 @@ from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
 from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, ScenarioError, meant_scenario, parse_scenario, scenario_name
-from .session import ScenarioSource, ScribeSession
+from .session import CUT_OFF, ScenarioSource, ScribeSession, SessionState
 from .store import DATABASE_NAME, SessionStore
 from .synthetic import SYNTHETIC_NAME, SyntheticScenario, synthetic_scenario, warm_up
 from .validation import Configuration, StreamRequest, header_text
@@ -628,12 +628,17 @@ class Backend:
             self._post_stream.start(record)
         self._save(record)
         why = ""
-        if record.status is StreamStatus.FAILED and record.errors:
-            why = f" ({record.errors[-1]['type']})"
+        if session.state is SessionState.FAILED and record.errors:
+            error = record.errors[-1]
+            said = f"{error['type']}: {_shortened(error.get('message', ''))}"
+            # A resume refused (its configuration, say) leaves the session PAUSED.
+            why = f" ({said})" if outcome == "fail" else f" (its resume was refused: {said})"
         elif record.status is StreamStatus.PAUSED:
             # A client that went quiet, or was killed, or an emulator stopping
             # under it: told apart where a flaky CI run is looked into.
-            reason = "the emulator stopped" if self.stopping else session.pause_reason
+            reason = session.pause_reason
+            if self.stopping and reason in (None, CUT_OFF):
+                reason = "the emulator stopped"
             why = f" ({reason})" if reason else ""
         log.info(
             "session %s ended: %s (stream %d) at %.2f s of audio, %d results sent%s",
@@ -833,6 +838,15 @@ def _count_up(counts: dict[SessionKey, int], key: SessionKey) -> int:
         del counts[next(iter(counts))]
     counts[key] = count + 1
     return count + 1
+
+
+def _shortened(message: str) -> str:
+    """A session's exception message for its end line: its first line, cut at
+    :data:`_REJECTION_LOG_LIMIT` characters (the whole is in its journal)."""
+    line = message.strip().partition("\n")[0]
+    if len(line) > _REJECTION_LOG_LIMIT:
+        return f"{line[:_REJECTION_LOG_LIMIT]}... (the rest in its journal)"
+    return line
 
 
 def refusal_reason(error: ServiceError, *, more: str) -> str:

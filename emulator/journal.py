@@ -17,9 +17,10 @@ changes only when its events switch between the two kinds. (``audio-<n>.pcm``
 without a part number, raw, is what earlier versions wrote; it still reads.)
 
 Each entry has ``time`` (arrival, ISO 8601 UTC), ``direction`` (``in`` for the client's
-events, ``out`` for the emulator's, ``unsent`` for transcript results a chaos
-pause held when the stream of a session that is over (completed or failed)
-closed, ``stream`` for a stream's start, refusal,
+events, ``out`` for the emulator's, ``unsent`` for transcript results made
+but never sent in a session that is over (completed or failed): held by a chaos
+pause when its stream closed, or cut off by ``--idle-timeout`` from a client
+taking no output; ``stream`` for a stream's start, refusal,
 input end (``inputClosed``), ``disconnect`` and end), ``type`` and
 ``audioClock``: the session's audio seconds when the event arrived (before an
 input event is applied) or was sent. Input entries have ``size`` (the event's

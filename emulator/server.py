@@ -353,6 +353,8 @@ def _listen(host: str, port: int, option: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
+        if isinstance(error, socket.gaierror):  # the name does not resolve: the port is fine
+            raise OSError(f"cannot listen on --host {host}: {error.strerror}") from None
         which = "the TLS port" if option == "--port" else "the cleartext port"
         raise OSError(
             f"cannot listen on {host}:{port}, {which} (--host {host}, {option} {port}): "

@@ -57,6 +57,7 @@ from .validation import (
 )
 
 __all__ = [
+    "CUT_OFF",
     "SessionState",
     "ScribeSession",
     "ScenarioSource",
@@ -75,6 +76,11 @@ __all__ = [
 #: The service's limit on one listening session's audio, over all its streams: an
 #: alias of :data:`emulator.scenario.MAX_AUDIO_SECONDS`, the one definition.
 MAX_SESSION_AUDIO_SECONDS = MAX_AUDIO_SECONDS
+
+
+#: The pause reason of a stream whose client reset it or lost its connection
+#: (or the server closed it: an emulator stopping says so instead).
+CUT_OFF = "the stream was reset or its connection closed"
 
 
 class SessionState(enum.Enum):

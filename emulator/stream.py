@@ -56,7 +56,7 @@ from .journal import Journal
 from .logs import get_logger
 from .quotas import Quotas, access_key_of
 from .record import SessionRecord
-from .session import AUDIO_EVENTS, FINISHED_STATES, ScribeSession
+from .session import AUDIO_EVENTS, CUT_OFF, FINISHED_STATES, ScribeSession
 from .sigv4 import ChunkVerifier, CredentialStore, RequestSignature, verify_request
 from .validation import validate_stream_headers
 
@@ -491,7 +491,7 @@ class StreamEndpoint:
                             "audioClock": session.audio_seconds,
                         }
                     )
-                    session.input_closed(why="the stream was reset or its connection closed")
+                    session.input_closed(why=CUT_OFF)
                     return
                 more_body = message.get("more_body", False)
                 try:

@@ -553,7 +553,10 @@ class MedscribeEmulator:
         domain_id: str | None = None,
         subscription_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Return the journal of one session: its input and output events in order.
+        """Return the journal of one session: its input and output events in order
+        (``direction`` ``in``, ``out``, ``stream``, and ``unsent`` for transcript
+        results a completed or failed session made but never sent: count the
+        ``out`` ones for what the client got).
 
         The session is chosen as by :meth:`session`. Raises
         :class:`MedscribeAdminError` (404) for an unknown session.

@@ -1028,8 +1028,10 @@ def test_a_paused_sessions_end_line_says_why(tmp_path):
     from .support import H2Client, admin, pcm_tone
     from .test_stream_wire import audio, config_event, headers
 
-    ids = {name: new_session_id() for name in ("closed", "reset", "stopped")}
+    names = ("closed", "reset", "stopped", "failed", "ended-in-the-grace")
+    ids = {name: new_session_id() for name in names}
     body = config_event() + audio(pcm_tone(0.2))
+    refused = config_event({})  # a configuration without its channel definitions
     with _start(tmp_path) as process, _stopped(process):
         ready = _read_ready(process)
         client = H2Client("127.0.0.1", int(ready["h2c"].rsplit(":", 1)[1]))
@@ -1040,13 +1042,17 @@ def test_a_paused_sessions_end_line_says_why(tmp_path):
             client.send(reset, body)
             stopped = client.request(headers(ids["stopped"]))
             client.send(stopped, body)
+            grace = client.request(headers(ids["ended-in-the-grace"]))
+            client.send(grace, body)
 
             def status(session_id: str) -> str | None:
                 code, details = admin(ready["h2c"], "GET", f"/_emulator/sessions/{session_id}")
                 return details.get("status") if code == 200 else None
 
             deadline = time.monotonic() + 10
-            while status(ids["reset"]) != "IN_PROGRESS" or status(ids["stopped"]) is None:
+            while status(ids["reset"]) != "IN_PROGRESS" or any(
+                status(ids[name]) is None for name in ("stopped", "ended-in-the-grace")
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             client.conn.reset_stream(reset)
@@ -1054,17 +1060,52 @@ def test_a_paused_sessions_end_line_says_why(tmp_path):
             while status(ids["closed"]) != "PAUSED" or status(ids["reset"]) != "PAUSED":
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+            failed = client.request(headers(ids["failed"]))
+            client.send(failed, refused, end_stream=True)
+            resumed = client.request(headers(ids["closed"]))  # a resume it refuses
+            client.send(resumed, refused, end_stream=True)
+            client.wait(failed)
+            client.wait(resumed)
             process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # within the stop's grace second: the client's own end
+            client.send(grace, b"", end_stream=True)
             process.wait(timeout=10)
         finally:
             client.close()
         err = process.stderr.read()
     said = {
-        name: re.search(rf"session {session_id} ended: PAUSED .* results sent \((.*)\)$", err, re.M)
+        (name, found.group(1), found.group(2))
         for name, session_id in ids.items()
+        for found in re.finditer(
+            rf"session {session_id} ended: (\w+) \(stream \d\) .* results sent \((.*)\)$",
+            err,
+            re.M,
+        )
     }
-    assert {name: found and found.group(1) for name, found in said.items()} == {
-        "closed": "its input ended without END_OF_SESSION",
-        "reset": "the stream was reset or its connection closed",
-        "stopped": "the emulator stopped",
+    invalid = (
+        "validationException: 1 validation error detected: Value null at "
+        "'configurationEvent.postStreamActionSettings' failed to satisfy constraint: Member "
+        "must not be null"
+    )
+    assert said == {
+        ("closed", "PAUSED", "its input ended without END_OF_SESSION"),
+        ("closed", "PAUSED", f"its resume was refused: {invalid}"),
+        ("reset", "PAUSED", "the stream was reset or its connection closed"),
+        ("stopped", "PAUSED", "the emulator stopped"),
+        ("ended-in-the-grace", "PAUSED", "its input ended without END_OF_SESSION"),
+        ("failed", "FAILED", invalid),
     }, err
+
+
+def test_a_host_that_does_not_resolve_is_blamed_alone(tmp_path, monkeypatch, capsys):
+    """An unresolvable --host read "cannot listen on x:0, the TLS port (--host x,
+    --port 0)": the port had nothing to do with it."""
+    from emulator import cli
+
+    for name in [name for name in os.environ if name.startswith("MEDSCRIBE_")]:
+        monkeypatch.delenv(name)
+    host = "no-such-host.invalid"
+    assert cli.main(["--host", host, "--port", "0", "--state-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"medscribe-emulator: cannot listen on --host {host}: "), err
+    assert "port" not in err

@@ -1028,8 +1028,21 @@ def test_the_healthcheck_says_in_one_line_why_it_has_no_port_to_ask(environ, sai
             {},
             "http://127.0.0.2:9002/_emulator/health",
         ),
+        (
+            ["medscribe-emulator", "serve", "--host", " 127.0.0.3 ", "--h2c-port", "+9003"],
+            {},
+            "http://127.0.0.3:9003/_emulator/health",
+        ),
+        ([], {"MEDSCRIBE_H2C_PORT": " +9004 "}, "http://127.0.0.1:9004/_emulator/health"),
     ],
-    ids=["environment", "command-line-wins", "behind-an-init", "abbreviated"],
+    ids=[
+        "environment",
+        "command-line-wins",
+        "behind-an-init",
+        "abbreviated",
+        "as-the-emulator-reads-them",
+        "a-signed-port-variable",
+    ],
 )
 def test_the_healthcheck_asks_the_port_the_command_line_gave(argv, environ, url) -> None:
     """A compose `command: [serve, --h2c-port, "9000"]` made a container that was
