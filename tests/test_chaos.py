@@ -38,12 +38,12 @@ SCRIPT = {
 }
 
 
-def chaos_rule(emulator, session_id: str, chaos: dict) -> None:
+def chaos_rule(emulator, session_id: str, chaos: dict, *, scenario: dict = SCRIPT) -> None:
     status, body = admin(
         emulator.h2c_url,
         "POST",
         "/_emulator/rules",
-        {"match": {"sessionId": session_id}, "scenario": SCRIPT, "chaos": chaos},
+        {"match": {"sessionId": session_id}, "scenario": scenario, "chaos": chaos},
     )
     assert status == 201, body
 
@@ -454,13 +454,7 @@ async def _left_during_an_hours_pause(
     backend = emulator.app.backend
     before = backend.active
     session_id = new_session_id()
-    status, body = admin(
-        emulator.h2c_url,
-        "POST",
-        "/_emulator/rules",
-        {"match": {"sessionId": session_id}, "scenario": script, "chaos": {"slow": 3600}},
-    )
-    assert status == 201, body
+    chaos_rule(emulator, session_id, {"slow": 3600}, scenario=script)
     client = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
     try:
         stream = await asyncio.wait_for(
@@ -611,32 +605,40 @@ def test_disconnect_close_for_a_client_taking_no_output_ends_at_the_idle_timeout
     """The close waits for the stream's output to be written; a client that grants no
     window takes none, and the wait ends as any send's does, after --idle-timeout:
     the stream is reset and the session ends, instead of holding it for ever."""
-    import h2.settings
 
     settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.5)
     with running_emulator(settings) as run:
         session_id = new_session_id()
         chaos_rule(run, session_id, {"disconnect": {"at": 1.2, "mode": "close"}})
-        client = H2Client("127.0.0.1", run.h2c_port)
-        try:
-            client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-            client._flush()
-            stream = client.request(headers(session_id))
-            client.send(stream, body(3.0))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                status, details = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
-                if status == 200 and details["status"] != "IN_PROGRESS":
-                    break
-                time.sleep(0.05)
-            assert details["status"] == "PAUSED"
-            status, journal = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
-            types = [e["type"] for e in journal["events"]]
-            assert "outputStalled" in types
-            assert types.index("chaos") < types.index("outputStalled")
-        finally:
-            client.close()
+        details = _streamed_taking_no_output(run, session_id, seconds=3.0)
+        assert details["status"] == "PAUSED"
+        status, journal = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+        types = [e["type"] for e in journal["events"]]
+        assert "outputStalled" in types
+        assert types.index("chaos") < types.index("outputStalled")
         assert admin(run.h2c_url, "GET", "/_emulator/health")[0] == 200
+
+
+def _streamed_taking_no_output(run, session_id: str, *, seconds: float) -> dict:
+    """Stream ``seconds`` of audio over h2c from a client that grants no window
+    (so takes no output); return the session's details once its stream has ended."""
+    import h2.settings
+
+    client = H2Client("127.0.0.1", run.h2c_port)
+    try:
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client._flush()
+        stream = client.request(headers(session_id))
+        client.send(stream, body(seconds))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, details = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
+            if status == 200 and details["status"] != "IN_PROGRESS":
+                return details
+            time.sleep(0.05)
+        raise AssertionError(f"the session's stream did not end: {details}")
+    finally:
+        client.close()
 
 
 async def test_paced_results_cut_off_by_the_idle_timeout_come_on_the_resumed_stream(tmp_path):
@@ -644,7 +646,6 @@ async def test_paced_results_cut_off_by_the_idle_timeout_come_on_the_resumed_str
     and the next send waits until --idle-timeout cuts it off. The results from
     that one on were dropped uncounted, and the script had moved past them: a
     resumed stream never sent them. They are taken back as a pause's are."""
-    import h2.settings
 
     words = "word " * 1600  # each final about 8 KB: the stream's buffer holds four
     script = {
@@ -656,27 +657,8 @@ async def test_paced_results_cut_off_by_the_idle_timeout_come_on_the_resumed_str
     settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.5)
     with running_emulator(settings) as run:
         session_id = new_session_id()
-        status, _ = admin(
-            run.h2c_url,
-            "POST",
-            "/_emulator/rules",
-            {"match": {"sessionId": session_id}, "scenario": script, "chaos": {"slow": 0.001}},
-        )
-        assert status == 201
-        client = H2Client("127.0.0.1", run.h2c_port)
-        try:
-            client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-            client._flush()
-            stream = client.request(headers(session_id))
-            client.send(stream, body(1.0))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                status, first = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
-                if status == 200 and first["status"] != "IN_PROGRESS":
-                    break
-                time.sleep(0.05)
-        finally:
-            client.close()
+        chaos_rule(run, session_id, {"slow": 0.001}, scenario=script)
+        first = _streamed_taking_no_output(run, session_id, seconds=1.0)
         assert first["status"] == "PAUSED"
         # Counted: handed to the stream's buffer before it filled (never taken).
         counted = first["finalsSent"]

@@ -49,9 +49,14 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @contextlib.asynccontextmanager
 async def sdk_client(
-    strict: RunningServer, secret: str, *, key: str = KEY, token: str | None = None
+    strict: RunningServer,
+    secret: str,
+    *,
+    key: str = KEY,
+    token: str | None = None,
+    region: str = "us-east-1",
 ):
-    """A real SDK client signing with ``key`` and ``secret`` (and ``token``)."""
+    """A real SDK client signing with ``key`` and ``secret`` (and ``token``) for ``region``."""
     from emulator.sdk import make_client
 
     client = await make_client(
@@ -60,6 +65,7 @@ async def sdk_client(
         access_key_id=key,
         secret_access_key=secret,
         session_token=token,
+        region=region,
     )
     try:
         yield client
@@ -388,7 +394,7 @@ async def test_with_a_region_a_signature_scoped_to_another_is_refused(tmp_path):
     stream (the SDK) and the control plane (boto3) alike."""
     import botocore.exceptions
 
-    from emulator.sdk import boto3_client, make_client
+    from emulator.sdk import boto3_client
 
     settings = Settings(
         port=0,
@@ -401,17 +407,8 @@ async def test_with_a_region_a_signature_scoped_to_another_is_refused(tmp_path):
     )
     with running_emulator(settings) as running:
         for region, refused in (("eu-west-2", False), ("us-east-1", True)):
-            client = await make_client(
-                endpoint_url=running.endpoint_url,
-                ca_file=running.ca_file,
-                region=region,
-                access_key_id=KEY,
-                secret_access_key=SECRET,
-            )
-            try:
+            async with sdk_client(running, SECRET, region=region) as client:
                 result = await run_session(client, new_session_id(), audio=pcm_tone(0.5))
-            finally:
-                await client._config.transport.close()
             boto = boto3_client(
                 endpoint_url=running.endpoint_url,
                 ca_file=running.ca_file,
