@@ -466,6 +466,9 @@ async def _left_during_an_hours_pause(
             await stream.input_stream.send(audio_event(tone[i : i + 3200]))
         if end:
             await stream.input_stream.send(end_of_session_event())
+            # As an application does after END_OF_SESSION: its body then ends
+            # cleanly, not in the SDK's writer when the transport closes under it.
+            await stream.input_stream.close()
 
         def arrived(record) -> bool:
             if record is None or record.audio_seconds < heard:
