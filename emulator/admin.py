@@ -23,6 +23,7 @@ from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
 from .problems import FieldPath, Problem, render_path, shown
+from .quotas import Quotas
 from .record import SessionRecord
 from .requestbody import read_limited, unfinished_body
 from .validation import id_constraints_broken, json_int, lone_surrogate
@@ -177,9 +178,16 @@ class AdminAPI:
     ``{"message": ...}``). :func:`admin_routes` binds them to their paths."""
 
     def __init__(
-        self, backend: Backend, *, ca_file: Path | None, endpoints: dict[str, str]
+        self,
+        backend: Backend,
+        *,
+        ca_file: Path | None,
+        endpoints: dict[str, str],
+        quotas: Quotas | None = None,
     ) -> None:
         self.backend = backend
+        #: Reset with the backend: their rate windows are of the sessions forgotten.
+        self.quotas = quotas
         self.ca_file = ca_file
         self.endpoints = endpoints
         #: Read once: the CA that signed the certificate this server runs with,
@@ -234,6 +242,8 @@ class AdminAPI:
             self.backend.reset()
         except ConfigError as error:
             return _error(400, f"cannot reset: {error}")
+        if self.quotas is not None:
+            self.quotas.reset()
         # Sessions with a stream still open are kept (their stream goes on): named,
         # so that a test harness can say why its "clean" emulator has a session.
         live = [record.key.session_id for record in self.backend.sessions.values()]
@@ -352,10 +362,14 @@ class AdminAPI:
 
 
 def admin_routes(
-    backend: Backend, *, ca_file: Path | None, endpoints: dict[str, str]
+    backend: Backend,
+    *,
+    ca_file: Path | None,
+    endpoints: dict[str, str],
+    quotas: Quotas | None = None,
 ) -> list[Route]:
-    """Return the admin routes bound to ``backend``."""
-    api = AdminAPI(backend, ca_file=ca_file, endpoints=endpoints)
+    """Return the admin routes bound to ``backend`` (and ``quotas``, which a reset resets)."""
+    api = AdminAPI(backend, ca_file=ca_file, endpoints=endpoints, quotas=quotas)
     return [
         Route("/_emulator/health", _no_parameters(api.health), methods=["GET"]),
         Route("/_emulator/ca.pem", _no_parameters(api.ca_pem), methods=["GET"]),

@@ -277,7 +277,7 @@ def create_app(
     service's other operations (the control plane), must be SigV4-signed by one
     of them; the admin API (``/_emulator/``) keeps its own token.
     """
-    routes = admin_routes(backend, ca_file=ca_file, endpoints=endpoints or {})
+    routes = admin_routes(backend, ca_file=ca_file, endpoints=endpoints or {}, quotas=quotas)
     if backend.resources is not None:
         routes += control_routes(backend.resources)
     admin = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

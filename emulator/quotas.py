@@ -88,6 +88,15 @@ class Quotas:
         # Windows held before the next sweep of those a second old (see _admit).
         self._sweep_at = {id(self._starts): _MIN_SWEEP, id(self._gets): _MIN_SWEEP}
 
+    def reset(self) -> None:
+        """Forget the requests each key made (its rate windows), as an emulator
+        reset forgets the sessions: a test's first stream start after a quick one
+        was throttled for the last test's starts. Streams still open are still
+        counted: they go on, and their ends are counted down."""
+        self._starts.clear()
+        self._gets.clear()
+        self._sweep_at = {id(self._starts): _MIN_SWEEP, id(self._gets): _MIN_SWEEP}
+
     def _admit(self, windows: dict[str, _Window], key: str, rate: float) -> bool:
         """Whether ``key`` may make one more request of ``windows``' kind now.
 

@@ -277,3 +277,24 @@ async def _one_attempt_client(running: RunningServer) -> tuple[Any, Any]:
         domain_id=DOMAIN_ID, subscription_id=SUBSCRIPTION_ID, session_id=new_session_id()
     )
     return client, request
+
+
+async def test_a_reset_forgets_the_request_rates_as_it_forgets_the_sessions(tmp_path):
+    """With --quotas, a test's first look-up (or stream start) after a quick test
+    was throttled for that test's requests: the pytest fixture's reset before
+    each test forgot the sessions but not the rate windows they filled."""
+    from .support import admin
+
+    settings = Settings(port=0, h2c_port=0, state_dir=tmp_path, quotas=True, quota_get_tps=0.5)
+    with running_emulator(settings) as running:
+        client, request = await _one_attempt_client(running)
+        try:
+            with pytest.raises(m.ResourceNotFoundException):
+                await client.get_medical_scribe_listening_session(input=request)
+            with pytest.raises(m.ThrottlingException):  # the premise: its one in 2 s taken
+                await client.get_medical_scribe_listening_session(input=request)
+            assert admin(running.h2c_url, "POST", "/_emulator/reset")[0] == 200
+            with pytest.raises(m.ResourceNotFoundException):
+                await client.get_medical_scribe_listening_session(input=request)
+        finally:
+            await client._config.transport.close()
