@@ -16,7 +16,19 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["get_logger", "escape_controls", "UNSAFE_IN_LOG", "UNSAFE_IN_TRACEBACK"]
+__all__ = [
+    "get_logger",
+    "escape_controls",
+    "UNSAFE_IN_LOG",
+    "UNSAFE_IN_TRACEBACK",
+    "QUIET_WHEN_DEBUGGING",
+]
+
+#: Loggers kept at INFO when the emulator's own are at debug (``--log-level
+#: debug``, the pytest plugin's emulator): hpack's decoded headers carry the
+#: admin token (and SigV4 authorization), and Faker's locale look-ups were most
+#: of a session's lines. Their import-time self-tests log too.
+QUIET_WHEN_DEBUGGING = ("hpack", "h2", "faker")
 
 #: What a log line must not carry as it came: C0 and C1 controls and DEL, line and
 #: paragraph separators, and the bidirectional overrides and isolates (which

@@ -30,6 +30,7 @@ emulator started here; override it in a ``conftest.py`` to change any of them).
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from .logs import QUIET_WHEN_DEBUGGING
 
 if TYPE_CHECKING:
     from .server import Settings
@@ -120,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = getattr(config.option, "numprocesses", None)
     url = emulator_url(config)
     if workers and url is not None:
-        raise pytest.UsageError(_shared_with_workers(url))
+        raise pytest.UsageError(_shared_with_workers(config))
     if url is not None:
         given = [
             f"--{name.replace('_', '-')}"
@@ -222,11 +225,14 @@ def ini_seed(config: pytest.Config) -> int:
         raise pytest.UsageError(f"medscribe_seed{source} must be an integer, got {raw!r}") from None
 
 
-def _shared_with_workers(url: str) -> str:
+def _shared_with_workers(config: pytest.Config) -> str:
+    """Why a URL's emulator cannot serve xdist's workers, naming where the URL was
+    given (an unset MEDSCRIBE_URL, not an option the user never passed)."""
+    url, source = _url_and_source(config)
     return (
-        f"--medscribe-url ({url}) with pytest-xdist (-n): every worker resets the one "
+        f"{source} ({url}) with pytest-xdist (-n): every worker resets the one "
         "emulator before each of its tests, wiping the rules and sessions of the tests "
-        "the other workers are running. Run without -n, or without --medscribe-url "
+        f"the other workers are running. Run without -n, or without {source} "
         "(each worker then starts its own emulator)."
     )
 
@@ -272,8 +278,11 @@ def medscribe_settings(
 
     Free ports on 127.0.0.1 and a temporary state directory; ``--medscribe-seed``
     and ``--medscribe-fixtures`` (or their ini options) apply. Override this
-    fixture to change anything else.
+    fixture to change anything else (its ``log_level`` is the ``medscribe``
+    loggers' level in this process).
     """
+    if emulator_url(pytestconfig) is None:
+        _quiet_libraries()  # before the import below, whose self-tests log
     from .server import Settings
 
     seed = pytestconfig.getoption("medscribe_seed")
@@ -303,13 +312,15 @@ def medscribe_emulator_server(
     Never reset by itself: use ``medscribe_emulator`` in tests. Stopped at the
     end of the session; setting up fails if it cannot start or be reached.
     """
+    url = emulator_url(request.config)
+    if url is None:
+        _quiet_libraries()  # before the imports below, whose self-tests log
     from .errors import ConfigError
     from .testing import EmulatorThread, MedscribeAdminError, MedscribeEmulator
 
-    url = emulator_url(request.config)
     if url is not None and os.environ.get("PYTEST_XDIST_WORKER"):
         # A worker of a run whose controller did not see -n (set in a plugin's hook).
-        raise pytest.UsageError(_shared_with_workers(url))
+        raise pytest.UsageError(_shared_with_workers(request.config))
     if url is not None:
         yield _or_fail(
             lambda: _connect(
@@ -323,13 +334,42 @@ def medscribe_emulator_server(
         )
         return
     settings: Settings = request.getfixturevalue("medscribe_settings")
+    # A failed test's report then shows its sessions' start and end lines, each
+    # end saying why a session failed or paused (info, the default).
+    _set_level("medscribe", settings.log_level.upper())
     server = EmulatorThread(settings)
-    # Invalid fixtures: their problems, as `check` lists them.
-    running = _or_fail(server.start, ConfigError, "the medscribe emulator cannot start")
     try:
-        yield MedscribeEmulator.from_running(running, admin_token=settings.admin_token)
+        # Invalid fixtures: their problems, as `check` lists them.
+        running = _or_fail(server.start, ConfigError, "the medscribe emulator cannot start")
+        try:
+            yield MedscribeEmulator.from_running(running, admin_token=settings.admin_token)
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        for name, level in _CHANGED_LEVELS.items():
+            logging.getLogger(name).setLevel(level)
+        _CHANGED_LEVELS.clear()
+
+
+#: The loggers whose level the plugin's emulator set, with the levels they had,
+#: put back when that emulator stops.
+_CHANGED_LEVELS: dict[str, int] = {}
+
+
+def _set_level(name: str, level: int | str) -> None:
+    logger = logging.getLogger(name)
+    _CHANGED_LEVELS.setdefault(name, logger.level)
+    logger.setLevel(level)
+
+
+def _quiet_libraries() -> None:
+    """Keep the HTTP/2 and Faker libraries at info in a process that runs the
+    emulator, as its command line does: under pytest's ``--log-level=DEBUG``
+    their lines (their import-time self-tests', then about 200 a session) filled
+    a failed test's report, and hpack's carry request headers. Called before
+    the emulator's modules are imported."""
+    for name in QUIET_WHEN_DEBUGGING:
+        _set_level(name, logging.INFO)
 
 
 def _unknown_scenario_hint(

@@ -35,7 +35,7 @@ from .documents import load_scenario_dir
 from .errors import ConfigError
 from .ids import id_rng
 from .lifecycle import RESUME_WINDOW, SessionLimits
-from .logs import UNSAFE_IN_TRACEBACK, escape_controls, get_logger
+from .logs import QUIET_WHEN_DEBUGGING, UNSAFE_IN_TRACEBACK, escape_controls, get_logger
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
 from .scenario import ScenarioError
@@ -855,10 +855,6 @@ class LogFormatter(logging.Formatter):
     def formatException(self, ei: object) -> str:  # noqa: N802
         traceback = super().formatException(ei)  # type: ignore[arg-type]
         return escape_controls(traceback, UNSAFE_IN_TRACEBACK)
-
-
-#: Loggers kept at INFO under ``--log-level debug`` (see :func:`run`).
-QUIET_WHEN_DEBUGGING = ("hpack", "h2", "faker")
 
 
 def run(settings: Settings) -> int:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import json
+import os
 import shutil
 import ssl
 import tempfile
@@ -59,6 +61,25 @@ ADMIN_TIMEOUT = 10.0
 # The emulator is local or a neighbouring container: an HTTP(S)_PROXY set for
 # the internet must not capture its traffic.
 _NO_PROXY = urllib.request.ProxyHandler({})
+
+
+@functools.lru_cache(maxsize=32)
+def _opener(
+    ca_file: str | None, *, https: bool, verify: bool, version: object = None
+) -> urllib.request.OpenerDirector:
+    """The admin API's opener, built once for each kind of URL (and ``version``
+    of the CA file): built per call, it loaded the system's CA store every time
+    (``build_opener`` adds an HTTPS handler with a default context even for
+    ``http://``), about 20 ms a call, most of a pytest fixture's per-test cost."""
+    if not https:  # a context that is never used, made without reading any store
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    elif not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=ca_file)
+    return urllib.request.build_opener(_NO_PROXY, urllib.request.HTTPSHandler(context=context))
 
 
 class MedscribeAdminError(Exception):
@@ -207,6 +228,7 @@ class EmulatorRule:
 
         Raises :class:`MedscribeAdminError` for any other failure.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         try:
             self.owner.request("DELETE", f"/_emulator/rules/{urllib.parse.quote(self.id)}")
         except MedscribeAdminError as error:
@@ -359,16 +381,6 @@ class MedscribeEmulator:
 
     # -- admin API -------------------------------------------------------------
 
-    def _ssl_context(self, *, verify: bool = True) -> ssl.SSLContext | None:
-        if not self.admin_url.startswith("https:"):
-            return None
-        if not verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        return ssl.create_default_context(cafile=None if self.ca_file is None else self.ca_file)
-
     def _ca_pem(self, *, verify: bool) -> bytes | None:
         """The emulator's CA certificate, or None when it serves a user-supplied one."""
         try:
@@ -400,11 +412,15 @@ class MedscribeEmulator:
             request.add_header("content-type", "application/json")
         if self.admin_token is not None:
             request.add_header("authorization", f"Bearer {self.admin_token}")
-        handlers: list[urllib.request.BaseHandler] = [_NO_PROXY]
-        context = self._ssl_context(verify=verify)
-        if context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        opener = urllib.request.build_opener(*handlers)
+        https = self.admin_url.startswith("https:")
+        ca_file = None if self.ca_file is None else str(self.ca_file)
+        version = None
+        if https and verify and ca_file is not None:
+            try:  # a CA replaced at the same path (a new state) needs a new context
+                version = os.stat(ca_file).st_mtime_ns
+            except OSError:
+                pass  # the request says what is wrong
+        opener = _opener(ca_file, https=https, verify=verify, version=version)
         try:
             with opener.open(request, timeout=self.timeout) as response:
                 raw, ctype = response.read(), response.headers.get("content-type", "")
@@ -435,6 +451,7 @@ class MedscribeEmulator:
 
     def health(self) -> dict[str, Any]:
         """Return ``/_emulator/health``: status, version, endpoints, counters, scenarios."""
+        __tracebackhide__ = True  # the caller's line, then the error
         return self.request("GET", "/_emulator/health")
 
     def reset(self) -> list[str]:
@@ -444,6 +461,7 @@ class MedscribeEmulator:
         still open are kept: returns their ids (an emulator older than this
         returns none). Raises :class:`MedscribeAdminError`.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         answer = self.request("POST", "/_emulator/reset")
         self.added_rules.clear()
         live = answer.get("liveSessions") if isinstance(answer, dict) else None
@@ -457,6 +475,8 @@ class MedscribeEmulator:
         match: Mapping[str, str] | None = None,
         scenario: str | Mapping[str, Any] | None = None,
         error: str | Mapping[str, str] | None = None,
+        chaos: Mapping[str, Any] | None = None,
+        probability: float | None = None,
         times: int | None = None,
     ) -> EmulatorRule:
         """Add a rule and return it; the newest matching rule wins.
@@ -468,11 +488,17 @@ class MedscribeEmulator:
         look-ups instead of streams), exactly one of
         ``scenario`` (a name or an inline scenario) and ``error`` (a service
         error type such as ``"ThrottlingException"``, or ``{"type", "message"}``),
-        and ``times``. Raises :class:`MedscribeAdminError` (status 400, listing
-        every problem) for an invalid rule, and TypeError when both forms are used.
+        ``chaos`` (network trouble: ``{"delay": 0.5}``, ``{"disconnect": {"at": 12}}``...,
+        alone or with a scenario), ``probability`` and ``times``, as the README's
+        Rules section describes them. Raises :class:`MedscribeAdminError` (status
+        400, listing every problem) for an invalid rule, and TypeError when both
+        forms are used.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         if rule is not None:
-            if any(value is not None for value in (match, scenario, error, times)):
+            if any(
+                value is not None for value in (match, scenario, error, chaos, probability, times)
+            ):
                 raise TypeError("pass either a whole rule or keyword fields, not both")
             if not isinstance(rule, Mapping):
                 hint = (
@@ -498,6 +524,10 @@ class MedscribeEmulator:
                 body["scenario"] = scenario
             if error is not None:
                 body["error"] = {"type": error} if isinstance(error, str) else dict(error)
+            if chaos is not None:
+                body["chaos"] = dict(chaos)
+            if probability is not None:
+                body["probability"] = probability
             if times is not None:
                 body["times"] = times
         data = self.request("POST", "/_emulator/rules", body)
@@ -506,6 +536,7 @@ class MedscribeEmulator:
 
     def rules(self) -> list[dict[str, Any]]:
         """Return the live rules, oldest first, with their ``remaining`` uses."""
+        __tracebackhide__ = True  # the caller's line, then the error
         return self.request("GET", "/_emulator/rules")["rules"]
 
     def use_scenario(
@@ -518,17 +549,20 @@ class MedscribeEmulator:
         is reset. Raises :class:`MedscribeAdminError` (400) for an unknown name
         or an invalid inline scenario.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         match = {} if session_id is None else {"sessionId": session_id}
         return self.add_rule(match=match, scenario=scenario)
 
     def sessions(self) -> list[dict[str, Any]]:
         """Return a summary of every session since the last reset, oldest first."""
+        __tracebackhide__ = True  # the caller's line, then the error
         return self.request("GET", "/_emulator/sessions")["sessions"]
 
     def rejected(self) -> list[dict[str, Any]]:
         """Requests refused before their stream opened, oldest first: ``requestId``,
         ``time``, the ``sessionId``/``domainId``/``subscriptionId`` they gave, and
         the ``error`` and ``message`` they were answered with."""
+        __tracebackhide__ = True  # the caller's line, then the error
         return self.request("GET", "/_emulator/sessions")["rejected"]
 
     def session(
@@ -544,6 +578,7 @@ class MedscribeEmulator:
         ``subscription_id`` when the same id was used in several. Raises
         :class:`MedscribeAdminError` (404) for an unknown session.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         return self.request("GET", _session_path(session_id, domain_id, subscription_id))
 
     def events(
@@ -561,6 +596,7 @@ class MedscribeEmulator:
         The session is chosen as by :meth:`session`. Raises
         :class:`MedscribeAdminError` (404) for an unknown session.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         path = _session_path(session_id, domain_id, subscription_id, "/events")
         data = self.request("GET", path)
         return data["events"] if isinstance(data, dict) else data
@@ -582,6 +618,7 @@ class MedscribeEmulator:
         ``IN_PROGRESS`` or ``FAILED``, or it went to an ``--s3-endpoint-url``),
         saying which.
         """
+        __tracebackhide__ = True  # the caller's line, then the error
         suffix = f"/artifacts/{urllib.parse.quote(name, safe='')}"
         return self.request("GET", _session_path(session_id, domain_id, subscription_id, suffix))
 

@@ -369,6 +369,14 @@ def test_medscribe_url_with_xdists_n_is_one_usage_error_at_the_start(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--medscribe-url*with pytest-xdist (-n)*"])
     assert "Traceback" not in result.stderr.str()
+    # Given by the variable (a CI job's), it is the variable that is named.
+    monkeypatch.setenv("MEDSCRIBE_URL", remote.endpoint_url)
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*MEDSCRIBE_URL (*) with pytest-xdist (-n)*without MEDSCRIBE_URL*"]
+    )
+    assert "--medscribe-url" not in result.stderr.str()
 
 
 def test_a_marker_naming_an_unknown_scenario_fails_in_one_line(
@@ -965,3 +973,86 @@ def test_connect_without_a_ca_dir_removes_its_temporary_one_at_exit(
     ca_file = Path(result.stdout.strip())
     assert ca_file.name == "ca.pem" and ca_file.parent.name.endswith("-medscribe-ca")
     assert not ca_file.parent.exists()
+
+
+def test_a_failed_tests_report_shows_its_sessions_lines_and_no_library_debug(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed assertion about a session showed nothing of the emulator: its
+    session lines (each end saying why a session failed) reached the report only
+    with --log-level=INFO, and with --log-level=DEBUG about 200 lines of hpack and
+    Faker came with them. A settings override's log_level was ignored."""
+    tests = (
+        "from helpers import new_id, stream\n\n"
+        "async def test_failing(medscribe_emulator):\n"
+        "    session_id = new_id()\n"
+        "    medscribe_emulator.use_scenario('greeting', session_id=session_id)\n"
+        "    async with await medscribe_emulator.client() as client:\n"
+        "        finals, error = await stream(client, session_id)\n"
+        "    assert finals == ['something else']\n"
+    )
+    user_project(pytester, monkeypatch, tests)
+    # Faker's own pytest plugin makes a Faker (and logs) in every test: not ours.
+    result = pytester.runpytest_subprocess(
+        "-p", "emulator.pytest_plugin", "-p", "no:faker", "--log-level=DEBUG", timeout=110
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert re.search(r"INFO +medscribe\.sessions:\S+ session \S+ ended: COMPLETED", out), out
+    assert "DEBUG    hpack" not in out and "DEBUG    faker" not in out
+    pytester.makeconftest(
+        "import dataclasses\nimport pytest\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def medscribe_settings(medscribe_settings):\n"
+        "    return dataclasses.replace(medscribe_settings, log_level='warning')\n"
+    )
+    quiet = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    quiet.assert_outcomes(failed=1)
+    assert "medscribe.sessions" not in quiet.stdout.str()
+
+
+def test_the_handles_admin_calls_read_no_certificate_store(medscribe_emulator, monkeypatch):
+    """Each admin call built its opener, whose default HTTPS handler read the
+    system's CA store: about 20 ms a call over http://, most of the fixture's
+    per-test cost (a 200-test suite 21.5 s against 2.7)."""
+    import ssl
+
+    made = []
+    real = ssl.SSLContext.load_default_certs
+
+    def load_default_certs(self, *args, **kwargs):
+        made.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", load_default_certs)
+    for _ in range(5):
+        medscribe_emulator.health()
+    medscribe_emulator.sessions()
+    assert made == []
+
+
+def test_add_rule_takes_chaos_and_probability_as_keywords(medscribe_emulator):
+    """The keyword form took neither, though the README's Rules have both: a bare
+    TypeError sent the user looking for the dict form."""
+    rule = medscribe_emulator.add_rule(
+        match={"domainId": "dom-flakynetwork000001"}, chaos={"slow": 0.01}, probability=0.5
+    )
+    (listed,) = [r for r in medscribe_emulator.rules() if r["id"] == rule.id]
+    assert listed["chaos"] == {"slow": 0.01} and listed["probability"] == 0.5
+
+
+def test_a_handle_error_shows_the_tests_line_and_the_message_not_the_helpers_source(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest printed the whole add_rule (50 lines, its docstring included) between
+    the test's line and the one-line error."""
+    user_project(
+        pytester,
+        monkeypatch,
+        "def test_typo(medscribe_emulator):\n    medscribe_emulator.use_scenario('greetng')\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "unknown scenario 'greetng' (did you mean 'greeting'?)" in out
+    assert "def add_rule(" not in out and "def use_scenario(" not in out
