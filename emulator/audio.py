@@ -212,11 +212,19 @@ class FlacClock:
     """
 
     def __init__(
-        self, *, sample_rate: int, channels: int | None = None, resumed: bool = False
+        self,
+        *,
+        sample_rate: int,
+        channels: int | None = None,
+        resumed: bool = False,
+        frame_starts: bool = False,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = sample_rate
+        #: With ``frame_starts``: each frame's byte offset in the stream and the
+        #: samples before it (for a client cutting a file where its audio is).
+        self.frame_starts: list[tuple[int, int]] | None = [] if frame_starts else None
         self.expected_channels = channels
         #: The stream resumes a session: a missing marker is said to be that.
         self.resumed = resumed
@@ -533,6 +541,8 @@ class FlacClock:
     def _accept(self, header: _FrameHeader) -> None:
         if self._pending_header is not None:
             self._samples += self._pending_header.block_size
+        if self.frame_starts is not None:  # the header is at the buffer's start
+            self.frame_starts.append((self._bytes - len(self._buf), self._samples))
         self._pending_header = header
         self._variable = header.variable
         self._frames += 1

@@ -141,17 +141,25 @@ class AudioFile:
     channels: int
     seconds: float
     data: bytes
+    #: FLAC: each frame's byte offset and the samples before it.
+    frames: tuple[tuple[int, int], ...] = ()
 
     def chunks(self, chunk_ms: int) -> list[Chunk]:
         """Return the audio cut into events of about ``chunk_ms`` milliseconds each.
 
-        PCM chunks hold whole sample frames. FLAC is cut by bytes in proportion to
-        its duration (its frames need not line up with events: the service parses
-        the stream). Raises :class:`UsageError` when ``chunk_ms`` would make PCM
-        events larger than the service's 32,000-byte limit.
+        PCM chunks hold whole sample frames. FLAC is cut where its audio, as the
+        service's clock counts it (complete frames), reaches each ``chunk_ms``
+        (its frames need not line up with events: the service parses the
+        stream), so ``--realtime`` paces it by audio: cut by bytes in proportion
+        to its duration, 10 s of silence, which FLAC shrinks to a few bytes a
+        frame, went out in under a second. Raises :class:`UsageError` when
+        ``chunk_ms`` would make PCM events larger than the service's 32,000-byte
+        limit.
         """
         if chunk_ms < 1:
             raise UsageError(f"--chunk-ms must be at least 1, got {chunk_ms}")
+        if self.encoding == "flac":
+            return self._flac_chunks(chunk_ms / 1000)
         per_second: float
         if self.encoding == "pcm":
             frame = _PCM_WIDTH * self.channels
@@ -172,6 +180,28 @@ class AudioFile:
             end = min(start + size, len(self.data))
             seconds = self.seconds if end == len(self.data) else end / per_second
             out.append(Chunk(data=self.data[start:end], end_seconds=min(seconds, self.seconds)))
+        return out
+
+    def _flac_chunks(self, every: float) -> list[Chunk]:
+        """FLAC cut at the first frame start each ``every`` seconds of audio, each
+        chunk ending where its whole frames' audio does, and within the service's
+        event size (a single frame longer than that is cut inside)."""
+        data, rate = self.data, self.sample_rate
+        out: list[Chunk] = []
+        start, reached = 0, 0.0  # the last cut, and the audio before it
+        last, last_seconds = 0, 0.0  # the frame start seen before this one
+        for offset, samples in (*self.frames[1:], (len(data), round(self.seconds * rate))):
+            seconds = min(samples / rate, self.seconds)
+            if offset - start > MAX_CHUNK_BYTES and last > start:
+                out.append(Chunk(data=data[start:last], end_seconds=last_seconds))
+                start, reached = last, last_seconds
+            while offset - start > MAX_CHUNK_BYTES:
+                out.append(Chunk(data=data[start : start + MAX_CHUNK_BYTES], end_seconds=reached))
+                start += MAX_CHUNK_BYTES
+            if seconds - reached >= every or offset == len(data):
+                out.append(Chunk(data=data[start:offset], end_seconds=seconds))
+                start, reached = offset, seconds
+            last, last_seconds = offset, seconds
         return out
 
 
@@ -308,7 +338,7 @@ def _read_flac(path: Path, data: bytes) -> AudioFile:
     from .audio import FlacClock
     from .errors import ValidationException
 
-    clock = FlacClock(sample_rate=rate)
+    clock = FlacClock(sample_rate=rate, frame_starts=True)
     try:
         clock.add(data)
         counted = clock.finish()
@@ -328,6 +358,7 @@ def _read_flac(path: Path, data: bytes) -> AudioFile:
         channels=channels,
         seconds=total / rate,
         data=data,
+        frames=tuple(clock.frame_starts or ()),
     )
 
 

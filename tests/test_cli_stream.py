@@ -1559,3 +1559,45 @@ def test_stream_and_check_finish_when_the_output_cannot_hold_the_text(
     assert checked.returncode == 1, checked.stderr.decode(encoding, "replace")
     assert "Traceback" not in checked.stderr.decode(encoding, "replace")
     assert "a.yaml:2" in checked.stdout.decode(encoding)
+
+
+def test_flac_chunks_end_where_their_audio_does_so_realtime_paces_by_audio(tmp_path):
+    """FLAC was cut by bytes in proportion to its duration: 10 s of silence, a few
+    bytes a frame, went out in under a second with --realtime (finals at 8.7 s of
+    audio came after 1 s), and the progress shown was as wrong. Each chunk now
+    ends where the service's clock, counting its frames, says its audio does."""
+    from emulator.audio import FlacClock
+
+    rng = numpy.random.default_rng(7)
+    noise = rng.integers(-8000, 8000, 16_000 * 2, dtype="int16")
+    samples = numpy.concatenate([numpy.zeros(16_000 * 10, dtype="int16"), noise])
+    path = tmp_path / "silence-then-noise.flac"
+    soundfile.write(path, samples, 16_000, format="FLAC")
+    audio = streamer.read_audio(path)
+    chunks = audio.chunks(100)
+    clock = FlacClock(sample_rate=16_000)
+    frame = 4096 / 16_000  # soundfile's block: the clock counts whole frames
+    previous = 0.0
+    for chunk in chunks[:-1]:
+        assert len(chunk.data) <= streamer.MAX_CHUNK_BYTES
+        # The service counts a frame once the next one's header comes: one behind.
+        assert chunk.end_seconds - frame - 1e-9 <= clock.add(chunk.data) <= chunk.end_seconds
+        assert chunk.end_seconds - previous <= 0.1 + frame  # about --chunk-ms each
+        previous = chunk.end_seconds
+    assert chunks[-1].end_seconds == audio.seconds == 12.0
+    assert sum(chunk.end_seconds <= 10.0 for chunk in chunks) >= 10.0 / (0.1 + frame)
+
+
+def test_flac_chunks_stay_within_the_event_size_and_keep_every_byte(tmp_path):
+    """A second of 48 kHz stereo noise is far more than an event's 32,000 bytes:
+    cut at frame starts within the limit, every byte sent once, in order."""
+    rng = numpy.random.default_rng(3)
+    samples = rng.integers(-20000, 20000, (48_000 * 3, 2), dtype="int16")
+    path = tmp_path / "loud.flac"
+    soundfile.write(path, samples, 48_000, format="FLAC")
+    audio = streamer.read_audio(path)
+    chunks = audio.chunks(1000)
+    assert b"".join(chunk.data for chunk in chunks) == audio.data
+    assert all(0 < len(chunk.data) <= streamer.MAX_CHUNK_BYTES for chunk in chunks)
+    times = [chunk.end_seconds for chunk in chunks]
+    assert times == sorted(times) and times[-1] == 3.0
