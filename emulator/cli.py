@@ -254,8 +254,9 @@ usual credential chain is used and the system trust store unless --ca is given;
 against anything else (the emulator) dummy credentials.
 
 exit status: 0 the session completed; 1 the service returned an error
-(printed as "error: <Type>: <message>"), the stream was reset or broke, or the
-endpoint could not be reached; 2 a bad option or audio file; 130 interrupted
+(printed as "error: <Type>: <message>"), the stream was reset or broke, the
+endpoint could not be reached, or the output could not be written; 2 a bad
+option or audio file; 130 interrupted
 (Ctrl-C); 141 whatever read the output closed it (| head -1), as for a process
 SIGPIPE ends: the stream stops at its next line of output, leaving the session
 PAUSED unless it had completed.

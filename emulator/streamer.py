@@ -57,6 +57,7 @@ __all__ = [
     "StreamSummary",
     "StreamReset",
     "OutputClosed",
+    "OutputFailed",
     "LiveLine",
     "resolve_roles",
     "Renderer",
@@ -736,6 +737,23 @@ class OutputClosed(BrokenPipeError):
         self.summary = summary
 
 
+class OutputFailed(Exception):
+    """The renderer's output could not be written (a full disk, an I/O error),
+    so the stream stopped: ``summary`` is what it did, its error ``OutputError``."""
+
+    def __init__(self, summary: StreamSummary) -> None:
+        assert summary.error is not None
+        super().__init__(summary.error[1])
+        self.summary = summary
+
+
+class _Unwritable(Exception):
+    """A write of the renderer failed with ``error`` (not a closed pipe)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+
+
 def resolve_roles(audio: AudioFile, roles: tuple[str, str] | None) -> tuple[str, str] | None:
     """Return the channel roles to declare: ``roles``, or the default for 2 channels.
 
@@ -1126,6 +1144,14 @@ async def stream_audio(
         await stream.input_stream.close()
 
     async def receive_all(stream: Any) -> None:
+        try:
+            await _receive_all(stream)
+        except BrokenPipeError:
+            raise
+        except OSError as error:  # our output, not the service's stream
+            raise _Unwritable(error) from error
+
+    async def _receive_all(stream: Any) -> None:
         nonlocal responded, received
         output, events = await stream.await_output()
         responded = summary.answered = True
@@ -1148,8 +1174,9 @@ async def stream_audio(
         if not output_closed:
             renderer.finished(summary)
             return
-        # Its writes to the closed output fail again: it clears its live line, if any.
-        with contextlib.suppress(BrokenPipeError):
+        # Its writes to the closed (or failing) output fail again: it clears its
+        # live line, if any.
+        with contextlib.suppress(OSError):
             renderer.finished(summary)
 
     refusal = await _untrusted(options)
@@ -1183,6 +1210,9 @@ async def stream_audio(
     except BrokenPipeError:  # our own output closed (| head -1): the stream stops here
         summary.error = ("OutputClosed", OUTPUT_CLOSED)
         output_closed = True
+    except _Unwritable as error:  # a full disk under --json > events.jsonl
+        summary.error = ("OutputError", f"cannot write the output: {error}")
+        output_closed = True
     except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
         summary.error = _failure(error, options, responded=responded, events=received)
         if not responded:
@@ -1204,6 +1234,8 @@ async def stream_audio(
             finish()
             raise
     finish()
+    if output_closed and summary.error is not None and summary.error[0] == "OutputError":
+        raise OutputFailed(summary)
     if output_closed:
         raise OutputClosed(summary)
     return summary
@@ -1451,6 +1483,16 @@ def run(
         # Closed after the stream had ended (--json's summary line): nothing left to say.
         _discard(out)
         return EXIT_OUTPUT_CLOSED
+    except OutputFailed as failed:
+        # The output cannot be written (a full disk): the session is named on
+        # stderr, as for a closed output, and the interpreter's last flush of
+        # what is left is not tried.
+        _discard(out)
+        return stopped(EXIT_SERVICE_ERROR, str(failed), failed.summary, output_gone=True)
+    except OSError as error:
+        # Written after the stream had ended (--json's summary line).
+        _discard(out)
+        return fail(EXIT_SERVICE_ERROR, f"cannot write the output: {error.strerror or error}")
     finally:
         sys.unraisablehook = previous_hook
     if summary.error is None:

@@ -1601,3 +1601,35 @@ def test_flac_chunks_stay_within_the_event_size_and_keep_every_byte(tmp_path):
     assert all(0 < len(chunk.data) <= streamer.MAX_CHUNK_BYTES for chunk in chunks)
     times = [chunk.end_seconds for chunk in chunks]
     assert times == sorted(times) and times[-1] == 3.0
+
+
+@pytest.mark.parametrize("json_lines", [True, False], ids=["json", "text"])
+def test_an_output_that_cannot_be_written_stops_the_stream_naming_its_session(
+    server, audio_dir, json_lines
+):
+    """`stream --json > events.jsonl` on a full disk: a traceback, and the session
+    id printed nowhere; in text mode the service's stream was blamed ("the response
+    stream ... broke"). Now: one error line saying so, and the stopped line."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    session_id = scripted(server)
+    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), "--session-id", session_id]
+    args += ["--json"] if json_lines else []
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "emulator", *args],
+            cwd=REPO,
+            env=clean_env(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    err = result.stderr
+    assert result.returncode == 1, err
+    assert "Traceback" not in err, err
+    error, summary = err.strip().splitlines()
+    assert error == "error: cannot write the output: No space left on device"
+    assert stopped(summary)[3] == session_id
+    assert session_details(server, session_id)["status"] in ("PAUSED", "COMPLETED")
