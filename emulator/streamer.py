@@ -1026,6 +1026,32 @@ async def _untrusted(options: StreamOptions) -> _Refusal | None:
                     ),
                     final=True,
                 )
+        elif (
+            error.verify_code in _UNTRUSTED_ISSUER
+            and options.ca_file is not None
+            and not is_aws_endpoint(url)
+            and _only_emulator_cas(options.ca_file)
+            and await _emulator_issued(address)
+        ):
+            # The SDK trusts only that file's CAs too, none of which signs it: it
+            # would refuse it after 10-30 s. (A file holding the server's own
+            # certificate, which the SDK takes and Python does not, gets the note.)
+            given = options.ca_given_as
+            ca = (
+                f"{given} ({options.ca_file})"
+                if given.startswith("the ")
+                else f"the CA given with {given} ({options.ca_file})"
+            )
+            return _Refusal(
+                message=(
+                    f"cannot reach {url}: its certificate is an emulator's, and {ca} "
+                    "does not sign it "
+                    f"(Python's TLS check: {reason}): it is another emulator's CA, or an "
+                    "older one of this emulator's (started since with another --state-dir, "
+                    f"or its state directory removed). Give this emulator's: {_EMULATOR_CA}"
+                ),
+                final=True,
+            )
         return _Refusal(
             message=(
                 f"note: Python's TLS check refuses {url}'s certificate ({reason}); if the "
@@ -1052,6 +1078,24 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError, ssl.SSLError):
         await writer.wait_closed()
+
+
+def _only_emulator_cas(path: Path) -> bool:
+    """Whether ``path`` holds certificates, all of them emulators' local CAs."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from .tls import CA_NAME
+
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return bool(certificates) and all(
+        [name.value for name in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        == [CA_NAME]
+        for cert in certificates
+    )
 
 
 async def _emulator_issued(address: tuple[str, int]) -> bool:

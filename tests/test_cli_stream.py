@@ -1391,14 +1391,13 @@ def test_a_certificate_python_does_not_trust_is_noted_at_once(server, audio_dir,
     """The SDK's TLS client waits 10-30 s before it reports a refused certificate:
     a CA forgotten, the likeliest first mistake, looked like a hang. The command
     shakes hands first itself and notes at once what Python's check says, before
-    the stream; with a CA given, the SDK's check, not Python's, decides (a review
-    found Python's refusing certificates the SDK takes). The process is stopped
-    once the note is read: the SDK's own refusal comes 10-30 s later."""
-    from emulator.tls import ensure_certificates
-
+    the stream; with a CA given that is no emulator's, the SDK's check, not
+    Python's, decides (a review found Python's refusing certificates the SDK
+    takes). The process is stopped once the note is read: the SDK's own refusal
+    comes 10-30 s later."""
     args = [sys.executable, "-m", "emulator", "stream", str(audio_dir / "half.wav")]
     args += ["--endpoint", server.endpoint_url]
-    args += ["--ca", str(ensure_certificates(tmp_path / "other").ca_cert)]
+    args += ["--ca", str(_foreign_pair(tmp_path)[0])]
     env = clean_env(HOME=str(tmp_path))
     process = subprocess.Popen(
         args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
@@ -1633,3 +1632,25 @@ def test_an_output_that_cannot_be_written_stops_the_stream_naming_its_session(
     assert error == "error: cannot write the output: No space left on device"
     assert stopped(summary)[3] == session_id
     assert session_details(server, session_id)["status"] in ("PAUSED", "COMPLETED")
+
+
+def test_a_stale_emulator_ca_stops_the_command_at_once_naming_the_file(server, audio_dir, tmp_path):
+    """A .medscribe/ca.pem left from another emulator (or this one before a new
+    --state-dir) was tried for 27 s, and the refusal talked of a --ca never given.
+    The certificate is an emulator's that the CA given does not sign: the command
+    stops at once, naming the file and where it came from."""
+    from emulator.tls import ensure_certificates
+
+    stale = ensure_certificates(tmp_path / ".medscribe").ca_cert  # another emulator's CA
+    result = command(
+        "stream", str(audio_dir / "half.wav"), "--endpoint", server.endpoint_url, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    error, summary = result.stderr.strip().split("\n")
+    assert error.startswith(
+        f"error: ConnectionError: cannot reach {server.endpoint_url}: its certificate is an "
+        f"emulator's, and the state directory's CA ({stale.relative_to(tmp_path)}) does not "
+        "sign it (Python's TLS check: "
+    ), error
+    assert "another emulator's CA, or an older one of this emulator's" in error
+    assert stopped(summary)[4] == "no stream started"
