@@ -379,8 +379,10 @@ class Backend:
             # so that the resumed stream replays the same script).
             if record.configuration is not None and before != now:
                 raise ValidationException(
-                    f"configurationEvent.channelDefinitions is {_describe_channels(now)}: a "
-                    f"resumed stream must use the session's, {_describe_channels(before)}"
+                    f"configurationEvent.channelDefinitions is {_describe_channels(now)} but "
+                    f"session {record.key.session_id} was started with "
+                    f"{_describe_channels(before)}: a resumed stream must use the session's "
+                    "channel definitions"
                 )
             scenario = self._rebuild(record.scenario)
         else:
@@ -915,7 +917,7 @@ def _channels(configuration: Mapping[str, Any] | None) -> list[tuple[int, str]] 
 
 def _describe_channels(channels: list[tuple[int, str]] | None) -> str:
     if channels is None:
-        return "absent (one channel)"
+        return "none (one channel)"
     return ", ".join(f"channel {ch} {role}" for ch, role in channels)
 
 

@@ -246,8 +246,8 @@ session goes to stderr at the end ("done: ..."). After a failure it follows the
 error line ("stopped: ...") and says the session's status as the service gives
 it: a PAUSED session (a reset stream) is resumed by the same command with
 --session-id and its id. With --json the summary is the last JSON line
-instead, or, when whatever read the output closed it, the stopped: line on
-stderr.
+instead (its sessionStatus: PAUSED, FAILED... after a failure), or, when
+whatever read the output closed it, the stopped: line on stderr.
 
 Credentials: against an AWS endpoint (*.amazonaws.com, *.api.aws) the SDK's
 usual credential chain is used and the system trust store unless --ca is given;

@@ -479,6 +479,9 @@ class StreamSummary:
             "audioSeconds": round(self.audio_seconds, 3),
             "wallSeconds": round(self.wall_seconds, 3),
             "error": None if self.error is None else self.error[0],
+            # After a failure: the session's status as Get gave it (PAUSED: the
+            # same command with its id resumes it), else null.
+            "sessionStatus": self.session_status,
         }
 
 
@@ -541,6 +544,12 @@ def _summary_line(summary: StreamSummary, *, lead: str = "done") -> str:
     )
 
 
+def _refused_resume(summary: StreamSummary) -> bool:
+    """Whether the stream's error is a resume refused for media other than its
+    session's (the validation messages say "a resumed stream must ...")."""
+    return summary.error is not None and "a resumed stream must" in summary.error[1]
+
+
 def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
     """Return the summary of a failed stream: what it did, its session, and what
     can be done with that session now (resume it, or how to look up its status).
@@ -560,6 +569,13 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
         what = f"its status not looked up: {look_up}"
     elif not summary.answered:
         what = "no stream started"
+    elif status == "PAUSED" and _refused_resume(summary):
+        # Repeated, the same command fails the same way: the file is not the session's.
+        what = (
+            f"now PAUSED: it resumes with --session-id {session} and audio like its "
+            "first stream's (the channels, sample rate, encoding and language the "
+            "error names), not this file as given"
+        )
     elif status == "PAUSED":
         what = (
             f"now PAUSED: the same command with --session-id {session} resumes it "

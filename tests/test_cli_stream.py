@@ -212,6 +212,7 @@ def test_json_prints_session_every_event_and_summary_as_json_lines(server, audio
         "audioSeconds": 5.0,
         "wallSeconds": lines[-1]["summary"]["wallSeconds"],
         "error": None,
+        "sessionStatus": None,  # looked up after a failure only
     }
 
 
@@ -1654,3 +1655,29 @@ def test_a_stale_emulator_ca_stops_the_command_at_once_naming_the_file(server, a
     ), error
     assert "another emulator's CA, or an older one of this emulator's" in error
     assert stopped(summary)[4] == "no stream started"
+
+
+def test_a_resume_refused_for_its_audio_says_what_resumes_it_and_json_says_paused(
+    server, audio_dir
+):
+    """A session started mono, resumed with a stereo file: the stopped line advised
+    the same command, which fails the same way every time; and --json's summary
+    did not say the session was PAUSED, which a script needs to retry."""
+    session_id = scripted(server, {**SCRIPT, "faults": [{"at": 1.0, "disconnect": True}]})
+    first = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id, "--json")
+    assert first.returncode == 1, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])["summary"]
+    assert (summary["error"], summary["sessionStatus"]) == ("StreamReset", "PAUSED")
+    again = stream(server, str(audio_dir / "stereo5.wav"), "--session-id", session_id)
+    assert again.returncode == 1
+    error, line = again.stderr.strip().splitlines()
+    assert error == (
+        "error: ValidationException: configurationEvent.channelDefinitions is channel 0 "
+        f"CLINICIAN, channel 1 PATIENT but session {session_id} was started with none (one "
+        "channel): a resumed stream must use the session's channel definitions"
+    )
+    assert stopped(line)[4] == (
+        f"now PAUSED: it resumes with --session-id {session_id} and audio like its first "
+        "stream's (the channels, sample rate, encoding and language the error names), not "
+        "this file as given"
+    )
