@@ -234,10 +234,11 @@ _SWITCH_GIVEN_A_VALUE = re.compile(
 
 
 _STREAM_EPILOG = """\
-The file is WAV (16-bit PCM) or FLAC, told apart by its content; any other
-file is raw 16-bit little-endian PCM and needs --sample-rate (and --channels 2
-for two channels). A 2-channel file declares its channels as CLINICIAN,PATIENT
-unless --channels names them.
+The file (- for standard input) is WAV (16-bit PCM) or FLAC, told apart by
+its content; any other file is raw 16-bit little-endian PCM and needs
+--sample-rate (and --channels 2 for two channels). MP3 and Ogg are refused:
+convert them first. The service takes 8000-48000 Hz. A 2-channel file declares
+its channels as CLINICIAN,PATIENT unless --channels names them.
 
 On a terminal, partial results update one line in place under the final lines
 and a progress indicator shows the seconds of audio sent; otherwise only final

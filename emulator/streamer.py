@@ -23,11 +23,13 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import ssl
 import struct
 import sys
 import time
+import unicodedata
 import uuid
 import wave
 from collections.abc import Callable, Mapping, Sequence
@@ -102,6 +104,8 @@ EXIT_USAGE = 2
 #: process that SIGPIPE ends, as ``yes | head`` leaves. The stream stops there.
 EXIT_OUTPUT_CLOSED = 128 + 13
 
+#: The sample rates the service takes (the model's MedicalScribeMediaSampleRateHertz).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 #: The service takes at most 32,000 bytes of audio per audio event (service guide).
 MAX_CHUNK_BYTES = 32_000
 #: After the output stream ends, how long the input side may take to finish. The SDK's
@@ -218,7 +222,7 @@ def read_audio(
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -229,6 +233,13 @@ def read_audio(
         audio = _read_wav(path, data)
     elif data[:4] == _FLAC_MARKER:
         audio = _read_flac(path, data)
+    elif not data:
+        raise UsageError(f"{path}: is empty")
+    elif sample_rate is None and (kind := _compressed_kind(data)) is not None:
+        raise UsageError(
+            f"{path}: {kind} audio; the service takes PCM or FLAC: convert it first "
+            "(e.g. ffmpeg -i IN -ac 1 -ar 16000 OUT.wav)"
+        )
     elif sample_rate is None:
         raise UsageError(
             f"{path}: not a WAV or FLAC file; for raw 16-bit little-endian PCM give --sample-rate"
@@ -259,9 +270,24 @@ def read_audio(
         raise UsageError(f"--channels says {channels} channel(s) but {path} has {audio.channels}")
     if audio.channels > 2:
         raise UsageError(f"{path}: {audio.channels} channels; the service takes 1 or 2")
+    if not MIN_SAMPLE_RATE <= audio.sample_rate <= MAX_SAMPLE_RATE:
+        given = "--sample-rate" if audio.kind == "raw" else str(path)
+        raise UsageError(
+            f"{given}: {audio.sample_rate} Hz; the service takes {MIN_SAMPLE_RATE}-"
+            f"{MAX_SAMPLE_RATE} Hz (resample with e.g. sox IN -r 16000 OUT)"
+        )
     if not audio.data or audio.seconds <= 0:
         raise UsageError(f"{path}: holds no audio")
     return audio
+
+
+def _compressed_kind(data: bytes) -> str | None:
+    """``MP3`` or ``Ogg`` when ``data`` starts as such a file does, else None."""
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "MP3"
+    if data[:4] == b"OggS":
+        return "Ogg"
+    return None
 
 
 #: WAV data chunk sizes that mean "to the end of the file": what a recorder that
@@ -272,6 +298,10 @@ _WAV_STREAMING_SIZE = 0x7FFF0000
 
 def _read_wav(path: Path, file: bytes) -> AudioFile:
     """Parse the WAV ``file`` (the bytes of ``path``: a pipe cannot be read twice)."""
+    if int.from_bytes(file[4:8], "little") == 0:
+        # A recorder that never went back to fill in its sizes leaves the RIFF
+        # size 0 too, which the wave module takes for an empty file: to the end.
+        file = file[:4] + (len(file) - 8).to_bytes(4, "little") + file[8:]
     try:
         stream = io.BytesIO(file)
         with wave.open(stream, "rb") as wav:
@@ -516,7 +546,19 @@ def format_final(segment: Any, roles: Sequence[str] | None = None) -> str:
     """Return ``[mm:ss.t-mm:ss.t] ch_N ROLE: text`` (channel and role when known)."""
     speaker = _speaker(segment, roles)
     span = f"[{_clock(segment.audio_begin_offset)}-{_clock(segment.audio_end_offset)}]"
-    return f"{span} {speaker}: {segment.content}" if speaker else f"{span} {segment.content}"
+    # One line per result: a line break in a text (a scripted one may hold one)
+    # is written as its escape, not as a line that looks like another result.
+    text = _LINE_BREAK.sub(_escaped_break, segment.content or "")
+    return f"{span} {speaker}: {text}" if speaker else f"{span} {text}"
+
+
+#: What ends a line for a terminal or str.splitlines().
+_LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _escaped_break(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r"}.get(char) or f"\\u{ord(char):04x}"
 
 
 def segment_json(segment: Any) -> dict[str, object]:
@@ -611,10 +653,10 @@ class LiveLine:
             return
         self._drawn_at = now
         width = max(shutil.get_terminal_size().columns - 1, 20)
-        room = width - len(prefix) - 1
-        if len(text) > room:  # keep the newest words of a long partial
-            text = "..." + text[-max(room - 3, 0) :]
-        line = f"{prefix} {text}".strip()[:width]
+        room = width - _columns(prefix) - 1
+        if _columns(text) > room:  # keep the newest words of a long partial
+            text = "..." + _last_columns(text, max(room - 3, 0))
+        line = _first_columns(f"{prefix} {text}".strip(), width)
         self.stream.write("\r\x1b[K" + line)
         self.stream.flush()
         self._shown = bool(line)
@@ -624,6 +666,33 @@ class LiveLine:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._shown = False
+
+
+def _column_width(char: str) -> int:
+    """Terminal columns ``char`` takes: two for East Asian wide and fullwidth
+    letters (CJK), none for combining marks, else one."""
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _columns(text: str) -> int:
+    return sum(_column_width(char) for char in text)
+
+
+def _first_columns(text: str, columns: int) -> str:
+    """The longest start of ``text`` that fits in ``columns`` terminal columns."""
+    used = 0
+    for index, char in enumerate(text):
+        used += _column_width(char)
+        if used > columns:
+            return text[:index]
+    return text
+
+
+def _last_columns(text: str, columns: int) -> str:
+    """The longest end of ``text`` that fits in ``columns`` terminal columns."""
+    return _first_columns(text[::-1], columns)[::-1]
 
 
 def _progress_text(sent: float, total: float) -> str:

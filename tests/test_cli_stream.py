@@ -10,11 +10,13 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -1681,3 +1683,98 @@ def test_a_resume_refused_for_its_audio_says_what_resumes_it_and_json_says_pause
         "stream's (the channels, sample rate, encoding and language the error names), not "
         "this file as given"
     )
+
+
+def test_a_wav_whose_recorder_wrote_no_sizes_at_all_is_read_to_the_end(tmp_path, audio_dir):
+    """RIFF size 0 as well as the data size: refused as "not a WAVE file" before the
+    branch meant for recorders that never fill in their sizes was reached."""
+    whole = (audio_dir / "one.wav").read_bytes()
+    data_at = whole.index(b"data")
+    zeroed = whole[:4] + bytes(4) + whole[8 : data_at + 4] + bytes(4) + whole[data_at + 8 :]
+    (tmp_path / "no-sizes.wav").write_bytes(zeroed)
+    audio = streamer.read_audio(tmp_path / "no-sizes.wav")
+    assert (audio.seconds, audio.data) == (1.0, whole[data_at + 8 :])
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty"),
+        (b"ID3\x04\x00" + bytes(100), "MP3 audio; the service takes PCM or FLAC: convert it"),
+        (b"\xff\xfb\x90\x64" + bytes(100), "MP3 audio; the service takes PCM or FLAC"),
+        (b"OggS\x00\x02" + bytes(100), "Ogg audio; the service takes PCM or FLAC"),
+    ],
+    ids=["empty", "mp3-with-a-tag", "mp3-frame", "ogg"],
+)
+def test_a_file_that_is_no_audio_the_service_takes_is_named_for_what_it_is(tmp_path, content, said):
+    """An MP3, an Ogg or an empty file was told to give --sample-rate (as raw PCM,
+    an MP3 of an even length would have been streamed as noise)."""
+    path = tmp_path / "recording.wav"
+    path.write_bytes(content)
+    with pytest.raises(streamer.UsageError) as caught:
+        streamer.read_audio(path)
+    assert str(caught.value).startswith(f"{path}: {said}")
+
+
+def test_a_sample_rate_the_service_refuses_is_a_bad_file_exit_2(server, audio_dir, tmp_path):
+    """8-48 kHz is the model's range: a 96 kHz WAV, or raw PCM at --sample-rate
+    7999, took a round trip to the service, then exit 1 with two lines."""
+    loud = write_wav(tmp_path / "hifi.wav", 0.5, rate=96_000)
+    result = stream(server, str(loud))
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"error: {loud}: 96000 Hz; the service takes 8000-48000 Hz (resample with e.g. sox "
+        "IN -r 16000 OUT)",
+    )
+    raw = tmp_path / "speech.pcm"
+    raw.write_bytes(bytes(16_000))
+    result = stream(server, str(raw), "--sample-rate", "7999")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --sample-rate: 7999 Hz; the service takes")
+
+
+def test_a_dash_streams_standard_input(server, audio_dir):
+    """`stream -` said "-: no such file" (only /dev/stdin worked)."""
+    args = ["stream", "-", "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
+    with open(audio_dir / "half.wav", "rb") as source:
+        result = subprocess.run(
+            [sys.executable, "-m", "emulator", *args],
+            cwd=REPO,
+            env=clean_env(),
+            stdin=source,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    assert SUMMARY.match(result.stderr.strip().splitlines()[-1]).group(3) == "0.5"
+
+
+def test_a_line_break_in_a_text_is_written_as_its_escape_one_line_per_result():
+    """A scripted text with a line break printed as two lines, the second looking
+    like a result of its own."""
+    from types import SimpleNamespace
+
+    segment = SimpleNamespace(
+        audio_begin_offset=8.0,
+        audio_end_offset=10.0,
+        content="allergic to\npenicillin\u2028and sulfa",
+        channel_id=None,
+    )
+    assert streamer.format_final(segment) == (
+        "[00:08.0-00:10.0] allergic to\\npenicillin\\u2028and sulfa"
+    )
+
+
+def test_the_live_line_is_cut_to_the_terminal_by_display_columns(monkeypatch):
+    """CJK letters take two columns: cut by code points, a partial wrapped and each
+    redraw left a stale row behind."""
+    import os as os_module
+
+    out = io.StringIO()
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a: os_module.terminal_size((41, 24)))
+    line = streamer.LiveLine(out)
+    line.show("[  3.0/20.0 s]", "患者は三日前から胸の痛みを訴えて来院しました", force=True)
+    drawn = out.getvalue().removeprefix("\r\x1b[K")
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in drawn)
+    assert columns <= 40 and drawn.endswith("来院しました")
