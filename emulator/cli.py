@@ -258,8 +258,9 @@ exit status: 0 the session completed; 1 the service returned an error
 (printed as "error: <Type>: <message>"), the stream was reset or broke, the
 endpoint could not be reached, or the output could not be written; 2 a bad
 option or audio file; 130 interrupted
-(Ctrl-C); 141 whatever read the output closed it (| head -1), as for a process
-SIGPIPE ends: the stream stops at its next line of output, leaving the session
+(Ctrl-C); 143 stopped by SIGTERM (a CI timeout, docker stop), its summary
+printed as after Ctrl-C; 141 whatever read the output closed it (| head -1),
+as for a process SIGPIPE ends: the stream stops at its next line of output, leaving the session
 PAUSED unless it had completed.
 
 examples:

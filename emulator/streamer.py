@@ -25,6 +25,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import ssl
 import struct
 import sys
@@ -103,6 +104,8 @@ EXIT_USAGE = 2
 #: Standard output closed under us (``stream --json | head -1``): the status of a
 #: process that SIGPIPE ends, as ``yes | head`` leaves. The stream stops there.
 EXIT_OUTPUT_CLOSED = 128 + 13
+#: Stopped by SIGTERM: the status a process that signal ends has.
+EXIT_TERMINATED = 128 + 15
 
 #: The sample rates the service takes (the model's MedicalScribeMediaSampleRateHertz).
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
@@ -1591,10 +1594,26 @@ def run(
             print(_failure_line(summary, options.endpoint_url), file=err, flush=True)
         return code
 
+    # SIGTERM (a CI job's timeout, timeout(1), docker stop) stops the stream as
+    # Ctrl-C does, with its summary naming the session: it ended the process
+    # with neither (exit 143).
+    terminated = False
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt
+
+    try:
+        previous_sigterm: Any = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (an embedding test): left alone
+        previous_sigterm = None
     try:
         summary = asyncio.run(stream_audio(audio, options, renderer=renderer))
     except KeyboardInterrupt:
         interrupted = renderer.failed if isinstance(renderer, TextRenderer) else None
+        if terminated:
+            return stopped(EXIT_TERMINATED, "terminated (SIGTERM)", interrupted)
         return stopped(130, "interrupted", interrupted)
     except UsageError as error:
         return fail(EXIT_USAGE, str(error))
@@ -1624,6 +1643,8 @@ def run(
         return fail(EXIT_SERVICE_ERROR, f"cannot write the output: {error.strerror or error}")
     finally:
         sys.unraisablehook = previous_hook
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     if summary.error is None:
         return EXIT_OK
     return stopped(EXIT_SERVICE_ERROR, f"{summary.error[0]}: {summary.error[1]}", summary)

@@ -1778,3 +1778,25 @@ def test_the_live_line_is_cut_to_the_terminal_by_display_columns(monkeypatch):
     drawn = out.getvalue().removeprefix("\r\x1b[K")
     columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in drawn)
     assert columns <= 40 and drawn.endswith("来院しました")
+
+
+def test_sigterm_stops_the_stream_as_ctrl_c_does_naming_the_session(server, tmp_path):
+    """A CI job's timeout, timeout(1) or docker stop: SIGTERM ended the command with
+    exit 143 and "SIGTERM received: stopped" alone, the session it left unnamed."""
+    minute = write_wav(tmp_path / "minute.wav", 60.0)
+    script = {"segments": [{"begin": 0.1, "end": 0.4, "content": "Hello."}]}
+    session_id = scripted(server, script)
+    args = ["stream", str(minute), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
+    process = _interruptible(args)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    error, summary = err.strip().splitlines()
+    assert error == "error: terminated (SIGTERM)"
+    assert stopped(summary)[3] == session_id
