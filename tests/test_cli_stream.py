@@ -1130,7 +1130,8 @@ def test_help_says_what_the_readme_does_of_summaries_exit_statuses_and_fixtures(
     text = " ".join(command("stream", "--help").stdout.split())
     assert 'After a failure it follows the error line ("stopped: ...")' in text
     assert "resumed by the same command with --session-id" in text
-    assert "130 interrupted (Ctrl-C); 141 whatever read the output closed it" in text
+    assert "130 interrupted (Ctrl-C); 143 stopped by SIGTERM" in text
+    assert "141 whatever read the output closed it" in text
     serve = " ".join(command("serve", "--help").stdout.split())
     assert "fixtures directory with scenarios/, rules.yaml and resources.yaml" in serve
 
