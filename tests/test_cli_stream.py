@@ -533,9 +533,18 @@ def test_ctrl_c_ends_the_stream_with_status_130_and_a_summary(server, tmp_path):
     assert err.strip() == "error: interrupted"
 
 
-def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(server, tmp_path):
+@pytest.mark.parametrize(
+    ("sent", "status", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(
+    server, tmp_path, sent, status, said
+):
     """Without --json a Ctrl-C printed "error: interrupted" alone: the session's id
-    was lost. Its status is not looked up on the way out: the line says where."""
+    was lost. Its status is not looked up on the way out: the line says where.
+    SIGTERM (a CI job's timeout, timeout(1), docker stop) ended the command with
+    "SIGTERM received: stopped" alone: it now stops it as Ctrl-C does."""
     minute = write_wav(tmp_path / "minute.wav", 60.0)
     script = {"segments": [{"begin": 0.1, "end": 0.4, "content": "Hello."}]}
     session_id = scripted(server, script)
@@ -545,13 +554,13 @@ def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(serv
     try:
         assert process.stdout is not None
         assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sent)
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, err
+    assert process.returncode == status, err
     error, summary = err.strip().splitlines()
-    assert error == "error: interrupted"
+    assert error == f"error: {said}"
     assert stopped(summary)[3:] == (
         session_id,
         f"its status not looked up: GET /_emulator/sessions/{session_id} on the emulator's "
@@ -596,9 +605,11 @@ def test_a_reader_that_closes_the_output_stops_the_stream_naming_its_session(
     assert stopped(summary)[3:] == (session_id, resumes(session_id))
 
 
-def test_a_wav_read_from_a_pipe_streams_like_the_file(server, audio_dir):
-    """`stream /dev/stdin < visit.wav` (or sox ... | stream /dev/stdin): the pipe is read once."""
-    args = ["stream", "/dev/stdin", "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
+@pytest.mark.parametrize("given", ["/dev/stdin", "-"])
+def test_a_wav_read_from_a_pipe_streams_like_the_file(server, audio_dir, given):
+    """`stream /dev/stdin < visit.wav` (or sox ... | stream -): the pipe is read
+    once. `-` said "-: no such file"."""
+    args = ["stream", given, "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
     with open(audio_dir / "half.wav", "rb") as source:
         result = subprocess.run(
             [sys.executable, "-m", "emulator", *args, "--json"],
@@ -1734,23 +1745,6 @@ def test_a_sample_rate_the_service_refuses_is_a_bad_file_exit_2(server, audio_di
     assert result.stderr.startswith("error: --sample-rate: 7999 Hz; the service takes")
 
 
-def test_a_dash_streams_standard_input(server, audio_dir):
-    """`stream -` said "-: no such file" (only /dev/stdin worked)."""
-    args = ["stream", "-", "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
-    with open(audio_dir / "half.wav", "rb") as source:
-        result = subprocess.run(
-            [sys.executable, "-m", "emulator", *args],
-            cwd=REPO,
-            env=clean_env(),
-            stdin=source,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
-    assert SUMMARY.match(result.stderr.strip().splitlines()[-1]).group(3) == "0.5"
-
-
 def test_a_line_break_in_a_text_is_written_as_its_escape_one_line_per_result():
     """A scripted text with a line break printed as two lines, the second looking
     like a result of its own."""
@@ -1779,25 +1773,3 @@ def test_the_live_line_is_cut_to_the_terminal_by_display_columns(monkeypatch):
     drawn = out.getvalue().removeprefix("\r\x1b[K")
     columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in drawn)
     assert columns <= 40 and drawn.endswith("来院しました")
-
-
-def test_sigterm_stops_the_stream_as_ctrl_c_does_naming_the_session(server, tmp_path):
-    """A CI job's timeout, timeout(1) or docker stop: SIGTERM ended the command with
-    exit 143 and "SIGTERM received: stopped" alone, the session it left unnamed."""
-    minute = write_wav(tmp_path / "minute.wav", 60.0)
-    script = {"segments": [{"begin": 0.1, "end": 0.4, "content": "Hello."}]}
-    session_id = scripted(server, script)
-    args = ["stream", str(minute), "--endpoint", server.endpoint_url]
-    args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
-    process = _interruptible(args)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 143, err
-    error, summary = err.strip().splitlines()
-    assert error == "error: terminated (SIGTERM)"
-    assert stopped(summary)[3] == session_id

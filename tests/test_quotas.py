@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,19 +245,30 @@ async def test_a_fractional_get_rate_reaches_the_sdk_as_never_exceeded(tmp_path)
     import asyncio
     import time
 
+    async with _a_get_every_two_seconds(tmp_path) as (_, get):
+        await get(m.ResourceNotFoundException)
+        first = time.monotonic()
+        await asyncio.sleep(1.1)
+        await get(m.ThrottlingException)
+        await asyncio.sleep(max(0.0, first + 2.1 - time.monotonic()))
+        await get(m.ResourceNotFoundException)
+
+
+@contextlib.asynccontextmanager
+async def _a_get_every_two_seconds(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, Any]]:
+    """An emulator with --quotas --quota-get-tps 0.5, and ``get(expected)``: a Get
+    of a session that does not exist by a one-attempt SDK client, which raises
+    ``expected``."""
     settings = Settings(port=0, h2c_port=0, state_dir=tmp_path, quotas=True, quota_get_tps=0.5)
     with running_emulator(settings) as running:
         client, request = await _one_attempt_client(running)
+
+        async def get(expected: type[Exception]) -> None:
+            with pytest.raises(expected):
+                await client.get_medical_scribe_listening_session(input=request)
+
         try:
-            with pytest.raises(m.ResourceNotFoundException):
-                await client.get_medical_scribe_listening_session(input=request)
-            first = time.monotonic()
-            await asyncio.sleep(1.1)
-            with pytest.raises(m.ThrottlingException):
-                await client.get_medical_scribe_listening_session(input=request)
-            await asyncio.sleep(max(0.0, first + 2.1 - time.monotonic()))
-            with pytest.raises(m.ResourceNotFoundException):
-                await client.get_medical_scribe_listening_session(input=request)
+            yield running, get
         finally:
             await client._config.transport.close()
 
@@ -285,16 +297,8 @@ async def test_a_reset_forgets_the_request_rates_as_it_forgets_the_sessions(tmp_
     each test forgot the sessions but not the rate windows they filled."""
     from .support import admin
 
-    settings = Settings(port=0, h2c_port=0, state_dir=tmp_path, quotas=True, quota_get_tps=0.5)
-    with running_emulator(settings) as running:
-        client, request = await _one_attempt_client(running)
-        try:
-            with pytest.raises(m.ResourceNotFoundException):
-                await client.get_medical_scribe_listening_session(input=request)
-            with pytest.raises(m.ThrottlingException):  # the premise: its one in 2 s taken
-                await client.get_medical_scribe_listening_session(input=request)
-            assert admin(running.h2c_url, "POST", "/_emulator/reset")[0] == 200
-            with pytest.raises(m.ResourceNotFoundException):
-                await client.get_medical_scribe_listening_session(input=request)
-        finally:
-            await client._config.transport.close()
+    async with _a_get_every_two_seconds(tmp_path) as (running, get):
+        await get(m.ResourceNotFoundException)
+        await get(m.ThrottlingException)  # the premise: its one in 2 s taken
+        assert admin(running.h2c_url, "POST", "/_emulator/reset")[0] == 200
+        await get(m.ResourceNotFoundException)
