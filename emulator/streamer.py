@@ -610,7 +610,9 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
             "GetMedicalScribeListeningSession, gives it"
         )
     status = summary.session_status
-    if summary.error is not None and summary.error[0] == "Interrupted":
+    if summary.error is not None and summary.error[0] == "Interrupted" and not summary.answered:
+        what = "interrupted before the service answered"
+    elif summary.error is not None and summary.error[0] == "Interrupted":
         what = f"its status not looked up: {look_up}"
     elif not summary.answered:
         what = "no stream started"
@@ -1352,6 +1354,10 @@ async def stream_audio(
             summary.audio_seconds = 0.0
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
         summary.error = ("Interrupted", "interrupted before the session ended")
+        if not responded:
+            # What the SDK had queued (while its TLS client waited, say) reached no
+            # session that answered: not audio sent.
+            summary.audio_seconds = 0.0
         summary.wall_seconds = time.monotonic() - started
         renderer.finished(summary)
         raise

@@ -1773,3 +1773,26 @@ def test_the_live_line_is_cut_to_the_terminal_by_display_columns(monkeypatch):
     drawn = out.getvalue().removeprefix("\r\x1b[K")
     columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in drawn)
     assert columns <= 40 and drawn.endswith("来院しました")
+
+
+def test_ctrl_c_before_the_service_answered_counts_no_audio_sent(server, audio_dir, tmp_path):
+    """A Ctrl-C while the SDK's TLS client waited on a certificate it would refuse
+    said "1.5 s of audio ... its status not looked up": the audio the SDK had
+    queued reached no session, and no status could be looked up."""
+    minute = write_wav(tmp_path / "minute.wav", 60.0)
+    args = ["stream", str(minute), "--endpoint", server.endpoint_url, "--realtime"]
+    args += ["--ca", str(_foreign_pair(tmp_path)[0])]  # Python notes it; the SDK waits
+    process = _interruptible(args)
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline().startswith("note: Python's TLS check refuses")
+        time.sleep(1.5)  # the SDK queues audio meanwhile
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    error, summary = err.strip().splitlines()
+    assert error == "error: interrupted"
+    assert stopped(summary)[2] == "0.0"
+    assert stopped(summary)[4] == "interrupted before the service answered"
