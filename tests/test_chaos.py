@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
 
@@ -437,6 +438,16 @@ def test_a_paced_exception_the_client_never_got_still_says_why_the_session_faile
     assert "configuration" in error["message"]
 
 
+#: An application that closes its client with the stream's input still open
+#: leaves the SDK's request-body coroutine pending; closed by the garbage
+#: collector, it raises HTTP_STREAM_HAS_COMPLETED into it (awscrt's noise,
+#: which these tests of a client giving up provoke on purpose).
+_ABANDONED_INPUT = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*_set_request_body_generator"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+
+
 async def _left_during_an_hours_pause(
     emulator, script: dict, *, heard: float, end: bool = False
 ) -> str:
@@ -481,6 +492,9 @@ async def _left_during_an_hours_pause(
             await asyncio.sleep(0.01)
     finally:
         await client._config.transport.close()  # the application gives up
+        # The SDK's request-body coroutine, left pending, is closed here, in the
+        # test that left it (see _ABANDONED_INPUT), not in a later one.
+        gc.collect()
     deadline = time.monotonic() + 30
     while backend.active != before:
         assert time.monotonic() < deadline, "the session stays open in its pause"
@@ -488,6 +502,18 @@ async def _left_during_an_hours_pause(
     return session_id
 
 
+async def _resumed_without_rules(running, session_id: str, *, seconds: float):
+    """Delete every rule (no pause this time), then resume ``session_id`` through
+    the real SDK with ``seconds`` of audio; return its result."""
+    assert admin(running.h2c_url, "DELETE", "/_emulator/rules")[0] == 200
+    resumed = await make_client(endpoint_url=running.endpoint_url, ca_file=running.ca_file)
+    try:
+        return await run_session(resumed, session_id, audio=pcm_tone(seconds), timeout=30)
+    finally:
+        await resumed._config.transport.close()
+
+
+@_ABANDONED_INPUT
 async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_nothing_sent(
     emulator,
 ):
@@ -504,12 +530,12 @@ async def test_an_sdk_client_that_leaves_during_a_pause_ends_its_session_with_no
     assert detail["finalsSent"] == detail["partialsSent"] == 0
 
 
+@_ABANDONED_INPUT
 async def test_results_a_pause_held_when_the_client_left_come_on_the_resumed_stream(emulator):
     """A final and partial made but held by `slow` when the client closed its
     connection were dropped, and the script had moved past them: the resumed
     stream never sent them, and the session's transcript lacked them. They are
     taken back, and come when the resumed stream's configuration is taken."""
-    from emulator.sdk import make_client
 
     script = {
         "segments": [
@@ -518,13 +544,7 @@ async def test_results_a_pause_held_when_the_client_left_come_on_the_resumed_str
         ]
     }
     session_id = await _left_during_an_hours_pause(emulator, script, heard=1.0)
-    status, _ = admin(emulator.h2c_url, "DELETE", "/_emulator/rules")  # no pause this time
-    assert status == 200
-    resumed = await make_client(endpoint_url=emulator.endpoint_url, ca_file=emulator.ca_file)
-    try:
-        result = await run_session(resumed, session_id, audio=pcm_tone(1.5), timeout=30)
-    finally:
-        await resumed._config.transport.close()
+    result = await _resumed_without_rules(emulator, session_id, seconds=1.5)
     assert result.error is None
     assert [(p.content, p.audio_end_offset) for p in result.partials] == [("held", 0.2)]
     assert [f.content for f in result.finals] == ["held back", "and the next one"]
@@ -532,6 +552,7 @@ async def test_results_a_pause_held_when_the_client_left_come_on_the_resumed_str
     assert detail["status"] == "COMPLETED" and detail["finalsSent"] == 2
 
 
+@_ABANDONED_INPUT
 async def test_results_a_pause_held_when_a_completed_sessions_client_left_are_in_its_artifacts(
     emulator,
 ):
@@ -666,12 +687,7 @@ async def test_paced_results_cut_off_by_the_idle_timeout_come_on_the_resumed_str
         # Counted: handed to the stream's buffer before it filled (never taken).
         counted = first["finalsSent"]
         assert 0 < counted < 10
-        assert admin(run.h2c_url, "DELETE", "/_emulator/rules")[0] == 200
-        resumed = await make_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file)
-        try:
-            result = await run_session(resumed, session_id, audio=pcm_tone(1.0), timeout=30)
-        finally:
-            await resumed._config.transport.close()
+        result = await _resumed_without_rules(run, session_id, seconds=1.0)
         assert result.error is None
         assert [f.content.split()[1] for f in result.finals] == [str(i) for i in range(counted, 10)]
         status, detail = admin(run.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
