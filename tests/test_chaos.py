@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import re
 import time
 
 import pytest
@@ -738,3 +739,55 @@ async def test_a_stream_open_when_the_emulator_stops_ends_for_the_sdk(tmp_path, 
         thread.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client._config.transport.close(), 5)
+
+
+def test_a_paused_sessions_end_line_names_each_way_its_stream_was_cut(tmp_path, caplog):
+    """The end line of a PAUSED session says why, for the ways the emulator itself
+    ends a stream: a scripted disconnect, a chaos disconnect, no input for
+    --idle-timeout, and no output taken for it (the client's own ends and a stop
+    are tested with the command line, in test_cli_serve)."""
+    caplog.set_level("INFO", logger="medscribe.sessions")
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=0.5)
+    with running_emulator(settings) as run:
+        ids = {name: new_session_id() for name in ("scripted", "chaos", "quiet", "stalled")}
+        scripted = {**SCRIPT, "faults": [{"at": 0.5, "disconnect": True}]}
+        rule = {"match": {"sessionId": ids["scripted"]}, "scenario": scripted}
+        assert admin(run.h2c_url, "POST", "/_emulator/rules", rule)[0] == 201
+        chaos_rule(run, ids["chaos"], {"disconnect": {"at": 0.5, "mode": "reset"}})
+        words = "word " * 1600  # each final about 8 KB: the stream's buffer holds four
+        loud = {
+            "segments": [
+                {"begin": i / 10, "end": i / 10 + 0.09, "content": f"{i} {words}", "partials": 0}
+                for i in range(10)
+            ]
+        }
+        rule = {"match": {"sessionId": ids["stalled"]}, "scenario": loud}
+        assert admin(run.h2c_url, "POST", "/_emulator/rules", rule)[0] == 201
+        client = H2Client("127.0.0.1", run.h2c_port)
+        try:
+            for name, sent in (("scripted", body(1.0)), ("chaos", body(1.0)), ("quiet", b"")):
+                stream = client.request(headers(ids[name]))
+                client.send(stream, sent or config_event())
+            deadline = time.monotonic() + 10
+            while any(
+                admin(run.h2c_url, "GET", f"/_emulator/sessions/{ids[name]}")[1].get("status")
+                != "PAUSED"
+                for name in ("scripted", "chaos", "quiet")
+            ):
+                assert time.monotonic() < deadline
+                client.receive_once()
+        finally:
+            client.close()
+        assert _streamed_taking_no_output(run, ids["stalled"], seconds=1.0)["status"] == "PAUSED"
+    said = {
+        name: re.search(
+            rf"session {session_id} ended: PAUSED .* results sent \((.*)\)$", caplog.text, re.M
+        )
+        for name, session_id in ids.items()
+    }
+    assert {name: found and found.group(1) for name, found in said.items()} == {
+        "scripted": "scripted disconnect at 0.5 s",
+        "chaos": "chaos disconnect-reset",
+        "quiet": "no input for the idle timeout",
+        "stalled": "the client took no output for 0.5 s",
+    }, caplog.text
