@@ -132,10 +132,20 @@ class UsageError(Exception):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Chunk:
-    """One audio event's bytes and the audio time (seconds) reached once it is sent."""
+    """One audio event's bytes and the audio time (seconds) reached once it is sent.
 
-    data: bytes
+    The bytes are cut from the file's when asked for, as the event is sent: an
+    hour of 16 kHz PCM is 115 MB, and a list of copies held it twice over.
+    """
+
+    source: bytes
+    start: int
+    stop: int
     end_seconds: float
+
+    @property
+    def data(self) -> bytes:
+        return self.source[self.start : self.stop]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,7 +197,11 @@ class AudioFile:
         for start in range(0, len(self.data), size):
             end = min(start + size, len(self.data))
             seconds = self.seconds if end == len(self.data) else end / per_second
-            out.append(Chunk(data=self.data[start:end], end_seconds=min(seconds, self.seconds)))
+            out.append(
+                Chunk(
+                    source=self.data, start=start, stop=end, end_seconds=min(seconds, self.seconds)
+                )
+            )
         return out
 
     def _flac_chunks(self, every: float) -> list[Chunk]:
@@ -201,13 +215,17 @@ class AudioFile:
         for offset, samples in (*self.frames[1:], (len(data), round(self.seconds * rate))):
             seconds = min(samples / rate, self.seconds)
             if offset - start > MAX_CHUNK_BYTES and last > start:
-                out.append(Chunk(data=data[start:last], end_seconds=last_seconds))
+                out.append(Chunk(source=data, start=start, stop=last, end_seconds=last_seconds))
                 start, reached = last, last_seconds
             while offset - start > MAX_CHUNK_BYTES:
-                out.append(Chunk(data=data[start : start + MAX_CHUNK_BYTES], end_seconds=reached))
+                out.append(
+                    Chunk(
+                        source=data, start=start, stop=start + MAX_CHUNK_BYTES, end_seconds=reached
+                    )
+                )
                 start += MAX_CHUNK_BYTES
             if seconds - reached >= every or offset == len(data):
-                out.append(Chunk(data=data[start:offset], end_seconds=seconds))
+                out.append(Chunk(source=data, start=start, stop=offset, end_seconds=seconds))
                 start, reached = offset, seconds
             last, last_seconds = offset, seconds
         return out
