@@ -273,7 +273,7 @@ def _ini_path(config: pytest.Config, value: str) -> Path:
 @pytest.fixture(scope="session")
 def medscribe_settings(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
+) -> Iterator[Settings]:
     """Settings of the emulator started for this test session (not used with a URL).
 
     Free ports on 127.0.0.1 and a temporary state directory; ``--medscribe-seed``
@@ -293,14 +293,19 @@ def medscribe_settings(
         fixtures = Path(pytestconfig.getoption("medscribe_fixtures")).resolve()
     elif str(pytestconfig.getini("medscribe_fixtures")).strip():
         fixtures = _ini_path(pytestconfig, str(pytestconfig.getini("medscribe_fixtures")).strip())
-    return Settings(
-        host="127.0.0.1",
-        port=0,
-        h2c_port=0,
-        state_dir=tmp_path_factory.mktemp("medscribe-state"),
-        fixtures=fixtures,
-        seed=seed,
-    )
+    try:
+        yield Settings(
+            host="127.0.0.1",
+            port=0,
+            h2c_port=0,
+            state_dir=tmp_path_factory.mktemp("medscribe-state"),
+            fixtures=fixtures,
+            seed=seed,
+        )
+    finally:
+        # A session that asked for the settings alone started no emulator, whose
+        # stop would have put the libraries' levels back.
+        _restore_levels()
 
 
 @pytest.fixture(scope="session")
@@ -346,14 +351,18 @@ def medscribe_emulator_server(
         finally:
             server.stop()
     finally:
-        for name, level in _CHANGED_LEVELS.items():
-            logging.getLogger(name).setLevel(level)
-        _CHANGED_LEVELS.clear()
+        _restore_levels()
 
 
-#: The loggers whose level the plugin's emulator set, with the levels they had,
-#: put back when that emulator stops.
+#: The loggers whose level the plugin set, with the levels they had, put back
+#: when its emulator stops (or its settings are torn down).
 _CHANGED_LEVELS: dict[str, int] = {}
+
+
+def _restore_levels() -> None:
+    for name, level in _CHANGED_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    _CHANGED_LEVELS.clear()
 
 
 def _set_level(name: str, level: int | str) -> None:

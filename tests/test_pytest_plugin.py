@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -1009,6 +1010,30 @@ def test_a_failed_tests_report_shows_its_sessions_lines_and_no_library_debug(
     quiet = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", timeout=110)
     quiet.assert_outcomes(failed=1)
     assert "medscribe.sessions" not in quiet.stdout.str()
+
+
+def test_a_session_asking_only_for_the_settings_puts_the_library_levels_back(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin keeps hpack, h2 and Faker at info while it runs an emulator, and
+    put their levels back only when that emulator stopped: a session whose tests
+    asked for ``medscribe_settings`` alone (to start an emulator of its own) kept
+    them changed for whatever ran after it."""
+    tests = "def test_settings(medscribe_settings):\n    assert medscribe_settings.port == 0\n"
+    user_project(pytester, monkeypatch, tests)
+    pytester.makeconftest(
+        "import logging\n\n"
+        "def pytest_configure(config):\n"
+        "    for name in ('hpack', 'h2', 'faker'):\n"
+        "        logging.getLogger(name).setLevel(logging.DEBUG)\n\n"
+        "def pytest_unconfigure(config):\n"
+        "    levels = [logging.getLogger(n).level for n in ('hpack', 'h2', 'faker')]\n"
+        "    print('levels after the session:', levels)\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "emulator.pytest_plugin", "-s", timeout=110)
+    result.assert_outcomes(passed=1)
+    debug = logging.DEBUG
+    result.stdout.fnmatch_lines([f"levels after the session: [[]{debug}, {debug}, {debug}[]]"])
 
 
 def test_the_handles_admin_calls_read_no_certificate_store(medscribe_emulator, monkeypatch):
