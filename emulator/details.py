@@ -73,9 +73,11 @@ def session_details(record: SessionRecord) -> dict[str, Any]:
         context and context.get("medicalCodingContext") is not None
     )
     details["streamStatus"] = record.status.value
-    details["streamCreationTime"] = record.created_at
+    # Epoch seconds with milliseconds, as AWS sends them (and as the domains'
+    # and subscriptions' times are): the record keeps its clock's full float.
+    details["streamCreationTime"] = round(record.created_at, 3)
     if record.ended_at is not None:
-        details["streamEndTime"] = record.ended_at
+        details["streamEndTime"] = round(record.ended_at, 3)
     result = record.post_stream_result()
     if result is not None:
         details["postStreamActionResult"] = result

@@ -191,6 +191,10 @@ async def test_response_carries_only_model_members_and_only_the_template_type(cl
     text = json.dumps(body)
     assert "Describe the mood" not in text and "Follow-up visit" not in text
     assert isinstance(details["streamCreationTime"], float)  # rest-json: epoch seconds
+    # With milliseconds, as AWS sends them and as the domains' times were: the
+    # stream's times had the clock's full float (1796664846.9917705).
+    for name in ("streamCreationTime", "streamEndTime"):
+        assert details[name] == round(details[name], 3), (name, details[name])
 
 
 async def test_unknown_session_is_resource_not_found_for_sdk_boto3_and_the_wire(client, emulator):
