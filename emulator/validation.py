@@ -364,9 +364,13 @@ def _check_structure(value: object, shape: _Structure, path: str, out: list[str]
 
 
 def _check_channel_pairing(value: object, out: list[str]) -> None:
-    """The service's rule for two-channel audio: ids 0 and 1, roles PATIENT and CLINICIAN.
+    """Two-channel audio as the service's documentation describes it: ids 0 and 1,
+    roles PATIENT and CLINICIAN, each once.
 
-    Checked only once both definitions are otherwise valid, so one mistake is one message.
+    The model states only two definitions, ids 0-1 and the role enum: this is the
+    emulator's rule (a channel defined twice leaves the other's role unknown, and
+    its segments' ``ch_`` ids with it), and its messages say so. Checked only once
+    both definitions are otherwise valid, so one mistake is one message.
     """
     if not (
         isinstance(value, list) and len(value) == 2 and all(isinstance(d, dict) for d in value)
@@ -376,11 +380,16 @@ def _check_channel_pairing(value: object, out: list[str]) -> None:
     roles = [d.get("participantRole") for d in value]
     where = _where("configurationEvent.channelDefinitions")
     if all(type(i) is int and 0 <= i <= 1 for i in ids) and ids[0] == ids[1]:
-        out.append(
-            violation(value, where, "Member must define channelId 0 and channelId 1 once each")
-        )
+        rule = f"Member must define channelId 0 and channelId 1 once each{_EMULATOR_RULE}"
+        out.append(violation(value, where, rule))
     if all(r in _ROLES for r in roles) and roles[0] == roles[1]:
-        out.append(violation(value, where, "Member must assign PATIENT and CLINICIAN once each"))
+        rule = f"Member must assign PATIENT and CLINICIAN once each{_EMULATOR_RULE}"
+        out.append(violation(value, where, rule))
+
+
+#: Said of a refusal the service model does not state (the emulator's reading of
+#: the service's documentation): a user must not take it for a model constraint.
+_EMULATOR_RULE = " (an emulator rule: the service model does not state it)"
 
 
 def _reject_constant(name: str) -> None:
@@ -845,7 +854,7 @@ def parse_session_control_event(payload: bytes) -> str:
     if document.get("type") is None:
         rule = (
             "Member must not be null: a session control event's type must be one of "
-            f"[{', '.join(_END_OF_SESSION.enum or ())}]"
+            f"[{', '.join(_END_OF_SESSION.enum or ())}]{_EMULATOR_RULE}"
         )
         out.append(violation(None, _where("sessionControlEvent.type"), rule))
     raise_if(out)

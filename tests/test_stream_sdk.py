@@ -520,7 +520,8 @@ async def test_audio_before_configuration_is_refused_in_stream(client, emulator)
 
 
 async def test_a_session_control_event_without_a_type_says_it_is_missing(client, emulator):
-    """It read "Value null ... must satisfy enum value set", as if a wrong type was sent."""
+    """It read "Value null ... must satisfy enum value set", as if a wrong type was sent.
+    The model leaves ``type`` optional: the message says the rule is the emulator's."""
     untyped = m.MedicalScribeInputStreamSessionControlEvent(
         value=m.MedicalScribeSessionControlEvent(type=None)
     )
@@ -530,7 +531,7 @@ async def test_a_session_control_event_without_a_type_says_it_is_missing(client,
     assert result.error.message == (
         "1 validation error detected: Value null at 'sessionControlEvent.type' failed to "
         "satisfy constraint: Member must not be null: a session control event's type must "
-        "be one of [END_OF_SESSION]"
+        "be one of [END_OF_SESSION] (an emulator rule: the service model does not state it)"
     )
 
 

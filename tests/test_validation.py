@@ -645,13 +645,15 @@ CONFIG_CASES = {
     "channel-definitions-duplicate-ids": ConfigCase(
         {f"{CHANNELS}.1.channelId": 0},
         CHANNELS,
-        "Member must define channelId 0 and channelId 1 once each",
+        "Member must define channelId 0 and channelId 1 once each"
+        " (an emulator rule: the service model does not state it)",
         None,
     ),
     "channel-definitions-same-role-twice": ConfigCase(
         {f"{CHANNELS}.0.participantRole": "PATIENT"},
         CHANNELS,
-        "Member must assign PATIENT and CLINICIAN once each",
+        "Member must assign PATIENT and CLINICIAN once each"
+        " (an emulator rule: the service model does not state it)",
         None,
     ),
     "channel-definitions-wrong-type": ConfigCase(
@@ -1279,7 +1281,8 @@ CONTROL_CASES = {
     "missing-type": (
         {},
         "sessionControlEvent.type",
-        "Member must not be null: a session control event's type must be one of [END_OF_SESSION]",
+        "Member must not be null: a session control event's type must be one of [END_OF_SESSION]"
+        " (an emulator rule: the service model does not state it)",
         "null",
     ),
     "wrong-type": ({"type": 1}, "sessionControlEvent.type", ENUM, "'1'"),
