@@ -20,6 +20,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,10 @@ class TextShape:
     regex: re.Pattern[str] | None = None  # its faithful Python translation
     enum: tuple[str, ...] | None = None
     sensitive: bool = False
+    #: One character the pattern takes, when it is one character class repeated
+    #: (``[...]+``): a refusal then names the first character outside it, which a
+    #: hidden value (``'***'``) and an invisible one (a no-break space) leave unseen.
+    characters: re.Pattern[str] | None = None
 
     def ok(self, value: object) -> bool:
         """Return whether ``value`` satisfies every constraint: the common case,
@@ -86,10 +91,25 @@ class TextShape:
         if self.max_len is not None and len(value) > self.max_len:
             broken.append(f"Member must have length less than or equal to {self.max_len}")
         if self.regex is not None and not self.regex.fullmatch(value):
-            broken.append(f"Member must satisfy regular expression pattern: {self.pattern}")
+            broken.append(
+                f"Member must satisfy regular expression pattern: {self.pattern}"
+                + self._first_refused(value)
+            )
         if self.enum is not None and value not in self.enum:
             broken.append(f"Member must satisfy enum value set: [{', '.join(self.enum)}]")
         return broken
+
+    def _first_refused(self, value: str) -> str:
+        """`` (character N, U+XXXX NAME, is not in it)`` for the first character of
+        ``value`` the pattern's class refuses; empty when there is no such class."""
+        if self.characters is None:
+            return ""
+        for index, char in enumerate(value):
+            if self.characters.fullmatch(char) is None:
+                name = unicodedata.name(char, "")
+                named = f"U+{ord(char):04X}" + (f" {name}" if name else "")
+                return f" (character {index + 1}, {named}, is not in it)"
+        return ""
 
     def violations(self, value: object, where: str) -> list[str]:
         """Return the :func:`violation` texts of the non-null ``value`` at ``where``
@@ -102,7 +122,15 @@ class TextShape:
 def pattern(model: str, python: str | None = None, **constraints: Any) -> TextShape:
     """Return the :class:`TextShape` of the model's pattern ``model``, matched as the
     Python regex ``python`` where the dialects differ (see :data:`JAVA_DOT`)."""
-    return TextShape(pattern=model, regex=re.compile(python or model), **constraints)
+    regex = python or model
+    characters = None
+    if _ONE_CLASS_REPEATED.fullmatch(regex):
+        characters = re.compile(regex[:-1])
+    return TextShape(pattern=model, regex=re.compile(regex), characters=characters, **constraints)
+
+
+#: A pattern that is one character class, repeated: ``[a-zA-Z0-9 .,-]+``.
+_ONE_CLASS_REPEATED = re.compile(r"\[\^?(?:\\.|[^\]\\])+\][+*]")
 
 
 def describe_value(value: object, *, sensitive: bool = False) -> str:

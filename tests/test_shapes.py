@@ -55,7 +55,8 @@ def test_every_string_shape_of_the_stream_and_the_control_plane_is_a_text_shape(
             "ABCDE",
             [
                 "Member must have length less than or equal to 4",
-                "Member must satisfy regular expression pattern: [a-z]+",
+                "Member must satisfy regular expression pattern: [a-z]+"
+                " (character 1, U+0041 LATIN CAPITAL LETTER A, is not in it)",
             ],
         ),
         (SHAPE, 5, ["Member must be a string"]),
@@ -71,7 +72,32 @@ def test_rules_word_each_broken_constraint_in_order(shape, value, rules):
 
 def test_the_pattern_is_matched_against_the_whole_value():
     """Smithy patterns apply to the whole value (Java's Matcher.matches)."""
-    assert SHAPE.rules("abc1") == ["Member must satisfy regular expression pattern: [a-z]+"]
+    assert SHAPE.rules("abc1") == [
+        "Member must satisfy regular expression pattern: [a-z]+"
+        " (character 4, U+0031 DIGIT ONE, is not in it)"
+    ]
+
+
+def test_a_class_pattern_names_the_first_character_it_refuses_and_no_other_does():
+    """A hidden value (``'***'``) refused by ``[...]+`` left the user to guess which
+    of its characters it was, and an invisible one (a no-break space, a zero-width
+    space) could not be seen even in a shown value. A pattern that is not one class
+    repeated gets no such note: a character alone says nothing of its place."""
+    hidden = pattern("[a-z ]+", sensitive=True)
+    assert hidden.violations("knee\u200bpain", "'x'") == [
+        "Value '***' at 'x' failed to satisfy constraint: Member must satisfy regular "
+        "expression pattern: [a-z ]+ (character 5, U+200B ZERO WIDTH SPACE, is not in it)"
+    ]
+    assert pattern("[a-z ]*").rules("\x07") == [
+        "Member must satisfy regular expression pattern: [a-z ]*"
+        " (character 1, U+0007, is not in it)"
+    ]
+    assert pattern("(ab|cd)+").rules("abx") == [
+        "Member must satisfy regular expression pattern: (ab|cd)+"
+    ]
+    assert pattern("[a-z]+[0-9]").rules("ab") == [
+        "Member must satisfy regular expression pattern: [a-z]+[0-9]"
+    ]
 
 
 def test_violations_hide_a_sensitive_value_and_quote_others():

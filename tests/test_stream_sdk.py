@@ -535,6 +535,27 @@ async def test_a_session_control_event_without_a_type_says_it_is_missing(client,
     )
 
 
+async def test_a_no_break_space_in_the_encounter_context_is_named_in_the_refusal(client, emulator):
+    """The model's pattern reads ``\\s`` as Java does, ASCII whitespace: text pasted
+    from an EHR with a no-break space is refused. The value is sensitive, shown as
+    '***', so the message alone left the user no way to find the character."""
+    import dataclasses
+
+    event = configuration_event()
+    configuration = dataclasses.replace(
+        event.value,
+        encounter_context=m.EncounterContext(unstructured_context="Knee pain\u00a0since May."),
+    )
+    events = [m.MedicalScribeInputStreamConfigurationEvent(value=configuration)]
+    result = await run_session(client, new_session_id(), events=events)
+    assert isinstance(result.error, m.ValidationException), repr(result.error)
+    assert "Value '***' at 'configurationEvent.encounterContext.unstructuredContext'" in (
+        result.error.message
+    )
+    assert result.error.message.endswith("(character 10, U+00A0 NO-BREAK SPACE, is not in it)")
+    assert "Knee" not in result.error.message
+
+
 async def test_audio_event_over_32000_bytes_is_refused_in_stream(client, emulator):
     events = [configuration_event(), audio_event(b"\0" * 32_002)]
     result = await run_session(client, new_session_id(), events=events)

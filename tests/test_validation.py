@@ -609,13 +609,15 @@ CONFIG_CASES = {
     "section-header-pattern": ConfigCase(
         {NOTES: custom(templateInstructions=[instruction(), instruction(header="Plan B")])},
         f"{INSTRUCTIONS}.2.member.sectionHeader",
-        "Member must satisfy regular expression pattern: [a-zA-Z0-9_]+",
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9_]+"
+        " (character 5, U+0020 SPACE, is not in it)",
         "'***'",
     ),
     "section-instruction-pattern": ConfigCase(
         {NOTES: custom(templateInstructions=[instruction(text="Bill in $")])},
         f"{INSTRUCTIONS}.1.member.sectionInstruction",
-        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}",
+        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}"
+        " (character 9, U+0024 DOLLAR SIGN, is not in it)",
         "'***'",
     ),
     "medical-code-generation-enabled-missing": ConfigCase(
@@ -710,7 +712,17 @@ CONFIG_CASES = {
     "unstructured-context-pattern": ConfigCase(
         {"encounterContext.unstructuredContext": "owes $500"},
         "encounterContext.unstructuredContext",
-        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}",
+        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}"
+        " (character 6, U+0024 DOLLAR SIGN, is not in it)",
+        "'***'",
+    ),
+    # Java's \s is ASCII whitespace: a no-break space pasted from an EHR is refused,
+    # and with the value hidden, only the hint shows which character it was.
+    "unstructured-context-no-break-space": ConfigCase(
+        {"encounterContext.unstructuredContext": "knee\u00a0pain"},
+        "encounterContext.unstructuredContext",
+        f"Member must satisfy regular expression pattern: {MARKDOWN_PATTERN}"
+        " (character 5, U+00A0 NO-BREAK SPACE, is not in it)",
         "'***'",
     ),
     "unstructured-context-empty": ConfigCase(
@@ -777,7 +789,8 @@ CONFIG_CASES = {
     "encounter-reason-pattern": ConfigCase(
         {f"{CODING}.encounterReason": "pain; fever"},
         f"{CODING}.encounterReason",
-        "Member must satisfy regular expression pattern: [a-zA-Z0-9 .,-]+",
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9 .,-]+"
+        " (character 5, U+003B SEMICOLON, is not in it)",
         "'***'",
     ),
     "encounter-type-enum": ConfigCase(
