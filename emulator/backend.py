@@ -386,7 +386,7 @@ class Backend:
                 )
             scenario = self._rebuild(record.scenario)
         else:
-            scenario = self._choose(record.key.session_id, configuration, rule=rule)
+            scenario = self._choose(record, configuration, rule=rule)
             record.scenario_text = self._spec_text(scenario)
             record.scenario = record.scenario_text[0]
         record.configuration = dict(configuration.raw)
@@ -394,8 +394,21 @@ class Backend:
         return scenario
 
     def _choose(
-        self, session_id: str, configuration: Configuration, *, rule: Rule | None
+        self, record: SessionRecord, configuration: Configuration, *, rule: Rule | None
     ) -> ScenarioSource:
+        session_id = record.key.session_id
+        if rule is not None and rule.chaos_only:
+            # Chaos adds trouble to the visit the session would have had: the
+            # scenario of an older rule matching it (a test's use_scenario), its
+            # use counted as the session starts. Drawn with the requests before
+            # this stream's, as the chaos rule's own draw was.
+            key = record.key
+            ids = (key.domain_id, key.subscription_id, key.session_id)
+            under = self.rules.scenario_under(rule, ids=ids, asks=self._asks(key, record) - 1)
+            if under is not None:
+                self.rules.use(under)
+                record.scenario_rule_id = under.id
+                rule = under
         if rule is not None and rule.scenario is not None:
             return rule.scenario
         synthetic = rule is not None and rule.synthetic
@@ -642,11 +655,14 @@ class Backend:
             if self.stopping and reason in (None, CUT_OFF):
                 reason = "the emulator stopped"
             why = f" ({reason})" if reason else ""
+        # The scenario too: a failed test's report shows which visit ran.
+        scenario = (record.scenario or {}).get("name") or "none chosen"
         log.info(
-            "session %s ended: %s (stream %d) at %.2f s of audio, %d results sent%s",
+            "session %s ended: %s (stream %d, scenario %s) at %.2f s of audio, %d results sent%s",
             record.key.session_id,
             record.status.value,
             record.streams,
+            scenario,
             record.progress.audio_seconds,
             record.stats.results_sent,
             why,

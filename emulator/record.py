@@ -55,6 +55,9 @@ class SessionRecord:
     streams_lost: int = 0
     request_id: str = ""
     rule_id: str | None = None
+    #: The older rule whose scenario a chaos-only rule's session replays (see
+    #: RuleBook.scenario_under), or None.
+    scenario_rule_id: str | None = None
     stats: SessionStats = field(default_factory=SessionStats)
     events_sent: dict[str, int] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -135,6 +138,7 @@ class SessionRecord:
             "status": self.status.value,
             "scenario": scenario.get("name"),
             "ruleId": self.rule_id,
+            "scenarioRuleId": self.scenario_rule_id,
             "streams": self.streams,
             "startedAt": iso_time(self.created_at),
             "endedAt": None if self.ended_at is None else iso_time(self.ended_at),
@@ -193,6 +197,7 @@ class SessionRecord:
             **({"streamsLost": self.streams_lost} if self.streams_lost else {}),
             "requestId": self.request_id,
             "ruleId": self.rule_id,
+            **({"scenarioRuleId": self.scenario_rule_id} if self.scenario_rule_id else {}),
             "stats": _stats_json(self.stats),
             "eventsSent": self.events_sent,
             "errors": self.errors,
@@ -245,6 +250,7 @@ class SessionRecord:
             streams_lost=int(data.get("streamsLost", 0)),
             request_id=data.get("requestId", ""),
             rule_id=data.get("ruleId"),
+            scenario_rule_id=data.get("scenarioRuleId"),
             stats=_stats_from(data.get("stats") or {}),
             events_sent=dict(data.get("eventsSent", {})),
             errors=list(data.get("errors", [])),

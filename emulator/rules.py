@@ -9,12 +9,14 @@ A rule is data, from the rules file at start-up or from the admin API::
      "probability": P,                            # optional, 0 < P <= 1
      "times": N}                                  # optional, N >= 1
 
-A rule with ``chaos`` may leave out both scenario and error (the session then
-gets the default scenario, with the chaos). A rule acts on stream requests
-(StartMedicalScribeListeningSession) unless its ``match`` names the operation
-``GetMedicalScribeListeningSession``: such a rule only refuses look-ups, with
-an ``error`` the model lists for Get. ``probability`` is drawn per
-request from the seed, the rule and the request's ids (see
+A rule with ``chaos`` may leave out both scenario and error: a session it starts
+then replays the scenario of the newest older rule matching it that names one
+(:meth:`RuleBook.scenario_under`), or the default scenario, with the chaos. A
+rule acts on stream requests (StartMedicalScribeListeningSession) unless its
+``match`` names the operation ``GetMedicalScribeListeningSession``: such a rule
+only refuses look-ups, with an ``error`` the model lists for Get.
+``probability`` is drawn per request from the seed, the rule and the request's
+ids (see
 :meth:`RuleBook._draw`), so a run with the same seed repeats exactly, in any
 order of arrival.
 
@@ -212,6 +214,13 @@ class Rule:
         unknown = set(self.match) - set(MATCH_KEYS)
         if unknown:
             raise ValueError(f"unknown match keys {sorted(unknown)}")
+
+    @property
+    def chaos_only(self) -> bool:
+        """Whether the rule adds chaos and chooses no scenario or error of its own."""
+        return self.chaos is not None and (
+            self.scenario is None and self.error is None and not self.synthetic
+        )
 
     @property
     def remaining(self) -> int | None:
@@ -873,6 +882,39 @@ class RuleBook:
                     if consume:
                         self._count(rule)
                     return rule
+            return None
+
+    def scenario_under(self, rule: Rule, *, ids: RequestIds, asks: int) -> Rule | None:
+        """The rule whose scenario a session started by the chaos-only ``rule`` replays:
+        the newest older one matching the same request (``ids``: its domain,
+        subscription and session ids) that names a scenario, with uses left and
+        its probability drawn as :meth:`match` draws it; else None (the default
+        scenario). Its use is not counted here (:meth:`use`, once it took effect).
+
+        Chaos is trouble on the way, not a visit: a test's ``use_scenario`` with a
+        chaos rule added for one of its sessions gave that session the default
+        scenario, and the test passed on the wrong visit.
+        """
+        domain_id, subscription_id, session_id = ids
+        with self._lock:
+            below = self._ids.get(rule.id)
+            if below is None:
+                return None
+            pool = {**self._others, **(self._by_session.get(session_id or "", {}))}
+            for serial in sorted((s for s in pool if s < below), reverse=True):
+                older = pool[serial]
+                if older.scenario is None and not older.synthetic:
+                    continue
+                if not older.matches(
+                    session_id=session_id, domain_id=domain_id, subscription_id=subscription_id
+                ):
+                    continue
+                if older.probability is not None and (
+                    self._draw(serial, (domain_id, subscription_id, session_id), asks)
+                    >= older.probability
+                ):
+                    continue
+                return older
             return None
 
     def use(self, rule: Rule) -> None:

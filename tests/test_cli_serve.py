@@ -1077,7 +1077,8 @@ def test_a_paused_sessions_end_line_says_why(tmp_path):
         (name, found.group(1), found.group(2))
         for name, session_id in ids.items()
         for found in re.finditer(
-            rf"session {session_id} ended: (\w+) \(stream \d\) .* results sent \((.*)\)$",
+            rf"session {session_id} ended: (\w+) \(stream \d, scenario \S+\) "
+            r".* results sent \((.*)\)$",
             err,
             re.M,
         )

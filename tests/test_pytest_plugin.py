@@ -731,6 +731,32 @@ async def test_session_and_events_pick_one_of_two_sessions_sharing_an_id(
     assert info.value.status == 404
 
 
+async def test_a_chaos_rule_for_one_session_keeps_the_tests_scenario(
+    remote: MedscribeEmulator,
+) -> None:
+    """``use_scenario`` for the test, then a chaos rule for one of its sessions:
+    that session replayed the default scenario (the generated visit), and a test
+    checking only statuses passed on the wrong visit. The chaos now adds to the
+    visit the session would have had, the scenario rule's use is counted, and
+    the session names the rule its scenario came from."""
+    visit = {"segments": [{"channel": 0, "begin": 0.1, "end": 0.4, "content": "The test's."}]}
+    scenario_rule = remote.use_scenario(visit)
+    once = remote.use_scenario("primary-care-visit", session_id=new_session_id())
+    once_id = once.id
+    troubled, calm = new_session_id(), new_session_id()
+    chaos_rule = remote.add_rule(match={"sessionId": troubled}, chaos={"slow": 0.001})
+    async with await remote.client() as client:
+        for session_id in (troubled, calm):
+            result = await run_session(client, session_id, audio=pcm_tone(0.6))
+            assert result.error is None
+            assert [s.content for s in result.finals] == ["The test's."], session_id
+    details = remote.session(troubled)
+    assert (details["ruleId"], details["scenarioRuleId"]) == (chaos_rule.id, scenario_rule.id)
+    assert remote.session(calm)["scenarioRuleId"] is None
+    uses = {r["id"]: r["uses"] for r in remote.rules()}
+    assert uses[scenario_rule.id] == 2 and uses[chaos_rule.id] == 1 and uses[once_id] == 0
+
+
 def test_unknown_session_raises_404(remote: MedscribeEmulator) -> None:
     with pytest.raises(MedscribeAdminError) as info:
         remote.session("no-such-session")

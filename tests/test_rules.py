@@ -486,6 +486,29 @@ def test_newest_matching_rule_wins():
     assert _match(book, domain="d1") is newest
 
 
+def test_a_chaos_only_rule_takes_the_scenario_of_the_newest_older_rule_naming_one():
+    """What the session would have had without the chaos rule: older rules only,
+    matching the request, with uses left and their probability drawn; error rules
+    and rules for other sessions are passed over; none gives the default (None)."""
+    book = RuleBook(seed=1)
+    ids = ("d1", "u1", "s1")  # domain, subscription, session
+    oldest = book.add(_rule())
+    book.add(_rule(sessionId="s2"))  # another session's
+    spent = book.add(Rule(id="", scenario=VISIT, times=1, uses=1))
+    book.add(Rule(id="", error=("ThrottlingException", "slow")))
+    never = book.add(Rule(id="", scenario=VISIT, probability=1e-9))
+    chaos = book.add(parse_rule({"chaos": {"slow": 0.01}}, scenarios=KNOWN))
+    newer = book.add(_rule())
+    assert chaos.chaos_only and not oldest.chaos_only
+    assert spent.remaining == 0 and never.probability
+    assert book.scenario_under(chaos, ids=ids, asks=0) is oldest
+    assert oldest.uses == 0  # counted by the caller, once the session starts
+    assert book.scenario_under(newer, ids=ids, asks=0) is oldest  # any rule below
+    alone = RuleBook()
+    only = alone.add(parse_rule({"chaos": {"slow": 0.01}}, scenarios=KNOWN))
+    assert alone.scenario_under(only, ids=ids, asks=0) is None
+
+
 def test_rule_with_times_stops_matching_after_n_uses():
     """A rule with `times: N` matches N sessions, then older rules match again."""
     book = RuleBook()
