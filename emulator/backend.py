@@ -656,7 +656,7 @@ class Backend:
                 reason = "the emulator stopped"
             why = f" ({reason})" if reason else ""
         # The scenario too: a failed test's report shows which visit ran.
-        scenario = (record.scenario or {}).get("name") or "none chosen"
+        scenario = (record.scenario or {}).get("name") or "-"  # none chosen yet
         log.info(
             "session %s ended: %s (stream %d, scenario %s) at %.2f s of audio, %d results sent%s",
             record.key.session_id,
