@@ -4,9 +4,10 @@ The admin API and the control plane read a whole body before they answer. A
 client that sends a head and part of a body, then nothing, held its connection
 (and a task) for the life of the server; one that closed its side early got a
 bare 500 or an empty 400. :func:`bounded_receive` stops waiting after
-``--idle-timeout`` seconds without a byte of the body, and
-:func:`unfinished_body` says, for the error the handler then sends, which of the
-two happened.
+``--idle-timeout`` seconds without a byte of the body, or once the body has taken
+twice that plus a second for each 64 KiB of it (a byte every few seconds kept a
+request open for hours), and :func:`unfinished_body` says, for the error
+the handler then sends, which of these happened.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .extensions import Message, Receive, Scope
+from .logs import get_logger
 
 __all__ = [
+    "BODY_BYTES_A_SECOND",
     "body_timed_out",
     "bounded_receive",
     "declared_size",
@@ -29,10 +32,21 @@ __all__ = [
 #: dict, shared by the copies of the scope made for routing.
 _NOTE = "medscribe.request_body"
 
+log = get_logger("medscribe.server")
+
+#: The slowest a body may come once its ``seconds`` are spent: each of these many
+#: bytes received earns it one second more (a 4 MiB admin body, the largest taken,
+#: has 64 s more).
+BODY_BYTES_A_SECOND = 64 * 1024
+
 
 def bounded_receive(scope: Scope, receive: Receive, seconds: float) -> Receive:
     """``receive``, giving ``http.disconnect`` when the body's next part has not come
-    within ``seconds`` (noted in ``scope`` for :func:`unfinished_body`).
+    within ``seconds``, or the body as a whole has taken longer than twice
+    ``seconds`` plus one for each :data:`BODY_BYTES_A_SECOND` of it (noted in
+    ``scope`` for :func:`unfinished_body`). Twice: a body that stops after a
+    part is told it stopped (the wait for its next part ends first), one still
+    coming after the idle timeout's length is told it is too slow.
 
     Only the body is bounded: once its last part came, ``receive`` waits as long as
     it must (a streamed response listens for the client's disconnect through it).
@@ -41,19 +55,40 @@ def bounded_receive(scope: Scope, receive: Receive, seconds: float) -> Receive:
         return receive
     whole = False
     note: dict[str, float] = scope.setdefault(_NOTE, {})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    received = 0
 
     async def bounded() -> Message:
-        nonlocal whole
+        nonlocal whole, received
         if whole:
             return await receive()
+        now = loop.time()
+        left = started + 2 * seconds + received / BODY_BYTES_A_SECOND - now
         try:
-            message = await asyncio.wait_for(receive(), seconds)
+            message = await asyncio.wait_for(receive(), min(seconds, max(left, 0.0)))
         except TimeoutError:
             whole = True
             note["timed_out_after"] = seconds
+            if left < seconds:  # the whole body's time ran out, not one wait's
+                note["slow_after"] = loop.time() - started
+                note["received"] = received
+            # The client (a shared emulator's other team, say) is told; so is
+            # whoever runs the emulator, who sees its connection held up.
+            client = scope.get("client") or ("?", 0)
+            log.info(
+                "%s %s from %s:%s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                client[0],
+                client[1],
+                unfinished_body(scope),
+            )
             return {"type": "http.disconnect"}
         if message["type"] != "http.request" or not message.get("more_body", False):
             whole = True
+        else:
+            received += len(message.get("body", b""))
         return message
 
     return bounded
@@ -99,7 +134,15 @@ def body_timed_out(scope: Mapping[str, Any]) -> bool:
 
 def unfinished_body(scope: Mapping[str, Any]) -> str:
     """What was wrong with a request body its handler could not read to its end."""
-    seconds = scope.get(_NOTE, {}).get("timed_out_after")
+    note = scope.get(_NOTE, {})
+    seconds = note.get("timed_out_after")
+    if note.get("slow_after") is not None:
+        return (
+            f"the request body came too slowly: {int(note['received'])} bytes in "
+            f"{note['slow_after']:.0f} s; a body has twice --idle-timeout ({2 * seconds:g} s) "
+            f"plus a second for each {BODY_BYTES_A_SECOND // 1024} KiB of it; send the whole "
+            "body"
+        )
     if seconds is not None:
         return (
             f"the request body stopped arriving: nothing of it came for {seconds:g} s "

@@ -4,7 +4,10 @@ pages of other sites, and what a 405 says the path takes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 import socket
 import time
 import urllib.error
@@ -146,17 +149,68 @@ def test_a_body_that_stops_arriving_ends_with_a_400_after_the_idle_timeout(tmp_p
                 assert expected in json.loads(bytes(response["data"]))["message"]
         finally:
             client.close()
-        # A body that comes whole, however slowly, is read.
+        # A body that comes whole in its time, in pieces, is read.
         client = H2Client("127.0.0.1", run.h2c_port)
         try:
             stream = client.request({"content-type": "application/json"}, path="/_emulator/rules")
             for piece in (b'{"scenario"', b': "synthetic"}'):
                 client.send(stream, piece)
-                time.sleep(0.3)
+                time.sleep(0.15)
             client.send(stream, b"", end_stream=True)
             assert dict(client.wait(stream)["headers"])[":status"] == "201"
         finally:
             client.close()
+
+
+def test_a_body_trickled_in_pieces_each_within_the_idle_timeout_ends_with_a_400(tmp_path, caplog):
+    """Each piece of a body restarted the --idle-timeout: a byte every 12 s held a
+    request (and over HTTP/1.1 its connection) open for hours, with nothing logged.
+    A body now has twice the idle timeout plus a second per 64 KiB of it, in all."""
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=1.0)
+    expected = (
+        "the request body came too slowly: {} bytes in 2 s; a body has twice --idle-timeout "
+        "(2 s) plus a second for each 64 KiB of it; send the whole body"
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="medscribe.server"),
+        running_emulator(settings) as run,
+    ):
+        with socket.create_connection(("127.0.0.1", run.h2c_port), timeout=10) as sock:
+            sock.sendall(b"POST /domain HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
+            sent = 0
+            answer = b""
+            sock.settimeout(0.4)
+            while b"\r\n\r\n" not in answer and sent < 20:
+                sock.sendall(b" ")  # one byte in every 0.4 s: never idle for 1 s
+                sent += 1
+                with contextlib.suppress(TimeoutError):
+                    answer += sock.recv(65536)
+            sock.settimeout(10)
+            while chunk := sock.recv(65536):  # the server closes after its answer
+                answer += chunk
+            status, fields, raw = parse_http11_response(answer)
+        assert status == 400 and fields["x-amzn-errortype"] == "ValidationException"
+        message = json.loads(raw)["message"]
+        assert message == expected.format(re.search(r"(\d+) bytes", message)[1])
+        assert 3 < sent < 9, sent
+        client = H2Client("127.0.0.1", run.h2c_port)
+        try:
+            stream = client.request({"content-type": "application/json"}, path="/_emulator/rules")
+            client.sock.settimeout(0.4)
+            for _ in range(20):
+                client.send(stream, b" ")  # one byte in every 0.4 s
+                with contextlib.suppress(TimeoutError):
+                    client.receive_once()
+                if client.responses[stream]["headers"] is not None:
+                    break
+            client.sock.settimeout(10)
+            response = client.wait(stream)
+            assert dict(response["headers"])[":status"] == "400"
+            assert "came too slowly" in json.loads(bytes(response["data"]))["message"]
+        finally:
+            client.close()
+    said = [r.getMessage() for r in caplog.records if "came too slowly" in r.getMessage()]
+    assert [line.split(" from ")[0] for line in said] == ["POST /domain", "POST /_emulator/rules"]
 
 
 def test_a_signed_control_plane_request_cut_short_is_answered(tmp_path):
