@@ -1603,9 +1603,10 @@ def test_streams_refused_past_the_limit_count_against_the_budget(duplex: None) -
 def test_streams_reset_for_a_client_count_against_the_budget(
     duplex: None, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each stream opened and reset at once starts an app for two frames: by the
-    client's RST_STREAM (rapid reset, CVE-2023-44487) or by a frame h2 resets the
-    stream for, such as DATA after END_STREAM (MadeYouReset, CVE-2025-8671).
+    """Each stream opened and reset at once costs the server for two frames: by the
+    client's RST_STREAM (rapid reset, CVE-2023-44487; no app starts when both come
+    in one read) or by a frame h2 resets the stream for, such as DATA after
+    END_STREAM (MadeYouReset, CVE-2025-8671), which starts an app.
     hypercorn's own bound, GOAWAY after 1,000 streams, is lifted as the emulator
     lifts it; past the budget the connection gets ENHANCE_YOUR_CALM, and a client
     with a few hundred such streams is only served."""
@@ -1654,6 +1655,51 @@ def test_streams_reset_for_a_client_count_against_the_budget(
         assert goaway is not None and goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
         assert echo_round(other, echoed, b"after")
         assert_connection_alive(server, other)
+
+
+class CountingApp(App):
+    """:class:`App`, counting the HTTP requests it was started for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.started += 1
+        await super().__call__(scope, receive, send)
+
+
+def test_streams_opened_and_reset_in_one_read_start_no_app(duplex: None) -> None:
+    """Each stream a client opened and reset at once started an app (about 260 us):
+    three connections, each under the control budget, froze the server for 7 s.
+    One reset in the same read as its HEADERS now never reaches hypercorn, and
+    its DATA is drained; the resets still count against the budget."""
+    app = CountingApp()
+    with (
+        running_server(app, keep_alive_max_requests=2**31) as server,
+        connected(server.port) as client,
+    ):
+        request = [(":method", "POST"), (":path", "/echo"), (":scheme", "http")]
+        request.append((":authority", "localhost"))
+        blocks = [client.h2.encoder.encode(request) for _ in range(2)]
+        client._flush()
+        frames = bytearray()
+        for n in range(200):
+            stream_id = 2 * n + 1
+            headers = HeadersFrame(stream_id, data=blocks[min(n, 1)])
+            headers.flags.add("END_HEADERS")
+            frames += headers.serialize() + DataFrame(stream_id, data=b"x" * 100).serialize()
+            frames += RstStreamFrame(stream_id, error_code=ErrorCodes.CANCEL).serialize()
+        client._write(bytes(frames))  # 200 streams, about 30 KB: one read, or a few
+        client._write(PingFrame(0, opaque_data=b"liveness").serialize())
+        assert _raw_frame(client, lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
+        assert app.started <= 3, app.started  # a pair a read's end split, at most
+        with connected(server.port) as other:
+            echoed = other.open("/echo")
+            assert echo_round(other, echoed, b"after")
+            assert_connection_alive(server, other)
+        assert server.crashes == []
 
 
 def _raw_frame(client: Client, wanted: Callable[[Any], bool]) -> Any:
