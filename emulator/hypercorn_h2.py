@@ -182,6 +182,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -195,7 +196,7 @@ import hpack.hpack
 import hypercorn.asyncio.run
 import hypercorn.protocol
 import hyperframe.frame
-from h2.connection import H2Connection
+from h2.connection import ConnectionInputs, H2Connection
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from h2.windows import WindowManager
@@ -283,6 +284,13 @@ _MERGE_QUEUED = queue_internals_present()
 _FAST_DATA = h2_internals_present()
 
 
+def protocol_error_reason(error: BaseException) -> str:
+    """What a connection's ProtocolError says, without the bytes h2 quotes (a
+    header's, which may be a credential), at most 200 characters."""
+    reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0].strip().rstrip(".")
+    return (reason or type(error).__name__)[:200]
+
+
 class _StreamCountingConnection(H2Connection):
     """h2's connection, walking its streams on fewer new streams.
 
@@ -297,6 +305,23 @@ class _StreamCountingConnection(H2Connection):
     check decides as h2's does, its message has the true count, and closed
     streams are forgotten a little later. Read it as an upper bound otherwise.
     """
+
+    def _terminate_connection(self, error_code: ErrorCodes) -> None:
+        """h2's, its GOAWAY saying why in its debug data.
+
+        h2 calls this while handling the ProtocolError a client's frames raised
+        (an oversized header list, a CONTINUATION flood, an HPACK decoding
+        error...): the client was told only a bare code. The messages, such as
+        :mod:`emulator.hpack_codec`'s, name the limit it broke.
+        """
+        error = sys.exc_info()[1]
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.highest_inbound_stream_id
+        frame.error_code = error_code
+        if error is not None:
+            frame.additional_data = protocol_error_reason(error).encode("ascii", "replace")
+        self.state_machine.process_input(ConnectionInputs.SEND_GOAWAY)
+        self._prepare_for_sending([frame])
 
     _walk_from = 0
     #: The connection's send window at its highest (see _receive_window_update_frame).
@@ -372,7 +397,7 @@ class _StreamCountingConnection(H2Connection):
             ):
                 raise
             # h2's messages quote the offending bytes, which may be a credential.
-            reason = str(error).split(" b'", 1)[0].split(' b"', 1)[0]
+            reason = protocol_error_reason(error)
             # Logged once a connection, as refusals are.
             (log.debug if self.malformed_any else log.info)(
                 "stream %d: malformed request reset (%s)", frame.stream_id, reason
@@ -628,6 +653,10 @@ class DuplexH2Protocol(H2Protocol):
     control_burst: int = 10_000
     control_rate: float = 1_000.0
 
+    #: Whether the client's broken frames (a header list over the limit, a
+    #: CONTINUATION flood...) were logged: once a connection.
+    _said_protocol_error = False
+
     #: Receive window of each stream whose app reads (0 keeps h2's 64 KiB).
     #: With 64 KiB a client sending faster than real time (a file replayed, a
     #: bulk load) waited for a WINDOW_UPDATE every 32 KiB and cut an event at
@@ -729,7 +758,18 @@ class DuplexH2Protocol(H2Protocol):
             # receive_data: plain DATA skips h2's parser.
             try:
                 events = receive_frames(self.connection, event.data)
-            except h2.exceptions.ProtocolError:
+            except h2.exceptions.ProtocolError as error:
+                # Said once, naming the client (data read before the close raises
+                # again): on a shared emulator the team whose client broke it, and
+                # whoever runs it, see why.
+                if not self._said_protocol_error:
+                    self._said_protocol_error = True
+                    log.warning(
+                        "client %s: %s: connection closed with GOAWAY %s",
+                        self.client,
+                        protocol_error_reason(error),
+                        _code_name(error.error_code),
+                    )
                 await self._flush()
                 await self.send(Closed())
             else:
@@ -1435,6 +1475,13 @@ _CONTROL_EVENTS = frozenset(
         h2.events.StreamReset,  # by the client, or by h2 for a client's frame
     }
 )
+
+
+def _code_name(code: object) -> str:
+    try:
+        return ErrorCodes(code).name  # type: ignore[arg-type]
+    except ValueError:
+        return str(code)
 
 
 def _cannot_send(data: bytes) -> bool:

@@ -446,6 +446,7 @@ class Client:
         self.closed = False
         self.goaway: int | None = None
         self.goaway_last: int | None = None
+        self.goaway_data: bytes | None = None
         self.pings = 0
         # Our own send windows: the server's connection window starts at the
         # RFC 9113 §6.9.2 default, stream windows at its INITIAL_WINDOW_SIZE.
@@ -583,6 +584,7 @@ class Client:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event.error_code
             self.goaway_last = event.last_stream_id
+            self.goaway_data = event.additional_data
         elif isinstance(event, h2.events.PingAckReceived):
             self.pings += 1
         elif isinstance(event, h2.events.SettingsAcknowledged):
@@ -1802,10 +1804,11 @@ def test_the_control_budget_refills_at_its_rate(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize(("size", "kept"), [(60_000, True), (70_000, False)])
 def test_request_headers_past_64_kib_end_the_connection(
-    duplex: None, size: int, kept: bool
+    duplex: None, size: int, kept: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """h2's limit on a decoded header list: past it the HPACK state cannot be trusted,
-    so the connection ends with ENHANCE_YOUR_CALM; under it the request is served."""
+    so the connection ends with ENHANCE_YOUR_CALM; under it the request is served.
+    The GOAWAY says why, and one warning names the client: both were bare."""
     with running_server(App()) as server, connected(server.port) as client:
         stream = client.open_malformed("/echo", [("x-big", "a" * size)])
         if kept:
@@ -1814,7 +1817,17 @@ def test_request_headers_past_64_kib_end_the_connection(
         else:
             client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
             assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+            assert client.goaway_data == (
+                b"Oversized header block: A header list larger than 65536 has been received"
+            )
             assert server.crashes == []
+    said = [r.getMessage() for r in caplog.records if "connection closed with GOAWAY" in r.message]
+    if not kept:
+        assert len(said) == 1 and said[0].endswith(
+            ": Oversized header block: A header list larger than 65536 has been received: "
+            "connection closed with GOAWAY ENHANCE_YOUR_CALM"
+        ), said
+        assert said[0].startswith("client ('127.0.0.1', ")
 
 
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:
