@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import sqlite3
 import time
@@ -129,6 +130,9 @@ class Backend:
         self.rules = RuleBook(seed=seed)
         self.rules_file = rules_file
         self.retention = retention
+        #: Sessions --retention dropped since it last said so, and when it did (see _trim).
+        self._retired_unsaid = 0
+        self._retired_said_at = -math.inf
         self.max_pending_artifacts = max_pending_artifacts
         self.post_stream_delay = post_stream_delay
         self.limits = limits or SessionLimits()
@@ -815,6 +819,18 @@ class Backend:
             if record.live is None and record is not opening and record.key not in pending:
                 victims.append(record)
         self._drop(victims)
+        # Said at most once a minute: on a shared emulator one client's volume
+        # drops another's sessions (its Get then a 404), which nothing showed.
+        self._retired_unsaid += len(victims)
+        now = time.monotonic()
+        if self._retired_unsaid and now - self._retired_said_at >= RETENTION_SAID_EVERY:
+            log.info(
+                "--retention %d: %d least recently used session(s) dropped (their Get, "
+                "journal and audio are gone); said at most once a minute",
+                self.retention,
+                self._retired_unsaid,
+            )
+            self._retired_unsaid, self._retired_said_at = 0, now
 
     def _drop(self, records: list[SessionRecord]) -> None:
         for record in records:
@@ -831,6 +847,9 @@ class Backend:
                 record.journal.remove()
         self._saver.drop([record.key for record in records])
 
+
+#: At most one line this often (seconds) says how many sessions --retention dropped.
+RETENTION_SAID_EVERY = 60.0
 
 #: Requests rejected before their stream that GET /_emulator/sessions lists: the
 #: newest, about 300 bytes each; older ones are counted as dropped.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 
@@ -242,6 +243,30 @@ async def test_a_dropped_sessions_row_goes_with_the_next_writes(tmp_path):
         assert _ids(backend) == [old] and backend.sessions[again.key] is again
     finally:
         backend.close()
+
+
+async def test_sessions_the_retention_drops_are_said_at_most_once_a_minute(tmp_path, caplog):
+    """On a shared emulator one client's volume drops another's sessions, whose Get
+    then answers 404, and nothing said so. The first drop is said at once, later
+    ones counted into the next line, a minute on."""
+    backend = Backend(scenarios={}, state_dir=tmp_path, retention=1)
+    try:
+        with caplog.at_level(logging.INFO, logger="medscribe.sessions"):
+            for n in range(4):
+                backend.close_stream(
+                    backend.open_stream(_request(new_session_id()), request_id=f"r{n}", rule=None)
+                )
+            backend._retired_said_at -= 60  # a minute on
+            backend.open_stream(_request(new_session_id()), request_id="r5", rule=None)
+    finally:
+        backend.close()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--retention")]
+    assert said == [
+        "--retention 1: 1 least recently used session(s) dropped (their Get, journal and "
+        "audio are gone); said at most once a minute",
+        "--retention 1: 3 least recently used session(s) dropped (their Get, journal and "
+        "audio are gone); said at most once a minute",
+    ]
 
 
 def _ids(backend: Backend) -> list[str]:
