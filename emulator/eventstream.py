@@ -687,6 +687,11 @@ class EventStreamDecoder:
         return len(self._buffer)
 
     @property
+    def declared(self) -> int | None:
+        """The total length the incomplete message's prelude declares, once it came."""
+        return None if self._prelude is None else self._prelude[0]
+
+    @property
     def error_pending(self) -> bool:
         """True when the last call returned messages and deferred an error to the next."""
         return self._pending is not None

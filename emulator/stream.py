@@ -472,6 +472,13 @@ class StreamEndpoint:
                             await write()
                         return
                     awaited = "audio" if session.configured else "its configuration event"
+                    if decoder.buffered:  # stopped inside a message: that is what it waited for
+                        declared = decoder.declared
+                        of = "" if declared is None else f" of its {declared:,}"
+                        awaited = (
+                            f"the rest of an event-stream message ({decoder.buffered:,}{of} "
+                            "bytes came)"
+                        )
                     session.time_out(
                         f"no input for {self.idle_timeout:g} s: the stream timed out waiting for "
                         f"{awaited} (the emulator's --idle-timeout); the session is paused: a new "

@@ -87,6 +87,25 @@ def test_a_stream_that_never_sends_its_configuration_is_told_what_it_waited_for(
     ), message
 
 
+def test_a_stream_stopped_inside_a_message_is_told_it_waited_for_the_rest_of_it(guarded):
+    """A prelude declaring a large message, then part of it and silence: the stream
+    was told it "timed out waiting for audio", though it was inside a message."""
+    client = H2Client("127.0.0.1", guarded.h2c_port)
+    whole = audio(b"\0" * 30_000)
+    try:
+        stream = client.request(headers(new_session_id()))
+        client.send(stream, config_event() + whole[:1000])
+        response = client.wait(stream)
+    finally:
+        client.close()
+    (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
+    message = json.loads(exception.payload)["message"]
+    assert message.startswith(
+        "no input for 0.5 s: the stream timed out waiting for the rest of an event-stream "
+        f"message (1,000 of its {len(whole):,} bytes came) (the emulator's --idle-timeout)"
+    ), message
+
+
 def test_a_final_signed_frame_without_end_stream_closes_the_input_at_the_idle_timeout(guarded):
     """The empty signed frame says the input is over; a client that then leaves its
     HTTP/2 stream open is not failed as if it had gone quiet mid-visit: the session
