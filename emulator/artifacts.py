@@ -139,6 +139,10 @@ def _parts(bucket: str, key: str) -> list[str]:
     parts = [p for p in key.split("/") if p]
     if any(p in (".", "..") for p in (bucket, *parts)):
         raise ValueError(f"the disk stand-in cannot store a key with '.' or '..' parts ({_USE_S3})")
+    if "\0" in key:  # no file name holds one: the OS's bare "embedded null byte"
+        raise ValueError(
+            f"the disk stand-in cannot store a key holding a NUL character ({_USE_S3})"
+        )
     for part in parts:
         if len(part.encode()) > NAME_MAX:
             raise ValueError(

@@ -825,6 +825,12 @@ def test_disk_stand_in_says_which_keys_a_file_system_cannot_hold_naming_the_key(
         "which it keeps as a folder (S3 takes it: use --s3-endpoint-url)"
     )
     assert sorted(p.name for p in (tmp_path / "b" / "p").iterdir()) == [longest]  # no .part
+    with pytest.raises(ValueError) as info:
+        buckets.put("b", "p/a\0b/transcript.json", b"{}")  # was "embedded null byte"
+    assert str(info.value) == (
+        "the disk stand-in cannot store a key holding a NUL character "
+        "(S3 takes it: use --s3-endpoint-url)"
+    )
 
 
 def test_an_artifact_the_disk_stand_in_cannot_store_fails_naming_its_key(slow_emulator):
