@@ -56,7 +56,9 @@ LIFECYCLE: dict[tuple[StreamStatus | None, str], StreamStatus] = {
 _REFUSALS: dict[tuple[StreamStatus, str], str] = {
     (_T.IN_PROGRESS, "open"): (
         "session {session_id} already has a stream in progress: a listening session "
-        "takes one stream at a time"
+        "takes one stream at a time. That stream ends when its input is closed, when its "
+        "connection closes or resets it, or after the emulator's --idle-timeout without "
+        "input; a new stream then resumes the session"
     ),
     (_T.COMPLETED, "open"): (
         "session {session_id} is COMPLETED: a session that ended with END_OF_SESSION "

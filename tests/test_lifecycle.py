@@ -662,6 +662,12 @@ async def test_a_second_concurrent_stream_on_a_live_session_is_refused(client, e
     rival = await run_session(client, session_id, audio=pcm_tone(0.5))
     assert isinstance(rival.error, m.ValidationException), repr(rival.error)
     assert "already has a stream in progress" in rival.error.message
+    # And what ends the first, which an app that gave up on it must wait for.
+    assert rival.error.message.endswith(
+        "That stream ends when its input is closed, when its connection closes or resets "
+        "it, or after the emulator's --idle-timeout without input; a new stream then "
+        "resumes the session"
+    )
     # The first stream is untouched by the refusal.
     audio = pcm_tone(2.5)
     for i in range(0, len(audio), 3200):
