@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 log = get_logger("medscribe.tls")
+server_log = get_logger("medscribe.server")
 
 #: Seconds a closing connection waits for the peer's TLS close_notify: plenty on
 #: a local network, and short enough for the 2 s shutdown promise.
@@ -115,6 +116,8 @@ class QuietTCPServer(TCPServer):
         self._flush_handle: asyncio.Handle | None = None
         #: Set once the connection closes: no keep-alive timer starts after it.
         self._closing = False
+        #: Whether the client has sent a byte (see _idle_timeout).
+        self._received = False
 
     async def run(self) -> None:
         # hypercorn bounds a graceful shutdown by config.graceful_timeout, but
@@ -174,6 +177,7 @@ class QuietTCPServer(TCPServer):
                     data = await asyncio.wait_for(reader.read(size), timeout)
             except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
                 break
+            self._received = True
             await self.protocol.handle(RawData(data))
         # The peer has gone: the keep-alive timer (its streams, ending now,
         # report the connection idle) must not hold the connection's task group,
@@ -291,6 +295,21 @@ class QuietTCPServer(TCPServer):
         try:
             await asyncio.wait_for(self.context.terminated.wait(), self.config.keep_alive_timeout)
         except TimeoutError:
+            if not self._received and self.writer.get_extra_info("ssl_object") is None:
+                # What the AWS SDK's CRT client does with an http:// endpoint:
+                # it connects, then sends its request only once its input is
+                # closed. An app that awaits the stream's output before sending
+                # waits for ever, and this close was the only trace of it.
+                peer = self.writer.get_extra_info("peername") or ("?", 0)
+                server_log.info(
+                    "a cleartext connection from %s:%s sent no request for %g s and was "
+                    "closed: an AWS SDK streaming client given "
+                    "an http:// endpoint sends nothing until its input is closed; its "
+                    "streams need the https:// endpoint",
+                    peer[0],
+                    peer[1],
+                    self.config.keep_alive_timeout,
+                )
             retire = getattr(getattr(self.protocol, "protocol", None), "retire_idle", None)
             if retire is not None:
                 await asyncio.shield(retire())

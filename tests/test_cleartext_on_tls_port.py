@@ -145,6 +145,39 @@ async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_on
     assert status == 404  # no session was started
 
 
+async def test_an_sdk_app_awaiting_its_output_first_over_http_is_named_in_the_log(tmp_path, caplog):
+    """An app that awaits the stream's output before it sends (to learn whether the
+    start was refused) waits for ever over http://: the CRT client sends its
+    request only once the input closes. The emulator closed the silent
+    connection at its keep-alive timeout and said nothing; it now says why."""
+    from emulator.sdk import make_client
+    from emulator.server import Settings
+
+    from .support import running_emulator, stream_input
+
+    settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=1)
+    with (
+        caplog.at_level("INFO", logger="medscribe.server"),
+        running_emulator(settings) as run,
+    ):
+        client = await make_client(endpoint_url=run.h2c_url)
+        try:
+            stream = await client.start_medical_scribe_listening_session(
+                input=stream_input(new_session_id())
+            )
+            with pytest.raises(TimeoutError):  # the premise: the SDK hangs here
+                await asyncio.wait_for(stream.await_output(), 8)
+        finally:
+            await client._config.transport.close()  # type: ignore[attr-defined]
+    said = [r.getMessage() for r in caplog.records if "sent no request" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert said[0].endswith(
+        "sent no request for 5 s and was closed: an AWS SDK streaming client given an "
+        "http:// endpoint sends nothing until its input is closed; its streams need the "
+        "https:// endpoint"
+    )
+
+
 @pytest.mark.parametrize("framing", ["empty", "content-length", "chunked"])
 def test_a_stream_request_over_http1_is_a_400_validation_exception(emulator, framing):
     """Whatever its body: HTTP/1.1 cannot carry the response while the input flows."""
