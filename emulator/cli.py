@@ -173,6 +173,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
+    return value
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -418,6 +428,15 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
         default=100,
         metavar="MS",
         help="milliseconds of audio per audio event, at most 32,000 bytes (default 100)",
+    )
+    parser.add_argument(
+        "--start-at",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="skip the file's first SECONDS of audio (WAV or raw PCM): a paused "
+        "session resumed with --session-id from its last final's end, which a "
+        "stopped stream's summary gives",
     )
     parser.add_argument(
         "--binary",
@@ -882,6 +901,7 @@ def stream_options(
         language_code=args.language_code,
         realtime=args.realtime,
         chunk_ms=args.chunk_ms,
+        start_at=args.start_at,
         binary=args.binary,
         roles=roles,
         template=args.template,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -203,6 +204,27 @@ class AudioFile:
                 )
             )
         return out
+
+    def starting_at(self, seconds: float) -> AudioFile:
+        """The audio from ``seconds`` on, cut at a whole sample frame: what resumes a
+        session that holds the file's audio up to there. Raises :class:`UsageError`
+        for FLAC (its frames carry their positions: cut the file itself) and for a
+        start at or past the audio's end."""
+        if seconds <= 0:
+            return self
+        if self.encoding != "pcm":
+            raise UsageError(
+                f"--start-at takes WAV or raw PCM; {self.path} is FLAC: cut it first "
+                f"(e.g. sox {self.path} rest.flac trim {seconds:g})"
+            )
+        frame = _PCM_WIDTH * self.channels
+        offset = round(seconds * self.sample_rate) * frame
+        if offset >= len(self.data):
+            raise UsageError(
+                f"--start-at {seconds:g}: {self.path} holds {self.seconds:.3f} s of audio"
+            )
+        rest = self.data[offset:]
+        return dataclasses.replace(self, data=rest, seconds=len(rest) / (frame * self.sample_rate))
 
     def _flac_chunks(self, every: float) -> list[Chunk]:
         """FLAC cut at the first frame start each ``every`` seconds of audio, each
@@ -435,6 +457,8 @@ class StreamOptions:
     language_code: str = "en-US"
     realtime: bool = False
     chunk_ms: int = 100
+    #: Seconds of the file's audio not sent (see :meth:`AudioFile.starting_at`).
+    start_at: float = 0.0
     binary: bool = False
     roles: tuple[str, str] | None = None
     template: str = DEFAULT_TEMPLATE
@@ -516,6 +540,9 @@ class StreamSummary:
     session_status: str | None = None
     finals: int = 0
     partials: int = 0
+    #: Where the last final received ends in the session's audio (its
+    #: ``audioEndOffset``): the session holds at least that much.
+    heard_to: float | None = None
     audio_seconds: float = 0.0
     total_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -642,10 +669,21 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
             "error names), not this file as given"
         )
     elif status == "PAUSED":
-        what = (
-            f"now PAUSED: the same command with --session-id {session} resumes it "
-            "(sending the whole file again)"
-        )
+        # The audio the SDK took after the break never reached the session, and
+        # the whole file again would give it the start twice: resume from the
+        # last final's end, which the session holds at least.
+        if summary.heard_to is None:
+            what = (
+                f"now PAUSED: the same command with --session-id {session} resumes it; "
+                "no final came back, so how much of the audio it holds is not known "
+                "(--start-at SECONDS skips what it has)"
+            )
+        else:
+            what = (
+                f"now PAUSED: the same command with --session-id {session} --start-at "
+                f"{summary.heard_to:g} resumes it from its last final's end (audio sent "
+                "after that may not have reached it)"
+            )
     elif status == "FAILED":
         what = "now FAILED: a failed session cannot be resumed"
     elif status == "IN_PROGRESS":  # the service has not yet seen the stream end
@@ -1318,6 +1356,9 @@ async def stream_audio(
                     summary.partials += 1
                 else:
                     summary.finals += 1
+                    end = segment.audio_end_offset
+                    if end is not None and (summary.heard_to is None or end > summary.heard_to):
+                        summary.heard_to = end
                 renderer.segment(segment)
             elif hasattr(event, "tag"):
                 renderer.unknown(event.tag)
@@ -1580,6 +1621,7 @@ def run(
 
     try:
         audio = read_audio(path, sample_rate=sample_rate, channels=channels)
+        audio = audio.starting_at(options.start_at)
         roles = resolve_roles(audio, options.roles)
         audio.chunks(options.chunk_ms)  # refuse an oversized chunk before connecting
         if options.ca_file is not None and (what := ca_file_problem(options.ca_file)):
