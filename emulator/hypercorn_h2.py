@@ -1592,7 +1592,10 @@ class ConnectionControl:
         """
         protocol = self._protocol
         buffer = protocol.stream_buffers.get(self._stream_id)
-        if buffer is not None and not protocol.closed:
+        # Only a buffer holding output: hypercorn's "empty" event is first set by
+        # a pop, so for a stream that had sent nothing yet the wait lasted until
+        # the app's output timer gave up (--idle-timeout), the client blamed.
+        if buffer is not None and buffer.buffer and not protocol.closed:
             await buffer.drain()  # taken by the send task, and so framed and flushed
         if not protocol.closed:
             await protocol._flush()  # what the connection's task framed inline

@@ -626,6 +626,27 @@ async def test_disconnect_close_delivers_the_output_due_before_it(emulator):
         assert details["eventsSent"] == {"transcriptEvent": 4}
 
 
+async def test_a_disconnect_close_before_any_output_closes_at_once(client, emulator):
+    """A chaos close that came before the stream had sent a result waited for its
+    output buffer to empty, which hypercorn says only after a first result: the
+    whole --idle-timeout, then "the client took no output", though the SDK read
+    all along. It now closes at once, and the session pauses for the close."""
+    session_id = new_session_id()
+    late = {"segments": [{"channel": 0, "begin": 2.5, "end": 2.9, "content": "Too late."}]}
+    chaos_rule(emulator, session_id, {"disconnect": {"at": 1.0, "mode": "close"}}, scenario=late)
+    try:
+        result = await run_session(client, session_id, audio=pcm_tone(3.0), timeout=60)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client._config.transport.close(), 5)
+    assert result.segments == []
+    status, journal = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}/events")
+    types = [e["type"] for e in journal["events"]]
+    assert "chaos" in types and "outputStalled" not in types, types
+    details = admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{session_id}")[1]
+    assert details["status"] == "PAUSED" and details["audioSeconds"] <= 1.1
+
+
 def test_disconnect_close_for_a_client_taking_no_output_ends_at_the_idle_timeout(tmp_path):
     """The close waits for the stream's output to be written; a client that grants no
     window takes none, and the wait ends as any send's does, after --idle-timeout:
