@@ -22,11 +22,16 @@ from .artifacts import ARTIFACT_NAMES, DiskBuckets
 from .backend import SYNTHETIC, Backend
 from .errors import ConfigError
 from .journal import AudioPart, journal_damage, wav_header
+from .logs import get_logger
 from .problems import FieldPath, Problem, render_path, shown
 from .quotas import Quotas
 from .record import SessionRecord
 from .requestbody import read_limited, unfinished_body
 from .validation import id_constraints_broken, json_int, lone_surrogate
+
+#: What changes for every client of a shared emulator (a reset, every rule
+#: deleted) is said at info, with who asked; one rule's coming and going at debug.
+log = get_logger("medscribe.admin")
 
 __all__ = ["AdminAPI", "admin_routes"]
 
@@ -224,20 +229,24 @@ class AdminAPI:
             rule = self.backend.add_rule(await _json_body(request))
         except ConfigError as error:
             return _error(400, f"invalid rule: {error}")
+        log.debug("rule %s added by %s", rule.id, _who(request))
         return _JSON(rule.to_json(), status_code=201)
 
     async def delete_rules(self, request: Request) -> Response:
         count = len(self.backend.rules.list())
         self.backend.rules.clear()
+        log.info("every rule deleted by %s: %d", _who(request), count)
         return _JSON({"deleted": count})
 
     async def delete_rule(self, request: Request) -> Response:
         rule_id = request.path_params["rule_id"]
         if not self.backend.rules.delete(rule_id):
             return _error(404, f"no rule with id {rule_id!r}")
+        log.debug("rule %s deleted by %s", rule_id, _who(request))
         return _JSON({"deleted": 1})
 
     async def reset(self, request: Request) -> Response:
+        before = len(self.backend.sessions)
         try:
             self.backend.reset()
         except ConfigError as error:
@@ -247,6 +256,13 @@ class AdminAPI:
         # Sessions with a stream still open are kept (their stream goes on): named,
         # so that a test harness can say why its "clean" emulator has a session.
         live = [record.key.session_id for record in self.backend.sessions.values()]
+        # On a shared emulator, another job's sessions going is traced to this.
+        log.info(
+            "reset by %s: %d session(s) forgotten, %d kept for their open stream",
+            _who(request),
+            before - len(live),
+            len(live),
+        )
         return _JSON({"status": "reset", "liveSessions": live})
 
     async def list_sessions(self, request: Request) -> Response:
@@ -572,3 +588,9 @@ def _read(parts: list[AudioPart], *, limit: int) -> Iterator[bytes]:
             piece = chunk[:left]
             left -= len(piece)
             yield piece
+
+
+def _who(request: Request) -> str:
+    """The client of an admin request, as its log line names it."""
+    client = request.client
+    return "?" if client is None else f"{client.host}:{client.port}"

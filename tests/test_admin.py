@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import re
 import struct
 import wave
 
@@ -187,15 +189,23 @@ async def test_the_same_session_id_in_two_domains_is_two_sessions(client, emulat
 
 
 async def test_reset_forgets_finished_sessions_and_their_journals_but_not_a_live_one(
-    client, emulator
+    client, emulator, caplog
 ):
+    """And says so in the log, with who asked: on a shared emulator another job's
+    sessions went without a trace."""
     done = new_session_id()
     await run_session(client, done, audio=pcm_tone(0.2))
     live = new_session_id()
     stream = await client.start_medical_scribe_listening_session(input=stream_input(live))
     await stream.input_stream.send(configuration_event())
     await asyncio.wait_for(stream.await_output(), 10)
-    assert admin(emulator.h2c_url, "POST", "/_emulator/reset")[0] == 200
+    with caplog.at_level(logging.INFO, logger="medscribe.admin"):
+        assert admin(emulator.h2c_url, "POST", "/_emulator/reset")[0] == 200
+    (said,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reset by")]
+    assert re.fullmatch(
+        r"reset by 127\.0\.0\.1:\d+: 1 session\(s\) forgotten, 1 kept for their open stream",
+        said,
+    ), said
     listed = get(emulator, "/_emulator/sessions")["sessions"]
     assert [s["sessionId"] for s in listed] == [live]
     assert admin(emulator.h2c_url, "GET", f"/_emulator/sessions/{done}/events")[0] == 404
@@ -568,7 +578,7 @@ def test_a_route_without_parameters_refuses_one_rather_than_acting_on_everything
     assert [r["id"] for r in get(emulator, "/_emulator/rules")["rules"]] == [rule["id"]]
 
 
-def test_deleting_the_rules_answers_how_many_it_deleted(emulator):
+def test_deleting_the_rules_answers_how_many_it_deleted(emulator, caplog):
     """DELETE /_emulator/rules answers {"deleted": N}, N the rules it removed, and
     DELETE /_emulator/rules/{id} 1, or 404 for a rule that is not there."""
     ids = []
@@ -582,7 +592,9 @@ def test_deleting_the_rules_answers_how_many_it_deleted(emulator):
     status, answer = admin(emulator.h2c_url, "DELETE", f"/_emulator/rules/{ids[0]}")
     assert status == 404 and ids[0] in answer["message"]
     admin(emulator.h2c_url, "POST", "/_emulator/rules", {"scenario": "synthetic"})
-    assert admin(emulator.h2c_url, "DELETE", "/_emulator/rules") == (200, {"deleted": 2})
+    with caplog.at_level(logging.INFO, logger="medscribe.admin"):
+        assert admin(emulator.h2c_url, "DELETE", "/_emulator/rules") == (200, {"deleted": 2})
+    assert re.search(r"every rule deleted by 127\.0\.0\.1:\d+: 2$", caplog.text, re.M)
     assert get(emulator, "/_emulator/rules")["rules"] == []
     assert admin(emulator.h2c_url, "DELETE", "/_emulator/rules") == (200, {"deleted": 0})
 
