@@ -645,3 +645,14 @@ class MedscribeEmulator:
         from .sdk import make_client
 
         return await make_client(endpoint_url=self.endpoint_url, ca_file=self.ca_file, **overrides)
+
+    def boto3_client(self, **overrides: Any) -> Any:
+        """Return a boto3 ``connecthealth`` client for this emulator's control plane
+        (GetMedicalScribeListeningSession, the domains...), trusting its CA.
+
+        ``overrides`` go to :func:`emulator.sdk.boto3_client` (``config=`` a
+        botocore ``Config``, ``access_key_id=``...). Raises ImportError without boto3.
+        """
+        from .sdk import boto3_client
+
+        return boto3_client(endpoint_url=self.endpoint_url, ca_file=self.ca_file, **overrides)

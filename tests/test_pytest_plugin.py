@@ -1082,6 +1082,24 @@ def test_the_handles_admin_calls_read_no_certificate_store(medscribe_emulator, m
     assert made == []
 
 
+async def test_the_handles_boto3_client_looks_up_its_sessions(medscribe_emulator):
+    """The control plane was two README sections put together by hand (the boto3
+    recipe, the handle's CA file): the handle now gives its client."""
+    from botocore.config import Config
+
+    from .support import DOMAIN_ID, SUBSCRIPTION_ID
+
+    session_id = new_session_id()
+    async with await medscribe_emulator.client() as client:
+        assert (await run_session(client, session_id, audio=pcm_tone(0.3))).error is None
+    boto = medscribe_emulator.boto3_client(config=Config(retries={"total_max_attempts": 1}))
+    details = boto.get_medical_scribe_listening_session(
+        sessionId=session_id, domainId=DOMAIN_ID, subscriptionId=SUBSCRIPTION_ID
+    )["medicalScribeListeningSessionDetails"]
+    assert (details["sessionId"], details["streamStatus"]) == (session_id, "COMPLETED")
+    assert boto.meta.config.retries["total_max_attempts"] == 1
+
+
 def test_add_rule_takes_chaos_and_probability_as_keywords(medscribe_emulator):
     """The keyword form took neither, though the README's Rules have both: a bare
     TypeError sent the user looking for the dict form."""
