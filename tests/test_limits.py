@@ -71,16 +71,24 @@ def test_a_stream_with_no_input_for_the_idle_timeout_ends_with_a_validation_exce
     assert (details["status"], details["streams"]) == ("COMPLETED", 2)
 
 
-def test_a_stream_that_never_sends_its_configuration_is_told_what_it_waited_for(guarded):
-    """Opened and silent: the stream waited for its configuration event, not for
-    audio, and the message says so."""
-    client = H2Client("127.0.0.1", guarded.h2c_port)
+def _timed_out_after(running: RunningServer, sent: bytes) -> str:
+    """The message a stream that sent ``sent`` and then nothing is timed out with."""
+    client = H2Client("127.0.0.1", running.h2c_port)
     try:
-        response = client.wait(client.request(headers(new_session_id())))
+        stream = client.request(headers(new_session_id()))
+        if sent:
+            client.send(stream, sent)
+        response = client.wait(stream)
     finally:
         client.close()
     (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
-    message = json.loads(exception.payload)["message"]
+    return json.loads(exception.payload)["message"]
+
+
+def test_a_stream_that_never_sends_its_configuration_is_told_what_it_waited_for(guarded):
+    """Opened and silent: the stream waited for its configuration event, not for
+    audio, and the message says so."""
+    message = _timed_out_after(guarded, b"")
     assert message.startswith(
         "no input for 0.5 s: the stream timed out waiting for its configuration event "
         "(the emulator's --idle-timeout)"
@@ -90,16 +98,8 @@ def test_a_stream_that_never_sends_its_configuration_is_told_what_it_waited_for(
 def test_a_stream_stopped_inside_a_message_is_told_it_waited_for_the_rest_of_it(guarded):
     """A prelude declaring a large message, then part of it and silence: the stream
     was told it "timed out waiting for audio", though it was inside a message."""
-    client = H2Client("127.0.0.1", guarded.h2c_port)
     whole = audio(b"\0" * 30_000)
-    try:
-        stream = client.request(headers(new_session_id()))
-        client.send(stream, config_event() + whole[:1000])
-        response = client.wait(stream)
-    finally:
-        client.close()
-    (exception,) = EventStreamDecoder().receive_data(bytes(response["data"]))
-    message = json.loads(exception.payload)["message"]
+    message = _timed_out_after(guarded, config_event() + whole[:1000])
     assert message.startswith(
         "no input for 0.5 s: the stream timed out waiting for the rest of an event-stream "
         f"message (1,000 of its {len(whole):,} bytes came) (the emulator's --idle-timeout)"
