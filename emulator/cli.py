@@ -902,6 +902,7 @@ def stream_options(
         realtime=args.realtime,
         chunk_ms=args.chunk_ms,
         start_at=args.start_at,
+        new_session=args.session_id is None,
         binary=args.binary,
         roles=roles,
         template=args.template,

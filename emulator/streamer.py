@@ -219,10 +219,13 @@ class AudioFile:
             )
         frame = _PCM_WIDTH * self.channels
         offset = round(seconds * self.sample_rate) * frame
-        if offset >= len(self.data):
+        if offset > len(self.data):
             raise UsageError(
-                f"--start-at {seconds:g}: {self.path} holds {self.seconds:.3f} s of audio"
+                f"--start-at {_seconds_text(seconds)}: {self.path} holds "
+                f"{self.seconds:.3f} s of audio"
             )
+        # At the very end no audio is left: the stream sends its configuration and
+        # END_OF_SESSION, which completes a session that already holds it all.
         rest = self.data[offset:]
         return dataclasses.replace(self, data=rest, seconds=len(rest) / (frame * self.sample_rate))
 
@@ -459,6 +462,9 @@ class StreamOptions:
     chunk_ms: int = 100
     #: Seconds of the file's audio not sent (see :meth:`AudioFile.starting_at`).
     start_at: float = 0.0
+    #: The command made the session id up: the stream starts a new session, whose
+    #: audio times are then the file's (see :func:`resume_point`).
+    new_session: bool = False
     binary: bool = False
     roles: tuple[str, str] | None = None
     template: str = DEFAULT_TEMPLATE
@@ -543,6 +549,8 @@ class StreamSummary:
     #: Where the last final received ends in the session's audio (its
     #: ``audioEndOffset``): the session holds at least that much.
     heard_to: float | None = None
+    #: The file position a paused session resumes from (see :func:`resume_point`).
+    resume_at: float | None = None
     audio_seconds: float = 0.0
     total_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -558,8 +566,12 @@ class StreamSummary:
             "wallSeconds": round(self.wall_seconds, 3),
             "error": None if self.error is None else self.error[0],
             # After a failure: the session's status as Get gave it (PAUSED: the
-            # same command with its id resumes it), else null.
+            # command with its id and --start-at resumeAt resumes it), else null.
             "sessionStatus": self.session_status,
+            # The last final's audioEndOffset (the session's time), and the file
+            # position to resume from when known (see resume_point).
+            "lastFinalEnd": self.heard_to,
+            "resumeAt": self.resume_at,
         }
 
 
@@ -634,6 +646,21 @@ def _summary_line(summary: StreamSummary, *, lead: str = "done") -> str:
     )
 
 
+def resume_point(heard_to: float | None, options: StreamOptions) -> float | None:
+    """The file position a session paused by this stream resumes from: its last
+    final's end, cut down to the millisecond (never past audio the session holds),
+    when the stream started the session with the file from its start, so that
+    the session's times are the file's; else None (not known here)."""
+    if heard_to is None or not options.new_session or options.start_at:
+        return None
+    return math.floor(heard_to * 1000 + 1e-6) / 1000
+
+
+def _seconds_text(seconds: float) -> str:
+    """Seconds to the millisecond, without trailing zeros: ``6``, ``15.9``, ``17999.951``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
 def _refused_resume(summary: StreamSummary) -> bool:
     """Whether the stream's error is a resume refused for media other than its
     session's (the validation messages say "a resumed stream must ...")."""
@@ -672,17 +699,26 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
         # The audio the SDK took after the break never reached the session, and
         # the whole file again would give it the start twice: resume from the
         # last final's end, which the session holds at least.
-        if summary.heard_to is None:
+        if summary.resume_at is not None:
+            what = (
+                f"now PAUSED: the same command with --session-id {session} --start-at "
+                f"{_seconds_text(summary.resume_at)} resumes it from its last final's end "
+                "(audio sent after that may not have reached it)"
+            )
+        elif summary.heard_to is not None:
+            # A session this command did not start: its times are the file's only
+            # if its streams sent the file from the start, once.
+            what = (
+                f"now PAUSED: the same command with --session-id {session} and --start-at "
+                "resumes it; its last final ended at "
+                f"{_seconds_text(summary.heard_to)} s of the session's audio, the file's "
+                "position only if its streams sent the file from its start, once"
+            )
+        else:
             what = (
                 f"now PAUSED: the same command with --session-id {session} resumes it; "
                 "no final came back, so how much of the audio it holds is not known "
                 "(--start-at SECONDS skips what it has)"
-            )
-        else:
-            what = (
-                f"now PAUSED: the same command with --session-id {session} --start-at "
-                f"{summary.heard_to:g} resumes it from its last final's end (audio sent "
-                "after that may not have reached it)"
             )
     elif status == "FAILED":
         what = "now FAILED: a failed session cannot be resumed"
@@ -1421,6 +1457,7 @@ async def stream_audio(
         renderer.finished(summary)
         raise
     summary.wall_seconds = time.monotonic() - started
+    summary.resume_at = resume_point(summary.heard_to, options)
     if summary.error is not None and responded:
         # Whether the session can be resumed: only Get knows (a reset leaves it
         # PAUSED, an in-stream exception FAILED).

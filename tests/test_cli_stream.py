@@ -73,19 +73,26 @@ def stopped(line: str) -> tuple[str, ...]:
     return match.groups()
 
 
-def resumes(session_id: str, heard_to: float | None) -> str:
+def resumes(session_id: str, heard_to: float | None, *, resume_at: float | None = None) -> str:
     """What a stopped line says of a PAUSED session whose last final received
-    ended at ``heard_to`` (None: no final came back)."""
-    if heard_to is None:
+    ended at ``heard_to`` (None: no final came back); ``resume_at`` the file
+    position given when the command started the session itself."""
+    if resume_at is not None:
         return (
-            f"now PAUSED: the same command with --session-id {session_id} resumes it; no "
-            "final came back, so how much of the audio it holds is not known (--start-at "
-            "SECONDS skips what it has)"
+            f"now PAUSED: the same command with --session-id {session_id} --start-at "
+            f"{resume_at:g} resumes it from its last final's end (audio sent after that may "
+            "not have reached it)"
+        )
+    if heard_to is not None:
+        return (
+            f"now PAUSED: the same command with --session-id {session_id} and --start-at "
+            f"resumes it; its last final ended at {heard_to:g} s of the session's audio, the "
+            "file's position only if its streams sent the file from its start, once"
         )
     return (
-        f"now PAUSED: the same command with --session-id {session_id} --start-at "
-        f"{heard_to:g} resumes it from its last final's end (audio sent after that may not "
-        "have reached it)"
+        f"now PAUSED: the same command with --session-id {session_id} resumes it; no "
+        "final came back, so how much of the audio it holds is not known (--start-at "
+        "SECONDS skips what it has)"
     )
 
 
@@ -224,6 +231,8 @@ def test_json_prints_session_every_event_and_summary_as_json_lines(server, audio
         "wallSeconds": lines[-1]["summary"]["wallSeconds"],
         "error": None,
         "sessionStatus": None,  # looked up after a failure only
+        "lastFinalEnd": 4.0,
+        "resumeAt": None,  # a session the command did not start: not known
     }
 
 
@@ -416,27 +425,41 @@ def test_a_reset_stream_names_its_paused_session_and_the_command_that_resumes_it
     assert session_details(server, session_id)["status"] == "COMPLETED"
 
 
-def test_a_reset_stream_resumes_from_its_last_finals_end_with_start_at(server, audio_dir):
-    """The stopped line said to run the same command again, "sending the whole file
-    again": the session got the file's start twice (18 s of audio for a 12 s
-    visit). It now gives --start-at at the last final's end, which the session
-    holds at least, and that resume sends the rest of the file only."""
-    session_id = new_session_id()
-    rule = {
-        "match": {"sessionId": session_id},
-        "scenario": SCRIPT,
-        "chaos": {"disconnect": {"at": 3.0, "mode": "reset"}},
-    }
+def _domain_rule(server: RunningServer, scenario: dict, chaos: dict) -> str:
+    """A rule for a domain of its own (the command then makes the session id up);
+    return the domain id."""
+    domain_id = "dom-" + new_session_id().replace("-", "")[:20]
+    rule = {"match": {"domainId": domain_id}, "scenario": scenario, "chaos": chaos}
     status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
     assert status == 201, body
-    first = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id)
+    return domain_id
+
+
+@pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
+def test_a_reset_stream_resumes_from_its_last_finals_end_with_start_at(
+    server, audio_dir, json_lines
+):
+    """The stopped line said to run the same command again, "sending the whole file
+    again": the session got the file's start twice (18 s of audio for a 12 s
+    visit). A session the command started is now resumed with --start-at at the
+    last final's end, which it holds at least: the resume sends the file from
+    there (the audio between that end and the break, which the session may
+    hold too, goes again), and --json's summary gives the same position."""
+    domain_id = _domain_rule(server, SCRIPT, {"disconnect": {"at": 3.0, "mode": "reset"}})
+    args = [str(audio_dir / "mono5.wav"), "--domain-id", domain_id]
+    first = stream(server, *args, *(["--json"] if json_lines else []))
     assert first.returncode == 1
-    assert stopped(first.stderr.strip().splitlines()[-1])[4] == resumes(session_id, 2.0)
+    if json_lines:
+        summary = json.loads(first.stdout.splitlines()[-1])["summary"]
+        session_id = summary["sessionId"]
+        assert (summary["lastFinalEnd"], summary["resumeAt"]) == (2.0, 2.0)
+    else:
+        session_id = stopped(first.stderr.strip().splitlines()[-1])[3]
+        expected = resumes(session_id, 2.0, resume_at=2.0)
+        assert stopped(first.stderr.strip().splitlines()[-1])[4] == expected
     held = session_details(server, session_id)["audioSeconds"]
     assert 2.0 <= held < 5.0
-    again = stream(
-        server, str(audio_dir / "mono5.wav"), "--session-id", session_id, "--start-at", "2"
-    )
+    again = stream(server, *args, "--session-id", session_id, "--start-at", "2")
     assert again.returncode == 0, again.stderr
     assert SUMMARY.match(again.stderr.strip().splitlines()[-1]).group(3) == "3.0"  # sent
     details = session_details(server, session_id)
@@ -444,10 +467,29 @@ def test_a_reset_stream_resumes_from_its_last_finals_end_with_start_at(server, a
     assert details["audioSeconds"] == pytest.approx(held + 3.0)  # not held + 5.0
 
 
+def test_a_session_holding_the_whole_file_resumes_with_start_at_its_end(server, audio_dir):
+    """Reset after its last final, at the file's end: the advice named a start the
+    option refused (past the audio). At the very end it sends no audio, only
+    END_OF_SESSION, which completes the session."""
+    scenario = {"segments": [{"channel": 0, "begin": 0.5, "end": 5.0, "content": "All of it."}]}
+    domain_id = _domain_rule(server, scenario, {"disconnect": {"at": 5.0, "mode": "reset"}})
+    args = [str(audio_dir / "mono5.wav"), "--domain-id", domain_id]
+    first = stream(server, *args)
+    assert first.returncode == 1, first.stderr
+    session_id = stopped(first.stderr.strip().splitlines()[-1])[3]
+    assert stopped(first.stderr.strip().splitlines()[-1])[4] == resumes(
+        session_id, 5.0, resume_at=5.0
+    )
+    again = stream(server, *args, "--session-id", session_id, "--start-at", "5")
+    assert again.returncode == 0, again.stderr
+    details = session_details(server, session_id)
+    assert (details["status"], details["audioSeconds"]) == ("COMPLETED", 5.0)
+
+
 @pytest.mark.parametrize(
     ("file", "start", "message"),
     [
-        ("mono5.wav", "5", "error: --start-at 5: {dir}/mono5.wav holds 5.000 s of audio"),
+        ("mono5.wav", "5.1", "error: --start-at 5.1: {dir}/mono5.wav holds 5.000 s of audio"),
         (
             "five.flac",
             "1.5",
