@@ -454,9 +454,10 @@ def _after_the_scenario_fails(
     session reaches the later times.
 
     A rule with only chaos is not checked: it acts on whatever scenario its
-    session runs, the default for a new session, the session's own for a
-    resumed one (refused against the default, a chaos rule meant for resumed
-    sessions could not be added)."""
+    session runs, for a new session an older matching rule's or the default
+    (see :meth:`RuleBook.scenario_under`), the session's own for a resumed one
+    (refused against the default, a chaos rule meant for resumed sessions could
+    not be added)."""
     failing = [fault for fault in scenario.faults if fault.exception is not None]
     if not failing:
         return

@@ -757,6 +757,38 @@ async def test_a_chaos_rule_for_one_session_keeps_the_tests_scenario(
     assert uses[scenario_rule.id] == 2 and uses[chaos_rule.id] == 1 and uses[once_id] == 0
 
 
+async def test_a_chaos_rule_on_a_resumed_session_keeps_its_starting_rules_scenario(
+    remote: MedscribeEmulator,
+) -> None:
+    """A session whose first stream ended before its configuration has no scenario
+    yet: its resumed stream, matched by a chaos-only rule, replayed the default
+    (its starting rule spent) or counted that rule's use a second time. The rule
+    that started the session chooses, its one use counted once."""
+    from .support import stream_input
+
+    visit = {"segments": [{"channel": 0, "begin": 0.1, "end": 0.4, "content": "Its own."}]}
+    session_id = new_session_id()
+    for times in (1, 2):
+        remote.reset()
+        starter = remote.add_rule(match={"sessionId": session_id}, scenario=visit, times=times)
+        async with await remote.client() as client:
+            stream = await client.start_medical_scribe_listening_session(
+                input=stream_input(session_id)
+            )
+            await stream.input_stream.close()  # no configuration: no scenario chosen
+            async for _ in (await stream.await_output())[1]:
+                pass
+            assert remote.session(session_id)["status"] == "PAUSED"
+            remote.add_rule(match={"sessionId": session_id}, chaos={"slow": 0.001})
+            result = await run_session(client, session_id, audio=pcm_tone(0.6))
+        assert result.error is None
+        assert [s.content for s in result.finals] == ["Its own."], times
+        details = remote.session(session_id)
+        assert (details["ruleId"], details["scenarioRuleId"]) == (starter.id, None)
+        assert {r["id"]: r["uses"] for r in remote.rules()}[starter.id] == 1, times
+        session_id = new_session_id()
+
+
 def test_unknown_session_raises_404(remote: MedscribeEmulator) -> None:
     with pytest.raises(MedscribeAdminError) as info:
         remote.session("no-such-session")
