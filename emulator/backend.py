@@ -12,6 +12,7 @@ post-stream artifacts are written by a task, from a worker thread,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import math
@@ -133,6 +134,7 @@ class Backend:
         #: Sessions --retention dropped since it last said so, and when it did (see _trim).
         self._retired_unsaid = 0
         self._retired_said_at = -math.inf
+        self._retired_timer: asyncio.TimerHandle | None = None
         self.max_pending_artifacts = max_pending_artifacts
         self.post_stream_delay = post_stream_delay
         self.limits = limits or SessionLimits()
@@ -772,6 +774,8 @@ class Backend:
         if self._saver.closed:
             return
         self._saver.closing = True  # rows that fail to save from now on are lost
+        if self._retired_unsaid:
+            self._say_retired()
         self._post_stream.stop()
         for record in self.sessions.values():
             if record.journal is not None:
@@ -831,16 +835,33 @@ class Backend:
         self._drop(victims)
         # Said at most once a minute: on a shared emulator one client's volume
         # drops another's sessions (its Get then a 404), which nothing showed.
+        # Drops within the minute are said at its end, by a timer.
         self._retired_unsaid += len(victims)
-        now = time.monotonic()
-        if self._retired_unsaid and now - self._retired_said_at >= RETENTION_SAID_EVERY:
+        if not self._retired_unsaid:
+            return
+        wait = self._retired_said_at + RETENTION_SAID_EVERY - time.monotonic()
+        if wait <= 0:
+            self._say_retired()
+        elif self._retired_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a tool using the backend): said at close
+                return
+            self._retired_timer = loop.call_later(wait, self._say_retired)
+
+    def _say_retired(self) -> None:
+        """Log the sessions --retention dropped and no line has said yet."""
+        if self._retired_timer is not None:
+            self._retired_timer.cancel()
+            self._retired_timer = None
+        if self._retired_unsaid:
             log.info(
                 "--retention %d: %d least recently used session(s) dropped (their Get, "
                 "journal and audio are gone); said at most once a minute",
                 self.retention,
                 self._retired_unsaid,
             )
-            self._retired_unsaid, self._retired_said_at = 0, now
+        self._retired_unsaid, self._retired_said_at = 0, time.monotonic()
 
     def _drop(self, records: list[SessionRecord]) -> None:
         for record in records:

@@ -245,28 +245,45 @@ async def test_a_dropped_sessions_row_goes_with_the_next_writes(tmp_path):
         backend.close()
 
 
-async def test_sessions_the_retention_drops_are_said_at_most_once_a_minute(tmp_path, caplog):
+async def test_sessions_the_retention_drops_are_said_at_most_once_a_minute(
+    tmp_path, caplog, monkeypatch
+):
     """On a shared emulator one client's volume drops another's sessions, whose Get
     then answers 404, and nothing said so. The first drop is said at once, later
-    ones counted into the next line, a minute on."""
+    ones at the end of the minute (here a second), by a timer if
+    nothing more is dropped, and what is left unsaid when the backend closes."""
+    monkeypatch.setattr(backend_module, "RETENTION_SAID_EVERY", 1.0)
     backend = Backend(scenarios={}, state_dir=tmp_path, retention=1)
+
+    def stream_one() -> None:
+        request = _request(new_session_id())
+        backend.close_stream(backend.open_stream(request, request_id="r", rule=None))
+
+    def said() -> list[str]:
+        return [
+            r.getMessage().split(": ", 1)[1].split(" least")[0]
+            for r in caplog.records
+            if r.getMessage().startswith("--retention 1: ")
+        ]
+
     try:
         with caplog.at_level(logging.INFO, logger="medscribe.sessions"):
-            for n in range(4):
-                backend.close_stream(
-                    backend.open_stream(_request(new_session_id()), request_id=f"r{n}", rule=None)
-                )
-            backend._retired_said_at -= 60  # a minute on
-            backend.open_stream(_request(new_session_id()), request_id="r5", rule=None)
+            for _ in range(4):
+                stream_one()
+            assert said() == ["1"]  # the first drop; two more wait for the minute's end
+            await asyncio.sleep(2.2)
+            assert said() == ["1", "2"]  # said by the timer: nothing more was dropped
+            stream_one()  # over a second after the last line: said at once
+            stream_one()  # within it: left for the timer, or the close
     finally:
-        backend.close()
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--retention")]
-    assert said == [
-        "--retention 1: 1 least recently used session(s) dropped (their Get, journal and "
-        "audio are gone); said at most once a minute",
-        "--retention 1: 3 least recently used session(s) dropped (their Get, journal and "
-        "audio are gone); said at most once a minute",
-    ]
+        with caplog.at_level(logging.INFO, logger="medscribe.sessions"):
+            backend.close()
+    assert said() == ["1", "2", "1", "1"]
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .endswith("(their Get, journal and audio are gone); said at most once a minute")
+    )
 
 
 def _ids(backend: Backend) -> list[str]:
