@@ -58,7 +58,7 @@ _REFUSALS: dict[tuple[StreamStatus, str], str] = {
         "session {session_id} already has a stream in progress: a listening session "
         "takes one stream at a time. That stream ends when its input is closed, when its "
         "connection closes or resets it, or after the emulator's --idle-timeout without "
-        "input; a new stream then resumes the session"
+        "input (when one is set); a session it leaves PAUSED then resumes with a new stream"
     ),
     (_T.COMPLETED, "open"): (
         "session {session_id} is COMPLETED: a session that ended with END_OF_SESSION "

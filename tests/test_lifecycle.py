@@ -665,8 +665,8 @@ async def test_a_second_concurrent_stream_on_a_live_session_is_refused(client, e
     # And what ends the first, which an app that gave up on it must wait for.
     assert rival.error.message.endswith(
         "That stream ends when its input is closed, when its connection closes or resets "
-        "it, or after the emulator's --idle-timeout without input; a new stream then "
-        "resumes the session"
+        "it, or after the emulator's --idle-timeout without input (when one is set); a "
+        "session it leaves PAUSED then resumes with a new stream"
     )
     # The first stream is untouched by the refusal.
     audio = pcm_tone(2.5)
