@@ -240,7 +240,7 @@ from .hpack_codec import (
     fast_decode_huffman,
     hpack_internals_present,
 )
-from .logs import get_logger
+from .logs import Throttle, get_logger, left_out_text
 
 # The scope-extension names are emulator.extensions' (the ASGI adapter's side),
 # re-exported beside the classes that provide the extensions; MERGE_LIMIT
@@ -762,14 +762,20 @@ class DuplexH2Protocol(H2Protocol):
                 # Said once, naming the client (data read before the close raises
                 # again): on a shared emulator the team whose client broke it, and
                 # whoever runs it, see why.
-                if not self._said_protocol_error:
+                if not self._said_protocol_error and (
+                    (left_out := _BROKEN_FRAMES.take()) is not None
+                ):
                     self._said_protocol_error = True
+                    host, port = (self.client or ("?", 0))[:2]
                     log.warning(
-                        "client %s: %s: connection closed with GOAWAY %s",
-                        self.client,
+                        "client %s:%s: %s: connection closed with GOAWAY %s%s",
+                        host,
+                        port,
                         protocol_error_reason(error),
                         _code_name(error.error_code),
+                        left_out_text(left_out, _BROKEN_FRAMES.interval),
                     )
+                self._said_protocol_error = True
                 await self._flush()
                 await self.send(Closed())
             else:
@@ -1475,6 +1481,11 @@ _CONTROL_EVENTS = frozenset(
         h2.events.StreamReset,  # by the client, or by h2 for a client's frame
     }
 )
+
+
+#: Connections h2 ended for their frames: at most one warning every 10 s (a client
+#: opening connection after connection could fill the log).
+_BROKEN_FRAMES = Throttle(10.0)
 
 
 def _code_name(code: object) -> str:

@@ -61,7 +61,7 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h2 import H2Protocol
 
 from .errors import ValidationException, http_error
-from .logs import get_logger
+from .logs import Throttle, get_logger, left_out_text
 
 __all__ = [
     "QuietTCPServer",
@@ -76,6 +76,8 @@ __all__ = [
 
 log = get_logger("medscribe.tls")
 server_log = get_logger("medscribe.server")
+#: Silent cleartext connections closed: said at most once a minute.
+_SILENT_CLEARTEXT = Throttle(60.0)
 
 #: Seconds a closing connection waits for the peer's TLS close_notify: plenty on
 #: a local network, and short enough for the 2 s shutdown promise.
@@ -295,20 +297,26 @@ class QuietTCPServer(TCPServer):
         try:
             await asyncio.wait_for(self.context.terminated.wait(), self.config.keep_alive_timeout)
         except TimeoutError:
-            if not self._received and self.writer.get_extra_info("ssl_object") is None:
+            if (
+                not self._received
+                and self.writer.get_extra_info("ssl_object") is None
+                and (left_out := _SILENT_CLEARTEXT.take()) is not None
+            ):
                 # What the AWS SDK's CRT client does with an http:// endpoint:
                 # it connects, then sends its request only once its input is
                 # closed. An app that awaits the stream's output before sending
-                # waits for ever, and this close was the only trace of it.
+                # waits for ever, and this close was the only trace of it. (A
+                # browser's pre-connect or a port check does it too: "perhaps".)
                 peer = self.writer.get_extra_info("peername") or ("?", 0)
                 server_log.info(
                     "a cleartext connection from %s:%s sent no request for %g s and was "
-                    "closed: an AWS SDK streaming client given "
-                    "an http:// endpoint sends nothing until its input is closed; its "
-                    "streams need the https:// endpoint",
+                    "closed; perhaps an AWS SDK streaming client given an http:// "
+                    "endpoint, which sends nothing until its input is closed: its "
+                    "streams need the https:// endpoint%s",
                     peer[0],
                     peer[1],
                     self.config.keep_alive_timeout,
+                    left_out_text(left_out, _SILENT_CLEARTEXT.interval),
                 )
             retire = getattr(getattr(self.protocol, "protocol", None), "retire_idle", None)
             if retire is not None:

@@ -14,10 +14,14 @@ library's messages too.
 from __future__ import annotations
 
 import logging
+import math
 import re
+import time
 
 __all__ = [
+    "Throttle",
     "get_logger",
+    "left_out_text",
     "escape_controls",
     "UNSAFE_IN_LOG",
     "UNSAFE_IN_TRACEBACK",
@@ -69,3 +73,28 @@ def get_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+class Throttle:
+    """At most one line every ``interval`` seconds for something a client (or many)
+    can make happen at will, counting those left out for the next line to say."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = -math.inf
+        self._left_out = 0
+
+    def take(self) -> int | None:
+        """None when this line is to be left out (it is counted); else how many were
+        left out since the last line, which the caller says."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._left_out += 1
+            return None
+        left_out, self._last, self._left_out = self._left_out, now, 0
+        return left_out
+
+
+def left_out_text(count: int, interval: float) -> str:
+    """``; N more in the last S s`` after a throttled line, or nothing."""
+    return f"; {count} more like it in the last {interval:g} s" if count else ""

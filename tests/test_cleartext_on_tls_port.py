@@ -145,16 +145,21 @@ async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_on
     assert status == 404  # no session was started
 
 
-async def test_an_sdk_app_awaiting_its_output_first_over_http_is_named_in_the_log(tmp_path, caplog):
+async def test_an_sdk_app_awaiting_its_output_first_over_http_is_named_in_the_log(
+    tmp_path, caplog, monkeypatch
+):
     """An app that awaits the stream's output before it sends (to learn whether the
     start was refused) waits for ever over http://: the CRT client sends its
     request only once the input closes. The emulator closed the silent
     connection at its keep-alive timeout and said nothing; it now says why."""
+    from emulator import hypercorn_tcp
+    from emulator.logs import Throttle
     from emulator.sdk import make_client
     from emulator.server import Settings
 
     from .support import running_emulator, stream_input
 
+    monkeypatch.setattr(hypercorn_tcp, "_SILENT_CLEARTEXT", Throttle(60.0))  # none said yet
     settings = Settings(host="127.0.0.1", port=0, h2c_port=0, state_dir=tmp_path, idle_timeout=1)
     with (
         caplog.at_level("INFO", logger="medscribe.server"),
@@ -172,9 +177,9 @@ async def test_an_sdk_app_awaiting_its_output_first_over_http_is_named_in_the_lo
     said = [r.getMessage() for r in caplog.records if "sent no request" in r.getMessage()]
     assert len(said) == 1, caplog.text
     assert said[0].endswith(
-        "sent no request for 5 s and was closed: an AWS SDK streaming client given an "
-        "http:// endpoint sends nothing until its input is closed; its streams need the "
-        "https:// endpoint"
+        "sent no request for 5 s and was closed; perhaps an AWS SDK streaming client given "
+        "an http:// endpoint, which sends nothing until its input is closed: its streams "
+        "need the https:// endpoint"
     )
 
 

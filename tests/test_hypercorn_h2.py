@@ -54,6 +54,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from emulator import hypercorn_h2
 from emulator.flow_control import RoundRobin, WideningWindow, merge_into_last
 from emulator.hypercorn_h2 import (
     CONNECTION_EXTENSION,
@@ -63,6 +64,7 @@ from emulator.hypercorn_h2 import (
     DuplexH2Protocol,
     install,
 )
+from emulator.logs import Throttle
 
 #: Longest wait for any one thing the server should do; a stall fails here.
 DEADLINE = 10.0
@@ -1804,11 +1806,16 @@ def test_the_control_budget_refills_at_its_rate(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize(("size", "kept"), [(60_000, True), (70_000, False)])
 def test_request_headers_past_64_kib_end_the_connection(
-    duplex: None, size: int, kept: bool, caplog: pytest.LogCaptureFixture
+    duplex: None,
+    size: int,
+    kept: bool,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """h2's limit on a decoded header list: past it the HPACK state cannot be trusted,
     so the connection ends with ENHANCE_YOUR_CALM; under it the request is served.
     The GOAWAY says why, and one warning names the client: both were bare."""
+    monkeypatch.setattr(hypercorn_h2, "_BROKEN_FRAMES", Throttle(10.0))  # none said yet
     with running_server(App()) as server, connected(server.port) as client:
         stream = client.open_malformed("/echo", [("x-big", "a" * size)])
         if kept:
@@ -1827,7 +1834,28 @@ def test_request_headers_past_64_kib_end_the_connection(
             ": Oversized header block: A header list larger than 65536 has been received: "
             "connection closed with GOAWAY ENHANCE_YOUR_CALM"
         ), said
-        assert said[0].startswith("client ('127.0.0.1', ")
+        assert said[0].startswith("client 127.0.0.1:")
+
+
+def test_connections_ended_for_their_frames_are_warned_of_at_most_every_10_s(
+    duplex: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client opening connection after connection, each with a header list over
+    the limit, wrote a warning for each: the later ones are counted into the next."""
+    throttle = Throttle(10.0)
+    monkeypatch.setattr(hypercorn_h2, "_BROKEN_FRAMES", throttle)
+    with running_server(App()) as server:
+        for round_ in range(3):
+            if round_ == 2:
+                throttle._last -= 10  # ten seconds on
+            with connected(server.port) as client:
+                client.open_malformed("/echo", [("x-big", "a" * 70_000)])
+                client.pump_until(lambda: client.goaway is not None, "the GOAWAY")
+        assert server.crashes == []
+    said = [r.getMessage() for r in caplog.records if "connection closed with GOAWAY" in r.message]
+    assert len(said) == 2, said
+    assert not said[0].endswith("in the last 10 s")
+    assert said[1].endswith("ENHANCE_YOUR_CALM; 1 more like it in the last 10 s"), said
 
 
 def test_a_clients_few_control_frames_are_within_the_budget(duplex: None) -> None:
@@ -2108,7 +2136,7 @@ def test_patched_names_each_name_install_rebinds_now_the_emulators(duplex: None)
     """After install(), PATCHED names every process-wide attribute it rebound, as the
     module docstring's table does, and each one holds the emulator's object, not
     hypercorn's, h2's, hpack's or hyperframe's own."""
-    from emulator import hypercorn_h2, speedups
+    from emulator import speedups
 
     expected = tuple(
         name
