@@ -404,27 +404,28 @@ class Backend:
     ) -> ScenarioSource:
         session_id = record.key.session_id
         if rule is not None and rule.chaos_only:
-            starter = None if record.rule_id is None else self.rules.get(record.rule_id)
-            if starter is not None and starter is not rule and not starter.chaos_only:
-                # The session's first stream, which never sent its configuration,
-                # was started by a rule naming a scenario (or an error, then not
-                # taken): that rule chooses, its use counted when it started the
-                # session, however many it has left now.
+            # Chaos adds trouble to the visit the session would have had: the
+            # scenario of the newest older rule matching it (a test's
+            # use_scenario), its use counted as the session starts, drawn with
+            # the requests before this stream's as the chaos rule's own draw
+            # was; else, for a session whose first stream ended before its
+            # configuration, that of the rule that started it, however many
+            # uses it has left (counted when it started the session).
+            key = record.key
+            starter = None
+            if record.rule_id is not None and record.rule_id != rule.id:
+                starter = self.rules.get(record.rule_id)
+            ids = (key.domain_id, key.subscription_id, key.session_id)
+            asks = self._asks(key, record) - 1
+            under = self.rules.scenario_under(rule, ids=ids, asks=asks)
+            if under is None and starter is not None:
                 if starter.scenario is not None or starter.synthetic:
                     rule = starter
-            else:
-                # Chaos adds trouble to the visit the session would have had: the
-                # scenario of an older rule matching it (a test's use_scenario),
-                # its use counted as the session starts. Drawn with the requests
-                # before this stream's, as the chaos rule's own draw was.
-                key = record.key
-                ids = (key.domain_id, key.subscription_id, key.session_id)
-                asks = self._asks(key, record) - 1
-                under = self.rules.scenario_under(rule, ids=ids, asks=asks)
-                if under is not None:
+            elif under is not None:
+                if under is not starter:
                     self.rules.use(under)
                     record.scenario_rule_id = under.id
-                    rule = under
+                rule = under
         if rule is not None and rule.scenario is not None:
             return rule.scenario
         synthetic = rule is not None and rule.synthetic

@@ -762,14 +762,16 @@ async def test_a_chaos_rule_on_a_resumed_session_keeps_its_starting_rules_scenar
 ) -> None:
     """A session whose first stream ended before its configuration has no scenario
     yet: its resumed stream, matched by a chaos-only rule, replayed the default
-    (its starting rule spent) or counted that rule's use a second time. The rule
-    that started the session chooses, its one use counted once."""
+    (its starting rule spent) or counted that rule's use a second time. It now
+    replays what it would have without the chaos rule: a newer rule's scenario
+    for it, else that of the rule that started it, whose one use counts once."""
     from .support import stream_input
 
     visit = {"segments": [{"channel": 0, "begin": 0.1, "end": 0.4, "content": "Its own."}]}
-    session_id = new_session_id()
-    for times in (1, 2):
+    newer = {"segments": [{"channel": 0, "begin": 0.1, "end": 0.4, "content": "The newer."}]}
+    for times, replaced in ((1, False), (2, False), (1, True)):
         remote.reset()
+        session_id = new_session_id()
         starter = remote.add_rule(match={"sessionId": session_id}, scenario=visit, times=times)
         async with await remote.client() as client:
             stream = await client.start_medical_scribe_listening_session(
@@ -779,14 +781,20 @@ async def test_a_chaos_rule_on_a_resumed_session_keeps_its_starting_rules_scenar
             async for _ in (await stream.await_output())[1]:
                 pass
             assert remote.session(session_id)["status"] == "PAUSED"
+            if replaced:
+                later = remote.add_rule(match={"sessionId": session_id}, scenario=newer)
             remote.add_rule(match={"sessionId": session_id}, chaos={"slow": 0.001})
             result = await run_session(client, session_id, audio=pcm_tone(0.6))
         assert result.error is None
-        assert [s.content for s in result.finals] == ["Its own."], times
         details = remote.session(session_id)
-        assert (details["ruleId"], details["scenarioRuleId"]) == (starter.id, None)
-        assert {r["id"]: r["uses"] for r in remote.rules()}[starter.id] == 1, times
-        session_id = new_session_id()
+        uses = {r["id"]: r["uses"] for r in remote.rules()}
+        if replaced:
+            assert [s.content for s in result.finals] == ["The newer."]
+            assert (details["ruleId"], details["scenarioRuleId"]) == (starter.id, later.id)
+        else:
+            assert [s.content for s in result.finals] == ["Its own."], times
+            assert (details["ruleId"], details["scenarioRuleId"]) == (starter.id, None)
+        assert uses[starter.id] == 1, (times, replaced)
 
 
 def test_unknown_session_raises_404(remote: MedscribeEmulator) -> None:
