@@ -96,5 +96,9 @@ class Throttle:
 
 
 def left_out_text(count: int, interval: float) -> str:
-    """``; N more in the last S s`` after a throttled line, or nothing."""
-    return f"; {count} more like it in the last {interval:g} s" if count else ""
+    """``; N more like it since the last such line (at most one every S s)`` after
+    a throttled line, or nothing. Those left out are said with the next line:
+    a burst with none after it keeps its count until one comes."""
+    if not count:
+        return ""
+    return f"; {count} more like it since the last such line (at most one every {interval:g} s)"
