@@ -221,8 +221,7 @@ class AudioFile:
         offset = round(seconds * self.sample_rate) * frame
         if offset > len(self.data):
             raise UsageError(
-                f"--start-at {_seconds_text(seconds)}: {self.path} holds "
-                f"{self.seconds:.3f} s of audio"
+                f"--start-at {seconds}: {self.path} holds {self.seconds:.3f} s of audio"
             )
         # At the very end no audio is left: the stream sends its configuration and
         # END_OF_SESSION, which completes a session that already holds it all.
@@ -551,6 +550,8 @@ class StreamSummary:
     heard_to: float | None = None
     #: The file position a paused session resumes from (see :func:`resume_point`).
     resume_at: float | None = None
+    #: The file position this stream's audio started at (``--start-at``).
+    started_at: float = 0.0
     audio_seconds: float = 0.0
     total_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -708,11 +709,13 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
         elif summary.heard_to is not None:
             # A session this command did not start: its times are the file's only
             # if its streams sent the file from the start, once.
+            began = summary.started_at
+            this = f" (this stream sent it from {_seconds_text(began)} s)" if began else ""
             what = (
-                f"now PAUSED: the same command with --session-id {session} and --start-at "
-                "resumes it; its last final ended at "
-                f"{_seconds_text(summary.heard_to)} s of the session's audio, the file's "
-                "position only if its streams sent the file from its start, once"
+                f"now PAUSED: the same command with --session-id {session} and a --start-at "
+                "in the file resumes it; its last final ended at "
+                f"{_seconds_text(summary.heard_to)} s of the session's audio, a position in "
+                f"the file only if the session's streams sent the file from its start, once{this}"
             )
         else:
             what = (
@@ -1347,7 +1350,9 @@ async def stream_audio(
     roles = resolve_roles(audio, options.roles)
     chunks = audio.chunks(options.chunk_ms)
     request, configuration, audio_event, end = _request(audio, options, roles)
-    summary = StreamSummary(session_id=options.session_id, total_seconds=audio.seconds)
+    summary = StreamSummary(
+        session_id=options.session_id, total_seconds=audio.seconds, started_at=options.start_at
+    )
     started = time.monotonic()
     output_closed = False
     responded = False  # the response has begun: the endpoint was reached
@@ -1457,7 +1462,6 @@ async def stream_audio(
         renderer.finished(summary)
         raise
     summary.wall_seconds = time.monotonic() - started
-    summary.resume_at = resume_point(summary.heard_to, options)
     if summary.error is not None and responded:
         # Whether the session can be resumed: only Get knows (a reset leaves it
         # PAUSED, an in-stream exception FAILED).
@@ -1467,6 +1471,8 @@ async def stream_audio(
             summary.error = ("Interrupted", "interrupted before the session ended")
             finish()
             raise
+    if summary.session_status == "PAUSED":  # only a paused session resumes
+        summary.resume_at = resume_point(summary.heard_to, options)
     finish()
     if output_closed and summary.error is not None and summary.error[0] == "OutputError":
         raise OutputFailed(summary)
@@ -1659,6 +1665,11 @@ def run(
     try:
         audio = read_audio(path, sample_rate=sample_rate, channels=channels)
         audio = audio.starting_at(options.start_at)
+        if not audio.data and options.new_session:
+            raise UsageError(
+                f"--start-at {options.start_at} leaves none of {path}'s audio: that completes "
+                "a paused session given by --session-id, and would start an empty one"
+            )
         roles = resolve_roles(audio, options.roles)
         audio.chunks(options.chunk_ms)  # refuse an oversized chunk before connecting
         if options.ca_file is not None and (what := ca_file_problem(options.ca_file)):

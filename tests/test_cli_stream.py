@@ -85,9 +85,10 @@ def resumes(session_id: str, heard_to: float | None, *, resume_at: float | None 
         )
     if heard_to is not None:
         return (
-            f"now PAUSED: the same command with --session-id {session_id} and --start-at "
-            f"resumes it; its last final ended at {heard_to:g} s of the session's audio, the "
-            "file's position only if its streams sent the file from its start, once"
+            f"now PAUSED: the same command with --session-id {session_id} and a --start-at "
+            f"in the file resumes it; its last final ended at {heard_to:g} s of the session's "
+            "audio, a position in the file only if the session's streams sent the file from "
+            "its start, once"
         )
     return (
         f"now PAUSED: the same command with --session-id {session_id} resumes it; no "
@@ -467,6 +468,30 @@ def test_a_reset_stream_resumes_from_its_last_finals_end_with_start_at(
     assert details["audioSeconds"] == pytest.approx(held + 3.0)  # not held + 5.0
 
 
+def test_a_resumed_stream_that_breaks_names_the_sessions_time_and_where_it_began():
+    """Given --session-id, the session's times need not be the file's (audio may
+    repeat or be missing between streams): no number is advised, the last final's
+    end is named as the session's time, and the stream's own start in the file."""
+    summary = streamer.StreamSummary(
+        session_id="s-1", answered=True, session_status="PAUSED", heard_to=15.9, started_at=7.0
+    )
+    line = streamer._failure_line(summary, "https://localhost:8443")
+    assert line.endswith(
+        "now PAUSED: the same command with --session-id s-1 and a --start-at in the file "
+        "resumes it; its last final ended at 15.9 s of the session's audio, a position in the "
+        "file only if the session's streams sent the file from its start, once (this stream "
+        "sent it from 7 s)"
+    ), line
+
+
+def test_json_gives_no_resume_point_for_a_session_that_completed(server, audio_dir):
+    """resumeAt was given for a COMPLETED session, which nothing resumes."""
+    result = stream(server, str(audio_dir / "mono5.wav"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert summary["resumeAt"] is None and summary["sessionStatus"] is None
+
+
 def test_a_session_holding_the_whole_file_resumes_with_start_at_its_end(server, audio_dir):
     """Reset after its last final, at the file's end: the advice named a start the
     option refused (past the audio). At the very end it sends no audio, only
@@ -489,7 +514,17 @@ def test_a_session_holding_the_whole_file_resumes_with_start_at_its_end(server, 
 @pytest.mark.parametrize(
     ("file", "start", "message"),
     [
-        ("mono5.wav", "5.1", "error: --start-at 5.1: {dir}/mono5.wav holds 5.000 s of audio"),
+        (
+            "mono5.wav",
+            "5.0004",  # as given, not rounded to a start the option takes
+            "error: --start-at 5.0004: {dir}/mono5.wav holds 5.000 s of audio",
+        ),
+        (
+            "mono5.wav",
+            "5",
+            "error: --start-at 5.0 leaves none of {dir}/mono5.wav's audio: that completes a "
+            "paused session given by --session-id, and would start an empty one",
+        ),
         (
             "five.flac",
             "1.5",
@@ -500,7 +535,7 @@ def test_a_session_holding_the_whole_file_resumes_with_start_at_its_end(server, 
         ("mono5.wav", "nan", "--start-at: 'nan' must be 0 or more seconds"),
         ("mono5.wav", "abc", "--start-at: 'abc' is not a number of seconds"),
     ],
-    ids=["past-the-end", "flac", "negative", "nan", "not-a-number"],
+    ids=["past-the-end", "the-end-for-a-new-session", "flac", "negative", "nan", "not-a-number"],
 )
 def test_a_start_the_file_cannot_have_is_a_usage_error(server, audio_dir, file, start, message):
     if file.endswith(".flac") and not (audio_dir / file).exists():
