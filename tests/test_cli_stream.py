@@ -187,6 +187,15 @@ def failing(server: RunningServer, error_type: str, message: str) -> str:
     return session_id
 
 
+def _mono5_args(
+    server: RunningServer, audio_dir: Path, session_id: str, *extra: str, json_lines: bool
+) -> list[str]:
+    """The command line streaming mono5.wav as ``session_id`` (for a process run by hand)."""
+    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
+    args += ["--ca", str(server.ca_file), *extra, "--session-id", session_id]
+    return args + (["--json"] if json_lines else [])
+
+
 def session_details(server: RunningServer, session_id: str) -> dict:
     status, details = admin(server.h2c_url, "GET", f"/_emulator/sessions/{session_id}")
     assert status == 200, details
@@ -714,9 +723,7 @@ def test_a_reader_that_closes_the_output_stops_the_stream_naming_its_session(
     session left resumable (paused), as a client gone mid-stream leaves it, and
     stderr naming it as after Ctrl-C (with --json too: its summary went with the output)."""
     session_id = scripted(server)  # two finals: the second is written after the close
-    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
-    args += ["--ca", str(server.ca_file), "--realtime", "--session-id", session_id]
-    args += ["--json"] if json_lines else []
+    args = _mono5_args(server, audio_dir, session_id, "--realtime", json_lines=json_lines)
     read, write = os.pipe()
     process = subprocess.Popen(
         [sys.executable, "-m", "emulator", *args],
@@ -1789,9 +1796,7 @@ def test_an_output_that_cannot_be_written_stops_the_stream_naming_its_session(
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
     session_id = scripted(server)
-    args = ["stream", str(audio_dir / "mono5.wav"), "--endpoint", server.endpoint_url]
-    args += ["--ca", str(server.ca_file), "--session-id", session_id]
-    args += ["--json"] if json_lines else []
+    args = _mono5_args(server, audio_dir, session_id, json_lines=json_lines)
     with open("/dev/full", "w") as full:
         result = subprocess.run(
             [sys.executable, "-m", "emulator", *args],
