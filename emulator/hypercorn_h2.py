@@ -762,20 +762,18 @@ class DuplexH2Protocol(H2Protocol):
                 # Said once, naming the client (data read before the close raises
                 # again): on a shared emulator the team whose client broke it, and
                 # whoever runs it, see why.
-                if not self._said_protocol_error and (
-                    (left_out := _BROKEN_FRAMES.take()) is not None
-                ):
+                if not self._said_protocol_error:
                     self._said_protocol_error = True
-                    host, port = (self.client or ("?", 0))[:2]
-                    log.warning(
-                        "client %s:%s: %s: connection closed with GOAWAY %s%s",
-                        host,
-                        port,
-                        protocol_error_reason(error),
-                        _code_name(error.error_code),
-                        left_out_text(left_out, _BROKEN_FRAMES.interval),
-                    )
-                self._said_protocol_error = True
+                    if (left_out := _BROKEN_FRAMES.take()) is not None:
+                        host, port = (self.client or ("?", 0))[:2]
+                        log.warning(
+                            "client %s:%s: %s: connection closed with GOAWAY %s%s",
+                            host,
+                            port,
+                            protocol_error_reason(error),
+                            _code_name(error.error_code),
+                            left_out_text(left_out, _BROKEN_FRAMES.interval),
+                        )
                 await self._flush()
                 await self.send(Closed())
             else:

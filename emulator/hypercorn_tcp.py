@@ -48,7 +48,6 @@ import re
 import socket
 import ssl
 import struct
-import time
 from asyncio import sslproto
 from collections.abc import Callable
 from http import HTTPStatus
@@ -436,8 +435,9 @@ _REFUSED_CERTIFICATE = frozenset(
 )
 #: A TLS record's first byte when it carries a handshake (a ClientHello).
 _TLS_HANDSHAKE = b"\x16"
-# When the last report was made, and how many failed handshakes it left out.
-_handshake_reports: dict[str, float] = {"last": float("-inf"), "left_out": 0}
+#: Failed handshakes are reported at most once an interval, the next report
+#: counting those left out.
+_HANDSHAKE_REPORTS = Throttle(HANDSHAKE_REPORT_INTERVAL)
 
 
 def _report_failed_handshake(protocol: sslproto.SSLProtocol, error: BaseException | None) -> None:
@@ -452,12 +452,9 @@ def _report_failed_handshake(protocol: sslproto.SSLProtocol, error: BaseExceptio
     that stops or closes as maybe so. Connections that sent no ClientHello (a port
     probe, a wait-for-port script, bytes that are not TLS) are not reported.
     """
-    now = time.monotonic()
-    if now - _handshake_reports["last"] < HANDSHAKE_REPORT_INTERVAL:
-        _handshake_reports["left_out"] += 1
+    left_out = _HANDSHAKE_REPORTS.take()
+    if left_out is None:
         return
-    left_out = int(_handshake_reports["left_out"])
-    _handshake_reports["last"], _handshake_reports["left_out"] = now, 0
     peer = protocol._get_extra_info("peername") if protocol._transport is not None else None
     who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
     reason = getattr(error, "reason", None)

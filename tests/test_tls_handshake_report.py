@@ -18,6 +18,7 @@ import time
 import pytest
 
 from emulator import hypercorn_tcp
+from emulator.logs import Throttle
 
 LOGGER = "medscribe.tls"
 ADVICE = (
@@ -30,7 +31,9 @@ ADVICE = (
 @pytest.fixture(autouse=True)
 def fresh_reports(monkeypatch):
     """Each test starts with no report made, so the interval does not hide one."""
-    monkeypatch.setattr(hypercorn_tcp, "_handshake_reports", {"last": float("-inf"), "left_out": 0})
+    monkeypatch.setattr(
+        hypercorn_tcp, "_HANDSHAKE_REPORTS", Throttle(hypercorn_tcp.HANDSHAKE_REPORT_INTERVAL)
+    )
 
 
 def _port(url: str) -> int:
@@ -117,7 +120,7 @@ def test_reports_are_at_most_one_per_interval_and_count_the_rest(emulator, caplo
     refuse()
     time.sleep(0.3)
     assert len(_reports(caplog)) == 1  # within the interval: counted, not logged
-    monkeypatch.setitem(hypercorn_tcp._handshake_reports, "last", float("-inf"))
+    monkeypatch.setattr(hypercorn_tcp._HANDSHAKE_REPORTS, "_last", float("-inf"))
     refuse()
     deadline = time.monotonic() + 10
     while len(_reports(caplog)) < 2 and time.monotonic() < deadline:
