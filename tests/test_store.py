@@ -423,3 +423,33 @@ async def test_rows_whose_retry_comes_after_the_close_are_logged_as_lost(
     backend._saver._retry_saves([backend_module.SessionKey("d", "s", session_id)], [])
     assert "cannot save 1 session rows" in caplog.text
     assert "at shutdown; their last changes are lost" in caplog.text
+
+
+async def test_a_running_emulator_says_its_retention_drops_through_its_stop(tmp_path, caplog):
+    """Through the SDK: three sessions on an emulator keeping one. The first drop is
+    said at once; the second, within the minute, when the emulator stops."""
+    from emulator.sdk import make_client
+    from emulator.server import Settings
+
+    from .support import pcm_tone, run_session, running_emulator
+
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        h2c_port=0,
+        state_dir=tmp_path,
+        retention=1,
+        post_stream_delay=0.0,  # a session with artifacts still to write is kept
+    )
+    with caplog.at_level(logging.INFO, logger="medscribe.sessions"):
+        with running_emulator(settings) as run:
+            async with await make_client(endpoint_url=run.endpoint_url, ca_file=run.ca_file) as c:
+                for _ in range(3):
+                    assert (
+                        await run_session(c, new_session_id(), audio=pcm_tone(0.2))
+                    ).error is None
+                    await asyncio.sleep(0.5)  # its artifacts written: it may be dropped
+            said = [r.getMessage() for r in caplog.records if "--retention 1:" in r.getMessage()]
+            assert len(said) == 1 and said[0].startswith("--retention 1: 1 least recently used")
+    said = [r.getMessage() for r in caplog.records if "--retention 1:" in r.getMessage()]
+    assert [line.split(" least")[0] for line in said] == ["--retention 1: 1", "--retention 1: 1"]
