@@ -12,10 +12,8 @@ post-stream artifacts are written by a task, from a worker thread,
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
-import math
 import os
 import sqlite3
 import time
@@ -36,7 +34,7 @@ from .events import OutputEvent
 from .files import write_all
 from .journal import Journal, compact_json, iso_time
 from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome, transition
-from .logs import get_logger
+from .logs import Throttle, get_logger
 from .persistence import SessionSaver
 from .poststream import PostStreamRunner, post_stream_pending
 from .record import SessionKey, SessionRecord
@@ -132,9 +130,10 @@ class Backend:
         self.rules_file = rules_file
         self.retention = retention
         #: Sessions --retention dropped since it last said so, and when it did (see _trim).
-        self._retired_unsaid = 0
-        self._retired_said_at = -math.inf
-        self._retired_timer: asyncio.TimerHandle | None = None
+        # Said at most once a minute: on a shared emulator one client's volume
+        # drops another's sessions (its Get then a 404), which nothing showed.
+        # Drops within the minute are said at its end, by a timer.
+        self._retired = Throttle(RETENTION_SAID_EVERY, flush=self._say_retired)
         self.max_pending_artifacts = max_pending_artifacts
         self.post_stream_delay = post_stream_delay
         self.limits = limits or SessionLimits()
@@ -775,8 +774,7 @@ class Backend:
         if self._saver.closed:
             return
         self._saver.closing = True  # rows that fail to save from now on are lost
-        if self._retired_unsaid:
-            self._say_retired()
+        self._retired.close()
         self._post_stream.stop()
         for record in self.sessions.values():
             if record.journal is not None:
@@ -834,35 +832,17 @@ class Backend:
             if record.live is None and record is not opening and record.key not in pending:
                 victims.append(record)
         self._drop(victims)
-        # Said at most once a minute: on a shared emulator one client's volume
-        # drops another's sessions (its Get then a 404), which nothing showed.
-        # Drops within the minute are said at its end, by a timer.
-        self._retired_unsaid += len(victims)
-        if not self._retired_unsaid:
-            return
-        wait = self._retired_said_at + RETENTION_SAID_EVERY - time.monotonic()
-        if wait <= 0:
-            self._say_retired()
-        elif self._retired_timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a tool using the backend): said at close
-                return
-            self._retired_timer = loop.call_later(wait, self._say_retired)
+        if victims and (left_out := self._retired.take(len(victims))) is not None:
+            self._say_retired(left_out + len(victims))
 
-    def _say_retired(self) -> None:
-        """Log the sessions --retention dropped and no line has said yet."""
-        if self._retired_timer is not None:
-            self._retired_timer.cancel()
-            self._retired_timer = None
-        if self._retired_unsaid:
-            log.info(
-                "--retention %d: %d least recently used session(s) dropped (their Get, "
-                "journal and audio are gone); said at most once a minute",
-                self.retention,
-                self._retired_unsaid,
-            )
-        self._retired_unsaid, self._retired_said_at = 0, time.monotonic()
+    def _say_retired(self, count: int) -> None:
+        """Log that --retention dropped ``count`` sessions."""
+        log.info(
+            "--retention %d: %d least recently used session(s) dropped (their Get, "
+            "journal and audio are gone); said at most once a minute",
+            self.retention,
+            count,
+        )
 
     def _drop(self, records: list[SessionRecord]) -> None:
         for record in records:

@@ -13,10 +13,12 @@ library's messages too.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
 import time
+from collections.abc import Callable
 
 __all__ = [
     "Throttle",
@@ -77,22 +79,61 @@ def get_logger(name: str) -> logging.Logger:
 
 class Throttle:
     """At most one line every ``interval`` seconds for something a client (or many)
-    can make happen at will, counting those left out for the next line to say."""
+    can make happen at will, counting those left out for the next line to say.
 
-    def __init__(self, interval: float) -> None:
+    With ``flush``, those left out are also said once they stop coming: ``take``
+    then sets a timer (on ``loop``, else the running loop) for the interval's end,
+    which calls ``flush(left_out)`` unless a line said them first, and
+    :meth:`close` calls it for any still unsaid. Without a loop they wait for the
+    next line, or ``close``.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        flush: Callable[[int], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
+        self._flush = flush
+        self._clock = clock
         self._last = -math.inf
         self._left_out = 0
+        self._timer: asyncio.TimerHandle | None = None
 
-    def take(self) -> int | None:
-        """None when this line is to be left out (it is counted); else how many were
-        left out since the last line, which the caller says."""
-        now = time.monotonic()
+    def take(self, count: int = 1, *, loop: asyncio.AbstractEventLoop | None = None) -> int | None:
+        """None when this line (standing for ``count`` things) is to be left out:
+        they are counted. Else how many were left out since the last line, which
+        the caller says with its own ``count``."""
+        now = self._clock()
         if now - self._last < self.interval:
-            self._left_out += 1
+            self._left_out += count
+            if self._flush is not None and self._timer is None:
+                self._flush_at_the_end(now, loop)
             return None
         left_out, self._last, self._left_out = self._left_out, now, 0
         return left_out
+
+    def close(self) -> None:
+        """Say, by ``flush``, those left out and not yet said (the caller stops)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flushed()
+
+    def _flush_at_the_end(self, now: float, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a tool using the code: said at the next line or close
+                return
+        self._timer = loop.call_later(self._last + self.interval - now, self._flushed)
+
+    def _flushed(self) -> None:
+        self._timer = None
+        if self._left_out and self._flush is not None:
+            left_out, self._last, self._left_out = self._left_out, self._clock(), 0
+            self._flush(left_out)
 
 
 def left_out_text(count: int, interval: float) -> str:

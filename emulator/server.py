@@ -35,7 +35,7 @@ from .documents import load_scenario_dir
 from .errors import ConfigError
 from .ids import id_rng
 from .lifecycle import RESUME_WINDOW, SessionLimits
-from .logs import QUIET_WHEN_DEBUGGING, UNSAFE_IN_TRACEBACK, escape_controls, get_logger
+from .logs import QUIET_WHEN_DEBUGGING, UNSAFE_IN_TRACEBACK, Throttle, escape_controls, get_logger
 from .quotas import Quotas, QuotaSettings
 from .resources import ResourceRegistry
 from .scenario import ScenarioError
@@ -721,12 +721,8 @@ class AcceptErrorReporter:
     ) -> None:
         self.previous = previous
         self.interval = interval
-        self._clock = clock
-        self._last: float | None = None  # when the last warning was logged
-        #: Failures since the last warning, told by the next one.
-        self.suppressed = 0
-        self._error: OSError | None = None
-        self._flush: asyncio.TimerHandle | None = None
+        self._throttle = Throttle(interval, flush=self._said_later, clock=clock)
+        self._error: OSError | None = None  # the last failure, told by a later warning
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
@@ -736,34 +732,26 @@ class AcceptErrorReporter:
             else:
                 loop.default_exception_handler(context)
             return
-        now = self._clock()
-        if self._last is None or now - self._last >= self.interval:
-            self._warn(error, now)
-            return
-        self.suppressed += 1
         self._error = error
-        if self._flush is None:  # so that the last ones are told too, once they stop
-            self._flush = loop.call_later(self._last + self.interval - now, self._flushed)
+        left_out = self._throttle.take(loop=loop)
+        if left_out is not None:
+            self._warn(error, left_out)
 
     def close(self) -> None:
         """Tell the failures not yet told (the server is stopping)."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flushed()
+        self._throttle.close()
 
-    def _flushed(self) -> None:
-        self._flush = None
-        if self.suppressed and self._error is not None:
-            self._warn(self._error, self._clock())
+    def _said_later(self, left_out: int) -> None:
+        assert self._error is not None
+        self._warn(self._error, left_out)
 
-    def _warn(self, error: OSError, now: float) -> None:
+    def _warn(self, error: OSError, left_out: int) -> None:
         more = (
-            f" ({self.suppressed} more failed accept(s) in the last {self.interval:g} s)"
-            if self.suppressed
+            f" ({left_out} more failed accept(s) in the last {self.interval:g} s)"
+            if left_out
             else ""
         )
         log.warning("%s%s", _shortage(error), more)
-        self._last, self.suppressed = now, 0
 
 
 def _shortage(error: OSError) -> str:
