@@ -20,6 +20,7 @@ import unicodedata
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pytest
@@ -144,16 +145,28 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def emulator_argv(*args: str) -> list[str]:
+    """``python -m emulator ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "emulator", *args]
+
+
 def command(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
-) -> subprocess.CompletedProcess[str]:
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    text: bool = True,
+    **run: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """Run ``python -m emulator ARGS`` to its end, its output captured (as text
+    unless ``text`` is false); ``run`` adds ``subprocess.run`` arguments."""
     return subprocess.run(
-        [sys.executable, "-m", "emulator", *args],
+        emulator_argv(*args),
         cwd=cwd,
         env=env or clean_env(),
         capture_output=True,
-        text=True,
+        text=text,
         timeout=90,
+        **run,
     )
 
 
@@ -648,7 +661,7 @@ def _interruptible(args: list[str]) -> subprocess.Popen[str]:
     """``python -m emulator ARGS`` with its output piped, SIGINT at its default."""
     with sigint_not_ignored():
         return subprocess.Popen(
-            [sys.executable, "-m", "emulator", *args],
+            emulator_argv(*args),
             cwd=REPO,
             env=clean_env(),
             stdout=subprocess.PIPE,
@@ -726,7 +739,7 @@ def test_a_reader_that_closes_the_output_stops_the_stream_naming_its_session(
     args = _mono5_args(server, audio_dir, session_id, "--realtime", json_lines=json_lines)
     read, write = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", *args],
+        emulator_argv(*args),
         cwd=REPO,
         env=clean_env(),
         stdout=write,
@@ -759,15 +772,7 @@ def test_a_wav_read_from_a_pipe_streams_like_the_file(server, audio_dir, given):
     once. `-` said "-: no such file"."""
     args = ["stream", given, "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
     with open(audio_dir / "half.wav", "rb") as source:
-        result = subprocess.run(
-            [sys.executable, "-m", "emulator", *args, "--json"],
-            cwd=REPO,
-            env=clean_env(),
-            stdin=source,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        result = command(*args, "--json", stdin=source)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])["summary"]
     assert summary["audioSeconds"] == 0.5
@@ -1558,7 +1563,7 @@ def test_a_certificate_python_does_not_trust_is_noted_at_once(server, audio_dir,
     Python's, decides (a review found Python's refusing certificates the SDK
     takes). The process is stopped once the note is read: the SDK's own refusal
     comes 10-30 s later."""
-    args = [sys.executable, "-m", "emulator", "stream", str(audio_dir / "half.wav")]
+    args = emulator_argv("stream", str(audio_dir / "half.wav"))
     args += ["--endpoint", server.endpoint_url]
     args += ["--ca", str(_foreign_pair(tmp_path)[0])]
     env = clean_env(HOME=str(tmp_path))
@@ -1688,13 +1693,7 @@ def test_stream_and_check_finish_when_the_output_cannot_hold_the_text(
     for json_lines in (False, True):
         session_id = scripted(server, script)
         argv = ["stream", str(audio_dir / "mono5.wav"), *endpoint, "--session-id", session_id]
-        done = subprocess.run(
-            [sys.executable, "-m", "emulator", *argv, *(["--json"] if json_lines else [])],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            timeout=90,
-        )
+        done = command(*argv, *(["--json"] if json_lines else []), env=env, text=False)
         assert done.returncode == 0, done.stderr.decode(encoding, "replace")
         assert session_details(server, session_id)["status"] == "COMPLETED"
         out = done.stdout.decode(encoding)
@@ -1711,13 +1710,7 @@ def test_stream_and_check_finish_when_the_output_cannot_hold_the_text(
     (fixtures / "scenarios" / "a.yaml").write_text(
         "segments:\n  - {begin: 2, end: 1, content: '¿Qué? 患者'}\n", encoding="utf-8"
     )
-    checked = subprocess.run(
-        [sys.executable, "-m", "emulator", "check", str(fixtures)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        timeout=90,
-    )
+    checked = command("check", str(fixtures), env=env, text=False)
     assert checked.returncode == 1, checked.stderr.decode(encoding, "replace")
     assert "Traceback" not in checked.stderr.decode(encoding, "replace")
     assert "a.yaml:2" in checked.stdout.decode(encoding)
@@ -1799,7 +1792,7 @@ def test_an_output_that_cannot_be_written_stops_the_stream_naming_its_session(
     args = _mono5_args(server, audio_dir, session_id, json_lines=json_lines)
     with open("/dev/full", "w") as full:
         result = subprocess.run(
-            [sys.executable, "-m", "emulator", *args],
+            emulator_argv(*args),
             cwd=REPO,
             env=clean_env(),
             stdout=full,
