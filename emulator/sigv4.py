@@ -52,6 +52,7 @@ __all__ = [
     "UNSIGNED_PAYLOAD",
     "SERVICE",
     "MAX_CLOCK_SKEW",
+    "SIGNATURE_LENGTH",
     "MISSING_EMPTY_FRAME",
     "Credentials",
     "CredentialStore",
@@ -72,6 +73,8 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 SERVICE = "health-agent"
 #: SigV4's freshness window: a signature more than 5 minutes off the server clock is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: An event's ``:chunk-signature``: the HMAC-SHA256's 32 bytes themselves.
+SIGNATURE_LENGTH = 32
 #: What the real service says when the input ends without the final empty signed frame.
 MISSING_EMPTY_FRAME = "A complete signal was sent without the preceding empty frame."
 
@@ -770,7 +773,8 @@ class ChunkVerifier:
 
         Raises :class:`~emulator.errors.ValidationException` when: an envelope
         comes after the final empty frame; it has no ``:chunk-signature`` or no
-        ``:date``; its ``:date`` is more than :data:`MAX_CLOCK_SKEW` off ``now_fn()``;
+        ``:date``; its signature is not :data:`SIGNATURE_LENGTH` bytes; its ``:date``
+        is more than :data:`MAX_CLOCK_SKEW` off ``now_fn()``;
         its signature does not match (a tampered, dropped, reordered or foreign
         event); or the chain already failed.
         """
@@ -794,6 +798,12 @@ class ChunkVerifier:
         if envelope.date is None:
             raise self._fail(
                 f"event {number} has no :date header: its :chunk-signature cannot be checked"
+            )
+        if len(envelope.signature) != SIGNATURE_LENGTH:
+            raise self._fail(
+                f"the :chunk-signature of event {number} is {len(envelope.signature)} bytes: "
+                f"an event's signature is {SIGNATURE_LENGTH} (an HMAC-SHA256, sent as bytes, "
+                "not hex)"
             )
         date = envelope.date
         stamp = _format_timestamp(date)
