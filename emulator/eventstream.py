@@ -105,6 +105,9 @@ __all__ = [
     "Envelope",
     "open_envelope",
     "sdk_audio_event",
+    "ECHO_LIMIT",
+    "quote_text",
+    "describe_header_value",
 ]
 
 #: total_length, headers_length and prelude_crc, three u32 fields.
@@ -152,6 +155,51 @@ class Int64(int):
 
 type HeaderValue = bool | Int8 | Int16 | int | Int64 | bytes | str | datetime | UUID
 """A header value; its Python type picks the wire type (plain ``int`` is i32)."""
+
+#: Past this many characters, a message quoting a client's header text cuts it,
+#: as :func:`emulator.shapes.describe_value` cuts a JSON text.
+ECHO_LIMIT = 2048
+#: The wire names and type codes of the integer header types, by Python type.
+_INT_TYPE_NAMES: dict[type, tuple[str, int]] = {
+    Int8: ("a byte", 2),
+    Int16: ("a short", 3),
+    int: ("an integer", 4),
+    Int64: ("a long", 5),
+}
+
+
+def quote_text(text: str) -> str:
+    """``text`` quoted for a message (its repr), cut past :data:`ECHO_LIMIT`
+    characters: ``'aaa...' (60000 characters)``."""
+    if len(text) <= ECHO_LIMIT:
+        return repr(text)
+    return f"{text[:ECHO_LIMIT]!r}... ({len(text)} characters)"
+
+
+def describe_header_value(value: object) -> str:
+    """A received header value as a message names it: its event-stream type (name
+    and code, as any client's codec knows them) and its value, e.g. ``a byte array
+    header (type 6) of 10 bytes, 'audioEvent' in UTF-8``."""
+    if isinstance(value, bool):
+        return f"a boolean header (type {0 if value else 1}, {str(value).lower()})"
+    if isinstance(value, int):
+        label, code = _INT_TYPE_NAMES.get(type(value), _INT_TYPE_NAMES[int])
+        return f"{label} header (type {code}) holding {int(value)}"
+    if isinstance(value, bytes):
+        size = f"a byte array header (type 6) of {len(value)} bytes"
+        try:
+            return f"{size}, {quote_text(value.decode('utf-8'))} in UTF-8"
+        except UnicodeDecodeError:
+            shown = value[:32].hex()
+            return f"{size}, {shown}{'...' if len(value) > 32 else ''} in hex"
+    if isinstance(value, str):
+        return f"a string header (type 7) holding {quote_text(value)}"
+    if isinstance(value, datetime):
+        shown = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return f"a timestamp header (type 8) holding {shown}"
+    if isinstance(value, UUID):
+        return f"a uuid header (type 9) holding {value}"
+    return quote_text(repr(value))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -898,7 +946,9 @@ def open_envelope(message: Message) -> Envelope:
     as ``Envelope(inner=message, signature=None, date=None, raw_inner=b"")``.
 
     Raises :class:`InvalidHeaderError` if ``:chunk-signature`` is not a byte
-    array or ``:date`` is present but not a timestamp, and the codec's errors
+    array, ``:date`` is present but not a timestamp, or a message has ``:date``
+    but neither ``:chunk-signature`` nor ``:message-type`` (an envelope whose
+    signature was left out), and the codec's errors
     for a bad payload (:class:`TruncatedMessageError`, :class:`InvalidLengthError`
     for trailing bytes, CRC, length and header errors), their message starting
     with ``envelope payload``.
@@ -906,16 +956,24 @@ def open_envelope(message: Message) -> Envelope:
     headers = message.headers
     signature = headers.get(":chunk-signature")
     if signature is None:
+        if ":date" in headers and ":message-type" not in headers:
+            # The SDK's envelope with its signature left out, not an event
+            # without its :message-type.
+            raise InvalidHeaderError(
+                "a message with a :date header but no :chunk-signature: a signed envelope "
+                "needs both (a bare event has a :message-type and no :date)"
+            )
         return _envelope(message, None, None, b"")
     if type(signature) is not bytes:
         raise InvalidHeaderError(
-            "envelope header ':chunk-signature' must be a byte array (type 6), "
-            f"got {type(signature).__name__}"
+            "envelope header ':chunk-signature' must be a byte array (type 6), got "
+            + describe_header_value(signature)
         )
     date = headers.get(":date")
     if date is not None and not isinstance(date, datetime):
         raise InvalidHeaderError(
-            f"envelope header ':date' must be a timestamp (type 8), got {type(date).__name__}"
+            "envelope header ':date' must be a timestamp (type 8), got "
+            + describe_header_value(date)
         )
     raw_inner = message.payload
     if not raw_inner:

@@ -42,7 +42,7 @@ from typing import Protocol
 from .audio import MAX_AUDIO_CHUNK_BYTES, PcmClock, make_clock
 from .errors import ValidationException
 from .events import OutputEvent, StreamException, StreamReset, TranscriptResult
-from .eventstream import Message
+from .eventstream import Message, describe_header_value, quote_text
 from .graphemes import character_ends, character_start, visible_start
 from .scenario import MAX_AUDIO_SECONDS, Fault, Segment
 from .validation import (
@@ -742,14 +742,14 @@ def _event_type(message: Message) -> str:
         )
     if message_type != "event":
         raise ValidationException(
-            f"input message has :message-type {_header_value(message_type)}: input events "
-            "must have :message-type 'event'"
+            f"input message's :message-type is {_header_value(message_type)}: input events "
+            "must have :message-type 'event', a string header (type 7)"
         )
     event_type = headers.get(":event-type")
     if event_type is not None and not isinstance(event_type, str):
         raise ValidationException(
-            f"input message has :event-type {_header_value(event_type)}: it must be a "
-            "string header (type 7)"
+            f"input message's :event-type is {describe_header_value(event_type)}: it must "
+            "be a string header (type 7)"
         )
     if not event_type:
         raise ValidationException(
@@ -758,19 +758,16 @@ def _event_type(message: Message) -> str:
         )
     if event_type not in INPUT_EVENT_TYPES:
         raise ValidationException(
-            f"unknown input event type {event_type!r}: expected one of "
+            f"unknown input event type {quote_text(event_type)}: expected one of "
             + ", ".join(sorted(INPUT_EVENT_TYPES))
         )
     return event_type
 
 
 def _header_value(value: object) -> str:
-    """A header value as a message quotes it: its repr, and for any other type than
-    a string, that type (``b'audioEvent'`` is a byte array, type 6)."""
-    if value is None or isinstance(value, str):
-        return repr(value)
-    kind = type(value).__name__
-    return f"{value!r} ({'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a string)"
+    """A header value as a message quotes it: a string as text (cut when long), any
+    other type with its event-stream type (``b'audioEvent'`` is a byte array, type 6)."""
+    return quote_text(value) if isinstance(value, str) else describe_header_value(value)
 
 
 def _partial_time(segment: Segment, k: int) -> float:

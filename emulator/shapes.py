@@ -134,9 +134,9 @@ _ONE_CLASS_REPEATED = re.compile(r"\[\^?(?:\\.|[^\]\\])+\][+*]")
 
 
 def describe_value(value: object, *, sensitive: bool = False) -> str:
-    """Return how a violation shows ``value``: ``Value 'text'`` (cut short past 2,048
-    characters), ``Value null``, ``Value '***'`` when sensitive, and a bare ``Value``
-    for objects and lists, which may hold sensitive members."""
+    """Return how a violation shows ``value``: ``Value 'text'`` (a text or a number
+    cut short past 2,048 characters), ``Value null``, ``Value '***'`` when sensitive,
+    and a bare ``Value`` for objects and lists, which may hold sensitive members."""
     if value is None:
         return "Value null"
     if sensitive:
@@ -145,6 +145,8 @@ def describe_value(value: object, *, sensitive: bool = False) -> str:
         return f"Value '{str(value).lower()}'"
     if isinstance(value, str) and len(value) > _ECHO_LIMIT:
         return f"Value '{value[:_ECHO_LIMIT]}...' ({len(value)} characters)"
+    if isinstance(value, int) and len(digits := str(value)) > _ECHO_LIMIT:
+        return f"Value '{digits[:_ECHO_LIMIT]}...' ({len(digits.lstrip('-'))} digits)"
     if isinstance(value, str | int | float):
         return f"Value '{value}'"
     return "Value"

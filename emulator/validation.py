@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -406,6 +407,8 @@ _BOM = "\ufeff"
 #: cost of opening a stream. An escaped backslash before "ud800" also matches;
 #: the walk then finds nothing. (YAML 1.1 reads no such escape: see
 #: :mod:`emulator.scenario`.)
+#: What Python's int() says of a number past ``sys.get_int_max_str_digits()``.
+_TOO_MANY_DIGITS = re.compile(r"value has (\d+) digits")
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -420,8 +423,19 @@ def _load_json_object(payload: bytes, event: str) -> dict[str, Any]:
         rule = f"Payload must be UTF-8 JSON (invalid byte at offset {error.start})"
     except json.JSONDecodeError as error:
         rule = f"Payload must be valid JSON ({error.msg}: line {error.lineno} column {error.colno})"
-    except (ValueError, RecursionError) as error:  # NaN/Infinity; nesting too deep
-        rule = f"Payload must be valid JSON ({error})"
+    except RecursionError:
+        rule = (
+            "Payload must nest its arrays and objects less deeply: the emulator's JSON "
+            "reader stops at about a thousand levels"
+        )
+    except ValueError as error:  # NaN/Infinity; a number past Python's digits limit
+        if (digits := _TOO_MANY_DIGITS.search(str(error))) is not None:
+            rule = (
+                f"Payload holds a number of {digits[1]} digits: the emulator reads "
+                f"numbers of at most {sys.get_int_max_str_digits()} digits"
+            )
+        else:
+            rule = f"Payload must be valid JSON ({error})"
     else:
         if not isinstance(document, dict):
             rule = "Payload must be a JSON object"

@@ -641,12 +641,18 @@ FAILURES: dict[str, Failure] = {
     "envelope signature that is not a byte array": Failure(
         data=envelope(EMPTY, {":chunk-signature": "abc"}),
         error=InvalidHeaderError,
-        match=r"envelope header ':chunk-signature' must be a byte array \(type 6\), got str",
+        match=(
+            r"envelope header ':chunk-signature' must be a byte array \(type 6\), got a "
+            r"string header \(type 7\) holding 'abc'"
+        ),
     ),
     "envelope date that is not a timestamp": Failure(
         data=envelope(EMPTY, {":date": 1}),
         error=InvalidHeaderError,
-        match=r"envelope header ':date' must be a timestamp \(type 8\), got int",
+        match=(
+            r"envelope header ':date' must be a timestamp \(type 8\), got an integer "
+            r"header \(type 4\) holding 1"
+        ),
     ),
 }
 

@@ -12,13 +12,14 @@ import json
 import os
 import struct
 import time
+import uuid
 import wave
 
 import pytest
 
 from emulator import hypercorn_h2
 from emulator import stream as stream_module
-from emulator.eventstream import EventStreamDecoder, Message, encode_message
+from emulator.eventstream import EventStreamDecoder, Int8, Int64, Message, encode_message
 from emulator.hypercorn_h2 import DuplexH2Protocol
 
 from .support import DOMAIN_ID, S3_URI, SUBSCRIPTION_ID, H2Client, admin, new_session_id, pcm_tone
@@ -202,16 +203,48 @@ MALFORMED = {
         lambda: encode_message(
             Message(headers={":message-type": "event", ":event-type": 5}, payload=b"{}")
         ),
-        ":event-type 5 (an int, not a string)",
+        ":event-type is an integer header (type 4) holding 5: it must be a string header",
+    ),
+    # The SDK's envelope with its signature left out: not blamed on :message-type.
+    "envelope-without-its-signature": (
+        lambda: encode_message(
+            Message(headers={":date": datetime.datetime.now(datetime.UTC)}, payload=config_event())
+        ),
+        "a message with a :date header but no :chunk-signature: a signed envelope needs both",
     ),
     "bad-json": (lambda: event("configurationEvent", b"{not json"), "JSON"),
+    # Valid JSON past what the emulator reads: said as such, not as invalid JSON.
     "json-nested-past-the-parser": (
-        lambda: event("configurationEvent", b"[" * 100_000),
-        "valid JSON",
+        lambda: event("configurationEvent", b"[" * 5_000 + b"]" * 5_000),
+        "Payload must nest its arrays and objects less deeply: the emulator's JSON reader "
+        "stops at about a thousand levels",
     ),
     "session-control-nested-past-the-parser": (
         lambda: config_event() + event("sessionControlEvent", b"[" * 100_000),
-        "valid JSON",
+        "Payload must nest its arrays and objects less deeply",
+    ),
+    "json-number-past-the-digits-limit": (
+        lambda: event(
+            "configurationEvent",
+            json.dumps(CONFIG).encode()[:-1] + b', "channelId": ' + b"7" * 5_000 + b"}",
+        ),
+        "Payload holds a number of 5000 digits: the emulator reads numbers of at most 4300",
+    ),
+    "json-number-cut-when-long": (
+        lambda: config_event(
+            {
+                **CONFIG,
+                "channelDefinitions": [
+                    {"channelId": int("7" * 4_000), "participantRole": "PATIENT"},
+                    {"channelId": 1, "participantRole": "CLINICIAN"},
+                ],
+            }
+        ),
+        "Value '" + "7" * 2048 + "...' (4000 digits) at",
+    ),
+    "unknown-event-type-cut-when-long": (
+        lambda: event("x" * 60_000, b"{}"),
+        "unknown input event type '" + "x" * 2048 + "'... (60000 characters): expected",
     ),
     "audio-before-configuration": (lambda: audio(b"\0" * 320), "before configurationEvent"),
     # Padding past a whole group, in the SDK's compact layout (the per-frame path).
@@ -866,10 +899,43 @@ def test_a_client_that_reads_nothing_stops_its_own_session_not_the_server(h2, em
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        (":event-type", b"audioEvent", "has :event-type b'audioEvent' (a bytes, not a string)"),
-        (":message-type", True, "has :message-type True (a bool, not a string)"),
+        (
+            ":event-type",
+            b"audioEvent",
+            "input message's :event-type is a byte array header (type 6) of 10 bytes, "
+            "'audioEvent' in UTF-8: it must be a string header (type 7)",
+        ),
+        (
+            ":message-type",
+            True,
+            "input message's :message-type is a boolean header (type 0, true): input events "
+            "must have :message-type 'event', a string header (type 7)",
+        ),
+        (":event-type", Int8(5), "is a byte header (type 2) holding 5"),
+        (":event-type", Int64(5), "is a long header (type 5) holding 5"),
+        (":event-type", b"\xff\x00", "is a byte array header (type 6) of 2 bytes, ff00 in hex"),
+        (
+            ":event-type",
+            datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC),
+            "is a timestamp header (type 8) holding 1970-01-01T00:00:00.000Z",
+        ),
+        (
+            ":event-type",
+            uuid.UUID(int=1),
+            "is a uuid header (type 9) holding 00000000-0000-0000-0000-000000000001",
+        ),
+        (":message-type", "x" * 60_000, "is '" + "x" * 2048 + "'... (60000 characters): input"),
     ],
-    ids=["event-type-as-bytes", "message-type-as-bool"],
+    ids=[
+        "event-type-as-bytes",
+        "message-type-as-bool",
+        "byte",
+        "long",
+        "binary-bytes",
+        "timestamp",
+        "uuid",
+        "long-message-type-cut",
+    ],
 )
 def test_a_routing_header_of_another_type_is_named_with_its_type(
     h2, emulator, name, value, expected
