@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,12 +150,36 @@ _INT_RESOLVER = re.compile(
 )
 
 
+class _TooManyDigits(ValueError):
+    """An integer of more digits than ``int()`` reads: said so, with the limit,
+    rather than Python's advice to raise it (``sys.set_int_max_str_digits()``)."""
+
+    def __init__(self, digits: int) -> None:
+        super().__init__(
+            f"a number of {digits} digits: numbers of at most "
+            f"{sys.get_int_max_str_digits()} digits are read"
+        )
+
+
+class _TooManyDigitsInYaml(yaml.constructor.ConstructorError):
+    """:class:`_TooManyDigits` in a YAML file, with its place."""
+
+
+def _json_int(text: str) -> int:
+    """``json.loads``'s ``parse_int``, raising :class:`_TooManyDigits`."""
+    if len(text) > sys.get_int_max_str_digits():
+        raise _TooManyDigits(len(text.lstrip("-")))
+    return int(text)
+
+
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     """A zero-padded integer in decimal, keeping its text (a :class:`PaddedInt`);
     any other as YAML 1.1 reads it (``0b``, ``0x``, sexagesimal ``1:30``)."""
     written = loader.construct_scalar(node)
     text = written.replace("_", "")
     digits = text[1:] if text[:1] in ("+", "-") else text
+    if len(digits) > sys.get_int_max_str_digits() and digits.isdigit():
+        raise _TooManyDigitsInYaml(None, None, str(_TooManyDigits(len(digits))), node.start_mark)
     if len(digits) > 1 and digits[0] == "0" and digits.isascii() and digits.isdigit():
         return PaddedInt.read(written)
     return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
@@ -405,7 +430,14 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
     data: object = None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_int=_json_int)
+        except _TooManyDigits as exc:
+            found = re.search(f"[0-9]{{{sys.get_int_max_str_digits() + 1},}}", text)
+            at = None if found is None else text.count("\n", 0, found.start()) + 1
+            checker.problems.append(
+                Problem(file=checker.source, line=at, field="", message=str(exc))
+            )
+            return False, None
         except json.JSONDecodeError as exc:
             nul = "\0" in text
             checker.problems.append(
@@ -457,9 +489,11 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
                     reason = _surrogate_escape_problem(text, mark.index) or reason
                 elif isinstance(problem_mark, yaml.Mark):
                     reason = _indentation_problem(text, reason, problem_mark) or reason
-            checker.problems.append(
-                Problem(file=checker.source, line=line, field="", message=f"invalid YAML: {reason}")
-            )
+            # Valid YAML past what is read is not said to be invalid.
+            said = f"invalid YAML: {reason}"
+            if isinstance(problem, _TooManyDigitsInYaml):
+                said = reason
+            checker.problems.append(Problem(file=checker.source, line=line, field="", message=said))
             return False, None
     checker.lines = lines
     checker.styles = walk.styles

@@ -33,6 +33,7 @@ __all__ = [
     "render_path",
     "shown",
     "describe",
+    "number_text",
 ]
 
 #: A location inside a document: keys and list indexes from the root.
@@ -119,6 +120,13 @@ def shown(value: object, limit: int = 64) -> str:
     return repr(value)
 
 
+def number_text(value: int) -> str:
+    """An integer as a problem says it got one: past 30 digits, by its count of
+    digits (a file may hold one of 4,300)."""
+    text = str(value)
+    return text if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
+
+
 def describe(value: object) -> str:
     """Return a short, user-facing description of a parsed value, for 'got ...'."""
     if value is None:
@@ -126,7 +134,10 @@ def describe(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int | float):
-        return f"a number ({value!r})"
+        text = repr(value)
+        if len(text) > 40:
+            return f"a number of {len(text.lstrip('-'))} digits ({text[:37]}...)"
+        return f"a number ({text})"
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"a string ({shown!r})"

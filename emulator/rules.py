@@ -44,7 +44,7 @@ from pathlib import Path
 
 from .documents import read_document
 from .errors import SERVICE_ERRORS
-from .problems import as_written
+from .problems import as_written, number_text
 from .scenario import (
     MAX_AUDIO_SECONDS,
     Checker,
@@ -367,8 +367,7 @@ def _validate_rule(
         elif times is not None and times > MAX_TIMES:
             checker.add(
                 (*path, "times"),
-                f"must be at most {MAX_TIMES} (omit it for no limit), got "
-                + (f"{times}" if times < 10**30 else f"an integer of {len(str(times))} digits"),
+                f"must be at most {MAX_TIMES} (omit it for no limit), got " + number_text(times),
             )
             times = None
 

@@ -40,7 +40,15 @@ from typing import Protocol
 from .events import OUTPUT_EXCEPTIONS
 from .graphemes import can_have_partials, character_ends, character_start, visible_start
 from .notescript import POST_STREAM_KEYS, PostStreamScript, validate_post_stream
-from .problems import Checker, FieldPath, Problem, ScenarioError, describe, shown
+from .problems import (
+    Checker,
+    FieldPath,
+    Problem,
+    ScenarioError,
+    describe,
+    number_text,
+    shown,
+)
 
 __all__ = [
     "Segment",
@@ -367,7 +375,7 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
     if "channel" in item:
         value = checker.integer(item["channel"], (*path, "channel"))
         if value is not None and value not in (0, 1):
-            checker.add((*path, "channel"), f"must be 0 or 1, got {value}")
+            checker.add((*path, "channel"), f"must be 0 or 1, got {number_text(value)}")
         channel = value if value in (0, 1) else 0
     begin = end = None
     if _required(item, "begin", path, checker):
@@ -419,15 +427,15 @@ def _segment(raw: object, path: FieldPath, checker: Checker) -> Segment | None:
                 (*path, "partials"),
                 f"content {content!r} is one character, so no partial text can come before "
                 f"it (a partial is a shorter prefix of the final): remove partials or set "
-                f"it to 0, got {value}",
+                f"it to 0, got {number_text(value)}",
             )
         elif value is not None and value < 0:
-            checker.add((*path, "partials"), f"must be >= 0, got {value}")
+            checker.add((*path, "partials"), f"must be >= 0, got {number_text(value)}")
         elif value is not None and value > MAX_PARTIALS:
             checker.add(
                 (*path, "partials"),
                 f"must be at most {MAX_PARTIALS} (each partial is one more event; more only "
-                f"floods the client), got {value}",
+                f"floods the client), got {number_text(value)}",
             )
         elif value is not None:
             partials = value

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from .errors import ValidationException
@@ -145,9 +146,10 @@ def describe_value(value: object, *, sensitive: bool = False) -> str:
         return f"Value '{str(value).lower()}'"
     if isinstance(value, str) and len(value) > _ECHO_LIMIT:
         return f"Value '{value[:_ECHO_LIMIT]}...' ({len(value)} characters)"
-    if isinstance(value, int) and len(digits := str(value)) > _ECHO_LIMIT:
+    # A Decimal is a JSON integer past int()'s 4,300 digits (validation.json_int).
+    if isinstance(value, int | Decimal) and len(digits := str(value)) > _ECHO_LIMIT:
         return f"Value '{digits[:_ECHO_LIMIT]}...' ({len(digits.lstrip('-'))} digits)"
-    if isinstance(value, str | int | float):
+    if isinstance(value, str | int | float | Decimal):
         return f"Value '{value}'"
     return "Value"
 

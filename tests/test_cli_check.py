@@ -259,6 +259,41 @@ def test_nesting_deeper_than_python_recurses_is_one_problem(tmp_path, name):
     assert f"{name}: nested too deeply" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("name", "line"), [("scenarios/big.yaml", 3), ("scenarios/big.json", 3), ("rules.yaml", 3)]
+)
+def test_a_number_of_more_digits_than_are_read_is_said_so_with_its_line(tmp_path, name, line):
+    """Valid JSON or YAML with a number of 5,000 digits: the JSON file had crashed
+    ``check`` with Python's advice to call ``sys.set_int_max_str_digits()``, the
+    YAML file had been called invalid YAML with the same advice."""
+    digits = "7" * 5_000
+    if name.endswith(".json"):
+        text = '{"segments": [\n  {"begin": 0, "end": 1, "content": "hi",\n  "partials": ' + digits
+        text += "}]}"
+    elif name == "rules.yaml":
+        text = f"- scenario: default\n  match: {{sessionId: x}}\n  times: {digits}\n"
+    else:
+        text = f"segments:\n  - {{begin: 0, end: 1, content: hi,\n     partials: {digits}}}\n"
+    write(tmp_path / name, text)
+    result = check(tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == [
+        f"{tmp_path / name}:{line}: a number of 5000 digits: numbers of at most 4300 digits "
+        "are read"
+    ]
+
+
+def test_a_long_number_in_a_problem_is_said_by_its_count_of_digits(tmp_path):
+    write(
+        tmp_path / "scenarios" / "a.yaml",
+        f"segments:\n  - {{begin: 0, end: 1, content: hi, partials: {'7' * 4_000}}}\n",
+    )
+    result = check(tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.endswith("got an integer of 4000 digits\n"), result.stdout
+
+
 def test_problems_print_by_file_then_line(tmp_path):
     """A duplicate key is found after the fields of the whole document are checked:
     printed in its line's place all the same."""

@@ -223,12 +223,25 @@ MALFORMED = {
         lambda: config_event() + event("sessionControlEvent", b"[" * 100_000),
         "Payload must nest its arrays and objects less deeply",
     ),
+    # Past int()'s 4,300 digits: read all the same, and refused by its range, not
+    # as invalid JSON with Python's advice to call sys.set_int_max_str_digits().
     "json-number-past-the-digits-limit": (
         lambda: event(
             "configurationEvent",
-            json.dumps(CONFIG).encode()[:-1] + b', "channelId": ' + b"7" * 5_000 + b"}",
+            json.dumps(
+                {
+                    **CONFIG,
+                    "channelDefinitions": [
+                        {"channelId": "N", "participantRole": "PATIENT"},
+                        {"channelId": 1, "participantRole": "CLINICIAN"},
+                    ],
+                }
+            )
+            .replace('"N"', "7" * 5_000)
+            .encode(),
         ),
-        "Payload holds a number of 5000 digits: the emulator reads numbers of at most 4300",
+        "...' (5000 digits) at 'configurationEvent.channelDefinitions.1.member.channelId' "
+        "failed to satisfy constraint: Member must have value less than or equal to 1",
     ),
     "json-number-cut-when-long": (
         lambda: config_event(
