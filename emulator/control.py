@@ -207,7 +207,12 @@ async def _json_body(
         return {}
     try:
         document = json.loads(body, parse_constant=_not_json, parse_int=json_int)
-    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deep
+    except RecursionError:
+        raise SerializationException(
+            "Request body must nest its arrays and objects less deeply: the emulator's JSON "
+            "reader stops at about a thousand levels"
+        ) from None
+    except ValueError as error:  # not UTF-8, not JSON
         raise SerializationException(f"Request body must be valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise SerializationException(

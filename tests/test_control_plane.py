@@ -671,6 +671,17 @@ def test_nesting_deeper_than_pythons_recursion_is_a_validation_error(
     assert status == 400 and headers["x-amzn-errortype"] == "ValidationException", answer
 
 
+def test_nesting_past_the_json_reader_is_said_to_be_so(control: ControlServer) -> None:
+    """Valid JSON nested 5,000 deep: not called invalid JSON with Python's words."""
+    body = b'{"name": "clinic", "tags": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, headers, answer = raw_request(control, "POST", "/domain", body)
+    assert status == 400 and headers["x-amzn-errortype"] == "SerializationException", answer
+    assert answer["message"] == (
+        "Request body must nest its arrays and objects less deeply: the emulator's JSON "
+        "reader stops at about a thousand levels"
+    )
+
+
 def _token(document: dict[str, Any]) -> str:
     import base64
 
