@@ -16,6 +16,8 @@ and ``boto3`` (the ``s3`` extra) for :func:`boto3_client`, which so needs both.
 from __future__ import annotations
 
 import asyncio
+import os
+import warnings
 from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -141,7 +143,9 @@ async def make_config(
     every request carries (an emulator run with ``--verify-signatures`` checks
     it against its ``--session-token``). Raises what :func:`crt_transport` and
     ``resolve`` raise (e.g. ``ConfigValidationError`` for an unknown field), and
-    :class:`ValueError` for an ``AWS_PROFILE`` that names no profile.
+    :class:`ValueError` for an ``AWS_PROFILE`` that names no profile. Warns
+    (:class:`UserWarning`) of an ``http://`` endpoint with a CRT transport,
+    over which a stream gets no audio.
     """
     settings: dict[str, Any] = {
         "endpoint_uri": endpoint_url,
@@ -153,7 +157,25 @@ async def make_config(
     }
     if "transport" not in settings:
         settings["transport"] = crt_transport(ca_file=ca_file)
+    _warn_of_cleartext(str(settings["endpoint_uri"]), settings["transport"])
     return await resolve_config(**settings)
+
+
+def _warn_of_cleartext(endpoint: str, transport: object) -> None:
+    """Warn that the CRT client streams nothing over ``http://``: the emulator's
+    banner prints that endpoint too, and a stream through it waited for ever with
+    no error (the emulator's log said why only after its idle timeout)."""
+    from smithy_http.aio.crt import AWSCRTHTTPClient
+
+    if endpoint.lower().startswith("http://") and isinstance(transport, AWSCRTHTTPClient):
+        warnings.warn(
+            f"endpoint {endpoint}: over http:// the SDK's CRT client sends a stream's "
+            "events only once its input is closed, so a streaming session gets no "
+            "audio and waits; give the emulator's https:// endpoint and its CA "
+            "(Get works over http://)",
+            UserWarning,
+            skip_file_prefixes=(os.path.dirname(__file__) + os.sep,),  # the caller's line
+        )
 
 
 async def resolve_config(**settings: Any) -> AsyncConnectHealthConfig:
@@ -261,7 +283,8 @@ def boto3_client(
     ``verify=ca_file`` (None means the default bundle). ``config``, a botocore
     ``Config``, is merged in (``Config(retries={"total_max_attempts": 1})`` for a test
     that must see a throttle or a 500: boto3 retries those by itself). Raises
-    :class:`ImportError` without boto3.
+    :class:`ImportError` without boto3, :class:`FileNotFoundError` when
+    ``ca_file`` does not exist.
     """
     try:
         import boto3
@@ -272,6 +295,10 @@ def boto3_client(
         ) from exc
     from botocore.exceptions import UnknownServiceError
 
+    if ca_file is not None and not Path(ca_file).is_file():
+        # As crt_transport says it: botocore's own error came only at the first
+        # call, after its retries, as a bare "[Errno 2] No such file or directory".
+        raise FileNotFoundError(f"CA certificate file not found: {ca_file}")
     # A private session, so the caller's default session and profile stay untouched.
     session = boto3.session.Session(
         aws_access_key_id=access_key_id,

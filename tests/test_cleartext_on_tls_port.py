@@ -23,6 +23,13 @@ from emulator.hypercorn_tcp import cleartext_answer
 from .support import admin, new_session_id, pcm_tone, run_session
 from .test_stream_wire import config_event, headers
 
+#: What emulator.sdk warns of an http:// endpoint: a stream through it gets no audio.
+CLEARTEXT_WARNING = (
+    r"over http:// the SDK's CRT client sends a stream's events only once its input "
+    r"is closed, so a streaming session gets no audio and waits; give the emulator's "
+    r"https:// endpoint"
+)
+
 
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
@@ -104,7 +111,8 @@ async def test_an_sdk_client_given_http_and_the_tls_port_fails_instead_of_hangin
     from emulator.sdk import make_client
 
     url = emulator.endpoint_url.replace("https://", "http://")
-    client = await make_client(endpoint_url=url)
+    with pytest.warns(UserWarning, match=CLEARTEXT_WARNING):  # the helper says so at once
+        client = await make_client(endpoint_url=url)
     try:
         if operation == "get":
             call = client.get_medical_scribe_listening_session(
@@ -132,7 +140,8 @@ async def test_an_sdk_stream_to_the_http_endpoint_is_refused_naming_the_https_on
 
     from emulator.sdk import make_client
 
-    client = await make_client(endpoint_url=emulator.h2c_url)
+    with pytest.warns(UserWarning, match=CLEARTEXT_WARNING):  # the helper says so at once
+        client = await make_client(endpoint_url=emulator.h2c_url)
     session_id = new_session_id()
     try:
         result = await run_session(client, session_id, audio=pcm_tone(1.0), timeout=30, pace=pace)
@@ -165,7 +174,8 @@ async def test_an_sdk_app_awaiting_its_output_first_over_http_is_named_in_the_lo
         caplog.at_level("INFO", logger="medscribe.server"),
         running_emulator(settings) as run,
     ):
-        client = await make_client(endpoint_url=run.h2c_url)
+        with pytest.warns(UserWarning, match=CLEARTEXT_WARNING):  # the helper says so at once
+            client = await make_client(endpoint_url=run.h2c_url)
         try:
             stream = await client.start_medical_scribe_listening_session(
                 input=stream_input(new_session_id())

@@ -232,6 +232,14 @@ def test_boto3_client_sends_to_endpoint_without_host_prefix(tls_files: TLSFiles)
     assert [url.split("/medical-scribe-stream/")[0] for url in sent] == ["https://localhost:9"]
 
 
+def test_boto3_client_names_a_missing_ca_file_at_once_as_make_client_does(tmp_path: Path) -> None:
+    """botocore's error came at the first call, after its retries, as a bare
+    "[Errno 2] No such file or directory" naming no file."""
+    missing = tmp_path / ".medscribe" / "ca.pem"
+    with pytest.raises(FileNotFoundError, match=f"CA certificate file not found: {missing}$"):
+        boto3_client(endpoint_url="https://localhost:9", ca_file=missing)
+
+
 def test_boto3_client_with_a_boto3_too_old_for_the_service_says_which_to_install(
     tls_files: TLSFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
