@@ -37,6 +37,7 @@ from .lifecycle import SessionLimits, StreamStatus, check_resume, stream_outcome
 from .logs import Throttle, get_logger
 from .persistence import SessionSaver
 from .poststream import PostStreamRunner, post_stream_pending
+from .problems import counted
 from .record import SessionKey, SessionRecord
 from .resources import state_database_problem
 from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
@@ -674,13 +675,13 @@ class Backend:
         # The scenario too: a failed test's report shows which visit ran.
         scenario = (record.scenario or {}).get("name") or "-"  # none chosen yet
         log.info(
-            "session %s ended: %s (stream %d, scenario %s) at %.2f s of audio, %d results sent%s",
+            "session %s ended: %s (stream %d, scenario %s) at %.2f s of audio, %s sent%s",
             record.key.session_id,
             record.status.value,
             record.streams,
             scenario,
             record.progress.audio_seconds,
-            record.stats.results_sent,
+            counted(record.stats.results_sent, "result"),
             why,
         )
 

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from .documents import SCENARIO_SUFFIXES, load_scenario_dir, scenario_files
 from .errors import ConfigError
+from .problems import counted
 from .resources import load_resources_file
 from .rules import load_rules_file
 from .scenario import Problem, Scenario, ScenarioError
@@ -353,9 +354,12 @@ def run(directory: str | Path, *, out: TextIO | None = None, err: TextIO | None 
     for notice in report.notices:
         print(f"note: {notice}", file=out)
     if report.ok:
-        line = f"OK: {report.scenarios} scenarios{_listed(report.names)}, {report.rules} rules"
+        line = f"OK: {counted(report.scenarios, 'scenario')}{_listed(report.names)}, " + counted(
+            report.rules, "rule"
+        )
         if report.domains is not None:
-            line += f", {report.domains} domains, {report.subscriptions} subscriptions"
+            line += f", {counted(report.domains, 'domain')}, "
+            line += counted(report.subscriptions or 0, "subscription")
         print(line, file=out)
         return 0
     # By file, then line: validation finds them in its own order (a whole rule's
@@ -363,7 +367,7 @@ def run(directory: str | Path, *, out: TextIO | None = None, err: TextIO | None 
     for problem in sorted(report.problems, key=lambda p: (p.file, p.line or 0)):
         print(problem, file=out)
     count = len(report.problems)
-    print(f"{count} problem{'s' if count != 1 else ''} found", file=err)
+    print(f"{counted(count, 'problem')} found", file=err)
     return 1
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "shown",
     "describe",
     "number_text",
+    "counted",
 ]
 
 #: A location inside a document: keys and list indexes from the root.
@@ -118,6 +119,11 @@ def shown(value: object, limit: int = 64) -> str:
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}... ({len(value)} characters)"
     return repr(value)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``: a count and its noun, plural unless one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def number_text(value: int) -> str:

@@ -802,7 +802,7 @@ def test_a_paused_sessions_end_line_names_each_way_its_stream_was_cut(tmp_path, 
         assert _streamed_taking_no_output(run, ids["stalled"], seconds=1.0)["status"] == "PAUSED"
     said = {
         name: re.search(
-            rf"session {session_id} ended: PAUSED .* results sent \((.*)\)$", caplog.text, re.M
+            rf"session {session_id} ended: PAUSED .* results? sent \((.*)\)$", caplog.text, re.M
         )
         for name, session_id in ids.items()
     }

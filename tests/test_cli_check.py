@@ -142,7 +142,7 @@ def test_resources_are_counted_when_the_file_seeds_some(tmp_path):
     )
     result = check(tmp_path)
     assert result.returncode == 0, result.stdout
-    assert result.stdout.strip() == "OK: 0 scenarios, 0 rules, 1 domains, 2 subscriptions"
+    assert result.stdout.strip() == "OK: 0 scenarios, 0 rules, 1 domain, 2 subscriptions"
 
 
 def test_a_directory_with_only_an_empty_rules_file_is_ok(tmp_path):
@@ -534,7 +534,7 @@ def test_hidden_files_backups_and_other_files_at_the_top_are_no_problem(tmp_path
     as a file is edited: none is a scenario someone expects read."""
     _fixtures_with(tmp_path, where)
     code, out, _ = check_here(tmp_path)
-    assert (code, out) == (0, "OK: 1 scenarios (one), 0 rules\n")
+    assert (code, out) == (0, "OK: 1 scenario (one), 0 rules\n")
 
 
 def test_the_ok_line_names_the_scenarios_it_loaded(tmp_path):

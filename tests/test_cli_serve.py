@@ -1078,7 +1078,7 @@ def test_a_paused_sessions_end_line_says_why(tmp_path):
         for name, session_id in ids.items()
         for found in re.finditer(
             rf"session {session_id} ended: (\w+) \(stream \d, scenario \S+\) "
-            r".* results sent \((.*)\)$",
+            r".* results? sent \((.*)\)$",
             err,
             re.M,
         )

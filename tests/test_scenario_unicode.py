@@ -234,7 +234,7 @@ def test_check_accepts_a_rule_naming_an_nfd_scenario_file_in_nfc(tmp_path: Path)
     (tmp_path / "rules.yaml").write_text(f"- scenario: {NFC_NAME}\n", encoding="utf-8")
     result = run_check(tmp_path)
     # The name as it is keyed: in NFC.
-    assert (result.returncode, result.stdout) == (0, f"OK: 1 scenarios ({NFC_NAME}), 1 rules\n")
+    assert (result.returncode, result.stdout) == (0, f"OK: 1 scenario ({NFC_NAME}), 1 rule\n")
 
 
 def test_two_scenario_files_whose_names_differ_only_in_normalisation_are_a_problem(
