@@ -13,6 +13,7 @@ post-stream artifacts are written by a task, from a worker thread,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import os
 import sqlite3
@@ -38,7 +39,7 @@ from .logs import Throttle, get_logger
 from .persistence import SessionSaver
 from .poststream import PostStreamRunner, post_stream_pending
 from .problems import counted
-from .record import SessionKey, SessionRecord
+from .record import ScenarioText, SessionKey, SessionRecord
 from .resources import state_database_problem
 from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, ScenarioError, meant_scenario, parse_scenario, scenario_name
@@ -149,9 +150,10 @@ class Backend:
         # Look-ups a rule was asked about, by session (see match_get_rule).
         self._looked_up: dict[SessionKey, int] = {}
         # Scripted scenarios' specs and their JSON text, by scenario (see _spec_text).
-        self._specs: dict[int, tuple[Scenario, dict[str, Any], str]] = {}
-        # The same scenarios by the id of their spec (see _rebuild).
-        self._built: dict[int, tuple[dict[str, Any], Scenario]] = {}
+        self._specs: dict[int, tuple[Scenario, ScenarioText]] = {}
+        # The same scenarios by the id of their spec, and those parsed from a
+        # spec read back from the store, shared by its sessions (see _rebuild).
+        self._built: dict[int, tuple[Mapping[str, Any], ScenarioSource]] = {}
         self.active = 0
         self.total = 0
         #: Set when the server begins to stop: a stream it ends is logged so.
@@ -394,7 +396,7 @@ class Backend:
         else:
             scenario = self._choose(record, configuration, rule=rule)
             record.scenario_text = self._spec_text(scenario)
-            record.scenario = record.scenario_text[0]
+            record.scenario = record.scenario_text.spec
         record.configuration = dict(configuration.raw)
         self._save(record)
         return scenario
@@ -436,25 +438,27 @@ class Backend:
             roles = {d.channel_id: d.participant_role for d in configuration.channel_definitions}
         return synthetic_scenario(seed=self.seed, session_id=session_id, channel_roles=roles)
 
-    def _spec_text(self, scenario: ScenarioSource) -> tuple[dict[str, Any], str]:
-        """``(spec, its JSON text)`` of ``scenario`` (see :func:`_scenario_spec`).
+    def _spec_text(self, scenario: ScenarioSource) -> ScenarioText:
+        """The spec of ``scenario`` (see :func:`_scenario_spec`) and its JSON text.
 
-        A scripted scenario's spec holds its whole script, written with every
-        save of every session replaying it: spec and text are made once per
-        scenario and shared (read-only) by its sessions.
+        A scripted scenario's spec holds its whole script: spec, text and the
+        text's digest are made once per scenario and shared (read-only) by its
+        sessions, whose rows name it by the digest (it is stored once).
         """
         if not isinstance(scenario, Scenario):
             spec = _scenario_spec(scenario)
-            return spec, compact_json(spec)
+            return ScenarioText(spec, compact_json(spec))
         cached = self._specs.get(id(scenario))
         if cached is None or cached[0] is not scenario:
             if len(self._specs) >= _SPEC_CACHE_LIMIT:
                 self._specs.clear()
                 self._built.clear()
             spec = _scenario_spec(scenario)
-            cached = self._specs[id(scenario)] = (scenario, spec, compact_json(spec))
+            text = compact_json(spec)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            cached = self._specs[id(scenario)] = (scenario, ScenarioText(spec, text, digest))
             self._built[id(spec)] = (spec, scenario)
-        return cached[1], cached[2]
+        return cached[1]
 
     def _rebuild(self, spec: Mapping[str, Any]) -> ScenarioSource:
         """The scenario ``spec`` (see :func:`_scenario_spec`) describes.
@@ -476,11 +480,17 @@ class Backend:
                     session_id=spec["sessionId"],
                     channel_roles={int(ch): role for ch, role in spec["channelRoles"]},
                 )
-            return parse_scenario(spec["script"], name=spec["name"], stored=True)
+            scenario = parse_scenario(spec["script"], name=spec["name"], stored=True)
         except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise InternalServerException(
                 f"the session's stored scenario cannot be rebuilt: {error}"
             ) from None
+        # A spec read back from the store is one object for all its sessions:
+        # parsed once for them all.
+        if len(self._built) >= _SPEC_CACHE_LIMIT:
+            self._built.clear()
+        self._built[id(spec)] = (spec, scenario)
+        return scenario
 
     # -- streams -----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any, cast
 from .journal import STREAM_LOST, Journal, iso_time, remove_tree, run_in_writer
 from .lifecycle import StreamStatus
 from .logs import get_logger
-from .record import SessionKey, SessionRecord
+from .record import ScenarioText, SessionKey, SessionRecord
 from .store import SessionStore, StoredSession
 from .validation import id_constraints_broken
 
@@ -152,6 +152,7 @@ class SessionSaver:
                 status=record.status.value,
                 created_at=record.created_at,
                 data=record.to_data_json(),
+                script=record.stored_script(),
             )
             for key, record in dirty.items()
             if self.sessions.get(key) is record
@@ -244,6 +245,9 @@ class SessionSaver:
                 )
                 self.unreadable.add(key)
                 continue
+            if row.script is not None:  # its spec, shared by the sessions naming it
+                digest, text = row.script
+                record.scenario_text = ScenarioText(data["scenario"], text, digest)
             kept = record.journal = journal(record)
             self.sessions[key] = record
             if record.status is StreamStatus.IN_PROGRESS:

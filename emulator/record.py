@@ -15,8 +15,19 @@ from .journal import Journal, iso_time
 from .jsontext import compact_json
 from .lifecycle import StreamStatus
 from .session import ScribeSession, SessionProgress, SessionStats
+from .store import SCRIPT_REF
 
-__all__ = ["SessionKey", "SessionRecord"]
+__all__ = ["SessionKey", "SessionRecord", "ScenarioText"]
+
+
+class ScenarioText(NamedTuple):
+    """A scenario's spec (see :attr:`SessionRecord.scenario`) and its JSON text;
+    ``digest`` names a spec stored once for all its sessions (a script's: see
+    :mod:`emulator.store`), None for one written into each row."""
+
+    spec: dict[str, Any]
+    text: str
+    digest: str | None = None
 
 
 class SessionKey(NamedTuple):
@@ -64,9 +75,9 @@ class SessionRecord:
     post_stream: dict[str, Any] | None = None
     live: ScribeSession | None = None
     journal: Journal | None = None
-    #: ``(scenario, its JSON text)`` when the text is known: a scripted
-    #: scenario's is encoded once for all its sessions (see :meth:`to_data_json`).
-    scenario_text: tuple[dict[str, Any], str] | None = None
+    #: The scenario's text when known: a scripted scenario's is encoded once
+    #: for all its sessions and stored once (see :meth:`to_data_json`).
+    scenario_text: ScenarioText | None = None
     #: While a stream runs, what it may change, as it was when the stream
     #: started (see :meth:`mark_stream_start`): its row is written with the
     #: stream's first live counts, and a restart after a crash restores this.
@@ -208,16 +219,25 @@ class SessionRecord:
     def to_data_json(self) -> str:
         """:meth:`to_data` as compact JSON text.
 
-        A scripted scenario's whole script is in :attr:`scenario`, written with
-        every save; its text, when :attr:`scenario_text` holds it for this very
-        scenario, is spliced in rather than encoded again.
+        When :attr:`scenario_text` holds this very scenario's text, it is spliced
+        in rather than encoded again, or, for a spec stored once (its digest
+        known), the row names it by ``{"ref": digest}`` (see
+        :meth:`stored_script`, and :mod:`emulator.store`).
         """
         data = self.to_data()
         known = self.scenario_text
-        if known is None or known[0] is not self.scenario:
+        if known is None or known.spec is not self.scenario:
             return compact_json(data)
         del data["scenario"]
-        return f'{compact_json(data)[:-1]},"scenario":{known[1]}}}'
+        text = known.text if known.digest is None else f'{{"{SCRIPT_REF}":"{known.digest}"}}'
+        return f'{compact_json(data)[:-1]},"scenario":{text}}}'
+
+    def stored_script(self) -> tuple[str, str] | None:
+        """``(digest, text)`` of the spec :meth:`to_data_json` names by its digest."""
+        known = self.scenario_text
+        if known is None or known.digest is None or known.spec is not self.scenario:
+            return None
+        return known.digest, known.text
 
     @classmethod
     def from_data(

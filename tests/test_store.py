@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
 import sqlite3
@@ -12,6 +14,7 @@ from emulator import backend as backend_module
 from emulator import persistence
 from emulator.backend import Backend
 from emulator.persistence import SAVE_DELAY
+from emulator.record import ScenarioText
 from emulator.scenario import parse_scenario
 from emulator.store import DATABASE_NAME, SessionStore, StoredSession
 from emulator.validation import parse_configuration_event, validate_stream_headers
@@ -58,6 +61,78 @@ def test_a_row_of_unreadable_json_is_dropped_saying_so(tmp_path, caplog):
     assert "stored record unreadable (Expecting property name" in caplog.records[0].getMessage()
     assert "(not a JSON object): it is not served" in caplog.records[1].getMessage()
     assert store.unreadable == [("d", "s", "a"), ("d", "s", "b")]
+
+
+def _naming(session_id: str, digest: str) -> StoredSession:
+    return StoredSession(
+        domain_id="d",
+        subscription_id="s",
+        session_id=session_id,
+        seq=1,
+        status="PAUSED",
+        created_at=1.5,
+        data={"scenario": {"ref": digest}},
+        script=(digest, '{"kind":"script","name":"big","script":{"segments":[]}}'),
+    )
+
+
+def test_a_spec_many_rows_name_is_stored_once_and_read_once_for_them_all(tmp_path):
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_naming("a", "d1"), _naming("b", "d1"), _row("c")])
+    store.save_many([_naming("a", "d1")])  # saved again: the spec is not
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT digest FROM scribe_scripts").fetchall() == [("d1",)]
+    a, b, c = sorted(store.load(), key=lambda row: row.session_id)
+    store.close()
+    assert a.data["scenario"] == {"kind": "script", "name": "big", "script": {"segments": []}}
+    assert a.data["scenario"] is b.data["scenario"]
+    assert a.script == b.script == ("d1", _naming("a", "d1").script[1])  # type: ignore[index]
+    assert c.script is None and c.data == {"n": 1}
+
+
+def test_a_row_naming_a_spec_not_stored_is_unreadable_saying_so(tmp_path, caplog):
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_naming("a", "d1"), _naming("b", "d2")])
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("DELETE FROM scribe_scripts WHERE digest = 'd1'")
+    with caplog.at_level("WARNING", logger="medscribe.store"):
+        rows = [row.session_id for row in store.load()]
+    store.close()
+    assert rows == ["b"] and store.unreadable == [("d", "s", "a")]
+    assert "(its scenario d1 is not in scribe_scripts, or not readable)" in caplog.text
+
+
+def test_specs_no_row_names_are_deleted_at_load_unless_a_row_is_unreadable(tmp_path):
+    """The sessions that named a spec were dropped (retention, reset): the next
+    start deletes it. A row it cannot read may name one: then none is deleted."""
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_naming("a", "d1"), _naming("b", "d2"), _row("c")])
+    store.save_many([], deleted=[("d", "s", "a")])
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE scribe_sessions SET data = '{not json' WHERE session_id = 'c'")
+    store.load()
+
+    def digests() -> list[str]:
+        with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+            return [d for (d,) in db.execute("SELECT digest FROM scribe_scripts ORDER BY 1")]
+
+    assert digests() == ["d1", "d2"]  # c is unreadable: kept
+    store.save_many([], deleted=[("d", "s", "c")])
+    store.load()
+    assert digests() == ["d2"]
+    store.save_many([_naming("e", "d1")])  # a spec deleted is stored again when named
+    assert digests() == ["d1", "d2"]
+    store.close()
+
+
+def test_a_row_with_its_spec_written_in_it_still_loads(tmp_path):
+    """Rows of earlier releases hold their script themselves."""
+    spec = {"kind": "script", "name": "old", "script": {"segments": []}}
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([dataclasses.replace(_row("a"), data={"scenario": spec})])
+    (row,) = store.load()
+    store.close()
+    assert row.data["scenario"] == spec and row.script is None
 
 
 def test_save_many_deletes_first_then_writes_in_one_transaction(tmp_path):
@@ -342,10 +417,10 @@ def _stored_data(tmp_path) -> dict[str, dict]:
     return {session_id: json.loads(data) for session_id, data in rows}
 
 
-def test_sessions_of_one_scripted_scenario_store_its_script_from_one_encoding(tmp_path):
-    """The script is written with every session's row (a restart rebuilds it from
-    there); its text is made once and spliced in, and each row still reads back
-    as exactly the record's document."""
+def test_sessions_of_one_scripted_scenario_store_its_script_once(tmp_path):
+    """The script's spec is encoded once, stored once (a restart rebuilds it from
+    there), and each row names it by its digest; the rows read back as the
+    records' documents, the spec shared by their sessions."""
     scenario = parse_scenario(SCRIPT, name="greeting")
     backend = Backend(
         scenarios={"greeting": scenario}, state_dir=tmp_path, default_scenario="greeting"
@@ -359,16 +434,32 @@ def test_sessions_of_one_scripted_scenario_store_its_script_from_one_encoding(tm
             records.append(record)
         first, second = (r.scenario_text for r in records)
         assert first is not None and second is not None
-        assert first[1] is second[1]  # encoded once
+        assert first.text is second.text  # encoded once
+        assert first.digest == hashlib.sha256(first.text.encode()).hexdigest()
         backend.flush_saves()
         stored = _stored_data(tmp_path)
         for record in records:
-            assert stored[record.key.session_id] == record.to_data()
-            assert stored[record.key.session_id]["scenario"]["script"]["segments"][0][
-                "content"
-            ] == ("Good morning.")
+            assert stored[record.key.session_id] == {
+                **record.to_data(),
+                "scenario": {"ref": first.digest},
+            }
+        db = sqlite3.connect(tmp_path / DATABASE_NAME)
+        try:
+            scripts = db.execute("SELECT digest, text FROM scribe_scripts").fetchall()
+        finally:
+            db.close()
+        assert scripts == [(first.digest, first.text)]
+        assert json.loads(first.text)["script"]["segments"][0]["content"] == "Good morning."
     finally:
         backend.close()
+    again = Backend(scenarios={"greeting": scenario}, state_dir=tmp_path)
+    try:
+        loaded = [again.sessions[record.key] for record in records]
+        assert loaded[0].scenario is loaded[1].scenario  # one object for both
+        assert loaded[0].scenario == records[0].scenario
+        assert again._rebuild(loaded[0].scenario) is again._rebuild(loaded[1].scenario)
+    finally:
+        again.close()
 
 
 def test_a_scripted_scenario_comes_back_from_its_own_spec_without_a_parse(tmp_path, monkeypatch):
@@ -405,8 +496,9 @@ def test_a_scenario_text_for_another_scenario_is_not_spliced_in(tmp_path):
     try:
         record = _start(backend, new_session_id(), "r1")
         record.scenario = {"kind": "script", "name": "now"}
-        record.scenario_text = ({"kind": "script", "name": "before"}, '{"name":"before"}')
+        record.scenario_text = ScenarioText({"kind": "script", "name": "before"}, "{}", "d")
         assert json.loads(record.to_data_json()) == record.to_data()
+        assert record.stored_script() is None
     finally:
         backend.close()
 
