@@ -468,7 +468,7 @@ def test_a_file_not_read_that_may_be_there_on_purpose_is_noted_and_check_passes(
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2, out
     assert lines[0].startswith(f"note: {tmp_path / reported}: {message}"), out
-    assert lines[1].startswith("OK: 1 scenarios (one)"), out
+    assert lines[1].startswith("OK: 1 scenario (one)"), out
 
 
 @pytest.mark.parametrize(("where", "reported", "message"), NOTED.values(), ids=NOTED)
