@@ -13,7 +13,6 @@ post-stream artifacts are written by a task, from a worker thread,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import os
 import sqlite3
@@ -44,7 +43,7 @@ from .resources import state_database_problem
 from .rules import GET, Rule, RuleBook, load_rules_file, parse_rule
 from .scenario import Scenario, ScenarioError, meant_scenario, parse_scenario, scenario_name
 from .session import CUT_OFF, ScenarioSource, ScribeSession, SessionState
-from .store import DATABASE_NAME, SessionStore
+from .store import DATABASE_NAME, SessionStore, script_digest
 from .synthetic import SYNTHETIC_NAME, SyntheticScenario, synthetic_scenario, warm_up
 from .validation import Configuration, StreamRequest, header_text
 
@@ -455,8 +454,10 @@ class Backend:
                 self._built.clear()
             spec = _scenario_spec(scenario)
             text = compact_json(spec)
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            cached = self._specs[id(scenario)] = (scenario, ScenarioText(spec, text, digest))
+            cached = self._specs[id(scenario)] = (
+                scenario,
+                ScenarioText(spec, text, script_digest(text)),
+            )
             self._built[id(spec)] = (spec, scenario)
         return cached[1]
 

@@ -221,15 +221,20 @@ class SessionRecord:
 
         When :attr:`scenario_text` holds this very scenario's text, it is spliced
         in rather than encoded again, or, for a spec stored once (its digest
-        known), the row names it by ``{"ref": digest}`` (see
-        :meth:`stored_script`, and :mod:`emulator.store`).
+        known), the row names it by ``{"kind": "script", "name": ..., "ref":
+        digest}`` (see :meth:`stored_script`, and :mod:`emulator.store`).
         """
         data = self.to_data()
         known = self.scenario_text
         if known is None or known.spec is not self.scenario:
             return compact_json(data)
         del data["scenario"]
-        text = known.text if known.digest is None else f'{{"{SCRIPT_REF}":"{known.digest}"}}'
+        if known.digest is None:
+            text = known.text
+        else:  # kind and name too: a release before 0.3.0 reads a script it cannot rebuild
+            text = compact_json(
+                {"kind": "script", "name": known.spec.get("name"), SCRIPT_REF: known.digest}
+            )
         return f'{compact_json(data)[:-1]},"scenario":{text}}}'
 
     def stored_script(self) -> tuple[str, str] | None:

@@ -5,16 +5,20 @@ module touches only :data:`TABLE` and :data:`SCRIPTS_TABLE`. Rows are written on
 state transitions and at stream end, never per audio frame: a row is the
 session's identity, order and status in columns, and the rest as one JSON
 document. A scripted scenario's spec, which can be megabytes, is stored once in
-:data:`SCRIPTS_TABLE` by the digest of its text, and a session's document
-names it as ``{"ref": digest}`` (:data:`SCRIPT_REF`): written into every row,
-it had been read back as a copy per session, so that a restart multiplied the
-memory (100 sessions of a 2.8 MB script: 225 MiB before it, 1,351 after, and
-9 s to start).
+:data:`SCRIPTS_TABLE` by the SHA-256 of its JSON text, and a session's document
+names it as ``{"kind": "script", "name": ..., "ref": digest}`` (:data:`SCRIPT_REF`):
+written into every row, it had been read back as a copy per session, so that a
+restart multiplied the memory (100 sessions of a 2.8 MB script: 225 MiB before
+it, 1,351 after, and 9 s to start). Rows of earlier releases, which hold their
+spec, are rewritten so at the first :meth:`SessionStore.load`. (A release before
+0.3.0 reads the new rows as a script it cannot rebuild: it serves them, but fails
+a resume and the pending artifacts, rather than replay another script.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -22,9 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .jsontext import compact_json
 from .logs import get_logger
 
-__all__ = ["SessionStore", "StoredSession", "DATABASE_NAME", "TABLE", "SCRIPTS_TABLE", "SCRIPT_REF"]
+__all__ = [
+    "SessionStore",
+    "StoredSession",
+    "DATABASE_NAME",
+    "TABLE",
+    "SCRIPTS_TABLE",
+    "SCRIPT_REF",
+    "script_digest",
+]
 
 log = get_logger("medscribe.store")
 
@@ -56,6 +69,10 @@ CREATE TABLE IF NOT EXISTS {SCRIPTS_TABLE} (
     text   TEXT NOT NULL
 )
 """
+
+#: Characters the rewritten rows of an earlier release must free for the
+#: database file to be compacted (VACUUM) at once.
+VACUUM_AFTER = 16 * 1024 * 1024
 
 #: The one member of a stored session's ``scenario`` that names its spec in
 #: :data:`SCRIPTS_TABLE`.
@@ -115,27 +132,53 @@ class SessionStore:
 
     def load(self) -> list[StoredSession]:
         """Return every stored session, oldest first, each scenario spec read once
-        for all the sessions that name it. A row with unreadable JSON, or naming a
-        spec that is not stored, is skipped, logged, and its key put in
-        :attr:`unreadable` (the row stays). Specs no row names are deleted,
-        unless a row was unreadable (it may name one)."""
+        for all the sessions that name it.
+
+        A row with unreadable JSON, or naming a spec missing or damaged (its text
+        not of its digest), is skipped, logged, and its key put in
+        :attr:`unreadable` (the row stays; such a spec is written again, whole,
+        by the next row that names it, so the row is read at the next load).
+        Rows holding their spec (earlier releases') are rewritten to name it.
+        Specs no row names are deleted, unless a row's JSON was unreadable (it
+        may name one).
+        """
         rows = self._db.execute(
             f"SELECT domain_id, subscription_id, session_id, seq, status, created_at, data "
             f"FROM {TABLE} ORDER BY seq"
         ).fetchall()
         texts = dict(self._db.execute(f"SELECT digest, text FROM {SCRIPTS_TABLE}").fetchall())
         self.unreadable = []
-        sessions = list(_decode(rows, self.unreadable, texts))
-        named = {row.script[0] for row in sessions if row.script is not None}
-        if not self.unreadable and set(texts) - named:
-            with self._db:
-                self._db.execute("BEGIN")
+        decoding = _Decoding(texts)
+        sessions = list(decoding.decode(rows, self.unreadable))
+        with self._db:
+            self._db.execute("BEGIN")
+            if decoding.migrated:
                 self._db.executemany(
-                    f"DELETE FROM {SCRIPTS_TABLE} WHERE digest = ?",
-                    [(digest,) for digest in set(texts) - named],
+                    f"INSERT OR REPLACE INTO {SCRIPTS_TABLE} (digest, text) VALUES (?, ?)",
+                    [(digest, decoding.good[digest]) for digest in decoding.new],
                 )
-            texts = {digest: texts[digest] for digest in named}
-        self._scripts_saved = set(texts)
+                self._db.executemany(
+                    f"UPDATE {TABLE} SET data = ? WHERE domain_id = ? AND subscription_id = ? "
+                    "AND session_id = ?",
+                    decoding.migrated,
+                )
+            if not decoding.undecodable:
+                unnamed = set(texts) - decoding.named
+                self._db.executemany(
+                    f"DELETE FROM {SCRIPTS_TABLE} WHERE digest = ?", [(d,) for d in unnamed]
+                )
+        if decoding.freed > VACUUM_AFTER:
+            # The file keeps the pages its rows no longer use: given back at once.
+            self._db.execute("VACUUM")
+        if decoding.migrated:
+            log.info(
+                "%d session row(s) of an earlier release rewritten to name their scenario's "
+                "script, stored once (%.1f MB less)",
+                len(decoding.migrated),
+                decoding.freed / 1e6,
+            )
+        # A damaged spec is not counted as stored: the next row naming it replaces it.
+        self._scripts_saved = set(decoding.good)
         return sessions
 
     def save_many(
@@ -171,7 +214,7 @@ class SessionStore:
                 self._db.executemany(_DELETE, keys)
             if scripts:
                 self._db.executemany(
-                    f"INSERT OR IGNORE INTO {SCRIPTS_TABLE} (digest, text) VALUES (?, ?)",
+                    f"INSERT OR REPLACE INTO {SCRIPTS_TABLE} (digest, text) VALUES (?, ?)",
                     scripts.items(),
                 )
             self._db.executemany(
@@ -192,43 +235,66 @@ class SessionStore:
         self._db.close()
 
 
-def _decode(
-    rows: Iterable[tuple[Any, ...]],
-    unreadable: list[tuple[str, str, str]],
-    texts: dict[str, str],
-) -> Iterator[StoredSession]:
-    specs: dict[str, dict[str, Any]] = {}  # each named spec, read once
-    for domain_id, subscription_id, session_id, seq, status, created_at, data in rows:
-        script = None
-        try:
-            document = json.loads(data)
-        except (TypeError, json.JSONDecodeError) as error:
-            problem = str(error)
-        else:
-            problem = "" if isinstance(document, dict) else "not a JSON object"
-        if not problem:
-            named = document.get("scenario")
-            if isinstance(named, dict) and set(named) == {SCRIPT_REF}:
-                digest = str(named[SCRIPT_REF])
-                spec = specs.get(digest)
-                if spec is None and digest in texts:
-                    with contextlib.suppress(json.JSONDecodeError):
-                        loaded = json.loads(texts[digest])
-                        if isinstance(loaded, dict):
-                            spec = specs[digest] = loaded
-                if spec is None:
-                    problem = f"its scenario {digest} is not in {SCRIPTS_TABLE}, or not readable"
-                else:
-                    document["scenario"], script = spec, (digest, texts[digest])
-        if problem:
-            log.warning(
-                "session %s: stored record unreadable (%s): it is not served, and its row "
-                "and journal are kept (a new session with its ids replaces both)",
-                session_id,
-                problem,
-            )
-            unreadable.append((domain_id, subscription_id, session_id))
-        else:
+def script_digest(text: str) -> str:
+    """The name a spec's JSON ``text`` is stored under: its SHA-256, in hex."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Decoding:
+    """One :meth:`SessionStore.load`'s reading of the rows, given the stored
+    specs' ``texts`` by digest: each spec read once, and checked against its
+    digest; what is to be written back is noted."""
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self.texts = texts
+        #: The texts of the specs found whole (read, or from rows holding theirs).
+        self.good: dict[str, str] = {}
+        #: Specs found in rows holding theirs, not yet stored.
+        self.new: list[str] = []
+        #: ``(data, domain, subscription, session)`` of rows rewritten to name their spec.
+        self.migrated: list[tuple[str, str, str, str]] = []
+        #: Every digest a row names (readable or not).
+        self.named: set[str] = set()
+        #: Whether a row's JSON could not be read (it may name a spec).
+        self.undecodable = False
+        #: Characters the rows rewritten no longer hold.
+        self.freed = 0
+        self._specs: dict[str, dict[str, Any] | None] = {}
+
+    def decode(
+        self, rows: Iterable[tuple[Any, ...]], unreadable: list[tuple[str, str, str]]
+    ) -> Iterator[StoredSession]:
+        for domain_id, subscription_id, session_id, seq, status, created_at, data in rows:
+            script = None
+            try:
+                document = json.loads(data)
+            except (TypeError, json.JSONDecodeError) as error:
+                problem = str(error)
+            else:
+                problem = "" if isinstance(document, dict) else "not a JSON object"
+            if problem:
+                self.undecodable = True
+            else:
+                named = document.get("scenario")
+                if isinstance(named, dict) and named.get("kind") == "script":
+                    if SCRIPT_REF in named and "script" not in named:
+                        script, problem = self._named(str(named[SCRIPT_REF]))
+                    elif "script" in named:  # an earlier release's row: rewritten
+                        script = self._held(named)
+                        rewritten = _with_ref(document, script[0])
+                        self.freed += len(data) - len(rewritten)
+                        self.migrated.append((rewritten, domain_id, subscription_id, session_id))
+                    if script is not None:
+                        document["scenario"] = self._specs[script[0]]
+            if problem:
+                log.warning(
+                    "session %s: stored record unreadable (%s): it is not served, and its row "
+                    "and journal are kept (a new session with its ids replaces both)",
+                    session_id,
+                    problem,
+                )
+                unreadable.append((domain_id, subscription_id, session_id))
+                continue
             yield StoredSession(
                 domain_id=domain_id,
                 subscription_id=subscription_id,
@@ -239,3 +305,40 @@ def _decode(
                 data=document,
                 script=script,
             )
+
+    def _named(self, digest: str) -> tuple[tuple[str, str] | None, str]:
+        """``((digest, text), "")`` for a spec found whole, else ``(None, why not)``."""
+        self.named.add(digest)
+        if digest not in self._specs:
+            self._specs[digest] = None
+            text = self.texts.get(digest)
+            if text is not None and script_digest(text) == digest:
+                with contextlib.suppress(json.JSONDecodeError):
+                    spec = json.loads(text)
+                    if isinstance(spec, dict):
+                        self._specs[digest], self.good[digest] = spec, text
+        if self._specs[digest] is not None:
+            return (digest, self.good[digest]), ""
+        state = "missing from" if digest not in self.texts else "damaged in"
+        return None, (
+            f"its scenario's script {digest} is {state} {SCRIPTS_TABLE}; the next session "
+            "of that scenario stores it again, and this one is read at the next start"
+        )
+
+    def _held(self, spec: dict[str, Any]) -> tuple[str, str]:
+        """``(digest, text)`` of a spec a row holds (one object per digest kept)."""
+        text = compact_json(spec)
+        digest = script_digest(text)
+        self.named.add(digest)
+        if self._specs.get(digest) is None:
+            self._specs[digest], self.good[digest] = spec, text
+            if self.texts.get(digest) != text:
+                self.new.append(digest)
+        return digest, self.good[digest]
+
+
+def _with_ref(document: dict[str, Any], digest: str) -> str:
+    """``document``'s JSON text, its ``scenario`` named by ``digest``."""
+    spec = document["scenario"]
+    named = {"kind": "script", "name": spec.get("name"), SCRIPT_REF: digest}
+    return compact_json({**document, "scenario": named})

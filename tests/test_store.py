@@ -10,13 +10,15 @@ import logging
 import sqlite3
 import time
 
+import pytest
+
 from emulator import backend as backend_module
 from emulator import persistence
 from emulator.backend import Backend
 from emulator.persistence import SAVE_DELAY
 from emulator.record import ScenarioText
 from emulator.scenario import parse_scenario
-from emulator.store import DATABASE_NAME, SessionStore, StoredSession
+from emulator.store import DATABASE_NAME, SessionStore, StoredSession, script_digest
 from emulator.validation import parse_configuration_event, validate_stream_headers
 
 from .support import new_session_id
@@ -63,7 +65,14 @@ def test_a_row_of_unreadable_json_is_dropped_saying_so(tmp_path, caplog):
     assert store.unreadable == [("d", "s", "a"), ("d", "s", "b")]
 
 
-def _naming(session_id: str, digest: str) -> StoredSession:
+SPEC_TEXT = '{"kind":"script","name":"big","script":{"segments":[]}}'
+OTHER_TEXT = '{"kind":"script","name":"other","script":{"segments":[]}}'
+
+
+def _naming(session_id: str, text: str = SPEC_TEXT) -> StoredSession:
+    """A row naming the spec of JSON ``text`` (stored with it), as the emulator writes one."""
+    digest = script_digest(text)
+    name = json.loads(text)["name"]
     return StoredSession(
         domain_id="d",
         subscription_id="s",
@@ -71,68 +80,118 @@ def _naming(session_id: str, digest: str) -> StoredSession:
         seq=1,
         status="PAUSED",
         created_at=1.5,
-        data={"scenario": {"ref": digest}},
-        script=(digest, '{"kind":"script","name":"big","script":{"segments":[]}}'),
+        data={"scenario": {"kind": "script", "name": name, "ref": digest}},
+        script=(digest, text),
     )
+
+
+def _scripts(tmp_path) -> dict[str, str]:
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        return dict(db.execute("SELECT digest, text FROM scribe_scripts").fetchall())
 
 
 def test_a_spec_many_rows_name_is_stored_once_and_read_once_for_them_all(tmp_path):
     store = SessionStore(tmp_path / DATABASE_NAME)
-    store.save_many([_naming("a", "d1"), _naming("b", "d1"), _row("c")])
-    store.save_many([_naming("a", "d1")])  # saved again: the spec is not
-    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
-        assert db.execute("SELECT digest FROM scribe_scripts").fetchall() == [("d1",)]
+    store.save_many([_naming("a"), _naming("b"), _row("c")])
+    store.save_many([_naming("a")])  # saved again: the spec is not
+    assert _scripts(tmp_path) == {script_digest(SPEC_TEXT): SPEC_TEXT}
     a, b, c = sorted(store.load(), key=lambda row: row.session_id)
     store.close()
-    assert a.data["scenario"] == {"kind": "script", "name": "big", "script": {"segments": []}}
+    assert a.data["scenario"] == json.loads(SPEC_TEXT)
     assert a.data["scenario"] is b.data["scenario"]
-    assert a.script == b.script == ("d1", _naming("a", "d1").script[1])  # type: ignore[index]
+    assert a.script == b.script == (script_digest(SPEC_TEXT), SPEC_TEXT)
     assert c.script is None and c.data == {"n": 1}
 
 
-def test_a_row_naming_a_spec_not_stored_is_unreadable_saying_so(tmp_path, caplog):
+@pytest.mark.parametrize("harm", ["missing from", "damaged in"])
+def test_a_row_naming_a_spec_missing_or_damaged_is_read_once_a_new_row_stores_it_again(
+    tmp_path, caplog, harm
+):
+    """A damaged text (its SHA-256 no longer its digest) had been kept, and every
+    later session of the script named it: each was unreadable at the next start."""
+    digest = script_digest(SPEC_TEXT)
     store = SessionStore(tmp_path / DATABASE_NAME)
-    store.save_many([_naming("a", "d1"), _naming("b", "d2")])
+    store.save_many([_naming("a"), _naming("b", OTHER_TEXT)])
     with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
-        db.execute("DELETE FROM scribe_scripts WHERE digest = 'd1'")
+        if harm == "missing from":
+            db.execute("DELETE FROM scribe_scripts WHERE digest = ?", (digest,))
+        else:
+            db.execute(
+                "UPDATE scribe_scripts SET text = ? WHERE digest = ?", (SPEC_TEXT[:20], digest)
+            )
     with caplog.at_level("WARNING", logger="medscribe.store"):
         rows = [row.session_id for row in store.load()]
-    store.close()
     assert rows == ["b"] and store.unreadable == [("d", "s", "a")]
-    assert "(its scenario d1 is not in scribe_scripts, or not readable)" in caplog.text
+    assert (
+        f"(its scenario's script {digest} is {harm} scribe_scripts; the next session of that "
+        "scenario stores it again, and this one is read at the next start)"
+    ) in caplog.text
+    store.save_many([_naming("c")])  # a new session of the script
+    assert sorted(row.session_id for row in store.load()) == ["a", "b", "c"]
+    store.close()
 
 
 def test_specs_no_row_names_are_deleted_at_load_unless_a_row_is_unreadable(tmp_path):
     """The sessions that named a spec were dropped (retention, reset): the next
-    start deletes it. A row it cannot read may name one: then none is deleted."""
+    start deletes it. A row whose JSON cannot be read may name one: then none is."""
     store = SessionStore(tmp_path / DATABASE_NAME)
-    store.save_many([_naming("a", "d1"), _naming("b", "d2"), _row("c")])
+    store.save_many([_naming("a"), _naming("b", OTHER_TEXT), _row("c")])
     store.save_many([], deleted=[("d", "s", "a")])
     with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
         db.execute("UPDATE scribe_sessions SET data = '{not json' WHERE session_id = 'c'")
     store.load()
-
-    def digests() -> list[str]:
-        with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
-            return [d for (d,) in db.execute("SELECT digest FROM scribe_scripts ORDER BY 1")]
-
-    assert digests() == ["d1", "d2"]  # c is unreadable: kept
+    assert set(_scripts(tmp_path)) == {script_digest(SPEC_TEXT), script_digest(OTHER_TEXT)}
     store.save_many([], deleted=[("d", "s", "c")])
     store.load()
-    assert digests() == ["d2"]
-    store.save_many([_naming("e", "d1")])  # a spec deleted is stored again when named
-    assert digests() == ["d1", "d2"]
+    assert set(_scripts(tmp_path)) == {script_digest(OTHER_TEXT)}
+    store.save_many([_naming("e")])  # a spec deleted is stored again when named
+    assert set(_scripts(tmp_path)) == {script_digest(SPEC_TEXT), script_digest(OTHER_TEXT)}
     store.close()
 
 
-def test_a_row_with_its_spec_written_in_it_still_loads(tmp_path):
-    """Rows of earlier releases hold their script themselves."""
-    spec = {"kind": "script", "name": "old", "script": {"segments": []}}
+def test_rows_of_earlier_releases_holding_their_spec_are_rewritten_to_name_it(tmp_path):
+    """Else an upgraded state directory kept a copy of its script in every row, and
+    in memory after each restart, however often the sessions were saved again."""
+    spec = json.loads(SPEC_TEXT)
     store = SessionStore(tmp_path / DATABASE_NAME)
-    store.save_many([dataclasses.replace(_row("a"), data={"scenario": spec})])
-    (row,) = store.load()
+    store.save_many(
+        [dataclasses.replace(_row(name), data={"scenario": spec, "n": 2}) for name in "ab"]
+    )
+    a, b = sorted(store.load(), key=lambda row: row.session_id)
+    assert a.data == {"scenario": spec, "n": 2} and a.data["scenario"] is b.data["scenario"]
+    assert a.script == b.script == (script_digest(SPEC_TEXT), SPEC_TEXT)
+    assert _scripts(tmp_path) == {script_digest(SPEC_TEXT): SPEC_TEXT}
+    named = {"kind": "script", "name": "big", "ref": script_digest(SPEC_TEXT)}
+    assert _stored_data(tmp_path) == {
+        "a": {"scenario": named, "n": 2},
+        "b": {"scenario": named, "n": 2},
+    }
+    again = SessionStore(tmp_path / DATABASE_NAME)
+    assert [row.data for row in again.load()] == [{"scenario": spec, "n": 2}] * 2
+    again.close()
     store.close()
-    assert row.data["scenario"] == spec and row.script is None
+
+
+def test_the_database_is_compacted_once_earlier_rows_no_longer_hold_their_script(
+    tmp_path, monkeypatch, caplog
+):
+    from emulator import store as store_module
+
+    monkeypatch.setattr(store_module, "VACUUM_AFTER", 1_000_000)
+    big = {"kind": "script", "name": "big", "script": {"content": "x" * 200_000}}
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([dataclasses.replace(_row(str(n)), data={"scenario": big}) for n in range(20)])
+    store.close()
+    database = tmp_path / DATABASE_NAME
+    before = database.stat().st_size
+    with caplog.at_level("INFO", logger="medscribe.store"):
+        store = SessionStore(database)
+        assert len(store.load()) == 20
+        store.close()
+    assert database.stat().st_size < before / 5, (before, database.stat().st_size)
+    assert "20 session row(s) of an earlier release rewritten to name their scenario's " in (
+        caplog.text
+    )
 
 
 def test_save_many_deletes_first_then_writes_in_one_transaction(tmp_path):
@@ -441,7 +500,7 @@ def test_sessions_of_one_scripted_scenario_store_its_script_once(tmp_path):
         for record in records:
             assert stored[record.key.session_id] == {
                 **record.to_data(),
-                "scenario": {"ref": first.digest},
+                "scenario": {"kind": "script", "name": "greeting", "ref": first.digest},
             }
         db = sqlite3.connect(tmp_path / DATABASE_NAME)
         try:
