@@ -152,13 +152,13 @@ _INT_RESOLVER = re.compile(
 
 class _TooManyDigits(ValueError):
     """An integer of more digits than ``int()`` reads: said so, with the limit,
-    rather than Python's advice to raise it (``sys.set_int_max_str_digits()``)."""
+    rather than Python's advice to raise it (``sys.set_int_max_str_digits()``).
+    ``digits`` is None for one written in hex, octal or binary (not counted)."""
 
-    def __init__(self, digits: int) -> None:
-        super().__init__(
-            f"a number of {digits} digits: numbers of at most "
-            f"{sys.get_int_max_str_digits()} digits are read"
-        )
+    def __init__(self, digits: int | None) -> None:
+        limit = sys.get_int_max_str_digits()
+        count = f"more than {limit}" if digits is None else str(digits)
+        super().__init__(f"a number of {count} digits: numbers of at most {limit} digits are read")
 
 
 class _TooManyDigitsInYaml(yaml.constructor.ConstructorError):
@@ -167,22 +167,43 @@ class _TooManyDigitsInYaml(yaml.constructor.ConstructorError):
 
 def _json_int(text: str) -> int:
     """``json.loads``'s ``parse_int``, raising :class:`_TooManyDigits`."""
-    if len(text) > sys.get_int_max_str_digits():
-        raise _TooManyDigits(len(text.lstrip("-")))
+    digits = len(text) - text.startswith("-")
+    if digits > sys.get_int_max_str_digits():
+        raise _TooManyDigits(digits)
     return int(text)
+
+
+#: A JSON string (skipped) or a run of digits: where a number too long is.
+_STRING_OR_DIGITS = re.compile(r'"(?:[^"\\]|\\.)*"|[0-9]+')
+
+
+def _line_of_long_number(text: str) -> int | None:
+    """The line of the first number in JSON ``text`` past ``int()``'s digits
+    (runs of digits inside strings skipped), or None."""
+    limit = sys.get_int_max_str_digits()
+    for found in _STRING_OR_DIGITS.finditer(text):
+        if found[0][0] != '"' and len(found[0]) > limit:
+            return text.count("\n", 0, found.start()) + 1
+    return None
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     """A zero-padded integer in decimal, keeping its text (a :class:`PaddedInt`);
-    any other as YAML 1.1 reads it (``0b``, ``0x``, sexagesimal ``1:30``)."""
+    any other as YAML 1.1 reads it (``0b``, ``0x``, sexagesimal ``1:30``). One of
+    more decimal digits than ``int()`` reads or writes is refused with its place:
+    written in hex or binary, it is read, but no message could show it."""
     written = loader.construct_scalar(node)
     text = written.replace("_", "")
     digits = text[1:] if text[:1] in ("+", "-") else text
-    if len(digits) > sys.get_int_max_str_digits() and digits.isdigit():
+    limit = sys.get_int_max_str_digits()
+    if len(digits) > limit and digits.isdigit():
         raise _TooManyDigitsInYaml(None, None, str(_TooManyDigits(len(digits))), node.start_mark)
     if len(digits) > 1 and digits[0] == "0" and digits.isascii() and digits.isdigit():
         return PaddedInt.read(written)
-    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    if value.bit_length() > 3 * limit and abs(value) >= 10**limit:  # 3.32 bits a digit
+        raise _TooManyDigitsInYaml(None, None, str(_TooManyDigits(None)), node.start_mark)
+    return value
 
 
 def _decimal_ints(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
@@ -432,8 +453,7 @@ def _read_text(path: Path, text: str, checker: Checker) -> tuple[bool, object]:
         try:
             data = json.loads(text, parse_int=_json_int)
         except _TooManyDigits as exc:
-            found = re.search(f"[0-9]{{{sys.get_int_max_str_digits() + 1},}}", text)
-            at = None if found is None else text.count("\n", 0, found.start()) + 1
+            at = _line_of_long_number(text)
             checker.problems.append(
                 Problem(file=checker.source, line=at, field="", message=str(exc))
             )

@@ -129,7 +129,10 @@ def counted(count: int, noun: str) -> str:
 def number_text(value: int) -> str:
     """An integer as a problem says it got one: past 30 digits, by its count of
     digits (a file may hold one of 4,300)."""
-    text = str(value)
+    try:
+        text = str(value)
+    except ValueError:  # past int()'s digits (the file readers refuse one first)
+        return "an integer of thousands of digits"
     return text if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
 
 
@@ -139,11 +142,11 @@ def describe(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        text = repr(value)
-        if len(text) > 40:
-            return f"a number of {len(text.lstrip('-'))} digits ({text[:37]}...)"
-        return f"a number ({text})"
+    if isinstance(value, int):
+        text = number_text(value)  # past 30 digits, "an integer of N digits"
+        return f"a number ({text})" if text[0] in "-0123456789" else f"a number: {text}"
+    if isinstance(value, float):
+        return f"a number ({value!r})"
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"a string ({shown!r})"

@@ -284,6 +284,47 @@ def test_a_number_of_more_digits_than_are_read_is_said_so_with_its_line(tmp_path
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        # int() reads 4,300 digits and a sign: the range is the problem.
+        (
+            "scenarios/neg.json",
+            '{"segments": [\n {"begin": 0, "end": 1, "content": "hi",\n  "partials": -'
+            + "9" * 4300
+            + "}]}",
+            "scenarios/neg.json:3: segments[0].partials: must be >= 0, got an integer of 4300 "
+            "digits",
+        ),
+        # Written in hex, it is read, but no message could show it: refused at its line.
+        (
+            "rules.yaml",
+            "- scenario: default\n  match: {sessionId: x}\n  times: 0x" + "f" * 3600 + "\n",
+            "rules.yaml:3: a number of more than 4300 digits: numbers of at most 4300 digits "
+            "are read",
+        ),
+        # Digits in a string on an earlier line are no number: the number's line is named.
+        (
+            "scenarios/late.json",
+            '{"segments": [\n {"begin": 0, "end": 1,\n  "content": "ref ' + "1" * 5000 + '",\n'
+            '  "partials": ' + "7" * 5000 + "}]}",
+            "scenarios/late.json:4: a number of 5000 digits: numbers of at most 4300 digits "
+            "are read",
+        ),
+    ],
+    ids=["negative-4300-json", "hex-yaml", "digits-in-a-string-before"],
+)
+def test_long_numbers_in_any_form_are_a_problem_at_their_line(tmp_path, name, text, said):
+    """A negative number of 4,300 digits was refused as "a number of 4300 digits: at
+    most 4300 are read"; one in hex crashed check and serve with a traceback; the
+    line was the first run of digits, inside a string too."""
+    write(tmp_path / name, text)
+    result = check(tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == [f"{tmp_path}/{said}"]
+
+
 def test_a_long_number_in_a_problem_is_said_by_its_count_of_digits(tmp_path):
     write(
         tmp_path / "scenarios" / "a.yaml",
