@@ -210,7 +210,7 @@ async def _json_body(
     except RecursionError:
         raise SerializationException(
             "Request body must nest its arrays and objects less deeply: the emulator's JSON "
-            "reader stops at about a thousand levels"
+            "reader stops at about 1,500 levels"
         ) from None
     except ValueError as error:  # not UTF-8, not JSON
         raise SerializationException(f"Request body must be valid JSON: {error}") from None

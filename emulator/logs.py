@@ -113,6 +113,9 @@ class Throttle:
                 self._flush_at_the_end(now, loop)
             return None
         left_out, self._last, self._left_out = self._left_out, now, 0
+        if self._timer is not None:  # due, but the loop was late: this line says them
+            self._timer.cancel()
+            self._timer = None
         return left_out
 
     def close(self) -> None:

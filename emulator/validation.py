@@ -425,7 +425,7 @@ def _load_json_object(payload: bytes, event: str) -> dict[str, Any]:
     except RecursionError:
         rule = (
             "Payload must nest its arrays and objects less deeply: the emulator's JSON "
-            "reader stops at about a thousand levels"
+            "reader stops at about 1,500 levels"
         )
     except ValueError as error:  # NaN/Infinity
         rule = f"Payload must be valid JSON ({error})"

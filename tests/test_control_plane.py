@@ -678,7 +678,7 @@ def test_nesting_past_the_json_reader_is_said_to_be_so(control: ControlServer) -
     assert status == 400 and headers["x-amzn-errortype"] == "SerializationException", answer
     assert answer["message"] == (
         "Request body must nest its arrays and objects less deeply: the emulator's JSON "
-        "reader stops at about a thousand levels"
+        "reader stops at about 1,500 levels"
     )
 
 

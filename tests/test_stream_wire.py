@@ -217,7 +217,7 @@ MALFORMED = {
     "json-nested-past-the-parser": (
         lambda: event("configurationEvent", b"[" * 5_000 + b"]" * 5_000),
         "Payload must nest its arrays and objects less deeply: the emulator's JSON reader "
-        "stops at about a thousand levels",
+        "stops at about 1,500 levels",
     ),
     "session-control-nested-past-the-parser": (
         lambda: config_event() + event("sessionControlEvent", b"[" * 100_000),

@@ -4,6 +4,7 @@ callers (failed accepts, retention drops, broken connections) rely on."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from emulator.logs import Throttle, left_out_text
 
@@ -45,3 +46,20 @@ def test_without_a_loop_those_left_out_wait_for_the_close():
     assert flushed == []
     throttle.close()
     assert flushed == [1]
+
+
+async def test_a_line_said_when_the_timer_is_late_cancels_it():
+    """A busy loop let the interval pass before the timer ran: the line said then
+    carries those left out, and the overdue timer then said the next one at once
+    (two lines in the same instant)."""
+    flushed: list[int] = []
+    throttle = Throttle(0.2, flush=flushed.append)
+    assert throttle.take() == 0
+    assert throttle.take() is None  # a timer for the interval's end
+    time.sleep(0.3)  # the loop busy past it: the timer has not run
+    assert throttle.take() == 1
+    assert throttle.take() is None  # within the new interval
+    await asyncio.sleep(0.05)
+    assert flushed == []  # no overdue timer said it at once
+    await asyncio.sleep(0.3)
+    assert flushed == [1]  # at the new interval's end
