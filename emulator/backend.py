@@ -869,7 +869,7 @@ class Backend:
                     continue
             if record.journal is not None:
                 record.journal.remove()
-        self._saver.drop([record.key for record in records])
+        self._saver.drop(records)
 
 
 #: At most one line this often (seconds) says how many sessions --retention dropped.

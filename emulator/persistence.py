@@ -74,6 +74,9 @@ class SessionSaver:
         self._dirty: dict[SessionKey, SessionRecord] = {}
         # Rows of dropped sessions, deleted in the same transaction.
         self._deleted: dict[SessionKey, None] = {}
+        # The stored scripts dropped sessions named: deleted with them if no
+        # session kept names them (else --retention bounded the rows, not them).
+        self._unnamed: set[str] = set()
         self._save_handle: asyncio.TimerHandle | None = None
         self._saves_failing = False  # the last write of rows failed (see _write_rows)
         self.closing = False  # the backend's close() has begun
@@ -110,11 +113,11 @@ class SessionSaver:
         second, a fifth of the loop's time went to these writes.
         """
         self._save_handle = None
-        rows, deleted = self._take_changes()
+        rows, deleted, unnamed = self._take_changes()
         if rows or deleted:
             size = sum(len(row.data) for row in rows if isinstance(row.data, str))
             loop = asyncio.get_running_loop()
-            run_in_writer(lambda: self._write_rows(rows, deleted, loop), size)
+            run_in_writer(lambda: self._write_rows(rows, deleted, unnamed, loop), size)
 
     def flush(self) -> None:
         """Write every row changed (or delete every row dropped) since the last
@@ -124,11 +127,11 @@ class SessionSaver:
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
-        rows, deleted = self._take_changes()
+        rows, deleted, unnamed = self._take_changes()
         Journal.wait_written(loop=True)
         if rows or deleted:
             try:
-                self.store.save_many(rows, deleted=deleted)
+                self.store.save_many(rows, deleted=deleted, unnamed_scripts=unnamed)
             except sqlite3.Error as error:
                 log.warning(
                     "cannot save %d session rows in %s: %s; their last changes are lost",
@@ -137,12 +140,22 @@ class SessionSaver:
                     error,
                 )
 
-    def _take_changes(self) -> tuple[list[StoredSession], list[SessionKey]]:
-        """The rows changed and the keys dropped since the last write, as of now."""
+    def _take_changes(self) -> tuple[list[StoredSession], list[SessionKey], list[str]]:
+        """The rows changed, the keys dropped and the stored scripts no session
+        names any more since the last write, as of now."""
         dirty, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, {}
+        candidates, self._unnamed = self._unnamed, set()
         if self.closed:
-            return [], []
+            return [], [], []
+        unnamed = [
+            digest
+            for digest in candidates
+            if not any(
+                record.scenario_text is not None and record.scenario_text.digest == digest
+                for record in self.sessions.values()
+            )
+        ]
         rows = [
             StoredSession(
                 domain_id=key.domain_id,
@@ -157,17 +170,18 @@ class SessionSaver:
             for key, record in dirty.items()
             if self.sessions.get(key) is record
         ]
-        return rows, list(deleted)
+        return rows, list(deleted), unnamed
 
     def _write_rows(
         self,
         rows: list[StoredSession],
         deleted: list[SessionKey],
+        unnamed: list[str],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         # In the writer thread; close() waits for it before closing the store.
         try:
-            self.store.save_many(rows, deleted=deleted)
+            self.store.save_many(rows, deleted=deleted, unnamed_scripts=unnamed)
         except sqlite3.Error as error:
             if self.closing:  # no retry will come: said, even within a failing streak
                 log.warning(
@@ -189,13 +203,15 @@ class SessionSaver:
             self._saves_failing = True
             keys = [SessionKey(r.domain_id, r.subscription_id, r.session_id) for r in rows]
             with contextlib.suppress(RuntimeError):  # the loop has closed: shutdown
-                loop.call_soon_threadsafe(self._retry_saves, keys, deleted)
+                loop.call_soon_threadsafe(self._retry_saves, keys, deleted, unnamed)
             return
         if self._saves_failing:
             self._saves_failing = False
             log.warning("session rows saved again in %s", self.store.path)
 
-    def _retry_saves(self, keys: list[SessionKey], deleted: list[SessionKey]) -> None:
+    def _retry_saves(
+        self, keys: list[SessionKey], deleted: list[SessionKey], unnamed: list[str]
+    ) -> None:
         """Write again the rows a failed write held (a full disk), as the records
         are now, unless written or dropped since: otherwise a session completed
         while the disk was full came back after a restart as it was before, or
@@ -214,6 +230,7 @@ class SessionSaver:
         for key in deleted:
             if key not in self.sessions:
                 self._deleted[key] = None
+        self._unnamed.update(unnamed)
         if self._save_handle is None:
             self._save_handle = asyncio.get_running_loop().call_later(
                 SAVE_RETRY_DELAY, self._save_in_background
@@ -340,10 +357,14 @@ class SessionSaver:
         )
         return True
 
-    def drop(self, keys: list[SessionKey]) -> None:
-        """Forget the rows of the sessions ``keys`` (dropped): deleted with the next write."""
-        for key in keys:
-            self._dirty.pop(key, None)
+    def drop(self, records: list[SessionRecord]) -> None:
+        """Forget the rows of the sessions of ``records`` (dropped): deleted with the
+        next write, and with them the scripts they named that no session kept names."""
+        keys = [record.key for record in records]
+        for record in records:
+            self._dirty.pop(record.key, None)
+            if record.scenario_text is not None and record.scenario_text.digest is not None:
+                self._unnamed.add(record.scenario_text.digest)
         if keys and not self.closed:
             # With the next rows written: a commit per dropped session showed
             # when every new session drops an old one (bulk ingest).

@@ -129,6 +129,9 @@ class SessionStore:
         # The digests in SCRIPTS_TABLE: a row's script is inserted with the first
         # row that names it, not with each save.
         self._scripts_saved: set[str] = set()
+        # Scripts rows this version could not read may name: never deleted
+        # while it runs (see save_many's unnamed_scripts).
+        self._scripts_kept: set[str] = set()
 
     def load(self) -> list[StoredSession]:
         """Return every stored session, oldest first, each scenario spec read once
@@ -179,14 +182,22 @@ class SessionStore:
             )
         # A damaged spec is not counted as stored: the next row naming it replaces it.
         self._scripts_saved = set(decoding.good)
+        self._scripts_kept = set(texts) if decoding.undecodable else decoding.named_unread
         return sessions
 
     def save_many(
-        self, rows: Iterable[StoredSession], *, deleted: Iterable[tuple[str, str, str]] = ()
+        self,
+        rows: Iterable[StoredSession],
+        *,
+        deleted: Iterable[tuple[str, str, str]] = (),
+        unnamed_scripts: Iterable[str] = (),
     ) -> None:
-        """Delete the rows of ``deleted``, then insert or replace ``rows``, in one
-        transaction (a key in both ends up with its row from ``rows``)."""
+        """Delete the rows of ``deleted`` and the stored scripts of
+        ``unnamed_scripts`` (no session kept names them: the caller knows), then
+        insert or replace ``rows``, with the scripts they name not stored yet, in
+        one transaction (a key in both ends up with its row from ``rows``)."""
         keys = list(deleted)
+        unnamed = [(digest,) for digest in unnamed_scripts if digest not in self._scripts_kept]
         values = [
             (
                 row.domain_id,
@@ -201,17 +212,22 @@ class SessionStore:
             )
             for row in rows
         ]
-        if not values and not keys:
+        if not values and not keys and not unnamed:
             return
+        going = {digest for (digest,) in unnamed}
+        # Deleted first: a script both named and going (no caller does that) stays.
         scripts = {
             row.script[0]: row.script[1]
             for row in rows
-            if row.script is not None and row.script[0] not in self._scripts_saved
+            if row.script is not None
+            and (row.script[0] not in self._scripts_saved or row.script[0] in going)
         }
         with self._db:  # one transaction: one WAL write for the lot
             self._db.execute("BEGIN")
             if keys:
                 self._db.executemany(_DELETE, keys)
+            if unnamed:
+                self._db.executemany(f"DELETE FROM {SCRIPTS_TABLE} WHERE digest = ?", unnamed)
             if scripts:
                 self._db.executemany(
                     f"INSERT OR REPLACE INTO {SCRIPTS_TABLE} (digest, text) VALUES (?, ?)",
@@ -223,6 +239,7 @@ class SessionStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
+        self._scripts_saved -= going
         self._scripts_saved.update(scripts)
 
     def max_seq(self) -> int:
@@ -255,6 +272,8 @@ class _Decoding:
         self.migrated: list[tuple[str, str, str, str]] = []
         #: Every digest a row names (readable or not).
         self.named: set[str] = set()
+        #: The digests named by rows unreadable for their script.
+        self.named_unread: set[str] = set()
         #: Whether a row's JSON could not be read (it may name a spec).
         self.undecodable = False
         #: Characters the rows rewritten no longer hold.
@@ -319,6 +338,7 @@ class _Decoding:
                         self._specs[digest], self.good[digest] = spec, text
         if self._specs[digest] is not None:
             return (digest, self.good[digest]), ""
+        self.named_unread.add(digest)
         state = "missing from" if digest not in self.texts else "damaged in"
         return None, (
             f"its scenario's script {digest} is {state} {SCRIPTS_TABLE}; the next session "

@@ -17,6 +17,7 @@ from emulator import persistence
 from emulator.backend import Backend
 from emulator.persistence import SAVE_DELAY
 from emulator.record import ScenarioText
+from emulator.rules import parse_rule
 from emulator.scenario import parse_scenario
 from emulator.store import DATABASE_NAME, SessionStore, StoredSession, script_digest
 from emulator.validation import parse_configuration_event, validate_stream_headers
@@ -242,10 +243,10 @@ async def test_the_delayed_writes_run_in_the_writer_thread_and_a_flush_waits_for
     writes: list[tuple[str, list[str]]] = []
     save_many = backend.store.save_many
 
-    def recording(rows, *, deleted=()):
+    def recording(rows, *, deleted=(), unnamed_scripts=()):
         rows = list(rows)
         writes.append((threading.current_thread().name, [row.session_id for row in rows]))
-        save_many(rows, deleted=deleted)
+        save_many(rows, deleted=deleted, unnamed_scripts=unnamed_scripts)
 
     monkeypatch.setattr(backend.store, "save_many", recording)
     try:
@@ -272,10 +273,10 @@ async def test_a_failed_write_is_logged_once_and_its_rows_are_written_again(
     save_many = backend.store.save_many
     failures = [sqlite3.OperationalError("database or disk is full")] * 2
 
-    def flaky(rows, *, deleted=()):
+    def flaky(rows, *, deleted=(), unnamed_scripts=()):
         if failures:
             raise failures.pop()
-        save_many(rows, deleted=deleted)
+        save_many(rows, deleted=deleted, unnamed_scripts=unnamed_scripts)
 
     monkeypatch.setattr(backend.store, "save_many", flaky)
     try:
@@ -301,7 +302,7 @@ async def test_rows_that_cannot_be_written_at_shutdown_are_logged_not_raised(
     """SIGTERM with the disk full ended in a traceback and exit status 1."""
     backend = Backend(scenarios={}, state_dir=tmp_path)
 
-    def full(rows, *, deleted=()):
+    def full(rows, *, deleted=(), unnamed_scripts=()):
         raise sqlite3.OperationalError("database or disk is full")
 
     backend.open_stream(_request(new_session_id()), request_id="r1", rule=None)
@@ -321,7 +322,7 @@ async def test_rows_whose_write_fails_while_closing_are_logged_as_lost(
 
     backend = Backend(scenarios={}, state_dir=tmp_path)
 
-    def full(rows, *, deleted=()):
+    def full(rows, *, deleted=(), unnamed_scripts=()):
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(backend.store, "save_many", full)
@@ -521,6 +522,55 @@ def test_sessions_of_one_scripted_scenario_store_its_script_once(tmp_path):
         again.close()
 
 
+def test_a_script_no_kept_session_names_goes_with_the_last_session_dropped(tmp_path):
+    """--retention bounded the rows, not the scripts: a test suite posting a rule
+    with an inline scenario per test grew the database with every test."""
+    scenarios = {
+        name: parse_scenario({"segments": [{**SCRIPT["segments"][0], "content": name}]}, name=name)
+        for name in ("first", "second")
+    }
+    backend = Backend(scenarios=scenarios, state_dir=tmp_path, retention=1)
+    configuration = parse_configuration_event(json.dumps(CONFIG).encode())
+
+    def session_of(name: str) -> None:
+        record = _start(backend, new_session_id(), name)
+        rule = parse_rule({"scenario": name}, scenarios=scenarios)
+        backend.scenario_for(record, configuration, rule=rule)
+        backend.close_stream(record)
+        backend.flush_saves()
+
+    def stored() -> list[str]:
+        with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+            rows = db.execute("SELECT text FROM scribe_scripts").fetchall()
+        return sorted(json.loads(text)["name"] for (text,) in rows)
+
+    try:
+        session_of("first")
+        assert stored() == ["first"]
+        session_of("second")  # drops the first session, the last naming "first"
+        assert stored() == ["second"]
+        session_of("second")  # drops a session of "second": another names it
+        assert stored() == ["second"]
+        session_of("first")
+        assert stored() == ["first"]
+    finally:
+        backend.close()
+
+
+def test_a_script_a_row_unread_names_is_kept_while_the_emulator_runs(tmp_path):
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_naming("a"), _naming("b", OTHER_TEXT)])
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("DELETE FROM scribe_scripts WHERE digest = ?", (script_digest(OTHER_TEXT),))
+    assert [row.session_id for row in store.load()] == ["a"]  # b names a missing script
+    store.save_many([_naming("c", OTHER_TEXT)])  # stores it again
+    store.save_many([], deleted=[("d", "s", "c")], unnamed_scripts=[script_digest(OTHER_TEXT)])
+    store.save_many([], deleted=[("d", "s", "a")], unnamed_scripts=[script_digest(SPEC_TEXT)])
+    assert list(_scripts(tmp_path)) == [script_digest(OTHER_TEXT)]  # b's, for the next start
+    assert [row.session_id for row in store.load()] == ["b"]
+    store.close()
+
+
 def test_a_scripted_scenario_comes_back_from_its_own_spec_without_a_parse(tmp_path, monkeypatch):
     """A resumed stream and the post-stream job rebuild the session's scenario from
     its spec: the one this backend made gives the scenario itself back, while a
@@ -571,7 +621,7 @@ async def test_rows_whose_retry_comes_after_the_close_are_logged_as_lost(
     session_id = new_session_id()
     backend.open_stream(_request(session_id), request_id="r1", rule=None)
     backend.close()
-    backend._saver._retry_saves([backend_module.SessionKey("d", "s", session_id)], [])
+    backend._saver._retry_saves([backend_module.SessionKey("d", "s", session_id)], [], [])
     assert "cannot save 1 session rows" in caplog.text
     assert "at shutdown; their last changes are lost" in caplog.text
 
