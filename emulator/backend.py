@@ -396,6 +396,8 @@ class Backend:
             scenario = self._choose(record, configuration, rule=rule)
             record.scenario_text = self._spec_text(scenario)
             record.scenario = record.scenario_text.spec
+            if self.sessions.get(record.key) is record:
+                self._saver.name_script(record)
         record.configuration = dict(configuration.raw)
         self._save(record)
         return scenario

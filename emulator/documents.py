@@ -173,16 +173,18 @@ def _json_int(text: str) -> int:
     return int(text)
 
 
-#: A JSON string (skipped) or a run of digits: where a number too long is.
-_STRING_OR_DIGITS = re.compile(r'"(?:[^"\\]|\\.)*"|[0-9]+')
+#: A JSON string or a number: where an integer too long is (not in a string,
+#: nor a float's fraction or exponent).
+_STRING_OR_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?')
 
 
 def _line_of_long_number(text: str) -> int | None:
     """The line of the first number in JSON ``text`` past ``int()``'s digits
     (runs of digits inside strings skipped), or None."""
     limit = sys.get_int_max_str_digits()
-    for found in _STRING_OR_DIGITS.finditer(text):
-        if found[0][0] != '"' and len(found[0]) > limit:
+    for found in _STRING_OR_NUMBER.finditer(text):
+        token = found[0].lstrip("-")
+        if token[:1].isdigit() and token.isdigit() and len(token) > limit:
             return text.count("\n", 0, found.start()) + 1
     return None
 
@@ -200,7 +202,12 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
         raise _TooManyDigitsInYaml(None, None, str(_TooManyDigits(len(digits))), node.start_mark)
     if len(digits) > 1 and digits[0] == "0" and digits.isascii() and digits.isdigit():
         return PaddedInt.read(written)
-    value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    try:
+        value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except ValueError as error:  # a part of 1:30 past the digits: int() refused it
+        if "Exceeds the limit" not in str(error):
+            raise
+        raise _TooManyDigitsInYaml(None, None, str(_TooManyDigits(None)), node.start_mark) from None
     if value.bit_length() > 3 * limit and abs(value) >= 10**limit:  # 3.32 bits a digit
         raise _TooManyDigitsInYaml(None, None, str(_TooManyDigits(None)), node.start_mark)
     return value

@@ -74,8 +74,10 @@ class SessionSaver:
         self._dirty: dict[SessionKey, SessionRecord] = {}
         # Rows of dropped sessions, deleted in the same transaction.
         self._deleted: dict[SessionKey, None] = {}
-        # The stored scripts dropped sessions named: deleted with them if no
-        # session kept names them (else --retention bounded the rows, not them).
+        # How many sessions kept name each stored script (see name_script), and
+        # the scripts the last of them, dropped, named: deleted with its row
+        # unless named again meanwhile (else --retention bounded the rows, not them).
+        self._naming: dict[str, int] = {}
         self._unnamed: set[str] = set()
         self._save_handle: asyncio.TimerHandle | None = None
         self._saves_failing = False  # the last write of rows failed (see _write_rows)
@@ -148,14 +150,7 @@ class SessionSaver:
         candidates, self._unnamed = self._unnamed, set()
         if self.closed:
             return [], [], []
-        unnamed = [
-            digest
-            for digest in candidates
-            if not any(
-                record.scenario_text is not None and record.scenario_text.digest == digest
-                for record in self.sessions.values()
-            )
-        ]
+        unnamed = [digest for digest in candidates if digest not in self._naming]
         rows = [
             StoredSession(
                 domain_id=key.domain_id,
@@ -261,12 +256,15 @@ class SessionSaver:
                     error,
                 )
                 self.unreadable.add(key)
+                if row.script is not None:  # kept for that release, with its script
+                    self.store.keep_script(row.script[0])
                 continue
             if row.script is not None:  # its spec, shared by the sessions naming it
                 digest, text = row.script
                 record.scenario_text = ScenarioText(data["scenario"], text, digest)
             kept = record.journal = journal(record)
             self.sessions[key] = record
+            self.name_script(record)
             if record.status is StreamStatus.IN_PROGRESS:
                 # The emulator stopped while a stream ran, without ending it (a
                 # SIGKILL, a power loss: a SIGTERM ends streams and saves their
@@ -357,14 +355,24 @@ class SessionSaver:
         )
         return True
 
+    def name_script(self, record: SessionRecord) -> None:
+        """Count ``record``, kept, as naming its stored script (if it has one)."""
+        digest = record.scenario_text.digest if record.scenario_text is not None else None
+        if digest is not None:
+            self._naming[digest] = self._naming.get(digest, 0) + 1
+
     def drop(self, records: list[SessionRecord]) -> None:
         """Forget the rows of the sessions of ``records`` (dropped): deleted with the
         next write, and with them the scripts they named that no session kept names."""
         keys = [record.key for record in records]
         for record in records:
             self._dirty.pop(record.key, None)
-            if record.scenario_text is not None and record.scenario_text.digest is not None:
-                self._unnamed.add(record.scenario_text.digest)
+            digest = record.scenario_text.digest if record.scenario_text is not None else None
+            if digest is not None and digest in self._naming:
+                self._naming[digest] -= 1
+                if not self._naming[digest]:
+                    del self._naming[digest]
+                    self._unnamed.add(digest)
         if keys and not self.closed:
             # With the next rows written: a commit per dropped session showed
             # when every new session drops an old one (bulk ingest).

@@ -118,6 +118,9 @@ def shown(value: object, limit: int = 64) -> str:
     stays readable however much it sent."""
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}... ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = number_text(value)  # a long one by its count of digits
+        return text if text[0] in "-0123456789" else f"({text})"
     return repr(value)
 
 
@@ -313,7 +316,8 @@ class Checker:
                 hint = self._misplaced(key, path) or (
                     f" (did you mean {near[0]!r}?)" if near else ""
                 )
-                name = str(key) if len(str(key)) <= 64 else str(key)[:64] + "..."
+                name = shown(key, 61) if isinstance(key, int) else str(key)
+                name = name if len(name) <= 64 else name[:64] + "..."
                 self.add(
                     (*path, name),
                     f"unknown key {shown(key)}{hint}; allowed: {', '.join(allowed)}",

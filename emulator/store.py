@@ -182,8 +182,13 @@ class SessionStore:
             )
         # A damaged spec is not counted as stored: the next row naming it replaces it.
         self._scripts_saved = set(decoding.good)
-        self._scripts_kept = set(texts) if decoding.undecodable else decoding.named_unread
+        self._scripts_kept = decoding.named_unread | (set(texts) if decoding.undecodable else set())
         return sessions
+
+    def keep_script(self, digest: str) -> None:
+        """Never delete the script ``digest`` while this store is open: a row kept
+        for a release that reads it names it (see ``save_many``'s unnamed_scripts)."""
+        self._scripts_kept.add(digest)
 
     def save_many(
         self,

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO, TypedDict
 from urllib.parse import urlsplit
 
+from .problems import counted
 from .sdk_version import sdk_problem
 
 __all__ = [
@@ -641,7 +642,7 @@ def segment_json(segment: Any) -> dict[str, object]:
 
 def _summary_line(summary: StreamSummary, *, lead: str = "done") -> str:
     return (
-        f"{lead}: {summary.finals} segments ({summary.partials} partials), "
+        f"{lead}: {counted(summary.finals, 'segment')} ({counted(summary.partials, 'partial')}), "
         f"{summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s, "
         f"session {summary.session_id}"
     )

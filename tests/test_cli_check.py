@@ -311,8 +311,31 @@ def test_a_number_of_more_digits_than_are_read_is_said_so_with_its_line(tmp_path
             "scenarios/late.json:4: a number of 5000 digits: numbers of at most 4300 digits "
             "are read",
         ),
+        # YAML 1.1's 1:30 form: int() refused its first part before any check.
+        (
+            "scenarios/sixty.yaml",
+            "segments:\n  - begin: 0\n    end: 1\n    content: hi\n    partials: "
+            + "1" * 5000
+            + ":30\n",
+            "scenarios/sixty.yaml:5: a number of more than 4300 digits: numbers of at most "
+            "4300 digits are read",
+        ),
+        # A float's long fraction is no integer: the integer's line is named.
+        (
+            "scenarios/float.json",
+            '{"segments": [\n {"begin": 0.' + "5" * 5000 + ', "end": 1, "content": "hi",\n'
+            '  "partials": ' + "7" * 5000 + "}]}",
+            "scenarios/float.json:3: a number of 5000 digits: numbers of at most 4300 digits "
+            "are read",
+        ),
     ],
-    ids=["negative-4300-json", "hex-yaml", "digits-in-a-string-before"],
+    ids=[
+        "negative-4300-json",
+        "hex-yaml",
+        "digits-in-a-string-before",
+        "sexagesimal-yaml",
+        "a-long-float-before",
+    ],
 )
 def test_long_numbers_in_any_form_are_a_problem_at_their_line(tmp_path, name, text, said):
     """A negative number of 4,300 digits was refused as "a number of 4300 digits: at
@@ -323,6 +346,15 @@ def test_long_numbers_in_any_form_are_a_problem_at_their_line(tmp_path, name, te
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout.splitlines() == [f"{tmp_path}/{said}"]
+
+
+def test_an_unknown_key_read_as_a_long_number_is_said_by_its_count_of_digits(tmp_path):
+    text = "segments:\n  - begin: 0\n    end: 1\n    content: hi\n    ? " + "9" * 4000
+    write(tmp_path / "scenarios" / "a.yaml", text + "\n    : 1\n")
+    result = check(tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "unknown key (an integer of 4000 digits); allowed:" in result.stdout
+    assert len(result.stdout) < 500, result.stdout
 
 
 def test_a_long_number_in_a_problem_is_said_by_its_count_of_digits(tmp_path):

@@ -58,11 +58,11 @@ FINAL_LINES = [
     "[00:02.2-00:04.0] I have had a cough for two weeks.",
 ]
 SUMMARY = re.compile(
-    r"^done: (\d+) segments \((\d+) partials\), ([\d.]+) s of audio in [\d.]+ s, session (\S+)$"
+    r"^done: (\d+) segments? \((\d+) partials?\), ([\d.]+) s of audio in [\d.]+ s, session (\S+)$"
 )
 #: A failed stream's summary: segments, partials, audio seconds, session, what now.
 STOPPED = re.compile(
-    r"^stopped: (\d+) segments \((\d+) partials\), ([\d.]+) s of audio in [\d.]+ s, "
+    r"^stopped: (\d+) segments? \((\d+) partials?\), ([\d.]+) s of audio in [\d.]+ s, "
     r"session ([^\s,]+), (.*)$"
 )
 
@@ -1378,7 +1378,7 @@ def test_with_stdout_redirected_only_the_progress_is_drawn_on_a_terminal_stderr(
     drawn = err.getvalue()
     assert "\r\x1b[K[  2.0/2.0 s]" in drawn and "Good" not in drawn.split("done:")[0]
     assert drawn.endswith(
-        "\r\x1b[Kdone: 1 segments (0 partials), 2.0 s of audio in 0.0 s, session s\n"
+        "\r\x1b[Kdone: 1 segment (0 partials), 2.0 s of audio in 0.0 s, session s\n"
     )
 
 

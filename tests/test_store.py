@@ -571,6 +571,48 @@ def test_a_script_a_row_unread_names_is_kept_while_the_emulator_runs(tmp_path):
     store.close()
 
 
+def test_a_script_a_row_kept_for_another_release_names_outlives_the_others(tmp_path):
+    """A row of a status this version does not know is kept for the release that
+    wrote it: the script it names was deleted with the last session this version
+    read, so that the row was lost at that release's next start."""
+    scenarios = {"first": parse_scenario(SCRIPT, name="first")}
+    backend = Backend(scenarios=scenarios, state_dir=tmp_path, retention=2)
+    configuration = parse_configuration_event(json.dumps(CONFIG).encode())
+    rule = parse_rule({"scenario": "first"}, scenarios=scenarios)
+    kept = new_session_id()
+    try:
+        for session_id in (kept, new_session_id()):
+            record = _start(backend, session_id, "r")
+            backend.scenario_for(record, configuration, rule=rule)
+            backend.close_stream(record)
+        backend.flush_saves()
+    finally:
+        backend.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE scribe_sessions SET status = 'ARCHIVED' WHERE session_id = ?", (kept,))
+    again = Backend(scenarios=scenarios, state_dir=tmp_path, retention=1)
+    try:
+        record = _start(again, new_session_id(), "r")  # drops the one read, of "first"
+        again.close_stream(record)
+        again.flush_saves()
+    finally:
+        again.close()
+    assert len(_scripts(tmp_path)) == 1
+
+
+def test_with_a_row_unreadable_a_script_stored_again_is_kept_for_the_row_naming_it(tmp_path):
+    store = SessionStore(tmp_path / DATABASE_NAME)
+    store.save_many([_naming("r"), _row("bad")])
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("DELETE FROM scribe_scripts")
+        db.execute("UPDATE scribe_sessions SET data = '{not json' WHERE session_id = 'bad'")
+    assert store.load() == []
+    store.save_many([_naming("s")])  # stores the script again
+    store.save_many([], deleted=[("d", "s", "s")], unnamed_scripts=[script_digest(SPEC_TEXT)])
+    assert [row.session_id for row in store.load()] == ["r"]
+    store.close()
+
+
 def test_a_scripted_scenario_comes_back_from_its_own_spec_without_a_parse(tmp_path, monkeypatch):
     """A resumed stream and the post-stream job rebuild the session's scenario from
     its spec: the one this backend made gives the scenario itself back, while a
