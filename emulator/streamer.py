@@ -1438,9 +1438,7 @@ async def stream_audio(
                     # did not: what the session's status says, as below.
                     await _check_completed(client, request)
             finally:
-                for task in (sender, receiver):
-                    task.cancel()
-                await asyncio.gather(sender, receiver, return_exceptions=True)
+                await _stop(sender, receiver)
             await _check_completed(client, request)
     except BrokenPipeError:  # our own output closed (| head -1): the stream stops here
         summary.error = ("OutputClosed", OUTPUT_CLOSED)
@@ -1633,6 +1631,28 @@ async def _settle(sender: asyncio.Task[None], receiver: asyncio.Task[None]) -> N
         raise StreamReset("the service ended the stream before all audio was sent")
     if sender.exception() is not None:
         raise sender.exception()  # type: ignore[misc]
+
+
+#: How often :func:`_stop` cancels a task that is still running.
+STOP_RETRY_SECONDS = 0.05
+
+
+async def _stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel ``tasks`` and wait for them to end.
+
+    One cancel does not stop the SDK's input publisher in ``close()``: cancelled
+    while it writes the end frame (its buffer full, as on a stream reset that
+    came after the last audio), it flushes that buffer in a ``finally``, which
+    waits for ever. A task still running is therefore cancelled again (a second
+    cancel ends that wait) until it has ended; no task here ignores every
+    cancel, so this ends.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_RETRY_SECONDS)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def run(

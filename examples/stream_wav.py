@@ -84,10 +84,14 @@ async def main(path: str) -> None:
             segment = getattr(getattr(event, "value", None), "transcript_segment", None)
             if segment is not None and not segment.is_partial:
                 print(f"[{segment.audio_begin_offset:6.1f}s] {segment.content}", flush=True)
-        try:  # after a reset stream the SDK's input side never returns: bound the wait
-            await asyncio.wait_for(sender, timeout=5)
-        except TimeoutError:
+        # After a reset stream the SDK's input side never returns: bound the wait.
+        done, _ = await asyncio.wait({sender}, timeout=5)
+        if not done:
+            while not sender.done():  # a sender in close() needs a second cancel
+                sender.cancel()
+                await asyncio.wait({sender}, timeout=0.1)
             sys.exit("error: the stream was reset before all audio was sent")
+        sender.result()  # the sender's own error, if it had one
         # The output ends the same way, with no exception, when the stream was reset
         # after the last audio went out: the session's status tells the two apart.
         got = await client.get_medical_scribe_listening_session(

@@ -490,6 +490,56 @@ def test_a_reset_stream_resumes_from_its_last_finals_end_with_start_at(
     assert details["audioSeconds"] == pytest.approx(held + 3.0)  # not held + 5.0
 
 
+def test_a_sender_cancelled_in_the_sdks_close_is_stopped():
+    """The reset test above hung about one run in seven: the reset came while the
+    sender was in the SDK's ``input_stream.close()``, writing its end frame into a
+    full buffer the reset stream no longer drained. Cancelled there, the SDK's
+    publisher flushes that buffer in a ``finally``, which waits for ever: the
+    one cancel was spent, and the command waited on its sender. The same SDK
+    classes, over a buffer nobody drains, show it; the command's stop cancels
+    again until the task has ended."""
+    from smithy_aws_event_stream.aio import AWSEventPublisher, SigningConfig
+    from smithy_core.aio.types import AsyncBytesProvider
+    from smithy_json import JSONCodec
+
+    class Unsigned:  # the end frame's signature does not matter to the buffer
+        async def get_identity(self, **_: Any) -> object:
+            return object()
+
+        async def sign_empty(self, *, event: Any, **_: Any) -> Any:
+            return event
+
+    async def closing() -> asyncio.Task[None]:
+        """Return a task in the SDK publisher's close(), writing its end frame."""
+        buffer = AsyncBytesProvider(max_buffered_chunks=1)
+        await buffer.write(b"the last audio event, never sent")  # the buffer is full
+        signing = SigningConfig(
+            signer=Unsigned(),  # type: ignore[arg-type]
+            signing_properties={},  # type: ignore[typeddict-item]
+            identity_resolver=Unsigned(),  # type: ignore[arg-type]
+            identity_properties={},  # type: ignore[typeddict-item]
+        )
+        publisher: Any = AWSEventPublisher(JSONCodec(), buffer, signing_config=signing)
+        task = asyncio.create_task(publisher.close())
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        return task
+
+    async def scenario() -> tuple[bool, bool]:
+        cancelled_once = await closing()
+        cancelled_once.cancel()
+        await asyncio.wait({cancelled_once}, timeout=0.5)
+        ended_after_one_cancel = cancelled_once.done()
+        cancelled_once.cancel()  # (a second cancel ends it)
+        stopped = await closing()
+        await asyncio.wait_for(streamer._stop(stopped), timeout=10)
+        return ended_after_one_cancel, stopped.cancelled()
+
+    ended_after_one_cancel, stopped = asyncio.run(scenario())
+    assert not ended_after_one_cancel  # what the command met
+    assert stopped
+
+
 def test_a_resumed_stream_that_breaks_names_the_sessions_time_and_where_it_began():
     """Given --session-id, the session's times need not be the file's (audio may
     repeat or be missing between streams): no number is advised, the last final's
