@@ -357,7 +357,7 @@ class SessionSaver:
 
     def name_script(self, record: SessionRecord) -> None:
         """Count ``record``, kept, as naming its stored script (if it has one)."""
-        digest = record.scenario_text.digest if record.scenario_text is not None else None
+        digest = _script_digest(record)
         if digest is not None:
             self._naming[digest] = self._naming.get(digest, 0) + 1
 
@@ -367,7 +367,7 @@ class SessionSaver:
         keys = [record.key for record in records]
         for record in records:
             self._dirty.pop(record.key, None)
-            digest = record.scenario_text.digest if record.scenario_text is not None else None
+            digest = _script_digest(record)
             if digest is not None and digest in self._naming:
                 self._naming[digest] -= 1
                 if not self._naming[digest]:
@@ -482,3 +482,8 @@ def _made_folder(entry: os.DirEntry[str], member: str, name: str | None = None) 
     except OSError:
         return False
     return not id_constraints_broken(member, entry.name if name is None else name)
+
+
+def _script_digest(record: SessionRecord) -> str | None:
+    """Return the digest of the stored script ``record`` names, or None."""
+    return record.scenario_text.digest if record.scenario_text is not None else None
