@@ -55,8 +55,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     path = request.url.path
     if exc.status_code == 404:
         message = f"no route for {request.method} {path}"
-        if path.endswith("/") and _routed(request, path.rstrip("/")):
-            message += f" (did you mean {path.rstrip('/')}, without the trailing slash?)"
+        bare = path.rstrip("/")
+        if path.endswith("/") and (_routed(request, bare) or match_session_path({"path": bare})):
+            message += f" (did you mean {bare}, without the trailing slash?)"
         elif path + "/" == STREAM_PATH:
             message += f" (did you mean {STREAM_PATH}, with the trailing slash?)"
     headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
@@ -113,14 +114,14 @@ def _headless(send: Send) -> Send:
     return headless
 
 
-async def _session_path_not_allowed(scope: Scope, receive: Receive, send: Send) -> None:
-    """A 405 for a method other than GET or HEAD on GetMedicalScribeListeningSession's path."""
+async def _not_allowed(send: Send, scope: Scope, allowed: str, operation: str) -> None:
+    """A 405 for a method other than ``allowed`` on ``operation``'s path (one the
+    app answers itself, not a Starlette route)."""
     message = (
-        f"{scope['method']} is not allowed on {scope['path']}; it takes GET, HEAD "
-        "(GetMedicalScribeListeningSession)"
+        f"{scope['method']} is not allowed on {scope['path']}; it takes {allowed} ({operation})"
     )
-    # Both request-id headers, as the path's GET and HEAD answers carry (details.py).
-    extra = [(b"allow", b"GET, HEAD"), *request_id_headers(new_request_id())]
+    # Both request-id headers, as the session path's GET and HEAD answers carry (details.py).
+    extra = [(b"allow", allowed.encode()), *request_id_headers(new_request_id())]
     status, headers, body = http_error(
         UnknownOperationException(message), status=405, headers=extra
     )
@@ -316,7 +317,11 @@ def create_app(
                 elif method == "HEAD":
                     await details(scope, receive, _headless(send), ids=ids)
                 else:
-                    await _session_path_not_allowed(scope, receive, send)
+                    await _not_allowed(send, scope, "GET, HEAD", "GetMedicalScribeListeningSession")
+                return
+            if path == STREAM_PATH:  # not a POST: that went to the stream above
+                answer = _headless(send) if method == "HEAD" else send
+                await _not_allowed(answer, scope, "POST", "StartMedicalScribeListeningSession")
                 return
             if not path.startswith("/_emulator/"):
                 scope = routing_scope(scope)

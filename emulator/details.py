@@ -26,9 +26,10 @@ from .validation import PATH_PARAMETER_NAMES, validate_ids
 
 __all__ = ["GET_SESSION_PATH", "SessionDetailsEndpoint", "match_session_path", "session_details"]
 
-#: The model's URI of GetMedicalScribeListeningSession (a trailing slash tolerated).
+#: The model's URI of GetMedicalScribeListeningSession. With a trailing slash it is
+#: no route, as every other operation's path is (the 404 names the path meant).
 GET_SESSION_PATH = re.compile(
-    r"/medical-scribe-stream/domain/([^/]*)/subscription/([^/]*)/session/([^/]*)/?"
+    r"/medical-scribe-stream/domain/([^/]*)/subscription/([^/]*)/session/([^/]*)"
 )
 
 
@@ -122,10 +123,11 @@ class SessionDetailsEndpoint:
                 except ServiceError as throttled:
                     log_refused_call(scope, throttled, request_id=request_id)
                     raise
+            # An empty label is a value too short, as the other operations' paths say.
             validate_ids(
-                session_id=session_id or None,
-                domain_id=domain_id or None,
-                subscription_id=subscription_id or None,
+                session_id=session_id,
+                domain_id=domain_id,
+                subscription_id=subscription_id,
                 locations=PATH_PARAMETER_NAMES,
             )
             # A look-up, not a start: a deactivated subscription's sessions can still be

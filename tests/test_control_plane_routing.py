@@ -7,6 +7,9 @@ model's operations the emulator does not implement.
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -187,6 +190,30 @@ def test_a_path_off_by_a_slash_says_what_was_meant(emulator, method, path, statu
     got, answer = admin(emulator.h2c_url, method, path, body)
     assert got == status
     assert answer["message"].endswith(hint)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD"])
+def test_another_method_on_the_stream_path_is_a_405_naming_post(emulator, method):
+    """Was a 404 "no route", as if the path were wrong, where every other
+    operation's path answers a wrong method with a 405."""
+    request = urllib.request.Request(
+        emulator.h2c_url + "/medical-scribe-stream/",
+        data=b"{}" if method in ("PUT", "PATCH") else None,
+        method=method,
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    assert error.value.code == 405
+    assert error.value.headers["allow"] == "POST"
+    assert error.value.headers["x-amzn-errortype"] == "UnknownOperationException"
+    body = error.value.read()
+    if method == "HEAD":
+        assert body == b""
+    else:
+        assert json.loads(body) == {
+            "message": f"{method} is not allowed on /medical-scribe-stream/; it takes POST "
+            "(StartMedicalScribeListeningSession)"
+        }
 
 
 def test_an_empty_id_as_boto3_sends_it_is_still_the_validation_exception(boto):

@@ -227,7 +227,11 @@ async def test_an_unknown_path_is_http_errors_unknown_operation() -> None:
 
 async def test_a_method_the_session_path_lacks_is_http_errors_405() -> None:
     path = "/medical-scribe-stream/domain/d/subscription/s/session/x"
-    status, headers, body = await _asgi(app_module._session_path_not_allowed, _scope("PUT", path))
+
+    async def session_path(scope: Any, receive: Any, send: Any) -> None:
+        await app_module._not_allowed(send, scope, "GET, HEAD", "GetMedicalScribeListeningSession")
+
+    status, headers, body = await _asgi(session_path, _scope("PUT", path))
     expected = errors.UnknownOperationException(
         f"PUT is not allowed on {path}; it takes GET, HEAD (GetMedicalScribeListeningSession)"
     )

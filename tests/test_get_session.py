@@ -261,6 +261,29 @@ def test_another_method_on_a_session_path_is_a_405_naming_get(emulator, method):
     }
 
 
+def test_a_session_path_with_a_trailing_slash_is_no_route_naming_the_path_meant(emulator):
+    """It was answered as if the slash were not there, where every other
+    operation's path is a 404 naming the path meant."""
+    path = session_path(new_session_id())
+    status, body = admin(emulator.h2c_url, "GET", path + "/")
+    assert status == 404
+    assert body == {
+        "message": f"no route for GET {path}/ (did you mean {path}, without the trailing slash?)"
+    }
+
+
+def test_an_empty_session_id_in_the_path_is_too_short_as_other_empty_labels_are(emulator):
+    """It read as a missing value ("Value null ... must not be null"), where an empty
+    label on the other operations' paths is a value too short."""
+    path = session_path("")
+    status, body = admin(emulator.h2c_url, "GET", path)
+    assert status == 400
+    assert body["message"].startswith(
+        "2 validation errors detected: Value '' at 'sessionId' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 36; "
+    )
+
+
 SOME_SESSION = "11111111-2222-3333-4444-555555555555"
 
 
