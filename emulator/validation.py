@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
@@ -392,6 +393,43 @@ def _check_channel_pairing(value: object, out: list[str]) -> None:
 #: Said of a refusal the service model does not state (the emulator's reading of
 #: the service's documentation): a user must not take it for a model constraint.
 _EMULATOR_RULE = " (an emulator rule: the service model does not state it)"
+#: Said of a refusal the service's API documentation states in its words, which the
+#: model's constraints do not.
+_DOCUMENTED_RULE = " (the service's documentation says so; the model's constraints do not)"
+
+
+def _check_coding_context(document: Mapping[str, Any], out: list[str], *, today: date) -> None:
+    """The medical coding context's rules that the service documents in words only:
+    a date of birth after the current date in UTC, an encounter date more than one
+    day after it, and an encounter reason of nothing but spaces are refused.
+
+    Checked for values that passed the model's pattern only, so one mistake is one
+    message. The dates are compared as the text the pattern took (a day the
+    calendar lacks, such as 02-30, is compared as written): the pattern is the
+    model's whole rule for their form.
+    """
+    context = document.get("encounterContext")
+    coding = context.get("medicalCodingContext") if isinstance(context, dict) else None
+    if not isinstance(coding, dict):
+        return
+    where = "configurationEvent.encounterContext.medicalCodingContext"
+    limits = (
+        ("dateOfBirth", today, "Member must not be after the current date in UTC"),
+        (
+            "encounterDate",
+            today + timedelta(days=1),
+            "Member must not be more than one day after the current date in UTC",
+        ),
+    )
+    for name, latest, rule in limits:
+        value = coding.get(name)
+        if isinstance(value, str) and _ISO_DATE.ok(value) and value > latest.isoformat():
+            rule = f"{rule}, {today.isoformat()}{_DOCUMENTED_RULE}"
+            out.append(violation(value, _where(f"{where}.{name}"), rule, sensitive=True))
+    reason = coding.get("encounterReason")
+    if isinstance(reason, str) and _ENCOUNTER_REASON.ok(reason) and not reason.strip(" "):
+        rule = f"Member must not contain only spaces{_DOCUMENTED_RULE}"
+        out.append(violation(reason, _where(f"{where}.encounterReason"), rule, sensitive=True))
 
 
 def _reject_constant(name: str) -> None:
@@ -734,6 +772,7 @@ def parse_configuration_event(payload: bytes) -> Configuration:
         out: list[str] = []
         _check_structure(document, _CONFIGURATION, "configurationEvent", out)
         _check_channel_pairing(document.get("channelDefinitions"), out)
+        _check_coding_context(document, out, today=datetime.now(UTC).date())
         raise_if(out)
         if type(payload) is bytes and len(payload) <= _PASSED_PAYLOAD_LIMIT:
             if len(_PASSED_CONFIGURATIONS) >= _PASSED_LIMIT:

@@ -588,6 +588,29 @@ def test_half_a_surrogate_pair_in_the_configuration_is_refused_naming_its_member
     assert sent["payload"]["postStreamActionSettings"]["outputS3Uri"] == S3_URI + "\ud800x"
 
 
+def test_a_coding_context_dated_in_the_future_is_refused_by_the_documented_rule(h2, emulator):
+    """The model's date pattern takes any year: the service's documentation refuses a
+    date of birth after today (UTC) and an encounter more than a day ahead, and a
+    client sending one passed the emulator. The dates are sensitive: not echoed."""
+    context = {"medicalCodingContext": {"dateOfBirth": "2999-01-01", "encounterReason": "  "}}
+    text = json.dumps({**CONFIG, "encounterContext": context})
+    stream = h2.request(headers(new_session_id()))
+    h2.send(stream, event("configurationEvent", text.encode()) + END, end_stream=True)
+    message = _exception_message(h2.wait(stream))
+    where = "'configurationEvent.encounterContext.medicalCodingContext"
+    assert message.startswith("2 validation errors detected: ")
+    assert (
+        f"Value '***' at {where}.dateOfBirth' failed to satisfy constraint: Member must not "
+        "be after the current date in UTC, "
+    ) in message
+    assert (
+        f"Value '***' at {where}.encounterReason' failed to satisfy constraint: Member must "
+        "not contain only spaces (the service's documentation says so; the model's "
+        "constraints do not)"
+    ) in message
+    assert "2999" not in message
+
+
 def _paused_session(h2, emulator) -> tuple[str, dict]:
     """A session whose stream sent its configuration and 0.1 s of audio, then ended
     its input without END_OF_SESSION: its id and its admin summary (PAUSED)."""

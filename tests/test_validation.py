@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import json
 import re
 import sys
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from emulator import validation
 from emulator.errors import ValidationException
 from emulator.shapes import TextShape
 from emulator.validation import (
@@ -861,6 +863,59 @@ def test_dates_take_months_01_to_12_and_days_01_to_31_and_nothing_next_to_them()
             assert message.startswith("2 validation errors detected: "), date
             for member in ("dateOfBirth", "encounterDate"):
                 assert f"at '{C}{CODING}.{member}'" in message, date
+
+
+DOCUMENTED = " (the service's documentation says so; the model's constraints do not)"
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "rule"),
+    [
+        ("dateOfBirth", "2026-12-07", None),  # today
+        ("dateOfBirth", "2026-12-08", "Member must not be after the current date in UTC"),
+        ("encounterDate", "2026-12-08", None),  # one day after today
+        (
+            "encounterDate",
+            "2026-12-09",
+            "Member must not be more than one day after the current date in UTC",
+        ),
+        ("encounterDate", "2026-02-30", None),  # compared as written, as the pattern took it
+        ("dateOfBirth", "2027-02-30", "Member must not be after the current date in UTC"),
+        ("encounterReason", " ", "Member must not contain only spaces"),
+        ("encounterReason", "   .", None),
+    ],
+)
+def test_the_coding_contexts_documented_rules_hold_at_their_bounds(
+    member: str, value: str, rule: str | None
+) -> None:
+    """Today is 2026-12-07 in UTC here: what the documentation says of each member."""
+    document = configuration_with({f"{CODING}.{member}": value})
+    out: list[str] = []
+    validation._check_coding_context(document, out, today=datetime.date(2026, 12, 7))
+    if rule is None:
+        assert out == []
+        return
+    if member != "encounterReason":
+        rule += ", 2026-12-07"
+    assert out == [violation("'***'", f"{C}{CODING}.{member}", rule + DOCUMENTED)]
+
+
+def test_the_documented_rules_go_with_the_models_in_one_answer() -> None:
+    """Refused with what else is wrong, each value once: a reason of spaces breaks
+    no pattern, a date past the pattern is not also said to be in the future."""
+    document = configuration_with(
+        {
+            f"{CODING}.encounterReason": "   ",
+            f"{CODING}.dateOfBirth": "3000-13-01",
+            f"{CODING}.encounterDate": "3000-01-01",
+            S3: "s3://B",
+        }
+    )
+    message = error_message(parse_configuration_event, encode(document))
+    assert message.startswith("4 validation errors detected: ")
+    assert message.count(f"at '{C}{CODING}.dateOfBirth'") == 1
+    assert "regular expression pattern" in message.split(f"at '{C}{CODING}.dateOfBirth'")[1]
+    assert "3000" not in message
 
 
 SECRET = "SECRET-PHI"
