@@ -1553,13 +1553,30 @@ async def _check_completed(client: Any, request: Any) -> None:
     """Raise :class:`StreamReset` unless Get says the session completed.
 
     A stream reset or closed after the last audio event ends its output just as
-    a whole session does, and its input had all gone: only the session's status
-    tells them apart (a PAUSED session wrote no artifacts). When Get itself
-    fails (an identity allowed to stream but not to look up), the clean end is
-    taken at its word.
+    a whole session does, and its input may all have gone (into the
+    connection's window): only the session's status tells them apart (a PAUSED
+    session wrote no artifacts). A Get that fails leaves the end unknown, which
+    is no completion either: the endpoint may have gone (the emulator stopped
+    mid-stream) or, refusing the look-up, may hold the session PAUSED.
     """
-    status = await _settled_status(client, request)
-    if status is not None and status != "COMPLETED":
+    from smithy_core.exceptions import SmithyError
+
+    try:
+        status = await _look_up_settled(client, request)
+    except SmithyError as error:
+        kind = type(error).__name__
+        said = f"{kind}: {getattr(error, 'message', None) or error}"
+        hint = (
+            ": allow the identity GetMedicalScribeListeningSession to have it confirmed"
+            if kind in _SIGNING_ERRORS
+            else ""
+        )
+        raise StreamReset(
+            "the stream ended after the last audio as a completed session's does, and as "
+            "one reset before END_OF_SESSION took effect does; looking up the session to "
+            f"tell which failed ({said}){hint}"
+        ) from error
+    if status != "COMPLETED":
         raise StreamReset(
             f"the stream ended after the last audio with the session {status}, not "
             "COMPLETED: it was reset or closed before END_OF_SESSION took effect"
@@ -1570,8 +1587,17 @@ async def _settled_status(client: Any, request: Any) -> str | None:
     """Return the stream status Get gives for ``request``'s session once it is no
     longer IN_PROGRESS, or still IN_PROGRESS after :data:`SETTLE_SECONDS`; None
     when Get fails (an SDK error: refused, or unreachable)."""
-    from aws_sdk_connecthealth import models as m
     from smithy_core.exceptions import SmithyError
+
+    try:
+        return await _look_up_settled(client, request)
+    except SmithyError:
+        return None
+
+
+async def _look_up_settled(client: Any, request: Any) -> str:
+    """:func:`_settled_status`, raising the SDK's error when Get fails."""
+    from aws_sdk_connecthealth import models as m
 
     ids = m.GetMedicalScribeListeningSessionInput(
         session_id=request.session_id,
@@ -1580,10 +1606,7 @@ async def _settled_status(client: Any, request: Any) -> str | None:
     )
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
-        try:
-            got = await client.get_medical_scribe_listening_session(input=ids)
-        except SmithyError:
-            return None
+        got = await client.get_medical_scribe_listening_session(input=ids)
         status = str(got.medical_scribe_listening_session_details.stream_status)
         if status != "IN_PROGRESS" or time.monotonic() > deadline:
             return status

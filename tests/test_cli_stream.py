@@ -643,6 +643,43 @@ def test_a_stream_reset_after_the_last_audio_exits_1_naming_the_session_status(
     assert stopped(summary)[3:] == (session_id, resumes(session_id, 4.0))
 
 
+@pytest.mark.parametrize("refusal", ["InternalServerException", "AccessDeniedException"])
+def test_a_stream_ending_after_its_audio_is_not_done_when_the_look_up_fails(
+    server, audio_dir, refusal
+):
+    """Reset at the last audio, the output ends as a whole session's
+    does: only Get tells them apart. When Get failed (refused, or the emulator
+    stopped mid-stream), the command said done and exited 0 with the session
+    PAUSED. Nothing says it completed: a reset, its status unknown."""
+    session_id = new_session_id()
+    rules = [
+        {
+            "match": {"sessionId": session_id},
+            "scenario": SCRIPT,
+            "chaos": {"disconnect": {"at": 5.0, "mode": "reset"}},
+        },
+        {
+            "match": {"sessionId": session_id, "operation": "GetMedicalScribeListeningSession"},
+            "error": {"type": refusal, "message": "no look-ups today"},
+        },
+    ]
+    for rule in rules:
+        status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+        assert status == 201, body
+    result = stream(server, str(audio_dir / "mono5.wav"), "--session-id", session_id, "--json")
+    assert session_details(server, session_id)["status"] == "PAUSED"
+    assert result.returncode == 1, result.stderr
+    *_, error, summary = (json.loads(line) for line in result.stdout.splitlines())
+    assert error["error"]["type"] == "StreamReset"
+    message = error["error"]["message"]
+    said = f"looking up the session to tell which failed ({refusal}: no look-ups today)"
+    if refusal == "AccessDeniedException":  # the identity may stream, not look up
+        said += ": allow the identity GetMedicalScribeListeningSession to have it confirmed"
+    assert message.endswith(said), message
+    assert summary["summary"]["error"] == "StreamReset"
+    assert summary["summary"]["sessionStatus"] is None  # unknown: Get failed again
+
+
 def corrupting(server: RunningServer, at: float) -> str:
     """A scripted session whose response carries a frame with a bad CRC at audio time ``at``."""
     session_id = new_session_id()
