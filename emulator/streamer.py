@@ -549,7 +549,9 @@ class StreamSummary:
     #: Where the last final received ends in the session's audio (its
     #: ``audioEndOffset``): the session holds at least that much.
     heard_to: float | None = None
-    #: The file position a paused session resumes from (see :func:`resume_point`).
+    #: The file position a paused session resumes from (see :func:`resume_point`):
+    #: set when Get said PAUSED, or when the command was interrupted before
+    #: looking the status up (the session would resume from there if PAUSED).
     resume_at: float | None = None
     #: The file position this stream's audio started at (``--start-at``).
     started_at: float = 0.0
@@ -688,6 +690,11 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
         what = "interrupted before the service answered"
     elif summary.error is not None and summary.error[0] == "Interrupted":
         what = f"its status not looked up: {look_up}"
+        if summary.resume_at is not None:
+            what += (
+                f"; if PAUSED, the same command with --session-id {session} --start-at "
+                f"{_seconds_text(summary.resume_at)} resumes it from its last final's end"
+            )
     elif not summary.answered:
         what = "no stream started"
     elif status == "PAUSED" and _refused_resume(summary):
@@ -1457,6 +1464,10 @@ async def stream_audio(
             # What the SDK had queued (while its TLS client waited, say) reached no
             # session that answered: not audio sent.
             summary.audio_seconds = 0.0
+        else:
+            # Not looked up (the user wants out), so where a PAUSED session would
+            # resume is said as such.
+            summary.resume_at = resume_point(summary.heard_to, options)
         summary.wall_seconds = time.monotonic() - started
         renderer.finished(summary)
         raise
@@ -1468,6 +1479,7 @@ async def stream_audio(
             summary.session_status = await _session_status(options, request)
         except asyncio.CancelledError:
             summary.error = ("Interrupted", "interrupted before the session ended")
+            summary.resume_at = resume_point(summary.heard_to, options)
             finish()
             raise
     if summary.session_status == "PAUSED":  # only a paused session resumes

@@ -815,6 +815,51 @@ def test_ctrl_c_ends_the_text_output_with_the_session_and_how_to_look_it_up(
     )
 
 
+@pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
+def test_ctrl_c_after_a_final_says_where_the_session_resumes_if_paused(
+    server, tmp_path, json_lines
+):
+    """The status is not looked up on the way out, and the line gave no resume
+    advice, nor --json a resumeAt, though the last final's end was known: both
+    now say where a session the command started resumes if it is PAUSED."""
+    minute = write_wav(tmp_path / "minute.wav", 60.0)
+    domain_id = "dom-" + new_session_id().replace("-", "")[:20]
+    script = {"segments": [{"begin": 0.1, "end": 0.4, "content": "Hello."}]}
+    rule = {"match": {"domainId": domain_id}, "scenario": script}
+    status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+    assert status == 201, body
+    args = ["stream", str(minute), "--endpoint", server.endpoint_url, "--ca", str(server.ca_file)]
+    args += ["--realtime", "--domain-id", domain_id, *(["--json"] if json_lines else [])]
+    process = _interruptible(args)
+    try:
+        assert process.stdout is not None
+        if json_lines:
+            assert "session" in json.loads(process.stdout.readline())
+            while json.loads(process.stdout.readline())["transcriptEvent"]["transcriptSegment"][
+                "isPartial"
+            ]:
+                pass  # until the final
+        else:
+            assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    if json_lines:
+        summary = json.loads(out.splitlines()[-1])["summary"]
+        assert (summary["lastFinalEnd"], summary["resumeAt"]) == (0.4, 0.4)
+        assert summary["sessionStatus"] is None  # not looked up
+        return
+    session_id = stopped(err.strip().splitlines()[-1])[3]
+    assert stopped(err.strip().splitlines()[-1])[4] == (
+        f"its status not looked up: GET /_emulator/sessions/{session_id} on the emulator's "
+        "cleartext port, or GetMedicalScribeListeningSession, gives it; if PAUSED, the same "
+        f"command with --session-id {session_id} --start-at 0.4 resumes it from its last "
+        "final's end"
+    )
+
+
 @pytest.mark.parametrize("json_lines", [True, False], ids=["json", "text"])
 def test_a_reader_that_closes_the_output_stops_the_stream_naming_its_session(
     server, audio_dir, json_lines
