@@ -835,10 +835,10 @@ def test_ctrl_c_after_a_final_says_where_the_session_resumes_if_paused(
         assert process.stdout is not None
         if json_lines:
             assert "session" in json.loads(process.stdout.readline())
-            while json.loads(process.stdout.readline())["transcriptEvent"]["transcriptSegment"][
-                "isPartial"
-            ]:
-                pass  # until the final
+            segment = {"isPartial": True}
+            while segment["isPartial"]:  # until the final
+                event = json.loads(process.stdout.readline())
+                segment = event["transcriptEvent"]["transcriptSegment"]
         else:
             assert process.stdout.readline().startswith("[00:00.1-00:00.4]")
         process.send_signal(signal.SIGINT)
