@@ -61,6 +61,7 @@ __all__ = [
     "StreamOptions",
     "StreamSummary",
     "StreamReset",
+    "Unconfirmed",
     "OutputClosed",
     "OutputFailed",
     "LiveLine",
@@ -549,9 +550,8 @@ class StreamSummary:
     #: Where the last final received ends in the session's audio (its
     #: ``audioEndOffset``): the session holds at least that much.
     heard_to: float | None = None
-    #: The file position a paused session resumes from (see :func:`resume_point`):
-    #: set when Get said PAUSED, or when the command was interrupted before
-    #: looking the status up (the session would resume from there if PAUSED).
+    #: The file position the session resumes from if it is PAUSED (see
+    #: :func:`resume_point`); the JSON's ``resumeAt`` only once Get said PAUSED.
     resume_at: float | None = None
     #: The file position this stream's audio started at (``--start-at``).
     started_at: float = 0.0
@@ -575,7 +575,7 @@ class StreamSummary:
             # The last final's audioEndOffset (the session's time), and the file
             # position to resume from when known (see resume_point).
             "lastFinalEnd": self.heard_to,
-            "resumeAt": self.resume_at,
+            "resumeAt": self.resume_at if self.session_status == "PAUSED" else None,
         }
 
 
@@ -671,6 +671,18 @@ def _refused_resume(summary: StreamSummary) -> bool:
     return summary.error is not None and "a resumed stream must" in summary.error[1]
 
 
+def _if_paused(summary: StreamSummary) -> str:
+    """What resumes a session whose status is not known, if it is PAUSED: said
+    when the command started it and a final came back, else nothing."""
+    if summary.resume_at is None:
+        return ""
+    return (
+        f"; if PAUSED, the same command with --session-id {summary.session_id} --start-at "
+        f"{_seconds_text(summary.resume_at)} resumes it from its last final's end (audio "
+        "sent after that may not have reached it)"
+    )
+
+
 def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
     """Return the summary of a failed stream: what it did, its session, and what
     can be done with that session now (resume it, or how to look up its status).
@@ -689,12 +701,7 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
     if summary.error is not None and summary.error[0] == "Interrupted" and not summary.answered:
         what = "interrupted before the service answered"
     elif summary.error is not None and summary.error[0] == "Interrupted":
-        what = f"its status not looked up: {look_up}"
-        if summary.resume_at is not None:
-            what += (
-                f"; if PAUSED, the same command with --session-id {session} --start-at "
-                f"{_seconds_text(summary.resume_at)} resumes it from its last final's end"
-            )
+        what = f"its status not looked up: {look_up}{_if_paused(summary)}"
     elif not summary.answered:
         what = "no stream started"
     elif status == "PAUSED" and _refused_resume(summary):
@@ -736,7 +743,7 @@ def _failure_line(summary: StreamSummary, endpoint_url: str) -> str:
     elif status == "IN_PROGRESS":  # the service has not yet seen the stream end
         what = f"still IN_PROGRESS to the service: {look_up} later"
     elif status is None:
-        what = f"its status unknown (Get failed): {look_up}"
+        what = f"its status unknown (Get failed): {look_up}{_if_paused(summary)}"
     else:
         what = f"now {status}"
     return f"{_summary_line(summary, lead='stopped')}, {what}"
@@ -915,6 +922,11 @@ class JsonRenderer:
 
 class StreamReset(Exception):
     """The output ended cleanly but the input could not finish: the stream was reset."""
+
+
+class Unconfirmed(Exception):
+    """The stream ended after its last audio, as a completed session's and a reset
+    one's do, and the session's status, which tells them apart, could not be looked up."""
 
 
 #: The message of a stream stopped because its output was closed (``| head -1``).
@@ -1106,6 +1118,8 @@ def _failure(
         return type(error).__name__, str(getattr(error, "message", None) or error)
     if isinstance(error, StreamReset):
         return "StreamReset", str(error)
+    if isinstance(error, Unconfirmed):
+        return "Unconfirmed", str(error)
     url = options.endpoint_url
     # The SDK wraps transport failures in a bare SmithyError (or a timeout error).
     crt = _crt_cause(error)
@@ -1345,7 +1359,9 @@ async def stream_audio(
 
     Failures are not raised but set ``summary.error`` to ``(type, message)``: a
     modeled service error (shape name, before or during the stream), a stream
-    that ended before all audio was sent (``StreamReset``), an endpoint that
+    that ended before all audio was sent or before END_OF_SESSION took effect
+    (``StreamReset``), one that ended after its last audio while Get could not
+    say whether its session completed (``Unconfirmed``), an endpoint that
     cannot be reached (``ConnectionError``), or an exchange that broke once
     connected, such as a corrupt frame in the response (``StreamError``). Raises
     :class:`UsageError` for a bad chunk size, channel roles or CA file, and
@@ -1453,7 +1469,7 @@ async def stream_audio(
     except _Unwritable as error:  # a full disk under --json > events.jsonl
         summary.error = ("OutputError", f"cannot write the output: {error}")
         output_closed = True
-    except (SmithyError, AwsCrtError, StreamReset, OSError) as error:
+    except (SmithyError, AwsCrtError, StreamReset, Unconfirmed, OSError) as error:
         summary.error = _failure(error, options, responded=responded, events=received)
         if not responded:
             # Refused or unreachable: what the SDK had queued never reached a session.
@@ -1482,8 +1498,7 @@ async def stream_audio(
             summary.resume_at = resume_point(summary.heard_to, options)
             finish()
             raise
-    if summary.session_status == "PAUSED":  # only a paused session resumes
-        summary.resume_at = resume_point(summary.heard_to, options)
+    summary.resume_at = resume_point(summary.heard_to, options)  # if PAUSED
     finish()
     if output_closed and summary.error is not None and summary.error[0] == "OutputError":
         raise OutputFailed(summary)
@@ -1562,13 +1577,14 @@ LOOK_UP_SECONDS = 5.0
 
 
 async def _check_completed(client: Any, request: Any) -> None:
-    """Raise :class:`StreamReset` unless Get says the session completed.
+    """Raise :class:`StreamReset` unless Get says the session completed, and
+    :class:`Unconfirmed` when Get fails.
 
     A stream reset or closed after the last audio event ends its output just as
     a whole session does, and its input may all have gone (into the
     connection's window): only the session's status tells them apart (a PAUSED
     session wrote no artifacts). A Get that fails leaves the end unknown, which
-    is no completion either: the endpoint may have gone (the emulator stopped
+    is no completion: the endpoint may have gone (the emulator stopped
     mid-stream) or, refusing the look-up, may hold the session PAUSED.
     """
     from smithy_core.exceptions import SmithyError
@@ -1583,7 +1599,7 @@ async def _check_completed(client: Any, request: Any) -> None:
             if kind in _SIGNING_ERRORS
             else ""
         )
-        raise StreamReset(
+        raise Unconfirmed(
             "the stream ended after the last audio as a completed session's does, and as "
             "one reset before END_OF_SESSION took effect does; looking up the session to "
             f"tell which failed ({said}){hint}"

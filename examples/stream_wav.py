@@ -58,7 +58,10 @@ async def main(path: str) -> None:
             )
         )
 
+        sent_all = False  # every audio event went (the reset may come in the close)
+
         async def send() -> None:
+            nonlocal sent_all
             await stream.input_stream.send(
                 m.MedicalScribeInputStreamConfigurationEvent(
                     value=m.MedicalScribeConfigurationEvent(post_stream_action_settings=settings)
@@ -71,6 +74,7 @@ async def main(path: str) -> None:
                         value=m.MedicalScribeAudioEvent(audio_chunk=audio[i : i + step])
                     )
                 )
+            sent_all = True
             await stream.input_stream.send(
                 m.MedicalScribeInputStreamSessionControlEvent(
                     value=m.MedicalScribeSessionControlEvent(type="END_OF_SESSION")
@@ -90,10 +94,13 @@ async def main(path: str) -> None:
             while not sender.done():  # a sender in close() needs a second cancel
                 sender.cancel()
                 await asyncio.wait({sender}, timeout=0.1)
-            sys.exit("error: the stream was reset before all audio was sent")
-        sender.result()  # the sender's own error, if it had one
+            if not sent_all:
+                sys.exit("error: the stream was reset before all audio was sent")
+        else:
+            sender.result()  # the sender's own error, if it had one
         # The output ends the same way, with no exception, when the stream was reset
-        # after the last audio went out: the session's status tells the two apart.
+        # after the last audio went out (the sender stuck in its END_OF_SESSION or
+        # close, or done): the session's status tells the two apart.
         got = await client.get_medical_scribe_listening_session(
             input=m.GetMedicalScribeListeningSessionInput(**ids)
         )

@@ -650,7 +650,7 @@ def test_a_stream_ending_after_its_audio_is_not_done_when_the_look_up_fails(
     """Reset at the last audio, the output ends as a whole session's
     does: only Get tells them apart. When Get failed (refused, or the emulator
     stopped mid-stream), the command said done and exited 0 with the session
-    PAUSED. Nothing says it completed: a reset, its status unknown."""
+    PAUSED. Nothing says it completed: Unconfirmed (it may have), status unknown."""
     session_id = new_session_id()
     rules = [
         {
@@ -670,14 +670,48 @@ def test_a_stream_ending_after_its_audio_is_not_done_when_the_look_up_fails(
     assert session_details(server, session_id)["status"] == "PAUSED"
     assert result.returncode == 1, result.stderr
     *_, error, summary = (json.loads(line) for line in result.stdout.splitlines())
-    assert error["error"]["type"] == "StreamReset"
+    assert error["error"]["type"] == "Unconfirmed"  # it may have completed
     message = error["error"]["message"]
     said = f"looking up the session to tell which failed ({refusal}: no look-ups today)"
     if refusal == "AccessDeniedException":  # the identity may stream, not look up
         said += ": allow the identity GetMedicalScribeListeningSession to have it confirmed"
     assert message.endswith(said), message
-    assert summary["summary"]["error"] == "StreamReset"
+    assert summary["summary"]["error"] == "Unconfirmed"
     assert summary["summary"]["sessionStatus"] is None  # unknown: Get failed again
+
+
+def test_a_session_the_command_started_whose_look_up_fails_says_where_it_resumes_if_paused(
+    server, audio_dir
+):
+    """Its status unknown, the stopped line gave no resume position though the last
+    final's end was known: it now says where it resumes if PAUSED, as after Ctrl-C."""
+    domain_id = "dom-" + new_session_id().replace("-", "")[:20]
+    rules = [
+        {
+            "match": {"domainId": domain_id},
+            "scenario": SCRIPT,
+            "chaos": {"disconnect": {"at": 5.0, "mode": "reset"}},
+        },
+        {
+            "match": {"domainId": domain_id, "operation": "GetMedicalScribeListeningSession"},
+            "error": {"type": "InternalServerException", "message": "no look-ups today"},
+        },
+    ]
+    for rule in rules:
+        status, body = admin(server.h2c_url, "POST", "/_emulator/rules", rule)
+        assert status == 201, body
+    result = stream(server, str(audio_dir / "mono5.wav"), "--domain-id", domain_id)
+    assert result.returncode == 1, result.stderr
+    error, summary = result.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error: Unconfirmed: the stream ended after the last audio")
+    session_id = stopped(summary)[3]
+    assert session_details(server, session_id)["status"] == "PAUSED"
+    assert stopped(summary)[4] == (
+        f"its status unknown (Get failed): GET /_emulator/sessions/{session_id} on the "
+        "emulator's cleartext port, or GetMedicalScribeListeningSession, gives it; if PAUSED, "
+        f"the same command with --session-id {session_id} --start-at 4 resumes it from its "
+        "last final's end (audio sent after that may not have reached it)"
+    )
 
 
 def corrupting(server: RunningServer, at: float) -> str:
@@ -820,8 +854,9 @@ def test_ctrl_c_after_a_final_says_where_the_session_resumes_if_paused(
     server, tmp_path, json_lines
 ):
     """The status is not looked up on the way out, and the line gave no resume
-    advice, nor --json a resumeAt, though the last final's end was known: both
-    now say where a session the command started resumes if it is PAUSED."""
+    advice, though the last final's end was known: it now says where a session
+    the command started resumes if it is PAUSED (--json gives that end, its
+    resumeAt being for a session Get said was PAUSED)."""
     minute = write_wav(tmp_path / "minute.wav", 60.0)
     domain_id = "dom-" + new_session_id().replace("-", "")[:20]
     script = {"segments": [{"begin": 0.1, "end": 0.4, "content": "Hello."}]}
@@ -848,15 +883,19 @@ def test_ctrl_c_after_a_final_says_where_the_session_resumes_if_paused(
     assert process.returncode == 130, err
     if json_lines:
         summary = json.loads(out.splitlines()[-1])["summary"]
-        assert (summary["lastFinalEnd"], summary["resumeAt"]) == (0.4, 0.4)
-        assert summary["sessionStatus"] is None  # not looked up
+        # resumeAt is given with a PAUSED status only: the last final's end is here.
+        assert (summary["lastFinalEnd"], summary["sessionStatus"], summary["resumeAt"]) == (
+            0.4,
+            None,
+            None,
+        )
         return
     session_id = stopped(err.strip().splitlines()[-1])[3]
     assert stopped(err.strip().splitlines()[-1])[4] == (
         f"its status not looked up: GET /_emulator/sessions/{session_id} on the emulator's "
         "cleartext port, or GetMedicalScribeListeningSession, gives it; if PAUSED, the same "
         f"command with --session-id {session_id} --start-at 0.4 resumes it from its last "
-        "final's end"
+        "final's end (audio sent after that may not have reached it)"
     )
 
 
