@@ -1596,7 +1596,7 @@ async def _check_completed(client: Any, request: Any) -> None:
         said = f"{kind}: {getattr(error, 'message', None) or error}"
         hint = (
             ": allow the identity GetMedicalScribeListeningSession to have it confirmed"
-            if kind in _SIGNING_ERRORS
+            if kind == "AccessDeniedException"  # the identity may stream, not look up
             else ""
         )
         raise Unconfirmed(
